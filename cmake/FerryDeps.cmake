@@ -1,0 +1,30 @@
+# Finds ferry's dependencies with pkg-config. A missing one stops configuration with the name of
+# the Debian package that provides it (scripts/install-deps.sh installs them all).
+find_package(PkgConfig)
+if(NOT PKG_CONFIG_FOUND)
+  message(FATAL_ERROR "pkg-config not found: apt-get install pkg-config (or run scripts/install-deps.sh)")
+endif()
+
+# ferry_require(<prefix> <pkg-config module> <debian package>)
+macro(ferry_require prefix module debpkg)
+  pkg_check_modules(${prefix} QUIET IMPORTED_TARGET ${module})
+  if(NOT ${prefix}_FOUND)
+    message(FATAL_ERROR "ferry needs ${module} (pkg-config module '${module}' not found): "
+                        "apt-get install ${debpkg}   (or run scripts/install-deps.sh as root)")
+  endif()
+endmacro()
+
+ferry_require(LMDB lmdb liblmdb-dev)
+ferry_require(ZSTD libzstd libzstd-dev)
+ferry_require(CURL libcurl libcurl4-openssl-dev)
+ferry_require(SODIUM libsodium libsodium-dev)
+ferry_require(EVENT libevent libevent-dev)
+ferry_require(EVENT_PTHREADS libevent_pthreads libevent-dev)
+ferry_require(PQ libpq libpq-dev)
+ferry_require(INIH inih libinih-dev)
+ferry_require(JANSSON jansson libjansson-dev)
+ferry_require(SYSTEMD libsystemd libsystemd-dev)
+if(FERRY_BUILD_TESTS)
+  ferry_require(CMOCKA cmocka libcmocka-dev)
+endif()
+find_package(Threads REQUIRED)

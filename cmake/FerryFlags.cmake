@@ -1,0 +1,33 @@
+# Compiler flags: strict warnings everywhere, sanitizers and libFuzzer as options.
+set(FERRY_WARNINGS -Wall -Wextra -Wshadow -Wformat=2 -Wpointer-arith -Wstrict-prototypes
+    -Wmissing-prototypes -Wvla -Wno-unused-parameter -Wimplicit-fallthrough -Wundef)
+if(FERRY_WERROR)
+  list(APPEND FERRY_WARNINGS -Werror)
+endif()
+add_compile_options(${FERRY_WARNINGS})
+add_compile_definitions(_GNU_SOURCE)
+
+if(FERRY_SANITIZE)
+  add_compile_options(-fsanitize=address,undefined -fno-sanitize-recover=undefined
+                      -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=address,undefined)
+endif()
+
+if(FERRY_FUZZ)
+  if(NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "FERRY_FUZZ needs clang: cmake -DCMAKE_C_COMPILER=clang -DFERRY_FUZZ=ON")
+  endif()
+  # Everything is built with coverage instrumentation; only fuzz targets link libFuzzer's main.
+  add_compile_options(-fsanitize=fuzzer-no-link)
+endif()
+
+# ferry_fuzz_target(<name> <sources...> LIBS <libs...>): a libFuzzer binary in build/bin.
+function(ferry_fuzz_target name)
+  if(NOT FERRY_FUZZ)
+    return()
+  endif()
+  cmake_parse_arguments(F "" "" "LIBS" ${ARGN})
+  add_executable(${name} ${F_UNPARSED_ARGUMENTS})
+  target_link_libraries(${name} PRIVATE ${F_LIBS})
+  target_link_options(${name} PRIVATE -fsanitize=fuzzer)
+endfunction()

@@ -1,0 +1,100 @@
+/*
+ * log.c - process-wide log sink (see log.h). One line per write(2) so that lines from several
+ * threads never interleave; timestamps are wall-clock UTC with milliseconds.
+ */
+#include "common/log.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/util.h"
+
+enum ferry_log_level ferry_log_threshold = FERRY_LOG_INFO;
+static int log_fd = 2;
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+void ferry_log_init(enum ferry_log_level level, int fd)
+{
+    ferry_log_threshold = level;
+    log_fd = fd;
+}
+
+int ferry_log_level_parse(const char *name, enum ferry_log_level *out)
+{
+    for (int i = 0; i <= FERRY_LOG_DEBUG; i++) {
+        if (strcmp(name, level_names[i]) == 0) {
+            *out = (enum ferry_log_level)i;
+            return 0;
+        }
+    }
+    if (strcmp(name, "warning") == 0) {
+        *out = FERRY_LOG_WARN;
+        return 0;
+    }
+    return -1;
+}
+
+__attribute__((format(printf, 3, 0))) static void log_vwrite(enum ferry_log_level level,
+                                                              const char *component,
+                                                              const char *fmt, va_list ap)
+{
+    char line[2048];
+    struct timespec now;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s [%s] ",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec, now.tv_nsec / 1000000, level_names[level], component);
+    if (n < 0)
+        return;
+    size_t used = (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;
+    int m = vsnprintf(line + used, sizeof line - used, fmt, ap);
+    if (m > 0)
+        used += (size_t)m < sizeof line - used ? (size_t)m : sizeof line - used - 1;
+    if (used >= sizeof line - 1)
+        used = sizeof line - 2;
+    line[used++] = '\n';
+    pthread_mutex_lock(&log_lock);
+    /* A failed log write has nowhere to be reported; the line is dropped. */
+    ssize_t w = write(log_fd, line, used);
+    (void)w;
+    pthread_mutex_unlock(&log_lock);
+}
+
+void ferry_log_write(enum ferry_log_level level, const char *component, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_vwrite(level, component, fmt, ap);
+    va_end(ap);
+}
+
+void ferry_log_limited(struct ferry_log_limit *limit, int interval_s, enum ferry_log_level level,
+                       const char *component, const char *fmt, ...)
+{
+    long long now = ferry_monotonic_ms();
+    pthread_mutex_lock(&log_lock);
+    int print = limit->last_ms == 0 || now - limit->last_ms >= (long long)interval_s * 1000;
+    unsigned suppressed = limit->suppressed;
+    if (print) {
+        limit->last_ms = now;
+        limit->suppressed = 0;
+    } else {
+        limit->suppressed++;
+    }
+    pthread_mutex_unlock(&log_lock);
+    if (!print)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    log_vwrite(level, component, fmt, ap);
+    va_end(ap);
+    if (suppressed)
+        ferry_log_write(level, component, "(previous message repeated %u times)", suppressed);
+}
