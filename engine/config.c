@@ -1,0 +1,594 @@
+/*
+ * config.c - ferryd's INI configuration (see config.h).
+ *
+ * Design: one table (config_keys[]) lists every key with its type, where it lands in struct
+ * ferryd_config, its bounds and whether SIGHUP can apply it. The defaults are an INI text
+ * (ferryd_config_defaults) parsed by the same code before the operator's file, so a default can
+ * never be a value the parser would reject.
+ *
+ * Line numbers: Debian's inih is built without INI_HANDLER_LINENO, so the handler is not told the
+ * line. We feed inih through ini_parse_stream() with our own reader, which counts lines as it
+ * hands them over; inih calls the handler for a line before it asks for the next one, so the
+ * reader's count is the handler's line. The reader also refuses lines longer than inih's buffer
+ * (inih would silently split them into two "lines").
+ */
+#include "engine/config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+
+const char ferryd_config_defaults[] =
+    "[device]\n"
+    "data_dir = /var/lib/ferry\n"
+    "device_class = generic\n"
+    "name =\n"
+    "[server]\n"
+    "url =\n"
+    "enroll_token =\n"
+    "ca_file =\n"
+    "[listen]\n"
+    "http = 127.0.0.1:8086\n"
+    "udp = 127.0.0.1:8089\n"
+    "unix = ferryd.sock\n"
+    "http_max_body = 32MiB\n"
+    "[journal]\n"
+    "quota = 1GiB\n"
+    "durability = group\n"
+    "group_window = 2ms\n"
+    "[sync]\n"
+    "event_latency = 1s\n"
+    "metric_latency = 10s\n"
+    "log_latency = 60s\n"
+    "event_threshold = 16KiB\n"
+    "metric_threshold = 256KiB\n"
+    "log_threshold = 512KiB\n"
+    "max_batch = 4MiB\n"
+    "min_batch = 16KiB\n"
+    "heartbeat = 5m\n"
+    "backoff_min = 1s\n"
+    "backoff_max = 5m\n"
+    "request_deadline = 30s\n"
+    "[update]\n"
+    "enabled = false\n"
+    "check_interval = 1h\n"
+    "slot_backend = simulated\n"
+    "[log]\n"
+    "level = info\n";
+
+enum key_type {
+    KEY_STRING,
+    KEY_HOSTPORT, /* a string that is "" or a valid host:port */
+    KEY_URL,      /* a string that is "" or starts with http:// or https:// */
+    KEY_SIZE,
+    KEY_DURATION,
+    KEY_BOOL,
+    KEY_LOG_LEVEL,
+    KEY_DURABILITY,
+};
+
+struct config_key {
+    const char *section;
+    const char *key;
+    enum key_type type;
+    size_t offset;
+    bool reloadable;
+    int64_t min; /* sizes and durations: inclusive bounds */
+    int64_t max;
+};
+
+#define OFF(field) offsetof(struct ferryd_config, field)
+#define KIB 1024LL
+#define MIB (1024LL * 1024)
+#define GIB (1024LL * 1024 * 1024)
+#define DAY_MS (86400LL * 1000)
+
+static const struct config_key config_keys[] = {
+    {"device", "data_dir", KEY_STRING, OFF(data_dir), false, 0, 0},
+    {"device", "device_class", KEY_STRING, OFF(device_class), false, 0, 0},
+    {"device", "name", KEY_STRING, OFF(device_name), false, 0, 0},
+    {"server", "url", KEY_URL, OFF(server_url), false, 0, 0},
+    {"server", "enroll_token", KEY_STRING, OFF(enroll_token), false, 0, 0},
+    {"server", "ca_file", KEY_STRING, OFF(ca_file), false, 0, 0},
+    {"listen", "http", KEY_HOSTPORT, OFF(listen_http), false, 0, 0},
+    {"listen", "udp", KEY_HOSTPORT, OFF(listen_udp), false, 0, 0},
+    {"listen", "unix", KEY_STRING, OFF(listen_unix), false, 0, 0},
+    {"listen", "http_max_body", KEY_SIZE, OFF(http_max_body_bytes), true, 4 * KIB, 1 * GIB},
+    {"journal", "quota", KEY_SIZE, OFF(journal_quota_bytes), false, 1 * MIB, 1024 * GIB},
+    {"journal", "durability", KEY_DURABILITY, OFF(journal_durability), false, 0, 0},
+    {"journal", "group_window", KEY_DURATION, OFF(journal_group_window_ms), false, 0, 1000},
+    {"sync", "event_latency", KEY_DURATION, OFF(latency_ms[0]), true, 0, DAY_MS},
+    {"sync", "metric_latency", KEY_DURATION, OFF(latency_ms[1]), true, 0, DAY_MS},
+    {"sync", "log_latency", KEY_DURATION, OFF(latency_ms[2]), true, 0, DAY_MS},
+    {"sync", "event_threshold", KEY_SIZE, OFF(threshold_bytes[0]), true, 1, 1 * GIB},
+    {"sync", "metric_threshold", KEY_SIZE, OFF(threshold_bytes[1]), true, 1, 1 * GIB},
+    {"sync", "log_threshold", KEY_SIZE, OFF(threshold_bytes[2]), true, 1, 1 * GIB},
+    {"sync", "max_batch", KEY_SIZE, OFF(max_batch_bytes), true, 4 * KIB, 64 * MIB},
+    {"sync", "min_batch", KEY_SIZE, OFF(min_batch_bytes), true, 1 * KIB, 64 * MIB},
+    {"sync", "heartbeat", KEY_DURATION, OFF(heartbeat_ms), true, 1000, 7 * DAY_MS},
+    {"sync", "backoff_min", KEY_DURATION, OFF(backoff_min_ms), true, 10, DAY_MS},
+    {"sync", "backoff_max", KEY_DURATION, OFF(backoff_max_ms), true, 10, DAY_MS},
+    {"sync", "request_deadline", KEY_DURATION, OFF(request_deadline_ms), true, 1000, DAY_MS},
+    {"update", "enabled", KEY_BOOL, OFF(update_enabled), false, 0, 0},
+    {"update", "check_interval", KEY_DURATION, OFF(update_check_interval_ms), true, 1000,
+     30 * DAY_MS},
+    {"update", "slot_backend", KEY_STRING, OFF(update_slot_backend), false, 0, 0},
+    {"log", "level", KEY_LOG_LEVEL, OFF(log_level), true, 0, 0},
+};
+
+#define N_KEYS (sizeof config_keys / sizeof config_keys[0])
+
+const char *ferryd_config_strerror(int err)
+{
+    switch (err) {
+    case FERRYD_CONFIG_OK:
+        return "success";
+    case FERRYD_CONFIG_ENOENT:
+        return "cannot open configuration file";
+    case FERRYD_CONFIG_EPARSE:
+        return "configuration syntax error";
+    case FERRYD_CONFIG_EKEY:
+        return "unknown configuration section or key";
+    case FERRYD_CONFIG_EVALUE:
+        return "invalid configuration value";
+    case FERRYD_CONFIG_ENOMEM:
+        return "out of memory";
+    default:
+        return "unknown configuration error";
+    }
+}
+
+/* The state of one load: where lines come from, the line count, the first error. */
+struct load_state {
+    struct ferryd_config *cfg;
+    const char *name; /* file name for messages */
+    FILE *file;       /* either file ... */
+    const char *text; /* ... or text */
+    int line;
+    bool line_too_long;
+    int first_error;   /* 0 or an enum ferryd_config_error */
+    int set_line[N_KEYS]; /* line where each key was last set in this file (0: default) */
+    char *err;
+    size_t err_len;
+};
+
+__attribute__((format(printf, 3, 4))) static void load_fail(struct load_state *st, int code,
+                                                            const char *fmt, ...)
+{
+    if (st->first_error)
+        return; /* the first error is the one worth reading */
+    st->first_error = code;
+    if (!st->err || st->err_len == 0)
+        return;
+    int n = snprintf(st->err, st->err_len, "%s:%d: ", st->name, st->line);
+    if (n < 0 || (size_t)n >= st->err_len)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(st->err + n, st->err_len - (size_t)n, fmt, ap);
+    va_end(ap);
+}
+
+/* inih's reader: one line per call, counted; over-long lines are consumed whole and flagged. */
+static char *load_reader(char *out, int size, void *arg)
+{
+    struct load_state *st = arg;
+    if (size < 2)
+        return NULL;
+    size_t cap = (size_t)size - 1, used = 0;
+    bool got_any = false;
+    st->line_too_long = false;
+    for (;;) {
+        int c;
+        if (st->file) {
+            c = getc(st->file);
+            if (c == EOF)
+                break;
+        } else {
+            if (!*st->text)
+                break;
+            c = (unsigned char)*st->text++;
+        }
+        got_any = true;
+        if (used < cap)
+            out[used++] = (char)c;
+        else
+            st->line_too_long = true;
+        if (c == '\n')
+            break;
+    }
+    if (!got_any)
+        return NULL;
+    if (st->line_too_long) /* end the kept part with a newline so inih sees one line */
+        out[used - 1] = '\n';
+    out[used] = 0;
+    st->line++;
+    if (st->line_too_long)
+        load_fail(st, FERRYD_CONFIG_EPARSE, "line longer than %d characters", size - 2);
+    return out;
+}
+
+static const struct config_key *find_key(const char *section, const char *key, bool *section_ok)
+{
+    *section_ok = false;
+    for (size_t i = 0; i < N_KEYS; i++) {
+        if (strcmp(config_keys[i].section, section) != 0)
+            continue;
+        *section_ok = true;
+        if (strcmp(config_keys[i].key, key) == 0)
+            return &config_keys[i];
+    }
+    return NULL;
+}
+
+static int set_string(char **slot, const char *value)
+{
+    char *copy = strdup(value);
+    if (!copy)
+        return -1;
+    free(*slot);
+    *slot = copy;
+    return 0;
+}
+
+static bool valid_url(const char *v)
+{
+    if (!*v)
+        return true;
+    const char *rest;
+    if (strncmp(v, "http://", 7) == 0)
+        rest = v + 7;
+    else if (strncmp(v, "https://", 8) == 0)
+        rest = v + 8;
+    else
+        return false;
+    return *rest && *rest != '/';
+}
+
+/* Stores one value; returns 0 or reports the problem through load_fail and returns -1. */
+static int apply_value(struct load_state *st, const struct config_key *k, const char *value)
+{
+    char *base = (char *)st->cfg;
+    void *slot = base + k->offset;
+    switch (k->type) {
+    case KEY_HOSTPORT: {
+        char host[256];
+        uint16_t port;
+        if (*value && ferryd_parse_hostport(value, host, sizeof host, &port) != 0) {
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[%s] %s = \"%s\": not an address (host:port, [v6]:port, or empty to "
+                      "disable)",
+                      k->section, k->key, value);
+            return -1;
+        }
+        break;
+    }
+    case KEY_URL:
+        if (!valid_url(value)) {
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[%s] %s = \"%s\": not an http:// or https:// URL", k->section, k->key,
+                      value);
+            return -1;
+        }
+        break;
+    default:
+        break;
+    }
+    switch (k->type) {
+    case KEY_STRING:
+    case KEY_HOSTPORT:
+    case KEY_URL:
+        if (set_string(slot, value) != 0) {
+            load_fail(st, FERRYD_CONFIG_ENOMEM, "out of memory");
+            return -1;
+        }
+        return 0;
+    case KEY_SIZE: {
+        uint64_t v;
+        if (ferry_parse_size(value, &v) != 0) {
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[%s] %s = \"%s\": not a size (e.g. 4096, 64KiB, 16MiB, 1GiB)", k->section,
+                      k->key, value);
+            return -1;
+        }
+        if (v < (uint64_t)k->min || v > (uint64_t)k->max) {
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[%s] %s = \"%s\": out of range (%lld to %lld bytes)", k->section, k->key,
+                      value, (long long)k->min, (long long)k->max);
+            return -1;
+        }
+        *(uint64_t *)slot = v;
+        return 0;
+    }
+    case KEY_DURATION: {
+        int64_t v;
+        if (ferry_parse_duration_ms(value, &v) != 0) {
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[%s] %s = \"%s\": not a duration (e.g. 500ms, 30s, 5m, 2h)", k->section,
+                      k->key, value);
+            return -1;
+        }
+        if (v < k->min || v > k->max) {
+            load_fail(st, FERRYD_CONFIG_EVALUE, "[%s] %s = \"%s\": out of range (%lld to %lld ms)",
+                      k->section, k->key, value, (long long)k->min, (long long)k->max);
+            return -1;
+        }
+        *(int64_t *)slot = v;
+        return 0;
+    }
+    case KEY_BOOL:
+        if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 || strcmp(value, "on") == 0 ||
+            strcmp(value, "1") == 0) {
+            *(bool *)slot = true;
+            return 0;
+        }
+        if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 ||
+            strcmp(value, "off") == 0 || strcmp(value, "0") == 0) {
+            *(bool *)slot = false;
+            return 0;
+        }
+        load_fail(st, FERRYD_CONFIG_EVALUE, "[%s] %s = \"%s\": not a boolean (true or false)",
+                  k->section, k->key, value);
+        return -1;
+    case KEY_LOG_LEVEL: {
+        enum ferry_log_level lvl;
+        if (ferry_log_level_parse(value, &lvl) != 0) {
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[%s] %s = \"%s\": not a log level (error, warn, info, debug)", k->section,
+                      k->key, value);
+            return -1;
+        }
+        *(enum ferry_log_level *)slot = lvl;
+        return 0;
+    }
+    case KEY_DURABILITY:
+        if (strcmp(value, "sync") == 0)
+            *(enum ferryd_durability *)slot = FERRYD_DURABILITY_SYNC;
+        else if (strcmp(value, "group") == 0)
+            *(enum ferryd_durability *)slot = FERRYD_DURABILITY_GROUP;
+        else if (strcmp(value, "none") == 0)
+            *(enum ferryd_durability *)slot = FERRYD_DURABILITY_NONE;
+        else {
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[%s] %s = \"%s\": not a durability mode (sync, group, none)", k->section,
+                      k->key, value);
+            return -1;
+        }
+        return 0;
+    }
+    return -1;
+}
+
+static int load_handler(void *arg, const char *section, const char *key, const char *value)
+{
+    struct load_state *st = arg;
+    if (st->line_too_long)
+        return 0; /* already reported; the truncated text means nothing */
+    bool section_ok;
+    const struct config_key *k = find_key(section, key, &section_ok);
+    if (!k) {
+        if (!*section)
+            load_fail(st, FERRYD_CONFIG_EKEY, "key \"%s\" outside of any [section]", key);
+        else if (!section_ok)
+            load_fail(st, FERRYD_CONFIG_EKEY, "[%s] %s: unknown section \"%s\"", section, key,
+                      section);
+        else
+            load_fail(st, FERRYD_CONFIG_EKEY, "[%s] %s: unknown key", section, key);
+        return 0;
+    }
+    if (apply_value(st, k, value) != 0)
+        return 0;
+    st->set_line[k - config_keys] = st->line;
+    return 1;
+}
+
+static const struct config_key *key_by_offset(size_t offset)
+{
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (config_keys[i].offset == offset)
+            return &config_keys[i];
+    return NULL;
+}
+
+/* Checks rules that tie keys together; errors name the later key's line. */
+static void check_cross(struct load_state *st)
+{
+    const struct ferryd_config *c = st->cfg;
+    if (c->backoff_min_ms > c->backoff_max_ms) {
+        const struct config_key *k = key_by_offset(OFF(backoff_min_ms));
+        st->line = st->set_line[k - config_keys];
+        load_fail(st, FERRYD_CONFIG_EVALUE,
+                  "[sync] backoff_min (%lld ms) must not exceed backoff_max (%lld ms)",
+                  (long long)c->backoff_min_ms, (long long)c->backoff_max_ms);
+    }
+    if (c->min_batch_bytes > c->max_batch_bytes) {
+        const struct config_key *k = key_by_offset(OFF(min_batch_bytes));
+        st->line = st->set_line[k - config_keys];
+        load_fail(st, FERRYD_CONFIG_EVALUE,
+                  "[sync] min_batch (%llu bytes) must not exceed max_batch (%llu bytes)",
+                  (unsigned long long)c->min_batch_bytes, (unsigned long long)c->max_batch_bytes);
+    }
+    if (!c->data_dir[0]) {
+        const struct config_key *k = key_by_offset(OFF(data_dir));
+        st->line = st->set_line[k - config_keys];
+        load_fail(st, FERRYD_CONFIG_EVALUE, "[device] data_dir must not be empty");
+    }
+}
+
+static int run_parse(struct load_state *st)
+{
+    int rc = ini_parse_stream(load_reader, st, load_handler, st);
+    if (rc == -2) {
+        load_fail(st, FERRYD_CONFIG_ENOMEM, "out of memory");
+        return FERRYD_CONFIG_ENOMEM;
+    }
+    if (rc > 0 && !st->first_error) {
+        /* inih found a syntax error the handler never saw. */
+        st->line = rc;
+        load_fail(st, FERRYD_CONFIG_EPARSE,
+                  "cannot parse this line (expected \"[section]\" or \"key = value\")");
+    }
+    return st->first_error;
+}
+
+void ferryd_config_free(struct ferryd_config *cfg)
+{
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const struct config_key *k = &config_keys[i];
+        if (k->type == KEY_STRING || k->type == KEY_HOSTPORT || k->type == KEY_URL) {
+            char **slot = (char **)((char *)cfg + k->offset);
+            free(*slot);
+            *slot = NULL;
+        }
+    }
+}
+
+static int load_common(FILE *file, const char *text, const char *name, struct ferryd_config *cfg,
+                       char *err, size_t err_len)
+{
+    if (err && err_len)
+        err[0] = 0;
+    memset(cfg, 0, sizeof *cfg);
+    struct load_state *st = calloc(1, sizeof *st);
+    if (!st) {
+        if (err && err_len)
+            snprintf(err, err_len, "%s: out of memory", name);
+        return FERRYD_CONFIG_ENOMEM;
+    }
+    st->cfg = cfg;
+    st->err = err;
+    st->err_len = err_len;
+    st->name = "(built-in defaults)";
+    st->text = ferryd_config_defaults;
+    int rc = run_parse(st);
+    if (rc != 0)
+        goto out; /* cannot happen unless the table and the defaults disagree */
+
+    memset(st->set_line, 0, sizeof st->set_line);
+    st->name = name;
+    st->line = 0;
+    st->file = file;
+    st->text = text;
+    if (file || text) {
+        rc = run_parse(st);
+        if (rc != 0)
+            goto out;
+    }
+    check_cross(st);
+    rc = st->first_error;
+out:
+    free(st);
+    if (rc != 0)
+        ferryd_config_free(cfg);
+    return rc;
+}
+
+int ferryd_config_load(const char *path, struct ferryd_config *cfg, char *err, size_t err_len)
+{
+    if (!path)
+        return load_common(NULL, NULL, "(built-in defaults)", cfg, err, err_len);
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        int e = errno;
+        memset(cfg, 0, sizeof *cfg);
+        if (err && err_len)
+            snprintf(err, err_len, "%s: cannot open: %s", path, strerror(e));
+        return FERRYD_CONFIG_ENOENT;
+    }
+    int rc = load_common(f, NULL, path, cfg, err, err_len);
+    fclose(f); /* read-only stream: nothing to lose on close */
+    return rc;
+}
+
+int ferryd_config_load_string(const char *text, const char *name, struct ferryd_config *cfg,
+                              char *err, size_t err_len)
+{
+    return load_common(NULL, text ? text : "", name ? name : "(string)", cfg, err, err_len);
+}
+
+static bool key_equal(const struct config_key *k, const struct ferryd_config *a,
+                      const struct ferryd_config *b)
+{
+    const char *pa = (const char *)a + k->offset, *pb = (const char *)b + k->offset;
+    switch (k->type) {
+    case KEY_STRING:
+    case KEY_HOSTPORT:
+    case KEY_URL: {
+        const char *sa = *(char *const *)pa, *sb = *(char *const *)pb;
+        return strcmp(sa ? sa : "", sb ? sb : "") == 0;
+    }
+    case KEY_SIZE:
+        return *(const uint64_t *)pa == *(const uint64_t *)pb;
+    case KEY_DURATION:
+        return *(const int64_t *)pa == *(const int64_t *)pb;
+    case KEY_BOOL:
+        return *(const bool *)pa == *(const bool *)pb;
+    case KEY_LOG_LEVEL:
+        return *(const enum ferry_log_level *)pa == *(const enum ferry_log_level *)pb;
+    case KEY_DURABILITY:
+        return *(const enum ferryd_durability *)pa == *(const enum ferryd_durability *)pb;
+    }
+    return false;
+}
+
+int ferryd_config_diff(const struct ferryd_config *old_cfg, const struct ferryd_config *new_cfg,
+                       void (*changed)(const char *section, const char *key, bool reloadable,
+                                       void *arg),
+                       void *arg)
+{
+    int n = 0;
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const struct config_key *k = &config_keys[i];
+        if (key_equal(k, old_cfg, new_cfg))
+            continue;
+        n++;
+        if (changed)
+            changed(k->section, k->key, k->reloadable, arg);
+    }
+    return n;
+}
+
+int ferryd_parse_hostport(const char *s, char *host, size_t host_len, uint16_t *port)
+{
+    const char *colon;
+    const char *h = s;
+    size_t hlen;
+    if (*s == '[') {
+        const char *close = strchr(s, ']');
+        if (!close || close[1] != ':')
+            return -1;
+        h = s + 1;
+        hlen = (size_t)(close - h);
+        colon = close + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon || memchr(s, ':', (size_t)(colon - s)))
+            return -1; /* bare IPv6 needs brackets */
+        hlen = (size_t)(colon - s);
+    }
+    if (hlen >= host_len)
+        return -1;
+    uint64_t p;
+    if (ferry_parse_u64(colon + 1, 65535, &p) != 0)
+        return -1;
+    memcpy(host, h, hlen);
+    host[hlen] = 0;
+    *port = (uint16_t)p;
+    return 0;
+}
+
+int ferryd_config_path(const struct ferryd_config *cfg, const char *path, char *out,
+                       size_t out_len)
+{
+    int n;
+    if (path[0] == '/')
+        n = snprintf(out, out_len, "%s", path);
+    else
+        n = snprintf(out, out_len, "%s/%s", cfg->data_dir, path);
+    return (n < 0 || (size_t)n >= out_len) ? -1 : 0;
+}

@@ -1,0 +1,132 @@
+/*
+ * config.h - ferryd's configuration: one INI file, parsed with inih.
+ *
+ * Every key lives in one table in config.c (section, key, type, default, whether SIGHUP reloads
+ * it), so the defaults ferryd runs with when there is no file, the parser, the validation and the
+ * reload rules cannot disagree. docs/configuration.md documents the same table for people.
+ *
+ * Loading works in two passes over the same parser: first the embedded defaults (an INI text in
+ * config.c), then the operator's file on top. A key that is not in the table, a value that does
+ * not parse, or a line inih cannot read is an error that names the file, the line and the key:
+ *
+ *     /etc/ferry/ferryd.ini:12: [sync] heartbeat = "soon": not a duration (e.g. 500ms, 30s, 5m)
+ *
+ * Strings in struct ferryd_config are owned by it (ferryd_config_free releases them). Sizes are
+ * in bytes, durations in milliseconds, whatever unit the file used.
+ */
+#ifndef FERRY_ENGINE_CONFIG_H
+#define FERRY_ENGINE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/log.h"
+
+enum ferryd_config_error {
+    FERRYD_CONFIG_OK = 0,
+    FERRYD_CONFIG_ENOENT = -1, /* the file named does not exist or cannot be opened */
+    FERRYD_CONFIG_EPARSE = -2, /* a line inih cannot read (no '=', unterminated section...) */
+    FERRYD_CONFIG_EKEY = -3,   /* unknown section or key */
+    FERRYD_CONFIG_EVALUE = -4, /* a value that does not parse or is out of range */
+    FERRYD_CONFIG_ENOMEM = -5,
+};
+
+const char *ferryd_config_strerror(int err);
+
+/* The default path `ferryd` and `ferry` read when no --config is given. */
+#define FERRYD_CONFIG_DEFAULT_PATH "/etc/ferry/ferryd.ini"
+
+/* Name of the file in data_dir where ferryd writes the addresses it actually bound (see
+ * ferryd(8)): lines "http=127.0.0.1:8086", "udp=...", "unix=...". Lets `listen.http =
+ * 127.0.0.1:0` work and lets `ferry` find the daemon. */
+#define FERRYD_ADDR_FILE "ferryd.addr"
+
+/* [journal] durability */
+enum ferryd_durability {
+    FERRYD_DURABILITY_SYNC = 0,  /* every commit fsyncs before it is acknowledged */
+    FERRYD_DURABILITY_GROUP = 1, /* commits within group_window share one fsync (the default) */
+    FERRYD_DURABILITY_NONE = 2,  /* no fsync: fast, loses the last commits on power loss */
+};
+
+#define FERRYD_STREAMS 3 /* event, metric, log: enum record_stream order */
+
+struct ferryd_config {
+    /* [device] */
+    char *data_dir;
+    char *device_class;
+    char *device_name; /* key "name"; "" means the host name */
+
+    /* [server] */
+    char *server_url; /* "" : no server; records stay in the journal */
+    char *enroll_token;
+    char *ca_file;
+
+    /* [listen] ("" disables an input; unix paths are relative to data_dir) */
+    char *listen_http;
+    char *listen_udp;
+    char *listen_unix;
+    uint64_t http_max_body_bytes;
+
+    /* [journal] */
+    uint64_t journal_quota_bytes;
+    enum ferryd_durability journal_durability;
+    int64_t journal_group_window_ms;
+
+    /* [sync], indexed by enum record_stream */
+    int64_t latency_ms[FERRYD_STREAMS];
+    uint64_t threshold_bytes[FERRYD_STREAMS];
+    uint64_t max_batch_bytes;
+    uint64_t min_batch_bytes;
+    int64_t heartbeat_ms;
+    int64_t backoff_min_ms;
+    int64_t backoff_max_ms;
+    int64_t request_deadline_ms;
+
+    /* [update] */
+    bool update_enabled;
+    int64_t update_check_interval_ms;
+    char *update_slot_backend;
+
+    /* [log] */
+    enum ferry_log_level log_level;
+};
+
+/*
+ * Loads the configuration: embedded defaults, then `path` on top when path is not NULL.
+ * `cfg` must be zeroed or freed before; on success it owns its strings. On failure `cfg` is left
+ * freed (all pointers NULL) and `err` (when err_len > 0) holds one line saying what and where.
+ * Returns 0 or a negative enum ferryd_config_error.
+ */
+int ferryd_config_load(const char *path, struct ferryd_config *cfg, char *err, size_t err_len)
+    __attribute__((warn_unused_result));
+
+/* Like ferryd_config_load, but from an INI text in memory; `name` is the file name errors use. */
+int ferryd_config_load_string(const char *text, const char *name, struct ferryd_config *cfg,
+                              char *err, size_t err_len) __attribute__((warn_unused_result));
+
+void ferryd_config_free(struct ferryd_config *cfg);
+
+/*
+ * Describes what differs between `old` and `new` for a SIGHUP: calls `changed` once per key whose
+ * value differs, with `reloadable` telling whether the daemon can apply it without a restart.
+ * Returns the number of keys that differ.
+ */
+int ferryd_config_diff(const struct ferryd_config *old_cfg, const struct ferryd_config *new_cfg,
+                       void (*changed)(const char *section, const char *key, bool reloadable,
+                                       void *arg),
+                       void *arg);
+
+/* Parses "host:port", "[v6]:port" or ":port" (all interfaces) into its parts; host is
+ * written NUL-terminated into host (empty for ":port"). Returns 0 or -1. */
+int ferryd_parse_hostport(const char *s, char *host, size_t host_len, uint16_t *port);
+
+/* Resolves a path against data_dir when it is relative; writes into out. Returns 0, or -1 when
+ * the result does not fit. */
+int ferryd_config_path(const struct ferryd_config *cfg, const char *path, char *out,
+                       size_t out_len) __attribute__((warn_unused_result));
+
+/* The embedded defaults as INI text (what ferryd runs with when there is no file). */
+extern const char ferryd_config_defaults[];
+
+#endif

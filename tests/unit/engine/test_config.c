@@ -1,0 +1,228 @@
+/*
+ * test_config.c - ferryd's INI configuration: defaults, overrides, and errors that name the
+ * file, the line and the key.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "engine/config.h"
+
+static void test_defaults_without_file(void **state)
+{
+    (void)state;
+    struct ferryd_config cfg;
+    char err[256];
+    assert_int_equal(ferryd_config_load(NULL, &cfg, err, sizeof err), 0);
+    assert_string_equal(cfg.data_dir, "/var/lib/ferry");
+    assert_string_equal(cfg.listen_http, "127.0.0.1:8086");
+    assert_string_equal(cfg.server_url, "");
+    assert_int_equal(cfg.latency_ms[0], 1000);
+    assert_int_equal(cfg.latency_ms[2], 60000);
+    assert_int_equal(cfg.journal_quota_bytes, 1024ULL * 1024 * 1024);
+    assert_int_equal(cfg.journal_durability, FERRYD_DURABILITY_GROUP);
+    assert_int_equal(cfg.log_level, FERRY_LOG_INFO);
+    assert_false(cfg.update_enabled);
+    ferryd_config_free(&cfg);
+}
+
+static void test_file_overrides_defaults(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/ferry-config-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *text = "; a comment\n"
+                       "[device]\n"
+                       "data_dir = /tmp/x\n"
+                       "[listen]\n"
+                       "http = 127.0.0.1:0\n"
+                       "udp =\n"
+                       "[sync]\n"
+                       "heartbeat = 90s\n"
+                       "metric_threshold = 1MiB\n"
+                       "[log]\n"
+                       "level = debug\n";
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    struct ferryd_config cfg;
+    char err[256];
+    int rc = ferryd_config_load(path, &cfg, err, sizeof err);
+    unlink(path);
+    assert_int_equal(rc, 0);
+    assert_string_equal(cfg.data_dir, "/tmp/x");
+    assert_string_equal(cfg.listen_http, "127.0.0.1:0");
+    assert_string_equal(cfg.listen_udp, "");
+    assert_int_equal(cfg.heartbeat_ms, 90000);
+    assert_int_equal(cfg.threshold_bytes[1], 1024 * 1024);
+    assert_int_equal(cfg.log_level, FERRY_LOG_DEBUG);
+    /* untouched keys keep their defaults */
+    assert_int_equal(cfg.latency_ms[1], 10000);
+    ferryd_config_free(&cfg);
+}
+
+/* Loads `text` as file "test.ini" and expects error `code` with `message` in the text. */
+static void expect_error(const char *text, int code, const char *message)
+{
+    struct ferryd_config cfg;
+    char err[256];
+    int rc = ferryd_config_load_string(text, "test.ini", &cfg, err, sizeof err);
+    if (rc != code || !strstr(err, message))
+        fail_msg("config:\n%s\nexpected %d \"%s\", got %d \"%s\"", text, code, message, rc, err);
+    assert_null(cfg.data_dir); /* freed on failure */
+}
+
+static void test_unknown_key_names_file_line_key(void **state)
+{
+    (void)state;
+    expect_error("[sync]\nheartbeat = 1m\nbogus = 3\n", FERRYD_CONFIG_EKEY,
+                 "test.ini:3: [sync] bogus: unknown key");
+}
+
+static void test_unknown_section(void **state)
+{
+    (void)state;
+    expect_error("\n[nope]\nx = 1\n", FERRYD_CONFIG_EKEY,
+                 "test.ini:3: [nope] x: unknown section \"nope\"");
+    expect_error("x = 1\n", FERRYD_CONFIG_EKEY, "test.ini:1: key \"x\" outside of any [section]");
+}
+
+static void test_bad_values(void **state)
+{
+    (void)state;
+    expect_error("[sync]\n\n\nheartbeat = soon\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:4: [sync] heartbeat = \"soon\": not a duration");
+    expect_error("[journal]\nquota = lots\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:2: [journal] quota = \"lots\": not a size");
+    expect_error("[journal]\nquota = 12\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:2: [journal] quota = \"12\": out of range");
+    expect_error("[journal]\ndurability = maybe\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:2: [journal] durability = \"maybe\": not a durability mode");
+    expect_error("[log]\nlevel = loud\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:2: [log] level = \"loud\": not a log level");
+    expect_error("[listen]\nhttp = localhost\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:2: [listen] http = \"localhost\": not an address");
+    expect_error("[listen]\nhttp = 127.0.0.1:70000\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:2: [listen] http");
+    expect_error("[server]\nurl = ftp://x\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:2: [server] url = \"ftp://x\": not an http:// or https:// URL");
+    expect_error("[update]\nenabled = perhaps\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:2: [update] enabled = \"perhaps\": not a boolean");
+}
+
+static void test_syntax_error_line(void **state)
+{
+    (void)state;
+    expect_error("[sync]\nheartbeat = 1m\n[broken\n", FERRYD_CONFIG_EPARSE, "test.ini:3: cannot parse");
+    expect_error("[sync]\njust words\n", FERRYD_CONFIG_EPARSE, "test.ini:2: cannot parse");
+}
+
+static void test_cross_key_rules(void **state)
+{
+    (void)state;
+    expect_error("[sync]\nbackoff_max = 2s\nbackoff_min = 10s\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:3: [sync] backoff_min (10000 ms) must not exceed backoff_max");
+    expect_error("[device]\ndata_dir =\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:2: [device] data_dir must not be empty");
+}
+
+static void test_long_line_is_an_error_on_its_line(void **state)
+{
+    (void)state;
+    char text[2048];
+    int n = snprintf(text, sizeof text, "[device]\nname = ");
+    memset(text + n, 'a', 1500);
+    snprintf(text + n + 1500, sizeof text - (size_t)n - 1500, "\n[log]\nlevel = nope\n");
+    expect_error(text, FERRYD_CONFIG_EPARSE, "test.ini:2: line longer than");
+}
+
+static void test_missing_file(void **state)
+{
+    (void)state;
+    struct ferryd_config cfg;
+    char err[256];
+    assert_int_equal(ferryd_config_load("/nonexistent/ferryd.ini", &cfg, err, sizeof err),
+                     FERRYD_CONFIG_ENOENT);
+    assert_non_null(strstr(err, "/nonexistent/ferryd.ini: cannot open"));
+}
+
+struct diff_seen {
+    int reloadable;
+    int restart;
+    char keys[256];
+};
+
+static void on_changed(const char *section, const char *key, bool reloadable, void *arg)
+{
+    struct diff_seen *s = arg;
+    if (reloadable)
+        s->reloadable++;
+    else
+        s->restart++;
+    size_t used = strlen(s->keys);
+    snprintf(s->keys + used, sizeof s->keys - used, "%s.%s ", section, key);
+}
+
+static void test_diff_reports_reloadable_keys(void **state)
+{
+    (void)state;
+    struct ferryd_config a, b;
+    char err[256];
+    assert_int_equal(ferryd_config_load_string("[log]\nlevel = info\n", "a", &a, err, sizeof err), 0);
+    assert_int_equal(ferryd_config_load_string("[log]\nlevel = debug\n[sync]\nlog_latency = 5s\n"
+                                               "[listen]\nhttp = 127.0.0.1:1\n",
+                                               "b", &b, err, sizeof err),
+                     0);
+    struct diff_seen seen = {0, 0, ""};
+    assert_int_equal(ferryd_config_diff(&a, &b, on_changed, &seen), 3);
+    assert_int_equal(seen.reloadable, 2);
+    assert_int_equal(seen.restart, 1);
+    assert_non_null(strstr(seen.keys, "listen.http"));
+    assert_int_equal(ferryd_config_diff(&a, &a, NULL, NULL), 0);
+    ferryd_config_free(&a);
+    ferryd_config_free(&b);
+}
+
+static void test_hostport(void **state)
+{
+    (void)state;
+    char host[64];
+    uint16_t port;
+    assert_int_equal(ferryd_parse_hostport("127.0.0.1:8086", host, sizeof host, &port), 0);
+    assert_string_equal(host, "127.0.0.1");
+    assert_int_equal(port, 8086);
+    assert_int_equal(ferryd_parse_hostport("[::1]:0", host, sizeof host, &port), 0);
+    assert_string_equal(host, "::1");
+    assert_int_equal(port, 0);
+    assert_int_equal(ferryd_parse_hostport(":9", host, sizeof host, &port), 0);
+    assert_string_equal(host, "");
+    assert_int_equal(ferryd_parse_hostport("::1:80", host, sizeof host, &port), -1);
+    assert_int_equal(ferryd_parse_hostport("h:", host, sizeof host, &port), -1);
+    assert_int_equal(ferryd_parse_hostport("h:x", host, sizeof host, &port), -1);
+    assert_int_equal(ferryd_parse_hostport("h", host, sizeof host, &port), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults_without_file),
+        cmocka_unit_test(test_file_overrides_defaults),
+        cmocka_unit_test(test_unknown_key_names_file_line_key),
+        cmocka_unit_test(test_unknown_section),
+        cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_syntax_error_line),
+        cmocka_unit_test(test_cross_key_rules),
+        cmocka_unit_test(test_long_line_is_an_error_on_its_line),
+        cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_diff_reports_reloadable_keys),
+        cmocka_unit_test(test_hostport),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
