@@ -98,4 +98,75 @@ struct record {
     size_t n_fields;
 };
 
+/* ---- Limits every producer and reader of records enforces (docs/wire-format.md §6) ---------- */
+
+/* Longest name (measurement / source / event type), tag key, tag value and field key. */
+#define RECORD_MAX_KEY_LEN 1024
+/* Longest log message and string field value. */
+#define RECORD_MAX_VALUE_LEN 65536
+/* Most tags and fields one record may carry. */
+#define RECORD_MAX_TAGS 64
+#define RECORD_MAX_FIELDS 256
+/* Largest journal payload record_pack() produces (everything above at its maximum fits well
+ * below this only for sane records; record_pack() refuses anything larger). */
+#define RECORD_MAX_PACKED_LEN (1024 * 1024)
+
+/* Errors of record_pack()/record_unpack()/record_check(): 0 or one of these (negative). */
+enum record_error {
+    RECORD_OK = 0,
+    RECORD_ENOMEM = -1,   /* the output buffer could not grow (or hit its max) */
+    RECORD_EINVAL = -2,   /* bad stream, level, field type, or a NULL pointer with a length */
+    RECORD_ELIMIT = -3,   /* a string, tag count, field count or the payload exceeds a limit */
+    RECORD_ETRUNC = -4,   /* the payload ends inside a value */
+    RECORD_EFORMAT = -5,  /* the payload is malformed (bad version byte, trailing bytes, ...) */
+};
+const char *record_strerror(int err);
+
+/* Checks a record against the limits above and the enums. Returns 0 or RECORD_EINVAL /
+ * RECORD_ELIMIT; when `why` is not NULL it receives a short NUL-terminated reason. */
+int record_check(const struct record *r, char *why, size_t why_len)
+    __attribute__((warn_unused_result));
+
+/*
+ * The journal payload of one record (docs/wire-format.md §7). The journal stores it as an opaque
+ * value keyed by (stream, seq), so the payload does NOT carry `seq`; it carries everything else:
+ *
+ *   u8 version (=1) | u8 stream | u8 level | svarint ts_ns | str name | str message
+ *   | uvarint n_tags { str key | str value } | uvarint n_fields { str key | u8 type | value }
+ *
+ * where str = uvarint length + bytes and value is float: 8 bytes LE bit pattern, int: svarint,
+ * uint: uvarint, bool: u8 0/1, string: str. A payload is at most a few bytes longer than the
+ * record's strings, so it doubles as the cheap way to copy a record you want to keep.
+ *
+ * record_pack() appends the payload of `r` to `out` (record_check() first; `out` is unchanged on
+ * error). Returns 0, RECORD_EINVAL, RECORD_ELIMIT or RECORD_ENOMEM.
+ */
+struct ferry_buf;
+int record_pack(const struct record *r, struct ferry_buf *out) __attribute__((warn_unused_result));
+
+/* Room record_unpack() needs for the tag and field arrays of one record; no allocation. A
+ * scratch may be reused for the next record once the previous one is no longer needed. */
+struct record_scratch {
+    struct record_tag tags[RECORD_MAX_TAGS];
+    struct record_field fields[RECORD_MAX_FIELDS];
+};
+
+/*
+ * Parses a payload made by record_pack(). On success *out is a view: its strings point into
+ * `payload` and its tag/field arrays into `scratch`, so it is valid while both are; out->seq is
+ * set to 0 (the caller knows the journal's seq). Every length is checked against what remains
+ * and against the limits above before use. Returns 0, RECORD_ETRUNC, RECORD_EFORMAT,
+ * RECORD_ELIMIT or RECORD_EINVAL; when `why` is not NULL it receives the reason and byte offset.
+ */
+int record_unpack(const void *payload, size_t len, struct record_scratch *scratch,
+                  struct record *out, char *why, size_t why_len)
+    __attribute__((warn_unused_result));
+
+/* Name of a field type ("float", "int", "uint", "string", "bool"); NULL if out of range. */
+const char *record_field_type_name(enum record_field_type type);
+
+/* True when two records are equal value for value (floats compared by bit pattern, seq
+ * included). Tests and the codec's self-checks use it. */
+bool record_equal(const struct record *a, const struct record *b);
+
 #endif
