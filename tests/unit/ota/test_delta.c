@@ -1,0 +1,489 @@
+/*
+ * test_delta.c - unit tests of transport/delta.{h,c}: round trips on synthetic images with moved,
+ * inserted, deleted and modified content, rejection of corrupt chunks before any write, base
+ * mismatch, malformed headers, and the anonymous-memory bound of apply measured in a child.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "transport/delta.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define OTA_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define OTA_TEST_ASAN 1
+#endif
+#endif
+
+static char tmpdir[256];
+
+static void path_in(char *out, size_t n, const char *name)
+{
+    snprintf(out, n, "%s/%s", tmpdir, name);
+}
+
+/* Deterministic generator: xorshift64*. */
+static uint64_t rng_state;
+static uint64_t rnd(void)
+{
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 0x2545F4914F6CDD1DULL;
+}
+
+struct blob {
+    uint8_t *p;
+    size_t len, cap;
+};
+
+static void blob_add(struct blob *b, const uint8_t *p, size_t n)
+{
+    if (b->len + n > b->cap) {
+        b->cap = (b->len + n) * 2;
+        b->p = realloc(b->p, b->cap);
+        assert_non_null(b->p);
+    }
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+}
+
+/* A "file": random bytes (incompressible, so a delta can only be small by matching the base). */
+static void make_file(uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)(rnd() >> 56);
+}
+
+static void write_blob(const char *path, const struct blob *b)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    if (b->len)
+        assert_int_equal(fwrite(b->p, 1, b->len, f), b->len);
+    assert_int_equal(fclose(f), 0);
+}
+
+static int files_equal(const char *a, const char *b)
+{
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int same = fa && fb;
+    while (same) {
+        int ca = fgetc(fa), cb = fgetc(fb);
+        if (ca != cb)
+            same = 0;
+        if (ca == EOF || cb == EOF)
+            break;
+    }
+    if (fa)
+        fclose(fa);
+    if (fb)
+        fclose(fb);
+    return same;
+}
+
+static uint64_t file_size(const char *p)
+{
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    return (uint64_t)st.st_size;
+}
+
+/*
+ * Builds a base of `nfiles` files and a target where files are shuffled (moved), ~5 % deleted,
+ * ~5 % new, ~5 % modified in place (a few bytes changed, a run inserted, a run deleted), with
+ * 1234 bytes inserted at the very start so everything is shifted. Returns the bytes of genuinely
+ * new content in the target.
+ */
+static size_t make_images(struct blob *base, struct blob *target, int nfiles, size_t max_file)
+{
+    struct {
+        size_t off, len;
+    } *files = calloc((size_t)nfiles, sizeof(*files));
+    assert_non_null(files);
+    uint8_t *tmp = malloc(max_file + 8192);
+    assert_non_null(tmp);
+    for (int i = 0; i < nfiles; i++) {
+        size_t n = 512 + rnd() % max_file;
+        make_file(tmp, n);
+        files[i].off = base->len;
+        files[i].len = n;
+        blob_add(base, tmp, n);
+    }
+    size_t fresh = 1234;
+    make_file(tmp, 1234);
+    blob_add(target, tmp, 1234);
+    int *order = malloc(sizeof(int) * (size_t)nfiles);
+    assert_non_null(order);
+    for (int i = 0; i < nfiles; i++)
+        order[i] = i;
+    for (int i = nfiles - 1; i > 0; i--) { /* move some files around */
+        if (rnd() % 3 == 0) {
+            int j = (int)(rnd() % (uint64_t)(i + 1));
+            int t = order[i];
+            order[i] = order[j];
+            order[j] = t;
+        }
+    }
+    for (int k = 0; k < nfiles; k++) {
+        int i = order[k];
+        uint64_t dice = rnd() % 100;
+        if (dice < 5)
+            continue; /* deleted */
+        if (dice < 10) { /* a new file before this one */
+            size_t n = 512 + rnd() % max_file;
+            make_file(tmp, n);
+            blob_add(target, tmp, n);
+            fresh += n;
+        }
+        memcpy(tmp, base->p + files[i].off, files[i].len);
+        size_t n = files[i].len;
+        if (dice >= 10 && dice < 15 && n > 2048) {
+            for (int c = 0; c < 8; c++)
+                tmp[rnd() % n] ^= 0x5a; /* scattered byte changes */
+            size_t at = rnd() % (n / 2);
+            memmove(tmp + at + 100, tmp + at, n - at); /* 100 bytes inserted */
+            make_file(tmp + at, 100);
+            n += 100;
+            size_t del = n / 2 + rnd() % (n / 4);
+            memmove(tmp + del, tmp + del + 300, n - del - 300); /* 300 bytes deleted */
+            n -= 300;
+            fresh += 100 + 8 * 64;
+        }
+        blob_add(target, tmp, n);
+    }
+    free(order);
+    free(tmp);
+    free(files);
+    return fresh;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/ferry-delta-test-XXXXXX");
+    assert_non_null(mkdtemp(tmpdir));
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void small_opts(struct delta_make_options *o)
+{
+    delta_make_options_default(o);
+    o->level = 3;
+    o->window_bytes = 1u << 20;
+    o->max_ref_bytes = 4u << 20;
+    o->whole_base_max_mib = 0; /* force the rolling-hash extent path */
+}
+
+/* Moved, inserted, deleted and modified files are found through the rolling-hash index: the delta
+ * is close to the genuinely new bytes (random, so incompressible), far below the target size. */
+static void test_roundtrip_shifted_content(void **state)
+{
+    (void)state;
+    rng_state = 0x1234567;
+    struct blob base = {0}, target = {0};
+    size_t fresh = make_images(&base, &target, 300, 64 * 1024);
+    char bp[512], tp[512], dp[512], op[512];
+    path_in(bp, sizeof(bp), "base.img");
+    path_in(tp, sizeof(tp), "target.img");
+    path_in(dp, sizeof(dp), "d.fdl");
+    path_in(op, sizeof(op), "out.img");
+    write_blob(bp, &base);
+    write_blob(tp, &target);
+    struct delta_make_options o;
+    small_opts(&o);
+    struct delta_make_stats st;
+    char err[512] = "";
+    int rc = delta_make(bp, tp, dp, &o, &st, err, sizeof(err));
+    assert_int_equal(rc, DELTA_OK);
+    assert_true(st.chunks > 5);
+    rc = delta_apply(bp, dp, op, NULL, err, sizeof(err));
+    if (rc != DELTA_OK)
+        fail_msg("apply: %s", err);
+    assert_true(files_equal(tp, op));
+    uint64_t dsize = file_size(dp);
+    print_message("target %zu bytes, new content %zu, delta %llu\n", target.len, fresh,
+                  (unsigned long long)dsize);
+    assert_true(dsize < fresh + fresh / 4 + 64 * 1024);
+    assert_true(dsize < target.len / 4);
+
+    /* Full-image artifact from the same target: applied without a base. */
+    rc = delta_make(NULL, tp, dp, &o, NULL, err, sizeof(err));
+    assert_int_equal(rc, DELTA_OK);
+    unlink(op);
+    rc = delta_apply(NULL, dp, op, NULL, err, sizeof(err));
+    assert_int_equal(rc, DELTA_OK);
+    assert_true(files_equal(tp, op));
+    free(base.p);
+    free(target.p);
+}
+
+/* Small base: the whole base is the reference (same as zstd --patch-from). Also an empty target
+ * and a target smaller than one window. */
+static void test_roundtrip_whole_base_and_edges(void **state)
+{
+    (void)state;
+    rng_state = 99;
+    struct blob base = {0}, target = {0}, empty = {0};
+    make_images(&base, &target, 40, 16 * 1024);
+    char bp[512], tp[512], dp[512], op[512], ep[512];
+    path_in(bp, sizeof(bp), "b2.img");
+    path_in(tp, sizeof(tp), "t2.img");
+    path_in(dp, sizeof(dp), "d2.fdl");
+    path_in(op, sizeof(op), "o2.img");
+    path_in(ep, sizeof(ep), "empty.img");
+    write_blob(bp, &base);
+    write_blob(tp, &target);
+    write_blob(ep, &empty);
+    char err[512];
+    assert_int_equal(delta_make(bp, tp, dp, NULL, NULL, err, sizeof(err)), DELTA_OK);
+    assert_int_equal(delta_apply(bp, dp, op, NULL, err, sizeof(err)), DELTA_OK);
+    assert_true(files_equal(tp, op));
+    /* empty target */
+    assert_int_equal(delta_make(bp, ep, dp, NULL, NULL, err, sizeof(err)), DELTA_OK);
+    assert_int_equal(delta_apply(bp, dp, op, NULL, err, sizeof(err)), DELTA_OK);
+    assert_int_equal(file_size(op), 0);
+    /* empty base */
+    assert_int_equal(delta_make(ep, tp, dp, NULL, NULL, err, sizeof(err)), DELTA_OK);
+    assert_int_equal(delta_apply(ep, dp, op, NULL, err, sizeof(err)), DELTA_OK);
+    assert_true(files_equal(tp, op));
+    free(base.p);
+    free(target.p);
+}
+
+static void make_pair(char *bp, char *tp, char *dp, size_t n)
+{
+    rng_state = 4242;
+    struct blob base = {0}, target = {0};
+    make_images(&base, &target, 80, 64 * 1024);
+    path_in(bp, n, "b3.img");
+    path_in(tp, n, "t3.img");
+    path_in(dp, n, "d3.fdl");
+    write_blob(bp, &base);
+    write_blob(tp, &target);
+    struct delta_make_options o;
+    small_opts(&o);
+    o.window_bytes = 256 * 1024;
+    char err[512];
+    assert_int_equal(delta_make(bp, tp, dp, &o, NULL, err, sizeof(err)), DELTA_OK);
+    free(base.p);
+    free(target.p);
+}
+
+static void flip_byte(const char *path, uint64_t off)
+{
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t c;
+    assert_int_equal(pread(fd, &c, 1, (off_t)off), 1);
+    c ^= 0x01;
+    assert_int_equal(pwrite(fd, &c, 1, (off_t)off), 1);
+    close(fd);
+}
+
+/* A corrupt byte in the LAST chunk is found before anything is written: the target file is not
+ * even created. */
+static void test_corrupt_chunk_rejected_before_any_write(void **state)
+{
+    (void)state;
+    char bp[512], tp[512], dp[512], op[512], err[512];
+    make_pair(bp, tp, dp, sizeof(bp));
+    path_in(op, sizeof(op), "never.img");
+    flip_byte(dp, file_size(dp) - 10);
+    int rc = delta_apply(bp, dp, op, NULL, err, sizeof(err));
+    assert_int_equal(rc, DELTA_E_CHUNK_HASH);
+    assert_int_equal(access(op, F_OK), -1);
+    assert_int_equal(errno, ENOENT);
+}
+
+/* A wrong base (one changed byte) is refused before anything is written. */
+static void test_wrong_base_detected(void **state)
+{
+    (void)state;
+    char bp[512], tp[512], dp[512], op[512], err[512];
+    make_pair(bp, tp, dp, sizeof(bp));
+    path_in(op, sizeof(op), "never2.img");
+    flip_byte(bp, 4097);
+    assert_int_equal(delta_apply(bp, dp, op, NULL, err, sizeof(err)), DELTA_E_BASE_MISMATCH);
+    assert_int_equal(access(op, F_OK), -1);
+    /* and a missing base for a delta that needs one */
+    assert_int_equal(delta_apply(NULL, dp, op, NULL, err, sizeof(err)), DELTA_E_ARG);
+}
+
+/* Header corruption, truncation and a target hash other than the manifest's are all refused. */
+static void test_malformed_and_unexpected_target(void **state)
+{
+    (void)state;
+    char bp[512], tp[512], dp[512], op[512], err[512];
+    make_pair(bp, tp, dp, sizeof(bp));
+    path_in(op, sizeof(op), "never3.img");
+    struct delta_info in;
+    assert_int_equal(delta_read_info(dp, &in, err, sizeof(err)), DELTA_OK);
+    uint8_t other[32];
+    memcpy(other, in.target_sha256, 32);
+    other[0] ^= 1;
+    struct delta_apply_options ao = {.expect_target_sha256 = other};
+    assert_int_equal(delta_apply(bp, dp, op, &ao, err, sizeof(err)), DELTA_E_TARGET_HASH);
+    assert_int_equal(access(op, F_OK), -1);
+    ao.expect_target_sha256 = in.target_sha256;
+    assert_int_equal(delta_apply(bp, dp, op, &ao, err, sizeof(err)), DELTA_OK);
+    assert_true(files_equal(tp, op));
+
+    flip_byte(dp, 130); /* inside the chunk table */
+    assert_int_equal(delta_read_info(dp, &in, err, sizeof(err)), DELTA_E_FORMAT);
+    flip_byte(dp, 130);
+    assert_int_equal(truncate(dp, (off_t)file_size(dp) - 1), 0);
+    assert_int_equal(delta_read_info(dp, &in, err, sizeof(err)), DELTA_E_FORMAT);
+    assert_int_equal(truncate(dp, 50), 0);
+    assert_int_equal(delta_read_info(dp, &in, err, sizeof(err)), DELTA_E_FORMAT);
+}
+
+/* ---- memory bound ---- */
+
+static long status_kib(const char *key)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return -1;
+    char line[256];
+    long v = -1;
+    size_t kl = strlen(key);
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, key, kl) == 0 && line[kl] == ':')
+            v = strtol(line + kl + 1, NULL, 10);
+    fclose(f);
+    return v;
+}
+
+static long peak_anon_kib;
+static int sample_anon(uint64_t done, uint64_t total, void *arg)
+{
+    (void)done;
+    (void)total;
+    (void)arg;
+    long a = status_kib("RssAnon");
+    if (a > peak_anon_kib)
+        peak_anon_kib = a;
+    return 0;
+}
+
+/*
+ * A 96 MiB image (larger than the 64 MiB bound, and far beyond what zstd --patch-from needs in
+ * memory) with 8 MiB windows: the child applying it samples RssAnon after every window, while the
+ * window buffer is live, and reports the growth over its baseline. The bound is checked against
+ * the growth so the sanitizer runtime's own memory does not count; the non-sanitized build must
+ * also be under 64 MiB in absolute terms.
+ */
+static void test_apply_anon_memory_bounded(void **state)
+{
+    (void)state;
+    const size_t size = 96u << 20;
+    char bp[512], tp[512], dp[512], op[512], err[512];
+    path_in(bp, sizeof(bp), "big-base.img");
+    path_in(tp, sizeof(tp), "big-target.img");
+    path_in(dp, sizeof(dp), "big.fdl");
+    path_in(op, sizeof(op), "big-out.img");
+    rng_state = 777;
+    struct blob b = {0};
+    uint8_t *chunk = malloc(1u << 20);
+    assert_non_null(chunk);
+    for (size_t i = 0; i < size; i += 1u << 20) {
+        make_file(chunk, 1u << 20);
+        blob_add(&b, chunk, 1u << 20);
+    }
+    write_blob(bp, &b);
+    /* target: 2 MiB shifted by 1000 bytes, one 1 MiB region rewritten */
+    memmove(b.p + 1000, b.p, size - 1000);
+    make_file(b.p, 1000);
+    make_file(b.p + (40u << 20), 1u << 20);
+    write_blob(tp, &b);
+    free(b.p);
+    free(chunk);
+    struct delta_make_options o;
+    delta_make_options_default(&o);
+    o.level = 1;
+    assert_int_equal(delta_make(bp, tp, dp, &o, NULL, err, sizeof(err)), DELTA_OK);
+    assert_true(file_size(dp) < (2u << 20));
+
+    /* A fresh process (this binary re-executed) so the parent's heap does not hide growth. */
+    int pipefd[2];
+    assert_int_equal(pipe(pipefd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pipefd[0]);
+        if (dup2(pipefd[1], 1) < 0)
+            _exit(127);
+        execl("/proc/self/exe", "test_ota_delta", "--apply-child", bp, dp, op, (char *)NULL);
+        _exit(127);
+    }
+    close(pipefd[1]);
+    long vals[3] = {-99, 0, 0};
+    char line[256] = "";
+    FILE *f = fdopen(pipefd[0], "r");
+    assert_non_null(f);
+    if (fgets(line, sizeof(line), f))
+        assert_int_equal(sscanf(line, "%ld %ld %ld", &vals[0], &vals[1], &vals[2]), 3);
+    fclose(f);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(vals[0], DELTA_OK);
+    print_message("apply of %zu MiB: RssAnon baseline %ld KiB, peak %ld KiB (growth %ld KiB)\n",
+                  size >> 20, vals[1], vals[2], vals[2] - vals[1]);
+    assert_true(vals[2] - vals[1] < 64 * 1024);
+#ifndef OTA_TEST_ASAN
+    assert_true(vals[2] < 64 * 1024);
+#endif
+    assert_true(files_equal(tp, op));
+}
+
+/* Child side of test_apply_anon_memory_bounded: apply and print "rc baseline peak" (KiB). */
+static int apply_child(const char *bp, const char *dp, const char *op)
+{
+    char err[512] = "";
+    long base_anon = status_kib("RssAnon");
+    peak_anon_kib = base_anon;
+    struct delta_apply_options ao = {.progress = sample_anon, .no_fsync = 1};
+    int rc = delta_apply(bp, dp, op, &ao, err, sizeof(err));
+    printf("%d %ld %ld\n", rc, base_anon, peak_anon_kib);
+    if (rc != DELTA_OK)
+        fprintf(stderr, "apply: %s\n", err);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 5 && strcmp(argv[1], "--apply-child") == 0)
+        return apply_child(argv[2], argv[3], argv[4]);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roundtrip_shifted_content),
+        cmocka_unit_test(test_roundtrip_whole_base_and_edges),
+        cmocka_unit_test(test_corrupt_chunk_rejected_before_any_write),
+        cmocka_unit_test(test_wrong_base_detected),
+        cmocka_unit_test(test_malformed_and_unexpected_target),
+        cmocka_unit_test(test_apply_anon_memory_bounded),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,1156 @@
+/*
+ * delta.c - chunked zstd delta with per-chunk base references (see delta.h, docs/ota.md).
+ *
+ * Design
+ * ------
+ * Make side (cloud or build host, memory not bounded):
+ *   1. The base is indexed by a rolling hash of every aligned DELTA_BLOCK-byte block (blocks made
+ *      of one repeated byte, such as the zero runs of a file system image, are skipped: they would
+ *      match everywhere and zstd codes them for free anyway).
+ *   2. Each target window is scanned with the same rolling hash at every byte; a hit is verified
+ *      and extended both ways, and the scan jumps past it. Each match names a base range.
+ *   3. The base ranges of a window are padded, aligned to DELTA_EXTENT_ALIGN, merged when close
+ *      and capped (heaviest first) at max_ref_bytes: these are the window's extents. When the whole
+ *      base fits in the cap it is simply the one extent of every window, which makes small files
+ *      (binaries, configs) exactly as good as zstd --patch-from.
+ *   4. The extents, concatenated, are the zstd reference prefix of the window's frame, compressed
+ *      at a high level with the zstd window widened to cover prefix + window.
+ * Apply side (device, bounded memory):
+ *   The reference is rebuilt by mapping each base extent (MAP_FIXED, read-only, shared) into one
+ *   reserved address range, in order. Because extents are 4 KiB aligned and only the last one may
+ *   have a ragged end, the pieces are contiguous in memory exactly as they were on the make side.
+ *   One-shot zstd decoding into a window-sized buffer needs no zstd window buffer of its own.
+ *
+ * Invariants
+ *   I1. Nothing is written to the target before the header hash, the expected target hash, the
+ *       base hash and every chunk's compressed-bytes hash have been checked.
+ *   I2. A window is written only after its own SHA-256 matched.
+ *   I3. Every length and offset read from a delta is checked against the file size and the
+ *       DELTA_MAX_* limits before it is used for an allocation, a mapping or a loop.
+ */
+#include "transport/delta.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <linux/fs.h>
+#include <sodium.h>
+#include <zstd.h>
+
+#include "common/buf.h"
+#include "common/util.h"
+
+#define DELTA_FIXED_HEADER_BYTES 112u
+#define DELTA_CHUNK_ENTRY_BYTES 84u /* without its extents */
+#define DELTA_EXTENT_BYTES 12u
+#define DELTA_BLOCK 32u          /* rolling-hash block length */
+#define DELTA_MIN_MATCH 48u      /* shorter verified matches are ignored */
+#define DELTA_PAD 4096u          /* base bytes kept on each side of a match */
+#define DELTA_MERGE_GAP (64u << 10) /* extents closer than this become one */
+#define DELTA_ROLL_PRIME 0x100000001b3ULL
+
+const char *delta_strerror(int err)
+{
+    switch (err) {
+    case DELTA_OK: return "ok";
+    case DELTA_E_ARG: return "invalid argument";
+    case DELTA_E_IO: return "I/O error";
+    case DELTA_E_NOMEM: return "out of memory";
+    case DELTA_E_FORMAT: return "malformed delta";
+    case DELTA_E_BASE_MISMATCH: return "base mismatch";
+    case DELTA_E_CHUNK_HASH: return "chunk hash mismatch";
+    case DELTA_E_TARGET_HASH: return "target hash mismatch";
+    case DELTA_E_ZSTD: return "zstd error";
+    case DELTA_E_LIMIT: return "size limit exceeded";
+    case DELTA_E_ABORTED: return "aborted";
+    default: return "unknown delta error";
+    }
+}
+
+static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
+{
+    if (err && err_len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, err_len, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+void delta_make_options_default(struct delta_make_options *o)
+{
+    o->level = 19;
+    o->window_bytes = 8u << 20;
+    /* 48 MiB keeps even the copy fallback (non-4K-page kernels) under 64 MiB of anonymous
+     * memory: 48 MiB reference + 8 MiB window + decoder. */
+    o->max_ref_bytes = 48u << 20;
+    o->whole_base_max_mib = -1;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Files                                                                                      */
+
+/* Size of a regular file or a block device. */
+static int fd_size(int fd, uint64_t *out)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return -errno;
+    if (S_ISBLK(st.st_mode)) {
+        uint64_t bytes = 0;
+        if (ioctl(fd, BLKGETSIZE64, &bytes) != 0)
+            return -errno;
+        *out = bytes;
+        return 0;
+    }
+    if (!S_ISREG(st.st_mode))
+        return -EINVAL;
+    *out = (uint64_t)st.st_size;
+    return 0;
+}
+
+/* A read-only whole-file mapping; empty files get a NULL pointer and size 0. */
+struct delta_map {
+    int fd;
+    uint8_t *p;
+    uint64_t size;
+};
+
+static int map_open(const char *path, struct delta_map *m)
+{
+    m->p = NULL;
+    m->size = 0;
+    m->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (m->fd < 0)
+        return -errno;
+    int rc = fd_size(m->fd, &m->size);
+    if (rc != 0)
+        goto fail;
+    if (m->size > (uint64_t)SIZE_MAX / 2) {
+        rc = -EFBIG;
+        goto fail;
+    }
+    if (m->size == 0)
+        return 0;
+    m->p = mmap(NULL, (size_t)m->size, PROT_READ, MAP_SHARED, m->fd, 0);
+    if (m->p == MAP_FAILED) {
+        rc = -errno;
+        m->p = NULL;
+        goto fail;
+    }
+    return 0;
+fail:
+    close(m->fd);
+    m->fd = -1;
+    return rc;
+}
+
+static void map_close(struct delta_map *m)
+{
+    if (m->p)
+        munmap(m->p, (size_t)m->size);
+    if (m->fd >= 0)
+        close(m->fd);
+    m->p = NULL;
+    m->fd = -1;
+}
+
+static int pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+    uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = pread(fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return -ENODATA;
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+static int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = pwrite(fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+int delta_sha256_file(const char *path, uint64_t len, uint8_t out[32], uint64_t *out_len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return DELTA_E_IO;
+    int rc = DELTA_OK;
+    const size_t bufsz = 1u << 20;
+    uint8_t *buf = malloc(bufsz);
+    if (!buf) {
+        close(fd);
+        return DELTA_E_NOMEM;
+    }
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    uint64_t done = 0;
+    while (done < len) {
+        size_t want = bufsz;
+        if (len - done < want)
+            want = (size_t)(len - done);
+        ssize_t n = read(fd, buf, want);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = DELTA_E_IO;
+            goto out;
+        }
+        if (n == 0)
+            break;
+        crypto_hash_sha256_update(&st, buf, (unsigned long long)n);
+        done += (uint64_t)n;
+    }
+    if (len != UINT64_MAX && done != len) {
+        rc = DELTA_E_BASE_MISMATCH;
+        goto out;
+    }
+    crypto_hash_sha256_final(&st, out);
+    if (out_len)
+        *out_len = done;
+out:
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Make side: rolling-hash index of the base                                                  */
+
+struct delta_index {
+    uint64_t *slots; /* (tag << 32) | (block index + 1); 0 = empty */
+    uint64_t mask;
+    int shift;
+    uint64_t pow_top; /* PRIME^(DELTA_BLOCK-1) */
+};
+
+static uint64_t roll_init(const uint8_t *p)
+{
+    uint64_t h = 0;
+    for (unsigned i = 0; i < DELTA_BLOCK; i++)
+        h = h * DELTA_ROLL_PRIME + p[i];
+    return h;
+}
+
+static uint64_t slot_of(uint64_t h, int shift) { return (h * 0x9E3779B97F4A7C15ULL) >> shift; }
+
+static int is_uniform(const uint8_t *p, size_t n)
+{
+    for (size_t i = 1; i < n; i++)
+        if (p[i] != p[0])
+            return 0;
+    return 1;
+}
+
+static int index_build(struct delta_index *ix, const uint8_t *base, uint64_t base_size)
+{
+    uint64_t blocks = base_size / DELTA_BLOCK;
+    if (blocks >= UINT32_MAX)
+        return DELTA_E_LIMIT;
+    uint64_t nslots = 1024;
+    int bits = 10;
+    while (nslots < blocks + blocks / 2) {
+        nslots <<= 1;
+        bits++;
+    }
+    ix->slots = calloc((size_t)nslots, sizeof(uint64_t));
+    if (!ix->slots)
+        return DELTA_E_NOMEM;
+    ix->mask = nslots - 1;
+    ix->shift = 64 - bits;
+    ix->pow_top = 1;
+    for (unsigned i = 1; i < DELTA_BLOCK; i++)
+        ix->pow_top *= DELTA_ROLL_PRIME;
+    for (uint64_t b = 0; b < blocks; b++) {
+        const uint8_t *p = base + b * DELTA_BLOCK;
+        if (is_uniform(p, DELTA_BLOCK))
+            continue;
+        uint64_t h = roll_init(p);
+        uint64_t s = slot_of(h, ix->shift);
+        uint64_t entry = (h >> 32) << 32 | (b + 1);
+        for (int probe = 0; probe < 4; probe++, s = (s + 1) & ix->mask) {
+            if (ix->slots[s] == 0) {
+                ix->slots[s] = entry;
+                break;
+            }
+            if (ix->slots[s] >> 32 == h >> 32)
+                break; /* keep the first occurrence of identical-looking content */
+        }
+    }
+    return DELTA_OK;
+}
+
+/* Returns the base offset of a verified block equal to t[0..DELTA_BLOCK), or UINT64_MAX. */
+static uint64_t index_find(const struct delta_index *ix, uint64_t h, const uint8_t *base,
+                           const uint8_t *t)
+{
+    uint64_t s = slot_of(h, ix->shift);
+    for (int probe = 0; probe < 4; probe++, s = (s + 1) & ix->mask) {
+        uint64_t e = ix->slots[s];
+        if (e == 0)
+            return UINT64_MAX;
+        if (e >> 32 != h >> 32)
+            continue;
+        uint64_t off = ((e & 0xffffffffu) - 1) * DELTA_BLOCK;
+        if (memcmp(base + off, t, DELTA_BLOCK) == 0)
+            return off;
+    }
+    return UINT64_MAX;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Make side: extents of one window                                                           */
+
+struct delta_extent {
+    uint64_t start, end; /* base byte range */
+    uint64_t weight;     /* matched bytes inside (selection when over the cap) */
+};
+
+struct delta_extent_list {
+    struct delta_extent *v;
+    size_t n, cap;
+};
+
+static int extents_push(struct delta_extent_list *l, uint64_t start, uint64_t end, uint64_t w)
+{
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 64;
+        struct delta_extent *nv = realloc(l->v, ncap * sizeof(*nv));
+        if (!nv)
+            return DELTA_E_NOMEM;
+        l->v = nv;
+        l->cap = ncap;
+    }
+    l->v[l->n++] = (struct delta_extent){start, end, w};
+    return DELTA_OK;
+}
+
+static int cmp_start(const void *a, const void *b)
+{
+    const struct delta_extent *x = a, *y = b;
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
+static int cmp_weight_desc(const void *a, const void *b)
+{
+    const struct delta_extent *x = a, *y = b;
+    /* heavier first; among equals, denser (less reference per matched byte) first */
+    if (x->weight != y->weight)
+        return x->weight > y->weight ? -1 : 1;
+    return cmp_start(a, b);
+}
+
+static uint64_t align_down(uint64_t v) { return v & ~(uint64_t)(DELTA_EXTENT_ALIGN - 1); }
+static uint64_t align_up(uint64_t v)
+{
+    return (v + DELTA_EXTENT_ALIGN - 1) & ~(uint64_t)(DELTA_EXTENT_ALIGN - 1);
+}
+
+/* Sorts, merges and caps the raw match ranges into the window's extents. */
+static void extents_finish(struct delta_extent_list *l, uint64_t base_size, uint64_t cap_bytes)
+{
+    if (l->n == 0)
+        return;
+    for (size_t i = 0; i < l->n; i++) {
+        struct delta_extent *e = &l->v[i];
+        e->start = e->start > DELTA_PAD ? align_down(e->start - DELTA_PAD) : 0;
+        e->end = align_up(e->end + DELTA_PAD);
+        if (e->end > base_size)
+            e->end = base_size;
+    }
+    qsort(l->v, l->n, sizeof(l->v[0]), cmp_start);
+    size_t out = 0;
+    for (size_t i = 1; i < l->n; i++) {
+        struct delta_extent *cur = &l->v[out];
+        if (l->v[i].start <= cur->end + DELTA_MERGE_GAP) {
+            if (l->v[i].end > cur->end)
+                cur->end = l->v[i].end;
+            cur->weight += l->v[i].weight;
+        } else {
+            l->v[++out] = l->v[i];
+        }
+    }
+    l->n = out + 1;
+    uint64_t total = 0;
+    for (size_t i = 0; i < l->n; i++)
+        total += l->v[i].end - l->v[i].start;
+    if (total <= cap_bytes && l->n <= DELTA_MAX_EXTENTS_PER_CHUNK)
+        return;
+    /* Over the cap: keep the extents that cover the most matched bytes. */
+    qsort(l->v, l->n, sizeof(l->v[0]), cmp_weight_desc);
+    total = 0;
+    size_t keep = 0;
+    for (size_t i = 0; i < l->n && keep < DELTA_MAX_EXTENTS_PER_CHUNK; i++) {
+        uint64_t len = l->v[i].end - l->v[i].start;
+        if (total + len > cap_bytes)
+            continue;
+        total += len;
+        l->v[keep++] = l->v[i];
+    }
+    l->n = keep;
+    qsort(l->v, l->n, sizeof(l->v[0]), cmp_start);
+}
+
+/* Finds the base ranges matching target[t0, t1). */
+static int window_matches(const struct delta_index *ix, const uint8_t *base, uint64_t base_size,
+                          const uint8_t *target, uint64_t t0, uint64_t t1,
+                          struct delta_extent_list *out, uint64_t *matched)
+{
+    uint64_t t = t0;
+    uint64_t last_end = t0;
+    while (t + DELTA_BLOCK <= t1) {
+        uint64_t h = roll_init(target + t);
+        uint64_t found = UINT64_MAX;
+        for (;;) {
+            found = index_find(ix, h, base, target + t);
+            if (found != UINT64_MAX || t + DELTA_BLOCK >= t1)
+                break;
+            h = (h - target[t] * ix->pow_top) * DELTA_ROLL_PRIME + target[t + DELTA_BLOCK];
+            t++;
+        }
+        if (found == UINT64_MAX)
+            break;
+        /* extend backwards (not into the previous match) and forwards */
+        uint64_t ts = t, bs = found;
+        while (ts > last_end && bs > 0 && target[ts - 1] == base[bs - 1]) {
+            ts--;
+            bs--;
+        }
+        uint64_t te = t + DELTA_BLOCK, be = found + DELTA_BLOCK;
+        while (te < t1 && be < base_size && target[te] == base[be]) {
+            te++;
+            be++;
+        }
+        if (te - ts >= DELTA_MIN_MATCH) {
+            int rc = extents_push(out, bs, be, te - ts);
+            if (rc != DELTA_OK)
+                return rc;
+            *matched += te - ts;
+            last_end = te;
+            t = te;
+        } else {
+            t++;
+        }
+    }
+    return DELTA_OK;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Make                                                                                       */
+
+struct delta_chunk_rec {
+    uint64_t data_off;
+    uint32_t data_len;
+    uint32_t target_len;
+    uint8_t data_sha[32];
+    uint8_t window_sha[32];
+    struct delta_extent_list ext;
+};
+
+static unsigned window_log_for(uint64_t bytes)
+{
+    unsigned wl = 10;
+    while (wl < 27 && ((uint64_t)1 << wl) < bytes)
+        wl++;
+    return wl;
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static int build_header(struct ferry_buf *h, const struct delta_make_options *o, int has_base,
+                        uint64_t base_size, const uint8_t base_sha[32], uint64_t target_size,
+                        const uint8_t target_sha[32], const struct delta_chunk_rec *c, uint32_t n)
+{
+    uint8_t fixed[DELTA_FIXED_HEADER_BYTES];
+    memset(fixed, 0, sizeof(fixed));
+    memcpy(fixed, DELTA_MAGIC, 8);
+    put_le32(fixed + 8, DELTA_VERSION);
+    put_le32(fixed + 12, has_base ? 1u : 0u);
+    put_le32(fixed + 16, o->window_bytes);
+    put_le32(fixed + 20, DELTA_EXTENT_ALIGN);
+    put_le64(fixed + 24, base_size);
+    memcpy(fixed + 32, base_sha, 32);
+    put_le64(fixed + 64, target_size);
+    memcpy(fixed + 72, target_sha, 32);
+    put_le32(fixed + 104, n);
+    /* header_len at 108 is filled once known */
+    if (ferry_buf_append(h, fixed, sizeof(fixed)) != 0)
+        return DELTA_E_NOMEM;
+    int bad = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        bad |= ferry_buf_append_le64(h, c[i].data_off);
+        bad |= ferry_buf_append_le32(h, c[i].data_len);
+        bad |= ferry_buf_append_le32(h, c[i].target_len);
+        bad |= ferry_buf_append(h, c[i].data_sha, 32);
+        bad |= ferry_buf_append(h, c[i].window_sha, 32);
+        bad |= ferry_buf_append_le32(h, (uint32_t)c[i].ext.n);
+        for (size_t k = 0; k < c[i].ext.n; k++) {
+            bad |= ferry_buf_append_le64(h, c[i].ext.v[k].start);
+            bad |= ferry_buf_append_le32(h, (uint32_t)(c[i].ext.v[k].end - c[i].ext.v[k].start));
+        }
+    }
+    if (bad)
+        return DELTA_E_NOMEM;
+    if (h->len + 32 > UINT32_MAX)
+        return DELTA_E_LIMIT;
+    put_le32(h->data + 108, (uint32_t)(h->len + 32));
+    uint8_t hh[32];
+    crypto_hash_sha256(hh, h->data, h->len);
+    if (ferry_buf_append(h, hh, 32) != 0)
+        return DELTA_E_NOMEM;
+    return DELTA_OK;
+}
+
+int delta_make(const char *base_path, const char *target_path, const char *out_path,
+               const struct delta_make_options *opt, struct delta_make_stats *stats, char *err,
+               size_t err_len)
+{
+    struct delta_make_options o;
+    if (opt)
+        o = *opt;
+    else
+        delta_make_options_default(&o);
+    if (!target_path || !out_path || o.level < 1 || o.level > ZSTD_maxCLevel() ||
+        o.window_bytes < 65536 || o.window_bytes > DELTA_MAX_WINDOW_BYTES ||
+        o.max_ref_bytes > DELTA_MAX_REF_BYTES)
+        return fail(err, err_len, DELTA_E_ARG, "delta_make: bad arguments");
+    if (sodium_init() < 0)
+        return fail(err, err_len, DELTA_E_ARG, "libsodium init failed");
+
+    int rc = DELTA_OK;
+    struct delta_map base = {-1, NULL, 0}, target = {-1, NULL, 0};
+    struct delta_index ix = {0};
+    struct delta_chunk_rec *chunks = NULL;
+    uint32_t nchunks = 0;
+    uint8_t *ref = NULL, *cbuf = NULL;
+    ZSTD_CCtx *cctx = NULL;
+    struct ferry_buf header = FERRY_BUF_INIT;
+    char tmp_path[4096];
+    int out_fd = -1;
+    int whole_base = 0;
+    uint8_t base_sha[32] = {0}, target_sha[32];
+
+    int e;
+    if (base_path && (e = map_open(base_path, &base)) != 0) {
+        rc = fail(err, err_len, DELTA_E_IO, "open base %s: %s", base_path, strerror(-e));
+        goto out;
+    }
+    if ((e = map_open(target_path, &target)) != 0) {
+        rc = fail(err, err_len, DELTA_E_IO, "open target %s: %s", target_path, strerror(-e));
+        goto out;
+    }
+    if (base_path)
+        crypto_hash_sha256(base_sha, base.p ? base.p : (const uint8_t *)"", base.size);
+    crypto_hash_sha256(target_sha, target.p ? target.p : (const uint8_t *)"", target.size);
+
+    uint64_t whole_cap = o.whole_base_max_mib < 0 ? o.max_ref_bytes
+                                                  : (uint64_t)o.whole_base_max_mib << 20;
+    if (base.size > 0 && base.size <= whole_cap && base.size <= o.max_ref_bytes)
+        whole_base = 1;
+    else if (base.size >= DELTA_BLOCK && (rc = index_build(&ix, base.p, base.size)) != DELTA_OK) {
+        rc = fail(err, err_len, rc, "indexing base %s: %s", base_path, delta_strerror(rc));
+        goto out;
+    }
+    if (base.size > 0)
+        madvise(base.p, (size_t)base.size, MADV_RANDOM);
+
+    uint64_t n64 = (target.size + o.window_bytes - 1) / o.window_bytes;
+    if (n64 > UINT32_MAX / 2) {
+        rc = fail(err, err_len, DELTA_E_LIMIT, "target %s too large", target_path);
+        goto out;
+    }
+    nchunks = (uint32_t)n64;
+    chunks = calloc(nchunks ? nchunks : 1, sizeof(*chunks));
+    if (!chunks) {
+        rc = fail(err, err_len, DELTA_E_NOMEM, "out of memory");
+        goto out;
+    }
+    uint64_t matched = 0;
+    for (uint32_t i = 0; i < nchunks; i++) {
+        uint64_t t0 = (uint64_t)i * o.window_bytes;
+        uint64_t t1 = t0 + o.window_bytes < target.size ? t0 + o.window_bytes : target.size;
+        chunks[i].target_len = (uint32_t)(t1 - t0);
+        crypto_hash_sha256(chunks[i].window_sha, target.p + t0, t1 - t0);
+        if (whole_base) {
+            rc = extents_push(&chunks[i].ext, 0, base.size, 1);
+        } else if (ix.slots) {
+            rc = window_matches(&ix, base.p, base.size, target.p, t0, t1, &chunks[i].ext,
+                                &matched);
+            if (rc == DELTA_OK)
+                extents_finish(&chunks[i].ext, base.size, o.max_ref_bytes);
+        }
+        if (rc != DELTA_OK) {
+            rc = fail(err, err_len, rc, "matching window %u: %s", i, delta_strerror(rc));
+            goto out;
+        }
+    }
+    free(ix.slots);
+    ix.slots = NULL;
+
+    /* The header size is known now (data lengths are fixed-width fields), so the data can be
+     * streamed to the file right after it and the header written last. */
+    if ((rc = build_header(&header, &o, base_path != NULL, base.size, base_sha, target.size,
+                           target_sha, chunks, nchunks)) != DELTA_OK) {
+        rc = fail(err, err_len, rc, "building header: %s", delta_strerror(rc));
+        goto out;
+    }
+    int w = snprintf(tmp_path, sizeof(tmp_path), "%s.tmp.%ld", out_path, (long)getpid());
+    if (w < 0 || (size_t)w >= sizeof(tmp_path)) {
+        rc = fail(err, err_len, DELTA_E_ARG, "output path too long");
+        goto out;
+    }
+    out_fd = open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out_fd < 0) {
+        rc = fail(err, err_len, DELTA_E_IO, "create %s: %s", tmp_path, strerror(errno));
+        goto out;
+    }
+    size_t ccap = ZSTD_compressBound(o.window_bytes);
+    cbuf = malloc(ccap);
+    if (!whole_base)
+        ref = malloc(o.max_ref_bytes ? o.max_ref_bytes : 1);
+    cctx = ZSTD_createCCtx();
+    if (!cbuf || (!whole_base && !ref) || !cctx) {
+        rc = fail(err, err_len, DELTA_E_NOMEM, "out of memory");
+        goto out;
+    }
+    uint64_t data_off = header.len, ref_total = 0;
+    for (uint32_t i = 0; i < nchunks; i++) {
+        struct delta_chunk_rec *c = &chunks[i];
+        const uint8_t *src = target.p + (uint64_t)i * o.window_bytes;
+        const uint8_t *refp = NULL;
+        size_t ref_len = 0;
+        if (whole_base) {
+            refp = base.p;
+            ref_len = (size_t)base.size;
+        } else {
+            for (size_t k = 0; k < c->ext.n; k++) {
+                size_t len = (size_t)(c->ext.v[k].end - c->ext.v[k].start);
+                memcpy(ref + ref_len, base.p + c->ext.v[k].start, len);
+                ref_len += len;
+            }
+            refp = ref;
+        }
+        ref_total += ref_len;
+        size_t zr = ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+        if (!ZSTD_isError(zr))
+            zr = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, o.level);
+        if (!ZSTD_isError(zr))
+            zr = ZSTD_CCtx_setParameter(cctx, ZSTD_c_windowLog,
+                                        (int)window_log_for(ref_len + c->target_len));
+        if (!ZSTD_isError(zr))
+            zr = ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 0);
+        if (!ZSTD_isError(zr) && ref_len >= (1u << 20))
+            zr = ZSTD_CCtx_setParameter(cctx, ZSTD_c_enableLongDistanceMatching, 1);
+        if (!ZSTD_isError(zr) && ref_len > 0)
+            zr = ZSTD_CCtx_refPrefix(cctx, refp, ref_len);
+        if (!ZSTD_isError(zr))
+            zr = ZSTD_compress2(cctx, cbuf, ccap, src, c->target_len);
+        if (ZSTD_isError(zr)) {
+            rc = fail(err, err_len, DELTA_E_ZSTD, "compressing window %u: %s", i,
+                      ZSTD_getErrorName(zr));
+            goto out;
+        }
+        c->data_off = data_off;
+        c->data_len = (uint32_t)zr;
+        crypto_hash_sha256(c->data_sha, cbuf, zr);
+        if ((e = pwrite_full(out_fd, cbuf, zr, data_off)) != 0) {
+            rc = fail(err, err_len, DELTA_E_IO, "write %s: %s", tmp_path, strerror(-e));
+            goto out;
+        }
+        data_off += zr;
+    }
+    ferry_buf_reset(&header);
+    if ((rc = build_header(&header, &o, base_path != NULL, base.size, base_sha, target.size,
+                           target_sha, chunks, nchunks)) != DELTA_OK) {
+        rc = fail(err, err_len, rc, "building header: %s", delta_strerror(rc));
+        goto out;
+    }
+    if ((e = pwrite_full(out_fd, header.data, header.len, 0)) != 0 || fsync(out_fd) != 0) {
+        rc = fail(err, err_len, DELTA_E_IO, "write %s: %s", tmp_path,
+                  strerror(e ? -e : errno));
+        goto out;
+    }
+    if (close(out_fd) != 0) {
+        out_fd = -1;
+        rc = fail(err, err_len, DELTA_E_IO, "close %s: %s", tmp_path, strerror(errno));
+        goto out;
+    }
+    out_fd = -1;
+    if (rename(tmp_path, out_path) != 0) {
+        rc = fail(err, err_len, DELTA_E_IO, "rename %s: %s", out_path, strerror(errno));
+        goto out;
+    }
+    if (stats) {
+        stats->base_bytes = base.size;
+        stats->target_bytes = target.size;
+        stats->delta_bytes = data_off;
+        stats->chunks = nchunks;
+        stats->ref_bytes_total = ref_total;
+        stats->matched_bytes = whole_base ? 0 : matched;
+    }
+out:
+    if (out_fd >= 0) {
+        close(out_fd);
+        unlink(tmp_path);
+    }
+    ZSTD_freeCCtx(cctx);
+    free(cbuf);
+    free(ref);
+    free(ix.slots);
+    if (chunks)
+        for (uint32_t i = 0; i < nchunks; i++)
+            free(chunks[i].ext.v);
+    free(chunks);
+    ferry_buf_free(&header);
+    map_close(&base);
+    map_close(&target);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Parsing (shared by info and apply)                                                         */
+
+struct delta_parsed {
+    struct delta_info info;
+    uint64_t *entry_off; /* offset of each chunk entry in the header */
+};
+
+/* Validates the whole header of a mapped delta (I3). */
+static int parse_header(const uint8_t *p, uint64_t file_size, struct delta_parsed *d, char *err,
+                        size_t err_len)
+{
+    memset(d, 0, sizeof(*d));
+    if (file_size < DELTA_FIXED_HEADER_BYTES + 32)
+        return fail(err, err_len, DELTA_E_FORMAT, "delta: %llu bytes is shorter than a header",
+                    (unsigned long long)file_size);
+    struct ferry_reader r;
+    ferry_reader_init(&r, p, DELTA_FIXED_HEADER_BYTES);
+    const uint8_t *magic = ferry_read_bytes(&r, 8);
+    if (memcmp(magic, DELTA_MAGIC, 8) != 0)
+        return fail(err, err_len, DELTA_E_FORMAT, "delta: bad magic at offset 0");
+    uint32_t version = ferry_read_le32(&r);
+    uint32_t flags = ferry_read_le32(&r);
+    struct delta_info *in = &d->info;
+    in->window_bytes = ferry_read_le32(&r);
+    uint32_t align = ferry_read_le32(&r);
+    in->base_size = ferry_read_le64(&r);
+    memcpy(in->base_sha256, ferry_read_bytes(&r, 32), 32);
+    in->target_size = ferry_read_le64(&r);
+    memcpy(in->target_sha256, ferry_read_bytes(&r, 32), 32);
+    in->chunks = ferry_read_le32(&r);
+    uint32_t header_len = ferry_read_le32(&r);
+    in->has_base = (flags & 1u) != 0;
+    in->file_bytes = file_size;
+    in->header_bytes = header_len;
+    if (version != DELTA_VERSION)
+        return fail(err, err_len, DELTA_E_FORMAT, "delta: version %u, expected %u", version,
+                    DELTA_VERSION);
+    if ((flags & ~1u) != 0 || align != DELTA_EXTENT_ALIGN)
+        return fail(err, err_len, DELTA_E_FORMAT, "delta: unknown flags %#x or alignment %u",
+                    flags, align);
+    if (in->window_bytes < 4096 || in->window_bytes > DELTA_MAX_WINDOW_BYTES)
+        return fail(err, err_len, DELTA_E_LIMIT, "delta: window of %u bytes out of range",
+                    in->window_bytes);
+    if (header_len < DELTA_FIXED_HEADER_BYTES + 32 || header_len > file_size)
+        return fail(err, err_len, DELTA_E_FORMAT, "delta: header length %u out of range",
+                    header_len);
+    uint64_t want_chunks = in->target_size / in->window_bytes +
+                           (in->target_size % in->window_bytes != 0);
+    if (in->chunks != want_chunks)
+        return fail(err, err_len, DELTA_E_FORMAT,
+                    "delta: %u chunks for %llu target bytes in windows of %u", in->chunks,
+                    (unsigned long long)in->target_size, in->window_bytes);
+    /* Each entry takes at least DELTA_CHUNK_ENTRY_BYTES, so this bounds the allocation. */
+    if ((uint64_t)in->chunks * DELTA_CHUNK_ENTRY_BYTES > header_len)
+        return fail(err, err_len, DELTA_E_FORMAT, "delta: %u chunks do not fit the header",
+                    in->chunks);
+    if (!in->has_base && in->base_size != 0)
+        return fail(err, err_len, DELTA_E_FORMAT, "delta: full image with a base size");
+    uint8_t hh[32];
+    crypto_hash_sha256(hh, p, header_len - 32);
+    if (sodium_memcmp(hh, p + header_len - 32, 32) != 0)
+        return fail(err, err_len, DELTA_E_FORMAT, "delta: header hash mismatch");
+
+    d->entry_off = calloc(in->chunks ? in->chunks : 1, sizeof(uint64_t));
+    if (!d->entry_off)
+        return fail(err, err_len, DELTA_E_NOMEM, "out of memory");
+    ferry_reader_init(&r, p + DELTA_FIXED_HEADER_BYTES,
+                      header_len - 32 - DELTA_FIXED_HEADER_BYTES);
+    uint64_t data_off = header_len;
+    for (uint32_t i = 0; i < in->chunks; i++) {
+        d->entry_off[i] = (uint64_t)(r.p - p);
+        uint64_t off = ferry_read_le64(&r);
+        uint32_t dlen = ferry_read_le32(&r);
+        uint32_t tlen = ferry_read_le32(&r);
+        ferry_read_bytes(&r, 64);
+        uint32_t next = ferry_read_le32(&r);
+        if (r.failed)
+            return fail(err, err_len, DELTA_E_FORMAT, "delta: chunk %u entry truncated", i);
+        uint64_t want_t = in->target_size - (uint64_t)i * in->window_bytes;
+        if (want_t > in->window_bytes)
+            want_t = in->window_bytes;
+        if (off != data_off || dlen == 0 || dlen > ZSTD_compressBound(in->window_bytes) ||
+            tlen != want_t || off + dlen > file_size)
+            return fail(err, err_len, DELTA_E_FORMAT,
+                        "delta: chunk %u has data [%llu,+%u) or length %u out of place", i,
+                        (unsigned long long)off, dlen, tlen);
+        data_off += dlen;
+        if (next > DELTA_MAX_EXTENTS_PER_CHUNK || (next && !in->has_base))
+            return fail(err, err_len, DELTA_E_FORMAT, "delta: chunk %u has %u extents", i, next);
+        uint64_t prev_end = 0, ref = 0;
+        for (uint32_t k = 0; k < next; k++) {
+            uint64_t eoff = ferry_read_le64(&r);
+            uint32_t elen = ferry_read_le32(&r);
+            if (r.failed)
+                return fail(err, err_len, DELTA_E_FORMAT, "delta: chunk %u extents truncated", i);
+            int last = k + 1 == next;
+            if (elen == 0 || eoff % DELTA_EXTENT_ALIGN || eoff < prev_end ||
+                eoff > in->base_size || elen > in->base_size - eoff ||
+                (!last && elen % DELTA_EXTENT_ALIGN) ||
+                (last && elen % DELTA_EXTENT_ALIGN && eoff + elen != in->base_size))
+                return fail(err, err_len, DELTA_E_FORMAT,
+                            "delta: chunk %u extent %u [%llu,+%u) invalid", i, k,
+                            (unsigned long long)eoff, elen);
+            prev_end = eoff + elen;
+            ref += elen;
+        }
+        if (ref > DELTA_MAX_REF_BYTES)
+            return fail(err, err_len, DELTA_E_LIMIT, "delta: chunk %u reference of %llu bytes",
+                        i, (unsigned long long)ref);
+        if (ref > in->max_ref_bytes)
+            in->max_ref_bytes = ref;
+    }
+    if (r.left != 0 || data_off != file_size)
+        return fail(err, err_len, DELTA_E_FORMAT,
+                    "delta: %zu stray header bytes or data ends at %llu of %llu", r.left,
+                    (unsigned long long)data_off, (unsigned long long)file_size);
+    return DELTA_OK;
+}
+
+int delta_read_info(const char *delta_path, struct delta_info *info, char *err, size_t err_len)
+{
+    if (!delta_path || !info)
+        return DELTA_E_ARG;
+    if (sodium_init() < 0)
+        return fail(err, err_len, DELTA_E_ARG, "libsodium init failed");
+    struct delta_map m;
+    int e = map_open(delta_path, &m);
+    if (e != 0)
+        return fail(err, err_len, DELTA_E_IO, "open %s: %s", delta_path, strerror(-e));
+    struct delta_parsed d;
+    int rc = parse_header(m.p, m.size, &d, err, err_len);
+    if (rc == DELTA_OK)
+        *info = d.info;
+    free(d.entry_off);
+    map_close(&m);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Apply                                                                                      */
+
+/* The reference of one chunk: either extents mapped side by side (file-backed), or, on kernels
+ * whose page size is not a divisor of DELTA_EXTENT_ALIGN, a copy into a malloc'd buffer. */
+struct delta_ref {
+    uint8_t *p;
+    size_t len;
+    size_t map_len; /* 0 when p is malloc'd */
+};
+
+static void ref_release(struct delta_ref *r)
+{
+    if (r->p && r->map_len)
+        munmap(r->p, r->map_len);
+    else
+        free(r->p);
+    r->p = NULL;
+    r->len = r->map_len = 0;
+}
+
+static int ref_build(int base_fd, const uint8_t *entry_ext, uint32_t next, struct delta_ref *r)
+{
+    memset(r, 0, sizeof(*r));
+    if (next == 0)
+        return DELTA_OK;
+    long page = sysconf(_SC_PAGESIZE);
+    struct ferry_reader rd;
+    ferry_reader_init(&rd, entry_ext, (size_t)next * DELTA_EXTENT_BYTES);
+    size_t total = 0, reserve = 0;
+    for (uint32_t k = 0; k < next; k++) {
+        ferry_read_le64(&rd);
+        uint32_t len = ferry_read_le32(&rd);
+        total += len;
+        reserve += align_up(len);
+    }
+    int can_map = page > 0 && DELTA_EXTENT_ALIGN % (unsigned long)page == 0;
+    ferry_reader_init(&rd, entry_ext, (size_t)next * DELTA_EXTENT_BYTES);
+    if (!can_map) {
+        r->p = malloc(total);
+        if (!r->p)
+            return DELTA_E_NOMEM;
+        r->len = total;
+        size_t pos = 0;
+        for (uint32_t k = 0; k < next; k++) {
+            uint64_t off = ferry_read_le64(&rd);
+            uint32_t len = ferry_read_le32(&rd);
+            if (pread_full(base_fd, r->p + pos, len, off) != 0) {
+                ref_release(r);
+                return DELTA_E_IO;
+            }
+            pos += len;
+        }
+        return DELTA_OK;
+    }
+    /* Reserve address space only (PROT_NONE, nothing resident), then map each extent over it. */
+    void *area = mmap(NULL, reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                      -1, 0);
+    if (area == MAP_FAILED)
+        return DELTA_E_NOMEM;
+    r->p = area;
+    r->map_len = reserve;
+    r->len = total;
+    size_t pos = 0;
+    for (uint32_t k = 0; k < next; k++) {
+        uint64_t off = ferry_read_le64(&rd);
+        uint32_t len = ferry_read_le32(&rd);
+        void *at = mmap(r->p + pos, align_up(len), PROT_READ, MAP_SHARED | MAP_FIXED, base_fd,
+                        (off_t)off);
+        if (at == MAP_FAILED) {
+            ref_release(r);
+            return DELTA_E_IO;
+        }
+        pos += len; /* only the last extent may be ragged, so pos stays page aligned */
+    }
+    return DELTA_OK;
+}
+
+static int same_file(int a, int b)
+{
+    struct stat sa, sb;
+    if (fstat(a, &sa) != 0 || fstat(b, &sb) != 0)
+        return 0;
+    if (S_ISBLK(sa.st_mode) && S_ISBLK(sb.st_mode))
+        return sa.st_rdev == sb.st_rdev;
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+int delta_apply(const char *base_path, const char *delta_path, const char *target_path,
+                const struct delta_apply_options *opt, char *err, size_t err_len)
+{
+    struct delta_apply_options o = {0};
+    if (opt)
+        o = *opt;
+    if (!delta_path || !target_path)
+        return fail(err, err_len, DELTA_E_ARG, "delta_apply: missing path");
+    if (sodium_init() < 0)
+        return fail(err, err_len, DELTA_E_ARG, "libsodium init failed");
+
+    int rc = DELTA_OK, e;
+    struct delta_map dm = {-1, NULL, 0};
+    struct delta_parsed d = {0};
+    int base_fd = -1, out_fd = -1;
+    uint8_t *window = NULL;
+    ZSTD_DCtx *dctx = NULL;
+    struct delta_ref ref = {0};
+
+    if ((e = map_open(delta_path, &dm)) != 0) {
+        rc = fail(err, err_len, DELTA_E_IO, "open delta %s: %s", delta_path, strerror(-e));
+        goto out;
+    }
+    if ((rc = parse_header(dm.p, dm.size, &d, err, err_len)) != DELTA_OK)
+        goto out;
+    madvise(dm.p, (size_t)dm.size, MADV_SEQUENTIAL);
+    if (o.expect_target_sha256 &&
+        sodium_memcmp(o.expect_target_sha256, d.info.target_sha256, 32) != 0) {
+        rc = fail(err, err_len, DELTA_E_TARGET_HASH,
+                  "delta %s produces another target than the manifest names", delta_path);
+        goto out;
+    }
+    if (d.info.has_base) {
+        if (!base_path) {
+            rc = fail(err, err_len, DELTA_E_ARG, "delta %s needs a base", delta_path);
+            goto out;
+        }
+        base_fd = open(base_path, O_RDONLY | O_CLOEXEC);
+        uint64_t bsize = 0;
+        if (base_fd < 0 || fd_size(base_fd, &bsize) != 0) {
+            rc = fail(err, err_len, DELTA_E_IO, "open base %s: %s", base_path, strerror(errno));
+            goto out;
+        }
+        uint8_t bh[32];
+        if (bsize < d.info.base_size ||
+            delta_sha256_file(base_path, d.info.base_size, bh, NULL) != DELTA_OK ||
+            sodium_memcmp(bh, d.info.base_sha256, 32) != 0) {
+            rc = fail(err, err_len, DELTA_E_BASE_MISMATCH,
+                      "base %s is not the base of delta %s (size or SHA-256 differ)", base_path,
+                      delta_path);
+            goto out;
+        }
+    }
+    /* I1: every chunk's bytes are checked before the first write. */
+    for (uint32_t i = 0; i < d.info.chunks; i++) {
+        const uint8_t *ent = dm.p + d.entry_off[i];
+        struct ferry_reader r;
+        ferry_reader_init(&r, ent, DELTA_CHUNK_ENTRY_BYTES);
+        uint64_t off = ferry_read_le64(&r);
+        uint32_t dlen = ferry_read_le32(&r);
+        uint8_t h[32];
+        crypto_hash_sha256(h, dm.p + off, dlen);
+        if (sodium_memcmp(h, ent + 16, 32) != 0) {
+            rc = fail(err, err_len, DELTA_E_CHUNK_HASH,
+                      "delta %s: chunk %u (bytes %llu..%llu) is corrupt", delta_path, i,
+                      (unsigned long long)off, (unsigned long long)(off + dlen));
+            goto out;
+        }
+    }
+    out_fd = open(target_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (out_fd < 0) {
+        rc = fail(err, err_len, DELTA_E_IO, "open target %s: %s", target_path, strerror(errno));
+        goto out;
+    }
+    if ((base_fd >= 0 && same_file(base_fd, out_fd)) || same_file(dm.fd, out_fd)) {
+        rc = fail(err, err_len, DELTA_E_ARG, "target %s is the base or the delta", target_path);
+        goto out;
+    }
+    struct stat st;
+    if (fstat(out_fd, &st) != 0) {
+        rc = fail(err, err_len, DELTA_E_IO, "stat %s: %s", target_path, strerror(errno));
+        goto out;
+    }
+    if (S_ISREG(st.st_mode) && ftruncate(out_fd, (off_t)d.info.target_size) != 0) {
+        rc = fail(err, err_len, DELTA_E_IO, "truncate %s: %s", target_path, strerror(errno));
+        goto out;
+    } else if (S_ISBLK(st.st_mode)) {
+        uint64_t dev_size = 0;
+        if (fd_size(out_fd, &dev_size) != 0 || dev_size < d.info.target_size) {
+            rc = fail(err, err_len, DELTA_E_LIMIT, "target device %s smaller than %llu bytes",
+                      target_path, (unsigned long long)d.info.target_size);
+            goto out;
+        }
+    }
+    window = malloc(d.info.window_bytes);
+    dctx = ZSTD_createDCtx();
+    if (!window || !dctx) {
+        rc = fail(err, err_len, DELTA_E_NOMEM, "out of memory");
+        goto out;
+    }
+    uint64_t done = 0;
+    for (uint32_t i = 0; i < d.info.chunks; i++) {
+        const uint8_t *ent = dm.p + d.entry_off[i];
+        struct ferry_reader r;
+        ferry_reader_init(&r, ent, DELTA_CHUNK_ENTRY_BYTES);
+        uint64_t off = ferry_read_le64(&r);
+        uint32_t dlen = ferry_read_le32(&r);
+        uint32_t tlen = ferry_read_le32(&r);
+        const uint8_t *win_sha = ent + 48;
+        ferry_read_bytes(&r, 64);
+        uint32_t next = ferry_read_le32(&r);
+        if ((rc = ref_build(base_fd, ent + DELTA_CHUNK_ENTRY_BYTES, next, &ref)) != DELTA_OK) {
+            rc = fail(err, err_len, rc, "mapping base extents of chunk %u: %s", i,
+                      strerror(errno));
+            goto out;
+        }
+        size_t zr = ZSTD_DCtx_reset(dctx, ZSTD_reset_session_and_parameters);
+        if (!ZSTD_isError(zr))
+            zr = ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, 27);
+        if (!ZSTD_isError(zr) && ref.len)
+            zr = ZSTD_DCtx_refPrefix(dctx, ref.p, ref.len);
+        if (!ZSTD_isError(zr)) {
+            unsigned long long fcs = ZSTD_getFrameContentSize(dm.p + off, dlen);
+            if (fcs != tlen) {
+                rc = fail(err, err_len, DELTA_E_FORMAT, "chunk %u: frame announces %llu bytes",
+                          i, fcs);
+                goto out;
+            }
+            zr = ZSTD_decompressDCtx(dctx, window, d.info.window_bytes, dm.p + off, dlen);
+        }
+        ref_release(&ref);
+        if (ZSTD_isError(zr) || zr != tlen) {
+            rc = fail(err, err_len, DELTA_E_ZSTD, "chunk %u: %s", i,
+                      ZSTD_isError(zr) ? ZSTD_getErrorName(zr) : "short window");
+            goto out;
+        }
+        uint8_t h[32];
+        crypto_hash_sha256(h, window, tlen);
+        if (sodium_memcmp(h, win_sha, 32) != 0) {
+            rc = fail(err, err_len, DELTA_E_TARGET_HASH,
+                      "chunk %u decoded to the wrong bytes (base extents differ?)", i);
+            goto out;
+        }
+        if ((e = pwrite_full(out_fd, window, tlen, done)) != 0) {
+            rc = fail(err, err_len, DELTA_E_IO, "write %s at %llu: %s", target_path,
+                      (unsigned long long)done, strerror(-e));
+            goto out;
+        }
+        done += tlen;
+        /* drop what was read from the delta from the cache hints: it will not be read again */
+        madvise(dm.p + (off & ~(uint64_t)4095), dlen + (off & 4095), MADV_DONTNEED);
+        if (o.progress && o.progress(done, d.info.target_size, o.progress_arg) != 0) {
+            rc = fail(err, err_len, DELTA_E_ABORTED, "stopped after %llu bytes",
+                      (unsigned long long)done);
+            goto out;
+        }
+    }
+    if (!o.no_fsync && fsync(out_fd) != 0) {
+        rc = fail(err, err_len, DELTA_E_IO, "fsync %s: %s", target_path, strerror(errno));
+        goto out;
+    }
+    /* The whole target is read back from the slot: it checks what storage actually holds. */
+    uint8_t th[32];
+    if (delta_sha256_file(target_path, d.info.target_size, th, NULL) != DELTA_OK ||
+        sodium_memcmp(th, d.info.target_sha256, 32) != 0) {
+        rc = fail(err, err_len, DELTA_E_TARGET_HASH, "target %s has the wrong SHA-256 after apply",
+                  target_path);
+        goto out;
+    }
+out:
+    ref_release(&ref);
+    ZSTD_freeDCtx(dctx);
+    free(window);
+    if (out_fd >= 0 && close(out_fd) != 0 && rc == DELTA_OK)
+        rc = fail(err, err_len, DELTA_E_IO, "close %s: %s", target_path, strerror(errno));
+    if (base_fd >= 0)
+        close(base_fd);
+    free(d.entry_off);
+    map_close(&dm);
+    return rc;
+}
