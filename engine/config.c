@@ -14,6 +14,7 @@
  */
 #include "engine/config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <ini.h>
 #include <stdarg.h>
@@ -22,6 +23,7 @@
 #include <string.h>
 
 #include "common/util.h"
+#include "journal/journal.h"
 
 const char ferryd_config_defaults[] =
     "[device]\n"
@@ -39,8 +41,9 @@ const char ferryd_config_defaults[] =
     "http_max_body = 32MiB\n"
     "[journal]\n"
     "quota = 1GiB\n"
-    "durability = group\n"
-    "group_window = 2ms\n"
+    "durability = commit\n"
+    "group_window = 200us\n"
+    "sync_interval = 1s\n"
     "[sync]\n"
     "event_latency = 1s\n"
     "metric_latency = 10s\n"
@@ -54,6 +57,11 @@ const char ferryd_config_defaults[] =
     "backoff_min = 1s\n"
     "backoff_max = 5m\n"
     "request_deadline = 30s\n"
+    "low_speed_limit = 100\n"
+    "low_speed_time = 20s\n"
+    "max_in_flight = 2\n"
+    "zstd_level = 3\n"
+    "netlink = true\n"
     "[update]\n"
     "enabled = false\n"
     "check_interval = 1h\n"
@@ -67,6 +75,8 @@ enum key_type {
     KEY_URL,      /* a string that is "" or starts with http:// or https:// */
     KEY_SIZE,
     KEY_DURATION,
+    KEY_DURATION_US, /* like KEY_DURATION but also "us", stored in microseconds */
+    KEY_INT,
     KEY_BOOL,
     KEY_LOG_LEVEL,
     KEY_DURABILITY,
@@ -101,7 +111,10 @@ static const struct config_key config_keys[] = {
     {"listen", "http_max_body", KEY_SIZE, OFF(http_max_body_bytes), true, 4 * KIB, 1 * GIB},
     {"journal", "quota", KEY_SIZE, OFF(journal_quota_bytes), false, 1 * MIB, 1024 * GIB},
     {"journal", "durability", KEY_DURABILITY, OFF(journal_durability), false, 0, 0},
-    {"journal", "group_window", KEY_DURATION, OFF(journal_group_window_ms), false, 0, 1000},
+    {"journal", "group_window", KEY_DURATION_US, OFF(journal_group_window_us), false, 0,
+     1000000},
+    {"journal", "sync_interval", KEY_DURATION, OFF(journal_sync_interval_ms), false, 10,
+     3600 * 1000},
     {"sync", "event_latency", KEY_DURATION, OFF(latency_ms[0]), true, 0, DAY_MS},
     {"sync", "metric_latency", KEY_DURATION, OFF(latency_ms[1]), true, 0, DAY_MS},
     {"sync", "log_latency", KEY_DURATION, OFF(latency_ms[2]), true, 0, DAY_MS},
@@ -114,6 +127,11 @@ static const struct config_key config_keys[] = {
     {"sync", "backoff_min", KEY_DURATION, OFF(backoff_min_ms), true, 10, DAY_MS},
     {"sync", "backoff_max", KEY_DURATION, OFF(backoff_max_ms), true, 10, DAY_MS},
     {"sync", "request_deadline", KEY_DURATION, OFF(request_deadline_ms), true, 1000, DAY_MS},
+    {"sync", "low_speed_limit", KEY_SIZE, OFF(low_speed_bytes_per_s), true, 1, 1 * GIB},
+    {"sync", "low_speed_time", KEY_DURATION, OFF(low_speed_time_ms), true, 1000, DAY_MS},
+    {"sync", "max_in_flight", KEY_INT, OFF(max_in_flight), true, 1, 16},
+    {"sync", "zstd_level", KEY_INT, OFF(zstd_level), true, 1, 19},
+    {"sync", "netlink", KEY_BOOL, OFF(netlink), true, 0, 0},
     {"update", "enabled", KEY_BOOL, OFF(update_enabled), false, 0, 0},
     {"update", "check_interval", KEY_DURATION, OFF(update_check_interval_ms), true, 1000,
      30 * DAY_MS},
@@ -250,6 +268,31 @@ static bool valid_url(const char *v)
     return *rest && *rest != '/';
 }
 
+/* "200us", "2ms", "1s", "0" (a bare number means microseconds here). Returns 0 or -1. */
+static int parse_duration_us(const char *s, int64_t *out_us)
+{
+    if (!isdigit((unsigned char)*s))
+        return -1;
+    errno = 0;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (errno || v < 0)
+        return -1;
+    int64_t mult;
+    if (*end == 0 || strcmp(end, "us") == 0)
+        mult = 1;
+    else if (strcmp(end, "ms") == 0)
+        mult = 1000;
+    else if (strcmp(end, "s") == 0)
+        mult = 1000000;
+    else
+        return -1;
+    if (v > INT64_MAX / mult)
+        return -1;
+    *out_us = v * mult;
+    return 0;
+}
+
 /* Stores one value; returns 0 or reports the problem through load_fail and returns -1. */
 static int apply_value(struct load_state *st, const struct config_key *k, const char *value)
 {
@@ -347,19 +390,48 @@ static int apply_value(struct load_state *st, const struct config_key *k, const 
         return 0;
     }
     case KEY_DURABILITY:
-        if (strcmp(value, "sync") == 0)
-            *(enum ferryd_durability *)slot = FERRYD_DURABILITY_SYNC;
-        else if (strcmp(value, "group") == 0)
-            *(enum ferryd_durability *)slot = FERRYD_DURABILITY_GROUP;
-        else if (strcmp(value, "none") == 0)
-            *(enum ferryd_durability *)slot = FERRYD_DURABILITY_NONE;
+        /* The journal's names (journal_durability_name); parsed here so that config.c does not
+         * need the journal library. */
+        if (strcmp(value, "commit") == 0)
+            *(int *)slot = JOURNAL_SYNC_COMMIT;
+        else if (strcmp(value, "periodic") == 0)
+            *(int *)slot = JOURNAL_SYNC_PERIODIC;
+        else if (strcmp(value, "os") == 0)
+            *(int *)slot = JOURNAL_SYNC_OS;
         else {
             load_fail(st, FERRYD_CONFIG_EVALUE,
-                      "[%s] %s = \"%s\": not a durability mode (sync, group, none)", k->section,
-                      k->key, value);
+                      "[%s] %s = \"%s\": not a durability mode (commit, periodic, os)",
+                      k->section, k->key, value);
             return -1;
         }
         return 0;
+    case KEY_DURATION_US: {
+        int64_t v;
+        if (parse_duration_us(value, &v) != 0) {
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[%s] %s = \"%s\": not a duration (e.g. 200us, 2ms, 0)", k->section,
+                      k->key, value);
+            return -1;
+        }
+        if (v < k->min || v > k->max) {
+            load_fail(st, FERRYD_CONFIG_EVALUE, "[%s] %s = \"%s\": out of range (%lld to %lld us)",
+                      k->section, k->key, value, (long long)k->min, (long long)k->max);
+            return -1;
+        }
+        *(int64_t *)slot = v;
+        return 0;
+    }
+    case KEY_INT: {
+        int64_t v;
+        if (ferry_parse_i64(value, k->min, k->max, &v) != 0) {
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[%s] %s = \"%s\": not an integer from %lld to %lld", k->section, k->key,
+                      value, (long long)k->min, (long long)k->max);
+            return -1;
+        }
+        *(int64_t *)slot = v;
+        return 0;
+    }
     }
     return -1;
 }
@@ -531,7 +603,10 @@ static bool key_equal(const struct config_key *k, const struct ferryd_config *a,
     case KEY_LOG_LEVEL:
         return *(const enum ferry_log_level *)pa == *(const enum ferry_log_level *)pb;
     case KEY_DURABILITY:
-        return *(const enum ferryd_durability *)pa == *(const enum ferryd_durability *)pb;
+        return *(const int *)pa == *(const int *)pb;
+    case KEY_DURATION_US:
+    case KEY_INT:
+        return *(const int64_t *)pa == *(const int64_t *)pb;
     }
     return false;
 }

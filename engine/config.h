@@ -42,13 +42,6 @@ const char *ferryd_config_strerror(int err);
  * 127.0.0.1:0` work and lets `ferry` find the daemon. */
 #define FERRYD_ADDR_FILE "ferryd.addr"
 
-/* [journal] durability */
-enum ferryd_durability {
-    FERRYD_DURABILITY_SYNC = 0,  /* every commit fsyncs before it is acknowledged */
-    FERRYD_DURABILITY_GROUP = 1, /* commits within group_window share one fsync (the default) */
-    FERRYD_DURABILITY_NONE = 2,  /* no fsync: fast, loses the last commits on power loss */
-};
-
 #define FERRYD_STREAMS 3 /* event, metric, log: enum record_stream order */
 
 struct ferryd_config {
@@ -70,8 +63,9 @@ struct ferryd_config {
 
     /* [journal] */
     uint64_t journal_quota_bytes;
-    enum ferryd_durability journal_durability;
-    int64_t journal_group_window_ms;
+    int journal_durability;          /* enum journal_durability (journal/journal.h) */
+    int64_t journal_group_window_us; /* microseconds: the journal's unit */
+    int64_t journal_sync_interval_ms;
 
     /* [sync], indexed by enum record_stream */
     int64_t latency_ms[FERRYD_STREAMS];
@@ -82,6 +76,11 @@ struct ferryd_config {
     int64_t backoff_min_ms;
     int64_t backoff_max_ms;
     int64_t request_deadline_ms;
+    uint64_t low_speed_bytes_per_s; /* stall detection: slower than this ... */
+    int64_t low_speed_time_ms;      /* ... for this long abandons a transfer */
+    int64_t max_in_flight;
+    int64_t zstd_level;
+    bool netlink;
 
     /* [update] */
     bool update_enabled;

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "engine/config.h"
+#include "journal/journal.h"
 
 static void test_defaults_without_file(void **state)
 {
@@ -27,7 +28,10 @@ static void test_defaults_without_file(void **state)
     assert_int_equal(cfg.latency_ms[0], 1000);
     assert_int_equal(cfg.latency_ms[2], 60000);
     assert_int_equal(cfg.journal_quota_bytes, 1024ULL * 1024 * 1024);
-    assert_int_equal(cfg.journal_durability, FERRYD_DURABILITY_GROUP);
+    assert_int_equal(cfg.journal_durability, JOURNAL_SYNC_COMMIT);
+    assert_int_equal(cfg.journal_group_window_us, 200);
+    assert_int_equal(cfg.max_in_flight, 2);
+    assert_true(cfg.netlink);
     assert_int_equal(cfg.log_level, FERRY_LOG_INFO);
     assert_false(cfg.update_enabled);
     ferryd_config_free(&cfg);
@@ -47,6 +51,7 @@ static void test_file_overrides_defaults(void **state)
                        "udp =\n"
                        "[sync]\n"
                        "heartbeat = 90s\n"
+                       "zstd_level = 9\n"
                        "metric_threshold = 1MiB\n"
                        "[log]\n"
                        "level = debug\n";
@@ -61,6 +66,7 @@ static void test_file_overrides_defaults(void **state)
     assert_string_equal(cfg.listen_http, "127.0.0.1:0");
     assert_string_equal(cfg.listen_udp, "");
     assert_int_equal(cfg.heartbeat_ms, 90000);
+    assert_int_equal(cfg.zstd_level, 9);
     assert_int_equal(cfg.threshold_bytes[1], 1024 * 1024);
     assert_int_equal(cfg.log_level, FERRY_LOG_DEBUG);
     /* untouched keys keep their defaults */
@@ -105,6 +111,10 @@ static void test_bad_values(void **state)
                  "test.ini:2: [journal] quota = \"12\": out of range");
     expect_error("[journal]\ndurability = maybe\n", FERRYD_CONFIG_EVALUE,
                  "test.ini:2: [journal] durability = \"maybe\": not a durability mode");
+    expect_error("[journal]\ngroup_window = 2min\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:2: [journal] group_window = \"2min\": not a duration");
+    expect_error("[sync]\nmax_in_flight = 99\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:2: [sync] max_in_flight = \"99\": not an integer from 1 to 16");
     expect_error("[log]\nlevel = loud\n", FERRYD_CONFIG_EVALUE,
                  "test.ini:2: [log] level = \"loud\": not a log level");
     expect_error("[listen]\nhttp = localhost\n", FERRYD_CONFIG_EVALUE,
