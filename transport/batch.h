@@ -327,7 +327,20 @@ int batch_decode_unverified(struct batch_decoder *d, const void *batch, size_t l
 /* The status of the callback that stopped the last batch_decode with BATCH_ECALLBACK. */
 int batch_decoder_callback_status(const struct batch_decoder *d);
 
-/* ---- Body access for dictionary training (dict.h) ------------------------------------------ */
+/* ---- Tools: tests, fuzzing, dictionary training --------------------------------------------- */
+
+/*
+ * Assembles and signs a batch around an arbitrary body: takes version 1, the device id, batch
+ * id, times, counts, compression, dict id, ranges and gaps from `h`; sets header_len, body_len
+ * (= body_len) and the body hash itself, the key id from `secret_key`. body_raw_len and
+ * record_count are taken from `h` as they are, so a test can declare sizes that lie. Appends to
+ * `out`. Tests and fuzzers use it to reach the decoder with validly signed but hostile bodies.
+ * Returns 0, BATCH_EINVAL (bad device id or counts), BATCH_ENOMEM or BATCH_ECRYPTO.
+ */
+int batch_assemble(const struct batch_header *h, const void *body, size_t body_len,
+                   const uint8_t secret_key[BATCH_SECRET_KEY_LEN], struct ferry_buf *out)
+    __attribute__((warn_unused_result));
+
 
 /* Encodes what the builder holds into the uncompressed body (§5) and appends it to `out`,
  * without compressing, signing or resetting: dictionaries are trained on such bodies. */
