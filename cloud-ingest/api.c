@@ -1,0 +1,406 @@
+/*
+ * api.c - the endpoints other than /v1/batches: enrolment, the device and export read API,
+ * /metrics and /healthz. Field names are a contract (docs/ingest.md, INTERFACES.md).
+ *
+ * These handlers call the store directly from the worker thread: enrolment is rare, and LMDB
+ * reads are memory-mapped lookups. With PostgreSQL a read waits for one query; keep the export
+ * `limit` small there (docs/ingest.md says so).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+#include <sodium.h>
+
+#include "cloud-ingest/ingest.h"
+#include "cloud-ingest/metrics_impl.h"
+#include "common/buf.h"
+#include "common/util.h"
+#include "transport/batch.h"
+
+#define EXPORT_DEFAULT_LIMIT 10000
+#define EXPORT_MAX_LIMIT 100000
+
+/* ---- Device JSON ---------------------------------------------------------------------------- */
+
+static int device_json(struct ferry_buf *b, const struct ingest_device *d)
+{
+    char pk[65], kid[17];
+    ferry_hex_encode(d->public_key, 32, pk);
+    ferry_hex_encode(d->key_id, 8, kid);
+    int e = ferry_buf_printf(b, "{\"id\":\"%s\",\"name\":", d->id);
+    e |= ferry_buf_append_json_string(b, d->name, strlen(d->name));
+    e |= ferry_buf_append(b, ",\"device_class\":", 16);
+    e |= ferry_buf_append_json_string(b, d->device_class, strlen(d->device_class));
+    e |= ferry_buf_printf(b,
+                          ",\"public_key\":\"%s\",\"key_id\":\"%s\",\"revoked\":%s,"
+                          "\"enrolled_ns\":%" PRId64 ",\"last_seen_ns\":%" PRId64
+                          ",\"clock_offset_ns\":%" PRId64 ",\"versions\":%s,\"streams\":{",
+                          pk, kid, d->revoked ? "true" : "false", d->enrolled_ns, d->last_seen_ns,
+                          d->clock_offset_ns, d->versions[0] ? d->versions : "{}");
+    for (int s = 0; s < RECORD_STREAM_COUNT; s++) {
+        const struct ingest_stream_stats *st = &d->streams[s];
+        e |= ferry_buf_printf(b,
+                              "%s\"%s\":{\"records\":%" PRIu64 ",\"max_seq\":%" PRIu64
+                              ",\"gap_ranges\":%" PRIu64 ",\"gap_records\":%" PRIu64
+                              ",\"backlog\":%" PRIu64 "}",
+                              s ? "," : "", record_stream_name((enum record_stream)s), st->records,
+                              st->max_seq, st->gap_ranges, st->gap_records, st->backlog);
+    }
+    e |= ferry_buf_append(b, "}}", 2);
+    return e;
+}
+
+static void reply_buf(struct evhttp_request *req, int code, const char *type, struct ferry_buf *b)
+{
+    ingest_reply(req, code, type, b->data, b->len);
+    ferry_buf_free(b);
+}
+
+/* ---- POST /v1/enroll ------------------------------------------------------------------------ */
+
+static const char *json_str(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static void handle_enroll(struct evhttp_request *req, const char *path, void *arg)
+{
+    struct ingest_ctx *ctx = arg;
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    if (len > ctx->cfg->max_enroll_bytes) {
+        ingest_metrics_add(ctx->metrics, INGEST_C_REJECT_413, 1);
+        ingest_reply_error(req, 413, "enroll body of %zu bytes exceeds %llu", len,
+                           (unsigned long long)ctx->cfg->max_enroll_bytes);
+        return;
+    }
+    const char *body = len > 0 ? (const char *)evbuffer_pullup(in, -1) : "";
+    json_error_t jerr;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL || !json_is_object(root)) {
+        ingest_metrics_add(ctx->metrics, INGEST_C_REJECT_400, 1);
+        ingest_reply_error(req, 400, "body: not a JSON object (%s at byte %d)",
+                           root == NULL ? jerr.text : "wrong type", root == NULL ? jerr.position : 0);
+        json_decref(root);
+        return;
+    }
+    const char *token = json_str(root, "token"), *pkhex = json_str(root, "public_key");
+    const char *name = json_str(root, "name"), *cls = json_str(root, "device_class");
+    struct ingest_device dev, out;
+    memset(&dev, 0, sizeof(dev));
+    if (token == NULL || pkhex == NULL || strlen(pkhex) != 64 ||
+        ferry_hex_decode(pkhex, dev.public_key, 32) != 0) {
+        ingest_metrics_add(ctx->metrics, INGEST_C_REJECT_400, 1);
+        ingest_reply_error(req, 400, "body: needs \"token\" and \"public_key\" (64 hex digits)");
+        json_decref(root);
+        return;
+    }
+    if ((name != NULL && strlen(name) > INGEST_NAME_MAX) || (cls != NULL && strlen(cls) > INGEST_NAME_MAX)) {
+        ingest_metrics_add(ctx->metrics, INGEST_C_REJECT_400, 1);
+        ingest_reply_error(req, 400, "body: name and device_class are at most %d bytes", INGEST_NAME_MAX);
+        json_decref(root);
+        return;
+    }
+    batch_key_id(dev.public_key, dev.key_id);
+    char kid[17];
+    ferry_hex_encode(dev.key_id, 8, kid);
+    snprintf(dev.id, sizeof(dev.id), "d-%s", kid);
+    ferry_strlcpy(dev.name, name != NULL ? name : "", sizeof(dev.name));
+    ferry_strlcpy(dev.device_class, cls != NULL ? cls : "", sizeof(dev.device_class));
+    ferry_strlcpy(dev.versions, "{}", sizeof(dev.versions));
+    char err[256] = "";
+    int rc = ingest_store_enroll(ctx->store, token, &dev, ferry_realtime_ns(), &out, err, sizeof(err));
+    json_decref(root);
+    switch (rc) {
+    case 0: {
+        ingest_metrics_add(ctx->metrics, INGEST_C_ENROLLS, 1);
+        ingest_devtab_invalidate(ctx->devtab, out.id);
+        struct ferry_buf b = FERRY_BUF_INIT;
+        if (ferry_buf_printf(&b, "{\"device_id\":\"%s\"}\n", out.id) != 0) {
+            ferry_buf_free(&b);
+            ingest_reply_error(req, 500, "out of memory");
+            return;
+        }
+        reply_buf(req, 200, "application/json", &b);
+        return;
+    }
+    case INGEST_STORE_ETOKEN:
+        ingest_metrics_add(ctx->metrics, INGEST_C_REJECT_401, 1);
+        ingest_reply_error(req, 401, "%s", err);
+        return;
+    case INGEST_STORE_EREVOKED:
+        ingest_metrics_add(ctx->metrics, INGEST_C_REJECT_403, 1);
+        ingest_reply_error(req, 403, "%s", err);
+        return;
+    case INGEST_STORE_EEXIST:
+        ingest_reply_error(req, 409, "%s", err);
+        return;
+    default:
+        ingest_reply_error(req, 503, "store: %s (%s)", ingest_store_strerror(rc), err);
+        return;
+    }
+}
+
+/* ---- GET /v1/devices, /v1/devices/{id} ------------------------------------------------------ */
+
+struct list_state {
+    struct ferry_buf *b;
+    int n;
+    int err;
+};
+
+static int list_cb(const struct ingest_device *d, void *arg)
+{
+    struct list_state *st = arg;
+    if (st->n++ > 0)
+        st->err |= ferry_buf_append_u8(st->b, ',');
+    st->err |= device_json(st->b, d);
+    return st->err;
+}
+
+static void handle_devices(struct evhttp_request *req, const char *path, void *arg)
+{
+    struct ingest_ctx *ctx = arg;
+    struct ferry_buf b = FERRY_BUF_INIT;
+    struct list_state st = {&b, 0, 0};
+    st.err |= ferry_buf_append(&b, "{\"devices\":[", 12);
+    int rc = ingest_store_device_list(ctx->store, list_cb, &st);
+    st.err |= ferry_buf_append(&b, "]}\n", 3);
+    if (rc != 0 || st.err != 0) {
+        ferry_buf_free(&b);
+        ingest_reply_error(req, 503, "store: %s", ingest_store_strerror(rc ? rc : INGEST_STORE_ENOMEM));
+        return;
+    }
+    reply_buf(req, 200, "application/json", &b);
+}
+
+static void handle_device(struct evhttp_request *req, const char *path, void *arg)
+{
+    struct ingest_ctx *ctx = arg;
+    const char *id = path + strlen("/v1/devices/");
+    struct ingest_device d;
+    int rc = ingest_store_device_get(ctx->store, id, &d);
+    if (rc == INGEST_STORE_ENOTFOUND) {
+        ingest_reply_error(req, 404, "no device %.64s", id);
+        return;
+    }
+    struct ferry_buf b = FERRY_BUF_INIT;
+    if (rc != 0 || device_json(&b, &d) != 0 || ferry_buf_append_u8(&b, '\n') != 0) {
+        ferry_buf_free(&b);
+        ingest_reply_error(req, 503, "store: %s", ingest_store_strerror(rc ? rc : INGEST_STORE_ENOMEM));
+        return;
+    }
+    reply_buf(req, 200, "application/json", &b);
+}
+
+/* ---- GET /v1/export ------------------------------------------------------------------------- */
+
+struct export_state {
+    struct ferry_buf *b;
+    const char *device;
+    int err;
+};
+
+static int export_cb(const struct ingest_row *r, void *arg)
+{
+    struct export_state *st = arg;
+    struct ferry_buf *b = st->b;
+    int e = ferry_buf_printf(b,
+                             "{\"device\":\"%s\",\"stream\":\"%s\",\"seq\":%" PRIu64 ",\"ts\":%" PRId64
+                             ",\"ts_corrected\":%" PRId64 ",\"name\":",
+                             st->device, record_stream_name((enum record_stream)r->stream), r->seq,
+                             r->ts_ns, r->ts_corrected_ns);
+    e |= ferry_buf_append_json_string(b, r->name, r->name_len);
+    const char *level = r->stream == RECORD_LOG ? record_level_name((enum record_log_level)r->level) : NULL;
+    if (level != NULL)
+        e |= ferry_buf_printf(b, ",\"level\":\"%s\",\"message\":", level);
+    else
+        e |= ferry_buf_append(b, ",\"level\":null,\"message\":", 23);
+    e |= ferry_buf_append_json_string(b, r->message, r->message_len);
+    e |= ferry_buf_append(b, ",\"tags\":", 8);
+    e |= ferry_buf_append(b, r->tags_json, r->tags_json_len);
+    e |= ferry_buf_append(b, ",\"fields\":", 10);
+    e |= ferry_buf_append(b, r->fields_json, r->fields_json_len);
+    e |= ferry_buf_append(b, "}\n", 2);
+    st->err |= e;
+    return e;
+}
+
+static void handle_export(struct evhttp_request *req, const char *path, void *arg)
+{
+    struct ingest_ctx *ctx = arg;
+    struct evkeyvalq q;
+    TAILQ_INIT(&q);
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    if (query == NULL || evhttp_parse_query_str(query, &q) != 0) {
+        ingest_reply_error(req, 400, "query: needs device=ID&stream=event|metric|log[&after_seq=N][&limit=L]");
+        evhttp_clear_headers(&q);
+        return;
+    }
+    const char *device = evhttp_find_header(&q, "device"), *stream = evhttp_find_header(&q, "stream");
+    const char *after = evhttp_find_header(&q, "after_seq"), *limit_s = evhttp_find_header(&q, "limit");
+    enum record_stream s;
+    uint64_t after_seq = 0, limit = EXPORT_DEFAULT_LIMIT;
+    if (device == NULL || !ingest_device_id_valid(device)) {
+        ingest_reply_error(req, 400, "query: device: missing or not a device id");
+        goto out;
+    }
+    if (stream == NULL || record_stream_parse(stream, &s) != 0) {
+        ingest_reply_error(req, 400, "query: stream: must be event, metric or log");
+        goto out;
+    }
+    if (after != NULL && ferry_parse_u64(after, UINT64_MAX, &after_seq) != 0) {
+        ingest_reply_error(req, 400, "query: after_seq: not a number");
+        goto out;
+    }
+    if (limit_s != NULL && (ferry_parse_u64(limit_s, EXPORT_MAX_LIMIT, &limit) != 0 || limit == 0)) {
+        ingest_reply_error(req, 400, "query: limit: 1..%d", EXPORT_MAX_LIMIT);
+        goto out;
+    }
+    struct ferry_buf b = FERRY_BUF_INIT;
+    struct export_state st = {&b, device, 0};
+    int rc = ingest_store_export(ctx->store, device, (uint8_t)s, after_seq, limit, export_cb, &st);
+    if (rc == INGEST_STORE_ENOTFOUND) {
+        ferry_buf_free(&b);
+        ingest_reply_error(req, 404, "no device %s", device);
+        goto out;
+    }
+    if (rc != 0 || st.err != 0) {
+        ferry_buf_free(&b);
+        ingest_reply_error(req, 503, "store: %s", ingest_store_strerror(rc ? rc : INGEST_STORE_ENOMEM));
+        goto out;
+    }
+    reply_buf(req, 200, "application/x-ndjson", &b);
+out:
+    evhttp_clear_headers(&q);
+}
+
+/* ---- GET /metrics --------------------------------------------------------------------------- */
+
+static const struct {
+    enum ingest_counter c;
+    const char *name;
+    const char *help;
+    const char *labels;
+} counters[] = {
+    {INGEST_C_REQUESTS, "ferry_ingest_http_requests_total", "HTTP requests received", ""},
+    {INGEST_C_BATCHES_OK, "ferry_ingest_batches_total", "Batches committed and acknowledged", ""},
+    {INGEST_C_RECORDS_NEW, "ferry_ingest_records_total", "Records stored for the first time", ""},
+    {INGEST_C_RECORDS_DUP, "ferry_ingest_records_duplicate_total", "Records received again (already stored)", ""},
+    {INGEST_C_GAPS_NEW, "ferry_ingest_gaps_total", "New eviction gap ranges reported by devices", ""},
+    {INGEST_C_BYTES_IN, "ferry_ingest_batch_bytes_total", "Bytes of batch bodies received", ""},
+    {INGEST_C_REJECT_400, "ferry_ingest_rejected_total", "Requests rejected, by status", "{code=\"400\"}"},
+    {INGEST_C_REJECT_401, "ferry_ingest_rejected_total", NULL, "{code=\"401\"}"},
+    {INGEST_C_REJECT_403, "ferry_ingest_rejected_total", NULL, "{code=\"403\"}"},
+    {INGEST_C_REJECT_413, "ferry_ingest_rejected_total", NULL, "{code=\"413\"}"},
+    {INGEST_C_REJECT_429, "ferry_ingest_rejected_total", NULL, "{code=\"429\"}"},
+    {INGEST_C_REJECT_503, "ferry_ingest_rejected_total", NULL, "{code=\"503\"}"},
+    {INGEST_C_STORE_ERRORS, "ferry_ingest_store_errors_total", "Group commits that failed", ""},
+    {INGEST_C_COMMIT_GROUPS, "ferry_ingest_commit_groups_total", "Group commits (store transactions)", ""},
+    {INGEST_C_ENROLLS, "ferry_ingest_enrollments_total", "Successful enrolments", ""},
+    {INGEST_C_CONN_REFUSED, "ferry_ingest_connections_refused_total", "Requests refused over server.max_connections", ""},
+};
+
+static int expose_hist(struct ferry_buf *b, struct ingest_metrics *m, enum ingest_histogram h,
+                       const char *name, const char *help)
+{
+    struct ingest_hist *hist = &m->hist[h];
+    int e = ferry_buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    uint64_t cum = 0;
+    for (int i = 0; i <= INGEST_H_BUCKETS; i++) {
+        cum += atomic_load(&hist->buckets[i]);
+        if (i < INGEST_H_BUCKETS)
+            e |= ferry_buf_printf(b, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name,
+                                  ingest_histogram_bounds[i], cum);
+        else
+            e |= ferry_buf_printf(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cum);
+    }
+    e |= ferry_buf_printf(b, "%s_sum %.9f\n%s_count %" PRIu64 "\n", name,
+                          (double)atomic_load(&hist->sum_ns) / 1e9, name, atomic_load(&hist->count));
+    return e;
+}
+
+static int last_seen_cb(const struct ingest_device *d, void *arg)
+{
+    struct ferry_buf *b = arg;
+    return ferry_buf_printf(b, "ferry_device_last_seen_seconds{device=\"%s\"} %.3f\n", d->id,
+                            (double)d->last_seen_ns / 1e9) |
+           ferry_buf_printf(b, "ferry_device_gap_records{device=\"%s\"} %" PRIu64 "\n", d->id,
+                            d->streams[0].gap_records + d->streams[1].gap_records +
+                                d->streams[2].gap_records);
+}
+
+static void handle_metrics(struct evhttp_request *req, const char *path, void *arg)
+{
+    struct ingest_ctx *ctx = arg;
+    struct ferry_buf b = FERRY_BUF_INIT;
+    int e = 0;
+    for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
+        if (counters[i].help != NULL)
+            e |= ferry_buf_printf(&b, "# HELP %s %s\n# TYPE %s counter\n", counters[i].name,
+                                  counters[i].help, counters[i].name);
+        e |= ferry_buf_printf(&b, "%s%s %" PRIu64 "\n", counters[i].name, counters[i].labels,
+                              ingest_metrics_get(ctx->metrics, counters[i].c));
+    }
+    e |= ferry_buf_printf(&b, "# HELP ferry_ingest_queue_depth Batches waiting for storage\n"
+                              "# TYPE ferry_ingest_queue_depth gauge\nferry_ingest_queue_depth %zu\n",
+                          ingest_committer_depth(ctx->committer));
+    e |= expose_hist(&b, ctx->metrics, INGEST_H_BATCH_SECONDS, "ferry_ingest_batch_seconds",
+                     "POST /v1/batches latency from body received to acknowledgement");
+    e |= expose_hist(&b, ctx->metrics, INGEST_H_COMMIT_SECONDS, "ferry_ingest_commit_seconds",
+                     "Duration of one group commit");
+    e |= ferry_buf_printf(&b, "# HELP ferry_device_last_seen_seconds Ingest time of the device's last stored batch\n"
+                              "# TYPE ferry_device_last_seen_seconds gauge\n"
+                              "# HELP ferry_device_gap_records Records the device reported lost\n"
+                              "# TYPE ferry_device_gap_records gauge\n");
+    int rc = ingest_store_device_list(ctx->store, last_seen_cb, &b);
+    e |= ingest_devtab_expose(ctx->devtab, &b);
+    if (e != 0 || rc != 0) {
+        ferry_buf_free(&b);
+        ingest_reply_error(req, 503, "cannot build metrics");
+        return;
+    }
+    reply_buf(req, 200, "text/plain; version=0.0.4", &b);
+}
+
+/* ---- GET /healthz --------------------------------------------------------------------------- */
+
+static void handle_healthz(struct evhttp_request *req, const char *path, void *arg)
+{
+    struct ingest_ctx *ctx = arg;
+    struct ingest_device d;
+    /* A lookup of an id no device has: proves the store answers (PostgreSQL reachable). */
+    int rc = ingest_store_device_get(ctx->store, "healthz-probe.invalid", &d);
+    bool ok = rc == 0 || rc == INGEST_STORE_ENOTFOUND;
+    struct ferry_buf b = FERRY_BUF_INIT;
+    if (ferry_buf_printf(&b, "{\"status\":\"%s\",\"store\":\"%s\",\"queue_depth\":%zu}\n",
+                         ok ? "ok" : "store unavailable",
+                         ingest_store_kind(ctx->store) == INGEST_STORE_LMDB ? "lmdb" : "postgresql",
+                         ingest_committer_depth(ctx->committer)) != 0) {
+        ferry_buf_free(&b);
+        ingest_reply_error(req, 500, "out of memory");
+        return;
+    }
+    reply_buf(req, ok ? 200 : 503, "application/json", &b);
+}
+
+int ingest_api_register(struct ingest_router *r, struct ingest_ctx *ctx)
+{
+    const int get = EVHTTP_REQ_GET | EVHTTP_REQ_HEAD;
+    int rc = 0;
+    rc |= ingest_router_add(r, EVHTTP_REQ_POST, "/v1/enroll", handle_enroll, ctx);
+    rc |= ingest_router_add(r, get, "/v1/devices", handle_devices, ctx);
+    rc |= ingest_router_add(r, get, "/v1/devices/*", handle_device, ctx);
+    rc |= ingest_router_add(r, get, "/v1/export", handle_export, ctx);
+    rc |= ingest_router_add(r, get, "/metrics", handle_metrics, ctx);
+    rc |= ingest_router_add(r, get, "/healthz", handle_healthz, ctx);
+    return rc != 0 ? INGEST_EINVAL : 0;
+}

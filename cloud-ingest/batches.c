@@ -1,0 +1,428 @@
+/*
+ * batches.c - the receive path of POST /v1/batches, from body bytes to a job ready to commit,
+ * and the acknowledgement once it is committed.
+ *
+ * The order of the checks is the contract (ARCHITECTURE.md, invariant 4: nothing unverified is
+ * trusted): size -> header -> device known, not revoked -> fair share -> signature and body hash
+ * -> bounded decompression and decode. Nothing of the body is decompressed or parsed before the
+ * signature verified; the header parse itself is bounded by BATCH_MAX_HEADER_LEN.
+ *
+ * Clock correction (docs/ingest.md "Clock correction"): offset = ingest receive time - the
+ * device's send-time clock from the header. When |offset| > clock.threshold (default 60 s, far
+ * above network and queueing delays) the device clock is considered wrong and every record gets
+ * ts_corrected = ts + offset; otherwise ts_corrected = ts. Both are stored; ts is never changed.
+ *
+ * This file runs on worker threads (and in the fuzz target); it never blocks on the network.
+ * The only store access is the device lookup on a cache miss (devtab.c).
+ */
+#include <dirent.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cloud-ingest/ingest.h"
+#include "common/buf.h"
+#include "common/util.h"
+#include "transport/batch.h"
+
+#define HEALTH_TAIL_RECORDS 16 /* health values are taken from a batch's last metric records */
+
+struct ingest_job *ingest_job_new(void)
+{
+    struct ingest_job *job = calloc(1, sizeof(*job));
+    if (job == NULL)
+        return NULL;
+    job->arena = calloc(1, sizeof(*job->arena));
+    job->versions_json = calloc(1, sizeof(*job->versions_json));
+    if (job->arena == NULL || job->versions_json == NULL) {
+        ingest_job_free(job);
+        return NULL;
+    }
+    /* Payloads are bounded by what one batch may decompress to, plus per-record overhead. */
+    job->arena->max = (size_t)BATCH_MAX_BODY_RAW * 4;
+    return job;
+}
+
+void ingest_job_free(struct ingest_job *job)
+{
+    if (job == NULL)
+        return;
+    if (job->arena != NULL)
+        ferry_buf_free(job->arena);
+    if (job->versions_json != NULL)
+        ferry_buf_free(job->versions_json);
+    free(job->arena);
+    free(job->versions_json);
+    free(job->recs);
+    free(job->offs);
+    free(job);
+}
+
+void ingest_job_reset(struct ingest_job *job)
+{
+    memset(&job->write, 0, sizeof(job->write));
+    job->device_id[0] = '\0';
+    job->batch_id_hex[0] = '\0';
+    job->n_gaps_reported = 0;
+    ferry_buf_reset(job->arena);
+    ferry_buf_reset(job->versions_json);
+    job->decode_status = 0;
+    job->decode_msg[0] = '\0';
+    job->next = NULL;
+    job->commit_result = 0;
+    job->req = NULL;
+    job->worker = NULL;
+}
+
+struct decode_state {
+    struct ingest_job *job;
+    const struct batch_header *h;
+    int64_t offset_ns;
+    bool correct;
+};
+
+static int job_fail(struct ingest_job *job, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int job_fail(struct ingest_job *job, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    job->decode_status = 400;
+    vsnprintf(job->decode_msg, sizeof(job->decode_msg), fmt, ap);
+    va_end(ap);
+    return 1;
+}
+
+/* Record callback of batch_decode: checks the record's sequence against the header and keeps a
+ * packed copy. */
+static int on_record(void *arg, const struct record *r)
+{
+    struct decode_state *st = arg;
+    struct ingest_job *job = st->job;
+    size_t n = job->write.n_recs;
+    if ((unsigned)r->stream >= RECORD_STREAM_COUNT)
+        return job_fail(job, "body: record %zu has stream %d", n, (int)r->stream);
+    const struct batch_range *range = NULL;
+    for (size_t i = 0; i < st->h->n_ranges; i++)
+        if (st->h->ranges[i].stream == r->stream)
+            range = &st->h->ranges[i];
+    if (r->seq == 0 || r->seq > INT64_MAX || range == NULL || r->seq < range->first ||
+        r->seq > range->last)
+        return job_fail(job, "body: record %zu has seq %" PRIu64
+                             " outside the header's range for its stream", n, r->seq);
+    if (n == job->recs_cap) {
+        size_t cap = job->recs_cap ? job->recs_cap * 2 : 256;
+        struct ingest_rec *recs = realloc(job->recs, cap * sizeof(*recs));
+        if (recs == NULL)
+            return job_fail(job, "out of memory at record %zu", n);
+        job->recs = recs;
+        size_t *offs = realloc(job->offs, cap * sizeof(*offs));
+        if (offs == NULL)
+            return job_fail(job, "out of memory at record %zu", n);
+        job->offs = offs;
+        job->recs_cap = cap;
+    }
+    size_t off = job->arena->len;
+    if (record_pack(r, job->arena) != 0)
+        return job_fail(job, "body: record %zu (seq %" PRIu64 ") breaks a record limit", n,
+                        r->seq);
+    struct ingest_rec *rec = &job->recs[n];
+    rec->stream = (uint8_t)r->stream;
+    rec->seq = r->seq;
+    rec->ts_ns = r->ts_ns;
+    rec->ts_corrected_ns = st->correct ? r->ts_ns + st->offset_ns : r->ts_ns;
+    rec->packed = NULL;
+    rec->packed_len = job->arena->len - off;
+    job->offs[n] = off;
+    job->write.n_recs = n + 1;
+    /* An event named "versions" reports what the device runs: its fields become the device's
+     * versions object (docs/ingest.md). */
+    if (r->stream == RECORD_EVENT && r->name.len == 8 && memcmp(r->name.ptr, "versions", 8) == 0) {
+        ferry_buf_reset(job->versions_json);
+        int e = ferry_buf_append_u8(job->versions_json, '{');
+        for (size_t i = 0; i < r->n_fields && e == 0; i++) {
+            const struct record_field *f = &r->fields[i];
+            if (f->type != RECORD_FIELD_STRING)
+                continue;
+            if (job->versions_json->len > 1)
+                e |= ferry_buf_append_u8(job->versions_json, ',');
+            e |= ferry_buf_append_json_string(job->versions_json, f->key.ptr, f->key.len);
+            e |= ferry_buf_append_u8(job->versions_json, ':');
+            e |= ferry_buf_append_json_string(job->versions_json, f->v.s.ptr, f->v.s.len);
+        }
+        e |= ferry_buf_append(job->versions_json, "}", 2); /* with the NUL */
+        if (e != 0 || job->versions_json->len > INGEST_VERSIONS_MAX)
+            ferry_buf_reset(job->versions_json);
+    }
+    return 0;
+}
+
+static int status_of_batch_error(int err)
+{
+    switch (err) {
+    case BATCH_EKEY:
+    case BATCH_ESIG: return 401;
+    case BATCH_ELIMIT: return 413;
+    default: return 400;
+    }
+}
+
+int ingest_batch_prepare(struct ingest_ctx *ctx, struct batch_decoder *dec, const uint8_t *body,
+                         size_t len, int64_t now_ns, struct ingest_job *job, char *msg,
+                         size_t msg_len, unsigned *retry_after_s)
+{
+    struct batch_errinfo ei;
+    struct batch_header h;
+    uint8_t pk[32];
+    *retry_after_s = 0;
+    ingest_job_reset(job);
+    if (len > ctx->cfg->max_body_bytes) {
+        snprintf(msg, msg_len, "body of %zu bytes exceeds the limit of %" PRIu64, len,
+                 ctx->cfg->max_body_bytes);
+        return 413;
+    }
+    memset(&ei, 0, sizeof(ei));
+    int rc = batch_peek_header(body, len, &h, &ei);
+    if (rc != 0) {
+        snprintf(msg, msg_len, "header: %s (%s, byte %zu)", batch_strerror(rc), ei.msg, ei.offset);
+        return rc == BATCH_ELIMIT ? 413 : 400;
+    }
+    ferry_strlcpy(job->device_id, h.device_id, sizeof(job->device_id));
+    switch (ingest_devtab_admit(ctx->devtab, job->device_id, pk, retry_after_s)) {
+    case INGEST_ADMIT_OK: break;
+    case INGEST_ADMIT_UNKNOWN:
+        snprintf(msg, msg_len, "unknown device %s: enroll first", job->device_id);
+        return 401;
+    case INGEST_ADMIT_REVOKED:
+        snprintf(msg, msg_len, "device %s is revoked", job->device_id);
+        return 403;
+    case INGEST_ADMIT_LIMITED:
+        snprintf(msg, msg_len, "device %s exceeds its fair share", job->device_id);
+        return 429;
+    case INGEST_ADMIT_ERROR:
+        *retry_after_s = 1;
+        snprintf(msg, msg_len, "device lookup failed");
+        return 503;
+    }
+    /* From here on the device holds one in-flight slot: every failure gives it back. */
+    int status = 200;
+    memset(&ei, 0, sizeof(ei));
+    rc = batch_verify(body, len, &h, pk, &ei);
+    if (rc != 0) {
+        snprintf(msg, msg_len, "signature: %s (%s)", batch_strerror(rc), ei.msg);
+        status = 401;
+        goto fail;
+    }
+    struct decode_state st = {job, &h, now_ns - h.send_time_ns, false};
+    int64_t abs_off = st.offset_ns < 0 ? -st.offset_ns : st.offset_ns;
+    st.correct = abs_off > ctx->cfg->clock_threshold_ms * 1000000;
+    memset(&ei, 0, sizeof(ei));
+    rc = batch_decode_unverified(dec, body, len, NULL, on_record, &st, &ei);
+    if (rc == BATCH_ECALLBACK && job->decode_status != 0) {
+        snprintf(msg, msg_len, "%s", job->decode_msg);
+        status = job->decode_status;
+        goto fail;
+    }
+    if (rc != 0) {
+        snprintf(msg, msg_len, "%s: %s (%s, byte %zu)", ei.in_body ? "body" : "batch",
+                 batch_strerror(rc), ei.msg, ei.offset);
+        status = status_of_batch_error(rc);
+        if (status == 401)
+            status = 400;
+        goto fail;
+    }
+    for (size_t i = 0; i < job->write.n_recs; i++)
+        job->recs[i].packed = job->arena->data + job->offs[i];
+    for (size_t i = 0; i < h.n_gaps; i++) {
+        job->gaps[i].stream = (uint8_t)h.gaps[i].stream;
+        job->gaps[i].first_seq = h.gaps[i].first;
+        job->gaps[i].last_seq = h.gaps[i].last;
+        if (h.gaps[i].last > INT64_MAX) {
+            snprintf(msg, msg_len, "header: gap %zu ends beyond the largest sequence", i);
+            status = 400;
+            goto fail;
+        }
+    }
+    job->n_gaps_reported = h.n_gaps;
+    ferry_hex_encode(h.batch_id, BATCH_ID_LEN, job->batch_id_hex);
+    job->write.device_id = job->device_id;
+    job->write.received_ns = now_ns;
+    job->write.clock_offset_ns = st.offset_ns;
+    job->write.recs = job->recs;
+    job->write.gaps = job->gaps;
+    job->write.n_gaps = h.n_gaps;
+    job->write.versions_json =
+        job->versions_json->len > 0 ? (const char *)job->versions_json->data : NULL;
+    return 200;
+fail:
+    ingest_devtab_done(ctx->devtab, job->device_id);
+    return status;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int ingest_batch_ack(const struct ingest_job *job, struct ferry_buf *out)
+{
+    int e = ferry_buf_printf(out, "{\"batch_id\":\"%s\",\"acked\":{", job->batch_id_hex);
+    uint64_t *seqs = malloc((job->write.n_recs ? job->write.n_recs : 1) * sizeof(*seqs));
+    if (seqs == NULL)
+        return INGEST_ENOMEM;
+    for (int s = 0; s < RECORD_STREAM_COUNT && e == 0; s++) {
+        size_t n = 0;
+        bool sorted = true;
+        for (size_t i = 0; i < job->write.n_recs; i++) {
+            if (job->recs[i].stream != s)
+                continue;
+            if (n > 0 && job->recs[i].seq < seqs[n - 1])
+                sorted = false;
+            seqs[n++] = job->recs[i].seq;
+        }
+        if (!sorted)
+            qsort(seqs, n, sizeof(*seqs), cmp_u64);
+        e |= ferry_buf_printf(out, "%s\"%s\":[", s ? "," : "", record_stream_name((enum record_stream)s));
+        size_t i = 0;
+        bool first = true;
+        while (i < n && e == 0) {
+            uint64_t lo = seqs[i], hi = seqs[i];
+            while (i + 1 < n && (seqs[i + 1] == hi || seqs[i + 1] == hi + 1))
+                hi = seqs[++i];
+            i++;
+            e |= ferry_buf_printf(out, "%s[%" PRIu64 ",%" PRIu64 "]", first ? "" : ",", lo, hi);
+            first = false;
+        }
+        e |= ferry_buf_append_u8(out, ']');
+    }
+    free(seqs);
+    e |= ferry_buf_printf(out, "},\"gaps\":%zu}\n", job->n_gaps_reported);
+    return e != 0 ? INGEST_ENOMEM : 0;
+}
+
+void ingest_batch_committed(struct ingest_ctx *ctx, const struct ingest_job *job)
+{
+    struct ingest_metrics *m = ctx->metrics;
+    ingest_metrics_add(m, INGEST_C_BATCHES_OK, 1);
+    ingest_metrics_add(m, INGEST_C_RECORDS_NEW, job->write.new_records);
+    ingest_metrics_add(m, INGEST_C_RECORDS_DUP, job->write.dup_records);
+    ingest_metrics_add(m, INGEST_C_GAPS_NEW, job->write.new_gaps);
+    /* Health values: the numeric fields of the batch's last few metric records (the newest
+     * sample of each series a collector sends per interval). */
+    struct record_scratch *rs = NULL;
+    size_t seen = 0;
+    for (size_t i = job->write.n_recs; i > 0 && seen < HEALTH_TAIL_RECORDS; i--) {
+        const struct ingest_rec *rec = &job->recs[i - 1];
+        if (rec->stream != RECORD_METRIC)
+            continue;
+        seen++;
+        if (rs == NULL && (rs = malloc(sizeof(*rs))) == NULL)
+            return;
+        struct record r;
+        if (record_unpack(rec->packed, rec->packed_len, rs, &r, NULL, 0) != 0)
+            continue;
+        for (size_t f = 0; f < r.n_fields; f++) {
+            const struct record_field *fd = &r.fields[f];
+            double v;
+            if (fd->type == RECORD_FIELD_FLOAT)
+                v = fd->v.f;
+            else if (fd->type == RECORD_FIELD_INT)
+                v = (double)fd->v.i;
+            else if (fd->type == RECORD_FIELD_UINT)
+                v = (double)fd->v.u;
+            else
+                continue;
+            char name[120];
+            int len = snprintf(name, sizeof(name), "%.*s.%.*s", (int)(r.name.len > 50 ? 50 : r.name.len),
+                               r.name.ptr, (int)(fd->key.len > 30 ? 30 : fd->key.len), fd->key.ptr);
+            for (size_t t = 0; t < r.n_tags && len > 0 && (size_t)len < sizeof(name); t++)
+                len += snprintf(name + len, sizeof(name) - (size_t)len, ",%.*s=%.*s",
+                                (int)(r.tags[t].key.len > 20 ? 20 : r.tags[t].key.len),
+                                r.tags[t].key.ptr,
+                                (int)(r.tags[t].value.len > 20 ? 20 : r.tags[t].value.len),
+                                r.tags[t].value.ptr);
+            ingest_devtab_health(ctx->devtab, job->device_id, name, v);
+        }
+    }
+    free(rs);
+}
+
+/* ---- Dictionaries --------------------------------------------------------------------------- */
+
+#define DICTS_MAX 256
+#define DICT_MAX_BYTES (4u * 1024 * 1024)
+
+struct ingest_dicts {
+    pthread_mutex_t lock;
+    char dir[1024];
+    size_t n;
+    struct {
+        uint32_t id;
+        uint8_t *bytes;
+        size_t len;
+    } d[DICTS_MAX];
+};
+
+int ingest_dicts_new(const char *dir, struct ingest_dicts **out)
+{
+    struct ingest_dicts *d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return INGEST_ENOMEM;
+    pthread_mutex_init(&d->lock, NULL);
+    ferry_strlcpy(d->dir, dir != NULL ? dir : "", sizeof(d->dir));
+    *out = d;
+    return 0;
+}
+
+void ingest_dicts_free(struct ingest_dicts *d)
+{
+    if (d == NULL)
+        return;
+    for (size_t i = 0; i < d->n; i++)
+        free(d->d[i].bytes);
+    pthread_mutex_destroy(&d->lock);
+    free(d);
+}
+
+/* Dictionaries are never freed while the process runs, so the bytes stay valid for any
+ * decode that borrowed them. */
+static int dict_lookup(void *arg, uint32_t dict_id, const void **dict, size_t *dict_len)
+{
+    struct ingest_dicts *d = arg;
+    int rc = -1;
+    pthread_mutex_lock(&d->lock);
+    for (size_t i = 0; i < d->n; i++) {
+        if (d->d[i].id == dict_id) {
+            *dict = d->d[i].bytes;
+            *dict_len = d->d[i].len;
+            rc = 0;
+            goto out;
+        }
+    }
+    if (d->dir[0] == '\0' || d->n >= DICTS_MAX)
+        goto out;
+    char path[1200];
+    snprintf(path, sizeof(path), "%s/%" PRIu32 ".dict", d->dir, dict_id);
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    if (ferry_read_file(path, DICT_MAX_BYTES, &bytes, &len) != 0)
+        goto out;
+    d->d[d->n].id = dict_id;
+    d->d[d->n].bytes = bytes;
+    d->d[d->n].len = len;
+    d->n++;
+    *dict = bytes;
+    *dict_len = len;
+    rc = 0;
+out:
+    pthread_mutex_unlock(&d->lock);
+    return rc;
+}
+
+void ingest_dicts_attach(struct ingest_dicts *d, struct batch_decoder *dec)
+{
+    batch_decoder_set_dict_lookup(dec, dict_lookup, d);
+}

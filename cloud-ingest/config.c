@@ -1,0 +1,232 @@
+/*
+ * config.c - ferry-ingest's configuration: defaults, one table of keys shared by the INI file
+ * (inih; `[section]` + `key = value`) and the command line (`--section.key value`), and --help.
+ *
+ * One table, so that a key documented in --help is always accepted in both places and an
+ * unknown key is always an error that names it (and the file and line, for the INI file).
+ */
+#include <ini.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cloud-ingest/ingest.h"
+#include "common/util.h"
+
+void ingest_config_defaults(struct ingest_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    ferry_strlcpy(cfg->listen_host, "127.0.0.1", sizeof(cfg->listen_host));
+    cfg->listen_port = 8480;
+    cfg->workers = 0;
+    cfg->max_connections = 10000;
+    cfg->timeout_ms = 30000;
+    cfg->max_body_bytes = 8u * 1024 * 1024;
+    cfg->max_enroll_bytes = 16 * 1024;
+    cfg->queue_max = 4096;
+    cfg->group_max_records = 65536;
+    cfg->storage_threads = 2;
+    cfg->device_rate = 100;
+    cfg->device_burst = 200;
+    cfg->device_max_inflight = 8;
+    cfg->clock_threshold_ms = 60000;
+    cfg->device_cache_ms = 5000;
+    cfg->log_level = FERRY_LOG_INFO;
+    ferry_strlcpy(cfg->lmdb_dir, INGEST_DEFAULT_DATA_DIR, sizeof(cfg->lmdb_dir));
+    cfg->store.kind = INGEST_STORE_LMDB;
+    cfg->store.pg_connections = 4;
+    ingest_config_finish(cfg);
+}
+
+void ingest_config_finish(struct ingest_config *cfg)
+{
+    cfg->store.lmdb_dir = cfg->lmdb_dir;
+    cfg->store.pg_conninfo = cfg->pg_conninfo;
+    if (cfg->workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        cfg->workers = n > 0 && n < 64 ? (unsigned)n : 2;
+    }
+    if (cfg->storage_threads == 0)
+        cfg->storage_threads = 1;
+    if (cfg->store.pg_connections < cfg->storage_threads + 1)
+        cfg->store.pg_connections = cfg->storage_threads + 1;
+}
+
+static int set_listen(struct ingest_config *cfg, const char *v, char *err, size_t err_len)
+{
+    const char *colon = strrchr(v, ':');
+    uint64_t port = 0;
+    if (colon == NULL || colon == v || (size_t)(colon - v) >= sizeof(cfg->listen_host) ||
+        ferry_parse_u64(colon + 1, 65535, &port) != 0) {
+        snprintf(err, err_len, "listen: expected host:port, got \"%s\"", v);
+        return INGEST_EINVAL;
+    }
+    memcpy(cfg->listen_host, v, (size_t)(colon - v));
+    cfg->listen_host[colon - v] = '\0';
+    cfg->listen_port = (uint16_t)port;
+    return 0;
+}
+
+static int set_uint(unsigned *out, const char *v, uint64_t min, uint64_t max)
+{
+    uint64_t n;
+    if (ferry_parse_u64(v, max, &n) != 0 || n < min)
+        return -1;
+    *out = (unsigned)n;
+    return 0;
+}
+
+static int set_double(double *out, const char *v)
+{
+    char *end = NULL;
+    double d = strtod(v, &end);
+    if (end == v || *end != '\0' || d < 0 || d > 1e9)
+        return -1;
+    *out = d;
+    return 0;
+}
+
+static const char help_text[] =
+    "  server.listen HOST:PORT        address to serve on (127.0.0.1:8480; port 0 = any free port)\n"
+    "  server.port_file PATH          write the bound port to PATH once listening\n"
+    "  server.workers N               HTTP worker threads, each its own event loop (CPUs)\n"
+    "  server.max_connections N       open connections across workers (10000)\n"
+    "  server.timeout DURATION        read/write timeout of a connection (30s)\n"
+    "  server.dict_dir PATH           zstd dictionaries as <dict_id>.dict (none)\n"
+    "  limits.max_body SIZE           largest POST /v1/batches body, 413 above (8MiB)\n"
+    "  limits.max_enroll_body SIZE    largest POST /v1/enroll body (16KiB)\n"
+    "  limits.queue_max N             batches waiting for storage, 503 above (4096)\n"
+    "  limits.group_max_records N     records per group commit (65536)\n"
+    "  limits.device_rate R           fair share: batches/s per device, 429 above (100; 0 = off)\n"
+    "  limits.device_burst N          fair share: burst in batches (200)\n"
+    "  limits.device_max_inflight N   fair share: a device's batches queued at once (8)\n"
+    "  limits.device_cache DURATION   trust a cached device key/revocation this long (5s)\n"
+    "  clock.threshold DURATION       correct timestamps when |offset| exceeds this (60s)\n"
+    "  store.type lmdb|postgresql     the store (lmdb)\n"
+    "  store.lmdb_dir PATH            LMDB data directory (./ferry-ingest-data)\n"
+    "  store.lmdb_map_size SIZE       LMDB map size (64GiB)\n"
+    "  store.pg_conninfo STRING       libpq connection string (\"\": libpq defaults/PG* env)\n"
+    "  store.pg_connections N         PostgreSQL connections in the pool (4)\n"
+    "  store.storage_threads N        PostgreSQL parallel group committers (2; LMDB: 1)\n"
+    "  log.level error|warn|info|debug  log threshold (info)\n";
+
+const char *ingest_config_help(void) { return help_text; }
+
+int ingest_config_set(struct ingest_config *cfg, const char *key, const char *v, char *err,
+                      size_t err_len)
+{
+    int64_t ms;
+    uint64_t size;
+    int bad = 0;
+    if (strcmp(key, "server.listen") == 0)
+        return set_listen(cfg, v, err, err_len);
+    if (strcmp(key, "server.port_file") == 0)
+        bad = ferry_strlcpy(cfg->port_file, v, sizeof(cfg->port_file)) >= sizeof(cfg->port_file);
+    else if (strcmp(key, "server.workers") == 0)
+        bad = set_uint(&cfg->workers, v, 1, 64);
+    else if (strcmp(key, "server.max_connections") == 0)
+        bad = set_uint(&cfg->max_connections, v, 1, 1000000);
+    else if (strcmp(key, "server.timeout") == 0) {
+        bad = ferry_parse_duration_ms(v, &ms) != 0 || ms < 1;
+        cfg->timeout_ms = ms;
+    } else if (strcmp(key, "server.dict_dir") == 0)
+        bad = ferry_strlcpy(cfg->dict_dir, v, sizeof(cfg->dict_dir)) >= sizeof(cfg->dict_dir);
+    else if (strcmp(key, "limits.max_body") == 0) {
+        bad = ferry_parse_size(v, &size) != 0 || size < 64 || size > (1u << 30);
+        cfg->max_body_bytes = size;
+    } else if (strcmp(key, "limits.max_enroll_body") == 0) {
+        bad = ferry_parse_size(v, &size) != 0 || size < 64 || size > (1u << 20);
+        cfg->max_enroll_bytes = size;
+    } else if (strcmp(key, "limits.queue_max") == 0)
+        bad = set_uint(&cfg->queue_max, v, 1, 10000000);
+    else if (strcmp(key, "limits.group_max_records") == 0)
+        bad = set_uint(&cfg->group_max_records, v, 1, 100000000);
+    else if (strcmp(key, "limits.device_rate") == 0)
+        bad = set_double(&cfg->device_rate, v);
+    else if (strcmp(key, "limits.device_burst") == 0)
+        bad = set_double(&cfg->device_burst, v) || cfg->device_burst < 1;
+    else if (strcmp(key, "limits.device_max_inflight") == 0)
+        bad = set_uint(&cfg->device_max_inflight, v, 1, 1000000);
+    else if (strcmp(key, "limits.device_cache") == 0) {
+        bad = ferry_parse_duration_ms(v, &ms) != 0 || ms < 0;
+        cfg->device_cache_ms = ms;
+    } else if (strcmp(key, "clock.threshold") == 0) {
+        bad = ferry_parse_duration_ms(v, &ms) != 0 || ms < 0;
+        cfg->clock_threshold_ms = ms;
+    } else if (strcmp(key, "store.type") == 0) {
+        if (strcmp(v, "lmdb") == 0)
+            cfg->store.kind = INGEST_STORE_LMDB;
+        else if (strcmp(v, "postgresql") == 0 || strcmp(v, "pg") == 0)
+            cfg->store.kind = INGEST_STORE_PG;
+        else
+            bad = 1;
+    } else if (strcmp(key, "store.lmdb_dir") == 0)
+        bad = v[0] == '\0' ||
+              ferry_strlcpy(cfg->lmdb_dir, v, sizeof(cfg->lmdb_dir)) >= sizeof(cfg->lmdb_dir);
+    else if (strcmp(key, "store.lmdb_map_size") == 0) {
+        bad = ferry_parse_size(v, &size) != 0 || size < (1u << 20);
+        cfg->store.lmdb_map_size = size;
+    } else if (strcmp(key, "store.pg_conninfo") == 0)
+        bad = ferry_strlcpy(cfg->pg_conninfo, v, sizeof(cfg->pg_conninfo)) >= sizeof(cfg->pg_conninfo);
+    else if (strcmp(key, "store.pg_connections") == 0)
+        bad = set_uint(&cfg->store.pg_connections, v, 1, 256);
+    else if (strcmp(key, "store.storage_threads") == 0)
+        bad = set_uint(&cfg->storage_threads, v, 1, 64);
+    else if (strcmp(key, "log.level") == 0)
+        bad = ferry_log_level_parse(v, &cfg->log_level) != 0;
+    else {
+        snprintf(err, err_len, "unknown configuration key \"%s\"", key);
+        return INGEST_EINVAL;
+    }
+    if (bad) {
+        snprintf(err, err_len, "%s: invalid value \"%s\"", key, v);
+        return INGEST_EINVAL;
+    }
+    ingest_config_finish(cfg);
+    return 0;
+}
+
+struct ini_state {
+    struct ingest_config *cfg;
+    const char *path;
+    char *err;
+    size_t err_len;
+    int failed;
+};
+
+/* inih reports the line of the first handler failure as ini_parse's result. */
+static int ini_cb(void *user, const char *section, const char *name, const char *value)
+{
+    struct ini_state *st = user;
+    char key[256];
+    if (st->failed)
+        return 0;
+    snprintf(key, sizeof(key), "%s.%s", section, name);
+    if (ingest_config_set(st->cfg, key, value, st->err, st->err_len) != 0) {
+        st->failed = 1;
+        return 0;
+    }
+    return 1;
+}
+
+int ingest_config_load(struct ingest_config *cfg, const char *path, char *err, size_t err_len)
+{
+    struct ini_state st = {cfg, path, err, err_len, 0};
+    int rc = ini_parse(path, ini_cb, &st);
+    if (st.failed) {
+        char e[512];
+        ferry_strlcpy(e, err, sizeof(e));
+        snprintf(err, err_len, "%s:%d: %s", path, rc, e);
+        return INGEST_EINVAL;
+    }
+    if (rc < 0) {
+        snprintf(err, err_len, "%s: cannot read", path);
+        return INGEST_EINVAL;
+    }
+    if (rc > 0) {
+        snprintf(err, err_len, "%s:%d: syntax error", path, rc);
+        return INGEST_EINVAL;
+    }
+    return 0;
+}

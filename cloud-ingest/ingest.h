@@ -1,0 +1,292 @@
+/*
+ * ingest.h - ferry-ingest's internal API: configuration, the HTTP server and its router, the
+ * batch receive path, the group committer, and the in-memory device table.
+ *
+ * How a batch travels (POST /v1/batches):
+ *
+ *   worker thread (one of N, each with its own event_base + evhttp on a SO_REUSEPORT socket)
+ *     ingest_batch_prepare(): size -> header -> device known/not revoked -> fair share ->
+ *                             signature -> bounded decompression + decode -> struct ingest_job
+ *     ingest_committer_submit(): bounded queue (full: 503 + Retry-After)
+ *   storage thread(s)
+ *     pops every queued job (up to group_max_records), ingest_store_write() in ONE transaction,
+ *     then hands each job back to its worker's event loop (event_active on a per-worker event)
+ *   worker thread
+ *     sends the 200 JSON acknowledgement - only now, after the commit was durable.
+ *
+ * The router is how other parts add endpoints: cloud-ingest/release/ (the OTA engineer's part)
+ * registers its routes with ingest_router_add() from ingest_release_register(), called at the
+ * marked spot in server.c. Handlers run on worker threads, several at once: they must be
+ * thread-safe and must not block (reply from the handler, or later from the same worker's loop).
+ */
+#ifndef FERRY_INGEST_INGEST_H
+#define FERRY_INGEST_INGEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/http.h>
+
+#include "cloud-ingest/store.h"
+#include "common/log.h"
+
+struct evhttp_request;
+struct batch_decoder;
+struct ingest_dicts;
+struct ingest_committer;
+
+/* ---- Errors of this module ------------------------------------------------------------------ */
+
+enum ingest_err {
+    INGEST_OK = 0,
+    INGEST_ENOMEM = -1,
+    INGEST_EINVAL = -2,  /* bad configuration value or argument */
+    INGEST_EIO = -3,     /* socket, thread or store failure */
+    INGEST_EBUSY = -4,   /* the commit queue is full */
+};
+const char *ingest_strerror(int err);
+
+/* ---- Configuration (config.c) --------------------------------------------------------------- */
+
+#define INGEST_DEFAULT_LISTEN "127.0.0.1:8480"
+#define INGEST_DEFAULT_DATA_DIR "./ferry-ingest-data"
+
+struct ingest_config {
+    char listen_host[256];
+    uint16_t listen_port;          /* 0: any free port (see port_file) */
+    char port_file[1024];          /* write the bound port here once listening ("" = don't) */
+    unsigned workers;              /* HTTP worker threads (0: number of CPUs) */
+    unsigned max_connections;      /* open connections across all workers */
+    int64_t timeout_ms;            /* read/write timeout of a connection */
+    uint64_t max_body_bytes;       /* POST /v1/batches body limit (413 above) */
+    uint64_t max_enroll_bytes;     /* POST /v1/enroll body limit */
+    unsigned queue_max;            /* commit queue: batches waiting for storage (503 above) */
+    unsigned group_max_records;    /* records per group commit (a soft limit) */
+    unsigned storage_threads;      /* PostgreSQL: parallel committers (LMDB always uses 1) */
+    double device_rate;            /* fair share: batches/s per device (0: unlimited) */
+    double device_burst;           /* fair share: bucket size in batches */
+    unsigned device_max_inflight;  /* fair share: a device's batches in the queue at once */
+    int64_t clock_threshold_ms;    /* |offset| above this corrects timestamps */
+    int64_t device_cache_ms;       /* how long a cached device key/revocation is trusted */
+    char dict_dir[1024];           /* zstd dictionaries as <dict_id>.dict ("" = none) */
+    enum ferry_log_level log_level;
+    struct ingest_store_config store;
+    char lmdb_dir[1024];
+    char pg_conninfo[1024];
+};
+
+/* Fills every default (documented in docs/ingest.md and --help). */
+void ingest_config_defaults(struct ingest_config *cfg);
+/* Sets one key ("listen", "store", "lmdb.dir", ... the same names as the INI file's
+ * section.key; see docs/ingest.md). Returns 0 or INGEST_EINVAL with err saying why. */
+int ingest_config_set(struct ingest_config *cfg, const char *key, const char *value, char *err,
+                      size_t err_len) __attribute__((warn_unused_result));
+/* Loads an INI file (sections [server], [store], [limits], [log]; see docs/ingest.md). */
+int ingest_config_load(struct ingest_config *cfg, const char *path, char *err, size_t err_len)
+    __attribute__((warn_unused_result));
+/* Points cfg->store at the strings inside cfg; call after the last ingest_config_set. */
+void ingest_config_finish(struct ingest_config *cfg);
+/* The help text of every configuration key (for --help). */
+const char *ingest_config_help(void);
+
+/* ---- Metrics (metrics.c) -------------------------------------------------------------------- */
+
+enum ingest_counter {
+    INGEST_C_REQUESTS,
+    INGEST_C_BATCHES_OK,
+    INGEST_C_RECORDS_NEW,
+    INGEST_C_RECORDS_DUP,
+    INGEST_C_GAPS_NEW,
+    INGEST_C_BYTES_IN,
+    INGEST_C_REJECT_413,
+    INGEST_C_REJECT_400,
+    INGEST_C_REJECT_401,
+    INGEST_C_REJECT_403,
+    INGEST_C_REJECT_429,
+    INGEST_C_REJECT_503,
+    INGEST_C_STORE_ERRORS,
+    INGEST_C_COMMIT_GROUPS,
+    INGEST_C_ENROLLS,
+    INGEST_C_CONN_REFUSED,
+    INGEST_C_COUNT
+};
+
+enum ingest_histogram {
+    INGEST_H_BATCH_SECONDS,  /* POST /v1/batches: body received -> acknowledgement sent */
+    INGEST_H_COMMIT_SECONDS, /* one group commit */
+    INGEST_H_COUNT
+};
+
+struct ingest_metrics;
+int ingest_metrics_new(struct ingest_metrics **out) __attribute__((warn_unused_result));
+void ingest_metrics_free(struct ingest_metrics *m);
+void ingest_metrics_add(struct ingest_metrics *m, enum ingest_counter c, uint64_t n);
+uint64_t ingest_metrics_get(struct ingest_metrics *m, enum ingest_counter c);
+void ingest_metrics_observe(struct ingest_metrics *m, enum ingest_histogram h, double seconds);
+
+/* ---- In-memory device table (devtab.c) ------------------------------------------------------ */
+
+/*
+ * The hot path's view of devices: public key and revocation cached from the store (trusted for
+ * device_cache_ms, so revocation through another process takes effect within that time; local
+ * revocation at once), the fair-share token bucket and in-flight count, and the latest value of
+ * each device's health metrics (bounded per device) for /metrics.
+ */
+struct ingest_devtab;
+
+enum ingest_admit {
+    INGEST_ADMIT_OK = 0,
+    INGEST_ADMIT_UNKNOWN = 1, /* 401 */
+    INGEST_ADMIT_REVOKED = 2, /* 403 */
+    INGEST_ADMIT_LIMITED = 3, /* 429: *retry_after_s says when */
+    INGEST_ADMIT_ERROR = 4,   /* 503: store lookup failed */
+};
+
+int ingest_devtab_new(struct ingest_store *store, const struct ingest_config *cfg,
+                      struct ingest_devtab **out) __attribute__((warn_unused_result));
+void ingest_devtab_free(struct ingest_devtab *t);
+/* Looks the device up (cache, then store), checks revocation and the fair share, and on OK
+ * counts one batch in flight (release it with ingest_devtab_done). */
+enum ingest_admit ingest_devtab_admit(struct ingest_devtab *t, const char *device_id,
+                                      uint8_t public_key[32], unsigned *retry_after_s);
+void ingest_devtab_done(struct ingest_devtab *t, const char *device_id);
+/* Forgets a cached device (after revoke/enroll through this process). */
+void ingest_devtab_invalidate(struct ingest_devtab *t, const char *device_id);
+/* Records the latest value of a device's health metric `name` ("cpu.usage{core=0}"). */
+void ingest_devtab_health(struct ingest_devtab *t, const char *device_id, const char *name,
+                          double value);
+/* Appends the Prometheus lines of every device's health values to `out`. */
+struct ferry_buf;
+int ingest_devtab_expose(struct ingest_devtab *t, struct ferry_buf *out)
+    __attribute__((warn_unused_result));
+
+/* ---- The batch receive path (batches.c) ------------------------------------------------------ */
+
+/* One batch between its worker and the storage thread. Owned by the worker that made it. */
+struct ingest_job {
+    struct ingest_write write;        /* what the store gets (points into the fields below) */
+    char device_id[INGEST_DEVICE_ID_MAX + 1];
+    char batch_id_hex[33];
+    size_t n_gaps_reported;
+    /* owned storage */
+    struct ingest_rec *recs;
+    size_t recs_cap;
+    size_t *offs;                     /* arena offset of each record's payload (arena grows) */
+    struct ingest_gap gaps[128];      /* BATCH_MAX_GAPS */
+    struct ferry_buf *arena;          /* the records' record_pack() payloads */
+    struct ferry_buf *versions_json;
+    int decode_status;                /* HTTP status a record check failed with (0: none) */
+    char decode_msg[200];
+    /* committer bookkeeping */
+    struct ingest_job *next;
+    int commit_result;                /* 0 or the store's error for the whole group */
+    int64_t received_mono_ns;
+    /* server bookkeeping */
+    struct evhttp_request *req;
+    void *worker;
+};
+
+/* The shared state the receive path needs. */
+struct ingest_ctx {
+    const struct ingest_config *cfg;
+    struct ingest_store *store;
+    struct ingest_devtab *devtab;
+    struct ingest_metrics *metrics;
+    struct ingest_committer *committer;
+    struct ingest_dicts *dicts;       /* zstd dictionaries from cfg->dict_dir, loaded on demand */
+};
+
+struct ingest_job *ingest_job_new(void);
+void ingest_job_free(struct ingest_job *job);
+void ingest_job_reset(struct ingest_job *job);
+
+/*
+ * Runs every check of POST /v1/batches up to (not including) the commit, in the order of
+ * ARCHITECTURE.md: size (413), header (400), device known (401) and not revoked (403), fair share
+ * (429), signature (401), bounded decompression and decode (400). On success fills `job` and
+ * returns 200; otherwise returns the HTTP status and writes the reason to `msg` (and
+ * *retry_after_s for 429/503). On 200 the device's in-flight count is held: the caller calls
+ * ingest_devtab_done() after the commit. `dec` is the calling thread's decoder.
+ */
+int ingest_batch_prepare(struct ingest_ctx *ctx, struct batch_decoder *dec, const uint8_t *body,
+                         size_t len, int64_t now_ns, struct ingest_job *job, char *msg,
+                         size_t msg_len, unsigned *retry_after_s);
+/* Writes the 200 acknowledgement of a committed job (INTERFACES.md) into `out`. */
+int ingest_batch_ack(const struct ingest_job *job, struct ferry_buf *out)
+    __attribute__((warn_unused_result));
+/* After a successful commit: counters, health values. */
+void ingest_batch_committed(struct ingest_ctx *ctx, const struct ingest_job *job);
+/* Dictionaries: <dict_dir>/<dict_id>.dict files, read on first use and kept until freed.
+ * ingest_dicts_new never fails for a missing directory (batches naming a dictionary then fail
+ * with 400). */
+struct ingest_dicts;
+int ingest_dicts_new(const char *dir, struct ingest_dicts **out) __attribute__((warn_unused_result));
+void ingest_dicts_free(struct ingest_dicts *d);
+/* Makes `dec` find dictionaries in `d`. */
+void ingest_dicts_attach(struct ingest_dicts *d, struct batch_decoder *dec);
+
+/* ---- Group committer (committer.c) ---------------------------------------------------------- */
+
+struct ingest_committer;
+/* Called on a storage thread when a job's group committed (job->commit_result 0) or failed. */
+typedef void (*ingest_commit_done_fn)(struct ingest_job *job, void *arg);
+int ingest_committer_new(struct ingest_store *store, struct ingest_metrics *metrics,
+                         const struct ingest_config *cfg, ingest_commit_done_fn done, void *arg,
+                         struct ingest_committer **out) __attribute__((warn_unused_result));
+/* Queues a job. INGEST_EBUSY when the queue holds queue_max jobs already (answer 503). */
+int ingest_committer_submit(struct ingest_committer *c, struct ingest_job *job)
+    __attribute__((warn_unused_result));
+size_t ingest_committer_depth(struct ingest_committer *c);
+/* Commits everything still queued, then stops the threads and frees. */
+void ingest_committer_free(struct ingest_committer *c);
+
+/* ---- Router and server (server.c) ------------------------------------------------------------ */
+
+struct ingest_router;
+/* A route handler. `path` is the request path without the query string. It must reply to `req`
+ * exactly once (now, or later on the same thread's loop). Runs on a worker thread. */
+typedef void (*ingest_handler_fn)(struct evhttp_request *req, const char *path, void *arg);
+/*
+ * Adds a route: requests whose method is in `methods` (EVHTTP_REQ_GET | EVHTTP_REQ_HEAD ...)
+ * and whose path starts with `path_prefix` go to `handler` with `arg`. The longest matching
+ * prefix wins; a prefix ending in '/' matches only below it, one without matches exactly.
+ * Call before the server starts. Returns 0, INGEST_ENOMEM or INGEST_EINVAL (table full).
+ */
+int ingest_router_add(struct ingest_router *router, int methods, const char *path_prefix,
+                      ingest_handler_fn handler, void *arg) __attribute__((warn_unused_result));
+
+/* Registers the built-in read/enrol endpoints (api.c). */
+int ingest_api_register(struct ingest_router *r, struct ingest_ctx *ctx)
+    __attribute__((warn_unused_result));
+
+/* Reply helpers for handlers (also used by cloud-ingest/release/). */
+void ingest_reply(struct evhttp_request *req, int code, const char *content_type, const void *body,
+                  size_t len);
+void ingest_reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+struct ingest_server;
+/* Binds the listening socket(s), opens the committer and device table and registers every
+ * route. The store is borrowed until ingest_server_free. */
+int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *store,
+                      struct ingest_server **out, char *err, size_t err_len)
+    __attribute__((warn_unused_result));
+uint16_t ingest_server_port(const struct ingest_server *s);
+struct ingest_router *ingest_server_router(struct ingest_server *s);
+struct ingest_ctx *ingest_server_ctx(struct ingest_server *s);
+/* Runs the workers until ingest_server_stop() (or SIGINT/SIGTERM when handle_signals).
+ * Returns 0 or INGEST_EIO. */
+int ingest_server_run(struct ingest_server *s, bool handle_signals)
+    __attribute__((warn_unused_result));
+/* Asks a running server to stop; thread-safe. */
+void ingest_server_stop(struct ingest_server *s);
+void ingest_server_free(struct ingest_server *s);
+
+/* ---- Operator commands (admin.c) ------------------------------------------------------------ */
+
+/* `ferry-ingest device add|list|revoke`, `ferry-ingest token create`: argv starts at the
+ * subcommand. Prints to stdout; returns the process exit status. */
+int ingest_admin_main(struct ingest_config *cfg, int argc, char **argv);
+
+#endif

@@ -1,0 +1,751 @@
+/*
+ * server.c - ferry-ingest's HTTP server: worker threads, the router, the batch endpoint's
+ * hand-off to the group committer and back, and the process lifecycle.
+ *
+ * Design:
+ *   - N workers, each a thread with its own event_base and evhttp on its own listening socket;
+ *     the sockets share one port through SO_REUSEPORT, so the kernel spreads connections and a
+ *     slow client occupies one connection of one worker, never a whole loop.
+ *   - TCP_NODELAY on every accepted connection (evhttp leaves Nagle on: a 64 KiB response then
+ *     waits 40 ms for a delayed ACK). Set once per connection, when its first request arrives.
+ *   - Limits: evhttp's read/write timeout (server.timeout), header and body size, and an open
+ *     connection count across workers (server.max_connections; a request on a connection over
+ *     the limit is answered 503 with Connection: close).
+ *   - A verified batch becomes a job on the committer's queue; the storage thread hands it back
+ *     through the worker's done list and an event it activates (libevent is built with pthreads
+ *     locking, so event_active from another thread is safe); the worker then replies.
+ *
+ * Invariant: every request gets exactly one reply (evhttp frees a request only through
+ * evhttp_send_reply; when the client went away meanwhile, evhttp_send_reply just frees it).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/thread.h>
+
+#include "cloud-ingest/ingest.h"
+#include "common/buf.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "transport/batch.h"
+
+#ifdef FERRY_INGEST_HAVE_RELEASE
+#include "cloud-ingest/release/release.h"
+#endif
+
+#define ROUTES_MAX 64
+#define JOB_POOL_MAX 64
+
+struct route {
+    int methods;
+    char pattern[128];
+    size_t literal_chars;
+    ingest_handler_fn fn;
+    void *arg;
+};
+
+struct ingest_router {
+    struct route routes[ROUTES_MAX];
+    size_t n;
+};
+
+/* Open-addressing set of the connections a worker has seen (linear probing, backward-shift
+ * delete), so that each is counted and given TCP_NODELAY once. Worker thread only. */
+struct conn_set {
+    void **slots;
+    size_t cap; /* power of two */
+    size_t n;
+};
+
+struct worker {
+    struct ingest_server *srv;
+    pthread_t thread;
+    bool started;
+    struct event_base *base;
+    struct evhttp *http;
+    int fd;
+    struct event *done_ev;
+    pthread_mutex_t done_lock;
+    struct ingest_job *done_head;
+    struct batch_decoder *dec;
+    struct ingest_job *pool;
+    size_t pool_n;
+    struct conn_set conns;
+};
+
+struct ingest_server {
+    struct ingest_config cfg;
+    struct ingest_ctx ctx;
+    struct ingest_router router;
+    struct worker *workers;
+    size_t n_workers;
+    uint16_t port;
+    _Atomic long connections;
+    struct event_base *main_base;
+    struct event *stop_ev;
+};
+
+const char *ingest_strerror(int err)
+{
+    switch (err) {
+    case INGEST_OK: return "ok";
+    case INGEST_ENOMEM: return "out of memory";
+    case INGEST_EINVAL: return "invalid argument";
+    case INGEST_EIO: return "I/O or system error";
+    case INGEST_EBUSY: return "commit queue full";
+    default: return "unknown error";
+    }
+}
+
+/* ---- Router --------------------------------------------------------------------------------- */
+
+int ingest_router_add(struct ingest_router *router, int methods, const char *pattern,
+                      ingest_handler_fn handler, void *arg)
+{
+    if (router->n >= ROUTES_MAX || pattern[0] != '/' || strlen(pattern) >= sizeof(router->routes[0].pattern))
+        return INGEST_EINVAL;
+    struct route *r = &router->routes[router->n++];
+    r->methods = methods;
+    ferry_strlcpy(r->pattern, pattern, sizeof(r->pattern));
+    r->literal_chars = 0;
+    for (const char *p = pattern; *p; p++)
+        r->literal_chars += *p != '*';
+    r->fn = handler;
+    r->arg = arg;
+    return 0;
+}
+
+/* Pattern match: '*' matches one non-empty path segment; a pattern ending in '/' matches every
+ * path below it; otherwise the whole path must match. */
+static bool route_match(const char *pat, const char *path)
+{
+    while (*pat) {
+        if (*pat == '*') {
+            if (*path == '\0' || *path == '/')
+                return false;
+            while (*path && *path != '/')
+                path++;
+            pat++;
+            continue;
+        }
+        if (*pat != *path)
+            return false;
+        if (*pat == '/' && pat[1] == '\0')
+            return true;
+        pat++;
+        path++;
+    }
+    return *path == '\0';
+}
+
+static const struct route *route_find(const struct ingest_router *router, const char *path,
+                                      int method, bool *method_mismatch)
+{
+    const struct route *best = NULL;
+    *method_mismatch = false;
+    for (size_t i = 0; i < router->n; i++) {
+        const struct route *r = &router->routes[i];
+        if (!route_match(r->pattern, path))
+            continue;
+        if (!(r->methods & method)) {
+            *method_mismatch = true;
+            continue;
+        }
+        if (best == NULL || r->literal_chars > best->literal_chars)
+            best = r;
+    }
+    return best;
+}
+
+/* ---- Replies -------------------------------------------------------------------------------- */
+
+void ingest_reply(struct evhttp_request *req, int code, const char *content_type, const void *body,
+                  size_t len)
+{
+    struct evbuffer *out = evhttp_request_get_output_buffer(req);
+    if (content_type != NULL)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", content_type);
+    if (len > 0 && evbuffer_add(out, body, len) != 0)
+        code = 500;
+    evhttp_send_reply(req, code, NULL, NULL);
+}
+
+void ingest_reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    struct ferry_buf b = FERRY_BUF_INIT;
+    if (ferry_buf_append(&b, "{\"error\":", 9) != 0 ||
+        ferry_buf_append_json_string(&b, msg, strlen(msg)) != 0 || ferry_buf_append(&b, "}\n", 2) != 0) {
+        ferry_buf_free(&b);
+        evhttp_send_reply(req, 500, NULL, NULL);
+        return;
+    }
+    ingest_reply(req, code, "application/json", b.data, b.len);
+    ferry_buf_free(&b);
+}
+
+static void reply_retry(struct evhttp_request *req, int code, unsigned retry_after_s, const char *msg)
+{
+    char v[16];
+    snprintf(v, sizeof(v), "%u", retry_after_s ? retry_after_s : 1);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", v);
+    ingest_reply_error(req, code, "%s", msg);
+}
+
+static void count_status(struct ingest_metrics *m, int code)
+{
+    switch (code) {
+    case 400: ingest_metrics_add(m, INGEST_C_REJECT_400, 1); break;
+    case 401: ingest_metrics_add(m, INGEST_C_REJECT_401, 1); break;
+    case 403: ingest_metrics_add(m, INGEST_C_REJECT_403, 1); break;
+    case 413: ingest_metrics_add(m, INGEST_C_REJECT_413, 1); break;
+    case 429: ingest_metrics_add(m, INGEST_C_REJECT_429, 1); break;
+    case 503: ingest_metrics_add(m, INGEST_C_REJECT_503, 1); break;
+    default: break;
+    }
+}
+
+/* ---- Connections ---------------------------------------------------------------------------- */
+
+static size_t conn_hash(const void *p, size_t cap)
+{
+    return (size_t)(((uintptr_t)p >> 4) * 0x9E3779B97F4A7C15ull) & (cap - 1);
+}
+
+static bool conn_set_has(const struct conn_set *s, void *p)
+{
+    if (s->cap == 0)
+        return false;
+    for (size_t i = conn_hash(p, s->cap);; i = (i + 1) & (s->cap - 1)) {
+        if (s->slots[i] == NULL)
+            return false;
+        if (s->slots[i] == p)
+            return true;
+    }
+}
+
+static int conn_set_add(struct conn_set *s, void *p)
+{
+    if ((s->n + 1) * 2 > s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 256;
+        void **slots = calloc(cap, sizeof(*slots));
+        if (slots == NULL)
+            return -1;
+        for (size_t i = 0; i < s->cap; i++) {
+            if (s->slots[i] == NULL)
+                continue;
+            size_t j = conn_hash(s->slots[i], cap);
+            while (slots[j] != NULL)
+                j = (j + 1) & (cap - 1);
+            slots[j] = s->slots[i];
+        }
+        free(s->slots);
+        s->slots = slots;
+        s->cap = cap;
+    }
+    size_t i = conn_hash(p, s->cap);
+    while (s->slots[i] != NULL)
+        i = (i + 1) & (s->cap - 1);
+    s->slots[i] = p;
+    s->n++;
+    return 0;
+}
+
+static void conn_set_del(struct conn_set *s, void *p)
+{
+    if (s->cap == 0)
+        return;
+    size_t i = conn_hash(p, s->cap);
+    while (s->slots[i] != p) {
+        if (s->slots[i] == NULL)
+            return;
+        i = (i + 1) & (s->cap - 1);
+    }
+    s->slots[i] = NULL;
+    s->n--;
+    /* Backward-shift: re-place the entries after the hole so lookups never stop early. */
+    for (size_t j = (i + 1) & (s->cap - 1); s->slots[j] != NULL; j = (j + 1) & (s->cap - 1)) {
+        void *q = s->slots[j];
+        s->slots[j] = NULL;
+        size_t k = conn_hash(q, s->cap);
+        while (s->slots[k] != NULL)
+            k = (k + 1) & (s->cap - 1);
+        s->slots[k] = q;
+    }
+}
+
+static void on_conn_close(struct evhttp_connection *evcon, void *arg)
+{
+    struct worker *w = arg;
+    conn_set_del(&w->conns, evcon);
+    atomic_fetch_sub(&w->srv->connections, 1);
+}
+
+/* Counts a new connection and sets TCP_NODELAY on it. Returns false when it is over the limit. */
+static bool conn_admit(struct worker *w, struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    if (evcon == NULL || conn_set_has(&w->conns, evcon))
+        return true;
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+    evutil_socket_t fd = bev != NULL ? bufferevent_getfd(bev) : -1;
+    if (fd >= 0) {
+        int one = 1;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    if (conn_set_add(&w->conns, evcon) != 0)
+        return true; /* no memory to track it: serve it uncounted rather than drop it */
+    evhttp_connection_set_closecb(evcon, on_conn_close, w);
+    long n = atomic_fetch_add(&w->srv->connections, 1) + 1;
+    return n <= (long)w->srv->cfg.max_connections;
+}
+
+/* ---- POST /v1/batches ----------------------------------------------------------------------- */
+
+static struct ingest_job *job_get(struct worker *w)
+{
+    if (w->pool != NULL) {
+        struct ingest_job *j = w->pool;
+        w->pool = j->next;
+        w->pool_n--;
+        return j;
+    }
+    return ingest_job_new();
+}
+
+static void job_put(struct worker *w, struct ingest_job *j)
+{
+    if (w->pool_n >= JOB_POOL_MAX || j->arena->cap > 4u * 1024 * 1024) {
+        ingest_job_free(j);
+        return;
+    }
+    j->next = w->pool;
+    w->pool = j;
+    w->pool_n++;
+}
+
+static void handle_batch(struct evhttp_request *req, const char *path, void *arg)
+{
+    struct worker *w = arg;
+    struct ingest_ctx *ctx = &w->srv->ctx;
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    ingest_metrics_add(ctx->metrics, INGEST_C_BYTES_IN, len);
+    char msg[400];
+    unsigned retry = 0;
+    int code;
+    struct ingest_job *job = NULL;
+    if (len > w->srv->cfg.max_body_bytes) {
+        code = 413;
+        snprintf(msg, sizeof(msg), "body of %zu bytes exceeds the limit of %llu", len,
+                 (unsigned long long)w->srv->cfg.max_body_bytes);
+        goto reject;
+    }
+    const uint8_t *body = len > 0 ? evbuffer_pullup(in, -1) : (const uint8_t *)"";
+    job = job_get(w);
+    if (job == NULL || body == NULL) {
+        code = 503;
+        snprintf(msg, sizeof(msg), "out of memory");
+        goto reject;
+    }
+    int64_t t0 = ferry_monotonic_ns();
+    code = ingest_batch_prepare(ctx, w->dec, body, len, ferry_realtime_ns(), job, msg, sizeof(msg), &retry);
+    if (code != 200)
+        goto reject;
+    job->req = req;
+    job->worker = w;
+    job->received_mono_ns = t0;
+    if (ingest_committer_submit(ctx->committer, job) != 0) {
+        ingest_devtab_done(ctx->devtab, job->device_id);
+        code = 503;
+        retry = 1;
+        snprintf(msg, sizeof(msg), "commit queue full");
+        goto reject;
+    }
+    return; /* answered by on_done once committed */
+reject:
+    if (job != NULL)
+        job_put(w, job);
+    count_status(ctx->metrics, code);
+    if (code == 429 || code == 503)
+        reply_retry(req, code, retry, msg);
+    else
+        ingest_reply_error(req, code, "%s", msg);
+}
+
+/* Storage thread: hands a committed job back to its worker's loop. */
+static void on_committed(struct ingest_job *job, void *arg)
+{
+    struct worker *w = job->worker;
+    pthread_mutex_lock(&w->done_lock);
+    job->next = w->done_head;
+    w->done_head = job;
+    pthread_mutex_unlock(&w->done_lock);
+    event_active(w->done_ev, EV_READ, 0);
+}
+
+static void reply_committed(struct worker *w, struct ingest_job *job)
+{
+    struct ingest_ctx *ctx = &w->srv->ctx;
+    struct evhttp_request *req = job->req;
+    ingest_devtab_done(ctx->devtab, job->device_id);
+    if (job->commit_result != 0) {
+        count_status(ctx->metrics, 503);
+        reply_retry(req, 503, 1, "store error: batch not stored, retry");
+        return;
+    }
+    if (job->write.result == INGEST_STORE_ENOTFOUND) {
+        count_status(ctx->metrics, 401);
+        ingest_reply_error(req, 401, "unknown device %s: enroll first", job->device_id);
+        return;
+    }
+    if (job->write.result == INGEST_STORE_EREVOKED) {
+        ingest_devtab_invalidate(ctx->devtab, job->device_id);
+        count_status(ctx->metrics, 403);
+        ingest_reply_error(req, 403, "device %s is revoked", job->device_id);
+        return;
+    }
+    if (job->write.result != 0) {
+        count_status(ctx->metrics, 400);
+        ingest_reply_error(req, 400, "batch refused by the store: %s",
+                           ingest_store_strerror(job->write.result));
+        return;
+    }
+    ingest_batch_committed(ctx, job);
+    struct ferry_buf ack = FERRY_BUF_INIT;
+    if (ingest_batch_ack(job, &ack) != 0) {
+        ferry_buf_free(&ack);
+        reply_retry(req, 503, 1, "out of memory building the acknowledgement");
+        return;
+    }
+    ingest_reply(req, 200, "application/json", ack.data, ack.len);
+    ferry_buf_free(&ack);
+    ingest_metrics_observe(ctx->metrics, INGEST_H_BATCH_SECONDS,
+                           (double)(ferry_monotonic_ns() - job->received_mono_ns) / 1e9);
+}
+
+static void on_done(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    pthread_mutex_lock(&w->done_lock);
+    struct ingest_job *list = w->done_head;
+    w->done_head = NULL;
+    pthread_mutex_unlock(&w->done_lock);
+    /* The list is newest first; answer in arrival order. */
+    struct ingest_job *rev = NULL;
+    while (list != NULL) {
+        struct ingest_job *next = list->next;
+        list->next = rev;
+        rev = list;
+        list = next;
+    }
+    while (rev != NULL) {
+        struct ingest_job *next = rev->next;
+        reply_committed(w, rev);
+        job_put(w, rev);
+        rev = next;
+    }
+}
+
+/* ---- Dispatch ------------------------------------------------------------------------------- */
+
+static void dispatch(struct evhttp_request *req, void *arg)
+{
+    struct worker *w = arg;
+    struct ingest_server *srv = w->srv;
+    ingest_metrics_add(srv->ctx.metrics, INGEST_C_REQUESTS, 1);
+    if (!conn_admit(w, req)) {
+        ingest_metrics_add(srv->ctx.metrics, INGEST_C_CONN_REFUSED, 1);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        reply_retry(req, 503, 1, "too many connections");
+        return;
+    }
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+    if (path == NULL || path[0] == '\0')
+        path = "/";
+    bool method_mismatch;
+    const struct route *r = route_find(&srv->router, path, (int)evhttp_request_get_command(req),
+                                       &method_mismatch);
+    if (r == NULL) {
+        if (method_mismatch)
+            ingest_reply_error(req, 405, "method not allowed on %s", path);
+        else
+            ingest_reply_error(req, 404, "no such endpoint: %s", path);
+        return;
+    }
+    /* The batch handler needs its worker; other handlers get what they registered. */
+    r->fn(req, path, r->fn == handle_batch ? w : r->arg);
+}
+
+/* ---- Workers and lifecycle ------------------------------------------------------------------ */
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    if (event_base_dispatch(w->base) < 0)
+        log_error("ingest", "worker event loop failed");
+    return NULL;
+}
+
+static int open_listener(const char *host, uint16_t port, uint16_t *bound_port, char *err,
+                         size_t err_len)
+{
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char portstr[8];
+    snprintf(portstr, sizeof(portstr), "%u", port);
+    int gai = getaddrinfo(host, portstr, &hints, &res);
+    if (gai != 0) {
+        snprintf(err, err_len, "listen %s: %s", host, gai_strerror(gai));
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0 ||
+        bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 4096) != 0) {
+        snprintf(err, err_len, "listen %s:%u: %s", host, port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+        *bound_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                     : ((struct sockaddr_in *)&ss)->sin_port);
+    return fd;
+}
+
+static int worker_init(struct ingest_server *srv, struct worker *w, char *err, size_t err_len)
+{
+    w->srv = srv;
+    w->fd = -1;
+    pthread_mutex_init(&w->done_lock, NULL);
+    w->base = event_base_new();
+    w->http = w->base != NULL ? evhttp_new(w->base) : NULL;
+    if (w->http == NULL) {
+        snprintf(err, err_len, "libevent: cannot create event base / evhttp");
+        return INGEST_ENOMEM;
+    }
+    w->done_ev = event_new(w->base, -1, 0, on_done, w);
+    if (w->done_ev == NULL || batch_decoder_new(&w->dec) != 0) {
+        snprintf(err, err_len, "out of memory");
+        return INGEST_ENOMEM;
+    }
+    ingest_dicts_attach(srv->ctx.dicts, w->dec);
+    uint16_t port = 0;
+    w->fd = open_listener(srv->cfg.listen_host, srv->port, &port, err, err_len);
+    if (w->fd < 0)
+        return INGEST_EIO;
+    if (srv->port == 0)
+        srv->port = port;
+    if (evhttp_accept_socket(w->http, w->fd) != 0) {
+        snprintf(err, err_len, "evhttp_accept_socket failed");
+        return INGEST_EIO;
+    }
+    w->fd = -1; /* evhttp owns it now */
+    struct timeval tv = {srv->cfg.timeout_ms / 1000, (srv->cfg.timeout_ms % 1000) * 1000};
+    evhttp_set_timeout_tv(w->http, &tv);
+    evhttp_set_max_headers_size(w->http, 64 * 1024);
+    evhttp_set_max_body_size(w->http, (ev_ssize_t)(srv->cfg.max_body_bytes + 64 * 1024));
+    evhttp_set_gencb(w->http, dispatch, w);
+    return 0;
+}
+
+static void worker_free(struct worker *w)
+{
+    if (w->http != NULL)
+        evhttp_free(w->http);
+    if (w->fd >= 0)
+        close(w->fd);
+    /* Jobs still on the done list are answered by nobody now: the connections are gone. */
+    for (struct ingest_job *j = w->done_head, *next; j != NULL; j = next) {
+        next = j->next;
+        ingest_job_free(j);
+    }
+    while (w->pool != NULL) {
+        struct ingest_job *j = w->pool;
+        w->pool = j->next;
+        ingest_job_free(j);
+    }
+    if (w->done_ev != NULL)
+        event_free(w->done_ev);
+    if (w->base != NULL)
+        event_base_free(w->base);
+    batch_decoder_free(w->dec);
+    free(w->conns.slots);
+    pthread_mutex_destroy(&w->done_lock);
+}
+
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+    struct ingest_server *s = arg;
+    event_base_loopbreak(s->main_base);
+}
+
+static pthread_once_t threads_once = PTHREAD_ONCE_INIT;
+static void init_threads(void) { (void)evthread_use_pthreads(); }
+
+int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *store,
+                      struct ingest_server **out, char *err, size_t err_len)
+{
+    pthread_once(&threads_once, init_threads);
+    struct ingest_server *s = calloc(1, sizeof(*s));
+    int rc = INGEST_ENOMEM;
+    *out = NULL;
+    if (s == NULL)
+        return INGEST_ENOMEM;
+    s->cfg = *cfg;
+    ingest_config_finish(&s->cfg);
+    s->port = s->cfg.listen_port;
+    s->ctx.cfg = &s->cfg;
+    s->ctx.store = store;
+    if (ingest_metrics_new(&s->ctx.metrics) != 0 ||
+        ingest_devtab_new(store, &s->cfg, &s->ctx.devtab) != 0 ||
+        ingest_dicts_new(s->cfg.dict_dir, &s->ctx.dicts) != 0) {
+        snprintf(err, err_len, "out of memory");
+        goto fail;
+    }
+    rc = ingest_committer_new(store, s->ctx.metrics, &s->cfg, on_committed, s, &s->ctx.committer);
+    if (rc != 0) {
+        snprintf(err, err_len, "cannot start storage threads: %s", ingest_strerror(rc));
+        goto fail;
+    }
+    s->main_base = event_base_new();
+    s->stop_ev = s->main_base != NULL ? event_new(s->main_base, -1, 0, on_stop, s) : NULL;
+    s->workers = calloc(s->cfg.workers, sizeof(*s->workers));
+    if (s->stop_ev == NULL || s->workers == NULL) {
+        rc = INGEST_ENOMEM;
+        snprintf(err, err_len, "out of memory");
+        goto fail;
+    }
+    s->n_workers = s->cfg.workers;
+    for (size_t i = 0; i < s->n_workers; i++)
+        if ((rc = worker_init(s, &s->workers[i], err, err_len)) != 0)
+            goto fail;
+    if ((rc = ingest_router_add(&s->router, EVHTTP_REQ_POST, "/v1/batches", handle_batch, NULL)) != 0 ||
+        (rc = ingest_api_register(&s->router, &s->ctx)) != 0) {
+        snprintf(err, err_len, "cannot register routes");
+        goto fail;
+    }
+
+    /* ---- OTA routes (cloud-ingest/release/, owned by the OTA engineer) ----------------------
+     * Register the release routes here with one call, e.g.
+     *     rc = ingest_release_register(&s->router, &s->ctx, ...);
+     * FERRY_INGEST_HAVE_RELEASE is defined when the ferry_ingest_release target exists. */
+#ifdef FERRY_INGEST_HAVE_RELEASE
+#endif
+    /* ---- end of OTA routes ------------------------------------------------------------------ */
+
+    *out = s;
+    return 0;
+fail:
+    ingest_server_free(s);
+    return rc != 0 ? rc : INGEST_EIO;
+}
+
+uint16_t ingest_server_port(const struct ingest_server *s) { return s->port; }
+struct ingest_router *ingest_server_router(struct ingest_server *s) { return &s->router; }
+struct ingest_ctx *ingest_server_ctx(struct ingest_server *s) { return &s->ctx; }
+
+void ingest_server_stop(struct ingest_server *s) { event_active(s->stop_ev, EV_READ, 0); }
+
+int ingest_server_run(struct ingest_server *s, bool handle_signals)
+{
+    struct event *sigint = NULL, *sigterm = NULL;
+    int rc = 0;
+    if (handle_signals) {
+        signal(SIGPIPE, SIG_IGN);
+        sigint = evsignal_new(s->main_base, SIGINT, on_stop, s);
+        sigterm = evsignal_new(s->main_base, SIGTERM, on_stop, s);
+        if (sigint == NULL || sigterm == NULL || evsignal_add(sigint, NULL) != 0 ||
+            evsignal_add(sigterm, NULL) != 0) {
+            rc = INGEST_EIO;
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < s->n_workers; i++) {
+        if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) != 0) {
+            rc = INGEST_EIO;
+            break;
+        }
+        s->workers[i].started = true;
+    }
+    if (rc == 0 && s->cfg.port_file[0] != '\0') {
+        char text[16];
+        int n = snprintf(text, sizeof(text), "%u\n", s->port);
+        if (ferry_write_file_atomic(s->cfg.port_file, text, (size_t)n, 0644) != 0) {
+            log_error("ingest", "cannot write port file %s", s->cfg.port_file);
+            rc = INGEST_EIO;
+        }
+    }
+    if (rc == 0) {
+        log_info("ingest", "listening on %s:%u with %zu workers, %s store", s->cfg.listen_host,
+                 s->port, s->n_workers,
+                 ingest_store_kind(s->ctx.store) == INGEST_STORE_LMDB ? "lmdb" : "postgresql");
+        /* A persistent dummy keeps the loop alive until the stop event breaks it. */
+        (void)event_base_loop(s->main_base, EVLOOP_NO_EXIT_ON_EMPTY);
+    }
+    for (size_t i = 0; i < s->n_workers; i++) {
+        if (!s->workers[i].started)
+            continue;
+        event_base_loopexit(s->workers[i].base, NULL);
+        pthread_join(s->workers[i].thread, NULL);
+        s->workers[i].started = false;
+    }
+out:
+    if (sigint != NULL)
+        event_free(sigint);
+    if (sigterm != NULL)
+        event_free(sigterm);
+    return rc;
+}
+
+void ingest_server_free(struct ingest_server *s)
+{
+    if (s == NULL)
+        return;
+    /* Storage threads first: they may still hand jobs to workers, whose lists are then freed. */
+    ingest_committer_free(s->ctx.committer);
+    for (size_t i = 0; i < s->n_workers; i++)
+        worker_free(&s->workers[i]);
+    free(s->workers);
+    if (s->stop_ev != NULL)
+        event_free(s->stop_ev);
+    if (s->main_base != NULL)
+        event_base_free(s->main_base);
+    ingest_devtab_free(s->ctx.devtab);
+    ingest_dicts_free(s->ctx.dicts);
+    ingest_metrics_free(s->ctx.metrics);
+    free(s);
+}

@@ -1,0 +1,233 @@
+/*
+ * store.c - the store interface's dispatch and the helpers both implementations share.
+ *
+ * Arguments from outside (device ids, stream numbers) are checked here once, so that both
+ * implementations can assume them valid.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cloud-ingest/store_impl.h"
+#include "common/buf.h"
+
+const char *ingest_store_strerror(int err)
+{
+    switch (err) {
+    case INGEST_STORE_OK: return "ok";
+    case INGEST_STORE_ENOMEM: return "out of memory";
+    case INGEST_STORE_EIO: return "storage backend error";
+    case INGEST_STORE_ENOTFOUND: return "not found";
+    case INGEST_STORE_EEXIST: return "already exists";
+    case INGEST_STORE_EINVAL: return "invalid argument";
+    case INGEST_STORE_EREVOKED: return "device revoked";
+    case INGEST_STORE_ETOKEN: return "enrolment token unknown, used or expired";
+    case INGEST_STORE_EFULL: return "store full (LMDB map size reached)";
+    default: return "unknown store error";
+    }
+}
+
+bool ingest_device_id_valid(const char *id)
+{
+    if (id == NULL)
+        return false;
+    size_t n = strnlen(id, INGEST_DEVICE_ID_MAX + 1);
+    if (n == 0 || n > INGEST_DEVICE_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+int ingest_store_open(const struct ingest_store_config *cfg, struct ingest_store **out, char *err,
+                      size_t err_len)
+{
+    *out = NULL;
+    switch (cfg->kind) {
+    case INGEST_STORE_LMDB: return ingest_store_lmdb_open(cfg, out, err, err_len);
+    case INGEST_STORE_PG: return ingest_store_pg_open(cfg, out, err, err_len);
+    }
+    snprintf(err, err_len, "unknown store kind %d", (int)cfg->kind);
+    return INGEST_STORE_EINVAL;
+}
+
+void ingest_store_close(struct ingest_store *store)
+{
+    if (store != NULL)
+        store->ops->close(store);
+}
+
+enum ingest_store_kind ingest_store_kind(const struct ingest_store *store) { return store->kind; }
+
+int ingest_store_write(struct ingest_store *store, struct ingest_write *const *writes, size_t n,
+                       char *err, size_t err_len)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct ingest_write *w = writes[i];
+        w->result = 0;
+        w->new_records = w->dup_records = w->new_gaps = 0;
+        if (!ingest_device_id_valid(w->device_id)) {
+            w->result = INGEST_STORE_EINVAL;
+            continue;
+        }
+        for (size_t r = 0; r < w->n_recs; r++)
+            if (w->recs[r].stream >= RECORD_STREAM_COUNT)
+                w->result = INGEST_STORE_EINVAL;
+        for (size_t g = 0; g < w->n_gaps; g++)
+            if (w->gaps[g].stream >= RECORD_STREAM_COUNT ||
+                w->gaps[g].first_seq > w->gaps[g].last_seq)
+                w->result = INGEST_STORE_EINVAL;
+    }
+    return store->ops->write(store, writes, n, err, err_len);
+}
+
+int ingest_store_device_add(struct ingest_store *store, const struct ingest_device *dev, char *err,
+                            size_t err_len)
+{
+    if (!ingest_device_id_valid(dev->id)) {
+        snprintf(err, err_len, "invalid device id (1..64 of [A-Za-z0-9._-])");
+        return INGEST_STORE_EINVAL;
+    }
+    return store->ops->device_add(store, dev, err, err_len);
+}
+
+int ingest_store_device_get(struct ingest_store *store, const char *id, struct ingest_device *out)
+{
+    if (!ingest_device_id_valid(id))
+        return INGEST_STORE_ENOTFOUND;
+    return store->ops->device_get(store, id, out);
+}
+
+int ingest_store_device_by_key(struct ingest_store *store, const uint8_t key_id[8],
+                               struct ingest_device *out)
+{
+    return store->ops->device_by_key(store, key_id, out);
+}
+
+int ingest_store_device_revoke(struct ingest_store *store, const char *id)
+{
+    if (!ingest_device_id_valid(id))
+        return INGEST_STORE_ENOTFOUND;
+    return store->ops->device_revoke(store, id);
+}
+
+int ingest_store_device_list(struct ingest_store *store, ingest_device_cb cb, void *arg)
+{
+    return store->ops->device_list(store, cb, arg);
+}
+
+int ingest_store_token_add(struct ingest_store *store, const char *token, bool one_time,
+                           int64_t expires_ns)
+{
+    size_t n = strnlen(token, 129);
+    if (n < 16 || n > 128)
+        return INGEST_STORE_EINVAL;
+    return store->ops->token_add(store, token, one_time, expires_ns);
+}
+
+int ingest_store_enroll(struct ingest_store *store, const char *token, const struct ingest_device *dev,
+                        int64_t now_ns, struct ingest_device *out, char *err, size_t err_len)
+{
+    if (!ingest_device_id_valid(dev->id)) {
+        snprintf(err, err_len, "invalid device id");
+        return INGEST_STORE_EINVAL;
+    }
+    size_t n = strnlen(token, 129);
+    if (n == 0 || n > 128) {
+        snprintf(err, err_len, "token: must be 1..128 characters");
+        return INGEST_STORE_ETOKEN;
+    }
+    return store->ops->enroll(store, token, dev, now_ns, out, err, err_len);
+}
+
+int ingest_store_export(struct ingest_store *store, const char *device_id, uint8_t stream,
+                        uint64_t after_seq, uint64_t limit, ingest_export_cb cb, void *arg)
+{
+    if (!ingest_device_id_valid(device_id) || stream >= RECORD_STREAM_COUNT)
+        return INGEST_STORE_EINVAL;
+    return store->ops->export_records(store, device_id, stream, after_seq, limit, cb, arg);
+}
+
+int ingest_store_gap_count(struct ingest_store *store, const char *device_id, uint8_t stream,
+                           uint64_t *out)
+{
+    if (!ingest_device_id_valid(device_id) || stream >= RECORD_STREAM_COUNT)
+        return INGEST_STORE_EINVAL;
+    return store->ops->gap_count(store, device_id, stream, out);
+}
+
+/* Appends a JSON number for a float; JSON has no NaN or infinities, so those become null. */
+static int json_double(struct ferry_buf *b, double v)
+{
+    if (v != v || v > 1.7976931348623157e308 || v < -1.7976931348623157e308)
+        return ferry_buf_append(b, "null", 4);
+    return ferry_buf_printf(b, "%.17g", v);
+}
+
+int ingest_rec_render(const struct ingest_rec *rec, struct ingest_row *row, struct ferry_buf *scratch)
+{
+    struct record_scratch *rs = malloc(sizeof(*rs));
+    struct record r;
+    int rc = INGEST_STORE_EIO;
+    if (rs == NULL)
+        return INGEST_STORE_ENOMEM;
+    if (record_unpack(rec->packed, rec->packed_len, rs, &r, NULL, 0) != 0)
+        goto out;
+    ferry_buf_reset(scratch);
+    int e = ferry_buf_append_u8(scratch, '{');
+    for (size_t i = 0; i < r.n_tags && e == 0; i++) {
+        if (i > 0)
+            e |= ferry_buf_append_u8(scratch, ',');
+        e |= ferry_buf_append_json_string(scratch, r.tags[i].key.ptr, r.tags[i].key.len);
+        e |= ferry_buf_append_u8(scratch, ':');
+        e |= ferry_buf_append_json_string(scratch, r.tags[i].value.ptr, r.tags[i].value.len);
+    }
+    e |= ferry_buf_append(scratch, "}{", 2);
+    size_t tags_len = scratch->len - 1;
+    for (size_t i = 0; i < r.n_fields && e == 0; i++) {
+        const struct record_field *f = &r.fields[i];
+        if (i > 0)
+            e |= ferry_buf_append_u8(scratch, ',');
+        e |= ferry_buf_append_json_string(scratch, f->key.ptr, f->key.len);
+        e |= ferry_buf_append_u8(scratch, ':');
+        switch (f->type) {
+        case RECORD_FIELD_FLOAT: e |= json_double(scratch, f->v.f); break;
+        case RECORD_FIELD_INT: e |= ferry_buf_printf(scratch, "%" PRId64, f->v.i); break;
+        case RECORD_FIELD_UINT: e |= ferry_buf_printf(scratch, "%" PRIu64, f->v.u); break;
+        case RECORD_FIELD_BOOL: e |= ferry_buf_append(scratch, f->v.b ? "true" : "false", f->v.b ? 4 : 5); break;
+        case RECORD_FIELD_STRING:
+            e |= ferry_buf_append_json_string(scratch, f->v.s.ptr, f->v.s.len);
+            break;
+        default: e |= ferry_buf_append(scratch, "null", 4); break;
+        }
+    }
+    e |= ferry_buf_append_u8(scratch, '}');
+    if (e != 0) {
+        rc = INGEST_STORE_ENOMEM;
+        goto out;
+    }
+    memset(row, 0, sizeof(*row));
+    row->stream = rec->stream;
+    row->seq = rec->seq;
+    row->ts_ns = r.ts_ns;
+    row->ts_corrected_ns = rec->ts_corrected_ns;
+    row->level = r.level;
+    row->name = r.name.ptr;
+    row->name_len = r.name.len;
+    row->message = r.message.ptr;
+    row->message_len = r.message.len;
+    row->tags_json = (const char *)scratch->data;
+    row->tags_json_len = tags_len;
+    row->fields_json = (const char *)scratch->data + tags_len;
+    row->fields_json_len = scratch->len - tags_len;
+    rc = 0;
+out:
+    free(rs);
+    return rc;
+}

@@ -1,0 +1,215 @@
+/*
+ * store.h - the one storage interface of ferry-ingest, with two implementations:
+ *
+ *   LMDB (store_lmdb.c)      the embedded default: one data directory, no setup, one process.
+ *   PostgreSQL (store_pg.c)  several ferry-ingest processes share one database; the unique key
+ *                            (device, stream, seq) is what makes their writes exactly-once.
+ *
+ * What a store keeps:
+ *   devices   id, Ed25519 public key, key id, name, device class, revoked flag, enrolment time,
+ *             last seen, last clock offset, versions it reported, per-stream counters (records
+ *             stored, highest sequence, gap ranges and gap records, backlog it reported)
+ *   tokens    enrolment tokens: one-time (consumed by the first enrolment) or fleet (reusable
+ *             until it expires)
+ *   records   keyed by (device, stream, seq); a repeated key is never stored twice
+ *   gaps      eviction gaps a device reported, keyed by (device, stream, first seq)
+ *
+ * Durability rule: ingest_store_write() returns only after the write is durable (LMDB: the
+ * commit's fsync; PostgreSQL: COMMIT with synchronous_commit as the server has it, which is on by
+ * default). The caller acknowledges nothing before that.
+ *
+ * Threads: a store handle may be used from several threads at once. Writes are meant to come from
+ * the storage thread(s) of the group committer (committer.c), reads from anywhere.
+ *
+ * Errors: functions return 0 or a negative enum ingest_store_err; *_strerror names them. Functions
+ * that take `err`/`err_len` also write a one-line explanation (what and where) there.
+ */
+#ifndef FERRY_INGEST_STORE_H
+#define FERRY_INGEST_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "transport/record.h"
+
+enum ingest_store_err {
+    INGEST_STORE_OK = 0,
+    INGEST_STORE_ENOMEM = -1,   /* out of memory */
+    INGEST_STORE_EIO = -2,      /* the backend failed (LMDB error, lost PostgreSQL connection) */
+    INGEST_STORE_ENOTFOUND = -3, /* no such device / token */
+    INGEST_STORE_EEXIST = -4,   /* device id or key already registered to another device */
+    INGEST_STORE_EINVAL = -5,   /* an argument is malformed (device id, key) */
+    INGEST_STORE_EREVOKED = -6, /* the device is revoked */
+    INGEST_STORE_ETOKEN = -7,   /* enrolment token unknown, used or expired */
+    INGEST_STORE_EFULL = -8,    /* LMDB map full */
+};
+const char *ingest_store_strerror(int err);
+
+enum ingest_store_kind {
+    INGEST_STORE_LMDB = 0,
+    INGEST_STORE_PG = 1,
+};
+
+struct ingest_store_config {
+    enum ingest_store_kind kind;
+    const char *lmdb_dir;       /* LMDB: data directory, created if missing */
+    uint64_t lmdb_map_size;     /* LMDB: map size in bytes (0: 64 GiB) */
+    const char *pg_conninfo;    /* PostgreSQL: libpq connection string */
+    unsigned pg_connections;    /* PostgreSQL: connections in the pool (0: 4) */
+};
+
+#define INGEST_DEVICE_ID_MAX 64
+#define INGEST_NAME_MAX 128
+#define INGEST_VERSIONS_MAX 1024
+
+struct ingest_stream_stats {
+    uint64_t records;       /* records stored (each once) */
+    uint64_t max_seq;       /* highest sequence number stored (0: none) */
+    uint64_t gap_ranges;    /* distinct gap ranges reported */
+    uint64_t gap_records;   /* sequence numbers covered by those gaps */
+    uint64_t backlog;       /* unsent records the device last reported (0 if it never did) */
+};
+
+/* A device as the store knows it. Plain data, copied in and out. */
+struct ingest_device {
+    char id[INGEST_DEVICE_ID_MAX + 1];
+    uint8_t public_key[32];
+    uint8_t key_id[8];
+    char name[INGEST_NAME_MAX + 1];
+    char device_class[INGEST_NAME_MAX + 1];
+    bool revoked;
+    int64_t enrolled_ns;
+    int64_t last_seen_ns;     /* ingest clock at the last stored batch (0: never) */
+    int64_t clock_offset_ns;  /* ingest receive time - device send time, last batch */
+    char versions[INGEST_VERSIONS_MAX + 1]; /* JSON object text of reported versions, "{}" */
+    struct ingest_stream_stats streams[RECORD_STREAM_COUNT];
+};
+
+/* One record to store: its identity, its corrected time and the record itself as a
+ * record_pack() payload (transport/record.h; it carries ts, name, level, message, tags, fields).
+ * Pointers are borrowed for the duration of ingest_store_write(). */
+struct ingest_rec {
+    uint8_t stream; /* enum record_stream */
+    uint64_t seq;
+    int64_t ts_ns;
+    int64_t ts_corrected_ns;
+    const uint8_t *packed;
+    size_t packed_len;
+};
+
+/* One stored record as export hands it out: every value rendered, tags and fields as JSON
+ * objects (NaN and infinities as null). Strings are not NUL-terminated and are valid only
+ * during the export callback. */
+struct ingest_row {
+    uint8_t stream;
+    uint8_t level;
+    uint64_t seq;
+    int64_t ts_ns;
+    int64_t ts_corrected_ns;
+    const char *name;
+    size_t name_len;
+    const char *message;
+    size_t message_len;
+    const char *tags_json;
+    size_t tags_json_len;
+    const char *fields_json;
+    size_t fields_json_len;
+};
+
+/* Renders a stored record into a row: unpacks its payload and writes the tags and fields JSON
+ * into `scratch` (reset first); row strings point into the payload and `scratch`. Returns 0 or
+ * INGEST_STORE_EIO when the payload does not unpack. */
+struct ferry_buf;
+int ingest_rec_render(const struct ingest_rec *rec, struct ingest_row *row, struct ferry_buf *scratch)
+    __attribute__((warn_unused_result));
+
+struct ingest_gap {
+    uint8_t stream;
+    uint64_t first_seq;
+    uint64_t last_seq;
+};
+
+/* One verified batch's worth of writes. Inputs are borrowed; the store fills the outputs. */
+struct ingest_write {
+    const char *device_id;
+    int64_t received_ns;
+    int64_t clock_offset_ns;
+    const struct ingest_rec *recs;
+    size_t n_recs;
+    const struct ingest_gap *gaps;
+    size_t n_gaps;
+    const char *versions_json; /* NULL: the batch reported none */
+    bool has_backlog;
+    uint64_t backlog[RECORD_STREAM_COUNT];
+    /* outputs */
+    int result;             /* 0, or why this write was refused (ENOTFOUND, EREVOKED) */
+    uint64_t new_records;   /* records stored now for the first time */
+    uint64_t dup_records;   /* records that were already stored */
+    uint64_t new_gaps;      /* gap ranges not seen before */
+};
+
+struct ingest_store;
+
+/* Opens (and creates or migrates) a store. On failure *out is NULL and err says why. */
+int ingest_store_open(const struct ingest_store_config *cfg, struct ingest_store **out, char *err,
+                      size_t err_len) __attribute__((warn_unused_result));
+/* Closes a store; NULL is allowed. No call may be in progress. */
+void ingest_store_close(struct ingest_store *store);
+enum ingest_store_kind ingest_store_kind(const struct ingest_store *store);
+
+/* Writes many batches in one transaction (the group commit). Each write's `result` says whether
+ * that write was applied (0) or refused because its device is unknown/revoked; records of one
+ * write that are already stored are counted in dup_records and left untouched. Returns 0 when
+ * everything applied is durable, or a negative error when nothing was (the caller fails every
+ * write of the group). */
+int ingest_store_write(struct ingest_store *store, struct ingest_write *const *writes, size_t n,
+                       char *err, size_t err_len) __attribute__((warn_unused_result));
+
+/* Registers a device with a given id and key (operator `device add`). EEXIST if the id or key
+ * is taken by another device; registering the same id with the same key again is a success. */
+int ingest_store_device_add(struct ingest_store *store, const struct ingest_device *dev, char *err,
+                            size_t err_len) __attribute__((warn_unused_result));
+int ingest_store_device_get(struct ingest_store *store, const char *id, struct ingest_device *out)
+    __attribute__((warn_unused_result));
+int ingest_store_device_by_key(struct ingest_store *store, const uint8_t key_id[8],
+                               struct ingest_device *out) __attribute__((warn_unused_result));
+/* Marks a device revoked: its batches and enrolments are refused from then on. */
+int ingest_store_device_revoke(struct ingest_store *store, const char *id)
+    __attribute__((warn_unused_result));
+/* Calls `cb` for every device in id order; stops early when cb returns non-zero. */
+typedef int (*ingest_device_cb)(const struct ingest_device *dev, void *arg);
+int ingest_store_device_list(struct ingest_store *store, ingest_device_cb cb, void *arg)
+    __attribute__((warn_unused_result));
+
+/* Creates an enrolment token (`token` is the secret text, 16..128 chars). A one-time token is
+ * consumed by its first successful enrolment; a fleet token is reusable. expires_ns 0: never. */
+int ingest_store_token_add(struct ingest_store *store, const char *token, bool one_time,
+                           int64_t expires_ns) __attribute__((warn_unused_result));
+
+/*
+ * Enrols a key with a token, atomically: the same key enrolling again gets its existing id (and
+ * consumes nothing); a new key consumes a one-time token and is registered as `dev` says (its id
+ * is `dev->id`). ETOKEN: the token is unknown, used or expired; EREVOKED: the key's device is
+ * revoked. On success *out is the device as stored.
+ */
+int ingest_store_enroll(struct ingest_store *store, const char *token, const struct ingest_device *dev,
+                        int64_t now_ns, struct ingest_device *out, char *err, size_t err_len)
+    __attribute__((warn_unused_result));
+
+/* Calls `cb` for each stored record of (device, stream) with seq > after_seq in seq order, at
+ * most `limit` of them. The record's strings are valid only during the callback. */
+typedef int (*ingest_export_cb)(const struct ingest_row *row, void *arg);
+int ingest_store_export(struct ingest_store *store, const char *device_id, uint8_t stream,
+                        uint64_t after_seq, uint64_t limit, ingest_export_cb cb, void *arg)
+    __attribute__((warn_unused_result));
+
+/* Fills `out` (count) with the number of gap ranges stored for (device, stream); used by tests
+ * and /v1/devices. */
+int ingest_store_gap_count(struct ingest_store *store, const char *device_id, uint8_t stream,
+                           uint64_t *out) __attribute__((warn_unused_result));
+
+/* Device ids: 1..64 bytes of [A-Za-z0-9._-]. Returns true when `id` is one. */
+bool ingest_device_id_valid(const char *id);
+
+#endif

@@ -1,0 +1,40 @@
+/*
+ * store_impl.h - internal: the operations table behind struct ingest_store (store.h).
+ *
+ * Each implementation embeds `struct ingest_store` as the first member of its own struct and
+ * fills `ops`; store.c dispatches. Only store*.c include this header.
+ */
+#ifndef FERRY_INGEST_STORE_IMPL_H
+#define FERRY_INGEST_STORE_IMPL_H
+
+#include "cloud-ingest/store.h"
+
+struct ingest_store_ops {
+    void (*close)(struct ingest_store *s);
+    int (*write)(struct ingest_store *s, struct ingest_write *const *w, size_t n, char *err,
+                 size_t err_len);
+    int (*device_add)(struct ingest_store *s, const struct ingest_device *dev, char *err,
+                      size_t err_len);
+    int (*device_get)(struct ingest_store *s, const char *id, struct ingest_device *out);
+    int (*device_by_key)(struct ingest_store *s, const uint8_t key_id[8], struct ingest_device *out);
+    int (*device_revoke)(struct ingest_store *s, const char *id);
+    int (*device_list)(struct ingest_store *s, ingest_device_cb cb, void *arg);
+    int (*token_add)(struct ingest_store *s, const char *token, bool one_time, int64_t expires_ns);
+    int (*enroll)(struct ingest_store *s, const char *token, const struct ingest_device *dev,
+                  int64_t now_ns, struct ingest_device *out, char *err, size_t err_len);
+    int (*export_records)(struct ingest_store *s, const char *device_id, uint8_t stream,
+                          uint64_t after_seq, uint64_t limit, ingest_export_cb cb, void *arg);
+    int (*gap_count)(struct ingest_store *s, const char *device_id, uint8_t stream, uint64_t *out);
+};
+
+struct ingest_store {
+    const struct ingest_store_ops *ops;
+    enum ingest_store_kind kind;
+};
+
+int ingest_store_lmdb_open(const struct ingest_store_config *cfg, struct ingest_store **out,
+                           char *err, size_t err_len);
+int ingest_store_pg_open(const struct ingest_store_config *cfg, struct ingest_store **out,
+                         char *err, size_t err_len);
+
+#endif

@@ -1,0 +1,883 @@
+/*
+ * store_pg.c - the PostgreSQL store through libpq (see store.h for what a store keeps).
+ *
+ * Several ferry-ingest processes may share one database: every rule that makes ingest exactly
+ * once lives in the database, not in a process.
+ *
+ *   1. Dedup: records has PRIMARY KEY (device, stream, seq); writes go through
+ *      INSERT ... ON CONFLICT DO NOTHING, so a record that two processes receive at once (a
+ *      device retrying through a load balancer) is stored once and both acknowledge it.
+ *   2. Bulk writes: a group of batches is COPYed into a per-connection temporary table and moved
+ *      with one INSERT ... SELECT DISTINCT ON (device, stream, seq) ... ON CONFLICT DO NOTHING;
+ *      the sorted DISTINCT also makes every transaction take key locks in the same order, which
+ *      keeps concurrent writers from deadlocking (a deadlock or serialisation failure that still
+ *      happens is retried).
+ *   3. Counters (device_streams) are updated in the same transaction as the records from the
+ *      rows the INSERT actually returned, so they count each record once across processes.
+ *   4. Schema: created and migrated on start under an advisory lock, one step per version
+ *      recorded in schema_version; two processes starting together migrate once.
+ *
+ * Durability: ingest_store_write() returns after COMMIT succeeded, i.e. after PostgreSQL's WAL
+ * flush when synchronous_commit is on (its default).
+ *
+ * Connections: a small pool; each call takes one connection for its duration (a mutex and a
+ * condition variable hand them out), so the group committer's threads and readers never share one.
+ * Sequence numbers are stored as bigint: values above 2^63-1 are refused by the decoder's limits.
+ */
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cloud-ingest/store_impl.h"
+#include "common/buf.h"
+#include "common/util.h"
+
+#define PG_SCHEMA_VERSION 1
+#define PG_MIGRATION_LOCK 0x66657272 /* "ferr" */
+
+struct pg_conn {
+    PGconn *conn;
+    bool temp_ready; /* the temporary table exists on this connection */
+};
+
+struct pg_store {
+    struct ingest_store base;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct pg_conn *conns;
+    size_t n_conns;
+    bool *busy;
+    char *conninfo;
+};
+
+static const char *const migrations[PG_SCHEMA_VERSION] = {
+    /* version 1 */
+    "CREATE TABLE devices ("
+    " id text PRIMARY KEY, public_key bytea NOT NULL, key_id bytea NOT NULL UNIQUE,"
+    " name text NOT NULL DEFAULT '', device_class text NOT NULL DEFAULT '',"
+    " revoked boolean NOT NULL DEFAULT false, enrolled_ns bigint NOT NULL DEFAULT 0,"
+    " last_seen_ns bigint NOT NULL DEFAULT 0, clock_offset_ns bigint NOT NULL DEFAULT 0,"
+    " versions text NOT NULL DEFAULT '{}');"
+    "CREATE TABLE device_streams ("
+    " device text NOT NULL REFERENCES devices(id), stream smallint NOT NULL,"
+    " records bigint NOT NULL DEFAULT 0, max_seq bigint NOT NULL DEFAULT 0,"
+    " gap_ranges bigint NOT NULL DEFAULT 0, gap_records bigint NOT NULL DEFAULT 0,"
+    " backlog bigint NOT NULL DEFAULT 0, PRIMARY KEY (device, stream));"
+    "CREATE TABLE tokens (token text PRIMARY KEY, one_time boolean NOT NULL,"
+    " used boolean NOT NULL DEFAULT false, expires_ns bigint NOT NULL DEFAULT 0);"
+    "CREATE TABLE records ("
+    " device text NOT NULL, stream smallint NOT NULL, seq bigint NOT NULL,"
+    " ts bigint NOT NULL, ts_corrected bigint NOT NULL, name text NOT NULL,"
+    " level smallint NOT NULL, message text NOT NULL, tags text NOT NULL, fields text NOT NULL,"
+    " PRIMARY KEY (device, stream, seq));"
+    "CREATE TABLE gaps (device text NOT NULL, stream smallint NOT NULL,"
+    " first_seq bigint NOT NULL, last_seq bigint NOT NULL,"
+    " PRIMARY KEY (device, stream, first_seq));",
+};
+
+static void set_err(char *err, size_t err_len, const char *what, PGconn *c)
+{
+    if (err == NULL || err_len == 0)
+        return;
+    const char *m = c != NULL ? PQerrorMessage(c) : "";
+    snprintf(err, err_len, "postgresql: %s: %.*s", what, (int)strcspn(m, "\n"), m);
+}
+
+static struct pg_conn *conn_get(struct pg_store *s)
+{
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        for (size_t i = 0; i < s->n_conns; i++) {
+            if (!s->busy[i]) {
+                s->busy[i] = true;
+                pthread_mutex_unlock(&s->lock);
+                struct pg_conn *c = &s->conns[i];
+                /* A connection that broke (server restart) is re-established on next use. */
+                if (PQstatus(c->conn) != CONNECTION_OK) {
+                    PQreset(c->conn);
+                    c->temp_ready = false;
+                }
+                return c;
+            }
+        }
+        pthread_cond_wait(&s->cond, &s->lock);
+    }
+}
+
+static void conn_put(struct pg_store *s, struct pg_conn *c)
+{
+    pthread_mutex_lock(&s->lock);
+    s->busy[c - s->conns] = false;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Runs a command without results; returns 0 or EIO with err filled. */
+static int exec_cmd(PGconn *c, const char *sql, char *err, size_t err_len)
+{
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    int rc = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? 0 : INGEST_STORE_EIO;
+    if (rc != 0)
+        set_err(err, err_len, sql, c);
+    PQclear(r);
+    return rc;
+}
+
+static PGresult *exec_params(PGconn *c, const char *sql, int n, const char *const *vals)
+{
+    return PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
+}
+
+static bool res_ok(PGresult *r)
+{
+    ExecStatusType st = PQresultStatus(r);
+    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}
+
+static bool retryable(PGresult *r)
+{
+    const char *state = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    return state != NULL && (strcmp(state, "40P01") == 0 || strcmp(state, "40001") == 0);
+}
+
+static int migrate(PGconn *c, char *err, size_t err_len)
+{
+    char sql[128];
+    snprintf(sql, sizeof(sql), "SELECT pg_advisory_lock(%d)", PG_MIGRATION_LOCK);
+    int rc = exec_cmd(c, sql, err, err_len);
+    if (rc != 0)
+        return rc;
+    rc = exec_cmd(c, "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)", err,
+                  err_len);
+    if (rc != 0)
+        goto out;
+    PGresult *r = PQexec(c, "SELECT coalesce(max(version), 0) FROM schema_version");
+    if (!res_ok(r) || PQntuples(r) != 1) {
+        set_err(err, err_len, "read schema_version", c);
+        PQclear(r);
+        rc = INGEST_STORE_EIO;
+        goto out;
+    }
+    int64_t version = 0;
+    (void)ferry_parse_i64(PQgetvalue(r, 0, 0), 0, 1000000, &version);
+    PQclear(r);
+    if (version > PG_SCHEMA_VERSION) {
+        snprintf(err, err_len, "postgresql: schema version %" PRId64 " is newer than this build (%d)",
+                 version, PG_SCHEMA_VERSION);
+        rc = INGEST_STORE_EIO;
+        goto out;
+    }
+    for (int64_t v = version + 1; v <= PG_SCHEMA_VERSION; v++) {
+        char done[96];
+        snprintf(done, sizeof(done), "INSERT INTO schema_version VALUES (%" PRId64 ")", v);
+        if ((rc = exec_cmd(c, "BEGIN", err, err_len)) != 0 ||
+            (rc = exec_cmd(c, migrations[v - 1], err, err_len)) != 0 ||
+            (rc = exec_cmd(c, done, err, err_len)) != 0 ||
+            (rc = exec_cmd(c, "COMMIT", err, err_len)) != 0) {
+            PQclear(PQexec(c, "ROLLBACK"));
+            goto out;
+        }
+    }
+out:
+    snprintf(sql, sizeof(sql), "SELECT pg_advisory_unlock(%d)", PG_MIGRATION_LOCK);
+    PQclear(PQexec(c, sql));
+    return rc;
+}
+
+static void pg_close(struct ingest_store *base)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    for (size_t i = 0; i < s->n_conns; i++)
+        if (s->conns[i].conn != NULL)
+            PQfinish(s->conns[i].conn);
+    free(s->conns);
+    free(s->busy);
+    free(s->conninfo);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->cond);
+    free(s);
+}
+
+/* Appends `p` escaped for COPY's text format. */
+static int copy_text(struct ferry_buf *b, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        const char *esc = NULL;
+        switch (c) {
+        case '\\': esc = "\\\\"; break;
+        case '\t': esc = "\\t"; break;
+        case '\n': esc = "\\n"; break;
+        case '\r': esc = "\\r"; break;
+        case '\0': esc = ""; break; /* text columns cannot hold NUL; the decoder refuses it */
+        default: break;
+        }
+        int rc = esc != NULL ? ferry_buf_append(b, esc, strlen(esc)) : ferry_buf_append_u8(b, (uint8_t)c);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int copy_row(struct ferry_buf *b, struct ferry_buf *scratch, const char *device,
+                    const struct ingest_rec *rec)
+{
+    struct ingest_row r;
+    int rc = ingest_rec_render(rec, &r, scratch);
+    if (rc != 0)
+        return rc;
+    if (ferry_buf_printf(b, "%s\t%u\t%" PRId64 "\t%" PRId64 "\t%" PRId64 "\t", device,
+                         (unsigned)r.stream, (int64_t)r.seq, r.ts_ns, r.ts_corrected_ns) != 0 ||
+        copy_text(b, r.name, r.name_len) != 0 || ferry_buf_printf(b, "\t%u\t", r.level) != 0 ||
+        copy_text(b, r.message, r.message_len) != 0 || ferry_buf_append_u8(b, '\t') != 0 ||
+        copy_text(b, r.tags_json, r.tags_json_len) != 0 || ferry_buf_append_u8(b, '\t') != 0 ||
+        copy_text(b, r.fields_json, r.fields_json_len) != 0 || ferry_buf_append_u8(b, '\n') != 0)
+        return INGEST_STORE_ENOMEM;
+    return 0;
+}
+
+/* Checks every write's device (unknown/revoked writes are refused, not failed). */
+static int check_devices(PGconn *c, struct ingest_write *const *w, size_t n, char *err, size_t err_len)
+{
+    struct ferry_buf arr = FERRY_BUF_INIT;
+    int rc = 0;
+    if (ferry_buf_append_u8(&arr, '{') != 0)
+        return INGEST_STORE_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        if (w[i]->result == 0 && ferry_buf_printf(&arr, "%s%s", arr.len > 1 ? "," : "", w[i]->device_id) != 0)
+            rc = INGEST_STORE_ENOMEM;
+    if (rc != 0 || ferry_buf_append(&arr, "}", 2) != 0) {
+        ferry_buf_free(&arr);
+        return INGEST_STORE_ENOMEM;
+    }
+    const char *vals[1] = {(const char *)arr.data};
+    PGresult *r = exec_params(c, "SELECT id, revoked FROM devices WHERE id = ANY($1::text[])", 1, vals);
+    ferry_buf_free(&arr);
+    if (!res_ok(r)) {
+        set_err(err, err_len, "look up devices", c);
+        PQclear(r);
+        return INGEST_STORE_EIO;
+    }
+    int rows = PQntuples(r);
+    for (size_t i = 0; i < n; i++) {
+        if (w[i]->result != 0)
+            continue;
+        w[i]->result = INGEST_STORE_ENOTFOUND;
+        for (int row = 0; row < rows; row++)
+            if (strcmp(PQgetvalue(r, row, 0), w[i]->device_id) == 0)
+                w[i]->result = PQgetvalue(r, row, 1)[0] == 't' ? INGEST_STORE_EREVOKED : 0;
+    }
+    PQclear(r);
+    return 0;
+}
+
+static int write_records(struct pg_conn *pc, struct ingest_write *const *w, size_t n, char *err,
+                         size_t err_len)
+{
+    PGconn *c = pc->conn;
+    struct ferry_buf b = FERRY_BUF_INIT, scratch = FERRY_BUF_INIT;
+    int rc = 0;
+    bool any = false;
+    if (!pc->temp_ready) {
+        rc = exec_cmd(c, "CREATE TEMP TABLE IF NOT EXISTS ferry_in (device text, stream smallint,"
+                         " seq bigint, ts bigint, ts_corrected bigint, name text, level smallint,"
+                         " message text, tags text, fields text) ON COMMIT DELETE ROWS",
+                      err, err_len);
+        if (rc != 0)
+            return rc;
+        pc->temp_ready = true;
+    }
+    PGresult *r = PQexec(c, "COPY ferry_in FROM STDIN");
+    if (PQresultStatus(r) != PGRES_COPY_IN) {
+        set_err(err, err_len, "COPY ferry_in", c);
+        PQclear(r);
+        return INGEST_STORE_EIO;
+    }
+    PQclear(r);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (w[i]->result != 0)
+            continue;
+        for (size_t j = 0; j < w[i]->n_recs && rc == 0; j++) {
+            any = true;
+            rc = copy_row(&b, &scratch, w[i]->device_id, &w[i]->recs[j]);
+            if (rc == 0 && b.len >= 256 * 1024) {
+                if (PQputCopyData(c, (const char *)b.data, (int)b.len) != 1)
+                    rc = INGEST_STORE_EIO;
+                ferry_buf_reset(&b);
+            }
+        }
+    }
+    if (rc == 0 && b.len > 0 && PQputCopyData(c, (const char *)b.data, (int)b.len) != 1)
+        rc = INGEST_STORE_EIO;
+    ferry_buf_free(&b);
+    ferry_buf_free(&scratch);
+    if (PQputCopyEnd(c, rc == 0 ? NULL : "ferry-ingest: copy aborted") != 1)
+        rc = INGEST_STORE_EIO;
+    r = PQgetResult(c);
+    if (rc == 0 && PQresultStatus(r) != PGRES_COMMAND_OK) {
+        set_err(err, err_len, "COPY ferry_in data", c);
+        rc = INGEST_STORE_EIO;
+    }
+    PQclear(r);
+    while ((r = PQgetResult(c)) != NULL)
+        PQclear(r);
+    if (rc != 0 || !any)
+        return rc;
+    r = PQexec(c,
+               "WITH ins AS (INSERT INTO records SELECT DISTINCT ON (device, stream, seq) device,"
+               " stream, seq, ts, ts_corrected, name, level, message, tags, fields FROM ferry_in"
+               " ORDER BY device, stream, seq ON CONFLICT DO NOTHING RETURNING device, stream, seq),"
+               " agg AS (SELECT device, stream, count(*) AS n, max(seq) AS m FROM ins"
+               " GROUP BY device, stream ORDER BY device, stream),"
+               " upd AS (INSERT INTO device_streams AS d (device, stream, records, max_seq)"
+               " SELECT device, stream, n, m FROM agg ON CONFLICT (device, stream) DO UPDATE SET"
+               " records = d.records + EXCLUDED.records,"
+               " max_seq = GREATEST(d.max_seq, EXCLUDED.max_seq))"
+               " SELECT device, sum(n) FROM agg GROUP BY device");
+    if (!res_ok(r)) {
+        set_err(err, err_len, "insert records", c);
+        rc = retryable(r) ? 1 : INGEST_STORE_EIO;
+        PQclear(r);
+        return rc;
+    }
+    /* New records per device go to the group's first write of that device; duplicates are
+     * what is left. Only the totals feed counters, so the split inside a group does not matter. */
+    for (int row = 0; row < PQntuples(r); row++) {
+        uint64_t new_n = 0;
+        (void)ferry_parse_u64(PQgetvalue(r, row, 1), UINT64_MAX, &new_n);
+        for (size_t i = 0; i < n; i++) {
+            if (w[i]->result == 0 && strcmp(w[i]->device_id, PQgetvalue(r, row, 0)) == 0) {
+                w[i]->new_records = new_n;
+                break;
+            }
+        }
+    }
+    PQclear(r);
+    return 0;
+}
+
+static int write_gaps_and_device(PGconn *c, struct ingest_write *w, char *err, size_t err_len)
+{
+    char s1[24], s2[24], s3[24], s4[24];
+    for (size_t g = 0; g < w->n_gaps; g++) {
+        const struct ingest_gap *gap = &w->gaps[g];
+        snprintf(s1, sizeof(s1), "%u", gap->stream);
+        snprintf(s2, sizeof(s2), "%" PRId64, (int64_t)gap->first_seq);
+        snprintf(s3, sizeof(s3), "%" PRId64, (int64_t)gap->last_seq);
+        const char *vals[4] = {w->device_id, s1, s2, s3};
+        PGresult *r = exec_params(
+            c,
+            "WITH ins AS (INSERT INTO gaps VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
+            " RETURNING 1) INSERT INTO device_streams AS d (device, stream, gap_ranges, gap_records)"
+            " SELECT $1, $2, 1, $4::bigint - $3::bigint + 1 FROM ins ON CONFLICT (device, stream)"
+            " DO UPDATE SET gap_ranges = d.gap_ranges + 1,"
+            " gap_records = d.gap_records + EXCLUDED.gap_records RETURNING 1",
+            4, vals);
+        if (!res_ok(r)) {
+            set_err(err, err_len, "insert gap", c);
+            int rc = retryable(r) ? 1 : INGEST_STORE_EIO;
+            PQclear(r);
+            return rc;
+        }
+        w->new_gaps += (uint64_t)PQntuples(r);
+        PQclear(r);
+    }
+    if (w->has_backlog) {
+        for (int st = 0; st < RECORD_STREAM_COUNT; st++) {
+            snprintf(s1, sizeof(s1), "%d", st);
+            snprintf(s2, sizeof(s2), "%" PRId64, (int64_t)w->backlog[st]);
+            const char *vals[3] = {w->device_id, s1, s2};
+            PGresult *r = exec_params(c,
+                                      "INSERT INTO device_streams AS d (device, stream, backlog)"
+                                      " VALUES ($1, $2, $3) ON CONFLICT (device, stream) DO UPDATE"
+                                      " SET backlog = EXCLUDED.backlog",
+                                      3, vals);
+            bool ok = res_ok(r);
+            int rc = ok ? 0 : retryable(r) ? 1 : INGEST_STORE_EIO;
+            if (!ok)
+                set_err(err, err_len, "update backlog", c);
+            PQclear(r);
+            if (rc != 0)
+                return rc;
+        }
+    }
+    snprintf(s1, sizeof(s1), "%" PRId64, w->received_ns);
+    snprintf(s4, sizeof(s4), "%" PRId64, w->clock_offset_ns);
+    const char *vals[4] = {w->device_id, s1, s4, w->versions_json};
+    PGresult *r = exec_params(c,
+                              "UPDATE devices SET last_seen_ns = GREATEST(last_seen_ns, $2::bigint),"
+                              " clock_offset_ns = $3, versions = COALESCE($4, versions) WHERE id = $1",
+                              4, vals);
+    int rc = res_ok(r) ? 0 : retryable(r) ? 1 : INGEST_STORE_EIO;
+    if (rc != 0)
+        set_err(err, err_len, "update device", c);
+    PQclear(r);
+    return rc;
+}
+
+/* One attempt at the whole group; returns 0, 1 (retryable conflict) or an error. */
+static int write_attempt(struct pg_conn *pc, struct ingest_write *const *w, size_t n, char *err,
+                         size_t err_len)
+{
+    PGconn *c = pc->conn;
+    int rc = exec_cmd(c, "BEGIN", err, err_len);
+    if (rc != 0)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        if (w[i]->result == INGEST_STORE_ENOTFOUND || w[i]->result == INGEST_STORE_EREVOKED)
+            w[i]->result = 0; /* decided again below, inside this transaction */
+    rc = check_devices(c, w, n, err, err_len);
+    if (rc == 0)
+        rc = write_records(pc, w, n, err, err_len);
+    /* Device rows are updated in id order so that concurrent groups lock them alike. */
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (w[i]->result == 0)
+            rc = write_gaps_and_device(c, w[i], err, err_len);
+    if (rc != 0) {
+        PQclear(PQexec(c, "ROLLBACK"));
+        return rc;
+    }
+    PGresult *r = PQexec(c, "COMMIT");
+    if (!res_ok(r)) {
+        set_err(err, err_len, "COMMIT", c);
+        rc = retryable(r) ? 1 : INGEST_STORE_EIO;
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int cmp_write_dev(const void *a, const void *b)
+{
+    const struct ingest_write *x = *(struct ingest_write *const *)a;
+    const struct ingest_write *y = *(struct ingest_write *const *)b;
+    return strcmp(x->device_id, y->device_id);
+}
+
+static int pg_write(struct ingest_store *base, struct ingest_write *const *writes, size_t n,
+                    char *err, size_t err_len)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    struct ingest_write **sorted = malloc((n ? n : 1) * sizeof(*sorted));
+    if (sorted == NULL)
+        return INGEST_STORE_ENOMEM;
+    memcpy(sorted, writes, n * sizeof(*sorted));
+    qsort(sorted, n, sizeof(*sorted), cmp_write_dev);
+    struct pg_conn *pc = conn_get(s);
+    int rc = 1;
+    for (int attempt = 0; attempt < 5 && rc == 1; attempt++) {
+        for (size_t i = 0; i < n; i++)
+            sorted[i]->new_records = sorted[i]->new_gaps = 0;
+        rc = write_attempt(pc, sorted, n, err, err_len);
+    }
+    if (rc == 1)
+        rc = INGEST_STORE_EIO;
+    conn_put(s, pc);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (sorted[i]->result == 0)
+            sorted[i]->dup_records = sorted[i]->n_recs >= sorted[i]->new_records
+                                         ? sorted[i]->n_recs - sorted[i]->new_records
+                                         : 0;
+    free(sorted);
+    return rc;
+}
+
+/* Columns of a device row, in the order every SELECT of devices uses. */
+#define DEVICE_COLS                                                                               \
+    "id, public_key, key_id, name, device_class, revoked, enrolled_ns, last_seen_ns,"             \
+    " clock_offset_ns, versions"
+
+static void hex_field(PGresult *r, int row, int col, uint8_t *out, size_t n)
+{
+    const char *v = PQgetvalue(r, row, col); /* bytea in hex output: \x0123... */
+    memset(out, 0, n);
+    if (strncmp(v, "\\x", 2) == 0 && strlen(v + 2) == 2 * n)
+        (void)ferry_hex_decode(v + 2, out, n);
+}
+
+static void device_from_row(PGresult *r, int row, struct ingest_device *d)
+{
+    memset(d, 0, sizeof(*d));
+    ferry_strlcpy(d->id, PQgetvalue(r, row, 0), sizeof(d->id));
+    hex_field(r, row, 1, d->public_key, 32);
+    hex_field(r, row, 2, d->key_id, 8);
+    ferry_strlcpy(d->name, PQgetvalue(r, row, 3), sizeof(d->name));
+    ferry_strlcpy(d->device_class, PQgetvalue(r, row, 4), sizeof(d->device_class));
+    d->revoked = PQgetvalue(r, row, 5)[0] == 't';
+    (void)ferry_parse_i64(PQgetvalue(r, row, 6), INT64_MIN, INT64_MAX, &d->enrolled_ns);
+    (void)ferry_parse_i64(PQgetvalue(r, row, 7), INT64_MIN, INT64_MAX, &d->last_seen_ns);
+    (void)ferry_parse_i64(PQgetvalue(r, row, 8), INT64_MIN, INT64_MAX, &d->clock_offset_ns);
+    ferry_strlcpy(d->versions, PQgetvalue(r, row, 9), sizeof(d->versions));
+}
+
+/* Fills the per-stream counters of `d` from device_streams. */
+static int load_streams(PGconn *c, struct ingest_device *d)
+{
+    const char *vals[1] = {d->id};
+    PGresult *r = exec_params(c,
+                              "SELECT stream, records, max_seq, gap_ranges, gap_records, backlog"
+                              " FROM device_streams WHERE device = $1",
+                              1, vals);
+    if (!res_ok(r)) {
+        PQclear(r);
+        return INGEST_STORE_EIO;
+    }
+    for (int row = 0; row < PQntuples(r); row++) {
+        int64_t st = -1;
+        if (ferry_parse_i64(PQgetvalue(r, row, 0), 0, RECORD_STREAM_COUNT - 1, &st) != 0)
+            continue;
+        uint64_t *fields[5] = {&d->streams[st].records, &d->streams[st].max_seq,
+                               &d->streams[st].gap_ranges, &d->streams[st].gap_records,
+                               &d->streams[st].backlog};
+        for (int f = 0; f < 5; f++)
+            (void)ferry_parse_u64(PQgetvalue(r, row, f + 1), UINT64_MAX, fields[f]);
+    }
+    PQclear(r);
+    return 0;
+}
+
+static int get_device_where(struct pg_store *s, const char *where, const char *param, size_t param_len,
+                            int binary, struct ingest_device *out)
+{
+    char sql[256];
+    snprintf(sql, sizeof(sql), "SELECT " DEVICE_COLS " FROM devices WHERE %s", where);
+    struct pg_conn *pc = conn_get(s);
+    const char *vals[1] = {param};
+    int lens[1] = {(int)param_len};
+    int fmts[1] = {binary};
+    PGresult *r = PQexecParams(pc->conn, sql, 1, NULL, vals, lens, fmts, 0);
+    int rc = 0;
+    if (!res_ok(r))
+        rc = INGEST_STORE_EIO;
+    else if (PQntuples(r) != 1)
+        rc = INGEST_STORE_ENOTFOUND;
+    else
+        device_from_row(r, 0, out);
+    PQclear(r);
+    if (rc == 0)
+        rc = load_streams(pc->conn, out);
+    conn_put(s, pc);
+    return rc;
+}
+
+static int pg_device_get(struct ingest_store *base, const char *id, struct ingest_device *out)
+{
+    return get_device_where((struct pg_store *)base, "id = $1", id, strlen(id), 0, out);
+}
+
+static int pg_device_by_key(struct ingest_store *base, const uint8_t key_id[8],
+                            struct ingest_device *out)
+{
+    return get_device_where((struct pg_store *)base, "key_id = $1", (const char *)key_id, 8, 1, out);
+}
+
+static int insert_device(PGconn *c, const struct ingest_device *d, char *err, size_t err_len)
+{
+    char pk[70] = "\\x", kid[20] = "\\x", enrolled[24];
+    ferry_hex_encode(d->public_key, 32, pk + 2);
+    ferry_hex_encode(d->key_id, 8, kid + 2);
+    snprintf(enrolled, sizeof(enrolled), "%" PRId64, d->enrolled_ns);
+    const char *vals[6] = {d->id, pk, kid, d->name, d->device_class, enrolled};
+    PGresult *r = exec_params(c,
+                              "INSERT INTO devices (id, public_key, key_id, name, device_class,"
+                              " enrolled_ns) VALUES ($1, $2, $3, $4, $5, $6)",
+                              6, vals);
+    int rc = 0;
+    if (!res_ok(r)) {
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        rc = state != NULL && strcmp(state, "23505") == 0 ? INGEST_STORE_EEXIST : INGEST_STORE_EIO;
+        set_err(err, err_len, "insert device", c);
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int pg_device_add(struct ingest_store *base, const struct ingest_device *dev, char *err,
+                         size_t err_len)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    struct ingest_device old;
+    int rc = pg_device_get(base, dev->id, &old);
+    if (rc == 0) {
+        if (memcmp(old.public_key, dev->public_key, 32) == 0)
+            return 0;
+        snprintf(err, err_len, "device id %s is registered with another key", dev->id);
+        return INGEST_STORE_EEXIST;
+    }
+    struct pg_conn *pc = conn_get(s);
+    rc = insert_device(pc->conn, dev, err, err_len);
+    conn_put(s, pc);
+    if (rc == INGEST_STORE_EEXIST)
+        snprintf(err, err_len, "device id or key already registered");
+    return rc;
+}
+
+static int pg_device_revoke(struct ingest_store *base, const char *id)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    struct pg_conn *pc = conn_get(s);
+    const char *vals[1] = {id};
+    PGresult *r = exec_params(pc->conn, "UPDATE devices SET revoked = true WHERE id = $1", 1, vals);
+    int rc = !res_ok(r) ? INGEST_STORE_EIO
+                        : strcmp(PQcmdTuples(r), "1") == 0 ? 0 : INGEST_STORE_ENOTFOUND;
+    PQclear(r);
+    conn_put(s, pc);
+    return rc;
+}
+
+static int pg_device_list(struct ingest_store *base, ingest_device_cb cb, void *arg)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    struct pg_conn *pc = conn_get(s);
+    PGresult *r = PQexec(pc->conn, "SELECT " DEVICE_COLS " FROM devices ORDER BY id");
+    int rc = 0;
+    if (!res_ok(r)) {
+        rc = INGEST_STORE_EIO;
+        goto out;
+    }
+    for (int row = 0; row < PQntuples(r); row++) {
+        struct ingest_device d;
+        device_from_row(r, row, &d);
+        if ((rc = load_streams(pc->conn, &d)) != 0)
+            goto out;
+        if (cb(&d, arg) != 0)
+            break;
+    }
+out:
+    PQclear(r);
+    conn_put(s, pc);
+    return rc;
+}
+
+static int pg_token_add(struct ingest_store *base, const char *token, bool one_time,
+                        int64_t expires_ns)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    struct pg_conn *pc = conn_get(s);
+    char exp[24];
+    snprintf(exp, sizeof(exp), "%" PRId64, expires_ns);
+    const char *vals[3] = {token, one_time ? "true" : "false", exp};
+    PGresult *r = exec_params(pc->conn,
+                              "INSERT INTO tokens (token, one_time, expires_ns) VALUES ($1, $2, $3)",
+                              3, vals);
+    int rc = 0;
+    if (!res_ok(r)) {
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        rc = state != NULL && strcmp(state, "23505") == 0 ? INGEST_STORE_EEXIST : INGEST_STORE_EIO;
+    }
+    PQclear(r);
+    conn_put(s, pc);
+    return rc;
+}
+
+static int enroll_txn(PGconn *c, const char *token, const struct ingest_device *dev, int64_t now_ns,
+                      struct ingest_device *out, char *err, size_t err_len)
+{
+    const char *tv[1] = {token};
+    /* FOR UPDATE: two processes enrolling with one one-time token serialise here. */
+    PGresult *r = exec_params(c, "SELECT one_time, used, expires_ns FROM tokens WHERE token = $1"
+                                 " FOR UPDATE", 1, tv);
+    if (!res_ok(r)) {
+        set_err(err, err_len, "look up token", c);
+        PQclear(r);
+        return INGEST_STORE_EIO;
+    }
+    if (PQntuples(r) != 1) {
+        snprintf(err, err_len, "token: unknown");
+        PQclear(r);
+        return INGEST_STORE_ETOKEN;
+    }
+    bool one_time = PQgetvalue(r, 0, 0)[0] == 't', used = PQgetvalue(r, 0, 1)[0] == 't';
+    int64_t expires = 0;
+    (void)ferry_parse_i64(PQgetvalue(r, 0, 2), INT64_MIN, INT64_MAX, &expires);
+    PQclear(r);
+    if (expires != 0 && now_ns > expires) {
+        snprintf(err, err_len, "token: expired");
+        return INGEST_STORE_ETOKEN;
+    }
+    const char *kv[1] = {(const char *)dev->key_id};
+    int klen[1] = {8}, kfmt[1] = {1};
+    r = PQexecParams(c, "SELECT " DEVICE_COLS " FROM devices WHERE key_id = $1", 1, NULL, kv, klen,
+                     kfmt, 0);
+    if (!res_ok(r)) {
+        set_err(err, err_len, "look up key", c);
+        PQclear(r);
+        return INGEST_STORE_EIO;
+    }
+    if (PQntuples(r) == 1) {
+        device_from_row(r, 0, out);
+        PQclear(r);
+        if (out->revoked) {
+            snprintf(err, err_len, "device %s is revoked", out->id);
+            return INGEST_STORE_EREVOKED;
+        }
+        return 0;
+    }
+    PQclear(r);
+    if (one_time && used) {
+        snprintf(err, err_len, "token: already used");
+        return INGEST_STORE_ETOKEN;
+    }
+    struct ingest_device nd = *dev;
+    nd.enrolled_ns = now_ns;
+    int rc = insert_device(c, &nd, err, err_len);
+    if (rc == INGEST_STORE_EEXIST)
+        snprintf(err, err_len, "device id %s is taken by another key", dev->id);
+    if (rc != 0)
+        return rc;
+    if (one_time) {
+        r = exec_params(c, "UPDATE tokens SET used = true WHERE token = $1", 1, tv);
+        rc = res_ok(r) ? 0 : INGEST_STORE_EIO;
+        PQclear(r);
+        if (rc != 0)
+            return rc;
+    }
+    *out = nd;
+    return 0;
+}
+
+static int pg_enroll(struct ingest_store *base, const char *token, const struct ingest_device *dev,
+                     int64_t now_ns, struct ingest_device *out, char *err, size_t err_len)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    struct pg_conn *pc = conn_get(s);
+    int rc = exec_cmd(pc->conn, "BEGIN", err, err_len);
+    if (rc == 0)
+        rc = enroll_txn(pc->conn, token, dev, now_ns, out, err, err_len);
+    if (rc == 0)
+        rc = exec_cmd(pc->conn, "COMMIT", err, err_len);
+    else
+        PQclear(PQexec(pc->conn, "ROLLBACK"));
+    conn_put(s, pc);
+    return rc;
+}
+
+static int pg_export(struct ingest_store *base, const char *device_id, uint8_t stream,
+                     uint64_t after_seq, uint64_t limit, ingest_export_cb cb, void *arg)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    char st[8], after[24], lim[24];
+    snprintf(st, sizeof(st), "%u", stream);
+    if (after_seq > INT64_MAX)
+        return 0;
+    snprintf(after, sizeof(after), "%" PRId64, (int64_t)after_seq);
+    snprintf(lim, sizeof(lim), "%" PRId64, limit > INT64_MAX ? INT64_MAX : (int64_t)limit);
+    const char *vals[4] = {device_id, st, after, lim};
+    struct pg_conn *pc = conn_get(s);
+    int rc = 0;
+    const char *dv[1] = {device_id};
+    PGresult *r = exec_params(pc->conn, "SELECT 1 FROM devices WHERE id = $1", 1, dv);
+    if (!res_ok(r) || PQntuples(r) != 1)
+        rc = res_ok(r) ? INGEST_STORE_ENOTFOUND : INGEST_STORE_EIO;
+    PQclear(r);
+    if (rc != 0) {
+        conn_put(s, pc);
+        return rc;
+    }
+    r = exec_params(pc->conn,
+                    "SELECT seq, ts, ts_corrected, name, level, message, tags, fields FROM records"
+                    " WHERE device = $1 AND stream = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+                    4, vals);
+    if (!res_ok(r)) {
+        rc = INGEST_STORE_EIO;
+        goto out;
+    }
+    for (int row = 0; row < PQntuples(r); row++) {
+        struct ingest_row rec;
+        memset(&rec, 0, sizeof(rec));
+        int64_t v = 0;
+        rec.stream = stream;
+        (void)ferry_parse_i64(PQgetvalue(r, row, 0), 0, INT64_MAX, &v);
+        rec.seq = (uint64_t)v;
+        (void)ferry_parse_i64(PQgetvalue(r, row, 1), INT64_MIN, INT64_MAX, &rec.ts_ns);
+        (void)ferry_parse_i64(PQgetvalue(r, row, 2), INT64_MIN, INT64_MAX, &rec.ts_corrected_ns);
+        (void)ferry_parse_i64(PQgetvalue(r, row, 4), 0, 255, &v);
+        rec.level = (uint8_t)v;
+        rec.name = PQgetvalue(r, row, 3);
+        rec.name_len = (size_t)PQgetlength(r, row, 3);
+        rec.message = PQgetvalue(r, row, 5);
+        rec.message_len = (size_t)PQgetlength(r, row, 5);
+        rec.tags_json = PQgetvalue(r, row, 6);
+        rec.tags_json_len = (size_t)PQgetlength(r, row, 6);
+        rec.fields_json = PQgetvalue(r, row, 7);
+        rec.fields_json_len = (size_t)PQgetlength(r, row, 7);
+        if (cb(&rec, arg) != 0)
+            break;
+    }
+out:
+    PQclear(r);
+    conn_put(s, pc);
+    return rc;
+}
+
+static int pg_gap_count(struct ingest_store *base, const char *device_id, uint8_t stream,
+                        uint64_t *out)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    char st[8];
+    snprintf(st, sizeof(st), "%u", stream);
+    const char *vals[2] = {device_id, st};
+    struct pg_conn *pc = conn_get(s);
+    PGresult *r = exec_params(pc->conn, "SELECT count(*) FROM gaps WHERE device = $1 AND stream = $2",
+                              2, vals);
+    int rc = res_ok(r) && PQntuples(r) == 1 ? 0 : INGEST_STORE_EIO;
+    *out = 0;
+    if (rc == 0)
+        (void)ferry_parse_u64(PQgetvalue(r, 0, 0), UINT64_MAX, out);
+    PQclear(r);
+    conn_put(s, pc);
+    return rc;
+}
+
+static const struct ingest_store_ops pg_ops = {
+    .close = pg_close,
+    .write = pg_write,
+    .device_add = pg_device_add,
+    .device_get = pg_device_get,
+    .device_by_key = pg_device_by_key,
+    .device_revoke = pg_device_revoke,
+    .device_list = pg_device_list,
+    .token_add = pg_token_add,
+    .enroll = pg_enroll,
+    .export_records = pg_export,
+    .gap_count = pg_gap_count,
+};
+
+int ingest_store_pg_open(const struct ingest_store_config *cfg, struct ingest_store **out,
+                         char *err, size_t err_len)
+{
+    struct pg_store *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return INGEST_STORE_ENOMEM;
+    s->base.ops = &pg_ops;
+    s->base.kind = INGEST_STORE_PG;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    s->n_conns = cfg->pg_connections ? cfg->pg_connections : 4;
+    s->conns = calloc(s->n_conns, sizeof(*s->conns));
+    s->busy = calloc(s->n_conns, sizeof(*s->busy));
+    s->conninfo = strdup(cfg->pg_conninfo != NULL ? cfg->pg_conninfo : "");
+    int rc = INGEST_STORE_ENOMEM;
+    if (s->conns == NULL || s->busy == NULL || s->conninfo == NULL)
+        goto fail;
+    for (size_t i = 0; i < s->n_conns; i++) {
+        s->conns[i].conn = PQconnectdb(s->conninfo);
+        if (s->conns[i].conn == NULL || PQstatus(s->conns[i].conn) != CONNECTION_OK) {
+            set_err(err, err_len, "connect", s->conns[i].conn);
+            rc = INGEST_STORE_EIO;
+            goto fail;
+        }
+        PQclear(PQexec(s->conns[i].conn, "SET client_min_messages = warning"));
+    }
+    rc = migrate(s->conns[0].conn, err, err_len);
+    if (rc != 0)
+        goto fail;
+    *out = &s->base;
+    return 0;
+fail:
+    pg_close(&s->base);
+    return rc;
+}
