@@ -87,6 +87,16 @@ size_t input_job_remaining(const struct input_job *job);
 
 void input_job_free(struct input_job *job);
 
+/* Counters every input keeps (GET /status, GET /metrics). Loop thread only. */
+struct input_stats {
+    uint64_t requests;        /* HTTP requests, datagrams, or stream reads handled */
+    uint64_t bytes;           /* bytes received */
+    uint64_t records;         /* records appended to the journal */
+    uint64_t rejected_lines;  /* lines that did not parse or pack */
+    uint64_t dropped;         /* UDP datagrams (or their rest) dropped: journal queue full */
+    uint64_t journal_errors;  /* appends the journal refused */
+};
+
 /*
  * Packs one event record (stream event, name = event_type, optional message, string fields
  * given as key/value pairs) into `out` (appended). Used for ferryd's own events and by the

@@ -1,0 +1,626 @@
+/*
+ * daemon.c - ferryd's wiring: config, journal, waiter, sync engine, inputs, signals, systemd.
+ *
+ * States (d->state), each with the function behind its transitions:
+ *
+ *   STARTING --ferryd_new() succeeded, READY=1 sent-------------------> RUNNING
+ *   RUNNING  --SIGTERM/SIGINT: begin_stop() (STOPPING=1, inputs closed)--> DRAINING
+ *   DRAINING --on_drain_tick(): no request pending, or FERRYD_DRAIN_MAX_MS--> loop exits
+ *   DRAINING --second SIGTERM/SIGINT--------------------------------------> loop exits at once
+ *   (any)    --ferryd_free(): stop event, sync_free, durable_free, inputs, journal_close
+ *
+ * Invariants:
+ *  1. Teardown order is fixed by ownership of callbacks: durable_free() (which answers the last
+ *     writes) runs before the HTTP listener is freed, and everything that appends runs before
+ *     journal_close().
+ *  2. Nothing here blocks the loop on the network. Appending ferryd's own events may wait for
+ *     queue space (rare, small), never for a commit.
+ */
+#include "engine/daemon.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "engine/config.h"
+#include "engine/durable.h"
+#include "engine/http_input.h"
+#include "engine/input.h"
+#include "engine/line_input.h"
+#include "engine/status.h"
+#include "journal/journal.h"
+#ifdef FERRY_HAVE_SYNC
+#include "engine/sync.h"
+#endif
+
+#ifndef FERRY_VERSION
+#define FERRY_VERSION "0"
+#endif
+
+#define MAINTENANCE_INTERVAL_S 10
+#define DRAIN_TICK_MS 10
+
+enum ferryd_state { FERRYD_STARTING, FERRYD_RUNNING, FERRYD_DRAINING };
+
+struct ferryd {
+    enum ferryd_state state;
+    struct ferryd_config cfg;
+    char *config_path;   /* NULL: built-in defaults */
+    char *data_dir_override;
+    struct event_base *base;
+    struct journal *journal;
+    struct durable *durable;
+    struct sync *sync;
+    struct http_input *http;
+    struct line_input *udp;
+    struct line_input *unix_in;
+    struct event *sig_term, *sig_int, *sig_hup;
+    struct event *watchdog_timer, *maintenance_timer, *drain_timer;
+    int64_t drain_started_ms;
+    const char *stop_reason;
+    uint64_t last_gap_event_id;
+    struct status_sources status;
+    char addr_file[PATH_MAX];
+    bool addr_file_written;
+};
+
+/* ---- Own events ------------------------------------------------------------------------- */
+
+/* Appends one of ferryd's own events (string fields as key/value pairs). Logs failures. */
+static void append_event(struct ferryd *d, const char *type, const char *message,
+                         const char *const *kv, size_t n_pairs)
+{
+    struct ferry_buf b = FERRY_BUF_INIT;
+    int64_t now = ferry_realtime_ns();
+    int rc = input_pack_event(type, message, now, kv, n_pairs, &b);
+    if (rc != 0) {
+        log_error("ferryd", "event %s: cannot pack: %s", type, record_strerror(rc));
+        goto out;
+    }
+    /* Flags 0: may wait for queue space (a rare, short wait), never for the commit. */
+    rc = journal_append(d->journal, RECORD_EVENT, now, b.data, b.len, 0, NULL);
+    if (rc != 0) {
+        log_error("ferryd", "event %s: journal: %s", type, journal_strerror(rc));
+        goto out;
+    }
+    d->status.events_appended++;
+#ifdef FERRY_HAVE_SYNC
+    if (d->sync)
+        sync_wake(d->sync);
+#endif
+out:
+    ferry_buf_free(&b);
+}
+
+/* The journal's encoder for the events it appends about itself ("journal.recovered"). */
+static int encode_journal_event(void *arg, const char *event_type, const char *message,
+                                int64_t ts_ns, uint8_t *out, size_t cap, size_t *out_len)
+{
+    struct ferry_buf b = FERRY_BUF_INIT;
+    int rc = input_pack_event(event_type, message, ts_ns, NULL, 0, &b);
+    if (rc == 0 && b.len <= cap) {
+        memcpy(out, b.data, b.len);
+        *out_len = b.len;
+    } else {
+        rc = -1;
+    }
+    ferry_buf_free(&b);
+    return rc;
+}
+
+/* Emits a "journal.gap" event for every gap not seen before (maintenance timer). Gaps stay in
+ * the journal until the sync engine reports them; this only makes the loss visible locally and
+ * in the event stream. After a restart a still-unreported gap is announced again. */
+static void announce_gaps(struct ferryd *d)
+{
+    struct journal_gap gaps[32];
+    size_t n = 0;
+    if (journal_gaps(d->journal, gaps, 32, &n) != 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        const struct journal_gap *g = &gaps[i];
+        if (g->id <= d->last_gap_event_id)
+            continue;
+        d->last_gap_event_id = g->id;
+        char first[24], last[24], msg[160];
+        snprintf(first, sizeof first, "%llu", (unsigned long long)g->first);
+        snprintf(last, sizeof last, "%llu", (unsigned long long)g->last);
+        snprintf(msg, sizeof msg, "%llu %s record(s) lost: %s",
+                 (unsigned long long)(g->last - g->first + 1), record_stream_name(g->stream),
+                 journal_gap_reason_name(g->reason));
+        const char *kv[] = {"stream", record_stream_name(g->stream), "first", first,
+                            "last",   last, "reason", journal_gap_reason_name(g->reason)};
+        log_warn("ferryd", "journal gap: %s, sequences %s..%s", msg, first, last);
+        append_event(d, "journal.gap", msg, kv, 4);
+    }
+}
+
+/* ---- Callbacks the inputs and the status page use ---------------------------------------- */
+
+static void on_records_durable(void *arg)
+{
+#ifdef FERRY_HAVE_SYNC
+    struct ferryd *d = arg;
+    if (d->sync)
+        sync_wake(d->sync);
+#else
+    (void)arg;
+#endif
+}
+
+static int render_status(void *arg, bool prometheus, struct ferry_buf *out)
+{
+    struct ferryd *d = arg;
+    return prometheus ? status_render_prometheus(&d->status, out)
+                      : status_render_json(&d->status, out);
+}
+
+/* ---- Timers and signals ------------------------------------------------------------------ */
+
+static void on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+    /* The timer runs on the loop, so a keep-alive proves the loop turns. */
+    sd_notify(0, "WATCHDOG=1");
+}
+
+static void on_maintenance(evutil_socket_t fd, short what, void *arg) { announce_gaps(arg); }
+
+static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct ferryd *d = arg;
+    size_t pending = (d->http ? http_input_pending(d->http) : 0) + durable_pending(d->durable);
+    long long waited = ferry_monotonic_ms() - d->drain_started_ms;
+    if (pending && waited < FERRYD_DRAIN_MAX_MS)
+        return;
+    if (pending)
+        log_warn("ferryd", "stopping with %zu request(s) unanswered after %lld ms", pending,
+                 waited);
+    event_del(d->drain_timer);
+    /* A short grace period lets the last replies leave their socket buffers. */
+    struct timeval grace = {0, 50000};
+    event_base_loopexit(d->base, &grace);
+}
+
+static void begin_stop(struct ferryd *d, const char *reason)
+{
+    if (d->state == FERRYD_DRAINING) {
+        log_warn("ferryd", "%s again: stopping without waiting", reason);
+        event_base_loopexit(d->base, NULL);
+        return;
+    }
+    d->state = FERRYD_DRAINING;
+    d->stop_reason = reason;
+    log_info("ferryd", "%s: stopping (answering pending writes first)", reason);
+    sd_notify(0, "STOPPING=1\nSTATUS=stopping");
+    if (d->http)
+        http_input_stop_accepting(d->http);
+    if (d->udp)
+        line_input_stop(d->udp);
+    if (d->unix_in)
+        line_input_stop(d->unix_in);
+    d->drain_started_ms = ferry_monotonic_ms();
+    struct timeval tick = {0, DRAIN_TICK_MS * 1000};
+    event_add(d->drain_timer, &tick);
+}
+
+#ifdef FERRY_HAVE_SYNC
+static void fill_sync_config(const struct ferryd_config *c, struct sync_config *sc)
+{
+    sync_config_init(sc);
+    sc->data_dir = c->data_dir;
+    sc->server_url = c->server_url;
+    sc->enroll_token = c->enroll_token;
+    sc->ca_file = c->ca_file;
+    sc->device_name = c->device_name;
+    sc->device_class = c->device_class;
+    for (int s = 0; s < RECORD_STREAM_COUNT; s++) {
+        sc->latency_ms[s] = c->latency_ms[s];
+        sc->threshold_bytes[s] = c->threshold_bytes[s];
+    }
+    sc->max_batch_bytes = c->max_batch_bytes;
+    sc->min_batch_bytes = c->min_batch_bytes;
+    sc->heartbeat_ms = c->heartbeat_ms;
+    sc->backoff_min_ms = c->backoff_min_ms;
+    sc->backoff_max_ms = c->backoff_max_ms;
+    sc->request_deadline_ms = c->request_deadline_ms;
+    sc->low_speed_bytes_per_s = (long)c->low_speed_bytes_per_s;
+    sc->low_speed_time_s = (long)(c->low_speed_time_ms / 1000);
+    sc->max_in_flight = (unsigned)c->max_in_flight;
+    sc->zstd_level = (int)c->zstd_level;
+    sc->no_netlink = !c->netlink;
+}
+#endif
+
+struct reload_diff {
+    struct ferry_buf applied;
+    struct ferry_buf restart;
+};
+
+static void on_key_changed(const char *section, const char *key, bool reloadable, void *arg)
+{
+    struct reload_diff *rd = arg;
+    struct ferry_buf *b = reloadable ? &rd->applied : &rd->restart;
+    if (ferry_buf_printf(b, "%s%s.%s", b->len ? " " : "", section, key) != 0)
+        return; /* the description is best effort */
+}
+
+static void reload(struct ferryd *d)
+{
+    if (!d->config_path) {
+        log_info("ferryd", "SIGHUP: running on built-in defaults, nothing to reload");
+        return;
+    }
+    struct ferryd_config fresh;
+    char err[512];
+    int rc = ferryd_config_load(d->config_path, &fresh, err, sizeof err);
+    if (rc != 0) {
+        log_error("ferryd", "SIGHUP: %s; keeping the running configuration", err);
+        const char *kv[] = {"error", err};
+        append_event(d, "ferryd.config_error", "configuration reload failed", kv, 1);
+        return;
+    }
+    if (d->data_dir_override) {
+        char *dd = strdup(d->data_dir_override);
+        if (dd) {
+            free(fresh.data_dir);
+            fresh.data_dir = dd;
+        }
+    }
+    struct reload_diff rd = {FERRY_BUF_INIT, FERRY_BUF_INIT};
+    int n = ferryd_config_diff(&d->cfg, &fresh, on_key_changed, &rd);
+    if (n == 0) {
+        log_info("ferryd", "SIGHUP: %s unchanged", d->config_path);
+        ferryd_config_free(&fresh);
+        goto out;
+    }
+#ifdef FERRY_HAVE_SYNC
+    if (d->sync) {
+        struct sync_config sc;
+        fill_sync_config(&fresh, &sc);
+        char serr[256] = "";
+        if (sync_reload(d->sync, &sc, serr, sizeof serr) != 0) {
+            log_error("ferryd", "SIGHUP: sync engine refused the new [sync] values: %s; keeping "
+                      "the running configuration", serr);
+            ferryd_config_free(&fresh);
+            goto out;
+        }
+    }
+#endif
+    ferry_log_init(fresh.log_level, 2);
+    if (d->http)
+        http_input_set_max_body(d->http, fresh.http_max_body_bytes);
+    if (ferry_buf_append_u8(&rd.applied, 0) != 0 || ferry_buf_append_u8(&rd.restart, 0) != 0) {
+        ferryd_config_free(&fresh);
+        goto out;
+    }
+    const char *applied = (const char *)rd.applied.data;
+    const char *restart = (const char *)rd.restart.data;
+    log_info("ferryd", "SIGHUP: reloaded %s: applied [%s]%s%s%s", d->config_path, applied,
+             restart[0] ? "; changed but need a restart: [" : "", restart,
+             restart[0] ? "]" : "");
+    const char *kv[] = {"applied", applied, "restart_needed", restart};
+    append_event(d, "ferryd.config_changed", "configuration reloaded", kv, 2);
+    /* d->cfg now holds the file's values; keys that need a restart were logged above and
+     * keep their old effect (the journal, the sockets) until then. */
+    ferryd_config_free(&d->cfg);
+    d->cfg = fresh;
+out:
+    ferry_buf_free(&rd.applied);
+    ferry_buf_free(&rd.restart);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct ferryd *d = arg;
+    if (sig == SIGHUP)
+        reload(d);
+    else
+        begin_stop(d, sig == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* ---- Setup ------------------------------------------------------------------------------- */
+
+static int write_addr_file(struct ferryd *d)
+{
+    struct ferry_buf b = FERRY_BUF_INIT;
+    int rc = ferry_buf_printf(&b, "pid=%d\nhttp=%s\nudp=%s\nunix=%s\n", (int)getpid(),
+                              d->http ? http_input_address(d->http) : "",
+                              d->udp ? line_input_address(d->udp) : "",
+                              d->unix_in ? line_input_address(d->unix_in) : "");
+    if (rc == 0)
+        rc = ferry_write_file_atomic(d->addr_file, b.data, b.len, 0644);
+    ferry_buf_free(&b);
+    if (rc == 0)
+        d->addr_file_written = true;
+    return rc;
+}
+
+static int open_journal(struct ferryd *d, char *errbuf, size_t errlen)
+{
+    struct journal_config jc;
+    journal_config_init(&jc);
+    jc.quota_bytes = d->cfg.journal_quota_bytes;
+    jc.durability = (enum journal_durability)d->cfg.journal_durability;
+    jc.group_window_us = (uint32_t)d->cfg.journal_group_window_us;
+    jc.sync_interval_ms = (uint32_t)d->cfg.journal_sync_interval_ms;
+    jc.encode_event = encode_journal_event;
+    jc.encode_event_arg = d;
+    struct journal_open_info info;
+    memset(&info, 0, sizeof info);
+    char jerr[512] = "";
+    int rc = journal_open(d->cfg.data_dir, &jc, &d->journal, &info, jerr, sizeof jerr);
+    if (rc == JOURNAL_EBUSY) {
+        snprintf(errbuf, errlen, "journal %s: another process (another ferryd?) writes it",
+                 d->cfg.data_dir);
+        return FERRYD_EXIT_FAILURE;
+    }
+    if (rc != 0) {
+        snprintf(errbuf, errlen, "journal %s: %s: %s", d->cfg.data_dir, journal_strerror(rc),
+                 jerr);
+        return FERRYD_EXIT_FAILURE;
+    }
+    if (info.created)
+        log_info("ferryd", "journal created in %s", d->cfg.data_dir);
+    if (info.recovered)
+        log_warn("ferryd", "journal was damaged (%s); moved to %s and started afresh%s",
+                 info.reason, info.moved_to,
+                 info.recovery_event_appended ? " (event journal.recovered appended)" : "");
+    return 0;
+}
+
+static int start_inputs(struct ferryd *d, char *errbuf, size_t errlen)
+{
+    if (d->cfg.listen_http[0]) {
+        struct http_input_deps hd = {d->base, d->journal, d->durable, d->cfg.http_max_body_bytes,
+                                     on_records_durable, render_status, d};
+        if (http_input_new(&hd, d->cfg.listen_http, &d->http, errbuf, errlen) != 0)
+            return FERRYD_EXIT_FAILURE;
+    }
+    struct line_input_deps ld = {d->base, d->journal, d->durable, on_records_durable, d};
+    if (d->cfg.listen_udp[0] &&
+        line_input_udp_new(&ld, d->cfg.listen_udp, &d->udp, errbuf, errlen) != 0)
+        return FERRYD_EXIT_FAILURE;
+    if (d->cfg.listen_unix[0]) {
+        char path[PATH_MAX];
+        if (ferryd_config_path(&d->cfg, d->cfg.listen_unix, path, sizeof path) != 0) {
+            snprintf(errbuf, errlen, "[listen] unix: path too long");
+            return FERRYD_EXIT_FAILURE;
+        }
+        if (line_input_unix_new(&ld, path, &d->unix_in, errbuf, errlen) != 0)
+            return FERRYD_EXIT_FAILURE;
+    }
+    struct status_sources *s = &d->status;
+    if (d->http) {
+        s->input_name[0] = "http_write";
+        s->input_address[0] = http_input_address(d->http);
+        s->input_stats[0] = http_input_write_stats(d->http);
+        s->input_name[1] = "http_logs";
+        s->input_address[1] = http_input_address(d->http);
+        s->input_stats[1] = http_input_logs_stats(d->http);
+    }
+    if (d->udp) {
+        s->input_name[2] = "udp";
+        s->input_address[2] = line_input_address(d->udp);
+        s->input_stats[2] = line_input_stats(d->udp);
+    }
+    if (d->unix_in) {
+        s->input_name[3] = "unix";
+        s->input_address[3] = line_input_address(d->unix_in);
+        s->input_stats[3] = line_input_stats(d->unix_in);
+    }
+    return 0;
+}
+
+static int start_timers(struct ferryd *d)
+{
+    d->sig_term = evsignal_new(d->base, SIGTERM, on_signal, d);
+    d->sig_int = evsignal_new(d->base, SIGINT, on_signal, d);
+    d->sig_hup = evsignal_new(d->base, SIGHUP, on_signal, d);
+    d->maintenance_timer = event_new(d->base, -1, EV_PERSIST, on_maintenance, d);
+    d->drain_timer = event_new(d->base, -1, EV_PERSIST, on_drain_tick, d);
+    if (!d->sig_term || !d->sig_int || !d->sig_hup || !d->maintenance_timer || !d->drain_timer)
+        return -1;
+    if (event_add(d->sig_term, NULL) || event_add(d->sig_int, NULL) || event_add(d->sig_hup, NULL))
+        return -1;
+    struct timeval maint = {MAINTENANCE_INTERVAL_S, 0};
+    if (event_add(d->maintenance_timer, &maint) != 0)
+        return -1;
+    uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
+        /* Half the watchdog period, as sd_watchdog_enabled(3) recommends. */
+        uint64_t half = usec / 2;
+        struct timeval tv = {(time_t)(half / 1000000), (suseconds_t)(half % 1000000)};
+        d->watchdog_timer = event_new(d->base, -1, EV_PERSIST, on_watchdog, d);
+        if (!d->watchdog_timer || event_add(d->watchdog_timer, &tv) != 0)
+            return -1;
+        log_info("ferryd", "systemd watchdog: keep-alive every %llu ms",
+                 (unsigned long long)(half / 1000));
+    }
+    return 0;
+}
+
+static int load_config(struct ferryd *d, const struct ferryd_options *opts, char *errbuf,
+                       size_t errlen)
+{
+    const char *path = opts->config_path;
+    if (!path && access(FERRYD_CONFIG_DEFAULT_PATH, F_OK) == 0)
+        path = FERRYD_CONFIG_DEFAULT_PATH;
+    if (path) {
+        d->config_path = strdup(path);
+        if (!d->config_path) {
+            snprintf(errbuf, errlen, "out of memory");
+            return FERRYD_EXIT_FAILURE;
+        }
+    }
+    if (ferryd_config_load(path, &d->cfg, errbuf, errlen) != 0)
+        return FERRYD_EXIT_CONFIG;
+    if (opts->data_dir) {
+        d->data_dir_override = strdup(opts->data_dir);
+        if (!d->data_dir_override) {
+            snprintf(errbuf, errlen, "out of memory");
+            return FERRYD_EXIT_FAILURE;
+        }
+        free(d->cfg.data_dir);
+        d->cfg.data_dir = strdup(opts->data_dir);
+        if (!d->cfg.data_dir) {
+            snprintf(errbuf, errlen, "out of memory");
+            return FERRYD_EXIT_FAILURE;
+        }
+    }
+    return 0;
+}
+
+int ferryd_new(const struct ferryd_options *opts, struct ferryd **out, char *errbuf,
+               size_t errlen)
+{
+    struct ferryd *d = calloc(1, sizeof *d);
+    if (!d) {
+        snprintf(errbuf, errlen, "out of memory");
+        return FERRYD_EXIT_FAILURE;
+    }
+    d->state = FERRYD_STARTING;
+    int rc = load_config(d, opts, errbuf, errlen);
+    if (rc != 0)
+        goto fail;
+    ferry_log_init(d->cfg.log_level, 2);
+    rc = FERRYD_EXIT_FAILURE;
+    int mk = ferry_mkdir_p(d->cfg.data_dir, 0700);
+    if (mk != 0) {
+        snprintf(errbuf, errlen, "data_dir %s: %s", d->cfg.data_dir, strerror(-mk));
+        goto fail;
+    }
+    if (snprintf(d->addr_file, sizeof d->addr_file, "%s/%s", d->cfg.data_dir, FERRYD_ADDR_FILE) >=
+        (int)sizeof d->addr_file) {
+        snprintf(errbuf, errlen, "data_dir %s: path too long", d->cfg.data_dir);
+        goto fail;
+    }
+    /* A write to a client that went away must not kill the daemon. */
+    signal(SIGPIPE, SIG_IGN);
+    d->base = event_base_new();
+    if (!d->base) {
+        snprintf(errbuf, errlen, "event_base_new failed");
+        goto fail;
+    }
+    if ((rc = open_journal(d, errbuf, errlen)) != 0)
+        goto fail;
+    rc = FERRYD_EXIT_FAILURE;
+    int drc = durable_new(d->base, d->journal, &d->durable);
+    if (drc != 0) {
+        snprintf(errbuf, errlen, "%s", durable_strerror(drc));
+        goto fail;
+    }
+#ifdef FERRY_HAVE_SYNC
+    struct sync_config sc;
+    fill_sync_config(&d->cfg, &sc);
+    char serr[256] = "";
+    int src = sync_new(d->base, d->journal, &sc, &d->sync, serr, sizeof serr);
+    if (src != 0) {
+        snprintf(errbuf, errlen, "sync engine: %s: %s", sync_strerror(src), serr);
+        goto fail;
+    }
+#endif
+    if ((rc = start_inputs(d, errbuf, errlen)) != 0)
+        goto fail;
+    rc = FERRYD_EXIT_FAILURE;
+    if (start_timers(d) != 0) {
+        snprintf(errbuf, errlen, "cannot register signals or timers");
+        goto fail;
+    }
+    int arc = write_addr_file(d);
+    if (arc != 0) {
+        snprintf(errbuf, errlen, "%s: %s", d->addr_file, strerror(-arc));
+        goto fail;
+    }
+    d->status.version = FERRY_VERSION;
+    d->status.started_unix_ms = ferry_realtime_ns() / 1000000;
+    d->status.pid = (int)getpid();
+    d->status.config_path = d->config_path ? d->config_path : "";
+    d->status.data_dir = journal_data_dir(d->journal); /* survives config reloads */
+    d->status.journal = d->journal;
+    d->status.sync = d->sync;
+
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", (int)getpid());
+    const char *kv[] = {"version", FERRY_VERSION,
+                        "pid",     pid,
+                        "config",  d->config_path ? d->config_path : "(built-in defaults)",
+                        "http",    d->http ? http_input_address(d->http) : ""};
+    append_event(d, "ferryd.start", "ferryd started", kv, 4);
+    announce_gaps(d);
+    log_info("ferryd", "ferryd %s ready: data_dir %s, http %s, udp %s, unix %s, config %s",
+             FERRY_VERSION, d->cfg.data_dir, d->http ? http_input_address(d->http) : "off",
+             d->udp ? line_input_address(d->udp) : "off",
+             d->unix_in ? line_input_address(d->unix_in) : "off",
+             d->config_path ? d->config_path : "(built-in defaults)");
+    d->state = FERRYD_RUNNING;
+    sd_notifyf(0, "READY=1\nSTATUS=accepting records on %s\nMAINPID=%d",
+               d->http ? http_input_address(d->http) : "(no http)", (int)getpid());
+    *out = d;
+    return 0;
+fail:
+    (void)ferryd_free(d);
+    return rc;
+}
+
+int ferryd_run(struct ferryd *d)
+{
+    int rc = event_base_dispatch(d->base);
+    if (rc < 0) {
+        log_error("ferryd", "event loop failed");
+        return FERRYD_EXIT_FAILURE;
+    }
+    return FERRYD_EXIT_OK;
+}
+
+int ferryd_free(struct ferryd *d)
+{
+    if (!d)
+        return FERRYD_EXIT_OK;
+    int rc = FERRYD_EXIT_OK;
+    if (d->journal && d->state != FERRYD_STARTING) {
+        const char *kv[] = {"reason", d->stop_reason ? d->stop_reason : "exit"};
+        append_event(d, "ferryd.stop", "ferryd stopping", kv, 1);
+    }
+#ifdef FERRY_HAVE_SYNC
+    sync_free(d->sync);
+    d->sync = NULL;
+#endif
+    durable_free(d->durable); /* answers the last writes (invariant 1) */
+    http_input_free(d->http);
+    line_input_free(d->udp);
+    line_input_free(d->unix_in);
+    if (d->addr_file_written && unlink(d->addr_file) != 0)
+        log_warn("ferryd", "%s: cannot remove: %s", d->addr_file, strerror(errno));
+    if (d->journal) {
+        int jrc = journal_close(d->journal);
+        if (jrc != 0) {
+            log_error("ferryd", "journal close: %s", journal_strerror(jrc));
+            rc = FERRYD_EXIT_FAILURE;
+        } else if (d->state != FERRYD_STARTING) {
+            log_info("ferryd", "journal closed cleanly");
+        }
+    }
+    struct event *evs[] = {d->sig_term,        d->sig_int,   d->sig_hup, d->watchdog_timer,
+                           d->maintenance_timer, d->drain_timer};
+    for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
+        if (evs[i])
+            event_free(evs[i]);
+    if (d->base)
+        event_base_free(d->base);
+    ferryd_config_free(&d->cfg);
+    free(d->config_path);
+    free(d->data_dir_override);
+    free(d);
+    return rc;
+}
