@@ -6,6 +6,7 @@
  * Only argument parsing lives here.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -103,6 +104,33 @@ static int cmd_make(int argc, char **argv, int full)
     return 0;
 }
 
+/* Current RssAnon of this process in KiB (anonymous memory only: the base and the delta are
+ * file-backed mappings and do not count), or -1. */
+static long rss_anon_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return -1;
+    char line[256];
+    long v = -1;
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, "RssAnon:", 8) == 0)
+            v = strtol(line + 8, NULL, 10);
+    fclose(f);
+    return v;
+}
+
+/* Samples RssAnon after every window, while the window buffer is live. */
+static int sample_anon(uint64_t done, uint64_t total, void *arg)
+{
+    (void)done;
+    (void)total;
+    long *peak = arg, a = rss_anon_kib();
+    if (a > *peak)
+        *peak = a;
+    return 0;
+}
+
 static int cmd_apply(int argc, char **argv)
 {
     int stats = 0, i = 1;
@@ -121,13 +149,16 @@ static int cmd_apply(int argc, char **argv)
     const char *base = strcmp(argv[i], "-") == 0 ? NULL : argv[i];
     char err[512] = "";
     double t0 = now_s();
-    int rc = delta_apply(base, argv[i + 1], argv[i + 2], NULL, err, sizeof(err));
+    long peak_anon = rss_anon_kib();
+    struct delta_apply_options ao = {.progress = sample_anon, .progress_arg = &peak_anon};
+    int rc = delta_apply(base, argv[i + 1], argv[i + 2], &ao, err, sizeof(err));
     if (rc != DELTA_OK) {
         fprintf(stderr, "ferry-delta: %s (%s)\n", err, delta_strerror(rc));
         return 1;
     }
     if (stats)
-        fprintf(stderr, "apply: %.2f s, peak rss %ld KiB\n", now_s() - t0, peak_rss_kib());
+        fprintf(stderr, "apply: %.2f s, peak rss %ld KiB (incl. file-backed), peak anon %ld KiB\n",
+                now_s() - t0, peak_rss_kib(), peak_anon);
     return 0;
 }
 

@@ -1,0 +1,40 @@
+#!/bin/sh
+# `ferry release` end to end: keygen, create (full + delta artifacts), sign, verify, and the
+# refusals a device applies (unknown key, tampered manifest, wrong device class, downgrade).
+set -eu
+FERRY="$1"
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT INT TERM
+head -c 2000000 /dev/urandom > "$dir/v1.img"
+{ head -c 1500000 "$dir/v1.img"; head -c 50000 /dev/urandom; tail -c 400000 "$dir/v1.img"; } > "$dir/v2.img"
+"$FERRY" release --help > /dev/null
+"$FERRY" release keygen "$dir/rel" > /dev/null
+"$FERRY" release keygen "$dir/other" > /dev/null
+[ "$(stat -c %a "$dir/rel.key")" = 600 ]
+"$FERRY" release create --component rootfs --version 2.0.0 --device-class jetson-orin-nano \
+  --serial 2 --target "$dir/v2.img" --base "$dir/v1.img" --base-version 1.0.0 --level 3 \
+  --out-dir "$dir/out" --key "$dir/rel.key" > "$dir/create.txt"
+grep -q '^full artifact' "$dir/create.txt"
+grep -q '^delta artifact' "$dir/create.txt"
+"$FERRY" release verify --pub "$dir/rel.pub" --device-class jetson-orin-nano --running 1.0.0 \
+  "$dir/out/manifest.json" | grep -q 'OK rootfs 2.0.0'
+# sign separately from create gives a manifest that verifies too
+"$FERRY" release sign --key "$dir/rel.key" "$dir/out/payload.json" "$dir/m2.json"
+"$FERRY" release verify --pub "$dir/rel.pub" "$dir/m2.json" > /dev/null
+# refusals
+expect_fail() { if "$@" > /dev/null 2> "$dir/err"; then echo "unexpected success: $*"; exit 1; fi; }
+expect_fail "$FERRY" release verify --pub "$dir/other.pub" "$dir/out/manifest.json"
+grep -q 'unknown key' "$dir/err"
+expect_fail "$FERRY" release verify --pub "$dir/rel.pub" --device-class jetson-agx-orin "$dir/out/manifest.json"
+grep -q 'wrong device class' "$dir/err"
+expect_fail "$FERRY" release verify --pub "$dir/rel.pub" --device-class jetson-orin-nano --running 2.1.0 "$dir/out/manifest.json"
+grep -q 'downgrade' "$dir/err"
+# one hex digit of the signature changed
+sed 's/"sig":"0/"sig":"1/; t; s/"sig":"./"sig":"0/' "$dir/out/manifest.json" > "$dir/bad.json"
+! cmp -s "$dir/out/manifest.json" "$dir/bad.json"
+expect_fail "$FERRY" release verify --pub "$dir/rel.pub" "$dir/bad.json"
+grep -q "bad manifest signature" "$dir/err"
+# the artifacts are content addressed and the delta applies to the base
+for f in "$dir"/out/*; do case $(basename "$f") in payload.json|manifest.json) ;; *)
+  [ "$(sha256sum "$f" | cut -c1-64)" = "$(basename "$f")" ] ;; esac; done
+echo ok

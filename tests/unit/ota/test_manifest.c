@@ -1,0 +1,282 @@
+/*
+ * test_manifest.c - unit tests of transport/manifest.{h,c}: a manifest built, signed and verified
+ * round trip; each rejection (bad signature, tampered payload, unknown key, unsigned, wrong device
+ * class, wrong component, downgrade, stale serial) and the signed-rollback exception.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "common/buf.h"
+#include "transport/manifest.h"
+
+static uint8_t pk_release[32], sk_release[64], pk_other[32], sk_other[64];
+static char art_path[64];
+
+/* Builds and signs a manifest for version `ver`, serial `serial`, class `cls`. */
+static void build(struct ferry_buf *env, const char *ver, uint64_t serial, const char *cls,
+                  int rollback, const uint8_t *sk)
+{
+    struct manifest_spec spec;
+    memset(&spec, 0, sizeof(spec));
+    spec.component = "rootfs";
+    spec.version = ver;
+    spec.device_class = cls;
+    spec.serial = serial;
+    spec.rollback = rollback;
+    spec.target_size = 12345;
+    memset(spec.target_sha256, 0xab, 32);
+    char err[256] = "";
+    assert_int_equal(manifest_spec_add_file(&spec, art_path, MANIFEST_ARTIFACT_FULL, 4096, err,
+                                            sizeof(err)),
+                     0);
+    assert_int_equal(manifest_spec_add_file(&spec, art_path, MANIFEST_ARTIFACT_DELTA, 8192, err,
+                                            sizeof(err)),
+                     0);
+    snprintf(spec.artifacts[1].base_version, sizeof(spec.artifacts[1].base_version), "1.0.0");
+    memset(spec.artifacts[1].base_sha256, 0x11, 32);
+    spec.artifacts[1].base_size = 999;
+    struct ferry_buf payload = FERRY_BUF_INIT;
+    assert_int_equal(manifest_build_payload(&spec, &payload, err, sizeof(err)), 0);
+    ferry_buf_reset(env);
+    assert_int_equal(manifest_sign(payload.data, payload.len, sk, env), 0);
+    ferry_buf_free(&payload);
+    manifest_spec_clear(&spec);
+}
+
+static int parse(const struct ferry_buf *env, const uint8_t (*keys)[32], size_t n,
+                 struct manifest **m)
+{
+    struct manifest_keys k = {keys, n};
+    char err[256];
+    return manifest_parse_verified(env->data, env->len, &k, m, err, sizeof(err));
+}
+
+static void test_roundtrip_signed_manifest(void **state)
+{
+    (void)state;
+    struct ferry_buf env = FERRY_BUF_INIT;
+    build(&env, "2.0.0", 5, "jetson-orin-nano", 0, sk_release);
+    uint8_t keys[2][32];
+    memcpy(keys[0], pk_other, 32);
+    memcpy(keys[1], pk_release, 32);
+    struct manifest *m = NULL;
+    assert_int_equal(parse(&env, (const uint8_t(*)[32])keys, 2, &m), MANIFEST_OK);
+    assert_string_equal(manifest_version(m), "2.0.0");
+    assert_string_equal(manifest_component(m), "rootfs");
+    assert_string_equal(manifest_device_class(m), "jetson-orin-nano");
+    assert_int_equal(manifest_serial(m), 5);
+    assert_int_equal(manifest_target_size(m), 12345);
+    assert_int_equal(manifest_artifact_count(m), 2);
+    const struct manifest_artifact *full = manifest_find_full(m);
+    assert_non_null(full);
+    assert_int_equal(full->size, 10000);
+    assert_int_equal(full->chunk_count, 3); /* 4096 + 4096 + 1808 */
+    uint8_t base[32];
+    memset(base, 0x11, 32);
+    const struct manifest_artifact *d = manifest_find_delta(m, base);
+    assert_non_null(d);
+    assert_string_equal(d->base_version, "1.0.0");
+    assert_int_equal(d->chunk_count, 2);
+    memset(base, 0x12, 32);
+    assert_null(manifest_find_delta(m, base));
+    struct manifest_policy p = {.device_class = "jetson-orin-nano", .component = "rootfs",
+                                .running_version = "1.9.9", .highest_serial = 4};
+    char err[256];
+    assert_int_equal(manifest_check(m, &p, err, sizeof(err)), MANIFEST_OK);
+    manifest_free(m);
+    ferry_buf_free(&env);
+}
+
+static void test_bad_signature_rejected(void **state)
+{
+    (void)state;
+    struct ferry_buf env = FERRY_BUF_INIT;
+    build(&env, "2.0.0", 5, "jetson-orin-nano", 0, sk_release);
+    /* flip one hex digit of the signature */
+    char *sig = strstr((char *)env.data, "\"sig\":\"");
+    assert_non_null(sig);
+    sig += 7;
+    sig[10] = sig[10] == '0' ? '1' : '0';
+    struct manifest *m = NULL;
+    assert_int_equal(parse(&env, (const uint8_t(*)[32])&pk_release, 1, &m), MANIFEST_E_SIGNATURE);
+    assert_null(m);
+    ferry_buf_free(&env);
+}
+
+/* Changing the payload (here: the version inside the base64) breaks the signature. */
+static void test_tampered_payload_rejected(void **state)
+{
+    (void)state;
+    struct ferry_buf env = FERRY_BUF_INIT;
+    build(&env, "2.0.0", 5, "jetson-orin-nano", 0, sk_release);
+    char *p = strstr((char *)env.data, "\"payload\":\"");
+    assert_non_null(p);
+    p += 11 + 40;
+    *p = *p == 'A' ? 'B' : 'A';
+    struct manifest *m = NULL;
+    int rc = parse(&env, (const uint8_t(*)[32])&pk_release, 1, &m);
+    assert_true(rc == MANIFEST_E_SIGNATURE);
+    ferry_buf_free(&env);
+}
+
+static void test_unknown_key_and_unsigned_rejected(void **state)
+{
+    (void)state;
+    struct ferry_buf env = FERRY_BUF_INIT;
+    build(&env, "2.0.0", 5, "jetson-orin-nano", 0, sk_other);
+    struct manifest *m = NULL;
+    assert_int_equal(parse(&env, (const uint8_t(*)[32])&pk_release, 1, &m), MANIFEST_E_UNKNOWN_KEY);
+    /* an envelope whose signature list is empty */
+    const char *unsigned_env =
+        "{\"format\":\"ferry-manifest-1\",\"payload\":\"e30=\",\"signatures\":[]}";
+    struct ferry_buf u = FERRY_BUF_INIT;
+    assert_int_equal(ferry_buf_append(&u, unsigned_env, strlen(unsigned_env)), 0);
+    assert_int_equal(parse(&u, (const uint8_t(*)[32])&pk_release, 1, &m), MANIFEST_E_UNSIGNED);
+    ferry_buf_free(&u);
+    ferry_buf_free(&env);
+}
+
+static void test_wrong_device_class_and_component(void **state)
+{
+    (void)state;
+    struct ferry_buf env = FERRY_BUF_INIT;
+    build(&env, "2.0.0", 5, "jetson-agx-orin", 0, sk_release);
+    struct manifest *m = NULL;
+    assert_int_equal(parse(&env, (const uint8_t(*)[32])&pk_release, 1, &m), MANIFEST_OK);
+    char err[256];
+    struct manifest_policy p = {.device_class = "jetson-orin-nano"};
+    assert_int_equal(manifest_check(m, &p, err, sizeof(err)), MANIFEST_E_DEVICE_CLASS);
+    p.device_class = "jetson-agx-orin";
+    p.component = "model";
+    assert_int_equal(manifest_check(m, &p, err, sizeof(err)), MANIFEST_E_COMPONENT);
+    manifest_free(m);
+    ferry_buf_free(&env);
+}
+
+static void test_downgrade_refused_unless_signed_rollback(void **state)
+{
+    (void)state;
+    struct ferry_buf env = FERRY_BUF_INIT;
+    char err[256];
+    struct manifest *m = NULL;
+    struct manifest_policy p = {.device_class = "c1", .running_version = "2.10.0",
+                                .highest_serial = 7};
+    build(&env, "2.9.0", 8, "c1", 0, sk_release);
+    assert_int_equal(parse(&env, (const uint8_t(*)[32])&pk_release, 1, &m), MANIFEST_OK);
+    assert_int_equal(manifest_check(m, &p, err, sizeof(err)), MANIFEST_E_DOWNGRADE);
+    manifest_free(m);
+    /* the same downgrade as an explicit, newly signed rollback release passes */
+    build(&env, "2.9.0", 8, "c1", 1, sk_release);
+    assert_int_equal(parse(&env, (const uint8_t(*)[32])&pk_release, 1, &m), MANIFEST_OK);
+    assert_int_equal(manifest_check(m, &p, err, sizeof(err)), MANIFEST_OK);
+    manifest_free(m);
+    /* a replayed older rollback manifest (serial not above the highest seen) does not */
+    build(&env, "2.9.0", 7, "c1", 1, sk_release);
+    assert_int_equal(parse(&env, (const uint8_t(*)[32])&pk_release, 1, &m), MANIFEST_OK);
+    assert_int_equal(manifest_check(m, &p, err, sizeof(err)), MANIFEST_E_DOWNGRADE);
+    manifest_free(m);
+    /* any manifest below the highest serial is stale, even a newer version */
+    build(&env, "3.0.0", 6, "c1", 0, sk_release);
+    assert_int_equal(parse(&env, (const uint8_t(*)[32])&pk_release, 1, &m), MANIFEST_OK);
+    assert_int_equal(manifest_check(m, &p, err, sizeof(err)), MANIFEST_E_STALE);
+    manifest_free(m);
+    ferry_buf_free(&env);
+}
+
+static void test_version_compare(void **state)
+{
+    (void)state;
+    assert_true(manifest_version_compare("1.10.0", "1.9.3") > 0);
+    assert_true(manifest_version_compare("1.9.3", "1.10.0") < 0);
+    assert_int_equal(manifest_version_compare("2.0", "2.0"), 0);
+    assert_int_equal(manifest_version_compare("2.00", "2.0"), 0);
+    assert_true(manifest_version_compare("2.0.1", "2.0") > 0);
+    assert_true(manifest_version_compare("2.0", "2.0.1") < 0);
+    assert_true(manifest_version_compare("1.0-rc2", "1.0-rc1") > 0);
+}
+
+/* Malformed envelopes and payloads are refused with a format error, never a crash. */
+static void test_malformed_rejected(void **state)
+{
+    (void)state;
+    const char *cases[] = {
+        "", "{", "[]", "{\"format\":\"ferry-manifest-1\"}",
+        "{\"format\":\"other\",\"payload\":\"e30=\",\"signatures\":[{}]}",
+        "{\"format\":\"ferry-manifest-1\",\"payload\":\"%%%\",\"signatures\":[]}",
+        "{\"format\":\"ferry-manifest-1\",\"payload\":\"e30=\",\"signatures\":[{\"key_id\":1}]}",
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct manifest *m = NULL;
+        struct manifest_keys k = {(const uint8_t(*)[32])&pk_release, 1};
+        char err[256];
+        int rc = manifest_parse_verified((const uint8_t *)cases[i], strlen(cases[i]), &k, &m,
+                                         err, sizeof(err));
+        assert_true(rc == MANIFEST_E_FORMAT || rc == MANIFEST_E_UNSIGNED);
+        assert_null(m);
+    }
+    const char *payloads[] = {
+        "{}",
+        ("{\"format\":\"ferry-release-1\",\"component\":\"kernel\",\"version\":\"1\","
+         "\"device_class\":\"c\",\"serial\":1,\"target\":{\"sha256\":\"" /* bad component */
+         "0000000000000000000000000000000000000000000000000000000000000000\",\"size\":1},"
+         "\"artifacts\":[]}"),
+        ("{\"format\":\"ferry-release-1\",\"component\":\"app\",\"version\":\"1 2\","
+         "\"device_class\":\"c\",\"serial\":1}"),
+    };
+    for (size_t i = 0; i < sizeof(payloads) / sizeof(payloads[0]); i++) {
+        struct manifest *m = NULL;
+        char err[256];
+        assert_int_equal(manifest_parse_payload((const uint8_t *)payloads[i],
+                                                strlen(payloads[i]), &m, err, sizeof(err)),
+                         MANIFEST_E_FORMAT);
+    }
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    if (sodium_init() < 0)
+        return -1;
+    crypto_sign_keypair(pk_release, sk_release);
+    crypto_sign_keypair(pk_other, sk_other);
+    snprintf(art_path, sizeof(art_path), "/tmp/ferry-manifest-test-XXXXXX");
+    int fd = mkstemp(art_path);
+    if (fd < 0)
+        return -1;
+    uint8_t buf[10000];
+    randombytes_buf(buf, sizeof(buf));
+    ssize_t w = write(fd, buf, sizeof(buf));
+    close(fd);
+    return w == (ssize_t)sizeof(buf) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    unlink(art_path);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roundtrip_signed_manifest),
+        cmocka_unit_test(test_bad_signature_rejected),
+        cmocka_unit_test(test_tampered_payload_rejected),
+        cmocka_unit_test(test_unknown_key_and_unsigned_rejected),
+        cmocka_unit_test(test_wrong_device_class_and_component),
+        cmocka_unit_test(test_downgrade_refused_unless_signed_rollback),
+        cmocka_unit_test(test_version_compare),
+        cmocka_unit_test(test_malformed_rejected),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,689 @@
+/*
+ * manifest.c - signed release manifests and the device's acceptance policy (see manifest.h,
+ * docs/ota.md "Release manifest" and "Security policy").
+ *
+ * Order of checks in manifest_parse_verified (invariant 4, nothing unverified is trusted):
+ *   1. size limit of the envelope;
+ *   2. envelope JSON: format tag, base64 payload (decoded size bounded), signatures array;
+ *   3. signatures: a signature whose key id names a trusted key must verify over
+ *      MANIFEST_SIGN_CONTEXT || payload; only then
+ *   4. the payload JSON is parsed, every field type- and range-checked.
+ */
+#include "transport/manifest.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "common/util.h"
+
+struct manifest {
+    char component[MANIFEST_MAX_STRING + 1];
+    char version[MANIFEST_MAX_STRING + 1];
+    char device_class[MANIFEST_MAX_STRING + 1];
+    uint64_t serial;
+    int rollback;
+    uint8_t target_sha256[32];
+    uint64_t target_size;
+    size_t artifact_count;
+    struct manifest_artifact artifacts[MANIFEST_MAX_ARTIFACTS];
+    uint8_t *chunks[MANIFEST_MAX_ARTIFACTS];
+    uint8_t *payload;
+    size_t payload_len;
+};
+
+const char *manifest_strerror(int err)
+{
+    switch (err) {
+    case MANIFEST_OK: return "ok";
+    case MANIFEST_E_ARG: return "invalid argument";
+    case MANIFEST_E_NOMEM: return "out of memory";
+    case MANIFEST_E_FORMAT: return "malformed manifest";
+    case MANIFEST_E_LIMIT: return "manifest limit exceeded";
+    case MANIFEST_E_UNSIGNED: return "manifest not signed";
+    case MANIFEST_E_UNKNOWN_KEY: return "manifest signed by an unknown key";
+    case MANIFEST_E_SIGNATURE: return "bad manifest signature";
+    case MANIFEST_E_DEVICE_CLASS: return "wrong device class";
+    case MANIFEST_E_COMPONENT: return "wrong component";
+    case MANIFEST_E_DOWNGRADE: return "downgrade refused";
+    case MANIFEST_E_STALE: return "stale manifest (serial replay)";
+    case MANIFEST_E_IO: return "I/O error";
+    default: return "unknown manifest error";
+    }
+}
+
+static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(char *err, size_t err_len, int code, const char *fmt, ...)
+{
+    if (err && err_len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, err_len, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+void manifest_key_id(const uint8_t public_key[32], char out_hex[17])
+{
+    uint8_t h[32];
+    crypto_generichash(h, sizeof(h), public_key, 32, NULL, 0);
+    ferry_hex_encode(h, 8, out_hex);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Payload parsing                                                                            */
+
+static int valid_name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '-' || c == '_' || c == '+';
+}
+
+/* Copies a required short string field made of [A-Za-z0-9._+-]. */
+static int get_name(json_t *obj, const char *key, char *out, const char *where, char *err,
+                    size_t err_len)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!json_is_string(v))
+        return fail(err, err_len, MANIFEST_E_FORMAT, "%s: \"%s\" missing or not a string", where,
+                    key);
+    size_t n = json_string_length(v);
+    const char *s = json_string_value(v);
+    if (n == 0 || n > MANIFEST_MAX_STRING)
+        return fail(err, err_len, MANIFEST_E_FORMAT, "%s: \"%s\" length %zu not in 1..%u",
+                    where, key, n, MANIFEST_MAX_STRING);
+    for (size_t i = 0; i < n; i++)
+        if (!valid_name_char(s[i]))
+            return fail(err, err_len, MANIFEST_E_FORMAT, "%s: \"%s\" has a bad character",
+                        where, key);
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return MANIFEST_OK;
+}
+
+static int get_hash(json_t *obj, const char *key, uint8_t out[32], const char *where, char *err,
+                    size_t err_len)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!json_is_string(v) || json_string_length(v) != 64 ||
+        ferry_hex_decode(json_string_value(v), out, 32) != 0)
+        return fail(err, err_len, MANIFEST_E_FORMAT, "%s: \"%s\" is not 64 hex digits", where,
+                    key);
+    return MANIFEST_OK;
+}
+
+static int get_u64(json_t *obj, const char *key, uint64_t min, uint64_t max, uint64_t *out,
+                   const char *where, char *err, size_t err_len)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+        (uint64_t)json_integer_value(v) < min || (uint64_t)json_integer_value(v) > max)
+        return fail(err, err_len, MANIFEST_E_FORMAT, "%s: \"%s\" missing or out of range", where,
+                    key);
+    *out = (uint64_t)json_integer_value(v);
+    return MANIFEST_OK;
+}
+
+static const char *component_names[] = {"rootfs", "app", "model", "config", NULL};
+
+static int parse_artifact(json_t *a, size_t idx, struct manifest *m, char *err, size_t err_len)
+{
+    char where[48];
+    snprintf(where, sizeof(where), "artifacts[%zu]", idx);
+    if (!json_is_object(a))
+        return fail(err, err_len, MANIFEST_E_FORMAT, "%s: not an object", where);
+    struct manifest_artifact *art = &m->artifacts[idx];
+    memset(art, 0, sizeof(*art));
+    json_t *kind = json_object_get(a, "kind");
+    const char *ks = json_is_string(kind) ? json_string_value(kind) : "";
+    if (strcmp(ks, "full") == 0)
+        art->kind = MANIFEST_ARTIFACT_FULL;
+    else if (strcmp(ks, "delta") == 0)
+        art->kind = MANIFEST_ARTIFACT_DELTA;
+    else
+        return fail(err, err_len, MANIFEST_E_FORMAT, "%s: \"kind\" must be full or delta",
+                    where);
+    int rc;
+    uint64_t v;
+    if ((rc = get_hash(a, "sha256", art->sha256, where, err, err_len)) != 0 ||
+        (rc = get_u64(a, "size", 1, UINT64_C(1) << 44, &art->size, where, err, err_len)) != 0 ||
+        (rc = get_u64(a, "chunk_bytes", MANIFEST_MIN_CHUNK_BYTES, MANIFEST_MAX_CHUNK_BYTES, &v,
+                      where, err, err_len)) != 0)
+        return rc;
+    art->chunk_bytes = (uint32_t)v;
+    uint64_t want = art->size / art->chunk_bytes + (art->size % art->chunk_bytes != 0);
+    json_t *chunks = json_object_get(a, "chunks");
+    if (!json_is_array(chunks) || json_array_size(chunks) != want ||
+        want > MANIFEST_MAX_CHUNKS)
+        return fail(err, err_len, MANIFEST_E_FORMAT,
+                    "%s: \"chunks\" must list %llu hashes (at most %u)", where,
+                    (unsigned long long)want, MANIFEST_MAX_CHUNKS);
+    art->chunk_count = (uint32_t)want;
+    m->chunks[idx] = malloc(want * 32 + 1);
+    if (!m->chunks[idx])
+        return fail(err, err_len, MANIFEST_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < want; i++) {
+        json_t *h = json_array_get(chunks, i);
+        if (!json_is_string(h) || json_string_length(h) != 64 ||
+            ferry_hex_decode(json_string_value(h), m->chunks[idx] + 32 * i, 32) != 0)
+            return fail(err, err_len, MANIFEST_E_FORMAT, "%s: chunks[%zu] is not a hash", where,
+                        i);
+    }
+    art->chunk_sha256 = (const uint8_t(*)[32])m->chunks[idx];
+    if (art->kind == MANIFEST_ARTIFACT_DELTA) {
+        if ((rc = get_name(a, "base_version", art->base_version, where, err, err_len)) != 0 ||
+            (rc = get_hash(a, "base_sha256", art->base_sha256, where, err, err_len)) != 0 ||
+            (rc = get_u64(a, "base_size", 0, UINT64_C(1) << 44, &art->base_size, where, err,
+                          err_len)) != 0)
+            return rc;
+    }
+    return MANIFEST_OK;
+}
+
+static int parse_payload_json(struct manifest *m, char *err, size_t err_len)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb((const char *)m->payload, m->payload_len,
+                              JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        return fail(err, err_len, MANIFEST_E_FORMAT, "payload: JSON error at byte %d: %s",
+                    jerr.position, jerr.text);
+    int rc = MANIFEST_OK;
+    if (!json_is_object(root)) {
+        rc = fail(err, err_len, MANIFEST_E_FORMAT, "payload: not an object");
+        goto out;
+    }
+    json_t *fmt = json_object_get(root, "format");
+    if (!json_is_string(fmt) || strcmp(json_string_value(fmt), "ferry-release-1") != 0) {
+        rc = fail(err, err_len, MANIFEST_E_FORMAT, "payload: \"format\" is not ferry-release-1");
+        goto out;
+    }
+    if ((rc = get_name(root, "component", m->component, "payload", err, err_len)) != 0 ||
+        (rc = get_name(root, "version", m->version, "payload", err, err_len)) != 0 ||
+        (rc = get_name(root, "device_class", m->device_class, "payload", err, err_len)) != 0 ||
+        (rc = get_u64(root, "serial", 1, INT64_MAX, &m->serial, "payload", err, err_len)) != 0)
+        goto out;
+    int known = 0;
+    for (const char **c = component_names; *c; c++)
+        known |= strcmp(*c, m->component) == 0;
+    if (!known) {
+        rc = fail(err, err_len, MANIFEST_E_FORMAT, "payload: unknown component \"%s\"",
+                  m->component);
+        goto out;
+    }
+    json_t *rb = json_object_get(root, "rollback");
+    if (rb && !json_is_boolean(rb)) {
+        rc = fail(err, err_len, MANIFEST_E_FORMAT, "payload: \"rollback\" is not a boolean");
+        goto out;
+    }
+    m->rollback = json_is_true(rb);
+    json_t *target = json_object_get(root, "target");
+    if (!json_is_object(target)) {
+        rc = fail(err, err_len, MANIFEST_E_FORMAT, "payload: \"target\" missing");
+        goto out;
+    }
+    if ((rc = get_hash(target, "sha256", m->target_sha256, "target", err, err_len)) != 0 ||
+        (rc = get_u64(target, "size", 0, UINT64_C(1) << 44, &m->target_size, "target", err,
+                      err_len)) != 0)
+        goto out;
+    json_t *arts = json_object_get(root, "artifacts");
+    if (!json_is_array(arts) || json_array_size(arts) == 0 ||
+        json_array_size(arts) > MANIFEST_MAX_ARTIFACTS) {
+        rc = fail(err, err_len, MANIFEST_E_FORMAT, "payload: \"artifacts\" must have 1..%u",
+                  MANIFEST_MAX_ARTIFACTS);
+        goto out;
+    }
+    int have_full = 0;
+    for (size_t i = 0; i < json_array_size(arts); i++) {
+        m->artifact_count = i + 1; /* so manifest_free releases chunk lists on failure */
+        if ((rc = parse_artifact(json_array_get(arts, i), i, m, err, err_len)) != 0)
+            goto out;
+        have_full |= m->artifacts[i].kind == MANIFEST_ARTIFACT_FULL;
+    }
+    if (!have_full)
+        rc = fail(err, err_len, MANIFEST_E_FORMAT,
+                  "payload: no full artifact (every release needs the full-image fallback)");
+out:
+    json_decref(root);
+    return rc;
+}
+
+static int manifest_new_with_payload(const uint8_t *payload, size_t len, struct manifest **out)
+{
+    struct manifest *m = calloc(1, sizeof(*m));
+    if (!m)
+        return MANIFEST_E_NOMEM;
+    m->payload = malloc(len + 1);
+    if (!m->payload) {
+        free(m);
+        return MANIFEST_E_NOMEM;
+    }
+    memcpy(m->payload, payload, len);
+    m->payload[len] = '\0';
+    m->payload_len = len;
+    *out = m;
+    return MANIFEST_OK;
+}
+
+int manifest_parse_payload(const uint8_t *payload, size_t len, struct manifest **out, char *err,
+                           size_t err_len)
+{
+    if (!payload || !out)
+        return MANIFEST_E_ARG;
+    *out = NULL;
+    if (len > MANIFEST_MAX_BYTES)
+        return fail(err, err_len, MANIFEST_E_LIMIT, "payload of %zu bytes over %u", len,
+                    MANIFEST_MAX_BYTES);
+    struct manifest *m;
+    if (manifest_new_with_payload(payload, len, &m) != 0)
+        return fail(err, err_len, MANIFEST_E_NOMEM, "out of memory");
+    int rc = parse_payload_json(m, err, err_len);
+    if (rc != MANIFEST_OK) {
+        manifest_free(m);
+        return rc;
+    }
+    *out = m;
+    return MANIFEST_OK;
+}
+
+void manifest_free(struct manifest *m)
+{
+    if (!m)
+        return;
+    for (size_t i = 0; i < MANIFEST_MAX_ARTIFACTS; i++)
+        free(m->chunks[i]);
+    free(m->payload);
+    free(m);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Envelope and signatures                                                                    */
+
+static int verify_sig(const uint8_t *payload, size_t len, const uint8_t sig[64],
+                      const uint8_t pk[32])
+{
+    crypto_sign_state st;
+    crypto_sign_init(&st);
+    crypto_sign_update(&st, (const unsigned char *)MANIFEST_SIGN_CONTEXT,
+                       strlen(MANIFEST_SIGN_CONTEXT));
+    crypto_sign_update(&st, payload, len);
+    return crypto_sign_final_verify(&st, sig, pk);
+}
+
+int manifest_parse_verified(const uint8_t *data, size_t len, const struct manifest_keys *keys,
+                            struct manifest **out, char *err, size_t err_len)
+{
+    if (!data || !out || !keys)
+        return MANIFEST_E_ARG;
+    *out = NULL;
+    if (sodium_init() < 0)
+        return fail(err, err_len, MANIFEST_E_ARG, "libsodium init failed");
+    if (len > MANIFEST_MAX_BYTES)
+        return fail(err, err_len, MANIFEST_E_LIMIT, "manifest of %zu bytes over %u", len,
+                    MANIFEST_MAX_BYTES);
+    json_error_t jerr;
+    json_t *env = json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!env)
+        return fail(err, err_len, MANIFEST_E_FORMAT, "envelope: JSON error at byte %d: %s",
+                    jerr.position, jerr.text);
+    int rc = MANIFEST_OK;
+    uint8_t *payload = NULL;
+    struct manifest *m = NULL;
+    json_t *fmt = json_object_get(env, "format");
+    json_t *p64 = json_object_get(env, "payload");
+    json_t *sigs = json_object_get(env, "signatures");
+    if (!json_is_object(env) || !json_is_string(fmt) ||
+        strcmp(json_string_value(fmt), MANIFEST_FORMAT) != 0 || !json_is_string(p64)) {
+        rc = fail(err, err_len, MANIFEST_E_FORMAT,
+                  "envelope: needs \"format\":\"%s\" and a string \"payload\"", MANIFEST_FORMAT);
+        goto out;
+    }
+    size_t b64_len = json_string_length(p64);
+    size_t cap = b64_len / 4 * 3 + 3, plen = 0;
+    payload = malloc(cap + 1);
+    if (!payload) {
+        rc = fail(err, err_len, MANIFEST_E_NOMEM, "out of memory");
+        goto out;
+    }
+    if (sodium_base642bin(payload, cap, json_string_value(p64), b64_len, NULL, &plen, NULL,
+                          sodium_base64_VARIANT_ORIGINAL) != 0) {
+        rc = fail(err, err_len, MANIFEST_E_FORMAT, "envelope: payload is not base64");
+        goto out;
+    }
+    if (!json_is_array(sigs) || json_array_size(sigs) == 0) {
+        rc = fail(err, err_len, MANIFEST_E_UNSIGNED, "envelope: no signatures");
+        goto out;
+    }
+    if (json_array_size(sigs) > MANIFEST_MAX_SIGNATURES) {
+        rc = fail(err, err_len, MANIFEST_E_LIMIT, "envelope: more than %u signatures",
+                  MANIFEST_MAX_SIGNATURES);
+        goto out;
+    }
+    /* One good signature by a trusted key is enough; a trusted key with a bad signature is
+     * reported as such (tampering), signatures by unknown keys only as unknown. */
+    int verified = 0, bad_trusted = 0;
+    for (size_t i = 0; i < json_array_size(sigs) && !verified; i++) {
+        json_t *s = json_array_get(sigs, i);
+        json_t *kid = json_object_get(s, "key_id"), *sig = json_object_get(s, "sig");
+        uint8_t sigb[64];
+        if (!json_is_string(kid) || json_string_length(kid) != 16 || !json_is_string(sig) ||
+            json_string_length(sig) != 128 || ferry_hex_decode(json_string_value(sig), sigb, 64)) {
+            rc = fail(err, err_len, MANIFEST_E_FORMAT, "envelope: signatures[%zu] malformed", i);
+            goto out;
+        }
+        for (size_t k = 0; k < keys->count; k++) {
+            char id[17];
+            manifest_key_id(keys->public_keys[k], id);
+            if (strcmp(id, json_string_value(kid)) != 0)
+                continue;
+            if (verify_sig(payload, plen, sigb, keys->public_keys[k]) == 0)
+                verified = 1;
+            else
+                bad_trusted = 1;
+        }
+    }
+    if (!verified) {
+        rc = bad_trusted ? fail(err, err_len, MANIFEST_E_SIGNATURE,
+                                "manifest signature by a trusted release key does not verify")
+                         : fail(err, err_len, MANIFEST_E_UNKNOWN_KEY,
+                                "manifest is not signed by any of the %zu trusted release keys",
+                                keys->count);
+        goto out;
+    }
+    if ((rc = manifest_new_with_payload(payload, plen, &m)) != 0) {
+        rc = fail(err, err_len, rc, "out of memory");
+        goto out;
+    }
+    if ((rc = parse_payload_json(m, err, err_len)) != 0)
+        goto out;
+    *out = m;
+    m = NULL;
+out:
+    manifest_free(m);
+    free(payload);
+    json_decref(env);
+    return rc;
+}
+
+int manifest_sign(const uint8_t *payload, size_t len, const uint8_t secret_key[64],
+                  struct ferry_buf *out)
+{
+    if (sodium_init() < 0)
+        return MANIFEST_E_ARG;
+    uint8_t sig[64];
+    crypto_sign_state st;
+    crypto_sign_init(&st);
+    crypto_sign_update(&st, (const unsigned char *)MANIFEST_SIGN_CONTEXT,
+                       strlen(MANIFEST_SIGN_CONTEXT));
+    crypto_sign_update(&st, payload, len);
+    crypto_sign_final_create(&st, sig, NULL, secret_key);
+    uint8_t pk[32];
+    crypto_sign_ed25519_sk_to_pk(pk, secret_key);
+    char kid[17], sighex[129];
+    manifest_key_id(pk, kid);
+    ferry_hex_encode(sig, 64, sighex);
+    size_t b64cap = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL);
+    char *b64 = malloc(b64cap);
+    if (!b64)
+        return MANIFEST_E_NOMEM;
+    sodium_bin2base64(b64, b64cap, payload, len, sodium_base64_VARIANT_ORIGINAL);
+    int bad = ferry_buf_printf(out, "{\"format\":\"%s\",\"payload\":\"%s\",\"signatures\":"
+                                    "[{\"key_id\":\"%s\",\"sig\":\"%s\"}]}\n",
+                               MANIFEST_FORMAT, b64, kid, sighex);
+    free(b64);
+    return bad ? MANIFEST_E_NOMEM : MANIFEST_OK;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Accessors and policy                                                                       */
+
+const char *manifest_component(const struct manifest *m) { return m->component; }
+const char *manifest_version(const struct manifest *m) { return m->version; }
+const char *manifest_device_class(const struct manifest *m) { return m->device_class; }
+uint64_t manifest_serial(const struct manifest *m) { return m->serial; }
+int manifest_is_rollback(const struct manifest *m) { return m->rollback; }
+const uint8_t *manifest_target_sha256(const struct manifest *m) { return m->target_sha256; }
+uint64_t manifest_target_size(const struct manifest *m) { return m->target_size; }
+size_t manifest_artifact_count(const struct manifest *m) { return m->artifact_count; }
+
+const struct manifest_artifact *manifest_artifact(const struct manifest *m, size_t i)
+{
+    return i < m->artifact_count ? &m->artifacts[i] : NULL;
+}
+
+const uint8_t *manifest_payload(const struct manifest *m, size_t *len)
+{
+    *len = m->payload_len;
+    return m->payload;
+}
+
+const struct manifest_artifact *manifest_find_delta(const struct manifest *m,
+                                                    const uint8_t base_sha256[32])
+{
+    for (size_t i = 0; i < m->artifact_count; i++)
+        if (m->artifacts[i].kind == MANIFEST_ARTIFACT_DELTA &&
+            memcmp(m->artifacts[i].base_sha256, base_sha256, 32) == 0)
+            return &m->artifacts[i];
+    return NULL;
+}
+
+const struct manifest_artifact *manifest_find_full(const struct manifest *m)
+{
+    for (size_t i = 0; i < m->artifact_count; i++)
+        if (m->artifacts[i].kind == MANIFEST_ARTIFACT_FULL)
+            return &m->artifacts[i];
+    return NULL;
+}
+
+int manifest_version_compare(const char *a, const char *b)
+{
+    while (*a || *b) {
+        size_t la = strcspn(a, "."), lb = strcspn(b, ".");
+        int numeric = la > 0 && lb > 0 && strspn(a, "0123456789") >= la &&
+                      strspn(b, "0123456789") >= lb;
+        int c;
+        if (numeric) {
+            while (la > 1 && *a == '0') { /* leading zeros do not count */
+                a++;
+                la--;
+            }
+            while (lb > 1 && *b == '0') {
+                b++;
+                lb--;
+            }
+            c = la != lb ? (la < lb ? -1 : 1) : strncmp(a, b, la);
+        } else {
+            size_t n = la < lb ? la : lb;
+            c = strncmp(a, b, n);
+            if (c == 0 && la != lb)
+                c = la < lb ? -1 : 1;
+        }
+        if (c != 0)
+            return c < 0 ? -1 : 1;
+        a += la;
+        b += lb;
+        if (*a == '.')
+            a++;
+        if (*b == '.')
+            b++;
+        if (!*a && *b)
+            return -1;
+        if (*a && !*b)
+            return 1;
+    }
+    return 0;
+}
+
+int manifest_check(const struct manifest *m, const struct manifest_policy *p, char *err,
+                   size_t err_len)
+{
+    if (!m || !p || !p->device_class)
+        return MANIFEST_E_ARG;
+    if (strcmp(m->device_class, p->device_class) != 0)
+        return fail(err, err_len, MANIFEST_E_DEVICE_CLASS,
+                    "release %s is for device class %s, this device is %s", m->version,
+                    m->device_class, p->device_class);
+    if (p->component && strcmp(m->component, p->component) != 0)
+        return fail(err, err_len, MANIFEST_E_COMPONENT, "release is for %s, not %s",
+                    m->component, p->component);
+    if (m->serial < p->highest_serial)
+        return fail(err, err_len, MANIFEST_E_STALE,
+                    "release serial %llu is below %llu already accepted (replayed manifest)",
+                    (unsigned long long)m->serial, (unsigned long long)p->highest_serial);
+    if (p->running_version && manifest_version_compare(m->version, p->running_version) < 0) {
+        /* A rollback must be a fresh decision: a new serial, not a replay of an old one. */
+        if (!m->rollback || m->serial <= p->highest_serial)
+            return fail(err, err_len, MANIFEST_E_DOWNGRADE,
+                        "release %s is older than running %s and not a signed rollback with a "
+                        "new serial",
+                        m->version, p->running_version);
+    }
+    return MANIFEST_OK;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Building                                                                                   */
+
+int manifest_spec_add_file(struct manifest_spec *spec, const char *path,
+                           enum manifest_artifact_kind kind, uint32_t chunk_bytes, char *err,
+                           size_t err_len)
+{
+    if (spec->artifact_count >= MANIFEST_MAX_ARTIFACTS || chunk_bytes < MANIFEST_MIN_CHUNK_BYTES ||
+        chunk_bytes > MANIFEST_MAX_CHUNK_BYTES)
+        return fail(err, err_len, MANIFEST_E_ARG, "too many artifacts or bad chunk size");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return fail(err, err_len, MANIFEST_E_IO, "open %s: %s", path, strerror(errno));
+    int rc = MANIFEST_OK;
+    uint8_t *buf = malloc(chunk_bytes);
+    struct ferry_buf hashes = FERRY_BUF_INIT;
+    crypto_hash_sha256_state whole;
+    crypto_hash_sha256_init(&whole);
+    uint64_t size = 0;
+    if (!buf) {
+        rc = fail(err, err_len, MANIFEST_E_NOMEM, "out of memory");
+        goto out;
+    }
+    for (;;) {
+        size_t got = 0;
+        while (got < chunk_bytes) {
+            ssize_t n = read(fd, buf + got, chunk_bytes - got);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0) {
+                rc = fail(err, err_len, MANIFEST_E_IO, "read %s: %s", path, strerror(errno));
+                goto out;
+            }
+            if (n == 0)
+                break;
+            got += (size_t)n;
+        }
+        if (got == 0)
+            break;
+        uint8_t h[32];
+        crypto_hash_sha256(h, buf, got);
+        crypto_hash_sha256_update(&whole, buf, got);
+        if (ferry_buf_append(&hashes, h, 32) != 0) {
+            rc = fail(err, err_len, MANIFEST_E_NOMEM, "out of memory");
+            goto out;
+        }
+        size += got;
+        if (hashes.len / 32 > MANIFEST_MAX_CHUNKS) {
+            rc = fail(err, err_len, MANIFEST_E_LIMIT, "%s: more than %u chunks", path,
+                      MANIFEST_MAX_CHUNKS);
+            goto out;
+        }
+        if (got < chunk_bytes)
+            break;
+    }
+    if (size == 0) {
+        rc = fail(err, err_len, MANIFEST_E_ARG, "%s is empty", path);
+        goto out;
+    }
+    struct manifest_artifact *a = &spec->artifacts[spec->artifact_count];
+    memset(a, 0, sizeof(*a));
+    a->kind = kind;
+    crypto_hash_sha256_final(&whole, a->sha256);
+    a->size = size;
+    a->chunk_bytes = chunk_bytes;
+    a->chunk_count = (uint32_t)(hashes.len / 32);
+    spec->chunk_storage[spec->artifact_count] = hashes.data;
+    a->chunk_sha256 = (const uint8_t(*)[32])hashes.data;
+    hashes.data = NULL;
+    spec->artifact_count++;
+out:
+    ferry_buf_free(&hashes);
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+void manifest_spec_clear(struct manifest_spec *spec)
+{
+    for (size_t i = 0; i < MANIFEST_MAX_ARTIFACTS; i++) {
+        free(spec->chunk_storage[i]);
+        spec->chunk_storage[i] = NULL;
+    }
+    spec->artifact_count = 0;
+}
+
+int manifest_build_payload(const struct manifest_spec *s, struct ferry_buf *out, char *err,
+                           size_t err_len)
+{
+    if (!s->component || !s->version || !s->device_class || s->serial == 0)
+        return fail(err, err_len, MANIFEST_E_ARG,
+                    "a release needs component, version, device class and a serial >= 1");
+    char hex[65];
+    int bad = 0;
+    ferry_hex_encode(s->target_sha256, 32, hex);
+    bad |= ferry_buf_printf(out, "{\"format\":\"ferry-release-1\",\"component\":");
+    bad |= ferry_buf_append_json_string(out, s->component, strlen(s->component));
+    bad |= ferry_buf_printf(out, ",\"version\":");
+    bad |= ferry_buf_append_json_string(out, s->version, strlen(s->version));
+    bad |= ferry_buf_printf(out, ",\"device_class\":");
+    bad |= ferry_buf_append_json_string(out, s->device_class, strlen(s->device_class));
+    bad |= ferry_buf_printf(out,
+                            ",\"serial\":%llu,\"rollback\":%s,\"target\":{\"sha256\":\"%s\","
+                            "\"size\":%llu},\"artifacts\":[",
+                            (unsigned long long)s->serial, s->rollback ? "true" : "false", hex,
+                            (unsigned long long)s->target_size);
+    for (size_t i = 0; i < s->artifact_count; i++) {
+        const struct manifest_artifact *a = &s->artifacts[i];
+        ferry_hex_encode(a->sha256, 32, hex);
+        bad |= ferry_buf_printf(out,
+                                "%s{\"kind\":\"%s\",\"sha256\":\"%s\",\"size\":%llu,"
+                                "\"chunk_bytes\":%u,",
+                                i ? "," : "", a->kind == MANIFEST_ARTIFACT_FULL ? "full" : "delta",
+                                hex, (unsigned long long)a->size, a->chunk_bytes);
+        if (a->kind == MANIFEST_ARTIFACT_DELTA) {
+            ferry_hex_encode(a->base_sha256, 32, hex);
+            bad |= ferry_buf_printf(out, "\"base_version\":");
+            bad |= ferry_buf_append_json_string(out, a->base_version, strlen(a->base_version));
+            bad |= ferry_buf_printf(out, ",\"base_sha256\":\"%s\",\"base_size\":%llu,", hex,
+                                    (unsigned long long)a->base_size);
+        }
+        bad |= ferry_buf_printf(out, "\"chunks\":[");
+        for (uint32_t c = 0; c < a->chunk_count; c++) {
+            ferry_hex_encode(a->chunk_sha256[c], 32, hex);
+            bad |= ferry_buf_printf(out, "%s\"%s\"", c ? "," : "", hex);
+        }
+        bad |= ferry_buf_printf(out, "]}");
+    }
+    bad |= ferry_buf_printf(out, "]}\n");
+    if (bad)
+        return fail(err, err_len, MANIFEST_E_NOMEM, "out of memory");
+    /* What we write must be what a device accepts. */
+    struct manifest *m = NULL;
+    int rc = manifest_parse_payload(out->data, out->len, &m, err, err_len);
+    manifest_free(m);
+    return rc;
+}
