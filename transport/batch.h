@@ -224,7 +224,7 @@ struct batch_builder_config {
     uint32_t max_records;     /* 0 or > BATCH_MAX_RECORDS: BATCH_MAX_RECORDS */
     bool no_compression;      /* ship the body uncompressed (tests, debugging) */
 };
-#define BATCH_DEFAULT_ZSTD_LEVEL 9
+#define BATCH_DEFAULT_ZSTD_LEVEL 6
 
 struct batch_builder;
 
