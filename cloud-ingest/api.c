@@ -223,7 +223,7 @@ static int export_cb(const struct ingest_row *r, void *arg)
     if (level != NULL)
         e |= ferry_buf_printf(b, ",\"level\":\"%s\",\"message\":", level);
     else
-        e |= ferry_buf_append(b, ",\"level\":null,\"message\":", 23);
+        e |= ferry_buf_append(b, ",\"level\":null,\"message\":", sizeof(",\"level\":null,\"message\":") - 1);
     e |= ferry_buf_append_json_string(b, r->message, r->message_len);
     e |= ferry_buf_append(b, ",\"tags\":", 8);
     e |= ferry_buf_append(b, r->tags_json, r->tags_json_len);

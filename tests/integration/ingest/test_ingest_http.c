@@ -1,0 +1,693 @@
+/*
+ * Integration tests of ferry-ingest over loopback HTTP: a real ferry-ingest process (fork/exec,
+ * port 0), real batches from the real codec signed with real Ed25519 keys, libcurl as client.
+ *
+ *   test_ingest_http BIN lmdb   every endpoint and every rejection, LMDB store
+ *   test_ingest_http BIN pg     two ferry-ingest processes on one PostgreSQL database
+ *                               (FERRY_TEST_PG from with-postgres.sh)
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <pthread.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+#include <lmdb.h>
+
+#include "tests/integration/ingest/ingest_harness.h"
+
+static const char *g_bin;
+static char g_dir[128];
+static char g_data[192];
+static const char *g_pg;
+static struct ih_server g_srv;
+
+static const char *g_cli_data; /* the LMDB directory `cli` works on (g_data unless a test
+                                  * runs its own server) */
+
+static bool is_pg(void) { return g_pg != NULL; }
+
+/* Runs `ferry-ingest <store options> ARGS` and returns its first output line in out. */
+static int cli(char *out, size_t out_len, const char *args)
+{
+    char cmd[1024];
+    if (is_pg())
+        snprintf(cmd, sizeof(cmd), "'%s' --pg '%s' %s", g_bin, g_pg, args);
+    else
+        snprintf(cmd, sizeof(cmd), "'%s' -d '%s' %s", g_bin, g_cli_data, args);
+    FILE *p = popen(cmd, "r");
+    if (p == NULL)
+        return -1;
+    out[0] = '\0';
+    if (fgets(out, (int)out_len, p) != NULL)
+        out[strcspn(out, "\n")] = '\0';
+    char rest[256];
+    while (fgets(rest, sizeof(rest), p) != NULL)
+        ;
+    return pclose(p);
+}
+
+static void new_token(char *tok, size_t len, bool fleet)
+{
+    assert_int_equal(cli(tok, len, fleet ? "token create --fleet" : "token create"), 0);
+    assert_int_equal(strlen(tok), 40);
+}
+
+static long enroll(unsigned port, const char *token, struct ih_device *d, struct ih_resp *r)
+{
+    char body[512];
+    snprintf(body, sizeof(body),
+             "{\"token\":\"%s\",\"public_key\":\"%s\",\"name\":\"jetson-7\",\"device_class\":\"jetson-orin-nano\"}",
+             token, d->pk_hex);
+    assert_int_equal(ih_http(port, "POST", "/v1/enroll", body, strlen(body), r), 0);
+    if (r->status == 200) {
+        json_t *j = json_loads((char *)r->body.data, 0, NULL);
+        assert_non_null(j);
+        ferry_strlcpy(d->id, json_string_value(json_object_get(j, "device_id")), sizeof(d->id));
+        json_decref(j);
+    }
+    return r->status;
+}
+
+static void enrolled_device(unsigned port, struct ih_device *d)
+{
+    char tok[64];
+    struct ih_resp r;
+    ih_device_new(d);
+    new_token(tok, sizeof(tok), false);
+    assert_int_equal(enroll(port, tok, d, &r), 200);
+    ih_resp_free(&r);
+}
+
+static long post_batch(unsigned port, const struct ferry_buf *b, struct ih_resp *r)
+{
+    assert_int_equal(ih_http(port, "POST", "/v1/batches", b->data, b->len, r), 0);
+    return r->status;
+}
+
+static int setup_lmdb(void **state)
+{
+    const char *args[] = {"-d", g_data, "--limits.max_body", "256KiB", "--limits.device_cache",
+                          "0s", "--clock.threshold", "60s", NULL};
+    return ih_start(&g_srv, g_bin, g_dir, args);
+}
+
+static int teardown_lmdb(void **state)
+{
+    return ih_stop(&g_srv) == 0 ? 0 : -1;
+}
+
+/* ---- tests ---------------------------------------------------------------------------------- */
+
+static void healthz_and_unknown_routes(void **state)
+{
+    struct ih_resp r;
+    assert_int_equal(ih_http(g_srv.port, "GET", "/healthz", NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr((char *)r.body.data, "\"status\":\"ok\""));
+    ih_resp_free(&r);
+    assert_int_equal(ih_http(g_srv.port, "GET", "/nope", NULL, 0, &r), 0);
+    assert_int_equal(r.status, 404);
+    assert_non_null(strstr((char *)r.body.data, "\"error\""));
+    ih_resp_free(&r);
+    assert_int_equal(ih_http(g_srv.port, "GET", "/v1/batches", NULL, 0, &r), 0);
+    assert_int_equal(r.status, 405);
+    ih_resp_free(&r);
+}
+
+static void enroll_same_key_same_id_and_rejections(void **state)
+{
+    struct ih_device a, b;
+    struct ih_resp r;
+    char tok[64];
+    ih_device_new(&a);
+    ih_device_new(&b);
+    new_token(tok, sizeof(tok), false);
+    assert_int_equal(enroll(g_srv.port, tok, &a, &r), 200);
+    ih_resp_free(&r);
+    assert_int_equal(strncmp(a.id, "d-", 2), 0);
+    assert_int_equal(strlen(a.id), 18);
+    char first_id[65];
+    strcpy(first_id, a.id);
+    assert_int_equal(enroll(g_srv.port, tok, &a, &r), 200);
+    ih_resp_free(&r);
+    assert_string_equal(a.id, first_id);
+    /* A used one-time token does not enrol another key. */
+    assert_int_equal(enroll(g_srv.port, tok, &b, &r), 401);
+    assert_non_null(strstr((char *)r.body.data, "used"));
+    ih_resp_free(&r);
+    assert_int_equal(enroll(g_srv.port, "0123456789abcdef0123", &b, &r), 401);
+    ih_resp_free(&r);
+    assert_int_equal(ih_http(g_srv.port, "POST", "/v1/enroll", "{\"token\":", 9, &r), 0);
+    assert_int_equal(r.status, 400);
+    ih_resp_free(&r);
+    const char *badkey = "{\"token\":\"x\",\"public_key\":\"zz\"}";
+    assert_int_equal(ih_http(g_srv.port, "POST", "/v1/enroll", badkey, strlen(badkey), &r), 0);
+    assert_int_equal(r.status, 400);
+    ih_resp_free(&r);
+    /* Revoked devices cannot enrol again. */
+    char out[128], args[128];
+    snprintf(args, sizeof(args), "device revoke %s", a.id);
+    assert_int_equal(cli(out, sizeof(out), args), 0);
+    new_token(tok, sizeof(tok), true);
+    assert_int_equal(enroll(g_srv.port, tok, &a, &r), 403);
+    ih_resp_free(&r);
+    /* A fleet token enrols many. */
+    assert_int_equal(enroll(g_srv.port, tok, &b, &r), 200);
+    ih_resp_free(&r);
+}
+
+static void batch_acked_after_commit_and_repeat_stored_once(void **state)
+{
+    struct ih_device d;
+    enrolled_device(g_srv.port, &d);
+    struct ferry_buf b = FERRY_BUF_INIT;
+    int64_t now = ferry_realtime_ns();
+    assert_int_equal(ih_batch(&d, RECORD_METRIC, 1, 50, now, now - 60 * 1000000000ll, true, &b), 0);
+    struct ih_resp r;
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 200);
+    assert_string_equal(r.content_type, "application/json");
+    json_t *j = json_loads((char *)r.body.data, 0, NULL);
+    assert_non_null(j);
+    assert_int_equal(strlen(json_string_value(json_object_get(j, "batch_id"))), 32);
+    json_t *m = json_object_get(json_object_get(j, "acked"), "metric");
+    assert_int_equal(json_array_size(m), 1);
+    assert_int_equal(json_integer_value(json_array_get(json_array_get(m, 0), 0)), 1);
+    assert_int_equal(json_integer_value(json_array_get(json_array_get(m, 0), 1)), 50);
+    assert_int_equal(json_array_size(json_object_get(json_object_get(j, "acked"), "log")), 0);
+    assert_int_equal(json_integer_value(json_object_get(j, "gaps")), 0);
+    json_decref(j);
+    char first_ack[512];
+    ferry_strlcpy(first_ack, (char *)r.body.data, sizeof(first_ack));
+    ih_resp_free(&r);
+    /* The same batch again: the same acknowledgement, nothing stored twice. */
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 200);
+    assert_string_equal((char *)r.body.data, first_ack);
+    ih_resp_free(&r);
+    /* An overlapping one. */
+    ferry_buf_reset(&b);
+    assert_int_equal(ih_batch(&d, RECORD_METRIC, 41, 20, now, now, true, &b), 0);
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 200);
+    assert_non_null(strstr((char *)r.body.data, "\"metric\":[[41,60]]"));
+    ih_resp_free(&r);
+
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/export?device=%s&stream=metric&after_seq=0&limit=1000", d.id);
+    assert_int_equal(ih_http(g_srv.port, "GET", path, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.content_type, "application/x-ndjson");
+    size_t lines = 0;
+    uint64_t expect = 1;
+    for (char *line = strtok((char *)r.body.data, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        json_t *row = json_loads(line, 0, NULL);
+        assert_non_null(row);
+        assert_string_equal(json_string_value(json_object_get(row, "device")), d.id);
+        assert_string_equal(json_string_value(json_object_get(row, "stream")), "metric");
+        assert_int_equal(json_integer_value(json_object_get(row, "seq")), expect);
+        assert_string_equal(json_string_value(json_object_get(row, "name")), "cpu");
+        assert_true(json_is_integer(json_object_get(row, "ts")));
+        assert_true(json_is_integer(json_object_get(row, "ts_corrected")));
+        assert_true(json_is_null(json_object_get(row, "level")));
+        assert_true(json_is_string(json_object_get(json_object_get(row, "tags"), "core")));
+        assert_true(json_is_integer(json_object_get(json_object_get(row, "fields"), "temp_mc")));
+        assert_true(json_is_number(json_object_get(json_object_get(row, "fields"), "usage")));
+        json_decref(row);
+        expect++;
+        lines++;
+    }
+    assert_int_equal(lines, 60);
+    ih_resp_free(&r);
+    /* Paging. */
+    snprintf(path, sizeof(path), "/v1/export?device=%s&stream=metric&after_seq=55&limit=2", d.id);
+    assert_int_equal(ih_http(g_srv.port, "GET", path, NULL, 0, &r), 0);
+    assert_non_null(strstr((char *)r.body.data, "\"seq\":56,"));
+    assert_non_null(strstr((char *)r.body.data, "\"seq\":57,"));
+    assert_null(strstr((char *)r.body.data, "\"seq\":58,"));
+    ih_resp_free(&r);
+    /* The device's counters. */
+    snprintf(path, sizeof(path), "/v1/devices/%s", d.id);
+    assert_int_equal(ih_http(g_srv.port, "GET", path, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    j = json_loads((char *)r.body.data, 0, NULL);
+    assert_non_null(j);
+    json_t *ms = json_object_get(json_object_get(j, "streams"), "metric");
+    assert_int_equal(json_integer_value(json_object_get(ms, "records")), 60);
+    assert_int_equal(json_integer_value(json_object_get(ms, "max_seq")), 60);
+    assert_true(json_integer_value(json_object_get(j, "last_seen_ns")) >= now);
+    assert_string_equal(json_string_value(json_object_get(j, "device_class")), "jetson-orin-nano");
+    json_decref(j);
+    ih_resp_free(&r);
+    ferry_buf_free(&b);
+}
+
+static void logs_gaps_and_clock_correction(void **state)
+{
+    struct ih_device d;
+    enrolled_device(g_srv.port, &d);
+    /* A device whose clock says 1970 (no RTC battery): offset ~ 56 years, far over 60 s. */
+    int64_t device_now = 1000ll * 1000000000; /* 1970-01-01T00:16:40Z */
+    struct batch_builder_config cfg = {.device_id = d.id, .secret_key = d.sk};
+    struct batch_builder *bb = NULL;
+    assert_int_equal(batch_builder_new(&cfg, &bb), 0);
+    struct record r = {.stream = RECORD_LOG, .seq = 7, .ts_ns = device_now - 5000000000ll,
+                       .name = {"vision", 6}, .level = RECORD_LEVEL_ERROR,
+                       .message = {"camera \"0\" lost", 15}};
+    assert_int_equal(batch_builder_add(bb, &r), 0);
+    assert_int_equal(batch_builder_add_gap(bb, RECORD_LOG, 3, 6, BATCH_GAP_EVICTED), 0);
+    struct ferry_buf b = FERRY_BUF_INIT;
+    assert_int_equal(batch_builder_finish(bb, device_now, &b), 0);
+    batch_builder_free(bb);
+    int64_t before = ferry_realtime_ns();
+    struct ih_resp resp;
+    assert_int_equal(post_batch(g_srv.port, &b, &resp), 200);
+    int64_t after = ferry_realtime_ns();
+    assert_non_null(strstr((char *)resp.body.data, "\"log\":[[7,7]]"));
+    assert_non_null(strstr((char *)resp.body.data, "\"gaps\":1"));
+    ih_resp_free(&resp);
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/export?device=%s&stream=log", d.id);
+    assert_int_equal(ih_http(g_srv.port, "GET", path, NULL, 0, &resp), 0);
+    json_t *row = json_loads((char *)resp.body.data, 0, NULL);
+    assert_non_null(row);
+    assert_string_equal(json_string_value(json_object_get(row, "level")), "error");
+    assert_string_equal(json_string_value(json_object_get(row, "message")), "camera \"0\" lost");
+    int64_t ts = json_integer_value(json_object_get(row, "ts"));
+    int64_t tsc = json_integer_value(json_object_get(row, "ts_corrected"));
+    assert_int_equal(ts, device_now - 5000000000ll);
+    /* Corrected: 5 s before the ingest received it. */
+    assert_true(tsc >= before - 5000000000ll - 1000000000ll && tsc <= after - 5000000000ll);
+    json_decref(row);
+    ih_resp_free(&resp);
+    snprintf(path, sizeof(path), "/v1/devices/%s", d.id);
+    assert_int_equal(ih_http(g_srv.port, "GET", path, NULL, 0, &resp), 0);
+    assert_non_null(strstr((char *)resp.body.data, "\"log\":{\"records\":1,\"max_seq\":7,\"gap_ranges\":1,\"gap_records\":4"));
+    ih_resp_free(&resp);
+    /* A device with a good clock: ts_corrected == ts. */
+    ferry_buf_reset(&b);
+    int64_t now = ferry_realtime_ns();
+    assert_int_equal(ih_batch(&d, RECORD_METRIC, 1, 1, now, now - 1000000000ll, true, &b), 0);
+    assert_int_equal(post_batch(g_srv.port, &b, &resp), 200);
+    ih_resp_free(&resp);
+    snprintf(path, sizeof(path), "/v1/export?device=%s&stream=metric", d.id);
+    assert_int_equal(ih_http(g_srv.port, "GET", path, NULL, 0, &resp), 0);
+    row = json_loads((char *)resp.body.data, 0, NULL);
+    assert_non_null(row);
+    assert_int_equal(json_integer_value(json_object_get(row, "ts")),
+                     json_integer_value(json_object_get(row, "ts_corrected")));
+    json_decref(row);
+    ih_resp_free(&resp);
+    ferry_buf_free(&b);
+}
+
+/* Recomputes the body hash of a batch whose body was changed and re-signs it: a batch that
+ * verifies but whose body is malformed (the 400 path after the signature). */
+static void resign_after_body_change(struct ferry_buf *b, const struct ih_device *d)
+{
+    struct batch_header h;
+    assert_int_equal(batch_peek_header(b->data, b->len, &h, NULL), 0);
+    size_t body_off = h.header_len + BATCH_SIGNATURE_LEN;
+    crypto_generichash(b->data + 76, 32, b->data + body_off, b->len - body_off, NULL, 0);
+    assert_int_equal(batch_patch_send_time(b->data, b->len, ferry_realtime_ns(), d->sk), 0);
+}
+
+static void batch_rejections_in_check_order(void **state)
+{
+    struct ih_device d, stranger;
+    enrolled_device(g_srv.port, &d);
+    ih_device_new(&stranger);
+    ferry_strlcpy(stranger.id, "d-stranger", sizeof(stranger.id));
+    struct ih_resp r;
+    struct ferry_buf b = FERRY_BUF_INIT;
+    int64_t now = ferry_realtime_ns();
+
+    /* 413 first: an oversized body, even from an unknown device with garbage inside. */
+    size_t big = 300 * 1024;
+    uint8_t *junk = calloc(1, big);
+    assert_int_equal(ih_http(g_srv.port, "POST", "/v1/batches", junk, big, &r), 0);
+    assert_int_equal(r.status, 413);
+    ih_resp_free(&r);
+    free(junk);
+    /* 400: not a batch header. */
+    assert_int_equal(ih_http(g_srv.port, "POST", "/v1/batches", "FRYX-garbage", 12, &r), 0);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr((char *)r.body.data, "header"));
+    ih_resp_free(&r);
+    assert_int_equal(ih_http(g_srv.port, "POST", "/v1/batches", "", 0, &r), 0);
+    assert_int_equal(r.status, 400);
+    ih_resp_free(&r);
+    /* 401: unknown device (a well-formed, signed batch). */
+    assert_int_equal(ih_batch(&stranger, RECORD_METRIC, 1, 3, now, now, true, &b), 0);
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 401);
+    assert_non_null(strstr((char *)r.body.data, "unknown device"));
+    ih_resp_free(&r);
+    /* 401: a known device id signed with another key. */
+    struct ih_device impostor = stranger;
+    strcpy(impostor.id, d.id);
+    ferry_buf_reset(&b);
+    assert_int_equal(ih_batch(&impostor, RECORD_METRIC, 1, 3, now, now, true, &b), 0);
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 401);
+    ih_resp_free(&r);
+    /* 401: a flipped bit in the signature, and one in the body. */
+    ferry_buf_reset(&b);
+    assert_int_equal(ih_batch(&d, RECORD_METRIC, 1, 3, now, now, true, &b), 0);
+    struct batch_header h;
+    assert_int_equal(batch_peek_header(b.data, b.len, &h, NULL), 0);
+    b.data[h.header_len + 10] ^= 0x01;
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 401);
+    assert_non_null(strstr((char *)r.body.data, "signature"));
+    ih_resp_free(&r);
+    b.data[h.header_len + 10] ^= 0x01;
+    b.data[b.len - 1] ^= 0x80;
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 401);
+    ih_resp_free(&r);
+    /* 400 after a valid signature: a malformed zstd frame, and a malformed raw body. */
+    resign_after_body_change(&b, &d);
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 400);
+    assert_non_null(strstr((char *)r.body.data, "error"));
+    ih_resp_free(&r);
+    ferry_buf_reset(&b);
+    assert_int_equal(ih_batch(&d, RECORD_METRIC, 1, 3, now, now, false, &b), 0);
+    assert_int_equal(batch_peek_header(b.data, b.len, &h, NULL), 0);
+    memset(b.data + h.header_len + BATCH_SIGNATURE_LEN, 0xff, 8);
+    resign_after_body_change(&b, &d);
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 400);
+    assert_non_null(strstr((char *)r.body.data, "body"));
+    ih_resp_free(&r);
+    /* Nothing of the refused batches was stored. */
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/export?device=%s&stream=metric", d.id);
+    assert_int_equal(ih_http(g_srv.port, "GET", path, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body.len, 0);
+    ih_resp_free(&r);
+    /* 403: revoked (takes effect at once: limits.device_cache is 0 here). */
+    char out[128], args[128];
+    snprintf(args, sizeof(args), "device revoke %s", d.id);
+    assert_int_equal(cli(out, sizeof(out), args), 0);
+    ferry_buf_reset(&b);
+    assert_int_equal(ih_batch(&d, RECORD_METRIC, 1, 3, now, now, true, &b), 0);
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 403);
+    ih_resp_free(&r);
+    ferry_buf_free(&b);
+}
+
+static void read_api_errors_and_listing(void **state)
+{
+    struct ih_resp r;
+    assert_int_equal(ih_http(g_srv.port, "GET", "/v1/devices", NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    json_t *j = json_loads((char *)r.body.data, 0, NULL);
+    assert_non_null(j);
+    assert_true(json_array_size(json_object_get(j, "devices")) >= 3);
+    json_decref(j);
+    ih_resp_free(&r);
+    assert_int_equal(ih_http(g_srv.port, "GET", "/v1/devices/no-such-device", NULL, 0, &r), 0);
+    assert_int_equal(r.status, 404);
+    ih_resp_free(&r);
+    assert_int_equal(ih_http(g_srv.port, "GET", "/v1/export?device=x", NULL, 0, &r), 0);
+    assert_int_equal(r.status, 400);
+    ih_resp_free(&r);
+    assert_int_equal(ih_http(g_srv.port, "GET", "/v1/export?device=x&stream=bogus", NULL, 0, &r), 0);
+    assert_int_equal(r.status, 400);
+    ih_resp_free(&r);
+    assert_int_equal(ih_http(g_srv.port, "GET", "/v1/export?device=x&stream=log&after_seq=-1", NULL, 0, &r), 0);
+    assert_int_equal(r.status, 400);
+    ih_resp_free(&r);
+    assert_int_equal(ih_http(g_srv.port, "GET", "/v1/export?device=nobody&stream=log", NULL, 0, &r), 0);
+    assert_int_equal(r.status, 404);
+    ih_resp_free(&r);
+}
+
+static void metrics_exposition(void **state)
+{
+    struct ih_device d;
+    enrolled_device(g_srv.port, &d);
+    struct ferry_buf b = FERRY_BUF_INIT;
+    int64_t now = ferry_realtime_ns();
+    assert_int_equal(ih_batch(&d, RECORD_METRIC, 1, 4, now, now, true, &b), 0);
+    struct ih_resp r;
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 200);
+    ih_resp_free(&r);
+    assert_int_equal(ih_http(g_srv.port, "GET", "/metrics", NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    const char *m = (const char *)r.body.data;
+    assert_non_null(strstr(m, "# TYPE ferry_ingest_batches_total counter"));
+    assert_non_null(strstr(m, "ferry_ingest_rejected_total{code=\"401\"}"));
+    assert_non_null(strstr(m, "ferry_ingest_batch_seconds_bucket{le=\"+Inf\"}"));
+    assert_non_null(strstr(m, "ferry_ingest_commit_seconds_count"));
+    char want[256];
+    snprintf(want, sizeof(want), "ferry_device_last_seen_seconds{device=\"%s\"} ", d.id);
+    assert_non_null(strstr(m, want));
+    /* The newest sample of each series: records 1..4 have core = 0..3, usage = (i%%100)/4. */
+    snprintf(want, sizeof(want), "ferry_device_health{device=\"%s\",metric=\"cpu.usage,core=3\"} 0.75", d.id);
+    assert_non_null(strstr(m, want));
+    snprintf(want, sizeof(want), "ferry_device_health{device=\"%s\",metric=\"cpu.temp_mc,core=3\"} 41003", d.id);
+    assert_non_null(strstr(m, want));
+    ih_resp_free(&r);
+    ferry_buf_free(&b);
+}
+
+static void slow_client_times_out_and_connection_limit(void **state)
+{
+    /* A separate server: 1 s timeout, 2 connections. */
+    struct ih_server s;
+    char data[256];
+    snprintf(data, sizeof(data), "%s/conn-data", g_dir);
+    const char *args[] = {"-d", data, "--server.timeout", "1s", "--server.max_connections", "2",
+                          "--server.workers", "1", NULL};
+    assert_int_equal(ih_start(&s, g_bin, g_dir, args), 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s.port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fds[3];
+    const char *req = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    char buf[2048];
+    for (int i = 0; i < 3; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        assert_int_equal(connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)), 0);
+        struct timeval tv = {5, 0};
+        setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        assert_int_equal(send(fds[i], req, strlen(req), 0), (ssize_t)strlen(req));
+        ssize_t n = recv(fds[i], buf, sizeof(buf) - 1, 0);
+        assert_true(n > 0);
+        buf[n] = '\0';
+        if (i < 2)
+            assert_non_null(strstr(buf, "HTTP/1.1 200"));
+        else
+            assert_non_null(strstr(buf, "HTTP/1.1 503")); /* the third connection is over the limit */
+    }
+    /* A client that sends half a request and stalls is dropped after the timeout. */
+    int slow = fds[0];
+    assert_int_equal(send(slow, "POST /v1/batches HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc", 53, 0), 53);
+    struct timeval t0, t1;
+    gettimeofday(&t0, NULL);
+    ssize_t n;
+    while ((n = recv(slow, buf, sizeof(buf), 0)) > 0)
+        ;
+    gettimeofday(&t1, NULL);
+    double waited = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_usec - t0.tv_usec) / 1e6;
+    assert_int_equal(n, 0); /* closed by the server, not our 5 s receive timeout */
+    assert_true(waited >= 0.5 && waited < 4.0);
+    for (int i = 0; i < 3; i++)
+        close(fds[i]);
+    assert_int_equal(ih_stop(&s), 0);
+}
+
+struct post_arg {
+    unsigned port;
+    const struct ferry_buf *b;
+    long status;
+    char retry_after[32];
+};
+
+static void *post_thread(void *arg)
+{
+    struct post_arg *a = arg;
+    struct ih_resp r;
+    if (ih_http(a->port, "POST", "/v1/batches", a->b->data, a->b->len, &r) == 0) {
+        a->status = r.status;
+        ferry_strlcpy(a->retry_after, r.retry_after, sizeof(a->retry_after));
+    }
+    ih_resp_free(&r);
+    return NULL;
+}
+
+static void overload_429_fair_share_and_503_queue_full(void **state)
+{
+    struct ih_server s;
+    char data[256];
+    snprintf(data, sizeof(data), "%s/overload-data", g_dir);
+    const char *args[] = {"-d", data, "--limits.queue_max", "1", "--limits.device_rate", "1",
+                          "--limits.device_burst", "3", NULL};
+    assert_int_equal(ih_start(&s, g_bin, g_dir, args), 0);
+    g_cli_data = data;
+    struct ih_device d, e, f;
+    enrolled_device(s.port, &d);
+    enrolled_device(s.port, &e);
+    enrolled_device(s.port, &f);
+    struct ferry_buf b = FERRY_BUF_INIT;
+    int64_t now = ferry_realtime_ns();
+    assert_int_equal(ih_batch(&d, RECORD_METRIC, 1, 2, now, now, true, &b), 0);
+    /* 429: a burst of 3, then 1 batch/s: the 4th quick batch is over the device's share. */
+    struct ih_resp r;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(post_batch(s.port, &b, &r), 200);
+        ih_resp_free(&r);
+    }
+    assert_int_equal(post_batch(s.port, &b, &r), 429);
+    assert_true(strlen(r.retry_after) > 0);
+    uint64_t ra = 0;
+    assert_int_equal(ferry_parse_u64(r.retry_after, 3600, &ra), 0);
+    assert_true(ra >= 1);
+    ih_resp_free(&r);
+    /* Another device is not affected. */
+    struct ferry_buf be = FERRY_BUF_INIT, bf = FERRY_BUF_INIT;
+    assert_int_equal(ih_batch(&e, RECORD_METRIC, 1, 2, now, now, true, &be), 0);
+    assert_int_equal(ih_batch(&f, RECORD_METRIC, 1, 2, now, now, true, &bf), 0);
+
+    /* 503: hold LMDB's writer lock from here, so the storage thread stalls; one batch waits in
+     * the commit transaction, one in the queue (queue_max 1), the third is refused. */
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+    assert_int_equal(mdb_env_set_mapsize(env, (size_t)64 << 30), 0);
+    assert_int_equal(mdb_env_open(env, data, MDB_NOTLS, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    pthread_t t1, t2;
+    struct post_arg a1 = {s.port, &be, 0, ""}, a2 = {s.port, &bf, 0, ""};
+    assert_int_equal(pthread_create(&t1, NULL, post_thread, &a1), 0);
+    usleep(300000);
+    assert_int_equal(pthread_create(&t2, NULL, post_thread, &a2), 0);
+    usleep(300000);
+    ferry_buf_reset(&b);
+    assert_int_equal(ih_batch(&d, RECORD_METRIC, 10, 2, now, now, true, &b), 0);
+    sleep(1); /* a token for d */
+    assert_int_equal(post_batch(s.port, &b, &r), 503);
+    assert_string_equal(r.retry_after, "1");
+    ih_resp_free(&r);
+    /* Nothing was acknowledged while the commit could not happen. */
+    assert_int_equal(a1.status, 0);
+    assert_int_equal(a2.status, 0);
+    mdb_txn_abort(txn);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    mdb_env_close(env);
+    assert_int_equal(a1.status, 200);
+    assert_int_equal(a2.status, 200);
+    assert_int_equal(ih_stop(&s), 0);
+    g_cli_data = g_data;
+    ferry_buf_free(&b);
+    ferry_buf_free(&be);
+    ferry_buf_free(&bf);
+}
+
+/* ---- PostgreSQL: two processes, one database ----------------------------------------------- */
+
+static void two_processes_share_one_database(void **state)
+{
+    char conn_a[64], conn_b[64];
+    snprintf(conn_a, sizeof(conn_a), "2");
+    snprintf(conn_b, sizeof(conn_b), "2");
+    const char *args[] = {"--pg", g_pg, "--store.storage_threads", conn_a, "--limits.device_cache",
+                          "0s", NULL};
+    struct ih_server a, b;
+    assert_int_equal(ih_start(&a, g_bin, g_dir, args), 0);
+    args[3] = conn_b;
+    assert_int_equal(ih_start(&b, g_bin, g_dir, args), 0);
+    /* Enrol through A, send through both. */
+    struct ih_device d;
+    enrolled_device(a.port, &d);
+    struct ih_resp r;
+    struct ferry_buf b1 = FERRY_BUF_INIT, b2 = FERRY_BUF_INIT;
+    int64_t now = ferry_realtime_ns();
+    assert_int_equal(ih_batch(&d, RECORD_METRIC, 1, 100, now, now, true, &b1), 0);
+    assert_int_equal(ih_batch(&d, RECORD_METRIC, 51, 100, now, now, true, &b2), 0);
+    /* The same batch to both processes at once, several times, and an overlapping one. */
+    for (int round = 0; round < 3; round++) {
+        pthread_t t[4];
+        struct post_arg pa[4] = {{a.port, &b1, 0, ""}, {b.port, &b1, 0, ""},
+                                 {a.port, &b2, 0, ""}, {b.port, &b2, 0, ""}};
+        for (int i = 0; i < 4; i++)
+            assert_int_equal(pthread_create(&t[i], NULL, post_thread, &pa[i]), 0);
+        for (int i = 0; i < 4; i++) {
+            pthread_join(t[i], NULL);
+            assert_int_equal(pa[i].status, 200);
+        }
+    }
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/export?device=%s&stream=metric&limit=1000", d.id);
+    assert_int_equal(ih_http(b.port, "GET", path, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    size_t lines = 0;
+    for (char *p = (char *)r.body.data; (p = strchr(p, '\n')) != NULL; p++)
+        lines++;
+    assert_int_equal(lines, 150);
+    ih_resp_free(&r);
+    snprintf(path, sizeof(path), "/v1/devices/%s", d.id);
+    assert_int_equal(ih_http(a.port, "GET", path, NULL, 0, &r), 0);
+    assert_non_null(strstr((char *)r.body.data, "\"metric\":{\"records\":150,\"max_seq\":150"));
+    ih_resp_free(&r);
+    /* Revoked through the database: both processes refuse. */
+    char out[128], cargs[128];
+    snprintf(cargs, sizeof(cargs), "device revoke %s", d.id);
+    assert_int_equal(cli(out, sizeof(out), cargs), 0);
+    assert_int_equal(post_batch(a.port, &b1, &r), 403);
+    ih_resp_free(&r);
+    assert_int_equal(post_batch(b.port, &b1, &r), 403);
+    ih_resp_free(&r);
+    assert_int_equal(ih_stop(&a), 0);
+    assert_int_equal(ih_stop(&b), 0);
+    ferry_buf_free(&b1);
+    ferry_buf_free(&b2);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: test_ingest_http FERRY_INGEST_BIN lmdb|pg\n");
+        return 2;
+    }
+    g_bin = argv[1];
+    if (sodium_init() < 0 || curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
+        return 1;
+    snprintf(g_dir, sizeof(g_dir), "/tmp/ferry-ingest-it.XXXXXX");
+    if (mkdtemp(g_dir) == NULL)
+        return 1;
+    snprintf(g_data, sizeof(g_data), "%s/data", g_dir);
+    g_cli_data = g_data;
+    int rc;
+    if (strcmp(argv[2], "pg") == 0) {
+        g_pg = getenv("FERRY_TEST_PG");
+        if (g_pg == NULL) {
+            fprintf(stderr, "FERRY_TEST_PG not set (run through with-postgres.sh)\n");
+            return 2;
+        }
+        const struct CMUnitTest tests[] = {cmocka_unit_test(two_processes_share_one_database)};
+        rc = cmocka_run_group_tests_name("ingest_http_pg", tests, NULL, NULL);
+    } else {
+        const struct CMUnitTest tests[] = {
+            cmocka_unit_test(healthz_and_unknown_routes),
+            cmocka_unit_test(enroll_same_key_same_id_and_rejections),
+            cmocka_unit_test(batch_acked_after_commit_and_repeat_stored_once),
+            cmocka_unit_test(logs_gaps_and_clock_correction),
+            cmocka_unit_test(batch_rejections_in_check_order),
+            cmocka_unit_test(read_api_errors_and_listing),
+            cmocka_unit_test(metrics_exposition),
+            cmocka_unit_test(slow_client_times_out_and_connection_limit),
+            cmocka_unit_test(overload_429_fair_share_and_503_queue_full),
+        };
+        rc = cmocka_run_group_tests_name("ingest_http_lmdb", tests, setup_lmdb, teardown_lmdb);
+    }
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", g_dir);
+    curl_global_cleanup();
+    return rc;
+}
