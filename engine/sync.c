@@ -575,8 +575,11 @@ static void on_batch_done(void *arg, struct http_request *req, const struct http
             s->enrolled = false;
             s->device_id[0] = '\0';
             /* a rare, small commit: acceptable on the loop */
-            (void)journal_state_delete(s->journal, SYNC_STATE_DEVICE_ID,
-                                       strlen(SYNC_STATE_DEVICE_ID));
+            int drc = journal_state_delete(s->journal, SYNC_STATE_DEVICE_ID,
+                                           strlen(SYNC_STATE_DEVICE_ID));
+            if (drc != 0)
+                set_error(s, "forgetting the device id: %s (enrolling again anyway)",
+                          journal_strerror(drc));
         }
         reset_cursors(s);
         break;

@@ -583,8 +583,10 @@ const char *http_response_header(const struct http_request *req, const char *nam
 {
     size_t name_len = strlen(name);
     const char *p = (const char *)req->resp_headers.data;
+    if (!p)
+        return NULL; /* no response headers at all (connect failure, cancel) */
     const char *end = p + req->resp_headers.len;
-    while (p && p < end) {
+    while (p < end) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         const char *line_end = eol ? eol : end;
         size_t line_len = (size_t)(line_end - p);

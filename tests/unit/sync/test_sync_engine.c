@@ -343,7 +343,11 @@ static int64_t run_until_drained(struct fixture *f, int64_t timeout_ms)
             break;
     }
     event_free(tick);
-    return ferry_monotonic_ms() - start;
+    int64_t took = ferry_monotonic_ms() - start;
+    if (took > timeout_ms)
+        fprintf(stderr, "run_until_drained: still %llu unsent after %lld ms\n",
+                (unsigned long long)unsent(f), (long long)took);
+    return took;
 }
 
 static void run_for(struct fixture *f, int ms)
