@@ -94,7 +94,19 @@ int ingest_store_device_add(struct ingest_store *store, const struct ingest_devi
         snprintf(err, err_len, "invalid device id (1..64 of [A-Za-z0-9._-])");
         return INGEST_STORE_EINVAL;
     }
-    return store->ops->device_add(store, dev, err, err_len);
+    return store->ops->device_add(store, dev, 1, err, err_len);
+}
+
+int ingest_store_device_add_many(struct ingest_store *store, const struct ingest_device *devs,
+                                 size_t n, char *err, size_t err_len)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!ingest_device_id_valid(devs[i].id)) {
+            snprintf(err, err_len, "device %zu: invalid device id (1..64 of [A-Za-z0-9._-])", i);
+            return INGEST_STORE_EINVAL;
+        }
+    }
+    return n == 0 ? 0 : store->ops->device_add(store, devs, n, err, err_len);
 }
 
 int ingest_store_device_get(struct ingest_store *store, const char *id, struct ingest_device *out)

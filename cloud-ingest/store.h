@@ -170,6 +170,11 @@ int ingest_store_write(struct ingest_store *store, struct ingest_write *const *w
  * is taken by another device; registering the same id with the same key again is a success. */
 int ingest_store_device_add(struct ingest_store *store, const struct ingest_device *dev, char *err,
                             size_t err_len) __attribute__((warn_unused_result));
+/* Registers many devices in one transaction (operator import, benchmarks): all or none, with
+ * the rules of ingest_store_device_add for each. */
+int ingest_store_device_add_many(struct ingest_store *store, const struct ingest_device *devs,
+                                 size_t n, char *err, size_t err_len)
+    __attribute__((warn_unused_result));
 int ingest_store_device_get(struct ingest_store *store, const char *id, struct ingest_device *out)
     __attribute__((warn_unused_result));
 int ingest_store_device_by_key(struct ingest_store *store, const uint8_t key_id[8],

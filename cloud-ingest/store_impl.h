@@ -13,8 +13,8 @@ struct ingest_store_ops {
     void (*close)(struct ingest_store *s);
     int (*write)(struct ingest_store *s, struct ingest_write *const *w, size_t n, char *err,
                  size_t err_len);
-    int (*device_add)(struct ingest_store *s, const struct ingest_device *dev, char *err,
-                      size_t err_len);
+    int (*device_add)(struct ingest_store *s, const struct ingest_device *devs, size_t n,
+                      char *err, size_t err_len);
     int (*device_get)(struct ingest_store *s, const char *id, struct ingest_device *out);
     int (*device_by_key)(struct ingest_store *s, const uint8_t key_id[8], struct ingest_device *out);
     int (*device_revoke)(struct ingest_store *s, const char *id);

@@ -276,43 +276,46 @@ static int key_owner(struct lmdb_store *s, MDB_txn *txn, const uint8_t key_id[8]
     return 0;
 }
 
-static int lmdb_device_add(struct ingest_store *base, const struct ingest_device *dev, char *err,
-                           size_t err_len)
+/* Adds one device inside a write txn: 0 (added, or already there with the same key), EEXIST. */
+static int add_in_txn(struct lmdb_store *s, MDB_txn *txn, const struct ingest_device *dev, char *err,
+                      size_t err_len)
+{
+    struct lmdb_device_val old;
+    char owner[INGEST_DEVICE_ID_MAX + 1];
+    int rc = dev_read(s, txn, dev->id, &old);
+    if (rc == 0) {
+        if (memcmp(old.dev.public_key, dev->public_key, 32) == 0)
+            return 0;
+        snprintf(err, err_len, "device id %s is registered with another key", dev->id);
+        return INGEST_STORE_EEXIST;
+    }
+    if (rc != INGEST_STORE_ENOTFOUND)
+        return rc;
+    rc = key_owner(s, txn, dev->key_id, owner);
+    if (rc == 0) {
+        snprintf(err, err_len, "this key is already registered as device %s", owner);
+        return INGEST_STORE_EEXIST;
+    }
+    if (rc != INGEST_STORE_ENOTFOUND)
+        return rc;
+    return insert_device(s, txn, dev);
+}
+
+static int lmdb_device_add(struct ingest_store *base, const struct ingest_device *devs, size_t n,
+                           char *err, size_t err_len)
 {
     struct lmdb_store *s = (struct lmdb_store *)base;
     MDB_txn *txn = NULL;
     int rc = map_err(mdb_txn_begin(s->env, NULL, 0, &txn));
     if (rc != 0)
         return rc;
-    struct lmdb_device_val old;
-    char owner[INGEST_DEVICE_ID_MAX + 1];
-    rc = dev_read(s, txn, dev->id, &old);
-    if (rc == 0) {
-        if (memcmp(old.dev.public_key, dev->public_key, 32) == 0) {
-            mdb_txn_abort(txn);
-            return 0;
-        }
-        snprintf(err, err_len, "device id %s is registered with another key", dev->id);
-        rc = INGEST_STORE_EEXIST;
-        goto fail;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = add_in_txn(s, txn, &devs[i], err, err_len);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
     }
-    if (rc != INGEST_STORE_ENOTFOUND)
-        goto fail;
-    rc = key_owner(s, txn, dev->key_id, owner);
-    if (rc == 0) {
-        snprintf(err, err_len, "this key is already registered as device %s", owner);
-        rc = INGEST_STORE_EEXIST;
-        goto fail;
-    }
-    if (rc != INGEST_STORE_ENOTFOUND)
-        goto fail;
-    rc = insert_device(s, txn, dev);
-    if (rc != 0)
-        goto fail;
     return map_err(mdb_txn_commit(txn));
-fail:
-    mdb_txn_abort(txn);
-    return rc;
 }
 
 static int lmdb_device_get(struct ingest_store *base, const char *id, struct ingest_device *out)

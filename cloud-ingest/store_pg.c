@@ -595,23 +595,39 @@ static int insert_device(PGconn *c, const struct ingest_device *d, char *err, si
     return rc;
 }
 
-static int pg_device_add(struct ingest_store *base, const struct ingest_device *dev, char *err,
-                         size_t err_len)
+static int pg_device_add(struct ingest_store *base, const struct ingest_device *devs, size_t n,
+                         char *err, size_t err_len)
 {
     struct pg_store *s = (struct pg_store *)base;
-    struct ingest_device old;
-    int rc = pg_device_get(base, dev->id, &old);
-    if (rc == 0) {
-        if (memcmp(old.public_key, dev->public_key, 32) == 0)
-            return 0;
-        snprintf(err, err_len, "device id %s is registered with another key", dev->id);
-        return INGEST_STORE_EEXIST;
-    }
     struct pg_conn *pc = conn_get(s);
-    rc = insert_device(pc->conn, dev, err, err_len);
+    PGconn *c = pc->conn;
+    int rc = exec_cmd(c, "BEGIN", err, err_len);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct ingest_device *dev = &devs[i];
+        const char *vals[1] = {dev->id};
+        PGresult *r = exec_params(c, "SELECT public_key FROM devices WHERE id = $1", 1, vals);
+        if (!res_ok(r)) {
+            set_err(err, err_len, "look up device", c);
+            rc = INGEST_STORE_EIO;
+        } else if (PQntuples(r) == 1) {
+            uint8_t pk[32];
+            hex_field(r, 0, 0, pk, 32);
+            if (memcmp(pk, dev->public_key, 32) != 0) {
+                snprintf(err, err_len, "device id %s is registered with another key", dev->id);
+                rc = INGEST_STORE_EEXIST;
+            }
+        } else {
+            rc = insert_device(c, dev, err, err_len);
+            if (rc == INGEST_STORE_EEXIST)
+                snprintf(err, err_len, "the key of device %s is already registered", dev->id);
+        }
+        PQclear(r);
+    }
+    if (rc == 0)
+        rc = exec_cmd(c, "COMMIT", err, err_len);
+    else
+        PQclear(PQexec(c, "ROLLBACK"));
     conn_put(s, pc);
-    if (rc == INGEST_STORE_EEXIST)
-        snprintf(err, err_len, "device id or key already registered");
     return rc;
 }
 

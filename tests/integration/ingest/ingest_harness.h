@@ -31,7 +31,7 @@ struct ih_server {
 
 /* Starts `bin` with the given extra arguments (NULL-terminated) plus --server.listen
  * 127.0.0.1:0 and a port file in `dir`; waits up to 20 s for the port. Returns 0 or -1. */
-static int ih_start(struct ih_server *s, const char *bin, const char *dir, const char *const *extra)
+__attribute__((unused)) static int ih_start(struct ih_server *s, const char *bin, const char *dir, const char *const *extra)
 {
     memset(s, 0, sizeof(*s));
     ferry_strlcpy(s->dir, dir, sizeof(s->dir));
@@ -85,7 +85,7 @@ static int ih_start(struct ih_server *s, const char *bin, const char *dir, const
 }
 
 /* SIGTERM, then SIGKILL after 10 s. Returns the exit status (or -1). */
-static int ih_stop(struct ih_server *s)
+__attribute__((unused)) static int ih_stop(struct ih_server *s)
 {
     if (s->pid <= 0)
         return -1;
@@ -129,7 +129,7 @@ static size_t ih_header_cb(char *p, size_t size, size_t n, void *arg)
 }
 
 /* One HTTP request; body NULL for GET. The response body is NUL-terminated. */
-static int ih_http(unsigned port, const char *method, const char *path, const void *body, size_t len,
+__attribute__((unused)) static int ih_http(unsigned port, const char *method, const char *path, const void *body, size_t len,
                    struct ih_resp *r)
 {
     char url[512];
@@ -164,7 +164,7 @@ static int ih_http(unsigned port, const char *method, const char *path, const vo
     return rc == CURLE_OK ? 0 : -1;
 }
 
-static void ih_resp_free(struct ih_resp *r) { ferry_buf_free(&r->body); }
+__attribute__((unused)) static void ih_resp_free(struct ih_resp *r) { ferry_buf_free(&r->body); }
 
 struct ih_device {
     uint8_t pk[32];
@@ -173,7 +173,7 @@ struct ih_device {
     char id[65];
 };
 
-static void ih_device_new(struct ih_device *d)
+__attribute__((unused)) static void ih_device_new(struct ih_device *d)
 {
     crypto_sign_keypair(d->pk, d->sk);
     ferry_hex_encode(d->pk, 32, d->pk_hex);
@@ -182,7 +182,7 @@ static void ih_device_new(struct ih_device *d)
 
 /* Builds a signed batch of `n` metric records seq first..first+n-1 (plus optional gaps), with
  * build/send time `now_ns`. Returns 0 or a batch error. */
-static int ih_batch(const struct ih_device *d, enum record_stream stream, uint64_t first, size_t n,
+__attribute__((unused)) static int ih_batch(const struct ih_device *d, enum record_stream stream, uint64_t first, size_t n,
                     int64_t now_ns, int64_t ts0_ns, bool compress, struct ferry_buf *out)
 {
     struct batch_builder_config cfg = {.device_id = d->id, .secret_key = d->sk,

@@ -151,6 +151,18 @@ static void devices_register_list_and_revoke(void **state)
     assert_int_equal(ingest_store_device_revoke(s, "nope"), INGEST_STORE_ENOTFOUND);
     assert_int_equal(ingest_store_device_get(s, "dev-reg-1", &got), 0);
     assert_true(got.revoked);
+    /* Many in one transaction: all or none. */
+    struct ingest_device many[3];
+    make_device(&many[0], "dev-many-1", 11);
+    make_device(&many[1], "dev-many-2", 12);
+    make_device(&many[2], "dev-reg-1", 13); /* taken with another key */
+    assert_int_equal(ingest_store_device_add_many(s, many, 3, err, sizeof(err)), INGEST_STORE_EEXIST);
+    assert_int_equal(ingest_store_device_get(s, "dev-many-1", &got), INGEST_STORE_ENOTFOUND);
+    make_device(&many[2], "dev-many-3", 13);
+    assert_int_equal(ingest_store_device_add_many(s, many, 3, err, sizeof(err)), 0);
+    assert_int_equal(ingest_store_device_get(s, "dev-many-3", &got), 0);
+    assert_int_equal(ingest_store_device_by_key(s, many[1].key_id, &got), 0);
+    assert_string_equal(got.id, "dev-many-2");
     ingest_store_close(s);
 }
 

@@ -1,0 +1,578 @@
+/*
+ * ingest-bench - load generator for ferry-ingest.
+ *
+ * Pre-builds signed batches (the real codec, one Ed25519 key per device) for N devices, then
+ * posts them over loopback from one epoll-driven client thread on C keep-alive connections
+ * (TCP_NODELAY), and measures, for each target in the same run:
+ *
+ *   bare   a libevent evhttp server (same worker count, SO_REUSEPORT) that reads each request and
+ *          answers 200 with a small JSON body: the ceiling of HTTP on this machine
+ *   lmdb   ferry-ingest with its LMDB store (durable: every group commit fsyncs)
+ *   pg     ferry-ingest with the PostgreSQL store (--pg CONNINFO or $FERRY_TEST_PG; skipped
+ *          without one)
+ *
+ * Scenarios: 1,000 devices x 1,000-record batches, and 10,000 devices x 10-record batches.
+ * Prints batches/s, records/s, p50/p99 latency, and the server process's CPU per record, then
+ * one `name: value` line per figure. The machine is shared: treat figures as indicative.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include "cloud-ingest/store.h"
+#include "tests/integration/ingest/ingest_harness.h"
+
+struct scenario {
+    const char *name;
+    size_t devices;
+    size_t records;       /* per batch */
+    size_t batches_per_device;
+    size_t max_posts_pg;  /* PostgreSQL runs post at most this many batches */
+};
+
+struct prebuilt {
+    struct ih_device *devs;
+    size_t n_devs;
+    struct ferry_buf *batches; /* request bytes: HTTP head + batch */
+    size_t n;
+    size_t records_per_batch;
+};
+
+struct result {
+    bool ran;
+    double seconds;
+    size_t ok, rejected, failed;
+    double batches_s, records_s, p50_ms, p99_ms, cpu_us_per_record, client_cpu_us_per_record;
+};
+
+static const char *g_ingest_bin;
+static const char *g_pg;
+static unsigned g_connections = 64;
+static unsigned g_workers = 2;
+static char g_tmp[128];
+
+/* ---- pre-building ----------------------------------------------------------------------- */
+
+static int prebuild(const struct scenario *sc, const char *id_prefix, struct prebuilt *pb)
+{
+    memset(pb, 0, sizeof(*pb));
+    pb->n_devs = sc->devices;
+    pb->records_per_batch = sc->records;
+    pb->devs = calloc(sc->devices, sizeof(*pb->devs));
+    pb->n = sc->devices * sc->batches_per_device;
+    pb->batches = calloc(pb->n, sizeof(*pb->batches));
+    if (pb->devs == NULL || pb->batches == NULL)
+        return -1;
+    for (size_t d = 0; d < sc->devices; d++) {
+        ih_device_new(&pb->devs[d]);
+        snprintf(pb->devs[d].id, sizeof(pb->devs[d].id), "%s-%06zu", id_prefix, d);
+    }
+    int64_t now = ferry_realtime_ns();
+    struct ferry_buf batch = FERRY_BUF_INIT;
+    /* Batch i goes to device i % devices: consecutive posts spread over devices. */
+    for (size_t i = 0; i < pb->n; i++) {
+        size_t d = i % sc->devices, k = i / sc->devices;
+        ferry_buf_reset(&batch);
+        int64_t ts0 = now - 3600ll * 1000000000 + (int64_t)(k * sc->records) * 1000000000;
+        if (ih_batch(&pb->devs[d], RECORD_METRIC, 1 + k * sc->records, sc->records, now, ts0, true,
+                     &batch) != 0)
+            return -1;
+        if (ferry_buf_printf(&pb->batches[i],
+                             "POST /v1/batches HTTP/1.1\r\nHost: bench\r\n"
+                             "Content-Type: application/octet-stream\r\nContent-Length: %zu\r\n\r\n",
+                             batch.len) != 0 ||
+            ferry_buf_append(&pb->batches[i], batch.data, batch.len) != 0)
+            return -1;
+    }
+    ferry_buf_free(&batch);
+    return 0;
+}
+
+static void prebuilt_free(struct prebuilt *pb)
+{
+    for (size_t i = 0; i < pb->n; i++)
+        ferry_buf_free(&pb->batches[i]);
+    free(pb->batches);
+    free(pb->devs);
+}
+
+static int register_devices(const struct prebuilt *pb, const struct ingest_store_config *cfg)
+{
+    struct ingest_store *st = NULL;
+    char err[512] = "";
+    if (ingest_store_open(cfg, &st, err, sizeof(err)) != 0) {
+        fprintf(stderr, "ingest-bench: store: %s\n", err);
+        return -1;
+    }
+    struct ingest_device *devs = calloc(pb->n_devs, sizeof(*devs));
+    if (devs == NULL)
+        return -1;
+    for (size_t i = 0; i < pb->n_devs; i++) {
+        ferry_strlcpy(devs[i].id, pb->devs[i].id, sizeof(devs[i].id));
+        memcpy(devs[i].public_key, pb->devs[i].pk, 32);
+        batch_key_id(devs[i].public_key, devs[i].key_id);
+        ferry_strlcpy(devs[i].versions, "{}", sizeof(devs[i].versions));
+    }
+    int rc = ingest_store_device_add_many(st, devs, pb->n_devs, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "ingest-bench: register devices: %s\n", err);
+    free(devs);
+    ingest_store_close(st);
+    return rc;
+}
+
+/* ---- the client ------------------------------------------------------------------------- */
+
+struct conn {
+    int fd;
+    size_t req;       /* index of the batch in flight (SIZE_MAX: idle) */
+    size_t sent;
+    char in[4096];
+    size_t in_len;
+    int64_t t0;
+};
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int connect_to(unsigned port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 && errno != EINPROGRESS) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Parses a complete response in c->in: returns its status, 0 when incomplete, -1 malformed. */
+static int parse_response(struct conn *c)
+{
+    c->in[c->in_len < sizeof(c->in) ? c->in_len : sizeof(c->in) - 1] = '\0';
+    char *end = strstr(c->in, "\r\n\r\n");
+    if (end == NULL)
+        return c->in_len >= sizeof(c->in) - 1 ? -1 : 0;
+    int status = 0;
+    if (sscanf(c->in, "HTTP/1.1 %d", &status) != 1)
+        return -1;
+    size_t body = 0;
+    char *cl = strcasestr(c->in, "Content-Length:");
+    if (cl != NULL && cl < end)
+        body = strtoul(cl + 15, NULL, 10);
+    size_t total = (size_t)(end + 4 - c->in) + body;
+    if (c->in_len < total)
+        return 0;
+    memmove(c->in, c->in + total, c->in_len - total);
+    c->in_len -= total;
+    return status;
+}
+
+static long proc_cpu_ticks(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return 0;
+    return (long)(ut + st);
+}
+
+static double self_cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* Posts batches [0, n) of pb to port on g_connections connections; fills res. */
+static int run_load(const struct prebuilt *pb, size_t n, unsigned port, pid_t server, struct result *res)
+{
+    memset(res, 0, sizeof(*res));
+    int ep = epoll_create1(0);
+    struct conn *conns = calloc(g_connections, sizeof(*conns));
+    int64_t *lat = calloc(n ? n : 1, sizeof(*lat));
+    size_t n_lat = 0, next = 0, done = 0;
+    if (ep < 0 || conns == NULL || lat == NULL)
+        return -1;
+    long ticks0 = proc_cpu_ticks(server);
+    double cpu0 = self_cpu_s();
+    int64_t start = ferry_monotonic_ns();
+    for (unsigned i = 0; i < g_connections; i++) {
+        conns[i].fd = connect_to(port);
+        conns[i].req = SIZE_MAX;
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u32 = i};
+        if (conns[i].fd < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, conns[i].fd, &ev) != 0)
+            return -1;
+    }
+    struct epoll_event evs[256];
+    while (done < n) {
+        int k = epoll_wait(ep, evs, 256, 10000);
+        if (k <= 0) {
+            fprintf(stderr, "ingest-bench: no progress for 10 s (%zu of %zu done)\n", done, n);
+            break;
+        }
+        for (int e = 0; e < k; e++) {
+            struct conn *c = &conns[evs[e].data.u32];
+            if (c->req == SIZE_MAX && next < n) {
+                c->req = next++;
+                c->sent = 0;
+                c->t0 = ferry_monotonic_ns();
+            }
+            if (c->req != SIZE_MAX && c->sent < pb->batches[c->req].len) {
+                const struct ferry_buf *b = &pb->batches[c->req];
+                ssize_t w = send(c->fd, b->data + c->sent, b->len - c->sent, MSG_NOSIGNAL);
+                if (w > 0)
+                    c->sent += (size_t)w;
+                else if (w < 0 && errno != EAGAIN) {
+                    res->failed++;
+                    done++;
+                    c->req = SIZE_MAX;
+                    continue;
+                }
+                struct epoll_event ev = {.events = EPOLLIN | (c->sent < b->len ? EPOLLOUT : 0),
+                                         .data.u32 = evs[e].data.u32};
+                epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+            }
+            if (evs[e].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+                ssize_t r = recv(c->fd, c->in + c->in_len, sizeof(c->in) - 1 - c->in_len, 0);
+                if (r > 0)
+                    c->in_len += (size_t)r;
+                else if (r == 0 || (errno != EAGAIN)) {
+                    fprintf(stderr, "ingest-bench: connection closed by the server\n");
+                    return -1;
+                }
+                int status;
+                while (c->req != SIZE_MAX && (status = parse_response(c)) != 0) {
+                    if (status == 200) {
+                        res->ok++;
+                        lat[n_lat++] = ferry_monotonic_ns() - c->t0;
+                    } else if (status == 429 || status == 503)
+                        res->rejected++;
+                    else
+                        res->failed++;
+                    done++;
+                    c->req = SIZE_MAX;
+                    if (next < n) {
+                        c->req = next++;
+                        c->sent = 0;
+                        c->t0 = ferry_monotonic_ns();
+                        const struct ferry_buf *b = &pb->batches[c->req];
+                        ssize_t w = send(c->fd, b->data, b->len, MSG_NOSIGNAL);
+                        if (w > 0)
+                            c->sent = (size_t)w;
+                        struct epoll_event ev = {.events = EPOLLIN | (c->sent < b->len ? EPOLLOUT : 0),
+                                                 .data.u32 = evs[e].data.u32};
+                        epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+                    }
+                }
+            }
+        }
+    }
+    res->seconds = (double)(ferry_monotonic_ns() - start) / 1e9;
+    long ticks1 = proc_cpu_ticks(server);
+    double cpu1 = self_cpu_s();
+    for (unsigned i = 0; i < g_connections; i++)
+        close(conns[i].fd);
+    close(ep);
+    qsort(lat, n_lat, sizeof(*lat), cmp_i64);
+    double records = (double)res->ok * (double)pb->records_per_batch;
+    res->ran = true;
+    res->batches_s = (double)res->ok / res->seconds;
+    res->records_s = records / res->seconds;
+    res->p50_ms = n_lat ? (double)lat[n_lat / 2] / 1e6 : 0;
+    res->p99_ms = n_lat ? (double)lat[n_lat * 99 / 100] / 1e6 : 0;
+    double server_cpu_s = (double)(ticks1 - ticks0) / (double)sysconf(_SC_CLK_TCK);
+    res->cpu_us_per_record = records > 0 ? server_cpu_s * 1e6 / records : 0;
+    res->client_cpu_us_per_record = records > 0 ? (cpu1 - cpu0) * 1e6 / records : 0;
+    free(conns);
+    free(lat);
+    return done == n ? 0 : -1;
+}
+
+/* ---- the bare libevent server (the ceiling) ------------------------------------------------ */
+
+static void bare_cb(struct evhttp_request *req, void *arg)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    (void)evbuffer_pullup(in, -1); /* the body is in memory, as the ingest has it */
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    if (bev != NULL) {
+        int one = 1, fd = (int)bufferevent_getfd(bev);
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    static const char ack[] = "{\"batch_id\":\"00000000000000000000000000000000\",\"acked\":"
+                              "{\"event\":[],\"metric\":[[1,1000]],\"log\":[]},\"gaps\":0}\n";
+    evbuffer_add(evhttp_request_get_output_buffer(req), ack, sizeof(ack) - 1);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+    evhttp_send_reply(req, 200, "OK", NULL);
+}
+
+static void *bare_thread(void *arg)
+{
+    int fd = *(int *)arg;
+    struct event_base *base = event_base_new();
+    struct evhttp *http = evhttp_new(base);
+    evhttp_set_max_body_size(http, 16 * 1024 * 1024);
+    evhttp_set_gencb(http, bare_cb, NULL);
+    evhttp_accept_socket(http, fd);
+    event_base_dispatch(base);
+    return NULL;
+}
+
+static int listen_reuseport(unsigned *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)*port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 4096) != 0)
+        return -1;
+    socklen_t sl = sizeof(sa);
+    getsockname(fd, (struct sockaddr *)&sa, &sl);
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+/* Forks the bare server; returns its pid and port. */
+static pid_t bare_start(unsigned *port)
+{
+    int pipefd[2];
+    if (pipe(pipefd) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(pipefd[0]);
+        unsigned p = 0;
+        int fds[16];
+        pthread_t t[16];
+        for (unsigned i = 0; i < g_workers && i < 16; i++) {
+            fds[i] = listen_reuseport(&p);
+            if (fds[i] < 0)
+                _exit(1);
+        }
+        if (write(pipefd[1], &p, sizeof(p)) != sizeof(p))
+            _exit(1);
+        for (unsigned i = 0; i < g_workers && i < 16; i++)
+            pthread_create(&t[i], NULL, bare_thread, &fds[i]);
+        pthread_join(t[0], NULL);
+        _exit(0);
+    }
+    close(pipefd[1]);
+    if (pid < 0 || read(pipefd[0], port, sizeof(*port)) != sizeof(*port)) {
+        close(pipefd[0]);
+        return -1;
+    }
+    close(pipefd[0]);
+    return pid;
+}
+
+/* ---- runs ----------------------------------------------------------------------------------- */
+
+static void print_result(const char *target, const struct scenario *sc, const struct result *r)
+{
+    if (!r->ran) {
+        printf("  %-5s skipped\n", target);
+        return;
+    }
+    printf("  %-5s %9.0f batches/s %11.0f records/s  p50 %7.2f ms  p99 %7.2f ms  server CPU "
+           "%6.3f us/record  (client %5.3f)  ok %zu rejected %zu failed %zu in %.2f s\n",
+           target, r->batches_s, r->records_s, r->p50_ms, r->p99_ms, r->cpu_us_per_record,
+           r->client_cpu_us_per_record, r->ok, r->rejected, r->failed, r->seconds);
+}
+
+static int run_ingest(const struct prebuilt *pb, size_t n, bool pg, const char *data_dir,
+                      struct result *res)
+{
+    char workers[16];
+    snprintf(workers, sizeof(workers), "%u", g_workers);
+    const char *args[24];
+    int k = 0;
+    if (pg) {
+        args[k++] = "--pg";
+        args[k++] = g_pg;
+    } else {
+        args[k++] = "-d";
+        args[k++] = data_dir;
+    }
+    const char *common[] = {"--server.workers", workers, "--limits.device_rate", "0",
+                            "--limits.device_max_inflight", "100000", "--limits.queue_max", "100000",
+                            "--store.storage_threads", "2", "--store.pg_connections", "4", NULL};
+    for (int i = 0; common[i] != NULL; i++)
+        args[k++] = common[i];
+    args[k] = NULL;
+    struct ih_server s;
+    if (ih_start(&s, g_ingest_bin, g_tmp, args) != 0) {
+        fprintf(stderr, "ingest-bench: cannot start %s\n", g_ingest_bin);
+        return -1;
+    }
+    int rc = run_load(pb, n, s.port, s.pid, res);
+    ih_stop(&s);
+    return rc;
+}
+
+static void run_scenario(const struct scenario *sc, struct result out[3])
+{
+    struct prebuilt pb;
+    char prefix[32];
+    printf("\n%s: %zu devices, %zu-record batches, %zu batches\n", sc->name, sc->devices, sc->records,
+           sc->devices * sc->batches_per_device);
+    fflush(stdout);
+    snprintf(prefix, sizeof(prefix), "b%zux%zu-%d", sc->devices, sc->records, (int)getpid());
+    int64_t t0 = ferry_monotonic_ns();
+    if (prebuild(sc, prefix, &pb) != 0) {
+        fprintf(stderr, "ingest-bench: pre-building batches failed\n");
+        exit(1);
+    }
+    printf("  (pre-built in %.1f s)\n", (double)(ferry_monotonic_ns() - t0) / 1e9);
+    memset(out, 0, 3 * sizeof(*out));
+    /* bare */
+    unsigned port = 0;
+    pid_t bare = bare_start(&port);
+    if (bare > 0) {
+        (void)run_load(&pb, pb.n, port, bare, &out[0]);
+        kill(bare, SIGKILL);
+        waitpid(bare, NULL, 0);
+    }
+    print_result("bare", sc, &out[0]);
+    fflush(stdout);
+    /* lmdb */
+    char dir[256];
+    snprintf(dir, sizeof(dir), "%s/lmdb-%s", g_tmp, sc->name);
+    struct ingest_store_config lc = {.kind = INGEST_STORE_LMDB, .lmdb_dir = dir};
+    if (register_devices(&pb, &lc) == 0)
+        (void)run_ingest(&pb, pb.n, false, dir, &out[1]);
+    print_result("lmdb", sc, &out[1]);
+    fflush(stdout);
+    /* pg */
+    if (g_pg != NULL) {
+        struct ingest_store_config pc = {.kind = INGEST_STORE_PG, .pg_conninfo = g_pg,
+                                         .pg_connections = 1};
+        size_t n = pb.n < sc->max_posts_pg ? pb.n : sc->max_posts_pg;
+        if (register_devices(&pb, &pc) == 0)
+            (void)run_ingest(&pb, n, true, NULL, &out[2]);
+    }
+    print_result("pg", sc, &out[2]);
+    fflush(stdout);
+    prebuilt_free(&pb);
+}
+
+static void print_lines(const char *tag, const struct result r[3])
+{
+    const char *targets[3] = {"bare", "lmdb", "pg"};
+    for (int t = 0; t < 3; t++) {
+        if (!r[t].ran)
+            continue;
+        printf("%s_%s_batches_per_s: %.0f\n", targets[t], tag, r[t].batches_s);
+        printf("%s_%s_records_per_s: %.0f\n", targets[t], tag, r[t].records_s);
+        printf("%s_%s_p50_ms: %.3f\n", targets[t], tag, r[t].p50_ms);
+        printf("%s_%s_p99_ms: %.3f\n", targets[t], tag, r[t].p99_ms);
+        printf("%s_%s_server_cpu_us_per_record: %.4f\n", targets[t], tag, r[t].cpu_us_per_record);
+        printf("%s_%s_failed: %zu\n", targets[t], tag, r[t].failed + r[t].rejected);
+    }
+}
+
+static void usage(void)
+{
+    printf("usage: ingest-bench --ingest PATH [--pg CONNINFO] [--quick] [--connections N]\n"
+           "                    [--workers N]\n"
+           "  --ingest PATH     the ferry-ingest binary to measure\n"
+           "  --pg CONNINFO     also measure the PostgreSQL store (default: $FERRY_TEST_PG)\n"
+           "  --quick           small scenarios (100 devices), for CI\n"
+           "  --connections N   concurrent client connections (64)\n"
+           "  --workers N       server worker threads for ferry-ingest and the bare server (2)\n"
+           "Scenarios: 1000 devices x 1000-record batches; 10000 devices x 10-record batches.\n"
+           "Targets: lmdb >= 1,000,000 records/s (1000-record batches), lmdb >= 10,000\n"
+           "batches/s (10-record batches), pg >= 200,000 records/s.\n");
+}
+
+int main(int argc, char **argv)
+{
+    bool quick = false;
+    g_pg = getenv("FERRY_TEST_PG");
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--ingest") == 0 && i + 1 < argc)
+            g_ingest_bin = argv[++i];
+        else if (strcmp(argv[i], "--pg") == 0 && i + 1 < argc)
+            g_pg = argv[++i];
+        else if (strcmp(argv[i], "--quick") == 0)
+            quick = true;
+        else if (strcmp(argv[i], "--connections") == 0 && i + 1 < argc)
+            g_connections = (unsigned)strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
+            g_workers = (unsigned)strtoul(argv[++i], NULL, 10);
+        else {
+            usage();
+            return strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0 ? 0 : 2;
+        }
+    }
+    if (g_ingest_bin == NULL || g_connections == 0 || g_connections > 4096 || g_workers == 0) {
+        usage();
+        return 2;
+    }
+    if (sodium_init() < 0)
+        return 1;
+    signal(SIGPIPE, SIG_IGN);
+    snprintf(g_tmp, sizeof(g_tmp), "/tmp/ingest-bench.XXXXXX");
+    if (mkdtemp(g_tmp) == NULL)
+        return 1;
+    struct scenario big = {"large", 1000, 1000, 4, 1000};
+    struct scenario small = {"small", 10000, 10, 6, 20000};
+    if (quick) {
+        big = (struct scenario){"large", 100, 1000, 2, 200};
+        small = (struct scenario){"small", 1000, 10, 2, 2000};
+    }
+    printf("ingest-bench: %u connections, %u server workers, loopback; the machine is shared, "
+           "figures are indicative\n", g_connections, g_workers);
+    struct result rb[3], rs[3];
+    run_scenario(&big, rb);
+    run_scenario(&small, rs);
+    printf("\n");
+    char tag[32];
+    snprintf(tag, sizeof(tag), "%zux%zu", big.devices, big.records);
+    print_lines(tag, rb);
+    snprintf(tag, sizeof(tag), "%zux%zu", small.devices, small.records);
+    print_lines(tag, rs);
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_tmp);
+    if (system(cmd) != 0)
+        fprintf(stderr, "ingest-bench: could not remove %s\n", g_tmp);
+    bool ok = rb[1].ran && rs[1].ran && rb[1].failed == 0 && rs[1].failed == 0 &&
+              rb[1].rejected == 0 && rs[1].rejected == 0;
+    return ok ? 0 : 1;
+}
