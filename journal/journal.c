@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -269,13 +270,14 @@ out:
 }
 
 /* Runs verify_file(walk) in a child so that a wild read in a damaged file kills the child. */
-static int verify_in_child(const char *path, char *why, size_t whylen)
+static int verify_in_child(const char *path, int close_fd, char *why, size_t whylen)
 {
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) {
         errf(why, whylen, "pipe: %s", strerror(errno));
         return JOURNAL_EIO;
     }
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         close(fds[0]);
@@ -284,7 +286,14 @@ static int verify_in_child(const char *path, char *why, size_t whylen)
         return JOURNAL_EIO;
     }
     if (pid == 0) {
+        /* Do not hold the owner lock (shared through the inherited descriptor) and do not
+         * outlive the opener: a killed daemon must not leave a verifier that blocks the next
+         * start. */
+        close(close_fd);
         close(fds[0]);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(9);
         /* The parent's handlers (a test framework's, a daemon's) must not catch a fault here:
          * a wild read has to end this child with the signal. */
         int sigs[] = {SIGBUS, SIGSEGV, SIGILL, SIGFPE, SIGABRT, SIGALRM};
@@ -664,7 +673,16 @@ int journal_open(const char *data_dir, const struct journal_config *cfg_in, stru
         rc = JOURNAL_EIO;
         goto fail;
     }
-    if (flock(j->owner_fd, LOCK_EX | LOCK_NB) != 0) {
+    /* A previous writer that was killed may leave its verifier child holding the lock for a
+     * moment (until PR_SET_PDEATHSIG ends it): retry for about a second before EBUSY. */
+    int lrc = -1;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        lrc = flock(j->owner_fd, LOCK_EX | LOCK_NB);
+        if (lrc == 0 || errno != EWOULDBLOCK)
+            break;
+        usleep(10 * 1000);
+    }
+    if (lrc != 0) {
         errf(errbuf, errlen, "%s: %s", j->owner_path,
              errno == EWOULDBLOCK ? "another process has this journal open for writing"
                                   : strerror(errno));
@@ -680,7 +698,7 @@ int journal_open(const char *data_dir, const struct journal_config *cfg_in, stru
     memcpy(j->hwm_reserved, reserved, sizeof(reserved));
 
     char why[512] = "";
-    rc = verify_in_child(j->path, why, sizeof(why));
+    rc = verify_in_child(j->path, j->owner_fd, why, sizeof(why));
     if (rc == JOURNAL_ENOTFOUND) {
         rc = 0; /* no journal yet */
     } else if (rc == JOURNAL_ECORRUPT || rc == JOURNAL_EVERSION) {

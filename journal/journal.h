@@ -43,7 +43,7 @@
  * call them where a few milliseconds are acceptable. Reads never wait for writers.
  *
  * PROCESSES. One process writes a data directory (an advisory lock enforces it: a second writable
- * journal_open() fails with JOURNAL_EBUSY). Any number of processes may open it read-only at the
+ * journal_open() fails with JOURNAL_EBUSY after retrying for about a second). Any number of processes may open it read-only at the
  * same time (journal_config.read_only), e.g. `ferry journal stats` while ferryd runs.
  *
  * ERRORS. Functions return 0 or a negative enum journal_error. Functions that take an errbuf
