@@ -25,6 +25,7 @@
 #include "common/util.h"
 #include "corpus.h"
 #include "transport/batch.h"
+#include "transport/dict.h"
 #include "transport/lineproto.h"
 #include "transport/record.h"
 
@@ -169,6 +170,18 @@ struct result {
 };
 
 static uint8_t g_pk[32], g_sk[64];
+static struct ferry_buf g_dict = FERRY_BUF_INIT;
+static uint32_t g_dict_id;
+
+static int dict_lookup(void *arg, uint32_t id, const void **dict, size_t *len)
+{
+    (void)arg;
+    if (id != g_dict_id || g_dict.len == 0)
+        return -1;
+    *dict = g_dict.data;
+    *len = g_dict.len;
+    return 0;
+}
 
 struct count_ctx {
     size_t records, units;
@@ -329,6 +342,7 @@ static int run(const struct corpus *c, size_t batch_raw, int level, const void *
     res->ferry_bytes = wire.len;
 
     /* verify + decompress + decode, timed */
+    batch_decoder_set_dict_lookup(d, dict_lookup, NULL);
     struct count_ctx cc = {0, 0};
     t0 = now_s();
     for (size_t k = 0; k < nb; k++) {
@@ -354,8 +368,8 @@ static int run(const struct corpus *c, size_t batch_raw, int level, const void *
     ferry_buf_free(&v.tmp);
     res->verified = v.bad == 0 && v.next == c->n_items;
 
-    /* baselines on the same batches */
-    for (size_t k = 0; k < nb; k++) {
+    /* baselines on the same batches (once: not again for the dictionary run) */
+    for (size_t k = 0; k < nb && !dict; k++) {
         lp.len = js.len = 0;
         size_t raw = 0;
         const uint8_t *raw_start = c->text.data + c->items[bounds[k]].raw_off;
@@ -403,6 +417,54 @@ out:
     return rc;
 }
 
+/* Trains the dictionary of the "+dict" rows: on separately generated data (other seeds, another
+ * day) for the generated corpus, or on the first quarter of each input file's records. */
+static int train_dict(const struct corpus *cs, int generated, int64_t start_ns)
+{
+    struct dict_trainer *t;
+    struct record_scratch *sc = malloc(sizeof *sc);
+    int rc = -1;
+    if (!sc || dict_trainer_new(DICT_DEFAULT_SAMPLE_RAW_BYTES, &t) != 0) {
+        free(sc);
+        return -1;
+    }
+    struct corpus train[2] = {{.name = "metrics"}, {.name = "logs"}};
+    const struct corpus *src = cs;
+    if (generated) {
+        int64_t other_day = start_ns - 86400ll * 7 * 1000000000ll;
+        if (corpus_metrics(&train[0].text, other_day, 900, 101) != 0 ||
+            corpus_logs(&train[1].text, other_day, 900, 102) != 0 ||
+            load_metrics(&train[0]) != 0 || load_logs(&train[1]) != 0)
+            goto out;
+        src = train;
+    }
+    for (int k = 0; k < 2; k++) {
+        size_t n = generated ? src[k].n_items : src[k].n_items / 4;
+        for (size_t i = 0; i < n; i++) {
+            struct record r;
+            const struct item *it = &src[k].items[i];
+            if (record_unpack(src[k].arena.data + it->off, it->len, sc, &r, NULL, 0) != 0 ||
+                dict_trainer_add(t, &r) != 0)
+                goto out;
+        }
+    }
+    char why[200] = "";
+    if (dict_trainer_train(t, DICT_DEFAULT_SIZE, &g_dict, &g_dict_id, why, sizeof why) != 0) {
+        fprintf(stderr, "codec-bench: dictionary training failed: %s\n", why);
+        goto out;
+    }
+    rc = 0;
+out:
+    for (int k = 0; k < 2; k++) {
+        ferry_buf_free(&train[k].text);
+        ferry_buf_free(&train[k].arena);
+        free(train[k].items);
+    }
+    free(sc);
+    dict_trainer_free(t);
+    return rc;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -421,6 +483,9 @@ static void usage(FILE *f)
             "                    taken whole as messages)\n"
             "  --level N         zstd level for ferry and the zstd baselines (default %d)\n"
             "  --write-corpus D  write the generated corpus to D/metrics.lp and D/app.log and exit\n"
+            "\n"
+            "Rows '+dict' repeat the ferry run with a zstd dictionary (transport/dict.h) trained on\n"
+            "separately generated data, or on the first quarter of the given files.\n"
             "\n"
             "The last lines are `name: value`, one per figure.\n",
             BATCH_DEFAULT_ZSTD_LEVEL);
@@ -510,12 +575,18 @@ int main(int argc, char **argv)
         fprintf(stderr, "codec-bench: out of memory loading the corpus\n");
         return 1;
     }
+    if (train_dict(cs, !metrics_file && !logs_file, start_ns) != 0)
+        return 1;
     for (int k = 0; k < 2; k++)
         printf("%s: %zu records from %zu bytes of text%s (%zu lines not parsed)\n", cs[k].name,
                cs[k].n_items, cs[k].text.len,
                (k ? logs_file : metrics_file) ? "" : " (generated)", cs[k].bad_lines);
+    printf("dictionary %u: %zu bytes, trained on %s\n", g_dict_id, g_dict.len,
+           !metrics_file && !logs_file ? "separately generated data (other seeds, other day)"
+                                       : "the first quarter of each input's records");
     printf("zstd level %d for ferry and the zstd baselines; gzip level 6. Figures are from a\n"
-           "shared, possibly loaded machine.\n\n",
+           "shared, possibly loaded machine. Per-unit columns: bytes per metric sample (field\n"
+           "value) or per log line. Rates: records and MB of raw text per second, one core.\n\n",
            level);
     printf("%-8s %6s %7s %8s %9s %11s | %9s %7s | %9s %9s %9s | %7s %6s %7s %6s\n", "corpus",
            "batch", "batches", "records", "units", "raw_bytes", "ferry/u", "ratio", "lp+zstd/u",
@@ -549,6 +620,19 @@ int main(int argc, char **argv)
                    r.raw_bytes / r.enc_s / 1e6, r.records / r.dec_s / 1e6,
                    r.raw_bytes / r.dec_s / 1e6, r.verified ? "" : "LOSSY!");
             all_ok &= r.verified && r.records == cs[k].n_items;
+            struct result rd;
+            if (run(&cs[k], sizes[s], level, g_dict.data, g_dict.len, g_dict_id, &rd) != 0) {
+                fprintf(stderr, "codec-bench: run with the dictionary failed\n");
+                return 1;
+            }
+            printf("%-8s %6s %7zu %8zu %9zu %11s | %9.3f %7.2f | %9s %9s %9s | %7.3f %6.1f "
+                   "%7.3f %6.1f %s\n",
+                   "  +dict", size_names[s], rd.batches, rd.records, rd.units, "",
+                   rd.ferry_bytes / u, (double)r.raw_bytes / rd.ferry_bytes, "", "", "",
+                   rd.records / rd.enc_s / 1e6, r.raw_bytes / rd.enc_s / 1e6,
+                   rd.records / rd.dec_s / 1e6, r.raw_bytes / rd.dec_s / 1e6,
+                   rd.verified ? "" : "LOSSY!");
+            all_ok &= rd.verified && rd.records == cs[k].n_items;
             const char *un = cs[k].unit;
             char nm[64];
             snprintf(nm, sizeof nm, "ferry_bytes_per_%s", un);
@@ -559,7 +643,10 @@ int main(int argc, char **argv)
             FIG("%s", r.text_zstd_bytes / u, nm);
             snprintf(nm, sizeof nm, "json_gzip_bytes_per_%s", un);
             FIG("%s", r.json_gz_bytes / u, nm);
+            snprintf(nm, sizeof nm, "ferry_dict_bytes_per_%s", un);
+            FIG("%s", rd.ferry_bytes / u, nm);
             FIG("ratio_vs_raw_text%s", (double)r.raw_bytes / r.ferry_bytes, "");
+            FIG("dict_ratio_vs_raw_text%s", (double)r.raw_bytes / rd.ferry_bytes, "");
             FIG("text_zstd_ratio_vs_raw_text%s", (double)r.raw_bytes / r.text_zstd_bytes, "");
             FIG("encode_records_per_s%s", r.records / r.enc_s, "");
             FIG("encode_mb_per_s%s", r.raw_bytes / r.enc_s / 1e6, "");
