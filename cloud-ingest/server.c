@@ -664,6 +664,7 @@ int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *stor
      *     rc = ingest_release_register(&s->router, &s->ctx, ...);
      * FERRY_INGEST_HAVE_RELEASE is defined when the ferry_ingest_release target exists. */
 #ifdef FERRY_INGEST_HAVE_RELEASE
+    if ((rc = ingest_release_register(&s->router, &s->ctx)) != 0) { snprintf(err, err_len, "cannot register release routes"); goto fail; }
 #endif
     /* ---- end of OTA routes ------------------------------------------------------------------ */
 
