@@ -295,23 +295,57 @@ static int put_str(struct ferry_buf *o, const struct record_str *s)
     return s->len ? ferry_buf_append(o, s->ptr, s->len) : 0;
 }
 
-/* The series definition of r (§5.2) into b->key. */
+static uint8_t *put_str_at(uint8_t *p, const struct record_str *s)
+{
+    p = batch__put_uv(p, s->len);
+    if (s->len)
+        memcpy(p, s->ptr, s->len);
+    return p + s->len;
+}
+
+/* Appends a uvarint / svarint / byte to a column buffer; the hot path of add() avoids the
+ * out-of-line ferry_buf calls. */
+static inline int col_uv(struct ferry_buf *o, uint64_t v)
+{
+    if (o->cap - o->len < 10 && ferry_buf_reserve(o, 10) < 0)
+        return -1;
+    o->len = (size_t)(batch__put_uv(o->data + o->len, v) - o->data);
+    return 0;
+}
+
+static inline int col_sv(struct ferry_buf *o, int64_t v)
+{
+    return col_uv(o, batch__zigzag(v));
+}
+
+/* The series definition of r (§5.2) into b->key: written straight into reserved memory, since
+ * this runs for every record. */
 static int series_key(struct batch_builder *b, const struct record *r, uint8_t flags)
 {
     struct ferry_buf *k = &b->key;
-    k->len = 0;
-    if (ferry_buf_append_u8(k, (uint8_t)r->stream) < 0 || ferry_buf_append_u8(k, flags) < 0 ||
-        put_str(k, &r->name) < 0 || ferry_buf_append_uvarint(k, r->n_tags) < 0)
-        return BATCH_ENOMEM;
+    size_t need = 2 + 10 + r->name.len + 10 + 10;
     for (size_t i = 0; i < r->n_tags; i++)
-        if (put_str(k, &r->tags[i].key) < 0 || put_str(k, &r->tags[i].value) < 0)
-            return BATCH_ENOMEM;
-    if (ferry_buf_append_uvarint(k, r->n_fields) < 0)
-        return BATCH_ENOMEM;
+        need += 20 + r->tags[i].key.len + r->tags[i].value.len;
     for (size_t i = 0; i < r->n_fields; i++)
-        if (put_str(k, &r->fields[i].key) < 0 ||
-            ferry_buf_append_u8(k, (uint8_t)r->fields[i].type) < 0)
-            return BATCH_ENOMEM;
+        need += 11 + r->fields[i].key.len;
+    k->len = 0;
+    if (ferry_buf_reserve(k, need) < 0)
+        return BATCH_ENOMEM;
+    uint8_t *p = k->data;
+    *p++ = (uint8_t)r->stream;
+    *p++ = flags;
+    p = put_str_at(p, &r->name);
+    p = batch__put_uv(p, r->n_tags);
+    for (size_t i = 0; i < r->n_tags; i++) {
+        p = put_str_at(p, &r->tags[i].key);
+        p = put_str_at(p, &r->tags[i].value);
+    }
+    p = batch__put_uv(p, r->n_fields);
+    for (size_t i = 0; i < r->n_fields; i++) {
+        p = put_str_at(p, &r->fields[i].key);
+        *p++ = (uint8_t)r->fields[i].type;
+    }
+    k->len = (size_t)(p - k->data);
     return 0;
 }
 
@@ -485,7 +519,15 @@ static size_t field_bound(const struct record_field *f)
     return f->type == RECORD_FIELD_STRING ? 10 + f->v.s.len : 10;
 }
 
+static int builder_add(struct batch_builder *b, const struct record *r, size_t packed_len);
+
 int batch_builder_add(struct batch_builder *b, const struct record *r)
+{
+    return builder_add(b, r, 0);
+}
+
+/* packed_len: the record's journal payload size when the caller knows it, else 0. */
+static int builder_add(struct batch_builder *b, const struct record *r, size_t packed_len)
 {
     char why[160];
     int rc;
@@ -583,8 +625,7 @@ int batch_builder_add(struct batch_builder *b, const struct record *r)
     b->rec_ts[b->n_records] = r->ts_ns;
 
     /* seq: delta to the previous record of the same stream (§5.4) */
-    if (ferry_buf_append_svarint(&b->c_seq, batch__sub((int64_t)r->seq,
-                                                       (int64_t)b->prev_seq[r->stream])) < 0)
+    if (col_sv(&b->c_seq, batch__sub((int64_t)r->seq, (int64_t)b->prev_seq[r->stream])) < 0)
         return set_err(b, BATCH_ENOMEM, "out of memory");
     b->prev_seq[r->stream] = r->seq;
     struct batch_range *rg = &b->ranges[r->stream];
@@ -600,7 +641,7 @@ int batch_builder_add(struct batch_builder *b, const struct record *r)
     }
 
     if (flags) {
-        if (ferry_buf_append_u8(&b->c_levels, r->level) < 0)
+        if (col_uv(&b->c_levels, r->level) < 0) /* levels are 0..7: one byte */
             return set_err(b, BATCH_ENOMEM, "out of memory");
         if (slots < 0) {
             if (ferry_buf_append_u8(&b->c_kinds, 0) < 0 || put_str(&b->c_raw, &r->message) < 0)
@@ -626,11 +667,11 @@ int batch_builder_add(struct batch_builder *b, const struct record *r)
             }
             uint32_t tid = b->ttab[tslot] - 1;
             struct btemplate *t = &b->tmpls[tid];
-            if (ferry_buf_append_uvarint(&b->c_kinds, (uint64_t)tid + 1) < 0)
+            if (col_uv(&b->c_kinds, (uint64_t)tid + 1) < 0)
                 return set_err(b, BATCH_ENOMEM, "out of memory");
             for (int i = 0; i < slots; i++) {
                 int64_t *prev = &b->slot_prev[t->first_slot + (uint32_t)i];
-                if (ferry_buf_append_svarint(&b->c_numbers, batch__sub(nums[i], *prev)) < 0)
+                if (col_sv(&b->c_numbers, batch__sub(nums[i], *prev)) < 0)
                     return set_err(b, BATCH_ENOMEM, "out of memory");
                 *prev = nums[i];
             }
@@ -666,7 +707,7 @@ int batch_builder_add(struct batch_builder *b, const struct record *r)
     s->n_rows++;
     b->n_records++;
     b->bound += add_bound;
-    b->packed_bytes += packed_size(r);
+    b->packed_bytes += packed_len ? packed_len : packed_size(r);
     return 0;
 }
 
@@ -685,7 +726,7 @@ int batch_builder_add_packed(struct batch_builder *b, enum record_stream stream,
                        record_stream_name(r.stream),
                        record_stream_name(stream) ? record_stream_name(stream) : "?");
     r.seq = seq;
-    return batch_builder_add(b, &r);
+    return builder_add(b, &r, len);
 }
 
 int batch_builder_add_gap(struct batch_builder *b, enum record_stream stream, uint64_t first,
@@ -934,8 +975,8 @@ static int encode_ts(struct batch_builder *b, uint8_t *mode_out, uint8_t *exp_ou
         prev = base;
         for (uint32_t i = 0; i < n; i++) {
             int64_t u = b->rec_ts[i] / unit;
-            if (ferry_buf_append_svarint(o, batch__sub(u, prev)) < 0)
-                return BATCH_ENOMEM;
+            o->len = (size_t)(batch__put_uv(o->data + o->len, batch__zigzag(batch__sub(u, prev))) -
+                              o->data);
             prev = u;
         }
     } else {
@@ -998,9 +1039,11 @@ int batch_builder_body(struct batch_builder *b, struct ferry_buf *o)
     if ((rc = encode_ts(b, &ts_mode, &ts_exp, &ts_base)) < 0)
         goto fail;
     b->c_ids.len = 0;
+    if (ferry_buf_reserve(&b->c_ids, (size_t)b->n_records * 5) < 0)
+        goto nomem;
     for (uint32_t i = 0; i < b->n_records; i++)
-        if (ferry_buf_append_uvarint(&b->c_ids, b->rec_series[i]) < 0)
-            goto nomem;
+        b->c_ids.len = (size_t)(batch__put_uv(b->c_ids.data + b->c_ids.len, b->rec_series[i]) -
+                                b->c_ids.data);
     for (int t = 0; t < 5; t++)
         b->sec[t].len = 0;
     for (uint32_t s = 0; s < b->n_series; s++)

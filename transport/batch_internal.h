@@ -86,6 +86,17 @@ static inline int64_t batch__unzigzag(uint64_t z)
     return (int64_t)(z >> 1) ^ -(int64_t)(z & 1);
 }
 
+/* Writes v as a uvarint at p (room for 10 bytes assumed); returns the end. */
+static inline uint8_t *batch__put_uv(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
 /* Wrapping arithmetic on int64 (well defined through uint64). */
 static inline int64_t batch__sub(int64_t a, int64_t b)
 {

@@ -248,38 +248,81 @@ int record_pack(const struct record *r, struct ferry_buf *out)
     return 0;
 }
 
-/* Reads one str; checks the length against what remains and `max` before taking it. */
-static int get_str(struct ferry_reader *r, size_t max, struct record_str *out)
+/* A cursor over a payload. The readers are inline because unpacking runs once per record when
+ * batches are built; any read past the end sets `failed` and returns 0. */
+struct rcur {
+    const uint8_t *p, *end;
+    int failed;
+};
+
+static inline uint8_t rc_u8(struct rcur *c)
 {
-    uint64_t n = ferry_read_uvarint(r);
-    if (r->failed)
+    if (c->p >= c->end) {
+        c->failed = 1;
+        return 0;
+    }
+    return *c->p++;
+}
+
+static inline uint64_t rc_uv(struct rcur *c)
+{
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (c->p >= c->end) {
+            c->failed = 1;
+            return 0;
+        }
+        uint8_t byte = *c->p++;
+        if (shift == 63 && byte > 1) { /* the tenth byte may only carry bit 63 */
+            c->failed = 1;
+            return 0;
+        }
+        v |= (uint64_t)(byte & 0x7f) << shift;
+        if (!(byte & 0x80))
+            return v;
+    }
+    c->failed = 1;
+    return 0;
+}
+
+static inline int64_t rc_sv(struct rcur *c)
+{
+    uint64_t z = rc_uv(c);
+    return (int64_t)(z >> 1) ^ -(int64_t)(z & 1);
+}
+
+/* Reads one str; checks the length against `max` and against what remains before taking it. */
+static inline int rc_str(struct rcur *c, size_t max, struct record_str *out)
+{
+    uint64_t n = rc_uv(c);
+    if (c->failed)
         return RECORD_ETRUNC;
     if (n > max)
         return RECORD_ELIMIT;
-    if (n > r->left) {
-        r->failed = 1;
+    if (n > (uint64_t)(c->end - c->p)) {
+        c->failed = 1;
         return RECORD_ETRUNC;
     }
-    out->ptr = n ? (const char *)ferry_read_bytes(r, (size_t)n) : "";
+    out->ptr = n ? (const char *)c->p : "";
     out->len = (size_t)n;
+    c->p += n;
     return 0;
 }
 
 int record_unpack(const void *payload, size_t len, struct record_scratch *scratch,
                   struct record *out, char *why, size_t why_len)
 {
-    struct ferry_reader r;
+    struct rcur r = {payload, (const uint8_t *)payload + len, 0};
     int rc;
-    ferry_reader_init(&r, payload, len);
-#define OFF() ((size_t)(len - r.left))
+#define OFF() ((size_t)(r.p - (const uint8_t *)payload))
     if (len > RECORD_MAX_PACKED_LEN)
         return why_set(why, why_len, RECORD_ELIMIT, "payload of %zu bytes (max %d)", len,
                        RECORD_MAX_PACKED_LEN);
     memset(out, 0, sizeof *out);
-    uint8_t version = ferry_read_u8(&r);
-    uint8_t stream = ferry_read_u8(&r);
-    uint8_t level = ferry_read_u8(&r);
-    int64_t ts = ferry_read_svarint(&r);
+    uint8_t version = rc_u8(&r);
+    uint8_t stream = rc_u8(&r);
+    uint8_t level = rc_u8(&r);
+    int64_t ts = rc_sv(&r);
     if (r.failed)
         return why_set(why, why_len, RECORD_ETRUNC, "payload truncated at byte %zu", OFF());
     if (version != RECORD_PACK_VERSION)
@@ -291,23 +334,23 @@ int record_unpack(const void *payload, size_t len, struct record_scratch *scratc
     out->stream = (enum record_stream)stream;
     out->level = level;
     out->ts_ns = ts;
-    if ((rc = get_str(&r, RECORD_MAX_KEY_LEN, &out->name)) < 0 ||
-        (rc = get_str(&r, RECORD_MAX_VALUE_LEN, &out->message)) < 0)
+    if ((rc = rc_str(&r, RECORD_MAX_KEY_LEN, &out->name)) < 0 ||
+        (rc = rc_str(&r, RECORD_MAX_VALUE_LEN, &out->message)) < 0)
         return why_set(why, why_len, rc, "name/message at byte %zu: %s", OFF(),
                        record_strerror(rc));
-    uint64_t n_tags = ferry_read_uvarint(&r);
+    uint64_t n_tags = rc_uv(&r);
     if (r.failed)
         return why_set(why, why_len, RECORD_ETRUNC, "payload truncated at byte %zu", OFF());
     if (n_tags > RECORD_MAX_TAGS)
         return why_set(why, why_len, RECORD_ELIMIT, "%llu tags at byte %zu (max %d)",
                        (unsigned long long)n_tags, OFF(), RECORD_MAX_TAGS);
     for (size_t i = 0; i < n_tags; i++) {
-        if ((rc = get_str(&r, RECORD_MAX_KEY_LEN, &scratch->tags[i].key)) < 0 ||
-            (rc = get_str(&r, RECORD_MAX_KEY_LEN, &scratch->tags[i].value)) < 0)
+        if ((rc = rc_str(&r, RECORD_MAX_KEY_LEN, &scratch->tags[i].key)) < 0 ||
+            (rc = rc_str(&r, RECORD_MAX_KEY_LEN, &scratch->tags[i].value)) < 0)
             return why_set(why, why_len, rc, "tag %zu at byte %zu: %s", i, OFF(),
                            record_strerror(rc));
     }
-    uint64_t n_fields = ferry_read_uvarint(&r);
+    uint64_t n_fields = rc_uv(&r);
     if (r.failed)
         return why_set(why, why_len, RECORD_ETRUNC, "payload truncated at byte %zu", OFF());
     if (n_fields > RECORD_MAX_FIELDS)
@@ -315,24 +358,31 @@ int record_unpack(const void *payload, size_t len, struct record_scratch *scratc
                        (unsigned long long)n_fields, OFF(), RECORD_MAX_FIELDS);
     for (size_t i = 0; i < n_fields; i++) {
         struct record_field *f = &scratch->fields[i];
-        if ((rc = get_str(&r, RECORD_MAX_KEY_LEN, &f->key)) < 0)
+        if ((rc = rc_str(&r, RECORD_MAX_KEY_LEN, &f->key)) < 0)
             return why_set(why, why_len, rc, "field %zu key at byte %zu: %s", i, OFF(),
                            record_strerror(rc));
-        uint8_t type = ferry_read_u8(&r);
+        uint8_t type = rc_u8(&r);
         switch (type) {
         case RECORD_FIELD_FLOAT: {
-            uint64_t bits = ferry_read_le64(&r);
+            if (r.end - r.p < 8) {
+                r.failed = 1;
+                break;
+            }
+            uint64_t bits = 0;
+            for (int k = 0; k < 8; k++)
+                bits |= (uint64_t)r.p[k] << (8 * k);
+            r.p += 8;
             memcpy(&f->v.f, &bits, sizeof bits);
             break;
         }
         case RECORD_FIELD_INT:
-            f->v.i = ferry_read_svarint(&r);
+            f->v.i = rc_sv(&r);
             break;
         case RECORD_FIELD_UINT:
-            f->v.u = ferry_read_uvarint(&r);
+            f->v.u = rc_uv(&r);
             break;
         case RECORD_FIELD_BOOL: {
-            uint8_t v = ferry_read_u8(&r);
+            uint8_t v = rc_u8(&r);
             if (!r.failed && v > 1)
                 return why_set(why, why_len, RECORD_EFORMAT, "bool value %u at byte %zu", v,
                                OFF() - 1);
@@ -340,7 +390,7 @@ int record_unpack(const void *payload, size_t len, struct record_scratch *scratc
             break;
         }
         case RECORD_FIELD_STRING:
-            if ((rc = get_str(&r, RECORD_MAX_VALUE_LEN, &f->v.s)) < 0)
+            if ((rc = rc_str(&r, RECORD_MAX_VALUE_LEN, &f->v.s)) < 0)
                 return why_set(why, why_len, rc, "field %zu value at byte %zu: %s", i, OFF(),
                                record_strerror(rc));
             break;
@@ -354,9 +404,9 @@ int record_unpack(const void *payload, size_t len, struct record_scratch *scratc
             return why_set(why, why_len, RECORD_ETRUNC, "payload truncated at byte %zu", OFF());
         f->type = (enum record_field_type)type;
     }
-    if (r.left != 0)
-        return why_set(why, why_len, RECORD_EFORMAT, "%zu trailing bytes at byte %zu", r.left,
-                       OFF());
+    if (r.p != r.end)
+        return why_set(why, why_len, RECORD_EFORMAT, "%zu trailing bytes at byte %zu",
+                       (size_t)(r.end - r.p), OFF());
 #undef OFF
     out->tags = n_tags ? scratch->tags : NULL;
     out->n_tags = (size_t)n_tags;
