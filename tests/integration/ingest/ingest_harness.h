@@ -180,17 +180,13 @@ __attribute__((unused)) static void ih_device_new(struct ih_device *d)
     d->id[0] = '\0';
 }
 
-/* Builds a signed batch of `n` metric records seq first..first+n-1 (plus optional gaps), with
+/* Adds `n` records seq first..first+n-1 to a builder and finishes the batch into `out`, with
  * build/send time `now_ns`. Returns 0 or a batch error. */
-__attribute__((unused)) static int ih_batch(const struct ih_device *d, enum record_stream stream, uint64_t first, size_t n,
-                    int64_t now_ns, int64_t ts0_ns, bool compress, struct ferry_buf *out)
+__attribute__((unused)) static int ih_batch_with(struct batch_builder *b, enum record_stream stream,
+                                                 uint64_t first, size_t n, int64_t now_ns,
+                                                 int64_t ts0_ns, struct ferry_buf *out)
 {
-    struct batch_builder_config cfg = {.device_id = d->id, .secret_key = d->sk,
-                                       .no_compression = !compress, .zstd_level = 1};
-    struct batch_builder *b = NULL;
-    int rc = batch_builder_new(&cfg, &b);
-    if (rc != 0)
-        return rc;
+    int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         char core[8];
         snprintf(core, sizeof(core), "%zu", i % 4);
@@ -213,6 +209,22 @@ __attribute__((unused)) static int ih_batch(const struct ih_device *d, enum reco
     }
     if (rc == 0)
         rc = batch_builder_finish(b, now_ns, out);
+    return rc;
+}
+
+/* Builds a signed batch of `n` records seq first..first+n-1 of `stream` (metrics: cpu usage and
+ * temperature per core; logs: a warning). Returns 0 or a batch error. */
+__attribute__((unused)) static int ih_batch(const struct ih_device *d, enum record_stream stream,
+                                            uint64_t first, size_t n, int64_t now_ns, int64_t ts0_ns,
+                                            bool compress, struct ferry_buf *out)
+{
+    struct batch_builder_config cfg = {.device_id = d->id, .secret_key = d->sk,
+                                       .no_compression = !compress, .zstd_level = 1};
+    struct batch_builder *b = NULL;
+    int rc = batch_builder_new(&cfg, &b);
+    if (rc != 0)
+        return rc;
+    rc = ih_batch_with(b, stream, first, n, now_ns, ts0_ns, out);
     batch_builder_free(b);
     return rc;
 }
