@@ -1,0 +1,340 @@
+/*
+ * test_download.c - transport/download.c against a real ferry-ingest (release routes, LMDB,
+ * loopback, port 0) and, for the no-Range case, a plain evhttp server that ignores Range:
+ * complete download, resume after an interruption fetching only missing chunks, a corrupted chunk
+ * on the server rejected before it is written, a truncated artifact, a server without Range
+ * support, and the bandwidth cap.
+ */
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <curl/curl.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <sodium.h>
+
+#include "cloud-ingest/ingest.h"
+#include "cloud-ingest/release/release.h"
+#include "common/buf.h"
+#include "common/util.h"
+#include "transport/download.h"
+#include "transport/http_client.h"
+#include "transport/manifest.h"
+
+#define ART_BYTES (10 * 65536 + 1234) /* 11 chunks of 64 KiB, the last one short */
+#define CHUNK 65536u
+
+static char tmpdir[256];
+static struct ingest_config cfg;
+static struct ingest_store *store;
+static struct ingest_server *server;
+static pthread_t server_thread;
+static uint16_t port;
+static uint8_t artifact[ART_BYTES];
+static struct manifest_spec spec;
+static char art_hex[65];
+
+static void *run_server(void *arg)
+{
+    (void)arg;
+    int rc = ingest_server_run(server, false);
+    (void)rc;
+    return NULL;
+}
+
+/* Places `data` as the served artifact file of `spec.artifacts[0]` (bypassing publish, so tests
+ * can serve corrupted or truncated bytes under the right name). */
+static void serve_bytes(const uint8_t *data, size_t len)
+{
+    char dir[600], path[700];
+    snprintf(dir, sizeof(dir), "%s/releases/artifacts", tmpdir);
+    assert_int_equal(ferry_mkdir_p(dir, 0755), 0);
+    snprintf(path, sizeof(path), "%s/%s", dir, art_hex);
+    assert_int_equal(ferry_write_file_atomic(path, data, len, 0644), 0);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    if (sodium_init() < 0 || curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
+        return -1;
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/ferry-download-XXXXXX");
+    if (!mkdtemp(tmpdir))
+        return -1;
+    randombytes_buf(artifact, sizeof(artifact));
+    char art[512], err[256];
+    snprintf(art, sizeof(art), "%s/art.bin", tmpdir);
+    if (ferry_write_file_atomic(art, artifact, sizeof(artifact), 0644) != 0)
+        return -1;
+    memset(&spec, 0, sizeof(spec));
+    if (manifest_spec_add_file(&spec, art, MANIFEST_ARTIFACT_FULL, CHUNK, err, sizeof(err)) != 0)
+        return -1;
+    ferry_hex_encode(spec.artifacts[0].sha256, 32, art_hex);
+    ingest_config_defaults(&cfg);
+    if (ingest_config_set(&cfg, "server.listen", "127.0.0.1:0", err, sizeof(err)) != 0 ||
+        ingest_config_set(&cfg, "store.lmdb_dir", tmpdir, err, sizeof(err)) != 0 ||
+        ingest_config_set(&cfg, "server.workers", "1", err, sizeof(err)) != 0)
+        return -1;
+    ingest_config_finish(&cfg);
+    if (ingest_store_open(&cfg.store, &store, err, sizeof(err)) != 0 ||
+        ingest_server_new(&cfg, store, &server, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    if (ingest_release_register(ingest_server_router(server), ingest_server_ctx(server)) != 0)
+        return -1;
+    port = ingest_server_port(server);
+    return pthread_create(&server_thread, NULL, run_server, NULL) == 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (server) {
+        ingest_server_stop(server);
+        pthread_join(server_thread, NULL);
+        ingest_server_free(server);
+    }
+    if (store)
+        ingest_store_close(store);
+    manifest_spec_clear(&spec);
+    curl_global_cleanup();
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ---- a download run on a private loop ---- */
+
+struct run {
+    struct event_base *base;
+    int done, err;
+    char reason[128];
+    uint32_t stop_after; /* on_chunk returns 1 after this many chunks (0: never) */
+    uint32_t chunks_seen;
+    uint32_t last_next;
+};
+
+static int on_chunk(void *arg, uint32_t index, uint32_t next, uint64_t bytes_done)
+{
+    (void)index;
+    (void)bytes_done;
+    struct run *r = arg;
+    r->chunks_seen++;
+    r->last_next = next;
+    return r->stop_after && r->chunks_seen >= r->stop_after;
+}
+
+static void on_done(void *arg, int err, const char *reason)
+{
+    struct run *r = arg;
+    r->done = 1;
+    r->err = err;
+    ferry_strlcpy(r->reason, reason ? reason : "", sizeof(r->reason));
+    event_base_loopbreak(r->base);
+}
+
+static int run_download(const char *url, const char *dest, uint32_t first, uint32_t stop_after,
+                        uint64_t cap, struct download_stats *st)
+{
+    struct run r = {0};
+    r.base = event_base_new();
+    r.stop_after = stop_after;
+    assert_non_null(r.base);
+    struct http_client *c = http_client_new(r.base);
+    assert_non_null(c);
+    struct download_opts o = {0};
+    o.url = url;
+    o.path = dest;
+    o.artifact = &spec.artifacts[0];
+    o.first_chunk = first;
+    o.max_bytes_per_s = cap;
+    o.backoff_min_ms = 20;
+    o.backoff_max_ms = 100;
+    o.chunk_deadline_ms = 10000;
+    o.on_chunk = on_chunk;
+    o.on_done = on_done;
+    o.arg = &r;
+    struct download *d = NULL;
+    assert_int_equal(download_start(c, r.base, &o, &d), 0);
+    while (!r.done)
+        event_base_dispatch(r.base);
+    download_get_stats(d, st);
+    download_free(d);
+    http_client_free(c);
+    event_base_free(r.base);
+    if (r.err)
+        print_message("download ended: %s (%s)\n", download_strerror(r.err), r.reason);
+    return r.err;
+}
+
+static void artifact_url(char *out, size_t n)
+{
+    snprintf(out, n, "http://127.0.0.1:%u/v1/artifacts/%s", port, art_hex);
+}
+
+static int file_matches(const char *path, const uint8_t *want, size_t len)
+{
+    uint8_t *data = NULL;
+    size_t got = 0;
+    if (ferry_read_file(path, len + 1, &data, &got) != 0)
+        return 0;
+    int ok = got == len && memcmp(data, want, len) == 0;
+    free(data);
+    return ok;
+}
+
+static void test_complete_and_resume(void **state)
+{
+    (void)state;
+    serve_bytes(artifact, sizeof(artifact));
+    char url[256], dest[512];
+    artifact_url(url, sizeof(url));
+    snprintf(dest, sizeof(dest), "%s/dl-1", tmpdir);
+    struct download_stats st;
+    assert_int_equal(run_download(url, dest, 0, 0, 0, &st), 0);
+    assert_true(file_matches(dest, artifact, sizeof(artifact)));
+    assert_int_equal(st.requests, 11);
+    assert_int_equal(st.bytes_received, sizeof(artifact)); /* nothing fetched twice */
+
+    /* interrupted after 4 chunks (as a kill would), resumed from the persisted next chunk */
+    snprintf(dest, sizeof(dest), "%s/dl-2", tmpdir);
+    assert_int_equal(run_download(url, dest, 0, 4, 0, &st), DOWNLOAD_E_CANCELED);
+    assert_int_equal(st.next_chunk, 4);
+    assert_int_equal(run_download(url, dest, 4, 0, 0, &st), 0);
+    assert_int_equal(st.requests, 7);
+    assert_int_equal(st.bytes_received, sizeof(artifact) - 4 * CHUNK);
+    assert_true(file_matches(dest, artifact, sizeof(artifact)));
+}
+
+/* A corrupted chunk on the server is never written: the destination keeps zeros there, and the
+ * download ends after DOWNLOAD_MAX_BAD_CHUNK attempts. */
+static void test_corrupt_chunk_never_written(void **state)
+{
+    (void)state;
+    static uint8_t bad[ART_BYTES];
+    memcpy(bad, artifact, sizeof(bad));
+    bad[2 * CHUNK + 77] ^= 0xff;
+    serve_bytes(bad, sizeof(bad));
+    char url[256], dest[512];
+    artifact_url(url, sizeof(url));
+    snprintf(dest, sizeof(dest), "%s/dl-3", tmpdir);
+    struct download_stats st;
+    assert_int_equal(run_download(url, dest, 0, 0, 0, &st), DOWNLOAD_E_CHUNK_HASH);
+    assert_int_equal(st.next_chunk, 2);
+    assert_int_equal(st.bad_chunks, DOWNLOAD_MAX_BAD_CHUNK);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    assert_int_equal(ferry_read_file(dest, sizeof(artifact), &data, &len), 0);
+    assert_int_equal(len, 2 * CHUNK); /* chunks 0 and 1 only */
+    assert_memory_equal(data, artifact, 2 * CHUNK);
+    free(data);
+    serve_bytes(artifact, sizeof(artifact));
+}
+
+static void test_truncated_artifact(void **state)
+{
+    (void)state;
+    serve_bytes(artifact, 5 * CHUNK + 100);
+    char url[256], dest[512];
+    artifact_url(url, sizeof(url));
+    snprintf(dest, sizeof(dest), "%s/dl-4", tmpdir);
+    struct download_stats st;
+    int rc = run_download(url, dest, 0, 0, 0, &st);
+    assert_int_equal(rc, DOWNLOAD_E_TRUNCATED);
+    assert_int_equal(st.next_chunk, 5);
+    serve_bytes(artifact, sizeof(artifact));
+}
+
+/* ---- a server without Range support, on its own thread ---- */
+
+static void norange_cb(struct evhttp_request *req, void *arg)
+{
+    (void)arg;
+    struct evbuffer *b = evhttp_request_get_output_buffer(req);
+    evbuffer_add(b, artifact, sizeof(artifact));
+    evhttp_send_reply(req, 200, "OK", NULL);
+}
+
+struct norange {
+    struct event_base *base;
+    struct evhttp *http;
+    uint16_t port;
+};
+
+static void *norange_thread(void *arg)
+{
+    struct norange *n = arg;
+    event_base_dispatch(n->base);
+    return NULL;
+}
+
+static void test_server_without_range_support(void **state)
+{
+    (void)state;
+    struct norange n = {0};
+    n.base = event_base_new();
+    n.http = evhttp_new(n.base);
+    evhttp_set_gencb(n.http, norange_cb, NULL);
+    struct evhttp_bound_socket *sock = evhttp_bind_socket_with_handle(n.http, "127.0.0.1", 0);
+    assert_non_null(sock);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    assert_int_equal(getsockname(evhttp_bound_socket_get_fd(sock), (struct sockaddr *)&ss, &sl), 0);
+    n.port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, norange_thread, &n), 0);
+    char url[256], dest[512];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/whatever", n.port);
+    snprintf(dest, sizeof(dest), "%s/dl-5", tmpdir);
+    struct download_stats st;
+    /* resumed at chunk 3: the whole body comes, chunks 0-2 are skipped, 3.. written */
+    assert_int_equal(run_download(url, dest, 0, 3, 0, &st), DOWNLOAD_E_CANCELED);
+    assert_int_equal(run_download(url, dest, 3, 0, 0, &st), 0);
+    assert_true(file_matches(dest, artifact, sizeof(artifact)));
+    assert_int_equal(st.requests, 1);
+    event_base_loopexit(n.base, NULL);
+    pthread_join(t, NULL);
+    evhttp_free(n.http);
+    event_base_free(n.base);
+}
+
+static void test_bandwidth_cap(void **state)
+{
+    (void)state;
+    serve_bytes(artifact, sizeof(artifact));
+    char url[256], dest[512];
+    artifact_url(url, sizeof(url));
+    snprintf(dest, sizeof(dest), "%s/dl-6", tmpdir);
+    struct download_stats st;
+    long long t0 = ferry_monotonic_ms();
+    assert_int_equal(run_download(url, dest, 0, 0, 400 * 1024, &st), 0);
+    long long ms = ferry_monotonic_ms() - t0;
+    /* 11 chunks, 10 waits: at 400 KiB/s the last request cannot start before ~1.6 s */
+    print_message("%d bytes at a 400 KiB/s cap took %lld ms\n", ART_BYTES, ms);
+    assert_true(ms >= 1400);
+    assert_true(file_matches(dest, artifact, sizeof(artifact)));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_complete_and_resume),
+        cmocka_unit_test(test_corrupt_chunk_never_written),
+        cmocka_unit_test(test_truncated_artifact),
+        cmocka_unit_test(test_server_without_range_support),
+        cmocka_unit_test(test_bandwidth_cap),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

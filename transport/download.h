@@ -1,0 +1,99 @@
+/*
+ * download.h - chunked, resumable, verified artifact download over transport/http_client.h.
+ *
+ * An artifact (transport/manifest.h) is fetched one chunk at a time with a single HTTP Range
+ * request per chunk ("Range: bytes=a-b", never several ranges in one header) carrying
+ * "If-Range: <validator>" so a changed artifact is noticed instead of mixing two versions. Each
+ * chunk is checked against its SHA-256 from the signed manifest *before* it is written; it is
+ * then written at its offset and fdatasync'd, and only then reported through on_chunk, whose job
+ * is to persist progress (the OTA agent stores "next chunk" in the journal's state table). After a
+ * cut, a SIGKILL or a reboot the download is started again with first_chunk = the persisted
+ * value, so at most the one chunk in flight is fetched again per interruption.
+ *
+ * A server that ignores Range (answers 200 with the whole body) still works: the stream is read
+ * from the start, bytes before the first missing chunk are skipped and every following chunk is
+ * verified and written as it passes by. A 200 whose chunks do not match the manifest means the
+ * artifact changed on the server: DOWNLOAD_E_CHANGED. 416, or a chunk shorter than the manifest
+ * says more than twice, means the served artifact is truncated: DOWNLOAD_E_TRUNCATED.
+ * Transient failures (connect, reset, stall, 5xx, 429 with Retry-After, a corrupted chunk) are
+ * retried with exponential backoff; a chunk failing its hash DOWNLOAD_MAX_BAD_CHUNK times in a row
+ * ends the download with DOWNLOAD_E_CHUNK_HASH.
+ *
+ * Bandwidth cap: after each chunk the next request waits until the average rate since the start
+ * is back under max_bytes_per_s (coarse pacing per chunk; a chunk itself goes at link speed).
+ *
+ * Callback contract: download_start() returns an error and never calls back, or returns 0 and
+ * calls on_done exactly once (also on download_cancel/download_free of a running download).
+ * Everything runs on the event loop thread of the http_client. on_chunk is called from inside the
+ * transfer's data callback: it may block briefly (a journal commit) but must not call http_* or
+ * download_* functions.
+ */
+#ifndef FERRY_TRANSPORT_DOWNLOAD_H
+#define FERRY_TRANSPORT_DOWNLOAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct http_client;
+struct manifest_artifact;
+struct download;
+
+enum download_error {
+    DOWNLOAD_OK = 0,
+    DOWNLOAD_E_ARG = -1,
+    DOWNLOAD_E_NOMEM = -2,
+    DOWNLOAD_E_IO = -3,         /* the destination file could not be written or synced */
+    DOWNLOAD_E_HTTP = -4,       /* a permanent HTTP status (404, 403, 410, other 4xx) */
+    DOWNLOAD_E_CHANGED = -5,    /* the server's artifact is not the manifest's */
+    DOWNLOAD_E_TRUNCATED = -6,  /* the server's artifact is shorter than the manifest's */
+    DOWNLOAD_E_CHUNK_HASH = -7, /* the same chunk failed its hash too many times in a row */
+    DOWNLOAD_E_CANCELED = -8,
+};
+
+const char *download_strerror(int err);
+
+#define DOWNLOAD_MAX_BAD_CHUNK 5
+
+/* Called after chunk `index` was verified, written and synced; `next_chunk` = index + 1 is what
+ * to persist. Return non-zero to stop the download (on_done then gets DOWNLOAD_E_CANCELED). */
+typedef int (*download_chunk_fn)(void *arg, uint32_t index, uint32_t next_chunk,
+                                 uint64_t bytes_done);
+/* End of the download: err 0 when every chunk and the whole artifact hash are verified. */
+typedef void (*download_done_fn)(void *arg, int err, const char *reason);
+
+struct download_opts {
+    const char *url;                          /* copied */
+    const char *path;                         /* destination file (created); copied */
+    const struct manifest_artifact *artifact; /* borrowed until on_done */
+    uint32_t first_chunk;                     /* chunks before it are already in `path` */
+    const char *validator;                    /* If-Range value; NULL: "\"<sha256 hex>\"" */
+    uint64_t max_bytes_per_s;                 /* 0: no cap */
+    int64_t chunk_deadline_ms;                /* per request; 0: 120 s */
+    int64_t backoff_min_ms, backoff_max_ms;   /* 0: 500 ms and 60 s */
+    const char *ca_file;                      /* copied */
+    download_chunk_fn on_chunk;               /* may be NULL */
+    download_done_fn on_done;                 /* required */
+    void *arg;
+};
+
+/* What a running or finished download did (for status output and tests). */
+struct download_stats {
+    uint32_t next_chunk;     /* first chunk not yet verified and written */
+    uint32_t chunk_count;
+    uint64_t bytes_done;     /* artifact bytes verified and written, including resumed ones */
+    uint64_t bytes_received; /* response body bytes received, all attempts (wire cost) */
+    uint32_t requests;
+    uint32_t retries;
+    uint32_t bad_chunks;     /* chunks that failed their hash (and were fetched again) */
+};
+
+int download_start(struct http_client *client, struct event_base *base,
+                   const struct download_opts *opts, struct download **out)
+    __attribute__((warn_unused_result));
+void download_get_stats(const struct download *d, struct download_stats *out);
+/* Cancels a running download (on_done with DOWNLOAD_E_CANCELED before it returns) and frees it;
+ * frees a finished one. Not from inside on_chunk or on_done. */
+void download_free(struct download *d);
+
+#endif
