@@ -121,10 +121,17 @@ static int arena_reserve(struct jarena *a, size_t extra)
     return 0;
 }
 
+static void commit_one(struct journal *j);
+
+/* Under q_mu: waits for the waiter's commit, leading one whenever none is running. */
 static int wait_done(struct journal *j, struct jwaiter *w)
 {
-    while (!w->done)
-        pthread_cond_wait(&j->done_cv, &j->q_mu);
+    while (!w->done) {
+        if (!j->committing && j->fill.len > 0)
+            commit_one(j);
+        else
+            pthread_cond_wait(&j->done_cv, &j->q_mu);
+    }
     return w->err;
 }
 
@@ -213,7 +220,7 @@ static int enqueue(struct journal *j, struct jq_item *items, size_t n, unsigned 
         }
         j->fill.len += entry_size(it->klen, vlen);
     }
-    if (was_empty || j->fill.len >= j->cfg.group_max_bytes)
+    if (!(flags & JOURNAL_APPEND_WAIT) && (was_empty || j->fill.len >= j->cfg.group_max_bytes))
         pthread_cond_signal(&j->commit_cv);
     if (flags & JOURNAL_APPEND_WAIT)
         rc = wait_done(j, &waiter);
@@ -668,17 +675,67 @@ static void timespec_after_us(struct timespec *ts, uint64_t us)
     }
 }
 
+/* Under q_mu, with fill non-empty and no commit running: commits the fill arena (the lock is
+ * released meanwhile) and releases its waiters. Called by the committer thread and by a
+ * waiting producer that finds no commit running (the leader), so that a lone producer's commit
+ * needs no thread hand-off. */
+static void commit_one(struct journal *j)
+{
+    bool periodic = j->cfg.durability == JOURNAL_SYNC_PERIODIC;
+    j->committing = true;
+    struct jarena tmp = j->fill;
+    j->fill = j->spare;
+    j->spare = tmp;
+    pthread_cond_broadcast(&j->space_cv);
+    pthread_mutex_unlock(&j->q_mu);
+
+    bool had_flush = false;
+    int rc = commit_arena(j, &j->spare, &had_flush);
+    int flush_err = 0;
+    if (had_flush && rc == 0)
+        flush_err = env_sync(j);
+    atomic_fetch_add(&j->commits, 1);
+
+    pthread_mutex_lock(&j->q_mu);
+    resolve(j, &j->spare, rc, flush_err);
+    j->spare.len = 0;
+    j->spare.records = 0;
+    if (periodic && rc == 0 && !had_flush) {
+        if (!j->dirty_since_sync)
+            j->next_sync_ms = ferry_monotonic_ms() + j->cfg.sync_interval_ms;
+        j->dirty_since_sync = true;
+    }
+    j->committing = false;
+    /* whoever is next: the committer thread for queued records, a waiter to lead */
+    pthread_cond_signal(&j->commit_cv);
+    pthread_cond_broadcast(&j->done_cv);
+}
+
+static void periodic_sync(struct journal *j)
+{
+    j->dirty_since_sync = false;
+    j->next_sync_ms = ferry_monotonic_ms() + j->cfg.sync_interval_ms;
+    pthread_mutex_unlock(&j->q_mu);
+    int src = env_sync(j);
+    pthread_mutex_lock(&j->q_mu);
+    if (src && !j->sticky_err)
+        j->sticky_err = src;
+}
+
 static void *committer_main(void *arg)
 {
     struct journal *j = arg;
     bool periodic = j->cfg.durability == JOURNAL_SYNC_PERIODIC;
     pthread_mutex_lock(&j->q_mu);
     for (;;) {
-        while (j->fill.len == 0 && !j->stopping) {
-            if (periodic && j->dirty_since_sync) {
+        bool sync_due = false;
+        while ((j->fill.len == 0 || j->committing) && !j->stopping) {
+            if (periodic && j->dirty_since_sync && !j->committing) {
                 long long now = ferry_monotonic_ms();
-                if (now >= j->next_sync_ms)
+                if (now >= j->next_sync_ms) {
+                    sync_due = true;
                     break;
+                }
                 struct timespec ts;
                 timespec_after_us(&ts, (uint64_t)(j->next_sync_ms - now) * 1000);
                 pthread_cond_timedwait(&j->commit_cv, &j->q_mu, &ts);
@@ -686,15 +743,13 @@ static void *committer_main(void *arg)
                 pthread_cond_wait(&j->commit_cv, &j->q_mu);
             }
         }
-        if (j->fill.len == 0 && !j->stopping) {
-            /* periodic sync due and nothing queued */
-            j->dirty_since_sync = false;
-            j->next_sync_ms = ferry_monotonic_ms() + j->cfg.sync_interval_ms;
-            pthread_mutex_unlock(&j->q_mu);
-            int src = env_sync(j);
-            pthread_mutex_lock(&j->q_mu);
-            if (src && !j->sticky_err)
-                j->sticky_err = src;
+        if (sync_due) {
+            periodic_sync(j);
+            continue;
+        }
+        if (j->committing) {
+            /* stopping while a leader commits: wait for it */
+            pthread_cond_wait(&j->commit_cv, &j->q_mu);
             continue;
         }
         if (j->fill.len == 0 && j->stopping)
@@ -706,38 +761,12 @@ static void *committer_main(void *arg)
                 if (pthread_cond_timedwait(&j->commit_cv, &j->q_mu, &ts) == ETIMEDOUT)
                     break;
             }
+            if (j->committing || j->fill.len == 0)
+                continue; /* a leader took it meanwhile */
         }
-        struct jarena tmp = j->fill;
-        j->fill = j->spare;
-        j->spare = tmp;
-        pthread_cond_broadcast(&j->space_cv);
-        pthread_mutex_unlock(&j->q_mu);
-
-        bool had_flush = false;
-        int rc = commit_arena(j, &j->spare, &had_flush);
-        int flush_err = 0;
-        if (had_flush && rc == 0)
-            flush_err = env_sync(j);
-        atomic_fetch_add(&j->commits, 1);
-
-        pthread_mutex_lock(&j->q_mu);
-        resolve(j, &j->spare, rc, flush_err);
-        j->spare.len = 0;
-        j->spare.records = 0;
-        if (periodic && rc == 0 && !had_flush) {
-            if (!j->dirty_since_sync)
-                j->next_sync_ms = ferry_monotonic_ms() + j->cfg.sync_interval_ms;
-            j->dirty_since_sync = true;
-        }
-        if (periodic && j->dirty_since_sync && ferry_monotonic_ms() >= j->next_sync_ms) {
-            j->dirty_since_sync = false;
-            j->next_sync_ms = ferry_monotonic_ms() + j->cfg.sync_interval_ms;
-            pthread_mutex_unlock(&j->q_mu);
-            int src = env_sync(j);
-            pthread_mutex_lock(&j->q_mu);
-            if (src && !j->sticky_err)
-                j->sticky_err = src;
-        }
+        commit_one(j);
+        if (periodic && j->dirty_since_sync && ferry_monotonic_ms() >= j->next_sync_ms)
+            periodic_sync(j);
     }
     j->committer_running = false;
     pthread_cond_broadcast(&j->done_cv);

@@ -636,8 +636,8 @@ int journal_open(const char *data_dir, const struct journal_config *cfg_in, stru
         j->cfg.group_max_bytes = (size_t)(j->mapsize / 16);
     /* One arena is one transaction: keep it small against the quota (eviction makes room for
      * a whole arena before it writes). */
-    if (j->cfg.queue_max_bytes > 2 * j->cfg.group_max_bytes)
-        j->cfg.queue_max_bytes = 2 * j->cfg.group_max_bytes;
+    if (j->cfg.queue_max_bytes > j->mapsize / 8)
+        j->cfg.queue_max_bytes = (size_t)(j->mapsize / 8);
     int rc = JOURNAL_ENOMEM;
     j->dir = strdup(data_dir);
     j->path = path_join(data_dir, JOURNAL_FILE_NAME);

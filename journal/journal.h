@@ -151,8 +151,9 @@ struct journal_config {
     size_t group_max_bytes;     /* payload bytes per commit at most (default 4 MiB, and never
                                    more than a sixteenth of the quota) */
     size_t queue_max_bytes;     /* queued, uncommitted bytes at most; appends wait beyond it
-                                   (default 16 MiB, never more than 2 x group_max_bytes, since
-                                   what is queued while a commit runs is the next commit) */
+                                   (default 16 MiB, never more than an eighth of the quota,
+                                   since what is queued while a commit runs is the next
+                                   commit, and eviction makes room for it in advance) */
     size_t max_record_bytes;    /* largest payload accepted (default 1 MiB) */
     uint32_t delete_chunk_records; /* acknowledged records deleted per write transaction
                                       (default 10000) */

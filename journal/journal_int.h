@@ -23,6 +23,7 @@
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <string.h>
 
 #include "journal/journal.h"
 
@@ -108,6 +109,7 @@ struct journal {
     struct jfail fails[J_FAIL_RING];
     unsigned fail_pos;
     bool stopping;
+    bool committing; /* a commit (committer thread or a leading producer) is running */
     bool committer_running;
     bool thread_started;
     int sticky_err; /* first committer error, returned by journal_close */
@@ -119,10 +121,41 @@ struct journal {
 };
 
 /* ---- jstore.c: inside a transaction -------------------------------------------------- */
-void j_be64(uint8_t out[8], uint64_t v);
-uint64_t j_get_be64(const uint8_t in[8]);
-void j_le64(uint8_t out[8], uint64_t v);
-uint64_t j_get_le64(const uint8_t in[8]);
+/* Fixed-width integers in the file: keys big-endian (so memcmp order is numeric order and
+ * MDB_APPEND works), values little-endian. Inline: they run once or twice per record. */
+static inline void j_be64(uint8_t out[8], uint64_t v)
+{
+    v = __builtin_bswap64(v);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    memcpy(out, &v, 8);
+}
+static inline uint64_t j_get_be64(const uint8_t in[8])
+{
+    uint64_t v;
+    memcpy(&v, in, 8);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+static inline void j_le64(uint8_t out[8], uint64_t v)
+{
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    memcpy(out, &v, 8);
+}
+static inline uint64_t j_get_le64(const uint8_t in[8])
+{
+    uint64_t v;
+    memcpy(&v, in, 8);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
 
 int j_lmdb_err(int rc); /* LMDB/errno code -> enum journal_error */
 

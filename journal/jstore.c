@@ -19,38 +19,6 @@
 
 #include "journal/journal_int.h"
 
-void j_be64(uint8_t out[8], uint64_t v)
-{
-    for (int i = 7; i >= 0; i--) {
-        out[i] = (uint8_t)v;
-        v >>= 8;
-    }
-}
-
-uint64_t j_get_be64(const uint8_t in[8])
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | in[i];
-    return v;
-}
-
-void j_le64(uint8_t out[8], uint64_t v)
-{
-    for (int i = 0; i < 8; i++) {
-        out[i] = (uint8_t)v;
-        v >>= 8;
-    }
-}
-
-uint64_t j_get_le64(const uint8_t in[8])
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | in[i];
-    return v;
-}
-
 int j_lmdb_err(int rc)
 {
     switch (rc) {
