@@ -153,8 +153,10 @@ static void reject_line(struct input_job *job, size_t line, const char *reason)
     if (job->rejected > INPUT_MAX_ERRORS_LISTED)
         return;
     /* Out of memory here loses only the description; the count above is what matters. */
-    if (ferry_buf_printf(&job->errors, "%sline %zu: %s", job->errors.len ? "\n" : "", line,
-                         reason) != 0)
+    int rc = line ? ferry_buf_printf(&job->errors, "%sline %zu: %s", job->errors.len ? "\n" : "",
+                                     line, reason)
+                  : ferry_buf_printf(&job->errors, "%s%s", job->errors.len ? "\n" : "", reason);
+    if (rc != 0)
         return;
     if (ferry_buf_reserve(&job->errors, 1) == 0)
         job->errors.data[job->errors.len] = 0;
@@ -270,7 +272,17 @@ static int flush_chunk(struct input_job *job, struct journal *j)
 
 /* ---- Line protocol ---------------------------------------------------------------------- */
 
-enum { CB_CHUNK_FULL = 1, CB_PACK_FAILED = 2, CB_NOMEM = 3 };
+/*
+ * lineproto_parse() stops at the first bad line and tells its (physical) line number; it does
+ * not say where a callback stopped it. So the text is fed in slices of about
+ * INPUT_SLICE_BYTES that end at a newline, each parsed to its end: after a clean slice `pos`
+ * moves to the slice's end; after an error it moves past the bad line and parsing resumes
+ * there. A quoted string may hold a newline, so a slice that fails on its last line is retried
+ * once extended to the end of the text before the error counts.
+ */
+#define INPUT_SLICE_BYTES (256 * 1024)
+
+enum { CB_PACK_FAILED = 1, CB_NOMEM = 2 };
 
 static int on_lineproto_record(void *arg, const struct record *r)
 {
@@ -278,38 +290,69 @@ static int on_lineproto_record(void *arg, const struct record *r)
     int rc = pack_record(job, r);
     if (rc == RECORD_ENOMEM)
         return CB_NOMEM;
-    if (rc < 0)
-        return CB_PACK_FAILED;
-    return job->chunk_full ? CB_CHUNK_FULL : 0;
+    if (rc < 0) {
+        /* The parser enforces the record limits, so this is a record too large to pack; the
+         * callback is not told its line, and the parse goes on. */
+        reject_line(job, 0, job->pack_why);
+    }
+    return 0;
 }
 
-/* Parses from pos until the chunk is full or the text ends. Returns 0 or INPUT_ENOMEM. */
+static size_t count_newlines(const char *p, size_t n)
+{
+    size_t count = 0;
+    const char *end = p + n;
+    while (p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        count++;
+        p++;
+    }
+    return count;
+}
+
+/* End of a slice starting at `from`: just past a newline about `want` bytes on, or the end. */
+static size_t slice_end(const struct input_job *job, size_t from, size_t want)
+{
+    if (job->len - from <= want)
+        return job->len;
+    const char *nl = memchr(job->text + from + want, '\n', job->len - from - want);
+    return nl ? (size_t)(nl - job->text) + 1 : job->len;
+}
+
+/* Parses slices from pos until the chunk is full or the text ends. Returns 0 or INPUT_ENOMEM. */
 static int parse_lineproto(struct input_job *job)
 {
     while (job->pos < job->len && !job->chunk_full) {
-        struct lineproto_error err;
-        memset(&err, 0, sizeof err);
         size_t start = job->pos;
-        int rc = lineproto_parse(job->text + start, job->len - start, job->opts.precision,
+        size_t end = slice_end(job, start, INPUT_SLICE_BYTES);
+        size_t packed_before = job->n_pending;
+        struct lineproto_error err;
+        int rc = lineproto_parse(job->text + start, end - start, job->opts.precision,
                                  job->opts.default_ts_ns, on_lineproto_record, job, &err);
-        if (rc == 0) {
-            job->pos = job->len;
-            return 0;
+        if (rc < 0 && rc != LINEPROTO_ENOMEM && rc != LINEPROTO_ECALLBACK && end < job->len &&
+            err.line >= count_newlines(job->text + start, end - start)) {
+            /* Failed on the slice's last line: maybe a quoted string runs on. Parse the rest of
+             * the text as one slice instead (dropping what this attempt packed). */
+            job->n_pending = packed_before;
+            job->packed.len = packed_before ? job->pending[packed_before - 1].offset +
+                                                  job->pending[packed_before - 1].len
+                                            : 0;
+            job->chunk_full = job->packed.len >= INPUT_CHUNK_BYTES;
+            end = job->len;
+            rc = lineproto_parse(job->text + start, end - start, job->opts.precision,
+                                 job->opts.default_ts_ns, on_lineproto_record, job, &err);
         }
-        if (rc == LINEPROTO_ENOMEM)
+        if (rc == LINEPROTO_ENOMEM || (rc == LINEPROTO_ECALLBACK && err.callback_status == CB_NOMEM))
             return INPUT_ENOMEM;
-        size_t line = err.line ? err.line : 1;
-        if (rc == LINEPROTO_ECALLBACK) {
-            if (err.callback_status == CB_NOMEM)
-                return INPUT_ENOMEM;
-            if (err.callback_status == CB_PACK_FAILED)
-                reject_line(job, job->line_base + line, job->pack_why);
-        } else {
-            char reason[224];
-            snprintf(reason, sizeof reason, "%s (column %zu)",
-                     err.reason[0] ? err.reason : lineproto_strerror(rc), err.column);
-            reject_line(job, job->line_base + line, reason);
+        if (rc == 0) {
+            job->line_base += count_newlines(job->text + start, end - start);
+            job->pos = end;
+            continue;
         }
+        size_t line = err.line ? err.line : 1;
+        char reason[224];
+        snprintf(reason, sizeof reason, "%s (column %zu)",
+                 err.reason[0] ? err.reason : lineproto_strerror(rc), err.column);
+        reject_line(job, job->line_base + line, reason);
         job->pos = skip_lines(job, start, line);
         job->line_base += line;
     }

@@ -5,6 +5,7 @@
  * device, the link, the adaptive batch size and throughput, and each stream's backlog.
  */
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -60,8 +61,9 @@ static void print_human(json_t *st)
     human_age(jint(st, "uptime_s") * 1000, up, sizeof up);
     printf("ferryd %s, pid %lld, up %s\n", json_string_value(json_object_get(st, "version")),
            jint(st, "pid"), up);
-    printf("device     %s%s\n", dev && *dev ? dev : "(not enrolled yet)",
-           json_is_true(json_object_get(st, "enrolled")) ? "" : " (not enrolled)");
+    bool enrolled = json_is_true(json_object_get(st, "enrolled"));
+    printf("device     %s%s\n", dev && *dev ? dev : "(no id yet)",
+           enrolled ? ", enrolled" : ", not enrolled");
     json_t *link = json_object_get(st, "link");
     if (link && json_is_true(json_object_get(link, "sync_engine"))) {
         char last[32];
