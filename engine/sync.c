@@ -783,6 +783,30 @@ static void start_build(struct sync *s, const struct journal_stats *js, const bo
     sync_worker_submit(&s->worker, &b->job);
 }
 
+static void on_release_done(struct sync_job *job)
+{
+    struct sync *s = job->s;
+    if (!s->freeing) {
+        s->releasing = false;
+        schedule_eval(s);
+    }
+    free(job);
+}
+
+/* Nothing waits and nothing is in flight: give the builder's memory back (sync_release_run). */
+static void release_builder(struct sync *s)
+{
+    struct sync_job *job = calloc(1, sizeof(*job));
+    if (!job)
+        return;
+    job->s = s;
+    job->run = sync_release_run;
+    job->done = on_release_done;
+    s->builder_live = false;
+    s->releasing = true;
+    sync_worker_submit(&s->worker, job);
+}
+
 static void heartbeat(struct sync *s)
 {
     char uptime[32];
@@ -856,11 +880,14 @@ static void evaluate(struct sync *s)
     if (js.gaps_pending > 0 && !s->gaps_in_flight)
         any_due = true;
 
-    if (any_due && !s->building && s->n_in_flight < s->cfg.max_in_flight) {
+    if (any_due && !s->building && !s->releasing && s->n_in_flight < s->cfg.max_in_flight) {
         s->heartbeat_pending = false;
+        s->builder_live = true;
         start_build(s, &js, due);
+    } else if (!any_beyond && !s->building && s->n_in_flight == 0 && s->acks_pending == 0 &&
+               s->builder_live && !s->releasing) {
+        release_builder(s);
     }
-    (void)any_beyond;
     /* When a build or request finishes, evaluate() runs again; the timer only needs to cover
      * deadlines that nothing else will wake us for. */
     arm_timer(s, next_deadline);

@@ -154,6 +154,8 @@ struct sync {
     bool freeing;
     bool building;              /* a build job is with the worker */
     unsigned acks_pending;      /* ack jobs with the worker */
+    bool builder_live;          /* a builder may exist on the worker (released when idle) */
+    bool releasing;             /* a release job is with the worker */
     struct sync_batch *in_flight; /* list of batches being sent */
     unsigned n_in_flight;
     bool gaps_in_flight;
@@ -183,6 +185,9 @@ int sync_append_event(struct sync *s, const char *name, const char *const *keys,
 void sync_batch_build_run(struct sync_job *job);
 void sync_ack_run(struct sync_job *job);
 void sync_batch_free(struct sync_batch *b);
+/* Idle: frees the batch builder (its zstd context and buffers, megabytes after a big batch) and
+ * returns freed heap to the kernel; the next batch makes a new builder. */
+void sync_release_run(struct sync_job *job);
 void sync_ack_free(struct sync_ack *a);
 
 #endif
