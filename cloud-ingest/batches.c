@@ -77,6 +77,23 @@ void ingest_job_reset(struct ingest_job *job)
     job->worker = NULL;
 }
 
+/* Saturating arithmetic: device clocks and timestamps come from outside and may be anything. */
+static int64_t sat_add(int64_t a, int64_t b)
+{
+    int64_t r;
+    if (__builtin_add_overflow(a, b, &r))
+        return b > 0 ? INT64_MAX : INT64_MIN;
+    return r;
+}
+
+static int64_t sat_sub(int64_t a, int64_t b)
+{
+    int64_t r;
+    if (__builtin_sub_overflow(a, b, &r))
+        return b < 0 ? INT64_MAX : INT64_MIN;
+    return r;
+}
+
 struct decode_state {
     struct ingest_job *job;
     const struct batch_header *h;
@@ -132,7 +149,7 @@ static int on_record(void *arg, const struct record *r)
     rec->stream = (uint8_t)r->stream;
     rec->seq = r->seq;
     rec->ts_ns = r->ts_ns;
-    rec->ts_corrected_ns = st->correct ? r->ts_ns + st->offset_ns : r->ts_ns;
+    rec->ts_corrected_ns = st->correct ? sat_add(r->ts_ns, st->offset_ns) : r->ts_ns;
     rec->packed = NULL;
     rec->packed_len = job->arena->len - off;
     job->offs[n] = off;
@@ -215,9 +232,9 @@ int ingest_batch_prepare(struct ingest_ctx *ctx, struct batch_decoder *dec, cons
         status = 401;
         goto fail;
     }
-    struct decode_state st = {job, &h, now_ns - h.send_time_ns, false};
-    int64_t abs_off = st.offset_ns < 0 ? -st.offset_ns : st.offset_ns;
-    st.correct = abs_off > ctx->cfg->clock_threshold_ms * 1000000;
+    struct decode_state st = {job, &h, sat_sub(now_ns, h.send_time_ns), false};
+    st.correct = st.offset_ns > ctx->cfg->clock_threshold_ms * 1000000 ||
+                 st.offset_ns < -ctx->cfg->clock_threshold_ms * 1000000;
     memset(&ei, 0, sizeof(ei));
     rc = batch_decode_unverified(dec, body, len, NULL, on_record, &st, &ei);
     if (rc == BATCH_ECALLBACK && job->decode_status != 0) {
