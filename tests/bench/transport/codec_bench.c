@@ -561,36 +561,37 @@ int main(int argc, char **argv)
         return 1;
     crypto_sign_keypair(g_pk, g_sk);
     struct corpus cs[2] = {{.name = "metrics", .unit = "sample"}, {.name = "logs", .unit = "line"}};
+    int status = 1;
     const int64_t start_ns = 1764070000000000000ll; /* 2025-11-25, a fixed day */
     if (metrics_file ? load_file(metrics_file, &cs[0].text)
                      : corpus_metrics(&cs[0].text, start_ns, (unsigned)seconds, 1)) {
         fprintf(stderr, "codec-bench: cannot get the metrics corpus\n");
-        return 1;
+        goto out;
     }
     if (logs_file ? load_file(logs_file, &cs[1].text)
                   : corpus_logs(&cs[1].text, start_ns, (unsigned)seconds, 2)) {
         fprintf(stderr, "codec-bench: cannot get the log corpus\n");
-        return 1;
+        goto out;
     }
     if (write_dir) {
         char path[4096];
         snprintf(path, sizeof path, "%s/metrics.lp", write_dir);
         int rc = ferry_write_file_atomic(path, cs[0].text.data, cs[0].text.len, 0644);
-        snprintf(path, sizeof path, "%s/app.log", write_dir);
-        if (rc == 0)
+        if (rc == 0) {
+            snprintf(path, sizeof path, "%s/app.log", write_dir);
             rc = ferry_write_file_atomic(path, cs[1].text.data, cs[1].text.len, 0644);
-        if (rc != 0) {
-            fprintf(stderr, "codec-bench: writing %s: %s\n", path, strerror(-rc));
-            return 1;
         }
-        return 0;
+        if (rc != 0)
+            fprintf(stderr, "codec-bench: writing %s: %s\n", path, strerror(-rc));
+        status = rc != 0;
+        goto out;
     }
     if (load_metrics(&cs[0]) != 0 || load_logs(&cs[1]) != 0) {
         fprintf(stderr, "codec-bench: out of memory loading the corpus\n");
-        return 1;
+        goto out;
     }
     if (train_dict(cs, !metrics_file && !logs_file, start_ns) != 0)
-        return 1;
+        goto out;
     for (int k = 0; k < 2; k++)
         printf("%s: %zu records from %zu bytes of text%s (%zu lines not parsed)\n", cs[k].name,
                cs[k].n_items, cs[k].text.len,
@@ -624,7 +625,7 @@ int main(int argc, char **argv)
             struct result r;
             if (run(&cs[k], sizes[s], level, NULL, 0, 0, &r) != 0) {
                 fprintf(stderr, "codec-bench: run failed\n");
-                return 1;
+                goto out;
             }
             double u = r.units ? (double)r.units : 1;
             printf("%-8s %6s %7zu %8zu %9zu %11zu | %9.3f %7.2f | %9.3f %9.3f %9.3f | %7.3f %6.1f "
@@ -638,7 +639,7 @@ int main(int argc, char **argv)
             struct result rd;
             if (run(&cs[k], sizes[s], level, g_dict.data, g_dict.len, g_dict_id, &rd) != 0) {
                 fprintf(stderr, "codec-bench: run with the dictionary failed\n");
-                return 1;
+                goto out;
             }
             printf("%-8s %6s %7zu %8zu %9zu %11s | %9.3f %7.2f | %9s %9s %9s | %7.3f %6.1f "
                    "%7.3f %6.1f %s\n",
@@ -673,10 +674,13 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < nf; i++)
         printf("%s: %.3f\n", figs[i].name, figs[i].value);
     printf("lossless_roundtrip: %s\n", all_ok ? "yes" : "NO");
+    status = all_ok ? 0 : 1;
+out:
     for (int k = 0; k < 2; k++) {
         ferry_buf_free(&cs[k].text);
         ferry_buf_free(&cs[k].arena);
         free(cs[k].items);
     }
-    return all_ok ? 0 : 1;
+    ferry_buf_free(&g_dict);
+    return status;
 }
