@@ -1,0 +1,728 @@
+/*
+ * ota.c - the OTA agent (see ota.h; docs/ota.md "Device state machine").
+ *
+ * Transitions and the function behind each:
+ *   idle        --poll_done: new verified manifest-->  downloading   (start_update: worker picks
+ *                                                                     delta or full by base hash)
+ *   downloading --dl_done ok-->                         downloaded -> applying (start_apply)
+ *   applying    --job_done ok-->                        installed     (slot set_next; reboot hook)
+ *   applying    --base mismatch on a delta-->           downloading   (full artifact fallback)
+ *   installed   --boot into target slot-->              trial         (start_trial: health checks)
+ *   installed   --boot came back on the old slot-->     rolled_back   ("trial boot failed")
+ *   trial       --checks pass-->                        committed     (mark_good)
+ *   trial       --check fails / deadline-->             rolled_back   (rollback; reboot hook)
+ *   any         --permanent error-->                    failed
+ * Invariants
+ *   A1. The state in the journal is changed only together with the event reporting it.
+ *   A2. The target slot is written only after the manifest verified (signature, policy) and the
+ *       artifact's every chunk verified; delta_apply() checks the target hash before the switch.
+ *   A3. The running slot is never written.
+ *   A4. At most one worker job runs; the loop never blocks on the network or a long computation.
+ */
+#include "engine/ota/ota.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "journal/journal.h"
+#include "transport/delta.h"
+#include "transport/download.h"
+#include "transport/http_client.h"
+#include "transport/manifest.h"
+#include "transport/record.h"
+
+enum job_kind { JOB_NONE, JOB_SELECT, JOB_APPLY, JOB_HEALTH };
+
+struct ota_agent {
+    struct event_base *base;
+    struct http_client *http;
+    struct journal *journal;
+    struct ota_config cfg;
+    struct ota_slots *slots;
+    struct ota_status st;
+    struct manifest *manifest;       /* the release being installed (verified) */
+    const struct manifest_artifact *artifact;
+    struct event *poll_timer;
+    struct http_request *poll_req;
+    char etag[80];
+    struct download *dl;
+    int last_progress_decile;
+    /* worker */
+    int job_pipe[2];
+    struct event *job_event;
+    pthread_t job_thread;
+    int job_running;
+    enum job_kind job;
+    int job_result;
+    char job_reason[256];
+    char job_base_path[1100], job_delta_path[1100], job_target_path[1100];
+    uint8_t job_expect[32];
+};
+
+/* ---------------------------------------------------------------------------------------- */
+/* State persistence and events (A1)                                                          */
+
+int ota_status_parse(const void *data, size_t len, struct ota_status *o)
+{
+    memset(o, 0, sizeof(*o));
+    json_t *j = json_loadb(data, len, 0, NULL);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return -1;
+    }
+#define S(field, key)                                                                            \
+    do {                                                                                         \
+        json_t *v = json_object_get(j, key);                                                     \
+        if (json_is_string(v))                                                                   \
+            ferry_strlcpy(o->field, json_string_value(v), sizeof(o->field));                     \
+    } while (0)
+#define N(field, key)                                                                            \
+    do {                                                                                         \
+        json_t *v = json_object_get(j, key);                                                     \
+        if (json_is_integer(v))                                                                  \
+            o->field = (__typeof__(o->field))json_integer_value(v);                              \
+    } while (0)
+    S(state, "state");
+    S(running_version, "running_version");
+    S(target_version, "target_version");
+    S(artifact_kind, "artifact_kind");
+    S(reason, "reason");
+    N(bytes_done, "bytes_done");
+    N(bytes_total, "bytes_total");
+    N(next_chunk, "next_chunk");
+    N(chunks, "chunks");
+    N(download_started_ns, "download_started_ns");
+    N(updated_ns, "updated_ns");
+    N(bytes_at_start, "bytes_at_start");
+    N(highest_serial, "highest_serial");
+#undef S
+#undef N
+    json_decref(j);
+    return 0;
+}
+
+static char *status_json(const struct ota_status *s)
+{
+    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "state",
+                          s->state, "running_version", s->running_version, "target_version",
+                          s->target_version, "artifact_kind", s->artifact_kind, "reason",
+                          s->reason, "bytes_done", (json_int_t)s->bytes_done, "bytes_total",
+                          (json_int_t)s->bytes_total, "next_chunk", (json_int_t)s->next_chunk,
+                          "chunks", (json_int_t)s->chunks, "download_started_ns",
+                          (json_int_t)s->download_started_ns, "updated_ns",
+                          (json_int_t)s->updated_ns, "bytes_at_start",
+                          (json_int_t)s->bytes_at_start, "highest_serial",
+                          (json_int_t)s->highest_serial);
+    if (!j)
+        return NULL;
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    return text;
+}
+
+static void str_field(struct record_field *f, const char *key, const char *value)
+{
+    f->key = (struct record_str){key, strlen(key)};
+    f->type = RECORD_FIELD_STRING;
+    f->v.s = (struct record_str){value, strlen(value)};
+}
+
+/* Commits the state (and optionally the manifest) with an event "ota.<event>" (A1). */
+static int persist(struct ota_agent *a, const char *event, const uint8_t *manifest,
+                   size_t manifest_len)
+{
+    a->st.updated_ns = ferry_realtime_ns();
+    char *state = status_json(&a->st);
+    if (!state)
+        return OTA_E_NOMEM;
+    char name[64];
+    snprintf(name, sizeof(name), "ota.%s", event);
+    const char *component = a->cfg.component;
+    struct record_field f[6];
+    size_t nf = 0;
+    str_field(&f[nf++], "component", component);
+    str_field(&f[nf++], "state", a->st.state);
+    str_field(&f[nf++], "running_version", a->st.running_version);
+    str_field(&f[nf++], "target_version", a->st.target_version);
+    str_field(&f[nf++], "reason", a->st.reason);
+    f[nf].key = (struct record_str){"bytes_done", 10};
+    f[nf].type = RECORD_FIELD_UINT;
+    f[nf].v.u = a->st.bytes_done;
+    nf++;
+    struct record r = {0};
+    r.stream = RECORD_EVENT;
+    r.ts_ns = a->st.updated_ns;
+    r.name = (struct record_str){name, strlen(name)};
+    r.fields = f;
+    r.n_fields = nf;
+    struct ferry_buf payload = FERRY_BUF_INIT;
+    int rc = record_pack(&r, &payload);
+    struct journal_state_op ops[2] = {
+        {OTA_STATE_KEY, strlen(OTA_STATE_KEY), state, strlen(state), false},
+        {OTA_MANIFEST_KEY, strlen(OTA_MANIFEST_KEY), manifest, manifest_len, false},
+    };
+    if (rc == 0)
+        rc = journal_append_event_with_state(a->journal, r.ts_ns, payload.data, payload.len, ops,
+                                             manifest ? 2 : 1, JOURNAL_APPEND_WAIT, NULL);
+    ferry_buf_free(&payload);
+    free(state);
+    if (rc != 0) {
+        log_error("ota", "cannot persist state %s: journal error %d", a->st.state, rc);
+        return OTA_E_JOURNAL;
+    }
+    log_info("ota", "%s: %s %s%s%s", name, a->cfg.component, a->st.target_version,
+             a->st.reason[0] ? " - " : "", a->st.reason);
+    return OTA_OK;
+}
+
+static void set_state(struct ota_agent *a, const char *state, const char *event,
+                      const char *reason)
+{
+    ferry_strlcpy(a->st.state, state, sizeof(a->st.state));
+    ferry_strlcpy(a->st.reason, reason ? reason : "", sizeof(a->st.reason));
+    if (persist(a, event ? event : state, NULL, 0) != OTA_OK)
+        log_error("ota", "state %s not persisted", state);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Worker thread (A4)                                                                         */
+
+static void *job_main(void *arg)
+{
+    struct ota_agent *a = arg;
+    char err[256] = "";
+    a->job_result = 0;
+    a->job_reason[0] = '\0';
+    if (a->job == JOB_SELECT) {
+        /* Pick the delta whose base is the running slot's content, else the full image. */
+        a->job_result = -1;
+        for (size_t i = 0; a->manifest && i < manifest_artifact_count(a->manifest); i++) {
+            const struct manifest_artifact *art = manifest_artifact(a->manifest, i);
+            uint8_t h[32];
+            if (art->kind != MANIFEST_ARTIFACT_DELTA ||
+                delta_sha256_file(a->job_base_path, art->base_size, h, NULL) != DELTA_OK)
+                continue;
+            if (memcmp(h, art->base_sha256, 32) == 0) {
+                a->job_result = (int)i;
+                break;
+            }
+        }
+    } else if (a->job == JOB_APPLY) {
+        struct delta_apply_options o = {.expect_target_sha256 = a->job_expect};
+        a->job_result = delta_apply(a->job_base_path, a->job_delta_path, a->job_target_path, &o,
+                                    err, sizeof(err));
+        ferry_strlcpy(a->job_reason, err, sizeof(a->job_reason));
+    } else if (a->job == JOB_HEALTH) {
+        long long deadline = ferry_monotonic_ms() + a->cfg.trial_deadline_ms;
+        for (size_t i = 0; i < a->cfg.n_health_commands; i++) {
+            long long left = deadline - ferry_monotonic_ms();
+            if (left <= 0) {
+                a->job_result = -1;
+                snprintf(a->job_reason, sizeof(a->job_reason),
+                         "health check deadline of %lld ms passed",
+                         (long long)a->cfg.trial_deadline_ms);
+                break;
+            }
+            int timeout = (int)(left < a->cfg.health_timeout_ms ? left : a->cfg.health_timeout_ms);
+            int rc = ota_run_command(a->cfg.health_commands[i], timeout, NULL, 0);
+            if (rc != 0) {
+                a->job_result = -1;
+                snprintf(a->job_reason, sizeof(a->job_reason), "health check '%s' %s %d",
+                         a->cfg.health_commands[i], rc < 0 ? "timed out" : "exited", rc);
+                break;
+            }
+        }
+    }
+    char c = 1;
+    ssize_t w = write(a->job_pipe[1], &c, 1);
+    (void)w;
+    return NULL;
+}
+
+static int start_job(struct ota_agent *a, enum job_kind kind)
+{
+    if (a->job_running)
+        return -1;
+    a->job = kind;
+    a->job_running = 1;
+    if (pthread_create(&a->job_thread, NULL, job_main, a) != 0) {
+        a->job_running = 0;
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Steps                                                                                      */
+
+static void schedule_poll(struct ota_agent *a, int64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    evtimer_add(a->poll_timer, &tv);
+}
+
+static void work_path(const struct ota_agent *a, const struct manifest_artifact *art, char *out,
+                      size_t n)
+{
+    char hex[65];
+    ferry_hex_encode(art->sha256, 32, hex);
+    snprintf(out, n, "%s/ota/%s.part", a->cfg.data_dir, hex);
+}
+
+static void start_apply(struct ota_agent *a);
+
+static int on_chunk(void *arg, uint32_t index, uint32_t next, uint64_t bytes_done)
+{
+    (void)index;
+    struct ota_agent *a = arg;
+    a->st.next_chunk = next;
+    a->st.bytes_done = bytes_done;
+    int decile = a->st.bytes_total ? (int)(bytes_done * 10 / a->st.bytes_total) : 10;
+    /* every chunk is persisted (resume point); every 10 % also reported as an event */
+    if (decile != a->last_progress_decile) {
+        a->last_progress_decile = decile;
+        return persist(a, "downloading", NULL, 0) == OTA_OK ? 0 : 1;
+    }
+    a->st.updated_ns = ferry_realtime_ns();
+    char *state = status_json(&a->st);
+    int rc = state ? journal_state_put(a->journal, OTA_STATE_KEY, strlen(OTA_STATE_KEY), state,
+                                       strlen(state))
+                   : -1;
+    free(state);
+    return rc == 0 ? 0 : 1;
+}
+
+static void on_download_done(void *arg, int err, const char *reason)
+{
+    struct ota_agent *a = arg;
+    if (err == DOWNLOAD_E_CANCELED)
+        return; /* agent stopping: the state keeps the resume point */
+    if (err != DOWNLOAD_OK) {
+        char why[300];
+        snprintf(why, sizeof(why), "download: %s", reason);
+        set_state(a, "failed", NULL, why);
+        schedule_poll(a, a->cfg.check_interval_ms);
+        return;
+    }
+    set_state(a, "downloaded", NULL, NULL);
+    start_apply(a);
+}
+
+static void start_download(struct ota_agent *a)
+{
+    if (a->dl) { /* finished (or failed) download of a previous step */
+        download_free(a->dl);
+        a->dl = NULL;
+    }
+    char path[1100], url[1200], dir[1100];
+    snprintf(dir, sizeof(dir), "%s/ota", a->cfg.data_dir);
+    if (ferry_mkdir_p(dir, 0700) != 0) {
+        set_state(a, "failed", NULL, "cannot create the download directory");
+        return;
+    }
+    work_path(a, a->artifact, path, sizeof(path));
+    char hex[65];
+    ferry_hex_encode(a->artifact->sha256, 32, hex);
+    snprintf(url, sizeof(url), "%s/v1/artifacts/%s", a->cfg.server_url, hex);
+    struct download_opts o = {0};
+    o.url = url;
+    o.path = path;
+    o.artifact = a->artifact;
+    o.first_chunk = a->st.next_chunk <= a->artifact->chunk_count ? a->st.next_chunk : 0;
+    o.max_bytes_per_s = a->cfg.max_bytes_per_s;
+    o.ca_file = a->cfg.ca_file;
+    o.on_chunk = on_chunk;
+    o.on_done = on_download_done;
+    o.arg = a;
+    a->last_progress_decile = a->artifact->size ? (int)(a->st.bytes_done * 10 / a->artifact->size)
+                                                : 0;
+    if (download_start(a->http, a->base, &o, &a->dl) != DOWNLOAD_OK) {
+        a->dl = NULL;
+        set_state(a, "failed", NULL, "cannot start the download");
+    }
+}
+
+/* Continues after JOB_SELECT: artifact `index` (or the full image when -1). */
+static void begin_artifact(struct ota_agent *a, int index)
+{
+    const struct manifest_artifact *art =
+        index >= 0 ? manifest_artifact(a->manifest, (size_t)index) : manifest_find_full(a->manifest);
+    a->artifact = art;
+    ferry_strlcpy(a->st.artifact_kind, art->kind == MANIFEST_ARTIFACT_DELTA ? "delta" : "full",
+                  sizeof(a->st.artifact_kind));
+    a->st.next_chunk = 0;
+    a->st.chunks = art->chunk_count;
+    a->st.bytes_done = 0;
+    a->st.bytes_total = art->size;
+    a->st.bytes_at_start = 0;
+    a->st.download_started_ns = ferry_realtime_ns();
+    set_state(a, "downloading", NULL, index >= 0 ? NULL : "no delta for the running image: full");
+    start_download(a);
+}
+
+static void start_apply(struct ota_agent *a)
+{
+    char cur[1100], target[1100];
+    if (ota_slots_path(a->slots, ota_slots_current(a->slots), cur, sizeof(cur)) != 0 ||
+        ota_slots_path(a->slots, ota_slots_inactive(a->slots), target, sizeof(target)) != 0) {
+        set_state(a, "failed", NULL, "slot paths too long");
+        return;
+    }
+    ferry_strlcpy(a->job_base_path, cur, sizeof(a->job_base_path));
+    ferry_strlcpy(a->job_target_path, target, sizeof(a->job_target_path));
+    work_path(a, a->artifact, a->job_delta_path, sizeof(a->job_delta_path));
+    memcpy(a->job_expect, manifest_target_sha256(a->manifest), 32);
+    set_state(a, "applying", NULL, NULL);
+    if (start_job(a, JOB_APPLY) != 0)
+        set_state(a, "failed", NULL, "cannot start the apply worker");
+}
+
+static void run_reboot_hook(struct ota_agent *a)
+{
+    if (!a->cfg.reboot_command)
+        return;
+    if (ota_run_command(a->cfg.reboot_command, 30000, NULL, 0) != 0)
+        log_warn("ota", "reboot command failed: %s", a->cfg.reboot_command);
+}
+
+static void finish_apply(struct ota_agent *a)
+{
+    if (a->job_result == DELTA_E_BASE_MISMATCH && a->artifact->kind == MANIFEST_ARTIFACT_DELTA) {
+        /* the running image is not the delta's base (e.g. a modified rw rootfs): full image */
+        set_state(a, "failed", "fallback", "base mismatch: falling back to the full image");
+        begin_artifact(a, -1);
+        return;
+    }
+    if (a->job_result != 0) {
+        char why[300];
+        snprintf(why, sizeof(why), "apply: %s", a->job_reason);
+        set_state(a, "failed", NULL, why);
+        schedule_poll(a, a->cfg.check_interval_ms);
+        return;
+    }
+    char part[1100];
+    work_path(a, a->artifact, part, sizeof(part));
+    unlink(part);
+    if (ota_slots_set_next(a->slots, ota_slots_inactive(a->slots)) != 0) {
+        set_state(a, "failed", NULL, "boot loader refused to switch slots");
+        return;
+    }
+    set_state(a, "installed", NULL, "waiting for the reboot into the new slot");
+    run_reboot_hook(a);
+}
+
+static void finish_health(struct ota_agent *a)
+{
+    if (a->job_result == 0) {
+        if (ota_slots_mark_good(a->slots) != 0) {
+            set_state(a, "rolled_back", NULL, "boot loader refused to mark the slot good");
+            return;
+        }
+        ferry_strlcpy(a->st.running_version, a->st.target_version,
+                      sizeof(a->st.running_version));
+        if (a->manifest)
+            a->st.highest_serial = manifest_serial(a->manifest);
+        set_state(a, "committed", NULL, NULL);
+        schedule_poll(a, a->cfg.check_interval_ms);
+        return;
+    }
+    if (ota_slots_rollback(a->slots) != 0)
+        log_error("ota", "boot loader rollback command failed");
+    set_state(a, "rolled_back", NULL, a->job_reason);
+    run_reboot_hook(a);
+}
+
+static void on_job_done(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct ota_agent *a = arg;
+    char c;
+    if (read(fd, &c, 1) != 1)
+        return;
+    pthread_join(a->job_thread, NULL);
+    a->job_running = 0;
+    switch (a->job) {
+    case JOB_SELECT:
+        begin_artifact(a, a->job_result);
+        break;
+    case JOB_APPLY:
+        finish_apply(a);
+        break;
+    case JOB_HEALTH:
+        finish_health(a);
+        break;
+    case JOB_NONE:
+        break;
+    }
+}
+
+/* A verified manifest naming a version to install. */
+static void start_update(struct ota_agent *a, struct manifest *m, const uint8_t *raw, size_t len)
+{
+    manifest_free(a->manifest);
+    a->manifest = m;
+    ferry_strlcpy(a->st.target_version, manifest_version(m), sizeof(a->st.target_version));
+    a->st.highest_serial = a->st.highest_serial > manifest_serial(m) ? a->st.highest_serial
+                                                                    : manifest_serial(m);
+    ferry_strlcpy(a->st.state, "available", sizeof(a->st.state));
+    a->st.reason[0] = '\0';
+    if (persist(a, "available", raw, len) != OTA_OK)
+        return;
+    if (ota_slots_path(a->slots, ota_slots_current(a->slots), a->job_base_path,
+                       sizeof(a->job_base_path)) != 0 ||
+        start_job(a, JOB_SELECT) != 0)
+        set_state(a, "failed", NULL, "cannot start artifact selection");
+}
+
+static int verify_manifest(struct ota_agent *a, const uint8_t *raw, size_t len,
+                           struct manifest **out, char *why, size_t why_len)
+{
+    struct manifest_keys keys = {a->cfg.release_keys, a->cfg.n_release_keys};
+    int rc = manifest_parse_verified(raw, len, &keys, out, why, why_len);
+    if (rc != 0)
+        return rc;
+    struct manifest_policy p = {a->cfg.device_class, a->cfg.component,
+                                a->st.running_version[0] ? a->st.running_version : NULL,
+                                a->st.highest_serial};
+    rc = manifest_check(*out, &p, why, why_len);
+    if (rc != 0) {
+        manifest_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+static void on_poll_done(void *arg, struct http_request *req, const struct http_response *resp)
+{
+    struct ota_agent *a = arg;
+    a->poll_req = NULL;
+    int busy = strcmp(a->st.state, "idle") != 0 && strcmp(a->st.state, "committed") != 0 &&
+               strcmp(a->st.state, "rolled_back") != 0 && strcmp(a->st.state, "failed") != 0;
+    schedule_poll(a, a->cfg.check_interval_ms);
+    if (resp->err != HTTP_CLIENT_OK || resp->status != 200 || busy)
+        return; /* offline, 204 (nothing for us), 304 (unchanged), or an update under way */
+    size_t elen = 0;
+    const char *etag = http_response_header(req, "ETag", &elen);
+    if (etag && elen < sizeof(a->etag)) {
+        memcpy(a->etag, etag, elen);
+        a->etag[elen] = '\0';
+    }
+    struct manifest *m = NULL;
+    char why[256] = "";
+    int rc = verify_manifest(a, resp->body, resp->body_len, &m, why, sizeof(why));
+    if (rc != 0) {
+        /* refused manifests are reported (once per ETag, since 304 follows) and never installed */
+        char reason[320];
+        snprintf(reason, sizeof(reason), "manifest refused: %s (%s)", manifest_strerror(rc), why);
+        set_state(a, "failed", "rejected", reason);
+        return;
+    }
+    if (a->st.running_version[0] && strcmp(manifest_version(m), a->st.running_version) == 0) {
+        manifest_free(m);
+        return; /* already running it */
+    }
+    if (strcmp(a->st.state, "rolled_back") == 0 &&
+        strcmp(manifest_version(m), a->st.target_version) == 0) {
+        manifest_free(m);
+        return; /* the release that just failed here is not retried by itself */
+    }
+    start_update(a, m, resp->body, resp->body_len);
+}
+
+static void on_poll_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    ota_agent_check_now(arg);
+}
+
+void ota_agent_check_now(struct ota_agent *a)
+{
+    if (a->poll_req)
+        return;
+    char url[1200], inm[128];
+    snprintf(url, sizeof(url), "%s/v1/devices/%s/manifest?component=%s", a->cfg.server_url,
+             a->cfg.device_id, a->cfg.component);
+    snprintf(inm, sizeof(inm), "If-None-Match: %s", a->etag);
+    const char *headers[] = {inm, NULL};
+    struct http_request_opts o;
+    http_request_opts_init(&o);
+    o.url = url;
+    o.headers = a->etag[0] ? headers : NULL;
+    o.max_response_bytes = MANIFEST_MAX_BYTES;
+    o.deadline_ms = 60000;
+    o.ca_file = a->cfg.ca_file;
+    o.on_done = on_poll_done;
+    o.arg = a;
+    if (http_request_start(a->http, &o, &a->poll_req) != HTTP_CLIENT_OK) {
+        a->poll_req = NULL;
+        schedule_poll(a, a->cfg.check_interval_ms);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Start-up: continue whatever the journal says was going on                                  */
+
+static int load_manifest(struct ota_agent *a)
+{
+    size_t len = 0;
+    int rc = journal_state_get(a->journal, OTA_MANIFEST_KEY, strlen(OTA_MANIFEST_KEY), NULL, 0,
+                               &len);
+    if (rc != JOURNAL_ETOOBIG || len == 0 || len > MANIFEST_MAX_BYTES)
+        return -1;
+    uint8_t *raw = malloc(len);
+    if (!raw)
+        return -1;
+    rc = journal_state_get(a->journal, OTA_MANIFEST_KEY, strlen(OTA_MANIFEST_KEY), raw, len, &len);
+    struct manifest_keys keys = {a->cfg.release_keys, a->cfg.n_release_keys};
+    char why[128];
+    if (rc == 0)
+        rc = manifest_parse_verified(raw, len, &keys, &a->manifest, why, sizeof(why));
+    free(raw);
+    return rc == 0 ? 0 : -1;
+}
+
+static void resume(struct ota_agent *a)
+{
+    const char *s = a->st.state;
+    int needs_manifest = strcmp(s, "downloading") == 0 || strcmp(s, "downloaded") == 0 ||
+                         strcmp(s, "applying") == 0 || strcmp(s, "available") == 0 ||
+                         strcmp(s, "trial") == 0 || strcmp(s, "installed") == 0;
+    if (needs_manifest && load_manifest(a) != 0) {
+        set_state(a, "failed", NULL, "stored manifest unreadable after restart");
+        schedule_poll(a, 0);
+        return;
+    }
+    if (strcmp(s, "installed") == 0 || strcmp(s, "trial") == 0) {
+        /* after the reboot: did the boot loader bring up the new slot, unconfirmed? */
+        if (ota_slots_running_is_good(a->slots)) {
+            set_state(a, "rolled_back", NULL,
+                      strcmp(s, "trial") == 0 ? "crash or reboot during the trial: boot loader "
+                                                "went back to the good slot"
+                                              : "trial boot failed: boot loader went back to "
+                                                "the good slot");
+            schedule_poll(a, a->cfg.check_interval_ms);
+            return;
+        }
+        set_state(a, "trial", NULL, "running health checks");
+        if (start_job(a, JOB_HEALTH) != 0)
+            set_state(a, "rolled_back", NULL, "cannot start health checks");
+        return;
+    }
+    if (strcmp(s, "available") == 0) {
+        if (ota_slots_path(a->slots, ota_slots_current(a->slots), a->job_base_path,
+                           sizeof(a->job_base_path)) == 0)
+            (void)start_job(a, JOB_SELECT);
+        return;
+    }
+    if (strcmp(s, "downloading") == 0 || strcmp(s, "downloaded") == 0 ||
+        strcmp(s, "applying") == 0) {
+        a->artifact = NULL;
+        for (size_t i = 0; i < manifest_artifact_count(a->manifest); i++) {
+            const struct manifest_artifact *art = manifest_artifact(a->manifest, i);
+            if ((strcmp(a->st.artifact_kind, "delta") == 0) ==
+                    (art->kind == MANIFEST_ARTIFACT_DELTA) &&
+                art->chunk_count == a->st.chunks) {
+                a->artifact = art;
+                break;
+            }
+        }
+        if (!a->artifact) {
+            set_state(a, "failed", NULL, "artifact of the stored state not in the manifest");
+            return;
+        }
+        if (strcmp(s, "downloading") == 0)
+            start_download(a);
+        else
+            start_apply(a); /* the target slot is not running, so applying again is safe */
+        return;
+    }
+    schedule_poll(a, 0);
+}
+
+int ota_agent_new(struct event_base *base, struct http_client *http, struct journal *journal,
+                  const struct ota_config *cfg, struct ota_agent **out, char *err, size_t err_len)
+{
+    if (!base || !http || !journal || !cfg || !cfg->data_dir || !cfg->server_url ||
+        !cfg->device_id || !cfg->device_class || !out)
+        return OTA_E_ARG;
+    struct ota_agent *a = calloc(1, sizeof(*a));
+    if (!a)
+        return OTA_E_NOMEM;
+    a->base = base;
+    a->http = http;
+    a->journal = journal;
+    a->cfg = *cfg;
+    a->job_pipe[0] = a->job_pipe[1] = -1;
+    if (!a->cfg.component)
+        a->cfg.component = "rootfs";
+    if (a->cfg.check_interval_ms <= 0)
+        a->cfg.check_interval_ms = 3600 * 1000;
+    if (a->cfg.health_timeout_ms <= 0)
+        a->cfg.health_timeout_ms = 30000;
+    if (a->cfg.trial_deadline_ms <= 0)
+        a->cfg.trial_deadline_ms = 600000;
+    int rc = ota_slots_open(&cfg->slots, &a->slots, err, err_len);
+    if (rc == 0)
+        rc = ota_slots_boot(a->slots);
+    if (rc != 0) {
+        ota_agent_free(a);
+        return OTA_E_SLOT;
+    }
+    if (pipe2(a->job_pipe, O_CLOEXEC | O_NONBLOCK) != 0 ||
+        !(a->job_event = event_new(base, a->job_pipe[0], EV_READ | EV_PERSIST, on_job_done, a)) ||
+        !(a->poll_timer = evtimer_new(base, on_poll_timer, a)) || event_add(a->job_event, NULL)) {
+        ota_agent_free(a);
+        return OTA_E_NOMEM;
+    }
+    char buf[4096];
+    size_t len = 0;
+    if (journal_state_get(journal, OTA_STATE_KEY, strlen(OTA_STATE_KEY), buf, sizeof(buf) - 1,
+                          &len) == 0) {
+        buf[len] = '\0';
+        ota_status_parse(buf, len, &a->st);
+    } else {
+        ferry_strlcpy(a->st.state, "idle", sizeof(a->st.state));
+        ferry_strlcpy(a->st.running_version, cfg->initial_version ? cfg->initial_version : "",
+                      sizeof(a->st.running_version));
+    }
+    *out = a;
+    resume(a);
+    return OTA_OK;
+}
+
+void ota_agent_status(const struct ota_agent *a, struct ota_status *out) { *out = a->st; }
+
+void ota_agent_free(struct ota_agent *a)
+{
+    if (!a)
+        return;
+    if (a->poll_req)
+        http_request_cancel(a->poll_req);
+    if (a->dl)
+        download_free(a->dl);
+    if (a->job_running)
+        pthread_join(a->job_thread, NULL);
+    if (a->job_event)
+        event_free(a->job_event);
+    if (a->poll_timer)
+        event_free(a->poll_timer);
+    if (a->job_pipe[0] >= 0)
+        close(a->job_pipe[0]);
+    if (a->job_pipe[1] >= 0)
+        close(a->job_pipe[1]);
+    manifest_free(a->manifest);
+    ota_slots_close(a->slots);
+    free(a);
+}

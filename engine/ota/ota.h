@@ -1,0 +1,91 @@
+/*
+ * ota.h - the OTA agent of ferryd: poll → verify → download → apply → switch → trial → commit or
+ * roll back (docs/ota.md, "Device state machine").
+ *
+ * The agent runs on ferryd's event loop: the manifest poll and the chunk downloads go through the
+ * daemon's http_client (libcurl multi on libevent); work that takes long (hashing a slot, applying
+ * a delta, running health checks) runs on one worker thread at a time and reports back to the loop
+ * through a pipe. Its whole state is one JSON value under the journal state key "ota/state"
+ * (plus the signed manifest under "ota/manifest"), and every change of it is committed together
+ * with the `event` record that reports it (journal_append_event_with_state), so after a SIGKILL or
+ * a power cut the agent continues from the last committed state and the cloud hears the same story.
+ *
+ * States: idle → downloading → downloaded → applying → installed → (reboot) → trial → committed
+ *         any state → failed (with reason); trial → rolled_back (with reason)
+ */
+#ifndef FERRY_ENGINE_OTA_H
+#define FERRY_ENGINE_OTA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/ota/slot.h"
+
+struct event_base;
+struct http_client;
+struct journal;
+struct ota_agent;
+
+#define OTA_STATE_KEY "ota/state"
+#define OTA_MANIFEST_KEY "ota/manifest"
+
+enum ota_error {
+    OTA_OK = 0,
+    OTA_E_ARG = -1,
+    OTA_E_NOMEM = -2,
+    OTA_E_SLOT = -3,
+    OTA_E_JOURNAL = -4,
+};
+
+struct ota_config {
+    const char *data_dir;      /* downloads go to <data_dir>/ota/ */
+    const char *server_url;    /* e.g. http://ingest:8480 (no trailing slash) */
+    const char *device_id;
+    const char *device_class;
+    const char *component;     /* "rootfs" (slots); default rootfs */
+    const char *ca_file;
+    const uint8_t (*release_keys)[32]; /* trusted release public keys */
+    size_t n_release_keys;
+    struct ota_slot_config slots;
+    int64_t check_interval_ms; /* manifest poll period (default 1 h) */
+    uint64_t max_bytes_per_s;  /* download cap, 0 = none */
+    const char *const *health_commands; /* each must exit 0 within health_timeout_ms */
+    size_t n_health_commands;
+    int64_t health_timeout_ms; /* per command (default 30 s) */
+    int64_t trial_deadline_ms; /* all checks must pass within this (default 10 min) */
+    const char *reboot_command; /* run after install/rollback; NULL: wait for a reboot */
+    const char *initial_version; /* version of the factory image when the journal has none */
+};
+
+/* What `ferry update status` shows: a copy of the persisted state. */
+struct ota_status {
+    char state[24];
+    char running_version[65];
+    char target_version[65];
+    char artifact_kind[8];
+    char reason[256];
+    uint64_t bytes_done, bytes_total;
+    uint32_t next_chunk, chunks;
+    int64_t download_started_ns, updated_ns;
+    uint64_t bytes_at_start;
+    uint64_t highest_serial;
+};
+
+/* Parses the JSON value stored under OTA_STATE_KEY. Returns 0 or -1. */
+int ota_status_parse(const void *json, size_t len, struct ota_status *out);
+
+/* Creates the agent: opens the slots, plays the boot loader (simulated backend), loads the state
+ * and continues it (a trial after a switch, an interrupted download or apply). The config strings
+ * must outlive the agent. Returns 0 or an ota_error with a message in err. */
+int ota_agent_new(struct event_base *base, struct http_client *http, struct journal *journal,
+                  const struct ota_config *cfg, struct ota_agent **out, char *err, size_t err_len)
+    __attribute__((warn_unused_result));
+/* Polls the manifest now (on connectivity, or `ferry update check`). Loop thread only. */
+void ota_agent_check_now(struct ota_agent *a);
+/* Current state (loop thread). */
+void ota_agent_status(const struct ota_agent *a, struct ota_status *out);
+/* Stops the agent: cancels a download (its progress stays persisted), waits for a running worker
+ * job, frees. */
+void ota_agent_free(struct ota_agent *a);
+
+#endif

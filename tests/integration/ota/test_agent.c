@@ -1,0 +1,377 @@
+/*
+ * test_agent.c - the OTA agent end to end: a real ferry-ingest serving signed releases, a real
+ * journal, simulated A/B slots (files; a "reboot" is a new agent after ota_slots_boot), the
+ * downloader on libcurl multi + libevent. Proves: delta install → reboot → trial → commit;
+ * a failing health check rolls back to the good slot with the reason; a modified running image
+ * makes the agent take the full artifact; a manifest signed by an unknown key is refused and
+ * nothing is written.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <sodium.h>
+
+#include "cloud-ingest/ingest.h"
+#include "cloud-ingest/release/release.h"
+#include "common/buf.h"
+#include "common/util.h"
+#include "engine/ota/ota.h"
+#include "journal/journal.h"
+#include "transport/delta.h"
+#include "transport/http_client.h"
+#include "transport/manifest.h"
+
+#define IMG_BYTES (3u << 20)
+
+static char tmpdir[256];
+static struct ingest_config icfg;
+static struct ingest_store *store;
+static struct ingest_server *server;
+static pthread_t server_thread;
+static uint16_t port;
+static uint8_t pk[32], sk[64], other_pk[32], other_sk[64];
+static struct journal *journal;
+static uint64_t serial = 1;
+
+static void *run_server(void *arg)
+{
+    (void)arg;
+    int rc = ingest_server_run(server, false);
+    (void)rc;
+    return NULL;
+}
+
+static void path_in(char *out, size_t n, const char *name)
+{
+    snprintf(out, n, "%s/%s", tmpdir, name);
+}
+
+/* Image of version `v`: deterministic bytes, each version changing a few regions. */
+static void make_image(const char *path, int v)
+{
+    uint8_t *p = malloc(IMG_BYTES);
+    assert_non_null(p);
+    uint64_t x = 0x9e3779b97f4a7c15ULL;
+    for (size_t i = 0; i < IMG_BYTES; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        p[i] = (uint8_t)x;
+    }
+    for (int k = 1; k <= v; k++)
+        memset(p + (size_t)k * 300000, k, 20000 + (size_t)k * 1000);
+    assert_int_equal(ferry_write_file_atomic(path, p, IMG_BYTES, 0644), 0);
+    free(p);
+}
+
+/* Creates and publishes release `version` (image v) with a delta from base image `base_v` (or
+ * none when base_v < 0), signed with `key`. */
+static void release(const char *version, int v, int base_v, const uint8_t *key)
+{
+    char tgt[512], base[512], full[512], delta[512], man[512], pub[512], err[256], hex[65];
+    path_in(tgt, sizeof(tgt), "rel-target.img");
+    path_in(base, sizeof(base), "rel-base.img");
+    path_in(full, sizeof(full), "rel-full.fdl");
+    path_in(delta, sizeof(delta), "rel-delta.fdl");
+    path_in(man, sizeof(man), "rel-manifest.json");
+    path_in(pub, sizeof(pub), "rel.pub");
+    make_image(tgt, v);
+    struct delta_make_options o;
+    delta_make_options_default(&o);
+    o.level = 3;
+    o.window_bytes = 1u << 20;
+    struct manifest_spec spec;
+    memset(&spec, 0, sizeof(spec));
+    spec.component = "rootfs";
+    spec.version = version;
+    spec.device_class = "c1";
+    spec.serial = serial++;
+    uint64_t tsize;
+    assert_int_equal(delta_sha256_file(tgt, UINT64_MAX, spec.target_sha256, &tsize), 0);
+    spec.target_size = tsize;
+    assert_int_equal(delta_make(NULL, tgt, full, &o, NULL, err, sizeof(err)), 0);
+    assert_int_equal(manifest_spec_add_file(&spec, full, MANIFEST_ARTIFACT_FULL, 65536, err,
+                                            sizeof(err)),
+                     0);
+    if (base_v >= 0) {
+        make_image(base, base_v);
+        assert_int_equal(delta_make(base, tgt, delta, &o, NULL, err, sizeof(err)), 0);
+        assert_int_equal(manifest_spec_add_file(&spec, delta, MANIFEST_ARTIFACT_DELTA, 65536,
+                                                err, sizeof(err)),
+                         0);
+        struct delta_info in;
+        assert_int_equal(delta_read_info(delta, &in, err, sizeof(err)), 0);
+        struct manifest_artifact *a = &spec.artifacts[1];
+        snprintf(a->base_version, sizeof(a->base_version), "base-%d", base_v);
+        memcpy(a->base_sha256, in.base_sha256, 32);
+        a->base_size = in.base_size;
+    }
+    struct ferry_buf payload = FERRY_BUF_INIT, env = FERRY_BUF_INIT;
+    assert_int_equal(manifest_build_payload(&spec, &payload, err, sizeof(err)), 0);
+    assert_int_equal(manifest_sign(payload.data, payload.len, key, &env), 0);
+    assert_int_equal(ferry_write_file_atomic(man, env.data, env.len, 0644), 0);
+    uint8_t pkey[32];
+    crypto_sign_ed25519_sk_to_pk(pkey, key);
+    ferry_hex_encode(pkey, 32, hex);
+    assert_int_equal(ferry_write_file_atomic(pub, hex, 64, 0644), 0);
+    char *argv[] = {"release", "publish", "--pub", pub, man, full, delta, NULL};
+    assert_int_equal(ingest_release_main(&icfg, base_v >= 0 ? 7 : 6, argv), 0);
+    ferry_buf_free(&payload);
+    ferry_buf_free(&env);
+    manifest_spec_clear(&spec);
+}
+
+/* ---- running an agent until it reaches a state ---- */
+
+struct runner {
+    struct event_base *base;
+    struct http_client *http;
+    struct ota_agent *agent;
+    struct event *tick;
+    const char *want;
+    int reached;
+};
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct runner *r = arg;
+    struct ota_status st;
+    ota_agent_status(r->agent, &st);
+    if (strcmp(st.state, r->want) == 0) {
+        r->reached = 1;
+        event_base_loopbreak(r->base);
+    }
+}
+
+static const char *health_ok[] = {"true", "test -d /"};
+static const char *health_fail[] = {"true", "exit 3"};
+
+/* Boots (simulated) an agent and runs the loop until state `want` or 60 s. */
+static void run_agent(const char *want, const char *const *health, struct ota_status *out)
+{
+    char slots[512];
+    path_in(slots, sizeof(slots), "slots");
+    struct runner r = {0};
+    r.base = event_base_new();
+    r.http = http_client_new(r.base);
+    assert_non_null(r.http);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u", port);
+    struct ota_config c = {0};
+    c.data_dir = tmpdir;
+    c.server_url = url;
+    c.device_id = "dev-1";
+    c.device_class = "c1";
+    c.component = "rootfs";
+    c.release_keys = (const uint8_t(*)[32])pk;
+    c.n_release_keys = 1;
+    c.slots.backend = "simulated";
+    c.slots.dir = slots;
+    c.check_interval_ms = 300;
+    c.health_commands = health;
+    c.n_health_commands = 2;
+    c.health_timeout_ms = 5000;
+    c.trial_deadline_ms = 20000;
+    c.initial_version = "1.0.0";
+    char err[256] = "";
+    assert_int_equal(ota_agent_new(r.base, r.http, journal, &c, &r.agent, err, sizeof(err)), 0);
+    r.want = want;
+    r.tick = event_new(r.base, -1, EV_PERSIST, on_tick, &r);
+    struct timeval tv = {0, 50000};
+    event_add(r.tick, &tv);
+    long long deadline = ferry_monotonic_ms() + 60000;
+    while (!r.reached && ferry_monotonic_ms() < deadline) {
+        struct timeval one = {1, 0};
+        event_base_loopexit(r.base, &one);
+        event_base_dispatch(r.base);
+    }
+    ota_agent_status(r.agent, out);
+    if (!r.reached)
+        print_message("agent is in state %s (%s), wanted %s\n", out->state, out->reason, want);
+    ota_agent_free(r.agent); /* = the device goes down (a reboot follows in the next call) */
+    event_free(r.tick);
+    http_client_free(r.http);
+    event_base_free(r.base);
+    assert_true(r.reached);
+}
+
+static int slot_equals_image(const char *slot, int v)
+{
+    char sp[512], ip[512];
+    snprintf(sp, sizeof(sp), "%s/slots/slot-%s.img", tmpdir, slot);
+    path_in(ip, sizeof(ip), "expect.img");
+    make_image(ip, v);
+    uint8_t a[32], b[32];
+    if (delta_sha256_file(sp, UINT64_MAX, a, NULL) != 0 ||
+        delta_sha256_file(ip, UINT64_MAX, b, NULL) != 0)
+        return 0;
+    return memcmp(a, b, 32) == 0;
+}
+
+static void read_bootctl(char *out, size_t n)
+{
+    char p[512];
+    snprintf(p, sizeof(p), "%s/slots/bootctl", tmpdir);
+    uint8_t *d = NULL;
+    size_t len = 0;
+    assert_int_equal(ferry_read_file(p, 4096, &d, &len), 0);
+    ferry_strlcpy(out, (char *)d, n);
+    free(d);
+}
+
+static void test_delta_install_trial_commit(void **state)
+{
+    (void)state;
+    char slot_a[512];
+    path_in(slot_a, sizeof(slot_a), "slots/slot-a.img");
+    char dir[512];
+    path_in(dir, sizeof(dir), "slots");
+    assert_int_equal(ferry_mkdir_p(dir, 0755), 0);
+    make_image(slot_a, 1); /* the factory image, version 1.0.0 */
+    release("2.0.0", 2, 1, sk);
+    struct ota_status st;
+    run_agent("installed", health_ok, &st);
+    assert_string_equal(st.artifact_kind, "delta");
+    assert_string_equal(st.target_version, "2.0.0");
+    assert_true(slot_equals_image("b", 2));
+    run_agent("committed", health_ok, &st); /* reboot into b, trial, commit */
+    assert_string_equal(st.running_version, "2.0.0");
+    char boot[256];
+    read_bootctl(boot, sizeof(boot));
+    assert_non_null(strstr(boot, "current=b"));
+    assert_non_null(strstr(boot, "good=b"));
+}
+
+static void test_failing_health_check_rolls_back(void **state)
+{
+    (void)state;
+    release("3.0.0", 3, 2, sk);
+    struct ota_status st;
+    run_agent("installed", health_ok, &st);
+    assert_true(slot_equals_image("a", 3));
+    run_agent("rolled_back", health_fail, &st);
+    assert_non_null(strstr(st.reason, "exit 3"));
+    assert_string_equal(st.running_version, "2.0.0");
+    /* the next boot is back on the good slot b, and the agent stays rolled back */
+    run_agent("rolled_back", health_ok, &st);
+    char boot[256];
+    read_bootctl(boot, sizeof(boot));
+    assert_non_null(strstr(boot, "current=b"));
+    assert_true(slot_equals_image("b", 2));
+}
+
+static void test_modified_base_takes_full_artifact(void **state)
+{
+    (void)state;
+    /* the running slot b (2.0.0) was modified in place: no delta matches it */
+    char slot_b[512];
+    path_in(slot_b, sizeof(slot_b), "slots/slot-b.img");
+    FILE *f = fopen(slot_b, "r+b");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 1000, SEEK_SET), 0);
+    assert_int_equal(fputc(0x42, f), 0x42);
+    assert_int_equal(fclose(f), 0);
+    release("4.0.0", 4, 2, sk);
+    struct ota_status st;
+    run_agent("installed", health_ok, &st);
+    assert_string_equal(st.artifact_kind, "full");
+    assert_true(slot_equals_image("a", 4));
+    run_agent("committed", health_ok, &st);
+    assert_string_equal(st.running_version, "4.0.0");
+}
+
+static void test_unknown_key_manifest_refused(void **state)
+{
+    (void)state;
+    release("5.0.0", 5, 4, other_sk);
+    struct ota_status st;
+    run_agent("failed", health_ok, &st);
+    assert_non_null(strstr(st.reason, "unknown key"));
+    assert_string_equal(st.running_version, "4.0.0");
+    assert_true(slot_equals_image("a", 4));           /* the running slot is unchanged */
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    if (sodium_init() < 0 || curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
+        return -1;
+    crypto_sign_keypair(pk, sk);
+    crypto_sign_keypair(other_pk, other_sk);
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/ferry-agent-XXXXXX");
+    if (!mkdtemp(tmpdir))
+        return -1;
+    char err[256];
+    ingest_config_defaults(&icfg);
+    if (ingest_config_set(&icfg, "server.listen", "127.0.0.1:0", err, sizeof(err)) != 0 ||
+        ingest_config_set(&icfg, "store.lmdb_dir", tmpdir, err, sizeof(err)) != 0 ||
+        ingest_config_set(&icfg, "server.workers", "1", err, sizeof(err)) != 0)
+        return -1;
+    ingest_config_finish(&icfg);
+    if (ingest_store_open(&icfg.store, &store, err, sizeof(err)) != 0)
+        return -1;
+    struct ingest_device dev;
+    memset(&dev, 0, sizeof(dev));
+    ferry_strlcpy(dev.id, "dev-1", sizeof(dev.id));
+    ferry_strlcpy(dev.device_class, "c1", sizeof(dev.device_class));
+    randombytes_buf(dev.public_key, 32);
+    uint8_t kh[32];
+    crypto_generichash(kh, 32, dev.public_key, 32, NULL, 0);
+    memcpy(dev.key_id, kh, 8);
+    if (ingest_store_device_add(store, &dev, err, sizeof(err)) != 0 ||
+        ingest_server_new(&icfg, store, &server, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    if (ingest_release_register(ingest_server_router(server), ingest_server_ctx(server)) != 0)
+        return -1;
+    port = ingest_server_port(server);
+    char jdir[512];
+    path_in(jdir, sizeof(jdir), "journal");
+    if (journal_open(jdir, NULL, &journal, NULL, err, sizeof(err)) != 0) {
+        fprintf(stderr, "journal: %s\n", err);
+        return -1;
+    }
+    return pthread_create(&server_thread, NULL, run_server, NULL) == 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (journal)
+        (void)journal_close(journal);
+    if (server) {
+        ingest_server_stop(server);
+        pthread_join(server_thread, NULL);
+        ingest_server_free(server);
+    }
+    if (store)
+        ingest_store_close(store);
+    curl_global_cleanup();
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_delta_install_trial_commit),
+        cmocka_unit_test(test_failing_health_check_rolls_back),
+        cmocka_unit_test(test_modified_base_takes_full_artifact),
+        cmocka_unit_test(test_unknown_key_manifest_refused),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
