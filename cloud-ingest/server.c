@@ -660,11 +660,12 @@ int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *stor
     }
 
     /* ---- OTA routes (cloud-ingest/release/, owned by the OTA engineer) ----------------------
-     * Register the release routes here with one call, e.g.
-     *     rc = ingest_release_register(&s->router, &s->ctx, ...);
      * FERRY_INGEST_HAVE_RELEASE is defined when the ferry_ingest_release target exists. */
 #ifdef FERRY_INGEST_HAVE_RELEASE
-    if ((rc = ingest_release_register(&s->router, &s->ctx)) != 0) { snprintf(err, err_len, "cannot register release routes"); goto fail; }
+    if ((rc = ingest_release_register(&s->router, &s->ctx)) != 0) {
+        snprintf(err, err_len, "cannot register release routes");
+        goto fail;
+    }
 #endif
     /* ---- end of OTA routes ------------------------------------------------------------------ */
 
