@@ -42,6 +42,7 @@ static uint16_t port;
 static uint8_t pk[32], sk[64], other_pk[32], other_sk[64];
 static struct journal *journal;
 static uint64_t serial = 1;
+static const char *ferry_cli; /* path of the `ferry` binary (argv[1]), for `ferry update status` */
 
 static void *run_server(void *arg)
 {
@@ -252,6 +253,19 @@ static void test_delta_install_trial_commit(void **state)
     read_bootctl(boot, sizeof(boot));
     assert_non_null(strstr(boot, "current=b"));
     assert_non_null(strstr(boot, "good=b"));
+    if (ferry_cli) { /* `ferry update status` reads the same state from the journal, read-only */
+        char cmd[1024], out[2048] = "";
+        snprintf(cmd, sizeof(cmd), "%s update status %s/journal", ferry_cli, tmpdir);
+        FILE *p = popen(cmd, "r");
+        assert_non_null(p);
+        size_t n = fread(out, 1, sizeof(out) - 1, p);
+        out[n] = '\0';
+        assert_int_equal(pclose(p), 0);
+        print_message("%s", out);
+        assert_non_null(strstr(out, "state:    committed"));
+        assert_non_null(strstr(out, "running:  2.0.0"));
+        assert_non_null(strstr(out, "[########################################] 100%"));
+    }
 }
 
 static void test_failing_health_check_rolls_back(void **state)
@@ -365,8 +379,10 @@ static int teardown(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc > 1)
+        ferry_cli = argv[1];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_delta_install_trial_commit),
         cmocka_unit_test(test_failing_health_check_rolls_back),

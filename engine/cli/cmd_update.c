@@ -1,0 +1,131 @@
+/*
+ * cmd_update.c - `ferry update status`: what the OTA agent is doing, read from the journal's state
+ * table (read-only open, so it works while ferryd runs and while it is down).
+ *
+ *   ferry update status [--json] [DATA_DIR]
+ *
+ * DATA_DIR defaults to $FERRY_DATA_DIR, then /var/lib/ferry. The progress bar shows bytes, chunks,
+ * the average rate since the download started and the time left at that rate.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "engine/cli/cli.h"
+#include "engine/ota/ota.h"
+#include "journal/journal.h"
+
+static void update_usage(FILE *out)
+{
+    fprintf(out, "usage: ferry update status [--json] [DATA_DIR]\n"
+                 "Shows the OTA state of the device whose journal is in DATA_DIR\n"
+                 "(default $FERRY_DATA_DIR or /var/lib/ferry): state, running and target\n"
+                 "versions, the last reason, and download progress (bytes, chunks, rate, ETA).\n");
+}
+
+static void human(double bytes, char *out, size_t n)
+{
+    const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    while (bytes >= 1024 && u < 4) {
+        bytes /= 1024;
+        u++;
+    }
+    snprintf(out, n, u ? "%.1f %s" : "%.0f %s", bytes, unit[u]);
+}
+
+static void print_progress(const struct ota_status *s)
+{
+    double frac = s->bytes_total ? (double)s->bytes_done / (double)s->bytes_total : 0;
+    if (frac > 1)
+        frac = 1;
+    char bar[41];
+    int filled = (int)(frac * 40);
+    for (int i = 0; i < 40; i++)
+        bar[i] = i < filled ? '#' : '.';
+    bar[40] = '\0';
+    char done[32], total[32], rate_s[32] = "-", eta[32] = "-";
+    human((double)s->bytes_done, done, sizeof(done));
+    human((double)s->bytes_total, total, sizeof(total));
+    double secs = (double)(s->updated_ns - s->download_started_ns) / 1e9;
+    if (secs > 0 && s->bytes_done > s->bytes_at_start) {
+        double rate = (double)(s->bytes_done - s->bytes_at_start) / secs;
+        human(rate, rate_s, sizeof(rate_s));
+        strncat(rate_s, "/s", sizeof(rate_s) - strlen(rate_s) - 1);
+        if (rate > 0 && s->bytes_total > s->bytes_done)
+            snprintf(eta, sizeof(eta), "%.0f s", (double)(s->bytes_total - s->bytes_done) / rate);
+        else
+            snprintf(eta, sizeof(eta), "0 s");
+    }
+    printf("  [%s] %3.0f%%  %s / %s  chunks %u/%u  %s  ETA %s\n", bar, frac * 100, done, total,
+           s->next_chunk, s->chunks, rate_s, eta);
+}
+
+int cli_update(int argc, char **argv)
+{
+    int json = 0;
+    const char *dir = getenv("FERRY_DATA_DIR");
+    if (!dir || !*dir)
+        dir = "/var/lib/ferry";
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        update_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "status") != 0) {
+        fprintf(stderr, "ferry update: unknown command '%s'\n", argv[1]);
+        update_usage(stderr);
+        return 2;
+    }
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            json = 1;
+        else if (argv[i][0] != '-')
+            dir = argv[i];
+        else {
+            update_usage(stderr);
+            return 2;
+        }
+    }
+    struct journal_config jc;
+    journal_config_init(&jc);
+    jc.read_only = true;
+    struct journal *j = NULL;
+    char err[512] = "";
+    if (journal_open(dir, &jc, &j, NULL, err, sizeof(err)) != 0) {
+        fprintf(stderr, "ferry update: cannot open the journal in %s: %s\n", dir, err);
+        return 1;
+    }
+    char buf[4096];
+    size_t len = 0;
+    int rc = journal_state_get(j, OTA_STATE_KEY, strlen(OTA_STATE_KEY), buf, sizeof(buf) - 1,
+                               &len);
+    (void)journal_close(j);
+    if (rc == JOURNAL_ENOTFOUND) {
+        printf(json ? "{\"state\":\"idle\"}\n" : "no update has run on this device yet\n");
+        return 0;
+    }
+    if (rc != 0) {
+        fprintf(stderr, "ferry update: cannot read the OTA state in %s\n", dir);
+        return 1;
+    }
+    buf[len] = '\0';
+    if (json) {
+        printf("%s\n", buf);
+        return 0;
+    }
+    struct ota_status s;
+    if (ota_status_parse(buf, len, &s) != 0) {
+        fprintf(stderr, "ferry update: the OTA state in %s is not valid JSON\n", dir);
+        return 1;
+    }
+    printf("state:    %s\nrunning:  %s\n", s.state, s.running_version[0] ? s.running_version : "-");
+    if (s.target_version[0])
+        printf("target:   %s (%s artifact)\n", s.target_version,
+               s.artifact_kind[0] ? s.artifact_kind : "-");
+    if (s.reason[0])
+        printf("reason:   %s\n", s.reason);
+    if (s.bytes_total)
+        print_progress(&s);
+    return 0;
+}
