@@ -207,10 +207,11 @@ static void *producer_main(void *arg)
     return NULL;
 }
 
-static double bench_producers(const char *dir, size_t payload, size_t records, int producers,
-                              size_t wait_every, double *commits_per_s, double *avg_group)
+static double bench_producers(const char *dir, enum journal_durability mode, size_t payload,
+                              size_t records, int producers, size_t wait_every,
+                              double *commits_per_s, double *avg_group)
 {
-    struct journal *j = open_journal(dir, JOURNAL_SYNC_COMMIT, 200);
+    struct journal *j = open_journal(dir, mode, 200);
     struct producer p[64];
     pthread_t t[64];
     static uint8_t wbuf[100];
@@ -290,6 +291,71 @@ static void bench_read_ack(const char *dir, size_t payload, size_t records, doub
         die("close", 0);
 }
 
+/* The machine this runs on is shared: every figure is the best of `repeat` runs. */
+static int repeat = 3;
+
+static double best_raw(const char *base, int *run, size_t payload, size_t records, size_t batch,
+                       bool sync, double *cps)
+{
+    double best = 0;
+    for (int r = 0; r < repeat; r++) {
+        char dname[32];
+        snprintf(dname, sizeof(dname), "r%d", (*run)++);
+        char *d = subdir(base, dname);
+        double c;
+        double rate = bench_raw(d, payload, records, batch, sync, &c);
+        jtest_rm_rf(d);
+        free(d);
+        if (rate > best) {
+            best = rate;
+            *cps = c;
+        }
+    }
+    return best;
+}
+
+static double best_journal(const char *base, int *run, enum journal_durability mode,
+                           size_t payload, size_t records, size_t batch, double *cps)
+{
+    double best = 0;
+    for (int r = 0; r < repeat; r++) {
+        char dname[32];
+        snprintf(dname, sizeof(dname), "j%d", (*run)++);
+        char *d = subdir(base, dname);
+        double c;
+        double rate = bench_journal_batches(d, mode, payload, records, batch, &c);
+        jtest_rm_rf(d);
+        free(d);
+        if (rate > best) {
+            best = rate;
+            *cps = c;
+        }
+    }
+    return best;
+}
+
+static double best_producers(const char *base, int *run, enum journal_durability mode,
+                             size_t records, int producers, size_t wait_every, double *cps,
+                             double *group)
+{
+    double best = 0;
+    for (int r = 0; r < repeat; r++) {
+        char dname[32];
+        snprintf(dname, sizeof(dname), "p%d", (*run)++);
+        char *d = subdir(base, dname);
+        double c, g;
+        double rate = bench_producers(d, mode, 100, records, producers, wait_every, &c, &g);
+        jtest_rm_rf(d);
+        free(d);
+        if (rate > best) {
+            best = rate;
+            *cps = c;
+            *group = g;
+        }
+    }
+    return best;
+}
+
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -301,6 +367,7 @@ static void usage(FILE *out)
             "  --batch N      records per commit for the same-size comparison (default 1000)\n"
             "  --producers N  producer threads for the many-producer figure (default 8)\n"
             "  --wait-every N each producer waits for durability every N records (10000)\n"
+            "  --repeat N     best of N runs per figure (default 3; --quick: 1)\n"
             "  --dir DIR      where to put the files (default: a new dir under $TMPDIR)\n");
 }
 
@@ -316,6 +383,7 @@ int main(int argc, char **argv)
         }
         if (!strcmp(a, "--quick")) {
             records = 20000;
+            repeat = 1;
             continue;
         }
         if (!v) {
@@ -330,7 +398,11 @@ int main(int argc, char **argv)
             bad = ferry_parse_u64(v, 100000, &batch) || batch == 0;
         else if (!strcmp(a, "--producers"))
             bad = ferry_parse_u64(v, 64, &producers) || producers == 0;
-        else if (!strcmp(a, "--wait-every"))
+        else if (!strcmp(a, "--repeat")) {
+            uint64_t r;
+            bad = ferry_parse_u64(v, 100, &r) || r == 0;
+            repeat = (int)r;
+        } else if (!strcmp(a, "--wait-every"))
             bad = ferry_parse_u64(v, 100000000, &wait_every) || wait_every == 0;
         else if (!strcmp(a, "--dir"))
             dir_arg = v;
@@ -353,18 +425,12 @@ int main(int argc, char **argv)
     for (size_t si = 0; si < 2; si++) {
         size_t sz = sizes[si];
         size_t n = sz > 100 ? (size_t)records / 2 : (size_t)records;
-        char name[96], dname[32];
-        double raw_sync_cps, raw_nosync_cps;
-        snprintf(dname, sizeof(dname), "r%d", run++);
-        char *d = subdir(base, dname);
-        double raw_sync = bench_raw(d, sz, n, batch, true, &raw_sync_cps);
-        jtest_rm_rf(d);
-        free(d);
-        snprintf(dname, sizeof(dname), "r%d", run++);
-        d = subdir(base, dname);
-        double raw_nosync = bench_raw(d, sz, n, batch, false, &raw_nosync_cps);
-        jtest_rm_rf(d);
-        free(d);
+        /* synced commits are slow on a busy disk: fewer of them, same commit size */
+        size_t n_synced = n / 10 > batch * 20 ? n / 10 : batch * 20;
+        char name[96];
+        double raw_sync_cps = 0, raw_nosync_cps = 0;
+        double raw_sync = best_raw(base, &run, sz, n_synced, batch, true, &raw_sync_cps);
+        double raw_nosync = best_raw(base, &run, sz, n, batch, false, &raw_nosync_cps);
         snprintf(name, sizeof(name), "raw lmdb %zuB synced", sz);
         printf("%-34s %14.0f %14.0f %10s\n", name, raw_sync, raw_sync_cps, "-");
         snprintf(name, sizeof(name), "raw lmdb %zuB nosync", sz);
@@ -376,13 +442,11 @@ int main(int argc, char **argv)
         snprintf(name, sizeof(name), "raw_lmdb_%zub_nosync_rec_per_s", sz);
         add_figure(name, raw_nosync, "");
         for (size_t mi = 0; mi < 3; mi++) {
-            snprintf(dname, sizeof(dname), "j%d", run++);
-            d = subdir(base, dname);
-            double cps;
-            double rate = bench_journal_batches(d, modes[mi], sz, n, batch, &cps);
-            jtest_rm_rf(d);
-            free(d);
-            double ref = modes[mi] == JOURNAL_SYNC_COMMIT ? raw_sync : raw_nosync;
+            double cps = 0;
+            bool synced = modes[mi] == JOURNAL_SYNC_COMMIT;
+            double rate = best_journal(base, &run, modes[mi], sz, synced ? n_synced : n, batch,
+                                       &cps);
+            double ref = synced ? raw_sync : raw_nosync;
             char ratio[16];
             snprintf(ratio, sizeof(ratio), "%.2fx", rate / ref);
             snprintf(name, sizeof(name), "journal %zuB %s", sz,
@@ -398,18 +462,25 @@ int main(int argc, char **argv)
     }
     {
         char dname[32], name[96];
-        snprintf(dname, sizeof(dname), "p%d", run++);
-        char *d = subdir(base, dname);
-        double cps, group;
-        double rate = bench_producers(d, 100, (size_t)records * 4, (int)producers,
-                                      (size_t)wait_every, &cps, &group);
-        jtest_rm_rf(d);
-        free(d);
-        snprintf(name, sizeof(name), "journal 100B commit %" PRIu64 " producers", producers);
-        printf("%-34s %14.0f %14.0f %10s\n", name, rate, cps, "-");
-        add_figure("journal_100b_commit_many_producers_rec_per_s", rate, "");
-        add_figure("journal_100b_commit_many_producers_commits_per_s", cps, "");
-        add_figure("journal_100b_commit_many_producers_avg_group", group, "");
+        char *d;
+        for (int m = 0; m < 2; m++) {
+            enum journal_durability mode = m == 0 ? JOURNAL_SYNC_COMMIT : JOURNAL_SYNC_OS;
+            double cps = 0, group = 0;
+            double rate = best_producers(base, &run, mode, (size_t)records * 4, (int)producers,
+                                         (size_t)wait_every, &cps, &group);
+            snprintf(name, sizeof(name), "journal 100B %s %" PRIu64 " producers",
+                     journal_durability_name(mode), producers);
+            printf("%-34s %14.0f %14.0f %10s\n", name, rate, cps, "-");
+            snprintf(name, sizeof(name), "journal_100b_%s_many_producers_rec_per_s",
+                     journal_durability_name(mode));
+            add_figure(name, rate, "");
+            snprintf(name, sizeof(name), "journal_100b_%s_many_producers_commits_per_s",
+                     journal_durability_name(mode));
+            add_figure(name, cps, "");
+            snprintf(name, sizeof(name), "journal_100b_%s_many_producers_avg_group",
+                     journal_durability_name(mode));
+            add_figure(name, group, "");
+        }
         add_figure("producers", (double)producers, "");
 
         snprintf(dname, sizeof(dname), "a%d", run++);
