@@ -46,6 +46,7 @@ struct daemon {
     char http[80];     /* "127.0.0.1:port" */
     char udp[80];
     char unix_path[200];
+    const char *env[4]; /* "NAME=value" set in the child, NULL-terminated */
 };
 
 static void sleep_ms(int ms)
@@ -117,6 +118,8 @@ static void daemon_start(struct daemon *d)
             dup2(fd, 1);
             dup2(fd, 2);
         }
+        for (int i = 0; i < 4 && d->env[i]; i++)
+            putenv((char *)d->env[i]);
         execl(ferryd_bin, ferryd_bin, "--config", d->cfg, (char *)NULL);
         _exit(127);
     }
@@ -576,6 +579,79 @@ static void test_sighup_reloads_and_keeps_running_on_bad_file(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* Receives one sd_notify datagram (timeout_ms); returns its length or -1. */
+static ssize_t recv_notify(int fd, char *buf, size_t len, int timeout_ms)
+{
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ssize_t n = recv(fd, buf, len - 1, 0);
+    if (n >= 0)
+        buf[n] = 0;
+    return n;
+}
+
+/* systemd: READY=1 after startup, WATCHDOG=1 every half WATCHDOG_USEC, STOPPING=1 on SIGTERM. */
+static void test_systemd_ready_watchdog_stopping(void **state)
+{
+    struct daemon *d = *state;
+    write_config(d, NULL);
+    char sock_path[128], env_sock[160];
+    snprintf(sock_path, sizeof sock_path, "%s/notify.sock", d->dir);
+    snprintf(env_sock, sizeof env_sock, "NOTIFY_SOCKET=%s", sock_path);
+    int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+    struct sockaddr_un sun = {0};
+    sun.sun_family = AF_UNIX;
+    memcpy(sun.sun_path, sock_path, strlen(sock_path));
+    assert_int_equal(bind(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+    d->env[0] = env_sock;
+    d->env[1] = "WATCHDOG_USEC=200000"; /* keep-alives every 100 ms */
+    daemon_start(d);
+    char msg[512];
+    bool ready = false;
+    int watchdogs = 0;
+    long long t0 = ferry_monotonic_ms();
+    while (ferry_monotonic_ms() - t0 < 3000 && !(ready && watchdogs >= 3)) {
+        if (recv_notify(fd, msg, sizeof msg, 500) < 0)
+            continue;
+        if (strstr(msg, "READY=1"))
+            ready = true;
+        if (strstr(msg, "WATCHDOG=1"))
+            watchdogs++;
+    }
+    assert_true(ready);
+    assert_true(watchdogs >= 3);
+    kill(d->pid, SIGTERM);
+    bool stopping = false;
+    for (int i = 0; i < 50 && !stopping; i++)
+        if (recv_notify(fd, msg, sizeof msg, 100) >= 0 && strstr(msg, "STOPPING=1"))
+            stopping = true;
+    assert_true(stopping);
+    int status = daemon_stop(d, SIGTERM);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    close(fd);
+}
+
+/* A damaged journal file is moved aside at start and reported as an event. */
+static void test_damaged_journal_is_recovered_with_event(void **state)
+{
+    struct daemon *d = *state;
+    write_config(d, NULL);
+    assert_int_equal(ferry_mkdir_p(d->data, 0700), 0);
+    char path[200];
+    snprintf(path, sizeof path, "%s/journal.mdb", d->data);
+    write_text(path, "this is not an LMDB file, just garbage left by a bad power cut\n");
+    daemon_start(d);
+    struct recs ev;
+    const struct rec *e = wait_event(d, "journal.recovered", &ev);
+    assert_non_null(e);
+    assert_non_null(find_event(&ev, "ferryd.start"));
+    struct ferry_buf resp = FERRY_BUF_INIT;
+    const char *body = "after_recovery v=1\n";
+    assert_int_equal(http(d, "POST", "/write", body, strlen(body), &resp), 204);
+    ferry_buf_free(&resp);
+}
+
 /* Runs ferryd with args; returns its exit status and its stderr in out. */
 static int run_ferryd(const char *const *args, char *out, size_t out_len)
 {
@@ -700,6 +776,8 @@ int main(int argc, char **argv)
         T(test_bad_config_is_a_clear_error_and_exit_code),
         T(test_second_ferryd_on_same_data_dir_fails),
         T(test_cli_put_log_status),
+        T(test_systemd_ready_watchdog_stopping),
+        T(test_damaged_journal_is_recovered_with_event),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
