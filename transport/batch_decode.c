@@ -31,6 +31,7 @@ struct cur {
 
 struct dcol {
     struct cur c;
+    uint64_t len; /* from the directory, until the column is cut */
     uint8_t enc, k, order;
     int64_t prev, prev_d;
     uint64_t prev_bits;
@@ -46,6 +47,7 @@ struct dseries {
     uint32_t tag_first, n_tags, field_first, n_fields;
     uint32_t n_rows, rows_left;
     struct cur ts;
+    uint64_t ts_len; /* from the directory (ts_mode 1) */
     int64_t ts_prev, ts_delta;
     uint32_t ts_row;
 };
@@ -687,8 +689,7 @@ int batch__decode_body(struct batch_decoder *d, const struct batch_header *h,
         for (uint32_t s = 0; s < n_series; s++) {
             if (cur_uv(&c, &n) < 0 || n > raw_len)
                 return BFAIL(bc, c.p, "timestamp directory truncated or too large");
-            S[s].ts.p = NULL;
-            S[s].ts.end = (const uint8_t *)(uintptr_t)n; /* length for now */
+            S[s].ts_len = n;
         }
     uint64_t type_total[5] = {0};
     for (uint32_t s = 0; s < n_series; s++)
@@ -696,8 +697,7 @@ int batch__decode_body(struct batch_decoder *d, const struct batch_header *h,
             uint32_t fi = S[s].field_first + f;
             if (cur_uv(&c, &n) < 0 || n > raw_len)
                 return BFAIL(bc, c.p, "value directory truncated or too large");
-            d->cols[fi].c.p = NULL;
-            d->cols[fi].c.end = (const uint8_t *)(uintptr_t)n;
+            d->cols[fi].len = n;
             type_total[d->fields[fi].type] += n;
         }
     struct cur fixed[BODY_FIXED_COLUMNS];
@@ -709,8 +709,7 @@ int batch__decode_body(struct batch_decoder *d, const struct batch_header *h,
     if (ts_mode == BODY_TS_SERIES_DOD) {
         struct cur tsrest = fixed[2];
         for (uint32_t s = 0; s < n_series; s++) {
-            uint64_t l = (uint64_t)(uintptr_t)S[s].ts.end;
-            if ((rc = take(bc, &tsrest, l, &S[s].ts, "series timestamp")) < 0)
+            if ((rc = take(bc, &tsrest, S[s].ts_len, &S[s].ts, "series timestamp")) < 0)
                 return rc;
         }
         if (tsrest.p != tsrest.end)
@@ -725,8 +724,8 @@ int batch__decode_body(struct batch_decoder *d, const struct batch_header *h,
     for (uint32_t s = 0; s < n_series; s++)
         for (uint32_t f = 0; f < S[s].n_fields; f++) {
             uint32_t fi = S[s].field_first + f;
-            uint64_t l = (uint64_t)(uintptr_t)d->cols[fi].c.end;
-            if ((rc = take(bc, &sec[d->fields[fi].type], l, &d->cols[fi].c, "value")) < 0 ||
+            if ((rc = take(bc, &sec[d->fields[fi].type], d->cols[fi].len, &d->cols[fi].c,
+                            "value")) < 0 ||
                 (rc = col_header(bc, &d->cols[fi], d->fields[fi].type)) < 0)
                 return rc;
         }

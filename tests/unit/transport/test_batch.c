@@ -159,6 +159,15 @@ static void build_mixed(struct batch_builder *b, struct expect *e)
                            S("weird"), 0, {"", 0}, NULL, 0, f, 2};
         add(b, e, &r);
     }
+    /* a non-decimal value repeated (XOR of equal values), and one that changes */
+    for (int i = 0; i < 6; i++) {
+        f[0] = (struct record_field){S("pi"), RECORD_FIELD_FLOAT, {.f = 3.141592653589793}};
+        f[1] = (struct record_field){S("e"), RECORD_FIELD_FLOAT,
+                                     {.f = i < 3 ? 2.718281828459045 : 1.0 / 3}};
+        struct record r = {RECORD_METRIC, seq++, 1700000000000000000ll + i, S("const"), 0,
+                           {"", 0}, NULL, 0, f, 2};
+        add(b, e, &r);
+    }
     /* extreme timestamps, no tags, one field */
     int64_t tss[] = {INT64_MIN, INT64_MAX, 0, -1, 1};
     for (size_t i = 0; i < 5; i++) {
@@ -307,7 +316,16 @@ static void test_roundtrip_random(void **state)
                                st == RECORD_LOG ? (struct record_str){msg, strlen(msg)}
                                                 : (struct record_str){"", 0},
                                t, random() % 2, f, (size_t)nf};
-            add(b, e, &r);
+            if (i % 2) {
+                add(b, e, &r);
+            } else {
+                /* the journal path: payload + seq */
+                struct ferry_buf pl = FERRY_BUF_INIT;
+                assert_int_equal(record_pack(&r, &pl), 0);
+                assert_int_equal(batch_builder_add_packed(b, r.stream, r.seq, pl.data, pl.len), 0);
+                expect_add(e, &r);
+                ferry_buf_free(&pl);
+            }
         }
         assert_int_equal(batch_builder_finish(b, 1, &out), 0);
         decode_expect_ok(&out, e);
@@ -531,6 +549,22 @@ static void test_bomb_and_hostile_bodies(void **state)
     bomb = reseal(&orig, z, ob.pos, 1000, BATCH_COMPRESSION_ZSTD, 0);
     assert_true(decode_rc(bomb.data, bomb.len, pk, &ei) == BATCH_EDECOMPRESS);
     ferry_buf_free(&bomb);
+    /* two frames: the first declares the header's size, the second adds more */
+    {
+        uint8_t small[100];
+        memset(small, 7, sizeof small);
+        size_t n1 = ZSTD_compress(z, cap, small, sizeof small, 1);
+        assert_false(ZSTD_isError(n1));
+        size_t n2 = ZSTD_compress(z + n1, cap - n1, small, sizeof small, 1);
+        assert_false(ZSTD_isError(n2));
+        bomb = reseal(&orig, z, n1 + n2, sizeof small, BATCH_COMPRESSION_ZSTD, 0);
+        assert_int_equal(decode_rc(bomb.data, bomb.len, pk, &ei), BATCH_EBOMB);
+        ferry_buf_free(&bomb);
+        /* and a frame that declares less than the header */
+        bomb = reseal(&orig, z, n1, sizeof small + 1, BATCH_COMPRESSION_ZSTD, 0);
+        assert_int_equal(decode_rc(bomb.data, bomb.len, pk, &ei), BATCH_EDECOMPRESS);
+        ferry_buf_free(&bomb);
+    }
     /* declared raw length beyond the limit never allocates */
     bomb = reseal(&orig, z, zn, BATCH_MAX_BODY_RAW + 1, BATCH_COMPRESSION_ZSTD, 0);
     assert_int_equal(decode_rc(bomb.data, bomb.len, pk, &ei), BATCH_ELIMIT);
@@ -701,6 +735,16 @@ static void test_builder_limits(void **state)
     batch_builder_reset(b);
     assert_int_equal(batch_builder_count(b), 0);
 
+    /* journal payloads that do not unpack, or name another stream */
+    struct ferry_buf pl = FERRY_BUF_INIT;
+    assert_int_equal(record_pack(&r, &pl), 0);
+    assert_int_equal(batch_builder_add_packed(b, RECORD_LOG, 1, pl.data, pl.len), BATCH_EINVAL);
+    assert_non_null(strstr(batch_builder_error(b), "stream"));
+    assert_int_equal(batch_builder_add_packed(b, RECORD_METRIC, 1, pl.data, pl.len - 1),
+                     BATCH_EINVAL);
+    assert_non_null(strstr(batch_builder_error(b), "truncated"));
+    ferry_buf_free(&pl);
+
     /* gaps: merge and limit */
     assert_int_equal(batch_builder_add_gap(b, RECORD_LOG, 5, 4, 1), BATCH_EINVAL);
     for (uint64_t i = 0; i < BATCH_MAX_GAPS; i++)
@@ -789,6 +833,169 @@ static void test_callback_stop_and_unverified(void **state)
     ferry_buf_free(&out);
 }
 
+/* Hand-made bodies (§5) that each break one limit of §6, sealed with a valid signature: the
+ * decoder must refuse them with BATCH_ELIMIT before allocating or looping on the count. */
+static void put_uv(struct ferry_buf *b, uint64_t v)
+{
+    assert_int_equal(ferry_buf_append_uvarint(b, v), 0);
+}
+
+static void put_s(struct ferry_buf *b, const char *s, size_t n)
+{
+    put_uv(b, n);
+    if (n)
+        assert_int_equal(ferry_buf_append(b, s, n), 0);
+}
+
+/* One series: metric "m", `n_tags` tags, `n_fields` float fields, `rows` rows. */
+static void body_head(struct ferry_buf *b, uint64_t n_records, uint64_t n_series, uint64_t n_tags,
+                      uint64_t n_fields, uint64_t rows)
+{
+    assert_int_equal(ferry_buf_append_u8(b, 1), 0); /* body format */
+    put_uv(b, n_records);
+    put_uv(b, n_series);
+    assert_int_equal(ferry_buf_append_u8(b, RECORD_METRIC), 0);
+    assert_int_equal(ferry_buf_append_u8(b, 0), 0);
+    put_s(b, "m", 1);
+    put_uv(b, n_tags);
+    for (uint64_t i = 0; i < n_tags && i < 100; i++) {
+        put_s(b, "k", 1);
+        put_s(b, "v", 1);
+    }
+    put_uv(b, n_fields);
+    for (uint64_t i = 0; i < n_fields && i < 300; i++) {
+        put_s(b, "f", 1);
+        assert_int_equal(ferry_buf_append_u8(b, RECORD_FIELD_FLOAT), 0);
+    }
+    put_uv(b, rows);
+}
+
+static int decode_body(const struct ferry_buf *body, uint32_t record_count, struct batch_errinfo *ei)
+{
+    struct ferry_buf orig = make_small_batch();
+    struct batch_header h;
+    struct ferry_buf out = FERRY_BUF_INIT;
+    assert_int_equal(batch_peek_header(orig.data, orig.len, &h, NULL), 0);
+    h.body_raw_len = (uint32_t)body->len;
+    h.compression = BATCH_COMPRESSION_NONE;
+    h.dict_id = 0;
+    h.record_count = record_count;
+    assert_int_equal(batch_assemble(&h, body->data, body->len, sk, &out), 0);
+    int rc = decode_rc(out.data, out.len, pk, ei);
+    ferry_buf_free(&out);
+    ferry_buf_free(&orig);
+    return rc;
+}
+
+static void test_body_limits(void **state)
+{
+    (void)state;
+    struct ferry_buf b = FERRY_BUF_INIT;
+    struct batch_errinfo ei;
+    /* too many records in the body: the limit trips before the comparison with the header */
+    assert_int_equal(ferry_buf_append_u8(&b, 1), 0);
+    put_uv(&b, (uint64_t)BATCH_MAX_RECORDS + 1);
+    assert_int_equal(decode_body(&b, 0, &ei), BATCH_ELIMIT);
+    assert_int_equal(decode_body(&b, BATCH_MAX_RECORDS, &ei), BATCH_ELIMIT);
+    /* a count within the limit that disagrees with the header */
+    b.len = 0;
+    assert_int_equal(ferry_buf_append_u8(&b, 1), 0);
+    put_uv(&b, 5);
+    assert_int_equal(decode_body(&b, 4, &ei), BATCH_EBODY);
+    b.len = 0;
+    /* too many series */
+    assert_int_equal(ferry_buf_append_u8(&b, 1), 0);
+    put_uv(&b, 1);
+    put_uv(&b, (uint64_t)BATCH_MAX_SERIES + 1);
+    assert_int_equal(decode_body(&b, 1, &ei), BATCH_ELIMIT);
+    assert_non_null(strstr(ei.msg, "series count"));
+    assert_true(ei.in_body);
+    /* a series count that cannot fit in the bytes left */
+    b.len = 0;
+    assert_int_equal(ferry_buf_append_u8(&b, 1), 0);
+    put_uv(&b, 1);
+    put_uv(&b, 1000);
+    assert_int_equal(decode_body(&b, 1, &ei), BATCH_EBODY);
+    /* too many tags, too many fields */
+    b.len = 0;
+    body_head(&b, 1, 1, RECORD_MAX_TAGS + 1, 1, 1);
+    assert_int_equal(decode_body(&b, 1, &ei), BATCH_ELIMIT);
+    assert_non_null(strstr(ei.msg, "tag count"));
+    b.len = 0;
+    body_head(&b, 1, 1, 0, RECORD_MAX_FIELDS + 1, 1);
+    assert_int_equal(decode_body(&b, 1, &ei), BATCH_ELIMIT);
+    /* a name longer than the limit */
+    b.len = 0;
+    assert_int_equal(ferry_buf_append_u8(&b, 1), 0);
+    put_uv(&b, 1);
+    put_uv(&b, 1);
+    assert_int_equal(ferry_buf_append_u8(&b, RECORD_METRIC), 0);
+    assert_int_equal(ferry_buf_append_u8(&b, 0), 0);
+    char *big = calloc(1, RECORD_MAX_VALUE_LEN + 2);
+    memset(big, 'a', RECORD_MAX_VALUE_LEN + 1);
+    put_s(&b, big, RECORD_MAX_KEY_LEN + 1);
+    assert_int_equal(decode_body(&b, 1, &ei), BATCH_ELIMIT);
+    /* rows that do not add up to the record count */
+    b.len = 0;
+    body_head(&b, 2, 1, 0, 0, 1);
+    assert_int_equal(decode_body(&b, 2, &ei), BATCH_EBODY);
+    assert_non_null(strstr(ei.msg, "rows"));
+    /* too many templates; a template with too many number slots */
+    b.len = 0;
+    body_head(&b, 1, 1, 0, 0, 1);
+    put_uv(&b, (uint64_t)BATCH_MAX_TEMPLATES + 1);
+    assert_int_equal(decode_body(&b, 1, &ei), BATCH_ELIMIT);
+    b.len = 0;
+    body_head(&b, 1, 1, 0, 0, 1);
+    put_uv(&b, 1);
+    memset(big, 1, BATCH_MAX_TEMPLATE_SLOTS + 1);
+    put_s(&b, big, BATCH_MAX_TEMPLATE_SLOTS + 1);
+    assert_int_equal(decode_body(&b, 1, &ei), BATCH_ELIMIT);
+    assert_non_null(strstr(ei.msg, "slots"));
+    /* a string value one byte over the limit, in an otherwise valid body; then exactly at it */
+    for (int over = 1; over >= 0; over--) {
+        b.len = 0;
+        assert_int_equal(ferry_buf_append_u8(&b, 1), 0);
+        put_uv(&b, 1);
+        put_uv(&b, 1);
+        assert_int_equal(ferry_buf_append_u8(&b, RECORD_METRIC), 0);
+        assert_int_equal(ferry_buf_append_u8(&b, 0), 0);
+        put_s(&b, "m", 1);
+        put_uv(&b, 0);
+        put_uv(&b, 1);
+        put_s(&b, "s", 1);
+        assert_int_equal(ferry_buf_append_u8(&b, RECORD_FIELD_STRING), 0);
+        put_uv(&b, 1);                                   /* rows */
+        put_uv(&b, 0);                                   /* templates */
+        assert_int_equal(ferry_buf_append_u8(&b, 0), 0); /* ts mode */
+        assert_int_equal(ferry_buf_append_u8(&b, 0), 0); /* ts unit */
+        put_uv(&b, 0);                                   /* ts base */
+        /* directory: series ids 1, seqs 1, ts 1, 0, 0, 0, 0; then the string column */
+        uint64_t dir[7] = {1, 1, 1, 0, 0, 0, 0};
+        for (int i = 0; i < 7; i++)
+            put_uv(&b, dir[i]);
+        size_t vlen = RECORD_MAX_VALUE_LEN + (size_t)over;
+        put_uv(&b, 1 + 3 + vlen); /* enc byte + uvarint(len + 1) (3 bytes) + bytes */
+        put_uv(&b, 0);            /* series id 0 */
+        put_uv(&b, 2);            /* seq delta +1 (zigzag) */
+        put_uv(&b, 0);            /* ts delta */
+        assert_int_equal(ferry_buf_append_u8(&b, 0), 0);
+        put_uv(&b, vlen + 1);
+        assert_int_equal(ferry_buf_append(&b, big, vlen), 0);
+        int rc = decode_body(&b, 1, &ei);
+        if (over) {
+            assert_int_equal(rc, BATCH_ELIMIT);
+            assert_non_null(strstr(ei.msg, "string"));
+        } else {
+            if (rc)
+                fprintf(stderr, "%s\n", ei.msg);
+            assert_int_equal(rc, 0);
+        }
+    }
+    free(big);
+    ferry_buf_free(&b);
+}
+
 static void test_identity_helpers(void **state)
 {
     (void)state;
@@ -829,6 +1036,7 @@ int main(void)
         cmocka_unit_test(test_builder_limits),
         cmocka_unit_test(test_patch_send_time),
         cmocka_unit_test(test_callback_stop_and_unverified),
+        cmocka_unit_test(test_body_limits),
         cmocka_unit_test(test_identity_helpers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
