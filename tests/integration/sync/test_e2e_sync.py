@@ -266,6 +266,12 @@ def main():
     ok = False
     try:
         fn(h, args)
+        # a sanitizer report in any process's log fails the test even when the data was right
+        for name in os.listdir(h.tmp):
+            if name.endswith(".log"):
+                text = open(os.path.join(h.tmp, name), errors="replace").read()
+                for marker in ("AddressSanitizer", "runtime error:", "LeakSanitizer"):
+                    assert marker not in text, "%s in %s" % (marker, name)
         ok = True
     finally:
         if not ok:
