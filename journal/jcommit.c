@@ -184,7 +184,10 @@ static int enqueue(struct journal *j, struct jq_item *items, size_t n, unsigned 
             rc = JOURNAL_EAGAIN;
             goto out;
         }
-        pthread_cond_wait(&j->space_cv, &j->q_mu);
+        if (!j->committing)
+            commit_one(j); /* lead: the queue is full and nobody is committing it */
+        else
+            pthread_cond_wait(&j->space_cv, &j->q_mu);
     }
     rc = arena_reserve(&j->fill, total);
     if (rc)
@@ -352,9 +355,19 @@ out:
 
 #define ENT_NEXT(e) ((struct jqent *)((uint8_t *)(e) + entry_size((e)->klen, (e)->vlen)))
 
-/* Writes the arena in one transaction. skip_nonevent: metric/log records are not written but
- * marked failed (JOURNAL_EFULL) and reported as gaps in the same transaction. */
-static int write_arena(struct journal *j, struct jarena *a, bool skip_nonevent, bool *had_flush)
+/* What write_arena leaves out (marked failed with JOURNAL_EFULL, their sequences recorded as
+ * write-failed gaps in the same transaction). */
+enum { SKIP_NONE = 0, SKIP_NONEVENT = 1, SKIP_ALL = 2 };
+
+static bool skipped(const struct jqent *e, int skip)
+{
+    if (skip == SKIP_ALL)
+        return e->kind == JQ_RECORD || e->kind == JQ_STATE_PUT || e->kind == JQ_STATE_DEL;
+    return skip == SKIP_NONEVENT && e->kind == JQ_RECORD && e->stream != RECORD_EVENT;
+}
+
+/* Writes the arena in one transaction, leaving out what `skip` says. */
+static int write_arena(struct journal *j, struct jarena *a, int skip, bool *had_flush)
 {
     MDB_txn *txn = NULL;
     MDB_cursor *cur[J_STREAMS] = {NULL, NULL, NULL};
@@ -368,12 +381,14 @@ static int write_arena(struct journal *j, struct jarena *a, bool skip_nonevent, 
         uint8_t *p = (uint8_t *)(e + 1);
         if (e->pad & ENT_FAILED)
             continue;
+        if (skipped(e, skip) && e->kind != JQ_RECORD)
+            continue;
         switch (e->kind) {
         case JQ_RECORD: {
             int s = e->stream;
             if (e->seq + 1 > c.next_seq[s])
                 c.next_seq[s] = e->seq + 1;
-            if (skip_nonevent && s != RECORD_EVENT) {
+            if (skipped(e, skip)) {
                 if (skip_last[s] && skip_last[s] + 1 == e->seq) {
                     skip_last[s] = e->seq;
                 } else {
@@ -475,9 +490,9 @@ static int write_arena(struct journal *j, struct jarena *a, bool skip_nonevent, 
         return rc;
     j->counters = c;
     j->used_bytes = used;
-    if (skip_nonevent) {
+    if (skip != SKIP_NONE) {
         for (struct jqent *e = (struct jqent *)a->data; (uint8_t *)e < end; e = ENT_NEXT(e)) {
-            if (e->kind == JQ_RECORD && e->stream != RECORD_EVENT)
+            if (skipped(e, skip))
                 e->pad |= ENT_FAILED;
         }
     }
@@ -587,15 +602,22 @@ static int commit_arena(struct journal *j, struct jarena *a, bool *had_flush)
         if (rc && rc != JOURNAL_EFULL)
             goto out;
     }
-    bool skip = atomic_load(&j->refuse_nonevent);
+    /* Metric/log are refused while only events fill the journal; everything is refused when
+     * even events would eat the last reserve, which acks and gc need to free space. */
+    int skip = atomic_load(&j->refuse_nonevent) ? SKIP_NONEVENT : SKIP_NONE;
+    if (j->used_bytes + estimate > j->event_limit)
+        skip = SKIP_ALL;
     rc = write_arena(j, a, skip, had_flush);
-    if (rc == JOURNAL_EFULL && !skip) {
+    if (rc == JOURNAL_EFULL && skip < SKIP_ALL) {
         (void)evict_to(j, j->low_limit > 2 * estimate ? j->low_limit - 2 * estimate : 0);
-        rc = write_arena(j, a, false, had_flush);
-        if (rc == JOURNAL_EFULL) {
+        rc = write_arena(j, a, skip, had_flush);
+        if (rc == JOURNAL_EFULL && skip < SKIP_NONEVENT) {
             atomic_store(&j->refuse_nonevent, true);
-            rc = write_arena(j, a, true, had_flush);
+            skip = SKIP_NONEVENT;
+            rc = write_arena(j, a, skip, had_flush);
         }
+        if (rc == JOURNAL_EFULL)
+            rc = write_arena(j, a, SKIP_ALL, had_flush);
     }
     if (rc == 0 && atomic_load(&j->refuse_nonevent) && j->used_bytes <= j->soft_limit)
         atomic_store(&j->refuse_nonevent, false);

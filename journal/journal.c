@@ -542,6 +542,10 @@ static void compute_limits(struct journal *j)
         reserve = j->mapsize / 2;
     j->soft_limit = j->mapsize - reserve;
     j->low_limit = j->soft_limit - j->mapsize / 16;
+    /* Acks and gc must always find pages to copy-on-write the few pages they touch (a delete
+     * reuses the pages it frees within its own transaction, so a few tree depths suffice). */
+    uint64_t last_reserve = j->mapsize / 32 > 32ull * j->psize ? j->mapsize / 32 : 32ull * j->psize;
+    j->event_limit = j->mapsize - last_reserve;
 }
 
 /* After a recovery: gap entries for what the lost file may have held, and the event. */

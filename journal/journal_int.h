@@ -91,6 +91,7 @@ struct journal {
     uint64_t mapsize;
     uint64_t soft_limit; /* evict above this many used bytes */
     uint64_t low_limit;  /* ... down to this */
+    uint64_t event_limit; /* no record is committed above this: the rest is for acks and gc */
 
     pthread_rwlock_t env_lock;
     pthread_mutex_t write_mu;

@@ -14,9 +14,17 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "journal/journal.h"
+
+static long long ferry_monotonic_ms_for_test(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 struct fixture {
     char *dir;
@@ -364,6 +372,32 @@ static void test_event_with_state_is_atomic(void **state)
     assert_int_equal(st.stream[RECORD_EVENT].next_seq, 2);
 }
 
+/* A full queue: NONBLOCK fails with JOURNAL_EAGAIN instead of waiting. */
+static void test_queue_full_nonblock(void **state)
+{
+    struct fixture *f = *state;
+    struct journal_config cfg;
+    journal_config_init(&cfg);
+    cfg.quota_bytes = 16ull * 1024 * 1024;
+    cfg.queue_max_bytes = 1;         /* one unit at a time */
+    cfg.group_window_us = 2000000;   /* the committer sits on the first record for 2 s */
+    f->j = open_cfg(f, &cfg, NULL);
+    uint64_t seq = 0;
+    assert_int_equal(journal_append(f->j, RECORD_LOG, 0, "first", 5, 0, &seq), 0);
+    assert_int_equal(journal_append(f->j, RECORD_LOG, 0, "second", 6, JOURNAL_APPEND_NONBLOCK,
+                                    NULL),
+                     JOURNAL_EAGAIN);
+    /* a waiting producer leads the commit itself, without waiting for the window */
+    long long t0 = ferry_monotonic_ms_for_test();
+    assert_int_equal(journal_flush(f->j), 0);
+    assert_true(ferry_monotonic_ms_for_test() - t0 < 1500);
+    assert_int_equal(journal_wait(f->j, RECORD_LOG, seq), 0);
+    assert_int_equal(journal_append(f->j, RECORD_LOG, 0, "second", 6,
+                                    JOURNAL_APPEND_NONBLOCK | JOURNAL_APPEND_WAIT, &seq),
+                     0);
+    assert_int_equal(seq, 2);
+}
+
 static void test_invalid_arguments(void **state)
 {
     struct fixture *f = *state;
@@ -522,6 +556,36 @@ static void test_events_fill_quota_refuses_other_streams(void **state)
     assert_int_equal(st.stream[RECORD_EVENT].records, n_events);
     assert_int_equal(st.stream[RECORD_EVENT].evicted_records, 0);
     assert_true(st.file_bytes <= cfg.quota_bytes);
+    /* events go on until the map itself is full; the failed one's sequence becomes a
+     * write-failed gap, so even that loss is visible */
+    uint64_t failed_seq = 0;
+    for (int i = 0; i < 20000; i++) {
+        uint64_t seq = 0;
+        rc = journal_append(f->j, RECORD_EVENT, i, payload, sizeof(payload), JOURNAL_APPEND_WAIT,
+                            &seq);
+        if (rc) {
+            failed_seq = seq;
+            break;
+        }
+        n_events++;
+    }
+    assert_int_equal(rc, JOURNAL_EFULL);
+    assert_true(failed_seq > 0);
+    assert_int_equal(journal_stats(f->j, &st), 0);
+    assert_int_equal(st.stream[RECORD_EVENT].records, n_events);
+    assert_true(st.file_bytes <= cfg.quota_bytes);
+    assert_true(st.failed_appends >= 1);
+    struct journal_gap gaps[16];
+    size_t n_gaps = 0;
+    assert_int_equal(journal_gaps(f->j, gaps, 16, &n_gaps), 0);
+    bool found = false;
+    for (size_t i = 0; i < n_gaps; i++) {
+        if (gaps[i].stream == RECORD_EVENT && gaps[i].reason == JOURNAL_GAP_WRITE_FAILED &&
+            gaps[i].first <= failed_seq && failed_seq <= gaps[i].last)
+            found = true;
+    }
+    assert_true(found);
+    assert_int_equal(journal_wait(f->j, RECORD_EVENT, failed_seq), JOURNAL_EFULL);
     /* once the cloud acknowledges the events, the others are accepted again */
     struct journal_range r = {1, st.stream[RECORD_EVENT].next_seq - 1};
     assert_int_equal(journal_ack(f->j, RECORD_EVENT, &r, 1), 0);
@@ -885,6 +949,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_state_table, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_with_state_is_atomic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_full_nonblock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quota_eviction_order_and_gaps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_eviction_takes_acked_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_fill_quota_refuses_other_streams, setup,
