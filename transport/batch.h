@@ -224,7 +224,10 @@ struct batch_builder_config {
     uint32_t max_records;     /* 0 or > BATCH_MAX_RECORDS: BATCH_MAX_RECORDS */
     bool no_compression;      /* ship the body uncompressed (tests, debugging) */
 };
-#define BATCH_DEFAULT_ZSTD_LEVEL 6
+/* Level 3: on the codec-bench corpus levels 6 and 9 make 64 KiB batches only ~2% (metrics) to
+ * ~5% (logs) smaller, for 1.5-2x the compression time; the columnar encoding already removed
+ * what zstd's deeper searches would find. */
+#define BATCH_DEFAULT_ZSTD_LEVEL 3
 
 struct batch_builder;
 

@@ -523,17 +523,18 @@ static int builder_add(struct batch_builder *b, const struct record *r, size_t p
 
 int batch_builder_add(struct batch_builder *b, const struct record *r)
 {
+    char why[160];
+    if (record_check(r, why, sizeof why) < 0)
+        return set_err(b, BATCH_EINVAL, "record: %s", why);
     return builder_add(b, r, 0);
 }
 
-/* packed_len: the record's journal payload size when the caller knows it, else 0. */
+/* Adds a record that passed record_check() (or came out of record_unpack(), which enforces the
+ * same limits). packed_len: its journal payload size when the caller knows it, else 0. */
 static int builder_add(struct batch_builder *b, const struct record *r, size_t packed_len)
 {
-    char why[160];
     int rc;
     int64_t nums[BATCH_MAX_TEMPLATE_SLOTS];
-    if (record_check(r, why, sizeof why) < 0)
-        return set_err(b, BATCH_EINVAL, "record: %s", why);
     if (b->n_records >= b->max_records)
         return set_err(b, BATCH_EFULL, "batch holds %u records (max)", b->n_records);
     uint8_t flags = (r->stream == RECORD_LOG || r->message.len || r->level)
