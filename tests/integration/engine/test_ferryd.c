@@ -643,12 +643,52 @@ static void test_damaged_journal_is_recovered_with_event(void **state)
     write_text(path, "this is not an LMDB file, just garbage left by a bad power cut\n");
     daemon_start(d);
     struct recs ev;
-    const struct rec *e = wait_event(d, "journal.recovered", &ev);
-    assert_non_null(e);
-    assert_non_null(find_event(&ev, "ferryd.start"));
+    assert_non_null(wait_event(d, "journal.recovered", &ev));
+    assert_non_null(wait_event(d, "ferryd.start", &ev)); /* appended without waiting: poll */
     struct ferry_buf resp = FERRY_BUF_INIT;
     const char *body = "after_recovery v=1\n";
     assert_int_equal(http(d, "POST", "/write", body, strlen(body), &resp), 204);
+    ferry_buf_free(&resp);
+}
+
+/* A full journal evicts unsent logs; the loss becomes a journal.gap event and shows in /status. */
+static void test_full_journal_gap_becomes_event_and_status(void **state)
+{
+    struct daemon *d = *state;
+    write_config(d, "[journal]\nquota = 1MiB\n");
+    daemon_start(d);
+    struct ferry_buf body = FERRY_BUF_INIT, resp = FERRY_BUF_INIT;
+    char filler[1001];
+    memset(filler, 'x', 1000);
+    filler[1000] = 0;
+    for (int r = 0; r < 30; r++) {
+        body.len = 0;
+        for (int i = 0; i < 100; i++)
+            assert_int_equal(ferry_buf_printf(&body, "log line %d.%d %s\n", r, i, filler), 0);
+        resp.len = 0;
+        long st = http(d, "POST", "/logs", (const char *)body.data, body.len, &resp);
+        if (st != 204)
+            fail_msg("POST /logs: %ld %s", st, (const char *)resp.data);
+    }
+    resp.len = 0;
+    assert_int_equal(http(d, "GET", "/status", NULL, 0, &resp), 200);
+    json_t *stj = json_loads((const char *)resp.data, 0, NULL);
+    assert_non_null(stj);
+    json_t *gaps = json_object_get(stj, "gaps");
+    assert_true(json_integer_value(json_object_get(gaps, "pending")) >= 1);
+    assert_true(json_array_size(json_object_get(gaps, "list")) >= 1);
+    json_t *log = json_object_get(json_object_get(stj, "streams"), "log");
+    assert_true(json_integer_value(json_object_get(log, "evicted_records")) > 0);
+    json_decref(stj);
+    /* The event comes from the maintenance pass (every 10 s) or at the next start. */
+    int status = daemon_stop(d, SIGTERM);
+    assert_int_equal(WEXITSTATUS(status), 0);
+    daemon_start(d);
+    struct recs ev;
+    const struct rec *e = wait_event(d, "journal.gap", &ev);
+    assert_non_null(strstr(e->fields, "stream=log"));
+    assert_non_null(strstr(e->fields, "reason=quota"));
+    ferry_buf_free(&body);
     ferry_buf_free(&resp);
 }
 
@@ -778,6 +818,7 @@ int main(int argc, char **argv)
         T(test_cli_put_log_status),
         T(test_systemd_ready_watchdog_stopping),
         T(test_damaged_journal_is_recovered_with_event),
+        T(test_full_journal_gap_becomes_event_and_status),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
