@@ -102,7 +102,54 @@ static int load_metrics(struct corpus *c)
     return 0;
 }
 
-/* "2026-11-25T11:36:21.123Z LEVEL module: message"; anything else is a message of "log". */
+/* Parses "YYYY-MM-DDTHH:MM:SS[.fff...]Z LEVEL source: message" (the same rule as
+ * `ferry dict train`); returns 0 when the line matched. */
+static int parse_log_line(const char *line, size_t n, struct record *r)
+{
+    char stamp[20];
+    struct tm tm;
+    if (n < 22 || line[4] != '-' || line[10] != 'T')
+        return -1;
+    memcpy(stamp, line, 19);
+    stamp[19] = '\0';
+    memset(&tm, 0, sizeof tm);
+    const char *end = strptime(stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!end || *end)
+        return -1;
+    size_t i = 19;
+    int64_t frac_ns = 0, scale = 100000000;
+    if (line[i] == '.')
+        for (i++; i < n && line[i] >= '0' && line[i] <= '9'; i++) {
+            frac_ns += (line[i] - '0') * scale;
+            scale /= 10;
+        }
+    if (i + 1 >= n || line[i] != 'Z' || line[i + 1] != ' ')
+        return -1;
+    const char *p = line + i + 2, *e = line + n;
+    const char *sp = memchr(p, ' ', (size_t)(e - p));
+    char lv[16];
+    enum record_log_level level;
+    if (!sp || (size_t)(sp - p) >= sizeof lv)
+        return -1;
+    memcpy(lv, p, (size_t)(sp - p));
+    lv[sp - p] = '\0';
+    if (record_level_parse(lv, &level) < 0)
+        return -1;
+    p = sp + 1;
+    r->level = (uint8_t)level;
+    r->ts_ns = (int64_t)timegm(&tm) * 1000000000ll + frac_ns;
+    const char *colon = memchr(p, ':', (size_t)(e - p));
+    if (colon && colon + 1 < e && colon[1] == ' ' && colon - p <= 64 &&
+        !memchr(p, ' ', (size_t)(colon - p))) {
+        r->name = (struct record_str){p, (size_t)(colon - p)};
+        p = colon + 2;
+    }
+    r->message = (struct record_str){p, (size_t)(e - p)};
+    return 0;
+}
+
+/* Log lines as parse_log_line() reads them; any other line is a whole message of source "log"
+ * at level info with the previous line's timestamp (and is counted as not parsed). */
 static int load_logs(struct corpus *c)
 {
     const char *t = (const char *)c->text.data;
@@ -113,41 +160,12 @@ static int load_logs(struct corpus *c)
         const char *nl = memchr(line, '\n', c->text.len - pos);
         size_t len = nl ? (size_t)(nl - line) + 1 : c->text.len - pos;
         size_t n = nl ? len - 1 : len;
-        struct record r = {.stream = RECORD_LOG, .level = RECORD_LEVEL_INFO};
+        if (n > RECORD_MAX_VALUE_LEN)
+            n = RECORD_MAX_VALUE_LEN; /* the rest of a giant line is not part of the record */
+        struct record r = {.stream = RECORD_LOG, .level = RECORD_LEVEL_INFO, .ts_ns = last_ts};
         r.name = (struct record_str){"log", 3};
         r.message = (struct record_str){line, n};
-        r.ts_ns = last_ts;
-        struct tm tm;
-        memset(&tm, 0, sizeof tm);
-        char stamp[32];
-        if (n > 25 && n < 65536) {
-            memcpy(stamp, line, 19);
-            stamp[19] = '\0';
-            const char *end = strptime(stamp, "%Y-%m-%dT%H:%M:%S", &tm);
-            if (end && *end == '\0' && line[19] == '.' && line[23] == 'Z' && line[24] == ' ') {
-                int ms = (line[20] - '0') * 100 + (line[21] - '0') * 10 + (line[22] - '0');
-                r.ts_ns = (int64_t)timegm(&tm) * 1000000000ll + (int64_t)ms * 1000000ll;
-                const char *p = line + 25, *e = line + n;
-                const char *sp = memchr(p, ' ', (size_t)(e - p));
-                char lv[16];
-                enum record_log_level level;
-                if (sp && (size_t)(sp - p) < sizeof lv) {
-                    memcpy(lv, p, (size_t)(sp - p));
-                    lv[sp - p] = '\0';
-                    if (record_level_parse(lv, &level) == 0) {
-                        r.level = (uint8_t)level;
-                        p = sp + 1;
-                        const char *colon = memchr(p, ':', (size_t)(e - p));
-                        if (colon && colon + 1 < e && colon[1] == ' ' && colon - p < 64) {
-                            r.name = (struct record_str){p, (size_t)(colon - p)};
-                            p = colon + 2;
-                        }
-                        r.message = (struct record_str){p, (size_t)(e - p)};
-                    }
-                }
-            }
-        }
-        if (r.ts_ns == last_ts && r.message.ptr == line)
+        if (parse_log_line(line, n, &r) != 0)
             c->bad_lines++;
         last_ts = r.ts_ns;
         if (n > 0 && add_item(c, &r, pos, len) < 0)
@@ -493,7 +511,7 @@ static void usage(FILE *f)
             "  --seconds N       generate N seconds of Jetson metrics and CV-app logs (default 3600)\n"
             "  --metrics FILE    use this InfluxDB line-protocol file instead of generated metrics\n"
             "  --logs FILE       use this log file instead of generated logs (lines of\n"
-            "                    'YYYY-MM-DDTHH:MM:SS.mmmZ LEVEL module: message'; other lines are\n"
+            "                    'YYYY-MM-DDTHH:MM:SS[.fff]Z LEVEL source: message'; other lines are\n"
             "                    taken whole as messages)\n"
             "  --level N         zstd level for ferry and the zstd baselines (default %d)\n"
             "  --write-corpus D  write the generated corpus to D/metrics.lp and D/app.log and exit\n"
