@@ -1,0 +1,591 @@
+/*
+ * fleet.c - many virtual devices on one event loop (see fleet.h).
+ *
+ * Per device: journal + sync engine + flaky proxy + a tick timer. One fleet-wide 1-second timer
+ * samples every engine's status: acknowledged counts advance a per-device FIFO of ticks, each
+ * tick's delay (acknowledged-at minus generated-at, 1 s resolution) goes into the delay list
+ * weighted by its record count; request counts give the per-second request rate; the outage
+ * starts and ends on this timer too.
+ *
+ * Lifecycle: RUNNING (ticks append) -> DRAINING (ticks stopped at run_ms; ends when no device
+ * has a backlog or drain_ms passed) -> DONE (loop broken). fleet_free() tears down in reverse.
+ */
+#include "simulators/fleet/fleet.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/util.h"
+#include "engine/sync.h"
+#include "journal/journal.h"
+#include "simulators/flaky/flaky_proxy.h"
+#include "simulators/flaky/flaky_rng.h"
+#include "transport/record.h"
+
+enum fleet_phase { PHASE_RUNNING, PHASE_DRAINING, PHASE_DONE };
+
+struct tick_mark {
+    uint64_t upto; /* cumulative generated count after this tick */
+    int64_t at_ms;
+};
+
+struct delay_sample {
+    uint32_t ms;
+    uint32_t records;
+};
+
+struct fleet_device {
+    struct fleet *fleet;
+    unsigned index;
+    char name[32];
+    char dir[4096];
+    char url[64];
+    const char *profile_name;
+    struct flaky_rng rng;
+    struct journal *journal;
+    struct sync *sync;
+    struct flaky_proxy *proxy;
+    struct event *tick;
+    uint64_t generated;
+    uint64_t append_errors;
+    uint64_t acked; /* metric + log sent_records at the last sample */
+    struct tick_mark *marks;
+    size_t mark_head, mark_count, mark_cap;
+    double cpu[4];
+    double temp;
+    uint64_t found;
+};
+
+struct fleet {
+    struct event_base *base;
+    struct fleet_config cfg;
+    struct fleet_device *devs;
+    unsigned n_devs;
+    struct event *sampler;
+    int64_t start_ms;
+    int64_t drain_start_ms;
+    int64_t drain_end_ms;
+    enum fleet_phase phase;
+    int outage_started, outage_ended;
+    int64_t outage_end_ms;
+    struct delay_sample *delays;
+    size_t n_delays, cap_delays;
+    double *rate_before; /* per-second request rates before the outage */
+    size_t n_before, cap_before;
+    double peak_after;
+    uint64_t last_batches;
+    int64_t last_report_ms;
+};
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+static int push_delay(struct fleet *f, uint32_t ms, uint32_t records)
+{
+    if (f->n_delays == f->cap_delays) {
+        size_t cap = f->cap_delays ? f->cap_delays * 2 : 1024;
+        struct delay_sample *n = realloc(f->delays, cap * sizeof *n);
+        if (!n)
+            return -1;
+        f->delays = n;
+        f->cap_delays = cap;
+    }
+    f->delays[f->n_delays++] = (struct delay_sample){ms, records};
+    return 0;
+}
+
+static int push_rate(struct fleet *f, double rate)
+{
+    if (f->n_before == f->cap_before) {
+        size_t cap = f->cap_before ? f->cap_before * 2 : 256;
+        double *n = realloc(f->rate_before, cap * sizeof *n);
+        if (!n)
+            return -1;
+        f->rate_before = n;
+        f->cap_before = cap;
+    }
+    f->rate_before[f->n_before++] = rate;
+    return 0;
+}
+
+static int push_mark(struct fleet_device *d, uint64_t upto, int64_t at_ms)
+{
+    if (d->mark_count == d->mark_cap) {
+        size_t cap = d->mark_cap ? d->mark_cap * 2 : 64;
+        struct tick_mark *n = calloc(cap, sizeof *n);
+        if (!n)
+            return -1;
+        for (size_t i = 0; i < d->mark_count; i++)
+            n[i] = d->marks[(d->mark_head + i) % d->mark_cap];
+        free(d->marks);
+        d->marks = n;
+        d->mark_cap = cap;
+        d->mark_head = 0;
+    }
+    d->marks[(d->mark_head + d->mark_count) % d->mark_cap] = (struct tick_mark){upto, at_ms};
+    d->mark_count++;
+    return 0;
+}
+
+static struct record_str str_of(const char *s)
+{
+    return (struct record_str){s, strlen(s)};
+}
+
+/* ---- generating -------------------------------------------------------------------------- */
+
+#define FLEET_MAX_PER_TICK 64
+
+/* Appends one tick: metrics_per_tick metric records cycling through a Jetson's usual
+ * measurements (random walks, so they compress like real data), and sometimes a log line. */
+static void device_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct fleet_device *d = arg;
+    struct fleet *f = d->fleet;
+    if (f->phase != PHASE_RUNNING)
+        return;
+    struct timeval period = {(time_t)(f->cfg.tick_ms / 1000),
+                             (suseconds_t)(f->cfg.tick_ms % 1000 * 1000)};
+    event_add(d->tick, &period);
+    static const char *const names[] = {"cpu", "mem", "temp", "gpu", "disk", "net", "power"};
+    int64_t now_ns = ferry_realtime_ns();
+    struct ferry_buf packed = FERRY_BUF_INIT;
+    struct journal_append_req reqs[FLEET_MAX_PER_TICK + 1];
+    size_t offsets[FLEET_MAX_PER_TICK + 1];
+    size_t n = 0;
+    unsigned want = f->cfg.metrics_per_tick;
+    if (want > FLEET_MAX_PER_TICK)
+        want = FLEET_MAX_PER_TICK;
+    for (unsigned i = 0; i < want; i++) {
+        int c = (int)(i % 4);
+        d->cpu[c] += (flaky_rng_uniform(&d->rng) - 0.5) * 8;
+        if (d->cpu[c] < 0.5)
+            d->cpu[c] = 0.5;
+        if (d->cpu[c] > 100)
+            d->cpu[c] = 100;
+        d->temp += (flaky_rng_uniform(&d->rng) - 0.5) * 0.6;
+        char core[8];
+        snprintf(core, sizeof core, "c%d", c);
+        struct record_tag tags[2] = {{str_of("host"), str_of(d->name)}, {str_of("unit"), str_of(core)}};
+        struct record_field fields[3] = {
+            {str_of("value"), RECORD_FIELD_FLOAT, {.f = d->cpu[c]}},
+            {str_of("temp"), RECORD_FIELD_FLOAT, {.f = d->temp}},
+            {str_of("count"), RECORD_FIELD_INT, {.i = (int64_t)(d->generated + i)}},
+        };
+        struct record r = {.stream = RECORD_METRIC, .ts_ns = now_ns + i,
+                           .name = str_of(names[i % 7]), .tags = tags, .n_tags = 2,
+                           .fields = fields, .n_fields = 3};
+        offsets[n] = packed.len;
+        if (record_pack(&r, &packed) != 0)
+            goto out;
+        reqs[n] = (struct journal_append_req){.stream = RECORD_METRIC, .ts_ns = r.ts_ns};
+        n++;
+    }
+    if (flaky_rng_chance(&d->rng, f->cfg.logs_per_tick)) {
+        struct record_tag tags[1] = {{str_of("host"), str_of(d->name)}};
+        struct record r = {.stream = RECORD_LOG, .ts_ns = now_ns, .name = str_of("app"),
+                           .level = RECORD_LEVEL_INFO,
+                           .message = str_of("pipeline restarted after dropped frames"),
+                           .tags = tags, .n_tags = 1};
+        offsets[n] = packed.len;
+        if (record_pack(&r, &packed) != 0)
+            goto out;
+        reqs[n] = (struct journal_append_req){.stream = RECORD_LOG, .ts_ns = now_ns};
+        n++;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t end = i + 1 < n ? offsets[i + 1] : packed.len;
+        reqs[i].payload = packed.data + offsets[i];
+        reqs[i].len = end - offsets[i];
+    }
+    /* Queued, not waited for: a producer that needs durability would pass WAIT; the fleet only
+     * needs the records in the journal's order. */
+    int rc = journal_appendv(d->journal, reqs, n, JOURNAL_APPEND_NONBLOCK);
+    if (rc != 0) {
+        d->append_errors += n;
+        goto out;
+    }
+    d->generated += n;
+    if (push_mark(d, d->generated, ferry_monotonic_ms()) < 0)
+        d->append_errors++;
+    sync_wake(d->sync);
+out:
+    ferry_buf_free(&packed);
+}
+
+/* ---- sampling ---------------------------------------------------------------------------- */
+
+static uint64_t device_backlog(struct sync_status *st)
+{
+    return st->stream[RECORD_METRIC].backlog_records + st->stream[RECORD_LOG].backlog_records;
+}
+
+static void sampler_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct fleet *f = arg;
+    int64_t now = ferry_monotonic_ms();
+    int64_t t = now - f->start_ms;
+    uint64_t backlog = 0, batches = 0, acked = 0, generated = 0;
+    unsigned enrolled = 0;
+    for (unsigned i = 0; i < f->n_devs; i++) {
+        struct fleet_device *d = &f->devs[i];
+        struct sync_status st;
+        sync_get_status(d->sync, &st);
+        d->acked = st.stream[RECORD_METRIC].sent_records + st.stream[RECORD_LOG].sent_records;
+        while (d->mark_count && d->marks[d->mark_head].upto <= d->acked) {
+            struct tick_mark *m = &d->marks[d->mark_head];
+            (void)push_delay(f, (uint32_t)(now - m->at_ms), 1);
+            d->mark_head = (d->mark_head + 1) % d->mark_cap;
+            d->mark_count--;
+        }
+        /* The tick wakes the engine right after a queued (not yet committed) append; an
+         * engine that evaluates before the commit sees nothing to send, and after the last
+         * tick nothing would wake it again (ferryd wakes it after durability instead). So
+         * every device with unacknowledged records is woken once a second here. */
+        if (d->generated > d->acked)
+            sync_wake(d->sync);
+        backlog += device_backlog(&st);
+        batches += st.batches_sent;
+        acked += d->acked;
+        generated += d->generated;
+        enrolled += st.enrolled;
+    }
+    double rate = (double)(batches - f->last_batches);
+    f->last_batches = batches;
+    if (!f->outage_started)
+        (void)push_rate(f, rate);
+    else if (f->outage_ended && now - f->outage_end_ms <= 120000 && rate > f->peak_after)
+        f->peak_after = rate;
+
+    if (f->cfg.outage_ms > 0 && !f->outage_started && t >= f->cfg.outage_at_ms) {
+        f->outage_started = 1;
+        for (unsigned i = 0; i < f->n_devs; i++)
+            flaky_proxy_force_down(f->devs[i].proxy, 1);
+        fprintf(stderr, "fleet: t=%llds cloud outage begins (%llds)\n", (long long)(t / 1000),
+                (long long)(f->cfg.outage_ms / 1000));
+    } else if (f->outage_started && !f->outage_ended && t >= f->cfg.outage_at_ms + f->cfg.outage_ms) {
+        f->outage_ended = 1;
+        f->outage_end_ms = now;
+        for (unsigned i = 0; i < f->n_devs; i++)
+            flaky_proxy_force_down(f->devs[i].proxy, 0);
+        fprintf(stderr, "fleet: t=%llds cloud outage ends\n", (long long)(t / 1000));
+    }
+    if (f->cfg.report_ms > 0 && now - f->last_report_ms >= f->cfg.report_ms) {
+        f->last_report_ms = now;
+        fprintf(stderr,
+                "fleet: t=%llds enrolled=%u/%u generated=%llu acked=%llu backlog=%llu "
+                "requests/s=%.0f\n",
+                (long long)(t / 1000), enrolled, f->n_devs, (unsigned long long)generated,
+                (unsigned long long)acked, (unsigned long long)backlog, rate);
+    }
+    if (f->phase == PHASE_RUNNING && t >= f->cfg.run_ms) {
+        f->phase = PHASE_DRAINING;
+        f->drain_start_ms = now;
+    }
+    if (f->phase == PHASE_DRAINING) {
+        int outage_pending = f->cfg.outage_ms > 0 && !f->outage_ended;
+        if ((backlog == 0 && acked >= generated && !outage_pending) ||
+            now - f->drain_start_ms >= f->cfg.drain_ms) {
+            f->phase = PHASE_DONE;
+            f->drain_end_ms = now;
+            event_base_loopbreak(f->base);
+        }
+    }
+}
+
+/* ---- setup and teardown ------------------------------------------------------------------ */
+
+static const struct flaky_profile *pick_profile(const struct fleet_config *cfg,
+                                                struct flaky_rng *rng)
+{
+    double total = 0;
+    for (size_t i = 0; i < cfg->n_shares; i++)
+        total += cfg->shares[i].weight;
+    double x = flaky_rng_uniform(rng) * total;
+    for (size_t i = 0; i < cfg->n_shares; i++) {
+        if (x < cfg->shares[i].weight)
+            return &cfg->shares[i].profile;
+        x -= cfg->shares[i].weight;
+    }
+    return &cfg->shares[cfg->n_shares - 1].profile;
+}
+
+static int device_init(struct fleet *f, struct fleet_device *d, unsigned index, char *err,
+                       size_t err_len)
+{
+    const struct fleet_config *cfg = &f->cfg;
+    d->fleet = f;
+    d->index = index;
+    snprintf(d->name, sizeof d->name, "fleet-%05u", index);
+    flaky_rng_seed(&d->rng, cfg->seed, 0xf1ee70000000ULL + index);
+    d->cpu[0] = d->cpu[1] = d->cpu[2] = d->cpu[3] = 20;
+    d->temp = 45;
+    if ((size_t)snprintf(d->dir, sizeof d->dir, "%s/dev-%05u", cfg->data_dir, index) >= sizeof d->dir) {
+        snprintf(err, err_len, "data dir too long");
+        return FLAKY_ERR_INVALID;
+    }
+    const struct flaky_profile *prof = pick_profile(cfg, &d->rng);
+    struct flaky_proxy_config pc = {.listen = "127.0.0.1:0", .upstream = cfg->ingest,
+                                    .seed = cfg->seed * 1000003u + index, .profile = prof};
+    int rc = flaky_proxy_new(f->base, &pc, &d->proxy, err, err_len);
+    if (rc < 0)
+        return rc;
+    d->profile_name = flaky_proxy_profile(d->proxy)->name;
+    snprintf(d->url, sizeof d->url, "http://127.0.0.1:%d", flaky_proxy_listen_port(d->proxy));
+
+    struct journal_config jc;
+    journal_config_init(&jc);
+    jc.quota_bytes = cfg->quota_bytes;
+    jc.durability = JOURNAL_SYNC_PERIODIC; /* hundreds of fsyncs per second would measure the disk */
+    char jerr[256] = "";
+    rc = journal_open(d->dir, &jc, &d->journal, NULL, jerr, sizeof jerr);
+    if (rc != 0) {
+        snprintf(err, err_len, "%s: journal: %s: %s", d->name, journal_strerror(rc), jerr);
+        return FLAKY_ERR_IO;
+    }
+    struct sync_config sc;
+    sync_config_init(&sc);
+    sc.data_dir = d->dir;
+    sc.server_url = d->url;
+    sc.enroll_token = cfg->token;
+    sc.device_name = d->name;
+    sc.device_class = "ferry-fleet";
+    sc.no_netlink = true;
+    /* Metrics within a tick's time, so the delay measures the link and the engine. */
+    sc.latency_ms[RECORD_METRIC] = cfg->tick_ms;
+    sc.latency_ms[RECORD_LOG] = cfg->tick_ms * 3;
+    if (cfg->backoff_max_ms > 0)
+        sc.backoff_max_ms = cfg->backoff_max_ms;
+    char serr[256] = "";
+    rc = sync_new(f->base, d->journal, &sc, &d->sync, serr, sizeof serr);
+    if (rc != 0) {
+        snprintf(err, err_len, "%s: sync: %s: %s", d->name, sync_strerror(rc), serr);
+        return FLAKY_ERR_EVENT;
+    }
+    d->tick = evtimer_new(f->base, device_tick, d);
+    if (!d->tick) {
+        snprintf(err, err_len, "%s: event_new failed", d->name);
+        return FLAKY_ERR_EVENT;
+    }
+    /* Spread the first ticks over one period so the fleet does not march in step. */
+    int64_t first_ms = 1 + (int64_t)(flaky_rng_uniform(&d->rng) * (double)cfg->tick_ms);
+    struct timeval first = {(time_t)(first_ms / 1000), (suseconds_t)(first_ms % 1000 * 1000)};
+    event_add(d->tick, &first);
+    return FLAKY_OK;
+}
+
+int fleet_new(struct event_base *base, const struct fleet_config *cfg, struct fleet **out,
+              char *err, size_t err_len)
+{
+    if (cfg->devices == 0 || cfg->n_shares == 0 || cfg->tick_ms <= 0) {
+        snprintf(err, err_len, "need at least one device, one profile and a positive tick");
+        return FLAKY_ERR_INVALID;
+    }
+    struct fleet *f = calloc(1, sizeof *f);
+    if (!f)
+        return FLAKY_ERR_NOMEM;
+    f->base = base;
+    f->cfg = *cfg; /* shares are read by device_init only; cleared below */
+    f->devs = calloc(cfg->devices, sizeof *f->devs);
+    int rc = FLAKY_ERR_NOMEM;
+    if (!f->devs)
+        goto fail;
+    int mk = ferry_mkdir_p(cfg->data_dir, 0700);
+    if (mk < 0) {
+        snprintf(err, err_len, "%s: %s", cfg->data_dir, strerror(-mk));
+        rc = FLAKY_ERR_IO;
+        goto fail;
+    }
+    for (unsigned i = 0; i < cfg->devices; i++) {
+        f->n_devs = i + 1;
+        rc = device_init(f, &f->devs[i], i, err, err_len);
+        if (rc < 0)
+            goto fail;
+    }
+    f->cfg.shares = NULL; /* each proxy holds a copy of its profile */
+    f->sampler = event_new(base, -1, EV_PERSIST, sampler_cb, f);
+    if (!f->sampler) {
+        rc = FLAKY_ERR_EVENT;
+        goto fail;
+    }
+    struct timeval sec = {1, 0};
+    event_add(f->sampler, &sec);
+    f->start_ms = ferry_monotonic_ms();
+    f->last_report_ms = f->start_ms;
+    *out = f;
+    return FLAKY_OK;
+fail:
+    fleet_free(f);
+    return rc;
+}
+
+void fleet_free(struct fleet *f)
+{
+    if (!f)
+        return;
+    if (f->sampler)
+        event_free(f->sampler);
+    for (unsigned i = 0; i < f->n_devs; i++) {
+        struct fleet_device *d = &f->devs[i];
+        if (d->tick)
+            event_free(d->tick);
+        sync_free(d->sync);
+        if (d->journal)
+            (void)journal_close(d->journal);
+        flaky_proxy_free(d->proxy);
+        free(d->marks);
+    }
+    free(f->devs);
+    free(f->delays);
+    free(f->rate_before);
+    free(f);
+}
+
+int fleet_done(const struct fleet *f)
+{
+    return f->phase == PHASE_DONE;
+}
+
+static int cmp_delay(const void *a, const void *b)
+{
+    const struct delay_sample *x = a, *y = b;
+    return (x->ms > y->ms) - (x->ms < y->ms);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double percentile(const struct delay_sample *s, size_t n, double p)
+{
+    if (!n)
+        return 0;
+    size_t idx = (size_t)(p * (double)(n - 1) + 0.5);
+    return s[idx].ms;
+}
+
+void fleet_totals(struct fleet *f, struct fleet_totals *out)
+{
+    memset(out, 0, sizeof *out);
+    out->devices = f->n_devs;
+    for (unsigned i = 0; i < f->n_devs; i++) {
+        struct fleet_device *d = &f->devs[i];
+        struct sync_status st;
+        sync_get_status(d->sync, &st);
+        out->enrolled += st.enrolled;
+        out->generated += d->generated;
+        out->append_errors += d->append_errors;
+        out->acked += st.stream[RECORD_METRIC].sent_records + st.stream[RECORD_LOG].sent_records;
+        out->backlog += device_backlog(&st);
+        out->batches += st.batches_sent;
+        out->found_in_ingest += d->found;
+    }
+    qsort(f->delays, f->n_delays, sizeof *f->delays, cmp_delay);
+    out->delay_p50_ms = percentile(f->delays, f->n_delays, 0.50);
+    out->delay_p90_ms = percentile(f->delays, f->n_delays, 0.90);
+    out->delay_p99_ms = percentile(f->delays, f->n_delays, 0.99);
+    out->delay_max_ms = f->n_delays ? f->delays[f->n_delays - 1].ms : 0;
+    if (f->n_before) {
+        /* Skip the first seconds (enrollment) when there is enough history. */
+        size_t skip = f->n_before > 10 ? 5 : 0;
+        size_t n = f->n_before - skip;
+        double *tmp = malloc(n * sizeof *tmp);
+        if (tmp) {
+            memcpy(tmp, f->rate_before + skip, n * sizeof *tmp);
+            qsort(tmp, n, sizeof *tmp, cmp_double);
+            out->steady_requests_per_s = tmp[n / 2];
+            free(tmp);
+        }
+    }
+    out->peak_requests_per_s = f->peak_after;
+    out->drain_ms = f->drain_end_ms ? (double)(f->drain_end_ms - f->drain_start_ms) : 0;
+}
+
+static size_t collect(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+    struct ferry_buf *b = arg;
+    size_t n = size * nmemb;
+    if (b->len + n > (64u << 20) || ferry_buf_append(b, ptr, n) != 0)
+        return 0;
+    return n;
+}
+
+int fleet_count_in_ingest(struct fleet *f, struct fleet_totals *out, char *err, size_t err_len)
+{
+    char url[512];
+    snprintf(url, sizeof url, "http://%s/v1/devices", f->cfg.ingest);
+    struct ferry_buf body = FERRY_BUF_INIT;
+    CURL *c = curl_easy_init();
+    int rc = -1;
+    json_t *root = NULL;
+    if (!c)
+        goto out;
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    CURLcode cc = curl_easy_perform(c);
+    if (cc != CURLE_OK) {
+        snprintf(err, err_len, "GET %s: %s", url, curl_easy_strerror(cc));
+        goto out;
+    }
+    json_error_t jerr;
+    root = json_loadb((const char *)body.data, body.len, 0, &jerr);
+    json_t *devs = root ? json_object_get(root, "devices") : NULL;
+    if (!json_is_array(devs)) {
+        snprintf(err, err_len, "GET %s: not a device list", url);
+        goto out;
+    }
+    out->found_in_ingest = 0;
+    size_t i;
+    json_t *dv;
+    json_array_foreach(devs, i, dv)
+    {
+        const char *name = json_string_value(json_object_get(dv, "name"));
+        unsigned idx;
+        if (!name || sscanf(name, "fleet-%5u", &idx) != 1 || idx >= f->n_devs)
+            continue;
+        json_t *streams = json_object_get(dv, "streams");
+        uint64_t n = 0;
+        const char *keys[2] = {"metric", "log"};
+        for (int k = 0; k < 2; k++)
+            n += (uint64_t)json_integer_value(json_object_get(json_object_get(streams, keys[k]), "records"));
+        f->devs[idx].found = n;
+        out->found_in_ingest += n;
+    }
+    rc = 0;
+out:
+    json_decref(root);
+    if (c)
+        curl_easy_cleanup(c);
+    ferry_buf_free(&body);
+    return rc;
+}
+
+void fleet_print_devices(struct fleet *f, void *file)
+{
+    FILE *fp = file;
+    for (unsigned i = 0; i < f->n_devs; i++) {
+        struct fleet_device *d = &f->devs[i];
+        struct sync_status st;
+        sync_get_status(d->sync, &st);
+        fprintf(fp,
+                "{\"device\":\"%s\",\"id\":\"%s\",\"profile\":\"%s\",\"generated\":%llu,"
+                "\"acked\":%llu,\"found\":%llu,\"backlog\":%llu,\"append_errors\":%llu,"
+                "\"in_flight\":%u,\"failures\":%u,\"next_attempt_in_ms\":%lld,"
+                "\"last_error\":\"%s\"}\n",
+                d->name, st.device_id, d->profile_name, (unsigned long long)d->generated,
+                (unsigned long long)(st.stream[RECORD_METRIC].sent_records +
+                                     st.stream[RECORD_LOG].sent_records),
+                (unsigned long long)d->found, (unsigned long long)device_backlog(&st),
+                (unsigned long long)d->append_errors, st.in_flight, st.consecutive_failures,
+                (long long)st.next_attempt_in_ms, st.last_error);
+    }
+}

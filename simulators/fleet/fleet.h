@@ -1,0 +1,92 @@
+/*
+ * fleet.h - ferry-fleet: many virtual devices in one process against a real ferry-ingest.
+ *
+ * Each virtual device is the real device stack minus the local inputs: its own Ed25519 key and
+ * enrollment, its own LMDB journal (journal_open in <data_dir>/dev-NNNNN), and its own sync
+ * engine (engine/sync.h) on the fleet's one event loop. Its connectivity is its own in-process
+ * ferry-flaky proxy (simulators/flaky/flaky_proxy.h) with a profile drawn from a weighted mix and
+ * a seed derived from the fleet's seed, so one device can be always on while another lives in a
+ * tunnel. A timer per device appends a tick of realistic metrics (and now and then a log line)
+ * to its journal and wakes its engine.
+ *
+ * Measurements: generated, acknowledged (the engine's sent_records: the cloud's durable ack) and,
+ * at the end, found in the ingest (GET /v1/devices); the delay from generation to acknowledgement
+ * per tick, sampled once a second; backlog and request rate over time; and around a simulated
+ * cloud outage (every proxy forced down), the peak request rate after it against the steady
+ * rate before it.
+ *
+ * Costs: every device has two threads (journal committer, sync helper) and an LMDB map of
+ * `quota_bytes`; a few hundred devices are comfortable on a small machine, thousands are not.
+ * All functions run on the loop thread.
+ */
+#ifndef FERRY_SIMULATORS_FLEET_H
+#define FERRY_SIMULATORS_FLEET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "simulators/flaky/flaky_profile.h"
+
+struct event_base;
+struct fleet;
+
+struct fleet_profile_share {
+    struct flaky_profile profile;
+    double weight;
+};
+
+struct fleet_config {
+    const char *ingest;   /* "HOST:PORT" of ferry-ingest */
+    const char *token;    /* fleet enrollment token */
+    const char *data_dir; /* devices live in <data_dir>/dev-NNNNN */
+    unsigned devices;
+    int64_t tick_ms;           /* one tick of metrics per device this often */
+    unsigned metrics_per_tick; /* records per tick */
+    double logs_per_tick;      /* expected log records per tick (Poisson-ish) */
+    int64_t run_ms;            /* generating for this long */
+    int64_t drain_ms;          /* then at most this long for the backlog to drain */
+    int64_t outage_at_ms;      /* 0: no outage; else every link goes down at this time */
+    int64_t outage_ms;         /* for this long */
+    int64_t report_ms;         /* a progress line this often (0: none) */
+    uint64_t seed;
+    uint64_t quota_bytes;      /* journal quota per device */
+    int64_t backoff_max_ms;    /* the engines' retry cap (ferryd's default is 5 min) */
+    const struct fleet_profile_share *shares; /* borrowed during fleet_new */
+    size_t n_shares;
+};
+
+struct fleet_totals {
+    unsigned devices;
+    unsigned enrolled;
+    uint64_t generated;
+    uint64_t append_errors;
+    uint64_t acked;
+    uint64_t backlog;
+    uint64_t found_in_ingest; /* filled by fleet_count_in_ingest() */
+    uint64_t batches;
+    double delay_p50_ms;
+    double delay_p90_ms;
+    double delay_p99_ms;
+    double delay_max_ms;
+    double steady_requests_per_s; /* median per-second request rate before the outage */
+    double peak_requests_per_s;   /* highest per-second rate in the 2 minutes after it */
+    double drain_ms;              /* from the end of generation until nothing was left */
+};
+
+/* Creates the devices (journals, engines, proxies) and their timers on `base`; the run starts
+ * with the loop. Errors: FLAKY_ERR_* (err says which device and why). */
+int fleet_new(struct event_base *base, const struct fleet_config *cfg, struct fleet **out,
+              char *err, size_t err_len) __attribute__((warn_unused_result));
+/* Stops every engine, closes every journal and proxy. NULL is fine. */
+void fleet_free(struct fleet *f);
+/* Whether the run (generation plus drain) is over; the loop is broken when it is. */
+int fleet_done(const struct fleet *f);
+/* Current totals (delay percentiles over everything acknowledged so far). */
+void fleet_totals(struct fleet *f, struct fleet_totals *out);
+/* Asks the ingest (blocking, after the loop ended) how many metric+log records it holds for
+ * each device and fills out->found_in_ingest. Returns 0 or -1 (err says why). */
+int fleet_count_in_ingest(struct fleet *f, struct fleet_totals *out, char *err, size_t err_len);
+/* Writes one JSON line per device (id, profile, generated, acked, found, backlog). */
+void fleet_print_devices(struct fleet *f, void *file);
+
+#endif

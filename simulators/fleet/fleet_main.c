@@ -1,0 +1,253 @@
+/*
+ * fleet_main.c - the ferry-fleet program: parses arguments and profile mixes, runs the fleet
+ * (fleet.c) on one event loop, and prints the totals.
+ */
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "simulators/fleet/fleet.h"
+
+#ifndef FLAKY_PROFILE_DIR
+#define FLAKY_PROFILE_DIR "/usr/share/ferry/profiles"
+#endif
+#define FLEET_MAX_SHARES 16
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: ferry-fleet --ingest HOST:PORT --token TOKEN --data-dir DIR [options]\n"
+            "\n"
+            "Many virtual devices in one process against a real ferry-ingest: each has its own\n"
+            "key, enrollment, LMDB journal, sync engine and in-process ferry-flaky link.\n"
+            "\n"
+            "  --devices N            virtual devices (default 10)\n"
+            "  --tick DURATION        one tick of metrics per device this often (default 10s)\n"
+            "  --metrics-per-tick N   metric records per tick (default 10, at most 64)\n"
+            "  --logs-per-tick P      probability of a log record per tick (default 0.1)\n"
+            "  --duration DURATION    generate this long (default 60s)\n"
+            "  --drain DURATION       then wait at most this long for backlogs (default 60s)\n"
+            "  --outage-at DURATION   cloud outage: every link goes down at this time...\n"
+            "  --outage DURATION      ...for this long (default: no outage)\n"
+            "  --profiles MIX         link profiles and weights, e.g. lte-good:6,lte-poor:3,tunnel:1\n"
+            "                         (names from --profile-dir, or .ini paths; default lte-good)\n"
+            "  --profile-dir DIR      default %s\n"
+            "  --quota SIZE           journal quota per device (default 4MiB)\n"
+            "  --seed N               profiles, links and data are drawn from it (default 1)\n"
+            "  --backoff-max DURATION the engines' retry cap (default 30s)\n"
+            "  --report DURATION      progress line on stderr this often (default 5s, 0 = none)\n"
+            "  --devices-out FILE     one JSON line per device at the end\n"
+            "  --help\n"
+            "\n"
+            "Prints one JSON object with the totals on stdout: devices, enrolled, generated,\n"
+            "acked, found_in_ingest, backlog, delay percentiles (generation to cloud ack, 1 s\n"
+            "resolution), steady and post-outage peak request rates, drain time. Exit 0 when every\n"
+            "generated record was acknowledged and found in the ingest, 1 otherwise.\n",
+            FLAKY_PROFILE_DIR);
+}
+
+static int parse_ms(const char *opt, const char *v, int64_t *out)
+{
+    if (ferry_parse_duration_ms(v, out) < 0) {
+        fprintf(stderr, "ferry-fleet: %s '%s': expected a duration such as 10s or 500ms\n", opt, v);
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_shares(const char *mix, const char *dir, struct fleet_profile_share *shares,
+                        size_t *n)
+{
+    char buf[2048];
+    if (ferry_strlcpy(buf, mix, sizeof buf) >= sizeof buf)
+        return -1;
+    *n = 0;
+    char *save = NULL;
+    for (char *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        if (*n == FLEET_MAX_SHARES) {
+            fprintf(stderr, "ferry-fleet: --profiles: at most %d profiles\n", FLEET_MAX_SHARES);
+            return -1;
+        }
+        double weight = 1;
+        char *colon = strrchr(item, ':');
+        if (colon) {
+            *colon = 0;
+            char *end;
+            weight = strtod(colon + 1, &end);
+            if (*end || !(weight > 0)) {
+                fprintf(stderr, "ferry-fleet: --profiles: bad weight '%s'\n", colon + 1);
+                return -1;
+            }
+        }
+        char path[4096], err[512];
+        if (strcmp(item, "none") == 0) {
+            flaky_profile_defaults(&shares[*n].profile);
+        } else if (flaky_profile_resolve(item, dir, path, sizeof path) < 0 ||
+                   flaky_profile_load(path, &shares[*n].profile, err, sizeof err) < 0) {
+            fprintf(stderr, "ferry-fleet: --profiles: %s\n", item);
+            return -1;
+        }
+        shares[*n].weight = weight;
+        (*n)++;
+    }
+    return *n ? 0 : -1;
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    event_base_loopbreak(arg);
+}
+
+int main(int argc, char **argv)
+{
+    struct fleet_config cfg = {.devices = 10, .tick_ms = 10000, .metrics_per_tick = 10,
+                               .logs_per_tick = 0.1, .run_ms = 60000, .drain_ms = 60000,
+                               .report_ms = 5000, .seed = 1, .quota_bytes = 4u << 20,
+                               .backoff_max_ms = 30000};
+    const char *mix = "lte-good";
+    const char *dir = getenv("FERRY_FLAKY_PROFILE_DIR");
+    const char *devices_out = NULL;
+    static const struct option opts[] = {
+        {"ingest", required_argument, NULL, 'i'},      {"token", required_argument, NULL, 't'},
+        {"data-dir", required_argument, NULL, 'd'},    {"devices", required_argument, NULL, 'n'},
+        {"tick", required_argument, NULL, 'k'},        {"metrics-per-tick", required_argument, NULL, 'm'},
+        {"logs-per-tick", required_argument, NULL, 'l'}, {"duration", required_argument, NULL, 'r'},
+        {"drain", required_argument, NULL, 'D'},       {"outage-at", required_argument, NULL, 'a'},
+        {"outage", required_argument, NULL, 'o'},      {"profiles", required_argument, NULL, 'p'},
+        {"profile-dir", required_argument, NULL, 'P'}, {"quota", required_argument, NULL, 'q'},
+        {"seed", required_argument, NULL, 's'},        {"report", required_argument, NULL, 'R'},
+        {"devices-out", required_argument, NULL, 'O'}, {"help", no_argument, NULL, 'h'},
+        {"backoff-max", required_argument, NULL, 'B'},
+        {NULL, 0, NULL, 0},
+    };
+    int ch;
+    uint64_t u;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'i': cfg.ingest = optarg; break;
+        case 't': cfg.token = optarg; break;
+        case 'd': cfg.data_dir = optarg; break;
+        case 'n':
+            if (ferry_parse_u64(optarg, 100000, &u) < 0 || u == 0) {
+                fprintf(stderr, "ferry-fleet: --devices: 1..100000\n");
+                return 2;
+            }
+            cfg.devices = (unsigned)u;
+            break;
+        case 'k': if (parse_ms("--tick", optarg, &cfg.tick_ms) < 0) return 2; break;
+        case 'm':
+            if (ferry_parse_u64(optarg, 64, &u) < 0 || u == 0) {
+                fprintf(stderr, "ferry-fleet: --metrics-per-tick: 1..64\n");
+                return 2;
+            }
+            cfg.metrics_per_tick = (unsigned)u;
+            break;
+        case 'l': {
+            char *end;
+            cfg.logs_per_tick = strtod(optarg, &end);
+            if (*end || cfg.logs_per_tick < 0 || cfg.logs_per_tick > 1) {
+                fprintf(stderr, "ferry-fleet: --logs-per-tick: a probability 0..1\n");
+                return 2;
+            }
+            break;
+        }
+        case 'r': if (parse_ms("--duration", optarg, &cfg.run_ms) < 0) return 2; break;
+        case 'D': if (parse_ms("--drain", optarg, &cfg.drain_ms) < 0) return 2; break;
+        case 'a': if (parse_ms("--outage-at", optarg, &cfg.outage_at_ms) < 0) return 2; break;
+        case 'o': if (parse_ms("--outage", optarg, &cfg.outage_ms) < 0) return 2; break;
+        case 'R': if (parse_ms("--report", optarg, &cfg.report_ms) < 0) return 2; break;
+        case 'B': if (parse_ms("--backoff-max", optarg, &cfg.backoff_max_ms) < 0) return 2; break;
+        case 'p': mix = optarg; break;
+        case 'P': dir = optarg; break;
+        case 'O': devices_out = optarg; break;
+        case 'q':
+            if (ferry_parse_size(optarg, &cfg.quota_bytes) < 0 || cfg.quota_bytes < (1u << 20)) {
+                fprintf(stderr, "ferry-fleet: --quota: a size of at least 1MiB\n");
+                return 2;
+            }
+            break;
+        case 's':
+            if (ferry_parse_u64(optarg, UINT64_MAX, &cfg.seed) < 0) {
+                fprintf(stderr, "ferry-fleet: --seed: a non-negative integer\n");
+                return 2;
+            }
+            break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!cfg.ingest || !cfg.token || !cfg.data_dir || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (!dir)
+        dir = FLAKY_PROFILE_DIR;
+    struct fleet_profile_share shares[FLEET_MAX_SHARES];
+    size_t n_shares;
+    if (parse_shares(mix, dir, shares, &n_shares) < 0)
+        return 2;
+    cfg.shares = shares;
+    cfg.n_shares = n_shares;
+    ferry_log_init(FERRY_LOG_WARN, 2);
+    signal(SIGPIPE, SIG_IGN);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
+        return 1;
+
+    int exit_code = 1;
+    struct fleet *fl = NULL;
+    struct event *sigint = NULL, *sigterm = NULL;
+    struct event_base *base = event_base_new();
+    if (!base)
+        goto out;
+    char err[512];
+    if (fleet_new(base, &cfg, &fl, err, sizeof err) < 0) {
+        fprintf(stderr, "ferry-fleet: %s\n", err);
+        goto out;
+    }
+    sigint = evsignal_new(base, SIGINT, on_signal, base);
+    sigterm = evsignal_new(base, SIGTERM, on_signal, base);
+    if (!sigint || !sigterm || event_add(sigint, NULL) < 0 || event_add(sigterm, NULL) < 0)
+        goto out;
+    event_base_dispatch(base);
+    struct fleet_totals t;
+    fleet_totals(fl, &t);
+    if (fleet_count_in_ingest(fl, &t, err, sizeof err) < 0)
+        fprintf(stderr, "ferry-fleet: %s\n", err);
+    printf("{\"devices\":%u,\"enrolled\":%u,\"generated\":%llu,\"append_errors\":%llu,"
+           "\"acked\":%llu,\"found_in_ingest\":%llu,\"backlog\":%llu,\"batches\":%llu,"
+           "\"delay_ms\":{\"p50\":%.0f,\"p90\":%.0f,\"p99\":%.0f,\"max\":%.0f},"
+           "\"steady_requests_per_s\":%.1f,\"peak_requests_per_s_after_outage\":%.1f,"
+           "\"drain_ms\":%.0f,\"completed\":%s}\n",
+           t.devices, t.enrolled, (unsigned long long)t.generated,
+           (unsigned long long)t.append_errors, (unsigned long long)t.acked,
+           (unsigned long long)t.found_in_ingest, (unsigned long long)t.backlog,
+           (unsigned long long)t.batches, t.delay_p50_ms, t.delay_p90_ms, t.delay_p99_ms,
+           t.delay_max_ms, t.steady_requests_per_s, t.peak_requests_per_s, t.drain_ms,
+           fleet_done(fl) ? "true" : "false");
+    fflush(stdout);
+    if (devices_out) {
+        FILE *f = fopen(devices_out, "w");
+        if (f) {
+            fleet_print_devices(fl, f);
+            if (fclose(f) != 0)
+                fprintf(stderr, "ferry-fleet: %s: write failed\n", devices_out);
+        }
+    }
+    exit_code = (fleet_done(fl) && t.acked == t.generated && t.found_in_ingest == t.acked) ? 0 : 1;
+out:
+    if (sigint)
+        event_free(sigint);
+    if (sigterm)
+        event_free(sigterm);
+    fleet_free(fl);
+    if (base)
+        event_base_free(base);
+    curl_global_cleanup();
+    return exit_code;
+}
