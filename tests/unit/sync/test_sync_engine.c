@@ -11,8 +11,8 @@
  * by the server); Retry-After honoured (timing); a 400 sets the batch aside with an event and
  * the rest flows; a 401 enrolls again; a 413 halves the batch until it fits; eviction gaps are
  * reported and then marked reported; after an outage the newest records go first; the batch
- * carries the device clock at send time; the key file is 0600; an idle engine arms no timer but
- * the heartbeat.
+ * carries the device clock at send time; the key file is 0600; a netlink change (a link
+ * appearing, in a private network namespace) ends a long backoff at once.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,7 +27,9 @@
 #include <jansson.h>
 #include <sodium.h>
 
+#include <errno.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -555,6 +557,53 @@ static void test_unreachable_server_backs_off_then_recovers(void **state)
     assert_all_seen(f, RECORD_EVENT, 1, 3);
 }
 
+
+/* Last test of the file: it moves the whole process into a new network namespace. A server
+ * that was unreachable comes up; nothing else changes until an interface appears: netlink must
+ * end the (long) backoff at once instead of waiting it out. Skipped without root. */
+static void test_netlink_change_ends_backoff(void **state)
+{
+    struct fixture *f = *state;
+    if (geteuid() != 0 || unshare(CLONE_NEWNET) != 0) {
+        fprintf(stderr, "SKIP netlink wake: needs root for a network namespace (%s)\n",
+                strerror(errno));
+        skip();
+    }
+    if (system("ip link set lo up") != 0)
+        skip();
+    f->cfg.no_netlink = false;
+    f->cfg.backoff_min_ms = 20000; /* a retry would come 10..20 s later on its own */
+    f->cfg.backoff_max_ms = 20000;
+    append_records(f, RECORD_EVENT, 2, 0);
+    start_sync(f); /* the fixture's server lives in the old namespace: connection refused */
+    run_for(f, 500);
+    struct sync_status st;
+    sync_get_status(f->sync, &st);
+    assert_false(st.enrolled);
+    assert_true(st.consecutive_failures >= 1);
+    assert_true(st.next_attempt_in_ms > 5000);
+    /* the server comes up in this namespace, on the same port; still backing off */
+    struct evhttp *h2 = evhttp_new(f->base);
+    evhttp_set_gencb(h2, srv_handler, &f->srv);
+    assert_int_equal(evhttp_bind_socket(h2, "127.0.0.1", (uint16_t)f->srv.port), 0);
+    run_for(f, 500);
+    sync_get_status(f->sync, &st);
+    assert_false(st.enrolled);
+    /* a link appears: the engine tries at once */
+    int64_t t0 = ferry_monotonic_ms();
+    assert_int_equal(system("ip link add ferrysync0 type dummy 2>/dev/null || "
+                            "ip link add ferrysync0 type veth peer name ferrysync1"), 0);
+    run_until_drained(f, 5000);
+    int64_t took = ferry_monotonic_ms() - t0;
+    sync_get_status(f->sync, &st);
+    assert_true(st.enrolled);
+    assert_int_equal(unsent(f), 0);
+    assert_true(took < 4000);
+    sync_free(f->sync);
+    f->sync = NULL;
+    evhttp_free(h2);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -568,6 +617,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_gaps_reported_then_marked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unreachable_server_backs_off_then_recovers, setup,
                                         teardown),
+        /* must stay last: it leaves the process in a new network namespace */
+        cmocka_unit_test_setup_teardown(test_netlink_change_ends_backoff, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
