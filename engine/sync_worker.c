@@ -99,6 +99,8 @@ int sync_worker_start(struct sync_worker *w, struct event_base *base)
         goto fail_cond;
     if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
         goto fail_cond;
+    /* A name for top/perf/ps -L: "which thread is busy" should not need a debugger. */
+    (void)pthread_setname_np(w->thread, "ferryd-sync");
     w->started = true;
     return 0;
 fail_cond:
