@@ -97,6 +97,7 @@ int ota_status_parse(const void *data, size_t len, struct ota_status *o)
     S(running_version, "running_version");
     S(target_version, "target_version");
     S(artifact_kind, "artifact_kind");
+    S(target_slot, "target_slot");
     S(reason, "reason");
     N(bytes_done, "bytes_done");
     N(bytes_total, "bytes_total");
@@ -114,9 +115,9 @@ int ota_status_parse(const void *data, size_t len, struct ota_status *o)
 
 static char *status_json(const struct ota_status *s)
 {
-    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "state",
+    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "state",
                           s->state, "running_version", s->running_version, "target_version",
-                          s->target_version, "artifact_kind", s->artifact_kind, "reason",
+                          s->target_version, "artifact_kind", s->artifact_kind, "target_slot", s->target_slot, "reason",
                           s->reason, "bytes_done", (json_int_t)s->bytes_done, "bytes_total",
                           (json_int_t)s->bytes_total, "next_chunk", (json_int_t)s->next_chunk,
                           "chunks", (json_int_t)s->chunks, "download_started_ns",
@@ -374,6 +375,12 @@ static void begin_artifact(struct ota_agent *a, int index)
 static void start_apply(struct ota_agent *a)
 {
     char cur[1100], target[1100];
+    /* A3: only from a confirmed running slot, and never into it */
+    if (!ota_slots_running_is_good(a->slots)) {
+        set_state(a, "failed", NULL, "running slot is unconfirmed: not writing the other one");
+        return;
+    }
+    ferry_strlcpy(a->st.target_slot, ota_slots_inactive(a->slots), sizeof(a->st.target_slot));
     if (ota_slots_path(a->slots, ota_slots_current(a->slots), cur, sizeof(cur)) != 0 ||
         ota_slots_path(a->slots, ota_slots_inactive(a->slots), target, sizeof(target)) != 0) {
         set_state(a, "failed", NULL, "slot paths too long");
@@ -396,6 +403,20 @@ static void run_reboot_hook(struct ota_agent *a)
         log_warn("ota", "reboot command failed: %s", a->cfg.reboot_command);
 }
 
+/* "switching" is committed before the boot loader is told, so a crash in between is resolved at
+ * the next start: the boot loader either switched (unconfirmed running slot = trial) or not (tell
+ * it again). */
+static void switch_slots(struct ota_agent *a)
+{
+    set_state(a, "switching", NULL, NULL);
+    if (ota_slots_set_next(a->slots, a->st.target_slot) != 0) {
+        set_state(a, "failed", NULL, "boot loader refused to switch slots");
+        return;
+    }
+    set_state(a, "installed", NULL, "waiting for the reboot into the new slot");
+    run_reboot_hook(a);
+}
+
 static void finish_apply(struct ota_agent *a)
 {
     if (a->job_result == DELTA_E_BASE_MISMATCH && a->artifact->kind == MANIFEST_ARTIFACT_DELTA) {
@@ -414,12 +435,7 @@ static void finish_apply(struct ota_agent *a)
     char part[1100];
     work_path(a, a->artifact, part, sizeof(part));
     unlink(part);
-    if (ota_slots_set_next(a->slots, ota_slots_inactive(a->slots)) != 0) {
-        set_state(a, "failed", NULL, "boot loader refused to switch slots");
-        return;
-    }
-    set_state(a, "installed", NULL, "waiting for the reboot into the new slot");
-    run_reboot_hook(a);
+    switch_slots(a);
 }
 
 static void finish_health(struct ota_agent *a)
@@ -597,11 +613,31 @@ static void resume(struct ota_agent *a)
 {
     const char *s = a->st.state;
     int needs_manifest = strcmp(s, "downloading") == 0 || strcmp(s, "downloaded") == 0 ||
+                         strcmp(s, "switching") == 0 ||
                          strcmp(s, "applying") == 0 || strcmp(s, "available") == 0 ||
                          strcmp(s, "trial") == 0 || strcmp(s, "installed") == 0;
     if (needs_manifest && load_manifest(a) != 0) {
         set_state(a, "failed", NULL, "stored manifest unreadable after restart");
         schedule_poll(a, 0);
+        return;
+    }
+    int on_target = strcmp(ota_slots_current(a->slots), a->st.target_slot) == 0;
+    if (strcmp(s, "switching") == 0) {
+        if (!ota_slots_running_is_good(a->slots) && on_target)
+            s = "installed"; /* the switch happened and this is the trial boot */
+        else {
+            switch_slots(a);
+            return;
+        }
+    }
+    if ((strcmp(s, "installed") == 0 || strcmp(s, "trial") == 0) &&
+        ota_slots_running_is_good(a->slots) && on_target) {
+        /* killed between marking the slot good and committing the state: it is committed */
+        ferry_strlcpy(a->st.running_version, a->st.target_version, sizeof(a->st.running_version));
+        if (a->manifest)
+            a->st.highest_serial = manifest_serial(a->manifest);
+        set_state(a, "committed", NULL, NULL);
+        schedule_poll(a, a->cfg.check_interval_ms);
         return;
     }
     if (strcmp(s, "installed") == 0 || strcmp(s, "trial") == 0) {

@@ -10,7 +10,8 @@
  * with the `event` record that reports it (journal_append_event_with_state), so after a SIGKILL or
  * a power cut the agent continues from the last committed state and the cloud hears the same story.
  *
- * States: idle → downloading → downloaded → applying → installed → (reboot) → trial → committed
+ * States: idle → available → downloading → downloaded → applying → switching → installed →
+ *         (reboot) → trial → committed
  *         any state → failed (with reason); trial → rolled_back (with reason)
  */
 #ifndef FERRY_ENGINE_OTA_H
@@ -63,6 +64,7 @@ struct ota_status {
     char running_version[65];
     char target_version[65];
     char artifact_kind[8];
+    char target_slot[4];       /* slot the update is written to ("a"/"b") */
     char reason[256];
     uint64_t bytes_done, bytes_total;
     uint32_t next_chunk, chunks;
