@@ -101,29 +101,48 @@ static int is_eol(char c)
     return c == '\n' || c == '\r';
 }
 
+/* What ends an identifier and what a backslash escapes in it (the grammar in lineproto.h). */
+enum ident_kind {
+    IDENT_MEASUREMENT, /* ends at ',' ' ' '\t'; escapes ',' ' ' */
+    IDENT_TAG_VALUE,   /* ends at ',' ' ' '\t'; escapes ',' '=' ' ' */
+    IDENT_KEY,         /* tag and field keys: end also at '='; escape ',' '=' ' ' */
+};
+
+static inline bool ident_stop(enum ident_kind kind, char c)
+{
+    return c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r' ||
+           (c == '=' && kind == IDENT_KEY);
+}
+
+static inline bool ident_escapes(enum ident_kind kind, char c)
+{
+    return c == ',' || c == ' ' || c == '\\' || (c == '=' && kind != IDENT_MEASUREMENT);
+}
+
 /*
  * Reads an identifier (measurement, tag key/value, field key) up to an unescaped stop character
- * into the scratch buffer. `escapable` lists what a backslash escapes (besides the backslash
- * itself); a backslash before anything else stays literal.
+ * into the scratch buffer. A backslash before a character the kind escapes (or before a
+ * backslash) yields that character; before anything else it stays literal.
  */
-static int lp_ident(struct lp *p, const char *stops, const char *escapable, size_t max,
-                    const char *what, struct record_str *out)
+static int lp_ident(struct lp *p, enum ident_kind kind, size_t max, const char *what,
+                    struct record_str *out)
 {
     size_t start = p->pos;
     char *dst = p->scratch + p->scratch_len;
     size_t n = 0;
-    while (!at_end(p)) {
+    /* the scratch holds at most one line; bound this identifier by what is left of it */
+    size_t room = p->scratch_cap - p->scratch_len - 1;
+    while (p->pos < p->len) {
         char c = p->text[p->pos];
-        if (is_eol(c) || strchr(stops, c))
+        if (ident_stop(kind, c))
             break;
-        if (c == '\\' && p->pos + 1 < p->len &&
-            (p->text[p->pos + 1] == '\\' || strchr(escapable, p->text[p->pos + 1]))) {
+        if (c == '\\' && p->pos + 1 < p->len && ident_escapes(kind, p->text[p->pos + 1])) {
             c = p->text[p->pos + 1];
             p->pos++;
         }
         if (n == max)
             return lp_fail(p, LINEPROTO_ELIMIT, start, "%s longer than %zu bytes", what, max);
-        if (p->scratch_len + n + 1 >= p->scratch_cap)
+        if (n == room)
             return lp_fail(p, LINEPROTO_ELIMIT, start, "line longer than %d bytes",
                            LINEPROTO_MAX_LINE);
         dst[n++] = c;
@@ -232,7 +251,7 @@ static int lp_value(struct lp *p, struct record_field *f)
         return lp_fail(p, LINEPROTO_ESYNTAX, start, "missing field value");
     static const char *const trues[] = {"t", "T", "true", "True", "TRUE"};
     static const char *const falses[] = {"f", "F", "false", "False", "FALSE"};
-    for (size_t i = 0; i < 5; i++) {
+    for (size_t i = 0; i < 5 && (s[0] == 't' || s[0] == 'T' || s[0] == 'f' || s[0] == 'F'); i++) {
         if (strlen(trues[i]) == n && memcmp(trues[i], s, n) == 0) {
             f->type = RECORD_FIELD_BOOL;
             f->v.b = true;
@@ -346,7 +365,7 @@ static int lp_line(struct lp *p, int64_t default_ts_ns, struct record *r)
     }
     memset(r, 0, sizeof *r);
     r->stream = RECORD_METRIC;
-    if ((rc = lp_ident(p, ", \t", ", ", RECORD_MAX_KEY_LEN, "measurement", &r->name)) < 0)
+    if ((rc = lp_ident(p, IDENT_MEASUREMENT, RECORD_MAX_KEY_LEN, "measurement", &r->name)) < 0)
         return rc;
     size_t n_tags = 0;
     while (cur(p) == ',') {
@@ -354,12 +373,12 @@ static int lp_line(struct lp *p, int64_t default_ts_ns, struct record *r)
         if (n_tags == RECORD_MAX_TAGS)
             return lp_fail(p, LINEPROTO_ELIMIT, p->pos, "more than %d tags", RECORD_MAX_TAGS);
         struct record_tag *t = &p->tags[n_tags];
-        if ((rc = lp_ident(p, ",= \t", ",= ", RECORD_MAX_KEY_LEN, "tag key", &t->key)) < 0)
+        if ((rc = lp_ident(p, IDENT_KEY, RECORD_MAX_KEY_LEN, "tag key", &t->key)) < 0)
             return rc;
         if (cur(p) != '=')
             return lp_fail(p, LINEPROTO_ESYNTAX, p->pos, "tag key without '='");
         p->pos++;
-        if ((rc = lp_ident(p, ", \t", ",= ", RECORD_MAX_KEY_LEN, "tag value", &t->value)) < 0)
+        if ((rc = lp_ident(p, IDENT_TAG_VALUE, RECORD_MAX_KEY_LEN, "tag value", &t->value)) < 0)
             return rc;
         n_tags++;
     }
@@ -369,7 +388,7 @@ static int lp_line(struct lp *p, int64_t default_ts_ns, struct record *r)
     size_t n_fields = 0;
     for (;;) {
         struct record_field f;
-        if ((rc = lp_ident(p, ",= \t", ",= ", RECORD_MAX_KEY_LEN, "field key", &f.key)) < 0)
+        if ((rc = lp_ident(p, IDENT_KEY, RECORD_MAX_KEY_LEN, "field key", &f.key)) < 0)
             return rc;
         if (cur(p) != '=')
             return lp_fail(p, LINEPROTO_ESYNTAX, p->pos, "field key without '='");
@@ -468,14 +487,17 @@ out:
 
 /* ---- Formatter ------------------------------------------------------------------------------ */
 
-/* Appends an identifier escaping `specials` and backslashes; newlines cannot be written. */
-static int put_ident(struct ferry_buf *b, const struct record_str *s, const char *specials)
+/* Appends an identifier escaping what the parser would stop at or unescape (ident_escapes), so
+ * that parsing gives back the same bytes. Newlines and carriage returns cannot be written; a tab
+ * ends an identifier and cannot be escaped either. (NUL bytes are plain data here: strchr-style
+ * set tests would match the terminator.) */
+static int put_ident(struct ferry_buf *b, const struct record_str *s, enum ident_kind kind)
 {
     for (size_t i = 0; i < s->len; i++) {
         char c = s->ptr[i];
-        if (c == '\n' || c == '\r')
+        if (c == '\n' || c == '\r' || c == '\t')
             return LINEPROTO_EINVAL;
-        if ((c == '\\' || strchr(specials, c)) && ferry_buf_append_u8(b, '\\') < 0)
+        if (ident_escapes(kind, c) && ferry_buf_append_u8(b, '\\') < 0)
             return LINEPROTO_ENOMEM;
         if (ferry_buf_append_u8(b, (uint8_t)c) < 0)
             return LINEPROTO_ENOMEM;
@@ -516,7 +538,7 @@ static int put_float(struct ferry_buf *b, double v)
 
 static int put_field(struct ferry_buf *b, const struct record_field *f)
 {
-    int rc = put_ident(b, &f->key, ",= ");
+    int rc = put_ident(b, &f->key, IDENT_KEY);
     if (rc < 0)
         return rc;
     if (f->key.len == 0)
@@ -544,20 +566,21 @@ static int put_field(struct ferry_buf *b, const struct record_field *f)
 static int format_line(const struct record *r, struct ferry_buf *b)
 {
     int rc;
-    if (r->name.len == 0)
+    /* a line starting with '#' is a comment: such a name cannot be written */
+    if (r->name.len == 0 || r->name.ptr[0] == '#')
         return LINEPROTO_EINVAL;
-    if ((rc = put_ident(b, &r->name, ", ")) < 0)
+    if ((rc = put_ident(b, &r->name, IDENT_MEASUREMENT)) < 0)
         return rc;
     for (size_t i = 0; i < r->n_tags; i++) {
         if (r->tags[i].key.len == 0 || r->tags[i].value.len == 0)
             return LINEPROTO_EINVAL;
         if (ferry_buf_append_u8(b, ',') < 0)
             return LINEPROTO_ENOMEM;
-        if ((rc = put_ident(b, &r->tags[i].key, ",= ")) < 0)
+        if ((rc = put_ident(b, &r->tags[i].key, IDENT_KEY)) < 0)
             return rc;
         if (ferry_buf_append_u8(b, '=') < 0)
             return LINEPROTO_ENOMEM;
-        if ((rc = put_ident(b, &r->tags[i].value, ",= ")) < 0)
+        if ((rc = put_ident(b, &r->tags[i].value, IDENT_TAG_VALUE)) < 0)
             return rc;
     }
     bool is_log = r->stream == RECORD_LOG;

@@ -91,7 +91,9 @@ int lineproto_parse(const char *text, size_t len, enum lineproto_precision preci
  * Metrics are written as they are. Logs are written as measurement = source with an extra tag
  * `level=<name>` (after the record's tags) and an extra first field `message="..."`; events as
  * measurement = type. A record without fields gets none (strictly, line protocol needs one; the
- * parser rejects such a line). Returns 0, LINEPROTO_EINVAL (NaN/Inf float, empty name) or
+ * parser rejects such a line). Returns 0, LINEPROTO_EINVAL (NaN/Inf float, an empty name or
+ * one starting with '#', an empty tag key or value, a newline, carriage return or tab in a name,
+ * key or tag value) or
  * LINEPROTO_ENOMEM; `out` is unchanged on error.
  */
 int lineproto_format(const struct record *r, struct ferry_buf *out)

@@ -329,6 +329,21 @@ static void test_format_parse_roundtrip(void **state)
     assert_int_equal(lineproto_format(&l, &b), 0);
     assert_int_equal(b.len, strlen("det,level=warn message=\"frame 12 late\" 5\n"));
     assert_memory_equal(b.data, "det,level=warn message=\"frame 12 late\" 5\n", b.len);
+    /* bytes that strchr-style tests get wrong (NUL) round-trip; a '#' name cannot be written */
+    struct record_field nf[1] = {{{"k\0=,\\ x", 8}, RECORD_FIELD_STRING, {.s = {"a\0b", 3}}}};
+    struct record_tag nt[1] = {{{"t\0", 2}, {"\\v\0", 3}}};
+    struct record nul = {RECORD_METRIC, 0, -1, {"m\0,", 3}, 0, {"", 0}, nt, 1, nf, 1};
+    b.len = 0;
+    assert_int_equal(lineproto_format(&nul, &b), 0);
+    rc = lineproto_parse((char *)b.data, b.len, LINEPROTO_NS, 0, collect, &c, &err);
+    assert_int_equal(rc, 0);
+    back = unpack_at(&c, 0, sc);
+    assert_true(record_equal(&nul, &back));
+    collected_free(&c);
+    nul.name = S("#comment");
+    assert_int_equal(lineproto_format(&nul, &b), LINEPROTO_EINVAL);
+    nul.name = S("tab\there");
+    assert_int_equal(lineproto_format(&nul, &b), LINEPROTO_EINVAL);
     /* NaN cannot be written */
     f[0].v.f = NAN;
     size_t before = b.len;
