@@ -529,6 +529,7 @@ static void test_events_fill_quota_refuses_other_streams(void **state)
     struct journal_config cfg;
     journal_config_init(&cfg);
     cfg.quota_bytes = 1ull * 1024 * 1024;
+    cfg.durability = JOURNAL_SYNC_OS; /* thousands of waited appends: no fsync needed here */
     f->j = open_cfg(f, &cfg, NULL);
     char payload[500];
     memset(payload, 'e', sizeof(payload));
