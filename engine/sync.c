@@ -697,6 +697,10 @@ static void on_build_done(struct sync_job *job)
     for (int st = 0; st < RECORD_STREAM_COUNT; st++) {
         if (b->mode[st] == SYNC_READ_OLDEST && b->last_read_seq[st] > s->stream[st].cursor)
             s->stream[st].cursor = b->last_read_seq[st];
+        /* Records the budget left behind are older than any latency clock started now: the
+         * stream stays due. */
+        if (b->more[st])
+            s->stream[st].pending_since_ms = 1;
         if (b->mode[st] == SYNC_READ_NEWEST && b->has_range[st] &&
             b->range[st].last > s->stream[st].live_high)
             s->stream[st].live_high = b->range[st].last;
@@ -864,7 +868,9 @@ static void evaluate(struct sync *s)
         }
         any_beyond = true;
         if (ss->pending_since_ms == 0) {
-            int64_t age = jst->oldest_unsent_age_ms;
+            /* The journal's oldest unsent record is the clock's start, unless it is one already
+             * in flight: then the waiting ones arrived after that batch was built. */
+            int64_t age = ss->in_flight_bytes > 0 ? 0 : jst->oldest_unsent_age_ms;
             if (age < 0)
                 age = 0; /* a clock that jumped back: count from now */
             ss->pending_since_ms = now - age > 1 ? now - age : 1;

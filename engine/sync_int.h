@@ -90,6 +90,7 @@ struct sync_batch {
     uint64_t records[RECORD_STREAM_COUNT];
     uint64_t raw_bytes[RECORD_STREAM_COUNT];
     uint64_t last_read_seq[RECORD_STREAM_COUNT]; /* cursor after an OLDEST read */
+    bool more[RECORD_STREAM_COUNT]; /* the read stopped at the budget: older records wait */
     uint32_t total_records;
     uint64_t total_raw_bytes;
     size_t n_gaps;

@@ -311,6 +311,7 @@ void sync_batch_build_run(struct sync_job *job)
             b->total_raw_bytes += c.raw;
         }
         b->last_read_seq[st] = c.newest ? 0 : c.last_visited;
+        b->more[st] = !c.newest && (c.full || res.more);
         remaining = c.raw >= remaining ? 0 : remaining - c.raw;
         if (c.full)
             break;

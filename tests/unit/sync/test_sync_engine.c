@@ -416,6 +416,34 @@ static void test_enrolls_then_ships_every_record(void **state)
     assert_all_seen(f, RECORD_METRIC, 5001, 5010);
 }
 
+static void test_latency_targets_per_stream(void **state)
+{
+    struct fixture *f = *state;
+    f->cfg.latency_ms[RECORD_EVENT] = 100;
+    f->cfg.latency_ms[RECORD_LOG] = 2000;
+    start_sync(f);
+    run_for(f, 300); /* enroll */
+    assert_int_equal(f->srv.enrolls, 1);
+    int before = f->srv.accepted;
+    /* one log line: below its threshold, so it waits for its 2 s latency target */
+    int64_t t0 = ferry_monotonic_ms();
+    append_records(f, RECORD_LOG, 1, 50);
+    run_for(f, 1200);
+    assert_int_equal(f->srv.accepted, before);
+    assert_int_equal(f->srv.seen[RECORD_LOG][1], 0);
+    run_until_drained(f, 3000);
+    int64_t log_ms = ferry_monotonic_ms() - t0;
+    assert_int_equal(f->srv.seen[RECORD_LOG][1], 1);
+    assert_true(log_ms >= 1900 && log_ms < 3500);
+    /* one event: it goes within its 100 ms target */
+    t0 = ferry_monotonic_ms();
+    append_records(f, RECORD_EVENT, 1, 0);
+    run_until_drained(f, 3000);
+    int64_t event_ms = ferry_monotonic_ms() - t0;
+    assert_int_equal(f->srv.seen[RECORD_EVENT][1], 1);
+    assert_true(event_ms < 800);
+}
+
 static void test_503_retry_after_is_honoured(void **state)
 {
     struct fixture *f = *state;
@@ -609,6 +637,7 @@ int main(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_enrolls_then_ships_every_record, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_latency_targets_per_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_503_retry_after_is_honoured, setup, teardown),
         cmocka_unit_test_setup_teardown(test_400_sets_batch_aside_and_rest_flows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_401_enrolls_again, setup, teardown),
