@@ -75,7 +75,7 @@ def test_jitter():
         s.close()
         print("jitter: rtt min %.1f max %.1f stdev %.1f" % (min(rtts), max(rtts), statistics.pstdev(rtts)))
         check(min(rtts) >= 39.0, "rtt below (latency - jitter) twice")
-        check(max(rtts) <= 150.0, "rtt far above (latency + jitter) twice")
+        check(max(rtts) <= 300.0, "rtt far above (latency + jitter) twice, even for a loaded machine")
         check(max(rtts) - min(rtts) >= 5.0, "no visible jitter")
     with_proxy("[up]\nlatency = 40ms\njitter = 20ms\n[down]\nlatency = 40ms\njitter = 20ms\n", run)
 
