@@ -231,7 +231,8 @@ struct batch_builder_config {
 
 struct batch_builder;
 
-/* Creates a builder. Returns 0, BATCH_EINVAL (bad device id, missing key) or BATCH_ENOMEM. */
+/* Creates a builder. Returns 0, BATCH_EINVAL (bad device id, missing key, a dict_id without
+ * dictionary bytes or bytes without an id), BATCH_ECRYPTO or BATCH_ENOMEM. */
 int batch_builder_new(const struct batch_builder_config *cfg, struct batch_builder **out)
     __attribute__((warn_unused_result));
 /* Frees the builder and everything it holds (the secret key copy is wiped). NULL is fine. */
@@ -242,8 +243,9 @@ void batch_builder_free(struct batch_builder *b);
  * may come in any order and from any stream; each stream's seqs should be unique in a batch.
  * Returns 0; BATCH_EINVAL if the record breaks a limit or enum (record_check); BATCH_EFULL if
  * adding it would exceed max_body_raw, max_records or a series/template limit (the batch is
- * unchanged: finish it and add the record to the next one); BATCH_ENOMEM. Amortised O(size of
- * the record); memory is bounded by max_body_raw.
+ * unchanged: finish it and add the record to the next one); BATCH_ENOMEM (the builder may then
+ * hold part of the record: call batch_builder_reset()). Amortised O(size of the record); memory
+ * is bounded by max_body_raw (plus 12 bytes per record and 8 per value kept until finish).
  */
 int batch_builder_add(struct batch_builder *b, const struct record *r)
     __attribute__((warn_unused_result));
