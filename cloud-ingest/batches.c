@@ -3,9 +3,10 @@
  * and the acknowledgement once it is committed.
  *
  * The order of the checks is the contract (ARCHITECTURE.md, invariant 4: nothing unverified is
- * trusted): size -> header -> device known, not revoked -> fair share -> signature and body hash
- * -> bounded decompression and decode. Nothing of the body is decompressed or parsed before the
- * signature verified; the header parse itself is bounded by BATCH_MAX_HEADER_LEN.
+ * trusted): size -> header -> device known, not revoked -> signature and body hash -> fair share
+ * -> bounded decompression and decode. Fair share comes after the signature so that forged
+ * batches naming a device cannot spend its budget. Nothing of the body is decompressed or parsed
+ * before the signature verified; the header parse itself is bounded by BATCH_MAX_HEADER_LEN.
  *
  * Clock correction (docs/ingest.md "Clock correction"): offset = ingest receive time - the
  * device's send-time clock from the header. When |offset| > clock.threshold (default 60 s, far
@@ -58,6 +59,7 @@ void ingest_job_free(struct ingest_job *job)
     free(job->versions_json);
     free(job->recs);
     free(job->offs);
+    free(job->scratch);
     free(job);
 }
 
@@ -203,11 +205,11 @@ int ingest_batch_prepare(struct ingest_ctx *ctx, struct batch_decoder *dec, cons
     memset(&ei, 0, sizeof(ei));
     int rc = batch_peek_header(body, len, &h, &ei);
     if (rc != 0) {
-        snprintf(msg, msg_len, "header: %s (%s, byte %zu)", batch_strerror(rc), ei.msg, ei.offset);
+        snprintf(msg, msg_len, "header: %s (%s)", batch_strerror(rc), ei.msg);
         return rc == BATCH_ELIMIT ? 413 : 400;
     }
     ferry_strlcpy(job->device_id, h.device_id, sizeof(job->device_id));
-    switch (ingest_devtab_admit(ctx->devtab, job->device_id, pk, retry_after_s)) {
+    switch (ingest_devtab_lookup(ctx->devtab, job->device_id, pk)) {
     case INGEST_ADMIT_OK: break;
     case INGEST_ADMIT_UNKNOWN:
         snprintf(msg, msg_len, "unknown device %s: enroll first", job->device_id);
@@ -216,22 +218,30 @@ int ingest_batch_prepare(struct ingest_ctx *ctx, struct batch_decoder *dec, cons
         snprintf(msg, msg_len, "device %s is revoked", job->device_id);
         return 403;
     case INGEST_ADMIT_LIMITED:
-        snprintf(msg, msg_len, "device %s exceeds its fair share", job->device_id);
-        return 429;
     case INGEST_ADMIT_ERROR:
         *retry_after_s = 1;
         snprintf(msg, msg_len, "device lookup failed");
         return 503;
     }
-    /* From here on the device holds one in-flight slot: every failure gives it back. */
-    int status = 200;
     memset(&ei, 0, sizeof(ei));
     rc = batch_verify(body, len, &h, pk, &ei);
     if (rc != 0) {
         snprintf(msg, msg_len, "signature: %s (%s)", batch_strerror(rc), ei.msg);
-        status = 401;
-        goto fail;
+        return 401;
     }
+    /* Only a verified batch is charged to the device's fair share. */
+    switch (ingest_devtab_acquire(ctx->devtab, job->device_id, retry_after_s)) {
+    case INGEST_ADMIT_OK: break;
+    case INGEST_ADMIT_LIMITED:
+        snprintf(msg, msg_len, "device %s exceeds its fair share", job->device_id);
+        return 429;
+    default:
+        *retry_after_s = 1;
+        snprintf(msg, msg_len, "device table error");
+        return 503;
+    }
+    /* From here on the device holds one in-flight slot: every failure gives it back. */
+    int status = 200;
     struct decode_state st = {job, &h, sat_sub(now_ns, h.send_time_ns), false};
     st.correct = st.offset_ns > ctx->cfg->clock_threshold_ms * 1000000 ||
                  st.offset_ns < -ctx->cfg->clock_threshold_ms * 1000000;
@@ -320,7 +330,7 @@ int ingest_batch_ack(const struct ingest_job *job, struct ferry_buf *out)
     return e != 0 ? INGEST_ENOMEM : 0;
 }
 
-void ingest_batch_committed(struct ingest_ctx *ctx, const struct ingest_job *job)
+void ingest_batch_committed(struct ingest_ctx *ctx, struct ingest_job *job)
 {
     struct ingest_metrics *m = ctx->metrics;
     ingest_metrics_add(m, INGEST_C_BATCHES_OK, 1);
@@ -329,17 +339,16 @@ void ingest_batch_committed(struct ingest_ctx *ctx, const struct ingest_job *job
     ingest_metrics_add(m, INGEST_C_GAPS_NEW, job->write.new_gaps);
     /* Health values: the numeric fields of the batch's last few metric records (the newest
      * sample of each series a collector sends per interval). */
-    struct record_scratch *rs = NULL;
     size_t seen = 0;
     for (size_t i = job->write.n_recs; i > 0 && seen < HEALTH_TAIL_RECORDS; i--) {
         const struct ingest_rec *rec = &job->recs[i - 1];
         if (rec->stream != RECORD_METRIC)
             continue;
         seen++;
-        if (rs == NULL && (rs = malloc(sizeof(*rs))) == NULL)
+        if (job->scratch == NULL && (job->scratch = malloc(sizeof(*job->scratch))) == NULL)
             return;
         struct record r;
-        if (record_unpack(rec->packed, rec->packed_len, rs, &r, NULL, 0) != 0)
+        if (record_unpack(rec->packed, rec->packed_len, job->scratch, &r, NULL, 0) != 0)
             continue;
         for (size_t f = 0; f < r.n_fields; f++) {
             const struct record_field *fd = &r.fields[f];
@@ -364,7 +373,6 @@ void ingest_batch_committed(struct ingest_ctx *ctx, const struct ingest_job *job
             ingest_devtab_health(ctx->devtab, job->device_id, name, v);
         }
     }
-    free(rs);
 }
 
 /* ---- Dictionaries --------------------------------------------------------------------------- */

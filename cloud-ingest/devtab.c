@@ -144,11 +144,12 @@ static struct dev_entry *insert(struct ingest_devtab *t, const char *id)
     return e;
 }
 
-enum ingest_admit ingest_devtab_admit(struct ingest_devtab *t, const char *device_id,
-                                      uint8_t public_key[32], unsigned *retry_after_s)
+/* Finds the entry of a device the store knows, refreshing it when older than device_cache_ms.
+ * Returns with the lock held and *out set, or without the lock and a non-OK result. */
+static enum ingest_admit entry_locked(struct ingest_devtab *t, const char *device_id,
+                                      struct dev_entry **out)
 {
     long long now = ferry_monotonic_ms();
-    *retry_after_s = 0;
     pthread_mutex_lock(&t->lock);
     struct dev_entry *e = find(t, device_id);
     if (e == NULL || now - e->fetched_ms > t->cfg->device_cache_ms) {
@@ -171,10 +172,36 @@ enum ingest_admit ingest_devtab_admit(struct ingest_devtab *t, const char *devic
         e->revoked = dev.revoked;
         e->fetched_ms = now;
     }
+    *out = e;
+    return INGEST_ADMIT_OK;
+}
+
+enum ingest_admit ingest_devtab_lookup(struct ingest_devtab *t, const char *device_id,
+                                       uint8_t public_key[32])
+{
+    struct dev_entry *e;
+    enum ingest_admit res = entry_locked(t, device_id, &e);
+    if (res != INGEST_ADMIT_OK)
+        return res;
+    if (e->revoked)
+        res = INGEST_ADMIT_REVOKED;
+    else
+        memcpy(public_key, e->public_key, 32);
+    pthread_mutex_unlock(&t->lock);
+    return res;
+}
+
+enum ingest_admit ingest_devtab_acquire(struct ingest_devtab *t, const char *device_id,
+                                        unsigned *retry_after_s)
+{
+    long long now = ferry_monotonic_ms();
+    *retry_after_s = 0;
+    pthread_mutex_lock(&t->lock);
+    struct dev_entry *e = find(t, device_id);
     enum ingest_admit res = INGEST_ADMIT_OK;
     double rate = t->cfg->device_rate;
-    if (e->revoked) {
-        res = INGEST_ADMIT_REVOKED;
+    if (e == NULL) {
+        res = INGEST_ADMIT_ERROR; /* looked up just before: only a failed insert gets here */
     } else if (e->inflight >= t->cfg->device_max_inflight) {
         res = INGEST_ADMIT_LIMITED;
         *retry_after_s = 1;
@@ -191,10 +218,8 @@ enum ingest_admit ingest_devtab_admit(struct ingest_devtab *t, const char *devic
             e->tokens -= 1.0;
         }
     }
-    if (res == INGEST_ADMIT_OK) {
+    if (res == INGEST_ADMIT_OK)
         e->inflight++;
-        memcpy(public_key, e->public_key, 32);
-    }
     pthread_mutex_unlock(&t->lock);
     return res;
 }

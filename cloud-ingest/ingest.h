@@ -5,8 +5,8 @@
  * How a batch travels (POST /v1/batches):
  *
  *   worker thread (one of N, each with its own event_base + evhttp on a SO_REUSEPORT socket)
- *     ingest_batch_prepare(): size -> header -> device known/not revoked -> fair share ->
- *                             signature -> bounded decompression + decode -> struct ingest_job
+ *     ingest_batch_prepare(): size -> header -> device known/not revoked -> signature ->
+ *                             fair share -> bounded decompression + decode -> struct ingest_job
  *     ingest_committer_submit(): bounded queue (full: 503 + Retry-After)
  *   storage thread(s)
  *     pops every queued job (up to group_max_records), ingest_store_write() in ONE transaction,
@@ -146,10 +146,15 @@ enum ingest_admit {
 int ingest_devtab_new(struct ingest_store *store, const struct ingest_config *cfg,
                       struct ingest_devtab **out) __attribute__((warn_unused_result));
 void ingest_devtab_free(struct ingest_devtab *t);
-/* Looks the device up (cache, then store), checks revocation and the fair share, and on OK
- * counts one batch in flight (release it with ingest_devtab_done). */
-enum ingest_admit ingest_devtab_admit(struct ingest_devtab *t, const char *device_id,
-                                      uint8_t public_key[32], unsigned *retry_after_s);
+/* Looks the device up (cache, then store) and checks revocation: OK (its public key in
+ * `public_key`), UNKNOWN, REVOKED or ERROR. Takes nothing from the fair share. */
+enum ingest_admit ingest_devtab_lookup(struct ingest_devtab *t, const char *device_id,
+                                       uint8_t public_key[32]);
+/* Charges one batch to the device's fair share (call after its signature verified, so that
+ * forged batches cannot spend a device's budget): OK, counting one batch in flight until
+ * ingest_devtab_done, or LIMITED with *retry_after_s. */
+enum ingest_admit ingest_devtab_acquire(struct ingest_devtab *t, const char *device_id,
+                                        unsigned *retry_after_s);
 void ingest_devtab_done(struct ingest_devtab *t, const char *device_id);
 /* Forgets a cached device (after revoke/enroll through this process). */
 void ingest_devtab_invalidate(struct ingest_devtab *t, const char *device_id);
@@ -176,6 +181,7 @@ struct ingest_job {
     struct ingest_gap gaps[128];      /* BATCH_MAX_GAPS */
     struct ferry_buf *arena;          /* the records' record_pack() payloads */
     struct ferry_buf *versions_json;
+    struct record_scratch *scratch;   /* record_unpack room for health values, kept with the job */
     int decode_status;                /* HTTP status a record check failed with (0: none) */
     char decode_msg[200];
     /* committer bookkeeping */
@@ -203,8 +209,8 @@ void ingest_job_reset(struct ingest_job *job);
 
 /*
  * Runs every check of POST /v1/batches up to (not including) the commit, in the order of
- * ARCHITECTURE.md: size (413), header (400), device known (401) and not revoked (403), fair share
- * (429), signature (401), bounded decompression and decode (400). On success fills `job` and
+ * ARCHITECTURE.md: size (413), header (400), device known (401) and not revoked (403), signature
+ * (401), fair share (429), bounded decompression and decode (400). On success fills `job` and
  * returns 200; otherwise returns the HTTP status and writes the reason to `msg` (and
  * *retry_after_s for 429/503). On 200 the device's in-flight count is held: the caller calls
  * ingest_devtab_done() after the commit. `dec` is the calling thread's decoder.
@@ -216,7 +222,7 @@ int ingest_batch_prepare(struct ingest_ctx *ctx, struct batch_decoder *dec, cons
 int ingest_batch_ack(const struct ingest_job *job, struct ferry_buf *out)
     __attribute__((warn_unused_result));
 /* After a successful commit: counters, health values. */
-void ingest_batch_committed(struct ingest_ctx *ctx, const struct ingest_job *job);
+void ingest_batch_committed(struct ingest_ctx *ctx, struct ingest_job *job);
 /* Dictionaries: <dict_dir>/<dict_id>.dict files, read on first use and kept until freed.
  * ingest_dicts_new never fails for a missing directory (batches naming a dictionary then fail
  * with 400). */

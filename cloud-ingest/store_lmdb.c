@@ -1,7 +1,7 @@
 /*
  * store_lmdb.c - the embedded LMDB store (see store.h for what a store keeps).
  *
- * Layout (one environment in the data directory, named databases; layout version 1 is recorded
+ * Layout (one environment in the data directory, named databases; layout version 2 is recorded
  * in meta/"layout"). Integers in keys are big-endian so that LMDB's byte order is numeric order;
  * values are host order (the data directory is not portable between architectures):
  *
@@ -9,16 +9,25 @@
  *   devices  device id -> struct lmdb_device_val { u32 layout, u32 idx, struct ingest_device }
  *   keys     key id (8 bytes) -> device id
  *   tokens   token text -> struct lmdb_token_val
- *   records  idx(u32 BE) stream(u8) seq(u64 BE) -> ts_corrected i64, then the record as
- *            record_pack() made it (transport/record.h, docs/wire-format.md §7)
+ *   records  idx(u32 BE) stream(u8) first_seq(u64 BE) -> a chunk: the new records of one
+ *            stream of one batch, sorted by seq:
+ *              u32 count, u32 0, u64 last_seq,
+ *              count x {u64 seq, i64 ts_corrected, u32 offset, u32 length}  (24 bytes each)
+ *              payloads (record_pack(), transport/record.h; offsets from the payload start)
  *   gaps     idx(u32 BE) stream(u8) first(u64 BE) -> last u64
  *
- * Records are keyed by a 4-byte device index instead of the id string: 13-byte keys keep the
- * B-tree shallow, which is most of the cost of a million puts per second.
+ * Records are stored in chunks, one LMDB value per (batch, stream), not one per record: a
+ * 1,000-record batch is one put instead of a thousand, which is what lets one storage thread keep
+ * up with a million records per second (per-record puts cost ~1 us each in B-tree work alone).
+ * Identity stays per record: before a chunk is written, the chunks of that device and stream whose
+ * [first, last] overlaps the new records are read and every seq already in one is dropped (a
+ * retried batch therefore writes nothing). Chunks of one stream normally follow each other;
+ * when they interleave (a device filled a hole later) export merges them by seq.
  *
  * Invariants:
- *   1. A (device, stream, seq) key is written once: puts use MDB_NOOVERWRITE, so a repeat is
- *      counted as a duplicate and never changes the stored record.
+ *   1. A (device, stream, seq) is stored at most once: a record whose seq is in an overlapping
+ *      chunk (or earlier in the same batch) is counted as a duplicate and not written; chunks are
+ *      never rewritten, so a stored record never changes.
  *   2. A device's counters change in the same transaction as its records, so they always agree.
  *   3. ingest_store_write() returns after mdb_txn_commit(), which fsyncs (the environment is
  *      opened without MDB_NOSYNC/MDB_NOMETASYNC): an acknowledged record survives power loss.
@@ -35,7 +44,9 @@
 #include "common/buf.h"
 #include "common/util.h"
 
-#define LMDB_LAYOUT 1u
+#define LMDB_LAYOUT 2u
+#define CHUNK_HEADER 16
+#define CHUNK_ENTRY 24
 
 struct lmdb_store {
     struct ingest_store base;
@@ -131,15 +142,248 @@ static void lmdb_close(struct ingest_store *base)
     free(s);
 }
 
-/* Decodes a stored record value (ts_corrected i64 + packed record). */
-static int decode_rec(const MDB_val *v, struct ingest_rec *r)
+/* A chunk value, checked: every entry's payload lies inside the value. */
+struct chunk {
+    const uint8_t *p;
+    size_t size;
+    uint32_t count;
+    uint64_t last;
+};
+
+static int chunk_parse(const MDB_val *v, struct chunk *c)
 {
-    if (v->mv_size < 8)
+    c->p = v->mv_data;
+    c->size = v->mv_size;
+    if (c->size < CHUNK_HEADER)
         return INGEST_STORE_EIO;
-    memcpy(&r->ts_corrected_ns, v->mv_data, 8);
-    r->packed = (const uint8_t *)v->mv_data + 8;
-    r->packed_len = v->mv_size - 8;
+    memcpy(&c->count, c->p, 4);
+    memcpy(&c->last, c->p + 8, 8);
+    if (c->count == 0 || (c->size - CHUNK_HEADER) / CHUNK_ENTRY < c->count)
+        return INGEST_STORE_EIO;
     return 0;
+}
+
+/* Entry i as a record; EIO when its payload is outside the value. */
+static int chunk_rec(const struct chunk *c, uint32_t i, struct ingest_rec *r)
+{
+    const uint8_t *e = c->p + CHUNK_HEADER + (size_t)i * CHUNK_ENTRY;
+    uint32_t off, len;
+    size_t base = CHUNK_HEADER + (size_t)c->count * CHUNK_ENTRY;
+    memcpy(&r->seq, e, 8);
+    memcpy(&r->ts_corrected_ns, e + 8, 8);
+    memcpy(&off, e + 16, 4);
+    memcpy(&len, e + 20, 4);
+    if (off > c->size - base || len > c->size - base - off)
+        return INGEST_STORE_EIO;
+    r->packed = c->p + base + off;
+    r->packed_len = len;
+    return 0;
+}
+
+struct seq_ref {
+    uint64_t seq;
+    size_t index; /* into the write's recs */
+};
+
+static int cmp_seq_ref(const void *a, const void *b)
+{
+    const struct seq_ref *x = a, *y = b;
+    if (x->seq != y->seq)
+        return x->seq < y->seq ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* The stored records of the chunks a write overlaps, copied out (the chunks are deleted and
+ * rewritten merged with the new records, so that chunks of one stream never interleave). */
+struct overlap {
+    struct ingest_rec *recs; /* packed points into data after collection */
+    size_t n, cap;
+    size_t *offs;
+    struct ferry_buf data;
+    uint64_t *firsts; /* keys of the overlapping chunks */
+    size_t n_firsts, cap_firsts;
+};
+
+static void overlap_free(struct overlap *o)
+{
+    free(o->recs);
+    free(o->offs);
+    free(o->firsts);
+    ferry_buf_free(&o->data);
+}
+
+static int overlap_add(struct overlap *o, uint64_t first, const MDB_val *v)
+{
+    struct chunk c;
+    int rc = chunk_parse(v, &c);
+    if (rc != 0)
+        return rc;
+    if (o->n_firsts == o->cap_firsts) {
+        size_t cap = o->cap_firsts ? o->cap_firsts * 2 : 8;
+        uint64_t *f = realloc(o->firsts, cap * sizeof(*f));
+        if (f == NULL)
+            return INGEST_STORE_ENOMEM;
+        o->firsts = f;
+        o->cap_firsts = cap;
+    }
+    o->firsts[o->n_firsts++] = first;
+    if (o->n + c.count > o->cap) {
+        size_t cap = (o->n + c.count) * 2;
+        struct ingest_rec *r = realloc(o->recs, cap * sizeof(*r));
+        if (r == NULL)
+            return INGEST_STORE_ENOMEM;
+        o->recs = r;
+        size_t *offs = realloc(o->offs, cap * sizeof(*offs));
+        if (offs == NULL)
+            return INGEST_STORE_ENOMEM;
+        o->offs = offs;
+        o->cap = cap;
+    }
+    for (uint32_t i = 0; i < c.count; i++) {
+        struct ingest_rec r;
+        if ((rc = chunk_rec(&c, i, &r)) != 0)
+            return rc;
+        o->offs[o->n] = o->data.len;
+        if (ferry_buf_append(&o->data, r.packed, r.packed_len) != 0)
+            return INGEST_STORE_ENOMEM;
+        o->recs[o->n++] = r;
+    }
+    return 0;
+}
+
+/* Collects every chunk of (idx, stream) whose [first, last] meets [min, max]. Chunks of a
+ * stream never interleave (write_stream keeps it so), so those are the one before min, if it
+ * reaches min, and the ones starting inside [min, max]; they come out in seq order. */
+static int collect_overlaps(struct lmdb_store *s, MDB_txn *txn, uint32_t idx, uint8_t stream,
+                            uint64_t min, uint64_t max, struct overlap *o)
+{
+    MDB_cursor *cur = NULL;
+    int rc = map_err(mdb_cursor_open(txn, s->records, &cur));
+    if (rc != 0)
+        return rc;
+    uint8_t key[13];
+    rec_key(key, idx, stream, min);
+    MDB_val k = {13, key}, v, pk, pv;
+    int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    int prc = mrc == 0 ? mdb_cursor_get(cur, &pk, &pv, MDB_PREV) : mdb_cursor_get(cur, &pk, &pv, MDB_LAST);
+    if (prc == 0 && pk.mv_size == 13 && memcmp(pk.mv_data, key, 5) == 0) {
+        struct chunk c;
+        if ((rc = chunk_parse(&pv, &c)) != 0)
+            goto out;
+        if (c.last >= min && (rc = overlap_add(o, get_be64((const uint8_t *)pk.mv_data + 5), &pv)) != 0)
+            goto out;
+    }
+    k = (MDB_val){13, key};
+    mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    while (mrc == 0 && k.mv_size == 13 && memcmp(k.mv_data, key, 5) == 0) {
+        uint64_t first = get_be64((const uint8_t *)k.mv_data + 5);
+        if (first > max)
+            break;
+        if ((rc = overlap_add(o, first, &v)) != 0)
+            goto out;
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (mrc != 0 && mrc != MDB_NOTFOUND)
+        rc = map_err(mrc);
+    for (size_t i = 0; rc == 0 && i < o->n; i++)
+        o->recs[i].packed = o->data.data + o->offs[i];
+out:
+    mdb_cursor_close(cur);
+    return rc;
+}
+
+/* Writes `n` records (sorted by seq, no duplicates) as one chunk keyed by the first. */
+static int put_chunk(struct lmdb_store *s, MDB_txn *txn, uint32_t idx, uint8_t stream,
+                     const struct ingest_rec *const *recs, size_t n)
+{
+    size_t size = CHUNK_HEADER + n * CHUNK_ENTRY, payload = 0;
+    for (size_t i = 0; i < n; i++)
+        payload += recs[i]->packed_len;
+    if (payload > UINT32_MAX || size + payload < size)
+        return INGEST_STORE_EINVAL;
+    uint8_t key[13];
+    rec_key(key, idx, stream, recs[0]->seq);
+    MDB_val k = {13, key}, v = {size + payload, NULL};
+    int mrc = mdb_put(txn, s->records, &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);
+    if (mrc != 0)
+        return mrc == MDB_KEYEXIST ? INGEST_STORE_EIO : map_err(mrc);
+    uint8_t *p = v.mv_data;
+    uint32_t count = (uint32_t)n, zero = 0, off = 0;
+    uint64_t last = recs[n - 1]->seq;
+    memcpy(p, &count, 4);
+    memcpy(p + 4, &zero, 4);
+    memcpy(p + 8, &last, 8);
+    uint8_t *ent = p + CHUNK_HEADER, *data = p + size;
+    for (size_t i = 0; i < n; i++, ent += CHUNK_ENTRY) {
+        uint32_t len = (uint32_t)recs[i]->packed_len;
+        memcpy(ent, &recs[i]->seq, 8);
+        memcpy(ent + 8, &recs[i]->ts_corrected_ns, 8);
+        memcpy(ent + 16, &off, 4);
+        memcpy(ent + 20, &len, 4);
+        memcpy(data + off, recs[i]->packed, len);
+        off += len;
+    }
+    return 0;
+}
+
+/*
+ * Writes the records of one stream of a write (refs sorted by seq). Records whose seq is stored
+ * already, or repeated in the batch, are duplicates. The new ones become one chunk; when they
+ * fall inside the range of stored chunks, those chunks are merged with them into one (rare: a
+ * device filling a hole), which keeps chunks disjoint and export a simple ordered walk.
+ */
+static int write_stream(struct lmdb_store *s, MDB_txn *txn, struct ingest_write *w,
+                        struct lmdb_device_val *dv, uint8_t stream, struct seq_ref *refs, size_t n)
+{
+    struct overlap o;
+    memset(&o, 0, sizeof(o));
+    const struct ingest_rec **out = NULL;
+    int rc = collect_overlaps(s, txn, dv->idx, stream, refs[0].seq, refs[n - 1].seq, &o);
+    if (rc != 0)
+        goto done;
+    /* Merge walk: o.recs and refs are both sorted by seq. */
+    out = malloc((o.n + n) * sizeof(*out));
+    if (out == NULL) {
+        rc = INGEST_STORE_ENOMEM;
+        goto done;
+    }
+    size_t n_out = 0, i = 0, j = 0, fresh = 0;
+    while (i < o.n || j < n) {
+        const struct ingest_rec *nr = j < n ? &w->recs[refs[j].index] : NULL;
+        if (nr != NULL && n_out > 0 && out[n_out - 1]->seq == nr->seq) {
+            j++; /* stored already, or the same seq earlier in this batch */
+            continue;
+        }
+        if (i < o.n && (nr == NULL || o.recs[i].seq <= nr->seq)) {
+            out[n_out++] = &o.recs[i++];
+        } else {
+            out[n_out++] = nr;
+            j++;
+            fresh++;
+        }
+    }
+    w->dup_records += n - fresh;
+    if (fresh == 0)
+        goto done;
+    for (size_t f = 0; f < o.n_firsts && rc == 0; f++) {
+        uint8_t key[13];
+        rec_key(key, dv->idx, stream, o.firsts[f]);
+        MDB_val k = {13, key};
+        rc = map_err(mdb_del(txn, s->records, &k, NULL));
+    }
+    if (rc == 0)
+        rc = put_chunk(s, txn, dv->idx, stream, out, n_out);
+    if (rc == 0) {
+        w->new_records += fresh;
+        struct ingest_stream_stats *st = &dv->dev.streams[stream];
+        st->records += fresh;
+        if (refs[n - 1].seq > st->max_seq)
+            st->max_seq = refs[n - 1].seq;
+    }
+done:
+    free(out);
+    overlap_free(&o);
+    return rc;
 }
 
 static int write_one(struct lmdb_store *s, MDB_txn *txn, struct ingest_write *w)
@@ -156,27 +400,31 @@ static int write_one(struct lmdb_store *s, MDB_txn *txn, struct ingest_write *w)
         w->result = INGEST_STORE_EREVOKED;
         return 0;
     }
-    uint8_t key[13];
-    for (size_t i = 0; i < w->n_recs; i++) {
-        const struct ingest_rec *r = &w->recs[i];
-        size_t size = 8 + r->packed_len;
-        rec_key(key, dv.idx, r->stream, r->seq);
-        MDB_val k = {13, key}, v = {size, NULL};
-        int mrc = mdb_put(txn, s->records, &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);
-        if (mrc == MDB_KEYEXIST) {
-            w->dup_records++;
-            continue;
+    if (w->n_recs > 0) {
+        struct seq_ref *refs = malloc(w->n_recs * sizeof(*refs));
+        if (refs == NULL)
+            return INGEST_STORE_ENOMEM;
+        for (uint8_t stream = 0; stream < RECORD_STREAM_COUNT && rc == 0; stream++) {
+            size_t n = 0;
+            bool sorted = true;
+            for (size_t i = 0; i < w->n_recs; i++) {
+                if (w->recs[i].stream != stream)
+                    continue;
+                if (n > 0 && w->recs[i].seq <= refs[n - 1].seq)
+                    sorted = false;
+                refs[n++] = (struct seq_ref){w->recs[i].seq, i};
+            }
+            if (n == 0)
+                continue;
+            if (!sorted)
+                qsort(refs, n, sizeof(*refs), cmp_seq_ref);
+            rc = write_stream(s, txn, w, &dv, stream, refs, n);
         }
-        if (mrc != 0)
-            return map_err(mrc);
-        memcpy(v.mv_data, &r->ts_corrected_ns, 8);
-        memcpy((uint8_t *)v.mv_data + 8, r->packed, r->packed_len);
-        w->new_records++;
-        struct ingest_stream_stats *st = &dv.dev.streams[r->stream];
-        st->records++;
-        if (r->seq > st->max_seq)
-            st->max_seq = r->seq;
+        free(refs);
+        if (rc != 0)
+            return rc;
     }
+    uint8_t key[13];
     for (size_t i = 0; i < w->n_gaps; i++) {
         const struct ingest_gap *g = &w->gaps[i];
         rec_key(key, dv.idx, g->stream, g->first_seq);
@@ -502,51 +750,119 @@ fail:
     return rc;
 }
 
+struct export_ent {
+    uint64_t seq;
+    int64_t ts_corrected_ns;
+    const uint8_t *packed;
+    size_t packed_len;
+};
+
+static int cmp_export_ent(const void *a, const void *b)
+{
+    uint64_t x = ((const struct export_ent *)a)->seq, y = ((const struct export_ent *)b)->seq;
+    return x < y ? -1 : x > y;
+}
+
+struct export_set {
+    struct export_ent *e;
+    size_t n, cap;
+    bool sorted;
+};
+
+/* Adds the entries of chunk `v` with seq > after_seq. */
+static int export_add(struct export_set *set, const MDB_val *v, uint64_t after_seq)
+{
+    struct chunk c;
+    int rc = chunk_parse(v, &c);
+    if (rc != 0)
+        return rc;
+    if (set->n + c.count > set->cap) {
+        size_t cap = (set->n + c.count) * 2;
+        struct export_ent *e = realloc(set->e, cap * sizeof(*e));
+        if (e == NULL)
+            return INGEST_STORE_ENOMEM;
+        set->e = e;
+        set->cap = cap;
+    }
+    for (uint32_t i = 0; i < c.count; i++) {
+        struct ingest_rec r;
+        if ((rc = chunk_rec(&c, i, &r)) != 0)
+            return rc;
+        if (r.seq <= after_seq)
+            continue;
+        if (set->n > 0 && r.seq < set->e[set->n - 1].seq)
+            set->sorted = false;
+        set->e[set->n++] = (struct export_ent){r.seq, r.ts_corrected_ns, r.packed, r.packed_len};
+    }
+    return 0;
+}
+
+/*
+ * Export merges chunks by seq: it collects entries (pointers into the read transaction's map)
+ * from the chunk that may hold after_seq + 1 onwards, and stops at a chunk whose first seq is
+ * above the limit-th smallest seq collected, since no later chunk can hold a smaller one.
+ */
 static int lmdb_export(struct ingest_store *base, const char *device_id, uint8_t stream,
                        uint64_t after_seq, uint64_t limit, ingest_export_cb cb, void *arg)
 {
     struct lmdb_store *s = (struct lmdb_store *)base;
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
+    struct export_set set = {NULL, 0, 0, true};
+    struct ferry_buf scratch = FERRY_BUF_INIT;
     int rc = map_err(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn));
     if (rc != 0)
         return rc;
     struct lmdb_device_val dv;
     rc = dev_read(s, txn, device_id, &dv);
-    if (rc != 0)
+    if (rc != 0 || after_seq == UINT64_MAX || limit == 0)
         goto out;
     rc = map_err(mdb_cursor_open(txn, s->records, &cur));
     if (rc != 0)
-        goto out;
-    if (after_seq == UINT64_MAX)
         goto out;
     uint8_t key[13];
     rec_key(key, dv.idx, stream, after_seq + 1);
     MDB_val k = {13, key}, v;
     int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    uint64_t n = 0;
-    struct ferry_buf scratch = FERRY_BUF_INIT;
-    while (mrc == 0 && n < limit) {
-        const uint8_t *kp = k.mv_data;
-        if (k.mv_size != 13 || memcmp(kp, key, 5) != 0)
-            break;
-        struct ingest_rec r;
-        struct ingest_row row;
-        memset(&r, 0, sizeof(r));
-        r.stream = stream;
-        r.seq = get_be64(kp + 5);
-        rc = decode_rec(&v, &r);
-        if (rc == 0)
-            rc = ingest_rec_render(&r, &row, &scratch);
-        if (rc != 0 || cb(&row, arg) != 0)
-            break;
-        n++;
+    MDB_val pk, pv;
+    int prc = mrc == 0 ? mdb_cursor_get(cur, &pk, &pv, MDB_PREV) : mdb_cursor_get(cur, &pk, &pv, MDB_LAST);
+    if (prc == 0 && pk.mv_size == 13 && memcmp(pk.mv_data, key, 5) == 0) {
+        if ((rc = export_add(&set, &pv, after_seq)) != 0)
+            goto out;
+    }
+    k = (MDB_val){13, key};
+    mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    while (mrc == 0 && k.mv_size == 13 && memcmp(k.mv_data, key, 5) == 0) {
+        uint64_t first = get_be64((const uint8_t *)k.mv_data + 5);
+        if (set.n >= limit) {
+            if (!set.sorted) {
+                qsort(set.e, set.n, sizeof(*set.e), cmp_export_ent);
+                set.sorted = true;
+            }
+            if (set.e[limit - 1].seq < first)
+                break;
+        }
+        if ((rc = export_add(&set, &v, after_seq)) != 0)
+            goto out;
         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
     }
-    ferry_buf_free(&scratch);
-    if (mrc != 0 && mrc != MDB_NOTFOUND)
+    if (mrc != 0 && mrc != MDB_NOTFOUND) {
         rc = map_err(mrc);
+        goto out;
+    }
+    if (!set.sorted)
+        qsort(set.e, set.n, sizeof(*set.e), cmp_export_ent);
+    for (size_t i = 0; i < set.n && i < limit; i++) {
+        struct ingest_rec r = {.stream = stream, .seq = set.e[i].seq,
+                               .ts_corrected_ns = set.e[i].ts_corrected_ns,
+                               .packed = set.e[i].packed, .packed_len = set.e[i].packed_len};
+        struct ingest_row row;
+        if ((rc = ingest_rec_render(&r, &row, &scratch)) != 0 || cb(&row, arg) != 0)
+            break;
+    }
 out:
+    free(set.e);
+    ferry_buf_free(&scratch);
     if (cur != NULL)
         mdb_cursor_close(cur);
     mdb_txn_abort(txn);

@@ -7,11 +7,12 @@
  *   1. Dedup: records has PRIMARY KEY (device, stream, seq); writes go through
  *      INSERT ... ON CONFLICT DO NOTHING, so a record that two processes receive at once (a
  *      device retrying through a load balancer) is stored once and both acknowledge it.
- *   2. Bulk writes: a group of batches is COPYed into a per-connection temporary table and moved
- *      with one INSERT ... SELECT DISTINCT ON (device, stream, seq) ... ON CONFLICT DO NOTHING;
- *      the sorted DISTINCT also makes every transaction take key locks in the same order, which
- *      keeps concurrent writers from deadlocking (a deadlock or serialisation failure that still
- *      happens is retried).
+ *   2. Bulk writes: a group of batches is COPYed into a per-connection temporary table, in
+ *      (device, stream, seq) order, and moved with one INSERT ... SELECT ... ON CONFLICT DO
+ *      NOTHING (a key repeated inside the group is skipped like any other conflict). The sorted
+ *      order makes every transaction take key locks in the same order, which keeps concurrent
+ *      writers from deadlocking (a deadlock or serialisation failure that still happens is
+ *      retried). Device ids use COLLATE "C": byte order, the cheapest comparison.
  *   3. Counters (device_streams) are updated in the same transaction as the records from the
  *      rows the INSERT actually returned, so they count each record once across processes.
  *   4. Schema: created and migrated on start under an advisory lock, one step per version
@@ -56,24 +57,24 @@ struct pg_store {
 static const char *const migrations[PG_SCHEMA_VERSION] = {
     /* version 1 */
     "CREATE TABLE devices ("
-    " id text PRIMARY KEY, public_key bytea NOT NULL, key_id bytea NOT NULL UNIQUE,"
+    " id text COLLATE \"C\" PRIMARY KEY, public_key bytea NOT NULL, key_id bytea NOT NULL UNIQUE,"
     " name text NOT NULL DEFAULT '', device_class text NOT NULL DEFAULT '',"
     " revoked boolean NOT NULL DEFAULT false, enrolled_ns bigint NOT NULL DEFAULT 0,"
     " last_seen_ns bigint NOT NULL DEFAULT 0, clock_offset_ns bigint NOT NULL DEFAULT 0,"
     " versions text NOT NULL DEFAULT '{}');"
     "CREATE TABLE device_streams ("
-    " device text NOT NULL REFERENCES devices(id), stream smallint NOT NULL,"
+    " device text COLLATE \"C\" NOT NULL REFERENCES devices(id), stream smallint NOT NULL,"
     " records bigint NOT NULL DEFAULT 0, max_seq bigint NOT NULL DEFAULT 0,"
     " gap_ranges bigint NOT NULL DEFAULT 0, gap_records bigint NOT NULL DEFAULT 0,"
     " backlog bigint NOT NULL DEFAULT 0, PRIMARY KEY (device, stream));"
     "CREATE TABLE tokens (token text PRIMARY KEY, one_time boolean NOT NULL,"
     " used boolean NOT NULL DEFAULT false, expires_ns bigint NOT NULL DEFAULT 0);"
     "CREATE TABLE records ("
-    " device text NOT NULL, stream smallint NOT NULL, seq bigint NOT NULL,"
+    " device text COLLATE \"C\" NOT NULL, stream smallint NOT NULL, seq bigint NOT NULL,"
     " ts bigint NOT NULL, ts_corrected bigint NOT NULL, name text NOT NULL,"
     " level smallint NOT NULL, message text NOT NULL, tags text NOT NULL, fields text NOT NULL,"
     " PRIMARY KEY (device, stream, seq));"
-    "CREATE TABLE gaps (device text NOT NULL, stream smallint NOT NULL,"
+    "CREATE TABLE gaps (device text COLLATE \"C\" NOT NULL, stream smallint NOT NULL,"
     " first_seq bigint NOT NULL, last_seq bigint NOT NULL,"
     " PRIMARY KEY (device, stream, first_seq));",
 };
@@ -275,6 +276,32 @@ static int check_devices(PGconn *c, struct ingest_write *const *w, size_t n, cha
     return 0;
 }
 
+static int cmp_rec_key(const void *a, const void *b, void *arg)
+{
+    const struct ingest_rec *recs = arg;
+    const struct ingest_rec *x = &recs[*(const size_t *)a], *y = &recs[*(const size_t *)b];
+    if (x->stream != y->stream)
+        return x->stream < y->stream ? -1 : 1;
+    if (x->seq != y->seq)
+        return x->seq < y->seq ? -1 : 1;
+    return *(const size_t *)a < *(const size_t *)b ? -1 : 1;
+}
+
+/* Fills order[] with the write's record indexes in (stream, seq) order (batch order when it
+ * already is; the first copy of a repeated seq stays first, so it is the one stored). */
+static void sort_records(const struct ingest_write *w, size_t *order)
+{
+    bool sorted = true;
+    for (size_t j = 0; j < w->n_recs; j++) {
+        order[j] = j;
+        if (j > 0 && (w->recs[j].stream < w->recs[j - 1].stream ||
+                      (w->recs[j].stream == w->recs[j - 1].stream && w->recs[j].seq <= w->recs[j - 1].seq)))
+            sorted = false;
+    }
+    if (!sorted)
+        qsort_r(order, w->n_recs, sizeof(*order), cmp_rec_key, (void *)w->recs);
+}
+
 static int write_records(struct pg_conn *pc, struct ingest_write *const *w, size_t n, char *err,
                          size_t err_len)
 {
@@ -299,17 +326,24 @@ static int write_records(struct pg_conn *pc, struct ingest_write *const *w, size
     }
     PQclear(r);
     for (size_t i = 0; i < n && rc == 0; i++) {
-        if (w[i]->result != 0)
+        if (w[i]->result != 0 || w[i]->n_recs == 0)
             continue;
+        size_t *order = malloc(w[i]->n_recs * sizeof(*order));
+        if (order == NULL) {
+            rc = INGEST_STORE_ENOMEM;
+            break;
+        }
+        sort_records(w[i], order);
         for (size_t j = 0; j < w[i]->n_recs && rc == 0; j++) {
             any = true;
-            rc = copy_row(&b, &scratch, w[i]->device_id, &w[i]->recs[j]);
+            rc = copy_row(&b, &scratch, w[i]->device_id, &w[i]->recs[order[j]]);
             if (rc == 0 && b.len >= 256 * 1024) {
                 if (PQputCopyData(c, (const char *)b.data, (int)b.len) != 1)
                     rc = INGEST_STORE_EIO;
                 ferry_buf_reset(&b);
             }
         }
+        free(order);
     }
     if (rc == 0 && b.len > 0 && PQputCopyData(c, (const char *)b.data, (int)b.len) != 1)
         rc = INGEST_STORE_EIO;
@@ -328,9 +362,9 @@ static int write_records(struct pg_conn *pc, struct ingest_write *const *w, size
     if (rc != 0 || !any)
         return rc;
     r = PQexec(c,
-               "WITH ins AS (INSERT INTO records SELECT DISTINCT ON (device, stream, seq) device,"
-               " stream, seq, ts, ts_corrected, name, level, message, tags, fields FROM ferry_in"
-               " ORDER BY device, stream, seq ON CONFLICT DO NOTHING RETURNING device, stream, seq),"
+               "WITH ins AS (INSERT INTO records SELECT device, stream, seq, ts, ts_corrected, name,"
+               " level, message, tags, fields FROM ferry_in"
+               " ON CONFLICT DO NOTHING RETURNING device, stream, seq),"
                " agg AS (SELECT device, stream, count(*) AS n, max(seq) AS m FROM ins"
                " GROUP BY device, stream ORDER BY device, stream),"
                " upd AS (INSERT INTO device_streams AS d (device, stream, records, max_seq)"

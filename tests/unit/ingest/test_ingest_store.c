@@ -278,6 +278,61 @@ static void records_stored_once_and_exported_in_order(void **state)
     ingest_store_close(s);
 }
 
+static void interleaved_batches_export_in_seq_order(void **state)
+{
+    struct ingest_store *s = open_store();
+    struct ingest_device d;
+    char err[256];
+    make_device(&d, "dev-interleave", 61);
+    assert_int_equal(ingest_store_device_add(s, &d, err, sizeof(err)), 0);
+    struct recset *odd = calloc(1, sizeof(*odd)), *even = calloc(1, sizeof(*even));
+    for (uint64_t seq = 1; seq <= 9; seq += 2)
+        add_rec(odd, RECORD_LOG, seq, "app", 0);
+    for (uint64_t seq = 10; seq >= 2; seq -= 2)
+        add_rec(even, RECORD_LOG, seq, "app", 0); /* out of order within the batch too */
+    add_rec(even, RECORD_LOG, 4, "app", 0);      /* and a repeat inside the batch */
+    struct ingest_write w;
+    init_write(&w, "dev-interleave", odd);
+    assert_int_equal(write1(s, &w), 0);
+    init_write(&w, "dev-interleave", even);
+    assert_int_equal(write1(s, &w), 0);
+    assert_int_equal(w.new_records, 5);
+    assert_int_equal(w.dup_records, 1);
+    /* Everything once more, mixed: all duplicates. */
+    init_write(&w, "dev-interleave", odd);
+    assert_int_equal(write1(s, &w), 0);
+    assert_int_equal(w.new_records, 0);
+    assert_int_equal(w.dup_records, 5);
+    struct collected *c = calloc(1, sizeof(*c));
+    assert_int_equal(ingest_store_export(s, "dev-interleave", RECORD_LOG, 0, 100, collect, c), 0);
+    assert_int_equal(c->n, 10);
+    for (size_t i = 0; i < 10; i++)
+        assert_int_equal(c->seqs[i], i + 1);
+    /* Paging through interleaved chunks never skips a record. */
+    uint64_t after = 0;
+    size_t total = 0;
+    for (int page = 0; page < 10 && total < 10; page++) {
+        memset(c, 0, sizeof(*c));
+        assert_int_equal(ingest_store_export(s, "dev-interleave", RECORD_LOG, after, 3, collect, c), 0);
+        assert_true(c->n > 0 && c->n <= 3);
+        for (size_t i = 0; i < c->n; i++)
+            assert_int_equal(c->seqs[i], after + 1 + i);
+        after = c->seqs[c->n - 1];
+        total += c->n;
+    }
+    assert_int_equal(total, 10);
+    struct ingest_device got;
+    assert_int_equal(ingest_store_device_get(s, "dev-interleave", &got), 0);
+    assert_int_equal(got.streams[RECORD_LOG].records, 10);
+    assert_int_equal(got.streams[RECORD_LOG].max_seq, 10);
+    free(c);
+    ferry_buf_free(&odd->arena);
+    ferry_buf_free(&even->arena);
+    free(odd);
+    free(even);
+    ingest_store_close(s);
+}
+
 static void group_commit_refuses_unknown_and_revoked_only(void **state)
 {
     struct ingest_store *s = open_store();
@@ -410,6 +465,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(devices_register_list_and_revoke),
         cmocka_unit_test(enroll_tokens_one_time_fleet_expiry),
         cmocka_unit_test(records_stored_once_and_exported_in_order),
+        cmocka_unit_test(interleaved_batches_export_in_seq_order),
         cmocka_unit_test(group_commit_refuses_unknown_and_revoked_only),
         cmocka_unit_test(gaps_counted_once_and_versions_kept),
         cmocka_unit_test(everything_survives_reopen),
