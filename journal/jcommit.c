@@ -722,14 +722,20 @@ static void commit_one(struct journal *j)
     resolve(j, &j->spare, rc, flush_err);
     j->spare.len = 0;
     j->spare.records = 0;
+    bool became_dirty = false;
     if (periodic && rc == 0 && !had_flush) {
-        if (!j->dirty_since_sync)
+        if (!j->dirty_since_sync) {
             j->next_sync_ms = ferry_monotonic_ms() + j->cfg.sync_interval_ms;
+            became_dirty = true;
+        }
         j->dirty_since_sync = true;
     }
     j->committing = false;
-    /* whoever is next: the committer thread for queued records, a waiter to lead */
-    pthread_cond_signal(&j->commit_cv);
+    /* Whoever is next: a waiter leads (done_cv); the committer thread is woken only when it
+     * has something to do (queued records, a periodic sync to schedule, a stop), which saves
+     * a context switch per commit when producers lead their own commits. */
+    if (j->fill.len > 0 || became_dirty || j->stopping)
+        pthread_cond_signal(&j->commit_cv);
     pthread_cond_broadcast(&j->done_cv);
 }
 
