@@ -19,7 +19,7 @@
 static void update_usage(FILE *out)
 {
     fprintf(out, "usage: ferry update status [--json] [DATA_DIR]\n"
-                 "Shows the OTA state of the device whose journal is in DATA_DIR\n"
+                 "Shows the OTA state of each component of the device whose journal is in DATA_DIR\n"
                  "(default $FERRY_DATA_DIR or /var/lib/ferry): state, running and target\n"
                  "versions, the last reason, and download progress (bytes, chunks, rate, ETA).\n");
 }
@@ -62,6 +62,42 @@ static void print_progress(const struct ota_status *s)
            s->next_chunk, s->chunks, rate_s, eta);
 }
 
+struct show {
+    int json;
+    int count;
+};
+
+/* One component's state (journal_state_foreach callback: prints only, calls no journal function). */
+static int show_one(void *arg, const char *key, size_t key_len, const void *value, size_t len)
+{
+    struct show *sh = arg;
+    size_t plen = strlen(OTA_STATE_PREFIX);
+    const char *component = key + plen;
+    int clen = (int)(key_len - plen);
+    if (sh->json) {
+        printf("%s\"%.*s\":%.*s", sh->count ? "," : "{", clen, component, (int)len,
+               (const char *)value);
+        sh->count++;
+        return 0;
+    }
+    struct ota_status s;
+    if (ota_status_parse(value, len, &s) != 0) {
+        printf("%.*s: unreadable state\n", clen, component);
+        return 0;
+    }
+    printf("%s%.*s\nstate:    %s\nrunning:  %s\n", sh->count ? "\n" : "", clen, component,
+           s.state, s.running_version[0] ? s.running_version : "-");
+    if (s.target_version[0])
+        printf("target:   %s (%s artifact)\n", s.target_version,
+               s.artifact_kind[0] ? s.artifact_kind : "-");
+    if (s.reason[0])
+        printf("reason:   %s\n", s.reason);
+    if (s.bytes_total)
+        print_progress(&s);
+    sh->count++;
+    return 0;
+}
+
 int cli_update(int argc, char **argv)
 {
     int json = 0;
@@ -96,36 +132,16 @@ int cli_update(int argc, char **argv)
         fprintf(stderr, "ferry update: cannot open the journal in %s: %s\n", dir, err);
         return 1;
     }
-    char buf[4096];
-    size_t len = 0;
-    int rc = journal_state_get(j, OTA_STATE_KEY, strlen(OTA_STATE_KEY), buf, sizeof(buf) - 1,
-                               &len);
+    struct show show = {json, 0};
+    int rc = journal_state_foreach(j, OTA_STATE_PREFIX, strlen(OTA_STATE_PREFIX), show_one, &show);
     (void)journal_close(j);
-    if (rc == JOURNAL_ENOTFOUND) {
-        printf(json ? "{\"state\":\"idle\"}\n" : "no update has run on this device yet\n");
-        return 0;
-    }
     if (rc != 0) {
         fprintf(stderr, "ferry update: cannot read the OTA state in %s\n", dir);
         return 1;
     }
-    buf[len] = '\0';
-    if (json) {
-        printf("%s\n", buf);
-        return 0;
-    }
-    struct ota_status s;
-    if (ota_status_parse(buf, len, &s) != 0) {
-        fprintf(stderr, "ferry update: the OTA state in %s is not valid JSON\n", dir);
-        return 1;
-    }
-    printf("state:    %s\nrunning:  %s\n", s.state, s.running_version[0] ? s.running_version : "-");
-    if (s.target_version[0])
-        printf("target:   %s (%s artifact)\n", s.target_version,
-               s.artifact_kind[0] ? s.artifact_kind : "-");
-    if (s.reason[0])
-        printf("reason:   %s\n", s.reason);
-    if (s.bytes_total)
-        print_progress(&s);
+    if (json)
+        printf("%s}\n", show.count ? "" : "{");
+    else if (show.count == 0)
+        printf("no update has run on this device yet\n");
     return 0;
 }

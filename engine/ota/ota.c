@@ -51,6 +51,7 @@ struct ota_agent {
     struct ota_config cfg;
     struct ota_slots *slots;
     struct ota_status st;
+    char state_key[96], manifest_key[96];
     struct manifest *manifest;       /* the release being installed (verified) */
     const struct manifest_artifact *artifact;
     struct event *poll_timer;
@@ -170,8 +171,8 @@ static int persist(struct ota_agent *a, const char *event, const uint8_t *manife
     struct ferry_buf payload = FERRY_BUF_INIT;
     int rc = record_pack(&r, &payload);
     struct journal_state_op ops[2] = {
-        {OTA_STATE_KEY, strlen(OTA_STATE_KEY), state, strlen(state), false},
-        {OTA_MANIFEST_KEY, strlen(OTA_MANIFEST_KEY), manifest, manifest_len, false},
+        {a->state_key, strlen(a->state_key), state, strlen(state), false},
+        {a->manifest_key, strlen(a->manifest_key), manifest, manifest_len, false},
     };
     if (rc == 0)
         rc = journal_append_event_with_state(a->journal, r.ts_ns, payload.data, payload.len, ops,
@@ -283,6 +284,65 @@ static void work_path(const struct ota_agent *a, const struct manifest_artifact 
 
 static void start_apply(struct ota_agent *a);
 
+static int file_mode(const struct ota_agent *a) { return a->cfg.install_path != NULL; }
+
+/* Where the running version is: the install path (file) or the running slot. */
+static int current_path(const struct ota_agent *a, char *out, size_t n)
+{
+    if (file_mode(a))
+        return snprintf(out, n, "%s", a->cfg.install_path) < (int)n ? 0 : -1;
+    return ota_slots_path(a->slots, ota_slots_current(a->slots), out, n) == 0 ? 0 : -1;
+}
+
+static int fsync_dir_of(const char *path)
+{
+    char dir[1100];
+    ferry_strlcpy(dir, path, sizeof(dir));
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    int fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+/* File components: <path>.new replaces <path>, the old one kept as <path>.prev. Idempotent, so a
+ * crash anywhere in it is repaired by running it again: once .new is gone the swap happened. */
+static int file_switch(const struct ota_agent *a)
+{
+    char prev[1100], next[1100];
+    snprintf(prev, sizeof(prev), "%s.prev", a->cfg.install_path);
+    snprintf(next, sizeof(next), "%s.new", a->cfg.install_path);
+    if (access(next, F_OK) != 0)
+        return 0;
+    if (unlink(prev) != 0 && errno != ENOENT)
+        return -1;
+    if (link(a->cfg.install_path, prev) != 0 && errno != ENOENT)
+        return -1;
+    if (rename(next, a->cfg.install_path) != 0)
+        return -1;
+    return fsync_dir_of(a->cfg.install_path);
+}
+
+static int file_rollback(const struct ota_agent *a)
+{
+    char prev[1100];
+    snprintf(prev, sizeof(prev), "%s.prev", a->cfg.install_path);
+    if (rename(prev, a->cfg.install_path) != 0)
+        return -1;
+    return fsync_dir_of(a->cfg.install_path);
+}
+
+static void start_trial(struct ota_agent *a)
+{
+    set_state(a, "trial", NULL, "running health checks");
+    if (start_job(a, JOB_HEALTH) != 0)
+        set_state(a, "rolled_back", NULL, "cannot start health checks");
+}
+
 static int on_chunk(void *arg, uint32_t index, uint32_t next, uint64_t bytes_done)
 {
     (void)index;
@@ -297,7 +357,7 @@ static int on_chunk(void *arg, uint32_t index, uint32_t next, uint64_t bytes_don
     }
     a->st.updated_ns = ferry_realtime_ns();
     char *state = status_json(&a->st);
-    int rc = state ? journal_state_put(a->journal, OTA_STATE_KEY, strlen(OTA_STATE_KEY), state,
+    int rc = state ? journal_state_put(a->journal, a->state_key, strlen(a->state_key), state,
                                        strlen(state))
                    : -1;
     free(state);
@@ -375,6 +435,17 @@ static void begin_artifact(struct ota_agent *a, int index)
 static void start_apply(struct ota_agent *a)
 {
     char cur[1100], target[1100];
+    if (file_mode(a)) {
+        ferry_strlcpy(a->st.target_slot, "f", sizeof(a->st.target_slot));
+        snprintf(a->job_base_path, sizeof(a->job_base_path), "%s", a->cfg.install_path);
+        snprintf(a->job_target_path, sizeof(a->job_target_path), "%s.new", a->cfg.install_path);
+        work_path(a, a->artifact, a->job_delta_path, sizeof(a->job_delta_path));
+        memcpy(a->job_expect, manifest_target_sha256(a->manifest), 32);
+        set_state(a, "applying", NULL, NULL);
+        if (start_job(a, JOB_APPLY) != 0)
+            set_state(a, "failed", NULL, "cannot start the apply worker");
+        return;
+    }
     /* A3: only from a confirmed running slot, and never into it */
     if (!ota_slots_running_is_good(a->slots)) {
         set_state(a, "failed", NULL, "running slot is unconfirmed: not writing the other one");
@@ -409,6 +480,16 @@ static void run_reboot_hook(struct ota_agent *a)
 static void switch_slots(struct ota_agent *a)
 {
     set_state(a, "switching", NULL, NULL);
+    if (file_mode(a)) {
+        if (file_switch(a) != 0) {
+            set_state(a, "failed", NULL, "cannot replace the installed file");
+            return;
+        }
+        set_state(a, "installed", NULL, "file replaced, previous kept as .prev");
+        run_reboot_hook(a);
+        start_trial(a);
+        return;
+    }
     if (ota_slots_set_next(a->slots, a->st.target_slot) != 0) {
         set_state(a, "failed", NULL, "boot loader refused to switch slots");
         return;
@@ -441,7 +522,7 @@ static void finish_apply(struct ota_agent *a)
 static void finish_health(struct ota_agent *a)
 {
     if (a->job_result == 0) {
-        if (ota_slots_mark_good(a->slots) != 0) {
+        if (!file_mode(a) && ota_slots_mark_good(a->slots) != 0) {
             set_state(a, "rolled_back", NULL, "boot loader refused to mark the slot good");
             return;
         }
@@ -453,8 +534,8 @@ static void finish_health(struct ota_agent *a)
         schedule_poll(a, a->cfg.check_interval_ms);
         return;
     }
-    if (ota_slots_rollback(a->slots) != 0)
-        log_error("ota", "boot loader rollback command failed");
+    if (file_mode(a) ? file_rollback(a) != 0 : ota_slots_rollback(a->slots) != 0)
+        log_error("ota", "rollback failed (boot loader command or .prev rename)");
     set_state(a, "rolled_back", NULL, a->job_reason);
     run_reboot_hook(a);
 }
@@ -495,8 +576,7 @@ static void start_update(struct ota_agent *a, struct manifest *m, const uint8_t 
     a->st.reason[0] = '\0';
     if (persist(a, "available", raw, len) != OTA_OK)
         return;
-    if (ota_slots_path(a->slots, ota_slots_current(a->slots), a->job_base_path,
-                       sizeof(a->job_base_path)) != 0 ||
+    if (current_path(a, a->job_base_path, sizeof(a->job_base_path)) != 0 ||
         start_job(a, JOB_SELECT) != 0)
         set_state(a, "failed", NULL, "cannot start artifact selection");
 }
@@ -593,14 +673,14 @@ void ota_agent_check_now(struct ota_agent *a)
 static int load_manifest(struct ota_agent *a)
 {
     size_t len = 0;
-    int rc = journal_state_get(a->journal, OTA_MANIFEST_KEY, strlen(OTA_MANIFEST_KEY), NULL, 0,
+    int rc = journal_state_get(a->journal, a->manifest_key, strlen(a->manifest_key), NULL, 0,
                                &len);
     if (rc != JOURNAL_ETOOBIG || len == 0 || len > MANIFEST_MAX_BYTES)
         return -1;
     uint8_t *raw = malloc(len);
     if (!raw)
         return -1;
-    rc = journal_state_get(a->journal, OTA_MANIFEST_KEY, strlen(OTA_MANIFEST_KEY), raw, len, &len);
+    rc = journal_state_get(a->journal, a->manifest_key, strlen(a->manifest_key), raw, len, &len);
     struct manifest_keys keys = {a->cfg.release_keys, a->cfg.n_release_keys};
     char why[128];
     if (rc == 0)
@@ -621,7 +701,16 @@ static void resume(struct ota_agent *a)
         schedule_poll(a, 0);
         return;
     }
-    int on_target = strcmp(ota_slots_current(a->slots), a->st.target_slot) == 0;
+    if (file_mode(a) && (strcmp(s, "switching") == 0 || strcmp(s, "installed") == 0 ||
+                         strcmp(s, "trial") == 0)) {
+        if (file_switch(a) != 0) { /* finish an interrupted swap */
+            set_state(a, "failed", NULL, "cannot replace the installed file");
+            return;
+        }
+        start_trial(a); /* a kill during the trial runs the checks again */
+        return;
+    }
+    int on_target = !file_mode(a) && strcmp(ota_slots_current(a->slots), a->st.target_slot) == 0;
     if (strcmp(s, "switching") == 0) {
         if (!ota_slots_running_is_good(a->slots) && on_target)
             s = "installed"; /* the switch happened and this is the trial boot */
@@ -657,8 +746,7 @@ static void resume(struct ota_agent *a)
         return;
     }
     if (strcmp(s, "available") == 0) {
-        if (ota_slots_path(a->slots, ota_slots_current(a->slots), a->job_base_path,
-                           sizeof(a->job_base_path)) == 0)
+        if (current_path(a, a->job_base_path, sizeof(a->job_base_path)) == 0)
             (void)start_job(a, JOB_SELECT);
         return;
     }
@@ -709,9 +797,12 @@ int ota_agent_new(struct event_base *base, struct http_client *http, struct jour
         a->cfg.health_timeout_ms = 30000;
     if (a->cfg.trial_deadline_ms <= 0)
         a->cfg.trial_deadline_ms = 600000;
-    int rc = ota_slots_open(&cfg->slots, &a->slots, err, err_len);
-    if (rc == 0)
-        rc = ota_slots_boot(a->slots);
+    int rc = 0;
+    if (!cfg->install_path) {
+        rc = ota_slots_open(&cfg->slots, &a->slots, err, err_len);
+        if (rc == 0)
+            rc = ota_slots_boot(a->slots);
+    }
     if (rc != 0) {
         ota_agent_free(a);
         return OTA_E_SLOT;
@@ -724,7 +815,10 @@ int ota_agent_new(struct event_base *base, struct http_client *http, struct jour
     }
     char buf[4096];
     size_t len = 0;
-    if (journal_state_get(journal, OTA_STATE_KEY, strlen(OTA_STATE_KEY), buf, sizeof(buf) - 1,
+    snprintf(a->state_key, sizeof(a->state_key), "%s%s", OTA_STATE_PREFIX, a->cfg.component);
+    snprintf(a->manifest_key, sizeof(a->manifest_key), "%s%s", OTA_MANIFEST_PREFIX,
+             a->cfg.component);
+    if (journal_state_get(journal, a->state_key, strlen(a->state_key), buf, sizeof(buf) - 1,
                           &len) == 0) {
         buf[len] = '\0';
         ota_status_parse(buf, len, &a->st);

@@ -27,8 +27,10 @@ struct http_client;
 struct journal;
 struct ota_agent;
 
-#define OTA_STATE_KEY "ota/state"
-#define OTA_MANIFEST_KEY "ota/manifest"
+/* Journal state keys, one pair per component: "ota/state/<component>", "ota/manifest/<component>".
+ * One agent per component; each has its own versions, serials and state machine. */
+#define OTA_STATE_PREFIX "ota/state/"
+#define OTA_MANIFEST_PREFIX "ota/manifest/"
 
 enum ota_error {
     OTA_OK = 0,
@@ -47,7 +49,13 @@ struct ota_config {
     const char *ca_file;
     const uint8_t (*release_keys)[32]; /* trusted release public keys */
     size_t n_release_keys;
-    struct ota_slot_config slots;
+    struct ota_slot_config slots;  /* slot components (rootfs, app) */
+    /* File components (model, config): when set, the component is this file instead of a slot.
+     * The new version is written to <path>.new, verified, then the current file is hard-linked
+     * to <path>.prev and <path>.new renamed over <path> (atomic; the previous one kept for
+     * rollback). No reboot: reboot_command (if any) restarts what uses the file, then the trial
+     * runs at once. */
+    const char *install_path;
     int64_t check_interval_ms; /* manifest poll period (default 1 h) */
     uint64_t max_bytes_per_s;  /* download cap, 0 = none */
     const char *const *health_commands; /* each must exit 0 within health_timeout_ms */

@@ -42,6 +42,8 @@ static uint16_t port;
 static uint8_t pk[32], sk[64], other_pk[32], other_sk[64];
 static struct journal *journal;
 static uint64_t serial = 1;
+static const char *component = "rootfs"; /* what release() publishes and run_agent() installs */
+static const char *install_path;          /* file components: the file, NULL for slots */
 static const char *ferry_cli; /* path of the `ferry` binary (argv[1]), for `ferry update status` */
 
 static void *run_server(void *arg)
@@ -93,7 +95,7 @@ static void release(const char *version, int v, int base_v, const uint8_t *key)
     o.window_bytes = 1u << 20;
     struct manifest_spec spec;
     memset(&spec, 0, sizeof(spec));
-    spec.component = "rootfs";
+    spec.component = component;
     spec.version = version;
     spec.device_class = "c1";
     spec.serial = serial++;
@@ -175,7 +177,8 @@ static void run_agent(const char *want, const char *const *health, struct ota_st
     c.server_url = url;
     c.device_id = "dev-1";
     c.device_class = "c1";
-    c.component = "rootfs";
+    c.component = component;
+    c.install_path = install_path;
     c.release_keys = (const uint8_t(*)[32])pk;
     c.n_release_keys = 1;
     c.slots.backend = "simulated";
@@ -317,6 +320,44 @@ static void test_unknown_key_manifest_refused(void **state)
     assert_true(slot_equals_image("a", 4));           /* the running slot is unchanged */
 }
 
+/* A model file: replaced atomically, the previous kept as .prev; a failing check restores it. */
+static void test_model_file_replaced_atomically_and_rolled_back(void **state)
+{
+    (void)state;
+    char model[512], prev[600], dir[512];
+    path_in(dir, sizeof(dir), "models");
+    assert_int_equal(ferry_mkdir_p(dir, 0755), 0);
+    path_in(model, sizeof(model), "models/detector.bin");
+    snprintf(prev, sizeof(prev), "%s.prev", model);
+    make_image(model, 1);
+    component = "model";
+    install_path = model;
+    release("7.0.0", 7, 1, sk);
+    struct ota_status st;
+    run_agent("committed", health_ok, &st);
+    assert_string_equal(st.artifact_kind, "delta");
+    char expect[512];
+    path_in(expect, sizeof(expect), "expect.img");
+    uint8_t a[32], b[32];
+    make_image(expect, 7);
+    assert_int_equal(delta_sha256_file(model, UINT64_MAX, a, NULL), 0);
+    assert_int_equal(delta_sha256_file(expect, UINT64_MAX, b, NULL), 0);
+    assert_memory_equal(a, b, 32);
+    make_image(expect, 1);
+    assert_int_equal(delta_sha256_file(prev, UINT64_MAX, a, NULL), 0);
+    assert_int_equal(delta_sha256_file(expect, UINT64_MAX, b, NULL), 0);
+    assert_memory_equal(a, b, 32);
+    /* the next model fails its check: the file is the previous one again */
+    release("8.0.0", 8, 7, sk);
+    run_agent("rolled_back", health_fail, &st);
+    make_image(expect, 7);
+    assert_int_equal(delta_sha256_file(model, UINT64_MAX, a, NULL), 0);
+    assert_int_equal(delta_sha256_file(expect, UINT64_MAX, b, NULL), 0);
+    assert_memory_equal(a, b, 32);
+    component = "rootfs";
+    install_path = NULL;
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -388,6 +429,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_failing_health_check_rolls_back),
         cmocka_unit_test(test_modified_base_takes_full_artifact),
         cmocka_unit_test(test_unknown_key_manifest_refused),
+        cmocka_unit_test(test_model_file_replaced_atomically_and_rolled_back),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
