@@ -41,33 +41,34 @@ struct app {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: ferry-flaky --upstream HOST:PORT [options]\n"
-            "\n"
-            "A TCP proxy that makes a link flaky: latency and jitter, bandwidth caps, stalls,\n"
-            "resets, blackholes, refused and half-open connections, bit flips and on/off periods,\n"
-            "as described by a profile (an INI file; see simulators/profiles/ and docs/testing.md).\n"
-            "\n"
-            "  --listen HOST:PORT     where clients connect (default 127.0.0.1:0, a free port)\n"
-            "  --upstream HOST:PORT   the real server (required)\n"
-            "  --profile NAME|FILE    a profile name from the profile directory, or a path to an\n"
-            "                         .ini file (default: none, a transparent proxy)\n"
-            "  --profile-dir DIR      where profile names are looked up\n"
-            "                         (default $FERRY_FLAKY_PROFILE_DIR or %s)\n"
-            "  --seed N               makes the run replayable: connection i draws its faults from\n"
-            "                         (N, i). Default: random, printed at start.\n"
-            "  --control HOST:PORT    control endpoint (e.g. 127.0.0.1:0):\n"
-            "                           POST /down            force the link down\n"
-            "                           POST /up              release it (back to the schedule)\n"
-            "                           POST /profile?name=X  switch profile (name or file)\n"
-            "                           GET  /stats           statistics as JSON\n"
-            "  --port-file FILE       write 'listen_port=N' and 'control_port=N' lines once ready\n"
-            "  --log-level LEVEL      error, warn, info (default), debug\n"
-            "  --help                 this text\n"
-            "\n"
-            "Signals: SIGUSR1 forces the link down, SIGUSR2 releases it, SIGINT/SIGTERM stop.\n"
-            "At exit the statistics are printed to stdout as one JSON line.\n",
-            FLAKY_PROFILE_DIR);
+    fprintf(
+        f,
+        "usage: ferry-flaky --upstream HOST:PORT [options]\n"
+        "\n"
+        "A TCP proxy that makes a link flaky: latency and jitter, bandwidth caps, stalls,\n"
+        "resets, blackholes, refused and half-open connections, bit flips and on/off periods,\n"
+        "as described by a profile (an INI file; see simulators/profiles/ and docs/testing.md).\n"
+        "\n"
+        "  --listen HOST:PORT     where clients connect (default 127.0.0.1:0, a free port)\n"
+        "  --upstream HOST:PORT   the real server (required)\n"
+        "  --profile NAME|FILE    a profile name from the profile directory, or a path to an\n"
+        "                         .ini file (default: none, a transparent proxy)\n"
+        "  --profile-dir DIR      where profile names are looked up\n"
+        "                         (default $FERRY_FLAKY_PROFILE_DIR or %s)\n"
+        "  --seed N               makes the run replayable: connection i draws its faults from\n"
+        "                         (N, i). Default: random, printed at start.\n"
+        "  --control HOST:PORT    control endpoint (e.g. 127.0.0.1:0):\n"
+        "                           POST /down            force the link down\n"
+        "                           POST /up              release it (back to the schedule)\n"
+        "                           POST /profile?name=X  switch profile (name or file)\n"
+        "                           GET  /stats           statistics as JSON\n"
+        "  --port-file FILE       write 'listen_port=N' and 'control_port=N' lines once ready\n"
+        "  --log-level LEVEL      error, warn, info (default), debug\n"
+        "  --help                 this text\n"
+        "\n"
+        "Signals: SIGUSR1 forces the link down, SIGUSR2 releases it, SIGINT/SIGTERM stop.\n"
+        "At exit the statistics are printed to stdout as one JSON line.\n",
+        FLAKY_PROFILE_DIR);
 }
 
 static int load_profile(const char *arg, const char *dir, struct flaky_profile *out)
@@ -183,7 +184,8 @@ static int start_control(struct app *a, const char *hostport)
     a->http = evhttp_new(a->base);
     if (!a->http)
         return -1;
-    struct evhttp_bound_socket *bound = evhttp_bind_socket_with_handle(a->http, host, (ev_uint16_t)port);
+    struct evhttp_bound_socket *bound =
+        evhttp_bind_socket_with_handle(a->http, host, (ev_uint16_t)port);
     if (!bound) {
         log_error("flaky", "--control %s: cannot bind", hostport);
         return -1;
@@ -230,11 +232,16 @@ int main(int argc, char **argv)
     int seed_given = 0;
     enum ferry_log_level level = FERRY_LOG_INFO;
     static const struct option opts[] = {
-        {"listen", required_argument, NULL, 'l'},   {"upstream", required_argument, NULL, 'u'},
-        {"profile", required_argument, NULL, 'p'},  {"profile-dir", required_argument, NULL, 'd'},
-        {"seed", required_argument, NULL, 's'},     {"control", required_argument, NULL, 'c'},
-        {"port-file", required_argument, NULL, 'f'}, {"log-level", required_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+        {"listen", required_argument, NULL, 'l'},
+        {"upstream", required_argument, NULL, 'u'},
+        {"profile", required_argument, NULL, 'p'},
+        {"profile-dir", required_argument, NULL, 'd'},
+        {"seed", required_argument, NULL, 's'},
+        {"control", required_argument, NULL, 'c'},
+        {"port-file", required_argument, NULL, 'f'},
+        {"log-level", required_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     int ch;
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -247,14 +254,16 @@ int main(int argc, char **argv)
         case 'f': port_file = optarg; break;
         case 's':
             if (ferry_parse_u64(optarg, UINT64_MAX, &seed) < 0) {
-                fprintf(stderr, "ferry-flaky: --seed '%s': expected a non-negative integer\n", optarg);
+                fprintf(stderr, "ferry-flaky: --seed '%s': expected a non-negative integer\n",
+                        optarg);
                 return 2;
             }
             seed_given = 1;
             break;
         case 'v':
             if (ferry_log_level_parse(optarg, &level) < 0) {
-                fprintf(stderr, "ferry-flaky: --log-level '%s': expected error, warn, info or debug\n",
+                fprintf(stderr,
+                        "ferry-flaky: --log-level '%s': expected error, warn, info or debug\n",
                         optarg);
                 return 2;
             }

@@ -302,8 +302,8 @@ int flaky_profile_parse_string(const char *text, const char *label, struct flaky
         else if (st.why)
             snprintf(err, err_len, "%s:%d: %s: %s", label, line, st.key, st.why);
         else
-            snprintf(err, err_len, "%s:%d: syntax error (expected [section] or key = value)",
-                     label, line);
+            snprintf(err, err_len, "%s:%d: syntax error (expected [section] or key = value)", label,
+                     line);
         return FLAKY_ERR_PARSE;
     }
     if (p.stall_per_second > 0 && p.stall_mean_ms <= 0) {
@@ -357,7 +357,8 @@ int flaky_profile_resolve(const char *name_or_path, const char *dir, char *out, 
     size_t n = strlen(name_or_path);
     if (n == 0)
         return FLAKY_ERR_INVALID;
-    int is_path = strchr(name_or_path, '/') != NULL || (n > 4 && strcmp(name_or_path + n - 4, ".ini") == 0);
+    int is_path =
+        strchr(name_or_path, '/') != NULL || (n > 4 && strcmp(name_or_path + n - 4, ".ini") == 0);
     int w;
     if (is_path) {
         w = snprintf(out, out_len, "%s", name_or_path);

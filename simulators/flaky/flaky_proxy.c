@@ -57,11 +57,11 @@
 #include "simulators/flaky/flaky_rng.h"
 #include "simulators/flaky/flaky_schedule.h"
 
-#define FLAKY_READ_HIGH (256 * 1024)   /* source stops reading above this much input */
-#define FLAKY_WRITE_LOW (64 * 1024)    /* destination write callback below this much output */
-#define FLAKY_QUEUE_MAX (1024 * 1024)  /* inflight + destination output before we hold back */
-#define FLAKY_CHUNK_MAX (64 * 1024)    /* most bytes one transmit step moves */
-#define FLAKY_MIN_SEND 1460            /* wait for a packet's worth of tokens, not single bytes */
+#define FLAKY_READ_HIGH (256 * 1024)  /* source stops reading above this much input */
+#define FLAKY_WRITE_LOW (64 * 1024)   /* destination write callback below this much output */
+#define FLAKY_QUEUE_MAX (1024 * 1024) /* inflight + destination output before we hold back */
+#define FLAKY_CHUNK_MAX (64 * 1024)   /* most bytes one transmit step moves */
+#define FLAKY_MIN_SEND 1460           /* wait for a packet's worth of tokens, not single bytes */
 
 enum conn_state { CONN_HELD, CONN_CONNECTING, CONN_OPEN, CONN_BLACKHOLE };
 enum { DIR_UP = 0, DIR_DOWN = 1 };
@@ -861,10 +861,9 @@ int flaky_proxy_new(struct event_base *base, const struct flaky_proxy_config *cf
     rc = resolve(cfg->listen, &listen_addr, &listen_len, err, err_len);
     if (rc < 0)
         goto fail;
-    p->listener = evconnlistener_new_bind(base, accept_cb, p,
-                                          LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-                                              LEV_OPT_CLOSE_ON_EXEC,
-                                          128, (struct sockaddr *)&listen_addr, (int)listen_len);
+    p->listener = evconnlistener_new_bind(
+        base, accept_cb, p, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 128,
+        (struct sockaddr *)&listen_addr, (int)listen_len);
     if (!p->listener) {
         snprintf(err, err_len, "cannot listen on %s: %s", cfg->listen, strerror(errno));
         rc = FLAKY_ERR_SOCKET;
@@ -872,14 +871,14 @@ int flaky_proxy_new(struct event_base *base, const struct flaky_proxy_config *cf
     }
     struct sockaddr_storage bound;
     socklen_t bound_len = sizeof bound;
-    if (getsockname(evconnlistener_get_fd(p->listener), (struct sockaddr *)&bound, &bound_len) < 0) {
+    if (getsockname(evconnlistener_get_fd(p->listener), (struct sockaddr *)&bound, &bound_len) <
+        0) {
         snprintf(err, err_len, "getsockname: %s", strerror(errno));
         rc = FLAKY_ERR_SOCKET;
         goto fail;
     }
-    p->listen_port = ntohs(bound.ss_family == AF_INET6
-                               ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                               : ((struct sockaddr_in *)&bound)->sin_port);
+    p->listen_port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                       : ((struct sockaddr_in *)&bound)->sin_port);
     p->schedule_timer = evtimer_new(base, schedule_cb, p);
     if (!p->schedule_timer) {
         snprintf(err, err_len, "evtimer_new failed");

@@ -171,15 +171,20 @@ static void device_tick(evutil_socket_t fd, short what, void *arg)
         d->temp += (flaky_rng_uniform(&d->rng) - 0.5) * 0.6;
         char core[8];
         snprintf(core, sizeof core, "c%d", c);
-        struct record_tag tags[2] = {{str_of("host"), str_of(d->name)}, {str_of("unit"), str_of(core)}};
+        struct record_tag tags[2] = {{str_of("host"), str_of(d->name)},
+                                     {str_of("unit"), str_of(core)}};
         struct record_field fields[3] = {
             {str_of("value"), RECORD_FIELD_FLOAT, {.f = d->cpu[c]}},
             {str_of("temp"), RECORD_FIELD_FLOAT, {.f = d->temp}},
             {str_of("count"), RECORD_FIELD_INT, {.i = (int64_t)(d->generated + i)}},
         };
-        struct record r = {.stream = RECORD_METRIC, .ts_ns = now_ns + i,
-                           .name = str_of(names[i % 7]), .tags = tags, .n_tags = 2,
-                           .fields = fields, .n_fields = 3};
+        struct record r = {.stream = RECORD_METRIC,
+                           .ts_ns = now_ns + i,
+                           .name = str_of(names[i % 7]),
+                           .tags = tags,
+                           .n_tags = 2,
+                           .fields = fields,
+                           .n_fields = 3};
         offsets[n] = packed.len;
         if (record_pack(&r, &packed) != 0)
             goto out;
@@ -188,10 +193,13 @@ static void device_tick(evutil_socket_t fd, short what, void *arg)
     }
     if (flaky_rng_chance(&d->rng, f->cfg.logs_per_tick)) {
         struct record_tag tags[1] = {{str_of("host"), str_of(d->name)}};
-        struct record r = {.stream = RECORD_LOG, .ts_ns = now_ns, .name = str_of("app"),
+        struct record r = {.stream = RECORD_LOG,
+                           .ts_ns = now_ns,
+                           .name = str_of("app"),
                            .level = RECORD_LEVEL_INFO,
                            .message = str_of("pipeline restarted after dropped frames"),
-                           .tags = tags, .n_tags = 1};
+                           .tags = tags,
+                           .n_tags = 1};
         offsets[n] = packed.len;
         if (record_pack(&r, &packed) != 0)
             goto out;
@@ -268,7 +276,8 @@ static void sampler_cb(evutil_socket_t fd, short what, void *arg)
             flaky_proxy_force_down(f->devs[i].proxy, 1);
         fprintf(stderr, "fleet: t=%llds cloud outage begins (%llds)\n", (long long)(t / 1000),
                 (long long)(f->cfg.outage_ms / 1000));
-    } else if (f->outage_started && !f->outage_ended && t >= f->cfg.outage_at_ms + f->cfg.outage_ms) {
+    } else if (f->outage_started && !f->outage_ended &&
+               t >= f->cfg.outage_at_ms + f->cfg.outage_ms) {
         f->outage_ended = 1;
         f->outage_end_ms = now;
         for (unsigned i = 0; i < f->n_devs; i++)
@@ -325,13 +334,16 @@ static int device_init(struct fleet *f, struct fleet_device *d, unsigned index, 
     flaky_rng_seed(&d->rng, cfg->seed, 0xf1ee70000000ULL + index);
     d->cpu[0] = d->cpu[1] = d->cpu[2] = d->cpu[3] = 20;
     d->temp = 45;
-    if ((size_t)snprintf(d->dir, sizeof d->dir, "%s/dev-%05u", cfg->data_dir, index) >= sizeof d->dir) {
+    if ((size_t)snprintf(d->dir, sizeof d->dir, "%s/dev-%05u", cfg->data_dir, index) >=
+        sizeof d->dir) {
         snprintf(err, err_len, "data dir too long");
         return FLAKY_ERR_INVALID;
     }
     const struct flaky_profile *prof = pick_profile(cfg, &d->rng);
-    struct flaky_proxy_config pc = {.listen = "127.0.0.1:0", .upstream = cfg->ingest,
-                                    .seed = cfg->seed * 1000003u + index, .profile = prof};
+    struct flaky_proxy_config pc = {.listen = "127.0.0.1:0",
+                                    .upstream = cfg->ingest,
+                                    .seed = cfg->seed * 1000003u + index,
+                                    .profile = prof};
     int rc = flaky_proxy_new(f->base, &pc, &d->proxy, err, err_len);
     if (rc < 0)
         return rc;
@@ -341,7 +353,8 @@ static int device_init(struct fleet *f, struct fleet_device *d, unsigned index, 
     struct journal_config jc;
     journal_config_init(&jc);
     jc.quota_bytes = cfg->quota_bytes;
-    jc.durability = JOURNAL_SYNC_PERIODIC; /* hundreds of fsyncs per second would measure the disk */
+    jc.durability =
+        JOURNAL_SYNC_PERIODIC; /* hundreds of fsyncs per second would measure the disk */
     char jerr[256] = "";
     rc = journal_open(d->dir, &jc, &d->journal, NULL, jerr, sizeof jerr);
     if (rc != 0) {
@@ -556,7 +569,8 @@ int fleet_count_in_ingest(struct fleet *f, struct fleet_totals *out, char *err, 
         uint64_t n = 0;
         const char *keys[2] = {"metric", "log"};
         for (int k = 0; k < 2; k++)
-            n += (uint64_t)json_integer_value(json_object_get(json_object_get(streams, keys[k]), "records"));
+            n += (uint64_t)json_integer_value(
+                json_object_get(json_object_get(streams, keys[k]), "records"));
         f->devs[idx].found = n;
         out->found_in_ingest += n;
     }

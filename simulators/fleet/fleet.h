@@ -49,8 +49,8 @@ struct fleet_config {
     int64_t outage_ms;         /* for this long */
     int64_t report_ms;         /* a progress line this often (0: none) */
     uint64_t seed;
-    uint64_t quota_bytes;      /* journal quota per device */
-    int64_t backoff_max_ms;    /* the engines' retry cap (ferryd's default is 5 min) */
+    uint64_t quota_bytes;   /* journal quota per device */
+    int64_t backoff_max_ms; /* the engines' retry cap (ferryd's default is 5 min) */
     const struct fleet_profile_share *shares; /* borrowed during fleet_new */
     size_t n_shares;
 };

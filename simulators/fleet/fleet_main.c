@@ -21,35 +21,36 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: ferry-fleet --ingest HOST:PORT --token TOKEN --data-dir DIR [options]\n"
-            "\n"
-            "Many virtual devices in one process against a real ferry-ingest: each has its own\n"
-            "key, enrollment, LMDB journal, sync engine and in-process ferry-flaky link.\n"
-            "\n"
-            "  --devices N            virtual devices (default 10)\n"
-            "  --tick DURATION        one tick of metrics per device this often (default 10s)\n"
-            "  --metrics-per-tick N   metric records per tick (default 10, at most 64)\n"
-            "  --logs-per-tick P      probability of a log record per tick (default 0.1)\n"
-            "  --duration DURATION    generate this long (default 60s)\n"
-            "  --drain DURATION       then wait at most this long for backlogs (default 60s)\n"
-            "  --outage-at DURATION   cloud outage: every link goes down at this time...\n"
-            "  --outage DURATION      ...for this long (default: no outage)\n"
-            "  --profiles MIX         link profiles and weights, e.g. lte-good:6,lte-poor:3,tunnel:1\n"
-            "                         (names from --profile-dir, or .ini paths; default lte-good)\n"
-            "  --profile-dir DIR      default %s\n"
-            "  --quota SIZE           journal quota per device (default 4MiB)\n"
-            "  --seed N               profiles, links and data are drawn from it (default 1)\n"
-            "  --backoff-max DURATION the engines' retry cap (default 30s)\n"
-            "  --report DURATION      progress line on stderr this often (default 5s, 0 = none)\n"
-            "  --devices-out FILE     one JSON line per device at the end\n"
-            "  --help\n"
-            "\n"
-            "Prints one JSON object with the totals on stdout: devices, enrolled, generated,\n"
-            "acked, found_in_ingest, backlog, delay percentiles (generation to cloud ack, 1 s\n"
-            "resolution), steady and post-outage peak request rates, drain time. Exit 0 when every\n"
-            "generated record was acknowledged and found in the ingest, 1 otherwise.\n",
-            FLAKY_PROFILE_DIR);
+    fprintf(
+        f,
+        "usage: ferry-fleet --ingest HOST:PORT --token TOKEN --data-dir DIR [options]\n"
+        "\n"
+        "Many virtual devices in one process against a real ferry-ingest: each has its own\n"
+        "key, enrollment, LMDB journal, sync engine and in-process ferry-flaky link.\n"
+        "\n"
+        "  --devices N            virtual devices (default 10)\n"
+        "  --tick DURATION        one tick of metrics per device this often (default 10s)\n"
+        "  --metrics-per-tick N   metric records per tick (default 10, at most 64)\n"
+        "  --logs-per-tick P      probability of a log record per tick (default 0.1)\n"
+        "  --duration DURATION    generate this long (default 60s)\n"
+        "  --drain DURATION       then wait at most this long for backlogs (default 60s)\n"
+        "  --outage-at DURATION   cloud outage: every link goes down at this time...\n"
+        "  --outage DURATION      ...for this long (default: no outage)\n"
+        "  --profiles MIX         link profiles and weights, e.g. lte-good:6,lte-poor:3,tunnel:1\n"
+        "                         (names from --profile-dir, or .ini paths; default lte-good)\n"
+        "  --profile-dir DIR      default %s\n"
+        "  --quota SIZE           journal quota per device (default 4MiB)\n"
+        "  --seed N               profiles, links and data are drawn from it (default 1)\n"
+        "  --backoff-max DURATION the engines' retry cap (default 30s)\n"
+        "  --report DURATION      progress line on stderr this often (default 5s, 0 = none)\n"
+        "  --devices-out FILE     one JSON line per device at the end\n"
+        "  --help\n"
+        "\n"
+        "Prints one JSON object with the totals on stdout: devices, enrolled, generated,\n"
+        "acked, found_in_ingest, backlog, delay percentiles (generation to cloud ack, 1 s\n"
+        "resolution), steady and post-outage peak request rates, drain time. Exit 0 when every\n"
+        "generated record was acknowledged and found in the ingest, 1 otherwise.\n",
+        FLAKY_PROFILE_DIR);
 }
 
 static int parse_ms(const char *opt, const char *v, int64_t *out)
@@ -106,23 +107,38 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 int main(int argc, char **argv)
 {
-    struct fleet_config cfg = {.devices = 10, .tick_ms = 10000, .metrics_per_tick = 10,
-                               .logs_per_tick = 0.1, .run_ms = 60000, .drain_ms = 60000,
-                               .report_ms = 5000, .seed = 1, .quota_bytes = 4u << 20,
+    struct fleet_config cfg = {.devices = 10,
+                               .tick_ms = 10000,
+                               .metrics_per_tick = 10,
+                               .logs_per_tick = 0.1,
+                               .run_ms = 60000,
+                               .drain_ms = 60000,
+                               .report_ms = 5000,
+                               .seed = 1,
+                               .quota_bytes = 4u << 20,
                                .backoff_max_ms = 30000};
     const char *mix = "lte-good";
     const char *dir = getenv("FERRY_FLAKY_PROFILE_DIR");
     const char *devices_out = NULL;
     static const struct option opts[] = {
-        {"ingest", required_argument, NULL, 'i'},      {"token", required_argument, NULL, 't'},
-        {"data-dir", required_argument, NULL, 'd'},    {"devices", required_argument, NULL, 'n'},
-        {"tick", required_argument, NULL, 'k'},        {"metrics-per-tick", required_argument, NULL, 'm'},
-        {"logs-per-tick", required_argument, NULL, 'l'}, {"duration", required_argument, NULL, 'r'},
-        {"drain", required_argument, NULL, 'D'},       {"outage-at", required_argument, NULL, 'a'},
-        {"outage", required_argument, NULL, 'o'},      {"profiles", required_argument, NULL, 'p'},
-        {"profile-dir", required_argument, NULL, 'P'}, {"quota", required_argument, NULL, 'q'},
-        {"seed", required_argument, NULL, 's'},        {"report", required_argument, NULL, 'R'},
-        {"devices-out", required_argument, NULL, 'O'}, {"help", no_argument, NULL, 'h'},
+        {"ingest", required_argument, NULL, 'i'},
+        {"token", required_argument, NULL, 't'},
+        {"data-dir", required_argument, NULL, 'd'},
+        {"devices", required_argument, NULL, 'n'},
+        {"tick", required_argument, NULL, 'k'},
+        {"metrics-per-tick", required_argument, NULL, 'm'},
+        {"logs-per-tick", required_argument, NULL, 'l'},
+        {"duration", required_argument, NULL, 'r'},
+        {"drain", required_argument, NULL, 'D'},
+        {"outage-at", required_argument, NULL, 'a'},
+        {"outage", required_argument, NULL, 'o'},
+        {"profiles", required_argument, NULL, 'p'},
+        {"profile-dir", required_argument, NULL, 'P'},
+        {"quota", required_argument, NULL, 'q'},
+        {"seed", required_argument, NULL, 's'},
+        {"report", required_argument, NULL, 'R'},
+        {"devices-out", required_argument, NULL, 'O'},
+        {"help", no_argument, NULL, 'h'},
         {"backoff-max", required_argument, NULL, 'B'},
         {NULL, 0, NULL, 0},
     };
@@ -140,7 +156,10 @@ int main(int argc, char **argv)
             }
             cfg.devices = (unsigned)u;
             break;
-        case 'k': if (parse_ms("--tick", optarg, &cfg.tick_ms) < 0) return 2; break;
+        case 'k':
+            if (parse_ms("--tick", optarg, &cfg.tick_ms) < 0)
+                return 2;
+            break;
         case 'm':
             if (ferry_parse_u64(optarg, 64, &u) < 0 || u == 0) {
                 fprintf(stderr, "ferry-fleet: --metrics-per-tick: 1..64\n");
@@ -157,12 +176,30 @@ int main(int argc, char **argv)
             }
             break;
         }
-        case 'r': if (parse_ms("--duration", optarg, &cfg.run_ms) < 0) return 2; break;
-        case 'D': if (parse_ms("--drain", optarg, &cfg.drain_ms) < 0) return 2; break;
-        case 'a': if (parse_ms("--outage-at", optarg, &cfg.outage_at_ms) < 0) return 2; break;
-        case 'o': if (parse_ms("--outage", optarg, &cfg.outage_ms) < 0) return 2; break;
-        case 'R': if (parse_ms("--report", optarg, &cfg.report_ms) < 0) return 2; break;
-        case 'B': if (parse_ms("--backoff-max", optarg, &cfg.backoff_max_ms) < 0) return 2; break;
+        case 'r':
+            if (parse_ms("--duration", optarg, &cfg.run_ms) < 0)
+                return 2;
+            break;
+        case 'D':
+            if (parse_ms("--drain", optarg, &cfg.drain_ms) < 0)
+                return 2;
+            break;
+        case 'a':
+            if (parse_ms("--outage-at", optarg, &cfg.outage_at_ms) < 0)
+                return 2;
+            break;
+        case 'o':
+            if (parse_ms("--outage", optarg, &cfg.outage_ms) < 0)
+                return 2;
+            break;
+        case 'R':
+            if (parse_ms("--report", optarg, &cfg.report_ms) < 0)
+                return 2;
+            break;
+        case 'B':
+            if (parse_ms("--backoff-max", optarg, &cfg.backoff_max_ms) < 0)
+                return 2;
+            break;
         case 'p': mix = optarg; break;
         case 'P': dir = optarg; break;
         case 'O': devices_out = optarg; break;

@@ -143,8 +143,8 @@ static void schedule_advance_alternates_and_has_means(void **state)
             up_ns += step;
     }
     double up_fraction = (double)up_ns / (double)(10000 * SEC);
-    assert_true(fabs(up_fraction - 0.25) < 0.03);           /* 1 s up of every 4 s on average */
-    assert_true(changes > 4000 && changes < 6000);          /* ~2 changes per 4 s cycle */
+    assert_true(fabs(up_fraction - 0.25) < 0.03);  /* 1 s up of every 4 s on average */
+    assert_true(changes > 4000 && changes < 6000); /* ~2 changes per 4 s cycle */
 
     /* Jumping far ahead passes through all periods and lands in the same state as stepping. */
     struct flaky_schedule x, y;
@@ -217,7 +217,8 @@ static void profile_errors_name_file_line_key(void **state)
 {
     expect_error("[up]\nlatency = 35ms\nbandwidth = fast\n", "prof.ini:3: up.bandwidth: ");
     expect_error("[up]\nlatency = 35 parsecs\n", "prof.ini:2: up.latency: ");
-    expect_error("[faults]\n\nrefuse_probability = 1.5\n", "prof.ini:3: faults.refuse_probability: ");
+    expect_error("[faults]\n\nrefuse_probability = 1.5\n",
+                 "prof.ini:3: faults.refuse_probability: ");
     expect_error("[faults]\nreset_per_second = -1\n", "prof.ini:2: faults.reset_per_second: ");
     expect_error("[faults]\nresets = 1\n", "prof.ini:2: faults.resets: unknown key");
     expect_error("[link]\nlatency = 1ms\n", "prof.ini:2: link.latency: unknown section");
@@ -269,8 +270,8 @@ static void profile_resolve_names_and_paths(void **state)
 /* The shipped profiles parse and say what the issue asks of them. */
 static void shipped_profiles_parse_with_documented_numbers(void **state)
 {
-    static const char *names[] = {"lte-good", "lte-poor", "3g", "edge", "satellite",
-                                  "tunnel", "blackhole", "flapping"};
+    static const char *names[] = {"lte-good",  "lte-poor", "3g",        "edge",
+                                  "satellite", "tunnel",   "blackhole", "flapping"};
     struct flaky_profile p[8];
     for (int i = 0; i < 8; i++) {
         char path[512], err[512];
