@@ -19,6 +19,7 @@ level=19
 usage() {
   cat <<USAGE
 usage: delta-bench [--pairs "ext4 model binary"] [--keep DIR] [--level N] [--only-zstd]
+       (env TOOL_TIMEOUT=seconds per tool run, default 1200)
   --pairs   which corpus pairs to run (default: all three)
   --keep    build the corpus in DIR and keep it (reused when present)
   --level   ferry's zstd level (default 19)
@@ -129,11 +130,19 @@ done
 echo "corpus built in $(( $(date +%s) - t0 )) s"
 
 # run NAME CMD... : times a command, records elapsed seconds and peak RSS (KiB) in $T_S / $T_KB
+# (a tool that runs longer than TOOL_TIMEOUT seconds, default 1200, is stopped and reported as
+# timed out: bsdiff's suffix sort can take very long on large images on a loaded machine)
+TOOL_TIMEOUT=${TOOL_TIMEOUT:-1200}
 run() {
-  /usr/bin/time -o "$W/time.txt" -f '%e %M' "$@" > /dev/null 2> "$W/run.err"
-  read -r T_S T_KB < "$W/time.txt"
+  T_S=-; T_KB=0; T_OK=1
+  if ! timeout "$TOOL_TIMEOUT" /usr/bin/time -o "$W/time.txt" -f '%e %M' "$@" > /dev/null 2> "$W/run.err"; then
+    T_OK=0
+  fi
+  [ -s "$W/time.txt" ] && read -r T_S T_KB < "$W/time.txt" 2>/dev/null
+  rm -f "$W/time.txt"
+  return 0
 }
-fsize() { stat -c %s "$1"; }
+fsize() { stat -c %s "$1" 2>/dev/null; }
 
 fail=0
 for p in $pairs; do
@@ -142,11 +151,14 @@ for p in $pairs; do
   printf '%-26s %14s %9s %10s\n' tool "delta bytes" "make s" "make MiB"
   best=""; best_tool=""
   record() { # tool bytes
-    printf '%-26s %14s %9s %10s\n' "$1" "$2" "$T_S" "$(( T_KB / 1024 ))"
+    if [ "$T_OK" != 1 ] || [ -z "$2" ]; then
+      printf '%-26s %14s\n' "$1" "failed or timed out after ${TOOL_TIMEOUT}s: not counted"; return 0
+    fi
+    printf '%-26s %14s %9s %10s\n' "$1" "$2" "$T_S" "$(( ${T_KB:-0} / 1024 ))"
     if [ -z "$best" ] || [ "$2" -lt "$best" ]; then best=$2; best_tool=$1; fi
   }
   if [ $only_zstd = 0 ]; then
-    if command -v bsdiff > /dev/null; then run bsdiff "$old" "$new" "$d/bsdiff"; record bsdiff "$(fsize "$d/bsdiff")"
+    if command -v bsdiff > /dev/null; then run bsdiff "$old" "$new" "$d/bsdiff"; record bsdiff "$(fsize "$d/bsdiff" 2>/dev/null)"
     else echo "bsdiff: not installed, skipped"; fi
     if command -v xdelta3 > /dev/null; then
       run xdelta3 -e -9 -f -B 1073741824 -s "$old" "$new" "$d/xdelta3"; record "xdelta3 -9" "$(fsize "$d/xdelta3")"
