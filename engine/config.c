@@ -65,7 +65,21 @@ const char ferryd_config_defaults[] =
     "[update]\n"
     "enabled = false\n"
     "check_interval = 1h\n"
+    "component = rootfs\n"
+    "release_keys =\n"
     "slot_backend = simulated\n"
+    "slot_dir = slots\n"
+    "cmd_current =\n"
+    "cmd_set_next =\n"
+    "cmd_mark_good =\n"
+    "cmd_rollback =\n"
+    "slot_path =\n"
+    "health_command =\n"
+    "health_timeout = 30s\n"
+    "trial_deadline = 10m\n"
+    "reboot_command =\n"
+    "initial_version = 0.0.0\n"
+    "max_download_rate = 0\n"
     "[log]\n"
     "level = info\n";
 
@@ -133,9 +147,26 @@ static const struct config_key config_keys[] = {
     {"sync", "zstd_level", KEY_INT, OFF(zstd_level), true, 1, 19},
     {"sync", "netlink", KEY_BOOL, OFF(netlink), true, 0, 0},
     {"update", "enabled", KEY_BOOL, OFF(update_enabled), false, 0, 0},
-    {"update", "check_interval", KEY_DURATION, OFF(update_check_interval_ms), true, 1000,
+    {"update", "check_interval", KEY_DURATION, OFF(update_check_interval_ms), false, 1000,
      30 * DAY_MS},
+    {"update", "component", KEY_STRING, OFF(update_component), false, 0, 0},
+    {"update", "release_keys", KEY_STRING, OFF(update_release_keys), false, 0, 0},
     {"update", "slot_backend", KEY_STRING, OFF(update_slot_backend), false, 0, 0},
+    {"update", "slot_dir", KEY_STRING, OFF(update_slot_dir), false, 0, 0},
+    {"update", "cmd_current", KEY_STRING, OFF(update_cmd_current), false, 0, 0},
+    {"update", "cmd_set_next", KEY_STRING, OFF(update_cmd_set_next), false, 0, 0},
+    {"update", "cmd_mark_good", KEY_STRING, OFF(update_cmd_mark_good), false, 0, 0},
+    {"update", "cmd_rollback", KEY_STRING, OFF(update_cmd_rollback), false, 0, 0},
+    {"update", "slot_path", KEY_STRING, OFF(update_slot_path), false, 0, 0},
+    {"update", "health_command", KEY_STRING, OFF(update_health_command), false, 0, 0},
+    {"update", "health_timeout", KEY_DURATION, OFF(update_health_timeout_ms), false, 1000,
+     DAY_MS},
+    {"update", "trial_deadline", KEY_DURATION, OFF(update_trial_deadline_ms), false, 1000,
+     DAY_MS},
+    {"update", "reboot_command", KEY_STRING, OFF(update_reboot_command), false, 0, 0},
+    {"update", "initial_version", KEY_STRING, OFF(update_initial_version), false, 0, 0},
+    {"update", "max_download_rate", KEY_SIZE, OFF(update_max_download_bytes_per_s), false, 0,
+     1 * GIB},
     {"log", "level", KEY_LOG_LEVEL, OFF(log_level), true, 0, 0},
 };
 
@@ -485,6 +516,30 @@ static void check_cross(struct load_state *st)
                   "[sync] min_batch (%llu bytes) must not exceed max_batch (%llu bytes)",
                   (unsigned long long)c->min_batch_bytes, (unsigned long long)c->max_batch_bytes);
     }
+    if (c->update_enabled) {
+        uint8_t keys[FERRYD_MAX_RELEASE_KEYS][32];
+        size_t n = 0;
+        const struct config_key *k = key_by_offset(OFF(update_release_keys));
+        st->line = st->set_line[k - config_keys];
+        if (ferryd_config_release_keys(c, keys, FERRYD_MAX_RELEASE_KEYS, &n) != 0 || n == 0)
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[update] release_keys: with enabled = true, one to %d Ed25519 public keys "
+                      "as 64 hex digits, separated by commas or spaces",
+                      FERRYD_MAX_RELEASE_KEYS);
+        k = key_by_offset(OFF(update_slot_backend));
+        st->line = st->set_line[k - config_keys];
+        bool command = strcmp(c->update_slot_backend, "command") == 0;
+        if (!command && strcmp(c->update_slot_backend, "simulated") != 0)
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[update] slot_backend = \"%s\": expected simulated or command",
+                      c->update_slot_backend);
+        if (command && (!c->update_cmd_current[0] || !c->update_cmd_set_next[0] ||
+                        !c->update_cmd_mark_good[0] || !c->update_cmd_rollback[0] ||
+                        !c->update_slot_path[0]))
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[update] slot_backend = command needs cmd_current, cmd_set_next, "
+                      "cmd_mark_good, cmd_rollback and slot_path");
+    }
     if (!c->data_dir[0]) {
         const struct config_key *k = key_by_offset(OFF(data_dir));
         st->line = st->set_line[k - config_keys];
@@ -626,6 +681,29 @@ int ferryd_config_diff(const struct ferryd_config *old_cfg, const struct ferryd_
             changed(k->section, k->key, k->reloadable, arg);
     }
     return n;
+}
+
+int ferryd_config_release_keys(const struct ferryd_config *cfg, uint8_t (*keys)[32], size_t cap,
+                               size_t *n)
+{
+    *n = 0;
+    const char *p = cfg->update_release_keys ? cfg->update_release_keys : "";
+    for (;;) {
+        while (*p == ' ' || *p == ',' || *p == '\t')
+            p++;
+        if (!*p)
+            return 0;
+        size_t len = strcspn(p, " ,\t");
+        char hex[65];
+        if (len != 64 || *n == cap)
+            return -1;
+        memcpy(hex, p, 64);
+        hex[64] = 0;
+        if (ferry_hex_decode(hex, keys[*n], 32) != 0)
+            return -1;
+        (*n)++;
+        p += len;
+    }
 }
 
 int ferryd_parse_hostport(const char *s, char *host, size_t host_len, uint16_t *port)

@@ -82,10 +82,24 @@ struct ferryd_config {
     int64_t zstd_level;
     bool netlink;
 
-    /* [update] */
+    /* [update] (the OTA agent, engine/ota/ota.h) */
     bool update_enabled;
     int64_t update_check_interval_ms;
-    char *update_slot_backend;
+    char *update_component;
+    char *update_release_keys; /* hex Ed25519 public keys separated by commas or spaces */
+    char *update_slot_backend; /* "simulated" or "command" */
+    char *update_slot_dir;     /* simulated backend; relative to data_dir */
+    char *update_cmd_current;  /* command backend */
+    char *update_cmd_set_next;
+    char *update_cmd_mark_good;
+    char *update_cmd_rollback;
+    char *update_slot_path;
+    char *update_health_command;
+    int64_t update_health_timeout_ms;
+    int64_t update_trial_deadline_ms;
+    char *update_reboot_command;
+    char *update_initial_version;
+    uint64_t update_max_download_bytes_per_s; /* 0: no cap */
 
     /* [log] */
     enum ferry_log_level log_level;
@@ -115,6 +129,14 @@ int ferryd_config_diff(const struct ferryd_config *old_cfg, const struct ferryd_
                        void (*changed)(const char *section, const char *key, bool reloadable,
                                        void *arg),
                        void *arg);
+
+/* Most release keys [update] release_keys may list. */
+#define FERRYD_MAX_RELEASE_KEYS 8
+
+/* Decodes [update] release_keys into keys (cap entries); *n gets the count. Returns 0, or -1 when
+ * a key is not 64 hex digits or there are more than cap. */
+int ferryd_config_release_keys(const struct ferryd_config *cfg, uint8_t (*keys)[32], size_t cap,
+                               size_t *n) __attribute__((warn_unused_result));
 
 /* Parses "host:port", "[v6]:port" or ":port" (all interfaces) into its parts; host is
  * written NUL-terminated into host (empty for ":port"). Returns 0 or -1. */

@@ -43,6 +43,10 @@
 #ifdef FERRY_HAVE_SYNC
 #include "engine/sync.h"
 #endif
+#ifdef FERRY_HAVE_OTA
+#include "engine/ota/ota.h"
+#include "transport/http_client.h"
+#endif
 
 #ifndef FERRY_VERSION
 #define FERRY_VERSION "0"
@@ -73,6 +77,19 @@ struct ferryd {
     struct status_sources status;
     char addr_file[PATH_MAX];
     bool addr_file_written;
+#ifdef FERRY_HAVE_OTA
+    /* The OTA agent starts once the device has an id (after enrollment); its configuration
+     * strings are copies in `ota_strings`, so a SIGHUP that replaces d->cfg cannot pull them
+     * from under it. */
+    struct event *ota_timer;
+    struct http_client *ota_http;
+    struct ota_agent *ota;
+    bool ota_failed;
+    char *ota_strings[16];
+    size_t n_ota_strings;
+    uint8_t release_keys[FERRYD_MAX_RELEASE_KEYS][32];
+    const char *health_commands[1];
+#endif
 };
 
 /* ---- Own events ------------------------------------------------------------------------- */
@@ -165,6 +182,105 @@ static int render_status(void *arg, bool prometheus, struct ferry_buf *out)
     return prometheus ? status_render_prometheus(&d->status, out)
                       : status_render_json(&d->status, out);
 }
+
+/* ---- OTA agent --------------------------------------------------------------------------- */
+
+#ifdef FERRY_HAVE_OTA
+/* Keeps a copy of a config string for the agent's lifetime; NULL for "" (means "not set"). */
+static const char *ota_keep(struct ferryd *d, const char *s, bool empty_is_null)
+{
+    if (!s || (empty_is_null && !s[0]))
+        return NULL;
+    if (d->n_ota_strings == sizeof d->ota_strings / sizeof d->ota_strings[0])
+        return NULL;
+    char *copy = strdup(s);
+    if (copy)
+        d->ota_strings[d->n_ota_strings++] = copy;
+    return copy;
+}
+
+/* Starts the agent when updates are enabled and the device id is known. Loop thread. */
+static void maybe_start_ota(struct ferryd *d)
+{
+    if (!d->cfg.update_enabled || d->ota || d->ota_failed || !d->sync)
+        return;
+    struct sync_status ss;
+    sync_get_status(d->sync, &ss);
+    if (!ss.enrolled || !ss.device_id[0])
+        return; /* the manifest URL needs the device id: try again on the next tick */
+    const struct ferryd_config *c = &d->cfg;
+    struct ota_config oc;
+    memset(&oc, 0, sizeof oc);
+    size_t n_keys = 0;
+    char slot_dir[PATH_MAX];
+    if (ferryd_config_release_keys(c, d->release_keys, FERRYD_MAX_RELEASE_KEYS, &n_keys) != 0 ||
+        ferryd_config_path(c, c->update_slot_dir, slot_dir, sizeof slot_dir) != 0) {
+        log_error("ferryd", "update: invalid [update] release_keys or slot_dir; updates off");
+        d->ota_failed = true;
+        return;
+    }
+    oc.data_dir = ota_keep(d, c->data_dir, false);
+    oc.server_url = ota_keep(d, c->server_url, false);
+    oc.device_id = ota_keep(d, ss.device_id, false);
+    oc.device_class = ota_keep(d, c->device_class, false);
+    oc.component = ota_keep(d, c->update_component, true);
+    oc.ca_file = ota_keep(d, c->ca_file, true);
+    oc.release_keys = (const uint8_t(*)[32])d->release_keys;
+    oc.n_release_keys = n_keys;
+    oc.slots.backend = ota_keep(d, c->update_slot_backend, false);
+    oc.slots.dir = ota_keep(d, slot_dir, false);
+    oc.slots.cmd_current = ota_keep(d, c->update_cmd_current, true);
+    oc.slots.cmd_set_next = ota_keep(d, c->update_cmd_set_next, true);
+    oc.slots.cmd_mark_good = ota_keep(d, c->update_cmd_mark_good, true);
+    oc.slots.cmd_rollback = ota_keep(d, c->update_cmd_rollback, true);
+    oc.slots.slot_path = ota_keep(d, c->update_slot_path, true);
+    oc.check_interval_ms = c->update_check_interval_ms;
+    oc.max_bytes_per_s = c->update_max_download_bytes_per_s;
+    d->health_commands[0] = ota_keep(d, c->update_health_command, true);
+    oc.health_commands = d->health_commands;
+    oc.n_health_commands = d->health_commands[0] ? 1 : 0;
+    oc.health_timeout_ms = c->update_health_timeout_ms;
+    oc.trial_deadline_ms = c->update_trial_deadline_ms;
+    oc.reboot_command = ota_keep(d, c->update_reboot_command, true);
+    oc.initial_version = ota_keep(d, c->update_initial_version, true);
+    if (ferry_mkdir_p(slot_dir, 0700) != 0)
+        log_warn("ferryd", "update: cannot create %s", slot_dir);
+    d->ota_http = http_client_new(d->base);
+    char err[256] = "";
+    int rc = d->ota_http ? ota_agent_new(d->base, d->ota_http, d->journal, &oc, &d->ota, err,
+                                         sizeof err)
+                         : OTA_E_NOMEM;
+    if (rc != 0) {
+        log_error("ferryd", "update: the OTA agent did not start (%d: %s); updates off until "
+                  "restart", rc, err);
+        d->ota_failed = true;
+        return;
+    }
+    d->status.ota = d->ota;
+    event_del(d->ota_timer);
+    struct ota_status os;
+    ota_agent_status(d->ota, &os);
+    log_info("ferryd", "update: OTA agent started (state %s, running %s)", os.state,
+             os.running_version);
+}
+
+static void on_ota_timer(evutil_socket_t fd, short what, void *arg) { maybe_start_ota(arg); }
+
+static void free_ota(struct ferryd *d)
+{
+    ota_agent_free(d->ota);
+    d->ota = NULL;
+    d->status.ota = NULL;
+    http_client_free(d->ota_http);
+    d->ota_http = NULL;
+    if (d->ota_timer)
+        event_free(d->ota_timer);
+    d->ota_timer = NULL;
+    for (size_t i = 0; i < d->n_ota_strings; i++)
+        free(d->ota_strings[i]);
+    d->n_ota_strings = 0;
+}
+#endif
 
 /* ---- Timers and signals ------------------------------------------------------------------ */
 
@@ -436,6 +552,15 @@ static int start_timers(struct ferryd *d)
     struct timeval maint = {MAINTENANCE_INTERVAL_S, 0};
     if (event_add(d->maintenance_timer, &maint) != 0)
         return -1;
+#ifdef FERRY_HAVE_OTA
+    if (d->cfg.update_enabled) {
+        /* Until the agent runs (it waits for the device id), look once a second. */
+        struct timeval ota_tick = {1, 0};
+        d->ota_timer = event_new(d->base, -1, EV_PERSIST, on_ota_timer, d);
+        if (!d->ota_timer || event_add(d->ota_timer, &ota_tick) != 0)
+            return -1;
+    }
+#endif
     uint64_t usec = 0;
     if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
         /* Half the watchdog period, as sd_watchdog_enabled(3) recommends. */
@@ -549,6 +674,7 @@ int ferryd_new(const struct ferryd_options *opts, struct ferryd **out, char *err
     d->status.data_dir = journal_data_dir(d->journal); /* survives config reloads */
     d->status.journal = d->journal;
     d->status.sync = d->sync;
+    d->status.update_enabled = d->cfg.update_enabled;
 
     char pid[16];
     snprintf(pid, sizeof pid, "%d", (int)getpid());
@@ -558,6 +684,12 @@ int ferryd_new(const struct ferryd_options *opts, struct ferryd **out, char *err
                         "http",    d->http ? http_input_address(d->http) : ""};
     append_event(d, "ferryd.start", "ferryd started", kv, 4);
     announce_gaps(d);
+#ifdef FERRY_HAVE_OTA
+    maybe_start_ota(d);
+#else
+    if (d->cfg.update_enabled)
+        log_warn("ferryd", "[update] enabled = true, but this ferryd has no OTA agent built in");
+#endif
     log_info("ferryd", "ferryd %s ready: data_dir %s, http %s, udp %s, unix %s, config %s",
              FERRY_VERSION, d->cfg.data_dir, d->http ? http_input_address(d->http) : "off",
              d->udp ? line_input_address(d->udp) : "off",
@@ -592,6 +724,9 @@ int ferryd_free(struct ferryd *d)
         const char *kv[] = {"reason", d->stop_reason ? d->stop_reason : "exit"};
         append_event(d, "ferryd.stop", "ferryd stopping", kv, 1);
     }
+#ifdef FERRY_HAVE_OTA
+    free_ota(d); /* before the sync engine and the journal it uses */
+#endif
 #ifdef FERRY_HAVE_SYNC
     sync_free(d->sync);
     d->sync = NULL;

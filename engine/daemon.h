@@ -7,14 +7,15 @@
  *
  *   ferryd_new()   config -> journal_open -> durability waiter -> sync engine -> inputs ->
  *                  DATA_DIR/ferryd.addr -> signals and timers -> "ferryd.start" event ->
- *                  sd_notify(READY=1)
+ *                  sd_notify(READY=1); the OTA agent ([update] enabled) starts once the sync
+ *                  engine knows the device id
  *   ferryd_run()   the loop, until SIGTERM/SIGINT (drain: stop accepting, let pending writes
  *                  become durable and get their answers, at most FERRYD_DRAIN_MAX_MS)
  *   ferryd_free()  "ferryd.stop" event -> sync_free -> waiter -> inputs -> journal_close (commits
  *                  and syncs what is queued)
  *
- * SIGHUP re-reads the configuration file: log level, the [sync] keys, [listen] http_max_body
- * and [update] check_interval apply at once; other changed keys are logged as needing a
+ * SIGHUP re-reads the configuration file: log level, the [sync] keys and [listen]
+ * http_max_body apply at once; other changed keys are logged as needing a
  * restart. A file that no longer parses is logged and the running configuration stays.
  */
 #ifndef FERRY_ENGINE_DAEMON_H

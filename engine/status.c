@@ -20,6 +20,9 @@
 #ifdef FERRY_HAVE_SYNC
 #include "engine/sync.h"
 #endif
+#ifdef FERRY_HAVE_OTA
+#include "engine/ota/ota.h"
+#endif
 
 struct snapshot {
     bool have_journal;
@@ -175,6 +178,26 @@ static json_t *build_json(const struct status_sources *src, const struct snapsho
                       (json_int_t)is->journal_errors));
     }
     json_object_set_new(root, "events_appended", json_integer((json_int_t)src->events_appended));
+    json_t *update = json_object();
+    json_object_set_new(root, "update", update);
+    json_object_set_new(update, "enabled", json_boolean(src->update_enabled));
+#ifdef FERRY_HAVE_OTA
+    if (src->ota) {
+        struct ota_status os;
+        ota_agent_status(src->ota, &os);
+        json_object_set_new(update, "state", json_string(os.state));
+        json_object_set_new(update, "running_version", json_string(os.running_version));
+        json_object_set_new(update, "target_version", json_string(os.target_version));
+        json_object_set_new(update, "reason", json_string(os.reason));
+        json_object_set_new(update, "bytes_done", json_integer((json_int_t)os.bytes_done));
+        json_object_set_new(update, "bytes_total", json_integer((json_int_t)os.bytes_total));
+    } else {
+        json_object_set_new(update, "state",
+                            json_string(src->update_enabled ? "waiting for the device id" : "off"));
+    }
+#else
+    json_object_set_new(update, "state", json_string("not built in"));
+#endif
     return root;
 }
 

@@ -16,6 +16,7 @@
 struct journal;
 struct sync;
 struct ferry_buf;
+struct ota_agent;
 
 #define STATUS_MAX_INPUTS 4
 #define STATUS_MAX_GAPS_LISTED 32
@@ -34,6 +35,8 @@ struct status_sources {
     const char *input_address[STATUS_MAX_INPUTS];
     const struct input_stats *input_stats[STATUS_MAX_INPUTS];
     uint64_t events_appended; /* ferryd's own events */
+    bool update_enabled;
+    const struct ota_agent *ota; /* NULL until the OTA agent runs (or without one) */
 };
 
 /* Appends the JSON status object (one line, '\n' terminated) to out. Returns 0 or -1. */

@@ -36,6 +36,7 @@
 
 static const char *ferryd_bin;
 static const char *ferry_bin;
+static const char *ingest_bin; /* optional third argument: enables the tests with an ingest */
 
 struct daemon {
     pid_t pid;
@@ -792,6 +793,107 @@ static void test_cli_put_log_status(void **state)
     assert_non_null(strstr(out, "is ferryd running?"));
 }
 
+/* ---- With a real ferry-ingest ------------------------------------------------------------ */
+
+static json_t *get_status(const struct daemon *d)
+{
+    struct ferry_buf resp = FERRY_BUF_INIT;
+    long st = http(d, "GET", "/status", NULL, 0, &resp);
+    json_t *j = st == 200 ? json_loads((const char *)resp.data, 0, NULL) : NULL;
+    ferry_buf_free(&resp);
+    return j;
+}
+
+/* ferryd against ferry-ingest: enrollment gives /status a device id, the link goes up, the
+ * records written drain from the backlog, and the OTA agent starts once the id is known. */
+static void test_with_ingest_enrolls_drains_and_starts_ota(void **state)
+{
+    struct daemon *d = *state;
+    if (!ingest_bin)
+        skip();
+    char ing_dir[128], port_file[128], ing_log[128], cmd[512];
+    snprintf(ing_dir, sizeof ing_dir, "%s/ingest", d->dir);
+    snprintf(port_file, sizeof port_file, "%s/ingest.port", d->dir);
+    snprintf(ing_log, sizeof ing_log, "%s/ingest.log", d->dir);
+    snprintf(cmd, sizeof cmd, "'%s' -d '%s' token create 2>>'%s'", ingest_bin, ing_dir, ing_log);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char token[128] = "";
+    assert_non_null(fgets(token, sizeof token, p));
+    assert_int_equal(pclose(p), 0);
+    token[strcspn(token, "\r\n")] = 0;
+    pid_t ingest = fork();
+    if (ingest == 0) {
+        int fd = open(ing_log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execl(ingest_bin, ingest_bin, "-d", ing_dir, "-l", "127.0.0.1:0", "--server.port_file",
+              port_file, "--log.level", "warn", (char *)NULL);
+        _exit(127);
+    }
+    char port[32] = "";
+    for (int i = 0; i < 1000 && !port[0]; i++) {
+        uint8_t *text;
+        size_t len;
+        if (ferry_read_file(port_file, 64, &text, &len) == 0) {
+            snprintf(port, sizeof port, "%.*s", (int)strcspn((char *)text, "\r\n"), (char *)text);
+            free(text);
+        }
+        if (!port[0])
+            sleep_ms(10);
+    }
+    if (!port[0]) {
+        kill(ingest, SIGKILL);
+        waitpid(ingest, NULL, 0);
+        fail_msg("ferry-ingest did not start; see %s", ing_log);
+    }
+    char extra[1024];
+    snprintf(extra, sizeof extra,
+             "[server]\nurl = http://127.0.0.1:%s\nenroll_token = %s\n"
+             "[sync]\nmetric_latency = 100ms\n"
+             "[update]\nenabled = true\ncheck_interval = 1h\ninitial_version = 1.2.3\n"
+             "release_keys = %064d\n",
+             port, token, 7);
+    write_config(d, extra);
+    daemon_start(d);
+    struct ferry_buf body = FERRY_BUF_INIT, resp = FERRY_BUF_INIT;
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(ferry_buf_printf(&body, "drain,i=%d v=%d\n", i, i), 0);
+    assert_int_equal(http(d, "POST", "/write", (const char *)body.data, body.len, &resp), 204);
+    bool enrolled = false, drained = false, ota = false;
+    json_t *st = NULL;
+    for (int i = 0; i < 300 && !(enrolled && drained && ota); i++) {
+        json_decref(st);
+        st = get_status(d);
+        assert_non_null(st);
+        const char *id = json_string_value(json_object_get(st, "device_id"));
+        enrolled = id && id[0] && json_is_true(json_object_get(st, "enrolled"));
+        json_t *metric = json_object_get(json_object_get(st, "streams"), "metric");
+        json_t *link = json_object_get(st, "link");
+        drained = json_integer_value(json_object_get(metric, "backlog_records")) == 0 &&
+                  json_integer_value(json_object_get(metric, "sent_records")) >= 1000 &&
+                  json_is_true(json_object_get(link, "up")) &&
+                  json_integer_value(json_object_get(link, "last_success_unix_ms")) > 0;
+        const char *ustate =
+            json_string_value(json_object_get(json_object_get(st, "update"), "state"));
+        ota = ustate && strcmp(ustate, "idle") == 0;
+        if (!(enrolled && drained && ota))
+            sleep_ms(50);
+    }
+    char *dump = st ? json_dumps(st, JSON_COMPACT) : NULL;
+    kill(ingest, SIGTERM);
+    waitpid(ingest, NULL, 0);
+    if (!(enrolled && drained && ota))
+        fail_msg("enrolled %d drained %d ota %d: %s", enrolled, drained, ota, dump ? dump : "");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(st, "update"), "running_version")),
+        "1.2.3");
+    free(dump);
+    json_decref(st);
+    ferry_buf_free(&body);
+    ferry_buf_free(&resp);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -800,6 +902,7 @@ int main(int argc, char **argv)
     }
     ferryd_bin = argv[1];
     ferry_bin = argv[2];
+    ingest_bin = argc > 3 ? argv[3] : NULL;
     signal(SIGPIPE, SIG_IGN);
     curl_global_init(CURL_GLOBAL_DEFAULT);
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup_daemon, teardown_daemon)
@@ -819,6 +922,7 @@ int main(int argc, char **argv)
         T(test_systemd_ready_watchdog_stopping),
         T(test_damaged_journal_is_recovered_with_event),
         T(test_full_journal_gap_becomes_event_and_status),
+        T(test_with_ingest_enrolls_drains_and_starts_ota),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();

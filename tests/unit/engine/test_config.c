@@ -127,6 +127,30 @@ static void test_bad_values(void **state)
                  "test.ini:2: [update] enabled = \"perhaps\": not a boolean");
 }
 
+static void test_update_section_rules(void **state)
+{
+    (void)state;
+    expect_error("[update]\nenabled = true\n", FERRYD_CONFIG_EVALUE, "[update] release_keys");
+    expect_error("[update]\nenabled = true\nrelease_keys = abcd\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:3: [update] release_keys");
+    char text[512];
+    snprintf(text, sizeof text,
+             "[update]\nenabled = true\nrelease_keys = %064d, %064d\nslot_backend = command\n", 1,
+             2);
+    expect_error(text, FERRYD_CONFIG_EVALUE, "test.ini:4: [update] slot_backend = command needs");
+    snprintf(text, sizeof text, "[update]\nenabled = true\nrelease_keys = %064d,%064d\n", 1, 2);
+    struct ferryd_config cfg;
+    char err[256];
+    assert_int_equal(ferryd_config_load_string(text, "ok.ini", &cfg, err, sizeof err), 0);
+    uint8_t keys[FERRYD_MAX_RELEASE_KEYS][32];
+    size_t n;
+    assert_int_equal(ferryd_config_release_keys(&cfg, keys, FERRYD_MAX_RELEASE_KEYS, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(keys[0][31], 0x01);
+    assert_int_equal(keys[1][31], 0x02);
+    ferryd_config_free(&cfg);
+}
+
 static void test_syntax_error_line(void **state)
 {
     (void)state;
@@ -228,6 +252,7 @@ int main(void)
         cmocka_unit_test(test_unknown_section),
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_syntax_error_line),
+        cmocka_unit_test(test_update_section_rules),
         cmocka_unit_test(test_cross_key_rules),
         cmocka_unit_test(test_long_line_is_an_error_on_its_line),
         cmocka_unit_test(test_missing_file),
