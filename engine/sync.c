@@ -401,6 +401,8 @@ static void on_ack_done(struct sync_job *job)
         }
         if (!a->reject)
             s->status.gaps_reported += a->n_gaps;
+        if (a->n_gaps > 0)
+            s->gaps_in_flight = false; /* marked reported now (I4) */
         if (a->err != 0) {
             set_error(s, "%s", a->errmsg);
             reset_cursors(s);
@@ -489,8 +491,6 @@ static void finish_batch_accounting(struct sync *s, struct sync_batch *b)
         s->stream[st].in_flight_bytes =
             s->stream[st].in_flight_bytes > r ? s->stream[st].in_flight_bytes - r : 0;
     }
-    if (b->n_gaps > 0)
-        s->gaps_in_flight = false;
 }
 
 static void on_batch_done(void *arg, struct http_request *req, const struct http_response *resp)
@@ -508,6 +508,7 @@ static void on_batch_done(void *arg, struct http_request *req, const struct http
     s->status.bytes_on_wire += resp->bytes_sent + resp->bytes_received + resp->header_bytes;
     enum sync_outcome o = sync_classify(resp->err, resp->status);
     const char *body_text = resp->body && resp->body_len ? (const char *)resp->body : "";
+    bool gaps_ack_submitted = false;
 
     switch (o) {
     case SYNC_OUTCOME_SENT: {
@@ -533,6 +534,7 @@ static void on_batch_done(void *arg, struct http_request *req, const struct http
             double rps = (double)b->total_records * 1000.0 / (double)resp->elapsed_ms;
             s->throughput_rps = s->throughput_rps > 0 ? (s->throughput_rps + rps) / 2 : rps;
         }
+        gaps_ack_submitted = a->n_gaps > 0;
         submit_ack(s, a);
         break;
     }
@@ -566,6 +568,7 @@ static void on_batch_done(void *arg, struct http_request *req, const struct http
         a->n_gaps = b->n_gaps;
         set_error(s, "batch rejected: %s", a->reason);
         s->status.link_up = true;
+        gaps_ack_submitted = a->n_gaps > 0;
         submit_ack(s, a);
         break;
     }
@@ -632,6 +635,9 @@ static void on_batch_done(void *arg, struct http_request *req, const struct http
         break;
     }
     }
+    /* I4: gaps stay "in flight" until the ack job marked them reported; without one, now. */
+    if (b->n_gaps > 0 && !gaps_ack_submitted)
+        s->gaps_in_flight = false;
     sync_batch_free(b);
     schedule_eval(s);
 }
@@ -672,6 +678,8 @@ static void send_batch(struct sync *s, struct sync_batch *b)
     rc = http_request_start(s->http, &o, &b->req);
     if (rc != 0) {
         finish_batch_accounting(s, b);
+        if (b->n_gaps > 0)
+            s->gaps_in_flight = false;
         set_error(s, "batch request: %s", http_strerror(rc));
         note_failure(s, -1, false, false);
         sync_batch_free(b);
