@@ -172,9 +172,7 @@ static int enqueue(struct journal *j, struct jq_item *items, size_t n, unsigned 
     pthread_mutex_lock(&j->q_mu);
     for (;;) {
         if (j->stopping || !j->committer_running) {
-            rc = j->sticky_err ? j->sticky_err : JOURNAL_ECLOSED;
-            if (rc != JOURNAL_ECLOSED)
-                rc = JOURNAL_ECLOSED;
+            rc = JOURNAL_ECLOSED;
             goto out;
         }
         /* An empty arena always accepts one unit, however large, so no unit waits forever. */
@@ -279,7 +277,13 @@ int journal_append_event_with_state(struct journal *j, int64_t ts_ns, const void
 {
     if (!j || (n_ops && !ops) || n_ops > 1024)
         return JOURNAL_EINVAL;
-    struct jq_item items[1025];
+    struct jq_item stack_items[17];
+    struct jq_item *items = stack_items;
+    if (n_ops + 1 > sizeof(stack_items) / sizeof(stack_items[0])) {
+        items = malloc((n_ops + 1) * sizeof(*items));
+        if (!items)
+            return JOURNAL_ENOMEM;
+    }
     for (size_t i = 0; i < n_ops; i++) {
         items[i] = (struct jq_item){ops[i].del ? JQ_STATE_DEL : JQ_STATE_PUT,
                                     0,
@@ -292,7 +296,10 @@ int journal_append_event_with_state(struct journal *j, int64_t ts_ns, const void
     }
     items[n_ops] = (struct jq_item){JQ_RECORD, RECORD_EVENT, NULL, 0, ts_ns, payload, len,
                                     out_seq};
-    return enqueue(j, items, n_ops + 1, flags);
+    int rc = enqueue(j, items, n_ops + 1, flags);
+    if (items != stack_items)
+        free(items);
+    return rc;
 }
 
 int journal_state_put(struct journal *j, const char *key, size_t key_len, const void *value,

@@ -263,7 +263,8 @@ struct journal_state_op {
  * Appends one event record and applies n_ops state changes in the same LMDB transaction, so a
  * state change and the event that reports it are committed together or not at all (the OTA
  * agent records "slot B written" this way). Everything is copied before the call returns. Flags
- * and errors as journal_append(); the stream is RECORD_EVENT. n_ops may be 0.
+ * and errors as journal_append(); the stream is RECORD_EVENT. n_ops may be 0 and at most 1024
+ * (JOURNAL_EINVAL beyond).
  */
 int journal_append_event_with_state(struct journal *j, int64_t ts_ns, const void *payload,
                                     size_t len, const struct journal_state_op *ops, size_t n_ops,
