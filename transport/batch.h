@@ -78,6 +78,12 @@ enum batch_compression {
 #define BATCH_MAX_SERIES 16384u                   /* distinct series in one batch (§5.2) */
 #define BATCH_MAX_TEMPLATES 16384u                /* distinct log message templates (§5.6) */
 #define BATCH_MAX_TEMPLATE_SLOTS 64u              /* numbers split out of one message */
+/* Totals over a batch's whole series dictionary / all templates: they size the decoder's arrays,
+ * so they are bounded on their own (a 2-byte field definition must not cost 100 bytes of
+ * decoder memory 8 million times). */
+#define BATCH_MAX_TOTAL_TAGS 65536u               /* tags summed over all series */
+#define BATCH_MAX_TOTAL_FIELDS 262144u            /* fields summed over all series */
+#define BATCH_MAX_TOTAL_SLOTS 262144u             /* number slots summed over all templates */
 #define BATCH_MAX_GAPS 128u                       /* eviction gaps in one header */
 #define BATCH_MAX_DEVICE_ID 64u                   /* device id bytes: 1..64 of [A-Za-z0-9._-] */
 #define BATCH_MAX_STRING RECORD_MAX_VALUE_LEN     /* any string in the body */

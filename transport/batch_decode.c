@@ -361,6 +361,10 @@ static int parse_series(struct bodyctx *bc, struct cur *c, uint32_t n_series,
             return rc;
         if ((rc = get_count(bc, c, BATCH_MAX_TAGS, 2, "tag count", &n)) < 0)
             return rc;
+        if (n_tags_total + n > BATCH_MAX_TOTAL_TAGS)
+            return batch__fail(bc->ei, BATCH_ELIMIT, (size_t)(c->p - bc->base), 1,
+                               "series %u: more than %u tags in all series", s,
+                               BATCH_MAX_TOTAL_TAGS);
         se->tag_first = n_tags_total;
         se->n_tags = (uint32_t)n;
         if (reserve((void **)&d->tags, &d->cap_tags, (size_t)n_tags_total + n,
@@ -375,6 +379,10 @@ static int parse_series(struct bodyctx *bc, struct cur *c, uint32_t n_series,
         n_tags_total += se->n_tags;
         if ((rc = get_count(bc, c, BATCH_MAX_FIELDS, 2, "field count", &n)) < 0)
             return rc;
+        if (n_fields_total + n > BATCH_MAX_TOTAL_FIELDS)
+            return batch__fail(bc->ei, BATCH_ELIMIT, (size_t)(c->p - bc->base), 1,
+                               "series %u: more than %u fields in all series", s,
+                               BATCH_MAX_TOTAL_FIELDS);
         se->field_first = n_fields_total;
         se->n_fields = (uint32_t)n;
         uint32_t cap_before = d->cap_fields;
@@ -435,6 +443,10 @@ static int parse_templates(struct bodyctx *bc, struct cur *c, uint32_t *n_out)
             return batch__fail(bc->ei, BATCH_ELIMIT, (size_t)(at - bc->base), 1,
                                "template %u has %u number slots (max %u)", t, k,
                                BATCH_MAX_TEMPLATE_SLOTS);
+        if (slots + k > BATCH_MAX_TOTAL_SLOTS)
+            return batch__fail(bc->ei, BATCH_ELIMIT, (size_t)(at - bc->base), 1,
+                               "templates have more than %u number slots in all",
+                               BATCH_MAX_TOTAL_SLOTS);
         d->tmpls[t] = (struct dtemplate){s.ptr, (uint32_t)s.len, slots, k};
         slots += k;
     }

@@ -84,6 +84,7 @@ struct batch_builder {
     uint32_t stab_cap;
     struct bcol *cols;
     uint32_t n_cols, cap_cols;
+    uint32_t n_tags_total; /* tags summed over all series (§6) */
 
     struct ferry_buf tmpl_text;
     struct btemplate *tmpls;
@@ -251,6 +252,7 @@ void batch_builder_reset(struct batch_builder *b)
      * free them: a batch's columns rarely match the next batch's in number. */
     free_cols(b);
     b->n_cols = 0;
+    b->n_tags_total = 0;
     b->defs.len = 0;
     b->n_series = 0;
     if (b->stab)
@@ -567,8 +569,9 @@ static int builder_add(struct batch_builder *b, const struct record *r, size_t p
                 return set_err(b, rc, "out of memory");
             tslot = tmpl_slot(b, th);
             new_tmpl = b->ttab[tslot] == 0;
-            if (new_tmpl && b->n_tmpls >= BATCH_MAX_TEMPLATES)
-                slots = -1; /* too many templates: this one goes raw */
+            if (new_tmpl && (b->n_tmpls >= BATCH_MAX_TEMPLATES ||
+                             b->n_slots + (uint32_t)slots > BATCH_MAX_TOTAL_SLOTS))
+                slots = -1; /* too many templates or slots: this message goes raw */
         }
         add_bound += 1 + 10;
         if (slots < 0)
@@ -578,8 +581,12 @@ static int builder_add(struct batch_builder *b, const struct record *r, size_t p
     }
     for (size_t i = 0; i < r->n_fields; i++)
         add_bound += field_bound(&r->fields[i]);
-    if (new_series && b->n_series >= BATCH_MAX_SERIES)
-        return set_err(b, BATCH_EFULL, "batch holds %u series (max)", b->n_series);
+    if (new_series && (b->n_series >= BATCH_MAX_SERIES ||
+                       b->n_cols + r->n_fields > BATCH_MAX_TOTAL_FIELDS ||
+                       b->n_tags_total + r->n_tags > BATCH_MAX_TOTAL_TAGS))
+        return set_err(b, BATCH_EFULL, "batch holds %u series, %u fields, %u tags (max %u, %u, %u)",
+                       b->n_series, b->n_cols, b->n_tags_total, BATCH_MAX_SERIES,
+                       BATCH_MAX_TOTAL_FIELDS, BATCH_MAX_TOTAL_TAGS);
     if (b->bound + add_bound > b->max_body_raw)
         return set_err(b, BATCH_EFULL, "batch body would exceed %zu bytes", b->max_body_raw);
 
@@ -605,6 +612,7 @@ static int builder_add(struct batch_builder *b, const struct record *r, size_t p
             memset(c, 0, sizeof *c);
             c->type = r->fields[i].type;
         }
+        b->n_tags_total += (uint32_t)r->n_tags;
         b->stab[sslot] = ++b->n_series;
     }
     sid = b->stab[sslot] - 1;

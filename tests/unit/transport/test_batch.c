@@ -777,6 +777,51 @@ static void test_builder_limits(void **state)
     ferry_buf_free(&out);
     batch_builder_free(b);
 
+    /* totals over all series: fields, then tags */
+    b = new_builder(NULL);
+    struct record_field *wide = calloc(RECORD_MAX_FIELDS, sizeof *wide);
+    char (*keys)[8] = calloc(RECORD_MAX_FIELDS, 8);
+    for (int i = 0; i < RECORD_MAX_FIELDS; i++) {
+        snprintf(keys[i], 8, "f%d", i);
+        wide[i] = (struct record_field){{keys[i], strlen(keys[i])}, RECORD_FIELD_BOOL, {.b = 1}};
+    }
+    struct record wr = {RECORD_METRIC, 1, 1, S("w"), 0, {"", 0}, NULL, 0, wide,
+                        RECORD_MAX_FIELDS};
+    uint32_t i;
+    for (i = 0; i < BATCH_MAX_TOTAL_FIELDS / RECORD_MAX_FIELDS; i++) {
+        snprintf(name, sizeof name, "w%u", i);
+        wr.name = (struct record_str){name, strlen(name)};
+        wr.seq = i + 1;
+        assert_int_equal(batch_builder_add(b, &wr), 0);
+    }
+    wr.name = S("w-last");
+    assert_int_equal(batch_builder_add(b, &wr), BATCH_EFULL);
+    assert_non_null(strstr(batch_builder_error(b), "fields"));
+    assert_int_equal(batch_builder_finish(b, 1, &out), 0);
+    assert_int_equal(decode_rc(out.data, out.len, pk, NULL), 0);
+    ferry_buf_free(&out);
+    batch_builder_reset(b);
+    struct record_tag tg[RECORD_MAX_TAGS];
+    char (*tk)[8] = calloc(RECORD_MAX_TAGS, 8);
+    for (int t = 0; t < RECORD_MAX_TAGS; t++) {
+        snprintf(tk[t], 8, "t%d", t);
+        tg[t] = (struct record_tag){{tk[t], strlen(tk[t])}, S("v")};
+    }
+    struct record tr = {RECORD_METRIC, 1, 1, S("t"), 0, {"", 0}, tg, RECORD_MAX_TAGS, NULL, 0};
+    for (i = 0; i < BATCH_MAX_TOTAL_TAGS / RECORD_MAX_TAGS; i++) {
+        snprintf(name, sizeof name, "t%u", i);
+        tr.name = (struct record_str){name, strlen(name)};
+        tr.seq = i + 1;
+        assert_int_equal(batch_builder_add(b, &tr), 0);
+    }
+    tr.name = S("t-last");
+    assert_int_equal(batch_builder_add(b, &tr), BATCH_EFULL);
+    assert_non_null(strstr(batch_builder_error(b), "tags"));
+    batch_builder_free(b);
+    free(wide);
+    free(keys);
+    free(tk);
+
     /* bad configs */
     struct batch_builder *bb;
     struct batch_builder_config bc = {.device_id = "bad id", .secret_key = sk};
@@ -935,6 +980,28 @@ static void test_body_limits(void **state)
     memset(big, 'a', RECORD_MAX_VALUE_LEN + 1);
     put_s(&b, big, RECORD_MAX_KEY_LEN + 1);
     assert_int_equal(decode_body(&b, 1, &ei), BATCH_ELIMIT);
+    /* more fields in all series than BATCH_MAX_TOTAL_FIELDS, each series within its own limit */
+    b.len = 0;
+    {
+        uint32_t n_series = BATCH_MAX_TOTAL_FIELDS / RECORD_MAX_FIELDS + 1;
+        assert_int_equal(ferry_buf_append_u8(&b, 1), 0);
+        put_uv(&b, n_series);
+        put_uv(&b, n_series);
+        for (uint32_t q = 0; q < n_series; q++) {
+            assert_int_equal(ferry_buf_append_u8(&b, RECORD_METRIC), 0);
+            assert_int_equal(ferry_buf_append_u8(&b, 0), 0);
+            put_s(&b, "m", 1);
+            put_uv(&b, 0);
+            put_uv(&b, RECORD_MAX_FIELDS);
+            for (int f = 0; f < RECORD_MAX_FIELDS; f++) {
+                put_s(&b, "", 0);
+                assert_int_equal(ferry_buf_append_u8(&b, RECORD_FIELD_BOOL), 0);
+            }
+            put_uv(&b, 1);
+        }
+        assert_int_equal(decode_body(&b, n_series, &ei), BATCH_ELIMIT);
+        assert_non_null(strstr(ei.msg, "fields in all series"));
+    }
     /* rows that do not add up to the record count */
     b.len = 0;
     body_head(&b, 2, 1, 0, 0, 1);
