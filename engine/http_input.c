@@ -30,9 +30,12 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "common/buf.h"
 #include "common/util.h"
@@ -48,6 +51,7 @@ struct write_req {
     struct event *step;
     enum write_state state;
     struct input_stats *stats;
+    struct ferry_buf inflated; /* a gzip body, decompressed (the job borrows it) */
     struct write_req *prev, *next; /* h->active */
 };
 
@@ -112,6 +116,7 @@ static void write_req_free(struct write_req *w)
     if (w->step)
         event_free(w->step);
     input_job_free(w->job);
+    ferry_buf_free(&w->inflated);
     free(w);
 }
 
@@ -201,6 +206,54 @@ static void write_advance(struct write_req *w)
 
 static void write_step(evutil_socket_t fd, short what, void *arg) { write_advance(arg); }
 
+/*
+ * Decompresses a gzip body (Telegraf's influxdb output sends Content-Encoding: gzip by default)
+ * into out, which may not grow past `max` bytes: the limit on the decompressed size is the same
+ * http_max_body as for a plain body, so a small bomb cannot fill the memory. Returns 0, -1 for
+ * data that is not gzip, -2 when the result would pass max, -3 when memory runs out.
+ */
+static int gunzip_body(const uint8_t *in, size_t len, uint64_t max, struct ferry_buf *out)
+{
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    if (inflateInit2(&zs, 15 + 16) != Z_OK)
+        return -3;
+    int rc = 0;
+    zs.next_in = (Bytef *)in;
+    size_t in_left = len;
+    for (;;) {
+        if (zs.avail_in == 0 && in_left) {
+            zs.avail_in = in_left > UINT_MAX ? UINT_MAX : (uInt)in_left;
+            in_left -= zs.avail_in;
+        }
+        if (out->len >= max) {
+            rc = -2;
+            break;
+        }
+        size_t room = (size_t)(max - out->len) < 65536 ? (size_t)(max - out->len) : 65536;
+        if (ferry_buf_reserve(out, room) != 0) {
+            rc = -3;
+            break;
+        }
+        zs.next_out = out->data + out->len;
+        zs.avail_out = (uInt)room;
+        int zr = inflate(&zs, Z_NO_FLUSH);
+        out->len += room - zs.avail_out;
+        if (zr == Z_STREAM_END)
+            break;
+        if (zr == Z_BUF_ERROR && zs.avail_in == 0 && in_left == 0) {
+            rc = -1; /* truncated */
+            break;
+        }
+        if (zr != Z_OK && zr != Z_BUF_ERROR) {
+            rc = zr == Z_MEM_ERROR ? -3 : -1;
+            break;
+        }
+    }
+    inflateEnd(&zs);
+    return rc;
+}
+
 static const char *query_param(const struct evkeyvalq *q, const char *name)
 {
     return q ? evhttp_find_header(q, name) : NULL;
@@ -219,9 +272,10 @@ static void handle_ingest(struct http_input *h, struct evhttp_request *req,
     opts.precision = LINEPROTO_NS;
     opts.default_level = RECORD_LEVEL_INFO;
     const char *enc = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Encoding");
-    if (enc && strcmp(enc, "identity") != 0) {
+    bool gzip = enc && strcasecmp(enc, "gzip") == 0;
+    if (enc && !gzip && strcasecmp(enc, "identity") != 0) {
         reply_error(req, 415, "Unsupported Media Type",
-                    "Content-Encoding is not supported; send the body uncompressed");
+                    "Content-Encoding: only gzip and identity are supported");
         return;
     }
     const char *p = query_param(query, "precision");
@@ -274,6 +328,22 @@ static void handle_ingest(struct http_input *h, struct evhttp_request *req,
     h->active = w;
     h->pending++;
     w->step = event_new(h->deps.base, -1, 0, write_step, w);
+    if (gzip) {
+        int zrc = gunzip_body((const uint8_t *)text, len, h->deps.max_body_bytes, &w->inflated);
+        if (zrc != 0) {
+            if (zrc == -2)
+                reply_error(req, 413, "Payload Too Large",
+                            "decompressed body larger than [listen] http_max_body");
+            else if (zrc == -1)
+                reply_error(req, 400, "Bad Request", "body is not valid gzip");
+            else
+                reply_error(req, 500, "Internal Server Error", "out of memory");
+            write_req_free(w);
+            return;
+        }
+        text = w->inflated.len ? (const char *)w->inflated.data : "";
+        len = w->inflated.len;
+    }
     if (!w->step || input_job_new(&opts, text, len, &w->job) != 0) {
         reply_error(req, 500, "Internal Server Error", "out of memory");
         write_req_free(w);

@@ -3,7 +3,8 @@
  *
  * Routes:
  *   POST /write    InfluxDB 1.x write API: line protocol body, `precision` = n|ns|u|us|ms|s
- *                  (default ns; `db`, `rp`, `u`, `p` are accepted and ignored). 204 once every
+ *                  (default ns; `db`, `rp`, `u`, `p` are accepted and ignored), body plain or
+ *                  Content-Encoding: gzip (decompressed size bounded by http_max_body). 204 once every
  *                  point is durable in the journal; 400 {"error": "..."} naming the line number
  *                  and reason of each bad line (up to 20), after the good lines of the same
  *                  request are durable; 413 body over [listen] http_max_body; 503 when the

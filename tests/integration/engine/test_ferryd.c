@@ -26,6 +26,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cmocka.h>
 
@@ -189,6 +190,8 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
     return ferry_buf_append(arg, p, size * n) == 0 ? size * n : 0;
 }
 
+static const char *extra_header; /* one more request header for the next http() call */
+
 /* One request; returns the status; the body (NUL-terminated) goes to resp. */
 static long http(const struct daemon *d, const char *method, const char *path, const char *body,
                  size_t body_len, struct ferry_buf *resp)
@@ -201,6 +204,12 @@ static long http(const struct daemon *d, const char *method, const char *path, c
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 20000L);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, resp);
+    struct curl_slist *headers = NULL;
+    if (extra_header) {
+        headers = curl_slist_append(NULL, extra_header);
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+        extra_header = NULL;
+    }
     if (strcmp(method, "POST") == 0) {
         curl_easy_setopt(c, CURLOPT_POST, 1L);
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
@@ -213,6 +222,7 @@ static long http(const struct daemon *d, const char *method, const char *path, c
     else
         fprintf(stderr, "curl %s: %s\n", url, curl_easy_strerror(cc));
     curl_easy_cleanup(c);
+    curl_slist_free_all(headers);
     assert_int_equal(ferry_buf_append_u8(resp, 0), 0);
     resp->len--;
     return status;
@@ -398,6 +408,56 @@ static void test_precision_parameter(void **state)
     assert_true(recs.r[0].ts_ns == 1700000000123LL * 1000000);
     assert_true(recs.r[1].ts_ns == 1700000000LL * 1000000000);
     assert_true(recs.r[2].ts_ns == 1700000000000001LL * 1000);
+}
+
+/* gzip-compresses `in` (what Telegraf sends by default). */
+static void gzip_text(const char *in, struct ferry_buf *out)
+{
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    assert_int_equal(deflateInit2(&zs, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    size_t bound = deflateBound(&zs, strlen(in));
+    assert_int_equal(ferry_buf_reserve(out, bound), 0);
+    zs.next_in = (Bytef *)in;
+    zs.avail_in = (uInt)strlen(in);
+    zs.next_out = out->data;
+    zs.avail_out = (uInt)bound;
+    assert_int_equal(deflate(&zs, Z_FINISH), Z_STREAM_END);
+    out->len = bound - zs.avail_out;
+    deflateEnd(&zs);
+}
+
+static void test_gzip_write_body(void **state)
+{
+    struct daemon *d = *state;
+    write_config(d, "[listen]\nhttp_max_body = 64KiB\n");
+    daemon_start(d);
+    struct ferry_buf gz = FERRY_BUF_INIT, resp = FERRY_BUF_INIT;
+    gzip_text("zipped,host=a v=1\nzipped,host=b v=2\n", &gz);
+    extra_header = "Content-Encoding: gzip";
+    assert_int_equal(http(d, "POST", "/write", (const char *)gz.data, gz.len, &resp), 204);
+    /* Not gzip at all */
+    extra_header = "Content-Encoding: gzip";
+    assert_int_equal(http(d, "POST", "/write", "plain v=1\n", 10, &resp), 400);
+    /* A small body that inflates past http_max_body: 413, nothing written */
+    char *big = malloc(200 * 1024 + 1);
+    for (size_t i = 0; i < 200 * 1024; i += 10)
+        memcpy(big + i, "bomb v=1\n\n", 10);
+    big[200 * 1024] = 0;
+    gz.len = 0;
+    gzip_text(big, &gz);
+    free(big);
+    assert_true(gz.len < 64 * 1024);
+    extra_header = "Content-Encoding: gzip";
+    assert_int_equal(http(d, "POST", "/write", (const char *)gz.data, gz.len, &resp), 413);
+    extra_header = "Content-Encoding: br";
+    assert_int_equal(http(d, "POST", "/write", "x v=1\n", 6, &resp), 415);
+    ferry_buf_free(&gz);
+    ferry_buf_free(&resp);
+    struct recs recs;
+    read_stream(d, RECORD_METRIC, &recs, NULL);
+    assert_int_equal(recs.n, 2);
+    assert_string_equal(recs.r[1].name, "zipped");
 }
 
 static void test_logs_plain_and_json_lines(void **state)
@@ -910,6 +970,7 @@ int main(int argc, char **argv)
         T(test_write_204_means_durable_even_after_sigkill),
         T(test_partial_bad_write_is_400_with_line_and_valid_lines_written),
         T(test_precision_parameter),
+        T(test_gzip_write_body),
         T(test_logs_plain_and_json_lines),
         T(test_udp_line_protocol),
         T(test_unix_socket_line_protocol),
