@@ -37,7 +37,10 @@
 #define ENT_LAST_IN_UNIT 0x1u
 #define ENT_FAILED 0x2u
 
-static size_t align8(size_t n) { return (n + 7) & ~(size_t)7; }
+static size_t align8(size_t n)
+{
+    return (n + 7) & ~(size_t)7;
+}
 
 static size_t entry_size(size_t klen, size_t vlen)
 {
@@ -230,8 +233,8 @@ out:
     return rc;
 }
 
-int journal_append(struct journal *j, enum record_stream stream, int64_t ts_ns,
-                   const void *payload, size_t len, unsigned flags, uint64_t *out_seq)
+int journal_append(struct journal *j, enum record_stream stream, int64_t ts_ns, const void *payload,
+                   size_t len, unsigned flags, uint64_t *out_seq)
 {
     if (!j || (unsigned)stream >= J_STREAMS)
         return JOURNAL_EINVAL;
@@ -260,9 +263,9 @@ int journal_appendv(struct journal *j, struct journal_append_req *reqs, size_t n
             rc = JOURNAL_EINVAL;
             goto out;
         }
-        items[i] = (struct jq_item){JQ_RECORD,    (uint8_t)reqs[i].stream, NULL, 0,
-                                    reqs[i].ts_ns, reqs[i].payload,        reqs[i].len,
-                                    &reqs[i].seq};
+        items[i] =
+            (struct jq_item){JQ_RECORD,     (uint8_t)reqs[i].stream, NULL,        0,
+                             reqs[i].ts_ns, reqs[i].payload,         reqs[i].len, &reqs[i].seq};
     }
     rc = enqueue(j, items, n, flags);
 out:
@@ -294,8 +297,7 @@ int journal_append_event_with_state(struct journal *j, int64_t ts_ns, const void
                                     ops[i].del ? 0 : ops[i].value_len,
                                     NULL};
     }
-    items[n_ops] = (struct jq_item){JQ_RECORD, RECORD_EVENT, NULL, 0, ts_ns, payload, len,
-                                    out_seq};
+    items[n_ops] = (struct jq_item){JQ_RECORD, RECORD_EVENT, NULL, 0, ts_ns, payload, len, out_seq};
     int rc = enqueue(j, items, n_ops + 1, flags);
     if (items != stack_items)
         free(items);
@@ -441,11 +443,8 @@ static int write_arena(struct journal *j, struct jarena *a, int skip, bool *had_
             }
             break;
         }
-        case JQ_FLUSH:
-            *had_flush = true;
-            break;
-        default:
-            break;
+        case JQ_FLUSH: *had_flush = true; break;
+        default: break;
         }
     }
     for (int s = 0; s < J_STREAMS; s++) {
@@ -464,9 +463,8 @@ static int write_arena(struct journal *j, struct jarena *a, int skip, bool *had_
     if (need_hwm) {
         uint64_t reserved[J_STREAMS], oldest[J_STREAMS];
         for (int s = 0; s < J_STREAMS; s++) {
-            reserved[s] = c.next_seq[s] - 1 > j->hwm_reserved[s]
-                              ? c.next_seq[s] - 1 + J_HWM_STEP
-                              : j->hwm_reserved[s];
+            reserved[s] = c.next_seq[s] - 1 > j->hwm_reserved[s] ? c.next_seq[s] - 1 + J_HWM_STEP
+                                                                 : j->hwm_reserved[s];
             bool found;
             int64_t ts;
             rc = j_oldest_unsent(j, txn, s, &found, &oldest[s], &ts);
@@ -666,8 +664,7 @@ static void resolve(struct journal *j, struct jarena *a, int group_err, int flus
                 if (prev->err == err && prev->stream == e->stream && prev->last + 1 == e->seq) {
                     prev->last = e->seq;
                 } else {
-                    j->fails[j->fail_pos] =
-                        (struct jfail){e->stream, e->seq, e->seq, err};
+                    j->fails[j->fail_pos] = (struct jfail){e->stream, e->seq, e->seq, err};
                     j->fail_pos = (j->fail_pos + 1) % J_FAIL_RING;
                 }
             }

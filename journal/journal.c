@@ -38,57 +38,38 @@
 #define J_MIN_QUOTA (1024ull * 1024)
 #define J_PAGE 4096u
 
-static const char *const table_names[] = {"event", "metric", "log", "meta", "acks", "gaps",
-                                          "state"};
+static const char *const table_names[] = {"event", "metric", "log",  "meta",
+                                          "acks",  "gaps",   "state"};
 #define J_TABLES 7
 
 const char *journal_strerror(int err)
 {
     switch (err) {
-    case JOURNAL_OK:
-        return "success";
-    case JOURNAL_EINVAL:
-        return "invalid argument";
-    case JOURNAL_ENOMEM:
-        return "out of memory";
-    case JOURNAL_EIO:
-        return "file I/O error";
-    case JOURNAL_ELMDB:
-        return "unexpected LMDB error";
-    case JOURNAL_EFULL:
-        return "journal quota reached and nothing may be evicted for this stream";
-    case JOURNAL_ECLOSED:
-        return "journal is closed or its committer stopped";
-    case JOURNAL_EAGAIN:
-        return "append queue full";
-    case JOURNAL_ETOOBIG:
-        return "record or value too large";
-    case JOURNAL_ECORRUPT:
-        return "journal file is damaged";
-    case JOURNAL_EVERSION:
-        return "journal file has another format version";
-    case JOURNAL_ENOTFOUND:
-        return "not found";
-    case JOURNAL_ERANGE:
-        return "sequence range not assigned";
-    case JOURNAL_ERDONLY:
-        return "journal opened read-only";
-    case JOURNAL_EBUSY:
-        return "journal is open for writing by another process";
-    default:
-        return "unknown journal error";
+    case JOURNAL_OK: return "success";
+    case JOURNAL_EINVAL: return "invalid argument";
+    case JOURNAL_ENOMEM: return "out of memory";
+    case JOURNAL_EIO: return "file I/O error";
+    case JOURNAL_ELMDB: return "unexpected LMDB error";
+    case JOURNAL_EFULL: return "journal quota reached and nothing may be evicted for this stream";
+    case JOURNAL_ECLOSED: return "journal is closed or its committer stopped";
+    case JOURNAL_EAGAIN: return "append queue full";
+    case JOURNAL_ETOOBIG: return "record or value too large";
+    case JOURNAL_ECORRUPT: return "journal file is damaged";
+    case JOURNAL_EVERSION: return "journal file has another format version";
+    case JOURNAL_ENOTFOUND: return "not found";
+    case JOURNAL_ERANGE: return "sequence range not assigned";
+    case JOURNAL_ERDONLY: return "journal opened read-only";
+    case JOURNAL_EBUSY: return "journal is open for writing by another process";
+    default: return "unknown journal error";
     }
 }
 
 const char *journal_durability_name(enum journal_durability mode)
 {
     switch (mode) {
-    case JOURNAL_SYNC_COMMIT:
-        return "commit";
-    case JOURNAL_SYNC_PERIODIC:
-        return "periodic";
-    case JOURNAL_SYNC_OS:
-        return "os";
+    case JOURNAL_SYNC_COMMIT: return "commit";
+    case JOURNAL_SYNC_PERIODIC: return "periodic";
+    case JOURNAL_SYNC_OS: return "os";
     }
     return NULL;
 }
@@ -109,12 +90,9 @@ int journal_durability_parse(const char *name, enum journal_durability *out)
 const char *journal_gap_reason_name(enum journal_gap_reason reason)
 {
     switch (reason) {
-    case JOURNAL_GAP_QUOTA:
-        return "quota";
-    case JOURNAL_GAP_WRITE_FAILED:
-        return "write-failed";
-    case JOURNAL_GAP_RECOVERY:
-        return "recovery";
+    case JOURNAL_GAP_QUOTA: return "quota";
+    case JOURNAL_GAP_WRITE_FAILED: return "write-failed";
+    case JOURNAL_GAP_RECOVERY: return "recovery";
     }
     return "unknown";
 }
@@ -306,11 +284,11 @@ static int verify_in_child(const char *path, int close_fd, char *why, size_t why
         if (write(fds[1], msg, n) < 0) {
             /* nothing to do: the exit status still says what happened */
         }
-        _exit(rc == 0                    ? 0
-              : rc == JOURNAL_EVERSION   ? 2
-              : rc == JOURNAL_EIO        ? 3
-              : rc == JOURNAL_ENOTFOUND  ? 4
-                                         : 1);
+        _exit(rc == 0                   ? 0
+              : rc == JOURNAL_EVERSION  ? 2
+              : rc == JOURNAL_EIO       ? 3
+              : rc == JOURNAL_ENOTFOUND ? 4
+                                        : 1);
     }
     close(fds[1]);
     char msg[512];
@@ -337,8 +315,8 @@ static int verify_in_child(const char *path, int close_fd, char *why, size_t why
         }
     }
     if (WIFSIGNALED(status)) {
-        errf(why, whylen, "%s: reading it killed the verifier with signal %d (damaged pages)",
-             path, WTERMSIG(status));
+        errf(why, whylen, "%s: reading it killed the verifier with signal %d (damaged pages)", path,
+             WTERMSIG(status));
         return JOURNAL_ECORRUPT;
     }
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
@@ -346,14 +324,10 @@ static int verify_in_child(const char *path, int close_fd, char *why, size_t why
         return 0;
     errf(why, whylen, "%s", msg[0] ? msg : "verification failed");
     switch (code) {
-    case 2:
-        return JOURNAL_EVERSION;
-    case 3:
-        return JOURNAL_EIO;
-    case 4:
-        return JOURNAL_ENOTFOUND;
-    default:
-        return JOURNAL_ECORRUPT;
+    case 2: return JOURNAL_EVERSION;
+    case 3: return JOURNAL_EIO;
+    case 4: return JOURNAL_ENOTFOUND;
+    default: return JOURNAL_ECORRUPT;
     }
 }
 
@@ -413,8 +387,7 @@ static int env_open(struct journal *j, bool *created, char *errbuf, size_t errle
     for (int t = 0; t < J_TABLES; t++) {
         mrc = mdb_dbi_open(txn, table_names[t], j->cfg.read_only ? 0 : MDB_CREATE, dbis[t]);
         if (mrc) {
-            errf(errbuf, errlen, "%s: table '%s': %s", j->path, table_names[t],
-                 mdb_strerror(mrc));
+            errf(errbuf, errlen, "%s: table '%s': %s", j->path, table_names[t], mdb_strerror(mrc));
             rc = mrc == MDB_NOTFOUND ? JOURNAL_ECORRUPT : j_lmdb_err(mrc);
             goto fail;
         }
@@ -586,8 +559,8 @@ static void after_recovery(struct journal *j, const uint64_t reserved[J_STREAMS]
                             ferry_realtime_ns(), buf, sizeof(buf), &len) != 0 ||
         len == 0 || len > sizeof(buf))
         return;
-    if (journal_append(j, RECORD_EVENT, ferry_realtime_ns(), buf, len, JOURNAL_APPEND_WAIT,
-                       NULL) == 0)
+    if (journal_append(j, RECORD_EVENT, ferry_realtime_ns(), buf, len, JOURNAL_APPEND_WAIT, NULL) ==
+        0)
         info->recovery_event_appended = true;
 }
 
@@ -717,8 +690,8 @@ int journal_open(const char *data_dir, const struct journal_config *cfg_in, stru
         info->recovered = true;
         if (!have_hwm) {
             size_t l = strlen(info->reason);
-            snprintf(info->reason + l, sizeof(info->reason) - l,
-                     "; no %s, sequences restart at 1", JOURNAL_HWM_FILE_NAME);
+            snprintf(info->reason + l, sizeof(info->reason) - l, "; no %s, sequences restart at 1",
+                     JOURNAL_HWM_FILE_NAME);
         }
     } else if (rc) {
         errf(errbuf, errlen, "%s", why);
@@ -769,8 +742,14 @@ int journal_close(struct journal *j)
     return rc;
 }
 
-const char *journal_data_dir(const struct journal *j) { return j ? j->dir : NULL; }
-const char *journal_file_path(const struct journal *j) { return j ? j->path : NULL; }
+const char *journal_data_dir(const struct journal *j)
+{
+    return j ? j->dir : NULL;
+}
+const char *journal_file_path(const struct journal *j)
+{
+    return j ? j->path : NULL;
+}
 
 /* ---- read transactions ------------------------------------------------------------------- */
 
@@ -927,8 +906,9 @@ int journal_read(struct journal *j, enum record_stream stream, const struct jour
             res->more = true;
             break;
         }
-        struct journal_entry e = {stream,   seq, (int64_t)j_get_le64(v.mv_data),
-                                  (const uint8_t *)v.mv_data + J_VALUE_HDR, len, acked};
+        struct journal_entry e = {
+            stream, seq,  (int64_t)j_get_le64(v.mv_data), (const uint8_t *)v.mv_data + J_VALUE_HDR,
+            len,    acked};
         res->records++;
         res->bytes += len;
         res->last_seq = seq;
@@ -1096,8 +1076,7 @@ int journal_gaps_mark_reported(struct journal *j, uint64_t up_to_id)
 int journal_state_get(struct journal *j, const char *key, size_t key_len, void *buf, size_t cap,
                       size_t *out_len)
 {
-    if (!j || !key || key_len == 0 || key_len > JOURNAL_STATE_KEY_MAX || !out_len ||
-        (cap && !buf))
+    if (!j || !key || key_len == 0 || key_len > JOURNAL_STATE_KEY_MAX || !out_len || (cap && !buf))
         return JOURNAL_EINVAL;
     MDB_txn *txn;
     int rc = read_begin(j, &txn);
@@ -1173,8 +1152,8 @@ int journal_stats(struct journal *j, struct journal_stats *out)
             break;
         ss->records = st.ms_entries;
         ss->bytes = c.bytes[s];
-        ss->unsent_records = st.ms_entries >= c.acked_records[s] ? st.ms_entries - c.acked_records[s]
-                                                                 : 0;
+        ss->unsent_records =
+            st.ms_entries >= c.acked_records[s] ? st.ms_entries - c.acked_records[s] : 0;
         ss->unsent_bytes = c.bytes[s] >= c.acked_bytes[s] ? c.bytes[s] - c.acked_bytes[s] : 0;
         ss->next_seq = c.next_seq[s];
         ss->evicted_records = c.evicted[s];

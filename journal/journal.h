@@ -43,8 +43,9 @@
  * call them where a few milliseconds are acceptable. Reads never wait for writers.
  *
  * PROCESSES. One process writes a data directory (an advisory lock enforces it: a second writable
- * journal_open() fails with JOURNAL_EBUSY after retrying for about a second). Any number of processes may open it read-only at the
- * same time (journal_config.read_only), e.g. `ferry journal stats` while ferryd runs.
+ * journal_open() fails with JOURNAL_EBUSY after retrying for about a second). Any number of
+ * processes may open it read-only at the same time (journal_config.read_only), e.g. `ferry journal
+ * stats` while ferryd runs.
  *
  * ERRORS. Functions return 0 or a negative enum journal_error. Functions that take an errbuf
  * write a one-line description of what failed and where (path, LMDB error text) into it.
@@ -64,28 +65,28 @@
 #define JOURNAL_FORMAT_VERSION 1
 
 /* File names inside the data directory. */
-#define JOURNAL_FILE_NAME "journal.mdb"         /* the LMDB data file (MDB_NOSUBDIR) */
+#define JOURNAL_FILE_NAME "journal.mdb"           /* the LMDB data file (MDB_NOSUBDIR) */
 #define JOURNAL_LOCK_FILE_NAME "journal.mdb-lock" /* LMDB's reader table */
-#define JOURNAL_OWNER_FILE_NAME "journal.owner" /* flock()ed by the one writing process */
-#define JOURNAL_HWM_FILE_NAME "journal.hwm"     /* sequence reservations (survive recreation) */
+#define JOURNAL_OWNER_FILE_NAME "journal.owner"   /* flock()ed by the one writing process */
+#define JOURNAL_HWM_FILE_NAME "journal.hwm"       /* sequence reservations (survive recreation) */
 
 /* Largest state key, in bytes (LMDB's default key limit). */
 #define JOURNAL_STATE_KEY_MAX 511
 
 enum journal_error {
     JOURNAL_OK = 0,
-    JOURNAL_EINVAL = -1,   /* an argument is out of range (stream id, NULL, zero length key) */
-    JOURNAL_ENOMEM = -2,   /* memory allocation failed */
-    JOURNAL_EIO = -3,      /* a file operation failed (errbuf or stats say which) */
-    JOURNAL_ELMDB = -4,    /* LMDB returned an unexpected error */
-    JOURNAL_EFULL = -5,    /* quota reached and nothing this append may evict is left; for
-                              metric/log this happens when unsent events fill the journal */
-    JOURNAL_ECLOSED = -6,  /* the journal is closing (or its committer stopped after an error) */
-    JOURNAL_EAGAIN = -7,   /* queue full and JOURNAL_APPEND_NONBLOCK was given */
-    JOURNAL_ETOOBIG = -8,  /* record larger than max_record_bytes, or a state value larger than
-                              the caller's buffer (journal_state_get sets *out_len) */
-    JOURNAL_ECORRUPT = -9, /* the file is damaged (only returned when it is not recovered:
-                              read_only or no_recovery) */
+    JOURNAL_EINVAL = -1,     /* an argument is out of range (stream id, NULL, zero length key) */
+    JOURNAL_ENOMEM = -2,     /* memory allocation failed */
+    JOURNAL_EIO = -3,        /* a file operation failed (errbuf or stats say which) */
+    JOURNAL_ELMDB = -4,      /* LMDB returned an unexpected error */
+    JOURNAL_EFULL = -5,      /* quota reached and nothing this append may evict is left; for
+                                metric/log this happens when unsent events fill the journal */
+    JOURNAL_ECLOSED = -6,    /* the journal is closing (or its committer stopped after an error) */
+    JOURNAL_EAGAIN = -7,     /* queue full and JOURNAL_APPEND_NONBLOCK was given */
+    JOURNAL_ETOOBIG = -8,    /* record larger than max_record_bytes, or a state value larger than
+                                the caller's buffer (journal_state_get sets *out_len) */
+    JOURNAL_ECORRUPT = -9,   /* the file is damaged (only returned when it is not recovered:
+                                read_only or no_recovery) */
     JOURNAL_EVERSION = -10,  /* the file has another format version (same condition) */
     JOURNAL_ENOTFOUND = -11, /* no such state key; or no journal in a read-only open's dir */
     JOURNAL_ERANGE = -12,    /* an ack range names sequences never assigned, or first > last */
@@ -134,8 +135,7 @@ int journal_durability_parse(const char *name, enum journal_durability *out) JOU
  * `event_type` and `message` are NUL-terminated and borrowed for the call.
  */
 typedef int (*journal_event_encoder_fn)(void *arg, const char *event_type, const char *message,
-                                        int64_t ts_ns, uint8_t *out, size_t cap,
-                                        size_t *out_len);
+                                        int64_t ts_ns, uint8_t *out, size_t cap, size_t *out_len);
 
 struct journal_config {
     /* Byte limit on the data file (default 256 MiB, minimum 1 MiB). The LMDB map size is set to
@@ -147,18 +147,18 @@ struct journal_config {
      * commit (default 200 us; 0 = commit at once; it never waits once group_max_bytes are
      * queued). Applies in every mode. */
     uint32_t group_window_us;
-    uint32_t sync_interval_ms;  /* JOURNAL_SYNC_PERIODIC only (default 1000) */
-    size_t group_max_bytes;     /* payload bytes per commit at most (default 4 MiB, and never
-                                   more than a sixteenth of the quota) */
-    size_t queue_max_bytes;     /* queued, uncommitted bytes at most; appends wait beyond it
-                                   (default 16 MiB, never more than an eighth of the quota,
-                                   since what is queued while a commit runs is the next
-                                   commit, and eviction makes room for it in advance) */
-    size_t max_record_bytes;    /* largest payload accepted (default 1 MiB) */
+    uint32_t sync_interval_ms;     /* JOURNAL_SYNC_PERIODIC only (default 1000) */
+    size_t group_max_bytes;        /* payload bytes per commit at most (default 4 MiB, and never
+                                      more than a sixteenth of the quota) */
+    size_t queue_max_bytes;        /* queued, uncommitted bytes at most; appends wait beyond it
+                                      (default 16 MiB, never more than an eighth of the quota,
+                                      since what is queued while a commit runs is the next
+                                      commit, and eviction makes room for it in advance) */
+    size_t max_record_bytes;       /* largest payload accepted (default 1 MiB) */
     uint32_t delete_chunk_records; /* acknowledged records deleted per write transaction
                                       (default 10000) */
-    bool read_only;  /* MDB_RDONLY: no committer thread, every write fails JOURNAL_ERDONLY, and a
-                        damaged file fails the open instead of being recovered */
+    bool read_only;   /* MDB_RDONLY: no committer thread, every write fails JOURNAL_ERDONLY, and a
+                         damaged file fails the open instead of being recovered */
     bool no_recovery; /* writable, but a damaged file fails the open (JOURNAL_ECORRUPT /
                          JOURNAL_EVERSION) instead of being moved aside */
     journal_event_encoder_fn encode_event; /* may be NULL: no event is appended */
@@ -210,11 +210,13 @@ int journal_close(struct journal *j);
 /* ---- Appending -------------------------------------------------------------------------- */
 
 /* Flags for the append functions. */
-#define JOURNAL_APPEND_WAIT 0x1u     /* return only after the record committed (durable as the
-                                        mode says); without it, return once it is queued */
-#define JOURNAL_APPEND_NONBLOCK 0x2u /* fail with JOURNAL_EAGAIN instead of waiting for queue
-                                        space (may be combined with WAIT: then only the commit
-                                        is waited for) */
+#define JOURNAL_APPEND_WAIT                                                                        \
+    0x1u /* return only after the record committed (durable as the                                 \
+            mode says); without it, return once it is queued */
+#define JOURNAL_APPEND_NONBLOCK                                                                    \
+    0x2u /* fail with JOURNAL_EAGAIN instead of waiting for queue                                  \
+            space (may be combined with WAIT: then only the commit                                 \
+            is waited for) */
 
 /*
  * Appends one record to `stream`. The payload (len bytes, 1..max_record_bytes) is copied before
@@ -228,8 +230,8 @@ int journal_close(struct journal *j);
  * reported as a JOURNAL_GAP_WRITE_FAILED gap. Without WAIT a commit error is counted in
  * journal_stats.failed_appends and reported the same way as a gap.
  */
-int journal_append(struct journal *j, enum record_stream stream, int64_t ts_ns,
-                   const void *payload, size_t len, unsigned flags, uint64_t *out_seq) JOURNAL_WUR;
+int journal_append(struct journal *j, enum record_stream stream, int64_t ts_ns, const void *payload,
+                   size_t len, unsigned flags, uint64_t *out_seq) JOURNAL_WUR;
 
 /* One record of journal_appendv(). */
 struct journal_append_req {
@@ -252,7 +254,7 @@ int journal_appendv(struct journal *j, struct journal_append_req *reqs, size_t n
 
 /* A change to the state table made with an event (journal_append_event_with_state). */
 struct journal_state_op {
-    const char *key;   /* 1..JOURNAL_STATE_KEY_MAX bytes, any bytes (not NUL-terminated) */
+    const char *key; /* 1..JOURNAL_STATE_KEY_MAX bytes, any bytes (not NUL-terminated) */
     size_t key_len;
     const void *value; /* ignored when del is set */
     size_t value_len;  /* 0..max_record_bytes */
@@ -409,7 +411,7 @@ struct journal_gap {
     uint64_t first; /* inclusive */
     uint64_t last;  /* inclusive */
     enum journal_gap_reason reason;
-    int64_t ts_ns;  /* wall clock when the gap was recorded (updated when a gap is extended) */
+    int64_t ts_ns; /* wall clock when the gap was recorded (updated when a gap is extended) */
 };
 
 /*
@@ -424,30 +426,30 @@ int journal_gaps_mark_reported(struct journal *j, uint64_t up_to_id) JOURNAL_WUR
 /* ---- Stats and maintenance -------------------------------------------------------------- */
 
 struct journal_stream_stats {
-    uint64_t records;       /* stored records, acknowledged-but-undeleted included */
-    uint64_t bytes;         /* their payload bytes */
+    uint64_t records;        /* stored records, acknowledged-but-undeleted included */
+    uint64_t bytes;          /* their payload bytes */
     uint64_t unsent_records; /* stored and not acknowledged */
     uint64_t unsent_bytes;
-    uint64_t next_seq;      /* the sequence the next append will get */
+    uint64_t next_seq;            /* the sequence the next append will get */
     uint64_t oldest_unsent_seq;   /* 0 when nothing is unsent */
     int64_t oldest_unsent_ts_ns;  /* its timestamp; 0 when nothing is unsent */
     int64_t oldest_unsent_age_ms; /* now - its timestamp (can be negative with a wrong clock);
                                      0 when nothing is unsent */
-    uint64_t evicted_records; /* unsent records evicted for quota since the journal was made */
+    uint64_t evicted_records;     /* unsent records evicted for quota since the journal was made */
     uint64_t evicted_acked_records; /* acknowledged records deleted early by eviction */
 };
 
 struct journal_stats {
     struct journal_stream_stats stream[RECORD_STREAM_COUNT]; /* indexed by enum record_stream */
-    uint64_t gaps_pending;   /* unreported gap entries */
-    uint64_t evictions;      /* eviction passes that removed unsent records */
+    uint64_t gaps_pending;                                   /* unreported gap entries */
+    uint64_t evictions; /* eviction passes that removed unsent records */
     uint64_t quota_bytes;
-    uint64_t used_bytes;     /* pages in use by all LMDB trees x page size */
-    uint64_t file_bytes;     /* size of journal.mdb on disk (st_size) */
-    uint64_t commits;        /* group commits since open */
+    uint64_t used_bytes;        /* pages in use by all LMDB trees x page size */
+    uint64_t file_bytes;        /* size of journal.mdb on disk (st_size) */
+    uint64_t commits;           /* group commits since open */
     uint64_t committed_records; /* records committed since open */
-    uint64_t failed_appends; /* records whose commit failed since open */
-    uint64_t queued_bytes;   /* waiting for the committer now */
+    uint64_t failed_appends;    /* records whose commit failed since open */
+    uint64_t queued_bytes;      /* waiting for the committer now */
     enum journal_durability durability;
 };
 

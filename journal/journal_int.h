@@ -28,13 +28,13 @@
 #include "journal/journal.h"
 
 #define J_STREAMS RECORD_STREAM_COUNT
-#define J_VALUE_HDR 8 /* ts_ns before the payload in a stream value */
+#define J_VALUE_HDR 8           /* ts_ns before the payload in a stream value */
 #define J_HWM_STEP (1ull << 20) /* sequences reserved per write of journal.hwm */
 
 /* Persisted in meta "counters"; changed only under write_mu inside a write transaction. */
 struct jcounters {
-    uint64_t next_seq[J_STREAMS];     /* next sequence not yet committed (or burned) */
-    uint64_t bytes[J_STREAMS];        /* payload bytes stored */
+    uint64_t next_seq[J_STREAMS];      /* next sequence not yet committed (or burned) */
+    uint64_t bytes[J_STREAMS];         /* payload bytes stored */
     uint64_t acked_records[J_STREAMS]; /* stored records inside ack ranges */
     uint64_t acked_bytes[J_STREAMS];
     uint64_t evicted[J_STREAMS];       /* unsent records evicted */
@@ -89,15 +89,15 @@ struct journal {
     MDB_dbi dbi_stream[J_STREAMS], dbi_meta, dbi_acks, dbi_gaps, dbi_state;
     unsigned psize;
     uint64_t mapsize;
-    uint64_t soft_limit; /* evict above this many used bytes */
-    uint64_t low_limit;  /* ... down to this */
+    uint64_t soft_limit;  /* evict above this many used bytes */
+    uint64_t low_limit;   /* ... down to this */
     uint64_t event_limit; /* no record is committed above this: the rest is for acks and gc */
 
     pthread_rwlock_t env_lock;
     pthread_mutex_t write_mu;
-    struct jcounters counters;    /* under write_mu */
-    uint64_t used_bytes;          /* under write_mu: after the last write txn */
-    atomic_bool refuse_nonevent;  /* metric/log appends fail JOURNAL_EFULL */
+    struct jcounters counters;        /* under write_mu */
+    uint64_t used_bytes;              /* under write_mu: after the last write txn */
+    atomic_bool refuse_nonevent;      /* metric/log appends fail JOURNAL_EFULL */
     uint64_t hwm_reserved[J_STREAMS]; /* committer only (and open) */
 
     pthread_mutex_t q_mu;
@@ -105,8 +105,8 @@ struct journal {
     pthread_cond_t space_cv;  /* producers wait for queue space */
     pthread_cond_t done_cv;   /* producers wait for their commit */
     struct jarena fill, spare;
-    uint64_t q_next_seq[J_STREAMS];    /* next sequence to assign */
-    uint64_t done_seq[J_STREAMS];      /* every seq <= this is resolved */
+    uint64_t q_next_seq[J_STREAMS]; /* next sequence to assign */
+    uint64_t done_seq[J_STREAMS];   /* every seq <= this is resolved */
     struct jfail fails[J_FAIL_RING];
     unsigned fail_pos;
     bool stopping;
@@ -180,8 +180,7 @@ int j_gc_stream(struct journal *j, MDB_txn *txn, struct jcounters *c, int stream
                 size_t *deleted, bool *more);
 /* Evicts until used <= target: acked, then unsent log, then unsent metric. *reached says
  * whether the target was reached. */
-int j_evict(struct journal *j, MDB_txn *txn, struct jcounters *c, uint64_t target,
-            bool *reached);
+int j_evict(struct journal *j, MDB_txn *txn, struct jcounters *c, uint64_t target, bool *reached);
 /* Records [first,last] of `stream` as a gap (merged with the newest unreported one when
  * adjacent with the same reason). */
 int j_gap_add(struct journal *j, MDB_txn *txn, struct jcounters *c, int stream, uint64_t first,

@@ -22,28 +22,20 @@
 int j_lmdb_err(int rc)
 {
     switch (rc) {
-    case 0:
-        return 0;
-    case MDB_NOTFOUND:
-        return JOURNAL_ENOTFOUND;
-    case MDB_MAP_FULL:
-        return JOURNAL_EFULL;
+    case 0: return 0;
+    case MDB_NOTFOUND: return JOURNAL_ENOTFOUND;
+    case MDB_MAP_FULL: return JOURNAL_EFULL;
     case MDB_CORRUPTED:
     case MDB_PAGE_NOTFOUND:
     case MDB_INVALID:
-    case MDB_BAD_TXN:
-        return JOURNAL_ECORRUPT;
-    case MDB_VERSION_MISMATCH:
-        return JOURNAL_EVERSION;
-    case ENOMEM:
-        return JOURNAL_ENOMEM;
+    case MDB_BAD_TXN: return JOURNAL_ECORRUPT;
+    case MDB_VERSION_MISMATCH: return JOURNAL_EVERSION;
+    case ENOMEM: return JOURNAL_ENOMEM;
     case EACCES:
     case EIO:
     case ENOSPC:
-    case EROFS:
-        return JOURNAL_EIO;
-    default:
-        return JOURNAL_ELMDB;
+    case EROFS: return JOURNAL_EIO;
+    default: return JOURNAL_ELMDB;
     }
 }
 
@@ -113,9 +105,15 @@ int j_counters_store(struct journal *j, MDB_txn *txn, const struct jcounters *c)
 
 int j_used_bytes(struct journal *j, MDB_txn *txn, uint64_t *out)
 {
-    MDB_dbi dbis[] = {0 /* FREE_DBI: the freelist's own pages */, 1 /* MAIN_DBI */,
-                      j->dbi_stream[0], j->dbi_stream[1], j->dbi_stream[2], j->dbi_meta,
-                      j->dbi_acks, j->dbi_gaps, j->dbi_state};
+    MDB_dbi dbis[] = {0 /* FREE_DBI: the freelist's own pages */,
+                      1 /* MAIN_DBI */,
+                      j->dbi_stream[0],
+                      j->dbi_stream[1],
+                      j->dbi_stream[2],
+                      j->dbi_meta,
+                      j->dbi_acks,
+                      j->dbi_gaps,
+                      j->dbi_state};
     uint64_t pages = 2; /* the two meta pages */
     for (size_t i = 0; i < sizeof(dbis) / sizeof(dbis[0]); i++) {
         MDB_stat st;
@@ -163,8 +161,8 @@ int j_ack_find_ge(struct journal *j, MDB_txn *txn, int stream, uint64_t seq, boo
     /* The range containing seq starts at or before it: look at the one before SET_RANGE. */
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
     if (rc == 0 || rc == MDB_NOTFOUND) {
-        int prc = rc == 0 ? mdb_cursor_get(c, &k, &v, MDB_PREV)
-                          : mdb_cursor_get(c, &k, &v, MDB_LAST);
+        int prc =
+            rc == 0 ? mdb_cursor_get(c, &k, &v, MDB_PREV) : mdb_cursor_get(c, &k, &v, MDB_LAST);
         if (prc == 0) {
             rc = ack_decode(&k, &v, stream, &ours, first, last);
             if (rc)
@@ -233,8 +231,8 @@ int j_ack_find_le(struct journal *j, MDB_txn *txn, int stream, uint64_t seq, boo
 }
 
 /* Counts stored records of `stream` in [first,last] (and their payload bytes). */
-static int count_stored(struct journal *j, MDB_txn *txn, int stream, uint64_t first,
-                        uint64_t last, uint64_t *records, uint64_t *bytes)
+static int count_stored(struct journal *j, MDB_txn *txn, int stream, uint64_t first, uint64_t last,
+                        uint64_t *records, uint64_t *bytes)
 {
     MDB_cursor *c;
     uint8_t key[8];

@@ -51,22 +51,21 @@ struct opts {
 
 /* ---- record rendering ------------------------------------------------------------------------ */
 
-static json_t *jstr(struct record_str s) { return json_stringn(s.ptr ? s.ptr : "", s.len); }
+static json_t *jstr(struct record_str s)
+{
+    return json_stringn(s.ptr ? s.ptr : "", s.len);
+}
 
 static json_t *field_json(const struct record_field *f)
 {
     switch (f->type) {
-    case RECORD_FIELD_FLOAT:
-        return json_real(f->v.f);
-    case RECORD_FIELD_INT:
-        return json_integer(f->v.i);
+    case RECORD_FIELD_FLOAT: return json_real(f->v.f);
+    case RECORD_FIELD_INT: return json_integer(f->v.i);
     case RECORD_FIELD_UINT:
         return f->v.u > (uint64_t)INT64_MAX ? json_real((double)f->v.u)
                                             : json_integer((json_int_t)f->v.u);
-    case RECORD_FIELD_STRING:
-        return jstr(f->v.s);
-    case RECORD_FIELD_BOOL:
-        return json_boolean(f->v.b);
+    case RECORD_FIELD_STRING: return jstr(f->v.s);
+    case RECORD_FIELD_BOOL: return json_boolean(f->v.b);
     }
     return json_null();
 }
@@ -102,8 +101,8 @@ static void print_entry(const struct opts *o, const struct journal_entry *e)
             json_t *tags = json_object(), *fields = json_object();
             for (size_t i = 0; i < r.n_tags; i++) {
                 char key[RECORD_MAX_KEY_LEN + 1];
-                size_t kl = r.tags[i].key.len < RECORD_MAX_KEY_LEN ? r.tags[i].key.len
-                                                                    : RECORD_MAX_KEY_LEN;
+                size_t kl =
+                    r.tags[i].key.len < RECORD_MAX_KEY_LEN ? r.tags[i].key.len : RECORD_MAX_KEY_LEN;
                 memcpy(key, r.tags[i].key.ptr, kl);
                 key[kl] = '\0';
                 json_object_set_new(tags, key, jstr(r.tags[i].value));
@@ -111,7 +110,7 @@ static void print_entry(const struct opts *o, const struct journal_entry *e)
             for (size_t i = 0; i < r.n_fields; i++) {
                 char key[RECORD_MAX_KEY_LEN + 1];
                 size_t kl = r.fields[i].key.len < RECORD_MAX_KEY_LEN ? r.fields[i].key.len
-                                                                      : RECORD_MAX_KEY_LEN;
+                                                                     : RECORD_MAX_KEY_LEN;
                 memcpy(key, r.fields[i].key.ptr, kl);
                 key[kl] = '\0';
                 json_object_set_new(fields, key, field_json(&r.fields[i]));
@@ -145,27 +144,17 @@ static void print_entry(const struct opts *o, const struct journal_entry *e)
         printf(" [%s] %.*s", record_level_name(r.level), (int)r.message.len,
                r.message.ptr ? r.message.ptr : "");
     for (size_t i = 0; i < r.n_tags; i++)
-        printf(",%.*s=%.*s", (int)r.tags[i].key.len, r.tags[i].key.ptr,
-               (int)r.tags[i].value.len, r.tags[i].value.ptr);
+        printf(",%.*s=%.*s", (int)r.tags[i].key.len, r.tags[i].key.ptr, (int)r.tags[i].value.len,
+               r.tags[i].value.ptr);
     for (size_t i = 0; i < r.n_fields; i++) {
         const struct record_field *f = &r.fields[i];
         printf("%s%.*s=", i ? "," : " ", (int)f->key.len, f->key.ptr);
         switch (f->type) {
-        case RECORD_FIELD_FLOAT:
-            printf("%.17g", f->v.f);
-            break;
-        case RECORD_FIELD_INT:
-            printf("%" PRId64 "i", f->v.i);
-            break;
-        case RECORD_FIELD_UINT:
-            printf("%" PRIu64 "u", f->v.u);
-            break;
-        case RECORD_FIELD_STRING:
-            printf("\"%.*s\"", (int)f->v.s.len, f->v.s.ptr);
-            break;
-        case RECORD_FIELD_BOOL:
-            printf("%s", f->v.b ? "true" : "false");
-            break;
+        case RECORD_FIELD_FLOAT: printf("%.17g", f->v.f); break;
+        case RECORD_FIELD_INT: printf("%" PRId64 "i", f->v.i); break;
+        case RECORD_FIELD_UINT: printf("%" PRIu64 "u", f->v.u); break;
+        case RECORD_FIELD_STRING: printf("\"%.*s\"", (int)f->v.s.len, f->v.s.ptr); break;
+        case RECORD_FIELD_BOOL: printf("%s", f->v.b ? "true" : "false"); break;
         }
     }
     printf("\n");
@@ -369,8 +358,7 @@ int cli_journal(int argc, char **argv)
             if (!strcmp(a, "--stream")) {
                 enum record_stream s;
                 if (record_stream_parse(v, &s) != 0) {
-                    fprintf(stderr, "ferry journal: unknown stream '%s' (event, metric, log)\n",
-                            v);
+                    fprintf(stderr, "ferry journal: unknown stream '%s' (event, metric, log)\n", v);
                     return 2;
                 }
                 o.stream = (int)s;

@@ -50,7 +50,10 @@ static void add_figure(const char *name, double value, const char *unit)
     }
 }
 
-static double now_s(void) { return (double)ferry_monotonic_ns() / 1e9; }
+static double now_s(void)
+{
+    return (double)ferry_monotonic_ns() / 1e9;
+}
 
 static char *subdir(const char *base, const char *name)
 {
@@ -195,9 +198,9 @@ static void *producer_main(void *arg)
     uint8_t buf[1024];
     memset(buf, 'p', sizeof(buf));
     for (size_t i = 0; i < p->records; i++) {
-        unsigned flags =
-            (i % p->wait_every == p->wait_every - 1 || i + 1 == p->records) ? JOURNAL_APPEND_WAIT
-                                                                             : 0;
+        unsigned flags = (i % p->wait_every == p->wait_every - 1 || i + 1 == p->records)
+                             ? JOURNAL_APPEND_WAIT
+                             : 0;
         int rc = journal_append(p->j, RECORD_METRIC, (int64_t)i, buf, p->payload, flags, NULL);
         if (rc) {
             p->rc = rc;
@@ -235,8 +238,8 @@ static double bench_producers(const char *dir, enum journal_durability mode, siz
         die("stats", 0);
     uint64_t commits = st1.commits - st0.commits;
     *commits_per_s = (double)commits / dt;
-    *avg_group = commits ? (double)(st1.committed_records - st0.committed_records) / (double)commits
-                         : 0;
+    *avg_group =
+        commits ? (double)(st1.committed_records - st0.committed_records) / (double)commits : 0;
     if (journal_close(j))
         die("close", 0);
     return (double)(records / (size_t)producers * (size_t)producers) / dt;
@@ -314,8 +317,8 @@ static double best_raw(const char *base, int *run, size_t payload, size_t record
     return best;
 }
 
-static double best_journal(const char *base, int *run, enum journal_durability mode,
-                           size_t payload, size_t records, size_t batch, double *cps)
+static double best_journal(const char *base, int *run, enum journal_durability mode, size_t payload,
+                           size_t records, size_t batch, double *cps)
 {
     double best = 0;
     for (int r = 0; r < repeat; r++) {
@@ -417,8 +420,7 @@ int main(int argc, char **argv)
     static const size_t sizes[] = {100, 1024};
     static const enum journal_durability modes[] = {JOURNAL_SYNC_COMMIT, JOURNAL_SYNC_PERIODIC,
                                                     JOURNAL_SYNC_OS};
-    printf("journal-bench: %" PRIu64 " records per run, %" PRIu64
-           " records per commit, dir %s\n\n",
+    printf("journal-bench: %" PRIu64 " records per run, %" PRIu64 " records per commit, dir %s\n\n",
            records, batch, base);
     printf("%-34s %14s %14s %10s\n", "measurement", "records/s", "commits/s", "vs raw");
     int run = 0;
@@ -444,13 +446,12 @@ int main(int argc, char **argv)
         for (size_t mi = 0; mi < 3; mi++) {
             double cps = 0;
             bool synced = modes[mi] == JOURNAL_SYNC_COMMIT;
-            double rate = best_journal(base, &run, modes[mi], sz, synced ? n_synced : n, batch,
-                                       &cps);
+            double rate =
+                best_journal(base, &run, modes[mi], sz, synced ? n_synced : n, batch, &cps);
             double ref = synced ? raw_sync : raw_nosync;
             char ratio[16];
             snprintf(ratio, sizeof(ratio), "%.2fx", rate / ref);
-            snprintf(name, sizeof(name), "journal %zuB %s", sz,
-                     journal_durability_name(modes[mi]));
+            snprintf(name, sizeof(name), "journal %zuB %s", sz, journal_durability_name(modes[mi]));
             printf("%-34s %14.0f %14.0f %10s\n", name, rate, cps, ratio);
             snprintf(name, sizeof(name), "journal_%zub_%s_rec_per_s", sz,
                      journal_durability_name(modes[mi]));
@@ -489,8 +490,7 @@ int main(int argc, char **argv)
         bench_read_ack(d, 100, (size_t)records, &read_rate, &ack_rate);
         jtest_rm_rf(d);
         free(d);
-        printf("%-34s %14.0f %14s %10s\n", "journal 100B read (1 MiB budget)", read_rate, "-",
-               "-");
+        printf("%-34s %14.0f %14s %10s\n", "journal 100B read (1 MiB budget)", read_rate, "-", "-");
         printf("%-34s %14.0f %14s %10s\n", "journal 100B ack+delete", ack_rate, "-", "-");
         add_figure("journal_100b_read_rec_per_s", read_rate, "");
         add_figure("journal_100b_ack_delete_rec_per_s", ack_rate, "");

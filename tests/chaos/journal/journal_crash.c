@@ -254,8 +254,8 @@ static int check_cb(void *arg, const struct journal_entry *en)
     }
     advance_expected(k);
     if (k->next_expected < en->seq && k->next_expected <= k->e->reported_max) {
-        fprintf(stderr, "FAIL stream %d: reported seq %" PRIu64 " missing (next present %" PRIu64
-                        ")\n",
+        fprintf(stderr,
+                "FAIL stream %d: reported seq %" PRIu64 " missing (next present %" PRIu64 ")\n",
                 k->stream, k->next_expected, en->seq);
         k->failures++;
         k->next_expected = en->seq;
@@ -486,8 +486,8 @@ int main(int argc, char **argv)
     if (failures)
         return 1;
     if (done < min_kills) {
-        fprintf(stderr, "journal-crash: only %" PRIu64 " kills in the time allowed (need %" PRIu64
-                        ")\n",
+        fprintf(stderr,
+                "journal-crash: only %" PRIu64 " kills in the time allowed (need %" PRIu64 ")\n",
                 done, min_kills);
         return 1;
     }

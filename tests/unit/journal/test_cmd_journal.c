@@ -52,13 +52,12 @@ static void append_log(struct journal *j, int i)
     snprintf(msg, sizeof(msg), "line %d", i);
     struct record_tag tag = {{"host", 4}, {"jetson-1", 8}};
     struct record_field field = {{"n", 1}, RECORD_FIELD_INT, {.i = i}};
-    struct record r = {RECORD_LOG, 0, 1000 + i, {"app", 3}, RECORD_LEVEL_WARN, {msg, strlen(msg)},
-                       &tag, 1, &field, 1};
+    struct record r = {RECORD_LOG,         0,    1000 + i, {"app", 3}, RECORD_LEVEL_WARN,
+                       {msg, strlen(msg)}, &tag, 1,        &field,     1};
     struct ferry_buf b = FERRY_BUF_INIT;
     assert_int_equal(record_pack(&r, &b), 0);
-    assert_int_equal(journal_append(j, RECORD_LOG, r.ts_ns, b.data, b.len, JOURNAL_APPEND_WAIT,
-                                    NULL),
-                     0);
+    assert_int_equal(
+        journal_append(j, RECORD_LOG, r.ts_ns, b.data, b.len, JOURNAL_APPEND_WAIT, NULL), 0);
     ferry_buf_free(&b);
 }
 
@@ -73,9 +72,8 @@ static void test_cli_reads_while_writer_is_open(void **state)
     assert_int_equal(journal_open(dir, &cfg, &j, NULL, NULL, 0), 0);
     for (int i = 1; i <= 5; i++)
         append_log(j, i);
-    assert_int_equal(journal_append(j, RECORD_EVENT, 7, "\xff\x01garbage", 9, JOURNAL_APPEND_WAIT,
-                                    NULL),
-                     0);
+    assert_int_equal(
+        journal_append(j, RECORD_EVENT, 7, "\xff\x01garbage", 9, JOURNAL_APPEND_WAIT, NULL), 0);
     struct journal_range r = {1, 1};
     assert_int_equal(journal_ack(j, RECORD_LOG, &r, 1), 0);
 
@@ -94,8 +92,8 @@ static void test_cli_reads_while_writer_is_open(void **state)
         assert_string_equal(json_string_value(json_object_get(o, "stream")), "log");
         assert_string_equal(json_string_value(json_object_get(o, "name")), "app");
         assert_string_equal(json_string_value(json_object_get(o, "level")), "warn");
-        assert_string_equal(
-            json_string_value(json_object_get(json_object_get(o, "tags"), "host")), "jetson-1");
+        assert_string_equal(json_string_value(json_object_get(json_object_get(o, "tags"), "host")),
+                            "jetson-1");
         assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "fields"), "n")),
                          lines + 1);
         json_decref(o);

@@ -361,9 +361,9 @@ static void test_event_with_state_is_atomic(void **state)
     static char big[2048];
     struct journal_state_op bad[2] = {{"ota/state", 9, "applied", 7, false},
                                       {"ota/blob", 8, big, sizeof(big), false}};
-    assert_int_equal(journal_append_event_with_state(f->j, 6, "applied", 7, bad, 2,
-                                                     JOURNAL_APPEND_WAIT, &seq),
-                     JOURNAL_ETOOBIG);
+    assert_int_equal(
+        journal_append_event_with_state(f->j, 6, "applied", 7, bad, 2, JOURNAL_APPEND_WAIT, &seq),
+        JOURNAL_ETOOBIG);
     assert_int_equal(journal_state_get(f->j, "ota/state", 9, buf, sizeof(buf), &len), 0);
     assert_memory_equal(buf, "written", 7);
     struct journal_stats st;
@@ -379,14 +379,14 @@ static void test_queue_full_nonblock(void **state)
     struct journal_config cfg;
     journal_config_init(&cfg);
     cfg.quota_bytes = 16ull * 1024 * 1024;
-    cfg.queue_max_bytes = 1;         /* one unit at a time */
-    cfg.group_window_us = 2000000;   /* the committer sits on the first record for 2 s */
+    cfg.queue_max_bytes = 1;       /* one unit at a time */
+    cfg.group_window_us = 2000000; /* the committer sits on the first record for 2 s */
     f->j = open_cfg(f, &cfg, NULL);
     uint64_t seq = 0;
     assert_int_equal(journal_append(f->j, RECORD_LOG, 0, "first", 5, 0, &seq), 0);
-    assert_int_equal(journal_append(f->j, RECORD_LOG, 0, "second", 6, JOURNAL_APPEND_NONBLOCK,
-                                    NULL),
-                     JOURNAL_EAGAIN);
+    assert_int_equal(
+        journal_append(f->j, RECORD_LOG, 0, "second", 6, JOURNAL_APPEND_NONBLOCK, NULL),
+        JOURNAL_EAGAIN);
     /* a waiting producer leads the commit itself, without waiting for the window */
     long long t0 = ferry_monotonic_ms_for_test();
     assert_int_equal(journal_flush(f->j), 0);
@@ -448,7 +448,8 @@ static void test_quota_eviction_order_and_gaps(void **state)
     assert_int_equal(journal_flush(f->j), 0);
     int rc = 0;
     for (int i = 0; i < 30000 && rc == 0; i++)
-        rc = journal_append(f->j, RECORD_LOG, i, payload, 200, JOURNAL_APPEND_WAIT * (i % 500 == 0), NULL);
+        rc = journal_append(f->j, RECORD_LOG, i, payload, 200, JOURNAL_APPEND_WAIT * (i % 500 == 0),
+                            NULL);
     assert_int_equal(rc, 0);
     assert_int_equal(journal_flush(f->j), 0);
     struct journal_stats st;
@@ -460,8 +461,7 @@ static void test_quota_eviction_order_and_gaps(void **state)
     assert_int_equal(st.stream[RECORD_METRIC].records, 2000); /* logs went first */
     assert_true(st.stream[RECORD_LOG].evicted_records > 0);
     assert_true(st.evictions > 0);
-    assert_int_equal(st.stream[RECORD_LOG].evicted_records + st.stream[RECORD_LOG].records,
-                     30000);
+    assert_int_equal(st.stream[RECORD_LOG].evicted_records + st.stream[RECORD_LOG].records, 30000);
     /* the gaps cover exactly the evicted log sequences, from 1 */
     struct journal_gap gaps[64];
     size_t n = 0;
@@ -547,9 +547,9 @@ static void test_events_fill_quota_refuses_other_streams(void **state)
     }
     assert_true(rc == 0 || rc == JOURNAL_EFULL);
     /* the log append was refused while events still fit, or events hit the hard limit */
-    assert_int_equal(journal_append(f->j, RECORD_METRIC, 0, payload, 100, JOURNAL_APPEND_WAIT,
-                                    NULL),
-                     JOURNAL_EFULL);
+    assert_int_equal(
+        journal_append(f->j, RECORD_METRIC, 0, payload, 100, JOURNAL_APPEND_WAIT, NULL),
+        JOURNAL_EFULL);
     assert_int_equal(journal_append(f->j, RECORD_LOG, 0, payload, 100, JOURNAL_APPEND_WAIT, NULL),
                      JOURNAL_EFULL);
     struct journal_stats st;
