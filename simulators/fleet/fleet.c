@@ -47,6 +47,7 @@ struct fleet_device {
     char dir[4096];
     char url[64];
     const char *profile_name;
+    struct flaky_profile saved_profile; /* the device's own profile during a cloud outage */
     struct flaky_rng rng;
     struct journal *journal;
     struct sync *sync;
@@ -54,7 +55,7 @@ struct fleet_device {
     struct event *tick;
     uint64_t generated;
     uint64_t append_errors;
-    uint64_t acked; /* metric + log sent_records at the last sample */
+    uint64_t acked; /* metric + log records acknowledged, from the journal (device_acked) */
     struct tick_mark *marks;
     size_t mark_head, mark_count, mark_cap;
     double cpu[4];
@@ -233,6 +234,24 @@ static uint64_t device_backlog(struct sync_status *st)
     return st->stream[RECORD_METRIC].backlog_records + st->stream[RECORD_LOG].backlog_records;
 }
 
+/*
+ * Records of this device the cloud acknowledged, counted from the journal: everything generated
+ * that is neither unsent nor evicted. The engine's own sent_records counts a record again when a
+ * retried batch is acknowledged again, so it can exceed what was generated; the journal cannot.
+ * (A record appended but not yet committed counts as acknowledged for the few hundred
+ * microseconds of the commit window.)
+ */
+static uint64_t device_acked(struct fleet_device *d)
+{
+    struct journal_stats js;
+    if (journal_stats(d->journal, &js) != 0)
+        return d->acked;
+    uint64_t gone = 0;
+    for (int s = RECORD_METRIC; s <= RECORD_LOG; s++)
+        gone += js.stream[s].unsent_records + js.stream[s].evicted_records;
+    return d->generated > gone ? d->generated - gone : 0;
+}
+
 static void sampler_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct fleet *f = arg;
@@ -244,7 +263,7 @@ static void sampler_cb(evutil_socket_t fd, short what, void *arg)
         struct fleet_device *d = &f->devs[i];
         struct sync_status st;
         sync_get_status(d->sync, &st);
-        d->acked = st.stream[RECORD_METRIC].sent_records + st.stream[RECORD_LOG].sent_records;
+        d->acked = device_acked(d);
         while (d->mark_count && d->marks[d->mark_head].upto <= d->acked) {
             struct tick_mark *m = &d->marks[d->mark_head];
             (void)push_delay(f, (uint32_t)(now - m->at_ms), 1);
@@ -272,16 +291,27 @@ static void sampler_cb(evutil_socket_t fd, short what, void *arg)
 
     if (f->cfg.outage_ms > 0 && !f->outage_started && t >= f->cfg.outage_at_ms) {
         f->outage_started = 1;
-        for (unsigned i = 0; i < f->n_devs; i++)
+        /* A cloud outage refuses: the ingest is gone, not the device's radio, so open
+         * requests are reset and new connections refused (instead of the profile's own
+         * down behaviour, which for a radio link holds them). */
+        for (unsigned i = 0; i < f->n_devs; i++) {
+            struct flaky_profile p = *flaky_proxy_profile(f->devs[i].proxy);
+            f->devs[i].saved_profile = p;
+            p.down_existing = FLAKY_DOWN_RESET;
+            p.down_new = FLAKY_DOWN_REFUSE;
+            flaky_proxy_set_profile(f->devs[i].proxy, &p);
             flaky_proxy_force_down(f->devs[i].proxy, 1);
+        }
         fprintf(stderr, "fleet: t=%llds cloud outage begins (%llds)\n", (long long)(t / 1000),
                 (long long)(f->cfg.outage_ms / 1000));
     } else if (f->outage_started && !f->outage_ended &&
                t >= f->cfg.outage_at_ms + f->cfg.outage_ms) {
         f->outage_ended = 1;
         f->outage_end_ms = now;
-        for (unsigned i = 0; i < f->n_devs; i++)
+        for (unsigned i = 0; i < f->n_devs; i++) {
             flaky_proxy_force_down(f->devs[i].proxy, 0);
+            flaky_proxy_set_profile(f->devs[i].proxy, &f->devs[i].saved_profile);
+        }
         fprintf(stderr, "fleet: t=%llds cloud outage ends\n", (long long)(t / 1000));
     }
     if (f->cfg.report_ms > 0 && now - f->last_report_ms >= f->cfg.report_ms) {
@@ -470,12 +500,6 @@ static int cmp_delay(const void *a, const void *b)
     return (x->ms > y->ms) - (x->ms < y->ms);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double percentile(const struct delay_sample *s, size_t n, double p)
 {
     if (!n)
@@ -495,7 +519,9 @@ void fleet_totals(struct fleet *f, struct fleet_totals *out)
         out->enrolled += st.enrolled;
         out->generated += d->generated;
         out->append_errors += d->append_errors;
-        out->acked += st.stream[RECORD_METRIC].sent_records + st.stream[RECORD_LOG].sent_records;
+        out->acked += device_acked(d);
+        out->engine_sent +=
+            st.stream[RECORD_METRIC].sent_records + st.stream[RECORD_LOG].sent_records;
         out->backlog += device_backlog(&st);
         out->batches += st.batches_sent;
         out->found_in_ingest += d->found;
@@ -509,13 +535,10 @@ void fleet_totals(struct fleet *f, struct fleet_totals *out)
         /* Skip the first seconds (enrollment) when there is enough history. */
         size_t skip = f->n_before > 10 ? 5 : 0;
         size_t n = f->n_before - skip;
-        double *tmp = malloc(n * sizeof *tmp);
-        if (tmp) {
-            memcpy(tmp, f->rate_before + skip, n * sizeof *tmp);
-            qsort(tmp, n, sizeof *tmp, cmp_double);
-            out->steady_requests_per_s = tmp[n / 2];
-            free(tmp);
-        }
+        double sum = 0;
+        for (size_t i = skip; i < f->n_before; i++)
+            sum += f->rate_before[i];
+        out->steady_requests_per_s = sum / (double)n;
     }
     out->peak_requests_per_s = f->peak_after;
     out->drain_ms = f->drain_end_ms ? (double)(f->drain_end_ms - f->drain_start_ms) : 0;
@@ -596,10 +619,9 @@ void fleet_print_devices(struct fleet *f, void *file)
                 "\"in_flight\":%u,\"failures\":%u,\"next_attempt_in_ms\":%lld,"
                 "\"last_error\":\"%s\"}\n",
                 d->name, st.device_id, d->profile_name, (unsigned long long)d->generated,
-                (unsigned long long)(st.stream[RECORD_METRIC].sent_records +
-                                     st.stream[RECORD_LOG].sent_records),
-                (unsigned long long)d->found, (unsigned long long)device_backlog(&st),
-                (unsigned long long)d->append_errors, st.in_flight, st.consecutive_failures,
-                (long long)st.next_attempt_in_ms, st.last_error);
+                (unsigned long long)device_acked(d), (unsigned long long)d->found,
+                (unsigned long long)device_backlog(&st), (unsigned long long)d->append_errors,
+                st.in_flight, st.consecutive_failures, (long long)st.next_attempt_in_ms,
+                st.last_error);
     }
 }

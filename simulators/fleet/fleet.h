@@ -60,7 +60,8 @@ struct fleet_totals {
     unsigned enrolled;
     uint64_t generated;
     uint64_t append_errors;
-    uint64_t acked;
+    uint64_t acked;       /* from the journals: generated minus unsent minus evicted */
+    uint64_t engine_sent; /* the engines' sent_records (counts re-acknowledged records again) */
     uint64_t backlog;
     uint64_t found_in_ingest; /* filled by fleet_count_in_ingest() */
     uint64_t batches;
@@ -68,7 +69,7 @@ struct fleet_totals {
     double delay_p90_ms;
     double delay_p99_ms;
     double delay_max_ms;
-    double steady_requests_per_s; /* median per-second request rate before the outage */
+    double steady_requests_per_s; /* mean per-second request rate before the outage */
     double peak_requests_per_s;   /* highest per-second rate in the 2 minutes after it */
     double drain_ms;              /* from the end of generation until nothing was left */
 };

@@ -257,16 +257,17 @@ int main(int argc, char **argv)
     if (fleet_count_in_ingest(fl, &t, err, sizeof err) < 0)
         fprintf(stderr, "ferry-fleet: %s\n", err);
     printf("{\"devices\":%u,\"enrolled\":%u,\"generated\":%llu,\"append_errors\":%llu,"
-           "\"acked\":%llu,\"found_in_ingest\":%llu,\"backlog\":%llu,\"batches\":%llu,"
+           "\"acked\":%llu,\"engine_sent_records\":%llu,\"found_in_ingest\":%llu,\"backlog\":%llu,"
+           "\"batches\":%llu,"
            "\"delay_ms\":{\"p50\":%.0f,\"p90\":%.0f,\"p99\":%.0f,\"max\":%.0f},"
            "\"steady_requests_per_s\":%.1f,\"peak_requests_per_s_after_outage\":%.1f,"
            "\"drain_ms\":%.0f,\"completed\":%s}\n",
            t.devices, t.enrolled, (unsigned long long)t.generated,
            (unsigned long long)t.append_errors, (unsigned long long)t.acked,
-           (unsigned long long)t.found_in_ingest, (unsigned long long)t.backlog,
-           (unsigned long long)t.batches, t.delay_p50_ms, t.delay_p90_ms, t.delay_p99_ms,
-           t.delay_max_ms, t.steady_requests_per_s, t.peak_requests_per_s, t.drain_ms,
-           fleet_done(fl) ? "true" : "false");
+           (unsigned long long)t.engine_sent, (unsigned long long)t.found_in_ingest,
+           (unsigned long long)t.backlog, (unsigned long long)t.batches, t.delay_p50_ms,
+           t.delay_p90_ms, t.delay_p99_ms, t.delay_max_ms, t.steady_requests_per_s,
+           t.peak_requests_per_s, t.drain_ms, fleet_done(fl) ? "true" : "false");
     fflush(stdout);
     if (devices_out) {
         FILE *f = fopen(devices_out, "w");
