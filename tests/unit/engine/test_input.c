@@ -226,6 +226,72 @@ static void test_multiline_string_across_slice_boundary(void **state)
     assert_int_equal(st.stream[RECORD_METRIC].unsent_records, lines + 1 + 1000);
 }
 
+static int count_cb(void *arg, const struct record *r)
+{
+    (void)r;
+    (*(size_t *)arg)++;
+    return 0;
+}
+
+/* Property: over a body of many slices with good and bad lines at random places, the job
+ * accepts exactly the lines that parse on their own and names exactly the others (by line
+ * number), whatever the slice boundaries are. Seeded, so a failure replays. */
+static void test_random_bodies_match_line_by_line_parse(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const good[] = {"cpu,host=a usage=0.5", "m v=1i 1700000000000000000",
+                                       "s text=\"hello world\"", "b ok=true,n=3u",
+                                       "esc\\ aped,t\\,k=v\\ x f=1"};
+    static const char *const bad[] = {"nofields", "m v=", "m v=1 notatime", "m v=1i2",
+                                      "m,=x v=1", "m v=\"unterminated"};
+    for (unsigned seed = 1; seed <= 3; seed++) {
+        srand(seed);
+        struct ferry_buf body = FERRY_BUF_INIT;
+        size_t expect_good = 0, n_lines = 0;
+        size_t bad_lines[64];
+        size_t n_bad = 0;
+        while (body.len < 700 * 1024) {
+            n_lines++;
+            int r = rand() % 1000;
+            const char *line;
+            if (r < 2 && n_bad < 20) {
+                line = bad[rand() % 6];
+                bad_lines[n_bad++] = n_lines;
+            } else if (r < 6) {
+                line = ""; /* empty line */
+            } else {
+                line = good[rand() % 5];
+            }
+            /* Each line checked on its own: the oracle. */
+            size_t ok = 0;
+            struct lineproto_error err;
+            int prc = lineproto_parse(line, strlen(line), LINEPROTO_NS, 1, count_cb, &ok, &err);
+            if (line[0] && prc == 0)
+                expect_good += ok;
+            assert_true(line[0] == 0 || (prc == 0) == (line != bad[0] && line != bad[1] &&
+                                                     line != bad[2] && line != bad[3] &&
+                                                     line != bad[4] && line != bad[5]));
+            assert_int_equal(ferry_buf_printf(&body, "%s\n", line), 0);
+        }
+        struct input_opts o;
+        default_opts(&o, INPUT_LINEPROTO);
+        struct input_job *job = run_job(f->j, &o, (const char *)body.data, body.len);
+        assert_int_equal(input_job_accepted(job), expect_good);
+        assert_int_equal(input_job_rejected(job), n_bad);
+        for (size_t i = 0; i < n_bad; i++) {
+            char want[64];
+            snprintf(want, sizeof want, "line %zu: ", bad_lines[i]);
+            if (!strstr(input_job_errors(job), want))
+                fail_msg("seed %u: \"%s\" missing in:\n%s", seed, want, input_job_errors(job));
+        }
+        input_job_free(job);
+        ferry_buf_free(&body);
+    }
+    struct journal_stats st;
+    assert_int_equal(journal_stats(f->j, &st), 0);
+    assert_true(st.stream[RECORD_METRIC].unsent_records > 0);
+}
+
 static void test_log_lines_plain_and_json(void **state)
 {
     struct fixture *f = *state;
@@ -285,6 +351,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_big_body_is_appended_in_several_units, setup, teardown),
         cmocka_unit_test_setup_teardown(test_multiline_string_across_slice_boundary, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_random_bodies_match_line_by_line_parse, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_log_lines_plain_and_json, setup, teardown),
         cmocka_unit_test(test_event_packing),
