@@ -51,9 +51,9 @@
 #define DELTA_FIXED_HEADER_BYTES 112u
 #define DELTA_CHUNK_ENTRY_BYTES 84u /* without its extents */
 #define DELTA_EXTENT_BYTES 12u
-#define DELTA_BLOCK 32u          /* rolling-hash block length */
-#define DELTA_MIN_MATCH 48u      /* shorter verified matches are ignored */
-#define DELTA_PAD 4096u          /* base bytes kept on each side of a match */
+#define DELTA_BLOCK 32u             /* rolling-hash block length */
+#define DELTA_MIN_MATCH 48u         /* shorter verified matches are ignored */
+#define DELTA_PAD 4096u             /* base bytes kept on each side of a match */
 #define DELTA_MERGE_GAP (64u << 10) /* extents closer than this become one */
 #define DELTA_ROLL_PRIME 0x100000001b3ULL
 
@@ -262,7 +262,10 @@ static uint64_t roll_init(const uint8_t *p)
     return h;
 }
 
-static uint64_t slot_of(uint64_t h, int shift) { return (h * 0x9E3779B97F4A7C15ULL) >> shift; }
+static uint64_t slot_of(uint64_t h, int shift)
+{
+    return (h * 0x9E3779B97F4A7C15ULL) >> shift;
+}
 
 static int is_uniform(const uint8_t *p, size_t n)
 {
@@ -370,7 +373,10 @@ static int cmp_weight_desc(const void *a, const void *b)
     return cmp_start(a, b);
 }
 
-static uint64_t align_down(uint64_t v) { return v & ~(uint64_t)(DELTA_EXTENT_ALIGN - 1); }
+static uint64_t align_down(uint64_t v)
+{
+    return v & ~(uint64_t)(DELTA_EXTENT_ALIGN - 1);
+}
 static uint64_t align_up(uint64_t v)
 {
     return (v + DELTA_EXTENT_ALIGN - 1) & ~(uint64_t)(DELTA_EXTENT_ALIGN - 1);
@@ -582,8 +588,8 @@ int delta_make(const char *base_path, const char *target_path, const char *out_p
         crypto_hash_sha256(base_sha, base.p ? base.p : (const uint8_t *)"", base.size);
     crypto_hash_sha256(target_sha, target.p ? target.p : (const uint8_t *)"", target.size);
 
-    uint64_t whole_cap = o.whole_base_max_mib < 0 ? o.max_ref_bytes
-                                                  : (uint64_t)o.whole_base_max_mib << 20;
+    uint64_t whole_cap =
+        o.whole_base_max_mib < 0 ? o.max_ref_bytes : (uint64_t)o.whole_base_max_mib << 20;
     if (base.size > 0 && base.size <= whole_cap && base.size <= o.max_ref_bytes)
         whole_base = 1;
     else if (base.size >= DELTA_BLOCK && (rc = index_build(&ix, base.p, base.size)) != DELTA_OK) {
@@ -613,8 +619,7 @@ int delta_make(const char *base_path, const char *target_path, const char *out_p
         if (whole_base) {
             rc = extents_push(&chunks[i].ext, 0, base.size, 1);
         } else if (ix.slots) {
-            rc = window_matches(&ix, base.p, base.size, target.p, t0, t1, &chunks[i].ext,
-                                &matched);
+            rc = window_matches(&ix, base.p, base.size, target.p, t0, t1, &chunks[i].ext, &matched);
             if (rc == DELTA_OK)
                 extents_finish(&chunks[i].ext, base.size, o.max_ref_bytes);
         }
@@ -705,8 +710,7 @@ int delta_make(const char *base_path, const char *target_path, const char *out_p
         goto out;
     }
     if ((e = pwrite_full(out_fd, header.data, header.len, 0)) != 0 || fsync(out_fd) != 0) {
-        rc = fail(err, err_len, DELTA_E_IO, "write %s: %s", tmp_path,
-                  strerror(e ? -e : errno));
+        rc = fail(err, err_len, DELTA_E_IO, "write %s: %s", tmp_path, strerror(e ? -e : errno));
         goto out;
     }
     if (close(out_fd) != 0) {
@@ -785,16 +789,16 @@ static int parse_header(const uint8_t *p, uint64_t file_size, struct delta_parse
         return fail(err, err_len, DELTA_E_FORMAT, "delta: version %u, expected %u", version,
                     DELTA_VERSION);
     if ((flags & ~1u) != 0 || align != DELTA_EXTENT_ALIGN)
-        return fail(err, err_len, DELTA_E_FORMAT, "delta: unknown flags %#x or alignment %u",
-                    flags, align);
+        return fail(err, err_len, DELTA_E_FORMAT, "delta: unknown flags %#x or alignment %u", flags,
+                    align);
     if (in->window_bytes < 4096 || in->window_bytes > DELTA_MAX_WINDOW_BYTES)
         return fail(err, err_len, DELTA_E_LIMIT, "delta: window of %u bytes out of range",
                     in->window_bytes);
     if (header_len < DELTA_FIXED_HEADER_BYTES + 32 || header_len > file_size)
         return fail(err, err_len, DELTA_E_FORMAT, "delta: header length %u out of range",
                     header_len);
-    uint64_t want_chunks = in->target_size / in->window_bytes +
-                           (in->target_size % in->window_bytes != 0);
+    uint64_t want_chunks =
+        in->target_size / in->window_bytes + (in->target_size % in->window_bytes != 0);
     if (in->chunks != want_chunks)
         return fail(err, err_len, DELTA_E_FORMAT,
                     "delta: %u chunks for %llu target bytes in windows of %u", in->chunks,
@@ -813,8 +817,7 @@ static int parse_header(const uint8_t *p, uint64_t file_size, struct delta_parse
     d->entry_off = calloc(in->chunks ? in->chunks : 1, sizeof(uint64_t));
     if (!d->entry_off)
         return fail(err, err_len, DELTA_E_NOMEM, "out of memory");
-    ferry_reader_init(&r, p + DELTA_FIXED_HEADER_BYTES,
-                      header_len - 32 - DELTA_FIXED_HEADER_BYTES);
+    ferry_reader_init(&r, p + DELTA_FIXED_HEADER_BYTES, header_len - 32 - DELTA_FIXED_HEADER_BYTES);
     uint64_t data_off = header_len;
     for (uint32_t i = 0; i < in->chunks; i++) {
         d->entry_off[i] = (uint64_t)(r.p - p);
@@ -843,9 +846,8 @@ static int parse_header(const uint8_t *p, uint64_t file_size, struct delta_parse
             if (r.failed)
                 return fail(err, err_len, DELTA_E_FORMAT, "delta: chunk %u extents truncated", i);
             int last = k + 1 == next;
-            if (elen == 0 || eoff % DELTA_EXTENT_ALIGN || eoff < prev_end ||
-                eoff > in->base_size || elen > in->base_size - eoff ||
-                (!last && elen % DELTA_EXTENT_ALIGN) ||
+            if (elen == 0 || eoff % DELTA_EXTENT_ALIGN || eoff < prev_end || eoff > in->base_size ||
+                elen > in->base_size - eoff || (!last && elen % DELTA_EXTENT_ALIGN) ||
                 (last && elen % DELTA_EXTENT_ALIGN && eoff + elen != in->base_size))
                 return fail(err, err_len, DELTA_E_FORMAT,
                             "delta: chunk %u extent %u [%llu,+%u) invalid", i, k,
@@ -854,8 +856,8 @@ static int parse_header(const uint8_t *p, uint64_t file_size, struct delta_parse
             ref += elen;
         }
         if (ref > DELTA_MAX_REF_BYTES)
-            return fail(err, err_len, DELTA_E_LIMIT, "delta: chunk %u reference of %llu bytes",
-                        i, (unsigned long long)ref);
+            return fail(err, err_len, DELTA_E_LIMIT, "delta: chunk %u reference of %llu bytes", i,
+                        (unsigned long long)ref);
         if (ref > in->max_ref_bytes)
             in->max_ref_bytes = ref;
     }
@@ -941,8 +943,7 @@ static int ref_build(int base_fd, const uint8_t *entry_ext, uint32_t next, struc
         return DELTA_OK;
     }
     /* Reserve address space only (PROT_NONE, nothing resident), then map each extent over it. */
-    void *area = mmap(NULL, reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                      -1, 0);
+    void *area = mmap(NULL, reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (area == MAP_FAILED)
         return DELTA_E_NOMEM;
     r->p = area;
@@ -952,8 +953,8 @@ static int ref_build(int base_fd, const uint8_t *entry_ext, uint32_t next, struc
     for (uint32_t k = 0; k < next; k++) {
         uint64_t off = ferry_read_le64(&rd);
         uint32_t len = ferry_read_le32(&rd);
-        void *at = mmap(r->p + pos, align_up(len), PROT_READ, MAP_SHARED | MAP_FIXED, base_fd,
-                        (off_t)off);
+        void *at =
+            mmap(r->p + pos, align_up(len), PROT_READ, MAP_SHARED | MAP_FIXED, base_fd, (off_t)off);
         if (at == MAP_FAILED) {
             ref_release(r);
             return DELTA_E_IO;
@@ -1085,8 +1086,7 @@ int delta_apply(const char *base_path, const char *delta_path, const char *targe
         ferry_read_bytes(&r, 64);
         uint32_t next = ferry_read_le32(&r);
         if ((rc = ref_build(base_fd, ent + DELTA_CHUNK_ENTRY_BYTES, next, &ref)) != DELTA_OK) {
-            rc = fail(err, err_len, rc, "mapping base extents of chunk %u: %s", i,
-                      strerror(errno));
+            rc = fail(err, err_len, rc, "mapping base extents of chunk %u: %s", i, strerror(errno));
             goto out;
         }
         size_t zr = ZSTD_DCtx_reset(dctx, ZSTD_reset_session_and_parameters);
@@ -1097,8 +1097,8 @@ int delta_apply(const char *base_path, const char *delta_path, const char *targe
         if (!ZSTD_isError(zr)) {
             unsigned long long fcs = ZSTD_getFrameContentSize(dm.p + off, dlen);
             if (fcs != tlen) {
-                rc = fail(err, err_len, DELTA_E_FORMAT, "chunk %u: frame announces %llu bytes",
-                          i, fcs);
+                rc = fail(err, err_len, DELTA_E_FORMAT, "chunk %u: frame announces %llu bytes", i,
+                          fcs);
                 goto out;
             }
             zr = ZSTD_decompressDCtx(dctx, window, d.info.window_bytes, dm.p + off, dlen);

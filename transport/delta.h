@@ -54,11 +54,11 @@ const char *delta_strerror(int err);
 #define DELTA_MAX_EXTENTS_PER_CHUNK 8192u
 
 struct delta_make_options {
-    int level;               /* zstd level, 1..22 (default 19) */
-    uint32_t window_bytes;   /* target window per chunk (default 8 MiB, max 16 MiB) */
-    uint32_t max_ref_bytes;  /* cap on a chunk's reference extents (default 56 MiB) */
-    int whole_base_max_mib;  /* a base up to this size is the reference of every chunk (default
-                                = max_ref_bytes); 0 disables */
+    int level;              /* zstd level, 1..22 (default 19) */
+    uint32_t window_bytes;  /* target window per chunk (default 8 MiB, max 16 MiB) */
+    uint32_t max_ref_bytes; /* cap on a chunk's reference extents (default 56 MiB) */
+    int whole_base_max_mib; /* a base up to this size is the reference of every chunk (default
+                               = max_ref_bytes); 0 disables */
 };
 
 /* Fills `o` with the defaults above. */

@@ -46,8 +46,8 @@ struct download {
     uint64_t max_bytes_per_s;
     int64_t chunk_deadline_ms, backoff_min_ms, backoff_max_ms, backoff_ms;
     int fd;
-    uint32_t cur;       /* next chunk to fetch */
-    uint8_t *chunk;     /* bytes of chunk `cur` received so far */
+    uint32_t cur;   /* next chunk to fetch */
+    uint8_t *chunk; /* bytes of chunk `cur` received so far */
     size_t chunk_len;
     uint64_t stream_pos; /* absolute artifact offset of the next byte of the response */
     int stream_started;

@@ -79,13 +79,13 @@ struct download_opts {
 
 /* What a running or finished download did (for status output and tests). */
 struct download_stats {
-    uint32_t next_chunk;     /* first chunk not yet verified and written */
+    uint32_t next_chunk; /* first chunk not yet verified and written */
     uint32_t chunk_count;
     uint64_t bytes_done;     /* artifact bytes verified and written, including resumed ones */
     uint64_t bytes_received; /* response body bytes received, all attempts (wire cost) */
     uint32_t requests;
     uint32_t retries;
-    uint32_t bad_chunks;     /* chunks that failed their hash (and were fetched again) */
+    uint32_t bad_chunks; /* chunks that failed their hash (and were fetched again) */
 };
 
 int download_start(struct http_client *client, struct event_base *base,

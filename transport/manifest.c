@@ -84,8 +84,8 @@ void manifest_key_id(const uint8_t public_key[32], char out_hex[17])
 
 static int valid_name_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '-' || c == '_' || c == '+';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '-' || c == '_' || c == '+';
 }
 
 /* Copies a required short string field made of [A-Za-z0-9._+-]. */
@@ -99,12 +99,12 @@ static int get_name(json_t *obj, const char *key, char *out, const char *where, 
     size_t n = json_string_length(v);
     const char *s = json_string_value(v);
     if (n == 0 || n > MANIFEST_MAX_STRING)
-        return fail(err, err_len, MANIFEST_E_FORMAT, "%s: \"%s\" length %zu not in 1..%u",
-                    where, key, n, MANIFEST_MAX_STRING);
+        return fail(err, err_len, MANIFEST_E_FORMAT, "%s: \"%s\" length %zu not in 1..%u", where,
+                    key, n, MANIFEST_MAX_STRING);
     for (size_t i = 0; i < n; i++)
         if (!valid_name_char(s[i]))
-            return fail(err, err_len, MANIFEST_E_FORMAT, "%s: \"%s\" has a bad character",
-                        where, key);
+            return fail(err, err_len, MANIFEST_E_FORMAT, "%s: \"%s\" has a bad character", where,
+                        key);
     memcpy(out, s, n);
     out[n] = '\0';
     return MANIFEST_OK;
@@ -116,8 +116,7 @@ static int get_hash(json_t *obj, const char *key, uint8_t out[32], const char *w
     json_t *v = json_object_get(obj, key);
     if (!json_is_string(v) || json_string_length(v) != 64 ||
         ferry_hex_decode(json_string_value(v), out, 32) != 0)
-        return fail(err, err_len, MANIFEST_E_FORMAT, "%s: \"%s\" is not 64 hex digits", where,
-                    key);
+        return fail(err, err_len, MANIFEST_E_FORMAT, "%s: \"%s\" is not 64 hex digits", where, key);
     return MANIFEST_OK;
 }
 
@@ -125,8 +124,8 @@ static int get_u64(json_t *obj, const char *key, uint64_t min, uint64_t max, uin
                    const char *where, char *err, size_t err_len)
 {
     json_t *v = json_object_get(obj, key);
-    if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-        (uint64_t)json_integer_value(v) < min || (uint64_t)json_integer_value(v) > max)
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) < min ||
+        (uint64_t)json_integer_value(v) > max)
         return fail(err, err_len, MANIFEST_E_FORMAT, "%s: \"%s\" missing or out of range", where,
                     key);
     *out = (uint64_t)json_integer_value(v);
@@ -150,8 +149,7 @@ static int parse_artifact(json_t *a, size_t idx, struct manifest *m, char *err, 
     else if (strcmp(ks, "delta") == 0)
         art->kind = MANIFEST_ARTIFACT_DELTA;
     else
-        return fail(err, err_len, MANIFEST_E_FORMAT, "%s: \"kind\" must be full or delta",
-                    where);
+        return fail(err, err_len, MANIFEST_E_FORMAT, "%s: \"kind\" must be full or delta", where);
     int rc;
     uint64_t v;
     if ((rc = get_hash(a, "sha256", art->sha256, where, err, err_len)) != 0 ||
@@ -162,8 +160,7 @@ static int parse_artifact(json_t *a, size_t idx, struct manifest *m, char *err, 
     art->chunk_bytes = (uint32_t)v;
     uint64_t want = art->size / art->chunk_bytes + (art->size % art->chunk_bytes != 0);
     json_t *chunks = json_object_get(a, "chunks");
-    if (!json_is_array(chunks) || json_array_size(chunks) != want ||
-        want > MANIFEST_MAX_CHUNKS)
+    if (!json_is_array(chunks) || json_array_size(chunks) != want || want > MANIFEST_MAX_CHUNKS)
         return fail(err, err_len, MANIFEST_E_FORMAT,
                     "%s: \"chunks\" must list %llu hashes (at most %u)", where,
                     (unsigned long long)want, MANIFEST_MAX_CHUNKS);
@@ -175,8 +172,7 @@ static int parse_artifact(json_t *a, size_t idx, struct manifest *m, char *err, 
         json_t *h = json_array_get(chunks, i);
         if (!json_is_string(h) || json_string_length(h) != 64 ||
             ferry_hex_decode(json_string_value(h), m->chunks[idx] + 32 * i, 32) != 0)
-            return fail(err, err_len, MANIFEST_E_FORMAT, "%s: chunks[%zu] is not a hash", where,
-                        i);
+            return fail(err, err_len, MANIFEST_E_FORMAT, "%s: chunks[%zu] is not a hash", where, i);
     }
     art->chunk_sha256 = (const uint8_t(*)[32])m->chunks[idx];
     if (art->kind == MANIFEST_ARTIFACT_DELTA) {
@@ -192,8 +188,8 @@ static int parse_artifact(json_t *a, size_t idx, struct manifest *m, char *err, 
 static int parse_payload_json(struct manifest *m, char *err, size_t err_len)
 {
     json_error_t jerr;
-    json_t *root = json_loadb((const char *)m->payload, m->payload_len,
-                              JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root =
+        json_loadb((const char *)m->payload, m->payload_len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
         return fail(err, err_len, MANIFEST_E_FORMAT, "payload: JSON error at byte %d: %s",
                     jerr.position, jerr.text);
@@ -436,8 +432,9 @@ int manifest_sign(const uint8_t *payload, size_t len, const uint8_t secret_key[6
     if (!b64)
         return MANIFEST_E_NOMEM;
     sodium_bin2base64(b64, b64cap, payload, len, sodium_base64_VARIANT_ORIGINAL);
-    int bad = ferry_buf_printf(out, "{\"format\":\"%s\",\"payload\":\"%s\",\"signatures\":"
-                                    "[{\"key_id\":\"%s\",\"sig\":\"%s\"}]}\n",
+    int bad = ferry_buf_printf(out,
+                               "{\"format\":\"%s\",\"payload\":\"%s\",\"signatures\":"
+                               "[{\"key_id\":\"%s\",\"sig\":\"%s\"}]}\n",
                                MANIFEST_FORMAT, b64, kid, sighex);
     free(b64);
     return bad ? MANIFEST_E_NOMEM : MANIFEST_OK;
@@ -446,14 +443,38 @@ int manifest_sign(const uint8_t *payload, size_t len, const uint8_t secret_key[6
 /* ---------------------------------------------------------------------------------------- */
 /* Accessors and policy                                                                       */
 
-const char *manifest_component(const struct manifest *m) { return m->component; }
-const char *manifest_version(const struct manifest *m) { return m->version; }
-const char *manifest_device_class(const struct manifest *m) { return m->device_class; }
-uint64_t manifest_serial(const struct manifest *m) { return m->serial; }
-int manifest_is_rollback(const struct manifest *m) { return m->rollback; }
-const uint8_t *manifest_target_sha256(const struct manifest *m) { return m->target_sha256; }
-uint64_t manifest_target_size(const struct manifest *m) { return m->target_size; }
-size_t manifest_artifact_count(const struct manifest *m) { return m->artifact_count; }
+const char *manifest_component(const struct manifest *m)
+{
+    return m->component;
+}
+const char *manifest_version(const struct manifest *m)
+{
+    return m->version;
+}
+const char *manifest_device_class(const struct manifest *m)
+{
+    return m->device_class;
+}
+uint64_t manifest_serial(const struct manifest *m)
+{
+    return m->serial;
+}
+int manifest_is_rollback(const struct manifest *m)
+{
+    return m->rollback;
+}
+const uint8_t *manifest_target_sha256(const struct manifest *m)
+{
+    return m->target_sha256;
+}
+uint64_t manifest_target_size(const struct manifest *m)
+{
+    return m->target_size;
+}
+size_t manifest_artifact_count(const struct manifest *m)
+{
+    return m->artifact_count;
+}
 
 const struct manifest_artifact *manifest_artifact(const struct manifest *m, size_t i)
 {
@@ -488,8 +509,8 @@ int manifest_version_compare(const char *a, const char *b)
 {
     while (*a || *b) {
         size_t la = strcspn(a, "."), lb = strcspn(b, ".");
-        int numeric = la > 0 && lb > 0 && strspn(a, "0123456789") >= la &&
-                      strspn(b, "0123456789") >= lb;
+        int numeric =
+            la > 0 && lb > 0 && strspn(a, "0123456789") >= la && strspn(b, "0123456789") >= lb;
         int c;
         if (numeric) {
             while (la > 1 && *a == '0') { /* leading zeros do not count */
@@ -533,8 +554,8 @@ int manifest_check(const struct manifest *m, const struct manifest_policy *p, ch
                     "release %s is for device class %s, this device is %s", m->version,
                     m->device_class, p->device_class);
     if (p->component && strcmp(m->component, p->component) != 0)
-        return fail(err, err_len, MANIFEST_E_COMPONENT, "release is for %s, not %s",
-                    m->component, p->component);
+        return fail(err, err_len, MANIFEST_E_COMPONENT, "release is for %s, not %s", m->component,
+                    p->component);
     if (m->serial < p->highest_serial)
         return fail(err, err_len, MANIFEST_E_STALE,
                     "release serial %llu is below %llu already accepted (replayed manifest)",

@@ -54,14 +54,14 @@ const char *manifest_strerror(int err);
 
 #define MANIFEST_FORMAT "ferry-manifest-1"
 #define MANIFEST_SIGN_CONTEXT "ferry-release-v1\n"
-#define MANIFEST_MAX_BYTES (4u << 20)      /* whole envelope */
+#define MANIFEST_MAX_BYTES (4u << 20) /* whole envelope */
 #define MANIFEST_MAX_ARTIFACTS 16u
-#define MANIFEST_MAX_CHUNKS 65536u         /* per artifact */
+#define MANIFEST_MAX_CHUNKS 65536u /* per artifact */
 #define MANIFEST_MAX_SIGNATURES 8u
 #define MANIFEST_MIN_CHUNK_BYTES 4096u
 #define MANIFEST_MAX_CHUNK_BYTES (16u << 20)
 #define MANIFEST_DEFAULT_CHUNK_BYTES (1u << 20)
-#define MANIFEST_MAX_STRING 64u            /* version, device class, component */
+#define MANIFEST_MAX_STRING 64u /* version, device class, component */
 
 enum manifest_artifact_kind {
     MANIFEST_ARTIFACT_FULL = 0,  /* ferry-delta full image (transport/delta.h, no base) */

@@ -1,5 +1,6 @@
 /*
- * ferry-delta.c - main() of `ferry-delta`: make, apply and inspect ferry deltas (transport/delta.h).
+ * ferry-delta.c - main() of `ferry-delta`: make, apply and inspect ferry deltas
+ * (transport/delta.h).
  *
  * Used on the build host to make release artifacts (`ferry-delta make`, `ferry-delta full`), by
  * tests and benchmarks to apply them, and by operators to look inside one (`ferry-delta info`).
@@ -32,7 +33,10 @@ static void usage(FILE *out)
             "through file mappings. Exit status: 0 ok, 1 failure, 2 usage.\n");
 }
 
-static double now_s(void) { return (double)ferry_monotonic_ns() / 1e9; }
+static double now_s(void)
+{
+    return (double)ferry_monotonic_ns() / 1e9;
+}
 
 static long peak_rss_kib(void)
 {

@@ -48,7 +48,8 @@ static int valid_segment(const char *s, size_t n)
     return 1;
 }
 
-/* ---- GET /v1/devices/{id}/manifest ------------------------------------------------------------ */
+/* ---- GET /v1/devices/{id}/manifest ------------------------------------------------------------
+ */
 
 static void handle_manifest(struct evhttp_request *req, const char *path, void *arg)
 {
@@ -104,8 +105,8 @@ static void handle_manifest(struct evhttp_request *req, const char *path, void *
     }
     char dir[1200], file[1600];
     if (ingest_release_dir(ctx->cfg, dir, sizeof(dir)) != 0 ||
-        snprintf(file, sizeof(file), "%s/manifests/%s/%s.json", dir, dev.device_class,
-                 component) >= (int)sizeof(file)) {
+        snprintf(file, sizeof(file), "%s/manifests/%s/%s.json", dir, dev.device_class, component) >=
+            (int)sizeof(file)) {
         ingest_reply_error(req, 500, "manifest: path too long");
         return;
     }
@@ -142,7 +143,8 @@ static void handle_manifest(struct evhttp_request *req, const char *path, void *
     free(data);
 }
 
-/* ---- GET /v1/artifacts/{sha256} --------------------------------------------------------------- */
+/* ---- GET /v1/artifacts/{sha256} ---------------------------------------------------------------
+ */
 
 /* Parses a single "bytes=" range against `size`. Returns 1 with [*first, *last] for a usable
  * range, 0 when the header is to be ignored (absent, malformed, several ranges), -1 when it is
@@ -249,8 +251,8 @@ static void handle_artifact(struct evhttp_request *req, const char *path, void *
         close(fd);
         snprintf(v, sizeof(v), "bytes */%" PRIu64, size);
         evhttp_add_header(out, "Content-Range", v);
-        ingest_reply_error(req, 416, "artifact %s: range %s beyond %" PRIu64 " bytes", lower,
-                           range, size);
+        ingest_reply_error(req, 416, "artifact %s: range %s beyond %" PRIu64 " bytes", lower, range,
+                           size);
         return;
     }
     int code = 200;
@@ -284,8 +286,8 @@ static void handle_artifact(struct evhttp_request *req, const char *path, void *
 
 int ingest_release_register(struct ingest_router *router, struct ingest_ctx *ctx)
 {
-    int rc = ingest_router_add(router, EVHTTP_REQ_GET, "/v1/devices/*/manifest", handle_manifest,
-                               ctx);
+    int rc =
+        ingest_router_add(router, EVHTTP_REQ_GET, "/v1/devices/*/manifest", handle_manifest, ctx);
     if (rc == 0)
         rc = ingest_router_add(router, EVHTTP_REQ_GET, "/v1/artifacts/*", handle_artifact, ctx);
     return rc;

@@ -51,8 +51,8 @@ static int read_pub(const char *path, uint8_t out[32])
 
 /* Copies `src` to `dst_dir`/<hex> after checking size, chunk hashes and whole hash; the copy is
  * fsync'd and renamed into place. */
-static int install_artifact(const char *src, const struct manifest_artifact *a,
-                            const char *dst_dir, const char *hex)
+static int install_artifact(const char *src, const struct manifest_artifact *a, const char *dst_dir,
+                            const char *hex)
 {
     char dst[1600], tmp[1700];
     snprintf(dst, sizeof(dst), "%s/%s", dst_dir, hex);

@@ -4,10 +4,10 @@
  *   ferry release keygen PREFIX             PREFIX.key (secret, 0600) and PREFIX.pub (hex)
  *   ferry release create [OPTIONS] --out-dir DIR
  *                                           makes the full artifact and one delta per --base into
- *                                           DIR (files named by their SHA-256) and DIR/payload.json;
- *                                           with --key also the signed DIR/manifest.json
- *   ferry release sign --key KEY PAYLOAD OUT
- *   ferry release verify --pub PUB... [--device-class C] [--running V] [--highest-serial N] FILE
+ *                                           DIR (files named by their SHA-256) and
+ * DIR/payload.json; with --key also the signed DIR/manifest.json ferry release sign --key KEY
+ * PAYLOAD OUT ferry release verify --pub PUB... [--device-class C] [--running V] [--highest-serial
+ * N] FILE
  *
  * Release keys are Ed25519 keys of their own (never a device or ingest key); keep the secret key
  * offline. The format is in docs/ota.md; the policy checks are transport/manifest.h's.
@@ -172,9 +172,9 @@ static int add_artifact(struct manifest_spec *spec, const char *tmp, const char 
         fprintf(stderr, "ferry release: rename %s: %s\n", path, strerror(errno));
         return -1;
     }
-    printf("%s artifact %s (%llu bytes, %u chunks)\n", kind == MANIFEST_ARTIFACT_FULL ? "full"
-                                                                                    : "delta",
-           hex, (unsigned long long)spec->artifacts[spec->artifact_count - 1].size,
+    printf("%s artifact %s (%llu bytes, %u chunks)\n",
+           kind == MANIFEST_ARTIFACT_FULL ? "full" : "delta", hex,
+           (unsigned long long)spec->artifacts[spec->artifact_count - 1].size,
            spec->artifacts[spec->artifact_count - 1].chunk_count);
     return 0;
 }
@@ -360,9 +360,9 @@ static int cmd_verify(int argc, char **argv)
     char hex[65];
     ferry_hex_encode(manifest_target_sha256(m), 32, hex);
     printf("OK %s %s for %s, serial %llu%s\ntarget %s (%llu bytes)\n", manifest_component(m),
-           manifest_version(m), manifest_device_class(m),
-           (unsigned long long)manifest_serial(m), manifest_is_rollback(m) ? " (rollback)" : "",
-           hex, (unsigned long long)manifest_target_size(m));
+           manifest_version(m), manifest_device_class(m), (unsigned long long)manifest_serial(m),
+           manifest_is_rollback(m) ? " (rollback)" : "", hex,
+           (unsigned long long)manifest_target_size(m));
     for (size_t i = 0; i < manifest_artifact_count(m); i++) {
         const struct manifest_artifact *a = manifest_artifact(m, i);
         ferry_hex_encode(a->sha256, 32, hex);

@@ -18,10 +18,11 @@
 
 static void update_usage(FILE *out)
 {
-    fprintf(out, "usage: ferry update status [--json] [DATA_DIR]\n"
-                 "Shows the OTA state of each component of the device whose journal is in DATA_DIR\n"
-                 "(default $FERRY_DATA_DIR or /var/lib/ferry): state, running and target\n"
-                 "versions, the last reason, and download progress (bytes, chunks, rate, ETA).\n");
+    fprintf(out,
+            "usage: ferry update status [--json] [DATA_DIR]\n"
+            "Shows the OTA state of each component of the device whose journal is in DATA_DIR\n"
+            "(default $FERRY_DATA_DIR or /var/lib/ferry): state, running and target\n"
+            "versions, the last reason, and download progress (bytes, chunks, rate, ETA).\n");
 }
 
 static void human(double bytes, char *out, size_t n)
@@ -67,7 +68,8 @@ struct show {
     int count;
 };
 
-/* One component's state (journal_state_foreach callback: prints only, calls no journal function). */
+/* One component's state (journal_state_foreach callback: prints only, calls no journal function).
+ */
 static int show_one(void *arg, const char *key, size_t key_len, const void *value, size_t len)
 {
     struct show *sh = arg;
@@ -85,8 +87,8 @@ static int show_one(void *arg, const char *key, size_t key_len, const void *valu
         printf("%.*s: unreadable state\n", clen, component);
         return 0;
     }
-    printf("%s%.*s\nstate:    %s\nrunning:  %s\n", sh->count ? "\n" : "", clen, component,
-           s.state, s.running_version[0] ? s.running_version : "-");
+    printf("%s%.*s\nstate:    %s\nrunning:  %s\n", sh->count ? "\n" : "", clen, component, s.state,
+           s.running_version[0] ? s.running_version : "-");
     if (s.target_version[0])
         printf("target:   %s (%s artifact)\n", s.target_version,
                s.artifact_kind[0] ? s.artifact_kind : "-");

@@ -52,7 +52,7 @@ struct ota_agent {
     struct ota_slots *slots;
     struct ota_status st;
     char state_key[96], manifest_key[96];
-    struct manifest *manifest;       /* the release being installed (verified) */
+    struct manifest *manifest; /* the release being installed (verified) */
     const struct manifest_artifact *artifact;
     struct event *poll_timer;
     struct http_request *poll_req;
@@ -82,17 +82,17 @@ int ota_status_parse(const void *data, size_t len, struct ota_status *o)
         json_decref(j);
         return -1;
     }
-#define S(field, key)                                                                            \
-    do {                                                                                         \
-        json_t *v = json_object_get(j, key);                                                     \
-        if (json_is_string(v))                                                                   \
-            ferry_strlcpy(o->field, json_string_value(v), sizeof(o->field));                     \
+#define S(field, key)                                                                              \
+    do {                                                                                           \
+        json_t *v = json_object_get(j, key);                                                       \
+        if (json_is_string(v))                                                                     \
+            ferry_strlcpy(o->field, json_string_value(v), sizeof(o->field));                       \
     } while (0)
-#define N(field, key)                                                                            \
-    do {                                                                                         \
-        json_t *v = json_object_get(j, key);                                                     \
-        if (json_is_integer(v))                                                                  \
-            o->field = (__typeof__(o->field))json_integer_value(v);                              \
+#define N(field, key)                                                                              \
+    do {                                                                                           \
+        json_t *v = json_object_get(j, key);                                                       \
+        if (json_is_integer(v))                                                                    \
+            o->field = (__typeof__(o->field))json_integer_value(v);                                \
     } while (0)
     S(state, "state");
     S(running_version, "running_version");
@@ -116,16 +116,15 @@ int ota_status_parse(const void *data, size_t len, struct ota_status *o)
 
 static char *status_json(const struct ota_status *s)
 {
-    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "state",
-                          s->state, "running_version", s->running_version, "target_version",
-                          s->target_version, "artifact_kind", s->artifact_kind, "target_slot", s->target_slot, "reason",
-                          s->reason, "bytes_done", (json_int_t)s->bytes_done, "bytes_total",
-                          (json_int_t)s->bytes_total, "next_chunk", (json_int_t)s->next_chunk,
-                          "chunks", (json_int_t)s->chunks, "download_started_ns",
-                          (json_int_t)s->download_started_ns, "updated_ns",
-                          (json_int_t)s->updated_ns, "bytes_at_start",
-                          (json_int_t)s->bytes_at_start, "highest_serial",
-                          (json_int_t)s->highest_serial);
+    json_t *j =
+        json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "state", s->state,
+                  "running_version", s->running_version, "target_version", s->target_version,
+                  "artifact_kind", s->artifact_kind, "target_slot", s->target_slot, "reason",
+                  s->reason, "bytes_done", (json_int_t)s->bytes_done, "bytes_total",
+                  (json_int_t)s->bytes_total, "next_chunk", (json_int_t)s->next_chunk, "chunks",
+                  (json_int_t)s->chunks, "download_started_ns", (json_int_t)s->download_started_ns,
+                  "updated_ns", (json_int_t)s->updated_ns, "bytes_at_start",
+                  (json_int_t)s->bytes_at_start, "highest_serial", (json_int_t)s->highest_serial);
     if (!j)
         return NULL;
     char *text = json_dumps(j, JSON_COMPACT);
@@ -188,8 +187,7 @@ static int persist(struct ota_agent *a, const char *event, const uint8_t *manife
     return OTA_OK;
 }
 
-static void set_state(struct ota_agent *a, const char *state, const char *event,
-                      const char *reason)
+static void set_state(struct ota_agent *a, const char *state, const char *event, const char *reason)
 {
     ferry_strlcpy(a->st.state, state, sizeof(a->st.state));
     ferry_strlcpy(a->st.reason, reason ? reason : "", sizeof(a->st.reason));
@@ -284,7 +282,10 @@ static void work_path(const struct ota_agent *a, const struct manifest_artifact 
 
 static void start_apply(struct ota_agent *a);
 
-static int file_mode(const struct ota_agent *a) { return a->cfg.install_path != NULL; }
+static int file_mode(const struct ota_agent *a)
+{
+    return a->cfg.install_path != NULL;
+}
 
 /* Where the running version is: the install path (file) or the running slot. */
 static int current_path(const struct ota_agent *a, char *out, size_t n)
@@ -406,8 +407,8 @@ static void start_download(struct ota_agent *a)
     o.on_chunk = on_chunk;
     o.on_done = on_download_done;
     o.arg = a;
-    a->last_progress_decile = a->artifact->size ? (int)(a->st.bytes_done * 10 / a->artifact->size)
-                                                : 0;
+    a->last_progress_decile =
+        a->artifact->size ? (int)(a->st.bytes_done * 10 / a->artifact->size) : 0;
     if (download_start(a->http, a->base, &o, &a->dl) != DOWNLOAD_OK) {
         a->dl = NULL;
         set_state(a, "failed", NULL, "cannot start the download");
@@ -417,8 +418,8 @@ static void start_download(struct ota_agent *a)
 /* Continues after JOB_SELECT: artifact `index` (or the full image when -1). */
 static void begin_artifact(struct ota_agent *a, int index)
 {
-    const struct manifest_artifact *art =
-        index >= 0 ? manifest_artifact(a->manifest, (size_t)index) : manifest_find_full(a->manifest);
+    const struct manifest_artifact *art = index >= 0 ? manifest_artifact(a->manifest, (size_t)index)
+                                                     : manifest_find_full(a->manifest);
     a->artifact = art;
     ferry_strlcpy(a->st.artifact_kind, art->kind == MANIFEST_ARTIFACT_DELTA ? "delta" : "full",
                   sizeof(a->st.artifact_kind));
@@ -526,8 +527,7 @@ static void finish_health(struct ota_agent *a)
             set_state(a, "rolled_back", NULL, "boot loader refused to mark the slot good");
             return;
         }
-        ferry_strlcpy(a->st.running_version, a->st.target_version,
-                      sizeof(a->st.running_version));
+        ferry_strlcpy(a->st.running_version, a->st.target_version, sizeof(a->st.running_version));
         if (a->manifest)
             a->st.highest_serial = manifest_serial(a->manifest);
         set_state(a, "committed", NULL, NULL);
@@ -550,17 +550,10 @@ static void on_job_done(evutil_socket_t fd, short what, void *arg)
     pthread_join(a->job_thread, NULL);
     a->job_running = 0;
     switch (a->job) {
-    case JOB_SELECT:
-        begin_artifact(a, a->job_result);
-        break;
-    case JOB_APPLY:
-        finish_apply(a);
-        break;
-    case JOB_HEALTH:
-        finish_health(a);
-        break;
-    case JOB_NONE:
-        break;
+    case JOB_SELECT: begin_artifact(a, a->job_result); break;
+    case JOB_APPLY: finish_apply(a); break;
+    case JOB_HEALTH: finish_health(a); break;
+    case JOB_NONE: break;
     }
 }
 
@@ -570,8 +563,8 @@ static void start_update(struct ota_agent *a, struct manifest *m, const uint8_t 
     manifest_free(a->manifest);
     a->manifest = m;
     ferry_strlcpy(a->st.target_version, manifest_version(m), sizeof(a->st.target_version));
-    a->st.highest_serial = a->st.highest_serial > manifest_serial(m) ? a->st.highest_serial
-                                                                    : manifest_serial(m);
+    a->st.highest_serial =
+        a->st.highest_serial > manifest_serial(m) ? a->st.highest_serial : manifest_serial(m);
     ferry_strlcpy(a->st.state, "available", sizeof(a->st.state));
     a->st.reason[0] = '\0';
     if (persist(a, "available", raw, len) != OTA_OK)
@@ -673,8 +666,7 @@ void ota_agent_check_now(struct ota_agent *a)
 static int load_manifest(struct ota_agent *a)
 {
     size_t len = 0;
-    int rc = journal_state_get(a->journal, a->manifest_key, strlen(a->manifest_key), NULL, 0,
-                               &len);
+    int rc = journal_state_get(a->journal, a->manifest_key, strlen(a->manifest_key), NULL, 0, &len);
     if (rc != JOURNAL_ETOOBIG || len == 0 || len > MANIFEST_MAX_BYTES)
         return -1;
     uint8_t *raw = malloc(len);
@@ -693,16 +685,16 @@ static void resume(struct ota_agent *a)
 {
     const char *s = a->st.state;
     int needs_manifest = strcmp(s, "downloading") == 0 || strcmp(s, "downloaded") == 0 ||
-                         strcmp(s, "switching") == 0 ||
-                         strcmp(s, "applying") == 0 || strcmp(s, "available") == 0 ||
-                         strcmp(s, "trial") == 0 || strcmp(s, "installed") == 0;
+                         strcmp(s, "switching") == 0 || strcmp(s, "applying") == 0 ||
+                         strcmp(s, "available") == 0 || strcmp(s, "trial") == 0 ||
+                         strcmp(s, "installed") == 0;
     if (needs_manifest && load_manifest(a) != 0) {
         set_state(a, "failed", NULL, "stored manifest unreadable after restart");
         schedule_poll(a, 0);
         return;
     }
-    if (file_mode(a) && (strcmp(s, "switching") == 0 || strcmp(s, "installed") == 0 ||
-                         strcmp(s, "trial") == 0)) {
+    if (file_mode(a) &&
+        (strcmp(s, "switching") == 0 || strcmp(s, "installed") == 0 || strcmp(s, "trial") == 0)) {
         if (file_switch(a) != 0) { /* finish an interrupted swap */
             set_state(a, "failed", NULL, "cannot replace the installed file");
             return;
@@ -832,7 +824,10 @@ int ota_agent_new(struct event_base *base, struct http_client *http, struct jour
     return OTA_OK;
 }
 
-void ota_agent_status(const struct ota_agent *a, struct ota_status *out) { *out = a->st; }
+void ota_agent_status(const struct ota_agent *a, struct ota_status *out)
+{
+    *out = a->st;
+}
 
 void ota_agent_free(struct ota_agent *a)
 {

@@ -41,28 +41,28 @@ enum ota_error {
 };
 
 struct ota_config {
-    const char *data_dir;      /* downloads go to <data_dir>/ota/ */
-    const char *server_url;    /* e.g. http://ingest:8480 (no trailing slash) */
+    const char *data_dir;   /* downloads go to <data_dir>/ota/ */
+    const char *server_url; /* e.g. http://ingest:8480 (no trailing slash) */
     const char *device_id;
     const char *device_class;
-    const char *component;     /* "rootfs" (slots); default rootfs */
+    const char *component; /* "rootfs" (slots); default rootfs */
     const char *ca_file;
     const uint8_t (*release_keys)[32]; /* trusted release public keys */
     size_t n_release_keys;
-    struct ota_slot_config slots;  /* slot components (rootfs, app) */
+    struct ota_slot_config slots; /* slot components (rootfs, app) */
     /* File components (model, config): when set, the component is this file instead of a slot.
      * The new version is written to <path>.new, verified, then the current file is hard-linked
      * to <path>.prev and <path>.new renamed over <path> (atomic; the previous one kept for
      * rollback). No reboot: reboot_command (if any) restarts what uses the file, then the trial
      * runs at once. */
     const char *install_path;
-    int64_t check_interval_ms; /* manifest poll period (default 1 h) */
-    uint64_t max_bytes_per_s;  /* download cap, 0 = none */
+    int64_t check_interval_ms;          /* manifest poll period (default 1 h) */
+    uint64_t max_bytes_per_s;           /* download cap, 0 = none */
     const char *const *health_commands; /* each must exit 0 within health_timeout_ms */
     size_t n_health_commands;
-    int64_t health_timeout_ms; /* per command (default 30 s) */
-    int64_t trial_deadline_ms; /* all checks must pass within this (default 10 min) */
-    const char *reboot_command; /* run after install/rollback; NULL: wait for a reboot */
+    int64_t health_timeout_ms;   /* per command (default 30 s) */
+    int64_t trial_deadline_ms;   /* all checks must pass within this (default 10 min) */
+    const char *reboot_command;  /* run after install/rollback; NULL: wait for a reboot */
     const char *initial_version; /* version of the factory image when the journal has none */
 };
 
@@ -72,7 +72,7 @@ struct ota_status {
     char running_version[65];
     char target_version[65];
     char artifact_kind[8];
-    char target_slot[4];       /* slot the update is written to ("a"/"b") */
+    char target_slot[4]; /* slot the update is written to ("a"/"b") */
     char reason[256];
     uint64_t bytes_done, bytes_total;
     uint32_t next_chunk, chunks;

@@ -48,8 +48,7 @@ static int sim_save(struct ota_slots *s)
     snprintf(path, sizeof(path), "%s/bootctl", s->dir);
     int n = snprintf(text, sizeof(text), "current=%s\ngood=%s\nnext=%s\ntries=%d\n", s->current,
                      s->good, s->next, s->tries);
-    return ferry_write_file_atomic(path, text, (size_t)n, 0644) == 0 ? OTA_SLOT_OK
-                                                                     : OTA_SLOT_E_IO;
+    return ferry_write_file_atomic(path, text, (size_t)n, 0644) == 0 ? OTA_SLOT_OK : OTA_SLOT_E_IO;
 }
 
 static int sim_load(struct ota_slots *s)
@@ -69,7 +68,8 @@ static int sim_load(struct ota_slots *s)
     if (rc != 0)
         return OTA_SLOT_E_IO;
     char *save = NULL;
-    for (char *line = strtok_r((char *)data, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    for (char *line = strtok_r((char *)data, "\n", &save); line;
+         line = strtok_r(NULL, "\n", &save)) {
         char *eq = strchr(line, '=');
         if (!eq)
             continue;
@@ -198,11 +198,12 @@ int ota_slots_open(const struct ota_slot_config *cfg, struct ota_slots **out, ch
             goto out;
         }
     } else if (strcmp(cfg->backend, "command") == 0) {
-        if (!cfg->cmd_current || !cfg->cmd_set_next || !cfg->cmd_mark_good ||
-            !cfg->cmd_rollback || !cfg->slot_path) {
+        if (!cfg->cmd_current || !cfg->cmd_set_next || !cfg->cmd_mark_good || !cfg->cmd_rollback ||
+            !cfg->slot_path) {
             rc = fail(err, err_len, OTA_SLOT_E_ARG,
                       "command backend needs current, set_next, mark_good, rollback and "
-                      "slot_path", NULL);
+                      "slot_path",
+                      NULL);
             goto out;
         }
         ferry_strlcpy(s->cmd_current, cfg->cmd_current, sizeof(s->cmd_current));
@@ -233,7 +234,10 @@ out:
     return OTA_SLOT_OK;
 }
 
-void ota_slots_close(struct ota_slots *s) { free(s); }
+void ota_slots_close(struct ota_slots *s)
+{
+    free(s);
+}
 
 int ota_slots_boot(struct ota_slots *s)
 {
@@ -254,7 +258,10 @@ int ota_slots_boot(struct ota_slots *s)
     return sim_save(s);
 }
 
-const char *ota_slots_current(const struct ota_slots *s) { return s->current; }
+const char *ota_slots_current(const struct ota_slots *s)
+{
+    return s->current;
+}
 const char *ota_slots_inactive(const struct ota_slots *s)
 {
     return strcmp(s->current, "a") == 0 ? "b" : "a";

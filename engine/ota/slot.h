@@ -28,15 +28,16 @@ enum ota_slot_error {
 };
 
 struct ota_slot_config {
-    const char *backend;      /* "simulated" or "command" */
-    const char *dir;          /* simulated: directory of slot files and bootctl */
-    int max_trial_boots;      /* simulated: boots of an unconfirmed slot before falling back (1) */
+    const char *backend; /* "simulated" or "command" */
+    const char *dir;     /* simulated: directory of slot files and bootctl */
+    int max_trial_boots; /* simulated: boots of an unconfirmed slot before falling back (1) */
     /* command backend (all run with /bin/sh -c, 30 s timeout, "%s" = slot name) */
-    const char *cmd_current;  /* prints the running slot name ("a"/"b", or "0"/"1") */
-    const char *cmd_set_next; /* boot slot %s next, once */
-    const char *cmd_mark_good;/* mark the running slot %s good */
-    const char *cmd_rollback; /* make the next boot use slot %s (the good one) */
-    const char *slot_path;    /* path template of a slot's block device, e.g. /dev/disk/by-partlabel/APP_%s */
+    const char *cmd_current;   /* prints the running slot name ("a"/"b", or "0"/"1") */
+    const char *cmd_set_next;  /* boot slot %s next, once */
+    const char *cmd_mark_good; /* mark the running slot %s good */
+    const char *cmd_rollback;  /* make the next boot use slot %s (the good one) */
+    const char
+        *slot_path; /* path template of a slot's block device, e.g. /dev/disk/by-partlabel/APP_%s */
 };
 
 struct ota_slots;

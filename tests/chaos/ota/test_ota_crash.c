@@ -290,8 +290,10 @@ static int scenario(const char *self, const char *root, const char *name, int mo
     else
         ok = good && current == 'a' &&
              (modify_base ? 1 : same_as_image(running, 1, scratch)); /* old (possibly modified) */
-    printf("%s: %d launches, %d SIGKILLs, outcome %s, running slot %c: %s\n", name, launches,
-           kills, outcome == EXIT_COMMITTED ? "committed" : outcome ? "rolled back" : "none",
+    printf("%s: %d launches, %d SIGKILLs, outcome %s, running slot %c: %s\n", name, launches, kills,
+           outcome == EXIT_COMMITTED ? "committed"
+           : outcome                 ? "rolled back"
+                                     : "none",
            current, ok ? "consistent" : "INCONSISTENT");
     snprintf(cmd, sizeof(cmd), "%s/journal", dir);
     return outcome && ok ? 0 : -1;

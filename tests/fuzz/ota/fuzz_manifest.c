@@ -18,9 +18,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
-    static const uint8_t key[1][32] = {{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
-                                        17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30,
-                                        31, 32}};
+    static const uint8_t key[1][32] = {{1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11,
+                                        12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
+                                        23, 24, 25, 26, 27, 28, 29, 30, 31, 32}};
     struct manifest_keys keys = {key, 1};
     struct manifest *m = NULL;
     char err[256];
@@ -30,8 +30,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     else
         rc = manifest_parse_payload(data + 1, size - 1, &m, err, sizeof(err));
     if (rc == MANIFEST_OK) {
-        struct manifest_policy p = {.device_class = "c1", .running_version = "1.2.3",
-                                    .highest_serial = 3};
+        struct manifest_policy p = {
+            .device_class = "c1", .running_version = "1.2.3", .highest_serial = 3};
         (void)manifest_check(m, &p, err, sizeof(err));
         for (size_t i = 0; i < manifest_artifact_count(m); i++) {
             const struct manifest_artifact *a = manifest_artifact(m, i);

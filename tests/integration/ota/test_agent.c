@@ -43,7 +43,7 @@ static uint8_t pk[32], sk[64], other_pk[32], other_sk[64];
 static struct journal *journal;
 static uint64_t serial = 1;
 static const char *component = "rootfs"; /* what release() publishes and run_agent() installs */
-static const char *install_path;          /* file components: the file, NULL for slots */
+static const char *install_path;         /* file components: the file, NULL for slots */
 static const char *ferry_cli; /* path of the `ferry` binary (argv[1]), for `ferry update status` */
 
 static void *run_server(void *arg)
@@ -103,15 +103,14 @@ static void release(const char *version, int v, int base_v, const uint8_t *key)
     assert_int_equal(delta_sha256_file(tgt, UINT64_MAX, spec.target_sha256, &tsize), 0);
     spec.target_size = tsize;
     assert_int_equal(delta_make(NULL, tgt, full, &o, NULL, err, sizeof(err)), 0);
-    assert_int_equal(manifest_spec_add_file(&spec, full, MANIFEST_ARTIFACT_FULL, 65536, err,
-                                            sizeof(err)),
-                     0);
+    assert_int_equal(
+        manifest_spec_add_file(&spec, full, MANIFEST_ARTIFACT_FULL, 65536, err, sizeof(err)), 0);
     if (base_v >= 0) {
         make_image(base, base_v);
         assert_int_equal(delta_make(base, tgt, delta, &o, NULL, err, sizeof(err)), 0);
-        assert_int_equal(manifest_spec_add_file(&spec, delta, MANIFEST_ARTIFACT_DELTA, 65536,
-                                                err, sizeof(err)),
-                         0);
+        assert_int_equal(
+            manifest_spec_add_file(&spec, delta, MANIFEST_ARTIFACT_DELTA, 65536, err, sizeof(err)),
+            0);
         struct delta_info in;
         assert_int_equal(delta_read_info(delta, &in, err, sizeof(err)), 0);
         struct manifest_artifact *a = &spec.artifacts[1];
@@ -317,7 +316,7 @@ static void test_unknown_key_manifest_refused(void **state)
     run_agent("failed", health_ok, &st);
     assert_non_null(strstr(st.reason, "unknown key"));
     assert_string_equal(st.running_version, "4.0.0");
-    assert_true(slot_equals_image("a", 4));           /* the running slot is unchanged */
+    assert_true(slot_equals_image("a", 4)); /* the running slot is unchanged */
 }
 
 /* A model file: replaced atomically, the previous kept as .prev; a failing check restores it. */

@@ -127,9 +127,8 @@ static void publish(uint64_t serial, int expect_status)
     spec.serial = serial;
     spec.target_size = sizeof(artifact);
     char err[256];
-    assert_int_equal(manifest_spec_add_file(&spec, art, MANIFEST_ARTIFACT_FULL, 65536, err,
-                                            sizeof(err)),
-                     0);
+    assert_int_equal(
+        manifest_spec_add_file(&spec, art, MANIFEST_ARTIFACT_FULL, 65536, err, sizeof(err)), 0);
     ferry_hex_encode(spec.artifacts[0].sha256, 32, artifact_hex);
     struct ferry_buf payload = FERRY_BUF_INIT, env = FERRY_BUF_INIT;
     assert_int_equal(manifest_build_payload(&spec, &payload, err, sizeof(err)), 0);

@@ -142,7 +142,7 @@ static size_t make_images(struct blob *base, struct blob *target, int nfiles, si
         int i = order[k];
         uint64_t dice = rnd() % 100;
         if (dice < 5)
-            continue; /* deleted */
+            continue;    /* deleted */
         if (dice < 10) { /* a new file before this one */
             size_t n = 512 + rnd() % max_file;
             make_file(tmp, n);

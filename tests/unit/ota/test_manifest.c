@@ -35,12 +35,11 @@ static void build(struct ferry_buf *env, const char *ver, uint64_t serial, const
     spec.target_size = 12345;
     memset(spec.target_sha256, 0xab, 32);
     char err[256] = "";
-    assert_int_equal(manifest_spec_add_file(&spec, art_path, MANIFEST_ARTIFACT_FULL, 4096, err,
-                                            sizeof(err)),
-                     0);
-    assert_int_equal(manifest_spec_add_file(&spec, art_path, MANIFEST_ARTIFACT_DELTA, 8192, err,
-                                            sizeof(err)),
-                     0);
+    assert_int_equal(
+        manifest_spec_add_file(&spec, art_path, MANIFEST_ARTIFACT_FULL, 4096, err, sizeof(err)), 0);
+    assert_int_equal(
+        manifest_spec_add_file(&spec, art_path, MANIFEST_ARTIFACT_DELTA, 8192, err, sizeof(err)),
+        0);
     snprintf(spec.artifacts[1].base_version, sizeof(spec.artifacts[1].base_version), "1.0.0");
     memset(spec.artifacts[1].base_sha256, 0x11, 32);
     spec.artifacts[1].base_size = 999;
@@ -88,8 +87,10 @@ static void test_roundtrip_signed_manifest(void **state)
     assert_int_equal(d->chunk_count, 2);
     memset(base, 0x12, 32);
     assert_null(manifest_find_delta(m, base));
-    struct manifest_policy p = {.device_class = "jetson-orin-nano", .component = "rootfs",
-                                .running_version = "1.9.9", .highest_serial = 4};
+    struct manifest_policy p = {.device_class = "jetson-orin-nano",
+                                .component = "rootfs",
+                                .running_version = "1.9.9",
+                                .highest_serial = 4};
     char err[256];
     assert_int_equal(manifest_check(m, &p, err, sizeof(err)), MANIFEST_OK);
     manifest_free(m);
@@ -107,7 +108,7 @@ static void test_bad_signature_rejected(void **state)
     sig += 7;
     sig[10] = sig[10] == '0' ? '1' : '0';
     struct manifest *m = NULL;
-    assert_int_equal(parse(&env, (const uint8_t(*)[32])&pk_release, 1, &m), MANIFEST_E_SIGNATURE);
+    assert_int_equal(parse(&env, (const uint8_t(*)[32]) & pk_release, 1, &m), MANIFEST_E_SIGNATURE);
     assert_null(m);
     ferry_buf_free(&env);
 }
@@ -123,7 +124,7 @@ static void test_tampered_payload_rejected(void **state)
     p += 11 + 40;
     *p = *p == 'A' ? 'B' : 'A';
     struct manifest *m = NULL;
-    int rc = parse(&env, (const uint8_t(*)[32])&pk_release, 1, &m);
+    int rc = parse(&env, (const uint8_t(*)[32]) & pk_release, 1, &m);
     assert_true(rc == MANIFEST_E_SIGNATURE);
     ferry_buf_free(&env);
 }
@@ -134,13 +135,14 @@ static void test_unknown_key_and_unsigned_rejected(void **state)
     struct ferry_buf env = FERRY_BUF_INIT;
     build(&env, "2.0.0", 5, "jetson-orin-nano", 0, sk_other);
     struct manifest *m = NULL;
-    assert_int_equal(parse(&env, (const uint8_t(*)[32])&pk_release, 1, &m), MANIFEST_E_UNKNOWN_KEY);
+    assert_int_equal(parse(&env, (const uint8_t(*)[32]) & pk_release, 1, &m),
+                     MANIFEST_E_UNKNOWN_KEY);
     /* an envelope whose signature list is empty */
     const char *unsigned_env =
         "{\"format\":\"ferry-manifest-1\",\"payload\":\"e30=\",\"signatures\":[]}";
     struct ferry_buf u = FERRY_BUF_INIT;
     assert_int_equal(ferry_buf_append(&u, unsigned_env, strlen(unsigned_env)), 0);
-    assert_int_equal(parse(&u, (const uint8_t(*)[32])&pk_release, 1, &m), MANIFEST_E_UNSIGNED);
+    assert_int_equal(parse(&u, (const uint8_t(*)[32]) & pk_release, 1, &m), MANIFEST_E_UNSIGNED);
     ferry_buf_free(&u);
     ferry_buf_free(&env);
 }
@@ -151,7 +153,7 @@ static void test_wrong_device_class_and_component(void **state)
     struct ferry_buf env = FERRY_BUF_INIT;
     build(&env, "2.0.0", 5, "jetson-agx-orin", 0, sk_release);
     struct manifest *m = NULL;
-    assert_int_equal(parse(&env, (const uint8_t(*)[32])&pk_release, 1, &m), MANIFEST_OK);
+    assert_int_equal(parse(&env, (const uint8_t(*)[32]) & pk_release, 1, &m), MANIFEST_OK);
     char err[256];
     struct manifest_policy p = {.device_class = "jetson-orin-nano"};
     assert_int_equal(manifest_check(m, &p, err, sizeof(err)), MANIFEST_E_DEVICE_CLASS);
@@ -168,25 +170,25 @@ static void test_downgrade_refused_unless_signed_rollback(void **state)
     struct ferry_buf env = FERRY_BUF_INIT;
     char err[256];
     struct manifest *m = NULL;
-    struct manifest_policy p = {.device_class = "c1", .running_version = "2.10.0",
-                                .highest_serial = 7};
+    struct manifest_policy p = {
+        .device_class = "c1", .running_version = "2.10.0", .highest_serial = 7};
     build(&env, "2.9.0", 8, "c1", 0, sk_release);
-    assert_int_equal(parse(&env, (const uint8_t(*)[32])&pk_release, 1, &m), MANIFEST_OK);
+    assert_int_equal(parse(&env, (const uint8_t(*)[32]) & pk_release, 1, &m), MANIFEST_OK);
     assert_int_equal(manifest_check(m, &p, err, sizeof(err)), MANIFEST_E_DOWNGRADE);
     manifest_free(m);
     /* the same downgrade as an explicit, newly signed rollback release passes */
     build(&env, "2.9.0", 8, "c1", 1, sk_release);
-    assert_int_equal(parse(&env, (const uint8_t(*)[32])&pk_release, 1, &m), MANIFEST_OK);
+    assert_int_equal(parse(&env, (const uint8_t(*)[32]) & pk_release, 1, &m), MANIFEST_OK);
     assert_int_equal(manifest_check(m, &p, err, sizeof(err)), MANIFEST_OK);
     manifest_free(m);
     /* a replayed older rollback manifest (serial not above the highest seen) does not */
     build(&env, "2.9.0", 7, "c1", 1, sk_release);
-    assert_int_equal(parse(&env, (const uint8_t(*)[32])&pk_release, 1, &m), MANIFEST_OK);
+    assert_int_equal(parse(&env, (const uint8_t(*)[32]) & pk_release, 1, &m), MANIFEST_OK);
     assert_int_equal(manifest_check(m, &p, err, sizeof(err)), MANIFEST_E_DOWNGRADE);
     manifest_free(m);
     /* any manifest below the highest serial is stale, even a newer version */
     build(&env, "3.0.0", 6, "c1", 0, sk_release);
-    assert_int_equal(parse(&env, (const uint8_t(*)[32])&pk_release, 1, &m), MANIFEST_OK);
+    assert_int_equal(parse(&env, (const uint8_t(*)[32]) & pk_release, 1, &m), MANIFEST_OK);
     assert_int_equal(manifest_check(m, &p, err, sizeof(err)), MANIFEST_E_STALE);
     manifest_free(m);
     ferry_buf_free(&env);
@@ -209,17 +211,20 @@ static void test_malformed_rejected(void **state)
 {
     (void)state;
     const char *cases[] = {
-        "", "{", "[]", "{\"format\":\"ferry-manifest-1\"}",
+        "",
+        "{",
+        "[]",
+        "{\"format\":\"ferry-manifest-1\"}",
         "{\"format\":\"other\",\"payload\":\"e30=\",\"signatures\":[{}]}",
         "{\"format\":\"ferry-manifest-1\",\"payload\":\"%%%\",\"signatures\":[]}",
         "{\"format\":\"ferry-manifest-1\",\"payload\":\"e30=\",\"signatures\":[{\"key_id\":1}]}",
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct manifest *m = NULL;
-        struct manifest_keys k = {(const uint8_t(*)[32])&pk_release, 1};
+        struct manifest_keys k = {(const uint8_t(*)[32]) & pk_release, 1};
         char err[256];
-        int rc = manifest_parse_verified((const uint8_t *)cases[i], strlen(cases[i]), &k, &m,
-                                         err, sizeof(err));
+        int rc = manifest_parse_verified((const uint8_t *)cases[i], strlen(cases[i]), &k, &m, err,
+                                         sizeof(err));
         assert_true(rc == MANIFEST_E_FORMAT || rc == MANIFEST_E_UNSIGNED);
         assert_null(m);
     }
@@ -235,8 +240,8 @@ static void test_malformed_rejected(void **state)
     for (size_t i = 0; i < sizeof(payloads) / sizeof(payloads[0]); i++) {
         struct manifest *m = NULL;
         char err[256];
-        assert_int_equal(manifest_parse_payload((const uint8_t *)payloads[i],
-                                                strlen(payloads[i]), &m, err, sizeof(err)),
+        assert_int_equal(manifest_parse_payload((const uint8_t *)payloads[i], strlen(payloads[i]),
+                                                &m, err, sizeof(err)),
                          MANIFEST_E_FORMAT);
     }
 }
