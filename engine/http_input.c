@@ -397,12 +397,15 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
     enum evhttp_cmd_type method = evhttp_request_get_command(req);
     bool is_get = method == EVHTTP_REQ_GET || method == EVHTTP_REQ_HEAD;
-    if (strcmp(path, "/write") == 0 || strcmp(path, "/logs") == 0) {
+    /* /api/v2/write is InfluxDB 2.x's write path (Telegraf's influxdb_v2 output): same body and
+     * precision parameter; org and bucket are ignored like db and rp. */
+    bool is_write = strcmp(path, "/write") == 0 || strcmp(path, "/api/v2/write") == 0;
+    if (is_write || strcmp(path, "/logs") == 0) {
         if (method != EVHTTP_REQ_POST) {
             evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
             reply_error(req, 405, "Method Not Allowed", "use POST");
         } else {
-            handle_ingest(h, req, path[1] == 'w' ? INPUT_LINEPROTO : INPUT_LOGS, &query);
+            handle_ingest(h, req, is_write ? INPUT_LINEPROTO : INPUT_LOGS, &query);
         }
     } else if (strcmp(path, "/ping") == 0) {
         add_common_headers(req);

@@ -9,6 +9,7 @@
  *                  and reason of each bad line (up to 20), after the good lines of the same
  *                  request are durable; 413 body over [listen] http_max_body; 503 when the
  *                  journal is closing; 507 when the journal is full of unsent events.
+ *   POST /api/v2/write  the same (InfluxDB 2.x path; `org` and `bucket` are ignored).
  *   POST /logs     log lines: plain text (level/source from the query, default info/app) or one
  *                  JSON object per line {"level","source","message","fields","tags","ts"}.
  *                  Same answers as /write.

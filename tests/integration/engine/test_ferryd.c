@@ -398,16 +398,21 @@ static void test_precision_parameter(void **state)
     assert_int_equal(http(d, "POST", "/write?db=x&precision=s", s, strlen(s), &resp), 204);
     const char *u = "p v=3 1700000000000001\n";
     assert_int_equal(http(d, "POST", "/write?precision=u", u, strlen(u), &resp), 204);
+    const char *v2 = "p v=4 1700000000\n";
+    assert_int_equal(http(d, "POST", "/api/v2/write?org=o&bucket=b&precision=s", v2, strlen(v2),
+                          &resp),
+                     204);
     resp.len = 0;
     assert_int_equal(http(d, "POST", "/write?precision=fortnight", s, strlen(s), &resp), 400);
     assert_non_null(strstr((const char *)resp.data, "precision"));
     ferry_buf_free(&resp);
     struct recs recs;
     read_stream(d, RECORD_METRIC, &recs, NULL);
-    assert_int_equal(recs.n, 3);
+    assert_int_equal(recs.n, 4);
     assert_true(recs.r[0].ts_ns == 1700000000123LL * 1000000);
     assert_true(recs.r[1].ts_ns == 1700000000LL * 1000000000);
     assert_true(recs.r[2].ts_ns == 1700000000000001LL * 1000);
+    assert_true(recs.r[3].ts_ns == 1700000000LL * 1000000000);
 }
 
 /* gzip-compresses `in` (what Telegraf sends by default). */
