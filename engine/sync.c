@@ -104,7 +104,8 @@ void sync_config_init(struct sync_config *cfg)
     cfg->request_deadline_ms = 30000;
 }
 
-/* ---- configuration copy ----------------------------------------------------------------------- */
+/* ---- configuration copy -----------------------------------------------------------------------
+ */
 
 static void config_free_strings(struct sync_config *c)
 {
@@ -133,7 +134,8 @@ static int config_copy(const struct sync_config *in, struct sync_config *out, ch
     if (in->max_batch_bytes < in->min_batch_bytes || in->min_batch_bytes == 0 ||
         in->backoff_min_ms <= 0 || in->backoff_max_ms < in->backoff_min_ms ||
         in->request_deadline_ms <= 0 || in->heartbeat_ms <= 0) {
-        snprintf(errbuf, errlen, "sync: inconsistent limits (min/max batch, backoff, deadline, "
+        snprintf(errbuf, errlen,
+                 "sync: inconsistent limits (min/max batch, backoff, deadline, "
                  "heartbeat must be positive and ordered)");
         return SYNC_EINVAL;
     }
@@ -195,7 +197,8 @@ static int apply_urls(struct sync *s)
     return 0;
 }
 
-/* ---- small helpers ------------------------------------------------------------------------------ */
+/* ---- small helpers ------------------------------------------------------------------------------
+ */
 
 static int64_t now_ms(void)
 {
@@ -295,7 +298,8 @@ int sync_append_event(struct sync *s, const char *name, const char *const *keys,
     return rc;
 }
 
-/* ---- enrollment ----------------------------------------------------------------------------------- */
+/* ---- enrollment
+ * ----------------------------------------------------------------------------------- */
 
 static void on_enroll_done(void *arg, struct http_request *req, const struct http_response *resp)
 {
@@ -308,8 +312,8 @@ static void on_enroll_done(void *arg, struct http_request *req, const struct htt
     enum sync_outcome o = sync_classify(resp->err, resp->status);
     if (o == SYNC_OUTCOME_SENT) {
         json_error_t jerr;
-        json_t *root = resp->body ? json_loadb((const char *)resp->body, resp->body_len, 0, &jerr)
-                                  : NULL;
+        json_t *root =
+            resp->body ? json_loadb((const char *)resp->body, resp->body_len, 0, &jerr) : NULL;
         const char *id = root ? json_string_value(json_object_get(root, "device_id")) : NULL;
         if (id && batch_device_id_valid(id, strlen(id))) {
             int rc = journal_state_put(s->journal, SYNC_STATE_DEVICE_ID,
@@ -330,8 +334,9 @@ static void on_enroll_done(void *arg, struct http_request *req, const struct htt
         json_decref(root);
     } else {
         s->status.link_up = resp->status != 0;
-        set_error(s, "enroll: %s (HTTP %ld): %.80s", resp->err ? http_strerror(resp->err) : "refused",
-                  resp->status, resp->body ? (const char *)resp->body : resp->error_text);
+        set_error(s, "enroll: %s (HTTP %ld): %.80s",
+                  resp->err ? http_strerror(resp->err) : "refused", resp->status,
+                  resp->body ? (const char *)resp->body : resp->error_text);
         note_failure(s, resp->retry_after_ms, sync_outcome_is_network(resp->err, resp->status),
                      o == SYNC_OUTCOME_REVOKED);
     }
@@ -385,7 +390,8 @@ static void start_enroll(struct sync *s)
     }
 }
 
-/* ---- batches -------------------------------------------------------------------------------------- */
+/* ---- batches
+ * -------------------------------------------------------------------------------------- */
 
 static void on_ack_done(struct sync_job *job)
 {
@@ -418,14 +424,14 @@ static int make_ack(struct sync *s, struct sync_batch *b, const struct http_resp
                     struct sync_ack *a)
 {
     json_error_t jerr;
-    json_t *root = resp->body ? json_loadb((const char *)resp->body, resp->body_len, 0, &jerr)
-                              : NULL;
+    json_t *root =
+        resp->body ? json_loadb((const char *)resp->body, resp->body_len, 0, &jerr) : NULL;
     json_t *acked = root ? json_object_get(root, "acked") : NULL;
     for (int st = 0; st < RECORD_STREAM_COUNT; st++) {
         if (!b->has_range[st])
             continue;
-        json_t *arr = acked ? json_object_get(acked, record_stream_name((enum record_stream)st))
-                            : NULL;
+        json_t *arr =
+            acked ? json_object_get(acked, record_stream_name((enum record_stream)st)) : NULL;
         size_t n = json_is_array(arr) ? json_array_size(arr) : 0;
         if (n > SYNC_MAX_ACK_RANGES)
             n = SYNC_MAX_ACK_RANGES;
@@ -528,8 +534,7 @@ static void on_batch_done(void *arg, struct http_request *req, const struct http
         s->budget_bytes = sync_next_batch_bytes(
             s->budget_bytes, b->total_raw_bytes, resp->elapsed_ms, s->cfg.request_deadline_ms,
             s->split_cap_bytes ? SYNC_MIN_SPLIT_BYTES : s->cfg.min_batch_bytes,
-            s->split_cap_bytes ? s->split_cap_bytes : s->cfg.max_batch_bytes,
-            &s->throughput_bps);
+            s->split_cap_bytes ? s->split_cap_bytes : s->cfg.max_batch_bytes, &s->throughput_bps);
         if (resp->elapsed_ms > 0 && b->total_records > 0) {
             double rps = (double)b->total_records * 1000.0 / (double)resp->elapsed_ms;
             s->throughput_rps = s->throughput_rps > 0 ? (s->throughput_rps + rps) / 2 : rps;
@@ -626,9 +631,8 @@ static void on_batch_done(void *arg, struct http_request *req, const struct http
                   resp->err ? resp->error_text : body_text);
         if (resp->err == HTTP_CLIENT_ETIMEOUT || resp->err == HTTP_CLIENT_ESTALLED) {
             /* the link is slower than the batch assumed: halve it now */
-            s->budget_bytes = s->budget_bytes / 2 > s->cfg.min_batch_bytes
-                                  ? s->budget_bytes / 2
-                                  : s->cfg.min_batch_bytes;
+            s->budget_bytes = s->budget_bytes / 2 > s->cfg.min_batch_bytes ? s->budget_bytes / 2
+                                                                           : s->cfg.min_batch_bytes;
             s->throughput_bps = 0;
         }
         note_failure(s, resp->retry_after_ms, network, o == SYNC_OUTCOME_REVOKED);
@@ -722,7 +726,8 @@ static void on_build_done(struct sync_job *job)
     schedule_eval(s);
 }
 
-/* ---- the scheduler ------------------------------------------------------------------------------ */
+/* ---- the scheduler ------------------------------------------------------------------------------
+ */
 
 static void arm_timer(struct sync *s, int64_t at_ms)
 {
@@ -762,9 +767,8 @@ static void start_build(struct sync *s, const struct journal_stats *js, const bo
     for (int st = 0; st < RECORD_STREAM_COUNT; st++) {
         struct sync_stream_state *ss = &s->stream[st];
         const struct journal_stream_stats *jst = &js->stream[st];
-        uint64_t beyond = jst->unsent_bytes > ss->in_flight_bytes
-                              ? jst->unsent_bytes - ss->in_flight_bytes
-                              : 0;
+        uint64_t beyond =
+            jst->unsent_bytes > ss->in_flight_bytes ? jst->unsent_bytes - ss->in_flight_bytes : 0;
         /* Piggyback: a batch that goes anyway carries every stream that has something. */
         if (beyond == 0 && !due[st])
             continue;
@@ -867,9 +871,8 @@ static void evaluate(struct sync *s)
         ss->st.backlog_records = jst->unsent_records;
         ss->st.backlog_bytes = jst->unsent_bytes;
         ss->st.oldest_unsent_age_ms = jst->oldest_unsent_age_ms;
-        uint64_t beyond = jst->unsent_bytes > ss->in_flight_bytes
-                              ? jst->unsent_bytes - ss->in_flight_bytes
-                              : 0;
+        uint64_t beyond =
+            jst->unsent_bytes > ss->in_flight_bytes ? jst->unsent_bytes - ss->in_flight_bytes : 0;
         if (beyond == 0) {
             ss->pending_since_ms = 0;
             continue;
@@ -927,7 +930,8 @@ static void on_netlink(void *arg)
     schedule_eval(s);
 }
 
-/* ---- public API ------------------------------------------------------------------------------- */
+/* ---- public API -------------------------------------------------------------------------------
+ */
 
 int sync_new(struct event_base *base, struct journal *journal, const struct sync_config *cfg,
              struct sync **out, char *errbuf, size_t errlen)

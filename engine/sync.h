@@ -32,13 +32,13 @@ struct sync;
 
 enum sync_error {
     SYNC_OK = 0,
-    SYNC_EINVAL = -1,  /* a config value is missing or out of range */
+    SYNC_EINVAL = -1, /* a config value is missing or out of range */
     SYNC_ENOMEM = -2,
-    SYNC_EIO = -3,     /* the key file could not be read or written */
-    SYNC_EKEY = -4,    /* the key file exists but is not a valid key (not overwritten) */
+    SYNC_EIO = -3,      /* the key file could not be read or written */
+    SYNC_EKEY = -4,     /* the key file exists but is not a valid key (not overwritten) */
     SYNC_EJOURNAL = -5, /* the journal refused a state read/write */
-    SYNC_ETHREAD = -6, /* the helper thread or its eventfd could not be made */
-    SYNC_EHTTP = -7,   /* the HTTP client could not be made */
+    SYNC_ETHREAD = -6,  /* the helper thread or its eventfd could not be made */
+    SYNC_EHTTP = -7,    /* the HTTP client could not be made */
 };
 const char *sync_error_name(int err);
 const char *sync_strerror(int err);
@@ -58,11 +58,11 @@ struct sync_config {
 
     int64_t latency_ms[RECORD_STREAM_COUNT];       /* oldest unsent record may wait this long */
     uint64_t threshold_bytes[RECORD_STREAM_COUNT]; /* send once this much is waiting */
-    uint64_t max_batch_bytes; /* largest batch (raw payload bytes); fast links grow to it */
-    uint64_t min_batch_bytes; /* smallest batch the adaptation shrinks to on slow links */
-    int64_t heartbeat_ms;     /* a heartbeat event when nothing else was sent this long */
-    int64_t backoff_min_ms;   /* first retry delay; doubles per failure, with jitter */
-    int64_t backoff_max_ms;   /* cap of the retry delay */
+    uint64_t max_batch_bytes;    /* largest batch (raw payload bytes); fast links grow to it */
+    uint64_t min_batch_bytes;    /* smallest batch the adaptation shrinks to on slow links */
+    int64_t heartbeat_ms;        /* a heartbeat event when nothing else was sent this long */
+    int64_t backoff_min_ms;      /* first retry delay; doubles per failure, with jitter */
+    int64_t backoff_max_ms;      /* cap of the retry delay */
     int64_t request_deadline_ms; /* total time one request may take */
     /* Stall detection: a transfer slower than this many bytes/s for low_speed_time_s is
      * abandoned (0 = defaults: 100 B/s for 20 s). */
@@ -91,22 +91,22 @@ struct sync_stream_status {
 };
 
 struct sync_status {
-    char device_id[65];        /* "" until enrolled */
+    char device_id[65]; /* "" until enrolled */
     bool enrolled;
-    bool link_up;              /* the last request reached the server */
-    bool catching_up;          /* newest-first / backfill mode (docs/sync.md) */
+    bool link_up;                 /* the last request reached the server */
+    bool catching_up;             /* newest-first / backfill mode (docs/sync.md) */
     int64_t last_success_unix_ms; /* 0 = never */
     int64_t last_attempt_unix_ms;
-    char last_error[160];      /* "" after a success */
+    char last_error[160]; /* "" after a success */
     unsigned consecutive_failures;
-    int64_t next_attempt_in_ms; /* > 0 while backing off */
+    int64_t next_attempt_in_ms;    /* > 0 while backing off */
     uint64_t batch_budget_bytes;   /* current adaptive batch size (raw bytes) */
     double throughput_bytes_per_s; /* raw payload bytes/s of recent requests (EWMA) */
     double throughput_records_per_s;
     uint64_t batches_sent;
-    uint64_t bytes_on_wire;    /* request + response bytes, headers included */
-    uint64_t records_on_wire;  /* records carried by acknowledged batches */
-    uint64_t gaps_reported;    /* gap entries acknowledged by the cloud */
+    uint64_t bytes_on_wire;   /* request + response bytes, headers included */
+    uint64_t records_on_wire; /* records carried by acknowledged batches */
+    uint64_t gaps_reported;   /* gap entries acknowledged by the cloud */
     unsigned in_flight;
     struct sync_stream_status stream[RECORD_STREAM_COUNT];
 };

@@ -48,8 +48,10 @@ int sync_identity_load(const char *data_dir, uint8_t sk[crypto_sign_SECRETKEYBYT
         sodium_memzero(sk2, sizeof(sk2));
         if (!same) {
             sodium_memzero(sk, crypto_sign_SECRETKEYBYTES);
-            snprintf(errbuf, errlen, "%s: public key does not match the seed: damaged key file "
-                     "(not replaced)", path);
+            snprintf(errbuf, errlen,
+                     "%s: public key does not match the seed: damaged key file "
+                     "(not replaced)",
+                     path);
             return SYNC_EKEY;
         }
         memcpy(pk, pk2, crypto_sign_PUBLICKEYBYTES);

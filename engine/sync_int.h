@@ -55,7 +55,7 @@ struct sync_worker {
     struct sync_job *done_head, *done_tail;
     bool stop;
     bool started;
-    int efd;            /* eventfd: "done list not empty", watched by the loop */
+    int efd; /* eventfd: "done list not empty", watched by the loop */
     struct event *ev;
 };
 
@@ -82,9 +82,9 @@ struct sync_batch {
     uint64_t budget_bytes;
     bool include_gaps;
     /* out (worker -> loop) */
-    int err;                    /* 0 or a batch/journal error */
+    int err; /* 0 or a batch/journal error */
     char errmsg[200];
-    struct ferry_buf wire;      /* the signed batch */
+    struct ferry_buf wire; /* the signed batch */
     bool has_range[RECORD_STREAM_COUNT];
     struct journal_range range[RECORD_STREAM_COUNT];
     uint64_t records[RECORD_STREAM_COUNT];
@@ -94,7 +94,7 @@ struct sync_batch {
     uint32_t total_records;
     uint64_t total_raw_bytes;
     size_t n_gaps;
-    uint64_t gaps_max_id;       /* journal gap id to mark reported after the ack */
+    uint64_t gaps_max_id; /* journal gap id to mark reported after the ack */
     /* while in flight */
     struct http_request *req;
     struct sync_batch *next_in_flight;
@@ -104,7 +104,7 @@ struct sync_batch {
 /* Acknowledgement / rejection applied to the journal on the helper thread. */
 struct sync_ack {
     struct sync_job job;
-    bool reject;                 /* 400: set aside, append an event saying why */
+    bool reject; /* 400: set aside, append an event saying why */
     char reason[200];
     size_t n[RECORD_STREAM_COUNT];
     struct journal_range *ranges[RECORD_STREAM_COUNT]; /* malloc'd */
@@ -115,12 +115,13 @@ struct sync_ack {
     char errmsg[200];
 };
 
-/* ---- the engine -------------------------------------------------------------------------------- */
+/* ---- the engine --------------------------------------------------------------------------------
+ */
 
 struct sync_stream_state {
-    uint64_t cursor;          /* OLDEST reads continue after this (pipelining); 0 = oldest */
-    uint64_t live_high;       /* catch-up: highest seq sent newest-first */
-    int64_t live_sent_ms;     /* when the last newest-first read was built */
+    uint64_t cursor;      /* OLDEST reads continue after this (pipelining); 0 = oldest */
+    uint64_t live_high;   /* catch-up: highest seq sent newest-first */
+    int64_t live_sent_ms; /* when the last newest-first read was built */
     bool catching_up;
     int64_t pending_since_ms; /* monotonic: when we first saw unsent records (latency timer) */
     uint64_t in_flight_bytes; /* raw bytes of this stream in batches built or in flight */
@@ -142,34 +143,34 @@ struct sync {
     struct http_client *http;
     struct netlink_watch *netlink;
     struct sync_worker worker;
-    struct event *eval_ev;   /* deferred evaluation (coalesces wakes) */
-    struct event *timer_ev;  /* next latency deadline / heartbeat / backoff end */
+    struct event *eval_ev;  /* deferred evaluation (coalesces wakes) */
+    struct event *timer_ev; /* next latency deadline / heartbeat / backoff end */
 
     /* helper-thread-only state */
     struct batch_builder *builder;
     char builder_device_id[BATCH_MAX_DEVICE_ID + 1];
     struct journal_gap *gap_scratch;
-    int zstd_level;             /* copied at start: the thread never reads s->cfg */
+    int zstd_level; /* copied at start: the thread never reads s->cfg */
 
     /* loop state */
     bool freeing;
-    bool building;              /* a build job is with the worker */
-    unsigned acks_pending;      /* ack jobs with the worker */
-    bool builder_live;          /* a builder may exist on the worker (released when idle) */
-    bool releasing;             /* a release job is with the worker */
+    bool building;                /* a build job is with the worker */
+    unsigned acks_pending;        /* ack jobs with the worker */
+    bool builder_live;            /* a builder may exist on the worker (released when idle) */
+    bool releasing;               /* a release job is with the worker */
     struct sync_batch *in_flight; /* list of batches being sent */
     unsigned n_in_flight;
     bool gaps_in_flight;
     struct http_request *enroll_req;
-    char *enroll_body;          /* borrowed by enroll_req until its on_done */
-    int64_t next_attempt_ms;    /* monotonic; 0 = now */
+    char *enroll_body;       /* borrowed by enroll_req until its on_done */
+    int64_t next_attempt_ms; /* monotonic; 0 = now */
     bool last_failure_network;
     unsigned failures;
-    uint64_t budget_bytes;      /* adaptive batch size */
-    uint64_t split_cap_bytes;   /* after 413: below min_batch if needed; 0 = none */
+    uint64_t budget_bytes;    /* adaptive batch size */
+    uint64_t split_cap_bytes; /* after 413: below min_batch if needed; 0 = none */
     double throughput_bps;
     double throughput_rps;
-    int64_t last_send_ok_ms;    /* monotonic: heartbeat reference */
+    int64_t last_send_ok_ms; /* monotonic: heartbeat reference */
     int64_t start_ms;
     bool heartbeat_pending;
     struct sync_stream_state stream[RECORD_STREAM_COUNT];

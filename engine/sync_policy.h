@@ -14,15 +14,15 @@
 
 /* What one delivery attempt means for the records in it. */
 enum sync_outcome {
-    SYNC_OUTCOME_SENT = 0,      /* 2xx: the cloud stored them; ack in the journal */
-    SYNC_OUTCOME_RETRY = 1,     /* transient (network, timeout, stall, 5xx, 429, 503, 408):
-                                   keep them, back off, try again */
-    SYNC_OUTCOME_REJECT = 2,    /* 400 / 422: the batch can never be accepted: set its ranges
-                                   aside (acked locally as rejected, with an event) */
-    SYNC_OUTCOME_REENROLL = 3,  /* 401: the ingest does not know this device/key: enroll again */
-    SYNC_OUTCOME_SPLIT = 4,     /* 413: too large: halve the batch and retry at once */
-    SYNC_OUTCOME_REVOKED = 5,   /* 403: the device was revoked: keep the data, retry slowly
-                                   (backoff_max) in case an operator restores it */
+    SYNC_OUTCOME_SENT = 0,     /* 2xx: the cloud stored them; ack in the journal */
+    SYNC_OUTCOME_RETRY = 1,    /* transient (network, timeout, stall, 5xx, 429, 503, 408):
+                                  keep them, back off, try again */
+    SYNC_OUTCOME_REJECT = 2,   /* 400 / 422: the batch can never be accepted: set its ranges
+                                  aside (acked locally as rejected, with an event) */
+    SYNC_OUTCOME_REENROLL = 3, /* 401: the ingest does not know this device/key: enroll again */
+    SYNC_OUTCOME_SPLIT = 4,    /* 413: too large: halve the batch and retry at once */
+    SYNC_OUTCOME_REVOKED = 5,  /* 403: the device was revoked: keep the data, retry slowly
+                                  (backoff_max) in case an operator restores it */
 };
 
 const char *sync_outcome_name(enum sync_outcome o);

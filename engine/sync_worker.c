@@ -184,8 +184,8 @@ static int read_one(void *arg, const struct journal_entry *e)
         /* A payload the codec cannot carry (it does not unpack, or breaks a limit) would block
          * its stream forever: report it as a rejected gap and let the range cover it, so the
          * ack sets it aside. */
-        if (batch_builder_add_gap(c->s->builder, c->stream, e->seq, e->seq,
-                                  BATCH_GAP_REJECTED) != 0)
+        if (batch_builder_add_gap(c->s->builder, c->stream, e->seq, e->seq, BATCH_GAP_REJECTED) !=
+            0)
             return 1; /* no room for another gap: end this batch here */
         c->rejected_gaps++;
     } else if (rc != 0) {
@@ -333,7 +333,8 @@ void sync_batch_build_run(struct sync_job *job)
     }
 }
 
-/* ---- acknowledgements ------------------------------------------------------------------------- */
+/* ---- acknowledgements -------------------------------------------------------------------------
+ */
 
 void sync_ack_run(struct sync_job *job)
 {
@@ -366,8 +367,8 @@ void sync_ack_run(struct sync_job *job)
         for (int st = 0; st < RECORD_STREAM_COUNT; st++) {
             if (a->n[st] == 0)
                 continue;
-            int n = snprintf(ranges + off, sizeof(ranges) - off, "%s%s:%llu-%llu",
-                             off ? " " : "", record_stream_name((enum record_stream)st),
+            int n = snprintf(ranges + off, sizeof(ranges) - off, "%s%s:%llu-%llu", off ? " " : "",
+                             record_stream_name((enum record_stream)st),
                              (unsigned long long)a->ranges[st][0].first,
                              (unsigned long long)a->ranges[st][a->n[st] - 1].last);
             if (n < 0 || (size_t)n >= sizeof(ranges) - off)
@@ -394,7 +395,8 @@ void sync_batch_free(struct sync_batch *b)
     free(b);
 }
 
-/* ---- idle release ------------------------------------------------------------------------------ */
+/* ---- idle release ------------------------------------------------------------------------------
+ */
 
 void sync_release_run(struct sync_job *job)
 {

@@ -71,8 +71,8 @@ struct http_request {
     long status;
     int64_t start_ms;
     int64_t deadline_ms;
-    int fail_err;           /* error decided inside a libcurl callback (too big, aborted) */
-    bool cancel_requested;  /* cancel asked for while inside a libcurl callback */
+    int fail_err;          /* error decided inside a libcurl callback (too big, aborted) */
+    bool cancel_requested; /* cancel asked for while inside a libcurl callback */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -82,7 +82,7 @@ struct http_client {
     struct event *timer;
     struct http_request *requests; /* doubly linked list of transfers in the multi handle */
     size_t n_requests;
-    int in_curl;                   /* > 0 while libcurl runs our callbacks (pitfall 3) */
+    int in_curl; /* > 0 while libcurl runs our callbacks (pitfall 3) */
 };
 
 const char *http_strerror(int err)
@@ -348,7 +348,8 @@ static void finish(struct http_request *req, int err)
     size_t ra_len = 0;
     const char *ra = http_response_header(req, "Retry-After", &ra_len);
     resp.retry_after_ms = ra ? http_parse_retry_after(ra, ra_len, (int64_t)time(NULL)) : -1;
-    resp.error_text = err == HTTP_CLIENT_OK ? "" : (req->errbuf[0] ? req->errbuf : http_strerror(err));
+    resp.error_text =
+        err == HTTP_CLIENT_OK ? "" : (req->errbuf[0] ? req->errbuf : http_strerror(err));
 
     req->on_done(req->arg, req, &resp);
     request_free(req);
@@ -469,8 +470,7 @@ int http_request_start(struct http_client *client, const struct http_request_opt
     req->on_data = opts->on_data;
     req->on_done = opts->on_done;
     req->arg = opts->arg;
-    req->body.max = opts->max_response_bytes ? opts->max_response_bytes
-                                              : HTTP_DEFAULT_MAX_RESPONSE;
+    req->body.max = opts->max_response_bytes ? opts->max_response_bytes : HTTP_DEFAULT_MAX_RESPONSE;
     req->resp_headers.max = HTTP_MAX_HEADER_BYTES;
     req->deadline_ms = opts->deadline_ms;
     int dup_err = 0;
@@ -513,8 +513,7 @@ int http_request_start(struct http_client *client, const struct http_request_opt
     err = HTTP_CLIENT_ECURL;
     if (opts->body_len > 0 || (opts->method && strcmp(opts->method, "POST") == 0)) {
         static const char empty[1] = {0};
-        if (curl_easy_setopt(e, CURLOPT_POSTFIELDS, opts->body ? opts->body : empty) !=
-                CURLE_OK ||
+        if (curl_easy_setopt(e, CURLOPT_POSTFIELDS, opts->body ? opts->body : empty) != CURLE_OK ||
             curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)opts->body_len) !=
                 CURLE_OK)
             goto fail;

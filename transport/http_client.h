@@ -53,42 +53,42 @@ const char *http_strerror(int err);
 /* The outcome handed to on_done. Everything it points to is owned by the request and valid only
  * during the on_done call; copy what you keep. */
 struct http_response {
-    int err;                  /* HTTP_CLIENT_OK when an HTTP response arrived, whatever its status */
-    long status;              /* HTTP status of the final response; 0 when none arrived */
-    const uint8_t *body;      /* buffered body (NULL when on_data consumed it); NUL-terminated */
+    int err;             /* HTTP_CLIENT_OK when an HTTP response arrived, whatever its status */
+    long status;         /* HTTP status of the final response; 0 when none arrived */
+    const uint8_t *body; /* buffered body (NULL when on_data consumed it); NUL-terminated */
     size_t body_len;
-    int64_t retry_after_ms;   /* parsed Retry-After (delta or date), -1 when absent/invalid */
-    int64_t elapsed_ms;       /* from start to completion */
-    uint64_t bytes_sent;      /* request body bytes uploaded */
-    uint64_t bytes_received;  /* response body bytes downloaded */
-    uint64_t header_bytes;    /* request + response header bytes (wire overhead) */
-    const char *error_text;   /* libcurl's message for a failed transfer, "" otherwise */
+    int64_t retry_after_ms;  /* parsed Retry-After (delta or date), -1 when absent/invalid */
+    int64_t elapsed_ms;      /* from start to completion */
+    uint64_t bytes_sent;     /* request body bytes uploaded */
+    uint64_t bytes_received; /* response body bytes downloaded */
+    uint64_t header_bytes;   /* request + response header bytes (wire overhead) */
+    const char *error_text;  /* libcurl's message for a failed transfer, "" otherwise */
 };
 
 /* Streams response body bytes (for downloads). Return 0 to continue, non-zero to abort the
- * transfer (it then completes with HTTP_CLIENT_EABORTED). Called from inside libcurl: it must not call
- * any http_* function except http_response_status(). */
+ * transfer (it then completes with HTTP_CLIENT_EABORTED). Called from inside libcurl: it must not
+ * call any http_* function except http_response_status(). */
 typedef int (*http_data_fn)(void *arg, const uint8_t *data, size_t len);
 /* Completion; see the callback contract above. The request handle is dead after it returns. */
 typedef void (*http_done_fn)(void *arg, struct http_request *req, const struct http_response *resp);
 
 struct http_request_opts {
-    const char *method;           /* "GET" (default when NULL), "POST", "PUT", "HEAD", "DELETE" */
-    const char *url;              /* required; copied */
-    const char *const *headers;   /* NULL-terminated "Name: value" lines; copied */
-    const void *body;             /* borrowed: must stay valid until on_done has run */
+    const char *method;         /* "GET" (default when NULL), "POST", "PUT", "HEAD", "DELETE" */
+    const char *url;            /* required; copied */
+    const char *const *headers; /* NULL-terminated "Name: value" lines; copied */
+    const void *body;           /* borrowed: must stay valid until on_done has run */
     size_t body_len;
-    int64_t deadline_ms;          /* total time limit; 0 = none (not recommended) */
-    int64_t connect_timeout_ms;   /* 0 = libcurl's default (300 s), capped by the deadline */
-    long low_speed_bytes_per_s;   /* 0 = no stall detection */
-    long low_speed_time_s;        /* how long below the limit counts as stalled */
-    size_t max_response_bytes;    /* bound of the buffered body (ignored with on_data); 0 = 1 MiB */
-    int64_t range_start;          /* Range: bytes=start-[end]; -1 = no Range header */
-    int64_t range_end;            /* inclusive; -1 = to the end */
-    const char *ca_file;          /* CA bundle for https; NULL = system default; copied */
-    http_data_fn on_data;         /* NULL = buffer the body */
-    http_done_fn on_done;         /* required */
-    void *arg;                    /* passed to both callbacks */
+    int64_t deadline_ms;        /* total time limit; 0 = none (not recommended) */
+    int64_t connect_timeout_ms; /* 0 = libcurl's default (300 s), capped by the deadline */
+    long low_speed_bytes_per_s; /* 0 = no stall detection */
+    long low_speed_time_s;      /* how long below the limit counts as stalled */
+    size_t max_response_bytes;  /* bound of the buffered body (ignored with on_data); 0 = 1 MiB */
+    int64_t range_start;        /* Range: bytes=start-[end]; -1 = no Range header */
+    int64_t range_end;          /* inclusive; -1 = to the end */
+    const char *ca_file;        /* CA bundle for https; NULL = system default; copied */
+    http_data_fn on_data;       /* NULL = buffer the body */
+    http_done_fn on_done;       /* required */
+    void *arg;                  /* passed to both callbacks */
 };
 
 /* Fills opts with defaults: GET, no body, deadline 30 s, no Range, 1 MiB body bound. */
@@ -98,8 +98,8 @@ void http_request_opts_init(struct http_request_opts *opts);
  * outlive the client. Call curl_global_init() once in main before (libcurl requires it). */
 struct http_client *http_client_new(struct event_base *base) __attribute__((warn_unused_result));
 
-/* Cancels every request still running (each on_done is called with HTTP_CLIENT_ECANCELED before this
- * returns), then frees the client. Must not be called from inside an on_done or on_data. */
+/* Cancels every request still running (each on_done is called with HTTP_CLIENT_ECANCELED before
+ * this returns), then frees the client. Must not be called from inside an on_done or on_data. */
 void http_client_free(struct http_client *client);
 
 /* Starts a request. On success returns 0 and, when out_req is non-NULL, stores a handle valid

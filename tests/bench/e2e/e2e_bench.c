@@ -56,18 +56,19 @@ static char tmpdir[PATH_MAX];
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: e2e-bench [options]\n"
-            "End-to-end benchmark: line protocol into ferryd's /write, measured until the\n"
-            "records are in ferry-ingest's store; then ferryd's idle RSS and wake-ups.\n\n"
-            "  --bin-dir DIR       where ferryd and ferry-ingest are (default: beside e2e-bench)\n"
-            "  --records N         points to write (default 2000000)\n"
-            "  --batch-lines N     points per /write request (default 5000)\n"
-            "  --writers N         concurrent writer connections (default 2)\n"
-            "  --idle-seconds N    idle measurement (default 60; 0 skips it)\n"
-            "  --durability MODE   ferryd [journal] durability: commit|periodic|os (default commit)\n"
-            "  --keep              keep the temporary directory\n"
-            "  -h, --help          this text\n");
+    fprintf(
+        f,
+        "usage: e2e-bench [options]\n"
+        "End-to-end benchmark: line protocol into ferryd's /write, measured until the\n"
+        "records are in ferry-ingest's store; then ferryd's idle RSS and wake-ups.\n\n"
+        "  --bin-dir DIR       where ferryd and ferry-ingest are (default: beside e2e-bench)\n"
+        "  --records N         points to write (default 2000000)\n"
+        "  --batch-lines N     points per /write request (default 5000)\n"
+        "  --writers N         concurrent writer connections (default 2)\n"
+        "  --idle-seconds N    idle measurement (default 60; 0 skips it)\n"
+        "  --durability MODE   ferryd [journal] durability: commit|periodic|os (default commit)\n"
+        "  --keep              keep the temporary directory\n"
+        "  -h, --help          this text\n");
 }
 
 static void cleanup(void)
@@ -188,7 +189,8 @@ static json_t *get_json(const char *url)
     return root;
 }
 
-/* ---- /proc ------------------------------------------------------------------------------------- */
+/* ---- /proc -------------------------------------------------------------------------------------
+ */
 
 static double proc_cpu_s(pid_t pid)
 {
@@ -253,7 +255,8 @@ static unsigned long long proc_ctxt_switches(pid_t pid)
     return total;
 }
 
-/* ---- writers ----------------------------------------------------------------------------------- */
+/* ---- writers -----------------------------------------------------------------------------------
+ */
 
 #define N_BODIES 32
 
@@ -341,12 +344,15 @@ static void parse_args(int argc, char **argv, struct opts *o)
             *slash = '\0';
         ferry_strlcpy(o->bin_dir, self, sizeof(o->bin_dir));
     }
-    static const struct option lo[] = {
-        {"bin-dir", required_argument, 0, 'b'},     {"records", required_argument, 0, 'r'},
-        {"batch-lines", required_argument, 0, 'l'}, {"writers", required_argument, 0, 'w'},
-        {"idle-seconds", required_argument, 0, 'i'}, {"durability", required_argument, 0, 'D'},
-        {"keep", no_argument, 0, 'k'},              {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option lo[] = {{"bin-dir", required_argument, 0, 'b'},
+                                       {"records", required_argument, 0, 'r'},
+                                       {"batch-lines", required_argument, 0, 'l'},
+                                       {"writers", required_argument, 0, 'w'},
+                                       {"idle-seconds", required_argument, 0, 'i'},
+                                       {"durability", required_argument, 0, 'D'},
+                                       {"keep", no_argument, 0, 'k'},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
     int c;
     uint64_t v;
     while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -446,8 +452,8 @@ int main(int argc, char **argv)
     if (pclose(p) != 0 || !token[0])
         die("ferry-ingest token create failed (see %s)", ing_log);
     token[strcspn(token, "\r\n")] = '\0';
-    char *iargv[] = {ingest_bin, "-d", ing_dir, "-l", "127.0.0.1:0", "--server.port_file",
-                     port_file, "--log.level", "warn", NULL};
+    char *iargv[] = {ingest_bin,           "-d",      ing_dir,       "-l",   "127.0.0.1:0",
+                     "--server.port_file", port_file, "--log.level", "warn", NULL};
     ingest_pid = spawn(iargv, ing_log);
     char port[32];
     if (wait_file(port_file, port, sizeof(port), 20000) != 0)
@@ -515,7 +521,8 @@ int main(int argc, char **argv)
         body_bytes += sh->bodies[b].len;
 
     printf("e2e-bench: %" PRIu64 " points, %u per /write, %u writers, ferryd durability %s, "
-           "device %s\n", o.records, o.batch_lines, o.writers, o.durability, device);
+           "device %s\n",
+           o.records, o.batch_lines, o.writers, o.durability, device);
     printf("(line protocol: %.1f bytes per point)\n",
            (double)body_bytes / (double)(N_BODIES * o.batch_lines));
     fflush(stdout);

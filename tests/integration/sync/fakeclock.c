@@ -24,8 +24,8 @@ int clock_gettime(clockid_t id, struct timespec *ts)
 {
     static int (*real_clock_gettime)(clockid_t, struct timespec *);
     if (!real_clock_gettime)
-        real_clock_gettime = (int (*)(clockid_t, struct timespec *))dlsym(RTLD_NEXT,
-                                                                           "clock_gettime");
+        real_clock_gettime =
+            (int (*)(clockid_t, struct timespec *))dlsym(RTLD_NEXT, "clock_gettime");
     int rc = real_clock_gettime(id, ts);
     if (rc == 0 && (id == CLOCK_REALTIME || id == CLOCK_REALTIME_COARSE))
         ts->tv_sec += (time_t)fake_offset_s();

@@ -1,8 +1,8 @@
 /*
  * test_netlink.c - engine/netlink wakes its owner when a link appears. When running as root
  * the test moves itself into a fresh network namespace (unshare(CLONE_NEWNET)), so the real
- * `ip link add ... type dummy` (or veth) and `ip link set ... up` it runs touch nothing of the host.
- * Without the privilege it is skipped (exit 77, ctest SKIP_RETURN_CODE) and says why.
+ * `ip link add ... type dummy` (or veth) and `ip link set ... up` it runs touch nothing of the
+ * host. Without the privilege it is skipped (exit 77, ctest SKIP_RETURN_CODE) and says why.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -50,13 +50,15 @@ static void test_link_and_address_changes_wake(void **state)
 
     /* a dummy interface where the module exists, else a veth pair (containers often lack it) */
     assert_int_equal(system("ip link add ferrytest0 type dummy 2>/dev/null || "
-                            "ip link add ferrytest0 type veth peer name ferrytest1"), 0);
+                            "ip link add ferrytest0 type veth peer name ferrytest1"),
+                     0);
     run_for(base, 3000);
     assert_true(woken >= 1);
     run_for(base, 100); /* drain follow-ups */
 
     woken = 0;
-    assert_int_equal(system("ip link set ferrytest0 up && ip addr add 10.77.0.1/24 dev ferrytest0"), 0);
+    assert_int_equal(system("ip link set ferrytest0 up && ip addr add 10.77.0.1/24 dev ferrytest0"),
+                     0);
     run_for(base, 3000);
     assert_true(woken >= 1);
     assert_true(netlink_watch_changes(w) >= 2);

@@ -54,14 +54,14 @@ struct srv {
     uint8_t pk[32];
     bool have_pk;
     int enrolls;
-    int batches;        /* requests to /v1/batches */
-    int accepted;       /* 200s */
+    int batches;  /* requests to /v1/batches */
+    int accepted; /* 200s */
     /* knobs */
-    int fail_503;       /* answer this many batch requests 503 */
+    int fail_503; /* answer this many batch requests 503 */
     int retry_after_s;
-    int reject_nth;     /* answer the Nth batch request (1-based) 400 */
-    int unauth_nth;     /* answer the Nth batch request 401 */
-    size_t max_body;    /* 413 above this many bytes (0 = no limit) */
+    int reject_nth;  /* answer the Nth batch request (1-based) 400 */
+    int unauth_nth;  /* answer the Nth batch request 401 */
+    size_t max_body; /* 413 above this many bytes (0 = no limit) */
     /* observations */
     int64_t req_ms[64];
     uint8_t *seen[RECORD_STREAM_COUNT]; /* seen[stream][seq] = times stored */
@@ -173,8 +173,8 @@ static void handle_batch(struct srv *s, struct evhttp_request *req)
         json_object_set_new(acked, record_stream_name(r->stream),
                             json_pack("[[I,I]]", (json_int_t)r->first, (json_int_t)r->last));
     }
-    json_t *root = json_pack("{s:s, s:o, s:i}", "batch_id", "00", "acked", acked, "gaps",
-                             (int)h.n_gaps);
+    json_t *root =
+        json_pack("{s:s, s:o, s:i}", "batch_id", "00", "acked", acked, "gaps", (int)h.n_gaps);
     char *text = json_dumps(root, JSON_COMPACT);
     reply_json(req, 200, text);
     free(text);
@@ -395,8 +395,9 @@ static void test_enrolls_then_ships_every_record(void **state)
     /* the device id is in the journal state, the key file is private */
     char id[80];
     size_t idlen = 0;
-    assert_int_equal(journal_state_get(f->j, SYNC_STATE_DEVICE_ID, strlen(SYNC_STATE_DEVICE_ID),
-                                       id, sizeof(id), &idlen), 0);
+    assert_int_equal(journal_state_get(f->j, SYNC_STATE_DEVICE_ID, strlen(SYNC_STATE_DEVICE_ID), id,
+                                       sizeof(id), &idlen),
+                     0);
     assert_int_equal(idlen, 8);
     char path[300];
     snprintf(path, sizeof(path), "%s/%s", f->dir, SYNC_KEY_FILE);
@@ -585,7 +586,6 @@ static void test_unreachable_server_backs_off_then_recovers(void **state)
     assert_all_seen(f, RECORD_EVENT, 1, 3);
 }
 
-
 /* Last test of the file: it moves the whole process into a new network namespace. A server
  * that was unreachable comes up; nothing else changes until an interface appears: netlink must
  * end the (long) backoff at once instead of waiting it out. Skipped without root. */
@@ -620,7 +620,8 @@ static void test_netlink_change_ends_backoff(void **state)
     /* a link appears: the engine tries at once */
     int64_t t0 = ferry_monotonic_ms();
     assert_int_equal(system("ip link add ferrysync0 type dummy 2>/dev/null || "
-                            "ip link add ferrysync0 type veth peer name ferrysync1"), 0);
+                            "ip link add ferrysync0 type veth peer name ferrysync1"),
+                     0);
     run_until_drained(f, 5000);
     int64_t took = ferry_monotonic_ms() - t0;
     sync_get_status(f->sync, &st);

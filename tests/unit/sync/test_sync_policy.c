@@ -66,7 +66,8 @@ static void test_backoff_grows_with_jitter_within_bounds(void **state)
         assert_int_equal(lo, base / 2);
         assert_true(hi <= base && hi >= base - 1);
         for (int k = 0; k < 100; k++) {
-            int64_t d = sync_backoff_ms(f, min_ms, max_ms, (double)rand() / ((double)RAND_MAX + 1), -1);
+            int64_t d =
+                sync_backoff_ms(f, min_ms, max_ms, (double)rand() / ((double)RAND_MAX + 1), -1);
             assert_true(d >= base / 2 && d <= base);
             assert_true(d <= max_ms);
         }
@@ -104,25 +105,29 @@ static void test_batch_size_adapts_to_link(void **state)
     double tp = 0;
     uint64_t cur = min_b;
     for (int i = 0; i < 20; i++) {
-        uint64_t next = sync_next_batch_bytes(cur, cur, (int64_t)(cur / 50000 + 1), deadline,
-                                              min_b, max_b, &tp);
+        uint64_t next = sync_next_batch_bytes(cur, cur, (int64_t)(cur / 50000 + 1), deadline, min_b,
+                                              max_b, &tp);
         assert_true(next <= cur * 2);
         cur = next;
     }
     assert_int_equal(cur, max_b);
     /* the link drops to 20 kB/s: one slow request shrinks the batch so the next takes about a
      * quarter of the deadline (7.5 s -> ~150 kB... at most), far inside the deadline */
-    uint64_t next = sync_next_batch_bytes(cur, cur, (int64_t)(cur / 20), deadline, min_b, max_b, &tp);
+    uint64_t next =
+        sync_next_batch_bytes(cur, cur, (int64_t)(cur / 20), deadline, min_b, max_b, &tp);
     assert_true(next < cur);
     tp = 0;
     next = sync_next_batch_bytes(cur, cur, (int64_t)(cur / 20), deadline, min_b, max_b, &tp);
     assert_true(next >= 140000 && next <= 160000);
     /* a very slow link (200 B/s) stays at the minimum */
     tp = 0;
-    assert_int_equal(sync_next_batch_bytes(min_b, min_b, (int64_t)min_b * 5, deadline, min_b, max_b, &tp), min_b);
+    assert_int_equal(
+        sync_next_batch_bytes(min_b, min_b, (int64_t)min_b * 5, deadline, min_b, max_b, &tp),
+        min_b);
     /* a small (not full) quick batch says nothing about the link: size kept */
     tp = 0;
-    assert_int_equal(sync_next_batch_bytes(1024 * 1024, 1000, 5, deadline, min_b, max_b, &tp), 1024 * 1024);
+    assert_int_equal(sync_next_batch_bytes(1024 * 1024, 1000, 5, deadline, min_b, max_b, &tp),
+                     1024 * 1024);
 }
 
 int main(void)
