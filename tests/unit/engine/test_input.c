@@ -226,6 +226,57 @@ static void test_multiline_string_across_slice_boundary(void **state)
     assert_int_equal(st.stream[RECORD_METRIC].unsent_records, lines + 1 + 1000);
 }
 
+/* A full journal queue (JOURNAL_EAGAIN) makes the job report INPUT_BUSY and keep its chunk;
+ * retrying appends every record exactly once. */
+static void test_busy_queue_retries_without_duplicates(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/ferry-input-busy-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct journal_config jc;
+    journal_config_init(&jc);
+    jc.quota_bytes = 256ULL * 1024 * 1024;
+    jc.queue_max_bytes = 64 * 1024; /* far below one input chunk */
+    /* The committer waits 100 ms for more before each commit, so the queue stays full while
+     * the job produces its next chunk. */
+    jc.group_window_us = 100000;
+    jc.group_max_bytes = 8 * 1024 * 1024;
+    struct journal *j;
+    char err[256];
+    assert_int_equal(journal_open(dir, &jc, &j, NULL, err, sizeof err), 0);
+    struct ferry_buf b = FERRY_BUF_INIT;
+    const size_t lines = 100000;
+    for (size_t i = 0; i < lines; i++)
+        assert_int_equal(ferry_buf_printf(&b, "busy,host=h%zu v=%zu\n", i % 10, i), 0);
+    struct input_opts o;
+    default_opts(&o, INPUT_LINEPROTO);
+    struct input_job *job;
+    assert_int_equal(input_job_new(&o, (const char *)b.data, b.len, &job), 0);
+    size_t busy = 0;
+    int rc;
+    while ((rc = input_job_run(job, j, 0)) == INPUT_BUSY || rc == INPUT_MORE) {
+        busy += rc == INPUT_BUSY;
+        usleep(200);
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(input_job_accepted(job), lines);
+    size_t n;
+    const struct durable_point *p = input_job_points(job, &n);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(journal_wait(j, p[i].stream, p[i].seq), 0);
+    assert_int_equal(p[n - 1].seq, lines);
+    input_job_free(job);
+    ferry_buf_free(&b);
+    struct journal_stats st;
+    assert_int_equal(journal_stats(j, &st), 0);
+    assert_int_equal(st.stream[RECORD_METRIC].unsent_records, lines);
+    assert_int_equal(journal_close(j), 0);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+    assert_true(busy > 0); /* the path under test was taken */
+}
+
 static int count_cb(void *arg, const struct record *r)
 {
     (void)r;
@@ -355,6 +406,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_random_bodies_match_line_by_line_parse, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_log_lines_plain_and_json, setup, teardown),
+        cmocka_unit_test(test_busy_queue_retries_without_duplicates),
         cmocka_unit_test(test_event_packing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
