@@ -430,9 +430,30 @@ int main(int argc, char **argv)
         /* synced commits are slow on a busy disk: fewer of them, same commit size */
         size_t n_synced = n / 10 > batch * 20 ? n / 10 : batch * 20;
         char name[96];
-        double raw_sync_cps = 0, raw_nosync_cps = 0;
-        double raw_sync = best_raw(base, &run, sz, n_synced, batch, true, &raw_sync_cps);
-        double raw_nosync = best_raw(base, &run, sz, n, batch, false, &raw_nosync_cps);
+        /* Interleaved rounds (raw, then the journal in each mode, again and again) so that a
+         * burst of load from other processes hits both sides alike; the best round counts. */
+        double best[5] = {0}, best_cps[5] = {0};
+        int rounds = repeat;
+        repeat = 1;
+        for (int r = 0; r < rounds; r++) {
+            for (int k = 0; k < 5; k++) {
+                double c = 0, rate;
+                if (k < 2) {
+                    rate = best_raw(base, &run, sz, k == 0 ? n_synced : n, batch, k == 0, &c);
+                } else {
+                    bool synced = modes[k - 2] == JOURNAL_SYNC_COMMIT;
+                    rate = best_journal(base, &run, modes[k - 2], sz, synced ? n_synced : n, batch,
+                                        &c);
+                }
+                if (rate > best[k]) {
+                    best[k] = rate;
+                    best_cps[k] = c;
+                }
+            }
+        }
+        repeat = rounds;
+        double raw_sync_cps = best_cps[0], raw_nosync_cps = best_cps[1];
+        double raw_sync = best[0], raw_nosync = best[1];
         snprintf(name, sizeof(name), "raw lmdb %zuB synced", sz);
         printf("%-34s %14.0f %14.0f %10s\n", name, raw_sync, raw_sync_cps, "-");
         snprintf(name, sizeof(name), "raw lmdb %zuB nosync", sz);
@@ -444,10 +465,9 @@ int main(int argc, char **argv)
         snprintf(name, sizeof(name), "raw_lmdb_%zub_nosync_rec_per_s", sz);
         add_figure(name, raw_nosync, "");
         for (size_t mi = 0; mi < 3; mi++) {
-            double cps = 0;
+            double cps = best_cps[2 + mi];
             bool synced = modes[mi] == JOURNAL_SYNC_COMMIT;
-            double rate =
-                best_journal(base, &run, modes[mi], sz, synced ? n_synced : n, batch, &cps);
+            double rate = best[2 + mi];
             double ref = synced ? raw_sync : raw_nosync;
             char ratio[16];
             snprintf(ratio, sizeof(ratio), "%.2fx", rate / ref);
