@@ -114,15 +114,16 @@ static inline bool ident_stop(enum ident_kind kind, char c)
            (c == '=' && kind == IDENT_KEY);
 }
 
+/* As in InfluxDB, a backslash escapes only these; "\\" in an identifier is two backslashes. */
 static inline bool ident_escapes(enum ident_kind kind, char c)
 {
-    return c == ',' || c == ' ' || c == '\\' || (c == '=' && kind != IDENT_MEASUREMENT);
+    return c == ',' || c == ' ' || (c == '=' && kind != IDENT_MEASUREMENT);
 }
 
 /*
  * Reads an identifier (measurement, tag key/value, field key) up to an unescaped stop character
- * into the scratch buffer. A backslash before a character the kind escapes (or before a
- * backslash) yields that character; before anything else it stays literal.
+ * into the scratch buffer. A backslash before a character the kind escapes yields that
+ * character; before anything else (a backslash included) it stays literal.
  */
 static int lp_ident(struct lp *p, enum ident_kind kind, size_t max, const char *what,
                     struct record_str *out)
@@ -487,12 +488,15 @@ out:
 
 /* ---- Formatter ------------------------------------------------------------------------------ */
 
-/* Appends an identifier escaping what the parser would stop at or unescape (ident_escapes), so
- * that parsing gives back the same bytes. Newlines and carriage returns cannot be written; a tab
- * ends an identifier and cannot be escaped either. (NUL bytes are plain data here: strchr-style
- * set tests would match the terminator.) */
+/* Appends an identifier escaping what the parser would stop at (ident_escapes), so that parsing
+ * gives back the same bytes. Backslashes stay as they are (the parser keeps a backslash that
+ * precedes a plain character); a trailing one would escape the separator after it, so such an
+ * identifier cannot be written, nor can newlines, carriage returns or tabs. (NUL bytes are plain
+ * data here: strchr-style set tests would match the terminator.) */
 static int put_ident(struct ferry_buf *b, const struct record_str *s, enum ident_kind kind)
 {
+    if (s->len > 0 && s->ptr[s->len - 1] == '\\')
+        return LINEPROTO_EINVAL;
     for (size_t i = 0; i < s->len; i++) {
         char c = s->ptr[i];
         if (c == '\n' || c == '\r' || c == '\t')

@@ -14,7 +14,8 @@
  * - timestamp: optional signed integer in the request's precision (ns, us, ms, s), converted to
  *   nanoseconds; overflow of int64 nanoseconds is an error. A missing timestamp takes the
  *   `default_ts_ns` the caller gives (normally "now").
- * - A backslash before any other character is kept literally (as InfluxDB does).
+ * - A backslash before any other character is kept literally (as InfluxDB does), so "\\" in a
+ *   name or key is two backslashes; only string field values treat "\\" as one.
  * - Lines end at '\n' ("\r\n" accepted); empty lines and lines starting with '#' are skipped.
  * - Duplicate field keys within one line: the last one wins, like InfluxDB.
  *
@@ -93,7 +94,7 @@ int lineproto_parse(const char *text, size_t len, enum lineproto_precision preci
  * measurement = type. A record without fields gets none (strictly, line protocol needs one; the
  * parser rejects such a line). Returns 0, LINEPROTO_EINVAL (NaN/Inf float, an empty name or
  * one starting with '#', an empty tag key or value, a newline, carriage return or tab in a name,
- * key or tag value) or
+ * key or tag value, or one of those ending in a backslash) or
  * LINEPROTO_ENOMEM; `out` is unchanged on error.
  */
 int lineproto_format(const struct record *r, struct ferry_buf *out)

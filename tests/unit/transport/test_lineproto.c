@@ -340,6 +340,14 @@ static void test_format_parse_roundtrip(void **state)
     back = unpack_at(&c, 0, sc);
     assert_true(record_equal(&nul, &back));
     collected_free(&c);
+    /* as in InfluxDB, "\\\\" in a name is two backslashes; a trailing backslash cannot be written */
+    assert_int_equal(parse("m\\\\x v=1 1\n", LINEPROTO_NS, &c, &err), 0);
+    back = unpack_at(&c, 0, sc);
+    assert_int_equal(back.name.len, 4);
+    assert_memory_equal(back.name.ptr, "m\\\\x", 4);
+    collected_free(&c);
+    nul.name = S("ends\\");
+    assert_int_equal(lineproto_format(&nul, &b), LINEPROTO_EINVAL);
     nul.name = S("#comment");
     assert_int_equal(lineproto_format(&nul, &b), LINEPROTO_EINVAL);
     nul.name = S("tab\there");
