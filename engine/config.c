@@ -38,6 +38,7 @@ const char ferryd_config_defaults[] =
     "http = 127.0.0.1:8086\n"
     "udp = 127.0.0.1:8089\n"
     "unix = ferryd.sock\n"
+    "unix_mode = 0660\n"
     "http_max_body = 32MiB\n"
     "[journal]\n"
     "quota = 1GiB\n"
@@ -91,6 +92,7 @@ enum key_type {
     KEY_DURATION,
     KEY_DURATION_US, /* like KEY_DURATION but also "us", stored in microseconds */
     KEY_INT,
+    KEY_MODE, /* octal permission bits, e.g. 0660 */
     KEY_BOOL,
     KEY_LOG_LEVEL,
     KEY_DURABILITY,
@@ -122,6 +124,7 @@ static const struct config_key config_keys[] = {
     {"listen", "http", KEY_HOSTPORT, OFF(listen_http), false, 0, 0},
     {"listen", "udp", KEY_HOSTPORT, OFF(listen_udp), false, 0, 0},
     {"listen", "unix", KEY_STRING, OFF(listen_unix), false, 0, 0},
+    {"listen", "unix_mode", KEY_MODE, OFF(listen_unix_mode), false, 0, 0777},
     {"listen", "http_max_body", KEY_SIZE, OFF(http_max_body_bytes), true, 4 * KIB, 1 * GIB},
     {"journal", "quota", KEY_SIZE, OFF(journal_quota_bytes), false, 1 * MIB, 1024 * GIB},
     {"journal", "durability", KEY_DURABILITY, OFF(journal_durability), false, 0, 0},
@@ -452,6 +455,19 @@ static int apply_value(struct load_state *st, const struct config_key *k, const 
         *(int64_t *)slot = v;
         return 0;
     }
+    case KEY_MODE: {
+        char *end;
+        errno = 0;
+        long v = strtol(value, &end, 8);
+        if (!*value || *end || errno || v < k->min || v > k->max) {
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[%s] %s = \"%s\": not an octal file mode (e.g. 0660)", k->section, k->key,
+                      value);
+            return -1;
+        }
+        *(int64_t *)slot = v;
+        return 0;
+    }
     case KEY_INT: {
         int64_t v;
         if (ferry_parse_i64(value, k->min, k->max, &v) != 0) {
@@ -661,6 +677,7 @@ static bool key_equal(const struct config_key *k, const struct ferryd_config *a,
         return *(const int *)pa == *(const int *)pb;
     case KEY_DURATION_US:
     case KEY_INT:
+    case KEY_MODE:
         return *(const int64_t *)pa == *(const int64_t *)pb;
     }
     return false;

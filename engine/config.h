@@ -59,6 +59,7 @@ struct ferryd_config {
     char *listen_http;
     char *listen_udp;
     char *listen_unix;
+    int64_t listen_unix_mode; /* permission bits of the socket file */
     uint64_t http_max_body_bytes;
 
     /* [journal] */

@@ -513,7 +513,8 @@ static int start_inputs(struct ferryd *d, char *errbuf, size_t errlen)
             snprintf(errbuf, errlen, "[listen] unix: path too long");
             return FERRYD_EXIT_FAILURE;
         }
-        if (line_input_unix_new(&ld, path, &d->unix_in, errbuf, errlen) != 0)
+        if (line_input_unix_new(&ld, path, (unsigned)d->cfg.listen_unix_mode, &d->unix_in, errbuf,
+                                errlen) != 0)
             return FERRYD_EXIT_FAILURE;
     }
     struct status_sources *s = &d->status;

@@ -331,7 +331,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     bufferevent_enable(c->bev, EV_READ);
 }
 
-int line_input_unix_new(const struct line_input_deps *deps, const char *path,
+int line_input_unix_new(const struct line_input_deps *deps, const char *path, unsigned mode,
                         struct line_input **out, char *errbuf, size_t errlen)
 {
     struct sockaddr_un sun;
@@ -363,6 +363,15 @@ int line_input_unix_new(const struct line_input_deps *deps, const char *path,
         snprintf(errbuf, errlen, "unix socket %s: %s", path, strerror(errno));
         if (fd >= 0)
             close(fd);
+        free(in);
+        return LINE_INPUT_EBIND;
+    }
+    /* After bind the file has the process umask's bits; local producers of other users need
+     * the configured mode (the directory's permissions still apply). */
+    if (chmod(path, (mode_t)mode) != 0) {
+        snprintf(errbuf, errlen, "unix socket %s: chmod %o: %s", path, mode, strerror(errno));
+        close(fd);
+        unlink(path);
         free(in);
         return LINE_INPUT_EBIND;
     }

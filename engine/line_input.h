@@ -45,8 +45,9 @@ int line_input_udp_new(const struct line_input_deps *deps, const char *listen_ad
     __attribute__((warn_unused_result));
 
 /* Listens on a Unix stream socket at `path` (a stale socket file there is replaced; any other
- * kind of file is an error). The socket file is removed by line_input_free(). */
-int line_input_unix_new(const struct line_input_deps *deps, const char *path,
+ * kind of file is an error) and gives the socket file the permission bits `mode` (connecting
+ * needs write permission). The socket file is removed by line_input_free(). */
+int line_input_unix_new(const struct line_input_deps *deps, const char *path, unsigned mode,
                         struct line_input **out, char *errbuf, size_t errlen)
     __attribute__((warn_unused_result));
 

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -523,8 +524,12 @@ static void test_udp_line_protocol(void **state)
 static void test_unix_socket_line_protocol(void **state)
 {
     struct daemon *d = *state;
-    write_config(d, NULL);
+    write_config(d, "[listen]\nunix_mode = 0666\n");
     daemon_start(d);
+    struct stat sst;
+    assert_int_equal(stat(d->unix_path, &sst), 0);
+    assert_true(S_ISSOCK(sst.st_mode));
+    assert_int_equal(sst.st_mode & 0777, 0666);
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un sun = {0};
     sun.sun_family = AF_UNIX;

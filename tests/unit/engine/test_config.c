@@ -123,6 +123,8 @@ static void test_bad_values(void **state)
                  "test.ini:2: [listen] http");
     expect_error("[server]\nurl = ftp://x\n", FERRYD_CONFIG_EVALUE,
                  "test.ini:2: [server] url = \"ftp://x\": not an http:// or https:// URL");
+    expect_error("[listen]\nunix_mode = 0999\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:2: [listen] unix_mode = \"0999\": not an octal file mode");
     expect_error("[update]\nenabled = perhaps\n", FERRYD_CONFIG_EVALUE,
                  "test.ini:2: [update] enabled = \"perhaps\": not a boolean");
 }
