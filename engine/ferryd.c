@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine/config.h"
 #include "engine/daemon.h"
@@ -82,6 +83,8 @@ int main(int argc, char **argv)
     char err[1024] = "";
     if (check_only) {
         struct ferryd_config cfg;
+        if (!opts.config_path && access(FERRYD_CONFIG_DEFAULT_PATH, F_OK) == 0)
+            opts.config_path = FERRYD_CONFIG_DEFAULT_PATH; /* what ferryd itself would read */
         if (ferryd_config_load(opts.config_path, &cfg, err, sizeof err) != 0) {
             fprintf(stderr, "ferryd: %s\n", err);
             return FERRYD_EXIT_CONFIG;
