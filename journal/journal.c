@@ -16,6 +16,7 @@
  *   4. Compaction is the only operation that closes the environment while the handle lives; it
  *      holds env_lock exclusively, which every other LMDB user holds shared.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -506,6 +507,29 @@ static int move_aside(struct journal *j, struct journal_open_info *info, char *e
     return 0;
 }
 
+/* A writer killed inside ferry_write_file_atomic() leaves journal.hwm.tmp.<pid> behind, and
+ * one killed inside journal_compact() leaves journal.mdb.compact: we own the directory now
+ * (owner lock held), so they can go. */
+static void remove_stale_temp_files(struct journal *j)
+{
+    DIR *d = opendir(j->dir);
+    if (!d)
+        return;
+    static const char hwm_tmp[] = JOURNAL_HWM_FILE_NAME ".tmp.";
+    static const char compact_tmp[] = JOURNAL_FILE_NAME ".compact";
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, hwm_tmp, sizeof(hwm_tmp) - 1) == 0 ||
+            strcmp(e->d_name, compact_tmp) == 0) {
+            char *p = path_join(j->dir, e->d_name);
+            if (p)
+                (void)unlink(p);
+            free(p);
+        }
+    }
+    closedir(d);
+}
+
 static void compute_limits(struct journal *j)
 {
     /* Reserve for copy-on-write: a commit writes new copies of the pages it changes before the
@@ -667,6 +691,7 @@ int journal_open(const char *data_dir, const struct journal_config *cfg_in, stru
         goto fail;
     }
 
+    remove_stale_temp_files(j);
     uint64_t reserved[J_STREAMS] = {0}, oldest[J_STREAMS] = {0};
     int hrc = j_hwm_read(j->hwm_path, reserved, oldest);
     bool have_hwm = hrc == 0;

@@ -11,12 +11,14 @@
  *   - records appear in strictly increasing sequence order, each payload intact (every payload
  *     is derived from its id, so even records committed but not yet reported are checked);
  *   - the next sequence is above every reported one (no reuse after the crash);
- *   - the child's open never needed recovery (a kill must not damage the file).
+ *   - the child's open never needed recovery (a kill must not damage the file);
+ *   - temporary files of killed writers (journal.hwm.tmp.*, journal.mdb.compact) do not pile up.
  *
  *   journal-crash [--kills N] [--min-kills N] [--max-seconds S] [--seed N] [--dir D] [--verbose]
  *
  * Exit 0 when at least --min-kills kills were checked without a failure.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -307,6 +309,22 @@ static int verify(const char *dir, struct expected *exp)
     return failures;
 }
 
+/* Counts leftovers of killed writers that the next writable open must have removed. */
+static int stale_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    if (!d)
+        return 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strstr(e->d_name, ".tmp.") || strstr(e->d_name, ".compact"))
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
 /* Reads messages until EOF; returns -1 if the child said its open needed recovery. */
 static int drain(int fd, struct expected *exp, bool *opened)
 {
@@ -451,6 +469,12 @@ int main(int argc, char **argv)
         }
         if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)) {
             fprintf(stderr, "FAIL child ended by itself (status %d) before the kill\n", status);
+            failures++;
+            break;
+        }
+        /* the last kill may leave one of each; older ones must have been cleaned by opens */
+        if (stale_files(dir) > 2) {
+            fprintf(stderr, "FAIL temporary files of killed writers pile up in %s\n", dir);
             failures++;
             break;
         }
