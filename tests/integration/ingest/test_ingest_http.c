@@ -134,7 +134,7 @@ static void enroll_same_key_same_id_and_rejections(void **state)
     assert_int_equal(strncmp(a.id, "d-", 2), 0);
     assert_int_equal(strlen(a.id), 18);
     char first_id[65];
-    strcpy(first_id, a.id);
+    ferry_strlcpy(first_id, a.id, sizeof(first_id));
     assert_int_equal(enroll(g_srv.port, tok, &a, &r), 200);
     ih_resp_free(&r);
     assert_string_equal(a.id, first_id);
@@ -348,7 +348,7 @@ static void batch_rejections_in_check_order(void **state)
     ih_resp_free(&r);
     /* 401: a known device id signed with another key. */
     struct ih_device impostor = stranger;
-    strcpy(impostor.id, d.id);
+    ferry_strlcpy(impostor.id, d.id, sizeof(impostor.id));
     ferry_buf_reset(&b);
     assert_int_equal(ih_batch(&impostor, RECORD_METRIC, 1, 3, now, now, true, &b), 0);
     assert_int_equal(post_batch(g_srv.port, &b, &r), 401);

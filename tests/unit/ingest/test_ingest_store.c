@@ -138,7 +138,7 @@ static void devices_register_list_and_revoke(void **state)
     assert_int_equal(ingest_store_device_add(s, &other, err, sizeof(err)), INGEST_STORE_EEXIST);
     make_device(&other, "dev-reg-2", 1); /* another id, same key */
     assert_int_equal(ingest_store_device_add(s, &other, err, sizeof(err)), INGEST_STORE_EEXIST);
-    strcpy(other.id, "bad id!");
+    ferry_strlcpy(other.id, "bad id!", sizeof(other.id));
     assert_int_equal(ingest_store_device_add(s, &other, err, sizeof(err)), INGEST_STORE_EINVAL);
     assert_int_equal(ingest_store_device_get(s, "dev-reg-1", &got), 0);
     assert_memory_equal(got.public_key, d.public_key, 32);
