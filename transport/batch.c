@@ -23,49 +23,31 @@
 #include "transport/batch_internal.h"
 
 const double batch__pow10[BODY_MAX_DECIMAL_EXP + 1] = {1e0, 1e1, 1e2, 1e3, 1e4,
-                                                        1e5, 1e6, 1e7, 1e8, 1e9};
+                                                       1e5, 1e6, 1e7, 1e8, 1e9};
 const int64_t batch__pow10_i[BODY_MAX_TS_UNIT_EXP + 1] = {
     1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000};
 
 const char *batch_strerror(int err)
 {
     switch (err) {
-    case BATCH_OK:
-        return "success";
-    case BATCH_ENOMEM:
-        return "out of memory";
-    case BATCH_EINVAL:
-        return "invalid argument or record";
-    case BATCH_ETRUNC:
-        return "batch truncated or has trailing bytes";
-    case BATCH_EMAGIC:
-        return "not a ferry batch (bad magic)";
-    case BATCH_EVERSION:
-        return "unsupported batch version";
-    case BATCH_EHEADER:
-        return "malformed batch header";
-    case BATCH_ELIMIT:
-        return "batch exceeds a limit";
-    case BATCH_EKEY:
-        return "key id does not match the device key";
-    case BATCH_ESIG:
-        return "signature does not verify";
-    case BATCH_EDICT:
-        return "unknown compression dictionary";
-    case BATCH_EDECOMPRESS:
-        return "decompression failed";
-    case BATCH_EBOMB:
-        return "decompressed size exceeds the declared size or limit";
-    case BATCH_EBODY:
-        return "malformed batch body";
-    case BATCH_EFULL:
-        return "batch is full";
-    case BATCH_ECALLBACK:
-        return "stopped by callback";
-    case BATCH_ECRYPTO:
-        return "signing failed";
-    case BATCH_ECOMPRESS:
-        return "compression failed";
+    case BATCH_OK: return "success";
+    case BATCH_ENOMEM: return "out of memory";
+    case BATCH_EINVAL: return "invalid argument or record";
+    case BATCH_ETRUNC: return "batch truncated or has trailing bytes";
+    case BATCH_EMAGIC: return "not a ferry batch (bad magic)";
+    case BATCH_EVERSION: return "unsupported batch version";
+    case BATCH_EHEADER: return "malformed batch header";
+    case BATCH_ELIMIT: return "batch exceeds a limit";
+    case BATCH_EKEY: return "key id does not match the device key";
+    case BATCH_ESIG: return "signature does not verify";
+    case BATCH_EDICT: return "unknown compression dictionary";
+    case BATCH_EDECOMPRESS: return "decompression failed";
+    case BATCH_EBOMB: return "decompressed size exceeds the declared size or limit";
+    case BATCH_EBODY: return "malformed batch body";
+    case BATCH_EFULL: return "batch is full";
+    case BATCH_ECALLBACK: return "stopped by callback";
+    case BATCH_ECRYPTO: return "signing failed";
+    case BATCH_ECOMPRESS: return "compression failed";
     }
     return "unknown batch error";
 }
@@ -111,12 +93,9 @@ bool batch_device_id_valid(const char *id, size_t len)
 const char *batch_gap_reason_name(uint8_t reason)
 {
     switch (reason) {
-    case BATCH_GAP_EVICTED:
-        return "evicted";
-    case BATCH_GAP_CORRUPT:
-        return "corrupt";
-    case BATCH_GAP_REJECTED:
-        return "rejected";
+    case BATCH_GAP_EVICTED: return "evicted";
+    case BATCH_GAP_CORRUPT: return "corrupt";
+    case BATCH_GAP_REJECTED: return "rejected";
     }
     return "unknown";
 }
@@ -204,8 +183,8 @@ int batch_peek_header(const void *batch, size_t len, struct batch_header *h,
         return batch__fail(ei, BATCH_ELIMIT, 0, 0, "batch of %zu bytes exceeds %u", len,
                            BATCH_MAX_BATCH_BYTES);
     if (len < BATCH_FIXED_HEADER_LEN + BATCH_SIGNATURE_LEN)
-        return batch__fail(ei, BATCH_ETRUNC, len, 0, "batch of %zu bytes is shorter than %d",
-                           len, BATCH_FIXED_HEADER_LEN + BATCH_SIGNATURE_LEN);
+        return batch__fail(ei, BATCH_ETRUNC, len, 0, "batch of %zu bytes is shorter than %d", len,
+                           BATCH_FIXED_HEADER_LEN + BATCH_SIGNATURE_LEN);
     if (p[BH_FLAGS] != 0)
         return batch__fail(ei, BATCH_EHEADER, BH_FLAGS, 0, "header flags 0x%02x not zero",
                            p[BH_FLAGS]);
@@ -233,8 +212,8 @@ int batch_peek_header(const void *batch, size_t len, struct batch_header *h,
                            "device id length %zu not in 1..%u", h->device_id_len,
                            BATCH_MAX_DEVICE_ID);
     if (h->n_ranges > RECORD_STREAM_COUNT)
-        return batch__fail(ei, BATCH_EHEADER, BH_RANGE_COUNT, 0, "%zu ranges (max %d)",
-                           h->n_ranges, RECORD_STREAM_COUNT);
+        return batch__fail(ei, BATCH_EHEADER, BH_RANGE_COUNT, 0, "%zu ranges (max %d)", h->n_ranges,
+                           RECORD_STREAM_COUNT);
     if (h->n_gaps > BATCH_MAX_GAPS)
         return batch__fail(ei, BATCH_ELIMIT, BH_GAP_COUNT, 0, "%zu gaps (max %u)", h->n_gaps,
                            BATCH_MAX_GAPS);
@@ -314,8 +293,9 @@ int batch_verify(const void *batch, size_t len, const struct batch_header *h,
         return batch__fail(ei, BATCH_EKEY, BH_KEY_ID, 0,
                            "key id in the header is not the id of the device's public key");
     if (crypto_sign_verify_detached(p + h->header_len, p, h->header_len, public_key) != 0)
-        return batch__fail(ei, BATCH_ESIG, h->header_len, 0, "Ed25519 signature over the "
-                                                             "header does not verify");
+        return batch__fail(ei, BATCH_ESIG, h->header_len, 0,
+                           "Ed25519 signature over the "
+                           "header does not verify");
     crypto_generichash(hash, sizeof hash, p + h->header_len + BATCH_SIGNATURE_LEN, h->body_len,
                        NULL, 0);
     if (sodium_memcmp(hash, h->body_hash, sizeof hash) != 0)
@@ -346,8 +326,8 @@ int batch_assemble(const struct batch_header *in, const void *body, size_t body_
                    const uint8_t secret_key[BATCH_SECRET_KEY_LEN], struct ferry_buf *out)
 {
     struct batch_header h = *in;
-    if (!batch_device_id_valid(h.device_id, h.device_id_len) ||
-        h.n_ranges > RECORD_STREAM_COUNT || h.n_gaps > BATCH_MAX_GAPS || body_len > UINT32_MAX)
+    if (!batch_device_id_valid(h.device_id, h.device_id_len) || h.n_ranges > RECORD_STREAM_COUNT ||
+        h.n_gaps > BATCH_MAX_GAPS || body_len > UINT32_MAX)
         return BATCH_EINVAL;
     h.header_len = BATCH_FIXED_HEADER_LEN + h.device_id_len + BH_RANGE_LEN * h.n_ranges +
                    BH_GAP_LEN * h.n_gaps;

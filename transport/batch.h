@@ -62,7 +62,7 @@ struct ferry_buf;
 #define BATCH_ID_LEN 16            /* random */
 #define BATCH_HASH_LEN 32          /* BLAKE2b-256 of the body as sent */
 #define BATCH_PUBLIC_KEY_LEN 32
-#define BATCH_SECRET_KEY_LEN 64    /* libsodium's Ed25519 secret key (seed || public key) */
+#define BATCH_SECRET_KEY_LEN 64 /* libsodium's Ed25519 secret key (seed || public key) */
 
 /* Compression of the body (header byte at offset 64). */
 enum batch_compression {
@@ -72,48 +72,47 @@ enum batch_compression {
 
 /* ---- Limits (§6). Readers check each BEFORE any allocation or loop that depends on it. ------- */
 
-#define BATCH_MAX_BATCH_BYTES (8u * 1024 * 1024)  /* whole batch on the wire */
-#define BATCH_MAX_BODY_RAW (16u * 1024 * 1024)    /* body after decompression */
-#define BATCH_MAX_RECORDS 262144u                 /* records in one batch */
-#define BATCH_MAX_SERIES 16384u                   /* distinct series in one batch (§5.2) */
-#define BATCH_MAX_TEMPLATES 16384u                /* distinct log message templates (§5.6) */
-#define BATCH_MAX_TEMPLATE_SLOTS 64u              /* numbers split out of one message */
+#define BATCH_MAX_BATCH_BYTES (8u * 1024 * 1024) /* whole batch on the wire */
+#define BATCH_MAX_BODY_RAW (16u * 1024 * 1024)   /* body after decompression */
+#define BATCH_MAX_RECORDS 262144u                /* records in one batch */
+#define BATCH_MAX_SERIES 16384u                  /* distinct series in one batch (§5.2) */
+#define BATCH_MAX_TEMPLATES 16384u               /* distinct log message templates (§5.6) */
+#define BATCH_MAX_TEMPLATE_SLOTS 64u             /* numbers split out of one message */
 /* Totals over a batch's whole series dictionary / all templates: they size the decoder's arrays,
  * so they are bounded on their own (a 2-byte field definition must not cost 100 bytes of
  * decoder memory 8 million times). */
-#define BATCH_MAX_TOTAL_TAGS 65536u               /* tags summed over all series */
-#define BATCH_MAX_TOTAL_FIELDS 262144u            /* fields summed over all series */
-#define BATCH_MAX_TOTAL_SLOTS 262144u             /* number slots summed over all templates */
-#define BATCH_MAX_GAPS 128u                       /* eviction gaps in one header */
-#define BATCH_MAX_DEVICE_ID 64u                   /* device id bytes: 1..64 of [A-Za-z0-9._-] */
-#define BATCH_MAX_STRING RECORD_MAX_VALUE_LEN     /* any string in the body */
-#define BATCH_MAX_TAGS RECORD_MAX_TAGS            /* tags per record/series */
-#define BATCH_MAX_FIELDS RECORD_MAX_FIELDS        /* fields per record/series */
-#define BATCH_MAX_HEADER_LEN                                                                  \
-    (BATCH_FIXED_HEADER_LEN + BATCH_MAX_DEVICE_ID + 17 * RECORD_STREAM_COUNT +                \
-     18 * BATCH_MAX_GAPS)
+#define BATCH_MAX_TOTAL_TAGS 65536u           /* tags summed over all series */
+#define BATCH_MAX_TOTAL_FIELDS 262144u        /* fields summed over all series */
+#define BATCH_MAX_TOTAL_SLOTS 262144u         /* number slots summed over all templates */
+#define BATCH_MAX_GAPS 128u                   /* eviction gaps in one header */
+#define BATCH_MAX_DEVICE_ID 64u               /* device id bytes: 1..64 of [A-Za-z0-9._-] */
+#define BATCH_MAX_STRING RECORD_MAX_VALUE_LEN /* any string in the body */
+#define BATCH_MAX_TAGS RECORD_MAX_TAGS        /* tags per record/series */
+#define BATCH_MAX_FIELDS RECORD_MAX_FIELDS    /* fields per record/series */
+#define BATCH_MAX_HEADER_LEN                                                                       \
+    (BATCH_FIXED_HEADER_LEN + BATCH_MAX_DEVICE_ID + 17 * RECORD_STREAM_COUNT + 18 * BATCH_MAX_GAPS)
 
 /* ---- Errors --------------------------------------------------------------------------------- */
 
 enum batch_error {
     BATCH_OK = 0,
-    BATCH_ENOMEM = -1,      /* allocation failed */
-    BATCH_EINVAL = -2,      /* bad argument, or a record/gap the format cannot carry */
-    BATCH_ETRUNC = -3,      /* input shorter than its lengths say (or longer: trailing bytes) */
-    BATCH_EMAGIC = -4,      /* not a batch: the first 4 bytes are not "FRYB" */
-    BATCH_EVERSION = -5,    /* a batch of a version this reader does not know (§2) */
-    BATCH_EHEADER = -6,     /* a malformed header field (reserved bits, bad device id, ...) */
-    BATCH_ELIMIT = -7,      /* a size or count exceeds a limit of §6 */
-    BATCH_EKEY = -8,        /* the header's key id is not the id of the given public key */
-    BATCH_ESIG = -9,        /* the signature or the body hash does not verify */
-    BATCH_EDICT = -10,      /* the body names a dictionary the decoder does not have */
+    BATCH_ENOMEM = -1,       /* allocation failed */
+    BATCH_EINVAL = -2,       /* bad argument, or a record/gap the format cannot carry */
+    BATCH_ETRUNC = -3,       /* input shorter than its lengths say (or longer: trailing bytes) */
+    BATCH_EMAGIC = -4,       /* not a batch: the first 4 bytes are not "FRYB" */
+    BATCH_EVERSION = -5,     /* a batch of a version this reader does not know (§2) */
+    BATCH_EHEADER = -6,      /* a malformed header field (reserved bits, bad device id, ...) */
+    BATCH_ELIMIT = -7,       /* a size or count exceeds a limit of §6 */
+    BATCH_EKEY = -8,         /* the header's key id is not the id of the given public key */
+    BATCH_ESIG = -9,         /* the signature or the body hash does not verify */
+    BATCH_EDICT = -10,       /* the body names a dictionary the decoder does not have */
     BATCH_EDECOMPRESS = -11, /* zstd failed, or the body's size is not the declared one */
-    BATCH_EBOMB = -12,      /* decompression would exceed the declared size or a limit */
-    BATCH_EBODY = -13,      /* the decompressed body is malformed (§5) */
-    BATCH_EFULL = -14,      /* builder: the record does not fit this batch; finish it first */
-    BATCH_ECALLBACK = -15,  /* the record callback returned non-zero */
-    BATCH_ECRYPTO = -16,    /* signing failed, or a bad secret key */
-    BATCH_ECOMPRESS = -17,  /* zstd failed while compressing */
+    BATCH_EBOMB = -12,       /* decompression would exceed the declared size or a limit */
+    BATCH_EBODY = -13,       /* the decompressed body is malformed (§5) */
+    BATCH_EFULL = -14,       /* builder: the record does not fit this batch; finish it first */
+    BATCH_ECALLBACK = -15,   /* the record callback returned non-zero */
+    BATCH_ECRYPTO = -16,     /* signing failed, or a bad secret key */
+    BATCH_ECOMPRESS = -17,   /* zstd failed while compressing */
 };
 
 /* Static name of an error ("signature does not verify", ...). */
@@ -149,8 +148,8 @@ struct batch_range {
 
 /* Why records were dropped unsent (a byte in the header; readers keep unknown values). */
 enum batch_gap_reason {
-    BATCH_GAP_EVICTED = 1, /* the journal evicted them to stay within its disk quota */
-    BATCH_GAP_CORRUPT = 2, /* the journal found them unreadable */
+    BATCH_GAP_EVICTED = 1,  /* the journal evicted them to stay within its disk quota */
+    BATCH_GAP_CORRUPT = 2,  /* the journal found them unreadable */
     BATCH_GAP_REJECTED = 3, /* the record could not be encoded (exceeds a limit) */
 };
 const char *batch_gap_reason_name(uint8_t reason); /* "evicted", ..., "unknown" */
@@ -166,8 +165,8 @@ struct batch_gap {
 /* The parsed header. Plain data, no pointers into the batch: copy it freely. */
 struct batch_header {
     uint8_t version;
-    size_t header_len; /* bytes of the header; the signature follows, then the body */
-    uint32_t body_len; /* body bytes on the wire */
+    size_t header_len;     /* bytes of the header; the signature follows, then the body */
+    uint32_t body_len;     /* body bytes on the wire */
     uint32_t body_raw_len; /* body bytes after decompression (exact) */
     uint32_t record_count;
     uint32_t packed_bytes; /* sum of the records' record_pack() sizes: the "raw size" */
@@ -225,10 +224,10 @@ struct batch_builder_config {
     uint32_t dict_id;
     const void *dict;
     size_t dict_len;
-    int zstd_level;           /* 0: BATCH_DEFAULT_ZSTD_LEVEL */
-    size_t max_body_raw;      /* 0 or > BATCH_MAX_BODY_RAW: BATCH_MAX_BODY_RAW */
-    uint32_t max_records;     /* 0 or > BATCH_MAX_RECORDS: BATCH_MAX_RECORDS */
-    bool no_compression;      /* ship the body uncompressed (tests, debugging) */
+    int zstd_level;       /* 0: BATCH_DEFAULT_ZSTD_LEVEL */
+    size_t max_body_raw;  /* 0 or > BATCH_MAX_BODY_RAW: BATCH_MAX_BODY_RAW */
+    uint32_t max_records; /* 0 or > BATCH_MAX_RECORDS: BATCH_MAX_RECORDS */
+    bool no_compression;  /* ship the body uncompressed (tests, debugging) */
 };
 /* Level 3: on the codec-bench corpus levels 6 and 9 make 64 KiB batches only ~2% (metrics) to
  * ~5% (logs) smaller, for 1.5-2x the compression time; the columnar encoding already removed
@@ -321,8 +320,8 @@ void batch_decoder_set_dict_lookup(struct batch_decoder *d, batch_dict_lookup_fn
  * checked against §6 first; a frame that would produce more is BATCH_EBOMB) and decoding, with
  * `fn` called for each record. Records are delivered as they are decoded, so a body that is
  * malformed near its end may have delivered some records before the error (a verified batch
- * from a correct encoder never fails). A caller that must be all-or-nothing stores records in a transaction it commits only
- * when this returns 0. Returns 0 or any enum batch_error.
+ * from a correct encoder never fails). A caller that must be all-or-nothing stores records in a
+ * transaction it commits only when this returns 0. Returns 0 or any enum batch_error.
  */
 int batch_decode(struct batch_decoder *d, const void *batch, size_t len,
                  const uint8_t public_key[BATCH_PUBLIC_KEY_LEN], struct batch_header *h_out,
@@ -351,7 +350,6 @@ int batch_decoder_callback_status(const struct batch_decoder *d);
 int batch_assemble(const struct batch_header *h, const void *body, size_t body_len,
                    const uint8_t secret_key[BATCH_SECRET_KEY_LEN], struct ferry_buf *out)
     __attribute__((warn_unused_result));
-
 
 /* Encodes what the builder holds into the uncompressed body (§5) and appends it to `out`,
  * without compressing, signing or resetting: dictionaries are trained on such bodies. */

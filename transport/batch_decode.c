@@ -180,8 +180,8 @@ static int decompress(struct batch_decoder *d, const struct batch_header *h, con
             d->ddict_src = dict;
             d->ddict_len = dict_len;
             if (!d->ddict)
-                return batch__fail(ei, BATCH_EDICT, BH_DICT_ID, 0,
-                                   "dictionary %u cannot be loaded", h->dict_id);
+                return batch__fail(ei, BATCH_EDICT, BH_DICT_ID, 0, "dictionary %u cannot be loaded",
+                                   h->dict_id);
         }
         if (ZSTD_isError(ZSTD_DCtx_refDDict(d->dctx, d->ddict)))
             return batch__fail(ei, BATCH_EDICT, BH_DICT_ID, 0, "dictionary %u not usable",
@@ -191,8 +191,7 @@ static int decompress(struct batch_decoder *d, const struct batch_header *h, con
     if (need > d->raw_cap) {
         uint8_t *p = realloc(d->raw, need);
         if (!p)
-            return batch__fail(ei, BATCH_ENOMEM, body_off, 0, "out of memory for %zu bytes",
-                               need);
+            return batch__fail(ei, BATCH_ENOMEM, body_off, 0, "out of memory for %zu bytes", need);
         d->raw = p;
         d->raw_cap = need;
     }
@@ -207,20 +206,18 @@ static int decompress(struct batch_decoder *d, const struct batch_header *h, con
         if (ZSTD_getErrorCode(n) == ZSTD_error_dictionary_wrong)
             return batch__fail(ei, BATCH_EDICT, BH_DICT_ID, 0, "dictionary %u does not match",
                                h->dict_id);
-        return batch__fail(ei, BATCH_EDECOMPRESS, body_off, 0, "zstd: %s",
-                           ZSTD_getErrorName(n));
+        return batch__fail(ei, BATCH_EDECOMPRESS, body_off, 0, "zstd: %s", ZSTD_getErrorName(n));
     }
     if (n != h->body_raw_len)
         return batch__fail(ei, BATCH_EDECOMPRESS, body_off, 0,
-                           "body decompressed to %zu bytes, header says %u", n,
-                           h->body_raw_len);
+                           "body decompressed to %zu bytes, header says %u", n, h->body_raw_len);
     *raw_out = d->raw;
     return 0;
 }
 
-static int decode_common(struct batch_decoder *d, const void *batch, size_t len,
-                         const uint8_t *pk, struct batch_header *h_out, batch_record_fn fn,
-                         void *arg, struct batch_errinfo *ei)
+static int decode_common(struct batch_decoder *d, const void *batch, size_t len, const uint8_t *pk,
+                         struct batch_header *h_out, batch_record_fn fn, void *arg,
+                         struct batch_errinfo *ei)
 {
     struct batch_header *h = h_out ? h_out : malloc(sizeof *h);
     const uint8_t *raw = NULL;
@@ -296,7 +293,7 @@ struct bodyctx {
     struct batch_errinfo *ei;
 };
 
-#define BFAIL(bc, at, ...)                                                                     \
+#define BFAIL(bc, at, ...)                                                                         \
     batch__fail((bc)->ei, BATCH_EBODY, (size_t)((at) - (bc)->base), 1, __VA_ARGS__)
 
 static int get_str(struct bodyctx *bc, struct cur *c, size_t max, struct record_str *out,
@@ -327,17 +324,15 @@ static int get_count(struct bodyctx *bc, struct cur *c, uint64_t max, size_t min
     if (cur_uv(c, out) < 0)
         return BFAIL(bc, at, "%s: truncated", what);
     if (*out > max)
-        return batch__fail(bc->ei, BATCH_ELIMIT, (size_t)(at - bc->base), 1,
-                           "%s: %llu (max %llu)", what, (unsigned long long)*out,
-                           (unsigned long long)max);
+        return batch__fail(bc->ei, BATCH_ELIMIT, (size_t)(at - bc->base), 1, "%s: %llu (max %llu)",
+                           what, (unsigned long long)*out, (unsigned long long)max);
     if (min_item && *out > (uint64_t)(c->end - c->p) / min_item)
-        return BFAIL(bc, at, "%s: %llu cannot fit in %zu bytes", what,
-                     (unsigned long long)*out, (size_t)(c->end - c->p));
+        return BFAIL(bc, at, "%s: %llu cannot fit in %zu bytes", what, (unsigned long long)*out,
+                     (size_t)(c->end - c->p));
     return 0;
 }
 
-static int parse_series(struct bodyctx *bc, struct cur *c, uint32_t n_series,
-                        uint32_t n_records)
+static int parse_series(struct bodyctx *bc, struct cur *c, uint32_t n_series, uint32_t n_records)
 {
     struct batch_decoder *d = bc->d;
     int rc;
@@ -367,8 +362,7 @@ static int parse_series(struct bodyctx *bc, struct cur *c, uint32_t n_series,
                                BATCH_MAX_TOTAL_TAGS);
         se->tag_first = n_tags_total;
         se->n_tags = (uint32_t)n;
-        if (reserve((void **)&d->tags, &d->cap_tags, (size_t)n_tags_total + n,
-                    sizeof *d->tags) < 0)
+        if (reserve((void **)&d->tags, &d->cap_tags, (size_t)n_tags_total + n, sizeof *d->tags) < 0)
             return batch__fail(bc->ei, BATCH_ENOMEM, 0, 1, "out of memory");
         for (uint32_t i = 0; i < se->n_tags; i++) {
             struct record_tag *t = &d->tags[n_tags_total + i];
@@ -404,7 +398,7 @@ static int parse_series(struct bodyctx *bc, struct cur *c, uint32_t n_series,
                 return rc;
             if (c->p >= c->end || *c->p > RECORD_FIELD_BOOL)
                 return BFAIL(bc, c->p, "field type missing or unknown");
-            f->type = (enum record_field_type)*c->p++;
+            f->type = (enum record_field_type) * c->p++;
         }
         n_fields_total += se->n_fields;
         at = c->p;
@@ -450,8 +444,7 @@ static int parse_templates(struct bodyctx *bc, struct cur *c, uint32_t *n_out)
         d->tmpls[t] = (struct dtemplate){s.ptr, (uint32_t)s.len, slots, k};
         slots += k;
     }
-    if (reserve((void **)&d->slot_prev, &d->cap_slots, slots ? slots : 1,
-                sizeof *d->slot_prev) < 0)
+    if (reserve((void **)&d->slot_prev, &d->cap_slots, slots ? slots : 1, sizeof *d->slot_prev) < 0)
         return batch__fail(bc->ei, BATCH_ENOMEM, 0, 1, "out of memory");
     memset(d->slot_prev, 0, (size_t)slots * sizeof *d->slot_prev);
     *n_out = (uint32_t)n;
@@ -657,9 +650,8 @@ static int build_message(struct bodyctx *bc, const struct dtemplate *t, struct c
     return 0;
 }
 
-int batch__decode_body(struct batch_decoder *d, const struct batch_header *h,
-                       const uint8_t *raw, size_t raw_len, batch_record_fn fn, void *arg,
-                       struct batch_errinfo *ei)
+int batch__decode_body(struct batch_decoder *d, const struct batch_header *h, const uint8_t *raw,
+                       size_t raw_len, batch_record_fn fn, void *arg, struct batch_errinfo *ei)
 {
     struct bodyctx bcx = {d, raw, raw_len, ei}, *bc = &bcx;
     struct cur c = {raw, raw + raw_len};
@@ -672,8 +664,8 @@ int batch__decode_body(struct batch_decoder *d, const struct batch_header *h,
     if ((rc = get_count(bc, &c, BATCH_MAX_RECORDS, 0, "record count", &n_records)) < 0)
         return rc;
     if (n_records != h->record_count)
-        return BFAIL(bc, c.p, "body has %llu records, header %u",
-                     (unsigned long long)n_records, h->record_count);
+        return BFAIL(bc, c.p, "body has %llu records, header %u", (unsigned long long)n_records,
+                     h->record_count);
     if ((rc = get_count(bc, &c, BATCH_MAX_SERIES, 4, "series count", &n_series)) < 0)
         return rc;
     if ((rc = parse_series(bc, &c, (uint32_t)n_series, (uint32_t)n_records)) < 0)
@@ -737,7 +729,7 @@ int batch__decode_body(struct batch_decoder *d, const struct batch_header *h,
         for (uint32_t f = 0; f < S[s].n_fields; f++) {
             uint32_t fi = S[s].field_first + f;
             if ((rc = take(bc, &sec[d->fields[fi].type], d->cols[fi].len, &d->cols[fi].c,
-                            "value")) < 0 ||
+                           "value")) < 0 ||
                 (rc = col_header(bc, &d->cols[fi], d->fields[fi].type)) < 0)
                 return rc;
         }
@@ -806,11 +798,10 @@ int batch__decode_body(struct batch_decoder *d, const struct batch_header *h,
             if (cur_uv(&fixed[4], &kind) < 0 || kind > n_tmpls)
                 return BFAIL(bc, at, "message kind truncated or template unknown");
             if (kind == 0) {
-                if ((rc = get_str(bc, &fixed[5], RECORD_MAX_VALUE_LEN, &r.message,
-                                  "raw message")) < 0)
+                if ((rc = get_str(bc, &fixed[5], RECORD_MAX_VALUE_LEN, &r.message, "raw message")) <
+                    0)
                     return rc;
-            } else if ((rc = build_message(bc, &d->tmpls[kind - 1], &fixed[6], &r.message)) <
-                       0) {
+            } else if ((rc = build_message(bc, &d->tmpls[kind - 1], &fixed[6], &r.message)) < 0) {
                 return rc;
             }
         }
@@ -827,8 +818,9 @@ int batch__decode_body(struct batch_decoder *d, const struct batch_header *h,
             int cb = fn(arg, &r);
             if (cb != 0) {
                 d->callback_status = cb;
-                return batch__fail(ei, BATCH_ECALLBACK, 0, 1, "callback returned %d at record "
-                                                              "%llu",
+                return batch__fail(ei, BATCH_ECALLBACK, 0, 1,
+                                   "callback returned %d at record "
+                                   "%llu",
                                    cb, (unsigned long long)ri);
             }
         }

@@ -192,9 +192,8 @@ int batch_builder_new(const struct batch_builder_config *cfg, struct batch_build
     b->max_body_raw = cfg->max_body_raw && cfg->max_body_raw < BATCH_MAX_BODY_RAW
                           ? cfg->max_body_raw
                           : BATCH_MAX_BODY_RAW;
-    b->max_records = cfg->max_records && cfg->max_records < BATCH_MAX_RECORDS
-                         ? cfg->max_records
-                         : BATCH_MAX_RECORDS;
+    b->max_records = cfg->max_records && cfg->max_records < BATCH_MAX_RECORDS ? cfg->max_records
+                                                                              : BATCH_MAX_RECORDS;
     b->no_compression = cfg->no_compression;
     b->dict_id = cfg->dict_id;
     if (cfg->dict_id) {
@@ -452,9 +451,8 @@ static int split_message(struct batch_builder *b, const struct record_str *msg, 
 
 static size_t packed_size(const struct record *r)
 {
-    size_t n = 3 + batch__uvarint_len(batch__zigzag(r->ts_ns)) +
-               batch__uvarint_len(r->name.len) + r->name.len +
-               batch__uvarint_len(r->message.len) + r->message.len +
+    size_t n = 3 + batch__uvarint_len(batch__zigzag(r->ts_ns)) + batch__uvarint_len(r->name.len) +
+               r->name.len + batch__uvarint_len(r->message.len) + r->message.len +
                batch__uvarint_len(r->n_tags) + batch__uvarint_len(r->n_fields);
     for (size_t i = 0; i < r->n_tags; i++)
         n += batch__uvarint_len(r->tags[i].key.len) + r->tags[i].key.len +
@@ -463,21 +461,11 @@ static size_t packed_size(const struct record *r)
         const struct record_field *f = &r->fields[i];
         n += batch__uvarint_len(f->key.len) + f->key.len + 1;
         switch (f->type) {
-        case RECORD_FIELD_FLOAT:
-            n += 8;
-            break;
-        case RECORD_FIELD_INT:
-            n += batch__uvarint_len(batch__zigzag(f->v.i));
-            break;
-        case RECORD_FIELD_UINT:
-            n += batch__uvarint_len(f->v.u);
-            break;
-        case RECORD_FIELD_BOOL:
-            n += 1;
-            break;
-        case RECORD_FIELD_STRING:
-            n += batch__uvarint_len(f->v.s.len) + f->v.s.len;
-            break;
+        case RECORD_FIELD_FLOAT: n += 8; break;
+        case RECORD_FIELD_INT: n += batch__uvarint_len(batch__zigzag(f->v.i)); break;
+        case RECORD_FIELD_UINT: n += batch__uvarint_len(f->v.u); break;
+        case RECORD_FIELD_BOOL: n += 1; break;
+        case RECORD_FIELD_STRING: n += batch__uvarint_len(f->v.s.len) + f->v.s.len; break;
         }
     }
     return n;
@@ -539,9 +527,8 @@ static int builder_add(struct batch_builder *b, const struct record *r, size_t p
     int64_t nums[BATCH_MAX_TEMPLATE_SLOTS];
     if (b->n_records >= b->max_records)
         return set_err(b, BATCH_EFULL, "batch holds %u records (max)", b->n_records);
-    uint8_t flags = (r->stream == RECORD_LOG || r->message.len || r->level)
-                        ? BODY_SERIES_HAS_MESSAGE
-                        : 0;
+    uint8_t flags =
+        (r->stream == RECORD_LOG || r->message.len || r->level) ? BODY_SERIES_HAS_MESSAGE : 0;
     if ((rc = series_key(b, r, flags)) < 0)
         return set_err(b, rc, "out of memory");
     uint64_t h = hash_bytes(b->key.data, b->key.len);
@@ -581,9 +568,9 @@ static int builder_add(struct batch_builder *b, const struct record *r, size_t p
     }
     for (size_t i = 0; i < r->n_fields; i++)
         add_bound += field_bound(&r->fields[i]);
-    if (new_series && (b->n_series >= BATCH_MAX_SERIES ||
-                       b->n_cols + r->n_fields > BATCH_MAX_TOTAL_FIELDS ||
-                       b->n_tags_total + r->n_tags > BATCH_MAX_TOTAL_TAGS))
+    if (new_series &&
+        (b->n_series >= BATCH_MAX_SERIES || b->n_cols + r->n_fields > BATCH_MAX_TOTAL_FIELDS ||
+         b->n_tags_total + r->n_tags > BATCH_MAX_TOTAL_TAGS))
         return set_err(b, BATCH_EFULL, "batch holds %u series, %u fields, %u tags (max %u, %u, %u)",
                        b->n_series, b->n_cols, b->n_tags_total, BATCH_MAX_SERIES,
                        BATCH_MAX_TOTAL_FIELDS, BATCH_MAX_TOTAL_TAGS);
@@ -593,8 +580,8 @@ static int builder_add(struct batch_builder *b, const struct record *r, size_t p
     /* Accepted: from here on only allocation can fail (the builder must then be reset). */
     uint32_t sid;
     if (new_series) {
-        if ((rc = grow((void **)&b->series, &b->cap_series, b->n_series + 1,
-                       sizeof *b->series)) < 0 ||
+        if ((rc = grow((void **)&b->series, &b->cap_series, b->n_series + 1, sizeof *b->series)) <
+                0 ||
             (rc = grow((void **)&b->cols, &b->cap_cols, b->n_cols + (uint32_t)r->n_fields,
                        sizeof *b->cols)) < 0)
             return set_err(b, rc, "out of memory");
@@ -697,18 +684,10 @@ static int builder_add(struct batch_builder *b, const struct record *r, size_t p
             rc = col_push(c, bits);
             break;
         }
-        case RECORD_FIELD_INT:
-            rc = col_push(c, (uint64_t)f->v.i);
-            break;
-        case RECORD_FIELD_UINT:
-            rc = col_push(c, f->v.u);
-            break;
-        case RECORD_FIELD_BOOL:
-            rc = col_push(c, f->v.b ? 1 : 0);
-            break;
-        case RECORD_FIELD_STRING:
-            rc = col_push_string(c, &f->v.s);
-            break;
+        case RECORD_FIELD_INT: rc = col_push(c, (uint64_t)f->v.i); break;
+        case RECORD_FIELD_UINT: rc = col_push(c, f->v.u); break;
+        case RECORD_FIELD_BOOL: rc = col_push(c, f->v.b ? 1 : 0); break;
+        case RECORD_FIELD_STRING: rc = col_push_string(c, &f->v.s); break;
         }
         if (rc < 0)
             return set_err(b, rc, "out of memory");
@@ -763,7 +742,8 @@ int batch_builder_add_gap(struct batch_builder *b, enum record_stream stream, ui
     return 0;
 }
 
-/* ---- Finish: column encodings (§5.5, §5.7) ---------------------------------------------------- */
+/* ---- Finish: column encodings (§5.5, §5.7) ----------------------------------------------------
+ */
 
 static size_t seq_size(const int64_t *v, size_t n, int order)
 {
@@ -909,9 +889,7 @@ static int encode_col(struct batch_builder *b, struct bcol *c, struct ferry_buf 
     size_t start = o->len;
     int rc = 0;
     switch (c->type) {
-    case RECORD_FIELD_FLOAT:
-        rc = encode_float_col(b, c, o);
-        break;
+    case RECORD_FIELD_FLOAT: rc = encode_float_col(b, c, o); break;
     case RECORD_FIELD_INT:
     case RECORD_FIELD_UINT: {
         /* uints use the same wrapping arithmetic: the bit pattern round-trips */
@@ -1051,8 +1029,8 @@ int batch_builder_body(struct batch_builder *b, struct ferry_buf *o)
     if (ferry_buf_reserve(&b->c_ids, (size_t)b->n_records * 5) < 0)
         goto nomem;
     for (uint32_t i = 0; i < b->n_records; i++)
-        b->c_ids.len = (size_t)(batch__put_uv(b->c_ids.data + b->c_ids.len, b->rec_series[i]) -
-                                b->c_ids.data);
+        b->c_ids.len =
+            (size_t)(batch__put_uv(b->c_ids.data + b->c_ids.len, b->rec_series[i]) - b->c_ids.data);
     for (int t = 0; t < 5; t++)
         b->sec[t].len = 0;
     for (uint32_t s = 0; s < b->n_series; s++)
@@ -1082,9 +1060,8 @@ int batch_builder_body(struct batch_builder *b, struct ferry_buf *o)
     if (ferry_buf_append_u8(o, ts_mode) < 0 || ferry_buf_append_u8(o, ts_exp) < 0 ||
         ferry_buf_append_svarint(o, ts_base) < 0)
         goto nomem;
-    const struct ferry_buf *fixed[BODY_FIXED_COLUMNS] = {&b->c_ids,  &b->c_seq,   &b->c_ts,
-                                                         &b->c_levels, &b->c_kinds, &b->c_raw,
-                                                         &b->c_numbers};
+    const struct ferry_buf *fixed[BODY_FIXED_COLUMNS] = {
+        &b->c_ids, &b->c_seq, &b->c_ts, &b->c_levels, &b->c_kinds, &b->c_raw, &b->c_numbers};
     for (int i = 0; i < BODY_FIXED_COLUMNS; i++)
         if (ferry_buf_append_uvarint(o, fixed[i]->len) < 0)
             goto nomem;

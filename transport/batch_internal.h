@@ -118,8 +118,7 @@ int batch__header_encode(const struct batch_header *h, struct ferry_buf *out);
 int batch__sign(uint8_t *batch, size_t header_len, const uint8_t sk[BATCH_SECRET_KEY_LEN]);
 /* Decodes the body `raw` (raw_len bytes) of a batch with header h, calling fn per record. */
 struct batch_decoder;
-int batch__decode_body(struct batch_decoder *d, const struct batch_header *h,
-                       const uint8_t *raw, size_t raw_len, batch_record_fn fn, void *arg,
-                       struct batch_errinfo *ei);
+int batch__decode_body(struct batch_decoder *d, const struct batch_header *h, const uint8_t *raw,
+                       size_t raw_len, batch_record_fn fn, void *arg, struct batch_errinfo *ei);
 
 #endif

@@ -30,20 +30,13 @@ struct dict_trainer {
 const char *dict_strerror(int err)
 {
     switch (err) {
-    case DICT_OK:
-        return "success";
-    case DICT_ENOMEM:
-        return "out of memory";
-    case DICT_EINVAL:
-        return "invalid argument or record";
-    case DICT_ETRAIN:
-        return "dictionary training failed";
-    case DICT_EFORMAT:
-        return "not a zstd dictionary";
-    case DICT_EIO:
-        return "I/O error";
-    case DICT_EFULL:
-        return "too much training input";
+    case DICT_OK: return "success";
+    case DICT_ENOMEM: return "out of memory";
+    case DICT_EINVAL: return "invalid argument or record";
+    case DICT_ETRAIN: return "dictionary training failed";
+    case DICT_EFORMAT: return "not a zstd dictionary";
+    case DICT_EIO: return "I/O error";
+    case DICT_EFULL: return "too much training input";
     }
     return "unknown dictionary error";
 }
@@ -52,8 +45,8 @@ uint32_t dict_id_of(const void *dict, size_t len)
 {
     uint8_t h[32];
     crypto_generichash(h, sizeof h, dict, len, NULL, 0);
-    uint32_t id = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 |
-                  (uint32_t)h[3] << 24;
+    uint32_t id =
+        (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
     return id ? id : 1;
 }
 
@@ -97,8 +90,8 @@ int dict_trainer_new(size_t sample_raw_bytes, struct dict_trainer **out)
         return DICT_ENOMEM;
     t->sample_raw_bytes = sample_raw_bytes ? sample_raw_bytes : DICT_DEFAULT_SAMPLE_RAW_BYTES;
     crypto_sign_keypair(pk, sk);
-    struct batch_builder_config cfg = {.device_id = "d-dict-training", .secret_key = sk,
-                                       .no_compression = true};
+    struct batch_builder_config cfg = {
+        .device_id = "d-dict-training", .secret_key = sk, .no_compression = true};
     int rc = batch_builder_new(&cfg, &t->b);
     sodium_memzero(sk, sizeof sk);
     if (rc < 0) {
@@ -165,8 +158,8 @@ size_t dict_trainer_samples(const struct dict_trainer *t)
     return t->n_sizes + (batch_builder_count(t->b) > 0);
 }
 
-int dict_trainer_train(struct dict_trainer *t, size_t capacity, struct ferry_buf *out,
-                       uint32_t *id, char *why, size_t why_len)
+int dict_trainer_train(struct dict_trainer *t, size_t capacity, struct ferry_buf *out, uint32_t *id,
+                       char *why, size_t why_len)
 {
     int rc = flush_sample(t);
     if (rc < 0)

@@ -21,9 +21,9 @@
 
 struct ferry_buf;
 
-#define DICT_DEFAULT_SIZE (32 * 1024)       /* dictionary capacity when none is given */
-#define DICT_MAX_SIZE (1024 * 1024)          /* largest dictionary accepted anywhere */
-#define DICT_DEFAULT_SAMPLE_RAW_BYTES 4096   /* records' packed bytes per training sample */
+#define DICT_DEFAULT_SIZE (32 * 1024)              /* dictionary capacity when none is given */
+#define DICT_MAX_SIZE (1024 * 1024)                /* largest dictionary accepted anywhere */
+#define DICT_DEFAULT_SAMPLE_RAW_BYTES 4096         /* records' packed bytes per training sample */
 #define DICT_MAX_SAMPLE_BYTES (256u * 1024 * 1024) /* total training input kept in memory */
 
 enum dict_error {
@@ -69,7 +69,7 @@ size_t dict_trainer_samples(const struct dict_trainer *t);
  * *id receives dict_id_of() of it. `why` (may be NULL) receives zstd's reason on DICT_ETRAIN.
  * zstd needs a few dozen samples and several times `capacity` bytes of them.
  */
-int dict_trainer_train(struct dict_trainer *t, size_t capacity, struct ferry_buf *out,
-                       uint32_t *id, char *why, size_t why_len) __attribute__((warn_unused_result));
+int dict_trainer_train(struct dict_trainer *t, size_t capacity, struct ferry_buf *out, uint32_t *id,
+                       char *why, size_t why_len) __attribute__((warn_unused_result));
 
 #endif

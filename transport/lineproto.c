@@ -36,20 +36,13 @@ int lineproto_precision_parse(const char *name, enum lineproto_precision *out)
 const char *lineproto_strerror(int err)
 {
     switch (err) {
-    case LINEPROTO_OK:
-        return "success";
-    case LINEPROTO_ENOMEM:
-        return "out of memory";
-    case LINEPROTO_ESYNTAX:
-        return "line protocol syntax error";
-    case LINEPROTO_ELIMIT:
-        return "line protocol limit exceeded";
-    case LINEPROTO_ERANGE:
-        return "number out of range";
-    case LINEPROTO_ECALLBACK:
-        return "stopped by callback";
-    case LINEPROTO_EINVAL:
-        return "record cannot be written as line protocol";
+    case LINEPROTO_OK: return "success";
+    case LINEPROTO_ENOMEM: return "out of memory";
+    case LINEPROTO_ESYNTAX: return "line protocol syntax error";
+    case LINEPROTO_ELIMIT: return "line protocol limit exceeded";
+    case LINEPROTO_ERANGE: return "number out of range";
+    case LINEPROTO_ECALLBACK: return "stopped by callback";
+    case LINEPROTO_EINVAL: return "record cannot be written as line protocol";
     }
     return "unknown line protocol error";
 }
@@ -326,8 +319,7 @@ static int lp_timestamp(struct lp *p, int64_t *out)
     if (p->pos == dstart)
         return lp_fail(p, LINEPROTO_ESYNTAX, start, "invalid timestamp: expected digit");
     if (!at_end(p) && !is_eol(cur(p)) && cur(p) != ' ' && cur(p) != '\t')
-        return lp_fail(p, LINEPROTO_ESYNTAX, p->pos, "invalid timestamp: unexpected '%c'",
-                       cur(p));
+        return lp_fail(p, LINEPROTO_ESYNTAX, p->pos, "invalid timestamp: unexpected '%c'", cur(p));
     uint64_t mag;
     if (digits_u64(p->text + dstart, p->text + p->pos, &mag) < 0 ||
         mag > (uint64_t)INT64_MAX / (uint64_t)p->ts_mult)
@@ -550,19 +542,15 @@ static int put_field(struct ferry_buf *b, const struct record_field *f)
     if (ferry_buf_append_u8(b, '=') < 0)
         return LINEPROTO_ENOMEM;
     switch (f->type) {
-    case RECORD_FIELD_FLOAT:
-        return put_float(b, f->v.f);
+    case RECORD_FIELD_FLOAT: return put_float(b, f->v.f);
     case RECORD_FIELD_INT:
         return ferry_buf_printf(b, "%lldi", (long long)f->v.i) < 0 ? LINEPROTO_ENOMEM : 0;
     case RECORD_FIELD_UINT:
-        return ferry_buf_printf(b, "%lluu", (unsigned long long)f->v.u) < 0 ? LINEPROTO_ENOMEM
-                                                                            : 0;
+        return ferry_buf_printf(b, "%lluu", (unsigned long long)f->v.u) < 0 ? LINEPROTO_ENOMEM : 0;
     case RECORD_FIELD_BOOL:
-        return ferry_buf_append(b, f->v.b ? "true" : "false", f->v.b ? 4 : 5) < 0
-                   ? LINEPROTO_ENOMEM
-                   : 0;
-    case RECORD_FIELD_STRING:
-        return put_quoted(b, f->v.s.ptr, f->v.s.len);
+        return ferry_buf_append(b, f->v.b ? "true" : "false", f->v.b ? 4 : 5) < 0 ? LINEPROTO_ENOMEM
+                                                                                  : 0;
+    case RECORD_FIELD_STRING: return put_quoted(b, f->v.s.ptr, f->v.s.len);
     }
     return LINEPROTO_EINVAL;
 }

@@ -21,12 +21,9 @@
 const char *record_stream_name(enum record_stream stream)
 {
     switch (stream) {
-    case RECORD_EVENT:
-        return "event";
-    case RECORD_METRIC:
-        return "metric";
-    case RECORD_LOG:
-        return "log";
+    case RECORD_EVENT: return "event";
+    case RECORD_METRIC: return "metric";
+    case RECORD_LOG: return "log";
     }
     return NULL;
 }
@@ -59,9 +56,9 @@ int record_level_parse(const char *name, enum record_log_level *out)
         const char *name;
         enum record_log_level level;
     } aliases[] = {
-        {"emergency", RECORD_LEVEL_EMERG}, {"panic", RECORD_LEVEL_EMERG},
-        {"fatal", RECORD_LEVEL_CRIT},      {"critical", RECORD_LEVEL_CRIT},
-        {"err", RECORD_LEVEL_ERROR},       {"warning", RECORD_LEVEL_WARN},
+        {"emergency", RECORD_LEVEL_EMERG},  {"panic", RECORD_LEVEL_EMERG},
+        {"fatal", RECORD_LEVEL_CRIT},       {"critical", RECORD_LEVEL_CRIT},
+        {"err", RECORD_LEVEL_ERROR},        {"warning", RECORD_LEVEL_WARN},
         {"information", RECORD_LEVEL_INFO}, {"trace", RECORD_LEVEL_DEBUG},
     };
     for (size_t i = 0; i < sizeof level_names / sizeof level_names[0]; i++) {
@@ -82,16 +79,11 @@ int record_level_parse(const char *name, enum record_log_level *out)
 const char *record_field_type_name(enum record_field_type type)
 {
     switch (type) {
-    case RECORD_FIELD_FLOAT:
-        return "float";
-    case RECORD_FIELD_INT:
-        return "int";
-    case RECORD_FIELD_UINT:
-        return "uint";
-    case RECORD_FIELD_STRING:
-        return "string";
-    case RECORD_FIELD_BOOL:
-        return "bool";
+    case RECORD_FIELD_FLOAT: return "float";
+    case RECORD_FIELD_INT: return "int";
+    case RECORD_FIELD_UINT: return "uint";
+    case RECORD_FIELD_STRING: return "string";
+    case RECORD_FIELD_BOOL: return "bool";
     }
     return NULL;
 }
@@ -99,18 +91,12 @@ const char *record_field_type_name(enum record_field_type type)
 const char *record_strerror(int err)
 {
     switch (err) {
-    case RECORD_OK:
-        return "success";
-    case RECORD_ENOMEM:
-        return "out of memory or output buffer full";
-    case RECORD_EINVAL:
-        return "invalid record";
-    case RECORD_ELIMIT:
-        return "record exceeds a limit";
-    case RECORD_ETRUNC:
-        return "record payload truncated";
-    case RECORD_EFORMAT:
-        return "malformed record payload";
+    case RECORD_OK: return "success";
+    case RECORD_ENOMEM: return "out of memory or output buffer full";
+    case RECORD_EINVAL: return "invalid record";
+    case RECORD_ELIMIT: return "record exceeds a limit";
+    case RECORD_ETRUNC: return "record payload truncated";
+    case RECORD_EFORMAT: return "malformed record payload";
     }
     return "unknown record error";
 }
@@ -212,18 +198,10 @@ static int pack_body(const struct record *r, struct ferry_buf *b)
             rc = ferry_buf_append_le64(b, bits);
             break;
         }
-        case RECORD_FIELD_INT:
-            rc = ferry_buf_append_svarint(b, f->v.i);
-            break;
-        case RECORD_FIELD_UINT:
-            rc = ferry_buf_append_uvarint(b, f->v.u);
-            break;
-        case RECORD_FIELD_BOOL:
-            rc = ferry_buf_append_u8(b, f->v.b ? 1 : 0);
-            break;
-        case RECORD_FIELD_STRING:
-            rc = put_str(b, &f->v.s);
-            break;
+        case RECORD_FIELD_INT: rc = ferry_buf_append_svarint(b, f->v.i); break;
+        case RECORD_FIELD_UINT: rc = ferry_buf_append_uvarint(b, f->v.u); break;
+        case RECORD_FIELD_BOOL: rc = ferry_buf_append_u8(b, f->v.b ? 1 : 0); break;
+        case RECORD_FIELD_STRING: rc = put_str(b, &f->v.s); break;
         }
         if (rc < 0)
             return -1;
@@ -329,8 +307,8 @@ int record_unpack(const void *payload, size_t len, struct record_scratch *scratc
         return why_set(why, why_len, RECORD_EFORMAT, "payload version %u unknown at byte 0",
                        version);
     if (stream >= RECORD_STREAM_COUNT || level > RECORD_LEVEL_DEBUG)
-        return why_set(why, why_len, RECORD_EFORMAT, "stream %u or level %u out of range",
-                       stream, level);
+        return why_set(why, why_len, RECORD_EFORMAT, "stream %u or level %u out of range", stream,
+                       level);
     out->stream = (enum record_stream)stream;
     out->level = level;
     out->ts_ns = ts;
@@ -375,12 +353,8 @@ int record_unpack(const void *payload, size_t len, struct record_scratch *scratc
             memcpy(&f->v.f, &bits, sizeof bits);
             break;
         }
-        case RECORD_FIELD_INT:
-            f->v.i = rc_sv(&r);
-            break;
-        case RECORD_FIELD_UINT:
-            f->v.u = rc_uv(&r);
-            break;
+        case RECORD_FIELD_INT: f->v.i = rc_sv(&r); break;
+        case RECORD_FIELD_UINT: f->v.u = rc_uv(&r); break;
         case RECORD_FIELD_BOOL: {
             uint8_t v = rc_u8(&r);
             if (!r.failed && v > 1)
@@ -397,8 +371,8 @@ int record_unpack(const void *payload, size_t len, struct record_scratch *scratc
         default:
             if (r.failed)
                 break;
-            return why_set(why, why_len, RECORD_EFORMAT, "field type %u unknown at byte %zu",
-                           type, OFF() - 1);
+            return why_set(why, why_len, RECORD_EFORMAT, "field type %u unknown at byte %zu", type,
+                           OFF() - 1);
         }
         if (r.failed)
             return why_set(why, why_len, RECORD_ETRUNC, "payload truncated at byte %zu", OFF());
@@ -423,9 +397,8 @@ static bool str_eq(const struct record_str *a, const struct record_str *b)
 bool record_equal(const struct record *a, const struct record *b)
 {
     if (a->stream != b->stream || a->seq != b->seq || a->ts_ns != b->ts_ns ||
-        a->level != b->level || !str_eq(&a->name, &b->name) ||
-        !str_eq(&a->message, &b->message) || a->n_tags != b->n_tags ||
-        a->n_fields != b->n_fields)
+        a->level != b->level || !str_eq(&a->name, &b->name) || !str_eq(&a->message, &b->message) ||
+        a->n_tags != b->n_tags || a->n_fields != b->n_fields)
         return false;
     for (size_t i = 0; i < a->n_tags; i++) {
         if (!str_eq(&a->tags[i].key, &b->tags[i].key) ||

@@ -87,8 +87,8 @@ int record_level_parse(const char *name, enum record_log_level *out);
 
 struct record {
     enum record_stream stream;
-    uint64_t seq;  /* the stream's sequence number on its device; 0 until journaled */
-    int64_t ts_ns; /* wall-clock nanoseconds as the device saw them */
+    uint64_t seq;              /* the stream's sequence number on its device; 0 until journaled */
+    int64_t ts_ns;             /* wall-clock nanoseconds as the device saw them */
     struct record_str name;    /* measurement / log source / event type */
     uint8_t level;             /* logs only: enum record_log_level */
     struct record_str message; /* logs only */
@@ -114,11 +114,11 @@ struct record {
 /* Errors of record_pack()/record_unpack()/record_check(): 0 or one of these (negative). */
 enum record_error {
     RECORD_OK = 0,
-    RECORD_ENOMEM = -1,   /* the output buffer could not grow (or hit its max) */
-    RECORD_EINVAL = -2,   /* bad stream, level, field type, or a NULL pointer with a length */
-    RECORD_ELIMIT = -3,   /* a string, tag count, field count or the payload exceeds a limit */
-    RECORD_ETRUNC = -4,   /* the payload ends inside a value */
-    RECORD_EFORMAT = -5,  /* the payload is malformed (bad version byte, trailing bytes, ...) */
+    RECORD_ENOMEM = -1,  /* the output buffer could not grow (or hit its max) */
+    RECORD_EINVAL = -2,  /* bad stream, level, field type, or a NULL pointer with a length */
+    RECORD_ELIMIT = -3,  /* a string, tag count, field count or the payload exceeds a limit */
+    RECORD_ETRUNC = -4,  /* the payload ends inside a value */
+    RECORD_EFORMAT = -5, /* the payload is malformed (bad version byte, trailing bytes, ...) */
 };
 const char *record_strerror(int err);
 

@@ -39,8 +39,8 @@ struct item {
 };
 
 struct corpus {
-    const char *name; /* "metrics" or "logs" */
-    const char *unit; /* "sample" or "line" */
+    const char *name;       /* "metrics" or "logs" */
+    const char *unit;       /* "sample" or "line" */
     struct ferry_buf text;  /* the raw input text */
     struct ferry_buf arena; /* packed payloads */
     struct item *items;
@@ -279,9 +279,7 @@ static int json_line(const struct record *r, struct ferry_buf *o)
              ferry_buf_append_json_string(o, f->key.ptr, f->key.len) == 0 &&
              ferry_buf_append_u8(o, ':') == 0;
         switch (f->type) {
-        case RECORD_FIELD_FLOAT:
-            ok = ok && ferry_buf_printf(o, "%.17g", f->v.f) == 0;
-            break;
+        case RECORD_FIELD_FLOAT: ok = ok && ferry_buf_printf(o, "%.17g", f->v.f) == 0; break;
         case RECORD_FIELD_INT:
             ok = ok && ferry_buf_printf(o, "%lld", (long long)f->v.i) == 0;
             break;
@@ -303,8 +301,8 @@ static int run(const struct corpus *c, size_t batch_raw, int level, const void *
                size_t dict_len, uint32_t dict_id, struct result *res)
 {
     memset(res, 0, sizeof *res);
-    struct batch_builder_config cfg = {.device_id = "d-bench", .secret_key = g_sk,
-                                       .zstd_level = level};
+    struct batch_builder_config cfg = {
+        .device_id = "d-bench", .secret_key = g_sk, .zstd_level = level};
     if (dict) {
         cfg.dict = dict;
         cfg.dict_len = dict_len;
@@ -376,11 +374,11 @@ static int run(const struct corpus *c, size_t batch_raw, int level, const void *
         double t0 = now_s();
         for (size_t k = 0; k < nb; k++) {
             struct batch_errinfo ei;
-            int drc = batch_decode(d, wire.data + wire_off[k], wire_off[k + 1] - wire_off[k],
-                                   g_pk, NULL, count_cb, &cc, &ei);
+            int drc = batch_decode(d, wire.data + wire_off[k], wire_off[k + 1] - wire_off[k], g_pk,
+                                   NULL, count_cb, &cc, &ei);
             if (drc != 0) {
-                fprintf(stderr, "codec-bench: decode batch %zu: %s: %s\n", k,
-                        batch_strerror(drc), ei.msg);
+                fprintf(stderr, "codec-bench: decode batch %zu: %s: %s\n", k, batch_strerror(drc),
+                        ei.msg);
                 goto out;
             }
         }
@@ -465,8 +463,8 @@ static int train_dict(const struct corpus *cs, int generated, int64_t start_ns)
     if (generated) {
         int64_t other_day = start_ns - 86400ll * 7 * 1000000000ll;
         if (corpus_metrics(&train[0].text, other_day, 900, 101) != 0 ||
-            corpus_logs(&train[1].text, other_day, 900, 102) != 0 ||
-            load_metrics(&train[0]) != 0 || load_logs(&train[1]) != 0)
+            corpus_logs(&train[1].text, other_day, 900, 102) != 0 || load_metrics(&train[0]) != 0 ||
+            load_logs(&train[1]) != 0)
             goto out;
         src = train;
     }
@@ -499,28 +497,29 @@ out:
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: codec-bench [--seconds N] [--metrics FILE.lp] [--logs FILE.log]\n"
-            "                   [--level N] [--write-corpus DIR]\n"
-            "\n"
-            "Measures the ferry batch codec (bytes on the wire per metric sample and per log\n"
-            "line, compression ratio, encode+compress+sign and verify+decompress+decode rates)\n"
-            "for batches of 4 KiB, 64 KiB and 1 MiB of raw text, beside line protocol + zstd,\n"
-            "the raw text + zstd and JSON lines + gzip of the same records.\n"
-            "\n"
-            "  --seconds N       generate N seconds of Jetson metrics and CV-app logs (default 3600)\n"
-            "  --metrics FILE    use this InfluxDB line-protocol file instead of generated metrics\n"
-            "  --logs FILE       use this log file instead of generated logs (lines of\n"
-            "                    'YYYY-MM-DDTHH:MM:SS[.fff]Z LEVEL source: message'; other lines are\n"
-            "                    taken whole as messages)\n"
-            "  --level N         zstd level for ferry and the zstd baselines (default %d)\n"
-            "  --write-corpus D  write the generated corpus to D/metrics.lp and D/app.log and exit\n"
-            "\n"
-            "Rows '+dict' repeat the ferry run with a zstd dictionary (transport/dict.h) trained on\n"
-            "separately generated data, or on the first quarter of the given files.\n"
-            "\n"
-            "The last lines are `name: value`, one per figure.\n",
-            BATCH_DEFAULT_ZSTD_LEVEL);
+    fprintf(
+        f,
+        "usage: codec-bench [--seconds N] [--metrics FILE.lp] [--logs FILE.log]\n"
+        "                   [--level N] [--write-corpus DIR]\n"
+        "\n"
+        "Measures the ferry batch codec (bytes on the wire per metric sample and per log\n"
+        "line, compression ratio, encode+compress+sign and verify+decompress+decode rates)\n"
+        "for batches of 4 KiB, 64 KiB and 1 MiB of raw text, beside line protocol + zstd,\n"
+        "the raw text + zstd and JSON lines + gzip of the same records.\n"
+        "\n"
+        "  --seconds N       generate N seconds of Jetson metrics and CV-app logs (default 3600)\n"
+        "  --metrics FILE    use this InfluxDB line-protocol file instead of generated metrics\n"
+        "  --logs FILE       use this log file instead of generated logs (lines of\n"
+        "                    'YYYY-MM-DDTHH:MM:SS[.fff]Z LEVEL source: message'; other lines are\n"
+        "                    taken whole as messages)\n"
+        "  --level N         zstd level for ferry and the zstd baselines (default %d)\n"
+        "  --write-corpus D  write the generated corpus to D/metrics.lp and D/app.log and exit\n"
+        "\n"
+        "Rows '+dict' repeat the ferry run with a zstd dictionary (transport/dict.h) trained on\n"
+        "separately generated data, or on the first quarter of the given files.\n"
+        "\n"
+        "The last lines are `name: value`, one per figure.\n",
+        BATCH_DEFAULT_ZSTD_LEVEL);
 }
 
 static int load_file(const char *path, struct ferry_buf *out)
@@ -612,8 +611,8 @@ int main(int argc, char **argv)
         goto out;
     for (int k = 0; k < 2; k++)
         printf("%s: %zu records from %zu bytes of text%s (%zu lines not parsed)\n", cs[k].name,
-               cs[k].n_items, cs[k].text.len,
-               (k ? logs_file : metrics_file) ? "" : " (generated)", cs[k].bad_lines);
+               cs[k].n_items, cs[k].text.len, (k ? logs_file : metrics_file) ? "" : " (generated)",
+               cs[k].bad_lines);
     printf("dictionary %u: %zu bytes, trained on %s\n", g_dict_id, g_dict.len,
            !metrics_file && !logs_file ? "separately generated data (other seeds, other day)"
                                        : "the first quarter of each input's records");
@@ -630,11 +629,11 @@ int main(int argc, char **argv)
     struct figure figs[128];
     size_t nf = 0;
     int all_ok = 1;
-#define FIG(fmt, val, ...)                                                                     \
-    do {                                                                                       \
-        snprintf(figs[nf].name, sizeof figs[nf].name, "%s_%s_" fmt, cs[k].name,              \
-                 size_names[s], ##__VA_ARGS__);                                                \
-        figs[nf++].value = (val);                                                              \
+#define FIG(fmt, val, ...)                                                                         \
+    do {                                                                                           \
+        snprintf(figs[nf].name, sizeof figs[nf].name, "%s_%s_" fmt, cs[k].name, size_names[s],     \
+                 ##__VA_ARGS__);                                                                   \
+        figs[nf++].value = (val);                                                                  \
     } while (0)
     for (int k = 0; k < 2; k++) {
         if (cs[k].n_items == 0)

@@ -49,10 +49,10 @@ static double clampd(double v, double lo, double hi)
 #define N_CORES 6
 
 struct state {
-    double load;           /* 0..1, the pipeline's CPU load, slowly varying */
+    double load; /* 0..1, the pipeline's CPU load, slowly varying */
     uint64_t jiff[N_CORES][7];
     int freq_idx[N_CORES];
-    double temp[6];        /* milli-degrees */
+    double temp[6]; /* milli-degrees */
     double mem_avail_kb, cached_kb, buffers_kb;
     uint64_t disk_used, reads, writes, read_bytes, write_bytes, io_ms;
     uint64_t net[2][8];
@@ -63,7 +63,7 @@ struct state {
 };
 
 static const int freqs_khz[] = {729600, 1036800, 1190400, 1420800, 1510400};
-static const char *const zones[6] = {"cpu-thermal", "gpu-thermal", "cv0-thermal",
+static const char *const zones[6] = {"cpu-thermal", "gpu-thermal",  "cv0-thermal",
                                      "cv1-thermal", "soc0-thermal", "tj-thermal"};
 static const char *const rails[3] = {"VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC"};
 
@@ -122,18 +122,16 @@ int corpus_metrics(struct ferry_buf *o, int64_t start_ns, unsigned seconds, uint
                 int want = st.load > 0.6 ? 4 : st.load > 0.3 ? 3 : 1;
                 st.freq_idx[c] += want > st.freq_idx[c] ? 1 : want < st.freq_idx[c] ? -1 : 0;
             }
-            ok &= ferry_buf_printf(o,
-                                   "cpu,host=" HOST ",cpu=cpu%d user=%lluu,nice=%lluu,system=%lluu,"
-                                   "idle=%lluu,iowait=%lluu,irq=%lluu,softirq=%lluu,freq_khz=%di "
-                                   "%lld\n",
-                                   c, (unsigned long long)st.jiff[c][0],
-                                   (unsigned long long)st.jiff[c][1],
-                                   (unsigned long long)st.jiff[c][2],
-                                   (unsigned long long)st.jiff[c][3],
-                                   (unsigned long long)st.jiff[c][4],
-                                   (unsigned long long)st.jiff[c][5],
-                                   (unsigned long long)st.jiff[c][6], freqs_khz[st.freq_idx[c]],
-                                   (long long)ts) == 0;
+            ok &= ferry_buf_printf(
+                      o,
+                      "cpu,host=" HOST ",cpu=cpu%d user=%lluu,nice=%lluu,system=%lluu,"
+                      "idle=%lluu,iowait=%lluu,irq=%lluu,softirq=%lluu,freq_khz=%di "
+                      "%lld\n",
+                      c, (unsigned long long)st.jiff[c][0], (unsigned long long)st.jiff[c][1],
+                      (unsigned long long)st.jiff[c][2], (unsigned long long)st.jiff[c][3],
+                      (unsigned long long)st.jiff[c][4], (unsigned long long)st.jiff[c][5],
+                      (unsigned long long)st.jiff[c][6], freqs_khz[st.freq_idx[c]],
+                      (long long)ts) == 0;
         }
         for (int z = 0; z < 6; z++) {
             double target = 41000 + 1200 * z + 22000 * st.load;
@@ -160,19 +158,19 @@ int corpus_metrics(struct ferry_buf *o, int64_t start_ns, unsigned seconds, uint
         st.read_bytes += rd * 4096 * (1 + rnd(&r) % 32);
         st.io_ms += wr + rd * 2;
         st.disk_used += wr * 4096;
-        ok &= ferry_buf_printf(o,
-                               "disk,host=" HOST ",device=mmcblk0p1,path=/ used_bytes=%lluu,"
-                               "free_bytes=%lluu,total_bytes=62277025792u %lld\n",
-                               (unsigned long long)st.disk_used,
-                               62277025792ull - (unsigned long long)st.disk_used,
-                               (long long)ts) == 0;
-        ok &= ferry_buf_printf(o,
-                               "diskio,host=" HOST ",device=mmcblk0 reads=%lluu,writes=%lluu,"
-                               "read_bytes=%lluu,write_bytes=%lluu,io_time_ms=%lluu %lld\n",
-                               (unsigned long long)st.reads, (unsigned long long)st.writes,
-                               (unsigned long long)st.read_bytes,
-                               (unsigned long long)st.write_bytes, (unsigned long long)st.io_ms,
-                               (long long)ts) == 0;
+        ok &=
+            ferry_buf_printf(o,
+                             "disk,host=" HOST ",device=mmcblk0p1,path=/ used_bytes=%lluu,"
+                             "free_bytes=%lluu,total_bytes=62277025792u %lld\n",
+                             (unsigned long long)st.disk_used,
+                             62277025792ull - (unsigned long long)st.disk_used, (long long)ts) == 0;
+        ok &=
+            ferry_buf_printf(o,
+                             "diskio,host=" HOST ",device=mmcblk0 reads=%lluu,writes=%lluu,"
+                             "read_bytes=%lluu,write_bytes=%lluu,io_time_ms=%lluu %lld\n",
+                             (unsigned long long)st.reads, (unsigned long long)st.writes,
+                             (unsigned long long)st.read_bytes, (unsigned long long)st.write_bytes,
+                             (unsigned long long)st.io_ms, (long long)ts) == 0;
         static const char *const ifs[2] = {"wwan0", "eth0"};
         for (int i = 0; i < 2; i++) {
             /* wwan0: the uplink, bursty and small; eth0: the camera's RTSP stream, ~4 Mbit/s */
@@ -185,31 +183,30 @@ int corpus_metrics(struct ferry_buf *o, int64_t start_ns, unsigned seconds, uint
             st.net[i][3] += tx / 1400 + (tx ? 1 : 0);
             if (rnd(&r) % 3000 == 0)
                 st.net[i][6]++;
-            ok &= ferry_buf_printf(o,
-                                   "net,host=" HOST ",interface=%s bytes_recv=%lluu,"
-                                   "bytes_sent=%lluu,packets_recv=%lluu,packets_sent=%lluu,"
-                                   "err_in=%lluu,err_out=%lluu,drop_in=%lluu,drop_out=%lluu "
-                                   "%lld\n",
-                                   ifs[i], (unsigned long long)st.net[i][0],
-                                   (unsigned long long)st.net[i][1],
-                                   (unsigned long long)st.net[i][2],
-                                   (unsigned long long)st.net[i][3],
-                                   (unsigned long long)st.net[i][4],
-                                   (unsigned long long)st.net[i][5],
-                                   (unsigned long long)st.net[i][6],
-                                   (unsigned long long)st.net[i][7], (long long)ts) == 0;
+            ok &=
+                ferry_buf_printf(o,
+                                 "net,host=" HOST ",interface=%s bytes_recv=%lluu,"
+                                 "bytes_sent=%lluu,packets_recv=%lluu,packets_sent=%lluu,"
+                                 "err_in=%lluu,err_out=%lluu,drop_in=%lluu,drop_out=%lluu "
+                                 "%lld\n",
+                                 ifs[i], (unsigned long long)st.net[i][0],
+                                 (unsigned long long)st.net[i][1], (unsigned long long)st.net[i][2],
+                                 (unsigned long long)st.net[i][3], (unsigned long long)st.net[i][4],
+                                 (unsigned long long)st.net[i][5], (unsigned long long)st.net[i][6],
+                                 (unsigned long long)st.net[i][7], (long long)ts) == 0;
         }
         st.gpu_load = clampd(st.gpu_load + 3 * gauss(&r) + 0.05 * (55 - st.gpu_load), 0, 99);
         int gpu_freq = st.gpu_load > 70 ? 624 : st.gpu_load > 40 ? 510 : 306;
-        ok &= ferry_buf_printf(o, "gpu,host=" HOST ",name=ga10b load=%di,freq_mhz=%di,emc_load=%di %lld\n",
-                               (int)st.gpu_load, gpu_freq, (int)(st.gpu_load * 0.4 + 5),
-                               (long long)ts) == 0;
+        ok &= ferry_buf_printf(
+                  o, "gpu,host=" HOST ",name=ga10b load=%di,freq_mhz=%di,emc_load=%di %lld\n",
+                  (int)st.gpu_load, gpu_freq, (int)(st.gpu_load * 0.4 + 5), (long long)ts) == 0;
         for (int k = 0; k < 3; k++) {
             double base = k == 0 ? 5200 + 4000 * st.load : k == 1 ? 1200 + 3500 * st.load : 1500;
             st.power[k] = 0.7 * st.power[k] + 0.3 * base + 60 * gauss(&r);
-            ok &= ferry_buf_printf(o, "power,host=" HOST ",rail=%s current_mw=%di,avg_mw=%di %lld\n",
-                                   rails[k], (int)(st.power[k] + 0.5 * 60 * gauss(&r)),
-                                   (int)st.power[k], (long long)ts) == 0;
+            ok &=
+                ferry_buf_printf(o, "power,host=" HOST ",rail=%s current_mw=%di,avg_mw=%di %lld\n",
+                                 rails[k], (int)(st.power[k] + 0.5 * 60 * gauss(&r)),
+                                 (int)st.power[k], (long long)ts) == 0;
         }
         double infer = clampd(11.5 + 9 * st.load + 1.2 * gauss(&r), 6, 60);
         double fps = clampd(30.0 - (infer > 33 ? (infer - 33) * 0.8 : 0) - 0.03 * unif(&r), 5, 30);
@@ -255,20 +252,23 @@ static int log_line(struct ferry_buf *o, int64_t ts_ns, const char *level, const
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return ferry_buf_printf(o, "%s.%03dZ %s %s: %s\n", stamp, (int)(ts_ns / 1000000 % 1000),
-                            level, module, msg);
+    return ferry_buf_printf(o, "%s.%03dZ %s %s: %s\n", stamp, (int)(ts_ns / 1000000 % 1000), level,
+                            module, msg);
 }
 
 int corpus_logs(struct ferry_buf *o, int64_t start_ns, unsigned seconds, uint64_t seed)
 {
     struct rng r = {seed * 11400714819323198485ull + 7};
-    static const char *const funcs[] = {
-        "nvinfer1::rt::cuda::enqueue", "nvinfer1::rt::ExecutionContext::enqueueV3",
-        "Detector::infer",          "Pipeline::process_frame",
-        "Pipeline::run",            "std::thread::_State_impl::_M_run",
-        "start_thread",             "clone3"};
-    static const char *const files[] = {"trt_runtime.cpp", "context.cpp", "detector.cpp",
-                                        "pipeline.cpp", "pipeline.cpp", "thread.cc",
+    static const char *const funcs[] = {"nvinfer1::rt::cuda::enqueue",
+                                        "nvinfer1::rt::ExecutionContext::enqueueV3",
+                                        "Detector::infer",
+                                        "Pipeline::process_frame",
+                                        "Pipeline::run",
+                                        "std::thread::_State_impl::_M_run",
+                                        "start_thread",
+                                        "clone3"};
+    static const char *const files[] = {"trt_runtime.cpp",  "context.cpp",  "detector.cpp",
+                                        "pipeline.cpp",     "pipeline.cpp", "thread.cc",
                                         "pthread_create.c", "clone3.S"};
     uint64_t frame = 184467;
     unsigned tracks = 5, restarts = 0;
@@ -288,9 +288,8 @@ int corpus_logs(struct ferry_buf *o, int64_t start_ns, unsigned seconds, uint64_
             continue;
         }
         unsigned objs = (unsigned)(rnd(&r) % 7);
-        ok &= log_line(o, ts + 2000000, "INFO", "detector",
-                       "frame %llu: %u objects in %.1f ms", (unsigned long long)frame, objs,
-                       infer) == 0;
+        ok &= log_line(o, ts + 2000000, "INFO", "detector", "frame %llu: %u objects in %.1f ms",
+                       (unsigned long long)frame, objs, infer) == 0;
         if (f % 5 == 0) {
             unsigned nw = (unsigned)(rnd(&r) % 3), lost = (unsigned)(rnd(&r) % 3);
             tracks = tracks + nw > lost ? tracks + nw - lost : 0;
@@ -304,8 +303,8 @@ int corpus_logs(struct ferry_buf *o, int64_t start_ns, unsigned seconds, uint64_
             published += n;
             sent_bytes += bytes;
             ok &= log_line(o, ts + 5000000, "INFO", "publisher",
-                           "published %u events (%u bytes) to mqtt://10.20.0.5:1883 in %u ms",
-                           n, bytes, 20 + (unsigned)(rnd(&r) % 300)) == 0;
+                           "published %u events (%u bytes) to mqtt://10.20.0.5:1883 in %u ms", n,
+                           bytes, 20 + (unsigned)(rnd(&r) % 300)) == 0;
         }
         if (f % 300 == 0)
             ok &= log_line(o, ts + 1000000, "INFO", "camera",

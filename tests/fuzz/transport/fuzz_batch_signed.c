@@ -94,8 +94,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (mode == 3) {
             if (body_len < 4)
                 return 0;
-            h.body_raw_len = (uint32_t)body[0] | (uint32_t)body[1] << 8 |
-                             (uint32_t)body[2] << 16 | (uint32_t)body[3] << 24;
+            h.body_raw_len = (uint32_t)body[0] | (uint32_t)body[1] << 8 | (uint32_t)body[2] << 16 |
+                             (uint32_t)body[3] << 24;
             wire_body = body + 4;
             wire_len = body_len - 4;
         }

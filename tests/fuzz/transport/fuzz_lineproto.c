@@ -44,8 +44,8 @@ static int on_record(void *arg, const struct record *r)
         abort(); /* the parser enforces the same limits record_pack checks */
     if (lineproto_format(r, &line) == 0) {
         struct lineproto_error err;
-        int rc = lineproto_parse((const char *)line.data, line.len, LINEPROTO_NS, 0, check_same,
-                                 &c, &err);
+        int rc = lineproto_parse((const char *)line.data, line.len, LINEPROTO_NS, 0, check_same, &c,
+                                 &err);
         /* Formatting then parsing must give back exactly the record: precision ns keeps ts. */
         if (rc != 0 || c.reparsed != 1 || !c.equal)
             abort();
@@ -60,8 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     struct lineproto_error err;
-    (void)lineproto_parse((const char *)data + 1, size - 1,
-                          (enum lineproto_precision)(data[0] & 3), 1234567890, on_record, NULL,
-                          &err);
+    (void)lineproto_parse((const char *)data + 1, size - 1, (enum lineproto_precision)(data[0] & 3),
+                          1234567890, on_record, NULL, &err);
     return 0;
 }

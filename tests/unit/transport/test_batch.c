@@ -139,33 +139,50 @@ static void build_mixed(struct batch_builder *b, struct expect *e)
     for (int i = 0; i < 50; i++) {
         f[0] = (struct record_field){S("usage"), RECORD_FIELD_FLOAT, {.f = 12.5 + i * 0.1}};
         f[1] = (struct record_field){S("temp_mc"), RECORD_FIELD_INT, {.i = 45000 + i * 7}};
-        f[2] = (struct record_field){S("bytes"), RECORD_FIELD_UINT,
-                                     {.u = UINT64_MAX - 5 + (uint64_t)i}};
+        f[2] = (struct record_field){
+            S("bytes"), RECORD_FIELD_UINT, {.u = UINT64_MAX - 5 + (uint64_t)i}};
         f[3] = (struct record_field){S("ok"), RECORD_FIELD_BOOL, {.b = i % 3 == 0}};
-        f[4] = (struct record_field){S("state"), RECORD_FIELD_STRING,
-                                     {.s = i % 10 < 5 ? S("running") : S("")}};
+        f[4] = (struct record_field){
+            S("state"), RECORD_FIELD_STRING, {.s = i % 10 < 5 ? S("running") : S("")}};
         f[5] = (struct record_field){S("neg"), RECORD_FIELD_INT, {.i = INT64_MIN + i}};
-        struct record r = {RECORD_METRIC, seq++, 1700000000000000000ll + i * 1000000000ll,
-                           S("cpu"), 0, {"", 0}, tags, 2, f, 6};
+        struct record r = {RECORD_METRIC,
+                           seq++,
+                           1700000000000000000ll + i * 1000000000ll,
+                           S("cpu"),
+                           0,
+                           {"", 0},
+                           tags,
+                           2,
+                           f,
+                           6};
         add(b, e, &r);
     }
     /* special floats in one column, and random bit patterns in another */
     for (size_t i = 0; i < sizeof specials / sizeof specials[0]; i++) {
         f[0] = (struct record_field){S("v"), RECORD_FIELD_FLOAT, {.f = from_bits(specials[i])}};
-        f[1] = (struct record_field){S("w"), RECORD_FIELD_FLOAT,
-                                     {.f = from_bits(((uint64_t)random() << 33) ^
-                                                     (uint64_t)random())}};
-        struct record r = {RECORD_METRIC, seq++, 1700000000123456789ll + (int64_t)i * 7,
-                           S("weird"), 0, {"", 0}, NULL, 0, f, 2};
+        f[1] = (struct record_field){
+            S("w"),
+            RECORD_FIELD_FLOAT,
+            {.f = from_bits(((uint64_t)random() << 33) ^ (uint64_t)random())}};
+        struct record r = {RECORD_METRIC,
+                           seq++,
+                           1700000000123456789ll + (int64_t)i * 7,
+                           S("weird"),
+                           0,
+                           {"", 0},
+                           NULL,
+                           0,
+                           f,
+                           2};
         add(b, e, &r);
     }
     /* a non-decimal value repeated (XOR of equal values), and one that changes */
     for (int i = 0; i < 6; i++) {
         f[0] = (struct record_field){S("pi"), RECORD_FIELD_FLOAT, {.f = 3.141592653589793}};
-        f[1] = (struct record_field){S("e"), RECORD_FIELD_FLOAT,
-                                     {.f = i < 3 ? 2.718281828459045 : 1.0 / 3}};
-        struct record r = {RECORD_METRIC, seq++, 1700000000000000000ll + i, S("const"), 0,
-                           {"", 0}, NULL, 0, f, 2};
+        f[1] = (struct record_field){
+            S("e"), RECORD_FIELD_FLOAT, {.f = i < 3 ? 2.718281828459045 : 1.0 / 3}};
+        struct record r = {
+            RECORD_METRIC, seq++, 1700000000000000000ll + i, S("const"), 0, {"", 0}, NULL, 0, f, 2};
         add(b, e, &r);
     }
     /* extreme timestamps, no tags, one field */
@@ -190,9 +207,16 @@ static void build_mixed(struct batch_builder *b, struct expect *e)
     for (size_t i = 0; i < 40; i++) {
         const char *m = msgs[i % (sizeof msgs / sizeof msgs[0])];
         struct record_field lf[1] = {{S("frame"), RECORD_FIELD_INT, {.i = (int64_t)i}}};
-        struct record r = {RECORD_LOG, 5000 + i, 1700000000000000000ll + (int64_t)i * 33333333,
-                           i % 2 ? S("detector") : S("tracker"), (uint8_t)(i % 8),
-                           {m, strlen(m)}, NULL, 0, lf, i % 3 == 0 ? 1 : 0};
+        struct record r = {RECORD_LOG,
+                           5000 + i,
+                           1700000000000000000ll + (int64_t)i * 33333333,
+                           i % 2 ? S("detector") : S("tracker"),
+                           (uint8_t)(i % 8),
+                           {m, strlen(m)},
+                           NULL,
+                           0,
+                           lf,
+                           i % 3 == 0 ? 1 : 0};
         add(b, e, &r);
     }
     /* events: type + small structured body */
@@ -200,8 +224,16 @@ static void build_mixed(struct batch_builder *b, struct expect *e)
         struct record_field ef[2] = {{S("from"), RECORD_FIELD_STRING, {.s = S("1.2.0")}},
                                      {S("to"), RECORD_FIELD_STRING, {.s = S("1.3.0")}}};
         struct record_tag et[1] = {{S("component"), S("rootfs")}};
-        struct record r = {RECORD_EVENT, 7 + (uint64_t)i * 3, 1700000000000000000ll + i,
-                           S("update.state"), 0, {"", 0}, et, 1, ef, 2};
+        struct record r = {RECORD_EVENT,
+                           7 + (uint64_t)i * 3,
+                           1700000000000000000ll + i,
+                           S("update.state"),
+                           0,
+                           {"", 0},
+                           et,
+                           1,
+                           ef,
+                           2};
         add(b, e, &r);
     }
     /* a metric with a message and level (not a log): still round-trips */
@@ -287,21 +319,15 @@ static void test_roundtrip_random(void **state)
                 snprintf(key[q], sizeof key[q], "f%d", q);
                 f[q].key = (struct record_str){key[q], strlen(key[q])};
                 f[q].type = (enum record_field_type)((random() + q) % 5);
-                uint64_t bits = ((uint64_t)random() << 40) ^ ((uint64_t)random() << 12) ^
-                                (uint64_t)random();
+                uint64_t bits =
+                    ((uint64_t)random() << 40) ^ ((uint64_t)random() << 12) ^ (uint64_t)random();
                 switch (f[q].type) {
                 case RECORD_FIELD_FLOAT:
                     f[q].v.f = random() % 2 ? from_bits(bits) : (double)(random() % 1000) / 100;
                     break;
-                case RECORD_FIELD_INT:
-                    f[q].v.i = (int64_t)bits;
-                    break;
-                case RECORD_FIELD_UINT:
-                    f[q].v.u = bits;
-                    break;
-                case RECORD_FIELD_BOOL:
-                    f[q].v.b = bits & 1;
-                    break;
+                case RECORD_FIELD_INT: f[q].v.i = (int64_t)bits; break;
+                case RECORD_FIELD_UINT: f[q].v.u = bits; break;
+                case RECORD_FIELD_BOOL: f[q].v.b = bits & 1; break;
                 case RECORD_FIELD_STRING:
                     snprintf(sv[q], sizeof sv[q], "s%ld", random() % 3);
                     f[q].v.s = (struct record_str){sv[q], strlen(sv[q])};
@@ -311,11 +337,17 @@ static void test_roundtrip_random(void **state)
             enum record_stream st = (enum record_stream)(random() % 3);
             snprintf(msg, sizeof msg, "msg %ld at %ld", random() % 5, random());
             ts += random() % 3 ? 1000000000 : random();
-            struct record r = {st, seqs[st]++, ts, {name, strlen(name)},
+            struct record r = {st,
+                               seqs[st]++,
+                               ts,
+                               {name, strlen(name)},
                                st == RECORD_LOG ? (uint8_t)(random() % 8) : 0,
                                st == RECORD_LOG ? (struct record_str){msg, strlen(msg)}
                                                 : (struct record_str){"", 0},
-                               t, random() % 2, f, (size_t)nf};
+                               t,
+                               random() % 2,
+                               f,
+                               (size_t)nf};
             if (i % 2) {
                 add(b, e, &r);
             } else {
@@ -343,8 +375,8 @@ static struct ferry_buf make_small_batch(void)
     struct ferry_buf out = FERRY_BUF_INIT;
     for (int i = 0; i < 20; i++) {
         struct record_field f[1] = {{S("v"), RECORD_FIELD_FLOAT, {.f = i * 0.5}}};
-        struct record r = {RECORD_METRIC, 1 + (uint64_t)i, 1000000000ll * i, S("m"), 0, {"", 0},
-                           NULL, 0, f, 1};
+        struct record r = {
+            RECORD_METRIC, 1 + (uint64_t)i, 1000000000ll * i, S("m"), 0, {"", 0}, NULL, 0, f, 1};
         add(b, e, &r);
     }
     struct record l = {RECORD_LOG, 9, 5, S("app"), 4, S("warn 12"), NULL, 0, NULL, 0};
@@ -470,25 +502,25 @@ static void test_corrupt_header_fields(void **state)
         int want;
     } cases[] = {
         {0, 1, 'X', BATCH_EMAGIC},
-        {5, 1, 1, BATCH_EHEADER},                       /* flags */
-        {6, 2, 50, BATCH_EHEADER},                      /* header_len */
-        {6, 2, 4000, BATCH_EHEADER},                    /* header_len */
-        {8, 4, 1, BATCH_ETRUNC},                        /* body_len */
-        {8, 4, 0xffffffff, BATCH_ETRUNC},               /* body_len */
-        {12, 4, BATCH_MAX_BODY_RAW + 1, BATCH_ELIMIT},  /* body_raw_len */
-        {16, 4, BATCH_MAX_RECORDS + 1, BATCH_ELIMIT},   /* record_count */
-        {64, 1, 2, BATCH_EHEADER},                      /* compression */
-        {65, 1, 0, BATCH_EHEADER},                      /* device id length */
-        {65, 1, 65, BATCH_EHEADER},                     /* device id length */
-        {66, 1, 4, BATCH_EHEADER},                      /* range count */
-        {67, 1, 1, BATCH_EHEADER},                      /* reserved */
-        {68, 2, BATCH_MAX_GAPS + 1, BATCH_ELIMIT},      /* gap count */
-        {70, 2, 1, BATCH_EHEADER},                      /* reserved */
-        {108, 1, ' ', BATCH_EHEADER},                   /* device id byte */
-        {108 + 9, 1, 3, BATCH_EHEADER},                 /* range stream (device id is 9 bytes) */
-        {108 + 9 + 1, 8, UINT64_MAX, BATCH_EHEADER},    /* range first > last */
-        {108 + 9 + 17, 1, 1, BATCH_EHEADER},            /* second range not ascending */
-        {108 + 9 + 34, 1, 9, BATCH_EHEADER},            /* gap stream */
+        {5, 1, 1, BATCH_EHEADER},                         /* flags */
+        {6, 2, 50, BATCH_EHEADER},                        /* header_len */
+        {6, 2, 4000, BATCH_EHEADER},                      /* header_len */
+        {8, 4, 1, BATCH_ETRUNC},                          /* body_len */
+        {8, 4, 0xffffffff, BATCH_ETRUNC},                 /* body_len */
+        {12, 4, BATCH_MAX_BODY_RAW + 1, BATCH_ELIMIT},    /* body_raw_len */
+        {16, 4, BATCH_MAX_RECORDS + 1, BATCH_ELIMIT},     /* record_count */
+        {64, 1, 2, BATCH_EHEADER},                        /* compression */
+        {65, 1, 0, BATCH_EHEADER},                        /* device id length */
+        {65, 1, 65, BATCH_EHEADER},                       /* device id length */
+        {66, 1, 4, BATCH_EHEADER},                        /* range count */
+        {67, 1, 1, BATCH_EHEADER},                        /* reserved */
+        {68, 2, BATCH_MAX_GAPS + 1, BATCH_ELIMIT},        /* gap count */
+        {70, 2, 1, BATCH_EHEADER},                        /* reserved */
+        {108, 1, ' ', BATCH_EHEADER},                     /* device id byte */
+        {108 + 9, 1, 3, BATCH_EHEADER},                   /* range stream (device id is 9 bytes) */
+        {108 + 9 + 1, 8, UINT64_MAX, BATCH_EHEADER},      /* range first > last */
+        {108 + 9 + 17, 1, 1, BATCH_EHEADER},              /* second range not ascending */
+        {108 + 9 + 34, 1, 9, BATCH_EHEADER},              /* gap stream */
         {108 + 9 + 34 + 2, 8, UINT64_MAX, BATCH_EHEADER}, /* gap first > last */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -667,8 +699,7 @@ static void test_dictionary(void **state)
     struct ferry_buf other = FERRY_BUF_INIT;
     assert_int_equal(batch_peek_header(out.data, out.len, &h, NULL), 0);
     h.dict_id = 78;
-    assert_int_equal(batch_assemble(&h, out.data + h.header_len + 64, h.body_len, sk, &other),
-                     0);
+    assert_int_equal(batch_assemble(&h, out.data + h.header_len + 64, h.body_len, sk, &other), 0);
     assert_int_equal(batch_decode(d, other.data, other.len, pk, NULL, NULL, NULL, &ei),
                      BATCH_EDICT);
     batch_decoder_free(d);
@@ -780,13 +811,12 @@ static void test_builder_limits(void **state)
     /* totals over all series: fields, then tags */
     b = new_builder(NULL);
     struct record_field *wide = calloc(RECORD_MAX_FIELDS, sizeof *wide);
-    char (*keys)[8] = calloc(RECORD_MAX_FIELDS, 8);
+    char(*keys)[8] = calloc(RECORD_MAX_FIELDS, 8);
     for (int i = 0; i < RECORD_MAX_FIELDS; i++) {
         snprintf(keys[i], 8, "f%d", i);
         wide[i] = (struct record_field){{keys[i], strlen(keys[i])}, RECORD_FIELD_BOOL, {.b = 1}};
     }
-    struct record wr = {RECORD_METRIC, 1, 1, S("w"), 0, {"", 0}, NULL, 0, wide,
-                        RECORD_MAX_FIELDS};
+    struct record wr = {RECORD_METRIC, 1, 1, S("w"), 0, {"", 0}, NULL, 0, wide, RECORD_MAX_FIELDS};
     uint32_t i;
     for (i = 0; i < BATCH_MAX_TOTAL_FIELDS / RECORD_MAX_FIELDS; i++) {
         snprintf(name, sizeof name, "w%u", i);
@@ -802,7 +832,7 @@ static void test_builder_limits(void **state)
     ferry_buf_free(&out);
     batch_builder_reset(b);
     struct record_tag tg[RECORD_MAX_TAGS];
-    char (*tk)[8] = calloc(RECORD_MAX_TAGS, 8);
+    char(*tk)[8] = calloc(RECORD_MAX_TAGS, 8);
     for (int t = 0; t < RECORD_MAX_TAGS; t++) {
         snprintf(tk[t], 8, "t%d", t);
         tg[t] = (struct record_tag){{tk[t], strlen(tk[t])}, S("v")};
@@ -915,7 +945,8 @@ static void body_head(struct ferry_buf *b, uint64_t n_records, uint64_t n_series
     put_uv(b, rows);
 }
 
-static int decode_body(const struct ferry_buf *body, uint32_t record_count, struct batch_errinfo *ei)
+static int decode_body(const struct ferry_buf *body, uint32_t record_count,
+                       struct batch_errinfo *ei)
 {
     struct ferry_buf orig = make_small_batch();
     struct batch_header h;

@@ -57,9 +57,9 @@ static int to_batches(void *arg, const struct record *r)
 
 static void metrics_text(struct ferry_buf *t, unsigned seconds, uint64_t seed)
 {
-    assert_int_equal(corpus_metrics(t, 1764070000000000000ll + (int64_t)seed * 86400000000000ll,
-                                    seconds, seed),
-                     0);
+    assert_int_equal(
+        corpus_metrics(t, 1764070000000000000ll + (int64_t)seed * 86400000000000ll, seconds, seed),
+        0);
 }
 
 static struct ferry_buf g_dict = FERRY_BUF_INIT;
@@ -90,9 +90,8 @@ static size_t wire_size(const struct ferry_buf *lp, bool with_dict, size_t *batc
     struct feed *const pf = fp;
 #define f (*pf)
     assert_int_equal(batch_builder_new(&cfg, &f.b), 0);
-    assert_int_equal(lineproto_parse((const char *)lp->data, lp->len, LINEPROTO_NS, 0, to_batches,
-                                     &f, NULL),
-                     0);
+    assert_int_equal(
+        lineproto_parse((const char *)lp->data, lp->len, LINEPROTO_NS, 0, to_batches, &f, NULL), 0);
     batch_builder_free(f.b);
     /* every batch decodes with the dictionary */
     struct batch_decoder *d;
@@ -123,9 +122,9 @@ static void test_train_and_use(void **state)
     metrics_text(&train, 600, 11);
     metrics_text(&test, 300, 12); /* other seed, other day: not the training data */
     assert_int_equal(dict_trainer_new(4096, &t), 0);
-    assert_int_equal(lineproto_parse((const char *)train.data, train.len, LINEPROTO_NS, 0,
-                                     to_trainer, t, NULL),
-                     0);
+    assert_int_equal(
+        lineproto_parse((const char *)train.data, train.len, LINEPROTO_NS, 0, to_trainer, t, NULL),
+        0);
     assert_true(dict_trainer_samples(t) > 100);
     char why[200];
     assert_int_equal(dict_trainer_train(t, 16384, &g_dict, &g_id, why, sizeof why), 0);
@@ -144,8 +143,10 @@ static void test_train_and_use(void **state)
     assert_true(with * 10 < plain * 8); /* at least 20% smaller */
 
     /* a decoder without the dictionary says which one it lacks */
-    struct batch_builder_config cfg = {.device_id = "d-dict", .secret_key = sk,
-                                       .dict = g_dict.data, .dict_len = g_dict.len,
+    struct batch_builder_config cfg = {.device_id = "d-dict",
+                                       .secret_key = sk,
+                                       .dict = g_dict.data,
+                                       .dict_len = g_dict.len,
                                        .dict_id = g_id};
     struct batch_builder *b;
     struct ferry_buf out = FERRY_BUF_INIT;

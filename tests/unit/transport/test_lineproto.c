@@ -177,8 +177,7 @@ static void test_parse_types_and_escapes(void **state)
     collected_free(&c);
 
     /* precisions */
-    const enum lineproto_precision ps[] = {LINEPROTO_NS, LINEPROTO_US, LINEPROTO_MS,
-                                           LINEPROTO_S};
+    const enum lineproto_precision ps[] = {LINEPROTO_NS, LINEPROTO_US, LINEPROTO_MS, LINEPROTO_S};
     const int64_t want[] = {17, 17000, 17000000, 17000000000ll};
     for (int i = 0; i < 4; i++) {
         assert_int_equal(parse("m v=1 17\n", ps[i], &c, NULL), 0);
@@ -269,8 +268,7 @@ static void test_parse_limits(void **state)
     for (int i = 0; i < RECORD_MAX_KEY_LEN; i++)
         assert_int_equal(ferry_buf_append_u8(&t, 'a'), 0);
     assert_int_equal(ferry_buf_append(&t, " v=1\n", 5), 0);
-    assert_int_equal(lineproto_parse((char *)t.data, t.len, LINEPROTO_NS, 0, collect, &c, &err),
-                     0);
+    assert_int_equal(lineproto_parse((char *)t.data, t.len, LINEPROTO_NS, 0, collect, &c, &err), 0);
     collected_free(&c);
     t.len = 0;
     for (int i = 0; i <= RECORD_MAX_KEY_LEN; i++)
@@ -305,16 +303,15 @@ static void test_format_parse_roundtrip(void **state)
         {S("b"), RECORD_FIELD_BOOL, {.b = false}},
         {S("s,= x"), RECORD_FIELD_STRING, {.s = S("q\"uo\\te\nnl")}},
     };
-    struct record r = {RECORD_METRIC, 0, 1700000000123456789ll, S("me as,x"), 0, {"", 0},
-                       tags, 2, f, 6};
+    struct record r = {
+        RECORD_METRIC, 0, 1700000000123456789ll, S("me as,x"), 0, {"", 0}, tags, 2, f, 6};
     struct ferry_buf b = FERRY_BUF_INIT;
     assert_int_equal(lineproto_format(&r, &b), 0);
     struct collected c = {0};
     struct lineproto_error err;
     int rc = lineproto_parse((char *)b.data, b.len, LINEPROTO_NS, 0, collect, &c, &err);
     if (rc)
-        fprintf(stderr, "%.*s\n%zu:%zu %s\n", (int)b.len, b.data, err.line, err.column,
-                err.reason);
+        fprintf(stderr, "%.*s\n%zu:%zu %s\n", (int)b.len, b.data, err.line, err.column, err.reason);
     assert_int_equal(rc, 0);
     struct record_scratch *sc = malloc(sizeof *sc);
     struct record back = unpack_at(&c, 0, sc);
@@ -323,8 +320,8 @@ static void test_format_parse_roundtrip(void **state)
     assert_non_null(memmem(b.data, b.len, "f=0.1,", 6));
     collected_free(&c);
     /* logs get level tag and message field */
-    struct record l = {RECORD_LOG, 0, 5, S("det"), RECORD_LEVEL_WARN, S("frame 12 late"),
-                       NULL, 0, NULL, 0};
+    struct record l = {RECORD_LOG,         0,    5, S("det"), RECORD_LEVEL_WARN,
+                       S("frame 12 late"), NULL, 0, NULL,     0};
     b.len = 0;
     assert_int_equal(lineproto_format(&l, &b), 0);
     assert_int_equal(b.len, strlen("det,level=warn message=\"frame 12 late\" 5\n"));
@@ -340,7 +337,8 @@ static void test_format_parse_roundtrip(void **state)
     back = unpack_at(&c, 0, sc);
     assert_true(record_equal(&nul, &back));
     collected_free(&c);
-    /* as in InfluxDB, "\\\\" in a name is two backslashes; a trailing backslash cannot be written */
+    /* as in InfluxDB, "\\\\" in a name is two backslashes; a trailing backslash cannot be written
+     */
     assert_int_equal(parse("m\\\\x v=1 1\n", LINEPROTO_NS, &c, &err), 0);
     back = unpack_at(&c, 0, sc);
     assert_int_equal(back.name.len, 4);
