@@ -25,64 +25,63 @@
 #include "common/util.h"
 #include "journal/journal.h"
 
-const char ferryd_config_defaults[] =
-    "[device]\n"
-    "data_dir = /var/lib/ferry\n"
-    "device_class = generic\n"
-    "name =\n"
-    "[server]\n"
-    "url =\n"
-    "enroll_token =\n"
-    "ca_file =\n"
-    "[listen]\n"
-    "http = 127.0.0.1:8086\n"
-    "udp = 127.0.0.1:8089\n"
-    "unix = ferryd.sock\n"
-    "unix_mode = 0660\n"
-    "http_max_body = 32MiB\n"
-    "[journal]\n"
-    "quota = 1GiB\n"
-    "durability = commit\n"
-    "group_window = 200us\n"
-    "sync_interval = 1s\n"
-    "[sync]\n"
-    "event_latency = 1s\n"
-    "metric_latency = 10s\n"
-    "log_latency = 60s\n"
-    "event_threshold = 16KiB\n"
-    "metric_threshold = 256KiB\n"
-    "log_threshold = 512KiB\n"
-    "max_batch = 4MiB\n"
-    "min_batch = 16KiB\n"
-    "heartbeat = 5m\n"
-    "backoff_min = 1s\n"
-    "backoff_max = 5m\n"
-    "request_deadline = 30s\n"
-    "low_speed_limit = 100\n"
-    "low_speed_time = 20s\n"
-    "max_in_flight = 2\n"
-    "zstd_level = 3\n"
-    "netlink = true\n"
-    "[update]\n"
-    "enabled = false\n"
-    "check_interval = 1h\n"
-    "component = rootfs\n"
-    "release_keys =\n"
-    "slot_backend = simulated\n"
-    "slot_dir = slots\n"
-    "cmd_current =\n"
-    "cmd_set_next =\n"
-    "cmd_mark_good =\n"
-    "cmd_rollback =\n"
-    "slot_path =\n"
-    "health_command =\n"
-    "health_timeout = 30s\n"
-    "trial_deadline = 10m\n"
-    "reboot_command =\n"
-    "initial_version = 0.0.0\n"
-    "max_download_rate = 0\n"
-    "[log]\n"
-    "level = info\n";
+const char ferryd_config_defaults[] = "[device]\n"
+                                      "data_dir = /var/lib/ferry\n"
+                                      "device_class = generic\n"
+                                      "name =\n"
+                                      "[server]\n"
+                                      "url =\n"
+                                      "enroll_token =\n"
+                                      "ca_file =\n"
+                                      "[listen]\n"
+                                      "http = 127.0.0.1:8086\n"
+                                      "udp = 127.0.0.1:8089\n"
+                                      "unix = ferryd.sock\n"
+                                      "unix_mode = 0660\n"
+                                      "http_max_body = 32MiB\n"
+                                      "[journal]\n"
+                                      "quota = 1GiB\n"
+                                      "durability = commit\n"
+                                      "group_window = 200us\n"
+                                      "sync_interval = 1s\n"
+                                      "[sync]\n"
+                                      "event_latency = 1s\n"
+                                      "metric_latency = 10s\n"
+                                      "log_latency = 60s\n"
+                                      "event_threshold = 16KiB\n"
+                                      "metric_threshold = 256KiB\n"
+                                      "log_threshold = 512KiB\n"
+                                      "max_batch = 4MiB\n"
+                                      "min_batch = 16KiB\n"
+                                      "heartbeat = 5m\n"
+                                      "backoff_min = 1s\n"
+                                      "backoff_max = 5m\n"
+                                      "request_deadline = 30s\n"
+                                      "low_speed_limit = 100\n"
+                                      "low_speed_time = 20s\n"
+                                      "max_in_flight = 2\n"
+                                      "zstd_level = 3\n"
+                                      "netlink = true\n"
+                                      "[update]\n"
+                                      "enabled = false\n"
+                                      "check_interval = 1h\n"
+                                      "component = rootfs\n"
+                                      "release_keys =\n"
+                                      "slot_backend = simulated\n"
+                                      "slot_dir = slots\n"
+                                      "cmd_current =\n"
+                                      "cmd_set_next =\n"
+                                      "cmd_mark_good =\n"
+                                      "cmd_rollback =\n"
+                                      "slot_path =\n"
+                                      "health_command =\n"
+                                      "health_timeout = 30s\n"
+                                      "trial_deadline = 10m\n"
+                                      "reboot_command =\n"
+                                      "initial_version = 0.0.0\n"
+                                      "max_download_rate = 0\n"
+                                      "[log]\n"
+                                      "level = info\n";
 
 enum key_type {
     KEY_STRING,
@@ -128,8 +127,7 @@ static const struct config_key config_keys[] = {
     {"listen", "http_max_body", KEY_SIZE, OFF(http_max_body_bytes), true, 4 * KIB, 1 * GIB},
     {"journal", "quota", KEY_SIZE, OFF(journal_quota_bytes), false, 1 * MIB, 1024 * GIB},
     {"journal", "durability", KEY_DURABILITY, OFF(journal_durability), false, 0, 0},
-    {"journal", "group_window", KEY_DURATION_US, OFF(journal_group_window_us), false, 0,
-     1000000},
+    {"journal", "group_window", KEY_DURATION_US, OFF(journal_group_window_us), false, 0, 1000000},
     {"journal", "sync_interval", KEY_DURATION, OFF(journal_sync_interval_ms), false, 10,
      3600 * 1000},
     {"sync", "event_latency", KEY_DURATION, OFF(latency_ms[0]), true, 0, DAY_MS},
@@ -162,10 +160,8 @@ static const struct config_key config_keys[] = {
     {"update", "cmd_rollback", KEY_STRING, OFF(update_cmd_rollback), false, 0, 0},
     {"update", "slot_path", KEY_STRING, OFF(update_slot_path), false, 0, 0},
     {"update", "health_command", KEY_STRING, OFF(update_health_command), false, 0, 0},
-    {"update", "health_timeout", KEY_DURATION, OFF(update_health_timeout_ms), false, 1000,
-     DAY_MS},
-    {"update", "trial_deadline", KEY_DURATION, OFF(update_trial_deadline_ms), false, 1000,
-     DAY_MS},
+    {"update", "health_timeout", KEY_DURATION, OFF(update_health_timeout_ms), false, 1000, DAY_MS},
+    {"update", "trial_deadline", KEY_DURATION, OFF(update_trial_deadline_ms), false, 1000, DAY_MS},
     {"update", "reboot_command", KEY_STRING, OFF(update_reboot_command), false, 0, 0},
     {"update", "initial_version", KEY_STRING, OFF(update_initial_version), false, 0, 0},
     {"update", "max_download_rate", KEY_SIZE, OFF(update_max_download_bytes_per_s), false, 0,
@@ -178,20 +174,13 @@ static const struct config_key config_keys[] = {
 const char *ferryd_config_strerror(int err)
 {
     switch (err) {
-    case FERRYD_CONFIG_OK:
-        return "success";
-    case FERRYD_CONFIG_ENOENT:
-        return "cannot open configuration file";
-    case FERRYD_CONFIG_EPARSE:
-        return "configuration syntax error";
-    case FERRYD_CONFIG_EKEY:
-        return "unknown configuration section or key";
-    case FERRYD_CONFIG_EVALUE:
-        return "invalid configuration value";
-    case FERRYD_CONFIG_ENOMEM:
-        return "out of memory";
-    default:
-        return "unknown configuration error";
+    case FERRYD_CONFIG_OK: return "success";
+    case FERRYD_CONFIG_ENOENT: return "cannot open configuration file";
+    case FERRYD_CONFIG_EPARSE: return "configuration syntax error";
+    case FERRYD_CONFIG_EKEY: return "unknown configuration section or key";
+    case FERRYD_CONFIG_EVALUE: return "invalid configuration value";
+    case FERRYD_CONFIG_ENOMEM: return "out of memory";
+    default: return "unknown configuration error";
     }
 }
 
@@ -203,7 +192,7 @@ struct load_state {
     const char *text; /* ... or text */
     int line;
     bool line_too_long;
-    int first_error;   /* 0 or an enum ferryd_config_error */
+    int first_error;      /* 0 or an enum ferryd_config_error */
     int set_line[N_KEYS]; /* line where each key was last set in this file (0: default) */
     char *err;
     size_t err_len;
@@ -347,14 +336,12 @@ static int apply_value(struct load_state *st, const struct config_key *k, const 
     }
     case KEY_URL:
         if (!valid_url(value)) {
-            load_fail(st, FERRYD_CONFIG_EVALUE,
-                      "[%s] %s = \"%s\": not an http:// or https:// URL", k->section, k->key,
-                      value);
+            load_fail(st, FERRYD_CONFIG_EVALUE, "[%s] %s = \"%s\": not an http:// or https:// URL",
+                      k->section, k->key, value);
             return -1;
         }
         break;
-    default:
-        break;
+    default: break;
     }
     switch (k->type) {
     case KEY_STRING:
@@ -404,8 +391,8 @@ static int apply_value(struct load_state *st, const struct config_key *k, const 
             *(bool *)slot = true;
             return 0;
         }
-        if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 ||
-            strcmp(value, "off") == 0 || strcmp(value, "0") == 0) {
+        if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 || strcmp(value, "off") == 0 ||
+            strcmp(value, "0") == 0) {
             *(bool *)slot = false;
             return 0;
         }
@@ -434,8 +421,8 @@ static int apply_value(struct load_state *st, const struct config_key *k, const 
             *(int *)slot = JOURNAL_SYNC_OS;
         else {
             load_fail(st, FERRYD_CONFIG_EVALUE,
-                      "[%s] %s = \"%s\": not a durability mode (commit, periodic, os)",
-                      k->section, k->key, value);
+                      "[%s] %s = \"%s\": not a durability mode (commit, periodic, os)", k->section,
+                      k->key, value);
             return -1;
         }
         return 0;
@@ -443,8 +430,8 @@ static int apply_value(struct load_state *st, const struct config_key *k, const 
         int64_t v;
         if (parse_duration_us(value, &v) != 0) {
             load_fail(st, FERRYD_CONFIG_EVALUE,
-                      "[%s] %s = \"%s\": not a duration (e.g. 200us, 2ms, 0)", k->section,
-                      k->key, value);
+                      "[%s] %s = \"%s\": not a duration (e.g. 200us, 2ms, 0)", k->section, k->key,
+                      value);
             return -1;
         }
         if (v < k->min || v > k->max) {
@@ -549,9 +536,9 @@ static void check_cross(struct load_state *st)
             load_fail(st, FERRYD_CONFIG_EVALUE,
                       "[update] slot_backend = \"%s\": expected simulated or command",
                       c->update_slot_backend);
-        if (command && (!c->update_cmd_current[0] || !c->update_cmd_set_next[0] ||
-                        !c->update_cmd_mark_good[0] || !c->update_cmd_rollback[0] ||
-                        !c->update_slot_path[0]))
+        if (command &&
+            (!c->update_cmd_current[0] || !c->update_cmd_set_next[0] ||
+             !c->update_cmd_mark_good[0] || !c->update_cmd_rollback[0] || !c->update_slot_path[0]))
             load_fail(st, FERRYD_CONFIG_EVALUE,
                       "[update] slot_backend = command needs cmd_current, cmd_set_next, "
                       "cmd_mark_good, cmd_rollback and slot_path");
@@ -665,20 +652,15 @@ static bool key_equal(const struct config_key *k, const struct ferryd_config *a,
         const char *sa = *(char *const *)pa, *sb = *(char *const *)pb;
         return strcmp(sa ? sa : "", sb ? sb : "") == 0;
     }
-    case KEY_SIZE:
-        return *(const uint64_t *)pa == *(const uint64_t *)pb;
-    case KEY_DURATION:
-        return *(const int64_t *)pa == *(const int64_t *)pb;
-    case KEY_BOOL:
-        return *(const bool *)pa == *(const bool *)pb;
+    case KEY_SIZE: return *(const uint64_t *)pa == *(const uint64_t *)pb;
+    case KEY_DURATION: return *(const int64_t *)pa == *(const int64_t *)pb;
+    case KEY_BOOL: return *(const bool *)pa == *(const bool *)pb;
     case KEY_LOG_LEVEL:
         return *(const enum ferry_log_level *)pa == *(const enum ferry_log_level *)pb;
-    case KEY_DURABILITY:
-        return *(const int *)pa == *(const int *)pb;
+    case KEY_DURABILITY: return *(const int *)pa == *(const int *)pb;
     case KEY_DURATION_US:
     case KEY_INT:
-    case KEY_MODE:
-        return *(const int64_t *)pa == *(const int64_t *)pb;
+    case KEY_MODE: return *(const int64_t *)pa == *(const int64_t *)pb;
     }
     return false;
 }
@@ -752,8 +734,7 @@ int ferryd_parse_hostport(const char *s, char *host, size_t host_len, uint16_t *
     return 0;
 }
 
-int ferryd_config_path(const struct ferryd_config *cfg, const char *path, char *out,
-                       size_t out_len)
+int ferryd_config_path(const struct ferryd_config *cfg, const char *path, char *out, size_t out_len)
 {
     int n;
     if (path[0] == '/')

@@ -145,8 +145,8 @@ int ferryd_parse_hostport(const char *s, char *host, size_t host_len, uint16_t *
 
 /* Resolves a path against data_dir when it is relative; writes into out. Returns 0, or -1 when
  * the result does not fit. */
-int ferryd_config_path(const struct ferryd_config *cfg, const char *path, char *out,
-                       size_t out_len) __attribute__((warn_unused_result));
+int ferryd_config_path(const struct ferryd_config *cfg, const char *path, char *out, size_t out_len)
+    __attribute__((warn_unused_result));
 
 /* The embedded defaults as INI text (what ferryd runs with when there is no file). */
 extern const char ferryd_config_defaults[];

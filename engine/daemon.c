@@ -60,7 +60,7 @@ enum ferryd_state { FERRYD_STARTING, FERRYD_RUNNING, FERRYD_DRAINING };
 struct ferryd {
     enum ferryd_state state;
     struct ferryd_config cfg;
-    char *config_path;   /* NULL: built-in defaults */
+    char *config_path; /* NULL: built-in defaults */
     char *data_dir_override;
     struct event_base *base;
     struct journal *journal;
@@ -156,8 +156,9 @@ static void announce_gaps(struct ferryd *d)
         snprintf(msg, sizeof msg, "%llu %s record(s) lost: %s",
                  (unsigned long long)(g->last - g->first + 1), record_stream_name(g->stream),
                  journal_gap_reason_name(g->reason));
-        const char *kv[] = {"stream", record_stream_name(g->stream), "first", first,
-                            "last",   last, "reason", journal_gap_reason_name(g->reason)};
+        const char *kv[] = {
+            "stream", record_stream_name(g->stream),     "first", first, "last", last,
+            "reason", journal_gap_reason_name(g->reason)};
         log_warn("ferryd", "journal gap: %s, sequences %s..%s", msg, first, last);
         append_event(d, "journal.gap", msg, kv, 4);
     }
@@ -247,12 +248,14 @@ static void maybe_start_ota(struct ferryd *d)
         log_warn("ferryd", "update: cannot create %s", slot_dir);
     d->ota_http = http_client_new(d->base);
     char err[256] = "";
-    int rc = d->ota_http ? ota_agent_new(d->base, d->ota_http, d->journal, &oc, &d->ota, err,
-                                         sizeof err)
-                         : OTA_E_NOMEM;
+    int rc = d->ota_http
+                 ? ota_agent_new(d->base, d->ota_http, d->journal, &oc, &d->ota, err, sizeof err)
+                 : OTA_E_NOMEM;
     if (rc != 0) {
-        log_error("ferryd", "update: the OTA agent did not start (%d: %s); updates off until "
-                  "restart", rc, err);
+        log_error("ferryd",
+                  "update: the OTA agent did not start (%d: %s); updates off until "
+                  "restart",
+                  rc, err);
         d->ota_failed = true;
         return;
     }
@@ -264,7 +267,10 @@ static void maybe_start_ota(struct ferryd *d)
              os.running_version);
 }
 
-static void on_ota_timer(evutil_socket_t fd, short what, void *arg) { maybe_start_ota(arg); }
+static void on_ota_timer(evutil_socket_t fd, short what, void *arg)
+{
+    maybe_start_ota(arg);
+}
 
 static void free_ota(struct ferryd *d)
 {
@@ -290,7 +296,10 @@ static void on_watchdog(evutil_socket_t fd, short what, void *arg)
     sd_notify(0, "WATCHDOG=1");
 }
 
-static void on_maintenance(evutil_socket_t fd, short what, void *arg) { announce_gaps(arg); }
+static void on_maintenance(evutil_socket_t fd, short what, void *arg)
+{
+    announce_gaps(arg);
+}
 
 static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
 {
@@ -406,8 +415,10 @@ static void reload(struct ferryd *d)
         fill_sync_config(&fresh, &sc);
         char serr[256] = "";
         if (sync_reload(d->sync, &sc, serr, sizeof serr) != 0) {
-            log_error("ferryd", "SIGHUP: sync engine refused the new [sync] values: %s; keeping "
-                      "the running configuration", serr);
+            log_error("ferryd",
+                      "SIGHUP: sync engine refused the new [sync] values: %s; keeping "
+                      "the running configuration",
+                      serr);
             ferryd_config_free(&fresh);
             goto out;
         }
@@ -423,8 +434,7 @@ static void reload(struct ferryd *d)
     const char *applied = (const char *)rd.applied.data;
     const char *restart = (const char *)rd.restart.data;
     log_info("ferryd", "SIGHUP: reloaded %s: applied [%s]%s%s%s", d->config_path, applied,
-             restart[0] ? "; changed but need a restart: [" : "", restart,
-             restart[0] ? "]" : "");
+             restart[0] ? "; changed but need a restart: [" : "", restart, restart[0] ? "]" : "");
     const char *kv[] = {"applied", applied, "restart_needed", restart};
     append_event(d, "ferryd.config_changed", "configuration reloaded", kv, 2);
     /* d->cfg now holds the file's values; keys that need a restart were logged above and
@@ -482,8 +492,7 @@ static int open_journal(struct ferryd *d, char *errbuf, size_t errlen)
         return FERRYD_EXIT_FAILURE;
     }
     if (rc != 0) {
-        snprintf(errbuf, errlen, "journal %s: %s: %s", d->cfg.data_dir, journal_strerror(rc),
-                 jerr);
+        snprintf(errbuf, errlen, "journal %s: %s: %s", d->cfg.data_dir, journal_strerror(rc), jerr);
         return FERRYD_EXIT_FAILURE;
     }
     if (info.created)
@@ -498,8 +507,9 @@ static int open_journal(struct ferryd *d, char *errbuf, size_t errlen)
 static int start_inputs(struct ferryd *d, char *errbuf, size_t errlen)
 {
     if (d->cfg.listen_http[0]) {
-        struct http_input_deps hd = {d->base, d->journal, d->durable, d->cfg.http_max_body_bytes,
-                                     on_records_durable, render_status, d};
+        struct http_input_deps hd = {
+            d->base,       d->journal, d->durable, d->cfg.http_max_body_bytes, on_records_durable,
+            render_status, d};
         if (http_input_new(&hd, d->cfg.listen_http, &d->http, errbuf, errlen) != 0)
             return FERRYD_EXIT_FAILURE;
     }
@@ -607,8 +617,7 @@ static int load_config(struct ferryd *d, const struct ferryd_options *opts, char
     return 0;
 }
 
-int ferryd_new(const struct ferryd_options *opts, struct ferryd **out, char *errbuf,
-               size_t errlen)
+int ferryd_new(const struct ferryd_options *opts, struct ferryd **out, char *errbuf, size_t errlen)
 {
     struct ferryd *d = calloc(1, sizeof *d);
     if (!d) {
@@ -747,8 +756,8 @@ int ferryd_free(struct ferryd *d)
             log_info("ferryd", "journal closed cleanly");
         }
     }
-    struct event *evs[] = {d->sig_term,        d->sig_int,   d->sig_hup, d->watchdog_timer,
-                           d->maintenance_timer, d->drain_timer};
+    struct event *evs[] = {d->sig_term,       d->sig_int,           d->sig_hup,
+                           d->watchdog_timer, d->maintenance_timer, d->drain_timer};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
         if (evs[i])
             event_free(evs[i]);

@@ -45,8 +45,8 @@ struct ferryd_options {
  * Loads the configuration, opens the journal, binds the inputs and announces readiness.
  * Returns 0 and *out, or an enum ferryd_exit code with errbuf saying what and where.
  */
-int ferryd_new(const struct ferryd_options *opts, struct ferryd **out, char *errbuf,
-               size_t errlen) __attribute__((warn_unused_result));
+int ferryd_new(const struct ferryd_options *opts, struct ferryd **out, char *errbuf, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* Runs the loop until a stop signal; returns FERRYD_EXIT_OK or FERRYD_EXIT_FAILURE. */
 int ferryd_run(struct ferryd *d);

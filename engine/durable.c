@@ -52,16 +52,11 @@ struct durable {
 const char *durable_strerror(int err)
 {
     switch (err) {
-    case DURABLE_OK:
-        return "success";
-    case DURABLE_ENOMEM:
-        return "out of memory";
-    case DURABLE_ESYS:
-        return "cannot create the durability waiter (eventfd, event or thread)";
-    case DURABLE_ECLOSED:
-        return "durability waiter is shutting down";
-    default:
-        return "unknown durability waiter error";
+    case DURABLE_OK: return "success";
+    case DURABLE_ENOMEM: return "out of memory";
+    case DURABLE_ESYS: return "cannot create the durability waiter (eventfd, event or thread)";
+    case DURABLE_ECLOSED: return "durability waiter is shutting down";
+    default: return "unknown durability waiter error";
     }
 }
 
@@ -173,8 +168,7 @@ int durable_wait(struct durable *d, const struct durable_point *points, size_t n
 {
     if (n > (SIZE_MAX - sizeof(struct durable_wait_item)) / sizeof(struct durable_point))
         return DURABLE_ENOMEM;
-    struct durable_wait_item *it =
-        malloc(sizeof *it + n * sizeof(struct durable_point));
+    struct durable_wait_item *it = malloc(sizeof *it + n * sizeof(struct durable_point));
     if (!it)
         return DURABLE_ENOMEM;
     it->fn = fn;
@@ -196,7 +190,10 @@ int durable_wait(struct durable *d, const struct durable_point *points, size_t n
     return 0;
 }
 
-size_t durable_pending(const struct durable *d) { return d->pending; }
+size_t durable_pending(const struct durable *d)
+{
+    return d->pending;
+}
 
 void durable_free(struct durable *d)
 {

@@ -52,27 +52,13 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "c:d:hV", long_opts, NULL)) != -1) {
         switch (c) {
-        case 'c':
-            opts.config_path = optarg;
-            break;
-        case 'd':
-            opts.data_dir = optarg;
-            break;
-        case 'C':
-            check_only = 1;
-            break;
-        case 'P':
-            fputs(ferryd_config_defaults, stdout);
-            return FERRYD_EXIT_OK;
-        case 'h':
-            usage(stdout);
-            return FERRYD_EXIT_OK;
-        case 'V':
-            printf("ferryd " FERRY_VERSION "\n");
-            return FERRYD_EXIT_OK;
-        default:
-            usage(stderr);
-            return FERRYD_EXIT_USAGE;
+        case 'c': opts.config_path = optarg; break;
+        case 'd': opts.data_dir = optarg; break;
+        case 'C': check_only = 1; break;
+        case 'P': fputs(ferryd_config_defaults, stdout); return FERRYD_EXIT_OK;
+        case 'h': usage(stdout); return FERRYD_EXIT_OK;
+        case 'V': printf("ferryd " FERRY_VERSION "\n"); return FERRYD_EXIT_OK;
+        default: usage(stderr); return FERRYD_EXIT_USAGE;
         }
     }
     if (optind != argc) {

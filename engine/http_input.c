@@ -51,7 +51,7 @@ struct write_req {
     struct event *step;
     enum write_state state;
     struct input_stats *stats;
-    struct ferry_buf inflated; /* a gzip body, decompressed (the job borrows it) */
+    struct ferry_buf inflated;     /* a gzip body, decompressed (the job borrows it) */
     struct write_req *prev, *next; /* h->active */
 };
 
@@ -204,7 +204,10 @@ static void write_advance(struct write_req *w)
     }
 }
 
-static void write_step(evutil_socket_t fd, short what, void *arg) { write_advance(arg); }
+static void write_step(evutil_socket_t fd, short what, void *arg)
+{
+    write_advance(arg);
+}
 
 /*
  * Decompresses a gzip body (Telegraf's influxdb output sends Content-Encoding: gzip by default)
@@ -283,8 +286,7 @@ static void handle_ingest(struct http_input *h, struct evhttp_request *req,
         if (strcmp(p, "n") == 0)
             opts.precision = LINEPROTO_NS;
         else if (lineproto_precision_parse(p, &opts.precision) != 0) {
-            reply_error(req, 400, "Bad Request",
-                        "precision: expected one of n, ns, u, us, ms, s");
+            reply_error(req, 400, "Bad Request", "precision: expected one of n, ns, u, us, ms, s");
             return;
         }
     }
@@ -369,8 +371,7 @@ static void reply_rendered(struct http_input *h, struct evhttp_request *req, boo
     evbuffer_add(body, out.data, out.len);
     ferry_buf_free(&out);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                      prometheus ? "text/plain; version=0.0.4; charset=utf-8"
-                                 : "application/json");
+                      prometheus ? "text/plain; version=0.0.4; charset=utf-8" : "application/json");
     add_common_headers(req);
     evhttp_send_reply(req, 200, "OK", body);
     evbuffer_free(body);
@@ -518,7 +519,10 @@ fail:
     return rc;
 }
 
-const char *http_input_address(const struct http_input *h) { return h->address; }
+const char *http_input_address(const struct http_input *h)
+{
+    return h->address;
+}
 
 void http_input_set_max_body(struct http_input *h, uint64_t max_body_bytes)
 {
@@ -534,7 +538,10 @@ void http_input_stop_accepting(struct http_input *h)
     }
 }
 
-size_t http_input_pending(const struct http_input *h) { return h->pending; }
+size_t http_input_pending(const struct http_input *h)
+{
+    return h->pending;
+}
 const struct input_stats *http_input_write_stats(const struct http_input *h)
 {
     return &h->write_stats;

@@ -4,18 +4,15 @@
  * Routes:
  *   POST /write    InfluxDB 1.x write API: line protocol body, `precision` = n|ns|u|us|ms|s
  *                  (default ns; `db`, `rp`, `u`, `p` are accepted and ignored), body plain or
- *                  Content-Encoding: gzip (decompressed size bounded by http_max_body). 204 once every
- *                  point is durable in the journal; 400 {"error": "..."} naming the line number
- *                  and reason of each bad line (up to 20), after the good lines of the same
- *                  request are durable; 413 body over [listen] http_max_body; 503 when the
- *                  journal is closing; 507 when the journal is full of unsent events.
- *   POST /api/v2/write  the same (InfluxDB 2.x path; `org` and `bucket` are ignored).
- *   POST /logs     log lines: plain text (level/source from the query, default info/app) or one
- *                  JSON object per line {"level","source","message","fields","tags","ts"}.
- *                  Same answers as /write.
- *   GET  /ping     204 (InfluxDB clients probe it).
- *   GET  /status   JSON status (what GET /status in ferryd(8) documents).
- *   GET  /metrics  Prometheus text exposition.
+ *                  Content-Encoding: gzip (decompressed size bounded by http_max_body). 204 once
+ * every point is durable in the journal; 400 {"error": "..."} naming the line number and reason of
+ * each bad line (up to 20), after the good lines of the same request are durable; 413 body over
+ * [listen] http_max_body; 503 when the journal is closing; 507 when the journal is full of unsent
+ * events. POST /api/v2/write  the same (InfluxDB 2.x path; `org` and `bucket` are ignored). POST
+ * /logs     log lines: plain text (level/source from the query, default info/app) or one JSON
+ * object per line {"level","source","message","fields","tags","ts"}. Same answers as /write. GET
+ * /ping     204 (InfluxDB clients probe it). GET  /status   JSON status (what GET /status in
+ * ferryd(8) documents). GET  /metrics  Prometheus text exposition.
  *
  * Durability: a request's records are appended without waiting (the loop never blocks) and the
  * answer is sent from durable.h's callback, once the journal's committer has committed them.
@@ -42,8 +39,8 @@ struct http_input;
 
 enum http_input_error {
     HTTP_INPUT_OK = 0,
-    HTTP_INPUT_EADDR = -1,  /* the listen address does not parse or resolve */
-    HTTP_INPUT_EBIND = -2,  /* socket/bind/listen failed (errbuf has errno text) */
+    HTTP_INPUT_EADDR = -1, /* the listen address does not parse or resolve */
+    HTTP_INPUT_EBIND = -2, /* socket/bind/listen failed (errbuf has errno text) */
     HTTP_INPUT_ENOMEM = -3,
 };
 

@@ -65,20 +65,13 @@ struct input_job {
 const char *input_strerror(int err)
 {
     switch (err) {
-    case INPUT_OK:
-        return "success";
-    case INPUT_MORE:
-        return "more to parse";
-    case INPUT_BUSY:
-        return "journal queue full";
-    case INPUT_ENOMEM:
-        return "out of memory";
-    case INPUT_EJOURNAL:
-        return "journal refused the records";
-    case INPUT_EINVAL:
-        return "invalid input option";
-    default:
-        return "unknown input error";
+    case INPUT_OK: return "success";
+    case INPUT_MORE: return "more to parse";
+    case INPUT_BUSY: return "journal queue full";
+    case INPUT_ENOMEM: return "out of memory";
+    case INPUT_EJOURNAL: return "journal refused the records";
+    case INPUT_EINVAL: return "invalid input option";
+    default: return "unknown input error";
     }
 }
 
@@ -136,10 +129,22 @@ const struct durable_point *input_job_points(const struct input_job *job, size_t
     return job->points;
 }
 
-uint64_t input_job_accepted(const struct input_job *job) { return job->accepted; }
-uint64_t input_job_rejected(const struct input_job *job) { return job->rejected; }
-int input_job_journal_error(const struct input_job *job) { return job->journal_err; }
-size_t input_job_remaining(const struct input_job *job) { return job->len - job->pos; }
+uint64_t input_job_accepted(const struct input_job *job)
+{
+    return job->accepted;
+}
+uint64_t input_job_rejected(const struct input_job *job)
+{
+    return job->rejected;
+}
+int input_job_journal_error(const struct input_job *job)
+{
+    return job->journal_err;
+}
+size_t input_job_remaining(const struct input_job *job)
+{
+    return job->len - job->pos;
+}
 
 const char *input_job_errors(const struct input_job *job)
 {
@@ -341,7 +346,8 @@ static int parse_lineproto(struct input_job *job)
             rc = lineproto_parse(job->text + start, end - start, job->opts.precision,
                                  job->opts.default_ts_ns, on_lineproto_record, job, &err);
         }
-        if (rc == LINEPROTO_ENOMEM || (rc == LINEPROTO_ECALLBACK && err.callback_status == CB_NOMEM))
+        if (rc == LINEPROTO_ENOMEM ||
+            (rc == LINEPROTO_ECALLBACK && err.callback_status == CB_NOMEM))
             return INPUT_ENOMEM;
         if (rc == 0) {
             job->line_base += count_newlines(job->text + start, end - start);
@@ -399,10 +405,8 @@ static int field_of(const char *key, json_t *v, struct record_field *f)
         f->type = RECORD_FIELD_BOOL;
         f->v.b = json_is_true(v);
         return 0;
-    case JSON_NULL:
-        return 1;
-    default:
-        return -1;
+    case JSON_NULL: return 1;
+    default: return -1;
     }
 }
 
@@ -422,8 +426,9 @@ static int log_from_json(struct input_job *job, json_t *obj, struct record *r, c
                        json_integer_value(v) <= RECORD_LEVEL_DEBUG) {
                 r->level = (uint8_t)json_integer_value(v);
             } else {
-                snprintf(why, why_len, "\"level\": not a log level (debug, info, notice, warn, "
-                                       "error, crit, alert, emerg or 0..7)");
+                snprintf(why, why_len,
+                         "\"level\": not a log level (debug, info, notice, warn, "
+                         "error, crit, alert, emerg or 0..7)");
                 return -1;
             }
         } else if (strcmp(key, "source") == 0) {
@@ -496,8 +501,9 @@ static int log_from_json(struct input_job *job, json_t *obj, struct record *r, c
             }
             int rc = field_of(key, v, &job->fields[r->n_fields]);
             if (rc < 0) {
-                snprintf(why, why_len, "\"%.64s\": objects and arrays are only allowed in "
-                                       "\"fields\"/\"tags\"",
+                snprintf(why, why_len,
+                         "\"%.64s\": objects and arrays are only allowed in "
+                         "\"fields\"/\"tags\"",
                          key);
                 return -1;
             }
@@ -533,8 +539,8 @@ static int parse_log_line(struct input_job *job, const char *line, size_t n, siz
         obj = json_loadb(line, n, JSON_REJECT_DUPLICATES, &jerr);
         if (!obj || !json_is_object(obj)) {
             char why[200];
-            snprintf(why, sizeof why, "invalid JSON: %s (column %d)", obj ? "not an object" : jerr.text,
-                     obj ? 1 : jerr.column);
+            snprintf(why, sizeof why, "invalid JSON: %s (column %d)",
+                     obj ? "not an object" : jerr.text, obj ? 1 : jerr.column);
             json_decref(obj);
             reject_line(job, line_no, why);
             return 0;

@@ -32,11 +32,11 @@ struct input_job;
 
 enum input_error {
     INPUT_OK = 0,
-    INPUT_MORE = 1,       /* not an error: budget spent, call input_job_run() again */
-    INPUT_BUSY = 2,       /* not an error: journal queue full, call again a little later */
+    INPUT_MORE = 1, /* not an error: budget spent, call input_job_run() again */
+    INPUT_BUSY = 2, /* not an error: journal queue full, call again a little later */
     INPUT_ENOMEM = -1,
-    INPUT_EJOURNAL = -2,  /* the journal refused an append: input_job_journal_error() says why */
-    INPUT_EINVAL = -3,    /* bad option (e.g. unknown precision) */
+    INPUT_EJOURNAL = -2, /* the journal refused an append: input_job_journal_error() says why */
+    INPUT_EINVAL = -3,   /* bad option (e.g. unknown precision) */
 };
 const char *input_strerror(int err);
 
@@ -89,12 +89,12 @@ void input_job_free(struct input_job *job);
 
 /* Counters every input keeps (GET /status, GET /metrics). Loop thread only. */
 struct input_stats {
-    uint64_t requests;        /* HTTP requests, datagrams, or stream reads handled */
-    uint64_t bytes;           /* bytes received */
-    uint64_t records;         /* records appended to the journal */
-    uint64_t rejected_lines;  /* lines that did not parse or pack */
-    uint64_t dropped;         /* UDP datagrams (or their rest) dropped: journal queue full */
-    uint64_t journal_errors;  /* appends the journal refused */
+    uint64_t requests;       /* HTTP requests, datagrams, or stream reads handled */
+    uint64_t bytes;          /* bytes received */
+    uint64_t records;        /* records appended to the journal */
+    uint64_t rejected_lines; /* lines that did not parse or pack */
+    uint64_t dropped;        /* UDP datagrams (or their rest) dropped: journal queue full */
+    uint64_t journal_errors; /* appends the journal refused */
 };
 
 /*

@@ -75,8 +75,7 @@ static void finish_job(struct line_input *in, struct input_job *job)
                     (unsigned long long)input_job_rejected(job), input_job_errors(job));
     size_t n;
     const struct durable_point *points = input_job_points(job, &n);
-    if (n && durable_wait(in->deps.durable, points, n, on_durable, in) != 0 &&
-        in->deps.on_durable)
+    if (n && durable_wait(in->deps.durable, points, n, on_durable, in) != 0 && in->deps.on_durable)
         in->deps.on_durable(in->deps.arg); /* shutting down: wake the engine anyway */
 }
 
@@ -114,8 +113,7 @@ static void on_udp_readable(evutil_socket_t fd, short what, void *arg)
         if (rc == INPUT_BUSY) {
             in->stats.dropped++;
             log_limited(10, FERRY_LOG_WARN, "input",
-                        "udp %s: journal queue full, dropped the rest of a datagram",
-                        in->address);
+                        "udp %s: journal queue full, dropped the rest of a datagram", in->address);
         } else if (rc == INPUT_EJOURNAL) {
             in->stats.journal_errors++;
             log_limited(10, FERRY_LOG_ERROR, "input", "udp %s: journal: %s", in->address,
@@ -168,8 +166,7 @@ int line_input_udp_new(const struct line_input_deps *deps, const char *listen_ad
     if (getsockname(in->udp_fd, (struct sockaddr *)&ss, &sl) == 0)
         (void)getnameinfo((struct sockaddr *)&ss, sl, h, sizeof h, p, sizeof p,
                           NI_NUMERICHOST | NI_NUMERICSERV);
-    snprintf(in->address, sizeof in->address, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", h,
-             p);
+    snprintf(in->address, sizeof in->address, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", h, p);
     rc = LINE_INPUT_ENOMEM;
     in->udp_buf = malloc(UDP_MAX_DATAGRAM);
     in->udp_ev = event_new(deps->base, in->udp_fd, EV_READ | EV_PERSIST, on_udp_readable, in);
@@ -292,7 +289,10 @@ static void conn_process(struct unix_conn *c)
         conn_process(c);
 }
 
-static void on_conn_read(struct bufferevent *bev, void *arg) { conn_process(arg); }
+static void on_conn_read(struct bufferevent *bev, void *arg)
+{
+    conn_process(arg);
+}
 
 static void on_conn_event(struct bufferevent *bev, short what, void *arg)
 {
@@ -386,8 +386,14 @@ int line_input_unix_new(const struct line_input_deps *deps, const char *path, un
     return 0;
 }
 
-const char *line_input_address(const struct line_input *in) { return in->address; }
-const struct input_stats *line_input_stats(const struct line_input *in) { return &in->stats; }
+const char *line_input_address(const struct line_input *in)
+{
+    return in->address;
+}
+const struct input_stats *line_input_stats(const struct line_input *in)
+{
+    return &in->stats;
+}
 
 void line_input_stop(struct line_input *in)
 {

@@ -64,12 +64,12 @@ static json_t *stream_json(const struct snapshot *s, int st)
     const struct journal_stream_stats *j = &s->js.stream[st];
     json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I}", "backlog_records", (json_int_t)j->unsent_records,
                           "backlog_bytes", (json_int_t)j->unsent_bytes, "oldest_unsent_age_ms",
-                          (json_int_t)j->oldest_unsent_age_ms, "next_seq",
-                          (json_int_t)j->next_seq, "evicted_records",
-                          (json_int_t)j->evicted_records);
+                          (json_int_t)j->oldest_unsent_age_ms, "next_seq", (json_int_t)j->next_seq,
+                          "evicted_records", (json_int_t)j->evicted_records);
 #ifdef FERRY_HAVE_SYNC
     if (o && s->have_sync) {
-        json_object_set_new(o, "sent_records", json_integer((json_int_t)s->ss.stream[st].sent_records));
+        json_object_set_new(o, "sent_records",
+                            json_integer((json_int_t)s->ss.stream[st].sent_records));
         json_object_set_new(o, "rejected_records",
                             json_integer((json_int_t)s->ss.stream[st].rejected_records));
     }
@@ -145,21 +145,21 @@ static json_t *build_json(const struct status_sources *src, const struct snapsho
     json_object_set_new(gaps, "list", list);
     for (size_t i = 0; i < s->n_gaps; i++) {
         const struct journal_gap *g = &s->gaps[i];
-        json_array_append_new(
-            list, json_pack("{s:s,s:I,s:I,s:s}", "stream", record_stream_name(g->stream), "first",
-                            (json_int_t)g->first, "last", (json_int_t)g->last, "reason",
-                            journal_gap_reason_name(g->reason)));
+        json_array_append_new(list, json_pack("{s:s,s:I,s:I,s:s}", "stream",
+                                              record_stream_name(g->stream), "first",
+                                              (json_int_t)g->first, "last", (json_int_t)g->last,
+                                              "reason", journal_gap_reason_name(g->reason)));
     }
 
     if (s->have_journal) {
         json_object_set_new(
             root, "journal",
-            json_pack("{s:I,s:I,s:I,s:s,s:I,s:I,s:I}", "quota_bytes",
-                      (json_int_t)s->js.quota_bytes, "used_bytes", (json_int_t)s->js.used_bytes,
-                      "file_bytes", (json_int_t)s->js.file_bytes, "durability",
-                      durability_name(s->js.durability), "commits", (json_int_t)s->js.commits,
-                      "committed_records", (json_int_t)s->js.committed_records,
-                      "failed_appends", (json_int_t)s->js.failed_appends));
+            json_pack("{s:I,s:I,s:I,s:s,s:I,s:I,s:I}", "quota_bytes", (json_int_t)s->js.quota_bytes,
+                      "used_bytes", (json_int_t)s->js.used_bytes, "file_bytes",
+                      (json_int_t)s->js.file_bytes, "durability", durability_name(s->js.durability),
+                      "commits", (json_int_t)s->js.commits, "committed_records",
+                      (json_int_t)s->js.committed_records, "failed_appends",
+                      (json_int_t)s->js.failed_appends));
     }
 
     json_t *inputs = json_object();
@@ -168,14 +168,14 @@ static json_t *build_json(const struct status_sources *src, const struct snapsho
         if (!src->input_name[i] || !src->input_stats[i])
             continue;
         const struct input_stats *is = src->input_stats[i];
-        json_object_set_new(
-            inputs, src->input_name[i],
-            json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "address",
-                      src->input_address[i] ? src->input_address[i] : "", "requests",
-                      (json_int_t)is->requests, "bytes", (json_int_t)is->bytes, "records",
-                      (json_int_t)is->records, "rejected_lines", (json_int_t)is->rejected_lines,
-                      "dropped", (json_int_t)is->dropped, "journal_errors",
-                      (json_int_t)is->journal_errors));
+        json_object_set_new(inputs, src->input_name[i],
+                            json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "address",
+                                      src->input_address[i] ? src->input_address[i] : "",
+                                      "requests", (json_int_t)is->requests, "bytes",
+                                      (json_int_t)is->bytes, "records", (json_int_t)is->records,
+                                      "rejected_lines", (json_int_t)is->rejected_lines, "dropped",
+                                      (json_int_t)is->dropped, "journal_errors",
+                                      (json_int_t)is->journal_errors));
     }
     json_object_set_new(root, "events_appended", json_integer((json_int_t)src->events_appended));
     json_t *update = json_object();
@@ -230,8 +230,7 @@ struct prom {
     int failed;
 };
 
-__attribute__((format(printf, 2, 3))) static void prom_printf(struct prom *p, const char *fmt,
-                                                              ...)
+__attribute__((format(printf, 2, 3))) static void prom_printf(struct prom *p, const char *fmt, ...)
 {
     if (p->failed)
         return;
@@ -325,13 +324,11 @@ int status_render_prometheus(const struct status_sources *src, struct ferry_buf 
         prom_head(&p, "ferryd_gaps_pending", "gauge", "Eviction gaps not yet reported.");
         prom_printf(&p, "ferryd_gaps_pending %llu\n", (unsigned long long)s->js.gaps_pending);
         prom_head(&p, "ferryd_journal_quota_bytes", "gauge", "Journal size limit.");
-        prom_printf(&p, "ferryd_journal_quota_bytes %llu\n",
-                    (unsigned long long)s->js.quota_bytes);
+        prom_printf(&p, "ferryd_journal_quota_bytes %llu\n", (unsigned long long)s->js.quota_bytes);
         prom_head(&p, "ferryd_journal_used_bytes", "gauge", "Journal pages in use.");
         prom_printf(&p, "ferryd_journal_used_bytes %llu\n", (unsigned long long)s->js.used_bytes);
         prom_head(&p, "ferryd_journal_commits_total", "counter", "Group commits since start.");
-        prom_printf(&p, "ferryd_journal_commits_total %llu\n",
-                    (unsigned long long)s->js.commits);
+        prom_printf(&p, "ferryd_journal_commits_total %llu\n", (unsigned long long)s->js.commits);
         prom_head(&p, "ferryd_journal_committed_records_total", "counter",
                   "Records committed since start.");
         prom_printf(&p, "ferryd_journal_committed_records_total %llu\n",
@@ -364,8 +361,7 @@ int status_render_prometheus(const struct status_sources *src, struct ferry_buf 
         prom_printf(&p, "ferryd_wire_bytes_total %llu\n", (unsigned long long)ss->bytes_on_wire);
         prom_head(&p, "ferryd_gaps_reported_total", "counter",
                   "Gap entries acknowledged by the cloud.");
-        prom_printf(&p, "ferryd_gaps_reported_total %llu\n",
-                    (unsigned long long)ss->gaps_reported);
+        prom_printf(&p, "ferryd_gaps_reported_total %llu\n", (unsigned long long)ss->gaps_reported);
         prom_head(&p, "ferryd_sent_records_total", "counter", "Records acknowledged by the cloud.");
         for (int st = 0; st < RECORD_STREAM_COUNT; st++)
             prom_printf(&p, "ferryd_sent_records_total{stream=\"%s\"} %llu\n",

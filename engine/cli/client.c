@@ -166,8 +166,8 @@ int cli_client_request(const char *base_url, const char *method, const char *pat
 
 void cli_client_print_error(const char *prefix, long status, const struct ferry_buf *response)
 {
-    json_t *j = response->len ? json_loadb((const char *)response->data, response->len, 0, NULL)
-                              : NULL;
+    json_t *j =
+        response->len ? json_loadb((const char *)response->data, response->len, 0, NULL) : NULL;
     const char *msg = j ? json_string_value(json_object_get(j, "error")) : NULL;
     if (msg)
         fprintf(stderr, "%s: HTTP %ld: %s\n", prefix, status, msg);

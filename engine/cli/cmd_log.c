@@ -87,13 +87,15 @@ int cli_log(int argc, char **argv)
     }
     enum record_log_level lvl;
     if (record_level_parse(level, &lvl) != 0) {
-        fprintf(stderr, "ferry log: --level %s: expected debug, info, notice, warn, error, "
-                        "crit, alert or emerg\n", level);
+        fprintf(stderr,
+                "ferry log: --level %s: expected debug, info, notice, warn, error, "
+                "crit, alert or emerg\n",
+                level);
         goto out;
     }
     rc = 1;
-    json_t *obj = json_pack("{s:s,s:s,s:s%,s:O}", "level", record_level_name(lvl), "source",
-                            source, "message", (const char *)msg.data, msg.len, "fields", fields);
+    json_t *obj = json_pack("{s:s,s:s,s:s%,s:O}", "level", record_level_name(lvl), "source", source,
+                            "message", (const char *)msg.data, msg.len, "fields", fields);
     if (!obj) {
         fprintf(stderr, "ferry log: message or source is not valid UTF-8\n");
         goto out;

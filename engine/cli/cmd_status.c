@@ -69,12 +69,13 @@ static void print_human(json_t *st)
         char last[32];
         human_age(jint(link, "last_success_age_ms"), last, sizeof last);
         const char *err = json_string_value(json_object_get(link, "last_error"));
-        printf("link       %s, last success %s%s%s", json_is_true(json_object_get(link, "up")) ? "up" : "down",
-               last, jint(link, "last_success_age_ms") >= 0 ? " ago" : "",
+        printf("link       %s, last success %s%s%s",
+               json_is_true(json_object_get(link, "up")) ? "up" : "down", last,
+               jint(link, "last_success_age_ms") >= 0 ? " ago" : "",
                json_is_true(json_object_get(link, "catching_up")) ? ", catching up" : "");
         if (jint(link, "consecutive_failures"))
-            printf(", %lld failure(s) in a row, next try in %lld ms", jint(link, "consecutive_failures"),
-                   jint(link, "next_attempt_in_ms"));
+            printf(", %lld failure(s) in a row, next try in %lld ms",
+                   jint(link, "consecutive_failures"), jint(link, "next_attempt_in_ms"));
         printf("\n");
         if (err && *err)
             printf("last error %s\n", err);
@@ -91,8 +92,7 @@ static void print_human(json_t *st)
                json_number_value(json_object_get(batch, "throughput_records_per_s")),
                jint(batch, "batches_sent"));
     }
-    printf("\n%-8s %12s %12s %14s %12s\n", "stream", "backlog", "bytes", "oldest unsent",
-           "sent");
+    printf("\n%-8s %12s %12s %14s %12s\n", "stream", "backlog", "bytes", "oldest unsent", "sent");
     const char *names[] = {"event", "metric", "log"};
     json_t *streams = json_object_get(st, "streams");
     for (int i = 0; i < 3; i++) {

@@ -46,7 +46,7 @@ struct daemon {
     char cfg[128];
     char data[128];
     char log[128];
-    char http[80];     /* "127.0.0.1:port" */
+    char http[80]; /* "127.0.0.1:port" */
     char udp[80];
     char unix_path[200];
     const char *env[4]; /* "NAME=value" set in the child, NULL-terminated */
@@ -338,8 +338,8 @@ static void test_write_204_means_durable_even_after_sigkill(void **state)
     for (int r = 0; r < requests; r++) {
         body.len = 0;
         for (int i = 0; i < per_request; i++)
-            assert_int_equal(ferry_buf_printf(&body, "gpu,host=nano,req=%d temp=%d.5,idx=%di\n",
-                                              r, i, r * per_request + i),
+            assert_int_equal(ferry_buf_printf(&body, "gpu,host=nano,req=%d temp=%d.5,idx=%di\n", r,
+                                              i, r * per_request + i),
                              0);
         struct ferry_buf resp = FERRY_BUF_INIT;
         assert_int_equal(http(d, "POST", "/write", (const char *)body.data, body.len, &resp), 204);
@@ -400,9 +400,8 @@ static void test_precision_parameter(void **state)
     const char *u = "p v=3 1700000000000001\n";
     assert_int_equal(http(d, "POST", "/write?precision=u", u, strlen(u), &resp), 204);
     const char *v2 = "p v=4 1700000000\n";
-    assert_int_equal(http(d, "POST", "/api/v2/write?org=o&bucket=b&precision=s", v2, strlen(v2),
-                          &resp),
-                     204);
+    assert_int_equal(
+        http(d, "POST", "/api/v2/write?org=o&bucket=b&precision=s", v2, strlen(v2), &resp), 204);
     resp.len = 0;
     assert_int_equal(http(d, "POST", "/write?precision=fortnight", s, strlen(s), &resp), 400);
     assert_non_null(strstr((const char *)resp.data, "precision"));
@@ -831,13 +830,15 @@ static void test_cli_put_log_status(void **state)
     write_config(d, NULL);
     daemon_start(d);
     char out[8192];
-    const char *put[] = {ferry_bin, "put", "--data-dir", d->data, "cli_metric,k=v x=1", "cli_metric y=2i", NULL};
+    const char *put[] = {ferry_bin,         "put", "--data-dir", d->data, "cli_metric,k=v x=1",
+                         "cli_metric y=2i", NULL};
     assert_int_equal(run_ferryd(put, out, sizeof out), 0);
     const char *bad[] = {ferry_bin, "put", "--data-dir", d->data, "good v=1", "bad v=", NULL};
     assert_int_equal(run_ferryd(bad, out, sizeof out), 1);
     assert_non_null(strstr(out, "line 2"));
-    const char *log[] = {ferry_bin, "log", "--data-dir", d->data, "--level", "warn", "--source",
-                         "deploy", "--field", "step=3", "rollout", "paused", NULL};
+    const char *log[] = {ferry_bin, "log",      "--data-dir", d->data,   "--level",
+                         "warn",    "--source", "deploy",     "--field", "step=3",
+                         "rollout", "paused",   NULL};
     assert_int_equal(run_ferryd(log, out, sizeof out), 0);
     const char *status[] = {ferry_bin, "status", "--data-dir", d->data, "--json", NULL};
     assert_int_equal(run_ferryd(status, out, sizeof out), 0);

@@ -156,7 +156,8 @@ static void test_update_section_rules(void **state)
 static void test_syntax_error_line(void **state)
 {
     (void)state;
-    expect_error("[sync]\nheartbeat = 1m\n[broken\n", FERRYD_CONFIG_EPARSE, "test.ini:3: cannot parse");
+    expect_error("[sync]\nheartbeat = 1m\n[broken\n", FERRYD_CONFIG_EPARSE,
+                 "test.ini:3: cannot parse");
     expect_error("[sync]\njust words\n", FERRYD_CONFIG_EPARSE, "test.ini:2: cannot parse");
 }
 
@@ -211,7 +212,8 @@ static void test_diff_reports_reloadable_keys(void **state)
     (void)state;
     struct ferryd_config a, b;
     char err[256];
-    assert_int_equal(ferryd_config_load_string("[log]\nlevel = info\n", "a", &a, err, sizeof err), 0);
+    assert_int_equal(ferryd_config_load_string("[log]\nlevel = info\n", "a", &a, err, sizeof err),
+                     0);
     assert_int_equal(ferryd_config_load_string("[log]\nlevel = debug\n[sync]\nlog_latency = 5s\n"
                                                "[listen]\nhttp = 127.0.0.1:1\n",
                                                "b", &b, err, sizeof err),

@@ -56,8 +56,8 @@ static int teardown(void **state)
 }
 
 /* Runs a job to completion and waits until its records committed. */
-static struct input_job *run_job(struct journal *j, const struct input_opts *opts,
-                                 const char *text, size_t len)
+static struct input_job *run_job(struct journal *j, const struct input_opts *opts, const char *text,
+                                 size_t len)
 {
     struct input_job *job;
     assert_int_equal(input_job_new(opts, text, len, &job), 0);
@@ -95,7 +95,8 @@ static int collect(void *arg, const struct journal_entry *e)
         c->ts[c->n] = r.ts_ns;
         c->level[c->n] = r.level;
         c->n_fields[c->n] = r.n_fields;
-        c->first_float[c->n] = r.n_fields && r.fields[0].type == RECORD_FIELD_FLOAT ? r.fields[0].v.f : 0;
+        c->first_float[c->n] =
+            r.n_fields && r.fields[0].type == RECORD_FIELD_FLOAT ? r.fields[0].v.f : 0;
     }
     c->n++;
     free(scratch);
@@ -145,11 +146,11 @@ static void test_bad_lines_rejected_with_line_numbers_good_lines_written(void **
     struct input_opts o;
     default_opts(&o, INPUT_LINEPROTO);
     const char *text = "a v=1\n"
-                       "b v=\n"          /* line 2: missing value */
+                       "b v=\n" /* line 2: missing value */
                        "c v=3\n"
-                       "d\n"             /* line 4: no fields */
+                       "d\n"                /* line 4: no fields */
                        "e v=5 notanumber\n" /* line 5: bad timestamp */
-                       "f v=6";          /* last line without newline */
+                       "f v=6";             /* last line without newline */
     struct input_job *job = run_job(f->j, &o, text, strlen(text));
     assert_int_equal(input_job_accepted(job), 3);
     assert_int_equal(input_job_rejected(job), 3);
@@ -176,8 +177,9 @@ static void test_big_body_is_appended_in_several_units(void **state)
     struct ferry_buf b = FERRY_BUF_INIT;
     const size_t lines = 60000;
     for (size_t i = 0; i < lines; i++)
-        assert_int_equal(ferry_buf_printf(&b, "measurement_%zu,host=device-%zu,region=eu "
-                                              "value=%zu.5,count=%zui %zu\n",
+        assert_int_equal(ferry_buf_printf(&b,
+                                          "measurement_%zu,host=device-%zu,region=eu "
+                                          "value=%zu.5,count=%zui %zu\n",
                                           i % 7, i % 13, i, i, 1000000 + i),
                          0);
     /* one bad line in the middle, past the first unit */
@@ -293,8 +295,8 @@ static void test_random_bodies_match_line_by_line_parse(void **state)
     static const char *const good[] = {"cpu,host=a usage=0.5", "m v=1i 1700000000000000000",
                                        "s text=\"hello world\"", "b ok=true,n=3u",
                                        "esc\\ aped,t\\,k=v\\ x f=1"};
-    static const char *const bad[] = {"nofields", "m v=", "m v=1 notatime", "m v=1i2",
-                                      "m,=x v=1", "m v=\"unterminated"};
+    static const char *const bad[] = {"nofields", "m v=",     "m v=1 notatime",
+                                      "m v=1i2",  "m,=x v=1", "m v=\"unterminated"};
     for (unsigned seed = 1; seed <= 3; seed++) {
         srand(seed);
         struct ferry_buf body = FERRY_BUF_INIT;
@@ -319,9 +321,9 @@ static void test_random_bodies_match_line_by_line_parse(void **state)
             int prc = lineproto_parse(line, strlen(line), LINEPROTO_NS, 1, count_cb, &ok, &err);
             if (line[0] && prc == 0)
                 expect_good += ok;
-            assert_true(line[0] == 0 || (prc == 0) == (line != bad[0] && line != bad[1] &&
-                                                     line != bad[2] && line != bad[3] &&
-                                                     line != bad[4] && line != bad[5]));
+            assert_true(line[0] == 0 ||
+                        (prc == 0) == (line != bad[0] && line != bad[1] && line != bad[2] &&
+                                       line != bad[3] && line != bad[4] && line != bad[5]));
             assert_int_equal(ferry_buf_printf(&body, "%s\n", line), 0);
         }
         struct input_opts o;
@@ -350,13 +352,13 @@ static void test_log_lines_plain_and_json(void **state)
     default_opts(&o, INPUT_LOGS);
     o.default_level = RECORD_LEVEL_WARN;
     o.default_source = "camera";
-    const char *text =
-        "plain text line\r\n"
-        "{\"level\":\"error\",\"source\":\"gpu\",\"message\":\"overheat\",\"fields\":{\"temp\":91.5},"
-        "\"tags\":{\"unit\":\"0\"},\"ts\":123}\n"
-        "{\"level\":\"loud\"}\n"          /* line 3: bad level */
-        "{not json\n"                      /* line 4 */
-        "{\"msg\":\"short form\",\"pid\":7}\n";
+    const char *text = "plain text line\r\n"
+                       "{\"level\":\"error\",\"source\":\"gpu\",\"message\":\"overheat\","
+                       "\"fields\":{\"temp\":91.5},"
+                       "\"tags\":{\"unit\":\"0\"},\"ts\":123}\n"
+                       "{\"level\":\"loud\"}\n" /* line 3: bad level */
+                       "{not json\n"            /* line 4 */
+                       "{\"msg\":\"short form\",\"pid\":7}\n";
     struct input_job *job = run_job(f->j, &o, text, strlen(text));
     assert_int_equal(input_job_accepted(job), 3);
     assert_int_equal(input_job_rejected(job), 2);
@@ -397,10 +399,12 @@ static void test_event_packing(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_lineproto_lines_become_metric_records, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_lines_rejected_with_line_numbers_good_lines_written,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_big_body_is_appended_in_several_units, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lineproto_lines_become_metric_records, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_bad_lines_rejected_with_line_numbers_good_lines_written, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_big_body_is_appended_in_several_units, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_multiline_string_across_slice_boundary, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_random_bodies_match_line_by_line_parse, setup,
