@@ -97,6 +97,13 @@ int input_job_new(const struct input_opts *opts, const char *text, size_t len,
         job->text = text;
     }
     job->len = len;
+    /* Packed records take about as many bytes as their text: reserving the chunk once saves the
+     * copies of a buffer grown by doubling (measured: a few % of the loop's CPU on big bodies). */
+    size_t want = len + len / 4 + 256;
+    if (want > INPUT_CHUNK_BYTES + 64 * 1024)
+        want = INPUT_CHUNK_BYTES + 64 * 1024;
+    if (ferry_buf_reserve(&job->packed, want) != 0)
+        goto fail;
     if (ferry_buf_append_u8(&job->errors, 0) != 0)
         goto fail;
     job->errors.len = 0;
