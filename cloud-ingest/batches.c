@@ -246,7 +246,8 @@ int ingest_batch_prepare(struct ingest_ctx *ctx, struct batch_decoder *dec, cons
     st.correct = st.offset_ns > ctx->cfg->clock_threshold_ms * 1000000 ||
                  st.offset_ns < -ctx->cfg->clock_threshold_ms * 1000000;
     memset(&ei, 0, sizeof(ei));
-    rc = batch_decode_unverified(dec, body, len, NULL, on_record, &st, &ei);
+    struct batch_header h_again; /* given, so that the decoder does not allocate one */
+    rc = batch_decode_unverified(dec, body, len, &h_again, on_record, &st, &ei);
     if (rc == BATCH_ECALLBACK && job->decode_status != 0) {
         snprintf(msg, msg_len, "%s", job->decode_msg);
         status = job->decode_status;
