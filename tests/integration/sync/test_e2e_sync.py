@@ -98,7 +98,9 @@ def scenario_ferryd_sigkill(h, args):
     ing.start()
     d = Ferryd(h, ing.url(), tok)
     pts = Points()
-    rnd = random.Random(int(os.environ.get("FERRY_TEST_SEED", "0")) or None)
+    seed = int(os.environ.get("FERRY_TEST_SEED", "0")) or random.randrange(1, 2**31)
+    print("seed %d (replay with FERRY_TEST_SEED=%d)" % (seed, seed))
+    rnd = random.Random(seed)
     for round_ in range(6):
         d.start()
         stop = threading.Event()
