@@ -115,11 +115,11 @@ struct config_key {
 
 static const struct config_key config_keys[] = {
     {"device", "data_dir", KEY_STRING, OFF(data_dir), false, 0, 0},
-    {"device", "device_class", KEY_STRING, OFF(device_class), false, 0, 0},
-    {"device", "name", KEY_STRING, OFF(device_name), false, 0, 0},
-    {"server", "url", KEY_URL, OFF(server_url), false, 0, 0},
-    {"server", "enroll_token", KEY_STRING, OFF(enroll_token), false, 0, 0},
-    {"server", "ca_file", KEY_STRING, OFF(ca_file), false, 0, 0},
+    {"device", "device_class", KEY_STRING, OFF(device_class), true, 0, 0},
+    {"device", "name", KEY_STRING, OFF(device_name), true, 0, 0},
+    {"server", "url", KEY_URL, OFF(server_url), true, 0, 0},
+    {"server", "enroll_token", KEY_STRING, OFF(enroll_token), true, 0, 0},
+    {"server", "ca_file", KEY_STRING, OFF(ca_file), true, 0, 0},
     {"listen", "http", KEY_HOSTPORT, OFF(listen_http), false, 0, 0},
     {"listen", "udp", KEY_HOSTPORT, OFF(listen_udp), false, 0, 0},
     {"listen", "unix", KEY_STRING, OFF(listen_unix), false, 0, 0},

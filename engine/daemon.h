@@ -14,8 +14,9 @@
  *   ferryd_free()  "ferryd.stop" event -> sync_free -> waiter -> inputs -> journal_close (commits
  *                  and syncs what is queued)
  *
- * SIGHUP re-reads the configuration file: log level, the [sync] keys and [listen]
- * http_max_body apply at once; other changed keys are logged as needing a
+ * SIGHUP re-reads the configuration file: log level, the [sync] and [server] keys, the device
+ * name and class, and [listen] http_max_body apply at once (the sync engine gets them through
+ * sync_reload()); other changed keys are logged as needing a
  * restart. A file that no longer parses is logged and the running configuration stays.
  */
 #ifndef FERRY_ENGINE_DAEMON_H
