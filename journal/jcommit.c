@@ -643,6 +643,7 @@ static int env_sync(struct journal *j)
 {
     pthread_rwlock_rdlock(&j->env_lock);
     int rc = j->env ? j_lmdb_err(mdb_env_sync(j->env, 1)) : JOURNAL_ECLOSED;
+    atomic_fetch_add(&j->syncs, 1);
     pthread_rwlock_unlock(&j->env_lock);
     return rc;
 }
@@ -726,19 +727,18 @@ static void commit_one(struct journal *j)
     resolve(j, &j->spare, rc, flush_err);
     j->spare.len = 0;
     j->spare.records = 0;
-    bool became_dirty = false;
-    if (periodic && rc == 0 && !had_flush) {
-        if (!j->dirty_since_sync) {
+    if (periodic && had_flush && rc == 0 && flush_err == 0) {
+        j->dirty_since_sync = false; /* the flush synced everything committed */
+    } else if (periodic && rc == 0) {
+        if (!j->dirty_since_sync)
             j->next_sync_ms = ferry_monotonic_ms() + j->cfg.sync_interval_ms;
-            became_dirty = true;
-        }
         j->dirty_since_sync = true;
     }
     j->committing = false;
     /* Whoever is next: a waiter leads (done_cv); the committer thread is woken only when it
-     * has something to do (queued records, a periodic sync to schedule, a stop), which saves
-     * a context switch per commit when producers lead their own commits. */
-    if (j->fill.len > 0 || became_dirty || j->stopping)
+     * has something to do (queued records, a periodic sync to time, a stop), which saves a
+     * context switch per commit when producers lead their own commits. */
+    if (j->fill.len > 0 || j->stopping || (periodic && j->dirty_since_sync))
         pthread_cond_signal(&j->commit_cv);
     pthread_cond_broadcast(&j->done_cv);
 }

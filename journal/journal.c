@@ -1211,6 +1211,7 @@ int journal_stats(struct journal *j, struct journal_stats *out)
     out->commits = atomic_load(&j->commits);
     out->committed_records = atomic_load(&j->committed_records);
     out->failed_appends = atomic_load(&j->failed_appends);
+    out->syncs = atomic_load(&j->syncs);
     pthread_mutex_lock(&j->q_mu);
     out->queued_bytes = j->fill.len + j->spare.len;
     pthread_mutex_unlock(&j->q_mu);

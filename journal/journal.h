@@ -451,6 +451,8 @@ struct journal_stats {
     uint64_t failed_appends;    /* records whose commit failed since open */
     uint64_t queued_bytes;      /* waiting for the committer now */
     enum journal_durability durability;
+    uint64_t syncs; /* mdb_env_sync() calls of the journal since open: periodic syncs and
+                       journal_flush(); commits synced by LMDB itself (commit mode) not counted */
 };
 
 /* Fills *out from one read transaction plus the in-memory counters. */

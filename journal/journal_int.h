@@ -118,7 +118,7 @@ struct journal {
     int64_t next_sync_ms; /* periodic mode */
     bool dirty_since_sync;
 
-    atomic_uint_fast64_t commits, committed_records, failed_appends;
+    atomic_uint_fast64_t commits, committed_records, failed_appends, syncs;
 };
 
 /* ---- jstore.c: inside a transaction -------------------------------------------------- */
