@@ -7,14 +7,15 @@
  *   1. Dedup: records has PRIMARY KEY (device, stream, seq); writes go through
  *      INSERT ... ON CONFLICT DO NOTHING, so a record that two processes receive at once (a
  *      device retrying through a load balancer) is stored once and both acknowledge it.
- *   2. Bulk writes: a group of batches is COPYed into a per-connection temporary table, in
- *      (device, stream, seq) order, and moved with one INSERT ... SELECT ... ON CONFLICT DO
- *      NOTHING (a key repeated inside the group is skipped like any other conflict). The sorted
- *      order makes every transaction take key locks in the same order, which keeps concurrent
- *      writers from deadlocking (a deadlock or serialisation failure that still happens is
- *      retried). Device ids use COLLATE "C": byte order, the cheapest comparison.
- *   3. Counters (device_streams) are updated in the same transaction as the records from the
- *      rows the INSERT actually returned, so they count each record once across processes.
+ *   2. Bulk writes: one query finds which records of a group are stored already (index range
+ *      scans over each (device, stream) seq range), and the others are COPYed straight into
+ *      `records` in (device, stream, seq) order. When another process stores one of them in
+ *      between, the COPY fails on the unique key and the group is retried, finding it stored:
+ *      the key decides, and the common case is a plain COPY. The sorted order makes concurrent
+ *      transactions take key locks alike, which keeps them from deadlocking (a deadlock or
+ *      serialisation failure that still happens is retried). Device ids use COLLATE "C".
+ *   3. Counters (device_streams) are updated in the same transaction as the records, from the
+ *      rows this transaction inserted, so they count each record once across processes.
  *   4. Schema: created and migrated on start under an advisory lock, one step per version
  *      recorded in schema_version; two processes starting together migrate once.
  *
@@ -28,6 +29,7 @@
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +43,6 @@
 
 struct pg_conn {
     PGconn *conn;
-    bool temp_ready; /* the temporary table exists on this connection */
 };
 
 struct pg_store {
@@ -97,10 +98,8 @@ static struct pg_conn *conn_get(struct pg_store *s)
                 pthread_mutex_unlock(&s->lock);
                 struct pg_conn *c = &s->conns[i];
                 /* A connection that broke (server restart) is re-established on next use. */
-                if (PQstatus(c->conn) != CONNECTION_OK) {
+                if (PQstatus(c->conn) != CONNECTION_OK)
                     PQreset(c->conn);
-                    c->temp_ready = false;
-                }
                 return c;
             }
         }
@@ -276,122 +275,256 @@ static int check_devices(PGconn *c, struct ingest_write *const *w, size_t n, cha
     return 0;
 }
 
-static int cmp_rec_key(const void *a, const void *b, void *arg)
+/* One record of the group that is not stored yet: what COPY sends. */
+struct pg_row {
+    struct ingest_write *w;
+    const struct ingest_rec *rec;
+    size_t order; /* position in the group, so that the first copy of a repeat wins */
+};
+
+static int cmp_row(const void *a, const void *b)
 {
-    const struct ingest_rec *recs = arg;
-    const struct ingest_rec *x = &recs[*(const size_t *)a], *y = &recs[*(const size_t *)b];
+    const struct pg_row *x = a, *y = b;
+    int c = strcmp(x->w->device_id, y->w->device_id);
+    if (c != 0)
+        return c;
+    if (x->rec->stream != y->rec->stream)
+        return x->rec->stream < y->rec->stream ? -1 : 1;
+    if (x->rec->seq != y->rec->seq)
+        return x->rec->seq < y->rec->seq ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+struct pg_key {
+    const char *device;
+    uint8_t stream;
+    uint64_t seq;
+};
+
+static int cmp_key(const void *a, const void *b)
+{
+    const struct pg_key *x = a, *y = b;
+    int c = strcmp(x->device, y->device);
+    if (c != 0)
+        return c;
     if (x->stream != y->stream)
         return x->stream < y->stream ? -1 : 1;
-    if (x->seq != y->seq)
-        return x->seq < y->seq ? -1 : 1;
-    return *(const size_t *)a < *(const size_t *)b ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-/* Fills order[] with the write's record indexes in (stream, seq) order (batch order when it
- * already is; the first copy of a repeated seq stays first, so it is the one stored). */
-static void sort_records(const struct ingest_write *w, size_t *order)
+/* Appends one array element (numbers and device ids need no quoting). */
+static int arr_add(struct ferry_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int arr_add(struct ferry_buf *b, const char *fmt, ...)
 {
-    bool sorted = true;
-    for (size_t j = 0; j < w->n_recs; j++) {
-        order[j] = j;
-        if (j > 0 && (w->recs[j].stream < w->recs[j - 1].stream ||
-                      (w->recs[j].stream == w->recs[j - 1].stream && w->recs[j].seq <= w->recs[j - 1].seq)))
-            sorted = false;
-    }
-    if (!sorted)
-        qsort_r(order, w->n_recs, sizeof(*order), cmp_rec_key, (void *)w->recs);
+    char tmp[96];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(tmp))
+        return -1;
+    if (b->len == 0 && ferry_buf_append_u8(b, '{') != 0)
+        return -1;
+    if (b->len > 1 && ferry_buf_append_u8(b, ',') != 0)
+        return -1;
+    return ferry_buf_append(b, tmp, (size_t)n);
 }
 
+static int arr_close(struct ferry_buf *b)
+{
+    if (b->len == 0 && ferry_buf_append_u8(b, '{') != 0)
+        return -1;
+    return ferry_buf_append(b, "}", 2); /* with the NUL */
+}
+
+/*
+ * Writes the group's records: finds which of them are stored already (one query over the
+ * (device, stream) seq ranges of the group), COPYs the others straight into `records` in key
+ * order, and adds them to the device counters. A record another process stores between the
+ * query and the COPY makes the COPY fail with a unique violation: the transaction is retried
+ * (returns 1) and the next attempt finds it stored. So the unique key still decides, and the
+ * common case costs a plain COPY, without a temporary table or ON CONFLICT per row.
+ */
 static int write_records(struct pg_conn *pc, struct ingest_write *const *w, size_t n, char *err,
                          size_t err_len)
 {
     PGconn *c = pc->conn;
-    struct ferry_buf b = FERRY_BUF_INIT, scratch = FERRY_BUF_INIT;
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        if (w[i]->result == 0)
+            total += w[i]->n_recs;
+    if (total == 0)
+        return 0;
+    struct pg_row *rows = malloc(total * sizeof(*rows));
+    struct pg_key *existing = NULL;
+    size_t n_existing = 0;
+    struct ferry_buf a_dev = FERRY_BUF_INIT, a_stream = FERRY_BUF_INIT, a_lo = FERRY_BUF_INIT,
+                     a_hi = FERRY_BUF_INIT, b = FERRY_BUF_INIT, scratch = FERRY_BUF_INIT;
+    PGresult *r = NULL;
     int rc = 0;
-    bool any = false;
-    if (!pc->temp_ready) {
-        rc = exec_cmd(c, "CREATE TEMP TABLE IF NOT EXISTS ferry_in (device text, stream smallint,"
-                         " seq bigint, ts bigint, ts_corrected bigint, name text, level smallint,"
-                         " message text, tags text, fields text) ON COMMIT DELETE ROWS",
-                      err, err_len);
-        if (rc != 0)
-            return rc;
-        pc->temp_ready = true;
-    }
-    PGresult *r = PQexec(c, "COPY ferry_in FROM STDIN");
-    if (PQresultStatus(r) != PGRES_COPY_IN) {
-        set_err(err, err_len, "COPY ferry_in", c);
-        PQclear(r);
-        return INGEST_STORE_EIO;
-    }
-    PQclear(r);
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        if (w[i]->result != 0 || w[i]->n_recs == 0)
+    if (rows == NULL)
+        return INGEST_STORE_ENOMEM;
+    size_t nr = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (w[i]->result != 0)
             continue;
-        size_t *order = malloc(w[i]->n_recs * sizeof(*order));
-        if (order == NULL) {
+        for (size_t j = 0; j < w[i]->n_recs; j++, nr++)
+            rows[nr] = (struct pg_row){w[i], &w[i]->recs[j], nr};
+    }
+    qsort(rows, nr, sizeof(*rows), cmp_row);
+    /* The seq range of every (device, stream) in the group. */
+    int e = 0;
+    for (size_t i = 0; i < nr;) {
+        size_t j = i;
+        while (j + 1 < nr && strcmp(rows[j + 1].w->device_id, rows[i].w->device_id) == 0 &&
+               rows[j + 1].rec->stream == rows[i].rec->stream)
+            j++;
+        e |= arr_add(&a_dev, "%s", rows[i].w->device_id);
+        e |= arr_add(&a_stream, "%u", rows[i].rec->stream);
+        e |= arr_add(&a_lo, "%" PRId64, (int64_t)rows[i].rec->seq);
+        e |= arr_add(&a_hi, "%" PRId64, (int64_t)rows[j].rec->seq);
+        i = j + 1;
+    }
+    e |= arr_close(&a_dev) | arr_close(&a_stream) | arr_close(&a_lo) | arr_close(&a_hi);
+    if (e != 0) {
+        rc = INGEST_STORE_ENOMEM;
+        goto out;
+    }
+    const char *vals[4] = {(const char *)a_dev.data, (const char *)a_stream.data,
+                           (const char *)a_lo.data, (const char *)a_hi.data};
+    r = exec_params(c,
+                    "SELECT r.device, r.stream, r.seq FROM unnest($1::text[], $2::smallint[],"
+                    " $3::bigint[], $4::bigint[]) AS q(device, stream, lo, hi) JOIN records r"
+                    " ON r.device = q.device COLLATE \"C\" AND r.stream = q.stream"
+                    " AND r.seq BETWEEN q.lo AND q.hi",
+                    4, vals);
+    if (!res_ok(r)) {
+        set_err(err, err_len, "look up stored records", c);
+        rc = retryable(r) ? 1 : INGEST_STORE_EIO;
+        goto out;
+    }
+    n_existing = (size_t)PQntuples(r);
+    if (n_existing > 0) {
+        existing = malloc(n_existing * sizeof(*existing));
+        if (existing == NULL) {
             rc = INGEST_STORE_ENOMEM;
-            break;
+            goto out;
         }
-        sort_records(w[i], order);
-        for (size_t j = 0; j < w[i]->n_recs && rc == 0; j++) {
-            any = true;
-            rc = copy_row(&b, &scratch, w[i]->device_id, &w[i]->recs[order[j]]);
-            if (rc == 0 && b.len >= 256 * 1024) {
-                if (PQputCopyData(c, (const char *)b.data, (int)b.len) != 1)
-                    rc = INGEST_STORE_EIO;
-                ferry_buf_reset(&b);
-            }
+        for (size_t k = 0; k < n_existing; k++) {
+            int64_t st = 0, seq = 0;
+            (void)ferry_parse_i64(PQgetvalue(r, (int)k, 1), 0, 255, &st);
+            (void)ferry_parse_i64(PQgetvalue(r, (int)k, 2), 0, INT64_MAX, &seq);
+            existing[k] = (struct pg_key){PQgetvalue(r, (int)k, 0), (uint8_t)st, (uint64_t)seq};
         }
-        free(order);
+        qsort(existing, n_existing, sizeof(*existing), cmp_key);
+    }
+    /* COPY what is new: not stored, and not earlier in this group. */
+    PGresult *cr = PQexec(c, "COPY records (device, stream, seq, ts, ts_corrected, name, level,"
+                             " message, tags, fields) FROM STDIN");
+    if (PQresultStatus(cr) != PGRES_COPY_IN) {
+        set_err(err, err_len, "COPY records", c);
+        PQclear(cr);
+        rc = INGEST_STORE_EIO;
+        goto out;
+    }
+    PQclear(cr);
+    size_t k = 0;
+    for (size_t i = 0; i < nr && rc == 0; i++) {
+        struct pg_key key = {rows[i].w->device_id, rows[i].rec->stream, rows[i].rec->seq};
+        if (i > 0 && strcmp(rows[i - 1].w->device_id, key.device) == 0 &&
+            rows[i - 1].rec->stream == key.stream && rows[i - 1].rec->seq == key.seq)
+            continue; /* the same record earlier in the group */
+        while (k < n_existing && cmp_key(&existing[k], &key) < 0)
+            k++;
+        if (k < n_existing && cmp_key(&existing[k], &key) == 0)
+            continue;
+        rows[i].w->new_records++;
+        rc = copy_row(&b, &scratch, key.device, rows[i].rec);
+        if (rc == 0 && b.len >= 256 * 1024) {
+            if (PQputCopyData(c, (const char *)b.data, (int)b.len) != 1)
+                rc = INGEST_STORE_EIO;
+            ferry_buf_reset(&b);
+        }
     }
     if (rc == 0 && b.len > 0 && PQputCopyData(c, (const char *)b.data, (int)b.len) != 1)
         rc = INGEST_STORE_EIO;
-    ferry_buf_free(&b);
-    ferry_buf_free(&scratch);
     if (PQputCopyEnd(c, rc == 0 ? NULL : "ferry-ingest: copy aborted") != 1)
         rc = INGEST_STORE_EIO;
-    r = PQgetResult(c);
-    if (rc == 0 && PQresultStatus(r) != PGRES_COMMAND_OK) {
-        set_err(err, err_len, "COPY ferry_in data", c);
-        rc = INGEST_STORE_EIO;
+    PGresult *res = PQgetResult(c);
+    if (rc == 0 && PQresultStatus(res) != PGRES_COMMAND_OK) {
+        set_err(err, err_len, "COPY records data", c);
+        /* 23505: another process stored one of these meanwhile; retry the whole group. */
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        rc = (state != NULL && strcmp(state, "23505") == 0) || retryable(res) ? 1 : INGEST_STORE_EIO;
     }
-    PQclear(r);
-    while ((r = PQgetResult(c)) != NULL)
-        PQclear(r);
-    if (rc != 0 || !any)
-        return rc;
-    r = PQexec(c,
-               "WITH ins AS (INSERT INTO records SELECT device, stream, seq, ts, ts_corrected, name,"
-               " level, message, tags, fields FROM ferry_in"
-               " ON CONFLICT DO NOTHING RETURNING device, stream, seq),"
-               " agg AS (SELECT device, stream, count(*) AS n, max(seq) AS m FROM ins"
-               " GROUP BY device, stream ORDER BY device, stream),"
-               " upd AS (INSERT INTO device_streams AS d (device, stream, records, max_seq)"
-               " SELECT device, stream, n, m FROM agg ON CONFLICT (device, stream) DO UPDATE SET"
-               " records = d.records + EXCLUDED.records,"
-               " max_seq = GREATEST(d.max_seq, EXCLUDED.max_seq))"
-               " SELECT device, sum(n) FROM agg GROUP BY device");
-    if (!res_ok(r)) {
-        set_err(err, err_len, "insert records", c);
-        rc = retryable(r) ? 1 : INGEST_STORE_EIO;
-        PQclear(r);
-        return rc;
-    }
-    /* New records per device go to the group's first write of that device; duplicates are
-     * what is left. Only the totals feed counters, so the split inside a group does not matter. */
-    for (int row = 0; row < PQntuples(r); row++) {
-        uint64_t new_n = 0;
-        (void)ferry_parse_u64(PQgetvalue(r, row, 1), UINT64_MAX, &new_n);
-        for (size_t i = 0; i < n; i++) {
-            if (w[i]->result == 0 && strcmp(w[i]->device_id, PQgetvalue(r, row, 0)) == 0) {
-                w[i]->new_records = new_n;
-                break;
-            }
+    PQclear(res);
+    while ((res = PQgetResult(c)) != NULL)
+        PQclear(res);
+    if (rc != 0)
+        goto out;
+    /* Counters: per (device, stream), the records just stored and their highest seq. */
+    ferry_buf_reset(&a_dev);
+    ferry_buf_reset(&a_stream);
+    ferry_buf_reset(&a_lo);
+    ferry_buf_reset(&a_hi);
+    e = 0;
+    /* Per (device, stream): the records just stored (same rule as the COPY loop). */
+    for (size_t i = 0; i < nr;) {
+        size_t j = i, fresh = 0;
+        uint64_t max = 0;
+        size_t kk = 0;
+        for (; j < nr && strcmp(rows[j].w->device_id, rows[i].w->device_id) == 0 &&
+               rows[j].rec->stream == rows[i].rec->stream;
+             j++) {
+            struct pg_key key = {rows[j].w->device_id, rows[j].rec->stream, rows[j].rec->seq};
+            if (j > i && rows[j - 1].rec->seq == key.seq)
+                continue;
+            while (kk < n_existing && cmp_key(&existing[kk], &key) < 0)
+                kk++;
+            if (kk < n_existing && cmp_key(&existing[kk], &key) == 0)
+                continue;
+            fresh++;
+            max = key.seq;
         }
+        if (fresh > 0) {
+            e |= arr_add(&a_dev, "%s", rows[i].w->device_id);
+            e |= arr_add(&a_stream, "%u", rows[i].rec->stream);
+            e |= arr_add(&a_lo, "%zu", fresh);
+            e |= arr_add(&a_hi, "%" PRId64, (int64_t)max);
+        }
+        i = j;
+    }
+    if (a_dev.len == 0)
+        goto out; /* nothing new */
+    e |= arr_close(&a_dev) | arr_close(&a_stream) | arr_close(&a_lo) | arr_close(&a_hi);
+    if (e != 0) {
+        rc = INGEST_STORE_ENOMEM;
+        goto out;
     }
     PQclear(r);
-    return 0;
+    const char *uvals[4] = {(const char *)a_dev.data, (const char *)a_stream.data,
+                            (const char *)a_lo.data, (const char *)a_hi.data};
+    r = exec_params(c,
+                    "INSERT INTO device_streams AS d (device, stream, records, max_seq)"
+                    " SELECT * FROM unnest($1::text[], $2::smallint[], $3::bigint[], $4::bigint[])"
+                    " ON CONFLICT (device, stream) DO UPDATE SET records = d.records + EXCLUDED.records,"
+                    " max_seq = GREATEST(d.max_seq, EXCLUDED.max_seq)",
+                    4, uvals);
+    if (!res_ok(r)) {
+        set_err(err, err_len, "update counters", c);
+        rc = retryable(r) ? 1 : INGEST_STORE_EIO;
+    }
+out:
+    PQclear(r);
+    free(rows);
+    free(existing);
+    ferry_buf_free(&a_dev);
+    ferry_buf_free(&a_stream);
+    ferry_buf_free(&a_lo);
+    ferry_buf_free(&a_hi);
+    ferry_buf_free(&b);
+    ferry_buf_free(&scratch);
+    return rc;
 }
 
 static int write_gaps_and_device(PGconn *c, struct ingest_write *w, char *err, size_t err_len)
