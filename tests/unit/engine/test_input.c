@@ -239,9 +239,9 @@ static void test_busy_queue_retries_without_duplicates(void **state)
     journal_config_init(&jc);
     jc.quota_bytes = 256ULL * 1024 * 1024;
     jc.queue_max_bytes = 64 * 1024; /* far below one input chunk */
-    /* The committer waits 100 ms for more before each commit, so the queue stays full while
+    /* The committer waits 1 s for more before each commit, so the queue stays full while
      * the job produces its next chunk. */
-    jc.group_window_us = 100000;
+    jc.group_window_us = 1000000;
     jc.group_max_bytes = 8 * 1024 * 1024;
     struct journal *j;
     char err[256];
