@@ -26,6 +26,14 @@ static long long ferry_monotonic_ms_for_test(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static uint64_t splitmix_t(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
 struct fixture {
     char *dir;
     char path[4096];
@@ -370,6 +378,87 @@ static void test_event_with_state_is_atomic(void **state)
     assert_int_equal(journal_stats(f->j, &st), 0);
     assert_int_equal(st.stream[RECORD_EVENT].records, 1);
     assert_int_equal(st.stream[RECORD_EVENT].next_seq, 2);
+}
+
+/* Random appends, overlapping/holey acks, gc and reads in both directions, against a model. */
+struct model_read {
+    const bool *acked;
+    uint64_t expect_next; /* ascending: next unacked seq expected */
+    int bad;
+    size_t n;
+};
+
+static int model_cb(void *arg, const struct journal_entry *e)
+{
+    struct model_read *m = arg;
+    if (m->acked[e->seq])
+        m->bad++;
+    m->n++;
+    return 0;
+}
+
+static void test_acks_against_model(void **state)
+{
+    struct fixture *f = *state;
+    struct journal_config cfg;
+    journal_config_init(&cfg);
+    cfg.quota_bytes = 32ull * 1024 * 1024;
+    cfg.durability = JOURNAL_SYNC_OS;
+    cfg.delete_chunk_records = 7;
+    f->j = open_cfg(f, &cfg, NULL);
+    enum { N = 3000 };
+    static bool acked[N + 1];
+    memset(acked, 0, sizeof(acked));
+    uint64_t rnd = 12345, appended = 0;
+    for (int round = 0; round < 60; round++) {
+        int add = 1 + (int)(splitmix_t(&rnd) % 80);
+        for (int i = 0; i < add && appended < N; i++) {
+            uint64_t seq;
+            assert_int_equal(journal_append(f->j, RECORD_METRIC, (int64_t)appended, "abcdef",
+                                            1 + splitmix_t(&rnd) % 6, 0, &seq),
+                             0);
+            assert_int_equal(seq, ++appended);
+        }
+        assert_int_equal(journal_flush(f->j), 0);
+        struct journal_range rs[4];
+        size_t nr = 1 + splitmix_t(&rnd) % 4;
+        for (size_t i = 0; i < nr; i++) {
+            uint64_t a = 1 + splitmix_t(&rnd) % appended, len = splitmix_t(&rnd) % 40;
+            uint64_t b = a + len > appended ? appended : a + len;
+            rs[i] = (struct journal_range){a, b};
+            for (uint64_t x = a; x <= b; x++)
+                acked[x] = true;
+        }
+        assert_int_equal(journal_ack(f->j, RECORD_METRIC, rs, nr), 0);
+        if (round % 5 == 4) {
+            size_t del = 0;
+            assert_int_equal(journal_gc(f->j, splitmix_t(&rnd) % 50, &del, NULL), 0);
+        }
+        uint64_t unsent = 0, first_unsent = 0;
+        for (uint64_t x = 1; x <= appended; x++) {
+            if (!acked[x]) {
+                unsent++;
+                if (!first_unsent)
+                    first_unsent = x;
+            }
+        }
+        struct journal_stats st;
+        assert_int_equal(journal_stats(f->j, &st), 0);
+        assert_int_equal(st.stream[RECORD_METRIC].unsent_records, unsent);
+        assert_int_equal(st.stream[RECORD_METRIC].oldest_unsent_seq, first_unsent);
+        for (int dir = 0; dir < 2; dir++) {
+            struct model_read m = {acked, 0, 0, 0};
+            struct journal_read_opts o = {0, 0, 0, dir ? JOURNAL_READ_NEWEST_FIRST : 0};
+            assert_int_equal(journal_read(f->j, RECORD_METRIC, &o, model_cb, &m, NULL), 0);
+            assert_int_equal(m.bad, 0);
+            assert_int_equal(m.n, unsent);
+        }
+    }
+    size_t del = 0;
+    assert_int_equal(journal_gc(f->j, 0, &del, NULL), 0);
+    struct journal_stats st;
+    assert_int_equal(journal_stats(f->j, &st), 0);
+    assert_int_equal(st.stream[RECORD_METRIC].records, st.stream[RECORD_METRIC].unsent_records);
 }
 
 /* A full queue: NONBLOCK fails with JOURNAL_EAGAIN instead of waiting. */
@@ -956,6 +1045,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_newest_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ack_ranges_with_holes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc_bounded_chunks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_acks_against_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_table, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_with_state_is_atomic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_arguments, setup, teardown),
