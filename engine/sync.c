@@ -104,8 +104,7 @@ void sync_config_init(struct sync_config *cfg)
     cfg->request_deadline_ms = 30000;
 }
 
-/* ---- configuration copy -----------------------------------------------------------------------
- */
+/* ---- configuration copy ---------------------------------------------------------------------- */
 
 static void config_free_strings(struct sync_config *c)
 {
@@ -197,8 +196,7 @@ static int apply_urls(struct sync *s)
     return 0;
 }
 
-/* ---- small helpers ------------------------------------------------------------------------------
- */
+/* ---- small helpers --------------------------------------------------------------------------- */
 
 static int64_t now_ms(void)
 {
@@ -298,8 +296,7 @@ int sync_append_event(struct sync *s, const char *name, const char *const *keys,
     return rc;
 }
 
-/* ---- enrollment
- * ----------------------------------------------------------------------------------- */
+/* ---- enrollment ------------------------------------------------------------------------------ */
 
 static void on_enroll_done(void *arg, struct http_request *req, const struct http_response *resp)
 {
@@ -390,8 +387,7 @@ static void start_enroll(struct sync *s)
     }
 }
 
-/* ---- batches
- * -------------------------------------------------------------------------------------- */
+/* ---- batches --------------------------------------------------------------------------------- */
 
 static void on_ack_done(struct sync_job *job)
 {
@@ -726,8 +722,7 @@ static void on_build_done(struct sync_job *job)
     schedule_eval(s);
 }
 
-/* ---- the scheduler ------------------------------------------------------------------------------
- */
+/* ---- the scheduler --------------------------------------------------------------------------- */
 
 static void arm_timer(struct sync *s, int64_t at_ms)
 {
@@ -930,8 +925,7 @@ static void on_netlink(void *arg)
     schedule_eval(s);
 }
 
-/* ---- public API -------------------------------------------------------------------------------
- */
+/* ---- public API ------------------------------------------------------------------------------ */
 
 int sync_new(struct event_base *base, struct journal *journal, const struct sync_config *cfg,
              struct sync **out, char *errbuf, size_t errlen)

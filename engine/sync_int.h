@@ -115,8 +115,7 @@ struct sync_ack {
     char errmsg[200];
 };
 
-/* ---- the engine --------------------------------------------------------------------------------
- */
+/* ---- the engine ------------------------------------------------------------------------------ */
 
 struct sync_stream_state {
     uint64_t cursor;      /* OLDEST reads continue after this (pipelining); 0 = oldest */

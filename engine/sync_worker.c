@@ -333,8 +333,7 @@ void sync_batch_build_run(struct sync_job *job)
     }
 }
 
-/* ---- acknowledgements -------------------------------------------------------------------------
- */
+/* ---- acknowledgements ------------------------------------------------------------------------ */
 
 void sync_ack_run(struct sync_job *job)
 {
@@ -395,8 +394,7 @@ void sync_batch_free(struct sync_batch *b)
     free(b);
 }
 
-/* ---- idle release ------------------------------------------------------------------------------
- */
+/* ---- idle release ---------------------------------------------------------------------------- */
 
 void sync_release_run(struct sync_job *job)
 {
