@@ -4,6 +4,7 @@ starting ferry-flaky on free ports (read back from its --port-file), and the con
 Everything binds port 0; every process started here is killed by PID in stop()."""
 import json
 import os
+import shutil
 import socket
 import socketserver
 import subprocess
@@ -116,6 +117,7 @@ class Flaky:
         self.returncode = self.proc.returncode
         self.stdout.close()
         text = open(self.stdout_path).read().strip()
+        shutil.rmtree(self.tmp, ignore_errors=True)
         try:
             return json.loads(text.splitlines()[-1]) if text else None
         except ValueError:

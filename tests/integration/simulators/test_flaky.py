@@ -7,6 +7,7 @@ Bounds are wide enough for a loaded 2-core machine but narrow enough that a prox
 the setting would fail them (e.g. no latency added, no cap applied)."""
 import os
 import random
+import shutil
 import socket
 import statistics
 import sys
@@ -34,6 +35,7 @@ def with_proxy(profile_text, fn, seed=1, name="test"):
     finally:
         final = proxy.stop()
         server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
         print("final stats:", final)
     # A clean exit after SIGTERM also means no sanitizer report (ASan/LSan exit non-zero).
     check(proxy.returncode == 0 and final is not None,
@@ -449,6 +451,7 @@ def test_profile_switch():
         tmp = tempfile.mkdtemp()
         path = write_profile(tmp, "slow", "[up]\nlatency = 100ms\n[down]\nlatency = 100ms\n")
         st = proxy.control("POST", "/profile?name=" + path)
+        shutil.rmtree(tmp, ignore_errors=True)
         check(st["profile"] == "slow", "profile not switched: %r" % st)
         t = time.monotonic()
         s.sendall(b"b")
@@ -467,6 +470,7 @@ def test_bad_profile():
     path = write_profile(tmp, "bad", "[up]\nlatency = 35ms\nbandwidth = fast\n")
     r = subprocess.run([BINARY, "--upstream", "127.0.0.1:1", "--profile", path],
                        capture_output=True, text=True, timeout=10)
+    shutil.rmtree(tmp, ignore_errors=True)
     print("bad profile: exit %d, stderr %r" % (r.returncode, r.stderr.strip()))
     check(r.returncode == 2, "exit code %d" % r.returncode)
     check("bad.ini:3: up.bandwidth:" in r.stderr, "error does not name file:line: key")
