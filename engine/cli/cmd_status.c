@@ -118,6 +118,15 @@ static void print_human(json_t *st)
         printf("           %s %lld..%lld (%s)\n", json_string_value(json_object_get(g, "stream")),
                jint(g, "first"), jint(g, "last"), json_string_value(json_object_get(g, "reason")));
     }
+    json_t *update = json_object_get(st, "update");
+    if (update) {
+        const char *ustate = json_string_value(json_object_get(update, "state"));
+        const char *running = json_string_value(json_object_get(update, "running_version"));
+        const char *target = json_string_value(json_object_get(update, "target_version"));
+        printf("update     %s%s%s%s%s\n", ustate ? ustate : "?", running ? ", running " : "",
+               running ? running : "", target && *target ? ", target " : "",
+               target && *target ? target : "");
+    }
     json_t *inputs = json_object_get(st, "inputs");
     const char *key;
     json_t *in;

@@ -851,6 +851,7 @@ static void test_cli_put_log_status(void **state)
     assert_int_equal(run_ferryd(human, out, sizeof out), 0);
     assert_non_null(strstr(out, "metric"));
     assert_non_null(strstr(out, "backlog"));
+    assert_non_null(strstr(out, "update     off"));
     struct recs recs;
     read_stream(d, RECORD_LOG, &recs, NULL);
     assert_int_equal(recs.n, 1);
