@@ -1094,6 +1094,33 @@ static void test_body_limits(void **state)
     ferry_buf_free(&b);
 }
 
+/* The worked example of docs/wire-format.md §11, byte for byte. */
+static void test_body_example_matches_spec(void **state)
+{
+    (void)state;
+    static const uint8_t want[] = {
+        0x01, 0x02, 0x02, 0x01, 0x00, 0x03, 'c',  'p',  'u',  0x01, 0x04, 'c',  'o',  'r',  'e',
+        0x01, '0',  0x01, 0x05, 'u',  's',  'a',  'g',  'e',  0x00, 0x01, 0x02, 0x01, 0x03, 'd',
+        'e',  't',  0x00, 0x00, 0x01, 0x01, 0x0c, 'f',  'r',  'a',  'm',  'e',  ' ',  0x01, ' ',
+        'l',  'a',  't',  'e',  0x00, 0x09, 0x02, 0x02, 0x02, 0x02, 0x01, 0x01, 0x00, 0x01, 0x05,
+        0x00, 0x01, 0x02, 0x0e, 0x00, 0x00, 0x04, 0x01, 0x52, 0x02, 0x01, 0x00, 0xfa, 0x01};
+    struct batch_builder_config cfg = {.no_compression = true};
+    struct batch_builder *b = new_builder(&cfg);
+    struct record_tag t[1] = {{S("core"), S("0")}};
+    struct record_field f[1] = {{S("usage"), RECORD_FIELD_FLOAT, {.f = 12.5}}};
+    struct record m = {RECORD_METRIC, 1, 1000000000, S("cpu"), 0, {"", 0}, t, 1, f, 1};
+    struct record l = {RECORD_LOG,         7,    1000000000, S("det"), 4,
+                       S("frame 41 late"), NULL, 0,          NULL,     0};
+    assert_int_equal(batch_builder_add(b, &m), 0);
+    assert_int_equal(batch_builder_add(b, &l), 0);
+    struct ferry_buf body = FERRY_BUF_INIT;
+    assert_int_equal(batch_builder_body(b, &body), 0);
+    assert_int_equal(body.len, sizeof want);
+    assert_memory_equal(body.data, want, sizeof want);
+    ferry_buf_free(&body);
+    batch_builder_free(b);
+}
+
 static void test_identity_helpers(void **state)
 {
     (void)state;
@@ -1135,6 +1162,7 @@ int main(void)
         cmocka_unit_test(test_patch_send_time),
         cmocka_unit_test(test_callback_stop_and_unverified),
         cmocka_unit_test(test_body_limits),
+        cmocka_unit_test(test_body_example_matches_spec),
         cmocka_unit_test(test_identity_helpers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
