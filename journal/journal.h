@@ -103,8 +103,7 @@ const char *journal_strerror(int err);
  * JOURNAL_SYNC_COMMIT (default): every group commit is followed by fdatasync of the data file
  *   (LMDB's normal synchronous commit). A record whose append waited (JOURNAL_APPEND_WAIT)
  *   survives process crash, kernel crash and power loss. Throughput comes from group commit:
- *   all records queued while one commit syncs go into the next commit, and the committer waits
- *   up to group_window_us for more before it starts a commit.
+ *   all records queued while one commit syncs go into the next commit (see group_window_us).
  * JOURNAL_SYNC_PERIODIC: commits are written without sync (MDB_NOSYNC); the committer calls
  *   mdb_env_sync() every sync_interval_ms. A committed record survives a process crash at once
  *   and power loss after the next periodic sync; a power loss may lose the last interval (LMDB
@@ -143,13 +142,16 @@ struct journal_config {
      * minus a reserve for LMDB's copy-on-write pages, docs/journal.md "Quota"). */
     uint64_t quota_bytes;
     enum journal_durability durability; /* default JOURNAL_SYNC_COMMIT */
-    /* How long the committer waits for more records after the first one before it starts a
-     * commit (default 200 us; 0 = commit at once; it never waits once group_max_bytes are
-     * queued). Applies in every mode. */
+    /* How long the committer thread waits for more records after the first one before it
+     * starts a commit of records whose producers did not wait (default 200 us; 0 = at once; it
+     * never waits once group_max_bytes are queued), in every mode. A producer waiting for its
+     * record (JOURNAL_APPEND_WAIT) commits the queue itself as soon as no commit is running:
+     * groups then form from what arrives while the previous commit syncs. */
     uint32_t group_window_us;
     uint32_t sync_interval_ms;     /* JOURNAL_SYNC_PERIODIC only (default 1000) */
-    size_t group_max_bytes;        /* payload bytes per commit at most (default 4 MiB, and never
-                                      more than a sixteenth of the quota) */
+    size_t group_max_bytes;        /* queued bytes that end the group window early (default 4 MiB,
+                                      never more than a sixteenth of the quota); one commit takes
+                                      everything queued, up to queue_max_bytes */
     size_t queue_max_bytes;        /* queued, uncommitted bytes at most; appends wait beyond it
                                       (default 16 MiB, never more than an eighth of the quota,
                                       since what is queued while a commit runs is the next
