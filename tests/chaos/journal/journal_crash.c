@@ -489,6 +489,11 @@ int main(int argc, char **argv)
             after += exp[s].reported_max;
         records += after - before;
         done++;
+        if (!verbose && done % 1000 == 0) {
+            printf("journal-crash: %" PRIu64 " kills checked, %.0f s\n", done,
+                   (double)(ferry_monotonic_ms() - start) / 1000.0);
+            fflush(stdout);
+        }
         if (verbose)
             printf("kill %" PRIu64 ": after %ld us, opened %d, seq now %" PRIu64 "/%" PRIu64
                    "/%" PRIu64 "\n",
