@@ -200,7 +200,7 @@ static void test_deadline_ends_unanswered_request(void **state)
     run_request(f, &o, "/silent");
     assert_int_equal(f->err, HTTP_CLIENT_ETIMEOUT);
     assert_true(f->elapsed_ms >= 280);
-    assert_true(f->elapsed_ms < 3000);
+    assert_true(f->elapsed_ms < 5000);
 }
 
 static void test_stalled_transfer_abandoned_before_deadline(void **state)
@@ -215,7 +215,7 @@ static void test_stalled_transfer_abandoned_before_deadline(void **state)
     assert_int_equal(f->err, HTTP_CLIENT_ESTALLED);
     assert_int_equal(f->status, 200);
     assert_true(f->elapsed_ms >= 900);
-    assert_true(f->elapsed_ms < 5000);
+    assert_true(f->elapsed_ms < 9000); /* deadline 15 s: stall detection, not the deadline */
 }
 
 static void test_body_over_bound_fails(void **state)

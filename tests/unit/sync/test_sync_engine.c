@@ -432,17 +432,17 @@ static void test_latency_targets_per_stream(void **state)
     run_for(f, 1200);
     assert_int_equal(f->srv.accepted, before);
     assert_int_equal(f->srv.seen[RECORD_LOG][1], 0);
-    run_until_drained(f, 3000);
+    run_until_drained(f, 6000);
     int64_t log_ms = ferry_monotonic_ms() - t0;
     assert_int_equal(f->srv.seen[RECORD_LOG][1], 1);
-    assert_true(log_ms >= 1900 && log_ms < 3500);
+    assert_true(log_ms >= 1900 && log_ms < 6000); /* upper bound: a loaded CI machine */
     /* one event: it goes within its 100 ms target */
     t0 = ferry_monotonic_ms();
     append_records(f, RECORD_EVENT, 1, 0);
-    run_until_drained(f, 3000);
+    run_until_drained(f, 6000);
     int64_t event_ms = ferry_monotonic_ms() - t0;
     assert_int_equal(f->srv.seen[RECORD_EVENT][1], 1);
-    assert_true(event_ms < 800);
+    assert_true(event_ms < 1500);
 }
 
 static void test_503_retry_after_is_honoured(void **state)
@@ -458,7 +458,7 @@ static void test_503_retry_after_is_honoured(void **state)
     int64_t waited = f->srv.req_ms[1] - f->srv.req_ms[0];
     if (waited < 2000)
         fail_msg("retried after %lld ms despite Retry-After: 2", (long long)waited);
-    assert_true(waited < 4000);
+    assert_true(waited < 6000);
     assert_all_seen(f, RECORD_EVENT, 1, 5);
 }
 
@@ -622,12 +622,12 @@ static void test_netlink_change_ends_backoff(void **state)
     assert_int_equal(system("ip link add ferrysync0 type dummy 2>/dev/null || "
                             "ip link add ferrysync0 type veth peer name ferrysync1"),
                      0);
-    run_until_drained(f, 5000);
+    run_until_drained(f, 9000);
     int64_t took = ferry_monotonic_ms() - t0;
     sync_get_status(f->sync, &st);
     assert_true(st.enrolled);
     assert_int_equal(unsent(f), 0);
-    assert_true(took < 4000);
+    assert_true(took < 8000); /* vs. a 10..20 s backoff */
     sync_free(f->sync);
     f->sync = NULL;
     evhttp_free(h2);
