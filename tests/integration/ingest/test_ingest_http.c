@@ -517,14 +517,44 @@ static void *post_thread(void *arg)
     return NULL;
 }
 
+/* The value of an unlabelled metric in /metrics (or -1). */
+static double metric_value(unsigned port, const char *name)
+{
+    struct ih_resp r;
+    double v = -1;
+    char needle[128];
+    snprintf(needle, sizeof(needle), "\n%s ", name);
+    if (ih_http(port, "GET", "/metrics", NULL, 0, &r) == 0 && r.status == 200) {
+        const char *p = strstr((const char *)r.body.data, needle);
+        if (p != NULL)
+            v = strtod(p + strlen(needle), NULL);
+    }
+    ih_resp_free(&r);
+    return v;
+}
+
+/* Polls until `name` satisfies the predicate (up to ~30 s). */
+static bool wait_metric(unsigned port, const char *name, double min, double max)
+{
+    for (int i = 0; i < 1500; i++) {
+        double v = metric_value(port, name);
+        if (v >= min && v <= max)
+            return true;
+        usleep(20000);
+    }
+    return false;
+}
+
 static void overload_429_fair_share_and_503_queue_full(void **state)
 {
     struct ih_server s;
     char data[256];
     snprintf(data, sizeof(data), "%s/overload-data", g_dir);
     /* One batch per 100 s after a burst of 3: the 4th is refused however slow this machine is. */
+    /* group_max_records 1: the storage thread takes one batch per group, so with its commit
+     * blocked exactly one batch waits in the queue. */
     const char *args[] = {"-d", data, "--limits.queue_max", "1", "--limits.device_rate", "0.01",
-                          "--limits.device_burst", "3", NULL};
+                          "--limits.device_burst", "3", "--limits.group_max_records", "1", NULL};
     assert_int_equal(ih_start(&s, g_bin, g_dir, args), 0);
     g_cli_data = data;
     struct ih_device d, e, f, g;
@@ -563,18 +593,15 @@ static void overload_429_fair_share_and_503_queue_full(void **state)
     assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
     pthread_t t1, t2;
     struct post_arg a1 = {s.port, &be, 0, ""}, a2 = {s.port, &bf, 0, ""};
+    /* e's batch: received, queued, then taken by the storage thread, which blocks on the lock. */
+    double bytes0 = metric_value(s.port, "ferry_ingest_batch_bytes_total");
+    assert_true(bytes0 > 0);
     assert_int_equal(pthread_create(&t1, NULL, post_thread, &a1), 0);
+    assert_true(wait_metric(s.port, "ferry_ingest_batch_bytes_total", bytes0 + 1, 1e18));
+    assert_true(wait_metric(s.port, "ferry_ingest_queue_depth", 0, 0));
+    /* f's batch: waits in the queue, which is then full. */
     assert_int_equal(pthread_create(&t2, NULL, post_thread, &a2), 0);
-    /* Wait until one batch is stuck in the commit and the other fills the queue. */
-    bool queued = false;
-    for (int i = 0; i < 1000 && !queued; i++) {
-        assert_int_equal(ih_http(s.port, "GET", "/healthz", NULL, 0, &r), 0);
-        queued = strstr((char *)r.body.data, "\"queue_depth\":1") != NULL;
-        ih_resp_free(&r);
-        if (!queued)
-            usleep(20000);
-    }
-    assert_true(queued);
+    assert_true(wait_metric(s.port, "ferry_ingest_queue_depth", 1, 1));
     ferry_buf_reset(&b);
     assert_int_equal(ih_batch(&g, RECORD_METRIC, 10, 2, now, now, true, &b), 0);
     assert_int_equal(post_batch(s.port, &b, &r), 503);
