@@ -6,7 +6,8 @@
  * fuzzer explores decompression and body decoding behind it. Input layout:
  *   byte 0: mode (low 2 bits): 0 body uncompressed, 1 body compressed here with zstd (the fuzzer
  *           controls the decompressed bytes), 2 body used as a zstd frame as is (hostile frames),
- *           3 like 2 with the declared raw length from bytes 1..4
+ *           3 like 2 with the declared raw length from bytes 1..4;
+ *           bit 2 with mode 1: compress with a fixed raw-content dictionary and name it (id 77)
  *   bytes 1..4 (mode 3 only): declared raw length, little endian
  *   rest: the body
  * The header's record count is taken from the body's own count when it parses, and the ranges
@@ -27,6 +28,17 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static uint8_t pk[32], sk[64];
+static uint8_t dict[2048];
+
+static int lookup(void *arg, uint32_t id, const void **d, size_t *len)
+{
+    (void)arg;
+    if (id != 77)
+        return -1;
+    *d = dict;
+    *len = sizeof dict;
+    return 0;
+}
 
 static int touch(void *arg, const struct record *r)
 {
@@ -54,6 +66,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (sodium_init() < 0 || batch_decoder_new(&d) != 0)
             abort();
         crypto_sign_seed_keypair(pk, sk, seed);
+        for (size_t i = 0; i < sizeof dict; i++)
+            dict[i] = (uint8_t)("cpu,host=orin temp=45000i frame  objects in ms "[i % 47]);
+        batch_decoder_set_dict_lookup(d, lookup, NULL);
     }
     if (size < 1)
         return 0;
@@ -83,9 +98,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (!zbuf)
                 return 0;
         }
-        size_t zn = ZSTD_compress(zbuf, cap, body, body_len, 1);
+        static ZSTD_CCtx *cc;
+        if (!cc && !(cc = ZSTD_createCCtx()))
+            return 0;
+        size_t zn = (data[0] & 4) ? ZSTD_compress_usingDict(cc, zbuf, cap, body, body_len, dict,
+                                                            sizeof dict, 1)
+                                  : ZSTD_compress(zbuf, cap, body, body_len, 1);
         if (ZSTD_isError(zn))
             return 0;
+        if (data[0] & 4)
+            h.dict_id = 77;
         wire_body = zbuf;
         wire_len = zn;
         h.compression = BATCH_COMPRESSION_ZSTD;

@@ -96,6 +96,11 @@ int main(int argc, char **argv)
                 return 1;
             snprintf(name, sizeof name, "body-v%d-m%d", variant, comp);
             rc |= write_seed(dir, "fuzz_batch_signed", name, body.data, body.len);
+            if (comp == 1) { /* mode 1 + bit 2: compressed with the target's dictionary */
+                body.data[0] = 5;
+                snprintf(name, sizeof name, "body-v%d-m1-dict", variant);
+                rc |= write_seed(dir, "fuzz_batch_signed", name, body.data, body.len);
+            }
             if (batch_builder_finish(b, 1764070000000000000ll, &out) != 0)
                 return 1;
             snprintf(name, sizeof name, "batch-v%d-c%d", variant, comp);
