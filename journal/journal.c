@@ -724,6 +724,13 @@ int journal_open(const char *data_dir, const struct journal_config *cfg_in, stru
     }
     bool created = false;
     rc = env_open(j, &created, errbuf, errlen);
+    if (rc && rc != JOURNAL_EIO && rc != JOURNAL_ENOMEM) {
+        /* The data file verified; what is left is LMDB's lock file (reader table), which only
+         * readers share and which we may recreate: we hold the owner lock. A damaged one must
+         * not keep the daemon from starting. */
+        (void)unlink(j->lock_path);
+        rc = env_open(j, &created, errbuf, errlen);
+    }
     if (rc)
         goto fail;
     info->created = created && !info->recovered;

@@ -1033,6 +1033,34 @@ static void test_recovery_wrong_format_version(void **state)
     check_recovered(f, &cfg, "format version 7");
 }
 
+/* A damaged LMDB lock file (the reader table) is recreated; the data is kept. */
+static void test_damaged_lock_file_is_recreated(void **state)
+{
+    struct fixture *f = *state;
+    f->j = open_default(f);
+    append_str(f->j, RECORD_EVENT, "kept");
+    assert_int_equal(journal_close(f->j), 0);
+    f->j = NULL;
+    char lock[4200];
+    snprintf(lock, sizeof(lock), "%s/%s", f->dir, JOURNAL_LOCK_FILE_NAME);
+    int fd = open(lock, O_WRONLY | O_TRUNC);
+    assert_true(fd >= 0);
+    char junk[8192];
+    memset(junk, 0x5a, sizeof(junk));
+    assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+    close(fd);
+    struct journal_open_info info;
+    struct journal_config cfg;
+    journal_config_init(&cfg);
+    cfg.quota_bytes = 64ull * 1024 * 1024;
+    f->j = open_cfg(f, &cfg, &info);
+    assert_false(info.recovered);
+    struct collect c = {0};
+    assert_int_equal(journal_read(f->j, RECORD_EVENT, NULL, collect_cb, &c, NULL), 0);
+    assert_int_equal(c.n, 1);
+    assert_string_equal(c.texts[0], "kept");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1059,6 +1087,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_durability_modes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_producers_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_only_open_while_writer_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_damaged_lock_file_is_recreated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_truncated_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_garbage_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_corrupted_pages, setup, teardown),
