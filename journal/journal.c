@@ -134,8 +134,10 @@ static char *path_join(const char *dir, const char *name)
 
 /* ---- verification ------------------------------------------------------------------------ */
 
-/* Walks the file in this process: used in a forked child for writable opens (a damaged page
- * must not take the daemon down) and directly for read-only opens, after the size check. */
+/* Checks the file: its size against its meta page, and with `walk` every table and record.
+ * The walk runs in a forked child for writable opens (a damaged page must not take the daemon
+ * down); read-only opens only check the size (reading past the end of the file would be
+ * SIGBUS) and leave the rest to env_open(). */
 static int verify_file(const char *path, bool walk, char *why, size_t whylen)
 {
     MDB_env *env = NULL;
@@ -172,6 +174,13 @@ static int verify_file(const char *path, bool walk, char *why, size_t whylen)
     if ((uint64_t)st.st_size < need) {
         errf(why, whylen, "%s is truncated: %lld bytes, its meta page needs %" PRIu64, path,
              (long long)st.st_size, need);
+        goto out;
+    }
+    if (!walk) {
+        /* Read-only opens stop here: the tables are checked by env_open() under a proper
+         * reader slot (this environment has none, MDB_NOLOCK, so a writer running beside us
+         * could reuse the pages we would read). */
+        rc = 0;
         goto out;
     }
     if ((mrc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn))) {
@@ -211,7 +220,7 @@ static int verify_file(const char *path, bool walk, char *why, size_t whylen)
     uint64_t next_seq[J_STREAMS];
     for (int s = 0; s < J_STREAMS; s++)
         next_seq[s] = j_get_le64((const uint8_t *)v.mv_data + 8 * (6 * s));
-    if (walk) {
+    {
         for (int t = 0; t < J_TABLES; t++) {
             MDB_cursor *c;
             if ((mrc = mdb_cursor_open(txn, dbi[t], &c)))
