@@ -693,10 +693,10 @@ int journal_open(const char *data_dir, const struct journal_config *cfg_in, stru
         usleep(10 * 1000);
     }
     if (lrc != 0) {
+        int e = errno; /* before errf() can change it */
         errf(errbuf, errlen, "%s: %s", j->owner_path,
-             errno == EWOULDBLOCK ? "another process has this journal open for writing"
-                                  : strerror(errno));
-        rc = errno == EWOULDBLOCK ? JOURNAL_EBUSY : JOURNAL_EIO;
+             e == EWOULDBLOCK ? "another process has this journal open for writing" : strerror(e));
+        rc = e == EWOULDBLOCK ? JOURNAL_EBUSY : JOURNAL_EIO;
         goto fail;
     }
 
