@@ -472,6 +472,218 @@ static int window_matches(const struct delta_index *ix, const uint8_t *base, uin
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* Diff encoding (bsdiff-like), for content that moved by small offsets                       */
+/*
+ * Rebuilt executables differ from their base in many small places (every relative address
+ * after an inserted function changes by the same few bytes), which a plain LZ reference codes as
+ * many short matches. Here the window is coded as bsdiff does it: segments aligned with the
+ * reference whose *byte differences* (mostly zeros) are stored, plus literal "extra" bytes, and
+ * the three streams are compressed with zstd. A chunk coded this way starts with a 12-byte zstd
+ * skippable frame carrying "DIFF"; make keeps whichever coding is smaller (and checks the diff
+ * coding decodes to the window before keeping it).
+ * Stream after decompression: u32 ctrl_len, u32 diff_len, u32 extra_len, ctrl, diff, extra;
+ * ctrl = entries (uvarint diff bytes, uvarint extra bytes, svarint reference seek).
+ */
+static const uint8_t diff_marker[12] = {0x5F, 0x2A, 0x4D, 0x18, 4, 0, 0, 0, 'D', 'I', 'F', 'F'};
+#define DIFF_BLOCK 16u
+#define DIFF_STRIDE 8u
+#define DIFF_MIN_ANCHOR 24u
+
+static uint64_t diff_hash(const uint8_t *p)
+{
+    uint64_t a, b;
+    memcpy(&a, p, 8);
+    memcpy(&b, p + 8, 8);
+    return (a * 0x9E3779B97F4A7C15ULL) ^ (b * 0xC2B2AE3D27D4EB4FULL) ^ (b >> 29);
+}
+
+static int diff_encode(const uint8_t *t, size_t n, const uint8_t *ref, size_t R,
+                       struct ferry_buf *ctrl, struct ferry_buf *diff, struct ferry_buf *extra)
+{
+    uint64_t nslots = 1024;
+    int bits = 10;
+    while (nslots < (R / DIFF_STRIDE) * 2 && bits < 28) {
+        nslots <<= 1;
+        bits++;
+    }
+    uint32_t *slots = calloc((size_t)nslots, sizeof(uint32_t));
+    if (!slots)
+        return DELTA_E_NOMEM;
+    for (size_t p = 0; R >= DIFF_BLOCK && p + DIFF_BLOCK <= R; p += DIFF_STRIDE)
+        if (!is_uniform(ref + p, DIFF_BLOCK))
+            slots[diff_hash(ref + p) >> (64 - bits)] = (uint32_t)(p + 1);
+    int bad = 0;
+    size_t lastscan = 0, scan = 0;
+    int64_t lastpos = 0;
+    while (!bad) {
+        /* next anchor off the current diagonal */
+        size_t s = scan, alen = 0;
+        int64_t apos = 0;
+        for (; s + DIFF_BLOCK <= n; s++) {
+            int64_t cur = (int64_t)s - (int64_t)lastscan + lastpos;
+            if (cur >= 0 && (uint64_t)cur + DIFF_BLOCK <= R &&
+                memcmp(t + s, ref + cur, DIFF_BLOCK) == 0)
+                continue;
+            uint32_t e = slots[diff_hash(t + s) >> (64 - bits)];
+            if (!e)
+                continue;
+            size_t p = e - 1;
+            if (memcmp(ref + p, t + s, DIFF_BLOCK) != 0)
+                continue;
+            size_t len = DIFF_BLOCK;
+            while (s + len < n && p + len < R && t[s + len] == ref[p + len])
+                len++;
+            if (len >= DIFF_MIN_ANCHOR) {
+                alen = len;
+                apos = (int64_t)p;
+                break;
+            }
+        }
+        if (!alen)
+            s = n;
+        /* forward extension of the current segment (bsdiff's score: 2 * equal - length) */
+        size_t lenf = 0;
+        long sc = 0, best = 0;
+        for (size_t i = 0; lastscan + i < s && lastpos + (int64_t)i < (int64_t)R;) {
+            if (lastpos + (int64_t)i >= 0 && t[lastscan + i] == ref[lastpos + (int64_t)i])
+                sc++;
+            i++;
+            if (sc * 2 - (long)i > best * 2 - (long)lenf) {
+                best = sc;
+                lenf = i;
+            }
+        }
+        size_t lenb = 0;
+        if (s < n) {
+            long sb = 0, bestb = 0;
+            for (size_t i = 1; s >= lastscan + i && apos >= (int64_t)i; i++) {
+                if (t[s - i] == ref[apos - (int64_t)i])
+                    sb++;
+                if (sb * 2 - (long)i > bestb * 2 - (long)lenb) {
+                    bestb = sb;
+                    lenb = i;
+                }
+            }
+        }
+        if (lastscan + lenf > s - lenb) { /* overlap: split where it scores best */
+            size_t overlap = (lastscan + lenf) - (s - lenb), lens = 0;
+            long so = 0, bests = 0;
+            for (size_t i = 0; i < overlap; i++) {
+                if (t[lastscan + lenf - overlap + i] ==
+                    ref[lastpos + (int64_t)(lenf - overlap + i)])
+                    so++;
+                if (t[s - lenb + i] == ref[apos - (int64_t)lenb + (int64_t)i])
+                    so--;
+                if (so > bests) {
+                    bests = so;
+                    lens = i + 1;
+                }
+            }
+            lenf = lenf + lens - overlap;
+            lenb -= lens;
+        }
+        for (size_t i = 0; i < lenf; i++)
+            bad |=
+                ferry_buf_append_u8(diff, (uint8_t)(t[lastscan + i] - ref[lastpos + (int64_t)i]));
+        size_t xlen = (s - lenb) - (lastscan + lenf);
+        bad |= ferry_buf_append(extra, t + lastscan + lenf, xlen);
+        int64_t next_pos = s < n ? apos - (int64_t)lenb : lastpos + (int64_t)lenf;
+        bad |= ferry_buf_append_uvarint(ctrl, lenf);
+        bad |= ferry_buf_append_uvarint(ctrl, xlen);
+        bad |= ferry_buf_append_svarint(ctrl, next_pos - (lastpos + (int64_t)lenf));
+        if (s >= n)
+            break;
+        lastscan = s - lenb;
+        lastpos = next_pos;
+        scan = s + alen;
+    }
+    free(slots);
+    return bad ? DELTA_E_NOMEM : DELTA_OK;
+}
+
+/* Decodes a diff stream into out[0, tlen) against ref. Returns 0 or DELTA_E_FORMAT. */
+static int diff_decode(const uint8_t *st, size_t st_len, const uint8_t *ref, size_t R, uint8_t *out,
+                       size_t tlen)
+{
+    struct ferry_reader r;
+    ferry_reader_init(&r, st, st_len);
+    uint32_t cl = ferry_read_le32(&r), dl = ferry_read_le32(&r), xl = ferry_read_le32(&r);
+    if (r.failed || (uint64_t)cl + dl + xl != r.left)
+        return DELTA_E_FORMAT;
+    struct ferry_reader c;
+    ferry_reader_init(&c, st + 12, cl);
+    const uint8_t *d = st + 12 + cl, *x = d + dl;
+    size_t op = 0, dp = 0, xp = 0;
+    int64_t rp = 0;
+    while (c.left > 0) {
+        uint64_t dn = ferry_read_uvarint(&c), xn = ferry_read_uvarint(&c);
+        int64_t seek = ferry_read_svarint(&c);
+        if (c.failed || dn > tlen - op || dn > dl - dp || rp < 0 || (uint64_t)rp > R ||
+            dn > R - (uint64_t)rp)
+            return DELTA_E_FORMAT;
+        for (size_t i = 0; i < dn; i++)
+            out[op + i] = (uint8_t)(ref[rp + (int64_t)i] + d[dp + i]);
+        op += dn;
+        dp += dn;
+        rp += (int64_t)dn;
+        if (xn > tlen - op || xn > xl - xp)
+            return DELTA_E_FORMAT;
+        memcpy(out + op, x + xp, xn);
+        op += xn;
+        xp += xn;
+        if ((seek < 0 && -seek > rp) ||
+            (seek > 0 && (uint64_t)seek > (uint64_t)INT64_MAX - (uint64_t)rp))
+            return DELTA_E_FORMAT;
+        rp += seek;
+    }
+    return op == tlen && dp == dl && xp == xl ? DELTA_OK : DELTA_E_FORMAT;
+}
+
+/* Tries the diff coding of one window: returns its size in dst (marker included) when it is
+ * smaller than `beat` and decodes correctly, else 0. */
+static size_t diff_try(ZSTD_CCtx *cctx, int level, const uint8_t *t, size_t n, const uint8_t *ref,
+                       size_t R, uint8_t *dst, size_t cap, size_t beat)
+{
+    struct ferry_buf ctrl = FERRY_BUF_INIT, diff = FERRY_BUF_INIT, extra = FERRY_BUF_INIT,
+                     stream = FERRY_BUF_INIT;
+    size_t result = 0;
+    uint8_t *check = NULL;
+    if (R == 0 || diff_encode(t, n, ref, R, &ctrl, &diff, &extra) != DELTA_OK)
+        goto out;
+    if (ferry_buf_append_le32(&stream, (uint32_t)ctrl.len) ||
+        ferry_buf_append_le32(&stream, (uint32_t)diff.len) ||
+        ferry_buf_append_le32(&stream, (uint32_t)extra.len) ||
+        ferry_buf_append(&stream, ctrl.data, ctrl.len) ||
+        ferry_buf_append(&stream, diff.data, diff.len) ||
+        ferry_buf_append(&stream, extra.data, extra.len))
+        goto out;
+    if (cap < sizeof(diff_marker) || stream.len > 3 * (size_t)DELTA_MAX_WINDOW_BYTES)
+        goto out;
+    size_t zr = ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+    if (!ZSTD_isError(zr))
+        zr = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
+    if (!ZSTD_isError(zr))
+        zr = ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 0);
+    if (!ZSTD_isError(zr))
+        zr = ZSTD_compress2(cctx, dst + sizeof(diff_marker), cap - sizeof(diff_marker), stream.data,
+                            stream.len);
+    if (ZSTD_isError(zr) || zr + sizeof(diff_marker) >= beat)
+        goto out;
+    memcpy(dst, diff_marker, sizeof(diff_marker));
+    check = malloc(n ? n : 1);
+    if (check && diff_decode(stream.data, stream.len, ref, R, check, n) == DELTA_OK &&
+        memcmp(check, t, n) == 0)
+        result = zr + sizeof(diff_marker);
+out:
+    free(check);
+    ferry_buf_free(&ctrl);
+    ferry_buf_free(&diff);
+    ferry_buf_free(&extra);
+    ferry_buf_free(&stream);
+    return result;
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* Make                                                                                       */
 
 struct delta_chunk_rec {
@@ -567,7 +779,7 @@ int delta_make(const char *base_path, const char *target_path, const char *out_p
     struct delta_index ix = {0};
     struct delta_chunk_rec *chunks = NULL;
     uint32_t nchunks = 0;
-    uint8_t *ref = NULL, *cbuf = NULL;
+    uint8_t *ref = NULL, *cbuf = NULL, *dbuf = NULL;
     ZSTD_CCtx *cctx = NULL;
     struct ferry_buf header = FERRY_BUF_INIT;
     char tmp_path[4096];
@@ -650,6 +862,7 @@ int delta_make(const char *base_path, const char *target_path, const char *out_p
     }
     size_t ccap = ZSTD_compressBound(o.window_bytes);
     cbuf = malloc(ccap);
+    dbuf = malloc(ccap);
     if (!whole_base)
         ref = malloc(o.max_ref_bytes ? o.max_ref_bytes : 1);
     cctx = ZSTD_createCCtx();
@@ -693,6 +906,15 @@ int delta_make(const char *base_path, const char *target_path, const char *out_p
             rc = fail(err, err_len, DELTA_E_ZSTD, "compressing window %u: %s", i,
                       ZSTD_getErrorName(zr));
             goto out;
+        }
+        /* A window zstd already codes to under 1/64 of its size has little left to gain in
+         * absolute bytes: the diff attempt (an index of the reference per window) is skipped. */
+        if (ref_len > 0 && dbuf && zr > c->target_len / 64) {
+            size_t dz = diff_try(cctx, o.level, src, c->target_len, refp, ref_len, dbuf, ccap, zr);
+            if (dz) { /* the diff coding is smaller: keep it */
+                memcpy(cbuf, dbuf, dz);
+                zr = dz;
+            }
         }
         c->data_off = data_off;
         c->data_len = (uint32_t)zr;
@@ -738,6 +960,7 @@ out:
     }
     ZSTD_freeCCtx(cctx);
     free(cbuf);
+    free(dbuf);
     free(ref);
     free(ix.slots);
     if (chunks)
@@ -989,7 +1212,7 @@ int delta_apply(const char *base_path, const char *delta_path, const char *targe
     struct delta_map dm = {-1, NULL, 0};
     struct delta_parsed d = {0};
     int base_fd = -1, out_fd = -1;
-    uint8_t *window = NULL;
+    uint8_t *window = NULL, *stream = NULL;
     ZSTD_DCtx *dctx = NULL;
     struct delta_ref ref = {0};
 
@@ -1092,9 +1315,36 @@ int delta_apply(const char *base_path, const char *delta_path, const char *targe
         size_t zr = ZSTD_DCtx_reset(dctx, ZSTD_reset_session_and_parameters);
         if (!ZSTD_isError(zr))
             zr = ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, 27);
-        if (!ZSTD_isError(zr) && ref.len)
+        int diff_mode =
+            dlen > sizeof(diff_marker) && memcmp(dm.p + off, diff_marker, sizeof(diff_marker)) == 0;
+        if (!ZSTD_isError(zr) && diff_mode) {
+            /* diff coding: the stream (bounded: at most 2 x window + 64 KiB) then the diff */
+            const uint8_t *frame = dm.p + off + sizeof(diff_marker);
+            size_t flen = dlen - sizeof(diff_marker);
+            unsigned long long fcs = ZSTD_getFrameContentSize(frame, flen);
+            if (fcs == ZSTD_CONTENTSIZE_UNKNOWN || fcs == ZSTD_CONTENTSIZE_ERROR ||
+                fcs > 2ull * tlen + 65536 + 12 || fcs > 2ull * d.info.window_bytes + 65536 + 12) {
+                ref_release(&ref);
+                rc = fail(err, err_len, DELTA_E_FORMAT, "chunk %u: diff stream of %llu bytes", i,
+                          fcs);
+                goto out;
+            }
+            /* one stream buffer for the whole apply, made on the first diff chunk */
+            if (!stream)
+                stream = malloc(2u * d.info.window_bytes + 65536 + 12);
+            zr = stream ? ZSTD_decompressDCtx(dctx, stream, (size_t)fcs, frame, flen) : (size_t)-1;
+            int drc = DELTA_E_FORMAT;
+            if (stream && !ZSTD_isError(zr) && zr == fcs)
+                drc = diff_decode(stream, (size_t)fcs, ref.p, ref.len, window, tlen);
+            ref_release(&ref);
+            if (drc != DELTA_OK) {
+                rc = fail(err, err_len, DELTA_E_FORMAT, "chunk %u: bad diff coding", i);
+                goto out;
+            }
+            zr = tlen;
+        } else if (!ZSTD_isError(zr) && ref.len)
             zr = ZSTD_DCtx_refPrefix(dctx, ref.p, ref.len);
-        if (!ZSTD_isError(zr)) {
+        if (!ZSTD_isError(zr) && !diff_mode) {
             unsigned long long fcs = ZSTD_getFrameContentSize(dm.p + off, dlen);
             if (fcs != tlen) {
                 rc = fail(err, err_len, DELTA_E_FORMAT, "chunk %u: frame announces %llu bytes", i,
@@ -1146,6 +1396,7 @@ out:
     ref_release(&ref);
     ZSTD_freeDCtx(dctx);
     free(window);
+    free(stream);
     if (out_fd >= 0 && close(out_fd) != 0 && rc == DELTA_OK)
         rc = fail(err, err_len, DELTA_E_IO, "close %s: %s", target_path, strerror(errno));
     if (base_fd >= 0)

@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "common/util.h"
 #include "transport/delta.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -359,6 +360,49 @@ static void test_malformed_and_unexpected_target(void **state)
     assert_int_equal(delta_read_info(dp, &in, err, sizeof(err)), DELTA_E_FORMAT);
 }
 
+/* A rebuilt-binary-like change (everything shifted by 37 bytes and one byte in 97 changed, as
+ * relocated addresses are) is coded with the diff coding (chunk data starting with the "DIFF"
+ * skippable frame), much smaller than the target, and applies back exactly. */
+static void test_diff_coding_for_small_scattered_changes(void **state)
+{
+    (void)state;
+    rng_state = 31337;
+    const size_t n = 600000;
+    uint8_t *b = malloc(n), *t = malloc(n);
+    assert_non_null(b);
+    assert_non_null(t);
+    make_file(b, n);
+    for (size_t i = 0; i < n; i++)
+        t[i] = (uint8_t)((i < 37 ? 0x90 : b[i - 37]) + (i % 97 == 0));
+    char bp[512], tp[512], dp[512], op[512], err[512];
+    path_in(bp, sizeof(bp), "bin-old");
+    path_in(tp, sizeof(tp), "bin-new");
+    path_in(dp, sizeof(dp), "bin.fdl");
+    path_in(op, sizeof(op), "bin-out");
+    struct blob bb = {b, n, n}, tb = {t, n, n};
+    write_blob(bp, &bb);
+    write_blob(tp, &tb);
+    struct delta_make_options o;
+    delta_make_options_default(&o);
+    o.level = 9;
+    assert_int_equal(delta_make(bp, tp, dp, &o, NULL, err, sizeof(err)), DELTA_OK);
+    struct delta_info in;
+    assert_int_equal(delta_read_info(dp, &in, err, sizeof(err)), DELTA_OK);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    assert_int_equal(ferry_read_file(dp, 1u << 24, &data, &len), 0);
+    const uint8_t marker[12] = {0x5F, 0x2A, 0x4D, 0x18, 4, 0, 0, 0, 'D', 'I', 'F', 'F'};
+    assert_true(len > in.header_bytes + 12);
+    assert_memory_equal(data + in.header_bytes, marker, 12);
+    print_message("diff-coded delta: %zu bytes for %zu changed-every-97-bytes bytes\n", len, n);
+    assert_true(len < n / 20);
+    free(data);
+    assert_int_equal(delta_apply(bp, dp, op, NULL, err, sizeof(err)), DELTA_OK);
+    assert_true(files_equal(tp, op));
+    free(b);
+    free(t);
+}
+
 /* ---- memory bound ---- */
 
 static long status_kib(const char *key)
@@ -483,6 +527,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_corrupt_chunk_rejected_before_any_write),
         cmocka_unit_test(test_wrong_base_detected),
         cmocka_unit_test(test_malformed_and_unexpected_target),
+        cmocka_unit_test(test_diff_coding_for_small_scattered_changes),
         cmocka_unit_test(test_apply_anon_memory_bounded),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
