@@ -9,7 +9,9 @@
  * Extents are 4 KiB aligned, so on the device the reference is built by mapping each base extent
  * of the (read-only) base slot next to each other into one reserved address range: it is
  * file-backed page cache, not anonymous memory. Anonymous memory while applying is one output
- * window plus the zstd decoder context (about 9 MiB with the defaults), whatever the image size.
+ * window plus the zstd decoder context (about 9 MiB with the defaults), whatever the image size,
+ * plus one buffer of two windows when the delta holds diff-coded chunks (bsdiff-like coding for
+ * rebuilt executables, docs/ota.md): at most about 25 MiB with the defaults.
  *
  * A full image (no base) is the same format with no extents: the full-image fallback artifact of
  * a release and a delta are applied by the same code.
@@ -121,8 +123,8 @@ struct delta_apply_options {
  * not be the base). Order: header → expected target hash → base size and SHA-256 → every chunk's
  * compressed-bytes hash → only then windows are decoded, each window's hash checked, written with
  * pwrite, and finally the target is fsync'd and its whole hash checked.
- * Anonymous memory: one window (window_bytes) plus the zstd decoder (~200 KiB); base extents and
- * the delta are read through file-backed mappings.
+ * Anonymous memory: one window (window_bytes) plus the zstd decoder (~200 KiB), and two windows
+ * more for diff-coded chunks; base extents and the delta are read through file-backed mappings.
  * Returns 0 or a negative delta_error with a message in `err`.
  */
 int delta_apply(const char *base_path, const char *delta_path, const char *target_path,

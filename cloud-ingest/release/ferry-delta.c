@@ -29,8 +29,8 @@ static void usage(FILE *out)
             "  --max-ref SIZE base bytes referenced per chunk (default 48MiB, max 64MiB)\n"
             "  --stats        print sizes and times on stderr\n"
             "\n"
-            "Applying needs at most one window plus ~1 MiB of anonymous memory; the base is read\n"
-            "through file mappings. Exit status: 0 ok, 1 failure, 2 usage.\n");
+            "Applying needs one window plus ~1 MiB of anonymous memory (three windows when the\n"
+            "delta has diff-coded chunks); the base is read through file mappings. Exit status: 0 ok, 1 failure, 2 usage.\n");
 }
 
 static double now_s(void)
