@@ -298,6 +298,20 @@ int sync_append_event(struct sync *s, const char *name, const char *const *keys,
 
 /* ---- enrollment ------------------------------------------------------------------------------ */
 
+int sync_parse_enroll_response(const uint8_t *body, size_t body_len, char *id, size_t id_cap)
+{
+    json_error_t jerr;
+    json_t *root = body ? json_loadb((const char *)body, body_len, 0, &jerr) : NULL;
+    const char *v = root ? json_string_value(json_object_get(root, "device_id")) : NULL;
+    int rc = -1;
+    if (v && batch_device_id_valid(v, strlen(v)) && strlen(v) < id_cap) {
+        memcpy(id, v, strlen(v) + 1);
+        rc = 0;
+    }
+    json_decref(root);
+    return rc;
+}
+
 static void on_enroll_done(void *arg, struct http_request *req, const struct http_response *resp)
 {
     struct sync *s = arg;
@@ -308,11 +322,8 @@ static void on_enroll_done(void *arg, struct http_request *req, const struct htt
     s->status.last_attempt_unix_ms = ferry_realtime_ns() / 1000000;
     enum sync_outcome o = sync_classify(resp->err, resp->status);
     if (o == SYNC_OUTCOME_SENT) {
-        json_error_t jerr;
-        json_t *root =
-            resp->body ? json_loadb((const char *)resp->body, resp->body_len, 0, &jerr) : NULL;
-        const char *id = root ? json_string_value(json_object_get(root, "device_id")) : NULL;
-        if (id && batch_device_id_valid(id, strlen(id))) {
+        char id[BATCH_MAX_DEVICE_ID + 1];
+        if (sync_parse_enroll_response(resp->body, resp->body_len, id, sizeof(id)) == 0) {
             int rc = journal_state_put(s->journal, SYNC_STATE_DEVICE_ID,
                                        strlen(SYNC_STATE_DEVICE_ID), id, strlen(id));
             if (rc == 0) {
@@ -328,7 +339,6 @@ static void on_enroll_done(void *arg, struct http_request *req, const struct htt
             set_error(s, "enroll: 200 without a valid device_id");
             note_failure(s, -1, false, false);
         }
-        json_decref(root);
     } else {
         s->status.link_up = resp->status != 0;
         set_error(s, "enroll: %s (HTTP %ld): %.80s",
@@ -469,6 +479,12 @@ static int make_ack(struct sync *s, struct sync_batch *b, const struct http_resp
     }
     json_decref(root);
     return 0;
+}
+
+int sync_parse_ack(struct sync *s, struct sync_batch *b, const struct http_response *resp,
+                   struct sync_ack *a)
+{
+    return make_ack(s, b, resp, a);
 }
 
 static void submit_ack(struct sync *s, struct sync_ack *a)

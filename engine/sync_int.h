@@ -182,6 +182,24 @@ struct sync {
 int sync_append_event(struct sync *s, const char *name, const char *const *keys,
                       const char *const *values, size_t n, unsigned flags);
 
+/* Parsers of the ingest's answers (in sync.c; non-static so that tests/fuzz/sync reaches them).
+ *
+ * sync_parse_enroll_response: the 200 body of POST /v1/enroll, {"device_id":"..."}. Copies a valid
+ * device id (batch_device_id_valid) NUL-terminated into id (id_cap bytes, at least
+ * BATCH_MAX_DEVICE_ID + 1) and returns 0; -1 for anything else (no JSON, no string device_id, an
+ * invalid id). body may be NULL.
+ *
+ * sync_parse_ack: fills `a` from the 200 body of POST /v1/batches,
+ * {"acked":{"event":[[first,last],...],...}}, keeping only the parts of each range inside what
+ * batch `b` covered; resets the cursor in `s` of a stream the ack does not fully cover. Only
+ * reads b->has_range/range/records and writes s->stream[].cursor. Returns 0 or SYNC_ENOMEM;
+ * a->ranges[] are then malloc'd (sync_ack_free). */
+struct http_response;
+int sync_parse_enroll_response(const uint8_t *body, size_t body_len, char *id, size_t id_cap)
+    __attribute__((warn_unused_result));
+int sync_parse_ack(struct sync *s, struct sync_batch *b, const struct http_response *resp,
+                   struct sync_ack *a) __attribute__((warn_unused_result));
+
 /* Worker jobs. */
 void sync_batch_build_run(struct sync_job *job);
 void sync_ack_run(struct sync_job *job);
