@@ -1058,6 +1058,18 @@ int journal_gaps(struct journal *j, struct journal_gap *out, size_t cap, size_t 
     int rc = read_begin(j, &txn);
     if (rc)
         return rc;
+    /* Under write_mu no write transaction is open, so the snapshot holds every committed gap
+     * and the handed-out mark is set before j_gap_add() can look at it again: an entry that
+     * leaves here is never widened afterwards (its widening would be lost when
+     * journal_gaps_mark_reported() deletes it by id). */
+    pthread_mutex_lock(&j->write_mu);
+    mdb_txn_reset(txn);
+    rc = j_lmdb_err(mdb_txn_renew(txn));
+    if (rc) {
+        pthread_mutex_unlock(&j->write_mu);
+        read_end(j, txn);
+        return rc;
+    }
     MDB_cursor *c;
     rc = j_lmdb_err(mdb_cursor_open(txn, j->dbi_gaps, &c));
     if (rc == 0) {
@@ -1082,6 +1094,9 @@ int journal_gaps(struct journal *j, struct journal_gap *out, size_t cap, size_t 
             rc = j_lmdb_err(grc);
         mdb_cursor_close(c);
     }
+    if (rc == 0 && *out_n > 0 && out[*out_n - 1].id > j->gaps_handed_max_id)
+        j->gaps_handed_max_id = out[*out_n - 1].id;
+    pthread_mutex_unlock(&j->write_mu);
     read_end(j, txn);
     return rc;
 }

@@ -97,6 +97,9 @@ struct journal {
     pthread_mutex_t write_mu;
     struct jcounters counters;        /* under write_mu */
     uint64_t used_bytes;              /* under write_mu: after the last write txn */
+    /* under write_mu: highest gap id journal_gaps() has handed out in this process; such
+     * entries may travel in a batch in flight and are never widened (j_gap_add) */
+    uint64_t gaps_handed_max_id;
     atomic_bool refuse_nonevent;      /* metric/log appends fail JOURNAL_EFULL */
     uint64_t hwm_reserved[J_STREAMS]; /* committer only (and open) */
 

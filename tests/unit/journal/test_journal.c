@@ -520,6 +520,58 @@ static void test_invalid_arguments(void **state)
     assert_int_equal(journal_durability_parse("sometimes", &d), JOURNAL_EINVAL);
 }
 
+/* A gap handed out by journal_gaps() (in a batch in flight) is never widened: evictions that
+ * continue it after the read get an entry of their own, so marking the handed-out entry
+ * reported loses nothing (invariant 3; chaos.simulators.disk_quota_seed108 found the loss). */
+static void test_gap_in_flight_is_not_widened(void **state)
+{
+    struct fixture *f = *state;
+    struct journal_config cfg;
+    journal_config_init(&cfg);
+    cfg.quota_bytes = 2ull * 1024 * 1024;
+    f->j = open_cfg(f, &cfg, NULL);
+    char payload[200];
+    memset(payload, 'p', sizeof(payload));
+    int rc = 0;
+    int i = 0;
+    struct journal_stats st;
+    /* fill until the first eviction happened */
+    do {
+        for (int k = 0; k < 500 && rc == 0; k++, i++)
+            rc = journal_append(f->j, RECORD_LOG, i, payload, 200, 0, NULL);
+        assert_int_equal(rc, 0);
+        assert_int_equal(journal_flush(f->j), 0);
+        assert_int_equal(journal_stats(f->j, &st), 0);
+    } while (st.stream[RECORD_LOG].evicted_records == 0);
+    struct journal_gap sent[256];
+    size_t n_sent = 0;
+    assert_int_equal(journal_gaps(f->j, sent, 256, &n_sent), 0); /* the batch takes these */
+    assert_true(n_sent >= 1);
+    uint64_t sent_last = sent[n_sent - 1].last;
+    /* more evictions while that batch is in flight */
+    uint64_t evicted_before = st.stream[RECORD_LOG].evicted_records;
+    do {
+        for (int k = 0; k < 500 && rc == 0; k++, i++)
+            rc = journal_append(f->j, RECORD_LOG, i, payload, 200, 0, NULL);
+        assert_int_equal(rc, 0);
+        assert_int_equal(journal_flush(f->j), 0);
+        assert_int_equal(journal_stats(f->j, &st), 0);
+    } while (st.stream[RECORD_LOG].evicted_records == evicted_before);
+    /* the batch is acknowledged */
+    assert_int_equal(journal_gaps_mark_reported(f->j, sent[n_sent - 1].id), 0);
+    struct journal_gap rest[256];
+    size_t n_rest = 0;
+    assert_int_equal(journal_gaps(f->j, rest, 256, &n_rest), 0);
+    assert_true(n_rest >= 1);
+    assert_int_equal(rest[0].first, sent_last + 1); /* the continuation is still there */
+    uint64_t covered = 0;
+    for (size_t g = 0; g < n_sent; g++)
+        covered += sent[g].last - sent[g].first + 1;
+    for (size_t g = 0; g < n_rest; g++)
+        covered += rest[g].last - rest[g].first + 1;
+    assert_int_equal(covered, st.stream[RECORD_LOG].evicted_records);
+}
+
 /* Fills a 2 MiB journal: logs go before metrics, events stay, gaps say what went. */
 static void test_quota_eviction_order_and_gaps(void **state)
 {
@@ -1079,6 +1131,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_invalid_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_full_nonblock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quota_eviction_order_and_gaps, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gap_in_flight_is_not_widened, setup, teardown),
         cmocka_unit_test_setup_teardown(test_eviction_takes_acked_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_fill_quota_refuses_other_streams, setup,
                                         teardown),
