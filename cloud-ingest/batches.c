@@ -114,6 +114,57 @@ static int job_fail(struct ingest_job *job, const char *fmt, ...)
     return 1;
 }
 
+/* True when a string the device reported may enter the versions object: 1..64 bytes of
+ * printable ASCII. Anything else (control bytes, NUL, non-UTF-8) is skipped rather than stored:
+ * PostgreSQL's jsonb refuses \u0000, and one such value must not fail a whole group commit. */
+static bool versions_str_ok(const char *p, size_t len)
+{
+    if (len == 0 || len > INGEST_VERSION_STR_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)p[i] < 0x20 || (unsigned char)p[i] > 0x7e)
+            return false;
+    return true;
+}
+
+/* Merges one "versions" event into the batch's versions object: at most INGEST_VERSIONS_KEYS_MAX
+ * string fields are taken, each key and value checked by versions_str_ok(). A later event of
+ * the same batch wins per key; an event whose merge would not fit INGEST_VERSIONS_MAX is
+ * dropped whole. */
+static void take_versions(struct ingest_job *job, const struct record *r)
+{
+    char event_json[INGEST_VERSIONS_MAX + 1];
+    char merged[INGEST_VERSIONS_MAX + 1];
+    struct ferry_buf b = {0};
+    b.max = INGEST_VERSIONS_MAX + 1;
+    int e = ferry_buf_append_u8(&b, '{');
+    size_t taken = 0;
+    for (size_t i = 0; i < r->n_fields && e == 0 && taken < INGEST_VERSIONS_KEYS_MAX; i++) {
+        const struct record_field *f = &r->fields[i];
+        if (f->type != RECORD_FIELD_STRING || !versions_str_ok(f->key.ptr, f->key.len) ||
+            !versions_str_ok(f->v.s.ptr, f->v.s.len))
+            continue;
+        if (taken++ > 0)
+            e |= ferry_buf_append_u8(&b, ',');
+        e |= ferry_buf_append_json_string(&b, f->key.ptr, f->key.len);
+        e |= ferry_buf_append_u8(&b, ':');
+        e |= ferry_buf_append_json_string(&b, f->v.s.ptr, f->v.s.len);
+    }
+    e |= ferry_buf_append(&b, "}", 2); /* with the NUL */
+    if (e != 0 || taken == 0 || b.len > sizeof(event_json)) {
+        ferry_buf_free(&b);
+        return;
+    }
+    memcpy(event_json, b.data, b.len);
+    ferry_buf_free(&b);
+    const char *before = job->versions_json->len > 0 ? (const char *)job->versions_json->data : "{}";
+    if (ingest_versions_merge(before, event_json, merged, sizeof(merged)) != 0)
+        return;
+    ferry_buf_reset(job->versions_json);
+    if (ferry_buf_append(job->versions_json, merged, strlen(merged) + 1) != 0)
+        ferry_buf_reset(job->versions_json);
+}
+
 /* Record callback of batch_decode: checks the record's sequence against the header and keeps a
  * packed copy. */
 static int on_record(void *arg, const struct record *r)
@@ -156,25 +207,10 @@ static int on_record(void *arg, const struct record *r)
     rec->packed_len = job->arena->len - off;
     job->offs[n] = off;
     job->write.n_recs = n + 1;
-    /* An event named "versions" reports what the device runs: its fields become the device's
-     * versions object (docs/ingest.md). */
-    if (r->stream == RECORD_EVENT && r->name.len == 8 && memcmp(r->name.ptr, "versions", 8) == 0) {
-        ferry_buf_reset(job->versions_json);
-        int e = ferry_buf_append_u8(job->versions_json, '{');
-        for (size_t i = 0; i < r->n_fields && e == 0; i++) {
-            const struct record_field *f = &r->fields[i];
-            if (f->type != RECORD_FIELD_STRING)
-                continue;
-            if (job->versions_json->len > 1)
-                e |= ferry_buf_append_u8(job->versions_json, ',');
-            e |= ferry_buf_append_json_string(job->versions_json, f->key.ptr, f->key.len);
-            e |= ferry_buf_append_u8(job->versions_json, ':');
-            e |= ferry_buf_append_json_string(job->versions_json, f->v.s.ptr, f->v.s.len);
-        }
-        e |= ferry_buf_append(job->versions_json, "}", 2); /* with the NUL */
-        if (e != 0 || job->versions_json->len > INGEST_VERSIONS_MAX)
-            ferry_buf_reset(job->versions_json);
-    }
+    /* An event named "versions" reports what the device runs: its string fields are merged per
+     * key into the device's versions object (docs/ingest.md "Versions and update state"). */
+    if (r->stream == RECORD_EVENT && r->name.len == 8 && memcmp(r->name.ptr, "versions", 8) == 0)
+        take_versions(job, r);
     return 0;
 }
 

@@ -62,6 +62,8 @@ struct ingest_store_config {
 #define INGEST_DEVICE_ID_MAX 64
 #define INGEST_NAME_MAX 128
 #define INGEST_VERSIONS_MAX 1024
+#define INGEST_VERSIONS_KEYS_MAX 16 /* string fields taken from one "versions" event */
+#define INGEST_VERSION_STR_MAX 64   /* bytes of one key or value in it */
 
 struct ingest_stream_stats {
     uint64_t records;       /* records stored (each once) */
@@ -148,6 +150,15 @@ struct ingest_write {
     uint64_t dup_records;   /* records that were already stored */
     uint64_t new_gaps;      /* gap ranges not seen before */
 };
+
+/*
+ * Merges the versions object `patch` (JSON object text) into `stored` (JSON object text; NULL or
+ * "" as "{}") per key, the patch winning, and writes the compact result into out[out_len].
+ * Returns 0; EINVAL when `patch` is not a JSON object; EFULL when the result would exceed
+ * INGEST_VERSIONS_MAX bytes (out untouched: the caller keeps `stored`); ENOMEM.
+ */
+int ingest_versions_merge(const char *stored, const char *patch, char *out, size_t out_len)
+    __attribute__((warn_unused_result));
 
 struct ingest_store;
 

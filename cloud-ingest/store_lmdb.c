@@ -441,8 +441,13 @@ static int write_one(struct lmdb_store *s, MDB_txn *txn, struct ingest_write *w)
     if (w->received_ns > dv.dev.last_seen_ns)
         dv.dev.last_seen_ns = w->received_ns;
     dv.dev.clock_offset_ns = w->clock_offset_ns;
-    if (w->versions_json != NULL)
-        ferry_strlcpy(dv.dev.versions, w->versions_json, sizeof(dv.dev.versions));
+    if (w->versions_json != NULL) {
+        /* Merged per key (store_json.c): a batch reporting one component keeps the others. A
+         * merge that would not fit, or a malformed patch, keeps what was stored. */
+        char merged[INGEST_VERSIONS_MAX + 1];
+        if (ingest_versions_merge(dv.dev.versions, w->versions_json, merged, sizeof(merged)) == 0)
+            memcpy(dv.dev.versions, merged, sizeof(merged));
+    }
     if (w->has_backlog)
         for (int st = 0; st < RECORD_STREAM_COUNT; st++)
             dv.dev.streams[st].backlog = w->backlog[st];

@@ -574,11 +574,19 @@ static int write_gaps_and_device(PGconn *c, struct ingest_write *w, char *err, s
     }
     snprintf(s1, sizeof(s1), "%" PRId64, w->received_ns);
     snprintf(s4, sizeof(s4), "%" PRId64, w->clock_offset_ns);
-    const char *vals[4] = {w->device_id, s1, s4, w->versions_json};
+    char s5[16];
+    snprintf(s5, sizeof(s5), "%d", INGEST_VERSIONS_MAX);
+    const char *vals[5] = {w->device_id, s1, s4, w->versions_json, s5};
     PGresult *r = exec_params(c,
                               "UPDATE devices SET last_seen_ns = GREATEST(last_seen_ns, $2::bigint),"
-                              " clock_offset_ns = $3, versions = COALESCE($4, versions) WHERE id = $1",
-                              4, vals);
+                              " clock_offset_ns = $3, versions = CASE"
+                              /* merged per key, the batch winning (store_json.c's rule), and
+                               * kept whole when the merge would exceed INGEST_VERSIONS_MAX */
+                              " WHEN $4::text IS NULL THEN versions"
+                              " WHEN octet_length((versions::jsonb || $4::jsonb)::text) > $5::int"
+                              " THEN versions ELSE (versions::jsonb || $4::jsonb)::text END"
+                              " WHERE id = $1",
+                              5, vals);
     int rc = res_ok(r) ? 0 : retryable(r) ? 1 : INGEST_STORE_EIO;
     if (rc != 0)
         set_err(err, err_len, "update device", c);

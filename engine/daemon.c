@@ -265,6 +265,13 @@ static void maybe_start_ota(struct ferryd *d)
     ota_agent_status(d->ota, &os);
     log_info("ferryd", "update: OTA agent started (state %s, running %s)", os.state,
              os.running_version);
+    /* The ingest merges "versions" events per key (docs/ingest.md), so this one adds the
+     * component's running version next to the ferryd version reported at start. */
+    const char *component = oc.component && oc.component[0] ? oc.component : "rootfs";
+    if (os.running_version[0]) {
+        const char *kv[] = {component, os.running_version};
+        append_event(d, "versions", "versions running", kv, 1);
+    }
 }
 
 static void on_ota_timer(evutil_socket_t fd, short what, void *arg)
@@ -693,6 +700,10 @@ int ferryd_new(const struct ferryd_options *opts, struct ferryd **out, char *err
                         "config",  d->config_path ? d->config_path : "(built-in defaults)",
                         "http",    d->http ? http_input_address(d->http) : ""};
     append_event(d, "ferryd.start", "ferryd started", kv, 4);
+    /* What the device runs, for the ingest's versions object (docs/ingest.md); the OTA agent's
+     * component follows in its own "versions" event once the agent runs (maybe_start_ota). */
+    const char *versions_kv[] = {"ferryd", FERRY_VERSION};
+    append_event(d, "versions", "versions running", versions_kv, 1);
     announce_gaps(d);
 #ifdef FERRY_HAVE_OTA
     maybe_start_ota(d);

@@ -617,6 +617,14 @@ static void test_sigterm_exits_cleanly_with_stop_event(void **state)
     assert_non_null(start);
     assert_non_null(stop);
     assert_non_null(strstr(stop->fields, "reason=SIGTERM"));
+    /* The "versions" event at start reports ferryd's version, the same as ferryd.start's. */
+    const struct rec *versions = find_event(&ev, "versions");
+    assert_non_null(versions);
+    const char *v = strstr(start->fields, "version=");
+    assert_non_null(v);
+    char want[128];
+    snprintf(want, sizeof want, "ferryd=%.*s", (int)strcspn(v + 8, ";"), v + 8);
+    assert_non_null(strstr(versions->fields, want));
     /* SIGINT too, and a restart on the same data dir works (the journal lock was released). */
     daemon_start(d);
     status = daemon_stop(d, SIGINT);

@@ -397,6 +397,89 @@ static void batch_rejections_in_check_order(void **state)
     ferry_buf_free(&b);
 }
 
+/* One event for event_batch(): a name and string fields "k", "v", "k", "v", ... */
+struct ev_spec {
+    const char *name;
+    const char *kv[16];
+    size_t n_pairs;
+};
+
+/* Builds a signed batch of events seq first..first+n-1, one per spec. */
+static int event_batch(const struct ih_device *d, uint64_t first, const struct ev_spec *ev, size_t n,
+                       struct ferry_buf *out)
+{
+    struct batch_builder_config cfg = {.device_id = d->id, .secret_key = d->sk,
+                                       .no_compression = true};
+    struct batch_builder *b = NULL;
+    int rc = batch_builder_new(&cfg, &b);
+    if (rc != 0)
+        return rc;
+    int64_t now = ferry_realtime_ns();
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        struct record_field f[8];
+        size_t nf = ev[i].n_pairs < 8 ? ev[i].n_pairs : 8;
+        for (size_t k = 0; k < nf; k++)
+            f[k] = (struct record_field){.key = {ev[i].kv[2 * k], strlen(ev[i].kv[2 * k])},
+                                         .type = RECORD_FIELD_STRING,
+                                         .v.s = {ev[i].kv[2 * k + 1], strlen(ev[i].kv[2 * k + 1])}};
+        struct record r = {.stream = RECORD_EVENT, .seq = first + i, .ts_ns = now + (int64_t)i,
+                           .name = {ev[i].name, strlen(ev[i].name)}, .fields = f, .n_fields = nf};
+        rc = batch_builder_add(b, &r);
+    }
+    if (rc == 0)
+        rc = batch_builder_finish(b, now, out);
+    batch_builder_free(b);
+    return rc;
+}
+
+/* GET /v1/devices/{id} as parsed JSON (caller decrefs). */
+static json_t *get_device(const char *id)
+{
+    char path[128];
+    struct ih_resp r;
+    snprintf(path, sizeof(path), "/v1/devices/%s", id);
+    assert_int_equal(ih_http(g_srv.port, "GET", path, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    json_t *j = json_loads((char *)r.body.data, 0, NULL);
+    assert_non_null(j);
+    ih_resp_free(&r);
+    return j;
+}
+
+/* "versions" events merge per key, across events of one batch and across batches; values a
+ * device must not be trusted with (too long, control bytes) are left out. */
+static void versions_events_merge_per_key(void **state)
+{
+    struct ih_device d;
+    enrolled_device(g_srv.port, &d);
+    char long_value[80];
+    memset(long_value, 'v', sizeof(long_value) - 1);
+    long_value[sizeof(long_value) - 1] = '\0';
+    struct ev_spec ev1[2] = {
+        {"versions", {"ferryd", "0.9.0"}, 1},
+        {"versions", {"ferryd", "1.0.0", "too_long", long_value, "ctl", "a\nb"}, 3},
+    };
+    struct ferry_buf b = FERRY_BUF_INIT;
+    struct ih_resp r;
+    assert_int_equal(event_batch(&d, 1, ev1, 2, &b), 0);
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 200);
+    ih_resp_free(&r);
+    ferry_buf_reset(&b);
+    struct ev_spec ev2[1] = {{"versions", {"rootfs", "2.1.0"}, 1}};
+    assert_int_equal(event_batch(&d, 3, ev2, 1, &b), 0);
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 200);
+    ih_resp_free(&r);
+    json_t *j = get_device(d.id);
+    json_t *want = json_pack("{s:s, s:s}", "ferryd", "1.0.0", "rootfs", "2.1.0");
+    if (!json_equal(json_object_get(j, "versions"), want)) {
+        char *got = json_dumps(json_object_get(j, "versions"), 0);
+        fail_msg("versions %s", got ? got : "(none)");
+    }
+    json_decref(want);
+    json_decref(j);
+    ferry_buf_free(&b);
+}
+
 static void read_api_errors_and_listing(void **state)
 {
     struct ih_resp r;
@@ -713,6 +796,7 @@ int main(int argc, char **argv)
             cmocka_unit_test(batch_acked_after_commit_and_repeat_stored_once),
             cmocka_unit_test(logs_gaps_and_clock_correction),
             cmocka_unit_test(batch_rejections_in_check_order),
+            cmocka_unit_test(versions_events_merge_per_key),
             cmocka_unit_test(read_api_errors_and_listing),
             cmocka_unit_test(metrics_exposition),
             cmocka_unit_test(slow_client_times_out_and_connection_limit),

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "cloud-ingest/store.h"
 #include "common/buf.h"
@@ -371,6 +372,16 @@ static void group_commit_refuses_unknown_and_revoked_only(void **state)
     ingest_store_close(s);
 }
 
+/* Compares two JSON texts as values (PostgreSQL's jsonb prints its own spacing and key order). */
+static void assert_json_equal(const char *got, const char *want)
+{
+    json_t *g = json_loads(got, 0, NULL), *w = json_loads(want, 0, NULL);
+    if (g == NULL || w == NULL || !json_equal(g, w))
+        fail_msg("JSON %s, expected %s", got, want);
+    json_decref(g);
+    json_decref(w);
+}
+
 static void gaps_counted_once_and_versions_kept(void **state)
 {
     struct ingest_store *s = open_store();
@@ -398,7 +409,7 @@ static void gaps_counted_once_and_versions_kept(void **state)
     assert_int_equal(got.streams[RECORD_LOG].gap_ranges, 1);
     assert_int_equal(got.streams[RECORD_LOG].gap_records, 10);
     assert_int_equal(got.streams[RECORD_METRIC].gap_records, 1);
-    assert_string_equal(got.versions, "{\"rootfs\":\"1.2.3\"}"); /* kept when a batch has none */
+    assert_json_equal(got.versions, "{\"rootfs\":\"1.2.3\"}"); /* kept when a batch has none */
     /* A malformed gap is refused before the store sees it. */
     struct ingest_gap bad = {RECORD_LOG, 9, 3};
     init_write(&w, "dev-gap", NULL);
@@ -421,6 +432,53 @@ static int count_cb(const struct ingest_device *d, void *arg)
     if (strcmp(d->id, "dev-rec") == 0)
         c->saw = d->streams[RECORD_METRIC].records == 110;
     return 0;
+}
+
+/* A "versions" report merges per key: a batch naming one component keeps the others, a newer
+ * report of a key replaces it, and a merge that would not fit INGEST_VERSIONS_MAX keeps the
+ * stored object whole (never a truncated text). */
+static void versions_merged_per_key(void **state)
+{
+    (void)state;
+    struct ingest_store *s = open_store();
+    struct ingest_device d, got;
+    char err[256];
+    make_device(&d, "dev-ver", 52);
+    assert_int_equal(ingest_store_device_add(s, &d, err, sizeof(err)), 0);
+    struct ingest_write w;
+    init_write(&w, "dev-ver", NULL);
+    w.versions_json = "{\"ferryd\":\"1.0\"}";
+    assert_int_equal(write1(s, &w), 0);
+    init_write(&w, "dev-ver", NULL);
+    w.versions_json = "{\"rootfs\":\"2.0\",\"model\":\"m7\"}";
+    assert_int_equal(write1(s, &w), 0);
+    assert_int_equal(ingest_store_device_get(s, "dev-ver", &got), 0);
+    assert_json_equal(got.versions, "{\"ferryd\":\"1.0\",\"rootfs\":\"2.0\",\"model\":\"m7\"}");
+    init_write(&w, "dev-ver", NULL);
+    w.versions_json = "{\"ferryd\":\"1.1\"}";
+    assert_int_equal(write1(s, &w), 0);
+    assert_int_equal(ingest_store_device_get(s, "dev-ver", &got), 0);
+    assert_json_equal(got.versions, "{\"ferryd\":\"1.1\",\"rootfs\":\"2.0\",\"model\":\"m7\"}");
+    /* Too big once merged: refused whole, the stored object stays valid and unchanged. */
+    char big[INGEST_VERSIONS_MAX + 64];
+    snprintf(big, sizeof(big), "{\"huge\":\"");
+    size_t n = strlen(big);
+    memset(big + n, 'x', INGEST_VERSIONS_MAX - 5);
+    snprintf(big + n + INGEST_VERSIONS_MAX - 5, sizeof(big) - n - (INGEST_VERSIONS_MAX - 5), "\"}");
+    init_write(&w, "dev-ver", NULL);
+    w.versions_json = big;
+    assert_int_equal(write1(s, &w), 0);
+    assert_int_equal(ingest_store_device_get(s, "dev-ver", &got), 0);
+    assert_json_equal(got.versions, "{\"ferryd\":\"1.1\",\"rootfs\":\"2.0\",\"model\":\"m7\"}");
+    /* The merge helper itself: the patch wins per key, EFULL leaves out untouched. */
+    char out[INGEST_VERSIONS_MAX + 1] = "unchanged";
+    assert_int_equal(ingest_versions_merge("{\"a\":\"1\",\"b\":\"2\"}", "{\"b\":\"3\"}", out, sizeof(out)), 0);
+    assert_json_equal(out, "{\"a\":\"1\",\"b\":\"3\"}");
+    assert_int_equal(ingest_versions_merge("{}", "[1]", out, sizeof(out)), INGEST_STORE_EINVAL);
+    char full[INGEST_VERSIONS_MAX + 1] = "unchanged";
+    assert_int_equal(ingest_versions_merge("{\"a\":\"1\"}", big, full, sizeof(full)), INGEST_STORE_EFULL);
+    assert_string_equal(full, "unchanged");
+    ingest_store_close(s);
 }
 
 static void everything_survives_reopen(void **state)
@@ -468,6 +526,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(interleaved_batches_export_in_seq_order),
         cmocka_unit_test(group_commit_refuses_unknown_and_revoked_only),
         cmocka_unit_test(gaps_counted_once_and_versions_kept),
+        cmocka_unit_test(versions_merged_per_key),
         cmocka_unit_test(everything_survives_reopen),
     };
     int rc = cmocka_run_group_tests_name(argv[1], tests, NULL, NULL);
