@@ -426,6 +426,35 @@ static void on_ack_done(struct sync_job *job)
 
 /* Parses {"acked":{"event":[[f,l],...],...}} and intersects each range with what the batch
  * covered (I2). Streams whose range is not fully covered get their cursor reset (I3). */
+/* Orders ack ranges by their first sequence (qsort). */
+static int range_cmp(const void *pa, const void *pb)
+{
+    const struct journal_range *a = pa, *b = pb;
+    return a->first < b->first ? -1 : a->first > b->first;
+}
+
+/* Records covered by the union of `n` ranges: an ingest may list overlapping or repeated ranges,
+ * and counting each would take a partly acknowledged batch for a complete one (found by
+ * fuzz.sync.sync_response). Sorts the ranges in place. */
+static uint64_t ranges_union_count(struct journal_range *r, size_t n)
+{
+    if (n == 0)
+        return 0;
+    qsort(r, n, sizeof(*r), range_cmp);
+    uint64_t covered = 0, cur_first = r[0].first, cur_last = r[0].last;
+    for (size_t i = 1; i < n; i++) {
+        if (r[i].first <= cur_last + 1) {
+            if (r[i].last > cur_last)
+                cur_last = r[i].last;
+            continue;
+        }
+        covered += cur_last - cur_first + 1;
+        cur_first = r[i].first;
+        cur_last = r[i].last;
+    }
+    return covered + (cur_last - cur_first + 1);
+}
+
 static int make_ack(struct sync *s, struct sync_batch *b, const struct http_response *resp,
                     struct sync_ack *a)
 {
@@ -441,7 +470,6 @@ static int make_ack(struct sync *s, struct sync_batch *b, const struct http_resp
         size_t n = json_is_array(arr) ? json_array_size(arr) : 0;
         if (n > SYNC_MAX_ACK_RANGES)
             n = SYNC_MAX_ACK_RANGES;
-        uint64_t covered = 0;
         if (n > 0) {
             a->ranges[st] = calloc(n, sizeof(struct journal_range));
             if (!a->ranges[st]) {
@@ -467,8 +495,8 @@ static int make_ack(struct sync *s, struct sync_batch *b, const struct http_resp
             a->ranges[st][a->n[st]].first = first;
             a->ranges[st][a->n[st]].last = last;
             a->n[st]++;
-            covered += last - first + 1;
         }
+        uint64_t covered = ranges_union_count(a->ranges[st], a->n[st]);
         if (covered >= b->range[st].last - b->range[st].first + 1)
             a->records[st] = b->records[st];
         else {
