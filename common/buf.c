@@ -15,7 +15,10 @@ void ferry_buf_free(struct ferry_buf *b)
     b->len = b->cap = 0;
 }
 
-void ferry_buf_reset(struct ferry_buf *b) { b->len = 0; }
+void ferry_buf_reset(struct ferry_buf *b)
+{
+    b->len = 0;
+}
 
 int ferry_buf_reserve(struct ferry_buf *b, size_t extra)
 {
@@ -55,7 +58,10 @@ int ferry_buf_append(struct ferry_buf *b, const void *p, size_t n)
     return 0;
 }
 
-int ferry_buf_append_u8(struct ferry_buf *b, uint8_t v) { return ferry_buf_append(b, &v, 1); }
+int ferry_buf_append_u8(struct ferry_buf *b, uint8_t v)
+{
+    return ferry_buf_append(b, &v, 1);
+}
 
 int ferry_buf_append_le16(struct ferry_buf *b, uint16_t v)
 {

@@ -19,7 +19,10 @@ struct ferry_buf {
     size_t max; /* 0: unlimited */
 };
 
-#define FERRY_BUF_INIT {NULL, 0, 0, 0}
+#define FERRY_BUF_INIT                                                                             \
+    {                                                                                              \
+        NULL, 0, 0, 0                                                                              \
+    }
 
 void ferry_buf_free(struct ferry_buf *b);
 /* Makes room for `extra` more bytes. */

@@ -39,9 +39,8 @@ int ferry_log_level_parse(const char *name, enum ferry_log_level *out)
     return -1;
 }
 
-__attribute__((format(printf, 3, 0))) static void log_vwrite(enum ferry_log_level level,
-                                                              const char *component,
-                                                              const char *fmt, va_list ap)
+__attribute__((format(printf, 3, 0))) static void
+log_vwrite(enum ferry_log_level level, const char *component, const char *fmt, va_list ap)
 {
     char line[2048];
     struct timespec now;
@@ -49,8 +48,8 @@ __attribute__((format(printf, 3, 0))) static void log_vwrite(enum ferry_log_leve
     clock_gettime(CLOCK_REALTIME, &now);
     gmtime_r(&now.tv_sec, &tm);
     int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s [%s] ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, now.tv_nsec / 1000000, level_names[level], component);
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     now.tv_nsec / 1000000, level_names[level], component);
     if (n < 0)
         return;
     size_t used = (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;

@@ -43,10 +43,10 @@ void ferry_log_limited(struct ferry_log_limit *limit, int interval_s, enum ferry
                        const char *component, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
-#define FERRY_LOG(level, component, ...)                                                          \
-    do {                                                                                          \
-        if ((level) <= ferry_log_threshold)                                                       \
-            ferry_log_write((level), (component), __VA_ARGS__);                                   \
+#define FERRY_LOG(level, component, ...)                                                           \
+    do {                                                                                           \
+        if ((level) <= ferry_log_threshold)                                                        \
+            ferry_log_write((level), (component), __VA_ARGS__);                                    \
     } while (0)
 #define log_error(c, ...) FERRY_LOG(FERRY_LOG_ERROR, c, __VA_ARGS__)
 #define log_warn(c, ...) FERRY_LOG(FERRY_LOG_WARN, c, __VA_ARGS__)
@@ -54,11 +54,11 @@ void ferry_log_limited(struct ferry_log_limit *limit, int interval_s, enum ferry
 #define log_debug(c, ...) FERRY_LOG(FERRY_LOG_DEBUG, c, __VA_ARGS__)
 
 /* Rate-limited variant: one line per call site per `interval_s` seconds. */
-#define log_limited(interval_s, level, c, ...)                                                    \
-    do {                                                                                          \
-        static struct ferry_log_limit ferry_log_limit_site_;                                      \
-        if ((level) <= ferry_log_threshold)                                                       \
-            ferry_log_limited(&ferry_log_limit_site_, (interval_s), (level), (c), __VA_ARGS__);   \
+#define log_limited(interval_s, level, c, ...)                                                     \
+    do {                                                                                           \
+        static struct ferry_log_limit ferry_log_limit_site_;                                       \
+        if ((level) <= ferry_log_threshold)                                                        \
+            ferry_log_limited(&ferry_log_limit_site_, (interval_s), (level), (c), __VA_ARGS__);    \
     } while (0)
 
 #endif

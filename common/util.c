@@ -14,7 +14,10 @@
 #include <time.h>
 #include <unistd.h>
 
-long long ferry_monotonic_ms(void) { return ferry_monotonic_ns() / 1000000; }
+long long ferry_monotonic_ms(void)
+{
+    return ferry_monotonic_ns() / 1000000;
+}
 
 int64_t ferry_monotonic_ns(void)
 {

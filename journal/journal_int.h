@@ -95,8 +95,8 @@ struct journal {
 
     pthread_rwlock_t env_lock;
     pthread_mutex_t write_mu;
-    struct jcounters counters;        /* under write_mu */
-    uint64_t used_bytes;              /* under write_mu: after the last write txn */
+    struct jcounters counters; /* under write_mu */
+    uint64_t used_bytes;       /* under write_mu: after the last write txn */
     /* under write_mu: highest gap id journal_gaps() has handed out in this process; such
      * entries may travel in a batch in flight and are never widened (j_gap_add) */
     uint64_t gaps_handed_max_id;

@@ -43,9 +43,9 @@
 struct scenario {
     const char *name;
     size_t devices;
-    size_t records;       /* per batch */
+    size_t records; /* per batch */
     size_t batches_per_device;
-    size_t max_posts_pg;  /* PostgreSQL runs post at most this many batches */
+    size_t max_posts_pg; /* PostgreSQL runs post at most this many batches */
 };
 
 struct prebuilt {
@@ -91,8 +91,8 @@ static int prebuild(const struct scenario *sc, const char *id_prefix, struct pre
     /* One builder per device, reused for its batches; batch k of device d is posted as number
      * k * devices + d, so consecutive posts spread over devices. */
     for (size_t d = 0; d < sc->devices; d++) {
-        struct batch_builder_config cfg = {.device_id = pb->devs[d].id, .secret_key = pb->devs[d].sk,
-                                           .zstd_level = 1};
+        struct batch_builder_config cfg = {
+            .device_id = pb->devs[d].id, .secret_key = pb->devs[d].sk, .zstd_level = 1};
         struct batch_builder *b = NULL;
         if (batch_builder_new(&cfg, &b) != 0)
             return -1;
@@ -100,11 +100,13 @@ static int prebuild(const struct scenario *sc, const char *id_prefix, struct pre
             size_t i = k * sc->devices + d;
             ferry_buf_reset(&batch);
             int64_t ts0 = now - 3600ll * 1000000000 + (int64_t)(k * sc->records) * 1000000000;
-            if (ih_batch_with(b, RECORD_METRIC, 1 + k * sc->records, sc->records, now, ts0, &batch) != 0 ||
-                ferry_buf_printf(&pb->batches[i],
-                                 "POST /v1/batches HTTP/1.1\r\nHost: bench\r\n"
-                                 "Content-Type: application/octet-stream\r\nContent-Length: %zu\r\n\r\n",
-                                 batch.len) != 0 ||
+            if (ih_batch_with(b, RECORD_METRIC, 1 + k * sc->records, sc->records, now, ts0,
+                              &batch) != 0 ||
+                ferry_buf_printf(
+                    &pb->batches[i],
+                    "POST /v1/batches HTTP/1.1\r\nHost: bench\r\n"
+                    "Content-Type: application/octet-stream\r\nContent-Length: %zu\r\n\r\n",
+                    batch.len) != 0 ||
                 ferry_buf_append(&pb->batches[i], batch.data, batch.len) != 0) {
                 batch_builder_free(b);
                 return -1;
@@ -153,7 +155,7 @@ static int register_devices(const struct prebuilt *pb, const struct ingest_store
 
 struct conn {
     int fd;
-    size_t req;       /* index of the batch in flight (SIZE_MAX: idle) */
+    size_t req; /* index of the batch in flight (SIZE_MAX: idle) */
     size_t sent;
     char in[4096];
     size_t in_len;
@@ -214,7 +216,8 @@ static long proc_cpu_ticks(pid_t pid)
     buf[n] = '\0';
     char *p = strrchr(buf, ')');
     unsigned long ut = 0, st = 0;
-    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+    if (p == NULL ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
         return 0;
     return (long)(ut + st);
 }
@@ -228,7 +231,8 @@ static double self_cpu_s(void)
 }
 
 /* Posts batches [0, n) of pb to port on g_connections connections; fills res. */
-static int run_load(const struct prebuilt *pb, size_t n, unsigned port, pid_t server, struct result *res)
+static int run_load(const struct prebuilt *pb, size_t n, unsigned port, pid_t server,
+                    struct result *res)
 {
     memset(res, 0, sizeof(*res));
     int ep = epoll_create1(0);
@@ -303,7 +307,8 @@ static int run_load(const struct prebuilt *pb, size_t n, unsigned port, pid_t se
                         ssize_t w = send(c->fd, b->data, b->len, MSG_NOSIGNAL);
                         if (w > 0)
                             c->sent = (size_t)w;
-                        struct epoll_event ev = {.events = EPOLLIN | (c->sent < b->len ? EPOLLOUT : 0),
+                        struct epoll_event ev = {.events =
+                                                     EPOLLIN | (c->sent < b->len ? EPOLLOUT : 0),
                                                  .data.u32 = evs[e].data.u32};
                         epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
                     }
@@ -441,9 +446,19 @@ static int run_ingest(const struct prebuilt *pb, size_t n, bool pg, const char *
         args[k++] = "-d";
         args[k++] = data_dir;
     }
-    const char *common[] = {"--server.workers", workers, "--limits.device_rate", "0",
-                            "--limits.device_max_inflight", "100000", "--limits.queue_max", "100000",
-                            "--store.storage_threads", "2", "--store.pg_connections", "4", NULL};
+    const char *common[] = {"--server.workers",
+                            workers,
+                            "--limits.device_rate",
+                            "0",
+                            "--limits.device_max_inflight",
+                            "100000",
+                            "--limits.queue_max",
+                            "100000",
+                            "--store.storage_threads",
+                            "2",
+                            "--store.pg_connections",
+                            "4",
+                            NULL};
     for (int i = 0; common[i] != NULL; i++)
         args[k++] = common[i];
     args[k] = NULL;
@@ -475,8 +490,8 @@ static void run_scenario(const struct scenario *sc, struct result out[3])
 {
     struct prebuilt pb;
     char prefix[32];
-    printf("\n%s: %zu devices, %zu-record batches, %zu batches\n", sc->name, sc->devices, sc->records,
-           sc->devices * sc->batches_per_device);
+    printf("\n%s: %zu devices, %zu-record batches, %zu batches\n", sc->name, sc->devices,
+           sc->records, sc->devices * sc->batches_per_device);
     fflush(stdout);
     snprintf(prefix, sizeof(prefix), "b%zux%zu-%d", sc->devices, sc->records, (int)getpid());
     int64_t t0 = ferry_monotonic_ns();
@@ -506,8 +521,8 @@ static void run_scenario(const struct scenario *sc, struct result out[3])
     fflush(stdout);
     /* pg */
     if (g_pg != NULL && (g_only == NULL || strcmp(g_only, "pg") == 0)) {
-        struct ingest_store_config pc = {.kind = INGEST_STORE_PG, .pg_conninfo = g_pg,
-                                         .pg_connections = 1};
+        struct ingest_store_config pc = {
+            .kind = INGEST_STORE_PG, .pg_conninfo = g_pg, .pg_connections = 1};
         size_t n = pb.n < sc->max_posts_pg ? pb.n : sc->max_posts_pg;
         if (register_devices(&pb, &pc) == 0)
             (void)run_ingest(&pb, n, true, NULL, &out[2]);
@@ -586,7 +601,8 @@ int main(int argc, char **argv)
         small = (struct scenario){"small", 1000, 10, 2, 2000};
     }
     printf("ingest-bench: %u connections, %u server workers, loopback; the machine is shared, "
-           "figures are indicative\n", g_connections, g_workers);
+           "figures are indicative\n",
+           g_connections, g_workers);
     struct result rb[3], rs[3];
     run_scenario(&big, rb);
     run_scenario(&small, rs);

@@ -39,14 +39,20 @@ int main(int argc, char **argv)
     ferry_buf_reset(&b);
     rc |= ih_batch(&d, RECORD_LOG, 5, 2, 1000, 1000, false, &b) || write_seed(argv[1], n++, 1, &b);
     /* Events with a versions report and gaps. */
-    struct batch_builder_config cfg = {.device_id = d.id, .secret_key = d.sk, .no_compression = true};
+    struct batch_builder_config cfg = {
+        .device_id = d.id, .secret_key = d.sk, .no_compression = true};
     struct batch_builder *bb = NULL;
     if (batch_builder_new(&cfg, &bb) != 0)
         return 1;
-    struct record_field f[2] = {{.key = {"rootfs", 6}, .type = RECORD_FIELD_STRING, .v.s = {"1.2.3", 5}},
-                                {.key = {"ok", 2}, .type = RECORD_FIELD_BOOL, .v.b = true}};
-    struct record r = {.stream = RECORD_EVENT, .seq = 1, .ts_ns = now, .name = {"versions", 8},
-                       .fields = f, .n_fields = 2};
+    struct record_field f[2] = {
+        {.key = {"rootfs", 6}, .type = RECORD_FIELD_STRING, .v.s = {"1.2.3", 5}},
+        {.key = {"ok", 2}, .type = RECORD_FIELD_BOOL, .v.b = true}};
+    struct record r = {.stream = RECORD_EVENT,
+                       .seq = 1,
+                       .ts_ns = now,
+                       .name = {"versions", 8},
+                       .fields = f,
+                       .n_fields = 2};
     rc |= batch_builder_add(bb, &r);
     rc |= batch_builder_add_gap(bb, RECORD_LOG, 10, 20, BATCH_GAP_EVICTED);
     ferry_buf_reset(&b);

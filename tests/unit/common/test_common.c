@@ -114,8 +114,8 @@ static void hex_round_trip(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(varints_round_trip),    cmocka_unit_test(overlong_varint_is_refused),
-        cmocka_unit_test(buffer_respects_max),   cmocka_unit_test(sizes_and_durations_parse),
+        cmocka_unit_test(varints_round_trip),       cmocka_unit_test(overlong_varint_is_refused),
+        cmocka_unit_test(buffer_respects_max),      cmocka_unit_test(sizes_and_durations_parse),
         cmocka_unit_test(json_strings_are_escaped), cmocka_unit_test(hex_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
