@@ -22,6 +22,7 @@
 
 #include <event2/event.h>
 
+#include "common/log.h"
 #include "common/util.h"
 #include "engine/sync_int.h"
 
@@ -405,4 +406,8 @@ void sync_release_run(struct sync_job *job)
     /* glibc keeps freed memory in its arenas; an idle daemon gives it back (measured: tens of
      * MiB of RSS after a burst otherwise stay with the process). */
     malloc_trim(0);
+    /* Likewise the journal's map: pages a burst read stay resident until dropped. A failure
+     * only means the pages stay resident. */
+    if (journal_release_memory(s->journal) != 0)
+        log_debug("sync", "journal map pages could not be released (madvise)");
 }

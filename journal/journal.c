@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1258,6 +1259,24 @@ int journal_stats(struct journal *j, struct journal_stats *out)
 }
 
 /* ---- compaction -------------------------------------------------------------------------- */
+
+int journal_release_memory(struct journal *j)
+{
+    if (!j)
+        return JOURNAL_EINVAL;
+    pthread_rwlock_rdlock(&j->env_lock);
+    int rc = JOURNAL_ECLOSED;
+    MDB_envinfo info;
+    if (j->env && mdb_env_info(j->env, &info) == 0 && info.me_mapaddr) {
+        /* The map is MAP_SHARED and read-only (no MDB_WRITEMAP): dropping its page table
+         * entries loses nothing, it only un-maps pages that the page cache still holds. */
+        long page = sysconf(_SC_PAGESIZE);
+        uintptr_t start = (uintptr_t)info.me_mapaddr & ~(uintptr_t)(page - 1);
+        rc = madvise((void *)start, info.me_mapsize, MADV_DONTNEED) == 0 ? 0 : JOURNAL_EIO;
+    }
+    pthread_rwlock_unlock(&j->env_lock);
+    return rc;
+}
 
 int journal_compact(struct journal *j, char *errbuf, size_t errlen)
 {

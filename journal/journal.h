@@ -471,6 +471,15 @@ int journal_stats(struct journal *j, struct journal_stats *out) JOURNAL_WUR;
  */
 int journal_compact(struct journal *j, char *errbuf, size_t errlen) JOURNAL_WUR;
 
+/*
+ * Drops this process's resident pages of the data file's memory map (madvise MADV_DONTNEED on
+ * LMDB's read-only shared map). Nothing is lost: the pages stay in the kernel's page cache and
+ * the next read faults them back in. An idle daemon calls it so that its resident set does not
+ * keep every page a past burst touched (measured: ~100 MiB after 2 million records). Cheap; may
+ * be called from any thread. Errors: JOURNAL_ECLOSED, JOURNAL_EIO (madvise failed).
+ */
+int journal_release_memory(struct journal *j) JOURNAL_WUR;
+
 /* The data directory and the data file's path, owned by the handle. */
 const char *journal_data_dir(const struct journal *j);
 const char *journal_file_path(const struct journal *j);
