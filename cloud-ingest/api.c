@@ -29,7 +29,8 @@
 
 /* ---- Device JSON ---------------------------------------------------------------------------- */
 
-static int device_json(struct ferry_buf *b, const struct ingest_device *d)
+/* Renders one device; `updates` is its update states JSON text (NULL: "{}"). */
+static int device_json(struct ferry_buf *b, const struct ingest_device *d, const char *updates)
 {
     char pk[65], kid[17];
     ferry_hex_encode(d->public_key, 32, pk);
@@ -53,7 +54,7 @@ static int device_json(struct ferry_buf *b, const struct ingest_device *d)
                               s ? "," : "", record_stream_name((enum record_stream)s), st->records,
                               st->max_seq, st->gap_ranges, st->gap_records, st->backlog);
     }
-    e |= ferry_buf_append(b, "}}", 2);
+    e |= ferry_buf_printf(b, "},\"updates\":%s}", updates != NULL && updates[0] ? updates : "{}");
     return e;
 }
 
@@ -151,32 +152,73 @@ static void handle_enroll(struct evhttp_request *req, const char *path, void *ar
 
 /* ---- GET /v1/devices, /v1/devices/{id} ------------------------------------------------------ */
 
+/* The list is read in two passes: ids first, then each device with its update states. A second
+ * store call from inside the list callback could wait for a pooled PostgreSQL connection that
+ * the list itself holds. */
 struct list_state {
-    struct ferry_buf *b;
-    int n;
+    char (*ids)[INGEST_DEVICE_ID_MAX + 1];
+    size_t n, cap;
     int err;
 };
 
 static int list_cb(const struct ingest_device *d, void *arg)
 {
     struct list_state *st = arg;
-    if (st->n++ > 0)
-        st->err |= ferry_buf_append_u8(st->b, ',');
-    st->err |= device_json(st->b, d);
-    return st->err;
+    if (st->n == st->cap) {
+        size_t cap = st->cap ? st->cap * 2 : 64;
+        void *ids = realloc(st->ids, cap * sizeof(*st->ids));
+        if (ids == NULL) {
+            st->err = INGEST_STORE_ENOMEM;
+            return 1;
+        }
+        st->ids = ids;
+        st->cap = cap;
+    }
+    memcpy(st->ids[st->n++], d->id, sizeof(st->ids[0]));
+    return 0;
+}
+
+/* Appends device `id` with its update states; a device gone since the list pass is skipped. */
+static int append_device(struct ingest_store *store, const char *id, bool comma, struct ferry_buf *b)
+{
+    struct ingest_device d;
+    char updates[INGEST_UPDATES_MAX + 1];
+    int rc = ingest_store_device_get(store, id, &d);
+    if (rc == 0)
+        rc = ingest_store_device_updates(store, id, updates, sizeof(updates));
+    if (rc == INGEST_STORE_ENOTFOUND)
+        return 0;
+    if (rc != 0)
+        return rc;
+    if ((comma && ferry_buf_append_u8(b, ',') != 0) || device_json(b, &d, updates) != 0)
+        return INGEST_STORE_ENOMEM;
+    return 1;
 }
 
 static void handle_devices(struct evhttp_request *req, const char *path, void *arg)
 {
     struct ingest_ctx *ctx = arg;
     struct ferry_buf b = FERRY_BUF_INIT;
-    struct list_state st = {&b, 0, 0};
-    st.err |= ferry_buf_append(&b, "{\"devices\":[", 12);
+    struct list_state st = {NULL, 0, 0, 0};
     int rc = ingest_store_device_list(ctx->store, list_cb, &st);
-    st.err |= ferry_buf_append(&b, "]}\n", 3);
-    if (rc != 0 || st.err != 0) {
+    if (rc == 0)
+        rc = st.err;
+    if (rc == 0 && ferry_buf_append(&b, "{\"devices\":[", 12) != 0)
+        rc = INGEST_STORE_ENOMEM;
+    size_t shown = 0;
+    for (size_t i = 0; i < st.n && rc == 0; i++) {
+        int arc = append_device(ctx->store, st.ids[i], shown > 0, &b);
+        if (arc < 0)
+            rc = arc;
+        else
+            shown += (size_t)arc;
+    }
+    if (rc == 0 && ferry_buf_append(&b, "]}\n", 3) != 0)
+        rc = INGEST_STORE_ENOMEM;
+    free(st.ids);
+    if (rc != 0) {
         ferry_buf_free(&b);
-        ingest_reply_error(req, 503, "store: %s", ingest_store_strerror(rc ? rc : INGEST_STORE_ENOMEM));
+        ingest_reply_error(req, 503, "store: %s", ingest_store_strerror(rc));
         return;
     }
     reply_buf(req, 200, "application/json", &b);
@@ -192,8 +234,11 @@ static void handle_device(struct evhttp_request *req, const char *path, void *ar
         ingest_reply_error(req, 404, "no device %.64s", id);
         return;
     }
+    char updates[INGEST_UPDATES_MAX + 1];
+    if (rc == 0)
+        rc = ingest_store_device_updates(ctx->store, id, updates, sizeof(updates));
     struct ferry_buf b = FERRY_BUF_INIT;
-    if (rc != 0 || device_json(&b, &d) != 0 || ferry_buf_append_u8(&b, '\n') != 0) {
+    if (rc != 0 || device_json(&b, &d, updates) != 0 || ferry_buf_append_u8(&b, '\n') != 0) {
         ferry_buf_free(&b);
         ingest_reply_error(req, 503, "store: %s", ingest_store_strerror(rc ? rc : INGEST_STORE_ENOMEM));
         return;

@@ -17,6 +17,7 @@
  * The only store access is the device lookup on a cache miss (devtab.c).
  */
 #include <dirent.h>
+#include <jansson.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -57,6 +58,8 @@ void ingest_job_free(struct ingest_job *job)
         ferry_buf_free(job->versions_json);
     free(job->arena);
     free(job->versions_json);
+    json_decref(job->updates);
+    free(job->updates_json);
     free(job->recs);
     free(job->offs);
     free(job->scratch);
@@ -71,6 +74,10 @@ void ingest_job_reset(struct ingest_job *job)
     job->n_gaps_reported = 0;
     ferry_buf_reset(job->arena);
     ferry_buf_reset(job->versions_json);
+    json_decref(job->updates);
+    job->updates = NULL;
+    free(job->updates_json);
+    job->updates_json = NULL;
     job->decode_status = 0;
     job->decode_msg[0] = '\0';
     job->next = NULL;
@@ -165,6 +172,64 @@ static void take_versions(struct ingest_job *job, const struct record *r)
         ferry_buf_reset(job->versions_json);
 }
 
+/* Takes one "ota.<state>" event of the OTA agent (docs/ota.md) into the batch's update states:
+ * the entry {"state","running_version","target_version","reason","bytes_done","ts","seq"} of
+ * its `component`. Strings must pass versions_str_ok() (1..64 printable ASCII bytes), others are
+ * left out; `state` defaults to the name's suffix; bytes_done is taken when it is a decimal
+ * number (string field, as the agent sends it) or an integer field. An event without a valid
+ * component is ignored. Newest sequence wins per component (ingest_updates_merge_json). */
+static void take_ota_event(struct ingest_job *job, const struct record *r)
+{
+    static const char *const keys[] = {"state", "running_version", "target_version", "reason"};
+    json_t *entry = json_object(), *patch = json_object();
+    const struct record_str *component = NULL;
+    if (entry == NULL || patch == NULL)
+        goto out;
+    for (size_t i = 0; i < r->n_fields; i++) {
+        const struct record_field *f = &r->fields[i];
+        if (f->key.len == 10 && memcmp(f->key.ptr, "bytes_done", 10) == 0) {
+            uint64_t v = 0;
+            char num[24];
+            if (f->type == RECORD_FIELD_INT && f->v.i >= 0)
+                json_object_set_new(entry, "bytes_done", json_integer(f->v.i));
+            else if (f->type == RECORD_FIELD_STRING && f->v.s.len > 0 && f->v.s.len < sizeof(num)) {
+                memcpy(num, f->v.s.ptr, f->v.s.len);
+                num[f->v.s.len] = '\0';
+                if (ferry_parse_u64(num, INT64_MAX, &v) == 0)
+                    json_object_set_new(entry, "bytes_done", json_integer((json_int_t)v));
+            }
+            continue;
+        }
+        if (f->type != RECORD_FIELD_STRING || !versions_str_ok(f->v.s.ptr, f->v.s.len))
+            continue;
+        if (f->key.len == 9 && memcmp(f->key.ptr, "component", 9) == 0) {
+            component = &f->v.s;
+            continue;
+        }
+        for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
+            if (f->key.len == strlen(keys[k]) && memcmp(f->key.ptr, keys[k], f->key.len) == 0)
+                json_object_set_new(entry, keys[k], json_stringn(f->v.s.ptr, f->v.s.len));
+    }
+    if (component == NULL)
+        goto out;
+    if (json_object_get(entry, "state") == NULL && versions_str_ok(r->name.ptr + 4, r->name.len - 4))
+        json_object_set_new(entry, "state", json_stringn(r->name.ptr + 4, r->name.len - 4));
+    json_object_set_new(entry, "ts", json_integer(r->ts_ns));
+    json_object_set_new(entry, "seq", json_integer((json_int_t)r->seq));
+    char name[INGEST_VERSION_STR_MAX + 1];
+    memcpy(name, component->ptr, component->len);
+    name[component->len] = '\0';
+    if (json_object_set(patch, name, entry) != 0)
+        goto out;
+    if (job->updates == NULL && (job->updates = json_object()) == NULL)
+        goto out;
+    if (ingest_updates_merge_json(job->updates, patch) != 0)
+        goto out;
+out:
+    json_decref(entry);
+    json_decref(patch);
+}
+
 /* Record callback of batch_decode: checks the record's sequence against the header and keeps a
  * packed copy. */
 static int on_record(void *arg, const struct record *r)
@@ -211,6 +276,8 @@ static int on_record(void *arg, const struct record *r)
      * key into the device's versions object (docs/ingest.md "Versions and update state"). */
     if (r->stream == RECORD_EVENT && r->name.len == 8 && memcmp(r->name.ptr, "versions", 8) == 0)
         take_versions(job, r);
+    else if (r->stream == RECORD_EVENT && r->name.len > 4 && memcmp(r->name.ptr, "ota.", 4) == 0)
+        take_ota_event(job, r);
     return 0;
 }
 
@@ -319,6 +386,16 @@ int ingest_batch_prepare(struct ingest_ctx *ctx, struct batch_decoder *dec, cons
     job->write.n_gaps = h.n_gaps;
     job->write.versions_json =
         job->versions_json->len > 0 ? (const char *)job->versions_json->data : NULL;
+    if (job->updates != NULL && json_object_size(job->updates) > 0) {
+        job->updates_json = json_dumps(job->updates, JSON_COMPACT | JSON_SORT_KEYS);
+        if (job->updates_json == NULL) {
+            snprintf(msg, msg_len, "out of memory rendering update states");
+            status = 503;
+            *retry_after_s = 1;
+            goto fail;
+        }
+    }
+    job->write.updates_json = job->updates_json;
     return 200;
 fail:
     ingest_devtab_done(ctx->devtab, job->device_id);

@@ -122,6 +122,16 @@ int ingest_store_device_by_key(struct ingest_store *store, const uint8_t key_id[
     return store->ops->device_by_key(store, key_id, out);
 }
 
+int ingest_store_device_updates(struct ingest_store *store, const char *id, char *out,
+                                size_t out_len)
+{
+    if (out_len < INGEST_UPDATES_MAX + 1)
+        return INGEST_STORE_EINVAL;
+    if (!ingest_device_id_valid(id))
+        return INGEST_STORE_ENOTFOUND;
+    return store->ops->device_updates(store, id, out, out_len);
+}
+
 int ingest_store_device_revoke(struct ingest_store *store, const char *id)
 {
     if (!ingest_device_id_valid(id))

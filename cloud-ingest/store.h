@@ -64,6 +64,8 @@ struct ingest_store_config {
 #define INGEST_VERSIONS_MAX 1024
 #define INGEST_VERSIONS_KEYS_MAX 16 /* string fields taken from one "versions" event */
 #define INGEST_VERSION_STR_MAX 64   /* bytes of one key or value in it */
+#define INGEST_UPDATE_COMPONENTS_MAX 16 /* components with an update state per device */
+#define INGEST_UPDATES_MAX 8192         /* JSON text of a device's update states */
 
 struct ingest_stream_stats {
     uint64_t records;       /* records stored (each once) */
@@ -142,6 +144,9 @@ struct ingest_write {
     const struct ingest_gap *gaps;
     size_t n_gaps;
     const char *versions_json; /* NULL: the batch reported none */
+    /* NULL: none; else {"<component>":{"state",...,"ts","seq"}} from the batch's ota.* events,
+     * merged into the stored update states newest-sequence-wins (ingest_updates_merge) */
+    const char *updates_json;
     bool has_backlog;
     uint64_t backlog[RECORD_STREAM_COUNT];
     /* outputs */
@@ -158,6 +163,20 @@ struct ingest_write {
  * INGEST_VERSIONS_MAX bytes (out untouched: the caller keeps `stored`); ENOMEM.
  */
 int ingest_versions_merge(const char *stored, const char *patch, char *out, size_t out_len)
+    __attribute__((warn_unused_result));
+
+/*
+ * Merges update states (`patch`, JSON object text keyed by component) into `stored` (NULL or ""
+ * as "{}"): per component the entry with the higher "seq" wins (equal: the patch); a new
+ * component is added only while fewer than INGEST_UPDATE_COMPONENTS_MAX are kept. Writes the
+ * compact result into out[out_len]. Returns 0, EINVAL (patch not an object), EFULL (result over
+ * INGEST_UPDATES_MAX bytes; out untouched) or ENOMEM.
+ */
+int ingest_updates_merge(const char *stored, const char *patch, char *out, size_t out_len)
+    __attribute__((warn_unused_result));
+/* The same rule on parsed objects: merges `patch` into `base` (jansson json_t objects). */
+struct json_t;
+int ingest_updates_merge_json(struct json_t *base, const struct json_t *patch)
     __attribute__((warn_unused_result));
 
 struct ingest_store;
@@ -190,6 +209,10 @@ int ingest_store_device_get(struct ingest_store *store, const char *id, struct i
     __attribute__((warn_unused_result));
 int ingest_store_device_by_key(struct ingest_store *store, const uint8_t key_id[8],
                                struct ingest_device *out) __attribute__((warn_unused_result));
+/* Copies the device's update states (JSON object text keyed by component, "{}" when none) into
+ * out[out_len] (at least INGEST_UPDATES_MAX + 1 bytes). ENOTFOUND: no such device. */
+int ingest_store_device_updates(struct ingest_store *store, const char *id, char *out,
+                                size_t out_len) __attribute__((warn_unused_result));
 /* Marks a device revoked: its batches and enrolments are refused from then on. */
 int ingest_store_device_revoke(struct ingest_store *store, const char *id)
     __attribute__((warn_unused_result));

@@ -18,6 +18,7 @@ struct ingest_store_ops {
     int (*device_get)(struct ingest_store *s, const char *id, struct ingest_device *out);
     int (*device_by_key)(struct ingest_store *s, const uint8_t key_id[8], struct ingest_device *out);
     int (*device_revoke)(struct ingest_store *s, const char *id);
+    int (*device_updates)(struct ingest_store *s, const char *id, char *out, size_t out_len);
     int (*device_list)(struct ingest_store *s, ingest_device_cb cb, void *arg);
     int (*token_add)(struct ingest_store *s, const char *token, bool one_time, int64_t expires_ns);
     int (*enroll)(struct ingest_store *s, const char *token, const struct ingest_device *dev,

@@ -51,7 +51,7 @@
 struct lmdb_store {
     struct ingest_store base;
     MDB_env *env;
-    MDB_dbi meta, devices, keys, tokens, records, gaps;
+    MDB_dbi meta, devices, keys, tokens, records, gaps, updates;
 };
 
 struct lmdb_device_val {
@@ -132,6 +132,41 @@ static int dev_write(struct lmdb_store *s, MDB_txn *txn, const struct lmdb_devic
 {
     MDB_val k = str_val(dv->dev.id), v = {sizeof(*dv), (void *)dv};
     return map_err(mdb_put(txn, s->devices, &k, &v, 0));
+}
+
+/* Reads the device's update states inside `txn` into out (at least INGEST_UPDATES_MAX + 1
+ * bytes); "{}" when it has none. */
+static int updates_read(struct lmdb_store *s, MDB_txn *txn, const char *id, char *out)
+{
+    MDB_val k = str_val(id), v;
+    int rc = mdb_get(txn, s->updates, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        memcpy(out, "{}", 3);
+        return 0;
+    }
+    if (rc != 0)
+        return map_err(rc);
+    if (v.mv_size == 0 || v.mv_size > INGEST_UPDATES_MAX)
+        return INGEST_STORE_EIO;
+    memcpy(out, v.mv_data, v.mv_size);
+    out[v.mv_size] = '\0';
+    return 0;
+}
+
+/* Merges a batch's update states into the stored ones (newest sequence wins per component). A
+ * merge that would not fit keeps what was stored. */
+static int updates_write(struct lmdb_store *s, MDB_txn *txn, const char *id, const char *patch)
+{
+    char stored[INGEST_UPDATES_MAX + 1], merged[INGEST_UPDATES_MAX + 1];
+    int rc = updates_read(s, txn, id, stored);
+    if (rc == INGEST_STORE_EIO)
+        memcpy(stored, "{}", 3); /* a corrupt value is replaced */
+    else if (rc != 0)
+        return rc;
+    if (ingest_updates_merge(stored, patch, merged, sizeof(merged)) != 0)
+        return 0;
+    MDB_val k = str_val(id), v = str_val(merged);
+    return map_err(mdb_put(txn, s->updates, &k, &v, 0));
 }
 
 static void lmdb_close(struct ingest_store *base)
@@ -451,6 +486,11 @@ static int write_one(struct lmdb_store *s, MDB_txn *txn, struct ingest_write *w)
     if (w->has_backlog)
         for (int st = 0; st < RECORD_STREAM_COUNT; st++)
             dv.dev.streams[st].backlog = w->backlog[st];
+    if (w->updates_json != NULL) {
+        int urc = updates_write(s, txn, w->device_id, w->updates_json);
+        if (urc != 0)
+            return urc;
+    }
     return dev_write(s, txn, &dv);
 }
 
@@ -623,6 +663,22 @@ static int lmdb_device_revoke(struct ingest_store *base, const char *id)
         return rc;
     }
     return map_err(mdb_txn_commit(txn));
+}
+
+static int lmdb_device_updates(struct ingest_store *base, const char *id, char *out, size_t out_len)
+{
+    (void)out_len; /* store.c checked it holds INGEST_UPDATES_MAX + 1 */
+    struct lmdb_store *s = (struct lmdb_store *)base;
+    MDB_txn *txn = NULL;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0)
+        return map_err(rc);
+    struct lmdb_device_val dv;
+    rc = dev_read(s, txn, id, &dv);
+    if (rc == 0)
+        rc = updates_read(s, txn, id, out);
+    mdb_txn_abort(txn);
+    return rc;
 }
 
 static int lmdb_device_list(struct ingest_store *base, ingest_device_cb cb, void *arg)
@@ -918,6 +974,7 @@ static const struct ingest_store_ops lmdb_ops = {
     .enroll = lmdb_enroll,
     .export_records = lmdb_export,
     .gap_count = lmdb_gap_count,
+    .device_updates = lmdb_device_updates,
 };
 
 int ingest_store_lmdb_open(const struct ingest_store_config *cfg, struct ingest_store **out,
@@ -953,7 +1010,10 @@ int ingest_store_lmdb_open(const struct ingest_store_config *cfg, struct ingest_
         const char *name;
         MDB_dbi *dbi;
     } dbs[] = {{"meta", &s->meta},     {"devices", &s->devices}, {"keys", &s->keys},
-               {"tokens", &s->tokens}, {"records", &s->records}, {"gaps", &s->gaps}};
+               {"tokens", &s->tokens}, {"records", &s->records}, {"gaps", &s->gaps},
+               /* device id -> update states JSON text; added beside layout 2 (a missing
+                * entry reads as "{}"), so older data directories open unchanged */
+               {"updates", &s->updates}};
     for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++)
         if ((rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi)) != 0)
             goto lmdb_fail;

@@ -38,7 +38,7 @@
 #include "common/buf.h"
 #include "common/util.h"
 
-#define PG_SCHEMA_VERSION 1
+#define PG_SCHEMA_VERSION 2
 #define PG_MIGRATION_LOCK 0x66657272 /* "ferr" */
 
 struct pg_conn {
@@ -78,6 +78,8 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
     "CREATE TABLE gaps (device text COLLATE \"C\" NOT NULL, stream smallint NOT NULL,"
     " first_seq bigint NOT NULL, last_seq bigint NOT NULL,"
     " PRIMARY KEY (device, stream, first_seq));",
+    /* version 2: per-component update states from ota.* events (docs/ingest.md) */
+    "ALTER TABLE devices ADD COLUMN updates text NOT NULL DEFAULT '{}';",
 };
 
 static void set_err(char *err, size_t err_len, const char *what, PGconn *c)
@@ -527,6 +529,34 @@ out:
     return rc;
 }
 
+/* Merges a batch's update states into the device's (newest sequence wins per component) in C
+ * with the rule of store_json.c, under the row lock of SELECT ... FOR UPDATE so that two
+ * processes writing for the same device serialize. A merge that would not fit keeps the stored
+ * value. Returns 0, 1 (retryable) or an error. */
+static int write_updates(PGconn *c, const struct ingest_write *w, char *err, size_t err_len)
+{
+    char merged[INGEST_UPDATES_MAX + 1];
+    const char *vals[2] = {w->device_id, NULL};
+    PGresult *r = exec_params(c, "SELECT updates FROM devices WHERE id = $1 FOR UPDATE", 1, vals);
+    if (!res_ok(r) || PQntuples(r) != 1) {
+        int rc = res_ok(r) ? INGEST_STORE_ENOTFOUND : retryable(r) ? 1 : INGEST_STORE_EIO;
+        set_err(err, err_len, "read updates", c);
+        PQclear(r);
+        return rc;
+    }
+    int mrc = ingest_updates_merge(PQgetvalue(r, 0, 0), w->updates_json, merged, sizeof(merged));
+    PQclear(r);
+    if (mrc != 0)
+        return 0;
+    vals[1] = merged;
+    r = exec_params(c, "UPDATE devices SET updates = $2 WHERE id = $1", 2, vals);
+    int rc = res_ok(r) ? 0 : retryable(r) ? 1 : INGEST_STORE_EIO;
+    if (rc != 0)
+        set_err(err, err_len, "update updates", c);
+    PQclear(r);
+    return rc;
+}
+
 static int write_gaps_and_device(PGconn *c, struct ingest_write *w, char *err, size_t err_len)
 {
     char s1[24], s2[24], s3[24], s4[24];
@@ -571,6 +601,11 @@ static int write_gaps_and_device(PGconn *c, struct ingest_write *w, char *err, s
             if (rc != 0)
                 return rc;
         }
+    }
+    if (w->updates_json != NULL) {
+        int urc = write_updates(c, w, err, err_len);
+        if (urc != 0)
+            return urc;
     }
     snprintf(s1, sizeof(s1), "%" PRId64, w->received_ns);
     snprintf(s4, sizeof(s4), "%" PRId64, w->clock_offset_ns);
@@ -741,6 +776,26 @@ static int get_device_where(struct pg_store *s, const char *where, const char *p
 static int pg_device_get(struct ingest_store *base, const char *id, struct ingest_device *out)
 {
     return get_device_where((struct pg_store *)base, "id = $1", id, strlen(id), 0, out);
+}
+
+static int pg_device_updates(struct ingest_store *base, const char *id, char *out, size_t out_len)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    struct pg_conn *pc = conn_get(s);
+    const char *vals[1] = {id};
+    PGresult *r = exec_params(pc->conn, "SELECT updates FROM devices WHERE id = $1", 1, vals);
+    int rc = 0;
+    if (!res_ok(r))
+        rc = INGEST_STORE_EIO;
+    else if (PQntuples(r) != 1)
+        rc = INGEST_STORE_ENOTFOUND;
+    else if ((size_t)PQgetlength(r, 0, 0) >= out_len)
+        rc = INGEST_STORE_EIO;
+    else
+        memcpy(out, PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0) + 1);
+    PQclear(r);
+    conn_put(s, pc);
+    return rc;
 }
 
 static int pg_device_by_key(struct ingest_store *base, const uint8_t key_id[8],
@@ -1035,6 +1090,7 @@ static const struct ingest_store_ops pg_ops = {
     .enroll = pg_enroll,
     .export_records = pg_export,
     .gap_count = pg_gap_count,
+    .device_updates = pg_device_updates,
 };
 
 int ingest_store_pg_open(const struct ingest_store_config *cfg, struct ingest_store **out,

@@ -480,6 +480,74 @@ static void versions_events_merge_per_key(void **state)
     ferry_buf_free(&b);
 }
 
+/* The OTA agent's ota.<state> events become per-component update states in /v1/devices: the
+ * newest sequence wins even when an older batch arrives later, components are kept apart, and
+ * events without a component or with oversized values are bounded. */
+static void ota_events_show_update_state_per_component(void **state)
+{
+    struct ih_device d;
+    enrolled_device(g_srv.port, &d);
+    char long_reason[100];
+    memset(long_reason, 'r', sizeof(long_reason) - 1);
+    long_reason[sizeof(long_reason) - 1] = '\0';
+    struct ev_spec newer[3] = {
+        {"ota.downloading", {"component", "rootfs", "state", "downloading", "running_version", "1.0.0",
+                             "target_version", "1.1.0", "reason", "", "bytes_done", "4096"}, 6},
+        {"ota.trial", {"component", "rootfs", "state", "trial", "running_version", "1.0.0",
+                       "target_version", "1.1.0", "reason", long_reason, "bytes_done", "8192"}, 6},
+        {"ota.idle", {"component", "model", "running_version", "m7"}, 2},
+    };
+    struct ev_spec older[2] = {
+        {"ota.idle", {"component", "rootfs", "state", "idle", "running_version", "0.9.0"}, 3},
+        {"ota.idle", {"state", "idle"}, 1}, /* no component: ignored */
+    };
+    struct ferry_buf b = FERRY_BUF_INIT;
+    struct ih_resp r;
+    assert_int_equal(event_batch(&d, 10, newer, 3, &b), 0);
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 200);
+    ih_resp_free(&r);
+    ferry_buf_reset(&b);
+    assert_int_equal(event_batch(&d, 1, older, 2, &b), 0);
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 200);
+    ih_resp_free(&r);
+    json_t *j = get_device(d.id);
+    json_t *u = json_object_get(j, "updates");
+    assert_int_equal(json_object_size(u), 2);
+    json_t *root = json_object_get(u, "rootfs");
+    assert_string_equal(json_string_value(json_object_get(root, "state")), "trial");
+    assert_string_equal(json_string_value(json_object_get(root, "running_version")), "1.0.0");
+    assert_string_equal(json_string_value(json_object_get(root, "target_version")), "1.1.0");
+    assert_int_equal(json_integer_value(json_object_get(root, "bytes_done")), 8192);
+    assert_null(json_object_get(root, "reason")); /* over 64 bytes: left out */
+    assert_int_equal(json_integer_value(json_object_get(root, "seq")), 11);
+    assert_true(json_is_integer(json_object_get(root, "ts")));
+    json_t *model = json_object_get(u, "model");
+    assert_string_equal(json_string_value(json_object_get(model, "state")), "idle"); /* from the name */
+    assert_string_equal(json_string_value(json_object_get(model, "running_version")), "m7");
+    json_decref(j);
+    /* The listing shows the same. */
+    assert_int_equal(ih_http(g_srv.port, "GET", "/v1/devices", NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    j = json_loads((char *)r.body.data, 0, NULL);
+    assert_non_null(j);
+    ih_resp_free(&r);
+    json_t *arr = json_object_get(j, "devices");
+    bool found = false;
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        json_t *dev = json_array_get(arr, i);
+        assert_true(json_is_object(json_object_get(dev, "updates")));
+        if (strcmp(json_string_value(json_object_get(dev, "id")), d.id) != 0)
+            continue;
+        found = true;
+        assert_string_equal(json_string_value(json_object_get(
+                                json_object_get(json_object_get(dev, "updates"), "rootfs"), "state")),
+                            "trial");
+    }
+    assert_true(found);
+    json_decref(j);
+    ferry_buf_free(&b);
+}
+
 static void read_api_errors_and_listing(void **state)
 {
     struct ih_resp r;
@@ -797,6 +865,7 @@ int main(int argc, char **argv)
             cmocka_unit_test(logs_gaps_and_clock_correction),
             cmocka_unit_test(batch_rejections_in_check_order),
             cmocka_unit_test(versions_events_merge_per_key),
+            cmocka_unit_test(ota_events_show_update_state_per_component),
             cmocka_unit_test(read_api_errors_and_listing),
             cmocka_unit_test(metrics_exposition),
             cmocka_unit_test(slow_client_times_out_and_connection_limit),

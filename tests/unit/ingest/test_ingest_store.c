@@ -481,6 +481,64 @@ static void versions_merged_per_key(void **state)
     ingest_store_close(s);
 }
 
+/* Update states: per component the entry with the highest event sequence wins whatever order the
+ * batches arrive in, other components are kept, at most INGEST_UPDATE_COMPONENTS_MAX components
+ * are kept, and a device without any reads as {}. */
+static void updates_newest_sequence_wins(void **state)
+{
+    (void)state;
+    struct ingest_store *s = open_store();
+    struct ingest_device d;
+    char err[256], got[INGEST_UPDATES_MAX + 1];
+    make_device(&d, "dev-upd", 53);
+    assert_int_equal(ingest_store_device_add(s, &d, err, sizeof(err)), 0);
+    assert_int_equal(ingest_store_device_updates(s, "dev-upd", got, sizeof(got)), 0);
+    assert_json_equal(got, "{}");
+    assert_int_equal(ingest_store_device_updates(s, "no-such-dev", got, sizeof(got)), INGEST_STORE_ENOTFOUND);
+    struct ingest_write w;
+    init_write(&w, "dev-upd", NULL);
+    w.updates_json = "{\"rootfs\":{\"state\":\"downloading\",\"bytes_done\":10,\"ts\":5,\"seq\":7},"
+                     "\"model\":{\"state\":\"idle\",\"running_version\":\"m1\",\"ts\":4,\"seq\":6}}";
+    assert_int_equal(write1(s, &w), 0);
+    /* An older event arriving later (a retransmitted batch) does not win. */
+    init_write(&w, "dev-upd", NULL);
+    w.updates_json = "{\"rootfs\":{\"state\":\"idle\",\"ts\":1,\"seq\":3}}";
+    assert_int_equal(write1(s, &w), 0);
+    assert_int_equal(ingest_store_device_updates(s, "dev-upd", got, sizeof(got)), 0);
+    assert_json_equal(got, "{\"rootfs\":{\"state\":\"downloading\",\"bytes_done\":10,\"ts\":5,\"seq\":7},"
+                           "\"model\":{\"state\":\"idle\",\"running_version\":\"m1\",\"ts\":4,\"seq\":6}}");
+    /* A newer one replaces that component only. */
+    init_write(&w, "dev-upd", NULL);
+    w.updates_json = "{\"rootfs\":{\"state\":\"trial\",\"target_version\":\"2.0\",\"ts\":9,\"seq\":12}}";
+    assert_int_equal(write1(s, &w), 0);
+    assert_int_equal(ingest_store_device_updates(s, "dev-upd", got, sizeof(got)), 0);
+    assert_json_equal(got, "{\"rootfs\":{\"state\":\"trial\",\"target_version\":\"2.0\",\"ts\":9,\"seq\":12},"
+                           "\"model\":{\"state\":\"idle\",\"running_version\":\"m1\",\"ts\":4,\"seq\":6}}");
+    /* Component cap: 20 new components offered, 16 kept in all (the 2 known ones + 14). */
+    char patch[4096];
+    size_t off = (size_t)snprintf(patch, sizeof(patch), "{");
+    for (int i = 0; i < 20; i++)
+        off += (size_t)snprintf(patch + off, sizeof(patch) - off, "%s\"c%02d\":{\"state\":\"idle\",\"seq\":%d}",
+                                i ? "," : "", i, 20 + i);
+    snprintf(patch + off, sizeof(patch) - off, "}");
+    init_write(&w, "dev-upd", NULL);
+    w.updates_json = patch;
+    assert_int_equal(write1(s, &w), 0);
+    assert_int_equal(ingest_store_device_updates(s, "dev-upd", got, sizeof(got)), 0);
+    json_t *j = json_loads(got, 0, NULL);
+    assert_non_null(j);
+    assert_int_equal(json_object_size(j), INGEST_UPDATE_COMPONENTS_MAX);
+    assert_non_null(json_object_get(j, "rootfs"));
+    assert_non_null(json_object_get(j, "model"));
+    json_decref(j);
+    /* Kept across reopen. */
+    ingest_store_close(s);
+    s = open_store();
+    assert_int_equal(ingest_store_device_updates(s, "dev-upd", got, sizeof(got)), 0);
+    assert_non_null(strstr(got, "\"trial\""));
+    ingest_store_close(s);
+}
+
 static void everything_survives_reopen(void **state)
 {
     struct ingest_store *s = open_store();
@@ -527,6 +585,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(group_commit_refuses_unknown_and_revoked_only),
         cmocka_unit_test(gaps_counted_once_and_versions_kept),
         cmocka_unit_test(versions_merged_per_key),
+        cmocka_unit_test(updates_newest_sequence_wins),
         cmocka_unit_test(everything_survives_reopen),
     };
     int rc = cmocka_run_group_tests_name(argv[1], tests, NULL, NULL);
