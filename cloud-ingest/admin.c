@@ -127,12 +127,14 @@ int ingest_admin_main(struct ingest_config *cfg, int argc, char **argv)
     if (strcmp(argv[0], "device") == 0 && strcmp(argv[1], "add") == 0)
         status = device_add(st, argc - 2, argv + 2);
     else if (strcmp(argv[0], "device") == 0 && strcmp(argv[1], "list") == 0 && argc == 2) {
-        printf("# id\tkey_id\tstate\tname\tclass\tlast_seen\trecords event/metric/log\tgap ranges\n");
+        printf(
+            "# id\tkey_id\tstate\tname\tclass\tlast_seen\trecords event/metric/log\tgap ranges\n");
         status = ingest_store_device_list(st, print_device, NULL) == 0 ? 0 : 1;
     } else if (strcmp(argv[0], "device") == 0 && strcmp(argv[1], "revoke") == 0 && argc == 3) {
         rc = ingest_store_device_revoke(st, argv[2]);
         if (rc != 0)
-            fprintf(stderr, "ferry-ingest: device revoke %s: %s\n", argv[2], ingest_store_strerror(rc));
+            fprintf(stderr, "ferry-ingest: device revoke %s: %s\n", argv[2],
+                    ingest_store_strerror(rc));
         status = rc == 0 ? 0 : 1;
     } else if (strcmp(argv[0], "token") == 0 && strcmp(argv[1], "create") == 0)
         status = token_create(st, argc - 2, argv + 2);

@@ -89,7 +89,8 @@ static void handle_enroll(struct evhttp_request *req, const char *path, void *ar
     if (root == NULL || !json_is_object(root)) {
         ingest_metrics_add(ctx->metrics, INGEST_C_REJECT_400, 1);
         ingest_reply_error(req, 400, "body: not a JSON object (%s at byte %d)",
-                           root == NULL ? jerr.text : "wrong type", root == NULL ? jerr.position : 0);
+                           root == NULL ? jerr.text : "wrong type",
+                           root == NULL ? jerr.position : 0);
         json_decref(root);
         return;
     }
@@ -104,9 +105,11 @@ static void handle_enroll(struct evhttp_request *req, const char *path, void *ar
         json_decref(root);
         return;
     }
-    if ((name != NULL && strlen(name) > INGEST_NAME_MAX) || (cls != NULL && strlen(cls) > INGEST_NAME_MAX)) {
+    if ((name != NULL && strlen(name) > INGEST_NAME_MAX) ||
+        (cls != NULL && strlen(cls) > INGEST_NAME_MAX)) {
         ingest_metrics_add(ctx->metrics, INGEST_C_REJECT_400, 1);
-        ingest_reply_error(req, 400, "body: name and device_class are at most %d bytes", INGEST_NAME_MAX);
+        ingest_reply_error(req, 400, "body: name and device_class are at most %d bytes",
+                           INGEST_NAME_MAX);
         json_decref(root);
         return;
     }
@@ -118,7 +121,8 @@ static void handle_enroll(struct evhttp_request *req, const char *path, void *ar
     ferry_strlcpy(dev.device_class, cls != NULL ? cls : "", sizeof(dev.device_class));
     ferry_strlcpy(dev.versions, "{}", sizeof(dev.versions));
     char err[256] = "";
-    int rc = ingest_store_enroll(ctx->store, token, &dev, ferry_realtime_ns(), &out, err, sizeof(err));
+    int rc =
+        ingest_store_enroll(ctx->store, token, &dev, ferry_realtime_ns(), &out, err, sizeof(err));
     json_decref(root);
     switch (rc) {
     case 0: {
@@ -141,12 +145,8 @@ static void handle_enroll(struct evhttp_request *req, const char *path, void *ar
         ingest_metrics_add(ctx->metrics, INGEST_C_REJECT_403, 1);
         ingest_reply_error(req, 403, "%s", err);
         return;
-    case INGEST_STORE_EEXIST:
-        ingest_reply_error(req, 409, "%s", err);
-        return;
-    default:
-        ingest_reply_error(req, 503, "store: %s (%s)", ingest_store_strerror(rc), err);
-        return;
+    case INGEST_STORE_EEXIST: ingest_reply_error(req, 409, "%s", err); return;
+    default: ingest_reply_error(req, 503, "store: %s (%s)", ingest_store_strerror(rc), err); return;
     }
 }
 
@@ -179,7 +179,8 @@ static int list_cb(const struct ingest_device *d, void *arg)
 }
 
 /* Appends device `id` with its update states; a device gone since the list pass is skipped. */
-static int append_device(struct ingest_store *store, const char *id, bool comma, struct ferry_buf *b)
+static int append_device(struct ingest_store *store, const char *id, bool comma,
+                         struct ferry_buf *b)
 {
     struct ingest_device d;
     char updates[INGEST_UPDATES_MAX + 1];
@@ -240,7 +241,8 @@ static void handle_device(struct evhttp_request *req, const char *path, void *ar
     struct ferry_buf b = FERRY_BUF_INIT;
     if (rc != 0 || device_json(&b, &d, updates) != 0 || ferry_buf_append_u8(&b, '\n') != 0) {
         ferry_buf_free(&b);
-        ingest_reply_error(req, 503, "store: %s", ingest_store_strerror(rc ? rc : INGEST_STORE_ENOMEM));
+        ingest_reply_error(req, 503, "store: %s",
+                           ingest_store_strerror(rc ? rc : INGEST_STORE_ENOMEM));
         return;
     }
     reply_buf(req, 200, "application/json", &b);
@@ -259,16 +261,18 @@ static int export_cb(const struct ingest_row *r, void *arg)
     struct export_state *st = arg;
     struct ferry_buf *b = st->b;
     int e = ferry_buf_printf(b,
-                             "{\"device\":\"%s\",\"stream\":\"%s\",\"seq\":%" PRIu64 ",\"ts\":%" PRId64
-                             ",\"ts_corrected\":%" PRId64 ",\"name\":",
+                             "{\"device\":\"%s\",\"stream\":\"%s\",\"seq\":%" PRIu64
+                             ",\"ts\":%" PRId64 ",\"ts_corrected\":%" PRId64 ",\"name\":",
                              st->device, record_stream_name((enum record_stream)r->stream), r->seq,
                              r->ts_ns, r->ts_corrected_ns);
     e |= ferry_buf_append_json_string(b, r->name, r->name_len);
-    const char *level = r->stream == RECORD_LOG ? record_level_name((enum record_log_level)r->level) : NULL;
+    const char *level =
+        r->stream == RECORD_LOG ? record_level_name((enum record_log_level)r->level) : NULL;
     if (level != NULL)
         e |= ferry_buf_printf(b, ",\"level\":\"%s\",\"message\":", level);
     else
-        e |= ferry_buf_append(b, ",\"level\":null,\"message\":", sizeof(",\"level\":null,\"message\":") - 1);
+        e |= ferry_buf_append(
+            b, ",\"level\":null,\"message\":", sizeof(",\"level\":null,\"message\":") - 1);
     e |= ferry_buf_append_json_string(b, r->message, r->message_len);
     e |= ferry_buf_append(b, ",\"tags\":", 8);
     e |= ferry_buf_append(b, r->tags_json, r->tags_json_len);
@@ -286,12 +290,15 @@ static void handle_export(struct evhttp_request *req, const char *path, void *ar
     TAILQ_INIT(&q);
     const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
     if (query == NULL || evhttp_parse_query_str(query, &q) != 0) {
-        ingest_reply_error(req, 400, "query: needs device=ID&stream=event|metric|log[&after_seq=N][&limit=L]");
+        ingest_reply_error(
+            req, 400, "query: needs device=ID&stream=event|metric|log[&after_seq=N][&limit=L]");
         evhttp_clear_headers(&q);
         return;
     }
-    const char *device = evhttp_find_header(&q, "device"), *stream = evhttp_find_header(&q, "stream");
-    const char *after = evhttp_find_header(&q, "after_seq"), *limit_s = evhttp_find_header(&q, "limit");
+    const char *device = evhttp_find_header(&q, "device"),
+               *stream = evhttp_find_header(&q, "stream");
+    const char *after = evhttp_find_header(&q, "after_seq"),
+               *limit_s = evhttp_find_header(&q, "limit");
     enum record_stream s;
     uint64_t after_seq = 0, limit = EXPORT_DEFAULT_LIMIT;
     if (device == NULL || !ingest_device_id_valid(device)) {
@@ -306,7 +313,8 @@ static void handle_export(struct evhttp_request *req, const char *path, void *ar
         ingest_reply_error(req, 400, "query: after_seq: not a number");
         goto out;
     }
-    if (limit_s != NULL && (ferry_parse_u64(limit_s, EXPORT_MAX_LIMIT, &limit) != 0 || limit == 0)) {
+    if (limit_s != NULL &&
+        (ferry_parse_u64(limit_s, EXPORT_MAX_LIMIT, &limit) != 0 || limit == 0)) {
         ingest_reply_error(req, 400, "query: limit: 1..%d", EXPORT_MAX_LIMIT);
         goto out;
     }
@@ -320,7 +328,8 @@ static void handle_export(struct evhttp_request *req, const char *path, void *ar
     }
     if (rc != 0 || st.err != 0) {
         ferry_buf_free(&b);
-        ingest_reply_error(req, 503, "store: %s", ingest_store_strerror(rc ? rc : INGEST_STORE_ENOMEM));
+        ingest_reply_error(req, 503, "store: %s",
+                           ingest_store_strerror(rc ? rc : INGEST_STORE_ENOMEM));
         goto out;
     }
     reply_buf(req, 200, "application/x-ndjson", &b);
@@ -339,19 +348,24 @@ static const struct {
     {INGEST_C_REQUESTS, "ferry_ingest_http_requests_total", "HTTP requests received", ""},
     {INGEST_C_BATCHES_OK, "ferry_ingest_batches_total", "Batches committed and acknowledged", ""},
     {INGEST_C_RECORDS_NEW, "ferry_ingest_records_total", "Records stored for the first time", ""},
-    {INGEST_C_RECORDS_DUP, "ferry_ingest_records_duplicate_total", "Records received again (already stored)", ""},
-    {INGEST_C_GAPS_NEW, "ferry_ingest_gaps_total", "New eviction gap ranges reported by devices", ""},
+    {INGEST_C_RECORDS_DUP, "ferry_ingest_records_duplicate_total",
+     "Records received again (already stored)", ""},
+    {INGEST_C_GAPS_NEW, "ferry_ingest_gaps_total", "New eviction gap ranges reported by devices",
+     ""},
     {INGEST_C_BYTES_IN, "ferry_ingest_batch_bytes_total", "Bytes of batch bodies received", ""},
-    {INGEST_C_REJECT_400, "ferry_ingest_rejected_total", "Requests rejected, by status", "{code=\"400\"}"},
+    {INGEST_C_REJECT_400, "ferry_ingest_rejected_total", "Requests rejected, by status",
+     "{code=\"400\"}"},
     {INGEST_C_REJECT_401, "ferry_ingest_rejected_total", NULL, "{code=\"401\"}"},
     {INGEST_C_REJECT_403, "ferry_ingest_rejected_total", NULL, "{code=\"403\"}"},
     {INGEST_C_REJECT_413, "ferry_ingest_rejected_total", NULL, "{code=\"413\"}"},
     {INGEST_C_REJECT_429, "ferry_ingest_rejected_total", NULL, "{code=\"429\"}"},
     {INGEST_C_REJECT_503, "ferry_ingest_rejected_total", NULL, "{code=\"503\"}"},
     {INGEST_C_STORE_ERRORS, "ferry_ingest_store_errors_total", "Group commits that failed", ""},
-    {INGEST_C_COMMIT_GROUPS, "ferry_ingest_commit_groups_total", "Group commits (store transactions)", ""},
+    {INGEST_C_COMMIT_GROUPS, "ferry_ingest_commit_groups_total",
+     "Group commits (store transactions)", ""},
     {INGEST_C_ENROLLS, "ferry_ingest_enrollments_total", "Successful enrolments", ""},
-    {INGEST_C_CONN_REFUSED, "ferry_ingest_connections_refused_total", "Requests refused over server.max_connections", ""},
+    {INGEST_C_CONN_REFUSED, "ferry_ingest_connections_refused_total",
+     "Requests refused over server.max_connections", ""},
 };
 
 static int expose_hist(struct ferry_buf *b, struct ingest_metrics *m, enum ingest_histogram h,
@@ -368,8 +382,9 @@ static int expose_hist(struct ferry_buf *b, struct ingest_metrics *m, enum inges
         else
             e |= ferry_buf_printf(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cum);
     }
-    e |= ferry_buf_printf(b, "%s_sum %.9f\n%s_count %" PRIu64 "\n", name,
-                          (double)atomic_load(&hist->sum_ns) / 1e9, name, atomic_load(&hist->count));
+    e |=
+        ferry_buf_printf(b, "%s_sum %.9f\n%s_count %" PRIu64 "\n", name,
+                         (double)atomic_load(&hist->sum_ns) / 1e9, name, atomic_load(&hist->count));
     return e;
 }
 
@@ -395,17 +410,19 @@ static void handle_metrics(struct evhttp_request *req, const char *path, void *a
         e |= ferry_buf_printf(&b, "%s%s %" PRIu64 "\n", counters[i].name, counters[i].labels,
                               ingest_metrics_get(ctx->metrics, counters[i].c));
     }
-    e |= ferry_buf_printf(&b, "# HELP ferry_ingest_queue_depth Batches waiting for storage\n"
-                              "# TYPE ferry_ingest_queue_depth gauge\nferry_ingest_queue_depth %zu\n",
+    e |= ferry_buf_printf(&b,
+                          "# HELP ferry_ingest_queue_depth Batches waiting for storage\n"
+                          "# TYPE ferry_ingest_queue_depth gauge\nferry_ingest_queue_depth %zu\n",
                           ingest_committer_depth(ctx->committer));
     e |= expose_hist(&b, ctx->metrics, INGEST_H_BATCH_SECONDS, "ferry_ingest_batch_seconds",
                      "POST /v1/batches latency from body received to acknowledgement");
     e |= expose_hist(&b, ctx->metrics, INGEST_H_COMMIT_SECONDS, "ferry_ingest_commit_seconds",
                      "Duration of one group commit");
-    e |= ferry_buf_printf(&b, "# HELP ferry_device_last_seen_seconds Ingest time of the device's last stored batch\n"
-                              "# TYPE ferry_device_last_seen_seconds gauge\n"
-                              "# HELP ferry_device_gap_records Records the device reported lost\n"
-                              "# TYPE ferry_device_gap_records gauge\n");
+    e |= ferry_buf_printf(
+        &b, "# HELP ferry_device_last_seen_seconds Ingest time of the device's last stored batch\n"
+            "# TYPE ferry_device_last_seen_seconds gauge\n"
+            "# HELP ferry_device_gap_records Records the device reported lost\n"
+            "# TYPE ferry_device_gap_records gauge\n");
     int rc = ingest_store_device_list(ctx->store, last_seen_cb, &b);
     e |= ingest_devtab_expose(ctx->devtab, &b);
     if (e != 0 || rc != 0) {

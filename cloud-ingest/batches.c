@@ -110,7 +110,8 @@ struct decode_state {
     bool correct;
 };
 
-static int job_fail(struct ingest_job *job, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int job_fail(struct ingest_job *job, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static int job_fail(struct ingest_job *job, const char *fmt, ...)
 {
     va_list ap;
@@ -164,7 +165,8 @@ static void take_versions(struct ingest_job *job, const struct record *r)
     }
     memcpy(event_json, b.data, b.len);
     ferry_buf_free(&b);
-    const char *before = job->versions_json->len > 0 ? (const char *)job->versions_json->data : "{}";
+    const char *before =
+        job->versions_json->len > 0 ? (const char *)job->versions_json->data : "{}";
     if (ingest_versions_merge(before, event_json, merged, sizeof(merged)) != 0)
         return;
     ferry_buf_reset(job->versions_json);
@@ -212,7 +214,8 @@ static void take_ota_event(struct ingest_job *job, const struct record *r)
     }
     if (component == NULL)
         goto out;
-    if (json_object_get(entry, "state") == NULL && versions_str_ok(r->name.ptr + 4, r->name.len - 4))
+    if (json_object_get(entry, "state") == NULL &&
+        versions_str_ok(r->name.ptr + 4, r->name.len - 4))
         json_object_set_new(entry, "state", json_stringn(r->name.ptr + 4, r->name.len - 4));
     json_object_set_new(entry, "ts", json_integer(r->ts_ns));
     json_object_set_new(entry, "seq", json_integer((json_int_t)r->seq));
@@ -245,8 +248,9 @@ static int on_record(void *arg, const struct record *r)
             range = &st->h->ranges[i];
     if (r->seq == 0 || r->seq > INT64_MAX || range == NULL || r->seq < range->first ||
         r->seq > range->last)
-        return job_fail(job, "body: record %zu has seq %" PRIu64
-                             " outside the header's range for its stream", n, r->seq);
+        return job_fail(
+            job, "body: record %zu has seq %" PRIu64 " outside the header's range for its stream",
+            n, r->seq);
     if (n == job->recs_cap) {
         size_t cap = job->recs_cap ? job->recs_cap * 2 : 256;
         struct ingest_rec *recs = realloc(job->recs, cap * sizeof(*recs));
@@ -261,8 +265,7 @@ static int on_record(void *arg, const struct record *r)
     }
     size_t off = job->arena->len;
     if (record_pack(r, job->arena) != 0)
-        return job_fail(job, "body: record %zu (seq %" PRIu64 ") breaks a record limit", n,
-                        r->seq);
+        return job_fail(job, "body: record %zu (seq %" PRIu64 ") breaks a record limit", n, r->seq);
     struct ingest_rec *rec = &job->recs[n];
     rec->stream = (uint8_t)r->stream;
     rec->seq = r->seq;
@@ -426,7 +429,8 @@ int ingest_batch_ack(const struct ingest_job *job, struct ferry_buf *out)
         }
         if (!sorted)
             qsort(seqs, n, sizeof(*seqs), cmp_u64);
-        e |= ferry_buf_printf(out, "%s\"%s\":[", s ? "," : "", record_stream_name((enum record_stream)s));
+        e |= ferry_buf_printf(out, "%s\"%s\":[", s ? "," : "",
+                              record_stream_name((enum record_stream)s));
         size_t i = 0;
         bool first = true;
         while (i < n && e == 0) {
@@ -476,8 +480,9 @@ void ingest_batch_committed(struct ingest_ctx *ctx, struct ingest_job *job)
             else
                 continue;
             char name[120];
-            int len = snprintf(name, sizeof(name), "%.*s.%.*s", (int)(r.name.len > 50 ? 50 : r.name.len),
-                               r.name.ptr, (int)(fd->key.len > 30 ? 30 : fd->key.len), fd->key.ptr);
+            int len =
+                snprintf(name, sizeof(name), "%.*s.%.*s", (int)(r.name.len > 50 ? 50 : r.name.len),
+                         r.name.ptr, (int)(fd->key.len > 30 ? 30 : fd->key.len), fd->key.ptr);
             for (size_t t = 0; t < r.n_tags && len > 0 && (size_t)len < sizeof(name); t++)
                 len += snprintf(name + len, sizeof(name) - (size_t)len, ",%.*s=%.*s",
                                 (int)(r.tags[t].key.len > 20 ? 20 : r.tags[t].key.len),

@@ -50,7 +50,8 @@ static void commit_group(struct ingest_committer *c, struct ingest_job *group, s
     char err[256] = "";
     int64_t t0 = ferry_monotonic_ns();
     int rc = ingest_store_write(c->store, writes, n, err, sizeof(err));
-    ingest_metrics_observe(c->metrics, INGEST_H_COMMIT_SECONDS, (double)(ferry_monotonic_ns() - t0) / 1e9);
+    ingest_metrics_observe(c->metrics, INGEST_H_COMMIT_SECONDS,
+                           (double)(ferry_monotonic_ns() - t0) / 1e9);
     ingest_metrics_add(c->metrics, INGEST_C_COMMIT_GROUPS, 1);
     if (rc != 0) {
         ingest_metrics_add(c->metrics, INGEST_C_STORE_ERRORS, 1);

@@ -88,7 +88,8 @@ static int set_double(double *out, const char *v)
 }
 
 static const char help_text[] =
-    "  server.listen HOST:PORT        address to serve on (127.0.0.1:8480; port 0 = any free port)\n"
+    "  server.listen HOST:PORT        address to serve on (127.0.0.1:8480; port 0 = any free "
+    "port)\n"
     "  server.port_file PATH          write the bound port to PATH once listening\n"
     "  server.workers N               HTTP worker threads, each its own event loop (CPUs)\n"
     "  server.max_connections N       open connections across workers (10000)\n"
@@ -111,7 +112,10 @@ static const char help_text[] =
     "  store.storage_threads N        PostgreSQL parallel group committers (2; LMDB: 1)\n"
     "  log.level error|warn|info|debug  log threshold (info)\n";
 
-const char *ingest_config_help(void) { return help_text; }
+const char *ingest_config_help(void)
+{
+    return help_text;
+}
 
 int ingest_config_set(struct ingest_config *cfg, const char *key, const char *v, char *err,
                       size_t err_len)
@@ -168,7 +172,8 @@ int ingest_config_set(struct ingest_config *cfg, const char *key, const char *v,
         bad = ferry_parse_size(v, &size) != 0 || size < (1u << 20);
         cfg->store.lmdb_map_size = size;
     } else if (strcmp(key, "store.pg_conninfo") == 0)
-        bad = ferry_strlcpy(cfg->pg_conninfo, v, sizeof(cfg->pg_conninfo)) >= sizeof(cfg->pg_conninfo);
+        bad = ferry_strlcpy(cfg->pg_conninfo, v, sizeof(cfg->pg_conninfo)) >=
+              sizeof(cfg->pg_conninfo);
     else if (strcmp(key, "store.pg_connections") == 0)
         bad = set_uint(&cfg->store.pg_connections, v, 1, 256);
     else if (strcmp(key, "store.storage_threads") == 0)

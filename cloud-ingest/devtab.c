@@ -3,9 +3,9 @@
  *
  * One chained hash table under one mutex: every operation holds it for a few hundred
  * nanoseconds, never across a store call (a cache miss looks the device up with the lock released
- * and then inserts). Only devices the store knows get an entry, so a flood of batches naming made-up
- * devices cannot grow the table; it costs one store lookup each, which is what /v1/batches would
- * do anyway.
+ * and then inserts). Only devices the store knows get an entry, so a flood of batches naming
+ * made-up devices cannot grow the table; it costs one store lookup each, which is what /v1/batches
+ * would do anyway.
  *
  * Fair share: a token bucket per device (limits.device_rate batches/s, limits.device_burst) and
  * a cap on its batches in the commit queue (limits.device_max_inflight). Either answers 429 with
@@ -273,9 +273,10 @@ int ingest_devtab_expose(struct ingest_devtab *t, struct ferry_buf *out)
 {
     int rc = 0;
     pthread_mutex_lock(&t->lock);
-    rc |= ferry_buf_printf(out, "# HELP ferry_device_health Latest value of each health metric a "
-                                "device reported (measurement.field), as received by this process.\n"
-                                "# TYPE ferry_device_health gauge\n");
+    rc |=
+        ferry_buf_printf(out, "# HELP ferry_device_health Latest value of each health metric a "
+                              "device reported (measurement.field), as received by this process.\n"
+                              "# TYPE ferry_device_health gauge\n");
     for (size_t b = 0; b < t->n_buckets && rc == 0; b++) {
         for (struct dev_entry *e = t->buckets[b]; e != NULL && rc == 0; e = e->next) {
             for (size_t i = 0; i < e->n_health && rc == 0; i++) {

@@ -41,9 +41,9 @@ struct ingest_committer;
 enum ingest_err {
     INGEST_OK = 0,
     INGEST_ENOMEM = -1,
-    INGEST_EINVAL = -2,  /* bad configuration value or argument */
-    INGEST_EIO = -3,     /* socket, thread or store failure */
-    INGEST_EBUSY = -4,   /* the commit queue is full */
+    INGEST_EINVAL = -2, /* bad configuration value or argument */
+    INGEST_EIO = -3,    /* socket, thread or store failure */
+    INGEST_EBUSY = -4,  /* the commit queue is full */
 };
 const char *ingest_strerror(int err);
 
@@ -54,22 +54,22 @@ const char *ingest_strerror(int err);
 
 struct ingest_config {
     char listen_host[256];
-    uint16_t listen_port;          /* 0: any free port (see port_file) */
-    char port_file[1024];          /* write the bound port here once listening ("" = don't) */
-    unsigned workers;              /* HTTP worker threads (0: number of CPUs) */
-    unsigned max_connections;      /* open connections across all workers */
-    int64_t timeout_ms;            /* read/write timeout of a connection */
-    uint64_t max_body_bytes;       /* POST /v1/batches body limit (413 above) */
-    uint64_t max_enroll_bytes;     /* POST /v1/enroll body limit */
-    unsigned queue_max;            /* commit queue: batches waiting for storage (503 above) */
-    unsigned group_max_records;    /* records per group commit (a soft limit) */
-    unsigned storage_threads;      /* PostgreSQL: parallel committers (LMDB always uses 1) */
-    double device_rate;            /* fair share: batches/s per device (0: unlimited) */
-    double device_burst;           /* fair share: bucket size in batches */
-    unsigned device_max_inflight;  /* fair share: a device's batches in the queue at once */
-    int64_t clock_threshold_ms;    /* |offset| above this corrects timestamps */
-    int64_t device_cache_ms;       /* how long a cached device key/revocation is trusted */
-    char dict_dir[1024];           /* zstd dictionaries as <dict_id>.dict ("" = none) */
+    uint16_t listen_port;         /* 0: any free port (see port_file) */
+    char port_file[1024];         /* write the bound port here once listening ("" = don't) */
+    unsigned workers;             /* HTTP worker threads (0: number of CPUs) */
+    unsigned max_connections;     /* open connections across all workers */
+    int64_t timeout_ms;           /* read/write timeout of a connection */
+    uint64_t max_body_bytes;      /* POST /v1/batches body limit (413 above) */
+    uint64_t max_enroll_bytes;    /* POST /v1/enroll body limit */
+    unsigned queue_max;           /* commit queue: batches waiting for storage (503 above) */
+    unsigned group_max_records;   /* records per group commit (a soft limit) */
+    unsigned storage_threads;     /* PostgreSQL: parallel committers (LMDB always uses 1) */
+    double device_rate;           /* fair share: batches/s per device (0: unlimited) */
+    double device_burst;          /* fair share: bucket size in batches */
+    unsigned device_max_inflight; /* fair share: a device's batches in the queue at once */
+    int64_t clock_threshold_ms;   /* |offset| above this corrects timestamps */
+    int64_t device_cache_ms;      /* how long a cached device key/revocation is trusted */
+    char dict_dir[1024];          /* zstd dictionaries as <dict_id>.dict ("" = none) */
     enum ferry_log_level log_level;
     struct ingest_store_config store;
     char lmdb_dir[1024];
@@ -170,25 +170,25 @@ int ingest_devtab_expose(struct ingest_devtab *t, struct ferry_buf *out)
 
 /* One batch between its worker and the storage thread. Owned by the worker that made it. */
 struct ingest_job {
-    struct ingest_write write;        /* what the store gets (points into the fields below) */
+    struct ingest_write write; /* what the store gets (points into the fields below) */
     char device_id[INGEST_DEVICE_ID_MAX + 1];
     char batch_id_hex[33];
     size_t n_gaps_reported;
     /* owned storage */
     struct ingest_rec *recs;
     size_t recs_cap;
-    size_t *offs;                     /* arena offset of each record's payload (arena grows) */
-    struct ingest_gap gaps[128];      /* BATCH_MAX_GAPS */
-    struct ferry_buf *arena;          /* the records' record_pack() payloads */
+    size_t *offs;                /* arena offset of each record's payload (arena grows) */
+    struct ingest_gap gaps[128]; /* BATCH_MAX_GAPS */
+    struct ferry_buf *arena;     /* the records' record_pack() payloads */
     struct ferry_buf *versions_json;
-    struct json_t *updates;           /* update states from the batch's ota.* events, or NULL */
-    char *updates_json;               /* their JSON text (json_dumps), the write's updates_json */
-    struct record_scratch *scratch;   /* record_unpack room for health values, kept with the job */
-    int decode_status;                /* HTTP status a record check failed with (0: none) */
+    struct json_t *updates;         /* update states from the batch's ota.* events, or NULL */
+    char *updates_json;             /* their JSON text (json_dumps), the write's updates_json */
+    struct record_scratch *scratch; /* record_unpack room for health values, kept with the job */
+    int decode_status;              /* HTTP status a record check failed with (0: none) */
     char decode_msg[200];
     /* committer bookkeeping */
     struct ingest_job *next;
-    int commit_result;                /* 0 or the store's error for the whole group */
+    int commit_result; /* 0 or the store's error for the whole group */
     int64_t received_mono_ns;
     /* server bookkeeping */
     struct evhttp_request *req;
@@ -202,7 +202,7 @@ struct ingest_ctx {
     struct ingest_devtab *devtab;
     struct ingest_metrics *metrics;
     struct ingest_committer *committer;
-    struct ingest_dicts *dicts;       /* zstd dictionaries from cfg->dict_dir, loaded on demand */
+    struct ingest_dicts *dicts; /* zstd dictionaries from cfg->dict_dir, loaded on demand */
 };
 
 struct ingest_job *ingest_job_new(void);
@@ -229,7 +229,8 @@ void ingest_batch_committed(struct ingest_ctx *ctx, struct ingest_job *job);
  * ingest_dicts_new never fails for a missing directory (batches naming a dictionary then fail
  * with 400). */
 struct ingest_dicts;
-int ingest_dicts_new(const char *dir, struct ingest_dicts **out) __attribute__((warn_unused_result));
+int ingest_dicts_new(const char *dir, struct ingest_dicts **out)
+    __attribute__((warn_unused_result));
 void ingest_dicts_free(struct ingest_dicts *d);
 /* Makes `dec` find dictionaries in `d`. */
 void ingest_dicts_attach(struct ingest_dicts *d, struct batch_decoder *dec);

@@ -10,28 +10,29 @@
 
 static void help(void)
 {
-    printf("usage: ferry-ingest [options]                  run the ingest service\n"
-           "       ferry-ingest [options] device add ID PUBLIC_KEY_HEX [NAME [CLASS]]\n"
-           "       ferry-ingest [options] device list\n"
-           "       ferry-ingest [options] device revoke ID\n"
-           "       ferry-ingest [options] token create [--fleet] [--expires DURATION]\n"
-           "\n"
-           "With no options: an LMDB store in ./ferry-ingest-data, listening on 127.0.0.1:8480.\n"
-           "\n"
-           "options:\n"
-           "  -c, --config FILE        INI file: [server] [limits] [clock] [store] [log] sections\n"
-           "  -l, --listen HOST:PORT   same as --server.listen\n"
-           "  -d, --data-dir PATH      same as --store.lmdb_dir\n"
-           "      --pg CONNINFO        use PostgreSQL: --store.type postgresql --store.pg_conninfo\n"
-           "  --SECTION.KEY VALUE      any configuration key below (overrides the file)\n"
-           "  -h, --help               this text\n"
-           "\n"
-           "configuration keys (INI: [section] key = value):\n%s"
-           "\n"
-           "endpoints: POST /v1/enroll, POST /v1/batches, GET /v1/devices, GET /v1/devices/{id},\n"
-           "GET /v1/export?device=ID&stream=S&after_seq=N&limit=L, GET /metrics, GET /healthz\n"
-           "(see docs/ingest.md and ferry-ingest(8)).\n",
-           ingest_config_help());
+    printf(
+        "usage: ferry-ingest [options]                  run the ingest service\n"
+        "       ferry-ingest [options] device add ID PUBLIC_KEY_HEX [NAME [CLASS]]\n"
+        "       ferry-ingest [options] device list\n"
+        "       ferry-ingest [options] device revoke ID\n"
+        "       ferry-ingest [options] token create [--fleet] [--expires DURATION]\n"
+        "\n"
+        "With no options: an LMDB store in ./ferry-ingest-data, listening on 127.0.0.1:8480.\n"
+        "\n"
+        "options:\n"
+        "  -c, --config FILE        INI file: [server] [limits] [clock] [store] [log] sections\n"
+        "  -l, --listen HOST:PORT   same as --server.listen\n"
+        "  -d, --data-dir PATH      same as --store.lmdb_dir\n"
+        "      --pg CONNINFO        use PostgreSQL: --store.type postgresql --store.pg_conninfo\n"
+        "  --SECTION.KEY VALUE      any configuration key below (overrides the file)\n"
+        "  -h, --help               this text\n"
+        "\n"
+        "configuration keys (INI: [section] key = value):\n%s"
+        "\n"
+        "endpoints: POST /v1/enroll, POST /v1/batches, GET /v1/devices, GET /v1/devices/{id},\n"
+        "GET /v1/export?device=ID&stream=S&after_seq=N&limit=L, GET /metrics, GET /healthz\n"
+        "(see docs/ingest.md and ferry-ingest(8)).\n",
+        ingest_config_help());
 }
 
 int main(int argc, char **argv)

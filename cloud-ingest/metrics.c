@@ -18,7 +18,10 @@ int ingest_metrics_new(struct ingest_metrics **out)
     return *out != NULL ? 0 : INGEST_ENOMEM;
 }
 
-void ingest_metrics_free(struct ingest_metrics *m) { free(m); }
+void ingest_metrics_free(struct ingest_metrics *m)
+{
+    free(m);
+}
 
 void ingest_metrics_add(struct ingest_metrics *m, enum ingest_counter c, uint64_t n)
 {

@@ -120,7 +120,8 @@ const char *ingest_strerror(int err)
 int ingest_router_add(struct ingest_router *router, int methods, const char *pattern,
                       ingest_handler_fn handler, void *arg)
 {
-    if (router->n >= ROUTES_MAX || pattern[0] != '/' || strlen(pattern) >= sizeof(router->routes[0].pattern))
+    if (router->n >= ROUTES_MAX || pattern[0] != '/' ||
+        strlen(pattern) >= sizeof(router->routes[0].pattern))
         return INGEST_EINVAL;
     struct route *r = &router->routes[router->n++];
     r->methods = methods;
@@ -197,7 +198,8 @@ void ingest_reply_error(struct evhttp_request *req, int code, const char *fmt, .
     va_end(ap);
     struct ferry_buf b = FERRY_BUF_INIT;
     if (ferry_buf_append(&b, "{\"error\":", 9) != 0 ||
-        ferry_buf_append_json_string(&b, msg, strlen(msg)) != 0 || ferry_buf_append(&b, "}\n", 2) != 0) {
+        ferry_buf_append_json_string(&b, msg, strlen(msg)) != 0 ||
+        ferry_buf_append(&b, "}\n", 2) != 0) {
         ferry_buf_free(&b);
         evhttp_send_reply(req, 500, NULL, NULL);
         return;
@@ -206,7 +208,8 @@ void ingest_reply_error(struct evhttp_request *req, int code, const char *fmt, .
     ferry_buf_free(&b);
 }
 
-static void reply_retry(struct evhttp_request *req, int code, unsigned retry_after_s, const char *msg)
+static void reply_retry(struct evhttp_request *req, int code, unsigned retry_after_s,
+                        const char *msg)
 {
     char v[16];
     snprintf(v, sizeof(v), "%u", retry_after_s ? retry_after_s : 1);
@@ -371,7 +374,8 @@ static void handle_batch(struct evhttp_request *req, const char *path, void *arg
         goto reject;
     }
     int64_t t0 = ferry_monotonic_ns();
-    code = ingest_batch_prepare(ctx, w->dec, body, len, ferry_realtime_ns(), job, msg, sizeof(msg), &retry);
+    code = ingest_batch_prepare(ctx, w->dec, body, len, ferry_realtime_ns(), job, msg, sizeof(msg),
+                                &retry);
     if (code != 200)
         goto reject;
     job->req = req;
@@ -487,8 +491,8 @@ static void dispatch(struct evhttp_request *req, void *arg)
     if (path == NULL || path[0] == '\0')
         path = "/";
     bool method_mismatch;
-    const struct route *r = route_find(&srv->router, path, (int)evhttp_request_get_command(req),
-                                       &method_mismatch);
+    const struct route *r =
+        route_find(&srv->router, path, (int)evhttp_request_get_command(req), &method_mismatch);
     if (r == NULL) {
         if (method_mismatch)
             ingest_reply_error(req, 405, "method not allowed on %s", path);
@@ -614,7 +618,10 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
 }
 
 static pthread_once_t threads_once = PTHREAD_ONCE_INIT;
-static void init_threads(void) { (void)evthread_use_pthreads(); }
+static void init_threads(void)
+{
+    (void)evthread_use_pthreads();
+}
 
 int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *store,
                       struct ingest_server **out, char *err, size_t err_len)
@@ -653,7 +660,8 @@ int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *stor
     for (size_t i = 0; i < s->n_workers; i++)
         if ((rc = worker_init(s, &s->workers[i], err, err_len)) != 0)
             goto fail;
-    if ((rc = ingest_router_add(&s->router, EVHTTP_REQ_POST, "/v1/batches", handle_batch, NULL)) != 0 ||
+    if ((rc = ingest_router_add(&s->router, EVHTTP_REQ_POST, "/v1/batches", handle_batch, NULL)) !=
+            0 ||
         (rc = ingest_api_register(&s->router, &s->ctx)) != 0) {
         snprintf(err, err_len, "cannot register routes");
         goto fail;
@@ -676,11 +684,23 @@ fail:
     return rc != 0 ? rc : INGEST_EIO;
 }
 
-uint16_t ingest_server_port(const struct ingest_server *s) { return s->port; }
-struct ingest_router *ingest_server_router(struct ingest_server *s) { return &s->router; }
-struct ingest_ctx *ingest_server_ctx(struct ingest_server *s) { return &s->ctx; }
+uint16_t ingest_server_port(const struct ingest_server *s)
+{
+    return s->port;
+}
+struct ingest_router *ingest_server_router(struct ingest_server *s)
+{
+    return &s->router;
+}
+struct ingest_ctx *ingest_server_ctx(struct ingest_server *s)
+{
+    return &s->ctx;
+}
 
-void ingest_server_stop(struct ingest_server *s) { event_active(s->stop_ev, EV_READ, 0); }
+void ingest_server_stop(struct ingest_server *s)
+{
+    event_active(s->stop_ev, EV_READ, 0);
+}
 
 int ingest_server_run(struct ingest_server *s, bool handle_signals)
 {

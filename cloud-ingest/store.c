@@ -63,7 +63,10 @@ void ingest_store_close(struct ingest_store *store)
         store->ops->close(store);
 }
 
-enum ingest_store_kind ingest_store_kind(const struct ingest_store *store) { return store->kind; }
+enum ingest_store_kind ingest_store_kind(const struct ingest_store *store)
+{
+    return store->kind;
+}
 
 int ingest_store_write(struct ingest_store *store, struct ingest_write *const *writes, size_t n,
                        char *err, size_t err_len)
@@ -153,8 +156,9 @@ int ingest_store_token_add(struct ingest_store *store, const char *token, bool o
     return store->ops->token_add(store, token, one_time, expires_ns);
 }
 
-int ingest_store_enroll(struct ingest_store *store, const char *token, const struct ingest_device *dev,
-                        int64_t now_ns, struct ingest_device *out, char *err, size_t err_len)
+int ingest_store_enroll(struct ingest_store *store, const char *token,
+                        const struct ingest_device *dev, int64_t now_ns, struct ingest_device *out,
+                        char *err, size_t err_len)
 {
     if (!ingest_device_id_valid(dev->id)) {
         snprintf(err, err_len, "invalid device id");
@@ -192,7 +196,8 @@ static int json_double(struct ferry_buf *b, double v)
     return ferry_buf_printf(b, "%.17g", v);
 }
 
-int ingest_rec_render(const struct ingest_rec *rec, struct ingest_row *row, struct ferry_buf *scratch)
+int ingest_rec_render(const struct ingest_rec *rec, struct ingest_row *row,
+                      struct ferry_buf *scratch)
 {
     struct record_scratch *rs = malloc(sizeof(*rs));
     struct record r;
@@ -222,7 +227,9 @@ int ingest_rec_render(const struct ingest_rec *rec, struct ingest_row *row, stru
         case RECORD_FIELD_FLOAT: e |= json_double(scratch, f->v.f); break;
         case RECORD_FIELD_INT: e |= ferry_buf_printf(scratch, "%" PRId64, f->v.i); break;
         case RECORD_FIELD_UINT: e |= ferry_buf_printf(scratch, "%" PRIu64, f->v.u); break;
-        case RECORD_FIELD_BOOL: e |= ferry_buf_append(scratch, f->v.b ? "true" : "false", f->v.b ? 4 : 5); break;
+        case RECORD_FIELD_BOOL:
+            e |= ferry_buf_append(scratch, f->v.b ? "true" : "false", f->v.b ? 4 : 5);
+            break;
         case RECORD_FIELD_STRING:
             e |= ferry_buf_append_json_string(scratch, f->v.s.ptr, f->v.s.len);
             break;

@@ -35,14 +35,14 @@
 
 enum ingest_store_err {
     INGEST_STORE_OK = 0,
-    INGEST_STORE_ENOMEM = -1,   /* out of memory */
-    INGEST_STORE_EIO = -2,      /* the backend failed (LMDB error, lost PostgreSQL connection) */
+    INGEST_STORE_ENOMEM = -1,    /* out of memory */
+    INGEST_STORE_EIO = -2,       /* the backend failed (LMDB error, lost PostgreSQL connection) */
     INGEST_STORE_ENOTFOUND = -3, /* no such device / token */
-    INGEST_STORE_EEXIST = -4,   /* device id or key already registered to another device */
-    INGEST_STORE_EINVAL = -5,   /* an argument is malformed (device id, key) */
-    INGEST_STORE_EREVOKED = -6, /* the device is revoked */
-    INGEST_STORE_ETOKEN = -7,   /* enrolment token unknown, used or expired */
-    INGEST_STORE_EFULL = -8,    /* LMDB map full */
+    INGEST_STORE_EEXIST = -4,    /* device id or key already registered to another device */
+    INGEST_STORE_EINVAL = -5,    /* an argument is malformed (device id, key) */
+    INGEST_STORE_EREVOKED = -6,  /* the device is revoked */
+    INGEST_STORE_ETOKEN = -7,    /* enrolment token unknown, used or expired */
+    INGEST_STORE_EFULL = -8,     /* LMDB map full */
 };
 const char *ingest_store_strerror(int err);
 
@@ -53,26 +53,26 @@ enum ingest_store_kind {
 
 struct ingest_store_config {
     enum ingest_store_kind kind;
-    const char *lmdb_dir;       /* LMDB: data directory, created if missing */
-    uint64_t lmdb_map_size;     /* LMDB: map size in bytes (0: 64 GiB) */
-    const char *pg_conninfo;    /* PostgreSQL: libpq connection string */
-    unsigned pg_connections;    /* PostgreSQL: connections in the pool (0: 4) */
+    const char *lmdb_dir;    /* LMDB: data directory, created if missing */
+    uint64_t lmdb_map_size;  /* LMDB: map size in bytes (0: 64 GiB) */
+    const char *pg_conninfo; /* PostgreSQL: libpq connection string */
+    unsigned pg_connections; /* PostgreSQL: connections in the pool (0: 4) */
 };
 
 #define INGEST_DEVICE_ID_MAX 64
 #define INGEST_NAME_MAX 128
 #define INGEST_VERSIONS_MAX 1024
-#define INGEST_VERSIONS_KEYS_MAX 16 /* string fields taken from one "versions" event */
-#define INGEST_VERSION_STR_MAX 64   /* bytes of one key or value in it */
+#define INGEST_VERSIONS_KEYS_MAX 16     /* string fields taken from one "versions" event */
+#define INGEST_VERSION_STR_MAX 64       /* bytes of one key or value in it */
 #define INGEST_UPDATE_COMPONENTS_MAX 16 /* components with an update state per device */
 #define INGEST_UPDATES_MAX 8192         /* JSON text of a device's update states */
 
 struct ingest_stream_stats {
-    uint64_t records;       /* records stored (each once) */
-    uint64_t max_seq;       /* highest sequence number stored (0: none) */
-    uint64_t gap_ranges;    /* distinct gap ranges reported */
-    uint64_t gap_records;   /* sequence numbers covered by those gaps */
-    uint64_t backlog;       /* unsent records the device last reported (0 if it never did) */
+    uint64_t records;     /* records stored (each once) */
+    uint64_t max_seq;     /* highest sequence number stored (0: none) */
+    uint64_t gap_ranges;  /* distinct gap ranges reported */
+    uint64_t gap_records; /* sequence numbers covered by those gaps */
+    uint64_t backlog;     /* unsent records the device last reported (0 if it never did) */
 };
 
 /* A device as the store knows it. Plain data, copied in and out. */
@@ -84,8 +84,8 @@ struct ingest_device {
     char device_class[INGEST_NAME_MAX + 1];
     bool revoked;
     int64_t enrolled_ns;
-    int64_t last_seen_ns;     /* ingest clock at the last stored batch (0: never) */
-    int64_t clock_offset_ns;  /* ingest receive time - device send time, last batch */
+    int64_t last_seen_ns;                   /* ingest clock at the last stored batch (0: never) */
+    int64_t clock_offset_ns;                /* ingest receive time - device send time, last batch */
     char versions[INGEST_VERSIONS_MAX + 1]; /* JSON object text of reported versions, "{}" */
     struct ingest_stream_stats streams[RECORD_STREAM_COUNT];
 };
@@ -125,8 +125,8 @@ struct ingest_row {
  * into `scratch` (reset first); row strings point into the payload and `scratch`. Returns 0 or
  * INGEST_STORE_EIO when the payload does not unpack. */
 struct ferry_buf;
-int ingest_rec_render(const struct ingest_rec *rec, struct ingest_row *row, struct ferry_buf *scratch)
-    __attribute__((warn_unused_result));
+int ingest_rec_render(const struct ingest_rec *rec, struct ingest_row *row,
+                      struct ferry_buf *scratch) __attribute__((warn_unused_result));
 
 struct ingest_gap {
     uint8_t stream;
@@ -150,10 +150,10 @@ struct ingest_write {
     bool has_backlog;
     uint64_t backlog[RECORD_STREAM_COUNT];
     /* outputs */
-    int result;             /* 0, or why this write was refused (ENOTFOUND, EREVOKED) */
-    uint64_t new_records;   /* records stored now for the first time */
-    uint64_t dup_records;   /* records that were already stored */
-    uint64_t new_gaps;      /* gap ranges not seen before */
+    int result;           /* 0, or why this write was refused (ENOTFOUND, EREVOKED) */
+    uint64_t new_records; /* records stored now for the first time */
+    uint64_t dup_records; /* records that were already stored */
+    uint64_t new_gaps;    /* gap ranges not seen before */
 };
 
 /*
@@ -232,9 +232,9 @@ int ingest_store_token_add(struct ingest_store *store, const char *token, bool o
  * is `dev->id`). ETOKEN: the token is unknown, used or expired; EREVOKED: the key's device is
  * revoked. On success *out is the device as stored.
  */
-int ingest_store_enroll(struct ingest_store *store, const char *token, const struct ingest_device *dev,
-                        int64_t now_ns, struct ingest_device *out, char *err, size_t err_len)
-    __attribute__((warn_unused_result));
+int ingest_store_enroll(struct ingest_store *store, const char *token,
+                        const struct ingest_device *dev, int64_t now_ns, struct ingest_device *out,
+                        char *err, size_t err_len) __attribute__((warn_unused_result));
 
 /* Calls `cb` for each stored record of (device, stream) with seq > after_seq in seq order, at
  * most `limit` of them. The record's strings are valid only during the callback. */

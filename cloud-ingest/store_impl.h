@@ -13,10 +13,11 @@ struct ingest_store_ops {
     void (*close)(struct ingest_store *s);
     int (*write)(struct ingest_store *s, struct ingest_write *const *w, size_t n, char *err,
                  size_t err_len);
-    int (*device_add)(struct ingest_store *s, const struct ingest_device *devs, size_t n,
-                      char *err, size_t err_len);
+    int (*device_add)(struct ingest_store *s, const struct ingest_device *devs, size_t n, char *err,
+                      size_t err_len);
     int (*device_get)(struct ingest_store *s, const char *id, struct ingest_device *out);
-    int (*device_by_key)(struct ingest_store *s, const uint8_t key_id[8], struct ingest_device *out);
+    int (*device_by_key)(struct ingest_store *s, const uint8_t key_id[8],
+                         struct ingest_device *out);
     int (*device_revoke)(struct ingest_store *s, const char *id);
     int (*device_updates)(struct ingest_store *s, const char *id, char *out, size_t out_len);
     int (*device_list)(struct ingest_store *s, ingest_device_cb cb, void *arg);

@@ -76,7 +76,8 @@ int ingest_updates_merge_json(json_t *base, const json_t *patch)
     json_t *entry;
     if (!json_is_object(base) || !json_is_object(patch))
         return INGEST_STORE_EINVAL;
-    json_object_foreach((json_t *)patch, component, entry) {
+    json_object_foreach((json_t *)patch, component, entry)
+    {
         if (!json_is_object(entry))
             continue;
         json_t *old = json_object_get(base, component);

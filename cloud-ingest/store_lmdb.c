@@ -111,7 +111,10 @@ static void rec_key(uint8_t key[13], uint32_t idx, uint8_t stream, uint64_t seq)
     put_be64(key + 5, seq);
 }
 
-static MDB_val str_val(const char *s) { return (MDB_val){strlen(s), (void *)s}; }
+static MDB_val str_val(const char *s)
+{
+    return (MDB_val){strlen(s), (void *)s};
+}
 
 /* Reads a device value inside `txn`. Returns 0, ENOTFOUND or EIO (corrupt value). */
 static int dev_read(struct lmdb_store *s, MDB_txn *txn, const char *id, struct lmdb_device_val *out)
@@ -300,12 +303,14 @@ static int collect_overlaps(struct lmdb_store *s, MDB_txn *txn, uint32_t idx, ui
     rec_key(key, idx, stream, min);
     MDB_val k = {13, key}, v, pk, pv;
     int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    int prc = mrc == 0 ? mdb_cursor_get(cur, &pk, &pv, MDB_PREV) : mdb_cursor_get(cur, &pk, &pv, MDB_LAST);
+    int prc = mrc == 0 ? mdb_cursor_get(cur, &pk, &pv, MDB_PREV)
+                       : mdb_cursor_get(cur, &pk, &pv, MDB_LAST);
     if (prc == 0 && pk.mv_size == 13 && memcmp(pk.mv_data, key, 5) == 0) {
         struct chunk c;
         if ((rc = chunk_parse(&pv, &c)) != 0)
             goto out;
-        if (c.last >= min && (rc = overlap_add(o, get_be64((const uint8_t *)pk.mv_data + 5), &pv)) != 0)
+        if (c.last >= min &&
+            (rc = overlap_add(o, get_be64((const uint8_t *)pk.mv_data + 5), &pv)) != 0)
             goto out;
     }
     k = (MDB_val){13, key};
@@ -570,8 +575,8 @@ static int key_owner(struct lmdb_store *s, MDB_txn *txn, const uint8_t key_id[8]
 }
 
 /* Adds one device inside a write txn: 0 (added, or already there with the same key), EEXIST. */
-static int add_in_txn(struct lmdb_store *s, MDB_txn *txn, const struct ingest_device *dev, char *err,
-                      size_t err_len)
+static int add_in_txn(struct lmdb_store *s, MDB_txn *txn, const struct ingest_device *dev,
+                      char *err, size_t err_len)
 {
     struct lmdb_device_val old;
     char owner[INGEST_DEVICE_ID_MAX + 1];
@@ -735,8 +740,9 @@ static int lmdb_token_add(struct ingest_store *base, const char *token, bool one
     return map_err(mdb_txn_commit(txn));
 }
 
-static int lmdb_enroll(struct ingest_store *base, const char *token, const struct ingest_device *dev,
-                       int64_t now_ns, struct ingest_device *out, char *err, size_t err_len)
+static int lmdb_enroll(struct ingest_store *base, const char *token,
+                       const struct ingest_device *dev, int64_t now_ns, struct ingest_device *out,
+                       char *err, size_t err_len)
 {
     struct lmdb_store *s = (struct lmdb_store *)base;
     MDB_txn *txn = NULL;
@@ -886,7 +892,8 @@ static int lmdb_export(struct ingest_store *base, const char *device_id, uint8_t
     MDB_val k = {13, key}, v;
     int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
     MDB_val pk, pv;
-    int prc = mrc == 0 ? mdb_cursor_get(cur, &pk, &pv, MDB_PREV) : mdb_cursor_get(cur, &pk, &pv, MDB_LAST);
+    int prc = mrc == 0 ? mdb_cursor_get(cur, &pk, &pv, MDB_PREV)
+                       : mdb_cursor_get(cur, &pk, &pv, MDB_LAST);
     if (prc == 0 && pk.mv_size == 13 && memcmp(pk.mv_data, key, 5) == 0) {
         if ((rc = export_add(&set, &pv, after_seq)) != 0)
             goto out;
@@ -914,9 +921,11 @@ static int lmdb_export(struct ingest_store *base, const char *device_id, uint8_t
     if (!set.sorted)
         qsort(set.e, set.n, sizeof(*set.e), cmp_export_ent);
     for (size_t i = 0; i < set.n && i < limit; i++) {
-        struct ingest_rec r = {.stream = stream, .seq = set.e[i].seq,
+        struct ingest_rec r = {.stream = stream,
+                               .seq = set.e[i].seq,
                                .ts_corrected_ns = set.e[i].ts_corrected_ns,
-                               .packed = set.e[i].packed, .packed_len = set.e[i].packed_len};
+                               .packed = set.e[i].packed,
+                               .packed_len = set.e[i].packed_len};
         struct ingest_row row;
         if ((rc = ingest_rec_render(&r, &row, &scratch)) != 0 || cb(&row, arg) != 0)
             break;
@@ -994,8 +1003,7 @@ int ingest_store_lmdb_open(const struct ingest_store_config *cfg, struct ingest_
         rc = INGEST_STORE_EIO;
         goto fail;
     }
-    if ((rc = mdb_env_create(&s->env)) != 0 ||
-        (rc = mdb_env_set_maxdbs(s->env, 8)) != 0 ||
+    if ((rc = mdb_env_create(&s->env)) != 0 || (rc = mdb_env_set_maxdbs(s->env, 8)) != 0 ||
         (rc = mdb_env_set_maxreaders(s->env, 1024)) != 0 ||
         (rc = mdb_env_set_mapsize(s->env, cfg->lmdb_map_size ? cfg->lmdb_map_size
                                                              : (size_t)64 << 30)) != 0 ||
@@ -1009,8 +1017,12 @@ int ingest_store_lmdb_open(const struct ingest_store_config *cfg, struct ingest_
     struct {
         const char *name;
         MDB_dbi *dbi;
-    } dbs[] = {{"meta", &s->meta},     {"devices", &s->devices}, {"keys", &s->keys},
-               {"tokens", &s->tokens}, {"records", &s->records}, {"gaps", &s->gaps},
+    } dbs[] = {{"meta", &s->meta},
+               {"devices", &s->devices},
+               {"keys", &s->keys},
+               {"tokens", &s->tokens},
+               {"records", &s->records},
+               {"gaps", &s->gaps},
                /* device id -> update states JSON text; added beside layout 2 (a missing
                 * entry reads as "{}"), so older data directories open unchanged */
                {"updates", &s->updates}};

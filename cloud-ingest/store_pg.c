@@ -168,8 +168,9 @@ static int migrate(PGconn *c, char *err, size_t err_len)
     (void)ferry_parse_i64(PQgetvalue(r, 0, 0), 0, 1000000, &version);
     PQclear(r);
     if (version > PG_SCHEMA_VERSION) {
-        snprintf(err, err_len, "postgresql: schema version %" PRId64 " is newer than this build (%d)",
-                 version, PG_SCHEMA_VERSION);
+        snprintf(err, err_len,
+                 "postgresql: schema version %" PRId64 " is newer than this build (%d)", version,
+                 PG_SCHEMA_VERSION);
         rc = INGEST_STORE_EIO;
         goto out;
     }
@@ -218,7 +219,8 @@ static int copy_text(struct ferry_buf *b, const char *p, size_t n)
         case '\0': esc = ""; break; /* text columns cannot hold NUL; the decoder refuses it */
         default: break;
         }
-        int rc = esc != NULL ? ferry_buf_append(b, esc, strlen(esc)) : ferry_buf_append_u8(b, (uint8_t)c);
+        int rc = esc != NULL ? ferry_buf_append(b, esc, strlen(esc))
+                             : ferry_buf_append_u8(b, (uint8_t)c);
         if (rc != 0)
             return rc;
     }
@@ -243,21 +245,24 @@ static int copy_row(struct ferry_buf *b, struct ferry_buf *scratch, const char *
 }
 
 /* Checks every write's device (unknown/revoked writes are refused, not failed). */
-static int check_devices(PGconn *c, struct ingest_write *const *w, size_t n, char *err, size_t err_len)
+static int check_devices(PGconn *c, struct ingest_write *const *w, size_t n, char *err,
+                         size_t err_len)
 {
     struct ferry_buf arr = FERRY_BUF_INIT;
     int rc = 0;
     if (ferry_buf_append_u8(&arr, '{') != 0)
         return INGEST_STORE_ENOMEM;
     for (size_t i = 0; i < n; i++)
-        if (w[i]->result == 0 && ferry_buf_printf(&arr, "%s%s", arr.len > 1 ? "," : "", w[i]->device_id) != 0)
+        if (w[i]->result == 0 &&
+            ferry_buf_printf(&arr, "%s%s", arr.len > 1 ? "," : "", w[i]->device_id) != 0)
             rc = INGEST_STORE_ENOMEM;
     if (rc != 0 || ferry_buf_append(&arr, "}", 2) != 0) {
         ferry_buf_free(&arr);
         return INGEST_STORE_ENOMEM;
     }
     const char *vals[1] = {(const char *)arr.data};
-    PGresult *r = exec_params(c, "SELECT id, revoked FROM devices WHERE id = ANY($1::text[])", 1, vals);
+    PGresult *r =
+        exec_params(c, "SELECT id, revoked FROM devices WHERE id = ANY($1::text[])", 1, vals);
     ferry_buf_free(&arr);
     if (!res_ok(r)) {
         set_err(err, err_len, "look up devices", c);
@@ -457,7 +462,8 @@ static int write_records(struct pg_conn *pc, struct ingest_write *const *w, size
         set_err(err, err_len, "COPY records data", c);
         /* 23505: another process stored one of these meanwhile; retry the whole group. */
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        rc = (state != NULL && strcmp(state, "23505") == 0) || retryable(res) ? 1 : INGEST_STORE_EIO;
+        rc =
+            (state != NULL && strcmp(state, "23505") == 0) || retryable(res) ? 1 : INGEST_STORE_EIO;
     }
     PQclear(res);
     while ((res = PQgetResult(c)) != NULL)
@@ -506,12 +512,13 @@ static int write_records(struct pg_conn *pc, struct ingest_write *const *w, size
     PQclear(r);
     const char *uvals[4] = {(const char *)a_dev.data, (const char *)a_stream.data,
                             (const char *)a_lo.data, (const char *)a_hi.data};
-    r = exec_params(c,
-                    "INSERT INTO device_streams AS d (device, stream, records, max_seq)"
-                    " SELECT * FROM unnest($1::text[], $2::smallint[], $3::bigint[], $4::bigint[])"
-                    " ON CONFLICT (device, stream) DO UPDATE SET records = d.records + EXCLUDED.records,"
-                    " max_seq = GREATEST(d.max_seq, EXCLUDED.max_seq)",
-                    4, uvals);
+    r = exec_params(
+        c,
+        "INSERT INTO device_streams AS d (device, stream, records, max_seq)"
+        " SELECT * FROM unnest($1::text[], $2::smallint[], $3::bigint[], $4::bigint[])"
+        " ON CONFLICT (device, stream) DO UPDATE SET records = d.records + EXCLUDED.records,"
+        " max_seq = GREATEST(d.max_seq, EXCLUDED.max_seq)",
+        4, uvals);
     if (!res_ok(r)) {
         set_err(err, err_len, "update counters", c);
         rc = retryable(r) ? 1 : INGEST_STORE_EIO;
@@ -569,7 +576,8 @@ static int write_gaps_and_device(PGconn *c, struct ingest_write *w, char *err, s
         PGresult *r = exec_params(
             c,
             "WITH ins AS (INSERT INTO gaps VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
-            " RETURNING 1) INSERT INTO device_streams AS d (device, stream, gap_ranges, gap_records)"
+            " RETURNING 1) INSERT INTO device_streams AS d (device, stream, gap_ranges, "
+            "gap_records)"
             " SELECT $1, $2, 1, $4::bigint - $3::bigint + 1 FROM ins ON CONFLICT (device, stream)"
             " DO UPDATE SET gap_ranges = d.gap_ranges + 1,"
             " gap_records = d.gap_records + EXCLUDED.gap_records RETURNING 1",
@@ -612,16 +620,17 @@ static int write_gaps_and_device(PGconn *c, struct ingest_write *w, char *err, s
     char s5[16];
     snprintf(s5, sizeof(s5), "%d", INGEST_VERSIONS_MAX);
     const char *vals[5] = {w->device_id, s1, s4, w->versions_json, s5};
-    PGresult *r = exec_params(c,
-                              "UPDATE devices SET last_seen_ns = GREATEST(last_seen_ns, $2::bigint),"
-                              " clock_offset_ns = $3, versions = CASE"
-                              /* merged per key, the batch winning (store_json.c's rule), and
-                               * kept whole when the merge would exceed INGEST_VERSIONS_MAX */
-                              " WHEN $4::text IS NULL THEN versions"
-                              " WHEN octet_length((versions::jsonb || $4::jsonb)::text) > $5::int"
-                              " THEN versions ELSE (versions::jsonb || $4::jsonb)::text END"
-                              " WHERE id = $1",
-                              5, vals);
+    PGresult *r =
+        exec_params(c,
+                    "UPDATE devices SET last_seen_ns = GREATEST(last_seen_ns, $2::bigint),"
+                    " clock_offset_ns = $3, versions = CASE"
+                    /* merged per key, the batch winning (store_json.c's rule), and
+                     * kept whole when the merge would exceed INGEST_VERSIONS_MAX */
+                    " WHEN $4::text IS NULL THEN versions"
+                    " WHEN octet_length((versions::jsonb || $4::jsonb)::text) > $5::int"
+                    " THEN versions ELSE (versions::jsonb || $4::jsonb)::text END"
+                    " WHERE id = $1",
+                    5, vals);
     int rc = res_ok(r) ? 0 : retryable(r) ? 1 : INGEST_STORE_EIO;
     if (rc != 0)
         set_err(err, err_len, "update device", c);
@@ -696,8 +705,8 @@ static int pg_write(struct ingest_store *base, struct ingest_write *const *write
 }
 
 /* Columns of a device row, in the order every SELECT of devices uses. */
-#define DEVICE_COLS                                                                               \
-    "id, public_key, key_id, name, device_class, revoked, enrolled_ns, last_seen_ns,"             \
+#define DEVICE_COLS                                                                                \
+    "id, public_key, key_id, name, device_class, revoked, enrolled_ns, last_seen_ns,"              \
     " clock_offset_ns, versions"
 
 static void hex_field(PGresult *r, int row, int col, uint8_t *out, size_t n)
@@ -749,8 +758,8 @@ static int load_streams(PGconn *c, struct ingest_device *d)
     return 0;
 }
 
-static int get_device_where(struct pg_store *s, const char *where, const char *param, size_t param_len,
-                            int binary, struct ingest_device *out)
+static int get_device_where(struct pg_store *s, const char *where, const char *param,
+                            size_t param_len, int binary, struct ingest_device *out)
 {
     char sql[256];
     snprintf(sql, sizeof(sql), "SELECT " DEVICE_COLS " FROM devices WHERE %s", where);
@@ -801,7 +810,8 @@ static int pg_device_updates(struct ingest_store *base, const char *id, char *ou
 static int pg_device_by_key(struct ingest_store *base, const uint8_t key_id[8],
                             struct ingest_device *out)
 {
-    return get_device_where((struct pg_store *)base, "key_id = $1", (const char *)key_id, 8, 1, out);
+    return get_device_where((struct pg_store *)base, "key_id = $1", (const char *)key_id, 8, 1,
+                            out);
 }
 
 static int insert_device(PGconn *c, const struct ingest_device *d, char *err, size_t err_len)
@@ -867,8 +877,9 @@ static int pg_device_revoke(struct ingest_store *base, const char *id)
     struct pg_conn *pc = conn_get(s);
     const char *vals[1] = {id};
     PGresult *r = exec_params(pc->conn, "UPDATE devices SET revoked = true WHERE id = $1", 1, vals);
-    int rc = !res_ok(r) ? INGEST_STORE_EIO
-                        : strcmp(PQcmdTuples(r), "1") == 0 ? 0 : INGEST_STORE_ENOTFOUND;
+    int rc = !res_ok(r)                         ? INGEST_STORE_EIO
+             : strcmp(PQcmdTuples(r), "1") == 0 ? 0
+                                                : INGEST_STORE_ENOTFOUND;
     PQclear(r);
     conn_put(s, pc);
     return rc;
@@ -906,9 +917,8 @@ static int pg_token_add(struct ingest_store *base, const char *token, bool one_t
     char exp[24];
     snprintf(exp, sizeof(exp), "%" PRId64, expires_ns);
     const char *vals[3] = {token, one_time ? "true" : "false", exp};
-    PGresult *r = exec_params(pc->conn,
-                              "INSERT INTO tokens (token, one_time, expires_ns) VALUES ($1, $2, $3)",
-                              3, vals);
+    PGresult *r = exec_params(
+        pc->conn, "INSERT INTO tokens (token, one_time, expires_ns) VALUES ($1, $2, $3)", 3, vals);
     int rc = 0;
     if (!res_ok(r)) {
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
@@ -924,8 +934,10 @@ static int enroll_txn(PGconn *c, const char *token, const struct ingest_device *
 {
     const char *tv[1] = {token};
     /* FOR UPDATE: two processes enrolling with one one-time token serialise here. */
-    PGresult *r = exec_params(c, "SELECT one_time, used, expires_ns FROM tokens WHERE token = $1"
-                                 " FOR UPDATE", 1, tv);
+    PGresult *r = exec_params(c,
+                              "SELECT one_time, used, expires_ns FROM tokens WHERE token = $1"
+                              " FOR UPDATE",
+                              1, tv);
     if (!res_ok(r)) {
         set_err(err, err_len, "look up token", c);
         PQclear(r);
@@ -1067,8 +1079,8 @@ static int pg_gap_count(struct ingest_store *base, const char *device_id, uint8_
     snprintf(st, sizeof(st), "%u", stream);
     const char *vals[2] = {device_id, st};
     struct pg_conn *pc = conn_get(s);
-    PGresult *r = exec_params(pc->conn, "SELECT count(*) FROM gaps WHERE device = $1 AND stream = $2",
-                              2, vals);
+    PGresult *r = exec_params(
+        pc->conn, "SELECT count(*) FROM gaps WHERE device = $1 AND stream = $2", 2, vals);
     int rc = res_ok(r) && PQntuples(r) == 1 ? 0 : INGEST_STORE_EIO;
     *out = 0;
     if (rc == 0)

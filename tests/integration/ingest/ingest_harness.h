@@ -31,7 +31,8 @@ struct ih_server {
 
 /* Starts `bin` with the given extra arguments (NULL-terminated) plus --server.listen
  * 127.0.0.1:0 and a port file in `dir`; waits up to 20 s for the port. Returns 0 or -1. */
-__attribute__((unused)) static int ih_start(struct ih_server *s, const char *bin, const char *dir, const char *const *extra)
+__attribute__((unused)) static int ih_start(struct ih_server *s, const char *bin, const char *dir,
+                                            const char *const *extra)
 {
     memset(s, 0, sizeof(*s));
     ferry_strlcpy(s->dir, dir, sizeof(s->dir));
@@ -122,15 +123,17 @@ static size_t ih_header_cb(char *p, size_t size, size_t n, void *arg)
     struct ih_resp *r = arg;
     size_t len = size * n;
     if (len > 13 && strncasecmp(p, "Retry-After: ", 13) == 0)
-        snprintf(r->retry_after, sizeof(r->retry_after), "%.*s", (int)strcspn(p + 13, "\r\n"), p + 13);
+        snprintf(r->retry_after, sizeof(r->retry_after), "%.*s", (int)strcspn(p + 13, "\r\n"),
+                 p + 13);
     if (len > 14 && strncasecmp(p, "Content-Type: ", 14) == 0)
-        snprintf(r->content_type, sizeof(r->content_type), "%.*s", (int)strcspn(p + 14, "\r\n"), p + 14);
+        snprintf(r->content_type, sizeof(r->content_type), "%.*s", (int)strcspn(p + 14, "\r\n"),
+                 p + 14);
     return len;
 }
 
 /* One HTTP request; body NULL for GET. The response body is NUL-terminated. */
-__attribute__((unused)) static int ih_http(unsigned port, const char *method, const char *path, const void *body, size_t len,
-                   struct ih_resp *r)
+__attribute__((unused)) static int ih_http(unsigned port, const char *method, const char *path,
+                                           const void *body, size_t len, struct ih_resp *r)
 {
     char url[512];
     snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", port, path);
@@ -164,7 +167,10 @@ __attribute__((unused)) static int ih_http(unsigned port, const char *method, co
     return rc == CURLE_OK ? 0 : -1;
 }
 
-__attribute__((unused)) static void ih_resp_free(struct ih_resp *r) { ferry_buf_free(&r->body); }
+__attribute__((unused)) static void ih_resp_free(struct ih_resp *r)
+{
+    ferry_buf_free(&r->body);
+}
 
 struct ih_device {
     uint8_t pk[32];
@@ -195,9 +201,14 @@ __attribute__((unused)) static int ih_batch_with(struct batch_builder *b, enum r
             {.key = {"usage", 5}, .type = RECORD_FIELD_FLOAT, .v.f = (double)(i % 100) / 4},
             {.key = {"temp_mc", 7}, .type = RECORD_FIELD_INT, .v.i = 41000 + (int64_t)(i % 7)},
         };
-        struct record r = {.stream = stream, .seq = first + i,
+        struct record r = {.stream = stream,
+                           .seq = first + i,
                            .ts_ns = ts0_ns + (int64_t)i * 1000000000,
-                           .name = {"cpu", 3}, .tags = &t, .n_tags = 1, .fields = f, .n_fields = 2};
+                           .name = {"cpu", 3},
+                           .tags = &t,
+                           .n_tags = 1,
+                           .fields = f,
+                           .n_fields = 2};
         if (stream == RECORD_LOG) {
             r.name = (struct record_str){"app", 3};
             r.level = RECORD_LEVEL_WARN;
@@ -215,11 +226,11 @@ __attribute__((unused)) static int ih_batch_with(struct batch_builder *b, enum r
 /* Builds a signed batch of `n` records seq first..first+n-1 of `stream` (metrics: cpu usage and
  * temperature per core; logs: a warning). Returns 0 or a batch error. */
 __attribute__((unused)) static int ih_batch(const struct ih_device *d, enum record_stream stream,
-                                            uint64_t first, size_t n, int64_t now_ns, int64_t ts0_ns,
-                                            bool compress, struct ferry_buf *out)
+                                            uint64_t first, size_t n, int64_t now_ns,
+                                            int64_t ts0_ns, bool compress, struct ferry_buf *out)
 {
-    struct batch_builder_config cfg = {.device_id = d->id, .secret_key = d->sk,
-                                       .no_compression = !compress, .zstd_level = 1};
+    struct batch_builder_config cfg = {
+        .device_id = d->id, .secret_key = d->sk, .no_compression = !compress, .zstd_level = 1};
     struct batch_builder *b = NULL;
     int rc = batch_builder_new(&cfg, &b);
     if (rc != 0)

@@ -29,9 +29,12 @@ static const char *g_pg;
 static struct ih_server g_srv;
 
 static const char *g_cli_data; /* the LMDB directory `cli` works on (g_data unless a test
-                                  * runs its own server) */
+                                * runs its own server) */
 
-static bool is_pg(void) { return g_pg != NULL; }
+static bool is_pg(void)
+{
+    return g_pg != NULL;
+}
 
 /* Runs `ferry-ingest <store options> ARGS` and returns its first output line in out. */
 static int cli(char *out, size_t out_len, const char *args)
@@ -63,7 +66,8 @@ static long enroll(unsigned port, const char *token, struct ih_device *d, struct
 {
     char body[512];
     snprintf(body, sizeof(body),
-             "{\"token\":\"%s\",\"public_key\":\"%s\",\"name\":\"jetson-7\",\"device_class\":\"jetson-orin-nano\"}",
+             "{\"token\":\"%s\",\"public_key\":\"%s\",\"name\":\"jetson-7\",\"device_class\":"
+             "\"jetson-orin-nano\"}",
              token, d->pk_hex);
     assert_int_equal(ih_http(port, "POST", "/v1/enroll", body, strlen(body), r), 0);
     if (r->status == 200) {
@@ -93,8 +97,15 @@ static long post_batch(unsigned port, const struct ferry_buf *b, struct ih_resp 
 
 static int setup_lmdb(void **state)
 {
-    const char *args[] = {"-d", g_data, "--limits.max_body", "256KiB", "--limits.device_cache",
-                          "0s", "--clock.threshold", "60s", NULL};
+    const char *args[] = {"-d",
+                          g_data,
+                          "--limits.max_body",
+                          "256KiB",
+                          "--limits.device_cache",
+                          "0s",
+                          "--clock.threshold",
+                          "60s",
+                          NULL};
     return ih_start(&g_srv, g_bin, g_dir, args);
 }
 
@@ -255,8 +266,11 @@ static void logs_gaps_and_clock_correction(void **state)
     struct batch_builder_config cfg = {.device_id = d.id, .secret_key = d.sk};
     struct batch_builder *bb = NULL;
     assert_int_equal(batch_builder_new(&cfg, &bb), 0);
-    struct record r = {.stream = RECORD_LOG, .seq = 7, .ts_ns = device_now - 5000000000ll,
-                       .name = {"vision", 6}, .level = RECORD_LEVEL_ERROR,
+    struct record r = {.stream = RECORD_LOG,
+                       .seq = 7,
+                       .ts_ns = device_now - 5000000000ll,
+                       .name = {"vision", 6},
+                       .level = RECORD_LEVEL_ERROR,
                        .message = {"camera \"0\" lost", 15}};
     assert_int_equal(batch_builder_add(bb, &r), 0);
     assert_int_equal(batch_builder_add_gap(bb, RECORD_LOG, 3, 6, BATCH_GAP_EVICTED), 0);
@@ -286,7 +300,9 @@ static void logs_gaps_and_clock_correction(void **state)
     ih_resp_free(&resp);
     snprintf(path, sizeof(path), "/v1/devices/%s", d.id);
     assert_int_equal(ih_http(g_srv.port, "GET", path, NULL, 0, &resp), 0);
-    assert_non_null(strstr((char *)resp.body.data, "\"log\":{\"records\":1,\"max_seq\":7,\"gap_ranges\":1,\"gap_records\":4"));
+    assert_non_null(
+        strstr((char *)resp.body.data,
+               "\"log\":{\"records\":1,\"max_seq\":7,\"gap_ranges\":1,\"gap_records\":4"));
     ih_resp_free(&resp);
     /* A device with a good clock: ts_corrected == ts. */
     ferry_buf_reset(&b);
@@ -405,11 +421,11 @@ struct ev_spec {
 };
 
 /* Builds a signed batch of events seq first..first+n-1, one per spec. */
-static int event_batch(const struct ih_device *d, uint64_t first, const struct ev_spec *ev, size_t n,
-                       struct ferry_buf *out)
+static int event_batch(const struct ih_device *d, uint64_t first, const struct ev_spec *ev,
+                       size_t n, struct ferry_buf *out)
 {
-    struct batch_builder_config cfg = {.device_id = d->id, .secret_key = d->sk,
-                                       .no_compression = true};
+    struct batch_builder_config cfg = {
+        .device_id = d->id, .secret_key = d->sk, .no_compression = true};
     struct batch_builder *b = NULL;
     int rc = batch_builder_new(&cfg, &b);
     if (rc != 0)
@@ -422,8 +438,12 @@ static int event_batch(const struct ih_device *d, uint64_t first, const struct e
             f[k] = (struct record_field){.key = {ev[i].kv[2 * k], strlen(ev[i].kv[2 * k])},
                                          .type = RECORD_FIELD_STRING,
                                          .v.s = {ev[i].kv[2 * k + 1], strlen(ev[i].kv[2 * k + 1])}};
-        struct record r = {.stream = RECORD_EVENT, .seq = first + i, .ts_ns = now + (int64_t)i,
-                           .name = {ev[i].name, strlen(ev[i].name)}, .fields = f, .n_fields = nf};
+        struct record r = {.stream = RECORD_EVENT,
+                           .seq = first + i,
+                           .ts_ns = now + (int64_t)i,
+                           .name = {ev[i].name, strlen(ev[i].name)},
+                           .fields = f,
+                           .n_fields = nf};
         rc = batch_builder_add(b, &r);
     }
     if (rc == 0)
@@ -491,10 +511,14 @@ static void ota_events_show_update_state_per_component(void **state)
     memset(long_reason, 'r', sizeof(long_reason) - 1);
     long_reason[sizeof(long_reason) - 1] = '\0';
     struct ev_spec newer[3] = {
-        {"ota.downloading", {"component", "rootfs", "state", "downloading", "running_version", "1.0.0",
-                             "target_version", "1.1.0", "reason", "", "bytes_done", "4096"}, 6},
-        {"ota.trial", {"component", "rootfs", "state", "trial", "running_version", "1.0.0",
-                       "target_version", "1.1.0", "reason", long_reason, "bytes_done", "8192"}, 6},
+        {"ota.downloading",
+         {"component", "rootfs", "state", "downloading", "running_version", "1.0.0",
+          "target_version", "1.1.0", "reason", "", "bytes_done", "4096"},
+         6},
+        {"ota.trial",
+         {"component", "rootfs", "state", "trial", "running_version", "1.0.0", "target_version",
+          "1.1.0", "reason", long_reason, "bytes_done", "8192"},
+         6},
         {"ota.idle", {"component", "model", "running_version", "m7"}, 2},
     };
     struct ev_spec older[2] = {
@@ -522,7 +546,8 @@ static void ota_events_show_update_state_per_component(void **state)
     assert_int_equal(json_integer_value(json_object_get(root, "seq")), 11);
     assert_true(json_is_integer(json_object_get(root, "ts")));
     json_t *model = json_object_get(u, "model");
-    assert_string_equal(json_string_value(json_object_get(model, "state")), "idle"); /* from the name */
+    assert_string_equal(json_string_value(json_object_get(model, "state")),
+                        "idle"); /* from the name */
     assert_string_equal(json_string_value(json_object_get(model, "running_version")), "m7");
     json_decref(j);
     /* The listing shows the same. */
@@ -539,9 +564,10 @@ static void ota_events_show_update_state_per_component(void **state)
         if (strcmp(json_string_value(json_object_get(dev, "id")), d.id) != 0)
             continue;
         found = true;
-        assert_string_equal(json_string_value(json_object_get(
-                                json_object_get(json_object_get(dev, "updates"), "rootfs"), "state")),
-                            "trial");
+        assert_string_equal(
+            json_string_value(json_object_get(
+                json_object_get(json_object_get(dev, "updates"), "rootfs"), "state")),
+            "trial");
     }
     assert_true(found);
     json_decref(j);
@@ -564,13 +590,16 @@ static void read_api_errors_and_listing(void **state)
     assert_int_equal(ih_http(g_srv.port, "GET", "/v1/export?device=x", NULL, 0, &r), 0);
     assert_int_equal(r.status, 400);
     ih_resp_free(&r);
-    assert_int_equal(ih_http(g_srv.port, "GET", "/v1/export?device=x&stream=bogus", NULL, 0, &r), 0);
+    assert_int_equal(ih_http(g_srv.port, "GET", "/v1/export?device=x&stream=bogus", NULL, 0, &r),
+                     0);
     assert_int_equal(r.status, 400);
     ih_resp_free(&r);
-    assert_int_equal(ih_http(g_srv.port, "GET", "/v1/export?device=x&stream=log&after_seq=-1", NULL, 0, &r), 0);
+    assert_int_equal(
+        ih_http(g_srv.port, "GET", "/v1/export?device=x&stream=log&after_seq=-1", NULL, 0, &r), 0);
     assert_int_equal(r.status, 400);
     ih_resp_free(&r);
-    assert_int_equal(ih_http(g_srv.port, "GET", "/v1/export?device=nobody&stream=log", NULL, 0, &r), 0);
+    assert_int_equal(ih_http(g_srv.port, "GET", "/v1/export?device=nobody&stream=log", NULL, 0, &r),
+                     0);
     assert_int_equal(r.status, 404);
     ih_resp_free(&r);
 }
@@ -596,9 +625,11 @@ static void metrics_exposition(void **state)
     snprintf(want, sizeof(want), "ferry_device_last_seen_seconds{device=\"%s\"} ", d.id);
     assert_non_null(strstr(m, want));
     /* The newest sample of each series: records 1..4 have core = 0..3, usage = (i%%100)/4. */
-    snprintf(want, sizeof(want), "ferry_device_health{device=\"%s\",metric=\"cpu.usage,core=3\"} 0.75", d.id);
+    snprintf(want, sizeof(want),
+             "ferry_device_health{device=\"%s\",metric=\"cpu.usage,core=3\"} 0.75", d.id);
     assert_non_null(strstr(m, want));
-    snprintf(want, sizeof(want), "ferry_device_health{device=\"%s\",metric=\"cpu.temp_mc,core=3\"} 41003", d.id);
+    snprintf(want, sizeof(want),
+             "ferry_device_health{device=\"%s\",metric=\"cpu.temp_mc,core=3\"} 41003", d.id);
     assert_non_null(strstr(m, want));
     ih_resp_free(&r);
     ferry_buf_free(&b);
@@ -610,8 +641,9 @@ static void slow_client_times_out_and_connection_limit(void **state)
     struct ih_server s;
     char data[256];
     snprintf(data, sizeof(data), "%s/conn-data", g_dir);
-    const char *args[] = {"-d", data, "--server.timeout", "1s", "--server.max_connections", "2",
-                          "--server.workers", "1", NULL};
+    const char *args[] = {
+        "-d", data, "--server.timeout", "1s", "--server.max_connections", "2", "--server.workers",
+        "1",  NULL};
     assert_int_equal(ih_start(&s, g_bin, g_dir, args), 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s.port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -630,11 +662,13 @@ static void slow_client_times_out_and_connection_limit(void **state)
         if (i < 2)
             assert_non_null(strstr(buf, "HTTP/1.1 200"));
         else
-            assert_non_null(strstr(buf, "HTTP/1.1 503")); /* the third connection is over the limit */
+            assert_non_null(
+                strstr(buf, "HTTP/1.1 503")); /* the third connection is over the limit */
     }
     /* A client that sends half a request and stalls is dropped after the timeout. */
     int slow = fds[0];
-    assert_int_equal(send(slow, "POST /v1/batches HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc", 53, 0), 53);
+    assert_int_equal(
+        send(slow, "POST /v1/batches HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc", 53, 0), 53);
     struct timeval t0, t1;
     gettimeofday(&t0, NULL);
     ssize_t n;
@@ -704,8 +738,17 @@ static void overload_429_fair_share_and_503_queue_full(void **state)
     /* One batch per 100 s after a burst of 3: the 4th is refused however slow this machine is. */
     /* group_max_records 1: the storage thread takes one batch per group, so with its commit
      * blocked exactly one batch waits in the queue. */
-    const char *args[] = {"-d", data, "--limits.queue_max", "1", "--limits.device_rate", "0.01",
-                          "--limits.device_burst", "3", "--limits.group_max_records", "1", NULL};
+    const char *args[] = {"-d",
+                          data,
+                          "--limits.queue_max",
+                          "1",
+                          "--limits.device_rate",
+                          "0.01",
+                          "--limits.device_burst",
+                          "3",
+                          "--limits.group_max_records",
+                          "1",
+                          NULL};
     assert_int_equal(ih_start(&s, g_bin, g_dir, args), 0);
     g_cli_data = data;
     struct ih_device d, e, f, g;
@@ -782,7 +825,7 @@ static void two_processes_share_one_database(void **state)
     snprintf(conn_a, sizeof(conn_a), "2");
     snprintf(conn_b, sizeof(conn_b), "2");
     const char *args[] = {"--pg", g_pg, "--store.storage_threads", conn_a, "--limits.device_cache",
-                          "0s", NULL};
+                          "0s",   NULL};
     struct ih_server a, b;
     assert_int_equal(ih_start(&a, g_bin, g_dir, args), 0);
     args[3] = conn_b;
@@ -798,8 +841,8 @@ static void two_processes_share_one_database(void **state)
     /* The same batch to both processes at once, several times, and an overlapping one. */
     for (int round = 0; round < 3; round++) {
         pthread_t t[4];
-        struct post_arg pa[4] = {{a.port, &b1, 0, ""}, {b.port, &b1, 0, ""},
-                                 {a.port, &b2, 0, ""}, {b.port, &b2, 0, ""}};
+        struct post_arg pa[4] = {
+            {a.port, &b1, 0, ""}, {b.port, &b1, 0, ""}, {a.port, &b2, 0, ""}, {b.port, &b2, 0, ""}};
         for (int i = 0; i < 4; i++)
             assert_int_equal(pthread_create(&t[i], NULL, post_thread, &pa[i]), 0);
         for (int i = 0; i < 4; i++) {

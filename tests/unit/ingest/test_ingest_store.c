@@ -63,16 +63,25 @@ static void add_rec(struct recset *rs, uint8_t stream, uint64_t seq, const char 
 {
     struct record_field f = {.key = {"value", 5}, .type = RECORD_FIELD_FLOAT, .v.f = v};
     struct record_tag t = {.key = {"core", 4}, .value = {"0", 1}};
-    struct record r = {.stream = stream, .seq = seq, .ts_ns = (int64_t)seq * 1000,
-                       .name = {name, strlen(name)}, .level = stream == RECORD_LOG ? 6 : 0,
-                       .message = {stream == RECORD_LOG ? "hello \"world\"\n" : "",
-                                   stream == RECORD_LOG ? 14 : 0},
-                       .tags = &t, .n_tags = 1, .fields = &f, .n_fields = 1};
+    struct record r = {
+        .stream = stream,
+        .seq = seq,
+        .ts_ns = (int64_t)seq * 1000,
+        .name = {name, strlen(name)},
+        .level = stream == RECORD_LOG ? 6 : 0,
+        .message = {stream == RECORD_LOG ? "hello \"world\"\n" : "", stream == RECORD_LOG ? 14 : 0},
+        .tags = &t,
+        .n_tags = 1,
+        .fields = &f,
+        .n_fields = 1};
     size_t off = rs->arena.len;
     assert_int_equal(record_pack(&r, &rs->arena), 0);
     rs->offs[rs->n] = off;
-    rs->recs[rs->n] = (struct ingest_rec){.stream = stream, .seq = seq, .ts_ns = r.ts_ns,
-                                          .ts_corrected_ns = r.ts_ns + 7, .packed_len = rs->arena.len - off};
+    rs->recs[rs->n] = (struct ingest_rec){.stream = stream,
+                                          .seq = seq,
+                                          .ts_ns = r.ts_ns,
+                                          .ts_corrected_ns = r.ts_ns + 7,
+                                          .packed_len = rs->arena.len - off};
     rs->n++;
 }
 
@@ -119,7 +128,8 @@ static int collect(const struct ingest_row *r, void *arg)
     struct collected *c = arg;
     if (c->n < 512)
         c->seqs[c->n++] = r->seq;
-    snprintf(c->last_fields, sizeof(c->last_fields), "%.*s", (int)r->fields_json_len, r->fields_json);
+    snprintf(c->last_fields, sizeof(c->last_fields), "%.*s", (int)r->fields_json_len,
+             r->fields_json);
     snprintf(c->last_tags, sizeof(c->last_tags), "%.*s", (int)r->tags_json_len, r->tags_json);
     snprintf(c->last_message, sizeof(c->last_message), "%.*s", (int)r->message_len, r->message);
     c->last_ts_corr = r->ts_corrected_ns;
@@ -157,7 +167,8 @@ static void devices_register_list_and_revoke(void **state)
     make_device(&many[0], "dev-many-1", 11);
     make_device(&many[1], "dev-many-2", 12);
     make_device(&many[2], "dev-reg-1", 13); /* taken with another key */
-    assert_int_equal(ingest_store_device_add_many(s, many, 3, err, sizeof(err)), INGEST_STORE_EEXIST);
+    assert_int_equal(ingest_store_device_add_many(s, many, 3, err, sizeof(err)),
+                     INGEST_STORE_EEXIST);
     assert_int_equal(ingest_store_device_get(s, "dev-many-1", &got), INGEST_STORE_ENOTFOUND);
     make_device(&many[2], "dev-many-3", 13);
     assert_int_equal(ingest_store_device_add_many(s, many, 3, err, sizeof(err)), 0);
@@ -179,21 +190,25 @@ static void enroll_tokens_one_time_fleet_expiry(void **state)
     assert_int_equal(ingest_store_token_add(s, "short", true, 0), INGEST_STORE_EINVAL);
     assert_int_equal(ingest_store_enroll(s, "no-such-token-000", &a, 5, &out, err, sizeof(err)),
                      INGEST_STORE_ETOKEN);
-    assert_int_equal(ingest_store_enroll(s, "onetime-token-0001", &a, 5, &out, err, sizeof(err)), 0);
+    assert_int_equal(ingest_store_enroll(s, "onetime-token-0001", &a, 5, &out, err, sizeof(err)),
+                     0);
     assert_string_equal(out.id, "d-enroll-a");
     /* The same key again: same id, even though the token is now used. */
-    assert_int_equal(ingest_store_enroll(s, "onetime-token-0001", &a, 6, &out, err, sizeof(err)), 0);
+    assert_int_equal(ingest_store_enroll(s, "onetime-token-0001", &a, 6, &out, err, sizeof(err)),
+                     0);
     assert_string_equal(out.id, "d-enroll-a");
     /* A new key cannot use the consumed token. */
     assert_int_equal(ingest_store_enroll(s, "onetime-token-0001", &b, 7, &out, err, sizeof(err)),
                      INGEST_STORE_ETOKEN);
     /* Fleet tokens are reusable; expired ones are refused. */
     assert_int_equal(ingest_store_token_add(s, "fleet-token-000001", false, 0), 0);
-    assert_int_equal(ingest_store_enroll(s, "fleet-token-000001", &b, 8, &out, err, sizeof(err)), 0);
+    assert_int_equal(ingest_store_enroll(s, "fleet-token-000001", &b, 8, &out, err, sizeof(err)),
+                     0);
     assert_string_equal(out.id, "d-enroll-b");
     struct ingest_device c;
     make_device(&c, "d-enroll-c", 23);
-    assert_int_equal(ingest_store_enroll(s, "fleet-token-000001", &c, 9, &out, err, sizeof(err)), 0);
+    assert_int_equal(ingest_store_enroll(s, "fleet-token-000001", &c, 9, &out, err, sizeof(err)),
+                     0);
     struct ingest_device d;
     make_device(&d, "d-enroll-d", 24);
     assert_int_equal(ingest_store_token_add(s, "expiring-token-001", false, 100), 0);
@@ -291,7 +306,7 @@ static void interleaved_batches_export_in_seq_order(void **state)
         add_rec(odd, RECORD_LOG, seq, "app", 0);
     for (uint64_t seq = 10; seq >= 2; seq -= 2)
         add_rec(even, RECORD_LOG, seq, "app", 0); /* out of order within the batch too */
-    add_rec(even, RECORD_LOG, 4, "app", 0);      /* and a repeat inside the batch */
+    add_rec(even, RECORD_LOG, 4, "app", 0);       /* and a repeat inside the batch */
     struct ingest_write w;
     init_write(&w, "dev-interleave", odd);
     assert_int_equal(write1(s, &w), 0);
@@ -314,7 +329,8 @@ static void interleaved_batches_export_in_seq_order(void **state)
     size_t total = 0;
     for (int page = 0; page < 10 && total < 10; page++) {
         memset(c, 0, sizeof(*c));
-        assert_int_equal(ingest_store_export(s, "dev-interleave", RECORD_LOG, after, 3, collect, c), 0);
+        assert_int_equal(ingest_store_export(s, "dev-interleave", RECORD_LOG, after, 3, collect, c),
+                         0);
         assert_true(c->n > 0 && c->n <= 3);
         for (size_t i = 0; i < c->n; i++)
             assert_int_equal(c->seqs[i], after + 1 + i);
@@ -472,11 +488,13 @@ static void versions_merged_per_key(void **state)
     assert_json_equal(got.versions, "{\"ferryd\":\"1.1\",\"rootfs\":\"2.0\",\"model\":\"m7\"}");
     /* The merge helper itself: the patch wins per key, EFULL leaves out untouched. */
     char out[INGEST_VERSIONS_MAX + 1] = "unchanged";
-    assert_int_equal(ingest_versions_merge("{\"a\":\"1\",\"b\":\"2\"}", "{\"b\":\"3\"}", out, sizeof(out)), 0);
+    assert_int_equal(
+        ingest_versions_merge("{\"a\":\"1\",\"b\":\"2\"}", "{\"b\":\"3\"}", out, sizeof(out)), 0);
     assert_json_equal(out, "{\"a\":\"1\",\"b\":\"3\"}");
     assert_int_equal(ingest_versions_merge("{}", "[1]", out, sizeof(out)), INGEST_STORE_EINVAL);
     char full[INGEST_VERSIONS_MAX + 1] = "unchanged";
-    assert_int_equal(ingest_versions_merge("{\"a\":\"1\"}", big, full, sizeof(full)), INGEST_STORE_EFULL);
+    assert_int_equal(ingest_versions_merge("{\"a\":\"1\"}", big, full, sizeof(full)),
+                     INGEST_STORE_EFULL);
     assert_string_equal(full, "unchanged");
     ingest_store_close(s);
 }
@@ -494,32 +512,38 @@ static void updates_newest_sequence_wins(void **state)
     assert_int_equal(ingest_store_device_add(s, &d, err, sizeof(err)), 0);
     assert_int_equal(ingest_store_device_updates(s, "dev-upd", got, sizeof(got)), 0);
     assert_json_equal(got, "{}");
-    assert_int_equal(ingest_store_device_updates(s, "no-such-dev", got, sizeof(got)), INGEST_STORE_ENOTFOUND);
+    assert_int_equal(ingest_store_device_updates(s, "no-such-dev", got, sizeof(got)),
+                     INGEST_STORE_ENOTFOUND);
     struct ingest_write w;
     init_write(&w, "dev-upd", NULL);
-    w.updates_json = "{\"rootfs\":{\"state\":\"downloading\",\"bytes_done\":10,\"ts\":5,\"seq\":7},"
-                     "\"model\":{\"state\":\"idle\",\"running_version\":\"m1\",\"ts\":4,\"seq\":6}}";
+    w.updates_json =
+        "{\"rootfs\":{\"state\":\"downloading\",\"bytes_done\":10,\"ts\":5,\"seq\":7},"
+        "\"model\":{\"state\":\"idle\",\"running_version\":\"m1\",\"ts\":4,\"seq\":6}}";
     assert_int_equal(write1(s, &w), 0);
     /* An older event arriving later (a retransmitted batch) does not win. */
     init_write(&w, "dev-upd", NULL);
     w.updates_json = "{\"rootfs\":{\"state\":\"idle\",\"ts\":1,\"seq\":3}}";
     assert_int_equal(write1(s, &w), 0);
     assert_int_equal(ingest_store_device_updates(s, "dev-upd", got, sizeof(got)), 0);
-    assert_json_equal(got, "{\"rootfs\":{\"state\":\"downloading\",\"bytes_done\":10,\"ts\":5,\"seq\":7},"
-                           "\"model\":{\"state\":\"idle\",\"running_version\":\"m1\",\"ts\":4,\"seq\":6}}");
+    assert_json_equal(
+        got, "{\"rootfs\":{\"state\":\"downloading\",\"bytes_done\":10,\"ts\":5,\"seq\":7},"
+             "\"model\":{\"state\":\"idle\",\"running_version\":\"m1\",\"ts\":4,\"seq\":6}}");
     /* A newer one replaces that component only. */
     init_write(&w, "dev-upd", NULL);
-    w.updates_json = "{\"rootfs\":{\"state\":\"trial\",\"target_version\":\"2.0\",\"ts\":9,\"seq\":12}}";
+    w.updates_json =
+        "{\"rootfs\":{\"state\":\"trial\",\"target_version\":\"2.0\",\"ts\":9,\"seq\":12}}";
     assert_int_equal(write1(s, &w), 0);
     assert_int_equal(ingest_store_device_updates(s, "dev-upd", got, sizeof(got)), 0);
-    assert_json_equal(got, "{\"rootfs\":{\"state\":\"trial\",\"target_version\":\"2.0\",\"ts\":9,\"seq\":12},"
-                           "\"model\":{\"state\":\"idle\",\"running_version\":\"m1\",\"ts\":4,\"seq\":6}}");
+    assert_json_equal(
+        got, "{\"rootfs\":{\"state\":\"trial\",\"target_version\":\"2.0\",\"ts\":9,\"seq\":12},"
+             "\"model\":{\"state\":\"idle\",\"running_version\":\"m1\",\"ts\":4,\"seq\":6}}");
     /* Component cap: 20 new components offered, 16 kept in all (the 2 known ones + 14). */
     char patch[4096];
     size_t off = (size_t)snprintf(patch, sizeof(patch), "{");
     for (int i = 0; i < 20; i++)
-        off += (size_t)snprintf(patch + off, sizeof(patch) - off, "%s\"c%02d\":{\"state\":\"idle\",\"seq\":%d}",
-                                i ? "," : "", i, 20 + i);
+        off += (size_t)snprintf(patch + off, sizeof(patch) - off,
+                                "%s\"c%02d\":{\"state\":\"idle\",\"seq\":%d}", i ? "," : "", i,
+                                20 + i);
     snprintf(patch + off, sizeof(patch) - off, "}");
     init_write(&w, "dev-upd", NULL);
     w.updates_json = patch;
