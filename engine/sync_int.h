@@ -19,6 +19,10 @@
 #include "journal/journal.h"
 #include "transport/batch.h"
 
+/* Acknowledged records deleted after each ack beyond what journal_ack() deleted itself (see
+ * sync_ack_run); bounded so that an ack never holds the helper thread for long. */
+#define SYNC_GC_AFTER_ACK 16384
+
 struct event;
 struct http_client;
 struct http_request;

@@ -352,6 +352,11 @@ void sync_ack_run(struct sync_job *job)
                      (unsigned long long)a->ranges[st][a->n[st] - 1].last, journal_strerror(rc));
         }
     }
+    /* journal_ack() deleted one chunk; a batch larger than that leaves acknowledged records
+     * behind. Up to SYNC_GC_AFTER_ACK more per ack keep deletion ahead of a catch-up; the idle
+     * release (sync_release_run) deletes the rest. */
+    if (a->err == 0 && journal_gc(s->journal, SYNC_GC_AFTER_ACK, NULL, NULL) != 0)
+        log_debug("sync", "journal gc after ack failed; the idle release retries");
     if (a->gaps_max_id > 0) {
         int rc = journal_gaps_mark_reported(s->journal, a->gaps_max_id);
         if (rc != 0 && a->err == 0) {
@@ -405,6 +410,12 @@ void sync_release_run(struct sync_job *job)
     s->builder_device_id[0] = '\0';
     /* glibc keeps freed memory in its arenas; an idle daemon gives it back (measured: tens of
      * MiB of RSS after a burst otherwise stay with the process). */
+    /* Acknowledged records beyond what the acks deleted go now, in bounded transactions. */
+    size_t deleted = 0;
+    if (journal_gc(s->journal, 0, &deleted, NULL) != 0)
+        log_debug("sync", "journal gc failed; acknowledged records stay until the next idle");
+    else if (deleted > 0)
+        log_debug("sync", "idle: deleted %zu acknowledged records", deleted);
     malloc_trim(0);
     /* Likewise the journal's map: pages a burst read stay resident until dropped. A failure
      * only means the pages stay resident. */

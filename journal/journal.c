@@ -30,6 +30,7 @@
 #include <sys/prctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1005,8 +1006,13 @@ int journal_gc(struct journal *j, size_t max_records, size_t *out_deleted, bool 
     if (!j)
         return JOURNAL_EINVAL;
     size_t total = 0;
-    bool more = true;
+    bool more = false;
     int rc = 0;
+    /* Nothing acknowledged is waiting: no write transaction (and no fsync) at all. */
+    pthread_mutex_lock(&j->write_mu);
+    for (int s = 0; s < J_STREAMS; s++)
+        more = more || j->counters.acked_records[s] > 0;
+    pthread_mutex_unlock(&j->write_mu);
     while (more && (max_records == 0 || total < max_records)) {
         size_t chunk = j->cfg.delete_chunk_records;
         if (max_records && max_records - total < chunk)
@@ -1260,19 +1266,52 @@ int journal_stats(struct journal *j, struct journal_stats *out)
 
 /* ---- compaction -------------------------------------------------------------------------- */
 
+/* Calls madvise(MADV_DONTNEED) on every mapping of the file with device `dev` and inode `ino`
+ * in this process. LMDB does not tell where its map is (mdb_env_info's me_mapaddr is only set
+ * with MDB_FIXEDMAP), so /proc/self/maps does. Returns 0, or JOURNAL_EIO. */
+static int j_drop_file_mappings(dev_t dev, ino_t ino)
+{
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (!f)
+        return JOURNAL_EIO;
+    char line[512];
+    int rc = 0;
+    bool found = false;
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long long lo, hi, off, inode;
+        unsigned maj, min;
+        char perms[8];
+        if (sscanf(line, "%llx-%llx %7s %llx %x:%x %llu", &lo, &hi, perms, &off, &maj, &min,
+                   &inode) != 7)
+            continue;
+        if (inode != (unsigned long long)ino || maj != major(dev) || min != minor(dev))
+            continue;
+        found = true;
+        /* LMDB's map is shared and, without MDB_WRITEMAP, read-only: dropping its page table
+         * entries loses nothing; the pages stay in the page cache. */
+        if (perms[3] != 's' || perms[1] == 'w')
+            continue;
+        if (madvise((void *)(uintptr_t)lo, (size_t)(hi - lo), MADV_DONTNEED) != 0)
+            rc = JOURNAL_EIO;
+    }
+    /* A line longer than the buffer (a long path) is read in pieces; the pieces do not parse. */
+    fclose(f);
+    return found ? rc : JOURNAL_EIO;
+}
+
 int journal_release_memory(struct journal *j)
 {
     if (!j)
         return JOURNAL_EINVAL;
     pthread_rwlock_rdlock(&j->env_lock);
     int rc = JOURNAL_ECLOSED;
-    MDB_envinfo info;
-    if (j->env && mdb_env_info(j->env, &info) == 0 && info.me_mapaddr) {
-        /* The map is MAP_SHARED and read-only (no MDB_WRITEMAP): dropping its page table
-         * entries loses nothing, it only un-maps pages that the page cache still holds. */
-        long page = sysconf(_SC_PAGESIZE);
-        uintptr_t start = (uintptr_t)info.me_mapaddr & ~(uintptr_t)(page - 1);
-        rc = madvise((void *)start, info.me_mapsize, MADV_DONTNEED) == 0 ? 0 : JOURNAL_EIO;
+    struct stat st;
+    if (j->env) {
+        /* Under env_lock: compaction (the only remap) cannot swap the file meanwhile. */
+        if (stat(j->path, &st) != 0)
+            rc = JOURNAL_EIO;
+        else
+            rc = j_drop_file_mappings(st.st_dev, st.st_ino);
     }
     pthread_rwlock_unlock(&j->env_lock);
     return rc;

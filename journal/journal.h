@@ -473,10 +473,11 @@ int journal_compact(struct journal *j, char *errbuf, size_t errlen) JOURNAL_WUR;
 
 /*
  * Drops this process's resident pages of the data file's memory map (madvise MADV_DONTNEED on
- * LMDB's read-only shared map). Nothing is lost: the pages stay in the kernel's page cache and
- * the next read faults them back in. An idle daemon calls it so that its resident set does not
- * keep every page a past burst touched (measured: ~100 MiB after 2 million records). Cheap; may
- * be called from any thread. Errors: JOURNAL_ECLOSED, JOURNAL_EIO (madvise failed).
+ * LMDB's read-only shared map, found in /proc/self/maps by the file's device and inode). Nothing
+ * is lost: the pages stay in the kernel's page cache and the next read faults them back in. An
+ * idle daemon calls it so that its resident set does not keep every page a past burst touched
+ * (measured: ~100 MiB after 2 million records). Cheap; may be called from any thread.
+ * Errors: JOURNAL_ECLOSED, JOURNAL_EIO (no mapping found, /proc not mounted, madvise failed).
  */
 int journal_release_memory(struct journal *j) JOURNAL_WUR;
 
