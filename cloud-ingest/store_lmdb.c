@@ -426,6 +426,84 @@ done:
     return rc;
 }
 
+/* Merges the reported gap `g` into the device's gap set of its stream, kept as disjoint,
+ * non-adjacent ranges: overlapping and adjacent entries become one. *added gets how many
+ * sequences no earlier report covered, *ranges_delta the change in the number of entries. A
+ * device reports the same loss more than once (a batch whose response was lost is rebuilt, and
+ * its builder may join adjacent gap entries), so the set, not the reports, is what counts. */
+static int merge_gap(struct lmdb_store *s, MDB_txn *txn, uint32_t idx, const struct ingest_gap *g,
+                     uint64_t *added, int64_t *ranges_delta)
+{
+    uint64_t f = g->first_seq, l = g->last_seq, covered = 0;
+    int64_t removed = 0;
+    uint8_t key[13], prefix[5];
+    rec_key(key, idx, g->stream, 0);
+    memcpy(prefix, key, 5);
+    MDB_cursor *cur;
+    int rc = map_err(mdb_cursor_open(txn, s->gaps, &cur));
+    if (rc != 0)
+        return rc;
+    /* The entry just before f may reach into the range (or end at f - 1). */
+    rec_key(key, idx, g->stream, f);
+    MDB_val k = {13, key}, v;
+    int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    mrc = mdb_cursor_get(cur, &k, &v, mrc == 0 ? MDB_PREV : MDB_LAST);
+    /* Then every entry from f on that starts no later than l + 1; each absorbed entry is
+     * deleted and the search starts again from f (the cursor is not reused after a delete). */
+    bool before = true;
+    while (rc == 0) {
+        if (mrc == MDB_NOTFOUND)
+            goto next;
+        if (mrc != 0) {
+            rc = map_err(mrc);
+            break;
+        }
+        if (k.mv_size != 13 || memcmp(k.mv_data, prefix, 5) != 0 || v.mv_size != 8)
+            goto next;
+        uint64_t ef = get_be64((const uint8_t *)k.mv_data + 5), el;
+        memcpy(&el, v.mv_data, 8);
+        if (ef > l + 1 || el + 1 < f)
+            goto next; /* neither overlapping nor adjacent */
+        covered += el - ef + 1;
+        removed++;
+        if (ef < f)
+            f = ef;
+        if (el > l)
+            l = el;
+        uint8_t dkey[13];
+        memcpy(dkey, k.mv_data, 13);
+        MDB_val dk = {13, dkey};
+        if ((mrc = mdb_del(txn, s->gaps, &dk, NULL)) != 0) {
+            rc = map_err(mrc);
+            break;
+        }
+        if (!before) {
+            rec_key(key, idx, g->stream, f);
+            k = (MDB_val){13, key};
+            mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+            continue;
+        }
+    next:
+        if (!before)
+            break;
+        before = false;
+        rec_key(key, idx, g->stream, f);
+        k = (MDB_val){13, key};
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    }
+    mdb_cursor_close(cur);
+    if (rc != 0)
+        return rc;
+    rec_key(key, idx, g->stream, f);
+    MDB_val nk = {13, key}, nv = {8, &l};
+    rc = map_err(mdb_put(txn, s->gaps, &nk, &nv, 0));
+    if (rc != 0)
+        return rc;
+    *added = (l - f + 1) - covered;
+    *ranges_delta = 1 - removed;
+    return 0;
+}
+
 static int write_one(struct lmdb_store *s, MDB_txn *txn, struct ingest_write *w)
 {
     struct lmdb_device_val dv;
@@ -464,19 +542,20 @@ static int write_one(struct lmdb_store *s, MDB_txn *txn, struct ingest_write *w)
         if (rc != 0)
             return rc;
     }
-    uint8_t key[13];
     for (size_t i = 0; i < w->n_gaps; i++) {
         const struct ingest_gap *g = &w->gaps[i];
-        rec_key(key, dv.idx, g->stream, g->first_seq);
-        MDB_val k = {13, key}, v = {8, (void *)&g->last_seq};
-        int mrc = mdb_put(txn, s->gaps, &k, &v, MDB_NOOVERWRITE);
-        if (mrc == MDB_KEYEXIST)
-            continue;
-        if (mrc != 0)
-            return map_err(mrc);
-        w->new_gaps++;
-        dv.dev.streams[g->stream].gap_ranges++;
-        dv.dev.streams[g->stream].gap_records += g->last_seq - g->first_seq + 1;
+        if (g->stream >= RECORD_STREAM_COUNT || g->first_seq == 0 || g->first_seq > g->last_seq)
+            continue; /* batches.c refuses these; never count them */
+        uint64_t added = 0;
+        int64_t ranges_delta = 0;
+        rc = merge_gap(s, txn, dv.idx, g, &added, &ranges_delta);
+        if (rc != 0)
+            return rc;
+        if (added > 0)
+            w->new_gaps++;
+        struct ingest_stream_stats *st = &dv.dev.streams[g->stream];
+        st->gap_records += added;
+        st->gap_ranges = (uint64_t)((int64_t)st->gap_ranges + ranges_delta);
     }
     if (w->received_ns > dv.dev.last_seen_ns)
         dv.dev.last_seen_ns = w->received_ns;

@@ -567,28 +567,52 @@ static int write_updates(PGconn *c, const struct ingest_write *w, char *err, siz
 static int write_gaps_and_device(PGconn *c, struct ingest_write *w, char *err, size_t err_len)
 {
     char s1[24], s2[24], s3[24], s4[24];
+    if (w->n_gaps > 0) {
+        /* The device's row lock serialises gap merges of one device across connections. */
+        const char *vals[1] = {w->device_id};
+        PGresult *r = exec_params(c, "SELECT 1 FROM devices WHERE id = $1 FOR UPDATE", 1, vals);
+        int rc = res_ok(r) ? 0 : retryable(r) ? 1 : INGEST_STORE_EIO;
+        if (rc != 0)
+            set_err(err, err_len, "lock device for gaps", c);
+        PQclear(r);
+        if (rc != 0)
+            return rc;
+    }
     for (size_t g = 0; g < w->n_gaps; g++) {
         const struct ingest_gap *gap = &w->gaps[g];
         snprintf(s1, sizeof(s1), "%u", gap->stream);
         snprintf(s2, sizeof(s2), "%" PRId64, (int64_t)gap->first_seq);
         snprintf(s3, sizeof(s3), "%" PRId64, (int64_t)gap->last_seq);
         const char *vals[4] = {w->device_id, s1, s2, s3};
+        /* The device's gaps of a stream are a set of disjoint, non-adjacent ranges: the
+         * report absorbs every entry it overlaps or touches (a device reports a loss again
+         * when a response was lost, perhaps joined with the next range), and only sequences
+         * no entry covered yet are counted. */
         PGresult *r = exec_params(
             c,
-            "WITH ins AS (INSERT INTO gaps VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
-            " RETURNING 1) INSERT INTO device_streams AS d (device, stream, gap_ranges, "
-            "gap_records)"
-            " SELECT $1, $2, 1, $4::bigint - $3::bigint + 1 FROM ins ON CONFLICT (device, stream)"
-            " DO UPDATE SET gap_ranges = d.gap_ranges + 1,"
-            " gap_records = d.gap_records + EXCLUDED.gap_records RETURNING 1",
+            "WITH old AS (DELETE FROM gaps WHERE device = $1 AND stream = $2"
+            " AND first_seq <= $4::bigint + 1 AND last_seq >= $3::bigint - 1"
+            " RETURNING first_seq, last_seq),"
+            " m AS (SELECT LEAST($3::bigint, min(first_seq)) AS f,"
+            " GREATEST($4::bigint, max(last_seq)) AS l,"
+            " COALESCE(sum(last_seq - first_seq + 1), 0) AS covered, count(*) AS n FROM old),"
+            " ins AS (INSERT INTO gaps SELECT $1, $2, f, l FROM m RETURNING 1),"
+            " upd AS (INSERT INTO device_streams AS d (device, stream, gap_ranges, gap_records)"
+            " SELECT $1, $2, 1 - n, l - f + 1 - covered FROM m"
+            " ON CONFLICT (device, stream) DO UPDATE SET"
+            " gap_ranges = d.gap_ranges + EXCLUDED.gap_ranges,"
+            " gap_records = d.gap_records + EXCLUDED.gap_records RETURNING 1)"
+            " SELECT l - f + 1 - covered FROM m, (SELECT count(*) FROM ins) AS i,"
+            " (SELECT count(*) FROM upd) AS u",
             4, vals);
         if (!res_ok(r)) {
-            set_err(err, err_len, "insert gap", c);
+            set_err(err, err_len, "merge gap", c);
             int rc = retryable(r) ? 1 : INGEST_STORE_EIO;
             PQclear(r);
             return rc;
         }
-        w->new_gaps += (uint64_t)PQntuples(r);
+        if (PQntuples(r) == 1 && strtoll(PQgetvalue(r, 0, 0), NULL, 10) > 0)
+            w->new_gaps++;
         PQclear(r);
     }
     if (w->has_backlog) {

@@ -46,6 +46,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "common/util.h"
 #include "engine/netlink.h"
 #include "engine/sync_int.h"
@@ -219,6 +220,8 @@ static void set_error(struct sync *s, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(s->status.last_error, sizeof(s->status.last_error), fmt, ap);
     va_end(ap);
+    /* /status shows the latest; the log keeps a trace without flooding it during an outage. */
+    log_limited(30, FERRY_LOG_WARN, "sync", "%s", s->status.last_error);
 }
 
 static void schedule_eval(struct sync *s)
@@ -413,6 +416,10 @@ static void on_ack_done(struct sync_job *job)
         }
         if (!a->reject)
             s->status.gaps_reported += a->n_gaps;
+        if (a->n_gaps > 0 && a->gaps_max_id > 0)
+            log_info("sync", "%zu journal gap(s) up to id %llu %s", a->n_gaps,
+                     (unsigned long long)a->gaps_max_id,
+                     a->reject ? "set aside with a rejected batch" : "reported to the cloud");
         if (a->n_gaps > 0)
             s->gaps_in_flight = false; /* marked reported now (I4) */
         if (a->err != 0) {
@@ -609,7 +616,10 @@ static void on_batch_done(void *arg, struct http_request *req, const struct http
             reset_cursors(s);
             break;
         }
-        a->gaps_max_id = b->gaps_max_id; /* set aside with the batch: no endless loop */
+        /* The ingest stored nothing of this batch, its gap reports included: they go again
+         * with the next batch, unless they were all the batch held (then they may be the
+         * cause, and are set aside with it rather than refused forever). */
+        a->gaps_max_id = b->total_records == 0 ? b->gaps_max_id : 0;
         a->n_gaps = b->n_gaps;
         set_error(s, "batch rejected: %s", a->reason);
         s->status.link_up = true;
