@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -623,9 +624,25 @@ static void init_threads(void)
     (void)evthread_use_pthreads();
 }
 
+/* Every device connection is a descriptor: a fleet needs more than the usual soft limit of 1024,
+ * and evhttp's listener spins on accept() failing with EMFILE. The soft limit goes up to the
+ * hard one (what nginx's worker_rlimit_nofile does by hand). */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+        log_debug("ingest", "descriptor limit raised from %llu to %llu", (unsigned long long)was,
+                  (unsigned long long)rl.rlim_max);
+}
+
 int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *store,
                       struct ingest_server **out, char *err, size_t err_len)
 {
+    raise_fd_limit();
     pthread_once(&threads_once, init_threads);
     struct ingest_server *s = calloc(1, sizeof(*s));
     int rc = INGEST_ENOMEM;

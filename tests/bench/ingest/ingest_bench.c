@@ -65,8 +65,8 @@ struct result {
 
 static const char *g_ingest_bin;
 static const char *g_pg;
-static unsigned g_connections = 256;
-static unsigned g_workers = 2;
+static unsigned g_connections = 1000;
+static unsigned g_workers = 0; /* 0: ferry-ingest's default, 2 x CPUs */
 static char g_tmp[128];
 static const char *g_only; /* run only this target (bare, lmdb, pg) */
 
@@ -554,8 +554,9 @@ static void usage(void)
            "  --ingest PATH     the ferry-ingest binary to measure\n"
            "  --pg CONNINFO     also measure the PostgreSQL store (default: $FERRY_TEST_PG)\n"
            "  --quick           small scenarios (100 devices), for CI\n"
-           "  --connections N   concurrent client connections (256)\n"
-           "  --workers N       server worker threads for ferry-ingest and the bare server (2)\n"
+           "  --connections N   concurrent client connections (1000: a fleet keeps many open)\n"
+           "  --workers N       server worker threads for ferry-ingest and the bare server\n"
+           "                    (default 2 x CPUs, as ferry-ingest)\n"
            "  --only TARGET     run only bare, lmdb or pg\n"
            "Scenarios: 1000 devices x 1000-record batches; 10000 devices x 10-record batches.\n"
            "Targets: lmdb >= 1,000,000 records/s (1000-record batches), lmdb >= 10,000\n"
@@ -584,12 +585,26 @@ int main(int argc, char **argv)
             return strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0 ? 0 : 2;
         }
     }
-    if (g_ingest_bin == NULL || g_connections == 0 || g_connections > 4096 || g_workers == 0) {
+    if (g_workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN); /* as ferry-ingest's default */
+        g_workers = n > 0 && n < 8 ? 2 * (unsigned)n : 16;
+    }
+    if (g_ingest_bin == NULL || g_connections == 0 || g_connections > 4096) {
         usage();
         return 2;
     }
     if (sodium_init() < 0)
         return 1;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max; /* the bare server runs in this process too */
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 2 * (rlim_t)g_connections + 64) {
+        fprintf(stderr, "ingest-bench: %u connections need %u descriptors; the limit is %llu\n",
+                g_connections, 2 * g_connections + 64, (unsigned long long)rl.rlim_cur);
+        return 2;
+    }
     signal(SIGPIPE, SIG_IGN);
     snprintf(g_tmp, sizeof(g_tmp), "/tmp/ingest-bench.XXXXXX");
     if (mkdtemp(g_tmp) == NULL)
