@@ -388,14 +388,25 @@ static int expose_hist(struct ferry_buf *b, struct ingest_metrics *m, enum inges
     return e;
 }
 
-static int last_seen_cb(const struct ingest_device *d, void *arg)
+/* The per-device families, each rendered into its own buffer during one scan of the store and
+ * concatenated afterwards: the exposition format wants a family's samples together. */
+struct device_families {
+    struct ferry_buf last_seen, gap_records, backlog;
+};
+
+static int device_families_cb(const struct ingest_device *d, void *arg)
 {
-    struct ferry_buf *b = arg;
-    return ferry_buf_printf(b, "ferry_device_last_seen_seconds{device=\"%s\"} %.3f\n", d->id,
-                            (double)d->last_seen_ns / 1e9) |
-           ferry_buf_printf(b, "ferry_device_gap_records{device=\"%s\"} %" PRIu64 "\n", d->id,
-                            d->streams[0].gap_records + d->streams[1].gap_records +
-                                d->streams[2].gap_records);
+    struct device_families *f = arg;
+    int e = ferry_buf_printf(&f->last_seen, "ferry_device_last_seen_seconds{device=\"%s\"} %.3f\n",
+                             d->id, (double)d->last_seen_ns / 1e9) |
+            ferry_buf_printf(
+                &f->gap_records, "ferry_device_gap_records{device=\"%s\"} %" PRIu64 "\n", d->id,
+                d->streams[0].gap_records + d->streams[1].gap_records + d->streams[2].gap_records);
+    for (int st = 0; st < RECORD_STREAM_COUNT; st++)
+        e |= ferry_buf_printf(
+            &f->backlog, "ferry_device_backlog_records{device=\"%s\",stream=\"%s\"} %" PRIu64 "\n",
+            d->id, record_stream_name((enum record_stream)st), d->streams[st].backlog);
+    return e;
 }
 
 static void handle_metrics(struct evhttp_request *req, const char *path, void *arg)
@@ -418,12 +429,22 @@ static void handle_metrics(struct evhttp_request *req, const char *path, void *a
                      "POST /v1/batches latency from body received to acknowledgement");
     e |= expose_hist(&b, ctx->metrics, INGEST_H_COMMIT_SECONDS, "ferry_ingest_commit_seconds",
                      "Duration of one group commit");
+    struct device_families f = {FERRY_BUF_INIT, FERRY_BUF_INIT, FERRY_BUF_INIT};
+    int rc = ingest_store_device_list(ctx->store, device_families_cb, &f);
     e |= ferry_buf_printf(
         &b, "# HELP ferry_device_last_seen_seconds Ingest time of the device's last stored batch\n"
-            "# TYPE ferry_device_last_seen_seconds gauge\n"
-            "# HELP ferry_device_gap_records Records the device reported lost\n"
-            "# TYPE ferry_device_gap_records gauge\n");
-    int rc = ingest_store_device_list(ctx->store, last_seen_cb, &b);
+            "# TYPE ferry_device_last_seen_seconds gauge\n");
+    e |= ferry_buf_append(&b, f.last_seen.data, f.last_seen.len);
+    e |= ferry_buf_printf(&b, "# HELP ferry_device_gap_records Records the device reported lost\n"
+                              "# TYPE ferry_device_gap_records gauge\n");
+    e |= ferry_buf_append(&b, f.gap_records.data, f.gap_records.len);
+    e |= ferry_buf_printf(&b, "# HELP ferry_device_backlog_records Records the device had not yet "
+                              "sent, as of its last stored batch\n"
+                              "# TYPE ferry_device_backlog_records gauge\n");
+    e |= ferry_buf_append(&b, f.backlog.data, f.backlog.len);
+    ferry_buf_free(&f.last_seen);
+    ferry_buf_free(&f.gap_records);
+    ferry_buf_free(&f.backlog);
     e |= ingest_devtab_expose(ctx->devtab, &b);
     if (e != 0 || rc != 0) {
         ferry_buf_free(&b);

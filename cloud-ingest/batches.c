@@ -387,6 +387,9 @@ int ingest_batch_prepare(struct ingest_ctx *ctx, struct batch_decoder *dec, cons
     job->write.recs = job->recs;
     job->write.gaps = job->gaps;
     job->write.n_gaps = h.n_gaps;
+    job->write.has_backlog = h.has_backlog; /* wire version 2 */
+    for (int k = 0; k < RECORD_STREAM_COUNT; k++)
+        job->write.backlog[k] = h.backlog[k] > INT64_MAX ? INT64_MAX : h.backlog[k];
     job->write.versions_json =
         job->versions_json->len > 0 ? (const char *)job->versions_json->data : NULL;
     if (job->updates != NULL && json_object_size(job->updates) > 0) {

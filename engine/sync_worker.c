@@ -325,6 +325,17 @@ void sync_batch_build_run(struct sync_job *job)
         if (!any_range)
             return; /* nothing to send: wire stays empty */
     }
+    /* How far behind the device is, for the ingest's device view: records not yet acknowledged
+     * beyond this batch's own (other batches in flight included). */
+    struct journal_stats js;
+    if (journal_stats(s->journal, &js) == 0) {
+        uint64_t backlog[RECORD_STREAM_COUNT];
+        for (int st = 0; st < RECORD_STREAM_COUNT; st++)
+            backlog[st] = js.stream[st].unsent_records > b->records[st]
+                              ? js.stream[st].unsent_records - b->records[st]
+                              : 0;
+        batch_builder_set_backlog(s->builder, backlog);
+    }
     rc = batch_builder_finish(s->builder, ferry_realtime_ns(), &b->wire);
     if (rc != 0) {
         b->err = rc;

@@ -123,7 +123,7 @@ int batch__header_encode(const struct batch_header *h, struct ferry_buf *out)
     static const uint8_t zero_sig[BATCH_SIGNATURE_LEN];
     size_t start = out->len;
     int ok = ferry_buf_append(out, BATCH_MAGIC, 4) == 0 &&
-             ferry_buf_append_u8(out, BATCH_VERSION) == 0 && ferry_buf_append_u8(out, 0) == 0 &&
+             ferry_buf_append_u8(out, h->version) == 0 && ferry_buf_append_u8(out, 0) == 0 &&
              ferry_buf_append_le16(out, (uint16_t)h->header_len) == 0 &&
              ferry_buf_append_le32(out, h->body_len) == 0 &&
              ferry_buf_append_le32(out, h->body_raw_len) == 0 &&
@@ -152,6 +152,8 @@ int batch__header_encode(const struct batch_header *h, struct ferry_buf *out)
              ferry_buf_append_le64(out, h->gaps[i].first) == 0 &&
              ferry_buf_append_le64(out, h->gaps[i].last) == 0;
     }
+    for (int s = 0; ok && h->version >= 2 && s < RECORD_STREAM_COUNT; s++)
+        ok = ferry_buf_append_le64(out, h->backlog[s]) == 0;
     ok = ok && out->len - start == h->header_len &&
          ferry_buf_append(out, zero_sig, sizeof zero_sig) == 0;
     if (!ok) {
@@ -175,10 +177,10 @@ int batch_peek_header(const void *batch, size_t len, struct batch_header *h,
     if (len < 5)
         return batch__fail(ei, BATCH_ETRUNC, len, 0, "batch of %zu bytes has no version", len);
     h->version = p[BH_VERSION];
-    if (h->version != BATCH_VERSION)
+    if (h->version < BATCH_VERSION_MIN || h->version > BATCH_VERSION)
         return batch__fail(ei, BATCH_EVERSION, BH_VERSION, 0,
-                           "batch version %u is not supported (this reader knows version %d)",
-                           h->version, BATCH_VERSION);
+                           "batch version %u is not supported (this reader knows versions %d..%d)",
+                           h->version, BATCH_VERSION_MIN, BATCH_VERSION);
     if (len > BATCH_MAX_BATCH_BYTES)
         return batch__fail(ei, BATCH_ELIMIT, 0, 0, "batch of %zu bytes exceeds %u", len,
                            BATCH_MAX_BATCH_BYTES);
@@ -217,8 +219,7 @@ int batch_peek_header(const void *batch, size_t len, struct batch_header *h,
     if (h->n_gaps > BATCH_MAX_GAPS)
         return batch__fail(ei, BATCH_ELIMIT, BH_GAP_COUNT, 0, "%zu gaps (max %u)", h->n_gaps,
                            BATCH_MAX_GAPS);
-    size_t want = BATCH_FIXED_HEADER_LEN + h->device_id_len + BH_RANGE_LEN * h->n_ranges +
-                  BH_GAP_LEN * h->n_gaps;
+    size_t want = batch__header_len(h->version, h->device_id_len, h->n_ranges, h->n_gaps);
     if (h->header_len != want)
         return batch__fail(ei, BATCH_EHEADER, BH_HEADER_LEN, 0,
                            "header length %zu but its counts make %zu", h->header_len, want);
@@ -276,6 +277,11 @@ int batch_peek_header(const void *batch, size_t len, struct batch_header *h,
             return batch__fail(ei, BATCH_EHEADER, off + 2, 0, "gap %zu: first > last", i);
         g->stream = (enum record_stream)s;
     }
+    if (h->version >= 2) {
+        h->has_backlog = true;
+        for (int s = 0; s < RECORD_STREAM_COUNT; s++, off += 8)
+            h->backlog[s] = rd64(p + off);
+    }
     return 0;
 }
 
@@ -326,11 +332,13 @@ int batch_assemble(const struct batch_header *in, const void *body, size_t body_
                    const uint8_t secret_key[BATCH_SECRET_KEY_LEN], struct ferry_buf *out)
 {
     struct batch_header h = *in;
+    if (h.version == 0)
+        h.version = BATCH_VERSION;
     if (!batch_device_id_valid(h.device_id, h.device_id_len) || h.n_ranges > RECORD_STREAM_COUNT ||
-        h.n_gaps > BATCH_MAX_GAPS || body_len > UINT32_MAX)
+        h.n_gaps > BATCH_MAX_GAPS || body_len > UINT32_MAX || h.version < BATCH_VERSION_MIN ||
+        h.version > BATCH_VERSION)
         return BATCH_EINVAL;
-    h.header_len = BATCH_FIXED_HEADER_LEN + h.device_id_len + BH_RANGE_LEN * h.n_ranges +
-                   BH_GAP_LEN * h.n_gaps;
+    h.header_len = batch__header_len(h.version, h.device_id_len, h.n_ranges, h.n_gaps);
     h.body_len = (uint32_t)body_len;
     batch_key_id(secret_key + 32, h.key_id);
     crypto_generichash(h.body_hash, sizeof h.body_hash, body, body_len, NULL, 0);

@@ -55,7 +55,9 @@ struct ferry_buf;
 /* ---- Format constants (§3) ------------------------------------------------------------------ */
 
 #define BATCH_MAGIC "FRYB"
-#define BATCH_VERSION 1
+#define BATCH_VERSION 2      /* what builders write: version 1 plus the device's backlog (§3) */
+#define BATCH_VERSION_MIN 1  /* the oldest version readers still accept */
+#define BATCH_BACKLOG_LEN 24 /* version 2: u64 unsent records per stream after this batch */
 #define BATCH_FIXED_HEADER_LEN 108 /* header bytes before the device id */
 #define BATCH_SIGNATURE_LEN 64     /* Ed25519 (crypto_sign_BYTES) */
 #define BATCH_KEY_ID_LEN 8         /* BLAKE2b-256(public key)[0..8] */
@@ -90,7 +92,8 @@ enum batch_compression {
 #define BATCH_MAX_TAGS RECORD_MAX_TAGS        /* tags per record/series */
 #define BATCH_MAX_FIELDS RECORD_MAX_FIELDS    /* fields per record/series */
 #define BATCH_MAX_HEADER_LEN                                                                       \
-    (BATCH_FIXED_HEADER_LEN + BATCH_MAX_DEVICE_ID + 17 * RECORD_STREAM_COUNT + 18 * BATCH_MAX_GAPS)
+    (BATCH_FIXED_HEADER_LEN + BATCH_MAX_DEVICE_ID + 17 * RECORD_STREAM_COUNT +                     \
+     18 * BATCH_MAX_GAPS + BATCH_BACKLOG_LEN)
 
 /* ---- Errors --------------------------------------------------------------------------------- */
 
@@ -183,11 +186,16 @@ struct batch_header {
     struct batch_range ranges[RECORD_STREAM_COUNT];
     size_t n_gaps;
     struct batch_gap gaps[BATCH_MAX_GAPS];
+    /* Version 2: records of each stream the device still had unsent when it built this batch,
+     * not counting the batch's own (how far behind it is). Version 1: has_backlog false. */
+    bool has_backlog;
+    uint64_t backlog[RECORD_STREAM_COUNT];
 };
 
 /*
  * Parses and checks the header of the `len`-byte batch at `batch` without looking at the
- * signature or the body: magic, version (BATCH_EVERSION for any version but 1, with the version
+ * signature or the body: magic, version (BATCH_EVERSION for any version outside
+ * BATCH_VERSION_MIN..BATCH_VERSION, with the version
  * in ei->msg, before anything else is read), reserved bytes, every count and length against §6
  * and against `len` (which must equal header + signature + body exactly). Cost is bounded by
  * BATCH_MAX_HEADER_LEN. Use it to find the device id and key id, then call batch_decode().
@@ -266,6 +274,12 @@ int batch_builder_add_packed(struct batch_builder *b, enum record_stream stream,
 int batch_builder_add_gap(struct batch_builder *b, enum record_stream stream, uint64_t first,
                           uint64_t last, uint8_t reason) __attribute__((warn_unused_result));
 
+/* The device's backlog (unsent records per stream, not counting this batch's) to put in the
+ * header of the next batch finish() makes (§3, version 2). Kept across batches until set again;
+ * 0 until first set. */
+void batch_builder_set_backlog(struct batch_builder *b,
+                               const uint64_t backlog[RECORD_STREAM_COUNT]);
+
 /* Records added so far. */
 uint32_t batch_builder_count(const struct batch_builder *b);
 /* Sum of the record_pack() sizes of the records added so far ("raw size"). */
@@ -340,7 +354,8 @@ int batch_decoder_callback_status(const struct batch_decoder *d);
 /* ---- Tools: tests, fuzzing, dictionary training --------------------------------------------- */
 
 /*
- * Assembles and signs a batch around an arbitrary body: takes version 1, the device id, batch
+ * Assembles and signs a batch around an arbitrary body: takes the version (1 or 2; 0 means
+ * BATCH_VERSION), the backlog (version 2), the device id, batch
  * id, times, counts, compression, dict id, ranges and gaps from `h`; sets header_len, body_len
  * (= body_len) and the body hash itself, the key id from `secret_key`. body_raw_len and
  * record_count are taken from `h` as they are, so a test can declare sizes that lie. Appends to

@@ -103,6 +103,7 @@ struct batch_builder {
     struct batch_range ranges[RECORD_STREAM_COUNT];
     struct batch_gap gaps[BATCH_MAX_GAPS];
     size_t n_gaps;
+    uint64_t backlog[RECORD_STREAM_COUNT]; /* kept across batches (batch_builder_set_backlog) */
     size_t packed_bytes;
     size_t bound;
 
@@ -283,8 +284,8 @@ size_t batch_builder_raw_bytes(const struct batch_builder *b)
 
 size_t batch_builder_bound_bytes(const struct batch_builder *b)
 {
-    return BATCH_FIXED_HEADER_LEN + b->device_id_len + BH_RANGE_LEN * RECORD_STREAM_COUNT +
-           BH_GAP_LEN * b->n_gaps + BATCH_SIGNATURE_LEN + ZSTD_compressBound(b->bound);
+    return batch__header_len(BATCH_VERSION, b->device_id_len, RECORD_STREAM_COUNT, b->n_gaps) +
+           BATCH_SIGNATURE_LEN + ZSTD_compressBound(b->bound);
 }
 
 /* ---- Adding records -------------------------------------------------------------------------- */
@@ -715,6 +716,12 @@ int batch_builder_add_packed(struct batch_builder *b, enum record_stream stream,
                        record_stream_name(stream) ? record_stream_name(stream) : "?");
     r.seq = seq;
     return builder_add(b, &r, len);
+}
+
+void batch_builder_set_backlog(struct batch_builder *b, const uint64_t backlog[RECORD_STREAM_COUNT])
+{
+    if (b && backlog)
+        memcpy(b->backlog, backlog, sizeof b->backlog);
 }
 
 int batch_builder_add_gap(struct batch_builder *b, enum record_stream stream, uint64_t first,
@@ -1152,8 +1159,9 @@ int batch_builder_finish(struct batch_builder *b, int64_t build_time_ns, struct 
             h->ranges[h->n_ranges++] = b->ranges[s];
     memcpy(h->gaps, b->gaps, b->n_gaps * sizeof *b->gaps);
     h->n_gaps = b->n_gaps;
-    h->header_len = BATCH_FIXED_HEADER_LEN + h->device_id_len + BH_RANGE_LEN * h->n_ranges +
-                    BH_GAP_LEN * h->n_gaps;
+    h->has_backlog = true;
+    memcpy(h->backlog, b->backlog, sizeof h->backlog);
+    h->header_len = batch__header_len(h->version, h->device_id_len, h->n_ranges, h->n_gaps);
     crypto_generichash(h->body_hash, sizeof h->body_hash, body, body_len, NULL, 0);
     size_t start = out->len;
     if ((rc = batch__header_encode(h, out)) < 0 || ferry_buf_append(out, body, body_len) < 0) {

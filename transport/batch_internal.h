@@ -38,6 +38,14 @@ enum {
 #define BH_RANGE_LEN 17 /* u8 stream, u64 first, u64 last */
 #define BH_GAP_LEN 18   /* u8 stream, u8 reason, u64 first, u64 last */
 
+/* The header's length for a version and its counts (§3): version 2 adds the backlog. */
+static inline size_t batch__header_len(unsigned version, size_t device_id_len, size_t n_ranges,
+                                       size_t n_gaps)
+{
+    return BATCH_FIXED_HEADER_LEN + device_id_len + BH_RANGE_LEN * n_ranges + BH_GAP_LEN * n_gaps +
+           (version >= 2 ? BATCH_BACKLOG_LEN : 0);
+}
+
 /* Body (§5). */
 #define BODY_FORMAT 1
 #define BODY_SERIES_HAS_MESSAGE 0x01 /* series flag: records carry level + message */

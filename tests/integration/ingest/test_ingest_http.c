@@ -274,6 +274,8 @@ static void logs_gaps_and_clock_correction(void **state)
                        .message = {"camera \"0\" lost", 15}};
     assert_int_equal(batch_builder_add(bb, &r), 0);
     assert_int_equal(batch_builder_add_gap(bb, RECORD_LOG, 3, 6, BATCH_GAP_EVICTED), 0);
+    const uint64_t backlog[RECORD_STREAM_COUNT] = {0, 4200, 17};
+    batch_builder_set_backlog(bb, backlog);
     struct ferry_buf b = FERRY_BUF_INIT;
     assert_int_equal(batch_builder_finish(bb, device_now, &b), 0);
     batch_builder_free(bb);
@@ -302,7 +304,16 @@ static void logs_gaps_and_clock_correction(void **state)
     assert_int_equal(ih_http(g_srv.port, "GET", path, NULL, 0, &resp), 0);
     assert_non_null(
         strstr((char *)resp.body.data,
-               "\"log\":{\"records\":1,\"max_seq\":7,\"gap_ranges\":1,\"gap_records\":4"));
+               "\"log\":{\"records\":1,\"max_seq\":7,\"gap_ranges\":1,\"gap_records\":4,"
+               "\"backlog\":17}"));
+    /* The backlog the device reported (wire version 2) is in the device view and in /metrics. */
+    assert_non_null(strstr((char *)resp.body.data, "\"backlog\":4200}"));
+    ih_resp_free(&resp);
+    assert_int_equal(ih_http(g_srv.port, "GET", "/metrics", NULL, 0, &resp), 0);
+    char want[200];
+    snprintf(want, sizeof(want),
+             "ferry_device_backlog_records{device=\"%s\",stream=\"metric\"} 4200", d.id);
+    assert_non_null(strstr((char *)resp.body.data, want));
     ih_resp_free(&resp);
     /* A device with a good clock: ts_corrected == ts. */
     ferry_buf_reset(&b);

@@ -471,7 +471,7 @@ static void test_unknown_version(void **state)
     (void)state;
     struct ferry_buf out = make_small_batch();
     for (int v = 0; v < 256; v++) {
-        if (v == BATCH_VERSION)
+        if (v >= BATCH_VERSION_MIN && v <= BATCH_VERSION)
             continue;
         out.data[4] = (uint8_t)v;
         struct batch_errinfo ei;
@@ -479,10 +479,55 @@ static void test_unknown_version(void **state)
         assert_int_equal(batch_peek_header(out.data, out.len, &h, &ei), BATCH_EVERSION);
         assert_int_equal(h.version, v);
         assert_non_null(strstr(ei.msg, "version"));
-        /* even a version-2 batch of 5 bytes is told apart from garbage */
+        /* even an unknown version's batch of 5 bytes is told apart from garbage */
         assert_int_equal(batch_peek_header(out.data, 5, &h, NULL), BATCH_EVERSION);
     }
     ferry_buf_free(&out);
+}
+
+/* Version 2 carries the backlog the builder was given; a version-1 batch (a device not yet
+ * upgraded) still decodes, without one. */
+static void test_backlog_and_version_1(void **state)
+{
+    (void)state;
+    struct batch_builder *b = new_builder(NULL);
+    struct expect *e = calloc(1, sizeof *e);
+    struct ferry_buf out = FERRY_BUF_INIT;
+    const uint64_t backlog[RECORD_STREAM_COUNT] = {3, 1234567, UINT64_MAX};
+    batch_builder_set_backlog(b, backlog);
+    struct record_field f[1] = {{S("v"), RECORD_FIELD_FLOAT, {.f = 1.5}}};
+    struct record r = {RECORD_METRIC, 7, 1000, S("m"), 0, {"", 0}, NULL, 0, f, 1};
+    add(b, e, &r);
+    assert_int_equal(batch_builder_finish(b, 77, &out), 0);
+    struct batch_header h;
+    assert_int_equal(batch_peek_header(out.data, out.len, &h, NULL), 0);
+    assert_int_equal(h.version, 2);
+    assert_true(h.has_backlog);
+    assert_int_equal(h.backlog[RECORD_EVENT], 3);
+    assert_int_equal(h.backlog[RECORD_METRIC], 1234567);
+    assert_true(h.backlog[RECORD_LOG] == UINT64_MAX);
+    assert_int_equal(h.header_len, BATCH_FIXED_HEADER_LEN + h.device_id_len + 17 + 24);
+    assert_int_equal(decode_rc(out.data, out.len, pk, NULL), 0);
+
+    /* The same batch as version 1: 24 bytes shorter, no backlog, still valid. */
+    struct ferry_buf v1 = FERRY_BUF_INIT;
+    h.version = 1;
+    assert_int_equal(
+        batch_assemble(&h, out.data + h.header_len + BATCH_SIGNATURE_LEN, h.body_len, sk, &v1), 0);
+    assert_int_equal(v1.len, out.len - 24);
+    struct batch_header h1;
+    assert_int_equal(batch_peek_header(v1.data, v1.len, &h1, NULL), 0);
+    assert_int_equal(h1.version, 1);
+    assert_false(h1.has_backlog);
+    assert_int_equal(decode_rc(v1.data, v1.len, pk, NULL), 0);
+    /* A version-1 header claiming version 2 is short by the backlog: refused, not misread. */
+    v1.data[4] = 2;
+    assert_int_equal(batch_peek_header(v1.data, v1.len, &h1, NULL), BATCH_EHEADER);
+    ferry_buf_free(&v1);
+    ferry_buf_free(&out);
+    expect_free(e);
+    free(e);
+    batch_builder_free(b);
 }
 
 /* Writes a little-endian value into the header and re-signs, so only the field is wrong. */
@@ -1154,6 +1199,7 @@ int main(void)
         cmocka_unit_test(test_flipped_bit_anywhere),
         cmocka_unit_test(test_wrong_key),
         cmocka_unit_test(test_unknown_version),
+        cmocka_unit_test(test_backlog_and_version_1),
         cmocka_unit_test(test_corrupt_header_fields),
         cmocka_unit_test(test_bomb_and_hostile_bodies),
         cmocka_unit_test(test_mutated_bodies_resigned),
