@@ -209,14 +209,12 @@ static void write_step(evutil_socket_t fd, short what, void *arg)
     write_advance(arg);
 }
 
-/*
- * Decompresses a gzip body (Telegraf's influxdb output sends Content-Encoding: gzip by default)
- * into out, which may not grow past `max` bytes: the limit on the decompressed size is the same
- * http_max_body as for a plain body, so a small bomb cannot fill the memory. Returns 0, -1 for
- * data that is not gzip, -2 when the result would pass max, -3 when memory runs out.
- */
-static int gunzip_body(const uint8_t *in, size_t len, uint64_t max, struct ferry_buf *out)
+/* Telegraf's influxdb output sends Content-Encoding: gzip by default; the limit on the
+ * decompressed size is the same http_max_body as for a plain body, so a small bomb cannot fill
+ * the memory (http_input.h). */
+int http_input_gunzip(const void *in_bytes, size_t len, uint64_t max, struct ferry_buf *out)
 {
+    const uint8_t *in = in_bytes;
     z_stream zs;
     memset(&zs, 0, sizeof zs);
     if (inflateInit2(&zs, 15 + 16) != Z_OK)
@@ -230,7 +228,20 @@ static int gunzip_body(const uint8_t *in, size_t len, uint64_t max, struct ferry
             in_left -= zs.avail_in;
         }
         if (out->len >= max) {
-            rc = -2;
+            /* Full: the stream may still end here without another byte (its trailer). */
+            uint8_t probe;
+            zs.next_out = &probe;
+            zs.avail_out = 1;
+            int zr = inflate(&zs, Z_NO_FLUSH);
+            if (zs.avail_out == 0) {
+                rc = -2; /* one more byte: past the limit */
+                break;
+            }
+            if (zr == Z_STREAM_END)
+                break;
+            if (zr == Z_OK || (zr == Z_BUF_ERROR && zs.avail_in == 0 && in_left > 0))
+                continue; /* progress without output (header, trailer), or more input first */
+            rc = zr == Z_MEM_ERROR ? -3 : -1; /* truncated or not gzip */
             break;
         }
         size_t room = (size_t)(max - out->len) < 65536 ? (size_t)(max - out->len) : 65536;
@@ -331,7 +342,7 @@ static void handle_ingest(struct http_input *h, struct evhttp_request *req,
     h->pending++;
     w->step = event_new(h->deps.base, -1, 0, write_step, w);
     if (gzip) {
-        int zrc = gunzip_body((const uint8_t *)text, len, h->deps.max_body_bytes, &w->inflated);
+        int zrc = http_input_gunzip(text, len, h->deps.max_body_bytes, &w->inflated);
         if (zrc != 0) {
             if (zrc == -2)
                 reply_error(req, 413, "Payload Too Large",

@@ -85,4 +85,9 @@ const struct input_stats *http_input_logs_stats(const struct http_input *h);
  * http_input_pending() reached 0 for a clean stop. NULL is a no-op. */
 void http_input_free(struct http_input *h);
 
+/* Decompresses a gzip body (Content-Encoding: gzip) into `out` (appended), which never grows
+ * past `max` bytes. Returns 0, -1 for data that is not gzip or is truncated, -2 when the result
+ * would pass `max`, -3 when memory runs out. Exposed for its fuzz target. */
+int http_input_gunzip(const void *in, size_t len, uint64_t max, struct ferry_buf *out);
+
 #endif
