@@ -165,7 +165,7 @@ static int config_copy(const struct sync_config *in, struct sync_config *out, ch
     if (out->low_speed_time_s <= 0)
         out->low_speed_time_s = 20;
     if (out->max_in_flight == 0)
-        out->max_in_flight = 2;
+        out->max_in_flight = 4;
     return 0;
 }
 

@@ -30,7 +30,7 @@ static void test_defaults_without_file(void **state)
     assert_int_equal(cfg.journal_quota_bytes, 1024ULL * 1024 * 1024);
     assert_int_equal(cfg.journal_durability, JOURNAL_SYNC_COMMIT);
     assert_int_equal(cfg.journal_group_window_us, 200);
-    assert_int_equal(cfg.max_in_flight, 2);
+    assert_int_equal(cfg.max_in_flight, 4);
     assert_true(cfg.netlink);
     assert_int_equal(cfg.log_level, FERRY_LOG_INFO);
     assert_false(cfg.update_enabled);
