@@ -23,6 +23,9 @@
 #include <string.h>
 
 #include "common/util.h"
+#ifdef FERRY_HAVE_OTA
+#include "engine/ota/gate.h"
+#endif
 #include "journal/journal.h"
 
 const char ferryd_config_defaults[] = "[device]\n"
@@ -76,6 +79,7 @@ const char ferryd_config_defaults[] = "[device]\n"
                                       "slot_path =\n"
                                       "health_command =\n"
                                       "health_timeout = 30s\n"
+                                      "health_gates =\n"
                                       "trial_deadline = 10m\n"
                                       "reboot_command =\n"
                                       "initial_version = 0.0.0\n"
@@ -160,6 +164,7 @@ static const struct config_key config_keys[] = {
     {"update", "cmd_rollback", KEY_STRING, OFF(update_cmd_rollback), false, 0, 0},
     {"update", "slot_path", KEY_STRING, OFF(update_slot_path), false, 0, 0},
     {"update", "health_command", KEY_STRING, OFF(update_health_command), false, 0, 0},
+    {"update", "health_gates", KEY_STRING, OFF(update_health_gates), false, 0, 0},
     {"update", "health_timeout", KEY_DURATION, OFF(update_health_timeout_ms), false, 1000, DAY_MS},
     {"update", "trial_deadline", KEY_DURATION, OFF(update_trial_deadline_ms), false, 1000, DAY_MS},
     {"update", "reboot_command", KEY_STRING, OFF(update_reboot_command), false, 0, 0},
@@ -529,6 +534,18 @@ static void check_cross(struct load_state *st)
                       "[update] release_keys: with enabled = true, one to %d Ed25519 public keys "
                       "as 64 hex digits, separated by commas or spaces",
                       FERRYD_MAX_RELEASE_KEYS);
+#ifdef FERRY_HAVE_OTA
+        {
+            struct ota_gate gates[OTA_MAX_GATES];
+            size_t n_gates = 0;
+            char why[300];
+            k = key_by_offset(OFF(update_health_gates));
+            st->line = st->set_line[k - config_keys];
+            if (ota_gates_parse(c->update_health_gates, gates, OTA_MAX_GATES, &n_gates, why,
+                                sizeof why) != 0)
+                load_fail(st, FERRYD_CONFIG_EVALUE, "[update] health_gates: %s", why);
+        }
+#endif
         k = key_by_offset(OFF(update_slot_backend));
         st->line = st->set_line[k - config_keys];
         bool command = strcmp(c->update_slot_backend, "command") == 0;

@@ -96,6 +96,7 @@ struct ferryd_config {
     char *update_cmd_rollback;
     char *update_slot_path;
     char *update_health_command;
+    char *update_health_gates; /* "inference.fps >= 25 for 60s; ..." (engine/ota/gate.h) */
     int64_t update_health_timeout_ms;
     int64_t update_trial_deadline_ms;
     char *update_reboot_command;

@@ -177,6 +177,19 @@ static void on_records_durable(void *arg)
 #endif
 }
 
+/* Every metric record an input accepts: the OTA agent's health gates watch them (loop thread). */
+static void observe_record(void *arg, const struct record *r)
+{
+#ifdef FERRY_HAVE_OTA
+    struct ferryd *d = arg;
+    if (d->ota)
+        ota_agent_observe(d->ota, r);
+#else
+    (void)arg;
+    (void)r;
+#endif
+}
+
 static int render_status(void *arg, bool prometheus, struct ferry_buf *out)
 {
     struct ferryd *d = arg;
@@ -238,6 +251,7 @@ static void maybe_start_ota(struct ferryd *d)
     oc.check_interval_ms = c->update_check_interval_ms;
     oc.max_bytes_per_s = c->update_max_download_bytes_per_s;
     d->health_commands[0] = ota_keep(d, c->update_health_command, true);
+    oc.health_gates = ota_keep(d, c->update_health_gates, true);
     oc.health_commands = d->health_commands;
     oc.n_health_commands = d->health_commands[0] ? 1 : 0;
     oc.health_timeout_ms = c->update_health_timeout_ms;
@@ -514,13 +528,19 @@ static int open_journal(struct ferryd *d, char *errbuf, size_t errlen)
 static int start_inputs(struct ferryd *d, char *errbuf, size_t errlen)
 {
     if (d->cfg.listen_http[0]) {
-        struct http_input_deps hd = {
-            d->base,       d->journal, d->durable, d->cfg.http_max_body_bytes, on_records_durable,
-            render_status, d};
+        struct http_input_deps hd = {d->base,
+                                     d->journal,
+                                     d->durable,
+                                     d->cfg.http_max_body_bytes,
+                                     on_records_durable,
+                                     render_status,
+                                     observe_record,
+                                     d};
         if (http_input_new(&hd, d->cfg.listen_http, &d->http, errbuf, errlen) != 0)
             return FERRYD_EXIT_FAILURE;
     }
-    struct line_input_deps ld = {d->base, d->journal, d->durable, on_records_durable, d};
+    struct line_input_deps ld = {d->base,        d->journal, d->durable, on_records_durable,
+                                 observe_record, d};
     if (d->cfg.listen_udp[0] &&
         line_input_udp_new(&ld, d->cfg.listen_udp, &d->udp, errbuf, errlen) != 0)
         return FERRYD_EXIT_FAILURE;

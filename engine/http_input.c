@@ -285,6 +285,8 @@ static void handle_ingest(struct http_input *h, struct evhttp_request *req,
     opts.default_ts_ns = ferry_realtime_ns();
     opts.precision = LINEPROTO_NS;
     opts.default_level = RECORD_LEVEL_INFO;
+    opts.observe = h->deps.observe;
+    opts.observe_arg = h->deps.arg;
     const char *enc = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Encoding");
     bool gzip = enc && strcasecmp(enc, "gzip") == 0;
     if (enc && !gzip && strcasecmp(enc, "identity") != 0) {

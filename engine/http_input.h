@@ -33,6 +33,7 @@ struct event_base;
 struct journal;
 struct durable;
 struct ferry_buf;
+struct record;
 struct http_input;
 
 #define HTTP_INPUT_SLICE_BYTES (4 * 1024 * 1024)
@@ -55,6 +56,8 @@ struct http_input_deps {
     /* Renders GET /status (prometheus = false, JSON) or GET /metrics (true) into out.
      * Returns 0 or -1 (answered with 500). */
     int (*render)(void *arg, bool prometheus, struct ferry_buf *out);
+    /* Optional: every accepted metric record (struct input_opts.observe). */
+    void (*observe)(void *arg, const struct record *r);
     void *arg;
 };
 

@@ -302,6 +302,8 @@ static int on_lineproto_record(void *arg, const struct record *r)
     int rc = pack_record(job, r);
     if (rc == RECORD_ENOMEM)
         return CB_NOMEM;
+    if (rc >= 0 && job->opts.observe)
+        job->opts.observe(job->opts.observe_arg, r);
     if (rc < 0) {
         /* The parser enforces the record limits, so this is a record too large to pack; the
          * callback is not told its line, and the parse goes on. */

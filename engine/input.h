@@ -58,6 +58,11 @@ struct input_opts {
     enum record_log_level default_level;
     const char *default_source; /* copied; NULL means "app" */
     int copy_text; /* nonzero: the job copies `text`; zero: the caller keeps it alive */
+    /* Optional: shown every metric record accepted into the job (before it is durable), on the
+     * thread that runs the job. The record is valid only during the call. ferryd's OTA health
+     * gates watch metrics through it. */
+    void (*observe)(void *arg, const struct record *r);
+    void *observe_arg;
 };
 
 /* Makes a job over len bytes of text. Returns 0 or INPUT_ENOMEM. */

@@ -79,10 +79,13 @@ static void finish_job(struct line_input *in, struct input_job *job)
         in->deps.on_durable(in->deps.arg); /* shutting down: wake the engine anyway */
 }
 
-static int new_job(const char *text, size_t len, struct input_job **out)
+static int new_job(const struct line_input *in, const char *text, size_t len,
+                   struct input_job **out)
 {
     struct input_opts opts;
     memset(&opts, 0, sizeof opts);
+    opts.observe = in->deps.observe;
+    opts.observe_arg = in->deps.arg;
     opts.format = INPUT_LINEPROTO;
     opts.precision = LINEPROTO_NS;
     opts.default_ts_ns = ferry_realtime_ns();
@@ -105,7 +108,7 @@ static void on_udp_readable(evutil_socket_t fd, short what, void *arg)
         in->stats.requests++;
         in->stats.bytes += (uint64_t)n;
         struct input_job *job;
-        if (new_job((const char *)in->udp_buf, (size_t)n, &job) != 0) {
+        if (new_job(in, (const char *)in->udp_buf, (size_t)n, &job) != 0) {
             in->stats.dropped++;
             continue;
         }
@@ -278,7 +281,7 @@ static void conn_process(struct unix_conn *c)
     }
     in->stats.requests++;
     in->stats.bytes += upto;
-    if (new_job(text, upto, &c->job) != 0) {
+    if (new_job(in, text, upto, &c->job) != 0) {
         conn_free(c);
         return;
     }

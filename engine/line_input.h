@@ -23,6 +23,7 @@ struct event_base;
 struct journal;
 struct durable;
 struct line_input;
+struct record;
 
 enum line_input_error {
     LINE_INPUT_OK = 0,
@@ -36,6 +37,7 @@ struct line_input_deps {
     struct journal *journal;
     struct durable *durable;
     void (*on_durable)(void *arg); /* records of a read are durable: wake the sync engine */
+    void (*observe)(void *arg, const struct record *r); /* optional: accepted metric records */
     void *arg;
 };
 

@@ -35,6 +35,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "engine/ota/gate.h"
 #include "journal/journal.h"
 #include "transport/delta.h"
 #include "transport/download.h"
@@ -69,6 +70,13 @@ struct ota_agent {
     char job_reason[256];
     char job_base_path[1100], job_delta_path[1100], job_target_path[1100];
     uint8_t job_expect[32];
+    /* trial: metric gates after the health commands (gate.h) */
+    struct ota_gate gates[OTA_MAX_GATES];
+    size_t n_gates;
+    bool in_trial;            /* samples are shown to the gates */
+    bool gating;              /* commands passed; waiting for the gates */
+    int64_t trial_started_ms; /* monotonic */
+    struct event *gate_timer;
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -337,11 +345,24 @@ static int file_rollback(const struct ota_agent *a)
     return fsync_dir_of(a->cfg.install_path);
 }
 
+/* The trial begins (after a switch, or again after a restart during one): health commands on
+ * the worker, then the metric gates, all within trial_deadline from now. */
+static void begin_health(struct ota_agent *a)
+{
+    a->trial_started_ms = ferry_monotonic_ms();
+    ota_gates_reset(a->gates, a->n_gates);
+    a->in_trial = true;
+    a->gating = false;
+    set_state(a, "trial", NULL, "running health checks");
+    if (start_job(a, JOB_HEALTH) != 0) {
+        a->in_trial = false;
+        set_state(a, "rolled_back", NULL, "cannot start health checks");
+    }
+}
+
 static void start_trial(struct ota_agent *a)
 {
-    set_state(a, "trial", NULL, "running health checks");
-    if (start_job(a, JOB_HEALTH) != 0)
-        set_state(a, "rolled_back", NULL, "cannot start health checks");
+    begin_health(a);
 }
 
 static int on_chunk(void *arg, uint32_t index, uint32_t next, uint64_t bytes_done)
@@ -522,6 +543,18 @@ static void finish_apply(struct ota_agent *a)
 
 static void finish_health(struct ota_agent *a)
 {
+    if (a->job_result == 0 && a->n_gates > 0 && !a->gating) {
+        a->gating = true;
+        char why[200];
+        snprintf(why, sizeof(why), "health commands passed; waiting for %zu health gate(s)",
+                 a->n_gates);
+        set_state(a, "trial", NULL, why);
+        struct timeval tv = {1, 0};
+        evtimer_add(a->gate_timer, &tv);
+        return;
+    }
+    a->in_trial = false;
+    a->gating = false;
     if (a->job_result == 0) {
         if (!file_mode(a) && ota_slots_mark_good(a->slots) != 0) {
             set_state(a, "rolled_back", NULL, "boot loader refused to mark the slot good");
@@ -538,6 +571,43 @@ static void finish_health(struct ota_agent *a)
         log_error("ota", "rollback failed (boot loader command or .prev rename)");
     set_state(a, "rolled_back", NULL, a->job_reason);
     run_reboot_hook(a);
+}
+
+/* Once a second while gating: all gates passed -> commit; deadline -> roll back. */
+static void on_gate_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct ota_agent *a = arg;
+    if (!a->gating)
+        return;
+    int64_t now = ferry_monotonic_ms();
+    size_t failing = a->n_gates;
+    for (size_t i = 0; i < a->n_gates && failing == a->n_gates; i++)
+        if (!ota_gate_passed(&a->gates[i], now))
+            failing = i;
+    if (failing == a->n_gates) {
+        a->job_result = 0;
+        finish_health(a);
+        return;
+    }
+    if (now - a->trial_started_ms >= a->cfg.trial_deadline_ms) {
+        char desc[200];
+        ota_gate_describe(&a->gates[failing], now, desc, sizeof(desc));
+        a->job_result = -1;
+        snprintf(a->job_reason, sizeof(a->job_reason), "health gate not met within %llds: %s",
+                 (long long)(a->cfg.trial_deadline_ms / 1000), desc);
+        finish_health(a);
+        return;
+    }
+    struct timeval tv = {1, 0};
+    evtimer_add(a->gate_timer, &tv);
+}
+
+void ota_agent_observe(struct ota_agent *a, const struct record *r)
+{
+    if (a && a->in_trial && a->n_gates > 0)
+        ota_gates_observe(a->gates, a->n_gates, r, ferry_monotonic_ms());
 }
 
 static void on_job_done(evutil_socket_t fd, short what, void *arg)
@@ -732,9 +802,7 @@ static void resume(struct ota_agent *a)
             schedule_poll(a, a->cfg.check_interval_ms);
             return;
         }
-        set_state(a, "trial", NULL, "running health checks");
-        if (start_job(a, JOB_HEALTH) != 0)
-            set_state(a, "rolled_back", NULL, "cannot start health checks");
+        begin_health(a);
         return;
     }
     if (strcmp(s, "available") == 0) {
@@ -789,6 +857,11 @@ int ota_agent_new(struct event_base *base, struct http_client *http, struct jour
         a->cfg.health_timeout_ms = 30000;
     if (a->cfg.trial_deadline_ms <= 0)
         a->cfg.trial_deadline_ms = 600000;
+    if (ota_gates_parse(cfg->health_gates, a->gates, OTA_MAX_GATES, &a->n_gates, err, err_len) !=
+        0) {
+        free(a);
+        return OTA_E_ARG;
+    }
     int rc = 0;
     if (!cfg->install_path) {
         rc = ota_slots_open(&cfg->slots, &a->slots, err, err_len);
@@ -801,7 +874,8 @@ int ota_agent_new(struct event_base *base, struct http_client *http, struct jour
     }
     if (pipe2(a->job_pipe, O_CLOEXEC | O_NONBLOCK) != 0 ||
         !(a->job_event = event_new(base, a->job_pipe[0], EV_READ | EV_PERSIST, on_job_done, a)) ||
-        !(a->poll_timer = evtimer_new(base, on_poll_timer, a)) || event_add(a->job_event, NULL)) {
+        !(a->poll_timer = evtimer_new(base, on_poll_timer, a)) ||
+        !(a->gate_timer = evtimer_new(base, on_gate_timer, a)) || event_add(a->job_event, NULL)) {
         ota_agent_free(a);
         return OTA_E_NOMEM;
     }
@@ -843,6 +917,8 @@ void ota_agent_free(struct ota_agent *a)
         event_free(a->job_event);
     if (a->poll_timer)
         event_free(a->poll_timer);
+    if (a->gate_timer)
+        event_free(a->gate_timer);
     if (a->job_pipe[0] >= 0)
         close(a->job_pipe[0]);
     if (a->job_pipe[1] >= 0)

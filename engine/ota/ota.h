@@ -26,6 +26,7 @@ struct event_base;
 struct http_client;
 struct journal;
 struct ota_agent;
+struct record;
 
 /* Journal state keys, one pair per component: "ota/state/<component>", "ota/manifest/<component>".
  * One agent per component; each has its own versions, serials and state machine. */
@@ -61,6 +62,7 @@ struct ota_config {
     const char *const *health_commands; /* each must exit 0 within health_timeout_ms */
     size_t n_health_commands;
     int64_t health_timeout_ms;   /* per command (default 30 s) */
+    const char *health_gates;    /* metric gates after the commands (gate.h); NULL: none */
     int64_t trial_deadline_ms;   /* all checks must pass within this (default 10 min) */
     const char *reboot_command;  /* run after install/rollback; NULL: wait for a reboot */
     const char *initial_version; /* version of the factory image when the journal has none */
@@ -92,6 +94,9 @@ int ota_agent_new(struct event_base *base, struct http_client *http, struct jour
     __attribute__((warn_unused_result));
 /* Polls the manifest now (on connectivity, or `ferry update check`). Loop thread only. */
 void ota_agent_check_now(struct ota_agent *a);
+/* Shows an accepted metric record to the trial's health gates (loop thread; cheap when no
+ * trial is waiting on gates). */
+void ota_agent_observe(struct ota_agent *a, const struct record *r);
 /* Current state (loop thread). */
 void ota_agent_status(const struct ota_agent *a, struct ota_status *out);
 /* Stops the agent: cancels a download (its progress stays persisted), waits for a running worker

@@ -30,6 +30,7 @@
 #include "transport/delta.h"
 #include "transport/http_client.h"
 #include "transport/manifest.h"
+#include "transport/record.h"
 
 #define IMG_BYTES (3u << 20)
 
@@ -142,6 +143,7 @@ struct runner {
     struct event *tick;
     const char *want;
     int reached;
+    double fps; /* < 0: none; else an "inference fps=<fps>" sample every tick (the CV app) */
 };
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -149,6 +151,12 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct runner *r = arg;
+    if (r->fps >= 0) {
+        struct record_field f = {{"fps", 3}, RECORD_FIELD_FLOAT, {.f = r->fps}};
+        struct record rec = {
+            RECORD_METRIC, 0, ferry_realtime_ns(), {"inference", 9}, 0, {"", 0}, NULL, 0, &f, 1};
+        ota_agent_observe(r->agent, &rec);
+    }
     struct ota_status st;
     ota_agent_status(r->agent, &st);
     if (strcmp(st.state, r->want) == 0) {
@@ -160,8 +168,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 static const char *health_ok[] = {"true", "test -d /"};
 static const char *health_fail[] = {"true", "exit 3"};
 
-/* Boots (simulated) an agent and runs the loop until state `want` or 60 s. */
-static void run_agent(const char *want, const char *const *health, struct ota_status *out)
+/* Boots (simulated) an agent and runs the loop until state `want` or 60 s; with `gates`, a CV
+ * application reports `fps` every 50 ms meanwhile. */
+static void run_agent_gated(const char *want, const char *const *health, const char *gates,
+                            double fps, int64_t trial_deadline_ms, struct ota_status *out)
 {
     char slots[512];
     path_in(slots, sizeof(slots), "slots");
@@ -186,11 +196,13 @@ static void run_agent(const char *want, const char *const *health, struct ota_st
     c.health_commands = health;
     c.n_health_commands = 2;
     c.health_timeout_ms = 5000;
-    c.trial_deadline_ms = 20000;
+    c.trial_deadline_ms = trial_deadline_ms;
+    c.health_gates = gates;
     c.initial_version = "1.0.0";
     char err[256] = "";
     assert_int_equal(ota_agent_new(r.base, r.http, journal, &c, &r.agent, err, sizeof(err)), 0);
     r.want = want;
+    r.fps = fps;
     r.tick = event_new(r.base, -1, EV_PERSIST, on_tick, &r);
     struct timeval tv = {0, 50000};
     event_add(r.tick, &tv);
@@ -208,6 +220,11 @@ static void run_agent(const char *want, const char *const *health, struct ota_st
     http_client_free(r.http);
     event_base_free(r.base);
     assert_true(r.reached);
+}
+
+static void run_agent(const char *want, const char *const *health, struct ota_status *out)
+{
+    run_agent_gated(want, health, NULL, -1, 20000, out);
 }
 
 static int slot_equals_image(const char *slot, int v)
@@ -357,6 +374,45 @@ static void test_model_file_replaced_atomically_and_rolled_back(void **state)
     install_path = NULL;
 }
 
+/* A model gated on what the application measures: at 12 fps the trial deadline passes and the
+ * previous model comes back, with the gate and its last value in the reason; at 30 fps for the
+ * gate's whole duration the model is committed. */
+static void test_model_gated_on_fps(void **state)
+{
+    (void)state;
+    char model[512], expect[512];
+    path_in(model, sizeof(model), "models/detector.bin");
+    path_in(expect, sizeof(expect), "expect.img");
+    component = "model";
+    install_path = model;
+    struct ota_status st;
+    uint8_t a[32], b[32];
+    release("9.0.0", 9, 7, sk);
+    long long t0 = ferry_monotonic_ms();
+    run_agent_gated("rolled_back", health_ok, "inference.fps >= 25 for 2s", 12.0, 4000, &st);
+    assert_true(ferry_monotonic_ms() - t0 >= 4000); /* not before the deadline */
+    print_message("rolled back: %s\n", st.reason);
+    assert_non_null(strstr(st.reason, "health gate not met"));
+    assert_non_null(strstr(st.reason, "inference.fps >= 25 for 2s: last value 12"));
+    make_image(expect, 7);
+    assert_int_equal(delta_sha256_file(model, UINT64_MAX, a, NULL), 0);
+    assert_int_equal(delta_sha256_file(expect, UINT64_MAX, b, NULL), 0);
+    assert_memory_equal(a, b, 32);
+
+    release("10.0.0", 10, 7, sk);
+    t0 = ferry_monotonic_ms();
+    run_agent_gated("committed", health_ok,
+                    "inference.fps >= 25 for 2s; inference.fps < 1000 for 1s", 30.0, 20000, &st);
+    assert_true(ferry_monotonic_ms() - t0 >= 2000); /* the gate's duration was waited for */
+    assert_string_equal(st.running_version, "10.0.0");
+    make_image(expect, 10);
+    assert_int_equal(delta_sha256_file(model, UINT64_MAX, a, NULL), 0);
+    assert_int_equal(delta_sha256_file(expect, UINT64_MAX, b, NULL), 0);
+    assert_memory_equal(a, b, 32);
+    component = "rootfs";
+    install_path = NULL;
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -429,6 +485,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_modified_base_takes_full_artifact),
         cmocka_unit_test(test_unknown_key_manifest_refused),
         cmocka_unit_test(test_model_file_replaced_atomically_and_rolled_back),
+        cmocka_unit_test(test_model_gated_on_fps),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -140,6 +140,11 @@ static void test_update_section_rules(void **state)
              "[update]\nenabled = true\nrelease_keys = %064d, %064d\nslot_backend = command\n", 1,
              2);
     expect_error(text, FERRYD_CONFIG_EVALUE, "test.ini:4: [update] slot_backend = command needs");
+    snprintf(text, sizeof text,
+             "[update]\nenabled = true\nrelease_keys = %064d\nhealth_gates = model.fps >= 25\n", 1);
+    expect_error(text, FERRYD_CONFIG_EVALUE,
+                 "test.ini:4: [update] health_gates: health gate \"model.fps >= 25\": expected "
+                 "\"for DURATION\"");
     snprintf(text, sizeof text, "[update]\nenabled = true\nrelease_keys = %064d,%064d\n", 1, 2);
     struct ferryd_config cfg;
     char err[256];

@@ -140,6 +140,37 @@ static void test_lineproto_lines_become_metric_records(void **state)
     assert_int_equal(c.ts[1], 42); /* no timestamp: the default ("now") */
 }
 
+/* The observer (ferryd's OTA health gates) sees each accepted metric record, not the bad ones. */
+struct seen {
+    int n;
+    char names[4][16];
+};
+
+static void on_observe(void *arg, const struct record *r)
+{
+    struct seen *s = arg;
+    if (s->n < 4)
+        snprintf(s->names[s->n], sizeof s->names[0], "%.*s", (int)r->name.len, r->name.ptr);
+    s->n++;
+}
+
+static void test_observer_sees_accepted_metric_records(void **state)
+{
+    struct fixture *f = *state;
+    struct input_opts o;
+    default_opts(&o, INPUT_LINEPROTO);
+    struct seen s = {0};
+    o.observe = on_observe;
+    o.observe_arg = &s;
+    const char *text = "inference fps=29.5\nbad line\ngpu temp=61i\n";
+    struct input_job *job = run_job(f->j, &o, text, strlen(text));
+    assert_int_equal(input_job_accepted(job), 2);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.names[0], "inference");
+    assert_string_equal(s.names[1], "gpu");
+    input_job_free(job);
+}
+
 static void test_bad_lines_rejected_with_line_numbers_good_lines_written(void **state)
 {
     struct fixture *f = *state;
@@ -399,6 +430,8 @@ static void test_event_packing(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_observer_sees_accepted_metric_records, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_lineproto_lines_become_metric_records, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(
