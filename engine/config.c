@@ -84,6 +84,9 @@ const char ferryd_config_defaults[] = "[device]\n"
                                       "reboot_command =\n"
                                       "initial_version = 0.0.0\n"
                                       "max_download_rate = 0\n"
+                                      "metered_policy = allow\n"
+                                      "metered_interfaces = wwan* wwp* rmnet* ppp* usb*\n"
+                                      "metered_max_download_rate = 0\n"
                                       "[log]\n"
                                       "level = info\n";
 
@@ -169,6 +172,10 @@ static const struct config_key config_keys[] = {
     {"update", "trial_deadline", KEY_DURATION, OFF(update_trial_deadline_ms), false, 1000, DAY_MS},
     {"update", "reboot_command", KEY_STRING, OFF(update_reboot_command), false, 0, 0},
     {"update", "initial_version", KEY_STRING, OFF(update_initial_version), false, 0, 0},
+    {"update", "metered_policy", KEY_STRING, OFF(update_metered_policy), false, 0, 0},
+    {"update", "metered_interfaces", KEY_STRING, OFF(update_metered_interfaces), false, 0, 0},
+    {"update", "metered_max_download_rate", KEY_SIZE, OFF(update_metered_max_download_bytes_per_s),
+     false, 0, 1ull << 40},
     {"update", "max_download_rate", KEY_SIZE, OFF(update_max_download_bytes_per_s), false, 0,
      1 * GIB},
     {"log", "level", KEY_LOG_LEVEL, OFF(log_level), true, 0, 0},
@@ -546,6 +553,14 @@ static void check_cross(struct load_state *st)
                 load_fail(st, FERRYD_CONFIG_EVALUE, "[update] health_gates: %s", why);
         }
 #endif
+        k = key_by_offset(OFF(update_metered_policy));
+        st->line = st->set_line[k - config_keys];
+        if (strcmp(c->update_metered_policy, "allow") != 0 &&
+            strcmp(c->update_metered_policy, "cap") != 0 &&
+            strcmp(c->update_metered_policy, "defer") != 0)
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[update] metered_policy = \"%s\": expected allow, cap or defer",
+                      c->update_metered_policy);
         k = key_by_offset(OFF(update_slot_backend));
         st->line = st->set_line[k - config_keys];
         bool command = strcmp(c->update_slot_backend, "command") == 0;

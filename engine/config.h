@@ -101,7 +101,10 @@ struct ferryd_config {
     int64_t update_trial_deadline_ms;
     char *update_reboot_command;
     char *update_initial_version;
-    uint64_t update_max_download_bytes_per_s; /* 0: no cap */
+    uint64_t update_max_download_bytes_per_s;         /* 0: no cap */
+    char *update_metered_policy;                      /* allow | cap | defer */
+    char *update_metered_interfaces;                  /* fnmatch globs of metered interfaces */
+    uint64_t update_metered_max_download_bytes_per_s; /* policy cap; 0: max_download_rate */
 
     /* [log] */
     enum ferry_log_level log_level;

@@ -85,7 +85,7 @@ struct ferryd {
     struct http_client *ota_http;
     struct ota_agent *ota;
     bool ota_failed;
-    char *ota_strings[16];
+    char *ota_strings[32]; /* every [update] string the agent keeps (18 keys today) */
     size_t n_ota_strings;
     uint8_t release_keys[FERRYD_MAX_RELEASE_KEYS][32];
     const char *health_commands[1];
@@ -205,8 +205,10 @@ static const char *ota_keep(struct ferryd *d, const char *s, bool empty_is_null)
 {
     if (!s || (empty_is_null && !s[0]))
         return NULL;
-    if (d->n_ota_strings == sizeof d->ota_strings / sizeof d->ota_strings[0])
+    if (d->n_ota_strings == sizeof d->ota_strings / sizeof d->ota_strings[0]) {
+        log_error("ferryd", "update: too many [update] strings kept; \"%s\" ignored", s);
         return NULL;
+    }
     char *copy = strdup(s);
     if (copy)
         d->ota_strings[d->n_ota_strings++] = copy;
@@ -250,6 +252,10 @@ static void maybe_start_ota(struct ferryd *d)
     oc.slots.slot_path = ota_keep(d, c->update_slot_path, true);
     oc.check_interval_ms = c->update_check_interval_ms;
     oc.max_bytes_per_s = c->update_max_download_bytes_per_s;
+    int policy = ota_metered_policy_parse(c->update_metered_policy); /* validated on load */
+    oc.metered_policy = policy < 0 ? OTA_METERED_ALLOW : (enum ota_metered_policy)policy;
+    oc.metered_interfaces = ota_keep(d, c->update_metered_interfaces, true);
+    oc.metered_max_bytes_per_s = c->update_metered_max_download_bytes_per_s;
     d->health_commands[0] = ota_keep(d, c->update_health_command, true);
     oc.health_gates = ota_keep(d, c->update_health_gates, true);
     oc.health_commands = d->health_commands;

@@ -36,6 +36,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "engine/ota/gate.h"
+#include "engine/ota/metered.h"
 #include "journal/journal.h"
 #include "transport/delta.h"
 #include "transport/download.h"
@@ -77,6 +78,9 @@ struct ota_agent {
     bool gating;              /* commands passed; waiting for the gates */
     int64_t trial_started_ms; /* monotonic */
     struct event *gate_timer;
+    /* metered links */
+    bool deferred; /* a download waits for an unmetered link */
+    struct event *metered_timer;
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -402,11 +406,58 @@ static void on_download_done(void *arg, int err, const char *reason)
     start_apply(a);
 }
 
+int ota_metered_policy_parse(const char *s)
+{
+    if (!s || !strcmp(s, "allow"))
+        return OTA_METERED_ALLOW;
+    if (!strcmp(s, "cap"))
+        return OTA_METERED_CAP;
+    if (!strcmp(s, "defer"))
+        return OTA_METERED_DEFER;
+    return -1;
+}
+
+/* Whether the default route goes through a metered interface (its name in ifname). */
+static bool link_metered(const struct ota_agent *a, char *ifname, size_t len)
+{
+    ifname[0] = '\0';
+    if (ota_default_route_interface(a->cfg.route_file, ifname, len) != 0)
+        return false;
+    return ota_interface_metered(a->cfg.metered_interfaces, ifname);
+}
+
+static void arm_metered_recheck(struct ota_agent *a)
+{
+    int64_t ms = a->cfg.check_interval_ms < 60000 ? a->cfg.check_interval_ms : 60000;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(a->metered_timer, &tv);
+}
+
 static void start_download(struct ota_agent *a)
 {
     if (a->dl) { /* finished (or failed) download of a previous step */
         download_free(a->dl);
         a->dl = NULL;
+    }
+    char ifname[64];
+    bool metered =
+        a->cfg.metered_policy != OTA_METERED_ALLOW && link_metered(a, ifname, sizeof(ifname));
+    if (metered && a->cfg.metered_policy == OTA_METERED_DEFER) {
+        if (!a->deferred) { /* one event per pause, not one per recheck */
+            char why[160];
+            snprintf(why, sizeof(why), "waiting for an unmetered link (default route via %s)",
+                     ifname);
+            log_info("ota", "%s: download of %s deferred: %s", a->cfg.component,
+                     a->st.target_version, why);
+            set_state(a, "downloading", NULL, why);
+        }
+        a->deferred = true;
+        arm_metered_recheck(a);
+        return;
+    }
+    if (a->deferred) {
+        a->deferred = false;
+        set_state(a, "downloading", NULL, "resumed on an unmetered link");
     }
     char path[1100], url[1200], dir[1100];
     snprintf(dir, sizeof(dir), "%s/ota", a->cfg.data_dir);
@@ -424,6 +475,9 @@ static void start_download(struct ota_agent *a)
     o.artifact = a->artifact;
     o.first_chunk = a->st.next_chunk <= a->artifact->chunk_count ? a->st.next_chunk : 0;
     o.max_bytes_per_s = a->cfg.max_bytes_per_s;
+    if (metered && a->cfg.metered_policy == OTA_METERED_CAP && a->cfg.metered_max_bytes_per_s &&
+        (o.max_bytes_per_s == 0 || a->cfg.metered_max_bytes_per_s < o.max_bytes_per_s))
+        o.max_bytes_per_s = a->cfg.metered_max_bytes_per_s;
     o.ca_file = a->cfg.ca_file;
     o.on_chunk = on_chunk;
     o.on_done = on_download_done;
@@ -706,8 +760,36 @@ static void on_poll_timer(evutil_socket_t fd, short what, void *arg)
     ota_agent_check_now(arg);
 }
 
+/* The link may have changed: a deferred download starts when it is unmetered now; a running one
+ * pauses (progress kept) when the policy defers and the link became metered. */
+static void recheck_metered(struct ota_agent *a)
+{
+    if (a->cfg.metered_policy != OTA_METERED_DEFER || !a->artifact ||
+        strcmp(a->st.state, "downloading") != 0)
+        return;
+    char ifname[64];
+    if (a->deferred) {
+        if (!link_metered(a, ifname, sizeof(ifname)))
+            start_download(a);
+        else
+            arm_metered_recheck(a);
+    } else if (a->dl && link_metered(a, ifname, sizeof(ifname))) {
+        download_free(a->dl); /* on_done(CANCELED): the state keeps the resume point */
+        a->dl = NULL;
+        start_download(a);
+    }
+}
+
+static void on_metered_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    recheck_metered(arg);
+}
+
 void ota_agent_check_now(struct ota_agent *a)
 {
+    recheck_metered(a);
     if (a->poll_req)
         return;
     char url[1200], inm[128];
@@ -875,7 +957,9 @@ int ota_agent_new(struct event_base *base, struct http_client *http, struct jour
     if (pipe2(a->job_pipe, O_CLOEXEC | O_NONBLOCK) != 0 ||
         !(a->job_event = event_new(base, a->job_pipe[0], EV_READ | EV_PERSIST, on_job_done, a)) ||
         !(a->poll_timer = evtimer_new(base, on_poll_timer, a)) ||
-        !(a->gate_timer = evtimer_new(base, on_gate_timer, a)) || event_add(a->job_event, NULL)) {
+        !(a->gate_timer = evtimer_new(base, on_gate_timer, a)) ||
+        !(a->metered_timer = evtimer_new(base, on_metered_timer, a)) ||
+        event_add(a->job_event, NULL)) {
         ota_agent_free(a);
         return OTA_E_NOMEM;
     }
@@ -919,6 +1003,8 @@ void ota_agent_free(struct ota_agent *a)
         event_free(a->poll_timer);
     if (a->gate_timer)
         event_free(a->gate_timer);
+    if (a->metered_timer)
+        event_free(a->metered_timer);
     if (a->job_pipe[0] >= 0)
         close(a->job_pipe[0]);
     if (a->job_pipe[1] >= 0)

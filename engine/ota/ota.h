@@ -33,6 +33,14 @@ struct record;
 #define OTA_STATE_PREFIX "ota/state/"
 #define OTA_MANIFEST_PREFIX "ota/manifest/"
 
+enum ota_metered_policy {
+    OTA_METERED_ALLOW = 0,
+    OTA_METERED_CAP = 1,
+    OTA_METERED_DEFER = 2,
+};
+/* "allow", "cap", "defer" -> the policy; -1 for anything else. */
+int ota_metered_policy_parse(const char *s);
+
 enum ota_error {
     OTA_OK = 0,
     OTA_E_ARG = -1,
@@ -57,8 +65,17 @@ struct ota_config {
      * rollback). No reboot: reboot_command (if any) restarts what uses the file, then the trial
      * runs at once. */
     const char *install_path;
-    int64_t check_interval_ms;          /* manifest poll period (default 1 h) */
-    uint64_t max_bytes_per_s;           /* download cap, 0 = none */
+    int64_t check_interval_ms; /* manifest poll period (default 1 h) */
+    uint64_t max_bytes_per_s;  /* download cap, 0 = none */
+    /* Metered links (metered.h): the default route's interface matched against these globs
+     * (NULL: OTA_METERED_DEFAULT_GLOBS). ALLOW downloads anyway; CAP downloads at most
+     * metered_max_bytes_per_s (0: max_bytes_per_s); DEFER waits for an unmetered link, checked
+     * on every connectivity change and every min(check_interval, 60 s), and pauses a running
+     * download (its progress kept) when the link becomes metered. */
+    enum ota_metered_policy metered_policy;
+    const char *metered_interfaces;
+    uint64_t metered_max_bytes_per_s;
+    const char *route_file;             /* NULL: /proc/net/route (tests point it elsewhere) */
     const char *const *health_commands; /* each must exit 0 within health_timeout_ms */
     size_t n_health_commands;
     int64_t health_timeout_ms;   /* per command (default 30 s) */

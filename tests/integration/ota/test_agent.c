@@ -45,6 +45,9 @@ static struct journal *journal;
 static uint64_t serial = 1;
 static const char *component = "rootfs"; /* what release() publishes and run_agent() installs */
 static const char *install_path;         /* file components: the file, NULL for slots */
+static enum ota_metered_policy metered_policy; /* and where the agent reads the default route */
+static const char *route_file;
+static const char *want_reason; /* run_agent*() also waits for this in the state's reason */
 static const char *ferry_cli; /* path of the `ferry` binary (argv[1]), for `ferry update status` */
 
 static void *run_server(void *arg)
@@ -159,7 +162,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     }
     struct ota_status st;
     ota_agent_status(r->agent, &st);
-    if (strcmp(st.state, r->want) == 0) {
+    if (strcmp(st.state, r->want) == 0 && (!want_reason || strstr(st.reason, want_reason))) {
         r->reached = 1;
         event_base_loopbreak(r->base);
     }
@@ -198,6 +201,8 @@ static void run_agent_gated(const char *want, const char *const *health, const c
     c.health_timeout_ms = 5000;
     c.trial_deadline_ms = trial_deadline_ms;
     c.health_gates = gates;
+    c.metered_policy = metered_policy;
+    c.route_file = route_file;
     c.initial_version = "1.0.0";
     char err[256] = "";
     assert_int_equal(ota_agent_new(r.base, r.http, journal, &c, &r.agent, err, sizeof(err)), 0);
@@ -413,6 +418,52 @@ static void test_model_gated_on_fps(void **state)
     install_path = NULL;
 }
 
+static void write_route(const char *path, const char *ifname)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+            "%s\t00000000\t0100A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n"
+            "eth1\t0000A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n",
+            ifname);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* metered_policy = defer: on LTE (default route via wwan0) the download waits, with the reason
+ * in the state; after a restart on Ethernet it resumes and the update completes. */
+static void test_metered_link_defers_download(void **state)
+{
+    (void)state;
+    char model[512], routes[512], expect[512];
+    path_in(model, sizeof(model), "models/detector.bin");
+    path_in(routes, sizeof(routes), "route");
+    path_in(expect, sizeof(expect), "expect.img");
+    component = "model";
+    install_path = model;
+    metered_policy = OTA_METERED_DEFER;
+    route_file = routes;
+    write_route(routes, "wwan0");
+    release("11.0.0", 11, 10, sk);
+    struct ota_status st;
+    want_reason = "waiting for an unmetered link (default route via wwan0)";
+    run_agent("downloading", health_ok, &st);
+    assert_int_equal(st.bytes_done, 0);
+    want_reason = NULL;
+    write_route(routes, "eth0");
+    run_agent("committed", health_ok, &st);
+    assert_string_equal(st.running_version, "11.0.0");
+    uint8_t a[32], b[32];
+    make_image(expect, 11);
+    assert_int_equal(delta_sha256_file(model, UINT64_MAX, a, NULL), 0);
+    assert_int_equal(delta_sha256_file(expect, UINT64_MAX, b, NULL), 0);
+    assert_memory_equal(a, b, 32);
+    metered_policy = OTA_METERED_ALLOW;
+    route_file = NULL;
+    component = "rootfs";
+    install_path = NULL;
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -486,6 +537,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_unknown_key_manifest_refused),
         cmocka_unit_test(test_model_file_replaced_atomically_and_rolled_back),
         cmocka_unit_test(test_model_gated_on_fps),
+        cmocka_unit_test(test_metered_link_defers_download),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
