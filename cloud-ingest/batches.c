@@ -474,13 +474,7 @@ void ingest_batch_committed(struct ingest_ctx *ctx, struct ingest_job *job)
         for (size_t f = 0; f < r.n_fields; f++) {
             const struct record_field *fd = &r.fields[f];
             double v;
-            if (fd->type == RECORD_FIELD_FLOAT)
-                v = fd->v.f;
-            else if (fd->type == RECORD_FIELD_INT)
-                v = (double)fd->v.i;
-            else if (fd->type == RECORD_FIELD_UINT)
-                v = (double)fd->v.u;
-            else
+            if (record_field_number(fd, &v) != 0)
                 continue;
             char name[120];
             int len =

@@ -18,6 +18,18 @@
 
 #define RECORD_PACK_VERSION 1
 
+int record_field_number(const struct record_field *f, double *out)
+{
+    switch (f->type) {
+    case RECORD_FIELD_FLOAT: *out = f->v.f; return 0;
+    case RECORD_FIELD_INT: *out = (double)f->v.i; return 0;
+    case RECORD_FIELD_UINT: *out = (double)f->v.u; return 0;
+    case RECORD_FIELD_STRING:
+    case RECORD_FIELD_BOOL: break;
+    }
+    return -1;
+}
+
 const char *record_stream_name(enum record_stream stream)
 {
     switch (stream) {

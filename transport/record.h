@@ -82,6 +82,9 @@ enum record_log_level {
     RECORD_LEVEL_INFO = 6,
     RECORD_LEVEL_DEBUG = 7,
 };
+/* The value of a float, int or uint field as a double in *out: 0. A string or bool field: -1. */
+int record_field_number(const struct record_field *f, double *out);
+
 const char *record_level_name(enum record_log_level level);
 int record_level_parse(const char *name, enum record_log_level *out);
 

@@ -167,15 +167,9 @@ void ota_gates_observe(struct ota_gate *g, size_t n, const struct record *r, int
             if (!str_eq(fd->key, g[i].field))
                 continue;
             double v;
-            if (fd->type == RECORD_FIELD_FLOAT)
-                v = fd->v.f;
-            else if (fd->type == RECORD_FIELD_INT)
-                v = (double)fd->v.i;
-            else if (fd->type == RECORD_FIELD_UINT)
-                v = (double)fd->v.u;
-            else if (fd->type == RECORD_FIELD_BOOL)
+            if (fd->type == RECORD_FIELD_BOOL)
                 v = fd->v.b ? 1.0 : 0.0;
-            else
+            else if (record_field_number(fd, &v) != 0)
                 continue; /* a string never satisfies a numeric gate; ignore it */
             g[i].samples++;
             g[i].last_value = v;

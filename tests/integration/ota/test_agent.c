@@ -232,17 +232,24 @@ static void run_agent(const char *want, const char *const *health, struct ota_st
     run_agent_gated(want, health, NULL, -1, 20000, out);
 }
 
-static int slot_equals_image(const char *slot, int v)
+/* Whether the file at `path` holds test image `v`. */
+static int file_equals_image(const char *path, int v)
 {
-    char sp[512], ip[512];
-    snprintf(sp, sizeof(sp), "%s/slots/slot-%s.img", tmpdir, slot);
+    char ip[512];
     path_in(ip, sizeof(ip), "expect.img");
     make_image(ip, v);
     uint8_t a[32], b[32];
-    if (delta_sha256_file(sp, UINT64_MAX, a, NULL) != 0 ||
+    if (delta_sha256_file(path, UINT64_MAX, a, NULL) != 0 ||
         delta_sha256_file(ip, UINT64_MAX, b, NULL) != 0)
         return 0;
     return memcmp(a, b, 32) == 0;
+}
+
+static int slot_equals_image(const char *slot, int v)
+{
+    char sp[512];
+    snprintf(sp, sizeof(sp), "%s/slots/slot-%s.img", tmpdir, slot);
+    return file_equals_image(sp, v);
 }
 
 static void read_bootctl(char *out, size_t n)
@@ -385,13 +392,11 @@ static void test_model_file_replaced_atomically_and_rolled_back(void **state)
 static void test_model_gated_on_fps(void **state)
 {
     (void)state;
-    char model[512], expect[512];
+    char model[512];
     path_in(model, sizeof(model), "models/detector.bin");
-    path_in(expect, sizeof(expect), "expect.img");
     component = "model";
     install_path = model;
     struct ota_status st;
-    uint8_t a[32], b[32];
     release("9.0.0", 9, 7, sk);
     long long t0 = ferry_monotonic_ms();
     run_agent_gated("rolled_back", health_ok, "inference.fps >= 25 for 2s", 12.0, 4000, &st);
@@ -399,10 +404,7 @@ static void test_model_gated_on_fps(void **state)
     print_message("rolled back: %s\n", st.reason);
     assert_non_null(strstr(st.reason, "health gate not met"));
     assert_non_null(strstr(st.reason, "inference.fps >= 25 for 2s: last value 12"));
-    make_image(expect, 7);
-    assert_int_equal(delta_sha256_file(model, UINT64_MAX, a, NULL), 0);
-    assert_int_equal(delta_sha256_file(expect, UINT64_MAX, b, NULL), 0);
-    assert_memory_equal(a, b, 32);
+    assert_true(file_equals_image(model, 7));
 
     release("10.0.0", 10, 7, sk);
     t0 = ferry_monotonic_ms();
@@ -410,10 +412,7 @@ static void test_model_gated_on_fps(void **state)
                     "inference.fps >= 25 for 2s; inference.fps < 1000 for 1s", 30.0, 20000, &st);
     assert_true(ferry_monotonic_ms() - t0 >= 2000); /* the gate's duration was waited for */
     assert_string_equal(st.running_version, "10.0.0");
-    make_image(expect, 10);
-    assert_int_equal(delta_sha256_file(model, UINT64_MAX, a, NULL), 0);
-    assert_int_equal(delta_sha256_file(expect, UINT64_MAX, b, NULL), 0);
-    assert_memory_equal(a, b, 32);
+    assert_true(file_equals_image(model, 10));
     component = "rootfs";
     install_path = NULL;
 }
@@ -435,10 +434,9 @@ static void write_route(const char *path, const char *ifname)
 static void test_metered_link_defers_download(void **state)
 {
     (void)state;
-    char model[512], routes[512], expect[512];
+    char model[512], routes[512];
     path_in(model, sizeof(model), "models/detector.bin");
     path_in(routes, sizeof(routes), "route");
-    path_in(expect, sizeof(expect), "expect.img");
     component = "model";
     install_path = model;
     metered_policy = OTA_METERED_DEFER;
@@ -453,11 +451,7 @@ static void test_metered_link_defers_download(void **state)
     write_route(routes, "eth0");
     run_agent("committed", health_ok, &st);
     assert_string_equal(st.running_version, "11.0.0");
-    uint8_t a[32], b[32];
-    make_image(expect, 11);
-    assert_int_equal(delta_sha256_file(model, UINT64_MAX, a, NULL), 0);
-    assert_int_equal(delta_sha256_file(expect, UINT64_MAX, b, NULL), 0);
-    assert_memory_equal(a, b, 32);
+    assert_true(file_equals_image(model, 11));
     metered_policy = OTA_METERED_ALLOW;
     route_file = NULL;
     component = "rootfs";
