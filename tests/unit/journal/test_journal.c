@@ -815,7 +815,7 @@ static void test_freed_space_is_reused(void **state)
     f->j = open_cfg(f, &cfg, NULL);
     char payload[1000];
     memset(payload, 'r', sizeof(payload));
-    long long size_after_first = 0;
+    long long size_max = 0;
     for (int round = 0; round < 20; round++) {
         uint64_t first = 0, seq = 0;
         for (int i = 0; i < 1000; i++) {
@@ -829,14 +829,16 @@ static void test_freed_space_is_reused(void **state)
         assert_int_equal(journal_ack(f->j, RECORD_LOG, &r, 1), 0);
         assert_int_equal(journal_gc(f->j, 0, NULL, NULL), 0);
         /* Pages freed by the ack's transaction become reusable two transactions later (LMDB
-         * keeps the previous snapshot intact), so the file settles after a few rounds. */
-        if (round == 3)
-            size_after_first = jtest_file_size(f->path);
+         * keeps the previous snapshot intact); how many group commits a round takes varies
+         * with the machine's load, so the file's size moves between two and a few rounds'
+         * worth. Bounded at every round, it cannot grow with the data that went through. */
+        long long size = jtest_file_size(f->path);
+        if (size > size_max)
+            size_max = size;
+        assert_true(size < 6 * 1024 * 1024);
     }
-    long long size_end = jtest_file_size(f->path);
-    /* 20 MB went through; the file holds a few rounds' worth */
-    assert_true(size_end <= size_after_first + size_after_first / 2);
-    assert_true(size_end < 6 * 1024 * 1024);
+    /* 20 MB went through; the file never held more than a few rounds' worth */
+    assert_true(size_max < 6 * 1024 * 1024);
     struct journal_stats st;
     assert_int_equal(journal_stats(f->j, &st), 0);
     assert_int_equal(st.stream[RECORD_LOG].evicted_records, 0);
