@@ -75,8 +75,14 @@ static void make_image(const char *path, int v)
         x ^= x << 17;
         p[i] = (uint8_t)x;
     }
-    for (int k = 1; k <= v; k++)
-        memset(p + (size_t)k * 300000, k, 20000 + (size_t)k * 1000);
+    /* Region k starts at k * 300000, wrapped so that every version fits in the image (version
+     * 11 would start past its end); its length grows with k and stays below 64 KiB to v = 44. */
+    const size_t span = IMG_BYTES - (64u << 10);
+    for (int k = 1; k <= v; k++) {
+        size_t len = 20000 + (size_t)k * 1000;
+        assert_true(len <= (64u << 10));
+        memset(p + ((size_t)k * 300000) % span, k, len);
+    }
     assert_int_equal(ferry_write_file_atomic(path, p, IMG_BYTES, 0644), 0);
     free(p);
 }
