@@ -35,10 +35,6 @@ struct tick_mark {
     int64_t at_ms;
 };
 
-struct delay_sample {
-    uint32_t ms;
-    uint32_t records;
-};
 
 struct fleet_device {
     struct fleet *fleet;
@@ -61,6 +57,7 @@ struct fleet_device {
     double cpu[4];
     double temp;
     uint64_t found;
+    int64_t first_tick_ms;
 };
 
 struct fleet {
@@ -75,13 +72,15 @@ struct fleet {
     enum fleet_phase phase;
     int outage_started, outage_ended;
     int64_t outage_end_ms;
-    struct delay_sample *delays;
+    struct fleet_delay *delays;
     size_t n_delays, cap_delays;
     double *rate_before; /* per-second request rates before the outage */
     size_t n_before, cap_before;
     double peak_after;
     uint64_t last_batches;
     int64_t last_report_ms;
+    uint32_t seconds; /* sampler runs so far */
+    int started;
 };
 
 /* ---- helpers ----------------------------------------------------------------------------- */
@@ -90,13 +89,13 @@ static int push_delay(struct fleet *f, uint32_t ms, uint32_t records)
 {
     if (f->n_delays == f->cap_delays) {
         size_t cap = f->cap_delays ? f->cap_delays * 2 : 1024;
-        struct delay_sample *n = realloc(f->delays, cap * sizeof *n);
+        struct fleet_delay *n = realloc(f->delays, cap * sizeof *n);
         if (!n)
             return -1;
         f->delays = n;
         f->cap_delays = cap;
     }
-    f->delays[f->n_delays++] = (struct delay_sample){ms, records};
+    f->delays[f->n_delays++] = (struct fleet_delay){ms, records};
     return 0;
 }
 
@@ -302,8 +301,9 @@ static void sampler_cb(evutil_socket_t fd, short what, void *arg)
             flaky_proxy_set_profile(f->devs[i].proxy, &p);
             flaky_proxy_force_down(f->devs[i].proxy, 1);
         }
-        fprintf(stderr, "fleet: t=%llds cloud outage begins (%llds)\n", (long long)(t / 1000),
-                (long long)(f->cfg.outage_ms / 1000));
+        if (!f->cfg.on_second)
+            fprintf(stderr, "fleet: t=%llds cloud outage begins (%llds)\n",
+                    (long long)(t / 1000), (long long)(f->cfg.outage_ms / 1000));
     } else if (f->outage_started && !f->outage_ended &&
                t >= f->cfg.outage_at_ms + f->cfg.outage_ms) {
         f->outage_ended = 1;
@@ -312,9 +312,20 @@ static void sampler_cb(evutil_socket_t fd, short what, void *arg)
             flaky_proxy_force_down(f->devs[i].proxy, 0);
             flaky_proxy_set_profile(f->devs[i].proxy, &f->devs[i].saved_profile);
         }
-        fprintf(stderr, "fleet: t=%llds cloud outage ends\n", (long long)(t / 1000));
+        if (!f->cfg.on_second)
+            fprintf(stderr, "fleet: t=%llds cloud outage ends\n", (long long)(t / 1000));
     }
-    if (f->cfg.report_ms > 0 && now - f->last_report_ms >= f->cfg.report_ms) {
+    if (f->cfg.on_second) {
+        struct fleet_second sec = {.index = ++f->seconds,
+                                   .t_ms = t,
+                                   .enrolled = enrolled,
+                                   .generated = generated,
+                                   .acked = acked,
+                                   .backlog = backlog,
+                                   .batches = batches,
+                                   .outage = f->outage_ended ? 2 : f->outage_started ? 1 : 0};
+        f->cfg.on_second(f->cfg.on_second_arg, &sec);
+    } else if (f->cfg.report_ms > 0 && now - f->last_report_ms >= f->cfg.report_ms) {
         f->last_report_ms = now;
         fprintf(stderr,
                 "fleet: t=%llds enrolled=%u/%u generated=%llu acked=%llu backlog=%llu "
@@ -416,9 +427,7 @@ static int device_init(struct fleet *f, struct fleet_device *d, unsigned index, 
         return FLAKY_ERR_EVENT;
     }
     /* Spread the first ticks over one period so the fleet does not march in step. */
-    int64_t first_ms = 1 + (int64_t)(flaky_rng_uniform(&d->rng) * (double)cfg->tick_ms);
-    struct timeval first = {(time_t)(first_ms / 1000), (suseconds_t)(first_ms % 1000 * 1000)};
-    event_add(d->tick, &first);
+    d->first_tick_ms = 1 + (int64_t)(flaky_rng_uniform(&d->rng) * (double)cfg->tick_ms);
     return FLAKY_OK;
 }
 
@@ -446,7 +455,7 @@ int fleet_new(struct event_base *base, const struct fleet_config *cfg, struct fl
     }
     for (unsigned i = 0; i < cfg->devices; i++) {
         f->n_devs = i + 1;
-        rc = device_init(f, &f->devs[i], i, err, err_len);
+        rc = device_init(f, &f->devs[i], cfg->first_device + i, err, err_len);
         if (rc < 0)
             goto fail;
     }
@@ -456,15 +465,33 @@ int fleet_new(struct event_base *base, const struct fleet_config *cfg, struct fl
         rc = FLAKY_ERR_EVENT;
         goto fail;
     }
-    struct timeval sec = {1, 0};
-    event_add(f->sampler, &sec);
-    f->start_ms = ferry_monotonic_ms();
-    f->last_report_ms = f->start_ms;
     *out = f;
     return FLAKY_OK;
 fail:
     fleet_free(f);
     return rc;
+}
+
+void fleet_start(struct fleet *f)
+{
+    if (f->started)
+        return;
+    f->started = 1;
+    f->start_ms = ferry_monotonic_ms();
+    f->last_report_ms = f->start_ms;
+    for (unsigned i = 0; i < f->n_devs; i++) {
+        int64_t ms = f->devs[i].first_tick_ms;
+        struct timeval first = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000)};
+        event_add(f->devs[i].tick, &first);
+    }
+    struct timeval sec = {1, 0};
+    event_add(f->sampler, &sec);
+}
+
+void fleet_delays(const struct fleet *f, const struct fleet_delay **out, size_t *n)
+{
+    *out = f->delays;
+    *n = f->n_delays;
 }
 
 void fleet_free(struct fleet *f)
@@ -496,11 +523,11 @@ int fleet_done(const struct fleet *f)
 
 static int cmp_delay(const void *a, const void *b)
 {
-    const struct delay_sample *x = a, *y = b;
+    const struct fleet_delay *x = a, *y = b;
     return (x->ms > y->ms) - (x->ms < y->ms);
 }
 
-static double percentile(const struct delay_sample *s, size_t n, double p)
+double fleet_delay_percentile(const struct fleet_delay *s, size_t n, double p)
 {
     if (!n)
         return 0;
@@ -527,9 +554,9 @@ void fleet_totals(struct fleet *f, struct fleet_totals *out)
         out->found_in_ingest += d->found;
     }
     qsort(f->delays, f->n_delays, sizeof *f->delays, cmp_delay);
-    out->delay_p50_ms = percentile(f->delays, f->n_delays, 0.50);
-    out->delay_p90_ms = percentile(f->delays, f->n_delays, 0.90);
-    out->delay_p99_ms = percentile(f->delays, f->n_delays, 0.99);
+    out->delay_p50_ms = fleet_delay_percentile(f->delays, f->n_delays, 0.50);
+    out->delay_p90_ms = fleet_delay_percentile(f->delays, f->n_delays, 0.90);
+    out->delay_p99_ms = fleet_delay_percentile(f->delays, f->n_delays, 0.99);
     out->delay_max_ms = f->n_delays ? f->delays[f->n_delays - 1].ms : 0;
     if (f->n_before) {
         /* Skip the first seconds (enrollment) when there is enough history. */
@@ -584,9 +611,18 @@ int fleet_count_in_ingest(struct fleet *f, struct fleet_totals *out, char *err, 
     json_t *dv;
     json_array_foreach(devs, i, dv)
     {
+        /* By name, then by id: an ingest that served an earlier fleet holds other devices of
+         * the same names, and a worker process holds only its slice. */
         const char *name = json_string_value(json_object_get(dv, "name"));
+        const char *id = json_string_value(json_object_get(dv, "id"));
         unsigned idx;
-        if (!name || sscanf(name, "fleet-%5u", &idx) != 1 || idx >= f->n_devs)
+        if (!name || !id || sscanf(name, "fleet-%5u", &idx) != 1 ||
+            idx < f->cfg.first_device || idx - f->cfg.first_device >= f->n_devs)
+            continue;
+        idx -= f->cfg.first_device;
+        struct sync_status st;
+        sync_get_status(f->devs[idx].sync, &st);
+        if (strcmp(st.device_id, id) != 0)
             continue;
         json_t *streams = json_object_get(dv, "streams");
         uint64_t n = 0;

@@ -35,6 +35,22 @@ struct fleet_profile_share {
     double weight;
 };
 
+/* One sampling second: running totals of this fleet (or slice of it). */
+struct fleet_second {
+    uint32_t index; /* 1, 2, ... seconds since fleet_start() */
+    int64_t t_ms;
+    unsigned enrolled;
+    uint64_t generated, acked, backlog;
+    uint64_t batches; /* requests acknowledged so far */
+    int outage;       /* 0 before the cloud outage, 1 during, 2 after */
+};
+
+/* A delay sample: generation to cloud acknowledgement of one tick. */
+struct fleet_delay {
+    uint32_t ms;
+    uint32_t records;
+};
+
 struct fleet_config {
     const char *ingest;   /* "HOST:PORT" of ferry-ingest */
     const char *token;    /* fleet enrollment token */
@@ -53,6 +69,11 @@ struct fleet_config {
     int64_t backoff_max_ms; /* the engines' retry cap (ferryd's default is 5 min) */
     const struct fleet_profile_share *shares; /* borrowed during fleet_new */
     size_t n_shares;
+    unsigned first_device; /* devices are fleet-<first_device> .. (one process's slice) */
+    /* If set, called once a second with the running totals instead of the progress lines
+     * (ferry-fleet's worker processes send them to the parent, which prints the sum). */
+    void (*on_second)(void *arg, const struct fleet_second *s);
+    void *on_second_arg;
 };
 
 struct fleet_totals {
@@ -75,9 +96,17 @@ struct fleet_totals {
 };
 
 /* Creates the devices (journals, engines, proxies) and their timers on `base`; the run starts
- * with the loop. Errors: FLAKY_ERR_* (err says which device and why). */
+ * with fleet_start(). Errors: FLAKY_ERR_* (err says which device and why). */
 int fleet_new(struct event_base *base, const struct fleet_config *cfg, struct fleet **out,
               char *err, size_t err_len) __attribute__((warn_unused_result));
+/* Starts the clock: the devices' tick timers and the sampler (the run's t = 0). Separate from
+ * fleet_new() so that worker processes that create their slices at different speeds start
+ * together. */
+void fleet_start(struct fleet *f);
+/* The p-quantile (0..1) of delay samples sorted by ms; 0 when there are none. */
+double fleet_delay_percentile(const struct fleet_delay *s, size_t n, double p);
+/* The delay samples so far (unsorted until fleet_totals()). */
+void fleet_delays(const struct fleet *f, const struct fleet_delay **out, size_t *n);
 /* Stops every engine, closes every journal and proxy. NULL is fine. */
 void fleet_free(struct fleet *f);
 /* Whether the run (generation plus drain) is over; the loop is broken when it is. */

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "simulators/fleet/fleet.h"
+#include "simulators/fleet/fleet_workers.h"
 
 #ifndef FLAKY_PROFILE_DIR
 #define FLAKY_PROFILE_DIR "/usr/share/ferry/profiles"
@@ -25,10 +26,14 @@ static void usage(FILE *f)
         f,
         "usage: ferry-fleet --ingest HOST:PORT --token TOKEN --data-dir DIR [options]\n"
         "\n"
-        "Many virtual devices in one process against a real ferry-ingest: each has its own\n"
-        "key, enrollment, LMDB journal, sync engine and in-process ferry-flaky link.\n"
+        "Many virtual devices against a real ferry-ingest: each has its own key, enrollment,\n"
+        "LMDB journal, sync engine and in-process ferry-flaky link. A fleet larger than one\n"
+        "process's descriptor limit allows (about 12 per device) is split across worker\n"
+        "processes that start together and report one sum.\n"
         "\n"
         "  --devices N            virtual devices (default 10)\n"
+        "  --processes N          worker processes (default: as few as the descriptor limit\n"
+        "                         allows; 1 = everything in this process)\n"
         "  --tick DURATION        one tick of metrics per device this often (default 10s)\n"
         "  --metrics-per-tick N   metric records per tick (default 10, at most 64)\n"
         "  --logs-per-tick P      probability of a log record per tick (default 0.1)\n"
@@ -100,6 +105,23 @@ static int parse_shares(const char *mix, const char *dir, struct fleet_profile_s
     return *n ? 0 : -1;
 }
 
+static void print_totals(const struct fleet_totals *t, int completed)
+{
+    printf("{\"devices\":%u,\"enrolled\":%u,\"generated\":%llu,\"append_errors\":%llu,"
+           "\"acked\":%llu,\"engine_sent_records\":%llu,\"found_in_ingest\":%llu,\"backlog\":%llu,"
+           "\"batches\":%llu,"
+           "\"delay_ms\":{\"p50\":%.0f,\"p90\":%.0f,\"p99\":%.0f,\"max\":%.0f},"
+           "\"steady_requests_per_s\":%.1f,\"peak_requests_per_s_after_outage\":%.1f,"
+           "\"drain_ms\":%.0f,\"completed\":%s}\n",
+           t->devices, t->enrolled, (unsigned long long)t->generated,
+           (unsigned long long)t->append_errors, (unsigned long long)t->acked,
+           (unsigned long long)t->engine_sent, (unsigned long long)t->found_in_ingest,
+           (unsigned long long)t->backlog, (unsigned long long)t->batches, t->delay_p50_ms,
+           t->delay_p90_ms, t->delay_p99_ms, t->delay_max_ms, t->steady_requests_per_s,
+           t->peak_requests_per_s, t->drain_ms, completed ? "true" : "false");
+    fflush(stdout);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     event_base_loopbreak(arg);
@@ -120,6 +142,7 @@ int main(int argc, char **argv)
     const char *mix = "lte-good";
     const char *dir = getenv("FERRY_FLAKY_PROFILE_DIR");
     const char *devices_out = NULL;
+    unsigned n_procs = 0;
     static const struct option opts[] = {
         {"ingest", required_argument, NULL, 'i'},
         {"token", required_argument, NULL, 't'},
@@ -140,6 +163,7 @@ int main(int argc, char **argv)
         {"devices-out", required_argument, NULL, 'O'},
         {"help", no_argument, NULL, 'h'},
         {"backoff-max", required_argument, NULL, 'B'},
+        {"processes", required_argument, NULL, 'N'},
         {NULL, 0, NULL, 0},
     };
     int ch;
@@ -200,6 +224,13 @@ int main(int argc, char **argv)
             if (parse_ms("--backoff-max", optarg, &cfg.backoff_max_ms) < 0)
                 return 2;
             break;
+        case 'N':
+            if (ferry_parse_u64(optarg, 256, &u) < 0) {
+                fprintf(stderr, "ferry-fleet: --processes: 0..256 (0 = automatic)\n");
+                return 2;
+            }
+            n_procs = (unsigned)u;
+            break;
         case 'p': mix = optarg; break;
         case 'P': dir = optarg; break;
         case 'O': devices_out = optarg; break;
@@ -233,6 +264,19 @@ int main(int argc, char **argv)
     cfg.n_shares = n_shares;
     ferry_log_init(FERRY_LOG_WARN, 2);
     signal(SIGPIPE, SIG_IGN);
+    unsigned per_proc = fleet_devices_per_process(); /* raises the soft descriptor limit */
+    if (n_procs == 0)
+        n_procs = (cfg.devices + per_proc - 1) / per_proc;
+    if (n_procs > cfg.devices)
+        n_procs = cfg.devices;
+    if (n_procs > 1) {
+        struct fleet_totals t;
+        int completed = 0;
+        if (fleet_run_workers(&cfg, n_procs, devices_out, &t, &completed) < 0)
+            return 1;
+        print_totals(&t, completed);
+        return completed && t.acked == t.generated && t.found_in_ingest == t.acked ? 0 : 1;
+    }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
         return 1;
 
@@ -251,24 +295,13 @@ int main(int argc, char **argv)
     sigterm = evsignal_new(base, SIGTERM, on_signal, base);
     if (!sigint || !sigterm || event_add(sigint, NULL) < 0 || event_add(sigterm, NULL) < 0)
         goto out;
+    fleet_start(fl);
     event_base_dispatch(base);
     struct fleet_totals t;
     fleet_totals(fl, &t);
     if (fleet_count_in_ingest(fl, &t, err, sizeof err) < 0)
         fprintf(stderr, "ferry-fleet: %s\n", err);
-    printf("{\"devices\":%u,\"enrolled\":%u,\"generated\":%llu,\"append_errors\":%llu,"
-           "\"acked\":%llu,\"engine_sent_records\":%llu,\"found_in_ingest\":%llu,\"backlog\":%llu,"
-           "\"batches\":%llu,"
-           "\"delay_ms\":{\"p50\":%.0f,\"p90\":%.0f,\"p99\":%.0f,\"max\":%.0f},"
-           "\"steady_requests_per_s\":%.1f,\"peak_requests_per_s_after_outage\":%.1f,"
-           "\"drain_ms\":%.0f,\"completed\":%s}\n",
-           t.devices, t.enrolled, (unsigned long long)t.generated,
-           (unsigned long long)t.append_errors, (unsigned long long)t.acked,
-           (unsigned long long)t.engine_sent, (unsigned long long)t.found_in_ingest,
-           (unsigned long long)t.backlog, (unsigned long long)t.batches, t.delay_p50_ms,
-           t.delay_p90_ms, t.delay_p99_ms, t.delay_max_ms, t.steady_requests_per_s,
-           t.peak_requests_per_s, t.drain_ms, fleet_done(fl) ? "true" : "false");
-    fflush(stdout);
+    print_totals(&t, fleet_done(fl));
     if (devices_out) {
         FILE *f = fopen(devices_out, "w");
         if (f) {
