@@ -15,6 +15,10 @@
  *   D2. on_chunk(i) is called only after chunk i is synced, so a persisted "next chunk" never
  *       points past data that is not durable.
  *   D3. on_done runs exactly once; d->req is non-NULL exactly while a request is in flight.
+ *   D4. The bytes of chunk `cur` received so far (d->chunk, chunk_len) survive a failed
+ *       request: the next one asks for the rest of the chunk only. They are dropped when the
+ *       assembled chunk fails its hash (it is then fetched whole) and do not survive the
+ *       process (a restart fetches the chunk in flight again).
  */
 #include "transport/download.h"
 
@@ -53,7 +57,8 @@ struct download {
     int stream_started;
     long stream_status;
     int hash_failed, io_failed, stop_requested, canceled, finished;
-    uint32_t progress_in_request;
+    uint32_t progress_in_request; /* chunks completed by the current request */
+    uint64_t bytes_in_request;    /* chunk bytes it delivered */
     uint32_t bad_in_row, short_in_row;
     int64_t session_start_ms;
     uint64_t session_bytes;
@@ -191,7 +196,7 @@ static int on_data(void *arg, const uint8_t *data, size_t len)
         d->stream_started = 1;
         d->stream_status = d->req ? http_request_status(d->req) : 0;
         /* 206: the body starts at our range; 200: the server sent the whole artifact */
-        d->stream_pos = d->stream_status == 206 ? chunk_start(d, d->cur) : 0;
+        d->stream_pos = d->stream_status == 206 ? chunk_start(d, d->cur) + d->chunk_len : 0;
     }
     if (d->stream_status != 200 && d->stream_status != 206)
         return 0; /* an error body: let it finish, decide() looks at the status */
@@ -211,6 +216,7 @@ static int on_data(void *arg, const uint8_t *data, size_t len)
         size_t take = need < len ? need : len;
         memcpy(d->chunk + d->chunk_len, data, take);
         d->chunk_len += take;
+        d->bytes_in_request += take;
         d->stream_pos += take;
         data += take;
         len -= take;
@@ -243,16 +249,21 @@ static void decide(struct download *d, const struct http_response *resp)
         int rc = verify_whole(d);
         return finish(d, rc, rc ? "whole-artifact hash differs from the manifest" : NULL);
     }
-    d->chunk_len = 0; /* a partial chunk is fetched again from its start */
     if (d->hash_failed) {
+        d->chunk_len = 0; /* a chunk that failed its hash is fetched again from its start */
         if (++d->bad_in_row >= DOWNLOAD_MAX_BAD_CHUNK)
             return finish(d, DOWNLOAD_E_CHUNK_HASH, NULL);
         if (d->stream_status == 200 && d->bad_in_row >= 2)
             return finish(d, DOWNLOAD_E_CHANGED, "the full body does not match the manifest");
         return retry_later(d, 0);
     }
-    if (resp->err != HTTP_CLIENT_OK)
+    if (resp->err != HTTP_CLIENT_OK) {
+        /* A cut after progress (bytes of the chunk kept in d->chunk) is a short window of
+         * coverage, not a failing server: come back at the shortest delay. */
+        if (d->bytes_in_request > 0)
+            d->backoff_ms = d->backoff_min_ms;
         return retry_later(d, 0);
+    }
     long st = resp->status;
     if (st == 416)
         return finish(d, DOWNLOAD_E_TRUNCATED, "416: range beyond the served artifact");
@@ -296,15 +307,17 @@ static void start_request(struct download *d)
     d->stream_status = 0;
     d->hash_failed = 0;
     d->progress_in_request = 0;
-    d->chunk_len = 0;
-    uint64_t start = chunk_start(d, d->cur);
+    d->bytes_in_request = 0;
+    /* Resume inside the chunk: the bytes already received stay in d->chunk (D1: nothing of the
+     * chunk is written before the whole of it matches its hash). */
+    uint64_t start = chunk_start(d, d->cur) + d->chunk_len;
     const char *headers[] = {d->if_range_header, NULL};
     struct http_request_opts o;
     http_request_opts_init(&o);
     o.url = d->url;
     o.headers = headers;
     o.range_start = (int64_t)start;
-    o.range_end = (int64_t)(start + chunk_size(d, d->cur) - 1);
+    o.range_end = (int64_t)(chunk_start(d, d->cur) + chunk_size(d, d->cur) - 1);
     o.deadline_ms = d->chunk_deadline_ms;
     o.connect_timeout_ms = 15000;
     o.low_speed_bytes_per_s = 64;

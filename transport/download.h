@@ -8,7 +8,11 @@
  * then written at its offset and fdatasync'd, and only then reported through on_chunk, whose job
  * is to persist progress (the OTA agent stores "next chunk" in the journal's state table). After a
  * cut, a SIGKILL or a reboot the download is started again with first_chunk = the persisted
- * value, so at most the one chunk in flight is fetched again per interruption.
+ * value, so at most the one chunk in flight is fetched again per interruption. Within one run a
+ * cut costs nothing again: the part of the chunk already received is kept in memory and the next
+ * request asks only for the rest of it ("Range: bytes=<first missing byte>-<chunk end>"), so a
+ * link that is up for seconds at a time still moves a large chunk forward; the chunk is verified
+ * and written only when it is whole.
  *
  * A server that ignores Range (answers 200 with the whole body) still works: the stream is read
  * from the start, bytes before the first missing chunk are skipped and every following chunk is

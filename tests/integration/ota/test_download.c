@@ -3,7 +3,8 @@
  * loopback, port 0) and, for the no-Range case, a plain evhttp server that ignores Range:
  * complete download, resume after an interruption fetching only missing chunks, a corrupted chunk
  * on the server rejected before it is written, a truncated artifact, a server without Range
- * support, and the bandwidth cap.
+ * support, a link that cuts every other response halfway (the next request asks for the rest of
+ * the chunk only), and the bandwidth cap.
  */
 #include <fcntl.h>
 #include <pthread.h>
@@ -14,6 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -310,6 +314,100 @@ static void test_server_without_range_support(void **state)
     event_base_free(n.base);
 }
 
+/* ---- a server that cuts every other response halfway, on its own thread ---- */
+
+/* A plain socket server (the cut must land inside the body, which evhttp does not do): parses
+ * "Range: bytes=a-b", answers 206 with that range and Connection: close; odd requests get only
+ * the first half of their body before the connection is closed, as a link that drops. */
+struct cutter {
+    int lfd;
+    uint16_t port;
+    int stop;
+    unsigned requests;
+    uint64_t starts[64]; /* range start of each request */
+};
+
+static void *cutter_thread(void *arg)
+{
+    struct cutter *c = arg;
+    while (!c->stop) {
+        int fd = accept(c->lfd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        char head[4096];
+        size_t got = 0;
+        while (got < sizeof(head) - 1) {
+            ssize_t r = read(fd, head + got, sizeof(head) - 1 - got);
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+            head[got] = 0;
+            if (strstr(head, "\r\n\r\n"))
+                break;
+        }
+        head[got] = 0;
+        unsigned long long a = 0, b = sizeof(artifact) - 1;
+        const char *rg = strcasestr(head, "\r\nRange: bytes=");
+        if (rg)
+            sscanf(rg + strlen("\r\nRange: bytes="), "%llu-%llu", &a, &b);
+        unsigned n = c->requests++;
+        if (n < 64)
+            c->starts[n] = a;
+        if (strstr(head, "GET") != head) { /* the stop connection */
+            close(fd);
+            continue;
+        }
+        size_t len = (size_t)(b - a + 1);
+        char hdr[256];
+        int hl = snprintf(hdr, sizeof(hdr),
+                          "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes %llu-%llu/%zu\r\n"
+                          "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                          a, b, sizeof(artifact), len);
+        size_t body = n % 2 == 0 ? len / 2 : len;
+        if (write(fd, hdr, (size_t)hl) == hl && write(fd, artifact + a, body) == (ssize_t)body) {
+            /* sent */
+        }
+        shutdown(fd, SHUT_WR);
+        close(fd);
+    }
+    return NULL;
+}
+
+static void test_cut_resumes_inside_the_chunk(void **state)
+{
+    (void)state;
+    struct cutter c = {0};
+    c.lfd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(c.lfd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(c.lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(c.lfd, 16), 0);
+    socklen_t sl = sizeof(sa);
+    assert_int_equal(getsockname(c.lfd, (struct sockaddr *)&sa, &sl), 0);
+    c.port = ntohs(sa.sin_port);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, cutter_thread, &c), 0);
+    char url[256], dest[512];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/art", c.port);
+    snprintf(dest, sizeof(dest), "%s/dl-7", tmpdir);
+    struct download_stats st;
+    assert_int_equal(run_download(url, dest, 0, 0, 0, &st), 0);
+    assert_true(file_matches(dest, artifact, sizeof(artifact)));
+    /* every chunk took two requests, the second asking for the second half only */
+    assert_int_equal(st.requests, 22);
+    assert_int_equal(c.starts[0], 0);
+    assert_int_equal(c.starts[1], CHUNK / 2);
+    assert_int_equal(c.starts[2], CHUNK);
+    assert_int_equal(c.starts[21], 10 * CHUNK + 1234 / 2);
+    assert_int_equal(st.bytes_received, sizeof(artifact)); /* no byte fetched twice */
+    c.stop = 1;
+    int wake = socket(AF_INET, SOCK_STREAM, 0); /* unblocks accept() */
+    assert_int_equal(connect(wake, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    close(wake);
+    pthread_join(t, NULL);
+    close(c.lfd);
+}
+
 static void test_bandwidth_cap(void **state)
 {
     (void)state;
@@ -334,6 +432,7 @@ int main(void)
         cmocka_unit_test(test_corrupt_chunk_never_written),
         cmocka_unit_test(test_truncated_artifact),
         cmocka_unit_test(test_server_without_range_support),
+        cmocka_unit_test(test_cut_resumes_inside_the_chunk),
         cmocka_unit_test(test_bandwidth_cap),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
