@@ -1029,6 +1029,7 @@ int sync_new(struct event_base *base, struct journal *journal, const struct sync
         s->device_id[0] = '\0';
     }
     s->zstd_level = s->cfg.zstd_level;
+    s->no_process_release = s->cfg.no_process_release;
     s->gap_scratch = calloc(BATCH_MAX_GAPS, sizeof(struct journal_gap));
     s->eval_ev = event_new(base, -1, 0, on_eval, s);
     s->timer_ev = evtimer_new(base, on_eval, s);

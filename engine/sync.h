@@ -74,6 +74,11 @@ struct sync_config {
     int zstd_level;
     /* Watch netlink for link/address/route changes (default true; tests may turn it off). */
     bool no_netlink;
+    /* The engine shares its process with many others (ferry-fleet): when idle it frees its own
+     * builder and collects its journal, but skips the process-wide releases (malloc_trim, and
+     * dropping the journal map's pages, which walks /proc/self/maps): with a thousand engines
+     * in one process they ran a hundred times a second over thousands of mappings. */
+    bool no_process_release;
 };
 
 /* Fills the defaults of docs/configuration.md (event 1 s / metric 10 s / log 60 s latency,

@@ -153,7 +153,8 @@ struct sync {
     struct batch_builder *builder;
     char builder_device_id[BATCH_MAX_DEVICE_ID + 1];
     struct journal_gap *gap_scratch;
-    int zstd_level; /* copied at start: the thread never reads s->cfg */
+    int zstd_level;          /* copied at start: the thread never reads s->cfg */
+    bool no_process_release; /* likewise */
 
     /* loop state */
     bool freeing;

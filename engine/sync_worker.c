@@ -427,6 +427,8 @@ void sync_release_run(struct sync_job *job)
         log_debug("sync", "journal gc failed; acknowledged records stay until the next idle");
     else if (deleted > 0)
         log_debug("sync", "idle: deleted %zu acknowledged records", deleted);
+    if (s->no_process_release)
+        return;
     malloc_trim(0);
     /* Likewise the journal's map: pages a burst read stay resident until dropped. A failure
      * only means the pages stay resident. */

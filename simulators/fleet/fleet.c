@@ -394,8 +394,7 @@ static int device_init(struct fleet *f, struct fleet_device *d, unsigned index, 
     struct journal_config jc;
     journal_config_init(&jc);
     jc.quota_bytes = cfg->quota_bytes;
-    jc.durability =
-        JOURNAL_SYNC_PERIODIC; /* hundreds of fsyncs per second would measure the disk */
+    jc.durability = (enum journal_durability)cfg->durability;
     char jerr[256] = "";
     rc = journal_open(d->dir, &jc, &d->journal, NULL, jerr, sizeof jerr);
     if (rc != 0) {
@@ -410,6 +409,7 @@ static int device_init(struct fleet *f, struct fleet_device *d, unsigned index, 
     sc.device_name = d->name;
     sc.device_class = "ferry-fleet";
     sc.no_netlink = true;
+    sc.no_process_release = true; /* a thousand engines share this process */
     /* Metrics within a tick's time, so the delay measures the link and the engine. */
     sc.latency_ms[RECORD_METRIC] = cfg->tick_ms;
     sc.latency_ms[RECORD_LOG] = cfg->tick_ms * 3;

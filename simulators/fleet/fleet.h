@@ -15,9 +15,10 @@
  * cloud outage (every proxy forced down), the peak request rate after it against the steady
  * rate before it.
  *
- * Costs: every device has two threads (journal committer, sync helper) and an LMDB map of
- * `quota_bytes`; a few hundred devices are comfortable on a small machine, thousands are not.
- * All functions run on the loop thread.
+ * Costs: every device has two threads (journal committer, sync helper), an LMDB map of
+ * `quota_bytes` and up to 20 file descriptors; past one process's descriptor limit the program
+ * runs several fleets, one per worker process (fleet_workers.h). All functions run on the loop
+ * thread.
  */
 #ifndef FERRY_SIMULATORS_FLEET_H
 #define FERRY_SIMULATORS_FLEET_H
@@ -67,6 +68,7 @@ struct fleet_config {
     uint64_t seed;
     uint64_t quota_bytes;   /* journal quota per device */
     int64_t backoff_max_ms; /* the engines' retry cap (ferryd's default is 5 min) */
+    int durability;         /* enum journal_durability of every device's journal */
     const struct fleet_profile_share *shares; /* borrowed during fleet_new */
     size_t n_shares;
     unsigned first_device; /* devices are fleet-<first_device> .. (one process's slice) */

@@ -1,8 +1,8 @@
 /*
  * fleet_workers.h - ferry-fleet across several worker processes.
  *
- * A virtual device holds about a dozen file descriptors (its link's sockets, the journal's files,
- * the engine's eventfd), so one process reaches its descriptor limit near 1,650 devices on a
+ * A virtual device holds up to 20 file descriptors (its link's sockets, the journal's files,
+ * the engine's eventfd), so one process reaches its descriptor limit near 1,000 devices on a
  * machine whose hard limit is 20,000. Larger fleets are split into slices, one worker process
  * (fork) each, every slice a complete fleet (fleet.h) of its own devices on its own event loop.
  *

@@ -13,6 +13,7 @@ import tempfile
 import time
 
 bin_dir = sys.argv[1]
+procs = sys.argv[2] if len(sys.argv) > 2 else "1"
 for b in ("ferry-fleet", "ferry-ingest"):
     if not os.access(os.path.join(bin_dir, b), os.X_OK):
         print("SKIP: %s not built" % b)
@@ -38,7 +39,7 @@ try:
                           "--devices", "20", "--tick", "1s", "--duration", "12s", "--drain", "60s",
                           "--outage-at", "4s", "--outage", "3s", "--backoff-max", "3s",
                           "--profiles", "lte-good:2,lte-poor:1,flapping:1", "--seed", "3",
-                          "--report", "0", "--devices-out", os.path.join(tmp, "devices.ndjson")],
+                          "--report", "0", "--processes", procs, "--devices-out", os.path.join(tmp, "devices.ndjson")],
                          capture_output=True, text=True, timeout=150)
     print(out.stderr[-2000:])
     print(out.stdout)
@@ -53,6 +54,9 @@ try:
     bad = [d for d in devs if d["found"] != d["generated"]]
     assert not bad, "devices with records missing: %r" % bad
     assert len({d["profile"] for d in devs}) == 3, "profile mix not applied"
+    assert [d["device"] for d in devs] == ["fleet-%05d" % i for i in range(20)], \
+        "devices-out is not one line per device in order"
+    assert len({d["id"] for d in devs}) == 20, "two devices share an identity"
     assert r["peak_requests_per_s_after_outage"] > 0, "no requests after the outage"
     assert r["delay_ms"]["max"] >= 3000, "the outage did not show in the delays"
     assert out.returncode == 0, "ferry-fleet exit %d" % out.returncode
