@@ -232,6 +232,7 @@ static void schedule_eval(struct sync *s)
 
 static void reset_cursors(struct sync *s)
 {
+    s->cursor_epoch++;
     for (int st = 0; st < RECORD_STREAM_COUNT; st++) {
         s->stream[st].cursor = 0;
         /* After a failure the newest records go first again (catch-up policy). */
@@ -509,6 +510,7 @@ static int make_ack(struct sync *s, struct sync_batch *b, const struct http_resp
         else {
             /* Partly stored: what was acked goes; the rest is read again. */
             s->stream[st].cursor = 0;
+            s->cursor_epoch++;
             a->records[st] = 0;
         }
     }
@@ -740,6 +742,8 @@ static void send_batch(struct sync *s, struct sync_batch *b)
     }
 }
 
+static void arm_timer(struct sync *s, int64_t at_ms);
+
 static void on_build_done(struct sync_job *job)
 {
     struct sync_batch *b = (struct sync_batch *)job;
@@ -756,7 +760,12 @@ static void on_build_done(struct sync_job *job)
         schedule_eval(s);
         return;
     }
-    for (int st = 0; st < RECORD_STREAM_COUNT; st++) {
+    /* A reset while this batch was built (a failed or partly acknowledged request) wins: the
+     * cursor stays where the reset put it and the records are read again (I3). Moving it past
+     * them here stranded them: unsent in the journal, never read again, and the engine building
+     * empty batches in a loop (found by a 10,000-device ferry-fleet run: 50 devices). */
+    bool stale = b->cursor_epoch != s->cursor_epoch;
+    for (int st = 0; st < RECORD_STREAM_COUNT && !stale; st++) {
         if (b->mode[st] == SYNC_READ_OLDEST && b->last_read_seq[st] > s->stream[st].cursor)
             s->stream[st].cursor = b->last_read_seq[st];
         /* Records the budget left behind are older than any latency clock started now: the
@@ -768,10 +777,23 @@ static void on_build_done(struct sync_job *job)
             s->stream[st].live_high = b->range[st].last;
     }
     if (b->wire.len == 0 || !s->enrolled || strcmp(b->device_id, s->device_id) != 0) {
+        bool empty = b->wire.len == 0;
         sync_batch_free(b);
+        if (empty && ++s->empty_builds >= 2) {
+            /* The journal says records wait, reading from the cursor found none: read
+             * everything unacknowledged again (safe, I3), and never spin on it: the next
+             * evaluation waits a second. */
+            if (s->empty_builds == 2)
+                log_warn("sync", "nothing to send although the journal has unsent records; "
+                                 "reading them again from the start");
+            reset_cursors(s);
+            arm_timer(s, now_ms() + 1000);
+            return;
+        }
         schedule_eval(s);
         return;
     }
+    s->empty_builds = 0;
     send_batch(s, b);
     schedule_eval(s);
 }
@@ -811,6 +833,7 @@ static void start_build(struct sync *s, const struct journal_stats *js, const bo
     ferry_strlcpy(b->device_id, s->device_id, sizeof(b->device_id));
     b->budget_bytes = s->budget_bytes;
     b->include_gaps = js->gaps_pending > 0 && !s->gaps_in_flight;
+    b->cursor_epoch = s->cursor_epoch;
     int64_t now = now_ms();
     bool catching = false;
     for (int st = 0; st < RECORD_STREAM_COUNT; st++) {
