@@ -159,11 +159,11 @@ struct sync {
 
     /* loop state */
     bool freeing;
-    bool building;                /* a build job is with the worker */
+    bool building; /* a build job is with the worker */
     /* Bumped by every cursor reset: a build that started before a reset must not move the
      * cursor forward past the records the reset means to read again. */
     uint64_t cursor_epoch;
-    unsigned empty_builds; /* builds in a row that found nothing to send */
+    unsigned empty_builds;        /* builds in a row that found nothing to send */
     unsigned acks_pending;        /* ack jobs with the worker */
     bool builder_live;            /* a builder may exist on the worker (released when idle) */
     bool releasing;               /* a release job is with the worker */

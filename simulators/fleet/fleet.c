@@ -35,7 +35,6 @@ struct tick_mark {
     int64_t at_ms;
 };
 
-
 struct fleet_device {
     struct fleet *fleet;
     unsigned index;
@@ -302,8 +301,8 @@ static void sampler_cb(evutil_socket_t fd, short what, void *arg)
             flaky_proxy_force_down(f->devs[i].proxy, 1);
         }
         if (!f->cfg.on_second)
-            fprintf(stderr, "fleet: t=%llds cloud outage begins (%llds)\n",
-                    (long long)(t / 1000), (long long)(f->cfg.outage_ms / 1000));
+            fprintf(stderr, "fleet: t=%llds cloud outage begins (%llds)\n", (long long)(t / 1000),
+                    (long long)(f->cfg.outage_ms / 1000));
     } else if (f->outage_started && !f->outage_ended &&
                t >= f->cfg.outage_at_ms + f->cfg.outage_ms) {
         f->outage_ended = 1;
@@ -323,7 +322,9 @@ static void sampler_cb(evutil_socket_t fd, short what, void *arg)
                                    .acked = acked,
                                    .backlog = backlog,
                                    .batches = batches,
-                                   .outage = f->outage_ended ? 2 : f->outage_started ? 1 : 0};
+                                   .outage = f->outage_ended     ? 2
+                                             : f->outage_started ? 1
+                                                                 : 0};
         f->cfg.on_second(f->cfg.on_second_arg, &sec);
     } else if (f->cfg.report_ms > 0 && now - f->last_report_ms >= f->cfg.report_ms) {
         f->last_report_ms = now;
@@ -616,8 +617,8 @@ int fleet_count_in_ingest(struct fleet *f, struct fleet_totals *out, char *err, 
         const char *name = json_string_value(json_object_get(dv, "name"));
         const char *id = json_string_value(json_object_get(dv, "id"));
         unsigned idx;
-        if (!name || !id || sscanf(name, "fleet-%5u", &idx) != 1 ||
-            idx < f->cfg.first_device || idx - f->cfg.first_device >= f->n_devs)
+        if (!name || !id || sscanf(name, "fleet-%5u", &idx) != 1 || idx < f->cfg.first_device ||
+            idx - f->cfg.first_device >= f->n_devs)
             continue;
         idx -= f->cfg.first_device;
         struct sync_status st;

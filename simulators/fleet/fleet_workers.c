@@ -303,8 +303,7 @@ static void finalize_seconds(struct merge *m)
                 fprintf(stderr, "fleet: t=%llds cloud outage begins (%llds)\n",
                         (long long)(sum.t_ms / 1000), (long long)(m->cfg->outage_ms / 1000));
             else
-                fprintf(stderr, "fleet: t=%llds cloud outage ends\n",
-                        (long long)(sum.t_ms / 1000));
+                fprintf(stderr, "fleet: t=%llds cloud outage ends\n", (long long)(sum.t_ms / 1000));
             m->last_outage = sum.outage;
         }
         if (m->cfg->report_ms > 0 && sum.t_ms - m->last_report_ms >= m->cfg->report_ms) {
@@ -505,8 +504,7 @@ int fleet_run_workers(const struct fleet_config *cfg, unsigned n_procs, const ch
                 goto out_pfd;
             }
             if (m.w[i].eof && !m.w[i].ready) {
-                fprintf(stderr, "ferry-fleet: worker %u ended before its devices were ready\n",
-                        i);
+                fprintf(stderr, "ferry-fleet: worker %u ended before its devices were ready\n", i);
                 goto out_pfd;
             }
         }
