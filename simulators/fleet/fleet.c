@@ -643,6 +643,21 @@ out:
     return rc;
 }
 
+int fleet_write_devices(struct fleet *f, const char *path)
+{
+    FILE *fp = fopen(path, "w");
+    if (!fp) {
+        fprintf(stderr, "ferry-fleet: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    fleet_print_devices(f, fp);
+    if (fclose(fp) != 0) {
+        fprintf(stderr, "ferry-fleet: %s: write failed\n", path);
+        return -1;
+    }
+    return 0;
+}
+
 void fleet_print_devices(struct fleet *f, void *file)
 {
     FILE *fp = file;

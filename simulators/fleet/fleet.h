@@ -118,6 +118,8 @@ void fleet_totals(struct fleet *f, struct fleet_totals *out);
 /* Asks the ingest (blocking, after the loop ended) how many metric+log records it holds for
  * each device and fills out->found_in_ingest. Returns 0 or -1 (err says why). */
 int fleet_count_in_ingest(struct fleet *f, struct fleet_totals *out, char *err, size_t err_len);
+/* fleet_print_devices() into a new file at `path`; 0, or -1 with the reason on stderr. */
+int fleet_write_devices(struct fleet *f, const char *path);
 /* Writes one JSON line per device (id, profile, generated, acked, found, backlog). */
 void fleet_print_devices(struct fleet *f, void *file);
 

@@ -321,14 +321,8 @@ int main(int argc, char **argv)
     if (fleet_count_in_ingest(fl, &t, err, sizeof err) < 0)
         fprintf(stderr, "ferry-fleet: %s\n", err);
     print_totals(&t, fleet_done(fl));
-    if (devices_out) {
-        FILE *f = fopen(devices_out, "w");
-        if (f) {
-            fleet_print_devices(fl, f);
-            if (fclose(f) != 0)
-                fprintf(stderr, "ferry-fleet: %s: write failed\n", devices_out);
-        }
-    }
+    if (devices_out)
+        (void)fleet_write_devices(fl, devices_out);
     exit_code = (fleet_done(fl) && t.acked == t.generated && t.found_in_ingest == t.acked) ? 0 : 1;
 out:
     if (sigint)

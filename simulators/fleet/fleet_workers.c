@@ -131,14 +131,8 @@ static int worker_main(struct fleet_config cfg, int out_fd, int go_fd, const cha
             goto out;
         i += k;
     }
-    if (devices_out) {
-        FILE *f = fopen(devices_out, "w");
-        if (f) {
-            fleet_print_devices(fl, f);
-            if (fclose(f) != 0)
-                fprintf(stderr, "ferry-fleet: %s: write failed\n", devices_out);
-        }
-    }
+    if (devices_out)
+        (void)fleet_write_devices(fl, devices_out);
     if (send_msg(out_fd, MSG_TOTALS, &mt, sizeof mt) < 0)
         goto out;
     code = 0;
