@@ -528,12 +528,31 @@ static int cmp_delay(const void *a, const void *b)
     return (x->ms > y->ms) - (x->ms < y->ms);
 }
 
-double fleet_delay_percentile(const struct fleet_delay *s, size_t n, double p)
+static double percentile(const struct fleet_delay *s, size_t n, double p)
 {
     if (!n)
         return 0;
     size_t idx = (size_t)(p * (double)(n - 1) + 0.5);
     return s[idx].ms;
+}
+
+void fleet_summarize(struct fleet_delay *delays, size_t n_delays, const double *rates_before,
+                     size_t n_before, struct fleet_totals *out)
+{
+    qsort(delays, n_delays, sizeof *delays, cmp_delay);
+    out->delay_p50_ms = percentile(delays, n_delays, 0.50);
+    out->delay_p90_ms = percentile(delays, n_delays, 0.90);
+    out->delay_p99_ms = percentile(delays, n_delays, 0.99);
+    out->delay_max_ms = n_delays ? delays[n_delays - 1].ms : 0;
+    out->steady_requests_per_s = 0;
+    if (n_before) {
+        /* Skip the first seconds (enrollment) when there is enough history. */
+        size_t skip = n_before > 10 ? 5 : 0;
+        double sum = 0;
+        for (size_t i = skip; i < n_before; i++)
+            sum += rates_before[i];
+        out->steady_requests_per_s = sum / (double)(n_before - skip);
+    }
 }
 
 void fleet_totals(struct fleet *f, struct fleet_totals *out)
@@ -554,20 +573,7 @@ void fleet_totals(struct fleet *f, struct fleet_totals *out)
         out->batches += st.batches_sent;
         out->found_in_ingest += d->found;
     }
-    qsort(f->delays, f->n_delays, sizeof *f->delays, cmp_delay);
-    out->delay_p50_ms = fleet_delay_percentile(f->delays, f->n_delays, 0.50);
-    out->delay_p90_ms = fleet_delay_percentile(f->delays, f->n_delays, 0.90);
-    out->delay_p99_ms = fleet_delay_percentile(f->delays, f->n_delays, 0.99);
-    out->delay_max_ms = f->n_delays ? f->delays[f->n_delays - 1].ms : 0;
-    if (f->n_before) {
-        /* Skip the first seconds (enrollment) when there is enough history. */
-        size_t skip = f->n_before > 10 ? 5 : 0;
-        size_t n = f->n_before - skip;
-        double sum = 0;
-        for (size_t i = skip; i < f->n_before; i++)
-            sum += f->rate_before[i];
-        out->steady_requests_per_s = sum / (double)n;
-    }
+    fleet_summarize(f->delays, f->n_delays, f->rate_before, f->n_before, out);
     out->peak_requests_per_s = f->peak_after;
     out->drain_ms = f->drain_end_ms ? (double)(f->drain_end_ms - f->drain_start_ms) : 0;
 }

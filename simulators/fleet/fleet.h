@@ -105,8 +105,11 @@ int fleet_new(struct event_base *base, const struct fleet_config *cfg, struct fl
  * fleet_new() so that worker processes that create their slices at different speeds start
  * together. */
 void fleet_start(struct fleet *f);
-/* The p-quantile (0..1) of delay samples sorted by ms; 0 when there are none. */
-double fleet_delay_percentile(const struct fleet_delay *s, size_t n, double p);
+/* Fills out's delay percentiles and maximum from `delays` (sorted in place) and its steady
+ * request rate from the per-second rates before the outage (the first 5 s, enrollment, left
+ * out when there are more than 10): what fleet_totals() and the multi-process merge share. */
+void fleet_summarize(struct fleet_delay *delays, size_t n_delays, const double *rates_before,
+                     size_t n_before, struct fleet_totals *out);
 /* The delay samples so far (unsorted until fleet_totals()). */
 void fleet_delays(const struct fleet *f, const struct fleet_delay **out, size_t *n);
 /* Stops every engine, closes every journal and proxy. NULL is fine. */

@@ -238,18 +238,15 @@ int main(int argc, char **argv)
             }
             n_procs = (unsigned)u;
             break;
-        case 'Y':
-            if (strcmp(optarg, "os") == 0)
-                cfg.durability = JOURNAL_SYNC_OS;
-            else if (strcmp(optarg, "periodic") == 0)
-                cfg.durability = JOURNAL_SYNC_PERIODIC;
-            else if (strcmp(optarg, "commit") == 0)
-                cfg.durability = JOURNAL_SYNC_COMMIT;
-            else {
+        case 'Y': {
+            enum journal_durability mode;
+            if (journal_durability_parse(optarg, &mode) != 0) {
                 fprintf(stderr, "ferry-fleet: --durability: os, periodic or commit\n");
                 return 2;
             }
+            cfg.durability = (int)mode;
             break;
+        }
         case 'p': mix = optarg; break;
         case 'P': dir = optarg; break;
         case 'O': devices_out = optarg; break;

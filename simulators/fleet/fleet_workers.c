@@ -313,12 +313,6 @@ static void finalize_seconds(struct merge *m)
     }
 }
 
-static int cmp_delay(const void *a, const void *b)
-{
-    const struct fleet_delay *x = a, *y = b;
-    return (x->ms > y->ms) - (x->ms < y->ms);
-}
-
 static void merge_totals(struct merge *m, struct fleet_totals *out, int *completed)
 {
     memset(out, 0, sizeof *out);
@@ -338,17 +332,7 @@ static void merge_totals(struct merge *m, struct fleet_totals *out, int *complet
         if (t->drain_ms > out->drain_ms)
             out->drain_ms = t->drain_ms;
     }
-    qsort(m->delays, m->n_delays, sizeof *m->delays, cmp_delay);
-    out->delay_p50_ms = fleet_delay_percentile(m->delays, m->n_delays, 0.50);
-    out->delay_p90_ms = fleet_delay_percentile(m->delays, m->n_delays, 0.90);
-    out->delay_p99_ms = fleet_delay_percentile(m->delays, m->n_delays, 0.99);
-    out->delay_max_ms = m->n_delays ? m->delays[m->n_delays - 1].ms : 0;
-    /* As fleet_totals(): skip the first seconds (enrollment) when there is enough history. */
-    size_t skip = m->n_before > 10 ? 5 : 0;
-    double sum = 0;
-    for (size_t i = skip; i < m->n_before; i++)
-        sum += m->before[i];
-    out->steady_requests_per_s = m->n_before ? sum / (double)(m->n_before - skip) : 0;
+    fleet_summarize(m->delays, m->n_delays, m->before, m->n_before, out);
     out->peak_requests_per_s = m->peak_after;
 }
 
@@ -448,8 +432,7 @@ int fleet_run_workers(const struct fleet_config *cfg, unsigned n_procs, const ch
         w->go_fd = go_p[1];
         started++;
     }
-    fprintf(stderr, "fleet: %u devices in %u processes (up to %u each here), creating...\n",
-            cfg->devices, n_procs, fleet_devices_per_process());
+    fprintf(stderr, "fleet: %u devices in %u processes, creating...\n", cfg->devices, n_procs);
     /* Ctrl-C ends the run, not the report: the workers stop their loops and send totals. */
     struct sigaction sa = {.sa_handler = on_interrupt};
     sigaction(SIGINT, &sa, NULL);
