@@ -12,9 +12,7 @@
 #include "common/util.h"
 #include "transport/batch.h"
 
-#ifdef FERRY_INGEST_HAVE_RELEASE
 #include "cloud-ingest/release/release.h"
-#endif
 
 static int usage(void)
 {
@@ -106,13 +104,11 @@ static int token_create(struct ingest_store *st, int argc, char **argv)
 
 int ingest_admin_main(struct ingest_config *cfg, int argc, char **argv)
 {
-#ifdef FERRY_INGEST_HAVE_RELEASE
     /* `ferry-ingest release ...` belongs to cloud-ingest/release/ (docs/ota.md). */
     if (argc >= 1 && strcmp(argv[0], "release") == 0) {
         ingest_config_finish(cfg);
         return ingest_release_main(cfg, argc, argv);
     }
-#endif
     if (argc < 2)
         return usage();
     struct ingest_store *st = NULL;

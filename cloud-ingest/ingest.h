@@ -14,9 +14,9 @@
  *   worker thread
  *     sends the 200 JSON acknowledgement - only now, after the commit was durable.
  *
- * The router is how other parts add endpoints: cloud-ingest/release/ (the OTA engineer's part)
- * registers its routes with ingest_router_add() from ingest_release_register(), called at the
- * marked spot in server.c. Handlers run on worker threads, several at once: they must be
+ * The router (router.h, a leaf library) is how other parts add endpoints: cloud-ingest/release/
+ * registers its routes with ingest_router_add() from ingest_release_register(), called from
+ * ingest_server_new(). Handlers run on worker threads, several at once: they must be
  * thread-safe and must not block (reply from the handler, or later from the same worker's loop).
  */
 #ifndef FERRY_INGEST_INGEST_H
@@ -27,6 +27,8 @@
 #include <stdint.h>
 
 #include <event2/http.h>
+
+#include "cloud-ingest/router.h"
 
 #include "cloud-ingest/store.h"
 #include "common/log.h"
@@ -252,28 +254,9 @@ void ingest_committer_free(struct ingest_committer *c);
 
 /* ---- Router and server (server.c) ------------------------------------------------------------ */
 
-struct ingest_router;
-/* A route handler. `path` is the request path without the query string. It must reply to `req`
- * exactly once (now, or later on the same thread's loop). Runs on a worker thread. */
-typedef void (*ingest_handler_fn)(struct evhttp_request *req, const char *path, void *arg);
-/*
- * Adds a route: requests whose method is in `methods` (EVHTTP_REQ_GET | EVHTTP_REQ_HEAD ...)
- * and whose path starts with `path_prefix` go to `handler` with `arg`. The longest matching
- * prefix wins; a prefix ending in '/' matches only below it, one without matches exactly.
- * Call before the server starts. Returns 0, INGEST_ENOMEM or INGEST_EINVAL (table full).
- */
-int ingest_router_add(struct ingest_router *router, int methods, const char *path_prefix,
-                      ingest_handler_fn handler, void *arg) __attribute__((warn_unused_result));
-
 /* Registers the built-in read/enrol endpoints (api.c). */
 int ingest_api_register(struct ingest_router *r, struct ingest_ctx *ctx)
     __attribute__((warn_unused_result));
-
-/* Reply helpers for handlers (also used by cloud-ingest/release/). */
-void ingest_reply(struct evhttp_request *req, int code, const char *content_type, const void *body,
-                  size_t len);
-void ingest_reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 
 struct ingest_server;
 /* Binds the listening socket(s), opens the committer and device table and registers every

@@ -48,25 +48,9 @@
 #include "common/util.h"
 #include "transport/batch.h"
 
-#ifdef FERRY_INGEST_HAVE_RELEASE
 #include "cloud-ingest/release/release.h"
-#endif
 
-#define ROUTES_MAX 64
 #define JOB_POOL_MAX 64
-
-struct route {
-    int methods;
-    char pattern[128];
-    size_t literal_chars;
-    ingest_handler_fn fn;
-    void *arg;
-};
-
-struct ingest_router {
-    struct route routes[ROUTES_MAX];
-    size_t n;
-};
 
 /* Open-addressing set of the connections a worker has seen (linear probing, backward-shift
  * delete), so that each is counted and given TCP_NODELAY once. Worker thread only. */
@@ -95,7 +79,7 @@ struct worker {
 struct ingest_server {
     struct ingest_config cfg;
     struct ingest_ctx ctx;
-    struct ingest_router router;
+    struct ingest_router *router;
     struct worker *workers;
     size_t n_workers;
     uint16_t port;
@@ -114,108 +98,6 @@ const char *ingest_strerror(int err)
     case INGEST_EBUSY: return "commit queue full";
     default: return "unknown error";
     }
-}
-
-/* ---- Router --------------------------------------------------------------------------------- */
-
-int ingest_router_add(struct ingest_router *router, int methods, const char *pattern,
-                      ingest_handler_fn handler, void *arg)
-{
-    if (router->n >= ROUTES_MAX || pattern[0] != '/' ||
-        strlen(pattern) >= sizeof(router->routes[0].pattern))
-        return INGEST_EINVAL;
-    struct route *r = &router->routes[router->n++];
-    r->methods = methods;
-    ferry_strlcpy(r->pattern, pattern, sizeof(r->pattern));
-    r->literal_chars = 0;
-    for (const char *p = pattern; *p; p++)
-        r->literal_chars += *p != '*';
-    r->fn = handler;
-    r->arg = arg;
-    return 0;
-}
-
-/* Pattern match: '*' matches one non-empty path segment; a pattern ending in '/' matches every
- * path below it; otherwise the whole path must match. */
-static bool route_match(const char *pat, const char *path)
-{
-    while (*pat) {
-        if (*pat == '*') {
-            if (*path == '\0' || *path == '/')
-                return false;
-            while (*path && *path != '/')
-                path++;
-            pat++;
-            continue;
-        }
-        if (*pat != *path)
-            return false;
-        if (*pat == '/' && pat[1] == '\0')
-            return true;
-        pat++;
-        path++;
-    }
-    return *path == '\0';
-}
-
-static const struct route *route_find(const struct ingest_router *router, const char *path,
-                                      int method, bool *method_mismatch)
-{
-    const struct route *best = NULL;
-    *method_mismatch = false;
-    for (size_t i = 0; i < router->n; i++) {
-        const struct route *r = &router->routes[i];
-        if (!route_match(r->pattern, path))
-            continue;
-        if (!(r->methods & method)) {
-            *method_mismatch = true;
-            continue;
-        }
-        if (best == NULL || r->literal_chars > best->literal_chars)
-            best = r;
-    }
-    return best;
-}
-
-/* ---- Replies -------------------------------------------------------------------------------- */
-
-void ingest_reply(struct evhttp_request *req, int code, const char *content_type, const void *body,
-                  size_t len)
-{
-    struct evbuffer *out = evhttp_request_get_output_buffer(req);
-    if (content_type != NULL)
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", content_type);
-    if (len > 0 && evbuffer_add(out, body, len) != 0)
-        code = 500;
-    evhttp_send_reply(req, code, NULL, NULL);
-}
-
-void ingest_reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    struct ferry_buf b = FERRY_BUF_INIT;
-    if (ferry_buf_append(&b, "{\"error\":", 9) != 0 ||
-        ferry_buf_append_json_string(&b, msg, strlen(msg)) != 0 ||
-        ferry_buf_append(&b, "}\n", 2) != 0) {
-        ferry_buf_free(&b);
-        evhttp_send_reply(req, 500, NULL, NULL);
-        return;
-    }
-    ingest_reply(req, code, "application/json", b.data, b.len);
-    ferry_buf_free(&b);
-}
-
-static void reply_retry(struct evhttp_request *req, int code, unsigned retry_after_s,
-                        const char *msg)
-{
-    char v[16];
-    snprintf(v, sizeof(v), "%u", retry_after_s ? retry_after_s : 1);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", v);
-    ingest_reply_error(req, code, "%s", msg);
 }
 
 static void count_status(struct ingest_metrics *m, int code)
@@ -395,7 +277,7 @@ reject:
         job_put(w, job);
     count_status(ctx->metrics, code);
     if (code == 429 || code == 503)
-        reply_retry(req, code, retry, msg);
+        ingest_reply_retry(req, code, retry, msg);
     else
         ingest_reply_error(req, code, "%s", msg);
 }
@@ -418,7 +300,7 @@ static void reply_committed(struct worker *w, struct ingest_job *job)
     ingest_devtab_done(ctx->devtab, job->device_id);
     if (job->commit_result != 0) {
         count_status(ctx->metrics, 503);
-        reply_retry(req, 503, 1, "store error: batch not stored, retry");
+        ingest_reply_retry(req, 503, 1, "store error: batch not stored, retry");
         return;
     }
     if (job->write.result == INGEST_STORE_ENOTFOUND) {
@@ -442,7 +324,7 @@ static void reply_committed(struct worker *w, struct ingest_job *job)
     struct ferry_buf ack = FERRY_BUF_INIT;
     if (ingest_batch_ack(job, &ack) != 0) {
         ferry_buf_free(&ack);
-        reply_retry(req, 503, 1, "out of memory building the acknowledgement");
+        ingest_reply_retry(req, 503, 1, "out of memory building the acknowledgement");
         return;
     }
     ingest_reply(req, 200, "application/json", ack.data, ack.len);
@@ -484,7 +366,7 @@ static void dispatch(struct evhttp_request *req, void *arg)
     if (!conn_admit(w, req)) {
         ingest_metrics_add(srv->ctx.metrics, INGEST_C_CONN_REFUSED, 1);
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-        reply_retry(req, 503, 1, "too many connections");
+        ingest_reply_retry(req, 503, 1, "too many connections");
         return;
     }
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
@@ -492,9 +374,10 @@ static void dispatch(struct evhttp_request *req, void *arg)
     if (path == NULL || path[0] == '\0')
         path = "/";
     bool method_mismatch;
-    const struct route *r =
-        route_find(&srv->router, path, (int)evhttp_request_get_command(req), &method_mismatch);
-    if (r == NULL) {
+    ingest_handler_fn fn;
+    void *fn_arg;
+    if (ingest_router_find(srv->router, path, (int)evhttp_request_get_command(req), &fn, &fn_arg,
+                           &method_mismatch) != 0) {
         if (method_mismatch)
             ingest_reply_error(req, 405, "method not allowed on %s", path);
         else
@@ -502,7 +385,7 @@ static void dispatch(struct evhttp_request *req, void *arg)
         return;
     }
     /* The batch handler needs its worker; other handlers get what they registered. */
-    r->fn(req, path, r->fn == handle_batch ? w : r->arg);
+    fn(req, path, fn == handle_batch ? w : fn_arg);
 }
 
 /* ---- Workers and lifecycle ------------------------------------------------------------------ */
@@ -654,7 +537,7 @@ int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *stor
     s->port = s->cfg.listen_port;
     s->ctx.cfg = &s->cfg;
     s->ctx.store = store;
-    if (ingest_metrics_new(&s->ctx.metrics) != 0 ||
+    if ((s->router = ingest_router_new()) == NULL || ingest_metrics_new(&s->ctx.metrics) != 0 ||
         ingest_devtab_new(store, &s->cfg, &s->ctx.devtab) != 0 ||
         ingest_dicts_new(s->cfg.dict_dir, &s->ctx.dicts) != 0) {
         snprintf(err, err_len, "out of memory");
@@ -677,22 +560,20 @@ int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *stor
     for (size_t i = 0; i < s->n_workers; i++)
         if ((rc = worker_init(s, &s->workers[i], err, err_len)) != 0)
             goto fail;
-    if ((rc = ingest_router_add(&s->router, EVHTTP_REQ_POST, "/v1/batches", handle_batch, NULL)) !=
+    if ((rc = ingest_router_add(s->router, EVHTTP_REQ_POST, "/v1/batches", handle_batch, NULL)) !=
             0 ||
-        (rc = ingest_api_register(&s->router, &s->ctx)) != 0) {
+        (rc = ingest_api_register(s->router, &s->ctx)) != 0) {
+        rc = INGEST_EINVAL;
         snprintf(err, err_len, "cannot register routes");
         goto fail;
     }
 
-    /* ---- OTA routes (cloud-ingest/release/, owned by the OTA engineer) ----------------------
-     * FERRY_INGEST_HAVE_RELEASE is defined when the ferry_ingest_release target exists. */
-#ifdef FERRY_INGEST_HAVE_RELEASE
-    if ((rc = ingest_release_register(&s->router, &s->ctx)) != 0) {
+    /* OTA routes (cloud-ingest/release/). */
+    if ((rc = ingest_release_register(s->router, &s->ctx)) != 0) {
+        rc = INGEST_EINVAL;
         snprintf(err, err_len, "cannot register release routes");
         goto fail;
     }
-#endif
-    /* ---- end of OTA routes ------------------------------------------------------------------ */
 
     *out = s;
     return 0;
@@ -707,7 +588,7 @@ uint16_t ingest_server_port(const struct ingest_server *s)
 }
 struct ingest_router *ingest_server_router(struct ingest_server *s)
 {
-    return &s->router;
+    return s->router;
 }
 struct ingest_ctx *ingest_server_ctx(struct ingest_server *s)
 {
@@ -786,5 +667,6 @@ void ingest_server_free(struct ingest_server *s)
     ingest_devtab_free(s->ctx.devtab);
     ingest_dicts_free(s->ctx.dicts);
     ingest_metrics_free(s->ctx.metrics);
+    ingest_router_free(s->router);
     free(s);
 }

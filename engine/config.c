@@ -23,9 +23,7 @@
 #include <string.h>
 
 #include "common/util.h"
-#ifdef FERRY_HAVE_OTA
 #include "engine/ota/gate.h"
-#endif
 #include "journal/journal.h"
 
 const char ferryd_config_defaults[] = "[device]\n"
@@ -541,7 +539,6 @@ static void check_cross(struct load_state *st)
                       "[update] release_keys: with enabled = true, one to %d Ed25519 public keys "
                       "as 64 hex digits, separated by commas or spaces",
                       FERRYD_MAX_RELEASE_KEYS);
-#ifdef FERRY_HAVE_OTA
         {
             struct ota_gate gates[OTA_MAX_GATES];
             size_t n_gates = 0;
@@ -552,7 +549,6 @@ static void check_cross(struct load_state *st)
                                 sizeof why) != 0)
                 load_fail(st, FERRYD_CONFIG_EVALUE, "[update] health_gates: %s", why);
         }
-#endif
         k = key_by_offset(OFF(update_metered_policy));
         st->line = st->set_line[k - config_keys];
         if (strcmp(c->update_metered_policy, "allow") != 0 &&

@@ -40,13 +40,9 @@
 #include "engine/line_input.h"
 #include "engine/status.h"
 #include "journal/journal.h"
-#ifdef FERRY_HAVE_SYNC
 #include "engine/sync.h"
-#endif
-#ifdef FERRY_HAVE_OTA
 #include "engine/ota/ota.h"
 #include "transport/http_client.h"
-#endif
 
 #ifndef FERRY_VERSION
 #define FERRY_VERSION "0"
@@ -77,7 +73,6 @@ struct ferryd {
     struct status_sources status;
     char addr_file[PATH_MAX];
     bool addr_file_written;
-#ifdef FERRY_HAVE_OTA
     /* The OTA agent starts once the device has an id (after enrollment); its configuration
      * strings are copies in `ota_strings`, so a SIGHUP that replaces d->cfg cannot pull them
      * from under it. */
@@ -89,7 +84,6 @@ struct ferryd {
     size_t n_ota_strings;
     uint8_t release_keys[FERRYD_MAX_RELEASE_KEYS][32];
     const char *health_commands[1];
-#endif
 };
 
 /* ---- Own events ------------------------------------------------------------------------- */
@@ -112,10 +106,8 @@ static void append_event(struct ferryd *d, const char *type, const char *message
         goto out;
     }
     d->status.events_appended++;
-#ifdef FERRY_HAVE_SYNC
     if (d->sync)
         sync_wake(d->sync);
-#endif
 out:
     ferry_buf_free(&b);
 }
@@ -168,26 +160,17 @@ static void announce_gaps(struct ferryd *d)
 
 static void on_records_durable(void *arg)
 {
-#ifdef FERRY_HAVE_SYNC
     struct ferryd *d = arg;
     if (d->sync)
         sync_wake(d->sync);
-#else
-    (void)arg;
-#endif
 }
 
 /* Every metric record an input accepts: the OTA agent's health gates watch them (loop thread). */
 static void observe_record(void *arg, const struct record *r)
 {
-#ifdef FERRY_HAVE_OTA
     struct ferryd *d = arg;
     if (d->ota)
         ota_agent_observe(d->ota, r);
-#else
-    (void)arg;
-    (void)r;
-#endif
 }
 
 static int render_status(void *arg, bool prometheus, struct ferry_buf *out)
@@ -199,7 +182,6 @@ static int render_status(void *arg, bool prometheus, struct ferry_buf *out)
 
 /* ---- OTA agent --------------------------------------------------------------------------- */
 
-#ifdef FERRY_HAVE_OTA
 /* Keeps a copy of a config string for the agent's lifetime; NULL for "" (means "not set"). */
 static const char *ota_keep(struct ferryd *d, const char *s, bool empty_is_null)
 {
@@ -313,7 +295,6 @@ static void free_ota(struct ferryd *d)
         free(d->ota_strings[i]);
     d->n_ota_strings = 0;
 }
-#endif
 
 /* ---- Timers and signals ------------------------------------------------------------------ */
 
@@ -366,7 +347,6 @@ static void begin_stop(struct ferryd *d, const char *reason)
     event_add(d->drain_timer, &tick);
 }
 
-#ifdef FERRY_HAVE_SYNC
 static void fill_sync_config(const struct ferryd_config *c, struct sync_config *sc)
 {
     sync_config_init(sc);
@@ -392,7 +372,6 @@ static void fill_sync_config(const struct ferryd_config *c, struct sync_config *
     sc->zstd_level = (int)c->zstd_level;
     sc->no_netlink = !c->netlink;
 }
-#endif
 
 struct reload_diff {
     struct ferry_buf applied;
@@ -436,7 +415,6 @@ static void reload(struct ferryd *d)
         ferryd_config_free(&fresh);
         goto out;
     }
-#ifdef FERRY_HAVE_SYNC
     if (d->sync) {
         struct sync_config sc;
         fill_sync_config(&fresh, &sc);
@@ -450,7 +428,6 @@ static void reload(struct ferryd *d)
             goto out;
         }
     }
-#endif
     ferry_log_init(fresh.log_level, 2);
     if (d->http)
         http_input_set_max_body(d->http, fresh.http_max_body_bytes);
@@ -596,7 +573,6 @@ static int start_timers(struct ferryd *d)
     struct timeval maint = {MAINTENANCE_INTERVAL_S, 0};
     if (event_add(d->maintenance_timer, &maint) != 0)
         return -1;
-#ifdef FERRY_HAVE_OTA
     if (d->cfg.update_enabled) {
         /* Until the agent runs (it waits for the device id), look once a second. */
         struct timeval ota_tick = {1, 0};
@@ -604,7 +580,6 @@ static int start_timers(struct ferryd *d)
         if (!d->ota_timer || event_add(d->ota_timer, &ota_tick) != 0)
             return -1;
     }
-#endif
     uint64_t usec = 0;
     if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
         /* Half the watchdog period, as sd_watchdog_enabled(3) recommends. */
@@ -688,7 +663,6 @@ int ferryd_new(const struct ferryd_options *opts, struct ferryd **out, char *err
         snprintf(errbuf, errlen, "%s", durable_strerror(drc));
         goto fail;
     }
-#ifdef FERRY_HAVE_SYNC
     struct sync_config sc;
     fill_sync_config(&d->cfg, &sc);
     char serr[256] = "";
@@ -697,7 +671,6 @@ int ferryd_new(const struct ferryd_options *opts, struct ferryd **out, char *err
         snprintf(errbuf, errlen, "sync engine: %s: %s", sync_strerror(src), serr);
         goto fail;
     }
-#endif
     if ((rc = start_inputs(d, errbuf, errlen)) != 0)
         goto fail;
     rc = FERRYD_EXIT_FAILURE;
@@ -731,12 +704,7 @@ int ferryd_new(const struct ferryd_options *opts, struct ferryd **out, char *err
     const char *versions_kv[] = {"ferryd", FERRY_VERSION};
     append_event(d, "versions", "versions running", versions_kv, 1);
     announce_gaps(d);
-#ifdef FERRY_HAVE_OTA
     maybe_start_ota(d);
-#else
-    if (d->cfg.update_enabled)
-        log_warn("ferryd", "[update] enabled = true, but this ferryd has no OTA agent built in");
-#endif
     log_info("ferryd", "ferryd %s ready: data_dir %s, http %s, udp %s, unix %s, config %s",
              FERRY_VERSION, d->cfg.data_dir, d->http ? http_input_address(d->http) : "off",
              d->udp ? line_input_address(d->udp) : "off",
@@ -771,13 +739,9 @@ int ferryd_free(struct ferryd *d)
         const char *kv[] = {"reason", d->stop_reason ? d->stop_reason : "exit"};
         append_event(d, "ferryd.stop", "ferryd stopping", kv, 1);
     }
-#ifdef FERRY_HAVE_OTA
     free_ota(d); /* before the sync engine and the journal it uses */
-#endif
-#ifdef FERRY_HAVE_SYNC
     sync_free(d->sync);
     d->sync = NULL;
-#endif
     durable_free(d->durable); /* answers the last writes (invariant 1) */
     http_input_free(d->http);
     line_input_free(d->udp);

@@ -17,12 +17,8 @@
 #include "common/buf.h"
 #include "common/util.h"
 #include "journal/journal.h"
-#ifdef FERRY_HAVE_SYNC
 #include "engine/sync.h"
-#endif
-#ifdef FERRY_HAVE_OTA
 #include "engine/ota/ota.h"
-#endif
 
 struct snapshot {
     bool have_journal;
@@ -30,9 +26,7 @@ struct snapshot {
     struct journal_gap gaps[STATUS_MAX_GAPS_LISTED];
     size_t n_gaps;
     bool have_sync;
-#ifdef FERRY_HAVE_SYNC
     struct sync_status ss;
-#endif
     int64_t now_unix_ms;
 };
 
@@ -45,12 +39,10 @@ static void take_snapshot(const struct status_sources *src, struct snapshot *s)
         if (journal_gaps(src->journal, s->gaps, STATUS_MAX_GAPS_LISTED, &s->n_gaps) != 0)
             s->n_gaps = 0;
     }
-#ifdef FERRY_HAVE_SYNC
     if (src->sync) {
         sync_get_status(src->sync, &s->ss);
         s->have_sync = true;
     }
-#endif
 }
 
 static const char *durability_name(int d)
@@ -66,14 +58,12 @@ static json_t *stream_json(const struct snapshot *s, int st)
                           "backlog_bytes", (json_int_t)j->unsent_bytes, "oldest_unsent_age_ms",
                           (json_int_t)j->oldest_unsent_age_ms, "next_seq", (json_int_t)j->next_seq,
                           "evicted_records", (json_int_t)j->evicted_records);
-#ifdef FERRY_HAVE_SYNC
     if (o && s->have_sync) {
         json_object_set_new(o, "sent_records",
                             json_integer((json_int_t)s->ss.stream[st].sent_records));
         json_object_set_new(o, "rejected_records",
                             json_integer((json_int_t)s->ss.stream[st].rejected_records));
     }
-#endif
     return o;
 }
 
@@ -84,12 +74,10 @@ static json_t *build_json(const struct status_sources *src, const struct snapsho
         return NULL;
     const char *device_id = "";
     bool enrolled = false;
-#ifdef FERRY_HAVE_SYNC
     if (s->have_sync) {
         device_id = s->ss.device_id;
         enrolled = s->ss.enrolled;
     }
-#endif
     json_object_set_new(root, "version", json_string(src->version));
     json_object_set_new(root, "device_id", json_string(device_id));
     json_object_set_new(root, "enrolled", json_boolean(enrolled));
@@ -102,7 +90,6 @@ static json_t *build_json(const struct status_sources *src, const struct snapsho
     json_t *link = json_object();
     json_object_set_new(root, "link", link);
     json_object_set_new(link, "sync_engine", json_boolean(s->have_sync));
-#ifdef FERRY_HAVE_SYNC
     if (s->have_sync) {
         const struct sync_status *ss = &s->ss;
         json_object_set_new(link, "up", json_boolean(ss->link_up));
@@ -124,7 +111,6 @@ static json_t *build_json(const struct status_sources *src, const struct snapsho
             (json_int_t)ss->records_on_wire, "in_flight", (int)ss->in_flight);
         json_object_set_new(root, "batch", batch ? batch : json_null());
     }
-#endif
 
     json_t *streams = json_object();
     json_object_set_new(root, "streams", streams);
@@ -137,10 +123,8 @@ static json_t *build_json(const struct status_sources *src, const struct snapsho
     json_t *gaps = json_object();
     json_object_set_new(root, "gaps", gaps);
     json_object_set_new(gaps, "pending", json_integer((json_int_t)s->js.gaps_pending));
-#ifdef FERRY_HAVE_SYNC
     if (s->have_sync)
         json_object_set_new(gaps, "reported", json_integer((json_int_t)s->ss.gaps_reported));
-#endif
     json_t *list = json_array();
     json_object_set_new(gaps, "list", list);
     for (size_t i = 0; i < s->n_gaps; i++) {
@@ -181,7 +165,6 @@ static json_t *build_json(const struct status_sources *src, const struct snapsho
     json_t *update = json_object();
     json_object_set_new(root, "update", update);
     json_object_set_new(update, "enabled", json_boolean(src->update_enabled));
-#ifdef FERRY_HAVE_OTA
     if (src->ota) {
         struct ota_status os;
         ota_agent_status(src->ota, &os);
@@ -195,9 +178,6 @@ static json_t *build_json(const struct status_sources *src, const struct snapsho
         json_object_set_new(update, "state",
                             json_string(src->update_enabled ? "waiting for the device id" : "off"));
     }
-#else
-    json_object_set_new(update, "state", json_string("not built in"));
-#endif
     return root;
 }
 
@@ -308,10 +288,8 @@ int status_render_prometheus(const struct status_sources *src, struct ferry_buf 
     struct prom p = {out, 0};
     char esc_dev[200], esc_ver[64];
     const char *device_id = "";
-#ifdef FERRY_HAVE_SYNC
     if (s->have_sync)
         device_id = s->ss.device_id;
-#endif
     prom_label_escape(device_id, esc_dev, sizeof esc_dev);
     prom_label_escape(src->version, esc_ver, sizeof esc_ver);
     prom_head(&p, "ferryd_info", "gauge", "ferryd version and device id.");
@@ -334,7 +312,6 @@ int status_render_prometheus(const struct status_sources *src, struct ferry_buf 
         prom_printf(&p, "ferryd_journal_committed_records_total %llu\n",
                     (unsigned long long)s->js.committed_records);
     }
-#ifdef FERRY_HAVE_SYNC
     if (s->have_sync) {
         const struct sync_status *ss = &s->ss;
         prom_head(&p, "ferryd_link_up", "gauge", "1 when the last request reached the server.");
@@ -374,7 +351,6 @@ int status_render_prometheus(const struct status_sources *src, struct ferry_buf 
                         record_stream_name((enum record_stream)st),
                         (unsigned long long)ss->stream[st].rejected_records);
     }
-#endif
     static const struct {
         const char *name, *help;
         size_t offset;

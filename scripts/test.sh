@@ -13,13 +13,13 @@ jobs=${FERRY_TEST_JOBS:-$(nproc)}
 what=${1:-all}
 
 run_normal() {
-    cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+    cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFERRY_WERROR=ON
     cmake --build build -j "$jobs"
     (cd build && ctest --output-on-failure -j "$jobs" --timeout 600)
 }
 
 run_sanitize() {
-    CC=clang cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DFERRY_SANITIZE=ON -DFERRY_FUZZ=ON
+    CC=clang cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DFERRY_SANITIZE=ON -DFERRY_FUZZ=ON -DFERRY_WERROR=ON
     cmake --build build-asan -j "$jobs"
     # halt_on_error: a sanitizer finding fails the test that triggered it.
     ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1 \

@@ -1,8 +1,7 @@
 /*
  * ferry.c - main() of the `ferry` CLI: picks the subcommand and nothing else.
  *
- * Subcommands are compiled in when their file exists (engine/CMakeLists.txt defines
- * FERRY_HAVE_CMD_<NAME>), so each part of ferry brings its own commands.
+ * Every subcommand lives in engine/cli/cmd_<name>.c and is listed in engine/CMakeLists.txt.
  */
 #include <stdio.h>
 #include <string.h>
@@ -16,27 +15,13 @@ struct cli_command {
 };
 
 static const struct cli_command commands[] = {
-#ifdef FERRY_HAVE_CMD_PUT
     {"put", cli_put, "write InfluxDB line protocol to the local ferryd"},
-#endif
-#ifdef FERRY_HAVE_CMD_LOG
     {"log", cli_log, "write a log line to the local ferryd"},
-#endif
-#ifdef FERRY_HAVE_CMD_STATUS
     {"status", cli_status, "show what the local ferryd is doing"},
-#endif
-#ifdef FERRY_HAVE_CMD_JOURNAL
     {"journal", cli_journal, "inspect a journal: stats, tail, dump (read-only)"},
-#endif
-#ifdef FERRY_HAVE_CMD_DICT
     {"dict", cli_dict, "train a zstd dictionary for batches from sample data"},
-#endif
-#ifdef FERRY_HAVE_CMD_UPDATE
     {"update", cli_update, "show and control over-the-air updates"},
-#endif
-#ifdef FERRY_HAVE_CMD_RELEASE
     {"release", cli_release, "build, sign and verify release manifests"},
-#endif
     {NULL, NULL, NULL},
 };
 

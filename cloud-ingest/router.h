@@ -1,0 +1,56 @@
+/*
+ * router.h - ferry-ingest's HTTP router and reply helpers: the leaf every part of the ingest
+ * (the API, releases, and the parts that add endpoints later) uses to add routes and to answer.
+ *
+ * It depends on libevent's evhttp and common/ only, so a part such as cloud-ingest/release/ links
+ * this library and the store, never the server's objects.
+ *
+ * Ownership: the router owns its route table; handlers' `arg` pointers are borrowed and must
+ * outlive the router. Routes are added before the server starts; lookups are then read-only and
+ * safe from every worker thread.
+ */
+#ifndef FERRY_INGEST_ROUTER_H
+#define FERRY_INGEST_ROUTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct evhttp_request;
+
+struct ingest_router;
+
+/* A route handler. `path` is the request path without the query string. It must reply to `req`
+ * exactly once (now, or later on the same thread's loop). Runs on a worker thread. */
+typedef void (*ingest_handler_fn)(struct evhttp_request *req, const char *path, void *arg);
+
+/* Creates an empty router. Returns NULL when out of memory. */
+struct ingest_router *ingest_router_new(void);
+void ingest_router_free(struct ingest_router *router);
+
+/*
+ * Adds a route: requests whose method is in `methods` (EVHTTP_REQ_GET | EVHTTP_REQ_HEAD ...)
+ * and whose path matches `pattern` go to `handler` with `arg`. In a pattern, '*' matches one
+ * non-empty path segment; a pattern ending in '/' matches every path below it; otherwise the whole
+ * path must match. The pattern with the most literal characters wins. Call before the server
+ * starts. Returns 0 or -1 (table full, pattern too long or not starting with '/').
+ */
+int ingest_router_add(struct ingest_router *router, int methods, const char *pattern,
+                      ingest_handler_fn handler, void *arg) __attribute__((warn_unused_result));
+
+/* The route for `path` and `method`: 0 with *handler and *arg set; -1 when no pattern matches
+ * (*method_mismatch tells whether one matched the path with another method). */
+int ingest_router_find(const struct ingest_router *router, const char *path, int method,
+                       ingest_handler_fn *handler, void **arg, bool *method_mismatch);
+
+/* Replies with `code`, an optional Content-Type and `len` bytes of body (copied). */
+void ingest_reply(struct evhttp_request *req, int code, const char *content_type, const void *body,
+                  size_t len);
+/* Replies with `code` and a JSON body {"error": "<formatted message>"} (valid JSON whatever the
+ * message holds). */
+void ingest_reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* As ingest_reply_error, with a Retry-After header of `retry_after_s` seconds (at least 1). */
+void ingest_reply_retry(struct evhttp_request *req, int code, unsigned retry_after_s,
+                        const char *msg);
+
+#endif
