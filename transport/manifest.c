@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -505,43 +506,77 @@ const struct manifest_artifact *manifest_find_full(const struct manifest *m)
     return NULL;
 }
 
-int manifest_version_compare(const char *a, const char *b)
+/* One dot-separated identifier of a version: [p, p + len). */
+static bool ident_numeric(const char *p, size_t len)
 {
-    while (*a || *b) {
-        size_t la = strcspn(a, "."), lb = strcspn(b, ".");
-        int numeric =
-            la > 0 && lb > 0 && strspn(a, "0123456789") >= la && strspn(b, "0123456789") >= lb;
-        int c;
-        if (numeric) {
-            while (la > 1 && *a == '0') { /* leading zeros do not count */
-                a++;
-                la--;
-            }
-            while (lb > 1 && *b == '0') {
-                b++;
-                lb--;
-            }
-            c = la != lb ? (la < lb ? -1 : 1) : strncmp(a, b, la);
-        } else {
-            size_t n = la < lb ? la : lb;
-            c = strncmp(a, b, n);
-            if (c == 0 && la != lb)
-                c = la < lb ? -1 : 1;
-        }
-        if (c != 0)
-            return c < 0 ? -1 : 1;
-        a += la;
-        b += lb;
-        if (*a == '.')
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+    return true;
+}
+
+/* Compares two identifiers: numbers numerically (leading zeros do not count), a number below
+ * text, text as ASCII. An empty identifier (a missing one in the release part) counts as 0. */
+static int ident_compare(const char *a, size_t la, const char *b, size_t lb)
+{
+    bool na = la == 0 || ident_numeric(a, la), nb = lb == 0 || ident_numeric(b, lb);
+    if (na != nb)
+        return na ? -1 : 1;
+    if (na) {
+        while (la > 0 && *a == '0') {
             a++;
-        if (*b == '.')
+            la--;
+        }
+        while (lb > 0 && *b == '0') {
             b++;
-        if (!*a && *b)
-            return -1;
-        if (*a && !*b)
-            return 1;
+            lb--;
+        }
+        if (la != lb)
+            return la < lb ? -1 : 1;
+    }
+    int c = strncmp(a, b, la < lb ? la : lb);
+    if (c == 0 && la != lb)
+        c = la < lb ? -1 : 1;
+    return c < 0 ? -1 : c > 0;
+}
+
+/* Compares two lists of dot-separated identifiers. `pad`: a missing identifier counts as 0 (the
+ * release part: "2.0" == "2.0.0"); otherwise the shorter list is lower (pre-release part). */
+static int idents_compare(const char *a, size_t la, const char *b, size_t lb, bool pad)
+{
+    const char *ea = a + la, *eb = b + lb;
+    while (a < ea || b < eb) {
+        if (!pad && (a >= ea || b >= eb))
+            return a >= ea ? -1 : 1;
+        const char *da = memchr(a, '.', (size_t)(ea - a)), *db = memchr(b, '.', (size_t)(eb - b));
+        size_t ia = (size_t)((da ? da : ea) - a), ib = (size_t)((db ? db : eb) - b);
+        int c = ident_compare(a, ia, b, ib);
+        if (c != 0)
+            return c;
+        a = da ? da + 1 : ea;
+        b = db ? db + 1 : eb;
     }
     return 0;
+}
+
+int manifest_version_compare(const char *a, const char *b)
+{
+    /* Semantic Versioning 2.0 precedence (section 11), tolerant of other dotted versions:
+     * build metadata after '+' is ignored; the release parts compare identifier by identifier;
+     * with equal release parts a pre-release ("-rc.1") is lower than the release itself. */
+    size_t la = strcspn(a, "+"), lb = strcspn(b, "+");
+    size_t ra = strcspn(a, "-+"), rb = strcspn(b, "-+");
+    int c = idents_compare(a, ra, b, rb, true);
+    if (c != 0)
+        return c;
+    bool pa = ra < la, pb = rb < lb;
+    if (pa != pb)
+        return pa ? -1 : 1;
+    if (!pa)
+        return 0;
+    return idents_compare(a + ra + 1, la - ra - 1, b + rb + 1, lb - rb - 1, false);
 }
 
 int manifest_check(const struct manifest *m, const struct manifest_policy *p, char *err,

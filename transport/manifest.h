@@ -135,8 +135,12 @@ struct manifest_policy {
 int manifest_check(const struct manifest *m, const struct manifest_policy *p, char *err,
                    size_t err_len) __attribute__((warn_unused_result));
 
-/* Compares dotted versions numerically component by component ("1.10.0" > "1.9.3"); a component
- * that is not a number is compared as text. Returns <0, 0, >0. */
+/* Compares versions by Semantic Versioning 2.0 precedence: release identifiers numerically
+ * ("1.10.0" > "1.9.3"; a missing one counts as 0, so "2.0" == "2.0.0"), a pre-release below its
+ * release ("2.0.0-rc1" < "2.0.0"), pre-release identifiers numerically when numeric and as ASCII
+ * otherwise, a numeric one below text ("1.0-rc.2" < "1.0-rc.10"; "rc10" < "rc9" as text), build
+ * metadata after '+' ignored. Non-semver dotted versions ("1.2.3.4") compare the same way.
+ * Returns <0, 0, >0. */
 int manifest_version_compare(const char *a, const char *b);
 
 /* ---- building (release tooling, cloud side) ---- */

@@ -204,6 +204,33 @@ static void test_version_compare(void **state)
     assert_true(manifest_version_compare("2.0.1", "2.0") > 0);
     assert_true(manifest_version_compare("2.0", "2.0.1") < 0);
     assert_true(manifest_version_compare("1.0-rc2", "1.0-rc1") > 0);
+    /* Semantic Versioning 2.0 precedence, pre-releases included. */
+    assert_true(manifest_version_compare("2.0.0-rc1", "2.0.0") < 0);
+    assert_true(manifest_version_compare("2.0.0", "2.0.0-rc1") > 0);
+    assert_true(manifest_version_compare("1.10.0-rc1", "1.9.0") > 0);
+    assert_true(manifest_version_compare("1.9.0", "1.10.0-rc1") < 0);
+    assert_true(manifest_version_compare("1.0.0-rc.2", "1.0.0-rc.10") < 0);
+    assert_true(manifest_version_compare("1.0.0-alpha", "1.0.0-alpha.1") < 0);
+    assert_true(manifest_version_compare("1.0.0-alpha.1", "1.0.0-alpha.beta") < 0);
+    assert_true(manifest_version_compare("1.0.0-beta.11", "1.0.0-rc.1") < 0);
+    assert_int_equal(manifest_version_compare("1.0.0+build.5", "1.0.0+build.7"), 0);
+    assert_true(manifest_version_compare("1.0.0-rc.1+b", "1.0.0") < 0);
+    assert_true(manifest_version_compare("1.2.3.4", "1.2.3") > 0);
+    /* The spec's own ordering example (semver.org, section 11). */
+    static const char *const order[] = {"1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta",
+                                        "1.0.0-beta",  "1.0.0-beta.2",  "1.0.0-beta.11",
+                                        "1.0.0-rc.1",  "1.0.0",         "2.0.0-rc1",
+                                        "2.0.0",       "2.1.0",         "2.1.1"};
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
+        for (size_t j = 0; j < sizeof(order) / sizeof(order[0]); j++) {
+            int c = manifest_version_compare(order[i], order[j]);
+            if (i < j)
+                assert_true(c < 0);
+            else if (i > j)
+                assert_true(c > 0);
+            else
+                assert_int_equal(c, 0);
+        }
 }
 
 /* Malformed envelopes and payloads are refused with a format error, never a crash. */
