@@ -23,6 +23,7 @@ PACKAGES="
     iproute2 procps psmisc
     python3
     bsdiff xdelta3 casync zchunk e2fsprogs
+    prometheus
 "
 apt-get update -q
 # shellcheck disable=SC2086
