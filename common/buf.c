@@ -2,6 +2,7 @@
  * buf.c - growable byte buffer and bounds-checked reader (see buf.h).
  */
 #include "common/buf.h"
+#include "common/utf8.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -118,35 +119,52 @@ int ferry_buf_printf(struct ferry_buf *b, const char *fmt, ...)
     return 0;
 }
 
+/* RFC 8259 escapes for the control characters; everything else well-formed is copied as it is
+ * and an ill-formed subpart becomes U+FFFD (utf8.h), so the literal is valid JSON whatever the
+ * bytes were. */
 int ferry_buf_append_json_string(struct ferry_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     if (ferry_buf_append_u8(b, '"') < 0)
         return -1;
     size_t run = 0; /* start of the current run of bytes that need no escaping */
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+    while (i < n) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
+        size_t k = 1;
+        if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+            i++;
             continue;
-        if (ferry_buf_append(b, s + run, i - run) < 0)
-            return -1;
-        run = i + 1;
+        }
         char esc[6] = {'\\', 0};
         size_t len = 2;
-        switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
-        default:
-            memcpy(esc, "\\u00", 4);
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
-            len = 6;
+        if (c >= 0x80) {
+            uint32_t cp;
+            k = ferry_utf8_next(s + i, n - i, &cp);
+            if (cp != FERRY_UTF8_INVALID) {
+                i += k;
+                continue;
+            }
+            memcpy(esc, "\xef\xbf\xbd", 3);
+            len = 3;
+        } else {
+            switch (c) {
+            case '"': esc[1] = '"'; break;
+            case '\\': esc[1] = '\\'; break;
+            case '\n': esc[1] = 'n'; break;
+            case '\r': esc[1] = 'r'; break;
+            case '\t': esc[1] = 't'; break;
+            default:
+                memcpy(esc, "\\u00", 4);
+                esc[4] = hex[c >> 4];
+                esc[5] = hex[c & 15];
+                len = 6;
+            }
         }
-        if (ferry_buf_append(b, esc, len) < 0)
+        if (ferry_buf_append(b, s + run, i - run) < 0 || ferry_buf_append(b, esc, len) < 0)
             return -1;
+        i += k;
+        run = i;
     }
     if (ferry_buf_append(b, s + run, n - run) < 0)
         return -1;

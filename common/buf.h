@@ -39,7 +39,9 @@ int ferry_buf_append_uvarint(struct ferry_buf *b, uint64_t v) __attribute__((war
 int ferry_buf_append_svarint(struct ferry_buf *b, int64_t v) __attribute__((warn_unused_result));
 int ferry_buf_printf(struct ferry_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), warn_unused_result));
-/* Appends `s` as a JSON string literal, quotes included, escaping as RFC 8259 requires. */
+/* Appends `s` as a JSON string literal, quotes included, escaping as RFC 8259 requires; an
+ * ill-formed UTF-8 subpart becomes U+FFFD and a NUL \u0000 (utf8.h), so the output is valid
+ * JSON whatever `s` holds. */
 int ferry_buf_append_json_string(struct ferry_buf *b, const char *s, size_t n)
     __attribute__((warn_unused_result));
 void ferry_buf_reset(struct ferry_buf *b);

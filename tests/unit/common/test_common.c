@@ -1,8 +1,11 @@
 /*
  * Unit tests for common/: varints round-trip and reject overlong input, the reader fails
- * sticky on truncation, sizes and durations parse or are refused, JSON strings are escaped.
+ * sticky on truncation, sizes and durations parse or are refused, JSON strings are escaped,
+ * UTF-8 is validated as Unicode's Table 3-7 says (checked exhaustively against an independent
+ * decoder up to 3 bytes) and ill-formed input is replaced or escaped in every output.
  */
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -11,6 +14,7 @@
 #include <cmocka.h>
 
 #include "common/buf.h"
+#include "common/utf8.h"
 #include "common/util.h"
 
 static void varints_round_trip(void **state)
@@ -99,6 +103,135 @@ static void json_strings_are_escaped(void **state)
     ferry_buf_free(&b);
 }
 
+/* An independent reference: decode by bit pattern, then refuse overlongs, surrogates and values
+ * above U+10FFFF. Returns the length of the well-formed sequence at p, or 0. */
+static size_t ref_valid_len(const uint8_t *p, size_t n)
+{
+    size_t len;
+    uint32_t v, min;
+    if (p[0] < 0x80)
+        return 1;
+    if ((p[0] & 0xe0) == 0xc0)
+        len = 2, v = p[0] & 0x1f, min = 0x80;
+    else if ((p[0] & 0xf0) == 0xe0)
+        len = 3, v = p[0] & 0x0f, min = 0x800;
+    else if ((p[0] & 0xf8) == 0xf0)
+        len = 4, v = p[0] & 0x07, min = 0x10000;
+    else
+        return 0;
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        v = v << 6 | (p[i] & 0x3f);
+    }
+    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
+        return 0;
+    return len;
+}
+
+static void utf8_matches_reference_exhaustively(void **state)
+{
+    (void)state;
+    uint8_t s[3];
+    for (uint32_t x = 0; x < (1u << 24); x++) {
+        s[0] = (uint8_t)(x >> 16);
+        s[1] = (uint8_t)(x >> 8);
+        s[2] = (uint8_t)x;
+        size_t ref = ref_valid_len(s, 3);
+        uint32_t cp;
+        size_t k = ferry_utf8_next(s, 3, &cp);
+        if (ref != 0) {
+            assert_int_equal(k, ref);
+            assert_true(cp != FERRY_UTF8_INVALID);
+        } else {
+            assert_true(cp == FERRY_UTF8_INVALID);
+            assert_true(k >= 1 && k <= 3);
+        }
+    }
+    /* four-byte forms: the boundaries */
+    static const struct {
+        const char *s;
+        bool ok;
+    } four[] = {
+        {"\xf0\x90\x80\x80", true},  {"\xf4\x8f\xbf\xbf", true},  {"\xf0\x8f\xbf\xbf", false},
+        {"\xf4\x90\x80\x80", false}, {"\xf5\x80\x80\x80", false}, {"\xf3\xbf\xbf\xbf", true},
+    };
+    for (size_t i = 0; i < sizeof(four) / sizeof(four[0]); i++)
+        assert_int_equal(ferry_utf8_valid(four[i].s, 4), four[i].ok);
+}
+
+static void utf8_find_invalid_reports_offset_and_nul(void **state)
+{
+    (void)state;
+    assert_int_equal(ferry_utf8_find_invalid("h\xc3\xa9llo", 6, false), 6);
+    assert_int_equal(ferry_utf8_find_invalid("ab\xc0\xaf", 4, false), 2);     /* overlong '/' */
+    assert_int_equal(ferry_utf8_find_invalid("a\xed\xa0\x80z", 5, false), 1); /* surrogate */
+    assert_int_equal(ferry_utf8_find_invalid("abc\0d", 5, false), 3);
+    assert_int_equal(ferry_utf8_find_invalid("abc\0d", 5, true), 5);
+    assert_int_equal(ferry_utf8_find_invalid("\xe2\x82", 2, true), 0); /* truncated */
+}
+
+static void check_out(int (*fn)(struct ferry_buf *, const void *, size_t), const char *in, size_t n,
+                      const char *want)
+{
+    struct ferry_buf b = FERRY_BUF_INIT;
+    assert_int_equal(fn(&b, in, n), 0);
+    assert_int_equal(b.len, strlen(want));
+    assert_memory_equal(b.data, want, b.len);
+    assert_true(ferry_utf8_valid(b.data, b.len));
+    ferry_buf_free(&b);
+}
+
+static void utf8_replacement_uses_maximal_subparts(void **state)
+{
+    (void)state;
+    /* The Unicode 3.9 examples: each maximal subpart is one U+FFFD. */
+    check_out(ferry_buf_append_utf8,
+              "a\xf1\x80\x80\xe1\x80\xc2"
+              "b",
+              8,
+              "a\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+              "b");
+    check_out(ferry_buf_append_utf8, "\xc0\xaf", 2, "\xef\xbf\xbd\xef\xbf\xbd");
+    check_out(ferry_buf_append_utf8, "\xed\xa0\x80", 3, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+    check_out(ferry_buf_append_utf8, "caf\xc3\xa9", 5, "caf\xc3\xa9");
+}
+
+static void json_replaces_invalid_utf8(void **state)
+{
+    (void)state;
+    struct ferry_buf b = FERRY_BUF_INIT;
+    assert_int_equal(ferry_buf_append_json_string(&b, "x\xff\0\x1b[31m\xc3\xa9", 10), 0);
+    const char *want = "\"x\xef\xbf\xbd\\u0000\\u001b[31m\xc3\xa9\"";
+    assert_int_equal(b.len, strlen(want));
+    assert_memory_equal(b.data, want, b.len);
+    ferry_buf_free(&b);
+}
+
+static void person_text_is_escaped(void **state)
+{
+    (void)state;
+    check_out(ferry_buf_append_escaped, "ok\x1b]0;pwned\x07\tA\xff\xc2\x9b\xe2\x80\xae.", 21,
+              "ok\\x1b]0;pwned\\x07\\tA\\xff\\u009b\\u202e.");
+    check_out(ferry_buf_append_escaped, "\xe6\x97\xa5\xe6\x9c\xac\0", 7,
+              "\xe6\x97\xa5\xe6\x9c\xac\\x00");
+    char small[8];
+    /* never cuts an escape: "ab" fits, "\x1b" (4 bytes) would not fit after "abcd" */
+    assert_string_equal(ferry_escape_str(small, sizeof small, "abcd\x1bz", 6), "abcd");
+    assert_string_equal(ferry_escape_str(small, sizeof small, "a\xc3\xa9\xc3\xa9\xc3\xa9", 7),
+                        "a\xc3\xa9\xc3\xa9\xc3\xa9");
+    assert_string_equal(ferry_escape_str(small, 1, "abc", 3), "");
+}
+
+static void prom_labels_are_valid(void **state)
+{
+    (void)state;
+    check_out(ferry_buf_append_prom_label, "a\"b\\c\nd\0e\xfe", 10,
+              "a\\\"b\\\\c\\nd\\\\x00e\xef\xbf\xbd");
+}
+
 static void hex_round_trip(void **state)
 {
     (void)state;
@@ -114,9 +247,18 @@ static void hex_round_trip(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(varints_round_trip),       cmocka_unit_test(overlong_varint_is_refused),
-        cmocka_unit_test(buffer_respects_max),      cmocka_unit_test(sizes_and_durations_parse),
-        cmocka_unit_test(json_strings_are_escaped), cmocka_unit_test(hex_round_trip),
+        cmocka_unit_test(varints_round_trip),
+        cmocka_unit_test(overlong_varint_is_refused),
+        cmocka_unit_test(buffer_respects_max),
+        cmocka_unit_test(sizes_and_durations_parse),
+        cmocka_unit_test(json_strings_are_escaped),
+        cmocka_unit_test(hex_round_trip),
+        cmocka_unit_test(utf8_matches_reference_exhaustively),
+        cmocka_unit_test(utf8_find_invalid_reports_offset_and_nul),
+        cmocka_unit_test(utf8_replacement_uses_maximal_subparts),
+        cmocka_unit_test(json_replaces_invalid_utf8),
+        cmocka_unit_test(person_text_is_escaped),
+        cmocka_unit_test(prom_labels_are_valid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
