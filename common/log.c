@@ -1,6 +1,7 @@
 /*
  * log.c - process-wide log sink (see log.h). One line per write(2) so that lines from several
- * threads never interleave; timestamps are wall-clock UTC with milliseconds.
+ * threads never interleave; timestamps are wall-clock UTC with milliseconds. The message is
+ * escaped for people (control characters, invalid UTF-8: common/utf8.h).
  */
 #include "common/log.h"
 
@@ -10,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/utf8.h"
 #include "common/util.h"
 
 enum ferry_log_level ferry_log_threshold = FERRY_LOG_INFO;
@@ -53,9 +55,16 @@ log_vwrite(enum ferry_log_level level, const char *component, const char *fmt, v
     if (n < 0)
         return;
     size_t used = (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;
-    int m = vsnprintf(line + used, sizeof line - used, fmt, ap);
-    if (m > 0)
-        used += (size_t)m < sizeof line - used ? (size_t)m : sizeof line - used - 1;
+    /* Messages quote what came from outside (device names, input lines, server replies): the
+     * line is escaped for the person reading it (utf8.h), so that control characters and invalid
+     * UTF-8 can neither forge log lines nor drive the terminal. */
+    char msg[sizeof line];
+    int m = vsnprintf(msg, sizeof msg, fmt, ap);
+    if (m > 0) {
+        size_t msg_len = (size_t)m < sizeof msg ? (size_t)m : sizeof msg - 1;
+        ferry_escape_str(line + used, sizeof line - used, msg, msg_len);
+        used += strlen(line + used);
+    }
     if (used >= sizeof line - 1)
         used = sizeof line - 2;
     line[used++] = '\n';

@@ -38,6 +38,7 @@
 #include <zlib.h>
 
 #include "common/buf.h"
+#include "common/utf8.h"
 #include "common/util.h"
 #include "engine/config.h"
 #include "journal/journal.h"
@@ -314,8 +315,9 @@ static void handle_ingest(struct http_input *h, struct evhttp_request *req,
         opts.default_level = lvl;
     }
     const char *source = query_param(query, "source");
-    if (source && (!*source || strlen(source) > RECORD_MAX_KEY_LEN)) {
-        reply_error(req, 400, "Bad Request", "source: must be 1..1024 bytes");
+    if (source && (!*source || strlen(source) > RECORD_MAX_KEY_LEN ||
+                   !ferry_utf8_valid(source, strlen(source)))) {
+        reply_error(req, 400, "Bad Request", "source: must be 1..1024 bytes of UTF-8");
         return;
     }
     opts.default_source = source;

@@ -20,10 +20,12 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/utf8.h"
 #include "journal/journal.h"
 
 struct pending_rec {
@@ -547,9 +549,11 @@ static int parse_log_line(struct input_job *job, const char *line, size_t n, siz
         json_error_t jerr;
         obj = json_loadb(line, n, JSON_REJECT_DUPLICATES, &jerr);
         if (!obj || !json_is_object(obj)) {
-            char why[200];
-            snprintf(why, sizeof why, "invalid JSON: %s (column %d)",
-                     obj ? "not an object" : jerr.text, obj ? 1 : jerr.column);
+            char why[200], text[160];
+            /* jansson quotes the token it stopped at: escaped, it may hold control bytes */
+            ferry_escape_str(text, sizeof text, jerr.text, strlen(jerr.text));
+            snprintf(why, sizeof why, "invalid JSON: %s (column %d)", obj ? "not an object" : text,
+                     obj ? 1 : jerr.column);
             json_decref(obj);
             reject_line(job, line_no, why);
             return 0;
@@ -563,6 +567,19 @@ static int parse_log_line(struct input_job *job, const char *line, size_t n, siz
             return 0;
         }
     } else {
+        /* A plain line is the message as it is: it must be UTF-8 without NUL (a JSON line is
+         * held to that by jansson, which refuses both). */
+        size_t bad = ferry_utf8_find_invalid(line, n, false);
+        if (bad < n) {
+            uint32_t cp;
+            char shown[40], why[120];
+            ferry_escape_str(shown, sizeof shown, line + bad,
+                             ferry_utf8_next(line + bad, n - bad, &cp));
+            snprintf(why, sizeof why, "%s (%s) (column %zu)",
+                     line[bad] == '\0' ? "NUL byte" : "invalid UTF-8", shown, bad + 1);
+            reject_line(job, line_no, why);
+            return 0;
+        }
         r.message.ptr = line;
         r.message.len = n;
     }

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/utf8.h"
 
 int lineproto_precision_parse(const char *name, enum lineproto_precision *out)
 {
@@ -43,6 +44,7 @@ const char *lineproto_strerror(int err)
     case LINEPROTO_ERANGE: return "number out of range";
     case LINEPROTO_ECALLBACK: return "stopped by callback";
     case LINEPROTO_EINVAL: return "record cannot be written as line protocol";
+    case LINEPROTO_EENCODING: return "invalid UTF-8 or NUL byte";
     }
     return "unknown line protocol error";
 }
@@ -87,6 +89,44 @@ static int at_end(const struct lp *p)
 static char cur(const struct lp *p)
 {
     return p->pos < p->len ? p->text[p->pos] : '\0';
+}
+
+/* The character at the cursor as a person may read it in an error message (utf8.h escapes). */
+static const char *shown_char(const struct lp *p, char *out, size_t out_len)
+{
+    uint32_t cp;
+    size_t k = p->pos < p->len ? ferry_utf8_next(p->text + p->pos, p->len - p->pos, &cp) : 0;
+    return ferry_escape_str(out, out_len, p->text + p->pos, k);
+}
+
+/*
+ * Refuses text that is not well-formed UTF-8 or holds a NUL (docs/wire-format.md "Text
+ * encoding"): checks text[from, to), which lies within the current line or the lines a quoted
+ * string carried it into, and reports the offending byte's own line and column.
+ */
+static int lp_check_encoding(struct lp *p, size_t from, size_t to)
+{
+    size_t bad = from + ferry_utf8_find_invalid(p->text + from, to - from, false);
+    if (bad == to)
+        return 0;
+    size_t line_no = p->line_no, line_start = p->line_start;
+    for (size_t i = p->line_start; i < bad; i++) {
+        if (p->text[i] == '\n') {
+            line_no++;
+            line_start = i + 1;
+        }
+    }
+    if (p->err) {
+        uint32_t cp;
+        size_t k = ferry_utf8_next(p->text + bad, to - bad, &cp);
+        char shown[40];
+        ferry_escape_str(shown, sizeof shown, p->text + bad, k);
+        p->err->line = line_no;
+        p->err->column = bad - line_start + 1;
+        snprintf(p->err->reason, sizeof p->err->reason, "%s (%s)",
+                 p->text[bad] == '\0' ? "NUL byte" : "invalid UTF-8", shown);
+    }
+    return LINEPROTO_EENCODING;
 }
 
 static int is_eol(char c)
@@ -287,9 +327,11 @@ static int lp_value(struct lp *p, struct record_field *f)
         f->v.i = neg ? (int64_t)(0 - mag) : (int64_t)mag;
         return 0;
     }
-    if (!float_syntax_ok(s, n))
-        return lp_fail(p, LINEPROTO_ESYNTAX, start, "invalid field value '%.*s'",
-                       (int)(n < 40 ? n : 40), s);
+    if (!float_syntax_ok(s, n)) {
+        char shown[100];
+        return lp_fail(p, LINEPROTO_ESYNTAX, start, "invalid field value '%s'",
+                       ferry_escape_str(shown, sizeof shown, s, n < 40 ? n : 40));
+    }
     char tmp[512];
     if (n >= sizeof tmp)
         return lp_fail(p, LINEPROTO_ELIMIT, start, "float value longer than %zu bytes",
@@ -308,6 +350,7 @@ static int lp_value(struct lp *p, struct record_field *f)
 static int lp_timestamp(struct lp *p, int64_t *out)
 {
     size_t start = p->pos;
+    char tmp[24];
     bool neg = false;
     if (cur(p) == '-' || cur(p) == '+') {
         neg = cur(p) == '-';
@@ -319,7 +362,8 @@ static int lp_timestamp(struct lp *p, int64_t *out)
     if (p->pos == dstart)
         return lp_fail(p, LINEPROTO_ESYNTAX, start, "invalid timestamp: expected digit");
     if (!at_end(p) && !is_eol(cur(p)) && cur(p) != ' ' && cur(p) != '\t')
-        return lp_fail(p, LINEPROTO_ESYNTAX, p->pos, "invalid timestamp: unexpected '%c'", cur(p));
+        return lp_fail(p, LINEPROTO_ESYNTAX, p->pos, "invalid timestamp: unexpected '%s'",
+                       shown_char(p, tmp, sizeof tmp));
     uint64_t mag;
     if (digits_u64(p->text + dstart, p->text + p->pos, &mag) < 0 ||
         mag > (uint64_t)INT64_MAX / (uint64_t)p->ts_mult)
@@ -356,8 +400,15 @@ static int lp_line(struct lp *p, int64_t default_ts_ns, struct record *r)
         skip_line(p);
         return 0;
     }
+    /* Strings are UTF-8: the whole physical line is checked before it is parsed, so that the
+     * error names the offending byte rather than a syntax error it may cause. */
+    const char *nl = memchr(p->text + p->line_start, '\n', p->len - p->line_start);
+    size_t eol = nl ? (size_t)(nl - p->text) : p->len;
+    if ((rc = lp_check_encoding(p, p->line_start, eol)) < 0)
+        return rc;
     memset(r, 0, sizeof *r);
     r->stream = RECORD_METRIC;
+    char tmp[24];
     if ((rc = lp_ident(p, IDENT_MEASUREMENT, RECORD_MAX_KEY_LEN, "measurement", &r->name)) < 0)
         return rc;
     size_t n_tags = 0;
@@ -415,9 +466,13 @@ static int lp_line(struct lp *p, int64_t default_ts_ns, struct record *r)
     if (cur(p) == '\r')
         p->pos++;
     if (!at_end(p) && cur(p) != '\n')
-        return lp_fail(p, LINEPROTO_ESYNTAX, p->pos, "unexpected '%c' after timestamp", cur(p));
+        return lp_fail(p, LINEPROTO_ESYNTAX, p->pos, "unexpected '%s' after timestamp",
+                       shown_char(p, tmp, sizeof tmp));
     if (!at_end(p))
         p->pos++;
+    /* A quoted string ran on past the first newline: check what it carried in too. */
+    if (p->pos > eol + 1 && (rc = lp_check_encoding(p, eol, p->pos)) < 0)
+        return rc;
     r->tags = n_tags ? p->tags : NULL;
     r->n_tags = n_tags;
     r->fields = p->fields;

@@ -17,6 +17,9 @@
  * - A backslash before any other character is kept literally (as InfluxDB does), so "\\" in a
  *   name or key is two backslashes; only string field values treat "\\" as one.
  * - Lines end at '\n' ("\r\n" accepted); empty lines and lines starting with '#' are skipped.
+ * - Text is UTF-8 (docs/wire-format.md "Text encoding"): a line holding ill-formed UTF-8
+ *   (overlongs, surrogates, stray continuation bytes...) or a NUL byte anywhere is refused with
+ *   LINEPROTO_EENCODING, err->line and err->column naming the offending byte.
  * - Duplicate field keys within one line: the last one wins, like InfluxDB.
  *
  * Every record the parser produces is a metric (stream RECORD_METRIC, seq 0) whose strings point
@@ -59,6 +62,7 @@ enum lineproto_error_code {
     LINEPROTO_ERANGE = -4,    /* a number or timestamp does not fit its type */
     LINEPROTO_ECALLBACK = -5, /* the callback returned non-zero; parsing stopped */
     LINEPROTO_EINVAL = -6,    /* formatter: the record cannot be written (NaN/Inf float, ...) */
+    LINEPROTO_EENCODING = -7, /* a line holds ill-formed UTF-8 or a NUL byte */
 };
 const char *lineproto_strerror(int err);
 

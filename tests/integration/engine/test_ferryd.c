@@ -32,6 +32,7 @@
 #include <cmocka.h>
 
 #include "common/buf.h"
+#include "common/utf8.h"
 #include "common/util.h"
 #include "journal/journal.h"
 #include "transport/record.h"
@@ -491,6 +492,84 @@ static void test_logs_plain_and_json_lines(void **state)
     assert_string_equal(recs.r[1].message, "no frames");
     assert_int_equal(recs.r[1].level, RECORD_LEVEL_ERROR);
     assert_non_null(strstr(recs.r[1].fields, "device=/dev/video0"));
+}
+
+/* Hostile bytes at the edge (docs/wire-format.md "Text encoding"): lines holding invalid UTF-8
+ * (a stray byte, an overlong, a surrogate) or a NUL are refused over HTTP, UDP and the log input
+ * with their line and column, the well-formed lines around them are written, the 400 body is
+ * valid JSON, and ferryd's own log (which quotes bad lines) holds no raw control or invalid
+ * byte. */
+static void test_invalid_utf8_and_nul_are_refused_with_line_and_column(void **state)
+{
+    struct daemon *d = *state;
+    write_config(d, NULL);
+    daemon_start(d);
+    static const char body[] = "ok1 v=1\n"
+                               "m,host=a\xff v=1\n"
+                               "m\xc0\xaf v=1\n"
+                               "m v=\"\xed\xa0\x80\"\n"
+                               "m,t=a\0b v=1\n"
+                               "esc\x1b[31m v=1\n";
+    struct ferry_buf resp = FERRY_BUF_INIT;
+    assert_int_equal(http(d, "POST", "/write", body, sizeof body - 1, &resp), 400);
+    json_error_t jerr;
+    json_t *j = json_loadb((const char *)resp.data, resp.len, 0, &jerr);
+    if (!j)
+        fail_msg("400 body is not valid JSON: %s", jerr.text);
+    const char *err = json_string_value(json_object_get(j, "error"));
+    assert_non_null(err);
+    assert_non_null(strstr(err, "line 2: invalid UTF-8 (\\xff) (column 9)"));
+    assert_non_null(strstr(err, "line 3: invalid UTF-8 (\\xc0) (column 2)"));
+    assert_non_null(strstr(err, "line 4: invalid UTF-8 (\\xed) (column 6)"));
+    assert_non_null(strstr(err, "line 5: NUL byte (\\x00) (column 6)"));
+    assert_non_null(strstr(err, "4 line(s) rejected, 2 written"));
+    json_decref(j);
+    resp.len = 0;
+    static const char logs[] = "fine\nbad \xfe here\n";
+    assert_int_equal(http(d, "POST", "/logs", logs, sizeof logs - 1, &resp), 400);
+    assert_non_null(strstr((const char *)resp.data, "line 2: invalid UTF-8 (\\\\xfe) (column 5)"));
+    resp.len = 0;
+    assert_int_equal(http(d, "POST", "/logs?source=%ff", "x\n", 2, &resp), 400);
+    ferry_buf_free(&resp);
+    struct recs recs;
+    read_stream(d, RECORD_METRIC, &recs, NULL);
+    assert_int_equal(recs.n, 2);
+    assert_string_equal(recs.r[0].name, "ok1");
+    assert_string_equal(recs.r[1].name, "esc\x1b[31m"); /* valid UTF-8: escaped on output */
+    /* UDP: the bad line is logged, escaped */
+    char host[sizeof d->udp];
+    memcpy(host, d->udp, sizeof host);
+    char *colon = strrchr(host, ':');
+    assert_non_null(colon);
+    *colon = 0;
+    struct addrinfo hints = {0}, *res;
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_DGRAM;
+    assert_int_equal(getaddrinfo(host, colon + 1, &hints, &res), 0);
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    assert_true(fd >= 0);
+    static const char dgram[] = "udp_ok v=1\nudp\x1b]0;x\x07 v=\x1b\xff\n";
+    assert_int_equal(sendto(fd, dgram, sizeof dgram - 1, 0, res->ai_addr, res->ai_addrlen),
+                     (ssize_t)(sizeof dgram - 1));
+    close(fd);
+    freeaddrinfo(res);
+    wait_records(d, RECORD_METRIC, 3, &recs);
+    uint8_t *log = NULL;
+    size_t log_len = 0;
+    for (int i = 0; i < 200; i++) {
+        free(log);
+        log = NULL;
+        assert_int_equal(ferry_read_file(d->log, 1 << 20, &log, &log_len), 0);
+        if (strstr((const char *)log, "bad line"))
+            break;
+        sleep_ms(10);
+    }
+    assert_non_null(strstr((const char *)log, "bad line"));
+    assert_non_null(strstr((const char *)log, "\\xff"));
+    assert_true(ferry_utf8_valid(log, log_len));
+    for (size_t i = 0; i < log_len; i++)
+        assert_true(log[i] == '\n' || (log[i] >= 0x20 && log[i] != 0x7f));
+    free(log);
 }
 
 static void test_udp_line_protocol(void **state)
@@ -992,6 +1071,7 @@ int main(int argc, char **argv)
         T(test_precision_parameter),
         T(test_gzip_write_body),
         T(test_logs_plain_and_json_lines),
+        T(test_invalid_utf8_and_nul_are_refused_with_line_and_column),
         T(test_udp_line_protocol),
         T(test_unix_socket_line_protocol),
         T(test_status_json_and_prometheus_metrics),

@@ -242,6 +242,50 @@ static void test_parse_errors_say_where(void **state)
     collected_free(&c);
 }
 
+/* Text is UTF-8: ill-formed sequences and NUL are refused with the offending byte's line and
+ * column (the strings are given with their length: NUL inside), lines before it delivered. */
+static void test_parse_refuses_invalid_utf8(void **state)
+{
+    (void)state;
+    struct {
+        const char *text;
+        size_t len;
+        size_t line, column, delivered;
+        const char *reason;
+    } cases[] = {
+        {"m v=1\nm,host=a\xff v=1\n", 19, 2, 9, 1, "invalid UTF-8 (\\xff)"},
+        {"m\xc0\xaf v=1\n", 9, 1, 2, 0, "invalid UTF-8"},                    /* overlong '/' */
+        {"m v=\"\xed\xa0\x80\"\n", 11, 1, 6, 0, "invalid UTF-8"},            /* surrogate */
+        {"m,t=a\0b v=1\n", 12, 1, 6, 0, "NUL byte"},                         /* NUL in a tag */
+        {"m v=\"two\nli\xfe\"\n", 15, 2, 3, 0, "invalid UTF-8"},             /* inside a string */
+        {"m v=1\nm v=\"\xf4\x90\x80\x80\"\n", 18, 2, 6, 1, "invalid UTF-8"}, /* > U+10FFFF */
+        {"m v=1 1\x1b\n", 9, 1, 8, 0, "after timestamp"}, /* ESC is valid UTF-8 */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct collected c = {0};
+        struct lineproto_error err;
+        int rc = lineproto_parse(cases[i].text, cases[i].len, LINEPROTO_NS, 999, collect, &c, &err);
+        if (err.line != cases[i].line || err.column != cases[i].column ||
+            !strstr(err.reason, cases[i].reason))
+            fprintf(stderr, "case %zu: rc %d line %zu col %zu reason '%s'\n", i, rc, err.line,
+                    err.column, err.reason);
+        assert_true(rc == (i == 6 ? LINEPROTO_ESYNTAX : LINEPROTO_EENCODING));
+        assert_int_equal(err.line, cases[i].line);
+        assert_int_equal(err.column, cases[i].column);
+        assert_non_null(strstr(err.reason, cases[i].reason));
+        assert_int_equal(c.n, cases[i].delivered);
+        for (const char *q = err.reason; *q; q++)
+            assert_true((unsigned char)*q >= 0x20 && (unsigned char)*q < 0x7f);
+        collected_free(&c);
+    }
+    /* well-formed text of every length is accepted */
+    struct collected c = {0};
+    const char *ok = "m\xc3\xa9,h\xe6\x97\xa5=\xf0\x9f\x98\x80 s=\"\xe2\x82\xac\" 1\n";
+    assert_int_equal(parse(ok, LINEPROTO_NS, &c, NULL), 0);
+    assert_int_equal(c.n, 1);
+    collected_free(&c);
+}
+
 static void test_parse_limits(void **state)
 {
     (void)state;
@@ -366,6 +410,7 @@ int main(void)
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_parse_types_and_escapes),
         cmocka_unit_test(test_parse_errors_say_where),
+        cmocka_unit_test(test_parse_refuses_invalid_utf8),
         cmocka_unit_test(test_parse_limits),
         cmocka_unit_test(test_format_parse_roundtrip),
     };
