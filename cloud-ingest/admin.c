@@ -6,9 +6,13 @@
 #include <inttypes.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cloud-ingest/ingest.h"
+#include "common/buf.h"
+#include "common/utf8.h"
 #include "common/util.h"
 #include "transport/batch.h"
 
@@ -17,22 +21,109 @@
 static int usage(void)
 {
     fprintf(stderr, "usage: ferry-ingest [options] device add ID PUBLIC_KEY_HEX [NAME [CLASS]]\n"
-                    "       ferry-ingest [options] device list\n"
+                    "       ferry-ingest [options] device list [--json]\n"
                     "       ferry-ingest [options] device revoke ID\n"
                     "       ferry-ingest [options] token create [--fleet] [--expires DURATION]\n");
     return 2;
 }
 
+/* "2026-12-07T08:47:23Z (3m ago)", or "never" for 0. */
+static void human_time(int64_t ns, int64_t now_ns, char *out, size_t out_len)
+{
+    if (ns <= 0) {
+        snprintf(out, out_len, "never");
+        return;
+    }
+    time_t secs = (time_t)(ns / 1000000000);
+    struct tm tm;
+    char when[32] = "?";
+    if (gmtime_r(&secs, &tm) != NULL)
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    int64_t ago = (now_ns - ns) / 1000000000;
+    if (ago < 0)
+        snprintf(out, out_len, "%s (in the future)", when);
+    else if (ago < 120)
+        snprintf(out, out_len, "%s (%llds ago)", when, (long long)ago);
+    else if (ago < 7200)
+        snprintf(out, out_len, "%s (%lldm ago)", when, (long long)(ago / 60));
+    else if (ago < 172800)
+        snprintf(out, out_len, "%s (%lldh ago)", when, (long long)(ago / 3600));
+    else
+        snprintf(out, out_len, "%s (%lldd ago)", when, (long long)(ago / 86400));
+}
+
+/* One device per line for a person: names and classes come from devices and operators, so they
+ * are escaped (control characters, invalid UTF-8: common/utf8.h) and cannot drive the terminal
+ * or break the columns. */
 static int print_device(const struct ingest_device *d, void *arg)
 {
-    char kid[17];
+    (void)arg;
+    char kid[17], name[4 * INGEST_NAME_MAX + 1], cls[4 * INGEST_NAME_MAX + 1], seen[64];
     ferry_hex_encode(d->key_id, 8, kid);
-    printf("%s\t%s\t%s\t%s\t%s\tlast_seen_ns=%" PRId64 "\trecords=%" PRIu64 "/%" PRIu64 "/%" PRIu64
-           "\tgaps=%" PRIu64 "\n",
-           d->id, kid, d->revoked ? "revoked" : "active", d->name[0] ? d->name : "-",
-           d->device_class[0] ? d->device_class : "-", d->last_seen_ns, d->streams[0].records,
-           d->streams[1].records, d->streams[2].records,
+    ferry_escape_str(name, sizeof(name), d->name, strlen(d->name));
+    ferry_escape_str(cls, sizeof(cls), d->device_class, strlen(d->device_class));
+    human_time(d->last_seen_ns, ferry_realtime_ns(), seen, sizeof(seen));
+    printf("%s\t%s\t%s\t%s\t%s\t%s\trecords=%" PRIu64 "/%" PRIu64 "/%" PRIu64 "\tgaps=%" PRIu64
+           "\n",
+           d->id, kid, d->revoked ? "revoked" : "active", name[0] ? name : "-", cls[0] ? cls : "-",
+           seen, d->streams[0].records, d->streams[1].records, d->streams[2].records,
            d->streams[0].gap_ranges + d->streams[1].gap_ranges + d->streams[2].gap_ranges);
+    return 0;
+}
+
+/* `device list --json`: the JSON of GET /v1/devices, one document. Ids are collected first (a
+ * store call from inside the list callback could wait for the connection the list holds). */
+struct json_list {
+    char (*ids)[INGEST_DEVICE_ID_MAX + 1];
+    size_t n, cap;
+};
+
+static int collect_id(const struct ingest_device *d, void *arg)
+{
+    struct json_list *l = arg;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        void *ids = realloc(l->ids, cap * sizeof(*l->ids));
+        if (ids == NULL)
+            return 1;
+        l->ids = ids;
+        l->cap = cap;
+    }
+    memcpy(l->ids[l->n++], d->id, sizeof(l->ids[0]));
+    return 0;
+}
+
+static int device_list_json(struct ingest_store *st)
+{
+    struct json_list l = {NULL, 0, 0};
+    struct ferry_buf b = FERRY_BUF_INIT;
+    char updates[INGEST_UPDATES_MAX + 1];
+    int rc = ingest_store_device_list(st, collect_id, &l);
+    int e = ferry_buf_append(&b, "{\"devices\":[", 12);
+    size_t shown = 0;
+    for (size_t i = 0; i < l.n && rc == 0 && e == 0; i++) {
+        struct ingest_device d;
+        rc = ingest_store_device_get(st, l.ids[i], &d);
+        if (rc == 0)
+            rc = ingest_store_device_updates(st, l.ids[i], updates, sizeof(updates));
+        if (rc == INGEST_STORE_ENOTFOUND) {
+            rc = 0;
+            continue;
+        }
+        if (rc == 0)
+            e |= ferry_buf_append(&b, ",", shown++ > 0 ? 1 : 0) |
+                 ingest_device_json(&b, &d, updates);
+    }
+    e |= ferry_buf_append(&b, "]}\n", 3);
+    free(l.ids);
+    if (rc != 0 || e != 0) {
+        fprintf(stderr, "ferry-ingest: device list: %s\n",
+                ingest_store_strerror(rc != 0 ? rc : INGEST_STORE_ENOMEM));
+        ferry_buf_free(&b);
+        return 1;
+    }
+    fwrite(b.data, 1, b.len, stdout);
+    ferry_buf_free(&b);
     return 0;
 }
 
@@ -122,9 +213,12 @@ int ingest_admin_main(struct ingest_config *cfg, int argc, char **argv)
     int status;
     if (strcmp(argv[0], "device") == 0 && strcmp(argv[1], "add") == 0)
         status = device_add(st, argc - 2, argv + 2);
+    else if (strcmp(argv[0], "device") == 0 && strcmp(argv[1], "list") == 0 && argc == 3 &&
+             strcmp(argv[2], "--json") == 0)
+        status = device_list_json(st);
     else if (strcmp(argv[0], "device") == 0 && strcmp(argv[1], "list") == 0 && argc == 2) {
-        printf(
-            "# id\tkey_id\tstate\tname\tclass\tlast_seen\trecords event/metric/log\tgap ranges\n");
+        printf("# id\tkey_id\tstate\tname\tclass\tlast_seen (UTC)\trecords event/metric/log\t"
+               "gap ranges\n");
         status = ingest_store_device_list(st, print_device, NULL) == 0 ? 0 : 1;
     } else if (strcmp(argv[0], "device") == 0 && strcmp(argv[1], "revoke") == 0 && argc == 3) {
         rc = ingest_store_device_revoke(st, argv[2]);

@@ -21,6 +21,7 @@
 #include "cloud-ingest/ingest.h"
 #include "cloud-ingest/metrics_impl.h"
 #include "common/buf.h"
+#include "common/utf8.h"
 #include "common/util.h"
 #include "transport/batch.h"
 
@@ -29,22 +30,40 @@
 
 /* ---- Device JSON ---------------------------------------------------------------------------- */
 
-/* Renders one device; `updates` is its update states JSON text (NULL: "{}"). */
-static int device_json(struct ferry_buf *b, const struct ingest_device *d, const char *updates)
+/* Appends stored JSON object text as it is when it parses as an object (jansson refuses invalid
+ * UTF-8), else "{}": the reply stays valid JSON whatever a store holds. */
+static int append_json_object(struct ferry_buf *b, const char *text)
+{
+    if (text == NULL || text[0] == '\0')
+        return ferry_buf_append(b, "{}", 2);
+    json_t *v = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
+    int e = v != NULL && json_is_object(v) ? ferry_buf_append(b, text, strlen(text))
+                                           : ferry_buf_append(b, "{}", 2);
+    json_decref(v);
+    return e;
+}
+
+/* Renders one device; `updates` is its update states JSON text (NULL: "{}"). Every string is
+ * written by the JSON writer (ill-formed UTF-8 replaced: common/utf8.h). */
+int ingest_device_json(struct ferry_buf *b, const struct ingest_device *d, const char *updates)
 {
     char pk[65], kid[17];
     ferry_hex_encode(d->public_key, 32, pk);
     ferry_hex_encode(d->key_id, 8, kid);
-    int e = ferry_buf_printf(b, "{\"id\":\"%s\",\"name\":", d->id);
+    int e = ferry_buf_append(b, "{\"id\":", 6);
+    e |= ferry_buf_append_json_string(b, d->id, strlen(d->id));
+    e |= ferry_buf_append(b, ",\"name\":", 8);
     e |= ferry_buf_append_json_string(b, d->name, strlen(d->name));
     e |= ferry_buf_append(b, ",\"device_class\":", 16);
     e |= ferry_buf_append_json_string(b, d->device_class, strlen(d->device_class));
     e |= ferry_buf_printf(b,
                           ",\"public_key\":\"%s\",\"key_id\":\"%s\",\"revoked\":%s,"
                           "\"enrolled_ns\":%" PRId64 ",\"last_seen_ns\":%" PRId64
-                          ",\"clock_offset_ns\":%" PRId64 ",\"versions\":%s,\"streams\":{",
+                          ",\"clock_offset_ns\":%" PRId64 ",\"versions\":",
                           pk, kid, d->revoked ? "true" : "false", d->enrolled_ns, d->last_seen_ns,
-                          d->clock_offset_ns, d->versions[0] ? d->versions : "{}");
+                          d->clock_offset_ns);
+    e |= append_json_object(b, d->versions);
+    e |= ferry_buf_append(b, ",\"streams\":{", 12);
     for (int s = 0; s < RECORD_STREAM_COUNT; s++) {
         const struct ingest_stream_stats *st = &d->streams[s];
         e |= ferry_buf_printf(b,
@@ -54,7 +73,9 @@ static int device_json(struct ferry_buf *b, const struct ingest_device *d, const
                               s ? "," : "", record_stream_name((enum record_stream)s), st->records,
                               st->max_seq, st->gap_ranges, st->gap_records, st->backlog);
     }
-    e |= ferry_buf_printf(b, "},\"updates\":%s}", updates != NULL && updates[0] ? updates : "{}");
+    e |= ferry_buf_append(b, "},\"updates\":", 12);
+    e |= append_json_object(b, updates);
+    e |= ferry_buf_append_u8(b, '}');
     return e;
 }
 
@@ -178,20 +199,105 @@ static int list_cb(const struct ingest_device *d, void *arg)
     return 0;
 }
 
-/* Appends device `id` with its update states; a device gone since the list pass is skipped. */
-static int append_device(struct ingest_store *store, const char *id, bool comma,
-                         struct ferry_buf *b)
+/* Filters of GET /v1/devices (docs/ingest.md "Read API"); every given one must match. */
+struct device_filter {
+    int64_t offline_before_ns; /* last seen before this (never seen counts); 0: no filter */
+    const char *device_class;  /* exact device_class; NULL: any */
+    const char *component;     /* version filter: this component (NULL: any component) */
+    const char *version;       /* ... runs this version; NULL: no filter */
+};
+
+/* Parses the query of GET /v1/devices into `f`. Returns 0, or -1 with the reason in why. */
+static int device_filter_parse(struct evhttp_request *req, struct evkeyvalq *q,
+                               struct device_filter *f, char *why, size_t why_len)
+{
+    memset(f, 0, sizeof(*f));
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    if (query == NULL || query[0] == '\0')
+        return 0;
+    if (evhttp_parse_query_str(query, q) != 0) {
+        snprintf(why, why_len, "query: not a valid query string");
+        return -1;
+    }
+    for (struct evkeyval *kv = q->tqh_first; kv != NULL; kv = kv->next.tqe_next) {
+        if (strcmp(kv->key, "offline_for") == 0) {
+            int64_t ms;
+            if (ferry_parse_duration_ms(kv->value, &ms) != 0 || ms <= 0) {
+                snprintf(why, why_len, "query: offline_for: a duration such as 90s, 10m, 2h");
+                return -1;
+            }
+            f->offline_before_ns = ferry_realtime_ns() - ms * 1000000;
+        } else if (strcmp(kv->key, "class") == 0) {
+            f->device_class = kv->value;
+        } else if (strcmp(kv->key, "version") == 0) {
+            /* "COMPONENT:VERSION", or "VERSION" for any component */
+            char *colon = strchr(kv->value, ':');
+            f->version = kv->value;
+            if (colon != NULL) {
+                *colon = '\0';
+                f->component = kv->value;
+                f->version = colon + 1;
+            }
+            if (f->version[0] == '\0' || (f->component != NULL && f->component[0] == '\0')) {
+                snprintf(why, why_len, "query: version: VERSION or COMPONENT:VERSION");
+                return -1;
+            }
+        } else {
+            char key[64];
+            snprintf(why, why_len, "query: unknown parameter \"%s\" (offline_for, version, class)",
+                     ferry_escape_str(key, sizeof(key), kv->key, strlen(kv->key)));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static bool version_matches(const struct device_filter *f, const char *versions_text)
+{
+    json_t *v = json_loads(versions_text[0] ? versions_text : "{}", 0, NULL);
+    bool match = false;
+    const char *component;
+    json_t *value;
+    if (v != NULL && json_is_object(v)) {
+        json_object_foreach(v, component, value)
+        {
+            if ((f->component == NULL || strcmp(component, f->component) == 0) &&
+                json_is_string(value) && strcmp(json_string_value(value), f->version) == 0)
+                match = true;
+        }
+    }
+    json_decref(v);
+    return match;
+}
+
+static bool device_matches(const struct device_filter *f, const struct ingest_device *d)
+{
+    if (f->offline_before_ns != 0 && d->last_seen_ns >= f->offline_before_ns)
+        return false;
+    if (f->device_class != NULL && strcmp(d->device_class, f->device_class) != 0)
+        return false;
+    if (f->version != NULL && !version_matches(f, d->versions))
+        return false;
+    return true;
+}
+
+/* Appends device `id` with its update states when it matches `f` (1), or skips it (0): a device
+ * gone since the list pass is skipped too. */
+static int append_device(struct ingest_store *store, const char *id, const struct device_filter *f,
+                         bool comma, struct ferry_buf *b)
 {
     struct ingest_device d;
     char updates[INGEST_UPDATES_MAX + 1];
     int rc = ingest_store_device_get(store, id, &d);
+    if (rc == 0 && !device_matches(f, &d))
+        return 0;
     if (rc == 0)
         rc = ingest_store_device_updates(store, id, updates, sizeof(updates));
     if (rc == INGEST_STORE_ENOTFOUND)
         return 0;
     if (rc != 0)
         return rc;
-    if ((comma && ferry_buf_append_u8(b, ',') != 0) || device_json(b, &d, updates) != 0)
+    if ((comma && ferry_buf_append_u8(b, ',') != 0) || ingest_device_json(b, &d, updates) != 0)
         return INGEST_STORE_ENOMEM;
     return 1;
 }
@@ -201,6 +307,15 @@ static void handle_devices(struct evhttp_request *req, const char *path, void *a
     struct ingest_ctx *ctx = arg;
     struct ferry_buf b = FERRY_BUF_INIT;
     struct list_state st = {NULL, 0, 0, 0};
+    struct evkeyvalq q;
+    struct device_filter filter;
+    char why[200];
+    TAILQ_INIT(&q);
+    if (device_filter_parse(req, &q, &filter, why, sizeof(why)) != 0) {
+        evhttp_clear_headers(&q);
+        ingest_reply_error(req, 400, "%s", why);
+        return;
+    }
     int rc = ingest_store_device_list(ctx->store, list_cb, &st);
     if (rc == 0)
         rc = st.err;
@@ -208,7 +323,7 @@ static void handle_devices(struct evhttp_request *req, const char *path, void *a
         rc = INGEST_STORE_ENOMEM;
     size_t shown = 0;
     for (size_t i = 0; i < st.n && rc == 0; i++) {
-        int arc = append_device(ctx->store, st.ids[i], shown > 0, &b);
+        int arc = append_device(ctx->store, st.ids[i], &filter, shown > 0, &b);
         if (arc < 0)
             rc = arc;
         else
@@ -217,6 +332,7 @@ static void handle_devices(struct evhttp_request *req, const char *path, void *a
     if (rc == 0 && ferry_buf_append(&b, "]}\n", 3) != 0)
         rc = INGEST_STORE_ENOMEM;
     free(st.ids);
+    evhttp_clear_headers(&q);
     if (rc != 0) {
         ferry_buf_free(&b);
         ingest_reply_error(req, 503, "store: %s", ingest_store_strerror(rc));
@@ -239,7 +355,7 @@ static void handle_device(struct evhttp_request *req, const char *path, void *ar
     if (rc == 0)
         rc = ingest_store_device_updates(ctx->store, id, updates, sizeof(updates));
     struct ferry_buf b = FERRY_BUF_INIT;
-    if (rc != 0 || device_json(&b, &d, updates) != 0 || ferry_buf_append_u8(&b, '\n') != 0) {
+    if (rc != 0 || ingest_device_json(&b, &d, updates) != 0 || ferry_buf_append_u8(&b, '\n') != 0) {
         ferry_buf_free(&b);
         ingest_reply_error(req, 503, "store: %s",
                            ingest_store_strerror(rc ? rc : INGEST_STORE_ENOMEM));
@@ -255,6 +371,33 @@ struct export_state {
     const char *device;
     int err;
 };
+
+/* field_types for a store that keeps only the fields' JSON text (PostgreSQL): a number with a
+ * fraction or exponent (floats are always written so) is a float, another number an int (an
+ * unsigned field within int64 cannot be told apart there: docs/ingest.md "Export"). */
+static int infer_field_types(struct ferry_buf *b, const char *fields, size_t len)
+{
+    json_t *o = json_loadb(fields, len, 0, NULL);
+    const char *key;
+    json_t *v;
+    int e = ferry_buf_append_u8(b, '{');
+    bool first = true;
+    if (o != NULL && json_is_object(o)) {
+        json_object_foreach(o, key, v)
+        {
+            const char *t = json_is_real(v) || json_is_null(v) ? "float"
+                            : json_is_integer(v)               ? "int"
+                            : json_is_boolean(v)               ? "bool"
+                                                               : "string";
+            e |= ferry_buf_append(b, first ? "" : ",", first ? 0 : 1);
+            e |= ferry_buf_append_json_string(b, key, strlen(key));
+            e |= ferry_buf_printf(b, ":\"%s\"", t);
+            first = false;
+        }
+    }
+    json_decref(o);
+    return e | ferry_buf_append_u8(b, '}');
+}
 
 static int export_cb(const struct ingest_row *r, void *arg)
 {
@@ -274,10 +417,17 @@ static int export_cb(const struct ingest_row *r, void *arg)
         e |= ferry_buf_append(
             b, ",\"level\":null,\"message\":", sizeof(",\"level\":null,\"message\":") - 1);
     e |= ferry_buf_append_json_string(b, r->message, r->message_len);
+    /* tags and fields are JSON text from the store's renderer; a stored text is passed through
+     * the replacement all the same (whatever a store holds, the line is valid UTF-8). */
     e |= ferry_buf_append(b, ",\"tags\":", 8);
-    e |= ferry_buf_append(b, r->tags_json, r->tags_json_len);
+    e |= ferry_buf_append_utf8(b, r->tags_json, r->tags_json_len);
     e |= ferry_buf_append(b, ",\"fields\":", 10);
-    e |= ferry_buf_append(b, r->fields_json, r->fields_json_len);
+    e |= ferry_buf_append_utf8(b, r->fields_json, r->fields_json_len);
+    e |= ferry_buf_append(b, ",\"field_types\":", 15);
+    if (r->field_types_json != NULL)
+        e |= ferry_buf_append(b, r->field_types_json, r->field_types_json_len);
+    else
+        e |= infer_field_types(b, r->fields_json, r->fields_json_len);
     e |= ferry_buf_append(b, "}\n", 2);
     st->err |= e;
     return e;

@@ -135,6 +135,20 @@ static bool versions_str_ok(const char *p, size_t len)
     return true;
 }
 
+/* Merges a versions patch (JSON object text) into the batch's versions object; a merge that
+ * would not fit INGEST_VERSIONS_MAX is dropped whole. */
+static void merge_versions(struct ingest_job *job, const char *patch)
+{
+    char merged[INGEST_VERSIONS_MAX + 1];
+    const char *before =
+        job->versions_json->len > 0 ? (const char *)job->versions_json->data : "{}";
+    if (ingest_versions_merge(before, patch, merged, sizeof(merged)) != 0)
+        return;
+    ferry_buf_reset(job->versions_json);
+    if (ferry_buf_append(job->versions_json, merged, strlen(merged) + 1) != 0)
+        ferry_buf_reset(job->versions_json);
+}
+
 /* Merges one "versions" event into the batch's versions object: at most INGEST_VERSIONS_KEYS_MAX
  * string fields are taken, each key and value checked by versions_str_ok(). A later event of
  * the same batch wins per key; an event whose merge would not fit INGEST_VERSIONS_MAX is
@@ -142,7 +156,6 @@ static bool versions_str_ok(const char *p, size_t len)
 static void take_versions(struct ingest_job *job, const struct record *r)
 {
     char event_json[INGEST_VERSIONS_MAX + 1];
-    char merged[INGEST_VERSIONS_MAX + 1];
     struct ferry_buf b = {0};
     b.max = INGEST_VERSIONS_MAX + 1;
     int e = ferry_buf_append_u8(&b, '{');
@@ -165,13 +178,7 @@ static void take_versions(struct ingest_job *job, const struct record *r)
     }
     memcpy(event_json, b.data, b.len);
     ferry_buf_free(&b);
-    const char *before =
-        job->versions_json->len > 0 ? (const char *)job->versions_json->data : "{}";
-    if (ingest_versions_merge(before, event_json, merged, sizeof(merged)) != 0)
-        return;
-    ferry_buf_reset(job->versions_json);
-    if (ferry_buf_append(job->versions_json, merged, strlen(merged) + 1) != 0)
-        ferry_buf_reset(job->versions_json);
+    merge_versions(job, event_json);
 }
 
 /* Takes one "ota.<state>" event of the OTA agent (docs/ota.md) into the batch's update states:
@@ -228,6 +235,20 @@ static void take_ota_event(struct ingest_job *job, const struct record *r)
         goto out;
     if (ingest_updates_merge_json(job->updates, patch) != 0)
         goto out;
+    /* A committed update changes what the device runs: its component's running version goes
+     * into the versions object at once (docs/ingest.md), not only at ferryd's next start. */
+    json_t *state = json_object_get(entry, "state"),
+           *running = json_object_get(entry, "running_version");
+    if (json_is_string(state) && strcmp(json_string_value(state), "committed") == 0 &&
+        json_is_string(running)) {
+        json_t *v = json_object();
+        char *text = NULL;
+        if (v != NULL && json_object_set(v, name, running) == 0 &&
+            (text = json_dumps(v, JSON_COMPACT)) != NULL)
+            merge_versions(job, text);
+        free(text);
+        json_decref(v);
+    }
 out:
     json_decref(entry);
     json_decref(patch);
@@ -451,6 +472,19 @@ int ingest_batch_ack(const struct ingest_job *job, struct ferry_buf *out)
     return e != 0 ? INGEST_ENOMEM : 0;
 }
 
+/* Appends `sep` and at most `max` bytes of p[0..n) to name[*len], as far as name_size allows. */
+static void health_name_put(char *name, size_t name_size, size_t *len, const char *sep,
+                            size_t sep_len, const char *p, size_t n, size_t max)
+{
+    if (n > max)
+        n = max;
+    if (*len + sep_len + n > name_size)
+        return;
+    memcpy(name + *len, sep, sep_len);
+    memcpy(name + *len + sep_len, p, n);
+    *len += sep_len + n;
+}
+
 void ingest_batch_committed(struct ingest_ctx *ctx, struct ingest_job *job)
 {
     struct ingest_metrics *m = ctx->metrics;
@@ -459,7 +493,9 @@ void ingest_batch_committed(struct ingest_ctx *ctx, struct ingest_job *job)
     ingest_metrics_add(m, INGEST_C_RECORDS_DUP, job->write.dup_records);
     ingest_metrics_add(m, INGEST_C_GAPS_NEW, job->write.new_gaps);
     /* Health values: the numeric fields of the batch's last few metric records (the newest
-     * sample of each series a collector sends per interval). */
+     * sample of each series a collector sends per interval); the device table keeps the newest
+     * by device time, so neither the order within the batch nor a backfilled batch arriving
+     * after newer ones can put an older value in place of a newer one. */
     size_t seen = 0;
     for (size_t i = job->write.n_recs; i > 0 && seen < HEALTH_TAIL_RECORDS; i--) {
         const struct ingest_rec *rec = &job->recs[i - 1];
@@ -476,17 +512,19 @@ void ingest_batch_committed(struct ingest_ctx *ctx, struct ingest_job *job)
             double v;
             if (record_field_number(fd, &v) != 0)
                 continue;
+            /* "measurement.field,tag=value...", each part bounded; bytes are copied with their
+             * lengths (a NUL in a name must not cut the label short). */
             char name[120];
-            int len =
-                snprintf(name, sizeof(name), "%.*s.%.*s", (int)(r.name.len > 50 ? 50 : r.name.len),
-                         r.name.ptr, (int)(fd->key.len > 30 ? 30 : fd->key.len), fd->key.ptr);
-            for (size_t t = 0; t < r.n_tags && len > 0 && (size_t)len < sizeof(name); t++)
-                len += snprintf(name + len, sizeof(name) - (size_t)len, ",%.*s=%.*s",
-                                (int)(r.tags[t].key.len > 20 ? 20 : r.tags[t].key.len),
-                                r.tags[t].key.ptr,
-                                (int)(r.tags[t].value.len > 20 ? 20 : r.tags[t].value.len),
-                                r.tags[t].value.ptr);
-            ingest_devtab_health(ctx->devtab, job->device_id, name, v);
+            size_t len = 0;
+            health_name_put(name, sizeof(name), &len, "", 0, r.name.ptr, r.name.len, 50);
+            health_name_put(name, sizeof(name), &len, ".", 1, fd->key.ptr, fd->key.len, 30);
+            for (size_t t = 0; t < r.n_tags; t++) {
+                health_name_put(name, sizeof(name), &len, ",", 1, r.tags[t].key.ptr,
+                                r.tags[t].key.len, 20);
+                health_name_put(name, sizeof(name), &len, "=", 1, r.tags[t].value.ptr,
+                                r.tags[t].value.len, 20);
+            }
+            ingest_devtab_health(ctx->devtab, job->device_id, name, len, rec->ts_corrected_ns, v);
         }
     }
 }

@@ -19,13 +19,17 @@
 
 #include "cloud-ingest/ingest.h"
 #include "common/buf.h"
+#include "common/utf8.h"
 #include "common/util.h"
 
 #define DEVTAB_MAX_HEALTH 64
 #define DEVTAB_HEALTH_NAME 120
 
+/* The name is bytes with a length: it comes from a device and may hold a NUL. */
 struct health_value {
     char name[DEVTAB_HEALTH_NAME];
+    size_t name_len;
+    int64_t ts_ns; /* corrected device time of the value */
     double value;
 };
 
@@ -243,15 +247,23 @@ void ingest_devtab_invalidate(struct ingest_devtab *t, const char *device_id)
 }
 
 void ingest_devtab_health(struct ingest_devtab *t, const char *device_id, const char *name,
-                          double value)
+                          size_t name_len, int64_t ts_ns, double value)
 {
+    if (name_len > DEVTAB_HEALTH_NAME)
+        name_len = DEVTAB_HEALTH_NAME;
     pthread_mutex_lock(&t->lock);
     struct dev_entry *e = find(t, device_id);
     if (e == NULL)
         goto out;
     for (size_t i = 0; i < e->n_health; i++) {
-        if (strcmp(e->health[i].name, name) == 0) {
-            e->health[i].value = value;
+        struct health_value *h = &e->health[i];
+        if (h->name_len == name_len && memcmp(h->name, name, name_len) == 0) {
+            /* Newest by device time (ARCHITECTURE.md invariant 7): a backlog delivered late
+             * must not replace a value the device measured after it. */
+            if (ts_ns >= h->ts_ns) {
+                h->value = value;
+                h->ts_ns = ts_ns;
+            }
             goto out;
         }
     }
@@ -262,9 +274,11 @@ void ingest_devtab_health(struct ingest_devtab *t, const char *device_id, const 
         if (e->health == NULL)
             goto out;
     }
-    ferry_strlcpy(e->health[e->n_health].name, name, DEVTAB_HEALTH_NAME);
-    e->health[e->n_health].value = value;
-    e->n_health++;
+    struct health_value *h = &e->health[e->n_health++];
+    memcpy(h->name, name, name_len);
+    h->name_len = name_len;
+    h->ts_ns = ts_ns;
+    h->value = value;
 out:
     pthread_mutex_unlock(&t->lock);
 }
@@ -273,24 +287,23 @@ int ingest_devtab_expose(struct ingest_devtab *t, struct ferry_buf *out)
 {
     int rc = 0;
     pthread_mutex_lock(&t->lock);
-    rc |=
-        ferry_buf_printf(out, "# HELP ferry_device_health Latest value of each health metric a "
-                              "device reported (measurement.field), as received by this process.\n"
-                              "# TYPE ferry_device_health gauge\n");
+    rc |= ferry_buf_printf(out, "# HELP ferry_device_health Newest value by device time of each "
+                                "health metric a device reported (measurement.field,tags), as "
+                                "received by this process.\n"
+                                "# TYPE ferry_device_health gauge\n");
     for (size_t b = 0; b < t->n_buckets && rc == 0; b++) {
         for (struct dev_entry *e = t->buckets[b]; e != NULL && rc == 0; e = e->next) {
             for (size_t i = 0; i < e->n_health && rc == 0; i++) {
-                const char *n = e->health[i].name;
+                const struct health_value *h = &e->health[i];
                 rc |= ferry_buf_printf(out, "ferry_device_health{device=\"%s\",metric=\"", e->id);
-                for (; *n && rc == 0; n++) {
-                    if (*n == '"' || *n == '\\')
-                        rc |= ferry_buf_append_u8(out, '\\');
-                    if (*n == '\n')
-                        rc |= ferry_buf_append(out, "\\n", 2);
-                    else
-                        rc |= ferry_buf_append_u8(out, (uint8_t)*n);
-                }
-                rc |= ferry_buf_printf(out, "\"} %.17g\n", e->health[i].value);
+                rc |= ferry_buf_append_prom_label(out, h->name, h->name_len);
+                double v = h->value;
+                if (v != v)
+                    rc |= ferry_buf_append(out, "\"} NaN\n", 7);
+                else if (v > 1.7976931348623157e308 || v < -1.7976931348623157e308)
+                    rc |= ferry_buf_printf(out, "\"} %cInf\n", v > 0 ? '+' : '-');
+                else
+                    rc |= ferry_buf_printf(out, "\"} %.17g\n", v);
             }
         }
     }

@@ -160,10 +160,14 @@ enum ingest_admit ingest_devtab_acquire(struct ingest_devtab *t, const char *dev
 void ingest_devtab_done(struct ingest_devtab *t, const char *device_id);
 /* Forgets a cached device (after revoke/enroll through this process). */
 void ingest_devtab_invalidate(struct ingest_devtab *t, const char *device_id);
-/* Records the latest value of a device's health metric `name` ("cpu.usage{core=0}"). */
+/* Records a value of a device's health metric `name` ("cpu.usage_idle,cpu=cpu0": name_len bytes,
+ * any bytes, NUL included, at most 120 kept) measured at corrected device time ts_ns. It
+ * replaces the kept value only when ts_ns is at least the kept one's: the newest by device time
+ * wins, whatever order batches arrive in. */
 void ingest_devtab_health(struct ingest_devtab *t, const char *device_id, const char *name,
-                          double value);
-/* Appends the Prometheus lines of every device's health values to `out`. */
+                          size_t name_len, int64_t ts_ns, double value);
+/* Appends the Prometheus lines of every device's health values to `out` (label values written
+ * with ferry_buf_append_prom_label: valid exposition format whatever the names hold). */
 struct ferry_buf;
 int ingest_devtab_expose(struct ingest_devtab *t, struct ferry_buf *out)
     __attribute__((warn_unused_result));
@@ -253,6 +257,12 @@ size_t ingest_committer_depth(struct ingest_committer *c);
 void ingest_committer_free(struct ingest_committer *c);
 
 /* ---- Router and server (server.c) ------------------------------------------------------------ */
+
+/* Appends the JSON object of one device as GET /v1/devices shows it (docs/ingest.md), with
+ * `updates` its update states JSON text (NULL: "{}"); valid UTF-8 JSON whatever the store holds.
+ * Returns 0 or non-zero when out of memory. */
+int ingest_device_json(struct ferry_buf *b, const struct ingest_device *d, const char *updates)
+    __attribute__((warn_unused_result));
 
 /* Registers the built-in read/enrol endpoints (api.c). */
 int ingest_api_register(struct ingest_router *r, struct ingest_ctx *ctx)

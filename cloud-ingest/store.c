@@ -188,12 +188,22 @@ int ingest_store_gap_count(struct ingest_store *store, const char *device_id, ui
     return store->ops->gap_count(store, device_id, stream, out);
 }
 
-/* Appends a JSON number for a float; JSON has no NaN or infinities, so those become null. */
+/* Appends a JSON number for a float: the shortest text that reads back to the same double, with
+ * ".0" added when it would otherwise read as an integer (export keeps the field type:
+ * docs/ingest.md "Export"). JSON has no NaN or infinities, so those become null. */
 static int json_double(struct ferry_buf *b, double v)
 {
     if (v != v || v > 1.7976931348623157e308 || v < -1.7976931348623157e308)
         return ferry_buf_append(b, "null", 4);
-    return ferry_buf_printf(b, "%.17g", v);
+    char text[40];
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(text, sizeof(text), "%.*g", prec, v);
+        if (strtod(text, NULL) == v)
+            break;
+    }
+    if (strpbrk(text, ".e") == NULL)
+        return ferry_buf_printf(b, "%s.0", text);
+    return ferry_buf_append(b, text, strlen(text));
 }
 
 int ingest_rec_render(const struct ingest_rec *rec, struct ingest_row *row,
@@ -237,6 +247,16 @@ int ingest_rec_render(const struct ingest_rec *rec, struct ingest_row *row,
         }
     }
     e |= ferry_buf_append_u8(scratch, '}');
+    size_t types_at = scratch->len;
+    e |= ferry_buf_append_u8(scratch, '{');
+    for (size_t i = 0; i < r.n_fields && e == 0; i++) {
+        const struct record_field *f = &r.fields[i];
+        e |= ferry_buf_append(scratch, i > 0 ? "," : "", i > 0 ? 1 : 0);
+        e |= ferry_buf_append_json_string(scratch, f->key.ptr, f->key.len);
+        const char *type = record_field_type_name(f->type);
+        e |= ferry_buf_printf(scratch, ":\"%s\"", type != NULL ? type : "unknown");
+    }
+    e |= ferry_buf_append_u8(scratch, '}');
     if (e != 0) {
         rc = INGEST_STORE_ENOMEM;
         goto out;
@@ -254,7 +274,9 @@ int ingest_rec_render(const struct ingest_rec *rec, struct ingest_row *row,
     row->tags_json = (const char *)scratch->data;
     row->tags_json_len = tags_len;
     row->fields_json = (const char *)scratch->data + tags_len;
-    row->fields_json_len = scratch->len - tags_len;
+    row->fields_json_len = types_at - tags_len;
+    row->field_types_json = (const char *)scratch->data + types_at;
+    row->field_types_json_len = scratch->len - types_at;
     rc = 0;
 out:
     free(rs);

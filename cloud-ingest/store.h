@@ -103,8 +103,12 @@ struct ingest_rec {
 };
 
 /* One stored record as export hands it out: every value rendered, tags and fields as JSON
- * objects (NaN and infinities as null). Strings are not NUL-terminated and are valid only
- * during the export callback. */
+ * objects (NaN and infinities as null; a float always with a fraction or an exponent, "3.0", so
+ * that it reads back as a float). field_types_json is the object naming each field's type
+ * ("float", "int", "uint", "bool", "string"), or NULL when the store does not know them (the
+ * reader then infers them from fields_json). Strings are not NUL-terminated, may hold any bytes
+ * (writers of an output make them valid: common/utf8.h), and are valid only during the export
+ * callback. */
 struct ingest_row {
     uint8_t stream;
     uint8_t level;
@@ -119,6 +123,8 @@ struct ingest_row {
     size_t tags_json_len;
     const char *fields_json;
     size_t fields_json_len;
+    const char *field_types_json; /* NULL: unknown */
+    size_t field_types_json_len;
 };
 
 /* Renders a stored record into a row: unpacks its payload and writes the tags and fields JSON

@@ -36,6 +36,7 @@
 
 #include "cloud-ingest/store_impl.h"
 #include "common/buf.h"
+#include "common/utf8.h"
 #include "common/util.h"
 
 #define PG_SCHEMA_VERSION 2
@@ -227,6 +228,20 @@ static int copy_text(struct ferry_buf *b, const char *p, size_t n)
     return 0;
 }
 
+/* copy_text of p[0..n) with ill-formed UTF-8 replaced by U+FFFD (common/utf8.h): a UTF-8
+ * database refuses such bytes in a text column, and one record must not fail a group commit. */
+static int copy_text_utf8(struct ferry_buf *b, const char *p, size_t n)
+{
+    if (ferry_utf8_valid(p, n))
+        return copy_text(b, p, n);
+    struct ferry_buf fixed = FERRY_BUF_INIT;
+    int rc = ferry_buf_append_utf8(&fixed, p, n);
+    if (rc == 0)
+        rc = copy_text(b, (const char *)fixed.data, fixed.len);
+    ferry_buf_free(&fixed);
+    return rc;
+}
+
 static int copy_row(struct ferry_buf *b, struct ferry_buf *scratch, const char *device,
                     const struct ingest_rec *rec)
 {
@@ -236,8 +251,8 @@ static int copy_row(struct ferry_buf *b, struct ferry_buf *scratch, const char *
         return rc;
     if (ferry_buf_printf(b, "%s\t%u\t%" PRId64 "\t%" PRId64 "\t%" PRId64 "\t", device,
                          (unsigned)r.stream, (int64_t)r.seq, r.ts_ns, r.ts_corrected_ns) != 0 ||
-        copy_text(b, r.name, r.name_len) != 0 || ferry_buf_printf(b, "\t%u\t", r.level) != 0 ||
-        copy_text(b, r.message, r.message_len) != 0 || ferry_buf_append_u8(b, '\t') != 0 ||
+        copy_text_utf8(b, r.name, r.name_len) != 0 || ferry_buf_printf(b, "\t%u\t", r.level) != 0 ||
+        copy_text_utf8(b, r.message, r.message_len) != 0 || ferry_buf_append_u8(b, '\t') != 0 ||
         copy_text(b, r.tags_json, r.tags_json_len) != 0 || ferry_buf_append_u8(b, '\t') != 0 ||
         copy_text(b, r.fields_json, r.fields_json_len) != 0 || ferry_buf_append_u8(b, '\n') != 0)
         return INGEST_STORE_ENOMEM;

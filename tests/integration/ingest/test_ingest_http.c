@@ -20,6 +20,7 @@
 #include <jansson.h>
 #include <lmdb.h>
 
+#include "common/utf8.h"
 #include "tests/integration/ingest/ingest_harness.h"
 
 static const char *g_bin;
@@ -646,6 +647,386 @@ static void metrics_exposition(void **state)
     ferry_buf_free(&b);
 }
 
+/* ---- valid output whatever was stored (docs/wire-format.md "Text encoding") ----------------- */
+
+/* Runs `ferry-ingest <store options> ARGS` and returns its whole standard output in out (NUL
+ * terminated; at most out_len - 1 bytes kept). Returns the exit status as pclose gives it. */
+static int cli_all(char *out, size_t out_len, size_t *out_n, const char *args)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "'%s' -d '%s' %s", g_bin, g_cli_data, args);
+    FILE *p = popen(cmd, "r");
+    if (p == NULL)
+        return -1;
+    size_t n = fread(out, 1, out_len - 1, p);
+    out[n] = '\0';
+    *out_n = n;
+    char rest[256];
+    while (fread(rest, 1, sizeof(rest), p) > 0)
+        ;
+    return pclose(p);
+}
+
+/* Registers device `id` with the CLI, the name and class given as shell words. */
+static void cli_device(struct ih_device *d, const char *id, const char *name_class)
+{
+    char args[512], out[256];
+    ih_device_new(d);
+    ferry_strlcpy(d->id, id, sizeof(d->id));
+    snprintf(args, sizeof(args), "device add %s %s %s", id, d->pk_hex, name_class);
+    assert_int_equal(cli(out, sizeof(out), args), 0);
+}
+
+/* A batch of metric records built field by field. */
+struct metric_spec {
+    const char *name;
+    size_t name_len;
+    struct record_tag tags[4];
+    size_t n_tags;
+    struct record_field fields[6];
+    size_t n_fields;
+    int64_t ts_ns;
+};
+
+static void metric_batch(const struct ih_device *d, uint64_t first, const struct metric_spec *m,
+                         size_t n, struct ferry_buf *out)
+{
+    struct batch_builder_config cfg = {
+        .device_id = d->id, .secret_key = d->sk, .no_compression = true};
+    struct batch_builder *b = NULL;
+    assert_int_equal(batch_builder_new(&cfg, &b), 0);
+    for (size_t i = 0; i < n; i++) {
+        struct record r = {.stream = RECORD_METRIC,
+                           .seq = first + i,
+                           .ts_ns = m[i].ts_ns,
+                           .name = {m[i].name, m[i].name_len},
+                           .tags = m[i].n_tags ? m[i].tags : NULL,
+                           .n_tags = m[i].n_tags,
+                           .fields = m[i].fields,
+                           .n_fields = m[i].n_fields};
+        assert_int_equal(batch_builder_add(b, &r), 0);
+    }
+    assert_int_equal(batch_builder_finish(b, ferry_realtime_ns(), out), 0);
+    batch_builder_free(b);
+}
+
+#define STR(s)                                                                                     \
+    {                                                                                              \
+        s, sizeof(s) - 1                                                                           \
+    }
+
+static void get_ok(const char *path, struct ih_resp *r)
+{
+    assert_int_equal(ih_http(g_srv.port, "GET", path, NULL, 0, r), 0);
+    if (r->status != 200)
+        fail_msg("GET %s: %ld %s", path, r->status, r->body.data ? (char *)r->body.data : "");
+    assert_true(ferry_utf8_valid(r->body.data, r->body.len));
+}
+
+/* A device (or an old agent) stored invalid UTF-8, NUL, overlongs, surrogates and terminal
+ * escapes in names, tags, fields and log messages, and its name holds escape sequences: every
+ * output stays valid - /v1/export and /v1/devices are UTF-8 JSON (ill-formed bytes replaced by
+ * U+FFFD), /metrics passes `promtool check metrics` with the NUL kept inside its label, and
+ * `ferry-ingest device list` prints the escapes as text. Export keeps each field's type. */
+static void hostile_bytes_give_valid_outputs(void **state)
+{
+    struct ih_device d;
+    cli_device(&d, "hostile-1", "\"$(printf 'ev\\033[2Jil\\tx')\" \"$(printf 'cls\\377')\"");
+    int64_t now = ferry_realtime_ns();
+    struct metric_spec m = {.name = "m\xff",
+                            .name_len = 2,
+                            .tags = {{STR("nul"), STR("a\0b")}, {STR("esc"), STR("\x1b[31m")}},
+                            .n_tags = 2,
+                            .fields = {{.key = STR("f"), .type = RECORD_FIELD_FLOAT, .v.f = 3.0},
+                                       {.key = STR("i"), .type = RECORD_FIELD_INT, .v.i = 3},
+                                       {.key = STR("u"), .type = RECORD_FIELD_UINT, .v.u = 3},
+                                       {.key = STR("s"),
+                                        .type = RECORD_FIELD_STRING,
+                                        .v.s = STR("\xc0\xaf\xed\xa0\x80ok")}},
+                            .n_fields = 4,
+                            .ts_ns = now};
+    struct ferry_buf b = FERRY_BUF_INIT;
+    struct ih_resp r;
+    metric_batch(&d, 1, &m, 1, &b);
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 200);
+    ih_resp_free(&r);
+    /* a log record with an invalid message */
+    ferry_buf_reset(&b);
+    struct batch_builder_config cfg = {
+        .device_id = d.id, .secret_key = d.sk, .no_compression = true};
+    struct batch_builder *bb = NULL;
+    assert_int_equal(batch_builder_new(&cfg, &bb), 0);
+    struct record lr = {.stream = RECORD_LOG,
+                        .seq = 1,
+                        .ts_ns = now,
+                        .name = STR("app"),
+                        .level = RECORD_LEVEL_WARN,
+                        .message = STR("bad \xfe\0 msg\x1b]0;t\x07")};
+    assert_int_equal(batch_builder_add(bb, &lr), 0);
+    assert_int_equal(batch_builder_finish(bb, now, &b), 0);
+    batch_builder_free(bb);
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 200);
+    ih_resp_free(&r);
+
+    get_ok("/v1/export?device=hostile-1&stream=metric", &r);
+    json_error_t jerr;
+    json_t *j = json_loadb((char *)r.body.data, r.body.len, JSON_ALLOW_NUL, &jerr);
+    if (j == NULL)
+        fail_msg("export is not JSON: %s: %s", jerr.text, (char *)r.body.data);
+    ih_resp_free(&r);
+    assert_string_equal(json_string_value(json_object_get(j, "name")), "m\xef\xbf\xbd");
+    json_t *tags = json_object_get(j, "tags");
+    assert_int_equal(json_string_length(json_object_get(tags, "nul")), 3);
+    assert_memory_equal(json_string_value(json_object_get(tags, "nul")), "a\0b", 3);
+    assert_string_equal(json_string_value(json_object_get(tags, "esc")), "\x1b[31m");
+    json_t *fields = json_object_get(j, "fields");
+    assert_true(json_is_real(json_object_get(fields, "f")));
+    assert_true(json_is_integer(json_object_get(fields, "i")));
+    assert_true(json_is_integer(json_object_get(fields, "u")));
+    assert_string_equal(json_string_value(json_object_get(fields, "s")),
+                        "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbdok");
+    json_t *want =
+        json_pack("{s:s,s:s,s:s,s:s}", "f", "float", "i", "int", "u", "uint", "s", "string");
+    assert_true(json_equal(json_object_get(j, "field_types"), want));
+    json_decref(want);
+    json_decref(j);
+
+    get_ok("/v1/export?device=hostile-1&stream=log", &r);
+    j = json_loadb((char *)r.body.data, r.body.len, JSON_ALLOW_NUL, &jerr);
+    assert_non_null(j);
+    ih_resp_free(&r);
+    const char *msg = json_string_value(json_object_get(j, "message"));
+    static const char want_msg[] = "bad \xef\xbf\xbd\0 msg\x1b]0;t\x07";
+    assert_int_equal(json_string_length(json_object_get(j, "message")), sizeof(want_msg) - 1);
+    assert_memory_equal(msg, want_msg, sizeof(want_msg) - 1);
+    json_decref(j);
+
+    get_ok("/v1/devices/hostile-1", &r);
+    j = json_loadb((char *)r.body.data, r.body.len, 0, &jerr);
+    assert_non_null(j);
+    ih_resp_free(&r);
+    assert_string_equal(json_string_value(json_object_get(j, "name")), "ev\x1b[2Jil\tx");
+    assert_string_equal(json_string_value(json_object_get(j, "device_class")), "cls\xef\xbf\xbd");
+    json_decref(j);
+    get_ok("/v1/devices", &r);
+    j = json_loadb((char *)r.body.data, r.body.len, 0, &jerr);
+    assert_non_null(j);
+    json_decref(j);
+    ih_resp_free(&r);
+
+    /* /metrics: the NUL stays inside the label, shown as the text \x00 */
+    get_ok("/metrics", &r);
+    const char *want_line = "ferry_device_health{device=\"hostile-1\",metric=\"m\xef\xbf\xbd.f,"
+                            "nul=a\\\\x00b,esc=\\\\x1b[31m\"} 3\n";
+    if (strstr((char *)r.body.data, want_line) == NULL)
+        fail_msg("no line %s in\n%s", want_line, (char *)r.body.data);
+    char path[256], cmd[512];
+    snprintf(path, sizeof(path), "%s/metrics.txt", g_dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(r.body.data, 1, r.body.len, f), r.body.len);
+    assert_int_equal(fclose(f), 0);
+    ih_resp_free(&r);
+    if (system("command -v promtool >/dev/null 2>&1") == 0) {
+        snprintf(cmd, sizeof(cmd), "promtool check metrics < '%s'", path);
+        int st = system(cmd);
+        if (st != 0)
+            fail_msg("promtool check metrics failed (%d) on %s", st, path);
+    } else {
+        fprintf(stderr, "note: promtool not installed (Debian package prometheus): the exposition "
+                        "format was checked for UTF-8 only\n");
+    }
+
+    /* the table for people: no control byte but tab and newline, escapes visible */
+    char out[16384];
+    size_t n;
+    assert_int_equal(cli_all(out, sizeof(out), &n, "device list"), 0);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)out[i] < 0x20 && out[i] != '\t' && out[i] != '\n')
+            fail_msg("device list printed control byte 0x%02x at %zu", (unsigned char)out[i], i);
+    assert_true(ferry_utf8_valid(out, n));
+    assert_non_null(strstr(out, "hostile-1\t"));
+    assert_non_null(strstr(out, "\tev\\x1b[2Jil\\tx\tcls\\xff\t"));
+    assert_int_equal(cli_all(out, sizeof(out), &n, "device list --json"), 0);
+    j = json_loadb(out, n, 0, &jerr);
+    if (j == NULL)
+        fail_msg("device list --json: %s", jerr.text);
+    bool found = false;
+    json_t *arr = json_object_get(j, "devices");
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        json_t *dev = json_array_get(arr, i);
+        if (strcmp(json_string_value(json_object_get(dev, "id")), "hostile-1") == 0) {
+            found = true;
+            assert_string_equal(json_string_value(json_object_get(dev, "name")), "ev\x1b[2Jil\tx");
+            assert_true(json_is_integer(json_object_get(dev, "last_seen_ns")));
+        }
+    }
+    assert_true(found);
+    json_decref(j);
+    ferry_buf_free(&b);
+}
+
+/* ferry_device_health shows the newest value by device time: within a batch whatever the
+ * records' order, and a backfilled batch (older device time) arriving later changes nothing. */
+static void health_is_newest_by_device_time(void **state)
+{
+    struct ih_device d;
+    cli_device(&d, "health-order", "h c");
+    int64_t t = ferry_realtime_ns() - 3600ll * 1000000000;
+    struct metric_spec m[2] = {
+        {.name = "h",
+         .name_len = 1,
+         .fields = {{.key = STR("v"), .type = RECORD_FIELD_FLOAT, .v.f = 5}},
+         .n_fields = 1,
+         .ts_ns = t + 5000000000},
+        {.name = "h",
+         .name_len = 1,
+         .fields = {{.key = STR("v"), .type = RECORD_FIELD_FLOAT, .v.f = 10}},
+         .n_fields = 1,
+         .ts_ns = t + 10000000000},
+    };
+    struct ferry_buf b = FERRY_BUF_INIT;
+    struct ih_resp r;
+    const char *line = "ferry_device_health{device=\"health-order\",metric=\"h.v\"} ";
+    metric_batch(&d, 1, m, 2, &b);
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 200);
+    ih_resp_free(&r);
+    get_ok("/metrics", &r);
+    const char *at = strstr((char *)r.body.data, line);
+    assert_non_null(at);
+    assert_true(strncmp(at + strlen(line), "10\n", 3) == 0);
+    ih_resp_free(&r);
+    /* the backlog of an hour before */
+    struct metric_spec old = {.name = "h",
+                              .name_len = 1,
+                              .fields = {{.key = STR("v"), .type = RECORD_FIELD_FLOAT, .v.f = 1}},
+                              .n_fields = 1,
+                              .ts_ns = t};
+    ferry_buf_reset(&b);
+    metric_batch(&d, 3, &old, 1, &b);
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 200);
+    ih_resp_free(&r);
+    get_ok("/metrics", &r);
+    at = strstr((char *)r.body.data, line);
+    assert_non_null(at);
+    if (strncmp(at + strlen(line), "10\n", 3) != 0)
+        fail_msg("backfill replaced the newer value: %.80s", at);
+    ih_resp_free(&r);
+    /* a newer sample replaces it */
+    struct metric_spec newer = {
+        .name = "h",
+        .name_len = 1,
+        .fields = {{.key = STR("v"), .type = RECORD_FIELD_FLOAT, .v.f = 20}},
+        .n_fields = 1,
+        .ts_ns = t + 20000000000};
+    ferry_buf_reset(&b);
+    metric_batch(&d, 4, &newer, 1, &b);
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 200);
+    ih_resp_free(&r);
+    get_ok("/metrics", &r);
+    at = strstr((char *)r.body.data, line);
+    assert_non_null(at);
+    assert_true(strncmp(at + strlen(line), "20\n", 3) == 0);
+    ih_resp_free(&r);
+    ferry_buf_free(&b);
+}
+
+/* After ota.committed the device's versions show the new running version at once (ferryd
+ * reports its "versions" event only when it starts). */
+static void ota_committed_updates_versions(void **state)
+{
+    struct ih_device d;
+    enrolled_device(g_srv.port, &d);
+    struct ev_spec start[1] = {{"versions", {"ferryd", "1.0.0", "rootfs", "1.0.0"}, 2}};
+    struct ev_spec commit[2] = {
+        {"ota.trial",
+         {"component", "rootfs", "state", "trial", "running_version", "1.0.0", "target_version",
+          "1.1.0"},
+         4},
+        {"ota.committed",
+         {"component", "rootfs", "state", "committed", "running_version", "1.1.0", "target_version",
+          "1.1.0"},
+         4},
+    };
+    struct ferry_buf b = FERRY_BUF_INIT;
+    struct ih_resp r;
+    assert_int_equal(event_batch(&d, 1, start, 1, &b), 0);
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 200);
+    ih_resp_free(&r);
+    ferry_buf_reset(&b);
+    assert_int_equal(event_batch(&d, 2, commit, 2, &b), 0);
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 200);
+    ih_resp_free(&r);
+    json_t *j = get_device(d.id);
+    json_t *want = json_pack("{s:s, s:s}", "ferryd", "1.0.0", "rootfs", "1.1.0");
+    if (!json_equal(json_object_get(j, "versions"), want)) {
+        char *got = json_dumps(json_object_get(j, "versions"), 0);
+        fail_msg("versions %s", got ? got : "(none)");
+    }
+    json_decref(want);
+    json_decref(j);
+    ferry_buf_free(&b);
+}
+
+/* Ids of GET path's devices, comma-joined with a trailing comma, into out. */
+static void listed_ids(const char *path, char *out, size_t out_len)
+{
+    struct ih_resp r;
+    get_ok(path, &r);
+    json_t *j = json_loadb((char *)r.body.data, r.body.len, 0, NULL);
+    assert_non_null(j);
+    ih_resp_free(&r);
+    out[0] = '\0';
+    json_t *arr = json_object_get(j, "devices");
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        size_t len = strlen(out);
+        snprintf(out + len, out_len - len, "%s,",
+                 json_string_value(json_object_get(json_array_get(arr, i), "id")));
+    }
+    json_decref(j);
+}
+
+/* GET /v1/devices?offline_for=&class=&version=: each filter alone and together; unknown
+ * parameters and bad values are 400. */
+static void devices_filters(void **state)
+{
+    struct ih_device a, b2, c;
+    cli_device(&a, "filt-a", "a filter-class-x");
+    cli_device(&b2, "filt-b", "b filter-class-x");
+    cli_device(&c, "filt-c", "c filter-class-y");
+    struct ev_spec v1[1] = {{"versions", {"rootfs", "7.7.7-filt"}, 1}};
+    struct ev_spec v2[1] = {{"versions", {"model", "7.7.7-filt"}, 1}};
+    struct ferry_buf b = FERRY_BUF_INIT;
+    struct ih_resp r;
+    assert_int_equal(event_batch(&a, 1, v1, 1, &b), 0);
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 200);
+    ih_resp_free(&r);
+    ferry_buf_reset(&b);
+    assert_int_equal(event_batch(&c, 1, v2, 1, &b), 0);
+    assert_int_equal(post_batch(g_srv.port, &b, &r), 200);
+    ih_resp_free(&r);
+    char ids[4096];
+    listed_ids("/v1/devices?class=filter-class-x", ids, sizeof(ids));
+    assert_string_equal(ids, "filt-a,filt-b,");
+    listed_ids("/v1/devices?class=filter-class-x&offline_for=1h", ids, sizeof(ids));
+    assert_string_equal(ids, "filt-b,"); /* never seen counts as offline */
+    listed_ids("/v1/devices?version=7.7.7-filt", ids, sizeof(ids));
+    assert_string_equal(ids, "filt-a,filt-c,");
+    listed_ids("/v1/devices?version=rootfs:7.7.7-filt", ids, sizeof(ids));
+    assert_string_equal(ids, "filt-a,");
+    listed_ids("/v1/devices?version=rootfs:7.7.7-filt&class=filter-class-y", ids, sizeof(ids));
+    assert_string_equal(ids, "");
+    static const char *const bad[] = {"/v1/devices?colour=red", "/v1/devices?offline_for=soon",
+                                      "/v1/devices?version=rootfs:", "/v1/devices?version="};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(ih_http(g_srv.port, "GET", bad[i], NULL, 0, &r), 0);
+        if (r.status != 400)
+            fail_msg("%s: %ld", bad[i], r.status);
+        ih_resp_free(&r);
+    }
+    ferry_buf_free(&b);
+}
+
 static void slow_client_times_out_and_connection_limit(void **state)
 {
     /* A separate server: 1 s timeout, 2 connections. */
@@ -922,6 +1303,10 @@ int main(int argc, char **argv)
             cmocka_unit_test(ota_events_show_update_state_per_component),
             cmocka_unit_test(read_api_errors_and_listing),
             cmocka_unit_test(metrics_exposition),
+            cmocka_unit_test(hostile_bytes_give_valid_outputs),
+            cmocka_unit_test(health_is_newest_by_device_time),
+            cmocka_unit_test(ota_committed_updates_versions),
+            cmocka_unit_test(devices_filters),
             cmocka_unit_test(slow_client_times_out_and_connection_limit),
             cmocka_unit_test(overload_429_fair_share_and_503_queue_full),
         };
