@@ -13,7 +13,7 @@ static void help(void)
     printf(
         "usage: ferry-ingest [options]                  run the ingest service\n"
         "       ferry-ingest [options] device add ID PUBLIC_KEY_HEX [NAME [CLASS]]\n"
-        "       ferry-ingest [options] device list\n"
+        "       ferry-ingest [options] device list [--json]\n"
         "       ferry-ingest [options] device revoke ID\n"
         "       ferry-ingest [options] token create [--fleet] [--expires DURATION]\n"
         "\n"

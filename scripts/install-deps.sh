@@ -19,6 +19,7 @@ PACKAGES="
     libinih-dev
     libjansson-dev
     libcmocka-dev
+    prometheus
     libsystemd-dev
     iproute2 procps psmisc
     python3

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/buf.h"
+#include "common/utf8.h"
 #include "common/util.h"
 #include "engine/config.h"
 
@@ -164,15 +166,33 @@ int cli_client_request(const char *base_url, const char *method, const char *pat
     return rc;
 }
 
+/* Prints text from a server for a person: each line escaped (common/utf8.h), newlines kept. */
+static void print_escaped_lines(FILE *out, const char *p, size_t n)
+{
+    struct ferry_buf b = FERRY_BUF_INIT;
+    while (n > 0) {
+        const char *nl = memchr(p, '\n', n);
+        size_t len = nl ? (size_t)(nl - p) : n;
+        if (ferry_buf_append_escaped(&b, p, len) != 0 || (nl && ferry_buf_append_u8(&b, '\n') != 0))
+            break;
+        p += nl ? len + 1 : len;
+        n -= nl ? len + 1 : len;
+    }
+    fwrite(b.data ? (const char *)b.data : "", 1, b.len, out);
+    ferry_buf_free(&b);
+}
+
 void cli_client_print_error(const char *prefix, long status, const struct ferry_buf *response)
 {
-    json_t *j =
-        response->len ? json_loadb((const char *)response->data, response->len, 0, NULL) : NULL;
-    const char *msg = j ? json_string_value(json_object_get(j, "error")) : NULL;
-    if (msg)
-        fprintf(stderr, "%s: HTTP %ld: %s\n", prefix, status, msg);
-    else
-        fprintf(stderr, "%s: HTTP %ld: %.*s\n", prefix, status, (int)response->len,
-                response->data ? (const char *)response->data : "");
+    json_t *j = response->len
+                    ? json_loadb((const char *)response->data, response->len, JSON_ALLOW_NUL, NULL)
+                    : NULL;
+    json_t *msg = j ? json_object_get(j, "error") : NULL;
+    fprintf(stderr, "%s: HTTP %ld: ", prefix, status);
+    if (json_is_string(msg))
+        print_escaped_lines(stderr, json_string_value(msg), json_string_length(msg));
+    else if (response->data)
+        print_escaped_lines(stderr, (const char *)response->data, response->len);
+    fputc('\n', stderr);
     json_decref(j);
 }

@@ -2,7 +2,8 @@
  * fuzz_lineproto.c - libFuzzer target: the line-protocol parser on arbitrary text, and two
  * properties: every record it accepts can be formatted back (unless it holds something line
  * protocol cannot write, e.g. a NaN cannot come from the parser at all) and parsing that output
- * gives the same record; and record_pack/record_unpack round-trips it.
+ * gives the same record; and record_pack/record_unpack round-trips it. Every string of an
+ * accepted record is well-formed UTF-8 without NUL (docs/wire-format.md "Text encoding").
  * Byte 0 picks the precision.
  */
 #include <stddef.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/utf8.h"
 #include "transport/lineproto.h"
 #include "transport/record.h"
 
@@ -35,9 +37,25 @@ static int check_same(void *arg, const struct record *r)
     return 0;
 }
 
+static void check_text(const struct record_str *s)
+{
+    if (s->len > 0 && ferry_utf8_find_invalid(s->ptr, s->len, false) != s->len)
+        abort();
+}
+
 static int on_record(void *arg, const struct record *r)
 {
     (void)arg;
+    check_text(&r->name);
+    for (size_t i = 0; i < r->n_tags; i++) {
+        check_text(&r->tags[i].key);
+        check_text(&r->tags[i].value);
+    }
+    for (size_t i = 0; i < r->n_fields; i++) {
+        check_text(&r->fields[i].key);
+        if (r->fields[i].type == RECORD_FIELD_STRING)
+            check_text(&r->fields[i].v.s);
+    }
     struct ctx c = {FERRY_BUF_INIT, 0, 0};
     struct ferry_buf line = FERRY_BUF_INIT;
     if (record_pack(r, &c.packed) != 0)
