@@ -19,7 +19,6 @@ PACKAGES="
     libinih-dev
     libjansson-dev
     libcmocka-dev
-    prometheus
     libsystemd-dev
     iproute2 procps psmisc
     python3
