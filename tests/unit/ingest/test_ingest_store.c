@@ -22,6 +22,7 @@
 
 #include "cloud-ingest/store.h"
 #include "common/buf.h"
+#include "common/utf8.h"
 #include "common/util.h"
 #include "transport/record.h"
 
@@ -133,6 +134,24 @@ static int collect(const struct ingest_row *r, void *arg)
     snprintf(c->last_tags, sizeof(c->last_tags), "%.*s", (int)r->tags_json_len, r->tags_json);
     snprintf(c->last_message, sizeof(c->last_message), "%.*s", (int)r->message_len, r->message);
     c->last_ts_corr = r->ts_corrected_ns;
+    return 0;
+}
+
+/* What export handed out, passed through the replacement every output writer applies. */
+struct utf8_rows {
+    struct ferry_buf name, message, tags, fields;
+    size_t n;
+};
+
+static int collect_utf8(const struct ingest_row *r, void *arg)
+{
+    struct utf8_rows *g = arg;
+    g->n++;
+    if (ferry_buf_append_utf8(&g->name, r->name, r->name_len) != 0 ||
+        ferry_buf_append_utf8(&g->message, r->message, r->message_len) != 0 ||
+        ferry_buf_append(&g->tags, r->tags_json, r->tags_json_len) != 0 ||
+        ferry_buf_append(&g->fields, r->fields_json, r->fields_json_len) != 0)
+        return 1;
     return 0;
 }
 
@@ -642,6 +661,65 @@ static void updates_newest_sequence_wins(void **state)
     ingest_store_close(s);
 }
 
+/* A record whose name, message and tag hold invalid UTF-8 (an old agent's) is stored, not
+ * refused (PostgreSQL's text columns refuse such bytes: the store replaces them), and export
+ * hands out text that the output writers make valid (docs/wire-format.md §6.1). Floats keep a
+ * fraction and every field its type. */
+static void invalid_utf8_records_are_stored_and_exported(void **state)
+{
+    struct ingest_store *s = open_store();
+    struct ingest_device d;
+    char err[256];
+    make_device(&d, "dev-utf8", 77);
+    assert_int_equal(ingest_store_device_add(s, &d, err, sizeof(err)), 0);
+    struct record_field f[3] = {{.key = {"f", 1}, .type = RECORD_FIELD_FLOAT, .v.f = 3},
+                                {.key = {"i", 1}, .type = RECORD_FIELD_INT, .v.i = 3},
+                                {.key = {"u", 1}, .type = RECORD_FIELD_UINT, .v.u = 3}};
+    struct record_tag t = {.key = {"t", 1}, .value = {"a\xc0\xaf", 3}};
+    struct record r = {.stream = RECORD_LOG,
+                       .seq = 1,
+                       .ts_ns = 5,
+                       .name = {"app\xff", 4},
+                       .level = 3,
+                       .message = {"bad \xed\xa0\x80 msg", 11},
+                       .tags = &t,
+                       .n_tags = 1,
+                       .fields = f,
+                       .n_fields = 3};
+    struct recset *rs = calloc(1, sizeof(*rs));
+    rs->offs[0] = 0;
+    assert_int_equal(record_pack(&r, &rs->arena), 0);
+    rs->recs[0] = (struct ingest_rec){.stream = RECORD_LOG,
+                                      .seq = 1,
+                                      .ts_ns = 5,
+                                      .ts_corrected_ns = 5,
+                                      .packed_len = rs->arena.len};
+    rs->n = 1;
+    struct ingest_write w;
+    init_write(&w, "dev-utf8", rs);
+    assert_int_equal(write1(s, &w), 0);
+    assert_int_equal(w.result, 0);
+    assert_int_equal(w.new_records, 1);
+    struct utf8_rows got = {FERRY_BUF_INIT, FERRY_BUF_INIT, FERRY_BUF_INIT, FERRY_BUF_INIT, 0};
+    assert_int_equal(ingest_store_export(s, "dev-utf8", RECORD_LOG, 0, 10, collect_utf8, &got), 0);
+    assert_int_equal(got.n, 1);
+    assert_int_equal(got.name.len, strlen("app\xef\xbf\xbd"));
+    assert_memory_equal(got.name.data, "app\xef\xbf\xbd", got.name.len);
+    const char *want_msg = "bad \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd msg";
+    assert_int_equal(got.message.len, strlen(want_msg));
+    assert_memory_equal(got.message.data, want_msg, got.message.len);
+    assert_true(ferry_utf8_valid(got.tags.data, got.tags.len));
+    assert_int_equal(got.fields.len, strlen("{\"f\":3.0,\"i\":3,\"u\":3}"));
+    assert_memory_equal(got.fields.data, "{\"f\":3.0,\"i\":3,\"u\":3}", got.fields.len);
+    ferry_buf_free(&got.name);
+    ferry_buf_free(&got.message);
+    ferry_buf_free(&got.tags);
+    ferry_buf_free(&got.fields);
+    ferry_buf_free(&rs->arena);
+    free(rs);
+    ingest_store_close(s);
+}
+
 static void everything_survives_reopen(void **state)
 {
     struct ingest_store *s = open_store();
@@ -690,6 +768,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(gaps_merged_as_a_set),
         cmocka_unit_test(versions_merged_per_key),
         cmocka_unit_test(updates_newest_sequence_wins),
+        cmocka_unit_test(invalid_utf8_records_are_stored_and_exported),
         cmocka_unit_test(everything_survives_reopen),
     };
     int rc = cmocka_run_group_tests_name(argv[1], tests, NULL, NULL);
