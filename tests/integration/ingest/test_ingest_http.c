@@ -847,6 +847,11 @@ static void hostile_bytes_give_valid_outputs(void **state)
     assert_true(ferry_utf8_valid(out, n));
     assert_non_null(strstr(out, "hostile-1\t"));
     assert_non_null(strstr(out, "\tev\\x1b[2Jil\\tx\tcls\\xff\t"));
+    /* last seen for a person: UTC time and age */
+    const char *line = strstr(out, "hostile-1\t");
+    const char *eol = strchr(line, '\n');
+    const char *age = strstr(line, "Z (");
+    assert_true(age != NULL && age < eol && strstr(age, "s ago)\t") != NULL);
     assert_int_equal(cli_all(out, sizeof(out), &n, "device list --json"), 0);
     j = json_loadb(out, n, 0, &jerr);
     if (j == NULL)
