@@ -1,14 +1,19 @@
 /*
  * admin.c - operator commands of ferry-ingest: register and revoke devices, list them, create
- * enrolment tokens. They open the configured store directly (for LMDB, while the server runs
- * too: LMDB allows one writer process at a time and serialises them with its lock file).
+ * enrolment tokens (for devices), and hand `token` (operator API tokens) and `audit` to
+ * cloud-ingest/auth/. They open the configured store directly (for LMDB, while the server runs
+ * too: LMDB allows one writer process at a time and serialises them with its lock file), so they
+ * run on the ingest's host as a user who can read its store; every change is in the audit log as
+ * "cli:<user>".
  */
 #include <inttypes.h>
+#include <pwd.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cloud-ingest/ingest.h"
 #include "common/buf.h"
@@ -16,14 +21,20 @@
 #include "common/util.h"
 #include "transport/batch.h"
 
+#include "cloud-ingest/auth/auth.h"
 #include "cloud-ingest/release/release.h"
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: ferry-ingest [options] device add ID PUBLIC_KEY_HEX [NAME [CLASS]]\n"
-                    "       ferry-ingest [options] device list [--json]\n"
-                    "       ferry-ingest [options] device revoke ID\n"
-                    "       ferry-ingest [options] token create [--fleet] [--expires DURATION]\n");
+    fprintf(stderr,
+            "usage: ferry-ingest [options] device add ID PUBLIC_KEY_HEX [NAME [CLASS]]\n"
+            "       ferry-ingest [options] device list [--json]\n"
+            "       ferry-ingest [options] device revoke ID\n"
+            "       ferry-ingest [options] enroll-token create [--fleet] [--expires DURATION]\n"
+            "       ferry-ingest [options] token create --role viewer|operator|admin --name NAME\n"
+            "                                          [--expires DURATION|DATE]\n"
+            "       ferry-ingest [options] token list [--json] | token revoke NAME|ID\n"
+            "       ferry-ingest [options] audit list [--after-seq N] [--limit N] [--json]\n");
     return 2;
 }
 
@@ -50,6 +61,21 @@ static void human_time(int64_t ns, int64_t now_ns, char *out, size_t out_len)
         snprintf(out, out_len, "%s (%lldh ago)", when, (long long)(ago / 3600));
     else
         snprintf(out, out_len, "%s (%lldd ago)", when, (long long)(ago / 86400));
+}
+
+/* Who runs a command, for the audit log: "cli:<login name>". */
+static void cli_actor(char *out, size_t out_len)
+{
+    struct passwd *pw = getpwuid(geteuid());
+    snprintf(out, out_len, "cli:%s", pw != NULL && pw->pw_name != NULL ? pw->pw_name : "?");
+}
+
+static void audit_cli(struct ingest_store *st, const char *action, const char *target)
+{
+    char actor[80];
+    cli_actor(actor, sizeof(actor));
+    if (ingest_auth_audit(st, actor, action, target, "cli", 0) != 0)
+        fprintf(stderr, "ferry-ingest: warning: the audit log could not be written\n");
 }
 
 /* One device per line for a person: names and classes come from devices and operators, so they
@@ -155,11 +181,13 @@ static int device_add(struct ingest_store *st, int argc, char **argv)
         fprintf(stderr, "ferry-ingest: device add: %s (%s)\n", ingest_store_strerror(rc), err);
         return 1;
     }
+    audit_cli(st, "device.add", d.id);
     printf("%s\n", d.id);
     return 0;
 }
 
-static int token_create(struct ingest_store *st, int argc, char **argv)
+/* `enroll-token create`: a token a device shows to POST /v1/enroll (not an API token). */
+static int enroll_token_create(struct ingest_store *st, int argc, char **argv)
 {
     bool one_time = true;
     int64_t expires_ns = 0;
@@ -186,11 +214,32 @@ static int token_create(struct ingest_store *st, int argc, char **argv)
     ferry_hex_encode(raw, sizeof(raw), token);
     int rc = ingest_store_token_add(st, token, one_time, expires_ns);
     if (rc != 0) {
-        fprintf(stderr, "ferry-ingest: token create: %s\n", ingest_store_strerror(rc));
+        fprintf(stderr, "ferry-ingest: enroll-token create: %s\n", ingest_store_strerror(rc));
         return 1;
     }
+    /* The audit log names the token by a prefix only: the log is readable by admins, the token
+     * must stay a secret of whoever provisions devices. */
+    char target[64];
+    snprintf(target, sizeof(target), "%.8s... (%s)", token, one_time ? "one-time" : "fleet");
+    audit_cli(st, "enroll-token.create", target);
     printf("%s\n", token);
     return 0;
+}
+
+/* A published release goes into the audit log with its command line (bounded by the event). */
+static void audit_release(struct ingest_config *cfg, int argc, char **argv)
+{
+    struct ingest_store *st = NULL;
+    char err[256], target[INGEST_AUDIT_TARGET_MAX + 1] = "";
+    if (ingest_store_open(&cfg->store, &st, err, sizeof(err)) != 0) {
+        fprintf(stderr, "ferry-ingest: warning: audit log: %s\n", err);
+        return;
+    }
+    size_t n = 0;
+    for (int i = 2; i < argc && n + 1 < sizeof(target); i++)
+        n += (size_t)snprintf(target + n, sizeof(target) - n, "%s%s", i > 2 ? " " : "", argv[i]);
+    audit_cli(st, "release.publish", target);
+    ingest_store_close(st);
 }
 
 int ingest_admin_main(struct ingest_config *cfg, int argc, char **argv)
@@ -198,7 +247,10 @@ int ingest_admin_main(struct ingest_config *cfg, int argc, char **argv)
     /* `ferry-ingest release ...` belongs to cloud-ingest/release/ (docs/ota.md). */
     if (argc >= 1 && strcmp(argv[0], "release") == 0) {
         ingest_config_finish(cfg);
-        return ingest_release_main(cfg, argc, argv);
+        int status = ingest_release_main(cfg, argc, argv);
+        if (status == 0 && argc >= 2 && strcmp(argv[1], "publish") == 0)
+            audit_release(cfg, argc, argv);
+        return status;
     }
     if (argc < 2)
         return usage();
@@ -222,12 +274,20 @@ int ingest_admin_main(struct ingest_config *cfg, int argc, char **argv)
         status = ingest_store_device_list(st, print_device, NULL) == 0 ? 0 : 1;
     } else if (strcmp(argv[0], "device") == 0 && strcmp(argv[1], "revoke") == 0 && argc == 3) {
         rc = ingest_store_device_revoke(st, argv[2]);
-        if (rc != 0)
+        if (rc == 0)
+            audit_cli(st, "device.revoke", argv[2]);
+        else
             fprintf(stderr, "ferry-ingest: device revoke %s: %s\n", argv[2],
                     ingest_store_strerror(rc));
         status = rc == 0 ? 0 : 1;
-    } else if (strcmp(argv[0], "token") == 0 && strcmp(argv[1], "create") == 0)
-        status = token_create(st, argc - 2, argv + 2);
+    } else if (strcmp(argv[0], "enroll-token") == 0 && strcmp(argv[1], "create") == 0)
+        status = enroll_token_create(st, argc - 2, argv + 2);
+    else if (strcmp(argv[0], "token") == 0) {
+        char actor[80];
+        cli_actor(actor, sizeof(actor));
+        status = ingest_auth_token_main(st, actor, argc - 1, argv + 1);
+    } else if (strcmp(argv[0], "audit") == 0)
+        status = ingest_auth_audit_main(st, argc - 1, argv + 1);
     else
         status = usage();
     ingest_store_close(st);

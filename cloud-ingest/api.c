@@ -629,11 +629,12 @@ int ingest_api_register(struct ingest_router *r, struct ingest_ctx *ctx)
 {
     const int get = EVHTTP_REQ_GET | EVHTTP_REQ_HEAD;
     int rc = 0;
-    rc |= ingest_router_add(r, EVHTTP_REQ_POST, "/v1/enroll", handle_enroll, ctx);
-    rc |= ingest_router_add(r, get, "/v1/devices", handle_devices, ctx);
-    rc |= ingest_router_add(r, get, "/v1/devices/*", handle_device, ctx);
-    rc |= ingest_router_add(r, get, "/v1/export", handle_export, ctx);
-    rc |= ingest_router_add(r, get, "/metrics", handle_metrics, ctx);
-    rc |= ingest_router_add(r, get, "/healthz", handle_healthz, ctx);
+    rc |= ingest_router_add(r, EVHTTP_REQ_POST, "/v1/enroll", INGEST_ACCESS_PUBLIC, handle_enroll,
+                            ctx);
+    rc |= ingest_router_add(r, get, "/v1/devices", INGEST_ACCESS_VIEWER, handle_devices, ctx);
+    rc |= ingest_router_add(r, get, "/v1/devices/*", INGEST_ACCESS_VIEWER, handle_device, ctx);
+    rc |= ingest_router_add(r, get, "/v1/export", INGEST_ACCESS_VIEWER, handle_export, ctx);
+    rc |= ingest_router_add(r, get, "/metrics", INGEST_ACCESS_METRICS, handle_metrics, ctx);
+    rc |= ingest_router_add(r, get, "/healthz", INGEST_ACCESS_PUBLIC, handle_healthz, ctx);
     return rc != 0 ? INGEST_EINVAL : 0;
 }

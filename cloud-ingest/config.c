@@ -32,6 +32,8 @@ void ingest_config_defaults(struct ingest_config *cfg)
     cfg->device_max_inflight = 8;
     cfg->clock_threshold_ms = 60000;
     cfg->device_cache_ms = 5000;
+    cfg->metrics_public = false;
+    cfg->device_request_window_ms = 300000;
     cfg->log_level = FERRY_LOG_INFO;
     ferry_strlcpy(cfg->lmdb_dir, INGEST_DEFAULT_DATA_DIR, sizeof(cfg->lmdb_dir));
     cfg->store.kind = INGEST_STORE_LMDB;
@@ -98,6 +100,8 @@ static const char help_text[] =
     "  server.max_connections N       open connections across workers (10000)\n"
     "  server.timeout DURATION        read/write timeout of a connection (30s)\n"
     "  server.dict_dir PATH           zstd dictionaries as <dict_id>.dict (none)\n"
+    "  server.metrics_public BOOL     serve /metrics without a token (false: viewer token)\n"
+    "  server.device_request_window DURATION  accepted age of a device-signed request (5m)\n"
     "  limits.max_body SIZE           largest POST /v1/batches body, 413 above (8MiB)\n"
     "  limits.max_enroll_body SIZE    largest POST /v1/enroll body (16KiB)\n"
     "  limits.queue_max N             batches waiting for storage, 503 above (4096)\n"
@@ -137,6 +141,13 @@ int ingest_config_set(struct ingest_config *cfg, const char *key, const char *v,
     else if (strcmp(key, "server.timeout") == 0) {
         bad = ferry_parse_duration_ms(v, &ms) != 0 || ms < 1;
         cfg->timeout_ms = ms;
+    } else if (strcmp(key, "server.metrics_public") == 0) {
+        bool on = strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 || strcmp(v, "1") == 0;
+        bad = !on && strcmp(v, "false") != 0 && strcmp(v, "no") != 0 && strcmp(v, "0") != 0;
+        cfg->metrics_public = on;
+    } else if (strcmp(key, "server.device_request_window") == 0) {
+        bad = ferry_parse_duration_ms(v, &ms) != 0 || ms < 1000 || ms > 86400000;
+        cfg->device_request_window_ms = ms;
     } else if (strcmp(key, "server.dict_dir") == 0)
         bad = ferry_strlcpy(cfg->dict_dir, v, sizeof(cfg->dict_dir)) >= sizeof(cfg->dict_dir);
     else if (strcmp(key, "limits.max_body") == 0) {

@@ -15,7 +15,18 @@ static void help(void)
         "       ferry-ingest [options] device add ID PUBLIC_KEY_HEX [NAME [CLASS]]\n"
         "       ferry-ingest [options] device list [--json]\n"
         "       ferry-ingest [options] device revoke ID\n"
-        "       ferry-ingest [options] token create [--fleet] [--expires DURATION]\n"
+        "       ferry-ingest [options] enroll-token create [--fleet] [--expires DURATION]\n"
+        "       ferry-ingest [options] token create --role viewer|operator|admin --name NAME\n"
+        "                                          [--expires DURATION|YYYY-MM-DD]\n"
+        "       ferry-ingest [options] token list [--json]\n"
+        "       ferry-ingest [options] token revoke NAME|ID\n"
+        "       ferry-ingest [options] audit list [--after-seq N] [--limit N] [--json]\n"
+        "       ferry-ingest [options] release publish|list ...   (docs/ota.md)\n"
+        "\n"
+        "enroll-token: a secret a device shows once to POST /v1/enroll. token: an operator API\n"
+        "token (role viewer, operator or admin) sent as 'Authorization: Bearer <token>';\n"
+        "printed once, stored hashed. Every endpoint but /healthz, /v1/enroll and the device\n"
+        "endpoints needs one (docs/security.md).\n"
         "\n"
         "With no options: an LMDB store in ./ferry-ingest-data, listening on 127.0.0.1:8480.\n"
         "\n"
@@ -29,9 +40,11 @@ static void help(void)
         "\n"
         "configuration keys (INI: [section] key = value):\n%s"
         "\n"
-        "endpoints: POST /v1/enroll, POST /v1/batches, GET /v1/devices, GET /v1/devices/{id},\n"
-        "GET /v1/export?device=ID&stream=S&after_seq=N&limit=L, GET /metrics, GET /healthz\n"
-        "(see docs/ingest.md and ferry-ingest(8)).\n",
+        "endpoints: POST /v1/enroll (public), POST /v1/batches (device-signed body),\n"
+        "GET /v1/devices/{id}/manifest and /v1/artifacts/{sha256} (device-signed request),\n"
+        "GET /v1/devices, /v1/devices/{id}, /v1/export?device=ID&stream=S&after_seq=N&limit=L\n"
+        "(viewer), GET /v1/audit (admin), GET /metrics (viewer, or public by\n"
+        "server.metrics_public), GET /healthz (public) (see docs/ingest.md and ferry-ingest(8)).\n",
         ingest_config_help());
 }
 

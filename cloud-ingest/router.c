@@ -22,6 +22,7 @@ struct route {
     int methods;
     char pattern[128];
     size_t literal_chars;
+    enum ingest_access access;
     ingest_handler_fn fn;
     void *arg;
 };
@@ -42,7 +43,7 @@ void ingest_router_free(struct ingest_router *router)
 }
 
 int ingest_router_add(struct ingest_router *router, int methods, const char *pattern,
-                      ingest_handler_fn handler, void *arg)
+                      enum ingest_access access, ingest_handler_fn handler, void *arg)
 {
     if (router->n >= ROUTES_MAX || pattern[0] != '/' ||
         strlen(pattern) >= sizeof(router->routes[0].pattern))
@@ -53,6 +54,7 @@ int ingest_router_add(struct ingest_router *router, int methods, const char *pat
     r->literal_chars = 0;
     for (const char *p = pattern; *p; p++)
         r->literal_chars += *p != '*';
+    r->access = access;
     r->fn = handler;
     r->arg = arg;
     return 0;
@@ -82,7 +84,7 @@ static bool route_match(const char *pat, const char *path)
 }
 
 int ingest_router_find(const struct ingest_router *router, const char *path, int method,
-                       ingest_handler_fn *handler, void **arg, bool *method_mismatch)
+                       struct ingest_route_match *out, bool *method_mismatch)
 {
     const struct route *best = NULL;
     *method_mismatch = false;
@@ -99,8 +101,27 @@ int ingest_router_find(const struct ingest_router *router, const char *path, int
     }
     if (best == NULL)
         return -1;
-    *handler = best->fn;
-    *arg = best->arg;
+    out->handler = best->fn;
+    out->arg = best->arg;
+    out->access = best->access;
+    out->pattern = best->pattern;
+    return 0;
+}
+
+int ingest_route_segment(const char *pattern, const char *path, char *out, size_t out_len)
+{
+    const char *star = strchr(pattern, '*');
+    if (star == NULL || star[1] == '\0')
+        return -1;
+    size_t prefix = (size_t)(star - pattern);
+    if (strncmp(pattern, path, prefix) != 0)
+        return -1;
+    const char *seg = path + prefix;
+    size_t n = strcspn(seg, "/");
+    if (n == 0 || n >= out_len)
+        return -1;
+    memcpy(out, seg, n);
+    out[n] = '\0';
     return 0;
 }
 

@@ -48,7 +48,9 @@
 #include "common/util.h"
 #include "transport/batch.h"
 
+#include "cloud-ingest/auth/auth.h"
 #include "cloud-ingest/release/release.h"
+#include "transport/reqsign.h"
 
 #define JOB_POOL_MAX 64
 
@@ -356,7 +358,143 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* ---- Dispatch ------------------------------------------------------------------------------- */
+/* ---- Dispatch: the access check (router.h, cloud-ingest/auth/auth.h) ---------------------- */
+
+static const char *method_name(enum evhttp_cmd_type cmd)
+{
+    switch (cmd) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    case EVHTTP_REQ_PATCH: return "PATCH";
+    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+    default: return "OTHER";
+    }
+}
+
+/* The peer's address as text, for the audit log ("-" when unknown). */
+static void peer_text(struct evhttp_request *req, char *out, size_t out_len)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    const char *addr = NULL;
+    ev_uint16_t port = 0;
+    if (evcon != NULL)
+        evhttp_connection_get_peer(evcon, (char **)&addr, &port);
+    snprintf(out, out_len, "%s", addr != NULL ? addr : "-");
+}
+
+static void audit_request(struct ingest_server *srv, struct evhttp_request *req, const char *actor,
+                          const char *path, int status)
+{
+    char action[32], source[64];
+    snprintf(action, sizeof(action), "http.%s", method_name(evhttp_request_get_command(req)));
+    peer_text(req, source, sizeof(source));
+    if (ingest_auth_audit(srv->ctx.store, actor, action, path, source, status) != 0)
+        log_warn("ingest", "audit log: cannot record %s %s by %s", action, path, actor);
+}
+
+/* Checks the bearer token of a token route. Returns true when the handler may run; otherwise the
+ * request was answered (401 with WWW-Authenticate, 403 or 503). Changes (any method but GET and
+ * HEAD) and refusals of a known token are written to the audit log. */
+static bool check_token(struct ingest_server *srv, struct evhttp_request *req, const char *path,
+                        enum ingest_access need)
+{
+    const char *authz = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    struct ingest_api_token who;
+    enum ingest_auth_result r =
+        ingest_auth_check_bearer(srv->ctx.store, authz, need, ferry_realtime_ns(), &who);
+    int code = ingest_auth_result_status(r);
+    char actor[INGEST_API_TOKEN_NAME_MAX + 8];
+    snprintf(actor, sizeof(actor), "token:%s", who.name[0] ? who.name : "-");
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    if (r == INGEST_AUTH_OK) {
+        if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD)
+            audit_request(srv, req, actor, path, 0);
+        return true;
+    }
+    count_status(srv->ctx.metrics, code);
+    if (who.name[0])
+        audit_request(srv, req, actor, path, code);
+    if (code == 401) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
+                          r == INGEST_AUTH_MISSING
+                              ? "Bearer realm=\"ferry-ingest\""
+                              : "Bearer realm=\"ferry-ingest\", error=\"invalid_token\"");
+        ingest_reply_error(req, 401, "%s", ingest_auth_result_text(r));
+    } else if (code == 503)
+        ingest_reply_retry(req, 503, 1, ingest_auth_result_text(r));
+    else
+        ingest_reply_error(req, 403, "%s: token %s is %s", ingest_auth_result_text(r), who.name,
+                           ingest_role_name(who.role) ? ingest_role_name(who.role) : "?");
+    return false;
+}
+
+/* Checks a device-signed request (transport/reqsign.h) of a DEVICE route: the device is known and
+ * not revoked, the signature verifies over the method and request-target, its time is inside the
+ * window, and a path that names a device names this one. Returns true when the handler may run;
+ * otherwise the request was answered. A stale time is answered with the ingest's clock in
+ * X-Ferry-Time, so a device with a wrong clock can correct its next request. */
+static bool check_device(struct ingest_server *srv, struct evhttp_request *req, const char *path,
+                         const struct ingest_route_match *m)
+{
+    struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    struct reqsign_received rs = {
+        evhttp_find_header(h, INGEST_DEVICE_HEADER), evhttp_find_header(h, "X-Ferry-Time"),
+        evhttp_find_header(h, "X-Ferry-Nonce"), evhttp_find_header(h, "X-Ferry-Signature")};
+    char why[128];
+    int64_t t_s = 0, now_s = ferry_realtime_ns() / 1000000000;
+    int code = 401;
+    int rc = reqsign_parse(&rs, &t_s, why, sizeof(why));
+    if (rc != 0) {
+        evhttp_add_header(out, "WWW-Authenticate", "Ferry-Device-Signature");
+        goto refuse;
+    }
+    uint8_t pk[32];
+    switch (ingest_devtab_lookup(srv->ctx.devtab, rs.device, pk)) {
+    case INGEST_ADMIT_OK: break;
+    case INGEST_ADMIT_REVOKED:
+        code = 403;
+        snprintf(why, sizeof(why), "device %s is revoked", rs.device);
+        goto refuse;
+    case INGEST_ADMIT_ERROR:
+        count_status(srv->ctx.metrics, 503);
+        ingest_reply_retry(req, 503, 1, "device lookup failed, retry");
+        return false;
+    default: snprintf(why, sizeof(why), "unknown device %s: enroll first", rs.device); goto refuse;
+    }
+    const char *target = evhttp_request_get_uri(req);
+    rc = reqsign_verify(&rs, t_s, method_name(evhttp_request_get_command(req)),
+                        target != NULL ? target : "", pk, now_s,
+                        srv->cfg.device_request_window_ms / 1000);
+    if (rc == REQSIGN_ESTALE) {
+        char now[24];
+        snprintf(now, sizeof(now), "%lld", (long long)now_s);
+        evhttp_add_header(out, "X-Ferry-Time", now);
+        snprintf(why, sizeof(why), "X-Ferry-Time %lld is more than %lld s from the ingest's %s",
+                 (long long)t_s, (long long)(srv->cfg.device_request_window_ms / 1000), now);
+        goto refuse;
+    }
+    if (rc != 0) {
+        snprintf(why, sizeof(why), "%s", reqsign_strerror(rc));
+        goto refuse;
+    }
+    char named[INGEST_DEVICE_ID_MAX + 1];
+    if (ingest_route_segment(m->pattern, path, named, sizeof(named)) == 0 &&
+        strcmp(named, rs.device) != 0) {
+        code = 403;
+        snprintf(why, sizeof(why), "device %s may not read %s's resources", rs.device,
+                 ingest_device_id_valid(named) ? named : "another device");
+        goto refuse;
+    }
+    return true;
+refuse:
+    count_status(srv->ctx.metrics, code);
+    ingest_reply_error(req, code, "%s", why);
+    return false;
+}
 
 static void dispatch(struct evhttp_request *req, void *arg)
 {
@@ -374,9 +512,8 @@ static void dispatch(struct evhttp_request *req, void *arg)
     if (path == NULL || path[0] == '\0')
         path = "/";
     bool method_mismatch;
-    ingest_handler_fn fn;
-    void *fn_arg;
-    if (ingest_router_find(srv->router, path, (int)evhttp_request_get_command(req), &fn, &fn_arg,
+    struct ingest_route_match m;
+    if (ingest_router_find(srv->router, path, (int)evhttp_request_get_command(req), &m,
                            &method_mismatch) != 0) {
         if (method_mismatch)
             ingest_reply_error(req, 405, "method not allowed on %s", path);
@@ -384,8 +521,27 @@ static void dispatch(struct evhttp_request *req, void *arg)
             ingest_reply_error(req, 404, "no such endpoint: %s", path);
         return;
     }
+    /* Invariant 9: no handler runs before its route's access is checked. */
+    switch (m.access) {
+    case INGEST_ACCESS_PUBLIC:
+    case INGEST_ACCESS_DEVICE_BODY: break;
+    case INGEST_ACCESS_DEVICE:
+        if (!check_device(srv, req, path, &m))
+            return;
+        break;
+    case INGEST_ACCESS_METRICS:
+        if (srv->cfg.metrics_public)
+            break;
+        if (!check_token(srv, req, path, m.access))
+            return;
+        break;
+    default:
+        if (!check_token(srv, req, path, m.access))
+            return;
+        break;
+    }
     /* The batch handler needs its worker; other handlers get what they registered. */
-    fn(req, path, fn == handle_batch ? w : fn_arg);
+    m.handler(req, path, m.handler == handle_batch ? w : m.arg);
 }
 
 /* ---- Workers and lifecycle ------------------------------------------------------------------ */
@@ -560,9 +716,10 @@ int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *stor
     for (size_t i = 0; i < s->n_workers; i++)
         if ((rc = worker_init(s, &s->workers[i], err, err_len)) != 0)
             goto fail;
-    if ((rc = ingest_router_add(s->router, EVHTTP_REQ_POST, "/v1/batches", handle_batch, NULL)) !=
-            0 ||
-        (rc = ingest_api_register(s->router, &s->ctx)) != 0) {
+    if ((rc = ingest_router_add(s->router, EVHTTP_REQ_POST, "/v1/batches",
+                                INGEST_ACCESS_DEVICE_BODY, handle_batch, NULL)) != 0 ||
+        (rc = ingest_api_register(s->router, &s->ctx)) != 0 ||
+        (rc = ingest_auth_register(s->router, store)) != 0) {
         rc = INGEST_EINVAL;
         snprintf(err, err_len, "cannot register routes");
         goto fail;

@@ -282,3 +282,87 @@ out:
     free(rs);
     return rc;
 }
+
+/* ---- API tokens and audit ------------------------------------------------------------------ */
+
+bool ingest_api_token_name_valid(const char *name)
+{
+    if (name == NULL)
+        return false;
+    size_t n = strnlen(name, INGEST_API_TOKEN_NAME_MAX + 1);
+    if (n == 0 || n > INGEST_API_TOKEN_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == '-' || c == '@';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static bool api_token_id_valid(const char *id)
+{
+    if (id == NULL || strnlen(id, INGEST_API_TOKEN_ID_LEN + 1) != INGEST_API_TOKEN_ID_LEN)
+        return false;
+    for (size_t i = 0; i < INGEST_API_TOKEN_ID_LEN; i++)
+        if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+            return false;
+    return true;
+}
+
+int ingest_store_api_token_add(struct ingest_store *store, const struct ingest_api_token *t)
+{
+    if (!api_token_id_valid(t->id) || !ingest_api_token_name_valid(t->name) ||
+        t->role < INGEST_ROLE_VIEWER || t->role > INGEST_ROLE_ADMIN)
+        return INGEST_STORE_EINVAL;
+    return store->ops->api_token_add(store, t);
+}
+
+int ingest_store_api_token_get(struct ingest_store *store, const char *id,
+                               struct ingest_api_token *out)
+{
+    if (!api_token_id_valid(id))
+        return INGEST_STORE_ENOTFOUND;
+    return store->ops->api_token_get(store, id, out);
+}
+
+int ingest_store_api_token_revoke(struct ingest_store *store, const char *name_or_id,
+                                  int64_t now_ns, struct ingest_api_token *out)
+{
+    if (!ingest_api_token_name_valid(name_or_id))
+        return INGEST_STORE_ENOTFOUND;
+    struct ingest_api_token tmp;
+    return store->ops->api_token_revoke(store, name_or_id, now_ns, out != NULL ? out : &tmp);
+}
+
+int ingest_store_api_token_list(struct ingest_store *store, ingest_api_token_cb cb, void *arg)
+{
+    return store->ops->api_token_list(store, cb, arg);
+}
+
+/* Terminates a fixed-size field and replaces every byte outside printable ASCII with '?', so that
+ * an event is valid text in both stores and safe to print whatever a request carried. */
+static void audit_clean(char *s, size_t size)
+{
+    s[size - 1] = '\0';
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
+            *s = '?';
+}
+
+int ingest_store_audit_append(struct ingest_store *store, struct ingest_audit_event *ev)
+{
+    audit_clean(ev->actor, sizeof(ev->actor));
+    audit_clean(ev->action, sizeof(ev->action));
+    audit_clean(ev->target, sizeof(ev->target));
+    audit_clean(ev->source, sizeof(ev->source));
+    return store->ops->audit_append(store, ev);
+}
+
+int ingest_store_audit_list(struct ingest_store *store, uint64_t after_seq, uint64_t limit,
+                            ingest_audit_cb cb, void *arg)
+{
+    return store->ops->audit_list(store, after_seq, limit, cb, arg);
+}

@@ -13,6 +13,9 @@
  *             until it expires)
  *   records   keyed by (device, stream, seq); a repeated key is never stored twice
  *   gaps      eviction gaps a device reported, keyed by (device, stream, first seq)
+ *   api tokens operator API tokens (cloud-ingest/auth/): public id, unique name, role, a hash of
+ *             the secret (never the secret), creation, expiry and revocation times
+ *   audit     the audit log: who did what, when, from where, in append order (never rewritten)
  *
  * Durability rule: ingest_store_write() returns only after the write is durable (LMDB: the
  * commit's fsync; PostgreSQL: COMMIT with synchronous_commit as the server has it, which is on by
@@ -253,6 +256,75 @@ int ingest_store_export(struct ingest_store *store, const char *device_id, uint8
  * and /v1/devices. */
 int ingest_store_gap_count(struct ingest_store *store, const char *device_id, uint8_t stream,
                            uint64_t *out) __attribute__((warn_unused_result));
+
+/* ---- Operator API tokens (cloud-ingest/auth/auth.h says how they are made and checked) ----- */
+
+#define INGEST_API_TOKEN_ID_LEN 16   /* hex characters of a token's public id */
+#define INGEST_API_TOKEN_NAME_MAX 64 /* bytes of a token's name: [A-Za-z0-9._@-] */
+
+enum ingest_role {
+    INGEST_ROLE_VIEWER = 1,
+    INGEST_ROLE_OPERATOR = 2,
+    INGEST_ROLE_ADMIN = 3,
+};
+
+/* An API token as stored: plain data. `hash` is what auth.h derives from the secret. */
+struct ingest_api_token {
+    char id[INGEST_API_TOKEN_ID_LEN + 1];
+    char name[INGEST_API_TOKEN_NAME_MAX + 1];
+    uint8_t role; /* enum ingest_role */
+    uint8_t hash[32];
+    int64_t created_ns;
+    int64_t expires_ns; /* 0: never */
+    int64_t revoked_ns; /* 0: not revoked */
+};
+
+/* Stores a new token. EEXIST: its id or name is taken (revoked tokens keep their name);
+ * EINVAL: malformed id, name or role. */
+int ingest_store_api_token_add(struct ingest_store *store, const struct ingest_api_token *t)
+    __attribute__((warn_unused_result));
+/* Looks a token up by its public id. ENOTFOUND: none. */
+int ingest_store_api_token_get(struct ingest_store *store, const char *id,
+                               struct ingest_api_token *out) __attribute__((warn_unused_result));
+/* Revokes the token whose name or id is `name_or_id` (at `now_ns`; revoking twice keeps the first
+ * time). ENOTFOUND: none. On success *out (if not NULL) is the token as stored. */
+int ingest_store_api_token_revoke(struct ingest_store *store, const char *name_or_id,
+                                  int64_t now_ns, struct ingest_api_token *out)
+    __attribute__((warn_unused_result));
+/* Calls `cb` for every token in id order; stops early when cb returns non-zero. */
+typedef int (*ingest_api_token_cb)(const struct ingest_api_token *t, void *arg);
+int ingest_store_api_token_list(struct ingest_store *store, ingest_api_token_cb cb, void *arg)
+    __attribute__((warn_unused_result));
+
+/* ---- Audit log --------------------------------------------------------------------------------
+ */
+
+#define INGEST_AUDIT_ACTOR_MAX 96
+#define INGEST_AUDIT_ACTION_MAX 64
+#define INGEST_AUDIT_TARGET_MAX 256
+#define INGEST_AUDIT_SOURCE_MAX 64
+
+/* One audit event. Strings are NUL-terminated text as given (writers escape them for output). */
+struct ingest_audit_event {
+    uint64_t seq;                             /* assigned by the store: 1, 2, ... in append order */
+    int64_t ts_ns;                            /* wall clock of the ingest (or the CLI's host) */
+    char actor[INGEST_AUDIT_ACTOR_MAX + 1];   /* "token:NAME", "device:ID", "cli:USER" */
+    char action[INGEST_AUDIT_ACTION_MAX + 1]; /* "token.create", "http.POST", "enroll" ... */
+    char target[INGEST_AUDIT_TARGET_MAX + 1]; /* what it acted on: a path, a name, an id */
+    char source[INGEST_AUDIT_SOURCE_MAX + 1]; /* peer address, or "cli" */
+    int status;                               /* HTTP status decided (0: not an HTTP request) */
+};
+
+/* Appends an event (ev->seq is set). Durable on return like every store write. */
+int ingest_store_audit_append(struct ingest_store *store, struct ingest_audit_event *ev)
+    __attribute__((warn_unused_result));
+/* Calls `cb` for events with seq > after_seq in seq order, at most `limit`. */
+typedef int (*ingest_audit_cb)(const struct ingest_audit_event *ev, void *arg);
+int ingest_store_audit_list(struct ingest_store *store, uint64_t after_seq, uint64_t limit,
+                            ingest_audit_cb cb, void *arg) __attribute__((warn_unused_result));
+
+/* Token names: 1..64 bytes of [A-Za-z0-9._@-]. */
+bool ingest_api_token_name_valid(const char *name);
 
 /* Device ids: 1..64 bytes of [A-Za-z0-9._-]. Returns true when `id` is one. */
 bool ingest_device_id_valid(const char *id);

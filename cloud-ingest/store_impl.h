@@ -27,6 +27,14 @@ struct ingest_store_ops {
     int (*export_records)(struct ingest_store *s, const char *device_id, uint8_t stream,
                           uint64_t after_seq, uint64_t limit, ingest_export_cb cb, void *arg);
     int (*gap_count)(struct ingest_store *s, const char *device_id, uint8_t stream, uint64_t *out);
+    int (*api_token_add)(struct ingest_store *s, const struct ingest_api_token *t);
+    int (*api_token_get)(struct ingest_store *s, const char *id, struct ingest_api_token *out);
+    int (*api_token_revoke)(struct ingest_store *s, const char *name_or_id, int64_t now_ns,
+                            struct ingest_api_token *out);
+    int (*api_token_list)(struct ingest_store *s, ingest_api_token_cb cb, void *arg);
+    int (*audit_append)(struct ingest_store *s, struct ingest_audit_event *ev);
+    int (*audit_list)(struct ingest_store *s, uint64_t after_seq, uint64_t limit,
+                      ingest_audit_cb cb, void *arg);
 };
 
 struct ingest_store {

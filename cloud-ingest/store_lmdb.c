@@ -15,6 +15,10 @@
  *              count x {u64 seq, i64 ts_corrected, u32 offset, u32 length}  (24 bytes each)
  *              payloads (record_pack(), transport/record.h; offsets from the payload start)
  *   gaps     idx(u32 BE) stream(u8) first(u64 BE) -> last u64
+ *   api_tokens  token id (16 hex chars) -> struct ingest_api_token (host order; names are unique,
+ *               checked by a scan: an installation has tens of tokens, not thousands)
+ *   audit    seq (u64 BE) -> struct ingest_audit_event; seq is the last key + 1
+ * (api_tokens and audit were added beside layout 2: an older data directory gains them empty.)
  *
  * Records are stored in chunks, one LMDB value per (batch, stream), not one per record: a
  * 1,000-record batch is one put instead of a thousand, which is what lets one storage thread keep
@@ -51,7 +55,7 @@
 struct lmdb_store {
     struct ingest_store base;
     MDB_env *env;
-    MDB_dbi meta, devices, keys, tokens, records, gaps, updates;
+    MDB_dbi meta, devices, keys, tokens, records, gaps, updates, api_tokens, audit;
 };
 
 struct lmdb_device_val {
@@ -1050,6 +1054,220 @@ out:
     return rc;
 }
 
+/* ---- API tokens and audit ------------------------------------------------------------------ */
+
+static int api_token_read(const MDB_val *v, struct ingest_api_token *out)
+{
+    if (v->mv_size != sizeof(*out))
+        return INGEST_STORE_EIO;
+    memcpy(out, v->mv_data, sizeof(*out));
+    out->id[INGEST_API_TOKEN_ID_LEN] = '\0';
+    out->name[INGEST_API_TOKEN_NAME_MAX] = '\0';
+    return 0;
+}
+
+/* Finds the token named (or with id) `name_or_id` inside `txn`: 0, ENOTFOUND or EIO. */
+static int api_token_find(struct lmdb_store *s, MDB_txn *txn, const char *name_or_id,
+                          struct ingest_api_token *out)
+{
+    MDB_cursor *cur = NULL;
+    int rc = map_err(mdb_cursor_open(txn, s->api_tokens, &cur));
+    if (rc != 0)
+        return rc;
+    MDB_val k, v;
+    int mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    rc = INGEST_STORE_ENOTFOUND;
+    while (mrc == 0) {
+        struct ingest_api_token t;
+        if (api_token_read(&v, &t) != 0) {
+            rc = INGEST_STORE_EIO;
+            break;
+        }
+        if (strcmp(t.name, name_or_id) == 0 || strcmp(t.id, name_or_id) == 0) {
+            *out = t;
+            rc = 0;
+            break;
+        }
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (mrc != 0 && mrc != MDB_NOTFOUND)
+        rc = map_err(mrc);
+    mdb_cursor_close(cur);
+    return rc;
+}
+
+static int lmdb_api_token_add(struct ingest_store *base, const struct ingest_api_token *t)
+{
+    struct lmdb_store *s = (struct lmdb_store *)base;
+    MDB_txn *txn = NULL;
+    int rc = map_err(mdb_txn_begin(s->env, NULL, 0, &txn));
+    if (rc != 0)
+        return rc;
+    struct ingest_api_token other;
+    rc = api_token_find(s, txn, t->name, &other);
+    if (rc == 0)
+        rc = INGEST_STORE_EEXIST;
+    if (rc != INGEST_STORE_ENOTFOUND)
+        goto fail;
+    struct ingest_api_token copy = *t;
+    MDB_val k = str_val(t->id), v = {sizeof(copy), &copy};
+    int mrc = mdb_put(txn, s->api_tokens, &k, &v, MDB_NOOVERWRITE);
+    if (mrc != 0) {
+        rc = mrc == MDB_KEYEXIST ? INGEST_STORE_EEXIST : map_err(mrc);
+        goto fail;
+    }
+    return map_err(mdb_txn_commit(txn));
+fail:
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+static int lmdb_api_token_get(struct ingest_store *base, const char *id,
+                              struct ingest_api_token *out)
+{
+    struct lmdb_store *s = (struct lmdb_store *)base;
+    MDB_txn *txn = NULL;
+    int rc = map_err(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn));
+    if (rc != 0)
+        return rc;
+    MDB_val k = str_val(id), v;
+    rc = map_err(mdb_get(txn, s->api_tokens, &k, &v));
+    if (rc == 0)
+        rc = api_token_read(&v, out);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+static int lmdb_api_token_revoke(struct ingest_store *base, const char *name_or_id, int64_t now_ns,
+                                 struct ingest_api_token *out)
+{
+    struct lmdb_store *s = (struct lmdb_store *)base;
+    MDB_txn *txn = NULL;
+    int rc = map_err(mdb_txn_begin(s->env, NULL, 0, &txn));
+    if (rc != 0)
+        return rc;
+    struct ingest_api_token t;
+    rc = api_token_find(s, txn, name_or_id, &t);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    if (t.revoked_ns == 0)
+        t.revoked_ns = now_ns;
+    MDB_val k = str_val(t.id), v = {sizeof(t), &t};
+    rc = map_err(mdb_put(txn, s->api_tokens, &k, &v, 0));
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    rc = map_err(mdb_txn_commit(txn));
+    if (rc == 0)
+        *out = t;
+    return rc;
+}
+
+static int lmdb_api_token_list(struct ingest_store *base, ingest_api_token_cb cb, void *arg)
+{
+    struct lmdb_store *s = (struct lmdb_store *)base;
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    int rc = map_err(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn));
+    if (rc != 0)
+        return rc;
+    if ((rc = map_err(mdb_cursor_open(txn, s->api_tokens, &cur))) != 0)
+        goto out;
+    MDB_val k, v;
+    int mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (mrc == 0) {
+        struct ingest_api_token t;
+        if ((rc = api_token_read(&v, &t)) != 0 || cb(&t, arg) != 0)
+            goto out;
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (mrc != MDB_NOTFOUND)
+        rc = map_err(mrc);
+out:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+static int lmdb_audit_append(struct ingest_store *base, struct ingest_audit_event *ev)
+{
+    struct lmdb_store *s = (struct lmdb_store *)base;
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    int rc = map_err(mdb_txn_begin(s->env, NULL, 0, &txn));
+    if (rc != 0)
+        return rc;
+    if ((rc = map_err(mdb_cursor_open(txn, s->audit, &cur))) != 0)
+        goto fail;
+    MDB_val k, v;
+    int mrc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    uint64_t last = 0;
+    if (mrc == 0 && k.mv_size == 8)
+        last = get_be64(k.mv_data);
+    else if (mrc != MDB_NOTFOUND) {
+        rc = mrc == 0 ? INGEST_STORE_EIO : map_err(mrc);
+        goto fail;
+    }
+    mdb_cursor_close(cur);
+    cur = NULL;
+    ev->seq = last + 1;
+    uint8_t key[8];
+    put_be64(key, ev->seq);
+    k = (MDB_val){8, key};
+    v = (MDB_val){sizeof(*ev), ev};
+    if ((rc = map_err(mdb_put(txn, s->audit, &k, &v, MDB_APPEND))) != 0)
+        goto fail;
+    return map_err(mdb_txn_commit(txn));
+fail:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+static int lmdb_audit_list(struct ingest_store *base, uint64_t after_seq, uint64_t limit,
+                           ingest_audit_cb cb, void *arg)
+{
+    struct lmdb_store *s = (struct lmdb_store *)base;
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    int rc = map_err(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn));
+    if (rc != 0)
+        return rc;
+    if ((rc = map_err(mdb_cursor_open(txn, s->audit, &cur))) != 0)
+        goto out;
+    uint8_t key[8];
+    put_be64(key, after_seq == UINT64_MAX ? after_seq : after_seq + 1);
+    MDB_val k = {8, key}, v;
+    int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    for (uint64_t n = 0; mrc == 0 && n < limit; n++) {
+        struct ingest_audit_event ev;
+        if (v.mv_size != sizeof(ev)) {
+            rc = INGEST_STORE_EIO;
+            goto out;
+        }
+        memcpy(&ev, v.mv_data, sizeof(ev));
+        ev.actor[sizeof(ev.actor) - 1] = ev.action[sizeof(ev.action) - 1] = '\0';
+        ev.target[sizeof(ev.target) - 1] = ev.source[sizeof(ev.source) - 1] = '\0';
+        if (ev.seq <= after_seq)
+            break;
+        if (cb(&ev, arg) != 0)
+            goto out;
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (mrc != 0 && mrc != MDB_NOTFOUND)
+        rc = map_err(mrc);
+out:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
 static const struct ingest_store_ops lmdb_ops = {
     .close = lmdb_close,
     .write = lmdb_write,
@@ -1063,6 +1281,12 @@ static const struct ingest_store_ops lmdb_ops = {
     .export_records = lmdb_export,
     .gap_count = lmdb_gap_count,
     .device_updates = lmdb_device_updates,
+    .api_token_add = lmdb_api_token_add,
+    .api_token_get = lmdb_api_token_get,
+    .api_token_revoke = lmdb_api_token_revoke,
+    .api_token_list = lmdb_api_token_list,
+    .audit_append = lmdb_audit_append,
+    .audit_list = lmdb_audit_list,
 };
 
 int ingest_store_lmdb_open(const struct ingest_store_config *cfg, struct ingest_store **out,
@@ -1082,7 +1306,7 @@ int ingest_store_lmdb_open(const struct ingest_store_config *cfg, struct ingest_
         rc = INGEST_STORE_EIO;
         goto fail;
     }
-    if ((rc = mdb_env_create(&s->env)) != 0 || (rc = mdb_env_set_maxdbs(s->env, 8)) != 0 ||
+    if ((rc = mdb_env_create(&s->env)) != 0 || (rc = mdb_env_set_maxdbs(s->env, 16)) != 0 ||
         (rc = mdb_env_set_maxreaders(s->env, 1024)) != 0 ||
         (rc = mdb_env_set_mapsize(s->env, cfg->lmdb_map_size ? cfg->lmdb_map_size
                                                              : (size_t)64 << 30)) != 0 ||
@@ -1104,7 +1328,9 @@ int ingest_store_lmdb_open(const struct ingest_store_config *cfg, struct ingest_
                {"gaps", &s->gaps},
                /* device id -> update states JSON text; added beside layout 2 (a missing
                 * entry reads as "{}"), so older data directories open unchanged */
-               {"updates", &s->updates}};
+               {"updates", &s->updates},
+               {"api_tokens", &s->api_tokens},
+               {"audit", &s->audit}};
     for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++)
         if ((rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi)) != 0)
             goto lmdb_fail;

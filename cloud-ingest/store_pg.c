@@ -39,7 +39,7 @@
 #include "common/utf8.h"
 #include "common/util.h"
 
-#define PG_SCHEMA_VERSION 2
+#define PG_SCHEMA_VERSION 3
 #define PG_MIGRATION_LOCK 0x66657272 /* "ferr" */
 
 struct pg_conn {
@@ -81,6 +81,12 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
     " PRIMARY KEY (device, stream, first_seq));",
     /* version 2: per-component update states from ota.* events (docs/ingest.md) */
     "ALTER TABLE devices ADD COLUMN updates text NOT NULL DEFAULT '{}';",
+    /* version 3: operator API tokens and the audit log (docs/security.md) */
+    "CREATE TABLE api_tokens (id text COLLATE \"C\" PRIMARY KEY, name text NOT NULL UNIQUE,"
+    " role smallint NOT NULL, hash bytea NOT NULL, created_ns bigint NOT NULL,"
+    " expires_ns bigint NOT NULL DEFAULT 0, revoked_ns bigint NOT NULL DEFAULT 0);"
+    "CREATE TABLE audit (seq bigserial PRIMARY KEY, ts_ns bigint NOT NULL, actor text NOT NULL,"
+    " action text NOT NULL, target text NOT NULL, source text NOT NULL, status integer NOT NULL);",
 };
 
 static void set_err(char *err, size_t err_len, const char *what, PGconn *c)
@@ -1129,6 +1135,152 @@ static int pg_gap_count(struct ingest_store *base, const char *device_id, uint8_
     return rc;
 }
 
+/* ---- API tokens and audit ------------------------------------------------------------------ */
+
+#define API_TOKEN_COLS "id, name, role, hash, created_ns, expires_ns, revoked_ns"
+
+static void api_token_from_row(PGresult *r, int row, struct ingest_api_token *t)
+{
+    memset(t, 0, sizeof(*t));
+    ferry_strlcpy(t->id, PQgetvalue(r, row, 0), sizeof(t->id));
+    ferry_strlcpy(t->name, PQgetvalue(r, row, 1), sizeof(t->name));
+    t->role = (uint8_t)strtol(PQgetvalue(r, row, 2), NULL, 10);
+    hex_field(r, row, 3, t->hash, 32);
+    t->created_ns = strtoll(PQgetvalue(r, row, 4), NULL, 10);
+    t->expires_ns = strtoll(PQgetvalue(r, row, 5), NULL, 10);
+    t->revoked_ns = strtoll(PQgetvalue(r, row, 6), NULL, 10);
+}
+
+static int pg_api_token_add(struct ingest_store *base, const struct ingest_api_token *t)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    struct pg_conn *pc = conn_get(s);
+    char role[8], hash[70] = "\\x", created[24], expires[24];
+    snprintf(role, sizeof(role), "%u", t->role);
+    ferry_hex_encode(t->hash, 32, hash + 2);
+    snprintf(created, sizeof(created), "%" PRId64, t->created_ns);
+    snprintf(expires, sizeof(expires), "%" PRId64, t->expires_ns);
+    const char *vals[6] = {t->id, t->name, role, hash, created, expires};
+    PGresult *r =
+        exec_params(pc->conn,
+                    "INSERT INTO api_tokens (id, name, role, hash, created_ns, expires_ns)"
+                    " VALUES ($1, $2, $3, $4, $5, $6)",
+                    6, vals);
+    int rc = 0;
+    if (!res_ok(r)) {
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        rc = state != NULL && strcmp(state, "23505") == 0 ? INGEST_STORE_EEXIST : INGEST_STORE_EIO;
+    }
+    PQclear(r);
+    conn_put(s, pc);
+    return rc;
+}
+
+static int pg_api_token_get(struct ingest_store *base, const char *id, struct ingest_api_token *out)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    struct pg_conn *pc = conn_get(s);
+    const char *vals[1] = {id};
+    PGresult *r =
+        exec_params(pc->conn, "SELECT " API_TOKEN_COLS " FROM api_tokens WHERE id = $1", 1, vals);
+    int rc = !res_ok(r) ? INGEST_STORE_EIO : PQntuples(r) == 1 ? 0 : INGEST_STORE_ENOTFOUND;
+    if (rc == 0)
+        api_token_from_row(r, 0, out);
+    PQclear(r);
+    conn_put(s, pc);
+    return rc;
+}
+
+static int pg_api_token_revoke(struct ingest_store *base, const char *name_or_id, int64_t now_ns,
+                               struct ingest_api_token *out)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    struct pg_conn *pc = conn_get(s);
+    char now[24];
+    snprintf(now, sizeof(now), "%" PRId64, now_ns);
+    const char *vals[2] = {name_or_id, now};
+    PGresult *r = exec_params(pc->conn,
+                              "UPDATE api_tokens SET revoked_ns = CASE WHEN revoked_ns = 0 THEN $2"
+                              "::bigint ELSE revoked_ns END WHERE name = $1 OR id = $1"
+                              " RETURNING " API_TOKEN_COLS,
+                              2, vals);
+    int rc = !res_ok(r) ? INGEST_STORE_EIO : PQntuples(r) >= 1 ? 0 : INGEST_STORE_ENOTFOUND;
+    if (rc == 0)
+        api_token_from_row(r, 0, out);
+    PQclear(r);
+    conn_put(s, pc);
+    return rc;
+}
+
+static int pg_api_token_list(struct ingest_store *base, ingest_api_token_cb cb, void *arg)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    struct pg_conn *pc = conn_get(s);
+    PGresult *r = PQexec(pc->conn, "SELECT " API_TOKEN_COLS " FROM api_tokens ORDER BY id");
+    int rc = res_ok(r) ? 0 : INGEST_STORE_EIO;
+    for (int row = 0; rc == 0 && row < PQntuples(r); row++) {
+        struct ingest_api_token t;
+        api_token_from_row(r, row, &t);
+        if (cb(&t, arg) != 0)
+            break;
+    }
+    PQclear(r);
+    conn_put(s, pc);
+    return rc;
+}
+
+static int pg_audit_append(struct ingest_store *base, struct ingest_audit_event *ev)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    struct pg_conn *pc = conn_get(s);
+    char ts[24], status[16];
+    snprintf(ts, sizeof(ts), "%" PRId64, ev->ts_ns);
+    snprintf(status, sizeof(status), "%d", ev->status);
+    const char *vals[6] = {ts, ev->actor, ev->action, ev->target, ev->source, status};
+    PGresult *r = exec_params(pc->conn,
+                              "INSERT INTO audit (ts_ns, actor, action, target, source, status)"
+                              " VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+                              6, vals);
+    int rc = res_ok(r) && PQntuples(r) == 1 ? 0 : INGEST_STORE_EIO;
+    if (rc == 0)
+        ev->seq = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    conn_put(s, pc);
+    return rc;
+}
+
+static int pg_audit_list(struct ingest_store *base, uint64_t after_seq, uint64_t limit,
+                         ingest_audit_cb cb, void *arg)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    struct pg_conn *pc = conn_get(s);
+    char after[24], lim[24];
+    snprintf(after, sizeof(after), "%" PRIu64, after_seq > INT64_MAX ? INT64_MAX : after_seq);
+    snprintf(lim, sizeof(lim), "%" PRIu64, limit > INT64_MAX ? INT64_MAX : limit);
+    const char *vals[2] = {after, lim};
+    PGresult *r = exec_params(pc->conn,
+                              "SELECT seq, ts_ns, actor, action, target, source, status FROM audit"
+                              " WHERE seq > $1 ORDER BY seq LIMIT $2",
+                              2, vals);
+    int rc = res_ok(r) ? 0 : INGEST_STORE_EIO;
+    for (int row = 0; rc == 0 && row < PQntuples(r); row++) {
+        struct ingest_audit_event ev;
+        memset(&ev, 0, sizeof(ev));
+        ev.seq = strtoull(PQgetvalue(r, row, 0), NULL, 10);
+        ev.ts_ns = strtoll(PQgetvalue(r, row, 1), NULL, 10);
+        ferry_strlcpy(ev.actor, PQgetvalue(r, row, 2), sizeof(ev.actor));
+        ferry_strlcpy(ev.action, PQgetvalue(r, row, 3), sizeof(ev.action));
+        ferry_strlcpy(ev.target, PQgetvalue(r, row, 4), sizeof(ev.target));
+        ferry_strlcpy(ev.source, PQgetvalue(r, row, 5), sizeof(ev.source));
+        ev.status = (int)strtol(PQgetvalue(r, row, 6), NULL, 10);
+        if (cb(&ev, arg) != 0)
+            break;
+    }
+    PQclear(r);
+    conn_put(s, pc);
+    return rc;
+}
+
 static const struct ingest_store_ops pg_ops = {
     .close = pg_close,
     .write = pg_write,
@@ -1142,6 +1294,12 @@ static const struct ingest_store_ops pg_ops = {
     .export_records = pg_export,
     .gap_count = pg_gap_count,
     .device_updates = pg_device_updates,
+    .api_token_add = pg_api_token_add,
+    .api_token_get = pg_api_token_get,
+    .api_token_revoke = pg_api_token_revoke,
+    .api_token_list = pg_api_token_list,
+    .audit_append = pg_audit_append,
+    .audit_list = pg_audit_list,
 };
 
 int ingest_store_pg_open(const struct ingest_store_config *cfg, struct ingest_store **out,

@@ -246,6 +246,8 @@ static void maybe_start_ota(struct ferryd *d)
     oc.trial_deadline_ms = c->update_trial_deadline_ms;
     oc.reboot_command = ota_keep(d, c->update_reboot_command, true);
     oc.initial_version = ota_keep(d, c->update_initial_version, true);
+    oc.sign_request = sync_sign_request; /* manifest and artifact GETs signed by the device key */
+    oc.sign_arg = d->sync;
     if (ferry_mkdir_p(slot_dir, 0700) != 0)
         log_warn("ferryd", "update: cannot create %s", slot_dir);
     d->ota_http = http_client_new(d->base);

@@ -143,6 +143,16 @@ void sync_get_status(struct sync *s, struct sync_status *out);
 int sync_reload(struct sync *s, const struct sync_config *cfg, char *errbuf, size_t errlen)
     __attribute__((warn_unused_result));
 
+/*
+ * Signs a request of the device (manifest and artifact GETs; transport/reqsign.h) with the
+ * device key at `time_s`, as the enrolled device id. `sync` is a struct sync (void * so that it
+ * fits struct ota_config's sign_request). The key never leaves the engine. Returns 0, or -1 when
+ * the device is not enrolled yet or the request cannot be signed. Loop thread.
+ */
+struct reqsign_headers;
+int sync_sign_request(void *sync, const char *method, const char *target, int64_t time_s,
+                      struct reqsign_headers *out) __attribute__((warn_unused_result));
+
 /* Key file name inside data_dir. */
 #define SYNC_KEY_FILE "device.key"
 /* State table keys (journal state) the engine owns. */

@@ -14,6 +14,7 @@
 
 #include "common/util.h"
 #include "engine/sync_int.h"
+#include "transport/reqsign.h"
 
 int sync_identity_load(const char *data_dir, uint8_t sk[crypto_sign_SECRETKEYBYTES],
                        uint8_t pk[crypto_sign_PUBLICKEYBYTES], char *errbuf, size_t errlen)
@@ -80,4 +81,13 @@ int sync_identity_load(const char *data_dir, uint8_t sk[crypto_sign_SECRETKEYBYT
         return SYNC_EIO;
     }
     return 0;
+}
+
+int sync_sign_request(void *sync, const char *method, const char *target, int64_t time_s,
+                      struct reqsign_headers *out)
+{
+    struct sync *s = sync;
+    if (s == NULL || !s->enrolled || s->device_id[0] == '\0')
+        return -1;
+    return reqsign_sign(s->sk, method, target, s->device_id, time_s, out) == 0 ? 0 : -1;
 }

@@ -44,6 +44,8 @@ struct download {
     const struct manifest_artifact *art;
     char *url, *path, *validator, *ca_file;
     char if_range_header[128];
+    reqsign_request_fn sign;
+    void *sign_arg;
     download_chunk_fn on_chunk;
     download_done_fn on_done;
     void *arg;
@@ -311,7 +313,17 @@ static void start_request(struct download *d)
     /* Resume inside the chunk: the bytes already received stay in d->chunk (D1: nothing of the
      * chunk is written before the whole of it matches its hash). */
     uint64_t start = chunk_start(d, d->cur) + d->chunk_len;
-    const char *headers[] = {d->if_range_header, NULL};
+    /* A device-signed request (reqsign.h): a fresh signature per range request, so a download that
+     * outlasts the server's time window keeps working. */
+    struct reqsign_headers sig;
+    const char *headers[6] = {d->if_range_header, NULL};
+    if (d->sign != NULL && d->sign(d->sign_arg, "GET", reqsign_target_of_url(d->url), &sig) == 0) {
+        headers[1] = sig.device;
+        headers[2] = sig.time;
+        headers[3] = sig.nonce;
+        headers[4] = sig.signature;
+        headers[5] = NULL;
+    }
     struct http_request_opts o;
     http_request_opts_init(&o);
     o.url = d->url;
@@ -377,6 +389,8 @@ int download_start(struct http_client *client, struct event_base *base,
         download_free(d);
         return DOWNLOAD_E_IO;
     }
+    d->sign = o->sign;
+    d->sign_arg = o->sign_arg;
     d->on_chunk = o->on_chunk;
     d->on_done = o->on_done;
     d->arg = o->arg;

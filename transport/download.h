@@ -38,6 +38,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "transport/reqsign.h"
+
 struct event_base;
 struct http_client;
 struct manifest_artifact;
@@ -76,8 +78,12 @@ struct download_opts {
     int64_t chunk_deadline_ms;                /* per request; 0: 120 s */
     int64_t backoff_min_ms, backoff_max_ms;   /* 0: 500 ms and 60 s */
     const char *ca_file;                      /* copied */
-    download_chunk_fn on_chunk;               /* may be NULL */
-    download_done_fn on_done;                 /* required */
+    /* Signs every range request as the device (transport/reqsign.h); NULL: unsigned. Called on
+     * the loop thread before each request, so each carries a fresh time and nonce. */
+    reqsign_request_fn sign;
+    void *sign_arg;
+    download_chunk_fn on_chunk; /* may be NULL */
+    download_done_fn on_done;   /* required */
     void *arg;
 };
 

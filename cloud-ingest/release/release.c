@@ -10,6 +10,7 @@
  */
 #include "cloud-ingest/release/release.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -146,6 +147,68 @@ static void handle_manifest(struct evhttp_request *req, const char *path, void *
 /* ---- GET /v1/artifacts/{sha256} ---------------------------------------------------------------
  */
 
+/* Whether the published manifest file `file` (an envelope verified when it was published) names
+ * an artifact with this SHA-256. The payload is read without a key, as release_publish.c does. */
+static bool manifest_file_names(const char *file, const uint8_t sha[32])
+{
+    uint8_t *data = NULL, *payload = NULL;
+    size_t len = 0, plen = 0;
+    bool found = false;
+    if (ferry_read_file(file, MANIFEST_MAX_BYTES, &data, &len) != 0)
+        return false;
+    const char *p = strstr((const char *)data, "\"payload\":\"");
+    const char *e = p != NULL ? strchr(p + 11, '"') : NULL;
+    if (e == NULL)
+        goto out;
+    p += 11;
+    payload = malloc((size_t)(e - p) + 1);
+    if (payload == NULL || sodium_base642bin(payload, (size_t)(e - p), p, (size_t)(e - p), NULL,
+                                             &plen, NULL, sodium_base64_VARIANT_ORIGINAL) != 0)
+        goto out;
+    struct manifest *m = NULL;
+    char err[128];
+    if (manifest_parse_payload(payload, plen, &m, err, sizeof(err)) == 0) {
+        for (size_t i = 0; i < manifest_artifact_count(m) && !found; i++)
+            found = memcmp(manifest_artifact(m, i)->sha256, sha, 32) == 0;
+    }
+    manifest_free(m);
+out:
+    free(payload);
+    free(data);
+    return found;
+}
+
+/* Whether a manifest currently published for the class of `device_id` names the artifact: a
+ * device may download only what its own manifests point at (docs/security.md). A class has a few
+ * components, so this reads a few small files per request. */
+static bool artifact_meant_for(struct ingest_ctx *ctx, const char *device_id, const uint8_t sha[32])
+{
+    struct ingest_device dev;
+    if (ingest_store_device_get(ctx->store, device_id, &dev) != 0 ||
+        !valid_segment(dev.device_class, strlen(dev.device_class)))
+        return false;
+    char dir[1200], classdir[1400], file[1700];
+    if (ingest_release_dir(ctx->cfg, dir, sizeof(dir)) != 0 ||
+        snprintf(classdir, sizeof(classdir), "%s/manifests/%s", dir, dev.device_class) >=
+            (int)sizeof(classdir))
+        return false;
+    DIR *d = opendir(classdir);
+    if (d == NULL)
+        return false;
+    bool found = false;
+    struct dirent *de;
+    while (!found && (de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        if (n < 6 || de->d_name[0] == '.' || strcmp(de->d_name + n - 5, ".json") != 0)
+            continue;
+        if (snprintf(file, sizeof(file), "%s/%s", classdir, de->d_name) >= (int)sizeof(file))
+            continue;
+        found = manifest_file_names(file, sha);
+    }
+    closedir(d);
+    return found;
+}
+
 /* Parses a single "bytes=" range against `size`. Returns 1 with [*first, *last] for a usable
  * range, 0 when the header is to be ignored (absent, malformed, several ranges), -1 when it is
  * unsatisfiable (416). RFC 9110 section 14. */
@@ -209,6 +272,14 @@ static void handle_artifact(struct evhttp_request *req, const char *path, void *
     }
     char lower[65];
     ferry_hex_encode(bin, 32, lower); /* canonical file name, whatever the case asked */
+    /* Dispatch verified the device's signed request, so its id header is the signer's. */
+    const char *device =
+        evhttp_find_header(evhttp_request_get_input_headers(req), INGEST_DEVICE_HEADER);
+    if (device == NULL || !artifact_meant_for(ctx, device, bin)) {
+        ingest_reply_error(req, 403, "artifact %s is not named by a manifest of device %s", lower,
+                           device != NULL ? device : "?");
+        return;
+    }
     char dir[1200], file[1400];
     if (ingest_release_dir(ctx->cfg, dir, sizeof(dir)) != 0 ||
         snprintf(file, sizeof(file), "%s/artifacts/%s", dir, lower) >= (int)sizeof(file)) {
@@ -286,9 +357,12 @@ static void handle_artifact(struct evhttp_request *req, const char *path, void *
 
 int ingest_release_register(struct ingest_router *router, struct ingest_ctx *ctx)
 {
-    int rc =
-        ingest_router_add(router, EVHTTP_REQ_GET, "/v1/devices/*/manifest", handle_manifest, ctx);
+    /* Device routes: dispatch verified the device's signed request (and that the manifest path
+     * names the signing device) before these handlers run. */
+    int rc = ingest_router_add(router, EVHTTP_REQ_GET, "/v1/devices/*/manifest",
+                               INGEST_ACCESS_DEVICE, handle_manifest, ctx);
     if (rc == 0)
-        rc = ingest_router_add(router, EVHTTP_REQ_GET, "/v1/artifacts/*", handle_artifact, ctx);
+        rc = ingest_router_add(router, EVHTTP_REQ_GET, "/v1/artifacts/*", INGEST_ACCESS_DEVICE,
+                               handle_artifact, ctx);
     return rc;
 }

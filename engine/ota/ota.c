@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,7 @@
 enum job_kind { JOB_NONE, JOB_SELECT, JOB_APPLY, JOB_HEALTH };
 
 struct ota_agent {
+    int64_t server_offset_s; /* ingest clock - device clock, learned from a 401's X-Ferry-Time */
     struct event_base *base;
     struct http_client *http;
     struct journal *journal;
@@ -124,6 +126,17 @@ int ota_status_parse(const void *data, size_t len, struct ota_status *o)
 #undef N
     json_decref(j);
     return 0;
+}
+
+/* The reqsign_request_fn of this agent's requests: the configured signer at the device's clock
+ * corrected by the offset the ingest reported (a Jetson without an RTC battery boots in 1970). */
+static int ota_sign(void *arg, const char *method, const char *target, struct reqsign_headers *out)
+{
+    struct ota_agent *a = arg;
+    if (a->cfg.sign_request == NULL)
+        return -1;
+    int64_t now_s = ferry_realtime_ns() / 1000000000 + a->server_offset_s;
+    return a->cfg.sign_request(a->cfg.sign_arg, method, target, now_s, out);
 }
 
 static char *status_json(const struct ota_status *s)
@@ -479,6 +492,8 @@ static void start_download(struct ota_agent *a)
         (o.max_bytes_per_s == 0 || a->cfg.metered_max_bytes_per_s < o.max_bytes_per_s))
         o.max_bytes_per_s = a->cfg.metered_max_bytes_per_s;
     o.ca_file = a->cfg.ca_file;
+    o.sign = ota_sign;
+    o.sign_arg = a;
     o.on_chunk = on_chunk;
     o.on_done = on_download_done;
     o.arg = a;
@@ -716,6 +731,27 @@ static int verify_manifest(struct ota_agent *a, const uint8_t *raw, size_t len,
     return rc;
 }
 
+/* A 401 for a stale signature carries the ingest's clock in X-Ferry-Time: keep the offset.
+ * Returns true when it changed (so that a retry can succeed). */
+static bool learn_server_time(struct ota_agent *a, struct http_request *req)
+{
+    size_t len = 0;
+    const char *v = http_response_header(req, "X-Ferry-Time", &len);
+    char text[24];
+    uint64_t server_s = 0;
+    if (v == NULL || len == 0 || len >= sizeof(text))
+        return false;
+    memcpy(text, v, len);
+    text[len] = '\0';
+    if (ferry_parse_u64(text, (uint64_t)INT64_MAX / 2, &server_s) != 0)
+        return false;
+    int64_t offset = (int64_t)server_s - ferry_realtime_ns() / 1000000000;
+    if (offset == a->server_offset_s)
+        return false;
+    a->server_offset_s = offset;
+    return true;
+}
+
 static void on_poll_done(void *arg, struct http_request *req, const struct http_response *resp)
 {
     struct ota_agent *a = arg;
@@ -723,6 +759,8 @@ static void on_poll_done(void *arg, struct http_request *req, const struct http_
     int busy = strcmp(a->st.state, "idle") != 0 && strcmp(a->st.state, "committed") != 0 &&
                strcmp(a->st.state, "rolled_back") != 0 && strcmp(a->st.state, "failed") != 0;
     schedule_poll(a, a->cfg.check_interval_ms);
+    if (resp->err == HTTP_CLIENT_OK && resp->status == 401 && learn_server_time(a, req))
+        schedule_poll(a, 1000); /* signed with a wrong clock: again soon, with the ingest's */
     if (resp->err != HTTP_CLIENT_OK || resp->status != 200 || busy)
         return; /* offline, 204 (nothing for us), 304 (unchanged), or an update under way */
     size_t elen = 0;
@@ -796,11 +834,22 @@ void ota_agent_check_now(struct ota_agent *a)
     snprintf(url, sizeof(url), "%s/v1/devices/%s/manifest?component=%s", a->cfg.server_url,
              a->cfg.device_id, a->cfg.component);
     snprintf(inm, sizeof(inm), "If-None-Match: %s", a->etag);
-    const char *headers[] = {inm, NULL};
+    struct reqsign_headers sig;
+    const char *headers[6];
+    size_t nh = 0;
+    if (a->etag[0])
+        headers[nh++] = inm;
+    if (ota_sign(a, "GET", reqsign_target_of_url(url), &sig) == 0) {
+        headers[nh++] = sig.device;
+        headers[nh++] = sig.time;
+        headers[nh++] = sig.nonce;
+        headers[nh++] = sig.signature;
+    }
+    headers[nh] = NULL;
     struct http_request_opts o;
     http_request_opts_init(&o);
     o.url = url;
-    o.headers = a->etag[0] ? headers : NULL;
+    o.headers = nh ? headers : NULL;
     o.max_response_bytes = MANIFEST_MAX_BYTES;
     o.deadline_ms = 60000;
     o.ca_file = a->cfg.ca_file;

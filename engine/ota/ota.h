@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "engine/ota/slot.h"
+#include "transport/reqsign.h"
 
 struct event_base;
 struct http_client;
@@ -83,6 +84,13 @@ struct ota_config {
     int64_t trial_deadline_ms;   /* all checks must pass within this (default 10 min) */
     const char *reboot_command;  /* run after install/rollback; NULL: wait for a reboot */
     const char *initial_version; /* version of the factory image when the journal has none */
+    /* Signs the device's manifest and artifact requests with its key (transport/reqsign.h,
+     * docs/wire-format.md "Device-signed requests"): `time_s` is the time to sign with (the
+     * device clock corrected by what the ingest said its clock was). NULL: requests go unsigned
+     * and an ingest that checks them answers 401. ferryd wires this to sync_sign_request(). */
+    int (*sign_request)(void *arg, const char *method, const char *target, int64_t time_s,
+                        struct reqsign_headers *out);
+    void *sign_arg;
 };
 
 /* What `ferry update status` shows: a copy of the persisted state. */

@@ -110,7 +110,21 @@ struct ih_resp {
     struct ferry_buf body;
     char retry_after[32];
     char content_type[64];
+    char www_authenticate[96];
+    char ferry_time[32];
 };
+
+/* The "Authorization: Bearer <token>" line ih_http sends ("" = none): tests set it once with
+ * ih_set_token() after making an API token (ferry-ingest token create). */
+static char ih_auth_line[160];
+
+__attribute__((unused)) static void ih_set_token(const char *token)
+{
+    if (token == NULL || token[0] == '\0')
+        ih_auth_line[0] = '\0';
+    else
+        snprintf(ih_auth_line, sizeof(ih_auth_line), "Authorization: Bearer %s", token);
+}
 
 static size_t ih_write_cb(char *p, size_t size, size_t n, void *arg)
 {
@@ -128,12 +142,20 @@ static size_t ih_header_cb(char *p, size_t size, size_t n, void *arg)
     if (len > 14 && strncasecmp(p, "Content-Type: ", 14) == 0)
         snprintf(r->content_type, sizeof(r->content_type), "%.*s", (int)strcspn(p + 14, "\r\n"),
                  p + 14);
+    if (len > 18 && strncasecmp(p, "WWW-Authenticate: ", 18) == 0)
+        snprintf(r->www_authenticate, sizeof(r->www_authenticate), "%.*s",
+                 (int)strcspn(p + 18, "\r\n"), p + 18);
+    if (len > 14 && strncasecmp(p, "X-Ferry-Time: ", 14) == 0)
+        snprintf(r->ferry_time, sizeof(r->ferry_time), "%.*s", (int)strcspn(p + 14, "\r\n"),
+                 p + 14);
     return len;
 }
 
-/* One HTTP request; body NULL for GET. The response body is NUL-terminated. */
-__attribute__((unused)) static int ih_http(unsigned port, const char *method, const char *path,
-                                           const void *body, size_t len, struct ih_resp *r)
+/* One HTTP request with extra header lines (NULL-terminated, may be NULL) and no
+ * Authorization unless one of them is; body NULL for GET. The response body is NUL-terminated. */
+__attribute__((unused)) static int ih_http_h(unsigned port, const char *method, const char *path,
+                                             const void *body, size_t len,
+                                             const char *const *headers, struct ih_resp *r)
 {
     char url[512];
     snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", port, path);
@@ -151,6 +173,8 @@ __attribute__((unused)) static int ih_http(unsigned port, const char *method, co
     curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/octet-stream");
     h = curl_slist_append(h, "Expect:");
+    for (size_t i = 0; headers != NULL && headers[i] != NULL; i++)
+        h = curl_slist_append(h, headers[i]);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     if (body != NULL) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
@@ -165,6 +189,14 @@ __attribute__((unused)) static int ih_http(unsigned port, const char *method, co
         return -1;
     r->body.len--;
     return rc == CURLE_OK ? 0 : -1;
+}
+
+/* One HTTP request as the test's operator: with the token set by ih_set_token (if any). */
+__attribute__((unused)) static int ih_http(unsigned port, const char *method, const char *path,
+                                           const void *body, size_t len, struct ih_resp *r)
+{
+    const char *headers[] = {ih_auth_line, NULL};
+    return ih_http_h(port, method, path, body, len, ih_auth_line[0] ? headers : NULL, r);
 }
 
 __attribute__((unused)) static void ih_resp_free(struct ih_resp *r)

@@ -22,6 +22,7 @@
 
 #include "common/utf8.h"
 #include "tests/integration/ingest/ingest_harness.h"
+#include "transport/reqsign.h"
 
 static const char *g_bin;
 static char g_dir[128];
@@ -59,8 +60,32 @@ static int cli(char *out, size_t out_len, const char *args)
 
 static void new_token(char *tok, size_t len, bool fleet)
 {
-    assert_int_equal(cli(tok, len, fleet ? "token create --fleet" : "token create"), 0);
+    assert_int_equal(cli(tok, len, fleet ? "enroll-token create --fleet" : "enroll-token create"),
+                     0);
     assert_int_equal(strlen(tok), 40);
+}
+
+/* Makes an operator API token (`ferry-ingest token create ARGS`) into out. */
+static void api_token(char *out, size_t len, const char *args)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "token create %s 2>/dev/null", args);
+    assert_int_equal(cli(out, len, cmd), 0);
+    assert_int_equal(strncmp(out, "fyt_", 4), 0);
+    assert_int_equal(strlen(out), 85);
+}
+
+static char g_viewer[128]; /* the viewer token of the main server's store */
+
+/* Makes a viewer token in the store `cli` works on and has ih_http send it from now on. */
+static void use_viewer_token(const char *name)
+{
+    char tok[128], args[128];
+    snprintf(args, sizeof(args), "--role viewer --name %s", name);
+    api_token(tok, sizeof(tok), args);
+    ih_set_token(tok);
+    if (g_cli_data == g_data)
+        ferry_strlcpy(g_viewer, tok, sizeof(g_viewer));
 }
 
 static long enroll(unsigned port, const char *token, struct ih_device *d, struct ih_resp *r)
@@ -98,6 +123,7 @@ static long post_batch(unsigned port, const struct ferry_buf *b, struct ih_resp 
 
 static int setup_lmdb(void **state)
 {
+    int rc;
     const char *args[] = {"-d",
                           g_data,
                           "--limits.max_body",
@@ -107,7 +133,10 @@ static int setup_lmdb(void **state)
                           "--clock.threshold",
                           "60s",
                           NULL};
-    return ih_start(&g_srv, g_bin, g_dir, args);
+    if ((rc = ih_start(&g_srv, g_bin, g_dir, args)) != 0)
+        return rc;
+    use_viewer_token("it-viewer");
+    return 0;
 }
 
 static int teardown_lmdb(void **state)
@@ -1148,6 +1177,7 @@ static void overload_429_fair_share_and_503_queue_full(void **state)
                           NULL};
     assert_int_equal(ih_start(&s, g_bin, g_dir, args), 0);
     g_cli_data = data;
+    use_viewer_token("it-overload");
     struct ih_device d, e, f, g;
     enrolled_device(s.port, &d);
     enrolled_device(s.port, &e);
@@ -1209,9 +1239,230 @@ static void overload_429_fair_share_and_503_queue_full(void **state)
     assert_int_equal(a2.status, 200);
     assert_int_equal(ih_stop(&s), 0);
     g_cli_data = g_data;
+    ih_set_token(g_viewer);
     ferry_buf_free(&b);
     ferry_buf_free(&be);
     ferry_buf_free(&bf);
+}
+
+/* ---- Authentication: API tokens and roles, device-signed requests --------------------------- */
+
+/* GET `path` with "Authorization: <authz>" (NULL: no header at all). */
+static long get_authz(unsigned port, const char *path, const char *authz, struct ih_resp *r)
+{
+    char line[256];
+    snprintf(line, sizeof(line), "Authorization: %s", authz != NULL ? authz : "");
+    const char *h[] = {line, NULL};
+    assert_int_equal(ih_http_h(port, "GET", path, NULL, 0, authz != NULL ? h : NULL, r), 0);
+    return r->status;
+}
+
+static long get_bearer(unsigned port, const char *path, const char *token, struct ih_resp *r)
+{
+    char authz[200];
+    snprintf(authz, sizeof(authz), "Bearer %s", token);
+    return get_authz(port, path, authz, r);
+}
+
+static void expect_status(unsigned port, const char *path, const char *token, long want,
+                          const char *body_has)
+{
+    struct ih_resp r;
+    long got = token != NULL ? get_bearer(port, path, token, &r) : get_authz(port, path, NULL, &r);
+    if (got != want || (body_has != NULL && strstr((char *)r.body.data, body_has) == NULL))
+        fail_msg("GET %s with %s: %ld %s (wanted %ld with \"%s\")", path,
+                 token != NULL ? token : "no token", got, (char *)r.body.data, want,
+                 body_has != NULL ? body_has : "");
+    if (want == 401)
+        assert_int_equal(strncmp(r.www_authenticate, "Bearer", 6), 0);
+    ih_resp_free(&r);
+}
+
+static void every_endpoint_needs_a_valid_token_of_the_right_role(void **state)
+{
+    (void)state;
+    struct ih_device d;
+    enrolled_device(g_srv.port, &d);
+    char viewer[128], oper[128], admin[128], expired[128], revoked[128], out[256];
+    api_token(viewer, sizeof(viewer), "--role viewer --name auth-viewer");
+    api_token(oper, sizeof(oper), "--role operator --name auth-operator");
+    api_token(admin, sizeof(admin), "--role admin --name auth-admin");
+    api_token(expired, sizeof(expired), "--role admin --name auth-expired --expires 1s");
+    api_token(revoked, sizeof(revoked), "--role admin --name auth-revoked");
+    assert_int_equal(cli(out, sizeof(out), "token revoke auth-revoked"), 0);
+    /* A name stays taken; a role must be one of the three; a past date is refused. */
+    assert_int_not_equal(cli(out, sizeof(out), "token create --role admin --name auth-revoked"), 0);
+    assert_int_not_equal(cli(out, sizeof(out), "token create --role root --name x 2>/dev/null"), 0);
+    assert_int_not_equal(
+        cli(out, sizeof(out), "token create --role viewer --name y --expires 2001-01-01"), 0);
+    usleep(1200 * 1000); /* auth-expired expires */
+    /* The viewer's id with a wrong secret, and malformed headers. */
+    char forged[128];
+    snprintf(forged, sizeof(forged), "%.21s%064d", viewer, 0);
+    char dev_path[128], export_path[160];
+    snprintf(dev_path, sizeof(dev_path), "/v1/devices/%s", d.id);
+    snprintf(export_path, sizeof(export_path), "/v1/export?device=%s&stream=metric", d.id);
+    const char *reads[] = {"/v1/devices", dev_path, export_path, "/metrics"};
+    for (size_t i = 0; i < sizeof(reads) / sizeof(reads[0]); i++) {
+        expect_status(g_srv.port, reads[i], NULL, 401, "authentication required");
+        expect_status(g_srv.port, reads[i], forged, 401, "invalid token");
+        expect_status(g_srv.port, reads[i], "fyt_short", 401, "malformed");
+        expect_status(g_srv.port, reads[i], expired, 401, "expired");
+        expect_status(g_srv.port, reads[i], revoked, 401, "revoked");
+        expect_status(g_srv.port, reads[i], viewer, 200, NULL);
+        expect_status(g_srv.port, reads[i], oper, 200, NULL);
+        expect_status(g_srv.port, reads[i], admin, 200, NULL);
+        struct ih_resp r;
+        assert_int_equal(get_authz(g_srv.port, reads[i], "Basic dXNlcjpwYXNz", &r), 401);
+        ih_resp_free(&r);
+    }
+    /* The audit log is for admins. */
+    expect_status(g_srv.port, "/v1/audit", NULL, 401, NULL);
+    expect_status(g_srv.port, "/v1/audit", viewer, 403, "role");
+    expect_status(g_srv.port, "/v1/audit", oper, 403, "role");
+    expect_status(g_srv.port, "/v1/audit", expired, 401, "expired");
+    expect_status(g_srv.port, "/v1/audit", revoked, 401, "revoked");
+    struct ih_resp r;
+    assert_int_equal(get_bearer(g_srv.port, "/v1/audit?limit=10000", admin, &r), 200);
+    json_t *j = json_loads((char *)r.body.data, 0, NULL);
+    assert_non_null(j);
+    bool created = false, revoked_seen = false, refused = false;
+    size_t i;
+    json_t *ev;
+    json_array_foreach(json_object_get(j, "events"), i, ev)
+    {
+        const char *action = json_string_value(json_object_get(ev, "action"));
+        const char *actor = json_string_value(json_object_get(ev, "actor"));
+        const char *target = json_string_value(json_object_get(ev, "target"));
+        created |= strcmp(action, "token.create") == 0 && strstr(target, "auth-admin") != NULL &&
+                   strncmp(actor, "cli:", 4) == 0;
+        revoked_seen |= strcmp(action, "token.revoke") == 0 && strstr(target, "auth-revoked");
+        refused |= strcmp(actor, "token:auth-viewer") == 0 && strcmp(target, "/v1/audit") == 0 &&
+                   json_integer_value(json_object_get(ev, "status")) == 403 &&
+                   json_string_value(json_object_get(ev, "source"))[0] == '1';
+    }
+    assert_true(created);
+    assert_true(revoked_seen);
+    assert_true(refused);
+    /* No token appears in the log, only names and ids. */
+    assert_null(strstr((char *)r.body.data, admin));
+    json_decref(j);
+    ih_resp_free(&r);
+    /* Public routes need nothing; device routes do not take tokens. */
+    expect_status(g_srv.port, "/healthz", NULL, 200, NULL);
+    assert_int_equal(ih_http_h(g_srv.port, "POST", "/v1/enroll", "{}", 2, NULL, &r), 0);
+    assert_int_equal(r.status, 400); /* reached the handler */
+    ih_resp_free(&r);
+    char mpath[128];
+    snprintf(mpath, sizeof(mpath), "/v1/devices/%s/manifest", d.id);
+    assert_int_equal(get_bearer(g_srv.port, mpath, admin, &r), 401);
+    ih_resp_free(&r);
+    /* token list shows states, never secrets. */
+    FILE *p;
+    char cmd[512], line[512];
+    snprintf(cmd, sizeof(cmd), "'%s' -d '%s' token list --json", g_bin, g_cli_data);
+    assert_non_null(p = popen(cmd, "r"));
+    assert_non_null(fgets(line, sizeof(line), p) != NULL ? line : NULL);
+    struct ferry_buf all = FERRY_BUF_INIT;
+    do
+        assert_int_equal(ferry_buf_append(&all, line, strlen(line)), 0);
+    while (fgets(line, sizeof(line), p) != NULL);
+    assert_int_equal(pclose(p), 0);
+    assert_int_equal(ferry_buf_append_u8(&all, 0), 0);
+    j = json_loads((char *)all.data, 0, NULL);
+    assert_non_null(j);
+    json_array_foreach(json_object_get(j, "tokens"), i, ev)
+    {
+        const char *name = json_string_value(json_object_get(ev, "name"));
+        const char *st = json_string_value(json_object_get(ev, "state"));
+        if (strcmp(name, "auth-expired") == 0)
+            assert_string_equal(st, "expired");
+        else if (strcmp(name, "auth-revoked") == 0)
+            assert_string_equal(st, "revoked");
+        else
+            assert_string_equal(st, "active");
+    }
+    assert_null(strstr((char *)all.data, "fyt_"));
+    json_decref(j);
+    ferry_buf_free(&all);
+}
+
+/* A device-signed GET of `path` by the key of `signer`, claiming `as_id`, at `time_s`. */
+static long device_get(unsigned port, const char *path, const struct ih_device *signer,
+                       const char *as_id, int64_t time_s, struct ih_resp *r)
+{
+    struct reqsign_headers h;
+    assert_int_equal(reqsign_sign(signer->sk, "GET", path, as_id, time_s, &h), 0);
+    const char *lines[] = {h.device, h.time, h.nonce, h.signature, NULL};
+    assert_int_equal(ih_http_h(port, "GET", path, NULL, 0, lines, r), 0);
+    return r->status;
+}
+
+static void device_reads_only_its_own_manifest_and_artifacts(void **state)
+{
+    (void)state;
+    struct ih_device a, b;
+    enrolled_device(g_srv.port, &a);
+    enrolled_device(g_srv.port, &b);
+    int64_t now = ferry_realtime_ns() / 1000000000;
+    char pa[128], pb[128];
+    snprintf(pa, sizeof(pa), "/v1/devices/%s/manifest", a.id);
+    snprintf(pb, sizeof(pb), "/v1/devices/%s/manifest?component=rootfs", b.id);
+    struct ih_resp r;
+    /* Unsigned (even with an operator token): 401. */
+    assert_int_equal(ih_http(g_srv.port, "GET", pa, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 401);
+    assert_non_null(strstr((char *)r.body.data, "X-Ferry-Device"));
+    ih_resp_free(&r);
+    /* Its own: served (204: no release for its class yet). */
+    assert_int_equal(device_get(g_srv.port, pa, &a, a.id, now, &r), 204);
+    ih_resp_free(&r);
+    /* A asking for B's manifest, signed as itself: 403. */
+    assert_int_equal(device_get(g_srv.port, pb, &a, a.id, now, &r), 403);
+    ih_resp_free(&r);
+    /* A claiming to be B: the signature does not verify with B's key. */
+    assert_int_equal(device_get(g_srv.port, pb, &a, b.id, now, &r), 401);
+    ih_resp_free(&r);
+    /* B itself, and a signature replayed on another path fails. */
+    assert_int_equal(device_get(g_srv.port, pb, &b, b.id, now, &r), 204);
+    ih_resp_free(&r);
+    /* Outside the window: 401 with the ingest's clock to correct by. */
+    assert_int_equal(device_get(g_srv.port, pa, &a, a.id, now - 3600, &r), 401);
+    assert_true(r.ferry_time[0] != '\0');
+    ih_resp_free(&r);
+    assert_int_equal(device_get(g_srv.port, pa, &a, a.id, 0, &r), 401);
+    ih_resp_free(&r);
+    /* Unknown devices, and an artifact none of A's manifests names. */
+    assert_int_equal(device_get(g_srv.port, "/v1/devices/nobody/manifest", &a, "nobody", now, &r),
+                     401);
+    ih_resp_free(&r);
+    char art[128];
+    snprintf(art, sizeof(art), "/v1/artifacts/%064d", 7);
+    assert_int_equal(device_get(g_srv.port, art, &a, a.id, now, &r), 403);
+    ih_resp_free(&r);
+    assert_int_equal(ih_http(g_srv.port, "GET", art, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 401);
+    ih_resp_free(&r);
+    /* A revoked device reads nothing. */
+    char out[128], args[128];
+    snprintf(args, sizeof(args), "device revoke %s", b.id);
+    assert_int_equal(cli(out, sizeof(out), args), 0);
+    assert_int_equal(device_get(g_srv.port, pb, &b, b.id, now, &r), 403);
+    ih_resp_free(&r);
+}
+
+/* [server] metrics_public opens /metrics to a scraper without a token, and nothing else. */
+static void metrics_public_setting(void **state)
+{
+    (void)state;
+    char data[256];
+    snprintf(data, sizeof(data), "%s/metrics-public", g_dir);
+    const char *args[] = {"-d", data, "--server.metrics_public", "true", NULL};
+    struct ih_server s;
+    assert_int_equal(ih_start(&s, g_bin, g_dir, args), 0);
+    expect_status(s.port, "/metrics", NULL, 200, "ferry_ingest_http_requests_total");
+    expect_status(s.port, "/v1/devices", NULL, 401, NULL);
+    assert_int_equal(ih_stop(&s), 0);
 }
 
 /* ---- PostgreSQL: two processes, one database ----------------------------------------------- */
@@ -1225,6 +1476,7 @@ static void two_processes_share_one_database(void **state)
                           "0s",   NULL};
     struct ih_server a, b;
     assert_int_equal(ih_start(&a, g_bin, g_dir, args), 0);
+    use_viewer_token("it-viewer-pg");
     args[3] = conn_b;
     assert_int_equal(ih_start(&b, g_bin, g_dir, args), 0);
     /* Enrol through A, send through both. */
@@ -1314,6 +1566,9 @@ int main(int argc, char **argv)
             cmocka_unit_test(devices_filters),
             cmocka_unit_test(slow_client_times_out_and_connection_limit),
             cmocka_unit_test(overload_429_fair_share_and_503_queue_full),
+            cmocka_unit_test(every_endpoint_needs_a_valid_token_of_the_right_role),
+            cmocka_unit_test(device_reads_only_its_own_manifest_and_artifacts),
+            cmocka_unit_test(metrics_public_setting),
         };
         rc = cmocka_run_group_tests_name("ingest_http_lmdb", tests, setup_lmdb, teardown_lmdb);
     }
