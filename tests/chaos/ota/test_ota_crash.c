@@ -36,6 +36,7 @@
 #include "transport/delta.h"
 #include "transport/http_client.h"
 #include "transport/manifest.h"
+#include "transport/reqsign.h"
 
 #define IMG_BYTES (6u << 20)
 
@@ -69,6 +70,25 @@ static int same_as_image(const char *path, int v, const char *scratch)
 }
 
 /* ---- device side (child) ---- */
+
+/* The device key of "dev-1": made from a fixed seed, so that the agent in the child process and
+ * the ingest in the parent agree without passing a secret between them (a test only). */
+static uint8_t device_sk[64];
+
+static void device_key(uint8_t pk_out[32], uint8_t sk_out[64])
+{
+    uint8_t seed[32], pk_tmp[32];
+    memset(seed, 'd', sizeof(seed));
+    crypto_sign_seed_keypair(pk_out != NULL ? pk_out : pk_tmp, sk_out, seed);
+}
+
+/* The agent's signer, as ferryd wires sync_sign_request(). */
+static int sign_as_device(void *arg, const char *method, const char *target, int64_t time_s,
+                          struct reqsign_headers *out)
+{
+    (void)arg;
+    return reqsign_sign(device_sk, method, target, "dev-1", time_s, out);
+}
 
 struct child {
     struct event_base *base;
@@ -116,6 +136,7 @@ static int agent_main(const char *dir, const char *url, const char *pubhex)
     }
     struct child c = {0};
     c.base = event_base_new();
+    device_key(NULL, device_sk);
     struct http_client *http = http_client_new(c.base);
     static const char *health[] = {"true"};
     struct ota_config cfg = {0};
@@ -135,6 +156,7 @@ static int agent_main(const char *dir, const char *url, const char *pubhex)
     cfg.health_timeout_ms = 5000;
     cfg.trial_deadline_ms = 20000;
     cfg.initial_version = "1.0.0";
+    cfg.sign_request = sign_as_device;
     if (!http || ota_agent_new(c.base, http, j, &cfg, &c.agent, err, sizeof(err)) != 0) {
         fprintf(stderr, "agent: %s\n", err);
         return 2;
@@ -333,7 +355,7 @@ int main(int argc, char **argv)
     memset(&dev, 0, sizeof(dev));
     ferry_strlcpy(dev.id, "dev-1", sizeof(dev.id));
     ferry_strlcpy(dev.device_class, "c1", sizeof(dev.device_class));
-    randombytes_buf(dev.public_key, 32);
+    device_key(dev.public_key, device_sk);
     uint8_t kh[32];
     crypto_generichash(kh, 32, dev.public_key, 32, NULL, 0);
     memcpy(dev.key_id, kh, 8);

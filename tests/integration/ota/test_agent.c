@@ -31,6 +31,7 @@
 #include "transport/http_client.h"
 #include "transport/manifest.h"
 #include "transport/record.h"
+#include "transport/reqsign.h"
 
 #define IMG_BYTES (3u << 20)
 
@@ -177,6 +178,17 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 static const char *health_ok[] = {"true", "test -d /"};
 static const char *health_fail[] = {"true", "exit 3"};
 
+static uint8_t dev_sk[64]; /* the key of "dev-1" as the ingest knows it */
+
+/* What ferryd wires to sync_sign_request(): the device's manifest and artifact requests signed
+ * with its key (transport/reqsign.h). */
+static int sign_as_device(void *arg, const char *method, const char *target, int64_t time_s,
+                          struct reqsign_headers *out)
+{
+    (void)arg;
+    return reqsign_sign(dev_sk, method, target, "dev-1", time_s, out);
+}
+
 /* Boots (simulated) an agent and runs the loop until state `want` or 60 s; with `gates`, a CV
  * application reports `fps` every 50 ms meanwhile. */
 static void run_agent_gated(const char *want, const char *const *health, const char *gates,
@@ -210,6 +222,7 @@ static void run_agent_gated(const char *want, const char *const *health, const c
     c.metered_policy = metered_policy;
     c.route_file = route_file;
     c.initial_version = "1.0.0";
+    c.sign_request = sign_as_device;
     char err[256] = "";
     assert_int_equal(ota_agent_new(r.base, r.http, journal, &c, &r.agent, err, sizeof(err)), 0);
     r.want = want;
@@ -487,7 +500,7 @@ static int setup(void **state)
     memset(&dev, 0, sizeof(dev));
     ferry_strlcpy(dev.id, "dev-1", sizeof(dev.id));
     ferry_strlcpy(dev.device_class, "c1", sizeof(dev.device_class));
-    randombytes_buf(dev.public_key, 32);
+    crypto_sign_keypair(dev.public_key, dev_sk);
     uint8_t kh[32];
     crypto_generichash(kh, 32, dev.public_key, 32, NULL, 0);
     memcpy(dev.key_id, kh, 8);

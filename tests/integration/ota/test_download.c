@@ -4,7 +4,8 @@
  * complete download, resume after an interruption fetching only missing chunks, a corrupted chunk
  * on the server rejected before it is written, a truncated artifact, a server without Range
  * support, a link that cuts every other response halfway (the next request asks for the rest of
- * the chunk only), and the bandwidth cap.
+ * the chunk only), and the bandwidth cap. Every range request is signed as the device
+ * (transport/reqsign.h), whose class's manifest names the artifact, as the ingest requires.
  */
 #include <fcntl.h>
 #include <pthread.h>
@@ -35,6 +36,7 @@
 #include "transport/download.h"
 #include "transport/http_client.h"
 #include "transport/manifest.h"
+#include "transport/reqsign.h"
 
 #define ART_BYTES (10 * 65536 + 1234) /* 11 chunks of 64 KiB, the last one short */
 #define CHUNK 65536u
@@ -48,6 +50,54 @@ static uint16_t port;
 static uint8_t artifact[ART_BYTES];
 static struct manifest_spec spec;
 static char art_hex[65];
+static uint8_t dev_sk[64]; /* the key of "dev-1", the device downloading */
+
+/* The download's signer, as ferryd's OTA agent does it (engine/ota). */
+static int sign_as_device(void *arg, const char *method, const char *target,
+                          struct reqsign_headers *out)
+{
+    (void)arg;
+    return reqsign_sign(dev_sk, method, target, "dev-1", ferry_realtime_ns() / 1000000000, out);
+}
+
+/* Registers dev-1 (class c1) and publishes a manifest of that class naming the artifact, so that
+ * the ingest lets dev-1 download it (release.c serves only artifacts a device's manifests name).
+ * The file is written directly: the server reads manifests that `release publish` verified. */
+static int register_device_and_manifest(void)
+{
+    char err[256];
+    struct ingest_device dev;
+    memset(&dev, 0, sizeof(dev));
+    ferry_strlcpy(dev.id, "dev-1", sizeof(dev.id));
+    ferry_strlcpy(dev.device_class, "c1", sizeof(dev.device_class));
+    crypto_sign_keypair(dev.public_key, dev_sk);
+    uint8_t kh[32];
+    crypto_generichash(kh, 32, dev.public_key, 32, NULL, 0);
+    memcpy(dev.key_id, kh, 8);
+    if (ingest_store_device_add(store, &dev, err, sizeof(err)) != 0)
+        return -1;
+    uint8_t rpk[32], rsk[64];
+    crypto_sign_keypair(rpk, rsk);
+    spec.component = "rootfs";
+    spec.version = "2.0.0";
+    spec.device_class = "c1";
+    spec.serial = 1;
+    spec.target_size = sizeof(artifact);
+    memcpy(spec.target_sha256, spec.artifacts[0].sha256, 32);
+    struct ferry_buf payload = FERRY_BUF_INIT, env = FERRY_BUF_INIT;
+    char dir[600], path[700];
+    snprintf(dir, sizeof(dir), "%s/releases/manifests/c1", tmpdir);
+    snprintf(path, sizeof(path), "%s/rootfs.json", dir);
+    int rc = manifest_build_payload(&spec, &payload, err, sizeof(err)) != 0 ||
+                     manifest_sign(payload.data, payload.len, rsk, &env) != 0 ||
+                     ferry_mkdir_p(dir, 0755) != 0 ||
+                     ferry_write_file_atomic(path, env.data, env.len, 0644) != 0
+                 ? -1
+                 : 0;
+    ferry_buf_free(&payload);
+    ferry_buf_free(&env);
+    return rc;
+}
 
 static void *run_server(void *arg)
 {
@@ -96,7 +146,8 @@ static int setup(void **state)
         fprintf(stderr, "%s\n", err);
         return -1;
     }
-    if (ingest_release_register(ingest_server_router(server), ingest_server_ctx(server)) != 0)
+    if (ingest_release_register(ingest_server_router(server), ingest_server_ctx(server)) != 0 ||
+        register_device_and_manifest() != 0)
         return -1;
     port = ingest_server_port(server);
     return pthread_create(&server_thread, NULL, run_server, NULL) == 0 ? 0 : -1;
@@ -170,6 +221,7 @@ static int run_download(const char *url, const char *dest, uint32_t first, uint3
     o.on_chunk = on_chunk;
     o.on_done = on_done;
     o.arg = &r;
+    o.sign = sign_as_device;
     struct download *d = NULL;
     assert_int_equal(download_start(c, r.base, &o, &d), 0);
     while (!r.done)

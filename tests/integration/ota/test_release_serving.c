@@ -2,7 +2,9 @@
  * test_release_serving.c - the release endpoints of a real ferry-ingest server (LMDB store,
  * libevent HTTP on loopback, port 0) spoken to with libcurl: publish through
  * ingest_release_main(), then the manifest (ETag, If-None-Match -> 304, 204, 404) and artifact
- * bytes (200, 206 for each range form, 416, If-Range kept and dropped, several ranges ignored).
+ * bytes (200, 206 for each range form, 416, If-Range kept and dropped, several ranges ignored),
+ * every request signed by a device key (transport/reqsign.h) as ferryd signs it; a device reads
+ * only its own manifest and the artifacts its class's manifests name.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -23,6 +25,7 @@
 #include "common/buf.h"
 #include "common/util.h"
 #include "transport/manifest.h"
+#include "transport/reqsign.h"
 
 static char tmpdir[256];
 static struct ingest_config cfg;
@@ -31,6 +34,7 @@ static struct ingest_server *server;
 static pthread_t server_thread;
 static uint16_t port;
 static uint8_t artifact[300000];
+static uint8_t dev_pk[2][32], dev_sk[2][64]; /* dev-1 (class c1) and dev-2 (class c2) */
 static char artifact_hex[65];
 
 struct reply {
@@ -63,8 +67,9 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
     return len;
 }
 
-/* GET `path` with up to two extra headers. */
-static void get(const char *path, const char *h1, const char *h2, struct reply *r)
+/* GET `path` with up to two extra headers, signed as device `dev` (0: dev-1, 1: dev-2, -1:
+ * unsigned). */
+static void get_as(int dev, const char *path, const char *h1, const char *h2, struct reply *r)
 {
     memset(r, 0, sizeof(*r));
     CURL *c = curl_easy_init();
@@ -76,6 +81,16 @@ static void get(const char *path, const char *h1, const char *h2, struct reply *
         hs = curl_slist_append(hs, h1);
     if (h2)
         hs = curl_slist_append(hs, h2);
+    struct reqsign_headers sig;
+    if (dev >= 0) {
+        assert_int_equal(reqsign_sign(dev_sk[dev], "GET", path, dev == 0 ? "dev-1" : "dev-2",
+                                      ferry_realtime_ns() / 1000000000, &sig),
+                         0);
+        hs = curl_slist_append(hs, sig.device);
+        hs = curl_slist_append(hs, sig.time);
+        hs = curl_slist_append(hs, sig.nonce);
+        hs = curl_slist_append(hs, sig.signature);
+    }
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hs);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
@@ -87,6 +102,12 @@ static void get(const char *path, const char *h1, const char *h2, struct reply *
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->code);
     curl_slist_free_all(hs);
     curl_easy_cleanup(c);
+}
+
+/* GET signed as dev-1, the device of class c1 the releases are for. */
+static void get(const char *path, const char *h1, const char *h2, struct reply *r)
+{
+    get_as(0, path, h1, h2, r);
 }
 
 static void *run_server(void *arg)
@@ -167,7 +188,8 @@ static int setup(void **state)
     memset(&dev, 0, sizeof(dev));
     ferry_strlcpy(dev.id, "dev-1", sizeof(dev.id));
     ferry_strlcpy(dev.device_class, "c1", sizeof(dev.device_class));
-    randombytes_buf(dev.public_key, 32);
+    crypto_sign_keypair(dev_pk[0], dev_sk[0]);
+    memcpy(dev.public_key, dev_pk[0], 32);
     uint8_t kh[32];
     crypto_generichash(kh, 32, dev.public_key, 32, NULL, 0);
     memcpy(dev.key_id, kh, 8);
@@ -177,7 +199,8 @@ static int setup(void **state)
     }
     ferry_strlcpy(dev.id, "dev-2", sizeof(dev.id));
     ferry_strlcpy(dev.device_class, "c2", sizeof(dev.device_class));
-    randombytes_buf(dev.public_key, 32);
+    crypto_sign_keypair(dev_pk[1], dev_sk[1]);
+    memcpy(dev.public_key, dev_pk[1], 32);
     crypto_generichash(kh, 32, dev.public_key, 32, NULL, 0);
     memcpy(dev.key_id, kh, 8);
     if (ingest_store_device_add(store, &dev, err, sizeof(err)) != 0) {
@@ -234,10 +257,20 @@ static void test_manifest_etag_and_conditional_get(void **state)
     ferry_buf_free(&r2.body);
     get("/v1/devices/dev-1/manifest?component=model", NULL, NULL, &r2);
     assert_int_equal(r2.code, 204);
-    get("/v1/devices/dev-2/manifest", NULL, NULL, &r2); /* other class */
+    get_as(1, "/v1/devices/dev-2/manifest", NULL, NULL, &r2); /* other class */
     assert_int_equal(r2.code, 204);
-    get("/v1/devices/nobody/manifest", NULL, NULL, &r2);
-    assert_int_equal(r2.code, 404);
+    /* Device A asking for device B's manifest, signed as itself, and unsigned: refused. */
+    get_as(1, "/v1/devices/dev-1/manifest", NULL, NULL, &r2);
+    assert_int_equal(r2.code, 403);
+    ferry_buf_free(&r2.body);
+    get("/v1/devices/dev-2/manifest", NULL, NULL, &r2);
+    assert_int_equal(r2.code, 403);
+    ferry_buf_free(&r2.body);
+    get_as(-1, "/v1/devices/dev-1/manifest", NULL, NULL, &r2);
+    assert_int_equal(r2.code, 401);
+    ferry_buf_free(&r2.body);
+    get("/v1/devices/nobody/manifest", NULL, NULL, &r2); /* unknown signer's id: not dev-1 */
+    assert_int_equal(r2.code, 403);
     ferry_buf_free(&r2.body);
     /* a lower or equal serial is refused by publish */
     publish(3, 1);
@@ -307,9 +340,18 @@ static void test_artifact_ranges(void **state)
     assert_int_equal(r.body.len, sizeof(artifact));
     ferry_buf_free(&r.body);
 
+    /* An artifact no manifest of the device's class names (whether it exists or not), one named
+     * only for another class, and any artifact unsigned: refused. */
     get("/v1/artifacts/00000000000000000000000000000000000000000000000000000000000000ff", NULL,
         NULL, &r);
-    assert_int_equal(r.code, 404);
+    assert_int_equal(r.code, 403);
+    ferry_buf_free(&r.body);
+    get_as(1, path, NULL, NULL, &r);
+    assert_int_equal(r.code, 403);
+    assert_null(memmem(r.body.data, r.body.len, artifact, 64));
+    ferry_buf_free(&r.body);
+    get_as(-1, path, NULL, NULL, &r);
+    assert_int_equal(r.code, 401);
     ferry_buf_free(&r.body);
     get("/v1/artifacts/not-a-hash", NULL, NULL, &r);
     assert_int_equal(r.code, 400);
