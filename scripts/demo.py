@@ -27,8 +27,13 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+API_TOKEN = None  # viewer token for the ingest's read API (docs/security.md), set in main()
+
+
 def http(method, url, body=None, timeout=10):
     req = urllib.request.Request(url, data=body, method=method)
+    if API_TOKEN:
+        req.add_header("Authorization", "Bearer " + API_TOKEN)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, r.read()
@@ -184,9 +189,13 @@ def main():
     b = args.bindir
     try:
         ingest_dir = os.path.join(work, "ingest")
-        token = subprocess.run([f"{b}/ferry-ingest", "--data-dir", ingest_dir, "token", "create",
-                                "--fleet"], check=True, capture_output=True, text=True)
+        token = subprocess.run([f"{b}/ferry-ingest", "--data-dir", ingest_dir, "enroll-token",
+                                "create", "--fleet"], check=True, capture_output=True, text=True)
         token = token.stdout.split()[-1]
+        global API_TOKEN
+        API_TOKEN = subprocess.run([f"{b}/ferry-ingest", "--data-dir", ingest_dir, "token",
+                                    "create", "--role", "viewer", "--name", "demo"], check=True,
+                                   capture_output=True, text=True).stdout.split()[-1]
         ingest_log = open(os.path.join(work, "ingest.log"), "w")
         ingest = subprocess.Popen([f"{b}/ferry-ingest", "--listen", "127.0.0.1:0", "--data-dir",
                                    ingest_dir, "--server.port_file", f"{work}/ingest.port"],

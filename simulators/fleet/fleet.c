@@ -601,7 +601,16 @@ int fleet_count_in_ingest(struct fleet *f, struct fleet_totals *out, char *err, 
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    /* The read API needs a viewer token (ferry-ingest token create --role viewer). */
+    char authz[256];
+    struct curl_slist *hdrs = NULL;
+    if (f->cfg.api_token != NULL) {
+        snprintf(authz, sizeof authz, "Authorization: Bearer %s", f->cfg.api_token);
+        hdrs = curl_slist_append(NULL, authz);
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    }
     CURLcode cc = curl_easy_perform(c);
+    curl_slist_free_all(hdrs);
     if (cc != CURLE_OK) {
         snprintf(err, err_len, "GET %s: %s", url, curl_easy_strerror(cc));
         goto out;
@@ -610,7 +619,10 @@ int fleet_count_in_ingest(struct fleet *f, struct fleet_totals *out, char *err, 
     root = json_loadb((const char *)body.data, body.len, 0, &jerr);
     json_t *devs = root ? json_object_get(root, "devices") : NULL;
     if (!json_is_array(devs)) {
-        snprintf(err, err_len, "GET %s: not a device list", url);
+        long status = 0;
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+        snprintf(err, err_len, "GET %s: HTTP %ld, not a device list%s", url, status,
+                 status == 401 ? " (give a viewer token with --api-token)" : "");
         goto out;
     }
     out->found_in_ingest = 0;

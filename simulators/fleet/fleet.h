@@ -53,9 +53,10 @@ struct fleet_delay {
 };
 
 struct fleet_config {
-    const char *ingest;   /* "HOST:PORT" of ferry-ingest */
-    const char *token;    /* fleet enrollment token */
-    const char *data_dir; /* devices live in <data_dir>/dev-NNNNN */
+    const char *ingest;    /* "HOST:PORT" of ferry-ingest */
+    const char *token;     /* fleet enrollment token */
+    const char *api_token; /* viewer API token for GET /v1/devices (docs/security.md); NULL: none */
+    const char *data_dir;  /* devices live in <data_dir>/dev-NNNNN */
     unsigned devices;
     int64_t tick_ms;           /* one tick of metrics per device this often */
     unsigned metrics_per_tick; /* records per tick */

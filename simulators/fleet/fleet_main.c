@@ -25,13 +25,18 @@ static void usage(FILE *f)
 {
     fprintf(
         f,
-        "usage: ferry-fleet --ingest HOST:PORT --token TOKEN --data-dir DIR [options]\n"
+        "usage: ferry-fleet --ingest HOST:PORT --token TOKEN --api-token TOKEN --data-dir DIR\n"
+        "                   [options]\n"
         "\n"
         "Many virtual devices against a real ferry-ingest: each has its own key, enrollment,\n"
         "LMDB journal, sync engine and in-process ferry-flaky link. A fleet larger than one\n"
         "process's descriptor limit allows (about 20 per device) is split across worker\n"
         "processes that start together and report one sum.\n"
         "\n"
+        "  --token TOKEN          fleet enrolment token (ferry-ingest enroll-token create "
+        "--fleet)\n"
+        "  --api-token TOKEN      viewer API token, to count the records found in the ingest\n"
+        "                         (ferry-ingest token create --role viewer --name ...)\n"
         "  --devices N            virtual devices (default 10)\n"
         "  --processes N          worker processes (default: as few as the descriptor limit\n"
         "                         allows; 1 = everything in this process)\n"
@@ -152,6 +157,7 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         {"ingest", required_argument, NULL, 'i'},
         {"token", required_argument, NULL, 't'},
+        {"api-token", required_argument, NULL, 'A'},
         {"data-dir", required_argument, NULL, 'd'},
         {"devices", required_argument, NULL, 'n'},
         {"tick", required_argument, NULL, 'k'},
@@ -179,6 +185,7 @@ int main(int argc, char **argv)
         switch (ch) {
         case 'i': cfg.ingest = optarg; break;
         case 't': cfg.token = optarg; break;
+        case 'A': cfg.api_token = optarg; break;
         case 'd': cfg.data_dir = optarg; break;
         case 'n':
             if (ferry_parse_u64(optarg, 100000, &u) < 0 || u == 0) {

@@ -175,12 +175,23 @@ static long http_call(CURL *c, const char *url, const char *body, size_t body_le
     return code;
 }
 
-static json_t *get_json(const char *url)
+/* GET a JSON document; `api_token` (NULL: none) goes as "Authorization: Bearer" (the ingest's
+ * read API needs a viewer token, docs/security.md). */
+static json_t *get_json(const char *url, const char *api_token)
 {
     CURL *c = curl_easy_init();
     struct ferry_buf b = FERRY_BUF_INIT;
     json_t *root = NULL;
-    if (http_call(c, url, NULL, 0, &b) == 200) {
+    char authz[256];
+    struct curl_slist *h = NULL;
+    if (api_token != NULL) {
+        snprintf(authz, sizeof(authz), "Authorization: Bearer %s", api_token);
+        h = curl_slist_append(NULL, authz);
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    }
+    long code = http_call(c, url, NULL, 0, &b);
+    curl_slist_free_all(h);
+    if (code == 200) {
         json_error_t err;
         root = json_loadb((const char *)b.data, b.len, 0, &err);
     }
@@ -400,11 +411,11 @@ static int wait_file(const char *path, char *out, size_t cap, int timeout_ms)
     return -1;
 }
 
-static uint64_t ingest_records(const char *ingest_url, const char *device)
+static uint64_t ingest_records(const char *ingest_url, const char *api_token, const char *device)
 {
     char url[512];
     snprintf(url, sizeof(url), "%s/v1/devices/%s", ingest_url, device);
-    json_t *root = get_json(url);
+    json_t *root = get_json(url, api_token);
     if (!root)
         return 0;
     json_t *dev = json_object_get(root, "device");
@@ -439,7 +450,8 @@ int main(int argc, char **argv)
     snprintf(port_file, sizeof(port_file), "%s/ingest.port", tmpdir);
     snprintf(ing_log, sizeof(ing_log), "%s/ingest.log", tmpdir);
     char cmd[4 * PATH_MAX + 128];
-    snprintf(cmd, sizeof(cmd), "'%s' -d '%s' token create 2>>'%s'", ingest_bin, ing_dir, ing_log);
+    snprintf(cmd, sizeof(cmd), "'%s' -d '%s' enroll-token create 2>>'%s'", ingest_bin, ing_dir,
+             ing_log);
     FILE *p = popen(cmd, "r");
     char token[128] = "";
     if (!p)
@@ -448,8 +460,19 @@ int main(int argc, char **argv)
     while (fgets(line, sizeof(line), p))
         ferry_strlcpy(token, line, sizeof(token));
     if (pclose(p) != 0 || !token[0])
-        die("ferry-ingest token create failed (see %s)", ing_log);
+        die("ferry-ingest enroll-token create failed (see %s)", ing_log);
     token[strcspn(token, "\r\n")] = '\0';
+    /* and a viewer API token to read the device's record count */
+    char viewer[128] = "";
+    snprintf(cmd, sizeof(cmd), "'%s' -d '%s' token create --role viewer --name e2e-bench 2>>'%s'",
+             ingest_bin, ing_dir, ing_log);
+    if (!(p = popen(cmd, "r")))
+        die("token create: %s", strerror(errno));
+    while (fgets(line, sizeof(line), p))
+        ferry_strlcpy(viewer, line, sizeof(viewer));
+    if (pclose(p) != 0 || !viewer[0])
+        die("ferry-ingest token create failed (see %s)", ing_log);
+    viewer[strcspn(viewer, "\r\n")] = '\0';
     char *iargv[] = {ingest_bin,           "-d",      ing_dir,       "-l",   "127.0.0.1:0",
                      "--server.port_file", port_file, "--log.level", "warn", NULL};
     ingest_pid = spawn(iargv, ing_log);
@@ -495,7 +518,7 @@ int main(int argc, char **argv)
     char status_url[160];
     snprintf(status_url, sizeof(status_url), "%s/status", ferryd_url);
     for (int i = 0; i < 400 && !device[0]; i++) {
-        json_t *st = get_json(status_url);
+        json_t *st = get_json(status_url, NULL);
         const char *id = st ? json_string_value(json_object_get(st, "device_id")) : NULL;
         if (id && id[0])
             ferry_strlcpy(device, id, sizeof(device));
@@ -505,7 +528,7 @@ int main(int argc, char **argv)
     }
     if (!device[0])
         die("ferryd did not enroll (see %s and %s)", dlog, ing_log);
-    uint64_t base_records = ingest_records(ingest_url, device);
+    uint64_t base_records = ingest_records(ingest_url, viewer, device);
 
     struct shared *sh = calloc(1, sizeof(*sh));
     if (!sh)
@@ -537,7 +560,7 @@ int main(int argc, char **argv)
     uint64_t accepted = atomic_load(&sh->accepted);
     uint64_t want = base_records + accepted;
     uint64_t have = 0;
-    while ((have = ingest_records(ingest_url, device)) < want) {
+    while ((have = ingest_records(ingest_url, viewer, device)) < want) {
         if (ferry_monotonic_ms() - t_written > 600000)
             die("only %" PRIu64 " of %" PRIu64 " records reached the ingest after 10 min", have,
                 want);
@@ -547,7 +570,7 @@ int main(int argc, char **argv)
     double cpu_d1 = proc_cpu_s(ferryd_pid), cpu_i1 = proc_cpu_s(ingest_pid);
     long long hwm_kb = proc_status_kb(ferryd_pid, "VmHWM");
 
-    json_t *st = get_json(status_url);
+    json_t *st = get_json(status_url, NULL);
     json_t *batch = st ? json_object_get(st, "batch") : NULL;
     double wire = (double)json_integer_value(json_object_get(batch, "bytes_on_wire"));
     double wire_recs = (double)json_integer_value(json_object_get(batch, "records_on_wire"));

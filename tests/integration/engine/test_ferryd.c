@@ -974,7 +974,8 @@ static void test_with_ingest_enrolls_drains_and_starts_ota(void **state)
     snprintf(ing_dir, sizeof ing_dir, "%s/ingest", d->dir);
     snprintf(port_file, sizeof port_file, "%s/ingest.port", d->dir);
     snprintf(ing_log, sizeof ing_log, "%s/ingest.log", d->dir);
-    snprintf(cmd, sizeof cmd, "'%s' -d '%s' token create 2>>'%s'", ingest_bin, ing_dir, ing_log);
+    snprintf(cmd, sizeof cmd, "'%s' -d '%s' enroll-token create 2>>'%s'", ingest_bin, ing_dir,
+             ing_log);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     char token[128] = "";

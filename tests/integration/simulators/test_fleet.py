@@ -22,9 +22,12 @@ tmp = tempfile.mkdtemp(prefix="fleet-test-")
 ingest = None
 try:
     ing_dir = os.path.join(tmp, "ingest")
-    tok = subprocess.run([os.path.join(bin_dir, "ferry-ingest"), "--data-dir", ing_dir, "token",
-                          "create", "--fleet"], capture_output=True, text=True, timeout=30,
-                         check=True).stdout.split()[-1]
+    tok = subprocess.run([os.path.join(bin_dir, "ferry-ingest"), "--data-dir", ing_dir,
+                          "enroll-token", "create", "--fleet"], capture_output=True, text=True,
+                         timeout=30, check=True).stdout.split()[-1]
+    viewer = subprocess.run([os.path.join(bin_dir, "ferry-ingest"), "--data-dir", ing_dir, "token",
+                             "create", "--role", "viewer", "--name", "fleet-test"],
+                            capture_output=True, text=True, timeout=30, check=True).stdout.split()[-1]
     pf = os.path.join(tmp, "port")
     ingest = subprocess.Popen([os.path.join(bin_dir, "ferry-ingest"), "--data-dir", ing_dir,
                                "--listen", "127.0.0.1:0", "--server.port_file", pf,
@@ -35,7 +38,8 @@ try:
         time.sleep(0.05)
     port = int(open(pf).read())
     out = subprocess.run([os.path.join(bin_dir, "ferry-fleet"), "--ingest", "127.0.0.1:%d" % port,
-                          "--token", tok, "--data-dir", os.path.join(tmp, "fleet"),
+                          "--token", tok, "--api-token", viewer,
+                          "--data-dir", os.path.join(tmp, "fleet"),
                           "--devices", "20", "--tick", "1s", "--duration", "12s", "--drain", "60s",
                           "--outage-at", "4s", "--outage", "3s", "--backoff-max", "3s",
                           "--profiles", "lte-good:2,lte-poor:1,flapping:1", "--seed", "3",

@@ -29,8 +29,11 @@ def wait_for(pred, timeout, what, interval=0.05):
     raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
 
 
-def http_get(url, timeout=10):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
+def http_get(url, timeout=10, token=None):
+    req = urllib.request.Request(url)
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    with urllib.request.urlopen(req, timeout=timeout) as r:
         return r.status, r.read()
 
 
@@ -41,11 +44,22 @@ class Ingest:
         self.port = 0
         self.proc = None
         self.log = os.path.join(h.tmp, name + ".log")
+        self.viewer = None  # API token of role viewer for the read endpoints (made on first use)
 
     def token(self):
-        out = subprocess.run([self.h.bin("ferry-ingest"), "-d", self.dir, "token", "create"],
-                             check=True, capture_output=True, text=True, timeout=30)
+        """A one-time enrolment token for a device."""
+        out = subprocess.run([self.h.bin("ferry-ingest"), "-d", self.dir, "enroll-token",
+                              "create"], check=True, capture_output=True, text=True, timeout=30)
         return out.stdout.strip().splitlines()[-1].strip()
+
+    def api_token(self):
+        """An operator API token of role viewer (docs/security.md), made once per store."""
+        if self.viewer is None:
+            out = subprocess.run([self.h.bin("ferry-ingest"), "-d", self.dir, "token", "create",
+                                  "--role", "viewer", "--name", "e2e-test"],
+                                 check=True, capture_output=True, text=True, timeout=30)
+            self.viewer = out.stdout.strip().splitlines()[-1].strip()
+        return self.viewer
 
     def start(self, *extra):
         pf = os.path.join(self.h.tmp, "ingest.port")
@@ -81,13 +95,15 @@ class Ingest:
         self.proc = None
 
     def devices(self):
-        return json.loads(http_get(self.url() + "/v1/devices")[1])["devices"]
+        return json.loads(http_get(self.url() + "/v1/devices",
+                                   token=self.api_token())[1])["devices"]
 
     def export(self, device, stream):
         rows, after = [], 0
         while True:
             st, body = http_get("%s/v1/export?device=%s&stream=%s&after_seq=%d&limit=100000" %
-                                (self.url(), device, stream, after), timeout=60)
+                                (self.url(), device, stream, after), timeout=60,
+                                token=self.api_token())
             page = [json.loads(l) for l in body.decode().splitlines() if l.strip()]
             rows += page
             if len(page) < 100000:
