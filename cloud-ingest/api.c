@@ -23,7 +23,9 @@
 #include "common/buf.h"
 #include "common/utf8.h"
 #include "common/util.h"
+#include "cloud-ingest/auth/auth.h"
 #include "transport/batch.h"
+#include "transport/reqsign.h"
 
 #define EXPORT_DEFAULT_LIMIT 10000
 #define EXPORT_MAX_LIMIT 100000
@@ -93,16 +95,16 @@ static const char *json_str(json_t *o, const char *key)
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-static void handle_enroll(struct evhttp_request *req, const char *path, void *arg)
+/* Runs one enrolment and replies; returns the status it replied with. */
+static int enroll_reply(struct ingest_ctx *ctx, struct evhttp_request *req)
 {
-    struct ingest_ctx *ctx = arg;
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(in);
     if (len > ctx->cfg->max_enroll_bytes) {
         ingest_metrics_add(ctx->metrics, INGEST_C_REJECT_413, 1);
         ingest_reply_error(req, 413, "enroll body of %zu bytes exceeds %llu", len,
                            (unsigned long long)ctx->cfg->max_enroll_bytes);
-        return;
+        return 413;
     }
     const char *body = len > 0 ? (const char *)evbuffer_pullup(in, -1) : "";
     json_error_t jerr;
@@ -113,10 +115,11 @@ static void handle_enroll(struct evhttp_request *req, const char *path, void *ar
                            root == NULL ? jerr.text : "wrong type",
                            root == NULL ? jerr.position : 0);
         json_decref(root);
-        return;
+        return 400;
     }
     const char *token = json_str(root, "token"), *pkhex = json_str(root, "public_key");
     const char *name = json_str(root, "name"), *cls = json_str(root, "device_class");
+    const char *sig = json_str(root, "signature");
     struct ingest_device dev, out;
     memset(&dev, 0, sizeof(dev));
     if (token == NULL || pkhex == NULL || strlen(pkhex) != 64 ||
@@ -124,7 +127,7 @@ static void handle_enroll(struct evhttp_request *req, const char *path, void *ar
         ingest_metrics_add(ctx->metrics, INGEST_C_REJECT_400, 1);
         ingest_reply_error(req, 400, "body: needs \"token\" and \"public_key\" (64 hex digits)");
         json_decref(root);
-        return;
+        return 400;
     }
     if ((name != NULL && strlen(name) > INGEST_NAME_MAX) ||
         (cls != NULL && strlen(cls) > INGEST_NAME_MAX)) {
@@ -132,7 +135,21 @@ static void handle_enroll(struct evhttp_request *req, const char *path, void *ar
         ingest_reply_error(req, 400, "body: name and device_class are at most %d bytes",
                            INGEST_NAME_MAX);
         json_decref(root);
-        return;
+        return 400;
+    }
+    /* Proof of possession (transport/reqsign.h): refuses all-zero, low-order and non-canonical
+     * keys and any key the enroller cannot sign with. */
+    int prc = reqsign_enroll_verify(dev.public_key, pkhex, token, sig);
+    if (prc != 0) {
+        ingest_metrics_add(ctx->metrics, INGEST_C_REJECT_400, 1);
+        ingest_reply_error(req, 400, "%s",
+                           sig == NULL ? "body: needs \"signature\": the enrolled key's "
+                                         "signature (docs/wire-format.md, Enrolment)"
+                           : prc == REQSIGN_EBADSIG ? "signature: does not verify with public_key"
+                                                    : "public_key: not a usable Ed25519 key, or "
+                                                      "signature not 128 hex digits");
+        json_decref(root);
+        return 400;
     }
     batch_key_id(dev.public_key, dev.key_id);
     char kid[17];
@@ -153,22 +170,49 @@ static void handle_enroll(struct evhttp_request *req, const char *path, void *ar
         if (ferry_buf_printf(&b, "{\"device_id\":\"%s\"}\n", out.id) != 0) {
             ferry_buf_free(&b);
             ingest_reply_error(req, 500, "out of memory");
-            return;
+            return 500;
         }
         reply_buf(req, 200, "application/json", &b);
-        return;
+        return 200;
     }
     case INGEST_STORE_ETOKEN:
         ingest_metrics_add(ctx->metrics, INGEST_C_REJECT_401, 1);
         ingest_reply_error(req, 401, "%s", err);
-        return;
+        return 401;
     case INGEST_STORE_EREVOKED:
         ingest_metrics_add(ctx->metrics, INGEST_C_REJECT_403, 1);
         ingest_reply_error(req, 403, "%s", err);
-        return;
-    case INGEST_STORE_EEXIST: ingest_reply_error(req, 409, "%s", err); return;
-    default: ingest_reply_error(req, 503, "store: %s (%s)", ingest_store_strerror(rc), err); return;
+        return 403;
+    case INGEST_STORE_EEXIST: ingest_reply_error(req, 409, "%s", err); return 409;
+    default:
+        ingest_reply_error(req, 503, "store: %s (%s)", ingest_store_strerror(rc), err);
+        return 503;
     }
+}
+
+static void handle_enroll(struct evhttp_request *req, const char *path, void *arg)
+{
+    (void)path;
+    struct ingest_ctx *ctx = arg;
+    /* Failed enrolments are rate limited per source address and globally (auth.h), before the
+     * body is even parsed: guessing tokens costs an attacker time, not the ingest work. */
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    const char *addr = NULL;
+    ev_uint16_t port = 0;
+    if (evcon != NULL)
+        evhttp_connection_get_peer(evcon, (char **)&addr, &port);
+    if (addr == NULL)
+        addr = "-";
+    int64_t now_ms = ferry_monotonic_ns() / 1000000;
+    unsigned wait = ingest_enroll_limiter_check(ctx->enroll_limiter, addr, now_ms);
+    if (wait > 0) {
+        ingest_metrics_add(ctx->metrics, INGEST_C_REJECT_429, 1);
+        ingest_reply_retry(req, 429, wait, "too many failed enrolments: retry later");
+        return;
+    }
+    int code = enroll_reply(ctx, req);
+    if (code == 400 || code == 401 || code == 403 || code == 409)
+        ingest_enroll_limiter_failed(ctx->enroll_limiter, addr, now_ms);
 }
 
 /* ---- GET /v1/devices, /v1/devices/{id} ------------------------------------------------------ */

@@ -34,6 +34,8 @@ void ingest_config_defaults(struct ingest_config *cfg)
     cfg->device_cache_ms = 5000;
     cfg->metrics_public = false;
     cfg->device_request_window_ms = 300000;
+    cfg->enroll_failures_per_address = 10;
+    cfg->enroll_failures_global = 100;
     cfg->log_level = FERRY_LOG_INFO;
     ferry_strlcpy(cfg->lmdb_dir, INGEST_DEFAULT_DATA_DIR, sizeof(cfg->lmdb_dir));
     cfg->store.kind = INGEST_STORE_LMDB;
@@ -110,6 +112,9 @@ static const char help_text[] =
     "  limits.device_burst N          fair share: burst in batches (200)\n"
     "  limits.device_max_inflight N   fair share: a device's batches queued at once (8)\n"
     "  limits.device_cache DURATION   trust a cached device key/revocation this long (5s)\n"
+    "  limits.enroll_failures_per_address N  failed enrolments per minute from one address,\n"
+    "                                 429 above (10; 0 = off)\n"
+    "  limits.enroll_failures_global N  failed enrolments per minute in all (100; 0 = off)\n"
     "  clock.threshold DURATION       correct timestamps when |offset| exceeds this (60s)\n"
     "  store.type lmdb|postgresql     the store (lmdb)\n"
     "  store.lmdb_dir PATH            LMDB data directory (./ferry-ingest-data)\n"
@@ -164,6 +169,11 @@ int ingest_config_set(struct ingest_config *cfg, const char *key, const char *v,
         bad = set_double(&cfg->device_rate, v);
     else if (strcmp(key, "limits.device_burst") == 0)
         bad = set_double(&cfg->device_burst, v) || cfg->device_burst < 1;
+    else if (strcmp(key, "limits.enroll_failures_per_address") == 0)
+        bad = set_double(&cfg->enroll_failures_per_address, v) ||
+              cfg->enroll_failures_per_address < 0;
+    else if (strcmp(key, "limits.enroll_failures_global") == 0)
+        bad = set_double(&cfg->enroll_failures_global, v) || cfg->enroll_failures_global < 0;
     else if (strcmp(key, "limits.device_max_inflight") == 0)
         bad = set_uint(&cfg->device_max_inflight, v, 1, 1000000);
     else if (strcmp(key, "limits.device_cache") == 0) {

@@ -56,24 +56,26 @@ const char *ingest_strerror(int err);
 
 struct ingest_config {
     char listen_host[256];
-    uint16_t listen_port;             /* 0: any free port (see port_file) */
-    char port_file[1024];             /* write the bound port here once listening ("" = don't) */
-    unsigned workers;                 /* HTTP worker threads (0: number of CPUs) */
-    unsigned max_connections;         /* open connections across all workers */
-    int64_t timeout_ms;               /* read/write timeout of a connection */
-    uint64_t max_body_bytes;          /* POST /v1/batches body limit (413 above) */
-    uint64_t max_enroll_bytes;        /* POST /v1/enroll body limit */
-    unsigned queue_max;               /* commit queue: batches waiting for storage (503 above) */
-    unsigned group_max_records;       /* records per group commit (a soft limit) */
-    unsigned storage_threads;         /* PostgreSQL: parallel committers (LMDB always uses 1) */
-    double device_rate;               /* fair share: batches/s per device (0: unlimited) */
-    double device_burst;              /* fair share: bucket size in batches */
-    unsigned device_max_inflight;     /* fair share: a device's batches in the queue at once */
-    int64_t clock_threshold_ms;       /* |offset| above this corrects timestamps */
-    int64_t device_cache_ms;          /* how long a cached device key/revocation is trusted */
-    char dict_dir[1024];              /* zstd dictionaries as <dict_id>.dict ("" = none) */
-    bool metrics_public;              /* /metrics without a token (docs/security.md) */
-    int64_t device_request_window_ms; /* |ingest time - X-Ferry-Time| accepted on device GETs */
+    uint16_t listen_port;               /* 0: any free port (see port_file) */
+    char port_file[1024];               /* write the bound port here once listening ("" = don't) */
+    unsigned workers;                   /* HTTP worker threads (0: number of CPUs) */
+    unsigned max_connections;           /* open connections across all workers */
+    int64_t timeout_ms;                 /* read/write timeout of a connection */
+    uint64_t max_body_bytes;            /* POST /v1/batches body limit (413 above) */
+    uint64_t max_enroll_bytes;          /* POST /v1/enroll body limit */
+    unsigned queue_max;                 /* commit queue: batches waiting for storage (503 above) */
+    unsigned group_max_records;         /* records per group commit (a soft limit) */
+    unsigned storage_threads;           /* PostgreSQL: parallel committers (LMDB always uses 1) */
+    double device_rate;                 /* fair share: batches/s per device (0: unlimited) */
+    double device_burst;                /* fair share: bucket size in batches */
+    unsigned device_max_inflight;       /* fair share: a device's batches in the queue at once */
+    int64_t clock_threshold_ms;         /* |offset| above this corrects timestamps */
+    int64_t device_cache_ms;            /* how long a cached device key/revocation is trusted */
+    char dict_dir[1024];                /* zstd dictionaries as <dict_id>.dict ("" = none) */
+    bool metrics_public;                /* /metrics without a token (docs/security.md) */
+    int64_t device_request_window_ms;   /* |ingest time - X-Ferry-Time| accepted on device GETs */
+    double enroll_failures_per_address; /* failed enrolments per minute per address (429) */
+    double enroll_failures_global;      /* failed enrolments per minute, all addresses */
     enum ferry_log_level log_level;
     struct ingest_store_config store;
     char lmdb_dir[1024];
@@ -211,6 +213,7 @@ struct ingest_ctx {
     struct ingest_metrics *metrics;
     struct ingest_committer *committer;
     struct ingest_dicts *dicts; /* zstd dictionaries from cfg->dict_dir, loaded on demand */
+    struct ingest_enroll_limiter *enroll_limiter; /* failed enrolments (cloud-ingest/auth/) */
 };
 
 struct ingest_job *ingest_job_new(void);

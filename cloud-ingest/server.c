@@ -695,7 +695,9 @@ int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *stor
     s->ctx.store = store;
     if ((s->router = ingest_router_new()) == NULL || ingest_metrics_new(&s->ctx.metrics) != 0 ||
         ingest_devtab_new(store, &s->cfg, &s->ctx.devtab) != 0 ||
-        ingest_dicts_new(s->cfg.dict_dir, &s->ctx.dicts) != 0) {
+        ingest_dicts_new(s->cfg.dict_dir, &s->ctx.dicts) != 0 ||
+        ingest_enroll_limiter_new(s->cfg.enroll_failures_per_address, s->cfg.enroll_failures_global,
+                                  &s->ctx.enroll_limiter) != 0) {
         snprintf(err, err_len, "out of memory");
         goto fail;
     }
@@ -823,6 +825,7 @@ void ingest_server_free(struct ingest_server *s)
         event_base_free(s->main_base);
     ingest_devtab_free(s->ctx.devtab);
     ingest_dicts_free(s->ctx.dicts);
+    ingest_enroll_limiter_free(s->ctx.enroll_limiter);
     ingest_metrics_free(s->ctx.metrics);
     ingest_router_free(s->router);
     free(s);

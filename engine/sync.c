@@ -52,6 +52,7 @@
 #include "engine/sync_int.h"
 #include "engine/sync_policy.h"
 #include "transport/http_client.h"
+#include "transport/reqsign.h"
 
 #define SYNC_MAX_ACK_RANGES 4096
 #define SYNC_MIN_SPLIT_BYTES 1024
@@ -365,8 +366,16 @@ static void start_enroll(struct sync *s)
             ferry_strlcpy(host, "unknown", sizeof(host));
         name = host;
     }
-    json_t *body = json_pack("{s:s, s:s, s:s, s:s}", "token", s->cfg.enroll_token, "public_key",
-                             pk_hex, "name", name, "device_class", s->cfg.device_class);
+    /* Proof of possession: the enrolled key signs the request (transport/reqsign.h). */
+    char sig_hex[REQSIGN_SIG_HEX + 1] = "";
+    if (reqsign_enroll_sign(s->sk, pk_hex, s->cfg.enroll_token, sig_hex) != 0) {
+        set_error(s, "enroll: enroll_token is longer than %d characters", REQSIGN_ENROLL_TOKEN_MAX);
+        note_failure(s, -1, false, false);
+        return;
+    }
+    json_t *body =
+        json_pack("{s:s, s:s, s:s, s:s, s:s}", "token", s->cfg.enroll_token, "public_key", pk_hex,
+                  "name", name, "device_class", s->cfg.device_class, "signature", sig_hex);
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     if (!text) {

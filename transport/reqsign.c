@@ -164,3 +164,49 @@ int reqsign_verify(const struct reqsign_received *r, int64_t time_s, const char 
         return REQSIGN_EBADSIG;
     return 0;
 }
+
+/* ---- Enrolment proof of possession ---------------------------------------------------------- */
+
+#define ENROLL_MAGIC "ferry-enroll-v1"
+
+static size_t enroll_message(char *out, size_t out_len, const char *pk_hex, const char *token)
+{
+    if (strnlen(pk_hex, 65) != 64 ||
+        strnlen(token, REQSIGN_ENROLL_TOKEN_MAX + 1) > REQSIGN_ENROLL_TOKEN_MAX)
+        return 0;
+    int n = snprintf(out, out_len, ENROLL_MAGIC "\n%s\n%s", pk_hex, token);
+    return n > 0 && (size_t)n < out_len ? (size_t)n : 0;
+}
+
+int reqsign_enroll_sign(const uint8_t secret_key[64], const char *public_key_hex, const char *token,
+                        char sig_hex[REQSIGN_SIG_HEX + 1])
+{
+    char msg[sizeof(ENROLL_MAGIC) + 64 + REQSIGN_ENROLL_TOKEN_MAX + 4];
+    size_t len = enroll_message(msg, sizeof(msg), public_key_hex, token);
+    if (len == 0)
+        return REQSIGN_EINVAL;
+    uint8_t sig[crypto_sign_BYTES];
+    crypto_sign_detached(sig, NULL, (const uint8_t *)msg, len, secret_key);
+    ferry_hex_encode(sig, sizeof(sig), sig_hex);
+    return 0;
+}
+
+int reqsign_enroll_verify(const uint8_t public_key[32], const char *public_key_hex,
+                          const char *token, const char *sig_hex)
+{
+    /* All-zero, small-order and non-canonical encodings are refused before any signature
+     * check: libsodium's verify would reject some, but not every, such key on its own. */
+    if (crypto_core_ed25519_is_valid_point(public_key) != 1)
+        return REQSIGN_EINVAL;
+    uint8_t sig[crypto_sign_BYTES];
+    if (sig_hex == NULL || !hex_ok(sig_hex, REQSIGN_SIG_HEX) ||
+        ferry_hex_decode(sig_hex, sig, sizeof(sig)) != 0)
+        return REQSIGN_EINVAL;
+    char msg[sizeof(ENROLL_MAGIC) + 64 + REQSIGN_ENROLL_TOKEN_MAX + 4];
+    size_t len = enroll_message(msg, sizeof(msg), public_key_hex, token);
+    if (len == 0)
+        return REQSIGN_EINVAL;
+    return crypto_sign_verify_detached(sig, (const uint8_t *)msg, len, public_key) == 0
+               ? 0
+               : REQSIGN_EBADSIG;
+}

@@ -91,4 +91,24 @@ int reqsign_verify(const struct reqsign_received *r, int64_t time_s, const char 
                    const char *target, const uint8_t public_key[32], int64_t now_s,
                    int64_t window_s) __attribute__((warn_unused_result));
 
+/*
+ * Proof of possession for POST /v1/enroll (docs/wire-format.md, "Enrolment"): the request's
+ * "signature" is 128 hex digits, Ed25519 by the key being enrolled over
+ *   "ferry-enroll-v1" '\n' PUBLIC_KEY_HEX '\n' TOKEN
+ * (PUBLIC_KEY_HEX lowercase, exactly as in the request's "public_key"). An ingest refuses a key
+ * that is not a valid point of the main subgroup (all-zero, low order, non-canonical), and a
+ * signature that does not verify, so nobody can enrol a key they do not hold.
+ */
+#define REQSIGN_ENROLL_TOKEN_MAX 128
+
+/* Writes the signature's hex (REQSIGN_SIG_HEX + 1 bytes) into sig_hex. Returns 0 or EINVAL. */
+int reqsign_enroll_sign(const uint8_t secret_key[64], const char *public_key_hex, const char *token,
+                        char sig_hex[REQSIGN_SIG_HEX + 1]) __attribute__((warn_unused_result));
+/* 0 when `public_key` is a usable Ed25519 key and `sig_hex` signs the enrolment with it;
+ * REQSIGN_EINVAL (malformed key or signature text, or a key that is not a valid point) or
+ * REQSIGN_EBADSIG. */
+int reqsign_enroll_verify(const uint8_t public_key[32], const char *public_key_hex,
+                          const char *token, const char *sig_hex)
+    __attribute__((warn_unused_result));
+
 #endif

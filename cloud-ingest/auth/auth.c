@@ -7,6 +7,8 @@
  * comparison is constant time so a client cannot learn the hash byte by byte.
  */
 #include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -307,6 +309,118 @@ int ingest_auth_register(struct ingest_router *router, struct ingest_store *stor
 {
     return ingest_router_add(router, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "/v1/audit",
                              INGEST_ACCESS_ADMIN, handle_audit, store);
+}
+
+/* ---- Failed-enrolment rate limit ----------------------------------------------------------- */
+
+struct bucket {
+    double tokens;
+    int64_t last_ms;
+};
+
+struct addr_bucket {
+    char addr[64]; /* "" = free */
+    struct bucket b;
+};
+
+struct ingest_enroll_limiter {
+    pthread_mutex_t lock;
+    double per_addr, global; /* capacity = failures per minute; 0 = off */
+    struct bucket all;
+    struct addr_bucket slots[INGEST_ENROLL_LIMITER_SLOTS];
+};
+
+int ingest_enroll_limiter_new(double per_address_per_min, double global_per_min,
+                              struct ingest_enroll_limiter **out)
+{
+    struct ingest_enroll_limiter *l = calloc(1, sizeof(*l));
+    *out = NULL;
+    if (l == NULL)
+        return -1;
+    pthread_mutex_init(&l->lock, NULL);
+    l->per_addr = per_address_per_min > 0 ? per_address_per_min : 0;
+    l->global = global_per_min > 0 ? global_per_min : 0;
+    l->all.tokens = l->global;
+    l->all.last_ms = -1;
+    *out = l;
+    return 0;
+}
+
+void ingest_enroll_limiter_free(struct ingest_enroll_limiter *l)
+{
+    if (l == NULL)
+        return;
+    pthread_mutex_destroy(&l->lock);
+    free(l);
+}
+
+/* Refills a bucket of capacity `cap` (per minute) up to now_ms. */
+static void refill(struct bucket *b, double cap, int64_t now_ms)
+{
+    if (b->last_ms < 0 || now_ms < b->last_ms) {
+        b->tokens = cap;
+    } else {
+        b->tokens += (double)(now_ms - b->last_ms) * cap / 60000.0;
+        if (b->tokens > cap)
+            b->tokens = cap;
+    }
+    b->last_ms = now_ms;
+}
+
+static unsigned wait_s(const struct bucket *b, double cap)
+{
+    if (b->tokens >= 1)
+        return 0;
+    double s = (1 - b->tokens) * 60.0 / cap;
+    return s < 1 ? 1 : (unsigned)ceil(s);
+}
+
+static struct addr_bucket *addr_slot(struct ingest_enroll_limiter *l, const char *addr,
+                                     int64_t now_ms)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (const char *p = addr; *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    struct addr_bucket *s = &l->slots[h % INGEST_ENROLL_LIMITER_SLOTS];
+    if (strncmp(s->addr, addr, sizeof(s->addr) - 1) != 0) {
+        ferry_strlcpy(s->addr, addr, sizeof(s->addr));
+        s->b.tokens = l->per_addr;
+        s->b.last_ms = now_ms;
+    }
+    return s;
+}
+
+unsigned ingest_enroll_limiter_check(struct ingest_enroll_limiter *l, const char *addr,
+                                     int64_t now_ms)
+{
+    unsigned wait = 0;
+    pthread_mutex_lock(&l->lock);
+    if (l->global > 0) {
+        refill(&l->all, l->global, now_ms);
+        wait = wait_s(&l->all, l->global);
+    }
+    if (wait == 0 && l->per_addr > 0) {
+        struct addr_bucket *s = addr_slot(l, addr, now_ms);
+        refill(&s->b, l->per_addr, now_ms);
+        wait = wait_s(&s->b, l->per_addr);
+    }
+    pthread_mutex_unlock(&l->lock);
+    return wait;
+}
+
+void ingest_enroll_limiter_failed(struct ingest_enroll_limiter *l, const char *addr, int64_t now_ms)
+{
+    pthread_mutex_lock(&l->lock);
+    if (l->global > 0) {
+        refill(&l->all, l->global, now_ms);
+        l->all.tokens = l->all.tokens >= 1 ? l->all.tokens - 1 : 0;
+    }
+    if (l->per_addr > 0) {
+        struct addr_bucket *s = addr_slot(l, addr, now_ms);
+        refill(&s->b, l->per_addr, now_ms);
+        s->b.tokens = s->b.tokens >= 1 ? s->b.tokens - 1 : 0;
+    }
+    pthread_mutex_unlock(&l->lock);
 }
 
 /* ---- Operator commands ---------------------------------------------------------------------- */

@@ -113,6 +113,28 @@ int ingest_auth_register(struct ingest_router *router, struct ingest_store *stor
     __attribute__((warn_unused_result));
 
 /*
+ * Failed-enrolment rate limit (POST /v1/enroll): token buckets of failures per source address
+ * and for the whole process. Each bucket holds up to `per_min` failures and refills at per_min
+ * per minute; while a bucket is empty, enrolments from that address (or, for the global one,
+ * from anyone) are answered 429 with Retry-After before the token is even looked at. Addresses
+ * share a fixed table of INGEST_ENROLL_LIMITER_SLOTS buckets (a new address may take over the
+ * bucket of another: memory stays bounded whatever the number of addresses; the global bucket
+ * still holds an attacker with many addresses). Thread-safe. 0 disables a limit.
+ */
+#define INGEST_ENROLL_LIMITER_SLOTS 4096
+struct ingest_enroll_limiter;
+int ingest_enroll_limiter_new(double per_address_per_min, double global_per_min,
+                              struct ingest_enroll_limiter **out)
+    __attribute__((warn_unused_result));
+void ingest_enroll_limiter_free(struct ingest_enroll_limiter *l);
+/* 0 when an enrolment from `addr` may be tried at now_ms; otherwise the seconds to wait. */
+unsigned ingest_enroll_limiter_check(struct ingest_enroll_limiter *l, const char *addr,
+                                     int64_t now_ms);
+/* Counts one failed enrolment from `addr`. */
+void ingest_enroll_limiter_failed(struct ingest_enroll_limiter *l, const char *addr,
+                                  int64_t now_ms);
+
+/*
  * Operator commands, argv starting at the subcommand's word:
  *   token create --role viewer|operator|admin --name NAME [--expires DURATION|DATE]
  *   token list [--json]

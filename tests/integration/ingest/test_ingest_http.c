@@ -88,13 +88,15 @@ static void use_viewer_token(const char *name)
         ferry_strlcpy(g_viewer, tok, sizeof(g_viewer));
 }
 
+/* Enrols `d` with its signature (proof of possession, transport/reqsign.h). */
 static long enroll(unsigned port, const char *token, struct ih_device *d, struct ih_resp *r)
 {
-    char body[512];
+    char body[768], sig[REQSIGN_SIG_HEX + 1];
+    assert_int_equal(reqsign_enroll_sign(d->sk, d->pk_hex, token, sig), 0);
     snprintf(body, sizeof(body),
              "{\"token\":\"%s\",\"public_key\":\"%s\",\"name\":\"jetson-7\",\"device_class\":"
-             "\"jetson-orin-nano\"}",
-             token, d->pk_hex);
+             "\"jetson-orin-nano\",\"signature\":\"%s\"}",
+             token, d->pk_hex, sig);
     assert_int_equal(ih_http(port, "POST", "/v1/enroll", body, strlen(body), r), 0);
     if (r->status == 200) {
         json_t *j = json_loads((char *)r->body.data, 0, NULL);
@@ -132,6 +134,8 @@ static int setup_lmdb(void **state)
                           "0s",
                           "--clock.threshold",
                           "60s",
+                          "--limits.enroll_failures_per_address",
+                          "1000",
                           NULL};
     if ((rc = ih_start(&g_srv, g_bin, g_dir, args)) != 0)
         return rc;
@@ -1245,6 +1249,82 @@ static void overload_429_fair_share_and_503_queue_full(void **state)
     ferry_buf_free(&bf);
 }
 
+/* POST /v1/enroll with a body built from the parts (signature NULL: none). */
+static long enroll_raw(unsigned port, const char *token, const char *pk_hex, const char *sig,
+                       struct ih_resp *r)
+{
+    char body[768];
+    if (sig != NULL)
+        snprintf(body, sizeof(body),
+                 "{\"token\":\"%s\",\"public_key\":\"%s\",\"signature\":\"%s\"}", token, pk_hex,
+                 sig);
+    else
+        snprintf(body, sizeof(body), "{\"token\":\"%s\",\"public_key\":\"%s\"}", token, pk_hex);
+    assert_int_equal(ih_http_h(port, "POST", "/v1/enroll", body, strlen(body), NULL, r), 0);
+    return r->status;
+}
+
+/* Proof of possession: an all-zero key, a low-order key, a key the enroller does not hold and an
+ * unsigned request are refused (all were enrolled with 200 before); then failed enrolments from
+ * one address are answered 429 with Retry-After, before the token is looked at. */
+static void enroll_needs_proof_of_possession_and_is_rate_limited(void **state)
+{
+    (void)state;
+    char data[256];
+    snprintf(data, sizeof(data), "%s/enroll-limit", g_dir);
+    const char *args[] = {"-d", data, "--limits.enroll_failures_per_address", "6", NULL};
+    struct ih_server s;
+    assert_int_equal(ih_start(&s, g_bin, g_dir, args), 0);
+    g_cli_data = data;
+    char tok[64];
+    new_token(tok, sizeof(tok), true);
+    struct ih_device a, other;
+    ih_device_new(&a);
+    ih_device_new(&other);
+    struct ih_resp r;
+    char sig[REQSIGN_SIG_HEX + 1], zero_hex[65];
+    memset(zero_hex, '0', 64);
+    zero_hex[64] = '\0';
+    /* all-zero key, "signed" with some key */
+    assert_int_equal(reqsign_enroll_sign(a.sk, zero_hex, tok, sig), 0);
+    assert_int_equal(enroll_raw(s.port, tok, zero_hex, sig, &r), 400);
+    ih_resp_free(&r);
+    /* a low-order point (order 8):
+     * 0x26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05 */
+    const char *low = "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05";
+    assert_int_equal(reqsign_enroll_sign(a.sk, low, tok, sig), 0);
+    assert_int_equal(enroll_raw(s.port, tok, low, sig, &r), 400);
+    ih_resp_free(&r);
+    /* a's public key signed by another key: the enroller does not hold it */
+    assert_int_equal(reqsign_enroll_sign(other.sk, a.pk_hex, tok, sig), 0);
+    assert_int_equal(enroll_raw(s.port, tok, a.pk_hex, sig, &r), 400);
+    assert_non_null(strstr((char *)r.body.data, "does not verify"));
+    ih_resp_free(&r);
+    /* unsigned */
+    assert_int_equal(enroll_raw(s.port, tok, a.pk_hex, NULL, &r), 400);
+    assert_non_null(strstr((char *)r.body.data, "signature"));
+    ih_resp_free(&r);
+    /* a signature for another token does not carry over */
+    assert_int_equal(reqsign_enroll_sign(a.sk, a.pk_hex, "another-token-0000", sig), 0);
+    assert_int_equal(enroll_raw(s.port, tok, a.pk_hex, sig, &r), 400);
+    ih_resp_free(&r);
+    /* properly signed: enrolled */
+    assert_int_equal(enroll(s.port, tok, &a, &r), 200);
+    ih_resp_free(&r);
+    /* Five failures so far; the sixth empties the bucket, then 429 even for a good request. */
+    struct ih_device b;
+    ih_device_new(&b);
+    assert_int_equal(enroll(s.port, "0123456789abcdef0123", &b, &r), 401);
+    ih_resp_free(&r);
+    assert_int_equal(enroll(s.port, tok, &b, &r), 429);
+    uint64_t ra = 0;
+    assert_int_equal(ferry_parse_u64(r.retry_after, 3600, &ra), 0);
+    assert_true(ra >= 1 && ra <= 60);
+    ih_resp_free(&r);
+    assert_int_equal(ih_stop(&s), 0);
+    g_cli_data = g_data;
+}
+
 /* ---- Authentication: API tokens and roles, device-signed requests --------------------------- */
 
 /* GET `path` with "Authorization: <authz>" (NULL: no header at all). */
@@ -1569,6 +1649,7 @@ int main(int argc, char **argv)
             cmocka_unit_test(every_endpoint_needs_a_valid_token_of_the_right_role),
             cmocka_unit_test(device_reads_only_its_own_manifest_and_artifacts),
             cmocka_unit_test(metrics_public_setting),
+            cmocka_unit_test(enroll_needs_proof_of_possession_and_is_rate_limited),
         };
         rc = cmocka_run_group_tests_name("ingest_http_lmdb", tests, setup_lmdb, teardown_lmdb);
     }
