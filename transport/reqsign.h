@@ -1,6 +1,6 @@
 /*
  * reqsign.h - device-signed HTTP requests: how a device proves, on a plain GET, that it is the
- * device it says (docs/wire-format.md, "Device-signed requests").
+ * device it says (docs/wire-format.md §12, "Device-signed requests").
  *
  * A device's manifest and artifact GETs carry four headers:
  *   X-Ferry-Device: <device id>
