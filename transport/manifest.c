@@ -135,6 +135,34 @@ static int get_u64(json_t *obj, const char *key, uint64_t min, uint64_t max, uin
 
 static const char *component_names[] = {"rootfs", "app", "model", "config", NULL};
 
+int manifest_name_valid(const char *s)
+{
+    size_t n = s != NULL ? strnlen(s, MANIFEST_MAX_STRING + 1) : 0;
+    if (n == 0 || n > MANIFEST_MAX_STRING)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!valid_name_char(s[i]))
+            return 0;
+    return 1;
+}
+
+int manifest_spec_check_names(const struct manifest_spec *spec, char *err, size_t err_len)
+{
+    int known = 0;
+    for (const char **c = component_names; *c && spec->component; c++)
+        known |= strcmp(*c, spec->component) == 0;
+    if (!known)
+        return fail(err, err_len, MANIFEST_E_FORMAT,
+                    "component: expected rootfs, app, model or config");
+    if (!manifest_name_valid(spec->version))
+        return fail(err, err_len, MANIFEST_E_FORMAT, "version: 1..%u of [A-Za-z0-9._+-]",
+                    MANIFEST_MAX_STRING);
+    if (!manifest_name_valid(spec->device_class))
+        return fail(err, err_len, MANIFEST_E_FORMAT, "device class: 1..%u of [A-Za-z0-9._+-]",
+                    MANIFEST_MAX_STRING);
+    return MANIFEST_OK;
+}
+
 static int parse_artifact(json_t *a, size_t idx, struct manifest *m, char *err, size_t err_len)
 {
     char where[48];

@@ -159,6 +159,15 @@ struct manifest_spec {
     uint8_t *chunk_storage[MANIFEST_MAX_ARTIFACTS]; /* owned, see manifest_spec_clear */
 };
 
+/* Whether `s` is a manifest name: 1..MANIFEST_MAX_STRING of [A-Za-z0-9._+-] (what the payload
+ * parser accepts for component, version, device_class and base_version). */
+int manifest_name_valid(const char *s);
+/* Checks a spec's strings before anything is built from it (`ferry release create` runs it
+ * before it writes an artifact): component one of rootfs, app, model, config; version and
+ * device class valid names. Returns 0 or MANIFEST_E_FORMAT with err saying which. */
+int manifest_spec_check_names(const struct manifest_spec *spec, char *err, size_t err_len)
+    __attribute__((warn_unused_result));
+
 /* Hashes an artifact file into spec->artifacts[spec->artifact_count++] (whole SHA-256 and one
  * per chunk_bytes chunk). For deltas, set base_* afterwards. Returns 0 or an error. */
 int manifest_spec_add_file(struct manifest_spec *spec, const char *path,

@@ -241,6 +241,18 @@ static int cmd_create(int argc, char **argv)
     int rc = 1;
     char err[512] = "", tmp[4096], path[4096];
     struct ferry_buf payload = FERRY_BUF_INIT;
+    /* Validate every name first: nothing is written for a release that would be refused. */
+    if (manifest_spec_check_names(&spec, err, sizeof(err)) != 0) {
+        fprintf(stderr, "ferry release create: %s\n", err);
+        return 2;
+    }
+    for (int b = 0; b < nbases; b++) {
+        if (!manifest_name_valid(base_versions[b])) {
+            fprintf(stderr, "ferry release create: --base-version: 1..%u of [A-Za-z0-9._+-]\n",
+                    MANIFEST_MAX_STRING);
+            return 2;
+        }
+    }
     if (ferry_mkdir_p(dir, 0755) != 0) {
         fprintf(stderr, "ferry release: cannot create %s\n", dir);
         goto out;

@@ -21,8 +21,18 @@ grep -q '^delta artifact' "$dir/create.txt"
 # sign separately from create gives a manifest that verifies too
 "$FERRY" release sign --key "$dir/rel.key" "$dir/out/payload.json" "$dir/m2.json"
 "$FERRY" release verify --pub "$dir/rel.pub" "$dir/m2.json" > /dev/null
-# refusals
 expect_fail() { if "$@" > /dev/null 2> "$dir/err"; then echo "unexpected success: $*"; exit 1; fi; }
+# create validates every name before it writes anything (issue 13: ../../x was written first)
+for bad in "--component ../../x" "--component kernel" "--version ../../x" "--device-class a/b"; do
+  # shellcheck disable=SC2086
+  set -- --component rootfs --version 2.0.0 --device-class jetson-orin-nano $bad
+  expect_fail "$FERRY" release create "$@" --serial 3 --target "$dir/v2.img" --out-dir "$dir/bad-out"
+  [ ! -e "$dir/bad-out" ] || { echo "release create wrote $dir/bad-out for $bad"; exit 1; }
+done
+expect_fail "$FERRY" release create --component rootfs --version 2.0.0 --device-class c \
+  --serial 3 --target "$dir/v2.img" --base "$dir/v1.img" --base-version "../1" --out-dir "$dir/bad-out"
+[ ! -e "$dir/bad-out" ]
+# refusals
 expect_fail "$FERRY" release verify --pub "$dir/other.pub" "$dir/out/manifest.json"
 grep -q 'unknown key' "$dir/err"
 expect_fail "$FERRY" release verify --pub "$dir/rel.pub" --device-class jetson-agx-orin "$dir/out/manifest.json"

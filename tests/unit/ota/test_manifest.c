@@ -97,6 +97,98 @@ static void test_roundtrip_signed_manifest(void **state)
     ferry_buf_free(&env);
 }
 
+/* Signs `msg` with Ed25519ph as docs/ota.md §2 says: libsodium's multi-part API. */
+static void ed25519ph_sign(const uint8_t *msg1, size_t len1, const uint8_t *msg2, size_t len2,
+                           const uint8_t sk[64], uint8_t sig[64])
+{
+    crypto_sign_state st;
+    crypto_sign_init(&st);
+    crypto_sign_update(&st, msg1, len1);
+    crypto_sign_update(&st, msg2, len2);
+    assert_int_equal(crypto_sign_final_create(&st, sig, NULL, sk), 0);
+}
+
+/* An envelope assembled by hand from docs/ota.md §2 (not by manifest_sign). */
+static void envelope_by_hand(const struct ferry_buf *payload, const uint8_t pk[32],
+                             const uint8_t sig[64], struct ferry_buf *env)
+{
+    uint8_t h[32];
+    crypto_generichash(h, 32, pk, 32, NULL, 0);
+    char kid[17], sighex[129];
+    sodium_bin2hex(kid, sizeof(kid), h, 8);
+    sodium_bin2hex(sighex, sizeof(sighex), sig, 64);
+    size_t cap = sodium_base64_ENCODED_LEN(payload->len, sodium_base64_VARIANT_ORIGINAL);
+    char *b64 = malloc(cap);
+    assert_non_null(b64);
+    sodium_bin2base64(b64, cap, payload->data, payload->len, sodium_base64_VARIANT_ORIGINAL);
+    ferry_buf_reset(env);
+    assert_int_equal(ferry_buf_printf(env,
+                                      "{\"format\":\"ferry-manifest-1\",\"payload\":\"%s\","
+                                      "\"signatures\":[{\"key_id\":\"%s\",\"sig\":\"%s\"}]}",
+                                      b64, kid, sighex),
+                     0);
+    free(b64);
+}
+
+/* docs/ota.md §2: the release signature is Ed25519ph (RFC 8032, empty context) over
+ * "ferry-release-v1\n" || payload. libsodium's multi-part API is checked against RFC 8032's
+ * Ed25519ph test vector, then a manifest signed by the document's recipe verifies, and a pure
+ * Ed25519 signature over the same bytes does not. */
+static void test_signature_is_ed25519ph_as_documented(void **state)
+{
+    (void)state;
+    /* RFC 8032 section 7.3, "TEST abc" */
+    uint8_t seed[32], pk[32], sk[64], sig[64], want[64];
+    assert_int_equal(
+        sodium_hex2bin(seed, 32, "833fe62409237b9d62ec77587520911e9a759cec1d19755b7da901b96dca3d42",
+                       64, NULL, NULL, NULL),
+        0);
+    assert_int_equal(
+        sodium_hex2bin(want, 64,
+                       "98a70222f0b8121aa9d30f813d683f809e462b469c7ff87639499bb94e6dae41"
+                       "31f85042463c2a355a2003d062adf5aaa10b8c61e636062aaad11c2a26083406",
+                       128, NULL, NULL, NULL),
+        0);
+    crypto_sign_seed_keypair(pk, sk, seed);
+    ed25519ph_sign((const uint8_t *)"ab", 2, (const uint8_t *)"c", 1, sk, sig);
+    assert_memory_equal(sig, want, 64);
+
+    /* A payload, signed by the recipe, in an envelope made by hand. */
+    struct ferry_buf env = FERRY_BUF_INIT, mine = FERRY_BUF_INIT, payload = FERRY_BUF_INIT;
+    build(&env, "2.0.0", 5, "jetson-orin-nano", 0, sk_release);
+    struct manifest *m = NULL;
+    assert_int_equal(parse(&env, (const uint8_t(*)[32])pk_release, 1, &m), MANIFEST_OK);
+    size_t plen = 0;
+    const uint8_t *p = manifest_payload(m, &plen);
+    assert_int_equal(ferry_buf_append(&payload, p, plen), 0);
+    manifest_free(m);
+    const char *prefix = "ferry-release-v1\n";
+    ed25519ph_sign((const uint8_t *)prefix, strlen(prefix), payload.data, payload.len, sk_release,
+                   sig);
+    envelope_by_hand(&payload, pk_release, sig, &mine);
+    m = NULL;
+    assert_int_equal(parse(&mine, (const uint8_t(*)[32])pk_release, 1, &m), MANIFEST_OK);
+    manifest_free(m);
+    /* Ed25519 is deterministic: manifest_sign made the very same signature. */
+    char sighex[129];
+    sodium_bin2hex(sighex, sizeof(sighex), sig, 64);
+    assert_non_null(memmem(env.data, env.len, sighex, 128));
+
+    /* Pure Ed25519 over the same message is another signature, and refused. */
+    struct ferry_buf msg = FERRY_BUF_INIT;
+    assert_int_equal(ferry_buf_append(&msg, prefix, strlen(prefix)), 0);
+    assert_int_equal(ferry_buf_append(&msg, payload.data, payload.len), 0);
+    crypto_sign_detached(sig, NULL, msg.data, msg.len, sk_release);
+    envelope_by_hand(&payload, pk_release, sig, &mine);
+    m = NULL;
+    assert_int_equal(parse(&mine, (const uint8_t(*)[32])pk_release, 1, &m), MANIFEST_E_SIGNATURE);
+    manifest_free(m);
+    ferry_buf_free(&msg);
+    ferry_buf_free(&payload);
+    ferry_buf_free(&mine);
+    ferry_buf_free(&env);
+}
+
 static void test_bad_signature_rejected(void **state)
 {
     (void)state;
@@ -302,6 +394,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_signed_manifest),
+        cmocka_unit_test(test_signature_is_ed25519ph_as_documented),
         cmocka_unit_test(test_bad_signature_rejected),
         cmocka_unit_test(test_tampered_payload_rejected),
         cmocka_unit_test(test_unknown_key_and_unsigned_rejected),
