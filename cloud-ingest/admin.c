@@ -31,6 +31,7 @@ static int usage(void)
             "       ferry-ingest [options] device list [--json]\n"
             "       ferry-ingest [options] device revoke ID\n"
             "       ferry-ingest [options] enroll-token create [--fleet] [--expires DURATION]\n"
+            "                                                 [--max-uses N]\n"
             "       ferry-ingest [options] token create --role viewer|operator|admin --name NAME\n"
             "                                          [--expires DURATION|DATE]\n"
             "       ferry-ingest [options] token list [--json] | token revoke NAME|ID\n"
@@ -191,10 +192,14 @@ static int enroll_token_create(struct ingest_store *st, int argc, char **argv)
 {
     bool one_time = true;
     int64_t expires_ns = 0;
+    uint64_t max_uses = 0;
     for (int i = 0; i < argc; i++) {
         int64_t ms;
         if (strcmp(argv[i], "--fleet") == 0)
             one_time = false;
+        else if (strcmp(argv[i], "--max-uses") == 0 && i + 1 < argc &&
+                 ferry_parse_u64(argv[i + 1], INT64_MAX, &max_uses) == 0 && max_uses > 0)
+            i++;
         else if (strcmp(argv[i], "--one-time") == 0)
             one_time = true;
         else if (strcmp(argv[i], "--expires") == 0 && i + 1 < argc &&
@@ -212,7 +217,7 @@ static int enroll_token_create(struct ingest_store *st, int argc, char **argv)
     char token[41];
     randombytes_buf(raw, sizeof(raw));
     ferry_hex_encode(raw, sizeof(raw), token);
-    int rc = ingest_store_token_add(st, token, one_time, expires_ns);
+    int rc = ingest_store_token_add_limited(st, token, one_time, expires_ns, max_uses);
     if (rc != 0) {
         fprintf(stderr, "ferry-ingest: enroll-token create: %s\n", ingest_store_strerror(rc));
         return 1;
@@ -220,7 +225,8 @@ static int enroll_token_create(struct ingest_store *st, int argc, char **argv)
     /* The audit log names the token by a prefix only: the log is readable by admins, the token
      * must stay a secret of whoever provisions devices. */
     char target[64];
-    snprintf(target, sizeof(target), "%.8s... (%s)", token, one_time ? "one-time" : "fleet");
+    snprintf(target, sizeof(target), "%.8s... (%s, max uses %llu)", token,
+             one_time ? "one-time" : "fleet", (unsigned long long)max_uses);
     audit_cli(st, "enroll-token.create", target);
     printf("%s\n", token);
     return 0;

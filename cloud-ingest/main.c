@@ -16,6 +16,7 @@ static void help(void)
         "       ferry-ingest [options] device list [--json]\n"
         "       ferry-ingest [options] device revoke ID\n"
         "       ferry-ingest [options] enroll-token create [--fleet] [--expires DURATION]\n"
+        "                                                 [--max-uses N]\n"
         "       ferry-ingest [options] token create --role viewer|operator|admin --name NAME\n"
         "                                          [--expires DURATION|YYYY-MM-DD]\n"
         "       ferry-ingest [options] token list [--json]\n"

@@ -150,10 +150,16 @@ int ingest_store_device_list(struct ingest_store *store, ingest_device_cb cb, vo
 int ingest_store_token_add(struct ingest_store *store, const char *token, bool one_time,
                            int64_t expires_ns)
 {
+    return ingest_store_token_add_limited(store, token, one_time, expires_ns, 0);
+}
+
+int ingest_store_token_add_limited(struct ingest_store *store, const char *token, bool one_time,
+                                   int64_t expires_ns, uint64_t max_uses)
+{
     size_t n = strnlen(token, 129);
-    if (n < 16 || n > 128)
+    if (n < 16 || n > 128 || max_uses > INT64_MAX)
         return INGEST_STORE_EINVAL;
-    return store->ops->token_add(store, token, one_time, expires_ns);
+    return store->ops->token_add(store, token, one_time, expires_ns, max_uses);
 }
 
 int ingest_store_enroll(struct ingest_store *store, const char *token,

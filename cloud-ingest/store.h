@@ -10,7 +10,7 @@
  *             last seen, last clock offset, versions it reported, per-stream counters (records
  *             stored, highest sequence, gap ranges and gap records, backlog it reported)
  *   tokens    enrolment tokens: one-time (consumed by the first enrolment) or fleet (reusable
- *             until it expires)
+ *             until it expires or has enrolled its maximum number of keys)
  *   records   keyed by (device, stream, seq); a repeated key is never stored twice
  *   gaps      eviction gaps a device reported, keyed by (device, stream, first seq)
  *   api tokens operator API tokens (cloud-ingest/auth/): public id, unique name, role, a hash of
@@ -234,11 +234,17 @@ int ingest_store_device_list(struct ingest_store *store, ingest_device_cb cb, vo
  * consumed by its first successful enrolment; a fleet token is reusable. expires_ns 0: never. */
 int ingest_store_token_add(struct ingest_store *store, const char *token, bool one_time,
                            int64_t expires_ns) __attribute__((warn_unused_result));
+/* The same with a use limit: a fleet token enrols at most `max_uses` new keys (0: no limit; a
+ * key enrolling again is not a new use). */
+int ingest_store_token_add_limited(struct ingest_store *store, const char *token, bool one_time,
+                                   int64_t expires_ns, uint64_t max_uses)
+    __attribute__((warn_unused_result));
 
 /*
  * Enrols a key with a token, atomically: the same key enrolling again gets its existing id (and
- * consumes nothing); a new key consumes a one-time token and is registered as `dev` says (its id
- * is `dev->id`). ETOKEN: the token is unknown, used or expired; EREVOKED: the key's device is
+ * consumes nothing); a new key consumes a one-time token (or one use of a fleet token) and is
+ * registered as `dev` says (its id is `dev->id`). ETOKEN: the token is unknown, used, used up
+ * or expired; EREVOKED: the key's device is
  * revoked. On success *out is the device as stored.
  */
 int ingest_store_enroll(struct ingest_store *store, const char *token,

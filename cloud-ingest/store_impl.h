@@ -21,7 +21,8 @@ struct ingest_store_ops {
     int (*device_revoke)(struct ingest_store *s, const char *id);
     int (*device_updates)(struct ingest_store *s, const char *id, char *out, size_t out_len);
     int (*device_list)(struct ingest_store *s, ingest_device_cb cb, void *arg);
-    int (*token_add)(struct ingest_store *s, const char *token, bool one_time, int64_t expires_ns);
+    int (*token_add)(struct ingest_store *s, const char *token, bool one_time, int64_t expires_ns,
+                     uint64_t max_uses);
     int (*enroll)(struct ingest_store *s, const char *token, const struct ingest_device *dev,
                   int64_t now_ns, struct ingest_device *out, char *err, size_t err_len);
     int (*export_records)(struct ingest_store *s, const char *device_id, uint8_t stream,

@@ -64,12 +64,16 @@ struct lmdb_device_val {
     struct ingest_device dev;
 };
 
+/* 16 bytes in directories made before use limits; 32 since (the tail reads as 0: no limit). */
 struct lmdb_token_val {
     uint8_t one_time;
     uint8_t used;
     uint8_t pad[6];
     int64_t expires_ns;
+    uint64_t uses;     /* new keys enrolled with it */
+    uint64_t max_uses; /* 0: no limit */
 };
+#define LMDB_TOKEN_VAL_V1 16
 
 static int map_err(int rc)
 {
@@ -803,7 +807,7 @@ out:
 }
 
 static int lmdb_token_add(struct ingest_store *base, const char *token, bool one_time,
-                          int64_t expires_ns)
+                          int64_t expires_ns, uint64_t max_uses)
 {
     struct lmdb_store *s = (struct lmdb_store *)base;
     MDB_txn *txn = NULL;
@@ -814,6 +818,7 @@ static int lmdb_token_add(struct ingest_store *base, const char *token, bool one
     memset(&tv, 0, sizeof(tv));
     tv.one_time = one_time;
     tv.expires_ns = expires_ns;
+    tv.max_uses = max_uses;
     MDB_val k = str_val(token), v = {sizeof(tv), &tv};
     int mrc = mdb_put(txn, s->tokens, &k, &v, MDB_NOOVERWRITE);
     if (mrc != 0) {
@@ -835,12 +840,13 @@ static int lmdb_enroll(struct ingest_store *base, const char *token,
     MDB_val tk = str_val(token), tv;
     struct lmdb_token_val tok;
     int mrc = mdb_get(txn, s->tokens, &tk, &tv);
-    if (mrc != 0 || tv.mv_size != sizeof(tok)) {
+    if (mrc != 0 || (tv.mv_size != sizeof(tok) && tv.mv_size != LMDB_TOKEN_VAL_V1)) {
         snprintf(err, err_len, "token: unknown");
         rc = mrc == MDB_NOTFOUND || mrc == 0 ? INGEST_STORE_ETOKEN : map_err(mrc);
         goto fail;
     }
-    memcpy(&tok, tv.mv_data, sizeof(tok));
+    memset(&tok, 0, sizeof(tok));
+    memcpy(&tok, tv.mv_data, tv.mv_size);
     if (tok.expires_ns != 0 && now_ns > tok.expires_ns) {
         snprintf(err, err_len, "token: expired");
         rc = INGEST_STORE_ETOKEN;
@@ -871,6 +877,11 @@ static int lmdb_enroll(struct ingest_store *base, const char *token,
         rc = INGEST_STORE_ETOKEN;
         goto fail;
     }
+    if (tok.max_uses != 0 && tok.uses >= tok.max_uses) {
+        snprintf(err, err_len, "token: used up (%llu keys enrolled)", (unsigned long long)tok.uses);
+        rc = INGEST_STORE_ETOKEN;
+        goto fail;
+    }
     rc = dev_read(s, txn, dev->id, &dv);
     if (rc == 0) {
         snprintf(err, err_len, "device id %s is taken by another key", dev->id);
@@ -884,13 +895,13 @@ static int lmdb_enroll(struct ingest_store *base, const char *token,
     rc = insert_device(s, txn, &nd);
     if (rc != 0)
         goto fail;
-    if (tok.one_time) {
-        tok.used = 1;
-        tv = (MDB_val){sizeof(tok), &tok};
-        rc = map_err(mdb_put(txn, s->tokens, &tk, &tv, 0));
-        if (rc != 0)
-            goto fail;
-    }
+    /* Every new key counts a use (in the same transaction as the device it registers). */
+    tok.used = 1;
+    tok.uses++;
+    tv = (MDB_val){sizeof(tok), &tok};
+    rc = map_err(mdb_put(txn, s->tokens, &tk, &tv, 0));
+    if (rc != 0)
+        goto fail;
     rc = map_err(mdb_txn_commit(txn));
     if (rc == 0)
         *out = nd;

@@ -86,7 +86,9 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
     " role smallint NOT NULL, hash bytea NOT NULL, created_ns bigint NOT NULL,"
     " expires_ns bigint NOT NULL DEFAULT 0, revoked_ns bigint NOT NULL DEFAULT 0);"
     "CREATE TABLE audit (seq bigserial PRIMARY KEY, ts_ns bigint NOT NULL, actor text NOT NULL,"
-    " action text NOT NULL, target text NOT NULL, source text NOT NULL, status integer NOT NULL);",
+    " action text NOT NULL, target text NOT NULL, source text NOT NULL, status integer NOT NULL);"
+    "ALTER TABLE tokens ADD COLUMN uses bigint NOT NULL DEFAULT 0,"
+    " ADD COLUMN max_uses bigint NOT NULL DEFAULT 0;",
 };
 
 static void set_err(char *err, size_t err_len, const char *what, PGconn *c)
@@ -955,15 +957,18 @@ out:
 }
 
 static int pg_token_add(struct ingest_store *base, const char *token, bool one_time,
-                        int64_t expires_ns)
+                        int64_t expires_ns, uint64_t max_uses)
 {
     struct pg_store *s = (struct pg_store *)base;
     struct pg_conn *pc = conn_get(s);
-    char exp[24];
+    char exp[24], maxu[24];
     snprintf(exp, sizeof(exp), "%" PRId64, expires_ns);
-    const char *vals[3] = {token, one_time ? "true" : "false", exp};
-    PGresult *r = exec_params(
-        pc->conn, "INSERT INTO tokens (token, one_time, expires_ns) VALUES ($1, $2, $3)", 3, vals);
+    snprintf(maxu, sizeof(maxu), "%" PRIu64, max_uses);
+    const char *vals[4] = {token, one_time ? "true" : "false", exp, maxu};
+    PGresult *r = exec_params(pc->conn,
+                              "INSERT INTO tokens (token, one_time, expires_ns, max_uses)"
+                              " VALUES ($1, $2, $3, $4)",
+                              4, vals);
     int rc = 0;
     if (!res_ok(r)) {
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
@@ -980,8 +985,8 @@ static int enroll_txn(PGconn *c, const char *token, const struct ingest_device *
     const char *tv[1] = {token};
     /* FOR UPDATE: two processes enrolling with one one-time token serialise here. */
     PGresult *r = exec_params(c,
-                              "SELECT one_time, used, expires_ns FROM tokens WHERE token = $1"
-                              " FOR UPDATE",
+                              "SELECT one_time, used, expires_ns, uses, max_uses FROM tokens"
+                              " WHERE token = $1 FOR UPDATE",
                               1, tv);
     if (!res_ok(r)) {
         set_err(err, err_len, "look up token", c);
@@ -994,8 +999,10 @@ static int enroll_txn(PGconn *c, const char *token, const struct ingest_device *
         return INGEST_STORE_ETOKEN;
     }
     bool one_time = PQgetvalue(r, 0, 0)[0] == 't', used = PQgetvalue(r, 0, 1)[0] == 't';
-    int64_t expires = 0;
+    int64_t expires = 0, uses = 0, max_uses = 0;
     (void)ferry_parse_i64(PQgetvalue(r, 0, 2), INT64_MIN, INT64_MAX, &expires);
+    (void)ferry_parse_i64(PQgetvalue(r, 0, 3), 0, INT64_MAX, &uses);
+    (void)ferry_parse_i64(PQgetvalue(r, 0, 4), 0, INT64_MAX, &max_uses);
     PQclear(r);
     if (expires != 0 && now_ns > expires) {
         snprintf(err, err_len, "token: expired");
@@ -1024,6 +1031,10 @@ static int enroll_txn(PGconn *c, const char *token, const struct ingest_device *
         snprintf(err, err_len, "token: already used");
         return INGEST_STORE_ETOKEN;
     }
+    if (max_uses != 0 && uses >= max_uses) {
+        snprintf(err, err_len, "token: used up (%lld keys enrolled)", (long long)uses);
+        return INGEST_STORE_ETOKEN;
+    }
     struct ingest_device nd = *dev;
     nd.enrolled_ns = now_ns;
     int rc = insert_device(c, &nd, err, err_len);
@@ -1031,13 +1042,12 @@ static int enroll_txn(PGconn *c, const char *token, const struct ingest_device *
         snprintf(err, err_len, "device id %s is taken by another key", dev->id);
     if (rc != 0)
         return rc;
-    if (one_time) {
-        r = exec_params(c, "UPDATE tokens SET used = true WHERE token = $1", 1, tv);
-        rc = res_ok(r) ? 0 : INGEST_STORE_EIO;
-        PQclear(r);
-        if (rc != 0)
-            return rc;
-    }
+    /* Every new key counts a use, in the transaction that registers it (the row is locked). */
+    r = exec_params(c, "UPDATE tokens SET used = true, uses = uses + 1 WHERE token = $1", 1, tv);
+    rc = res_ok(r) ? 0 : INGEST_STORE_EIO;
+    PQclear(r);
+    if (rc != 0)
+        return rc;
     *out = nd;
     return 0;
 }

@@ -197,7 +197,7 @@ static void devices_register_list_and_revoke(void **state)
     ingest_store_close(s);
 }
 
-static void enroll_tokens_one_time_fleet_expiry(void **state)
+static void enroll_tokens_one_time_fleet_expiry_max_uses(void **state)
 {
     struct ingest_store *s = open_store();
     struct ingest_device a, b, out;
@@ -233,6 +233,23 @@ static void enroll_tokens_one_time_fleet_expiry(void **state)
     assert_int_equal(ingest_store_token_add(s, "expiring-token-001", false, 100), 0);
     assert_int_equal(ingest_store_enroll(s, "expiring-token-001", &d, 101, &out, err, sizeof(err)),
                      INGEST_STORE_ETOKEN);
+    /* A fleet token with a use limit enrols that many new keys; a key enrolling again is not a
+     * new use. */
+    assert_int_equal(ingest_store_token_add_limited(s, "limited-token-0001", false, 0, 2), 0);
+    struct ingest_device e, f, g;
+    make_device(&e, "d-enroll-e", 25);
+    make_device(&f, "d-enroll-f", 26);
+    make_device(&g, "d-enroll-g", 27);
+    assert_int_equal(ingest_store_enroll(s, "limited-token-0001", &e, 11, &out, err, sizeof(err)),
+                     0);
+    assert_int_equal(ingest_store_enroll(s, "limited-token-0001", &e, 12, &out, err, sizeof(err)),
+                     0);
+    assert_int_equal(ingest_store_enroll(s, "limited-token-0001", &f, 13, &out, err, sizeof(err)),
+                     0);
+    assert_int_equal(ingest_store_enroll(s, "limited-token-0001", &g, 14, &out, err, sizeof(err)),
+                     INGEST_STORE_ETOKEN);
+    assert_non_null(strstr(err, "used up"));
+    assert_int_equal(ingest_store_device_get(s, "d-enroll-g", &out), INGEST_STORE_ENOTFOUND);
     /* A revoked device cannot enrol again. */
     assert_int_equal(ingest_store_device_revoke(s, "d-enroll-c"), 0);
     assert_int_equal(ingest_store_enroll(s, "fleet-token-000001", &c, 10, &out, err, sizeof(err)),
@@ -760,7 +777,7 @@ int main(int argc, char **argv)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(devices_register_list_and_revoke),
-        cmocka_unit_test(enroll_tokens_one_time_fleet_expiry),
+        cmocka_unit_test(enroll_tokens_one_time_fleet_expiry_max_uses),
         cmocka_unit_test(records_stored_once_and_exported_in_order),
         cmocka_unit_test(interleaved_batches_export_in_seq_order),
         cmocka_unit_test(group_commit_refuses_unknown_and_revoked_only),
