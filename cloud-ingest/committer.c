@@ -9,8 +9,11 @@
  * Invariants:
  *   1. A job's done callback runs exactly once, after the store call for its group returned,
  *      with job->commit_result 0 only when that call made the job's writes durable.
- *   2. The queue never holds more than limits.queue_max jobs: submit fails with INGEST_EBUSY
- *      instead (the worker answers 503 + Retry-After), so memory under overload is bounded.
+ *   2. The queue never holds more than limits.queue_max jobs, and the jobs accepted and not yet
+ *      answered (queued or being committed) never hold more than limits.queue_max_bytes (a job's
+ *      held_bytes: its request body and decoded records) unless a single job does alone: submit
+ *      fails with INGEST_EBUSY instead (the worker answers 503 + Retry-After), so memory under
+ *      overload is bounded in batches and in bytes, whatever the number of devices sending.
  *   3. ingest_committer_free() commits what is queued before the threads exit: a job accepted
  *      into the queue is always answered.
  *
@@ -31,6 +34,7 @@ struct ingest_committer {
     struct ingest_job *head, *tail;
     size_t depth;
     size_t queue_max;
+    uint64_t held_bytes, queue_max_bytes; /* jobs accepted and not yet answered */
     size_t group_max_records;
     bool stopping;
     struct ingest_store *store;
@@ -40,6 +44,15 @@ struct ingest_committer {
     pthread_t *threads;
     size_t n_threads;
 };
+
+/* The jobs of a group are answered from here on: their bytes no longer count. (The worker frees
+ * the request body when it replies, moments later; the bound is on what waits for storage.) */
+static void release_bytes(struct ingest_committer *c, uint64_t bytes)
+{
+    pthread_mutex_lock(&c->lock);
+    c->held_bytes = bytes <= c->held_bytes ? c->held_bytes - bytes : 0;
+    pthread_mutex_unlock(&c->lock);
+}
 
 static void commit_group(struct ingest_committer *c, struct ingest_job *group, size_t n,
                          struct ingest_write **writes)
@@ -57,6 +70,10 @@ static void commit_group(struct ingest_committer *c, struct ingest_job *group, s
         ingest_metrics_add(c->metrics, INGEST_C_STORE_ERRORS, 1);
         log_limited(5, FERRY_LOG_ERROR, "ingest", "group commit of %zu batches failed: %s", n, err);
     }
+    uint64_t bytes = 0;
+    for (struct ingest_job *j = group; j != NULL; j = j->next)
+        bytes += j->held_bytes;
+    release_bytes(c, bytes);
     struct ingest_job *j = group;
     while (j != NULL) {
         struct ingest_job *next = j->next;
@@ -100,6 +117,10 @@ static void *storage_thread(void *arg)
         }
         if (writes == NULL) {
             /* No memory for the pointer array: fail the group rather than lose track of it. */
+            uint64_t bytes = 0;
+            for (struct ingest_job *j = group; j != NULL; j = j->next)
+                bytes += j->held_bytes;
+            release_bytes(c, bytes);
             for (struct ingest_job *j = group, *next; j != NULL; j = next) {
                 next = j->next;
                 j->next = NULL;
@@ -125,6 +146,7 @@ int ingest_committer_new(struct ingest_store *store, struct ingest_metrics *metr
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->cond, NULL);
     c->queue_max = cfg->queue_max;
+    c->queue_max_bytes = cfg->queue_max_bytes;
     c->group_max_records = cfg->group_max_records;
     c->store = store;
     c->metrics = metrics;
@@ -150,10 +172,12 @@ int ingest_committer_new(struct ingest_store *store, struct ingest_metrics *metr
 int ingest_committer_submit(struct ingest_committer *c, struct ingest_job *job)
 {
     pthread_mutex_lock(&c->lock);
-    if (c->depth >= c->queue_max || c->stopping) {
+    if (c->depth >= c->queue_max || c->stopping ||
+        (c->held_bytes > 0 && c->held_bytes + job->held_bytes > c->queue_max_bytes)) {
         pthread_mutex_unlock(&c->lock);
         return INGEST_EBUSY;
     }
+    c->held_bytes += job->held_bytes;
     job->next = NULL;
     if (c->tail != NULL)
         c->tail->next = job;
@@ -164,6 +188,14 @@ int ingest_committer_submit(struct ingest_committer *c, struct ingest_job *job)
     pthread_cond_signal(&c->cond);
     pthread_mutex_unlock(&c->lock);
     return 0;
+}
+
+uint64_t ingest_committer_held_bytes(struct ingest_committer *c)
+{
+    pthread_mutex_lock(&c->lock);
+    uint64_t b = c->held_bytes;
+    pthread_mutex_unlock(&c->lock);
+    return b;
 }
 
 size_t ingest_committer_depth(struct ingest_committer *c)

@@ -25,6 +25,7 @@ void ingest_config_defaults(struct ingest_config *cfg)
     cfg->max_body_bytes = 8u * 1024 * 1024;
     cfg->max_enroll_bytes = 16 * 1024;
     cfg->queue_max = 4096;
+    cfg->queue_max_bytes = 512ull << 20;
     cfg->group_max_records = 65536;
     cfg->storage_threads = 2;
     cfg->device_rate = 100;
@@ -107,6 +108,8 @@ static const char help_text[] =
     "  limits.max_body SIZE           largest POST /v1/batches body, 413 above (8MiB)\n"
     "  limits.max_enroll_body SIZE    largest POST /v1/enroll body (16KiB)\n"
     "  limits.queue_max N             batches waiting for storage, 503 above (4096)\n"
+    "  limits.queue_max_bytes SIZE    memory those batches hold (body + records), 503 above\n"
+    "                                 (512MiB)\n"
     "  limits.group_max_records N     records per group commit (65536)\n"
     "  limits.device_rate R           fair share: batches/s per device, 429 above (100; 0 = off)\n"
     "  limits.device_burst N          fair share: burst in batches (200)\n"
@@ -161,6 +164,9 @@ int ingest_config_set(struct ingest_config *cfg, const char *key, const char *v,
     } else if (strcmp(key, "limits.max_enroll_body") == 0) {
         bad = ferry_parse_size(v, &size) != 0 || size < 64 || size > (1u << 20);
         cfg->max_enroll_bytes = size;
+    } else if (strcmp(key, "limits.queue_max_bytes") == 0) {
+        bad = ferry_parse_size(v, &size) != 0 || size < 1024;
+        cfg->queue_max_bytes = size;
     } else if (strcmp(key, "limits.queue_max") == 0)
         bad = set_uint(&cfg->queue_max, v, 1, 10000000);
     else if (strcmp(key, "limits.group_max_records") == 0)

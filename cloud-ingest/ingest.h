@@ -64,6 +64,7 @@ struct ingest_config {
     uint64_t max_body_bytes;            /* POST /v1/batches body limit (413 above) */
     uint64_t max_enroll_bytes;          /* POST /v1/enroll body limit */
     unsigned queue_max;                 /* commit queue: batches waiting for storage (503 above) */
+    uint64_t queue_max_bytes;           /* and the bytes they hold, body and records (503 above) */
     unsigned group_max_records;         /* records per group commit (a soft limit) */
     unsigned storage_threads;           /* PostgreSQL: parallel committers (LMDB always uses 1) */
     double device_rate;                 /* fair share: batches/s per device (0: unlimited) */
@@ -200,6 +201,7 @@ struct ingest_job {
     struct ingest_job *next;
     int commit_result; /* 0 or the store's error for the whole group */
     int64_t received_mono_ns;
+    uint64_t held_bytes; /* request body + decoded records: what the job keeps in memory */
     /* server bookkeeping */
     struct evhttp_request *req;
     void *worker;
@@ -254,10 +256,13 @@ typedef void (*ingest_commit_done_fn)(struct ingest_job *job, void *arg);
 int ingest_committer_new(struct ingest_store *store, struct ingest_metrics *metrics,
                          const struct ingest_config *cfg, ingest_commit_done_fn done, void *arg,
                          struct ingest_committer **out) __attribute__((warn_unused_result));
-/* Queues a job. INGEST_EBUSY when the queue holds queue_max jobs already (answer 503). */
+/* Queues a job. INGEST_EBUSY when the queue holds queue_max jobs already, or when the jobs not
+ * yet answered hold queue_max_bytes with this one's job->held_bytes (answer 503). */
 int ingest_committer_submit(struct ingest_committer *c, struct ingest_job *job)
     __attribute__((warn_unused_result));
 size_t ingest_committer_depth(struct ingest_committer *c);
+/* Bytes held by jobs accepted and not yet answered. */
+uint64_t ingest_committer_held_bytes(struct ingest_committer *c);
 /* Commits everything still queued, then stops the threads and frees. */
 void ingest_committer_free(struct ingest_committer *c);
 

@@ -266,6 +266,10 @@ static void handle_batch(struct evhttp_request *req, const char *path, void *arg
     job->req = req;
     job->worker = w;
     job->received_mono_ns = t0;
+    /* What this batch keeps in memory until it is answered: the body evhttp holds and the
+     * decoded records (payload arena, record and offset arrays). */
+    job->held_bytes = (uint64_t)len + job->arena->cap +
+                      (uint64_t)job->recs_cap * (sizeof(*job->recs) + sizeof(*job->offs));
     if (ingest_committer_submit(ctx->committer, job) != 0) {
         ingest_devtab_done(ctx->devtab, job->device_id);
         code = 503;

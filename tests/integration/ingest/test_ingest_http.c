@@ -1249,6 +1249,58 @@ static void overload_429_fair_share_and_503_queue_full(void **state)
     ferry_buf_free(&bf);
 }
 
+/* limits.queue_max_bytes: with the storage thread stalled (LMDB's writer lock held here), one
+ * batch is held and a second is refused 503 for the bytes it would add, although the queue has
+ * room for 4096 batches; nothing is lost: both are stored once the stall ends. */
+static void queued_batches_bounded_in_bytes(void **state)
+{
+    (void)state;
+    char data[256];
+    snprintf(data, sizeof(data), "%s/bytes-data", g_dir);
+    const char *args[] = {"-d", data, "--limits.queue_max_bytes", "64KiB", NULL};
+    struct ih_server s;
+    assert_int_equal(ih_start(&s, g_bin, g_dir, args), 0);
+    g_cli_data = data;
+    use_viewer_token("it-bytes");
+    struct ih_device e, f;
+    enrolled_device(s.port, &e);
+    enrolled_device(s.port, &f);
+    int64_t now = ferry_realtime_ns();
+    struct ferry_buf be = FERRY_BUF_INIT, bf = FERRY_BUF_INIT;
+    assert_int_equal(ih_batch(&e, RECORD_METRIC, 1, 500, now, now, true, &be), 0);
+    assert_int_equal(ih_batch(&f, RECORD_METRIC, 1, 500, now, now, true, &bf), 0);
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
+    assert_int_equal(mdb_env_set_mapsize(env, (size_t)64 << 30), 0);
+    assert_int_equal(mdb_env_open(env, data, MDB_NOTLS, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    pthread_t t1;
+    struct post_arg a1 = {s.port, &be, 0, ""};
+    double bytes0 = metric_value(s.port, "ferry_ingest_batch_bytes_total");
+    assert_int_equal(pthread_create(&t1, NULL, post_thread, &a1), 0);
+    assert_true(wait_metric(s.port, "ferry_ingest_batch_bytes_total", bytes0 + 1, 1e18));
+    assert_true(wait_metric(s.port, "ferry_ingest_queue_depth", 0, 0));
+    struct ih_resp r;
+    assert_int_equal(post_batch(s.port, &bf, &r), 503);
+    assert_string_equal(r.retry_after, "1");
+    assert_non_null(strstr((char *)r.body.data, "commit queue full"));
+    ih_resp_free(&r);
+    assert_int_equal(a1.status, 0);
+    mdb_txn_abort(txn);
+    pthread_join(t1, NULL);
+    mdb_env_close(env);
+    assert_int_equal(a1.status, 200);
+    assert_int_equal(post_batch(s.port, &bf, &r), 200);
+    ih_resp_free(&r);
+    assert_int_equal(ih_stop(&s), 0);
+    g_cli_data = g_data;
+    ih_set_token(g_viewer);
+    ferry_buf_free(&be);
+    ferry_buf_free(&bf);
+}
+
 /* POST /v1/enroll with a body built from the parts (signature NULL: none). */
 static long enroll_raw(unsigned port, const char *token, const char *pk_hex, const char *sig,
                        struct ih_resp *r)
@@ -1650,6 +1702,7 @@ int main(int argc, char **argv)
             cmocka_unit_test(device_reads_only_its_own_manifest_and_artifacts),
             cmocka_unit_test(metrics_public_setting),
             cmocka_unit_test(enroll_needs_proof_of_possession_and_is_rate_limited),
+            cmocka_unit_test(queued_batches_bounded_in_bytes),
         };
         rc = cmocka_run_group_tests_name("ingest_http_lmdb", tests, setup_lmdb, teardown_lmdb);
     }
