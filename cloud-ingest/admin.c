@@ -8,6 +8,9 @@
  */
 #include <inttypes.h>
 #include <pwd.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +25,7 @@
 #include "transport/batch.h"
 
 #include "cloud-ingest/auth/auth.h"
+#include "common/buf.h"
 #include "cloud-ingest/release/release.h"
 
 static int usage(void)
@@ -35,7 +39,8 @@ static int usage(void)
             "       ferry-ingest [options] token create --role viewer|operator|admin --name NAME\n"
             "                                          [--expires DURATION|DATE]\n"
             "       ferry-ingest [options] token list [--json] | token revoke NAME|ID\n"
-            "       ferry-ingest [options] audit list [--after-seq N] [--limit N] [--json]\n");
+            "       ferry-ingest [options] audit list [--after-seq N] [--limit N] [--json]\n"
+            "       ferry-ingest --url URL --token T|--token-file F device list|add|revoke ...\n");
     return 2;
 }
 
@@ -232,6 +237,159 @@ static int enroll_token_create(struct ingest_store *st, int argc, char **argv)
     return 0;
 }
 
+/* ---- Device commands over the API (--url URL --token T) ---------------------------------------
+ */
+
+#define REMOTE_RESPONSE_MAX (64u << 20)
+
+static size_t remote_collect(char *p, size_t size, size_t n, void *arg)
+{
+    struct ferry_buf *b = arg;
+    if (b->len + size * n > REMOTE_RESPONSE_MAX || ferry_buf_append(b, p, size * n) != 0)
+        return 0;
+    return size * n;
+}
+
+/* One request to the remote ingest; returns the HTTP status (0: no answer, message printed). */
+static long remote_call(const struct ingest_admin_remote *r, const char *method, const char *path,
+                        const char *body, struct ferry_buf *out)
+{
+    char url[2048], authz[256];
+    size_t ulen = strlen(r->url);
+    while (ulen > 0 && r->url[ulen - 1] == '/')
+        ulen--;
+    if (snprintf(url, sizeof(url), "%.*s%s", (int)ulen, r->url, path) >= (int)sizeof(url) ||
+        snprintf(authz, sizeof(authz), "Authorization: Bearer %s", r->token) >=
+            (int)sizeof(authz)) {
+        fprintf(stderr, "ferry-ingest: --url or --token too long\n");
+        return 0;
+    }
+    CURL *c = curl_easy_init();
+    if (c == NULL)
+        return 0;
+    struct curl_slist *h = curl_slist_append(NULL, authz);
+    h = curl_slist_append(h, "Content-Type: application/json");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, remote_collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
+    if (r->ca_file != NULL)
+        curl_easy_setopt(c, CURLOPT_CAINFO, r->ca_file);
+    if (body != NULL)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    long status = 0;
+    CURLcode cc = curl_easy_perform(c);
+    if (cc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    else
+        fprintf(stderr, "ferry-ingest: %s %s: %s\n", method, url, curl_easy_strerror(cc));
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    if (ferry_buf_append_u8(out, 0) != 0)
+        return 0;
+    out->len--;
+    return status;
+}
+
+/* Prints an error answer's message, escaped for a terminal. */
+static void remote_error(const char *what, long status, const struct ferry_buf *b)
+{
+    json_t *j = json_loadb((const char *)b->data, b->len, 0, NULL);
+    const char *msg = json_string_value(json_object_get(j, "error"));
+    fprintf(stderr, "ferry-ingest: %s: HTTP %ld: ", what, status);
+    for (const char *p = msg != NULL ? msg : ""; *p; p++)
+        fputc((unsigned char)*p < 0x20 || *p == 0x7f ? '?' : *p, stderr);
+    fputc('\n', stderr);
+    json_decref(j);
+}
+
+static void print_field(const char *s)
+{
+    for (const char *p = s != NULL && s[0] ? s : "-"; *p; p++)
+        putchar((unsigned char)*p < 0x20 || *p == 0x7f ? '?' : *p);
+}
+
+static int remote_device_list(const struct ingest_admin_remote *r)
+{
+    struct ferry_buf b = FERRY_BUF_INIT;
+    long status = remote_call(r, "GET", "/v1/devices", NULL, &b);
+    json_t *root = status == 200 ? json_loadb((const char *)b.data, b.len, 0, NULL) : NULL;
+    json_t *devs = json_object_get(root, "devices");
+    if (!json_is_array(devs)) {
+        if (status != 0)
+            remote_error("device list", status, &b);
+        json_decref(root);
+        ferry_buf_free(&b);
+        return 1;
+    }
+    printf("# id\tkey_id\tstate\tname\tclass\tlast_seen\n");
+    size_t i;
+    json_t *d;
+    json_array_foreach(devs, i, d)
+    {
+        print_field(json_string_value(json_object_get(d, "id")));
+        putchar('\t');
+        print_field(json_string_value(json_object_get(d, "key_id")));
+        printf("\t%s\t", json_is_true(json_object_get(d, "revoked")) ? "revoked" : "active");
+        print_field(json_string_value(json_object_get(d, "name")));
+        putchar('\t');
+        print_field(json_string_value(json_object_get(d, "device_class")));
+        printf("\tlast_seen_ns=%" PRId64 "\n",
+               (int64_t)json_integer_value(json_object_get(d, "last_seen_ns")));
+    }
+    json_decref(root);
+    ferry_buf_free(&b);
+    return 0;
+}
+
+static int remote_main(const struct ingest_admin_remote *r, int argc, char **argv)
+{
+    if (r->token == NULL || r->token[0] == '\0') {
+        fprintf(stderr, "ferry-ingest: --url needs an API token: --token, --token-file or "
+                        "FERRY_INGEST_TOKEN\n");
+        return 2;
+    }
+    if (argc < 2 || strcmp(argv[0], "device") != 0) {
+        fprintf(stderr, "ferry-ingest: with --url only device list|add|revoke run over the API; "
+                        "run other commands on the ingest's host\n");
+        return 2;
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
+        return 1;
+    int status = 1;
+    struct ferry_buf b = FERRY_BUF_INIT;
+    if (strcmp(argv[1], "list") == 0 && argc == 2) {
+        status = remote_device_list(r);
+    } else if (strcmp(argv[1], "revoke") == 0 && argc == 3 && ingest_device_id_valid(argv[2])) {
+        char path[128];
+        snprintf(path, sizeof(path), "/v1/devices/%s/revoke", argv[2]);
+        long code = remote_call(r, "POST", path, "", &b);
+        if (code == 200) {
+            printf("%s revoked\n", argv[2]);
+            status = 0;
+        } else if (code != 0)
+            remote_error("device revoke", code, &b);
+    } else if (strcmp(argv[1], "add") == 0 && argc >= 4 && argc <= 6) {
+        json_t *j = json_pack("{s:s, s:s, s:s, s:s}", "id", argv[2], "public_key", argv[3], "name",
+                              argc > 4 ? argv[4] : "", "device_class", argc > 5 ? argv[5] : "");
+        char *text = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+        long code = text != NULL ? remote_call(r, "POST", "/v1/devices", text, &b) : 0;
+        free(text);
+        if (code == 200) {
+            printf("%s\n", argv[2]);
+            status = 0;
+        } else if (code != 0)
+            remote_error("device add", code, &b);
+    } else
+        status = usage();
+    ferry_buf_free(&b);
+    curl_global_cleanup();
+    return status;
+}
+
 /* A published release goes into the audit log with its command line (bounded by the event). */
 static void audit_release(struct ingest_config *cfg, int argc, char **argv)
 {
@@ -248,8 +406,11 @@ static void audit_release(struct ingest_config *cfg, int argc, char **argv)
     ingest_store_close(st);
 }
 
-int ingest_admin_main(struct ingest_config *cfg, int argc, char **argv)
+int ingest_admin_main(struct ingest_config *cfg, const struct ingest_admin_remote *remote, int argc,
+                      char **argv)
 {
+    if (remote != NULL && remote->url != NULL)
+        return remote_main(remote, argc, argv);
     /* `ferry-ingest release ...` belongs to cloud-ingest/release/ (docs/ota.md). */
     if (argc >= 1 && strcmp(argv[0], "release") == 0) {
         ingest_config_finish(cfg);

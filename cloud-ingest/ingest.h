@@ -278,6 +278,11 @@ int ingest_device_json(struct ferry_buf *b, const struct ingest_device *d, const
 int ingest_api_register(struct ingest_router *r, struct ingest_ctx *ctx)
     __attribute__((warn_unused_result));
 
+/* Registers the operator actions on devices (admin_api.c): POST /v1/devices and
+ * POST /v1/devices/{id}/revoke, role admin. */
+int ingest_admin_api_register(struct ingest_router *r, struct ingest_ctx *ctx)
+    __attribute__((warn_unused_result));
+
 struct ingest_server;
 /* Binds the listening socket(s), opens the committer and device table and registers every
  * route. The store is borrowed until ingest_server_free. */
@@ -297,8 +302,18 @@ void ingest_server_free(struct ingest_server *s);
 
 /* ---- Operator commands (admin.c) ------------------------------------------------------------ */
 
-/* `ferry-ingest device add|list|revoke`, `ferry-ingest token create`: argv starts at the
- * subcommand. Prints to stdout; returns the process exit status. */
-int ingest_admin_main(struct ingest_config *cfg, int argc, char **argv);
+/* Where operator commands go: NULL url = the configured store on this host; otherwise the API of
+ * the ingest at `url` with the API token `token` (device commands only; docs/ingest.md). */
+struct ingest_admin_remote {
+    const char *url;   /* "https://ingest.example.com:8480" (no trailing slash needed) */
+    const char *token; /* "fyt_..." */
+    const char *ca_file;
+};
+
+/* `ferry-ingest device add|list|revoke`, `enroll-token create`, `token ...`, `audit list`,
+ * `release ...`: argv starts at the subcommand. Prints to stdout; returns the process exit
+ * status. `remote` may be NULL (local). */
+int ingest_admin_main(struct ingest_config *cfg, const struct ingest_admin_remote *remote, int argc,
+                      char **argv);
 
 #endif

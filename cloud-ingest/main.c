@@ -3,10 +3,12 @@
  * runs the server, or runs an operator command. Everything else is in the ferry_ingest library.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cloud-ingest/ingest.h"
 #include "common/log.h"
+#include "common/util.h"
 
 static void help(void)
 {
@@ -23,6 +25,9 @@ static void help(void)
         "       ferry-ingest [options] token revoke NAME|ID\n"
         "       ferry-ingest [options] audit list [--after-seq N] [--limit N] [--json]\n"
         "       ferry-ingest [options] release publish|list ...   (docs/ota.md)\n"
+        "       ferry-ingest --url URL --token TOKEN|--token-file FILE device list|add|revoke ...\n"
+        "                                  the device commands through the API of a remote\n"
+        "                                  ingest (admin token; FERRY_INGEST_TOKEN also works)\n"
         "\n"
         "enroll-token: a secret a device shows once to POST /v1/enroll. token: an operator API\n"
         "token (role viewer, operator or admin) sent as 'Authorization: Bearer <token>';\n"
@@ -37,6 +42,10 @@ static void help(void)
         "  -d, --data-dir PATH      same as --store.lmdb_dir\n"
         "      --pg CONNINFO        use PostgreSQL: --store.type postgresql --store.pg_conninfo\n"
         "  --SECTION.KEY VALUE      any configuration key below (overrides the file)\n"
+        "      --url URL            run device commands against this ingest's API\n"
+        "      --token TOKEN        API token for --url (or --token-file FILE, "
+        "FERRY_INGEST_TOKEN)\n"
+        "      --ca-file FILE       CA certificates for an https --url\n"
         "  -h, --help               this text\n"
         "\n"
         "configuration keys (INI: [section] key = value):\n%s"
@@ -49,8 +58,27 @@ static void help(void)
         ingest_config_help());
 }
 
+/* Reads an API token from a file (first line), so it does not show in the process list. */
+static int read_token_file(const char *path, char *out, size_t out_len)
+{
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (ferry_read_file(path, 4096, &data, &len) != 0)
+        return -1;
+    size_t n = strcspn((const char *)data, "\r\n");
+    int rc = n > 0 && n < out_len ? 0 : -1;
+    if (rc == 0) {
+        memcpy(out, data, n);
+        out[n] = '\0';
+    }
+    free(data);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
+    struct ingest_admin_remote remote = {NULL, getenv("FERRY_INGEST_TOKEN"), NULL};
+    static char token_buf[256];
     struct ingest_config cfg;
     char err[512];
     ingest_config_defaults(&cfg);
@@ -78,7 +106,26 @@ int main(int argc, char **argv)
         int rc = 0;
         if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0)
             continue;
-        else if (strcmp(a, "-l") == 0 || strcmp(a, "--listen") == 0)
+        if (strcmp(a, "--url") == 0) {
+            remote.url = v;
+            continue;
+        }
+        if (strcmp(a, "--token") == 0) {
+            remote.token = v;
+            continue;
+        }
+        if (strcmp(a, "--ca-file") == 0) {
+            remote.ca_file = v;
+            continue;
+        }
+        if (strcmp(a, "--token-file") == 0) {
+            if (read_token_file(v, token_buf, sizeof(token_buf)) != 0) {
+                fprintf(stderr, "ferry-ingest: --token-file %s: cannot read a token\n", v);
+                return 2;
+            }
+            remote.token = token_buf;
+            continue;
+        } else if (strcmp(a, "-l") == 0 || strcmp(a, "--listen") == 0)
             rc = ingest_config_set(&cfg, "server.listen", v, err, sizeof(err));
         else if (strcmp(a, "-d") == 0 || strcmp(a, "--data-dir") == 0)
             rc = ingest_config_set(&cfg, "store.lmdb_dir", v, err, sizeof(err));
@@ -100,7 +147,7 @@ int main(int argc, char **argv)
     ingest_config_finish(&cfg);
     ferry_log_init(cfg.log_level, 2);
     if (i < argc)
-        return ingest_admin_main(&cfg, argc - i, argv + i);
+        return ingest_admin_main(&cfg, &remote, argc - i, argv + i);
 
     struct ingest_store *store = NULL;
     if (ingest_store_open(&cfg.store, &store, err, sizeof(err)) != 0) {

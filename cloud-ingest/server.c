@@ -725,6 +725,7 @@ int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *stor
     if ((rc = ingest_router_add(s->router, EVHTTP_REQ_POST, "/v1/batches",
                                 INGEST_ACCESS_DEVICE_BODY, handle_batch, NULL)) != 0 ||
         (rc = ingest_api_register(s->router, &s->ctx)) != 0 ||
+        (rc = ingest_admin_api_register(s->router, &s->ctx)) != 0 ||
         (rc = ingest_auth_register(s->router, store)) != 0) {
         rc = INGEST_EINVAL;
         snprintf(err, err_len, "cannot register routes");

@@ -1480,6 +1480,66 @@ static void every_endpoint_needs_a_valid_token_of_the_right_role(void **state)
     assert_null(strstr((char *)r.body.data, admin));
     json_decref(j);
     ih_resp_free(&r);
+    /* Operator actions over the API are for admins: POST /v1/devices, .../revoke. */
+    struct ih_device x;
+    ih_device_new(&x);
+    char add_body[256];
+    snprintf(add_body, sizeof(add_body),
+             "{\"id\":\"api-added-1\",\"public_key\":\"%s\",\"name\":\"n\",\"device_class\":\"c\"}",
+             x.pk_hex);
+    const char *who[] = {NULL, viewer, oper, expired, revoked, forged};
+    const long want[] = {401, 403, 403, 401, 401, 401};
+    for (size_t k = 0; k < sizeof(who) / sizeof(who[0]); k++) {
+        char line[200];
+        snprintf(line, sizeof(line), "Authorization: Bearer %s", who[k] ? who[k] : "");
+        const char *h[] = {line, NULL};
+        assert_int_equal(ih_http_h(g_srv.port, "POST", "/v1/devices", add_body, strlen(add_body),
+                                   who[k] ? h : NULL, &r),
+                         0);
+        assert_int_equal(r.status, want[k]);
+        ih_resp_free(&r);
+        assert_int_equal(ih_http_h(g_srv.port, "POST", "/v1/devices/api-added-1/revoke", "", 0,
+                                   who[k] ? h : NULL, &r),
+                         0);
+        assert_int_equal(r.status, want[k]);
+        ih_resp_free(&r);
+    }
+    /* The CLI as a client of the API (another host): add, list, revoke with the admin token; a
+     * viewer token is refused. */
+    char cmd[768], line[512];
+    snprintf(cmd, sizeof(cmd),
+             "FERRY_INGEST_TOKEN='%s' '%s' --url http://127.0.0.1:%u device add api-added-1 %s "
+             "jetson-9 orin",
+             admin, g_bin, g_srv.port, x.pk_hex);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof(cmd), "'%s' --url http://127.0.0.1:%u --token '%s' device list", g_bin,
+             g_srv.port, admin);
+    FILE *lp = popen(cmd, "r");
+    assert_non_null(lp);
+    bool listed = false;
+    while (fgets(line, sizeof(line), lp) != NULL)
+        listed |= strncmp(line, "api-added-1\t", 12) == 0 && strstr(line, "\tactive\t") != NULL;
+    assert_int_equal(pclose(lp), 0);
+    assert_true(listed);
+    snprintf(cmd, sizeof(cmd),
+             "'%s' --url http://127.0.0.1:%u --token '%s' device revoke api-added-1 2>/dev/null",
+             g_bin, g_srv.port, viewer);
+    assert_int_not_equal(system(cmd), 0);
+    snprintf(cmd, sizeof(cmd),
+             "'%s' --url http://127.0.0.1:%u --token '%s' device revoke api-added-1", g_bin,
+             g_srv.port, admin);
+    assert_int_equal(system(cmd), 0);
+    snprintf(dev_path, sizeof(dev_path), "/v1/devices/api-added-1");
+    assert_int_equal(get_bearer(g_srv.port, dev_path, viewer, &r), 200);
+    assert_non_null(strstr((char *)r.body.data, "\"revoked\":true"));
+    ih_resp_free(&r);
+    /* ...and the audit log names the admin token for both changes. */
+    assert_int_equal(get_bearer(g_srv.port, "/v1/audit?limit=10000", admin, &r), 200);
+    assert_non_null(strstr((char *)r.body.data,
+                           "\"actor\":\"token:auth-admin\",\"action\":\"http.POST\",\"target\":"
+                           "\"/v1/devices\""));
+    assert_non_null(strstr((char *)r.body.data, "\"target\":\"/v1/devices/api-added-1/revoke\""));
+    ih_resp_free(&r);
     /* Public routes need nothing; device routes do not take tokens. */
     expect_status(g_srv.port, "/healthz", NULL, 200, NULL);
     assert_int_equal(ih_http_h(g_srv.port, "POST", "/v1/enroll", "{}", 2, NULL, &r), 0);
@@ -1491,7 +1551,6 @@ static void every_endpoint_needs_a_valid_token_of_the_right_role(void **state)
     ih_resp_free(&r);
     /* token list shows states, never secrets. */
     FILE *p;
-    char cmd[512], line[512];
     snprintf(cmd, sizeof(cmd), "'%s' -d '%s' token list --json", g_bin, g_cli_data);
     assert_non_null(p = popen(cmd, "r"));
     assert_non_null(fgets(line, sizeof(line), p) != NULL ? line : NULL);
