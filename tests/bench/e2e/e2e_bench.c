@@ -455,7 +455,7 @@ int main(int argc, char **argv)
     FILE *p = popen(cmd, "r");
     char token[128] = "";
     if (!p)
-        die("token create: %s", strerror(errno));
+        die("enroll-token create: %s", strerror(errno));
     char line[256];
     while (fgets(line, sizeof(line), p))
         ferry_strlcpy(token, line, sizeof(token));
