@@ -16,7 +16,8 @@
  *
  * The audit log: every operator command that changes something (token create/revoke, device
  * add/revoke, enrolment tokens), every API request that is not a read (any method but GET/HEAD),
- * every refused token (403) and every enrolment are appended to the store as events; GET
+ * and every request refused for its role (403) are appended to the store as events (enrolments
+ * are not: the device table records them); GET
  * /v1/audit (admin) and `ferry-ingest audit list` read them.
  *
  * This part uses router.h and store.h only. Functions are thread-safe (the store is).
