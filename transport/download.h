@@ -76,6 +76,7 @@ struct download_opts {
     int64_t chunk_deadline_ms;                /* per request; 0: 120 s */
     int64_t backoff_min_ms, backoff_max_ms;   /* 0: 500 ms and 60 s */
     const char *ca_file;                      /* copied */
+    const char *pinned_public_key;            /* https pin (http_client.h); copied */
     download_chunk_fn on_chunk;               /* may be NULL */
     download_done_fn on_done;                 /* required */
     void *arg;
