@@ -67,7 +67,7 @@ struct ingest_tls {
 static void ssl_error(char *err, size_t err_len, const char *what, const char *file)
 {
     char reason[256] = "unknown error";
-    unsigned long e = ERR_peek_last_error();
+    unsigned long e = ERR_peek_error(); /* the first: the cause, not the caller */
     if (e != 0)
         ERR_error_string_n(e, reason, sizeof(reason));
     ERR_clear_error();
