@@ -255,6 +255,14 @@ def scenario_sighup_reload(h, args):
     shutil.copy(cert_a, live_cert)
     shutil.copy(key_a, live_key)
     ing = TLSIngest(h)
+    # Configuration errors stop the start with a reason.
+    for extra, code, why in ((["--server.tls_cert", live_cert], 1, "needs both"),
+                             (["--server.tls_min_version", "1.1"], 2, "tls_min_version"),
+                             (["--server.tls_cert", live_cert, "--server.tls_key", cert_a], 1,
+                              "server.tls_key")):
+        r = subprocess.run([h.bin("ferry-ingest"), "-d", ing.dir, "-l", "127.0.0.1:0"] + extra,
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == code and why in r.stderr, (extra, r.returncode, r.stderr)
     ing.start("--server.tls_cert", live_cert, "--server.tls_key", live_key)
     assert peer_cn(ing.port, certs.ca) == "first"
     # A keep-alive connection opened before the reload.
