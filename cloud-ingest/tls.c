@@ -238,6 +238,8 @@ int ingest_tls_new(const struct ingest_tls_config *cfg, struct ingest_tls **out,
         n_keys = (size_t)(cfg->ticket_lifetime_ms / cfg->ticket_rotation_ms) + 1;
     }
     struct ingest_tls *t = calloc(1, sizeof(*t));
+    if (t != NULL)
+        pthread_mutex_init(&t->lock, NULL);
     if (t == NULL || (t->keys = calloc(n_keys, sizeof(*t->keys))) == NULL ||
         (t->cert_file = strdup(cfg->cert_file)) == NULL ||
         (t->key_file = strdup(cfg->key_file)) == NULL) {
@@ -245,7 +247,6 @@ int ingest_tls_new(const struct ingest_tls_config *cfg, struct ingest_tls **out,
         ingest_tls_free(t);
         return -1;
     }
-    pthread_mutex_init(&t->lock, NULL);
     t->n_keys = n_keys;
     t->min_version = cfg->min_version;
     t->rotation_ms = cfg->ticket_rotation_ms;
@@ -263,11 +264,10 @@ void ingest_tls_free(struct ingest_tls *t)
     if (t == NULL)
         return;
     SSL_CTX_free(t->ctx);
-    if (t->keys != NULL) {
+    if (t->keys != NULL)
         OPENSSL_cleanse(t->keys, t->n_keys * sizeof(*t->keys));
-        free(t->keys);
-        pthread_mutex_destroy(&t->lock);
-    }
+    free(t->keys);
+    pthread_mutex_destroy(&t->lock);
     free(t->cert_file);
     free(t->key_file);
     free(t);

@@ -12,6 +12,9 @@ for 127.0.0.1 signed by it, a second server key for reloads and wrong pins).
                          the right pin after a SIGHUP of ferryd it enrolls and delivers
   sighup_reload          SIGHUP makes new connections see the new certificate while a connection
                          opened before keeps working; a broken key on SIGHUP keeps the old one
+  ticket_rotation        with a 1 s ticket rotation and a 3 s lifetime a client resumes a session
+                         1.5 s old (made under the previous key) but not one 5 s old; with
+                         tls_ticket_rotation = 0 it never resumes
   nginx_front            TLS at nginx (Debian's, unprivileged, generated config) in front of a
                          plain-HTTP ingest: ferryd through ferry-flaky with the pin of nginx's key,
                          every point exactly once across link cuts
@@ -297,6 +300,56 @@ def scenario_sighup_reload(h, args):
     print("failed reloads (broken key, mismatched key): still serving CN=second")
 
 
+def healthz_session(port, ctx, session=None):
+    """One GET /healthz on a new TLS connection; returns (resumed, the session to keep)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        t = ctx.wrap_socket(s, server_hostname="127.0.0.1", session=session)
+        t.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += t.recv(4096)
+        head, body = data.split(b"\r\n\r\n", 1)
+        n = int([l.split(b":")[1] for l in head.split(b"\r\n")
+                 if l.lower().startswith(b"content-length:")][0])
+        while len(body) < n:
+            body += t.recv(4096)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        resumed, kept = t.session_reused, t.session
+        try:  # close_notify: OpenSSL keeps a session resumable only after a clean close
+            t.unwrap()
+        except (ssl.SSLError, OSError):
+            pass  # the ingest closes without answering close_notify
+        return resumed, kept
+
+
+def scenario_ticket_rotation(h, args):
+    certs = Certs(h.tmp)
+    cert, key = certs.server("ingest")
+    ing = TLSIngest(h)
+    ing.start("--server.tls_cert", cert, "--server.tls_key", key,
+              "--server.tls_ticket_rotation", "1s", "--server.tls_ticket_lifetime", "3s")
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        ctx = ssl.create_default_context(cafile=certs.ca)
+        ctx.minimum_version = ctx.maximum_version = version
+        first, sess = healthz_session(ing.port, ctx)
+        assert not first
+        time.sleep(1.5)  # the ticket's key is now the previous one
+        again, renewed = healthz_session(ing.port, ctx, sess)
+        assert again, "%s: a 1.5 s old ticket was not resumed" % version
+        time.sleep(5.0)  # past the lifetime: the key is gone
+        late, _ = healthz_session(ing.port, ctx, renewed)
+        assert not late, "%s: a ticket past its lifetime was resumed" % version
+        print("%s: resumed at 1.5 s, full handshake at 5 s" % version.name)
+    ing.stop()
+    ing.start("--server.tls_cert", cert, "--server.tls_key", key,
+              "--server.tls_ticket_rotation", "0")
+    ctx = ssl.create_default_context(cafile=certs.ca)
+    _, sess = healthz_session(ing.port, ctx)
+    resumed, _ = healthz_session(ing.port, ctx, sess)
+    assert not resumed, "resumed with tls_ticket_rotation = 0"
+    print("tls_ticket_rotation = 0: no resumption")
+
+
 NGINX_CONF = """daemon off;
 worker_processes 1;
 pid {tmp}/nginx.pid;
@@ -421,6 +474,7 @@ SCENARIOS = {
     "flaky_sync_and_update": scenario_flaky_sync_and_update,
     "wrong_pin": scenario_wrong_pin,
     "sighup_reload": scenario_sighup_reload,
+    "ticket_rotation": scenario_ticket_rotation,
     "nginx_front": scenario_nginx_front,
 }
 
