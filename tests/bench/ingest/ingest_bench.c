@@ -722,6 +722,7 @@ struct storm_result {
     bool ran;
     double seconds, devices_s, server_cpu_us, client_cpu_us;
     size_t ok, failed, resumed;
+    uint64_t wire_bytes; /* TLS bytes both ways, all devices (handshake, request, response) */
 };
 
 enum storm_state { STORM_HANDSHAKE, STORM_SEND, STORM_RECV };
@@ -848,6 +849,8 @@ static int run_storm(const struct prebuilt *pb, size_t k, unsigned port, pid_t s
                 continue;
             if (outcome > 0) {
                 res->ok++;
+                res->wire_bytes += BIO_number_read(SSL_get_rbio(c->ssl)) +
+                                   BIO_number_written(SSL_get_wbio(c->ssl));
                 if (keep != NULL)
                     keep[sl->dev] = SSL_get1_session(c->ssl);
             } else {
@@ -926,9 +929,9 @@ static void print_storm(const char *what, const struct storm_result *r)
         return;
     }
     printf("  %-8s %8.0f devices/s  %6.2f s  server CPU %7.1f us/device  client CPU %7.1f "
-           "us/device  resumed %zu of %zu  failed %zu\n",
-           what, r->devices_s, r->seconds, r->server_cpu_us, r->client_cpu_us, r->resumed, r->ok,
-           r->failed);
+           "us/device  %5.0f bytes/device  resumed %zu of %zu  failed %zu\n",
+           what, r->devices_s, r->seconds, r->server_cpu_us, r->client_cpu_us,
+           r->ok ? (double)r->wire_bytes / (double)r->ok : 0, r->resumed, r->ok, r->failed);
 }
 
 /* The TLS figures (see the top of this file); steady_per_device batches per device for the
@@ -1022,6 +1025,8 @@ static void print_tls_lines(const struct tls_results *t)
         printf("tls_storm_%s_devices_per_s: %.0f\n", names[i], r[i]->devices_s);
         printf("tls_storm_%s_server_cpu_us_per_device: %.1f\n", names[i], r[i]->server_cpu_us);
         printf("tls_storm_%s_client_cpu_us_per_device: %.1f\n", names[i], r[i]->client_cpu_us);
+        printf("tls_storm_%s_wire_bytes_per_device: %.0f\n", names[i],
+               r[i]->ok ? (double)r[i]->wire_bytes / (double)r[i]->ok : 0);
         printf("tls_storm_%s_resumed: %zu\n", names[i], r[i]->resumed);
         printf("tls_storm_%s_failed: %zu\n", names[i], r[i]->failed);
     }
