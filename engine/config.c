@@ -319,10 +319,10 @@ static bool valid_pins(const char *v)
                 return false;
         if (*v++ != '=')
             return false;
-        if (*v == ';')
+        if (*v == ';' && v[1] != '\0')
             v++;
         else if (*v)
-            return false;
+            return false; /* anything else after a pin, or a ';' with nothing after it */
     }
     return true;
 }
