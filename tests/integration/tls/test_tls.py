@@ -10,7 +10,7 @@ for 127.0.0.1 signed by it, a second server key for reloads and wrong pins).
                          session (ferry_ingest_tls_handshakes_total{kind="resumed"} > 0)
   wrong_pin              ferryd with a pin of another key never enrolls (the log says why); with
                          the right pin after a SIGHUP of ferryd it enrolls and delivers
-  sighup_reload          SIGHUP makes new connections see the new certificate while a connection
+  sighup_reload          a stalled handshake is dropped after server.timeout; SIGHUP makes new connections see the new certificate while a connection
                          opened before keeps working; a broken key on SIGHUP keeps the old one
   ticket_rotation        with a 1 s ticket rotation and a 3 s lifetime a client resumes a session
                          1.5 s old (made under the previous key) but not one 5 s old; with
@@ -266,8 +266,15 @@ def scenario_sighup_reload(h, args):
         r = subprocess.run([h.bin("ferry-ingest"), "-d", ing.dir, "-l", "127.0.0.1:0"] + extra,
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == code and why in r.stderr, (extra, r.returncode, r.stderr)
-    ing.start("--server.tls_cert", live_cert, "--server.tls_key", live_key)
+    ing.start("--server.tls_cert", live_cert, "--server.tls_key", live_key, "--server.timeout",
+              "1s")
     assert peer_cn(ing.port, certs.ca) == "first"
+    # A client that stalls in its handshake is dropped after server.timeout.
+    with socket.create_connection(("127.0.0.1", ing.port), timeout=10) as s:
+        s.sendall(b"\x16\x03\x01\x00\x05hel")  # the start of a ClientHello, then nothing
+        t0 = time.monotonic()
+        assert s.recv(100) == b""
+        assert time.monotonic() - t0 < 5, "a stalled handshake was held too long"
     # A keep-alive connection opened before the reload.
     import http.client
     ctx = ssl.create_default_context(cafile=certs.ca)
