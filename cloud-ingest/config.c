@@ -108,6 +108,9 @@ static const char help_text[] =
     "  server.tls_ticket_rotation DURATION  a new session-ticket key this often (1h; 0 = no\n"
     "                                 session resumption)\n"
     "  server.tls_ticket_lifetime DURATION  how long a device may resume a session (24h)\n"
+    "  server.tls_ticket_key_file PATH  64 hex digits from which ticket keys are derived, so\n"
+    "                                 that restarts and processes sharing it resume sessions\n"
+    "                                 (none: random keys in memory)\n"
     "  limits.max_body SIZE           largest POST /v1/batches body, 413 above (8MiB)\n"
     "  limits.max_enroll_body SIZE    largest POST /v1/enroll body (16KiB)\n"
     "  limits.queue_max N             batches waiting for storage, 503 above (4096)\n"
@@ -168,7 +171,10 @@ int ingest_config_set(struct ingest_config *cfg, const char *key, const char *v,
         /* TLS 1.3 caps a ticket's lifetime at 7 days (RFC 8446, 4.6.1). */
         bad = ferry_parse_duration_ms(v, &ms) != 0 || ms < 1000 || ms > 7 * 86400 * 1000LL;
         cfg->tls_ticket_life_ms = ms;
-    } else if (strcmp(key, "limits.max_body") == 0) {
+    } else if (strcmp(key, "server.tls_ticket_key_file") == 0)
+        bad = ferry_strlcpy(cfg->tls_ticket_key, v, sizeof(cfg->tls_ticket_key)) >=
+              sizeof(cfg->tls_ticket_key);
+    else if (strcmp(key, "limits.max_body") == 0) {
         bad = ferry_parse_size(v, &size) != 0 || size < 64 || size > (1u << 30);
         cfg->max_body_bytes = size;
     } else if (strcmp(key, "limits.max_enroll_body") == 0) {

@@ -81,6 +81,7 @@ struct ingest_config {
     int tls_min_version;        /* TLS1_2_VERSION (0x0303) or TLS1_3_VERSION (0x0304) */
     int64_t tls_ticket_rot_ms;  /* a new session-ticket key this often; 0 = no tickets */
     int64_t tls_ticket_life_ms; /* how long a session ticket is accepted */
+    char tls_ticket_key[1024];  /* secret for ticket keys shared by processes ("" = random) */
 
     char lmdb_dir[1024];
     char pg_conninfo[1024];

@@ -595,6 +595,7 @@ int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *stor
             .min_version = s->cfg.tls_min_version,
             .ticket_rotation_ms = s->cfg.tls_ticket_rot_ms,
             .ticket_lifetime_ms = s->cfg.tls_ticket_life_ms,
+            .ticket_key_file = s->cfg.tls_ticket_key,
         };
         if (ingest_tls_new(&tc, &s->tls, err, err_len) != 0) {
             rc = INGEST_EINVAL;

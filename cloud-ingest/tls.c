@@ -13,16 +13,23 @@
  *   - One ticket per handshake (OpenSSL sends two by default; a device resumes one connection).
  *
  * Ticket keys: a ring of ticket_lifetime / ticket_rotation + 1 slots; the key of period p (the
- * monotonic clock divided by the rotation) lives in slot p % n and is made from random bytes the
- * first time period p encrypts a ticket. A ticket names its key (16 random bytes); decryption
- * looks the name up among the slots whose period is within the lifetime, and a ticket made with
- * an older key is renewed under the current one (callback result 2). Invariant: a slot holds the
- * key of one period only, and no key older than the lifetime is ever found.
+ * wall clock divided by the rotation) lives in slot p % n. Without a ticket key file it is made
+ * from random bytes the first time period p encrypts a ticket; with one
+ * (server.tls_ticket_key_file, 32 secret bytes as hex) it is derived from the file's secret and p
+ * (libsodium's crypto_kdf, BLAKE2b), so every process that reads the same file, and a restarted
+ * one, computes the same keys and resumes the others' sessions. Periods follow the wall clock for
+ * that reason. A ticket names its key (16 random bytes); decryption looks the name up among the
+ * slots whose period is within the lifetime, and a ticket made with an older key is renewed under
+ * the current one (callback result 2). Invariant: a slot holds the key of one period only, and no
+ * key older than the lifetime is ever found.
  */
 #include "cloud-ingest/tls.h"
 
+#include <ctype.h>
 #include <pthread.h>
+#include <sodium.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,11 +61,13 @@ struct ticket_key {
 };
 
 struct ingest_tls {
-    char *cert_file, *key_file;
+    char *cert_file, *key_file, *ticket_key_file;
     int min_version;
     int64_t rotation_ms, lifetime_ms;
-    pthread_mutex_t lock; /* guards ctx and the ticket keys */
+    pthread_mutex_t lock; /* guards ctx, the secret and the ticket keys */
     SSL_CTX *ctx;
+    bool have_secret;
+    unsigned char secret[crypto_kdf_KEYBYTES];
     struct ticket_key *keys;
     size_t n_keys;
 };
@@ -76,13 +85,34 @@ static void ssl_error(char *err, size_t err_len, const char *what, const char *f
 
 /* ---- Session-ticket keys -------------------------------------------------------------------- */
 
+static uint64_t current_period(const struct ingest_tls *t)
+{
+    return (uint64_t)(ferry_realtime_ns() / 1000000) / (uint64_t)t->rotation_ms;
+}
+
+/* The key of `period` from the secret into its slot. Caller holds the lock. */
+static void ticket_key_derive(struct ingest_tls *t, uint64_t period)
+{
+    static const char context[crypto_kdf_CONTEXTBYTES] = {'f', 'e', 'r', 'r', 'y', 't', 'k', 't'};
+    struct ticket_key *k = &t->keys[period % t->n_keys];
+    k->period = period;
+    k->used = true;
+    /* Three subkeys per period; period * 3 + 2 cannot overflow for any wall-clock period. */
+    crypto_kdf_derive_from_key(k->name, sizeof(k->name), period * 3, context, t->secret);
+    crypto_kdf_derive_from_key(k->aes_key, sizeof(k->aes_key), period * 3 + 1, context, t->secret);
+    crypto_kdf_derive_from_key(k->hmac_key, sizeof(k->hmac_key), period * 3 + 2, context,
+                               t->secret);
+}
+
 /* Copies the key of the current period into *out, making it first if its period just began. */
 static int ticket_key_current(struct ingest_tls *t, struct ticket_key *out)
 {
-    uint64_t period = (uint64_t)ferry_monotonic_ms() / (uint64_t)t->rotation_ms;
+    uint64_t period = current_period(t);
     struct ticket_key *k = &t->keys[period % t->n_keys];
     int rc = 0;
     pthread_mutex_lock(&t->lock);
+    if (t->have_secret && (!k->used || k->period != period))
+        ticket_key_derive(t, period);
     if (!k->used || k->period != period) {
         struct ticket_key fresh = {.period = period, .used = true};
         if (RAND_bytes(fresh.name, sizeof(fresh.name)) != 1 ||
@@ -104,16 +134,19 @@ static int ticket_key_current(struct ingest_tls *t, struct ticket_key *out)
 static int ticket_key_find(struct ingest_tls *t, const unsigned char name[16],
                            struct ticket_key *out)
 {
-    uint64_t period = (uint64_t)ferry_monotonic_ms() / (uint64_t)t->rotation_ms;
+    uint64_t period = current_period(t);
     int rc = 0;
     pthread_mutex_lock(&t->lock);
-    for (size_t i = 0; i < t->n_keys && rc == 0; i++) {
-        const struct ticket_key *k = &t->keys[i];
-        if (!k->used || k->period > period || period - k->period >= t->n_keys ||
-            CRYPTO_memcmp(k->name, name, sizeof(k->name)) != 0)
+    /* The live periods, newest first: period, period - 1, ..., period - (n_keys - 1). */
+    for (uint64_t age = 0; age < t->n_keys && age <= period && rc == 0; age++) {
+        uint64_t p = period - age;
+        const struct ticket_key *k = &t->keys[p % t->n_keys];
+        if (t->have_secret && (!k->used || k->period != p))
+            ticket_key_derive(t, p);
+        if (!k->used || k->period != p || CRYPTO_memcmp(k->name, name, sizeof(k->name)) != 0)
             continue;
         *out = *k;
-        rc = k->period == period ? 1 : 2;
+        rc = age == 0 ? 1 : 2;
     }
     pthread_mutex_unlock(&t->lock);
     return rc;
@@ -144,6 +177,48 @@ static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv, EV
                   : EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes_key, iv)) == 1;
     OPENSSL_cleanse(&k, sizeof(k));
     return ok ? rc : -1;
+}
+
+/* Reads server.tls_ticket_key_file: 64 hex digits (32 bytes), surrounding whitespace allowed. */
+static int load_secret(const char *path, unsigned char out[crypto_kdf_KEYBYTES], char *err,
+                       size_t err_len)
+{
+    uint8_t *data = NULL;
+    size_t len = 0;
+    int rc = ferry_read_file(path, 4096, &data, &len);
+    if (rc != 0) {
+        snprintf(err, err_len, "server.tls_ticket_key_file %s: %s", path,
+                 rc == -EFBIG ? "larger than 4 KiB" : strerror(-rc));
+        return -1;
+    }
+    size_t b = 0, e = len;
+    while (b < e && isspace(data[b]))
+        b++;
+    while (e > b && isspace(data[e - 1]))
+        e--;
+    char hex[2 * crypto_kdf_KEYBYTES + 1];
+    bool ok = e - b == 2 * crypto_kdf_KEYBYTES;
+    if (ok) {
+        memcpy(hex, data + b, e - b);
+        hex[e - b] = '\0';
+        ok = ferry_hex_decode(hex, out, crypto_kdf_KEYBYTES) == 0;
+    }
+    sodium_memzero(data, len);
+    sodium_memzero(hex, sizeof(hex));
+    free(data);
+    if (!ok) {
+        snprintf(err, err_len,
+                 "server.tls_ticket_key_file %s: expected 64 hex digits (openssl rand -hex 32)",
+                 path);
+        return -1;
+    }
+    struct stat st;
+    if (stat(path, &st) == 0 && (st.st_mode & 077) != 0)
+        log_warn("ingest",
+                 "server.tls_ticket_key_file %s is readable by group or others: whoever "
+                 "reads it can decrypt resumed TLS sessions (chmod 600)",
+                 path);
+    return 0;
 }
 
 /* ---- The context ---------------------------------------------------------------------------- */
@@ -242,7 +317,9 @@ int ingest_tls_new(const struct ingest_tls_config *cfg, struct ingest_tls **out,
         pthread_mutex_init(&t->lock, NULL);
     if (t == NULL || (t->keys = calloc(n_keys, sizeof(*t->keys))) == NULL ||
         (t->cert_file = strdup(cfg->cert_file)) == NULL ||
-        (t->key_file = strdup(cfg->key_file)) == NULL) {
+        (t->key_file = strdup(cfg->key_file)) == NULL ||
+        (cfg->ticket_key_file != NULL && cfg->ticket_key_file[0] != '\0' &&
+         (t->ticket_key_file = strdup(cfg->ticket_key_file)) == NULL)) {
         snprintf(err, err_len, "out of memory");
         ingest_tls_free(t);
         return -1;
@@ -251,6 +328,13 @@ int ingest_tls_new(const struct ingest_tls_config *cfg, struct ingest_tls **out,
     t->min_version = cfg->min_version;
     t->rotation_ms = cfg->ticket_rotation_ms;
     t->lifetime_ms = cfg->ticket_lifetime_ms;
+    if (t->ticket_key_file != NULL && t->rotation_ms > 0) {
+        if (load_secret(t->ticket_key_file, t->secret, err, err_len) != 0) {
+            ingest_tls_free(t);
+            return -1;
+        }
+        t->have_secret = true;
+    }
     if ((t->ctx = make_ctx(t, err, err_len)) == NULL) {
         ingest_tls_free(t);
         return -1;
@@ -268,20 +352,33 @@ void ingest_tls_free(struct ingest_tls *t)
         OPENSSL_cleanse(t->keys, t->n_keys * sizeof(*t->keys));
     free(t->keys);
     pthread_mutex_destroy(&t->lock);
+    sodium_memzero(t->secret, sizeof(t->secret));
     free(t->cert_file);
     free(t->key_file);
+    free(t->ticket_key_file);
     free(t);
 }
 
 int ingest_tls_reload(struct ingest_tls *t, char *err, size_t err_len)
 {
-    SSL_CTX *fresh = make_ctx(t, err, err_len);
-    if (fresh == NULL)
+    unsigned char secret[crypto_kdf_KEYBYTES];
+    if (t->have_secret && load_secret(t->ticket_key_file, secret, err, err_len) != 0)
         return -1;
+    SSL_CTX *fresh = make_ctx(t, err, err_len);
+    if (fresh == NULL) {
+        sodium_memzero(secret, sizeof(secret));
+        return -1;
+    }
     pthread_mutex_lock(&t->lock);
     SSL_CTX *old = t->ctx;
     t->ctx = fresh;
+    if (t->have_secret && sodium_memcmp(secret, t->secret, sizeof(secret)) != 0) {
+        /* A new secret: the keys derived from the old one are forgotten with it. */
+        memcpy(t->secret, secret, sizeof(secret));
+        sodium_memzero(t->keys, t->n_keys * sizeof(*t->keys));
+    }
     pthread_mutex_unlock(&t->lock);
+    sodium_memzero(secret, sizeof(secret));
     SSL_CTX_free(old); /* connections made from it hold their own references */
     return 0;
 }

@@ -15,8 +15,10 @@
  * not invalidate them: one key per rotation period (server.tls_ticket_rotation), made from
  * random bytes when its period starts; tickets made with an older key are still accepted for
  * server.tls_ticket_lifetime (and renewed under the current key), then the key is overwritten.
- * The keys live in this process only: a restarted ingest makes every device pay one full
- * handshake again.
+ * Without server.tls_ticket_key_file the keys live in this process only (a restarted ingest
+ * makes every device pay one full handshake again); with it they are derived from the file's
+ * secret and the period, so a restarted process and every process sharing the file accept each
+ * other's tickets. SIGHUP re-reads that file too.
  *
  * Threading: ingest_tls_bufferevent() runs on worker threads, several at
  * once; ingest_tls_reload() on any thread. All are thread-safe.
@@ -34,11 +36,13 @@ struct ingest_tls;
 
 /* What the TLS listener needs from the configuration (docs/ingest.md, [server] tls_*). */
 struct ingest_tls_config {
-    const char *cert_file;      /* PEM: the certificate, then its intermediates */
-    const char *key_file;       /* PEM: its private key */
-    int min_version;            /* TLS1_2_VERSION or TLS1_3_VERSION */
-    int64_t ticket_rotation_ms; /* a new ticket key this often; 0: no session tickets */
-    int64_t ticket_lifetime_ms; /* a ticket is accepted this long (>= ticket_rotation_ms) */
+    const char *cert_file;       /* PEM: the certificate, then its intermediates */
+    const char *key_file;        /* PEM: its private key */
+    int min_version;             /* TLS1_2_VERSION or TLS1_3_VERSION */
+    int64_t ticket_rotation_ms;  /* a new ticket key this often; 0: no session tickets */
+    int64_t ticket_lifetime_ms;  /* a ticket is accepted this long (>= ticket_rotation_ms) */
+    const char *ticket_key_file; /* NULL/"": random ticket keys in memory; else 64 hex digits
+                                    from which every process derives the same keys */
 };
 
 /* The most ticket keys kept at once: ticket_lifetime / ticket_rotation + 1 may not exceed it. */

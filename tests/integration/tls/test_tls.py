@@ -15,6 +15,9 @@ for 127.0.0.1 signed by it, a second server key for reloads and wrong pins).
   ticket_rotation        with a 1 s ticket rotation and a 3 s lifetime a client resumes a session
                          1.5 s old (made under the previous key) but not one 5 s old; with
                          tls_ticket_rotation = 0 it never resumes
+  ticket_key_file        without a ticket key file a restarted ingest resumes nothing; with one a
+                         restarted ingest and a second process sharing the file resume the
+                         first's sessions; a new file on SIGHUP invalidates the old tickets
   nginx_front            TLS at nginx (Debian's, unprivileged, generated config) in front of a
                          plain-HTTP ingest: ferryd through ferry-flaky with the pin of nginx's key,
                          every point exactly once across link cuts
@@ -357,6 +360,52 @@ def scenario_ticket_rotation(h, args):
     print("tls_ticket_rotation = 0: no resumption")
 
 
+def scenario_ticket_key_file(h, args):
+    certs = Certs(h.tmp)
+    cert, key = certs.server("ingest")
+    ctx = ssl.create_default_context(cafile=certs.ca)
+    tls = ["--server.tls_cert", cert, "--server.tls_key", key]
+    ing = TLSIngest(h)
+    ing.start(*tls)
+    _, sess = healthz_session(ing.port, ctx)
+    ing.stop()
+    ing.start(*tls)
+    resumed, _ = healthz_session(ing.port, ctx, sess)
+    assert not resumed, "resumed after a restart without a ticket key file"
+    ing.stop()
+
+    keyfile = os.path.join(h.tmp, "ticket.key")
+    with open(keyfile, "w") as f:
+        f.write(os.urandom(32).hex() + "\n")
+    os.chmod(keyfile, 0o600)
+    shared = tls + ["--server.tls_ticket_key_file", keyfile]
+    ing.start(*shared)
+    _, sess = healthz_session(ing.port, ctx)
+    ing.stop()
+    ing.start(*shared)
+    resumed, sess = healthz_session(ing.port, ctx, sess)
+    assert resumed, "not resumed after a restart with the same ticket key file"
+    other = TLSIngest(h, name="ingest2")
+    other.start(*shared)
+    resumed, sess = healthz_session(other.port, ctx, sess)
+    assert resumed, "a second process sharing the ticket key file did not resume"
+    print("ticket key file: resumed after a restart and on a second process")
+
+    with open(keyfile, "w") as f:
+        f.write("not hex\n")
+    ing.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "expected 64 hex digits" in open(ing.log).read(), 10,
+             "the bad ticket key file's log")
+    resumed, sess = healthz_session(ing.port, ctx, sess)
+    assert resumed, "a failed reload dropped the ticket keys"
+    with open(keyfile, "w") as f:
+        f.write(os.urandom(32).hex() + "\n")
+    ing.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: not healthz_session(ing.port, ctx, sess)[0], 10,
+             "tickets from the old secret to be refused after the new one is loaded")
+    print("new secret on SIGHUP: old tickets refused; a bad file keeps the old secret")
+
+
 NGINX_CONF = """daemon off;
 worker_processes 1;
 pid {tmp}/nginx.pid;
@@ -482,6 +531,7 @@ SCENARIOS = {
     "wrong_pin": scenario_wrong_pin,
     "sighup_reload": scenario_sighup_reload,
     "ticket_rotation": scenario_ticket_rotation,
+    "ticket_key_file": scenario_ticket_key_file,
     "nginx_front": scenario_nginx_front,
 }
 
