@@ -18,10 +18,11 @@
  * --tls adds ferry-ingest's TLS (a P-256 certificate made here with the OpenSSL API):
  *   steady   the 10-record scenario over TLS keep-alive connections (handshakes done before the
  *            clock starts) against plain HTTP, both LMDB, in the same run: the ratio TLS/plain
- *   storm    10,000 devices reconnecting after an outage, each a new connection (handshake, one
+ *   storm    10,000 devices reconnecting after an outage (a restart of the ingest, whose ticket
+ *            keys come from server.tls_ticket_key_file), each a new connection (handshake, one
  *            10-record batch, close), g_connections at a time: once with full handshakes, once
- *            resuming the session ticket each device kept from before the outage; wall time and
- *            the server's and client's CPU per device
+ *            resuming the session ticket each device kept from before the outage; wall time,
+ *            the server's and client's CPU and the bytes on the wire per device
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -886,7 +887,7 @@ static int run_storm(const struct prebuilt *pb, size_t k, unsigned port, pid_t s
 }
 
 static int start_ingest(const char *data_dir, const char *cert, const char *key,
-                        struct ih_server *s)
+                        const char *ticket_key, struct ih_server *s)
 {
     char workers[16];
     snprintf(workers, sizeof(workers), "%u", g_workers);
@@ -908,6 +909,8 @@ static int start_ingest(const char *data_dir, const char *cert, const char *key,
         args[k++] = cert;
         args[k++] = "--server.tls_key";
         args[k++] = key;
+        args[k++] = "--server.tls_ticket_key_file";
+        args[k++] = ticket_key;
     }
     args[k] = NULL;
     if (ih_start(s, g_ingest_bin, g_tmp, args) != 0) {
@@ -940,7 +943,8 @@ static int run_tls(size_t devices, size_t steady_per_device, struct tls_results 
 {
     memset(out, 0, sizeof(*out));
     struct scenario sc = {"tls", devices, 10, steady_per_device + 3, 0};
-    char cert[300], key[300], plain_dir[300], tls_dir[300], prefix[48];
+    char cert[300], key[300], ticket_key[300], plain_dir[300], tls_dir[300], prefix[48];
+    snprintf(ticket_key, sizeof(ticket_key), "%s/ticket.key", g_tmp);
     snprintf(cert, sizeof(cert), "%s/tls.crt", g_tmp);
     snprintf(key, sizeof(key), "%s/tls.key", g_tmp);
     snprintf(plain_dir, sizeof(plain_dir), "%s/tls-plain", g_tmp);
@@ -954,7 +958,12 @@ static int run_tls(size_t devices, size_t steady_per_device, struct tls_results 
     SSL_CTX *ctx = NULL;
     SSL_SESSION **sessions = NULL;
     int rc = -1;
-    if (make_cert(cert, key) != 0 || (ctx = client_ctx(cert)) == NULL) {
+    uint8_t secret[32];
+    char secret_hex[65];
+    randombytes_buf(secret, sizeof(secret));
+    ferry_hex_encode(secret, sizeof(secret), secret_hex);
+    if (make_cert(cert, key) != 0 || (ctx = client_ctx(cert)) == NULL ||
+        ferry_write_file_atomic(ticket_key, secret_hex, 64, 0600) != 0) {
         fprintf(stderr, "ingest-bench: cannot make the TLS certificate\n");
         return -1;
     }
@@ -970,18 +979,19 @@ static int run_tls(size_t devices, size_t steady_per_device, struct tls_results 
     if (register_devices(&pb, &pc) != 0 || register_devices(&pb, &tc) != 0)
         goto out;
     /* Steady: plain HTTP, then TLS, the same batches into fresh stores. */
-    if (start_ingest(plain_dir, NULL, NULL, &s) != 0)
+    if (start_ingest(plain_dir, NULL, NULL, NULL, &s) != 0)
         goto out;
     (void)run_load(&pb, steady_n, s.port, s.pid, NULL, &out->plain);
     ih_stop(&s);
     print_result("plain", &sc, &out->plain);
-    if (start_ingest(tls_dir, cert, key, &s) != 0)
+    if (start_ingest(tls_dir, cert, key, ticket_key, &s) != 0)
         goto out;
     (void)run_load(&pb, steady_n, s.port, s.pid, ctx, &out->tls);
     print_result("tls", &sc, &out->tls);
     fflush(stdout);
-    /* Storm: before the outage every device connects once and keeps its session ticket; then
-     * all reconnect with full handshakes, then all resume. */
+    /* Storm: before the outage every device connects once and keeps its session ticket; the
+     * outage is a restart of the ingest (its ticket keys come back from the ticket key file);
+     * then all reconnect with full handshakes, then all resume. */
     sessions = calloc(devices, sizeof(*sessions));
     struct storm_result before;
     if (sessions == NULL ||
@@ -990,6 +1000,9 @@ static int run_tls(size_t devices, size_t steady_per_device, struct tls_results 
         ih_stop(&s);
         goto out;
     }
+    ih_stop(&s);
+    if (start_ingest(tls_dir, cert, key, ticket_key, &s) != 0)
+        goto out;
     (void)run_storm(&pb, steady_per_device + 1, s.port, s.pid, ctx, NULL, NULL, &out->full);
     print_storm("full", &out->full);
     fflush(stdout);
