@@ -560,6 +560,9 @@ static const struct {
     {INGEST_C_ENROLLS, "ferry_ingest_enrollments_total", "Successful enrolments", ""},
     {INGEST_C_CONN_REFUSED, "ferry_ingest_connections_refused_total",
      "Requests refused over server.max_connections", ""},
+    {INGEST_C_TLS_FULL, "ferry_ingest_tls_handshakes_total",
+     "TLS connections by handshake: full, or resumed from a session ticket", "{kind=\"full\"}"},
+    {INGEST_C_TLS_RESUMED, "ferry_ingest_tls_handshakes_total", NULL, "{kind=\"resumed\"}"},
 };
 
 static int expose_hist(struct ferry_buf *b, struct ingest_metrics *m, enum ingest_histogram h,

@@ -37,6 +37,9 @@ void ingest_config_defaults(struct ingest_config *cfg)
     cfg->device_request_window_ms = 300000;
     cfg->enroll_failures_per_address = 10;
     cfg->enroll_failures_global = 100;
+    cfg->tls_min_version = 0x0303; /* TLS1_2_VERSION */
+    cfg->tls_ticket_rot_ms = 3600 * 1000;
+    cfg->tls_ticket_life_ms = 24 * 3600 * 1000;
     cfg->log_level = FERRY_LOG_INFO;
     ferry_strlcpy(cfg->lmdb_dir, INGEST_DEFAULT_DATA_DIR, sizeof(cfg->lmdb_dir));
     cfg->store.kind = INGEST_STORE_LMDB;
@@ -105,6 +108,16 @@ static const char help_text[] =
     "  server.dict_dir PATH           zstd dictionaries as <dict_id>.dict (none)\n"
     "  server.metrics_public BOOL     serve /metrics without a token (false: viewer token)\n"
     "  server.device_request_window DURATION  accepted age of a device-signed request (5m)\n"
+    "  server.tls_cert PATH           serve HTTPS with this PEM certificate chain (none: HTTP;\n"
+    "                                 re-read with tls_key on SIGHUP)\n"
+    "  server.tls_key PATH            the PEM private key of tls_cert\n"
+    "  server.tls_min_version 1.2|1.3 oldest TLS version accepted (1.2)\n"
+    "  server.tls_ticket_rotation DURATION  a new session-ticket key this often (1h; 0 = no\n"
+    "                                 session resumption)\n"
+    "  server.tls_ticket_lifetime DURATION  how long a device may resume a session (24h)\n"
+    "  server.tls_ticket_key_file PATH  64 hex digits from which ticket keys are derived, so\n"
+    "                                 that restarts and processes sharing it resume sessions\n"
+    "                                 (none: random keys in memory)\n"
     "  limits.max_body SIZE           largest POST /v1/batches body, 413 above (8MiB)\n"
     "  limits.max_enroll_body SIZE    largest POST /v1/enroll body (16KiB)\n"
     "  limits.queue_max N             batches waiting for storage, 503 above (4096)\n"
@@ -158,6 +171,28 @@ int ingest_config_set(struct ingest_config *cfg, const char *key, const char *v,
         cfg->device_request_window_ms = ms;
     } else if (strcmp(key, "server.dict_dir") == 0)
         bad = ferry_strlcpy(cfg->dict_dir, v, sizeof(cfg->dict_dir)) >= sizeof(cfg->dict_dir);
+    else if (strcmp(key, "server.tls_cert") == 0)
+        bad = ferry_strlcpy(cfg->tls_cert, v, sizeof(cfg->tls_cert)) >= sizeof(cfg->tls_cert);
+    else if (strcmp(key, "server.tls_key") == 0)
+        bad = ferry_strlcpy(cfg->tls_key, v, sizeof(cfg->tls_key)) >= sizeof(cfg->tls_key);
+    else if (strcmp(key, "server.tls_min_version") == 0) {
+        if (strcmp(v, "1.2") == 0)
+            cfg->tls_min_version = 0x0303;
+        else if (strcmp(v, "1.3") == 0)
+            cfg->tls_min_version = 0x0304;
+        else
+            bad = 1;
+    } else if (strcmp(key, "server.tls_ticket_rotation") == 0) {
+        bad = ferry_parse_duration_ms(v, &ms) != 0 || ms < 0 || (ms > 0 && ms < 1000) ||
+              ms > 7 * 86400 * 1000LL;
+        cfg->tls_ticket_rot_ms = ms;
+    } else if (strcmp(key, "server.tls_ticket_lifetime") == 0) {
+        /* TLS 1.3 caps a ticket's lifetime at 7 days (RFC 8446, 4.6.1). */
+        bad = ferry_parse_duration_ms(v, &ms) != 0 || ms < 1000 || ms > 7 * 86400 * 1000LL;
+        cfg->tls_ticket_life_ms = ms;
+    } else if (strcmp(key, "server.tls_ticket_key_file") == 0)
+        bad = ferry_strlcpy(cfg->tls_ticket_key, v, sizeof(cfg->tls_ticket_key)) >=
+              sizeof(cfg->tls_ticket_key);
     else if (strcmp(key, "limits.max_body") == 0) {
         bad = ferry_parse_size(v, &size) != 0 || size < 64 || size > (1u << 30);
         cfg->max_body_bytes = size;

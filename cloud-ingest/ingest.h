@@ -79,6 +79,15 @@ struct ingest_config {
     double enroll_failures_global;      /* failed enrolments per minute, all addresses */
     enum ferry_log_level log_level;
     struct ingest_store_config store;
+
+    /* TLS (tls.h): tls_cert "" = plain HTTP. */
+    char tls_cert[1024];        /* PEM certificate chain, re-read on SIGHUP */
+    char tls_key[1024];         /* its PEM private key */
+    int tls_min_version;        /* TLS1_2_VERSION (0x0303) or TLS1_3_VERSION (0x0304) */
+    int64_t tls_ticket_rot_ms;  /* a new session-ticket key this often; 0 = no tickets */
+    int64_t tls_ticket_life_ms; /* how long a session ticket is accepted */
+    char tls_ticket_key[1024];  /* secret for ticket keys shared by processes ("" = random) */
+
     char lmdb_dir[1024];
     char pg_conninfo[1024];
 };
@@ -116,6 +125,8 @@ enum ingest_counter {
     INGEST_C_COMMIT_GROUPS,
     INGEST_C_ENROLLS,
     INGEST_C_CONN_REFUSED,
+    INGEST_C_TLS_FULL,    /* TLS connections that made a full handshake */
+    INGEST_C_TLS_RESUMED, /* TLS connections that resumed a session from a ticket */
     INGEST_C_COUNT
 };
 

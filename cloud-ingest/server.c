@@ -11,6 +11,9 @@
  *   - Limits: evhttp's read/write timeout (server.timeout), header and body size, and an open
  *     connection count across workers (server.max_connections; a request on a connection over
  *     the limit is answered 503 with Connection: close).
+ *   - TLS (server.tls_cert): each worker's evhttp makes its connections' bufferevents through
+ *     ingest_tls_bufferevent() (tls.c owns the OpenSSL context, its SIGHUP reload and the
+ *     session-ticket keys); everything above the bufferevent is the same as over plain HTTP.
  *   - A verified batch becomes a job on the committer's queue; the storage thread hands it back
  *     through the worker's done list and an event it activates (libevent is built with pthreads
  *     locking, so event_active from another thread is safe); the worker then replies.
@@ -43,6 +46,7 @@
 #include <event2/thread.h>
 
 #include "cloud-ingest/ingest.h"
+#include "cloud-ingest/tls.h"
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -82,6 +86,7 @@ struct ingest_server {
     struct ingest_config cfg;
     struct ingest_ctx ctx;
     struct ingest_router *router;
+    struct ingest_tls *tls; /* NULL: plain HTTP */
     struct worker *workers;
     size_t n_workers;
     uint16_t port;
@@ -198,6 +203,15 @@ static bool conn_admit(struct worker *w, struct evhttp_request *req)
     if (evcon == NULL || conn_set_has(&w->conns, evcon))
         return true;
     struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+    if (w->srv->tls != NULL) {
+        /* evhttp falls back to a plain bufferevent when ingest_tls_bufferevent() failed: never
+         * serve such a connection. */
+        int resumed = ingest_tls_resumed(bev);
+        if (resumed < 0)
+            return false;
+        ingest_metrics_add(w->srv->ctx.metrics, resumed ? INGEST_C_TLS_RESUMED : INGEST_C_TLS_FULL,
+                           1);
+    }
     evutil_socket_t fd = bev != NULL ? bufferevent_getfd(bev) : -1;
     if (fd >= 0) {
         int one = 1;
@@ -627,6 +641,8 @@ static int worker_init(struct ingest_server *srv, struct worker *w, char *err, s
     evhttp_set_max_headers_size(w->http, 64 * 1024);
     evhttp_set_max_body_size(w->http, (ev_ssize_t)(srv->cfg.max_body_bytes + 64 * 1024));
     evhttp_set_gencb(w->http, dispatch, w);
+    if (srv->tls != NULL)
+        evhttp_set_bevcb(w->http, ingest_tls_bufferevent, srv->tls);
     return 0;
 }
 
@@ -659,6 +675,22 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
 {
     struct ingest_server *s = arg;
     event_base_loopbreak(s->main_base);
+}
+
+/* SIGHUP: a new certificate and key for new connections; a failed reload keeps the old ones. */
+static void on_reload(evutil_socket_t fd, short what, void *arg)
+{
+    struct ingest_server *s = arg;
+    char err[512];
+    if (s->tls == NULL) {
+        log_info("ingest", "SIGHUP: nothing to reload (no server.tls_cert)");
+        return;
+    }
+    if (ingest_tls_reload(s->tls, err, sizeof(err)) != 0)
+        log_error("ingest", "SIGHUP: TLS reload failed, still serving the previous certificate: %s",
+                  err);
+    else
+        log_info("ingest", "SIGHUP: TLS certificate and key reloaded");
 }
 
 static pthread_once_t threads_once = PTHREAD_ONCE_INIT;
@@ -718,6 +750,20 @@ int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *stor
         snprintf(err, err_len, "out of memory");
         goto fail;
     }
+    if (s->cfg.tls_cert[0] != '\0' || s->cfg.tls_key[0] != '\0') {
+        struct ingest_tls_config tc = {
+            .cert_file = s->cfg.tls_cert,
+            .key_file = s->cfg.tls_key,
+            .min_version = s->cfg.tls_min_version,
+            .ticket_rotation_ms = s->cfg.tls_ticket_rot_ms,
+            .ticket_lifetime_ms = s->cfg.tls_ticket_life_ms,
+            .ticket_key_file = s->cfg.tls_ticket_key,
+        };
+        if (ingest_tls_new(&tc, &s->tls, err, err_len) != 0) {
+            rc = INGEST_EINVAL;
+            goto fail;
+        }
+    }
     s->n_workers = s->cfg.workers;
     for (size_t i = 0; i < s->n_workers; i++)
         if ((rc = worker_init(s, &s->workers[i], err, err_len)) != 0)
@@ -766,14 +812,16 @@ void ingest_server_stop(struct ingest_server *s)
 
 int ingest_server_run(struct ingest_server *s, bool handle_signals)
 {
-    struct event *sigint = NULL, *sigterm = NULL;
+    struct event *sigint = NULL, *sigterm = NULL, *sighup = NULL;
     int rc = 0;
     if (handle_signals) {
         signal(SIGPIPE, SIG_IGN);
         sigint = evsignal_new(s->main_base, SIGINT, on_stop, s);
         sigterm = evsignal_new(s->main_base, SIGTERM, on_stop, s);
-        if (sigint == NULL || sigterm == NULL || evsignal_add(sigint, NULL) != 0 ||
-            evsignal_add(sigterm, NULL) != 0) {
+        sighup = evsignal_new(s->main_base, SIGHUP, on_reload, s);
+        if (sigint == NULL || sigterm == NULL || sighup == NULL ||
+            evsignal_add(sigint, NULL) != 0 || evsignal_add(sigterm, NULL) != 0 ||
+            evsignal_add(sighup, NULL) != 0) {
             rc = INGEST_EIO;
             goto out;
         }
@@ -794,8 +842,8 @@ int ingest_server_run(struct ingest_server *s, bool handle_signals)
         }
     }
     if (rc == 0) {
-        log_info("ingest", "listening on %s:%u with %zu workers, %s store", s->cfg.listen_host,
-                 s->port, s->n_workers,
+        log_info("ingest", "listening on %s://%s:%u with %zu workers, %s store",
+                 s->tls != NULL ? "https" : "http", s->cfg.listen_host, s->port, s->n_workers,
                  ingest_store_kind(s->ctx.store) == INGEST_STORE_LMDB ? "lmdb" : "postgresql");
         /* A persistent dummy keeps the loop alive until the stop event breaks it. */
         (void)event_base_loop(s->main_base, EVLOOP_NO_EXIT_ON_EMPTY);
@@ -812,6 +860,8 @@ out:
         event_free(sigint);
     if (sigterm != NULL)
         event_free(sigterm);
+    if (sighup != NULL)
+        event_free(sighup);
     return rc;
 }
 
@@ -824,6 +874,7 @@ void ingest_server_free(struct ingest_server *s)
     for (size_t i = 0; i < s->n_workers; i++)
         worker_free(&s->workers[i]);
     free(s->workers);
+    ingest_tls_free(s->tls); /* after the workers: their connections hold its context */
     if (s->stop_ev != NULL)
         event_free(s->stop_ev);
     if (s->main_base != NULL)

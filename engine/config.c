@@ -34,6 +34,7 @@ const char ferryd_config_defaults[] = "[device]\n"
                                       "url =\n"
                                       "enroll_token =\n"
                                       "ca_file =\n"
+                                      "pinned_public_key =\n"
                                       "[listen]\n"
                                       "http = 127.0.0.1:8086\n"
                                       "udp = 127.0.0.1:8089\n"
@@ -125,6 +126,7 @@ static const struct config_key config_keys[] = {
     {"server", "url", KEY_URL, OFF(server_url), true, 0, 0},
     {"server", "enroll_token", KEY_STRING, OFF(enroll_token), true, 0, 0},
     {"server", "ca_file", KEY_STRING, OFF(ca_file), true, 0, 0},
+    {"server", "pinned_public_key", KEY_STRING, OFF(pinned_public_key), true, 0, 0},
     {"listen", "http", KEY_HOSTPORT, OFF(listen_http), false, 0, 0},
     {"listen", "udp", KEY_HOSTPORT, OFF(listen_udp), false, 0, 0},
     {"listen", "unix", KEY_STRING, OFF(listen_unix), false, 0, 0},
@@ -301,6 +303,30 @@ static bool valid_url(const char *v)
     return *rest && *rest != '/';
 }
 
+/* "" or one to FERRYD_MAX_PINS "sha256//<base64 of 32 bytes>" separated by ';' (libcurl's
+ * CURLOPT_PINNEDPUBLICKEY syntax; a file path, which libcurl also takes, is not accepted here,
+ * so that a typo cannot turn into "pin whatever this file happens to hold"). */
+static bool valid_pins(const char *v)
+{
+    size_t n = 0;
+    while (*v) {
+        if (strncmp(v, "sha256//", 8) != 0 || ++n > FERRYD_MAX_PINS)
+            return false;
+        v += 8;
+        /* 32 bytes in base64: 43 characters of the alphabet, then one '='. */
+        for (int i = 0; i < 43; i++, v++)
+            if (!isalnum((unsigned char)*v) && *v != '+' && *v != '/')
+                return false;
+        if (*v++ != '=')
+            return false;
+        if (*v == ';' && v[1] != '\0')
+            v++;
+        else if (*v)
+            return false; /* anything else after a pin, or a ';' with nothing after it */
+    }
+    return true;
+}
+
 /* "200us", "2ms", "1s", "0" (a bare number means microseconds here). Returns 0 or -1. */
 static int parse_duration_us(const char *s, int64_t *out_us)
 {
@@ -344,6 +370,15 @@ static int apply_value(struct load_state *st, const struct config_key *k, const 
         }
         break;
     }
+    case KEY_STRING:
+        if (k->offset == OFF(pinned_public_key) && !valid_pins(value)) {
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[%s] %s = \"%s\": expected sha256//<base64 SHA-256 of the server's public "
+                      "key>, up to %d separated by ';'",
+                      k->section, k->key, value, FERRYD_MAX_PINS);
+            return -1;
+        }
+        break;
     case KEY_URL:
         if (!valid_url(value)) {
             load_fail(st, FERRYD_CONFIG_EVALUE, "[%s] %s = \"%s\": not an http:// or https:// URL",
@@ -528,6 +563,13 @@ static void check_cross(struct load_state *st)
         load_fail(st, FERRYD_CONFIG_EVALUE,
                   "[sync] min_batch (%llu bytes) must not exceed max_batch (%llu bytes)",
                   (unsigned long long)c->min_batch_bytes, (unsigned long long)c->max_batch_bytes);
+    }
+    if (c->pinned_public_key && c->pinned_public_key[0] && c->server_url &&
+        strncmp(c->server_url, "http://", 7) == 0) {
+        const struct config_key *k = key_by_offset(OFF(pinned_public_key));
+        st->line = st->set_line[k - config_keys];
+        load_fail(st, FERRYD_CONFIG_EVALUE,
+                  "[server] pinned_public_key needs an https:// url (url = \"%s\")", c->server_url);
     }
     if (c->update_enabled) {
         uint8_t keys[FERRYD_MAX_RELEASE_KEYS][32];

@@ -44,6 +44,8 @@ const char *ferryd_config_strerror(int err);
 
 #define FERRYD_STREAMS 3 /* event, metric, log: enum record_stream order */
 
+#define FERRYD_MAX_PINS 8 /* [server] pinned_public_key: hashes accepted at once (rotation) */
+
 struct ferryd_config {
     /* [device] */
     char *data_dir;
@@ -54,6 +56,7 @@ struct ferryd_config {
     char *server_url; /* "" : no server; records stay in the journal */
     char *enroll_token;
     char *ca_file;
+    char *pinned_public_key; /* "" or sha256//BASE64[;...]: libcurl's CURLOPT_PINNEDPUBLICKEY */
 
     /* [listen] ("" disables an input; unix paths are relative to data_dir) */
     char *listen_http;

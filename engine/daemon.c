@@ -223,6 +223,7 @@ static void maybe_start_ota(struct ferryd *d)
     oc.device_class = ota_keep(d, c->device_class, false);
     oc.component = ota_keep(d, c->update_component, true);
     oc.ca_file = ota_keep(d, c->ca_file, true);
+    oc.pinned_public_key = ota_keep(d, c->pinned_public_key, true);
     oc.release_keys = (const uint8_t(*)[32])d->release_keys;
     oc.n_release_keys = n_keys;
     oc.slots.backend = ota_keep(d, c->update_slot_backend, false);
@@ -356,6 +357,7 @@ static void fill_sync_config(const struct ferryd_config *c, struct sync_config *
     sc->server_url = c->server_url;
     sc->enroll_token = c->enroll_token;
     sc->ca_file = c->ca_file;
+    sc->pinned_public_key = c->pinned_public_key;
     sc->device_name = c->device_name;
     sc->device_class = c->device_class;
     for (int s = 0; s < RECORD_STREAM_COUNT; s++) {

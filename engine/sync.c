@@ -114,6 +114,7 @@ static void config_free_strings(struct sync_config *c)
     free((char *)c->server_url);
     free((char *)c->enroll_token);
     free((char *)c->ca_file);
+    free((char *)c->pinned_public_key);
     free((char *)c->device_name);
     free((char *)c->device_class);
     memset(c, 0, sizeof(*c));
@@ -148,9 +149,11 @@ static int config_copy(const struct sync_config *in, struct sync_config *out, ch
     }
     *out = *in;
     out->data_dir = out->server_url = out->enroll_token = out->ca_file = NULL;
+    out->pinned_public_key = NULL;
     out->device_name = out->device_class = NULL;
     if (dup_str(in->data_dir, &out->data_dir) || dup_str(in->server_url, &out->server_url) ||
         dup_str(in->enroll_token, &out->enroll_token) || dup_str(in->ca_file, &out->ca_file) ||
+        dup_str(in->pinned_public_key, &out->pinned_public_key) ||
         dup_str(in->device_name, &out->device_name) ||
         dup_str(in->device_class, &out->device_class)) {
         config_free_strings(out);
@@ -396,6 +399,7 @@ static void start_enroll(struct sync *s)
     o.low_speed_bytes_per_s = s->cfg.low_speed_bytes_per_s;
     o.low_speed_time_s = s->cfg.low_speed_time_s;
     o.ca_file = s->cfg.ca_file[0] ? s->cfg.ca_file : NULL;
+    o.pinned_public_key = s->cfg.pinned_public_key[0] ? s->cfg.pinned_public_key : NULL;
     o.max_response_bytes = 64 * 1024;
     o.on_done = on_enroll_done;
     o.arg = s;
@@ -729,6 +733,7 @@ static void send_batch(struct sync *s, struct sync_batch *b)
     o.low_speed_bytes_per_s = s->cfg.low_speed_bytes_per_s;
     o.low_speed_time_s = s->cfg.low_speed_time_s;
     o.ca_file = s->cfg.ca_file[0] ? s->cfg.ca_file : NULL;
+    o.pinned_public_key = s->cfg.pinned_public_key[0] ? s->cfg.pinned_public_key : NULL;
     o.max_response_bytes = 1024 * 1024;
     o.on_done = on_batch_done;
     o.arg = b;

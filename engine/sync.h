@@ -53,8 +53,9 @@ struct sync_config {
     const char *server_url;   /* "http[s]://host:port" of ferry-ingest; NULL or "" = never send */
     const char *enroll_token; /* one-time token for POST /v1/enroll */
     const char *ca_file;      /* CA bundle for https; NULL/"" = system default */
-    const char *device_name;  /* sent at enrollment; NULL/"" = host name */
-    const char *device_class; /* sent at enrollment, e.g. "jetson-orin-nano" */
+    const char *pinned_public_key; /* https pin (transport/http_client.h); NULL/"" = none */
+    const char *device_name;       /* sent at enrollment; NULL/"" = host name */
+    const char *device_class;      /* sent at enrollment, e.g. "jetson-orin-nano" */
 
     int64_t latency_ms[RECORD_STREAM_COUNT];       /* oldest unsent record may wait this long */
     uint64_t threshold_bytes[RECORD_STREAM_COUNT]; /* send once this much is waiting */

@@ -14,8 +14,9 @@ PACKAGES="
     libzstd-dev zstd
     libcurl4-openssl-dev curl
     libsodium-dev
-    libevent-dev
+    libevent-dev libssl-dev openssl
     libpq-dev postgresql
+    nginx
     libinih-dev
     libjansson-dev
     libcmocka-dev

@@ -42,7 +42,7 @@ struct download {
     struct event *timer;
     struct http_request *req;
     const struct manifest_artifact *art;
-    char *url, *path, *validator, *ca_file;
+    char *url, *path, *validator, *ca_file, *pinned_public_key;
     char if_range_header[128];
     reqsign_request_fn sign;
     void *sign_arg;
@@ -335,6 +335,7 @@ static void start_request(struct download *d)
     o.low_speed_bytes_per_s = 64;
     o.low_speed_time_s = 30;
     o.ca_file = d->ca_file;
+    o.pinned_public_key = d->pinned_public_key;
     o.on_data = on_data;
     o.on_done = on_done;
     o.arg = d;
@@ -372,9 +373,11 @@ int download_start(struct http_client *client, struct event_base *base,
     d->url = strdup(o->url);
     d->path = strdup(o->path);
     d->ca_file = dup_or_null(o->ca_file);
+    d->pinned_public_key = dup_or_null(o->pinned_public_key);
     d->chunk = malloc(o->artifact->chunk_bytes);
     d->timer = evtimer_new(base, on_timer, d);
-    if (!d->url || !d->path || (o->ca_file && !d->ca_file) || !d->chunk || !d->timer) {
+    if (!d->url || !d->path || (o->ca_file && !d->ca_file) ||
+        (o->pinned_public_key && !d->pinned_public_key) || !d->chunk || !d->timer) {
         download_free(d);
         return DOWNLOAD_E_NOMEM;
     }
@@ -434,5 +437,6 @@ void download_free(struct download *d)
     free(d->url);
     free(d->path);
     free(d->ca_file);
+    free(d->pinned_public_key);
     free(d);
 }

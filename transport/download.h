@@ -78,6 +78,7 @@ struct download_opts {
     int64_t chunk_deadline_ms;                /* per request; 0: 120 s */
     int64_t backoff_min_ms, backoff_max_ms;   /* 0: 500 ms and 60 s */
     const char *ca_file;                      /* copied */
+    const char *pinned_public_key;            /* https pin (http_client.h); copied */
     /* Signs every range request as the device (transport/reqsign.h); NULL: unsigned. Called on
      * the loop thread before each request, so each carries a fresh time and nonce. */
     reqsign_request_fn sign;

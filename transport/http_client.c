@@ -23,6 +23,11 @@
  *  4. Finished transfers are collected only with curl_multi_info_read(CURLMSG_DONE), after
  *     curl_multi_socket_action() returned; the handle is removed first and on_done is called
  *     last, so on_done may start or cancel requests freely.
+ *  6. TLS sessions are shared across the client's transfers through a CURLSH with
+ *     CURL_LOCK_DATA_SSL_SESSION: each request is a new easy handle, and an easy handle's own
+ *     session cache dies with it, so without the share every reconnect (after the connection
+ *     cache dropped an idle connection, or after a link cut) would pay a full handshake. No lock
+ *     callbacks: the client is used from its loop thread only.
  *  5. CURLOPT_NOSIGNAL is set (no SIGALRM from the resolver in a daemon), "Expect:" is sent
  *     empty so a large POST does not wait one RTT (or a 1 s timer) for 100-continue, and
  *     TCP_NODELAY is set so a small batch is not held back by Nagle's algorithm.
@@ -63,6 +68,7 @@ struct http_request {
     struct curl_slist *headers;
     char *url;
     char *ca_file;
+    char *pinned_public_key;
     http_data_fn on_data;
     http_done_fn on_done;
     void *arg;
@@ -79,6 +85,7 @@ struct http_request {
 struct http_client {
     struct event_base *base;
     CURLM *multi;
+    CURLSH *share; /* TLS sessions of every transfer (pitfall 6) */
     struct event *timer;
     struct http_request *requests; /* doubly linked list of transfers in the multi handle */
     size_t n_requests;
@@ -99,6 +106,7 @@ const char *http_strerror(int err)
     case HTTP_CLIENT_ECANCELED: return "canceled";
     case HTTP_CLIENT_EABORTED: return "aborted by receiver";
     case HTTP_CLIENT_ECURL: return "libcurl error";
+    case HTTP_CLIENT_EPINNED: return "server public key does not match the pin";
     default: return "unknown error";
     }
 }
@@ -255,6 +263,7 @@ static void request_free(struct http_request *req)
     curl_slist_free_all(req->headers);
     free(req->url);
     free(req->ca_file);
+    free(req->pinned_public_key);
     ferry_buf_free(&req->body);
     ferry_buf_free(&req->resp_headers);
     free(req);
@@ -293,6 +302,7 @@ static int map_curl_result(struct http_request *req, CURLcode result, int64_t el
         return HTTP_CLIENT_ETIMEOUT;
     case CURLE_WRITE_ERROR: return HTTP_CLIENT_EABORTED;
     case CURLE_OUT_OF_MEMORY: return HTTP_CLIENT_ENOMEM;
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH: return HTTP_CLIENT_EPINNED;
     case CURLE_URL_MALFORMAT:
     case CURLE_UNSUPPORTED_PROTOCOL: return HTTP_CLIENT_EINVAL;
     case CURLE_SEND_ERROR:
@@ -379,8 +389,11 @@ struct http_client *http_client_new(struct event_base *base)
         return NULL;
     client->base = base;
     client->multi = curl_multi_init();
+    client->share = curl_share_init();
     client->timer = evtimer_new(base, on_timer, client);
-    if (!client->multi || !client->timer)
+    if (!client->multi || !client->share || !client->timer)
+        goto fail;
+    if (curl_share_setopt(client->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK)
         goto fail;
     if (curl_multi_setopt(client->multi, CURLMOPT_SOCKETFUNCTION, sock_cb) != CURLM_OK ||
         curl_multi_setopt(client->multi, CURLMOPT_SOCKETDATA, client) != CURLM_OK ||
@@ -393,6 +406,8 @@ struct http_client *http_client_new(struct event_base *base)
 fail:
     if (client->multi)
         curl_multi_cleanup(client->multi);
+    if (client->share)
+        curl_share_cleanup(client->share);
     if (client->timer)
         event_free(client->timer);
     free(client);
@@ -407,6 +422,8 @@ void http_client_free(struct http_client *client)
         finish(client->requests, HTTP_CLIENT_ECANCELED);
     /* curl_multi_cleanup closes cached connections and reports CURL_POLL_REMOVE for them. */
     curl_multi_cleanup(client->multi);
+    /* Every easy handle is cleaned up by now (request_free), so the share is unused. */
+    curl_share_cleanup(client->share);
     event_free(client->timer);
     free(client);
 }
@@ -476,6 +493,7 @@ int http_request_start(struct http_client *client, const struct http_request_opt
     int dup_err = 0;
     req->url = dup_or_null(opts->url, &dup_err);
     req->ca_file = dup_or_null(opts->ca_file, &dup_err);
+    req->pinned_public_key = dup_or_null(opts->pinned_public_key, &dup_err);
     req->easy = curl_easy_init();
     if (dup_err || !req->easy)
         goto fail;
@@ -505,7 +523,8 @@ int http_request_start(struct http_client *client, const struct http_request_opt
         curl_easy_setopt(e, CURLOPT_HEADERDATA, req) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_WRITEDATA, req) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK)
+        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_SHARE, client->share) != CURLE_OK)
         goto fail;
     err = set_method(e, opts->method, opts->body_len > 0);
     if (err != 0)
@@ -529,6 +548,11 @@ int http_request_start(struct http_client *client, const struct http_request_opt
          curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, opts->low_speed_time_s) != CURLE_OK))
         goto fail;
     if (req->ca_file && curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file) != CURLE_OK)
+        goto fail;
+    /* libcurl checks the pin on every connection, resumed ones too (the session keeps the
+     * server's certificate), and fails the transfer with CURLE_SSL_PINNEDPUBKEYNOTMATCH. */
+    if (req->pinned_public_key &&
+        curl_easy_setopt(e, CURLOPT_PINNEDPUBLICKEY, req->pinned_public_key) != CURLE_OK)
         goto fail;
     if (opts->range_start >= 0) {
         char range[64];

@@ -20,6 +20,10 @@
  * is cancelled (err = HTTP_CLIENT_ECANCELED), or when the client is freed. on_done runs on the loop
  * thread, never from inside a libcurl callback, so it may start new requests or cancel others.
  *
+ * TLS: the client's transfers share one TLS session cache, so a new connection to a server
+ * seen before resumes its session (a ticket) instead of a full handshake; a request may pin the
+ * server's public key (pinned_public_key) on top of verifying its certificate.
+ *
  * Threading: all functions must be called from the thread running the event_base.
  */
 #ifndef FERRY_TRANSPORT_HTTP_CLIENT_H
@@ -45,6 +49,7 @@ enum http_err {
     HTTP_CLIENT_ECANCELED = -8, /* http_request_cancel() or http_client_free() */
     HTTP_CLIENT_EABORTED = -9,  /* the write callback asked to stop */
     HTTP_CLIENT_ECURL = -10,    /* libcurl failed in a way none of the above describes */
+    HTTP_CLIENT_EPINNED = -11,  /* https: the server's public key is not the pinned one */
 };
 
 /* A short constant name for an http_err ("connect failed", ...). */
@@ -86,9 +91,12 @@ struct http_request_opts {
     int64_t range_start;        /* Range: bytes=start-[end]; -1 = no Range header */
     int64_t range_end;          /* inclusive; -1 = to the end */
     const char *ca_file;        /* CA bundle for https; NULL = system default; copied */
-    http_data_fn on_data;       /* NULL = buffer the body */
-    http_done_fn on_done;       /* required */
-    void *arg;                  /* passed to both callbacks */
+    const char *pinned_public_key; /* https: "sha256//BASE64[;sha256//BASE64...]", the SHA-256
+                                      of the server's SubjectPublicKeyInfo; the certificate is
+                                      still verified against ca_file; NULL = no pin; copied */
+    http_data_fn on_data;          /* NULL = buffer the body */
+    http_done_fn on_done;          /* required */
+    void *arg;                     /* passed to both callbacks */
 };
 
 /* Fills opts with defaults: GET, no body, deadline 30 s, no Range, 1 MiB body bound. */

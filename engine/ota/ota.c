@@ -494,6 +494,7 @@ static void start_download(struct ota_agent *a)
     o.ca_file = a->cfg.ca_file;
     o.sign = ota_sign;
     o.sign_arg = a;
+    o.pinned_public_key = a->cfg.pinned_public_key;
     o.on_chunk = on_chunk;
     o.on_done = on_download_done;
     o.arg = a;
@@ -853,6 +854,7 @@ void ota_agent_check_now(struct ota_agent *a)
     o.max_response_bytes = MANIFEST_MAX_BYTES;
     o.deadline_ms = 60000;
     o.ca_file = a->cfg.ca_file;
+    o.pinned_public_key = a->cfg.pinned_public_key;
     o.on_done = on_poll_done;
     o.arg = a;
     if (http_request_start(a->http, &o, &a->poll_req) != HTTP_CLIENT_OK) {

@@ -57,6 +57,7 @@ struct ota_config {
     const char *device_class;
     const char *component; /* "rootfs" (slots); default rootfs */
     const char *ca_file;
+    const char *pinned_public_key;     /* https pin (transport/http_client.h); NULL = none */
     const uint8_t (*release_keys)[32]; /* trusted release public keys */
     size_t n_release_keys;
     struct ota_slot_config slots; /* slot components (rootfs, app) */

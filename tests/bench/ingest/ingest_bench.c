@@ -14,6 +14,15 @@
  * Scenarios: 1,000 devices x 1,000-record batches, and 10,000 devices x 10-record batches.
  * Prints batches/s, records/s, p50/p99 latency, and the server process's CPU per record, then
  * one `name: value` line per figure. The machine is shared: treat figures as indicative.
+ *
+ * --tls adds ferry-ingest's TLS (a P-256 certificate made here with the OpenSSL API):
+ *   steady   the 10-record scenario over TLS keep-alive connections (handshakes done before the
+ *            clock starts) against plain HTTP, both LMDB, in the same run: the ratio TLS/plain
+ *   storm    10,000 devices reconnecting after an outage (a restart of the ingest, whose ticket
+ *            keys come from server.tls_ticket_key_file), each a new connection (handshake, one
+ *            10-record batch, close), g_connections at a time: once with full handshakes, once
+ *            resuming the session ticket each device kept from before the outage; wall time,
+ *            the server's and client's CPU and the bytes on the wire per device
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -36,6 +45,12 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "cloud-ingest/store.h"
 #include "tests/integration/ingest/ingest_harness.h"
@@ -155,6 +170,7 @@ static int register_devices(const struct prebuilt *pb, const struct ingest_store
 
 struct conn {
     int fd;
+    SSL *ssl;   /* NULL: plain HTTP */
     size_t req; /* index of the batch in flight (SIZE_MAX: idle) */
     size_t sent;
     char in[4096];
@@ -230,8 +246,92 @@ static double self_cpu_s(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
-/* Posts batches [0, n) of pb to port on g_connections connections; fills res. */
-static int run_load(const struct prebuilt *pb, size_t n, unsigned port, pid_t server,
+/* send()/recv() over the connection's TLS session when it has one: -1 with errno EAGAIN when
+ * the session needs the socket to be readable or writable first (SSL_MODE_ENABLE_PARTIAL_WRITE
+ * makes SSL_write behave like send). */
+static ssize_t conn_send(struct conn *c, const void *p, size_t n)
+{
+    if (c->ssl == NULL)
+        return send(c->fd, p, n, MSG_NOSIGNAL);
+    ERR_clear_error();
+    int r = SSL_write(c->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
+    if (r > 0)
+        return r;
+    int e = SSL_get_error(c->ssl, r);
+    errno = e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? EAGAIN : EIO;
+    return -1;
+}
+
+static ssize_t conn_recv(struct conn *c, void *p, size_t n)
+{
+    if (c->ssl == NULL)
+        return recv(c->fd, p, n, 0);
+    ERR_clear_error();
+    int r = SSL_read(c->ssl, p, (int)n);
+    if (r > 0)
+        return r;
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_ZERO_RETURN)
+        return 0;
+    errno = e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? EAGAIN : EIO;
+    return -1;
+}
+
+/* A client TLS session on fd, trusting the bench's certificate; resumes `session` if given. */
+static SSL *tls_client(SSL_CTX *ctx, int fd, SSL_SESSION *session)
+{
+    SSL *ssl = SSL_new(ctx);
+    if (ssl == NULL || SSL_set_fd(ssl, fd) != 1 ||
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), "127.0.0.1") != 1 ||
+        (session != NULL && SSL_set_session(ssl, session) != 1)) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    SSL_set_connect_state(ssl);
+    return ssl;
+}
+
+/* Completes the handshakes of every connection (before the clock of a steady run starts). */
+static int handshake_all(struct conn *conns, unsigned n, int ep)
+{
+    unsigned pending = n;
+    for (unsigned i = 0; i < n; i++) {
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u32 = i};
+        epoll_ctl(ep, EPOLL_CTL_MOD, conns[i].fd, &ev);
+    }
+    bool *done = calloc(n, sizeof(*done));
+    struct epoll_event evs[256];
+    while (pending > 0 && done != NULL) {
+        int k = epoll_wait(ep, evs, 256, 10000);
+        if (k <= 0)
+            break;
+        for (int e = 0; e < k; e++) {
+            unsigned i = evs[e].data.u32;
+            if (done[i])
+                continue;
+            ERR_clear_error();
+            int r = SSL_do_handshake(conns[i].ssl);
+            int err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(conns[i].ssl, r);
+            if (r == 1) {
+                done[i] = true;
+                pending--;
+            } else if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
+                fprintf(stderr, "ingest-bench: TLS handshake failed\n");
+                free(done);
+                return -1;
+            }
+            struct epoll_event ev = {
+                .events = EPOLLIN | (err == SSL_ERROR_WANT_WRITE ? EPOLLOUT : 0), .data.u32 = i};
+            epoll_ctl(ep, EPOLL_CTL_MOD, conns[i].fd, &ev);
+        }
+    }
+    free(done);
+    return pending == 0 ? 0 : -1;
+}
+
+/* Posts batches [0, n) of pb to port on g_connections connections (over TLS from `tls` when
+ * non-NULL, handshakes done before the clock starts); fills res. */
+static int run_load(const struct prebuilt *pb, size_t n, unsigned port, pid_t server, SSL_CTX *tls,
                     struct result *res)
 {
     memset(res, 0, sizeof(*res));
@@ -241,16 +341,20 @@ static int run_load(const struct prebuilt *pb, size_t n, unsigned port, pid_t se
     size_t n_lat = 0, next = 0, done = 0;
     if (ep < 0 || conns == NULL || lat == NULL)
         return -1;
-    long ticks0 = proc_cpu_ticks(server);
-    double cpu0 = self_cpu_s();
-    int64_t start = ferry_monotonic_ns();
     for (unsigned i = 0; i < g_connections; i++) {
         conns[i].fd = connect_to(port);
         conns[i].req = SIZE_MAX;
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u32 = i};
         if (conns[i].fd < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, conns[i].fd, &ev) != 0)
             return -1;
+        if (tls != NULL && (conns[i].ssl = tls_client(tls, conns[i].fd, NULL)) == NULL)
+            return -1;
     }
+    if (tls != NULL && handshake_all(conns, g_connections, ep) != 0)
+        return -1;
+    long ticks0 = proc_cpu_ticks(server);
+    double cpu0 = self_cpu_s();
+    int64_t start = ferry_monotonic_ns();
     struct epoll_event evs[256];
     while (done < n) {
         int k = epoll_wait(ep, evs, 256, 10000);
@@ -267,7 +371,7 @@ static int run_load(const struct prebuilt *pb, size_t n, unsigned port, pid_t se
             }
             if (c->req != SIZE_MAX && c->sent < pb->batches[c->req].len) {
                 const struct ferry_buf *b = &pb->batches[c->req];
-                ssize_t w = send(c->fd, b->data + c->sent, b->len - c->sent, MSG_NOSIGNAL);
+                ssize_t w = conn_send(c, b->data + c->sent, b->len - c->sent);
                 if (w > 0)
                     c->sent += (size_t)w;
                 else if (w < 0 && errno != EAGAIN) {
@@ -281,10 +385,15 @@ static int run_load(const struct prebuilt *pb, size_t n, unsigned port, pid_t se
                 epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
             }
             if (evs[e].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-                ssize_t r = recv(c->fd, c->in + c->in_len, sizeof(c->in) - 1 - c->in_len, 0);
-                if (r > 0)
+                /* Read until the socket (and the TLS session's buffer) is empty: decrypted
+                 * bytes left inside OpenSSL would not wake epoll again. */
+                ssize_t r;
+                while ((r = conn_recv(c, c->in + c->in_len, sizeof(c->in) - 1 - c->in_len)) > 0) {
                     c->in_len += (size_t)r;
-                else if (r == 0 || (errno != EAGAIN)) {
+                    if (c->in_len >= sizeof(c->in) - 1)
+                        break;
+                }
+                if (r == 0 || (r < 0 && errno != EAGAIN)) {
                     fprintf(stderr, "ingest-bench: connection closed by the server\n");
                     return -1;
                 }
@@ -304,7 +413,7 @@ static int run_load(const struct prebuilt *pb, size_t n, unsigned port, pid_t se
                         c->sent = 0;
                         c->t0 = ferry_monotonic_ns();
                         const struct ferry_buf *b = &pb->batches[c->req];
-                        ssize_t w = send(c->fd, b->data, b->len, MSG_NOSIGNAL);
+                        ssize_t w = conn_send(c, b->data, b->len);
                         if (w > 0)
                             c->sent = (size_t)w;
                         struct epoll_event ev = {.events =
@@ -319,8 +428,10 @@ static int run_load(const struct prebuilt *pb, size_t n, unsigned port, pid_t se
     res->seconds = (double)(ferry_monotonic_ns() - start) / 1e9;
     long ticks1 = proc_cpu_ticks(server);
     double cpu1 = self_cpu_s();
-    for (unsigned i = 0; i < g_connections; i++)
+    for (unsigned i = 0; i < g_connections; i++) {
+        SSL_free(conns[i].ssl);
         close(conns[i].fd);
+    }
     close(ep);
     qsort(lat, n_lat, sizeof(*lat), cmp_i64);
     double records = (double)res->ok * (double)pb->records_per_batch;
@@ -467,7 +578,7 @@ static int run_ingest(const struct prebuilt *pb, size_t n, bool pg, const char *
         fprintf(stderr, "ingest-bench: cannot start %s\n", g_ingest_bin);
         return -1;
     }
-    int rc = run_load(pb, n, s.port, s.pid, res);
+    int rc = run_load(pb, n, s.port, s.pid, NULL, res);
     /* How the group committer behaved: groups, mean commit time, batches per group. */
     struct ih_resp m;
     if (ih_http(s.port, "GET", "/metrics", NULL, 0, &m) == 0 && m.status == 200) {
@@ -505,7 +616,7 @@ static void run_scenario(const struct scenario *sc, struct result out[3])
     unsigned port = 0;
     pid_t bare = g_only == NULL || strcmp(g_only, "bare") == 0 ? bare_start(&port) : -1;
     if (bare > 0) {
-        (void)run_load(&pb, pb.n, port, bare, &out[0]);
+        (void)run_load(&pb, pb.n, port, bare, NULL, &out[0]);
         kill(bare, SIGKILL);
         waitpid(bare, NULL, 0);
     }
@@ -547,6 +658,393 @@ static void print_lines(const char *tag, const struct result r[3])
     }
 }
 
+/* ---- TLS ------------------------------------------------------------------------------------ */
+
+static bool g_tls;
+
+/* A self-signed P-256 certificate for IP 127.0.0.1, made with the OpenSSL API. */
+static int make_cert(const char *cert_path, const char *key_path)
+{
+    EVP_PKEY *pkey = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    int rc = -1;
+    FILE *cf = NULL, *kf = NULL;
+    if (pkey == NULL || x == NULL)
+        goto out;
+    X509V3_CTX v3;
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), -60);
+    X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+    X509_set_pubkey(x, pkey);
+    X509_NAME *name = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"ingest-bench", -1,
+                               -1, 0);
+    X509_set_issuer_name(x, name);
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, "IP:127.0.0.1");
+    if (ext == NULL || X509_add_ext(x, ext, -1) != 1) {
+        X509_EXTENSION_free(ext);
+        goto out;
+    }
+    X509_EXTENSION_free(ext);
+    if (X509_sign(x, pkey, EVP_sha256()) <= 0)
+        goto out;
+    cf = fopen(cert_path, "w");
+    kf = fopen(key_path, "w");
+    if (cf != NULL && kf != NULL && PEM_write_X509(cf, x) == 1 &&
+        PEM_write_PrivateKey(kf, pkey, NULL, NULL, 0, NULL, NULL) == 1)
+        rc = 0;
+out:
+    if (cf != NULL && fclose(cf) != 0)
+        rc = -1;
+    if (kf != NULL && fclose(kf) != 0)
+        rc = -1;
+    X509_free(x);
+    EVP_PKEY_free(pkey);
+    return rc;
+}
+
+static SSL_CTX *client_ctx(const char *cert_path)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL || SSL_CTX_load_verify_locations(ctx, cert_path, NULL) != 1) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF); /* sessions kept by hand */
+    return ctx;
+}
+
+struct storm_result {
+    bool ran;
+    double seconds, devices_s, server_cpu_us, client_cpu_us;
+    size_t ok, failed, resumed;
+    uint64_t wire_bytes; /* TLS bytes both ways, all devices (handshake, request, response) */
+};
+
+enum storm_state { STORM_HANDSHAKE, STORM_SEND, STORM_RECV };
+
+struct storm_slot {
+    struct conn c;
+    enum storm_state state;
+    size_t dev;
+};
+
+static void storm_watch(int ep, struct storm_slot *sl, unsigned i, uint32_t events)
+{
+    struct epoll_event ev = {.events = events, .data.u32 = i};
+    epoll_ctl(ep, EPOLL_CTL_MOD, sl->c.fd, &ev);
+}
+
+/* Opens the next device's connection in slot i; false when none is left or it failed. */
+static bool storm_open(struct storm_slot *sl, unsigned i, int ep, unsigned port, SSL_CTX *ctx,
+                       SSL_SESSION **resume, size_t *next, size_t n_devs)
+{
+    if (*next >= n_devs)
+        return false;
+    memset(&sl->c, 0, sizeof(sl->c));
+    sl->dev = (*next)++;
+    sl->state = STORM_HANDSHAKE;
+    sl->c.fd = connect_to(port);
+    if (sl->c.fd < 0)
+        return false;
+    sl->c.ssl = tls_client(ctx, sl->c.fd, resume != NULL ? resume[sl->dev] : NULL);
+    struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN, .data.u32 = i};
+    return sl->c.ssl != NULL && epoll_ctl(ep, EPOLL_CTL_ADD, sl->c.fd, &ev) == 0;
+}
+
+static void storm_close(struct storm_slot *sl)
+{
+    /* close_notify, as curl sends it: OpenSSL marks the session of a connection freed without
+     * it as not resumable. */
+    if (sl->c.ssl != NULL && SSL_is_init_finished(sl->c.ssl))
+        (void)SSL_shutdown(sl->c.ssl);
+    SSL_free(sl->c.ssl);
+    close(sl->c.fd);
+    sl->c.ssl = NULL;
+    sl->c.fd = -1;
+}
+
+/* Every device of pb opens a new TLS connection (resuming resume[d] when given), posts its
+ * batch number k, reads the answer and closes; g_connections devices at a time. Keeps each
+ * device's new session in keep[d] when keep is non-NULL. */
+static int run_storm(const struct prebuilt *pb, size_t k, unsigned port, pid_t server, SSL_CTX *ctx,
+                     SSL_SESSION **resume, SSL_SESSION **keep, struct storm_result *res)
+{
+    memset(res, 0, sizeof(*res));
+    size_t n_devs = pb->n_devs, next = 0, done = 0;
+    int ep = epoll_create1(0);
+    struct storm_slot *slots = calloc(g_connections, sizeof(*slots));
+    if (ep < 0 || slots == NULL)
+        return -1;
+    long ticks0 = proc_cpu_ticks(server);
+    double cpu0 = self_cpu_s();
+    int64_t start = ferry_monotonic_ns();
+    unsigned active = 0;
+    for (unsigned i = 0; i < g_connections; i++) {
+        slots[i].c.fd = -1;
+        size_t was = next;
+        if (storm_open(&slots[i], i, ep, port, ctx, resume, &next, n_devs)) {
+            active++;
+        } else if (next != was) { /* this device could not even connect */
+            res->failed++;
+            done++;
+            if (slots[i].c.fd >= 0)
+                storm_close(&slots[i]);
+        }
+    }
+    struct epoll_event evs[256];
+    while (done < n_devs && active > 0) {
+        int m = epoll_wait(ep, evs, 256, 10000);
+        if (m <= 0) {
+            fprintf(stderr, "ingest-bench: storm: no progress for 10 s (%zu of %zu)\n", done,
+                    n_devs);
+            break;
+        }
+        for (int e = 0; e < m; e++) {
+            unsigned i = evs[e].data.u32;
+            struct storm_slot *sl = &slots[i];
+            struct conn *c = &sl->c;
+            const struct ferry_buf *b = &pb->batches[k * n_devs + sl->dev];
+            int outcome = 0; /* 1 ok, -1 failed, 0 in progress */
+            if (sl->state == STORM_HANDSHAKE) {
+                ERR_clear_error();
+                int r = SSL_do_handshake(c->ssl);
+                if (r == 1) {
+                    res->resumed += SSL_session_reused(c->ssl) ? 1 : 0;
+                    sl->state = STORM_SEND;
+                } else {
+                    int err = SSL_get_error(c->ssl, r);
+                    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+                        storm_watch(ep, sl, i, err == SSL_ERROR_WANT_WRITE ? EPOLLOUT : EPOLLIN);
+                    else
+                        outcome = -1;
+                }
+            }
+            if (outcome == 0 && sl->state == STORM_SEND) {
+                ssize_t w = conn_send(c, b->data + c->sent, b->len - c->sent);
+                if (w > 0)
+                    c->sent += (size_t)w;
+                else if (errno != EAGAIN)
+                    outcome = -1;
+                if (c->sent == b->len)
+                    sl->state = STORM_RECV;
+                storm_watch(ep, sl, i, sl->state == STORM_RECV ? EPOLLIN : EPOLLOUT);
+            }
+            if (outcome == 0 && sl->state == STORM_RECV) {
+                ssize_t r = 1;
+                while (c->in_len < sizeof(c->in) - 1 &&
+                       (r = conn_recv(c, c->in + c->in_len, sizeof(c->in) - 1 - c->in_len)) > 0)
+                    c->in_len += (size_t)r;
+                int status = parse_response(c);
+                if (status != 0)
+                    outcome = status == 200 ? 1 : -1;
+                else if (r == 0 || (r < 0 && errno != EAGAIN))
+                    outcome = -1;
+            }
+            if (outcome == 0)
+                continue;
+            if (outcome > 0) {
+                res->ok++;
+                res->wire_bytes += BIO_number_read(SSL_get_rbio(c->ssl)) +
+                                   BIO_number_written(SSL_get_wbio(c->ssl));
+                if (keep != NULL)
+                    keep[sl->dev] = SSL_get1_session(c->ssl);
+            } else {
+                res->failed++;
+            }
+            done++;
+            storm_close(sl);
+            size_t was = next;
+            if (!storm_open(sl, i, ep, port, ctx, resume, &next, n_devs)) {
+                if (next != was) { /* this device could not even connect */
+                    res->failed++;
+                    done++;
+                    if (sl->c.fd >= 0)
+                        storm_close(sl);
+                }
+                active--;
+            }
+        }
+    }
+    res->seconds = (double)(ferry_monotonic_ns() - start) / 1e9;
+    double server_cpu_s = (double)(proc_cpu_ticks(server) - ticks0) / (double)sysconf(_SC_CLK_TCK);
+    double client_cpu_s = self_cpu_s() - cpu0;
+    for (unsigned i = 0; i < g_connections; i++)
+        if (slots[i].c.fd >= 0)
+            storm_close(&slots[i]);
+    free(slots);
+    close(ep);
+    res->ran = true;
+    res->devices_s = (double)res->ok / res->seconds;
+    res->server_cpu_us = res->ok ? server_cpu_s * 1e6 / (double)res->ok : 0;
+    res->client_cpu_us = res->ok ? client_cpu_s * 1e6 / (double)res->ok : 0;
+    return done == n_devs && res->failed == 0 ? 0 : -1;
+}
+
+static int start_ingest(const char *data_dir, const char *cert, const char *key,
+                        const char *ticket_key, struct ih_server *s)
+{
+    char workers[16];
+    snprintf(workers, sizeof(workers), "%u", g_workers);
+    const char *args[32] = {"-d",
+                            data_dir,
+                            "--server.workers",
+                            workers,
+                            "--limits.device_rate",
+                            "0",
+                            "--limits.device_max_inflight",
+                            "100000",
+                            "--limits.queue_max",
+                            "100000",
+                            "--log.level",
+                            "warn"};
+    int k = 12;
+    if (cert != NULL) {
+        args[k++] = "--server.tls_cert";
+        args[k++] = cert;
+        args[k++] = "--server.tls_key";
+        args[k++] = key;
+        args[k++] = "--server.tls_ticket_key_file";
+        args[k++] = ticket_key;
+    }
+    args[k] = NULL;
+    if (ih_start(s, g_ingest_bin, g_tmp, args) != 0) {
+        fprintf(stderr, "ingest-bench: cannot start %s\n", g_ingest_bin);
+        return -1;
+    }
+    return 0;
+}
+
+struct tls_results {
+    struct result plain, tls;
+    struct storm_result full, resumed;
+};
+
+static void print_storm(const char *what, const struct storm_result *r)
+{
+    if (!r->ran) {
+        printf("  %-8s skipped\n", what);
+        return;
+    }
+    printf("  %-8s %8.0f devices/s  %6.2f s  server CPU %7.1f us/device  client CPU %7.1f "
+           "us/device  %5.0f bytes/device  resumed %zu of %zu  failed %zu\n",
+           what, r->devices_s, r->seconds, r->server_cpu_us, r->client_cpu_us,
+           r->ok ? (double)r->wire_bytes / (double)r->ok : 0, r->resumed, r->ok, r->failed);
+}
+
+/* The TLS figures (see the top of this file); steady_per_device batches per device for the
+ * steady comparison, then three more per device for the storm (before, full, resumed). */
+static int run_tls(size_t devices, size_t steady_per_device, struct tls_results *out)
+{
+    memset(out, 0, sizeof(*out));
+    struct scenario sc = {"tls", devices, 10, steady_per_device + 3, 0};
+    char cert[300], key[300], ticket_key[300], plain_dir[300], tls_dir[300], prefix[48];
+    snprintf(ticket_key, sizeof(ticket_key), "%s/ticket.key", g_tmp);
+    snprintf(cert, sizeof(cert), "%s/tls.crt", g_tmp);
+    snprintf(key, sizeof(key), "%s/tls.key", g_tmp);
+    snprintf(plain_dir, sizeof(plain_dir), "%s/tls-plain", g_tmp);
+    snprintf(tls_dir, sizeof(tls_dir), "%s/tls-tls", g_tmp);
+    snprintf(prefix, sizeof(prefix), "t%zu-%d", devices, (int)getpid());
+    printf("\ntls: %zu devices, 10-record batches; steady: %zu batches on %u keep-alive "
+           "connections; storm: every device reconnects, %u at a time\n",
+           devices, devices * steady_per_device, g_connections, g_connections);
+    fflush(stdout);
+    struct prebuilt pb;
+    SSL_CTX *ctx = NULL;
+    SSL_SESSION **sessions = NULL;
+    int rc = -1;
+    uint8_t secret[32];
+    char secret_hex[65];
+    randombytes_buf(secret, sizeof(secret));
+    ferry_hex_encode(secret, sizeof(secret), secret_hex);
+    if (make_cert(cert, key) != 0 || (ctx = client_ctx(cert)) == NULL ||
+        ferry_write_file_atomic(ticket_key, secret_hex, 64, 0600) != 0) {
+        fprintf(stderr, "ingest-bench: cannot make the TLS certificate\n");
+        return -1;
+    }
+    if (prebuild(&sc, prefix, &pb) != 0) {
+        fprintf(stderr, "ingest-bench: pre-building batches failed\n");
+        SSL_CTX_free(ctx);
+        return -1;
+    }
+    struct ingest_store_config pc = {.kind = INGEST_STORE_LMDB, .lmdb_dir = plain_dir};
+    struct ingest_store_config tc = {.kind = INGEST_STORE_LMDB, .lmdb_dir = tls_dir};
+    size_t steady_n = devices * steady_per_device;
+    struct ih_server s;
+    if (register_devices(&pb, &pc) != 0 || register_devices(&pb, &tc) != 0)
+        goto out;
+    /* Steady: plain HTTP, then TLS, the same batches into fresh stores. */
+    if (start_ingest(plain_dir, NULL, NULL, NULL, &s) != 0)
+        goto out;
+    (void)run_load(&pb, steady_n, s.port, s.pid, NULL, &out->plain);
+    ih_stop(&s);
+    print_result("plain", &sc, &out->plain);
+    if (start_ingest(tls_dir, cert, key, ticket_key, &s) != 0)
+        goto out;
+    (void)run_load(&pb, steady_n, s.port, s.pid, ctx, &out->tls);
+    print_result("tls", &sc, &out->tls);
+    fflush(stdout);
+    /* Storm: before the outage every device connects once and keeps its session ticket; the
+     * outage is a restart of the ingest (its ticket keys come back from the ticket key file);
+     * then all reconnect with full handshakes, then all resume. */
+    sessions = calloc(devices, sizeof(*sessions));
+    struct storm_result before;
+    if (sessions == NULL ||
+        run_storm(&pb, steady_per_device, s.port, s.pid, ctx, NULL, sessions, &before) != 0) {
+        fprintf(stderr, "ingest-bench: storm: the connections before the outage failed\n");
+        ih_stop(&s);
+        goto out;
+    }
+    ih_stop(&s);
+    if (start_ingest(tls_dir, cert, key, ticket_key, &s) != 0)
+        goto out;
+    (void)run_storm(&pb, steady_per_device + 1, s.port, s.pid, ctx, NULL, NULL, &out->full);
+    print_storm("full", &out->full);
+    fflush(stdout);
+    (void)run_storm(&pb, steady_per_device + 2, s.port, s.pid, ctx, sessions, NULL, &out->resumed);
+    print_storm("resumed", &out->resumed);
+    ih_stop(&s);
+    rc = 0;
+out:
+    for (size_t i = 0; sessions != NULL && i < devices; i++)
+        SSL_SESSION_free(sessions[i]);
+    free(sessions);
+    prebuilt_free(&pb);
+    SSL_CTX_free(ctx);
+    return rc;
+}
+
+static void print_tls_lines(const struct tls_results *t)
+{
+    if (t->plain.ran && t->tls.ran) {
+        printf("tls_steady_plain_batches_per_s: %.0f\n", t->plain.batches_s);
+        printf("tls_steady_tls_batches_per_s: %.0f\n", t->tls.batches_s);
+        printf("tls_steady_ratio: %.3f\n",
+               t->plain.batches_s > 0 ? t->tls.batches_s / t->plain.batches_s : 0);
+        printf("tls_steady_plain_server_cpu_us_per_batch: %.1f\n", t->plain.cpu_us_per_record * 10);
+        printf("tls_steady_tls_server_cpu_us_per_batch: %.1f\n", t->tls.cpu_us_per_record * 10);
+    }
+    const struct storm_result *r[2] = {&t->full, &t->resumed};
+    const char *names[2] = {"full", "resumed"};
+    for (int i = 0; i < 2; i++) {
+        if (!r[i]->ran)
+            continue;
+        printf("tls_storm_%s_seconds: %.3f\n", names[i], r[i]->seconds);
+        printf("tls_storm_%s_devices_per_s: %.0f\n", names[i], r[i]->devices_s);
+        printf("tls_storm_%s_server_cpu_us_per_device: %.1f\n", names[i], r[i]->server_cpu_us);
+        printf("tls_storm_%s_client_cpu_us_per_device: %.1f\n", names[i], r[i]->client_cpu_us);
+        printf("tls_storm_%s_wire_bytes_per_device: %.0f\n", names[i],
+               r[i]->ok ? (double)r[i]->wire_bytes / (double)r[i]->ok : 0);
+        printf("tls_storm_%s_resumed: %zu\n", names[i], r[i]->resumed);
+        printf("tls_storm_%s_failed: %zu\n", names[i], r[i]->failed);
+    }
+}
+
 static void usage(void)
 {
     printf("usage: ingest-bench --ingest PATH [--pg CONNINFO] [--quick] [--connections N]\n"
@@ -558,6 +1056,9 @@ static void usage(void)
            "  --workers N       server worker threads for ferry-ingest and the bare server\n"
            "                    (default 2 x CPUs, as ferry-ingest)\n"
            "  --only TARGET     run only bare, lmdb or pg\n"
+           "  --tls             only the TLS figures: steady 10-record batches over TLS vs plain\n"
+           "                    HTTP (LMDB), and 10,000 devices (--quick: 1,000) reconnecting\n"
+           "                    after an outage with full handshakes vs resumed sessions\n"
            "Scenarios: 1000 devices x 1000-record batches; 10000 devices x 10-record batches.\n"
            "Targets: lmdb >= 1,000,000 records/s (1000-record batches), lmdb >= 10,000\n"
            "batches/s (10-record batches), pg >= 200,000 records/s.\n");
@@ -576,6 +1077,8 @@ int main(int argc, char **argv)
             g_only = argv[++i];
         else if (strcmp(argv[i], "--quick") == 0)
             quick = true;
+        else if (strcmp(argv[i], "--tls") == 0)
+            g_tls = true;
         else if (strcmp(argv[i], "--connections") == 0 && i + 1 < argc)
             g_connections = (unsigned)strtoul(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
@@ -618,6 +1121,20 @@ int main(int argc, char **argv)
     printf("ingest-bench: %u connections, %u server workers, loopback; the machine is shared, "
            "figures are indicative\n",
            g_connections, g_workers);
+    if (g_tls) {
+        struct tls_results t;
+        int trc = run_tls(quick ? 1000 : 10000, quick ? 2 : 3, &t);
+        printf("\n");
+        print_tls_lines(&t);
+        char rm[300];
+        snprintf(rm, sizeof(rm), "rm -rf '%s'", g_tmp);
+        if (system(rm) != 0)
+            fprintf(stderr, "ingest-bench: could not remove %s\n", g_tmp);
+        return trc == 0 && t.plain.failed == 0 && t.tls.failed == 0 && t.full.failed == 0 &&
+                       t.resumed.failed == 0 && t.resumed.resumed > 0
+                   ? 0
+                   : 1;
+    }
     struct result rb[3], rs[3];
     run_scenario(&big, rb);
     run_scenario(&small, rs);

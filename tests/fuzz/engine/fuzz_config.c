@@ -29,6 +29,7 @@ static const size_t string_offsets[] = {
     offsetof(struct ferryd_config, server_url),
     offsetof(struct ferryd_config, enroll_token),
     offsetof(struct ferryd_config, ca_file),
+    offsetof(struct ferryd_config, pinned_public_key),
     offsetof(struct ferryd_config, listen_http),
     offsetof(struct ferryd_config, listen_udp),
     offsetof(struct ferryd_config, listen_unix),

@@ -129,6 +129,32 @@ static void test_bad_values(void **state)
                  "test.ini:2: [update] enabled = \"perhaps\": not a boolean");
 }
 
+/* [server] pinned_public_key: libcurl's sha256//BASE64 list, only with https. */
+static void test_pinned_public_key(void **state)
+{
+    (void)state;
+    const char *pin = "sha256//47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+    char text[1024];
+    snprintf(text, sizeof text, "[server]\nurl = https://x:1\npinned_public_key = %s;%s\n", pin,
+             pin);
+    struct ferryd_config cfg;
+    char err[256];
+    assert_int_equal(ferryd_config_load_string(text, "ok.ini", &cfg, err, sizeof err), 0);
+    assert_true(strncmp(cfg.pinned_public_key, pin, strlen(pin)) == 0);
+    ferryd_config_free(&cfg);
+    expect_error("[server]\npinned_public_key = /etc/ferry/ingest.pem\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:2: [server] pinned_public_key = \"/etc/ferry/ingest.pem\": expected "
+                 "sha256//");
+    expect_error("[server]\npinned_public_key = sha256//47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSu"
+                 "\n",
+                 FERRYD_CONFIG_EVALUE, "test.ini:2: [server] pinned_public_key");
+    snprintf(text, sizeof text, "[server]\npinned_public_key = %s;\n", pin);
+    expect_error(text, FERRYD_CONFIG_EVALUE, "test.ini:2: [server] pinned_public_key");
+    snprintf(text, sizeof text, "[server]\nurl = http://x:1\npinned_public_key = %s\n", pin);
+    expect_error(text, FERRYD_CONFIG_EVALUE,
+                 "test.ini:3: [server] pinned_public_key needs an https:// url");
+}
+
 static void test_update_section_rules(void **state)
 {
     (void)state;
@@ -262,6 +288,7 @@ int main(void)
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_syntax_error_line),
         cmocka_unit_test(test_update_section_rules),
+        cmocka_unit_test(test_pinned_public_key),
         cmocka_unit_test(test_cross_key_rules),
         cmocka_unit_test(test_long_line_is_an_error_on_its_line),
         cmocka_unit_test(test_missing_file),
