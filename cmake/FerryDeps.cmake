@@ -20,7 +20,12 @@ ferry_require(CURL libcurl libcurl4-openssl-dev)
 ferry_require(SODIUM libsodium libsodium-dev)
 ferry_require(EVENT libevent libevent-dev)
 ferry_require(EVENT_PTHREADS libevent_pthreads libevent-dev)
-ferry_require(PQ libpq libpq-dev)
+# libpq only for the ingest's PostgreSQL store: a device-only build (FERRY_BUILD_INGEST=OFF, the
+# aarch64 cross build) must not need it, and Debian's libpq-dev is not multiarch (installing
+# libpq-dev:arm64 removes the build machine's libpq-dev).
+if(FERRY_BUILD_INGEST)
+  ferry_require(PQ libpq libpq-dev)
+endif()
 ferry_require(INIH inih libinih-dev)
 ferry_require(JANSSON jansson libjansson-dev)
 ferry_require(SYSTEMD libsystemd libsystemd-dev)
