@@ -2,9 +2,13 @@
 # Runs ferry's whole test suite: the normal build and the sanitizer build (clang, ASan + UBSan,
 # with the libFuzzer targets, which ctest runs for a bounded time each). Fails on any failure.
 #
-#   scripts/test.sh            both builds
+#   scripts/test.sh            both builds, then the packages stage
 #   scripts/test.sh normal     only the normal build (build/)
 #   scripts/test.sh sanitize   only the sanitizer build (build-asan/)
+#   scripts/test.sh packages   Debian packages: build, lintian, install, start (root; see
+#                              scripts/test-packages.sh)
+#   scripts/test.sh arm64      optional: aarch64 cross build, its tests under qemu-user and the
+#                              arm64 ferryd package (scripts/cross-arm64.sh; not part of "all")
 #
 # Environment: FERRY_TEST_JOBS (default: number of cores), FERRY_FUZZ_SECONDS (default 60).
 set -eu
@@ -28,9 +32,11 @@ run_sanitize() {
 }
 
 case "$what" in
-all) run_normal; run_sanitize ;;
+all) run_normal; run_sanitize; FERRY_DEB_JOBS=$jobs scripts/test-packages.sh ;;
 normal) run_normal ;;
 sanitize) run_sanitize ;;
-*) echo "usage: $0 [all|normal|sanitize]" >&2; exit 2 ;;
+packages) FERRY_DEB_JOBS=$jobs scripts/test-packages.sh ;;
+arm64) FERRY_ARM64_JOBS=$jobs scripts/cross-arm64.sh ;;
+*) echo "usage: $0 [all|normal|sanitize|packages|arm64]" >&2; exit 2 ;;
 esac
 echo "ferry: all tests passed ($what)"

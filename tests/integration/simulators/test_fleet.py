@@ -18,6 +18,10 @@ for b in ("ferry-fleet", "ferry-ingest"):
     if not os.access(os.path.join(bin_dir, b), os.X_OK):
         print("SKIP: %s not built" % b)
         sys.exit(77)
+# The profiles of this source tree, named explicitly: ferry-fleet's built-in default is the
+# installed /usr/share/ferry/profiles.
+profile_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
+                           "simulators", "profiles")
 tmp = tempfile.mkdtemp(prefix="fleet-test-")
 ingest = None
 try:
@@ -43,6 +47,7 @@ try:
                           "--devices", "20", "--tick", "1s", "--duration", "12s", "--drain", "60s",
                           "--outage-at", "4s", "--outage", "3s", "--backoff-max", "3s",
                           "--profiles", "lte-good:2,lte-poor:1,flapping:1", "--seed", "3",
+                          "--profile-dir", profile_dir,
                           "--report", "0", "--processes", procs, "--devices-out", os.path.join(tmp, "devices.ndjson")],
                          capture_output=True, text=True, timeout=150)
     print(out.stderr[-2000:])
