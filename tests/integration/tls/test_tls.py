@@ -86,7 +86,9 @@ class TLSIngest(Ingest):
         return "https://127.0.0.1:%d" % self.port
 
     def metric(self, name, labels):
-        with urllib.request.urlopen(self.url() + "/metrics", timeout=10) as r:
+        req = urllib.request.Request(self.url() + "/metrics",
+                                     headers={"Authorization": "Bearer " + self.api_token()})
+        with urllib.request.urlopen(req, timeout=10) as r:
             text = r.read().decode()
         for line in text.splitlines():
             if line.startswith(name + labels + " "):
