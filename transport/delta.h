@@ -16,7 +16,8 @@
  * A full image (no base) is the same format with no extents: the full-image fallback artifact of
  * a release and a delta are applied by the same code.
  *
- * Integrity: the header carries the base and target SHA-256, and for every chunk the SHA-256 of
+ * Integrity (SHA-256 computed with OpenSSL's libcrypto, which uses the CPU's SHA instructions):
+ * the header carries the base and target SHA-256, and for every chunk the SHA-256 of
  * its compressed bytes and of the target window it produces. delta_apply() checks the header,
  * the base hash and every chunk hash *before it writes anything*, then checks each produced
  * window before writing it and the whole target hash at the end.
@@ -105,7 +106,8 @@ int delta_read_info(const char *delta_path, struct delta_info *info, char *err, 
     __attribute__((warn_unused_result));
 
 /* Progress: called after each window is written with the target bytes done so far. Return
- * non-zero to stop (delta_apply then returns DELTA_E_ABORTED; the target is incomplete). */
+ * non-zero to stop (delta_apply then returns DELTA_E_ABORTED and removes or truncates the
+ * target like any failed apply). */
 typedef int (*delta_progress_fn)(uint64_t done_bytes, uint64_t total_bytes, void *arg);
 
 struct delta_apply_options {
@@ -122,7 +124,11 @@ struct delta_apply_options {
  * streams the result into `target_path` (a file, created if missing, or a block device; it must
  * not be the base). Order: header → expected target hash → base size and SHA-256 → every chunk's
  * compressed-bytes hash → only then windows are decoded, each window's hash checked, written with
- * pwrite, and finally the target is fsync'd and its whole hash checked.
+ * pwrite, and finally the target is fsync'd and its whole hash (the running hash of the windows
+ * written; the target is not read back) checked.
+ * A failure once the target is open never leaves it looking complete: a file this call created is
+ * removed, an existing file truncated to 0 bytes, the first written bytes (up to 1 MiB) of a block
+ * device zeroed; the message in `err` ends with what was done.
  * Anonymous memory: one window (window_bytes) plus the zstd decoder (~200 KiB), and two windows
  * more for diff-coded chunks; base extents and the delta are read through file-backed mappings.
  * Returns 0 or a negative delta_error with a message in `err`.

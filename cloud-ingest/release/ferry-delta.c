@@ -30,8 +30,9 @@ static void usage(FILE *out)
             "  --stats        print sizes and times on stderr\n"
             "\n"
             "Applying needs one window plus ~1 MiB of anonymous memory (three windows when the\n"
-            "delta has diff-coded chunks); the base is read through file mappings. Exit status: 0 "
-            "ok, 1 failure, 2 usage.\n");
+            "delta has diff-coded chunks); the base is read through file mappings. A failed apply\n"
+            "removes OUT (or truncates it, or zeroes the start of a block device) and says so.\n"
+            "Exit status: 0 ok, 1 failure, 2 usage.\n");
 }
 
 static double now_s(void)

@@ -12,11 +12,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
 
 #include "common/util.h"
 #include "transport/delta.h"
@@ -332,6 +335,110 @@ static void test_wrong_base_detected(void **state)
     assert_int_equal(delta_apply(NULL, dp, op, NULL, err, sizeof(err)), DELTA_E_ARG);
 }
 
+/* ---- A failed apply leaves no target that looks complete (docs/ota.md §1) ---- */
+
+static int stop_after_first_window(uint64_t done, uint64_t total, void *arg)
+{
+    (void)total;
+    (void)arg;
+    return done > 0;
+}
+
+/* Rewrites the header of delta `dp` so that chunk `chunk`'s window hash is wrong but the header
+ * hash is right: the chunk then decodes (its data hash is intact) to bytes that fail their
+ * window check, after the earlier windows were written: a bad chunk found part-way. */
+static void break_window_hash(const char *dp, uint32_t chunk)
+{
+    int fd = open(dp, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t fixed[112];
+    assert_int_equal(pread(fd, fixed, sizeof(fixed), 0), (ssize_t)sizeof(fixed));
+    uint32_t hlen = (uint32_t)fixed[108] | (uint32_t)fixed[109] << 8 | (uint32_t)fixed[110] << 16 |
+                    (uint32_t)fixed[111] << 24;
+    uint8_t *h = malloc(hlen);
+    assert_non_null(h);
+    assert_int_equal(pread(fd, h, hlen, 0), (ssize_t)hlen);
+    size_t at = 112; /* walk the entries: 84 bytes each plus 12 per extent */
+    for (uint32_t i = 0; i < chunk; i++) {
+        uint32_t next = (uint32_t)h[at + 80] | (uint32_t)h[at + 81] << 8 |
+                        (uint32_t)h[at + 82] << 16 | (uint32_t)h[at + 83] << 24;
+        at += 84 + 12 * (size_t)next;
+    }
+    assert_true(at + 84 <= hlen - 32);
+    h[at + 48] ^= 0x80; /* the window SHA-256 */
+    unsigned int len = 0;
+    assert_int_equal(EVP_Digest(h, hlen - 32, h + hlen - 32, &len, EVP_sha256(), NULL), 1);
+    assert_int_equal(pwrite(fd, h, hlen, 0), (ssize_t)hlen);
+    close(fd);
+    free(h);
+}
+
+/* A bad chunk part-way through, and an apply stopped by its caller: a target this apply created
+ * is removed, an existing one is truncated to 0 bytes, and the message says which. */
+static void test_failed_apply_removes_or_truncates_target(void **state)
+{
+    (void)state;
+    char bp[512], tp[512], dp[512], op[512], err[512];
+    make_pair(bp, tp, dp, sizeof(bp));
+    assert_true(file_size(tp) > 3 * 256 * 1024);
+
+    path_in(op, sizeof(op), "stopped.img");
+    unlink(op);
+    struct delta_apply_options ao = {.progress = stop_after_first_window, .no_fsync = 1};
+    assert_int_equal(delta_apply(bp, dp, op, &ao, err, sizeof(err)), DELTA_E_ABORTED);
+    assert_non_null(strstr(err, "was removed"));
+    assert_int_equal(access(op, F_OK), -1);
+
+    /* an existing target (a slot image file): truncated, not left at full size */
+    FILE *f = fopen(op, "wb");
+    assert_non_null(f);
+    assert_int_equal(fputs("previous contents of the slot", f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(delta_apply(bp, dp, op, &ao, err, sizeof(err)), DELTA_E_ABORTED);
+    assert_non_null(strstr(err, "truncated to 0 bytes"));
+    assert_int_equal(file_size(op), 0);
+    unlink(op);
+
+    /* the third window decodes to the wrong bytes after two were written */
+    break_window_hash(dp, 2);
+    assert_int_equal(delta_apply(bp, dp, op, NULL, err, sizeof(err)), DELTA_E_TARGET_HASH);
+    assert_non_null(strstr(err, "chunk 2"));
+    assert_non_null(strstr(err, "was removed"));
+    assert_int_equal(access(op, F_OK), -1);
+}
+
+/* A full disk part-way (simulated with RLIMIT_FSIZE in a child: writes past the limit fail with
+ * EFBIG as they would with ENOSPC): the partial target is removed. */
+static void test_full_disk_removes_target(void **state)
+{
+    (void)state;
+    char bp[512], tp[512], dp[512], op[512];
+    make_pair(bp, tp, dp, sizeof(bp));
+    path_in(op, sizeof(op), "full-disk.img");
+    unlink(op);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl = {.rlim_cur = 600 * 1024, .rlim_max = 600 * 1024};
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+            _exit(90);
+        char err[512] = "";
+        struct delta_apply_options ao = {.no_fsync = 1};
+        int rc = delta_apply(bp, dp, op, &ao, err, sizeof(err));
+        if (rc != DELTA_E_IO)
+            _exit(91);
+        if (!strstr(err, "File too large") || !strstr(err, "was removed"))
+            _exit(92);
+        _exit(0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(access(op, F_OK), -1);
+}
+
 /* Header corruption, truncation and a target hash other than the manifest's are all refused. */
 static void test_malformed_and_unexpected_target(void **state)
 {
@@ -526,6 +633,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_roundtrip_whole_base_and_edges),
         cmocka_unit_test(test_corrupt_chunk_rejected_before_any_write),
         cmocka_unit_test(test_wrong_base_detected),
+        cmocka_unit_test(test_failed_apply_removes_or_truncates_target),
+        cmocka_unit_test(test_full_disk_removes_target),
         cmocka_unit_test(test_malformed_and_unexpected_target),
         cmocka_unit_test(test_diff_coding_for_small_scattered_changes),
         cmocka_unit_test(test_apply_anon_memory_bounded),
