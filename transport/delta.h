@@ -49,7 +49,8 @@ const char *delta_strerror(int err);
 
 /* Format constants (docs/ota.md). */
 #define DELTA_MAGIC "FERRYDL1"
-#define DELTA_VERSION 1u
+#define DELTA_VERSION 1u     /* deltas without executable chunks */
+#define DELTA_VERSION_EXE 2u /* deltas with executable chunks (docs/ota.md §1) */
 #define DELTA_EXTENT_ALIGN 4096u
 /* Largest window and reference a device accepts: they bound the zstd window (2^27). */
 #define DELTA_MAX_WINDOW_BYTES (16u << 20)
@@ -62,6 +63,7 @@ struct delta_make_options {
     uint32_t max_ref_bytes; /* cap on a chunk's reference extents (default 56 MiB) */
     int whole_base_max_mib; /* a base up to this size is the reference of every chunk (default
                                = max_ref_bytes); 0 disables */
+    int no_exe;             /* 1: never code a chunk as an executable chunk (default 0) */
 };
 
 /* Fills `o` with the defaults above. */
@@ -74,6 +76,8 @@ struct delta_make_stats {
     uint32_t chunks;
     uint64_t ref_bytes_total; /* sum of all chunks' reference sizes (make-time cost driver) */
     uint64_t matched_bytes;   /* target bytes covered by rolling-hash matches */
+    uint32_t exe_pairs;       /* executables of the target paired with one of the base */
+    uint32_t exe_chunks;      /* chunks coded as executable chunks */
 };
 
 /*
@@ -99,6 +103,7 @@ struct delta_info {
     uint64_t header_bytes;
     uint64_t file_bytes;
     uint64_t max_ref_bytes; /* largest reference of any chunk */
+    uint32_t version;       /* DELTA_VERSION or DELTA_VERSION_EXE */
 };
 
 /* Reads and validates a delta file's header (not the chunk data). Returns 0 or a delta_error. */
