@@ -885,7 +885,7 @@ static int exe_try(const struct delta_exe_plan *plan, int level, ZSTD_CCtx *cctx
     struct delta_exe_ref_layout layout = {eo, el, n};
     if ((rc = delta_exe_plan_chunk(plan, t0, tlen, &layout, &d)) != DELTA_OK)
         goto out;
-    if (d.ntr == 0 || d.nrr == 0)
+    if (d.nrr == 0)
         goto out;
     rc = DELTA_E_NOMEM;
     size_t ccap = ZSTD_compressBound(tlen);

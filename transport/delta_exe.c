@@ -270,6 +270,40 @@ void delta_exe_decode(uint8_t *buf, size_t n, uint64_t pc0, int arch)
         a64_run(buf, n, pc0, X86_DECODE, NULL);
 }
 
+static void put64(uint8_t *p, uint64_t v)
+{
+    put32(p, (uint32_t)v);
+    put32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* Pointers: relocation entries (r_offset, r_addend), .data, .data.rel.ro, .got, init arrays. */
+static void ptr64_run(uint8_t *buf, size_t n, uint64_t pc0, const struct delta_exe_map *map)
+{
+    for (size_t i = (size_t)((8 - (pc0 & 7)) & 7); i + 8 <= n; i += 8) {
+        uint64_t v = get64(buf + i);
+        if (v >= map->lo && v < map->hi)
+            put64(buf + i, moved(map, v));
+    }
+}
+
+/* .eh_frame_hdr: version 1, encodings, eh_frame_ptr, fde_count (udata4), then pairs of datarel
+ * sdata4 offsets (function start, FDE) from the header's own address pc0. */
+static void ehhdr_run(uint8_t *buf, size_t n, uint64_t pc0, const struct delta_exe_map *map)
+{
+    if (n < 12 || buf[0] != 1 || buf[2] != 0x03 || buf[3] != 0x3B)
+        return;
+    uint64_t count = get32(buf + 8), room = (n - 12) / 8;
+    if (count > room)
+        count = room;
+    uint64_t base_to = moved(map, pc0);
+    for (uint64_t j = 0; j < count; j++)
+        for (int h = 0; h < 2; h++) {
+            uint8_t *f = buf + 12 + j * 8 + (size_t)h * 4;
+            uint64_t to = moved(map, pc0 + (uint64_t)sext(get32(f), 32));
+            put32(f, (uint32_t)(to - base_to));
+        }
+}
+
 void delta_exe_relocate(uint8_t *buf, size_t n, uint64_t pc0, int arch,
                         const struct delta_exe_map *map)
 {
@@ -277,12 +311,17 @@ void delta_exe_relocate(uint8_t *buf, size_t n, uint64_t pc0, int arch,
         x86_run(buf, n, pc0, X86_RELOCATE, map);
     else if (arch == DELTA_EXE_AARCH64)
         a64_run(buf, n, pc0, X86_RELOCATE, map);
+    else if (arch == DELTA_EXE_PTR64)
+        ptr64_run(buf, n, pc0, map);
+    else if (arch == DELTA_EXE_EHHDR)
+        ehhdr_run(buf, n, pc0, map);
 }
 
 /* ---------------------------------------------------------------------------------------- */
 /* Descriptor                                                                                 */
 /*
- * uvarint version (1), uvarint nmaps, per map: uvarint nseg, per segment: uvarint base address
+ * uvarint version (1), uvarint nmaps, per map: uvarint lo, uvarint hi - lo, uvarint nseg, per
+ * segment: uvarint base address
  * delta from the previous segment (the first: from 0; > 0 after the first), svarint shift delta
  * from the previous segment (the first: from 0); uvarint ntr, per target range: uvarint start
  * delta from the previous range's end, uvarint len (> 0), u8 arch, uvarint pc0; uvarint nrr, per
@@ -301,7 +340,7 @@ void delta_exe_desc_free(struct delta_exe_desc *d)
     memset(d, 0, sizeof(*d));
 }
 
-static int parse_ranges(struct ferry_reader *r, uint64_t limit, int with_map, uint32_t nmaps,
+static int parse_ranges(struct ferry_reader *r, uint64_t limit, int ref_side, uint32_t nmaps,
                         struct delta_exe_range **out, uint32_t *count)
 {
     uint64_t n = ferry_read_uvarint(r);
@@ -316,9 +355,11 @@ static int parse_ranges(struct ferry_reader *r, uint64_t limit, int with_map, ui
         uint64_t gap = ferry_read_uvarint(r), len = ferry_read_uvarint(r);
         uint8_t arch = ferry_read_u8(r);
         uint64_t pc0 = ferry_read_uvarint(r);
-        uint64_t map = with_map ? ferry_read_uvarint(r) : 0;
+        uint64_t map = ref_side ? ferry_read_uvarint(r) : 0;
+        int code = arch == DELTA_EXE_X86_64 || arch == DELTA_EXE_AARCH64;
+        int data = arch == DELTA_EXE_PTR64 || arch == DELTA_EXE_EHHDR;
         if (r->failed || gap > limit - end || len == 0 || len > limit - end - gap ||
-            (arch != DELTA_EXE_X86_64 && arch != DELTA_EXE_AARCH64) || (with_map && map >= nmaps))
+            !(code || (ref_side && data)) || (ref_side && map >= nmaps))
             return DELTA_E_FORMAT;
         struct delta_exe_range *x = &(*out)[i];
         x->start = (uint32_t)(end + gap);
@@ -351,13 +392,17 @@ int delta_exe_desc_parse(const uint8_t *p, size_t n, uint32_t window_len, uint64
     }
     uint64_t segs_total = 0;
     for (uint64_t m = 0; m < nmaps; m++) {
+        uint64_t lo = ferry_read_uvarint(&r), span = ferry_read_uvarint(&r);
         uint64_t nseg = ferry_read_uvarint(&r);
         /* each segment takes at least 2 bytes: this bounds the allocation by the input */
-        if (r.failed || nseg == 0 || nseg > DELTA_EXE_MAX_SEGS - segs_total || nseg > r.left / 2)
+        if (r.failed || span > UINT64_MAX - lo || nseg == 0 ||
+            nseg > DELTA_EXE_MAX_SEGS - segs_total || nseg > r.left / 2)
             goto fail;
         segs_total += nseg;
         struct delta_exe_map *mp = &d->maps[m];
         mp->v = calloc((size_t)nseg, sizeof(*mp->v));
+        mp->lo = lo;
+        mp->hi = lo + span;
         d->nmaps = (uint32_t)(m + 1);
         if (!mp->v) {
             rc = DELTA_E_NOMEM;
@@ -419,6 +464,8 @@ int delta_exe_desc_write(const struct delta_exe_desc *d, struct ferry_buf *out)
     bad |= ferry_buf_append_uvarint(out, d->nmaps);
     for (uint32_t m = 0; m < d->nmaps; m++) {
         const struct delta_exe_map *mp = &d->maps[m];
+        bad |= ferry_buf_append_uvarint(out, mp->lo);
+        bad |= ferry_buf_append_uvarint(out, mp->hi - mp->lo);
         bad |= ferry_buf_append_uvarint(out, mp->n);
         uint64_t addr = 0;
         int64_t shift = 0;
@@ -442,6 +489,7 @@ int delta_exe_desc_write(const struct delta_exe_desc *d, struct ferry_buf *out)
 /* Make side: finding executables                                                            */
 
 #define ELF_MAX_LOADS 16
+#define ELF_MAX_REGIONS 64
 #define ELF_MAX_FILES 65536u
 #define EXE_BLOCK 16u
 
@@ -456,6 +504,10 @@ struct exe_file {
     int arch;
     struct exe_load load[ELF_MAX_LOADS];
     int nload;
+    uint64_t eh_off, eh_len, eh_vaddr;    /* PT_GNU_EH_FRAME (.eh_frame_hdr), eh_len 0 if none */
+    uint64_t lo, hi;                      /* lowest code address, end of the highest load */
+    struct exe_load reg[ELF_MAX_REGIONS]; /* what to convert: exec = the enum delta_exe_arch */
+    int nreg;
     int partner;      /* target files: index of the paired base file, or -1 */
     uint32_t map_idx; /* target files: index of the pair's map in plan->maps */
 };
@@ -488,22 +540,100 @@ static int elf_parse(const uint8_t *p, uint64_t avail, struct exe_file *f)
         return 0;
     f->nload = 0;
     f->len = 64;
+    f->lo = UINT64_MAX;
+    f->hi = 0;
     for (uint16_t i = 0; i < phnum; i++) {
         const uint8_t *ph = p + phoff + (uint64_t)i * 56;
-        if (get32(ph) != 1) /* PT_LOAD */
+        uint32_t ptype = get32(ph);
+        if (ptype == 0x6474e550u) { /* PT_GNU_EH_FRAME */
+            uint64_t off = get64(ph + 8), len = get64(ph + 32);
+            if (off <= avail && len <= avail - off && len >= 12) {
+                f->eh_off = off;
+                f->eh_len = len;
+                f->eh_vaddr = get64(ph + 16);
+            }
+            continue;
+        }
+        if (ptype != 1) /* PT_LOAD */
             continue;
         uint64_t off = get64(ph + 8), vaddr = get64(ph + 16), filesz = get64(ph + 32);
+        uint64_t memsz = get64(ph + 40);
+        int exec = (get32(ph + 4) & 1u) != 0;
+        if (exec && vaddr < f->lo)
+            f->lo = vaddr;
+        if (memsz < UINT64_MAX - vaddr && vaddr + memsz > f->hi)
+            f->hi = vaddr + memsz;
         if (off > avail || filesz == 0)
             continue;
         if (filesz > avail - off)
             filesz = avail - off; /* a file cut by the end of the buffer */
         if (f->nload == ELF_MAX_LOADS)
             break;
-        f->load[f->nload++] = (struct exe_load){off, filesz, vaddr, (get32(ph + 4) & 1u) != 0};
+        f->load[f->nload++] = (struct exe_load){off, filesz, vaddr, exec};
         if (off + filesz > f->len)
             f->len = off + filesz;
     }
+    if (f->lo >= f->hi)
+        f->lo = f->hi = 0;
     return f->nload > 0;
+}
+
+static void region_add(struct exe_file *f, uint64_t off, uint64_t len, uint64_t vaddr, int kind)
+{
+    if (len == 0 || f->nreg == ELF_MAX_REGIONS)
+        return;
+    f->reg[f->nreg++] = (struct exe_load){off, len, vaddr, kind};
+}
+
+/*
+ * What to convert in file f (at p[0, avail), offsets relative to p): from the section headers
+ * when they are present (code = SHF_EXECINSTR sections; pointers = RELA tables and writable
+ * sections; the .eh_frame_hdr), else from the load segments (code = executable segments,
+ * pointers = writable ones). Sections are more precise: on aarch64 the executable segment also
+ * holds the symbol tables, relocations and read-only data, which are not code.
+ */
+static void elf_regions(const uint8_t *p, uint64_t avail, struct exe_file *f)
+{
+    f->nreg = 0;
+    uint64_t shoff = get64(p + 40);
+    uint16_t shentsize = get16(p + 58), shnum = get16(p + 60);
+    int have_sections = shentsize == 64 && shnum > 0 && shnum <= 4096 && shoff <= avail &&
+                        (uint64_t)shnum * 64 <= avail - shoff;
+    uint64_t lo = UINT64_MAX;
+    for (uint16_t i = 0; have_sections && i < shnum; i++) {
+        const uint8_t *sh = p + shoff + (uint64_t)i * 64;
+        uint32_t type = get32(sh + 4);
+        uint64_t flags = get64(sh + 8), addr = get64(sh + 16), off = get64(sh + 24);
+        uint64_t size = get64(sh + 32);
+        if (!(flags & 2) || type == 8 || off > avail || size > avail - off) /* ALLOC, !NOBITS */
+            continue;
+        int kind = 0;
+        if (flags & 4)
+            kind = f->arch;
+        else if (f->eh_len && off == f->eh_off)
+            kind = DELTA_EXE_EHHDR;
+        else if (type == 4 || (flags & 1))
+            kind = DELTA_EXE_PTR64;
+        if (kind == f->arch && addr < lo)
+            lo = addr;
+        if (kind)
+            region_add(f, off, size, addr, kind);
+    }
+    if (f->nreg == 0) {
+        for (int k = 0; k < f->nload; k++) {
+            const struct exe_load *l = &f->load[k];
+            if (l->exec)
+                region_add(f, l->off, l->len, l->vaddr, f->arch);
+        }
+        lo = f->lo;
+    }
+    f->lo = lo < f->hi ? lo : f->hi;
+}
+
+static int cmp_region(const void *a, const void *b)
+{
+    const struct exe_load *x = a, *y = b;
+    return x->off < y->off ? -1 : x->off > y->off;
 }
 
 static int scan_elves(const uint8_t *p, uint64_t n, struct exe_file **out, size_t *count)
@@ -528,8 +658,18 @@ static int scan_elves(const uint8_t *p, uint64_t n, struct exe_file **out, size_
         }
         f.off = off;
         f.partner = -1;
+        elf_regions(hit, n - off, &f);
+        qsort(f.reg, (size_t)f.nreg, sizeof(f.reg[0]), cmp_region);
+        int kept = 0; /* sorted and not overlapping: an overlapping region is dropped */
+        for (int i = 0; i < f.nreg; i++)
+            if (kept == 0 || f.reg[i].off >= f.reg[kept - 1].off + f.reg[kept - 1].len)
+                f.reg[kept++] = f.reg[i];
+        f.nreg = kept;
+        f.eh_off += off;
         for (int i = 0; i < f.nload; i++)
             f.load[i].off += off;
+        for (int i = 0; i < f.nreg; i++)
+            f.reg[i].off += off;
         if (*count == cap) {
             size_t ncap = cap ? cap * 2 : 16;
             struct exe_file *nv = realloc(*out, ncap * sizeof(*nv));
@@ -879,33 +1019,36 @@ int delta_exe_plan_chunk(const struct delta_exe_plan *plan, uint64_t t0, uint32_
         if (tf->partner < 0 || tf->off >= t1 || tf->off + tf->len <= t0)
             continue;
         int used = 0;
-        for (int k = 0; k < tf->nload; k++) {
-            const struct exe_load *l = &tf->load[k];
-            uint64_t a = l->off > t0 ? l->off : t0, b = l->off + l->len < t1 ? l->off + l->len : t1;
-            if (!l->exec || a >= b)
+        for (int k = 0; k < tf->nload; k++)
+            if (tf->load[k].off < t1 && tf->load[k].off + tf->load[k].len > t0)
+                used = 1;
+        for (int k = 0; k < tf->nreg; k++) {
+            const struct exe_load *g = &tf->reg[k];
+            uint64_t a = g->off > t0 ? g->off : t0, b = g->off + g->len < t1 ? g->off + g->len : t1;
+            if (a >= b || (g->exec != DELTA_EXE_X86_64 && g->exec != DELTA_EXE_AARCH64))
                 continue;
-            struct delta_exe_range r = {(uint32_t)(a - t0), (uint32_t)(b - a), (uint8_t)tf->arch,
-                                        l->vaddr + (a - l->off), 0};
+            struct delta_exe_range r = {(uint32_t)(a - t0), (uint32_t)(b - a), (uint8_t)g->exec,
+                                        g->vaddr + (a - g->off), 0};
             if ((rc = range_push(&d->tr, &d->ntr, &tcap, r)) != DELTA_OK)
                 goto fail;
-            used = 1;
         }
         if (!used || chunk_map[tf->map_idx] >= 0 || d->nmaps == DELTA_EXE_MAX_MAPS)
             continue;
-        /* the partner's code inside this chunk's reference */
+        /* the partner's code and data inside this chunk's reference */
         const struct exe_file *bf = &plan->base[tf->partner];
         uint64_t refpos = 0;
         int any = 0;
         for (size_t e = 0; e < ref->n; e++) {
             uint64_t e0 = ref->ext_off[e], e1 = e0 + ref->ext_len[e];
-            for (int k = 0; k < bf->nload; k++) {
-                const struct exe_load *l = &bf->load[k];
-                uint64_t a = l->off > e0 ? l->off : e0;
-                uint64_t b = l->off + l->len < e1 ? l->off + l->len : e1;
-                if (!l->exec || a >= b)
+            for (int k = 0; k < bf->nreg; k++) {
+                const struct exe_load *g = &bf->reg[k];
+                uint64_t a = g->off > e0 ? g->off : e0;
+                uint64_t b = g->off + g->len < e1 ? g->off + g->len : e1;
+                /* an .eh_frame_hdr is relocated only whole (its offsets are from its start) */
+                if (a >= b || (g->exec == DELTA_EXE_EHHDR && (a != g->off || b != g->off + g->len)))
                     continue;
                 struct delta_exe_range r = {(uint32_t)(refpos + (a - e0)), (uint32_t)(b - a),
-                                            (uint8_t)bf->arch, l->vaddr + (a - l->off), d->nmaps};
+                                            (uint8_t)g->exec, g->vaddr + (a - g->off), d->nmaps};
                 if ((rc = range_push(&d->rr, &d->nrr, &rcap, r)) != DELTA_OK)
                     goto fail;
                 any = 1;
@@ -924,6 +1067,8 @@ int delta_exe_plan_chunk(const struct delta_exe_plan *plan, uint64_t t0, uint32_
             goto fail;
         memcpy(d->maps[d->nmaps].v, src->v, src->n * sizeof(*src->v));
         d->maps[d->nmaps].n = src->n;
+        d->maps[d->nmaps].lo = bf->lo;
+        d->maps[d->nmaps].hi = bf->hi;
         chunk_map[tf->map_idx] = (int32_t)d->nmaps++;
     }
     qsort(d->tr, d->ntr, sizeof(*d->tr), cmp_range);

@@ -26,9 +26,13 @@
 
 #include "common/buf.h"
 
+/* What a range holds: code of an architecture (target and reference ranges), or, in reference
+ * ranges only, data whose addresses are predicted too. */
 enum delta_exe_arch {
     DELTA_EXE_X86_64 = 1,
     DELTA_EXE_AARCH64 = 2,
+    DELTA_EXE_PTR64 = 3, /* 8-byte aligned little-endian pointers (relocation tables, .data) */
+    DELTA_EXE_EHHDR = 4, /* a whole .eh_frame_hdr (its search table of 32-bit offsets) */
 };
 
 /* Limits of a chunk's descriptor (checked by delta_exe_desc_parse before any allocation). */
@@ -50,6 +54,7 @@ struct delta_exe_seg {
 struct delta_exe_map {
     struct delta_exe_seg *v;
     uint32_t n;
+    uint64_t lo, hi; /* DELTA_EXE_PTR64: only values in [lo, hi) are taken for addresses */
 };
 
 /* A byte range [start, start+len) of a window (target ranges) or of a chunk's reference
@@ -77,7 +82,8 @@ void delta_exe_decode(uint8_t *buf, size_t n, uint64_t pc0, int arch);
 
 /* Converts the relative operands of buf[0, n) (base code at address pc0) to the absolute
  * addresses they are predicted to have in the target, moved by `map`, in place (the reference
- * side; not invertible and never inverted). */
+ * side; not invertible and never inverted). DELTA_EXE_PTR64 and DELTA_EXE_EHHDR ranges have the
+ * addresses they hold moved by the map (no conversion: the target keeps them as they are). */
 void delta_exe_relocate(uint8_t *buf, size_t n, uint64_t pc0, int arch,
                         const struct delta_exe_map *map);
 
