@@ -885,6 +885,7 @@ static int pair_one(const uint8_t *base, const struct exe_file *bf, size_t nb,
                 votes[bfile] += len;
             }
             t += len;
+            t += (step - (t - l->off) % step) % step; /* back on the instruction grid */
         }
     }
     if (rc == DELTA_OK) {

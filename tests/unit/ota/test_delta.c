@@ -23,6 +23,7 @@
 
 #include "common/util.h"
 #include "transport/delta.h"
+#include "transport/delta_exe.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define OTA_TEST_ASAN 1
@@ -439,6 +440,150 @@ static void test_full_disk_removes_target(void **state)
     assert_int_equal(access(op, F_OK), -1);
 }
 
+/* ---- Executable chunks (transport/delta_exe.h, docs/ota.md §1) ---- */
+
+/* The transform is its own exact inverse on any bytes, as code of either architecture. */
+static void test_exe_transform_round_trip(void **state)
+{
+    (void)state;
+    rng_state = 777;
+    size_t n = 1 << 16;
+    uint8_t *orig = malloc(n), *buf = malloc(n);
+    assert_non_null(orig);
+    assert_non_null(buf);
+    for (int round = 0; round < 4; round++) {
+        for (size_t i = 0; i < n; i++) /* dense in opcodes the transform converts */
+            orig[i] = (i % 7 == 0)    ? 0xE8
+                      : (i % 11 == 0) ? 0x48
+                      : (i % 13 == 0) ? 0x8B
+                                      : (uint8_t)(rnd() >> 56);
+        for (size_t i = 0; i + 4 <= n; i += 4 * (1 + round))
+            orig[i + 3] = (uint8_t)(0x94 | (rnd() >> 63)); /* BL / other */
+        for (int arch = DELTA_EXE_X86_64; arch <= DELTA_EXE_AARCH64; arch++) {
+            uint64_t pc0 = rnd() >> (round * 8);
+            memcpy(buf, orig, n);
+            delta_exe_encode(buf, n, pc0, arch);
+            assert_true(memcmp(buf, orig, n) != 0); /* it did convert something */
+            delta_exe_decode(buf, n, pc0, arch);
+            assert_memory_equal(buf, orig, n);
+        }
+    }
+    free(orig);
+    free(buf);
+}
+
+static void put_le32_at(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* An aarch64 ELF image: `nfuncs` functions of 64 words, each calling 6 others with BL; when
+ * `insert_at` >= 0 a new function is inserted before that one, so every later function moves and
+ * every BL crossing the insertion changes. Function bodies come from a fixed seed. */
+static size_t make_a64_elf(uint8_t *out, int nfuncs, int insert_at)
+{
+    const size_t hdr = 4096, fwords = 64;
+    int total = nfuncs + (insert_at >= 0);
+    size_t size = hdr + (size_t)total * fwords * 4;
+    memset(out, 0, hdr);
+    memcpy(out,
+           "\x7f"
+           "ELF",
+           4);
+    out[4] = 2, out[5] = 1, out[6] = 1;
+    out[16] = 3;                /* ET_DYN */
+    out[18] = 183;              /* EM_AARCH64 */
+    out[32] = 64;               /* e_phoff */
+    out[52] = 64, out[54] = 56; /* e_ehsize, e_phentsize */
+    out[56] = 1;                /* e_phnum */
+    uint8_t *ph = out + 64;
+    put_le32_at(ph, 1);                   /* PT_LOAD */
+    put_le32_at(ph + 4, 5);               /* R E */
+    put_le32_at(ph + 32, (uint32_t)size); /* p_filesz */
+    put_le32_at(ph + 40, (uint32_t)size); /* p_memsz */
+    /* address of each base function in this image */
+    uint64_t *addr = calloc((size_t)nfuncs, sizeof(uint64_t));
+    assert_non_null(addr);
+    for (int f = 0, slot = 0; f < nfuncs; f++, slot++) {
+        if (f == insert_at)
+            slot++;
+        addr[f] = hdr + (uint64_t)slot * fwords * 4;
+    }
+    uint64_t saved = rng_state;
+    rng_state = 99;
+    for (int f = 0; f < nfuncs; f++) {
+        uint8_t *w = out + addr[f];
+        for (size_t k = 0; k < fwords; k++) {
+            uint32_t v = (uint32_t)(rnd() >> 32) & 0x0FFFFFFFu; /* never BL/ADRP/LDR literal */
+            v |= 0xA0000000u;
+            if (k % 10 == 3) {
+                int callee = (int)((rnd() >> 33) % (uint64_t)nfuncs);
+                int64_t rel = ((int64_t)addr[callee] - (int64_t)(addr[f] + k * 4)) / 4;
+                v = 0x94000000u | ((uint32_t)rel & 0x3FFFFFFu);
+            }
+            put_le32_at(w + k * 4, v);
+        }
+    }
+    if (insert_at >= 0) {
+        uint8_t *w = out + hdr + (size_t)insert_at * fwords * 4;
+        for (size_t k = 0; k < fwords * 4; k++)
+            w[k] = (uint8_t)(rnd() >> 56);
+    }
+    rng_state = saved;
+    free(addr);
+    return size;
+}
+
+/* A function inserted in an aarch64 executable: the executable coding (format version 2) is
+ * much smaller than the plain one and applies to the identical bytes; --no-exe gives version 1. */
+static void test_exe_chunks_for_moved_code(void **state)
+{
+    (void)state;
+    const int nfuncs = 2000;
+    size_t cap = 4096 + (size_t)(nfuncs + 1) * 256;
+    struct blob base = {malloc(cap), 0, cap}, target = {malloc(cap), 0, cap};
+    assert_non_null(base.p);
+    assert_non_null(target.p);
+    base.len = make_a64_elf(base.p, nfuncs, -1);
+    target.len = make_a64_elf(target.p, nfuncs, nfuncs / 3);
+    char bp[512], tp[512], dp[512], np[512], op[512], err[512] = "";
+    path_in(bp, sizeof(bp), "exe.base");
+    path_in(tp, sizeof(tp), "exe.target");
+    path_in(dp, sizeof(dp), "exe.fdl");
+    path_in(np, sizeof(np), "exe-plain.fdl");
+    path_in(op, sizeof(op), "exe.out");
+    write_blob(bp, &base);
+    write_blob(tp, &target);
+    struct delta_make_options o;
+    delta_make_options_default(&o);
+    o.level = 3;
+    struct delta_make_stats st;
+    assert_int_equal(delta_make(bp, tp, dp, &o, &st, err, sizeof(err)), DELTA_OK);
+    assert_int_equal(st.exe_pairs, 1);
+    assert_int_equal(st.exe_chunks, 1);
+    o.no_exe = 1;
+    assert_int_equal(delta_make(bp, tp, np, &o, NULL, err, sizeof(err)), DELTA_OK);
+    uint64_t exe_size = file_size(dp), plain_size = file_size(np);
+    print_message("moved aarch64 code: executable chunk %llu bytes, plain %llu bytes\n",
+                  (unsigned long long)exe_size, (unsigned long long)plain_size);
+    assert_true(exe_size * 2 < plain_size);
+    struct delta_info in;
+    assert_int_equal(delta_read_info(dp, &in, err, sizeof(err)), DELTA_OK);
+    assert_int_equal(in.version, DELTA_VERSION_EXE);
+    assert_int_equal(delta_read_info(np, &in, err, sizeof(err)), DELTA_OK);
+    assert_int_equal(in.version, DELTA_VERSION);
+    unlink(op);
+    if (delta_apply(bp, dp, op, NULL, err, sizeof(err)) != DELTA_OK)
+        fail_msg("apply: %s", err);
+    assert_true(files_equal(tp, op));
+    unlink(op);
+    assert_int_equal(delta_apply(bp, np, op, NULL, err, sizeof(err)), DELTA_OK);
+    assert_true(files_equal(tp, op));
+    free(base.p);
+    free(target.p);
+}
+
 /* Header corruption, truncation and a target hash other than the manifest's are all refused. */
 static void test_malformed_and_unexpected_target(void **state)
 {
@@ -635,6 +780,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_wrong_base_detected),
         cmocka_unit_test(test_failed_apply_removes_or_truncates_target),
         cmocka_unit_test(test_full_disk_removes_target),
+        cmocka_unit_test(test_exe_transform_round_trip),
+        cmocka_unit_test(test_exe_chunks_for_moved_code),
         cmocka_unit_test(test_malformed_and_unexpected_target),
         cmocka_unit_test(test_diff_coding_for_small_scattered_changes),
         cmocka_unit_test(test_apply_anon_memory_bounded),
