@@ -11,7 +11,9 @@
  * file-backed page cache, not anonymous memory. Anonymous memory while applying is one output
  * window plus the zstd decoder context (about 9 MiB with the defaults), whatever the image size,
  * plus one buffer of two windows when the delta holds diff-coded chunks (bsdiff-like coding for
- * rebuilt executables, docs/ota.md): at most about 25 MiB with the defaults.
+ * rebuilt executables, docs/ota.md), plus up to 24 MiB of relocated base pages for executable
+ * chunks (format version 2: branch and address operands of x86-64 and aarch64 code converted,
+ * transport/delta_exe.h): at most about 53 MiB with the defaults.
  *
  * A full image (no base) is the same format with no extents: the full-image fallback artifact of
  * a release and a delta are applied by the same code.
@@ -134,8 +136,9 @@ struct delta_apply_options {
  * A failure once the target is open never leaves it looking complete: a file this call created is
  * removed, an existing file truncated to 0 bytes, the first written bytes (up to 1 MiB) of a block
  * device zeroed; the message in `err` ends with what was done.
- * Anonymous memory: one window (window_bytes) plus the zstd decoder (~200 KiB), and two windows
- * more for diff-coded chunks; base extents and the delta are read through file-backed mappings.
+ * Anonymous memory: one window (window_bytes) plus the zstd decoder (~200 KiB), two windows
+ * more for diff-coded chunks, up to 24 MiB of relocated base pages for executable chunks; base
+ * extents and the delta are read through file-backed mappings.
  * Returns 0 or a negative delta_error with a message in `err`.
  */
 int delta_apply(const char *base_path, const char *delta_path, const char *target_path,
