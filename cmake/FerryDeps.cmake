@@ -18,9 +18,9 @@ ferry_require(LMDB lmdb liblmdb-dev)
 ferry_require(ZSTD libzstd libzstd-dev)
 ferry_require(CURL libcurl libcurl4-openssl-dev)
 ferry_require(SODIUM libsodium libsodium-dev)
-ferry_require(OPENSSL openssl libssl-dev)
 ferry_require(EVENT libevent libevent-dev)
 ferry_require(EVENT_PTHREADS libevent_pthreads libevent-dev)
+ferry_require(OPENSSL openssl libssl-dev)
 # libpq and libevent's OpenSSL layer only for the ingest (its PostgreSQL store and its TLS): a
 # device-only build (FERRY_BUILD_INGEST=OFF, the aarch64 cross build) must not need them, and
 # Debian's libpq-dev is not multiarch (installing libpq-dev:arm64 removes the build machine's).
