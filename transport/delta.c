@@ -27,6 +27,9 @@
  *   I2. A window is written only after its own SHA-256 matched.
  *   I3. Every length and offset read from a delta is checked against the file size and the
  *       DELTA_MAX_* limits before it is used for an allocation, a mapping or a loop.
+ *   I4. Once the target is opened (and known not to be the base or the delta), every failure
+ *       removes, truncates or wipes it (discard_target()): no failed apply leaves a target that
+ *       looks complete.
  */
 #include "transport/delta.h"
 
@@ -42,11 +45,13 @@
 #include <unistd.h>
 
 #include <linux/fs.h>
-#include <sodium.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <zstd.h>
 
 #include "common/buf.h"
 #include "common/util.h"
+#include "transport/delta_exe.h"
 
 #define DELTA_FIXED_HEADER_BYTES 112u
 #define DELTA_CHUNK_ENTRY_BYTES 84u /* without its extents */
@@ -96,6 +101,66 @@ void delta_make_options_default(struct delta_make_options *o)
      * memory: 48 MiB reference + 8 MiB window + decoder. */
     o->max_ref_bytes = 48u << 20;
     o->whole_base_max_mib = -1;
+    o->no_exe = 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* SHA-256                                                                                    */
+/*
+ * The format's hashes are SHA-256 (docs/ota.md). They are computed with OpenSSL's libcrypto,
+ * which uses the CPU's SHA instructions (SHA-NI on x86-64, the ARMv8 crypto extensions every
+ * Jetson has): libsodium's portable SHA-256 was 77 % of the CPU time of applying a 1 GiB image.
+ */
+struct delta_sha {
+    EVP_MD_CTX *ctx;
+};
+
+static int sha_init(struct delta_sha *s)
+{
+    s->ctx = EVP_MD_CTX_new();
+    if (!s->ctx)
+        return DELTA_E_NOMEM;
+    if (EVP_DigestInit_ex(s->ctx, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(s->ctx);
+        s->ctx = NULL;
+        return DELTA_E_NOMEM;
+    }
+    return DELTA_OK;
+}
+
+static int sha_update(struct delta_sha *s, const void *p, size_t n)
+{
+    return n == 0 || EVP_DigestUpdate(s->ctx, p, n) == 1 ? DELTA_OK : DELTA_E_NOMEM;
+}
+
+static int sha_final(struct delta_sha *s, uint8_t out[32])
+{
+    unsigned int len = 0;
+    int ok = EVP_DigestFinal_ex(s->ctx, out, &len) == 1 && len == 32;
+    EVP_MD_CTX_free(s->ctx);
+    s->ctx = NULL;
+    return ok ? DELTA_OK : DELTA_E_NOMEM;
+}
+
+static void sha_free(struct delta_sha *s)
+{
+    EVP_MD_CTX_free(s->ctx);
+    s->ctx = NULL;
+}
+
+/* One-shot SHA-256; on the (allocation) failure of libcrypto the digest is all 0xff, which no
+ * check accepts, so a failure can never pass for a match. */
+static void sha256(uint8_t out[32], const void *p, size_t n)
+{
+    unsigned int len = 0;
+    if (EVP_Digest(n ? p : "", n, out, &len, EVP_sha256(), NULL) != 1 || len != 32)
+        memset(out, 0xff, 32);
+}
+
+/* Constant-time comparison of two digests. */
+static int sha_equal(const uint8_t a[32], const uint8_t b[32])
+{
+    return CRYPTO_memcmp(a, b, 32) == 0;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -212,8 +277,12 @@ int delta_sha256_file(const char *path, uint64_t len, uint8_t out[32], uint64_t 
         close(fd);
         return DELTA_E_NOMEM;
     }
-    crypto_hash_sha256_state st;
-    crypto_hash_sha256_init(&st);
+    struct delta_sha st;
+    if (sha_init(&st) != DELTA_OK) {
+        free(buf);
+        close(fd);
+        return DELTA_E_NOMEM;
+    }
     uint64_t done = 0;
     while (done < len) {
         size_t want = bufsz;
@@ -228,17 +297,21 @@ int delta_sha256_file(const char *path, uint64_t len, uint8_t out[32], uint64_t 
         }
         if (n == 0)
             break;
-        crypto_hash_sha256_update(&st, buf, (unsigned long long)n);
+        if (sha_update(&st, buf, (size_t)n) != DELTA_OK) {
+            rc = DELTA_E_NOMEM;
+            goto out;
+        }
         done += (uint64_t)n;
     }
     if (len != UINT64_MAX && done != len) {
         rc = DELTA_E_BASE_MISMATCH;
         goto out;
     }
-    crypto_hash_sha256_final(&st, out);
+    rc = sha_final(&st, out);
     if (out_len)
         *out_len = done;
 out:
+    sha_free(&st);
     free(buf);
     close(fd);
     return rc;
@@ -714,14 +787,15 @@ static void put_le64(uint8_t *p, uint64_t v)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
-static int build_header(struct ferry_buf *h, const struct delta_make_options *o, int has_base,
-                        uint64_t base_size, const uint8_t base_sha[32], uint64_t target_size,
-                        const uint8_t target_sha[32], const struct delta_chunk_rec *c, uint32_t n)
+static int build_header(struct ferry_buf *h, const struct delta_make_options *o, uint32_t version,
+                        int has_base, uint64_t base_size, const uint8_t base_sha[32],
+                        uint64_t target_size, const uint8_t target_sha[32],
+                        const struct delta_chunk_rec *c, uint32_t n)
 {
     uint8_t fixed[DELTA_FIXED_HEADER_BYTES];
     memset(fixed, 0, sizeof(fixed));
     memcpy(fixed, DELTA_MAGIC, 8);
-    put_le32(fixed + 8, DELTA_VERSION);
+    put_le32(fixed + 8, version);
     put_le32(fixed + 12, has_base ? 1u : 0u);
     put_le32(fixed + 16, o->window_bytes);
     put_le32(fixed + 20, DELTA_EXTENT_ALIGN);
@@ -752,10 +826,130 @@ static int build_header(struct ferry_buf *h, const struct delta_make_options *o,
         return DELTA_E_LIMIT;
     put_le32(h->data + 108, (uint32_t)(h->len + 32));
     uint8_t hh[32];
-    crypto_hash_sha256(hh, h->data, h->len);
+    sha256(hh, h->data, h->len);
     if (ferry_buf_append(h, hh, 32) != 0)
         return DELTA_E_NOMEM;
     return DELTA_OK;
+}
+
+/* Compresses one window against a reference prefix (the coding of a plain chunk). Returns the
+ * compressed size or a zstd error code. */
+static size_t compress_window(ZSTD_CCtx *cctx, int level, const uint8_t *refp, size_t ref_len,
+                              const uint8_t *src, size_t len, uint8_t *dst, size_t cap)
+{
+    size_t zr = ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+    if (!ZSTD_isError(zr))
+        zr = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
+    if (!ZSTD_isError(zr))
+        zr = ZSTD_CCtx_setParameter(cctx, ZSTD_c_windowLog, (int)window_log_for(ref_len + len));
+    if (!ZSTD_isError(zr))
+        zr = ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 0);
+    if (!ZSTD_isError(zr) && ref_len >= (1u << 20))
+        zr = ZSTD_CCtx_setParameter(cctx, ZSTD_c_enableLongDistanceMatching, 1);
+    if (!ZSTD_isError(zr) && ref_len > 0)
+        zr = ZSTD_CCtx_refPrefix(cctx, refp, ref_len);
+    if (!ZSTD_isError(zr))
+        zr = ZSTD_compress2(cctx, dst, cap, src, len);
+    return zr;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Executable chunks (transport/delta_exe.h, docs/ota.md §1 "Executable chunks")             */
+/*
+ * Data of such a chunk: the 12-byte skippable frame "EXE1" below, one zstd frame (no
+ * dictionary) holding the descriptor, then the chunk's inner coding (a zstd frame or a diff
+ * chunk) of the *converted* window against the *relocated* reference.
+ */
+static const uint8_t exe_marker[12] = {0x5F, 0x2A, 0x4D, 0x18, 4, 0, 0, 0, 'E', 'X', 'E', '1'};
+
+/* Tries the executable coding of one window: on success *out_len is its size in out (marker
+ * included) when it is smaller than `beat`, else 0. Returns 0 or DELTA_E_NOMEM/DELTA_E_ZSTD. */
+static int exe_try(const struct delta_exe_plan *plan, int level, ZSTD_CCtx *cctx, uint64_t t0,
+                   const uint8_t *src, uint32_t tlen, const struct delta_extent_list *ext,
+                   uint64_t whole_base_size, const uint8_t *refp, size_t ref_len, size_t beat,
+                   struct ferry_buf *out, size_t *out_len)
+{
+    *out_len = 0;
+    int rc = DELTA_E_NOMEM;
+    size_t n = whole_base_size ? 1 : ext->n;
+    uint64_t *eo = calloc(n ? n : 1, sizeof(uint64_t)), *el = calloc(n ? n : 1, sizeof(uint64_t));
+    uint8_t *tb = NULL, *rb = NULL, *check = NULL, *dtmp = NULL;
+    struct delta_exe_desc d = {0};
+    struct ferry_buf desc = FERRY_BUF_INIT;
+    if (!eo || !el)
+        goto out;
+    for (size_t k = 0; k < n; k++) {
+        eo[k] = whole_base_size ? 0 : ext->v[k].start;
+        el[k] = whole_base_size ? whole_base_size : ext->v[k].end - ext->v[k].start;
+    }
+    struct delta_exe_ref_layout layout = {eo, el, n};
+    if ((rc = delta_exe_plan_chunk(plan, t0, tlen, &layout, &d)) != DELTA_OK)
+        goto out;
+    if (d.nrr == 0)
+        goto out;
+    rc = DELTA_E_NOMEM;
+    size_t ccap = ZSTD_compressBound(tlen);
+    tb = malloc(tlen ? tlen : 1);
+    rb = malloc(ref_len);
+    check = malloc(tlen ? tlen : 1);
+    dtmp = malloc(ccap);
+    if (!tb || !rb || !check || !dtmp || delta_exe_desc_write(&d, &desc) != DELTA_OK)
+        goto out;
+    memcpy(tb, src, tlen);
+    for (uint32_t k = 0; k < d.ntr; k++)
+        delta_exe_encode(tb + d.tr[k].start, d.tr[k].len, d.tr[k].pc0, d.tr[k].arch);
+    /* the transform is a bijection; checked here anyway, as the diff coding is */
+    memcpy(check, tb, tlen);
+    for (uint32_t k = 0; k < d.ntr; k++)
+        delta_exe_decode(check + d.tr[k].start, d.tr[k].len, d.tr[k].pc0, d.tr[k].arch);
+    if (memcmp(check, src, tlen) != 0) {
+        rc = DELTA_E_ARG;
+        goto out;
+    }
+    memcpy(rb, refp, ref_len);
+    for (uint32_t k = 0; k < d.nrr; k++)
+        delta_exe_relocate(rb + d.rr[k].start, d.rr[k].len, d.rr[k].pc0, d.rr[k].arch,
+                           &d.maps[d.rr[k].map]);
+    ferry_buf_reset(out);
+    size_t dbound = ZSTD_compressBound(desc.len);
+    if (ferry_buf_reserve(out, sizeof(exe_marker) + dbound + ccap) != 0)
+        goto out;
+    memcpy(out->data, exe_marker, sizeof(exe_marker));
+    size_t zr = ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+    if (!ZSTD_isError(zr))
+        zr = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, 19);
+    if (!ZSTD_isError(zr))
+        zr = ZSTD_compress2(cctx, out->data + sizeof(exe_marker), dbound, desc.data, desc.len);
+    if (ZSTD_isError(zr)) {
+        rc = DELTA_E_ZSTD;
+        goto out;
+    }
+    size_t head = sizeof(exe_marker) + zr;
+    size_t inner = compress_window(cctx, level, rb, ref_len, tb, tlen, out->data + head, ccap);
+    if (ZSTD_isError(inner)) {
+        rc = DELTA_E_ZSTD;
+        goto out;
+    }
+    if (inner > tlen / 64) {
+        size_t dz = diff_try(cctx, level, tb, tlen, rb, ref_len, dtmp, ccap, inner);
+        if (dz) {
+            memcpy(out->data + head, dtmp, dz);
+            inner = dz;
+        }
+    }
+    rc = DELTA_OK;
+    if (head + inner < beat)
+        *out_len = head + inner;
+out:
+    free(eo);
+    free(el);
+    free(tb);
+    free(rb);
+    free(check);
+    free(dtmp);
+    ferry_buf_free(&desc);
+    delta_exe_desc_free(&d);
+    return rc;
 }
 
 int delta_make(const char *base_path, const char *target_path, const char *out_path,
@@ -771,8 +965,6 @@ int delta_make(const char *base_path, const char *target_path, const char *out_p
         o.window_bytes < 65536 || o.window_bytes > DELTA_MAX_WINDOW_BYTES ||
         o.max_ref_bytes > DELTA_MAX_REF_BYTES)
         return fail(err, err_len, DELTA_E_ARG, "delta_make: bad arguments");
-    if (sodium_init() < 0)
-        return fail(err, err_len, DELTA_E_ARG, "libsodium init failed");
 
     int rc = DELTA_OK;
     struct delta_map base = {-1, NULL, 0}, target = {-1, NULL, 0};
@@ -786,6 +978,9 @@ int delta_make(const char *base_path, const char *target_path, const char *out_p
     int out_fd = -1;
     int whole_base = 0;
     uint8_t base_sha[32] = {0}, target_sha[32];
+    struct delta_exe_plan *exe_plan = NULL;
+    struct ferry_buf exe_out = FERRY_BUF_INIT;
+    uint32_t exe_chunks = 0;
 
     int e;
     if (base_path && (e = map_open(base_path, &base)) != 0) {
@@ -797,8 +992,8 @@ int delta_make(const char *base_path, const char *target_path, const char *out_p
         goto out;
     }
     if (base_path)
-        crypto_hash_sha256(base_sha, base.p ? base.p : (const uint8_t *)"", base.size);
-    crypto_hash_sha256(target_sha, target.p ? target.p : (const uint8_t *)"", target.size);
+        sha256(base_sha, base.p ? base.p : (const uint8_t *)"", base.size);
+    sha256(target_sha, target.p ? target.p : (const uint8_t *)"", target.size);
 
     uint64_t whole_cap =
         o.whole_base_max_mib < 0 ? o.max_ref_bytes : (uint64_t)o.whole_base_max_mib << 20;
@@ -806,6 +1001,12 @@ int delta_make(const char *base_path, const char *target_path, const char *out_p
         whole_base = 1;
     else if (base.size >= DELTA_BLOCK && (rc = index_build(&ix, base.p, base.size)) != DELTA_OK) {
         rc = fail(err, err_len, rc, "indexing base %s: %s", base_path, delta_strerror(rc));
+        goto out;
+    }
+    if (base.size > 0 && !o.no_exe &&
+        (rc = delta_exe_plan_build(base.p, base.size, target.p, target.size, &exe_plan)) !=
+            DELTA_OK) {
+        rc = fail(err, err_len, rc, "finding executables: %s", delta_strerror(rc));
         goto out;
     }
     if (base.size > 0)
@@ -827,7 +1028,7 @@ int delta_make(const char *base_path, const char *target_path, const char *out_p
         uint64_t t0 = (uint64_t)i * o.window_bytes;
         uint64_t t1 = t0 + o.window_bytes < target.size ? t0 + o.window_bytes : target.size;
         chunks[i].target_len = (uint32_t)(t1 - t0);
-        crypto_hash_sha256(chunks[i].window_sha, target.p + t0, t1 - t0);
+        sha256(chunks[i].window_sha, target.p + t0, t1 - t0);
         if (whole_base) {
             rc = extents_push(&chunks[i].ext, 0, base.size, 1);
         } else if (ix.slots) {
@@ -845,8 +1046,9 @@ int delta_make(const char *base_path, const char *target_path, const char *out_p
 
     /* The header size is known now (data lengths are fixed-width fields), so the data can be
      * streamed to the file right after it and the header written last. */
-    if ((rc = build_header(&header, &o, base_path != NULL, base.size, base_sha, target.size,
-                           target_sha, chunks, nchunks)) != DELTA_OK) {
+    if ((rc = build_header(&header, &o, exe_chunks ? DELTA_VERSION_EXE : DELTA_VERSION,
+                           base_path != NULL, base.size, base_sha, target.size, target_sha, chunks,
+                           nchunks)) != DELTA_OK) {
         rc = fail(err, err_len, rc, "building header: %s", delta_strerror(rc));
         goto out;
     }
@@ -866,7 +1068,7 @@ int delta_make(const char *base_path, const char *target_path, const char *out_p
     if (!whole_base)
         ref = malloc(o.max_ref_bytes ? o.max_ref_bytes : 1);
     cctx = ZSTD_createCCtx();
-    if (!cbuf || (!whole_base && !ref) || !cctx) {
+    if (!cbuf || !dbuf || (!whole_base && !ref) || !cctx) {
         rc = fail(err, err_len, DELTA_E_NOMEM, "out of memory");
         goto out;
     }
@@ -888,20 +1090,7 @@ int delta_make(const char *base_path, const char *target_path, const char *out_p
             refp = ref;
         }
         ref_total += ref_len;
-        size_t zr = ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
-        if (!ZSTD_isError(zr))
-            zr = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, o.level);
-        if (!ZSTD_isError(zr))
-            zr = ZSTD_CCtx_setParameter(cctx, ZSTD_c_windowLog,
-                                        (int)window_log_for(ref_len + c->target_len));
-        if (!ZSTD_isError(zr))
-            zr = ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 0);
-        if (!ZSTD_isError(zr) && ref_len >= (1u << 20))
-            zr = ZSTD_CCtx_setParameter(cctx, ZSTD_c_enableLongDistanceMatching, 1);
-        if (!ZSTD_isError(zr) && ref_len > 0)
-            zr = ZSTD_CCtx_refPrefix(cctx, refp, ref_len);
-        if (!ZSTD_isError(zr))
-            zr = ZSTD_compress2(cctx, cbuf, ccap, src, c->target_len);
+        size_t zr = compress_window(cctx, o.level, refp, ref_len, src, c->target_len, cbuf, ccap);
         if (ZSTD_isError(zr)) {
             rc = fail(err, err_len, DELTA_E_ZSTD, "compressing window %u: %s", i,
                       ZSTD_getErrorName(zr));
@@ -909,16 +1098,31 @@ int delta_make(const char *base_path, const char *target_path, const char *out_p
         }
         /* A window zstd already codes to under 1/64 of its size has little left to gain in
          * absolute bytes: the diff attempt (an index of the reference per window) is skipped. */
-        if (ref_len > 0 && dbuf && zr > c->target_len / 64) {
+        if (ref_len > 0 && zr > c->target_len / 64) {
             size_t dz = diff_try(cctx, o.level, src, c->target_len, refp, ref_len, dbuf, ccap, zr);
             if (dz) { /* the diff coding is smaller: keep it */
                 memcpy(cbuf, dbuf, dz);
                 zr = dz;
             }
         }
+        if (exe_plan && ref_len > 0 && zr > c->target_len / 64) {
+            size_t xz = 0;
+            if ((rc = exe_try(exe_plan, o.level, cctx, (uint64_t)i * o.window_bytes, src,
+                              c->target_len, &c->ext, whole_base ? base.size : 0, refp, ref_len, zr,
+                              &exe_out, &xz)) != DELTA_OK) {
+                rc = fail(err, err_len, rc, "executable coding of window %u: %s", i,
+                          delta_strerror(rc));
+                goto out;
+            }
+            if (xz) {
+                memcpy(cbuf, exe_out.data, xz);
+                zr = xz;
+                exe_chunks++;
+            }
+        }
         c->data_off = data_off;
         c->data_len = (uint32_t)zr;
-        crypto_hash_sha256(c->data_sha, cbuf, zr);
+        sha256(c->data_sha, cbuf, zr);
         if ((e = pwrite_full(out_fd, cbuf, zr, data_off)) != 0) {
             rc = fail(err, err_len, DELTA_E_IO, "write %s: %s", tmp_path, strerror(-e));
             goto out;
@@ -926,8 +1130,9 @@ int delta_make(const char *base_path, const char *target_path, const char *out_p
         data_off += zr;
     }
     ferry_buf_reset(&header);
-    if ((rc = build_header(&header, &o, base_path != NULL, base.size, base_sha, target.size,
-                           target_sha, chunks, nchunks)) != DELTA_OK) {
+    if ((rc = build_header(&header, &o, exe_chunks ? DELTA_VERSION_EXE : DELTA_VERSION,
+                           base_path != NULL, base.size, base_sha, target.size, target_sha, chunks,
+                           nchunks)) != DELTA_OK) {
         rc = fail(err, err_len, rc, "building header: %s", delta_strerror(rc));
         goto out;
     }
@@ -952,6 +1157,8 @@ int delta_make(const char *base_path, const char *target_path, const char *out_p
         stats->chunks = nchunks;
         stats->ref_bytes_total = ref_total;
         stats->matched_bytes = whole_base ? 0 : matched;
+        stats->exe_pairs = delta_exe_plan_pairs(exe_plan);
+        stats->exe_chunks = exe_chunks;
     }
 out:
     if (out_fd >= 0) {
@@ -959,6 +1166,8 @@ out:
         unlink(tmp_path);
     }
     ZSTD_freeCCtx(cctx);
+    delta_exe_plan_free(exe_plan);
+    ferry_buf_free(&exe_out);
     free(cbuf);
     free(dbuf);
     free(ref);
@@ -1008,9 +1217,10 @@ static int parse_header(const uint8_t *p, uint64_t file_size, struct delta_parse
     in->has_base = (flags & 1u) != 0;
     in->file_bytes = file_size;
     in->header_bytes = header_len;
-    if (version != DELTA_VERSION)
-        return fail(err, err_len, DELTA_E_FORMAT, "delta: version %u, expected %u", version,
-                    DELTA_VERSION);
+    if (version != DELTA_VERSION && version != DELTA_VERSION_EXE)
+        return fail(err, err_len, DELTA_E_FORMAT, "delta: version %u, expected %u or %u", version,
+                    DELTA_VERSION, DELTA_VERSION_EXE);
+    in->version = version;
     if ((flags & ~1u) != 0 || align != DELTA_EXTENT_ALIGN)
         return fail(err, err_len, DELTA_E_FORMAT, "delta: unknown flags %#x or alignment %u", flags,
                     align);
@@ -1033,8 +1243,8 @@ static int parse_header(const uint8_t *p, uint64_t file_size, struct delta_parse
     if (!in->has_base && in->base_size != 0)
         return fail(err, err_len, DELTA_E_FORMAT, "delta: full image with a base size");
     uint8_t hh[32];
-    crypto_hash_sha256(hh, p, header_len - 32);
-    if (sodium_memcmp(hh, p + header_len - 32, 32) != 0)
+    sha256(hh, p, header_len - 32);
+    if (!sha_equal(hh, p + header_len - 32))
         return fail(err, err_len, DELTA_E_FORMAT, "delta: header hash mismatch");
 
     d->entry_off = calloc(in->chunks ? in->chunks : 1, sizeof(uint64_t));
@@ -1095,8 +1305,6 @@ int delta_read_info(const char *delta_path, struct delta_info *info, char *err, 
 {
     if (!delta_path || !info)
         return DELTA_E_ARG;
-    if (sodium_init() < 0)
-        return fail(err, err_len, DELTA_E_ARG, "libsodium init failed");
     struct delta_map m;
     int e = map_open(delta_path, &m);
     if (e != 0)
@@ -1131,7 +1339,9 @@ static void ref_release(struct delta_ref *r)
     r->len = r->map_len = 0;
 }
 
-static int ref_build(int base_fd, const uint8_t *entry_ext, uint32_t next, struct delta_ref *r)
+/* `writable`: a private copy-on-write mapping (executable chunks relocate part of it). */
+static int ref_build(int base_fd, const uint8_t *entry_ext, uint32_t next, int writable,
+                     struct delta_ref *r)
 {
     memset(r, 0, sizeof(*r));
     if (next == 0)
@@ -1176,14 +1386,96 @@ static int ref_build(int base_fd, const uint8_t *entry_ext, uint32_t next, struc
     for (uint32_t k = 0; k < next; k++) {
         uint64_t off = ferry_read_le64(&rd);
         uint32_t len = ferry_read_le32(&rd);
-        void *at =
-            mmap(r->p + pos, align_up(len), PROT_READ, MAP_SHARED | MAP_FIXED, base_fd, (off_t)off);
+        void *at = mmap(r->p + pos, align_up(len), writable ? PROT_READ | PROT_WRITE : PROT_READ,
+                        (writable ? MAP_PRIVATE : MAP_SHARED) | MAP_FIXED, base_fd, (off_t)off);
         if (at == MAP_FAILED) {
             ref_release(r);
             return DELTA_E_IO;
         }
         pos += len; /* only the last extent may be ragged, so pos stays page aligned */
     }
+    return DELTA_OK;
+}
+
+/* Decodes the data of a plain or diff-coded chunk into window[0, tlen) against `ref`. The diff
+ * stream buffer (*stream) is allocated on the first diff chunk and kept. Returns 0 or a
+ * delta_error with a message. */
+static int decode_inner(ZSTD_DCtx *dctx, const uint8_t *data, size_t dlen,
+                        const struct delta_ref *ref, uint8_t *window, uint32_t tlen,
+                        uint32_t window_bytes, uint8_t **stream, uint32_t i, char *err,
+                        size_t err_len)
+{
+    size_t zr = ZSTD_DCtx_reset(dctx, ZSTD_reset_session_and_parameters);
+    if (!ZSTD_isError(zr))
+        zr = ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, 27);
+    if (ZSTD_isError(zr))
+        return fail(err, err_len, DELTA_E_ZSTD, "chunk %u: %s", i, ZSTD_getErrorName(zr));
+    if (dlen > sizeof(diff_marker) && memcmp(data, diff_marker, sizeof(diff_marker)) == 0) {
+        /* diff coding: the stream (bounded: at most 2 x window + 64 KiB) then the diff */
+        const uint8_t *frame = data + sizeof(diff_marker);
+        size_t flen = dlen - sizeof(diff_marker);
+        unsigned long long fcs = ZSTD_getFrameContentSize(frame, flen);
+        if (fcs == ZSTD_CONTENTSIZE_UNKNOWN || fcs == ZSTD_CONTENTSIZE_ERROR ||
+            fcs > 2ull * tlen + 65536 + 12 || fcs > 2ull * window_bytes + 65536 + 12)
+            return fail(err, err_len, DELTA_E_FORMAT, "chunk %u: diff stream of %llu bytes", i,
+                        fcs);
+        /* one stream buffer for the whole apply, made on the first diff chunk */
+        if (!*stream)
+            *stream = malloc(2u * window_bytes + 65536 + 12);
+        if (!*stream)
+            return fail(err, err_len, DELTA_E_NOMEM, "chunk %u: out of memory", i);
+        zr = ZSTD_decompressDCtx(dctx, *stream, (size_t)fcs, frame, flen);
+        if (ZSTD_isError(zr) || zr != fcs ||
+            diff_decode(*stream, (size_t)fcs, ref->p, ref->len, window, tlen) != DELTA_OK)
+            return fail(err, err_len, DELTA_E_FORMAT, "chunk %u: bad diff coding", i);
+        return DELTA_OK;
+    }
+    if (ref->len)
+        zr = ZSTD_DCtx_refPrefix(dctx, ref->p, ref->len);
+    unsigned long long fcs = ZSTD_getFrameContentSize(data, dlen);
+    if (!ZSTD_isError(zr) && fcs != tlen)
+        return fail(err, err_len, DELTA_E_FORMAT, "chunk %u: frame announces %llu bytes", i, fcs);
+    if (!ZSTD_isError(zr))
+        zr = ZSTD_decompressDCtx(dctx, window, window_bytes, data, dlen);
+    if (ZSTD_isError(zr) || zr != tlen)
+        return fail(err, err_len, DELTA_E_ZSTD, "chunk %u: %s", i,
+                    ZSTD_isError(zr) ? ZSTD_getErrorName(zr) : "short window");
+    return DELTA_OK;
+}
+
+/* The descriptor of an executable chunk (after its marker): decoded into `xd`, and the
+ * reference ranges it names relocated in `ref` (a private, writable mapping: the pages touched
+ * become anonymous memory, at most DELTA_EXE_MAX_REF_RANGE_BYTES). *used = the descriptor
+ * frame's size. Returns 0 or a delta_error with a message. */
+static int exe_prepare(ZSTD_DCtx *dctx, const uint8_t *p, size_t n, struct delta_ref *ref,
+                       uint32_t tlen, struct delta_exe_desc *xd, size_t *used, uint32_t i,
+                       char *err, size_t err_len)
+{
+    size_t fsz = ZSTD_findFrameCompressedSize(p, n);
+    if (ZSTD_isError(fsz) || fsz >= n)
+        return fail(err, err_len, DELTA_E_FORMAT, "chunk %u: executable descriptor truncated", i);
+    unsigned long long fcs = ZSTD_getFrameContentSize(p, fsz);
+    if (fcs == ZSTD_CONTENTSIZE_UNKNOWN || fcs == ZSTD_CONTENTSIZE_ERROR ||
+        fcs > DELTA_EXE_MAX_DESC_BYTES)
+        return fail(err, err_len, DELTA_E_FORMAT, "chunk %u: executable descriptor of %llu bytes",
+                    i, fcs);
+    uint8_t *buf = malloc(fcs ? (size_t)fcs : 1);
+    if (!buf)
+        return fail(err, err_len, DELTA_E_NOMEM, "chunk %u: out of memory", i);
+    size_t zr = ZSTD_DCtx_reset(dctx, ZSTD_reset_session_and_parameters);
+    if (!ZSTD_isError(zr))
+        zr = ZSTD_decompressDCtx(dctx, buf, (size_t)fcs, p, fsz);
+    int rc = DELTA_E_FORMAT;
+    if (!ZSTD_isError(zr) && zr == fcs)
+        rc = delta_exe_desc_parse(buf, (size_t)fcs, tlen, ref->len, xd);
+    free(buf);
+    if (rc != DELTA_OK)
+        return fail(err, err_len, rc, "chunk %u: bad executable descriptor (%s)", i,
+                    delta_strerror(rc));
+    for (uint32_t k = 0; k < xd->nrr; k++)
+        delta_exe_relocate(ref->p + xd->rr[k].start, xd->rr[k].len, xd->rr[k].pc0, xd->rr[k].arch,
+                           &xd->maps[xd->rr[k].map]);
+    *used = fsz;
     return DELTA_OK;
 }
 
@@ -1197,6 +1489,58 @@ static int same_file(int a, int b)
     return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
+/* The target being written by delta_apply(), for the cleanup of a failed apply. */
+struct delta_out {
+    const char *path;
+    int owned;        /* the target was checked not to be the base or the delta */
+    int created;      /* this apply created the file */
+    int is_block;     /* a block device (a slot partition) */
+    uint64_t written; /* bytes written so far */
+};
+
+/*
+ * A failed apply must never leave a target that looks complete (docs/ota.md §1, "A failed
+ * apply"): a file this apply created is removed; an existing file is truncated to 0 bytes; on a
+ * block device, which cannot shrink, the first bytes written (up to one MiB: the superblock of
+ * any file system, the ELF or archive header) are overwritten with zeros. What was done is
+ * appended to the error message.
+ */
+static void discard_target(const struct delta_out *t, char *err, size_t err_len)
+{
+    if (!t->owned)
+        return;
+    char what[160];
+    int ok = 1;
+    if (t->is_block) {
+        static const uint8_t zeros[65536];
+        uint64_t wipe = t->written < (1u << 20) ? t->written : (1u << 20);
+        int fd = open(t->path, O_WRONLY | O_CLOEXEC);
+        for (uint64_t off = 0; fd >= 0 && ok && off < wipe; off += sizeof(zeros)) {
+            size_t n = wipe - off < sizeof(zeros) ? (size_t)(wipe - off) : sizeof(zeros);
+            ok = pwrite_full(fd, zeros, n, off) == 0;
+        }
+        if (fd < 0 || fdatasync(fd) != 0)
+            ok = 0;
+        if (fd >= 0)
+            close(fd);
+        snprintf(what, sizeof(what), "; the first %llu bytes of %s %s zeroed",
+                 (unsigned long long)wipe, t->path, ok ? "were" : "could NOT be");
+    } else if (t->created) {
+        ok = unlink(t->path) == 0;
+        snprintf(what, sizeof(what), "; %s %s", t->path,
+                 ok ? "was removed" : "could NOT be removed");
+    } else {
+        ok = truncate(t->path, 0) == 0;
+        snprintf(what, sizeof(what), "; %s %s", t->path,
+                 ok ? "was truncated to 0 bytes" : "could NOT be truncated");
+    }
+    if (err && err_len) {
+        size_t used = strnlen(err, err_len);
+        if (used + 1 < err_len)
+            snprintf(err + used, err_len - used, "%s", what);
+    }
+}
+
 int delta_apply(const char *base_path, const char *delta_path, const char *target_path,
                 const struct delta_apply_options *opt, char *err, size_t err_len)
 {
@@ -1205,8 +1549,6 @@ int delta_apply(const char *base_path, const char *delta_path, const char *targe
         o = *opt;
     if (!delta_path || !target_path)
         return fail(err, err_len, DELTA_E_ARG, "delta_apply: missing path");
-    if (sodium_init() < 0)
-        return fail(err, err_len, DELTA_E_ARG, "libsodium init failed");
 
     int rc = DELTA_OK, e;
     struct delta_map dm = {-1, NULL, 0};
@@ -1215,6 +1557,8 @@ int delta_apply(const char *base_path, const char *delta_path, const char *targe
     uint8_t *window = NULL, *stream = NULL;
     ZSTD_DCtx *dctx = NULL;
     struct delta_ref ref = {0};
+    struct delta_sha target_sha = {NULL};
+    struct delta_out out = {0};
 
     if ((e = map_open(delta_path, &dm)) != 0) {
         rc = fail(err, err_len, DELTA_E_IO, "open delta %s: %s", delta_path, strerror(-e));
@@ -1223,8 +1567,7 @@ int delta_apply(const char *base_path, const char *delta_path, const char *targe
     if ((rc = parse_header(dm.p, dm.size, &d, err, err_len)) != DELTA_OK)
         goto out;
     madvise(dm.p, (size_t)dm.size, MADV_SEQUENTIAL);
-    if (o.expect_target_sha256 &&
-        sodium_memcmp(o.expect_target_sha256, d.info.target_sha256, 32) != 0) {
+    if (o.expect_target_sha256 && !sha_equal(o.expect_target_sha256, d.info.target_sha256)) {
         rc = fail(err, err_len, DELTA_E_TARGET_HASH,
                   "delta %s produces another target than the manifest names", delta_path);
         goto out;
@@ -1243,7 +1586,7 @@ int delta_apply(const char *base_path, const char *delta_path, const char *targe
         uint8_t bh[32];
         if (bsize < d.info.base_size ||
             delta_sha256_file(base_path, d.info.base_size, bh, NULL) != DELTA_OK ||
-            sodium_memcmp(bh, d.info.base_sha256, 32) != 0) {
+            !sha_equal(bh, d.info.base_sha256)) {
             rc = fail(err, err_len, DELTA_E_BASE_MISMATCH,
                       "base %s is not the base of delta %s (size or SHA-256 differ)", base_path,
                       delta_path);
@@ -1258,20 +1601,32 @@ int delta_apply(const char *base_path, const char *delta_path, const char *targe
         uint64_t off = ferry_read_le64(&r);
         uint32_t dlen = ferry_read_le32(&r);
         uint8_t h[32];
-        crypto_hash_sha256(h, dm.p + off, dlen);
-        if (sodium_memcmp(h, ent + 16, 32) != 0) {
+        sha256(h, dm.p + off, dlen);
+        if (!sha_equal(h, ent + 16)) {
             rc = fail(err, err_len, DELTA_E_CHUNK_HASH,
                       "delta %s: chunk %u (bytes %llu..%llu) is corrupt", delta_path, i,
                       (unsigned long long)off, (unsigned long long)(off + dlen));
             goto out;
         }
     }
-    out_fd = open(target_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    /* Memory first: an allocation failure leaves the target untouched. */
+    window = malloc(d.info.window_bytes);
+    dctx = ZSTD_createDCtx();
+    if (!window || !dctx || sha_init(&target_sha) != DELTA_OK) {
+        rc = fail(err, err_len, DELTA_E_NOMEM, "out of memory");
+        goto out;
+    }
+    out_fd = open(target_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (out_fd >= 0)
+        out.created = 1;
+    else if (errno == EEXIST)
+        out_fd = open(target_path, O_WRONLY | O_CLOEXEC);
     if (out_fd < 0) {
         rc = fail(err, err_len, DELTA_E_IO, "open target %s: %s", target_path, strerror(errno));
         goto out;
     }
     if ((base_fd >= 0 && same_file(base_fd, out_fd)) || same_file(dm.fd, out_fd)) {
+        out.created = 0; /* never remove or truncate the base or the delta */
         rc = fail(err, err_len, DELTA_E_ARG, "target %s is the base or the delta", target_path);
         goto out;
     }
@@ -1280,22 +1635,21 @@ int delta_apply(const char *base_path, const char *delta_path, const char *targe
         rc = fail(err, err_len, DELTA_E_IO, "stat %s: %s", target_path, strerror(errno));
         goto out;
     }
-    if (S_ISREG(st.st_mode) && ftruncate(out_fd, (off_t)d.info.target_size) != 0) {
+    out.path = target_path;
+    out.is_block = S_ISBLK(st.st_mode);
+    out.owned = 1; /* from here on a failure removes, truncates or wipes the target */
+    /* A regular file starts empty and grows window by window: a failure part-way can never
+     * leave a full-size file that looks complete, even before cleanup runs. */
+    if (S_ISREG(st.st_mode) && ftruncate(out_fd, 0) != 0) {
         rc = fail(err, err_len, DELTA_E_IO, "truncate %s: %s", target_path, strerror(errno));
         goto out;
-    } else if (S_ISBLK(st.st_mode)) {
+    } else if (out.is_block) {
         uint64_t dev_size = 0;
         if (fd_size(out_fd, &dev_size) != 0 || dev_size < d.info.target_size) {
             rc = fail(err, err_len, DELTA_E_LIMIT, "target device %s smaller than %llu bytes",
                       target_path, (unsigned long long)d.info.target_size);
             goto out;
         }
-    }
-    window = malloc(d.info.window_bytes);
-    dctx = ZSTD_createDCtx();
-    if (!window || !dctx) {
-        rc = fail(err, err_len, DELTA_E_NOMEM, "out of memory");
-        goto out;
     }
     uint64_t done = 0;
     for (uint32_t i = 0; i < d.info.chunks; i++) {
@@ -1308,62 +1662,44 @@ int delta_apply(const char *base_path, const char *delta_path, const char *targe
         const uint8_t *win_sha = ent + 48;
         ferry_read_bytes(&r, 64);
         uint32_t next = ferry_read_le32(&r);
-        if ((rc = ref_build(base_fd, ent + DELTA_CHUNK_ENTRY_BYTES, next, &ref)) != DELTA_OK) {
+        const uint8_t *data = dm.p + off;
+        size_t data_len = dlen;
+        int exe = dlen > sizeof(exe_marker) && memcmp(data, exe_marker, sizeof(exe_marker)) == 0;
+        if (exe && d.info.version < DELTA_VERSION_EXE) {
+            rc = fail(err, err_len, DELTA_E_FORMAT,
+                      "chunk %u: executable chunk in a version %u delta", i, d.info.version);
+            goto out;
+        }
+        if ((rc = ref_build(base_fd, ent + DELTA_CHUNK_ENTRY_BYTES, next, exe, &ref)) != DELTA_OK) {
             rc = fail(err, err_len, rc, "mapping base extents of chunk %u: %s", i, strerror(errno));
             goto out;
         }
-        size_t zr = ZSTD_DCtx_reset(dctx, ZSTD_reset_session_and_parameters);
-        if (!ZSTD_isError(zr))
-            zr = ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, 27);
-        int diff_mode =
-            dlen > sizeof(diff_marker) && memcmp(dm.p + off, diff_marker, sizeof(diff_marker)) == 0;
-        if (!ZSTD_isError(zr) && diff_mode) {
-            /* diff coding: the stream (bounded: at most 2 x window + 64 KiB) then the diff */
-            const uint8_t *frame = dm.p + off + sizeof(diff_marker);
-            size_t flen = dlen - sizeof(diff_marker);
-            unsigned long long fcs = ZSTD_getFrameContentSize(frame, flen);
-            if (fcs == ZSTD_CONTENTSIZE_UNKNOWN || fcs == ZSTD_CONTENTSIZE_ERROR ||
-                fcs > 2ull * tlen + 65536 + 12 || fcs > 2ull * d.info.window_bytes + 65536 + 12) {
-                ref_release(&ref);
-                rc = fail(err, err_len, DELTA_E_FORMAT, "chunk %u: diff stream of %llu bytes", i,
-                          fcs);
-                goto out;
-            }
-            /* one stream buffer for the whole apply, made on the first diff chunk */
-            if (!stream)
-                stream = malloc(2u * d.info.window_bytes + 65536 + 12);
-            zr = stream ? ZSTD_decompressDCtx(dctx, stream, (size_t)fcs, frame, flen) : (size_t)-1;
-            int drc = DELTA_E_FORMAT;
-            if (stream && !ZSTD_isError(zr) && zr == fcs)
-                drc = diff_decode(stream, (size_t)fcs, ref.p, ref.len, window, tlen);
-            ref_release(&ref);
-            if (drc != DELTA_OK) {
-                rc = fail(err, err_len, DELTA_E_FORMAT, "chunk %u: bad diff coding", i);
-                goto out;
-            }
-            zr = tlen;
-        } else if (!ZSTD_isError(zr) && ref.len)
-            zr = ZSTD_DCtx_refPrefix(dctx, ref.p, ref.len);
-        if (!ZSTD_isError(zr) && !diff_mode) {
-            unsigned long long fcs = ZSTD_getFrameContentSize(dm.p + off, dlen);
-            if (fcs != tlen) {
-                rc = fail(err, err_len, DELTA_E_FORMAT, "chunk %u: frame announces %llu bytes", i,
-                          fcs);
-                goto out;
-            }
-            zr = ZSTD_decompressDCtx(dctx, window, d.info.window_bytes, dm.p + off, dlen);
+        struct delta_exe_desc xd = {0};
+        if (exe) {
+            size_t used = 0;
+            rc = exe_prepare(dctx, data + sizeof(exe_marker), dlen - sizeof(exe_marker), &ref, tlen,
+                             &xd, &used, i, err, err_len);
+            data += sizeof(exe_marker) + used;
+            data_len -= sizeof(exe_marker) + used;
         }
+        if (rc == DELTA_OK)
+            rc = decode_inner(dctx, data, data_len, &ref, window, tlen, d.info.window_bytes,
+                              &stream, i, err, err_len);
         ref_release(&ref);
-        if (ZSTD_isError(zr) || zr != tlen) {
-            rc = fail(err, err_len, DELTA_E_ZSTD, "chunk %u: %s", i,
-                      ZSTD_isError(zr) ? ZSTD_getErrorName(zr) : "short window");
+        for (uint32_t k = 0; rc == DELTA_OK && k < xd.ntr; k++)
+            delta_exe_decode(window + xd.tr[k].start, xd.tr[k].len, xd.tr[k].pc0, xd.tr[k].arch);
+        delta_exe_desc_free(&xd);
+        if (rc != DELTA_OK)
             goto out;
-        }
         uint8_t h[32];
-        crypto_hash_sha256(h, window, tlen);
-        if (sodium_memcmp(h, win_sha, 32) != 0) {
+        sha256(h, window, tlen);
+        if (!sha_equal(h, win_sha)) {
             rc = fail(err, err_len, DELTA_E_TARGET_HASH,
                       "chunk %u decoded to the wrong bytes (base extents differ?)", i);
+            goto out;
+        }
+        if (sha_update(&target_sha, window, tlen) != DELTA_OK) {
+            rc = fail(err, err_len, DELTA_E_NOMEM, "hashing window %u: out of memory", i);
             goto out;
         }
         if ((e = pwrite_full(out_fd, window, tlen, done)) != 0) {
@@ -1372,6 +1708,7 @@ int delta_apply(const char *base_path, const char *delta_path, const char *targe
             goto out;
         }
         done += tlen;
+        out.written = done;
         /* drop what was read from the delta from the cache hints: it will not be read again */
         madvise(dm.p + (off & ~(uint64_t)4095), dlen + (off & 4095), MADV_DONTNEED);
         if (o.progress && o.progress(done, d.info.target_size, o.progress_arg) != 0) {
@@ -1384,10 +1721,11 @@ int delta_apply(const char *base_path, const char *delta_path, const char *targe
         rc = fail(err, err_len, DELTA_E_IO, "fsync %s: %s", target_path, strerror(errno));
         goto out;
     }
-    /* The whole target is read back from the slot: it checks what storage actually holds. */
+    /* The whole-target hash is the running hash of the windows as they were written: reading
+     * the slot back would cost a second full pass over it (and pwrite/fsync already report the
+     * errors storage admits to). */
     uint8_t th[32];
-    if (delta_sha256_file(target_path, d.info.target_size, th, NULL) != DELTA_OK ||
-        sodium_memcmp(th, d.info.target_sha256, 32) != 0) {
+    if (sha_final(&target_sha, th) != DELTA_OK || !sha_equal(th, d.info.target_sha256)) {
         rc = fail(err, err_len, DELTA_E_TARGET_HASH, "target %s has the wrong SHA-256 after apply",
                   target_path);
         goto out;
@@ -1397,8 +1735,11 @@ out:
     ZSTD_freeDCtx(dctx);
     free(window);
     free(stream);
+    sha_free(&target_sha);
     if (out_fd >= 0 && close(out_fd) != 0 && rc == DELTA_OK)
         rc = fail(err, err_len, DELTA_E_IO, "close %s: %s", target_path, strerror(errno));
+    if (rc != DELTA_OK)
+        discard_target(&out, err, err_len);
     if (base_fd >= 0)
         close(base_fd);
     free(d.entry_off);

@@ -11,12 +11,15 @@
  * file-backed page cache, not anonymous memory. Anonymous memory while applying is one output
  * window plus the zstd decoder context (about 9 MiB with the defaults), whatever the image size,
  * plus one buffer of two windows when the delta holds diff-coded chunks (bsdiff-like coding for
- * rebuilt executables, docs/ota.md): at most about 25 MiB with the defaults.
+ * rebuilt executables, docs/ota.md), plus up to 24 MiB of relocated base pages for executable
+ * chunks (format version 2: branch and address operands of x86-64 and aarch64 code converted,
+ * transport/delta_exe.h): at most about 53 MiB with the defaults.
  *
  * A full image (no base) is the same format with no extents: the full-image fallback artifact of
  * a release and a delta are applied by the same code.
  *
- * Integrity: the header carries the base and target SHA-256, and for every chunk the SHA-256 of
+ * Integrity (SHA-256 computed with OpenSSL's libcrypto, which uses the CPU's SHA instructions):
+ * the header carries the base and target SHA-256, and for every chunk the SHA-256 of
  * its compressed bytes and of the target window it produces. delta_apply() checks the header,
  * the base hash and every chunk hash *before it writes anything*, then checks each produced
  * window before writing it and the whole target hash at the end.
@@ -48,7 +51,8 @@ const char *delta_strerror(int err);
 
 /* Format constants (docs/ota.md). */
 #define DELTA_MAGIC "FERRYDL1"
-#define DELTA_VERSION 1u
+#define DELTA_VERSION 1u     /* deltas without executable chunks */
+#define DELTA_VERSION_EXE 2u /* deltas with executable chunks (docs/ota.md §1) */
 #define DELTA_EXTENT_ALIGN 4096u
 /* Largest window and reference a device accepts: they bound the zstd window (2^27). */
 #define DELTA_MAX_WINDOW_BYTES (16u << 20)
@@ -61,6 +65,7 @@ struct delta_make_options {
     uint32_t max_ref_bytes; /* cap on a chunk's reference extents (default 56 MiB) */
     int whole_base_max_mib; /* a base up to this size is the reference of every chunk (default
                                = max_ref_bytes); 0 disables */
+    int no_exe;             /* 1: never code a chunk as an executable chunk (default 0) */
 };
 
 /* Fills `o` with the defaults above. */
@@ -73,6 +78,8 @@ struct delta_make_stats {
     uint32_t chunks;
     uint64_t ref_bytes_total; /* sum of all chunks' reference sizes (make-time cost driver) */
     uint64_t matched_bytes;   /* target bytes covered by rolling-hash matches */
+    uint32_t exe_pairs;       /* executables of the target paired with one of the base */
+    uint32_t exe_chunks;      /* chunks coded as executable chunks */
 };
 
 /*
@@ -98,6 +105,7 @@ struct delta_info {
     uint64_t header_bytes;
     uint64_t file_bytes;
     uint64_t max_ref_bytes; /* largest reference of any chunk */
+    uint32_t version;       /* DELTA_VERSION or DELTA_VERSION_EXE */
 };
 
 /* Reads and validates a delta file's header (not the chunk data). Returns 0 or a delta_error. */
@@ -105,7 +113,8 @@ int delta_read_info(const char *delta_path, struct delta_info *info, char *err, 
     __attribute__((warn_unused_result));
 
 /* Progress: called after each window is written with the target bytes done so far. Return
- * non-zero to stop (delta_apply then returns DELTA_E_ABORTED; the target is incomplete). */
+ * non-zero to stop (delta_apply then returns DELTA_E_ABORTED and removes or truncates the
+ * target like any failed apply). */
 typedef int (*delta_progress_fn)(uint64_t done_bytes, uint64_t total_bytes, void *arg);
 
 struct delta_apply_options {
@@ -122,9 +131,14 @@ struct delta_apply_options {
  * streams the result into `target_path` (a file, created if missing, or a block device; it must
  * not be the base). Order: header → expected target hash → base size and SHA-256 → every chunk's
  * compressed-bytes hash → only then windows are decoded, each window's hash checked, written with
- * pwrite, and finally the target is fsync'd and its whole hash checked.
- * Anonymous memory: one window (window_bytes) plus the zstd decoder (~200 KiB), and two windows
- * more for diff-coded chunks; base extents and the delta are read through file-backed mappings.
+ * pwrite, and finally the target is fsync'd and its whole hash (the running hash of the windows
+ * written; the target is not read back) checked.
+ * A failure once the target is open never leaves it looking complete: a file this call created is
+ * removed, an existing file truncated to 0 bytes, the first written bytes (up to 1 MiB) of a block
+ * device zeroed; the message in `err` ends with what was done.
+ * Anonymous memory: one window (window_bytes) plus the zstd decoder (~200 KiB), two windows
+ * more for diff-coded chunks, up to 24 MiB of relocated base pages for executable chunks; base
+ * extents and the delta are read through file-backed mappings.
  * Returns 0 or a negative delta_error with a message in `err`.
  */
 int delta_apply(const char *base_path, const char *delta_path, const char *target_path,

@@ -27,11 +27,15 @@ static void usage(FILE *out)
             "  --level N      zstd level 1..22 (default 19)\n"
             "  --window SIZE  target bytes per chunk, e.g. 8MiB (default; max 16MiB)\n"
             "  --max-ref SIZE base bytes referenced per chunk (default 48MiB, max 64MiB)\n"
+            "  --no-exe       no executable chunks (by default, windows holding x86-64 or\n"
+            "                 aarch64 ELF code are also tried with their branch and address\n"
+            "                 operands converted, and kept when smaller; format version 2)\n"
             "  --stats        print sizes and times on stderr\n"
             "\n"
             "Applying needs one window plus ~1 MiB of anonymous memory (three windows when the\n"
-            "delta has diff-coded chunks); the base is read through file mappings. Exit status: 0 "
-            "ok, 1 failure, 2 usage.\n");
+            "delta has diff-coded chunks); the base is read through file mappings. A failed apply\n"
+            "removes OUT (or truncates it, or zeroes the start of a block device) and says so.\n"
+            "Exit status: 0 ok, 1 failure, 2 usage.\n");
 }
 
 static double now_s(void)
@@ -65,6 +69,8 @@ static int cmd_make(int argc, char **argv, int full)
         int64_t lvl;
         if (strcmp(argv[i], "--stats") == 0) {
             stats = 1;
+        } else if (strcmp(argv[i], "--no-exe") == 0) {
+            o.no_exe = 1;
         } else if (strcmp(argv[i], "--level") == 0 && i + 1 < argc &&
                    ferry_parse_i64(argv[i + 1], 1, 22, &lvl) == 0) {
             o.level = (int)lvl;
@@ -101,11 +107,11 @@ static int cmd_make(int argc, char **argv, int full)
     if (stats)
         fprintf(stderr,
                 "make: base %llu target %llu delta %llu bytes, %u chunks, ref %llu, matched "
-                "%llu, %.2f s, peak rss %ld KiB\n",
+                "%llu, executables paired %u, executable chunks %u, %.2f s, peak rss %ld KiB\n",
                 (unsigned long long)st.base_bytes, (unsigned long long)st.target_bytes,
                 (unsigned long long)st.delta_bytes, st.chunks,
                 (unsigned long long)st.ref_bytes_total, (unsigned long long)st.matched_bytes,
-                now_s() - t0, peak_rss_kib());
+                st.exe_pairs, st.exe_chunks, now_s() - t0, peak_rss_kib());
     return 0;
 }
 
@@ -189,18 +195,20 @@ static int cmd_info(int argc, char **argv)
     ferry_hex_encode(in.base_sha256, 32, bh);
     ferry_hex_encode(in.target_sha256, 32, th);
     if (json)
-        printf("{\"has_base\":%s,\"base_size\":%llu,\"base_sha256\":\"%s\",\"target_size\":%llu,"
+        printf("{\"version\":%u,\"has_base\":%s,\"base_size\":%llu,\"base_sha256\":\"%s\",\"target_"
+               "size\":%llu,"
                "\"target_sha256\":\"%s\",\"window_bytes\":%u,\"chunks\":%u,\"header_bytes\":%llu,"
                "\"file_bytes\":%llu,\"max_ref_bytes\":%llu}\n",
-               in.has_base ? "true" : "false", (unsigned long long)in.base_size, bh,
+               in.version, in.has_base ? "true" : "false", (unsigned long long)in.base_size, bh,
                (unsigned long long)in.target_size, th, in.window_bytes, in.chunks,
                (unsigned long long)in.header_bytes, (unsigned long long)in.file_bytes,
                (unsigned long long)in.max_ref_bytes);
     else
-        printf("kind:          %s\nbase:          %llu bytes sha256 %s\ntarget:        %llu "
+        printf("version:       %u\nkind:          %s\nbase:          %llu bytes sha256 %s\ntarget: "
+               "       %llu "
                "bytes sha256 %s\nwindow:        %u bytes\nchunks:        %u\nheader:        "
                "%llu bytes\nfile:          %llu bytes\nmax reference: %llu bytes\n",
-               in.has_base ? "delta" : "full", (unsigned long long)in.base_size, bh,
+               in.version, in.has_base ? "delta" : "full", (unsigned long long)in.base_size, bh,
                (unsigned long long)in.target_size, th, in.window_bytes, in.chunks,
                (unsigned long long)in.header_bytes, (unsigned long long)in.file_bytes,
                (unsigned long long)in.max_ref_bytes);

@@ -12,14 +12,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
 
 #include "common/util.h"
 #include "transport/delta.h"
+#include "transport/delta_exe.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define OTA_TEST_ASAN 1
@@ -332,6 +336,254 @@ static void test_wrong_base_detected(void **state)
     assert_int_equal(delta_apply(NULL, dp, op, NULL, err, sizeof(err)), DELTA_E_ARG);
 }
 
+/* ---- A failed apply leaves no target that looks complete (docs/ota.md §1) ---- */
+
+static int stop_after_first_window(uint64_t done, uint64_t total, void *arg)
+{
+    (void)total;
+    (void)arg;
+    return done > 0;
+}
+
+/* Rewrites the header of delta `dp` so that chunk `chunk`'s window hash is wrong but the header
+ * hash is right: the chunk then decodes (its data hash is intact) to bytes that fail their
+ * window check, after the earlier windows were written: a bad chunk found part-way. */
+static void break_window_hash(const char *dp, uint32_t chunk)
+{
+    int fd = open(dp, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t fixed[112];
+    assert_int_equal(pread(fd, fixed, sizeof(fixed), 0), (ssize_t)sizeof(fixed));
+    uint32_t hlen = (uint32_t)fixed[108] | (uint32_t)fixed[109] << 8 | (uint32_t)fixed[110] << 16 |
+                    (uint32_t)fixed[111] << 24;
+    uint8_t *h = malloc(hlen);
+    assert_non_null(h);
+    assert_int_equal(pread(fd, h, hlen, 0), (ssize_t)hlen);
+    size_t at = 112; /* walk the entries: 84 bytes each plus 12 per extent */
+    for (uint32_t i = 0; i < chunk; i++) {
+        uint32_t next = (uint32_t)h[at + 80] | (uint32_t)h[at + 81] << 8 |
+                        (uint32_t)h[at + 82] << 16 | (uint32_t)h[at + 83] << 24;
+        at += 84 + 12 * (size_t)next;
+    }
+    assert_true(at + 84 <= hlen - 32);
+    h[at + 48] ^= 0x80; /* the window SHA-256 */
+    unsigned int len = 0;
+    assert_int_equal(EVP_Digest(h, hlen - 32, h + hlen - 32, &len, EVP_sha256(), NULL), 1);
+    assert_int_equal(pwrite(fd, h, hlen, 0), (ssize_t)hlen);
+    close(fd);
+    free(h);
+}
+
+/* A bad chunk part-way through, and an apply stopped by its caller: a target this apply created
+ * is removed, an existing one is truncated to 0 bytes, and the message says which. */
+static void test_failed_apply_removes_or_truncates_target(void **state)
+{
+    (void)state;
+    char bp[512], tp[512], dp[512], op[512], err[512];
+    make_pair(bp, tp, dp, sizeof(bp));
+    assert_true(file_size(tp) > 3 * 256 * 1024);
+
+    path_in(op, sizeof(op), "stopped.img");
+    unlink(op);
+    struct delta_apply_options ao = {.progress = stop_after_first_window, .no_fsync = 1};
+    assert_int_equal(delta_apply(bp, dp, op, &ao, err, sizeof(err)), DELTA_E_ABORTED);
+    assert_non_null(strstr(err, "was removed"));
+    assert_int_equal(access(op, F_OK), -1);
+
+    /* an existing target (a slot image file): truncated, not left at full size */
+    FILE *f = fopen(op, "wb");
+    assert_non_null(f);
+    assert_int_equal(fputs("previous contents of the slot", f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(delta_apply(bp, dp, op, &ao, err, sizeof(err)), DELTA_E_ABORTED);
+    assert_non_null(strstr(err, "truncated to 0 bytes"));
+    assert_int_equal(file_size(op), 0);
+    unlink(op);
+
+    /* the third window decodes to the wrong bytes after two were written */
+    break_window_hash(dp, 2);
+    assert_int_equal(delta_apply(bp, dp, op, NULL, err, sizeof(err)), DELTA_E_TARGET_HASH);
+    assert_non_null(strstr(err, "chunk 2"));
+    assert_non_null(strstr(err, "was removed"));
+    assert_int_equal(access(op, F_OK), -1);
+}
+
+/* A full disk part-way (simulated with RLIMIT_FSIZE in a child: writes past the limit fail with
+ * EFBIG as they would with ENOSPC): the partial target is removed. */
+static void test_full_disk_removes_target(void **state)
+{
+    (void)state;
+    char bp[512], tp[512], dp[512], op[512];
+    make_pair(bp, tp, dp, sizeof(bp));
+    path_in(op, sizeof(op), "full-disk.img");
+    unlink(op);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl = {.rlim_cur = 600 * 1024, .rlim_max = 600 * 1024};
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+            _exit(90);
+        char err[512] = "";
+        struct delta_apply_options ao = {.no_fsync = 1};
+        int rc = delta_apply(bp, dp, op, &ao, err, sizeof(err));
+        if (rc != DELTA_E_IO)
+            _exit(91);
+        if (!strstr(err, "File too large") || !strstr(err, "was removed"))
+            _exit(92);
+        _exit(0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(access(op, F_OK), -1);
+}
+
+/* ---- Executable chunks (transport/delta_exe.h, docs/ota.md §1) ---- */
+
+/* The transform is its own exact inverse on any bytes, as code of either architecture. */
+static void test_exe_transform_round_trip(void **state)
+{
+    (void)state;
+    rng_state = 777;
+    size_t n = 1 << 16;
+    uint8_t *orig = malloc(n), *buf = malloc(n);
+    assert_non_null(orig);
+    assert_non_null(buf);
+    for (int round = 0; round < 4; round++) {
+        for (size_t i = 0; i < n; i++) /* dense in opcodes the transform converts */
+            orig[i] = (i % 7 == 0)    ? 0xE8
+                      : (i % 11 == 0) ? 0x48
+                      : (i % 13 == 0) ? 0x8B
+                                      : (uint8_t)(rnd() >> 56);
+        for (size_t i = 0; i + 4 <= n; i += 4 * (1 + round))
+            orig[i + 3] = (uint8_t)(0x94 | (rnd() >> 63)); /* BL / other */
+        for (int arch = DELTA_EXE_X86_64; arch <= DELTA_EXE_AARCH64; arch++) {
+            uint64_t pc0 = rnd() >> (round * 8);
+            memcpy(buf, orig, n);
+            delta_exe_encode(buf, n, pc0, arch);
+            assert_true(memcmp(buf, orig, n) != 0); /* it did convert something */
+            delta_exe_decode(buf, n, pc0, arch);
+            assert_memory_equal(buf, orig, n);
+        }
+    }
+    free(orig);
+    free(buf);
+}
+
+static void put_le32_at(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* An aarch64 ELF image: `nfuncs` functions of 64 words, each calling 6 others with BL; when
+ * `insert_at` >= 0 a new function is inserted before that one, so every later function moves and
+ * every BL crossing the insertion changes. Function bodies come from a fixed seed. */
+static size_t make_a64_elf(uint8_t *out, int nfuncs, int insert_at)
+{
+    const size_t hdr = 4096, fwords = 64;
+    int total = nfuncs + (insert_at >= 0);
+    size_t size = hdr + (size_t)total * fwords * 4;
+    memset(out, 0, hdr);
+    memcpy(out,
+           "\x7f"
+           "ELF",
+           4);
+    out[4] = 2, out[5] = 1, out[6] = 1;
+    out[16] = 3;                /* ET_DYN */
+    out[18] = 183;              /* EM_AARCH64 */
+    out[32] = 64;               /* e_phoff */
+    out[52] = 64, out[54] = 56; /* e_ehsize, e_phentsize */
+    out[56] = 1;                /* e_phnum */
+    uint8_t *ph = out + 64;
+    put_le32_at(ph, 1);                   /* PT_LOAD */
+    put_le32_at(ph + 4, 5);               /* R E */
+    put_le32_at(ph + 32, (uint32_t)size); /* p_filesz */
+    put_le32_at(ph + 40, (uint32_t)size); /* p_memsz */
+    /* address of each base function in this image */
+    uint64_t *addr = calloc((size_t)nfuncs, sizeof(uint64_t));
+    assert_non_null(addr);
+    for (int f = 0, slot = 0; f < nfuncs; f++, slot++) {
+        if (f == insert_at)
+            slot++;
+        addr[f] = hdr + (uint64_t)slot * fwords * 4;
+    }
+    uint64_t saved = rng_state;
+    rng_state = 99;
+    for (int f = 0; f < nfuncs; f++) {
+        uint8_t *w = out + addr[f];
+        for (size_t k = 0; k < fwords; k++) {
+            uint32_t v = (uint32_t)(rnd() >> 32) & 0x0FFFFFFFu; /* never BL/ADRP/LDR literal */
+            v |= 0xA0000000u;
+            if (k % 10 == 3) {
+                int callee = (int)((rnd() >> 33) % (uint64_t)nfuncs);
+                int64_t rel = ((int64_t)addr[callee] - (int64_t)(addr[f] + k * 4)) / 4;
+                v = 0x94000000u | ((uint32_t)rel & 0x3FFFFFFu);
+            }
+            put_le32_at(w + k * 4, v);
+        }
+    }
+    if (insert_at >= 0) {
+        uint8_t *w = out + hdr + (size_t)insert_at * fwords * 4;
+        for (size_t k = 0; k < fwords * 4; k++)
+            w[k] = (uint8_t)(rnd() >> 56);
+    }
+    rng_state = saved;
+    free(addr);
+    return size;
+}
+
+/* A function inserted in an aarch64 executable: the executable coding (format version 2) is
+ * much smaller than the plain one and applies to the identical bytes; --no-exe gives version 1. */
+static void test_exe_chunks_for_moved_code(void **state)
+{
+    (void)state;
+    const int nfuncs = 2000;
+    size_t cap = 4096 + (size_t)(nfuncs + 1) * 256;
+    struct blob base = {malloc(cap), 0, cap}, target = {malloc(cap), 0, cap};
+    assert_non_null(base.p);
+    assert_non_null(target.p);
+    base.len = make_a64_elf(base.p, nfuncs, -1);
+    target.len = make_a64_elf(target.p, nfuncs, nfuncs / 3);
+    char bp[512], tp[512], dp[512], np[512], op[512], err[512] = "";
+    path_in(bp, sizeof(bp), "exe.base");
+    path_in(tp, sizeof(tp), "exe.target");
+    path_in(dp, sizeof(dp), "exe.fdl");
+    path_in(np, sizeof(np), "exe-plain.fdl");
+    path_in(op, sizeof(op), "exe.out");
+    write_blob(bp, &base);
+    write_blob(tp, &target);
+    struct delta_make_options o;
+    delta_make_options_default(&o);
+    o.level = 3;
+    struct delta_make_stats st;
+    assert_int_equal(delta_make(bp, tp, dp, &o, &st, err, sizeof(err)), DELTA_OK);
+    assert_int_equal(st.exe_pairs, 1);
+    assert_int_equal(st.exe_chunks, 1);
+    o.no_exe = 1;
+    assert_int_equal(delta_make(bp, tp, np, &o, NULL, err, sizeof(err)), DELTA_OK);
+    uint64_t exe_size = file_size(dp), plain_size = file_size(np);
+    print_message("moved aarch64 code: executable chunk %llu bytes, plain %llu bytes\n",
+                  (unsigned long long)exe_size, (unsigned long long)plain_size);
+    assert_true(exe_size * 2 < plain_size);
+    struct delta_info in;
+    assert_int_equal(delta_read_info(dp, &in, err, sizeof(err)), DELTA_OK);
+    assert_int_equal(in.version, DELTA_VERSION_EXE);
+    assert_int_equal(delta_read_info(np, &in, err, sizeof(err)), DELTA_OK);
+    assert_int_equal(in.version, DELTA_VERSION);
+    unlink(op);
+    if (delta_apply(bp, dp, op, NULL, err, sizeof(err)) != DELTA_OK)
+        fail_msg("apply: %s", err);
+    assert_true(files_equal(tp, op));
+    unlink(op);
+    assert_int_equal(delta_apply(bp, np, op, NULL, err, sizeof(err)), DELTA_OK);
+    assert_true(files_equal(tp, op));
+    free(base.p);
+    free(target.p);
+}
+
 /* Header corruption, truncation and a target hash other than the manifest's are all refused. */
 static void test_malformed_and_unexpected_target(void **state)
 {
@@ -526,6 +778,10 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_roundtrip_whole_base_and_edges),
         cmocka_unit_test(test_corrupt_chunk_rejected_before_any_write),
         cmocka_unit_test(test_wrong_base_detected),
+        cmocka_unit_test(test_failed_apply_removes_or_truncates_target),
+        cmocka_unit_test(test_full_disk_removes_target),
+        cmocka_unit_test(test_exe_transform_round_trip),
+        cmocka_unit_test(test_exe_chunks_for_moved_code),
         cmocka_unit_test(test_malformed_and_unexpected_target),
         cmocka_unit_test(test_diff_coding_for_small_scattered_changes),
         cmocka_unit_test(test_apply_anon_memory_bounded),
