@@ -20,7 +20,8 @@ static void help(void)
         "With no options: an LMDB store in ./ferry-ingest-data, listening on 127.0.0.1:8480.\n"
         "\n"
         "options:\n"
-        "  -c, --config FILE        INI file: [server] [limits] [clock] [store] [log] sections\n"
+        "  -c, --config FILE        INI file: [server] [limits] [clock] [store] [log] "
+        "[forward.NAME]\n"
         "  -l, --listen HOST:PORT   same as --server.listen\n"
         "  -d, --data-dir PATH      same as --store.lmdb_dir\n"
         "      --pg CONNINFO        use PostgreSQL: --store.type postgresql --store.pg_conninfo\n"
@@ -28,11 +29,12 @@ static void help(void)
         "  -h, --help               this text\n"
         "\n"
         "configuration keys (INI: [section] key = value):\n%s"
+        "forwarders (INI: one [forward.NAME] section each; see docs/forwarding.md):\n%s"
         "\n"
         "endpoints: POST /v1/enroll, POST /v1/batches, GET /v1/devices, GET /v1/devices/{id},\n"
-        "GET /v1/export?device=ID&stream=S&after_seq=N&limit=L, GET /metrics, GET /healthz\n"
-        "(see docs/ingest.md and ferry-ingest(8)).\n",
-        ingest_config_help());
+        "GET /v1/export?device=ID&stream=S&after_seq=N&limit=L, GET /v1/forwarders, GET /metrics,\n"
+        "GET /healthz (see docs/ingest.md and ferry-ingest(8)).\n",
+        ingest_config_help(), ingest_config_help_forward());
 }
 
 int main(int argc, char **argv)

@@ -16,6 +16,8 @@ PACKAGES="
     libsodium-dev
     libevent-dev
     libpq-dev postgresql
+    libprotobuf-c-dev protobuf-c-compiler libsnappy-dev zlib1g-dev
+    prometheus victoria-metrics influxdb
     libinih-dev
     libjansson-dev
     libcmocka-dev
