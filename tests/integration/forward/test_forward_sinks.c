@@ -2,7 +2,9 @@
  * Forwarders against real servers (with-sinks.sh starts Prometheus, VictoriaMetrics and InfluxDB
  * 1.x on loopback). Usage: with-sinks.sh test_forward_sinks FERRY_INGEST_BINARY
  *
- * Proves, with one ferry-ingest (LMDB) and three forwarders:
+ * With "pg" (run inside tests/unit/ingest/with-postgres.sh) the store is PostgreSQL.
+ *
+ * Proves, with one ferry-ingest (LMDB or PostgreSQL) and three forwarders:
  *   - every sample reaches every sink exactly once although the ingest is SIGKILLed again and
  *     again while it forwards (counts queried from each server's own API equal the store's);
  *   - late data (device time 3 and 10 days in the past) is accepted with its device time;
@@ -26,6 +28,7 @@
 #define KILL_EVERY 6
 
 static const char *g_bin;
+static const char *g_pg; /* PostgreSQL store (FERRY_TEST_PG) instead of LMDB */
 static char g_dir[128], g_ini[192];
 static struct ih_server g_srv;
 
@@ -149,6 +152,8 @@ static void every_sample_once_in_every_sink_across_sigkills(void **state)
     FILE *ini = fopen(g_ini, "w");
     assert_non_null(ini);
     fprintf(ini, "[store]\nlmdb_dir = %s/data\n", g_dir);
+    if (g_pg != NULL)
+        fprintf(ini, "type = postgresql\npg_conninfo = %s\n", g_pg);
     const char *common = "batch_records = 150\ntimeout = 1s\nmax_backoff = 400ms\nidle = 20ms\n";
     fprintf(ini, "[forward.prom]\ntype = prometheus_remote_write\nurl = %s/api/v1/write\n%s", prom,
             common);
@@ -283,11 +288,14 @@ static void every_sample_once_in_every_sink_across_sigkills(void **state)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: with-sinks.sh test_forward_sinks FERRY_INGEST\n");
+    if (argc != 2 && !(argc == 3 && strcmp(argv[2], "pg") == 0)) {
+        fprintf(stderr, "usage: [with-postgres.sh] with-sinks.sh test_forward_sinks FERRY_INGEST "
+                        "[pg]\n");
         return 2;
     }
     g_bin = argv[1];
+    if (argc == 3)
+        g_pg = env("FERRY_TEST_PG");
     srand((unsigned)time(NULL));
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
