@@ -3,18 +3,19 @@
  * store in commit order from its durable cursor, encodes what its filter keeps, sends it with
  * libcurl and stores the cursor after the sink accepted it.
  *
- * State machine of one forwarder (the function behind each transition):
+ * Two threads per forwarder, so that encoding the next batch overlaps sending this one:
  *
- *   START --cursor_load()--> READ --read_batch()--> (nothing new) IDLE --sleep idle--> READ
- *                             |                      (records)   SEND --send_batch()--> SAVE
- *                             |                                   | retry: 429/5xx/no answer,
- *                             |                                   |   backoff with jitter or
- *                             |                                   |   Retry-After, stay in SEND
- *                             |                                   | reject: 4xx -> SAVE (counted)
- *   SAVE --cursor_save()--> READ                      stop requested in any wait -> END
+ *   reader  cursor_load() -> read_batch() -> (nothing new: sleep `idle`) | hand_over():
+ *           encode into a free one of two slots and queue it for the sender -> read_batch() ...
+ *   sender  post_body(): send the oldest queued slot; no answer, 408, 429, 5xx: wait (backoff
+ *           with jitter, at least Retry-After) and send again; 2xx: delivered; other: refused
+ *           for good, counted, passed -> `delivered` moves past the slot, the slot is freed ->
+ *           cursor_save() at most once a second, and whenever the queue runs empty.
+ *   stop    both threads leave at their next wait; queued slots are abandoned (their records
+ *           are after the stored cursor and are sent again at the next start).
  *
- * Blocking is fine here: this is the forwarder's own thread, never an event loop. Waits are on
- * a condition variable, so stopping is prompt; a request in flight ends by its timeout.
+ * Blocking is fine here: these are the forwarder's own threads, never an event loop. Waits are
+ * on condition variables, so stopping is prompt; a request in flight ends by its timeout.
  *
  * Invariant: the cursor stored never passes a record whose batch the sink has not accepted (or
  * refused for good); see forward.h for what that means for delivery.
@@ -41,10 +42,23 @@
 #include "common/log.h"
 #include "common/util.h"
 
+/* Longest time the stored cursor trails the sent batches while they follow each other. */
+#define FWD_CURSOR_SAVE_MS 1000
+
 enum fwd_outcome {
     FWD_SENT = 0,   /* the sink accepted the batch */
     FWD_RETRY = 1,  /* try again later: 408, 429, 5xx, no answer */
     FWD_REJECT = 2, /* refused for good: other 4xx (and 3xx: a wrong URL) */
+};
+
+/* One encoded batch on its way from the reader to the sender (two, so that the reader encodes
+ * the next batch while the sender posts this one). */
+struct fwd_job {
+    struct ferry_buf body;          /* request body (empty: nothing in the batch to send) */
+    struct ingest_store_cursor end; /* the cursor after the batch */
+    uint64_t records;               /* records the batch passed */
+    size_t samples;                 /* samples or lines in the body */
+    bool busy;                      /* handed to the sender and not yet delivered */
 };
 
 struct fwd {
@@ -54,14 +68,27 @@ struct fwd {
     char cursor_name[INGEST_CURSOR_NAME_MAX + 1];
     pthread_t thread;
     bool started;
-    /* loop state (forwarder thread only) */
-    struct ingest_store_cursor cursor, batch_end;
+    /* reader state (reader thread only): read_cursor is where reading continues */
+    struct ingest_store_cursor read_cursor, batch_end;
     struct fwd_prom *prom;
-    struct ferry_buf lines, body;
+    struct ferry_buf lines;
     struct record_scratch *rs;
-    CURL *curl;
     uint64_t batch_read, batch_lines;
     int64_t last_lag_ms;
+    int next_slot;
+    /* hand-off between the reader and the sender (q_lock) */
+    pthread_t sender;
+    bool sender_started;
+    pthread_mutex_t q_lock;
+    pthread_cond_t q_cond;
+    struct fwd_job jobs[2];
+    struct fwd_job *queue[2]; /* handed over, in order; the sender pops after delivery */
+    size_t queued;
+    struct ingest_store_cursor delivered; /* everything up to here is in the sink */
+    /* sender state (sender thread only) */
+    CURL *curl;
+    long long cursor_saved_ms;
+    bool cursor_dirty; /* delivered is ahead of the stored cursor */
     /* status, read by other threads */
     _Atomic uint64_t records_passed, samples_sent, batches_sent, retries, rejected, lag_records,
         cursor_records, skipped_values, dropped_samples, series, undecodable;
@@ -76,7 +103,7 @@ struct ingest_forwarders {
     size_t n;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    bool stop;
+    atomic_bool stop;
 };
 
 static const char *const state_names[] = {"starting", "idle", "sending", "retrying"};
@@ -118,10 +145,7 @@ static bool wait_ms(struct ingest_forwarders *set, int64_t ms)
 
 static bool stopping(struct ingest_forwarders *set)
 {
-    pthread_mutex_lock(&set->lock);
-    bool stop = set->stop;
-    pthread_mutex_unlock(&set->lock);
-    return stop;
+    return atomic_load(&set->stop);
 }
 
 /* ---- Filter ------------------------------------------------------------------------------- */
@@ -182,16 +206,16 @@ static int on_record(const struct ingest_committed *rec, const struct ingest_sto
     return 0;
 }
 
-/* Reads the next batch after f->cursor into the encoder. Returns 0 or a store error. */
+/* Reads the next batch after f->read_cursor into the encoder. Returns 0 or a store error. */
 static int read_batch(struct fwd *f)
 {
-    f->batch_end = f->cursor;
+    f->batch_end = f->read_cursor;
     f->batch_read = 0;
     f->batch_lines = 0;
     ferry_buf_reset(&f->lines);
     if (f->prom != NULL)
         fwd_prom_reset(f->prom);
-    struct ingest_store_cursor from = f->cursor;
+    struct ingest_store_cursor from = f->read_cursor;
     int rc = ingest_store_read_committed(f->store, &from, f->cfg.batch_records, on_record, f);
     if (f->prom != NULL) {
         atomic_store(&f->dropped_samples, fwd_prom_dropped(f->prom));
@@ -316,20 +340,21 @@ static enum fwd_outcome post_once(struct fwd *f, const struct ferry_buf *body, s
     return out;
 }
 
-/* Sends the encoded batch until the sink takes or refuses it. Returns SENT, REJECT, or -1 when
- * the forwarders are stopping. */
-static int send_batch(struct fwd *f)
+/* Encodes the batch the reader holds into `out` (reader thread). 0 or -1 (memory). */
+static int encode_body(struct fwd *f, struct ferry_buf *out)
 {
-    const struct ferry_buf *body = &f->body;
-    if (f->cfg.type == INGEST_FORWARD_PROM_RW) {
-        if (fwd_prom_finish(f->prom, &f->body) != 0)
-            return -2;
-    } else if (f->cfg.gzip) {
-        if (fwd_gzip(f->lines.data, f->lines.len, &f->body) != 0)
-            return -2;
-    } else {
-        body = &f->lines;
-    }
+    if (f->cfg.type == INGEST_FORWARD_PROM_RW)
+        return fwd_prom_finish(f->prom, out);
+    if (f->cfg.gzip)
+        return fwd_gzip(f->lines.data, f->lines.len, out);
+    ferry_buf_reset(out);
+    return ferry_buf_append(out, f->lines.data, f->lines.len);
+}
+
+/* Sends a body until the sink takes or refuses it (sender thread). Returns SENT, REJECT, or -1
+ * when the forwarders are stopping. */
+static int post_body(struct fwd *f, const struct ferry_buf *body, uint64_t records)
+{
     int64_t backoff_ms = 100;
     for (;;) {
         atomic_store(&f->state, 2);
@@ -340,8 +365,12 @@ static int send_batch(struct fwd *f)
             return FWD_SENT;
         }
         if (out == FWD_REJECT) {
+            char error[sizeof(f->last_error)];
+            pthread_mutex_lock(&f->err_lock);
+            ferry_strlcpy(error, f->last_error, sizeof(error));
+            pthread_mutex_unlock(&f->err_lock);
             log_warn("forward", "%s: batch of %" PRIu64 " records refused for good: %s",
-                     f->cfg.name, f->batch_read, f->last_error);
+                     f->cfg.name, records, error);
             return FWD_REJECT;
         }
         atomic_store(&f->state, 3);
@@ -367,12 +396,28 @@ static void update_lag(struct fwd *f, bool force)
     f->last_lag_ms = now;
     uint64_t records = 0;
     int64_t next_ns = 0;
-    if (ingest_store_commit_lag(f->store, &f->cursor, &records, &next_ns) != 0)
+    pthread_mutex_lock(&f->q_lock);
+    struct ingest_store_cursor delivered = f->delivered;
+    pthread_mutex_unlock(&f->q_lock);
+    if (ingest_store_commit_lag(f->store, &delivered, &records, &next_ns) != 0)
         return;
     atomic_store(&f->lag_records, records);
     int64_t lag = records > 0 && next_ns > 0 ? ferry_realtime_ns() - next_ns : 0;
     atomic_store(&f->lag_ns, lag > 0 ? lag : 0);
-    atomic_store(&f->cursor_records, f->cursor.records);
+    atomic_store(&f->cursor_records, delivered.records);
+}
+
+/* Stores the cursor once; true on success. */
+static bool cursor_save_once(struct fwd *f, const struct ingest_store_cursor *c)
+{
+    int rc = ingest_store_cursor_set(f->store, f->cursor_name, c);
+    if (rc != 0) {
+        set_error(f, "store cursor: %s", ingest_store_strerror(rc));
+        return false;
+    }
+    f->cursor_dirty = false;
+    f->cursor_saved_ms = ferry_monotonic_ms();
+    return true;
 }
 
 /* Stores the cursor, retrying while the store fails; false when stopping. */
@@ -380,8 +425,11 @@ static bool cursor_save(struct fwd *f, const struct ingest_store_cursor *c)
 {
     for (int64_t backoff = 100;; backoff = backoff < 5000 ? backoff * 2 : 5000) {
         int rc = ingest_store_cursor_set(f->store, f->cursor_name, c);
-        if (rc == 0)
+        if (rc == 0) {
+            f->cursor_dirty = false;
+            f->cursor_saved_ms = ferry_monotonic_ms();
             return true;
+        }
         set_error(f, "store cursor: %s", ingest_store_strerror(rc));
         if (wait_ms(f->set, backoff))
             return false;
@@ -391,22 +439,124 @@ static bool cursor_save(struct fwd *f, const struct ingest_store_cursor *c)
 static bool cursor_load(struct fwd *f)
 {
     for (int64_t backoff = 100;; backoff = backoff < 5000 ? backoff * 2 : 5000) {
-        int rc = ingest_store_cursor_get(f->store, f->cursor_name, &f->cursor);
-        if (rc == 0 || rc == INGEST_STORE_ENOTFOUND)
+        int rc = ingest_store_cursor_get(f->store, f->cursor_name, &f->read_cursor);
+        if (rc == 0 || rc == INGEST_STORE_ENOTFOUND) {
+            f->delivered = f->read_cursor;
             return true;
+        }
         set_error(f, "load cursor: %s", ingest_store_strerror(rc));
         if (wait_ms(f->set, backoff))
             return false;
     }
 }
 
+/* The sender thread: posts the reader's batches in order, moves `delivered` past each one the
+ * sink accepted (or refused for good) and stores it. The cursor is stored at most once a second
+ * while batches follow each other, and whenever the sender falls idle and at stop: a store commit
+ * is an fsync, which costs more than sending a batch. A crash resends at most that second. */
+static void *fwd_sender(void *arg)
+{
+    struct fwd *f = arg;
+    for (;;) {
+        pthread_mutex_lock(&f->q_lock);
+        while (f->queued == 0 && !stopping(f->set)) {
+            if (f->cursor_dirty) {
+                struct ingest_store_cursor c = f->delivered;
+                pthread_mutex_unlock(&f->q_lock);
+                if (!cursor_save_once(f, &c) && wait_ms(f->set, 1000)) {
+                    pthread_mutex_lock(&f->q_lock);
+                    break; /* stopping */
+                }
+                pthread_mutex_lock(&f->q_lock);
+                continue;
+            }
+            pthread_cond_wait(&f->q_cond, &f->q_lock);
+        }
+        if (stopping(f->set)) {
+            pthread_mutex_unlock(&f->q_lock);
+            break;
+        }
+        struct fwd_job *job = f->queue[0];
+        pthread_mutex_unlock(&f->q_lock);
+        if (job->samples > 0) {
+            int out = post_body(f, &job->body, job->records);
+            if (out == -1)
+                break;
+            if (out == FWD_REJECT) {
+                atomic_fetch_add(&f->rejected, 1);
+            } else {
+                atomic_fetch_add(&f->batches_sent, 1);
+                atomic_fetch_add(&f->samples_sent, job->samples);
+            }
+        }
+        atomic_fetch_add(&f->records_passed, job->records);
+        pthread_mutex_lock(&f->q_lock);
+        f->delivered = job->end;
+        atomic_store(&f->cursor_records, job->end.records);
+        f->queue[0] = f->queue[1];
+        f->queued--;
+        job->busy = false;
+        f->cursor_dirty = true;
+        struct ingest_store_cursor c = f->delivered;
+        pthread_cond_broadcast(&f->q_cond);
+        pthread_mutex_unlock(&f->q_lock);
+        if (ferry_monotonic_ms() - f->cursor_saved_ms >= FWD_CURSOR_SAVE_MS && !cursor_save(f, &c))
+            break;
+    }
+    if (f->cursor_dirty) {
+        pthread_mutex_lock(&f->q_lock);
+        struct ingest_store_cursor c = f->delivered;
+        pthread_mutex_unlock(&f->q_lock);
+        (void)cursor_save_once(f, &c);
+    }
+    return NULL;
+}
+
+/* Hands the batch just read to the sender, waiting for a free slot; false when stopping. */
+static bool hand_over(struct fwd *f, size_t samples)
+{
+    struct fwd_job *job = &f->jobs[f->next_slot];
+    pthread_mutex_lock(&f->q_lock);
+    while (job->busy && !stopping(f->set))
+        pthread_cond_wait(&f->q_cond, &f->q_lock);
+    pthread_mutex_unlock(&f->q_lock);
+    if (stopping(f->set))
+        return false;
+    /* The slot is free: the sender is done with its body. */
+    job->samples = samples;
+    job->records = f->batch_read;
+    job->end = f->batch_end;
+    ferry_buf_reset(&job->body);
+    if (samples > 0) {
+        while (encode_body(f, &job->body) != 0) {
+            set_error(f, "out of memory encoding a batch");
+            if (wait_ms(f->set, 1000))
+                return false;
+        }
+    }
+    pthread_mutex_lock(&f->q_lock);
+    job->busy = true;
+    f->queue[f->queued++] = job;
+    pthread_cond_broadcast(&f->q_cond);
+    pthread_mutex_unlock(&f->q_lock);
+    f->next_slot ^= 1;
+    return true;
+}
+
+/* The reader thread: reads and encodes the next batch while the sender posts the previous. */
 static void *fwd_main(void *arg)
 {
     struct fwd *f = arg;
     if (!cursor_load(f))
         return NULL;
     log_info("forward", "%s: %s to %s from record %" PRIu64, f->cfg.name, type_name(f->cfg.type),
-             f->cfg.url, f->cursor.records);
+             f->cfg.url, f->read_cursor.records);
+    if (pthread_create(&f->sender, NULL, fwd_sender, f) != 0) {
+        set_error(f, "cannot start the sender thread");
+        log_error("forward", "%s: cannot start its sender thread", f->cfg.name);
+        return NULL;
+    }
+    f->sender_started = true;
     update_lag(f, true);
     while (!stopping(f->set)) {
         int rc = read_batch(f);
@@ -417,7 +567,11 @@ static void *fwd_main(void *arg)
             continue;
         }
         if (f->batch_read == 0) {
-            atomic_store(&f->state, 1);
+            pthread_mutex_lock(&f->q_lock);
+            bool drained = f->queued == 0;
+            pthread_mutex_unlock(&f->q_lock);
+            if (drained)
+                atomic_store(&f->state, 1);
             update_lag(f, true);
             if (wait_ms(f->set, f->cfg.idle_ms))
                 break;
@@ -425,27 +579,9 @@ static void *fwd_main(void *arg)
         }
         size_t samples = f->cfg.type == INGEST_FORWARD_PROM_RW ? fwd_prom_samples(f->prom)
                                                                : (size_t)f->batch_lines;
-        if (samples > 0) {
-            int out = send_batch(f);
-            if (out == -1)
-                break;
-            if (out == -2) {
-                set_error(f, "out of memory encoding a batch");
-                if (wait_ms(f->set, 1000))
-                    break;
-                continue;
-            }
-            if (out == FWD_REJECT)
-                atomic_fetch_add(&f->rejected, 1);
-            else {
-                atomic_fetch_add(&f->batches_sent, 1);
-                atomic_fetch_add(&f->samples_sent, samples);
-            }
-        }
-        if (!cursor_save(f, &f->batch_end))
+        if (!hand_over(f, samples))
             break;
-        f->cursor = f->batch_end;
-        atomic_fetch_add(&f->records_passed, f->batch_read);
+        f->read_cursor = f->batch_end;
         update_lag(f, false);
     }
     return NULL;
@@ -457,7 +593,10 @@ static void fwd_free(struct fwd *f)
 {
     fwd_prom_free(f->prom);
     ferry_buf_free(&f->lines);
-    ferry_buf_free(&f->body);
+    ferry_buf_free(&f->jobs[0].body);
+    ferry_buf_free(&f->jobs[1].body);
+    pthread_mutex_destroy(&f->q_lock);
+    pthread_cond_destroy(&f->q_cond);
     free(f->rs);
     if (f->curl != NULL)
         curl_easy_cleanup(f->curl);
@@ -491,6 +630,8 @@ int ingest_forwarders_start(const struct ingest_forward_set *cfg, struct ingest_
         f->store = store;
         f->set = set;
         pthread_mutex_init(&f->err_lock, NULL);
+        pthread_mutex_init(&f->q_lock, NULL);
+        pthread_cond_init(&f->q_cond, NULL);
         set->n++;
         snprintf(f->cursor_name, sizeof(f->cursor_name), "fwd.%s", f->cfg.name);
         f->rs = malloc(sizeof(*f->rs));
@@ -520,12 +661,19 @@ void ingest_forwarders_stop(struct ingest_forwarders *set)
     if (set == NULL)
         return;
     pthread_mutex_lock(&set->lock);
-    set->stop = true;
+    atomic_store(&set->stop, true);
     pthread_cond_broadcast(&set->cond);
     pthread_mutex_unlock(&set->lock);
     for (size_t i = 0; i < set->n; i++) {
+        pthread_mutex_lock(&set->f[i].q_lock);
+        pthread_cond_broadcast(&set->f[i].q_cond);
+        pthread_mutex_unlock(&set->f[i].q_lock);
+    }
+    for (size_t i = 0; i < set->n; i++) {
         if (set->f[i].started)
             pthread_join(set->f[i].thread, NULL);
+        if (set->f[i].sender_started)
+            pthread_join(set->f[i].sender, NULL);
         fwd_free(&set->f[i]);
     }
     pthread_mutex_destroy(&set->lock);

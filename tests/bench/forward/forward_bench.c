@@ -49,8 +49,8 @@ static double median(double *v, int n)
 }
 
 /* The records of device d, record i: the same shape as the devices' cpu collector. */
-static void make_record(size_t d, size_t i, int64_t base_ns, struct record *r,
-                        struct record_tag *t, struct record_field f[2], char core[8])
+static void make_record(size_t d, size_t i, int64_t base_ns, struct record *r, struct record_tag *t,
+                        struct record_field f[2], char core[8])
 {
     (void)d;
     snprintf(core, 8, "%zu", i % 4);
@@ -229,7 +229,8 @@ static double forward_run(const char *dir, const char *url, const char *name, si
             json_t *fw = json_array_get(json_object_get(j, "forwarders"), 0);
             uint64_t cur = (uint64_t)json_number_value(json_object_get(fw, "cursor_records"));
             *samples = (size_t)json_number_value(json_object_get(fw, "samples_sent"));
-            uint64_t rejected = (uint64_t)json_number_value(json_object_get(fw, "rejected_batches"));
+            uint64_t rejected =
+                (uint64_t)json_number_value(json_object_get(fw, "rejected_batches"));
             json_decref(j);
             if (cur >= total) {
                 secs = (double)(ferry_monotonic_ns() - t0) / 1e9;
@@ -271,11 +272,11 @@ int main(int argc, char **argv)
         } else if (i + 1 < argc && ferry_parse_u64(argv[i + 1], 100000000, &v) == 0 && v > 0 &&
                    (strcmp(argv[i], "--devices") == 0 || strcmp(argv[i], "--records") == 0 ||
                     strcmp(argv[i], "--batch") == 0 || strcmp(argv[i], "--reps") == 0)) {
-            if (argv[i][2] == 'd')
+            if (strcmp(argv[i], "--devices") == 0)
                 g_devices = v;
-            else if (argv[i][3] == 'e')
+            else if (strcmp(argv[i], "--records") == 0)
                 g_records = v;
-            else if (argv[i][2] == 'b')
+            else if (strcmp(argv[i], "--batch") == 0)
                 g_batch = v;
             else
                 g_reps = v > 15 ? 15 : (int)v;
@@ -321,8 +322,9 @@ int main(int argc, char **argv)
             double b = bare_run(url, bprefix, base, &bare_samples);
             double f = forward_run(dir, url, name, &fwd_samples);
             if (b <= 0 || f <= 0 || bare_samples != fwd_samples) {
-                fprintf(stderr, "forward-bench: %s failed (bare %.3f s, %zu samples; forwarder "
-                                "%.3f s, %zu samples)\n",
+                fprintf(stderr,
+                        "forward-bench: %s failed (bare %.3f s, %zu samples; forwarder "
+                        "%.3f s, %zu samples)\n",
                         sinks[s].name, b, bare_samples, f, fwd_samples);
                 status = 1;
                 break;
