@@ -17,7 +17,7 @@ PACKAGES="
     libevent-dev
     libpq-dev postgresql
     libprotobuf-c-dev protobuf-c-compiler libsnappy-dev zlib1g-dev
-    prometheus victoria-metrics influxdb
+    victoria-metrics influxdb
     libinih-dev
     libjansson-dev
     libcmocka-dev
