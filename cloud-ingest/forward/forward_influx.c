@@ -1,6 +1,6 @@
 /*
  * forward_influx.c - InfluxDB 1.x line protocol (forward_impl.h), gzip for its request bodies,
- * and the UTF-8 repair both sinks use.
+ * and the UTF-8 repair both sinks use (common/utf8.c's, without NUL bytes).
  *
  * Escaping follows the line protocol reference of InfluxDB 1.x: measurement: comma and space;
  * tag keys, tag values and field keys: comma, equals sign and space; string field values: double
@@ -15,57 +15,21 @@
 
 #include "cloud-ingest/forward/forward_impl.h"
 #include "common/buf.h"
+#include "common/utf8.h"
 
-/* Length of the valid UTF-8 sequence at s[0..n), or 0 when it is not one. */
-static size_t utf8_seq(const uint8_t *s, size_t n)
-{
-    uint8_t c = s[0];
-    size_t len;
-    uint32_t min, cp;
-    if (c < 0x80)
-        return 1;
-    if ((c & 0xe0) == 0xc0) {
-        len = 2;
-        min = 0x80;
-        cp = c & 0x1f;
-    } else if ((c & 0xf0) == 0xe0) {
-        len = 3;
-        min = 0x800;
-        cp = c & 0x0f;
-    } else if ((c & 0xf8) == 0xf0) {
-        len = 4;
-        min = 0x10000;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (s[i] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return len;
-}
-
+/* common/utf8.c replaces ill-formed text; NUL bytes are dropped on top of it, since label
+ * values and protobuf strings are C strings here. */
 int fwd_utf8_append(struct ferry_buf *out, const char *s, size_t n)
 {
-    const uint8_t *p = (const uint8_t *)s;
-    size_t i = 0;
-    while (i < n) {
-        size_t l = utf8_seq(p + i, n - i);
-        if (l == 0) {
-            if (ferry_buf_append(out, "\xef\xbf\xbd", 3) != 0)
-                return -1;
-            i++;
-            continue;
-        }
-        if (!(l == 1 && p[i] == 0) && ferry_buf_append(out, p + i, l) != 0)
+    while (n > 0) {
+        const char *nul = memchr(s, '\0', n);
+        size_t seg = nul != NULL ? (size_t)(nul - s) : n;
+        if (ferry_buf_append_utf8(out, s, seg) != 0)
             return -1;
-        i += l;
+        if (nul == NULL)
+            break;
+        s += seg + 1;
+        n -= seg + 1;
     }
     return 0;
 }
