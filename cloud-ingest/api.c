@@ -643,6 +643,7 @@ static void handle_metrics(struct evhttp_request *req, const char *path, void *a
     ferry_buf_free(&f.gap_records);
     ferry_buf_free(&f.backlog);
     e |= ingest_devtab_expose(ctx->devtab, &b);
+    e |= ingest_forwarders_expose(ctx->forwarders, &b);
     if (e != 0 || rc != 0) {
         ferry_buf_free(&b);
         ingest_reply_error(req, 503, "cannot build metrics");

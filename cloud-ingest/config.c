@@ -145,6 +145,28 @@ const char *ingest_config_help(void)
     return help_text;
 }
 
+const char *ingest_config_help_forward(void)
+{
+    return ingest_forward_config_help();
+}
+
+/* "forward.NAME.key": NAME may not hold a '.', so the key is after the last one. */
+static int set_forward(struct ingest_config *cfg, const char *key, const char *v, char *err,
+                       size_t err_len)
+{
+    const char *rest = key + 8, *dot = strrchr(rest, '.');
+    char name[INGEST_FORWARD_NAME_MAX + 2];
+    if (dot == NULL || dot == rest || (size_t)(dot - rest) >= sizeof(name)) {
+        snprintf(err, err_len, "%s: expected forward.NAME.key", key);
+        return INGEST_EINVAL;
+    }
+    memcpy(name, rest, (size_t)(dot - rest));
+    name[dot - rest] = '\0';
+    return ingest_forward_config_set(&cfg->forward, name, dot + 1, v, err, err_len) == 0
+               ? 0
+               : INGEST_EINVAL;
+}
+
 int ingest_config_set(struct ingest_config *cfg, const char *key, const char *v, char *err,
                       size_t err_len)
 {
@@ -153,6 +175,8 @@ int ingest_config_set(struct ingest_config *cfg, const char *key, const char *v,
     int bad = 0;
     if (strcmp(key, "server.listen") == 0)
         return set_listen(cfg, v, err, err_len);
+    if (strncmp(key, "forward.", 8) == 0)
+        return set_forward(cfg, key, v, err, err_len);
     if (strcmp(key, "server.port_file") == 0)
         bad = ferry_strlcpy(cfg->port_file, v, sizeof(cfg->port_file)) >= sizeof(cfg->port_file);
     else if (strcmp(key, "server.workers") == 0)

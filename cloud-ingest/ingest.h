@@ -28,6 +28,7 @@
 
 #include <event2/http.h>
 
+#include "cloud-ingest/forward/forward.h"
 #include "cloud-ingest/router.h"
 
 #include "cloud-ingest/store.h"
@@ -90,6 +91,7 @@ struct ingest_config {
 
     char lmdb_dir[1024];
     char pg_conninfo[1024];
+    struct ingest_forward_set forward; /* [forward.NAME] sections (forward/forward.h) */
 };
 
 /* Fills every default (documented in docs/ingest.md and --help). */
@@ -103,8 +105,9 @@ int ingest_config_load(struct ingest_config *cfg, const char *path, char *err, s
     __attribute__((warn_unused_result));
 /* Points cfg->store at the strings inside cfg; call after the last ingest_config_set. */
 void ingest_config_finish(struct ingest_config *cfg);
-/* The help text of every configuration key (for --help). */
+/* The help text of every configuration key (for --help); forwarders' keys separately. */
 const char *ingest_config_help(void);
+const char *ingest_config_help_forward(void);
 
 /* ---- Metrics (metrics.c) -------------------------------------------------------------------- */
 
@@ -227,6 +230,7 @@ struct ingest_ctx {
     struct ingest_committer *committer;
     struct ingest_dicts *dicts; /* zstd dictionaries from cfg->dict_dir, loaded on demand */
     struct ingest_enroll_limiter *enroll_limiter; /* failed enrolments (cloud-ingest/auth/) */
+    struct ingest_forwarders *forwarders; /* forward/forward.h; NULL in tools without a server */
 };
 
 struct ingest_job *ingest_job_new(void);

@@ -37,7 +37,8 @@ static void help(void)
         "With no options: an LMDB store in ./ferry-ingest-data, listening on 127.0.0.1:8480.\n"
         "\n"
         "options:\n"
-        "  -c, --config FILE        INI file: [server] [limits] [clock] [store] [log] sections\n"
+        "  -c, --config FILE        INI file: [server] [limits] [clock] [store] [log] "
+        "[forward.NAME]\n"
         "  -l, --listen HOST:PORT   same as --server.listen\n"
         "  -d, --data-dir PATH      same as --store.lmdb_dir\n"
         "      --pg CONNINFO        use PostgreSQL: --store.type postgresql --store.pg_conninfo\n"
@@ -49,13 +50,14 @@ static void help(void)
         "  -h, --help               this text\n"
         "\n"
         "configuration keys (INI: [section] key = value):\n%s"
+        "forwarders (INI: one [forward.NAME] section each; see docs/forwarding.md):\n%s"
         "\n"
         "endpoints: POST /v1/enroll (public), POST /v1/batches (device-signed body),\n"
         "GET /v1/devices/{id}/manifest and /v1/artifacts/{sha256} (device-signed request),\n"
-        "GET /v1/devices, /v1/devices/{id}, /v1/export?device=ID&stream=S&after_seq=N&limit=L\n"
-        "(viewer), GET /v1/audit (admin), GET /metrics (viewer, or public by\n"
+        "GET /v1/devices, /v1/devices/{id}, /v1/export?device=ID&stream=S&after_seq=N&limit=L,\n"
+        "GET /v1/forwarders (viewer), GET /v1/audit (admin), GET /metrics (viewer, or public by\n"
         "server.metrics_public), GET /healthz (public) (see docs/ingest.md and ferry-ingest(8)).\n",
-        ingest_config_help());
+        ingest_config_help(), ingest_config_help_forward());
 }
 
 /* Reads an API token from a file (first line), so it does not show in the process list. */

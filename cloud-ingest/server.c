@@ -778,6 +778,17 @@ int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *stor
         goto fail;
     }
 
+    /* Forwarders (cloud-ingest/forward/): their threads and GET /v1/forwarders. */
+    if (ingest_forwarders_start(&s->cfg.forward, store, &s->ctx.forwarders, err, err_len) != 0) {
+        rc = INGEST_EINVAL;
+        goto fail;
+    }
+    if (ingest_forwarders_register(s->ctx.forwarders, s->router) != 0) {
+        rc = INGEST_EINVAL;
+        snprintf(err, err_len, "cannot register forwarder routes");
+        goto fail;
+    }
+
     /* OTA routes (cloud-ingest/release/). */
     if ((rc = ingest_release_register(s->router, &s->ctx)) != 0) {
         rc = INGEST_EINVAL;
@@ -869,6 +880,8 @@ void ingest_server_free(struct ingest_server *s)
 {
     if (s == NULL)
         return;
+    /* Forwarders only read the store; they stop first. */
+    ingest_forwarders_stop(s->ctx.forwarders);
     /* Storage threads first: they may still hand jobs to workers, whose lists are then freed. */
     ingest_committer_free(s->ctx.committer);
     for (size_t i = 0; i < s->n_workers; i++)

@@ -194,6 +194,44 @@ int ingest_store_gap_count(struct ingest_store *store, const char *device_id, ui
     return store->ops->gap_count(store, device_id, stream, out);
 }
 
+static bool cursor_name_valid(const char *name)
+{
+    return ingest_device_id_valid(name) && strlen(name) <= INGEST_CURSOR_NAME_MAX;
+}
+
+int ingest_store_read_committed(struct ingest_store *store, const struct ingest_store_cursor *from,
+                                size_t limit, ingest_committed_cb cb, void *arg)
+{
+    if (limit == 0)
+        return 0;
+    return store->ops->read_committed(store, from, limit, cb, arg);
+}
+
+int ingest_store_cursor_get(struct ingest_store *store, const char *name,
+                            struct ingest_store_cursor *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!cursor_name_valid(name))
+        return INGEST_STORE_EINVAL;
+    return store->ops->cursor_get(store, name, out);
+}
+
+int ingest_store_cursor_set(struct ingest_store *store, const char *name,
+                            const struct ingest_store_cursor *c)
+{
+    if (!cursor_name_valid(name) || strnlen(c->device, sizeof(c->device)) >= sizeof(c->device))
+        return INGEST_STORE_EINVAL;
+    return store->ops->cursor_set(store, name, c);
+}
+
+int ingest_store_commit_lag(struct ingest_store *store, const struct ingest_store_cursor *c,
+                            uint64_t *records, int64_t *next_committed_ns)
+{
+    *records = 0;
+    *next_committed_ns = 0;
+    return store->ops->commit_lag(store, c, records, next_committed_ns);
+}
+
 /* Appends a JSON number for a float: the shortest text that reads back to the same double, with
  * ".0" added when it would otherwise read as an integer (export keeps the field type:
  * docs/ingest.md "Export"). JSON has no NaN or infinities, so those become null. */

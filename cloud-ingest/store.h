@@ -331,6 +331,70 @@ int ingest_store_audit_list(struct ingest_store *store, uint64_t after_seq, uint
 
 /* Token names: 1..64 bytes of [A-Za-z0-9._@-]. */
 bool ingest_api_token_name_valid(const char *name);
+/* ---- Commit order: what forwarders follow (cloud-ingest/forward/) ---------------------------
+ *
+ * Every record a write stores for the first time gets a place in one total order that only grows
+ * at its end and in which a record appears only once it is durable, so that a reader that
+ * remembers where it stopped (a cursor) never skips a record and never sees one twice:
+ *
+ *   LMDB        a commit log written in the same transaction as the records: one entry per
+ *               (write, stream) keyed by the number of records committed before it (there is
+ *               one writer, so the order of the keys is the commit order).
+ *   PostgreSQL  sequence values are not commit order (a transaction that took smaller values may
+ *               commit later), so rows carry the id of the transaction that wrote them (xid8,
+ *               pg_current_xact_id()) and a reader only reads rows whose transaction id is below
+ *               the xmin of a current snapshot (pg_snapshot_xmin(pg_current_snapshot())): every
+ *               transaction below it has ended, so no row can appear there later. The order is
+ *               (txid, device, stream, seq); a long transaction delays the readers, it never
+ *               makes them skip.
+ *
+ * A cursor is plain data, kept durably in the store under a name (ingest_store_cursor_get/set).
+ */
+struct ingest_store_cursor {
+    uint64_t records; /* records passed since the start of the order (delivered or filtered) */
+    uint64_t pos;     /* LMDB: key of the current commit log entry; PostgreSQL: txid */
+    char device[INGEST_DEVICE_ID_MAX + 1]; /* the last record passed (PostgreSQL) */
+    uint8_t stream;
+    uint64_t seq; /* LMDB: seq of the last record passed inside entry `pos` */
+};
+#define INGEST_CURSOR_NAME_MAX 64
+
+/* One record in commit order. Pointers are valid only during the callback. */
+struct ingest_committed {
+    const char *device_id;
+    uint8_t stream;
+    uint64_t seq;
+    int64_t ts_corrected_ns; /* device time, corrected for a wrong device clock */
+    int64_t committed_ns;    /* ingest clock when the batch was received */
+    const uint8_t *packed;   /* record_pack() payload (transport/record.h) */
+    size_t packed_len;
+};
+
+/* Called for each record after `from`; `after` is the cursor that points just past it. A
+ * non-zero return stops the read (and is not an error). */
+typedef int (*ingest_committed_cb)(const struct ingest_committed *rec,
+                                   const struct ingest_store_cursor *after, void *arg);
+
+/* Calls `cb` for up to `limit` records that follow `from` in commit order (a zeroed cursor: from
+ * the start). Returns 0 (also when there was nothing to read) or EIO/ENOMEM. */
+int ingest_store_read_committed(struct ingest_store *store, const struct ingest_store_cursor *from,
+                                size_t limit, ingest_committed_cb cb, void *arg)
+    __attribute__((warn_unused_result));
+
+/* The cursor stored under `name` (1..INGEST_CURSOR_NAME_MAX of [A-Za-z0-9._-]); ENOTFOUND when
+ * none was stored yet (*out is then zeroed: the start). */
+int ingest_store_cursor_get(struct ingest_store *store, const char *name,
+                            struct ingest_store_cursor *out) __attribute__((warn_unused_result));
+/* Stores a cursor durably (returns after the commit). */
+int ingest_store_cursor_set(struct ingest_store *store, const char *name,
+                            const struct ingest_store_cursor *c)
+    __attribute__((warn_unused_result));
+
+/* How far `c` is behind: *records committed after it, and *next_committed_ns the receive time
+ * of the first of them (0 when none). */
+int ingest_store_commit_lag(struct ingest_store *store, const struct ingest_store_cursor *c,
+                            uint64_t *records, int64_t *next_committed_ns)
+    __attribute__((warn_unused_result));
 
 /* Device ids: 1..64 bytes of [A-Za-z0-9._-]. Returns true when `id` is one. */
 bool ingest_device_id_valid(const char *id);

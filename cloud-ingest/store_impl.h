@@ -36,6 +36,13 @@ struct ingest_store_ops {
     int (*audit_append)(struct ingest_store *s, struct ingest_audit_event *ev);
     int (*audit_list)(struct ingest_store *s, uint64_t after_seq, uint64_t limit,
                       ingest_audit_cb cb, void *arg);
+    int (*read_committed)(struct ingest_store *s, const struct ingest_store_cursor *from,
+                          size_t limit, ingest_committed_cb cb, void *arg);
+    int (*cursor_get)(struct ingest_store *s, const char *name, struct ingest_store_cursor *out);
+    int (*cursor_set)(struct ingest_store *s, const char *name,
+                      const struct ingest_store_cursor *c);
+    int (*commit_lag)(struct ingest_store *s, const struct ingest_store_cursor *c,
+                      uint64_t *records, int64_t *next_committed_ns);
 };
 
 struct ingest_store {

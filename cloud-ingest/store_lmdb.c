@@ -19,6 +19,13 @@
  *               checked by a scan: an installation has tens of tokens, not thousands)
  *   audit    seq (u64 BE) -> struct ingest_audit_event; seq is the last key + 1
  * (api_tokens and audit were added beside layout 2: an older data directory gains them empty.)
+ *   commits  the commit log (store.h, "Commit order"): number of the entry's first record (u64
+ *            BE, from 1) -> one entry per (write, stream) with new records:
+ *              i64 committed_ns, u32 count, u8 stream, u8 id_len, u16 n_ranges, id bytes,
+ *              n_ranges x {u64 first_seq, u64 last_seq}  (the new records' seqs, ascending)
+ *            Added beside layout 2 (created when missing; records stored before it have no
+ *            entries and are not forwarded).
+ *   cursors  cursor name -> struct ingest_store_cursor (forwarders' durable positions)
  *
  * Records are stored in chunks, one LMDB value per (batch, stream), not one per record: a
  * 1,000-record batch is one put instead of a thousand, which is what lets one storage thread keep
@@ -55,8 +62,12 @@
 struct lmdb_store {
     struct ingest_store base;
     MDB_env *env;
-    MDB_dbi meta, devices, keys, tokens, records, gaps, updates, api_tokens, audit;
+    MDB_dbi meta, devices, keys, tokens, records, gaps, updates, api_tokens, audit, commits,
+        cursors;
 };
+
+#define COMMIT_HEADER 16
+#define COMMIT_RANGES_MAX 4096
 
 struct lmdb_device_val {
     uint32_t layout;
@@ -380,9 +391,53 @@ static int put_chunk(struct lmdb_store *s, MDB_txn *txn, uint32_t idx, uint8_t s
  * fall inside the range of stored chunks, those chunks are merged with them into one (rare: a
  * device filling a hole), which keeps chunks disjoint and export a simple ordered walk.
  */
-static int write_stream(struct lmdb_store *s, MDB_txn *txn, struct ingest_write *w,
-                        struct lmdb_device_val *dv, uint8_t stream, struct seq_ref *refs, size_t n)
+/* Appends the commit log entry of the new records of one stream of a write (fresh: their seqs,
+ * ascending) at *next_pos, which then moves past them. */
+static int log_commit(struct lmdb_store *s, MDB_txn *txn, const struct ingest_write *w,
+                      uint8_t stream, const uint64_t *fresh, size_t n, uint64_t *next_pos)
 {
+    size_t n_ranges = 1;
+    for (size_t i = 1; i < n; i++)
+        if (fresh[i] != fresh[i - 1] + 1)
+            n_ranges++;
+    size_t id_len = strlen(w->device_id);
+    if (n_ranges > COMMIT_RANGES_MAX || n > UINT32_MAX || id_len > INGEST_DEVICE_ID_MAX)
+        return INGEST_STORE_EINVAL; /* batches hold far fewer records than this */
+    uint8_t key[8];
+    put_be64(key, *next_pos);
+    MDB_val k = {8, key}, v = {COMMIT_HEADER + id_len + n_ranges * 16, NULL};
+    int mrc = mdb_put(txn, s->commits, &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);
+    if (mrc != 0)
+        return mrc == MDB_KEYEXIST ? INGEST_STORE_EIO : map_err(mrc);
+    uint8_t *p = v.mv_data;
+    uint32_t count = (uint32_t)n;
+    uint16_t nr = (uint16_t)n_ranges;
+    memcpy(p, &w->received_ns, 8);
+    memcpy(p + 8, &count, 4);
+    p[12] = stream;
+    p[13] = (uint8_t)id_len;
+    memcpy(p + 14, &nr, 2);
+    memcpy(p + COMMIT_HEADER, w->device_id, id_len);
+    uint8_t *r = p + COMMIT_HEADER + id_len;
+    uint64_t first = fresh[0];
+    for (size_t i = 1; i <= n; i++) {
+        if (i < n && fresh[i] == fresh[i - 1] + 1)
+            continue;
+        memcpy(r, &first, 8);
+        memcpy(r + 8, &fresh[i - 1], 8);
+        r += 16;
+        if (i < n)
+            first = fresh[i];
+    }
+    *next_pos += n;
+    return 0;
+}
+
+static int write_stream(struct lmdb_store *s, MDB_txn *txn, struct ingest_write *w,
+                        struct lmdb_device_val *dv, uint8_t stream, struct seq_ref *refs, size_t n,
+                        uint64_t *next_pos)
+{
+    uint64_t *fresh_seqs = NULL;
     struct overlap o;
     memset(&o, 0, sizeof(o));
     const struct ingest_rec **out = NULL;
@@ -391,7 +446,8 @@ static int write_stream(struct lmdb_store *s, MDB_txn *txn, struct ingest_write 
         goto done;
     /* Merge walk: o.recs and refs are both sorted by seq. */
     out = malloc((o.n + n) * sizeof(*out));
-    if (out == NULL) {
+    fresh_seqs = malloc(n * sizeof(*fresh_seqs));
+    if (out == NULL || fresh_seqs == NULL) {
         rc = INGEST_STORE_ENOMEM;
         goto done;
     }
@@ -407,7 +463,7 @@ static int write_stream(struct lmdb_store *s, MDB_txn *txn, struct ingest_write 
         } else {
             out[n_out++] = nr;
             j++;
-            fresh++;
+            fresh_seqs[fresh++] = nr->seq;
         }
     }
     w->dup_records += n - fresh;
@@ -421,6 +477,8 @@ static int write_stream(struct lmdb_store *s, MDB_txn *txn, struct ingest_write 
     }
     if (rc == 0)
         rc = put_chunk(s, txn, dv->idx, stream, out, n_out);
+    if (rc == 0)
+        rc = log_commit(s, txn, w, stream, fresh_seqs, fresh, next_pos);
     if (rc == 0) {
         w->new_records += fresh;
         struct ingest_stream_stats *st = &dv->dev.streams[stream];
@@ -430,6 +488,7 @@ static int write_stream(struct lmdb_store *s, MDB_txn *txn, struct ingest_write 
     }
 done:
     free(out);
+    free(fresh_seqs);
     overlap_free(&o);
     return rc;
 }
@@ -512,7 +571,63 @@ static int merge_gap(struct lmdb_store *s, MDB_txn *txn, uint32_t idx, const str
     return 0;
 }
 
-static int write_one(struct lmdb_store *s, MDB_txn *txn, struct ingest_write *w)
+/* A commit log entry, checked. */
+struct commit_ent {
+    uint64_t key;
+    int64_t committed_ns;
+    uint32_t count;
+    uint8_t stream;
+    char device_id[INGEST_DEVICE_ID_MAX + 1];
+    uint16_t n_ranges;
+    const uint8_t *ranges;
+};
+
+static int commit_parse(const MDB_val *k, const MDB_val *v, struct commit_ent *e)
+{
+    const uint8_t *p = v->mv_data;
+    if (k->mv_size != 8 || v->mv_size < COMMIT_HEADER)
+        return INGEST_STORE_EIO;
+    e->key = get_be64(k->mv_data);
+    memcpy(&e->committed_ns, p, 8);
+    memcpy(&e->count, p + 8, 4);
+    e->stream = p[12];
+    size_t id_len = p[13];
+    memcpy(&e->n_ranges, p + 14, 2);
+    if (id_len == 0 || id_len > INGEST_DEVICE_ID_MAX || e->stream >= RECORD_STREAM_COUNT ||
+        v->mv_size != COMMIT_HEADER + id_len + (size_t)e->n_ranges * 16 || e->count == 0)
+        return INGEST_STORE_EIO;
+    memcpy(e->device_id, p + COMMIT_HEADER, id_len);
+    e->device_id[id_len] = '\0';
+    e->ranges = p + COMMIT_HEADER + id_len;
+    return 0;
+}
+
+/* The number of the last record in the commit log (0: empty) and the receive time of its entry. */
+static int commit_head(struct lmdb_store *s, MDB_txn *txn, uint64_t *last, int64_t *last_ns)
+{
+    MDB_cursor *cur = NULL;
+    *last = 0;
+    int rc = map_err(mdb_cursor_open(txn, s->commits, &cur));
+    if (rc != 0)
+        return rc;
+    MDB_val k, v;
+    int mrc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    if (mrc == 0) {
+        struct commit_ent e;
+        rc = commit_parse(&k, &v, &e);
+        if (rc == 0) {
+            *last = e.key + e.count - 1;
+            if (last_ns != NULL)
+                *last_ns = e.committed_ns;
+        }
+    } else if (mrc != MDB_NOTFOUND) {
+        rc = map_err(mrc);
+    }
+    mdb_cursor_close(cur);
+    return rc;
+}
+
+static int write_one(struct lmdb_store *s, MDB_txn *txn, struct ingest_write *w, uint64_t *next_pos)
 {
     struct lmdb_device_val dv;
     int rc = dev_read(s, txn, w->device_id, &dv);
@@ -544,7 +659,7 @@ static int write_one(struct lmdb_store *s, MDB_txn *txn, struct ingest_write *w)
                 continue;
             if (!sorted)
                 qsort(refs, n, sizeof(*refs), cmp_seq_ref);
-            rc = write_stream(s, txn, w, &dv, stream, refs, n);
+            rc = write_stream(s, txn, w, &dv, stream, refs, n, next_pos);
         }
         free(refs);
         if (rc != 0)
@@ -596,10 +711,18 @@ static int lmdb_write(struct ingest_store *base, struct ingest_write *const *wri
         snprintf(err, err_len, "lmdb: begin write txn: %s", mdb_strerror(rc));
         return map_err(rc);
     }
+    uint64_t next_pos = 0;
+    int hrc = commit_head(s, txn, &next_pos, NULL);
+    if (hrc != 0) {
+        snprintf(err, err_len, "lmdb: read commit log head: %s", ingest_store_strerror(hrc));
+        mdb_txn_abort(txn);
+        return hrc;
+    }
+    next_pos++;
     for (size_t i = 0; i < n; i++) {
         if (writes[i]->result != 0)
             continue;
-        int wrc = write_one(s, txn, writes[i]);
+        int wrc = write_one(s, txn, writes[i], &next_pos);
         if (wrc != 0) {
             snprintf(err, err_len, "lmdb: write of device %s: %s", writes[i]->device_id,
                      ingest_store_strerror(wrc));
@@ -1279,6 +1402,200 @@ out:
     return rc;
 }
 
+/* ---- Commit order (store.h) ----------------------------------------------------------------- */
+
+struct range_read {
+    const struct commit_ent *e;
+    const struct ingest_store_cursor *from;
+    uint64_t number; /* number of the next record of the entry */
+    size_t left;     /* records the caller still wants */
+    ingest_committed_cb cb;
+    void *arg;
+    bool stop;
+};
+
+/* Hands out the stored records of (idx, stream) with seq in [first, last], in seq order. Chunks of
+ * a stream are disjoint and sorted (write_stream keeps them so): the one before `first`, if it
+ * reaches it, then those starting inside the range. */
+static int read_range(struct lmdb_store *s, MDB_txn *txn, uint32_t idx, uint64_t first,
+                      uint64_t last, struct range_read *rr)
+{
+    MDB_cursor *cur = NULL;
+    int rc = map_err(mdb_cursor_open(txn, s->records, &cur));
+    if (rc != 0)
+        return rc;
+    uint8_t key[13];
+    rec_key(key, idx, rr->e->stream, first);
+    MDB_val k = {13, key}, v;
+    int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    bool exact = mrc == 0 && k.mv_size == 13 && memcmp(k.mv_data, key, 13) == 0;
+    if (!exact) {
+        /* The chunk before `first` may hold it; when it is of another stream (or there is
+         * none), start again at the first chunk from `first` on. */
+        int prc = mdb_cursor_get(cur, &k, &v, mrc == 0 ? MDB_PREV : MDB_LAST);
+        if (prc != 0 || k.mv_size != 13 || memcmp(k.mv_data, key, 5) != 0) {
+            k = (MDB_val){13, key};
+            mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        } else {
+            mrc = 0;
+        }
+    }
+    while (mrc == 0 && rc == 0 && !rr->stop && rr->left > 0 && k.mv_size == 13 &&
+           memcmp(k.mv_data, key, 5) == 0 && get_be64((const uint8_t *)k.mv_data + 5) <= last) {
+        struct chunk c;
+        if ((rc = chunk_parse(&v, &c)) != 0)
+            break;
+        for (uint32_t i = 0; i < c.count && rc == 0 && !rr->stop && rr->left > 0; i++) {
+            struct ingest_rec r;
+            if ((rc = chunk_rec(&c, i, &r)) != 0)
+                break;
+            if (r.seq < first || r.seq > last)
+                continue;
+            uint64_t number = rr->number++;
+            if (rr->from->pos == rr->e->key && r.seq <= rr->from->seq)
+                continue; /* passed already */
+            struct ingest_store_cursor after;
+            memset(&after, 0, sizeof(after));
+            after.records = number;
+            after.pos = rr->e->key;
+            after.seq = r.seq;
+            after.stream = rr->e->stream;
+            ferry_strlcpy(after.device, rr->e->device_id, sizeof(after.device));
+            struct ingest_committed rec = {rr->e->device_id,  rr->e->stream,       r.seq,
+                                           r.ts_corrected_ns, rr->e->committed_ns, r.packed,
+                                           r.packed_len};
+            rr->left--;
+            if (rr->cb(&rec, &after, rr->arg) != 0)
+                rr->stop = true;
+        }
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
+        rc = map_err(mrc);
+    mdb_cursor_close(cur);
+    return rc;
+}
+
+static int lmdb_read_committed(struct ingest_store *base, const struct ingest_store_cursor *from,
+                               size_t limit, ingest_committed_cb cb, void *arg)
+{
+    struct lmdb_store *s = (struct lmdb_store *)base;
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    int rc = map_err(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn));
+    if (rc != 0)
+        return rc;
+    rc = map_err(mdb_cursor_open(txn, s->commits, &cur));
+    if (rc != 0)
+        goto out;
+    uint8_t key[8];
+    put_be64(key, from->pos);
+    MDB_val k = {8, key}, v;
+    int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    struct range_read rr = {.from = from, .left = limit, .cb = cb, .arg = arg};
+    while (mrc == 0 && rc == 0 && !rr.stop && rr.left > 0) {
+        struct commit_ent e;
+        if ((rc = commit_parse(&k, &v, &e)) != 0)
+            break;
+        bool current = e.key == from->pos;
+        if (!current || from->records < e.key + e.count - 1) {
+            struct lmdb_device_val dv;
+            rc = dev_read(s, txn, e.device_id, &dv);
+            if (rc != 0)
+                break;
+            rr.e = &e;
+            rr.number = e.key;
+            for (uint16_t i = 0; i < e.n_ranges && rc == 0 && !rr.stop && rr.left > 0; i++) {
+                uint64_t f, l;
+                memcpy(&f, e.ranges + (size_t)i * 16, 8);
+                memcpy(&l, e.ranges + (size_t)i * 16 + 8, 8);
+                rc = read_range(s, txn, dv.idx, f, l, &rr);
+            }
+        }
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
+        rc = map_err(mrc);
+out:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+static int lmdb_cursor_get(struct ingest_store *base, const char *name,
+                           struct ingest_store_cursor *out)
+{
+    struct lmdb_store *s = (struct lmdb_store *)base;
+    MDB_txn *txn = NULL;
+    int rc = map_err(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn));
+    if (rc != 0)
+        return rc;
+    MDB_val k = str_val(name), v;
+    rc = map_err(mdb_get(txn, s->cursors, &k, &v));
+    if (rc == 0 && v.mv_size != sizeof(*out))
+        rc = INGEST_STORE_EIO;
+    if (rc == 0) {
+        memcpy(out, v.mv_data, sizeof(*out));
+        out->device[INGEST_DEVICE_ID_MAX] = '\0';
+    }
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+static int lmdb_cursor_set(struct ingest_store *base, const char *name,
+                           const struct ingest_store_cursor *c)
+{
+    struct lmdb_store *s = (struct lmdb_store *)base;
+    MDB_txn *txn = NULL;
+    int rc = map_err(mdb_txn_begin(s->env, NULL, 0, &txn));
+    if (rc != 0)
+        return rc;
+    MDB_val k = str_val(name), v = {sizeof(*c), (void *)c};
+    rc = map_err(mdb_put(txn, s->cursors, &k, &v, 0));
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    return map_err(mdb_txn_commit(txn));
+}
+
+static int lmdb_commit_lag(struct ingest_store *base, const struct ingest_store_cursor *c,
+                           uint64_t *records, int64_t *next_committed_ns)
+{
+    struct lmdb_store *s = (struct lmdb_store *)base;
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    int rc = map_err(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn));
+    if (rc != 0)
+        return rc;
+    uint64_t head = 0;
+    rc = commit_head(s, txn, &head, NULL);
+    if (rc != 0 || head <= c->records)
+        goto out;
+    *records = head - c->records;
+    rc = map_err(mdb_cursor_open(txn, s->commits, &cur));
+    if (rc != 0)
+        goto out;
+    /* The entry holding record c->records + 1: the last one whose key is not above it. */
+    uint8_t key[8];
+    put_be64(key, c->records + 1);
+    MDB_val k = {8, key}, v;
+    int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (mrc == 0 && get_be64(k.mv_data) != c->records + 1)
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+    else if (mrc == MDB_NOTFOUND)
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    struct commit_ent e;
+    if (mrc == 0 && commit_parse(&k, &v, &e) == 0)
+        *next_committed_ns = e.committed_ns;
+out:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
 static const struct ingest_store_ops lmdb_ops = {
     .close = lmdb_close,
     .write = lmdb_write,
@@ -1298,6 +1615,10 @@ static const struct ingest_store_ops lmdb_ops = {
     .api_token_list = lmdb_api_token_list,
     .audit_append = lmdb_audit_append,
     .audit_list = lmdb_audit_list,
+    .read_committed = lmdb_read_committed,
+    .cursor_get = lmdb_cursor_get,
+    .cursor_set = lmdb_cursor_set,
+    .commit_lag = lmdb_commit_lag,
 };
 
 int ingest_store_lmdb_open(const struct ingest_store_config *cfg, struct ingest_store **out,
@@ -1341,7 +1662,10 @@ int ingest_store_lmdb_open(const struct ingest_store_config *cfg, struct ingest_
                 * entry reads as "{}"), so older data directories open unchanged */
                {"updates", &s->updates},
                {"api_tokens", &s->api_tokens},
-               {"audit", &s->audit}};
+               {"audit", &s->audit},
+               /* the commit log and forwarder cursors, also added beside layout 2 */
+               {"commits", &s->commits},
+               {"cursors", &s->cursors}};
     for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++)
         if ((rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi)) != 0)
             goto lmdb_fail;

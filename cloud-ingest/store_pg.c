@@ -39,7 +39,7 @@
 #include "common/utf8.h"
 #include "common/util.h"
 
-#define PG_SCHEMA_VERSION 3
+#define PG_SCHEMA_VERSION 4
 #define PG_MIGRATION_LOCK 0x66657272 /* "ferr" */
 
 struct pg_conn {
@@ -89,6 +89,16 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
     " action text NOT NULL, target text NOT NULL, source text NOT NULL, status integer NOT NULL);"
     "ALTER TABLE tokens ADD COLUMN uses bigint NOT NULL DEFAULT 0,"
     " ADD COLUMN max_uses bigint NOT NULL DEFAULT 0;",
+    /* version 4: commit order for forwarders (store.h, "Commit order"): the writing
+     * transaction's id, the receive time and the record_pack() payload (typed fields) of every
+     * record, an index in commit order, and the forwarders' cursors. Rows stored before this
+     * version get the migration's transaction id and no payload (they are passed, not sent). */
+    "ALTER TABLE records ADD COLUMN txid xid8 NOT NULL DEFAULT pg_current_xact_id(),"
+    " ADD COLUMN ingested_ns bigint NOT NULL DEFAULT 0, ADD COLUMN payload bytea;"
+    "CREATE INDEX records_commit_order ON records (txid, device, stream, seq);"
+    "CREATE TABLE forward_cursors (name text COLLATE \"C\" PRIMARY KEY,"
+    " records bigint NOT NULL, txid xid8 NOT NULL, device text COLLATE \"C\" NOT NULL,"
+    " stream smallint NOT NULL, seq bigint NOT NULL);",
 };
 
 static void set_err(char *err, size_t err_len, const char *what, PGconn *c)
@@ -251,8 +261,9 @@ static int copy_text_utf8(struct ferry_buf *b, const char *p, size_t n)
 }
 
 static int copy_row(struct ferry_buf *b, struct ferry_buf *scratch, const char *device,
-                    const struct ingest_rec *rec)
+                    int64_t received_ns, const struct ingest_rec *rec)
 {
+    static const char hex[] = "0123456789abcdef";
     struct ingest_row r;
     int rc = ingest_rec_render(rec, &r, scratch);
     if (rc != 0)
@@ -262,9 +273,16 @@ static int copy_row(struct ferry_buf *b, struct ferry_buf *scratch, const char *
         copy_text_utf8(b, r.name, r.name_len) != 0 || ferry_buf_printf(b, "\t%u\t", r.level) != 0 ||
         copy_text_utf8(b, r.message, r.message_len) != 0 || ferry_buf_append_u8(b, '\t') != 0 ||
         copy_text(b, r.tags_json, r.tags_json_len) != 0 || ferry_buf_append_u8(b, '\t') != 0 ||
-        copy_text(b, r.fields_json, r.fields_json_len) != 0 || ferry_buf_append_u8(b, '\n') != 0)
+        copy_text(b, r.fields_json, r.fields_json_len) != 0 ||
+        ferry_buf_printf(b, "\t%" PRId64 "\t\\\\x", received_ns) != 0)
         return INGEST_STORE_ENOMEM;
-    return 0;
+    /* bytea in hex form; COPY's text format doubles the backslash of "\x". */
+    for (size_t i = 0; i < rec->packed_len; i++) {
+        char pair[2] = {hex[rec->packed[i] >> 4], hex[rec->packed[i] & 15]};
+        if (ferry_buf_append(b, pair, 2) != 0)
+            return INGEST_STORE_ENOMEM;
+    }
+    return ferry_buf_append_u8(b, '\n') != 0 ? INGEST_STORE_ENOMEM : 0;
 }
 
 /* Checks every write's device (unknown/revoked writes are refused, not failed). */
@@ -450,7 +468,7 @@ static int write_records(struct pg_conn *pc, struct ingest_write *const *w, size
     }
     /* COPY what is new: not stored, and not earlier in this group. */
     PGresult *cr = PQexec(c, "COPY records (device, stream, seq, ts, ts_corrected, name, level,"
-                             " message, tags, fields) FROM STDIN");
+                             " message, tags, fields, ingested_ns, payload) FROM STDIN");
     if (PQresultStatus(cr) != PGRES_COPY_IN) {
         set_err(err, err_len, "COPY records", c);
         PQclear(cr);
@@ -469,7 +487,7 @@ static int write_records(struct pg_conn *pc, struct ingest_write *const *w, size
         if (k < n_existing && cmp_key(&existing[k], &key) == 0)
             continue;
         rows[i].w->new_records++;
-        rc = copy_row(&b, &scratch, key.device, rows[i].rec);
+        rc = copy_row(&b, &scratch, key.device, rows[i].w->received_ns, rows[i].rec);
         if (rc == 0 && b.len >= 256 * 1024) {
             if (PQputCopyData(c, (const char *)b.data, (int)b.len) != 1)
                 rc = INGEST_STORE_EIO;
@@ -1291,6 +1309,182 @@ static int pg_audit_list(struct ingest_store *base, uint64_t after_seq, uint64_t
     return rc;
 }
 
+/* ---- Commit order (store.h): rows below the xmin of a current snapshot, in txid order -------- */
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* Decodes a bytea value in hex output form ("\x0a1b...") into `out`. */
+static int bytea_decode(const char *v, size_t len, struct ferry_buf *out)
+{
+    ferry_buf_reset(out);
+    if (len < 2 || v[0] != '\\' || v[1] != 'x' || len % 2 != 0)
+        return INGEST_STORE_EIO;
+    for (size_t i = 2; i < len; i += 2) {
+        int hi = hexval(v[i]), lo = hexval(v[i + 1]);
+        if (hi < 0 || lo < 0)
+            return INGEST_STORE_EIO;
+        if (ferry_buf_append_u8(out, (uint8_t)(hi << 4 | lo)) != 0)
+            return INGEST_STORE_ENOMEM;
+    }
+    return 0;
+}
+
+static void cursor_params(const struct ingest_store_cursor *c, char txid[24], char st[8],
+                          char seq[24])
+{
+    snprintf(txid, 24, "%" PRIu64, c->pos);
+    snprintf(st, 8, "%u", c->stream);
+    snprintf(seq, 24, "%" PRId64, c->seq > INT64_MAX ? INT64_MAX : (int64_t)c->seq);
+}
+
+static int pg_read_committed(struct ingest_store *base, const struct ingest_store_cursor *from,
+                             size_t limit, ingest_committed_cb cb, void *arg)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    char txid[24], st[8], seq[24], lim[24];
+    cursor_params(from, txid, st, seq);
+    snprintf(lim, sizeof(lim), "%zu", limit > 100000 ? (size_t)100000 : limit);
+    const char *vals[5] = {txid, from->device, st, seq, lim};
+    struct ferry_buf payload = FERRY_BUF_INIT;
+    struct pg_conn *pc = conn_get(s);
+    /* Every transaction with an id below the snapshot's xmin has ended: the rows read here are
+     * final, and no row can later appear before the last one read. */
+    PGresult *r = exec_params(
+        pc->conn,
+        "SELECT txid::text, device, stream, seq, ts_corrected, ingested_ns, payload FROM records"
+        " WHERE txid < pg_snapshot_xmin(pg_current_snapshot())"
+        " AND (txid, device, stream, seq) > ($1::xid8, $2::text, $3::smallint, $4::bigint)"
+        " ORDER BY txid, device, stream, seq LIMIT $5",
+        5, vals);
+    int rc = res_ok(r) ? 0 : INGEST_STORE_EIO;
+    struct ingest_store_cursor after = *from;
+    for (int row = 0; rc == 0 && row < PQntuples(r); row++) {
+        int64_t v = 0;
+        struct ingest_committed rec;
+        memset(&rec, 0, sizeof(rec));
+        if (ferry_parse_u64(PQgetvalue(r, row, 0), UINT64_MAX, &after.pos) != 0 ||
+            ferry_parse_i64(PQgetvalue(r, row, 2), 0, RECORD_STREAM_COUNT - 1, &v) != 0) {
+            rc = INGEST_STORE_EIO;
+            break;
+        }
+        rec.stream = after.stream = (uint8_t)v;
+        (void)ferry_parse_i64(PQgetvalue(r, row, 3), 0, INT64_MAX, &v);
+        rec.seq = after.seq = (uint64_t)v;
+        (void)ferry_parse_i64(PQgetvalue(r, row, 4), INT64_MIN, INT64_MAX, &rec.ts_corrected_ns);
+        (void)ferry_parse_i64(PQgetvalue(r, row, 5), INT64_MIN, INT64_MAX, &rec.committed_ns);
+        if (ferry_strlcpy(after.device, PQgetvalue(r, row, 1), sizeof(after.device)) >=
+            sizeof(after.device)) {
+            rc = INGEST_STORE_EIO;
+            break;
+        }
+        rec.device_id = after.device;
+        if (!PQgetisnull(r, row, 6)) {
+            rc = bytea_decode(PQgetvalue(r, row, 6), (size_t)PQgetlength(r, row, 6), &payload);
+            if (rc != 0)
+                break;
+            rec.packed = payload.data;
+            rec.packed_len = payload.len;
+        }
+        after.records++;
+        if (cb(&rec, &after, arg) != 0)
+            break;
+    }
+    PQclear(r);
+    conn_put(s, pc);
+    ferry_buf_free(&payload);
+    return rc;
+}
+
+static int pg_cursor_get(struct ingest_store *base, const char *name,
+                         struct ingest_store_cursor *out)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    const char *vals[1] = {name};
+    struct pg_conn *pc = conn_get(s);
+    PGresult *r = exec_params(pc->conn,
+                              "SELECT records, txid::text, device, stream, seq FROM forward_cursors"
+                              " WHERE name = $1",
+                              1, vals);
+    int rc = res_ok(r) ? (PQntuples(r) == 1 ? 0 : INGEST_STORE_ENOTFOUND) : INGEST_STORE_EIO;
+    if (rc == 0) {
+        int64_t st = 0, seq = 0;
+        if (ferry_parse_u64(PQgetvalue(r, 0, 0), UINT64_MAX, &out->records) != 0 ||
+            ferry_parse_u64(PQgetvalue(r, 0, 1), UINT64_MAX, &out->pos) != 0 ||
+            ferry_strlcpy(out->device, PQgetvalue(r, 0, 2), sizeof(out->device)) >=
+                sizeof(out->device) ||
+            ferry_parse_i64(PQgetvalue(r, 0, 3), 0, 255, &st) != 0 ||
+            ferry_parse_i64(PQgetvalue(r, 0, 4), 0, INT64_MAX, &seq) != 0)
+            rc = INGEST_STORE_EIO;
+        out->stream = (uint8_t)st;
+        out->seq = (uint64_t)seq;
+    }
+    PQclear(r);
+    conn_put(s, pc);
+    return rc;
+}
+
+static int pg_cursor_set(struct ingest_store *base, const char *name,
+                         const struct ingest_store_cursor *c)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    char records[24], txid[24], st[8], seq[24];
+    snprintf(records, sizeof(records), "%" PRId64,
+             c->records > INT64_MAX ? INT64_MAX : (int64_t)c->records);
+    cursor_params(c, txid, st, seq);
+    const char *vals[6] = {name, records, txid, c->device, st, seq};
+    struct pg_conn *pc = conn_get(s);
+    PGresult *r =
+        exec_params(pc->conn,
+                    "INSERT INTO forward_cursors (name, records, txid, device, stream, seq)"
+                    " VALUES ($1, $2, $3::xid8, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET"
+                    " records = EXCLUDED.records, txid = EXCLUDED.txid, device = EXCLUDED.device,"
+                    " stream = EXCLUDED.stream, seq = EXCLUDED.seq",
+                    6, vals);
+    int rc = res_ok(r) ? 0 : INGEST_STORE_EIO;
+    PQclear(r);
+    conn_put(s, pc);
+    return rc;
+}
+
+static int pg_commit_lag(struct ingest_store *base, const struct ingest_store_cursor *c,
+                         uint64_t *records, int64_t *next_committed_ns)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    char txid[24], st[8], seq[24];
+    cursor_params(c, txid, st, seq);
+    const char *vals[4] = {txid, c->device, st, seq};
+    struct pg_conn *pc = conn_get(s);
+    PGresult *r = PQexec(pc->conn, "SELECT coalesce(sum(records), 0) FROM device_streams");
+    uint64_t total = 0;
+    int rc = res_ok(r) && PQntuples(r) == 1 &&
+                     ferry_parse_u64(PQgetvalue(r, 0, 0), UINT64_MAX, &total) == 0
+                 ? 0
+                 : INGEST_STORE_EIO;
+    PQclear(r);
+    if (rc == 0 && total > c->records) {
+        *records = total - c->records;
+        r = exec_params(pc->conn,
+                        "SELECT ingested_ns FROM records WHERE (txid, device, stream, seq) >"
+                        " ($1::xid8, $2::text, $3::smallint, $4::bigint)"
+                        " ORDER BY txid, device, stream, seq LIMIT 1",
+                        4, vals);
+        if (!res_ok(r))
+            rc = INGEST_STORE_EIO;
+        else if (PQntuples(r) == 1)
+            (void)ferry_parse_i64(PQgetvalue(r, 0, 0), INT64_MIN, INT64_MAX, next_committed_ns);
+        PQclear(r);
+    }
+    conn_put(s, pc);
+    return rc;
+}
+
 static const struct ingest_store_ops pg_ops = {
     .close = pg_close,
     .write = pg_write,
@@ -1310,6 +1504,10 @@ static const struct ingest_store_ops pg_ops = {
     .api_token_list = pg_api_token_list,
     .audit_append = pg_audit_append,
     .audit_list = pg_audit_list,
+    .read_committed = pg_read_committed,
+    .cursor_get = pg_cursor_get,
+    .cursor_set = pg_cursor_set,
+    .commit_lag = pg_commit_lag,
 };
 
 int ingest_store_pg_open(const struct ingest_store_config *cfg, struct ingest_store **out,

@@ -22,6 +22,8 @@ PACKAGES="
     libevent-dev libssl-dev openssl
     libpq-dev postgresql
     nginx
+    libprotobuf-c-dev protobuf-c-compiler libsnappy-dev zlib1g-dev
+    victoria-metrics influxdb
     libinih-dev
     libjansson-dev
     libcmocka-dev

@@ -6,7 +6,8 @@
  * Proves: devices register/revoke/list, enrolment tokens (one-time, fleet, expiry, same key
  * same id, revoked), exactly-once records under repeats and in one group, export order and
  * paging, gap counting once, counters, refusal of unknown/revoked devices inside a group, and
- * that everything survives closing and reopening the store.
+ * that everything survives closing and reopening the store; commit order: every record read once
+ * from a durable cursor, and (PostgreSQL) a late-committing transaction is never skipped.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +20,7 @@
 
 #include <cmocka.h>
 #include <jansson.h>
+#include <libpq-fe.h>
 
 #include "cloud-ingest/store.h"
 #include "common/buf.h"
@@ -737,6 +739,192 @@ static void invalid_utf8_records_are_stored_and_exported(void **state)
     ingest_store_close(s);
 }
 
+/* ---- Commit order -----------------------------------------------------------------------------
+ */
+
+struct co_seen {
+    char dev[64][INGEST_DEVICE_ID_MAX + 1];
+    uint8_t stream[4096];
+    uint64_t seq[4096];
+    int dev_of[4096];
+    size_t n, n_dev;
+    struct ingest_store_cursor last;
+    bool packed_ok;
+};
+
+static int co_cb(const struct ingest_committed *rec, const struct ingest_store_cursor *after,
+                 void *arg)
+{
+    struct co_seen *c = arg;
+    int d = -1;
+    for (size_t i = 0; i < c->n_dev; i++)
+        if (strcmp(c->dev[i], rec->device_id) == 0)
+            d = (int)i;
+    if (d < 0 && c->n_dev < 64) {
+        ferry_strlcpy(c->dev[c->n_dev], rec->device_id, sizeof(c->dev[0]));
+        d = (int)c->n_dev++;
+    }
+    if (c->n < 4096) {
+        c->dev_of[c->n] = d;
+        c->stream[c->n] = rec->stream;
+        c->seq[c->n] = rec->seq;
+        c->n++;
+    }
+    if (rec->packed != NULL) {
+        struct record_scratch *rs = malloc(sizeof(*rs));
+        struct record r;
+        if (rs == NULL || record_unpack(rec->packed, rec->packed_len, rs, &r, NULL, 0) != 0)
+            c->packed_ok = false;
+        free(rs);
+    }
+    c->last = *after;
+    return 0;
+}
+
+/* Reads everything after `from` in pages of `page` records, resuming from the cursor each
+ * callback hands out, into c. */
+static void co_read_all(struct ingest_store *s, struct ingest_store_cursor from, size_t page,
+                        struct co_seen *c)
+{
+    c->last = from;
+    for (int guard = 0; guard < 10000; guard++) {
+        size_t before = c->n;
+        struct ingest_store_cursor at = c->last;
+        assert_int_equal(ingest_store_read_committed(s, &at, page, co_cb, c), 0);
+        if (c->n == before)
+            return;
+        assert_true(c->n - before <= page);
+    }
+    fail_msg("commit order read does not end");
+}
+
+static void co_assert_unique(const struct co_seen *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        for (size_t j = i + 1; j < c->n; j++)
+            if (c->dev_of[i] == c->dev_of[j] && c->stream[i] == c->stream[j] &&
+                c->seq[i] == c->seq[j])
+                fail_msg("record %s/%u/%llu read twice", c->dev[c->dev_of[i]], c->stream[i],
+                         (unsigned long long)c->seq[i]);
+}
+
+static void commit_order_every_record_once_from_a_durable_cursor(void **state)
+{
+    (void)state;
+    struct ingest_store *s = open_store();
+    struct ingest_store_cursor zero;
+    memset(&zero, 0, sizeof(zero));
+    uint64_t total = 0;
+    int64_t next_ns = 0;
+    assert_int_equal(ingest_store_commit_lag(s, &zero, &total, &next_ns), 0);
+    assert_true(total > 100);
+    assert_true(next_ns != 0);
+    /* Everything stored so far, read in pages of 7: each record exactly once. */
+    struct co_seen *c = calloc(1, sizeof(*c));
+    c->packed_ok = true;
+    co_read_all(s, zero, 7, c);
+    assert_int_equal(c->n, total);
+    co_assert_unique(c);
+    assert_true(c->packed_ok);
+    assert_int_equal(c->last.records, total);
+    uint64_t lag = 1;
+    assert_int_equal(ingest_store_commit_lag(s, &c->last, &lag, &next_ns), 0);
+    assert_int_equal(lag, 0);
+    /* The cursor survives a reopen; unknown names read as the start. */
+    struct ingest_store_cursor got;
+    assert_int_equal(ingest_store_cursor_get(s, "fwd.none", &got), INGEST_STORE_ENOTFOUND);
+    assert_int_equal(got.records, 0);
+    assert_int_equal(ingest_store_cursor_set(s, "fwd.test", &c->last), 0);
+    assert_int_equal(ingest_store_cursor_set(s, "bad name", &c->last), INGEST_STORE_EINVAL);
+    ingest_store_close(s);
+    s = open_store();
+    assert_int_equal(ingest_store_cursor_get(s, "fwd.test", &got), 0);
+    assert_int_equal(got.records, c->last.records);
+    assert_int_equal(got.pos, c->last.pos);
+    assert_int_equal(got.stream, c->last.stream);
+    assert_int_equal(got.seq, c->last.seq);
+    assert_string_equal(got.device, c->last.device);
+    /* New records (and a repeat of stored ones, which must not reappear) follow the cursor. */
+    struct ingest_device d;
+    make_device(&d, "dev-co", 0x71);
+    assert_int_equal(ingest_store_device_add(s, &d, NULL, 0), 0);
+    struct recset *rs = calloc(1, sizeof(*rs));
+    for (uint64_t q = 1; q <= 20; q++)
+        add_rec(rs, RECORD_METRIC, q, "cpu", (double)q);
+    for (uint64_t q = 1; q <= 5; q++)
+        add_rec(rs, RECORD_LOG, q, "app", (double)q);
+    struct ingest_write w;
+    init_write(&w, "dev-co", rs);
+    assert_int_equal(write1(s, &w), 0);
+    assert_int_equal(write1(s, &w), 0); /* the repeat */
+    assert_int_equal(w.new_records, 0);
+    assert_int_equal(ingest_store_commit_lag(s, &got, &lag, &next_ns), 0);
+    assert_int_equal(lag, 25);
+    assert_int_equal(next_ns, 1000000);
+    struct co_seen *c2 = calloc(1, sizeof(*c2));
+    c2->packed_ok = true;
+    co_read_all(s, got, 3, c2);
+    assert_int_equal(c2->n, 25);
+    co_assert_unique(c2);
+    assert_true(c2->packed_ok);
+    for (size_t i = 0; i < c2->n; i++)
+        assert_string_equal(c2->dev[c2->dev_of[i]], "dev-co");
+    assert_int_equal(c2->last.records, total + 25);
+    free(rs);
+    free(c);
+    free(c2);
+    ingest_store_close(s);
+}
+
+/* PostgreSQL: a transaction that took its id earlier but commits later is read, never skipped:
+ * while it is open nothing after it is read, and once it commits its row comes first. */
+static void pg_late_commit_is_never_skipped(void **state)
+{
+    (void)state;
+    if (g_cfg.kind != INGEST_STORE_PG)
+        skip();
+    struct ingest_store *s = open_store();
+    struct ingest_device d;
+    make_device(&d, "dev-late", 0x72);
+    assert_int_equal(ingest_store_device_add(s, &d, NULL, 0), 0);
+    struct ingest_store_cursor zero;
+    memset(&zero, 0, sizeof(zero));
+    struct co_seen *c = calloc(1, sizeof(*c));
+    co_read_all(s, zero, 1000, c);
+    struct ingest_store_cursor end = c->last;
+    PGconn *late = PQconnectdb(g_cfg.pg_conninfo);
+    assert_int_equal(PQstatus(late), CONNECTION_OK);
+    PQclear(PQexec(late, "BEGIN"));
+    PGresult *r = PQexec(late, "INSERT INTO records (device, stream, seq, ts, ts_corrected, name,"
+                               " level, message, tags, fields) VALUES ('dev-late', 1, 100, 0, 0,"
+                               " 'cpu', 0, '', '{}', '{}')");
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    struct recset *rs = calloc(1, sizeof(*rs));
+    for (uint64_t q = 1; q <= 5; q++)
+        add_rec(rs, RECORD_METRIC, q, "cpu", (double)q);
+    struct ingest_write w;
+    init_write(&w, "dev-late", rs);
+    assert_int_equal(write1(s, &w), 0);
+    assert_int_equal(w.new_records, 5);
+    /* The later transaction committed first: it must wait behind the open one. */
+    struct co_seen *c2 = calloc(1, sizeof(*c2));
+    co_read_all(s, end, 100, c2);
+    assert_int_equal(c2->n, 0);
+    r = PQexec(late, "COMMIT");
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    co_read_all(s, end, 100, c2);
+    assert_int_equal(c2->n, 6);
+    assert_int_equal(c2->seq[0], 100); /* the late commit, first in transaction order */
+    co_assert_unique(c2);
+    PQfinish(late);
+    free(rs);
+    free(c);
+    free(c2);
+    ingest_store_close(s);
+}
+
 static void everything_survives_reopen(void **state)
 {
     struct ingest_store *s = open_store();
@@ -787,6 +975,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(updates_newest_sequence_wins),
         cmocka_unit_test(invalid_utf8_records_are_stored_and_exported),
         cmocka_unit_test(everything_survives_reopen),
+        cmocka_unit_test(commit_order_every_record_once_from_a_durable_cursor),
+        cmocka_unit_test(pg_late_commit_is_never_skipped),
     };
     int rc = cmocka_run_group_tests_name(argv[1], tests, NULL, NULL);
     if (g_cfg.kind == INGEST_STORE_LMDB) {

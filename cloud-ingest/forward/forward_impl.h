@@ -1,0 +1,74 @@
+/*
+ * forward_impl.h - internal: the two sink encoders the forwarder loop (forward.c) drives.
+ * Only cloud-ingest/forward/ includes it.
+ *
+ * An encoder turns records (transport/record.h, unpacked from the store's payloads) into one
+ * request body. Neither keeps pointers into a record after the call that added it.
+ */
+#ifndef FERRY_INGEST_FORWARD_IMPL_H
+#define FERRY_INGEST_FORWARD_IMPL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cloud-ingest/forward/forward.h"
+#include "transport/record.h"
+
+struct ferry_buf;
+
+/* Appends `s` to `out` with every invalid UTF-8 sequence replaced by U+FFFD (and NUL bytes
+ * dropped), so that protobuf strings, label values and JSON text are always valid UTF-8. */
+int fwd_utf8_append(struct ferry_buf *out, const char *s, size_t n)
+    __attribute__((warn_unused_result));
+
+/* ---- Prometheus remote write (forward_prom.c) ----------------------------------------------- */
+
+/*
+ * Naming: the metric is <measurement>_<field> with every character outside [a-zA-Z0-9_:] made
+ * '_' (and a leading digit prefixed with '_'); labels are `device` and the record's tags (keys
+ * made [a-zA-Z0-9_], "device" and keys starting with "__" prefixed with "tag_"; a key repeated
+ * after that keeps its first value). Values: float, int and uint as doubles, bools as 0/1;
+ * string fields are skipped. Timestamps: the corrected device time in milliseconds.
+ *
+ * The series guard remembers a 64-bit hash of every series it let through, up to series_limit;
+ * a sample of a series beyond that is dropped and counted. Memory: at most ~16 bytes per series.
+ */
+struct fwd_prom;
+int fwd_prom_new(unsigned series_limit, struct fwd_prom **out) __attribute__((warn_unused_result));
+void fwd_prom_free(struct fwd_prom *p);
+/* Starts a new request body (keeps the series guard). */
+void fwd_prom_reset(struct fwd_prom *p);
+/* Adds the numeric fields of `r` as samples of device `device` at ts_ns. 0 or -1 (memory). */
+int fwd_prom_add(struct fwd_prom *p, const char *device, const struct record *r, int64_t ts_ns)
+    __attribute__((warn_unused_result));
+/* Samples added since the reset (kept ones only). */
+size_t fwd_prom_samples(const struct fwd_prom *p);
+/* Counters since creation: samples dropped by the guard, values skipped (strings, NaN
+ * names...), series in the guard. */
+uint64_t fwd_prom_dropped(const struct fwd_prom *p);
+uint64_t fwd_prom_skipped(const struct fwd_prom *p);
+uint64_t fwd_prom_series(const struct fwd_prom *p);
+/* Encodes the WriteRequest (protobuf) and snappy-compresses it into `body` (reset first).
+ * 0 or -1. */
+int fwd_prom_finish(struct fwd_prom *p, struct ferry_buf *body) __attribute__((warn_unused_result));
+
+/* ---- InfluxDB line protocol (forward_influx.c) ---------------------------------------------- */
+
+/*
+ * Appends the line of `r` for device `device` (a `device` tag, the record's tags; logs get a
+ * `level` tag and a `message` field) at ts_ns in `precision` ("ns", "us", "ms", "s"). Field
+ * types are kept: 1.5, 3i, 3u (or 3i with uint_as INTEGER; a uint above 2^63-1 then becomes a
+ * float), "text", true. NaN and infinities, which line protocol cannot carry, are skipped and
+ * counted in *skipped; a record left without fields writes no line. Newlines and carriage
+ * returns in names, tags and field keys become spaces (line protocol cannot escape them).
+ * Returns 0 or -1 (memory).
+ */
+int fwd_influx_line(struct ferry_buf *out, const char *device, const struct record *r,
+                    int64_t ts_ns, const char *precision, enum ingest_forward_uint uint_as,
+                    uint64_t *lines, uint64_t *skipped) __attribute__((warn_unused_result));
+/* gzip (RFC 1952) of in[len] into `out` (reset first). 0 or -1. */
+int fwd_gzip(const uint8_t *in, size_t len, struct ferry_buf *out)
+    __attribute__((warn_unused_result));
+
+#endif
