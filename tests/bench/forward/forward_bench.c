@@ -215,6 +215,20 @@ static double forward_run(const char *dir, const char *url, const char *name, si
             "batch_records = %zu\nidle = 5ms\n",
             dir, name, url, g_batch / 2);
     fclose(f);
+    /* A viewer token for /v1/forwarders (operator authentication), made before the clock starts. */
+    char cmd[768], tok[160] = "";
+    snprintf(cmd, sizeof(cmd),
+             "'%s' -c '%s' --log.level error token create --role viewer --name %s", g_ingest, ini,
+             name);
+    FILE *p = popen(cmd, "r");
+    if (p == NULL)
+        return -1;
+    while (fgets(tok, sizeof(tok), p) != NULL && strncmp(tok, "fyt_", 4) != 0)
+        ;
+    if (pclose(p) != 0 || strncmp(tok, "fyt_", 4) != 0)
+        return -1;
+    tok[strcspn(tok, "\n")] = '\0';
+    ih_set_token(tok);
     const char *extra[] = {"-c", ini, NULL};
     struct ih_server srv;
     int64_t t0 = ferry_monotonic_ns();

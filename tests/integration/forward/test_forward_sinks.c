@@ -178,6 +178,19 @@ static void every_sample_once_in_every_sink_across_sigkills(void **state)
                  g_bin, g_ini, dev[d].id, dev[d].pk_hex);
         assert_int_equal(system(cmd), 0);
     }
+    /* A viewer token for /v1/forwarders and /metrics (operator authentication). */
+    char cmd[512], tok[160] = "";
+    snprintf(cmd, sizeof(cmd),
+             "'%s' -c '%s' --log.level error token create --role viewer --name fwd-test", g_bin,
+             g_ini);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    while (fgets(tok, sizeof(tok), p) != NULL && strncmp(tok, "fyt_", 4) != 0)
+        ;
+    assert_int_equal(pclose(p), 0);
+    tok[strcspn(tok, "\n")] = '\0';
+    assert_memory_equal(tok, "fyt_", 4);
+    ih_set_token(tok);
     start_ingest();
     int64_t now = ferry_realtime_ns();
     int kills = 0;
