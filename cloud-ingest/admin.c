@@ -40,6 +40,7 @@ static int usage(void)
             "                                          [--expires DURATION|DATE]\n"
             "       ferry-ingest [options] token list [--json] | token revoke NAME|ID\n"
             "       ferry-ingest [options] audit list [--after-seq N] [--limit N] [--json]\n"
+            "       ferry-ingest [options] alerts list|silence|silences|unsilence ...\n"
             "       ferry-ingest --url URL --token T|--token-file F device list|add|revoke ...\n");
     return 2;
 }
@@ -449,6 +450,8 @@ int ingest_admin_main(struct ingest_config *cfg, const struct ingest_admin_remot
         status = rc == 0 ? 0 : 1;
     } else if (strcmp(argv[0], "enroll-token") == 0 && strcmp(argv[1], "create") == 0)
         status = enroll_token_create(st, argc - 2, argv + 2);
+    else if (strcmp(argv[0], "alerts") == 0)
+        status = alerts_cli_main(st, argc - 1, argv + 1);
     else if (strcmp(argv[0], "token") == 0) {
         char actor[80];
         cli_actor(actor, sizeof(actor));

@@ -626,6 +626,8 @@ static void handle_metrics(struct evhttp_request *req, const char *path, void *a
                      "POST /v1/batches latency from body received to acknowledgement");
     e |= expose_hist(&b, ctx->metrics, INGEST_H_COMMIT_SECONDS, "ferry_ingest_commit_seconds",
                      "Duration of one group commit");
+    if (ctx->alerts != NULL)
+        e |= alerts_expose(ctx->alerts, &b);
     struct device_families f = {FERRY_BUF_INIT, FERRY_BUF_INIT, FERRY_BUF_INIT};
     int rc = ingest_store_device_list(ctx->store, device_families_cb, &f);
     e |= ferry_buf_printf(

@@ -17,6 +17,7 @@
 void ingest_config_defaults(struct ingest_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
+    alerts_config_defaults(&cfg->alerts);
     ferry_strlcpy(cfg->listen_host, "127.0.0.1", sizeof(cfg->listen_host));
     cfg->listen_port = 8480;
     cfg->workers = 0;
@@ -173,6 +174,22 @@ int ingest_config_set(struct ingest_config *cfg, const char *key, const char *v,
     int64_t ms;
     uint64_t size;
     int bad = 0;
+    /* [alerts], [alert.NAME] and [receiver.NAME] belong to cloud-ingest/alerts/. */
+    const char *dot = strrchr(key, '.');
+    if (dot != NULL && (strncmp(key, "alert.", 6) == 0 || strncmp(key, "alerts.", 7) == 0 ||
+                        strncmp(key, "receiver.", 9) == 0)) {
+        char section[128];
+        size_t n = (size_t)(dot - key);
+        if (n >= sizeof(section)) {
+            snprintf(err, err_len, "%s: section name too long", key);
+            return INGEST_EINVAL;
+        }
+        memcpy(section, key, n);
+        section[n] = '\0';
+        return alerts_config_set(&cfg->alerts, section, dot + 1, v, err, err_len) == 0
+                   ? 0
+                   : INGEST_EINVAL;
+    }
     if (strcmp(key, "server.listen") == 0)
         return set_listen(cfg, v, err, err_len);
     if (strncmp(key, "forward.", 8) == 0)

@@ -28,6 +28,7 @@
 
 #include <event2/http.h>
 
+#include "cloud-ingest/alerts/alerts.h"
 #include "cloud-ingest/forward/forward.h"
 #include "cloud-ingest/router.h"
 
@@ -92,6 +93,7 @@ struct ingest_config {
     char lmdb_dir[1024];
     char pg_conninfo[1024];
     struct ingest_forward_set forward; /* [forward.NAME] sections (forward/forward.h) */
+    struct alerts_config alerts; /* [alerts], [alert.NAME], [receiver.NAME] (docs/alerts.md) */
 };
 
 /* Fills every default (documented in docs/ingest.md and --help). */
@@ -231,6 +233,7 @@ struct ingest_ctx {
     struct ingest_dicts *dicts; /* zstd dictionaries from cfg->dict_dir, loaded on demand */
     struct ingest_enroll_limiter *enroll_limiter; /* failed enrolments (cloud-ingest/auth/) */
     struct ingest_forwarders *forwarders; /* forward/forward.h; NULL in tools without a server */
+    struct alerts *alerts;                /* the alert engine (cloud-ingest/alerts/) */
 };
 
 struct ingest_job *ingest_job_new(void);

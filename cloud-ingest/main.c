@@ -51,13 +51,15 @@ static void help(void)
         "\n"
         "configuration keys (INI: [section] key = value):\n%s"
         "forwarders (INI: one [forward.NAME] section each; see docs/forwarding.md):\n%s"
+        "\nalerts (INI: [alerts], [alert.NAME], [receiver.NAME]; see docs/alerts.md):\n%s"
         "\n"
         "endpoints: POST /v1/enroll (public), POST /v1/batches (device-signed body),\n"
         "GET /v1/devices/{id}/manifest and /v1/artifacts/{sha256} (device-signed request),\n"
         "GET /v1/devices, /v1/devices/{id}, /v1/export?device=ID&stream=S&after_seq=N&limit=L,\n"
-        "GET /v1/forwarders (viewer), GET /v1/audit (admin), GET /metrics (viewer, or public by\n"
-        "server.metrics_public), GET /healthz (public) (see docs/ingest.md and ferry-ingest(8)).\n",
-        ingest_config_help(), ingest_config_help_forward());
+        "GET /v1/forwarders, GET /v1/alerts (viewer), GET /v1/audit (admin), GET /metrics\n"
+        "(viewer, or public by server.metrics_public), GET /healthz (public)\n"
+        "(see docs/ingest.md and ferry-ingest(8)).\n",
+        ingest_config_help(), ingest_config_help_forward(), alerts_config_help());
 }
 
 /* Reads an API token from a file (first line), so it does not show in the process list. */

@@ -306,6 +306,9 @@ reject:
 static void on_committed(struct ingest_job *job, void *arg)
 {
     struct worker *w = job->worker;
+    struct ingest_server *srv = arg;
+    if (job->commit_result == 0)
+        alerts_committed(srv->ctx.alerts); /* rules look at the new records within 50 ms */
     pthread_mutex_lock(&w->done_lock);
     job->next = w->done_head;
     w->done_head = job;
@@ -796,6 +799,19 @@ int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *stor
         goto fail;
     }
 
+    /* Alerts (cloud-ingest/alerts/): rules evaluated from the store in commit order. */
+    char owner[320], host[256] = "";
+    (void)gethostname(host, sizeof(host) - 1);
+    snprintf(owner, sizeof(owner), "%s:%ld", host, (long)getpid());
+    if (alerts_config_finish(&s->cfg.alerts, err, err_len) != 0 ||
+        alerts_new(&s->cfg.alerts, store, owner, &s->ctx.alerts, err, err_len) != 0 ||
+        alerts_register(s->router, store) != 0 || alerts_start(s->ctx.alerts) != 0) {
+        rc = INGEST_EINVAL;
+        if (err[0] == '\0')
+            snprintf(err, err_len, "cannot start the alert engine");
+        goto fail;
+    }
+
     *out = s;
     return 0;
 fail:
@@ -883,6 +899,7 @@ void ingest_server_free(struct ingest_server *s)
     /* Forwarders only read the store; they stop first. */
     ingest_forwarders_stop(s->ctx.forwarders);
     /* Storage threads first: they may still hand jobs to workers, whose lists are then freed. */
+    alerts_free(s->ctx.alerts);
     ingest_committer_free(s->ctx.committer);
     for (size_t i = 0; i < s->n_workers; i++)
         worker_free(&s->workers[i]);

@@ -24,6 +24,7 @@ const char *ingest_store_strerror(int err)
     case INGEST_STORE_EREVOKED: return "device revoked";
     case INGEST_STORE_ETOKEN: return "enrolment token unknown, used or expired";
     case INGEST_STORE_EFULL: return "store full (LMDB map size reached)";
+    case INGEST_STORE_EHELD: return "lease held by another process";
     default: return "unknown store error";
     }
 }
@@ -222,6 +223,53 @@ int ingest_store_cursor_set(struct ingest_store *store, const char *name,
     if (!cursor_name_valid(name) || strnlen(c->device, sizeof(c->device)) >= sizeof(c->device))
         return INGEST_STORE_EINVAL;
     return store->ops->cursor_set(store, name, c);
+}
+
+static bool kv_key_valid(const char *key)
+{
+    size_t n = key != NULL ? strnlen(key, INGEST_KV_KEY_MAX + 1) : 0;
+    if (n == 0 || n > INGEST_KV_KEY_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)key[i] <= ' ' || (unsigned char)key[i] >= 0x7f)
+            return false;
+    return true;
+}
+
+int ingest_store_kv_get(struct ingest_store *store, const char *key, struct ferry_buf *out)
+{
+    ferry_buf_reset(out);
+    if (!kv_key_valid(key))
+        return INGEST_STORE_EINVAL;
+    return store->ops->kv_get(store, key, out);
+}
+
+int ingest_store_kv_scan(struct ingest_store *store, const char *prefix, size_t limit,
+                         ingest_kv_cb cb, void *arg)
+{
+    if (prefix == NULL || strlen(prefix) > INGEST_KV_KEY_MAX)
+        return INGEST_STORE_EINVAL;
+    return store->ops->kv_scan(store, prefix, limit, cb, arg);
+}
+
+int ingest_store_kv_apply(struct ingest_store *store, const struct ingest_kv_op *ops, size_t n,
+                          const char *cursor_name, const struct ingest_store_cursor *cursor)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!kv_key_valid(ops[i].key) || (!ops[i].del && ops[i].len > INGEST_KV_VALUE_MAX))
+            return INGEST_STORE_EINVAL;
+    if (cursor_name != NULL && (!cursor_name_valid(cursor_name) || cursor == NULL))
+        return INGEST_STORE_EINVAL;
+    return store->ops->kv_apply(store, ops, n, cursor_name, cursor);
+}
+
+int ingest_store_lease(struct ingest_store *store, const char *name, const char *owner,
+                       int64_t now_ns, int64_t ttl_ns)
+{
+    if (!cursor_name_valid(name) || owner == NULL || owner[0] == '\0' || strlen(owner) > 255 ||
+        ttl_ns <= 0)
+        return INGEST_STORE_EINVAL;
+    return store->ops->lease(store, name, owner, now_ns, ttl_ns);
 }
 
 int ingest_store_commit_lag(struct ingest_store *store, const struct ingest_store_cursor *c,

@@ -46,6 +46,7 @@ enum ingest_store_err {
     INGEST_STORE_EREVOKED = -6,  /* the device is revoked */
     INGEST_STORE_ETOKEN = -7,    /* enrolment token unknown, used or expired */
     INGEST_STORE_EFULL = -8,     /* LMDB map full */
+    INGEST_STORE_EHELD = -9,     /* a lease is held by another process */
 };
 const char *ingest_store_strerror(int err);
 
@@ -395,6 +396,46 @@ int ingest_store_cursor_set(struct ingest_store *store, const char *name,
 int ingest_store_commit_lag(struct ingest_store *store, const struct ingest_store_cursor *c,
                             uint64_t *records, int64_t *next_committed_ns)
     __attribute__((warn_unused_result));
+
+/* ---- The ingest's own state: a small durable key/value table -------------------------------
+ *
+ * For what parts of the ingest keep across restarts (alert states and their notification queue):
+ * keys are 1..INGEST_KV_KEY_MAX bytes of printable ASCII without spaces, values at most
+ * INGEST_KV_VALUE_MAX bytes. Keys sort bytewise; a part prefixes its keys with its name.
+ */
+#define INGEST_KV_KEY_MAX 255
+#define INGEST_KV_VALUE_MAX 65536
+
+/* One change: put `value`[len] under `key`, or delete `key` (`del`; no error when absent). */
+struct ingest_kv_op {
+    const char *key;
+    const void *value;
+    size_t len;
+    bool del;
+};
+
+/* Copies the value of `key` into `out` (reset first). ENOTFOUND when there is none. */
+int ingest_store_kv_get(struct ingest_store *store, const char *key, struct ferry_buf *out)
+    __attribute__((warn_unused_result));
+/* Calls `cb` for every key that starts with `prefix`, in key order, at most `limit` (0: all);
+ * stops early when cb returns non-zero. Values are valid only during the callback. */
+typedef int (*ingest_kv_cb)(const char *key, const void *value, size_t len, void *arg);
+int ingest_store_kv_scan(struct ingest_store *store, const char *prefix, size_t limit,
+                         ingest_kv_cb cb, void *arg) __attribute__((warn_unused_result));
+/* Applies `ops` in ONE durable transaction, together with storing `cursor` under
+ * `cursor_name` when that is not NULL: state derived from records and the position up to which
+ * the records were read commit together. EINVAL for a bad key or value size. */
+int ingest_store_kv_apply(struct ingest_store *store, const struct ingest_kv_op *ops, size_t n,
+                          const char *cursor_name, const struct ingest_store_cursor *cursor)
+    __attribute__((warn_unused_result));
+/*
+ * Takes or renews the lease `name` for `owner` until now_ns + ttl_ns: 0 when `owner` holds it
+ * now, INGEST_STORE_EHELD when another owner's lease has not expired. With several ingest
+ * processes on one PostgreSQL, the holder of a lease is the one that does the leased work
+ * (alerts, notifications); LMDB has one process, which always gets it.
+ */
+int ingest_store_lease(struct ingest_store *store, const char *name, const char *owner,
+                       int64_t now_ns, int64_t ttl_ns) __attribute__((warn_unused_result));
 
 /* Device ids: 1..64 bytes of [A-Za-z0-9._-]. Returns true when `id` is one. */
 bool ingest_device_id_valid(const char *id);

@@ -43,6 +43,13 @@ struct ingest_store_ops {
                       const struct ingest_store_cursor *c);
     int (*commit_lag)(struct ingest_store *s, const struct ingest_store_cursor *c,
                       uint64_t *records, int64_t *next_committed_ns);
+    int (*kv_get)(struct ingest_store *s, const char *key, struct ferry_buf *out);
+    int (*kv_scan)(struct ingest_store *s, const char *prefix, size_t limit, ingest_kv_cb cb,
+                   void *arg);
+    int (*kv_apply)(struct ingest_store *s, const struct ingest_kv_op *ops, size_t n,
+                    const char *cursor_name, const struct ingest_store_cursor *cursor);
+    int (*lease)(struct ingest_store *s, const char *name, const char *owner, int64_t now_ns,
+                 int64_t ttl_ns);
 };
 
 struct ingest_store {

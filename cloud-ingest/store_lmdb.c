@@ -63,7 +63,7 @@ struct lmdb_store {
     struct ingest_store base;
     MDB_env *env;
     MDB_dbi meta, devices, keys, tokens, records, gaps, updates, api_tokens, audit, commits,
-        cursors;
+        cursors, kv;
 };
 
 #define COMMIT_HEADER 16
@@ -1596,6 +1596,95 @@ out:
     return rc;
 }
 
+/* ---- The key/value table ------------------------------------------------------------------ */
+
+static int lmdb_kv_get(struct ingest_store *base, const char *key, struct ferry_buf *out)
+{
+    struct lmdb_store *s = (struct lmdb_store *)base;
+    MDB_txn *txn = NULL;
+    int rc = map_err(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn));
+    if (rc != 0)
+        return rc;
+    MDB_val k = str_val(key), v;
+    rc = map_err(mdb_get(txn, s->kv, &k, &v));
+    if (rc == 0 && ferry_buf_append(out, v.mv_data, v.mv_size) != 0)
+        rc = INGEST_STORE_ENOMEM;
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+static int lmdb_kv_scan(struct ingest_store *base, const char *prefix, size_t limit,
+                        ingest_kv_cb cb, void *arg)
+{
+    struct lmdb_store *s = (struct lmdb_store *)base;
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    int rc = map_err(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn));
+    if (rc != 0)
+        return rc;
+    if ((rc = map_err(mdb_cursor_open(txn, s->kv, &cur))) != 0)
+        goto out;
+    size_t plen = strlen(prefix), n = 0;
+    MDB_val k = {plen, (void *)prefix}, v;
+    int mrc = plen > 0 ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)
+                       : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    char key[INGEST_KV_KEY_MAX + 1];
+    for (; mrc == 0; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0 ||
+            k.mv_size > INGEST_KV_KEY_MAX)
+            break;
+        memcpy(key, k.mv_data, k.mv_size);
+        key[k.mv_size] = '\0';
+        if (cb(key, v.mv_data, v.mv_size, arg) != 0 || (limit > 0 && ++n >= limit))
+            break;
+    }
+    if (mrc != 0 && mrc != MDB_NOTFOUND)
+        rc = map_err(mrc);
+out:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+static int lmdb_kv_apply(struct ingest_store *base, const struct ingest_kv_op *ops, size_t n,
+                         const char *cursor_name, const struct ingest_store_cursor *cursor)
+{
+    struct lmdb_store *s = (struct lmdb_store *)base;
+    MDB_txn *txn = NULL;
+    int rc = map_err(mdb_txn_begin(s->env, NULL, 0, &txn));
+    if (rc != 0)
+        return rc;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        MDB_val k = str_val(ops[i].key), v = {ops[i].len, (void *)ops[i].value};
+        int mrc = ops[i].del ? mdb_del(txn, s->kv, &k, NULL) : mdb_put(txn, s->kv, &k, &v, 0);
+        if (mrc != 0 && !(ops[i].del && mrc == MDB_NOTFOUND))
+            rc = map_err(mrc);
+    }
+    if (rc == 0 && cursor_name != NULL) {
+        MDB_val k = str_val(cursor_name), v = {sizeof(*cursor), (void *)cursor};
+        rc = map_err(mdb_put(txn, s->cursors, &k, &v, 0));
+    }
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    return map_err(mdb_txn_commit(txn));
+}
+
+/* The LMDB store is the single-process deployment (docs/ingest.md): its one ingest process
+ * always holds every lease. */
+static int lmdb_lease(struct ingest_store *base, const char *name, const char *owner,
+                      int64_t now_ns, int64_t ttl_ns)
+{
+    (void)base;
+    (void)name;
+    (void)owner;
+    (void)now_ns;
+    (void)ttl_ns;
+    return 0;
+}
+
 static const struct ingest_store_ops lmdb_ops = {
     .close = lmdb_close,
     .write = lmdb_write,
@@ -1619,6 +1708,10 @@ static const struct ingest_store_ops lmdb_ops = {
     .cursor_get = lmdb_cursor_get,
     .cursor_set = lmdb_cursor_set,
     .commit_lag = lmdb_commit_lag,
+    .kv_get = lmdb_kv_get,
+    .kv_scan = lmdb_kv_scan,
+    .kv_apply = lmdb_kv_apply,
+    .lease = lmdb_lease,
 };
 
 int ingest_store_lmdb_open(const struct ingest_store_config *cfg, struct ingest_store **out,
@@ -1665,7 +1758,9 @@ int ingest_store_lmdb_open(const struct ingest_store_config *cfg, struct ingest_
                {"audit", &s->audit},
                /* the commit log and forwarder cursors, also added beside layout 2 */
                {"commits", &s->commits},
-               {"cursors", &s->cursors}};
+               {"cursors", &s->cursors},
+               /* the ingest's own state (store.h, "a small durable key/value table") */
+               {"kv", &s->kv}};
     for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++)
         if ((rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi)) != 0)
             goto lmdb_fail;

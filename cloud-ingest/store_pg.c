@@ -39,7 +39,7 @@
 #include "common/utf8.h"
 #include "common/util.h"
 
-#define PG_SCHEMA_VERSION 4
+#define PG_SCHEMA_VERSION 5
 #define PG_MIGRATION_LOCK 0x66657272 /* "ferr" */
 
 struct pg_conn {
@@ -99,6 +99,11 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
     "CREATE TABLE forward_cursors (name text COLLATE \"C\" PRIMARY KEY,"
     " records bigint NOT NULL, txid xid8 NOT NULL, device text COLLATE \"C\" NOT NULL,"
     " stream smallint NOT NULL, seq bigint NOT NULL);",
+    /* version 5: the ingest's own state (store.h, "a small durable key/value table") and the
+     * leases that pick one process for leased work */
+    "CREATE TABLE ingest_kv (key text COLLATE \"C\" PRIMARY KEY, value bytea NOT NULL);"
+    "CREATE TABLE ingest_leases (name text COLLATE \"C\" PRIMARY KEY, owner text NOT NULL,"
+    " expires_ns bigint NOT NULL);",
 };
 
 static void set_err(char *err, size_t err_len, const char *what, PGconn *c)
@@ -1485,6 +1490,132 @@ static int pg_commit_lag(struct ingest_store *base, const struct ingest_store_cu
     return rc;
 }
 
+/* ---- The key/value table and leases ------------------------------------------------------- */
+
+static int pg_kv_get(struct ingest_store *base, const char *key, struct ferry_buf *out)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    const char *vals[1] = {key};
+    struct pg_conn *pc = conn_get(s);
+    PGresult *r = PQexecParams(pc->conn, "SELECT value FROM ingest_kv WHERE key = $1", 1, NULL,
+                               vals, NULL, NULL, 1);
+    int rc = res_ok(r) ? (PQntuples(r) == 1 ? 0 : INGEST_STORE_ENOTFOUND) : INGEST_STORE_EIO;
+    if (rc == 0 && ferry_buf_append(out, PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0)) != 0)
+        rc = INGEST_STORE_ENOMEM;
+    PQclear(r);
+    conn_put(s, pc);
+    return rc;
+}
+
+static int pg_kv_scan(struct ingest_store *base, const char *prefix, size_t limit, ingest_kv_cb cb,
+                      void *arg)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    char lim[24];
+    snprintf(lim, sizeof(lim), "%zu", limit > 0 ? limit : (size_t)INT64_MAX);
+    /* A prefix range instead of LIKE: the prefix may hold '%' or '_'. */
+    const char *vals[2] = {prefix, lim};
+    struct pg_conn *pc = conn_get(s);
+    PGresult *r = PQexecParams(pc->conn,
+                               "SELECT key, value FROM ingest_kv WHERE key >= $1 AND"
+                               " left(key, length($1)) = $1 ORDER BY key LIMIT $2::bigint",
+                               2, NULL, vals, NULL, NULL, 1);
+    int rc = res_ok(r) ? 0 : INGEST_STORE_EIO;
+    char key[INGEST_KV_KEY_MAX + 1];
+    for (int i = 0; rc == 0 && i < PQntuples(r); i++) {
+        int klen = PQgetlength(r, i, 0);
+        if (klen <= 0 || klen > INGEST_KV_KEY_MAX)
+            continue;
+        memcpy(key, PQgetvalue(r, i, 0), (size_t)klen);
+        key[klen] = '\0';
+        if (cb(key, PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1), arg) != 0)
+            break;
+    }
+    PQclear(r);
+    conn_put(s, pc);
+    return rc;
+}
+
+static int kv_apply_txn(PGconn *c, const struct ingest_kv_op *ops, size_t n,
+                        const char *cursor_name, const struct ingest_store_cursor *cursor)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *vals[2] = {ops[i].key, ops[i].value};
+        int lens[2] = {0, (int)ops[i].len};
+        int fmts[2] = {0, 1};
+        PGresult *r =
+            ops[i].del
+                ? PQexecParams(c, "DELETE FROM ingest_kv WHERE key = $1", 1, NULL, vals, NULL, NULL,
+                               0)
+                : PQexecParams(c,
+                               "INSERT INTO ingest_kv (key, value) VALUES ($1, $2) ON CONFLICT"
+                               " (key) DO UPDATE SET value = EXCLUDED.value",
+                               2, NULL, vals, lens, fmts, 0);
+        bool ok = res_ok(r);
+        PQclear(r);
+        if (!ok)
+            return INGEST_STORE_EIO;
+    }
+    if (cursor_name == NULL)
+        return 0;
+    char records[24], txid[24], st[8], seq[24];
+    snprintf(records, sizeof(records), "%" PRId64,
+             cursor->records > INT64_MAX ? INT64_MAX : (int64_t)cursor->records);
+    cursor_params(cursor, txid, st, seq);
+    const char *vals[6] = {cursor_name, records, txid, cursor->device, st, seq};
+    PGresult *r =
+        exec_params(c,
+                    "INSERT INTO forward_cursors (name, records, txid, device, stream, seq)"
+                    " VALUES ($1, $2, $3::xid8, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET"
+                    " records = EXCLUDED.records, txid = EXCLUDED.txid, device = EXCLUDED.device,"
+                    " stream = EXCLUDED.stream, seq = EXCLUDED.seq",
+                    6, vals);
+    bool ok = res_ok(r);
+    PQclear(r);
+    return ok ? 0 : INGEST_STORE_EIO;
+}
+
+static int pg_kv_apply(struct ingest_store *base, const struct ingest_kv_op *ops, size_t n,
+                       const char *cursor_name, const struct ingest_store_cursor *cursor)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    struct pg_conn *pc = conn_get(s);
+    char err[256];
+    int rc = exec_cmd(pc->conn, "BEGIN", err, sizeof(err));
+    if (rc == 0)
+        rc = kv_apply_txn(pc->conn, ops, n, cursor_name, cursor);
+    if (rc == 0)
+        rc = exec_cmd(pc->conn, "COMMIT", err, sizeof(err));
+    else
+        (void)exec_cmd(pc->conn, "ROLLBACK", err, sizeof(err));
+    conn_put(s, pc);
+    return rc;
+}
+
+static int pg_lease(struct ingest_store *base, const char *name, const char *owner, int64_t now_ns,
+                    int64_t ttl_ns)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    char now[24], until[24];
+    snprintf(now, sizeof(now), "%" PRId64, now_ns);
+    snprintf(until, sizeof(until), "%" PRId64, now_ns + ttl_ns);
+    const char *vals[4] = {name, owner, until, now};
+    struct pg_conn *pc = conn_get(s);
+    /* One statement, so two processes racing for an expired lease cannot both win: the row
+     * lock of ON CONFLICT serializes them and the loser's WHERE no longer holds. */
+    PGresult *r = exec_params(pc->conn,
+                              "INSERT INTO ingest_leases (name, owner, expires_ns)"
+                              " VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET"
+                              " owner = EXCLUDED.owner, expires_ns = EXCLUDED.expires_ns"
+                              " WHERE ingest_leases.owner = EXCLUDED.owner"
+                              " OR ingest_leases.expires_ns < $4::bigint RETURNING owner",
+                              4, vals);
+    int rc = res_ok(r) ? (PQntuples(r) == 1 ? 0 : INGEST_STORE_EHELD) : INGEST_STORE_EIO;
+    PQclear(r);
+    conn_put(s, pc);
+    return rc;
+}
+
 static const struct ingest_store_ops pg_ops = {
     .close = pg_close,
     .write = pg_write,
@@ -1508,6 +1639,10 @@ static const struct ingest_store_ops pg_ops = {
     .cursor_get = pg_cursor_get,
     .cursor_set = pg_cursor_set,
     .commit_lag = pg_commit_lag,
+    .kv_get = pg_kv_get,
+    .kv_scan = pg_kv_scan,
+    .kv_apply = pg_kv_apply,
+    .lease = pg_lease,
 };
 
 int ingest_store_pg_open(const struct ingest_store_config *cfg, struct ingest_store **out,

@@ -31,7 +31,7 @@ PACKAGES="
     iproute2 procps psmisc
     python3
     bsdiff xdelta3 casync zchunk e2fsprogs
-    prometheus
+    prometheus prometheus-alertmanager
     debhelper fakeroot lintian file
 "
 # The aarch64 cross build: Debian's cross toolchain, qemu-user, and the :arm64 libraries that are
