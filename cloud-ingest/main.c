@@ -56,9 +56,11 @@ static void help(void)
         "endpoints: POST /v1/enroll (public), POST /v1/batches (device-signed body),\n"
         "GET /v1/devices/{id}/manifest and /v1/artifacts/{sha256} (device-signed request),\n"
         "GET /v1/devices, /v1/devices/{id}, /v1/export?device=ID&stream=S&after_seq=N&limit=L,\n"
-        "GET /v1/forwarders, GET /v1/alerts (viewer), GET /v1/audit (admin), GET /metrics\n"
-        "(viewer, or public by server.metrics_public), GET /healthz (public)\n"
-        "(see docs/ingest.md and ferry-ingest(8)).\n",
+        "GET /v1/forwarders, GET /v1/alerts,\n"
+        "GET /v1/series?device=ID&metric=MEASUREMENT.FIELD&from=NS&to=NS&points=N (viewer),\n"
+        "GET /v1/audit (admin), GET /metrics (viewer, or public by server.metrics_public),\n"
+        "GET /healthz (public), GET /ui/ (the fleet console; its pages ask for a token)\n"
+        "(see docs/ingest.md, docs/console.md and ferry-ingest(8)).\n",
         ingest_config_help(), ingest_config_help_forward(), alerts_config_help());
 }
 

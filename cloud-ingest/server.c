@@ -54,6 +54,8 @@
 
 #include "cloud-ingest/auth/auth.h"
 #include "cloud-ingest/release/release.h"
+#include "cloud-ingest/query/query.h"
+#include "cloud-ingest/ui/ui.h"
 #include "transport/reqsign.h"
 
 #define JOB_POOL_MAX 64
@@ -796,6 +798,14 @@ int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *stor
     if ((rc = ingest_release_register(s->router, &s->ctx)) != 0) {
         rc = INGEST_EINVAL;
         snprintf(err, err_len, "cannot register release routes");
+        goto fail;
+    }
+
+    /* Read-side queries (cloud-ingest/query/): GET /v1/series; the console (ui/): /ui/. */
+    if ((rc = ingest_query_register(s->router, store)) != 0 ||
+        (rc = ingest_ui_register(s->router)) != 0) {
+        rc = INGEST_EINVAL;
+        snprintf(err, err_len, "cannot register query routes");
         goto fail;
     }
 

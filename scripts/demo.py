@@ -214,6 +214,7 @@ def main():
         control = f"http://127.0.0.1:{wait_file(f'{work}/flaky.ports', 'control_port')}"
         print(f"ferry demo in {work}")
         print(f"  ferry-ingest  {ingest_url}  (LMDB store in {ingest_dir})")
+        print(f"  console       {ingest_url}/ui/  (open it in a browser while the demo runs)")
         print(f"  ferry-flaky   127.0.0.1:{flaky_port} -> ingest, profile '{args.profile}'")
         for i in range(args.devices):
             devices.append(Device(i + 1, work, f"http://127.0.0.1:{flaky_port}", token, b))

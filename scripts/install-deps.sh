@@ -33,6 +33,7 @@ PACKAGES="
     bsdiff xdelta3 casync zchunk e2fsprogs
     prometheus prometheus-alertmanager
     debhelper fakeroot lintian file
+    chromium chromium-driver python3-selenium
 "
 # The aarch64 cross build: Debian's cross toolchain, qemu-user, and the :arm64 libraries that are
 # multiarch (co-installable with the amd64 ones). Not libevent-dev:arm64 nor libpq-dev:arm64:

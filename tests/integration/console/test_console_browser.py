@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""The fleet console in a real browser: Debian's headless Chromium driven by chromedriver
+(python3-selenium) against a real ferry-ingest fed by ferry-fleet and by one ferryd.
+
+Proves, each page loaded from /ui/ with a fresh profile:
+  - no console errors (SEVERE browser log entries) on any page;
+  - Fleet: the device count and the count by state shown equal what /v1/devices says at the same
+    moment (states computed here from last_seen_ns with the console's documented rule), the
+    counts by class equal /v1/devices?class=..., a search narrows the table to one device and the
+    class filter to that class's devices;
+  - Device: the chart drew the buckets /v1/series gives, the recent logs show the device's log
+    lines and the level filter hides the info lines;
+  - Alerts: the firing alert of the hot device is listed with a link to its device page;
+  - Token: a wrong token gets the ingest's 401 and the prompt again; a token typed into the
+    prompt is kept in sessionStorage and sent as
+    `Authorization: Bearer` on the page's requests (checked on the page's own fetch calls).
+Screenshots of each page go to --artifacts. Bounded: the whole test takes well under 90 s.
+
+    test_console_browser.py --bin-dir BUILD/bin --artifacts DIR
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sync"))
+import synclib  # noqa: E402
+
+try:
+    from selenium import webdriver
+except ImportError:  # Debian's python3-selenium lives in the system interpreter's dist-packages
+    sys.path.append("/usr/lib/python3/dist-packages")
+    from selenium import webdriver
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+OFFLINE_AFTER_NS = 5 * 60 * 10**9  # the console's rule (docs/console.md)
+T_START = time.monotonic()
+
+
+def start_browser(tmp):
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync", "--no-first-run",
+              "--disable-dev-shm-usage", "--window-size=1400,1000",
+              "--user-data-dir=" + os.path.join(tmp, "chromium-profile")):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(shutil.which("chromedriver") or "/usr/bin/chromedriver",
+                      log_output=os.path.join(tmp, "chromedriver.log")) \
+        if "log_output" in Service.__init__.__code__.co_varnames else \
+        Service(shutil.which("chromedriver") or "/usr/bin/chromedriver",
+                log_path=os.path.join(tmp, "chromedriver.log"))
+    return webdriver.Chrome(service=service, options=opts)
+
+
+def console_errors(drv):
+    return [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
+
+
+def load(drv, url, hash_, what):
+    """Opens /ui/<hash_> and waits until the page says it drew that route (or failed). A change
+    of the hash alone does not reload the page, so the marker is cleared first."""
+    want = "#" + hash_.split("#", 1)[1]
+    if drv.current_url.startswith(url + "/ui/"):
+        drv.execute_script("delete document.body.dataset.ready")
+    drv.get(url + "/ui/" + hash_)
+    WebDriverWait(drv, 20).until(
+        lambda d: d.execute_script("return document.body.dataset.ready || ''") in (want, "error"),
+        "page %s ready" % what)
+    ready = drv.execute_script("return document.body.dataset.ready")
+    assert ready != "error", (what, drv.find_element(By.ID, "main").text)
+    errs = console_errors(drv)
+    assert not errs, (what, errs)
+
+
+def text(drv, id_):
+    return drv.find_element(By.ID, id_).text
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin-dir", required=True)
+    ap.add_argument("--artifacts", required=True)
+    args = ap.parse_args()
+    os.makedirs(args.artifacts, exist_ok=True)
+    h = synclib.Harness(args.bin_dir)
+    drv = None
+    ok = False
+    try:
+        ini = os.path.join(h.tmp, "ingest.ini")
+        with open(ini, "w") as f:
+            f.write("[alerts]\neval_interval = 200ms\n[receiver.none]\ntype = webhook\n"
+                    "url = http://127.0.0.1:9/unused\n[alert.gpu_hot]\nkind = threshold\n"
+                    "metric = thermal.gpu\ncondition = > 85\nfor = 30s\nseverity = critical\n"
+                    "receivers = none\n")
+        ingest = synclib.Ingest(h)
+        token = ingest.token()
+        fleet_token = subprocess.run([h.bin("ferry-ingest"), "-d", ingest.dir, "enroll-token",
+                                      "create", "--fleet"], check=True, capture_output=True,
+                                     text=True, timeout=30).stdout.strip().splitlines()[-1].strip()
+        viewer = ingest.api_token()
+        ingest.start("-c", ini)
+        url = ingest.url()
+
+        # Six virtual devices from ferry-fleet (they finish and drain before the pages load).
+        fleet_dir = os.path.join(h.tmp, "fleet")
+        # Its exit status says whether every record was acknowledged within the drain; this test
+        # needs the devices and their state, so it reads the totals instead.
+        fl = subprocess.run([h.bin("ferry-fleet"), "--ingest", "127.0.0.1:%d" % ingest.port,
+                             "--token", fleet_token, "--api-token", viewer, "--profile-dir",
+                             os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                          "..", "simulators", "profiles"),
+                             "--data-dir", fleet_dir, "--devices", "6",
+                             "--tick", "1s", "--duration", "3s", "--drain", "10s", "--report",
+                             "0", "--processes", "1"], capture_output=True, text=True, timeout=60)
+        totals = json.loads(fl.stdout.strip().splitlines()[-1])
+        assert totals["enrolled"] == 6 and totals["acked"] > 0, (fl.stdout, fl.stderr[-2000:])
+
+        # One ferryd: a GPU that ran hot (a firing alert), and logs at two levels.
+        dev = synclib.Ferryd(h, url, token, name="hot")
+        dev.start()
+        now = time.time_ns()
+        assert dev.write(["thermal,zone=gpu gpu=%d %d" % (70 + i // 4, now - (120 - i) * 10**9)
+                          for i in range(120)]), "ferryd refused the points"
+        for level, msg in (("info", "camera started"), ("err", "camera frame dropped")):
+            host, port = dev.http.rsplit(":", 1)
+            import http.client
+            c = http.client.HTTPConnection(host, int(port), timeout=10)
+            c.request("POST", "/logs?level=%s&source=camera" % ("error" if level == "err" else
+                                                               level), body=msg + "\n")
+            assert c.getresponse().status == 204, level
+            c.close()
+        hot = synclib.wait_for(lambda: [d for d in ingest.devices() if d["name"] == "e2e" and
+                                        d["streams"]["metric"]["records"] >= 120 and
+                                        d["streams"]["log"]["records"] >= 2], 30,
+                               "ferryd's records stored")[0]
+        synclib.wait_for(lambda: json.loads(synclib.http_get(url + "/v1/alerts?state=firing", token=viewer)[1]),
+                         30, "gpu_hot firing")
+
+        drv = start_browser(h.tmp)
+        # The operator's token, as the prompt keeps it (the pages' own prompt is tested below).
+        drv.get(url + "/ui/style.css")  # same origin, no API request made before the token is set
+        drv.execute_script("sessionStorage.setItem('ferry.token', arguments[0])", viewer)
+        console_errors(drv)  # drops the log of that page (its favicon request, not a console's)
+        # ---- Fleet
+        before = ingest.devices()
+        load(drv, url, "#/fleet", "fleet")
+        after = ingest.devices()
+        assert len(before) == len(after) == 7, (len(before), len(after))
+        assert int(text(drv, "count-total")) == len(after), text(drv, "count-total")
+        firing_devs = {a["device"] for a in
+                       json.loads(synclib.http_get(url + "/v1/alerts?state=firing", token=viewer)[1])}
+        now_ns = time.time_ns()
+        online = sum(1 for d in after if d["id"] not in firing_devs and d["last_seen_ns"] and
+                     now_ns - d["last_seen_ns"] <= OFFLINE_AFTER_NS)
+        assert int(text(drv, "count-online")) == online, (text(drv, "count-online"), online)
+        assert int(text(drv, "count-alerting")) == len(firing_devs) == 1, firing_devs
+        classes = {}
+        for d in after:
+            classes[d["device_class"]] = classes.get(d["device_class"], 0) + 1
+        chips = {c.get_attribute("data-key"): int(c.text.rsplit(" ", 1)[1])
+                 for c in drv.find_elements(By.CSS_SELECTOR, "#chips-cls .chip")}
+        for cls, n in classes.items():
+            api_n = len(json.loads(synclib.http_get(url + "/v1/devices?class=" + cls,
+                                                    token=viewer)[1])["devices"])
+            assert chips[cls] == n == api_n, (cls, chips, n, api_n)
+        rows = drv.find_elements(By.CSS_SELECTOR, "#fleet-body tr")
+        assert len(rows) == 7, len(rows)
+        drv.save_screenshot(os.path.join(args.artifacts, "fleet.png"))
+        # A search narrows the table to one device; the class filter to that class.
+        target = [d for d in after if d["id"] != hot["id"]][0]
+        box = drv.find_element(By.ID, "search")
+        box.send_keys(target["id"])
+        WebDriverWait(drv, 5).until(lambda d: text(d, "fleet-matching") == "1")
+        rows = drv.find_elements(By.CSS_SELECTOR, "#fleet-body tr")
+        assert [r.get_attribute("data-device") for r in rows] == [target["id"]], rows
+        drv.save_screenshot(os.path.join(args.artifacts, "fleet-search.png"))
+        drv.find_element(By.ID, "filter-clear").click()
+        drv.execute_script("const s=document.getElementById('filter-cls'); s.value=arguments[0];"
+                           "s.dispatchEvent(new Event('change'));", hot["device_class"])
+        want = classes[hot["device_class"]]
+        WebDriverWait(drv, 5).until(lambda d: text(d, "fleet-matching") == str(want))
+        assert len(drv.find_elements(By.CSS_SELECTOR, "#fleet-body tr")) == want < 7
+        assert not console_errors(drv)
+
+        # ---- Device
+        load(drv, url, "#/device/" + hot["id"], "device")
+        canvas = drv.find_element(By.ID, "chart")
+        n_points = int(canvas.get_attribute("data-points"))
+        assert n_points > 0, text(drv, "chart-note")
+        assert "120 samples" in text(drv, "chart-note"), text(drv, "chart-note")
+        logs = text(drv, "logs")
+        assert "camera frame dropped" in logs and "camera started" in logs, logs
+        drv.execute_script("const s=document.getElementById('log-level'); s.value='3';"
+                           "s.dispatchEvent(new Event('change'));")
+        logs = text(drv, "logs")
+        assert "camera frame dropped" in logs and "camera started" not in logs, logs
+        assert "gpu_hot" in drv.find_element(By.CSS_SELECTOR, ".alerts-table").text
+        drv.find_element(By.ID, "range-week").click()
+        WebDriverWait(drv, 10).until(lambda d: "120 samples" in text(d, "chart-note") and
+                                     d.find_element(By.ID, "range-week").get_attribute("class") == "on")
+        drv.save_screenshot(os.path.join(args.artifacts, "device.png"))
+        assert not console_errors(drv)
+
+        # ---- Alerts
+        load(drv, url, "#/alerts", "alerts")
+        assert drv.find_element(By.ID, "tab-firing").get_attribute("data-count") == "1"
+        link = drv.find_element(By.CSS_SELECTOR, "#alerts-list a")
+        assert link.text == hot["id"] and link.get_attribute("href").endswith(
+            "#/device/" + hot["id"]), link.get_attribute("href")
+        drv.save_screenshot(os.path.join(args.artifacts, "alerts.png"))
+
+        # ---- Token: a wrong one gets the ingest's real 401 and the prompt again; the right one,
+        # typed into the prompt, is kept in sessionStorage and sent as a bearer token.
+        drv.find_element(By.ID, "token-button").click()
+        drv.find_element(By.ID, "token-input").clear()
+        drv.find_element(By.ID, "token-input").send_keys("fyt_0000000000000000_wrong")
+        drv.find_element(By.ID, "token-save").click()
+        drv.execute_script("location.hash = '#/alerts'; location.hash = '#/fleet';")
+        WebDriverWait(drv, 10).until(
+            lambda d: d.find_element(By.ID, "token-overlay").is_displayed(), "token prompt on 401")
+        assert "401" in text(drv, "token-reason"), text(drv, "token-reason")
+        drv.save_screenshot(os.path.join(args.artifacts, "token-prompt.png"))
+        errs = console_errors(drv)  # the refused requests, and nothing else
+        assert errs and all("401" in e["message"] for e in errs), errs
+        drv.find_element(By.ID, "token-input").clear()
+        drv.find_element(By.ID, "token-input").send_keys(viewer)
+        drv.find_element(By.ID, "token-save").click()
+        got = drv.execute_async_script("""
+            const done = arguments[arguments.length - 1];
+            const orig = window.fetch; let seen = null;
+            window.fetch = (u, o) => { seen = o && o.headers && o.headers.Authorization; return orig(u, o); };
+            api('/v1/alerts').then(() => done([seen, sessionStorage.getItem('ferry.token')]));""")
+        assert got == ["Bearer " + viewer, viewer], got
+        load(drv, url, "#/alerts", "alerts")  # with the right token the page draws again
+        assert drv.find_element(By.ID, "tab-firing").get_attribute("data-count") == "1"
+        assert not console_errors(drv)
+        ok = True
+        print("ok: fleet (%d devices, %d online, counts by class equal the API; search and class "
+              "filter narrow the table), device (chart of %d buckets, logs with level filter), "
+              "alerts (firing with device link), bearer token; no console errors; %.1f s; "
+              "screenshots in %s" % (len(after), online, n_points, time.monotonic() - T_START,
+                                     args.artifacts))
+    finally:
+        if drv is not None:
+            drv.quit()
+        if not ok:
+            h.dump_logs()
+        h.close()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
