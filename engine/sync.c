@@ -242,6 +242,8 @@ static void reset_cursors(struct sync *s)
         /* After a failure the newest records go first again (catch-up policy). */
         s->stream[st].live_high = 0;
         s->stream[st].live_sent_ms = 0;
+        /* what was in flight newest-first is read again by the backfill (I3) */
+        s->stream[st].n_ahead = 0;
     }
 }
 
@@ -546,6 +548,34 @@ static void submit_ack(struct sync *s, struct sync_ack *a)
     sync_worker_submit(&s->worker, &a->job);
 }
 
+/* A newest-first range goes out: the backfill reads around it until it is answered. Kept
+ * ascending (newest-first reads go up: each stops at live_high, above the previous one). */
+static void ahead_add(struct sync_stream_state *ss, const struct journal_range *r)
+{
+    if (ss->n_ahead >= SYNC_MAX_AHEAD)
+        return; /* start_build never reads newest-first then */
+    unsigned i = ss->n_ahead;
+    while (i > 0 && ss->ahead[i - 1].first > r->first) {
+        ss->ahead[i] = ss->ahead[i - 1];
+        i--;
+    }
+    ss->ahead[i] = *r;
+    ss->n_ahead++;
+}
+
+/* Its answer came (the ack job is submitted before any later build, so that build's journal
+ * read no longer sees acknowledged records) or it failed (then the cursors were reset). */
+static void ahead_remove(struct sync_stream_state *ss, const struct journal_range *r)
+{
+    for (unsigned i = 0; i < ss->n_ahead; i++) {
+        if (ss->ahead[i].first != r->first || ss->ahead[i].last != r->last)
+            continue;
+        memmove(&ss->ahead[i], &ss->ahead[i + 1], (ss->n_ahead - i - 1) * sizeof(ss->ahead[0]));
+        ss->n_ahead--;
+        return;
+    }
+}
+
 static void finish_batch_accounting(struct sync *s, struct sync_batch *b)
 {
     struct sync_batch **pp = &s->in_flight;
@@ -558,6 +588,8 @@ static void finish_batch_accounting(struct sync *s, struct sync_batch *b)
         uint64_t r = b->raw_bytes[st];
         s->stream[st].in_flight_bytes =
             s->stream[st].in_flight_bytes > r ? s->stream[st].in_flight_bytes - r : 0;
+        if (b->mode[st] == SYNC_READ_NEWEST && b->has_range[st])
+            ahead_remove(&s->stream[st], &b->range[st]);
     }
 }
 
@@ -741,8 +773,11 @@ static void send_batch(struct sync *s, struct sync_batch *b)
     b->next_in_flight = s->in_flight;
     s->in_flight = b;
     s->n_in_flight++;
-    for (int st = 0; st < RECORD_STREAM_COUNT; st++)
+    for (int st = 0; st < RECORD_STREAM_COUNT; st++) {
         s->stream[st].in_flight_bytes += b->raw_bytes[st];
+        if (b->mode[st] == SYNC_READ_NEWEST && b->has_range[st])
+            ahead_add(&s->stream[st], &b->range[st]);
+    }
     if (b->n_gaps > 0)
         s->gaps_in_flight = true;
     rc = http_request_start(s->http, &o, &b->req);
@@ -782,6 +817,10 @@ static void on_build_done(struct sync_job *job)
     for (int st = 0; st < RECORD_STREAM_COUNT && !stale; st++) {
         if (b->mode[st] == SYNC_READ_OLDEST && b->last_read_seq[st] > s->stream[st].cursor)
             s->stream[st].cursor = b->last_read_seq[st];
+        /* Everything below the newest-first range in flight was read: continue after it. */
+        if (b->mode[st] == SYNC_READ_OLDEST && b->at_skip[st] &&
+            b->skip_to[st] > s->stream[st].cursor)
+            s->stream[st].cursor = b->skip_to[st];
         /* Records the budget left behind are older than any latency clock started now: the
          * stream stays due. */
         if (b->more[st])
@@ -836,6 +875,29 @@ static int64_t earliest(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
+/* The backfill reads oldest-first from the cursor, around the ranges in flight newest-first:
+ * from after any that the cursor reached, up to the next one (sync_worker.c stops there). */
+static void oldest_read_around_ahead(const struct sync_stream_state *ss, struct sync_batch *b,
+                                     int st)
+{
+    uint64_t from = ss->cursor;
+    b->stop_before[st] = 0;
+    b->skip_to[st] = 0;
+    for (unsigned i = 0; i < ss->n_ahead; i++) {
+        const struct journal_range *r = &ss->ahead[i];
+        if (r->last <= from)
+            continue;
+        if (r->first <= from + 1) {
+            from = r->last;
+            continue;
+        }
+        b->stop_before[st] = r->first;
+        b->skip_to[st] = r->last;
+        break;
+    }
+    b->from_seq[st] = from;
+}
+
 static void start_build(struct sync *s, const struct journal_stats *js, const bool due[])
 {
     struct sync_batch *b = calloc(1, sizeof(*b));
@@ -869,12 +931,17 @@ static void start_build(struct sync *s, const struct journal_stats *js, const bo
             ss->catching_up = false;
         }
         b->mode[st] = SYNC_READ_OLDEST;
-        b->from_seq[st] = ss->cursor;
+        oldest_read_around_ahead(ss, b, st);
+        /* A newest-first read stops above both what went newest-first before and what the
+         * backfill already read (in flight or acknowledged): no record is read twice. */
         uint64_t newest = jst->next_seq > 0 ? jst->next_seq - 1 : 0;
-        if (ss->catching_up && newest > ss->live_high &&
+        uint64_t floor = ss->live_high > ss->cursor ? ss->live_high : ss->cursor;
+        if (ss->catching_up && newest > floor && ss->n_ahead < SYNC_MAX_AHEAD &&
             (ss->live_sent_ms == 0 || now - ss->live_sent_ms >= s->cfg.latency_ms[st])) {
             b->mode[st] = SYNC_READ_NEWEST;
-            b->from_seq[st] = ss->live_high;
+            b->from_seq[st] = floor;
+            b->stop_before[st] = 0;
+            b->skip_to[st] = 0;
             ss->live_sent_ms = now;
         }
         catching |= ss->catching_up;
