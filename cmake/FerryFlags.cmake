@@ -13,6 +13,17 @@ if(FERRY_SANITIZE)
   add_link_options(-fsanitize=address,undefined)
 endif()
 
+if(FERRY_TSAN)
+  if(FERRY_SANITIZE)
+    message(FATAL_ERROR "FERRY_TSAN and FERRY_SANITIZE cannot be combined (ThreadSanitizer and "
+                        "AddressSanitizer exclude each other): use two build directories")
+  endif()
+  # ThreadSanitizer: the journal's committer thread, the sync engine's helper thread and the log
+  # sink (scripts/test.sh tsan runs their tests).
+  add_compile_options(-fsanitize=thread -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=thread)
+endif()
+
 if(FERRY_FUZZ)
   if(NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
     message(FATAL_ERROR "FERRY_FUZZ needs clang: cmake -DCMAKE_C_COMPILER=clang -DFERRY_FUZZ=ON")

@@ -262,6 +262,7 @@ static void note_failure(struct sync *s, int64_t retry_after_ms, bool network, b
 static void note_success(struct sync *s)
 {
     bool was_failing = s->failures > 0;
+    s->failures_before_success = s->failures;
     s->failures = 0;
     s->status.consecutive_failures = 0;
     s->next_attempt_ms = 0;
@@ -270,6 +271,8 @@ static void note_success(struct sync *s)
     s->status.last_error[0] = '\0';
     s->last_send_ok_ms = now_ms();
     if (was_failing) {
+        log_info("sync", "link to %s is back after %u failed attempt(s)", s->cfg.server_url,
+                 s->failures_before_success);
         /* The link is back: whatever waits goes now, not at its latency target. */
         for (int st = 0; st < RECORD_STREAM_COUNT; st++)
             if (s->stream[st].pending_since_ms > 0)
@@ -339,6 +342,7 @@ static void on_enroll_done(void *arg, struct http_request *req, const struct htt
             if (rc == 0) {
                 ferry_strlcpy(s->device_id, id, sizeof(s->device_id));
                 s->enrolled = true;
+                log_info("sync", "enrolled with %s: device id %s", s->cfg.server_url, id);
                 note_success(s);
                 reset_cursors(s);
             } else {
@@ -629,9 +633,14 @@ static void on_batch_done(void *arg, struct http_request *req, const struct http
             s->budget_bytes, b->total_raw_bytes, resp->elapsed_ms, s->cfg.request_deadline_ms,
             s->split_cap_bytes ? SYNC_MIN_SPLIT_BYTES : s->cfg.min_batch_bytes,
             s->split_cap_bytes ? s->split_cap_bytes : s->cfg.max_batch_bytes, &s->throughput_bps);
+        /* What /status shows: every acknowledged request counts, in records and in payload
+         * bytes alike (throughput_bps above is the link estimate that sizes batches, updated
+         * only by full batches: it stayed 0 B/s beside a non-zero records/s). */
         if (resp->elapsed_ms > 0 && b->total_records > 0) {
             double rps = (double)b->total_records * 1000.0 / (double)resp->elapsed_ms;
+            double bps = (double)b->total_raw_bytes * 1000.0 / (double)resp->elapsed_ms;
             s->throughput_rps = s->throughput_rps > 0 ? (s->throughput_rps + rps) / 2 : rps;
+            s->shown_bps = s->shown_bps > 0 ? (s->shown_bps + bps) / 2 : bps;
         }
         gaps_ack_submitted = a->n_gaps > 0;
         submit_ack(s, a);
@@ -927,8 +936,12 @@ static void start_build(struct sync *s, const struct journal_stats *js, const bo
             ss->catching_up = true;
             ss->live_high = 0;
             ss->live_sent_ms = 0;
+            log_info("sync", "catch-up of %s: %llu records (%llu bytes) wait; newest first",
+                     record_stream_name((enum record_stream)st),
+                     (unsigned long long)jst->unsent_records, (unsigned long long)beyond);
         } else if (ss->catching_up && beyond <= s->budget_bytes) {
             ss->catching_up = false;
+            log_info("sync", "catch-up of %s finished", record_stream_name((enum record_stream)st));
         }
         b->mode[st] = SYNC_READ_OLDEST;
         oldest_read_around_ahead(ss, b, st);
@@ -1211,7 +1224,7 @@ void sync_get_status(struct sync *s, struct sync_status *out)
     int64_t now = now_ms();
     out->next_attempt_in_ms = s->next_attempt_ms > now ? s->next_attempt_ms - now : 0;
     out->batch_budget_bytes = s->budget_bytes;
-    out->throughput_bytes_per_s = s->throughput_bps;
+    out->throughput_bytes_per_s = s->shown_bps;
     out->throughput_records_per_s = s->throughput_rps;
     out->in_flight = s->n_in_flight;
     struct journal_stats js;

@@ -188,11 +188,13 @@ struct sync {
     int64_t next_attempt_ms; /* monotonic; 0 = now */
     bool last_failure_network;
     unsigned failures;
-    uint64_t budget_bytes;    /* adaptive batch size */
-    uint64_t split_cap_bytes; /* after 413: below min_batch if needed; 0 = none */
-    double throughput_bps;
-    double throughput_rps;
-    int64_t last_send_ok_ms; /* monotonic: heartbeat reference */
+    unsigned failures_before_success; /* for the "link is back" line */
+    uint64_t budget_bytes;            /* adaptive batch size */
+    uint64_t split_cap_bytes;         /* after 413: below min_batch if needed; 0 = none */
+    double throughput_bps;            /* link estimate (sync_next_batch_bytes): full batches only */
+    double throughput_rps;            /* shown in /status: every acknowledged request */
+    double shown_bps;                 /* likewise, payload bytes */
+    int64_t last_send_ok_ms;          /* monotonic: heartbeat reference */
     int64_t start_ms;
     bool heartbeat_pending;
     struct sync_stream_state stream[RECORD_STREAM_COUNT];
