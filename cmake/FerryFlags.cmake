@@ -3,6 +3,9 @@ set(FERRY_WARNINGS -Wall -Wextra -Wshadow -Wformat=2 -Wpointer-arith -Wstrict-pr
     -Wmissing-prototypes -Wvla -Wno-unused-parameter -Wimplicit-fallthrough -Wundef)
 if(FERRY_WERROR)
   list(APPEND FERRY_WARNINGS -Werror)
+  # With link-time optimization (-DCMAKE_INTERPROCEDURAL_OPTIMIZATION=ON) the compiler runs
+  # again at link time and warns there (-Wstringop-overread across files): errors too.
+  add_link_options(-Werror)
 endif()
 add_compile_options(${FERRY_WARNINGS})
 add_compile_definitions(_GNU_SOURCE)

@@ -22,12 +22,14 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: ferry journal stats DATA_DIR [--json]\n"
-            "       ferry journal tail  DATA_DIR [--stream S] [-n N] [--json]\n"
-            "       ferry journal dump  DATA_DIR [--stream S] [--from SEQ] [--limit N]\n"
-            "                                    [--include-acked] [--json]\n"
+            "usage: ferry journal stats --data-dir DIR [--json]\n"
+            "       ferry journal tail  --data-dir DIR [--stream S] [-n N] [--json]\n"
+            "       ferry journal dump  --data-dir DIR [--stream S] [--from SEQ] [--limit N]\n"
+            "                                          [--include-acked] [--json]\n"
             "\n"
-            "Reads the journal in DATA_DIR read-only (safe while ferryd runs).\n"
+            "Reads the journal in DIR read-only (safe while ferryd runs). The older form with DIR\n"
+            "as the argument after the subcommand is still accepted.\n"
+            "  --data-dir DIR   ferryd's data directory (-d DIR)\n"
             "  stats            records, bytes, unsent records and the oldest one's age per\n"
             "                   stream, evictions, gaps, file size against the quota\n"
             "  tail             the newest N unsent records (default 10) of each stream, or of S\n"
@@ -344,6 +346,16 @@ int cli_journal(int argc, char **argv)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
+        } else if (!strcmp(a, "--data-dir") || !strcmp(a, "-d")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "ferry journal: %s needs a value\n", a);
+                return 2;
+            }
+            if (o.dir) {
+                fprintf(stderr, "ferry journal: the data directory is given twice\n");
+                return 2;
+            }
+            o.dir = argv[++i];
         } else if (!strcmp(a, "--json")) {
             o.json = true;
         } else if (!strcmp(a, "--include-acked")) {
