@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/util.h"
 #include "engine/cli/cli.h"
@@ -70,6 +71,23 @@ static json_t *field_json(const struct record_field *f)
     case RECORD_FIELD_BOOL: return json_boolean(f->v.b);
     }
     return json_null();
+}
+
+/* A record's device time for a person: UTC with milliseconds ("2026-12-07T09:26:19.123Z"), the
+ * raw nanoseconds when the time is outside what gmtime can show. --json keeps "ts" in ns. */
+static void format_time(int64_t ns, char *buf, size_t cap)
+{
+    time_t sec = (time_t)(ns / 1000000000);
+    long ms = (long)((ns % 1000000000) / 1000000);
+    if (ms < 0) {
+        ms += 1000;
+        sec--;
+    }
+    struct tm tm;
+    if (!gmtime_r(&sec, &tm) || tm.tm_year + 1900 > 9999 || tm.tm_year + 1900 < 0 ||
+        snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms) >= (int)cap)
+        snprintf(buf, cap, "%" PRId64 "ns", ns);
 }
 
 static void print_hex_prefix(const uint8_t *p, size_t len, char *out, size_t cap)
@@ -133,8 +151,9 @@ static void print_entry(const struct opts *o, const struct journal_entry *e)
         json_decref(obj);
         return;
     }
-    printf("%-6s %10" PRIu64 " %20" PRId64 "%s ", stream, e->seq, e->ts_ns,
-           e->acked ? " (acked)" : "");
+    char when[40];
+    format_time(e->ts_ns, when, sizeof when);
+    printf("%-6s %10" PRIu64 " %24s%s ", stream, e->seq, when, e->acked ? " (acked)" : "");
     if (rc != 0) {
         char hex[65];
         print_hex_prefix(e->payload, e->len, hex, sizeof(hex));

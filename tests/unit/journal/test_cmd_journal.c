@@ -116,6 +116,8 @@ static void test_cli_reads_while_writer_is_open(void **state)
     assert_non_null(l5);
     assert_true(l4 < l5);
     assert_null(strstr(out, "line 3"));
+    /* device time for a person: UTC with milliseconds (these records say 1,004 ns after 1970) */
+    assert_non_null(strstr(out, " 1970-01-01T00:00:00.000Z "));
     free(out);
 
     /* stats --json while the writer keeps going */
