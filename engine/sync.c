@@ -523,8 +523,14 @@ static int make_ack(struct sync *s, struct sync_batch *b, const struct http_resp
             a->ranges[st][a->n[st]].last = last;
             a->n[st]++;
         }
+        /* The ingest acknowledges the records it received, in runs of seqs. A batch's range
+         * may span records acknowledged (and deleted) before, which it did not carry: a range
+         * sent newest-first that the backfill's range spans. Those holes in the ack are not a
+         * partial store; counting them as one reset the cursor and sent every batch in flight
+         * again (e2e-bench: 5,748 of 20,000 records twice). Every record carried is covered
+         * when the ack covers as many seqs as the batch carried records. */
         uint64_t covered = ranges_union_count(a->ranges[st], a->n[st]);
-        if (covered >= b->range[st].last - b->range[st].first + 1)
+        if (covered >= b->range[st].last - b->range[st].first + 1 || covered >= b->records[st])
             a->records[st] = b->records[st];
         else {
             /* Partly stored: what was acked goes; the rest is read again. */

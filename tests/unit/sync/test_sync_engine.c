@@ -59,10 +59,13 @@ struct srv {
     /* knobs */
     int fail_503; /* answer this many batch requests 503 */
     int retry_after_s;
-    int reject_nth;     /* answer the Nth batch request (1-based) 400 */
-    int unauth_nth;     /* answer the Nth batch request 401 */
-    size_t max_body;    /* 413 above this many bytes (0 = no limit) */
-    int reply_delay_ms; /* answer accepted batches this much later (requests stay in flight) */
+    int reject_nth;       /* answer the Nth batch request (1-based) 400 */
+    int unauth_nth;       /* answer the Nth batch request 401 */
+    size_t max_body;      /* 413 above this many bytes (0 = no limit) */
+    int reply_delay_ms;   /* answer accepted batches this much later (requests stay in flight) */
+    bool ack_like_ingest; /* acknowledge runs of new seqs only, as ferry-ingest does (it acks
+                             the records it received: seqs a batch's range spans but that were
+                             acknowledged before, so not carried, are holes in the ack) */
     /* observations */
     int64_t req_ms[64];
     size_t req_len[64];                 /* body length of every batch request, in arrival order */
@@ -116,6 +119,22 @@ static void handle_enroll(struct srv *s, struct evhttp_request *req)
     s->have_pk = true;
     s->enrolls++;
     reply_json(req, 200, "{\"device_id\":\"d-test.1\"}");
+}
+
+struct decoded {
+    const struct batch_header *h;
+    uint8_t **got;
+};
+
+static int on_decoded(void *arg, const struct record *r)
+{
+    struct decoded *d = arg;
+    for (size_t i = 0; i < d->h->n_ranges; i++) {
+        const struct batch_range *br = &d->h->ranges[i];
+        if (br->stream == r->stream && r->seq >= br->first && r->seq <= br->last)
+            d->got[r->stream][r->seq - br->first] = 1;
+    }
+    return 0;
 }
 
 struct delayed_reply {
@@ -195,20 +214,56 @@ static void handle_batch(struct srv *s, struct evhttp_request *req)
         s->max_batch_len = len;
     s->accepted++;
     s->gaps_seen += h.n_gaps;
+    /* got[stream][seq - range first]: the body carried that record (ack_like_ingest) */
+    uint8_t *got[RECORD_STREAM_COUNT] = {NULL};
+    if (s->ack_like_ingest) {
+        struct decoded d = {.h = &h, .got = got};
+        for (size_t i = 0; i < h.n_ranges; i++) {
+            got[h.ranges[i].stream] = calloc(h.ranges[i].last - h.ranges[i].first + 1, 1);
+            assert_non_null(got[h.ranges[i].stream]);
+        }
+        struct batch_decoder *dec = NULL;
+        assert_int_equal(batch_decoder_new(&dec), 0);
+        assert_int_equal(batch_decode_unverified(dec, data, len, NULL, on_decoded, &d, &ei), 0);
+        batch_decoder_free(dec);
+    }
     json_t *acked = json_object();
     for (size_t i = 0; i < h.n_ranges; i++) {
         const struct batch_range *r = &h.ranges[i];
-        for (uint64_t q = r->first; q <= r->last && q < MAX_SEQ; q++)
-            if (s->seen[r->stream][q] < 255)
-                s->seen[r->stream][q]++;
-        s->records_received += r->last - r->first + 1;
+        json_t *runs = json_array();
+        if (!s->ack_like_ingest) {
+            for (uint64_t q = r->first; q <= r->last && q < MAX_SEQ; q++)
+                if (s->seen[r->stream][q] < 255)
+                    s->seen[r->stream][q]++;
+            s->records_received += r->last - r->first + 1;
+            json_array_append_new(runs,
+                                  json_pack("[I,I]", (json_int_t)r->first, (json_int_t)r->last));
+        } else {
+            /* the records the body carried, as ferry-ingest acknowledges them: runs of seqs */
+            uint64_t run_first = 0;
+            for (uint64_t q = r->first; q <= r->last + 1 && q < MAX_SEQ; q++) {
+                bool carried = q <= r->last && got[r->stream][q - r->first];
+                if (carried) {
+                    if (s->seen[r->stream][q] < 255)
+                        s->seen[r->stream][q]++;
+                    s->records_received++;
+                    if (run_first == 0)
+                        run_first = q;
+                } else if (run_first != 0) {
+                    json_array_append_new(
+                        runs, json_pack("[I,I]", (json_int_t)run_first, (json_int_t)(q - 1)));
+                    run_first = 0;
+                }
+            }
+        }
         if (s->accepted == 1)
             s->first_range_last[r->stream] = r->last;
         if (s->accepted == 2)
             s->second_range_first[r->stream] = r->first;
-        json_object_set_new(acked, record_stream_name(r->stream),
-                            json_pack("[[I,I]]", (json_int_t)r->first, (json_int_t)r->last));
+        json_object_set_new(acked, record_stream_name(r->stream), runs);
     }
+    for (int st = 0; st < RECORD_STREAM_COUNT; st++)
+        free(got[st]);
     json_t *root =
         json_pack("{s:s, s:o, s:i}", "batch_id", "00", "acked", acked, "gaps", (int)h.n_gaps);
     char *text = json_dumps(root, JSON_COMPACT);
@@ -628,15 +683,20 @@ static void test_catch_up_sends_each_record_once(void **state)
     f->cfg.min_batch_bytes = 16 * 1024;
     f->cfg.max_batch_bytes = 16 * 1024;
     f->cfg.max_in_flight = 4;
-    f->srv.reply_delay_ms = 300;
-    const int n = 1000;
-    append_records(f, RECORD_METRIC, n, 0);
+    f->srv.reply_delay_ms = 100;
+    f->srv.ack_like_ingest = true;
+    const int n = 3000;
+    append_records(f, RECORD_METRIC, n / 3, 0);
     start_sync(f);
+    /* more records arrive while the newest-first batch is out: the backfill's later ranges
+     * span the newest-first one, which the ingest acknowledged (the ack has a hole there) */
+    run_for(f, 150);
+    append_records(f, RECORD_METRIC, n - n / 3, 0);
     run_until_drained(f, 20000);
     assert_int_equal(unsent(f), 0);
     assert_all_seen(f, RECORD_METRIC, 1, (uint64_t)n);
-    /* catch-up happened: the first batch held the newest record */
-    assert_int_equal(f->srv.first_range_last[RECORD_METRIC], n);
+    /* catch-up happened: the first batch held the newest record of the first backlog */
+    assert_int_equal(f->srv.first_range_last[RECORD_METRIC], n / 3);
     for (int q = 1; q <= n; q++)
         if (f->srv.seen[RECORD_METRIC][q] != 1)
             fail_msg("metric seq %d sent %u times", q, f->srv.seen[RECORD_METRIC][q]);
