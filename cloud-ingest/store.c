@@ -306,7 +306,7 @@ bool ingest_api_token_name_valid(const char *name)
 {
     if (name == NULL)
         return false;
-    size_t n = strnlen(name, INGEST_API_TOKEN_NAME_MAX + 1);
+    size_t n = bounded_len(name, INGEST_API_TOKEN_NAME_MAX);
     if (n == 0 || n > INGEST_API_TOKEN_NAME_MAX)
         return false;
     for (size_t i = 0; i < n; i++) {
@@ -321,7 +321,7 @@ bool ingest_api_token_name_valid(const char *name)
 
 static bool api_token_id_valid(const char *id)
 {
-    if (id == NULL || strnlen(id, INGEST_API_TOKEN_ID_LEN + 1) != INGEST_API_TOKEN_ID_LEN)
+    if (id == NULL || bounded_len(id, INGEST_API_TOKEN_ID_LEN) != INGEST_API_TOKEN_ID_LEN)
         return false;
     for (size_t i = 0; i < INGEST_API_TOKEN_ID_LEN; i++)
         if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
