@@ -21,6 +21,7 @@
 #include "cloud-ingest/ingest.h"
 #include "cloud-ingest/metrics_impl.h"
 #include "common/buf.h"
+#include "common/log.h"
 #include "common/utf8.h"
 #include "common/util.h"
 #include "cloud-ingest/auth/auth.h"
@@ -166,6 +167,7 @@ static int enroll_reply(struct ingest_ctx *ctx, struct evhttp_request *req)
     case 0: {
         ingest_metrics_add(ctx->metrics, INGEST_C_ENROLLS, 1);
         ingest_devtab_invalidate(ctx->devtab, out.id);
+        log_info("ingest", "enrolled device %s (key id %s)", out.id, kid);
         struct ferry_buf b = FERRY_BUF_INIT;
         if (ferry_buf_printf(&b, "{\"device_id\":\"%s\"}\n", out.id) != 0) {
             ferry_buf_free(&b);

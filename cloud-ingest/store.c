@@ -29,11 +29,22 @@ const char *ingest_store_strerror(int err)
     }
 }
 
+/* strlen() that stops after max + 1 characters (a result above max means "too long"). Counted
+ * by hand: strnlen(s, max + 1) on a buffer shorter than max + 1 (a caller's char[41] token) is
+ * what _FORTIFY_SOURCE=3 refuses (-Wstringop-overread, and __chk_fail at run time). */
+static size_t bounded_len(const char *s, size_t max)
+{
+    size_t n = 0;
+    while (n <= max && s[n] != '\0')
+        n++;
+    return n;
+}
+
 bool ingest_device_id_valid(const char *id)
 {
     if (id == NULL)
         return false;
-    size_t n = strnlen(id, INGEST_DEVICE_ID_MAX + 1);
+    size_t n = bounded_len(id, INGEST_DEVICE_ID_MAX);
     if (n == 0 || n > INGEST_DEVICE_ID_MAX)
         return false;
     for (size_t i = 0; i < n; i++) {
@@ -157,7 +168,7 @@ int ingest_store_token_add(struct ingest_store *store, const char *token, bool o
 int ingest_store_token_add_limited(struct ingest_store *store, const char *token, bool one_time,
                                    int64_t expires_ns, uint64_t max_uses)
 {
-    size_t n = strnlen(token, 129);
+    size_t n = bounded_len(token, 128);
     if (n < 16 || n > 128 || max_uses > INT64_MAX)
         return INGEST_STORE_EINVAL;
     return store->ops->token_add(store, token, one_time, expires_ns, max_uses);
@@ -171,7 +182,7 @@ int ingest_store_enroll(struct ingest_store *store, const char *token,
         snprintf(err, err_len, "invalid device id");
         return INGEST_STORE_EINVAL;
     }
-    size_t n = strnlen(token, 129);
+    size_t n = bounded_len(token, 128);
     if (n == 0 || n > 128) {
         snprintf(err, err_len, "token: must be 1..128 characters");
         return INGEST_STORE_ETOKEN;
@@ -381,7 +392,7 @@ bool ingest_api_token_name_valid(const char *name)
 {
     if (name == NULL)
         return false;
-    size_t n = strnlen(name, INGEST_API_TOKEN_NAME_MAX + 1);
+    size_t n = bounded_len(name, INGEST_API_TOKEN_NAME_MAX);
     if (n == 0 || n > INGEST_API_TOKEN_NAME_MAX)
         return false;
     for (size_t i = 0; i < n; i++) {
@@ -396,7 +407,7 @@ bool ingest_api_token_name_valid(const char *name)
 
 static bool api_token_id_valid(const char *id)
 {
-    if (id == NULL || strnlen(id, INGEST_API_TOKEN_ID_LEN + 1) != INGEST_API_TOKEN_ID_LEN)
+    if (id == NULL || bounded_len(id, INGEST_API_TOKEN_ID_LEN) != INGEST_API_TOKEN_ID_LEN)
         return false;
     for (size_t i = 0; i < INGEST_API_TOKEN_ID_LEN; i++)
         if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))

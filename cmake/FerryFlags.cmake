@@ -3,6 +3,9 @@ set(FERRY_WARNINGS -Wall -Wextra -Wshadow -Wformat=2 -Wpointer-arith -Wstrict-pr
     -Wmissing-prototypes -Wvla -Wno-unused-parameter -Wimplicit-fallthrough -Wundef)
 if(FERRY_WERROR)
   list(APPEND FERRY_WARNINGS -Werror)
+  # With link-time optimization (-DCMAKE_INTERPROCEDURAL_OPTIMIZATION=ON) the compiler runs
+  # again at link time and warns there (-Wstringop-overread across files): errors too.
+  add_link_options(-Werror)
 endif()
 add_compile_options(${FERRY_WARNINGS})
 add_compile_definitions(_GNU_SOURCE)
@@ -11,6 +14,17 @@ if(FERRY_SANITIZE)
   add_compile_options(-fsanitize=address,undefined -fno-sanitize-recover=undefined
                       -fno-omit-frame-pointer)
   add_link_options(-fsanitize=address,undefined)
+endif()
+
+if(FERRY_TSAN)
+  if(FERRY_SANITIZE)
+    message(FATAL_ERROR "FERRY_TSAN and FERRY_SANITIZE cannot be combined (ThreadSanitizer and "
+                        "AddressSanitizer exclude each other): use two build directories")
+  endif()
+  # ThreadSanitizer: the journal's committer thread, the sync engine's helper thread and the log
+  # sink (scripts/test.sh tsan runs their tests).
+  add_compile_options(-fsanitize=thread -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=thread)
 endif()
 
 if(FERRY_FUZZ)

@@ -2,28 +2,71 @@
  * log.c - process-wide log sink (see log.h). One line per write(2) so that lines from several
  * threads never interleave; timestamps are wall-clock UTC with milliseconds. The message is
  * escaped for people (control characters, invalid UTF-8: common/utf8.h).
+ *
+ * The level, the descriptor and the journal flag are atomics because ferry_log_init() rewrites
+ * them on SIGHUP while other threads (compression workers, the ingest's workers) log. The
+ * descriptor is swapped under log_lock, which every write holds, so once ferry_log_init()
+ * returns no write to the old descriptor is in flight.
  */
 #include "common/log.h"
 
+#include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/utf8.h"
 #include "common/util.h"
 
-enum ferry_log_level ferry_log_threshold = FERRY_LOG_INFO;
-static int log_fd = 2;
+_Atomic int ferry_log_threshold = FERRY_LOG_INFO;
+static _Atomic int log_fd = 2;
+static _Atomic int log_journal; /* 1: prefix lines with "<N>" */
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
+/* syslog priorities (LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG) of the levels above */
+static const char *const level_priority[] = {"<3>", "<4>", "<6>", "<7>"};
+
+/* JOURNAL_STREAM is "<device>:<inode>" of the journal's socket (systemd.exec(5)); fd is the
+ * journal when it is that very file. Anything malformed means "not the journal". */
+static int fd_is_journal(int fd)
+{
+    const char *env = getenv("JOURNAL_STREAM");
+    if (!env || !*env || strlen(env) > 64)
+        return 0;
+    char *end;
+    errno = 0;
+    uintmax_t dev = strtoumax(env, &end, 10);
+    if (errno || end == env || *end != ':')
+        return 0;
+    const char *ino_s = end + 1;
+    uintmax_t ino = strtoumax(ino_s, &end, 10);
+    if (errno || end == ino_s || *end != '\0')
+        return 0;
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return 0;
+    return (uintmax_t)st.st_dev == dev && (uintmax_t)st.st_ino == ino;
+}
 
 void ferry_log_init(enum ferry_log_level level, int fd)
 {
-    ferry_log_threshold = level;
-    log_fd = fd;
+    int journal = fd_is_journal(fd);
+    atomic_store_explicit(&ferry_log_threshold, (int)level, memory_order_relaxed);
+    pthread_mutex_lock(&log_lock);
+    atomic_store_explicit(&log_fd, fd, memory_order_relaxed);
+    atomic_store_explicit(&log_journal, journal, memory_order_relaxed);
+    pthread_mutex_unlock(&log_lock);
+}
+
+int ferry_log_to_journal(void)
+{
+    return atomic_load_explicit(&log_journal, memory_order_relaxed);
 }
 
 int ferry_log_level_parse(const char *name, enum ferry_log_level *out)
@@ -49,7 +92,14 @@ log_vwrite(enum ferry_log_level level, const char *component, const char *fmt, v
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &now);
     gmtime_r(&now.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s [%s] ",
+    if ((int)level < FERRY_LOG_ERROR || level > FERRY_LOG_DEBUG)
+        level = FERRY_LOG_DEBUG;
+    /* The prefix is decided per line: a SIGHUP may switch the descriptor in between. Reading
+     * the flag outside the lock can pair it with the other descriptor for the one line written
+     * during the switch, which costs nothing worse than one line with or without "<N>". */
+    const char *prio =
+        atomic_load_explicit(&log_journal, memory_order_relaxed) ? level_priority[level] : "";
+    int n = snprintf(line, sizeof line, "%s%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s [%s] ", prio,
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                      now.tv_nsec / 1000000, level_names[level], component);
     if (n < 0)
@@ -70,7 +120,7 @@ log_vwrite(enum ferry_log_level level, const char *component, const char *fmt, v
     line[used++] = '\n';
     pthread_mutex_lock(&log_lock);
     /* A failed log write has nowhere to be reported; the line is dropped. */
-    ssize_t w = write(log_fd, line, used);
+    ssize_t w = write(atomic_load_explicit(&log_fd, memory_order_relaxed), line, used);
     (void)w;
     pthread_mutex_unlock(&log_lock);
 }

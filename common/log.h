@@ -7,11 +7,16 @@
  * link cannot fill a disk with identical lines. The sink is process-wide (the only global it
  * has), thread-safe, and writes whole lines to stderr (systemd's journal picks them up) or to a
  * file descriptor given to ferry_log_init().
+ *
+ * When the descriptor is systemd's journal stream (the JOURNAL_STREAM environment variable names
+ * its device and inode, sd-daemon(3) convention), every line starts with its syslog priority
+ * ("<3>" error, "<4>" warn, "<6>" info, "<7>" debug) so `journalctl -p warning` filters it.
  */
 #ifndef FERRY_COMMON_LOG_H
 #define FERRY_COMMON_LOG_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
 
 enum ferry_log_level {
     FERRY_LOG_ERROR = 0,
@@ -21,14 +26,25 @@ enum ferry_log_level {
 };
 
 /* Sets the minimum level that is printed and the descriptor lines go to (2 for stderr).
- * May be called again at any time (SIGHUP reload). */
+ * May be called again at any time (SIGHUP reload) while other threads log: the level and the
+ * descriptor are atomics, and once it returns no thread writes to the previous descriptor any
+ * more, so the caller may close it. */
 void ferry_log_init(enum ferry_log_level level, int fd);
+
+/* 1 when lines carry the journal's "<N>" priority prefix (the descriptor is the journal). */
+int ferry_log_to_journal(void);
 
 /* Parses "error", "warn", "info", "debug". Returns 0, or -1 when the name is unknown. */
 int ferry_log_level_parse(const char *name, enum ferry_log_level *out);
 
-/* Current threshold; the macros below test it before any formatting happens. */
-extern enum ferry_log_level ferry_log_threshold;
+/* Current threshold; the macros below test it (a relaxed atomic load) before any formatting
+ * happens. Written only by ferry_log_init(). */
+extern _Atomic int ferry_log_threshold;
+
+static inline int ferry_log_enabled(enum ferry_log_level level)
+{
+    return (int)level <= atomic_load_explicit(&ferry_log_threshold, memory_order_relaxed);
+}
 
 void ferry_log_write(enum ferry_log_level level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -45,7 +61,7 @@ void ferry_log_limited(struct ferry_log_limit *limit, int interval_s, enum ferry
 
 #define FERRY_LOG(level, component, ...)                                                           \
     do {                                                                                           \
-        if ((level) <= ferry_log_threshold)                                                        \
+        if (ferry_log_enabled(level))                                                              \
             ferry_log_write((level), (component), __VA_ARGS__);                                    \
     } while (0)
 #define log_error(c, ...) FERRY_LOG(FERRY_LOG_ERROR, c, __VA_ARGS__)
@@ -57,7 +73,7 @@ void ferry_log_limited(struct ferry_log_limit *limit, int interval_s, enum ferry
 #define log_limited(interval_s, level, c, ...)                                                     \
     do {                                                                                           \
         static struct ferry_log_limit ferry_log_limit_site_;                                       \
-        if ((level) <= ferry_log_threshold)                                                        \
+        if (ferry_log_enabled(level))                                                              \
             ferry_log_limited(&ferry_log_limit_site_, (interval_s), (level), (c), __VA_ARGS__);    \
     } while (0)
 

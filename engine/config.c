@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <ini.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,6 +204,10 @@ struct load_state {
     FILE *file;       /* either file ... */
     const char *text; /* ... or text */
     int line;
+    int col;              /* > 0: the column the next load_fail() names (1-based) */
+    const char *line_buf; /* the line inih is parsing (its value pointers point into it) */
+    size_t line_len;      /* its length before inih cut it up with NULs */
+    int set_col[N_KEYS];  /* column where each key's value starts on set_line (0: unknown) */
     bool line_too_long;
     int first_error;      /* 0 or an enum ferryd_config_error */
     int set_line[N_KEYS]; /* line where each key was last set in this file (0: default) */
@@ -218,7 +223,8 @@ __attribute__((format(printf, 3, 4))) static void load_fail(struct load_state *s
     st->first_error = code;
     if (!st->err || st->err_len == 0)
         return;
-    int n = snprintf(st->err, st->err_len, "%s:%d: ", st->name, st->line);
+    int n = st->col > 0 ? snprintf(st->err, st->err_len, "%s:%d:%d: ", st->name, st->line, st->col)
+                        : snprintf(st->err, st->err_len, "%s:%d: ", st->name, st->line);
     if (n < 0 || (size_t)n >= st->err_len)
         return;
     va_list ap;
@@ -260,6 +266,8 @@ static char *load_reader(char *out, int size, void *arg)
     if (st->line_too_long) /* end the kept part with a newline so inih sees one line */
         out[used - 1] = '\n';
     out[used] = 0;
+    st->line_buf = out;
+    st->line_len = used;
     st->line++;
     if (st->line_too_long)
         load_fail(st, FERRYD_CONFIG_EPARSE, "line longer than %d characters", size - 2);
@@ -535,6 +543,11 @@ static int load_handler(void *arg, const char *section, const char *key, const c
     if (apply_value(st, k, value) != 0)
         return 0;
     st->set_line[k - config_keys] = st->line;
+    /* inih hands out pointers into the line our reader filled: the value's column */
+    st->set_col[k - config_keys] =
+        st->line_buf && value >= st->line_buf && value <= st->line_buf + st->line_len
+            ? (int)(value - st->line_buf) + 1
+            : 0;
     return 1;
 }
 
@@ -585,11 +598,17 @@ static void check_cross(struct load_state *st)
             struct ota_gate gates[OTA_MAX_GATES];
             size_t n_gates = 0;
             char why[300];
+            size_t off = 0;
             k = key_by_offset(OFF(update_health_gates));
             st->line = st->set_line[k - config_keys];
-            if (ota_gates_parse(c->update_health_gates, gates, OTA_MAX_GATES, &n_gates, why,
-                                sizeof why) != 0)
+            if (ota_gates_parse_at(c->update_health_gates, gates, OTA_MAX_GATES, &n_gates, why,
+                                   sizeof why, &off) != 0) {
+                /* file:line:column of the offending character, when the value came from a line */
+                int col0 = st->set_col[k - config_keys];
+                st->col = col0 > 0 && off < INT32_MAX - (size_t)col0 ? col0 + (int)off : 0;
                 load_fail(st, FERRYD_CONFIG_EVALUE, "[update] health_gates: %s", why);
+                st->col = 0;
+            }
         }
         k = key_by_offset(OFF(update_metered_policy));
         st->line = st->set_line[k - config_keys];

@@ -86,6 +86,15 @@ static json_t *build_json(const struct status_sources *src, const struct snapsho
                         json_integer((s->now_unix_ms - src->started_unix_ms) / 1000));
     json_object_set_new(root, "config", json_string(src->config_path ? src->config_path : ""));
     json_object_set_new(root, "data_dir", json_string(src->data_dir ? src->data_dir : ""));
+    /* One answer for a supervisor (before a shutdown, a reflash, a test's end): every record
+     * written is acknowledged by the cloud, no batch is in flight and no eviction gap waits to be
+     * reported. False when the journal could not be read. */
+    bool all_acked = s->have_journal && s->js.gaps_pending == 0;
+    for (int st = 0; st < RECORD_STREAM_COUNT && all_acked; st++)
+        all_acked = s->js.stream[st].unsent_records == 0;
+    if (s->have_sync && s->ss.in_flight > 0)
+        all_acked = false;
+    json_object_set_new(root, "all_acknowledged", json_boolean(all_acked));
 
     json_t *link = json_object();
     json_object_set_new(root, "link", link);

@@ -23,6 +23,10 @@
  * sync_ack_run); bounded so that an ack never holds the helper thread for long. */
 #define SYNC_GC_AFTER_ACK 16384
 
+/* Ranges of one stream sent newest-first and not answered yet (catch-up); no newest-first read
+ * starts while this many are out. */
+#define SYNC_MAX_AHEAD 8
+
 struct event;
 struct http_client;
 struct http_request;
@@ -83,6 +87,10 @@ struct sync_batch {
     char device_id[BATCH_MAX_DEVICE_ID + 1];
     enum sync_read_mode mode[RECORD_STREAM_COUNT];
     uint64_t from_seq[RECORD_STREAM_COUNT];
+    /* OLDEST reads: stop before this seq (0 = no stop): it starts a range sent newest-first
+     * that is still in flight, and the backfill must not send it again. */
+    uint64_t stop_before[RECORD_STREAM_COUNT];
+    uint64_t skip_to[RECORD_STREAM_COUNT]; /* that range's last seq */
     uint64_t budget_bytes;
     bool include_gaps;
     uint64_t cursor_epoch; /* s->cursor_epoch when the build started */
@@ -95,7 +103,8 @@ struct sync_batch {
     uint64_t records[RECORD_STREAM_COUNT];
     uint64_t raw_bytes[RECORD_STREAM_COUNT];
     uint64_t last_read_seq[RECORD_STREAM_COUNT]; /* cursor after an OLDEST read */
-    bool more[RECORD_STREAM_COUNT]; /* the read stopped at the budget: older records wait */
+    bool more[RECORD_STREAM_COUNT];    /* the read stopped at the budget: older records wait */
+    bool at_skip[RECORD_STREAM_COUNT]; /* the read reached stop_before: continue after skip_to */
     uint32_t total_records;
     uint64_t total_raw_bytes;
     size_t n_gaps;
@@ -123,8 +132,12 @@ struct sync_ack {
 /* ---- the engine ------------------------------------------------------------------------------ */
 
 struct sync_stream_state {
-    uint64_t cursor;      /* OLDEST reads continue after this (pipelining); 0 = oldest */
-    uint64_t live_high;   /* catch-up: highest seq sent newest-first */
+    uint64_t cursor;    /* OLDEST reads continue after this (pipelining); 0 = oldest */
+    uint64_t live_high; /* catch-up: highest seq sent newest-first */
+    /* catch-up: ranges sent newest-first, in flight (ascending); the backfill reads around
+     * them so that no record goes twice while nothing fails (docs/sync.md "Catch-up") */
+    struct journal_range ahead[SYNC_MAX_AHEAD];
+    unsigned n_ahead;
     int64_t live_sent_ms; /* when the last newest-first read was built */
     bool catching_up;
     int64_t pending_since_ms; /* monotonic: when we first saw unsent records (latency timer) */
@@ -175,11 +188,13 @@ struct sync {
     int64_t next_attempt_ms; /* monotonic; 0 = now */
     bool last_failure_network;
     unsigned failures;
-    uint64_t budget_bytes;    /* adaptive batch size */
-    uint64_t split_cap_bytes; /* after 413: below min_batch if needed; 0 = none */
-    double throughput_bps;
-    double throughput_rps;
-    int64_t last_send_ok_ms; /* monotonic: heartbeat reference */
+    unsigned failures_before_success; /* for the "link is back" line */
+    uint64_t budget_bytes;            /* adaptive batch size */
+    uint64_t split_cap_bytes;         /* after 413: below min_batch if needed; 0 = none */
+    double throughput_bps;            /* link estimate (sync_next_batch_bytes): full batches only */
+    double throughput_rps;            /* shown in /status: every acknowledged request */
+    double shown_bps;                 /* likewise, payload bytes */
+    int64_t last_send_ok_ms;          /* monotonic: heartbeat reference */
     int64_t start_ms;
     bool heartbeat_pending;
     struct sync_stream_state stream[RECORD_STREAM_COUNT];

@@ -163,6 +163,8 @@ struct read_ctx {
     struct sync_batch *b;
     enum record_stream stream;
     uint64_t stop_at_or_below; /* NEWEST reads stop here */
+    uint64_t stop_before;      /* OLDEST reads stop here (0 = no stop) */
+    bool at_skip;              /* ... and did */
     bool newest;
     bool full;
     uint64_t first, last;
@@ -176,6 +178,10 @@ static int read_one(void *arg, const struct journal_entry *e)
     struct read_ctx *c = arg;
     if (c->newest && e->seq <= c->stop_at_or_below)
         return 1;
+    if (!c->newest && c->stop_before != 0 && e->seq >= c->stop_before) {
+        c->at_skip = true;
+        return 1;
+    }
     int rc = batch_builder_add_packed(c->s->builder, c->stream, e->seq, e->payload, e->len);
     if (rc == BATCH_EFULL) {
         c->full = true;
@@ -288,6 +294,7 @@ void sync_batch_build_run(struct sync_job *job)
         c.stream = (enum record_stream)st;
         c.newest = b->mode[st] == SYNC_READ_NEWEST;
         c.stop_at_or_below = c.newest ? b->from_seq[st] : 0;
+        c.stop_before = c.newest ? 0 : b->stop_before[st];
         struct journal_read_opts ro;
         memset(&ro, 0, sizeof(ro));
         ro.from_seq = c.newest ? 0 : b->from_seq[st];
@@ -313,6 +320,7 @@ void sync_batch_build_run(struct sync_job *job)
         }
         b->last_read_seq[st] = c.newest ? 0 : c.last_visited;
         b->more[st] = !c.newest && (c.full || res.more);
+        b->at_skip[st] = c.at_skip;
         remaining = c.raw >= remaining ? 0 : remaining - c.raw;
         if (c.full)
             break;

@@ -180,7 +180,7 @@ static int parse_artifact(json_t *a, size_t idx, struct manifest *m, char *err, 
     else
         return fail(err, err_len, MANIFEST_E_FORMAT, "%s: \"kind\" must be full or delta", where);
     int rc;
-    uint64_t v;
+    uint64_t v = 0; /* fail() never returns 0, which the compiler cannot see */
     if ((rc = get_hash(a, "sha256", art->sha256, where, err, err_len)) != 0 ||
         (rc = get_u64(a, "size", 1, UINT64_C(1) << 44, &art->size, where, err, err_len)) != 0 ||
         (rc = get_u64(a, "chunk_bytes", MANIFEST_MIN_CHUNK_BYTES, MANIFEST_MAX_CHUNK_BYTES, &v,

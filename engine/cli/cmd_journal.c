@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/util.h"
 #include "engine/cli/cli.h"
@@ -22,12 +23,14 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: ferry journal stats DATA_DIR [--json]\n"
-            "       ferry journal tail  DATA_DIR [--stream S] [-n N] [--json]\n"
-            "       ferry journal dump  DATA_DIR [--stream S] [--from SEQ] [--limit N]\n"
-            "                                    [--include-acked] [--json]\n"
+            "usage: ferry journal stats --data-dir DIR [--json]\n"
+            "       ferry journal tail  --data-dir DIR [--stream S] [-n N] [--json]\n"
+            "       ferry journal dump  --data-dir DIR [--stream S] [--from SEQ] [--limit N]\n"
+            "                                          [--include-acked] [--json]\n"
             "\n"
-            "Reads the journal in DATA_DIR read-only (safe while ferryd runs).\n"
+            "Reads the journal in DIR read-only (safe while ferryd runs). The older form with DIR\n"
+            "as the argument after the subcommand is still accepted.\n"
+            "  --data-dir DIR   ferryd's data directory (-d DIR)\n"
             "  stats            records, bytes, unsent records and the oldest one's age per\n"
             "                   stream, evictions, gaps, file size against the quota\n"
             "  tail             the newest N unsent records (default 10) of each stream, or of S\n"
@@ -68,6 +71,23 @@ static json_t *field_json(const struct record_field *f)
     case RECORD_FIELD_BOOL: return json_boolean(f->v.b);
     }
     return json_null();
+}
+
+/* A record's device time for a person: UTC with milliseconds ("2026-12-07T09:26:19.123Z"), the
+ * raw nanoseconds when the time is outside what gmtime can show. --json keeps "ts" in ns. */
+static void format_time(int64_t ns, char *buf, size_t cap)
+{
+    time_t sec = (time_t)(ns / 1000000000);
+    long ms = (long)((ns % 1000000000) / 1000000);
+    if (ms < 0) {
+        ms += 1000;
+        sec--;
+    }
+    struct tm tm;
+    if (!gmtime_r(&sec, &tm) || tm.tm_year + 1900 > 9999 || tm.tm_year + 1900 < 0 ||
+        snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms) >= (int)cap)
+        snprintf(buf, cap, "%" PRId64 "ns", ns);
 }
 
 static void print_hex_prefix(const uint8_t *p, size_t len, char *out, size_t cap)
@@ -131,8 +151,9 @@ static void print_entry(const struct opts *o, const struct journal_entry *e)
         json_decref(obj);
         return;
     }
-    printf("%-6s %10" PRIu64 " %20" PRId64 "%s ", stream, e->seq, e->ts_ns,
-           e->acked ? " (acked)" : "");
+    char when[40];
+    format_time(e->ts_ns, when, sizeof when);
+    printf("%-6s %10" PRIu64 " %24s%s ", stream, e->seq, when, e->acked ? " (acked)" : "");
     if (rc != 0) {
         char hex[65];
         print_hex_prefix(e->payload, e->len, hex, sizeof(hex));
@@ -344,6 +365,16 @@ int cli_journal(int argc, char **argv)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
+        } else if (!strcmp(a, "--data-dir") || !strcmp(a, "-d")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "ferry journal: %s needs a value\n", a);
+                return 2;
+            }
+            if (o.dir) {
+                fprintf(stderr, "ferry journal: the data directory is given twice\n");
+                return 2;
+            }
+            o.dir = argv[++i];
         } else if (!strcmp(a, "--json")) {
             o.json = true;
         } else if (!strcmp(a, "--include-acked")) {

@@ -64,6 +64,9 @@ static void print_human(json_t *st)
     bool enrolled = json_is_true(json_object_get(st, "enrolled"));
     printf("device     %s%s\n", dev && *dev ? dev : "(no id yet)",
            enrolled ? ", enrolled" : ", not enrolled");
+    printf("acked      %s\n", json_is_true(json_object_get(st, "all_acknowledged"))
+                                  ? "everything (no backlog, nothing in flight, no gap waiting)"
+                                  : "not everything yet");
     json_t *link = json_object_get(st, "link");
     if (link && json_is_true(json_object_get(link, "sync_engine"))) {
         char last[32];

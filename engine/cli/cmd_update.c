@@ -7,6 +7,7 @@
  * DATA_DIR defaults to $FERRY_DATA_DIR, then /var/lib/ferry. The progress bar shows bytes, chunks,
  * the average rate since the download started and the time left at that rate.
  */
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,10 +20,14 @@
 static void update_usage(FILE *out)
 {
     fprintf(out,
-            "usage: ferry update status [--json] [DATA_DIR]\n"
-            "Shows the OTA state of each component of the device whose journal is in DATA_DIR\n"
-            "(default $FERRY_DATA_DIR or /var/lib/ferry): state, running and target\n"
-            "versions, the last reason, and download progress (bytes, chunks, rate, ETA).\n");
+            "usage: ferry update status [--json] [--data-dir DIR]\n"
+            "Shows the OTA state of each component of the device whose journal is in DIR\n"
+            "(default $FERRY_DATA_DIR or /var/lib/ferry; DIR may also follow 'status'): state,\n"
+            "running and target versions, the last reason, and download progress (bytes,\n"
+            "chunks, rate, ETA).\n"
+            "  -d, --data-dir DIR   ferryd's data directory\n"
+            "      --json           one JSON object, a key per component\n"
+            "  -h, --help           this text\n");
 }
 
 static void human(double bytes, char *out, size_t n)
@@ -106,25 +111,43 @@ int cli_update(int argc, char **argv)
     const char *dir = getenv("FERRY_DATA_DIR");
     if (!dir || !*dir)
         dir = "/var/lib/ferry";
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        update_usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'},
+        {"data-dir", required_argument, NULL, 'd'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    optind = 0; /* a fresh argv: GNU getopt starts over */
+    int c;
+    const char *given_dir = NULL;
+    while ((c = getopt_long(argc, argv, "d:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'j': json = 1; break;
+        case 'd': given_dir = optarg; break;
+        case 'h': update_usage(stdout); return 0;
+        default: update_usage(stderr); return 2;
+        }
     }
-    if (strcmp(argv[1], "status") != 0) {
-        fprintf(stderr, "ferry update: unknown command '%s'\n", argv[1]);
+    /* operands: "status" and, in the older form, the data directory */
+    if (optind >= argc) {
         update_usage(stderr);
         return 2;
     }
-    for (int i = 2; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0)
-            json = 1;
-        else if (argv[i][0] != '-')
-            dir = argv[i];
-        else {
+    if (strcmp(argv[optind], "status") != 0) {
+        fprintf(stderr, "ferry update: unknown command '%s'\n", argv[optind]);
+        update_usage(stderr);
+        return 2;
+    }
+    if (optind + 1 < argc) {
+        if (given_dir || optind + 2 < argc) {
+            fprintf(stderr, "ferry update: unexpected argument '%s'\n", argv[argc - 1]);
             update_usage(stderr);
             return 2;
         }
+        given_dir = argv[optind + 1];
     }
+    if (given_dir)
+        dir = given_dir;
     struct journal_config jc;
     journal_config_init(&jc);
     jc.read_only = true;

@@ -2,8 +2,19 @@
  * ferry.c - main() of the `ferry` CLI: picks the subcommand and nothing else.
  *
  * Every subcommand lives in engine/cli/cmd_<name>.c and is listed in engine/CMakeLists.txt.
+ *
+ * Conventions shared by every subcommand, applied here once (ferry(1), "CONVENTIONS"):
+ *   - options may come before or after the subcommand: `ferry --json status` is
+ *     `ferry status --json`; the options ferry knows before the subcommand (getopt_long) are
+ *     --url, --config, --data-dir and --json, handed to the subcommand after its name;
+ *   - `--opt=value` and `--opt value` are the same;
+ *   - `--version` and `--help` work on the program and on every subcommand;
+ *   - `--` ends the options: what follows is handed over as it is.
  */
+#include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "engine/cli/cli.h"
@@ -27,34 +38,146 @@ static const struct cli_command commands[] = {
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: ferry COMMAND [ARGS...]\n\n"
+    fprintf(out, "usage: ferry [--url URL] [--config FILE] [--data-dir DIR] [--json] COMMAND "
+                 "[ARGS...]\n"
+                 "       ferry --help | --version\n\n"
                  "ferry is the device-side tool of the ferry fleet agent (see ferry(1)).\n\n"
                  "commands:\n");
     for (const struct cli_command *c = commands; c->name; c++)
         fprintf(out, "  %-9s %s\n", c->name, c->summary);
-    fprintf(out, "\nRun 'ferry COMMAND --help' for a command's options.\n");
+    fprintf(out, "\nOptions may come before or after COMMAND; --opt=value and --opt value are the\n"
+                 "same. Run 'ferry COMMAND --help' for a command's options, 'ferry COMMAND\n"
+                 "--version' or 'ferry --version' for the version.\n");
+}
+
+/* Splits "--name=value" into "--name" "value" (until "--"), so that every subcommand's parser
+ * takes both forms. Returns a new argv (strings point into the old one, or into *names, one
+ * allocation holding every split name) or NULL when out of memory; free both with free(). */
+static char **split_long_options(int argc, char **argv, int *out_argc, char **names)
+{
+    size_t total = 0;
+    for (int i = 1; i < argc; i++)
+        total += strlen(argv[i]) + 1;
+    char **out = calloc((size_t)argc * 2 + 1, sizeof(*out));
+    char *store = malloc(total + 1);
+    if (!out || !store) {
+        free(out);
+        free(store);
+        return NULL;
+    }
+    size_t used = 0;
+    int n = 0;
+    bool ended = false;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *eq = strchr(a, '=');
+        if (!ended && strcmp(a, "--") == 0)
+            ended = true;
+        if (ended || i == 0 || strncmp(a, "--", 2) != 0 || !eq || eq == a + 2) {
+            out[n++] = argv[i];
+            continue;
+        }
+        size_t len = (size_t)(eq - a);
+        memcpy(store + used, a, len);
+        store[used + len] = '\0';
+        out[n++] = store + used;
+        used += len + 1;
+        out[n++] = (char *)(eq + 1);
+    }
+    out[n] = NULL;
+    *out_argc = n;
+    *names = store;
+    return out;
 }
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
+    enum { OPT_URL = 256, OPT_JSON };
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {"config", required_argument, NULL, 'c'},
+        {"data-dir", required_argument, NULL, 'd'},
+        {"url", required_argument, NULL, OPT_URL},
+        {"json", no_argument, NULL, OPT_JSON},
+        {NULL, 0, NULL, 0},
+    };
+    /* Options before the subcommand, handed to it after its name as --name=value. */
+    const char *global[8];
+    int n_global = 0;
+    static char buf[4][1100];
+    int c;
+    /* "+": stop at the subcommand; what follows is the subcommand's */
+    while ((c = getopt_long(argc, argv, "+hVc:d:", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'h': usage(stdout); return 0;
+        case 'V': printf("ferry " FERRY_VERSION "\n"); return 0;
+        case 'c':
+        case 'd':
+        case OPT_URL: {
+            const char *name = c == 'c' ? "config" : c == 'd' ? "data-dir" : "url";
+            int k = c == 'c' ? 0 : c == 'd' ? 1 : 2;
+            int w = snprintf(buf[k], sizeof buf[k], "--%s=%s", name, optarg);
+            if (w < 0 || (size_t)w >= sizeof buf[k]) {
+                fprintf(stderr, "ferry: --%s: value too long\n", name);
+                return 2;
+            }
+            global[n_global++] = buf[k];
+            break;
+        }
+        case OPT_JSON: global[n_global++] = "--json"; break;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind >= argc) {
         usage(stderr);
         return 2;
     }
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
-        strcmp(argv[1], "help") == 0) {
+    const char *name = argv[optind];
+    if (strcmp(name, "help") == 0) {
         usage(stdout);
         return 0;
     }
-    if (strcmp(argv[1], "--version") == 0) {
-        printf("ferry " FERRY_VERSION "\n");
-        return 0;
+    const struct cli_command *cmd = NULL;
+    for (const struct cli_command *k = commands; k->name; k++)
+        if (strcmp(name, k->name) == 0)
+            cmd = k;
+    if (!cmd) {
+        fprintf(stderr, "ferry: unknown command '%s'\n", name);
+        usage(stderr);
+        return 2;
     }
-    for (const struct cli_command *c = commands; c->name; c++) {
-        if (strcmp(argv[1], c->name) == 0)
-            return c->run(argc - 1, argv + 1);
+    /* subcommand argv: its name, the options given before it, then its own arguments */
+    int sub_argc = 1 + n_global + (argc - optind - 1);
+    char **sub = calloc((size_t)sub_argc + 1, sizeof(*sub));
+    if (!sub) {
+        fprintf(stderr, "ferry: out of memory\n");
+        return 1;
     }
-    fprintf(stderr, "ferry: unknown command '%s'\n", argv[1]);
-    usage(stderr);
-    return 2;
+    int n = 0;
+    sub[n++] = argv[optind];
+    for (int i = 0; i < n_global; i++)
+        sub[n++] = (char *)global[i];
+    for (int i = optind + 1; i < argc; i++)
+        sub[n++] = argv[i];
+    /* --version on every subcommand (before "--") */
+    for (int i = 1; i < n && strcmp(sub[i], "--") != 0; i++) {
+        if (strcmp(sub[i], "--version") == 0) {
+            printf("ferry " FERRY_VERSION "\n");
+            free(sub);
+            return 0;
+        }
+    }
+    int split_argc = 0;
+    char *names = NULL;
+    char **split = split_long_options(n, sub, &split_argc, &names);
+    free(sub);
+    if (!split) {
+        fprintf(stderr, "ferry: out of memory\n");
+        return 1;
+    }
+    int rc = cmd->run(split_argc, split);
+    free(split);
+    free(names);
+    return rc;
 }

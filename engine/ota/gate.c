@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,12 +22,23 @@ static const char *skip_space(const char *p, const char *end)
     return p;
 }
 
-/* One gate in [p, end). */
-static int parse_one(const char *p, const char *end, struct ota_gate *g, char *err, size_t err_len)
+/* A character a gate's MEASUREMENT.FIELD cannot hold: line protocol separators (space, comma,
+ * '='), quotes, backslashes and control characters. A name with one is a typo (an operator
+ * written "=>" leaves '=' in the name) that would never match a metric and roll back every
+ * update, so it is refused when the configuration is read. */
+static bool bad_name_char(unsigned char c)
+{
+    return c <= ' ' || c == 0x7f || c == ',' || c == '=' || c == '"' || c == '\\' || c == '!';
+}
+
+/* One gate in [p, end). *where is set to the offending character on failure. */
+static int parse_one(const char *p, const char *end, struct ota_gate *g, char *err, size_t err_len,
+                     const char **where)
 {
     memset(g, 0, sizeof(*g));
     int len = (int)(end - p);
     p = skip_space(p, end);
+    *where = p;
     /* MEASUREMENT.FIELD: up to the operator; the last '.' splits (measurements may hold dots). */
     const char *op = p;
     while (op < end && *op != '>' && *op != '<')
@@ -42,6 +54,27 @@ static int parse_one(const char *p, const char *end, struct ota_gate *g, char *e
         snprintf(err, err_len,
                  "health gate \"%.*s\": expected MEASUREMENT.FIELD OP NUMBER for DURATION", len,
                  end - len);
+        return -1;
+    }
+    for (const char *q = p; q < name_end; q++) {
+        if (!bad_name_char((unsigned char)*q))
+            continue;
+        *where = q;
+        const char *after = skip_space(q, name_end);
+        if ((*after == '=' || *after == '!') && after + 1 == name_end) {
+            *where = after;
+            snprintf(err, err_len,
+                     "health gate \"%.*s\": unknown operator \"%c%c\" (expected >=, >, <= or <)",
+                     len, end - len, *after, *op);
+        } else if (isprint((unsigned char)*q))
+            snprintf(err, err_len,
+                     "health gate \"%.*s\": '%c' cannot be part of MEASUREMENT.FIELD (expected "
+                     "MEASUREMENT.FIELD OP NUMBER for DURATION)",
+                     len, end - len, *q);
+        else
+            snprintf(err, err_len,
+                     "health gate \"%.*s\": byte 0x%02x cannot be part of MEASUREMENT.FIELD", len,
+                     end - len, (unsigned char)*q);
         return -1;
     }
     if ((size_t)(dot - p) >= sizeof(g->measurement) ||
@@ -61,6 +94,7 @@ static int parse_one(const char *p, const char *end, struct ota_gate *g, char *e
     /* NUMBER */
     char num[64];
     const char *q = skip_space(op, end);
+    *where = q;
     size_t k = 0;
     while (q < end && !isspace((unsigned char)*q) && k + 1 < sizeof(num))
         num[k++] = *q++;
@@ -74,12 +108,14 @@ static int parse_one(const char *p, const char *end, struct ota_gate *g, char *e
     }
     /* for DURATION */
     q = skip_space(q, end);
+    *where = q;
     if (end - q < 4 || strncmp(q, "for", 3) != 0 || !isspace((unsigned char)q[3])) {
         snprintf(err, err_len, "health gate \"%.*s\": expected \"for DURATION\" after the number",
                  len, end - len);
         return -1;
     }
     q = skip_space(q + 3, end);
+    *where = q;
     const char *dend = end;
     while (dend > q && isspace((unsigned char)dend[-1]))
         dend--;
@@ -102,7 +138,15 @@ static int parse_one(const char *p, const char *end, struct ota_gate *g, char *e
 int ota_gates_parse(const char *spec, struct ota_gate *out, size_t cap, size_t *n, char *err,
                     size_t err_len)
 {
+    return ota_gates_parse_at(spec, out, cap, n, err, err_len, NULL);
+}
+
+int ota_gates_parse_at(const char *spec, struct ota_gate *out, size_t cap, size_t *n, char *err,
+                       size_t err_len, size_t *err_off)
+{
     *n = 0;
+    if (err_off)
+        *err_off = 0;
     if (!spec)
         return 0;
     const char *p = spec;
@@ -114,10 +158,16 @@ int ota_gates_parse(const char *spec, struct ota_gate *out, size_t cap, size_t *
         if (s < end) {
             if (*n >= cap) {
                 snprintf(err, err_len, "more than %zu health gates", cap);
+                if (err_off)
+                    *err_off = (size_t)(s - spec);
                 return -1;
             }
-            if (parse_one(s, end, &out[*n], err, err_len) != 0)
+            const char *where = s;
+            if (parse_one(s, end, &out[*n], err, err_len, &where) != 0) {
+                if (err_off)
+                    *err_off = (size_t)(where - spec);
                 return -1;
+            }
             (*n)++;
         }
         if (!*end)

@@ -49,6 +49,11 @@ struct ota_gate {
  * message naming the gate in err. */
 int ota_gates_parse(const char *spec, struct ota_gate *out, size_t cap, size_t *n, char *err,
                     size_t err_len);
+/* Like ota_gates_parse; on failure *err_off (may be NULL) is the offset in spec of the character
+ * the message is about (for a column in the configuration file). A MEASUREMENT.FIELD holding a
+ * space, ',', '=', '"', '\\', '!' or a control character is refused ("inference.fps => 25"). */
+int ota_gates_parse_at(const char *spec, struct ota_gate *out, size_t cap, size_t *n, char *err,
+                       size_t err_len, size_t *err_off);
 
 /* Forgets every sample (the start of a trial). */
 void ota_gates_reset(struct ota_gate *g, size_t n);

@@ -65,6 +65,7 @@ static void usage(FILE *f)
         "  --port-file FILE       write 'listen_port=N' and 'control_port=N' lines once ready\n"
         "  --log-level LEVEL      error, warn, info (default), debug\n"
         "  --help                 this text\n"
+        "  --version              print the version\n"
         "\n"
         "Signals: SIGUSR1 forces the link down, SIGUSR2 releases it, SIGINT/SIGTERM stop.\n"
         "At exit the statistics are printed to stdout as one JSON line.\n",
@@ -241,11 +242,13 @@ int main(int argc, char **argv)
         {"port-file", required_argument, NULL, 'f'},
         {"log-level", required_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     int ch;
-    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
         switch (ch) {
+        case 'V': printf("%s " FERRY_VERSION "\n", "ferry-flaky"); return 0;
         case 'l': listen = optarg; break;
         case 'u': upstream = optarg; break;
         case 'p': profile_arg = optarg; break;

@@ -59,7 +59,8 @@ static void usage(FILE *f)
         "                         run measures the disk; a real device has its own flash\n"
         "  --report DURATION      progress line on stderr this often (default 5s, 0 = none)\n"
         "  --devices-out FILE     one JSON line per device at the end\n"
-        "  --help\n"
+        "  --help                 this text\n"
+        "  --version              print the version\n"
         "\n"
         "Prints one JSON object with the totals on stdout: devices, enrolled, generated,\n"
         "acked, found_in_ingest, backlog, delay percentiles (generation to cloud ack, 1 s\n"
@@ -174,6 +175,7 @@ int main(int argc, char **argv)
         {"report", required_argument, NULL, 'R'},
         {"devices-out", required_argument, NULL, 'O'},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {"backoff-max", required_argument, NULL, 'B'},
         {"processes", required_argument, NULL, 'N'},
         {"durability", required_argument, NULL, 'Y'},
@@ -181,8 +183,9 @@ int main(int argc, char **argv)
     };
     int ch;
     uint64_t u;
-    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
         switch (ch) {
+        case 'V': printf("%s " FERRY_VERSION "\n", "ferry-fleet"); return 0;
         case 'i': cfg.ingest = optarg; break;
         case 't': cfg.token = optarg; break;
         case 'A': cfg.api_token = optarg; break;

@@ -575,6 +575,14 @@ int main(int argc, char **argv)
     double wire = (double)json_integer_value(json_object_get(batch, "bytes_on_wire"));
     double wire_recs = (double)json_integer_value(json_object_get(batch, "records_on_wire"));
     json_int_t batches = json_integer_value(json_object_get(batch, "batches_sent"));
+    /* every record ferryd's journal holds or held (points, and its own events) */
+    json_int_t written = 0;
+    const char *names[] = {"event", "metric", "log"};
+    for (int k = 0; k < 3; k++) {
+        json_int_t next = json_integer_value(
+            json_object_get(json_object_get(json_object_get(st, "streams"), names[k]), "next_seq"));
+        written += next > 0 ? next - 1 : 0;
+    }
     json_decref(st);
 
     double secs = (double)(t_stored - t0) / 1000.0;
@@ -587,6 +595,9 @@ int main(int argc, char **argv)
     printf("records/s end to end: %.0f\n", (double)accepted / secs);
     printf("bytes on wire/record: %.2f (%lld batches)\n", wire_recs > 0 ? wire / wire_recs : 0.0,
            (long long)batches);
+    /* nothing failed in this run: a record sent more than once is a wasted byte on the link */
+    printf("records on the wire:  %.0f for %lld written (%.0f sent more than once)\n", wire_recs,
+           (long long)written, wire_recs > (double)written ? wire_recs - (double)written : 0.0);
     printf("CPU per record:       ferryd %.2f us, ferry-ingest %.2f us\n",
            (cpu_d1 - cpu_d0) * 1e6 / (double)accepted, (cpu_i1 - cpu_i0) * 1e6 / (double)accepted);
     printf("ferryd peak RSS:      %.1f MiB\n", (double)hwm_kb / 1024.0);

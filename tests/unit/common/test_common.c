@@ -2,19 +2,26 @@
  * Unit tests for common/: varints round-trip and reject overlong input, the reader fails
  * sticky on truncation, sizes and durations parse or are refused, JSON strings are escaped,
  * UTF-8 is validated as Unicode's Table 3-7 says (checked exhaustively against an independent
- * decoder up to 3 bytes) and ill-formed input is replaced or escaped in every output.
+ * decoder up to 3 bytes) and ill-formed input is replaced or escaped in every output; the log
+ * sink prefixes the journal's priorities and survives reloads while other threads log.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "common/buf.h"
 #include "common/utf8.h"
+#include "common/log.h"
 #include "common/util.h"
 
 static void varints_round_trip(void **state)
@@ -244,6 +251,121 @@ static void hex_round_trip(void **state)
     assert_int_equal(ferry_hex_decode("00ab10fg", out, 4), -1);
 }
 
+/* Reads the whole file behind fd (from offset 0) into buf, NUL-terminated. */
+static size_t read_all(int fd, char *buf, size_t cap)
+{
+    size_t used = 0;
+    for (;;) {
+        ssize_t n = pread(fd, buf + used, cap - 1 - used, (off_t)used);
+        assert_true(n >= 0);
+        if (n == 0 || used + (size_t)n >= cap - 1) {
+            used += (size_t)n;
+            break;
+        }
+        used += (size_t)n;
+    }
+    buf[used] = '\0';
+    return used;
+}
+
+static size_t count_lines(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+static void log_prefixes_priority_for_the_journal(void **state)
+{
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    int fd = fileno(f);
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    char env[64];
+    snprintf(env, sizeof env, "%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
+    assert_int_equal(setenv("JOURNAL_STREAM", env, 1), 0);
+    ferry_log_init(FERRY_LOG_WARN, fd);
+    assert_int_equal(ferry_log_to_journal(), 1);
+    log_info("test", "not printed");
+    log_warn("test", "a warning");
+    log_error("test", "an error");
+    char buf[4096];
+    read_all(fd, buf, sizeof buf);
+    assert_int_equal(count_lines(buf), 2);
+    assert_true(strncmp(buf, "<4>", 3) == 0);
+    assert_non_null(strstr(buf, "warn  [test] a warning\n<3>"));
+    assert_non_null(strstr(buf, "error [test] an error\n"));
+
+    /* Another file than the one JOURNAL_STREAM names, or a malformed value: no prefix. */
+    FILE *g = tmpfile();
+    assert_non_null(g);
+    const char *not_journal[] = {NULL, "", "12", "x:1", "1:x", "1:2:3"};
+    for (size_t i = 0; i < sizeof not_journal / sizeof not_journal[0]; i++) {
+        if (i == 0)
+            ferry_log_init(FERRY_LOG_INFO, fileno(g));
+        else {
+            assert_int_equal(setenv("JOURNAL_STREAM", not_journal[i], 1), 0);
+            ferry_log_init(FERRY_LOG_INFO, fd);
+        }
+        assert_int_equal(ferry_log_to_journal(), 0);
+    }
+    log_info("test", "plain");
+    read_all(fd, buf, sizeof buf);
+    assert_int_equal(count_lines(buf), 3);
+    assert_null(strstr(buf, "<6>"));
+    assert_non_null(strstr(buf, "\n2"));
+    unsetenv("JOURNAL_STREAM");
+    ferry_log_init(FERRY_LOG_INFO, 2);
+    fclose(g);
+    fclose(f);
+}
+
+enum { LOG_THREADS = 4, LOG_LINES = 2000 };
+
+static void *log_many(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < LOG_LINES; i++)
+        log_info("test", "line %d from a logging thread", i);
+    return NULL;
+}
+
+/* SIGHUP's reload rewrites the level and the descriptor while other threads log: every line
+ * lands whole in one of the two files, none is lost (the ThreadSanitizer build runs this too). */
+static void log_reload_while_threads_log(void **state)
+{
+    FILE *a = tmpfile(), *b = tmpfile();
+    assert_non_null(a);
+    assert_non_null(b);
+    ferry_log_init(FERRY_LOG_INFO, fileno(a));
+    pthread_t th[LOG_THREADS];
+    for (int i = 0; i < LOG_THREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, log_many, NULL), 0);
+    for (int i = 0; i < 500; i++)
+        ferry_log_init(i % 2 ? FERRY_LOG_INFO : FERRY_LOG_DEBUG, fileno(i % 2 ? a : b));
+    for (int i = 0; i < LOG_THREADS; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    ferry_log_init(FERRY_LOG_INFO, 2);
+    static char buf[2][1 << 20];
+    read_all(fileno(a), buf[0], sizeof buf[0]);
+    read_all(fileno(b), buf[1], sizeof buf[1]);
+    assert_int_equal(count_lines(buf[0]) + count_lines(buf[1]), LOG_THREADS * LOG_LINES);
+    for (int k = 0; k < 2; k++) {
+        /* whole lines: each starts with a timestamp and ends with the message */
+        for (char *line = buf[k]; *line; line = strchr(line, '\n') + 1) {
+            assert_true(line[0] == '2' && line[4] == '-');
+            char *nl = strchr(line, '\n');
+            assert_non_null(nl);
+            assert_true(nl - line > 30);
+            assert_memory_equal(nl - 21, "from a logging thread", 21);
+        }
+    }
+    fclose(a);
+    fclose(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -259,6 +381,8 @@ int main(void)
         cmocka_unit_test(json_replaces_invalid_utf8),
         cmocka_unit_test(person_text_is_escaped),
         cmocka_unit_test(prom_labels_are_valid),
+        cmocka_unit_test(log_prefixes_priority_for_the_journal),
+        cmocka_unit_test(log_reload_while_threads_log),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -169,8 +169,16 @@ static void test_update_section_rules(void **state)
     snprintf(text, sizeof text,
              "[update]\nenabled = true\nrelease_keys = %064d\nhealth_gates = model.fps >= 25\n", 1);
     expect_error(text, FERRYD_CONFIG_EVALUE,
-                 "test.ini:4: [update] health_gates: health gate \"model.fps >= 25\": expected "
-                 "\"for DURATION\"");
+                 "test.ini:4:31: [update] health_gates: health gate \"model.fps >= 25\": "
+                 "expected \"for DURATION\"");
+    /* a typo in the operator leaves '=' in the field name: refused, with the column of '=' */
+    snprintf(text, sizeof text,
+             "[update]\nenabled = true\nrelease_keys = %064d\n"
+             "health_gates = gpu.temp < 90 for 1m;inference.fps => 25 for 60s\n",
+             1);
+    expect_error(text, FERRYD_CONFIG_EVALUE,
+                 "test.ini:4:51: [update] health_gates: health gate \"inference.fps => 25 for "
+                 "60s\": unknown operator \"=>\"");
     snprintf(text, sizeof text, "[update]\nenabled = true\nrelease_keys = %064d,%064d\n", 1, 2);
     struct ferryd_config cfg;
     char err[256];

@@ -116,6 +116,8 @@ static void test_cli_reads_while_writer_is_open(void **state)
     assert_non_null(l5);
     assert_true(l4 < l5);
     assert_null(strstr(out, "line 3"));
+    /* device time for a person: UTC with milliseconds (these records say 1,004 ns after 1970) */
+    assert_non_null(strstr(out, " 1970-01-01T00:00:00.000Z "));
     free(out);
 
     /* stats --json while the writer keeps going */
@@ -137,6 +139,41 @@ static void test_cli_reads_while_writer_is_open(void **state)
     snprintf(args, sizeof(args), "stats %s", dir);
     assert_int_equal(run(args, &out), 0);
     assert_non_null(strstr(out, "metric"));
+    free(out);
+
+    /* CLI conventions (ferry(1)): --data-dir in both forms, options before or after the
+     * subcommand give the same answer as the older positional form */
+    char *ref = NULL;
+    snprintf(args, sizeof(args), "stats %s --json", dir);
+    assert_int_equal(run(args, &ref), 0);
+    const char *forms[][2] = {{"stats --data-dir=", " --json"},
+                              {"--json stats -d ", ""},
+                              {"--data-dir ", " --json stats"}};
+    for (size_t k = 0; k < sizeof forms / sizeof forms[0]; k++) {
+        snprintf(args, sizeof(args), "%s%s%s", forms[k][0], dir, forms[k][1]);
+        assert_int_equal(run(args, &out), 0);
+        json_error_t e1, e2;
+        json_t *a = json_loads(ref, 0, &e1), *b = json_loads(out, 0, &e2);
+        assert_non_null(a);
+        assert_non_null(b);
+        /* the same counts (ages move on between the runs) */
+        const char *names[] = {"event", "metric", "log"};
+        for (int si = 0; si < 3; si++) {
+            json_t *x = json_object_get(json_object_get(a, "streams"), names[si]);
+            json_t *y = json_object_get(json_object_get(b, "streams"), names[si]);
+            assert_non_null(x);
+            assert_non_null(y);
+            assert_true(json_equal(json_object_get(x, "records"), json_object_get(y, "records")));
+            assert_true(json_equal(json_object_get(x, "unsent_records"),
+                                   json_object_get(y, "unsent_records")));
+        }
+        json_decref(a);
+        json_decref(b);
+        free(out);
+    }
+    free(ref);
+    assert_int_equal(run("--version", &out), 0);
+    assert_non_null(strstr(out, "ferry "));
     free(out);
 
     assert_int_equal(journal_close(j), 0);

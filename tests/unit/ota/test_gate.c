@@ -60,6 +60,27 @@ static void test_parse(void **state)
         assert_int_equal(ota_gates_parse(bad[i], g, OTA_MAX_GATES, &n, err, sizeof err), -1);
         assert_non_null(strstr(err, "health gate"));
     }
+    /* names a metric can never have: typos, refused with the offset of the character */
+    static const struct {
+        const char *spec, *msg;
+        size_t off;
+    } typo[] = {
+        {"inference.fps => 25 for 60s", "unknown operator \"=>\"", 14},
+        {"a.b >= 1 for 1s; inference.fps =< 25 for 60s", "unknown operator \"=<\"", 31},
+        {"inference.fps != 25 for 60s", "expected MEASUREMENT.FIELD OP NUMBER", 0},
+        {"inference.f ps >= 25 for 60s", "' ' cannot be part of MEASUREMENT.FIELD", 11},
+        {"inference,host=a.fps >= 25 for 60s", "',' cannot be part", 9},
+        {"a.fps >= 25 for1s", "expected \"for DURATION\"", 12},
+    };
+    for (size_t i = 0; i < sizeof typo / sizeof typo[0]; i++) {
+        size_t where = 999;
+        err[0] = '\0';
+        assert_int_equal(
+            ota_gates_parse_at(typo[i].spec, g, OTA_MAX_GATES, &n, err, sizeof err, &where), -1);
+        if (!strstr(err, typo[i].msg) || where != typo[i].off)
+            fail_msg("\"%s\": got \"%s\" at %zu, expected \"%s\" at %zu", typo[i].spec, err, where,
+                     typo[i].msg, typo[i].off);
+    }
     char many[1024] = "";
     size_t off = 0;
     for (int i = 0; i < OTA_MAX_GATES + 1; i++)

@@ -59,11 +59,19 @@ struct srv {
     /* knobs */
     int fail_503; /* answer this many batch requests 503 */
     int retry_after_s;
-    int reject_nth;  /* answer the Nth batch request (1-based) 400 */
-    int unauth_nth;  /* answer the Nth batch request 401 */
-    size_t max_body; /* 413 above this many bytes (0 = no limit) */
+    int reject_nth;       /* answer the Nth batch request (1-based) 400 */
+    int unauth_nth;       /* answer the Nth batch request 401 */
+    size_t max_body;      /* 413 above this many bytes (0 = no limit) */
+    int reply_delay_ms;   /* answer accepted batches this much later (requests stay in flight) */
+    bool ack_like_ingest; /* acknowledge runs of new seqs only, as ferry-ingest does (it acks
+                             the records it received: seqs a batch's range spans but that were
+                             acknowledged before, so not carried, are holes in the ack) */
     /* observations */
     int64_t req_ms[64];
+    size_t req_len[64];                 /* body length of every batch request, in arrival order */
+    int req_code[64];                   /* and the status it was answered with */
+    uint64_t records_received;          /* records in accepted batches, copies included */
+    uint64_t bytes_received;            /* body bytes of every batch request */
     uint8_t *seen[RECORD_STREAM_COUNT]; /* seen[stream][seq] = times stored */
     uint64_t first_range_last[RECORD_STREAM_COUNT];
     uint64_t second_range_first[RECORD_STREAM_COUNT];
@@ -113,29 +121,73 @@ static void handle_enroll(struct srv *s, struct evhttp_request *req)
     reply_json(req, 200, "{\"device_id\":\"d-test.1\"}");
 }
 
+struct decoded {
+    const struct batch_header *h;
+    uint8_t **got;
+};
+
+static int on_decoded(void *arg, const struct record *r)
+{
+    struct decoded *d = arg;
+    for (size_t i = 0; i < d->h->n_ranges; i++) {
+        const struct batch_range *br = &d->h->ranges[i];
+        if (br->stream == r->stream && r->seq >= br->first && r->seq <= br->last)
+            d->got[r->stream][r->seq - br->first] = 1;
+    }
+    return 0;
+}
+
+struct delayed_reply {
+    struct evhttp_request *req;
+    char *text;
+};
+
+static void send_delayed(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct delayed_reply *d = arg;
+    reply_json(d->req, 200, d->text);
+    free(d->text);
+    free(d);
+}
+
+static void note_code(struct srv *s, int code)
+{
+    if (s->batches <= 64)
+        s->req_code[s->batches - 1] = code;
+}
+
 static void handle_batch(struct srv *s, struct evhttp_request *req)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(in);
     const uint8_t *data = evbuffer_pullup(in, -1);
     s->batches++;
-    if (s->batches <= 64)
+    s->bytes_received += len;
+    if (s->batches <= 64) {
         s->req_ms[s->batches - 1] = ferry_monotonic_ms();
+        s->req_len[s->batches - 1] = len;
+    }
+    note_code(s, 200);
     if (s->fail_503 > 0) {
         s->fail_503--;
         char ra[16];
         snprintf(ra, sizeof(ra), "%d", s->retry_after_s);
         evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", ra);
+        note_code(s, 503);
         reply_json(req, 503, "{\"error\":\"overloaded\"}");
         return;
     }
     if (s->max_body && len > s->max_body) {
+        note_code(s, 413);
         reply_json(req, 413, "{\"error\":\"batch too large\"}");
         return;
     }
     struct batch_header h;
     struct batch_errinfo ei;
     if (batch_peek_header(data, len, &h, &ei) != 0) {
+        note_code(s, 400);
         reply_json(req, 400, "{\"error\":\"bad header\"}");
         return;
     }
@@ -143,11 +195,13 @@ static void handle_batch(struct srv *s, struct evhttp_request *req)
         batch_verify(data, len, &h, s->pk, &ei) != 0) {
         if (s->unauth_nth == s->batches)
             s->have_pk = false; /* forget the device: it must enroll again */
+        note_code(s, 401);
         reply_json(req, 401, "{\"error\":\"unknown device\"}");
         return;
     }
     if (s->reject_nth == s->batches) {
         s->rejected_len = len;
+        note_code(s, 400);
         reply_json(req, 400, "{\"error\":\"body: test rejects this batch at byte 7\"}");
         return;
     }
@@ -160,25 +214,71 @@ static void handle_batch(struct srv *s, struct evhttp_request *req)
         s->max_batch_len = len;
     s->accepted++;
     s->gaps_seen += h.n_gaps;
+    /* got[stream][seq - range first]: the body carried that record (ack_like_ingest) */
+    uint8_t *got[RECORD_STREAM_COUNT] = {NULL};
+    if (s->ack_like_ingest) {
+        struct decoded d = {.h = &h, .got = got};
+        for (size_t i = 0; i < h.n_ranges; i++) {
+            got[h.ranges[i].stream] = calloc(h.ranges[i].last - h.ranges[i].first + 1, 1);
+            assert_non_null(got[h.ranges[i].stream]);
+        }
+        struct batch_decoder *dec = NULL;
+        assert_int_equal(batch_decoder_new(&dec), 0);
+        assert_int_equal(batch_decode_unverified(dec, data, len, NULL, on_decoded, &d, &ei), 0);
+        batch_decoder_free(dec);
+    }
     json_t *acked = json_object();
     for (size_t i = 0; i < h.n_ranges; i++) {
         const struct batch_range *r = &h.ranges[i];
-        for (uint64_t q = r->first; q <= r->last && q < MAX_SEQ; q++)
-            if (s->seen[r->stream][q] < 255)
-                s->seen[r->stream][q]++;
+        json_t *runs = json_array();
+        if (!s->ack_like_ingest) {
+            for (uint64_t q = r->first; q <= r->last && q < MAX_SEQ; q++)
+                if (s->seen[r->stream][q] < 255)
+                    s->seen[r->stream][q]++;
+            s->records_received += r->last - r->first + 1;
+            json_array_append_new(runs,
+                                  json_pack("[I,I]", (json_int_t)r->first, (json_int_t)r->last));
+        } else {
+            /* the records the body carried, as ferry-ingest acknowledges them: runs of seqs */
+            uint64_t run_first = 0;
+            for (uint64_t q = r->first; q <= r->last + 1 && q < MAX_SEQ; q++) {
+                bool carried = q <= r->last && got[r->stream][q - r->first];
+                if (carried) {
+                    if (s->seen[r->stream][q] < 255)
+                        s->seen[r->stream][q]++;
+                    s->records_received++;
+                    if (run_first == 0)
+                        run_first = q;
+                } else if (run_first != 0) {
+                    json_array_append_new(
+                        runs, json_pack("[I,I]", (json_int_t)run_first, (json_int_t)(q - 1)));
+                    run_first = 0;
+                }
+            }
+        }
         if (s->accepted == 1)
             s->first_range_last[r->stream] = r->last;
         if (s->accepted == 2)
             s->second_range_first[r->stream] = r->first;
-        json_object_set_new(acked, record_stream_name(r->stream),
-                            json_pack("[[I,I]]", (json_int_t)r->first, (json_int_t)r->last));
+        json_object_set_new(acked, record_stream_name(r->stream), runs);
     }
+    for (int st = 0; st < RECORD_STREAM_COUNT; st++)
+        free(got[st]);
     json_t *root =
         json_pack("{s:s, s:o, s:i}", "batch_id", "00", "acked", acked, "gaps", (int)h.n_gaps);
     char *text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    if (s->reply_delay_ms > 0) {
+        struct delayed_reply *d = malloc(sizeof(*d));
+        assert_non_null(d);
+        d->req = req;
+        d->text = text;
+        struct timeval tv = {0, s->reply_delay_ms * 1000};
+        assert_int_equal(event_base_once(s->base, -1, EV_TIMEOUT, send_delayed, d, &tv), 0);
+        return;
+    }
     reply_json(req, 200, text);
     free(text);
-    json_decref(root);
 }
 
 static void srv_handler(struct evhttp_request *req, void *arg)
@@ -269,8 +369,10 @@ static void start_sync(struct fixture *f)
 static void append_records(struct fixture *f, enum record_stream stream, int n, int pad)
 {
     struct ferry_buf buf = FERRY_BUF_INIT;
+    /* Log messages are letters from a xorshift generator, new ones for every record: they
+     * compress about as badly as real ones (a 413 needs batches that stay large on the wire). */
     char msg[2048];
-    memset(msg, 'm', sizeof(msg));
+    uint32_t x = 2463534242u;
     if (pad > (int)sizeof(msg))
         pad = sizeof(msg);
     for (int i = 0; i < n; i++) {
@@ -285,6 +387,12 @@ static void append_records(struct fixture *f, enum record_stream stream, int n, 
         r.name.len = strlen(r.name.ptr);
         if (stream == RECORD_LOG) {
             r.level = RECORD_LEVEL_INFO;
+            for (int k = 0; k < pad; k++) {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                msg[k] = (char)('a' + x % 26);
+            }
             r.message.ptr = msg;
             r.message.len = (size_t)(pad > 0 ? pad : 20);
         } else {
@@ -495,6 +603,12 @@ static void test_401_enrolls_again(void **state)
     assert_all_seen(f, RECORD_METRIC, 1, 20);
 }
 
+static int cmp_size_desc(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
 static void test_413_halves_until_it_fits(void **state)
 {
     struct fixture *f = *state;
@@ -508,6 +622,41 @@ static void test_413_halves_until_it_fits(void **state)
     assert_int_equal(unsent(f), 0);
     assert_all_seen(f, RECORD_LOG, 1, 2000);
     assert_true(f->srv.max_batch_len <= 16 * 1024);
+    /* Every refused batch was above the limit, and the refused sizes form levels that halve
+     * (pipelined requests arrive in any order, so they are sorted first): each level is 40 to
+     * 60 % of the one above it, with at most max_in_flight + 1 requests at one level (those in
+     * flight or built before the answer came). The largest accepted batch is about half the
+     * lowest refused level: halved until it fitted, not cut further. */
+    size_t refused[64], n_refused = 0, max_ok = 0;
+    assert_true(f->srv.batches <= 64);
+    for (int i = 0; i < f->srv.batches; i++) {
+        if (f->srv.req_code[i] == 413) {
+            assert_true(f->srv.req_len[i] > 16 * 1024);
+            refused[n_refused++] = f->srv.req_len[i];
+        } else if (f->srv.req_code[i] == 200 && f->srv.req_len[i] > max_ok) {
+            max_ok = f->srv.req_len[i];
+        }
+    }
+    qsort(refused, n_refused, sizeof(refused[0]), cmp_size_desc);
+    assert_true(n_refused >= 1);
+    size_t level = refused[0];
+    unsigned levels = 1, at_level = 0;
+    for (size_t i = 0; i < n_refused; i++) {
+        size_t len = refused[i];
+        if (len * 100 >= level * 95) {
+            at_level++;
+        } else {
+            if (len * 10 > level * 6 || len * 10 < level * 4)
+                fail_msg("refused %zu bytes after a level of %zu: not halved", len, level);
+            levels++;
+            level = len;
+            at_level = 1;
+        }
+        assert_true(at_level <= 4 + 1);
+    }
+    /* 2000 poorly compressible lines of 300 bytes in one 64 KiB batch are far above 16 KiB */
+    assert_true(levels >= 2);
+    assert_true(max_ok * 10 >= level * 4);
 }
 
 static void test_catch_up_sends_newest_first(void **state)
@@ -523,6 +672,40 @@ static void test_catch_up_sends_newest_first(void **state)
     /* the first accepted batch held the newest record; the next one started the backfill */
     assert_int_equal(f->srv.first_range_last[RECORD_METRIC], 20000);
     assert_int_equal(f->srv.second_range_first[RECORD_METRIC], 1);
+}
+
+/* A backlog of a few budgets with requests answered slowly: the newest-first batch is still in
+ * flight when the backfill reaches its records. None of them may go twice (every byte is paid
+ * for on a metered link): the server sees each record once, and no more records than written. */
+static void test_catch_up_sends_each_record_once(void **state)
+{
+    struct fixture *f = *state;
+    f->cfg.min_batch_bytes = 16 * 1024;
+    f->cfg.max_batch_bytes = 16 * 1024;
+    f->cfg.max_in_flight = 4;
+    f->srv.reply_delay_ms = 100;
+    f->srv.ack_like_ingest = true;
+    const int n = 3000;
+    append_records(f, RECORD_METRIC, n / 3, 0);
+    start_sync(f);
+    /* more records arrive while the newest-first batch is out: the backfill's later ranges
+     * span the newest-first one, which the ingest acknowledged (the ack has a hole there) */
+    run_for(f, 150);
+    append_records(f, RECORD_METRIC, n - n / 3, 0);
+    run_until_drained(f, 20000);
+    assert_int_equal(unsent(f), 0);
+    assert_all_seen(f, RECORD_METRIC, 1, (uint64_t)n);
+    /* catch-up happened: the first batch held the newest record of the first backlog */
+    assert_int_equal(f->srv.first_range_last[RECORD_METRIC], n / 3);
+    for (int q = 1; q <= n; q++)
+        if (f->srv.seen[RECORD_METRIC][q] != 1)
+            fail_msg("metric seq %d sent %u times", q, f->srv.seen[RECORD_METRIC][q]);
+    assert_int_equal(f->srv.records_received, (uint64_t)n);
+    struct sync_status st;
+    sync_get_status(f->sync, &st);
+    assert_int_equal(st.stream[RECORD_METRIC].sent_records, (uint64_t)n);
+    fprintf(stderr, "catch-up: %d records in %d requests, %llu bytes on the wire\n", n,
+            f->srv.batches, (unsigned long long)f->srv.bytes_received);
 }
 
 static void test_gaps_reported_then_marked(void **state)
@@ -644,6 +827,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_401_enrolls_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_413_halves_until_it_fits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_catch_up_sends_newest_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_catch_up_sends_each_record_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gaps_reported_then_marked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unreachable_server_backs_off_then_recovers, setup,
                                         teardown),
