@@ -86,6 +86,15 @@ const char ferryd_config_defaults[] = "[device]\n"
                                       "metered_policy = allow\n"
                                       "metered_interfaces = wwan* wwp* rmnet* ppp* usb*\n"
                                       "metered_max_download_rate = 0\n"
+                                      "[collect]\n"
+                                      "root = /\n"
+                                      "[collect.system]\n"
+                                      "enabled = true\n"
+                                      "interval = 10s\n"
+                                      "percpu = true\n"
+                                      "[collect.jetson]\n"
+                                      "enabled = auto\n"
+                                      "interval = 10s\n"
                                       "[log]\n"
                                       "level = info\n";
 
@@ -178,6 +187,14 @@ static const struct config_key config_keys[] = {
      false, 0, 1ull << 40},
     {"update", "max_download_rate", KEY_SIZE, OFF(update_max_download_bytes_per_s), false, 0,
      1 * GIB},
+    {"collect", "root", KEY_STRING, OFF(collect_root), false, 0, 0},
+    {"collect.system", "enabled", KEY_BOOL, OFF(collect_system_enabled), false, 0, 0},
+    {"collect.system", "interval", KEY_DURATION, OFF(collect_system_interval_ms), false, 1000,
+     DAY_MS},
+    {"collect.system", "percpu", KEY_BOOL, OFF(collect_system_percpu), false, 0, 0},
+    {"collect.jetson", "enabled", KEY_STRING, OFF(collect_jetson_enabled), false, 0, 0},
+    {"collect.jetson", "interval", KEY_DURATION, OFF(collect_jetson_interval_ms), false, 1000,
+     DAY_MS},
     {"log", "level", KEY_LOG_LEVEL, OFF(log_level), true, 0, 0},
 };
 
@@ -612,6 +629,15 @@ static void check_cross(struct load_state *st)
             load_fail(st, FERRYD_CONFIG_EVALUE,
                       "[update] slot_backend = command needs cmd_current, cmd_set_next, "
                       "cmd_mark_good, cmd_rollback and slot_path");
+    }
+    if (strcmp(c->collect_jetson_enabled, "auto") != 0 &&
+        strcmp(c->collect_jetson_enabled, "true") != 0 &&
+        strcmp(c->collect_jetson_enabled, "false") != 0) {
+        const struct config_key *k = key_by_offset(OFF(collect_jetson_enabled));
+        st->line = st->set_line[k - config_keys];
+        load_fail(st, FERRYD_CONFIG_EVALUE,
+                  "[collect.jetson] enabled = \"%s\": expected auto, true or false",
+                  c->collect_jetson_enabled);
     }
     if (!c->data_dir[0]) {
         const struct config_key *k = key_by_offset(OFF(data_dir));

@@ -109,6 +109,14 @@ struct ferryd_config {
     char *update_metered_interfaces;                  /* fnmatch globs of metered interfaces */
     uint64_t update_metered_max_download_bytes_per_s; /* policy cap; 0: max_download_rate */
 
+    /* [collect], [collect.system], [collect.jetson] (engine/collect/collect.h) */
+    char *collect_root; /* prefix of /proc and /sys ("/" = this system) */
+    bool collect_system_enabled;
+    int64_t collect_system_interval_ms;
+    bool collect_system_percpu;
+    char *collect_jetson_enabled; /* auto | true | false */
+    int64_t collect_jetson_interval_ms;
+
     /* [log] */
     enum ferry_log_level log_level;
 };

@@ -33,6 +33,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "engine/collect/collect.h"
 #include "engine/config.h"
 #include "engine/durable.h"
 #include "engine/http_input.h"
@@ -65,6 +66,7 @@ struct ferryd {
     struct http_input *http;
     struct line_input *udp;
     struct line_input *unix_in;
+    struct collect_set *collect; /* built-in collectors: [collect.*] */
     struct event *sig_term, *sig_int, *sig_hup;
     struct event *watchdog_timer, *maintenance_timer, *drain_timer;
     int64_t drain_started_ms;
@@ -563,6 +565,51 @@ static int start_inputs(struct ferryd *d, char *errbuf, size_t errlen)
     return 0;
 }
 
+/* Adds one collector to the set, logging what it is. */
+static int add_collector(struct ferryd *d, struct collector *c, char *errbuf, size_t errlen)
+{
+    char name[sizeof c->name];
+    memcpy(name, c->name, sizeof name);
+    long long interval_ms = (long long)c->interval_ms;
+    int rc = collect_set_add(d->collect, c); /* owns c from here, also on error */
+    if (rc != 0) {
+        snprintf(errbuf, errlen, "[collect.%s]: %s", name, collect_strerror(rc));
+        return FERRYD_EXIT_FAILURE;
+    }
+    log_info("ferryd", "collector %s: every %lld ms", name, interval_ms);
+    return 0;
+}
+
+/* The built-in collectors ([collect.*]). A collector that cannot start is a configuration
+ * problem when the operator asked for it, and a logged note when it was only auto-detected. */
+static int start_collectors(struct ferryd *d, char *errbuf, size_t errlen)
+{
+    const struct ferryd_config *c = &d->cfg;
+    int rc = collect_set_new(d->base, d->journal, on_records_durable, d, &d->collect);
+    if (rc != 0) {
+        snprintf(errbuf, errlen, "collectors: %s", collect_strerror(rc));
+        return FERRYD_EXIT_FAILURE;
+    }
+    char cerr[COLLECT_ERRBUF] = "";
+    if (c->collect_system_enabled) {
+        struct collect_system_opts so = {c->collect_root, c->collect_system_percpu,
+                                         c->collect_system_interval_ms};
+        struct collector *sys = NULL;
+        rc = collect_system_new(&so, &sys, cerr, sizeof cerr);
+        if (rc != 0) {
+            snprintf(errbuf, errlen, "[collect.system]: %s: %s", collect_strerror(rc), cerr);
+            return FERRYD_EXIT_FAILURE;
+        }
+        if ((rc = add_collector(d, sys, errbuf, errlen)) != 0)
+            return rc;
+    }
+    if (collect_set_start(d->collect) != 0) {
+        snprintf(errbuf, errlen, "collectors: cannot register their timers");
+        return FERRYD_EXIT_FAILURE;
+    }
+    return 0;
+}
+
 static int start_timers(struct ferryd *d)
 {
     d->sig_term = evsignal_new(d->base, SIGTERM, on_signal, d);
@@ -677,6 +724,8 @@ int ferryd_new(const struct ferryd_options *opts, struct ferryd **out, char *err
     }
     if ((rc = start_inputs(d, errbuf, errlen)) != 0)
         goto fail;
+    if ((rc = start_collectors(d, errbuf, errlen)) != 0)
+        goto fail;
     rc = FERRYD_EXIT_FAILURE;
     if (start_timers(d) != 0) {
         snprintf(errbuf, errlen, "cannot register signals or timers");
@@ -743,6 +792,8 @@ int ferryd_free(struct ferryd *d)
         const char *kv[] = {"reason", d->stop_reason ? d->stop_reason : "exit"};
         append_event(d, "ferryd.stop", "ferryd stopping", kv, 1);
     }
+    collect_set_free(d->collect); /* appends to the journal: before journal_close */
+    d->collect = NULL;
     free_ota(d); /* before the sync engine and the journal it uses */
     sync_free(d->sync);
     d->sync = NULL;
