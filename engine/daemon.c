@@ -603,6 +603,31 @@ static int start_collectors(struct ferryd *d, char *errbuf, size_t errlen)
         if ((rc = add_collector(d, sys, errbuf, errlen)) != 0)
             return rc;
     }
+    bool jetson_auto = strcmp(c->collect_jetson_enabled, "auto") == 0;
+    if (strcmp(c->collect_jetson_enabled, "true") == 0 ||
+        (jetson_auto && collect_jetson_detect(c->collect_root))) {
+        struct collect_jetson_opts jo = {c->collect_root, c->collect_jetson_interval_ms};
+        struct collector *jet = NULL;
+        struct ferry_buf missing = FERRY_BUF_INIT;
+        rc = collect_jetson_new(&jo, &jet, &missing, cerr, sizeof cerr);
+        /* What this Jetson does not have is said once, here, and never looked for again. */
+        if (missing.len && ferry_buf_append_u8(&missing, 0) == 0) {
+            char *save = NULL;
+            for (char *line = strtok_r((char *)missing.data, "\n", &save); line;
+                 line = strtok_r(NULL, "\n", &save))
+                log_info("ferryd", "collector jetson: skipped: %s", line);
+        }
+        ferry_buf_free(&missing);
+        if (rc != 0 && !jetson_auto) {
+            snprintf(errbuf, errlen, "[collect.jetson]: %s: %s", collect_strerror(rc), cerr);
+            return FERRYD_EXIT_CONFIG;
+        }
+        if (rc != 0)
+            log_warn("ferryd", "collector jetson: detected but not started: %s: %s",
+                     collect_strerror(rc), cerr);
+        else if ((rc = add_collector(d, jet, errbuf, errlen)) != 0)
+            return rc;
+    }
     if (collect_set_start(d->collect) != 0) {
         snprintf(errbuf, errlen, "collectors: cannot register their timers");
         return FERRYD_EXIT_FAILURE;

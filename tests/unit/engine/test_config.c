@@ -155,6 +155,35 @@ static void test_pinned_public_key(void **state)
                  "test.ini:3: [server] pinned_public_key needs an https:// url");
 }
 
+static void test_collect_sections(void **state)
+{
+    (void)state;
+    struct ferryd_config cfg;
+    char err[256];
+    assert_int_equal(ferryd_config_load(NULL, &cfg, err, sizeof err), 0);
+    assert_string_equal(cfg.collect_root, "/");
+    assert_true(cfg.collect_system_enabled);
+    assert_int_equal(cfg.collect_system_interval_ms, 10000);
+    assert_true(cfg.collect_system_percpu);
+    assert_string_equal(cfg.collect_jetson_enabled, "auto");
+    assert_int_equal(cfg.collect_jetson_interval_ms, 10000);
+    ferryd_config_free(&cfg);
+    assert_int_equal(ferryd_config_load_string("[collect.system]\ninterval = 30s\npercpu = no\n"
+                                               "[collect.jetson]\nenabled = false\n",
+                                               "t.ini", &cfg, err, sizeof err),
+                     0);
+    assert_int_equal(cfg.collect_system_interval_ms, 30000);
+    assert_false(cfg.collect_system_percpu);
+    assert_string_equal(cfg.collect_jetson_enabled, "false");
+    ferryd_config_free(&cfg);
+    expect_error("[collect.system]\ninterval = 10ms\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:2: [collect.system] interval = \"10ms\": out of range");
+    expect_error("[collect.jetson]\n\nenabled = maybe\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:3: [collect.jetson] enabled = \"maybe\": expected auto, true or false");
+    expect_error("[collect.gpu]\nenabled = true\n", FERRYD_CONFIG_EKEY,
+                 "test.ini:2: [collect.gpu] enabled: unknown section");
+}
+
 static void test_update_section_rules(void **state)
 {
     (void)state;
@@ -289,6 +318,7 @@ int main(void)
         cmocka_unit_test(test_syntax_error_line),
         cmocka_unit_test(test_update_section_rules),
         cmocka_unit_test(test_pinned_public_key),
+        cmocka_unit_test(test_collect_sections),
         cmocka_unit_test(test_cross_key_rules),
         cmocka_unit_test(test_long_line_is_an_error_on_its_line),
         cmocka_unit_test(test_missing_file),
