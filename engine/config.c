@@ -532,11 +532,111 @@ static int apply_value(struct load_state *st, const struct config_key *k, const 
     return -1;
 }
 
+/* [input.tail.NAME]: sections made by the operator, one per followed set of files. */
+static struct ferryd_tail *tail_section(struct load_state *st, const char *name)
+{
+    struct ferryd_config *c = st->cfg;
+    for (size_t i = 0; i < c->n_tails; i++)
+        if (strcmp(c->tails[i].name, name) == 0)
+            return &c->tails[i];
+    if (c->n_tails == FERRYD_MAX_TAILS) {
+        load_fail(st, FERRYD_CONFIG_EVALUE, "[input.tail.%s]: more than %d tail sections", name,
+                  FERRYD_MAX_TAILS);
+        return NULL;
+    }
+    bool ok = *name && strlen(name) < 64;
+    for (const char *p = name; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-')
+            ok = false;
+    if (!ok) {
+        load_fail(st, FERRYD_CONFIG_EKEY,
+                  "[input.tail.%s]: NAME must be 1 to 63 letters, digits, '_' or '-'", name);
+        return NULL;
+    }
+    struct ferryd_tail *t = &c->tails[c->n_tails];
+    memset(t, 0, sizeof *t);
+    t->name = strdup(name);
+    t->path = strdup("");
+    t->source = strdup("");
+    t->multiline_start = strdup("");
+    t->max_line_bytes = 16 * 1024;
+    t->parse_level = true;
+    t->multiline_flush_ms = 1000;
+    c->n_tails++; /* counted before the check, so ferryd_config_free frees what was made */
+    if (!t->name || !t->path || !t->source || !t->multiline_start) {
+        load_fail(st, FERRYD_CONFIG_ENOMEM, "out of memory");
+        return NULL;
+    }
+    return t;
+}
+
+static int tail_key(struct load_state *st, const char *name, const char *key, const char *value)
+{
+    struct ferryd_tail *t = tail_section(st, name);
+    if (!t)
+        return 0;
+    char **str = NULL;
+    if (strcmp(key, "path") == 0)
+        str = &t->path;
+    else if (strcmp(key, "source") == 0)
+        str = &t->source;
+    else if (strcmp(key, "multiline_start") == 0)
+        str = &t->multiline_start;
+    if (str) {
+        if (set_string(str, value) != 0)
+            load_fail(st, FERRYD_CONFIG_ENOMEM, "out of memory");
+        return 1;
+    }
+    if (strcmp(key, "max_line") == 0) {
+        uint64_t v;
+        if (ferry_parse_size(value, &v) != 0 || v < 64 || v > 64 * KIB) {
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[input.tail.%s] max_line = \"%s\": a size from 64 bytes to 64KiB", name,
+                      value);
+            return 0;
+        }
+        t->max_line_bytes = v;
+        return 1;
+    }
+    if (strcmp(key, "multiline_flush") == 0) {
+        int64_t v;
+        if (ferry_parse_duration_ms(value, &v) != 0 || v < 10 || v > 3600 * 1000) {
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[input.tail.%s] multiline_flush = \"%s\": a duration from 10ms to 1h", name,
+                      value);
+            return 0;
+        }
+        t->multiline_flush_ms = v;
+        return 1;
+    }
+    bool *flag = strcmp(key, "from_beginning") == 0 ? &t->from_beginning
+                 : strcmp(key, "parse_level") == 0  ? &t->parse_level
+                                                    : NULL;
+    if (!flag) {
+        load_fail(st, FERRYD_CONFIG_EKEY, "[input.tail.%s] %s: unknown key", name, key);
+        return 0;
+    }
+    if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 || strcmp(value, "on") == 0 ||
+        strcmp(value, "1") == 0)
+        *flag = true;
+    else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 || strcmp(value, "off") == 0 ||
+             strcmp(value, "0") == 0)
+        *flag = false;
+    else {
+        load_fail(st, FERRYD_CONFIG_EVALUE,
+                  "[input.tail.%s] %s = \"%s\": not a boolean (true or false)", name, key, value);
+        return 0;
+    }
+    return 1;
+}
+
 static int load_handler(void *arg, const char *section, const char *key, const char *value)
 {
     struct load_state *st = arg;
     if (st->line_too_long)
         return 0; /* already reported; the truncated text means nothing */
+    if (strncmp(section, "input.tail.", 11) == 0)
+        return tail_key(st, section + 11, key, value);
     bool section_ok;
     const struct config_key *k = find_key(section, key, &section_ok);
     if (!k) {
@@ -639,6 +739,12 @@ static void check_cross(struct load_state *st)
                   "[collect.jetson] enabled = \"%s\": expected auto, true or false",
                   c->collect_jetson_enabled);
     }
+    for (size_t i = 0; i < c->n_tails; i++)
+        if (!c->tails[i].path[0]) {
+            st->line = 0;
+            load_fail(st, FERRYD_CONFIG_EVALUE, "[input.tail.%s]: path is required",
+                      c->tails[i].name);
+        }
     if (!c->data_dir[0]) {
         const struct config_key *k = key_by_offset(OFF(data_dir));
         st->line = st->set_line[k - config_keys];
@@ -664,6 +770,14 @@ static int run_parse(struct load_state *st)
 
 void ferryd_config_free(struct ferryd_config *cfg)
 {
+    for (size_t i = 0; i < cfg->n_tails; i++) {
+        free(cfg->tails[i].name);
+        free(cfg->tails[i].path);
+        free(cfg->tails[i].source);
+        free(cfg->tails[i].multiline_start);
+    }
+    memset(cfg->tails, 0, sizeof cfg->tails);
+    cfg->n_tails = 0;
     for (size_t i = 0; i < N_KEYS; i++) {
         const struct config_key *k = &config_keys[i];
         if (k->type == KEY_STRING || k->type == KEY_HOSTPORT || k->type == KEY_URL) {
@@ -774,6 +888,21 @@ int ferryd_config_diff(const struct ferryd_config *old_cfg, const struct ferryd_
         n++;
         if (changed)
             changed(k->section, k->key, k->reloadable, arg);
+    }
+    /* Tail sections: any difference needs a restart (the tailers are made at start). */
+    bool tails_differ = old_cfg->n_tails != new_cfg->n_tails;
+    for (size_t i = 0; !tails_differ && i < old_cfg->n_tails; i++) {
+        const struct ferryd_tail *a = &old_cfg->tails[i], *b = &new_cfg->tails[i];
+        tails_differ =
+            strcmp(a->name, b->name) || strcmp(a->path, b->path) || strcmp(a->source, b->source) ||
+            strcmp(a->multiline_start, b->multiline_start) ||
+            a->max_line_bytes != b->max_line_bytes || a->from_beginning != b->from_beginning ||
+            a->parse_level != b->parse_level || a->multiline_flush_ms != b->multiline_flush_ms;
+    }
+    if (tails_differ) {
+        n++;
+        if (changed)
+            changed("input.tail", "*", false, arg);
     }
     return n;
 }

@@ -45,6 +45,7 @@ const char *ferryd_config_strerror(int err);
 #define FERRYD_STREAMS 3 /* event, metric, log: enum record_stream order */
 
 #define FERRYD_MAX_PINS 8 /* [server] pinned_public_key: hashes accepted at once (rotation) */
+#define FERRYD_MAX_TAILS 16 /* [input.tail.NAME] sections */
 
 struct ferryd_config {
     /* [device] */
@@ -116,6 +117,19 @@ struct ferryd_config {
     bool collect_system_percpu;
     char *collect_jetson_enabled; /* auto | true | false */
     int64_t collect_jetson_interval_ms;
+
+    /* [input.tail.NAME] sections, in file order (engine/collect/collect.h, tail_new) */
+    struct ferryd_tail {
+        char *name;            /* NAME */
+        char *path;            /* globs separated by blanks */
+        char *source;          /* log record name; "" = NAME */
+        char *multiline_start; /* POSIX ERE; "" = one record per line */
+        uint64_t max_line_bytes;
+        bool from_beginning;
+        bool parse_level;
+        int64_t multiline_flush_ms;
+    } tails[FERRYD_MAX_TAILS];
+    size_t n_tails;
 
     /* [log] */
     enum ferry_log_level log_level;

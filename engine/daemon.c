@@ -66,7 +66,9 @@ struct ferryd {
     struct http_input *http;
     struct line_input *udp;
     struct line_input *unix_in;
-    struct collect_set *collect; /* built-in collectors: [collect.*] */
+    struct collect_set *collect;          /* built-in collectors: [collect.*] */
+    struct tail *tails[FERRYD_MAX_TAILS]; /* [input.tail.NAME] */
+    size_t n_tails;
     struct event *sig_term, *sig_int, *sig_hup;
     struct event *watchdog_timer, *maintenance_timer, *drain_timer;
     int64_t drain_started_ms;
@@ -632,6 +634,28 @@ static int start_collectors(struct ferryd *d, char *errbuf, size_t errlen)
         snprintf(errbuf, errlen, "collectors: cannot register their timers");
         return FERRYD_EXIT_FAILURE;
     }
+    for (size_t i = 0; i < c->n_tails; i++) {
+        const struct ferryd_tail *ft = &c->tails[i];
+        struct tail_opts to = {ft->name,
+                               ft->path,
+                               ft->source,
+                               ft->multiline_start,
+                               (size_t)ft->max_line_bytes,
+                               ft->from_beginning,
+                               ft->parse_level,
+                               ft->multiline_flush_ms};
+        rc = tail_new(d->base, d->journal, &to, on_records_durable, d, &d->tails[d->n_tails], cerr,
+                      sizeof cerr);
+        if (rc != 0) {
+            snprintf(errbuf, errlen, "%s", cerr);
+            return rc == COLLECT_EINVAL ? FERRYD_EXIT_CONFIG : FERRYD_EXIT_FAILURE;
+        }
+        d->n_tails++;
+        struct tail_stats ts;
+        tail_get_stats(d->tails[d->n_tails - 1], &ts);
+        log_info("ferryd", "tail %s: %s (%llu file(s) now)", ft->name, ft->path,
+                 (unsigned long long)ts.files);
+    }
     return 0;
 }
 
@@ -819,6 +843,9 @@ int ferryd_free(struct ferryd *d)
     }
     collect_set_free(d->collect); /* appends to the journal: before journal_close */
     d->collect = NULL;
+    for (size_t i = 0; i < d->n_tails; i++)
+        tail_free(d->tails[i]);
+    d->n_tails = 0;
     free_ota(d); /* before the sync engine and the journal it uses */
     sync_free(d->sync);
     d->sync = NULL;

@@ -181,6 +181,58 @@ const struct collector *collect_set_collector(const struct collect_set *set, siz
 /* Cancels the timers and frees every collector. NULL is a no-op. */
 void collect_set_free(struct collect_set *set);
 
+/* ---- File tail ([input.tail.NAME], tail.c) -------------------------------------------------- */
+
+struct journal;
+struct tail;
+
+struct tail_opts {
+    const char *name;            /* NAME of [input.tail.NAME]: state keys, default source */
+    const char *paths;           /* glob patterns separated by blanks; wildcards only in the file
+                                    name (the directory is watched with inotify) */
+    const char *source;          /* log record name; NULL or "" = name */
+    const char *multiline_start; /* POSIX extended regex a record's first line matches; NULL or ""
+                                    = every line is a record */
+    size_t max_line_bytes;       /* longer records are cut here and marked (field truncated) */
+    bool from_beginning;         /* a file found at the first start with no saved offset is read
+                                    from its start (else from its end, like Fluentd's default) */
+    bool parse_level;            /* look for a level word (ERROR, warn, level=info...) */
+    int64_t multiline_flush_ms;  /* an open multi-line record is emitted after this idle time */
+};
+
+struct tail_stats {
+    uint64_t files;       /* files followed now */
+    uint64_t records;     /* log records appended */
+    uint64_t bytes;       /* bytes consumed */
+    uint64_t truncated;   /* records cut at max_line_bytes */
+    uint64_t rotations;   /* renamed-away files drained */
+    uint64_t truncations; /* copytruncate (or truncation) seen */
+    uint64_t busy;        /* appends refused for a full journal queue (retried) */
+    uint64_t lost_bytes;  /* bytes a truncation made unreadable (no copy found) */
+};
+
+/*
+ * Starts following the files `opts->paths` matches, now and later (inotify on their
+ * directories: no polling). Each read becomes ONE journal unit holding its log records and the
+ * file's new offset in the state table (key "tail/NAME/PATH", journal_appendv_state()), so a
+ * crash or SIGKILL at any moment neither repeats nor skips a line. Rotation by rename (the old
+ * file is read to its end first) and by copytruncate (the rest of the old content is read from
+ * the copy, found in the same directory by its first bytes) are followed, also across a restart.
+ * Loop thread only. Returns 0 or COLLECT_EINVAL (bad pattern or regex), COLLECT_ENOMEM,
+ * COLLECT_EREAD (inotify, a directory that cannot be watched); errbuf says which.
+ */
+int tail_new(struct event_base *base, struct journal *j, const struct tail_opts *opts,
+             collect_appended_fn appended, void *arg, struct tail **out, char *errbuf,
+             size_t errlen) __attribute__((warn_unused_result));
+void tail_get_stats(const struct tail *t, struct tail_stats *out);
+/* Stops following and frees everything (what was appended stays). NULL is a no-op. */
+void tail_free(struct tail *t);
+
+/* The level of a log line from common formats ("ERROR ...", "[warn]", "level=info",
+ * "\"level\":\"debug\"", "E0102 ..." glog), looked for in its first 160 bytes: an enum
+ * record_log_level, or -1 when none is found. */
+int tail_parse_level(const char *line, size_t len);
+
 /* ---- Helpers shared by the collectors (collect.c) ------------------------------------------- */
 
 /* Reads root + rel (rel starts with '/') into buf (NUL-terminated, at most cap-1 bytes; a longer

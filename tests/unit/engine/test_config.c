@@ -184,6 +184,43 @@ static void test_collect_sections(void **state)
                  "test.ini:2: [collect.gpu] enabled: unknown section");
 }
 
+static void test_tail_sections(void **state)
+{
+    (void)state;
+    struct ferryd_config cfg;
+    char err[256];
+    assert_int_equal(ferryd_config_load_string("[input.tail.app]\npath = /var/log/app/*.log\n"
+                                               "multiline_start = ^[0-9]{4}-\nmax_line = 4KiB\n"
+                                               "[input.tail.fw]\npath = /var/log/fw.log\n"
+                                               "source = firmware\nfrom_beginning = yes\n",
+                                               "t.ini", &cfg, err, sizeof err),
+                     0);
+    assert_int_equal(cfg.n_tails, 2);
+    assert_string_equal(cfg.tails[0].name, "app");
+    assert_string_equal(cfg.tails[0].path, "/var/log/app/*.log");
+    assert_string_equal(cfg.tails[0].multiline_start, "^[0-9]{4}-");
+    assert_int_equal(cfg.tails[0].max_line_bytes, 4096);
+    assert_false(cfg.tails[0].from_beginning);
+    assert_true(cfg.tails[0].parse_level);
+    assert_int_equal(cfg.tails[0].multiline_flush_ms, 1000);
+    assert_string_equal(cfg.tails[1].source, "firmware");
+    assert_true(cfg.tails[1].from_beginning);
+    struct ferryd_config other;
+    assert_int_equal(ferryd_config_load_string("[input.tail.app]\npath = /x.log\n", "t.ini", &other,
+                                               err, sizeof err),
+                     0);
+    assert_true(ferryd_config_diff(&cfg, &other, NULL, NULL) >= 1);
+    ferryd_config_free(&other);
+    ferryd_config_free(&cfg);
+    expect_error("[input.tail.app]\nsource = x\n", FERRYD_CONFIG_EVALUE,
+                 "[input.tail.app]: path is required");
+    expect_error("[input.tail.app]\npath = /x\nbogus = 1\n", FERRYD_CONFIG_EKEY,
+                 "test.ini:3: [input.tail.app] bogus: unknown key");
+    expect_error("[input.tail.app]\npath = /x\nmax_line = 1MiB\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:3: [input.tail.app] max_line = \"1MiB\": a size from 64 bytes");
+    expect_error("[input.tail.a b]\npath = /x\n", FERRYD_CONFIG_EKEY, "NAME must be");
+}
+
 static void test_update_section_rules(void **state)
 {
     (void)state;
@@ -319,6 +356,7 @@ int main(void)
         cmocka_unit_test(test_update_section_rules),
         cmocka_unit_test(test_pinned_public_key),
         cmocka_unit_test(test_collect_sections),
+        cmocka_unit_test(test_tail_sections),
         cmocka_unit_test(test_cross_key_rules),
         cmocka_unit_test(test_long_line_is_an_error_on_its_line),
         cmocka_unit_test(test_missing_file),
