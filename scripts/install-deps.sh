@@ -29,7 +29,7 @@ PACKAGES="
     libcmocka-dev
     libsystemd-dev
     iproute2 procps psmisc
-    python3
+    python3 python3-influxdb
     bsdiff xdelta3 casync zchunk e2fsprogs
     prometheus
     debhelper fakeroot lintian file
