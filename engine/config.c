@@ -630,6 +630,66 @@ static int tail_key(struct load_state *st, const char *name, const char *key, co
     return 1;
 }
 
+/* [input.prometheus.NAME]: one exporter to scrape. */
+static int scrape_key(struct load_state *st, const char *name, const char *key, const char *value)
+{
+    struct ferryd_config *c = st->cfg;
+    struct ferryd_scrape *sc = NULL;
+    for (size_t i = 0; i < c->n_scrapes; i++)
+        if (strcmp(c->scrapes[i].name, name) == 0)
+            sc = &c->scrapes[i];
+    if (!sc) {
+        bool ok = *name && strlen(name) < 64 && c->n_scrapes < FERRYD_MAX_SCRAPES;
+        for (const char *p = name; *p; p++)
+            if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-')
+                ok = false;
+        if (!ok) {
+            load_fail(st, FERRYD_CONFIG_EKEY,
+                      "[input.prometheus.%s]: NAME must be 1 to 63 letters, digits, '_' or '-' "
+                      "(at most %d sections)",
+                      name, FERRYD_MAX_SCRAPES);
+            return 0;
+        }
+        sc = &c->scrapes[c->n_scrapes++];
+        memset(sc, 0, sizeof *sc);
+        sc->name = strdup(name);
+        sc->url = strdup("");
+        sc->interval_ms = 10000;
+        sc->timeout_ms = 5000;
+        if (!sc->name || !sc->url) {
+            load_fail(st, FERRYD_CONFIG_ENOMEM, "out of memory");
+            return 0;
+        }
+    }
+    if (strcmp(key, "url") == 0) {
+        if (strncmp(value, "http://", 7) != 0 || !value[7]) {
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[input.prometheus.%s] url = \"%s\": an http:// URL of a local exporter",
+                      name, value);
+            return 0;
+        }
+        if (set_string(&sc->url, value) != 0)
+            load_fail(st, FERRYD_CONFIG_ENOMEM, "out of memory");
+        return 1;
+    }
+    int64_t *d = strcmp(key, "interval") == 0  ? &sc->interval_ms
+                 : strcmp(key, "timeout") == 0 ? &sc->timeout_ms
+                                               : NULL;
+    if (!d) {
+        load_fail(st, FERRYD_CONFIG_EKEY, "[input.prometheus.%s] %s: unknown key", name, key);
+        return 0;
+    }
+    int64_t v;
+    if (ferry_parse_duration_ms(value, &v) != 0 || v < 100 || v > DAY_MS) {
+        load_fail(st, FERRYD_CONFIG_EVALUE,
+                  "[input.prometheus.%s] %s = \"%s\": a duration from 100ms to 1d", name, key,
+                  value);
+        return 0;
+    }
+    *d = v;
+    return 1;
+}
+
 static int load_handler(void *arg, const char *section, const char *key, const char *value)
 {
     struct load_state *st = arg;
@@ -637,6 +697,8 @@ static int load_handler(void *arg, const char *section, const char *key, const c
         return 0; /* already reported; the truncated text means nothing */
     if (strncmp(section, "input.tail.", 11) == 0)
         return tail_key(st, section + 11, key, value);
+    if (strncmp(section, "input.prometheus.", 17) == 0)
+        return scrape_key(st, section + 17, key, value);
     bool section_ok;
     const struct config_key *k = find_key(section, key, &section_ok);
     if (!k) {
@@ -739,6 +801,16 @@ static void check_cross(struct load_state *st)
                   "[collect.jetson] enabled = \"%s\": expected auto, true or false",
                   c->collect_jetson_enabled);
     }
+    for (size_t i = 0; i < c->n_scrapes; i++) {
+        st->line = 0;
+        if (!c->scrapes[i].url[0])
+            load_fail(st, FERRYD_CONFIG_EVALUE, "[input.prometheus.%s]: url is required",
+                      c->scrapes[i].name);
+        else if (c->scrapes[i].timeout_ms > c->scrapes[i].interval_ms)
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[input.prometheus.%s]: timeout must not exceed interval",
+                      c->scrapes[i].name);
+    }
     for (size_t i = 0; i < c->n_tails; i++)
         if (!c->tails[i].path[0]) {
             st->line = 0;
@@ -778,6 +850,12 @@ void ferryd_config_free(struct ferryd_config *cfg)
     }
     memset(cfg->tails, 0, sizeof cfg->tails);
     cfg->n_tails = 0;
+    for (size_t i = 0; i < cfg->n_scrapes; i++) {
+        free(cfg->scrapes[i].name);
+        free(cfg->scrapes[i].url);
+    }
+    memset(cfg->scrapes, 0, sizeof cfg->scrapes);
+    cfg->n_scrapes = 0;
     for (size_t i = 0; i < N_KEYS; i++) {
         const struct config_key *k = &config_keys[i];
         if (k->type == KEY_STRING || k->type == KEY_HOSTPORT || k->type == KEY_URL) {
@@ -898,6 +976,17 @@ int ferryd_config_diff(const struct ferryd_config *old_cfg, const struct ferryd_
             strcmp(a->multiline_start, b->multiline_start) ||
             a->max_line_bytes != b->max_line_bytes || a->from_beginning != b->from_beginning ||
             a->parse_level != b->parse_level || a->multiline_flush_ms != b->multiline_flush_ms;
+    }
+    bool scrapes_differ = old_cfg->n_scrapes != new_cfg->n_scrapes;
+    for (size_t i = 0; !scrapes_differ && i < old_cfg->n_scrapes; i++) {
+        const struct ferryd_scrape *a = &old_cfg->scrapes[i], *b = &new_cfg->scrapes[i];
+        scrapes_differ = strcmp(a->name, b->name) || strcmp(a->url, b->url) ||
+                         a->interval_ms != b->interval_ms || a->timeout_ms != b->timeout_ms;
+    }
+    if (scrapes_differ) {
+        n++;
+        if (changed)
+            changed("input.prometheus", "*", false, arg);
     }
     if (tails_differ) {
         n++;

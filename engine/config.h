@@ -45,7 +45,8 @@ const char *ferryd_config_strerror(int err);
 #define FERRYD_STREAMS 3 /* event, metric, log: enum record_stream order */
 
 #define FERRYD_MAX_PINS 8 /* [server] pinned_public_key: hashes accepted at once (rotation) */
-#define FERRYD_MAX_TAILS 16 /* [input.tail.NAME] sections */
+#define FERRYD_MAX_TAILS 16   /* [input.tail.NAME] sections */
+#define FERRYD_MAX_SCRAPES 16 /* [input.prometheus.NAME] sections */
 
 struct ferryd_config {
     /* [device] */
@@ -130,6 +131,15 @@ struct ferryd_config {
         int64_t multiline_flush_ms;
     } tails[FERRYD_MAX_TAILS];
     size_t n_tails;
+
+    /* [input.prometheus.NAME] sections (engine/collect/collect.h, scrape_new) */
+    struct ferryd_scrape {
+        char *name;
+        char *url;
+        int64_t interval_ms;
+        int64_t timeout_ms;
+    } scrapes[FERRYD_MAX_SCRAPES];
+    size_t n_scrapes;
 
     /* [log] */
     enum ferry_log_level log_level;

@@ -69,6 +69,8 @@ struct ferryd {
     struct collect_set *collect;          /* built-in collectors: [collect.*] */
     struct tail *tails[FERRYD_MAX_TAILS]; /* [input.tail.NAME] */
     size_t n_tails;
+    struct scrape *scrapes[FERRYD_MAX_SCRAPES]; /* [input.prometheus.NAME] */
+    size_t n_scrapes;
     struct event *sig_term, *sig_int, *sig_hup;
     struct event *watchdog_timer, *maintenance_timer, *drain_timer;
     int64_t drain_started_ms;
@@ -656,6 +658,19 @@ static int start_collectors(struct ferryd *d, char *errbuf, size_t errlen)
         log_info("ferryd", "tail %s: %s (%llu file(s) now)", ft->name, ft->path,
                  (unsigned long long)ts.files);
     }
+    for (size_t i = 0; i < c->n_scrapes; i++) {
+        const struct ferryd_scrape *fs = &c->scrapes[i];
+        struct scrape_opts so = {fs->name, fs->url, fs->interval_ms, fs->timeout_ms};
+        rc = scrape_new(d->base, d->journal, &so, on_records_durable, d, &d->scrapes[d->n_scrapes],
+                        cerr, sizeof cerr);
+        if (rc != 0) {
+            snprintf(errbuf, errlen, "%s", cerr);
+            return rc == COLLECT_EINVAL ? FERRYD_EXIT_CONFIG : FERRYD_EXIT_FAILURE;
+        }
+        d->n_scrapes++;
+        log_info("ferryd", "prometheus %s: %s every %lld ms", fs->name, fs->url,
+                 (long long)fs->interval_ms);
+    }
     return 0;
 }
 
@@ -846,6 +861,9 @@ int ferryd_free(struct ferryd *d)
     for (size_t i = 0; i < d->n_tails; i++)
         tail_free(d->tails[i]);
     d->n_tails = 0;
+    for (size_t i = 0; i < d->n_scrapes; i++)
+        scrape_free(d->scrapes[i]);
+    d->n_scrapes = 0;
     free_ota(d); /* before the sync engine and the journal it uses */
     sync_free(d->sync);
     d->sync = NULL;

@@ -233,6 +233,60 @@ void tail_free(struct tail *t);
  * record_log_level, or -1 when none is found. */
 int tail_parse_level(const char *line, size_t len);
 
+/* ---- Prometheus exposition (promparse.c) ---------------------------------------------------- */
+
+struct prom_stats {
+    uint64_t lines;   /* non-empty lines */
+    uint64_t samples; /* sample lines turned into records or record fields */
+    uint64_t skipped; /* sample lines that did not parse, or records over the record limits */
+};
+
+/*
+ * Parses a Prometheus text exposition (format 0.0.4, or OpenMetrics 1.0 when `openmetrics`:
+ * timestamps in seconds, "# EOF") into metric records appended to out, named as Telegraf's
+ * prometheus input (metric_version 1) names them: counter -> field "counter", gauge -> "gauge",
+ * untyped -> "value"; a histogram or summary family becomes one record per label set with
+ * fields "count", "sum" and one per bucket bound / quantile. Labels are tags. Samples without a
+ * timestamp get now_ns. Lines that do not parse are skipped and counted in *stats. Returns 0 or
+ * COLLECT_ENOMEM.
+ */
+int prom_parse(const char *text, size_t len, bool openmetrics, int64_t now_ns,
+               struct collect_out *out, struct prom_stats *stats)
+    __attribute__((warn_unused_result));
+
+/* ---- Prometheus scrape ([input.prometheus.NAME], scrape.c) ---------------------------------- */
+
+struct scrape;
+
+struct scrape_opts {
+    const char *name;    /* NAME of the section */
+    const char *url;     /* http://host:port/path of the exporter */
+    int64_t interval_ms; /* >= 100 */
+    int64_t timeout_ms;  /* 10 ms .. interval */
+};
+
+struct scrape_stats {
+    uint64_t scrapes;       /* answered with 200 and parsed */
+    uint64_t failures;      /* no answer in time, refused, or not 200 */
+    uint64_t overlapping;   /* skipped: the previous scrape was still running */
+    uint64_t records;       /* metric records appended */
+    uint64_t dropped;       /* scrapes whose records the journal refused (queue full) */
+    uint64_t skipped_lines; /* exposition lines that did not parse */
+};
+
+/*
+ * Scrapes `opts->url` every interval on the loop (libevent's HTTP client, with the timeout; a
+ * hung exporter never blocks the loop) and appends each scrape's records (prom_parse()) as one
+ * journal unit. The first scrape starts at once. Loop thread only. Returns 0, COLLECT_EINVAL
+ * (bad URL or durations; errbuf says which) or COLLECT_ENOMEM.
+ */
+int scrape_new(struct event_base *base, struct journal *j, const struct scrape_opts *opts,
+               collect_appended_fn appended, void *arg, struct scrape **out, char *errbuf,
+               size_t errlen) __attribute__((warn_unused_result));
+void scrape_get_stats(const struct scrape *s, struct scrape_stats *out);
+/* Cancels a scrape in flight (no callback after it) and frees everything. NULL is a no-op. */
+void scrape_free(struct scrape *s);
+
 /* ---- Helpers shared by the collectors (collect.c) ------------------------------------------- */
 
 /* Reads root + rel (rel starts with '/') into buf (NUL-terminated, at most cap-1 bytes; a longer

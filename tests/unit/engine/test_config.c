@@ -221,6 +221,31 @@ static void test_tail_sections(void **state)
     expect_error("[input.tail.a b]\npath = /x\n", FERRYD_CONFIG_EKEY, "NAME must be");
 }
 
+static void test_prometheus_sections(void **state)
+{
+    (void)state;
+    struct ferryd_config cfg;
+    char err[256];
+    assert_int_equal(ferryd_config_load_string("[input.prometheus.app]\n"
+                                               "url = http://127.0.0.1:9100/metrics\n"
+                                               "interval = 30s\n",
+                                               "t.ini", &cfg, err, sizeof err),
+                     0);
+    assert_int_equal(cfg.n_scrapes, 1);
+    assert_string_equal(cfg.scrapes[0].url, "http://127.0.0.1:9100/metrics");
+    assert_int_equal(cfg.scrapes[0].interval_ms, 30000);
+    assert_int_equal(cfg.scrapes[0].timeout_ms, 5000);
+    ferryd_config_free(&cfg);
+    expect_error("[input.prometheus.app]\ninterval = 1s\n", FERRYD_CONFIG_EVALUE,
+                 "[input.prometheus.app]: url is required");
+    expect_error("[input.prometheus.app]\nurl = https://x/metrics\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:2: [input.prometheus.app] url = \"https://x/metrics\"");
+    expect_error("[input.prometheus.app]\nurl = http://x/m\ninterval = 1s\ntimeout = 2s\n",
+                 FERRYD_CONFIG_EVALUE, "timeout must not exceed interval");
+    expect_error("[input.prometheus.app]\nurl = http://x/m\nport = 1\n", FERRYD_CONFIG_EKEY,
+                 "test.ini:3: [input.prometheus.app] port: unknown key");
+}
+
 static void test_update_section_rules(void **state)
 {
     (void)state;
@@ -357,6 +382,7 @@ int main(void)
         cmocka_unit_test(test_pinned_public_key),
         cmocka_unit_test(test_collect_sections),
         cmocka_unit_test(test_tail_sections),
+        cmocka_unit_test(test_prometheus_sections),
         cmocka_unit_test(test_cross_key_rules),
         cmocka_unit_test(test_long_line_is_an_error_on_its_line),
         cmocka_unit_test(test_missing_file),
