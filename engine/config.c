@@ -690,6 +690,80 @@ static int scrape_key(struct load_state *st, const char *name, const char *key, 
     return 1;
 }
 
+/* [input.journald.NAME]: systemd's journal. */
+static int journald_key(struct load_state *st, const char *name, const char *key, const char *value)
+{
+    struct ferryd_config *c = st->cfg;
+    struct ferryd_journald *jd = NULL;
+    for (size_t i = 0; i < c->n_journalds; i++)
+        if (strcmp(c->journalds[i].name, name) == 0)
+            jd = &c->journalds[i];
+    if (!jd) {
+        bool ok = *name && strlen(name) < 64 && c->n_journalds < FERRYD_MAX_JOURNALDS;
+        for (const char *p = name; *p; p++)
+            if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-')
+                ok = false;
+        if (!ok) {
+            load_fail(st, FERRYD_CONFIG_EKEY,
+                      "[input.journald.%s]: NAME must be 1 to 63 letters, digits, '_' or '-' "
+                      "(at most %d sections)",
+                      name, FERRYD_MAX_JOURNALDS);
+            return 0;
+        }
+        jd = &c->journalds[c->n_journalds++];
+        memset(jd, 0, sizeof *jd);
+        jd->name = strdup(name);
+        jd->directory = strdup("");
+        jd->units = strdup("");
+        jd->max_priority = 7;
+        if (!jd->name || !jd->directory || !jd->units) {
+            load_fail(st, FERRYD_CONFIG_ENOMEM, "out of memory");
+            return 0;
+        }
+    }
+    char **str = strcmp(key, "directory") == 0 ? &jd->directory
+                 : strcmp(key, "units") == 0   ? &jd->units
+                                               : NULL;
+    if (str) {
+        if (set_string(str, value) != 0)
+            load_fail(st, FERRYD_CONFIG_ENOMEM, "out of memory");
+        return 1;
+    }
+    if (strcmp(key, "max_priority") == 0) {
+        int64_t v = -1;
+        static const char *const names[] = {"emerg",   "alert",  "crit", "err",
+                                            "warning", "notice", "info", "debug"};
+        for (int i = 0; i < 8; i++)
+            if (strcmp(value, names[i]) == 0)
+                v = i;
+        if (v < 0 && ferry_parse_i64(value, 0, 7, &v) != 0) {
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[input.journald.%s] max_priority = \"%s\": 0..7 or emerg, alert, crit, "
+                      "err, warning, notice, info, debug",
+                      name, value);
+            return 0;
+        }
+        jd->max_priority = v;
+        return 1;
+    }
+    if (strcmp(key, "from_beginning") == 0) {
+        if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 || strcmp(value, "1") == 0 ||
+            strcmp(value, "on") == 0)
+            jd->from_beginning = true;
+        else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 ||
+                 strcmp(value, "0") == 0 || strcmp(value, "off") == 0)
+            jd->from_beginning = false;
+        else {
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[input.journald.%s] from_beginning = \"%s\": not a boolean", name, value);
+            return 0;
+        }
+        return 1;
+    }
+    load_fail(st, FERRYD_CONFIG_EKEY, "[input.journald.%s] %s: unknown key", name, key);
+    return 0;
+}
+
 static int load_handler(void *arg, const char *section, const char *key, const char *value)
 {
     struct load_state *st = arg;
@@ -699,6 +773,8 @@ static int load_handler(void *arg, const char *section, const char *key, const c
         return tail_key(st, section + 11, key, value);
     if (strncmp(section, "input.prometheus.", 17) == 0)
         return scrape_key(st, section + 17, key, value);
+    if (strncmp(section, "input.journald.", 15) == 0)
+        return journald_key(st, section + 15, key, value);
     bool section_ok;
     const struct config_key *k = find_key(section, key, &section_ok);
     if (!k) {
@@ -856,6 +932,13 @@ void ferryd_config_free(struct ferryd_config *cfg)
     }
     memset(cfg->scrapes, 0, sizeof cfg->scrapes);
     cfg->n_scrapes = 0;
+    for (size_t i = 0; i < cfg->n_journalds; i++) {
+        free(cfg->journalds[i].name);
+        free(cfg->journalds[i].directory);
+        free(cfg->journalds[i].units);
+    }
+    memset(cfg->journalds, 0, sizeof cfg->journalds);
+    cfg->n_journalds = 0;
     for (size_t i = 0; i < N_KEYS; i++) {
         const struct config_key *k = &config_keys[i];
         if (k->type == KEY_STRING || k->type == KEY_HOSTPORT || k->type == KEY_URL) {
@@ -982,6 +1065,18 @@ int ferryd_config_diff(const struct ferryd_config *old_cfg, const struct ferryd_
         const struct ferryd_scrape *a = &old_cfg->scrapes[i], *b = &new_cfg->scrapes[i];
         scrapes_differ = strcmp(a->name, b->name) || strcmp(a->url, b->url) ||
                          a->interval_ms != b->interval_ms || a->timeout_ms != b->timeout_ms;
+    }
+    bool journalds_differ = old_cfg->n_journalds != new_cfg->n_journalds;
+    for (size_t i = 0; !journalds_differ && i < old_cfg->n_journalds; i++) {
+        const struct ferryd_journald *a = &old_cfg->journalds[i], *b = &new_cfg->journalds[i];
+        journalds_differ = strcmp(a->name, b->name) || strcmp(a->directory, b->directory) ||
+                           strcmp(a->units, b->units) || a->max_priority != b->max_priority ||
+                           a->from_beginning != b->from_beginning;
+    }
+    if (journalds_differ) {
+        n++;
+        if (changed)
+            changed("input.journald", "*", false, arg);
     }
     if (scrapes_differ) {
         n++;

@@ -45,8 +45,9 @@ const char *ferryd_config_strerror(int err);
 #define FERRYD_STREAMS 3 /* event, metric, log: enum record_stream order */
 
 #define FERRYD_MAX_PINS 8 /* [server] pinned_public_key: hashes accepted at once (rotation) */
-#define FERRYD_MAX_TAILS 16   /* [input.tail.NAME] sections */
-#define FERRYD_MAX_SCRAPES 16 /* [input.prometheus.NAME] sections */
+#define FERRYD_MAX_TAILS 16    /* [input.tail.NAME] sections */
+#define FERRYD_MAX_SCRAPES 16  /* [input.prometheus.NAME] sections */
+#define FERRYD_MAX_JOURNALDS 4 /* [input.journald.NAME] sections */
 
 struct ferryd_config {
     /* [device] */
@@ -140,6 +141,16 @@ struct ferryd_config {
         int64_t timeout_ms;
     } scrapes[FERRYD_MAX_SCRAPES];
     size_t n_scrapes;
+
+    /* [input.journald.NAME] sections (engine/collect/collect.h, journald_new) */
+    struct ferryd_journald {
+        char *name;
+        char *directory; /* "" = the local system journal */
+        char *units;
+        int64_t max_priority;
+        bool from_beginning;
+    } journalds[FERRYD_MAX_JOURNALDS];
+    size_t n_journalds;
 
     /* [log] */
     enum ferry_log_level log_level;

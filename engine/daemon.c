@@ -71,6 +71,8 @@ struct ferryd {
     size_t n_tails;
     struct scrape *scrapes[FERRYD_MAX_SCRAPES]; /* [input.prometheus.NAME] */
     size_t n_scrapes;
+    struct journald *journalds[FERRYD_MAX_JOURNALDS]; /* [input.journald.NAME] */
+    size_t n_journalds;
     struct event *sig_term, *sig_int, *sig_hup;
     struct event *watchdog_timer, *maintenance_timer, *drain_timer;
     int64_t drain_started_ms;
@@ -671,6 +673,21 @@ static int start_collectors(struct ferryd *d, char *errbuf, size_t errlen)
         log_info("ferryd", "prometheus %s: %s every %lld ms", fs->name, fs->url,
                  (long long)fs->interval_ms);
     }
+    for (size_t i = 0; i < c->n_journalds; i++) {
+        const struct ferryd_journald *fj = &c->journalds[i];
+        struct journald_opts jo = {fj->name, fj->directory, fj->units, (int)fj->max_priority,
+                                   fj->from_beginning};
+        rc = journald_new(d->base, d->journal, &jo, on_records_durable, d,
+                          &d->journalds[d->n_journalds], cerr, sizeof cerr);
+        if (rc != 0) {
+            snprintf(errbuf, errlen, "%s", cerr);
+            return rc == COLLECT_EINVAL ? FERRYD_EXIT_CONFIG : FERRYD_EXIT_FAILURE;
+        }
+        d->n_journalds++;
+        log_info("ferryd", "journald %s: %s%s", fj->name,
+                 fj->directory[0] ? fj->directory : "the system journal",
+                 fj->units[0] ? " (units filtered)" : "");
+    }
     return 0;
 }
 
@@ -864,6 +881,9 @@ int ferryd_free(struct ferryd *d)
     for (size_t i = 0; i < d->n_scrapes; i++)
         scrape_free(d->scrapes[i]);
     d->n_scrapes = 0;
+    for (size_t i = 0; i < d->n_journalds; i++)
+        journald_free(d->journalds[i]);
+    d->n_journalds = 0;
     free_ota(d); /* before the sync engine and the journal it uses */
     sync_free(d->sync);
     d->sync = NULL;

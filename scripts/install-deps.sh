@@ -28,7 +28,7 @@ PACKAGES="
     libjansson-dev
     libcmocka-dev
     libsystemd-dev
-    iproute2 procps psmisc
+    iproute2 procps psmisc systemd-journal-remote
     python3 python3-influxdb
     bsdiff xdelta3 casync zchunk e2fsprogs
     prometheus

@@ -287,6 +287,36 @@ void scrape_get_stats(const struct scrape *s, struct scrape_stats *out);
 /* Cancels a scrape in flight (no callback after it) and frees everything. NULL is a no-op. */
 void scrape_free(struct scrape *s);
 
+/* ---- journald ([input.journald.NAME], journald.c) ------------------------------------------- */
+
+struct journald;
+
+struct journald_opts {
+    const char *name;      /* NAME of the section: the state key "journald/NAME" */
+    const char *directory; /* NULL or "": the local system journal; else journal files there */
+    const char *units;     /* _SYSTEMD_UNIT values separated by blanks; "" = every unit */
+    int max_priority;      /* entries with PRIORITY <= this (0 emerg .. 7 debug = all) */
+    bool from_beginning;   /* without a saved cursor: from the oldest entry (else new ones) */
+};
+
+struct journald_stats {
+    uint64_t records; /* log records appended */
+    uint64_t busy;    /* units the journal queue refused (re-read from the cursor) */
+    uint64_t skipped; /* entries over the record limits */
+};
+
+/*
+ * Follows systemd's journal through sd-journal on the loop (its descriptor is watched, no
+ * polling). Each batch of entries is ONE journal unit with the cursor of the last one in the
+ * state table (key "journald/NAME"), so a crash neither repeats nor skips an entry. Loop thread
+ * only. Returns 0, COLLECT_EINVAL, COLLECT_EREAD (the journal cannot be opened), COLLECT_ENOMEM.
+ */
+int journald_new(struct event_base *base, struct journal *j, const struct journald_opts *opts,
+                 collect_appended_fn appended, void *arg, struct journald **out, char *errbuf,
+                 size_t errlen) __attribute__((warn_unused_result));
+void journald_get_stats(const struct journald *jd, struct journald_stats *out);
+void journald_free(struct journald *jd);
+
 /* ---- Helpers shared by the collectors (collect.c) ------------------------------------------- */
 
 /* Reads root + rel (rel starts with '/') into buf (NUL-terminated, at most cap-1 bytes; a longer

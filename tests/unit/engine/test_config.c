@@ -246,6 +246,27 @@ static void test_prometheus_sections(void **state)
                  "test.ini:3: [input.prometheus.app] port: unknown key");
 }
 
+static void test_journald_sections(void **state)
+{
+    (void)state;
+    struct ferryd_config cfg;
+    char err[256];
+    assert_int_equal(ferryd_config_load_string("[input.journald.sys]\nunits = app.service\n"
+                                               "max_priority = warning\n",
+                                               "t.ini", &cfg, err, sizeof err),
+                     0);
+    assert_int_equal(cfg.n_journalds, 1);
+    assert_string_equal(cfg.journalds[0].units, "app.service");
+    assert_string_equal(cfg.journalds[0].directory, "");
+    assert_int_equal(cfg.journalds[0].max_priority, 4);
+    assert_false(cfg.journalds[0].from_beginning);
+    ferryd_config_free(&cfg);
+    expect_error("[input.journald.sys]\nmax_priority = 9\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:2: [input.journald.sys] max_priority = \"9\"");
+    expect_error("[input.journald.sys]\ncursor = x\n", FERRYD_CONFIG_EKEY,
+                 "test.ini:2: [input.journald.sys] cursor: unknown key");
+}
+
 static void test_update_section_rules(void **state)
 {
     (void)state;
@@ -383,6 +404,7 @@ int main(void)
         cmocka_unit_test(test_collect_sections),
         cmocka_unit_test(test_tail_sections),
         cmocka_unit_test(test_prometheus_sections),
+        cmocka_unit_test(test_journald_sections),
         cmocka_unit_test(test_cross_key_rules),
         cmocka_unit_test(test_long_line_is_an_error_on_its_line),
         cmocka_unit_test(test_missing_file),
