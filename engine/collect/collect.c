@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/utf8.h"
 #include "common/util.h"
 #include "journal/journal.h"
 
@@ -174,6 +175,37 @@ void collector_free(struct collector *c)
     if (c->free_state)
         c->free_state(c->state);
     free(c);
+}
+
+int collect_text(struct ferry_buf *scratch, const char *p, size_t n, const char **out,
+                 size_t *out_len)
+{
+    if (ferry_utf8_find_invalid(p, n, false) == n) {
+        *out = p;
+        *out_len = n;
+        return 0;
+    }
+    scratch->len = 0;
+    size_t start = 0;
+    for (size_t i = 0; i <= n; i++) {
+        if (i < n && p[i] != 0)
+            continue;
+        if (ferry_buf_append_utf8(scratch, p + start, i - start) != 0)
+            return -1;
+        if (i < n && ferry_buf_append(scratch, "\xef\xbf\xbd", 3) != 0) /* the NUL */
+            return -1;
+        start = i + 1;
+    }
+    /* Each repaired byte may grow to three: stay within the record limit, on a character. */
+    size_t len = scratch->len;
+    if (len > RECORD_MAX_VALUE_LEN) {
+        len = RECORD_MAX_VALUE_LEN;
+        while (len > 0 && (scratch->data[len] & 0xC0) == 0x80)
+            len--;
+    }
+    *out = (const char *)scratch->data;
+    *out_len = len;
+    return 0;
 }
 
 /* ---- Files ---------------------------------------------------------------------------------- */

@@ -324,6 +324,16 @@ void journald_free(struct journald *jd);
 long collect_read_file(const char *root, const char *rel, char *buf, size_t cap);
 /* Writes root + rel into out. Returns 0 or -1 when it does not fit. */
 int collect_path(const char *root, const char *rel, char *out, size_t cap);
+/*
+ * Text read from outside (a log line, a journal entry) made valid for a record: when p[0, n) is
+ * well-formed UTF-8 without NUL bytes, *out = p; else every ill-formed subpart and every NUL is
+ * replaced by U+FFFD into `scratch` (reset first) and *out points there (docs/wire-format.md,
+ * "Text encoding": a log file cannot be told its line was refused, so the bytes are repaired).
+ * Returns 0, or -1 when out of memory.
+ */
+int collect_text(struct ferry_buf *scratch, const char *p, size_t n, const char **out,
+                 size_t *out_len) __attribute__((warn_unused_result));
+
 /* Reads a file holding one integer (sysfs style, trailing newline allowed). Returns 0 or -1. */
 int collect_read_i64(const char *path, int64_t *out);
 

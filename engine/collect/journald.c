@@ -42,6 +42,7 @@ struct journald {
     struct journal_append_req *reqs;
     size_t cap_reqs;
     struct journald_stats stats;
+    struct ferry_buf text_scratch; /* a message repaired to valid UTF-8 (collect_text) */
 };
 
 /* Copies sd_journal_get_data's "FIELD=value" value into buf (NUL-terminated, cut at cap-1). */
@@ -88,8 +89,12 @@ static int pack_entry(struct journald *d)
     r.name.len = strlen(name);
     r.level = (prio[0] >= '0' && prio[0] <= '7' && !prio[1]) ? (uint8_t)(prio[0] - '0')
                                                              : RECORD_LEVEL_INFO;
-    r.message.ptr = msg;
-    r.message.len = mlen;
+    const char *text;
+    size_t text_len;
+    if (collect_text(&d->text_scratch, msg, mlen, &text, &text_len) != 0)
+        return COLLECT_ENOMEM;
+    r.message.ptr = text;
+    r.message.len = text_len;
     if (unit[0]) {
         r.tags = &tag;
         r.n_tags = 1;
@@ -318,6 +323,7 @@ void journald_free(struct journald *jd)
     if (d->sj)
         sd_journal_close(d->sj);
     collect_out_free(&d->out);
+    ferry_buf_free(&d->text_scratch);
     free(d->reqs);
     free(d);
 }

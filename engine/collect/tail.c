@@ -109,7 +109,8 @@ struct tail {
     struct collect_out out;
     struct journal_append_req *reqs;
     size_t cap_reqs;
-    bool busy_now; /* the last append found the journal queue full: retry in 5 ms */
+    bool busy_now;                 /* the last append found the journal queue full: retry in 5 ms */
+    struct ferry_buf text_scratch; /* a line repaired to valid UTF-8 (collect_text) */
     struct tail_stats stats;
 };
 
@@ -238,6 +239,10 @@ static int emit(struct tail *t, struct tail_file *f, const char *p, size_t len, 
     bool cut = force_cut || len > t->max_line;
     if (len > t->max_line)
         len = t->max_line;
+    const char *text;
+    size_t text_len;
+    if (collect_text(&t->text_scratch, p, len, &text, &text_len) != 0)
+        return COLLECT_ENOMEM;
     struct record_field fields[2];
     struct record_tag tag = {{"file", 4}, {f->path, strlen(f->path)}};
     struct record r;
@@ -248,8 +253,8 @@ static int emit(struct tail *t, struct tail_file *f, const char *p, size_t len, 
     r.name.len = strlen(t->source);
     int lvl = t->parse_level ? tail_parse_level(p, len) : -1;
     r.level = (uint8_t)(lvl < 0 ? RECORD_LEVEL_INFO : lvl);
-    r.message.ptr = p;
-    r.message.len = len;
+    r.message.ptr = text;
+    r.message.len = text_len;
     r.tags = &tag;
     r.n_tags = 1;
     if (cut) {
@@ -276,8 +281,13 @@ static int emit(struct tail *t, struct tail_file *f, const char *p, size_t len, 
     }
     size_t start = o->packed.len;
     int rc = record_pack(&r, &o->packed);
-    if (rc != 0)
-        return rc == RECORD_ENOMEM ? COLLECT_ENOMEM : COLLECT_EFORMAT;
+    if (rc == RECORD_ENOMEM)
+        return COLLECT_ENOMEM;
+    if (rc != 0) {
+        log_limited(60, FERRY_LOG_WARN, "tail", "[input.tail.%s] %s: a record was skipped: %s",
+                    t->name, f->path, record_strerror(rc));
+        return 0; /* never stall a file on one record */
+    }
     o->recs[o->n].offset = start;
     o->recs[o->n].len = o->packed.len - start;
     o->recs[o->n].ts_ns = ts;
@@ -1046,6 +1056,7 @@ void tail_free(struct tail *t)
         regfree(&t->start_re);
     free(t->buf);
     free(t->reqs);
+    ferry_buf_free(&t->text_scratch);
     collect_out_free(&t->out);
     free(t);
 }

@@ -401,6 +401,27 @@ static void test_long_line_without_newline_is_cut_once(void **state)
     env_close(&e);
 }
 
+/* Bytes that are not UTF-8 (and NULs) are repaired with U+FFFD, never refused or stalled on. */
+static void test_invalid_utf8_is_repaired(void **state)
+{
+    (void)state;
+    struct env e;
+    env_open(&e);
+    tail_start(&e, "app.log", NULL, 1024, true);
+    char path[400];
+    snprintf(path, sizeof path, "%s/app.log", e.logs);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fwrite("bad \xff\xfe and \0 nul\nok \xc3\xa9\n", 1, 23, f);
+    assert_int_equal(fclose(f), 0);
+    spin(&e, 100);
+    read_back(&e);
+    assert_int_equal(e.n, 2);
+    assert_string_equal(e.msgs[0], "bad \xef\xbf\xbd\xef\xbf\xbd and \xef\xbf\xbd nul");
+    assert_string_equal(e.msgs[1], "ok \xc3\xa9");
+    env_close(&e);
+}
+
 static void test_bad_options(void **state)
 {
     (void)state;
@@ -434,6 +455,7 @@ int main(void)
         cmocka_unit_test(test_restart_and_rotations_while_stopped),
         cmocka_unit_test(test_multiline_and_max_line),
         cmocka_unit_test(test_long_line_without_newline_is_cut_once),
+        cmocka_unit_test(test_invalid_utf8_is_repaired),
         cmocka_unit_test(test_bad_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
