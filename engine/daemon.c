@@ -73,6 +73,7 @@ struct ferryd {
     size_t n_scrapes;
     struct journald *journalds[FERRYD_MAX_JOURNALDS]; /* [input.journald.NAME] */
     size_t n_journalds;
+    unsigned inventory_ticks;
     struct event *sig_term, *sig_int, *sig_hup;
     struct event *watchdog_timer, *maintenance_timer, *drain_timer;
     int64_t drain_started_ms;
@@ -315,9 +316,53 @@ static void on_watchdog(evutil_socket_t fd, short what, void *arg)
     sd_notify(0, "WATCHDOG=1");
 }
 
+#define INVENTORY_KEY "inventory/fingerprint"
+#define INVENTORY_CHECK_TICKS 60 /* maintenance ticks (10 s) between inventory checks */
+
+/* Appends an `inventory` event when what the device is differs from the last one announced
+ * (the fingerprint in the state table, written with the event in one transaction). */
+static void check_inventory(struct ferryd *d)
+{
+    struct inventory inv;
+    inventory_collect(d->cfg.collect_root, d->cfg.data_dir, FERRY_VERSION, &inv);
+    uint64_t fp = inventory_fingerprint(&inv), old = 0;
+    size_t got = 0;
+    if (journal_state_get(d->journal, INVENTORY_KEY, strlen(INVENTORY_KEY), &old, sizeof old,
+                          &got) == 0 &&
+        got == sizeof old && old == fp)
+        return;
+    const char *kv[2 * INVENTORY_FIELDS];
+    size_t n = inventory_kv(&inv, kv);
+    struct ferry_buf b = FERRY_BUF_INIT;
+    int64_t now = ferry_realtime_ns();
+    if (input_pack_event("inventory", "device inventory", now, kv, n, &b) != 0) {
+        log_error("ferryd", "inventory: cannot pack the event");
+        ferry_buf_free(&b);
+        return;
+    }
+    struct journal_state_op op = {INVENTORY_KEY, strlen(INVENTORY_KEY), &fp, sizeof fp, false};
+    int rc = journal_append_event_with_state(d->journal, now, b.data, b.len, &op, 1, 0, NULL);
+    ferry_buf_free(&b);
+    if (rc != 0) {
+        log_error("ferryd", "inventory: journal: %s", journal_strerror(rc));
+        return;
+    }
+    d->status.events_appended++;
+    log_info("ferryd", "inventory: %s, %s%s%s, kernel %s", inv.hostname,
+             inv.model[0] ? inv.model : "no device-tree model", inv.l4t[0] ? ", L4T " : "", inv.l4t,
+             inv.kernel);
+    if (d->sync)
+        sync_wake(d->sync);
+}
+
 static void on_maintenance(evutil_socket_t fd, short what, void *arg)
 {
-    announce_gaps(arg);
+    struct ferryd *d = arg;
+    announce_gaps(d);
+    if (++d->inventory_ticks >= INVENTORY_CHECK_TICKS) {
+        d->inventory_ticks = 0;
+        check_inventory(d);
+    }
 }
 
 static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
@@ -837,6 +882,7 @@ int ferryd_new(const struct ferryd_options *opts, struct ferryd **out, char *err
      * component follows in its own "versions" event once the agent runs (maybe_start_ota). */
     const char *versions_kv[] = {"ferryd", FERRY_VERSION};
     append_event(d, "versions", "versions running", versions_kv, 1);
+    check_inventory(d);
     announce_gaps(d);
     maybe_start_ota(d);
     log_info("ferryd", "ferryd %s ready: data_dir %s, http %s, udp %s, unix %s, config %s",

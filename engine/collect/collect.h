@@ -317,6 +317,31 @@ int journald_new(struct event_base *base, struct journal *j, const struct journa
 void journald_get_stats(const struct journald *jd, struct journald_stats *out);
 void journald_free(struct journald *jd);
 
+/* ---- Inventory (inventory.c) ----------------------------------------------------------------- */
+
+#define INVENTORY_FIELDS 8
+
+/* What the device is: the fields of the `inventory` event ("" when unknown). */
+struct inventory {
+    char hostname[256];
+    char machine_id[64]; /* /etc/machine-id */
+    char model[128];     /* /proc/device-tree/model */
+    char l4t[32];        /* /etc/nv_tegra_release: "36.3.0" */
+    char kernel[128];    /* uname -r */
+    char root_bytes[24]; /* size of the filesystem at root "/" */
+    char data_bytes[24]; /* size of the filesystem of data_dir */
+    char ferryd[32];     /* ferryd's version */
+};
+
+/* Fills *inv from root (the [collect] root prefix), data_dir and the version string. */
+void inventory_collect(const char *root, const char *data_dir, const char *version,
+                       struct inventory *inv);
+/* Key/value pairs of the known fields into kv (2 * INVENTORY_FIELDS entries, borrowed from
+ * inv); returns the number of pairs. */
+size_t inventory_kv(const struct inventory *inv, const char **kv);
+/* FNV-1a over the pairs: changes when any field changes. */
+uint64_t inventory_fingerprint(const struct inventory *inv);
+
 /* ---- Helpers shared by the collectors (collect.c) ------------------------------------------- */
 
 /* Reads root + rel (rel starts with '/') into buf (NUL-terminated, at most cap-1 bytes; a longer

@@ -239,13 +239,39 @@ static void test_real_sys(void **state)
     dir_remove(dir);
 }
 
+/* The inventory event's fields from the Orin fixture; the fingerprint follows a change. */
+static void test_inventory(void **state)
+{
+    (void)state;
+    char dir[256];
+    assert_int_equal(fixture_copy("jetson-orin", dir, sizeof dir), 0);
+    struct inventory inv;
+    inventory_collect(dir, dir, "1.2.3", &inv);
+    assert_string_equal(inv.model, "NVIDIA Jetson Orin Nano Engineering Reference Developer Kit");
+    assert_string_equal(inv.l4t, "36.3.0");
+    assert_string_equal(inv.ferryd, "1.2.3");
+    assert_true(inv.kernel[0] && inv.root_bytes[0] && inv.data_bytes[0]);
+    const char *kv[2 * INVENTORY_FIELDS];
+    size_t n = inventory_kv(&inv, kv);
+    assert_int_equal(n, inv.machine_id[0] ? 8 : 7); /* the fixture has no /etc/machine-id */
+    uint64_t fp = inventory_fingerprint(&inv);
+    inventory_collect(dir, dir, "1.2.3", &inv);
+    assert_true(inventory_fingerprint(&inv) == fp);
+    assert_int_equal(write_text(dir, "/etc/nv_tegra_release",
+                                "# R36 (release), REVISION: 4.0, GCID: 1, BOARD: generic\n"),
+                     0);
+    inventory_collect(dir, dir, "1.2.3", &inv);
+    assert_string_equal(inv.l4t, "36.4.0");
+    assert_true(inventory_fingerprint(&inv) != fp);
+    dir_remove(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_nano),
-        cmocka_unit_test(test_xavier_nx),
-        cmocka_unit_test(test_orin),
-        cmocka_unit_test(test_real_sys),
+        cmocka_unit_test(test_nano),      cmocka_unit_test(test_xavier_nx),
+        cmocka_unit_test(test_orin),      cmocka_unit_test(test_real_sys),
+        cmocka_unit_test(test_inventory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
