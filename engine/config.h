@@ -44,7 +44,7 @@ const char *ferryd_config_strerror(int err);
 
 #define FERRYD_STREAMS 3 /* event, metric, log: enum record_stream order */
 
-#define FERRYD_MAX_PINS 8 /* [server] pinned_public_key: hashes accepted at once (rotation) */
+#define FERRYD_MAX_PINS 8      /* [server] pinned_public_key: hashes accepted at once (rotation) */
 #define FERRYD_MAX_TAILS 16    /* [input.tail.NAME] sections */
 #define FERRYD_MAX_SCRAPES 16  /* [input.prometheus.NAME] sections */
 #define FERRYD_MAX_JOURNALDS 4 /* [input.journald.NAME] sections */

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """test_prometheus_scrape.py - ferryd's [input.prometheus.NAME] scrapes a real exporter (the
-/metrics endpoint of a ferry-ingest process, Prometheus text format 0.0.4) on its interval and
+/metrics endpoint of another ferryd process, Prometheus text format 0.0.4) on its interval and
 journals what it reads with Telegraf's prometheus-input names; an exporter that does not answer
 is counted as a failure and never stops ferryd.
 
@@ -14,7 +14,27 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sync"))
-from synclib import Harness, Ingest, wait_for  # noqa: E402
+from synclib import Harness, wait_for  # noqa: E402
+
+
+def start_exporter(h):
+    """A first ferryd, whose GET /metrics is the exporter; returns its base URL."""
+    data = os.path.join(h.tmp, "exporter")
+    ini = os.path.join(h.tmp, "exporter.ini")
+    with open(ini, "w") as f:
+        f.write("[device]\ndata_dir = %s\n[listen]\nhttp = 127.0.0.1:0\nudp =\nunix =\n"
+                "[sync]\nnetlink = false\n" % data)
+    log = open(os.path.join(h.tmp, "exporter.log"), "wb")
+    p = subprocess.Popen([h.bin("ferryd"), "-c", ini], stdout=log, stderr=log)
+    h.procs.append(p)
+    addr = os.path.join(data, "ferryd.addr")
+
+    def read_addr():
+        if not os.path.exists(addr):
+            return None
+        kv = dict(l.split("=", 1) for l in open(addr).read().splitlines() if "=" in l)
+        return kv.get("http") or None
+    return "http://" + wait_for(read_addr, 20, "the exporter ferryd")
 
 
 def main():
@@ -24,15 +44,14 @@ def main():
     h = Harness(a.bin_dir)
     ok = False
     try:
-        ingest = Ingest(h)
-        ingest.start()
-        exposition = urllib.request.urlopen(ingest.url() + "/metrics", timeout=10).read().decode()
+        exporter = start_exporter(h)
+        exposition = urllib.request.urlopen(exporter + "/metrics", timeout=10).read().decode()
         families = {}
         for line in exposition.splitlines():
             if line.startswith("# TYPE "):
                 _, _, name, typ = line.split(" ", 3)
                 families[name] = typ
-        assert families, "the ingest's /metrics has no # TYPE lines"
+        assert families, "the exporter's /metrics has no # TYPE lines"
         # A port nobody listens on: a scrape that fails.
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
@@ -46,7 +65,7 @@ def main():
                     "[input.prometheus.ingest]\nurl = %s/metrics\ninterval = 500ms\n"
                     "timeout = 400ms\n"
                     "[input.prometheus.dead]\nurl = http://127.0.0.1:%d/metrics\n"
-                    "interval = 500ms\ntimeout = 200ms\n" % (data, ingest.url(), dead_port))
+                    "interval = 500ms\ntimeout = 200ms\n" % (data, exporter, dead_port))
         log = open(os.path.join(h.tmp, "ferryd.log"), "wb")
         p = subprocess.Popen([h.bin("ferryd"), "-c", ini], stdout=log, stderr=log)
         h.procs.append(p)
