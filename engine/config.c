@@ -87,6 +87,15 @@ const char ferryd_config_defaults[] = "[device]\n"
                                       "metered_policy = allow\n"
                                       "metered_interfaces = wwan* wwp* rmnet* ppp* usb*\n"
                                       "metered_max_download_rate = 0\n"
+                                      "[collect]\n"
+                                      "root = /\n"
+                                      "[collect.system]\n"
+                                      "enabled = true\n"
+                                      "interval = 10s\n"
+                                      "percpu = true\n"
+                                      "[collect.jetson]\n"
+                                      "enabled = auto\n"
+                                      "interval = 10s\n"
                                       "[log]\n"
                                       "level = info\n";
 
@@ -179,6 +188,14 @@ static const struct config_key config_keys[] = {
      false, 0, 1ull << 40},
     {"update", "max_download_rate", KEY_SIZE, OFF(update_max_download_bytes_per_s), false, 0,
      1 * GIB},
+    {"collect", "root", KEY_STRING, OFF(collect_root), false, 0, 0},
+    {"collect.system", "enabled", KEY_BOOL, OFF(collect_system_enabled), false, 0, 0},
+    {"collect.system", "interval", KEY_DURATION, OFF(collect_system_interval_ms), false, 1000,
+     DAY_MS},
+    {"collect.system", "percpu", KEY_BOOL, OFF(collect_system_percpu), false, 0, 0},
+    {"collect.jetson", "enabled", KEY_STRING, OFF(collect_jetson_enabled), false, 0, 0},
+    {"collect.jetson", "interval", KEY_DURATION, OFF(collect_jetson_interval_ms), false, 1000,
+     DAY_MS},
     {"log", "level", KEY_LOG_LEVEL, OFF(log_level), true, 0, 0},
 };
 
@@ -523,11 +540,249 @@ static int apply_value(struct load_state *st, const struct config_key *k, const 
     return -1;
 }
 
+/* [input.tail.NAME]: sections made by the operator, one per followed set of files. */
+static struct ferryd_tail *tail_section(struct load_state *st, const char *name)
+{
+    struct ferryd_config *c = st->cfg;
+    for (size_t i = 0; i < c->n_tails; i++)
+        if (strcmp(c->tails[i].name, name) == 0)
+            return &c->tails[i];
+    if (c->n_tails == FERRYD_MAX_TAILS) {
+        load_fail(st, FERRYD_CONFIG_EVALUE, "[input.tail.%s]: more than %d tail sections", name,
+                  FERRYD_MAX_TAILS);
+        return NULL;
+    }
+    bool ok = *name && strlen(name) < 64;
+    for (const char *p = name; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-')
+            ok = false;
+    if (!ok) {
+        load_fail(st, FERRYD_CONFIG_EKEY,
+                  "[input.tail.%s]: NAME must be 1 to 63 letters, digits, '_' or '-'", name);
+        return NULL;
+    }
+    struct ferryd_tail *t = &c->tails[c->n_tails];
+    memset(t, 0, sizeof *t);
+    t->name = strdup(name);
+    t->path = strdup("");
+    t->source = strdup("");
+    t->multiline_start = strdup("");
+    t->max_line_bytes = 16 * 1024;
+    t->parse_level = true;
+    t->multiline_flush_ms = 1000;
+    c->n_tails++; /* counted before the check, so ferryd_config_free frees what was made */
+    if (!t->name || !t->path || !t->source || !t->multiline_start) {
+        load_fail(st, FERRYD_CONFIG_ENOMEM, "out of memory");
+        return NULL;
+    }
+    return t;
+}
+
+static int tail_key(struct load_state *st, const char *name, const char *key, const char *value)
+{
+    struct ferryd_tail *t = tail_section(st, name);
+    if (!t)
+        return 0;
+    char **str = NULL;
+    if (strcmp(key, "path") == 0)
+        str = &t->path;
+    else if (strcmp(key, "source") == 0)
+        str = &t->source;
+    else if (strcmp(key, "multiline_start") == 0)
+        str = &t->multiline_start;
+    if (str) {
+        if (set_string(str, value) != 0)
+            load_fail(st, FERRYD_CONFIG_ENOMEM, "out of memory");
+        return 1;
+    }
+    if (strcmp(key, "max_line") == 0) {
+        uint64_t v;
+        if (ferry_parse_size(value, &v) != 0 || v < 64 || v > 64 * KIB) {
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[input.tail.%s] max_line = \"%s\": a size from 64 bytes to 64KiB", name,
+                      value);
+            return 0;
+        }
+        t->max_line_bytes = v;
+        return 1;
+    }
+    if (strcmp(key, "multiline_flush") == 0) {
+        int64_t v;
+        if (ferry_parse_duration_ms(value, &v) != 0 || v < 10 || v > 3600 * 1000) {
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[input.tail.%s] multiline_flush = \"%s\": a duration from 10ms to 1h", name,
+                      value);
+            return 0;
+        }
+        t->multiline_flush_ms = v;
+        return 1;
+    }
+    bool *flag = strcmp(key, "from_beginning") == 0 ? &t->from_beginning
+                 : strcmp(key, "parse_level") == 0  ? &t->parse_level
+                                                    : NULL;
+    if (!flag) {
+        load_fail(st, FERRYD_CONFIG_EKEY, "[input.tail.%s] %s: unknown key", name, key);
+        return 0;
+    }
+    if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 || strcmp(value, "on") == 0 ||
+        strcmp(value, "1") == 0)
+        *flag = true;
+    else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 || strcmp(value, "off") == 0 ||
+             strcmp(value, "0") == 0)
+        *flag = false;
+    else {
+        load_fail(st, FERRYD_CONFIG_EVALUE,
+                  "[input.tail.%s] %s = \"%s\": not a boolean (true or false)", name, key, value);
+        return 0;
+    }
+    return 1;
+}
+
+/* [input.prometheus.NAME]: one exporter to scrape. */
+static int scrape_key(struct load_state *st, const char *name, const char *key, const char *value)
+{
+    struct ferryd_config *c = st->cfg;
+    struct ferryd_scrape *sc = NULL;
+    for (size_t i = 0; i < c->n_scrapes; i++)
+        if (strcmp(c->scrapes[i].name, name) == 0)
+            sc = &c->scrapes[i];
+    if (!sc) {
+        bool ok = *name && strlen(name) < 64 && c->n_scrapes < FERRYD_MAX_SCRAPES;
+        for (const char *p = name; *p; p++)
+            if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-')
+                ok = false;
+        if (!ok) {
+            load_fail(st, FERRYD_CONFIG_EKEY,
+                      "[input.prometheus.%s]: NAME must be 1 to 63 letters, digits, '_' or '-' "
+                      "(at most %d sections)",
+                      name, FERRYD_MAX_SCRAPES);
+            return 0;
+        }
+        sc = &c->scrapes[c->n_scrapes++];
+        memset(sc, 0, sizeof *sc);
+        sc->name = strdup(name);
+        sc->url = strdup("");
+        sc->interval_ms = 10000;
+        sc->timeout_ms = 5000;
+        if (!sc->name || !sc->url) {
+            load_fail(st, FERRYD_CONFIG_ENOMEM, "out of memory");
+            return 0;
+        }
+    }
+    if (strcmp(key, "url") == 0) {
+        if (strncmp(value, "http://", 7) != 0 || !value[7]) {
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[input.prometheus.%s] url = \"%s\": an http:// URL of a local exporter",
+                      name, value);
+            return 0;
+        }
+        if (set_string(&sc->url, value) != 0)
+            load_fail(st, FERRYD_CONFIG_ENOMEM, "out of memory");
+        return 1;
+    }
+    int64_t *d = strcmp(key, "interval") == 0  ? &sc->interval_ms
+                 : strcmp(key, "timeout") == 0 ? &sc->timeout_ms
+                                               : NULL;
+    if (!d) {
+        load_fail(st, FERRYD_CONFIG_EKEY, "[input.prometheus.%s] %s: unknown key", name, key);
+        return 0;
+    }
+    int64_t v;
+    if (ferry_parse_duration_ms(value, &v) != 0 || v < 100 || v > DAY_MS) {
+        load_fail(st, FERRYD_CONFIG_EVALUE,
+                  "[input.prometheus.%s] %s = \"%s\": a duration from 100ms to 1d", name, key,
+                  value);
+        return 0;
+    }
+    *d = v;
+    return 1;
+}
+
+/* [input.journald.NAME]: systemd's journal. */
+static int journald_key(struct load_state *st, const char *name, const char *key, const char *value)
+{
+    struct ferryd_config *c = st->cfg;
+    struct ferryd_journald *jd = NULL;
+    for (size_t i = 0; i < c->n_journalds; i++)
+        if (strcmp(c->journalds[i].name, name) == 0)
+            jd = &c->journalds[i];
+    if (!jd) {
+        bool ok = *name && strlen(name) < 64 && c->n_journalds < FERRYD_MAX_JOURNALDS;
+        for (const char *p = name; *p; p++)
+            if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-')
+                ok = false;
+        if (!ok) {
+            load_fail(st, FERRYD_CONFIG_EKEY,
+                      "[input.journald.%s]: NAME must be 1 to 63 letters, digits, '_' or '-' "
+                      "(at most %d sections)",
+                      name, FERRYD_MAX_JOURNALDS);
+            return 0;
+        }
+        jd = &c->journalds[c->n_journalds++];
+        memset(jd, 0, sizeof *jd);
+        jd->name = strdup(name);
+        jd->directory = strdup("");
+        jd->units = strdup("");
+        jd->max_priority = 7;
+        if (!jd->name || !jd->directory || !jd->units) {
+            load_fail(st, FERRYD_CONFIG_ENOMEM, "out of memory");
+            return 0;
+        }
+    }
+    char **str = strcmp(key, "directory") == 0 ? &jd->directory
+                 : strcmp(key, "units") == 0   ? &jd->units
+                                               : NULL;
+    if (str) {
+        if (set_string(str, value) != 0)
+            load_fail(st, FERRYD_CONFIG_ENOMEM, "out of memory");
+        return 1;
+    }
+    if (strcmp(key, "max_priority") == 0) {
+        int64_t v = -1;
+        static const char *const names[] = {"emerg",   "alert",  "crit", "err",
+                                            "warning", "notice", "info", "debug"};
+        for (int i = 0; i < 8; i++)
+            if (strcmp(value, names[i]) == 0)
+                v = i;
+        if (v < 0 && ferry_parse_i64(value, 0, 7, &v) != 0) {
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[input.journald.%s] max_priority = \"%s\": 0..7 or emerg, alert, crit, "
+                      "err, warning, notice, info, debug",
+                      name, value);
+            return 0;
+        }
+        jd->max_priority = v;
+        return 1;
+    }
+    if (strcmp(key, "from_beginning") == 0) {
+        if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 || strcmp(value, "1") == 0 ||
+            strcmp(value, "on") == 0)
+            jd->from_beginning = true;
+        else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 ||
+                 strcmp(value, "0") == 0 || strcmp(value, "off") == 0)
+            jd->from_beginning = false;
+        else {
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[input.journald.%s] from_beginning = \"%s\": not a boolean", name, value);
+            return 0;
+        }
+        return 1;
+    }
+    load_fail(st, FERRYD_CONFIG_EKEY, "[input.journald.%s] %s: unknown key", name, key);
+    return 0;
+}
+
 static int load_handler(void *arg, const char *section, const char *key, const char *value)
 {
     struct load_state *st = arg;
     if (st->line_too_long)
         return 0; /* already reported; the truncated text means nothing */
+    if (strncmp(section, "input.tail.", 11) == 0)
+        return tail_key(st, section + 11, key, value);
+    if (strncmp(section, "input.prometheus.", 17) == 0)
+        return scrape_key(st, section + 17, key, value);
+    if (strncmp(section, "input.journald.", 15) == 0)
+        return journald_key(st, section + 15, key, value);
     bool section_ok;
     const struct config_key *k = find_key(section, key, &section_ok);
     if (!k) {
@@ -632,6 +887,31 @@ static void check_cross(struct load_state *st)
                       "[update] slot_backend = command needs cmd_current, cmd_set_next, "
                       "cmd_mark_good, cmd_rollback and slot_path");
     }
+    if (strcmp(c->collect_jetson_enabled, "auto") != 0 &&
+        strcmp(c->collect_jetson_enabled, "true") != 0 &&
+        strcmp(c->collect_jetson_enabled, "false") != 0) {
+        const struct config_key *k = key_by_offset(OFF(collect_jetson_enabled));
+        st->line = st->set_line[k - config_keys];
+        load_fail(st, FERRYD_CONFIG_EVALUE,
+                  "[collect.jetson] enabled = \"%s\": expected auto, true or false",
+                  c->collect_jetson_enabled);
+    }
+    for (size_t i = 0; i < c->n_scrapes; i++) {
+        st->line = 0;
+        if (!c->scrapes[i].url[0])
+            load_fail(st, FERRYD_CONFIG_EVALUE, "[input.prometheus.%s]: url is required",
+                      c->scrapes[i].name);
+        else if (c->scrapes[i].timeout_ms > c->scrapes[i].interval_ms)
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[input.prometheus.%s]: timeout must not exceed interval",
+                      c->scrapes[i].name);
+    }
+    for (size_t i = 0; i < c->n_tails; i++)
+        if (!c->tails[i].path[0]) {
+            st->line = 0;
+            load_fail(st, FERRYD_CONFIG_EVALUE, "[input.tail.%s]: path is required",
+                      c->tails[i].name);
+        }
     if (!c->data_dir[0]) {
         const struct config_key *k = key_by_offset(OFF(data_dir));
         st->line = st->set_line[k - config_keys];
@@ -657,6 +937,27 @@ static int run_parse(struct load_state *st)
 
 void ferryd_config_free(struct ferryd_config *cfg)
 {
+    for (size_t i = 0; i < cfg->n_tails; i++) {
+        free(cfg->tails[i].name);
+        free(cfg->tails[i].path);
+        free(cfg->tails[i].source);
+        free(cfg->tails[i].multiline_start);
+    }
+    memset(cfg->tails, 0, sizeof cfg->tails);
+    cfg->n_tails = 0;
+    for (size_t i = 0; i < cfg->n_scrapes; i++) {
+        free(cfg->scrapes[i].name);
+        free(cfg->scrapes[i].url);
+    }
+    memset(cfg->scrapes, 0, sizeof cfg->scrapes);
+    cfg->n_scrapes = 0;
+    for (size_t i = 0; i < cfg->n_journalds; i++) {
+        free(cfg->journalds[i].name);
+        free(cfg->journalds[i].directory);
+        free(cfg->journalds[i].units);
+    }
+    memset(cfg->journalds, 0, sizeof cfg->journalds);
+    cfg->n_journalds = 0;
     for (size_t i = 0; i < N_KEYS; i++) {
         const struct config_key *k = &config_keys[i];
         if (k->type == KEY_STRING || k->type == KEY_HOSTPORT || k->type == KEY_URL) {
@@ -767,6 +1068,44 @@ int ferryd_config_diff(const struct ferryd_config *old_cfg, const struct ferryd_
         n++;
         if (changed)
             changed(k->section, k->key, k->reloadable, arg);
+    }
+    /* Tail sections: any difference needs a restart (the tailers are made at start). */
+    bool tails_differ = old_cfg->n_tails != new_cfg->n_tails;
+    for (size_t i = 0; !tails_differ && i < old_cfg->n_tails; i++) {
+        const struct ferryd_tail *a = &old_cfg->tails[i], *b = &new_cfg->tails[i];
+        tails_differ =
+            strcmp(a->name, b->name) || strcmp(a->path, b->path) || strcmp(a->source, b->source) ||
+            strcmp(a->multiline_start, b->multiline_start) ||
+            a->max_line_bytes != b->max_line_bytes || a->from_beginning != b->from_beginning ||
+            a->parse_level != b->parse_level || a->multiline_flush_ms != b->multiline_flush_ms;
+    }
+    bool scrapes_differ = old_cfg->n_scrapes != new_cfg->n_scrapes;
+    for (size_t i = 0; !scrapes_differ && i < old_cfg->n_scrapes; i++) {
+        const struct ferryd_scrape *a = &old_cfg->scrapes[i], *b = &new_cfg->scrapes[i];
+        scrapes_differ = strcmp(a->name, b->name) || strcmp(a->url, b->url) ||
+                         a->interval_ms != b->interval_ms || a->timeout_ms != b->timeout_ms;
+    }
+    bool journalds_differ = old_cfg->n_journalds != new_cfg->n_journalds;
+    for (size_t i = 0; !journalds_differ && i < old_cfg->n_journalds; i++) {
+        const struct ferryd_journald *a = &old_cfg->journalds[i], *b = &new_cfg->journalds[i];
+        journalds_differ = strcmp(a->name, b->name) || strcmp(a->directory, b->directory) ||
+                           strcmp(a->units, b->units) || a->max_priority != b->max_priority ||
+                           a->from_beginning != b->from_beginning;
+    }
+    if (journalds_differ) {
+        n++;
+        if (changed)
+            changed("input.journald", "*", false, arg);
+    }
+    if (scrapes_differ) {
+        n++;
+        if (changed)
+            changed("input.prometheus", "*", false, arg);
+    }
+    if (tails_differ) {
+        n++;
+        if (changed)
+            changed("input.tail", "*", false, arg);
     }
     return n;
 }

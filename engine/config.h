@@ -44,7 +44,10 @@ const char *ferryd_config_strerror(int err);
 
 #define FERRYD_STREAMS 3 /* event, metric, log: enum record_stream order */
 
-#define FERRYD_MAX_PINS 8 /* [server] pinned_public_key: hashes accepted at once (rotation) */
+#define FERRYD_MAX_PINS 8      /* [server] pinned_public_key: hashes accepted at once (rotation) */
+#define FERRYD_MAX_TAILS 16    /* [input.tail.NAME] sections */
+#define FERRYD_MAX_SCRAPES 16  /* [input.prometheus.NAME] sections */
+#define FERRYD_MAX_JOURNALDS 4 /* [input.journald.NAME] sections */
 
 struct ferryd_config {
     /* [device] */
@@ -108,6 +111,46 @@ struct ferryd_config {
     char *update_metered_policy;                      /* allow | cap | defer */
     char *update_metered_interfaces;                  /* fnmatch globs of metered interfaces */
     uint64_t update_metered_max_download_bytes_per_s; /* policy cap; 0: max_download_rate */
+
+    /* [collect], [collect.system], [collect.jetson] (engine/collect/collect.h) */
+    char *collect_root; /* prefix of /proc and /sys ("/" = this system) */
+    bool collect_system_enabled;
+    int64_t collect_system_interval_ms;
+    bool collect_system_percpu;
+    char *collect_jetson_enabled; /* auto | true | false */
+    int64_t collect_jetson_interval_ms;
+
+    /* [input.tail.NAME] sections, in file order (engine/collect/collect.h, tail_new) */
+    struct ferryd_tail {
+        char *name;            /* NAME */
+        char *path;            /* globs separated by blanks */
+        char *source;          /* log record name; "" = NAME */
+        char *multiline_start; /* POSIX ERE; "" = one record per line */
+        uint64_t max_line_bytes;
+        bool from_beginning;
+        bool parse_level;
+        int64_t multiline_flush_ms;
+    } tails[FERRYD_MAX_TAILS];
+    size_t n_tails;
+
+    /* [input.prometheus.NAME] sections (engine/collect/collect.h, scrape_new) */
+    struct ferryd_scrape {
+        char *name;
+        char *url;
+        int64_t interval_ms;
+        int64_t timeout_ms;
+    } scrapes[FERRYD_MAX_SCRAPES];
+    size_t n_scrapes;
+
+    /* [input.journald.NAME] sections (engine/collect/collect.h, journald_new) */
+    struct ferryd_journald {
+        char *name;
+        char *directory; /* "" = the local system journal */
+        char *units;
+        int64_t max_priority;
+        bool from_beginning;
+    } journalds[FERRYD_MAX_JOURNALDS];
+    size_t n_journalds;
 
     /* [log] */
     enum ferry_log_level log_level;

@@ -33,6 +33,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "engine/collect/collect.h"
 #include "engine/config.h"
 #include "engine/durable.h"
 #include "engine/http_input.h"
@@ -65,6 +66,14 @@ struct ferryd {
     struct http_input *http;
     struct line_input *udp;
     struct line_input *unix_in;
+    struct collect_set *collect;          /* built-in collectors: [collect.*] */
+    struct tail *tails[FERRYD_MAX_TAILS]; /* [input.tail.NAME] */
+    size_t n_tails;
+    struct scrape *scrapes[FERRYD_MAX_SCRAPES]; /* [input.prometheus.NAME] */
+    size_t n_scrapes;
+    struct journald *journalds[FERRYD_MAX_JOURNALDS]; /* [input.journald.NAME] */
+    size_t n_journalds;
+    unsigned inventory_ticks;
     struct event *sig_term, *sig_int, *sig_hup;
     struct event *watchdog_timer, *maintenance_timer, *drain_timer;
     int64_t drain_started_ms;
@@ -307,9 +316,53 @@ static void on_watchdog(evutil_socket_t fd, short what, void *arg)
     sd_notify(0, "WATCHDOG=1");
 }
 
+#define INVENTORY_KEY "inventory/fingerprint"
+#define INVENTORY_CHECK_TICKS 60 /* maintenance ticks (10 s) between inventory checks */
+
+/* Appends an `inventory` event when what the device is differs from the last one announced
+ * (the fingerprint in the state table, written with the event in one transaction). */
+static void check_inventory(struct ferryd *d)
+{
+    struct inventory inv;
+    inventory_collect(d->cfg.collect_root, d->cfg.data_dir, FERRY_VERSION, &inv);
+    uint64_t fp = inventory_fingerprint(&inv), old = 0;
+    size_t got = 0;
+    if (journal_state_get(d->journal, INVENTORY_KEY, strlen(INVENTORY_KEY), &old, sizeof old,
+                          &got) == 0 &&
+        got == sizeof old && old == fp)
+        return;
+    const char *kv[2 * INVENTORY_FIELDS];
+    size_t n = inventory_kv(&inv, kv);
+    struct ferry_buf b = FERRY_BUF_INIT;
+    int64_t now = ferry_realtime_ns();
+    if (input_pack_event("inventory", "device inventory", now, kv, n, &b) != 0) {
+        log_error("ferryd", "inventory: cannot pack the event");
+        ferry_buf_free(&b);
+        return;
+    }
+    struct journal_state_op op = {INVENTORY_KEY, strlen(INVENTORY_KEY), &fp, sizeof fp, false};
+    int rc = journal_append_event_with_state(d->journal, now, b.data, b.len, &op, 1, 0, NULL);
+    ferry_buf_free(&b);
+    if (rc != 0) {
+        log_error("ferryd", "inventory: journal: %s", journal_strerror(rc));
+        return;
+    }
+    d->status.events_appended++;
+    log_info("ferryd", "inventory: %s, %s%s%s, kernel %s", inv.hostname,
+             inv.model[0] ? inv.model : "no device-tree model", inv.l4t[0] ? ", L4T " : "", inv.l4t,
+             inv.kernel);
+    if (d->sync)
+        sync_wake(d->sync);
+}
+
 static void on_maintenance(evutil_socket_t fd, short what, void *arg)
 {
-    announce_gaps(arg);
+    struct ferryd *d = arg;
+    announce_gaps(d);
+    if (++d->inventory_ticks >= INVENTORY_CHECK_TICKS) {
+        d->inventory_ticks = 0;
+        check_inventory(d);
+    }
 }
 
 static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
@@ -563,6 +616,126 @@ static int start_inputs(struct ferryd *d, char *errbuf, size_t errlen)
     return 0;
 }
 
+/* Adds one collector to the set, logging what it is. */
+static int add_collector(struct ferryd *d, struct collector *c, char *errbuf, size_t errlen)
+{
+    char name[sizeof c->name];
+    memcpy(name, c->name, sizeof name);
+    long long interval_ms = (long long)c->interval_ms;
+    int rc = collect_set_add(d->collect, c); /* owns c from here, also on error */
+    if (rc != 0) {
+        snprintf(errbuf, errlen, "[collect.%s]: %s", name, collect_strerror(rc));
+        return FERRYD_EXIT_FAILURE;
+    }
+    log_info("ferryd", "collector %s: every %lld ms", name, interval_ms);
+    return 0;
+}
+
+/* The built-in collectors ([collect.*]). A collector that cannot start is a configuration
+ * problem when the operator asked for it, and a logged note when it was only auto-detected. */
+static int start_collectors(struct ferryd *d, char *errbuf, size_t errlen)
+{
+    const struct ferryd_config *c = &d->cfg;
+    int rc = collect_set_new(d->base, d->journal, on_records_durable, d, &d->collect);
+    if (rc != 0) {
+        snprintf(errbuf, errlen, "collectors: %s", collect_strerror(rc));
+        return FERRYD_EXIT_FAILURE;
+    }
+    char cerr[COLLECT_ERRBUF] = "";
+    if (c->collect_system_enabled) {
+        struct collect_system_opts so = {c->collect_root, c->collect_system_percpu,
+                                         c->collect_system_interval_ms};
+        struct collector *sys = NULL;
+        rc = collect_system_new(&so, &sys, cerr, sizeof cerr);
+        if (rc != 0) {
+            snprintf(errbuf, errlen, "[collect.system]: %s: %s", collect_strerror(rc), cerr);
+            return FERRYD_EXIT_FAILURE;
+        }
+        if ((rc = add_collector(d, sys, errbuf, errlen)) != 0)
+            return rc;
+    }
+    bool jetson_auto = strcmp(c->collect_jetson_enabled, "auto") == 0;
+    if (strcmp(c->collect_jetson_enabled, "true") == 0 ||
+        (jetson_auto && collect_jetson_detect(c->collect_root))) {
+        struct collect_jetson_opts jo = {c->collect_root, c->collect_jetson_interval_ms};
+        struct collector *jet = NULL;
+        struct ferry_buf missing = FERRY_BUF_INIT;
+        rc = collect_jetson_new(&jo, &jet, &missing, cerr, sizeof cerr);
+        /* What this Jetson does not have is said once, here, and never looked for again. */
+        if (missing.len && ferry_buf_append_u8(&missing, 0) == 0) {
+            char *save = NULL;
+            for (char *line = strtok_r((char *)missing.data, "\n", &save); line;
+                 line = strtok_r(NULL, "\n", &save))
+                log_info("ferryd", "collector jetson: skipped: %s", line);
+        }
+        ferry_buf_free(&missing);
+        if (rc != 0 && !jetson_auto) {
+            snprintf(errbuf, errlen, "[collect.jetson]: %s: %s", collect_strerror(rc), cerr);
+            return FERRYD_EXIT_CONFIG;
+        }
+        if (rc != 0)
+            log_warn("ferryd", "collector jetson: detected but not started: %s: %s",
+                     collect_strerror(rc), cerr);
+        else if ((rc = add_collector(d, jet, errbuf, errlen)) != 0)
+            return rc;
+    }
+    if (collect_set_start(d->collect) != 0) {
+        snprintf(errbuf, errlen, "collectors: cannot register their timers");
+        return FERRYD_EXIT_FAILURE;
+    }
+    for (size_t i = 0; i < c->n_tails; i++) {
+        const struct ferryd_tail *ft = &c->tails[i];
+        struct tail_opts to = {ft->name,
+                               ft->path,
+                               ft->source,
+                               ft->multiline_start,
+                               (size_t)ft->max_line_bytes,
+                               ft->from_beginning,
+                               ft->parse_level,
+                               ft->multiline_flush_ms};
+        rc = tail_new(d->base, d->journal, &to, on_records_durable, d, &d->tails[d->n_tails], cerr,
+                      sizeof cerr);
+        if (rc != 0) {
+            snprintf(errbuf, errlen, "%s", cerr);
+            return rc == COLLECT_EINVAL ? FERRYD_EXIT_CONFIG : FERRYD_EXIT_FAILURE;
+        }
+        d->n_tails++;
+        struct tail_stats ts;
+        tail_get_stats(d->tails[d->n_tails - 1], &ts);
+        log_info("ferryd", "tail %s: %s (%llu file(s) now)", ft->name, ft->path,
+                 (unsigned long long)ts.files);
+    }
+    for (size_t i = 0; i < c->n_scrapes; i++) {
+        const struct ferryd_scrape *fs = &c->scrapes[i];
+        struct scrape_opts so = {fs->name, fs->url, fs->interval_ms, fs->timeout_ms};
+        rc = scrape_new(d->base, d->journal, &so, on_records_durable, d, &d->scrapes[d->n_scrapes],
+                        cerr, sizeof cerr);
+        if (rc != 0) {
+            snprintf(errbuf, errlen, "%s", cerr);
+            return rc == COLLECT_EINVAL ? FERRYD_EXIT_CONFIG : FERRYD_EXIT_FAILURE;
+        }
+        d->n_scrapes++;
+        log_info("ferryd", "prometheus %s: %s every %lld ms", fs->name, fs->url,
+                 (long long)fs->interval_ms);
+    }
+    for (size_t i = 0; i < c->n_journalds; i++) {
+        const struct ferryd_journald *fj = &c->journalds[i];
+        struct journald_opts jo = {fj->name, fj->directory, fj->units, (int)fj->max_priority,
+                                   fj->from_beginning};
+        rc = journald_new(d->base, d->journal, &jo, on_records_durable, d,
+                          &d->journalds[d->n_journalds], cerr, sizeof cerr);
+        if (rc != 0) {
+            snprintf(errbuf, errlen, "%s", cerr);
+            return rc == COLLECT_EINVAL ? FERRYD_EXIT_CONFIG : FERRYD_EXIT_FAILURE;
+        }
+        d->n_journalds++;
+        log_info("ferryd", "journald %s: %s%s", fj->name,
+                 fj->directory[0] ? fj->directory : "the system journal",
+                 fj->units[0] ? " (units filtered)" : "");
+    }
+    return 0;
+}
+
 static int start_timers(struct ferryd *d)
 {
     d->sig_term = evsignal_new(d->base, SIGTERM, on_signal, d);
@@ -677,6 +850,8 @@ int ferryd_new(const struct ferryd_options *opts, struct ferryd **out, char *err
     }
     if ((rc = start_inputs(d, errbuf, errlen)) != 0)
         goto fail;
+    if ((rc = start_collectors(d, errbuf, errlen)) != 0)
+        goto fail;
     rc = FERRYD_EXIT_FAILURE;
     if (start_timers(d) != 0) {
         snprintf(errbuf, errlen, "cannot register signals or timers");
@@ -707,6 +882,7 @@ int ferryd_new(const struct ferryd_options *opts, struct ferryd **out, char *err
      * component follows in its own "versions" event once the agent runs (maybe_start_ota). */
     const char *versions_kv[] = {"ferryd", FERRY_VERSION};
     append_event(d, "versions", "versions running", versions_kv, 1);
+    check_inventory(d);
     announce_gaps(d);
     maybe_start_ota(d);
     log_info("ferryd", "ferryd %s ready: data_dir %s, http %s, udp %s, unix %s, config %s",
@@ -743,6 +919,17 @@ int ferryd_free(struct ferryd *d)
         const char *kv[] = {"reason", d->stop_reason ? d->stop_reason : "exit"};
         append_event(d, "ferryd.stop", "ferryd stopping", kv, 1);
     }
+    collect_set_free(d->collect); /* appends to the journal: before journal_close */
+    d->collect = NULL;
+    for (size_t i = 0; i < d->n_tails; i++)
+        tail_free(d->tails[i]);
+    d->n_tails = 0;
+    for (size_t i = 0; i < d->n_scrapes; i++)
+        scrape_free(d->scrapes[i]);
+    d->n_scrapes = 0;
+    for (size_t i = 0; i < d->n_journalds; i++)
+        journald_free(d->journalds[i]);
+    d->n_journalds = 0;
     free_ota(d); /* before the sync engine and the journal it uses */
     sync_free(d->sync);
     d->sync = NULL;

@@ -41,6 +41,7 @@
 #include "common/utf8.h"
 #include "common/util.h"
 #include "engine/config.h"
+#include "engine/influx_query.h"
 #include "journal/journal.h"
 
 enum write_state { WRITE_PARSING, WRITE_DURABLE_WAIT };
@@ -65,6 +66,7 @@ struct http_input {
     size_t pending;
     struct input_stats write_stats;
     struct input_stats logs_stats;
+    struct influx_query *query; /* /query: the set-up statements (engine/influx_query.h) */
 };
 
 static void set_nodelay(evutil_socket_t fd)
@@ -392,6 +394,59 @@ static void reply_rendered(struct http_input *h, struct evhttp_request *req, boo
     evbuffer_free(body);
 }
 
+/* GET or POST /query: q from the query string, or from a form-encoded POST body (what
+ * Telegraf's influxdb output and the python client send). */
+static void handle_query(struct http_input *h, struct evhttp_request *req,
+                         const struct evkeyvalq *query, bool is_post)
+{
+    const char *q = query_param(query, "q");
+    struct evkeyvalq form;
+    TAILQ_INIT(&form);
+    char *body_text = NULL;
+    if (!q && is_post) {
+        struct evbuffer *in = evhttp_request_get_input_buffer(req);
+        size_t len = evbuffer_get_length(in);
+        if (len > INFLUX_QUERY_MAX_BYTES * 3 + 64) {
+            reply_error(req, 413, "Payload Too Large", "query body too large");
+            return;
+        }
+        body_text = malloc(len + 1);
+        if (!body_text) {
+            reply_error(req, 500, "Internal Server Error", "out of memory");
+            return;
+        }
+        if (evbuffer_copyout(in, body_text, len) != (ev_ssize_t)len) {
+            free(body_text);
+            reply_error(req, 400, "Bad Request", "cannot read the body");
+            return;
+        }
+        body_text[len] = 0;
+        if (evhttp_parse_query_str(body_text, &form) == 0)
+            q = query_param(&form, "q");
+    }
+    struct ferry_buf out = FERRY_BUF_INIT;
+    int status = 400;
+    int rc = q ? influx_query_answer(h->query, q, strlen(q), &out, &status)
+               : ferry_buf_printf(&out, "{\"error\":\"missing required parameter \\\"q\\\"\"}");
+    evhttp_clear_headers(&form);
+    free(body_text);
+    struct evbuffer *reply = evbuffer_new();
+    if (rc != 0 || !reply) {
+        if (reply)
+            evbuffer_free(reply);
+        ferry_buf_free(&out);
+        reply_error(req, 500, "Internal Server Error", "out of memory");
+        return;
+    }
+    evbuffer_add(reply, out.data, out.len);
+    evbuffer_add(reply, "\n", 1);
+    ferry_buf_free(&out);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+    add_common_headers(req);
+    evhttp_send_reply(req, status, status == 200 ? "OK" : "Bad Request", reply);
+    evbuffer_free(reply);
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     struct http_input *h = arg;
@@ -423,6 +478,13 @@ static void on_request(struct evhttp_request *req, void *arg)
         } else {
             handle_ingest(h, req, is_write ? INPUT_LINEPROTO : INPUT_LOGS, &query);
         }
+    } else if (strcmp(path, "/query") == 0) {
+        if (!is_get && method != EVHTTP_REQ_POST) {
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, POST");
+            reply_error(req, 405, "Method Not Allowed", "use GET or POST");
+        } else {
+            handle_query(h, req, &query, method == EVHTTP_REQ_POST);
+        }
     } else if (strcmp(path, "/ping") == 0) {
         add_common_headers(req);
         evhttp_send_reply(req, 204, "No Content", NULL);
@@ -434,7 +496,8 @@ static void on_request(struct evhttp_request *req, void *arg)
             reply_rendered(h, req, path[1] == 'm');
         }
     } else {
-        reply_error(req, 404, "Not Found", "no such path (try /write, /logs, /status, /metrics)");
+        reply_error(req, 404, "Not Found",
+                    "no such path (try /write, /logs, /query, /status, /metrics)");
     }
     evhttp_clear_headers(&query);
 }
@@ -505,6 +568,11 @@ int http_input_new(const struct http_input_deps *deps, const char *listen_addr,
     if (!h)
         return HTTP_INPUT_ENOMEM;
     h->deps = *deps;
+    h->query = influx_query_new();
+    if (!h->query) {
+        free(h);
+        return HTTP_INPUT_ENOMEM;
+    }
     evutil_socket_t fd = -1;
     int rc = bind_listener(listen_addr, &fd, errbuf, errlen);
     if (rc != 0)
@@ -580,5 +648,6 @@ void http_input_free(struct http_input *h)
     }
     if (h->http)
         evhttp_free(h->http);
+    influx_query_free(h->query);
     free(h);
 }

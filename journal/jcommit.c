@@ -304,6 +304,41 @@ int journal_append_event_with_state(struct journal *j, int64_t ts_ns, const void
     return rc;
 }
 
+int journal_appendv_state(struct journal *j, struct journal_append_req *reqs, size_t n,
+                          const struct journal_state_op *ops, size_t n_ops, unsigned flags)
+{
+    if (!j || (n && !reqs) || (n_ops && !ops) || n_ops > 1024 || n + n_ops == 0)
+        return JOURNAL_EINVAL;
+    if (n + n_ops > SIZE_MAX / sizeof(struct jq_item))
+        return JOURNAL_ENOMEM;
+    struct jq_item *items = malloc((n + n_ops) * sizeof(*items));
+    if (!items)
+        return JOURNAL_ENOMEM;
+    int rc = 0;
+    for (size_t i = 0; i < n_ops; i++)
+        items[i] = (struct jq_item){ops[i].del ? JQ_STATE_DEL : JQ_STATE_PUT,
+                                    0,
+                                    ops[i].key,
+                                    ops[i].key_len,
+                                    0,
+                                    ops[i].del ? NULL : ops[i].value,
+                                    ops[i].del ? 0 : ops[i].value_len,
+                                    NULL};
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned)reqs[i].stream >= J_STREAMS) {
+            rc = JOURNAL_EINVAL;
+            goto out;
+        }
+        items[n_ops + i] =
+            (struct jq_item){JQ_RECORD,     (uint8_t)reqs[i].stream, NULL,        0,
+                             reqs[i].ts_ns, reqs[i].payload,         reqs[i].len, &reqs[i].seq};
+    }
+    rc = enqueue(j, items, n + n_ops, flags);
+out:
+    free(items);
+    return rc;
+}
+
 int journal_state_put(struct journal *j, const char *key, size_t key_len, const void *value,
                       size_t value_len)
 {

@@ -275,6 +275,20 @@ int journal_append_event_with_state(struct journal *j, int64_t ts_ns, const void
                                     unsigned flags, uint64_t *out_seq) JOURNAL_WUR;
 
 /*
+ * Appends n records (as journal_appendv()) and applies n_ops state changes, all as ONE unit:
+ * the records and the state changes commit in the same LMDB transaction or not at all. An input
+ * that reads from a source with a position (a log file's offset, a journald cursor) writes the
+ * position with the records it covers, so a crash never repeats or skips them. n may be 0 (state
+ * only, ordered with the appends before it); n_ops at most 1024. When the quota forces the
+ * journal to refuse the unit's metric/log records at commit time, they become a write-failed gap
+ * and the state changes still commit (the loss is reported, never repeated). Flags and errors as
+ * journal_appendv().
+ */
+int journal_appendv_state(struct journal *j, struct journal_append_req *reqs, size_t n,
+                          const struct journal_state_op *ops, size_t n_ops,
+                          unsigned flags) JOURNAL_WUR;
+
+/*
  * Waits until the record `seq` of `stream` (returned by an append without WAIT) committed.
  * Returns 0, the record's commit error, JOURNAL_ERANGE if the sequence was never assigned, or
  * JOURNAL_ECLOSED.

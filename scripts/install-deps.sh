@@ -28,8 +28,8 @@ PACKAGES="
     libjansson-dev
     libcmocka-dev
     libsystemd-dev
-    iproute2 procps psmisc
-    python3
+    iproute2 procps psmisc systemd-journal-remote
+    python3 python3-influxdb
     bsdiff xdelta3 casync zchunk e2fsprogs
     prometheus prometheus-alertmanager
     debhelper fakeroot lintian file

@@ -74,6 +74,7 @@ static void write_config(struct daemon *d, const char *extra)
              "[device]\ndata_dir = %s\n"
              "[listen]\nhttp = 127.0.0.1:0\nudp = 127.0.0.1:0\nunix = ferryd.sock\n"
              "[sync]\nnetlink = false\n"
+             "[collect.system]\nenabled = false\n[collect.jetson]\nenabled = false\n"
              "%s",
              d->data, extra ? extra : "");
     write_text(d->cfg, text);

@@ -131,6 +131,9 @@ class Ferryd:
             "sync": {"event_latency": "100ms", "metric_latency": "200ms", "log_latency": "300ms",
                      "backoff_min": "200ms", "backoff_max": "2s", "request_deadline": "10s"},
             "log": {"level": "info"},
+            # The built-in collectors would add metric records these tests do not count.
+            "collect.system": {"enabled": "false"},
+            "collect.jetson": {"enabled": "false"},
         }
         for line in extra_ini.strip().splitlines():
             sec, rest = line.split(".", 1)

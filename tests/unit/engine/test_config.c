@@ -155,6 +155,118 @@ static void test_pinned_public_key(void **state)
                  "test.ini:3: [server] pinned_public_key needs an https:// url");
 }
 
+static void test_collect_sections(void **state)
+{
+    (void)state;
+    struct ferryd_config cfg;
+    char err[256];
+    assert_int_equal(ferryd_config_load(NULL, &cfg, err, sizeof err), 0);
+    assert_string_equal(cfg.collect_root, "/");
+    assert_true(cfg.collect_system_enabled);
+    assert_int_equal(cfg.collect_system_interval_ms, 10000);
+    assert_true(cfg.collect_system_percpu);
+    assert_string_equal(cfg.collect_jetson_enabled, "auto");
+    assert_int_equal(cfg.collect_jetson_interval_ms, 10000);
+    ferryd_config_free(&cfg);
+    assert_int_equal(ferryd_config_load_string("[collect.system]\ninterval = 30s\npercpu = no\n"
+                                               "[collect.jetson]\nenabled = false\n",
+                                               "t.ini", &cfg, err, sizeof err),
+                     0);
+    assert_int_equal(cfg.collect_system_interval_ms, 30000);
+    assert_false(cfg.collect_system_percpu);
+    assert_string_equal(cfg.collect_jetson_enabled, "false");
+    ferryd_config_free(&cfg);
+    expect_error("[collect.system]\ninterval = 10ms\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:2: [collect.system] interval = \"10ms\": out of range");
+    expect_error("[collect.jetson]\n\nenabled = maybe\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:3: [collect.jetson] enabled = \"maybe\": expected auto, true or false");
+    expect_error("[collect.gpu]\nenabled = true\n", FERRYD_CONFIG_EKEY,
+                 "test.ini:2: [collect.gpu] enabled: unknown section");
+}
+
+static void test_tail_sections(void **state)
+{
+    (void)state;
+    struct ferryd_config cfg;
+    char err[256];
+    assert_int_equal(ferryd_config_load_string("[input.tail.app]\npath = /var/log/app/*.log\n"
+                                               "multiline_start = ^[0-9]{4}-\nmax_line = 4KiB\n"
+                                               "[input.tail.fw]\npath = /var/log/fw.log\n"
+                                               "source = firmware\nfrom_beginning = yes\n",
+                                               "t.ini", &cfg, err, sizeof err),
+                     0);
+    assert_int_equal(cfg.n_tails, 2);
+    assert_string_equal(cfg.tails[0].name, "app");
+    assert_string_equal(cfg.tails[0].path, "/var/log/app/*.log");
+    assert_string_equal(cfg.tails[0].multiline_start, "^[0-9]{4}-");
+    assert_int_equal(cfg.tails[0].max_line_bytes, 4096);
+    assert_false(cfg.tails[0].from_beginning);
+    assert_true(cfg.tails[0].parse_level);
+    assert_int_equal(cfg.tails[0].multiline_flush_ms, 1000);
+    assert_string_equal(cfg.tails[1].source, "firmware");
+    assert_true(cfg.tails[1].from_beginning);
+    struct ferryd_config other;
+    assert_int_equal(ferryd_config_load_string("[input.tail.app]\npath = /x.log\n", "t.ini", &other,
+                                               err, sizeof err),
+                     0);
+    assert_true(ferryd_config_diff(&cfg, &other, NULL, NULL) >= 1);
+    ferryd_config_free(&other);
+    ferryd_config_free(&cfg);
+    expect_error("[input.tail.app]\nsource = x\n", FERRYD_CONFIG_EVALUE,
+                 "[input.tail.app]: path is required");
+    expect_error("[input.tail.app]\npath = /x\nbogus = 1\n", FERRYD_CONFIG_EKEY,
+                 "test.ini:3: [input.tail.app] bogus: unknown key");
+    expect_error("[input.tail.app]\npath = /x\nmax_line = 1MiB\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:3: [input.tail.app] max_line = \"1MiB\": a size from 64 bytes");
+    expect_error("[input.tail.a b]\npath = /x\n", FERRYD_CONFIG_EKEY, "NAME must be");
+}
+
+static void test_prometheus_sections(void **state)
+{
+    (void)state;
+    struct ferryd_config cfg;
+    char err[256];
+    assert_int_equal(ferryd_config_load_string("[input.prometheus.app]\n"
+                                               "url = http://127.0.0.1:9100/metrics\n"
+                                               "interval = 30s\n",
+                                               "t.ini", &cfg, err, sizeof err),
+                     0);
+    assert_int_equal(cfg.n_scrapes, 1);
+    assert_string_equal(cfg.scrapes[0].url, "http://127.0.0.1:9100/metrics");
+    assert_int_equal(cfg.scrapes[0].interval_ms, 30000);
+    assert_int_equal(cfg.scrapes[0].timeout_ms, 5000);
+    ferryd_config_free(&cfg);
+    expect_error("[input.prometheus.app]\ninterval = 1s\n", FERRYD_CONFIG_EVALUE,
+                 "[input.prometheus.app]: url is required");
+    expect_error("[input.prometheus.app]\nurl = https://x/metrics\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:2: [input.prometheus.app] url = \"https://x/metrics\"");
+    expect_error("[input.prometheus.app]\nurl = http://x/m\ninterval = 1s\ntimeout = 2s\n",
+                 FERRYD_CONFIG_EVALUE, "timeout must not exceed interval");
+    expect_error("[input.prometheus.app]\nurl = http://x/m\nport = 1\n", FERRYD_CONFIG_EKEY,
+                 "test.ini:3: [input.prometheus.app] port: unknown key");
+}
+
+static void test_journald_sections(void **state)
+{
+    (void)state;
+    struct ferryd_config cfg;
+    char err[256];
+    assert_int_equal(ferryd_config_load_string("[input.journald.sys]\nunits = app.service\n"
+                                               "max_priority = warning\n",
+                                               "t.ini", &cfg, err, sizeof err),
+                     0);
+    assert_int_equal(cfg.n_journalds, 1);
+    assert_string_equal(cfg.journalds[0].units, "app.service");
+    assert_string_equal(cfg.journalds[0].directory, "");
+    assert_int_equal(cfg.journalds[0].max_priority, 4);
+    assert_false(cfg.journalds[0].from_beginning);
+    ferryd_config_free(&cfg);
+    expect_error("[input.journald.sys]\nmax_priority = 9\n", FERRYD_CONFIG_EVALUE,
+                 "test.ini:2: [input.journald.sys] max_priority = \"9\"");
+    expect_error("[input.journald.sys]\ncursor = x\n", FERRYD_CONFIG_EKEY,
+                 "test.ini:2: [input.journald.sys] cursor: unknown key");
+}
+
 static void test_update_section_rules(void **state)
 {
     (void)state;
@@ -297,6 +409,10 @@ int main(void)
         cmocka_unit_test(test_syntax_error_line),
         cmocka_unit_test(test_update_section_rules),
         cmocka_unit_test(test_pinned_public_key),
+        cmocka_unit_test(test_collect_sections),
+        cmocka_unit_test(test_tail_sections),
+        cmocka_unit_test(test_prometheus_sections),
+        cmocka_unit_test(test_journald_sections),
         cmocka_unit_test(test_cross_key_rules),
         cmocka_unit_test(test_long_line_is_an_error_on_its_line),
         cmocka_unit_test(test_missing_file),
