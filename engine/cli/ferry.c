@@ -160,8 +160,10 @@ int main(int argc, char **argv)
         sub[n++] = (char *)global[i];
     for (int i = optind + 1; i < argc; i++)
         sub[n++] = argv[i];
-    /* --version on every subcommand (before "--") */
-    for (int i = 1; i < n && strcmp(sub[i], "--") != 0; i++) {
+    /* --version on every subcommand (before "--"); after `release SUBCOMMAND` it is the
+     * release's own option (`release create --version VERSION`) */
+    bool release = strcmp(cmd->name, "release") == 0;
+    for (int i = 1; i < n && strcmp(sub[i], "--") != 0 && (!release || i == 1); i++) {
         if (strcmp(sub[i], "--version") == 0) {
             printf("ferry " FERRY_VERSION "\n");
             free(sub);
