@@ -9,7 +9,8 @@
 #   scripts/test.sh sanitize   only the sanitizer build (build-asan/)
 #   scripts/test.sh variants   build-only: gcc Release -O3 (build-o3/), gcc LTO with
 #                              _FORTIFY_SOURCE=3 (build-lto/, the programs only), clang
-#                              (build-clang/); -O3 and clang run the fast unit tests
+#                              (build-clang/; not in "all": the sanitizer build is clang);
+#                              -O3 and clang run the fast unit tests
 #                              (unit.common, unit.transport.*, unit.sync.policy)
 #   scripts/test.sh tsan       ThreadSanitizer (build-tsan/): the log sink, journal and sync tests
 #   scripts/test.sh packages   Debian packages: build, lintian, install, start (root; see
@@ -17,7 +18,8 @@
 #   scripts/test.sh arm64      optional: aarch64 cross build, its tests under qemu-user and the
 #                              arm64 ferryd package (scripts/cross-arm64.sh; not part of "all")
 #
-# Environment: FERRY_TEST_JOBS (default: number of cores), FERRY_FUZZ_SECONDS (default 60).
+# Environment: FERRY_TEST_JOBS (default: number of cores), FERRY_FUZZ_SECONDS (seconds per fuzz
+# target under ctest; default 20 here, 60 in a plain -DFERRY_FUZZ=ON build).
 set -eu
 cd "$(dirname "$0")/.."
 jobs=${FERRY_TEST_JOBS:-$(nproc)}
@@ -30,7 +32,8 @@ run_normal() {
 }
 
 run_sanitize() {
-    CC=clang cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DFERRY_SANITIZE=ON -DFERRY_FUZZ=ON -DFERRY_WERROR=ON
+    CC=clang cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DFERRY_SANITIZE=ON -DFERRY_FUZZ=ON \
+        -DFERRY_WERROR=ON -DFERRY_FUZZ_SECONDS="${FERRY_FUZZ_SECONDS:-20}"
     cmake --build build-asan -j "$jobs"
     # halt_on_error: a sanitizer finding fails the test that triggered it.
     ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1 \
@@ -63,7 +66,11 @@ run_variants() {
     # the ~60 test programs cost most of this stage's time and checks nothing a packager ships.
     CC=gcc run_variant build-lto -DCMAKE_BUILD_TYPE=Release -DCMAKE_INTERPROCEDURAL_OPTIMIZATION=ON \
         -DCMAKE_C_FLAGS=-D_FORTIFY_SOURCE=3 -DFERRY_BUILD_TESTS=OFF
-    CC=clang run_variant build-clang -DCMAKE_BUILD_TYPE=RelWithDebInfo
+    # A clang build without sanitizers; `all` leaves it out (the sanitizer build is clang
+    # already), `variants` runs it.
+    if [ "${1:-}" = with-clang ]; then
+        CC=clang run_variant build-clang -DCMAKE_BUILD_TYPE=RelWithDebInfo
+    fi
 }
 
 # ThreadSanitizer on what runs on more than one thread: the log sink (reloaded by SIGHUP while
@@ -84,7 +91,7 @@ case "$what" in
 all) run_normal; run_sanitize; run_variants; run_tsan; FERRY_DEB_JOBS=$jobs scripts/test-packages.sh ;;
 normal) run_normal ;;
 sanitize) run_sanitize ;;
-variants) run_variants ;;
+variants) run_variants with-clang ;;
 tsan) run_tsan ;;
 packages) FERRY_DEB_JOBS=$jobs scripts/test-packages.sh ;;
 arm64) FERRY_ARM64_JOBS=$jobs scripts/cross-arm64.sh ;;
