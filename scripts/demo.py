@@ -98,15 +98,15 @@ backoff_max = 5s
         r = self.rng
         lines = []
         for core in range(6):
-            lines.append(f"cpu,host={self.name},core={core} user={r.randint(5, 60)}i,"
+            lines.append(f"cpu,host={self.name},feeder=demo,core={core} user={r.randint(5, 60)}i,"
                          f"system={r.randint(1, 9)}i,idle={r.randint(30, 90)}i {ts}")
         for zone, base in (("cpu", 52000), ("gpu", 50000), ("soc0", 48000), ("soc1", 47500),
                            ("soc2", 48500), ("tj", 53000)):
-            lines.append(f"thermal,host={self.name},zone={zone} temp_mc={base + r.randint(-300, 900)}i {ts}")
-        lines.append(f"mem,host={self.name} used_kb={3100000 + r.randint(0, 9000)}i,"
+            lines.append(f"thermal,host={self.name},feeder=demo,zone={zone} temp_mc={base + r.randint(-300, 900)}i {ts}")
+        lines.append(f"mem,host={self.name},feeder=demo used_kb={3100000 + r.randint(0, 9000)}i,"
                      f"available_kb={4700000 - r.randint(0, 9000)}i {ts}")
-        lines.append(f"gpu,host={self.name} load={r.randint(40, 99)}i,freq_mhz=918i {ts}")
-        lines.append(f"model,host={self.name},model=yolov8n fps={29.0 + r.randint(-20, 10) / 10:.1f},"
+        lines.append(f"gpu,host={self.name},feeder=demo load={r.randint(40, 99)}i,freq_mhz=918i {ts}")
+        lines.append(f"model,host={self.name},feeder=demo,model=yolov8n fps={29.0 + r.randint(-20, 10) / 10:.1f},"
                      f"latency_ms={33.0 + r.randint(-40, 60) / 10:.1f} {ts}")
         return "\n".join(lines) + "\n"
 
@@ -155,9 +155,13 @@ backoff_max = 5s
 
 
 def export_count(ingest, device_id, stream):
-    """Reads a device's stream back from the ingest; returns (records, duplicates, max seq)."""
+    """Reads a device's stream back from the ingest; returns (records the demo wrote, duplicates,
+    max seq, records ferryd's own collectors made). The demo's metrics carry the tag
+    feeder=demo; ferryd's built-in collectors (CPU, memory, disks, network, ... every 10 s) add
+    records of their own to the same stream."""
     seqs, after = set(), 0
     dups = 0
+    collected = 0
     while True:
         status, body = http("GET", f"{ingest}/v1/export?device={device_id}&stream={stream}"
                                    f"&after_seq={after}&limit=10000", timeout=30)
@@ -165,12 +169,16 @@ def export_count(ingest, device_id, stream):
             raise SystemExit(f"demo: export failed: {status} {body[:200]!r}")
         lines = [l for l in body.decode().splitlines() if l.strip()]
         if not lines:
-            return len(seqs), dups, max(seqs, default=0)
+            return len(seqs), dups, max(seqs, default=0), collected
         for line in lines:
-            seq = json.loads(line)["seq"]
+            row = json.loads(line)
+            seq = row["seq"]
+            after = max(after, seq)
+            if stream == "metric" and (row.get("tags") or {}).get("feeder") != "demo":
+                collected += 1
+                continue
             dups += seq in seqs
             seqs.add(seq)
-            after = max(after, seq)
 
 
 def main():
@@ -272,11 +280,13 @@ def main():
         ok = True
         for d in devices:
             for stream in ("metric", "log"):
-                n, dups, _ = export_count(ingest_url, d.device_id, stream)
+                n, dups, _, collected = export_count(ingest_url, d.device_id, stream)
                 good = n == d.acked[stream] and dups == 0
                 ok &= good
                 print(f"  {d.name} {stream:6}: acknowledged {d.acked[stream]:7}, in cloud {n:7}, "
-                      f"duplicates {dups}  {'ok' if good else 'MISMATCH'}")
+                      f"duplicates {dups}  {'ok' if good else 'MISMATCH'}" +
+                      (f"  (+{collected} health records ferryd collected itself)"
+                       if stream == "metric" else ""))
         _, stats = http("GET", f"{control}/stats")
         s = json.loads(stats)
         print(f"\nlink: {json.dumps(s)[:300]}")
