@@ -63,6 +63,7 @@ struct ferryd {
     struct journal *journal;
     struct durable *durable;
     struct sync *sync;
+    bool collected_waiting, collected_again; /* on_collected(): a durable wait is out / wanted */
     struct http_input *http;
     struct line_input *udp;
     struct line_input *unix_in;
@@ -172,6 +173,57 @@ static void on_records_durable(void *arg)
     struct ferryd *d = arg;
     if (d->sync)
         sync_wake(d->sync);
+}
+
+/*
+ * Records a collector (built-in collectors, tail, scrape, journald) queued without waiting for
+ * their commit. The sync engine reads committed records only: woken now it would find nothing new
+ * and sleep until its next timer (a tailed file's last lines then waited minutes). So it is woken
+ * once they are durable, through the durable helper; one wait is outstanding at a time, and
+ * appends meanwhile arm the next one when it ends.
+ */
+static void collected_durable(void *arg, int journal_err);
+
+static void arm_collected_wait(struct ferryd *d)
+{
+    struct journal_stats js;
+    struct durable_point p[RECORD_STREAM_COUNT];
+    size_t n = 0;
+    if (journal_stats(d->journal, &js) == 0)
+        for (int st = 0; st < RECORD_STREAM_COUNT; st++)
+            if (js.stream[st].next_seq > 1)
+                p[n++] = (struct durable_point){(enum record_stream)st, js.stream[st].next_seq - 1};
+    if (n == 0 || durable_wait(d->durable, p, n, collected_durable, d) != 0) {
+        sync_wake(d->sync); /* cannot wait: wake now, the engine's timers do the rest */
+        return;
+    }
+    d->collected_waiting = true;
+}
+
+static void collected_durable(void *arg, int journal_err)
+{
+    struct ferryd *d = arg;
+    (void)journal_err; /* a failed commit is reported by the collector's own append */
+    d->collected_waiting = false;
+    if (!d->sync)
+        return;
+    sync_wake(d->sync);
+    if (d->collected_again) {
+        d->collected_again = false;
+        arm_collected_wait(d);
+    }
+}
+
+static void on_collected(void *arg)
+{
+    struct ferryd *d = arg;
+    if (!d->sync || !d->durable)
+        return;
+    if (d->collected_waiting) {
+        d->collected_again = true;
+        return;
+    }
+    arm_collected_wait(d);
 }
 
 /* Every metric record an input accepts: the OTA agent's health gates watch them (loop thread). */
@@ -636,7 +688,7 @@ static int add_collector(struct ferryd *d, struct collector *c, char *errbuf, si
 static int start_collectors(struct ferryd *d, char *errbuf, size_t errlen)
 {
     const struct ferryd_config *c = &d->cfg;
-    int rc = collect_set_new(d->base, d->journal, on_records_durable, d, &d->collect);
+    int rc = collect_set_new(d->base, d->journal, on_collected, d, &d->collect);
     if (rc != 0) {
         snprintf(errbuf, errlen, "collectors: %s", collect_strerror(rc));
         return FERRYD_EXIT_FAILURE;
@@ -693,7 +745,7 @@ static int start_collectors(struct ferryd *d, char *errbuf, size_t errlen)
                                ft->from_beginning,
                                ft->parse_level,
                                ft->multiline_flush_ms};
-        rc = tail_new(d->base, d->journal, &to, on_records_durable, d, &d->tails[d->n_tails], cerr,
+        rc = tail_new(d->base, d->journal, &to, on_collected, d, &d->tails[d->n_tails], cerr,
                       sizeof cerr);
         if (rc != 0) {
             snprintf(errbuf, errlen, "%s", cerr);
@@ -708,8 +760,8 @@ static int start_collectors(struct ferryd *d, char *errbuf, size_t errlen)
     for (size_t i = 0; i < c->n_scrapes; i++) {
         const struct ferryd_scrape *fs = &c->scrapes[i];
         struct scrape_opts so = {fs->name, fs->url, fs->interval_ms, fs->timeout_ms};
-        rc = scrape_new(d->base, d->journal, &so, on_records_durable, d, &d->scrapes[d->n_scrapes],
-                        cerr, sizeof cerr);
+        rc = scrape_new(d->base, d->journal, &so, on_collected, d, &d->scrapes[d->n_scrapes], cerr,
+                        sizeof cerr);
         if (rc != 0) {
             snprintf(errbuf, errlen, "%s", cerr);
             return rc == COLLECT_EINVAL ? FERRYD_EXIT_CONFIG : FERRYD_EXIT_FAILURE;
@@ -722,8 +774,8 @@ static int start_collectors(struct ferryd *d, char *errbuf, size_t errlen)
         const struct ferryd_journald *fj = &c->journalds[i];
         struct journald_opts jo = {fj->name, fj->directory, fj->units, (int)fj->max_priority,
                                    fj->from_beginning};
-        rc = journald_new(d->base, d->journal, &jo, on_records_durable, d,
-                          &d->journalds[d->n_journalds], cerr, sizeof cerr);
+        rc = journald_new(d->base, d->journal, &jo, on_collected, d, &d->journalds[d->n_journalds],
+                          cerr, sizeof cerr);
         if (rc != 0) {
             snprintf(errbuf, errlen, "%s", cerr);
             return rc == COLLECT_EINVAL ? FERRYD_EXIT_CONFIG : FERRYD_EXIT_FAILURE;
