@@ -190,8 +190,14 @@ static void every_sample_once_in_every_sink_across_sigkills(void **state)
     assert_int_equal(pclose(p), 0);
     tok[strcspn(tok, "\n")] = '\0';
     assert_memory_equal(tok, "fyt_", 4);
-    ih_set_token(tok);
     start_ingest();
+    /* /v1/forwarders needs a viewer token. */
+    struct ih_resp r401;
+    ih_set_token(NULL);
+    assert_int_equal(ih_http(g_srv.port, "GET", "/v1/forwarders", NULL, 0, &r401), 0);
+    assert_int_equal(r401.status, 401);
+    ih_resp_free(&r401);
+    ih_set_token(tok);
     int64_t now = ferry_realtime_ns();
     int kills = 0;
     /* The last round goes to a Prometheus that does not answer for 1.5 s (the forwarder's

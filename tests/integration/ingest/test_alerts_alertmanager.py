@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sync"))
 import synclib  # noqa: E402
@@ -169,7 +170,12 @@ receivers = am, hook
         assert [b["status"] for b in hooks] == ["firing", "resolved"], hooks
         assert hooks[0]["late"] is True and hooks[1]["ends_at"].startswith(end_want), hooks
 
-        # The API shows it, resolved and late.
+        # The API needs a viewer token (401 without one) and shows it, resolved and late.
+        try:
+            synclib.http_get(ingest.url() + "/v1/alerts")
+            raise AssertionError("GET /v1/alerts answered without a token")
+        except urllib.error.HTTPError as e:
+            assert e.code == 401, e.code
         _, body = synclib.http_get(ingest.url() + "/v1/alerts?state=resolved",
                                    token=ingest.api_token())
         listed = json.loads(body)
