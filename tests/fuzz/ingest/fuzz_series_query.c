@@ -11,6 +11,8 @@
 
 #define FUZZ_QUERY_MAX 4096
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char query[FUZZ_QUERY_MAX + 1];
