@@ -125,6 +125,8 @@ int ferry_buf_printf(struct ferry_buf *b, const char *fmt, ...)
 int ferry_buf_append_json_string(struct ferry_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
+    if (n == 0) /* s may then be NULL (an empty buffer's data) */
+        return ferry_buf_append(b, "\"\"", 2);
     if (ferry_buf_append_u8(b, '"') < 0)
         return -1;
     size_t run = 0; /* start of the current run of bytes that need no escaping */

@@ -157,7 +157,8 @@ static size_t put_name(struct fwd_prom *p, const char *prefix, const char *a, si
         return SIZE_MAX;
     uint8_t *o = p->strs.data + p->strs.len;
     size_t n = 0;
-    memcpy(o, prefix, pre);
+    if (pre > 0)
+        memcpy(o, prefix, pre);
     n += pre;
     if (n == 0 && a_len > 0 && a[0] >= '0' && a[0] <= '9')
         o[n++] = '_';
@@ -294,7 +295,8 @@ int fwd_prom_finish(struct fwd_prom *p, struct ferry_buf *body)
 {
     ferry_buf_reset(body);
     /* Samples of one series together, in time order, as one TimeSeries. */
-    qsort(p->samples, p->n_samples, sizeof(*p->samples), cmp_sample);
+    if (p->n_samples > 1) /* qsort with no array is undefined even for 0 elements */
+        qsort(p->samples, p->n_samples, sizeof(*p->samples), cmp_sample);
     size_t n_series = 0, n_label_ptrs = 0;
     for (size_t i = 0; i < p->n_samples; i++)
         if (i == 0 || p->samples[i].hash != p->samples[i - 1].hash) {

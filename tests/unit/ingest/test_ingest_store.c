@@ -870,6 +870,7 @@ static void commit_order_every_record_once_from_a_durable_cursor(void **state)
     for (size_t i = 0; i < c2->n; i++)
         assert_string_equal(c2->dev[c2->dev_of[i]], "dev-co");
     assert_int_equal(c2->last.records, total + 25);
+    ferry_buf_free(&rs->arena);
     free(rs);
     free(c);
     free(c2);
@@ -919,6 +920,7 @@ static void pg_late_commit_is_never_skipped(void **state)
     assert_int_equal(c2->seq[0], 100); /* the late commit, first in transaction order */
     co_assert_unique(c2);
     PQfinish(late);
+    ferry_buf_free(&rs->arena);
     free(rs);
     free(c);
     free(c2);
