@@ -11,6 +11,7 @@
 
 #include "cloud-ingest/store_impl.h"
 #include "common/buf.h"
+#include "common/util.h"
 
 const char *ingest_store_strerror(int err)
 {
@@ -29,22 +30,11 @@ const char *ingest_store_strerror(int err)
     }
 }
 
-/* strlen() that stops after max + 1 characters (a result above max means "too long"). Counted
- * by hand: strnlen(s, max + 1) on a buffer shorter than max + 1 (a caller's char[41] token) is
- * what _FORTIFY_SOURCE=3 refuses (-Wstringop-overread, and __chk_fail at run time). */
-static size_t bounded_len(const char *s, size_t max)
-{
-    size_t n = 0;
-    while (n <= max && s[n] != '\0')
-        n++;
-    return n;
-}
-
 bool ingest_device_id_valid(const char *id)
 {
     if (id == NULL)
         return false;
-    size_t n = bounded_len(id, INGEST_DEVICE_ID_MAX);
+    size_t n = ferry_bounded_len(id, INGEST_DEVICE_ID_MAX);
     if (n == 0 || n > INGEST_DEVICE_ID_MAX)
         return false;
     for (size_t i = 0; i < n; i++) {
@@ -168,7 +158,7 @@ int ingest_store_token_add(struct ingest_store *store, const char *token, bool o
 int ingest_store_token_add_limited(struct ingest_store *store, const char *token, bool one_time,
                                    int64_t expires_ns, uint64_t max_uses)
 {
-    size_t n = bounded_len(token, 128);
+    size_t n = ferry_bounded_len(token, 128);
     if (n < 16 || n > 128 || max_uses > INT64_MAX)
         return INGEST_STORE_EINVAL;
     return store->ops->token_add(store, token, one_time, expires_ns, max_uses);
@@ -182,7 +172,7 @@ int ingest_store_enroll(struct ingest_store *store, const char *token,
         snprintf(err, err_len, "invalid device id");
         return INGEST_STORE_EINVAL;
     }
-    size_t n = bounded_len(token, 128);
+    size_t n = ferry_bounded_len(token, 128);
     if (n == 0 || n > 128) {
         snprintf(err, err_len, "token: must be 1..128 characters");
         return INGEST_STORE_ETOKEN;
@@ -231,14 +221,15 @@ int ingest_store_cursor_get(struct ingest_store *store, const char *name,
 int ingest_store_cursor_set(struct ingest_store *store, const char *name,
                             const struct ingest_store_cursor *c)
 {
-    if (!cursor_name_valid(name) || strnlen(c->device, sizeof(c->device)) >= sizeof(c->device))
+    if (!cursor_name_valid(name) ||
+        ferry_bounded_len(c->device, sizeof(c->device) - 1) >= sizeof(c->device))
         return INGEST_STORE_EINVAL;
     return store->ops->cursor_set(store, name, c);
 }
 
 static bool kv_key_valid(const char *key)
 {
-    size_t n = key != NULL ? strnlen(key, INGEST_KV_KEY_MAX + 1) : 0;
+    size_t n = key != NULL ? ferry_bounded_len(key, INGEST_KV_KEY_MAX) : 0;
     if (n == 0 || n > INGEST_KV_KEY_MAX)
         return false;
     for (size_t i = 0; i < n; i++)
@@ -392,7 +383,7 @@ bool ingest_api_token_name_valid(const char *name)
 {
     if (name == NULL)
         return false;
-    size_t n = bounded_len(name, INGEST_API_TOKEN_NAME_MAX);
+    size_t n = ferry_bounded_len(name, INGEST_API_TOKEN_NAME_MAX);
     if (n == 0 || n > INGEST_API_TOKEN_NAME_MAX)
         return false;
     for (size_t i = 0; i < n; i++) {
@@ -407,7 +398,7 @@ bool ingest_api_token_name_valid(const char *name)
 
 static bool api_token_id_valid(const char *id)
 {
-    if (id == NULL || bounded_len(id, INGEST_API_TOKEN_ID_LEN) != INGEST_API_TOKEN_ID_LEN)
+    if (id == NULL || ferry_bounded_len(id, INGEST_API_TOKEN_ID_LEN) != INGEST_API_TOKEN_ID_LEN)
         return false;
     for (size_t i = 0; i < INGEST_API_TOKEN_ID_LEN; i++)
         if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))

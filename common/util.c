@@ -276,3 +276,11 @@ int ferry_hex_decode(const char *hex, uint8_t *out, size_t n)
     }
     return 0;
 }
+
+size_t ferry_bounded_len(const char *s, size_t max)
+{
+    size_t n = 0;
+    while (n <= max && s[n] != '\0')
+        n++;
+    return n;
+}

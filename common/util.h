@@ -24,6 +24,10 @@ int ferry_parse_duration_ms(const char *s, int64_t *out_ms);
 
 /* Copies at most dst_size-1 bytes and always terminates; returns strlen(src). */
 size_t ferry_strlcpy(char *dst, const char *src, size_t dst_size);
+/* strlen() that stops after max + 1 characters (a result above max means "too long"). Counted
+ * by hand: strnlen(s, max + 1) on a buffer shorter than max + 1 is what _FORTIFY_SOURCE=3 refuses
+ * (-Wstringop-overread at build time, __chk_fail at run time), even when the string ends early. */
+size_t ferry_bounded_len(const char *s, size_t max);
 
 /* Writes `len` bytes to `path` atomically: a temporary file beside it, fsync, rename, fsync of
  * the directory. `mode` is the new file's mode (0600 for keys). Returns 0 or -errno. */

@@ -40,7 +40,7 @@ const char *reqsign_target_of_url(const char *url)
 
 static bool device_id_ok(const char *id)
 {
-    size_t n = strnlen(id, REQSIGN_DEVICE_MAX + 1);
+    size_t n = ferry_bounded_len(id, REQSIGN_DEVICE_MAX);
     if (n == 0 || n > REQSIGN_DEVICE_MAX)
         return false;
     for (size_t i = 0; i < n; i++) {
@@ -54,7 +54,7 @@ static bool device_id_ok(const char *id)
 
 static bool method_ok(const char *m)
 {
-    size_t n = strnlen(m, 17);
+    size_t n = ferry_bounded_len(m, 16);
     if (n == 0 || n > 16)
         return false;
     for (size_t i = 0; i < n; i++)
@@ -68,7 +68,7 @@ static size_t message(char *out, size_t out_len, const char *method, const char 
                       const char *device_id, const char *time, const char *nonce)
 {
     if (!method_ok(method) || target[0] != '/' ||
-        strnlen(target, REQSIGN_TARGET_MAX + 1) > REQSIGN_TARGET_MAX)
+        ferry_bounded_len(target, REQSIGN_TARGET_MAX) > REQSIGN_TARGET_MAX)
         return 0;
     int n = snprintf(out, out_len, MAGIC "\n%s\n%s\n%s\n%s\n%s", method, target, device_id, time,
                      nonce);
@@ -102,7 +102,7 @@ int reqsign_sign(const uint8_t secret_key[64], const char *method, const char *t
 
 static bool hex_ok(const char *s, size_t want)
 {
-    if (strnlen(s, want + 1) != want)
+    if (ferry_bounded_len(s, want) != want)
         return false;
     for (size_t i = 0; i < want; i++) {
         char c = s[i];
@@ -123,7 +123,7 @@ int reqsign_parse(const struct reqsign_received *r, int64_t *time_s, char *why, 
         return REQSIGN_EINVAL;
     }
     const char *t = r->time;
-    size_t tn = t != NULL ? strnlen(t, TIME_DIGITS_MAX + 1) : 0;
+    size_t tn = t != NULL ? ferry_bounded_len(t, TIME_DIGITS_MAX) : 0;
     int64_t v = 0;
     bool ok = tn > 0 && tn <= TIME_DIGITS_MAX - 1; /* 18 digits: no overflow below */
     for (size_t i = 0; ok && i < tn; i++) {
@@ -171,8 +171,8 @@ int reqsign_verify(const struct reqsign_received *r, int64_t time_s, const char 
 
 static size_t enroll_message(char *out, size_t out_len, const char *pk_hex, const char *token)
 {
-    if (strnlen(pk_hex, 65) != 64 ||
-        strnlen(token, REQSIGN_ENROLL_TOKEN_MAX + 1) > REQSIGN_ENROLL_TOKEN_MAX)
+    if (ferry_bounded_len(pk_hex, 64) != 64 ||
+        ferry_bounded_len(token, REQSIGN_ENROLL_TOKEN_MAX) > REQSIGN_ENROLL_TOKEN_MAX)
         return 0;
     int n = snprintf(out, out_len, ENROLL_MAGIC "\n%s\n%s", pk_hex, token);
     return n > 0 && (size_t)n < out_len ? (size_t)n : 0;
