@@ -101,6 +101,10 @@ def main():
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--rounds", type=int, default=14)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--settle", type=float, default=0.3,
+                    help="seconds the writer waits before a copytruncate while ferryd runs, so "
+                         "that ferryd has seen the generation it truncates (0: no wait; see "
+                         "docs/configuration.md on copytruncate's limit)")
     a = ap.parse_args()
     rnd = random.Random(a.seed)
     print("seed", a.seed)
@@ -129,6 +133,7 @@ def main():
                 writers[0].rotate_rename()
                 writers[0].write(rnd.randint(1, 100))
             if rnd.random() < 0.5:
+                time.sleep(a.settle)
                 writers[1].rotate_copytruncate()
                 writers[1].write(rnd.randint(1, 100))
             if rnd.random() < 0.3:
