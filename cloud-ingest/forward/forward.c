@@ -731,14 +731,11 @@ int ingest_forwarders_expose(struct ingest_forwarders *set, struct ferry_buf *b)
     return e != 0 ? -1 : 0;
 }
 
+/* A C string (no NUL inside) as JSON: ferry_buf_append_json_string already replaces ill-formed
+ * UTF-8 (common/utf8.c), so no cleaned copy is made first. */
 static int json_str(struct ferry_buf *b, const char *s)
 {
-    struct ferry_buf clean = FERRY_BUF_INIT;
-    int rc = fwd_utf8_append(&clean, s, strlen(s));
-    if (rc == 0)
-        rc = ferry_buf_append_json_string(b, (const char *)clean.data, clean.len);
-    ferry_buf_free(&clean);
-    return rc;
+    return ferry_buf_append_json_string(b, s, strlen(s));
 }
 
 static void handle_forwarders(struct evhttp_request *req, const char *path, void *arg)
