@@ -230,8 +230,9 @@ static int move_devices(struct ingest_store *st, const struct rollout *r, json_t
         enum rollout_dev next = (enum rollout_dev)cur;
         if (!rollout_dev_final(next)) {
             bool offered = json_object_get(offers, dev) != NULL;
-            enum rollout_dev rep =
-                offered || next != RDEV_PENDING ? reported_state(st, r, dev) : RDEV_PENDING;
+            /* also for devices never offered here: one may have it from another ingest whose
+             * offer mark is not read yet, or from an earlier publish */
+            enum rollout_dev rep = reported_state(st, r, dev);
             bool late = r->deadline_ns > 0 && r->wave_started_ns[w] > 0 &&
                         now_ns >= r->wave_started_ns[w] + r->deadline_ns;
             next = rollout_dev_next(next, rep, offered, late);

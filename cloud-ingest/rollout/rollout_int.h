@@ -142,7 +142,8 @@ int rollout_parse_window(const char *text, struct rollout *r, char *err, size_t 
 /* The wave text for output ("10%", "25"). */
 void rollout_wave_text(const struct rollout_wave *w, char *out, size_t out_len);
 
-/* The stable hash that orders devices within a rollout: BLAKE2b-64 of "<rollout id>/<device>". */
+/* The stable hash that orders devices within a rollout: the first 64 bits of BLAKE2b-128 of
+ * "<rollout id>/<device>". */
 uint64_t rollout_hash(const char *rollout_id, const char *device_id);
 /* Cumulative device counts of the waves for `n` eligible devices: ceil of each percentage, at
  * least min_devices more than the previous wave (while devices remain), never above n; a last
