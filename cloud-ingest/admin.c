@@ -458,8 +458,7 @@ int ingest_admin_main(struct ingest_config *cfg, const struct ingest_admin_remot
         char actor[80];
         cli_actor(actor, sizeof(actor));
         status = rollout_cli_main(cfg, st, actor, argc - 1, argv + 1);
-    }
-    else if (strcmp(argv[0], "token") == 0) {
+    } else if (strcmp(argv[0], "token") == 0) {
         char actor[80];
         cli_actor(actor, sizeof(actor));
         status = ingest_auth_token_main(st, actor, argc - 1, argv + 1);

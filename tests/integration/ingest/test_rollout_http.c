@@ -259,7 +259,8 @@ static void test_rollout_through_the_real_ingest(void **state)
     json_array_foreach(json_object_get(st, "devices"), k, d)
     {
         const char *dev = json_string_value(json_object_get(d, "device"));
-        int i = atoi(dev + 4);
+        uint64_t i = 0;
+        assert_int_equal(ferry_parse_u64(dev + 4, NDEV - 1, &i), 0);
         member[i] = true;
         members[nm++] = i;
     }
