@@ -23,7 +23,7 @@ struct ingest_config;
 #define ROLLOUT_WAVES_MAX 16
 #define ROLLOUT_GATES_MAX 16
 #define ROLLOUT_GATE_TEXT_MAX 160
-#define ROLLOUT_SELECTOR_MAX 1024
+#define ROLLOUT_SELECTOR_MAX 4096 /* INGEST_SELECTOR_TEXT_MAX */
 #define ROLLOUT_NAME_MAX 64
 #define ROLLOUT_STR_MAX 64 /* component, version (manifest strings) */
 #define ROLLOUT_ARTIFACTS_MAX 16
@@ -226,8 +226,9 @@ int rollout_status_json(struct ingest_store *st, const char *id, int64_t now_ns,
 int rollout_manifest_path(const struct ingest_config *cfg, const char *id, bool rollback, char *out,
                           size_t out_len);
 
-/* Selectors (cloud-ingest/selector.h once merged): only the empty selector, which matches every
- * device of the class, is accepted in this build. */
+/* Selectors (cloud-ingest/selector.h): checks an operator's text (valid UTF-8 that parses;
+ * 0 or -1 with err naming the term and column), and matches a stored one against a device (the
+ * evaluator parses once per round instead). The empty selector matches every device. */
 int rollout_selector_check(const char *text, char *err, size_t err_len);
 bool rollout_selector_match(const char *text, const struct ingest_device *dev);
 

@@ -658,6 +658,50 @@ static void test_engine_completes_and_installs(void **state)
     ingest_store_close(s);
 }
 
+static void test_engine_selector_limits_the_waves(void **state)
+{
+    (void)state;
+    struct ingest_store *s = open_store();
+    char err[256], man[600], pub[600], src[600];
+    const char *names[4] = {"s1", "s2", "s3", "s4"};
+    for (int i = 0; i < 4; i++) {
+        add_device(s, names[i]);
+        assert_int_equal(ingest_store_device_set_labels(
+                             s, names[i], i < 2 ? "{\"site\":\"berlin\"}" : "{\"site\":\"lyon\"}"),
+                         0);
+    }
+    make_release("r2", "2.0.0", 10, false, man, sizeof(man));
+    snprintf(pub, sizeof(pub), "%s/rel.pub", g_dir);
+    snprintf(src, sizeof(src), "%s/r2/art.bin", g_dir);
+    char *bad[] = {"create", "--manifest", man, "--selector", "site in (berlin",
+                   "--pub",  pub,          src, NULL};
+    assert_int_equal(rollout_cli_main(&g_cfg, s, "cli:test", 8, bad), 2);
+    char *argv[] = {"create", "--manifest", man, "--selector", "site=berlin", "--waves",
+                    "100%",   "--pub",      pub, src,          NULL};
+    assert_int_equal(rollout_cli_main(&g_cfg, s, "cli:test", 10, argv), 0);
+    json_t *ids = NULL;
+    assert_int_equal(rollout_list_ids(s, &ids), 0);
+    char id[ROLLOUT_ID_LEN + 1];
+    ferry_strlcpy(id, json_string_value(json_array_get(ids, 0)), sizeof(id));
+    json_decref(ids);
+    struct rollouts *ro = NULL;
+    assert_int_equal(rollouts_new(&g_cfg, s, "test:1", &ro, err, sizeof(err)), 0);
+    assert_int_equal(rollouts_eval_once(ro, ferry_realtime_ns()), 0);
+    json_t *devs = NULL;
+    assert_int_equal(rollout_load_devices(s, id, &devs), 0);
+    assert_int_equal(json_object_size(devs), 2);
+    assert_non_null(json_object_get(devs, "s1"));
+    assert_non_null(json_object_get(devs, "s2"));
+    json_decref(devs);
+    const struct ingest_release_offerer *of = rollouts_offerer(ro);
+    char file[1600];
+    struct ingest_device d1 = get_dev(s, "s1"), d3 = get_dev(s, "s3");
+    assert_int_equal(of->manifest(of->arg, &d1, "model", file, sizeof(file)), 1);
+    assert_int_equal(of->manifest(of->arg, &d3, "model", file, sizeof(file)), 0);
+    rollouts_free(ro);
+    ingest_store_close(s);
+}
+
 static void test_engine_one_evaluator_per_store(void **state)
 {
     (void)state;
@@ -723,6 +767,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_record_json_round_trip),
         cmocka_unit_test_setup(test_engine_waves_gate_pause_abort_restart, reset_store),
         cmocka_unit_test_setup(test_engine_completes_and_installs, reset_store),
+        cmocka_unit_test_setup(test_engine_selector_limits_the_waves, reset_store),
         cmocka_unit_test_setup(test_engine_one_evaluator_per_store, reset_store),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
