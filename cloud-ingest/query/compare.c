@@ -6,12 +6,12 @@
  *   1. Every device gets a list of spans: [from, to) of corrected device time, each labelled with
  *      the group its samples go to (compare_devices: before / after / control; the benchmark: one
  *      group per version of the component).
- *   2. collect_device() scans the device's most recent records (query/scan.h) once, with a budget
- *      of COMPARE_SCAN_MAX / devices records, and files every sample of each metric whose time
+ *   2. compare__collect_device() scans the device's most recent records (query/scan.h) once, with a
+ * budget of COMPARE_SCAN_MAX / devices records, and files every sample of each metric whose time
  *      falls in a span into the group's sample array (COMPARE_SAMPLES_MAX in all). For
  *      "error_logs" it counts the log records at level error or above per span instead, and
  *      whether the device said anything at all in the span.
- *   3. group_dist() sorts a group's samples by (device, value): per-device runs give each
+ *   3. compare__group_dist() sorts a group's samples by (device, value): per-device runs give each
  *      device's median (the unit of the noise test) and each sample's weight 1/n_device; sorted
  *      by value again, the weighted mean and percentiles follow.
  *
@@ -30,6 +30,7 @@
 
 #include <jansson.h>
 
+#include "cloud-ingest/query/compare_int.h"
 #include "cloud-ingest/query/query.h"
 #include "cloud-ingest/query/scan.h"
 #include "common/buf.h"
@@ -39,21 +40,6 @@
 #define HOUR_NS 3600e9
 
 /* ---- Samples and distributions ------------------------------------------------------------- */
-
-/* One sample. `dev` is the device index while samples are collected; group_dist() replaces it by
- * the sample's weight once the per-device counts are known. */
-struct cmp_sample {
-    double v;
-    union {
-        uint64_t dev;
-        double w;
-    } u;
-};
-
-struct cmp_group {
-    struct cmp_sample *s;
-    size_t n, cap;
-};
 
 static int group_push(struct cmp_group *g, double v, uint64_t dev)
 {
@@ -104,8 +90,8 @@ static double weighted_quantile(const struct cmp_sample *s, size_t n, double tot
  * not NULL, writes each device's median there (*n_medians of them; medians has room for one per
  * sample). Reorders g->s.
  */
-static void group_dist(struct cmp_group *g, struct compare_dist *d, double *medians,
-                       size_t *n_medians)
+void compare__group_dist(struct cmp_group *g, struct compare_dist *d, double *medians,
+                         size_t *n_medians)
 {
     d->count = g->n;
     d->devices = 0;
@@ -181,14 +167,7 @@ double compare_mann_whitney(const double *a, size_t na, const double *b, size_t 
 
 /* ---- Metric names --------------------------------------------------------------------------- */
 
-struct cmp_metric {
-    bool error_logs;
-    char measurement[COMPARE_METRIC_MAX + 1];
-    char field[COMPARE_METRIC_MAX + 1];
-    size_t measurement_len;
-};
-
-static int metric_parse(const char *metric, struct cmp_metric *m, char *err, size_t err_len)
+int compare__metric_parse(const char *metric, struct cmp_metric *m, char *err, size_t err_len)
 {
     memset(m, 0, sizeof(*m));
     size_t len = metric != NULL ? ferry_bounded_len(metric, COMPARE_METRIC_MAX + 1) : 0;
@@ -222,25 +201,6 @@ static int metric_parse(const char *metric, struct cmp_metric *m, char *err, siz
 }
 
 /* ---- Collecting samples from the store ------------------------------------------------------ */
-
-/* [from, to) of corrected device time whose samples go to `group`. */
-struct cmp_span {
-    int64_t from, to;
-    uint32_t group;
-};
-
-/* What one comparison collects: for each metric m and group g, samples in groups[m * n_groups +
- * g]. error_logs metrics get one sample per (device, group) at the end of the device's scan. */
-struct cmp_collect {
-    const struct cmp_metric *metrics;
-    size_t n_metrics;
-    size_t n_groups;
-    struct cmp_group *groups;
-    uint64_t samples; /* kept, all groups */
-    uint64_t scanned; /* records read, all devices */
-    bool truncated;   /* a scan did not reach a span's start, or the sample cap was hit */
-    uint64_t per_device_scan;
-};
 
 /* The state of one device's scan. */
 struct cmp_dev_scan {
@@ -376,9 +336,9 @@ static int error_log_samples(struct cmp_collect *c, struct cmp_dev_scan *d)
 }
 
 /* Scans one device for every metric of `c` over `spans`. */
-static int collect_device(struct ingest_store *store, struct cmp_collect *c, uint64_t dev_index,
-                          const struct ingest_device *dev, const struct cmp_span *spans,
-                          size_t n_spans)
+int compare__collect_device(struct ingest_store *store, struct cmp_collect *c, uint64_t dev_index,
+                            const struct ingest_device *dev, const struct cmp_span *spans,
+                            size_t n_spans)
 {
     if (n_spans == 0)
         return 0;
@@ -416,8 +376,8 @@ out:
     return rc;
 }
 
-static int collect_init(struct cmp_collect *c, const struct cmp_metric *metrics, size_t n_metrics,
-                        size_t n_groups, size_t n_devices)
+int compare__collect_init(struct cmp_collect *c, const struct cmp_metric *metrics, size_t n_metrics,
+                          size_t n_groups, size_t n_devices)
 {
     memset(c, 0, sizeof(*c));
     c->metrics = metrics;
@@ -429,7 +389,7 @@ static int collect_init(struct cmp_collect *c, const struct cmp_metric *metrics,
     return c->groups != NULL ? 0 : INGEST_STORE_ENOMEM;
 }
 
-static void collect_free(struct cmp_collect *c)
+void compare__collect_free(struct cmp_collect *c)
 {
     for (size_t i = 0; c->groups != NULL && i < c->n_metrics * c->n_groups; i++)
         free(c->groups[i].s);
@@ -457,7 +417,7 @@ int compare_devices(struct ingest_store *store, const char *metric,
     double *medians[3] = {NULL, NULL, NULL};
     memset(out, 0, sizeof(*out));
     out->p_before_after = out->p_after_control = NAN;
-    if (metric_parse(metric, &m, err, err_len) != 0)
+    if (compare__metric_parse(metric, &m, err, err_len) != 0)
         return INGEST_STORE_EINVAL;
     if (window_ns <= 0 || now_ns <= window_ns) {
         snprintf(err, err_len, "compare: window must be > 0 and before now (window_ns=%" PRId64 ")",
@@ -482,7 +442,7 @@ int compare_devices(struct ingest_store *store, const char *metric,
         control_from = now_ns - window_ns;
         control_to = now_ns;
     }
-    int rc = collect_init(&c, &m, 1, 3, n);
+    int rc = compare__collect_init(&c, &m, 1, 3, n);
     for (size_t i = 0; i < n && rc == 0; i++) {
         struct ingest_device dev;
         rc = ingest_store_device_get(store, devs[i].device_id, &dev);
@@ -503,7 +463,7 @@ int compare_devices(struct ingest_store *store, const char *metric,
         } else if (control_to > control_from) {
             spans[n_spans++] = (struct cmp_span){control_from, control_to, GROUP_CONTROL};
         }
-        rc = collect_device(store, &c, i, &dev, spans, n_spans);
+        rc = compare__collect_device(store, &c, i, &dev, spans, n_spans);
         if (rc != 0 && err[0] == '\0')
             snprintf(err, err_len, "compare: device %s: %s", dev.id, ingest_store_strerror(rc));
     }
@@ -515,7 +475,7 @@ int compare_devices(struct ingest_store *store, const char *metric,
             rc = INGEST_STORE_ENOMEM;
             break;
         }
-        group_dist(&c.groups[g], dists[g], medians[g], &n_med[g]);
+        compare__group_dist(&c.groups[g], dists[g], medians[g], &n_med[g]);
     }
     if (rc == 0) {
         out->p_before_after = medians_test(medians[GROUP_BEFORE], n_med[GROUP_BEFORE],
@@ -529,7 +489,7 @@ int compare_devices(struct ingest_store *store, const char *metric,
     }
     for (int g = 0; g < 3; g++)
         free(medians[g]);
-    collect_free(&c);
+    compare__collect_free(&c);
     return rc;
 }
 
@@ -735,7 +695,7 @@ int compare_gate_parse(const char *text, struct compare_gate **out, char *err, s
     }
     memcpy(g->metric, text + m_at, m_len);
     g->metric[m_len] = '\0';
-    if (metric_parse(g->metric, &m, merr, sizeof(merr)) != 0) {
+    if (compare__metric_parse(g->metric, &m, merr, sizeof(merr)) != 0) {
         char term[96];
         snprintf(err, err_len, "gate: column %zu: \"%s\": %s", m_at + 1,
                  ferry_escape_str(term, sizeof(term), g->metric, m_len > 40 ? 40 : m_len), merr);

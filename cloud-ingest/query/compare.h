@@ -135,4 +135,62 @@ void compare_gate_free(struct compare_gate *g);
  */
 double compare_mann_whitney(const double *a, size_t na, const double *b, size_t nb, double *u);
 
+/* ---- The version benchmark (GET /v1/versions/compare) ------------------------------------- */
+
+#define COMPARE_METRICS_MAX 16
+#define COMPARE_VERSIONS_MAX 64
+#define COMPARE_DEFAULT_METRICS "inference.fps,inference.latency_ms,thermal.gpu,power.total"
+#define COMPARE_DEFAULT_SINCE_NS ((int64_t)24 * 3600 * 1000000000LL)
+
+/* A request: component, metrics (comma-separated text as given, checked), since (corrected
+ * device time the benchmark starts; the end is now). */
+struct compare_versions_req {
+    char component[INGEST_VERSION_STR_MAX + 1];
+    char metrics[COMPARE_METRICS_MAX][COMPARE_METRIC_MAX + 1];
+    size_t n_metrics;
+    int64_t since_ns;
+};
+
+/*
+ * Fills a request from its parts (the CLI's options): `metrics` NULL for the default list,
+ * `since` NULL for 24 hours, else nanoseconds since the epoch (digits only) or a duration back
+ * from now ("90m", "6h", "7d"). Returns 0 or -1 with a message naming the part.
+ */
+int compare_versions_set(struct compare_versions_req *req, const char *component,
+                         const char *metrics, const char *since, int64_t now_ns, char *err,
+                         size_t err_len) __attribute__((warn_unused_result));
+
+/*
+ * Parses the query string of GET /v1/versions/compare (unknown parameters are refused):
+ *   component=C [&metrics=a.b,c.d] [&since=NS|DURATION]
+ * metrics default to COMPARE_DEFAULT_METRICS; "error_logs" is always reported and may not be
+ * listed; since is nanoseconds since the epoch, or a duration back from now ("6h", "7d"),
+ * default 24 hours. Returns 0 or -1 with a message naming the parameter.
+ */
+int compare_versions_parse(const char *query, int64_t now_ns, struct compare_versions_req *req,
+                           char *err, size_t err_len) __attribute__((warn_unused_result));
+
+/*
+ * Computes the benchmark and appends its JSON to `out` (docs/compare.md "Versions"): which
+ * version of the component each device ran when is read from its event stream (`versions` events
+ * and `ota.committed` events of the component, at most COMPARE_EVENTS_SCAN_MAX per device), else
+ * from its current versions object. Returns 0 or a negative enum ingest_store_err (err says why).
+ */
+#define COMPARE_EVENTS_SCAN_MAX 100000
+int compare_versions_json(struct ingest_store *store, const struct compare_versions_req *req,
+                          int64_t now_ns, struct ferry_buf *out, char *err, size_t err_len)
+    __attribute__((warn_unused_result));
+
+/* Prints the JSON of compare_versions_json as a table for a person (values escaped). Returns 0,
+ * or -1 when the text is not such a document. */
+int compare_versions_print(const char *json, size_t len, FILE *f);
+
+/* `ferry-ingest versions compare --component C [--metrics a.b,..] [--since D] [--json]` on a
+ * local store. Returns the process exit status. */
+int compare_cli_main(struct ingest_store *store, int argc, char **argv);
+
+/* Adds GET /v1/versions/compare (viewer) to `router`; `store` is borrowed. Returns 0 or -1. */
+int compare_register(struct ingest_router *router, struct ingest_store *store)
+    __attribute__((warn_unused_result));
+
 #endif

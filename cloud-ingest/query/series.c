@@ -32,6 +32,7 @@
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
+#include "cloud-ingest/query/compare.h"
 #include "cloud-ingest/query/scan.h"
 #include "cloud-ingest/router.h"
 #include "common/buf.h"
@@ -278,6 +279,8 @@ static void handle_series(struct evhttp_request *req, const char *path, void *ar
 
 int ingest_query_register(struct ingest_router *router, struct ingest_store *store)
 {
-    return ingest_router_add(router, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "/v1/series",
-                             INGEST_ACCESS_VIEWER, handle_series, store);
+    if (ingest_router_add(router, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "/v1/series",
+                          INGEST_ACCESS_VIEWER, handle_series, store) != 0)
+        return -1;
+    return compare_register(router, store);
 }

@@ -488,6 +488,136 @@ static void test_gates_pass_fail_and_too_few(void **state)
     ingest_store_close(s);
 }
 
+/* ---- The version benchmark ----------------------------------------------------------------------
+ */
+
+static void write_event(struct ingest_store *s, const char *dev, uint64_t seq, int64_t ts,
+                        const char *name, const char *const *kv, size_t n_kv,
+                        const char *versions_json)
+{
+    struct record_field f[8];
+    for (size_t i = 0; i < n_kv; i++)
+        f[i] = (struct record_field){.key = {kv[2 * i], strlen(kv[2 * i])},
+                                     .type = RECORD_FIELD_STRING,
+                                     .v.s = {kv[2 * i + 1], strlen(kv[2 * i + 1])}};
+    struct record r = {.stream = RECORD_EVENT,
+                       .ts_ns = ts,
+                       .name = {name, strlen(name)},
+                       .fields = f,
+                       .n_fields = n_kv};
+    write_records(s, dev, RECORD_EVENT, seq, &r, 1, versions_json);
+}
+
+/* v0..v3 report model 1.0.0 and commit 2.0.0 at the switch (fps 30 -> 27); v4, v5 stay on 1.0.0;
+ * v6 never sent an event but its versions object says 1.0.0. v0 logs 3 errors after the switch. */
+static void test_versions_benchmark(void **state)
+{
+    (void)state;
+    struct ingest_store *s = open_store();
+    static const char *const ids[] = {"v0", "v1", "v2", "v3", "v4", "v5", "v6"};
+    static const char *const old[] = {"model", "1.0.0", "ferryd", "0.4.0"};
+    static const char *const commit[] = {"component", "model",           "state",
+                                         "committed", "running_version", "2.0.0"};
+    static const char *const other[] = {"component", "rootfs", "running_version", "9.9.9"};
+    for (int d = 0; d < 7; d++) {
+        add_device(s, ids[d], (uint8_t)(d + 1));
+        if (d < 6)
+            write_event(s, ids[d], 1, T0 - 10 * MIN, "versions", old, 2, "{\"model\":\"1.0.0\"}");
+        else
+            write_event(s, ids[d], 1, T0 - 10 * MIN, "ota.idle", other, 2, "{\"model\":\"1.0.0\"}");
+        if (d < 4) {
+            write_event(s, ids[d], 2, SWITCH, "ota.committed", commit, 3, "{\"model\":\"2.0.0\"}");
+            uint64_t seq = write_samples(s, ids[d], 1, T0, 60, "inference", "fps", 30 + 0.1 * d);
+            (void)write_samples(s, ids[d], seq, SWITCH, 30, "inference", "fps", 27 + 0.1 * d);
+        } else {
+            (void)write_samples(s, ids[d], 1, T0, 90, "inference", "fps", 30 + 0.1 * d);
+        }
+    }
+    (void)write_logs(s, "v0", 1, SWITCH, 30, 3);
+    struct compare_versions_req req;
+    char err[256] = "";
+    int64_t now = SWITCH + 30 * MIN;
+    assert_int_equal(compare_versions_parse("component=model&metrics=inference.fps,thermal.gpu"
+                                            "&since=2h",
+                                            now, &req, err, sizeof(err)),
+                     0);
+    assert_int_equal(req.n_metrics, 2);
+    assert_int_equal(req.since_ns, now - 120 * MIN);
+    struct ferry_buf b = FERRY_BUF_INIT;
+    int rc = compare_versions_json(s, &req, now, &b, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "versions: %s\n", err);
+    assert_int_equal(rc, 0);
+    json_error_t jerr;
+    json_t *root = json_loadb((const char *)b.data, b.len, 0, &jerr);
+    if (root == NULL)
+        fail_msg("not JSON: %s: %.*s", jerr.text, (int)b.len, (const char *)b.data);
+    assert_string_equal(json_string_value(json_object_get(root, "component")), "model");
+    assert_int_equal(json_integer_value(json_object_get(root, "devices")), 7);
+    assert_false(json_is_true(json_object_get(root, "truncated")));
+    json_t *versions = json_object_get(root, "versions");
+    assert_int_equal(json_array_size(versions), 2);
+    json_t *v2 = json_array_get(versions, 0), *v1 = json_array_get(versions, 1); /* newest first */
+    assert_string_equal(json_string_value(json_object_get(v2, "version")), "2.0.0");
+    assert_string_equal(json_string_value(json_object_get(v1, "version")), "1.0.0");
+    assert_int_equal(json_integer_value(json_object_get(v2, "running_devices")), 4);
+    assert_int_equal(json_integer_value(json_object_get(v1, "running_devices")), 3);
+    json_t *fps2 = json_object_get(json_object_get(v2, "metrics"), "inference.fps");
+    json_t *fps1 = json_object_get(json_object_get(v1, "metrics"), "inference.fps");
+    assert_int_equal(json_integer_value(json_object_get(fps2, "devices")), 4);
+    assert_int_equal(json_integer_value(json_object_get(fps2, "count")), 4 * 30);
+    assert_int_equal(json_integer_value(json_object_get(fps1, "devices")), 7);
+    assert_int_equal(json_integer_value(json_object_get(fps1, "count")), 4 * 60 + 3 * 90);
+    double p50_2 = json_number_value(json_object_get(fps2, "p50"));
+    double p50_1 = json_number_value(json_object_get(fps1, "p50"));
+    assert_true(p50_2 > 27.0 && p50_2 < 28.0);
+    assert_true(p50_1 > 30.0 && p50_1 < 31.0);
+    /* No thermal data: counts 0, statistics null. */
+    json_t *gpu = json_object_get(json_object_get(v2, "metrics"), "thermal.gpu");
+    assert_int_equal(json_integer_value(json_object_get(gpu, "count")), 0);
+    assert_true(json_is_null(json_object_get(gpu, "p50")));
+    /* Error logs: v0 had 3 in its half hour on 2.0.0 (6/h), v1..v3 none: the mean is 1.5. */
+    json_t *errs = json_object_get(json_object_get(v2, "metrics"), "error_logs");
+    assert_int_equal(json_integer_value(json_object_get(errs, "devices")), 4);
+    close_to(json_number_value(json_object_get(errs, "mean")), 1.5, 1e-9);
+
+    /* The table for a person. */
+    char *text = NULL;
+    size_t text_len = 0;
+    FILE *f = open_memstream(&text, &text_len);
+    assert_non_null(f);
+    assert_int_equal(compare_versions_print((const char *)b.data, b.len, f), 0);
+    fclose(f);
+    assert_non_null(strstr(text, "2.0.0"));
+    assert_non_null(strstr(text, "inference.fps"));
+    free(text);
+    assert_int_equal(compare_versions_print("{}", 2, stderr), -1);
+    json_decref(root);
+    ferry_buf_free(&b);
+
+    /* Request errors name the parameter. */
+    struct {
+        const char *query, *what;
+    } bad[] = {
+        {"metrics=a.b", "component"},
+        {"component=model&bogus=1", "unknown parameter \"bogus\""},
+        {"component=model&metrics=error_logs", "always reported"},
+        {"component=model&metrics=a.b,,c.d", "item 2"},
+        {"component=model&metrics=a.b,a.b", "repeats"},
+        {"component=model&metrics=fps", "MEASUREMENT.FIELD"},
+        {"component=model&since=yesterday", "since"},
+        {"component=model&since=99999999999999999999", "since"},
+        {"component=%01", "component"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        assert_int_equal(compare_versions_parse(bad[i].query, now, &req, err, sizeof(err)), -1);
+        if (strstr(err, bad[i].what) == NULL)
+            fail_msg("%s: \"%s\" lacks \"%s\"", bad[i].query, err, bad[i].what);
+    }
+    ingest_store_close(s);
+}
+
 static int reset_store(void **state)
 {
     (void)state;
@@ -537,6 +667,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(test_devices_weigh_the_same, reset_store),
         cmocka_unit_test_setup(test_error_logs_per_device_hour, reset_store),
         cmocka_unit_test_setup(test_gates_pass_fail_and_too_few, reset_store),
+        cmocka_unit_test_setup(test_versions_benchmark, reset_store),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     if (g_cfg.kind == INGEST_STORE_LMDB) {
