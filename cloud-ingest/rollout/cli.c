@@ -38,8 +38,11 @@ static int usage(FILE *out)
         "       ferry-ingest [options] rollout list [--json]\n"
         "       ferry-ingest [options] rollout status ID [--json]\n"
         "       ferry-ingest [options] rollout pause|resume|abort|promote ID\n"
+        "       ferry-ingest [options] rollout compare ID [--json]\n"
         "Waves are cumulative: a percentage of the eligible devices or a device count.\n"
-        "Gates: install_success >= R, rollback_ratio <= R, silent_ratio <= R (R in [0,1]).\n"
+        "Gates: install_success >= R, rollback_ratio <= R, silent_ratio <= R (R in [0,1]),\n"
+        "and metric gates: 'inference.fps p50 >= 0.97 x baseline', 'thermal.gpu p95 <=\n"
+        "baseline + 3', 'error_logs <= 2 x baseline', '... x control' (query/compare.h).\n"
         "Selector: terms over class, id, name, labels and version.<component> (for example\n"
         "'site=berlin,hw in (b01,b02),version.model<2.0.0'); empty: every device of the class.\n"
         "create prints the rollout id on stdout. See docs/rollouts.md.\n");
