@@ -266,8 +266,9 @@ static int cmd_create(const struct ingest_config *cfg, struct ingest_store *st, 
     uint8_t rnd[ROLLOUT_ID_LEN / 2];
     randombytes_buf(rnd, sizeof(rnd));
     ferry_hex_encode(rnd, sizeof(rnd), r->id);
-    if (ingest_release_store_artifacts(cfg, m, a.sources, a.n_sources) != 0 ||
-        (rb != NULL && ingest_release_store_artifacts(cfg, rb, a.sources, a.n_sources) != 0) ||
+    if (ingest_release_store_artifacts(cfg, m, a.sources, a.n_sources, stderr) != 0 ||
+        (rb != NULL &&
+         ingest_release_store_artifacts(cfg, rb, a.sources, a.n_sources, stderr) != 0) ||
         write_manifest_file(cfg, r->id, false, data, len) != 0 ||
         (rb != NULL && write_manifest_file(cfg, r->id, true, rdata, rlen) != 0))
         goto out;
@@ -466,12 +467,14 @@ static void print_status(json_t *o)
         json_array_foreach(json_object_get(w, "gates"), g, gate)
         {
             json_t *v = json_object_get(gate, "value");
-            char val[32] = "-";
+            json_t *t = json_object_get(gate, "threshold");
+            char val[32] = "-", thr[32] = "-";
             if (json_is_number(v))
                 snprintf(val, sizeof(val), "%.3f", json_number_value(v));
-            printf("    gate %-32s value %-8s threshold %.3f  %s%s\n",
-                   json_string_value(json_object_get(gate, "gate")), val,
-                   json_number_value(json_object_get(gate, "threshold")),
+            if (json_is_number(t))
+                snprintf(thr, sizeof(thr), "%.3f", json_number_value(t));
+            printf("    gate %-32s value %-8s threshold %-8s %s%s\n",
+                   json_string_value(json_object_get(gate, "gate")), val, thr,
                    !json_is_true(json_object_get(gate, "decided")) && !json_is_number(v) ? "waiting"
                    : json_is_true(json_object_get(gate, "pass"))                         ? "pass"
                                                                                          : "FAIL",
