@@ -394,6 +394,9 @@ static int cmd_verify(int argc, char **argv)
                a->kind == MANIFEST_ARTIFACT_DELTA ? " from " : "",
                a->kind == MANIFEST_ARTIFACT_DELTA ? a->base_version : "");
     }
+    for (size_t i = 0; i < manifest_mirror_count(m); i++) /* checked URLs: printable ASCII */
+        printf("mirror %s (%s)\n", manifest_mirror(m, i),
+               i < manifest_mirror_signed_count(m) ? "signed" : "envelope, unsigned");
     manifest_free(m);
     return 0;
 }
