@@ -10,7 +10,12 @@ the corrupted copy. ferryd must give each up in turn with its URL and reason, ta
 can from them, write no corrupted byte, fetch the rest from the ingest and install the release.
 nginx's access log must show plain Range requests (206), without device signatures or If-Range.
 
-usage: test_mirrors.py --bin-dir BUILD/bin --profile-dir simulators/profiles
+https: the ingest over TLS with ferryd pinning its key; two https mirrors on nginx, the first
+with a certificate from another CA (refused: the CA file applies to mirrors), the second with a
+certificate from the ingest's CA but another key (accepted: the pin is the ingest's only). Every
+chunk comes from the second.
+
+usage: test_mirrors.py --bin-dir BUILD/bin --profile-dir simulators/profiles fallback|https
 """
 import argparse
 import json
@@ -26,8 +31,10 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "sync"))
 sys.path.insert(0, os.path.join(HERE, "..", "simulators"))
+sys.path.insert(0, os.path.join(HERE, "..", "tls"))
 from synclib import Ferryd, Harness, Ingest, wait_for  # noqa: E402
 from flakylib import Flaky, write_profile  # noqa: E402
+from test_tls import Certs, TLSIngest  # noqa: E402
 
 # The mirror link: quick, so the test takes seconds; a forced cut resets open connections and
 # refuses new ones (the mirror is then given up for good in this download).
@@ -63,8 +70,14 @@ http {{
     uwsgi_temp_path {tmp}/nginx-uwsgi;
     scgi_temp_path {tmp}/nginx-scgi;
     default_type application/octet-stream;
+{servers}
+}}
+"""
+
+SERVER = """
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{tls};
+        {certs}
         location /ferry/artifacts/ {{
             alias {artifacts}/;
             # content addressed: the bytes behind a name never change
@@ -73,9 +86,13 @@ http {{
         location /corrupt/ {{
             alias {corrupt}/;
         }}
-    }}
-}}
-"""
+    }}"""
+
+
+def server_block(port, artifacts, corrupt, cert=None, key=None):
+    certs = ("ssl_certificate %s;\n        ssl_certificate_key %s;" % (cert, key)) if cert else ""
+    return SERVER.format(port=port, tls=" ssl" if cert else "", certs=certs, artifacts=artifacts,
+                         corrupt=corrupt)
 
 
 def free_port():
@@ -90,9 +107,9 @@ def run(argv):
     return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=120)
 
 
-def start_nginx(h, artifacts, corrupt):
-    """nginx as nobody (when the test runs as root) in a directory of its own; returns
-    (process, port, directory)."""
+def start_nginx(h, artifacts, corrupt, tls=()):
+    """nginx as nobody (when the test runs as root) in a directory of its own, plain HTTP, or one
+    HTTPS server per (cert, key) in `tls`; returns (process, ports, directory)."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     ndir = os.path.join(h.tmp, "nginx")
     os.makedirs(ndir)
@@ -106,9 +123,12 @@ def start_nginx(h, artifacts, corrupt):
             os.setuid(65534)
     conf = os.path.join(ndir, "nginx.conf")
     for _ in range(5):
-        port = free_port()
+        ports = [free_port() for _ in (tls or [None])]
+        blocks = [server_block(p, artifacts, corrupt, *(ck or (None, None)))
+                  for p, ck in zip(ports, tls or [None])]
+        port = ports[0]
         with open(conf, "w") as f:
-            f.write(NGINX_CONF.format(tmp=ndir, port=port, artifacts=artifacts, corrupt=corrupt))
+            f.write(NGINX_CONF.format(tmp=ndir, servers="\n".join(blocks)))
         logf = open(os.path.join(h.tmp, "nginx.log"), "ab")
         proc = subprocess.Popen([nginx, "-c", conf, "-p", ndir, "-e",
                                  os.path.join(ndir, "error.log")],
@@ -128,7 +148,7 @@ def start_nginx(h, artifacts, corrupt):
             uid = [l.split()[1] for l in open("/proc/%d/status" % proc.pid)
                    if l.startswith("Uid:")]
             assert uid != ["0"], "nginx runs as root"
-            return proc, port, ndir
+            return proc, ports, ndir  # nginx binds every listen socket before it serves
     raise AssertionError("nginx did not start: %s" %
                          open(os.path.join(ndir, "error.log")).read()[-2000:])
 
@@ -138,15 +158,19 @@ def main():
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--profile-dir", required=True)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("scenario", choices=("fallback", "https"))
     args = ap.parse_args()
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not os.access(nginx, os.X_OK):
         print("SKIP: nginx not installed (scripts/install-deps.sh installs it)")
         return 77
+    if args.scenario == "https" and not shutil.which("openssl"):
+        print("SKIP: the openssl CLI is not installed")
+        return 77
     h = Harness(args.bin_dir)
     ok = False
     try:
-        scenario(h, args)
+        (scenario_fallback if args.scenario == "fallback" else scenario_https)(h, args)
         ok = True
         return 0
     finally:
@@ -159,7 +183,104 @@ def main():
         h.close(keep=args.keep or not ok)
 
 
-def scenario(h, args):
+def make_release(h, ing, mirrors=()):
+    """A 3 MiB release of random bytes in 256 KiB chunks, published on the ingest; returns
+    (release public key, signed payload)."""
+    size = 3 << 20
+    rel = os.path.join(h.tmp, "release")
+    os.makedirs(rel)
+    target = os.path.join(h.tmp, "target.img")
+    with open(target, "wb") as f:
+        f.write(os.urandom(size))
+    key = os.path.join(h.tmp, "rel")
+    run([h.bin("ferry"), "release", "keygen", key])
+    argv = [h.bin("ferry"), "release", "create", "--component", "rootfs", "--version", "2.0.0",
+            "--device-class", "e2e-test", "--serial", "1", "--target", target, "--out-dir", rel,
+            "--key", key + ".key", "--chunk-size", "256KiB"]
+    for m in mirrors:
+        argv += ["--mirror", m]
+    run(argv)
+    run([h.bin("ferry-ingest"), "--data-dir", ing.dir, "release", "publish", "--pub",
+         key + ".pub", os.path.join(rel, "manifest.json"), rel])
+    return open(key + ".pub").read().strip(), json.load(open(os.path.join(rel, "payload.json")))
+
+
+def readable_by_nginx(h, ing, extra=()):
+    """nginx's user (nobody, when the test runs as root) reads the ingest's tree as it is."""
+    if os.geteuid() != 0:
+        return
+    artifacts = os.path.join(ing.dir, "releases", "artifacts")
+    for p in (h.tmp, ing.dir, os.path.join(ing.dir, "releases"), artifacts) + tuple(extra):
+        os.chmod(p, 0o755)
+    for d in (artifacts,) + tuple(extra):
+        for n in os.listdir(d):
+            os.chmod(os.path.join(d, n), 0o644)
+
+
+OTA_INI = """
+    sync.netlink = false
+    update.enabled = true
+    update.component = rootfs
+    update.release_keys = %s
+    update.slot_backend = simulated
+    update.slot_dir = slots
+    update.check_interval = 1s
+    update.initial_version = 1.0.0
+"""
+
+
+def scenario_https(h, args):
+    certs = Certs(h.tmp)
+    icert, ikey = certs.server("ingest")
+    ccert, ckey = certs.server("cdn")  # the same CA, another key than the pinned one
+    os.makedirs(os.path.join(h.tmp, "rogue"))
+    rogue = Certs(os.path.join(h.tmp, "rogue"))  # another CA
+    rcert, rkey = rogue.server("rogue")
+    if os.geteuid() == 0:
+        for c in (certs, rogue):
+            os.chmod(c.dir, 0o755)
+            for n in os.listdir(c.dir):
+                os.chmod(os.path.join(c.dir, n), 0o644)  # test keys only
+        os.chmod(os.path.join(h.tmp, "rogue"), 0o755)
+    ing = TLSIngest(h)
+    os.makedirs(ing.dir)
+    pub, payload = make_release(h, ing)
+    art = payload["artifacts"][0]
+    sha, chunks = art["sha256"], len(art["chunks"])
+    readable_by_nginx(h, ing)
+    artifacts = os.path.join(ing.dir, "releases", "artifacts")
+    ngx, (rport, cport), ndir = start_nginx(h, artifacts, artifacts,
+                                            tls=((rcert, rkey), (ccert, ckey)))
+    rogue_mirror = "https://127.0.0.1:%d/ferry/artifacts/" % rport
+    cdn_mirror = "https://127.0.0.1:%d/ferry/artifacts/" % cport
+    tok = ing.token()
+    os.environ["SSL_CERT_FILE"] = certs.ca  # the harness's urllib calls to the ingest
+    ing.start("--server.tls_cert", icert, "--server.tls_key", ikey,
+              "--release.mirrors", "%s, %s" % (rogue_mirror, cdn_mirror))
+    d = Ferryd(h, ing.url(), tok, extra_ini=(OTA_INI % pub).rstrip() +
+               "\nserver.ca_file = %s\nserver.pinned_public_key = %s" % (certs.ca, certs.pin(ikey)))
+    d.start()
+
+    def update():
+        try:
+            return d.status().get("update") or {}
+        except OSError:
+            return {}
+    wait_for(lambda: update().get("state") in ("installed", "trial", "committed"), 60,
+             "the update to install (state %s)" % update().get("state"))
+    m = update()["mirrors"]
+    print("https mirrors: %d of %d chunks from mirrors, %d given up: %s" % (
+        m["chunks"], chunks, m["failures"], m["last_error"][:160]))
+    assert m["failures"] == 1 and rogue_mirror in m["last_error"], m
+    assert m["chunks"] == chunks, (m, chunks)
+    entries = open(os.path.join(ndir, "access.log")).read().splitlines()
+    assert len([l for l in entries if l.startswith("GET /ferry/artifacts/%s 206 " % sha)]) == \
+        chunks, entries
+    ngx.send_signal(signal.SIGQUIT)
+    ngx.wait(timeout=20)
+
+
+def scenario_fallback(h, args):
     ing = Ingest(h)
     os.makedirs(ing.dir)
     # A configuration error names the key and the mirror.
@@ -172,20 +293,8 @@ def scenario(h, args):
     # a closed port (bound, never listening).
     closed = free_port()
     size = 3 << 20
-    rel = os.path.join(h.tmp, "release")
-    os.makedirs(rel)
-    target = os.path.join(h.tmp, "target.img")
-    with open(target, "wb") as f:
-        f.write(os.urandom(size))
-    key = os.path.join(h.tmp, "rel")
-    run([h.bin("ferry"), "release", "keygen", key])
     signed_mirror = "http://127.0.0.1:%d/ferry/artifacts/" % closed
-    run([h.bin("ferry"), "release", "create", "--component", "rootfs", "--version", "2.0.0",
-         "--device-class", "e2e-test", "--serial", "1", "--target", target, "--out-dir", rel,
-         "--key", key + ".key", "--chunk-size", "256KiB", "--mirror", signed_mirror])
-    run([h.bin("ferry-ingest"), "--data-dir", ing.dir, "release", "publish", "--pub",
-         key + ".pub", os.path.join(rel, "manifest.json"), rel])
-    payload = json.load(open(os.path.join(rel, "payload.json")))
+    pub, payload = make_release(h, ing, [signed_mirror])
     assert payload["mirrors"] == [signed_mirror], payload.get("mirrors")
     art = payload["artifacts"][0]
     sha, chunk_bytes, chunks = art["sha256"], art["chunk_bytes"], len(art["chunks"])
@@ -199,13 +308,8 @@ def scenario(h, args):
     data[(chunks - 1) * chunk_bytes + 7] ^= 0x01
     with open(os.path.join(corrupt, sha), "wb") as f:
         f.write(data)
-    if os.geteuid() == 0:  # nginx's user (nobody) reads the ingest's tree as it is
-        for p in (h.tmp, ing.dir, os.path.join(ing.dir, "releases"), artifacts, corrupt):
-            os.chmod(p, 0o755)
-        for d in (artifacts, corrupt):
-            for n in os.listdir(d):
-                os.chmod(os.path.join(d, n), 0o644)
-    ngx, nport, ndir = start_nginx(h, artifacts, corrupt)
+    readable_by_nginx(h, ing, (corrupt,))
+    ngx, (nport,), ndir = start_nginx(h, artifacts, corrupt)
     access = os.path.join(ndir, "access.log")
 
     fl = Flaky(h.bin("ferry-flaky"), nport, profile=write_profile(h.tmp, "mirror-cut", PROFILE),
@@ -215,16 +319,7 @@ def scenario(h, args):
     bad_mirror = "http://127.0.0.1:%d/corrupt/" % nport
     tok = ing.token()
     ing.start("--release.mirrors", "%s, %s" % (cut_mirror, bad_mirror))
-    d = Ferryd(h, ing.url(), tok, extra_ini="""
-        sync.netlink = false
-        update.enabled = true
-        update.component = rootfs
-        update.release_keys = %s
-        update.slot_backend = simulated
-        update.slot_dir = slots
-        update.check_interval = 1s
-        update.initial_version = 1.0.0
-    """ % open(key + ".pub").read().strip())
+    d = Ferryd(h, ing.url(), tok, extra_ini=OTA_INI % pub)
     d.start()
 
     def update():
