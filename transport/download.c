@@ -430,6 +430,9 @@ int download_start(struct http_client *client, struct event_base *base,
         o->first_chunk > o->artifact->chunk_count || o->mirror_count > DOWNLOAD_MAX_MIRRORS ||
         (o->mirror_count > 0 && !o->mirror_urls))
         return DOWNLOAD_E_ARG;
+    for (size_t i = 0; i < o->mirror_count; i++)
+        if (!o->mirror_urls[i])
+            return DOWNLOAD_E_ARG;
     if (sodium_init() < 0)
         return DOWNLOAD_E_ARG;
     struct download *d = calloc(1, sizeof(*d));
@@ -447,7 +450,7 @@ int download_start(struct http_client *client, struct event_base *base,
     d->timer = evtimer_new(base, on_timer, d);
     bool mirrors_ok = true;
     for (size_t i = 0; i < o->mirror_count; i++) {
-        d->mirrors[i] = o->mirror_urls[i] ? strdup(o->mirror_urls[i]) : NULL;
+        d->mirrors[i] = strdup(o->mirror_urls[i]);
         mirrors_ok &= d->mirrors[i] != NULL;
         d->n_mirrors = i + 1; /* so download_free frees what was copied */
     }
