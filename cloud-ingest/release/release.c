@@ -59,7 +59,9 @@ static int valid_segment(const char *s, size_t n)
  * steers where a device fetches, never what it installs; and whoever could rewrite the envelope
  * in transit could as well drop the manifest. Keeping it out of the signed payload lets an
  * operator move artifacts to a CDN without re-signing releases. On success *data and *len are
- * replaced by a new allocation (the old one freed); on failure they are left as they were. */
+ * replaced by a new allocation (the old one freed); on failure they are left as they were.
+ * A parse and a dump per poll: manifests are small (a 2 GiB image in 1 MiB chunks lists 2048
+ * hashes, about 190 KB of envelope), and a 304 costs the same work as before plus this. */
 static int add_envelope_mirrors(const struct ingest_config *cfg, uint8_t **data, size_t *len)
 {
     json_t *env = json_loadb((const char *)*data, *len, JSON_REJECT_DUPLICATES, NULL);
