@@ -356,6 +356,8 @@ def scenario_fallback(h, args):
         print("ferryd: " + lines[0].split("ota: ", 1)[-1][:200])
     out = run([h.bin("ferry"), "update", "status", "--data-dir", d.dir]).stdout
     assert "from mirrors, 3 mirror(s) given up" in out, out
+    out = run([h.bin("ferry"), "status", "--url", d.url]).stdout
+    assert "%d chunks from artifact mirrors, 3 mirror(s) given up" % (chunks - 1) in out, out
 
     # nginx saw plain ranged GETs: 206 each, no If-Range, nothing of the device's identity.
     entries = [l for l in open(access).read().splitlines() if l.strip()]
