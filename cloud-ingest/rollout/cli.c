@@ -262,6 +262,17 @@ static int cmd_create(const struct ingest_config *cfg, struct ingest_store *st, 
                     rollout_state_name(p.state));
             goto out;
         }
+        /* devices of an aborted rollout accepted its rollback's serial: a new release must be
+         * above it, or they would refuse it as a replay (docs/ota.md, anti-rollback) */
+        if (p.state == ROLLOUT_ABORTED && p.has_rollback &&
+            p.rollback_serial >= manifest_serial(m)) {
+            fprintf(stderr,
+                    "ferry-ingest: serial %llu is not above %llu, the rollback release of "
+                    "rollout %s that devices may have installed\n",
+                    (unsigned long long)manifest_serial(m), (unsigned long long)p.rollback_serial,
+                    prev);
+            goto out;
+        }
     }
     uint8_t rnd[ROLLOUT_ID_LEN / 2];
     randombytes_buf(rnd, sizeof(rnd));
