@@ -845,11 +845,16 @@ static void finish_condition(struct ota_agent *a)
         return;
     const char *result =
         a->job_result != 0 ? "error" : ota_condition_outcome_name(a->cond_result.outcome);
-    char detail[320] = "";
+    char detail[400] = "";
     if (a->job_result != 0)
         ferry_strlcpy(detail, a->job_reason, sizeof(detail));
-    else
-        manifest_condition_describe(&a->cond, detail, sizeof(detail));
+    else {
+        char cond[300];
+        manifest_condition_describe(&a->cond, cond, sizeof(cond));
+        snprintf(detail, sizeof(detail), "%s %.6g over %llu samples; condition %s",
+                 manifest_condition_stat_name(a->cond.stat), a->cond_result.value,
+                 (unsigned long long)a->cond_result.samples, cond);
+    }
     condition_event(a, m, result, detail);
     if (a->job_result == 0 && a->cond_result.outcome == OTA_CONDITION_MET) {
         uint8_t *raw = a->cond_raw;
