@@ -767,10 +767,10 @@ static bool learn_server_time(struct ota_agent *a, struct http_request *req)
     return true;
 }
 
-/* Appends the event "ota.condition" (no state change: the agent's state stays what it was, so
- * the event carries that state and running version, and the release it is about as
- * "release_version"; never "reason" or "target_version", which the ingest keeps per component
- * for the update under way). result: met, not_met, insufficient, unreadable, error. */
+/* Appends the event "ota.condition" (no state change). The ingest replaces its per-component
+ * update entry with every ota.* event's state fields, so this one carries the agent's current
+ * state unchanged (state, running/target version, reason, bytes_done) and names the release it
+ * is about "release_version". result: met, not_met, insufficient, unreadable, error. */
 static void condition_event(struct ota_agent *a, const struct manifest *m, const char *result,
                             const char *detail)
 {
@@ -778,11 +778,16 @@ static void condition_event(struct ota_agent *a, const struct manifest *m, const
     const struct ota_condition_result *r = &a->cond_result;
     char window[32];
     snprintf(window, sizeof(window), "%lldms", (long long)c->window_ms);
-    struct record_field f[16];
+    struct record_field f[20];
     size_t nf = 0;
     str_field(&f[nf++], "component", a->cfg.component);
     str_field(&f[nf++], "state", a->st.state);
     str_field(&f[nf++], "running_version", a->st.running_version);
+    str_field(&f[nf++], "target_version", a->st.target_version);
+    str_field(&f[nf++], "reason", a->st.reason);
+    f[nf].key = (struct record_str){"bytes_done", 10};
+    f[nf].type = RECORD_FIELD_UINT;
+    f[nf++].v.u = a->st.bytes_done;
     str_field(&f[nf++], "release_version", manifest_version(m));
     str_field(&f[nf++], "result", result);
     if (detail && detail[0])
