@@ -47,6 +47,7 @@ const char ferryd_config_defaults[] = "[device]\n"
                                       "durability = commit\n"
                                       "group_window = 200us\n"
                                       "sync_interval = 1s\n"
+                                      "keep_acked_metrics = 0\n"
                                       "[sync]\n"
                                       "event_latency = 1s\n"
                                       "metric_latency = 10s\n"
@@ -148,6 +149,8 @@ static const struct config_key config_keys[] = {
     {"journal", "group_window", KEY_DURATION_US, OFF(journal_group_window_us), false, 0, 1000000},
     {"journal", "sync_interval", KEY_DURATION, OFF(journal_sync_interval_ms), false, 10,
      3600 * 1000},
+    {"journal", "keep_acked_metrics", KEY_DURATION, OFF(journal_keep_acked_metrics_ms), false, 0,
+     366 * DAY_MS},
     {"sync", "event_latency", KEY_DURATION, OFF(latency_ms[0]), true, 0, DAY_MS},
     {"sync", "metric_latency", KEY_DURATION, OFF(latency_ms[1]), true, 0, DAY_MS},
     {"sync", "log_latency", KEY_DURATION, OFF(latency_ms[2]), true, 0, DAY_MS},

@@ -74,6 +74,7 @@ struct ferryd_config {
     int journal_durability;          /* enum journal_durability (journal/journal.h) */
     int64_t journal_group_window_us; /* microseconds: the journal's unit */
     int64_t journal_sync_interval_ms;
+    int64_t journal_keep_acked_metrics_ms; /* sent metrics kept for release conditions; 0: none */
 
     /* [sync], indexed by enum record_stream */
     int64_t latency_ms[FERRYD_STREAMS];

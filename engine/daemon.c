@@ -633,6 +633,7 @@ static int open_journal(struct ferryd *d, char *errbuf, size_t errlen)
     jc.durability = (enum journal_durability)d->cfg.journal_durability;
     jc.group_window_us = (uint32_t)d->cfg.journal_group_window_us;
     jc.sync_interval_ms = (uint32_t)d->cfg.journal_sync_interval_ms;
+    jc.keep_acked_metrics_ms = d->cfg.journal_keep_acked_metrics_ms;
     jc.encode_event = encode_journal_event;
     jc.encode_event_arg = d;
     struct journal_open_info info;
