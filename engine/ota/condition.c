@@ -176,7 +176,9 @@ int ota_condition_eval(struct journal *j, const struct manifest_condition *c, in
         out->scanned = s->scanned;
         out->scan_limited = s->scanned >= s->max_scan && s->old_run < OTA_CONDITION_OLD_RUN;
         out->value = compute(c, s->values, s->n);
-        if (s->n < c->min_samples)
+        /* a mean (min, max, percentile) of nothing is no value: never decided on zero samples,
+         * whatever min_samples says; a count of zero is a value */
+        if (s->n < c->min_samples || (s->n == 0 && c->stat != MANIFEST_STAT_COUNT))
             out->outcome = OTA_CONDITION_INSUFFICIENT;
         else
             out->outcome = manifest_condition_holds(c->op, out->value, c->value)

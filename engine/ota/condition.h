@@ -9,7 +9,8 @@
  * the stat. The scan is bounded: it stops after `max_scan` records, or after
  * OTA_CONDITION_OLD_RUN consecutive records older than the window (records are in arrival order,
  * which follows device time closely, so a run of old ones means the window's start was passed).
- * Fewer than min_samples values: the condition is not met ("insufficient").
+ * Fewer than min_samples values, or none at all for a stat other than count: the condition is not
+ * met ("insufficient").
  *
  * Reads only (journal_read in its own read transaction), so it may run on any thread; the OTA
  * agent runs it on its worker thread, never on the event loop.

@@ -133,10 +133,15 @@ static void test_window_stats_and_matching(void **state)
     /* min_samples not reached: insufficient, whatever the value */
     r = eval("detector.confidence mean 5h < 0.9 min_samples 7", 0);
     assert_int_equal(r.outcome, OTA_CONDITION_INSUFFICIENT);
-    /* an unknown metric: no samples */
+    /* an unknown metric: no samples; even with min_samples 0 a mean of nothing decides nothing,
+     * while a count of nothing is 0 */
     r = eval("detector.nothing mean 24h < 1", 0);
     assert_int_equal(r.samples, 0);
     assert_int_equal(r.outcome, OTA_CONDITION_INSUFFICIENT);
+    r = eval("detector.nothing mean 24h < 1 min_samples 0", 0);
+    assert_int_equal(r.outcome, OTA_CONDITION_INSUFFICIENT);
+    r = eval("detector.nothing count 24h < 1 min_samples 0", 0);
+    assert_int_equal(r.outcome, OTA_CONDITION_MET);
 }
 
 /* The scan stops at max_scan (and says so) and after a run of records older than the window. */
