@@ -843,34 +843,50 @@ static int set_metric(struct manifest_condition *c, const char *s, size_t n, cha
     return MANIFEST_OK;
 }
 
+/* A short, printable copy of outside text for an error message (events and logs carry it):
+ * printable ASCII except quotes and backslashes; anything else becomes '?'. */
+static const char *shown(const char *s, char *out, size_t n)
+{
+    size_t i = 0;
+    for (; s[i] && i + 1 < n; i++)
+        out[i] = s[i] >= 0x20 && s[i] < 0x7f && s[i] != '"' && s[i] != '\\' ? s[i] : '?';
+    out[i] = '\0';
+    return out;
+}
+
 static int set_stat(struct manifest_condition *c, const char *s, char *err, size_t err_len)
 {
+    char shown_text[33];
     for (size_t i = 0; i < sizeof(stat_names) / sizeof(stat_names[0]); i++)
         if (strcmp(s, stat_names[i]) == 0) {
             c->stat = (enum manifest_condition_stat)i;
             return MANIFEST_OK;
         }
     return fail(err, err_len, MANIFEST_E_FORMAT,
-                "condition: stat \"%.32s\" is not one of count, mean, min, max, p50, p95", s);
+                "condition: stat \"%s\" is not one of count, mean, min, max, p50, p95",
+                shown(s, shown_text, sizeof(shown_text)));
 }
 
 static int set_op(struct manifest_condition *c, const char *s, char *err, size_t err_len)
 {
+    char shown_text[9];
     for (size_t i = 0; i < sizeof(op_names) / sizeof(op_names[0]); i++)
         if (strcmp(s, op_names[i]) == 0) {
             c->op = (enum manifest_condition_op)i;
             return MANIFEST_OK;
         }
-    return fail(err, err_len, MANIFEST_E_FORMAT,
-                "condition: op \"%.8s\" is not one of < <= > >=", s);
+    return fail(err, err_len, MANIFEST_E_FORMAT, "condition: op \"%s\" is not one of < <= > >=",
+                shown(s, shown_text, sizeof(shown_text)));
 }
 
 static int set_window(struct manifest_condition *c, const char *s, char *err, size_t err_len)
 {
+    char shown_text[33];
     int64_t ms = 0;
     if (ferry_parse_duration_ms(s, &ms) != 0 || ms < 1000 || ms > MANIFEST_CONDITION_MAX_WINDOW_MS)
         return fail(err, err_len, MANIFEST_E_FORMAT,
-                    "condition: window \"%.32s\" is not a duration from 1s to 30d (e.g. 24h)", s);
+                    "condition: window \"%s\" is not a duration from 1s to 30d (e.g. 24h)",
+                    shown(s, shown_text, sizeof(shown_text)));
     c->window_ms = ms;
     return MANIFEST_OK;
 }
@@ -891,11 +907,13 @@ static int parse_condition_json(json_t *j, struct manifest_condition *c, char *e
         return fail(err, err_len, MANIFEST_E_FORMAT, "condition: not an object");
     const char *key;
     json_t *v;
+    char shown_text[41];
     json_object_foreach(j, key, v)
     {
         if (strcmp(key, "metric") != 0 && strcmp(key, "stat") != 0 && strcmp(key, "window") != 0 &&
             strcmp(key, "op") != 0 && strcmp(key, "value") != 0 && strcmp(key, "min_samples") != 0)
-            return fail(err, err_len, MANIFEST_E_FORMAT, "condition: unknown key \"%.40s\"", key);
+            return fail(err, err_len, MANIFEST_E_FORMAT, "condition: unknown key \"%s\"",
+                        shown(key, shown_text, sizeof(shown_text)));
     }
     json_t *metric = json_object_get(j, "metric"), *stat = json_object_get(j, "stat"),
            *window = json_object_get(j, "window"), *op = json_object_get(j, "op"),
@@ -954,6 +972,7 @@ int manifest_condition_parse_text(const char *text, struct manifest_condition *o
         return MANIFEST_E_ARG;
     /* Words separated by blanks; at most 7 ("... min_samples N"). */
     char words[7][MANIFEST_CONDITION_METRIC_MAX + 1];
+    char shown_value[41];
     size_t n = 0;
     const char *p = text;
     while (*p) {
@@ -992,7 +1011,7 @@ int manifest_condition_parse_text(const char *text, struct manifest_condition *o
     double v = strtod(words[4], &end);
     if (end == words[4] || *end || errno)
         return fail(err, err_len, MANIFEST_E_FORMAT, "condition: value \"%s\" is not a number",
-                    words[4]);
+                    shown(words[4], shown_value, sizeof(shown_value)));
     if ((rc = set_value(out, v, err, err_len)) != 0)
         return rc;
     if (n == 7) {
