@@ -188,6 +188,11 @@ static json_t *build_json(const struct status_sources *src, const struct snapsho
             json_object_set_new(c, "reason", json_string(os.reason));
             json_object_set_new(c, "bytes_done", json_integer((json_int_t)os.bytes_done));
             json_object_set_new(c, "bytes_total", json_integer((json_int_t)os.bytes_total));
+            json_object_set_new(
+                c, "mirrors",
+                json_pack("{s:I,s:I,s:I,s:s}", "chunks", (json_int_t)os.mirror_chunks, "bytes",
+                          (json_int_t)os.mirror_bytes, "failures", (json_int_t)os.mirror_failures,
+                          "last_error", os.mirror_error));
             json_t *entry = i == 0 ? json_deep_copy(update) : c;
             json_object_del(entry, "enabled");
             json_object_set_new(components, ota_agent_component(src->ota[i]), entry);

@@ -321,7 +321,7 @@ static void handle_whoami(struct evhttp_request *req, const char *path, void *ar
     }
     struct ferry_buf b = FERRY_BUF_INIT;
     const char *role = ingest_role_name(who.role);
-    int err = ferry_buf_append(&b, "{\"name\":", 9) |
+    int err = ferry_buf_append(&b, "{\"name\":", 8) |
               ferry_buf_append_json_string(&b, who.name, strlen(who.name)) |
               ferry_buf_printf(&b, ",\"role\":\"%s\",\"operator\":%s}\n", role ? role : "",
                                who.role >= INGEST_ROLE_OPERATOR ? "true" : "false");

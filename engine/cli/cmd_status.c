@@ -63,6 +63,10 @@ static void print_update(const char *name, json_t *u)
     printf("update     %s%s%s%s%s%s%s\n", name ? name : "", name ? ": " : "", ustate ? ustate : "?",
            running ? ", running " : "", running ? running : "",
            target && *target ? ", target " : "", target && *target ? target : "");
+    json_t *mirrors = json_object_get(u, "mirrors");
+    if (jint(mirrors, "chunks") || jint(mirrors, "failures"))
+        printf("           %lld chunks from artifact mirrors, %lld mirror(s) given up\n",
+               jint(mirrors, "chunks"), jint(mirrors, "failures"));
 }
 
 static void print_human(json_t *st)
