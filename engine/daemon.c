@@ -88,12 +88,13 @@ struct ferryd {
      * from under it. */
     struct event *ota_timer;
     struct http_client *ota_http;
-    struct ota_agent *ota;
+    struct ota_agent *ota[FERRYD_MAX_COMPONENTS]; /* one per component ([update.NAME]) */
+    size_t n_ota;
     bool ota_failed;
-    char *ota_strings[32]; /* every [update] string the agent keeps (18 keys today) */
+    char *ota_strings[FERRYD_MAX_COMPONENTS * 24]; /* every string the agents keep (<= 20 each) */
     size_t n_ota_strings;
     uint8_t release_keys[FERRYD_MAX_RELEASE_KEYS][32];
-    const char *health_commands[1];
+    const char *health_commands[FERRYD_MAX_COMPONENTS][1];
 };
 
 /* ---- Own events ------------------------------------------------------------------------- */
@@ -230,8 +231,8 @@ static void on_collected(void *arg)
 static void observe_record(void *arg, const struct record *r)
 {
     struct ferryd *d = arg;
-    if (d->ota)
-        ota_agent_observe(d->ota, r);
+    for (size_t i = 0; i < d->n_ota; i++)
+        ota_agent_observe(d->ota[i], r);
 }
 
 static int render_status(void *arg, bool prometheus, struct ferry_buf *out)
@@ -258,86 +259,121 @@ static const char *ota_keep(struct ferryd *d, const char *s, bool empty_is_null)
     return copy;
 }
 
-/* Starts the agent when updates are enabled and the device id is known. Loop thread. */
+_Static_assert(FERRYD_MAX_COMPONENTS == STATUS_MAX_OTA, "one status slot per component");
+
+/* Starts one component's agent. Returns 0 or -1 (logged). */
+static int start_component(struct ferryd *d, const struct ferryd_update_effective *e,
+                           const char *device_id, size_t n_keys)
+{
+    const struct ferryd_config *c = &d->cfg;
+    struct ota_config oc;
+    memset(&oc, 0, sizeof oc);
+    char slot_dir[PATH_MAX];
+    bool file = e->install_path[0] != 0;
+    if (!file && ferryd_config_path(c, e->slot_dir, slot_dir, sizeof slot_dir) != 0) {
+        log_error("ferryd", "update: %s: slot_dir too long", e->component);
+        return -1;
+    }
+    size_t i = d->n_ota;
+    oc.data_dir = ota_keep(d, c->data_dir, false);
+    oc.server_url = ota_keep(d, c->server_url, false);
+    oc.device_id = ota_keep(d, device_id, false);
+    oc.device_class = ota_keep(d, c->device_class, false);
+    oc.component = ota_keep(d, e->component, true);
+    oc.ca_file = ota_keep(d, c->ca_file, true);
+    oc.pinned_public_key = ota_keep(d, c->pinned_public_key, true);
+    oc.release_keys = (const uint8_t(*)[32])d->release_keys;
+    oc.n_release_keys = n_keys;
+    oc.install_path = ota_keep(d, e->install_path, true);
+    if (!file) {
+        oc.slots.backend = ota_keep(d, e->slot_backend, false);
+        oc.slots.dir = ota_keep(d, slot_dir, false);
+        oc.slots.cmd_current = ota_keep(d, e->cmd_current, true);
+        oc.slots.cmd_set_next = ota_keep(d, e->cmd_set_next, true);
+        oc.slots.cmd_mark_good = ota_keep(d, e->cmd_mark_good, true);
+        oc.slots.cmd_rollback = ota_keep(d, e->cmd_rollback, true);
+        oc.slots.slot_path = ota_keep(d, e->slot_path, true);
+        if (ferry_mkdir_p(slot_dir, 0700) != 0)
+            log_warn("ferryd", "update: cannot create %s", slot_dir);
+    }
+    oc.check_interval_ms = e->check_interval_ms;
+    oc.max_bytes_per_s = c->update_max_download_bytes_per_s;
+    int policy = ota_metered_policy_parse(c->update_metered_policy); /* validated on load */
+    oc.metered_policy = policy < 0 ? OTA_METERED_ALLOW : (enum ota_metered_policy)policy;
+    oc.metered_interfaces = ota_keep(d, c->update_metered_interfaces, true);
+    oc.metered_max_bytes_per_s = c->update_metered_max_download_bytes_per_s;
+    d->health_commands[i][0] = ota_keep(d, e->health_command, true);
+    oc.health_gates = ota_keep(d, e->health_gates, true);
+    oc.health_commands = d->health_commands[i];
+    oc.n_health_commands = d->health_commands[i][0] ? 1 : 0;
+    oc.health_timeout_ms = e->health_timeout_ms;
+    oc.trial_deadline_ms = e->trial_deadline_ms;
+    oc.reboot_command = ota_keep(d, e->reboot_command, true);
+    oc.initial_version = ota_keep(d, e->initial_version, true);
+    oc.sign_request = sync_sign_request; /* manifest and artifact GETs signed by the device key */
+    oc.sign_arg = d->sync;
+    char err[256] = "";
+    int rc = ota_agent_new(d->base, d->ota_http, d->journal, &oc, &d->ota[i], err, sizeof err);
+    if (rc != 0) {
+        log_error("ferryd", "update: the OTA agent of %s did not start (%d: %s)", e->component, rc,
+                  err);
+        return -1;
+    }
+    d->n_ota++;
+    struct ota_status os;
+    ota_agent_status(d->ota[i], &os);
+    log_info("ferryd", "update: OTA agent of %s started (state %s, running %s%s%s)", e->component,
+             os.state, os.running_version, file ? ", file " : "", file ? e->install_path : "");
+    return 0;
+}
+
+/* Starts the agents (one per component) when updates are enabled and the device id is known.
+ * Loop thread. */
 static void maybe_start_ota(struct ferryd *d)
 {
-    if (!d->cfg.update_enabled || d->ota || d->ota_failed || !d->sync)
+    if (!d->cfg.update_enabled || d->n_ota || d->ota_failed || !d->sync)
         return;
     struct sync_status ss;
     sync_get_status(d->sync, &ss);
     if (!ss.enrolled || !ss.device_id[0])
         return; /* the manifest URL needs the device id: try again on the next tick */
     const struct ferryd_config *c = &d->cfg;
-    struct ota_config oc;
-    memset(&oc, 0, sizeof oc);
     size_t n_keys = 0;
-    char slot_dir[PATH_MAX];
-    if (ferryd_config_release_keys(c, d->release_keys, FERRYD_MAX_RELEASE_KEYS, &n_keys) != 0 ||
-        ferryd_config_path(c, c->update_slot_dir, slot_dir, sizeof slot_dir) != 0) {
-        log_error("ferryd", "update: invalid [update] release_keys or slot_dir; updates off");
+    if (ferryd_config_release_keys(c, d->release_keys, FERRYD_MAX_RELEASE_KEYS, &n_keys) != 0) {
+        log_error("ferryd", "update: invalid [update] release_keys; updates off");
         d->ota_failed = true;
         return;
     }
-    oc.data_dir = ota_keep(d, c->data_dir, false);
-    oc.server_url = ota_keep(d, c->server_url, false);
-    oc.device_id = ota_keep(d, ss.device_id, false);
-    oc.device_class = ota_keep(d, c->device_class, false);
-    oc.component = ota_keep(d, c->update_component, true);
-    oc.ca_file = ota_keep(d, c->ca_file, true);
-    oc.pinned_public_key = ota_keep(d, c->pinned_public_key, true);
-    oc.release_keys = (const uint8_t(*)[32])d->release_keys;
-    oc.n_release_keys = n_keys;
-    oc.slots.backend = ota_keep(d, c->update_slot_backend, false);
-    oc.slots.dir = ota_keep(d, slot_dir, false);
-    oc.slots.cmd_current = ota_keep(d, c->update_cmd_current, true);
-    oc.slots.cmd_set_next = ota_keep(d, c->update_cmd_set_next, true);
-    oc.slots.cmd_mark_good = ota_keep(d, c->update_cmd_mark_good, true);
-    oc.slots.cmd_rollback = ota_keep(d, c->update_cmd_rollback, true);
-    oc.slots.slot_path = ota_keep(d, c->update_slot_path, true);
-    oc.check_interval_ms = c->update_check_interval_ms;
-    oc.max_bytes_per_s = c->update_max_download_bytes_per_s;
-    int policy = ota_metered_policy_parse(c->update_metered_policy); /* validated on load */
-    oc.metered_policy = policy < 0 ? OTA_METERED_ALLOW : (enum ota_metered_policy)policy;
-    oc.metered_interfaces = ota_keep(d, c->update_metered_interfaces, true);
-    oc.metered_max_bytes_per_s = c->update_metered_max_download_bytes_per_s;
-    d->health_commands[0] = ota_keep(d, c->update_health_command, true);
-    oc.health_gates = ota_keep(d, c->update_health_gates, true);
-    oc.health_commands = d->health_commands;
-    oc.n_health_commands = d->health_commands[0] ? 1 : 0;
-    oc.health_timeout_ms = c->update_health_timeout_ms;
-    oc.trial_deadline_ms = c->update_trial_deadline_ms;
-    oc.reboot_command = ota_keep(d, c->update_reboot_command, true);
-    oc.initial_version = ota_keep(d, c->update_initial_version, true);
-    oc.sign_request = sync_sign_request; /* manifest and artifact GETs signed by the device key */
-    oc.sign_arg = d->sync;
-    if (ferry_mkdir_p(slot_dir, 0700) != 0)
-        log_warn("ferryd", "update: cannot create %s", slot_dir);
     d->ota_http = http_client_new(d->base);
-    char err[256] = "";
-    int rc = d->ota_http
-                 ? ota_agent_new(d->base, d->ota_http, d->journal, &oc, &d->ota, err, sizeof err)
-                 : OTA_E_NOMEM;
-    if (rc != 0) {
-        log_error("ferryd",
-                  "update: the OTA agent did not start (%d: %s); updates off until "
-                  "restart",
-                  rc, err);
+    if (!d->ota_http) {
+        log_error("ferryd", "update: out of memory; updates off until restart");
         d->ota_failed = true;
         return;
     }
-    d->status.ota = d->ota;
+    struct ferryd_update_effective comps[FERRYD_MAX_COMPONENTS];
+    size_t n = ferryd_config_components(c, comps);
+    for (size_t i = 0; i < n; i++)
+        if (start_component(d, &comps[i], ss.device_id, n_keys) != 0)
+            d->ota_failed = true; /* the others run; this one stays off until restart */
+    for (size_t i = 0; i < d->n_ota; i++)
+        d->status.ota[i] = d->ota[i];
+    d->status.n_ota = d->n_ota;
     event_del(d->ota_timer);
-    struct ota_status os;
-    ota_agent_status(d->ota, &os);
-    log_info("ferryd", "update: OTA agent started (state %s, running %s)", os.state,
-             os.running_version);
-    /* The ingest merges "versions" events per key (docs/ingest.md), so this one adds the
+    /* The ingest merges "versions" events per key (docs/ingest.md), so this one adds each
      * component's running version next to the ferryd version reported at start. */
-    const char *component = oc.component && oc.component[0] ? oc.component : "rootfs";
-    if (os.running_version[0]) {
-        const char *kv[] = {component, os.running_version};
-        append_event(d, "versions", "versions running", kv, 1);
+    const char *kv[2 * FERRYD_MAX_COMPONENTS];
+    struct ota_status os[FERRYD_MAX_COMPONENTS];
+    size_t pairs = 0;
+    for (size_t i = 0; i < d->n_ota; i++) {
+        ota_agent_status(d->ota[i], &os[i]);
+        if (!os[i].running_version[0])
+            continue;
+        kv[2 * pairs] = ota_agent_component(d->ota[i]);
+        kv[2 * pairs + 1] = os[i].running_version;
+        pairs++;
     }
+    if (pairs)
+        append_event(d, "versions", "versions running", kv, pairs);
 }
 
 static void on_ota_timer(evutil_socket_t fd, short what, void *arg)
@@ -347,9 +383,13 @@ static void on_ota_timer(evutil_socket_t fd, short what, void *arg)
 
 static void free_ota(struct ferryd *d)
 {
-    ota_agent_free(d->ota);
-    d->ota = NULL;
-    d->status.ota = NULL;
+    for (size_t i = 0; i < d->n_ota; i++) {
+        ota_agent_free(d->ota[i]);
+        d->ota[i] = NULL;
+        d->status.ota[i] = NULL;
+    }
+    d->n_ota = 0;
+    d->status.n_ota = 0;
     http_client_free(d->ota_http);
     d->ota_http = NULL;
     if (d->ota_timer)
@@ -593,6 +633,7 @@ static int open_journal(struct ferryd *d, char *errbuf, size_t errlen)
     jc.durability = (enum journal_durability)d->cfg.journal_durability;
     jc.group_window_us = (uint32_t)d->cfg.journal_group_window_us;
     jc.sync_interval_ms = (uint32_t)d->cfg.journal_sync_interval_ms;
+    jc.keep_acked_metrics_ms = d->cfg.journal_keep_acked_metrics_ms;
     jc.encode_event = encode_journal_event;
     jc.encode_event_arg = d;
     struct journal_open_info info;

@@ -128,6 +128,8 @@ void ota_agent_check_now(struct ota_agent *a);
 /* Shows an accepted metric record to the trial's health gates (loop thread; cheap when no
  * trial is waiting on gates). */
 void ota_agent_observe(struct ota_agent *a, const struct record *r);
+/* The component this agent manages ("rootfs", "model", ...); valid while the agent lives. */
+const char *ota_agent_component(const struct ota_agent *a);
 /* Current state (loop thread). */
 void ota_agent_status(const struct ota_agent *a, struct ota_status *out);
 /* Stops the agent: cancels a download (its progress stays persisted), waits for a running worker
