@@ -24,6 +24,7 @@
 #include "common/util.h"
 #include "transport/batch.h"
 
+#include "cloud-ingest/actions/actions.h"
 #include "cloud-ingest/auth/auth.h"
 #include "common/buf.h"
 #include "cloud-ingest/release/release.h"
@@ -41,6 +42,7 @@ static int usage(void)
             "       ferry-ingest [options] token list [--json] | token revoke NAME|ID\n"
             "       ferry-ingest [options] audit list [--after-seq N] [--limit N] [--json]\n"
             "       ferry-ingest [options] alerts list|silence|silences|unsilence ...\n"
+            "       ferry-ingest [options] action keygen|send|list ...\n"
             "       ferry-ingest --url URL --token T|--token-file F device list|add|revoke ...\n");
     return 2;
 }
@@ -420,6 +422,12 @@ int ingest_admin_main(struct ingest_config *cfg, const struct ingest_admin_remot
             audit_release(cfg, argc, argv);
         return status;
     }
+    /* `action keygen` and `action send --print` sign on the operator's machine: no store. */
+    if (argc >= 1 && strcmp(argv[0], "action") == 0 && !actions_cli_needs_store(argc - 1, argv + 1)) {
+        char actor[80];
+        cli_actor(actor, sizeof(actor));
+        return actions_cli_main(NULL, actor, argc - 1, argv + 1);
+    }
     if (argc < 2)
         return usage();
     struct ingest_store *st = NULL;
@@ -452,6 +460,11 @@ int ingest_admin_main(struct ingest_config *cfg, const struct ingest_admin_remot
         status = enroll_token_create(st, argc - 2, argv + 2);
     else if (strcmp(argv[0], "alerts") == 0)
         status = alerts_cli_main(st, argc - 1, argv + 1);
+    else if (strcmp(argv[0], "action") == 0) {
+        char actor[80];
+        cli_actor(actor, sizeof(actor));
+        status = actions_cli_main(st, actor, argc - 1, argv + 1);
+    }
     else if (strcmp(argv[0], "token") == 0) {
         char actor[80];
         cli_actor(actor, sizeof(actor));
