@@ -101,6 +101,7 @@ const char ferryd_config_defaults[] = "[device]\n"
                                       "poll_interval = 5m\n"
                                       "units =\n"
                                       "commands =\n"
+                                      "commands_file =\n"
                                       "restart_command = /bin/systemctl restart\n"
                                       "reboot_command = /bin/systemctl reboot\n"
                                       "timeout = 5m\n"
@@ -210,6 +211,7 @@ static const struct config_key config_keys[] = {
      DAY_MS},
     {"actions", "units", KEY_STRING, OFF(actions_units), false, 0, 0},
     {"actions", "commands", KEY_STRING, OFF(actions_commands), false, 0, 0},
+    {"actions", "commands_file", KEY_STRING, OFF(actions_commands_file), false, 0, 0},
     {"actions", "restart_command", KEY_STRING, OFF(actions_restart_command), false, 0, 0},
     {"actions", "reboot_command", KEY_STRING, OFF(actions_reboot_command), false, 0, 0},
     {"actions", "timeout", KEY_DURATION, OFF(actions_timeout_ms), false, 1000, DAY_MS},

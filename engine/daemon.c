@@ -372,6 +372,55 @@ static void wake_sync(void *arg)
         sync_wake(d->sync);
 }
 
+/* [actions] commands and the lines of commands_file as one ';'-separated list (malloc'd), or
+ * NULL with a message logged. */
+static char *action_commands(const struct ferryd_config *c)
+{
+    struct ferry_buf b = FERRY_BUF_INIT;
+    int rc = ferry_buf_append(&b, c->actions_commands, strlen(c->actions_commands));
+    if (rc == 0 && c->actions_commands_file[0]) {
+        char path[PATH_MAX];
+        uint8_t *data = NULL;
+        size_t len = 0;
+        if (ferryd_config_path(c, c->actions_commands_file, path, sizeof path) != 0 ||
+            ferry_read_file(path, 64 * 1024, &data, &len) != 0) {
+            log_error("ferryd", "actions: cannot read [actions] commands_file %s (at most 64 KiB)",
+                      c->actions_commands_file);
+            ferry_buf_free(&b);
+            return NULL;
+        }
+        unsigned line = 0;
+        for (char *p = (char *)data, *nl; rc == 0 && p < (char *)data + len; p = nl + 1) {
+            nl = memchr(p, '\n', len - (size_t)(p - (char *)data));
+            if (nl == NULL)
+                nl = (char *)data + len;
+            line++;
+            size_t n = (size_t)(nl - p);
+            while (n > 0 && (p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t'))
+                n--;
+            while (n > 0 && (*p == ' ' || *p == '\t')) {
+                p++;
+                n--;
+            }
+            if (n == 0 || *p == '#')
+                continue;
+            if (memchr(p, ';', n) != NULL) {
+                log_error("ferryd", "actions: %s:%u: a command line must not hold ';'", path,
+                          line);
+                rc = -1;
+                break;
+            }
+            rc = ferry_buf_append(&b, ";", 1) != 0 || ferry_buf_append(&b, p, n) != 0 ? -1 : 0;
+        }
+        free(data);
+    }
+    if (rc != 0 || ferry_buf_append(&b, "", 1) != 0) {
+        ferry_buf_free(&b);
+        return NULL;
+    }
+    return (char *)b.data; /* a ferry_buf's data is malloc'd: free() releases it */
+}
+
 static void maybe_start_actions(struct ferryd *d)
 {
     if (!d->cfg.actions_keys[0] || d->actions || d->actions_failed || !d->sync ||
@@ -396,7 +445,9 @@ static void maybe_start_actions(struct ferryd *d)
     ac.keys = (const uint8_t(*)[32])d->action_keys;
     ac.n_keys = n_keys;
     ac.units = actions_keep(d, c->actions_units);
-    ac.commands = actions_keep(d, c->actions_commands);
+    char *commands = action_commands(c);
+    ac.commands = commands ? actions_keep(d, commands) : NULL;
+    free(commands);
     ac.restart_command = actions_keep(d, c->actions_restart_command);
     ac.reboot_command = actions_keep(d, c->actions_reboot_command);
     ac.poll_interval_ms = c->actions_poll_interval_ms;
