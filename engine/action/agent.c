@@ -29,7 +29,6 @@
 extern char **environ;
 
 #define POLL_BODY_MAX (256u * 1024u)
-#define QUEUE_MAX 16
 #define REFUSED_KEEP_S (7 * 86400) /* how long a refused id whose expiry is unknown is kept */
 
 struct action_agent {
@@ -40,7 +39,7 @@ struct action_agent {
     struct event *poll_timer, *done_ev;
     struct http_request *poll_req;
     int64_t server_offset_s; /* the ingest's clock minus ours (from X-Ferry-Time) */
-    char *queue[QUEUE_MAX];  /* envelopes received, not yet looked at */
+    char *queue[ACTION_AGENT_QUEUE_MAX];  /* envelopes received, not yet looked at */
     size_t n_queue;
     /* the action running on the worker thread */
     bool running;
@@ -628,17 +627,27 @@ static void on_poll_done(void *arg, struct http_request *req, const struct http_
         json_decref(o);
         return;
     }
-    for (size_t i = 0; i < json_array_size(list) && a->n_queue < QUEUE_MAX; i++) {
+    for (size_t i = 0; i < json_array_size(list); i++) {
         json_t *e = json_array_get(list, i);
-        if (!json_is_string(e) || json_string_length(e) > ACTION_ENVELOPE_MAX ||
-            strlen(json_string_value(e)) != json_string_length(e))
-            continue;
-        char *copy = strdup(json_string_value(e));
-        if (copy != NULL)
-            a->queue[a->n_queue++] = copy;
+        if (json_is_string(e) &&
+            action_agent_offer(a, json_string_value(e), json_string_length(e)) != 0)
+            break;
     }
     json_decref(o);
+}
+
+int action_agent_offer(struct action_agent *a, const char *envelope, size_t len)
+{
+    if (a->n_queue >= ACTION_AGENT_QUEUE_MAX)
+        return -1;
+    if (len == 0 || len > ACTION_ENVELOPE_MAX || strlen(envelope) != len)
+        return 0; /* cannot be an envelope (NUL inside, too long): dropped */
+    char *copy = strdup(envelope);
+    if (copy == NULL)
+        return -1;
+    a->queue[a->n_queue++] = copy;
     process_queue(a);
+    return 0;
 }
 
 static void on_poll_timer(evutil_socket_t fd, short what, void *arg)

@@ -95,6 +95,11 @@ void action_run_result_free(struct action_run_result *r);
 int action_agent_new(struct event_base *base, struct http_client *http, struct journal *journal,
                      const struct action_agent_config *cfg, struct action_agent **out, char *err,
                      size_t err_len) __attribute__((warn_unused_result));
+/* Takes an envelope (NUL-terminated, len its length) as a poll brings it: queued, then verified, refused or run in turn (a copy is
+ * made). Returns 0, or -1 when the queue is full (ACTION_AGENT_QUEUE_MAX; it comes again with a
+ * later poll). Loop thread. */
+#define ACTION_AGENT_QUEUE_MAX 16
+int action_agent_offer(struct action_agent *a, const char *envelope, size_t len);
 /* Polls now (unless a poll or an action is under way). Loop thread. */
 void action_agent_check_now(struct action_agent *a);
 /* Stops: cancels the poll, kills a running command's process group and waits for its thread
