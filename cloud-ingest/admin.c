@@ -423,7 +423,8 @@ int ingest_admin_main(struct ingest_config *cfg, const struct ingest_admin_remot
         return status;
     }
     /* `action keygen` and `action send --print` sign on the operator's machine: no store. */
-    if (argc >= 1 && strcmp(argv[0], "action") == 0 && !actions_cli_needs_store(argc - 1, argv + 1)) {
+    if (argc >= 1 && strcmp(argv[0], "action") == 0 &&
+        !actions_cli_needs_store(argc - 1, argv + 1)) {
         char actor[80];
         cli_actor(actor, sizeof(actor));
         return actions_cli_main(NULL, actor, argc - 1, argv + 1);
@@ -464,8 +465,7 @@ int ingest_admin_main(struct ingest_config *cfg, const struct ingest_admin_remot
         char actor[80];
         cli_actor(actor, sizeof(actor));
         status = actions_cli_main(st, actor, argc - 1, argv + 1);
-    }
-    else if (strcmp(argv[0], "token") == 0) {
+    } else if (strcmp(argv[0], "token") == 0) {
         char actor[80];
         cli_actor(actor, sizeof(actor));
         status = ingest_auth_token_main(st, actor, argc - 1, argv + 1);

@@ -211,8 +211,8 @@ static void take_action_result(struct ingest_job *job, const struct record *r)
              strcmp(key, "reason") == 0)) {
             struct ferry_buf b = FERRY_BUF_INIT;
             if (ferry_buf_append_utf8(&b, f->v.s.ptr, f->v.s.len) == 0)
-                json_object_set_new(o, key, json_stringn(b.data ? (const char *)b.data : "",
-                                                         b.len));
+                json_object_set_new(o, key,
+                                    json_stringn(b.data ? (const char *)b.data : "", b.len));
             ferry_buf_free(&b);
         } else if (f->type == RECORD_FIELD_INT && strcmp(key, "exit_code") == 0)
             json_object_set_new(o, key, json_integer(f->v.i));

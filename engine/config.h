@@ -155,8 +155,8 @@ struct ferryd_config {
     /* [actions] (signed device actions, engine/action/agent.h) */
     char *actions_keys; /* trusted operator action keys; "" : actions off */
     int64_t actions_poll_interval_ms;
-    char *actions_units;    /* units restart_unit may name */
-    char *actions_commands; /* exact command lines `run` may ask for, ';'-separated */
+    char *actions_units;         /* units restart_unit may name */
+    char *actions_commands;      /* exact command lines `run` may ask for, ';'-separated */
     char *actions_commands_file; /* more of them, one per line ('#' comments); "" : none */
     char *actions_restart_command;
     char *actions_reboot_command; /* "" : reboot refused */

@@ -405,8 +405,7 @@ static char *action_commands(const struct ferryd_config *c)
             if (n == 0 || *p == '#')
                 continue;
             if (memchr(p, ';', n) != NULL) {
-                log_error("ferryd", "actions: %s:%u: a command line must not hold ';'", path,
-                          line);
+                log_error("ferryd", "actions: %s:%u: a command line must not hold ';'", path, line);
                 rc = -1;
                 break;
             }
@@ -461,8 +460,8 @@ static void maybe_start_actions(struct ferryd *d)
     d->actions_http = http_client_new(d->base);
     if (!d->actions_http || !ac.server_url || !ac.device_id || !ac.units || !ac.commands ||
         !ac.restart_command || !ac.reboot_command ||
-        action_agent_new(d->base, d->actions_http, d->journal, &ac, &d->actions, err,
-                         sizeof err) != 0) {
+        action_agent_new(d->base, d->actions_http, d->journal, &ac, &d->actions, err, sizeof err) !=
+            0) {
         log_error("ferryd", "actions: the agent did not start (%s); actions off until restart",
                   err[0] ? err : "out of memory");
         d->actions_failed = true;

@@ -112,10 +112,14 @@ static int check(const struct action *a, char *why, size_t why_len)
         return fail(why, why_len, "args: more than %d", ACTION_ARGS_MAX);
     for (size_t i = 0; i < a->n_args; i++)
         if (!arg_ok(a->args[i], ferry_bounded_len(a->args[i], ACTION_ARG_MAX + 1)))
-            return fail(why, why_len, "args[%zu]: empty, longer than %d bytes, not UTF-8 or "
-                        "holds a control character", i, ACTION_ARG_MAX);
-    size_t want_min = a->kind == ACTION_REBOOT ? 0 : 1,
-           want_max = a->kind == ACTION_REBOOT ? 0 : a->kind == ACTION_RESTART_UNIT ? 1 : ACTION_ARGS_MAX;
+            return fail(why, why_len,
+                        "args[%zu]: empty, longer than %d bytes, not UTF-8 or "
+                        "holds a control character",
+                        i, ACTION_ARG_MAX);
+    size_t want_min = a->kind == ACTION_REBOOT ? 0 : 1, want_max = a->kind == ACTION_REBOOT ? 0
+                                                                   : a->kind == ACTION_RESTART_UNIT
+                                                                       ? 1
+                                                                       : ACTION_ARGS_MAX;
     if (a->n_args < want_min || a->n_args > want_max)
         return fail(why, why_len, "args: %s takes %zu..%zu arguments, not %zu",
                     action_kind_name(a->kind), want_min, want_max, a->n_args);
@@ -186,7 +190,7 @@ int action_sign(const struct action *a, const uint8_t secret_key[64], struct fer
     json_decref(env);
     if (text == NULL)
         return ACTION_E_NOMEM;
-    rc = strlen(text) > ACTION_ENVELOPE_MAX ? fail(why, why_len, "envelope too large")
+    rc = strlen(text) > ACTION_ENVELOPE_MAX               ? fail(why, why_len, "envelope too large")
          : ferry_buf_append(out, text, strlen(text)) != 0 ? ACTION_E_NOMEM
                                                           : ACTION_OK;
     free(text);
@@ -220,8 +224,7 @@ static int parse_envelope(const void *data, size_t len, json_t **root, struct en
     e->payload = json_string_value(p);
     e->payload_len = json_string_length(p);
     if (e->payload_len == 0 || e->payload_len > ACTION_PAYLOAD_MAX)
-        return fail(why, why_len, "payload: %zu bytes (1..%d)", e->payload_len,
-                    ACTION_PAYLOAD_MAX);
+        return fail(why, why_len, "payload: %zu bytes (1..%d)", e->payload_len, ACTION_PAYLOAD_MAX);
     if (json_string_length(k) != 64 || ferry_hex_decode(json_string_value(k), e->key, 32) != 0)
         return fail(why, why_len, "key: not 64 hex digits");
     if (json_string_length(s) != 128 || ferry_hex_decode(json_string_value(s), e->sig, 64) != 0)
@@ -249,7 +252,8 @@ static int parse_payload(const char *p, size_t len, struct action *out, char *wh
         goto out;
     }
     if (!json_is_object(o) || json_object_size(o) != 7) {
-        rc = fail(why, why_len, "payload: not an object of v, id, device, kind, args, created, "
+        rc = fail(why, why_len,
+                  "payload: not an object of v, id, device, kind, args, created, "
                   "expires");
         goto out;
     }

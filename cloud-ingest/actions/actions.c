@@ -63,12 +63,11 @@ int actions_queue(struct ingest_store *store, const char *envelope, size_t len, 
     json_t *args = json_array();
     for (size_t i = 0; args != NULL && i < a.n_args; i++)
         json_array_append_new(args, json_string(a.args[i]));
-    json_t *rec = json_pack("{s:s,s:s,s:s,s:o,s:I,s:I,s:I,s:s,s:s}", "id", a.id, "device",
-                            a.device, "kind", action_kind_name(a.kind), "args",
-                            args ? args : json_array(), "created", (json_int_t)a.created_s,
-                            "expires", (json_int_t)a.expires_s, "queued_ns",
-                            (json_int_t)ferry_realtime_ns(), "by", by ? by : "", "state",
-                            "pending");
+    json_t *rec =
+        json_pack("{s:s,s:s,s:s,s:o,s:I,s:I,s:I,s:s,s:s}", "id", a.id, "device", a.device, "kind",
+                  action_kind_name(a.kind), "args", args ? args : json_array(), "created",
+                  (json_int_t)a.created_s, "expires", (json_int_t)a.expires_s, "queued_ns",
+                  (json_int_t)ferry_realtime_ns(), "by", by ? by : "", "state", "pending");
     char *text = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
     json_decref(rec);
     if (text == NULL) {
@@ -353,8 +352,8 @@ int actions_register(struct ingest_router *router, struct ingest_store *store)
 {
     if (ingest_router_add(router, EVHTTP_REQ_GET, "/v1/devices/*/actions", INGEST_ACCESS_DEVICE,
                           handle_device_actions, store) != 0 ||
-        ingest_router_add(router, EVHTTP_REQ_POST, "/v1/devices/*/actions",
-                          INGEST_ACCESS_OPERATOR, handle_queue, store) != 0 ||
+        ingest_router_add(router, EVHTTP_REQ_POST, "/v1/devices/*/actions", INGEST_ACCESS_OPERATOR,
+                          handle_queue, store) != 0 ||
         ingest_router_add(router, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "/v1/actions",
                           INGEST_ACCESS_VIEWER, handle_list, store) != 0)
         return -1;

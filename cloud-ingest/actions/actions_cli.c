@@ -58,8 +58,10 @@ static int read_secret(const char *path, uint8_t sk[64])
     sodium_memzero(data, len);
     free(data);
     if (rc != 0)
-        fprintf(stderr, "ferry-ingest: action: %s does not hold 64 hex bytes (a .key of "
-                        "`action keygen`)\n", path);
+        fprintf(stderr,
+                "ferry-ingest: action: %s does not hold 64 hex bytes (a .key of "
+                "`action keygen`)\n",
+                path);
     return rc;
 }
 
@@ -145,8 +147,10 @@ static int cmd_send(struct ingest_store *st, const char *actor, int argc, char *
         }
     int64_t now_ns = ferry_realtime_ns(), exp_ns = 0;
     if (ingest_auth_parse_expiry(expires, now_ns, &exp_ns) != 0) {
-        fprintf(stderr, "ferry-ingest: action send: --expires \"%s\": a duration (30m, 24h, 7d) "
-                        "or a date in the future\n", expires);
+        fprintf(stderr,
+                "ferry-ingest: action send: --expires \"%s\": a duration (30m, 24h, 7d) "
+                "or a date in the future\n",
+                expires);
         return 2;
     }
     action_new_id(a.id);

@@ -38,8 +38,8 @@ struct action_agent {
     struct action_agent_config cfg;
     struct event *poll_timer, *done_ev;
     struct http_request *poll_req;
-    int64_t server_offset_s; /* the ingest's clock minus ours (from X-Ferry-Time) */
-    char *queue[ACTION_AGENT_QUEUE_MAX];  /* envelopes received, not yet looked at */
+    int64_t server_offset_s;             /* the ingest's clock minus ours (from X-Ferry-Time) */
+    char *queue[ACTION_AGENT_QUEUE_MAX]; /* envelopes received, not yet looked at */
     size_t n_queue;
     /* the action running on the worker thread */
     bool running;
@@ -114,9 +114,9 @@ static bool command_allowed(const char *commands, const struct action *a)
     return false;
 }
 
-int action_agent_command(const struct action_agent_config *cfg, const struct action *a,
-                         char *words, size_t words_len, char *argv[ACTION_ARGV_MAX + 1],
-                         char *why, size_t why_len)
+int action_agent_command(const struct action_agent_config *cfg, const struct action *a, char *words,
+                         size_t words_len, char *argv[ACTION_ARGV_MAX + 1], char *why,
+                         size_t why_len)
 {
     size_t n = 0, left = words_len;
     char *w = words;
@@ -143,8 +143,7 @@ int action_agent_command(const struct action_agent_config *cfg, const struct act
         }
         break;
     }
-    if (base != NULL &&
-        (split_words(base, strlen(base), &w, &left, argv, &n) != 0 || n == 0)) {
+    if (base != NULL && (split_words(base, strlen(base), &w, &left, argv, &n) != 0 || n == 0)) {
         snprintf(why, why_len, "the configured %s command is empty or too long",
                  action_kind_name(a->kind));
         return -1;
@@ -193,8 +192,8 @@ void action_run(char *const argv[], int64_t timeout_ms, size_t output_max, volat
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) {
         out->not_run = true;
-        out->output_len = (size_t)snprintf(out->output, output_max + 1, "pipe: %s",
-                                           strerror(errno));
+        out->output_len =
+            (size_t)snprintf(out->output, output_max + 1, "pipe: %s", strerror(errno));
         return;
     }
     posix_spawn_file_actions_t fa;
@@ -317,9 +316,9 @@ static void str_field(struct record_field *f, const char *key, const char *value
 }
 
 /* Commits `state_json` under action/<id> together with the event `name`. */
-static int persist(struct action_agent *a, const char *id, const char *state_json,
-                   const char *name, const char *kind, const char *status, int exit_code,
-                   const char *output, size_t output_len, const char *reason)
+static int persist(struct action_agent *a, const char *id, const char *state_json, const char *name,
+                   const char *kind, const char *status, int exit_code, const char *output,
+                   size_t output_len, const char *reason)
 {
     struct record_field f[6];
     size_t nf = 0;
@@ -346,8 +345,8 @@ static int persist(struct action_agent *a, const char *id, const char *state_jso
     snprintf(key, sizeof(key), "%s%s", ACTION_STATE_PREFIX, id);
     struct journal_state_op op = {key, strlen(key), state_json, strlen(state_json), false};
     if (rc == 0)
-        rc = journal_append_event_with_state(a->journal, r.ts_ns, payload.data, payload.len, &op,
-                                             1, JOURNAL_APPEND_WAIT, NULL);
+        rc = journal_append_event_with_state(a->journal, r.ts_ns, payload.data, payload.len, &op, 1,
+                                             JOURNAL_APPEND_WAIT, NULL);
     ferry_buf_free(&payload);
     if (rc != 0) {
         log_error("action", "%s %s: cannot commit to the journal (%d)", name, id, rc);
@@ -368,8 +367,8 @@ static int report(struct action_agent *a, const char *id, const char *kind, int6
     json_decref(st);
     if (text == NULL)
         return -1;
-    int rc = persist(a, id, text, "action.result", kind, status, exit_code, output, output_len,
-                     reason);
+    int rc =
+        persist(a, id, text, "action.result", kind, status, exit_code, output, output_len, reason);
     free(text);
     log_info("action", "%s %s: %s%s%s", kind, id, status, reason && reason[0] ? " - " : "",
              reason ? reason : "");
@@ -489,10 +488,10 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
     pthread_join(a->thread, NULL);
     a->running = false;
     struct action_run_result *r = &a->result;
-    const char *status = r->not_run                ? "failed"
-                         : r->timed_out            ? "timeout"
-                         : r->exit_code == 0       ? "ok"
-                                                   : "failed";
+    const char *status = r->not_run          ? "failed"
+                         : r->timed_out      ? "timeout"
+                         : r->exit_code == 0 ? "ok"
+                                             : "failed";
     char reason[96] = "";
     if (r->not_run)
         snprintf(reason, sizeof(reason), "could not start the command");
@@ -512,8 +511,8 @@ static bool take(struct action_agent *a, const char *env)
 {
     char why[256] = "";
     struct action *act = &a->cur;
-    int rc = action_parse_verified(env, strlen(env), a->cfg.keys, a->cfg.n_keys, act, why,
-                                   sizeof(why));
+    int rc =
+        action_parse_verified(env, strlen(env), a->cfg.keys, a->cfg.n_keys, act, why, sizeof(why));
     int64_t now = now_s(a);
     if (rc != ACTION_OK) {
         if (!act->id[0]) {
@@ -540,8 +539,8 @@ static bool take(struct action_agent *a, const char *env)
         report(a, act->id, kind, act->expires_s, "refused", -1, NULL, 0, why);
         return false;
     }
-    if (action_agent_command(&a->cfg, act, a->words, sizeof(a->words), a->argv, why,
-                             sizeof(why)) != 0) {
+    if (action_agent_command(&a->cfg, act, a->words, sizeof(a->words), a->argv, why, sizeof(why)) !=
+        0) {
         report(a, act->id, kind, act->expires_s, "refused", -1, NULL, 0, why);
         return false;
     }
@@ -560,8 +559,7 @@ static bool take(struct action_agent *a, const char *env)
     a->running = true;
     if (pthread_create(&a->thread, NULL, worker, a) != 0) {
         a->running = false;
-        report(a, act->id, kind, act->expires_s, "failed", -1, NULL, 0,
-               "cannot start a thread");
+        report(a, act->id, kind, act->expires_s, "failed", -1, NULL, 0, "cannot start a thread");
         return false;
     }
     return true;

@@ -52,8 +52,8 @@ struct action_agent_config {
     const char *restart_command; /* the unit is added as its last argument */
     const char *reboot_command;  /* "" : reboot refused */
     int64_t poll_interval_ms;
-    int64_t timeout_ms; /* per command */
-    size_t output_max;  /* bytes of output kept (the tail) */
+    int64_t timeout_ms;       /* per command */
+    size_t output_max;        /* bytes of output kept (the tail) */
     const char *boot_id_file; /* NULL: /proc/sys/kernel/random/boot_id (tests point elsewhere) */
     int (*sign_request)(void *arg, const char *method, const char *target, int64_t time_s,
                         struct reqsign_headers *out);
@@ -67,17 +67,17 @@ struct action_agent_config {
  * a buffer of words_len bytes the split configuration goes to) with the command line and returns
  * 0; -1 with `why` when it is not allowed. Pure (unit-tested).
  */
-int action_agent_command(const struct action_agent_config *cfg, const struct action *a,
-                         char *words, size_t words_len, char *argv[ACTION_ARGV_MAX + 1],
-                         char *why, size_t why_len);
+int action_agent_command(const struct action_agent_config *cfg, const struct action *a, char *words,
+                         size_t words_len, char *argv[ACTION_ARGV_MAX + 1], char *why,
+                         size_t why_len);
 
 /* What running a command gave. */
 struct action_run_result {
-    int exit_code;   /* 0..255; -1 when it did not exit by itself */
-    int signal;      /* the signal that ended it, 0 if none */
-    bool timed_out;  /* killed (its process group) at the deadline */
-    bool not_run;    /* could not be started (output says why) */
-    char *output;    /* the last output_max bytes of stdout and stderr, NUL-terminated; owned */
+    int exit_code;  /* 0..255; -1 when it did not exit by itself */
+    int signal;     /* the signal that ended it, 0 if none */
+    bool timed_out; /* killed (its process group) at the deadline */
+    bool not_run;   /* could not be started (output says why) */
+    char *output;   /* the last output_max bytes of stdout and stderr, NUL-terminated; owned */
     size_t output_len;
 };
 
@@ -95,9 +95,9 @@ void action_run_result_free(struct action_run_result *r);
 int action_agent_new(struct event_base *base, struct http_client *http, struct journal *journal,
                      const struct action_agent_config *cfg, struct action_agent **out, char *err,
                      size_t err_len) __attribute__((warn_unused_result));
-/* Takes an envelope (NUL-terminated, len its length) as a poll brings it: queued, then verified, refused or run in turn (a copy is
- * made). Returns 0, or -1 when the queue is full (ACTION_AGENT_QUEUE_MAX; it comes again with a
- * later poll). Loop thread. */
+/* Takes an envelope (NUL-terminated, len its length) as a poll brings it: queued, then verified,
+ * refused or run in turn (a copy is made). Returns 0, or -1 when the queue is full
+ * (ACTION_AGENT_QUEUE_MAX; it comes again with a later poll). Loop thread. */
 #define ACTION_AGENT_QUEUE_MAX 16
 int action_agent_offer(struct action_agent *a, const char *envelope, size_t len);
 /* Polls now (unless a poll or an action is under way). Loop thread. */

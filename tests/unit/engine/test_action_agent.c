@@ -147,8 +147,8 @@ static int read_cb(void *arg, const struct journal_entry *e)
     struct record_scratch *sc = malloc(sizeof *sc);
     struct record r;
     char why[128];
-    if (sc && record_unpack(e->payload, e->len, sc, &r, why, sizeof why) == 0 &&
-        r.name.len == 13 && memcmp(r.name.ptr, "action.result", 13) == 0) {
+    if (sc && record_unpack(e->payload, e->len, sc, &r, why, sizeof why) == 0 && r.name.len == 13 &&
+        memcmp(r.name.ptr, "action.result", 13) == 0) {
         bool mine = false;
         char status[32] = "", reason[256] = "", output[128] = "";
         for (size_t i = 0; i < r.n_fields; i++) {

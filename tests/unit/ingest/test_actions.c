@@ -80,8 +80,8 @@ static json_t *list(struct ingest_store *s, const char *device, const char *stat
 
 static json_t *result(const char *id, const char *status, const char *output)
 {
-    json_t *r = json_pack("[{s:s,s:s,s:i,s:s,s:s,s:I}]", "id", id, "status", status, "exit_code",
-                          0, "output", output, "reason", "", "ts", (json_int_t)42);
+    json_t *r = json_pack("[{s:s,s:s,s:i,s:s,s:s,s:I}]", "id", id, "status", status, "exit_code", 0,
+                          "output", output, "reason", "", "ts", (json_int_t)42);
     assert_non_null(r);
     return r;
 }
@@ -105,8 +105,7 @@ static void test_queue_and_results(void **state)
     assert_int_equal(actions_queue(s, "{}", 2, "x", id, err, sizeof(err)), 400);
     json_t *l = list(s, "dev-1", "pending");
     assert_int_equal(json_array_size(l), 1);
-    assert_string_equal(json_string_value(json_object_get(json_array_get(l, 0), "by")),
-                        "cli:test");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(l, 0), "by")), "cli:test");
     json_decref(l);
 
     /* dev-2 reports a result for dev-1's action: ignored */

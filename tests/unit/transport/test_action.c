@@ -127,9 +127,9 @@ static void test_untrusted_key(void **state)
     struct ferry_buf env = FERRY_BUF_INIT;
     sign(&a, sk2, &env);
     char why[200] = "";
-    assert_int_equal(action_parse_verified(env.data, env.len, (const uint8_t(*)[32])pk, 1, &b,
-                                           why, sizeof(why)),
-                     ACTION_E_KEY);
+    assert_int_equal(
+        action_parse_verified(env.data, env.len, (const uint8_t(*)[32])pk, 1, &b, why, sizeof(why)),
+        ACTION_E_KEY);
     assert_non_null(strstr(why, "not one of [actions] keys"));
     assert_string_equal(b.id, a.id);
     /* no keys at all: nothing is trusted */
@@ -142,8 +142,8 @@ static void test_untrusted_key(void **state)
     pkhex[64] = '\0';
     json_object_set_new(o, "key", json_string(pkhex));
     char *text = json_dumps(o, JSON_COMPACT);
-    assert_int_equal(action_parse_verified(text, strlen(text), (const uint8_t(*)[32])pk, 1, &b,
-                                           why, sizeof(why)),
+    assert_int_equal(action_parse_verified(text, strlen(text), (const uint8_t(*)[32])pk, 1, &b, why,
+                                           sizeof(why)),
                      ACTION_E_SIG);
     free(text);
     json_decref(o);
@@ -169,8 +169,8 @@ static void test_context_separation(void **state)
     json_object_set_new(o, "signature", json_string(sighex));
     char *text = json_dumps(o, JSON_COMPACT);
     char why[200];
-    assert_int_equal(action_parse_verified(text, strlen(text), (const uint8_t(*)[32])pk, 1, &b,
-                                           why, sizeof(why)),
+    assert_int_equal(action_parse_verified(text, strlen(text), (const uint8_t(*)[32])pk, 1, &b, why,
+                                           sizeof(why)),
                      ACTION_E_SIG);
     free(text);
     json_decref(o);
@@ -205,8 +205,12 @@ static void test_form_and_limits(void **state)
     assert_int_equal(env.len, 0);
     /* malformed envelopes */
     struct action b;
-    const char *bad[] = {"", "{}", "[]", "{\"action\":\"x\",\"key\":\"00\",\"signature\":\"00\"}",
-                         "{\"action\":1,\"key\":2,\"signature\":3}", "not json"};
+    const char *bad[] = {"",
+                         "{}",
+                         "[]",
+                         "{\"action\":\"x\",\"key\":\"00\",\"signature\":\"00\"}",
+                         "{\"action\":1,\"key\":2,\"signature\":3}",
+                         "not json"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(action_parse_unverified(bad[i], strlen(bad[i]), &b, why, sizeof(why)),
                          ACTION_E_FORMAT);
@@ -222,10 +226,8 @@ static void test_form_and_limits(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip),
-        cmocka_unit_test(test_every_field_bound),
-        cmocka_unit_test(test_untrusted_key),
-        cmocka_unit_test(test_context_separation),
+        cmocka_unit_test(test_roundtrip),       cmocka_unit_test(test_every_field_bound),
+        cmocka_unit_test(test_untrusted_key),   cmocka_unit_test(test_context_separation),
         cmocka_unit_test(test_form_and_limits),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
