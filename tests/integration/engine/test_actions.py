@@ -23,12 +23,13 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "sync"))
 sys.path.insert(0, HERE)
-from synclib import Ferryd, Harness, Ingest, wait_for  # noqa: E402
+from synclib import Ferryd, Harness, Ingest, http_get, wait_for  # noqa: E402
 from test_tail_exactly_once import Flaky  # noqa: E402
 
 PROFILE_DIR = os.path.join(HERE, "..", "..", "..", "simulators", "profiles")
@@ -83,7 +84,8 @@ def main():
         allow = os.path.join(h.tmp, "commands")
         with open(allow, "w") as f:
             f.write("# the command lines the operator may run\n")
-            for t, s in [(t, "2") for t in tags] + [("quick", "0"), ("rogue", "0")]:
+            for t, s in [(t, "2") for t in tags] + [("quick", "0"), ("rogue", "0"),
+                                                    ("posted", "0")]:
                 f.write("/bin/sh %s %s %s\n" % (script, t, s))
         d = Ferryd(h, "http://127.0.0.1:%d" % flaky.port, token, name="dev")
         with open(d.ini, "a") as f:
@@ -129,6 +131,25 @@ def main():
         outside = ingest_cli(h, ingest, "action", "send", "--key", keys + ".key", dev_id, "run",
                              "/bin/sh", script, "outside", "0").strip()
         sent[outside] = "outside"
+        # the remote way: signed on the operator's machine (--print), POSTed with an operator
+        # token; the ingest cannot tell it from a local send
+        env = subprocess.run([h.bin("ferry-ingest"), "action", "send", "--key", keys + ".key",
+                              "--print", dev_id, "run", "/bin/sh", script, "posted", "0"],
+                             check=True, capture_output=True, timeout=30).stdout.strip()
+        op = ingest_cli(h, ingest, "token", "create", "--role", "operator", "--name",
+                        "op").strip().splitlines()[-1].strip()
+        req = urllib.request.Request(ingest.url() + "/v1/devices/%s/actions" % dev_id, data=env,
+                                     method="POST", headers={"Authorization": "Bearer " + op})
+        posted = json.loads(urllib.request.urlopen(req, timeout=10).read())["id"]
+        sent[posted] = "posted"
+        # a viewer may not queue
+        try:
+            urllib.request.urlopen(urllib.request.Request(
+                ingest.url() + "/v1/devices/%s/actions" % dev_id, data=env, method="POST",
+                headers={"Authorization": "Bearer " + ingest.api_token()}), timeout=10)
+            raise AssertionError("a viewer token queued an action")
+        except urllib.error.HTTPError as e:
+            assert e.code == 403, e.code
 
         def all_done():
             acts = actions(h, ingest)
@@ -138,6 +159,8 @@ def main():
         flaky.set(True)
         time.sleep(3)  # several more polls: nothing may run again
         acts = actions(h, ingest)
+        listed = json.loads(http_get(ingest.url() + "/v1/actions?device=" + dev_id,
+                                     token=ingest.api_token())[1])
         got = lines(out)
         problems = []
         for aid, tag in sent.items():
@@ -160,6 +183,10 @@ def main():
             problems.append("forged action: reason %r" % acts[forged].get("reason"))
         if "not one of [actions] commands" not in acts[outside].get("reason", ""):
             problems.append("outside action: reason %r" % acts[outside].get("reason"))
+        if {x["id"]: x for x in listed} != acts:
+            problems.append("GET /v1/actions and action list --json differ")
+        if acts[posted].get("status") != "ok" or got.count("posted") != 1:
+            problems.append("posted action: %r" % acts[posted])
         if acts[quick].get("status") != "ok" or "did quick" not in acts[quick].get("output", ""):
             problems.append("quick action: %r" % acts[quick])
         # exactly one action.result event per action reached the ingest
