@@ -25,6 +25,7 @@
 #include "transport/batch.h"
 
 #include "cloud-ingest/actions/actions.h"
+#include "transport/action.h"
 #include "cloud-ingest/auth/auth.h"
 #include "common/buf.h"
 #include "cloud-ingest/release/release.h"
@@ -347,6 +348,57 @@ static int remote_device_list(const struct ingest_admin_remote *r)
     return 0;
 }
 
+/* `action send|list` over the API: send signs here (the key never leaves this machine) and
+ * POSTs the envelope (operator token); list prints GET /v1/actions (viewer) as JSON. */
+static int remote_action(const struct ingest_admin_remote *r, int argc, char **argv)
+{
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
+        return 1;
+    int status = 1;
+    struct ferry_buf b = FERRY_BUF_INIT, env = FERRY_BUF_INIT;
+    if (strcmp(argv[0], "send") == 0) {
+        struct action a;
+        bool print = false;
+        status = actions_cli_sign(argc, argv, &env, &a, &print);
+        char path[128], *text = NULL;
+        if (status == 0 && !print && ferry_buf_append_u8(&env, 0) == 0 &&
+            (text = (char *)env.data) != NULL) {
+            snprintf(path, sizeof(path), "/v1/devices/%s/actions", a.device);
+            long code = remote_call(r, "POST", path, text, &b);
+            json_t *j = code == 200 ? json_loadb((const char *)b.data, b.len, 0, NULL) : NULL;
+            const char *id = json_string_value(json_object_get(j, "id"));
+            if (id != NULL) {
+                printf("%s\n", id);
+                status = 0;
+            } else {
+                if (code != 0)
+                    remote_error("action send", code, &b);
+                status = 1;
+            }
+            json_decref(j);
+        } else if (status == 0 && print) {
+            fwrite(env.data, 1, env.len, stdout);
+            fputc('\n', stdout);
+        }
+    } else if (strcmp(argv[0], "list") == 0 &&
+               (argc == 1 || (argc == 2 && strcmp(argv[1], "--json") == 0))) {
+        long code = remote_call(r, "GET", "/v1/actions", NULL, &b);
+        if (code == 200) {
+            fwrite(b.data, 1, b.len, stdout);
+            status = 0;
+        } else if (code != 0)
+            remote_error("action list", code, &b);
+    } else {
+        fprintf(stderr, "ferry-ingest: with --url: action send --key FILE ... | action list "
+                        "[--json]\n");
+        status = 2;
+    }
+    ferry_buf_free(&env);
+    ferry_buf_free(&b);
+    curl_global_cleanup();
+    return status;
+}
+
 static int remote_main(const struct ingest_admin_remote *r, int argc, char **argv)
 {
     if (r->token == NULL || r->token[0] == '\0') {
@@ -354,9 +406,11 @@ static int remote_main(const struct ingest_admin_remote *r, int argc, char **arg
                         "FERRY_INGEST_TOKEN\n");
         return 2;
     }
+    if (argc >= 2 && strcmp(argv[0], "action") == 0)
+        return remote_action(r, argc - 1, argv + 1);
     if (argc < 2 || strcmp(argv[0], "device") != 0) {
-        fprintf(stderr, "ferry-ingest: with --url only device list|add|revoke run over the API; "
-                        "run other commands on the ingest's host\n");
+        fprintf(stderr, "ferry-ingest: with --url only device list|add|revoke and action "
+                        "send|list run over the API; run other commands on the ingest's host\n");
         return 2;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)

@@ -31,6 +31,7 @@ static void help(void)
         "       ferry-ingest [options] action list [--device ID] [--state pending|done] [--json]\n"
         "                                  signed device actions (docs/actions.md)\n"
         "       ferry-ingest --url URL --token TOKEN|--token-file FILE device list|add|revoke ...\n"
+        "       ferry-ingest --url URL --token TOKEN|--token-file FILE action send|list ...\n"
         "                                  the device commands through the API of a remote\n"
         "                                  ingest (admin token; FERRY_INGEST_TOKEN also works)\n"
         "\n"

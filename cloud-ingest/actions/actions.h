@@ -24,6 +24,7 @@
 #ifndef FERRY_INGEST_ACTIONS_H
 #define FERRY_INGEST_ACTIONS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -58,6 +59,11 @@ int actions_register(struct ingest_router *router, struct ingest_store *store);
 /* `ferry-ingest action keygen|send|list ...` (docs/actions.md); `actor` for the audit log
  * ("cli:<user>"). `store` may be NULL for keygen. Returns the exit status. */
 int actions_cli_main(struct ingest_store *store, const char *actor, int argc, char **argv);
+/* `action send` without the store: parses argv (after "action", so argv[0] is "send"), signs
+ * the action into `env` and fills *a and *print (--print). Returns 0 or the exit status after
+ * a message on stderr. For the CLI's remote mode (--url: POST /v1/devices/{id}/actions). */
+struct action;
+int actions_cli_sign(int argc, char **argv, struct ferry_buf *env, struct action *a, bool *print);
 /* Whether argv (after "action") is a command that needs no store (keygen, --help). */
 int actions_cli_needs_store(int argc, char **argv);
 

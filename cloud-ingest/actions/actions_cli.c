@@ -98,7 +98,7 @@ static int cmd_keygen(int argc, char **argv)
     return rc;
 }
 
-static int cmd_send(struct ingest_store *st, const char *actor, int argc, char **argv)
+int actions_cli_sign(int argc, char **argv, struct ferry_buf *env, struct action *a, bool *print)
 {
     static const struct option opts[] = {{"key", required_argument, NULL, 'k'},
                                          {"expires", required_argument, NULL, 'e'},
@@ -106,7 +106,7 @@ static int cmd_send(struct ingest_store *st, const char *actor, int argc, char *
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *key = NULL, *expires = "24h";
-    bool print = false;
+    *print = false;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
@@ -115,14 +115,13 @@ static int cmd_send(struct ingest_store *st, const char *actor, int argc, char *
         else if (c == 'e')
             expires = optarg;
         else if (c == 'p')
-            print = true;
+            *print = true;
         else
             return usage(c == 'h' ? stdout : stderr);
     }
     if (key == NULL || argc - optind < 2)
         return usage(stderr);
-    struct action a;
-    memset(&a, 0, sizeof(a));
+    memset(a, 0, sizeof(*a));
     const char *device = argv[optind], *kind = argv[optind + 1];
     int k = action_kind_parse(kind);
     if (k < 0) {
@@ -130,8 +129,8 @@ static int cmd_send(struct ingest_store *st, const char *actor, int argc, char *
                 kind);
         return 2;
     }
-    a.kind = (enum action_kind)k;
-    if (ferry_strlcpy(a.device, device, sizeof(a.device)) >= sizeof(a.device)) {
+    a->kind = (enum action_kind)k;
+    if (ferry_strlcpy(a->device, device, sizeof(a->device)) >= sizeof(a->device)) {
         fprintf(stderr, "ferry-ingest: action send: device id too long\n");
         return 2;
     }
@@ -140,7 +139,7 @@ static int cmd_send(struct ingest_store *st, const char *actor, int argc, char *
         return 2;
     }
     for (int i = optind + 2; i < argc; i++)
-        if (ferry_strlcpy(a.args[a.n_args++], argv[i], ACTION_ARG_MAX + 1) > ACTION_ARG_MAX) {
+        if (ferry_strlcpy(a->args[a->n_args++], argv[i], ACTION_ARG_MAX + 1) > ACTION_ARG_MAX) {
             fprintf(stderr, "ferry-ingest: action send: argument %d longer than %d bytes\n",
                     i - optind - 1, ACTION_ARG_MAX);
             return 2;
@@ -153,27 +152,36 @@ static int cmd_send(struct ingest_store *st, const char *actor, int argc, char *
                 expires);
         return 2;
     }
-    action_new_id(a.id);
-    a.created_s = now_ns / 1000000000;
-    a.expires_s = exp_ns / 1000000000;
+    action_new_id(a->id);
+    a->created_s = now_ns / 1000000000;
+    a->expires_s = exp_ns / 1000000000;
     uint8_t sk[64];
     if (read_secret(key, sk) != 0)
         return 1;
-    struct ferry_buf env = FERRY_BUF_INIT;
     char why[200] = "";
-    int rc = action_sign(&a, sk, &env, why, sizeof(why));
+    int rc = action_sign(a, sk, env, why, sizeof(why));
     sodium_memzero(sk, sizeof(sk));
     if (rc != 0) {
         fprintf(stderr, "ferry-ingest: action send: %s%s%s\n", action_strerror(rc),
                 why[0] ? ": " : "", why);
-        ferry_buf_free(&env);
         return 2;
     }
-    if (print) {
-        fwrite(env.data, 1, env.len, stdout);
-        fputc('\n', stdout);
+    return 0;
+}
+
+static int cmd_send(struct ingest_store *st, const char *actor, int argc, char **argv)
+{
+    struct ferry_buf env = FERRY_BUF_INIT;
+    struct action a;
+    bool print;
+    int status = actions_cli_sign(argc, argv, &env, &a, &print);
+    if (status != 0 || print) {
+        if (status == 0) {
+            fwrite(env.data, 1, env.len, stdout);
+            fputc('\n', stdout);
+        }
         ferry_buf_free(&env);
-        return 0;
+        return status;
     }
     char id[33], err[300];
     int code = actions_queue(st, (const char *)env.data, env.len, actor, id, err, sizeof(err));
@@ -183,7 +191,7 @@ static int cmd_send(struct ingest_store *st, const char *actor, int argc, char *
         return 1;
     }
     char target[160];
-    snprintf(target, sizeof(target), "%s %s %s", device, action_kind_name(a.kind), id);
+    snprintf(target, sizeof(target), "%s %s %s", a.device, action_kind_name(a.kind), id);
     if (ingest_auth_audit(st, actor, "action.send", target, "cli", 0) != 0)
         fprintf(stderr, "ferry-ingest: warning: the audit log could not be written\n");
     printf("%s\n", id);
