@@ -553,6 +553,10 @@ static bool take(struct action_agent *a, const char *env)
     json_decref(st);
     rc = text ? persist(a, act->id, text, "action.started", kind, NULL, 0, NULL, 0, NULL) : -1;
     free(text);
+    /* on disk in every durability mode ([journal] durability = periodic or os only commit to
+     * the page cache): a power cut must not forget that it started */
+    if (rc == 0 && journal_flush(a->journal) != 0)
+        rc = -1;
     if (rc != 0)
         return false; /* not recorded: not run (it comes again with the next poll) */
     log_info("action", "%s %s: running %s", kind, act->id, a->argv[0]);
