@@ -19,7 +19,7 @@
 #include "common/utf8.h"
 #include "common/util.h"
 
-static const char *const kind_names[] = {"restart_unit", "reboot", "run"};
+static const char *const kind_names[] = {"restart_unit", "reboot", "run", "upload_logs"};
 
 const char *action_strerror(int err)
 {
@@ -106,7 +106,7 @@ static int check(const struct action *a, char *why, size_t why_len)
         return fail(why, why_len, "id: not %d lowercase hex digits", ACTION_ID_HEX);
     if (!device_ok(a->device))
         return fail(why, why_len, "device: not a device id (1..64 of [A-Za-z0-9._-])");
-    if ((unsigned)a->kind > ACTION_RUN)
+    if ((unsigned)a->kind > ACTION_UPLOAD_LOGS)
         return fail(why, why_len, "kind: unknown");
     if (a->n_args > ACTION_ARGS_MAX)
         return fail(why, why_len, "args: more than %d", ACTION_ARGS_MAX);
@@ -123,6 +123,11 @@ static int check(const struct action *a, char *why, size_t why_len)
     if (a->n_args < want_min || a->n_args > want_max)
         return fail(why, why_len, "args: %s takes %zu..%zu arguments, not %zu",
                     action_kind_name(a->kind), want_min, want_max, a->n_args);
+    int64_t minutes = 0;
+    if (a->kind == ACTION_UPLOAD_LOGS &&
+        ferry_parse_i64(a->args[0], 1, ACTION_LOGS_MINUTES_MAX, &minutes) != 0)
+        return fail(why, why_len, "args[0]: upload_logs takes minutes, 1..%d",
+                    ACTION_LOGS_MINUTES_MAX);
     if (a->created_s <= 0 || a->expires_s <= a->created_s)
         return fail(why, why_len, "created/expires: expires must come after created (> 0)");
     return ACTION_OK;
@@ -270,7 +275,8 @@ static int parse_payload(const char *p, size_t len, struct action *out, char *wh
         goto out;
     int k = action_kind_parse(kind);
     if (k < 0) {
-        rc = fail(why, why_len, "kind: \"%s\" is not restart_unit, reboot or run", kind);
+        rc = fail(why, why_len, "kind: \"%s\" is not restart_unit, reboot, run or upload_logs",
+                  kind);
         goto out;
     }
     out->kind = (enum action_kind)k;

@@ -11,7 +11,7 @@
  * and the payload (signed as the exact bytes of the "action" string) is
  *
  *   {"v": 1, "id": "<32 lowercase hex, random>", "device": "<device id>",
- *    "kind": "restart_unit" | "reboot" | "run", "args": ["...", ...],
+ *    "kind": "restart_unit" | "reboot" | "run" | "upload_logs", "args": ["...", ...],
  *    "created": <unix seconds>, "expires": <unix seconds>}
  *
  * Every field is bound by the signature. The signing context (ACTION_SIGN_CONTEXT) differs from
@@ -24,6 +24,9 @@
  * arguments of 1..ACTION_ARG_MAX bytes of printable UTF-8 (no control characters).
  *   restart_unit: args = [UNIT]          reboot: args = []
  *   run: args = [PROGRAM, ARG...]        (an exact command line of the device's allow-list)
+ *   upload_logs: args = [MINUTES, UNIT...] (MINUTES 1..ACTION_LOGS_MINUTES_MAX, decimal; the
+ *                systemd journal's entries of the last MINUTES at every priority, debug
+ *                included, of the UNITs or of every unit)
  */
 #ifndef FERRY_TRANSPORT_ACTION_H
 #define FERRY_TRANSPORT_ACTION_H
@@ -41,11 +44,13 @@ struct ferry_buf;
 #define ACTION_ARG_MAX 256
 #define ACTION_ID_HEX 32
 #define ACTION_DEVICE_MAX 64
+#define ACTION_LOGS_MINUTES_MAX 1440
 
 enum action_kind {
     ACTION_RESTART_UNIT = 0,
     ACTION_REBOOT = 1,
     ACTION_RUN = 2,
+    ACTION_UPLOAD_LOGS = 3,
 };
 
 enum action_err {
@@ -57,7 +62,7 @@ enum action_err {
 };
 const char *action_strerror(int err);
 
-/* "restart_unit", "reboot", "run". */
+/* "restart_unit", "reboot", "run", "upload_logs". */
 const char *action_kind_name(enum action_kind kind);
 /* The kind of `name`; -1 when it is none. */
 int action_kind_parse(const char *name);

@@ -30,7 +30,8 @@ static int usage(FILE *out)
     fprintf(out,
             "usage: ferry-ingest action keygen PREFIX\n"
             "       ferry-ingest [options] action send --key FILE [--expires DURATION] [--print]\n"
-            "                    DEVICE restart_unit UNIT | reboot | run PROGRAM [ARG...]\n"
+            "                    DEVICE restart_unit UNIT | reboot | run PROGRAM [ARG...] |\n"
+            "                    upload_logs MINUTES [UNIT...]\n"
             "       ferry-ingest [options] action list [--device ID] [--state pending|done] "
             "[--json]\n"
             "\n"
@@ -39,8 +40,9 @@ static int usage(FILE *out)
             "FILE and queues it for DEVICE (it runs at its next poll, at most once; --expires,\n"
             "default 24h, bounds how long it may wait); --print writes the signed envelope to\n"
             "stdout instead (for POST /v1/devices/DEVICE/actions). run asks for an exact command\n"
-            "line of the device's [actions] commands. list shows the queued actions and their\n"
-            "results.\n");
+            "line of the device's [actions] commands; upload_logs sends the device's systemd\n"
+            "journal entries of the last MINUTES (1..1440), debug level included, of the UNITs\n"
+            "or of all. list shows the queued actions and their results.\n");
     return out == stdout ? 0 : 2;
 }
 
@@ -125,7 +127,9 @@ int actions_cli_sign(int argc, char **argv, struct ferry_buf *env, struct action
     const char *device = argv[optind], *kind = argv[optind + 1];
     int k = action_kind_parse(kind);
     if (k < 0) {
-        fprintf(stderr, "ferry-ingest: action send: kind \"%s\": restart_unit, reboot or run\n",
+        fprintf(stderr,
+                "ferry-ingest: action send: kind \"%s\": restart_unit, reboot, run or "
+                "upload_logs\n",
                 kind);
         return 2;
     }

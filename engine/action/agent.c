@@ -142,6 +142,9 @@ int action_agent_command(const struct action_agent_config *cfg, const struct act
             return -1;
         }
         break;
+    case ACTION_UPLOAD_LOGS:
+        argv[0] = NULL; /* no command: the worker reads the systemd journal */
+        return 0;
     }
     if (base != NULL && (split_words(base, strlen(base), &w, &left, argv, &n) != 0 || n == 0)) {
         snprintf(why, why_len, "the configured %s command is empty or too long",
@@ -466,10 +469,43 @@ static int recover(struct action_agent *a)
 
 /* ---- Executing ---------------------------------------------------------------------------- */
 
+/* upload_logs on the worker: the result's output says what was appended. */
+static void upload_logs(struct action_agent *a)
+{
+    struct action_run_result *r = &a->result;
+    memset(r, 0, sizeof(*r));
+    r->exit_code = -1;
+    r->output = calloc(1, 256);
+    if (r->output == NULL) {
+        r->not_run = true;
+        return;
+    }
+    int64_t minutes = 0;
+    (void)ferry_parse_i64(a->cur.args[0], 1, ACTION_LOGS_MINUTES_MAX, &minutes); /* checked */
+    const char *units[ACTION_ARGS_MAX];
+    for (size_t i = 1; i < a->cur.n_args; i++)
+        units[i - 1] = a->cur.args[i];
+    int64_t now = ferry_realtime_ns();
+    struct action_logs_result lr;
+    int rc = action_upload_logs(a->journal, a->cfg.logs_directory, now - minutes * 60000000000LL,
+                                now, units, a->cur.n_args - 1, a->cur.id, &lr);
+    int n = rc == 0 ? snprintf(r->output, 256,
+                               "%llu log records of the last %lld minutes appended, %llu left out",
+                               (unsigned long long)lr.records, (long long)minutes,
+                               (unsigned long long)lr.left_out)
+                    : snprintf(r->output, 256, "%s (%llu records appended before)", lr.error,
+                               (unsigned long long)lr.records);
+    r->output_len = n > 0 && n < 256 ? (size_t)n : strlen(r->output);
+    r->exit_code = rc == 0 ? 0 : 1;
+}
+
 static void *worker(void *arg)
 {
     struct action_agent *a = arg;
-    action_run(a->argv, a->cfg.timeout_ms, a->cfg.output_max, &a->child, &a->result);
+    if (a->cur.kind == ACTION_UPLOAD_LOGS)
+        upload_logs(a);
+    else
+        action_run(a->argv, a->cfg.timeout_ms, a->cfg.output_max, &a->child, &a->result);
     char b = 1;
     while (write(a->pipe_fd[1], &b, 1) < 0 && errno == EINTR)
         ;
@@ -559,7 +595,7 @@ static bool take(struct action_agent *a, const char *env)
         rc = -1;
     if (rc != 0)
         return false; /* not recorded: not run (it comes again with the next poll) */
-    log_info("action", "%s %s: running %s", kind, act->id, a->argv[0]);
+    log_info("action", "%s %s: running %s", kind, act->id, a->argv[0] ? a->argv[0] : kind);
     a->running = true;
     if (pthread_create(&a->thread, NULL, worker, a) != 0) {
         a->running = false;

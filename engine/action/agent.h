@@ -15,6 +15,10 @@
  * never runs it. Entries are kept until their action expired (an expired action is refused
  * anyway), so the set of seen ids stays bounded.
  *
+ * upload_logs runs no command: the worker copies the systemd journal's entries of the last N
+ * minutes, debug included, into the log stream (action_upload_logs); the result's output says
+ * how many. It is always allowed: it reads what the device already logged.
+ *
  * Results (event "action.result", fields id, kind, status, exit_code, output, reason):
  *   ok           ran and exited 0           failed       ran and exited non-zero, or a signal
  *   timeout      killed after `timeout`     interrupted  ferryd stopped while it ran
@@ -55,6 +59,8 @@ struct action_agent_config {
     int64_t timeout_ms;       /* per command */
     size_t output_max;        /* bytes of output kept (the tail) */
     const char *boot_id_file; /* NULL: /proc/sys/kernel/random/boot_id (tests point elsewhere) */
+    const char
+        *logs_directory; /* upload_logs: NULL = the local systemd journal; else files there */
     int (*sign_request)(void *arg, const char *method, const char *target, int64_t time_s,
                         struct reqsign_headers *out);
     void *sign_arg;
@@ -87,6 +93,23 @@ struct action_run_result {
 void action_run(char *const argv[], int64_t timeout_ms, size_t output_max, volatile pid_t *pid,
                 struct action_run_result *out);
 void action_run_result_free(struct action_run_result *r);
+
+/* upload_logs: what was appended. */
+#define ACTION_LOGS_MAX_ENTRIES 20000
+#define ACTION_LOGS_MAX_BYTES (8u << 20)
+struct action_logs_result {
+    uint64_t records;  /* log records appended */
+    uint64_t left_out; /* entries over the limits above or over the record limits */
+    char error[160];
+};
+
+/* Appends the systemd journal's entries from since_ns to until_ns (realtime), of `units` (or of
+ * every unit when n_units is 0), at every priority, to ferry's log stream with the tag
+ * action=<action_id> (logs.c). `directory`: NULL for the local journal. Blocking (worker
+ * thread). Returns 0, or -1 with out->error (records appended before an error stay). */
+int action_upload_logs(struct journal *j, const char *directory, int64_t since_ns, int64_t until_ns,
+                       const char *const *units, size_t n_units, const char *action_id,
+                       struct action_logs_result *out);
 
 /*
  * Creates the agent: reports actions a crash interrupted (see above), drops expired entries,

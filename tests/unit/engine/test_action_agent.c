@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -388,6 +389,88 @@ static void test_crash_between_start_and_result(void **state)
     free(env);
 }
 
+/* upload_logs: the systemd journal's entries of the last N minutes, debug included, become log
+ * records tagged with the action; older entries and other units stay out. Journal files are made
+ * by systemd-journal-remote from export text (no running journald needed). */
+static int count_logs_cb(void *arg, const struct journal_entry *e)
+{
+    int *counts = arg; /* [0] records tagged, [1] of them at debug level, [2] "old" ones */
+    struct record_scratch *sc = malloc(sizeof *sc);
+    struct record r;
+    char why[128];
+    if (sc && record_unpack(e->payload, e->len, sc, &r, why, sizeof why) == 0) {
+        for (size_t i = 0; i < r.n_tags; i++)
+            if (r.tags[i].key.len == 6 && memcmp(r.tags[i].key.ptr, "action", 6) == 0) {
+                counts[0]++;
+                counts[1] += r.level == 7;
+                counts[2] += r.message.len >= 3 && memcmp(r.message.ptr, "old", 3) == 0;
+            }
+    }
+    free(sc);
+    return 0;
+}
+
+static void test_upload_logs(void **state)
+{
+    struct fixture *f = *state;
+    char exp[256], jdir[256], cmd[800];
+    snprintf(exp, sizeof exp, "%s/in.export", f->dir);
+    snprintf(jdir, sizeof jdir, "%s/sysjournal", f->dir);
+    assert_int_equal(mkdir(jdir, 0700), 0);
+    FILE *fp = fopen(exp, "w");
+    assert_non_null(fp);
+    long long now_us = ferry_realtime_ns() / 1000;
+    for (int i = 0; i < 30; i++) {
+        /* 10 entries two hours old, 20 of the last ten minutes; every third at debug level;
+         * the new ones alternate between two units */
+        bool old = i < 10;
+        long long ts = old ? now_us - 7200000000LL + i : now_us - 600000000LL + i * 1000000LL;
+        fprintf(fp,
+                "__REALTIME_TIMESTAMP=%lld\n__MONOTONIC_TIMESTAMP=%d\n"
+                "_BOOT_ID=0123456789abcdef0123456789abcdef\nMESSAGE=%s %d\nPRIORITY=%d\n"
+                "_SYSTEMD_UNIT=%s\nSYSLOG_IDENTIFIER=app\n_PID=42\n\n",
+                ts, 1000 + i, old ? "old" : "new", i, i % 3 == 0 ? 7 : 6,
+                i % 2 ? "app.service" : "other.service");
+    }
+    assert_int_equal(fclose(fp), 0);
+    snprintf(cmd, sizeof cmd,
+             "/lib/systemd/systemd-journal-remote -o %s/remote.journal %s >/dev/null 2>&1", jdir,
+             exp);
+    assert_int_equal(system(cmd), 0);
+    f->cfg.logs_directory = jdir;
+    struct action_agent *ag = NULL;
+    char err[200];
+    assert_int_equal(action_agent_new(f->base, f->http, f->j, &f->cfg, &ag, err, sizeof err), 0);
+    struct action a;
+    make(&a, ACTION_UPLOAD_LOGS, NULL);
+    SET(a.args[0], "30");
+    a.n_args = 1;
+    char *env = sign(&a, f->sk);
+    assert_int_equal(action_agent_offer(ag, env, strlen(env)), 0);
+    struct found fd = wait_result(f, a.id);
+    assert_int_equal(fd.n, 1);
+    assert_string_equal(fd.status, "ok");
+    assert_non_null(strstr(fd.output, "20 log records of the last 30 minutes"));
+    int counts[3] = {0, 0, 0};
+    assert_int_equal(journal_read(f->j, RECORD_LOG, NULL, count_logs_cb, counts, NULL), 0);
+    assert_int_equal(counts[0], 20); /* the new ones */
+    assert_int_equal(counts[1], 6);  /* i = 12, 15, ..., 27: debug level kept */
+    assert_int_equal(counts[2], 0);  /* nothing older than 30 minutes */
+    free(env);
+    /* one unit only */
+    make(&a, ACTION_UPLOAD_LOGS, NULL);
+    SET(a.args[0], "30");
+    SET(a.args[1], "app.service");
+    a.n_args = 2;
+    env = sign(&a, f->sk);
+    assert_int_equal(action_agent_offer(ag, env, strlen(env)), 0);
+    fd = wait_result(f, a.id);
+    assert_string_equal(fd.status, "ok");
+    assert_non_null(strstr(fd.output, "10 log records"));
+    free(env);
+    action_agent_free(ag);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -395,6 +478,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runs_once_and_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_between_start_and_result, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upload_logs, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
