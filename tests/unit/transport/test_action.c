@@ -42,6 +42,10 @@ static void make(struct action *a, enum action_kind kind)
         SET(a->args[0], "/bin/echo");
         SET(a->args[1], "hi");
         a->n_args = 2;
+    } else if (kind == ACTION_UPLOAD_LOGS) {
+        SET(a->args[0], "30");
+        SET(a->args[1], "app.service");
+        a->n_args = 2;
     } else if (kind == ACTION_RESTART_UNIT) {
         SET(a->args[0], "app.service");
         a->n_args = 1;
@@ -61,7 +65,7 @@ static void test_roundtrip(void **state)
 {
     (void)state;
     const uint8_t(*keys)[32] = (const uint8_t(*)[32])pk;
-    for (int k = ACTION_RESTART_UNIT; k <= ACTION_RUN; k++) {
+    for (int k = ACTION_RESTART_UNIT; k <= ACTION_UPLOAD_LOGS; k++) {
         struct action a, b;
         make(&a, (enum action_kind)k);
         struct ferry_buf env = FERRY_BUF_INIT;
@@ -202,6 +206,12 @@ static void test_form_and_limits(void **state)
     make(&a, ACTION_REBOOT);
     a.id[3] = 'G';
     assert_int_equal(action_sign(&a, sk, &env, why, sizeof(why)), ACTION_E_FORMAT);
+    const char *minutes[] = {"0", "1441", "abc", "-5", "30m"};
+    for (size_t i = 0; i < sizeof(minutes) / sizeof(minutes[0]); i++) {
+        make(&a, ACTION_UPLOAD_LOGS);
+        SET(a.args[0], minutes[i]);
+        assert_int_equal(action_sign(&a, sk, &env, why, sizeof(why)), ACTION_E_FORMAT);
+    }
     assert_int_equal(env.len, 0);
     /* malformed envelopes */
     struct action b;
