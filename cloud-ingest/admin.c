@@ -367,6 +367,8 @@ static int remote_action(const struct ingest_admin_remote *r, int argc, char **a
             long code = remote_call(r, "POST", path, text, &b);
             json_t *j = code == 200 ? json_loadb((const char *)b.data, b.len, 0, NULL) : NULL;
             const char *id = json_string_value(json_object_get(j, "id"));
+            if (code == 409 && actions_cli_idempotent(argc, argv))
+                id = a.id; /* queued before with this --idempotency-key */
             if (id != NULL) {
                 printf("%s\n", id);
                 status = 0;

@@ -64,6 +64,8 @@ int actions_cli_main(struct ingest_store *store, const char *actor, int argc, ch
  * a message on stderr. For the CLI's remote mode (--url: POST /v1/devices/{id}/actions). */
 struct action;
 int actions_cli_sign(int argc, char **argv, struct ferry_buf *env, struct action *a, bool *print);
+/* Whether `action send` argv carries --idempotency-key (a 409 then means: already queued). */
+int actions_cli_idempotent(int argc, char **argv);
 /* Whether argv (after "action") is a command that needs no store (keygen, --help). */
 int actions_cli_needs_store(int argc, char **argv);
 

@@ -30,6 +30,7 @@ static int usage(FILE *out)
     fprintf(out,
             "usage: ferry-ingest action keygen PREFIX\n"
             "       ferry-ingest [options] action send --key FILE [--expires DURATION] [--print]\n"
+            "                    [--idempotency-key TEXT]\n"
             "                    DEVICE restart_unit UNIT | reboot | run PROGRAM [ARG...] |\n"
             "                    upload_logs MINUTES [UNIT...]\n"
             "       ferry-ingest [options] action list [--device ID] [--state pending|done] "
@@ -42,7 +43,9 @@ static int usage(FILE *out)
             "stdout instead (for POST /v1/devices/DEVICE/actions). run asks for an exact command\n"
             "line of the device's [actions] commands; upload_logs sends the device's systemd\n"
             "journal entries of the last MINUTES (1..1440), debug level included, of the UNITs\n"
-            "or of all. list shows the queued actions and their results.\n");
+            "or of all. --idempotency-key makes the id a hash of DEVICE and TEXT: sending again\n"
+            "queues nothing and prints the same id (for callers that may run twice). list shows\n"
+            "the queued actions and their results.\n");
     return out == stdout ? 0 : 2;
 }
 
@@ -102,12 +105,11 @@ static int cmd_keygen(int argc, char **argv)
 
 int actions_cli_sign(int argc, char **argv, struct ferry_buf *env, struct action *a, bool *print)
 {
-    static const struct option opts[] = {{"key", required_argument, NULL, 'k'},
-                                         {"expires", required_argument, NULL, 'e'},
-                                         {"print", no_argument, NULL, 'p'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    const char *key = NULL, *expires = "24h";
+    static const struct option opts[] = {
+        {"key", required_argument, NULL, 'k'}, {"expires", required_argument, NULL, 'e'},
+        {"print", no_argument, NULL, 'p'},     {"idempotency-key", required_argument, NULL, 'i'},
+        {"help", no_argument, NULL, 'h'},      {NULL, 0, NULL, 0}};
+    const char *key = NULL, *expires = "24h", *idem = NULL;
     *print = false;
     int c;
     optind = 1;
@@ -118,6 +120,8 @@ int actions_cli_sign(int argc, char **argv, struct ferry_buf *env, struct action
             expires = optarg;
         else if (c == 'p')
             *print = true;
+        else if (c == 'i')
+            idem = optarg;
         else
             return usage(c == 'h' ? stdout : stderr);
     }
@@ -156,7 +160,21 @@ int actions_cli_sign(int argc, char **argv, struct ferry_buf *env, struct action
                 expires);
         return 2;
     }
-    action_new_id(a->id);
+    if (idem != NULL) {
+        /* the same key for the same device gives the same id: a second send is a 409 that
+         * `send` reports as done, so a caller that runs at least once (an alert's command
+         * action) queues the action once */
+        uint8_t h[ACTION_ID_HEX / 2];
+        crypto_generichash_state st;
+        crypto_generichash_init(&st, NULL, 0, sizeof(h));
+        crypto_generichash_update(&st, (const uint8_t *)"ferry-action-id-v1\n", 19);
+        crypto_generichash_update(&st, (const uint8_t *)a->device, strlen(a->device) + 1);
+        crypto_generichash_update(&st, (const uint8_t *)idem, strlen(idem));
+        crypto_generichash_final(&st, h, sizeof(h));
+        ferry_hex_encode(h, sizeof(h), a->id);
+        a->id[ACTION_ID_HEX] = '\0';
+    } else
+        action_new_id(a->id);
     a->created_s = now_ns / 1000000000;
     a->expires_s = exp_ns / 1000000000;
     uint8_t sk[64];
@@ -169,6 +187,19 @@ int actions_cli_sign(int argc, char **argv, struct ferry_buf *env, struct action
         fprintf(stderr, "ferry-ingest: action send: %s%s%s\n", action_strerror(rc),
                 why[0] ? ": " : "", why);
         return 2;
+    }
+    return 0;
+}
+
+int actions_cli_idempotent(int argc, char **argv)
+{
+    /* the options before DEVICE (getopt stops there: what follows is the action's) */
+    for (int i = 1; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "--idempotency-key") == 0 ||
+            strncmp(argv[i], "--idempotency-key=", 18) == 0)
+            return 1;
+        if (strcmp(argv[i], "--key") == 0 || strcmp(argv[i], "--expires") == 0)
+            i++;
     }
     return 0;
 }
@@ -190,6 +221,10 @@ static int cmd_send(struct ingest_store *st, const char *actor, int argc, char *
     char id[33], err[300];
     int code = actions_queue(st, (const char *)env.data, env.len, actor, id, err, sizeof(err));
     ferry_buf_free(&env);
+    if (code == 409 && actions_cli_idempotent(argc, argv)) {
+        printf("%s\n", a.id); /* queued before with this --idempotency-key */
+        return 0;
+    }
     if (code != 0) {
         fprintf(stderr, "ferry-ingest: %s\n", err);
         return 1;
@@ -299,7 +334,8 @@ int actions_cli_needs_store(int argc, char **argv)
         if (strcmp(argv[i], "--print") == 0 || strcmp(argv[i], "--help") == 0)
             return 0;
         if (strcmp(argv[i], "--key") == 0 || strcmp(argv[i], "--expires") == 0 ||
-            strcmp(argv[i], "--device") == 0 || strcmp(argv[i], "--state") == 0)
+            strcmp(argv[i], "--device") == 0 || strcmp(argv[i], "--state") == 0 ||
+            strcmp(argv[i], "--idempotency-key") == 0)
             i++;
     }
     return 1;

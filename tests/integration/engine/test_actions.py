@@ -104,9 +104,10 @@ def main():
         t = threading.Thread(target=flap, daemon=True)
         t.start()
 
-        def send(tag, sleep_s, key=keys):
-            return ingest_cli(h, ingest, "action", "send", "--key", key + ".key", dev_id, "run",
-                              "/bin/sh", script, tag, sleep_s).strip()
+        def send(tag, sleep_s, key=keys, idem=None):
+            opts = ["--idempotency-key", idem] if idem else []
+            return ingest_cli(h, ingest, "action", "send", "--key", key + ".key", *opts, dev_id,
+                              "run", "/bin/sh", script, tag, sleep_s).strip()
 
         sent = {}
         kills = 0
@@ -123,7 +124,10 @@ def main():
             kills += 1
             time.sleep(rnd.uniform(0.0, 1.0))
             d.start()
-        quick = send("quick", "0")
+        # as an alert's command action would (at least once): the same idempotency key twice
+        quick = send("quick", "0", idem="gpu_hot jetson 2026-12-07T07:34:46.709Z")
+        if send("quick", "0", idem="gpu_hot jetson 2026-12-07T07:34:46.709Z") != quick:
+            raise AssertionError("--idempotency-key gave another id")
         sent[quick] = "quick"
         forged = send("rogue", "0", key=rogue)
         sent[forged] = "rogue"
