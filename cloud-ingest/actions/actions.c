@@ -25,9 +25,12 @@
 #define PENDING_PREFIX "action.pending/"
 #define RECORD_PREFIX "action/"
 
-static void pending_key(char *out, size_t len, const char *device, const char *id)
+/* action.pending/<device>/<queued_ns, 20 digits>/<id>: a device's pending actions sort in the
+ * order they were queued (ids are random). */
+static void pending_key(char *out, size_t len, const char *device, int64_t queued_ns,
+                        const char *id)
 {
-    snprintf(out, len, "%s%s/%s", PENDING_PREFIX, device, id);
+    snprintf(out, len, "%s%s/%020lld/%s", PENDING_PREFIX, device, (long long)queued_ns, id);
 }
 
 int actions_queue(struct ingest_store *store, const char *envelope, size_t len, const char *by,
@@ -51,8 +54,9 @@ int actions_queue(struct ingest_store *store, const char *envelope, size_t len, 
         return 503;
     }
     char rkey[64], pkey[160];
+    int64_t queued_ns = ferry_realtime_ns();
     snprintf(rkey, sizeof(rkey), "%s%s", RECORD_PREFIX, a.id);
-    pending_key(pkey, sizeof(pkey), a.device, a.id);
+    pending_key(pkey, sizeof(pkey), a.device, queued_ns, a.id);
     struct ferry_buf old = FERRY_BUF_INIT;
     rc = ingest_store_kv_get(store, rkey, &old);
     ferry_buf_free(&old);
@@ -63,11 +67,11 @@ int actions_queue(struct ingest_store *store, const char *envelope, size_t len, 
     json_t *args = json_array();
     for (size_t i = 0; args != NULL && i < a.n_args; i++)
         json_array_append_new(args, json_string(a.args[i]));
-    json_t *rec =
-        json_pack("{s:s,s:s,s:s,s:o,s:I,s:I,s:I,s:s,s:s}", "id", a.id, "device", a.device, "kind",
-                  action_kind_name(a.kind), "args", args ? args : json_array(), "created",
-                  (json_int_t)a.created_s, "expires", (json_int_t)a.expires_s, "queued_ns",
-                  (json_int_t)ferry_realtime_ns(), "by", by ? by : "", "state", "pending");
+    json_t *rec = json_pack("{s:s,s:s,s:s,s:o,s:I,s:I,s:I,s:s,s:s,s:s}", "id", a.id, "device",
+                            a.device, "kind", action_kind_name(a.kind), "args",
+                            args ? args : json_array(), "created", (json_int_t)a.created_s,
+                            "expires", (json_int_t)a.expires_s, "queued_ns", (json_int_t)queued_ns,
+                            "by", by ? by : "", "state", "pending", "pending_key", pkey);
     char *text = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
     json_decref(rec);
     if (text == NULL) {
@@ -110,6 +114,7 @@ static int list_cb(const char *key, const void *value, size_t len, void *arg)
         json_decref(o);
         return 0;
     }
+    json_object_del(o, "pending_key"); /* the store's business */
     if (json_array_append_new(l->out, o) != 0) {
         l->rc = INGEST_STORE_ENOMEM;
         return 1;
@@ -217,11 +222,16 @@ int actions_take_results(struct ingest_store *store, const char *device, const j
         json_object_set_new(rec, "reason", clean_string(json_object_get(r, "reason"), 512));
         json_object_set_new(rec, "result_ns",
                             json_integer(json_integer_value(json_object_get(r, "ts"))));
+        const char *pk = json_string_value(json_object_get(rec, "pending_key"));
+        if (pk == NULL || ferry_strlcpy(pkey, pk, sizeof(pkey)) >= sizeof(pkey)) {
+            json_decref(rec);
+            continue; /* not a record this code wrote */
+        }
+        json_object_del(rec, "pending_key");
         char *text = json_dumps(rec, JSON_COMPACT);
         json_decref(rec);
         if (text == NULL)
             return INGEST_STORE_ENOMEM;
-        pending_key(pkey, sizeof(pkey), device, id);
         struct ingest_kv_op ops[2] = {
             {rkey, text, strlen(text), false},
             {pkey, NULL, 0, true},

@@ -7,14 +7,14 @@
  * envelope's form and that its device is known before it queues it.
  *
  * Store entries (the store's kv table, one transaction per change):
- *   action.pending/<device>/<id>  the envelope, while no result came back
+ *   action.pending/<device>/<queued_ns: 20 digits>/<id>
+ *                                 the envelope, while no result came back (in queue order)
  *   action/<id>                   {"id","device","kind","args","created","expires","queued_ns",
- *                                  "by","state":"pending"|"done", and when done "status",
- *                                  "exit_code","output","reason","result_ns"}
- * A device fetches its pending envelopes with GET /v1/devices/{id}/actions (device-signed); its
- * "action.result" event, stored with its batch, moves the action to "done" and drops the pending
- * entry (actions_take_results, called after the batch's durable commit, idempotent: a batch sent
- * again changes nothing).
+ *                                  "by","state":"pending"|"done", "pending_key" while pending, and
+ * when done "status", "exit_code","output","reason","result_ns"} A device fetches its pending
+ * envelopes with GET /v1/devices/{id}/actions (device-signed); its "action.result" event, stored
+ * with its batch, moves the action to "done" and drops the pending entry (actions_take_results,
+ * called after the batch's durable commit, idempotent: a batch sent again changes nothing).
  *
  * HTTP: GET /v1/devices/{id}/actions (device)  {"actions":["<envelope>",...]} (oldest first, at
  *       most ACTIONS_DELIVER_MAX)

@@ -552,7 +552,8 @@ static bool take(struct action_agent *a, const char *env)
     int64_t now = now_s(a);
     if (rc != ACTION_OK) {
         if (!act->id[0]) {
-            log_warn("action", "an action without a readable id refused: %s", why);
+            log_limited(300, FERRY_LOG_WARN, "action",
+                        "an action without a readable id refused: %s", why);
             return false;
         }
         if (!seen(a, act->id)) {

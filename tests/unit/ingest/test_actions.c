@@ -86,6 +86,23 @@ static json_t *result(const char *id, const char *status, const char *output)
     return r;
 }
 
+struct order {
+    int n;
+    char (*ids)[33];
+};
+
+static int order_cb(const char *key, const void *value, size_t len, void *arg)
+{
+    struct order *o = arg;
+    struct action a;
+    char why[200];
+    (void)key;
+    assert_int_equal(action_parse_unverified(value, len, &a, why, sizeof(why)), 0);
+    assert_string_equal(a.id, o->ids[o->n]);
+    o->n++;
+    return 0;
+}
+
 static void test_queue_and_results(void **state)
 {
     (void)state;
@@ -155,6 +172,17 @@ static void test_queue_and_results(void **state)
     free(e1);
     free(e2);
     free(e3);
+    /* a device's pending envelopes come in the order they were queued (ids are random) */
+    add_device(s, "dev-3");
+    char ids[5][33];
+    for (int i = 0; i < 5; i++) {
+        char *e = envelope("dev-3", &a);
+        assert_int_equal(actions_queue(s, e, strlen(e), "x", ids[i], err, sizeof(err)), 0);
+        free(e);
+    }
+    struct order ord = {0, ids};
+    assert_int_equal(ingest_store_kv_scan(s, "action.pending/dev-3/", 0, order_cb, &ord), 0);
+    assert_int_equal(ord.n, 5);
     ingest_store_close(s);
 }
 
