@@ -98,6 +98,16 @@ const char ferryd_config_defaults[] = "[device]\n"
                                       "[collect.jetson]\n"
                                       "enabled = auto\n"
                                       "interval = 10s\n"
+                                      "[actions]\n"
+                                      "keys =\n"
+                                      "poll_interval = 5m\n"
+                                      "units =\n"
+                                      "commands =\n"
+                                      "commands_file =\n"
+                                      "restart_command = /bin/systemctl restart\n"
+                                      "reboot_command = /bin/systemctl reboot\n"
+                                      "timeout = 5m\n"
+                                      "output_max = 4KiB\n"
                                       "[log]\n"
                                       "level = info\n";
 
@@ -201,6 +211,15 @@ static const struct config_key config_keys[] = {
     {"collect.jetson", "enabled", KEY_STRING, OFF(collect_jetson_enabled), false, 0, 0},
     {"collect.jetson", "interval", KEY_DURATION, OFF(collect_jetson_interval_ms), false, 1000,
      DAY_MS},
+    {"actions", "keys", KEY_STRING, OFF(actions_keys), false, 0, 0},
+    {"actions", "poll_interval", KEY_DURATION, OFF(actions_poll_interval_ms), false, 1000, DAY_MS},
+    {"actions", "units", KEY_STRING, OFF(actions_units), false, 0, 0},
+    {"actions", "commands", KEY_STRING, OFF(actions_commands), false, 0, 0},
+    {"actions", "commands_file", KEY_STRING, OFF(actions_commands_file), false, 0, 0},
+    {"actions", "restart_command", KEY_STRING, OFF(actions_restart_command), false, 0, 0},
+    {"actions", "reboot_command", KEY_STRING, OFF(actions_reboot_command), false, 0, 0},
+    {"actions", "timeout", KEY_DURATION, OFF(actions_timeout_ms), false, 1000, DAY_MS},
+    {"actions", "output_max", KEY_SIZE, OFF(actions_output_max_bytes), false, 64, 64 * KIB},
     {"log", "level", KEY_LOG_LEVEL, OFF(log_level), true, 0, 0},
 };
 
@@ -1079,6 +1098,17 @@ static void check_cross(struct load_state *st)
     }
     if (c->update_enabled)
         check_components(st);
+    {
+        uint8_t keys[FERRYD_MAX_ACTION_KEYS][32];
+        size_t n = 0;
+        const struct config_key *k = key_by_offset(OFF(actions_keys));
+        st->line = st->set_line[k - config_keys];
+        if (ferryd_config_action_keys(c, keys, FERRYD_MAX_ACTION_KEYS, &n) != 0)
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[actions] keys: up to %d Ed25519 public keys as 64 hex digits, separated "
+                      "by commas or spaces",
+                      FERRYD_MAX_ACTION_KEYS);
+    }
     if (strcmp(c->collect_jetson_enabled, "auto") != 0 &&
         strcmp(c->collect_jetson_enabled, "true") != 0 &&
         strcmp(c->collect_jetson_enabled, "false") != 0) {
@@ -1331,11 +1361,11 @@ int ferryd_config_diff(const struct ferryd_config *old_cfg, const struct ferryd_
     return n;
 }
 
-int ferryd_config_release_keys(const struct ferryd_config *cfg, uint8_t (*keys)[32], size_t cap,
-                               size_t *n)
+/* Hex Ed25519 public keys separated by commas or spaces into keys (cap entries). */
+static int decode_keys(const char *text, uint8_t (*keys)[32], size_t cap, size_t *n)
 {
     *n = 0;
-    const char *p = cfg->update_release_keys ? cfg->update_release_keys : "";
+    const char *p = text ? text : "";
     for (;;) {
         while (*p == ' ' || *p == ',' || *p == '\t')
             p++;
@@ -1352,6 +1382,18 @@ int ferryd_config_release_keys(const struct ferryd_config *cfg, uint8_t (*keys)[
         (*n)++;
         p += len;
     }
+}
+
+int ferryd_config_release_keys(const struct ferryd_config *cfg, uint8_t (*keys)[32], size_t cap,
+                               size_t *n)
+{
+    return decode_keys(cfg->update_release_keys, keys, cap, n);
+}
+
+int ferryd_config_action_keys(const struct ferryd_config *cfg, uint8_t (*keys)[32], size_t cap,
+                              size_t *n)
+{
+    return decode_keys(cfg->actions_keys, keys, cap, n);
 }
 
 int ferryd_parse_hostport(const char *s, char *host, size_t host_len, uint16_t *port)

@@ -168,6 +168,17 @@ struct ferryd_config {
     } journalds[FERRYD_MAX_JOURNALDS];
     size_t n_journalds;
 
+    /* [actions] (signed device actions, engine/action/agent.h) */
+    char *actions_keys; /* trusted operator action keys; "" : actions off */
+    int64_t actions_poll_interval_ms;
+    char *actions_units;         /* units restart_unit may name */
+    char *actions_commands;      /* exact command lines `run` may ask for, ';'-separated */
+    char *actions_commands_file; /* more of them, one per line ('#' comments); "" : none */
+    char *actions_restart_command;
+    char *actions_reboot_command; /* "" : reboot refused */
+    int64_t actions_timeout_ms;
+    uint64_t actions_output_max_bytes;
+
     /* [log] */
     enum ferry_log_level log_level;
 };
@@ -218,6 +229,13 @@ size_t ferryd_config_components(const struct ferryd_config *cfg,
  * a key is not 64 hex digits or there are more than cap. */
 int ferryd_config_release_keys(const struct ferryd_config *cfg, uint8_t (*keys)[32], size_t cap,
                                size_t *n) __attribute__((warn_unused_result));
+
+/* Most operator action keys [actions] keys may list. */
+#define FERRYD_MAX_ACTION_KEYS 8
+
+/* Decodes [actions] keys like ferryd_config_release_keys. */
+int ferryd_config_action_keys(const struct ferryd_config *cfg, uint8_t (*keys)[32], size_t cap,
+                              size_t *n) __attribute__((warn_unused_result));
 
 /* Parses "host:port", "[v6]:port" or ":port" (all interfaces) into its parts; host is
  * written NUL-terminated into host (empty for ":port"). Returns 0 or -1. */

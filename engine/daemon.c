@@ -42,6 +42,7 @@
 #include "engine/status.h"
 #include "journal/journal.h"
 #include "engine/sync.h"
+#include "engine/action/agent.h"
 #include "engine/ota/ota.h"
 #include "transport/http_client.h"
 
@@ -95,6 +96,15 @@ struct ferryd {
     size_t n_ota_strings;
     uint8_t release_keys[FERRYD_MAX_RELEASE_KEYS][32];
     const char *health_commands[FERRYD_MAX_COMPONENTS][1];
+    /* Device actions ([actions], engine/action/agent.h): started like the OTA agent once the
+     * device has an id, with copies of its configuration strings. */
+    struct event *actions_timer;
+    struct http_client *actions_http;
+    struct action_agent *actions;
+    bool actions_failed;
+    char *actions_strings[10];
+    size_t n_actions_strings;
+    uint8_t action_keys[FERRYD_MAX_ACTION_KEYS][32];
 };
 
 /* ---- Own events ------------------------------------------------------------------------- */
@@ -379,6 +389,144 @@ static void maybe_start_ota(struct ferryd *d)
 static void on_ota_timer(evutil_socket_t fd, short what, void *arg)
 {
     maybe_start_ota(arg);
+}
+
+static const char *actions_keep(struct ferryd *d, const char *s)
+{
+    if (!s || d->n_actions_strings == sizeof d->actions_strings / sizeof d->actions_strings[0])
+        return NULL;
+    char *copy = strdup(s);
+    if (copy)
+        d->actions_strings[d->n_actions_strings++] = copy;
+    return copy;
+}
+
+static void wake_sync(void *arg)
+{
+    struct ferryd *d = arg;
+    if (d->sync)
+        sync_wake(d->sync);
+}
+
+/* [actions] commands and the lines of commands_file as one ';'-separated list (malloc'd), or
+ * NULL with a message logged. */
+static char *action_commands(const struct ferryd_config *c)
+{
+    struct ferry_buf b = FERRY_BUF_INIT;
+    int rc = ferry_buf_append(&b, c->actions_commands, strlen(c->actions_commands));
+    if (rc == 0 && c->actions_commands_file[0]) {
+        char path[PATH_MAX];
+        uint8_t *data = NULL;
+        size_t len = 0;
+        if (ferryd_config_path(c, c->actions_commands_file, path, sizeof path) != 0 ||
+            ferry_read_file(path, 64 * 1024, &data, &len) != 0) {
+            log_error("ferryd", "actions: cannot read [actions] commands_file %s (at most 64 KiB)",
+                      c->actions_commands_file);
+            ferry_buf_free(&b);
+            return NULL;
+        }
+        unsigned line = 0;
+        for (char *p = (char *)data, *nl; rc == 0 && p < (char *)data + len; p = nl + 1) {
+            nl = memchr(p, '\n', len - (size_t)(p - (char *)data));
+            if (nl == NULL)
+                nl = (char *)data + len;
+            line++;
+            size_t n = (size_t)(nl - p);
+            while (n > 0 && (p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t'))
+                n--;
+            while (n > 0 && (*p == ' ' || *p == '\t')) {
+                p++;
+                n--;
+            }
+            if (n == 0 || *p == '#')
+                continue;
+            if (memchr(p, ';', n) != NULL) {
+                log_error("ferryd", "actions: %s:%u: a command line must not hold ';'", path, line);
+                rc = -1;
+                break;
+            }
+            rc = ferry_buf_append(&b, ";", 1) != 0 || ferry_buf_append(&b, p, n) != 0 ? -1 : 0;
+        }
+        free(data);
+    }
+    if (rc != 0 || ferry_buf_append(&b, "", 1) != 0) {
+        ferry_buf_free(&b);
+        return NULL;
+    }
+    return (char *)b.data; /* a ferry_buf's data is malloc'd: free() releases it */
+}
+
+static void maybe_start_actions(struct ferryd *d)
+{
+    if (!d->cfg.actions_keys[0] || d->actions || d->actions_failed || !d->sync ||
+        !d->cfg.server_url[0])
+        return;
+    struct sync_status ss;
+    sync_get_status(d->sync, &ss);
+    if (!ss.enrolled || !ss.device_id[0])
+        return; /* the actions URL needs the device id: the timer tries again */
+    const struct ferryd_config *c = &d->cfg;
+    struct action_agent_config ac;
+    memset(&ac, 0, sizeof ac);
+    size_t n_keys = 0;
+    if (ferryd_config_action_keys(c, d->action_keys, FERRYD_MAX_ACTION_KEYS, &n_keys) != 0) {
+        d->actions_failed = true; /* checked on load: cannot happen */
+        return;
+    }
+    ac.server_url = actions_keep(d, c->server_url);
+    ac.device_id = actions_keep(d, ss.device_id);
+    ac.ca_file = c->ca_file[0] ? actions_keep(d, c->ca_file) : NULL;
+    ac.pinned_public_key = c->pinned_public_key[0] ? actions_keep(d, c->pinned_public_key) : NULL;
+    ac.keys = (const uint8_t(*)[32])d->action_keys;
+    ac.n_keys = n_keys;
+    ac.units = actions_keep(d, c->actions_units);
+    char *commands = action_commands(c);
+    ac.commands = commands ? actions_keep(d, commands) : NULL;
+    free(commands);
+    ac.restart_command = actions_keep(d, c->actions_restart_command);
+    ac.reboot_command = actions_keep(d, c->actions_reboot_command);
+    ac.poll_interval_ms = c->actions_poll_interval_ms;
+    ac.timeout_ms = c->actions_timeout_ms;
+    ac.output_max = (size_t)c->actions_output_max_bytes;
+    ac.sign_request = sync_sign_request;
+    ac.sign_arg = d->sync;
+    ac.wake = wake_sync;
+    ac.wake_arg = d;
+    char err[256] = "";
+    d->actions_http = http_client_new(d->base);
+    if (!d->actions_http || !ac.server_url || !ac.device_id || !ac.units || !ac.commands ||
+        !ac.restart_command || !ac.reboot_command ||
+        action_agent_new(d->base, d->actions_http, d->journal, &ac, &d->actions, err, sizeof err) !=
+            0) {
+        log_error("ferryd", "actions: the agent did not start (%s); actions off until restart",
+                  err[0] ? err : "out of memory");
+        d->actions_failed = true;
+        return;
+    }
+    event_del(d->actions_timer);
+    log_info("ferryd", "actions: agent started (%zu trusted key%s, poll every %lld ms)", n_keys,
+             n_keys == 1 ? "" : "s", (long long)ac.poll_interval_ms);
+}
+
+static void on_actions_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    maybe_start_actions(arg);
+}
+
+static void free_actions(struct ferryd *d)
+{
+    action_agent_free(d->actions);
+    d->actions = NULL;
+    http_client_free(d->actions_http);
+    d->actions_http = NULL;
+    if (d->actions_timer)
+        event_free(d->actions_timer);
+    d->actions_timer = NULL;
+    for (size_t i = 0; i < d->n_actions_strings; i++)
+        free(d->actions_strings[i]);
+    d->n_actions_strings = 0;
 }
 
 static void free_ota(struct ferryd *d)
@@ -850,6 +998,12 @@ static int start_timers(struct ferryd *d)
         if (!d->ota_timer || event_add(d->ota_timer, &ota_tick) != 0)
             return -1;
     }
+    if (d->cfg.actions_keys[0]) {
+        struct timeval tick = {1, 0};
+        d->actions_timer = event_new(d->base, -1, EV_PERSIST, on_actions_timer, d);
+        if (!d->actions_timer || event_add(d->actions_timer, &tick) != 0)
+            return -1;
+    }
     uint64_t usec = 0;
     if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
         /* Half the watchdog period, as sd_watchdog_enabled(3) recommends. */
@@ -978,6 +1132,7 @@ int ferryd_new(const struct ferryd_options *opts, struct ferryd **out, char *err
     check_inventory(d);
     announce_gaps(d);
     maybe_start_ota(d);
+    maybe_start_actions(d);
     log_info("ferryd", "ferryd %s ready: data_dir %s, http %s, udp %s, unix %s, config %s",
              FERRY_VERSION, d->cfg.data_dir, d->http ? http_input_address(d->http) : "off",
              d->udp ? line_input_address(d->udp) : "off",
@@ -1023,7 +1178,8 @@ int ferryd_free(struct ferryd *d)
     for (size_t i = 0; i < d->n_journalds; i++)
         journald_free(d->journalds[i]);
     d->n_journalds = 0;
-    free_ota(d); /* before the sync engine and the journal it uses */
+    free_actions(d); /* before the sync engine and the journal it uses */
+    free_ota(d);
     sync_free(d->sync);
     d->sync = NULL;
     durable_free(d->durable); /* answers the last writes (invariant 1) */
