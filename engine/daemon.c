@@ -109,6 +109,8 @@ struct ferryd {
 
 /* ---- Own events ------------------------------------------------------------------------- */
 
+static void on_collected(void *arg);
+
 /* Appends one of ferryd's own events (string fields as key/value pairs). Logs failures. */
 static void append_event(struct ferryd *d, const char *type, const char *message,
                          const char *const *kv, size_t n_pairs)
@@ -127,8 +129,7 @@ static void append_event(struct ferryd *d, const char *type, const char *message
         goto out;
     }
     d->status.events_appended++;
-    if (d->sync)
-        sync_wake(d->sync);
+    on_collected(d); /* the sync engine is woken once the event is durable (see there) */
 out:
     ferry_buf_free(&b);
 }
@@ -187,23 +188,27 @@ static void on_records_durable(void *arg)
 }
 
 /*
- * Records a collector (built-in collectors, tail, scrape, journald) queued without waiting for
- * their commit. The sync engine reads committed records only: woken now it would find nothing new
- * and sleep until its next timer (a tailed file's last lines then waited minutes). So it is woken
- * once they are durable, through the durable helper; one wait is outstanding at a time, and
- * appends meanwhile arm the next one when it ends.
+ * Records a collector (built-in collectors, tail, scrape, journald) or ferryd itself (its own
+ * events: versions, inventory, journal gaps) queued without waiting for their commit. The sync
+ * engine reads committed records only: woken now it would find nothing new and sleep until its next
+ * timer (a tailed file's last lines then waited minutes). So it is woken once they are durable,
+ * through the durable helper; one wait is outstanding at a time, and appends meanwhile arm the next
+ * one when it ends.
  */
 static void collected_durable(void *arg, int journal_err);
 
 static void arm_collected_wait(struct ferryd *d)
 {
-    struct journal_stats js;
     struct durable_point p[RECORD_STREAM_COUNT];
     size_t n = 0;
-    if (journal_stats(d->journal, &js) == 0)
-        for (int st = 0; st < RECORD_STREAM_COUNT; st++)
-            if (js.stream[st].next_seq > 1)
-                p[n++] = (struct durable_point){(enum record_stream)st, js.stream[st].next_seq - 1};
+    /* The last sequence *assigned* per stream, not journal_stats()' committed next_seq: that
+     * one is behind while the records just queued wait for their commit, and waiting for it
+     * woke the engine before they were readable (found by an own event that stayed unsent). */
+    for (int st = 0; st < RECORD_STREAM_COUNT; st++) {
+        uint64_t last = journal_last_assigned(d->journal, (enum record_stream)st);
+        if (last > 0)
+            p[n++] = (struct durable_point){(enum record_stream)st, last};
+    }
     if (n == 0 || durable_wait(d->durable, p, n, collected_durable, d) != 0) {
         sync_wake(d->sync); /* cannot wait: wake now, the engine's timers do the rest */
         return;
@@ -235,6 +240,14 @@ static void on_collected(void *arg)
         return;
     }
     arm_collected_wait(d);
+}
+
+/* The OTA agent committed an ota.* event (it waits for the commit itself): wake the engine. */
+static void on_ota_appended(void *arg)
+{
+    struct ferryd *d = arg;
+    if (d->sync)
+        sync_wake(d->sync);
 }
 
 /* Every metric record an input accepts: the OTA agent's health gates watch them (loop thread). */
@@ -322,6 +335,8 @@ static int start_component(struct ferryd *d, const struct ferryd_update_effectiv
     oc.initial_version = ota_keep(d, e->initial_version, true);
     oc.sign_request = sync_sign_request; /* manifest and artifact GETs signed by the device key */
     oc.sign_arg = d->sync;
+    oc.appended = on_ota_appended;
+    oc.appended_arg = d;
     char err[256] = "";
     int rc = ota_agent_new(d->base, d->ota_http, d->journal, &oc, &d->ota[i], err, sizeof err);
     if (rc != 0) {
@@ -591,8 +606,7 @@ static void check_inventory(struct ferryd *d)
     log_info("ferryd", "inventory: %s, %s%s%s, kernel %s", inv.hostname,
              inv.model[0] ? inv.model : "no device-tree model", inv.l4t[0] ? ", L4T " : "", inv.l4t,
              inv.kernel);
-    if (d->sync)
-        sync_wake(d->sync);
+    on_collected(d);
 }
 
 static void on_maintenance(evutil_socket_t fd, short what, void *arg)

@@ -303,6 +303,13 @@ int journal_appendv_state(struct journal *j, struct journal_append_req *reqs, si
 int journal_wait(struct journal *j, enum record_stream stream, uint64_t seq) JOURNAL_WUR;
 
 /*
+ * The last sequence assigned to `stream` so far (queued, committed or not; 0 when none): what
+ * journal_wait() takes to wait for everything appended until now. journal_stats() counts
+ * committed records only, so its next_seq may be behind this while a commit is pending.
+ */
+uint64_t journal_last_assigned(struct journal *j, enum record_stream stream);
+
+/*
  * Waits until everything queued before the call committed, then syncs the data file to disk
  * (mdb_env_sync(force)) in every durability mode. Use it before a planned shutdown or reboot in
  * the periodic and OS modes.

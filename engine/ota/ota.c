@@ -231,6 +231,8 @@ static int persist(struct ota_agent *a, const char *event, const uint8_t *manife
     }
     log_info("ota", "%s: %s %s%s%s", name, a->cfg.component, a->st.target_version,
              a->st.reason[0] ? " - " : "", a->st.reason);
+    if (a->cfg.appended)
+        a->cfg.appended(a->cfg.appended_arg);
     return OTA_OK;
 }
 

@@ -92,6 +92,11 @@ struct ota_config {
     int (*sign_request)(void *arg, const char *method, const char *target, int64_t time_s,
                         struct reqsign_headers *out);
     void *sign_arg;
+    /* Called on the loop thread after each ota.* event committed (its state change is durable):
+     * ferryd wakes its sync engine, so the ingest learns a device's update state within the
+     * event latency, not at the next heartbeat. NULL: nobody is told. */
+    void (*appended)(void *arg);
+    void *appended_arg;
 };
 
 /* What `ferry update status` shows: a copy of the persisted state. */
