@@ -24,6 +24,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -1141,8 +1142,18 @@ int ferryd_new(const struct ferryd_options *opts, struct ferryd **out, char *err
     append_event(d, "ferryd.start", "ferryd started", kv, 4);
     /* What the device runs, for the ingest's versions object (docs/ingest.md); the OTA agent's
      * component follows in its own "versions" event once the agent runs (maybe_start_ota). */
-    const char *versions_kv[] = {"ferryd", FERRY_VERSION};
-    append_event(d, "versions", "versions running", versions_kv, 1);
+    /* ...and the device's UTC offset ("+02:00"), which rollout maintenance windows read as the
+     * device's local time (docs/rollouts.md); sent again at each start (a DST change shows at the
+     * next restart). */
+    char offset[8];
+    time_t now_s = time(NULL);
+    struct tm local;
+    long gmtoff = localtime_r(&now_s, &local) != NULL ? local.tm_gmtoff : 0;
+    long amin = (gmtoff < 0 ? -gmtoff : gmtoff) / 60;
+    snprintf(offset, sizeof offset, "%c%02ld:%02ld", gmtoff < 0 ? '-' : '+', (amin / 60) % 100,
+             amin % 60);
+    const char *versions_kv[] = {"ferryd", FERRY_VERSION, "utc_offset", offset};
+    append_event(d, "versions", "versions running", versions_kv, 2);
     check_inventory(d);
     announce_gaps(d);
     maybe_start_ota(d);

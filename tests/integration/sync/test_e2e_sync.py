@@ -233,6 +233,12 @@ def scenario_own_event_latency(h, args):
     dev = device_id(d)
     wait_for(lambda: any(r["name"] == "ferryd.start" for r in ing.export(dev, "event")), 30,
              "ferryd.start at the ingest")
+    # The versions event of the start carries the device's UTC offset (rollout windows read it).
+    versions = wait_for(lambda: [x for x in ing.devices() if x["id"] == dev and
+                                 "utc_offset" in x["versions"]], 10, "utc_offset")[0]["versions"]
+    off = time.localtime().tm_gmtoff
+    want = "%s%02d:%02d" % ("-" if off < 0 else "+", abs(off) // 3600, abs(off) % 3600 // 60)
+    assert versions["utc_offset"] == want, (versions, want)
     time.sleep(2)  # the start-up traffic is over; the engine idles until its heartbeat (5 min)
     worst = 0.0
     for i in range(3):
