@@ -185,7 +185,7 @@ function showError(main, e) {
 /* ---- Fleet page ------------------------------------------------------------------------- */
 
 const fleet = { rows: [], filtered: [], shown: 0, observer: null, filter: { q: "", state: "",
-  cls: "", version: "" } };
+  cls: "", version: "", label: "" } };
 
 async function pageFleet(main) {
   const [devs, firing] = await Promise.all([apiJson("/v1/devices"),
@@ -197,18 +197,21 @@ async function pageFleet(main) {
   fleet.rows = devs.devices.map((d) => {
     const state = deviceState(d, firingByDevice, nowMs);
     const versions = versionsText(d.versions);
-    return { d, state, versions, alerts: firingByDevice.get(d.id) || 0, backlog: backlogOf(d),
-             search: (d.id + " " + d.name + " " + d.device_class + " " + versions + " " + state)
-                       .toLowerCase() };
+    const labels = Object.entries(d.labels || {}).map(([k, v]) => k + "=" + v);
+    return { d, state, versions, labels, alerts: firingByDevice.get(d.id) || 0,
+             backlog: backlogOf(d),
+             search: (d.id + " " + d.name + " " + d.device_class + " " + versions + " " + state +
+                      " " + labels.join(" ")).toLowerCase() };
   });
 
   const tRows = performance.now();
-  const byState = new Map(), byClass = new Map(), byVersion = new Map();
+  const byState = new Map(), byClass = new Map(), byVersion = new Map(), byLabel = new Map();
   const bump = (m, k) => m.set(k, (m.get(k) || 0) + 1);
   for (const r of fleet.rows) {
     bump(byState, r.state);
     bump(byClass, r.d.device_class || "(none)");
     for (const [k, v] of Object.entries(r.d.versions || {})) bump(byVersion, k + ":" + v);
+    for (const l of r.labels) bump(byLabel, l);
   }
 
   const stateCard = (s) => el("div", { class: "card" },
@@ -231,7 +234,8 @@ async function pageFleet(main) {
 
   const options = (m, label) => [el("option", { value: "", text: label }),
     ...[...m.keys()].sort().map((k) => el("option", { value: k, text: k }))];
-  const search = el("input", { id: "search", type: "search", placeholder: "Search id, name, class, version",
+  const search = el("input", { id: "search", type: "search",
+                               placeholder: "Search id, name, class, version, label",
                                size: "36" });
   search.addEventListener("input", () => { fleet.filter.q = search.value; applyFilter(); });
   const sel = (key, m, label) => {
@@ -240,9 +244,9 @@ async function pageFleet(main) {
     return s;
   };
   const clear = el("button", { type: "button", id: "filter-clear", text: "Clear", onclick: () => {
-    fleet.filter = { q: "", state: "", cls: "", version: "" };
+    fleet.filter = { q: "", state: "", cls: "", version: "", label: "" };
     search.value = "";
-    for (const k of ["state", "cls", "version"]) $("filter-" + k).value = "";
+    for (const k of ["state", "cls", "version", "label"]) $("filter-" + k).value = "";
     applyFilter();
   } });
 
@@ -256,13 +260,15 @@ async function pageFleet(main) {
   main.replaceChildren(
     el("h1", { text: "Fleet" }), counts,
     chips("Classes", byClass, "cls"), chips("Versions", byVersion, "version"),
+    byLabel.size ? chips("Labels", byLabel, "label") : null,
     el("div", { class: "row" }, search, sel("state", byState, "any state"),
-       sel("cls", byClass, "any class"), sel("version", byVersion, "any version"), clear,
+       sel("cls", byClass, "any class"), sel("version", byVersion, "any version"),
+       sel("label", byLabel, "any label"), clear,
        el("span", { class: "muted" }, el("span", { id: "fleet-matching", text: "0" }),
           " of ", String(fleet.rows.length), " devices match")),
     table, sentinel);
   search.value = fleet.filter.q;
-  for (const k of ["state", "cls", "version"]) $("filter-" + k).value = fleet.filter[k];
+  for (const k of ["state", "cls", "version", "label"]) $("filter-" + k).value = fleet.filter[k];
 
   if (fleet.observer) fleet.observer.disconnect();
   fleet.observer = new IntersectionObserver((entries) => {
@@ -283,6 +289,7 @@ function applyFilter() {
     (!f.state || r.state === f.state) &&
     (!f.cls || (r.d.device_class || "(none)") === f.cls) &&
     (!f.version || Object.entries(r.d.versions || {}).some(([k, v]) => k + ":" + v === f.version)) &&
+    (!f.label || r.labels.includes(f.label)) &&
     words.every((w) => r.search.includes(w)));
   $("fleet-matching").textContent = String(fleet.filtered.length);
   $("fleet-body").replaceChildren();
@@ -317,14 +324,35 @@ function renderMoreRows() {
 
 /* ---- Device page ------------------------------------------------------------------------ */
 
+/* The signed device actions sent to a device (docs/actions.md), newest first. */
+function actionsTable(actions) {
+  if (!actions.length) return el("p", { class: "muted", text: "No device actions sent." });
+  const sorted = actions.slice().sort((a, b) => (b.queued_ns || 0) - (a.queued_ns || 0));
+  return el("table", { id: "device-actions" },
+    el("thead", {}, el("tr", {}, ...["Queued", "Kind", "Arguments", "By", "State", "Result",
+      "Exit", "Output"].map((h) => el("th", { text: h })))),
+    el("tbody", {}, ...sorted.map((a) => el("tr", {},
+      el("td", { text: isoTime(a.queued_ns) }),
+      el("td", { text: a.kind || "" }),
+      el("td", {}, el("code", { text: Array.isArray(a.args) ? a.args.join(" ")
+                                                           : String(a.args || "") })),
+      el("td", { text: a.by || "" }),
+      el("td", { class: "state", text: a.state || "" }),
+      el("td", { text: (a.status || "") + (a.reason ? ": " + a.reason : "") }),
+      el("td", { class: "num", text: a.exit_code === undefined || a.exit_code === null ? ""
+                                                                      : String(a.exit_code) }),
+      el("td", {}, el("code", { text: (a.output || "").slice(-200) }))))));
+}
+
 const devicePage = { id: "", metric: "", range: "hour" };
 
 async function pageDevice(main, id) {
   if (devicePage.id !== id) Object.assign(devicePage, { id, metric: "", range: "hour" });
   const enc = encodeURIComponent(id);
-  const [d, alerts, firing] = await Promise.all([
+  const [d, alerts, firing, actionsDoc] = await Promise.all([
     apiJson("/v1/devices/" + enc), apiJson("/v1/alerts?device=" + enc),
-    apiJson("/v1/alerts?state=firing&device=" + enc)]);
+    apiJson("/v1/alerts?state=firing&device=" + enc),
+    apiJson("/v1/actions?device=" + enc).catch(() => ({ actions: [] }))]);
   const nowMs = Date.now();
   const fb = new Map(firing.length ? [[id, firing.length]] : []);
   const state = deviceState(d, fb, nowMs);
@@ -338,6 +366,8 @@ async function pageDevice(main, id) {
     el("dd", { text: ago(d.last_seen_ns, nowMs) + " (" + isoTime(d.last_seen_ns) + ")" }),
     el("dt", { text: "Clock offset" }), el("dd", { text: (d.clock_offset_ns / 1e6).toFixed(1) + " ms" }),
     el("dt", { text: "Versions" }), el("dd", { id: "device-versions", text: versionsText(d.versions) || "–" }),
+    el("dt", { text: "Labels" }), el("dd", { id: "device-labels", text: Object.entries(d.labels || {})
+      .map(([k, v]) => k + "=" + v).join(" ") || "–" }),
     el("dt", { text: "Enrolled" }), el("dd", { text: isoTime(d.enrolled_ns) }),
     el("dt", { text: "Revoked" }), el("dd", { text: d.revoked ? "yes" : "no" }));
 
@@ -377,6 +407,7 @@ async function pageDevice(main, id) {
     el("h2", { text: "Metrics" }),
     el("div", { class: "row" }, metricSel, rangeButtons), canvas, chartNote,
     el("h2", { text: "Alerts" }), alertsTable(alerts, false),
+    el("h2", { text: "Device actions" }), actionsTable(actionsDoc.actions || []),
     el("h2", { text: "Recent logs" }), el("div", { class: "row" }, levelSel, logText), logs);
 
   /* The metric names come from the device's newest metric records. */
@@ -582,8 +613,36 @@ async function pageRollouts(main) {
       el("td", { text: r.reason || "" })))))
     : el("p", { class: "muted", text: "No rollouts. Start one with ferry-ingest rollout create " +
                                       "(docs/rollouts.md)." });
-  main.replaceChildren(el("h1", { text: "Rollouts" }), body);
+  /* The version benchmark of each component that has rollouts (GET /v1/versions/compare). */
+  const components = [...new Set(list.map((r) => r.component))].sort();
+  const bench = await Promise.all(components.map((c) =>
+    apiJson("/v1/versions/compare?component=" + encodeURIComponent(c))
+      .catch((e) => ({ component: c, error: String(e.message || e) }))));
+  main.replaceChildren(el("h1", { text: "Rollouts" }), body,
+    ...bench.map((b) => el("section", { class: "bench" },
+      el("h2", { text: "Versions of " + b.component + " in the fleet (last 24 h)" }),
+      b.error ? el("p", { class: "error", text: b.error }) : versionsBench(b))));
   setStatus(list.length + " rollouts, read " + new Date().toLocaleTimeString());
+}
+
+/* One row per version of a component: each metric's p50 / p95 (and mean for error_logs, the
+ * error-log rate per device-hour) over the devices that ran it. */
+function versionsBench(b) {
+  const metrics = b.metrics || [];
+  const versions = b.versions || [];
+  if (!versions.length) return el("p", { class: "muted", text: "No device reports a version." });
+  return el("table", { class: "versions-bench", "data-component": b.component },
+    el("thead", {}, el("tr", {}, el("th", { text: "Version" }), el("th", { class: "num",
+      text: "Devices" }), ...metrics.map((m) => el("th", { class: "num",
+      text: m === "error_logs" ? "error logs / device-hour (mean)" : m + " p50 / p95" })))),
+    el("tbody", {}, ...versions.map((v) => el("tr", {},
+      el("td", { text: v.version }),
+      el("td", { class: "num", text: String(v.running_devices || 0) }),
+      ...metrics.map((m) => {
+        const d = (v.metrics || {})[m] || {};
+        return el("td", { class: "num", text: m === "error_logs" ? num(d.mean, 2)
+                                                                 : num(d.p50, 2) + " / " + num(d.p95, 2) });
+      })))));
 }
 
 const num = (v, digits) => (typeof v === "number" ? v.toFixed(digits === undefined ? 3 : digits)

@@ -147,6 +147,10 @@ def main():
         synclib.wait_for(lambda: json.loads(synclib.http_get(url + "/v1/alerts?state=firing", token=viewer)[1]),
                          30, "gpu_hot firing")
 
+        # A label on the hot device: the fleet page counts and filters by labels.
+        subprocess.run([h.bin("ferry-ingest"), "-d", ingest.dir, "device", "label", hot["id"],
+                        "site=berlin"], check=True, capture_output=True, timeout=30)
+
         drv = start_browser(h.tmp)
         # The operator's token, as the prompt keeps it (the pages' own prompt is tested below).
         drv.get(url + "/ui/style.css")  # same origin, no API request made before the token is set
@@ -176,6 +180,9 @@ def main():
             assert chips[cls] == n == api_n, (cls, chips, n, api_n)
         rows = drv.find_elements(By.CSS_SELECTOR, "#fleet-body tr")
         assert len(rows) == 7, len(rows)
+        labels = {c.get_attribute("data-key"): c.text for c in
+                  drv.find_elements(By.CSS_SELECTOR, "#chips-label .chip")}
+        assert labels == {"site=berlin": "site=berlin 1"}, labels
         drv.save_screenshot(os.path.join(args.artifacts, "fleet.png"))
         # A search narrows the table to one device; the class filter to that class.
         target = [d for d in after if d["id"] != hot["id"]][0]
@@ -201,6 +208,7 @@ def main():
         assert "120 samples" in text(drv, "chart-note"), text(drv, "chart-note")
         logs = text(drv, "logs")
         assert "camera frame dropped" in logs and "camera started" in logs, logs
+        assert text(drv, "device-labels") == "site=berlin", text(drv, "device-labels")
         drv.execute_script("const s=document.getElementById('log-level'); s.value='3';"
                            "s.dispatchEvent(new Event('change'));")
         logs = text(drv, "logs")
@@ -246,6 +254,8 @@ def main():
         load(drv, url, "#/rollouts", "rollouts")
         link = drv.find_element(By.CSS_SELECTOR, "#rollouts-table a")
         assert link.text == rid, (link.text, rid)
+        # The version benchmark of the rollout's component, as /v1/versions/compare gives it.
+        assert drv.find_element(By.CSS_SELECTOR, "table.versions-bench, section.bench p")
         load(drv, url, "#/rollout/" + rid, "rollout")
         assert len(drv.find_elements(By.CSS_SELECTOR, "#rollout-waves .wave")) == 2
         assert "install_success >= 0.9" in text(drv, "rollout-waves"), text(drv, "rollout-waves")
