@@ -178,7 +178,7 @@ static int cmd_silence(struct ingest_store *st, int argc, char **argv)
     return 0;
 }
 
-static int silences_cb(const char *key, const void *value, size_t len, void *arg)
+static int json_value_cb(const char *key, const void *value, size_t len, void *arg)
 {
     json_error_t jerr;
     json_t *o = json_loadb(value, len, 0, &jerr);
@@ -188,25 +188,43 @@ static int silences_cb(const char *key, const void *value, size_t len, void *arg
     return 0;
 }
 
-static int cmd_silences(struct ingest_store *st, int argc, char **argv)
+/*
+ * The listing commands' common part: `cmd [--json]` over the store entries under `prefix`.
+ * Returns the entries as a JSON array for a table, or NULL when the command is done (usage
+ * error, store error, or --json printed): *status is then its exit status.
+ */
+static json_t *list_entries(struct ingest_store *st, const char *what, const char *prefix, int argc,
+                            char **argv, int *status)
 {
     bool as_json = argc == 2 && strcmp(argv[1], "--json") == 0;
-    if (argc > 2 || (argc == 2 && !as_json))
-        return usage(stderr);
+    if (argc > 2 || (argc == 2 && !as_json)) {
+        *status = usage(stderr);
+        return NULL;
+    }
     json_t *arr = json_array();
-    int rc = arr ? ingest_store_kv_scan(st, "silence/", 0, silences_cb, arr) : -1;
+    int rc = arr ? ingest_store_kv_scan(st, prefix, 0, json_value_cb, arr) : -1;
     if (rc != 0) {
         json_decref(arr);
-        fprintf(stderr, "ferry-ingest: alerts silences: %s\n", ingest_store_strerror(rc));
-        return 1;
+        fprintf(stderr, "ferry-ingest: alerts %s: %s\n", what, ingest_store_strerror(rc));
+        *status = 1;
+        return NULL;
     }
-    if (as_json) {
-        char *t = json_dumps(arr, JSON_COMPACT);
-        printf("%s\n", t ? t : "[]");
-        free(t);
-        json_decref(arr);
-        return 0;
-    }
+    *status = 0;
+    if (!as_json)
+        return arr;
+    char *t = json_dumps(arr, JSON_COMPACT);
+    printf("%s\n", t ? t : "[]");
+    free(t);
+    json_decref(arr);
+    return NULL;
+}
+
+static int cmd_silences(struct ingest_store *st, int argc, char **argv)
+{
+    int status;
+    json_t *arr = list_entries(st, "silences", "silence/", argc, argv, &status);
+    if (arr == NULL)
+        return status;
     printf("%-16s %-20s %-24s %-21s %s\n", "ID", "RULE", "DEVICE", "UNTIL", "COMMENT");
     size_t i;
     json_t *s;
@@ -227,35 +245,12 @@ static int cmd_silences(struct ingest_store *st, int argc, char **argv)
     return 0;
 }
 
-static int actions_cb(const char *key, const void *value, size_t len, void *arg)
-{
-    json_error_t jerr;
-    json_t *o = json_loadb(value, len, 0, &jerr);
-    (void)key;
-    if (o != NULL && json_array_append_new(arg, o) != 0)
-        return 1;
-    return 0;
-}
-
 static int cmd_actions(struct ingest_store *st, int argc, char **argv)
 {
-    bool as_json = argc == 2 && strcmp(argv[1], "--json") == 0;
-    if (argc > 2 || (argc == 2 && !as_json))
-        return usage(stderr);
-    json_t *arr = json_array();
-    int rc = arr ? ingest_store_kv_scan(st, "actionlog/", 0, actions_cb, arr) : -1;
-    if (rc != 0) {
-        json_decref(arr);
-        fprintf(stderr, "ferry-ingest: alerts actions: %s\n", ingest_store_strerror(rc));
-        return 1;
-    }
-    if (as_json) {
-        char *t = json_dumps(arr, JSON_COMPACT);
-        printf("%s\n", t ? t : "[]");
-        free(t);
-        json_decref(arr);
-        return 0;
-    }
+    int status;
+    json_t *arr = list_entries(st, "actions", "actionlog/", argc, argv, &status);
+    if (arr == NULL)
+        return status;
     printf("%-21s %-16s %-20s %-24s %-9s %-8s %5s %s\n", "AT", "ACTION", "RULE", "DEVICE", "EVENT",
            "STATUS", "EXIT", "OUTPUT");
     size_t i;
