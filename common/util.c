@@ -284,3 +284,15 @@ size_t ferry_bounded_len(const char *s, size_t max)
         n++;
     return n;
 }
+
+void ferry_utc_text(int64_t ns, char out[32])
+{
+    if (ns <= 0) {
+        ferry_strlcpy(out, "-", 32);
+        return;
+    }
+    time_t s = (time_t)(ns / 1000000000LL);
+    struct tm tm;
+    if (gmtime_r(&s, &tm) == NULL || strftime(out, 32, "%Y-%m-%d %H:%M:%SZ", &tm) == 0)
+        ferry_strlcpy(out, "?", 32);
+}

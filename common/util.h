@@ -13,6 +13,10 @@ long long ferry_monotonic_ms(void);
 int64_t ferry_monotonic_ns(void);
 int64_t ferry_realtime_ns(void);
 
+/* A wall-clock time for a person, UTC to the second ("2026-12-07 10:00:00Z"), or "-" when ns is
+ * 0 or negative (never). out must hold 32 bytes. */
+void ferry_utc_text(int64_t ns, char out[32]);
+
 /* Parses a whole decimal string into an integer within [min, max] (no atoi: STYLE rule 22).
  * Returns 0, or -1 when the text is empty, has trailing characters or is out of range. */
 int ferry_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);

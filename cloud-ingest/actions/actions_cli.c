@@ -237,18 +237,6 @@ static int cmd_send(struct ingest_store *st, const char *actor, int argc, char *
     return 0;
 }
 
-static void human_time(int64_t ns, char out[32])
-{
-    if (ns <= 0) {
-        ferry_strlcpy(out, "-", 32);
-        return;
-    }
-    time_t s = (time_t)(ns / 1000000000LL);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    strftime(out, 32, "%Y-%m-%d %H:%M:%SZ", &tm);
-}
-
 static int cmd_list(struct ingest_store *st, int argc, char **argv)
 {
     static const struct option opts[] = {{"device", required_argument, NULL, 'd'},
@@ -292,7 +280,7 @@ static int cmd_list(struct ingest_store *st, int argc, char **argv)
     for (size_t i = 0; i < json_array_size(list); i++) {
         json_t *o = json_array_get(list, i);
         char queued[32], dev[80], detail[400];
-        human_time(json_integer_value(json_object_get(o, "queued_ns")), queued);
+        ferry_utc_text(json_integer_value(json_object_get(o, "queued_ns")), queued);
         const char *d = json_string_value(json_object_get(o, "device"));
         ferry_escape_str(dev, sizeof(dev), d ? d : "", d ? strlen(d) : 0);
         /* arguments and output come from operators and devices: escaped for the terminal */

@@ -40,19 +40,6 @@ static int usage(FILE *out)
     return out == stdout ? 0 : 2;
 }
 
-/* A time for a person: UTC, seconds ("-" for none). */
-static void human_time(int64_t ns, char out[32])
-{
-    if (ns <= 0) {
-        ferry_strlcpy(out, "-", 32);
-        return;
-    }
-    time_t s = (time_t)(ns / 1000000000LL);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    strftime(out, 32, "%Y-%m-%d %H:%M:%SZ", &tm);
-}
-
 static int cmd_list(struct ingest_store *st, int argc, char **argv)
 {
     static const struct option opts[] = {{"state", required_argument, NULL, 's'},
@@ -99,8 +86,8 @@ static int cmd_list(struct ingest_store *st, int argc, char **argv)
     json_array_foreach(arr, i, a)
     {
         char starts[32], ends[32];
-        human_time(json_integer_value(json_object_get(a, "starts_ns")), starts);
-        human_time(json_integer_value(json_object_get(a, "ends_ns")), ends);
+        ferry_utc_text(json_integer_value(json_object_get(a, "starts_ns")), starts);
+        ferry_utc_text(json_integer_value(json_object_get(a, "ends_ns")), ends);
         /* Labels as compact JSON: jansson escapes control characters, so a device's hostile
          * tag value cannot drive the terminal. */
         char *labels = json_dumps(json_object_get(a, "labels"), JSON_COMPACT | JSON_SORT_KEYS);
@@ -231,7 +218,7 @@ static int cmd_silences(struct ingest_store *st, int argc, char **argv)
     json_array_foreach(arr, i, s)
     {
         char until[32];
-        human_time(json_integer_value(json_object_get(s, "ends_ns")), until);
+        ferry_utc_text(json_integer_value(json_object_get(s, "ends_ns")), until);
         const char *rule = json_string_value(json_object_get(s, "rule"));
         const char *dev = json_string_value(json_object_get(s, "device"));
         json_t *cm = json_object_get(s, "comment");
@@ -258,7 +245,7 @@ static int cmd_actions(struct ingest_store *st, int argc, char **argv)
     json_array_foreach(arr, i, r)
     {
         char at[32];
-        human_time(json_integer_value(json_object_get(r, "at_ns")), at);
+        ferry_utc_text(json_integer_value(json_object_get(r, "at_ns")), at);
         const char *out = json_string_value(json_object_get(r, "output"));
         struct ferry_buf line = FERRY_BUF_INIT; /* the first line, escaped for a terminal */
         size_t n = out ? strcspn(out, "\n") : 0;
