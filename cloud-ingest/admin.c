@@ -27,6 +27,7 @@
 #include "cloud-ingest/auth/auth.h"
 #include "common/buf.h"
 #include "cloud-ingest/release/release.h"
+#include "cloud-ingest/rollout/rollout.h"
 
 static int usage(void)
 {
@@ -41,6 +42,7 @@ static int usage(void)
             "       ferry-ingest [options] token list [--json] | token revoke NAME|ID\n"
             "       ferry-ingest [options] audit list [--after-seq N] [--limit N] [--json]\n"
             "       ferry-ingest [options] alerts list|silence|silences|unsilence ...\n"
+            "       ferry-ingest [options] rollout create|list|status|pause|resume|abort|promote\n"
             "       ferry-ingest --url URL --token T|--token-file F device list|add|revoke ...\n");
     return 2;
 }
@@ -452,6 +454,11 @@ int ingest_admin_main(struct ingest_config *cfg, const struct ingest_admin_remot
         status = enroll_token_create(st, argc - 2, argv + 2);
     else if (strcmp(argv[0], "alerts") == 0)
         status = alerts_cli_main(st, argc - 1, argv + 1);
+    else if (strcmp(argv[0], "rollout") == 0) {
+        char actor[80];
+        cli_actor(actor, sizeof(actor));
+        status = rollout_cli_main(cfg, st, actor, argc - 1, argv + 1);
+    }
     else if (strcmp(argv[0], "token") == 0) {
         char actor[80];
         cli_actor(actor, sizeof(actor));

@@ -19,6 +19,7 @@
 #include <sodium.h>
 
 #include "cloud-ingest/ingest.h"
+#include "cloud-ingest/rollout/rollout.h"
 #include "cloud-ingest/metrics_impl.h"
 #include "common/buf.h"
 #include "common/log.h"
@@ -630,6 +631,7 @@ static void handle_metrics(struct evhttp_request *req, const char *path, void *a
                      "Duration of one group commit");
     if (ctx->alerts != NULL)
         e |= alerts_expose(ctx->alerts, &b);
+    e |= rollouts_expose(ctx->store, &b);
     struct device_families f = {FERRY_BUF_INIT, FERRY_BUF_INIT, FERRY_BUF_INIT};
     int rc = ingest_store_device_list(ctx->store, device_families_cb, &f);
     e |= ferry_buf_printf(

@@ -224,6 +224,8 @@ struct ingest_job {
 };
 
 /* The shared state the receive path needs. */
+struct ingest_release_offerer;
+
 struct ingest_ctx {
     const struct ingest_config *cfg;
     struct ingest_store *store;
@@ -234,6 +236,9 @@ struct ingest_ctx {
     struct ingest_enroll_limiter *enroll_limiter; /* failed enrolments (cloud-ingest/auth/) */
     struct ingest_forwarders *forwarders; /* forward/forward.h; NULL in tools without a server */
     struct alerts *alerts;                /* the alert engine (cloud-ingest/alerts/) */
+    /* which manifest a device is offered when a rollout concerns it (cloud-ingest/rollout/);
+     * NULL: always the class's current one */
+    const struct ingest_release_offerer *offerer;
 };
 
 struct ingest_job *ingest_job_new(void);

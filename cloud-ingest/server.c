@@ -54,6 +54,7 @@
 
 #include "cloud-ingest/auth/auth.h"
 #include "cloud-ingest/release/release.h"
+#include "cloud-ingest/rollout/rollout.h"
 #include "cloud-ingest/query/query.h"
 #include "cloud-ingest/ui/ui.h"
 #include "transport/reqsign.h"
@@ -89,6 +90,7 @@ struct ingest_server {
     struct ingest_ctx ctx;
     struct ingest_router *router;
     struct ingest_tls *tls; /* NULL: plain HTTP */
+    struct rollouts *rollouts; /* the rollout evaluator (cloud-ingest/rollout/) */
     struct worker *workers;
     size_t n_workers;
     uint16_t port;
@@ -311,6 +313,8 @@ static void on_committed(struct ingest_job *job, void *arg)
     struct ingest_server *srv = arg;
     if (job->commit_result == 0)
         alerts_committed(srv->ctx.alerts); /* rules look at the new records within 50 ms */
+    if (job->commit_result == 0)
+        rollouts_committed(srv->rollouts); /* update states move rollouts within 50 ms */
     pthread_mutex_lock(&w->done_lock);
     job->next = w->done_head;
     w->done_head = job;
@@ -822,6 +826,17 @@ int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *stor
         goto fail;
     }
 
+    /* Rollouts (cloud-ingest/rollout/): the evaluator, /v1/rollouts, and the manifest a device is
+     * offered while a rollout of its class runs. */
+    if (rollouts_new(&s->cfg, store, owner, &s->rollouts, err, err_len) != 0 ||
+        rollouts_register(s->router, s->rollouts) != 0 || rollouts_start(s->rollouts) != 0) {
+        rc = INGEST_EINVAL;
+        if (err[0] == '\0')
+            snprintf(err, err_len, "cannot start the rollout evaluator");
+        goto fail;
+    }
+    s->ctx.offerer = rollouts_offerer(s->rollouts);
+
     *out = s;
     return 0;
 fail:
@@ -910,6 +925,8 @@ void ingest_server_free(struct ingest_server *s)
     ingest_forwarders_stop(s->ctx.forwarders);
     /* Storage threads first: they may still hand jobs to workers, whose lists are then freed. */
     alerts_free(s->ctx.alerts);
+    rollouts_free(s->rollouts);
+    s->ctx.offerer = NULL;
     ingest_committer_free(s->ctx.committer);
     for (size_t i = 0; i < s->n_workers; i++)
         worker_free(&s->workers[i]);

@@ -105,9 +105,18 @@ static void handle_manifest(struct evhttp_request *req, const char *path, void *
         return;
     }
     char dir[1200], file[1600];
-    if (ingest_release_dir(ctx->cfg, dir, sizeof(dir)) != 0 ||
-        snprintf(file, sizeof(file), "%s/manifests/%s/%s.json", dir, dev.device_class, component) >=
-            (int)sizeof(file)) {
+    /* A rollout of this class and component may offer this device another manifest (its
+     * release while its wave runs, the rollback after an abort): cloud-ingest/rollout/. */
+    int offered = ctx->offerer != NULL ? ctx->offerer->manifest(ctx->offerer->arg, &dev, component,
+                                                                file, sizeof(file))
+                                       : 0;
+    if (offered < 0) {
+        ingest_reply_retry(req, 503, 1, "manifest: rollout state unavailable, retry");
+        return;
+    }
+    if (offered == 0 && (ingest_release_dir(ctx->cfg, dir, sizeof(dir)) != 0 ||
+                         snprintf(file, sizeof(file), "%s/manifests/%s/%s.json", dir,
+                                  dev.device_class, component) >= (int)sizeof(file))) {
         ingest_reply_error(req, 500, "manifest: path too long");
         return;
     }
@@ -187,6 +196,8 @@ static bool artifact_meant_for(struct ingest_ctx *ctx, const char *device_id, co
     if (ingest_store_device_get(ctx->store, device_id, &dev) != 0 ||
         !valid_segment(dev.device_class, strlen(dev.device_class)))
         return false;
+    if (ctx->offerer != NULL && ctx->offerer->artifact(ctx->offerer->arg, &dev, sha))
+        return true;
     char dir[1200], classdir[1400], file[1700];
     if (ingest_release_dir(ctx->cfg, dir, sizeof(dir)) != 0 ||
         snprintf(classdir, sizeof(classdir), "%s/manifests/%s", dir, dev.device_class) >=

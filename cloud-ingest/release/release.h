@@ -23,11 +23,33 @@
 #ifndef FERRY_INGEST_RELEASE_H
 #define FERRY_INGEST_RELEASE_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct ingest_router;
 struct ingest_ctx;
 struct ingest_config;
+struct ingest_device;
+struct manifest;
+
+/*
+ * Who decides, per device, which manifest it is offered instead of the class's current one: the
+ * rollouts (cloud-ingest/rollout/rollout.h) install one in ingest_ctx.offerer. A hook rather than
+ * a call so that the release library does not depend on the rollout library (which publishes
+ * through this one). Both functions are called on worker threads and must be thread-safe.
+ */
+struct ingest_release_offerer {
+    /* For a GET of `component` by `dev`: returns 1 with the path of the manifest file to serve
+     * in file[file_len] (the device was offered it: the offerer records that), 0 when no
+     * rollout concerns the device (the current manifest is served), or a negative value when it
+     * cannot decide now (the store failed: 503, the device retries). */
+    int (*manifest)(void *arg, const struct ingest_device *dev, const char *component, char *file,
+                    size_t file_len);
+    /* True when a manifest `dev` is offered by a rollout names the artifact `sha256`. */
+    bool (*artifact)(void *arg, const struct ingest_device *dev, const uint8_t sha256[32]);
+    void *arg;
+};
 
 /* Adds the two routes above to `router`, using ctx->cfg (data directory) and ctx->store (device
  * classes). `ctx` must outlive the server. Returns 0 or the router's error. Handlers are
@@ -49,5 +71,27 @@ int ingest_release_main(const struct ingest_config *cfg, int argc, char **argv);
 
 /* The releases directory for a configuration ("<store.lmdb_dir>/releases"). Returns 0 or -1. */
 int ingest_release_dir(const struct ingest_config *cfg, char *out, size_t out_len);
+
+/* ---- The steps of `release publish`, for the rollouts (cloud-ingest/rollout/) ---------------
+ * Each prints what it did to stdout and what went wrong to stderr (they serve commands). */
+
+/* Reads a release public key file (64 hex digits). Returns 0 or -1. */
+int ingest_release_read_pub(const char *path, uint8_t out[32]);
+/* Reads `manifest_path` and verifies it against `keys`: on success *out (free with
+ * manifest_free) and the envelope bytes *data[*len] (free) are the caller's. Returns 0 or -1. */
+int ingest_release_verify(const char *manifest_path, const uint8_t (*keys)[32], size_t nkeys,
+                          struct manifest **out, uint8_t **data, size_t *len);
+/* Stores every artifact `m` names, found among `sources` (files or directories of hash-named
+ * files), after checking size, chunk hashes and SHA-256; already stored ones are kept. Does NOT
+ * make the manifest current. Returns 0 or -1. */
+int ingest_release_store_artifacts(const struct ingest_config *cfg, const struct manifest *m,
+                                   char **sources, int nsources);
+/* Makes `m` (envelope data[len]) the current manifest of its class and component (and the class's
+ * latest.json). Artifacts must be stored first. Returns 0 or -1. */
+int ingest_release_install(const struct ingest_config *cfg, const struct manifest *m,
+                           const uint8_t *data, size_t len);
+/* Serial of the current manifest of (class, component); 0 when none. */
+uint64_t ingest_release_current_serial(const struct ingest_config *cfg, const char *device_class,
+                                       const char *component);
 
 #endif

@@ -189,6 +189,98 @@ static uint64_t current_serial(const char *path)
     return serial;
 }
 
+int ingest_release_read_pub(const char *path, uint8_t out[32])
+{
+    return read_pub(path, out);
+}
+
+uint64_t ingest_release_current_serial(const struct ingest_config *cfg, const char *device_class,
+                                       const char *component)
+{
+    char dir[1200], path[1700];
+    if (ingest_release_dir(cfg, dir, sizeof(dir)) != 0 ||
+        snprintf(path, sizeof(path), "%s/manifests/%s/%s.json", dir, device_class, component) >=
+            (int)sizeof(path))
+        return 0;
+    return current_serial(path);
+}
+
+int ingest_release_verify(const char *manifest_path, const uint8_t (*keys)[32], size_t nkeys,
+                          struct manifest **out, uint8_t **data, size_t *len)
+{
+    *out = NULL;
+    *data = NULL;
+    *len = 0;
+    if (ferry_read_file(manifest_path, MANIFEST_MAX_BYTES, data, len) != 0) {
+        fprintf(stderr, "ferry-ingest: cannot read %s\n", manifest_path);
+        return -1;
+    }
+    struct manifest_keys mk = {keys, nkeys};
+    char err[512] = "";
+    int rc = manifest_parse_verified(*data, *len, &mk, out, err, sizeof(err));
+    if (rc != 0) {
+        fprintf(stderr, "ferry-ingest: %s: %s (%s)\n", manifest_path, manifest_strerror(rc), err);
+        free(*data);
+        *data = NULL;
+        *len = 0;
+        return -1;
+    }
+    return 0;
+}
+
+int ingest_release_store_artifacts(const struct ingest_config *cfg, const struct manifest *m,
+                                   char **sources, int nsources)
+{
+    char dir[1200], adir[1300];
+    if (ingest_release_dir(cfg, dir, sizeof(dir)) != 0)
+        return -1;
+    snprintf(adir, sizeof(adir), "%s/artifacts", dir);
+    if (ferry_mkdir_p(adir, 0755) != 0) {
+        fprintf(stderr, "ferry-ingest: cannot create %s\n", adir);
+        return -1;
+    }
+    for (size_t i = 0; i < manifest_artifact_count(m); i++) {
+        const struct manifest_artifact *a = manifest_artifact(m, i);
+        char hex[65], src[1600], have[1400];
+        ferry_hex_encode(a->sha256, 32, hex);
+        snprintf(have, sizeof(have), "%s/%s", adir, hex);
+        if (access(have, R_OK) == 0) {
+            printf("artifact %s already stored\n", hex);
+            continue;
+        }
+        if (find_source(sources, nsources, hex, a->sha256, src, sizeof(src)) != 0) {
+            fprintf(stderr, "ferry-ingest: artifact %s (%s) not found among the sources\n", hex,
+                    a->kind == MANIFEST_ARTIFACT_FULL ? "full" : "delta");
+            return -1;
+        }
+        if (install_artifact(src, a, adir, hex) != 0) {
+            fprintf(stderr, "ferry-ingest: cannot store artifact %s from %s\n", hex, src);
+            return -1;
+        }
+        printf("artifact %s stored (%llu bytes)\n", hex, (unsigned long long)a->size);
+    }
+    return 0;
+}
+
+int ingest_release_install(const struct ingest_config *cfg, const struct manifest *m,
+                           const uint8_t *data, size_t len)
+{
+    char dir[1200], mdir[1500], path[1700];
+    if (ingest_release_dir(cfg, dir, sizeof(dir)) != 0)
+        return -1;
+    snprintf(mdir, sizeof(mdir), "%s/manifests/%s", dir, manifest_device_class(m));
+    if (ferry_mkdir_p(mdir, 0755) != 0)
+        return -1;
+    snprintf(path, sizeof(path), "%s/%s.json", mdir, manifest_component(m));
+    if (ferry_write_file_atomic(path, data, len, 0644) != 0)
+        return -1;
+    snprintf(path, sizeof(path), "%s/latest.json", mdir);
+    if (strcmp(manifest_component(m), "latest") != 0 &&
+        ferry_write_file_atomic(path, data, len, 0644) != 0)
+        return -1;
+    return 0;
+}
+
 static int cmd_publish(const struct ingest_config *cfg, int argc, char **argv)
 {
     uint8_t keys[PUBLISH_MAX_KEYS][32];
@@ -225,31 +317,13 @@ static int cmd_publish(const struct ingest_config *cfg, int argc, char **argv)
     }
     uint8_t *data = NULL;
     size_t len = 0;
-    if (ferry_read_file(manifest_path, MANIFEST_MAX_BYTES, &data, &len) != 0) {
-        fprintf(stderr, "ferry-ingest: cannot read %s\n", manifest_path);
-        return 1;
-    }
-    struct manifest_keys mk = {(const uint8_t(*)[32])keys, nkeys};
     struct manifest *m = NULL;
-    char err[512] = "";
-    int rc = manifest_parse_verified(data, len, &mk, &m, err, sizeof(err));
-    if (rc != 0) {
-        fprintf(stderr, "ferry-ingest: %s: %s (%s)\n", manifest_path, manifest_strerror(rc), err);
-        free(data);
+    if (ingest_release_verify(manifest_path, (const uint8_t(*)[32])keys, nkeys, &m, &data, &len) !=
+        0)
         return 1;
-    }
     int status = 1;
-    char dir[1200], adir[1300], mdir[1500], path[1700], tmp[1800];
-    if (ingest_release_dir(cfg, dir, sizeof(dir)) != 0)
-        goto out;
-    snprintf(adir, sizeof(adir), "%s/artifacts", dir);
-    snprintf(mdir, sizeof(mdir), "%s/manifests/%s", dir, manifest_device_class(m));
-    if (ferry_mkdir_p(adir, 0755) != 0 || ferry_mkdir_p(mdir, 0755) != 0) {
-        fprintf(stderr, "ferry-ingest: cannot create %s\n", dir);
-        goto out;
-    }
-    snprintf(path, sizeof(path), "%s/%s.json", mdir, manifest_component(m));
-    uint64_t cur = current_serial(path);
+    uint64_t cur =
+        ingest_release_current_serial(cfg, manifest_device_class(m), manifest_component(m));
     if (cur >= manifest_serial(m) && !force) {
         fprintf(stderr,
                 "ferry-ingest: serial %llu is not above the published %llu for %s/%s "
@@ -258,34 +332,11 @@ static int cmd_publish(const struct ingest_config *cfg, int argc, char **argv)
                 manifest_device_class(m), manifest_component(m));
         goto out;
     }
-    for (size_t i = 0; i < manifest_artifact_count(m); i++) {
-        const struct manifest_artifact *a = manifest_artifact(m, i);
-        char hex[65], src[1600], have[1400];
-        ferry_hex_encode(a->sha256, 32, hex);
-        snprintf(have, sizeof(have), "%s/%s", adir, hex);
-        if (access(have, R_OK) == 0) {
-            printf("artifact %s already stored\n", hex);
-            continue;
-        }
-        if (find_source(sources, nsources, hex, a->sha256, src, sizeof(src)) != 0) {
-            fprintf(stderr, "ferry-ingest: artifact %s (%s) not found among the sources\n", hex,
-                    a->kind == MANIFEST_ARTIFACT_FULL ? "full" : "delta");
-            goto out;
-        }
-        if (install_artifact(src, a, adir, hex) != 0) {
-            fprintf(stderr, "ferry-ingest: cannot store artifact %s from %s\n", hex, src);
-            goto out;
-        }
-        printf("artifact %s stored (%llu bytes)\n", hex, (unsigned long long)a->size);
-    }
-    if (ferry_write_file_atomic(path, data, len, 0644) != 0) {
-        fprintf(stderr, "ferry-ingest: cannot write %s\n", path);
+    if (ingest_release_store_artifacts(cfg, m, sources, nsources) != 0)
         goto out;
-    }
-    snprintf(tmp, sizeof(tmp), "%s/latest.json", mdir);
-    if (strcmp(manifest_component(m), "latest") != 0 &&
-        ferry_write_file_atomic(tmp, data, len, 0644) != 0) {
-        fprintf(stderr, "ferry-ingest: cannot write %s\n", tmp);
+    if (ingest_release_install(cfg, m, data, len) != 0) {
+        fprintf(stderr, "ferry-ingest: cannot write the manifest of %s/%s\n",
+                manifest_device_class(m), manifest_component(m));
         goto out;
     }
     printf("published %s %s for %s (serial %llu)\n", manifest_component(m), manifest_version(m),
