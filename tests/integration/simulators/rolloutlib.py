@@ -120,6 +120,7 @@ class Harness:
                 "--profiles", profiles, "--profile-dir", PROFILE_DIR, "--seed", str(seed),
                 "--report", "0", "--devices-out", self.devices_out,
                 "--ota-pub", self.key + ".pub"] + list(extra)
+        self.fleet_started = time.time()
         self.fleet = subprocess.Popen(argv, stdout=open(self.fleet_out, "w"),
                                       stderr=open(os.path.join(self.tmp, "fleet.log"), "w"))
 
