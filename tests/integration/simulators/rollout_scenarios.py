@@ -233,19 +233,29 @@ def scenario_good(bin_dir, n, keep=False, kill_states=False, profiles="lte-poor:
         assert s["state"] == "completed", "rollout %s: %s (%s)" % (rid, s["state"], s["reason"])
         if kill_states:
             kill_and_check(fl, rid, "completed")
-        devs = h.devices()
-        not_new = [d["name"] for d in devs.values() if d.get("versions", {}).get("rootfs") !=
-                   "2.0.0"]
-        assert not not_new, "not on 2.0.0 after completion: %r" % not_new[:10]
+        # The last wave passed its gates (install_success >= 0.95) at its deadline or when all
+        # its devices were final; devices still downloading then (slow links) were counted
+        # silent, and get the release as the class's current manifest: wait for them.
+        late = sum(w["counts"]["silent"] for w in s["wave_status"])
+        t_done = time.time()
+
+        def all_new():
+            devs = h.devices()
+            left = [d["name"] for d in devs.values()
+                    if d.get("versions", {}).get("rootfs") != "2.0.0"]
+            return devs if not left else None
+        devs = h.wait("every device on 2.0.0", all_new, 300)
+        straggle_s = time.time() - t_done
         totals, fdevs = h.stop_fleet()
         mix = {}
         for f in fdevs:
             mix[f["profile"]] = mix.get(f["profile"], 0) + 1
         failed = False
         return {"scenario": "good release%s" % (" + kills" if kill_states else ""),
-                "result": "PASS: completed, %d/%d on 2.0.0 (%s) in %.0f s" % (
-                    len(devs) - len(not_new), len(devs),
-                    ", ".join("%s %d" % kv for kv in sorted(mix.items())), total_s),
+                "result": "PASS: completed in %.0f s (%s); %d devices silent at their wave's "
+                "deadline; all %d on 2.0.0 %.0f s after completion" % (
+                    total_s, ", ".join("%s %d" % kv for kv in sorted(mix.items())), late,
+                    len(devs), straggle_s),
                 "waves": wave_times(s)}
     finally:
         fl.close(failed)
