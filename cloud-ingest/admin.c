@@ -26,6 +26,7 @@
 
 #include "cloud-ingest/auth/auth.h"
 #include "common/buf.h"
+#include "cloud-ingest/query/compare.h"
 #include "cloud-ingest/release/release.h"
 #include "cloud-ingest/rollout/rollout.h"
 
@@ -43,7 +44,10 @@ static int usage(void)
             "       ferry-ingest [options] audit list [--after-seq N] [--limit N] [--json]\n"
             "       ferry-ingest [options] alerts list|silence|silences|unsilence ...\n"
             "       ferry-ingest [options] rollout create|list|status|pause|resume|abort|promote\n"
-            "       ferry-ingest --url URL --token T|--token-file F device list|add|revoke ...\n");
+            "       ferry-ingest [options] versions compare --component C [--metrics a.b,c.d]\n"
+            "                                               [--since 24h|NS] [--json]\n"
+            "       ferry-ingest --url URL --token T|--token-file F device list|add|revoke ...\n"
+            "       ferry-ingest --url URL --token T|--token-file F versions compare ...\n");
     return 2;
 }
 
@@ -347,6 +351,56 @@ static int remote_device_list(const struct ingest_admin_remote *r)
     return 0;
 }
 
+/* `versions compare` over the API: GET /v1/versions/compare (viewer), printed like the local
+ * command. */
+static int remote_versions_compare(const struct ingest_admin_remote *r, int argc, char **argv)
+{
+    static const char *const opts[] = {"--component", "component", "--metrics",
+                                       "metrics",     "--since",   "since"};
+    struct ferry_buf path = FERRY_BUF_INIT, b = FERRY_BUF_INIT;
+    bool json = false;
+    int status = 1, e = ferry_buf_printf(&path, "/v1/versions/compare");
+    char sep = '?';
+    CURL *c = curl_easy_init();
+    for (int i = 0; i < argc && c != NULL && e == 0; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            json = true;
+            continue;
+        }
+        size_t k = 0;
+        while (k < 6 && strcmp(argv[i], opts[k]) != 0)
+            k += 2;
+        if (k == 6 || i + 1 == argc) {
+            status = usage();
+            goto out;
+        }
+        char *v = curl_easy_escape(c, argv[++i], 0);
+        e |= v == NULL || ferry_buf_printf(&path, "%c%s=%s", sep, opts[k + 1], v) != 0;
+        sep = '&';
+        curl_free(v);
+    }
+    if (c == NULL || e != 0 || ferry_buf_append_u8(&path, 0) != 0)
+        goto out;
+    long code = remote_call(r, "GET", (const char *)path.data, NULL, &b);
+    if (code != 200) {
+        if (code != 0)
+            remote_error("versions compare", code, &b);
+        goto out;
+    }
+    if (json)
+        fwrite(b.data, 1, b.len, stdout);
+    else if (compare_versions_print((const char *)b.data, b.len, stdout) != 0) {
+        fprintf(stderr, "ferry-ingest: versions compare: the answer is not a benchmark\n");
+        goto out;
+    }
+    status = 0;
+out:
+    curl_easy_cleanup(c);
+    ferry_buf_free(&path);
+    ferry_buf_free(&b);
+    return status;
+}
+
 static int remote_main(const struct ingest_admin_remote *r, int argc, char **argv)
 {
     if (r->token == NULL || r->token[0] == '\0') {
@@ -354,13 +408,20 @@ static int remote_main(const struct ingest_admin_remote *r, int argc, char **arg
                         "FERRY_INGEST_TOKEN\n");
         return 2;
     }
-    if (argc < 2 || strcmp(argv[0], "device") != 0) {
-        fprintf(stderr, "ferry-ingest: with --url only device list|add|revoke run over the API; "
-                        "run other commands on the ingest's host\n");
+    bool versions =
+        argc >= 2 && strcmp(argv[0], "versions") == 0 && strcmp(argv[1], "compare") == 0;
+    if (argc < 2 || (strcmp(argv[0], "device") != 0 && !versions)) {
+        fprintf(stderr, "ferry-ingest: with --url only device list|add|revoke and versions "
+                        "compare run over the API; run other commands on the ingest's host\n");
         return 2;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
         return 1;
+    if (versions) {
+        int st = remote_versions_compare(r, argc - 2, argv + 2);
+        curl_global_cleanup();
+        return st;
+    }
     int status = 1;
     struct ferry_buf b = FERRY_BUF_INIT;
     if (strcmp(argv[1], "list") == 0 && argc == 2) {
@@ -458,7 +519,8 @@ int ingest_admin_main(struct ingest_config *cfg, const struct ingest_admin_remot
         char actor[80];
         cli_actor(actor, sizeof(actor));
         status = rollout_cli_main(cfg, st, actor, argc - 1, argv + 1);
-    }
+    } else if (strcmp(argv[0], "versions") == 0)
+        status = compare_cli_main(st, argc - 1, argv + 1);
     else if (strcmp(argv[0], "token") == 0) {
         char actor[80];
         cli_actor(actor, sizeof(actor));

@@ -89,7 +89,7 @@ struct ingest_server {
     struct ingest_config cfg;
     struct ingest_ctx ctx;
     struct ingest_router *router;
-    struct ingest_tls *tls; /* NULL: plain HTTP */
+    struct ingest_tls *tls;    /* NULL: plain HTTP */
     struct rollouts *rollouts; /* the rollout evaluator (cloud-ingest/rollout/) */
     struct worker *workers;
     size_t n_workers;

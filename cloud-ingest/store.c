@@ -92,14 +92,40 @@ int ingest_store_write(struct ingest_store *store, struct ingest_write *const *w
     return store->ops->write(store, writes, n, err, err_len);
 }
 
+/* Copies `devs` with their labels in canonical form ("" as "{}"), or fails naming the device
+ * whose labels break a rule. The caller frees *out. */
+static int canonical_devices(const struct ingest_device *devs, size_t n, struct ingest_device **out,
+                             char *err, size_t err_len)
+{
+    struct ingest_device *copy = malloc(n * sizeof(*copy));
+    if (copy == NULL)
+        return INGEST_STORE_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        char why[200];
+        copy[i] = devs[i];
+        size_t len = ferry_bounded_len(devs[i].labels, INGEST_LABELS_MAX + 1);
+        if (len > INGEST_LABELS_MAX) {
+            snprintf(err, err_len, "device %s: labels longer than %d bytes", devs[i].id,
+                     INGEST_LABELS_MAX);
+            free(copy);
+            return INGEST_STORE_EINVAL;
+        }
+        int rc = ingest_labels_check(len == 0 ? "{}" : devs[i].labels, copy[i].labels,
+                                     sizeof(copy[i].labels), why, sizeof(why));
+        if (rc != 0) {
+            snprintf(err, err_len, "device %s: %s", devs[i].id, why);
+            free(copy);
+            return rc;
+        }
+    }
+    *out = copy;
+    return 0;
+}
+
 int ingest_store_device_add(struct ingest_store *store, const struct ingest_device *dev, char *err,
                             size_t err_len)
 {
-    if (!ingest_device_id_valid(dev->id)) {
-        snprintf(err, err_len, "invalid device id (1..64 of [A-Za-z0-9._-])");
-        return INGEST_STORE_EINVAL;
-    }
-    return store->ops->device_add(store, dev, 1, err, err_len);
+    return ingest_store_device_add_many(store, dev, 1, err, err_len);
 }
 
 int ingest_store_device_add_many(struct ingest_store *store, const struct ingest_device *devs,
@@ -107,11 +133,23 @@ int ingest_store_device_add_many(struct ingest_store *store, const struct ingest
 {
     for (size_t i = 0; i < n; i++) {
         if (!ingest_device_id_valid(devs[i].id)) {
-            snprintf(err, err_len, "device %zu: invalid device id (1..64 of [A-Za-z0-9._-])", i);
+            if (n == 1)
+                snprintf(err, err_len, "invalid device id (1..64 of [A-Za-z0-9._-])");
+            else
+                snprintf(err, err_len, "device %zu: invalid device id (1..64 of [A-Za-z0-9._-])",
+                         i);
             return INGEST_STORE_EINVAL;
         }
     }
-    return n == 0 ? 0 : store->ops->device_add(store, devs, n, err, err_len);
+    if (n == 0)
+        return 0;
+    struct ingest_device *copy = NULL;
+    int rc = canonical_devices(devs, n, &copy, err, err_len);
+    if (rc != 0)
+        return rc;
+    rc = store->ops->device_add(store, copy, n, err, err_len);
+    free(copy);
+    return rc;
 }
 
 int ingest_store_device_get(struct ingest_store *store, const char *id, struct ingest_device *out)
@@ -144,6 +182,17 @@ int ingest_store_device_revoke(struct ingest_store *store, const char *id)
     return store->ops->device_revoke(store, id);
 }
 
+int ingest_store_device_set_labels(struct ingest_store *store, const char *id,
+                                   const char *labels_json)
+{
+    char canonical[INGEST_LABELS_MAX + 1];
+    if (ingest_labels_check(labels_json, canonical, sizeof(canonical), NULL, 0) != 0)
+        return INGEST_STORE_EINVAL;
+    if (!ingest_device_id_valid(id))
+        return INGEST_STORE_ENOTFOUND;
+    return store->ops->device_set_labels(store, id, canonical);
+}
+
 int ingest_store_device_list(struct ingest_store *store, ingest_device_cb cb, void *arg)
 {
     return store->ops->device_list(store, cb, arg);
@@ -158,10 +207,19 @@ int ingest_store_token_add(struct ingest_store *store, const char *token, bool o
 int ingest_store_token_add_limited(struct ingest_store *store, const char *token, bool one_time,
                                    int64_t expires_ns, uint64_t max_uses)
 {
+    return ingest_store_token_add_labeled(store, token, one_time, expires_ns, max_uses, NULL);
+}
+
+int ingest_store_token_add_labeled(struct ingest_store *store, const char *token, bool one_time,
+                                   int64_t expires_ns, uint64_t max_uses, const char *labels_json)
+{
     size_t n = ferry_bounded_len(token, 128);
     if (n < 16 || n > 128 || max_uses > INT64_MAX)
         return INGEST_STORE_EINVAL;
-    return store->ops->token_add(store, token, one_time, expires_ns, max_uses);
+    char canonical[INGEST_LABELS_MAX + 1];
+    if (ingest_labels_check(labels_json, canonical, sizeof(canonical), NULL, 0) != 0)
+        return INGEST_STORE_EINVAL;
+    return store->ops->token_add(store, token, one_time, expires_ns, max_uses, canonical);
 }
 
 int ingest_store_enroll(struct ingest_store *store, const char *token,
@@ -177,7 +235,9 @@ int ingest_store_enroll(struct ingest_store *store, const char *token,
         snprintf(err, err_len, "token: must be 1..128 characters");
         return INGEST_STORE_ETOKEN;
     }
-    return store->ops->enroll(store, token, dev, now_ns, out, err, err_len);
+    struct ingest_device nd = *dev;
+    memcpy(nd.labels, "{}", 3); /* a device does not choose its labels: the token gives them */
+    return store->ops->enroll(store, token, &nd, now_ns, out, err, err_len);
 }
 
 int ingest_store_export(struct ingest_store *store, const char *device_id, uint8_t stream,

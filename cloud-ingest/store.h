@@ -70,6 +70,10 @@ struct ingest_store_config {
 #define INGEST_VERSION_STR_MAX 64       /* bytes of one key or value in it */
 #define INGEST_UPDATE_COMPONENTS_MAX 16 /* components with an update state per device */
 #define INGEST_UPDATES_MAX 8192         /* JSON text of a device's update states */
+#define INGEST_LABELS_MAX 1024          /* JSON text of a device's labels */
+#define INGEST_LABELS_COUNT_MAX 32      /* labels per device */
+#define INGEST_LABEL_KEY_MAX 63         /* bytes of a label key: [a-z0-9_.-], a letter first */
+#define INGEST_LABEL_VALUE_MAX 128      /* bytes of a label value: any UTF-8 */
 
 struct ingest_stream_stats {
     uint64_t records;     /* records stored (each once) */
@@ -92,6 +96,9 @@ struct ingest_device {
     int64_t clock_offset_ns;                /* ingest receive time - device send time, last batch */
     char versions[INGEST_VERSIONS_MAX + 1]; /* JSON object text of reported versions, "{}" */
     struct ingest_stream_stats streams[RECORD_STREAM_COUNT];
+    /* JSON object text of string labels, "{}" when none ("Device labels" below). Last member:
+     * LMDB device values written before labels existed are this struct without it. */
+    char labels[INGEST_LABELS_MAX + 1];
 };
 
 /* One record to store: its identity, its corrected time and the record itself as a
@@ -223,6 +230,11 @@ int ingest_store_device_by_key(struct ingest_store *store, const uint8_t key_id[
  * out[out_len] (at least INGEST_UPDATES_MAX + 1 bytes). ENOTFOUND: no such device. */
 int ingest_store_device_updates(struct ingest_store *store, const char *id, char *out,
                                 size_t out_len) __attribute__((warn_unused_result));
+/* Replaces the device's labels with `labels_json` (a JSON object of string labels that
+ * ingest_labels_check accepts; NULL or "" as "{}"). It is stored in the canonical form
+ * (compact, keys sorted). ENOTFOUND: no such device; EINVAL: the labels are malformed. */
+int ingest_store_device_set_labels(struct ingest_store *store, const char *id,
+                                   const char *labels_json) __attribute__((warn_unused_result));
 /* Marks a device revoked: its batches and enrolments are refused from then on. */
 int ingest_store_device_revoke(struct ingest_store *store, const char *id)
     __attribute__((warn_unused_result));
@@ -240,11 +252,18 @@ int ingest_store_token_add(struct ingest_store *store, const char *token, bool o
 int ingest_store_token_add_limited(struct ingest_store *store, const char *token, bool one_time,
                                    int64_t expires_ns, uint64_t max_uses)
     __attribute__((warn_unused_result));
+/* The same with labels (a label object as ingest_labels_check accepts; NULL: none) that every
+ * device newly enrolled with the token gets (a key enrolling again keeps the labels it has).
+ * EINVAL: malformed labels. */
+int ingest_store_token_add_labeled(struct ingest_store *store, const char *token, bool one_time,
+                                   int64_t expires_ns, uint64_t max_uses, const char *labels_json)
+    __attribute__((warn_unused_result));
 
 /*
  * Enrols a key with a token, atomically: the same key enrolling again gets its existing id (and
  * consumes nothing); a new key consumes a one-time token (or one use of a fleet token) and is
- * registered as `dev` says (its id is `dev->id`). ETOKEN: the token is unknown, used, used up
+ * registered as `dev` says (its id is `dev->id`) with the token's labels (dev->labels is
+ * ignored: a device does not choose its own labels). ETOKEN: the token is unknown, used, used up
  * or expired; EREVOKED: the key's device is
  * revoked. On success *out is the device as stored.
  */
@@ -329,6 +348,28 @@ int ingest_store_audit_append(struct ingest_store *store, struct ingest_audit_ev
 typedef int (*ingest_audit_cb)(const struct ingest_audit_event *ev, void *arg);
 int ingest_store_audit_list(struct ingest_store *store, uint64_t after_seq, uint64_t limit,
                             ingest_audit_cb cb, void *arg) __attribute__((warn_unused_result));
+
+/* ---- Device labels (cloud-ingest/labels.c; docs/ingest.md "Labels and selectors") ---------
+ *
+ * Labels are string key/value pairs an operator (or the enrolment token) puts on a device: site,
+ * customer, hardware revision... Rules: at most INGEST_LABELS_COUNT_MAX labels; a key is 1..63
+ * bytes of [a-z0-9_.-] starting with a letter, and not one of the names a selector gives another
+ * meaning ("class", "id", "name", "version" and keys starting with "version."); a value is 0..128
+ * bytes of valid UTF-8 without control characters; the canonical JSON text fits
+ * INGEST_LABELS_MAX bytes.
+ */
+bool ingest_label_key_valid(const char *key);
+/* Checks a label object (JSON text) against the rules above and writes its canonical form
+ * (compact, keys sorted) into out[out_len] (out may be NULL). Returns 0, or EINVAL with err
+ * naming the offending key and rule, or ENOMEM. */
+int ingest_labels_check(const char *labels_json, char *out, size_t out_len, char *err,
+                        size_t err_len) __attribute__((warn_unused_result));
+/* Applies a change to stored labels: `patch` is {"set":{"k":"v",...},"remove":["k2",...]}
+ * (either member may be absent; a key both set and removed is an error). Removing an absent key
+ * is not an error. The result is checked like ingest_labels_check and written canonical into
+ * out[out_len]. Returns 0, EINVAL (err says what and where) or ENOMEM. */
+int ingest_labels_patch(const char *stored, const char *patch, char *out, size_t out_len, char *err,
+                        size_t err_len) __attribute__((warn_unused_result));
 
 /* Token names: 1..64 bytes of [A-Za-z0-9._@-]. */
 bool ingest_api_token_name_valid(const char *name);

@@ -19,10 +19,13 @@ struct ingest_store_ops {
     int (*device_by_key)(struct ingest_store *s, const uint8_t key_id[8],
                          struct ingest_device *out);
     int (*device_revoke)(struct ingest_store *s, const char *id);
+    /* labels_json: canonical (store.c checked it) */
+    int (*device_set_labels)(struct ingest_store *s, const char *id, const char *labels_json);
     int (*device_updates)(struct ingest_store *s, const char *id, char *out, size_t out_len);
     int (*device_list)(struct ingest_store *s, ingest_device_cb cb, void *arg);
+    /* labels_json: canonical, "{}" when none */
     int (*token_add)(struct ingest_store *s, const char *token, bool one_time, int64_t expires_ns,
-                     uint64_t max_uses);
+                     uint64_t max_uses, const char *labels_json);
     int (*enroll)(struct ingest_store *s, const char *token, const struct ingest_device *dev,
                   int64_t now_ns, struct ingest_device *out, char *err, size_t err_len);
     int (*export_records)(struct ingest_store *s, const char *device_id, uint8_t stream,

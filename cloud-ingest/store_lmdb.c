@@ -7,8 +7,10 @@
  *
  *   meta     "layout" -> u32 1; "next_idx" -> u32 next device index
  *   devices  device id -> struct lmdb_device_val { u32 layout, u32 idx, struct ingest_device }
+ *            (values written before device labels end where `labels` starts: read as "{}")
  *   keys     key id (8 bytes) -> device id
- *   tokens   token text -> struct lmdb_token_val
+ *   tokens   token text -> struct lmdb_token_val, then the token's labels as JSON text (no NUL;
+ *            absent in values written before labels: none)
  *   records  idx(u32 BE) stream(u8) first_seq(u64 BE) -> a chunk: the new records of one
  *            stream of one batch, sorted by seq:
  *              u32 count, u32 0, u64 last_seq,
@@ -47,6 +49,7 @@
  */
 #include <errno.h>
 #include <lmdb.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +88,24 @@ struct lmdb_token_val {
     uint64_t max_uses; /* 0: no limit */
 };
 #define LMDB_TOKEN_VAL_V1 16
+/* A device value written before labels: everything up to the labels member. */
+#define LMDB_DEVICE_VAL_V1                                                                         \
+    (offsetof(struct lmdb_device_val, dev) + offsetof(struct ingest_device, labels))
+
+/* Copies a device value of either size into *out (labels "{}" for the older one). */
+static int dev_decode(const MDB_val *v, struct lmdb_device_val *out)
+{
+    if (v->mv_size == sizeof(*out)) {
+        memcpy(out, v->mv_data, sizeof(*out));
+        out->dev.labels[INGEST_LABELS_MAX] = '\0';
+    } else if (v->mv_size == LMDB_DEVICE_VAL_V1) {
+        memcpy(out, v->mv_data, LMDB_DEVICE_VAL_V1);
+        memcpy(out->dev.labels, "{}", 3);
+    } else {
+        return INGEST_STORE_EIO;
+    }
+    return out->layout == LMDB_LAYOUT ? 0 : INGEST_STORE_EIO;
+}
 
 static int map_err(int rc)
 {
@@ -142,12 +163,7 @@ static int dev_read(struct lmdb_store *s, MDB_txn *txn, const char *id, struct l
     int rc = mdb_get(txn, s->devices, &k, &v);
     if (rc != 0)
         return map_err(rc);
-    if (v.mv_size != sizeof(*out))
-        return INGEST_STORE_EIO;
-    memcpy(out, v.mv_data, sizeof(*out));
-    if (out->layout != LMDB_LAYOUT)
-        return INGEST_STORE_EIO;
-    return 0;
+    return dev_decode(&v, out);
 }
 
 static int dev_write(struct lmdb_store *s, MDB_txn *txn, const struct lmdb_device_val *dv)
@@ -880,6 +896,30 @@ static int lmdb_device_revoke(struct ingest_store *base, const char *id)
     return map_err(mdb_txn_commit(txn));
 }
 
+static int lmdb_device_set_labels(struct ingest_store *base, const char *id,
+                                  const char *labels_json)
+{
+    struct lmdb_store *s = (struct lmdb_store *)base;
+    MDB_txn *txn = NULL;
+    int rc = map_err(mdb_txn_begin(s->env, NULL, 0, &txn));
+    if (rc != 0)
+        return rc;
+    struct lmdb_device_val dv;
+    rc = dev_read(s, txn, id, &dv);
+    if (rc == 0) {
+        if (ferry_strlcpy(dv.dev.labels, labels_json, sizeof(dv.dev.labels)) >=
+            sizeof(dv.dev.labels))
+            rc = INGEST_STORE_EINVAL;
+        else
+            rc = dev_write(s, txn, &dv);
+    }
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    return map_err(mdb_txn_commit(txn));
+}
+
 static int lmdb_device_updates(struct ingest_store *base, const char *id, char *out, size_t out_len)
 {
     (void)out_len; /* store.c checked it holds INGEST_UPDATES_MAX + 1 */
@@ -911,11 +951,8 @@ static int lmdb_device_list(struct ingest_store *base, ingest_device_cb cb, void
     int mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
     while (mrc == 0) {
         struct lmdb_device_val dv;
-        if (v.mv_size != sizeof(dv)) {
-            rc = INGEST_STORE_EIO;
+        if ((rc = dev_decode(&v, &dv)) != 0)
             goto out;
-        }
-        memcpy(&dv, v.mv_data, sizeof(dv));
         if (cb(&dv.dev, arg) != 0)
             goto out;
         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
@@ -930,19 +967,28 @@ out:
 }
 
 static int lmdb_token_add(struct ingest_store *base, const char *token, bool one_time,
-                          int64_t expires_ns, uint64_t max_uses)
+                          int64_t expires_ns, uint64_t max_uses, const char *labels_json)
 {
     struct lmdb_store *s = (struct lmdb_store *)base;
     MDB_txn *txn = NULL;
     int rc = map_err(mdb_txn_begin(s->env, NULL, 0, &txn));
     if (rc != 0)
         return rc;
+    /* The fixed part, then the labels' text (none when there are none). */
+    uint8_t buf[sizeof(struct lmdb_token_val) + INGEST_LABELS_MAX];
     struct lmdb_token_val tv;
     memset(&tv, 0, sizeof(tv));
     tv.one_time = one_time;
     tv.expires_ns = expires_ns;
     tv.max_uses = max_uses;
-    MDB_val k = str_val(token), v = {sizeof(tv), &tv};
+    size_t labels_len = strcmp(labels_json, "{}") == 0 ? 0 : strlen(labels_json);
+    if (labels_len > INGEST_LABELS_MAX) {
+        mdb_txn_abort(txn);
+        return INGEST_STORE_EINVAL;
+    }
+    memcpy(buf, &tv, sizeof(tv));
+    memcpy(buf + sizeof(tv), labels_json, labels_len);
+    MDB_val k = str_val(token), v = {sizeof(tv) + labels_len, buf};
     int mrc = mdb_put(txn, s->tokens, &k, &v, MDB_NOOVERWRITE);
     if (mrc != 0) {
         mdb_txn_abort(txn);
@@ -962,14 +1008,22 @@ static int lmdb_enroll(struct ingest_store *base, const char *token,
         return rc;
     MDB_val tk = str_val(token), tv;
     struct lmdb_token_val tok;
+    uint8_t tbuf[sizeof(struct lmdb_token_val) + INGEST_LABELS_MAX];
+    char labels[INGEST_LABELS_MAX + 1] = "{}";
     int mrc = mdb_get(txn, s->tokens, &tk, &tv);
-    if (mrc != 0 || (tv.mv_size != sizeof(tok) && tv.mv_size != LMDB_TOKEN_VAL_V1)) {
+    if (mrc != 0 || (tv.mv_size < sizeof(tok) && tv.mv_size != LMDB_TOKEN_VAL_V1) ||
+        tv.mv_size > sizeof(tbuf)) {
         snprintf(err, err_len, "token: unknown");
         rc = mrc == MDB_NOTFOUND || mrc == 0 ? INGEST_STORE_ETOKEN : map_err(mrc);
         goto fail;
     }
     memset(&tok, 0, sizeof(tok));
-    memcpy(&tok, tv.mv_data, tv.mv_size);
+    memcpy(&tok, tv.mv_data, tv.mv_size < sizeof(tok) ? tv.mv_size : sizeof(tok));
+    size_t labels_len = tv.mv_size > sizeof(tok) ? tv.mv_size - sizeof(tok) : 0;
+    if (labels_len > 0) {
+        memcpy(labels, (const uint8_t *)tv.mv_data + sizeof(tok), labels_len);
+        labels[labels_len] = '\0';
+    }
     if (tok.expires_ns != 0 && now_ns > tok.expires_ns) {
         snprintf(err, err_len, "token: expired");
         rc = INGEST_STORE_ETOKEN;
@@ -1015,13 +1069,16 @@ static int lmdb_enroll(struct ingest_store *base, const char *token,
         goto fail;
     struct ingest_device nd = *dev;
     nd.enrolled_ns = now_ns;
+    memcpy(nd.labels, labels, sizeof(nd.labels)); /* the token's labels */
     rc = insert_device(s, txn, &nd);
     if (rc != 0)
         goto fail;
     /* Every new key counts a use (in the same transaction as the device it registers). */
     tok.used = 1;
     tok.uses++;
-    tv = (MDB_val){sizeof(tok), &tok};
+    memcpy(tbuf, &tok, sizeof(tok));
+    memcpy(tbuf + sizeof(tok), labels, labels_len);
+    tv = (MDB_val){sizeof(tok) + labels_len, tbuf};
     rc = map_err(mdb_put(txn, s->tokens, &tk, &tv, 0));
     if (rc != 0)
         goto fail;
@@ -1692,6 +1749,7 @@ static const struct ingest_store_ops lmdb_ops = {
     .device_get = lmdb_device_get,
     .device_by_key = lmdb_device_by_key,
     .device_revoke = lmdb_device_revoke,
+    .device_set_labels = lmdb_device_set_labels,
     .device_list = lmdb_device_list,
     .token_add = lmdb_token_add,
     .enroll = lmdb_enroll,

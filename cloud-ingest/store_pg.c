@@ -39,7 +39,7 @@
 #include "common/utf8.h"
 #include "common/util.h"
 
-#define PG_SCHEMA_VERSION 5
+#define PG_SCHEMA_VERSION 6
 #define PG_MIGRATION_LOCK 0x66657272 /* "ferr" */
 
 struct pg_conn {
@@ -104,6 +104,11 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
     "CREATE TABLE ingest_kv (key text COLLATE \"C\" PRIMARY KEY, value bytea NOT NULL);"
     "CREATE TABLE ingest_leases (name text COLLATE \"C\" PRIMARY KEY, owner text NOT NULL,"
     " expires_ns bigint NOT NULL);",
+    /* version 6: device labels and the labels an enrolment token gives (store.h, "Device
+     * labels"). text, not jsonb: the canonical JSON text (compact, keys sorted) is kept byte for
+     * byte, and selectors are evaluated in ferry-ingest (selector.c). */
+    "ALTER TABLE devices ADD COLUMN labels text NOT NULL DEFAULT '{}';"
+    "ALTER TABLE tokens ADD COLUMN labels text NOT NULL DEFAULT '{}';",
 };
 
 static void set_err(char *err, size_t err_len, const char *what, PGconn *c)
@@ -777,7 +782,7 @@ static int pg_write(struct ingest_store *base, struct ingest_write *const *write
 /* Columns of a device row, in the order every SELECT of devices uses. */
 #define DEVICE_COLS                                                                                \
     "id, public_key, key_id, name, device_class, revoked, enrolled_ns, last_seen_ns,"              \
-    " clock_offset_ns, versions"
+    " clock_offset_ns, versions, labels"
 
 static void hex_field(PGresult *r, int row, int col, uint8_t *out, size_t n)
 {
@@ -800,6 +805,10 @@ static void device_from_row(PGresult *r, int row, struct ingest_device *d)
     (void)ferry_parse_i64(PQgetvalue(r, row, 7), INT64_MIN, INT64_MAX, &d->last_seen_ns);
     (void)ferry_parse_i64(PQgetvalue(r, row, 8), INT64_MIN, INT64_MAX, &d->clock_offset_ns);
     ferry_strlcpy(d->versions, PQgetvalue(r, row, 9), sizeof(d->versions));
+    if ((size_t)PQgetlength(r, row, 10) <= INGEST_LABELS_MAX)
+        ferry_strlcpy(d->labels, PQgetvalue(r, row, 10), sizeof(d->labels));
+    else
+        memcpy(d->labels, "{}", 3); /* never a truncated JSON text */
 }
 
 /* Fills the per-stream counters of `d` from device_streams. */
@@ -890,11 +899,12 @@ static int insert_device(PGconn *c, const struct ingest_device *d, char *err, si
     ferry_hex_encode(d->public_key, 32, pk + 2);
     ferry_hex_encode(d->key_id, 8, kid + 2);
     snprintf(enrolled, sizeof(enrolled), "%" PRId64, d->enrolled_ns);
-    const char *vals[6] = {d->id, pk, kid, d->name, d->device_class, enrolled};
+    const char *vals[7] = {
+        d->id, pk, kid, d->name, d->device_class, enrolled, d->labels[0] ? d->labels : "{}"};
     PGresult *r = exec_params(c,
                               "INSERT INTO devices (id, public_key, key_id, name, device_class,"
-                              " enrolled_ns) VALUES ($1, $2, $3, $4, $5, $6)",
-                              6, vals);
+                              " enrolled_ns, labels) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                              7, vals);
     int rc = 0;
     if (!res_ok(r)) {
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
@@ -955,6 +965,20 @@ static int pg_device_revoke(struct ingest_store *base, const char *id)
     return rc;
 }
 
+static int pg_device_set_labels(struct ingest_store *base, const char *id, const char *labels_json)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    struct pg_conn *pc = conn_get(s);
+    const char *vals[2] = {id, labels_json};
+    PGresult *r = exec_params(pc->conn, "UPDATE devices SET labels = $2 WHERE id = $1", 2, vals);
+    int rc = !res_ok(r)                         ? INGEST_STORE_EIO
+             : strcmp(PQcmdTuples(r), "1") == 0 ? 0
+                                                : INGEST_STORE_ENOTFOUND;
+    PQclear(r);
+    conn_put(s, pc);
+    return rc;
+}
+
 static int pg_device_list(struct ingest_store *base, ingest_device_cb cb, void *arg)
 {
     struct pg_store *s = (struct pg_store *)base;
@@ -980,18 +1004,18 @@ out:
 }
 
 static int pg_token_add(struct ingest_store *base, const char *token, bool one_time,
-                        int64_t expires_ns, uint64_t max_uses)
+                        int64_t expires_ns, uint64_t max_uses, const char *labels_json)
 {
     struct pg_store *s = (struct pg_store *)base;
     struct pg_conn *pc = conn_get(s);
     char exp[24], maxu[24];
     snprintf(exp, sizeof(exp), "%" PRId64, expires_ns);
     snprintf(maxu, sizeof(maxu), "%" PRIu64, max_uses);
-    const char *vals[4] = {token, one_time ? "true" : "false", exp, maxu};
+    const char *vals[5] = {token, one_time ? "true" : "false", exp, maxu, labels_json};
     PGresult *r = exec_params(pc->conn,
-                              "INSERT INTO tokens (token, one_time, expires_ns, max_uses)"
-                              " VALUES ($1, $2, $3, $4)",
-                              4, vals);
+                              "INSERT INTO tokens (token, one_time, expires_ns, max_uses, labels)"
+                              " VALUES ($1, $2, $3, $4, $5)",
+                              5, vals);
     int rc = 0;
     if (!res_ok(r)) {
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
@@ -1007,10 +1031,11 @@ static int enroll_txn(PGconn *c, const char *token, const struct ingest_device *
 {
     const char *tv[1] = {token};
     /* FOR UPDATE: two processes enrolling with one one-time token serialise here. */
-    PGresult *r = exec_params(c,
-                              "SELECT one_time, used, expires_ns, uses, max_uses FROM tokens"
-                              " WHERE token = $1 FOR UPDATE",
-                              1, tv);
+    PGresult *r =
+        exec_params(c,
+                    "SELECT one_time, used, expires_ns, uses, max_uses, labels FROM tokens"
+                    " WHERE token = $1 FOR UPDATE",
+                    1, tv);
     if (!res_ok(r)) {
         set_err(err, err_len, "look up token", c);
         PQclear(r);
@@ -1026,6 +1051,9 @@ static int enroll_txn(PGconn *c, const char *token, const struct ingest_device *
     (void)ferry_parse_i64(PQgetvalue(r, 0, 2), INT64_MIN, INT64_MAX, &expires);
     (void)ferry_parse_i64(PQgetvalue(r, 0, 3), 0, INT64_MAX, &uses);
     (void)ferry_parse_i64(PQgetvalue(r, 0, 4), 0, INT64_MAX, &max_uses);
+    char labels[INGEST_LABELS_MAX + 1] = "{}";
+    if ((size_t)PQgetlength(r, 0, 5) <= INGEST_LABELS_MAX)
+        ferry_strlcpy(labels, PQgetvalue(r, 0, 5), sizeof(labels));
     PQclear(r);
     if (expires != 0 && now_ns > expires) {
         snprintf(err, err_len, "token: expired");
@@ -1060,6 +1088,7 @@ static int enroll_txn(PGconn *c, const char *token, const struct ingest_device *
     }
     struct ingest_device nd = *dev;
     nd.enrolled_ns = now_ns;
+    memcpy(nd.labels, labels, sizeof(nd.labels)); /* the token's labels */
     int rc = insert_device(c, &nd, err, err_len);
     if (rc == INGEST_STORE_EEXIST)
         snprintf(err, err_len, "device id %s is taken by another key", dev->id);
@@ -1623,6 +1652,7 @@ static const struct ingest_store_ops pg_ops = {
     .device_get = pg_device_get,
     .device_by_key = pg_device_by_key,
     .device_revoke = pg_device_revoke,
+    .device_set_labels = pg_device_set_labels,
     .device_list = pg_device_list,
     .token_add = pg_token_add,
     .enroll = pg_enroll,

@@ -1,6 +1,7 @@
 /*
  * query.h - read endpoints that answer questions about stored data rather than hand records out
- * one by one: today the downsampled metric series the console charts (GET /v1/series).
+ * one by one: the downsampled metric series the console charts (GET /v1/series), and the metric
+ * comparison and version benchmark of compare.h (GET /v1/versions/compare).
  *
  * A chart of a week at 10 s resolution is 60,480 samples; the browser needs at most a few
  * thousand points. The ingest therefore buckets the samples itself: each bucket carries min, max,
@@ -61,7 +62,8 @@ int ingest_series_parse(const char *query, int64_t now_ns, struct ingest_series_
 int ingest_series_json(struct ingest_store *store, const struct ingest_series_req *req,
                        struct ferry_buf *out) __attribute__((warn_unused_result));
 
-/* Adds GET /v1/series to `router`; `store` is borrowed and must outlive it. Returns 0 or -1. */
+/* Adds GET /v1/series and GET /v1/versions/compare (compare.h) to `router`; `store` is borrowed and
+ * must outlive it. Returns 0 or -1. */
 int ingest_query_register(struct ingest_router *router, struct ingest_store *store)
     __attribute__((warn_unused_result));
 

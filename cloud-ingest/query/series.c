@@ -8,7 +8,7 @@
  *   2. The device's highest metric sequence tells where the scan starts: at most
  *      INGEST_SERIES_SCAN_MAX records back from the newest, so the most recent data is always in
  *      (a chart is about "now" far more often than about last year).
- *   3. ingest_store_export() hands out the records, SERIES_PAGE_RECORDS per call; a record whose
+ *   3. ingest_scan_recent() (scan.h) hands out the records page by page; a record whose
  * name is not the measurement or whose corrected device time is outside [from, to) costs a compare;
  * only matching ones have their fields' JSON parsed.
  *   4. Buckets are an array of `points` accumulators indexed by (ts - from) / bucket_ns.
@@ -32,6 +32,8 @@
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
+#include "cloud-ingest/query/compare.h"
+#include "cloud-ingest/query/scan.h"
 #include "cloud-ingest/router.h"
 #include "common/buf.h"
 #include "common/util.h"
@@ -51,14 +53,8 @@ struct series_scan {
     size_t measurement_len;
     int64_t bucket_ns;
     struct series_bucket *buckets;
-    uint64_t scanned;
-    uint64_t last_seq; /* sequence of the last record scanned: where the next page starts */
     uint64_t samples;
 };
-
-/* Records read per store call: PostgreSQL hands a whole result over at once, so the scan goes in
- * pages to keep a request's memory small whatever the scan limit. */
-#define SERIES_PAGE_RECORDS 20000
 
 static int param_i64(struct evkeyvalq *q, const char *name, int64_t dflt, int64_t *out, char *err,
                      size_t err_len)
@@ -174,36 +170,16 @@ out:
     return rc;
 }
 
-/* The numeric value of `field` in a row's fields JSON: 1 with *out set, 0 when absent or not a
- * finite number. */
-static int field_value(const char *fields, size_t len, const char *field, double *out)
-{
-    json_t *o = json_loadb(fields, len, 0, NULL);
-    json_t *v = o != NULL ? json_object_get(o, field) : NULL;
-    int found = 0;
-    if (v != NULL && (json_is_integer(v) || json_is_real(v))) {
-        *out = json_number_value(v);
-        found = isfinite(*out) ? 1 : 0;
-    } else if (v != NULL && json_is_boolean(v)) {
-        *out = json_is_true(v) ? 1.0 : 0.0;
-        found = 1;
-    }
-    json_decref(o);
-    return found;
-}
-
 static int scan_cb(const struct ingest_row *r, void *arg)
 {
     struct series_scan *s = arg;
     const struct ingest_series_req *req = s->req;
-    s->scanned++;
-    s->last_seq = r->seq;
     if (r->name_len != s->measurement_len || memcmp(r->name, req->measurement, r->name_len) != 0)
         return 0;
     if (r->ts_corrected_ns < req->from_ns || r->ts_corrected_ns >= req->to_ns)
         return 0;
     double v;
-    if (!field_value(r->fields_json, r->fields_json_len, req->field, &v))
+    if (!ingest_scan_field_value(r->fields_json, r->fields_json_len, req->field, &v))
         return 0;
     uint64_t i = (uint64_t)(r->ts_corrected_ns - req->from_ns) / (uint64_t)s->bucket_ns;
     assert(i < req->points);
@@ -242,18 +218,11 @@ int ingest_series_json(struct ingest_store *store, const struct ingest_series_re
     s.buckets = calloc(req->points, sizeof(*s.buckets));
     if (s.buckets == NULL)
         return INGEST_STORE_ENOMEM;
-    uint64_t max_seq = dev.streams[RECORD_METRIC].max_seq;
-    uint64_t after_seq = max_seq > INGEST_SERIES_SCAN_MAX ? max_seq - INGEST_SERIES_SCAN_MAX : 0;
-    s.last_seq = after_seq;
-    while (s.scanned < INGEST_SERIES_SCAN_MAX) {
-        uint64_t before = s.scanned, left = INGEST_SERIES_SCAN_MAX - s.scanned;
-        uint64_t page = left < SERIES_PAGE_RECORDS ? left : SERIES_PAGE_RECORDS;
-        rc = ingest_store_export(store, req->device, RECORD_METRIC, s.last_seq, page, scan_cb, &s);
-        if (rc != 0)
-            goto out;
-        if (s.scanned - before < page)
-            break;
-    }
+    struct ingest_scan_stats st;
+    rc = ingest_scan_recent(store, req->device, RECORD_METRIC, dev.streams[RECORD_METRIC].max_seq,
+                            INGEST_SERIES_SCAN_MAX, scan_cb, &s, &st);
+    if (rc != 0)
+        goto out;
     int e = ferry_buf_append(out, "{\"device\":", 10);
     e |= ferry_buf_append_json_string(out, req->device, strlen(req->device));
     e |= ferry_buf_append(out, ",\"metric\":", 10);
@@ -280,7 +249,7 @@ int ingest_series_json(struct ingest_store *store, const struct ingest_series_re
         first = false;
     }
     e |= ferry_buf_printf(out, "],\"scanned\":%" PRIu64 ",\"scan_limit\":%d,\"truncated\":%s}\n",
-                          s.scanned, INGEST_SERIES_SCAN_MAX, after_seq > 0 ? "true" : "false");
+                          st.scanned, INGEST_SERIES_SCAN_MAX, st.truncated ? "true" : "false");
     rc = e != 0 ? INGEST_STORE_ENOMEM : 0;
 out:
     free(s.buckets);
@@ -310,6 +279,8 @@ static void handle_series(struct evhttp_request *req, const char *path, void *ar
 
 int ingest_query_register(struct ingest_router *router, struct ingest_store *store)
 {
-    return ingest_router_add(router, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "/v1/series",
-                             INGEST_ACCESS_VIEWER, handle_series, store);
+    if (ingest_router_add(router, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "/v1/series",
+                          INGEST_ACCESS_VIEWER, handle_series, store) != 0)
+        return -1;
+    return compare_register(router, store);
 }

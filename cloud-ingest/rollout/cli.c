@@ -28,18 +28,21 @@
 
 static int usage(FILE *out)
 {
-    fprintf(out,
-            "usage: ferry-ingest [options] rollout create --manifest M.json\n"
-            "           [--rollback-manifest R.json] [--selector S] [--waves 1%%,10%%,50%%,100%%]\n"
-            "           [--min-devices 1] [--soak 10m] [--deadline 30m] [--gate 'GATE']...\n"
-            "           [--on-fail pause|abort] [--window HH:MM-HH:MM] [--name NAME]\n"
-            "           --pub RELEASE.pub [--pub ...] ARTIFACT|DIR...\n"
-            "       ferry-ingest [options] rollout list [--json]\n"
-            "       ferry-ingest [options] rollout status ID [--json]\n"
-            "       ferry-ingest [options] rollout pause|resume|abort|promote ID\n"
-            "Waves are cumulative: a percentage of the eligible devices or a device count.\n"
-            "Gates: install_success >= R, rollback_ratio <= R, silent_ratio <= R (R in [0,1]).\n"
-            "create prints the rollout id on stdout. See docs/rollouts.md.\n");
+    fprintf(
+        out,
+        "usage: ferry-ingest [options] rollout create --manifest M.json\n"
+        "           [--rollback-manifest R.json] [--selector S] [--waves 1%%,10%%,50%%,100%%]\n"
+        "           [--min-devices 1] [--soak 10m] [--deadline 30m] [--gate 'GATE']...\n"
+        "           [--on-fail pause|abort] [--window HH:MM-HH:MM] [--name NAME]\n"
+        "           --pub RELEASE.pub [--pub ...] ARTIFACT|DIR...\n"
+        "       ferry-ingest [options] rollout list [--json]\n"
+        "       ferry-ingest [options] rollout status ID [--json]\n"
+        "       ferry-ingest [options] rollout pause|resume|abort|promote ID\n"
+        "Waves are cumulative: a percentage of the eligible devices or a device count.\n"
+        "Gates: install_success >= R, rollback_ratio <= R, silent_ratio <= R (R in [0,1]).\n"
+        "Selector: terms over class, id, name, labels and version.<component> (for example\n"
+        "'site=berlin,hw in (b01,b02),version.model<2.0.0'); empty: every device of the class.\n"
+        "create prints the rollout id on stdout. See docs/rollouts.md.\n");
     return out == stdout ? 0 : 2;
 }
 

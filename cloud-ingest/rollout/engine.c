@@ -40,6 +40,7 @@
 #include "cloud-ingest/release/release.h"
 #include "cloud-ingest/rollout/rollout.h"
 #include "cloud-ingest/rollout/rollout_int.h"
+#include "cloud-ingest/selector.h"
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -130,6 +131,7 @@ static int put_device(struct round *rd, const char *id, const char *dev, uint32_
 
 struct eligible {
     const struct rollout *r;
+    const struct ingest_selector *sel;
     char **ids;
     size_t n, cap;
     int rc;
@@ -139,7 +141,7 @@ static int eligible_cb(const struct ingest_device *d, void *arg)
 {
     struct eligible *e = arg;
     if (d->revoked || strcmp(d->device_class, e->r->device_class) != 0 ||
-        !rollout_selector_match(e->r->selector, d))
+        !ingest_selector_match(e->sel, d))
         return 0;
     if (e->n == e->cap) {
         size_t cap = e->cap ? e->cap * 2 : 256;
@@ -163,8 +165,15 @@ static int eligible_cb(const struct ingest_device *d, void *arg)
 static int assign_members(struct ingest_store *st, const struct rollout *r, json_t *devs,
                           json_t *offers, struct round *rd, int64_t now_ns)
 {
-    struct eligible e = {r, NULL, 0, 0, 0};
+    struct ingest_selector *sel = NULL;
+    char why[512];
+    if (ingest_selector_parse(r->selector, &sel, why, sizeof(why)) != 0) {
+        log_limited(10, FERRY_LOG_ERROR, "rollout", "rollout %s: selector: %s", r->id, why);
+        return INGEST_STORE_EINVAL;
+    }
+    struct eligible e = {r, sel, NULL, 0, 0, 0};
     int rc = ingest_store_device_list(st, eligible_cb, &e);
+    ingest_selector_free(sel);
     if (rc == 0)
         rc = e.rc;
     uint8_t *waves = rc == 0 && e.n > 0 ? malloc(e.n) : NULL;
@@ -230,8 +239,9 @@ static int move_devices(struct ingest_store *st, const struct rollout *r, json_t
         enum rollout_dev next = (enum rollout_dev)cur;
         if (!rollout_dev_final(next)) {
             bool offered = json_object_get(offers, dev) != NULL;
-            enum rollout_dev rep =
-                offered || next != RDEV_PENDING ? reported_state(st, r, dev) : RDEV_PENDING;
+            /* also for devices never offered here: one may have it from another ingest whose
+             * offer mark is not read yet, or from an earlier publish */
+            enum rollout_dev rep = reported_state(st, r, dev);
             bool late = r->deadline_ns > 0 && r->wave_started_ns[w] > 0 &&
                         now_ns >= r->wave_started_ns[w] + r->deadline_ns;
             next = rollout_dev_next(next, rep, offered, late);

@@ -263,8 +263,9 @@ int rollout_device_utc_offset_min(const char *versions_json)
 
 uint64_t rollout_hash(const char *rollout_id, const char *device_id)
 {
+    /* the first 64 bits of BLAKE2b-128 */
     crypto_generichash_state st;
-    uint8_t h[8];
+    uint8_t h[16]; /* libsodium's shortest BLAKE2b output (crypto_generichash_BYTES_MIN) */
     crypto_generichash_init(&st, NULL, 0, sizeof(h));
     crypto_generichash_update(&st, (const uint8_t *)rollout_id, strlen(rollout_id));
     crypto_generichash_update(&st, (const uint8_t *)"/", 1);

@@ -15,6 +15,8 @@
 #include "cloud-ingest/ingest.h"
 #include "cloud-ingest/release/release.h"
 #include "cloud-ingest/rollout/rollout_int.h"
+#include "cloud-ingest/selector.h"
+#include "common/utf8.h"
 #include "common/buf.h"
 #include "common/util.h"
 
@@ -22,18 +24,31 @@
 
 int rollout_selector_check(const char *text, char *err, size_t err_len)
 {
-    if (text == NULL || text[0] == '\0')
-        return 0;
-    snprintf(err, err_len,
-             "--selector: label selectors need cloud-ingest/selector.h, not in this build; only "
-             "the empty selector (every device of the class) is accepted");
-    return -1;
+    struct ingest_selector *sel = NULL;
+    char why[512] = "";
+    if (text != NULL && !ferry_utf8_valid(text, strlen(text))) {
+        snprintf(err, err_len, "--selector: not valid UTF-8");
+        return -1;
+    }
+    int rc = ingest_selector_parse(text, &sel, why, sizeof(why));
+    ingest_selector_free(sel);
+    if (rc != 0) {
+        snprintf(err, err_len, "--selector: %s", why[0] ? why : ingest_store_strerror(rc));
+        return -1;
+    }
+    return 0;
 }
 
 bool rollout_selector_match(const char *text, const struct ingest_device *dev)
 {
-    (void)dev;
-    return text == NULL || text[0] == '\0';
+    if (text == NULL || text[0] == '\0')
+        return true;
+    struct ingest_selector *sel = NULL;
+    char why[256];
+    bool match =
+        ingest_selector_parse(text, &sel, why, sizeof(why)) == 0 && ingest_selector_match(sel, dev);
+    ingest_selector_free(sel); /* a stored selector was checked at create: it parses */
+    return match;
 }
 
 /* ---- Loading -------------------------------------------------------------------------------- */

@@ -23,7 +23,7 @@ struct ingest_config;
 #define ROLLOUT_WAVES_MAX 16
 #define ROLLOUT_GATES_MAX 16
 #define ROLLOUT_GATE_TEXT_MAX 160
-#define ROLLOUT_SELECTOR_MAX 1024
+#define ROLLOUT_SELECTOR_MAX 4096 /* INGEST_SELECTOR_TEXT_MAX */
 #define ROLLOUT_NAME_MAX 64
 #define ROLLOUT_STR_MAX 64 /* component, version (manifest strings) */
 #define ROLLOUT_ARTIFACTS_MAX 16
@@ -142,7 +142,8 @@ int rollout_parse_window(const char *text, struct rollout *r, char *err, size_t 
 /* The wave text for output ("10%", "25"). */
 void rollout_wave_text(const struct rollout_wave *w, char *out, size_t out_len);
 
-/* The stable hash that orders devices within a rollout: BLAKE2b-64 of "<rollout id>/<device>". */
+/* The stable hash that orders devices within a rollout: the first 64 bits of BLAKE2b-128 of
+ * "<rollout id>/<device>". */
 uint64_t rollout_hash(const char *rollout_id, const char *device_id);
 /* Cumulative device counts of the waves for `n` eligible devices: ceil of each percentage, at
  * least min_devices more than the previous wave (while devices remain), never above n; a last
@@ -225,8 +226,9 @@ int rollout_status_json(struct ingest_store *st, const char *id, int64_t now_ns,
 int rollout_manifest_path(const struct ingest_config *cfg, const char *id, bool rollback, char *out,
                           size_t out_len);
 
-/* Selectors (cloud-ingest/selector.h once merged): only the empty selector, which matches every
- * device of the class, is accepted in this build. */
+/* Selectors (cloud-ingest/selector.h): checks an operator's text (valid UTF-8 that parses;
+ * 0 or -1 with err naming the term and column), and matches a stored one against a device (the
+ * evaluator parses once per round instead). The empty selector matches every device. */
 int rollout_selector_check(const char *text, char *err, size_t err_len);
 bool rollout_selector_match(const char *text, const struct ingest_device *dev);
 

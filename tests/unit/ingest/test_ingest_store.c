@@ -7,7 +7,10 @@
  * same id, revoked), exactly-once records under repeats and in one group, export order and
  * paging, gap counting once, counters, refusal of unknown/revoked devices inside a group, and
  * that everything survives closing and reopening the store; commit order: every record read once
- * from a durable cursor, and (PostgreSQL) a late-committing transaction is never skipped.
+ * from a durable cursor, and (PostgreSQL) a late-committing transaction is never skipped, also
+ * with two writers committing out of txid order while a reader follows; device labels: set at
+ * registration, replaced, given by an enrolment token, kept across reopen, and (LMDB) device
+ * values written before labels existed read as having none.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,12 +18,15 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <lmdb.h>
 
 #include "cloud-ingest/store.h"
 #include "common/buf.h"
@@ -927,6 +933,300 @@ static void pg_late_commit_is_never_skipped(void **state)
     ingest_store_close(s);
 }
 
+/* Labels: canonical at registration, replaced whole, refused when malformed, given by an
+ * enrolment token to the devices it enrols (not again to a key enrolling twice), kept across a
+ * reopen. */
+/* ---- PostgreSQL: two writers whose commit order differs from their txid order -------------- */
+
+struct co_writer {
+    struct ingest_store *store;
+    const char *device;
+    uint64_t first_seq, batches, per_batch;
+    int rc;
+};
+
+/* Writes `batches` batches of `per_batch` metric records for one device (seqs from first_seq). */
+static void *co_writer_main(void *arg)
+{
+    struct co_writer *cw = arg;
+    uint64_t seq = cw->first_seq;
+    cw->rc = 0;
+    for (uint64_t b = 0; b < cw->batches && cw->rc == 0; b++) {
+        struct recset *rs = calloc(1, sizeof(*rs));
+        if (rs == NULL) {
+            cw->rc = -1;
+            break;
+        }
+        for (uint64_t i = 0; i < cw->per_batch; i++)
+            add_rec(rs, RECORD_METRIC, seq++, "cpu", (double)i);
+        struct ingest_write w;
+        init_write(&w, cw->device, rs);
+        cw->rc = write1(cw->store, &w);
+        if (cw->rc == 0 && w.new_records != cw->per_batch)
+            cw->rc = -2;
+        ferry_buf_free(&rs->arena);
+        free(rs);
+    }
+    return NULL;
+}
+
+static int64_t pg_int(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    int64_t v = -1;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
+        (void)ferry_parse_i64(PQgetvalue(r, 0, 0), INT64_MIN, INT64_MAX, &v);
+    PQclear(r);
+    return v;
+}
+
+/* Counts, per (device, seq) of the co_seen, how often it was read; fails on any repeat. Returns
+ * the number of distinct records of `device` read. */
+static size_t co_count_device(const struct co_seen *c, const char *device)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c->n; i++)
+        if (strcmp(c->dev[c->dev_of[i]], device) == 0)
+            n++;
+    return n;
+}
+
+/*
+ * Two connections write through the store API; writer A takes its transaction id first (its
+ * records are COPYed) and is then held before COMMIT by a row lock another session holds on its
+ * device row, while writer B (higher txid) writes and commits. A reader that follows the store
+ * meanwhile must not pass A's txid: B's rows are read only after A committed, and in the end
+ * every record of both writers is read exactly once. A reader that trusted txid order alone
+ * would read B's rows, move its cursor past A's txid and never read A's rows.
+ */
+static void pg_concurrent_writers_interleaved_commit_order(void **state)
+{
+    (void)state;
+    if (g_cfg.kind != INGEST_STORE_PG)
+        skip();
+    struct ingest_store *reader = open_store(), *sa = open_store(), *sb = open_store();
+    struct ingest_device d;
+    make_device(&d, "dev-cw-a", 0x91);
+    assert_int_equal(ingest_store_device_add(reader, &d, NULL, 0), 0);
+    make_device(&d, "dev-cw-b", 0x92);
+    assert_int_equal(ingest_store_device_add(reader, &d, NULL, 0), 0);
+    struct ingest_store_cursor zero;
+    memset(&zero, 0, sizeof(zero));
+    struct co_seen *c = calloc(1, sizeof(*c));
+    co_read_all(reader, zero, 1000, c);
+    struct ingest_store_cursor end = c->last;
+
+    PGconn *ctl = PQconnectdb(g_cfg.pg_conninfo);
+    assert_int_equal(PQstatus(ctl), CONNECTION_OK);
+    PGresult *r = PQexec(ctl, "BEGIN");
+    PQclear(r);
+    r = PQexec(ctl, "SELECT 1 FROM devices WHERE id = 'dev-cw-a' FOR UPDATE");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+    int64_t waiting_before = pg_int(ctl, "SELECT count(*) FROM pg_locks WHERE NOT granted");
+
+    struct co_writer a = {sa, "dev-cw-a", 1, 1, 40, 0};
+    pthread_t ta;
+    assert_int_equal(pthread_create(&ta, NULL, co_writer_main, &a), 0);
+    /* Wait until A is blocked on the row lock, i.e. its records (and txid) are in. */
+    bool blocked = false;
+    for (int i = 0; i < 1000 && !blocked; i++) {
+        blocked = pg_int(ctl, "SELECT count(*) FROM pg_locks WHERE NOT granted") > waiting_before;
+        if (!blocked) {
+            struct timespec ts = {0, 10 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    assert_true(blocked);
+
+    /* B writes and commits three batches while A is still open. */
+    struct co_writer b = {sb, "dev-cw-b", 1, 3, 20, 0};
+    co_writer_main(&b);
+    assert_int_equal(b.rc, 0);
+    /* B's transactions got higher ids than A's and committed first (checked below). */
+    struct co_seen *c2 = calloc(1, sizeof(*c2));
+    c2->last = end;
+    co_read_all(reader, end, 7, c2);
+    size_t read_while_a_open = c2->n; /* must be 0: nothing past A's open transaction */
+
+    r = PQexec(ctl, "ROLLBACK"); /* releases the row lock: A commits */
+    PQclear(r);
+    assert_int_equal(pthread_join(ta, NULL), 0);
+    assert_int_equal(a.rc, 0);
+    int64_t txid_a = pg_int(ctl, "SELECT max(txid::text::bigint) FROM records"
+                                 " WHERE device = 'dev-cw-a'");
+    int64_t txid_b = pg_int(ctl, "SELECT min(txid::text::bigint) FROM records"
+                                 " WHERE device = 'dev-cw-b'");
+    assert_true(txid_a > 0 && txid_b > 0);
+    assert_true(txid_a < txid_b); /* the interleaving this test is about happened */
+
+    co_read_all(reader, c2->last, 7, c2);
+    co_assert_unique(c2);
+    assert_int_equal(co_count_device(c2, "dev-cw-a"), 40);
+    assert_int_equal(co_count_device(c2, "dev-cw-b"), 60);
+    assert_int_equal(c2->n, 100);
+    assert_int_equal(read_while_a_open, 0);
+    assert_string_equal(c2->dev[c2->dev_of[0]], "dev-cw-a"); /* lower txid first */
+
+    /* Then free-running: two writers at once, a reader following them the whole time. */
+    struct co_writer fa = {sa, "dev-cw-a", 41, 30, 5, 0}, fb = {sb, "dev-cw-b", 61, 30, 5, 0};
+    pthread_t tfa, tfb;
+    assert_int_equal(pthread_create(&tfa, NULL, co_writer_main, &fa), 0);
+    assert_int_equal(pthread_create(&tfb, NULL, co_writer_main, &fb), 0);
+    struct co_seen *c3 = calloc(1, sizeof(*c3));
+    c3->last = c2->last;
+    for (int i = 0; i < 200; i++) {
+        size_t before = c3->n;
+        assert_int_equal(ingest_store_read_committed(reader, &c3->last, 4, co_cb, c3), 0);
+        if (c3->n == before) {
+            struct timespec ts = {0, 2 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    assert_int_equal(pthread_join(tfa, NULL), 0);
+    assert_int_equal(pthread_join(tfb, NULL), 0);
+    assert_int_equal(fa.rc, 0);
+    assert_int_equal(fb.rc, 0);
+    co_read_all(reader, c3->last, 4, c3);
+    co_assert_unique(c3);
+    assert_int_equal(co_count_device(c3, "dev-cw-a"), 150);
+    assert_int_equal(co_count_device(c3, "dev-cw-b"), 150);
+    assert_int_equal(c3->n, 300);
+    PQfinish(ctl);
+    free(c);
+    free(c2);
+    free(c3);
+    ingest_store_close(sb);
+    ingest_store_close(sa);
+    ingest_store_close(reader);
+}
+
+/* Labels: canonical at registration, replaced whole, refused when malformed, given by an
+ * enrolment token to the devices it enrols (not again to a key enrolling twice), kept across a
+ * reopen. */
+static void labels_set_replaced_and_given_by_tokens(void **state)
+{
+    (void)state;
+    struct ingest_store *s = open_store();
+    char err[256] = "";
+    struct ingest_device d, got;
+    make_device(&d, "dev-lab", 0x81);
+    ferry_strlcpy(d.labels, "{\"site\":\"berlin\",\"customer\":\"acme\"}", sizeof(d.labels));
+    assert_int_equal(ingest_store_device_add(s, &d, err, sizeof(err)), 0);
+    assert_int_equal(ingest_store_device_get(s, "dev-lab", &got), 0);
+    assert_string_equal(got.labels, "{\"customer\":\"acme\",\"site\":\"berlin\"}");
+    /* a device registered without labels has "{}" */
+    struct ingest_device e;
+    make_device(&e, "dev-lab2", 0x82);
+    assert_int_equal(ingest_store_device_add(s, &e, err, sizeof(err)), 0);
+    assert_int_equal(ingest_store_device_get(s, "dev-lab2", &got), 0);
+    assert_string_equal(got.labels, "{}");
+    /* malformed labels at registration: refused, naming the device and the key */
+    make_device(&e, "dev-lab3", 0x83);
+    ferry_strlcpy(e.labels, "{\"Bad\":\"x\"}", sizeof(e.labels));
+    assert_int_equal(ingest_store_device_add(s, &e, err, sizeof(err)), INGEST_STORE_EINVAL);
+    assert_non_null(strstr(err, "dev-lab3"));
+    assert_non_null(strstr(err, "\"Bad\""));
+    assert_int_equal(ingest_store_device_get(s, "dev-lab3", &got), INGEST_STORE_ENOTFOUND);
+    /* replaced whole */
+    assert_int_equal(ingest_store_device_set_labels(s, "dev-lab", "{\"rev\":\"B\"}"), 0);
+    assert_int_equal(ingest_store_device_get(s, "dev-lab", &got), 0);
+    assert_string_equal(got.labels, "{\"rev\":\"B\"}");
+    assert_int_equal(ingest_store_device_set_labels(s, "dev-none", "{}"), INGEST_STORE_ENOTFOUND);
+    assert_int_equal(ingest_store_device_set_labels(s, "dev-lab", "{\"id\":\"x\"}"),
+                     INGEST_STORE_EINVAL);
+    assert_int_equal(ingest_store_device_set_labels(s, "dev-lab", "[]"), INGEST_STORE_EINVAL);
+    assert_int_equal(ingest_store_device_get(s, "dev-lab", &got), 0);
+    assert_string_equal(got.labels, "{\"rev\":\"B\"}");
+    /* other device changes keep labels */
+    struct ingest_write w;
+    init_write(&w, "dev-lab", NULL);
+    w.versions_json = "{\"model\":\"1.2.0\"}";
+    assert_int_equal(write1(s, &w), 0);
+    assert_int_equal(ingest_store_device_get(s, "dev-lab", &got), 0);
+    assert_string_equal(got.labels, "{\"rev\":\"B\"}");
+    /* enrolment tokens with labels */
+    assert_int_equal(ingest_store_token_add_labeled(s, "labeled-token-0001", false, 0, 0,
+                                                    "{\"site\":\"rome\",\"batch\":\"7\"}"),
+                     0);
+    assert_int_equal(
+        ingest_store_token_add_labeled(s, "labeled-token-0002", false, 0, 0, "{\"class\":\"x\"}"),
+        INGEST_STORE_EINVAL);
+    struct ingest_device n1, out;
+    make_device(&n1, "dev-enl", 0x84);
+    ferry_strlcpy(n1.labels, "{\"site\":\"mine\"}", sizeof(n1.labels)); /* ignored */
+    assert_int_equal(ingest_store_enroll(s, "labeled-token-0001", &n1, 5, &out, err, sizeof(err)),
+                     0);
+    assert_string_equal(out.labels, "{\"batch\":\"7\",\"site\":\"rome\"}");
+    assert_int_equal(ingest_store_device_get(s, "dev-enl", &got), 0);
+    assert_string_equal(got.labels, "{\"batch\":\"7\",\"site\":\"rome\"}");
+    /* an operator changes them; the same key enrolling again keeps the operator's labels */
+    assert_int_equal(ingest_store_device_set_labels(s, "dev-enl", "{\"site\":\"oslo\"}"), 0);
+    assert_int_equal(ingest_store_enroll(s, "labeled-token-0001", &n1, 6, &out, err, sizeof(err)),
+                     0);
+    assert_string_equal(out.labels, "{\"site\":\"oslo\"}");
+    /* a token without labels gives none; the older token API too */
+    assert_int_equal(ingest_store_token_add_limited(s, "plain-token-00001", true, 0, 0), 0);
+    struct ingest_device n2;
+    make_device(&n2, "dev-enl2", 0x85);
+    assert_int_equal(ingest_store_enroll(s, "plain-token-00001", &n2, 5, &out, err, sizeof(err)),
+                     0);
+    assert_string_equal(out.labels, "{}");
+    ingest_store_close(s);
+    s = open_store();
+    assert_int_equal(ingest_store_device_get(s, "dev-enl", &got), 0);
+    assert_string_equal(got.labels, "{\"site\":\"oslo\"}");
+    assert_int_equal(ingest_store_device_get(s, "dev-lab", &got), 0);
+    assert_string_equal(got.labels, "{\"rev\":\"B\"}");
+    ingest_store_close(s);
+}
+
+/* LMDB: a device value written before labels existed (the struct without its last member) is
+ * read with no labels, listed, and rewritten at full size when its labels are set. */
+static void lmdb_device_values_before_labels_read_as_none(void **state)
+{
+    (void)state;
+    if (g_cfg.kind != INGEST_STORE_LMDB)
+        skip();
+    struct ingest_store *s = open_store();
+    struct ingest_device d, got;
+    make_device(&d, "dev-old", 0x86);
+    ferry_strlcpy(d.labels, "{\"a\":\"b\"}", sizeof(d.labels));
+    assert_int_equal(ingest_store_device_add(s, &d, NULL, 0), 0);
+    ingest_store_close(s);
+    /* Cut the stored value to the older size with LMDB directly. */
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
+    assert_int_equal(mdb_env_set_mapsize(env, g_cfg.lmdb_map_size), 0);
+    assert_int_equal(mdb_env_open(env, g_cfg.lmdb_dir, MDB_NOTLS, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "devices", 0, &dbi), 0);
+    MDB_val k = {7, (void *)"dev-old"}, v;
+    assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
+    size_t old_size = 8 + offsetof(struct ingest_device, labels);
+    assert_int_equal(v.mv_size, 8 + sizeof(struct ingest_device));
+    uint8_t *copy = malloc(old_size);
+    memcpy(copy, v.mv_data, old_size);
+    v = (MDB_val){old_size, copy};
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    free(copy);
+    s = open_store();
+    assert_int_equal(ingest_store_device_get(s, "dev-old", &got), 0);
+    assert_string_equal(got.labels, "{}");
+    assert_string_equal(got.device_class, "jetson-orin-nano");
+    struct count_state c = {0, false};
+    assert_int_equal(ingest_store_device_list(s, count_cb, &c), 0);
+    assert_int_equal(ingest_store_device_set_labels(s, "dev-old", "{\"c\":\"d\"}"), 0);
+    assert_int_equal(ingest_store_device_get(s, "dev-old", &got), 0);
+    assert_string_equal(got.labels, "{\"c\":\"d\"}");
+    ingest_store_close(s);
+}
+
 static void everything_survives_reopen(void **state)
 {
     struct ingest_store *s = open_store();
@@ -979,6 +1279,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(everything_survives_reopen),
         cmocka_unit_test(commit_order_every_record_once_from_a_durable_cursor),
         cmocka_unit_test(pg_late_commit_is_never_skipped),
+        cmocka_unit_test(pg_concurrent_writers_interleaved_commit_order),
+        cmocka_unit_test(labels_set_replaced_and_given_by_tokens),
+        cmocka_unit_test(lmdb_device_values_before_labels_read_as_none),
     };
     int rc = cmocka_run_group_tests_name(argv[1], tests, NULL, NULL);
     if (g_cfg.kind == INGEST_STORE_LMDB) {
