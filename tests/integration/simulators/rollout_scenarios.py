@@ -262,14 +262,17 @@ def scenario_good(bin_dir, n, keep=False, kill_states=False, profiles="lte-poor:
 
 
 def scenario_silent(bin_dir, n, keep=False, profiles="lte-good:3,lte-poor:1", deadline=20):
-    fl = Fleet(bin_dir, n, ["--offline-share", "0.1", "--offline-after", "8s"], profiles, keep)
+    # every device enrolls (and reports its version) before a tenth of them is switched off
+    off_after = 10 + n // 15
+    fl = Fleet(bin_dir, n, ["--offline-share", "0.1", "--offline-after", "%ds" % off_after],
+               profiles, keep)
     failed = True
     try:
         h = fl.h
         rel = h.make_release("2.0.0")
         offline = {m for m in fl.names if stable_unit(m, "offline") < 0.1}
-        fl.wait_enrolled(n, 60 + n // 10)
-        time.sleep(max(0.0, h.fleet_started + 10 - time.time()))  # past --offline-after
+        fl.wait_enrolled(n, off_after)
+        time.sleep(max(0.0, h.fleet_started + off_after + 2 - time.time()))
         rid = fl.create(rel, "--waves", "20%,100%", "--soak", "2s",
                         "--deadline", "%ds" % deadline, "--gate", "install_success >= 0.8",
                         "--gate", "silent_ratio <= 0.2")
