@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 struct ingest_router;
 struct ingest_ctx;
@@ -83,9 +84,10 @@ int ingest_release_verify(const char *manifest_path, const uint8_t (*keys)[32], 
                           struct manifest **out, uint8_t **data, size_t *len);
 /* Stores every artifact `m` names, found among `sources` (files or directories of hash-named
  * files), after checking size, chunk hashes and SHA-256; already stored ones are kept. Does NOT
- * make the manifest current. Returns 0 or -1. */
+ * make the manifest current. What it stored is written to `info` (stdout for `release publish`,
+ * stderr for `rollout create`, whose stdout is the id alone). Returns 0 or -1. */
 int ingest_release_store_artifacts(const struct ingest_config *cfg, const struct manifest *m,
-                                   char **sources, int nsources);
+                                   char **sources, int nsources, FILE *info);
 /* Makes `m` (envelope data[len]) the current manifest of its class and component (and the class's
  * latest.json). Artifacts must be stored first. Returns 0 or -1. */
 int ingest_release_install(const struct ingest_config *cfg, const struct manifest *m,

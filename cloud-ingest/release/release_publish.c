@@ -229,7 +229,7 @@ int ingest_release_verify(const char *manifest_path, const uint8_t (*keys)[32], 
 }
 
 int ingest_release_store_artifacts(const struct ingest_config *cfg, const struct manifest *m,
-                                   char **sources, int nsources)
+                                   char **sources, int nsources, FILE *info)
 {
     char dir[1200], adir[1300];
     if (ingest_release_dir(cfg, dir, sizeof(dir)) != 0)
@@ -245,7 +245,7 @@ int ingest_release_store_artifacts(const struct ingest_config *cfg, const struct
         ferry_hex_encode(a->sha256, 32, hex);
         snprintf(have, sizeof(have), "%s/%s", adir, hex);
         if (access(have, R_OK) == 0) {
-            printf("artifact %s already stored\n", hex);
+            fprintf(info, "artifact %s already stored\n", hex);
             continue;
         }
         if (find_source(sources, nsources, hex, a->sha256, src, sizeof(src)) != 0) {
@@ -257,7 +257,7 @@ int ingest_release_store_artifacts(const struct ingest_config *cfg, const struct
             fprintf(stderr, "ferry-ingest: cannot store artifact %s from %s\n", hex, src);
             return -1;
         }
-        printf("artifact %s stored (%llu bytes)\n", hex, (unsigned long long)a->size);
+        fprintf(info, "artifact %s stored (%llu bytes)\n", hex, (unsigned long long)a->size);
     }
     return 0;
 }
@@ -332,7 +332,7 @@ static int cmd_publish(const struct ingest_config *cfg, int argc, char **argv)
                 manifest_device_class(m), manifest_component(m));
         goto out;
     }
-    if (ingest_release_store_artifacts(cfg, m, sources, nsources) != 0)
+    if (ingest_release_store_artifacts(cfg, m, sources, nsources, stdout) != 0)
         goto out;
     if (ingest_release_install(cfg, m, data, len) != 0) {
         fprintf(stderr, "ferry-ingest: cannot write the manifest of %s/%s\n",

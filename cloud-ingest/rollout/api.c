@@ -93,6 +93,26 @@ static void handle_get(struct evhttp_request *req, const char *path, void *arg)
     json_decref(o);
 }
 
+static void handle_compare(struct evhttp_request *req, const char *path, void *arg)
+{
+    struct rollouts *ro = arg;
+    char id[ROLLOUT_ID_LEN + 1], err[256] = "";
+    const char *rest;
+    if (!path_id(path, id, &rest) || strcmp(rest, "/compare") != 0) {
+        ingest_reply_error(req, 404, "no rollout at %s", path);
+        return;
+    }
+    json_t *o = NULL;
+    int rc = rollout_compare_json(ro->store, id, ferry_realtime_ns(), &o, err, sizeof(err));
+    if (rc == INGEST_STORE_ENOTFOUND)
+        ingest_reply_error(req, 404, "no rollout %s", id);
+    else if (rc != 0)
+        ingest_reply_retry(req, 503, 1, "rollouts: store unavailable");
+    else
+        reply_json(req, o);
+    json_decref(o);
+}
+
 static void handle_command(struct evhttp_request *req, const char *path, void *arg)
 {
     struct rollouts *ro = arg;
@@ -126,6 +146,9 @@ int rollouts_register(struct ingest_router *router, struct rollouts *ro)
     if (rc == 0)
         rc = ingest_router_add(router, EVHTTP_REQ_GET, "/v1/rollouts/*", INGEST_ACCESS_VIEWER,
                                handle_get, ro);
+    if (rc == 0)
+        rc = ingest_router_add(router, EVHTTP_REQ_GET, "/v1/rollouts/*/compare",
+                               INGEST_ACCESS_VIEWER, handle_compare, ro);
     static const char *const ops[] = {"pause", "resume", "abort", "promote"};
     for (size_t i = 0; rc == 0 && i < 4; i++) {
         char pattern[64];

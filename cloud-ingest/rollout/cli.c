@@ -38,8 +38,11 @@ static int usage(FILE *out)
         "       ferry-ingest [options] rollout list [--json]\n"
         "       ferry-ingest [options] rollout status ID [--json]\n"
         "       ferry-ingest [options] rollout pause|resume|abort|promote ID\n"
+        "       ferry-ingest [options] rollout compare ID [--json]\n"
         "Waves are cumulative: a percentage of the eligible devices or a device count.\n"
-        "Gates: install_success >= R, rollback_ratio <= R, silent_ratio <= R (R in [0,1]).\n"
+        "Gates: install_success >= R, rollback_ratio <= R, silent_ratio <= R (R in [0,1]),\n"
+        "and metric gates: 'inference.fps p50 >= 0.97 x baseline', 'thermal.gpu p95 <=\n"
+        "baseline + 3', 'error_logs <= 2 x baseline', '... x control' (query/compare.h).\n"
         "Selector: terms over class, id, name, labels and version.<component> (for example\n"
         "'site=berlin,hw in (b01,b02),version.model<2.0.0'); empty: every device of the class.\n"
         "create prints the rollout id on stdout. See docs/rollouts.md.\n");
@@ -263,8 +266,9 @@ static int cmd_create(const struct ingest_config *cfg, struct ingest_store *st, 
     uint8_t rnd[ROLLOUT_ID_LEN / 2];
     randombytes_buf(rnd, sizeof(rnd));
     ferry_hex_encode(rnd, sizeof(rnd), r->id);
-    if (ingest_release_store_artifacts(cfg, m, a.sources, a.n_sources) != 0 ||
-        (rb != NULL && ingest_release_store_artifacts(cfg, rb, a.sources, a.n_sources) != 0) ||
+    if (ingest_release_store_artifacts(cfg, m, a.sources, a.n_sources, stderr) != 0 ||
+        (rb != NULL &&
+         ingest_release_store_artifacts(cfg, rb, a.sources, a.n_sources, stderr) != 0) ||
         write_manifest_file(cfg, r->id, false, data, len) != 0 ||
         (rb != NULL && write_manifest_file(cfg, r->id, true, rdata, rlen) != 0))
         goto out;
@@ -463,13 +467,17 @@ static void print_status(json_t *o)
         json_array_foreach(json_object_get(w, "gates"), g, gate)
         {
             json_t *v = json_object_get(gate, "value");
-            char val[32] = "-";
+            json_t *t = json_object_get(gate, "threshold");
+            char val[32] = "-", thr[32] = "-";
             if (json_is_number(v))
                 snprintf(val, sizeof(val), "%.3f", json_number_value(v));
-            printf("    gate %-32s value %-8s threshold %.3f  %s%s\n",
-                   json_string_value(json_object_get(gate, "gate")), val,
-                   json_number_value(json_object_get(gate, "threshold")),
-                   json_is_true(json_object_get(gate, "pass")) ? "pass" : "FAIL",
+            if (json_is_number(t))
+                snprintf(thr, sizeof(thr), "%.3f", json_number_value(t));
+            printf("    gate %-32s value %-8s threshold %-8s %s%s\n",
+                   json_string_value(json_object_get(gate, "gate")), val, thr,
+                   !json_is_true(json_object_get(gate, "decided")) && !json_is_number(v) ? "waiting"
+                   : json_is_true(json_object_get(gate, "pass"))                         ? "pass"
+                                                                                         : "FAIL",
                    json_is_true(json_object_get(gate, "decided")) ? " (decided)" : " (so far)");
         }
     }
@@ -492,6 +500,86 @@ static int cmd_status(struct ingest_store *st, const char *id, bool as_json)
         free(text);
     } else
         print_status(o);
+    json_decref(o);
+    return 0;
+}
+
+static void print_stat(json_t *d, const char *k)
+{
+    json_t *v = json_object_get(d, k);
+    if (json_is_number(v))
+        printf(" %10.3f", json_number_value(v));
+    else
+        printf(" %10s", "-");
+}
+
+static void print_p(json_t *row, const char *k, const char *sig)
+{
+    json_t *v = json_object_get(row, k);
+    if (json_is_number(v))
+        printf("  p=%.4f%s", json_number_value(v),
+               json_is_true(json_object_get(row, sig)) ? " (larger than the noise)" : "");
+    else
+        printf("  p=-");
+}
+
+static int cmd_compare(struct ingest_store *st, const char *id, bool as_json)
+{
+    json_t *o = NULL;
+    char err[256] = "";
+    int rc = rollout_compare_json(st, id, ferry_realtime_ns(), &o, err, sizeof(err));
+    if (rc != 0) {
+        fprintf(stderr, "ferry-ingest: rollout compare: %s\n",
+                err[0] ? err : ingest_store_strerror(rc));
+        return 1;
+    }
+    if (as_json) {
+        char *text = json_dumps(o, JSON_COMPACT);
+        if (text != NULL)
+            printf("%s\n", text);
+        free(text);
+        json_decref(o);
+        return 0;
+    }
+    printf("rollout %s: %s %s, %" JSON_INTEGER_FORMAT " updated device(s) against their own "
+           "baseline, %" JSON_INTEGER_FORMAT " control device(s), window %" JSON_INTEGER_FORMAT
+           "s\n",
+           id, json_string_value(json_object_get(o, "component")),
+           json_string_value(json_object_get(o, "version")),
+           json_integer_value(json_object_get(o, "updated_devices")),
+           json_integer_value(json_object_get(o, "control_devices")),
+           json_integer_value(json_object_get(o, "window_ns")) / 1000000000);
+    printf("%-28s %-8s %10s %10s %10s %10s %10s\n", "metric", "group", "count", "devices", "mean",
+           "p50", "p95");
+    size_t i;
+    json_t *row;
+    json_array_foreach(json_object_get(o, "metrics"), i, row)
+    {
+        const char *metric = json_string_value(json_object_get(row, "metric"));
+        const char *e = json_string_value(json_object_get(row, "error"));
+        if (e != NULL) {
+            printf("%-28s ", metric);
+            print_escaped(e);
+            putchar('\n');
+            continue;
+        }
+        static const char *const groups[] = {"before", "after", "control"};
+        for (int g = 0; g < 3; g++) {
+            json_t *d = json_object_get(row, groups[g]);
+            printf("%-28s %-8s %10" JSON_INTEGER_FORMAT " %10" JSON_INTEGER_FORMAT,
+                   g == 0 ? metric : "", groups[g], json_integer_value(json_object_get(d, "count")),
+                   json_integer_value(json_object_get(d, "devices")));
+            print_stat(d, "mean");
+            print_stat(d, "p50");
+            print_stat(d, "p95");
+            putchar('\n');
+        }
+        printf("%-28s after vs before:", "");
+        print_p(row, "p_before_after", "significant_before_after");
+        printf("; after vs control:");
+        print_p(row, "p_after_control", "significant_after_control");
+        putchar('\n');
+    }
     json_decref(o);
     return 0;
 }
@@ -531,11 +619,8 @@ int rollout_cli_main(const struct ingest_config *cfg, struct ingest_store *st, c
     }
     if (strcmp(cmd, "status") == 0)
         return cmd_status(st, id, as_json);
-    if (strcmp(cmd, "compare") == 0) {
-        fprintf(stderr, "ferry-ingest: rollout compare needs the metric comparison of "
-                        "cloud-ingest/query/ (not in this build)\n");
-        return 1;
-    }
+    if (strcmp(cmd, "compare") == 0)
+        return cmd_compare(st, id, as_json);
     int op = rollout_op_parse(cmd);
     if (op < 0 || argc != 2)
         return usage(stderr);

@@ -109,12 +109,14 @@ static char *key_of(const char *kind, const char *id, const char *device)
     return p;
 }
 
+/* A device entry: wave, state, since when, and (committed) the corrected device time it
+ * switched to the release. */
 static int put_device(struct round *rd, const char *id, const char *dev, uint32_t wave,
-                      enum rollout_dev s, int64_t since_ns)
+                      enum rollout_dev s, int64_t since_ns, int64_t switched_ns)
 {
-    char val[128];
-    snprintf(val, sizeof(val), "{\"w\":%u,\"s\":\"%s\",\"t\":%lld}", wave, rollout_dev_name(s),
-             (long long)since_ns);
+    char val[160];
+    snprintf(val, sizeof(val), "{\"w\":%u,\"s\":\"%s\",\"t\":%lld,\"c\":%lld}", wave,
+             rollout_dev_name(s), (long long)since_ns, (long long)switched_ns);
     char *v = strdup(val);
     if (v == NULL)
         return -1;
@@ -190,7 +192,7 @@ static int assign_members(struct ingest_store *st, const struct rollout *r, json
         json_object_set_new(devs, e.ids[i],
                             json_pack("{s:I, s:s, s:I}", "w", (json_int_t)w, "s",
                                       rollout_dev_name(s), "t", (json_int_t)now_ns));
-        if (put_device(rd, r->id, e.ids[i], w, s, now_ns) != 0)
+        if (put_device(rd, r->id, e.ids[i], w, s, now_ns, 0) != 0)
             rc = INGEST_STORE_ENOMEM;
         added++;
     }
@@ -206,10 +208,14 @@ static int assign_members(struct ingest_store *st, const struct rollout *r, json
 
 /* ---- Device states -------------------------------------------------------------------------- */
 
+/* The device's reported state for the rollout, and in *switched_ns the corrected device time of
+ * that report (its clock offset added when the ingest found its clock wrong: more than a minute
+ * off, as batches.c corrects record times). */
 static enum rollout_dev reported_state(struct ingest_store *st, const struct rollout *r,
-                                       const char *dev)
+                                       const char *dev, int64_t *switched_ns)
 {
     char text[INGEST_UPDATES_MAX + 1];
+    *switched_ns = 0;
     if (ingest_store_device_updates(st, dev, text, sizeof(text)) != 0)
         return RDEV_PENDING;
     json_t *u = json_loads(text, 0, NULL);
@@ -219,7 +225,13 @@ static enum rollout_dev reported_state(struct ingest_store *st, const struct rol
                                 json_string_value(json_object_get(e, "target_version")),
                                 json_string_value(json_object_get(e, "running_version")),
                                 json_string_value(json_object_get(e, "reason")), r->version);
+    int64_t ts = (int64_t)json_integer_value(json_object_get(e, "ts"));
     json_decref(u);
+    struct ingest_device d;
+    if (ts > 0 && ingest_store_device_get(st, dev, &d) == 0 &&
+        (d.clock_offset_ns > 60000000000LL || d.clock_offset_ns < -60000000000LL))
+        ts += d.clock_offset_ns;
+    *switched_ns = ts;
     return s;
 }
 
@@ -237,21 +249,26 @@ static int move_devices(struct ingest_store *st, const struct rollout *r, json_t
         if (w < 0 || (size_t)w >= r->n_waves || cur < 0)
             continue;
         enum rollout_dev next = (enum rollout_dev)cur;
+        int64_t switched = json_integer_value(json_object_get(d, "c"));
         if (!rollout_dev_final(next)) {
             bool offered = json_object_get(offers, dev) != NULL;
             /* also for devices never offered here: one may have it from another ingest whose
              * offer mark is not read yet, or from an earlier publish */
-            enum rollout_dev rep = reported_state(st, r, dev);
+            int64_t at = 0;
+            enum rollout_dev rep = reported_state(st, r, dev, &at);
             bool late = r->deadline_ns > 0 && r->wave_started_ns[w] > 0 &&
                         now_ns >= r->wave_started_ns[w] + r->deadline_ns;
             next = rollout_dev_next(next, rep, offered, late);
+            if (next == RDEV_COMMITTED)
+                switched = at;
         }
         if (next != (enum rollout_dev)cur) {
             log_info("rollout", "rollout %s: device %s %s -> %s", r->id, dev,
                      rollout_dev_name((enum rollout_dev)cur), rollout_dev_name(next));
-            if (put_device(rd, r->id, dev, (uint32_t)w, next, now_ns) != 0)
+            if (put_device(rd, r->id, dev, (uint32_t)w, next, now_ns, switched) != 0)
                 return INGEST_STORE_ENOMEM;
             json_object_set_new(d, "s", json_string(rollout_dev_name(next)));
+            json_object_set_new(d, "c", json_integer(switched));
         }
         counts[w][next]++;
     }
@@ -309,14 +326,50 @@ static void gate_text(const struct rollout *r, const struct rollout_gate_result 
     out[0] = '\0';
     for (size_t g = 0; g < r->n_gates && n + 1 < out_len; g++)
         if (!res[g].pass)
-            n += (size_t)snprintf(out + n, out_len - n, "%s%s (value %.3f)", n ? "; " : "",
-                                  r->gates[g].text, res[g].value);
+            n += (size_t)snprintf(out + n, out_len - n, "%s%s (value %.3f%s)", n ? "; " : "",
+                                  r->gates[g].text, res[g].value,
+                                  isfinite(res[g].value) ? "" : ": too few samples");
+}
+
+/* Evaluates the metric gates of wave k into res. Returns false when one cannot decide yet
+ * (too few samples) and the deadline has not passed; at the deadline such a gate fails: a
+ * comparison without data never counts as a pass. */
+static bool metric_gates(struct ingest_store *st, const struct rollout *r, json_t *devs, uint32_t k,
+                         bool deadline, int64_t now_ns, struct rollout_gate_result *res)
+{
+    bool any = false;
+    for (size_t g = 0; g < r->n_gates; g++)
+        any |= r->gates[g].kind == RGATE_METRIC;
+    if (!any)
+        return true;
+    struct compare_device *cd = NULL;
+    size_t n = 0;
+    if (rollout_compare_devices(st, r, devs, (int)k, &cd, &n) != 0)
+        return false; /* store trouble: next round */
+    bool decided = true;
+    for (size_t g = 0; g < r->n_gates && decided; g++) {
+        if (r->gates[g].kind != RGATE_METRIC)
+            continue;
+        char err[256] = "";
+        if (rollout_metric_gate(st, r, &r->gates[g], cd, n, now_ns, &res[g], err, sizeof(err)) == 0)
+            continue;
+        if (!deadline) {
+            decided = false;
+            break;
+        }
+        log_info("rollout", "rollout %s: gate %s undecided at the deadline (%s): fails", r->id,
+                 r->gates[g].text, err);
+        res[g] = (struct rollout_gate_result){NAN, NAN, false};
+    }
+    rollout_devlist_free(cd, n);
+    return decided;
 }
 
 /* Decides the current wave when its time has come. Returns true when the record changed. */
-static bool decide_wave(const struct ingest_config *cfg, struct rollout *r,
+static bool decide_wave(struct rollouts *ro, struct rollout *r, json_t *devs,
                         uint64_t counts[ROLLOUT_WAVES_MAX][RDEV_COUNT], int64_t now_ns)
 {
+    const struct ingest_config *cfg = ro->cfg;
     uint32_t k = r->wave;
     int64_t start = r->wave_started_ns[k];
     int64_t soak_from = r->soak_from_ns > start ? r->soak_from_ns : start;
@@ -329,6 +382,10 @@ static bool decide_wave(const struct ingest_config *cfg, struct rollout *r,
         return false;
     struct rollout_gate_result res[ROLLOUT_GATES_MAX];
     bool pass = rollout_gates_eval(r, counts[k], res);
+    if (!metric_gates(ro->store, r, devs, k, deadline, now_ns, res))
+        return false; /* a metric gate waits for samples */
+    for (size_t g = 0; g < r->n_gates; g++)
+        pass &= res[g].pass;
     memcpy(r->results[k], res, sizeof(res));
     r->decided[k] = true;
     r->updated_ns = now_ns;
@@ -391,7 +448,7 @@ static int eval_rollout(struct rollouts *ro, const char *id, int64_t now_ns)
             goto out;
         if ((rc = move_devices(ro->store, &r, devs, offers, &rd, now_ns, counts)) != 0)
             goto out;
-        if (r.state == ROLLOUT_RUNNING && decide_wave(ro->cfg, &r, counts, now_ns)) {
+        if (r.state == ROLLOUT_RUNNING && decide_wave(ro, &r, devs, counts, now_ns)) {
             changed = true;
             if (r.state == ROLLOUT_RUNNING && r.wave > 0 && r.wave_started_ns[r.wave] == now_ns)
                 rc = assign_members(ro->store, &r, devs, offers, &rd, now_ns);

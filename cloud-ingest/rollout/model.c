@@ -34,6 +34,7 @@
 #include <jansson.h>
 #include <sodium.h>
 
+#include "cloud-ingest/query/compare.h"
 #include "cloud-ingest/rollout/rollout_int.h"
 #include "common/util.h"
 
@@ -172,12 +173,20 @@ int rollout_parse_gate(const char *text, struct rollout_gate *g, char *err, size
         if (strcmp(name, gate_names[i]) == 0)
             kind = i;
     if (kind < 0) {
-        snprintf(err, err_len,
-                 "--gate \"%s\": unknown gate; this build has install_success, rollback_ratio "
-                 "and silent_ratio (metric and error_logs gates need the metric comparison of "
-                 "cloud-ingest/query/, not in this build)",
-                 text);
-        return -1;
+        /* not a ratio gate: a metric gate (cloud-ingest/query/compare.h) or nothing */
+        struct compare_gate *cg = NULL;
+        char why[400];
+        if (compare_gate_parse(text, &cg, why, sizeof(why)) != 0) {
+            snprintf(err, err_len,
+                     "--gate \"%s\": not install_success, rollback_ratio or silent_ratio, nor a "
+                     "metric gate: %s",
+                     text, why);
+            return -1;
+        }
+        compare_gate_free(cg);
+        g->kind = RGATE_METRIC;
+        g->threshold = NAN;
+        return 0;
     }
     int cmp = -1;
     for (int i = 0; n >= 2 && i < 4; i++)
@@ -399,6 +408,10 @@ bool rollout_gates_eval(const struct rollout *r, const uint64_t counts[RDEV_COUN
     bool all = true;
     for (size_t i = 0; i < r->n_gates; i++) {
         const struct rollout_gate *g = &r->gates[i];
+        if (g->kind == RGATE_METRIC) {
+            results[i] = (struct rollout_gate_result){NAN, NAN, true};
+            continue;
+        }
         uint64_t num = g->kind == RGATE_INSTALL_SUCCESS  ? counts[RDEV_COMMITTED]
                        : g->kind == RGATE_ROLLBACK_RATIO ? counts[RDEV_ROLLED_BACK]
                                                          : counts[RDEV_SILENT];
@@ -492,6 +505,17 @@ enum rollout_offer rollout_offer_decide(const struct rollout *r, bool member, bo
 
 /* ---- JSON --------------------------------------------------------------------------------- */
 
+/* A number, or null for NAN (not a JSON number). */
+static json_t *num_or_null(double v)
+{
+    return isfinite(v) ? json_real(v) : json_null();
+}
+
+static double num_or_nan(const json_t *v)
+{
+    return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
 json_t *rollout_to_json_obj(const struct rollout *r)
 {
     json_t *o = json_object(), *waves = json_array(), *gates = json_array(),
@@ -508,9 +532,9 @@ json_t *rollout_to_json_obj(const struct rollout *r)
         json_t *res = json_array();
         for (size_t g = 0; r->decided[k] && res != NULL && g < r->n_gates; g++) {
             const struct rollout_gate_result *gr = &r->results[k][g];
-            json_array_append_new(res, json_pack("{s:f, s:f, s:b}", "value",
-                                                 isnan(gr->value) ? -1.0 : gr->value, "threshold",
-                                                 gr->threshold, "pass", gr->pass));
+            json_array_append_new(res, json_pack("{s:o, s:o, s:b}", "value", num_or_null(gr->value),
+                                                 "threshold", num_or_null(gr->threshold), "pass",
+                                                 gr->pass));
         }
         json_array_append_new(results, r->decided[k] ? res : json_null());
         if (!r->decided[k])
@@ -692,9 +716,8 @@ int rollout_from_json(const void *text, size_t len, struct rollout *r, char *err
         r->decided[k] = true;
         for (size_t g = 0; g < r->n_gates; g++) {
             json_t *x = json_array_get(res, g);
-            double v = json_number_value(json_object_get(x, "value"));
-            r->results[k][g].value = v < 0 ? NAN : v;
-            r->results[k][g].threshold = json_number_value(json_object_get(x, "threshold"));
+            r->results[k][g].value = num_or_nan(json_object_get(x, "value"));
+            r->results[k][g].threshold = num_or_nan(json_object_get(x, "threshold"));
             r->results[k][g].pass = json_is_true(json_object_get(x, "pass"));
         }
     }

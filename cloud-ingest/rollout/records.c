@@ -301,9 +301,11 @@ int rollout_status_json(struct ingest_store *st, const char *id, int64_t now_ns,
         for (size_t g = 0; started && g < r.n_gates; g++)
             json_array_append_new(
                 gates,
-                json_pack("{s:s, s:o, s:f, s:b, s:b}", "gate", r.gates[g].text, "value",
-                          isnan(res[g].value) ? json_null() : json_real(res[g].value), "threshold",
-                          res[g].threshold, "pass", res[g].pass, "decided", r.decided[k]));
+                json_pack("{s:s, s:o, s:o, s:b, s:b}", "gate", r.gates[g].text, "value",
+                          isfinite(res[g].value) ? json_real(res[g].value) : json_null(),
+                          "threshold",
+                          isfinite(res[g].threshold) ? json_real(res[g].threshold) : json_null(),
+                          "pass", res[g].pass, "decided", r.decided[k]));
         char t[32];
         rollout_wave_text(&r.waves[k], t, sizeof(t));
         json_array_append_new(

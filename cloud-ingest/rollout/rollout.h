@@ -59,7 +59,7 @@ void rollouts_free(struct rollouts *r);
 int rollouts_eval_once(struct rollouts *r, int64_t now_ns) __attribute__((warn_unused_result));
 /* The offerer to install in ingest_ctx.offerer (valid until rollouts_free). */
 const struct ingest_release_offerer *rollouts_offerer(struct rollouts *r);
-/* Registers GET /v1/rollouts, GET /v1/rollouts/{id} (viewer) and
+/* Registers GET /v1/rollouts, GET /v1/rollouts/{id}, GET /v1/rollouts/{id}/compare (viewer) and
  * POST /v1/rollouts/{id}/pause|resume|abort|promote (operator). */
 int rollouts_register(struct ingest_router *router, struct rollouts *r)
     __attribute__((warn_unused_result));

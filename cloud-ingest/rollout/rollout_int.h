@@ -61,6 +61,7 @@ enum rollout_gate_kind {
     RGATE_INSTALL_SUCCESS = 0, /* committed / devices of the wave */
     RGATE_ROLLBACK_RATIO = 1,  /* rolled_back / devices */
     RGATE_SILENT_RATIO = 2,    /* silent / devices */
+    RGATE_METRIC = 3,          /* a metric gate of cloud-ingest/query/compare.h (engine.c) */
 };
 
 enum rollout_cmp { RCMP_GE = 0, RCMP_LE, RCMP_GT, RCMP_LT };
@@ -133,9 +134,9 @@ int rollout_from_json(const void *text, size_t len, struct rollout *r, char *err
 /* "--waves 1%,10%,50%,100%" (cumulative; a number without % is a cumulative device count).
  * Returns 0 or -1 with err. */
 int rollout_parse_waves(const char *text, struct rollout *r, char *err, size_t err_len);
-/* One --gate: "install_success >= 0.95", "rollback_ratio <= 0.05", "silent_ratio <= 0.2".
- * Metric gates ("inference.fps p50 >= 0.97 x baseline", "error_logs <= 2 x baseline") need the
- * metric comparison of cloud-ingest/query/ and are refused with a message saying so. */
+/* One --gate: "install_success >= 0.95", "rollback_ratio <= 0.05", "silent_ratio <= 0.2", or a
+ * metric gate of compare_gate_parse ("inference.fps p50 >= 0.97 x baseline", "error_logs <= 2 x
+ * baseline"; checked here, evaluated by the evaluator). Returns 0 or -1 with err. */
 int rollout_parse_gate(const char *text, struct rollout_gate *g, char *err, size_t err_len);
 /* "02:00-05:00" (device-local; start > end wraps midnight). Returns 0 or -1. */
 int rollout_parse_window(const char *text, struct rollout *r, char *err, size_t err_len);
@@ -166,7 +167,8 @@ enum rollout_dev rollout_dev_next(enum rollout_dev cur, enum rollout_dev reporte
                                   bool deadline_passed);
 
 /* Evaluates the ratio gates over the counts of one wave's devices. Returns true when all pass;
- * results[i] for gate i. A wave with no device passes (there is nothing to judge). */
+ * results[i] for gate i. A wave with no device passes (there is nothing to judge). Metric gates
+ * are left to the evaluator: value and threshold NAN, pass true here. */
 bool rollout_gates_eval(const struct rollout *r, const uint64_t counts[RDEV_COUNT],
                         struct rollout_gate_result *results);
 
@@ -219,6 +221,28 @@ int rollout_list_ids(struct ingest_store *st, json_t **out);
 int rollout_load_devices(struct ingest_store *st, const char *id, json_t **out);
 /* The devices that fetched the manifest: object device -> time. */
 int rollout_load_offers(struct ingest_store *st, const char *id, json_t **out);
+/* The before/after/control comparison of a rollout (rollout compare, GET /v1/rollouts/{id}/
+ * compare): for every metric of its metric gates, error_logs and the default metrics of
+ * compare.h, over the devices of its started waves (updated: from their commit) and up to
+ * ROLLOUT_CONTROL_MAX eligible devices outside them (control). */
+int rollout_compare_json(struct ingest_store *st, const char *id, int64_t now_ns, json_t **out,
+                         char *err, size_t err_len);
+#define ROLLOUT_CONTROL_MAX 500
+struct compare_device;
+/* The devices of a comparison (gates.c): members of wave `wave` (-1: every started wave) that
+ * committed the release, switched at their commit ("c" of their entry); then up to
+ * ROLLOUT_CONTROL_MAX eligible devices in no started wave (switched 0). Free with
+ * rollout_devlist_free. */
+int rollout_compare_devices(struct ingest_store *st, const struct rollout *r, json_t *members,
+                            int wave, struct compare_device **out, size_t *n);
+void rollout_devlist_free(struct compare_device *v, size_t n);
+/* Evaluates metric gate `g` over `devs`: 0 with *res, or -1 with err when it cannot decide yet
+ * (too few samples: compare_gate_eval) or the comparison failed. */
+int rollout_metric_gate(struct ingest_store *st, const struct rollout *r,
+                        const struct rollout_gate *g, const struct compare_device *devs, size_t n,
+                        int64_t now_ns, struct rollout_gate_result *res, char *err, size_t err_len);
+/* The comparison's window: the soak (at least a minute) before and after each device's switch. */
+int64_t rollout_compare_window_ns(const struct rollout *r);
 /* The status document of a rollout (status --json, GET /v1/rollouts/{id}). */
 int rollout_status_json(struct ingest_store *st, const char *id, int64_t now_ns, json_t **out,
                         char *err, size_t err_len);

@@ -25,6 +25,7 @@
 #include "common/buf.h"
 #include "common/util.h"
 #include "transport/manifest.h"
+#include "transport/record.h"
 
 #define MIN_NS (60LL * 1000000000LL)
 
@@ -139,8 +140,13 @@ static void test_parsers(void **state)
     assert_int_equal(rollout_parse_gate("rollback_ratio <= 1.5", &g, err, sizeof(err)), -1);
     assert_int_equal(rollout_parse_gate("rollback_ratio == 0.1", &g, err, sizeof(err)), -1);
     assert_int_equal(
-        rollout_parse_gate("inference.fps p50 >= 0.97 x baseline", &g, err, sizeof(err)), -1);
-    assert_non_null(strstr(err, "metric"));
+        rollout_parse_gate("inference.fps p50 >= 0.97 x baseline", &g, err, sizeof(err)), 0);
+    assert_int_equal(g.kind, RGATE_METRIC);
+    assert_int_equal(rollout_parse_gate("error_logs <= 2 x baseline", &g, err, sizeof(err)), 0);
+    assert_int_equal(rollout_parse_gate("thermal.gpu p95 <= baseline + 3", &g, err, sizeof(err)),
+                     0);
+    assert_int_equal(rollout_parse_gate("inference.fps p50 >=", &g, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "metric gate"));
     assert_int_equal(rollout_parse_window("22:00-02:00", &r, err, sizeof(err)), 0);
     assert_true(rollout_window_open(&r, 23 * 60));
     assert_true(rollout_window_open(&r, 60));
@@ -343,14 +349,14 @@ static void add_device(struct ingest_store *s, const char *id)
 }
 
 /* Stores an update state of component "model" for `dev`, as a batch with ota.* events does. */
-static void report(struct ingest_store *s, const char *dev, const char *state, const char *running,
-                   const char *target, uint64_t seq)
+static void report_at(struct ingest_store *s, const char *dev, const char *state,
+                      const char *running, const char *target, uint64_t seq, int64_t ts_ns)
 {
     char updates[512];
     snprintf(updates, sizeof(updates),
              "{\"model\":{\"state\":\"%s\",\"running_version\":\"%s\",\"target_version\":\"%s\","
-             "\"ts\":1,\"seq\":%llu}}",
-             state, running, target, (unsigned long long)seq);
+             "\"ts\":%lld,\"seq\":%llu}}",
+             state, running, target, (long long)ts_ns, (unsigned long long)seq);
     struct ingest_write w;
     memset(&w, 0, sizeof(w));
     w.device_id = dev;
@@ -360,6 +366,50 @@ static void report(struct ingest_store *s, const char *dev, const char *state, c
     char err[256] = "";
     assert_int_equal(ingest_store_write(s, ws, 1, err, sizeof(err)), 0);
     assert_int_equal(w.result, 0);
+}
+
+static void report(struct ingest_store *s, const char *dev, const char *state, const char *running,
+                   const char *target, uint64_t seq)
+{
+    report_at(s, dev, state, running, target, seq, 1);
+}
+
+/* Stores `n` inference.fps samples of `dev`, one a minute from t0, seq first.. (metric stream). */
+static void write_fps(struct ingest_store *s, const char *dev, uint64_t first_seq, int64_t t0,
+                      size_t n, double fps)
+{
+    struct ferry_buf arena = FERRY_BUF_INIT;
+    size_t offs[32];
+    struct ingest_rec recs[32];
+    assert_true(n <= 32);
+    for (size_t i = 0; i < n; i++) {
+        struct record_field f = {.key = {"fps", 3}, .type = RECORD_FIELD_FLOAT, .v.f = fps};
+        struct record r = {.stream = RECORD_METRIC,
+                           .ts_ns = t0 + (int64_t)i * MIN_NS,
+                           .name = {"inference", 9},
+                           .fields = &f,
+                           .n_fields = 1};
+        offs[i] = arena.len;
+        assert_int_equal(record_pack(&r, &arena), 0);
+        recs[i] = (struct ingest_rec){.stream = RECORD_METRIC,
+                                      .seq = first_seq + i,
+                                      .ts_ns = r.ts_ns,
+                                      .ts_corrected_ns = r.ts_ns,
+                                      .packed_len = arena.len - offs[i]};
+    }
+    for (size_t i = 0; i < n; i++)
+        recs[i].packed = arena.data + offs[i];
+    struct ingest_write w;
+    memset(&w, 0, sizeof(w));
+    w.device_id = dev;
+    w.received_ns = ferry_realtime_ns();
+    w.recs = recs;
+    w.n_recs = n;
+    struct ingest_write *ws[1] = {&w};
+    char err[256] = "";
+    assert_int_equal(ingest_store_write(s, ws, 1, err, sizeof(err)), 0);
+    assert_int_equal(w.result, 0);
+    ferry_buf_free(&arena);
 }
 
 /* A signed release of component model for class c1 and its artifact in g_dir/<name>/. */
@@ -487,8 +537,8 @@ static void test_engine_waves_gate_pause_abort_restart(void **state)
         snprintf(name, sizeof(name), "d%02d", i);
         add_device(s, name);
     }
-    /* a gate of another kind is refused before anything is stored */
-    assert_int_equal(create(s, "error_logs <= 2 x baseline", "pause", id), 2);
+    /* a gate that is none is refused before anything is stored */
+    assert_int_equal(create(s, "install_success >= lots", "pause", id), 2);
     assert_int_equal(create(s, "install_success >= 0.75", "pause", id), 0);
     /* a second live rollout of the same class and component is refused */
     char other[ROLLOUT_ID_LEN + 1];
@@ -702,6 +752,63 @@ static void test_engine_selector_limits_the_waves(void **state)
     ingest_store_close(s);
 }
 
+static void test_engine_metric_gate_pauses_on_lower_fps(void **state)
+{
+    (void)state;
+    struct ingest_store *s = open_store();
+    char id[ROLLOUT_ID_LEN + 1], err[256], name[16];
+    for (int i = 0; i < 10; i++) {
+        snprintf(name, sizeof(name), "m%d", i);
+        add_device(s, name);
+    }
+    assert_int_equal(create(s, "inference.fps p50 >= 0.97 x baseline", "pause", id), 0);
+    struct rollouts *ro = NULL;
+    assert_int_equal(rollouts_new(&g_cfg, s, "test:1", &ro, err, sizeof(err)), 0);
+    int64_t t0 = ferry_realtime_ns();
+    assert_int_equal(rollouts_eval_once(ro, t0), 0);
+    json_t *devs = NULL;
+    assert_int_equal(rollout_load_devices(s, id, &devs), 0);
+    assert_int_equal(json_object_size(devs), 1); /* 10 % of 10 */
+    json_decref(devs);
+    /* promote to wave 2 (all ten) and let every device run the release: 30 fps before its switch
+     * at t0 + 1 min, 25 after (-17 %); the devices that are not updated have no control role */
+    char why[256];
+    assert_int_equal(rollout_command(s, id, ROP_PROMOTE, "cli:test", why, sizeof(why)), 0);
+    assert_int_equal(rollouts_eval_once(ro, t0), 0);
+    for (int i = 0; i < 10; i++) {
+        snprintf(name, sizeof(name), "m%d", i);
+        write_fps(s, name, 1, t0 - 9 * MIN_NS, 9, 30.0);
+        write_fps(s, name, 100, t0 + 2 * MIN_NS, 9, 25.0);
+        report_at(s, name, "committed", "2.0.0", "2.0.0", 7, t0 + MIN_NS);
+    }
+    assert_int_equal(rollouts_eval_once(ro, t0 + 2 * MIN_NS), 0);
+    struct rollout r;
+    assert_int_equal(rollout_load(s, id, t0, &r, NULL, err, sizeof(err)), 0);
+    assert_int_equal(r.state, ROLLOUT_RUNNING); /* soak not over */
+    assert_int_equal(rollouts_eval_once(ro, t0 + 11 * MIN_NS), 0);
+    assert_int_equal(rollout_load(s, id, t0, &r, NULL, err, sizeof(err)), 0);
+    assert_int_equal(r.state, ROLLOUT_PAUSED);
+    assert_non_null(strstr(r.reason, "inference.fps"));
+    assert_true(r.decided[1]);
+    assert_float_equal(r.results[1][0].value, 25.0, 1e-9);
+    assert_float_equal(r.results[1][0].threshold, 0.97 * 30.0, 1e-9);
+    assert_false(r.results[1][0].pass);
+    /* the comparison: before 30, after 25 on the same devices, larger than the noise */
+    json_t *cmp = NULL;
+    assert_int_equal(rollout_compare_json(s, id, t0 + 11 * MIN_NS, &cmp, err, sizeof(err)), 0);
+    assert_int_equal(json_integer_value(json_object_get(cmp, "updated_devices")), 10);
+    json_t *row = json_array_get(json_object_get(cmp, "metrics"), 0);
+    assert_string_equal(json_string_value(json_object_get(row, "metric")), "inference.fps");
+    assert_float_equal(json_number_value(json_object_get(json_object_get(row, "before"), "mean")),
+                       30.0, 1e-9);
+    assert_float_equal(json_number_value(json_object_get(json_object_get(row, "after"), "mean")),
+                       25.0, 1e-9);
+    assert_true(json_is_true(json_object_get(row, "significant_before_after")));
+    json_decref(cmp);
+    rollouts_free(ro);
+    ingest_store_close(s);
+}
+
 static void test_engine_one_evaluator_per_store(void **state)
 {
     (void)state;
@@ -768,6 +875,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(test_engine_waves_gate_pause_abort_restart, reset_store),
         cmocka_unit_test_setup(test_engine_completes_and_installs, reset_store),
         cmocka_unit_test_setup(test_engine_selector_limits_the_waves, reset_store),
+        cmocka_unit_test_setup(test_engine_metric_gate_pauses_on_lower_fps, reset_store),
         cmocka_unit_test_setup(test_engine_one_evaluator_per_store, reset_store),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
