@@ -29,6 +29,7 @@
 #include "engine/sync.h"
 #include "journal/journal.h"
 #include "transport/http_client.h"
+#include "transport/manifest.h"
 
 int fleet_ota_parse_rule(const char *text, double lo, double hi, struct fleet_ota_rule *rules,
                          size_t *n, char *err, size_t err_len)
@@ -52,6 +53,10 @@ int fleet_ota_parse_rule(const char *text, double lo, double hi, struct fleet_ot
     struct fleet_ota_rule *r = &rules[*n];
     memcpy(r->version, text, (size_t)(colon - text));
     r->version[colon - text] = '\0';
+    if (!manifest_name_valid(r->version)) {
+        snprintf(err, err_len, "'%s': a version is 1..64 of [A-Za-z0-9._+-]", r->version);
+        return -1;
+    }
     r->value = v;
     (*n)++;
     return 0;
