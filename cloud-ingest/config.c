@@ -99,6 +99,40 @@ static int set_double(double *out, const char *v)
     return 0;
 }
 
+/* release.mirrors: "URL, URL" -> cfg->release_mirrors (the whole list replaced). */
+static int set_release_mirrors(struct ingest_config *cfg, const char *v, char *err, size_t err_len)
+{
+    size_t n = 0;
+    const char *p = v;
+    while (*p) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        char why[200];
+        if (len > 0 || end) {
+            if (n >= MANIFEST_MAX_MIRRORS) {
+                snprintf(err, err_len, "release.mirrors: more than %u mirrors",
+                         MANIFEST_MAX_MIRRORS);
+                return INGEST_EINVAL;
+            }
+            if (manifest_mirror_check(p, len, why, sizeof(why)) != 0) {
+                snprintf(err, err_len, "release.mirrors: mirror %zu (\"%.*s\"): %s", n + 1,
+                         (int)(len > 80 ? 80 : len), p, why);
+                return INGEST_EINVAL;
+            }
+            memcpy(cfg->release_mirrors[n], p, len);
+            cfg->release_mirrors[n][len] = '\0';
+            n++;
+        }
+        p = end ? end + 1 : p + strlen(p);
+    }
+    cfg->n_release_mirrors = n;
+    return 0;
+}
+
 static const char help_text[] =
     "  server.listen HOST:PORT        address to serve on (127.0.0.1:8480; port 0 = any free "
     "port)\n"
@@ -139,7 +173,10 @@ static const char help_text[] =
     "  store.pg_conninfo STRING       libpq connection string (\"\": libpq defaults/PG* env)\n"
     "  store.pg_connections N         PostgreSQL connections in the pool (4)\n"
     "  store.storage_threads N        PostgreSQL parallel group committers (2; LMDB: 1)\n"
-    "  log.level error|warn|info|debug  log threshold (info)\n";
+    "  log.level error|warn|info|debug  log threshold (info)\n"
+    "  release.mirrors URL[,URL...]   artifact mirrors (base URLs ending in '/', http or https,\n"
+    "                                 at most 8) that devices try in order before the ingest;\n"
+    "                                 added unsigned to the manifests served (none)\n";
 
 const char *ingest_config_help(void)
 {
@@ -286,6 +323,8 @@ int ingest_config_set(struct ingest_config *cfg, const char *key, const char *v,
         bad = set_uint(&cfg->storage_threads, v, 1, 64);
     else if (strcmp(key, "log.level") == 0)
         bad = ferry_log_level_parse(v, &cfg->log_level) != 0;
+    else if (strcmp(key, "release.mirrors") == 0)
+        return set_release_mirrors(cfg, v, err, err_len);
     else {
         snprintf(err, err_len, "unknown configuration key \"%s\"", key);
         return INGEST_EINVAL;

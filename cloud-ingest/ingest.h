@@ -34,6 +34,7 @@
 
 #include "cloud-ingest/store.h"
 #include "common/log.h"
+#include "transport/manifest.h"
 
 struct evhttp_request;
 struct batch_decoder;
@@ -94,6 +95,10 @@ struct ingest_config {
     char pg_conninfo[1024];
     struct ingest_forward_set forward; /* [forward.NAME] sections (forward/forward.h) */
     struct alerts_config alerts; /* [alerts], [alert.NAME], [receiver.NAME] (docs/alerts.md) */
+    /* [release] mirrors: artifact mirror base URLs the ingest adds, unsigned, to every manifest
+     * envelope it serves (docs/ota.md "Mirrors"); each passed manifest_mirror_check. */
+    char release_mirrors[MANIFEST_MAX_MIRRORS][MANIFEST_MAX_MIRROR_URL + 1];
+    size_t n_release_mirrors;
 };
 
 /* Fills every default (documented in docs/ingest.md and --help). */

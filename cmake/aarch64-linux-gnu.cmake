@@ -35,9 +35,14 @@ set(ENV{PKG_CONFIG_LIBDIR}
 set(ENV{PKG_CONFIG_PATH} "$ENV{FERRY_CROSS_PKG_CONFIG_PATH}")
 set(ENV{PKG_CONFIG_SYSROOT_DIR} "")
 
-# Run the target's programs (tests, fuzz-seed generators) under qemu-user with the arm64 C library
-# and dynamic loader of the cross toolchain's /usr/aarch64-linux-gnu.
+# Run the target's programs (tests, fuzz-seed generators) under qemu-user with the multiarch arm64
+# C library (libc6:arm64, installed with the :arm64 libraries) and ITS dynamic loader
+# (/lib/ld-linux-aarch64.so.1). Not with "-L /usr/aarch64-linux-gnu": that takes the cross
+# toolchain's ld.so (libc6-arm64-cross, another build of glibc) while the library search still
+# finds libc.so.6 in /lib/aarch64-linux-gnu, and a loader and libc of two builds disagree on
+# their private data: the first pthread_create walked a garbage stack-cache list forever (the
+# "journal tests hang under qemu" of earlier versions of this file).
 find_program(FERRY_QEMU_AARCH64 NAMES qemu-aarch64 qemu-aarch64-static)
 if(FERRY_QEMU_AARCH64)
-  set(CMAKE_CROSSCOMPILING_EMULATOR ${FERRY_QEMU_AARCH64} -L /usr/${FERRY_CROSS_TRIPLET})
+  set(CMAKE_CROSSCOMPILING_EMULATOR ${FERRY_QEMU_AARCH64})
 endif()

@@ -183,6 +183,11 @@ static json_t *build_json(const struct status_sources *src, const struct snapsho
         json_object_set_new(update, "reason", json_string(os.reason));
         json_object_set_new(update, "bytes_done", json_integer((json_int_t)os.bytes_done));
         json_object_set_new(update, "bytes_total", json_integer((json_int_t)os.bytes_total));
+        json_object_set_new(update, "mirrors",
+                            json_pack("{s:I,s:I,s:I,s:s}", "chunks", (json_int_t)os.mirror_chunks,
+                                      "bytes", (json_int_t)os.mirror_bytes, "failures",
+                                      (json_int_t)os.mirror_failures, "last_error",
+                                      os.mirror_error));
     } else {
         json_object_set_new(update, "state",
                             json_string(src->update_enabled ? "waiting for the device id" : "off"));

@@ -19,11 +19,14 @@
  *       request: the next one asks for the rest of the chunk only. They are dropped when the
  *       assembled chunk fails its hash (it is then fetched whole) and do not survive the
  *       process (a restart fetches the chunk in flight again).
+ *   D5. Sources are tried in order, mirrors first and the ingest (d->url) last, never backwards:
+ *       d->source only grows (mirror_failed), so a download ends on the ingest at worst.
  */
 #include "transport/download.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +46,10 @@ struct download {
     struct http_request *req;
     const struct manifest_artifact *art;
     char *url, *path, *validator, *ca_file, *pinned_public_key;
+    char *mirrors[DOWNLOAD_MAX_MIRRORS];
+    size_t n_mirrors, source; /* D5: source == n_mirrors is the ingest */
+    long mirror_status;       /* status of a mirror's answer that on_data refused */
+    download_mirror_fn on_mirror_failed;
     char if_range_header[128];
     reqsign_request_fn sign;
     void *sign_arg;
@@ -92,6 +99,11 @@ static size_t chunk_size(const struct download *d, uint32_t i)
 {
     uint64_t s = chunk_start(d, i), left = d->art->size - s;
     return left < d->art->chunk_bytes ? (size_t)left : d->art->chunk_bytes;
+}
+
+static bool on_mirror(const struct download *d)
+{
+    return d->source < d->n_mirrors;
 }
 
 static void finish(struct download *d, int err, const char *reason)
@@ -160,6 +172,10 @@ static int chunk_complete(struct download *d)
         d->stats.bad_chunks++;
         return -1;
     }
+    if (on_mirror(d)) {
+        d->stats.mirror_chunks++;
+        d->stats.mirror_bytes += d->chunk_len;
+    }
     size_t done = 0;
     while (done < d->chunk_len) {
         ssize_t n = pwrite(d->fd, d->chunk + done, d->chunk_len - done,
@@ -199,6 +215,10 @@ static int on_data(void *arg, const uint8_t *data, size_t len)
         d->stream_status = d->req ? http_request_status(d->req) : 0;
         /* 206: the body starts at our range; 200: the server sent the whole artifact */
         d->stream_pos = d->stream_status == 206 ? chunk_start(d, d->cur) + d->chunk_len : 0;
+        if (on_mirror(d) && d->stream_status != 206) {
+            d->mirror_status = d->stream_status; /* a mirror must honour the Range: next one */
+            return 1;
+        }
     }
     if (d->stream_status != 200 && d->stream_status != 206)
         return 0; /* an error body: let it finish, decide() looks at the status */
@@ -239,6 +259,46 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     start_request(arg);
 }
 
+/* Gives up the current mirror (D5): reported once, partial chunk bytes from it dropped, the next
+ * source asked at once (another server, so no backoff). */
+static void mirror_failed(struct download *d, const char *reason)
+{
+    d->stats.mirror_failures++;
+    if (d->on_mirror_failed)
+        d->on_mirror_failed(d->arg, d->mirrors[d->source], reason);
+    d->chunk_len = 0;
+    d->source++;
+    d->stats.source = (uint32_t)d->source;
+    d->backoff_ms = d->backoff_min_ms;
+    schedule(d, 0);
+}
+
+/* decide() for a mirror's request that did not finish the artifact: success goes on with the
+ * same mirror, anything else moves to the next source. */
+static bool decide_mirror(struct download *d, const struct http_response *resp)
+{
+    char why[320];
+    if (d->hash_failed)
+        snprintf(why, sizeof(why), "chunk %u failed its SHA-256", d->cur);
+    else if (d->mirror_status == 200)
+        snprintf(why, sizeof(why), "200 instead of 206: the Range was ignored");
+    else if (d->mirror_status != 0)
+        snprintf(why, sizeof(why), "HTTP %ld", d->mirror_status);
+    else if (resp->err != HTTP_CLIENT_OK)
+        snprintf(why, sizeof(why), "%s%s%s", http_strerror(resp->err),
+                 resp->error_text && resp->error_text[0] ? ": " : "",
+                 resp->error_text ? resp->error_text : "");
+    else if (resp->status != 206)
+        snprintf(why, sizeof(why), "HTTP %ld", resp->status);
+    else if (d->progress_in_request == 0)
+        snprintf(why, sizeof(why), "short answer: %llu bytes of chunk %u",
+                 (unsigned long long)d->bytes_in_request, d->cur);
+    else
+        return false;
+    mirror_failed(d, why);
+    return true;
+}
+
 static void decide(struct download *d, const struct http_response *resp)
 {
     if (d->canceled)
@@ -251,6 +311,8 @@ static void decide(struct download *d, const struct http_response *resp)
         int rc = verify_whole(d);
         return finish(d, rc, rc ? "whole-artifact hash differs from the manifest" : NULL);
     }
+    if (on_mirror(d) && decide_mirror(d, resp))
+        return;
     if (d->hash_failed) {
         d->chunk_len = 0; /* a chunk that failed its hash is fetched again from its start */
         if (++d->bad_in_row >= DOWNLOAD_MAX_BAD_CHUNK)
@@ -310,6 +372,7 @@ static void start_request(struct download *d)
     d->hash_failed = 0;
     d->progress_in_request = 0;
     d->bytes_in_request = 0;
+    d->mirror_status = 0;
     /* Resume inside the chunk: the bytes already received stay in d->chunk (D1: nothing of the
      * chunk is written before the whole of it matches its hash). */
     uint64_t start = chunk_start(d, d->cur) + d->chunk_len;
@@ -317,7 +380,9 @@ static void start_request(struct download *d)
      * outlasts the server's time window keeps working. */
     struct reqsign_headers sig;
     const char *headers[6] = {d->if_range_header, NULL};
-    if (d->sign != NULL && d->sign(d->sign_arg, "GET", reqsign_target_of_url(d->url), &sig) == 0) {
+    bool mirror = on_mirror(d);
+    if (!mirror && d->sign != NULL &&
+        d->sign(d->sign_arg, "GET", reqsign_target_of_url(d->url), &sig) == 0) {
         headers[1] = sig.device;
         headers[2] = sig.time;
         headers[3] = sig.nonce;
@@ -326,8 +391,9 @@ static void start_request(struct download *d)
     }
     struct http_request_opts o;
     http_request_opts_init(&o);
-    o.url = d->url;
-    o.headers = headers;
+    /* A mirror gets a plain ranged GET: nothing of the device's identity or the ingest's pin. */
+    o.url = mirror ? d->mirrors[d->source] : d->url;
+    o.headers = mirror ? NULL : headers;
     o.range_start = (int64_t)start;
     o.range_end = (int64_t)(chunk_start(d, d->cur) + chunk_size(d, d->cur) - 1);
     o.deadline_ms = d->chunk_deadline_ms;
@@ -335,7 +401,7 @@ static void start_request(struct download *d)
     o.low_speed_bytes_per_s = 64;
     o.low_speed_time_s = 30;
     o.ca_file = d->ca_file;
-    o.pinned_public_key = d->pinned_public_key;
+    o.pinned_public_key = mirror ? NULL : d->pinned_public_key;
     o.on_data = on_data;
     o.on_done = on_done;
     o.arg = d;
@@ -345,6 +411,8 @@ static void start_request(struct download *d)
         d->req = NULL;
         if (rc == HTTP_CLIENT_ENOMEM)
             return finish(d, DOWNLOAD_E_NOMEM, NULL);
+        if (mirror)
+            return mirror_failed(d, http_strerror(rc));
         retry_later(d, 0);
     }
 }
@@ -359,8 +427,12 @@ int download_start(struct http_client *client, struct event_base *base,
 {
     if (!client || !base || !o || !o->url || !o->path || !o->artifact || !o->on_done || !out ||
         o->artifact->chunk_count == 0 || o->artifact->chunk_bytes == 0 ||
-        o->first_chunk > o->artifact->chunk_count)
+        o->first_chunk > o->artifact->chunk_count || o->mirror_count > DOWNLOAD_MAX_MIRRORS ||
+        (o->mirror_count > 0 && !o->mirror_urls))
         return DOWNLOAD_E_ARG;
+    for (size_t i = 0; i < o->mirror_count; i++)
+        if (!o->mirror_urls[i])
+            return DOWNLOAD_E_ARG;
     if (sodium_init() < 0)
         return DOWNLOAD_E_ARG;
     struct download *d = calloc(1, sizeof(*d));
@@ -376,7 +448,13 @@ int download_start(struct http_client *client, struct event_base *base,
     d->pinned_public_key = dup_or_null(o->pinned_public_key);
     d->chunk = malloc(o->artifact->chunk_bytes);
     d->timer = evtimer_new(base, on_timer, d);
-    if (!d->url || !d->path || (o->ca_file && !d->ca_file) ||
+    bool mirrors_ok = true;
+    for (size_t i = 0; i < o->mirror_count; i++) {
+        d->mirrors[i] = strdup(o->mirror_urls[i]);
+        mirrors_ok &= d->mirrors[i] != NULL;
+        d->n_mirrors = i + 1; /* so download_free frees what was copied */
+    }
+    if (!mirrors_ok || !d->url || !d->path || (o->ca_file && !d->ca_file) ||
         (o->pinned_public_key && !d->pinned_public_key) || !d->chunk || !d->timer) {
         download_free(d);
         return DOWNLOAD_E_NOMEM;
@@ -394,6 +472,7 @@ int download_start(struct http_client *client, struct event_base *base,
     }
     d->sign = o->sign;
     d->sign_arg = o->sign_arg;
+    d->on_mirror_failed = o->on_mirror_failed;
     d->on_chunk = o->on_chunk;
     d->on_done = o->on_done;
     d->arg = o->arg;
@@ -438,5 +517,7 @@ void download_free(struct download *d)
     free(d->path);
     free(d->ca_file);
     free(d->pinned_public_key);
+    for (size_t i = 0; i < d->n_mirrors; i++)
+        free(d->mirrors[i]);
     free(d);
 }

@@ -23,6 +23,17 @@
  * retried with exponential backoff; a chunk failing its hash DOWNLOAD_MAX_BAD_CHUNK times in a row
  * ends the download with DOWNLOAD_E_CHUNK_HASH.
  *
+ * Mirrors (docs/ota.md, "Mirrors"): before `url` (the ingest) the download may try a list of
+ * mirror URLs of the same artifact, in order. A mirror is untrusted and plain: its requests carry
+ * only "Range" (no If-Range, whose validator a static server does not share; no device signature,
+ * which is for the ingest alone; no TLS pin, which is the ingest's; the CA file applies). Any
+ * failure of a mirror (connect error, timeout, stall, a status other than 206, a 200 that ignored
+ * the Range, a short answer, a chunk failing its hash) is reported once through on_mirror_failed
+ * and the download moves on to the next source for the rest of this run, the ingest last; bytes
+ * of an unfinished chunk received from the failing mirror are dropped. The failing chunk is never
+ * written (D1). A new download_start (a restart, a resumed download) begins at the first mirror
+ * again. Redirects are not followed: a 3xx is a failure of that mirror.
+ *
  * Bandwidth cap: after each chunk the next request waits until the average rate since the start
  * is back under max_bytes_per_s (coarse pacing per chunk; a chunk itself goes at link speed).
  *
@@ -30,7 +41,7 @@
  * calls on_done exactly once (also on download_cancel/download_free of a running download).
  * Everything runs on the event loop thread of the http_client. on_chunk is called from inside the
  * transfer's data callback: it may block briefly (a journal commit) but must not call http_* or
- * download_* functions.
+ * download_* functions other than download_get_stats.
  */
 #ifndef FERRY_TRANSPORT_DOWNLOAD_H
 #define FERRY_TRANSPORT_DOWNLOAD_H
@@ -60,11 +71,15 @@ enum download_error {
 const char *download_strerror(int err);
 
 #define DOWNLOAD_MAX_BAD_CHUNK 5
+#define DOWNLOAD_MAX_MIRRORS 16u
 
 /* Called after chunk `index` was verified, written and synced; `next_chunk` = index + 1 is what
  * to persist. Return non-zero to stop the download (on_done then gets DOWNLOAD_E_CANCELED). */
 typedef int (*download_chunk_fn)(void *arg, uint32_t index, uint32_t next_chunk,
                                  uint64_t bytes_done);
+/* A mirror failed (`url`, why in `reason`); the download goes on with the next source. Called on
+ * the loop thread from the request's completion; must not call download_* functions. */
+typedef void (*download_mirror_fn)(void *arg, const char *url, const char *reason);
 /* End of the download: err 0 when every chunk and the whole artifact hash are verified. */
 typedef void (*download_done_fn)(void *arg, int err, const char *reason);
 
@@ -83,8 +98,13 @@ struct download_opts {
      * the loop thread before each request, so each carries a fresh time and nonce. */
     reqsign_request_fn sign;
     void *sign_arg;
-    download_chunk_fn on_chunk; /* may be NULL */
-    download_done_fn on_done;   /* required */
+    /* Mirror URLs of this artifact (<base><sha256 hex>), tried in order before `url`; copied;
+     * at most DOWNLOAD_MAX_MIRRORS. */
+    const char *const *mirror_urls;
+    size_t mirror_count;
+    download_mirror_fn on_mirror_failed; /* may be NULL */
+    download_chunk_fn on_chunk;          /* may be NULL */
+    download_done_fn on_done;            /* required */
     void *arg;
 };
 
@@ -96,7 +116,11 @@ struct download_stats {
     uint64_t bytes_received; /* response body bytes received, all attempts (wire cost) */
     uint32_t requests;
     uint32_t retries;
-    uint32_t bad_chunks; /* chunks that failed their hash (and were fetched again) */
+    uint32_t bad_chunks;      /* chunks that failed their hash (and were fetched again) */
+    uint32_t mirror_failures; /* mirrors given up (each reported through on_mirror_failed) */
+    uint32_t mirror_chunks;   /* chunks verified and written from a mirror */
+    uint64_t mirror_bytes;    /* their bytes */
+    uint32_t source;          /* current source: < mirror_count a mirror, == mirror_count url */
 };
 
 int download_start(struct http_client *client, struct event_base *base,

@@ -7,7 +7,9 @@
  *   2. envelope JSON: format tag, base64 payload (decoded size bounded), signatures array;
  *   3. signatures: a signature whose key id names a trusted key must verify over
  *      MANIFEST_SIGN_CONTEXT || payload; only then
- *   4. the payload JSON is parsed, every field type- and range-checked.
+ *   4. the payload JSON is parsed, every field type- and range-checked; only then
+ *   5. the envelope's unsigned "mirrors" list is read (bounded, each URL checked): it may only
+ *      add places to fetch from, and every byte fetched is checked against the signed hashes.
  */
 #include "transport/manifest.h"
 
@@ -38,6 +40,9 @@ struct manifest {
     uint8_t *chunks[MANIFEST_MAX_ARTIFACTS];
     uint8_t *payload;
     size_t payload_len;
+    /* artifact mirrors: the payload's (signed) first, then the envelope's */
+    size_t mirror_count, mirror_signed_count;
+    char mirrors[2 * MANIFEST_MAX_MIRRORS][MANIFEST_MAX_MIRROR_URL + 1];
 };
 
 const char *manifest_strerror(int err)
@@ -214,6 +219,64 @@ static int parse_artifact(json_t *a, size_t idx, struct manifest *m, char *err, 
     return MANIFEST_OK;
 }
 
+int manifest_mirror_check(const char *url, size_t len, char *err, size_t err_len)
+{
+    if (!url || len == 0 || len > MANIFEST_MAX_MIRROR_URL)
+        return fail(err, err_len, MANIFEST_E_FORMAT, "mirror URL length %zu not in 1..%u", len,
+                    MANIFEST_MAX_MIRROR_URL);
+    size_t scheme = len >= 8 && memcmp(url, "https://", 8) == 0  ? 8
+                    : len >= 7 && memcmp(url, "http://", 7) == 0 ? 7
+                                                                 : 0;
+    if (scheme == 0)
+        return fail(err, err_len, MANIFEST_E_FORMAT,
+                    "mirror URL must start with http:// or https://");
+    if (scheme == len || url[scheme] == '/')
+        return fail(err, err_len, MANIFEST_E_FORMAT, "mirror URL has no host");
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)url[i];
+        if (c <= 0x20 || c >= 0x7f || strchr("\"<>\\^`{|}?#@", c) != NULL)
+            return fail(err, err_len, MANIFEST_E_FORMAT,
+                        "mirror URL: byte %zu is not allowed (no spaces, quotes, user info, query "
+                        "or fragment)",
+                        i);
+    }
+    if (url[len - 1] != '/')
+        return fail(err, err_len, MANIFEST_E_FORMAT,
+                    "mirror URL must end in '/' (the artifact's hash is appended)");
+    return MANIFEST_OK;
+}
+
+/* Appends the mirrors of the JSON array `list` (absent: none) to m->mirrors, skipping ones
+ * already listed. `where` names the list in errors ("payload" or "envelope"). */
+static int parse_mirrors(json_t *list, struct manifest *m, const char *where, char *err,
+                         size_t err_len)
+{
+    if (list == NULL)
+        return MANIFEST_OK;
+    if (!json_is_array(list) || json_array_size(list) > MANIFEST_MAX_MIRRORS)
+        return fail(err, err_len, MANIFEST_E_FORMAT, "%s: \"mirrors\" must be an array of 0..%u",
+                    where, MANIFEST_MAX_MIRRORS);
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        json_t *u = json_array_get(list, i);
+        char why[160];
+        if (!json_is_string(u))
+            return fail(err, err_len, MANIFEST_E_FORMAT, "%s: mirrors[%zu] is not a string", where,
+                        i);
+        const char *url = json_string_value(u);
+        size_t len = json_string_length(u);
+        if (manifest_mirror_check(url, len, why, sizeof(why)) != 0)
+            return fail(err, err_len, MANIFEST_E_FORMAT, "%s: mirrors[%zu]: %s", where, i, why);
+        bool known = false;
+        for (size_t k = 0; k < m->mirror_count && !known; k++)
+            known = strcmp(m->mirrors[k], url) == 0;
+        if (known || m->mirror_count >= 2 * MANIFEST_MAX_MIRRORS)
+            continue;
+        memcpy(m->mirrors[m->mirror_count], url, len + 1);
+        m->mirror_count++;
+    }
+    return MANIFEST_OK;
+}
+
 static int parse_payload_json(struct manifest *m, char *err, size_t err_len)
 {
     json_error_t jerr;
@@ -274,9 +337,13 @@ static int parse_payload_json(struct manifest *m, char *err, size_t err_len)
             goto out;
         have_full |= m->artifacts[i].kind == MANIFEST_ARTIFACT_FULL;
     }
-    if (!have_full)
+    if (!have_full) {
         rc = fail(err, err_len, MANIFEST_E_FORMAT,
                   "payload: no full artifact (every release needs the full-image fallback)");
+        goto out;
+    }
+    rc = parse_mirrors(json_object_get(root, "mirrors"), m, "payload", err, err_len);
+    m->mirror_signed_count = m->mirror_count;
 out:
     json_decref(root);
     return rc;
@@ -428,7 +495,8 @@ int manifest_parse_verified(const uint8_t *data, size_t len, const struct manife
         rc = fail(err, err_len, rc, "out of memory");
         goto out;
     }
-    if ((rc = parse_payload_json(m, err, err_len)) != 0)
+    if ((rc = parse_payload_json(m, err, err_len)) != 0 ||
+        (rc = parse_mirrors(json_object_get(env, "mirrors"), m, "envelope", err, err_len)) != 0)
         goto out;
     *out = m;
     m = NULL;
@@ -508,6 +576,21 @@ size_t manifest_artifact_count(const struct manifest *m)
 const struct manifest_artifact *manifest_artifact(const struct manifest *m, size_t i)
 {
     return i < m->artifact_count ? &m->artifacts[i] : NULL;
+}
+
+size_t manifest_mirror_count(const struct manifest *m)
+{
+    return m->mirror_count;
+}
+
+const char *manifest_mirror(const struct manifest *m, size_t i)
+{
+    return i < m->mirror_count ? m->mirrors[i] : NULL;
+}
+
+size_t manifest_mirror_signed_count(const struct manifest *m)
+{
+    return m->mirror_signed_count;
 }
 
 const uint8_t *manifest_payload(const struct manifest *m, size_t *len)
@@ -762,7 +845,17 @@ int manifest_build_payload(const struct manifest_spec *s, struct ferry_buf *out,
         }
         bad |= ferry_buf_printf(out, "]}");
     }
-    bad |= ferry_buf_printf(out, "]}\n");
+    bad |= ferry_buf_printf(out, "]");
+    if (s->mirror_count > MANIFEST_MAX_MIRRORS)
+        return fail(err, err_len, MANIFEST_E_LIMIT, "more than %u mirrors", MANIFEST_MAX_MIRRORS);
+    for (size_t i = 0; i < s->mirror_count; i++) {
+        if (manifest_mirror_check(s->mirrors[i], strlen(s->mirrors[i]), err, err_len) != 0)
+            return MANIFEST_E_FORMAT;
+        bad |= ferry_buf_printf(out, "%s", i ? "," : ",\"mirrors\":[");
+        bad |= ferry_buf_append_json_string(out, s->mirrors[i], strlen(s->mirrors[i]));
+        bad |= ferry_buf_printf(out, "%s", i + 1 == s->mirror_count ? "]" : "");
+    }
+    bad |= ferry_buf_printf(out, "}\n");
     if (bad)
         return fail(err, err_len, MANIFEST_E_NOMEM, "out of memory");
     /* What we write must be what a device accepts. */

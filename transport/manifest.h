@@ -24,6 +24,13 @@
  *   - freshness without expiry: no time limit, so a device offline for weeks is never stranded;
  *     instead a serial lower than the highest the device has accepted is refused (replay of an
  *     older manifest). See docs/ota.md, "Security policy".
+ *
+ * Artifact mirrors (docs/ota.md, "Mirrors"): base URLs a device tries, in order, before the
+ * ingest, fetching <base><artifact sha256 hex>. They come from the signed payload ("mirrors")
+ * and from an unsigned "mirrors" array in the envelope, which the ingest adds from its
+ * configuration. Both are untrusted: every chunk is checked against the signed chunk hashes, so
+ * a mirror (or whoever rewrote the envelope's list) can only make a download slower, never
+ * change what is installed.
  */
 #ifndef FERRY_TRANSPORT_MANIFEST_H
 #define FERRY_TRANSPORT_MANIFEST_H
@@ -61,7 +68,9 @@ const char *manifest_strerror(int err);
 #define MANIFEST_MIN_CHUNK_BYTES 4096u
 #define MANIFEST_MAX_CHUNK_BYTES (16u << 20)
 #define MANIFEST_DEFAULT_CHUNK_BYTES (1u << 20)
-#define MANIFEST_MAX_STRING 64u /* version, device class, component */
+#define MANIFEST_MAX_STRING 64u      /* version, device class, component */
+#define MANIFEST_MAX_MIRRORS 8u      /* per list: the payload's and the envelope's each */
+#define MANIFEST_MAX_MIRROR_URL 512u /* bytes of one mirror base URL */
 
 enum manifest_artifact_kind {
     MANIFEST_ARTIFACT_FULL = 0,  /* ferry-delta full image (transport/delta.h, no base) */
@@ -114,6 +123,20 @@ const uint8_t *manifest_target_sha256(const struct manifest *m);
 uint64_t manifest_target_size(const struct manifest *m);
 size_t manifest_artifact_count(const struct manifest *m);
 const struct manifest_artifact *manifest_artifact(const struct manifest *m, size_t i);
+/* Artifact mirrors in the order a device tries them: the signed payload's first, then the
+ * envelope's (unsigned, added by the ingest) that are not already listed; at most
+ * 2 x MANIFEST_MAX_MIRRORS. Each is a base URL that passed manifest_mirror_check (it ends in
+ * '/'); the artifact is at <base><sha256 hex>. Strings valid while m lives. */
+size_t manifest_mirror_count(const struct manifest *m);
+const char *manifest_mirror(const struct manifest *m, size_t i);
+/* How many of the first manifest_mirror_count() come from the signed payload. */
+size_t manifest_mirror_signed_count(const struct manifest *m);
+/* Checks one mirror base URL of `len` bytes: 1..MANIFEST_MAX_MIRROR_URL bytes, "http://" or
+ * "https://" followed by a host, printable ASCII without spaces, quotes, '<' '>' '\\' '^' '`'
+ * '{' '|' '}', no user info ('@'), query ('?') or fragment ('#'), and ending in '/'. Returns 0 or
+ * MANIFEST_E_FORMAT with err saying what is wrong. */
+int manifest_mirror_check(const char *url, size_t len, char *err, size_t err_len)
+    __attribute__((warn_unused_result));
 /* The payload bytes exactly as signed (valid while m lives). */
 const uint8_t *manifest_payload(const struct manifest *m, size_t *len);
 /* The delta artifact whose base hash is `base_sha256`, or NULL; and the full artifact. */
@@ -157,6 +180,9 @@ struct manifest_spec {
     size_t artifact_count;
     struct manifest_artifact artifacts[MANIFEST_MAX_ARTIFACTS];
     uint8_t *chunk_storage[MANIFEST_MAX_ARTIFACTS]; /* owned, see manifest_spec_clear */
+    /* Artifact mirror base URLs written into the payload (manifest_mirror_check each). */
+    const char *mirrors[MANIFEST_MAX_MIRRORS];
+    size_t mirror_count;
 };
 
 /* Whether `s` is a manifest name: 1..MANIFEST_MAX_STRING of [A-Za-z0-9._+-] (what the payload

@@ -40,7 +40,10 @@
 enum alerts_rule_kind {
     ALERTS_RULE_THRESHOLD = 0, /* a metric field compared with a value, held for a duration */
     ALERTS_RULE_OFFLINE = 1,   /* no stored batch from a device for longer than a duration */
-    ALERTS_RULE_UPDATE = 2,    /* an update failed or rolled back (ota.* events) */
+    ALERTS_RULE_UPDATE = 2,    /* an update failed, rolled back, or stayed in one state */
+    ALERTS_RULE_ABSENT = 3,    /* a series stopped while its device still sends metrics */
+    ALERTS_RULE_GAP = 4,       /* a device reported records lost to eviction */
+    ALERTS_RULE_BACKLOG = 5,   /* a device's unsent backlog above a size or growing */
 };
 
 enum alerts_op {
@@ -56,14 +59,18 @@ struct alerts_rule {
     char name[ALERTS_NAME_MAX + 1];
     enum alerts_rule_kind kind;
     char severity[32];        /* a label: "warning" unless set */
-    char measurement[128];    /* threshold: the record name ("thermal") */
-    char field[128];          /* threshold: the field key ("gpu") */
-    enum alerts_op op;        /* threshold */
-    double value;             /* threshold */
-    bool has_condition;       /* threshold: a condition was set */
+    char measurement[128];    /* threshold, absent: the record name ("thermal") */
+    char field[128];          /* threshold, absent: the field key ("gpu") */
+    enum alerts_op op;        /* threshold; backlog: records; gap: records lost at once */
+    double value;             /* threshold, backlog, gap */
+    bool has_condition;       /* a condition was set */
+    bool growing;             /* backlog: fire when it grows for `for` (also without a size) */
     int64_t for_ns;           /* threshold: held this long on device time; offline:
-                               * silent this long */
-    int64_t resolve_after_ns; /* offline: back this long before resolved (flapping) */
+                               * silent this long; absent: missing this long on device time;
+                               * backlog: breached this long; update: one state this long
+                               * (0: no stuck check) */
+    int64_t resolve_after_ns; /* offline: back this long before resolved (flapping); gap: no
+                               * new loss this long before resolved (1h) */
     char device_class[128];   /* only devices of this class ("" = all) */
     uint32_t receivers;       /* bit i: receiver i of the configuration */
     char summary[256];        /* annotation text ("" = a generated one) */
@@ -73,12 +80,13 @@ enum alerts_receiver_kind {
     ALERTS_RECEIVER_ALERTMANAGER = 0, /* POST {url}/api/v2/alerts */
     ALERTS_RECEIVER_SLACK = 1,        /* a Slack-compatible incoming webhook */
     ALERTS_RECEIVER_WEBHOOK = 2,      /* generic JSON: one alert per POST */
+    ALERTS_RECEIVER_COMMAND = 3,      /* an action: a command run with the alert on stdin */
 };
 
 struct alerts_receiver {
     char name[ALERTS_NAME_MAX + 1];
     enum alerts_receiver_kind kind;
-    char url[512];
+    char url[512]; /* command: the absolute path and its arguments, split on spaces */
     int64_t timeout_ns;
     int64_t resolve_delay_ns; /* Alertmanager: a resolution waits this long after its firing
                                * was delivered (more than the route's group_wait; 35 s) */
@@ -135,7 +143,10 @@ struct alerts_state {
     int64_t ends_ns;        /* when it ended (0 while firing) */
     int64_t arrived_ns;     /* when the data that fired it arrived (ingest clock) */
     int64_t notified_ns;    /* when it was last queued for notification */
-    double value;           /* the value that fired it (threshold; offline: seconds silent) */
+    double value;           /* the value that fired it (threshold; offline: seconds silent;
+                             * absent: seconds missing; gap: records lost; backlog: records) */
+    double base;            /* backlog: the backlog when the growth began */
+    uint64_t seen;          /* gap: records lost that were already accounted for */
 };
 
 /* True when `v op threshold` holds. */
@@ -171,6 +182,48 @@ enum alerts_change alerts_offline_check(const struct alerts_rule *r, struct aler
  */
 enum alerts_change alerts_update_apply(struct alerts_state *st, const char *state, int64_t ts_ns,
                                        int64_t arrived_ns, int64_t late_after_ns);
+
+/*
+ * Update rules with a `for`: the component's reported `state` (device time `state_ts_ns`,
+ * corrected to the ingest's clock) at `now_ns`. FIRED when a state that is not final
+ * (downloading, installed, ...) has lasted longer than the rule's duration (reason "stuck in
+ * STATE", written into reason[reason_len]); RESOLVED when such an alert's state moved on to
+ * anything but failed / rolled_back (which keep it firing as a failure: reason updated).
+ */
+enum alerts_change alerts_update_stuck_check(const struct alerts_rule *r, struct alerts_state *st,
+                                             char *reason, size_t reason_len, const char *state,
+                                             int64_t state_ts_ns, int64_t now_ns);
+
+/*
+ * Absent rules. A sample of the series at device time ts_ns: remembered; RESOLVED when the alert
+ * was firing (ends_ns = that sample). Then, whenever the device's newest metric time moves:
+ * alerts_absent_check() with that time: FIRED when the series' last sample is older than the
+ * rule's duration on the device's own clock (starts_ns = the last sample; late when the records
+ * that showed it arrived more than late_after_ns after that time plus the duration). A device
+ * that sends nothing raises no absent alert (that is what `offline` is for).
+ */
+enum alerts_change alerts_absent_sample(struct alerts_state *st, int64_t ts_ns);
+enum alerts_change alerts_absent_check(const struct alerts_rule *r, struct alerts_state *st,
+                                       int64_t device_newest_ns, int64_t arrived_ns,
+                                       int64_t late_after_ns);
+
+/*
+ * Gap rules: `lost_total` is every record the device reported lost to eviction so far. FIRED
+ * when new losses (lost_total - st->seen) pass the rule's condition (default: any); while firing
+ * further losses add to value and keep it firing; RESOLVED when no loss was reported for
+ * resolve_after. The first check of a device also counts losses from before the rule existed.
+ */
+enum alerts_change alerts_gap_check(const struct alerts_rule *r, struct alerts_state *st,
+                                    uint64_t lost_total, int64_t now_ns);
+
+/*
+ * Backlog rules: the device's reported backlog (unsent records, all streams) at now_ns. Breached
+ * when the condition holds (size) or, with `growing`, when it grew and has not shrunk since;
+ * FIRED when breached for the rule's duration (growing: and larger than when it began);
+ * RESOLVED when no longer breached.
+ */
+enum alerts_change alerts_backlog_check(const struct alerts_rule *r, struct alerts_state *st,
+                                        uint64_t backlog, int64_t now_ns);
 
 /* ---- The engine (engine.c) ----------------------------------------------------------------- */
 

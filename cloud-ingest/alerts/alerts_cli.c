@@ -19,6 +19,7 @@
 
 #include "cloud-ingest/alerts/alerts_int.h"
 #include "common/buf.h"
+#include "common/utf8.h"
 #include "common/util.h"
 
 static int usage(FILE *out)
@@ -30,10 +31,12 @@ static int usage(FILE *out)
             "DURATION [--comment TEXT]\n"
             "       ferry-ingest [options] alerts silences [--json]\n"
             "       ferry-ingest [options] alerts unsilence ID\n"
+            "       ferry-ingest [options] alerts actions [--json]\n"
             "\n"
             "list shows every alert that fired (state, rule, device, device-time start and end,\n"
             "late or not); silence mutes the notifications of the alerts of RULE and/or DEVICE\n"
-            "(at least one) for DURATION from now and prints the silence's id.\n");
+            "(at least one) for DURATION from now and prints the silence's id; actions lists the\n"
+            "runs of command receivers (newest 1,000: status, exit code, output).\n");
     return out == stdout ? 0 : 2;
 }
 
@@ -224,6 +227,66 @@ static int cmd_silences(struct ingest_store *st, int argc, char **argv)
     return 0;
 }
 
+static int actions_cb(const char *key, const void *value, size_t len, void *arg)
+{
+    json_error_t jerr;
+    json_t *o = json_loadb(value, len, 0, &jerr);
+    (void)key;
+    if (o != NULL && json_array_append_new(arg, o) != 0)
+        return 1;
+    return 0;
+}
+
+static int cmd_actions(struct ingest_store *st, int argc, char **argv)
+{
+    bool as_json = argc == 2 && strcmp(argv[1], "--json") == 0;
+    if (argc > 2 || (argc == 2 && !as_json))
+        return usage(stderr);
+    json_t *arr = json_array();
+    int rc = arr ? ingest_store_kv_scan(st, "actionlog/", 0, actions_cb, arr) : -1;
+    if (rc != 0) {
+        json_decref(arr);
+        fprintf(stderr, "ferry-ingest: alerts actions: %s\n", ingest_store_strerror(rc));
+        return 1;
+    }
+    if (as_json) {
+        char *t = json_dumps(arr, JSON_COMPACT);
+        printf("%s\n", t ? t : "[]");
+        free(t);
+        json_decref(arr);
+        return 0;
+    }
+    printf("%-21s %-16s %-20s %-24s %-9s %-8s %5s %s\n", "AT", "ACTION", "RULE", "DEVICE", "EVENT",
+           "STATUS", "EXIT", "OUTPUT");
+    size_t i;
+    json_t *r;
+    json_array_foreach(arr, i, r)
+    {
+        char at[32];
+        human_time(json_integer_value(json_object_get(r, "at_ns")), at);
+        const char *out = json_string_value(json_object_get(r, "output"));
+        struct ferry_buf line = FERRY_BUF_INIT; /* the first line, escaped for a terminal */
+        size_t n = out ? strcspn(out, "\n") : 0;
+        if (ferry_buf_append_escaped(&line, out ? out : "", n) != 0 ||
+            ferry_buf_append(&line, "", 1) != 0) {
+            ferry_buf_free(&line);
+            json_decref(arr);
+            return 1;
+        }
+        printf("%-21s %-16s %-20s %-24s %-9s %-8s %5lld %s\n", at,
+               json_string_value(json_object_get(r, "receiver")),
+               json_string_value(json_object_get(r, "rule")),
+               json_string_value(json_object_get(r, "device")),
+               json_string_value(json_object_get(r, "event")),
+               json_string_value(json_object_get(r, "status")),
+               (long long)json_integer_value(json_object_get(r, "exit_code")),
+               (const char *)line.data);
+        ferry_buf_free(&line);
+    }
+    json_decref(arr);
+    return 0;
+}
+
 static int cmd_unsilence(struct ingest_store *st, int argc, char **argv)
 {
     if (argc != 2 || strlen(argv[1]) != 16 || strspn(argv[1], "0123456789abcdef") != 16) {
@@ -259,6 +322,8 @@ int alerts_cli_main(struct ingest_store *st, int argc, char **argv)
         return cmd_silence(st, argc, argv);
     if (strcmp(argv[0], "silences") == 0)
         return cmd_silences(st, argc, argv);
+    if (strcmp(argv[0], "actions") == 0)
+        return cmd_actions(st, argc, argv);
     if (strcmp(argv[0], "unsilence") == 0)
         return cmd_unsilence(st, argc, argv);
     if (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0)

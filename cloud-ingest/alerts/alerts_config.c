@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include "cloud-ingest/alerts/alerts_int.h"
+#include "common/buf.h"
+#include "common/utf8.h"
 #include "common/util.h"
 
 #define NS_PER_MS 1000000LL
@@ -34,20 +36,30 @@ const char *alerts_config_help(void)
            "never)\n"
            "  [alerts] resend_interval D       Alertmanager: firing alerts re-sent this often "
            "(60s)\n"
-           "  [alert.NAME] kind threshold|offline|update\n"
-           "  [alert.NAME] metric MEAS.FIELD   threshold: the metric (\"thermal.gpu\")\n"
-           "  [alert.NAME] condition \"OP VALUE\"  threshold: > >= < <= == != and a number (\"> "
-           "85\")\n"
+           "  [alert.NAME] kind threshold|offline|update|absent|gap|backlog\n"
+           "  [alert.NAME] metric MEAS.FIELD   threshold, absent: the metric (\"thermal.gpu\")\n"
+           "  [alert.NAME] condition \"OP VALUE\"  > >= < <= == != and a number (\"> 85\");\n"
+           "                                   backlog: records unsent; gap: records lost at once\n"
            "  [alert.NAME] for D               threshold: held this long on device time; offline: "
-           "silent this long\n"
-           "  [alert.NAME] resolve_after D     offline: back this long before resolved (0)\n"
+           "silent this long;\n"
+           "                                   absent: missing this long on device time; "
+           "backlog: breached this\n"
+           "                                   long; update: in one state this long (stuck)\n"
+           "  [alert.NAME] growing true|false  backlog: fire when it keeps growing for `for`\n"
+           "  [alert.NAME] resolve_after D     offline: back this long before resolved (0); gap: "
+           "no new loss\n"
+           "                                   this long (1h)\n"
            "  [alert.NAME] device_class C      only devices of this class\n"
            "  [alert.NAME] severity S          the severity label (warning)\n"
            "  [alert.NAME] summary TEXT        the summary annotation\n"
-           "  [alert.NAME] receivers A, B      receivers to notify\n"
-           "  [receiver.NAME] type alertmanager|slack|webhook\n"
+           "  [alert.NAME] receivers A, B      receivers to notify (and actions to run)\n"
+           "  [alert.NAME] actions A, B        the same list by another name, for command "
+           "receivers\n"
+           "  [receiver.NAME] type alertmanager|slack|webhook|command\n"
            "  [receiver.NAME] url URL          Alertmanager: its base URL; others: the webhook "
            "URL\n"
+           "  [receiver.NAME] command PATH ARG...  command: run with the alert as JSON on stdin "
+           "(no shell)\n"
            "  [receiver.NAME] timeout D        per request (10s)\n"
            "  [receiver.NAME] resolve_delay D  Alertmanager: a resolution waits this long after "
            "its\n"
@@ -96,7 +108,8 @@ static struct alerts_rule *rule_for(struct alerts_config *c, const char *name, s
     ferry_strlcpy(r->name, name, sizeof(r->name));
     ferry_strlcpy(r->severity, "warning", sizeof(r->severity));
     r->kind = ALERTS_RULE_THRESHOLD;
-    r->for_ns = -1; /* required: checked by finish */
+    r->for_ns = -1;           /* required: checked by finish */
+    r->resolve_after_ns = -1; /* a default per kind: set by finish */
     *idx = c->n_rules++;
     return r;
 }
@@ -161,8 +174,15 @@ static int set_rule(struct alerts_config *c, const char *section, const char *na
             r->kind = ALERTS_RULE_OFFLINE;
         else if (strcmp(v, "update") == 0)
             r->kind = ALERTS_RULE_UPDATE;
+        else if (strcmp(v, "absent") == 0)
+            r->kind = ALERTS_RULE_ABSENT;
+        else if (strcmp(v, "gap") == 0)
+            r->kind = ALERTS_RULE_GAP;
+        else if (strcmp(v, "backlog") == 0)
+            r->kind = ALERTS_RULE_BACKLOG;
         else
-            return fail(err, err_len, section, key, "must be threshold, offline or update");
+            return fail(err, err_len, section, key,
+                        "must be threshold, offline, update, absent, gap or backlog");
     } else if (strcmp(key, "metric") == 0) {
         const char *dot = strrchr(v, '.');
         if (dot == NULL || dot == v || dot[1] == '\0' ||
@@ -180,6 +200,10 @@ static int set_rule(struct alerts_config *c, const char *section, const char *na
     } else if (strcmp(key, "for") == 0) {
         if (duration_ns(v, &r->for_ns) != 0)
             return fail(err, err_len, section, key, "must be a duration (30s, 5m, 1h)");
+    } else if (strcmp(key, "growing") == 0) {
+        if (strcmp(v, "true") != 0 && strcmp(v, "false") != 0)
+            return fail(err, err_len, section, key, "must be true or false");
+        r->growing = strcmp(v, "true") == 0;
     } else if (strcmp(key, "resolve_after") == 0) {
         if (duration_ns(v, &r->resolve_after_ns) != 0)
             return fail(err, err_len, section, key, "must be a duration (30s, 5m, 1h)");
@@ -193,10 +217,15 @@ static int set_rule(struct alerts_config *c, const char *section, const char *na
     } else if (strcmp(key, "summary") == 0) {
         if (ferry_strlcpy(r->summary, v, sizeof(r->summary)) >= sizeof(r->summary))
             return fail(err, err_len, section, key, "too long (255 bytes at most)");
-    } else if (strcmp(key, "receivers") == 0) {
-        if (ferry_strlcpy(c->rule_receivers[idx], v, sizeof(c->rule_receivers[idx])) >=
-            sizeof(c->rule_receivers[idx]))
+    } else if (strcmp(key, "receivers") == 0 || strcmp(key, "actions") == 0) {
+        /* Both name receivers (actions are receivers of type command); both lists count. */
+        char *list = c->rule_receivers[idx];
+        size_t cap = sizeof(c->rule_receivers[idx]), used = strlen(list);
+        if (used + (used ? 2 : 0) + strlen(v) >= cap)
             return fail(err, err_len, section, key, "too long");
+        if (used > 0)
+            ferry_strlcpy(list + used, ", ", cap - used);
+        ferry_strlcpy(list + strlen(list), v, cap - strlen(list));
     } else {
         return fail(err, err_len, section, key, "unknown key (see ferry-ingest --help)");
     }
@@ -216,8 +245,15 @@ static int set_receiver(struct alerts_config *c, const char *section, const char
             r->kind = ALERTS_RECEIVER_SLACK;
         else if (strcmp(v, "webhook") == 0)
             r->kind = ALERTS_RECEIVER_WEBHOOK;
+        else if (strcmp(v, "command") == 0)
+            r->kind = ALERTS_RECEIVER_COMMAND;
         else
-            return fail(err, err_len, section, key, "must be alertmanager, slack or webhook");
+            return fail(err, err_len, section, key,
+                        "must be alertmanager, slack, webhook or command");
+    } else if (strcmp(key, "command") == 0) {
+        if (v[0] != '/' || ferry_strlcpy(r->url, v, sizeof(r->url)) >= sizeof(r->url))
+            return fail(err, err_len, section, key,
+                        "must be an absolute path and its arguments (run without a shell)");
     } else if (strcmp(key, "url") == 0) {
         if ((strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) ||
             ferry_strlcpy(r->url, v, sizeof(r->url)) >= sizeof(r->url))
@@ -282,15 +318,27 @@ static int resolve_receivers(struct alerts_config *c, size_t i, char *err, size_
 
 int alerts_config_finish(struct alerts_config *c, char *err, size_t err_len)
 {
-    for (size_t j = 0; j < c->n_receivers; j++)
-        if (c->receivers[j].url[0] == '\0') {
-            snprintf(err, err_len, "[receiver.%s] url: missing", c->receivers[j].name);
+    for (size_t j = 0; j < c->n_receivers; j++) {
+        const struct alerts_receiver *rv = &c->receivers[j];
+        bool command = rv->kind == ALERTS_RECEIVER_COMMAND;
+        if (rv->url[0] == '\0' || (command ? rv->url[0] != '/' : rv->url[0] == '/')) {
+            snprintf(err, err_len, "[receiver.%s] %s: missing", rv->name,
+                     command ? "command" : "url");
             return -1;
         }
+    }
     for (size_t i = 0; i < c->n_rules; i++) {
         struct alerts_rule *r = &c->rules[i];
-        if (r->kind == ALERTS_RULE_THRESHOLD && r->measurement[0] == '\0') {
-            snprintf(err, err_len, "[alert.%s] metric: missing (threshold rules need one)",
+        if ((r->kind == ALERTS_RULE_THRESHOLD || r->kind == ALERTS_RULE_ABSENT) &&
+            r->measurement[0] == '\0') {
+            snprintf(err, err_len, "[alert.%s] metric: missing (%s rules need one)", r->name,
+                     alerts_kind_name(r->kind));
+            return -1;
+        }
+        if (r->kind == ALERTS_RULE_BACKLOG && !r->has_condition && !r->growing) {
+            snprintf(err, err_len,
+                     "[alert.%s] condition: missing (a size as in \"> 100000\", or growing = "
+                     "true)",
                      r->name);
             return -1;
         }
@@ -298,12 +346,14 @@ int alerts_config_finish(struct alerts_config *c, char *err, size_t err_len)
             snprintf(err, err_len, "[alert.%s] condition: missing (as in \"> 85\")", r->name);
             return -1;
         }
-        if (r->kind != ALERTS_RULE_UPDATE && r->for_ns < 0) {
+        if (r->kind != ALERTS_RULE_UPDATE && r->kind != ALERTS_RULE_GAP && r->for_ns < 0) {
             snprintf(err, err_len, "[alert.%s] for: missing (a duration such as 5m)", r->name);
             return -1;
         }
         if (r->for_ns < 0)
             r->for_ns = 0;
+        if (r->resolve_after_ns < 0)
+            r->resolve_after_ns = r->kind == ALERTS_RULE_GAP ? 3600 * 1000 * NS_PER_MS : 0;
         r->receivers = 0;
         if (resolve_receivers(c, i, err, err_len) != 0)
             return -1;
@@ -317,8 +367,26 @@ const char *alerts_kind_name(enum alerts_rule_kind kind)
     case ALERTS_RULE_THRESHOLD: return "threshold";
     case ALERTS_RULE_OFFLINE: return "offline";
     case ALERTS_RULE_UPDATE: return "update";
+    case ALERTS_RULE_ABSENT: return "absent";
+    case ALERTS_RULE_GAP: return "gap";
+    case ALERTS_RULE_BACKLOG: return "backlog";
     }
     return "unknown";
+}
+
+json_t *alerts_json_text(const char *p, size_t n)
+{
+    json_t *s = json_stringn(p, n);
+    if (s != NULL)
+        return s;
+    struct ferry_buf b = FERRY_BUF_INIT;
+    if (ferry_buf_append_utf8(&b, p, n) != 0) {
+        ferry_buf_free(&b);
+        return NULL;
+    }
+    s = json_stringn(b.data ? (const char *)b.data : "", b.len);
+    ferry_buf_free(&b);
+    return s;
 }
 
 int alerts_rule_index(const struct alerts_config *cfg, const char *name)

@@ -44,7 +44,8 @@ struct alerts {
     struct alerts_config cfg;
     struct ingest_store *store;
     char owner[256];
-    bool has_offline;
+    bool has_polled; /* rules checked per device every few seconds (offline, gap, backlog...) */
+    bool has_absent;
 
     /* evaluation thread */
     struct alerts_entry **table; /* open addressing by key */
@@ -60,6 +61,8 @@ struct alerts {
     json_t *classes;  /* device id -> device class, cached */
     json_t *silences; /* the stored silences, read every round */
     json_t *active;   /* "rule/device" -> number of its series pending or firing */
+    json_t *newest;   /* device id -> newest corrected device time of its metrics (absent) */
+    bool newest_moved;
 
     /* notification thread (notify.c) */
     int64_t retry_at_ns[ALERTS_RECEIVERS_MAX];
@@ -67,6 +70,7 @@ struct alerts {
     struct alerts_delivered *delivered;
     size_t delivered_n;
     bool notify_wanted;
+    uint64_t actionlog_next; /* next actionlog/<seq> (0: not read from the store yet) */
     pthread_cond_t notify_cond;
 
     /* threads */
@@ -82,6 +86,11 @@ struct alerts {
 };
 
 const char *alerts_kind_name(enum alerts_rule_kind kind);
+
+/* Bytes from a device or a command as a JSON string: ill-formed UTF-8 replaced by U+FFFD, as
+ * every other output of the ingest does (JSON output stays valid whatever was sent). NULL only
+ * when out of memory. */
+json_t *alerts_json_text(const char *p, size_t n);
 
 /* Index of the rule named `name` in cfg, or -1. */
 int alerts_rule_index(const struct alerts_config *cfg, const char *name);

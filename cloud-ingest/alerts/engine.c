@@ -153,7 +153,7 @@ static json_t *state_json(const struct alerts *a, const struct alerts_entry *e)
 {
     const struct alerts_rule *r = &a->cfg.rules[e->rule];
     const struct alerts_state *s = &e->st;
-    return json_pack(
+    json_t *o = json_pack(
         "{s:s, s:s, s:s, s:s, s:O, s:s, s:b, s:b, s:b, s:b, s:I, s:I, s:I, s:I, s:I,"
         " s:I, s:I, s:f}",
         "key", e->key, "rule", r->name, "kind", alerts_kind_name(r->kind), "device", e->device,
@@ -163,6 +163,13 @@ static json_t *state_json(const struct alerts *a, const struct alerts_entry *e)
         "last_sample_ns", (json_int_t)s->last_sample_ns, "starts_ns", (json_int_t)s->starts_ns,
         "ends_ns", (json_int_t)s->ends_ns, "arrived_ns", (json_int_t)s->arrived_ns, "notified_ns",
         (json_int_t)s->notified_ns, "value", s->value == s->value ? s->value : 0.0);
+    if (o != NULL && r->kind == ALERTS_RULE_BACKLOG)
+        json_object_set_new(o, "base", json_real(s->base == s->base ? s->base : 0.0));
+    if (o != NULL && r->kind == ALERTS_RULE_GAP)
+        json_object_set_new(o, "seen", json_integer((json_int_t)s->seen));
+    if (o != NULL && e->reason[0])
+        json_object_set_new(o, "reason", alerts_json_text(e->reason, strlen(e->reason)));
+    return o;
 }
 
 static int64_t jint(const json_t *o, const char *k)
@@ -208,6 +215,11 @@ static int load_cb(const char *key, const void *value, size_t len, void *arg)
     s->arrived_ns = jint(o, "arrived_ns");
     s->notified_ns = jint(o, "notified_ns");
     s->value = json_number_value(json_object_get(o, "value"));
+    s->base = json_number_value(json_object_get(o, "base"));
+    s->seen = (uint64_t)json_integer_value(json_object_get(o, "seen"));
+    const char *reason = json_string_value(json_object_get(o, "reason"));
+    if (reason != NULL)
+        ferry_strlcpy(e->reason, reason, sizeof(e->reason));
     json_decref(o);
     if (table_insert(a, e) != 0) {
         entry_free(e);
@@ -410,34 +422,12 @@ static bool class_matches(struct alerts *a, const struct alerts_rule *r, const c
 
 /* ---- Applying records ---------------------------------------------------------------------- */
 
-/* A tag or field key as a JSON string; text that is not valid UTF-8 becomes its bytes with
- * everything outside printable ASCII as \xHH (JSON output must stay valid whatever a device
- * sent). */
-static json_t *json_text(const char *p, size_t n)
-{
-    json_t *s = json_stringn(p, n);
-    if (s != NULL)
-        return s;
-    struct ferry_buf b = FERRY_BUF_INIT;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (c >= 0x20 && c < 0x7f ? ferry_buf_append(&b, &c, 1) != 0
-                                  : ferry_buf_printf(&b, "\\x%02x", c) != 0) {
-            ferry_buf_free(&b);
-            return NULL;
-        }
-    }
-    s = json_stringn(b.data ? (const char *)b.data : "", b.len);
-    ferry_buf_free(&b);
-    return s;
-}
-
 static json_t *tags_labels(const struct record *rec)
 {
     json_t *l = json_object();
     for (size_t i = 0; l != NULL && i < rec->n_tags; i++) {
-        json_t *k = json_text(rec->tags[i].key.ptr, rec->tags[i].key.len);
-        json_t *v = json_text(rec->tags[i].value.ptr, rec->tags[i].value.len);
+        json_t *k = alerts_json_text(rec->tags[i].key.ptr, rec->tags[i].key.len);
+        json_t *v = alerts_json_text(rec->tags[i].value.ptr, rec->tags[i].value.len);
         if (k == NULL || v == NULL || json_object_set(l, json_string_value(k), v) != 0) {
             json_decref(l);
             l = NULL;
@@ -448,9 +438,79 @@ static json_t *tags_labels(const struct record *rec)
     return l;
 }
 
+/* Absent rules: the series of `rec` that a rule watches got a sample; the device's newest metric
+ * time is remembered for alerts_absent_check() at the end of the round. */
+static int apply_absent(struct alerts *a, const struct ingest_committed *c,
+                        const struct record *rec)
+{
+    json_t *newest = json_object_get(a->newest, c->device_id);
+    if (newest == NULL || c->ts_corrected_ns > (int64_t)json_integer_value(newest)) {
+        if (newest == NULL && json_object_size(a->newest) >= CLASS_CACHE_MAX)
+            json_object_clear(a->newest); /* rebuilt from the next records */
+        if (json_object_set_new(a->newest, c->device_id,
+                                json_integer((json_int_t)c->ts_corrected_ns)) != 0)
+            return INGEST_STORE_ENOMEM;
+        a->newest_moved = true;
+    }
+    for (size_t ri = 0; ri < a->cfg.n_rules; ri++) {
+        const struct alerts_rule *r = &a->cfg.rules[ri];
+        if (r->kind != ALERTS_RULE_ABSENT || strlen(r->measurement) != rec->name.len ||
+            memcmp(r->measurement, rec->name.ptr, rec->name.len) != 0)
+            continue;
+        bool has_field = false;
+        for (size_t fi = 0; fi < rec->n_fields && !has_field; fi++)
+            has_field = strlen(r->field) == rec->fields[fi].key.len &&
+                        memcmp(r->field, rec->fields[fi].key.ptr, rec->fields[fi].key.len) == 0;
+        if (!has_field || !class_matches(a, r, c->device_id))
+            continue;
+        json_t *labels = tags_labels(rec);
+        struct alerts_entry *e = labels ? entry_get(a, ri, c->device_id, labels) : NULL;
+        json_decref(labels);
+        if (e == NULL)
+            return INGEST_STORE_ENOMEM;
+        int64_t before = e->st.last_sample_ns;
+        enum alerts_change ch = alerts_absent_sample(&e->st, c->ts_corrected_ns);
+        if (e->st.last_sample_ns != before)
+            mark_dirty(a, e); /* a restart must know when the series was last seen */
+        int rc = on_change(a, e, ch, c->committed_ns);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Absent rules, after a round's records: every watched series against its device's newest
+ * metric time. */
+static int check_absent(struct alerts *a, int64_t now_ns)
+{
+    if (!a->newest_moved)
+        return 0;
+    a->newest_moved = false;
+    for (size_t i = 0; i < a->cap; i++) {
+        struct alerts_entry *e = a->table[i];
+        if (e == NULL || a->cfg.rules[e->rule].kind != ALERTS_RULE_ABSENT || e->st.firing)
+            continue;
+        json_t *newest = json_object_get(a->newest, e->device);
+        if (newest == NULL)
+            continue;
+        enum alerts_change ch =
+            alerts_absent_check(&a->cfg.rules[e->rule], &e->st, (int64_t)json_integer_value(newest),
+                                now_ns, a->cfg.late_after_ns);
+        int rc = on_change(a, e, ch, now_ns);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 static int apply_metric(struct alerts *a, const struct ingest_committed *c,
                         const struct record *rec)
 {
+    if (a->has_absent) {
+        int rc = apply_absent(a, c, rec);
+        if (rc != 0)
+            return rc;
+    }
     for (size_t ri = 0; ri < a->cfg.n_rules; ri++) {
         const struct alerts_rule *r = &a->cfg.rules[ri];
         if (r->kind != ALERTS_RULE_THRESHOLD || strlen(r->measurement) != rec->name.len ||
@@ -516,7 +576,7 @@ static int apply_event(struct alerts *a, const struct ingest_committed *c, const
         const struct alerts_rule *r = &a->cfg.rules[ri];
         if (r->kind != ALERTS_RULE_UPDATE || !class_matches(a, r, c->device_id))
             continue;
-        json_t *comp = json_text(component, strlen(component));
+        json_t *comp = alerts_json_text(component, strlen(component));
         json_t *labels = comp ? json_pack("{s:o}", "component", comp) : NULL;
         struct alerts_entry *e = labels ? entry_get(a, ri, c->device_id, labels) : NULL;
         json_decref(labels);
@@ -562,13 +622,51 @@ static int read_cb(const struct ingest_committed *c, const struct ingest_store_c
     return 0;
 }
 
-/* ---- Offline rules ------------------------------------------------------------------------- */
+/* ---- Rules checked per device: offline, gap, backlog, stuck updates ------------------------ */
 
 struct offline_ctx {
     struct alerts *a;
     int64_t now_ns;
     int rc;
 };
+
+/* Update rules with a `for`: each component's reported state against how long it has lasted. */
+static int check_stuck(struct alerts *a, const struct ingest_device *d, size_t ri, int64_t now_ns)
+{
+    char text[INGEST_UPDATES_MAX + 1];
+    int rc = ingest_store_device_updates(a->store, d->id, text, sizeof(text));
+    if (rc != 0)
+        return rc == INGEST_STORE_ENOTFOUND ? 0 : rc;
+    json_error_t jerr;
+    json_t *updates = json_loads(text, 0, &jerr);
+    const char *component;
+    json_t *u;
+    json_object_foreach(updates, component, u)
+    {
+        const char *state = json_string_value(json_object_get(u, "state"));
+        int64_t ts = (int64_t)json_integer_value(json_object_get(u, "ts"));
+        if (state == NULL || ts <= 0)
+            continue;
+        json_t *labels = json_pack("{s:s}", "component", component);
+        struct alerts_entry *e = labels ? entry_get(a, ri, d->id, labels) : NULL;
+        json_decref(labels);
+        if (e == NULL) {
+            rc = INGEST_STORE_ENOMEM;
+            break;
+        }
+        char before[sizeof(e->reason)];
+        ferry_strlcpy(before, e->reason, sizeof(before));
+        enum alerts_change ch =
+            alerts_update_stuck_check(&a->cfg.rules[ri], &e->st, e->reason, sizeof(e->reason),
+                                      state, ts + d->clock_offset_ns, now_ns);
+        if (ch != ALERTS_NONE || strcmp(before, e->reason) != 0)
+            mark_dirty(a, e);
+        if ((rc = on_change(a, e, ch, now_ns)) != 0)
+            break;
+    }
+    json_decref(updates);
+    return rc;
+}
 
 static int offline_cb(const struct ingest_device *d, void *arg)
 {
@@ -578,8 +676,38 @@ static int offline_cb(const struct ingest_device *d, void *arg)
         return 0;
     for (size_t ri = 0; ri < a->cfg.n_rules; ri++) {
         const struct alerts_rule *r = &a->cfg.rules[ri];
-        if (r->kind != ALERTS_RULE_OFFLINE ||
-            (r->device_class[0] && strcmp(r->device_class, d->device_class) != 0))
+        if (r->device_class[0] && strcmp(r->device_class, d->device_class) != 0)
+            continue;
+        if (r->kind == ALERTS_RULE_UPDATE && r->for_ns > 0) {
+            if ((o->rc = check_stuck(a, d, ri, o->now_ns)) != 0)
+                return 1;
+            continue;
+        }
+        if (r->kind == ALERTS_RULE_GAP || r->kind == ALERTS_RULE_BACKLOG) {
+            uint64_t total = 0;
+            for (size_t s = 0; s < RECORD_STREAM_COUNT; s++)
+                total +=
+                    r->kind == ALERTS_RULE_GAP ? d->streams[s].gap_records : d->streams[s].backlog;
+            json_t *labels = json_object();
+            struct alerts_entry *e = labels ? entry_get(a, ri, d->id, labels) : NULL;
+            json_decref(labels);
+            if (e == NULL) {
+                o->rc = INGEST_STORE_ENOMEM;
+                return 1;
+            }
+            struct alerts_state was = e->st;
+            enum alerts_change ch = r->kind == ALERTS_RULE_GAP
+                                        ? alerts_gap_check(r, &e->st, total, o->now_ns)
+                                        : alerts_backlog_check(r, &e->st, total, o->now_ns);
+            /* Stored when something a restart needs changed (not the time of every check). */
+            if (ch != ALERTS_NONE || was.seen != e->st.seen || was.pending != e->st.pending ||
+                was.value != e->st.value)
+                mark_dirty(a, e);
+            if ((o->rc = on_change(a, e, ch, o->now_ns)) != 0)
+                return 1;
+            continue;
+        }
+        if (r->kind != ALERTS_RULE_OFFLINE)
             continue;
         json_t *labels = json_object();
         struct alerts_entry *e = labels ? entry_get(a, ri, d->id, labels) : NULL;
@@ -665,8 +793,6 @@ static int commit(struct alerts *a, bool cursor_moved)
         if (e == NULL || !e->dirty)
             continue;
         json_t *j = state_json(a, e);
-        if (j != NULL && e->reason[0])
-            json_object_set_new(j, "reason", json_text(e->reason, strlen(e->reason)));
         texts[t] = j ? json_dumps(j, JSON_COMPACT) : NULL;
         json_decref(j);
         if (texts[t] == NULL) {
@@ -723,7 +849,9 @@ int alerts_eval_once(struct alerts *a, int64_t now_ns)
                 before = a->cursor; /* stored */
         }
     } while (rc == 0 && ctx.n == READ_LIMIT);
-    if (rc == 0 && a->has_offline && now_ns - a->offline_checked_ns >= OFFLINE_CHECK_NS) {
+    if (rc == 0)
+        rc = check_absent(a, now_ns);
+    if (rc == 0 && a->has_polled && now_ns - a->offline_checked_ns >= OFFLINE_CHECK_NS) {
         struct offline_ctx o = {a, now_ns, 0};
         rc = ingest_store_device_list(a->store, offline_cb, &o);
         if (rc == 0)
@@ -800,11 +928,12 @@ int alerts_new(const struct alerts_config *cfg, struct ingest_store *store, cons
     struct alerts *a = calloc(1, sizeof(*a));
     if (a == NULL || (a->scratch = malloc(sizeof(*a->scratch))) == NULL ||
         (a->classes = json_object()) == NULL || (a->silences = json_array()) == NULL ||
-        (a->active = json_object()) == NULL) {
+        (a->active = json_object()) == NULL || (a->newest = json_object()) == NULL) {
         if (a != NULL) {
             free(a->scratch);
             json_decref(a->classes);
             json_decref(a->silences);
+            json_decref(a->active);
         }
         free(a);
         snprintf(err, err_len, "alerts: out of memory");
@@ -813,8 +942,13 @@ int alerts_new(const struct alerts_config *cfg, struct ingest_store *store, cons
     a->cfg = *cfg;
     a->store = store;
     ferry_strlcpy(a->owner, owner, sizeof(a->owner));
-    for (size_t i = 0; i < cfg->n_rules; i++)
-        a->has_offline |= cfg->rules[i].kind == ALERTS_RULE_OFFLINE;
+    for (size_t i = 0; i < cfg->n_rules; i++) {
+        const struct alerts_rule *r = &cfg->rules[i];
+        a->has_polled |= r->kind == ALERTS_RULE_OFFLINE || r->kind == ALERTS_RULE_GAP ||
+                         r->kind == ALERTS_RULE_BACKLOG ||
+                         (r->kind == ALERTS_RULE_UPDATE && r->for_ns > 0);
+        a->has_absent |= r->kind == ALERTS_RULE_ABSENT;
+    }
     pthread_mutex_init(&a->lock, NULL);
     pthread_cond_init(&a->cond, NULL);
     alerts_notify_init(a);
@@ -863,6 +997,7 @@ void alerts_free(struct alerts *a)
     json_decref(a->classes);
     json_decref(a->silences);
     json_decref(a->active);
+    json_decref(a->newest);
     alerts_notify_cleanup(a);
     pthread_cond_destroy(&a->cond);
     pthread_mutex_destroy(&a->lock);

@@ -14,8 +14,16 @@
  * the past is sent firing first and resolved no sooner than the receiver's resolve_delay later
  * (Alertmanager's group_wait must pass in between; see docs/alerts.md).
  *
- * Runs on the notification thread (blocking libcurl calls with timeouts are fine there: nothing
- * else waits on this thread).
+ * Command receivers (actions): the command runs without a shell with the generic webhook JSON on
+ * its stdin; exit 0 is delivered, exit 75 (EX_TEMPFAIL) is retried like a 5xx, anything else and
+ * a timeout are recorded as failed and not retried (a command may have done half its work). Each
+ * run is recorded in the store (actionlog/<seq>: receiver, rule, device, event, exit code, the
+ * first 4 KiB of its output, duration) in the same transaction that removes the queue entry; a
+ * crash between the run and that commit runs it again, so commands must be idempotent (the
+ * alert's key and event are in their input). The newest ACTIONLOG_KEEP runs are kept.
+ *
+ * Runs on the notification thread (blocking libcurl calls and commands with timeouts are fine
+ * there: nothing else waits on this thread).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -30,11 +38,15 @@
 #include "cloud-ingest/alerts/alerts_int.h"
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/spawn.h"
 #include "common/util.h"
 
 #define NOTIFY_BATCH 256
 #define BACKOFF_MIN_NS 1000000000LL
 #define BACKOFF_MAX_NS 300000000000LL
+#define ACTION_OUTPUT_MAX 4096
+#define ACTIONLOG_KEEP 1000
+#define EX_TEMPFAIL_CODE 75
 
 void alerts_notify_init(struct alerts *a)
 {
@@ -91,6 +103,19 @@ static void summary(const struct alerts_rule *r, const json_t *alert, char *out,
     case ALERTS_RULE_OFFLINE:
         snprintf(out, out_len, "no batch stored for more than %llds",
                  (long long)(r->for_ns / 1000000000LL));
+        break;
+    case ALERTS_RULE_ABSENT:
+        snprintf(out, out_len, "no %s.%s sample for more than %llds (device time)", r->measurement,
+                 r->field, (long long)(r->for_ns / 1000000000LL));
+        break;
+    case ALERTS_RULE_GAP:
+        snprintf(out, out_len, "%.0f records lost to eviction on the device",
+                 json_number_value(json_object_get(alert, "value")));
+        break;
+    case ALERTS_RULE_BACKLOG:
+        snprintf(out, out_len, "backlog of %.0f unsent records%s",
+                 json_number_value(json_object_get(alert, "value")),
+                 r->growing ? " (growing)" : "");
         break;
     case ALERTS_RULE_UPDATE: {
         const char *comp =
@@ -302,6 +327,66 @@ static void backoff(struct alerts *a, size_t ri, long retry_after_s, int64_t now
     a->retry_at_ns[ri] = now_ns + wait;
 }
 
+static int actionlog_tail_cb(const char *key, const void *value, size_t len, void *arg)
+{
+    uint64_t *next = arg, seq;
+    (void)value;
+    (void)len;
+    if (strlen(key) == 10 + 16 && sscanf(key + 10, "%16" SCNx64, &seq) == 1 && seq >= *next)
+        *next = seq + 1;
+    return 0;
+}
+
+/* Runs a command receiver for one notification. Returns the "HTTP-like" outcome the delivery
+ * loop understands (200 done, 503 retry, 500 failed for good) and fills *log with the record of
+ * the run (NULL when out of memory). */
+static long run_command(const struct alerts_receiver *recv, const struct alerts_rule *r,
+                        const char *event, const json_t *alert, const char *body, int64_t now_ns,
+                        char **log)
+{
+    char storage[sizeof(recv->url)], err[256] = "";
+    char *argv[FERRY_SPAWN_ARGS_MAX + 1];
+    struct ferry_buf out = FERRY_BUF_INIT;
+    struct ferry_spawn_result res = {.exit_code = -1};
+    int ran = ferry_spawn_split(recv->url, storage, sizeof(storage), argv) > 0
+                  ? ferry_spawn_run(argv, body, strlen(body), recv->timeout_ns / 1000000, &out,
+                                    ACTION_OUTPUT_MAX, &res, err, sizeof(err))
+                  : (snprintf(err, sizeof(err), "command cannot be split"), -1);
+    const char *status = ran != 0                            ? "not_run"
+                         : res.timed_out                     ? "timeout"
+                         : res.exit_code == 0                ? "ok"
+                         : res.exit_code == EX_TEMPFAIL_CODE ? "retry"
+                                                             : "failed";
+    json_t *o =
+        json_pack("{s:s, s:s, s:O, s:s, s:s, s:i, s:s, s:I, s:I}", "receiver", recv->name, "rule",
+                  r->name, "device", json_object_get(alert, "device"), "event", event, "status",
+                  status, "exit_code", res.exit_code, "output", "", "duration_ms",
+                  (json_int_t)(res.duration_ns / 1000000), "at_ns", (json_int_t)now_ns);
+    if (o != NULL) {
+        json_object_set_new(o, "alert",
+                            json_string(json_string_value(json_object_get(alert, "key"))));
+        json_object_set_new(o, "output",
+                            alerts_json_text(out.data ? (const char *)out.data : "", out.len));
+        if (err[0])
+            json_object_set_new(o, "error", json_string(err));
+        if (res.truncated)
+            json_object_set_new(o, "output_truncated", json_true());
+    }
+    *log = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    ferry_buf_free(&out);
+    if (strcmp(status, "ok") == 0) {
+        log_info("alerts", "action %s for %s (%s) ran: exit 0 in %lld ms", recv->name, r->name,
+                 event, (long long)(res.duration_ns / 1000000));
+        return 200;
+    }
+    if (strcmp(status, "retry") == 0)
+        return 503;
+    log_error("alerts", "action %s for %s (%s) %s%s%s (exit %d): not retried", recv->name, r->name,
+              event, status, err[0] ? ": " : "", err, res.exit_code);
+    return 500;
+}
+
 int alerts_notify_once(struct alerts *a, int64_t now_ns)
 {
     int rc = ingest_store_lease(a->store, ALERTS_LEASE, a->owner, now_ns, a->cfg.lease_ns);
@@ -336,6 +421,7 @@ int alerts_notify_once(struct alerts *a, int64_t now_ns)
         }
         long code = 0, retry_after_s = 0;
         char answer[CURL_ERROR_SIZE];
+        char *action_log = NULL; /* the record of a command receiver's run */
         if (!drop) {
             const struct alerts_rule *r = &a->cfg.rules[rule];
             json_t *payload =
@@ -348,7 +434,12 @@ int alerts_notify_once(struct alerts *a, int64_t now_ns)
                 rc = INGEST_STORE_ENOMEM;
                 break;
             }
-            code = post_json(curl, recv, body, &retry_after_s, answer, sizeof(answer));
+            if (recv->kind == ALERTS_RECEIVER_COMMAND) {
+                code = run_command(recv, r, event, alert, body, now_ns, &action_log);
+                ferry_strlcpy(answer, "the command asked to be retried (exit 75)", sizeof(answer));
+            } else {
+                code = post_json(curl, recv, body, &retry_after_s, answer, sizeof(answer));
+            }
             free(body);
             bool retry = code == 0 || code == 408 || code == 429 || code >= 500;
             if (retry) {
@@ -365,8 +456,10 @@ int alerts_notify_once(struct alerts *a, int64_t now_ns)
             }
             if (code < 200 || code > 299) {
                 atomic_fetch_add(&a->failed_total, 1);
-                log_error("alerts", "receiver %s refused a notification of %s with %ld: dropped",
-                          recv->name, r->name, code);
+                if (recv->kind != ALERTS_RECEIVER_COMMAND)
+                    log_error("alerts",
+                              "receiver %s refused a notification of %s with %ld: dropped",
+                              recv->name, r->name, code);
             } else {
                 a->failures[ri] = 0;
                 atomic_fetch_add(&a->sent_total, 1);
@@ -379,9 +472,30 @@ int alerts_notify_once(struct alerts *a, int64_t now_ns)
                      "queued notification %s names no configured receiver or rule: dropped",
                      sc.items[i].key);
         }
-        struct ingest_kv_op del = {sc.items[i].key, NULL, 0, true};
-        if ((rc = ingest_store_kv_apply(a->store, &del, 1, NULL, NULL)) != 0)
+        struct ingest_kv_op ops[3] = {{sc.items[i].key, NULL, 0, true}};
+        size_t n_ops = 1;
+        char log_key[32], old_key[32];
+        if (action_log != NULL) {
+            if (a->actionlog_next == 0 &&
+                (rc = ingest_store_kv_scan(a->store, "actionlog/", 0, actionlog_tail_cb,
+                                           &a->actionlog_next)) != 0) {
+                free(action_log);
+                break;
+            }
+            snprintf(log_key, sizeof(log_key), "actionlog/%016" PRIx64, a->actionlog_next);
+            ops[n_ops++] = (struct ingest_kv_op){log_key, action_log, strlen(action_log), false};
+            if (a->actionlog_next >= ACTIONLOG_KEEP) {
+                snprintf(old_key, sizeof(old_key), "actionlog/%016" PRIx64,
+                         a->actionlog_next - ACTIONLOG_KEEP);
+                ops[n_ops++] = (struct ingest_kv_op){old_key, NULL, 0, true};
+            }
+        }
+        rc = ingest_store_kv_apply(a->store, ops, n_ops, NULL, NULL);
+        free(action_log);
+        if (rc != 0)
             break;
+        if (n_ops > 1)
+            a->actionlog_next++;
         atomic_fetch_sub(&a->queued, 1);
     }
     if (curl != NULL)

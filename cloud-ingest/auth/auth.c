@@ -305,10 +305,43 @@ static void handle_audit(struct evhttp_request *req, const char *path, void *arg
     ferry_buf_free(&b);
 }
 
+/* GET /v1/whoami: the calling token's name and role, so that a client (the console) offers only
+ * what the role may do. The server still checks every request; this only saves a person buttons
+ * that would answer 403. */
+static void handle_whoami(struct evhttp_request *req, const char *path, void *arg)
+{
+    struct ingest_store *store = arg;
+    (void)path;
+    const char *authz = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    struct ingest_api_token who;
+    if (ingest_auth_check_bearer(store, authz, INGEST_ACCESS_VIEWER, ferry_realtime_ns(), &who) !=
+        INGEST_AUTH_OK) {
+        ingest_reply_retry(req, 503, 1, "whoami: the token cannot be read now");
+        return;
+    }
+    struct ferry_buf b = FERRY_BUF_INIT;
+    const char *role = ingest_role_name(who.role);
+    int err = ferry_buf_append(&b, "{\"name\":", 8) |
+              ferry_buf_append_json_string(&b, who.name, strlen(who.name)) |
+              ferry_buf_printf(&b, ",\"role\":\"%s\",\"operator\":%s}\n", role ? role : "",
+                               who.role >= INGEST_ROLE_OPERATOR ? "true" : "false");
+    if (err != 0) {
+        ferry_buf_free(&b);
+        ingest_reply_retry(req, 503, 1, "whoami: out of memory");
+        return;
+    }
+    ingest_reply(req, 200, "application/json", b.data, b.len);
+    ferry_buf_free(&b);
+}
+
 int ingest_auth_register(struct ingest_router *router, struct ingest_store *store)
 {
-    return ingest_router_add(router, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "/v1/audit",
-                             INGEST_ACCESS_ADMIN, handle_audit, store);
+    int rc = ingest_router_add(router, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "/v1/audit",
+                               INGEST_ACCESS_ADMIN, handle_audit, store);
+    if (rc == 0)
+        rc = ingest_router_add(router, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "/v1/whoami",
+                               INGEST_ACCESS_VIEWER, handle_whoami, store);
+    return rc;
 }
 
 /* ---- Failed-enrolment rate limit ----------------------------------------------------------- */

@@ -179,14 +179,6 @@ int compare__metric_parse(const char *metric, struct cmp_metric *m, char *err, s
         m->error_logs = true;
         return 0;
     }
-    const char *dot = strrchr(metric, '.');
-    if (dot == NULL || dot == metric || dot[1] == '\0') {
-        snprintf(err, err_len,
-                 "metric \"%.64s\": must be MEASUREMENT.FIELD (split at the last dot, e.g. "
-                 "inference.fps) or error_logs",
-                 metric);
-        return -1;
-    }
     for (const char *p = metric; *p; p++)
         if ((unsigned char)*p <= 0x20 || *p == 0x7f || *p == ',') {
             snprintf(err, err_len,
@@ -194,6 +186,15 @@ int compare__metric_parse(const char *metric, struct cmp_metric *m, char *err, s
                      (size_t)(p - metric) + 1);
             return -1;
         }
+    const char *dot = strrchr(metric, '.');
+    if (dot == NULL || dot == metric || dot[1] == '\0') {
+        char shown[4 * 64 + 1];
+        snprintf(err, err_len,
+                 "metric \"%s\": must be MEASUREMENT.FIELD (split at the last dot, e.g. "
+                 "inference.fps) or error_logs",
+                 ferry_escape_str(shown, sizeof(shown), metric, len < 64 ? len : 64));
+        return -1;
+    }
     m->measurement_len = (size_t)(dot - metric);
     memcpy(m->measurement, metric, m->measurement_len);
     ferry_strlcpy(m->field, dot + 1, sizeof(m->field));
@@ -491,6 +492,50 @@ int compare_devices(struct ingest_store *store, const char *metric,
         free(medians[g]);
     compare__collect_free(&c);
     return rc;
+}
+
+/* ---- JSON --------------------------------------------------------------------------------------
+ */
+
+static int append_number(struct ferry_buf *b, double v)
+{
+    return isfinite(v) ? ferry_buf_printf(b, "%.17g", v) : ferry_buf_append(b, "null", 4);
+}
+
+int compare__dist_json(struct ferry_buf *b, const struct compare_dist *d)
+{
+    int e = ferry_buf_printf(
+        b, "{\"devices\":%" PRIu64 ",\"count\":%" PRIu64 ",\"mean\":", d->devices, d->count);
+    e |= append_number(b, d->mean);
+    e |= ferry_buf_append(b, ",\"p50\":", 7);
+    e |= append_number(b, d->p50);
+    e |= ferry_buf_append(b, ",\"p95\":", 7);
+    e |= append_number(b, d->p95);
+    e |= ferry_buf_append(b, "}", 1);
+    return e != 0 ? -1 : 0;
+}
+
+int compare_result_json(struct ferry_buf *out, const char *metric, const struct compare_result *r)
+{
+    int e = ferry_buf_append(out, "{\"metric\":", 10);
+    e |= ferry_buf_append_json_string(out, metric, strlen(metric));
+    e |= ferry_buf_append(out, ",\"before\":", 10);
+    e |= compare__dist_json(out, &r->before);
+    e |= ferry_buf_append(out, ",\"after\":", 9);
+    e |= compare__dist_json(out, &r->after);
+    e |= ferry_buf_append(out, ",\"control\":", 11);
+    e |= compare__dist_json(out, &r->control);
+    e |= ferry_buf_append(out, ",\"p_before_after\":", 18);
+    e |= append_number(out, r->p_before_after);
+    e |= ferry_buf_append(out, ",\"p_after_control\":", 19);
+    e |= append_number(out, r->p_after_control);
+    e |= ferry_buf_printf(out,
+                          ",\"significant_before_after\":%s,\"significant_after_control\":%s,"
+                          "\"scanned\":%" PRIu64 ",\"truncated\":%s}",
+                          r->significant_before_after ? "true" : "false",
+                          r->significant_after_control ? "true" : "false", r->scanned,
+                          r->truncated ? "true" : "false");
+    return e != 0 ? -1 : 0;
 }
 
 /* ---- Gates ------------------------------------------------------------------------------------

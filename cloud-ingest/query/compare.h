@@ -92,6 +92,17 @@ int compare_devices(struct ingest_store *store, const char *metric,
     __attribute__((warn_unused_result));
 
 /*
+ * Appends a comparison as one JSON object to `out` (what `rollout compare` and
+ * GET /v1/rollouts/{id}/compare show per metric):
+ *   {"metric":M,"before":D,"after":D,"control":D,"p_before_after":P,"p_after_control":P,
+ *    "significant_before_after":B,"significant_after_control":B,"scanned":N,"truncated":B}
+ * with D = {"devices":N,"count":N,"mean":X,"p50":X,"p95":X}; NaN is written as null.
+ * Returns 0 or -1 (out of memory).
+ */
+int compare_result_json(struct ferry_buf *out, const char *metric, const struct compare_result *r)
+    __attribute__((warn_unused_result));
+
+/*
  * A metric gate (docs/compare.md "Gates"), terms separated by blanks:
  *   <metric> [<stat>] <op> <rhs>
  *   stat  count | mean | p50 | p95 (default: mean)

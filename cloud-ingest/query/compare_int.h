@@ -73,4 +73,8 @@ void compare__collect_free(struct cmp_collect *c);
 void compare__group_dist(struct cmp_group *g, struct compare_dist *d, double *medians,
                          size_t *n_medians);
 
+/* Appends {"devices","count","mean","p50","p95"} (NaN as null). Returns 0 or -1. */
+struct ferry_buf;
+int compare__dist_json(struct ferry_buf *b, const struct compare_dist *d);
+
 #endif

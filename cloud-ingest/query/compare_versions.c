@@ -353,22 +353,11 @@ static int collect_id(const struct ingest_device *d, void *arg)
     return 0;
 }
 
-static int append_number(struct ferry_buf *b, double v)
-{
-    return isfinite(v) ? ferry_buf_printf(b, "%.17g", v) : ferry_buf_append(b, "null", 4);
-}
-
 static int append_dist(struct ferry_buf *b, const char *metric, const struct compare_dist *d)
 {
     int e = ferry_buf_append_json_string(b, metric, strlen(metric));
-    e |= ferry_buf_printf(
-        b, ":{\"devices\":%" PRIu64 ",\"count\":%" PRIu64 ",\"mean\":", d->devices, d->count);
-    e |= append_number(b, d->mean);
-    e |= ferry_buf_append(b, ",\"p50\":", 7);
-    e |= append_number(b, d->p50);
-    e |= ferry_buf_append(b, ",\"p95\":", 7);
-    e |= append_number(b, d->p95);
-    e |= ferry_buf_append(b, "}", 1);
+    e |= ferry_buf_append(b, ":", 1);
+    e |= compare__dist_json(b, d);
     return e;
 }
 

@@ -24,6 +24,7 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <jansson.h>
 #include <sodium.h>
 
 #include "cloud-ingest/ingest.h"
@@ -51,6 +52,40 @@ static int valid_segment(const char *s, size_t n)
 
 /* ---- GET /v1/devices/{id}/manifest ------------------------------------------------------------
  */
+
+/* The ingest's configured mirrors ([release] mirrors) go into the envelope as an unsigned
+ * "mirrors" array, replacing one the published file may hold. Unsigned is safe: a mirror can
+ * only serve bytes that must match the signed chunk hashes (docs/ota.md "Mirrors"), so the list
+ * steers where a device fetches, never what it installs; and whoever could rewrite the envelope
+ * in transit could as well drop the manifest. Keeping it out of the signed payload lets an
+ * operator move artifacts to a CDN without re-signing releases. On success *data and *len are
+ * replaced by a new allocation (the old one freed); on failure they are left as they were.
+ * A parse and a dump per poll: manifests are small (a 2 GiB image in 1 MiB chunks lists 2048
+ * hashes, about 190 KB of envelope), and a 304 costs the same work as before plus this. */
+static int add_envelope_mirrors(const struct ingest_config *cfg, uint8_t **data, size_t *len)
+{
+    json_t *env = json_loadb((const char *)*data, *len, JSON_REJECT_DUPLICATES, NULL);
+    json_t *list = json_array();
+    int rc = -1;
+    if (!json_is_object(env) || list == NULL)
+        goto out;
+    for (size_t i = 0; i < cfg->n_release_mirrors; i++)
+        if (json_array_append_new(list, json_string(cfg->release_mirrors[i])) != 0)
+            goto out;
+    if (json_object_set(env, "mirrors", list) != 0)
+        goto out;
+    char *text = json_dumps(env, JSON_COMPACT);
+    if (text == NULL)
+        goto out;
+    free(*data);
+    *len = strlen(text);
+    *data = (uint8_t *)text;
+    rc = 0;
+out:
+    json_decref(list);
+    json_decref(env);
+    return rc;
+}
 
 static void handle_manifest(struct evhttp_request *req, const char *path, void *arg)
 {
@@ -132,7 +167,14 @@ static void handle_manifest(struct evhttp_request *req, const char *path, void *
                            dev.device_class);
         return;
     }
-    /* ETag: a hash of the bytes, so it changes exactly when the manifest does. */
+    if (ctx->cfg->n_release_mirrors > 0 && add_envelope_mirrors(ctx->cfg, &data, &len) != 0) {
+        free(data);
+        ingest_reply_error(req, 500, "manifest: cannot add the mirrors to the release of class %s",
+                           dev.device_class);
+        return;
+    }
+    /* ETag (after the mirrors are added, so a changed mirror list is a changed manifest): a hash of
+     * the bytes, so it changes exactly when the manifest does. */
     uint8_t h[32];
     crypto_hash_sha256(h, data, len);
     char etag[40];

@@ -36,6 +36,7 @@ static void release_usage(FILE *out)
             "                            --device-class C --serial N --target IMAGE --out-dir DIR\n"
             "                            [--base IMAGE --base-version V]... [--rollback]\n"
             "                            [--chunk-size SIZE] [--level N] [--key KEYFILE]\n"
+            "                            [--mirror URL]...\n"
             "       ferry release sign --key KEYFILE PAYLOAD.json MANIFEST.json\n"
             "       ferry release verify --pub PUBFILE [--pub PUBFILE]... [--device-class C]\n"
             "                            [--component C] [--running V] [--highest-serial N]\n"
@@ -45,6 +46,9 @@ static void release_usage(FILE *out)
             "create writes the artifacts into DIR named by SHA-256, DIR/payload.json and, with\n"
             "--key, DIR/manifest.json. --serial must grow with every release of the device class\n"
             "(devices refuse a lower serial); --rollback marks an intended downgrade.\n"
+            "--mirror (up to 8) names artifact mirrors in the signed payload: base URLs ending\n"
+            "in '/' where <URL><sha256 hex> serves each artifact; devices try them in order\n"
+            "before the ingest and check every chunk against the signed hashes.\n"
             "verify exits 0 when the manifest is signed by a given key and passes the policy.\n");
 }
 
@@ -187,6 +191,7 @@ static int cmd_create(int argc, char **argv)
     const char *bases[RELEASE_MAX_BASES], *base_versions[RELEASE_MAX_BASES];
     int nbases = 0, nversions = 0;
     uint64_t chunk = MANIFEST_DEFAULT_CHUNK_BYTES;
+    char err[512] = "";
     struct delta_make_options dopt;
     delta_make_options_default(&dopt);
     for (int i = 1; i < argc; i++) {
@@ -223,13 +228,18 @@ static int cmd_create(int argc, char **argv)
             bases[nbases++] = v;
         else if (strcmp(a, "--base-version") == 0 && nversions < RELEASE_MAX_BASES)
             base_versions[nversions++] = v;
+        else if (strcmp(a, "--mirror") == 0 && spec.mirror_count < MANIFEST_MAX_MIRRORS &&
+                 manifest_mirror_check(v, strlen(v), err, sizeof(err)) == 0)
+            spec.mirrors[spec.mirror_count++] = v;
         else if (strcmp(a, "--chunk-size") == 0 && ferry_parse_size(v, &chunk) == 0 &&
                  chunk >= MANIFEST_MIN_CHUNK_BYTES && chunk <= MANIFEST_MAX_CHUNK_BYTES)
             ;
         else if (strcmp(a, "--level") == 0 && ferry_parse_i64(v, 1, 22, &n) == 0)
             dopt.level = (int)n;
         else {
-            fprintf(stderr, "ferry release create: bad option %s %s\n", a, v);
+            fprintf(stderr, "ferry release create: bad option %s %s%s%s\n", a, v,
+                    strcmp(a, "--mirror") == 0 ? ": " : "",
+                    strcmp(a, "--mirror") == 0 ? (err[0] ? err : "more than 8 mirrors") : "");
             return 2;
         }
     }
@@ -239,7 +249,7 @@ static int cmd_create(int argc, char **argv)
         return 2;
     }
     int rc = 1;
-    char err[512] = "", tmp[4096], path[4096];
+    char tmp[4096], path[4096];
     struct ferry_buf payload = FERRY_BUF_INIT;
     /* Validate every name first: nothing is written for a release that would be refused. */
     if (manifest_spec_check_names(&spec, err, sizeof(err)) != 0) {
@@ -384,6 +394,9 @@ static int cmd_verify(int argc, char **argv)
                a->kind == MANIFEST_ARTIFACT_DELTA ? " from " : "",
                a->kind == MANIFEST_ARTIFACT_DELTA ? a->base_version : "");
     }
+    for (size_t i = 0; i < manifest_mirror_count(m); i++) /* checked URLs: printable ASCII */
+        printf("mirror %s (%s)\n", manifest_mirror(m, i),
+               i < manifest_mirror_signed_count(m) ? "signed" : "envelope, unsigned");
     manifest_free(m);
     return 0;
 }

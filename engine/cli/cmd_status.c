@@ -129,6 +129,10 @@ static void print_human(json_t *st)
         printf("update     %s%s%s%s%s\n", ustate ? ustate : "?", running ? ", running " : "",
                running ? running : "", target && *target ? ", target " : "",
                target && *target ? target : "");
+        json_t *mirrors = json_object_get(update, "mirrors");
+        if (jint(mirrors, "chunks") || jint(mirrors, "failures"))
+            printf("           %lld chunks from artifact mirrors, %lld mirror(s) given up\n",
+                   jint(mirrors, "chunks"), jint(mirrors, "failures"));
     }
     json_t *inputs = json_object_get(st, "inputs");
     const char *key;

@@ -101,6 +101,14 @@ static int show_one(void *arg, const char *key, size_t key_len, const void *valu
         printf("reason:   %s\n", s.reason);
     if (s.bytes_total)
         print_progress(&s);
+    if (s.mirror_chunks || s.mirror_failures) {
+        char mb[32];
+        human((double)s.mirror_bytes, mb, sizeof(mb));
+        printf("mirrors:  %u chunks (%s) from mirrors, %u mirror(s) given up\n", s.mirror_chunks,
+               mb, s.mirror_failures);
+        if (s.mirror_error[0])
+            printf("          last: %s\n", s.mirror_error);
+    }
     sh->count++;
     return 0;
 }

@@ -80,6 +80,9 @@ struct ota_agent {
     bool gating;              /* commands passed; waiting for the gates */
     int64_t trial_started_ms; /* monotonic */
     struct event *gate_timer;
+    /* mirror counters of earlier download runs of this update (ota_status has the total) */
+    uint32_t mirror_chunks_before;
+    uint64_t mirror_bytes_before;
     /* metered links */
     bool deferred; /* a download waits for an unmetered link */
     struct event *metered_timer;
@@ -122,6 +125,10 @@ int ota_status_parse(const void *data, size_t len, struct ota_status *o)
     N(updated_ns, "updated_ns");
     N(bytes_at_start, "bytes_at_start");
     N(highest_serial, "highest_serial");
+    N(mirror_chunks, "mirror_chunks");
+    N(mirror_failures, "mirror_failures");
+    N(mirror_bytes, "mirror_bytes");
+    S(mirror_error, "mirror_error");
 #undef S
 #undef N
     json_decref(j);
@@ -152,6 +159,12 @@ static char *status_json(const struct ota_status *s)
                   (json_int_t)s->bytes_at_start, "highest_serial", (json_int_t)s->highest_serial);
     if (!j)
         return NULL;
+    if (s->mirror_chunks || s->mirror_failures) { /* only once mirrors were used */
+        json_object_set_new(j, "mirror_chunks", json_integer((json_int_t)s->mirror_chunks));
+        json_object_set_new(j, "mirror_failures", json_integer((json_int_t)s->mirror_failures));
+        json_object_set_new(j, "mirror_bytes", json_integer((json_int_t)s->mirror_bytes));
+        json_object_set_new(j, "mirror_error", json_string(s->mirror_error));
+    }
     char *text = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     return text;
@@ -382,12 +395,29 @@ static void start_trial(struct ota_agent *a)
     begin_health(a);
 }
 
+/* A mirror was given up (transport/download.h): logged with its URL and why, counted in the
+ * state (persisted with the next chunk). The download goes on with the next source by itself. */
+static void on_mirror_failed(void *arg, const char *url, const char *reason)
+{
+    struct ota_agent *a = arg;
+    a->st.mirror_failures++;
+    snprintf(a->st.mirror_error, sizeof(a->st.mirror_error), "%s: %s", url, reason);
+    log_warn("ota", "%s %s: mirror %s failed at chunk %u: %s; trying the next source",
+             a->cfg.component, a->st.target_version, url, a->st.next_chunk, reason);
+}
+
 static int on_chunk(void *arg, uint32_t index, uint32_t next, uint64_t bytes_done)
 {
     (void)index;
     struct ota_agent *a = arg;
     a->st.next_chunk = next;
     a->st.bytes_done = bytes_done;
+    if (a->dl) { /* mirror counters of this run added to those of runs before it */
+        struct download_stats ds;
+        download_get_stats(a->dl, &ds);
+        a->st.mirror_chunks = a->mirror_chunks_before + ds.mirror_chunks;
+        a->st.mirror_bytes = a->mirror_bytes_before + ds.mirror_bytes;
+    }
     int decile = a->st.bytes_total ? (int)(bytes_done * 10 / a->st.bytes_total) : 10;
     /* every chunk is persisted (resume point); every 10 % also reported as an event */
     if (decile != a->last_progress_decile) {
@@ -482,8 +512,24 @@ static void start_download(struct ota_agent *a)
     char hex[65];
     ferry_hex_encode(a->artifact->sha256, 32, hex);
     snprintf(url, sizeof(url), "%s/v1/artifacts/%s", a->cfg.server_url, hex);
+    /* Mirrors first, in the manifest's order, the ingest last (docs/ota.md "Mirrors"). */
+    char mirror_urls[DOWNLOAD_MAX_MIRRORS][MANIFEST_MAX_MIRROR_URL + 65];
+    const char *mirror_ptrs[DOWNLOAD_MAX_MIRRORS];
+    size_t n_mirrors = 0;
+    for (size_t i = 0; i < manifest_mirror_count(a->manifest) && n_mirrors < DOWNLOAD_MAX_MIRRORS;
+         i++) {
+        snprintf(mirror_urls[n_mirrors], sizeof(mirror_urls[0]), "%s%s",
+                 manifest_mirror(a->manifest, i), hex);
+        mirror_ptrs[n_mirrors] = mirror_urls[n_mirrors];
+        n_mirrors++;
+    }
+    a->mirror_chunks_before = a->st.mirror_chunks;
+    a->mirror_bytes_before = a->st.mirror_bytes;
     struct download_opts o = {0};
     o.url = url;
+    o.mirror_urls = mirror_ptrs;
+    o.mirror_count = n_mirrors;
+    o.on_mirror_failed = on_mirror_failed;
     o.path = path;
     o.artifact = a->artifact;
     o.first_chunk = a->st.next_chunk <= a->artifact->chunk_count ? a->st.next_chunk : 0;
@@ -520,6 +566,9 @@ static void begin_artifact(struct ota_agent *a, int index)
     a->st.bytes_total = art->size;
     a->st.bytes_at_start = 0;
     a->st.download_started_ns = ferry_realtime_ns();
+    a->st.mirror_chunks = a->st.mirror_failures = 0;
+    a->st.mirror_bytes = 0;
+    a->st.mirror_error[0] = '\0';
     set_state(a, "downloading", NULL, index >= 0 ? NULL : "no delta for the running image: full");
     start_download(a);
 }

@@ -107,6 +107,11 @@ struct ota_status {
     int64_t download_started_ns, updated_ns;
     uint64_t bytes_at_start;
     uint64_t highest_serial;
+    /* Artifact mirrors during the current update (docs/ota.md "Mirrors"): chunks and bytes that
+     * came from a mirror, mirrors given up, and the last of those failures ("<url>: <reason>"). */
+    uint32_t mirror_chunks, mirror_failures;
+    uint64_t mirror_bytes;
+    char mirror_error[256];
 };
 
 /* Parses the JSON value stored under OTA_STATE_KEY. Returns 0 or -1. */

@@ -14,6 +14,7 @@ conditional request answers with 304.
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 import urllib.error
@@ -89,6 +90,20 @@ def main():
         TOKEN = ingest.api_token()
         # Without a token the series endpoint answers 401; the console's pages need none.
         st, _, _ = get("%s/v1/series?device=x&metric=a.b" % ingest.url(), token=False)
+        assert st == 401, st
+        # /v1/whoami: the token's name and role, for the console's buttons.
+        st, _, body = get("%s/v1/whoami" % ingest.url())
+        assert st == 200, st
+        who = json.loads(body)
+        assert who == {"name": "e2e-test", "role": "viewer", "operator": False}, who
+        op = subprocess.run([h.bin("ferry-ingest"), "-d", ingest.dir, "token", "create", "--role",
+                             "operator", "--name", "ops-1"], check=True, capture_output=True,
+                            text=True, timeout=30).stdout.strip().splitlines()[-1].strip()
+        st, _, body = get("%s/v1/whoami" % ingest.url(),
+                          headers={"Authorization": "Bearer " + op}, token=False)
+        assert st == 200 and json.loads(body) == {"name": "ops-1", "role": "operator",
+                                                  "operator": True}, body
+        st, _, _ = get("%s/v1/whoami" % ingest.url(), token=False)
         assert st == 401, st
         st, _, _ = get("%s/ui/" % ingest.url(), token=False)
         assert st == 200, st

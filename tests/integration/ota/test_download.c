@@ -4,7 +4,10 @@
  * complete download, resume after an interruption fetching only missing chunks, a corrupted chunk
  * on the server rejected before it is written, a truncated artifact, a server without Range
  * support, a link that cuts every other response halfway (the next request asks for the rest of
- * the chunk only), and the bandwidth cap. Every range request is signed as the device
+ * the chunk only), the bandwidth cap, and artifact mirrors tried before the ingest (a closed
+ * port, a server ignoring Range, a server with a corrupted chunk: each given up, the corrupted
+ * chunk never written, the ingest finishing the download; mirror requests carry no device
+ * signature and no If-Range). Every range request to the ingest is signed as the device
  * (transport/reqsign.h), whose class's manifest names the artifact, as the ingest requires.
  */
 #include <fcntl.h>
@@ -16,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -27,6 +31,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <sodium.h>
 
 #include "cloud-ingest/ingest.h"
@@ -200,8 +205,50 @@ static void on_done(void *arg, int err, const char *reason)
     event_base_loopbreak(r->base);
 }
 
+/* Mirror failures seen by a run, and what the destination held at each (D1 checks). */
+struct mirror_log {
+    const char *dest;
+    unsigned count;
+    char urls[4][256];
+    char reasons[4][160];
+    size_t dest_size[4];    /* bytes in the destination when the mirror was given up */
+    int dest_consistent[4]; /* and whether they all equal the artifact's */
+};
+
+static struct mirror_log *current_mirror_log;
+
+static void on_mirror_failed(void *arg, const char *url, const char *reason)
+{
+    (void)arg;
+    struct mirror_log *ml = current_mirror_log;
+    if (ml == NULL || ml->count >= 4)
+        return;
+    unsigned i = ml->count++;
+    ferry_strlcpy(ml->urls[i], url, sizeof(ml->urls[i]));
+    ferry_strlcpy(ml->reasons[i], reason, sizeof(ml->reasons[i]));
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (ferry_read_file(ml->dest, sizeof(artifact), &data, &len) == 0) {
+        ml->dest_size[i] = len;
+        ml->dest_consistent[i] = memcmp(data, artifact, len) == 0;
+        free(data);
+    }
+    print_message("mirror %s given up: %s (destination holds %zu bytes)\n", url, reason, len);
+}
+
+static int run_download_from(const char *url, const char *const *mirrors, size_t n_mirrors,
+                             const char *dest, uint32_t first, uint32_t stop_after, uint64_t cap,
+                             struct download_stats *st);
+
 static int run_download(const char *url, const char *dest, uint32_t first, uint32_t stop_after,
                         uint64_t cap, struct download_stats *st)
+{
+    return run_download_from(url, NULL, 0, dest, first, stop_after, cap, st);
+}
+
+static int run_download_from(const char *url, const char *const *mirrors, size_t n_mirrors,
+                             const char *dest, uint32_t first, uint32_t stop_after, uint64_t cap,
+                             struct download_stats *st)
 {
     struct run r = {0};
     r.base = event_base_new();
@@ -222,6 +269,9 @@ static int run_download(const char *url, const char *dest, uint32_t first, uint3
     o.on_done = on_done;
     o.arg = &r;
     o.sign = sign_as_device;
+    o.mirror_urls = mirrors;
+    o.mirror_count = n_mirrors;
+    o.on_mirror_failed = on_mirror_failed;
     struct download *d = NULL;
     assert_int_equal(download_start(c, r.base, &o, &d), 0);
     while (!r.done)
@@ -477,6 +527,128 @@ static void test_bandwidth_cap(void **state)
     assert_true(file_matches(dest, artifact, sizeof(artifact)));
 }
 
+/* ---- a mirror with ranges that serves given bytes and records what it was sent ---- */
+
+struct mirror_srv {
+    struct event_base *base;
+    struct evhttp *http;
+    uint16_t port;
+    const uint8_t *bytes;
+    unsigned requests, with_range, with_device_headers, with_if_range;
+};
+
+static void mirror_cb(struct evhttp_request *req, void *arg)
+{
+    struct mirror_srv *m = arg;
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    m->requests++;
+    for (struct evkeyval *h = in->tqh_first; h; h = h->next.tqe_next)
+        if (strncasecmp(h->key, "X-Ferry-", 8) == 0)
+            m->with_device_headers++;
+    if (evhttp_find_header(in, "If-Range"))
+        m->with_if_range++;
+    const char *range = evhttp_find_header(in, "Range");
+    unsigned long long a = 0, b = 0;
+    if (!range || sscanf(range, "bytes=%llu-%llu", &a, &b) != 2 || b < a || b >= sizeof(artifact)) {
+        evhttp_send_reply(req, 400, "Bad Range", NULL);
+        return;
+    }
+    m->with_range++;
+    char cr[96];
+    snprintf(cr, sizeof(cr), "bytes %llu-%llu/%zu", a, b, sizeof(artifact));
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Range", cr);
+    evbuffer_add(evhttp_request_get_output_buffer(req), m->bytes + a, (size_t)(b - a + 1));
+    evhttp_send_reply(req, 206, "Partial Content", NULL);
+}
+
+static uint16_t listen_evhttp(struct event_base *base, struct evhttp *http)
+{
+    struct evhttp_bound_socket *sock = evhttp_bind_socket_with_handle(http, "127.0.0.1", 0);
+    assert_non_null(sock);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    assert_int_equal(getsockname(evhttp_bound_socket_get_fd(sock), (struct sockaddr *)&ss, &sl), 0);
+    (void)base;
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+static uint16_t closed_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+    close(fd); /* bound, never listened, closed: connections are refused */
+    return ntohs(sa.sin_port);
+}
+
+/* Mirrors in order: a closed port, a server answering 200 to every Range, a server whose chunk 6
+ * is corrupted; then the ingest. Each mirror is given up once with its reason, chunks 0-5 come
+ * from the corrupting mirror, its bad chunk is never written, the ingest sends the rest. */
+static void test_mirrors_fall_back_to_the_ingest(void **state)
+{
+    (void)state;
+    serve_bytes(artifact, sizeof(artifact));
+    static uint8_t bad[ART_BYTES];
+    memcpy(bad, artifact, sizeof(bad));
+    bad[6 * CHUNK + 5] ^= 0x01;
+
+    struct event_base *base = event_base_new();
+    struct norange n = {0};
+    n.base = base;
+    n.http = evhttp_new(base);
+    evhttp_set_gencb(n.http, norange_cb, NULL);
+    uint16_t norange_port = listen_evhttp(base, n.http);
+    struct mirror_srv m = {0};
+    m.http = evhttp_new(base);
+    m.bytes = bad;
+    evhttp_set_gencb(m.http, mirror_cb, &m);
+    m.port = listen_evhttp(base, m.http);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, norange_thread, &n), 0);
+
+    char url[256], dest[512], mirror_urls[3][256];
+    artifact_url(url, sizeof(url));
+    snprintf(dest, sizeof(dest), "%s/dl-8", tmpdir);
+    snprintf(mirror_urls[0], 256, "http://127.0.0.1:%u/ferry/%s", closed_port(), art_hex);
+    snprintf(mirror_urls[1], 256, "http://127.0.0.1:%u/ferry/%s", norange_port, art_hex);
+    snprintf(mirror_urls[2], 256, "http://127.0.0.1:%u/ferry/%s", m.port, art_hex);
+    const char *mirrors[3] = {mirror_urls[0], mirror_urls[1], mirror_urls[2]};
+    struct mirror_log ml = {.dest = dest};
+    current_mirror_log = &ml;
+    struct download_stats st;
+    assert_int_equal(run_download_from(url, mirrors, 3, dest, 0, 0, 0, &st), 0);
+    current_mirror_log = NULL;
+    assert_true(file_matches(dest, artifact, sizeof(artifact)));
+
+    assert_int_equal(ml.count, 3);
+    assert_int_equal(st.mirror_failures, 3);
+    assert_int_equal(st.source, 3); /* finished on the ingest */
+    for (unsigned i = 0; i < 3; i++)
+        assert_string_equal(ml.urls[i], mirror_urls[i]);
+    assert_non_null(strstr(ml.reasons[0], "connect"));
+    assert_non_null(strstr(ml.reasons[1], "200 instead of 206"));
+    assert_non_null(strstr(ml.reasons[2], "chunk 6 failed its SHA-256"));
+    /* D1: when the bad chunk was refused, the file held chunks 0-5 only, all correct */
+    assert_int_equal(ml.dest_size[2], 6 * CHUNK);
+    assert_true(ml.dest_consistent[2]);
+    assert_int_equal(st.mirror_chunks, 6);
+    assert_int_equal(st.mirror_bytes, 6 * CHUNK);
+    assert_int_equal(st.bad_chunks, 1);
+    /* plain ranged GETs: nothing of the device's identity, no If-Range a static server lacks */
+    assert_int_equal(m.requests, 7);
+    assert_int_equal(m.with_range, 7);
+    assert_int_equal(m.with_device_headers, 0);
+    assert_int_equal(m.with_if_range, 0);
+
+    event_base_loopexit(base, NULL);
+    pthread_join(t, NULL);
+    evhttp_free(n.http);
+    evhttp_free(m.http);
+    event_base_free(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -486,6 +658,7 @@ int main(void)
         cmocka_unit_test(test_server_without_range_support),
         cmocka_unit_test(test_cut_resumes_inside_the_chunk),
         cmocka_unit_test(test_bandwidth_cap),
+        cmocka_unit_test(test_mirrors_fall_back_to_the_ingest),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -4,7 +4,8 @@
  * ingest_release_main(), then the manifest (ETag, If-None-Match -> 304, 204, 404) and artifact
  * bytes (200, 206 for each range form, 416, If-Range kept and dropped, several ranges ignored),
  * every request signed by a device key (transport/reqsign.h) as ferryd signs it; a device reads
- * only its own manifest and the artifacts its class's manifests name.
+ * only its own manifest and the artifacts its class's manifests name; the configured artifact
+ * mirrors ([release] mirrors) ride in the served envelope, unsigned, and it still verifies.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -175,7 +176,10 @@ static int setup(void **state)
     char err[256];
     if (ingest_config_set(&cfg, "server.listen", "127.0.0.1:0", err, sizeof(err)) != 0 ||
         ingest_config_set(&cfg, "store.lmdb_dir", tmpdir, err, sizeof(err)) != 0 ||
-        ingest_config_set(&cfg, "server.workers", "2", err, sizeof(err)) != 0) {
+        ingest_config_set(&cfg, "server.workers", "2", err, sizeof(err)) != 0 ||
+        ingest_config_set(&cfg, "release.mirrors",
+                          " https://cdn.example/ferry/artifacts/ ,http://10.1.2.3:8080/a/", err,
+                          sizeof(err)) != 0) {
         fprintf(stderr, "config: %s\n", err);
         return -1;
     }
@@ -284,6 +288,66 @@ static void test_manifest_etag_and_conditional_get(void **state)
     ferry_buf_free(&r.body);
 }
 
+/* [release] mirrors: the served envelope carries them, unsigned, and still verifies; the file
+ * published stays as it was; the ETag is that of the bytes served. Bad lists are refused. */
+static void test_manifest_carries_configured_mirrors(void **state)
+{
+    (void)state;
+    publish(10, 0);
+    struct reply r;
+    get("/v1/devices/dev-1/manifest", NULL, NULL, &r);
+    assert_int_equal(r.code, 200);
+    char pub[512], hex[80] = "";
+    snprintf(pub, sizeof(pub), "%s/rel.pub", tmpdir);
+    FILE *f = fopen(pub, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(hex, sizeof(hex), f));
+    fclose(f);
+    uint8_t pk[1][32];
+    assert_int_equal(ferry_hex_decode(hex, pk[0], 32), 0);
+    struct manifest_keys keys = {(const uint8_t(*)[32])pk, 1};
+    struct manifest *m = NULL;
+    char err[256] = "";
+    assert_int_equal(manifest_parse_verified(r.body.data, r.body.len, &keys, &m, err, sizeof(err)),
+                     MANIFEST_OK);
+    assert_int_equal(manifest_mirror_count(m), 2);
+    assert_int_equal(manifest_mirror_signed_count(m), 0);
+    assert_string_equal(manifest_mirror(m, 0), "https://cdn.example/ferry/artifacts/");
+    assert_string_equal(manifest_mirror(m, 1), "http://10.1.2.3:8080/a/");
+    manifest_free(m);
+    /* the ETag hashes what was served, not the file as published */
+    uint8_t h[32];
+    char etag[40];
+    crypto_hash_sha256(h, r.body.data, r.body.len);
+    etag[0] = '"';
+    ferry_hex_encode(h, 16, etag + 1);
+    etag[33] = '"';
+    etag[34] = '\0';
+    assert_string_equal(r.etag, etag);
+    char file[600];
+    uint8_t *data = NULL;
+    size_t len = 0;
+    snprintf(file, sizeof(file), "%s/releases/manifests/c1/rootfs.json", tmpdir);
+    assert_int_equal(ferry_read_file(file, 1 << 20, &data, &len), 0);
+    assert_null(memmem(data, len, "mirrors", 7));
+    free(data);
+    ferry_buf_free(&r.body);
+
+    struct ingest_config c;
+    ingest_config_defaults(&c);
+    static const char *bad[] = {"http://a/, ftp://b/", "http://a", "http://a/,,http://b/",
+                                "http://1/,http://2/,http://3/,http://4/,http://5/,http://6/,"
+                                "http://7/,http://8/,http://9/"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        assert_int_equal(ingest_config_set(&c, "release.mirrors", bad[i], err, sizeof(err)),
+                         INGEST_EINVAL);
+        assert_non_null(strstr(err, "release.mirrors"));
+    }
+    assert_int_equal(ingest_config_set(&c, "release.mirrors", "", err, sizeof(err)), 0);
+    assert_int_equal(c.n_release_mirrors, 0);
+}
+
 static void test_artifact_ranges(void **state)
 {
     (void)state;
@@ -363,6 +427,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_manifest_etag_and_conditional_get),
         cmocka_unit_test(test_artifact_ranges),
+        cmocka_unit_test(test_manifest_carries_configured_mirrors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -149,6 +150,132 @@ static void test_update_rule(void **state)
                      ALERTS_RESOLVED);
 }
 
+static void test_update_stuck(void **state)
+{
+    (void)state;
+    struct alerts_rule r = {.kind = ALERTS_RULE_UPDATE, .for_ns = 30 * MIN};
+    struct alerts_state st = {0};
+    char reason[64] = "";
+    int64_t t = 100 * MIN;
+    assert_int_equal(
+        alerts_update_stuck_check(&r, &st, reason, sizeof(reason), "downloading", t, t + 29 * MIN),
+        ALERTS_NONE);
+    assert_int_equal(
+        alerts_update_stuck_check(&r, &st, reason, sizeof(reason), "downloading", t, t + 31 * MIN),
+        ALERTS_FIRED);
+    assert_string_equal(reason, "stuck in downloading");
+    assert_int_equal(st.starts_ns, t);
+    assert_int_equal(
+        alerts_update_stuck_check(&r, &st, reason, sizeof(reason), "downloading", t, t + 60 * MIN),
+        ALERTS_NONE); /* once */
+    /* It moved on: resolved at the time of the new state. */
+    assert_int_equal(alerts_update_stuck_check(&r, &st, reason, sizeof(reason), "installed",
+                                               t + 61 * MIN, t + 62 * MIN),
+                     ALERTS_RESOLVED);
+    assert_int_equal(st.ends_ns, t + 61 * MIN);
+    /* Final states are never stuck. */
+    reason[0] = '\0';
+    assert_int_equal(
+        alerts_update_stuck_check(&r, &st, reason, sizeof(reason), "committed", t, t + 600 * MIN),
+        ALERTS_NONE);
+    /* Stuck, then failed: stays firing, now as a failure. */
+    memset(&st, 0, sizeof(st));
+    assert_int_equal(
+        alerts_update_stuck_check(&r, &st, reason, sizeof(reason), "installed", t, t + 40 * MIN),
+        ALERTS_FIRED);
+    assert_int_equal(alerts_update_stuck_check(&r, &st, reason, sizeof(reason), "rolled_back",
+                                               t + 41 * MIN, t + 42 * MIN),
+                     ALERTS_NONE);
+    assert_true(st.firing);
+    assert_string_equal(reason, "rolled_back");
+}
+
+static void test_absent_rule(void **state)
+{
+    (void)state;
+    struct alerts_rule r = {.kind = ALERTS_RULE_ABSENT, .for_ns = 10 * MIN};
+    struct alerts_state st = {0};
+    int64_t t = 1000 * MIN;
+    /* Never seen: nothing to miss. */
+    assert_int_equal(alerts_absent_check(&r, &st, t, t, MIN), ALERTS_NONE);
+    assert_int_equal(alerts_absent_sample(&st, t), ALERTS_NONE);
+    assert_int_equal(alerts_absent_sample(&st, t - MIN), ALERTS_NONE); /* older: ignored */
+    assert_int_equal(st.last_sample_ns, t);
+    assert_int_equal(alerts_absent_check(&r, &st, t + 10 * MIN, t + 10 * MIN, MIN), ALERTS_NONE);
+    /* The device's other metrics reached 11 minutes past the last sample, delivered at once. */
+    assert_int_equal(alerts_absent_check(&r, &st, t + 11 * MIN, t + 11 * MIN, MIN), ALERTS_FIRED);
+    assert_int_equal(st.starts_ns, t);
+    assert_false(st.late);
+    assert_int_equal(alerts_absent_check(&r, &st, t + 20 * MIN, t + 20 * MIN, MIN), ALERTS_NONE);
+    assert_int_equal(alerts_absent_sample(&st, t + 30 * MIN), ALERTS_RESOLVED);
+    assert_int_equal(st.ends_ns, t + 30 * MIN);
+    assert_true(st.value == 30 * 60);
+    /* The same hours delivered two hours later: late. */
+    memset(&st, 0, sizeof(st));
+    assert_int_equal(alerts_absent_sample(&st, t), ALERTS_NONE);
+    assert_int_equal(alerts_absent_check(&r, &st, t + 15 * MIN, t + 120 * MIN, MIN), ALERTS_FIRED);
+    assert_true(st.late);
+}
+
+static void test_gap_rule(void **state)
+{
+    (void)state;
+    struct alerts_rule r = {.kind = ALERTS_RULE_GAP, .resolve_after_ns = 60 * MIN};
+    struct alerts_state st = {0};
+    int64_t t = 1000 * MIN;
+    assert_int_equal(alerts_gap_check(&r, &st, 0, t), ALERTS_NONE);
+    assert_int_equal(alerts_gap_check(&r, &st, 500, t + MIN), ALERTS_FIRED);
+    assert_true(st.value == 500);
+    assert_int_equal(alerts_gap_check(&r, &st, 700, t + 30 * MIN), ALERTS_NONE); /* still firing */
+    assert_true(st.value == 700);
+    assert_int_equal(alerts_gap_check(&r, &st, 700, t + 89 * MIN), ALERTS_NONE);
+    assert_int_equal(alerts_gap_check(&r, &st, 700, t + 91 * MIN), ALERTS_RESOLVED);
+    assert_int_equal(alerts_gap_check(&r, &st, 700, t + 200 * MIN), ALERTS_NONE); /* no new loss */
+    /* A size condition: small losses are counted, not notified. */
+    struct alerts_rule big = r;
+    big.has_condition = true;
+    big.op = ALERTS_OP_GE;
+    big.value = 1000;
+    memset(&st, 0, sizeof(st));
+    assert_int_equal(alerts_gap_check(&big, &st, 10, t), ALERTS_NONE);
+    assert_int_equal(st.seen, 10);
+    assert_int_equal(alerts_gap_check(&big, &st, 2010, t + MIN), ALERTS_FIRED);
+    assert_true(st.value == 2000);
+}
+
+static void test_backlog_rule(void **state)
+{
+    (void)state;
+    struct alerts_rule size = {.kind = ALERTS_RULE_BACKLOG,
+                               .for_ns = 10 * MIN,
+                               .has_condition = true,
+                               .op = ALERTS_OP_GT,
+                               .value = 100000};
+    struct alerts_state st = {0};
+    int64_t t = 1000 * MIN;
+    assert_int_equal(alerts_backlog_check(&size, &st, 200000, t), ALERTS_NONE);
+    assert_true(st.pending);
+    assert_int_equal(alerts_backlog_check(&size, &st, 50000, t + 5 * MIN), ALERTS_NONE);
+    assert_false(st.pending); /* drained in between: starts again */
+    assert_int_equal(alerts_backlog_check(&size, &st, 200000, t + 6 * MIN), ALERTS_NONE);
+    assert_int_equal(alerts_backlog_check(&size, &st, 200000, t + 16 * MIN), ALERTS_FIRED);
+    assert_int_equal(st.starts_ns, t + 6 * MIN);
+    assert_int_equal(alerts_backlog_check(&size, &st, 90000, t + 17 * MIN), ALERTS_RESOLVED);
+
+    struct alerts_rule grow = {.kind = ALERTS_RULE_BACKLOG, .for_ns = 10 * MIN, .growing = true};
+    memset(&st, 0, sizeof(st));
+    assert_int_equal(alerts_backlog_check(&grow, &st, 500, t), ALERTS_NONE); /* first look */
+    assert_false(st.pending);
+    assert_int_equal(alerts_backlog_check(&grow, &st, 500, t + MIN), ALERTS_NONE); /* flat */
+    assert_false(st.pending);
+    assert_int_equal(alerts_backlog_check(&grow, &st, 600, t + 2 * MIN), ALERTS_NONE);
+    assert_true(st.pending);
+    assert_int_equal(alerts_backlog_check(&grow, &st, 600, t + 7 * MIN), ALERTS_NONE);
+    assert_int_equal(alerts_backlog_check(&grow, &st, 900, t + 12 * MIN), ALERTS_FIRED);
+    assert_int_equal(st.starts_ns, t + 2 * MIN);
+    assert_int_equal(alerts_backlog_check(&grow, &st, 800, t + 13 * MIN), ALERTS_RESOLVED);
+}
+
 /* ---- Configuration -------------------------------------------------------------------------- */
 
 static int set(struct alerts_config *c, const char *section, const char *key, const char *value)
@@ -199,6 +326,35 @@ static void test_config(void **state)
     assert_int_equal(set(&c, "alert.t", "for", "1m"), 0);
     assert_int_equal(alerts_config_finish(&c, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "condition: missing"));
+
+    /* The other kinds and command receivers. */
+    alerts_config_defaults(&c);
+    assert_int_equal(set(&c, "receiver.ticket", "type", "command"), 0);
+    assert_int_equal(set(&c, "receiver.ticket", "command", "relative/path"), -1);
+    assert_int_equal(set(&c, "receiver.ticket", "command", "/usr/bin/ticket --queue ops"), 0);
+    assert_int_equal(set(&c, "alert.lost", "kind", "gap"), 0);
+    assert_int_equal(set(&c, "alert.lost", "actions", "ticket"), 0);
+    assert_int_equal(set(&c, "alert.quiet", "kind", "absent"), 0);
+    assert_int_equal(set(&c, "alert.quiet", "for", "5m"), 0);
+    assert_int_equal(set(&c, "alert.stuck", "kind", "update"), 0);
+    assert_int_equal(set(&c, "alert.stuck", "for", "2h"), 0);
+    assert_int_equal(set(&c, "alert.backlog", "kind", "backlog"), 0);
+    assert_int_equal(set(&c, "alert.backlog", "for", "30m"), 0);
+    assert_int_equal(set(&c, "alert.backlog", "growing", "maybe"), -1);
+    assert_int_equal(alerts_config_finish(&c, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "[alert.quiet] metric: missing (absent rules need one)"));
+    assert_int_equal(set(&c, "alert.quiet", "metric", "inference.fps"), 0);
+    assert_int_equal(alerts_config_finish(&c, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "[alert.backlog] condition: missing"));
+    assert_int_equal(set(&c, "alert.backlog", "growing", "true"), 0);
+    assert_int_equal(alerts_config_finish(&c, err, sizeof(err)), 0);
+    assert_int_equal(c.rules[0].resolve_after_ns, 60 * MIN); /* gap: 1h by default */
+    assert_int_equal(c.rules[0].receivers, 1);
+    assert_int_equal(c.receivers[0].kind, ALERTS_RECEIVER_COMMAND);
+    alerts_config_defaults(&c);
+    assert_int_equal(set(&c, "receiver.hook", "type", "command"), 0);
+    assert_int_equal(alerts_config_finish(&c, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "[receiver.hook] command: missing"));
 }
 
 /* ---- A webhook sink ------------------------------------------------------------------------- */
@@ -424,7 +580,7 @@ static void test_engine_late_alert_notified_once_across_restart(void **state)
     /* A tag of invalid UTF-8 reached the receiver as valid JSON text. */
     assert_string_equal(
         json_string_value(json_object_get(json_object_get(fired, "labels"), "zone")),
-        g_cfg.kind == INGEST_STORE_LMDB ? "\\xff\\x01gpu" : "gpu");
+        g_cfg.kind == INGEST_STORE_LMDB ? "\xef\xbf\xbd\x01gpu" : "gpu"); /* U+FFFD */
 
     /* Restart: nothing is evaluated or notified twice. */
     alerts_free(a);
@@ -640,6 +796,255 @@ static void test_engine_one_evaluator_per_store(void **state)
     sink_stop(&sink);
 }
 
+/* One metric record `name`.`field` = v at device time ts, or (name NULL) a batch with no record
+ * that reports gaps, update states and a backlog. */
+static void write_one(struct ingest_store *s, const char *dev, uint64_t seq, int64_t ts,
+                      const char *name, const char *field, double v, int64_t received_ns,
+                      uint64_t gap_records, const char *updates_json, int64_t backlog)
+{
+    struct ferry_buf arena = FERRY_BUF_INIT;
+    struct ingest_rec rec;
+    struct ingest_write w;
+    memset(&w, 0, sizeof(w));
+    if (name != NULL) {
+        struct record_field f = {
+            .key = {field, strlen(field)}, .type = RECORD_FIELD_FLOAT, .v.f = v};
+        struct record r = {.stream = RECORD_METRIC,
+                           .ts_ns = ts,
+                           .name = {name, strlen(name)},
+                           .fields = &f,
+                           .n_fields = 1};
+        assert_int_equal(record_pack(&r, &arena), 0);
+        rec = (struct ingest_rec){.stream = RECORD_METRIC,
+                                  .seq = seq,
+                                  .ts_ns = ts,
+                                  .ts_corrected_ns = ts,
+                                  .packed = arena.data,
+                                  .packed_len = arena.len};
+        w.recs = &rec;
+        w.n_recs = 1;
+    }
+    struct ingest_gap gap = {RECORD_LOG, seq * 100000, seq * 100000 + gap_records - 1};
+    if (gap_records > 0) {
+        w.gaps = &gap;
+        w.n_gaps = 1;
+    }
+    w.device_id = dev;
+    w.received_ns = received_ns;
+    w.updates_json = updates_json;
+    if (backlog >= 0) {
+        w.has_backlog = true;
+        w.backlog[RECORD_METRIC] = (uint64_t)backlog;
+    }
+    struct ingest_write *ws[1] = {&w};
+    char err[256] = "";
+    int rc = ingest_store_write(s, ws, 1, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "write: %s\n", err);
+    assert_int_equal(rc, 0);
+    assert_int_equal(w.result, 0);
+    ferry_buf_free(&arena);
+}
+
+static void test_engine_absent_series(void **state)
+{
+    (void)state;
+    struct sink sink;
+    sink_start(&sink);
+    struct ingest_store *s = open_store();
+    add_device(s, "dev-a", 5);
+    add_device(s, "dev-b", 6);
+    struct alerts_config c;
+    char url[64], err[256];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/hook", sink.port);
+    alerts_config_defaults(&c);
+    assert_int_equal(set(&c, "receiver.hook", "url", url), 0);
+    assert_int_equal(set(&c, "alert.no_fps", "kind", "absent"), 0);
+    assert_int_equal(set(&c, "alert.no_fps", "metric", "inference.fps"), 0);
+    assert_int_equal(set(&c, "alert.no_fps", "for", "5m"), 0);
+    assert_int_equal(set(&c, "alert.no_fps", "receivers", "hook"), 0);
+    assert_int_equal(alerts_config_finish(&c, err, sizeof(err)), 0);
+    int64_t now = ferry_realtime_ns(), t0 = now - 60 * MIN;
+    uint64_t seq_a = 1, seq_b = 1;
+    /* dev-a: the model stops reporting after 10 minutes, its system metrics go on; dev-b keeps
+     * reporting both, then goes silent altogether (offline: no absent alert). */
+    for (int m = 0; m < 30; m++) {
+        int64_t t = t0 + m * MIN;
+        if (m < 10)
+            write_one(s, "dev-a", seq_a++, t, "inference", "fps", 30, now, 0, NULL, -1);
+        write_one(s, "dev-a", seq_a++, t, "cpu", "usage_idle", 50, now, 0, NULL, -1);
+        if (m < 20) {
+            write_one(s, "dev-b", seq_b++, t, "inference", "fps", 30, now, 0, NULL, -1);
+            write_one(s, "dev-b", seq_b++, t, "cpu", "usage_idle", 50, now, 0, NULL, -1);
+        }
+    }
+    struct alerts *a = engine(s, &c, "test:1");
+    assert_int_equal(alerts_eval_once(a, now), 0);
+    struct alerts_counts n;
+    alerts_counts(a, &n);
+    assert_int_equal(n.firing, 1);
+    assert_int_equal(n.late_total, 1); /* the hour arrived now, all at once */
+    assert_int_equal(alerts_notify_once(a, now), 1);
+    json_t *fired = json_array_get(sink.received, 0);
+    assert_string_equal(json_string_value(json_object_get(fired, "device")), "dev-a");
+    assert_string_equal(json_string_value(json_object_get(fired, "rule")), "no_fps");
+    /* A restart keeps the alert; the model comes back: resolved at that sample's time. */
+    alerts_free(a);
+    a = engine(s, &c, "test:1");
+    write_one(s, "dev-a", seq_a++, t0 + 31 * MIN, "inference", "fps", 29, now + SEC, 0, NULL, -1);
+    assert_int_equal(alerts_eval_once(a, now + SEC), 0);
+    alerts_counts(a, &n);
+    assert_int_equal(n.firing, 0);
+    assert_int_equal(n.resolved_total, 1);
+    assert_int_equal(alerts_notify_once(a, now + SEC), 1);
+    assert_int_equal(sink_count(&sink), 2);
+    alerts_free(a);
+    ingest_store_close(s);
+    sink_stop(&sink);
+}
+
+/* gap, backlog and stuck-update rules read what devices report with their batches. */
+static void test_engine_device_reports(void **state)
+{
+    (void)state;
+    struct sink sink;
+    sink_start(&sink);
+    struct ingest_store *s = open_store();
+    add_device(s, "dev-g", 7);
+    add_device(s, "dev-s", 8);
+    struct alerts_config c;
+    char url[64], err[256];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/hook", sink.port);
+    alerts_config_defaults(&c);
+    assert_int_equal(set(&c, "receiver.hook", "url", url), 0);
+    assert_int_equal(set(&c, "alert.lost", "kind", "gap"), 0);
+    assert_int_equal(set(&c, "alert.lost", "receivers", "hook"), 0);
+    assert_int_equal(set(&c, "alert.stuck", "kind", "update"), 0);
+    assert_int_equal(set(&c, "alert.stuck", "for", "30m"), 0);
+    assert_int_equal(set(&c, "alert.stuck", "receivers", "hook"), 0);
+    assert_int_equal(set(&c, "alert.backlog", "kind", "backlog"), 0);
+    assert_int_equal(set(&c, "alert.backlog", "condition", "> 1000"), 0);
+    assert_int_equal(set(&c, "alert.backlog", "for", "0s"), 0);
+    assert_int_equal(set(&c, "alert.backlog", "receivers", "hook"), 0);
+    assert_int_equal(alerts_config_finish(&c, err, sizeof(err)), 0);
+    int64_t now = ferry_realtime_ns();
+    write_one(s, "dev-g", 1, now, NULL, NULL, 0, now, 250, NULL, 5000);
+    char updates[256];
+    snprintf(updates, sizeof(updates),
+             "{\"model\":{\"state\":\"downloading\",\"ts\":%lld,\"seq\":3}}",
+             (long long)(now - 45 * MIN));
+    write_one(s, "dev-s", 1, now, NULL, NULL, 0, now, 0, updates, 0);
+    struct alerts *a = engine(s, &c, "test:1");
+    assert_int_equal(alerts_eval_once(a, now), 0);
+    struct alerts_counts n;
+    alerts_counts(a, &n);
+    assert_int_equal(n.firing, 3); /* dev-g lost records and has a backlog; dev-s is stuck */
+    assert_int_equal(alerts_notify_once(a, now), 3);
+    bool saw_gap = false, saw_stuck = false;
+    for (size_t i = 0; i < 3; i++) {
+        json_t *j = json_array_get(sink.received, i);
+        const char *rule = json_string_value(json_object_get(j, "rule"));
+        if (strcmp(rule, "lost") == 0) {
+            saw_gap = true;
+            assert_true(json_number_value(json_object_get(j, "value")) == 250);
+        }
+        if (strcmp(rule, "stuck") == 0) {
+            saw_stuck = true;
+            assert_non_null(
+                strstr(json_string_value(json_object_get(j, "summary")), "stuck in downloading"));
+        }
+    }
+    assert_true(saw_gap && saw_stuck);
+    /* A restart repeats nothing; the backlog drains and the update commits: resolved. */
+    alerts_free(a);
+    a = engine(s, &c, "test:1");
+    snprintf(updates, sizeof(updates),
+             "{\"model\":{\"state\":\"committed\",\"ts\":%lld,\"seq\":9}}", (long long)(now + SEC));
+    write_one(s, "dev-s", 2, now, NULL, NULL, 0, now + SEC, 0, updates, 0);
+    write_one(s, "dev-g", 2, now, NULL, NULL, 0, now + SEC, 0, NULL, 10);
+    assert_int_equal(alerts_eval_once(a, now + 10 * SEC), 0);
+    alerts_counts(a, &n);
+    assert_int_equal(n.resolved_total, 2);
+    assert_int_equal(n.firing, 1); /* the gap alert waits for an hour without losses */
+    assert_int_equal(alerts_notify_once(a, now + 10 * SEC), 2);
+    assert_int_equal(sink_count(&sink), 5);
+    alerts_free(a);
+    ingest_store_close(s);
+    sink_stop(&sink);
+}
+
+static int action_log_cb(const char *key, const void *value, size_t len, void *arg)
+{
+    json_t *arr = arg;
+    json_error_t jerr;
+    (void)key;
+    json_array_append_new(arr, json_loadb(value, len, 0, &jerr));
+    return 0;
+}
+
+/* A command action gets the alert on stdin; its run is recorded; exit 75 is retried. */
+static void test_engine_command_action(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/ferry-action-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char script[300], out[300], cmd[700];
+    snprintf(script, sizeof(script), "%s/ticket.sh", dir);
+    snprintf(out, sizeof(out), "%s/tickets", dir);
+    FILE *f = fopen(script, "w");
+    assert_non_null(f);
+    /* First run: exit 75 (try again later); then take the ticket. */
+    fprintf(f,
+            "#!/bin/sh\nif [ ! -e %s/once ]; then : > %s/once; exit 75; fi\n"
+            "cat >> %s; echo >> %s; echo \"ticket opened for $1\"\n",
+            dir, dir, out, out);
+    fclose(f);
+    assert_int_equal(chmod(script, 0700), 0);
+    struct ingest_store *s = open_store();
+    add_device(s, "dev-hot", 9);
+    struct alerts_config c;
+    char err[256];
+    alerts_config_defaults(&c);
+    snprintf(cmd, sizeof(cmd), "%s ops-queue", script);
+    assert_int_equal(set(&c, "receiver.ticket", "type", "command"), 0);
+    assert_int_equal(set(&c, "receiver.ticket", "command", cmd), 0);
+    assert_int_equal(set(&c, "receiver.ticket", "timeout", "5s"), 0);
+    assert_int_equal(set(&c, "alert.gpu_hot", "metric", "thermal.gpu"), 0);
+    assert_int_equal(set(&c, "alert.gpu_hot", "condition", "> 85"), 0);
+    assert_int_equal(set(&c, "alert.gpu_hot", "for", "0s"), 0);
+    assert_int_equal(set(&c, "alert.gpu_hot", "actions", "ticket"), 0);
+    assert_int_equal(alerts_config_finish(&c, err, sizeof(err)), 0);
+    int64_t now = ferry_realtime_ns();
+    write_one(s, "dev-hot", 1, now - MIN, "thermal", "gpu", 95, now, 0, NULL, -1);
+    struct alerts *a = engine(s, &c, "test:1");
+    assert_int_equal(alerts_eval_once(a, now), 0);
+    assert_int_equal(alerts_notify_once(a, now), 0); /* exit 75: retried */
+    assert_int_equal(alerts_notify_once(a, now + 3 * SEC), 1);
+    f = fopen(out, "r");
+    assert_non_null(f);
+    char line[4096];
+    assert_non_null(fgets(line, sizeof(line), f));
+    fclose(f);
+    json_error_t jerr;
+    json_t *alert = json_loads(line, 0, &jerr);
+    assert_non_null(alert); /* the generic webhook JSON */
+    assert_string_equal(json_string_value(json_object_get(alert, "rule")), "gpu_hot");
+    assert_string_equal(json_string_value(json_object_get(alert, "device")), "dev-hot");
+    json_decref(alert);
+    json_t *runs = json_array();
+    assert_int_equal(ingest_store_kv_scan(s, "actionlog/", 0, action_log_cb, runs), 0);
+    assert_int_equal(json_array_size(runs), 1); /* the retried attempt is not a recorded run */
+    json_t *run = json_array_get(runs, 0);
+    assert_string_equal(json_string_value(json_object_get(run, "status")), "ok");
+    assert_string_equal(json_string_value(json_object_get(run, "output")),
+                        "ticket opened for ops-queue\n");
+    json_decref(runs);
+    alerts_free(a);
+    ingest_store_close(s);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 static int reset_store(void **state)
 {
     (void)state;
@@ -693,6 +1098,10 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_threshold_ignores_older_samples_and_restarts_after_silence),
         cmocka_unit_test(test_offline_fires_suppresses_flapping_and_resolves),
         cmocka_unit_test(test_update_rule),
+        cmocka_unit_test(test_update_stuck),
+        cmocka_unit_test(test_absent_rule),
+        cmocka_unit_test(test_gap_rule),
+        cmocka_unit_test(test_backlog_rule),
         cmocka_unit_test(test_config),
         cmocka_unit_test_setup(test_engine_late_alert_notified_once_across_restart, reset_store),
         cmocka_unit_test_setup(test_engine_receiver_down_keeps_queue_and_retries, reset_store),
@@ -700,6 +1109,9 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(test_engine_cursor_moves_when_nothing_fires, reset_store),
         cmocka_unit_test_setup(test_engine_silence_mutes_notifications, reset_store),
         cmocka_unit_test_setup(test_engine_one_evaluator_per_store, reset_store),
+        cmocka_unit_test_setup(test_engine_absent_series, reset_store),
+        cmocka_unit_test_setup(test_engine_device_reports, reset_store),
+        cmocka_unit_test_setup(test_engine_command_action, reset_store),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     if (g_cfg.kind == INGEST_STORE_LMDB) {

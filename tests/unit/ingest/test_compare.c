@@ -273,6 +273,27 @@ static void test_before_after_control(void **state)
     assert_false(r.significant_before_after);
     assert_true(isnan(r.p_after_control));
     assert_false(r.significant_after_control);
+    /* As JSON (what rollout compare shows): NaN as null, every field there. */
+    struct ferry_buf b = FERRY_BUF_INIT;
+    assert_int_equal(compare_result_json(&b, "thermal.gpu", &r), 0);
+    json_t *j = json_loadb((const char *)b.data, b.len, JSON_REJECT_DUPLICATES, NULL);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "metric")), "thermal.gpu");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "before"), "count")),
+                     8 * 60);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "after"), "devices")),
+                     8);
+    close_to(json_number_value(json_object_get(json_object_get(j, "after"), "p50")), r.after.p50,
+             0);
+    assert_true(json_is_null(json_object_get(json_object_get(j, "control"), "mean")));
+    close_to(json_number_value(json_object_get(j, "p_before_after")), r.p_before_after, 0);
+    assert_true(json_is_null(json_object_get(j, "p_after_control")));
+    assert_true(json_is_false(json_object_get(j, "significant_before_after")));
+    assert_true(json_is_false(json_object_get(j, "truncated")));
+    assert_true(json_integer_value(json_object_get(j, "scanned")) > 0);
+    assert_int_equal(json_object_size(j), 10);
+    json_decref(j);
+    ferry_buf_free(&b);
 
     /* Errors: unknown devices, bad metrics. */
     struct compare_device ghost[1] = {{"nobody", SWITCH}};

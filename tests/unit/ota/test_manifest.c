@@ -1,7 +1,8 @@
 /*
  * test_manifest.c - unit tests of transport/manifest.{h,c}: a manifest built, signed and verified
  * round trip; each rejection (bad signature, tampered payload, unknown key, unsigned, wrong device
- * class, wrong component, downgrade, stale serial) and the signed-rollback exception.
+ * class, wrong component, downgrade, stale serial) and the signed-rollback exception; artifact
+ * mirrors from the payload and the envelope.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -365,6 +366,105 @@ static void test_malformed_rejected(void **state)
     }
 }
 
+/* The envelope `env` with `extra` (a JSON member, e.g. "\"mirrors\":[...]") added last. */
+static void envelope_with(const struct ferry_buf *env, const char *extra, struct ferry_buf *out)
+{
+    const char *text = (const char *)env->data;
+    const char *end = strrchr(text, '}');
+    assert_non_null(end);
+    ferry_buf_reset(out);
+    assert_int_equal(ferry_buf_append(out, text, (size_t)(end - text)), 0);
+    assert_int_equal(ferry_buf_printf(out, ",%s}\n", extra), 0);
+}
+
+/* Mirrors: the signed payload's first, then the envelope's (unsigned) ones not already listed;
+ * every URL checked, lists bounded; a bad list refuses the manifest with where it is wrong. */
+static void test_mirrors(void **state)
+{
+    (void)state;
+    struct manifest_spec spec;
+    memset(&spec, 0, sizeof(spec));
+    spec.component = "model";
+    spec.version = "3.1.0";
+    spec.device_class = "c1";
+    spec.serial = 9;
+    spec.target_size = 10000;
+    spec.mirrors[0] = "https://cdn.example/ferry/artifacts/";
+    spec.mirrors[1] = "http://10.0.0.5:8080/a/";
+    spec.mirror_count = 2;
+    char err[256] = "";
+    assert_int_equal(
+        manifest_spec_add_file(&spec, art_path, MANIFEST_ARTIFACT_FULL, 4096, err, sizeof(err)), 0);
+    struct ferry_buf payload = FERRY_BUF_INIT, env = FERRY_BUF_INIT, env2 = FERRY_BUF_INIT;
+    assert_int_equal(manifest_build_payload(&spec, &payload, err, sizeof(err)), 0);
+    assert_int_equal(manifest_sign(payload.data, payload.len, sk_release, &env), 0);
+    struct manifest *m = NULL;
+    assert_int_equal(parse(&env, (const uint8_t(*)[32])pk_release, 1, &m), MANIFEST_OK);
+    assert_int_equal(manifest_mirror_count(m), 2);
+    assert_int_equal(manifest_mirror_signed_count(m), 2);
+    assert_string_equal(manifest_mirror(m, 0), "https://cdn.example/ferry/artifacts/");
+    assert_string_equal(manifest_mirror(m, 1), "http://10.0.0.5:8080/a/");
+    assert_null(manifest_mirror(m, 2));
+    manifest_free(m);
+
+    envelope_with(
+        &env, "\"mirrors\":[\"http://lan.example/x/\",\"https://cdn.example/ferry/artifacts/\"]",
+        &env2);
+    assert_int_equal(parse(&env2, (const uint8_t(*)[32])pk_release, 1, &m), MANIFEST_OK);
+    assert_int_equal(manifest_mirror_count(m), 3); /* the repeated one once */
+    assert_int_equal(manifest_mirror_signed_count(m), 2);
+    assert_string_equal(manifest_mirror(m, 2), "http://lan.example/x/");
+    manifest_free(m);
+
+    static const char *bad[] = {
+        "\"mirrors\":\"http://a/\"",
+        "\"mirrors\":[1]",
+        "\"mirrors\":[\"ftp://a/b/\"]",
+        "\"mirrors\":[\"http://a/b\"]",
+        "\"mirrors\":[\"http:///b/\"]",
+        "\"mirrors\":[\"https://\"]",
+        "\"mirrors\":[\"http://a/b/?x=/\"]",
+        "\"mirrors\":[\"http://a/b#/\"]",
+        "\"mirrors\":[\"http://user:pw@a/b/\"]",
+        "\"mirrors\":[\"http://a/b c/\"]",
+        "\"mirrors\":[\"http://a/\\u0000/\"]",
+        "\"mirrors\":[\"http://a/\\u00e9/\"]",
+        "\"mirrors\":[\"http://a/\",\"http://b/\",\"http://c/\",\"http://d/\",\"http://e/\","
+        "\"http://f/\",\"http://g/\",\"http://h/\",\"http://i/\"]",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        envelope_with(&env, bad[i], &env2);
+        struct manifest_keys k = {(const uint8_t(*)[32])pk_release, 1};
+        m = NULL;
+        err[0] = '\0';
+        int rc = manifest_parse_verified(env2.data, env2.len, &k, &m, err, sizeof(err));
+        if (rc != MANIFEST_E_FORMAT)
+            print_message("case %zu: %s -> %d\n", i, bad[i], rc);
+        assert_int_equal(rc, MANIFEST_E_FORMAT);
+        assert_null(m);
+        assert_non_null(strstr(err, "envelope"));
+    }
+
+    /* the builder refuses what a device would refuse; one URL at the length limit passes */
+    char url[MANIFEST_MAX_MIRROR_URL + 2];
+    memset(url, 'a', sizeof(url));
+    memcpy(url, "http://", 7);
+    url[MANIFEST_MAX_MIRROR_URL - 1] = '/';
+    url[MANIFEST_MAX_MIRROR_URL] = '\0';
+    assert_int_equal(manifest_mirror_check(url, strlen(url), err, sizeof(err)), MANIFEST_OK);
+    url[MANIFEST_MAX_MIRROR_URL] = '/';
+    url[MANIFEST_MAX_MIRROR_URL + 1] = '\0';
+    assert_int_equal(manifest_mirror_check(url, strlen(url), err, sizeof(err)), MANIFEST_E_FORMAT);
+    spec.mirrors[1] = "http://no-slash";
+    ferry_buf_reset(&payload);
+    assert_int_equal(manifest_build_payload(&spec, &payload, err, sizeof(err)), MANIFEST_E_FORMAT);
+    assert_non_null(strstr(err, "end in '/'"));
+    ferry_buf_free(&payload);
+    ferry_buf_free(&env);
+    ferry_buf_free(&env2);
+    manifest_spec_clear(&spec);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -402,6 +502,7 @@ int main(void)
         cmocka_unit_test(test_downgrade_refused_unless_signed_rollback),
         cmocka_unit_test(test_version_compare),
         cmocka_unit_test(test_malformed_rejected),
+        cmocka_unit_test(test_mirrors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
