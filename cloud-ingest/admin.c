@@ -47,7 +47,9 @@ static int usage(void)
             "       ferry-ingest [options] versions compare --component C [--metrics a.b,c.d]\n"
             "                                               [--since 24h|NS] [--json]\n"
             "       ferry-ingest --url URL --token T|--token-file F device list|add|revoke ...\n"
-            "       ferry-ingest --url URL --token T|--token-file F versions compare ...\n");
+            "       ferry-ingest --url URL --token T|--token-file F versions compare ...\n"
+            "       ferry-ingest --url URL --token T|--token-file F rollout list|status|compare|\n"
+            "                                       pause|resume|abort|promote ...\n");
     return 2;
 }
 
@@ -401,6 +403,40 @@ out:
     return status;
 }
 
+/* `rollout list|status|compare|pause|resume|abort|promote` over the API (/v1/rollouts, viewer
+ * for reads, operator for commands), printed like the local commands (rollout.h). */
+static int remote_rollout(const struct ingest_admin_remote *r, int argc, char **argv)
+{
+    bool as_json = argc >= 2 && strcmp(argv[argc - 1], "--json") == 0;
+    int n = as_json ? argc - 1 : argc;
+    const char *cmd = argc >= 1 ? argv[0] : "";
+    bool command = strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0 ||
+                   strcmp(cmd, "abort") == 0 || strcmp(cmd, "promote") == 0;
+    char path[128];
+    if (strcmp(cmd, "list") == 0 && n == 1)
+        snprintf(path, sizeof(path), "/v1/rollouts");
+    else if (n == 2 && strlen(argv[1]) == 12 && strspn(argv[1], "0123456789abcdef") == 12 &&
+             (command || strcmp(cmd, "status") == 0 || strcmp(cmd, "compare") == 0))
+        snprintf(path, sizeof(path), "/v1/rollouts/%s%s%s", argv[1],
+                 strcmp(cmd, "status") == 0 ? "" : "/", strcmp(cmd, "status") == 0 ? "" : cmd);
+    else {
+        fprintf(stderr, "ferry-ingest: with --url: rollout list|status|compare|pause|resume|"
+                        "abort|promote (create runs on the ingest's host: it stores artifacts)\n");
+        return 2;
+    }
+    struct ferry_buf b = FERRY_BUF_INIT;
+    long code = remote_call(r, command ? "POST" : "GET", path, command ? "" : NULL, &b);
+    int status = 1;
+    if (code == 200 && rollout_print_doc(cmd, b.data, b.len, as_json) == 0)
+        status = 0;
+    else if (code == 200)
+        fprintf(stderr, "ferry-ingest: rollout %s: the answer is not a rollout document\n", cmd);
+    else if (code != 0)
+        remote_error("rollout", code, &b);
+    ferry_buf_free(&b);
+    return status;
+}
+
 static int remote_main(const struct ingest_admin_remote *r, int argc, char **argv)
 {
     if (r->token == NULL || r->token[0] == '\0') {
@@ -410,13 +446,20 @@ static int remote_main(const struct ingest_admin_remote *r, int argc, char **arg
     }
     bool versions =
         argc >= 2 && strcmp(argv[0], "versions") == 0 && strcmp(argv[1], "compare") == 0;
-    if (argc < 2 || (strcmp(argv[0], "device") != 0 && !versions)) {
-        fprintf(stderr, "ferry-ingest: with --url only device list|add|revoke and versions "
-                        "compare run over the API; run other commands on the ingest's host\n");
+    bool rollout = argc >= 2 && strcmp(argv[0], "rollout") == 0;
+    if (argc < 2 || (strcmp(argv[0], "device") != 0 && !versions && !rollout)) {
+        fprintf(stderr, "ferry-ingest: with --url only device list|add|revoke, versions compare "
+                        "and rollout list|status|compare|pause|resume|abort|promote run over the "
+                        "API; run other commands on the ingest's host\n");
         return 2;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
         return 1;
+    if (rollout) {
+        int st = remote_rollout(r, argc - 1, argv + 1);
+        curl_global_cleanup();
+        return st;
+    }
     if (versions) {
         int st = remote_versions_compare(r, argc - 2, argv + 2);
         curl_global_cleanup();

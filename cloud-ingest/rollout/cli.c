@@ -262,6 +262,17 @@ static int cmd_create(const struct ingest_config *cfg, struct ingest_store *st, 
                     rollout_state_name(p.state));
             goto out;
         }
+        /* devices of an aborted rollout accepted its rollback's serial: a new release must be
+         * above it, or they would refuse it as a replay (docs/ota.md, anti-rollback) */
+        if (p.state == ROLLOUT_ABORTED && p.has_rollback &&
+            p.rollback_serial >= manifest_serial(m)) {
+            fprintf(stderr,
+                    "ferry-ingest: serial %llu is not above %llu, the rollback release of "
+                    "rollout %s that devices may have installed\n",
+                    (unsigned long long)manifest_serial(m), (unsigned long long)p.rollback_serial,
+                    prev);
+            goto out;
+        }
     }
     uint8_t rnd[ROLLOUT_ID_LEN / 2];
     randombytes_buf(rnd, sizeof(rnd));
@@ -343,6 +354,38 @@ static void when(int64_t ns, char *out, size_t out_len)
     strftime(out, out_len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* Prints a document as compact JSON on one line. */
+static void print_json(json_t *o)
+{
+    char *text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (text != NULL)
+        printf("%s\n", text);
+    free(text);
+}
+
+static void print_list(json_t *doc)
+{
+    printf("# id\tstate\twave\tclass\tcomponent\tversion\tcreated\tname\n");
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(doc, "rollouts"), i, r)
+    {
+        char c[32];
+        const char *name = json_string_value(json_object_get(r, "name"));
+        when(json_integer_value(json_object_get(r, "created_ns")), c, sizeof(c));
+        printf("%s\t%s\t%" JSON_INTEGER_FORMAT "/%zu\t",
+               json_string_value(json_object_get(r, "id")),
+               json_string_value(json_object_get(r, "state")),
+               json_integer_value(json_object_get(r, "wave")) + 1,
+               json_array_size(json_object_get(r, "waves")));
+        print_escaped(json_string_value(json_object_get(r, "device_class")));
+        printf("\t%s\t%s\t%s\t", json_string_value(json_object_get(r, "component")),
+               json_string_value(json_object_get(r, "version")), c);
+        print_escaped(name != NULL && name[0] ? name : "-");
+        putchar('\n');
+    }
+}
+
 static int cmd_list(struct ingest_store *st, bool as_json)
 {
     json_t *ids = NULL, *all = json_array();
@@ -352,39 +395,26 @@ static int cmd_list(struct ingest_store *st, bool as_json)
         json_decref(all);
         return 1;
     }
-    if (!as_json)
-        printf("# id\tstate\twave\tclass\tcomponent\tversion\tcreated\tname\n");
     size_t i;
     json_t *id;
     int64_t now = ferry_realtime_ns();
     json_array_foreach(ids, i, id)
     {
         struct rollout r;
-        char err[256], c[32];
+        char err[256];
         if (rollout_load(st, json_string_value(id), now, &r, NULL, err, sizeof(err)) != 0) {
             fprintf(stderr, "ferry-ingest: %s\n", err);
             continue;
         }
-        if (as_json) {
-            json_array_append_new(all, rollout_to_json_obj(&r));
-            continue;
-        }
-        when(r.created_ns, c, sizeof(c));
-        printf("%s\t%s\t%u/%zu\t%s\t%s\t%s\t%s\t", r.id, rollout_state_name(r.state), r.wave + 1,
-               r.n_waves, r.device_class, r.component, r.version, c);
-        print_escaped(r.name[0] ? r.name : "-");
-        putchar('\n');
+        json_array_append_new(all, rollout_to_json_obj(&r));
     }
-    if (as_json) {
-        json_t *doc = json_pack("{s:o}", "rollouts", all);
-        char *text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
-        if (text != NULL)
-            printf("%s\n", text);
-        free(text);
-        json_decref(doc);
-    } else
-        json_decref(all);
     json_decref(ids);
+    json_t *doc = json_pack("{s:o}", "rollouts", all);
+    if (as_json)
+        print_json(doc);
+    else
+        print_list(doc);
+    json_decref(doc);
     return 0;
 }
 
@@ -493,12 +523,9 @@ static int cmd_status(struct ingest_store *st, const char *id, bool as_json)
                 err[0] ? err : ingest_store_strerror(rc));
         return 1;
     }
-    if (as_json) {
-        char *text = json_dumps(o, JSON_COMPACT);
-        if (text != NULL)
-            printf("%s\n", text);
-        free(text);
-    } else
+    if (as_json)
+        print_json(o);
+    else
         print_status(o);
     json_decref(o);
     return 0;
@@ -523,6 +550,8 @@ static void print_p(json_t *row, const char *k, const char *sig)
         printf("  p=-");
 }
 
+static void print_compare(json_t *o);
+
 static int cmd_compare(struct ingest_store *st, const char *id, bool as_json)
 {
     json_t *o = NULL;
@@ -533,14 +562,17 @@ static int cmd_compare(struct ingest_store *st, const char *id, bool as_json)
                 err[0] ? err : ingest_store_strerror(rc));
         return 1;
     }
-    if (as_json) {
-        char *text = json_dumps(o, JSON_COMPACT);
-        if (text != NULL)
-            printf("%s\n", text);
-        free(text);
-        json_decref(o);
-        return 0;
-    }
+    if (as_json)
+        print_json(o);
+    else
+        print_compare(o);
+    json_decref(o);
+    return 0;
+}
+
+static void print_compare(json_t *o)
+{
+    const char *id = json_string_value(json_object_get(o, "id"));
     printf("rollout %s: %s %s, %" JSON_INTEGER_FORMAT " updated device(s) against their own "
            "baseline, %" JSON_INTEGER_FORMAT " control device(s), window %" JSON_INTEGER_FORMAT
            "s\n",
@@ -580,8 +612,6 @@ static int cmd_compare(struct ingest_store *st, const char *id, bool as_json)
         print_p(row, "p_after_control", "significant_after_control");
         putchar('\n');
     }
-    json_decref(o);
-    return 0;
 }
 
 static bool id_valid(const char *id)
@@ -592,6 +622,28 @@ static bool id_valid(const char *id)
         if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
             return false;
     return true;
+}
+
+int rollout_print_doc(const char *cmd, const void *text, size_t len, bool as_json)
+{
+    json_t *o = json_loadb(text, len, 0, NULL);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return -1;
+    }
+    if (as_json)
+        print_json(o);
+    else if (strcmp(cmd, "list") == 0)
+        print_list(o);
+    else if (strcmp(cmd, "status") == 0)
+        print_status(o);
+    else if (strcmp(cmd, "compare") == 0)
+        print_compare(o);
+    else
+        printf("rollout %s: %s\n", json_string_value(json_object_get(o, "id")),
+               json_string_value(json_object_get(o, "state")));
+    json_decref(o);
+    return 0;
 }
 
 int rollout_cli_main(const struct ingest_config *cfg, struct ingest_store *st, const char *actor,

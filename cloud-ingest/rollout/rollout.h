@@ -71,4 +71,9 @@ int rollouts_expose(struct ingest_store *store, struct ferry_buf *out)
 int rollout_cli_main(const struct ingest_config *cfg, struct ingest_store *store, const char *actor,
                      int argc, char **argv);
 
+/* Prints an API answer (text[len], JSON) of `cmd` ("list", "status", "compare", or an operator
+ * command) as the local command prints it: the `--url` form of `rollout` (cloud-ingest/admin.c).
+ * Returns 0, or -1 when the text is not such a document. */
+int rollout_print_doc(const char *cmd, const void *text, size_t len, bool as_json);
+
 #endif

@@ -93,7 +93,10 @@ static int offer_manifest(void *arg, const struct ingest_device *dev, const char
     struct rollout r;
     enum rollout_offer o;
     bool offered;
-    if (decide(ro, dev, id, &r, &o, &offered) != 0)
+    rc = decide(ro, dev, id, &r, &o, &offered);
+    if (rc == INGEST_STORE_EINVAL || rc == INGEST_STORE_ENOTFOUND)
+        return 0; /* an unreadable (logged) or vanished record: the current manifest, not a 503 */
+    if (rc != 0)
         return -1;
     if (o == ROFFER_NONE)
         return 0;

@@ -43,7 +43,7 @@ static int run_cli(const char *args, char *out, size_t out_len)
     snprintf(cmd, sizeof(cmd), "%s -d %s %s 2>>%s/cli.err", g_bin, g_data, args, g_tmp);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
-    char line[1024];
+    char line[8192];
     if (out != NULL)
         out[0] = '\0';
     while (fgets(line, sizeof(line), p) != NULL)
@@ -326,9 +326,32 @@ static void test_rollout_through_the_real_ingest(void **state)
         json_integer_value(json_object_get(json_object_get(w0, "counts"), "committed")), 1);
     json_decref(st);
 
-    /* the CLI sees it the same way */
+    /* the CLI sees it the same way, locally and over the API (--url) */
     snprintf(args, sizeof(args), "rollout status %s", id);
     assert_int_equal(run_cli(args, NULL, 0), 0);
+    char line[8192];
+    snprintf(args, sizeof(args), "--url http://127.0.0.1:%u --token %s rollout status %s --json",
+             g_srv.port, g_token, id);
+    assert_int_equal(run_cli(args, line, sizeof(line)), 0);
+    json_t *remote = json_loads(line, 0, NULL);
+    assert_non_null(remote);
+    assert_string_equal(json_string_value(json_object_get(remote, "state")), "paused");
+    json_decref(remote);
+    snprintf(args, sizeof(args), "--url http://127.0.0.1:%u --token %s rollout list", g_srv.port,
+             g_token);
+    assert_int_equal(run_cli(args, line, sizeof(line)), 0);
+    assert_non_null(strstr(line, id));
+    assert_non_null(strstr(line, "paused"));
+    /* resume and pause again over --url (operator token): each answers the new state */
+    snprintf(args, sizeof(args), "--url http://127.0.0.1:%u --token %s rollout resume %s",
+             g_srv.port, g_token, id);
+    assert_int_equal(run_cli(args, line, sizeof(line)), 0);
+    assert_non_null(strstr(line, "running"));
+    snprintf(args, sizeof(args), "--url http://127.0.0.1:%u --token %s rollout pause %s",
+             g_srv.port, g_token, id);
+    assert_int_equal(run_cli(args, line, sizeof(line)), 0);
+    assert_non_null(strstr(line, "paused"));
+    assert_int_equal(run_cli(args, NULL, 0), 1); /* pausing a paused rollout: 409 */
 
     /* abort over the API: wave 1 devices get the rollback release */
     snprintf(path, sizeof(path), "/v1/rollouts/%s/abort", id);

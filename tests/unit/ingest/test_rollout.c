@@ -666,7 +666,8 @@ static void test_engine_waves_gate_pause_abort_restart(void **state)
     assert_int_equal(rollout_load(s, id, t0, &r, &ops, err, sizeof(err)), 0);
     assert_int_equal(json_array_size(ops), 0); /* applied and deleted in one transaction */
     json_decref(ops);
-    /* a new rollout of the same component may now be created */
+    /* a new rollout of the same component: its serial must be above the rollback's (11) */
+    assert_int_equal(create(s, "install_success >= 0.75", "pause", other), 1);
     rollouts_free(ro);
     ingest_store_close(s);
 }
