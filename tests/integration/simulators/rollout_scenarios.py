@@ -30,7 +30,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rolloutlib import Harness, stable_unit  # noqa: E402
+from rolloutlib import Harness, running, stable_unit  # noqa: E402
 
 OLD = "1.0.0"
 
@@ -142,7 +142,7 @@ def scenario_crashloop(bin_dir, n, keep=False, kill_states=False, profiles="lte-
         def back_on_old():
             devs = h.devices()
             byid = {d["id"]: d for d in devs.values()}
-            left = [i for i in members if byid[i].get("versions", {}).get("rootfs") != OLD]
+            left = [i for i in members if running(byid[i]) != OLD]
             return devs if not left else None
         devs = h.wait("the first wave back on %s" % OLD, back_on_old, 90)
         names = ids_to_names(devs)
@@ -241,8 +241,7 @@ def scenario_good(bin_dir, n, keep=False, kill_states=False, profiles="lte-poor:
 
         def all_new():
             devs = h.devices()
-            left = [d["name"] for d in devs.values()
-                    if d.get("versions", {}).get("rootfs") != "2.0.0"]
+            left = [d["name"] for d in devs.values() if running(d) != "2.0.0"]
             return devs if not left else None
         devs = h.wait("every device on 2.0.0", all_new, 300)
         straggle_s = time.time() - t_done

@@ -30,6 +30,16 @@ def stable_unit(a, b):
     return (h >> 11) / 9007199254740992.0
 
 
+def running(dev, component="rootfs"):
+    """What a device of /v1/devices runs: the running_version of its update state (the ingest
+    keeps the entry of the newest event sequence), else its `versions` entry. `versions` alone is
+    not used: the ingest merges "versions" events in arrival order, so a batch retransmitted after
+    a newer one (a reset link, several requests in flight) can put back the version the device
+    reported at its trial boot after the commit already set the new one."""
+    u = dev.get("updates", {}).get(component, {})
+    return u.get("running_version") or dev.get("versions", {}).get(component)
+
+
 class Harness:
     def __init__(self, bin_dir, keep=False, prefix="rollout-"):
         self.bin_dir = bin_dir

@@ -7,7 +7,7 @@ the devices (--ota-crashloop 2.0.0:0.3) and runs at 0.9 x the FPS (--ota-fps 2.0
 the devices are switched off from the start (--offline-share 0.1). Checks:
 - exactly the devices the stable hash picks crash-loop: their agents end rolled_back on 1.0.0
   after a crash and the boot loader's fallback; every other online device ends committed on
-  2.0.0 (the fleet's own view and the ingest's `versions` and `updates` in /v1/devices agree);
+  2.0.0 (the fleet's own view and the ingest's `updates` in /v1/devices agree);
 - the ingest's update state is the agent's (rolled_back from 2.0.0, running 1.0.0);
 - committed devices report inference.fps near 0.9 x 30, rolled-back ones near 30;
 - switched-off devices never reached the ingest.
@@ -17,7 +17,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rolloutlib import Harness, stable_unit  # noqa: E402
+from rolloutlib import Harness, running, stable_unit  # noqa: E402
 
 N = 40
 bin_dir = sys.argv[1]
@@ -67,7 +67,7 @@ try:
         offline & set(devs))
     for n in good:
         d = devs[n]
-        assert d["versions"].get("rootfs") == "2.0.0", "%s: versions %r" % (n, d["versions"])
+        assert running(d) == "2.0.0", "%s: %r" % (n, d)
         u = d["updates"]["rootfs"]
         assert u["running_version"] == "2.0.0", "%s: %r" % (n, u)
         f = by_name[n]
@@ -75,7 +75,7 @@ try:
         assert 24 < f["fps"] < 30, "%s: fps %.1f is not about 0.9 x 30" % (n, f["fps"])
     for n in crash:
         d = devs[n]
-        assert d["versions"].get("rootfs") == "1.0.0", "%s: versions %r" % (n, d["versions"])
+        assert running(d) == "1.0.0", "%s: %r" % (n, d)
         u = d["updates"]["rootfs"]
         assert u["running_version"] == "1.0.0" and u["target_version"] == "2.0.0", (n, u)
         f = by_name[n]

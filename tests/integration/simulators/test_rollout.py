@@ -10,7 +10,7 @@ all five proof scenarios with 1,000 devices):
    of 1.0.0: the rollout is aborted in its first wave; no device outside the first wave was
    offered 2.0.0 (the ingest's offers and update states, and every agent's own target version);
    exactly the first-wave devices the stable hash picks crash-looped; every first-wave device is
-   back on 1.0.0 (in the ingest's versions and in the agents).
+   back on 1.0.0 (in the ingest's update states and in the agents).
 2. 2.1.0, good, waves 30 %, 100 %, deadline 12 s, gates install_success >= 0.8 and
    silent_ratio <= 0.2: completed; the switched-off devices of each wave are `silent`, never
    `committed`; install_success counts committed devices only; no wave waited past its deadline.
@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from rollout_scenarios import OLD, Fleet, ids_to_names, wave_times  # noqa: E402
-from rolloutlib import stable_unit  # noqa: E402
+from rolloutlib import running, stable_unit  # noqa: E402
 
 N = 60
 DEADLINE = 12
@@ -60,7 +60,7 @@ try:
     def back_on_old():
         devs = h.devices()
         byid = {d["id"]: d for d in devs.values()}
-        left = [i for i in members if byid[i].get("versions", {}).get("rootfs") != OLD]
+        left = [i for i in members if running(byid[i]) != OLD]
         return devs if not left else None
     devs = h.wait("the first wave back on %s" % OLD, back_on_old, 30)
     names = ids_to_names(devs)
