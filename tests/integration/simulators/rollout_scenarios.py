@@ -24,7 +24,6 @@ scripts/rollout-proof.sh (1,000 devices, all five; prints a table).
              running again, aborted, completed): after each restart the rollout is in the same
              state and wave and then continues.
 """
-import json
 import os
 import sys
 import time
