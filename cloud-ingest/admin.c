@@ -4,7 +4,7 @@
  * cloud-ingest/auth/. They open the configured store directly (for LMDB, while the server runs
  * too: LMDB allows one writer process at a time and serialises them with its lock file), so they
  * run on the ingest's host as a user who can read its store; every change is in the audit log as
- * "cli:<user>".
+ * "cli:<user>". `device label` changes a device's labels (store.h, "Device labels").
  */
 #include <inttypes.h>
 #include <pwd.h>
@@ -36,8 +36,9 @@ static int usage(void)
             "usage: ferry-ingest [options] device add ID PUBLIC_KEY_HEX [NAME [CLASS]]\n"
             "       ferry-ingest [options] device list [--json]\n"
             "       ferry-ingest [options] device revoke ID\n"
+            "       ferry-ingest [options] device label ID KEY=VALUE... KEY-...\n"
             "       ferry-ingest [options] enroll-token create [--fleet] [--expires DURATION]\n"
-            "                                                 [--max-uses N]\n"
+            "                                                 [--max-uses N] [--label K=V]...\n"
             "       ferry-ingest [options] token create --role viewer|operator|admin --name NAME\n"
             "                                          [--expires DURATION|DATE]\n"
             "       ferry-ingest [options] token list [--json] | token revoke NAME|ID\n"
@@ -46,7 +47,8 @@ static int usage(void)
             "       ferry-ingest [options] rollout create|list|status|pause|resume|abort|promote\n"
             "       ferry-ingest [options] versions compare --component C [--metrics a.b,c.d]\n"
             "                                               [--since 24h|NS] [--json]\n"
-            "       ferry-ingest --url URL --token T|--token-file F device list|add|revoke ...\n"
+            "       ferry-ingest --url URL --token T|--token-file F device list|add|revoke|label "
+            "...\n"
             "       ferry-ingest --url URL --token T|--token-file F versions compare ...\n"
             "       ferry-ingest --url URL --token T|--token-file F rollout list|status|compare|\n"
             "                                       pause|resume|abort|promote ...\n");
@@ -100,15 +102,18 @@ static int print_device(const struct ingest_device *d, void *arg)
 {
     (void)arg;
     char kid[17], name[4 * INGEST_NAME_MAX + 1], cls[4 * INGEST_NAME_MAX + 1], seen[64];
+    char labels[4 * INGEST_LABELS_MAX + 1];
+    ferry_escape_str(labels, sizeof(labels), d->labels, strlen(d->labels));
     ferry_hex_encode(d->key_id, 8, kid);
     ferry_escape_str(name, sizeof(name), d->name, strlen(d->name));
     ferry_escape_str(cls, sizeof(cls), d->device_class, strlen(d->device_class));
     human_time(d->last_seen_ns, ferry_realtime_ns(), seen, sizeof(seen));
     printf("%s\t%s\t%s\t%s\t%s\t%s\trecords=%" PRIu64 "/%" PRIu64 "/%" PRIu64 "\tgaps=%" PRIu64
-           "\n",
+           "\t%s\n",
            d->id, kid, d->revoked ? "revoked" : "active", name[0] ? name : "-", cls[0] ? cls : "-",
            seen, d->streams[0].records, d->streams[1].records, d->streams[2].records,
-           d->streams[0].gap_ranges + d->streams[1].gap_ranges + d->streams[2].gap_ranges);
+           d->streams[0].gap_ranges + d->streams[1].gap_ranges + d->streams[2].gap_ranges,
+           labels[0] ? labels : "{}");
     return 0;
 }
 
@@ -201,15 +206,133 @@ static int device_add(struct ingest_store *st, int argc, char **argv)
     return 0;
 }
 
+/* One `KEY=VALUE` (into `set`) or `KEY-` (into `remove`, when not NULL) argument of `device
+ * label` / `enroll-token create --label`. Returns 0, or -1 with the reason in why. */
+static int label_arg_add(const char *arg, json_t *set, json_t *remove, char *why, size_t why_len)
+{
+    const char *eq = strchr(arg, '=');
+    size_t len = strlen(arg);
+    char key[INGEST_LABEL_KEY_MAX + 2], shown[80];
+    ferry_escape_str(shown, sizeof(shown), arg, len > 60 ? 60 : len);
+    size_t key_len = eq != NULL ? (size_t)(eq - arg) : len > 0 && arg[len - 1] == '-' ? len - 1 : 0;
+    if ((eq == NULL && (remove == NULL || key_len == 0)) || key_len == 0 ||
+        key_len > INGEST_LABEL_KEY_MAX) {
+        snprintf(why, why_len, "\"%s\": expected KEY=VALUE%s (KEY: 1..%d of [a-z0-9_.-])", shown,
+                 remove != NULL ? " or KEY-" : "", INGEST_LABEL_KEY_MAX);
+        return -1;
+    }
+    memcpy(key, arg, key_len);
+    key[key_len] = '\0';
+    if (!ingest_label_key_valid(key)) {
+        snprintf(why, why_len,
+                 "\"%s\": label key must be 1..%d bytes of [a-z0-9_.-] starting with a letter, "
+                 "not class, id, name or version.*",
+                 shown, INGEST_LABEL_KEY_MAX);
+        return -1;
+    }
+    if (json_object_get(set, key) != NULL) {
+        snprintf(why, why_len, "\"%s\": label %s given twice", shown, key);
+        return -1;
+    }
+    if (eq == NULL) {
+        json_t *k = json_string(key);
+        return k != NULL && json_array_append_new(remove, k) == 0 ? 0 : -1;
+    }
+    json_t *v = json_string(eq + 1); /* NULL when not valid UTF-8 */
+    if (v == NULL) {
+        snprintf(why, why_len, "\"%s\": the value is not valid UTF-8", shown);
+        return -1;
+    }
+    return json_object_set_new(set, key, v) == 0 ? 0 : -1;
+}
+
+/* Builds the label change {"set":{...},"remove":[...]} of `device label` arguments into a new
+ * JSON text (*out, freed by the caller). Returns 0, or -1 with the reason in why. */
+static int label_patch_from_args(int argc, char **argv, char **out, char *why, size_t why_len)
+{
+    json_t *set = json_object(), *remove = json_array();
+    json_t *patch = json_pack("{s:o,s:o}", "set", set, "remove", remove);
+    *out = NULL;
+    if (patch == NULL) {
+        snprintf(why, why_len, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < argc; i++)
+        if (label_arg_add(argv[i], set, remove, why, why_len) != 0) {
+            json_decref(patch);
+            return -1;
+        }
+    *out = json_dumps(patch, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(patch);
+    if (*out == NULL) {
+        snprintf(why, why_len, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* `device label ID KEY=VALUE... KEY-...`: sets and removes labels of one device. */
+static int device_label(struct ingest_store *st, int argc, char **argv)
+{
+    if (argc < 2)
+        return usage();
+    const char *id = argv[0];
+    char why[256] = "", *patch = NULL;
+    if (label_patch_from_args(argc - 1, argv + 1, &patch, why, sizeof(why)) != 0) {
+        fprintf(stderr, "ferry-ingest: device label: %s\n", why);
+        return 1;
+    }
+    struct ingest_device d;
+    char labels[INGEST_LABELS_MAX + 1];
+    int rc = ingest_store_device_get(st, id, &d);
+    if (rc != 0) {
+        char shown[80];
+        fprintf(stderr, "ferry-ingest: device label %s: %s\n",
+                ferry_escape_str(shown, sizeof(shown), id, strlen(id)),
+                rc == INGEST_STORE_ENOTFOUND ? "no such device" : ingest_store_strerror(rc));
+        free(patch);
+        return 1;
+    }
+    rc = ingest_labels_patch(d.labels, patch, labels, sizeof(labels), why, sizeof(why));
+    free(patch);
+    if (rc == 0)
+        rc = ingest_store_device_set_labels(st, id, labels);
+    else
+        fprintf(stderr, "ferry-ingest: device label %s: %s\n", id, why);
+    if (rc != 0) {
+        if (why[0] == '\0')
+            fprintf(stderr, "ferry-ingest: device label %s: %s\n", id, ingest_store_strerror(rc));
+        return 1;
+    }
+    char target[INGEST_AUDIT_TARGET_MAX + 1];
+    size_t n = (size_t)snprintf(target, sizeof(target), "%s", id);
+    for (int i = 1; i < argc && n + 1 < sizeof(target); i++)
+        n += (size_t)snprintf(target + n, sizeof(target) - n, " %s", argv[i]);
+    audit_cli(st, "device.label", target);
+    char shown[4 * INGEST_LABELS_MAX + 1];
+    printf("%s\t%s\n", id, ferry_escape_str(shown, sizeof(shown), labels, strlen(labels)));
+    return 0;
+}
+
 /* `enroll-token create`: a token a device shows to POST /v1/enroll (not an API token). */
 static int enroll_token_create(struct ingest_store *st, int argc, char **argv)
 {
     bool one_time = true;
     int64_t expires_ns = 0;
     uint64_t max_uses = 0;
+    json_t *set = json_object();
+    if (set == NULL)
+        return 1;
     for (int i = 0; i < argc; i++) {
         int64_t ms;
-        if (strcmp(argv[i], "--fleet") == 0)
+        if (strcmp(argv[i], "--label") == 0 && i + 1 < argc) {
+            char why[256];
+            if (label_arg_add(argv[++i], set, NULL, why, sizeof(why)) != 0) {
+                fprintf(stderr, "ferry-ingest: enroll-token create: %s\n", why);
+                json_decref(set);
+                return 1;
+            }
+        } else if (strcmp(argv[i], "--fleet") == 0)
             one_time = false;
         else if (strcmp(argv[i], "--max-uses") == 0 && i + 1 < argc &&
                  ferry_parse_u64(argv[i + 1], INT64_MAX, &max_uses) == 0 && max_uses > 0)
@@ -220,8 +343,22 @@ static int enroll_token_create(struct ingest_store *st, int argc, char **argv)
                  ferry_parse_duration_ms(argv[i + 1], &ms) == 0 && ms > 0) {
             expires_ns = ferry_realtime_ns() + ms * 1000000;
             i++;
-        } else
+        } else {
+            json_decref(set);
             return usage();
+        }
+    }
+    char labels[INGEST_LABELS_MAX + 1], why[256] = "";
+    char *set_text = json_dumps(set, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(set);
+    int rc = set_text != NULL
+                 ? ingest_labels_check(set_text, labels, sizeof(labels), why, sizeof(why))
+                 : INGEST_STORE_ENOMEM;
+    free(set_text);
+    if (rc != 0) {
+        fprintf(stderr, "ferry-ingest: enroll-token create: labels: %s\n",
+                why[0] ? why : "out of memory");
+        return 1;
     }
     if (sodium_init() < 0) {
         fprintf(stderr, "ferry-ingest: libsodium failed to initialise\n");
@@ -231,16 +368,16 @@ static int enroll_token_create(struct ingest_store *st, int argc, char **argv)
     char token[41];
     randombytes_buf(raw, sizeof(raw));
     ferry_hex_encode(raw, sizeof(raw), token);
-    int rc = ingest_store_token_add_limited(st, token, one_time, expires_ns, max_uses);
+    rc = ingest_store_token_add_labeled(st, token, one_time, expires_ns, max_uses, labels);
     if (rc != 0) {
         fprintf(stderr, "ferry-ingest: enroll-token create: %s\n", ingest_store_strerror(rc));
         return 1;
     }
     /* The audit log names the token by a prefix only: the log is readable by admins, the token
      * must stay a secret of whoever provisions devices. */
-    char target[64];
-    snprintf(target, sizeof(target), "%.8s... (%s, max uses %llu)", token,
-             one_time ? "one-time" : "fleet", (unsigned long long)max_uses);
+    char target[INGEST_AUDIT_TARGET_MAX + 1];
+    snprintf(target, sizeof(target), "%.8s... (%s, max uses %llu, labels %.150s)", token,
+             one_time ? "one-time" : "fleet", (unsigned long long)max_uses, labels);
     audit_cli(st, "enroll-token.create", target);
     printf("%s\n", token);
     return 0;
@@ -333,7 +470,7 @@ static int remote_device_list(const struct ingest_admin_remote *r)
         ferry_buf_free(&b);
         return 1;
     }
-    printf("# id\tkey_id\tstate\tname\tclass\tlast_seen\n");
+    printf("# id\tkey_id\tstate\tname\tclass\tlast_seen\tlabels\n");
     size_t i;
     json_t *d;
     json_array_foreach(devs, i, d)
@@ -345,8 +482,12 @@ static int remote_device_list(const struct ingest_admin_remote *r)
         print_field(json_string_value(json_object_get(d, "name")));
         putchar('\t');
         print_field(json_string_value(json_object_get(d, "device_class")));
-        printf("\tlast_seen_ns=%" PRId64 "\n",
+        printf("\tlast_seen_ns=%" PRId64 "\t",
                (int64_t)json_integer_value(json_object_get(d, "last_seen_ns")));
+        char *labels = json_dumps(json_object_get(d, "labels"), JSON_COMPACT | JSON_ENCODE_ANY);
+        print_field(labels != NULL ? labels : "{}");
+        putchar('\n');
+        free(labels);
     }
     json_decref(root);
     ferry_buf_free(&b);
@@ -448,9 +589,10 @@ static int remote_main(const struct ingest_admin_remote *r, int argc, char **arg
         argc >= 2 && strcmp(argv[0], "versions") == 0 && strcmp(argv[1], "compare") == 0;
     bool rollout = argc >= 2 && strcmp(argv[0], "rollout") == 0;
     if (argc < 2 || (strcmp(argv[0], "device") != 0 && !versions && !rollout)) {
-        fprintf(stderr, "ferry-ingest: with --url only device list|add|revoke, versions compare "
-                        "and rollout list|status|compare|pause|resume|abort|promote run over the "
-                        "API; run other commands on the ingest's host\n");
+        fprintf(stderr,
+                "ferry-ingest: with --url only device list|add|revoke|label, versions compare "
+                "and rollout list|status|compare|pause|resume|abort|promote run over the "
+                "API; run other commands on the ingest's host\n");
         return 2;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
@@ -478,6 +620,26 @@ static int remote_main(const struct ingest_admin_remote *r, int argc, char **arg
             status = 0;
         } else if (code != 0)
             remote_error("device revoke", code, &b);
+    } else if (strcmp(argv[1], "label") == 0 && argc >= 4 && ingest_device_id_valid(argv[2])) {
+        char path[128], why[256], *patch = NULL;
+        snprintf(path, sizeof(path), "/v1/devices/%s/labels", argv[2]);
+        if (label_patch_from_args(argc - 3, argv + 3, &patch, why, sizeof(why)) != 0) {
+            fprintf(stderr, "ferry-ingest: device label: %s\n", why);
+        } else {
+            long code = remote_call(r, "POST", path, patch, &b);
+            json_t *root = code == 200 ? json_loadb((const char *)b.data, b.len, 0, NULL) : NULL;
+            char *labels = json_dumps(json_object_get(root, "labels"), JSON_COMPACT);
+            if (code == 200 && labels != NULL) {
+                printf("%s\t", argv[2]);
+                print_field(labels);
+                putchar('\n');
+                status = 0;
+            } else if (code != 0)
+                remote_error("device label", code, &b);
+            free(labels);
+            json_decref(root);
+        }
+        free(patch);
     } else if (strcmp(argv[1], "add") == 0 && argc >= 4 && argc <= 6) {
         json_t *j = json_pack("{s:s, s:s, s:s, s:s}", "id", argv[2], "public_key", argv[3], "name",
                               argc > 4 ? argv[4] : "", "device_class", argc > 5 ? argv[5] : "");
@@ -554,7 +716,9 @@ int ingest_admin_main(struct ingest_config *cfg, const struct ingest_admin_remot
             fprintf(stderr, "ferry-ingest: device revoke %s: %s\n", argv[2],
                     ingest_store_strerror(rc));
         status = rc == 0 ? 0 : 1;
-    } else if (strcmp(argv[0], "enroll-token") == 0 && strcmp(argv[1], "create") == 0)
+    } else if (strcmp(argv[0], "device") == 0 && strcmp(argv[1], "label") == 0)
+        status = device_label(st, argc - 2, argv + 2);
+    else if (strcmp(argv[0], "enroll-token") == 0 && strcmp(argv[1], "create") == 0)
         status = enroll_token_create(st, argc - 2, argv + 2);
     else if (strcmp(argv[0], "alerts") == 0)
         status = alerts_cli_main(st, argc - 1, argv + 1);

@@ -21,6 +21,7 @@
 #include "cloud-ingest/ingest.h"
 #include "cloud-ingest/rollout/rollout.h"
 #include "cloud-ingest/metrics_impl.h"
+#include "cloud-ingest/selector.h"
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/utf8.h"
@@ -79,6 +80,8 @@ int ingest_device_json(struct ferry_buf *b, const struct ingest_device *d, const
     }
     e |= ferry_buf_append(b, "},\"updates\":", 12);
     e |= append_json_object(b, updates);
+    e |= ferry_buf_append(b, ",\"labels\":", 10);
+    e |= append_json_object(b, d->labels);
     e |= ferry_buf_append_u8(b, '}');
     return e;
 }
@@ -248,10 +251,11 @@ static int list_cb(const struct ingest_device *d, void *arg)
 
 /* Filters of GET /v1/devices (docs/ingest.md "Read API"); every given one must match. */
 struct device_filter {
-    int64_t offline_before_ns; /* last seen before this (never seen counts); 0: no filter */
-    const char *device_class;  /* exact device_class; NULL: any */
-    const char *component;     /* version filter: this component (NULL: any component) */
-    const char *version;       /* ... runs this version; NULL: no filter */
+    int64_t offline_before_ns;        /* last seen before this (never seen counts); 0: no filter */
+    const char *device_class;         /* exact device_class; NULL: any */
+    const char *component;            /* version filter: this component (NULL: any component) */
+    const char *version;              /* ... runs this version; NULL: no filter */
+    struct ingest_selector *selector; /* ?selector= (cloud-ingest/selector.h); NULL: none */
 };
 
 /* Parses the query of GET /v1/devices into `f`. Returns 0, or -1 with the reason in why. */
@@ -289,9 +293,17 @@ static int device_filter_parse(struct evhttp_request *req, struct evkeyvalq *q,
                 snprintf(why, why_len, "query: version: VERSION or COMPONENT:VERSION");
                 return -1;
             }
+        } else if (strcmp(kv->key, "selector") == 0 && f->selector == NULL) {
+            char err[256];
+            if (ingest_selector_parse(kv->value, &f->selector, err, sizeof(err)) != 0) {
+                snprintf(why, why_len, "query: %s", err);
+                return -1;
+            }
         } else {
             char key[64];
-            snprintf(why, why_len, "query: unknown parameter \"%s\" (offline_for, version, class)",
+            snprintf(why, why_len,
+                     "query: unknown or repeated parameter \"%s\" (offline_for, version, class, "
+                     "selector)",
                      ferry_escape_str(key, sizeof(key), kv->key, strlen(kv->key)));
             return -1;
         }
@@ -325,6 +337,8 @@ static bool device_matches(const struct device_filter *f, const struct ingest_de
         return false;
     if (f->version != NULL && !version_matches(f, d->versions))
         return false;
+    if (f->selector != NULL && !ingest_selector_match(f->selector, d))
+        return false;
     return true;
 }
 
@@ -356,9 +370,10 @@ static void handle_devices(struct evhttp_request *req, const char *path, void *a
     struct list_state st = {NULL, 0, 0, 0};
     struct evkeyvalq q;
     struct device_filter filter;
-    char why[200];
+    char why[320];
     TAILQ_INIT(&q);
     if (device_filter_parse(req, &q, &filter, why, sizeof(why)) != 0) {
+        ingest_selector_free(filter.selector);
         evhttp_clear_headers(&q);
         ingest_reply_error(req, 400, "%s", why);
         return;
@@ -379,6 +394,7 @@ static void handle_devices(struct evhttp_request *req, const char *path, void *a
     if (rc == 0 && ferry_buf_append(&b, "]}\n", 3) != 0)
         rc = INGEST_STORE_ENOMEM;
     free(st.ids);
+    ingest_selector_free(filter.selector);
     evhttp_clear_headers(&q);
     if (rc != 0) {
         ferry_buf_free(&b);

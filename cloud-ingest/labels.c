@@ -53,11 +53,17 @@ bool ingest_label_key_valid(const char *key)
     return key != NULL && key_syntax_valid(key) && !key_reserved(key);
 }
 
-/* Shows at most 40 bytes of a key in an error, control characters as '?'. */
+/* Shows at most 40 bytes of a key in an error (cut on a UTF-8 boundary), control characters
+ * and '"' as '?'. */
 static void show_key(char *dst, size_t dst_len, const char *key)
 {
-    size_t o = 0;
-    for (size_t i = 0; key[i] && i < 40 && o + 1 < dst_len; i++) {
+    size_t n = ferry_bounded_len(key, 41), o = 0;
+    if (n > 40) {
+        n = 40;
+        while (n > 0 && ((unsigned char)key[n] & 0xC0) == 0x80)
+            n--;
+    }
+    for (size_t i = 0; i < n && o + 1 < dst_len; i++) {
         unsigned char c = (unsigned char)key[i];
         dst[o++] = (c < 0x20 || c == 0x7f || c == '"') ? '?' : (char)c;
     }

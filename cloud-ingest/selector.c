@@ -65,6 +65,8 @@ struct sel_parser {
     size_t err_len;
 };
 
+static bool is_blank(char c);
+
 static void sel_free_term(struct sel_term *t)
 {
     free(t->key);
@@ -88,33 +90,37 @@ size_t ingest_selector_terms(const struct ingest_selector *sel)
     return sel != NULL ? sel->n_terms : 0;
 }
 
-/* Copies text[start, end) into dst for an error message: at most SEL_ERR_TERM_MAX bytes, cut on
- * a UTF-8 boundary, control characters and '"' shown as '?' so that the message stays one
- * printable line. */
-static void quote_term(char *dst, size_t dst_len, const char *text, size_t start, size_t end)
+/* Copies n bytes of src into dst for an error message: at most `max` bytes, cut on a UTF-8
+ * boundary (and marked "..."), control characters and '"' shown as '?', so that a message stays
+ * one printable line of valid UTF-8 whatever the input was. */
+static void show_text(char *dst, size_t dst_len, const char *src, size_t n, size_t max)
 {
-    size_t n = end - start, o = 0;
+    size_t o = 0;
     bool cut = false;
-    while (n > 0 && (text[start] == ' ' || text[start] == '\t')) {
-        start++;
-        n--;
-    }
-    while (n > 0 && (text[start + n - 1] == ' ' || text[start + n - 1] == '\t'))
-        n--;
-    if (n > SEL_ERR_TERM_MAX) {
-        n = SEL_ERR_TERM_MAX;
-        while (n > 0 && ((unsigned char)text[start + n] & 0xC0) == 0x80)
+    if (n > max) {
+        n = max;
+        while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80)
             n--; /* do not split a UTF-8 sequence */
         cut = true;
     }
     for (size_t i = 0; i < n && o + 1 < dst_len; i++) {
-        unsigned char c = (unsigned char)text[start + i];
+        unsigned char c = (unsigned char)src[i];
         dst[o++] = (c < 0x20 || c == 0x7f || c == '"') ? '?' : (char)c;
     }
     for (int i = 0; cut && i < 3 && o + 1 < dst_len; i++)
         dst[o++] = '.';
     if (dst_len > 0)
         dst[o] = '\0';
+}
+
+/* The term text[start, end) without surrounding blanks, for an error message. */
+static void quote_term(char *dst, size_t dst_len, const char *text, size_t start, size_t end)
+{
+    while (start < end && is_blank(text[start]))
+        start++;
+    while (end > start && is_blank(text[end - 1]))
+        end--;
+    show_text(dst, dst_len, text + start, end - start, SEL_ERR_TERM_MAX);
 }
 
 static int fail_at(struct sel_parser *p, size_t at, const char *fmt, ...)
@@ -321,9 +327,11 @@ static int read_key(struct sel_parser *p, struct sel_term *t)
     if (t->field == SEL_LABEL && !ingest_label_key_valid(t->key)) {
         if (len == 7 && memcmp(k, "version", 7) == 0)
             return fail_at(p, start, "a version term is version.<component> OP version");
+        char shown[64];
+        show_text(shown, sizeof(shown), k, len, 40);
         return fail_at(p, start,
-                       "\"%.*s\" is not a label key (1..%d bytes of [a-z0-9_.-], a letter first)",
-                       (int)(len > 40 ? 40 : len), k, INGEST_LABEL_KEY_MAX);
+                       "\"%s\" is not a label key (1..%d bytes of [a-z0-9_.-], a letter first)",
+                       shown, INGEST_LABEL_KEY_MAX);
     }
     return 0;
 }
@@ -405,9 +413,12 @@ static int parse_term(struct sel_parser *p, struct sel_term *t)
         rc = read_value(p, &v);
         if (rc == 0)
             rc = add_value(t, v);
-        if (rc == 0 && t->field == SEL_VERSION && !version_value_valid(t->values[0]))
-            return fail_at(p, value_at, "\"%.40s\" is not a version ([0-9A-Za-z.+_-], like 1.2.0)",
-                           t->values[0]);
+        if (rc == 0 && t->field == SEL_VERSION && !version_value_valid(t->values[0])) {
+            char shown[64];
+            show_text(shown, sizeof(shown), t->values[0], strlen(t->values[0]), 40);
+            return fail_at(p, value_at, "\"%s\" is not a version ([0-9A-Za-z.+_-], like 1.2.0)",
+                           shown);
+        }
     }
     if (rc != 0)
         return rc;

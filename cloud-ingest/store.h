@@ -387,8 +387,12 @@ bool ingest_api_token_name_valid(const char *name);
  *               pg_current_xact_id()) and a reader only reads rows whose transaction id is below
  *               the xmin of a current snapshot (pg_snapshot_xmin(pg_current_snapshot())): every
  *               transaction below it has ended, so no row can appear there later. The order is
- *               (txid, device, stream, seq); a long transaction delays the readers, it never
- *               makes them skip.
+ *               (txid, device, stream, seq) with txid compared as a number (xid8), never as its
+ *               decimal text ("1000" sorts before "999" as text: a reader ordering so skipped
+ *               the rest of a transaction whose page spanned a power of ten); a long
+ *               transaction delays the readers, it never makes them skip. A transaction that
+ *               took a lower id but commits after higher ones is read before them, because
+ *               until it ends the watermark stays at or below its id.
  *
  * A cursor is plain data, kept durably in the store under a name (ingest_store_cursor_get/set).
  */

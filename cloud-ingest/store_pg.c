@@ -1389,13 +1389,19 @@ static int pg_read_committed(struct ingest_store *base, const struct ingest_stor
     struct ferry_buf payload = FERRY_BUF_INIT;
     struct pg_conn *pc = conn_get(s);
     /* Every transaction with an id below the snapshot's xmin has ended: the rows read here are
-     * final, and no row can later appear before the last one read. */
+     * final, and no row can later appear before the last one read.
+     *
+     * The ORDER BY names the table's columns (records.txid). A bare "txid" there would name
+     * the output column "txid::text" (PostgreSQL resolves ORDER BY names against the select
+     * list first) and sort the ids as text, where "1000" < "999": a page that spans a power of
+     * ten then returned the higher transaction first, the cursor moved past it, and the rest of
+     * the lower transaction was never read. The WHERE clause compares the xid8 column. */
     PGresult *r = exec_params(
         pc->conn,
-        "SELECT txid::text, device, stream, seq, ts_corrected, ingested_ns, payload FROM records"
-        " WHERE txid < pg_snapshot_xmin(pg_current_snapshot())"
+        "SELECT txid::text AS txid_text, device, stream, seq, ts_corrected, ingested_ns, payload"
+        " FROM records WHERE txid < pg_snapshot_xmin(pg_current_snapshot())"
         " AND (txid, device, stream, seq) > ($1::xid8, $2::text, $3::smallint, $4::bigint)"
-        " ORDER BY txid, device, stream, seq LIMIT $5",
+        " ORDER BY records.txid, records.device, records.stream, records.seq LIMIT $5",
         5, vals);
     int rc = res_ok(r) ? 0 : INGEST_STORE_EIO;
     struct ingest_store_cursor after = *from;

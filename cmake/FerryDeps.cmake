@@ -16,7 +16,9 @@ endmacro()
 
 ferry_require(LMDB lmdb liblmdb-dev)
 ferry_require(ZSTD libzstd libzstd-dev)
-ferry_require(CURL libcurl libcurl4-openssl-dev)
+# libcurl 7.66.0 or newer (CURLINFO_RETRY_AFTER); options added later are used behind
+# LIBCURL_VERSION_NUM checks (JetPack 5 ships 7.68, JetPack 6 7.81).
+ferry_require(CURL "libcurl>=7.66.0" libcurl4-openssl-dev)
 ferry_require(SODIUM libsodium libsodium-dev)
 ferry_require(EVENT libevent libevent-dev)
 ferry_require(EVENT_PTHREADS libevent_pthreads libevent-dev)

@@ -438,6 +438,23 @@ long http_request_status(const struct http_request *req)
     return req->status;
 }
 
+/*
+ * Restricts a transfer to HTTP and HTTPS (a URL from a manifest or a config file must not make
+ * libcurl read file:// or talk to other protocols). CURLOPT_PROTOCOLS_STR exists from libcurl
+ * 7.85.0, which deprecates the bitmask CURLOPT_PROTOCOLS; JetPack 5 and 6 ship 7.68 and 7.81,
+ * so older versions get the bitmask (same effect). The client follows no redirects, so the
+ * redirect protocols need no setting. The oldest libcurl ferry builds with is 7.66.0
+ * (CURLINFO_RETRY_AFTER), checked in cmake/FerryDeps.cmake.
+ */
+static CURLcode set_http_only(CURL *e)
+{
+#if LIBCURL_VERSION_NUM >= 0x075500
+    return curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+    return curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+}
+
 static int set_method(CURL *easy, const char *method, bool has_body)
 {
     if (!method || strcmp(method, "GET") == 0)
@@ -522,8 +539,7 @@ int http_request_start(struct http_client *client, const struct http_request_opt
         curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_HEADERDATA, req) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_WRITEDATA, req) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
+        curl_easy_setopt(e, CURLOPT_WRITEDATA, req) != CURLE_OK || set_http_only(e) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_SHARE, client->share) != CURLE_OK)
         goto fail;
     err = set_method(e, opts->method, opts->body_len > 0);

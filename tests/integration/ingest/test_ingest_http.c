@@ -1717,6 +1717,181 @@ static void two_processes_share_one_database(void **state)
     ferry_buf_free(&b2);
 }
 
+/* POST with a bearer token (NULL: none); returns the status. */
+static long post_bearer(const char *path, const char *body, const char *token, struct ih_resp *r)
+{
+    char line[200];
+    snprintf(line, sizeof(line), "Authorization: Bearer %s", token != NULL ? token : "");
+    const char *h[] = {line, NULL};
+    assert_int_equal(
+        ih_http_h(g_srv.port, "POST", path, body, strlen(body), token != NULL ? h : NULL, r), 0);
+    return r->status;
+}
+
+/* "/v1/devices?selector=" + `sel` percent-encoded, into out. */
+static void selector_path(const char *sel, char *out, size_t out_len)
+{
+    size_t o = (size_t)snprintf(out, out_len, "/v1/devices?selector=");
+    for (const unsigned char *p = (const unsigned char *)sel; *p && o + 4 < out_len; p++) {
+        bool plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                     (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_';
+        o += (size_t)(plain ? snprintf(out + o, out_len - o, "%c", *p)
+                            : snprintf(out + o, out_len - o, "%%%02X", *p));
+    }
+}
+
+/* Labels: given by an enrolment token, changed over HTTP by an operator (a viewer gets 403, a
+ * request without token 401, a malformed change 400 naming the key, an unknown device 404),
+ * shown in /v1/devices, selected with ?selector= (400 naming term and column when malformed),
+ * changed by the CLI through the API (operator token; a viewer's is refused), and audited. */
+static void labels_over_http_selectors_and_tokens(void **state)
+{
+    (void)state;
+    char viewer[128], oper[128], admin[128], out[256];
+    api_token(viewer, sizeof(viewer), "--role viewer --name lbl-viewer");
+    api_token(oper, sizeof(oper), "--role operator --name lbl-operator");
+    api_token(admin, sizeof(admin), "--role admin --name lbl-admin");
+    /* An enrolment token with labels gives them to the device it enrols. */
+    char tok[64];
+    assert_int_equal(cli(tok, sizeof(tok), "enroll-token create --label site=rome --label batch=7"),
+                     0);
+    assert_int_equal(strlen(tok), 40);
+    assert_int_not_equal(cli(out, sizeof(out), "enroll-token create --label Site=x 2>/dev/null"),
+                         0);
+    struct ih_device e;
+    struct ih_resp r;
+    ih_device_new(&e);
+    assert_int_equal(enroll(g_srv.port, tok, &e, &r), 200);
+    ih_resp_free(&r);
+    json_t *j = get_device(e.id);
+    json_t *want = json_pack("{s:s,s:s}", "site", "rome", "batch", "7");
+    assert_true(json_equal(json_object_get(j, "labels"), want));
+    json_decref(want);
+    json_decref(j);
+    /* Devices registered by the CLI start without labels. */
+    struct ih_device a, b2, c;
+    cli_device(&a, "lbl-a", "a lbl-class");
+    cli_device(&b2, "lbl-b", "b lbl-class");
+    cli_device(&c, "lbl-c", "c lbl-other");
+    j = get_device("lbl-a");
+    assert_int_equal(json_object_size(json_object_get(j, "labels")), 0);
+    json_decref(j);
+    /* POST /v1/devices/{id}/labels: operator only. */
+    const char *set_a = "{\"set\":{\"site\":\"berlin\",\"customer\":\"acme\",\"hw.rev\":\"B 2\"}}";
+    assert_int_equal(post_bearer("/v1/devices/lbl-a/labels", set_a, NULL, &r), 401);
+    ih_resp_free(&r);
+    assert_int_equal(post_bearer("/v1/devices/lbl-a/labels", set_a, viewer, &r), 403);
+    ih_resp_free(&r);
+    j = get_device("lbl-a");
+    assert_int_equal(json_object_size(json_object_get(j, "labels")), 0); /* unchanged */
+    json_decref(j);
+    assert_int_equal(post_bearer("/v1/devices/lbl-a/labels", set_a, oper, &r), 200);
+    assert_non_null(
+        strstr((char *)r.body.data,
+               "\"labels\":{\"customer\":\"acme\",\"hw.rev\":\"B 2\",\"site\":\"berlin\"}"));
+    ih_resp_free(&r);
+    assert_int_equal(post_bearer("/v1/devices/lbl-a/labels",
+                                 "{\"set\":{\"tier\":\"gold\"},\"remove\":[\"customer\"]}", admin,
+                                 &r),
+                     200);
+    ih_resp_free(&r);
+    assert_int_equal(
+        post_bearer("/v1/devices/lbl-b/labels", "{\"set\":{\"site\":\"paris\"}}", oper, &r), 200);
+    ih_resp_free(&r);
+    assert_int_equal(post_bearer("/v1/devices/lbl-a/labels", "{\"set\":{\"Bad\":\"x\"}}", oper, &r),
+                     400);
+    assert_non_null(strstr((char *)r.body.data, "\\\"Bad\\\""));
+    ih_resp_free(&r);
+    assert_int_equal(post_bearer("/v1/devices/lbl-a/labels", "{\"set\":", oper, &r), 400);
+    ih_resp_free(&r);
+    assert_int_equal(post_bearer("/v1/devices/no-such/labels", "{}", oper, &r), 404);
+    ih_resp_free(&r);
+    j = get_device("lbl-a");
+    want = json_pack("{s:s,s:s,s:s}", "site", "berlin", "hw.rev", "B 2", "tier", "gold");
+    if (!json_equal(json_object_get(j, "labels"), want)) {
+        char *got = json_dumps(json_object_get(j, "labels"), 0);
+        fail_msg("labels %s", got ? got : "(none)");
+    }
+    json_decref(want);
+    json_decref(j);
+    /* A version for the selector's version terms. */
+    struct ev_spec v1[1] = {{"versions", {"model", "1.10.0"}, 1}};
+    struct ferry_buf bb = FERRY_BUF_INIT;
+    assert_int_equal(event_batch(&a, 1, v1, 1, &bb), 0);
+    assert_int_equal(post_batch(g_srv.port, &bb, &r), 200);
+    ih_resp_free(&r);
+    ferry_buf_reset(&bb);
+    struct ev_spec v2[1] = {{"versions", {"model", "1.9.3"}, 1}};
+    assert_int_equal(event_batch(&b2, 1, v2, 1, &bb), 0);
+    assert_int_equal(post_batch(g_srv.port, &bb, &r), 200);
+    ih_resp_free(&r);
+    ferry_buf_free(&bb);
+    /* GET /v1/devices?selector= */
+    struct {
+        const char *sel, *ids;
+    } cases[] = {
+        {"site=berlin", "lbl-a,"},
+        {"site in (berlin, paris), class=lbl-class", "lbl-a,lbl-b,"},
+        {"class in (lbl-class,lbl-other), !site", "lbl-c,"},
+        {"site notin (berlin), class in (lbl-class,lbl-other)", "lbl-b,lbl-c,"},
+        {"hw.rev=\"B 2\"", "lbl-a,"},
+        {"version.model > 1.9.3, class in (lbl-class, lbl-other)",
+         "lbl-a,"}, /* 1.10.0 > 1.9.3: semver, not text */
+        {"version.model >= 1.9, id!=lbl-a, class=lbl-class", "lbl-b,"},
+        {"site=rome, batch=7", ""}, /* filled in below with the enrolled id */
+    };
+    char path[512], ids[4096], expect[128];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        selector_path(cases[i].sel, path, sizeof(path));
+        listed_ids(path, ids, sizeof(ids));
+        snprintf(expect, sizeof(expect), "%s", cases[i].ids[0] ? cases[i].ids : "");
+        if (i == sizeof(cases) / sizeof(cases[0]) - 1)
+            snprintf(expect, sizeof(expect), "%s,", e.id);
+        if (strcmp(ids, expect) != 0)
+            fail_msg("selector '%s': %s, wanted %s", cases[i].sel, ids, expect);
+    }
+    selector_path("site=berlin,,class=x", path, sizeof(path));
+    assert_int_equal(ih_http(g_srv.port, "GET", path, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr((char *)r.body.data, "term 2"));
+    assert_non_null(strstr((char *)r.body.data, "column 13"));
+    ih_resp_free(&r);
+    selector_path("version.model >= ", path, sizeof(path));
+    assert_int_equal(ih_http(g_srv.port, "GET", path, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr((char *)r.body.data, "expected a value"));
+    ih_resp_free(&r);
+    /* The CLI through the API: an operator token labels, a viewer token is refused. */
+    char cmd[768], line[512];
+    snprintf(cmd, sizeof(cmd),
+             "'%s' --url http://127.0.0.1:%u --token '%s' device label lbl-c site=oslo rack-",
+             g_bin, g_srv.port, oper);
+    FILE *lp = popen(cmd, "r");
+    assert_non_null(lp);
+    assert_non_null(fgets(line, sizeof(line), lp));
+    assert_int_equal(pclose(lp), 0);
+    assert_string_equal(line, "lbl-c\t{\"site\":\"oslo\"}\n");
+    snprintf(cmd, sizeof(cmd),
+             "'%s' --url http://127.0.0.1:%u --token '%s' device label lbl-c site=x 2>/dev/null",
+             g_bin, g_srv.port, viewer);
+    assert_int_not_equal(system(cmd), 0);
+    j = get_device("lbl-c");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "labels"), "site")),
+                        "oslo");
+    json_decref(j);
+    /* The local CLI: same rules, audited as cli:USER. */
+    assert_int_equal(cli(out, sizeof(out), "device label lbl-c site- room=\"4 b\""), 0);
+    assert_string_equal(out, "lbl-c\t{\"room\":\"4 b\"}");
+    assert_int_not_equal(cli(out, sizeof(out), "device label lbl-c class=x 2>/dev/null"), 0);
+    /* The audit log has the label changes with who made them. */
+    assert_int_equal(get_bearer(g_srv.port, "/v1/audit?limit=10000", admin, &r), 200);
+    assert_non_null(strstr((char *)r.body.data,
+                           "\"actor\":\"token:lbl-operator\",\"action\":\"http.POST\",\"target\":"
+                           "\"/v1/devices/lbl-a/labels\""));
+    assert_non_null(strstr((char *)r.body.data, "\"action\":\"device.label\""));
+    ih_resp_free(&r);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 3) {
@@ -1755,6 +1930,7 @@ int main(int argc, char **argv)
             cmocka_unit_test(health_is_newest_by_device_time),
             cmocka_unit_test(ota_committed_updates_versions),
             cmocka_unit_test(devices_filters),
+            cmocka_unit_test(labels_over_http_selectors_and_tokens),
             cmocka_unit_test(slow_client_times_out_and_connection_limit),
             cmocka_unit_test(overload_429_fair_share_and_503_queue_full),
             cmocka_unit_test(every_endpoint_needs_a_valid_token_of_the_right_role),

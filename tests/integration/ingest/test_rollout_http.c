@@ -8,6 +8,9 @@
  *   - the ingest is killed (SIGKILL) and started again: the rollout is still paused, counts kept;
  *   - abort over the API (operator token): wave 1 devices get the signed rollback release and
  *     may download its artifact, the others still the current manifest; /metrics counts it.
+ * With "pg" (under tests/unit/ingest/with-postgres.sh) two ingest processes share one PostgreSQL
+ * database and its releases directory: odd devices talk to the second one, the first is killed
+ * and the second answers the same state meanwhile.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -30,7 +33,9 @@
 
 static const char *g_bin;
 static char g_tmp[128], g_data[192];
-static struct ih_server g_srv;
+static struct ih_server g_srv, g_srv2;   /* g_srv2: the second process of the PostgreSQL run */
+static const char *g_pg;                 /* libpq conninfo: both processes share that database */
+static struct ih_server *g_api = &g_srv; /* the process the operator's API calls go to */
 static struct ih_device g_dev[NDEV];
 static uint64_t g_seq[NDEV];
 static uint8_t rel_pk[32], rel_sk[64];
@@ -40,7 +45,10 @@ static char g_token[128];
 static int run_cli(const char *args, char *out, size_t out_len)
 {
     char cmd[4096];
-    snprintf(cmd, sizeof(cmd), "%s -d %s %s 2>>%s/cli.err", g_bin, g_data, args, g_tmp);
+    char pg[600] = "";
+    if (g_pg != NULL)
+        snprintf(pg, sizeof(pg), "--pg '%s'", g_pg);
+    snprintf(cmd, sizeof(cmd), "%s -d %s %s %s 2>>%s/cli.err", g_bin, g_data, pg, args, g_tmp);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     char line[8192];
@@ -99,6 +107,12 @@ static struct ferry_buf file_bytes(const char *rel)
     return b;
 }
 
+/* The process device i talks to: with PostgreSQL, odd devices go to the second one. */
+static unsigned dev_port(int i)
+{
+    return g_pg != NULL && i % 2 == 1 && g_srv2.pid > 0 ? g_srv2.port : g_srv.port;
+}
+
 /* A device-signed GET (transport/reqsign.h) of `path`, with If-None-Match when not NULL. */
 static void device_get(int i, const char *path, const char *if_none_match, struct ih_resp *r)
 {
@@ -110,7 +124,7 @@ static void device_get(int i, const char *path, const char *if_none_match, struc
     snprintf(inm, sizeof(inm), "If-None-Match: %s", if_none_match ? if_none_match : "");
     const char *h[] = {sig.device, sig.time, sig.nonce, sig.signature, if_none_match ? inm : NULL,
                        NULL};
-    assert_int_equal(ih_http_h(g_srv.port, "GET", path, NULL, 0, h, r), 0);
+    assert_int_equal(ih_http_h(dev_port(i), "GET", path, NULL, 0, h, r), 0);
 }
 
 static void manifest_of(int i, struct ih_resp *r)
@@ -151,8 +165,8 @@ static void report(int i, const char *state, const char *running, const char *ta
     assert_int_equal(batch_builder_finish(b, now, &body), 0);
     batch_builder_free(b);
     struct ih_resp resp;
-    assert_int_equal(ih_http_h(g_srv.port, "POST", "/v1/batches", body.data, body.len, NULL, &resp),
-                     0);
+    assert_int_equal(
+        ih_http_h(dev_port(i), "POST", "/v1/batches", body.data, body.len, NULL, &resp), 0);
     if (resp.status != 200)
         fprintf(stderr, "batch: %ld %s\n", resp.status, (char *)resp.body.data);
     assert_int_equal(resp.status, 200);
@@ -164,7 +178,7 @@ static json_t *api_get(const char *path)
 {
     struct ih_resp r;
     ih_set_token(g_token);
-    assert_int_equal(ih_http(g_srv.port, "GET", path, NULL, 0, &r), 0);
+    assert_int_equal(ih_http(g_api->port, "GET", path, NULL, 0, &r), 0);
     if (r.status != 200)
         fprintf(stderr, "GET %s: %ld %s\n", path, r.status, (char *)r.body.data);
     assert_int_equal(r.status, 200);
@@ -195,10 +209,10 @@ static json_t *wait_state(const char *id, const char *want)
     return NULL;
 }
 
-static void start_ingest(void)
+static void start_ingest(struct ih_server *srv)
 {
-    const char *extra[] = {"-d", g_data, NULL};
-    assert_int_equal(ih_start(&g_srv, g_bin, g_tmp, extra), 0);
+    const char *extra[] = {"-d", g_data, g_pg != NULL ? "--pg" : NULL, g_pg, NULL};
+    assert_int_equal(ih_start(srv, g_bin, g_tmp, extra), 0);
 }
 
 static bool body_is(const struct ih_resp *r, const struct ferry_buf *b)
@@ -230,7 +244,9 @@ static void test_rollout_through_the_real_ingest(void **state)
     snprintf(args, sizeof(args), "release publish --pub %s %s/r1/manifest.json %s/r1/art.bin", pub,
              g_tmp, g_tmp);
     assert_int_equal(run_cli(args, NULL, 0), 0);
-    start_ingest();
+    start_ingest(&g_srv);
+    if (g_pg != NULL)
+        start_ingest(&g_srv2); /* one evaluator holds the lease; both serve devices */
 
     snprintf(args, sizeof(args),
              "rollout create --manifest %s/r2/manifest.json --rollback-manifest "
@@ -318,7 +334,15 @@ static void test_rollout_through_the_real_ingest(void **state)
     kill(g_srv.pid, SIGKILL);
     waitpid(g_srv.pid, NULL, 0);
     g_srv.pid = 0;
-    start_ingest();
+    if (g_pg != NULL) {
+        /* the other process answers from the same database meanwhile */
+        g_api = &g_srv2;
+        st = status_of(id);
+        assert_string_equal(json_string_value(json_object_get(st, "state")), "paused");
+        json_decref(st);
+        g_api = &g_srv;
+    }
+    start_ingest(&g_srv);
     st = status_of(id);
     assert_string_equal(json_string_value(json_object_get(st, "state")), "paused");
     w0 = json_array_get(json_object_get(st, "wave_status"), 0);
@@ -400,6 +424,8 @@ static void test_rollout_through_the_real_ingest(void **state)
     ferry_buf_free(&rel);
     ferry_buf_free(&rb);
     ih_stop(&g_srv);
+    if (g_srv2.pid > 0)
+        ih_stop(&g_srv2);
 }
 
 int main(int argc, char **argv)
@@ -407,6 +433,10 @@ int main(int argc, char **argv)
     if (argc < 2 || sodium_init() < 0 || curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
         return 2;
     g_bin = argv[1];
+    if (argc > 2 && strcmp(argv[2], "pg") == 0 && (g_pg = getenv("FERRY_TEST_PG")) == NULL) {
+        fprintf(stderr, "FERRY_TEST_PG not set (run through with-postgres.sh)\n");
+        return 2;
+    }
     snprintf(g_tmp, sizeof(g_tmp), "/tmp/ferry-rollout-http-XXXXXX");
     if (mkdtemp(g_tmp) == NULL)
         return 2;
@@ -417,6 +447,8 @@ int main(int argc, char **argv)
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     if (g_srv.pid > 0)
         ih_stop(&g_srv);
+    if (g_srv2.pid > 0)
+        ih_stop(&g_srv2);
     if (failed == 0) {
         char cmd[200];
         snprintf(cmd, sizeof(cmd), "rm -rf %s", g_tmp);

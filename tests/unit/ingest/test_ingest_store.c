@@ -1018,7 +1018,25 @@ static void pg_concurrent_writers_interleaved_commit_order(void **state)
 
     PGconn *ctl = PQconnectdb(g_cfg.pg_conninfo);
     assert_int_equal(PQstatus(ctl), CONNECTION_OK);
-    PGresult *r = PQexec(ctl, "BEGIN");
+    /* Transaction ids are made to cross a power of ten during the test (999 -> 1000): the order
+     * must be numeric, not that of their decimal text. Subtransactions that write take ids, so
+     * one DO block moves the counter to just below the boundary. */
+    int64_t xid_now = pg_int(ctl, "SELECT pg_current_xact_id()::text::bigint");
+    assert_true(xid_now > 0);
+    int64_t boundary = 1000;
+    while (boundary < xid_now + 20)
+        boundary *= 10;
+    PGresult *r = PQexec(ctl, "CREATE TABLE xid_burn (i int)");
+    PQclear(r);
+    char burn[512];
+    snprintf(burn, sizeof(burn),
+             "DO $$ BEGIN FOR i IN 1..%lld LOOP BEGIN INSERT INTO xid_burn VALUES (i);"
+             " EXCEPTION WHEN others THEN NULL; END; END LOOP; END $$",
+             (long long)(boundary - xid_now - 5));
+    r = PQexec(ctl, burn);
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    r = PQexec(ctl, "BEGIN");
     PQclear(r);
     r = PQexec(ctl, "SELECT 1 FROM devices WHERE id = 'dev-cw-a' FOR UPDATE");
     assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
@@ -1059,6 +1077,7 @@ static void pg_concurrent_writers_interleaved_commit_order(void **state)
                                  " WHERE device = 'dev-cw-b'");
     assert_true(txid_a > 0 && txid_b > 0);
     assert_true(txid_a < txid_b); /* the interleaving this test is about happened */
+    assert_true(txid_a < boundary && txid_b >= boundary);
 
     co_read_all(reader, c2->last, 7, c2);
     co_assert_unique(c2);

@@ -269,10 +269,17 @@ static void errors_quote_terms_printably(void **state)
     (void)state;
     char err[256];
     struct ingest_selector *sel = NULL;
-    assert_int_equal(ingest_selector_parse("site=a\x01 b", &sel, err, sizeof(err)),
-                     INGEST_STORE_EINVAL);
-    for (const char *c = err; *c; c++)
-        assert_true((unsigned char)*c >= 0x20);
+    /* control bytes in the term, a key and a version value (found by fuzz_selector) */
+    static const char *const hostile[] = {"site=a\x01 b", "\x11\x02site=a", "version.model < \x01",
+                                          "a=1,\x7f=2"};
+    for (size_t i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++) {
+        assert_int_equal(ingest_selector_parse(hostile[i], &sel, err, sizeof(err)),
+                         INGEST_STORE_EINVAL);
+        for (const char *c = err; *c; c++)
+            if ((unsigned char)*c < 0x20 || *c == 0x7f)
+                fail_msg("error for selector %zu has control byte 0x%02x: %s", i, (unsigned char)*c,
+                         err);
+    }
     /* a long term is cut (on a UTF-8 boundary) and marked */
     char text[300];
     snprintf(text, sizeof(text), "site in (%s",

@@ -331,6 +331,33 @@ static void test_invalid_arguments_never_call_back(void **state)
     assert_int_equal(f->calls, 0);
 }
 
+/* Only HTTP(S): a dict:// URL is refused (EINVAL) and nothing is sent or read. Proves the protocol
+ * restriction with whichever libcurl option the build uses (see unit.sync.http_client_curl768). */
+static void test_other_protocols_refused(void **state)
+{
+    struct fixture *f = *state;
+    struct http_request_opts o;
+    http_request_opts_init(&o);
+    char url[128];
+    /* dict:// to the test server: libcurl speaks DICT to any TCP server and would succeed */
+    snprintf(url, sizeof(url), "dict://127.0.0.1:%d/d:ferry", f->port);
+    o.url = url;
+    o.on_done = done_cb;
+    o.arg = f;
+    f->calls = 0;
+    f->body_len = 0;
+    int rc = http_request_start(f->client, &o, NULL);
+    if (rc == 0) {
+        struct timeval guard = {20, 0};
+        event_base_loopexit(f->base, &guard);
+        event_base_dispatch(f->base);
+        assert_int_equal(f->calls, 1);
+        rc = f->err;
+    }
+    assert_int_equal(rc, HTTP_CLIENT_EINVAL);
+    assert_int_equal(f->body_len, 0);
+}
+
 static void test_retry_after_parsing(void **state)
 {
     (void)state;
@@ -359,6 +386,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_closed_port_is_connect_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_calls_back_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_arguments_never_call_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_other_protocols_refused, setup, teardown),
         cmocka_unit_test(test_retry_after_parsing),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
