@@ -24,6 +24,8 @@
 #include "common/util.h"
 #include "transport/batch.h"
 
+#include "cloud-ingest/actions/actions.h"
+#include "transport/action.h"
 #include "cloud-ingest/auth/auth.h"
 #include "common/buf.h"
 #include "cloud-ingest/query/compare.h"
@@ -45,13 +47,16 @@ static int usage(void)
             "       ferry-ingest [options] audit list [--after-seq N] [--limit N] [--json]\n"
             "       ferry-ingest [options] alerts list|silence|silences|unsilence ...\n"
             "       ferry-ingest [options] rollout create|list|status|pause|resume|abort|promote\n"
+            "       ferry-ingest [options] action keygen|send|list ...\n"
             "       ferry-ingest [options] versions compare --component C [--metrics a.b,c.d]\n"
             "                                               [--since 24h|NS] [--json]\n"
             "       ferry-ingest --url URL --token T|--token-file F device list|add|revoke|label "
             "...\n"
             "       ferry-ingest --url URL --token T|--token-file F versions compare ...\n"
             "       ferry-ingest --url URL --token T|--token-file F rollout list|status|compare|\n"
-            "                                       pause|resume|abort|promote ...\n");
+            "                                       pause|resume|abort|promote ...\n"
+
+            "       ferry-ingest --url URL --token T|--token-file F action send|list ...\n");
     return 2;
 }
 
@@ -494,6 +499,59 @@ static int remote_device_list(const struct ingest_admin_remote *r)
     return 0;
 }
 
+/* `action send|list` over the API: send signs here (the key never leaves this machine) and
+ * POSTs the envelope (operator token); list prints GET /v1/actions (viewer) as JSON. */
+static int remote_action(const struct ingest_admin_remote *r, int argc, char **argv)
+{
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
+        return 1;
+    int status = 1;
+    struct ferry_buf b = FERRY_BUF_INIT, env = FERRY_BUF_INIT;
+    if (strcmp(argv[0], "send") == 0) {
+        struct action a;
+        bool print = false;
+        status = actions_cli_sign(argc, argv, &env, &a, &print);
+        char path[128], *text = NULL;
+        if (status == 0 && !print && ferry_buf_append_u8(&env, 0) == 0 &&
+            (text = (char *)env.data) != NULL) {
+            snprintf(path, sizeof(path), "/v1/devices/%s/actions", a.device);
+            long code = remote_call(r, "POST", path, text, &b);
+            json_t *j = code == 200 ? json_loadb((const char *)b.data, b.len, 0, NULL) : NULL;
+            const char *id = json_string_value(json_object_get(j, "id"));
+            if (code == 409 && actions_cli_idempotent(argc, argv))
+                id = a.id; /* queued before with this --idempotency-key */
+            if (id != NULL) {
+                printf("%s\n", id);
+                status = 0;
+            } else {
+                if (code != 0)
+                    remote_error("action send", code, &b);
+                status = 1;
+            }
+            json_decref(j);
+        } else if (status == 0 && print) {
+            fwrite(env.data, 1, env.len, stdout);
+            fputc('\n', stdout);
+        }
+    } else if (strcmp(argv[0], "list") == 0 &&
+               (argc == 1 || (argc == 2 && strcmp(argv[1], "--json") == 0))) {
+        long code = remote_call(r, "GET", "/v1/actions", NULL, &b);
+        if (code == 200) {
+            fwrite(b.data, 1, b.len, stdout);
+            status = 0;
+        } else if (code != 0)
+            remote_error("action list", code, &b);
+    } else {
+        fprintf(stderr, "ferry-ingest: with --url: action send --key FILE ... | action list "
+                        "[--json]\n");
+        status = 2;
+    }
+    ferry_buf_free(&env);
+    ferry_buf_free(&b);
+    curl_global_cleanup();
+    return status;
+}
+
 /* `versions compare` over the API: GET /v1/versions/compare (viewer), printed like the local
  * command. */
 static int remote_versions_compare(const struct ingest_admin_remote *r, int argc, char **argv)
@@ -585,13 +643,16 @@ static int remote_main(const struct ingest_admin_remote *r, int argc, char **arg
                         "FERRY_INGEST_TOKEN\n");
         return 2;
     }
+    if (argc >= 2 && strcmp(argv[0], "action") == 0)
+        return remote_action(r, argc - 1, argv + 1);
     bool versions =
         argc >= 2 && strcmp(argv[0], "versions") == 0 && strcmp(argv[1], "compare") == 0;
     bool rollout = argc >= 2 && strcmp(argv[0], "rollout") == 0;
     if (argc < 2 || (strcmp(argv[0], "device") != 0 && !versions && !rollout)) {
         fprintf(stderr,
-                "ferry-ingest: with --url only device list|add|revoke|label, versions compare "
-                "and rollout list|status|compare|pause|resume|abort|promote run over the "
+                "ferry-ingest: with --url only device list|add|revoke|label, versions compare, "
+                "action send|list and rollout list|status|compare|pause|resume|abort|promote run "
+                "over the "
                 "API; run other commands on the ingest's host\n");
         return 2;
     }
@@ -688,6 +749,13 @@ int ingest_admin_main(struct ingest_config *cfg, const struct ingest_admin_remot
             audit_release(cfg, argc, argv);
         return status;
     }
+    /* `action keygen` and `action send --print` sign on the operator's machine: no store. */
+    if (argc >= 1 && strcmp(argv[0], "action") == 0 &&
+        !actions_cli_needs_store(argc - 1, argv + 1)) {
+        char actor[80];
+        cli_actor(actor, sizeof(actor));
+        return actions_cli_main(NULL, actor, argc - 1, argv + 1);
+    }
     if (argc < 2)
         return usage();
     struct ingest_store *st = NULL;
@@ -726,6 +794,10 @@ int ingest_admin_main(struct ingest_config *cfg, const struct ingest_admin_remot
         char actor[80];
         cli_actor(actor, sizeof(actor));
         status = rollout_cli_main(cfg, st, actor, argc - 1, argv + 1);
+    } else if (strcmp(argv[0], "action") == 0) {
+        char actor[80];
+        cli_actor(actor, sizeof(actor));
+        status = actions_cli_main(st, actor, argc - 1, argv + 1);
     } else if (strcmp(argv[0], "versions") == 0)
         status = compare_cli_main(st, argc - 1, argv + 1);
     else if (strcmp(argv[0], "token") == 0) {

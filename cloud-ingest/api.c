@@ -172,6 +172,19 @@ static int enroll_reply(struct ingest_ctx *ctx, struct evhttp_request *req)
         ingest_metrics_add(ctx->metrics, INGEST_C_ENROLLS, 1);
         ingest_devtab_invalidate(ctx->devtab, out.id);
         log_info("ingest", "enrolled device %s (key id %s)", out.id, kid);
+        {
+            /* Who joined the fleet, from where: in the audit log beside the operator changes. */
+            char actor[INGEST_DEVICE_ID_MAX + 8], source[64];
+            struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+            const char *addr = NULL;
+            ev_uint16_t port = 0;
+            if (evcon != NULL)
+                evhttp_connection_get_peer(evcon, (char **)&addr, &port);
+            snprintf(actor, sizeof(actor), "device:%s", out.id);
+            snprintf(source, sizeof(source), "%s", addr != NULL ? addr : "-");
+            if (ingest_auth_audit(ctx->store, actor, "device.enroll", "/v1/enroll", source, 0) != 0)
+                log_warn("ingest", "audit log: cannot record the enrolment of %s", out.id);
+        }
         struct ferry_buf b = FERRY_BUF_INIT;
         if (ferry_buf_printf(&b, "{\"device_id\":\"%s\"}\n", out.id) != 0) {
             ferry_buf_free(&b);

@@ -27,6 +27,8 @@
 
 #include "cloud-ingest/ingest.h"
 #include "common/buf.h"
+#include "common/log.h"
+#include "common/utf8.h"
 #include "common/util.h"
 #include "transport/batch.h"
 
@@ -59,6 +61,7 @@ void ingest_job_free(struct ingest_job *job)
     free(job->arena);
     free(job->versions_json);
     json_decref(job->updates);
+    json_decref(job->action_results);
     free(job->updates_json);
     free(job->recs);
     free(job->offs);
@@ -76,6 +79,8 @@ void ingest_job_reset(struct ingest_job *job)
     ferry_buf_reset(job->versions_json);
     json_decref(job->updates);
     job->updates = NULL;
+    json_decref(job->action_results);
+    job->action_results = NULL;
     free(job->updates_json);
     job->updates_json = NULL;
     job->decode_status = 0;
@@ -187,6 +192,40 @@ static void take_versions(struct ingest_job *job, const struct record *r)
  * left out; `state` defaults to the name's suffix; bytes_done is taken when it is a decimal
  * number (string field, as the agent sends it) or an integer field. An event without a valid
  * component is ignored. Newest sequence wins per component (ingest_updates_merge_json). */
+/* An "action.result" event: kept for actions_take_results() after the batch's commit. Fields
+ * are copied as they are (bounded by the record limits); actions.c cleans and caps them. */
+static void take_action_result(struct ingest_job *job, const struct record *r)
+{
+    json_t *o = json_object();
+    if (o == NULL)
+        return;
+    for (size_t i = 0; i < r->n_fields; i++) {
+        const struct record_field *f = &r->fields[i];
+        char key[16];
+        if (f->key.len == 0 || f->key.len >= sizeof(key))
+            continue;
+        memcpy(key, f->key.ptr, f->key.len);
+        key[f->key.len] = '\0';
+        if (f->type == RECORD_FIELD_STRING &&
+            (strcmp(key, "id") == 0 || strcmp(key, "status") == 0 || strcmp(key, "output") == 0 ||
+             strcmp(key, "reason") == 0)) {
+            struct ferry_buf b = FERRY_BUF_INIT;
+            if (ferry_buf_append_utf8(&b, f->v.s.ptr, f->v.s.len) == 0)
+                json_object_set_new(o, key,
+                                    json_stringn(b.data ? (const char *)b.data : "", b.len));
+            ferry_buf_free(&b);
+        } else if (f->type == RECORD_FIELD_INT && strcmp(key, "exit_code") == 0)
+            json_object_set_new(o, key, json_integer(f->v.i));
+    }
+    json_object_set_new(o, "ts", json_integer(r->ts_ns));
+    if (!json_is_string(json_object_get(o, "id")) ||
+        (job->action_results == NULL && (job->action_results = json_array()) == NULL) ||
+        json_array_append(job->action_results, o) != 0)
+        log_limited(5, FERRY_LOG_WARN, "ingest", "device %s: an action.result event not taken",
+                    job->device_id);
+    json_decref(o);
+}
+
 static void take_ota_event(struct ingest_job *job, const struct record *r)
 {
     static const char *const keys[] = {"state", "running_version", "target_version", "reason"};
@@ -302,6 +341,9 @@ static int on_record(void *arg, const struct record *r)
         take_versions(job, r);
     else if (r->stream == RECORD_EVENT && r->name.len > 4 && memcmp(r->name.ptr, "ota.", 4) == 0)
         take_ota_event(job, r);
+    else if (r->stream == RECORD_EVENT && r->name.len == 13 &&
+             memcmp(r->name.ptr, "action.result", 13) == 0)
+        take_action_result(job, r);
     return 0;
 }
 

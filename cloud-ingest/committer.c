@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "cloud-ingest/actions/actions.h"
 #include "cloud-ingest/ingest.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -70,6 +71,13 @@ static void commit_group(struct ingest_committer *c, struct ingest_job *group, s
         ingest_metrics_add(c->metrics, INGEST_C_STORE_ERRORS, 1);
         log_limited(5, FERRY_LOG_ERROR, "ingest", "group commit of %zu batches failed: %s", n, err);
     }
+    /* Results of device actions move their actions to "done" once their events are durable and
+     * before the device hears the ack: a crash in between only makes the batch come again. */
+    for (struct ingest_job *j = group; rc == 0 && j != NULL; j = j->next)
+        if (j->action_results != NULL && j->write.result == 0 &&
+            actions_take_results(c->store, j->device_id, j->action_results) != 0)
+            log_limited(5, FERRY_LOG_ERROR, "ingest", "device %s: action results not recorded",
+                        j->device_id);
     uint64_t bytes = 0;
     for (struct ingest_job *j = group; j != NULL; j = j->next)
         bytes += j->held_bytes;

@@ -213,8 +213,9 @@ struct ingest_job {
     struct ingest_gap gaps[128]; /* BATCH_MAX_GAPS */
     struct ferry_buf *arena;     /* the records' record_pack() payloads */
     struct ferry_buf *versions_json;
-    struct json_t *updates;         /* update states from the batch's ota.* events, or NULL */
-    char *updates_json;             /* their JSON text (json_dumps), the write's updates_json */
+    struct json_t *updates;        /* update states from the batch's ota.* events, or NULL */
+    struct json_t *action_results; /* its "action.result" events (cloud-ingest/actions/), or NULL */
+    char *updates_json;            /* their JSON text (json_dumps), the write's updates_json */
     struct record_scratch *scratch; /* record_unpack room for health values, kept with the job */
     int decode_status;              /* HTTP status a record check failed with (0: none) */
     char decode_msg[200];

@@ -45,6 +45,7 @@
 #include <event2/keyvalq_struct.h>
 #include <event2/thread.h>
 
+#include "cloud-ingest/actions/actions.h"
 #include "cloud-ingest/ingest.h"
 #include "cloud-ingest/tls.h"
 #include "common/buf.h"
@@ -807,7 +808,8 @@ int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *stor
 
     /* Read-side queries (cloud-ingest/query/): GET /v1/series; the console (ui/): /ui/. */
     if ((rc = ingest_query_register(s->router, store)) != 0 ||
-        (rc = ingest_ui_register(s->router)) != 0) {
+        (rc = ingest_ui_register(s->router)) != 0 ||
+        (rc = actions_register(s->router, store)) != 0) {
         rc = INGEST_EINVAL;
         snprintf(err, err_len, "cannot register query routes");
         goto fail;

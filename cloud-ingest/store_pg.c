@@ -108,7 +108,8 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
      * labels"). text, not jsonb: the canonical JSON text (compact, keys sorted) is kept byte for
      * byte, and selectors are evaluated in ferry-ingest (selector.c). */
     "ALTER TABLE devices ADD COLUMN labels text NOT NULL DEFAULT '{}';"
-    "ALTER TABLE tokens ADD COLUMN labels text NOT NULL DEFAULT '{}';",
+    " ALTER TABLE tokens"
+    " ADD COLUMN labels text NOT NULL DEFAULT '{}';",
 };
 
 static void set_err(char *err, size_t err_len, const char *what, PGconn *c)

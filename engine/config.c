@@ -47,6 +47,7 @@ const char ferryd_config_defaults[] = "[device]\n"
                                       "durability = commit\n"
                                       "group_window = 200us\n"
                                       "sync_interval = 1s\n"
+                                      "keep_acked_metrics = 0\n"
                                       "[sync]\n"
                                       "event_latency = 1s\n"
                                       "metric_latency = 10s\n"
@@ -69,6 +70,7 @@ const char ferryd_config_defaults[] = "[device]\n"
                                       "enabled = false\n"
                                       "check_interval = 1h\n"
                                       "component = rootfs\n"
+                                      "install_path =\n"
                                       "release_keys =\n"
                                       "slot_backend = simulated\n"
                                       "slot_dir = slots\n"
@@ -96,6 +98,16 @@ const char ferryd_config_defaults[] = "[device]\n"
                                       "[collect.jetson]\n"
                                       "enabled = auto\n"
                                       "interval = 10s\n"
+                                      "[actions]\n"
+                                      "keys =\n"
+                                      "poll_interval = 5m\n"
+                                      "units =\n"
+                                      "commands =\n"
+                                      "commands_file =\n"
+                                      "restart_command = /bin/systemctl restart\n"
+                                      "reboot_command = /bin/systemctl reboot\n"
+                                      "timeout = 5m\n"
+                                      "output_max = 4KiB\n"
                                       "[log]\n"
                                       "level = info\n";
 
@@ -147,6 +159,8 @@ static const struct config_key config_keys[] = {
     {"journal", "group_window", KEY_DURATION_US, OFF(journal_group_window_us), false, 0, 1000000},
     {"journal", "sync_interval", KEY_DURATION, OFF(journal_sync_interval_ms), false, 10,
      3600 * 1000},
+    {"journal", "keep_acked_metrics", KEY_DURATION, OFF(journal_keep_acked_metrics_ms), false, 0,
+     366 * DAY_MS},
     {"sync", "event_latency", KEY_DURATION, OFF(latency_ms[0]), true, 0, DAY_MS},
     {"sync", "metric_latency", KEY_DURATION, OFF(latency_ms[1]), true, 0, DAY_MS},
     {"sync", "log_latency", KEY_DURATION, OFF(latency_ms[2]), true, 0, DAY_MS},
@@ -168,6 +182,7 @@ static const struct config_key config_keys[] = {
     {"update", "check_interval", KEY_DURATION, OFF(update_check_interval_ms), false, 1000,
      30 * DAY_MS},
     {"update", "component", KEY_STRING, OFF(update_component), false, 0, 0},
+    {"update", "install_path", KEY_STRING, OFF(update_install_path), false, 0, 0},
     {"update", "release_keys", KEY_STRING, OFF(update_release_keys), false, 0, 0},
     {"update", "slot_backend", KEY_STRING, OFF(update_slot_backend), false, 0, 0},
     {"update", "slot_dir", KEY_STRING, OFF(update_slot_dir), false, 0, 0},
@@ -196,6 +211,15 @@ static const struct config_key config_keys[] = {
     {"collect.jetson", "enabled", KEY_STRING, OFF(collect_jetson_enabled), false, 0, 0},
     {"collect.jetson", "interval", KEY_DURATION, OFF(collect_jetson_interval_ms), false, 1000,
      DAY_MS},
+    {"actions", "keys", KEY_STRING, OFF(actions_keys), false, 0, 0},
+    {"actions", "poll_interval", KEY_DURATION, OFF(actions_poll_interval_ms), false, 1000, DAY_MS},
+    {"actions", "units", KEY_STRING, OFF(actions_units), false, 0, 0},
+    {"actions", "commands", KEY_STRING, OFF(actions_commands), false, 0, 0},
+    {"actions", "commands_file", KEY_STRING, OFF(actions_commands_file), false, 0, 0},
+    {"actions", "restart_command", KEY_STRING, OFF(actions_restart_command), false, 0, 0},
+    {"actions", "reboot_command", KEY_STRING, OFF(actions_reboot_command), false, 0, 0},
+    {"actions", "timeout", KEY_DURATION, OFF(actions_timeout_ms), false, 1000, DAY_MS},
+    {"actions", "output_max", KEY_SIZE, OFF(actions_output_max_bytes), false, 64, 64 * KIB},
     {"log", "level", KEY_LOG_LEVEL, OFF(log_level), true, 0, 0},
 };
 
@@ -772,6 +796,189 @@ static int journald_key(struct load_state *st, const char *name, const char *key
     return 0;
 }
 
+/* [update.NAME]: one component of the device (NAME rootfs, app, model or config), its keys
+ * overriding [update]'s. */
+#define COMP_OFF(field) offsetof(struct ferryd_component, field)
+static const struct {
+    const char *key;
+    size_t offset;
+    bool duration;
+} component_keys[] = {
+    {"install_path", COMP_OFF(install_path), false},
+    {"initial_version", COMP_OFF(initial_version), false},
+    {"health_command", COMP_OFF(health_command), false},
+    {"health_gates", COMP_OFF(health_gates), false},
+    {"reboot_command", COMP_OFF(reboot_command), false},
+    {"slot_backend", COMP_OFF(slot_backend), false},
+    {"slot_dir", COMP_OFF(slot_dir), false},
+    {"cmd_current", COMP_OFF(cmd_current), false},
+    {"cmd_set_next", COMP_OFF(cmd_set_next), false},
+    {"cmd_mark_good", COMP_OFF(cmd_mark_good), false},
+    {"cmd_rollback", COMP_OFF(cmd_rollback), false},
+    {"slot_path", COMP_OFF(slot_path), false},
+    {"check_interval", COMP_OFF(check_interval_ms), true},
+    {"health_timeout", COMP_OFF(health_timeout_ms), true},
+    {"trial_deadline", COMP_OFF(trial_deadline_ms), true},
+};
+#define N_COMPONENT_KEYS (sizeof component_keys / sizeof component_keys[0])
+
+static void free_component(struct ferryd_component *comp)
+{
+    free(comp->name);
+    for (size_t k = 0; k < N_COMPONENT_KEYS; k++)
+        if (!component_keys[k].duration)
+            free(*(char **)((char *)comp + component_keys[k].offset));
+    memset(comp, 0, sizeof *comp);
+}
+
+static int component_key(struct load_state *st, const char *name, const char *key,
+                         const char *value)
+{
+    struct ferryd_config *c = st->cfg;
+    struct ferryd_component *comp = NULL;
+    for (size_t i = 0; i < c->n_components; i++)
+        if (strcmp(c->components[i].name, name) == 0)
+            comp = &c->components[i];
+    if (!comp) {
+        if (strcmp(name, "rootfs") != 0 && strcmp(name, "app") != 0 && strcmp(name, "model") != 0 &&
+            strcmp(name, "config") != 0) {
+            load_fail(st, FERRYD_CONFIG_EKEY,
+                      "[update.%s]: NAME must be a component: rootfs, app, model or config", name);
+            return 0;
+        }
+        comp = &c->components[c->n_components++]; /* at most 4 distinct names: always room */
+        memset(comp, 0, sizeof *comp);
+        comp->line = st->line;
+        if (!(comp->name = strdup(name))) {
+            load_fail(st, FERRYD_CONFIG_ENOMEM, "out of memory");
+            return 0;
+        }
+    }
+    for (size_t k = 0; k < N_COMPONENT_KEYS; k++) {
+        if (strcmp(component_keys[k].key, key) != 0)
+            continue;
+        void *slot = (char *)comp + component_keys[k].offset;
+        if (!component_keys[k].duration) {
+            if (set_string(slot, value) != 0)
+                load_fail(st, FERRYD_CONFIG_ENOMEM, "out of memory");
+            return 1;
+        }
+        int64_t ms;
+        if (ferry_parse_duration_ms(value, &ms) != 0 || ms < 1000 || ms > 30 * DAY_MS) {
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[update.%s] %s = \"%s\": a duration from 1s to 30d", name, key, value);
+            return 0;
+        }
+        *(int64_t *)slot = ms;
+        return 1;
+    }
+    load_fail(st, FERRYD_CONFIG_EKEY,
+              "[update.%s] %s: unknown key (a component takes install_path, initial_version, "
+              "health_command, health_gates, health_timeout, trial_deadline, reboot_command, "
+              "check_interval, slot_backend, slot_dir, cmd_current, cmd_set_next, "
+              "cmd_mark_good, cmd_rollback, slot_path)",
+              name, key);
+    return 0;
+}
+
+static const char *or_default(const char *own, const char *dflt)
+{
+    return own ? own : dflt ? dflt : "";
+}
+
+size_t ferryd_config_components(const struct ferryd_config *c,
+                                struct ferryd_update_effective out[FERRYD_MAX_COMPONENTS])
+{
+    size_t n = c->n_components ? c->n_components : 1;
+    for (size_t i = 0; i < n; i++) {
+        const struct ferryd_component *comp = c->n_components ? &c->components[i] : NULL;
+        static const struct ferryd_component none;
+        const struct ferryd_component *o = comp ? comp : &none;
+        struct ferryd_update_effective *e = &out[i];
+        e->component = comp ? comp->name : or_default(NULL, c->update_component);
+        e->install_path =
+            comp ? or_default(o->install_path, NULL) : or_default(NULL, c->update_install_path);
+        e->initial_version = or_default(o->initial_version, c->update_initial_version);
+        e->health_command = or_default(o->health_command, c->update_health_command);
+        e->health_gates = or_default(o->health_gates, c->update_health_gates);
+        e->reboot_command = or_default(o->reboot_command, c->update_reboot_command);
+        e->slot_backend = or_default(o->slot_backend, c->update_slot_backend);
+        e->slot_dir = or_default(o->slot_dir, c->update_slot_dir);
+        e->cmd_current = or_default(o->cmd_current, c->update_cmd_current);
+        e->cmd_set_next = or_default(o->cmd_set_next, c->update_cmd_set_next);
+        e->cmd_mark_good = or_default(o->cmd_mark_good, c->update_cmd_mark_good);
+        e->cmd_rollback = or_default(o->cmd_rollback, c->update_cmd_rollback);
+        e->slot_path = or_default(o->slot_path, c->update_slot_path);
+        e->check_interval_ms =
+            o->check_interval_ms ? o->check_interval_ms : c->update_check_interval_ms;
+        e->health_timeout_ms =
+            o->health_timeout_ms ? o->health_timeout_ms : c->update_health_timeout_ms;
+        e->trial_deadline_ms =
+            o->trial_deadline_ms ? o->trial_deadline_ms : c->update_trial_deadline_ms;
+    }
+    return n;
+}
+
+/* The [update.NAME] sections' own rules (the [update] keys they inherit are checked as
+ * [update]'s): a file component has an install path, rootfs never; no two components share a
+ * file or a simulated slot directory. */
+static void check_components(struct load_state *st)
+{
+    const struct ferryd_config *c = st->cfg;
+    if (c->n_components == 0)
+        return;
+    struct ferryd_update_effective e[FERRYD_MAX_COMPONENTS];
+    size_t n = ferryd_config_components(c, e);
+    for (size_t i = 0; i < n; i++) {
+        st->line = c->components[i].line;
+        const char *name = e[i].component;
+        bool file = e[i].install_path[0] != 0;
+        if (!file && (strcmp(name, "model") == 0 || strcmp(name, "config") == 0))
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[update.%s]: install_path is required (a %s is a file the agent replaces)",
+                      name, name);
+        if (file && strcmp(name, "rootfs") == 0)
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[update.rootfs]: install_path is not allowed (rootfs uses A/B slots)");
+        if (file && e[i].install_path[0] != '/')
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[update.%s] install_path = \"%s\": an absolute path", name,
+                      e[i].install_path);
+        struct ota_gate gates[OTA_MAX_GATES];
+        size_t n_gates = 0;
+        char why[300];
+        if (c->components[i].health_gates &&
+            ota_gates_parse(e[i].health_gates, gates, OTA_MAX_GATES, &n_gates, why, sizeof why) !=
+                0)
+            load_fail(st, FERRYD_CONFIG_EVALUE, "[update.%s] health_gates: %s", name, why);
+        bool command = strcmp(e[i].slot_backend, "command") == 0;
+        if (!file && !command && strcmp(e[i].slot_backend, "simulated") != 0)
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[update.%s] slot_backend = \"%s\": expected simulated or command", name,
+                      e[i].slot_backend);
+        if (!file && command &&
+            (!e[i].cmd_current[0] || !e[i].cmd_set_next[0] || !e[i].cmd_mark_good[0] ||
+             !e[i].cmd_rollback[0] || !e[i].slot_path[0]))
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[update.%s] slot_backend = command needs cmd_current, cmd_set_next, "
+                      "cmd_mark_good, cmd_rollback and slot_path",
+                      name);
+        for (size_t k = 0; k < i; k++) {
+            bool other_file = e[k].install_path[0] != 0;
+            if (file && other_file && strcmp(e[i].install_path, e[k].install_path) == 0)
+                load_fail(st, FERRYD_CONFIG_EVALUE,
+                          "[update.%s] install_path = \"%s\": also the file of [update.%s]", name,
+                          e[i].install_path, e[k].component);
+            if (!file && !other_file && !command && strcmp(e[k].slot_backend, "simulated") == 0 &&
+                strcmp(e[i].slot_dir, e[k].slot_dir) == 0)
+                load_fail(st, FERRYD_CONFIG_EVALUE,
+                          "[update.%s] slot_dir = \"%s\": also the slots of [update.%s] (give each "
+                          "slot component its own slot_dir)",
+                          name, e[i].slot_dir, e[k].component);
+        }
+    }
+}
+
 static int load_handler(void *arg, const char *section, const char *key, const char *value)
 {
     struct load_state *st = arg;
@@ -783,6 +990,8 @@ static int load_handler(void *arg, const char *section, const char *key, const c
         return scrape_key(st, section + 17, key, value);
     if (strncmp(section, "input.journald.", 15) == 0)
         return journald_key(st, section + 15, key, value);
+    if (strncmp(section, "update.", 7) == 0)
+        return component_key(st, section + 7, key, value);
     bool section_ok;
     const struct config_key *k = find_key(section, key, &section_ok);
     if (!k) {
@@ -887,6 +1096,19 @@ static void check_cross(struct load_state *st)
                       "[update] slot_backend = command needs cmd_current, cmd_set_next, "
                       "cmd_mark_good, cmd_rollback and slot_path");
     }
+    if (c->update_enabled)
+        check_components(st);
+    {
+        uint8_t keys[FERRYD_MAX_ACTION_KEYS][32];
+        size_t n = 0;
+        const struct config_key *k = key_by_offset(OFF(actions_keys));
+        st->line = st->set_line[k - config_keys];
+        if (ferryd_config_action_keys(c, keys, FERRYD_MAX_ACTION_KEYS, &n) != 0)
+            load_fail(st, FERRYD_CONFIG_EVALUE,
+                      "[actions] keys: up to %d Ed25519 public keys as 64 hex digits, separated "
+                      "by commas or spaces",
+                      FERRYD_MAX_ACTION_KEYS);
+    }
     if (strcmp(c->collect_jetson_enabled, "auto") != 0 &&
         strcmp(c->collect_jetson_enabled, "true") != 0 &&
         strcmp(c->collect_jetson_enabled, "false") != 0) {
@@ -958,6 +1180,9 @@ void ferryd_config_free(struct ferryd_config *cfg)
     }
     memset(cfg->journalds, 0, sizeof cfg->journalds);
     cfg->n_journalds = 0;
+    for (size_t i = 0; i < cfg->n_components; i++)
+        free_component(&cfg->components[i]);
+    cfg->n_components = 0;
     for (size_t i = 0; i < N_KEYS; i++) {
         const struct config_key *k = &config_keys[i];
         if (k->type == KEY_STRING || k->type == KEY_HOSTPORT || k->type == KEY_URL) {
@@ -1092,6 +1317,32 @@ int ferryd_config_diff(const struct ferryd_config *old_cfg, const struct ferryd_
                            strcmp(a->units, b->units) || a->max_priority != b->max_priority ||
                            a->from_beginning != b->from_beginning;
     }
+    /* Components: the agents are made once, so any difference needs a restart. */
+    struct ferryd_update_effective ea[FERRYD_MAX_COMPONENTS], eb[FERRYD_MAX_COMPONENTS];
+    size_t na = ferryd_config_components(old_cfg, ea), nb = ferryd_config_components(new_cfg, eb);
+    bool components_differ = na != nb || old_cfg->n_components != new_cfg->n_components;
+    for (size_t i = 0; !components_differ && i < old_cfg->n_components; i++)
+        components_differ = strcmp(ea[i].component, eb[i].component) ||
+                            strcmp(ea[i].install_path, eb[i].install_path) ||
+                            strcmp(ea[i].initial_version, eb[i].initial_version) ||
+                            strcmp(ea[i].health_command, eb[i].health_command) ||
+                            strcmp(ea[i].health_gates, eb[i].health_gates) ||
+                            strcmp(ea[i].reboot_command, eb[i].reboot_command) ||
+                            strcmp(ea[i].slot_backend, eb[i].slot_backend) ||
+                            strcmp(ea[i].slot_dir, eb[i].slot_dir) ||
+                            strcmp(ea[i].cmd_current, eb[i].cmd_current) ||
+                            strcmp(ea[i].cmd_set_next, eb[i].cmd_set_next) ||
+                            strcmp(ea[i].cmd_mark_good, eb[i].cmd_mark_good) ||
+                            strcmp(ea[i].cmd_rollback, eb[i].cmd_rollback) ||
+                            strcmp(ea[i].slot_path, eb[i].slot_path) ||
+                            ea[i].check_interval_ms != eb[i].check_interval_ms ||
+                            ea[i].health_timeout_ms != eb[i].health_timeout_ms ||
+                            ea[i].trial_deadline_ms != eb[i].trial_deadline_ms;
+    if (components_differ) {
+        n++;
+        if (changed)
+            changed("update.*", "*", false, arg);
+    }
     if (journalds_differ) {
         n++;
         if (changed)
@@ -1110,11 +1361,11 @@ int ferryd_config_diff(const struct ferryd_config *old_cfg, const struct ferryd_
     return n;
 }
 
-int ferryd_config_release_keys(const struct ferryd_config *cfg, uint8_t (*keys)[32], size_t cap,
-                               size_t *n)
+/* Hex Ed25519 public keys separated by commas or spaces into keys (cap entries). */
+static int decode_keys(const char *text, uint8_t (*keys)[32], size_t cap, size_t *n)
 {
     *n = 0;
-    const char *p = cfg->update_release_keys ? cfg->update_release_keys : "";
+    const char *p = text ? text : "";
     for (;;) {
         while (*p == ' ' || *p == ',' || *p == '\t')
             p++;
@@ -1131,6 +1382,18 @@ int ferryd_config_release_keys(const struct ferryd_config *cfg, uint8_t (*keys)[
         (*n)++;
         p += len;
     }
+}
+
+int ferryd_config_release_keys(const struct ferryd_config *cfg, uint8_t (*keys)[32], size_t cap,
+                               size_t *n)
+{
+    return decode_keys(cfg->update_release_keys, keys, cap, n);
+}
+
+int ferryd_config_action_keys(const struct ferryd_config *cfg, uint8_t (*keys)[32], size_t cap,
+                              size_t *n)
+{
+    return decode_keys(cfg->actions_keys, keys, cap, n);
 }
 
 int ferryd_parse_hostport(const char *s, char *host, size_t host_len, uint16_t *port)

@@ -44,10 +44,11 @@ const char *ferryd_config_strerror(int err);
 
 #define FERRYD_STREAMS 3 /* event, metric, log: enum record_stream order */
 
-#define FERRYD_MAX_PINS 8      /* [server] pinned_public_key: hashes accepted at once (rotation) */
-#define FERRYD_MAX_TAILS 16    /* [input.tail.NAME] sections */
-#define FERRYD_MAX_SCRAPES 16  /* [input.prometheus.NAME] sections */
-#define FERRYD_MAX_JOURNALDS 4 /* [input.journald.NAME] sections */
+#define FERRYD_MAX_PINS 8       /* [server] pinned_public_key: hashes accepted at once (rotation) */
+#define FERRYD_MAX_TAILS 16     /* [input.tail.NAME] sections */
+#define FERRYD_MAX_SCRAPES 16   /* [input.prometheus.NAME] sections */
+#define FERRYD_MAX_JOURNALDS 4  /* [input.journald.NAME] sections */
+#define FERRYD_MAX_COMPONENTS 4 /* [update.NAME] sections: rootfs, app, model, config */
 
 struct ferryd_config {
     /* [device] */
@@ -73,6 +74,7 @@ struct ferryd_config {
     int journal_durability;          /* enum journal_durability (journal/journal.h) */
     int64_t journal_group_window_us; /* microseconds: the journal's unit */
     int64_t journal_sync_interval_ms;
+    int64_t journal_keep_acked_metrics_ms; /* sent metrics kept for release conditions; 0: none */
 
     /* [sync], indexed by enum record_stream */
     int64_t latency_ms[FERRYD_STREAMS];
@@ -93,6 +95,7 @@ struct ferryd_config {
     bool update_enabled;
     int64_t update_check_interval_ms;
     char *update_component;
+    char *update_install_path; /* "": slots; else the file of a file component */
     char *update_release_keys; /* hex Ed25519 public keys separated by commas or spaces */
     char *update_slot_backend; /* "simulated" or "command" */
     char *update_slot_dir;     /* simulated backend; relative to data_dir */
@@ -111,6 +114,19 @@ struct ferryd_config {
     char *update_metered_policy;                      /* allow | cap | defer */
     char *update_metered_interfaces;                  /* fnmatch globs of metered interfaces */
     uint64_t update_metered_max_download_bytes_per_s; /* policy cap; 0: max_download_rate */
+
+    /* [update.NAME] sections, in file order: one OTA agent each (docs/configuration.md). A
+     * NULL string or a 0 duration means "the [update] key's value" (ferryd_config_components). */
+    struct ferryd_component {
+        char *name;         /* rootfs | app | model | config: the component of its releases */
+        char *install_path; /* NULL or "": slots */
+        char *initial_version, *health_command, *health_gates, *reboot_command;
+        char *slot_backend, *slot_dir, *cmd_current, *cmd_set_next, *cmd_mark_good, *cmd_rollback,
+            *slot_path;
+        int64_t check_interval_ms, health_timeout_ms, trial_deadline_ms;
+        int line; /* of the section's first key, for messages */
+    } components[FERRYD_MAX_COMPONENTS];
+    size_t n_components;
 
     /* [collect], [collect.system], [collect.jetson] (engine/collect/collect.h) */
     char *collect_root; /* prefix of /proc and /sys ("/" = this system) */
@@ -152,6 +168,17 @@ struct ferryd_config {
     } journalds[FERRYD_MAX_JOURNALDS];
     size_t n_journalds;
 
+    /* [actions] (signed device actions, engine/action/agent.h) */
+    char *actions_keys; /* trusted operator action keys; "" : actions off */
+    int64_t actions_poll_interval_ms;
+    char *actions_units;         /* units restart_unit may name */
+    char *actions_commands;      /* exact command lines `run` may ask for, ';'-separated */
+    char *actions_commands_file; /* more of them, one per line ('#' comments); "" : none */
+    char *actions_restart_command;
+    char *actions_reboot_command; /* "" : reboot refused */
+    int64_t actions_timeout_ms;
+    uint64_t actions_output_max_bytes;
+
     /* [log] */
     enum ferry_log_level log_level;
 };
@@ -181,6 +208,20 @@ int ferryd_config_diff(const struct ferryd_config *old_cfg, const struct ferryd_
                                        void *arg),
                        void *arg);
 
+/* One component the OTA agent manages, with every value resolved: an [update.NAME] section's own
+ * keys over [update]'s, or (no [update.NAME] section at all) the [update] section alone as the
+ * one component named by its `component` key. Strings are borrowed from the config; "" means
+ * "not set" (install_path "": a slot component). */
+struct ferryd_update_effective {
+    const char *component, *install_path, *initial_version, *health_command, *health_gates,
+        *reboot_command, *slot_backend, *slot_dir, *cmd_current, *cmd_set_next, *cmd_mark_good,
+        *cmd_rollback, *slot_path;
+    int64_t check_interval_ms, health_timeout_ms, trial_deadline_ms;
+};
+/* Fills out[0..n) (n is at most FERRYD_MAX_COMPONENTS) and returns n (>= 1). */
+size_t ferryd_config_components(const struct ferryd_config *cfg,
+                                struct ferryd_update_effective out[FERRYD_MAX_COMPONENTS]);
+
 /* Most release keys [update] release_keys may list. */
 #define FERRYD_MAX_RELEASE_KEYS 8
 
@@ -188,6 +229,13 @@ int ferryd_config_diff(const struct ferryd_config *old_cfg, const struct ferryd_
  * a key is not 64 hex digits or there are more than cap. */
 int ferryd_config_release_keys(const struct ferryd_config *cfg, uint8_t (*keys)[32], size_t cap,
                                size_t *n) __attribute__((warn_unused_result));
+
+/* Most operator action keys [actions] keys may list. */
+#define FERRYD_MAX_ACTION_KEYS 8
+
+/* Decodes [actions] keys like ferryd_config_release_keys. */
+int ferryd_config_action_keys(const struct ferryd_config *cfg, uint8_t (*keys)[32], size_t cap,
+                              size_t *n) __attribute__((warn_unused_result));
 
 /* Parses "host:port", "[v6]:port" or ":port" (all interfaces) into its parts; host is
  * written NUL-terminated into host (empty for ":port"). Returns 0 or -1. */

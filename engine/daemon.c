@@ -24,6 +24,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -42,6 +43,7 @@
 #include "engine/status.h"
 #include "journal/journal.h"
 #include "engine/sync.h"
+#include "engine/action/agent.h"
 #include "engine/ota/ota.h"
 #include "transport/http_client.h"
 
@@ -88,15 +90,27 @@ struct ferryd {
      * from under it. */
     struct event *ota_timer;
     struct http_client *ota_http;
-    struct ota_agent *ota;
+    struct ota_agent *ota[FERRYD_MAX_COMPONENTS]; /* one per component ([update.NAME]) */
+    size_t n_ota;
     bool ota_failed;
-    char *ota_strings[32]; /* every [update] string the agent keeps (18 keys today) */
+    char *ota_strings[FERRYD_MAX_COMPONENTS * 24]; /* every string the agents keep (<= 20 each) */
     size_t n_ota_strings;
     uint8_t release_keys[FERRYD_MAX_RELEASE_KEYS][32];
-    const char *health_commands[1];
+    const char *health_commands[FERRYD_MAX_COMPONENTS][1];
+    /* Device actions ([actions], engine/action/agent.h): started like the OTA agent once the
+     * device has an id, with copies of its configuration strings. */
+    struct event *actions_timer;
+    struct http_client *actions_http;
+    struct action_agent *actions;
+    bool actions_failed;
+    char *actions_strings[10];
+    size_t n_actions_strings;
+    uint8_t action_keys[FERRYD_MAX_ACTION_KEYS][32];
 };
 
 /* ---- Own events ------------------------------------------------------------------------- */
+
+static void on_collected(void *arg);
 
 /* Appends one of ferryd's own events (string fields as key/value pairs). Logs failures. */
 static void append_event(struct ferryd *d, const char *type, const char *message,
@@ -116,8 +130,7 @@ static void append_event(struct ferryd *d, const char *type, const char *message
         goto out;
     }
     d->status.events_appended++;
-    if (d->sync)
-        sync_wake(d->sync);
+    on_collected(d); /* the sync engine is woken once the event is durable (see there) */
 out:
     ferry_buf_free(&b);
 }
@@ -176,23 +189,27 @@ static void on_records_durable(void *arg)
 }
 
 /*
- * Records a collector (built-in collectors, tail, scrape, journald) queued without waiting for
- * their commit. The sync engine reads committed records only: woken now it would find nothing new
- * and sleep until its next timer (a tailed file's last lines then waited minutes). So it is woken
- * once they are durable, through the durable helper; one wait is outstanding at a time, and
- * appends meanwhile arm the next one when it ends.
+ * Records a collector (built-in collectors, tail, scrape, journald) or ferryd itself (its own
+ * events: versions, inventory, journal gaps) queued without waiting for their commit. The sync
+ * engine reads committed records only: woken now it would find nothing new and sleep until its next
+ * timer (a tailed file's last lines then waited minutes). So it is woken once they are durable,
+ * through the durable helper; one wait is outstanding at a time, and appends meanwhile arm the next
+ * one when it ends.
  */
 static void collected_durable(void *arg, int journal_err);
 
 static void arm_collected_wait(struct ferryd *d)
 {
-    struct journal_stats js;
     struct durable_point p[RECORD_STREAM_COUNT];
     size_t n = 0;
-    if (journal_stats(d->journal, &js) == 0)
-        for (int st = 0; st < RECORD_STREAM_COUNT; st++)
-            if (js.stream[st].next_seq > 1)
-                p[n++] = (struct durable_point){(enum record_stream)st, js.stream[st].next_seq - 1};
+    /* The last sequence *assigned* per stream, not journal_stats()' committed next_seq: that
+     * one is behind while the records just queued wait for their commit, and waiting for it
+     * woke the engine before they were readable (found by an own event that stayed unsent). */
+    for (int st = 0; st < RECORD_STREAM_COUNT; st++) {
+        uint64_t last = journal_last_assigned(d->journal, (enum record_stream)st);
+        if (last > 0)
+            p[n++] = (struct durable_point){(enum record_stream)st, last};
+    }
     if (n == 0 || durable_wait(d->durable, p, n, collected_durable, d) != 0) {
         sync_wake(d->sync); /* cannot wait: wake now, the engine's timers do the rest */
         return;
@@ -226,12 +243,20 @@ static void on_collected(void *arg)
     arm_collected_wait(d);
 }
 
+/* The OTA agent committed an ota.* event (it waits for the commit itself): wake the engine. */
+static void on_ota_appended(void *arg)
+{
+    struct ferryd *d = arg;
+    if (d->sync)
+        sync_wake(d->sync);
+}
+
 /* Every metric record an input accepts: the OTA agent's health gates watch them (loop thread). */
 static void observe_record(void *arg, const struct record *r)
 {
     struct ferryd *d = arg;
-    if (d->ota)
-        ota_agent_observe(d->ota, r);
+    for (size_t i = 0; i < d->n_ota; i++)
+        ota_agent_observe(d->ota[i], r);
 }
 
 static int render_status(void *arg, bool prometheus, struct ferry_buf *out)
@@ -258,86 +283,123 @@ static const char *ota_keep(struct ferryd *d, const char *s, bool empty_is_null)
     return copy;
 }
 
-/* Starts the agent when updates are enabled and the device id is known. Loop thread. */
+_Static_assert(FERRYD_MAX_COMPONENTS == STATUS_MAX_OTA, "one status slot per component");
+
+/* Starts one component's agent. Returns 0 or -1 (logged). */
+static int start_component(struct ferryd *d, const struct ferryd_update_effective *e,
+                           const char *device_id, size_t n_keys)
+{
+    const struct ferryd_config *c = &d->cfg;
+    struct ota_config oc;
+    memset(&oc, 0, sizeof oc);
+    char slot_dir[PATH_MAX];
+    bool file = e->install_path[0] != 0;
+    if (!file && ferryd_config_path(c, e->slot_dir, slot_dir, sizeof slot_dir) != 0) {
+        log_error("ferryd", "update: %s: slot_dir too long", e->component);
+        return -1;
+    }
+    size_t i = d->n_ota;
+    oc.data_dir = ota_keep(d, c->data_dir, false);
+    oc.server_url = ota_keep(d, c->server_url, false);
+    oc.device_id = ota_keep(d, device_id, false);
+    oc.device_class = ota_keep(d, c->device_class, false);
+    oc.component = ota_keep(d, e->component, true);
+    oc.ca_file = ota_keep(d, c->ca_file, true);
+    oc.pinned_public_key = ota_keep(d, c->pinned_public_key, true);
+    oc.release_keys = (const uint8_t(*)[32])d->release_keys;
+    oc.n_release_keys = n_keys;
+    oc.install_path = ota_keep(d, e->install_path, true);
+    if (!file) {
+        oc.slots.backend = ota_keep(d, e->slot_backend, false);
+        oc.slots.dir = ota_keep(d, slot_dir, false);
+        oc.slots.cmd_current = ota_keep(d, e->cmd_current, true);
+        oc.slots.cmd_set_next = ota_keep(d, e->cmd_set_next, true);
+        oc.slots.cmd_mark_good = ota_keep(d, e->cmd_mark_good, true);
+        oc.slots.cmd_rollback = ota_keep(d, e->cmd_rollback, true);
+        oc.slots.slot_path = ota_keep(d, e->slot_path, true);
+        if (ferry_mkdir_p(slot_dir, 0700) != 0)
+            log_warn("ferryd", "update: cannot create %s", slot_dir);
+    }
+    oc.check_interval_ms = e->check_interval_ms;
+    oc.max_bytes_per_s = c->update_max_download_bytes_per_s;
+    int policy = ota_metered_policy_parse(c->update_metered_policy); /* validated on load */
+    oc.metered_policy = policy < 0 ? OTA_METERED_ALLOW : (enum ota_metered_policy)policy;
+    oc.metered_interfaces = ota_keep(d, c->update_metered_interfaces, true);
+    oc.metered_max_bytes_per_s = c->update_metered_max_download_bytes_per_s;
+    d->health_commands[i][0] = ota_keep(d, e->health_command, true);
+    oc.health_gates = ota_keep(d, e->health_gates, true);
+    oc.health_commands = d->health_commands[i];
+    oc.n_health_commands = d->health_commands[i][0] ? 1 : 0;
+    oc.health_timeout_ms = e->health_timeout_ms;
+    oc.trial_deadline_ms = e->trial_deadline_ms;
+    oc.reboot_command = ota_keep(d, e->reboot_command, true);
+    oc.initial_version = ota_keep(d, e->initial_version, true);
+    oc.sign_request = sync_sign_request; /* manifest and artifact GETs signed by the device key */
+    oc.sign_arg = d->sync;
+    oc.appended = on_ota_appended;
+    oc.appended_arg = d;
+    char err[256] = "";
+    int rc = ota_agent_new(d->base, d->ota_http, d->journal, &oc, &d->ota[i], err, sizeof err);
+    if (rc != 0) {
+        log_error("ferryd", "update: the OTA agent of %s did not start (%d: %s)", e->component, rc,
+                  err);
+        return -1;
+    }
+    d->n_ota++;
+    struct ota_status os;
+    ota_agent_status(d->ota[i], &os);
+    log_info("ferryd", "update: OTA agent of %s started (state %s, running %s%s%s)", e->component,
+             os.state, os.running_version, file ? ", file " : "", file ? e->install_path : "");
+    return 0;
+}
+
+/* Starts the agents (one per component) when updates are enabled and the device id is known.
+ * Loop thread. */
 static void maybe_start_ota(struct ferryd *d)
 {
-    if (!d->cfg.update_enabled || d->ota || d->ota_failed || !d->sync)
+    if (!d->cfg.update_enabled || d->n_ota || d->ota_failed || !d->sync)
         return;
     struct sync_status ss;
     sync_get_status(d->sync, &ss);
     if (!ss.enrolled || !ss.device_id[0])
         return; /* the manifest URL needs the device id: try again on the next tick */
     const struct ferryd_config *c = &d->cfg;
-    struct ota_config oc;
-    memset(&oc, 0, sizeof oc);
     size_t n_keys = 0;
-    char slot_dir[PATH_MAX];
-    if (ferryd_config_release_keys(c, d->release_keys, FERRYD_MAX_RELEASE_KEYS, &n_keys) != 0 ||
-        ferryd_config_path(c, c->update_slot_dir, slot_dir, sizeof slot_dir) != 0) {
-        log_error("ferryd", "update: invalid [update] release_keys or slot_dir; updates off");
+    if (ferryd_config_release_keys(c, d->release_keys, FERRYD_MAX_RELEASE_KEYS, &n_keys) != 0) {
+        log_error("ferryd", "update: invalid [update] release_keys; updates off");
         d->ota_failed = true;
         return;
     }
-    oc.data_dir = ota_keep(d, c->data_dir, false);
-    oc.server_url = ota_keep(d, c->server_url, false);
-    oc.device_id = ota_keep(d, ss.device_id, false);
-    oc.device_class = ota_keep(d, c->device_class, false);
-    oc.component = ota_keep(d, c->update_component, true);
-    oc.ca_file = ota_keep(d, c->ca_file, true);
-    oc.pinned_public_key = ota_keep(d, c->pinned_public_key, true);
-    oc.release_keys = (const uint8_t(*)[32])d->release_keys;
-    oc.n_release_keys = n_keys;
-    oc.slots.backend = ota_keep(d, c->update_slot_backend, false);
-    oc.slots.dir = ota_keep(d, slot_dir, false);
-    oc.slots.cmd_current = ota_keep(d, c->update_cmd_current, true);
-    oc.slots.cmd_set_next = ota_keep(d, c->update_cmd_set_next, true);
-    oc.slots.cmd_mark_good = ota_keep(d, c->update_cmd_mark_good, true);
-    oc.slots.cmd_rollback = ota_keep(d, c->update_cmd_rollback, true);
-    oc.slots.slot_path = ota_keep(d, c->update_slot_path, true);
-    oc.check_interval_ms = c->update_check_interval_ms;
-    oc.max_bytes_per_s = c->update_max_download_bytes_per_s;
-    int policy = ota_metered_policy_parse(c->update_metered_policy); /* validated on load */
-    oc.metered_policy = policy < 0 ? OTA_METERED_ALLOW : (enum ota_metered_policy)policy;
-    oc.metered_interfaces = ota_keep(d, c->update_metered_interfaces, true);
-    oc.metered_max_bytes_per_s = c->update_metered_max_download_bytes_per_s;
-    d->health_commands[0] = ota_keep(d, c->update_health_command, true);
-    oc.health_gates = ota_keep(d, c->update_health_gates, true);
-    oc.health_commands = d->health_commands;
-    oc.n_health_commands = d->health_commands[0] ? 1 : 0;
-    oc.health_timeout_ms = c->update_health_timeout_ms;
-    oc.trial_deadline_ms = c->update_trial_deadline_ms;
-    oc.reboot_command = ota_keep(d, c->update_reboot_command, true);
-    oc.initial_version = ota_keep(d, c->update_initial_version, true);
-    oc.sign_request = sync_sign_request; /* manifest and artifact GETs signed by the device key */
-    oc.sign_arg = d->sync;
-    if (ferry_mkdir_p(slot_dir, 0700) != 0)
-        log_warn("ferryd", "update: cannot create %s", slot_dir);
     d->ota_http = http_client_new(d->base);
-    char err[256] = "";
-    int rc = d->ota_http
-                 ? ota_agent_new(d->base, d->ota_http, d->journal, &oc, &d->ota, err, sizeof err)
-                 : OTA_E_NOMEM;
-    if (rc != 0) {
-        log_error("ferryd",
-                  "update: the OTA agent did not start (%d: %s); updates off until "
-                  "restart",
-                  rc, err);
+    if (!d->ota_http) {
+        log_error("ferryd", "update: out of memory; updates off until restart");
         d->ota_failed = true;
         return;
     }
-    d->status.ota = d->ota;
+    struct ferryd_update_effective comps[FERRYD_MAX_COMPONENTS];
+    size_t n = ferryd_config_components(c, comps);
+    for (size_t i = 0; i < n; i++)
+        if (start_component(d, &comps[i], ss.device_id, n_keys) != 0)
+            d->ota_failed = true; /* the others run; this one stays off until restart */
+    for (size_t i = 0; i < d->n_ota; i++)
+        d->status.ota[i] = d->ota[i];
+    d->status.n_ota = d->n_ota;
     event_del(d->ota_timer);
-    struct ota_status os;
-    ota_agent_status(d->ota, &os);
-    log_info("ferryd", "update: OTA agent started (state %s, running %s)", os.state,
-             os.running_version);
-    /* The ingest merges "versions" events per key (docs/ingest.md), so this one adds the
+    /* The ingest merges "versions" events per key (docs/ingest.md), so this one adds each
      * component's running version next to the ferryd version reported at start. */
-    const char *component = oc.component && oc.component[0] ? oc.component : "rootfs";
-    if (os.running_version[0]) {
-        const char *kv[] = {component, os.running_version};
-        append_event(d, "versions", "versions running", kv, 1);
+    const char *kv[2 * FERRYD_MAX_COMPONENTS];
+    struct ota_status os[FERRYD_MAX_COMPONENTS];
+    size_t pairs = 0;
+    for (size_t i = 0; i < d->n_ota; i++) {
+        ota_agent_status(d->ota[i], &os[i]);
+        if (!os[i].running_version[0])
+            continue;
+        kv[2 * pairs] = ota_agent_component(d->ota[i]);
+        kv[2 * pairs + 1] = os[i].running_version;
+        pairs++;
     }
+    if (pairs)
+        append_event(d, "versions", "versions running", kv, pairs);
 }
 
 static void on_ota_timer(evutil_socket_t fd, short what, void *arg)
@@ -345,11 +407,153 @@ static void on_ota_timer(evutil_socket_t fd, short what, void *arg)
     maybe_start_ota(arg);
 }
 
+static const char *actions_keep(struct ferryd *d, const char *s)
+{
+    if (!s || d->n_actions_strings == sizeof d->actions_strings / sizeof d->actions_strings[0])
+        return NULL;
+    char *copy = strdup(s);
+    if (copy)
+        d->actions_strings[d->n_actions_strings++] = copy;
+    return copy;
+}
+
+static void wake_sync(void *arg)
+{
+    struct ferryd *d = arg;
+    if (d->sync)
+        sync_wake(d->sync);
+}
+
+/* [actions] commands and the lines of commands_file as one ';'-separated list (malloc'd), or
+ * NULL with a message logged. */
+static char *action_commands(const struct ferryd_config *c)
+{
+    struct ferry_buf b = FERRY_BUF_INIT;
+    int rc = ferry_buf_append(&b, c->actions_commands, strlen(c->actions_commands));
+    if (rc == 0 && c->actions_commands_file[0]) {
+        char path[PATH_MAX];
+        uint8_t *data = NULL;
+        size_t len = 0;
+        if (ferryd_config_path(c, c->actions_commands_file, path, sizeof path) != 0 ||
+            ferry_read_file(path, 64 * 1024, &data, &len) != 0) {
+            log_error("ferryd", "actions: cannot read [actions] commands_file %s (at most 64 KiB)",
+                      c->actions_commands_file);
+            ferry_buf_free(&b);
+            return NULL;
+        }
+        unsigned line = 0;
+        for (char *p = (char *)data, *nl; rc == 0 && p < (char *)data + len; p = nl + 1) {
+            nl = memchr(p, '\n', len - (size_t)(p - (char *)data));
+            if (nl == NULL)
+                nl = (char *)data + len;
+            line++;
+            size_t n = (size_t)(nl - p);
+            while (n > 0 && (p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t'))
+                n--;
+            while (n > 0 && (*p == ' ' || *p == '\t')) {
+                p++;
+                n--;
+            }
+            if (n == 0 || *p == '#')
+                continue;
+            if (memchr(p, ';', n) != NULL) {
+                log_error("ferryd", "actions: %s:%u: a command line must not hold ';'", path, line);
+                rc = -1;
+                break;
+            }
+            rc = ferry_buf_append(&b, ";", 1) != 0 || ferry_buf_append(&b, p, n) != 0 ? -1 : 0;
+        }
+        free(data);
+    }
+    if (rc != 0 || ferry_buf_append(&b, "", 1) != 0) {
+        ferry_buf_free(&b);
+        return NULL;
+    }
+    return (char *)b.data; /* a ferry_buf's data is malloc'd: free() releases it */
+}
+
+static void maybe_start_actions(struct ferryd *d)
+{
+    if (!d->cfg.actions_keys[0] || d->actions || d->actions_failed || !d->sync ||
+        !d->cfg.server_url[0])
+        return;
+    struct sync_status ss;
+    sync_get_status(d->sync, &ss);
+    if (!ss.enrolled || !ss.device_id[0])
+        return; /* the actions URL needs the device id: the timer tries again */
+    const struct ferryd_config *c = &d->cfg;
+    struct action_agent_config ac;
+    memset(&ac, 0, sizeof ac);
+    size_t n_keys = 0;
+    if (ferryd_config_action_keys(c, d->action_keys, FERRYD_MAX_ACTION_KEYS, &n_keys) != 0) {
+        d->actions_failed = true; /* checked on load: cannot happen */
+        return;
+    }
+    ac.server_url = actions_keep(d, c->server_url);
+    ac.device_id = actions_keep(d, ss.device_id);
+    ac.ca_file = c->ca_file[0] ? actions_keep(d, c->ca_file) : NULL;
+    ac.pinned_public_key = c->pinned_public_key[0] ? actions_keep(d, c->pinned_public_key) : NULL;
+    ac.keys = (const uint8_t(*)[32])d->action_keys;
+    ac.n_keys = n_keys;
+    ac.units = actions_keep(d, c->actions_units);
+    char *commands = action_commands(c);
+    ac.commands = commands ? actions_keep(d, commands) : NULL;
+    free(commands);
+    ac.restart_command = actions_keep(d, c->actions_restart_command);
+    ac.reboot_command = actions_keep(d, c->actions_reboot_command);
+    ac.poll_interval_ms = c->actions_poll_interval_ms;
+    ac.timeout_ms = c->actions_timeout_ms;
+    ac.output_max = (size_t)c->actions_output_max_bytes;
+    ac.sign_request = sync_sign_request;
+    ac.sign_arg = d->sync;
+    ac.wake = wake_sync;
+    ac.wake_arg = d;
+    char err[256] = "";
+    d->actions_http = http_client_new(d->base);
+    if (!d->actions_http || !ac.server_url || !ac.device_id || !ac.units || !ac.commands ||
+        !ac.restart_command || !ac.reboot_command ||
+        action_agent_new(d->base, d->actions_http, d->journal, &ac, &d->actions, err, sizeof err) !=
+            0) {
+        log_error("ferryd", "actions: the agent did not start (%s); actions off until restart",
+                  err[0] ? err : "out of memory");
+        d->actions_failed = true;
+        return;
+    }
+    event_del(d->actions_timer);
+    log_info("ferryd", "actions: agent started (%zu trusted key%s, poll every %lld ms)", n_keys,
+             n_keys == 1 ? "" : "s", (long long)ac.poll_interval_ms);
+}
+
+static void on_actions_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    maybe_start_actions(arg);
+}
+
+static void free_actions(struct ferryd *d)
+{
+    action_agent_free(d->actions);
+    d->actions = NULL;
+    http_client_free(d->actions_http);
+    d->actions_http = NULL;
+    if (d->actions_timer)
+        event_free(d->actions_timer);
+    d->actions_timer = NULL;
+    for (size_t i = 0; i < d->n_actions_strings; i++)
+        free(d->actions_strings[i]);
+    d->n_actions_strings = 0;
+}
+
 static void free_ota(struct ferryd *d)
 {
-    ota_agent_free(d->ota);
-    d->ota = NULL;
-    d->status.ota = NULL;
+    for (size_t i = 0; i < d->n_ota; i++) {
+        ota_agent_free(d->ota[i]);
+        d->ota[i] = NULL;
+        d->status.ota[i] = NULL;
+    }
+    d->n_ota = 0;
+    d->status.n_ota = 0;
     http_client_free(d->ota_http);
     d->ota_http = NULL;
     if (d->ota_timer)
@@ -403,8 +607,7 @@ static void check_inventory(struct ferryd *d)
     log_info("ferryd", "inventory: %s, %s%s%s, kernel %s", inv.hostname,
              inv.model[0] ? inv.model : "no device-tree model", inv.l4t[0] ? ", L4T " : "", inv.l4t,
              inv.kernel);
-    if (d->sync)
-        sync_wake(d->sync);
+    on_collected(d);
 }
 
 static void on_maintenance(evutil_socket_t fd, short what, void *arg)
@@ -593,6 +796,7 @@ static int open_journal(struct ferryd *d, char *errbuf, size_t errlen)
     jc.durability = (enum journal_durability)d->cfg.journal_durability;
     jc.group_window_us = (uint32_t)d->cfg.journal_group_window_us;
     jc.sync_interval_ms = (uint32_t)d->cfg.journal_sync_interval_ms;
+    jc.keep_acked_metrics_ms = d->cfg.journal_keep_acked_metrics_ms;
     jc.encode_event = encode_journal_event;
     jc.encode_event_arg = d;
     struct journal_open_info info;
@@ -809,6 +1013,12 @@ static int start_timers(struct ferryd *d)
         if (!d->ota_timer || event_add(d->ota_timer, &ota_tick) != 0)
             return -1;
     }
+    if (d->cfg.actions_keys[0]) {
+        struct timeval tick = {1, 0};
+        d->actions_timer = event_new(d->base, -1, EV_PERSIST, on_actions_timer, d);
+        if (!d->actions_timer || event_add(d->actions_timer, &tick) != 0)
+            return -1;
+    }
     uint64_t usec = 0;
     if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
         /* Half the watchdog period, as sd_watchdog_enabled(3) recommends. */
@@ -932,11 +1142,22 @@ int ferryd_new(const struct ferryd_options *opts, struct ferryd **out, char *err
     append_event(d, "ferryd.start", "ferryd started", kv, 4);
     /* What the device runs, for the ingest's versions object (docs/ingest.md); the OTA agent's
      * component follows in its own "versions" event once the agent runs (maybe_start_ota). */
-    const char *versions_kv[] = {"ferryd", FERRY_VERSION};
-    append_event(d, "versions", "versions running", versions_kv, 1);
+    /* ...and the device's UTC offset ("+02:00"), which rollout maintenance windows read as the
+     * device's local time (docs/rollouts.md); sent again at each start (a DST change shows at the
+     * next restart). */
+    char offset[8];
+    time_t now_s = time(NULL);
+    struct tm local;
+    long gmtoff = localtime_r(&now_s, &local) != NULL ? local.tm_gmtoff : 0;
+    long amin = (gmtoff < 0 ? -gmtoff : gmtoff) / 60;
+    snprintf(offset, sizeof offset, "%c%02ld:%02ld", gmtoff < 0 ? '-' : '+', (amin / 60) % 100,
+             amin % 60);
+    const char *versions_kv[] = {"ferryd", FERRY_VERSION, "utc_offset", offset};
+    append_event(d, "versions", "versions running", versions_kv, 2);
     check_inventory(d);
     announce_gaps(d);
     maybe_start_ota(d);
+    maybe_start_actions(d);
     log_info("ferryd", "ferryd %s ready: data_dir %s, http %s, udp %s, unix %s, config %s",
              FERRY_VERSION, d->cfg.data_dir, d->http ? http_input_address(d->http) : "off",
              d->udp ? line_input_address(d->udp) : "off",
@@ -982,7 +1203,8 @@ int ferryd_free(struct ferryd *d)
     for (size_t i = 0; i < d->n_journalds; i++)
         journald_free(d->journalds[i]);
     d->n_journalds = 0;
-    free_ota(d); /* before the sync engine and the journal it uses */
+    free_actions(d); /* before the sync engine and the journal it uses */
+    free_ota(d);
     sync_free(d->sync);
     d->sync = NULL;
     durable_free(d->durable); /* answers the last writes (invariant 1) */

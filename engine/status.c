@@ -174,20 +174,31 @@ static json_t *build_json(const struct status_sources *src, const struct snapsho
     json_t *update = json_object();
     json_object_set_new(root, "update", update);
     json_object_set_new(update, "enabled", json_boolean(src->update_enabled));
-    if (src->ota) {
-        struct ota_status os;
-        ota_agent_status(src->ota, &os);
-        json_object_set_new(update, "state", json_string(os.state));
-        json_object_set_new(update, "running_version", json_string(os.running_version));
-        json_object_set_new(update, "target_version", json_string(os.target_version));
-        json_object_set_new(update, "reason", json_string(os.reason));
-        json_object_set_new(update, "bytes_done", json_integer((json_int_t)os.bytes_done));
-        json_object_set_new(update, "bytes_total", json_integer((json_int_t)os.bytes_total));
-        json_object_set_new(update, "mirrors",
-                            json_pack("{s:I,s:I,s:I,s:s}", "chunks", (json_int_t)os.mirror_chunks,
-                                      "bytes", (json_int_t)os.mirror_bytes, "failures",
-                                      (json_int_t)os.mirror_failures, "last_error",
-                                      os.mirror_error));
+    if (src->n_ota > 0) {
+        /* The first component's fields stay at the top (what `ferry status` and older readers
+         * show); "components" has every component by name. */
+        json_t *components = json_object();
+        for (size_t i = 0; i < src->n_ota && i < STATUS_MAX_OTA; i++) {
+            struct ota_status os;
+            ota_agent_status(src->ota[i], &os);
+            json_t *c = i == 0 ? update : json_object();
+            json_object_set_new(c, "state", json_string(os.state));
+            json_object_set_new(c, "running_version", json_string(os.running_version));
+            json_object_set_new(c, "target_version", json_string(os.target_version));
+            json_object_set_new(c, "reason", json_string(os.reason));
+            json_object_set_new(c, "bytes_done", json_integer((json_int_t)os.bytes_done));
+            json_object_set_new(c, "bytes_total", json_integer((json_int_t)os.bytes_total));
+            json_object_set_new(
+                c, "mirrors",
+                json_pack("{s:I,s:I,s:I,s:s}", "chunks", (json_int_t)os.mirror_chunks, "bytes",
+                          (json_int_t)os.mirror_bytes, "failures", (json_int_t)os.mirror_failures,
+                          "last_error", os.mirror_error));
+            json_t *entry = i == 0 ? json_deep_copy(update) : c;
+            json_object_del(entry, "enabled");
+            json_object_set_new(components, ota_agent_component(src->ota[i]), entry);
+        }
+        json_object_set_new(update, "component", json_string(ota_agent_component(src->ota[0])));
+        json_object_set_new(update, "components", components);
     } else {
         json_object_set_new(update, "state",
                             json_string(src->update_enabled ? "waiting for the device id" : "off"));

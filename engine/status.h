@@ -20,6 +20,7 @@ struct ota_agent;
 
 #define STATUS_MAX_INPUTS 4
 #define STATUS_MAX_GAPS_LISTED 32
+#define STATUS_MAX_OTA 4 /* one OTA agent per component (FERRYD_MAX_COMPONENTS) */
 
 struct status_sources {
     const char *version;
@@ -36,7 +37,9 @@ struct status_sources {
     const struct input_stats *input_stats[STATUS_MAX_INPUTS];
     uint64_t events_appended; /* ferryd's own events */
     bool update_enabled;
-    const struct ota_agent *ota; /* NULL until the OTA agent runs (or without one) */
+    /* The OTA agents, one per component; n_ota is 0 until they run (or without updates). */
+    const struct ota_agent *ota[STATUS_MAX_OTA];
+    size_t n_ota;
 };
 
 /* Appends the JSON status object (one line, '\n' terminated) to out. Returns 0 or -1. */

@@ -366,6 +366,16 @@ int journal_flush(struct journal *j)
     return enqueue(j, &it, 1, JOURNAL_APPEND_WAIT);
 }
 
+uint64_t journal_last_assigned(struct journal *j, enum record_stream stream)
+{
+    if (!j || (unsigned)stream >= J_STREAMS)
+        return 0;
+    pthread_mutex_lock(&j->q_mu);
+    uint64_t next = j->q_next_seq[stream];
+    pthread_mutex_unlock(&j->q_mu);
+    return next > 0 ? next - 1 : 0;
+}
+
 int journal_wait(struct journal *j, enum record_stream stream, uint64_t seq)
 {
     if (!j || (unsigned)stream >= J_STREAMS || seq == 0)

@@ -629,7 +629,8 @@ int journal_open(const char *data_dir, const struct journal_config *cfg_in, stru
         if (cfg.quota_bytes < J_MIN_QUOTA || cfg.quota_bytes > (uint64_t)SIZE_MAX ||
             journal_durability_name(cfg.durability) == NULL || cfg.max_record_bytes == 0 ||
             cfg.max_record_bytes > 64u * 1024 * 1024 || cfg.delete_chunk_records == 0 ||
-            cfg.queue_max_bytes == 0 || cfg.group_max_bytes == 0 ||
+            cfg.queue_max_bytes == 0 || cfg.group_max_bytes == 0 || cfg.keep_acked_metrics_ms < 0 ||
+            cfg.keep_acked_metrics_ms > 366LL * 86400 * 1000 ||
             (cfg.durability == JOURNAL_SYNC_PERIODIC && cfg.sync_interval_ms == 0)) {
             errf(errbuf, errlen,
                  "journal_open: invalid config (quota >= 1 MiB, a known durability, "
@@ -1005,7 +1006,8 @@ int journal_ack(struct journal *j, enum record_stream stream, const struct journ
     if (rc == 0) {
         size_t deleted = 0;
         bool more;
-        rc = j_gc_stream(j, txn, &c, stream, j->cfg.delete_chunk_records, &deleted, &more);
+        rc = j_gc_stream(j, txn, &c, stream, j->cfg.delete_chunk_records,
+                         j_keep_newer_than(j, stream), &deleted, &more);
     }
     return write_end(j, txn, &c, rc);
 }
@@ -1035,7 +1037,7 @@ int journal_gc(struct journal *j, size_t max_records, size_t *out_deleted, bool 
         more = false;
         for (int s = 0; s < J_STREAMS && rc == 0 && deleted < chunk; s++) {
             bool smore = false;
-            rc = j_gc_stream(j, txn, &c, s, chunk, &deleted, &smore);
+            rc = j_gc_stream(j, txn, &c, s, chunk, j_keep_newer_than(j, s), &deleted, &smore);
             more = more || smore;
         }
         if (deleted >= chunk && !more) {
@@ -1043,6 +1045,13 @@ int journal_gc(struct journal *j, size_t max_records, size_t *out_deleted, bool 
             more = false;
             for (int s = 0; s < J_STREAMS; s++)
                 more = more || c.acked_records[s] > 0;
+        }
+        if (rc == 0 && deleted == 0 && j->cfg.keep_acked_metrics_ms > 0) {
+            /* only retained metrics are acknowledged: no commit (and no fsync) for nothing */
+            mdb_txn_abort(txn);
+            pthread_mutex_unlock(&j->write_mu);
+            pthread_rwlock_unlock(&j->env_lock);
+            break;
         }
         rc = write_end(j, txn, &c, rc);
         if (rc)

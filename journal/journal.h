@@ -159,6 +159,13 @@ struct journal_config {
     size_t max_record_bytes;       /* largest payload accepted (default 1 MiB) */
     uint32_t delete_chunk_records; /* acknowledged records deleted per write transaction
                                       (default 10000) */
+    /* Acknowledged METRIC records are kept (not deleted by journal_ack()/journal_gc()) while
+     * their timestamp is less than this old, so the device can still read its recent metrics
+     * after they were sent (JOURNAL_READ_INCLUDE_ACKED; ferryd's release conditions,
+     * engine/ota/condition.h). 0 (default): deleted once acknowledged. Quota eviction removes
+     * them first all the same: they were sent, so they never cost an unsent record its place.
+     * At most 366 days. */
+    int64_t keep_acked_metrics_ms;
     bool read_only;   /* MDB_RDONLY: no committer thread, every write fails JOURNAL_ERDONLY, and a
                          damaged file fails the open instead of being recovered */
     bool no_recovery; /* writable, but a damaged file fails the open (JOURNAL_ECORRUPT /
@@ -294,6 +301,13 @@ int journal_appendv_state(struct journal *j, struct journal_append_req *reqs, si
  * JOURNAL_ECLOSED.
  */
 int journal_wait(struct journal *j, enum record_stream stream, uint64_t seq) JOURNAL_WUR;
+
+/*
+ * The last sequence assigned to `stream` so far (queued, committed or not; 0 when none): what
+ * journal_wait() takes to wait for everything appended until now. journal_stats() counts
+ * committed records only, so its next_seq may be behind this while a commit is pending.
+ */
+uint64_t journal_last_assigned(struct journal *j, enum record_stream stream);
 
 /*
  * Waits until everything queued before the call committed, then syncs the data file to disk

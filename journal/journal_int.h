@@ -178,9 +178,13 @@ int j_ack_find_le(struct journal *j, MDB_txn *txn, int stream, uint64_t seq, boo
 /* Merges [first,last] into the ack set, counting newly acknowledged stored records into c. */
 int j_ack_add(struct journal *j, MDB_txn *txn, struct jcounters *c, int stream, uint64_t first,
               uint64_t last);
-/* Deletes up to `limit` acknowledged records of `stream`; *deleted, *more. */
+/* Deletes up to `limit` acknowledged records of `stream`, in sequence order, stopping at the
+ * first whose timestamp is above keep_newer_than_ns (INT64_MAX: no retention, as eviction uses);
+ * *deleted, *more. */
 int j_gc_stream(struct journal *j, MDB_txn *txn, struct jcounters *c, int stream, size_t limit,
-                size_t *deleted, bool *more);
+                int64_t keep_newer_than_ns, size_t *deleted, bool *more);
+/* The retention bound j_gc_stream() takes for `stream` now (keep_acked_metrics_ms). */
+int64_t j_keep_newer_than(const struct journal *j, int stream);
 /* Evicts until used <= target: acked, then unsent log, then unsent metric. *reached says
  * whether the target was reached. */
 int j_evict(struct journal *j, MDB_txn *txn, struct jcounters *c, uint64_t target, bool *reached);

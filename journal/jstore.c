@@ -322,8 +322,19 @@ int j_ack_add(struct journal *j, MDB_txn *txn, struct jcounters *c, int stream, 
     return ack_put(j, txn, stream, merged_first, merged_last);
 }
 
+int64_t j_keep_newer_than(const struct journal *j, int stream)
+{
+    if (stream != RECORD_METRIC || j->cfg.keep_acked_metrics_ms <= 0)
+        return INT64_MAX;
+    struct timespec ts;
+    if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
+        return INT64_MAX;
+    int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    return now - j->cfg.keep_acked_metrics_ms * 1000000;
+}
+
 int j_gc_stream(struct journal *j, MDB_txn *txn, struct jcounters *c, int stream, size_t limit,
-                size_t *deleted, bool *more)
+                int64_t keep_newer_than_ns, size_t *deleted, bool *more)
 {
     MDB_cursor *rc_cur = NULL;
     int rc = mdb_cursor_open(txn, j->dbi_stream[stream], &rc_cur);
@@ -355,6 +366,11 @@ int j_gc_stream(struct journal *j, MDB_txn *txn, struct jcounters *c, int stream
                 *more = true;
                 goto out;
             }
+            /* retention (keep_acked_metrics_ms): stop at the first record young enough to keep;
+             * the rest of the stream waits for a later call (not "more": nothing to do now) */
+            if (keep_newer_than_ns != INT64_MAX &&
+                (int64_t)j_get_le64(v.mv_data) > keep_newer_than_ns)
+                goto out;
             size_t plen = v.mv_size - J_VALUE_HDR;
             grc = mdb_cursor_del(rc_cur, 0);
             if (grc)
@@ -545,7 +561,7 @@ int j_evict(struct journal *j, MDB_txn *txn, struct jcounters *c, uint64_t targe
         bool more = true;
         while (more && !*reached) {
             size_t deleted = 0;
-            rc = j_gc_stream(j, txn, c, s, EVICT_CHUNK, &deleted, &more);
+            rc = j_gc_stream(j, txn, c, s, EVICT_CHUNK, INT64_MAX, &deleted, &more);
             if (rc)
                 return rc;
             if (deleted == 0)

@@ -40,6 +40,9 @@ struct manifest {
     uint8_t *chunks[MANIFEST_MAX_ARTIFACTS];
     uint8_t *payload;
     size_t payload_len;
+    int condition_state; /* 0 none, 1 read into `condition`, -1 unreadable (condition_error) */
+    struct manifest_condition condition;
+    char condition_error[200];
     /* artifact mirrors: the payload's (signed) first, then the envelope's */
     size_t mirror_count, mirror_signed_count;
     char mirrors[2 * MANIFEST_MAX_MIRRORS][MANIFEST_MAX_MIRROR_URL + 1];
@@ -219,6 +222,7 @@ static int parse_artifact(json_t *a, size_t idx, struct manifest *m, char *err, 
     return MANIFEST_OK;
 }
 
+static void read_condition(json_t *c, struct manifest *m);
 int manifest_mirror_check(const char *url, size_t len, char *err, size_t err_len)
 {
     if (!url || len == 0 || len > MANIFEST_MAX_MIRROR_URL)
@@ -314,6 +318,7 @@ static int parse_payload_json(struct manifest *m, char *err, size_t err_len)
         goto out;
     }
     m->rollback = json_is_true(rb);
+    read_condition(json_object_get(root, "condition"), m); /* never refuses the manifest */
     json_t *target = json_object_get(root, "target");
     if (!json_is_object(target)) {
         rc = fail(err, err_len, MANIFEST_E_FORMAT, "payload: \"target\" missing");
@@ -803,6 +808,9 @@ void manifest_spec_clear(struct manifest_spec *spec)
     spec->artifact_count = 0;
 }
 
+static int build_condition(const struct manifest_condition *c, struct ferry_buf *out, char *err,
+                           size_t err_len);
+
 int manifest_build_payload(const struct manifest_spec *s, struct ferry_buf *out, char *err,
                            size_t err_len)
 {
@@ -818,11 +826,12 @@ int manifest_build_payload(const struct manifest_spec *s, struct ferry_buf *out,
     bad |= ferry_buf_append_json_string(out, s->version, strlen(s->version));
     bad |= ferry_buf_printf(out, ",\"device_class\":");
     bad |= ferry_buf_append_json_string(out, s->device_class, strlen(s->device_class));
-    bad |= ferry_buf_printf(out,
-                            ",\"serial\":%llu,\"rollback\":%s,\"target\":{\"sha256\":\"%s\","
-                            "\"size\":%llu},\"artifacts\":[",
-                            (unsigned long long)s->serial, s->rollback ? "true" : "false", hex,
-                            (unsigned long long)s->target_size);
+    bad |= ferry_buf_printf(out, ",\"serial\":%llu,\"rollback\":%s", (unsigned long long)s->serial,
+                            s->rollback ? "true" : "false");
+    if (s->condition && build_condition(s->condition, out, err, err_len) != 0)
+        return MANIFEST_E_FORMAT;
+    bad |= ferry_buf_printf(out, ",\"target\":{\"sha256\":\"%s\",\"size\":%llu},\"artifacts\":[",
+                            hex, (unsigned long long)s->target_size);
     for (size_t i = 0; i < s->artifact_count; i++) {
         const struct manifest_artifact *a = &s->artifacts[i];
         ferry_hex_encode(a->sha256, 32, hex);
@@ -863,4 +872,298 @@ int manifest_build_payload(const struct manifest_spec *s, struct ferry_buf *out,
     int rc = manifest_parse_payload(out->data, out->len, &m, err, err_len);
     manifest_free(m);
     return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Release conditions (docs/ota.md "Release conditions")                                      */
+
+static const char *const stat_names[] = {"count", "mean", "min", "max", "p50", "p95"};
+static const char *const op_names[] = {"<", "<=", ">", ">="};
+
+const char *manifest_condition_stat_name(enum manifest_condition_stat stat)
+{
+    return (unsigned)stat < sizeof(stat_names) / sizeof(stat_names[0]) ? stat_names[stat] : "?";
+}
+
+const char *manifest_condition_op_name(enum manifest_condition_op op)
+{
+    return (unsigned)op < sizeof(op_names) / sizeof(op_names[0]) ? op_names[op] : "?";
+}
+
+int manifest_condition_holds(enum manifest_condition_op op, double value, double threshold)
+{
+    switch (op) {
+    case MANIFEST_OP_LT: return value < threshold;
+    case MANIFEST_OP_LE: return value <= threshold;
+    case MANIFEST_OP_GT: return value > threshold;
+    case MANIFEST_OP_GE: return value >= threshold;
+    }
+    return 0;
+}
+
+/* Characters a condition's metric may hold: printable ASCII without the line-protocol
+ * delimiters and quotes (the same rule as the health gates', engine/ota/gate.h). */
+static int metric_char_ok(unsigned char c)
+{
+    return c > 0x20 && c < 0x7f && c != ',' && c != '=' && c != '"' && c != '\\' && c != '!';
+}
+
+static int set_metric(struct manifest_condition *c, const char *s, size_t n, char *err,
+                      size_t err_len)
+{
+    if (n < 3 || n > MANIFEST_CONDITION_METRIC_MAX)
+        return fail(err, err_len, MANIFEST_E_FORMAT,
+                    "condition: \"metric\" must be MEASUREMENT.FIELD of 3..%u characters",
+                    MANIFEST_CONDITION_METRIC_MAX);
+    size_t dot = n;
+    for (size_t i = 0; i < n; i++) {
+        if (!metric_char_ok((unsigned char)s[i]))
+            return fail(err, err_len, MANIFEST_E_FORMAT,
+                        "condition: \"metric\" has a bad character at offset %zu", i);
+        if (s[i] == '.')
+            dot = i;
+    }
+    if (dot == n || dot == 0 || dot == n - 1)
+        return fail(err, err_len, MANIFEST_E_FORMAT,
+                    "condition: \"metric\" must be MEASUREMENT.FIELD (e.g. detector.confidence)");
+    memcpy(c->metric, s, n);
+    c->metric[n] = '\0';
+    memcpy(c->measurement, s, dot);
+    c->measurement[dot] = '\0';
+    memcpy(c->field, s + dot + 1, n - dot - 1);
+    c->field[n - dot - 1] = '\0';
+    return MANIFEST_OK;
+}
+
+/* A short, printable copy of outside text for an error message (events and logs carry it):
+ * printable ASCII except quotes and backslashes; anything else becomes '?'. */
+static const char *shown(const char *s, char *out, size_t n)
+{
+    size_t i = 0;
+    for (; s[i] && i + 1 < n; i++)
+        out[i] = s[i] >= 0x20 && s[i] < 0x7f && s[i] != '"' && s[i] != '\\' ? s[i] : '?';
+    out[i] = '\0';
+    return out;
+}
+
+static int set_stat(struct manifest_condition *c, const char *s, char *err, size_t err_len)
+{
+    char shown_text[33];
+    for (size_t i = 0; i < sizeof(stat_names) / sizeof(stat_names[0]); i++)
+        if (strcmp(s, stat_names[i]) == 0) {
+            c->stat = (enum manifest_condition_stat)i;
+            return MANIFEST_OK;
+        }
+    return fail(err, err_len, MANIFEST_E_FORMAT,
+                "condition: stat \"%s\" is not one of count, mean, min, max, p50, p95",
+                shown(s, shown_text, sizeof(shown_text)));
+}
+
+static int set_op(struct manifest_condition *c, const char *s, char *err, size_t err_len)
+{
+    char shown_text[9];
+    for (size_t i = 0; i < sizeof(op_names) / sizeof(op_names[0]); i++)
+        if (strcmp(s, op_names[i]) == 0) {
+            c->op = (enum manifest_condition_op)i;
+            return MANIFEST_OK;
+        }
+    return fail(err, err_len, MANIFEST_E_FORMAT, "condition: op \"%s\" is not one of < <= > >=",
+                shown(s, shown_text, sizeof(shown_text)));
+}
+
+static int set_window(struct manifest_condition *c, const char *s, char *err, size_t err_len)
+{
+    char shown_text[33];
+    int64_t ms = 0;
+    if (ferry_parse_duration_ms(s, &ms) != 0 || ms < 1000 || ms > MANIFEST_CONDITION_MAX_WINDOW_MS)
+        return fail(err, err_len, MANIFEST_E_FORMAT,
+                    "condition: window \"%s\" is not a duration from 1s to 30d (e.g. 24h)",
+                    shown(s, shown_text, sizeof(shown_text)));
+    c->window_ms = ms;
+    return MANIFEST_OK;
+}
+
+static int set_value(struct manifest_condition *c, double v, char *err, size_t err_len)
+{
+    if (!(v == v) || v > 1e300 || v < -1e300)
+        return fail(err, err_len, MANIFEST_E_FORMAT, "condition: value is not a finite number");
+    c->value = v;
+    return MANIFEST_OK;
+}
+
+static int parse_condition_json(json_t *j, struct manifest_condition *c, char *err, size_t err_len)
+{
+    memset(c, 0, sizeof(*c));
+    c->min_samples = 1;
+    if (!json_is_object(j))
+        return fail(err, err_len, MANIFEST_E_FORMAT, "condition: not an object");
+    const char *key;
+    json_t *v;
+    char shown_text[41];
+    json_object_foreach(j, key, v)
+    {
+        if (strcmp(key, "metric") != 0 && strcmp(key, "stat") != 0 && strcmp(key, "window") != 0 &&
+            strcmp(key, "op") != 0 && strcmp(key, "value") != 0 && strcmp(key, "min_samples") != 0)
+            return fail(err, err_len, MANIFEST_E_FORMAT, "condition: unknown key \"%s\"",
+                        shown(key, shown_text, sizeof(shown_text)));
+    }
+    json_t *metric = json_object_get(j, "metric"), *stat = json_object_get(j, "stat"),
+           *window = json_object_get(j, "window"), *op = json_object_get(j, "op"),
+           *value = json_object_get(j, "value"), *min = json_object_get(j, "min_samples");
+    if (!json_is_string(metric) || !json_is_string(stat) || !json_is_string(window) ||
+        !json_is_string(op) || !json_is_number(value))
+        return fail(err, err_len, MANIFEST_E_FORMAT,
+                    "condition: needs strings \"metric\", \"stat\", \"window\", \"op\" and a "
+                    "number \"value\"");
+    int rc;
+    if ((rc = set_metric(c, json_string_value(metric), json_string_length(metric), err, err_len)) !=
+            0 ||
+        (rc = set_stat(c, json_string_value(stat), err, err_len)) != 0 ||
+        (rc = set_window(c, json_string_value(window), err, err_len)) != 0 ||
+        (rc = set_op(c, json_string_value(op), err, err_len)) != 0 ||
+        (rc = set_value(c, json_number_value(value), err, err_len)) != 0)
+        return rc;
+    if (min) {
+        if (!json_is_integer(min) || json_integer_value(min) < 0 ||
+            json_integer_value(min) > (json_int_t)MANIFEST_CONDITION_MAX_SAMPLES)
+            return fail(err, err_len, MANIFEST_E_FORMAT,
+                        "condition: \"min_samples\" is not an integer from 0 to %u",
+                        MANIFEST_CONDITION_MAX_SAMPLES);
+        c->min_samples = (uint32_t)json_integer_value(min);
+    }
+    return MANIFEST_OK;
+}
+
+static void read_condition(json_t *c, struct manifest *m)
+{
+    if (c == NULL)
+        return;
+    if (parse_condition_json(c, &m->condition, m->condition_error, sizeof(m->condition_error)) ==
+        MANIFEST_OK)
+        m->condition_state = 1;
+    else
+        m->condition_state = -1;
+}
+
+int manifest_condition(const struct manifest *m, struct manifest_condition *out, char *err,
+                       size_t err_len)
+{
+    if (m->condition_state < 0) {
+        fail(err, err_len, MANIFEST_E_FORMAT, "%s", m->condition_error);
+        return -1;
+    }
+    if (m->condition_state > 0)
+        *out = m->condition;
+    return m->condition_state;
+}
+
+int manifest_condition_parse_text(const char *text, struct manifest_condition *out, char *err,
+                                  size_t err_len)
+{
+    if (!text || !out)
+        return MANIFEST_E_ARG;
+    /* Words separated by blanks; at most 7 ("... min_samples N"). */
+    char words[7][MANIFEST_CONDITION_METRIC_MAX + 1];
+    char shown_value[41];
+    size_t n = 0;
+    const char *p = text;
+    while (*p) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (!*p)
+            break;
+        size_t len = 0;
+        while (p[len] && p[len] != ' ' && p[len] != '\t')
+            len++;
+        if (n == 7)
+            return fail(err, err_len, MANIFEST_E_FORMAT,
+                        "condition: more than 7 words (METRIC STAT WINDOW OP VALUE "
+                        "[min_samples N])");
+        if (len > MANIFEST_CONDITION_METRIC_MAX)
+            return fail(err, err_len, MANIFEST_E_FORMAT, "condition: word %zu is too long", n + 1);
+        memcpy(words[n], p, len);
+        words[n][len] = '\0';
+        n++;
+        p += len;
+    }
+    if (n != 5 && n != 7)
+        return fail(err, err_len, MANIFEST_E_FORMAT,
+                    "condition: expected METRIC STAT WINDOW OP VALUE [min_samples N], e.g. "
+                    "'detector.confidence mean 24h < 0.6'");
+    memset(out, 0, sizeof(*out));
+    out->min_samples = 1;
+    int rc;
+    if ((rc = set_metric(out, words[0], strlen(words[0]), err, err_len)) != 0 ||
+        (rc = set_stat(out, words[1], err, err_len)) != 0 ||
+        (rc = set_window(out, words[2], err, err_len)) != 0 ||
+        (rc = set_op(out, words[3], err, err_len)) != 0)
+        return rc;
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(words[4], &end);
+    if (end == words[4] || *end || errno)
+        return fail(err, err_len, MANIFEST_E_FORMAT, "condition: value \"%s\" is not a number",
+                    shown(words[4], shown_value, sizeof(shown_value)));
+    if ((rc = set_value(out, v, err, err_len)) != 0)
+        return rc;
+    if (n == 7) {
+        uint64_t ms = 0;
+        if (strcmp(words[5], "min_samples") != 0 ||
+            ferry_parse_u64(words[6], MANIFEST_CONDITION_MAX_SAMPLES, &ms) != 0)
+            return fail(err, err_len, MANIFEST_E_FORMAT,
+                        "condition: after the value only \"min_samples N\" (N from 0 to %u)",
+                        MANIFEST_CONDITION_MAX_SAMPLES);
+        out->min_samples = (uint32_t)ms;
+    }
+    return MANIFEST_OK;
+}
+
+static void window_text(int64_t ms, char *buf, size_t len)
+{
+    if (ms % 86400000 == 0 && ms > 3 * 86400000LL) /* "24h" reads better than "1d" */
+        snprintf(buf, len, "%lldd", (long long)(ms / 86400000));
+    else if (ms % 3600000 == 0)
+        snprintf(buf, len, "%lldh", (long long)(ms / 3600000));
+    else if (ms % 60000 == 0)
+        snprintf(buf, len, "%lldm", (long long)(ms / 60000));
+    else if (ms % 1000 == 0)
+        snprintf(buf, len, "%llds", (long long)(ms / 1000));
+    else
+        snprintf(buf, len, "%lldms", (long long)ms);
+}
+
+void manifest_condition_describe(const struct manifest_condition *c, char *buf, size_t len)
+{
+    char w[32];
+    window_text(c->window_ms, w, sizeof(w));
+    snprintf(buf, len, "%s %s %s %s %.15g (min %u samples)", c->metric,
+             manifest_condition_stat_name(c->stat), w, manifest_condition_op_name(c->op), c->value,
+             c->min_samples);
+}
+
+static int build_condition(const struct manifest_condition *c, struct ferry_buf *out, char *err,
+                           size_t err_len)
+{
+    struct manifest_condition check;
+    char w[32];
+    window_text(c->window_ms, w, sizeof(w));
+    /* what goes into a signed release must read back the same: check it with the parser's rules */
+    int rc = set_metric(&check, c->metric, strlen(c->metric), err, err_len);
+    if (rc == 0)
+        rc = set_window(&check, w, err, err_len);
+    if (rc == 0)
+        rc = set_value(&check, c->value, err, err_len);
+    if (rc == 0 && c->min_samples > MANIFEST_CONDITION_MAX_SAMPLES)
+        rc = fail(err, err_len, MANIFEST_E_FORMAT, "condition: min_samples over %u",
+                  MANIFEST_CONDITION_MAX_SAMPLES);
+    if (rc != 0)
+        return rc;
+    int bad = ferry_buf_printf(out, ",\"condition\":{\"metric\":");
+    bad |= ferry_buf_append_json_string(out, c->metric, strlen(c->metric));
+    bad |= ferry_buf_printf(out,
+                            ",\"stat\":\"%s\",\"window\":\"%s\",\"op\":\"%s\",\"value\":%.17g,"
+                            "\"min_samples\":%u}",
+                            manifest_condition_stat_name(c->stat), w,
+                            manifest_condition_op_name(c->op), c->value, c->min_samples);
+    return bad ? fail(err, err_len, MANIFEST_E_NOMEM, "out of memory") : MANIFEST_OK;
 }

@@ -166,6 +166,69 @@ int manifest_check(const struct manifest *m, const struct manifest_policy *p, ch
  * Returns <0, 0, >0. */
 int manifest_version_compare(const char *a, const char *b);
 
+/* ---- release conditions on local metrics (docs/ota.md, "Release conditions") ----
+ *
+ * A release may carry a condition the device evaluates from its own journal before it
+ * downloads anything, e.g. "install this model only where the mean detection confidence over
+ * the last 24 hours fell below 0.6":
+ *
+ *   "condition":{"metric":"detector.confidence","stat":"mean","window":"24h","op":"<",
+ *                "value":0.6,"min_samples":10}
+ *
+ * metric is MEASUREMENT.FIELD (split at the last '.'), stat one of count mean min max p50 p95,
+ * window a duration from 1s to 30d, op one of < <= > >=, value a finite number, min_samples
+ * 0..MANIFEST_CONDITION_MAX_SAMPLES (default 1; fewer samples in the window: not met). The
+ * payload parser does NOT refuse a manifest for its condition: a condition this code cannot
+ * read (an unknown stat from a newer release tool, a bad window) is kept as "unreadable" with
+ * its reason, and the device then does not install the release and says why (never a crash,
+ * never an install on a condition it did not understand). Tools refuse such manifests. */
+#define MANIFEST_CONDITION_MAX_SAMPLES 1000000u
+#define MANIFEST_CONDITION_MAX_WINDOW_MS (30LL * 86400 * 1000)
+#define MANIFEST_CONDITION_METRIC_MAX 129u /* "measurement.field" */
+
+enum manifest_condition_stat {
+    MANIFEST_STAT_COUNT = 0,
+    MANIFEST_STAT_MEAN = 1,
+    MANIFEST_STAT_MIN = 2,
+    MANIFEST_STAT_MAX = 3,
+    MANIFEST_STAT_P50 = 4,
+    MANIFEST_STAT_P95 = 5,
+};
+enum manifest_condition_op {
+    MANIFEST_OP_LT = 0,
+    MANIFEST_OP_LE = 1,
+    MANIFEST_OP_GT = 2,
+    MANIFEST_OP_GE = 3,
+};
+
+struct manifest_condition {
+    char metric[MANIFEST_CONDITION_METRIC_MAX + 1]; /* as written */
+    char measurement[MANIFEST_CONDITION_METRIC_MAX + 1];
+    char field[MANIFEST_CONDITION_METRIC_MAX + 1];
+    enum manifest_condition_stat stat;
+    int64_t window_ms;
+    enum manifest_condition_op op;
+    double value;
+    uint32_t min_samples;
+};
+
+/* The release's condition: 0 when it has none; 1 with *out filled; -1 when it has one this code
+ * cannot read (err says what and where, e.g. "condition: \"stat\" \"p99\" is not one of ..."). */
+int manifest_condition(const struct manifest *m, struct manifest_condition *out, char *err,
+                       size_t err_len);
+/* Parses the text form tools take, "METRIC STAT WINDOW OP VALUE [min_samples N]", e.g.
+ * "detector.confidence mean 24h < 0.6 min_samples 10". Returns 0 or MANIFEST_E_FORMAT with err
+ * naming the word at fault. */
+int manifest_condition_parse_text(const char *text, struct manifest_condition *out, char *err,
+                                  size_t err_len) __attribute__((warn_unused_result));
+/* Static names: "mean", "<", ... */
+const char *manifest_condition_stat_name(enum manifest_condition_stat stat);
+const char *manifest_condition_op_name(enum manifest_condition_op op);
+/* Whether `value` op `threshold` holds. */
+int manifest_condition_holds(enum manifest_condition_op op, double value, double threshold);
+/* "detector.confidence mean 24h < 0.6 (min 10 samples)", for events, logs and tools. */
+void manifest_condition_describe(const struct manifest_condition *c, char *buf, size_t len);
+
 /* ---- building (release tooling, cloud side) ---- */
 
 /* A release being described; strings are borrowed. */
@@ -180,6 +243,7 @@ struct manifest_spec {
     size_t artifact_count;
     struct manifest_artifact artifacts[MANIFEST_MAX_ARTIFACTS];
     uint8_t *chunk_storage[MANIFEST_MAX_ARTIFACTS]; /* owned, see manifest_spec_clear */
+    const struct manifest_condition *condition;     /* NULL: unconditional release */
     /* Artifact mirror base URLs written into the payload (manifest_mirror_check each). */
     const char *mirrors[MANIFEST_MAX_MIRRORS];
     size_t mirror_count;

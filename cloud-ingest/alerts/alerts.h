@@ -72,6 +72,8 @@ struct alerts_rule {
     int64_t resolve_after_ns; /* offline: back this long before resolved (flapping); gap: no
                                * new loss this long before resolved (1h) */
     char device_class[128];   /* only devices of this class ("" = all) */
+    char selector[512];       /* only devices this selector matches (cloud-ingest/selector.h:
+                               * labels, class, id, name, versions; "" = all) */
     uint32_t receivers;       /* bit i: receiver i of the configuration */
     char summary[256];        /* annotation text ("" = a generated one) */
 };

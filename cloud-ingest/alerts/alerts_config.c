@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cloud-ingest/alerts/alerts_int.h"
+#include "cloud-ingest/selector.h"
 #include "common/buf.h"
 #include "common/utf8.h"
 #include "common/util.h"
@@ -50,6 +51,8 @@ const char *alerts_config_help(void)
            "no new loss\n"
            "                                   this long (1h)\n"
            "  [alert.NAME] device_class C      only devices of this class\n"
+           "  [alert.NAME] selector S          only devices the selector matches (labels, class,\n"
+           "                                   versions: \"site=berlin,version.model>=2.0.0\")\n"
            "  [alert.NAME] severity S          the severity label (warning)\n"
            "  [alert.NAME] summary TEXT        the summary annotation\n"
            "  [alert.NAME] receivers A, B      receivers to notify (and actions to run)\n"
@@ -207,6 +210,14 @@ static int set_rule(struct alerts_config *c, const char *section, const char *na
     } else if (strcmp(key, "resolve_after") == 0) {
         if (duration_ns(v, &r->resolve_after_ns) != 0)
             return fail(err, err_len, section, key, "must be a duration (30s, 5m, 1h)");
+    } else if (strcmp(key, "selector") == 0) {
+        char why[256];
+        struct ingest_selector *sel = NULL;
+        if (ferry_strlcpy(r->selector, v, sizeof(r->selector)) >= sizeof(r->selector))
+            return fail(err, err_len, section, key, "too long (511 bytes at most)");
+        if (ingest_selector_parse(v, &sel, why, sizeof(why)) != 0)
+            return fail(err, err_len, section, key, why);
+        ingest_selector_free(sel);
     } else if (strcmp(key, "device_class") == 0) {
         if (ferry_strlcpy(r->device_class, v, sizeof(r->device_class)) >= sizeof(r->device_class))
             return fail(err, err_len, section, key, "too long");

@@ -58,10 +58,12 @@ struct alerts {
     int64_t offline_checked_ns;
     int64_t am_resent_ns;
     struct record_scratch *scratch;
-    json_t *classes;  /* device id -> device class, cached */
-    json_t *silences; /* the stored silences, read every round */
-    json_t *active;   /* "rule/device" -> number of its series pending or firing */
-    json_t *newest;   /* device id -> newest corrected device time of its metrics (absent) */
+    struct ingest_selector *selectors[ALERTS_RULES_MAX]; /* parsed rule selectors (NULL: none) */
+    json_t *classes;         /* device id -> bit i set when rule i's class and selector match it */
+    int64_t classes_read_ns; /* when that cache was started (labels change: it is refreshed) */
+    json_t *silences;        /* the stored silences, read every round */
+    json_t *active;          /* "rule/device" -> number of its series pending or firing */
+    json_t *newest;          /* device id -> newest corrected device time of its metrics (absent) */
     bool newest_moved;
 
     /* notification thread (notify.c) */

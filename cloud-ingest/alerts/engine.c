@@ -35,6 +35,7 @@
 #include <sodium.h>
 
 #include "cloud-ingest/alerts/alerts_int.h"
+#include "cloud-ingest/selector.h"
 #include "cloud-ingest/store.h"
 #include "common/buf.h"
 #include "common/log.h"
@@ -44,6 +45,7 @@
 #define READ_LIMIT 4096 /* records per store read */
 #define OFFLINE_CHECK_NS 5000000000LL
 #define CLASS_CACHE_MAX 65536
+#define CLASS_CACHE_NS 60000000000LL /* which rules apply to a device: read again after this */
 #define ALERTS_MIN_GAP_NS 50000000LL /* 50 ms between rounds at most once commits wake them */
 
 /* ---- The state table (evaluation thread only) ---------------------------------------------- */
@@ -402,22 +404,42 @@ static struct alerts_entry *entry_get(struct alerts *a, size_t rule, const char 
 
 /* ---- Device classes (for rules limited to one) ---------------------------------------------- */
 
+/* True when rule `r` applies to device `d`: its class (device_class) and its selector. */
+static bool rule_applies(const struct alerts *a, const struct alerts_rule *r,
+                         const struct ingest_device *d)
+{
+    size_t ri = (size_t)(r - a->cfg.rules);
+    return (r->device_class[0] == '\0' || strcmp(r->device_class, d->device_class) == 0) &&
+           (a->selectors[ri] == NULL || ingest_selector_match(a->selectors[ri], d));
+}
+
+/* The same for a device known by its id, from a cache of which rules apply to each device (one
+ * store read per device; the cache starts over every CLASS_CACHE_NS, so that changed labels
+ * take effect within a minute). */
 static bool class_matches(struct alerts *a, const struct alerts_rule *r, const char *device)
 {
-    if (r->device_class[0] == '\0')
+    if (r->device_class[0] == '\0' && a->selectors[r - a->cfg.rules] == NULL)
         return true;
-    json_t *cls = json_object_get(a->classes, device);
-    if (cls == NULL) {
+    int64_t now = ferry_realtime_ns();
+    if (now - a->classes_read_ns > CLASS_CACHE_NS ||
+        json_object_size(a->classes) >= CLASS_CACHE_MAX) {
+        json_object_clear(a->classes);
+        a->classes_read_ns = now;
+    }
+    json_t *bits = json_object_get(a->classes, device);
+    if (bits == NULL) {
         struct ingest_device d;
         if (ingest_store_device_get(a->store, device, &d) != 0)
             return false;
-        if (json_object_size(a->classes) >= CLASS_CACHE_MAX)
-            json_object_clear(a->classes);
-        cls = json_string(d.device_class);
-        if (cls == NULL || json_object_set_new(a->classes, device, cls) != 0)
-            return strcmp(d.device_class, r->device_class) == 0;
+        uint64_t mask = 0;
+        for (size_t i = 0; i < a->cfg.n_rules; i++)
+            if (rule_applies(a, &a->cfg.rules[i], &d))
+                mask |= 1ULL << i;
+        bits = json_integer((json_int_t)mask);
+        if (bits == NULL || json_object_set_new(a->classes, device, bits) != 0)
+            return rule_applies(a, r, &d);
     }
-    return strcmp(json_string_value(cls), r->device_class) == 0;
+    return ((uint64_t)json_integer_value(bits) >> (r - a->cfg.rules)) & 1;
 }
 
 /* ---- Applying records ---------------------------------------------------------------------- */
@@ -676,7 +698,7 @@ static int offline_cb(const struct ingest_device *d, void *arg)
         return 0;
     for (size_t ri = 0; ri < a->cfg.n_rules; ri++) {
         const struct alerts_rule *r = &a->cfg.rules[ri];
-        if (r->device_class[0] && strcmp(r->device_class, d->device_class) != 0)
+        if (!rule_applies(a, r, d))
             continue;
         if (r->kind == ALERTS_RULE_UPDATE && r->for_ns > 0) {
             if ((o->rc = check_stuck(a, d, ri, o->now_ns)) != 0)
@@ -952,6 +974,17 @@ int alerts_new(const struct alerts_config *cfg, struct ingest_store *store, cons
     pthread_mutex_init(&a->lock, NULL);
     pthread_cond_init(&a->cond, NULL);
     alerts_notify_init(a);
+    for (size_t i = 0; i < cfg->n_rules; i++) {
+        if (cfg->rules[i].selector[0] == '\0')
+            continue;
+        char why[256];
+        if (ingest_selector_parse(cfg->rules[i].selector, &a->selectors[i], why, sizeof(why)) !=
+            0) {
+            snprintf(err, err_len, "[alert.%s] selector: %s", cfg->rules[i].name, why);
+            alerts_free(a);
+            return -1;
+        }
+    }
     *out = a;
     return 0;
 }
@@ -998,6 +1031,8 @@ void alerts_free(struct alerts *a)
     json_decref(a->silences);
     json_decref(a->active);
     json_decref(a->newest);
+    for (size_t i = 0; i < ALERTS_RULES_MAX; i++)
+        ingest_selector_free(a->selectors[i]);
     alerts_notify_cleanup(a);
     pthread_cond_destroy(&a->cond);
     pthread_mutex_destroy(&a->lock);

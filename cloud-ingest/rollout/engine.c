@@ -390,7 +390,7 @@ static bool decide_wave(struct rollouts *ro, struct rollout *r, json_t *devs,
     r->decided[k] = true;
     r->updated_ns = now_ns;
     if (!pass) {
-        char why[ROLLOUT_REASON_MAX + 1];
+        char why[ROLLOUT_REASON_MAX - 32]; /* with "wave N failed: " it fits the reason */
         gate_text(r, res, why, sizeof(why));
         r->state = r->abort_on_fail ? ROLLOUT_ABORTED : ROLLOUT_PAUSED;
         snprintf(r->reason, sizeof(r->reason), "wave %u failed: %s", k + 1, why);

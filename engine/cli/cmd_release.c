@@ -30,26 +30,31 @@
 
 static void release_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: ferry release keygen PREFIX\n"
-            "       ferry release create --component rootfs|app|model|config --version V\n"
-            "                            --device-class C --serial N --target IMAGE --out-dir DIR\n"
-            "                            [--base IMAGE --base-version V]... [--rollback]\n"
-            "                            [--chunk-size SIZE] [--level N] [--key KEYFILE]\n"
-            "                            [--mirror URL]...\n"
-            "       ferry release sign --key KEYFILE PAYLOAD.json MANIFEST.json\n"
-            "       ferry release verify --pub PUBFILE [--pub PUBFILE]... [--device-class C]\n"
-            "                            [--component C] [--running V] [--highest-serial N]\n"
-            "                            MANIFEST.json\n"
-            "\n"
-            "keygen writes PREFIX.key (Ed25519 secret, mode 0600) and PREFIX.pub (64 hex).\n"
-            "create writes the artifacts into DIR named by SHA-256, DIR/payload.json and, with\n"
-            "--key, DIR/manifest.json. --serial must grow with every release of the device class\n"
-            "(devices refuse a lower serial); --rollback marks an intended downgrade.\n"
-            "--mirror (up to 8) names artifact mirrors in the signed payload: base URLs ending\n"
-            "in '/' where <URL><sha256 hex> serves each artifact; devices try them in order\n"
-            "before the ingest and check every chunk against the signed hashes.\n"
-            "verify exits 0 when the manifest is signed by a given key and passes the policy.\n");
+    fprintf(
+        out,
+        "usage: ferry release keygen PREFIX\n"
+        "       ferry release create --component rootfs|app|model|config --version V\n"
+        "                            --device-class C --serial N --target IMAGE --out-dir DIR\n"
+        "                            [--base IMAGE --base-version V]... [--rollback]\n"
+        "                            [--chunk-size SIZE] [--level N] [--key KEYFILE]\n"
+        "                            [--mirror URL]...\n"
+        "                            [--condition 'METRIC STAT WINDOW OP VALUE [min_samples N]']\n"
+        "       ferry release sign --key KEYFILE PAYLOAD.json MANIFEST.json\n"
+        "       ferry release verify --pub PUBFILE [--pub PUBFILE]... [--device-class C]\n"
+        "                            [--component C] [--running V] [--highest-serial N]\n"
+        "                            MANIFEST.json\n"
+        "\n"
+        "keygen writes PREFIX.key (Ed25519 secret, mode 0600) and PREFIX.pub (64 hex).\n"
+        "create writes the artifacts into DIR named by SHA-256, DIR/payload.json and, with\n"
+        "--key, DIR/manifest.json. --serial must grow with every release of the device class\n"
+        "(devices refuse a lower serial); --rollback marks an intended downgrade.\n"
+        "--mirror (up to 8) names artifact mirrors in the signed payload: base URLs ending\n"
+        "in '/' where <URL><sha256 hex> serves each artifact; devices try them in order\n"
+        "before the ingest and check every chunk against the signed hashes.\n"
+        "--condition makes devices install only where their own journal shows it holds,\n"
+        "e.g. 'detector.confidence mean 24h < 0.6 min_samples 10' (STAT count mean min\n"
+        "max p50 p95; OP < <= > >=; WINDOW 1s..30d; min_samples default 1).\n"
+        "verify exits 0 when the manifest is signed by a given key and passes the policy.\n");
 }
 
 static int read_hex_file(const char *path, uint8_t *out, size_t n)
@@ -194,6 +199,8 @@ static int cmd_create(int argc, char **argv)
     char err[512] = "";
     struct delta_make_options dopt;
     delta_make_options_default(&dopt);
+    struct manifest_condition condition;
+    char cerr[256] = "";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int64_t n;
@@ -236,7 +243,13 @@ static int cmd_create(int argc, char **argv)
             ;
         else if (strcmp(a, "--level") == 0 && ferry_parse_i64(v, 1, 22, &n) == 0)
             dopt.level = (int)n;
-        else {
+        else if (strcmp(a, "--condition") == 0) {
+            if (manifest_condition_parse_text(v, &condition, cerr, sizeof(cerr)) != 0) {
+                fprintf(stderr, "ferry release create: --condition: %s\n", cerr);
+                return 2;
+            }
+            spec.condition = &condition;
+        } else {
             fprintf(stderr, "ferry release create: bad option %s %s%s%s\n", a, v,
                     strcmp(a, "--mirror") == 0 ? ": " : "",
                     strcmp(a, "--mirror") == 0 ? (err[0] ? err : "more than 8 mirrors") : "");
@@ -374,6 +387,10 @@ static int cmd_verify(int argc, char **argv)
     free(data);
     if (rc == 0 && check_policy)
         rc = manifest_check(m, &pol, err, sizeof(err));
+    struct manifest_condition cond;
+    int has_condition = rc == 0 ? manifest_condition(m, &cond, err, sizeof(err)) : 0;
+    if (has_condition < 0)
+        rc = MANIFEST_E_FORMAT; /* devices would never install it */
     if (rc != 0) {
         fprintf(stderr, "ferry release: %s: %s (%s)\n", file, manifest_strerror(rc), err);
         manifest_free(m);
@@ -385,6 +402,11 @@ static int cmd_verify(int argc, char **argv)
            manifest_version(m), manifest_device_class(m), (unsigned long long)manifest_serial(m),
            manifest_is_rollback(m) ? " (rollback)" : "", hex,
            (unsigned long long)manifest_target_size(m));
+    if (has_condition > 0) {
+        char text[320];
+        manifest_condition_describe(&cond, text, sizeof(text));
+        printf("condition %s\n", text);
+    }
     for (size_t i = 0; i < manifest_artifact_count(m); i++) {
         const struct manifest_artifact *a = manifest_artifact(m, i);
         ferry_hex_encode(a->sha256, 32, hex);

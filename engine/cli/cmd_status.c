@@ -54,6 +54,21 @@ static long long jint(json_t *o, const char *key)
     return (long long)json_integer_value(json_object_get(o, key));
 }
 
+/* One "update" line: the OTA state of a component (name NULL: the only one). */
+static void print_update(const char *name, json_t *u)
+{
+    const char *ustate = json_string_value(json_object_get(u, "state"));
+    const char *running = json_string_value(json_object_get(u, "running_version"));
+    const char *target = json_string_value(json_object_get(u, "target_version"));
+    printf("update     %s%s%s%s%s%s%s\n", name ? name : "", name ? ": " : "", ustate ? ustate : "?",
+           running ? ", running " : "", running ? running : "",
+           target && *target ? ", target " : "", target && *target ? target : "");
+    json_t *mirrors = json_object_get(u, "mirrors");
+    if (jint(mirrors, "chunks") || jint(mirrors, "failures"))
+        printf("           %lld chunks from artifact mirrors, %lld mirror(s) given up\n",
+               jint(mirrors, "chunks"), jint(mirrors, "failures"));
+}
+
 static void print_human(json_t *st)
 {
     const char *dev = json_string_value(json_object_get(st, "device_id"));
@@ -122,17 +137,14 @@ static void print_human(json_t *st)
                jint(g, "first"), jint(g, "last"), json_string_value(json_object_get(g, "reason")));
     }
     json_t *update = json_object_get(st, "update");
-    if (update) {
-        const char *ustate = json_string_value(json_object_get(update, "state"));
-        const char *running = json_string_value(json_object_get(update, "running_version"));
-        const char *target = json_string_value(json_object_get(update, "target_version"));
-        printf("update     %s%s%s%s%s\n", ustate ? ustate : "?", running ? ", running " : "",
-               running ? running : "", target && *target ? ", target " : "",
-               target && *target ? target : "");
-        json_t *mirrors = json_object_get(update, "mirrors");
-        if (jint(mirrors, "chunks") || jint(mirrors, "failures"))
-            printf("           %lld chunks from artifact mirrors, %lld mirror(s) given up\n",
-                   jint(mirrors, "chunks"), jint(mirrors, "failures"));
+    json_t *components = json_object_get(update, "components");
+    if (update && json_object_size(components) == 0)
+        print_update(NULL, update);
+    const char *cname;
+    json_t *comp;
+    json_object_foreach(components, cname, comp)
+    {
+        print_update(cname, comp); /* one line per component ([update.NAME]) */
     }
     json_t *inputs = json_object_get(st, "inputs");
     const char *key;

@@ -36,6 +36,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "engine/ota/condition.h"
 #include "engine/ota/gate.h"
 #include "engine/ota/metered.h"
 #include "journal/journal.h"
@@ -45,7 +46,7 @@
 #include "transport/manifest.h"
 #include "transport/record.h"
 
-enum job_kind { JOB_NONE, JOB_SELECT, JOB_APPLY, JOB_HEALTH };
+enum job_kind { JOB_NONE, JOB_SELECT, JOB_APPLY, JOB_HEALTH, JOB_CONDITION };
 
 struct ota_agent {
     int64_t server_offset_s; /* ingest clock - device clock, learned from a 401's X-Ferry-Time */
@@ -80,6 +81,14 @@ struct ota_agent {
     bool gating;              /* commands passed; waiting for the gates */
     int64_t trial_started_ms; /* monotonic */
     struct event *gate_timer;
+    /* release condition (condition.h): the verified manifest waiting for its evaluation, and the
+     * raw bytes of one whose condition was not met, evaluated again at every poll (a 304 keeps
+     * it; a new manifest or a 204 replaces it) */
+    struct manifest *cond_manifest;
+    uint8_t *cond_raw;
+    size_t cond_raw_len;
+    struct manifest_condition cond;
+    struct ota_condition_result cond_result;
     /* mirror counters of earlier download runs of this update (ota_status has the total) */
     uint32_t mirror_chunks_before;
     uint64_t mirror_bytes_before;
@@ -222,6 +231,8 @@ static int persist(struct ota_agent *a, const char *event, const uint8_t *manife
     }
     log_info("ota", "%s: %s %s%s%s", name, a->cfg.component, a->st.target_version,
              a->st.reason[0] ? " - " : "", a->st.reason);
+    if (a->cfg.appended)
+        a->cfg.appended(a->cfg.appended_arg);
     return OTA_OK;
 }
 
@@ -261,6 +272,9 @@ static void *job_main(void *arg)
         a->job_result = delta_apply(a->job_base_path, a->job_delta_path, a->job_target_path, &o,
                                     err, sizeof(err));
         ferry_strlcpy(a->job_reason, err, sizeof(a->job_reason));
+    } else if (a->job == JOB_CONDITION) {
+        a->job_result = ota_condition_eval(a->journal, &a->cond, ferry_realtime_ns(), 0,
+                                           &a->cond_result, a->job_reason, sizeof(a->job_reason));
     } else if (a->job == JOB_HEALTH) {
         long long deadline = ferry_monotonic_ms() + a->cfg.trial_deadline_ms;
         for (size_t i = 0; i < a->cfg.n_health_commands; i++) {
@@ -319,6 +333,7 @@ static void work_path(const struct ota_agent *a, const struct manifest_artifact 
 }
 
 static void start_apply(struct ota_agent *a);
+static void finish_condition(struct ota_agent *a);
 
 static int file_mode(const struct ota_agent *a)
 {
@@ -742,6 +757,7 @@ static void on_job_done(evutil_socket_t fd, short what, void *arg)
     case JOB_SELECT: begin_artifact(a, a->job_result); break;
     case JOB_APPLY: finish_apply(a); break;
     case JOB_HEALTH: finish_health(a); break;
+    case JOB_CONDITION: finish_condition(a); break;
     case JOB_NONE: break;
     }
 }
@@ -802,15 +818,186 @@ static bool learn_server_time(struct ota_agent *a, struct http_request *req)
     return true;
 }
 
+/* Appends the event "ota.condition" (no state change). The ingest replaces its per-component
+ * update entry with every ota.* event's state fields, so this one carries the agent's current
+ * state unchanged (state, running/target version, reason, bytes_done) and names the release it
+ * is about "release_version". result: met, not_met, insufficient, unreadable, error. */
+static void condition_event(struct ota_agent *a, const struct manifest *m, const char *result,
+                            const char *detail)
+{
+    const struct manifest_condition *c = &a->cond;
+    const struct ota_condition_result *r = &a->cond_result;
+    char window[32];
+    snprintf(window, sizeof(window), "%lldms", (long long)c->window_ms);
+    struct record_field f[20];
+    size_t nf = 0;
+    str_field(&f[nf++], "component", a->cfg.component);
+    str_field(&f[nf++], "state", a->st.state);
+    str_field(&f[nf++], "running_version", a->st.running_version);
+    str_field(&f[nf++], "target_version", a->st.target_version);
+    str_field(&f[nf++], "reason", a->st.reason);
+    f[nf].key = (struct record_str){"bytes_done", 10};
+    f[nf].type = RECORD_FIELD_UINT;
+    f[nf++].v.u = a->st.bytes_done;
+    str_field(&f[nf++], "release_version", manifest_version(m));
+    str_field(&f[nf++], "result", result);
+    if (detail && detail[0])
+        str_field(&f[nf++], "detail", detail);
+    if (c->metric[0]) {
+        str_field(&f[nf++], "metric", c->metric);
+        str_field(&f[nf++], "stat", manifest_condition_stat_name(c->stat));
+        str_field(&f[nf++], "op", manifest_condition_op_name(c->op));
+        str_field(&f[nf++], "window", window);
+        f[nf].key = (struct record_str){"threshold", 9};
+        f[nf].type = RECORD_FIELD_FLOAT;
+        f[nf++].v.f = c->value;
+        f[nf].key = (struct record_str){"min_samples", 11};
+        f[nf].type = RECORD_FIELD_UINT;
+        f[nf++].v.u = c->min_samples;
+    }
+    if (strcmp(result, "unreadable") != 0 && strcmp(result, "error") != 0) {
+        f[nf].key = (struct record_str){"value", 5};
+        f[nf].type = RECORD_FIELD_FLOAT;
+        f[nf++].v.f = r->value;
+        f[nf].key = (struct record_str){"samples", 7};
+        f[nf].type = RECORD_FIELD_UINT;
+        f[nf++].v.u = r->samples;
+        f[nf].key = (struct record_str){"scanned", 7};
+        f[nf].type = RECORD_FIELD_UINT;
+        f[nf++].v.u = r->scanned;
+    }
+    struct record rec = {0};
+    rec.stream = RECORD_EVENT;
+    rec.ts_ns = ferry_realtime_ns();
+    rec.name = (struct record_str){"ota.condition", 13};
+    rec.fields = f;
+    rec.n_fields = nf;
+    struct ferry_buf payload = FERRY_BUF_INIT;
+    int rc = record_pack(&rec, &payload);
+    if (rc == 0)
+        rc = journal_append_event_with_state(a->journal, rec.ts_ns, payload.data, payload.len, NULL,
+                                             0, JOURNAL_APPEND_WAIT, NULL);
+    ferry_buf_free(&payload);
+    if (rc != 0)
+        log_error("ota", "%s: cannot append ota.condition: error %d", a->cfg.component, rc);
+    log_info("ota", "ota.condition: %s %s: %s%s%s", a->cfg.component, manifest_version(m), result,
+             detail && detail[0] ? " - " : "", detail ? detail : "");
+}
+
+static void drop_pending_condition(struct ota_agent *a)
+{
+    free(a->cond_raw);
+    a->cond_raw = NULL;
+    a->cond_raw_len = 0;
+}
+
+/* The worker evaluated the condition of a->cond_manifest: install when met; otherwise keep the
+ * manifest's bytes for the next poll (not met is not a failure: the state does not change). */
+static void finish_condition(struct ota_agent *a)
+{
+    struct manifest *m = a->cond_manifest;
+    a->cond_manifest = NULL;
+    if (!m)
+        return;
+    const char *result =
+        a->job_result != 0 ? "error" : ota_condition_outcome_name(a->cond_result.outcome);
+    char detail[400] = "";
+    if (a->job_result != 0)
+        ferry_strlcpy(detail, a->job_reason, sizeof(detail));
+    else {
+        char cond[300];
+        manifest_condition_describe(&a->cond, cond, sizeof(cond));
+        snprintf(detail, sizeof(detail), "%s %.6g over %llu samples; condition %s",
+                 manifest_condition_stat_name(a->cond.stat), a->cond_result.value,
+                 (unsigned long long)a->cond_result.samples, cond);
+    }
+    condition_event(a, m, result, detail);
+    if (a->job_result == 0 && a->cond_result.outcome == OTA_CONDITION_MET) {
+        uint8_t *raw = a->cond_raw;
+        size_t raw_len = a->cond_raw_len;
+        a->cond_raw = NULL;
+        a->cond_raw_len = 0;
+        start_update(a, m, raw, raw_len); /* takes m */
+        free(raw);
+        return;
+    }
+    manifest_free(m); /* evaluated again at the next poll, from a->cond_raw */
+}
+
+/* A verified manifest that passed the policy: install it, or first evaluate its condition. Takes
+ * m. raw/len are the envelope as received (persisted with the state when an update starts). */
+static void consider_manifest(struct ota_agent *a, struct manifest *m, const uint8_t *raw,
+                              size_t len)
+{
+    if (a->st.running_version[0] && strcmp(manifest_version(m), a->st.running_version) == 0) {
+        manifest_free(m);
+        drop_pending_condition(a);
+        return; /* already running it */
+    }
+    if (strcmp(a->st.state, "rolled_back") == 0 &&
+        strcmp(manifest_version(m), a->st.target_version) == 0) {
+        manifest_free(m);
+        drop_pending_condition(a);
+        return; /* the release that just failed here is not retried by itself */
+    }
+    char why[256] = "";
+    memset(&a->cond, 0, sizeof(a->cond));
+    memset(&a->cond_result, 0, sizeof(a->cond_result));
+    int has = manifest_condition(m, &a->cond, why, sizeof(why));
+    if (has == 0) {
+        drop_pending_condition(a);
+        start_update(a, m, raw, len);
+        return;
+    }
+    if (has < 0) { /* not understood: never installed on it; said once per manifest fetched */
+        condition_event(a, m, "unreadable", why);
+        manifest_free(m);
+        drop_pending_condition(a);
+        return;
+    }
+    if (a->cond_raw != raw) {
+        drop_pending_condition(a);
+        a->cond_raw = malloc(len ? len : 1);
+        if (!a->cond_raw) {
+            manifest_free(m);
+            return;
+        }
+        memcpy(a->cond_raw, raw, len);
+        a->cond_raw_len = len;
+    }
+    a->cond_manifest = m;
+    if (start_job(a, JOB_CONDITION) != 0) {
+        a->cond_manifest = NULL;
+        manifest_free(m);
+        log_warn("ota", "%s: cannot start the condition evaluation; next poll", a->cfg.component);
+    }
+}
+
 static void on_poll_done(void *arg, struct http_request *req, const struct http_response *resp)
 {
     struct ota_agent *a = arg;
     a->poll_req = NULL;
     int busy = strcmp(a->st.state, "idle") != 0 && strcmp(a->st.state, "committed") != 0 &&
                strcmp(a->st.state, "rolled_back") != 0 && strcmp(a->st.state, "failed") != 0;
+    busy |= a->job_running;
     schedule_poll(a, a->cfg.check_interval_ms);
     if (resp->err == HTTP_CLIENT_OK && resp->status == 401 && learn_server_time(a, req))
         schedule_poll(a, 1000); /* signed with a wrong clock: again soon, with the ingest's */
+    if (resp->err == HTTP_CLIENT_OK && resp->status == 204)
+        drop_pending_condition(a); /* the release was withdrawn */
+    if (resp->err == HTTP_CLIENT_OK && resp->status == 304 && a->cond_raw && !busy) {
+        /* unchanged release whose condition was not met: evaluate it again */
+        uint8_t *raw = a->cond_raw;
+        size_t raw_len = a->cond_raw_len;
+        a->cond_raw = NULL; /* consider_manifest keeps its own copy again when still not met */
+        a->cond_raw_len = 0;
+        struct manifest *m = NULL;
+        char why[256] = "";
+        if (verify_manifest(a, raw, raw_len, &m, why, sizeof(why)) == 0)
+            consider_manifest(a, m, raw, raw_len);
+        free(raw); /* refused now: e.g. the policy moved on (a higher serial seen) */
+        return;
+    }
     if (resp->err != HTTP_CLIENT_OK || resp->status != 200 || busy)
         return; /* offline, 204 (nothing for us), 304 (unchanged), or an update under way */
     size_t elen = 0;
@@ -826,19 +1013,11 @@ static void on_poll_done(void *arg, struct http_request *req, const struct http_
         /* refused manifests are reported (once per ETag, since 304 follows) and never installed */
         char reason[320];
         snprintf(reason, sizeof(reason), "manifest refused: %s (%s)", manifest_strerror(rc), why);
+        drop_pending_condition(a);
         set_state(a, "failed", "rejected", reason);
         return;
     }
-    if (a->st.running_version[0] && strcmp(manifest_version(m), a->st.running_version) == 0) {
-        manifest_free(m);
-        return; /* already running it */
-    }
-    if (strcmp(a->st.state, "rolled_back") == 0 &&
-        strcmp(manifest_version(m), a->st.target_version) == 0) {
-        manifest_free(m);
-        return; /* the release that just failed here is not retried by itself */
-    }
-    start_update(a, m, resp->body, resp->body_len);
+    consider_manifest(a, m, resp->body, resp->body_len);
 }
 
 static void on_poll_timer(evutil_socket_t fd, short what, void *arg)
@@ -1082,6 +1261,11 @@ int ota_agent_new(struct event_base *base, struct http_client *http, struct jour
     return OTA_OK;
 }
 
+const char *ota_agent_component(const struct ota_agent *a)
+{
+    return a->cfg.component;
+}
+
 void ota_agent_status(const struct ota_agent *a, struct ota_status *out)
 {
     *out = a->st;
@@ -1110,6 +1294,8 @@ void ota_agent_free(struct ota_agent *a)
     if (a->job_pipe[1] >= 0)
         close(a->job_pipe[1]);
     manifest_free(a->manifest);
+    manifest_free(a->cond_manifest);
+    free(a->cond_raw);
     ota_slots_close(a->slots);
     free(a);
 }

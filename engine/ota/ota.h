@@ -92,6 +92,11 @@ struct ota_config {
     int (*sign_request)(void *arg, const char *method, const char *target, int64_t time_s,
                         struct reqsign_headers *out);
     void *sign_arg;
+    /* Called on the loop thread after each ota.* event committed (its state change is durable):
+     * ferryd wakes its sync engine, so the ingest learns a device's update state within the
+     * event latency, not at the next heartbeat. NULL: nobody is told. */
+    void (*appended)(void *arg);
+    void *appended_arg;
 };
 
 /* What `ferry update status` shows: a copy of the persisted state. */
@@ -128,6 +133,8 @@ void ota_agent_check_now(struct ota_agent *a);
 /* Shows an accepted metric record to the trial's health gates (loop thread; cheap when no
  * trial is waiting on gates). */
 void ota_agent_observe(struct ota_agent *a, const struct record *r);
+/* The component this agent manages ("rootfs", "model", ...); valid while the agent lives. */
+const char *ota_agent_component(const struct ota_agent *a);
 /* Current state (loop thread). */
 void ota_agent_status(const struct ota_agent *a, struct ota_status *out);
 /* Stops the agent: cancels a download (its progress stays persisted), waits for a running worker

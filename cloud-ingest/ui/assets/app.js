@@ -1,9 +1,12 @@
 /*
- * app.js - the ferry fleet console (docs/console.md): three pages on the public JSON API.
+ * app.js - the ferry fleet console (docs/console.md): five pages on the public JSON API.
  *
  *   #/fleet           every device, its state, counts by state/class/version, filter and search
  *   #/device/<id>     one device: metric charts (/v1/series), logs (/v1/export), updates, alerts
  *   #/alerts          firing, resolved and late alerts (/v1/alerts)
+ *   #/rollouts        every rollout with its state and progress (/v1/rollouts)
+ *   #/rollout/<id>    one rollout: waves, gates, devices, before/after comparison, and the
+ *                     pause / resume / promote / abort buttons for operator tokens (/v1/whoami)
  *
  * Plain JavaScript, no framework, no request to another host. Data from the API is only ever put
  * into the page with textContent (never innerHTML), so a device name cannot inject markup.
@@ -95,6 +98,30 @@ async function api(path) {
 }
 
 const apiJson = async (path) => JSON.parse(await api(path));
+
+/* A change (POST) with the token; answers the parsed JSON or throws with the server's message. */
+async function apiPost(path) {
+  const headers = { Accept: "application/json" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = "Bearer " + token;
+  const r = await fetch(path, { method: "POST", headers, cache: "no-store" });
+  const text = await r.text();
+  let doc = null;
+  try { doc = JSON.parse(text); } catch (e) { /* not JSON */ }
+  if (!r.ok) throw new Error(path + ": HTTP " + r.status + ": " + ((doc && doc.error) || text));
+  return doc;
+}
+
+/* Who the token is (name, role): the console shows change buttons to operators only. Cached per
+ * token for the life of the page. */
+let whoCache = { token: null, who: null };
+async function whoAmI() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (whoCache.token !== token || !whoCache.who) {
+    whoCache = { token, who: await apiJson("/v1/whoami") };
+  }
+  return whoCache.who;
+}
 const apiNdjson = async (path) =>
   (await api(path)).split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l));
 
@@ -509,6 +536,187 @@ async function pageAlerts(main) {
   setStatus(all.length + " alerts, read " + new Date().toLocaleTimeString());
 }
 
+/* ---- Rollouts pages ------------------------------------------------------------------------ */
+
+/* Device states of a rollout, in the order of the progress bar, with the bar's colour class. */
+const RDEV_STATES = ["committed", "installed", "downloading", "offered", "rolled_back", "failed",
+                     "silent", "pending"];
+
+/* A stacked bar of a wave's device counts; each part's title says what it is. */
+function waveBar(counts, total) {
+  const bar = el("div", { class: "bar", role: "img",
+                          "aria-label": RDEV_STATES.map((s) => s + " " + (counts[s] || 0))
+                            .join(", ") });
+  for (const s of RDEV_STATES) {
+    const n = counts[s] || 0;
+    if (!n || !total) continue;
+    const seg = el("span", { class: "seg seg-" + s, title: s.replace("_", " ") + ": " + n });
+    seg.style.width = (100 * n / total).toFixed(2) + "%"; /* CSSOM: allowed by the strict CSP */
+    bar.append(seg);
+  }
+  return bar;
+}
+
+function rolloutProgress(r) {
+  const waves = r.waves || [];
+  return (r.state === "completed" ? waves.length : Math.min((r.wave || 0) + 1, waves.length)) +
+    " of " + waves.length;
+}
+
+async function pageRollouts(main) {
+  const doc = await apiJson("/v1/rollouts");
+  const list = doc.rollouts || [];
+  const nowMs = Date.now();
+  const body = list.length ? el("table", { id: "rollouts-table" },
+    el("thead", {}, el("tr", {}, ...["Rollout", "Name", "Class", "Component", "Version", "State",
+      "Wave", "Created", "Reason"].map((h) => el("th", { text: h })))),
+    el("tbody", {}, ...list.map((r) => el("tr", {},
+      el("td", {}, el("a", { href: "#/rollout/" + encodeURIComponent(r.id), text: r.id })),
+      el("td", { text: r.name || "" }),
+      el("td", { text: r.device_class || "" }),
+      el("td", { text: r.component || "" }),
+      el("td", { text: r.version || "" }),
+      el("td", { class: "state rstate-" + r.state, text: r.state || "" }),
+      el("td", { text: rolloutProgress(r) }),
+      el("td", { title: isoTime(r.created_ns), text: ago(r.created_ns, nowMs) }),
+      el("td", { text: r.reason || "" })))))
+    : el("p", { class: "muted", text: "No rollouts. Start one with ferry-ingest rollout create " +
+                                      "(docs/rollouts.md)." });
+  main.replaceChildren(el("h1", { text: "Rollouts" }), body);
+  setStatus(list.length + " rollouts, read " + new Date().toLocaleTimeString());
+}
+
+const num = (v, digits) => (typeof v === "number" ? v.toFixed(digits === undefined ? 3 : digits)
+                                                  : "–");
+
+function gatesTable(gates) {
+  if (!gates || !gates.length) return el("p", { class: "muted small", text: "No gates." });
+  return el("table", { class: "gates" },
+    el("thead", {}, el("tr", {}, ...["Gate", "Value", "Threshold", "Result"].map((h) =>
+      el("th", { text: h })))),
+    el("tbody", {}, ...gates.map((g) => el("tr", {},
+      el("td", {}, el("code", { text: g.gate || "" })),
+      el("td", { class: "num", text: num(g.value) }),
+      el("td", { class: "num", text: num(g.threshold) }),
+      el("td", { class: g.pass ? "state-resolved state" : "state-firing state",
+                 text: (g.pass ? "pass" : "FAIL") + (g.decided ? " (decided)" : " (so far)") })))));
+}
+
+/* Whether a difference is larger than the noise (the Mann-Whitney p-value the API gives). */
+function verdict(significant, p) {
+  if (typeof p !== "number") return el("td", { class: "muted", text: "too few samples" });
+  return el("td", { class: significant ? "state state-firing" : "muted",
+                    text: (significant ? "differs" : "within noise") + " (p=" + num(p, 3) + ")" });
+}
+
+function compareTable(cmp) {
+  const rows = (cmp && cmp.metrics) || [];
+  if (!rows.length) return el("p", { class: "muted", text: "Nothing to compare yet." });
+  const dist = (d) => (d ? num(d.p50) + " / " + num(d.p95) + " (n=" + (d.count || 0) + ")" : "–");
+  return el("table", { id: "rollout-compare" },
+    el("thead", {}, el("tr", {}, ...["Metric", "Before p50 / p95", "After p50 / p95",
+      "Not updated p50 / p95", "Before → after", "After vs not updated"].map((h) =>
+      el("th", { text: h })))),
+    el("tbody", {}, ...rows.map((m) => m.error
+      ? el("tr", {}, el("td", { text: m.metric }), el("td", { colspan: "5", class: "muted",
+                                                              text: m.error }))
+      : el("tr", {},
+        el("td", {}, el("code", { text: m.metric })),
+        el("td", { class: "num", text: dist(m.before) }),
+        el("td", { class: "num", text: dist(m.after) }),
+        el("td", { class: "num", text: dist(m.control) }),
+        verdict(m.significant_before_after, m.p_before_after),
+        verdict(m.significant_after_control, m.p_after_control)))));
+}
+
+/* The operator's buttons: only those that apply in the rollout's state, only for a token whose
+ * role may change things. The server checks both again. */
+function rolloutActions(r, who, reload) {
+  if (!who || !who.operator) {
+    return el("p", { class: "muted small", id: "rollout-actions",
+                     text: "Token " + ((who && who.name) || "?") + " is a " +
+                           ((who && who.role) || "viewer") + ": pausing, resuming, promoting " +
+                           "and aborting need an operator token." });
+  }
+  const can = { running: ["pause", "promote", "abort"], paused: ["resume", "promote", "abort"] };
+  const ops = can[r.state] || [];
+  if (!ops.length) return el("p", { class: "muted small", id: "rollout-actions",
+                                    text: "The rollout is " + r.state + ": nothing to do." });
+  const out = el("div", { class: "row", id: "rollout-actions" });
+  for (const op of ops) {
+    out.append(el("button", { type: "button", id: "rollout-" + op,
+      class: op === "abort" ? "danger" : "",
+      text: op[0].toUpperCase() + op.slice(1),
+      onclick: async (ev) => {
+        if (op === "abort" && !confirm("Abort rollout " + r.id + "? Devices of its started " +
+            "waves are offered the rollback release, if it has one.")) return;
+        ev.target.disabled = true;
+        try {
+          await apiPost("/v1/rollouts/" + encodeURIComponent(r.id) + "/" + op);
+          setStatus(op + ": done");
+          reload();
+        } catch (e) {
+          setStatus(String(e.message || e), true);
+          ev.target.disabled = false;
+        }
+      } }));
+  }
+  return out;
+}
+
+async function pageRollout(main, id) {
+  const base = "/v1/rollouts/" + encodeURIComponent(id);
+  const [r, cmp, who] = await Promise.all([apiJson(base),
+    apiJson(base + "/compare").catch((e) => ({ metrics: [], error: String(e.message || e) })),
+    whoAmI().catch(() => null)]);
+  const reload = () => { if (location.hash === "#/rollout/" + encodeURIComponent(id)) route(); };
+  const waves = el("div", { id: "rollout-waves" }, ...(r.wave_status || []).map((w) => {
+    const total = w.devices || 0;
+    return el("div", { class: "card wave" },
+      el("div", { class: "row" },
+        el("strong", { text: "Wave " + (w.index + 1) + " (" + w.target + ")" }),
+        el("span", { class: "muted", text: w.started ? total + " devices, started " +
+                                                        isoTime(w.started_ns) : "not started" })),
+      waveBar(w.counts || {}, total),
+      el("p", { class: "small muted", text: RDEV_STATES.map((s) =>
+        s.replace("_", " ") + " " + ((w.counts || {})[s] || 0)).join(" · ") }),
+      w.started ? gatesTable(w.gates) : null);
+  }));
+  const legend = el("p", { class: "small legend" }, ...RDEV_STATES.map((s) =>
+    el("span", {}, el("span", { class: "swatch seg-" + s }), s.replace("_", " "))));
+  const devs = (r.devices || []).slice().sort((a, b) => a.wave - b.wave ||
+                                                        a.device.localeCompare(b.device));
+  const shown = devs.slice(0, 500);
+  const devTable = el("table", { id: "rollout-devices" },
+    el("thead", {}, el("tr", {}, ...["Device", "Wave", "State", "Since"].map((h) =>
+      el("th", { text: h })))),
+    el("tbody", {}, ...shown.map((d) => el("tr", {},
+      el("td", {}, el("a", { href: "#/device/" + encodeURIComponent(d.device), text: d.device })),
+      el("td", { class: "num", text: String(d.wave + 1) }),
+      el("td", { class: "state rdev-" + d.state, text: d.state.replace("_", " ") }),
+      el("td", { text: isoTime(d.since_ns) })))));
+  main.replaceChildren(
+    el("h1", {}, "Rollout ", el("code", { text: r.id }), r.name ? " " + r.name : ""),
+    el("dl", {},
+      el("dt", { text: "Release" }), el("dd", { text: r.component + " " + r.version + " for " +
+                                                      r.device_class + " (serial " + r.serial + ")" }),
+      el("dt", { text: "State" }), el("dd", { class: "state rstate-" + r.state,
+                                             text: r.state + (r.reason ? ": " + r.reason : "") }),
+      el("dt", { text: "Wave" }), el("dd", { text: rolloutProgress(r) }),
+      el("dt", { text: "Selector" }), el("dd", { text: r.selector || "every device of the class" }),
+      el("dt", { text: "On a failed gate" }), el("dd", { text: r.on_fail || "" }),
+      el("dt", { text: "Rollback" }), el("dd", { text: r.has_rollback ? r.rollback_version
+                                                                       : "none given" }),
+      el("dt", { text: "Window" }), el("dd", { text: r.window || "any time" })),
+    rolloutActions(r, who, reload),
+    el("h2", { text: "Waves" }), legend, waves,
+    el("h2", { text: "Before and after" }),
+    cmp.error ? el("p", { class: "error", text: cmp.error }) : compareTable(cmp),
+    el("h2", { text: "Devices (" + devs.length + (devs.length > shown.length
+      ? ", the first " + shown.length + " shown" : "") + ")" }), devTable);
+  setStatus("rollout " + r.state + ", read " + new Date().toLocaleTimeString());
+}
+
 /* ---- Routing ---------------------------------------------------------------------------- */
 
 let routeSeq = 0;
@@ -519,9 +727,12 @@ async function route() {
   const main = $("main");
   $("nav-fleet").className = hash.startsWith("#/fleet") ? "active" : "";
   $("nav-alerts").className = hash.startsWith("#/alerts") ? "active" : "";
+  $("nav-rollouts").className = hash.startsWith("#/rollout") ? "active" : "";
   try {
     if (hash.startsWith("#/device/")) await pageDevice(main, decodeURIComponent(hash.slice(9)));
     else if (hash.startsWith("#/alerts")) await pageAlerts(main);
+    else if (hash.startsWith("#/rollouts")) await pageRollouts(main);
+    else if (hash.startsWith("#/rollout/")) await pageRollout(main, decodeURIComponent(hash.slice(10)));
     else await pageFleet(main);
     if (seq === routeSeq) {
       /* Milliseconds from navigation start to the page drawn: console-bench reads it. */

@@ -34,6 +34,7 @@ static const size_t string_offsets[] = {
     offsetof(struct ferryd_config, listen_udp),
     offsetof(struct ferryd_config, listen_unix),
     offsetof(struct ferryd_config, update_component),
+    offsetof(struct ferryd_config, update_install_path),
     offsetof(struct ferryd_config, update_release_keys),
     offsetof(struct ferryd_config, update_slot_backend),
     offsetof(struct ferryd_config, update_slot_dir),
@@ -70,6 +71,15 @@ static void exercise_helpers(const struct ferryd_config *cfg)
     char path[4096];
     (void)!ferryd_config_path(cfg, cfg->listen_unix, path, sizeof path);
     (void)!ferryd_config_path(cfg, cfg->update_slot_dir, path, sizeof path);
+    /* the components ferryd would start: 1..FERRYD_MAX_COMPONENTS, every string set */
+    struct ferryd_update_effective comps[FERRYD_MAX_COMPONENTS];
+    size_t n = ferryd_config_components(cfg, comps);
+    if (n == 0 || n > FERRYD_MAX_COMPONENTS)
+        abort();
+    for (size_t i = 0; i < n; i++)
+        if (!comps[i].component || !comps[i].install_path || !comps[i].slot_dir ||
+            !comps[i].health_gates || !comps[i].initial_version)
+            abort();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

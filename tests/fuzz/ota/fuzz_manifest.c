@@ -4,7 +4,10 @@
  * The first input byte picks the entry point: even → the signed envelope path
  * (manifest_parse_verified with a fixed trusted key; reaching the payload needs a valid
  * signature, so this exercises envelope, base64 and signature handling), odd → the payload
- * parser directly (manifest_parse_payload) followed by the policy checks and accessors.
+ * parser directly (manifest_parse_payload) followed by the policy checks and accessors, the
+ * release condition (manifest_condition, read leniently from the payload), and the condition's
+ * text form (manifest_condition_parse_text, what `ferry release create --condition` takes) on the
+ * same bytes.
  *
  * The trusted key is the Ed25519 key pair of the seed bytes 1, 2, ..., 32
  * (crypto_sign_seed_keypair), so committed seeds signed with it ("mirrors-*", made with
@@ -13,6 +16,7 @@
  */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <sodium.h>
@@ -55,6 +59,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             (void)sink;
         }
         (void)manifest_find_full(m);
+        struct manifest_condition c;
+        char text[400];
+        if (manifest_condition(m, &c, err, sizeof(err)) == 1) {
+            manifest_condition_describe(&c, text, sizeof(text));
+            (void)manifest_condition_holds(c.op, c.value, c.value);
+        }
         volatile size_t mirror_bytes = manifest_mirror_signed_count(m);
         for (size_t i = 0; i < manifest_mirror_count(m); i++)
             mirror_bytes += strlen(manifest_mirror(m, i));
@@ -62,5 +72,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         (void)manifest_version_compare(manifest_version(m), "1.2.3");
     }
     manifest_free(m);
+    if (data[0] % 2 == 1 && size - 1 < 1024) {
+        char text[1024];
+        memcpy(text, data + 1, size - 1);
+        text[size - 1] = '\0';
+        struct manifest_condition c;
+        if (manifest_condition_parse_text(text, &c, err, sizeof(err)) == MANIFEST_OK) {
+            char out[400];
+            manifest_condition_describe(&c, out, sizeof(out));
+        }
+    }
     return 0;
 }

@@ -11,6 +11,9 @@ Proves, each page loaded from /ui/ with a fresh profile:
   - Device: the chart drew the buckets /v1/series gives, the recent logs show the device's log
     lines and the level filter hides the info lines;
   - Alerts: the firing alert of the hot device is listed with a link to its device page;
+  - Rollouts: a rollout created with the CLI is listed; its page shows its waves and gate; a
+    viewer token gets no change buttons, an operator token's Pause button pauses it (checked
+    through the API) and the page then offers Resume;
   - Token: a wrong token gets the ingest's 401 and the prompt again; a token typed into the
     prompt is kept in sessionStorage and sent as
     `Authorization: Bearer` on the page's requests (checked on the page's own fetch calls).
@@ -217,6 +220,55 @@ def main():
             "#/device/" + hot["id"]), link.get_attribute("href")
         drv.save_screenshot(os.path.join(args.artifacts, "alerts.png"))
 
+        # ---- Rollouts: a rollout of the hot device's class (a signed release made here), read
+        # with the viewer token (no change buttons), then paused with an operator token through
+        # the page's own button.
+        rel = os.path.join(h.tmp, "release")
+        os.makedirs(rel)
+        key = os.path.join(rel, "release")
+        subprocess.run([h.bin("ferry"), "release", "keygen", key], check=True,
+                       capture_output=True, timeout=30)
+        image = os.path.join(rel, "model.bin")
+        with open(image, "wb") as f:
+            f.write(os.urandom(64 * 1024))
+        out_dir = os.path.join(rel, "out")
+        subprocess.run([h.bin("ferry"), "release", "create", "--component", "model", "--version",
+                        "2.0.0", "--device-class", hot["device_class"], "--serial", "1",
+                        "--target", image, "--out-dir", out_dir, "--key", key + ".key"],
+                       check=True, capture_output=True, timeout=60)
+        created = subprocess.run([h.bin("ferry-ingest"), "-d", ingest.dir, "rollout", "create",
+                                  "--manifest", os.path.join(out_dir, "manifest.json"), "--pub",
+                                  key + ".pub", "--waves", "50%,100%", "--gate",
+                                  "install_success >= 0.9", "--name", "canary", out_dir],
+                                 capture_output=True, text=True, timeout=60)
+        assert created.returncode == 0, created.stderr
+        rid = created.stdout.strip().splitlines()[-1].strip()
+        load(drv, url, "#/rollouts", "rollouts")
+        link = drv.find_element(By.CSS_SELECTOR, "#rollouts-table a")
+        assert link.text == rid, (link.text, rid)
+        load(drv, url, "#/rollout/" + rid, "rollout")
+        assert len(drv.find_elements(By.CSS_SELECTOR, "#rollout-waves .wave")) == 2
+        assert "install_success >= 0.9" in text(drv, "rollout-waves"), text(drv, "rollout-waves")
+        assert "operator token" in text(drv, "rollout-actions"), text(drv, "rollout-actions")
+        assert not drv.find_elements(By.ID, "rollout-pause")  # a viewer gets no buttons
+        drv.save_screenshot(os.path.join(args.artifacts, "rollout-viewer.png"))
+        operator = subprocess.run([h.bin("ferry-ingest"), "-d", ingest.dir, "token", "create",
+                                   "--role", "operator", "--name", "console-operator"],
+                                  check=True, capture_output=True, text=True,
+                                  timeout=30).stdout.strip().splitlines()[-1].strip()
+        drv.execute_script("sessionStorage.setItem('ferry.token', arguments[0])", operator)
+        load(drv, url, "#/rollouts", "rollouts")
+        load(drv, url, "#/rollout/" + rid, "rollout")
+        drv.find_element(By.ID, "rollout-pause").click()
+        synclib.wait_for(lambda: json.loads(synclib.http_get(url + "/v1/rollouts/" + rid,
+                                                             token=viewer)[1])["state"] ==
+                         "paused", 10, "the rollout paused by the page's button")
+        WebDriverWait(drv, 10).until(lambda d: d.find_elements(By.ID, "rollout-resume"),
+                                     "the Resume button after the pause")
+        drv.save_screenshot(os.path.join(args.artifacts, "rollout-operator.png"))
+        assert not console_errors(drv)
+        drv.execute_script("sessionStorage.setItem('ferry.token', arguments[0])", viewer)
+
         # ---- Token: a wrong one gets the ingest's real 401 and the prompt again; the right one,
         # typed into the prompt, is kept in sessionStorage and sent as a bearer token.
         drv.find_element(By.ID, "token-button").click()
@@ -245,7 +297,8 @@ def main():
         ok = True
         print("ok: fleet (%d devices, %d online, counts by class equal the API; search and class "
               "filter narrow the table), device (chart of %d buckets, logs with level filter), "
-              "alerts (firing with device link), bearer token; no console errors; %.1f s; "
+              "alerts (firing with device link), rollouts (viewer without buttons, paused by an "
+              "operator's click), bearer token; no console errors; %.1f s; "
               "screenshots in %s" % (len(after), online, n_points, time.monotonic() - T_START,
                                      args.artifacts))
     finally:

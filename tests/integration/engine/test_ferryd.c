@@ -1014,13 +1014,15 @@ static void test_with_ingest_enrolls_drains_and_starts_ota(void **state)
         waitpid(ingest, NULL, 0);
         fail_msg("ferry-ingest did not start; see %s", ing_log);
     }
-    char extra[1024];
+    char extra[2048];
+    /* two components: rootfs in slots and a model file, each with its own agent */
     snprintf(extra, sizeof extra,
              "[server]\nurl = http://127.0.0.1:%s\nenroll_token = %s\n"
              "[sync]\nmetric_latency = 100ms\n"
              "[update]\nenabled = true\ncheck_interval = 1h\ninitial_version = 1.2.3\n"
-             "release_keys = %064d\n",
-             port, token, 7);
+             "release_keys = %064d\n[update.rootfs]\nslot_dir = slots-rootfs\n"
+             "[update.model]\ninstall_path = %s/detector.onnx\ninitial_version = 0.5.0\n",
+             port, token, 7, d->dir);
     write_config(d, extra);
     daemon_start(d);
     struct ferry_buf body = FERRY_BUF_INIT, resp = FERRY_BUF_INIT;
@@ -1041,9 +1043,11 @@ static void test_with_ingest_enrolls_drains_and_starts_ota(void **state)
                   json_integer_value(json_object_get(metric, "sent_records")) >= 1000 &&
                   json_is_true(json_object_get(link, "up")) &&
                   json_integer_value(json_object_get(link, "last_success_unix_ms")) > 0;
-        const char *ustate =
-            json_string_value(json_object_get(json_object_get(st, "update"), "state"));
-        ota = ustate && strcmp(ustate, "idle") == 0;
+        json_t *update = json_object_get(st, "update");
+        const char *ustate = json_string_value(json_object_get(update, "state"));
+        const char *mstate = json_string_value(json_object_get(
+            json_object_get(json_object_get(update, "components"), "model"), "state"));
+        ota = ustate && strcmp(ustate, "idle") == 0 && mstate && strcmp(mstate, "idle") == 0;
         if (!(enrolled && drained && ota))
             sleep_ms(50);
     }
@@ -1052,9 +1056,17 @@ static void test_with_ingest_enrolls_drains_and_starts_ota(void **state)
     waitpid(ingest, NULL, 0);
     if (!(enrolled && drained && ota))
         fail_msg("enrolled %d drained %d ota %d: %s", enrolled, drained, ota, dump ? dump : "");
+    json_t *update = json_object_get(st, "update");
+    assert_string_equal(json_string_value(json_object_get(update, "running_version")), "1.2.3");
+    assert_string_equal(json_string_value(json_object_get(update, "component")), "rootfs");
+    json_t *comps = json_object_get(update, "components");
+    assert_int_equal(json_object_size(comps), 2);
     assert_string_equal(
-        json_string_value(json_object_get(json_object_get(st, "update"), "running_version")),
+        json_string_value(json_object_get(json_object_get(comps, "rootfs"), "running_version")),
         "1.2.3");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(comps, "model"), "running_version")),
+        "0.5.0");
     free(dump);
     json_decref(st);
     ferry_buf_free(&body);

@@ -1454,11 +1454,15 @@ static void every_endpoint_needs_a_valid_token_of_the_right_role(void **state)
     expect_status(g_srv.port, "/v1/audit", oper, 403, "role");
     expect_status(g_srv.port, "/v1/audit", expired, 401, "expired");
     expect_status(g_srv.port, "/v1/audit", revoked, 401, "revoked");
+    struct ih_device joined; /* a successful enrolment is audited too */
+    enrolled_device(g_srv.port, &joined);
+    char joined_actor[96];
+    snprintf(joined_actor, sizeof(joined_actor), "device:%s", joined.id);
     struct ih_resp r;
     assert_int_equal(get_bearer(g_srv.port, "/v1/audit?limit=10000", admin, &r), 200);
     json_t *j = json_loads((char *)r.body.data, 0, NULL);
     assert_non_null(j);
-    bool created = false, revoked_seen = false, refused = false;
+    bool created = false, revoked_seen = false, refused = false, enrolled = false;
     size_t i;
     json_t *ev;
     json_array_foreach(json_object_get(j, "events"), i, ev)
@@ -1469,6 +1473,8 @@ static void every_endpoint_needs_a_valid_token_of_the_right_role(void **state)
         created |= strcmp(action, "token.create") == 0 && strstr(target, "auth-admin") != NULL &&
                    strncmp(actor, "cli:", 4) == 0;
         revoked_seen |= strcmp(action, "token.revoke") == 0 && strstr(target, "auth-revoked");
+        enrolled |= strcmp(action, "device.enroll") == 0 && strcmp(actor, joined_actor) == 0 &&
+                    json_string_value(json_object_get(ev, "source"))[0] == '1';
         refused |= strcmp(actor, "token:auth-viewer") == 0 && strcmp(target, "/v1/audit") == 0 &&
                    json_integer_value(json_object_get(ev, "status")) == 403 &&
                    json_string_value(json_object_get(ev, "source"))[0] == '1';
@@ -1476,6 +1482,7 @@ static void every_endpoint_needs_a_valid_token_of_the_right_role(void **state)
     assert_true(created);
     assert_true(revoked_seen);
     assert_true(refused);
+    assert_true(enrolled);
     /* No token appears in the log, only names and ids. */
     assert_null(strstr((char *)r.body.data, admin));
     json_decref(j);

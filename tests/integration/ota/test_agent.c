@@ -4,7 +4,9 @@
  * downloader on libcurl multi + libevent. Proves: delta install → reboot → trial → commit;
  * a failing health check rolls back to the good slot with the reason; a modified running image
  * makes the agent take the full artifact; a manifest signed by an unknown key is refused and
- * nothing is written.
+ * nothing is written; two components (a model and an app file) update and roll back
+ * independently; a release condition on local metrics is evaluated from the journal before any
+ * download (insufficient, not met, met; an unreadable one is never installed).
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -50,6 +52,9 @@ static enum ota_metered_policy metered_policy; /* and where the agent reads the 
 static const char *route_file;
 static const char *want_reason; /* run_agent*() also waits for this in the state's reason */
 static const char *ferry_cli; /* path of the `ferry` binary (argv[1]), for `ferry update status` */
+static const struct manifest_condition *release_condition; /* release() adds it when set */
+static const char *sabotage_from, *sabotage_to; /* release() edits the payload before signing */
+static struct journal *journal2;                /* the two-component device's journal */
 
 static void *run_server(void *arg)
 {
@@ -110,6 +115,7 @@ static void release(const char *version, int v, int base_v, const uint8_t *key)
     spec.version = version;
     spec.device_class = "c1";
     spec.serial = serial++;
+    spec.condition = release_condition;
     uint64_t tsize;
     assert_int_equal(delta_sha256_file(tgt, UINT64_MAX, spec.target_sha256, &tsize), 0);
     spec.target_size = tsize;
@@ -131,6 +137,18 @@ static void release(const char *version, int v, int base_v, const uint8_t *key)
     }
     struct ferry_buf payload = FERRY_BUF_INIT, env = FERRY_BUF_INIT;
     assert_int_equal(manifest_build_payload(&spec, &payload, err, sizeof(err)), 0);
+    if (sabotage_from) { /* what a newer release tool might write: signed, but not understood */
+        char *at = strstr((char *)payload.data, sabotage_from);
+        assert_non_null(at);
+        struct ferry_buf edited = FERRY_BUF_INIT;
+        assert_int_equal(
+            ferry_buf_append(&edited, payload.data, (size_t)(at - (char *)payload.data)), 0);
+        assert_int_equal(ferry_buf_append(&edited, sabotage_to, strlen(sabotage_to)), 0);
+        size_t rest = strlen(at) - strlen(sabotage_from);
+        assert_int_equal(ferry_buf_append(&edited, at + strlen(sabotage_from), rest), 0);
+        ferry_buf_free(&payload);
+        payload = edited;
+    }
     assert_int_equal(manifest_sign(payload.data, payload.len, key, &env), 0);
     assert_int_equal(ferry_write_file_atomic(man, env.data, env.len, 0644), 0);
     uint8_t pkey[32];
@@ -436,6 +454,346 @@ static void test_model_gated_on_fps(void **state)
     install_path = NULL;
 }
 
+/* ---- several components on one device ---- */
+
+struct comp_run {
+    const char *component;
+    const char *install_path;
+    const char *const *health;
+    struct ota_agent *agent;
+    struct ota_status st;
+};
+
+struct multi_runner {
+    struct event_base *base;
+    struct comp_run *comps;
+    size_t n;
+    int (*done)(struct multi_runner *m);
+    int reached;
+};
+
+static void on_multi_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct multi_runner *m = arg;
+    for (size_t i = 0; i < m->n; i++)
+        ota_agent_status(m->comps[i].agent, &m->comps[i].st);
+    if (m->done(m)) {
+        m->reached = 1;
+        event_base_loopbreak(m->base);
+    }
+}
+
+/* Boots one agent per component, all on one loop and journal2 (as ferryd runs them), until
+ * done() or 60 s. */
+static void run_components(struct comp_run *comps, size_t n, int (*done)(struct multi_runner *))
+{
+    struct multi_runner m = {0};
+    m.base = event_base_new();
+    m.comps = comps;
+    m.n = n;
+    m.done = done;
+    struct http_client *http = http_client_new(m.base);
+    assert_non_null(http);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u", port);
+    for (size_t i = 0; i < n; i++) {
+        struct ota_config c = {0};
+        c.data_dir = tmpdir;
+        c.server_url = url;
+        c.device_id = "dev-1";
+        c.device_class = "c1";
+        c.component = comps[i].component;
+        c.install_path = comps[i].install_path;
+        c.release_keys = (const uint8_t(*)[32])pk;
+        c.n_release_keys = 1;
+        c.check_interval_ms = 300;
+        c.health_commands = comps[i].health;
+        c.n_health_commands = 2;
+        c.health_timeout_ms = 5000;
+        c.trial_deadline_ms = 20000;
+        c.initial_version = "1.0.0";
+        c.sign_request = sign_as_device;
+        char err[256] = "";
+        assert_int_equal(
+            ota_agent_new(m.base, http, journal2, &c, &comps[i].agent, err, sizeof(err)), 0);
+    }
+    struct event *tick = event_new(m.base, -1, EV_PERSIST, on_multi_tick, &m);
+    struct timeval tv = {0, 50000};
+    event_add(tick, &tv);
+    long long deadline = ferry_monotonic_ms() + 60000;
+    while (!m.reached && ferry_monotonic_ms() < deadline) {
+        struct timeval one = {1, 0};
+        event_base_loopexit(m.base, &one);
+        event_base_dispatch(m.base);
+    }
+    for (size_t i = 0; i < n; i++) {
+        ota_agent_status(comps[i].agent, &comps[i].st);
+        if (!m.reached)
+            print_message("%s is in state %s (%s)\n", comps[i].component, comps[i].st.state,
+                          comps[i].st.reason);
+        ota_agent_free(comps[i].agent);
+        comps[i].agent = NULL;
+    }
+    event_free(tick);
+    http_client_free(http);
+    event_base_free(m.base);
+    assert_true(m.reached);
+}
+
+static int is(const struct comp_run *c, const char *state, const char *running)
+{
+    return strcmp(c->st.state, state) == 0 && strcmp(c->st.running_version, running) == 0;
+}
+
+static int both_committed_2(struct multi_runner *m)
+{
+    return is(&m->comps[0], "committed", "2.0.0") && is(&m->comps[1], "committed", "2.0.0");
+}
+
+static int app_rolled_back(struct multi_runner *m)
+{
+    return is(&m->comps[1], "rolled_back", "2.0.0");
+}
+
+/* Events of journal2 named `name` whose string field `key` is `value`: how many, and the uint
+ * field `samples` of the last one (0 when none). */
+struct event_match {
+    const char *name, *key, *value;
+    size_t count;
+    uint64_t samples;
+    char detail[256];
+};
+
+static int match_event(void *arg, const struct journal_entry *e)
+{
+    struct event_match *em = arg;
+    struct record_scratch *scratch = malloc(sizeof(*scratch));
+    struct record r;
+    if (!scratch || record_unpack(e->payload, e->len, scratch, &r, NULL, 0) != 0 ||
+        r.name.len != strlen(em->name) || memcmp(r.name.ptr, em->name, r.name.len) != 0) {
+        free(scratch);
+        return 0;
+    }
+    int hit = 0;
+    uint64_t samples = 0;
+    char detail[256] = "";
+    for (size_t i = 0; i < r.n_fields; i++) {
+        const struct record_field *f = &r.fields[i];
+        if (f->type == RECORD_FIELD_STRING && f->key.len == strlen(em->key) &&
+            memcmp(f->key.ptr, em->key, f->key.len) == 0 && f->v.s.len == strlen(em->value) &&
+            memcmp(f->v.s.ptr, em->value, f->v.s.len) == 0)
+            hit = 1;
+        if (f->type == RECORD_FIELD_UINT && f->key.len == 7 &&
+            memcmp(f->key.ptr, "samples", 7) == 0)
+            samples = f->v.u;
+        if (f->type == RECORD_FIELD_STRING && f->key.len == 6 &&
+            memcmp(f->key.ptr, "detail", 6) == 0)
+            snprintf(detail, sizeof(detail), "%.*s", (int)f->v.s.len, f->v.s.ptr);
+    }
+    if (hit) {
+        em->count++;
+        em->samples = samples;
+        ferry_strlcpy(em->detail, detail, sizeof(em->detail));
+    }
+    free(scratch);
+    return 0;
+}
+
+static struct event_match find_events(const char *name, const char *key, const char *value)
+{
+    struct event_match em = {name, key, value, 0, 0, ""};
+    struct journal_read_opts o = {0};
+    o.flags = JOURNAL_READ_INCLUDE_ACKED;
+    assert_int_equal(journal_read(journal2, RECORD_EVENT, &o, match_event, &em, NULL), 0);
+    return em;
+}
+
+static void run_cli(const char *args, char *out, size_t n)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "%s %s", ferry_cli, args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t got = fread(out, 1, n - 1, p);
+    out[got] = '\0';
+    assert_int_equal(pclose(p), 0);
+}
+
+static char model_x[512], app_y[512];
+
+/* A model at X and an app at Y, from signed releases of their own: both install; then an app
+ * release fails its health check and rolls back while the model stays as it is. */
+static void test_two_components_update_and_roll_back_independently(void **state)
+{
+    (void)state;
+    char jdir[512], dir[512];
+    path_in(jdir, sizeof(jdir), "journal-two");
+    char err[256] = "";
+    assert_int_equal(journal_open(jdir, NULL, &journal2, NULL, err, sizeof(err)), 0);
+    path_in(dir, sizeof(dir), "opt/models");
+    assert_int_equal(ferry_mkdir_p(dir, 0755), 0);
+    path_in(dir, sizeof(dir), "opt/app");
+    assert_int_equal(ferry_mkdir_p(dir, 0755), 0);
+    path_in(model_x, sizeof(model_x), "opt/models/detector.onnx");
+    path_in(app_y, sizeof(app_y), "opt/app/cv-app");
+    make_image(model_x, 21);
+    make_image(app_y, 25);
+    component = "model";
+    release("2.0.0", 22, -1, sk);
+    component = "app";
+    release("2.0.0", 26, -1, sk);
+    component = "rootfs";
+    struct comp_run comps[2];
+    memset(comps, 0, sizeof(comps));
+    comps[0].component = "model";
+    comps[0].install_path = model_x;
+    comps[0].health = health_ok;
+    comps[1].component = "app";
+    comps[1].install_path = app_y;
+    comps[1].health = health_ok;
+    run_components(comps, 2, both_committed_2);
+    assert_true(file_equals_image(model_x, 22));
+    assert_true(file_equals_image(app_y, 26));
+
+    component = "app";
+    release("3.0.0", 27, -1, sk);
+    component = "rootfs";
+    comps[1].health = health_fail; /* the new app does not come up */
+    run_components(comps, 2, app_rolled_back);
+    assert_non_null(strstr(comps[1].st.reason, "exit 3"));
+    assert_string_equal(comps[1].st.target_version, "3.0.0");
+    assert_true(file_equals_image(app_y, 26)); /* the previous app is back */
+    assert_true(is(&comps[0], "committed", "2.0.0"));
+    assert_true(file_equals_image(model_x, 22)); /* the model was not touched */
+    assert_int_equal(find_events("ota.committed", "component", "model").count, 1);
+    assert_int_equal(find_events("ota.rolled_back", "component", "app").count, 1);
+    assert_int_equal(find_events("ota.rolled_back", "component", "model").count, 0);
+    if (ferry_cli) {
+        char args[700], out[4096];
+        snprintf(args, sizeof(args), "update status --data-dir %s", jdir);
+        run_cli(args, out, sizeof(out));
+        print_message("%s", out);
+        const char *m = strstr(out, "model\nstate:    committed\nrunning:  2.0.0\n");
+        const char *a = strstr(out, "app\nstate:    rolled_back\nrunning:  2.0.0\n");
+        assert_non_null(m);
+        assert_non_null(a);
+        assert_non_null(strstr(a, "target:   3.0.0"));
+        assert_non_null(strstr(a, "exit 3"));
+    }
+}
+
+static void put_confidence(double v, int n)
+{
+    int64_t now = ferry_realtime_ns();
+    for (int i = 0; i < n; i++) {
+        struct record_field f = {{"confidence", 10}, RECORD_FIELD_FLOAT, {.f = v}};
+        struct record r = {RECORD_METRIC,
+                           0,
+                           now - (int64_t)i * 60000000000LL,
+                           {"detector", 8},
+                           0,
+                           {"", 0},
+                           NULL,
+                           0,
+                           &f,
+                           1};
+        struct ferry_buf b = FERRY_BUF_INIT;
+        assert_int_equal(record_pack(&r, &b), 0);
+        assert_int_equal(journal_append(journal2, RECORD_METRIC, r.ts_ns, b.data, b.len,
+                                        JOURNAL_APPEND_WAIT, NULL),
+                         0);
+        ferry_buf_free(&b);
+    }
+}
+
+static int condition_insufficient(struct multi_runner *m)
+{
+    (void)m;
+    return find_events("ota.condition", "result", "insufficient").count >= 1;
+}
+
+static int condition_not_met_twice(struct multi_runner *m)
+{
+    (void)m; /* the second evaluation comes from the 304 of the next poll */
+    return find_events("ota.condition", "result", "not_met").count >= 2;
+}
+
+static int model_committed_3(struct multi_runner *m)
+{
+    return is(&m->comps[0], "committed", "3.0.0");
+}
+
+static int condition_unreadable(struct multi_runner *m)
+{
+    (void)m;
+    return find_events("ota.condition", "result", "unreadable").count >= 1;
+}
+
+/* "Install this model only where the mean detection confidence over 24 hours fell below 0.6":
+ * no samples, then high confidence, keep the model where it is, without a download and without
+ * a failure; low confidence installs it. A condition the device cannot read is never installed. */
+static void test_condition_on_local_metrics_gates_the_download(void **state)
+{
+    (void)state;
+    assert_non_null(journal2); /* made by the test before */
+    struct manifest_condition c;
+    char err[256] = "";
+    assert_int_equal(manifest_condition_parse_text("detector.confidence mean 24h < 0.6 "
+                                                   "min_samples 5",
+                                                   &c, err, sizeof(err)),
+                     0);
+    component = "model";
+    release_condition = &c;
+    release("3.0.0", 23, -1, sk);
+    release_condition = NULL;
+    component = "rootfs";
+    struct comp_run model;
+    memset(&model, 0, sizeof(model));
+    model.component = "model";
+    model.install_path = model_x;
+    model.health = health_ok;
+
+    run_components(&model, 1, condition_insufficient);
+    assert_true(is(&model, "committed", "2.0.0"));
+    assert_string_equal(model.st.target_version, "2.0.0"); /* nothing started */
+    assert_true(file_equals_image(model_x, 22));
+
+    put_confidence(0.9, 10);
+    run_components(&model, 1, condition_not_met_twice);
+    assert_true(is(&model, "committed", "2.0.0"));
+    assert_string_equal(model.st.target_version, "2.0.0");
+    struct event_match em = find_events("ota.condition", "result", "not_met");
+    assert_int_equal(em.samples, 10);
+    assert_non_null(strstr(em.detail, "detector.confidence mean 24h < 0.6"));
+    assert_int_equal(find_events("ota.failed", "component", "model").count, 0);
+
+    put_confidence(0.1, 30); /* mean (10 x 0.9 + 30 x 0.1) / 40 = 0.3 */
+    run_components(&model, 1, model_committed_3);
+    em = find_events("ota.condition", "result", "met");
+    assert_int_equal(em.count, 1);
+    assert_int_equal(em.samples, 40);
+    assert_true(file_equals_image(model_x, 23));
+
+    /* signed, but with a stat this ferryd does not know: never installed, and said why */
+    c.stat = MANIFEST_STAT_MIN;
+    component = "model";
+    release_condition = &c;
+    sabotage_from = "\"stat\":\"min\"";
+    sabotage_to = "\"stat\":\"p99\"";
+    release("4.0.0", 24, -1, sk);
+    sabotage_from = sabotage_to = NULL;
+    release_condition = NULL;
+    component = "rootfs";
+    run_components(&model, 1, condition_unreadable);
+    assert_true(is(&model, "committed", "3.0.0"));
+    em = find_events("ota.condition", "result", "unreadable");
+    print_message("unreadable: %s\n", em.detail);
+    assert_non_null(strstr(em.detail, "stat \"p99\""));
+    assert_true(file_equals_image(model_x, 23));
+}
+
 static void write_route(const char *path, const char *ifname)
 {
     FILE *f = fopen(path, "w");
@@ -526,6 +884,8 @@ static int teardown(void **state)
     (void)state;
     if (journal)
         (void)journal_close(journal);
+    if (journal2)
+        (void)journal_close(journal2);
     if (server) {
         ingest_server_stop(server);
         pthread_join(server_thread, NULL);
@@ -551,6 +911,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_model_file_replaced_atomically_and_rolled_back),
         cmocka_unit_test(test_model_gated_on_fps),
         cmocka_unit_test(test_metered_link_defers_download),
+        cmocka_unit_test(test_two_components_update_and_roll_back_independently),
+        cmocka_unit_test(test_condition_on_local_metrics_gates_the_download),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

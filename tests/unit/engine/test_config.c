@@ -304,6 +304,111 @@ static void test_update_section_rules(void **state)
     ferryd_config_free(&cfg);
 }
 
+/* [update.NAME]: several components, each with its own keys over [update]'s; the single
+ * [update] section alone stays one component (backward compatible). */
+static void test_update_component_sections(void **state)
+{
+    (void)state;
+    struct ferryd_config cfg;
+    char err[256] = "", text[1024];
+    struct ferryd_update_effective e[FERRYD_MAX_COMPONENTS];
+    /* the single section: one component, with install_path */
+    snprintf(text, sizeof text,
+             "[update]\nenabled = true\nrelease_keys = %064d\ncomponent = model\n"
+             "install_path = /opt/m.onnx\ninitial_version = 2.0.0\n",
+             1);
+    assert_int_equal(ferryd_config_load_string(text, "t.ini", &cfg, err, sizeof err), 0);
+    assert_int_equal(ferryd_config_components(&cfg, e), 1);
+    assert_string_equal(e[0].component, "model");
+    assert_string_equal(e[0].install_path, "/opt/m.onnx");
+    assert_string_equal(e[0].initial_version, "2.0.0");
+    assert_int_equal(e[0].check_interval_ms, 3600 * 1000);
+    ferryd_config_free(&cfg);
+    /* defaults: rootfs in slots */
+    assert_int_equal(ferryd_config_load(NULL, &cfg, err, sizeof err), 0);
+    assert_int_equal(ferryd_config_components(&cfg, e), 1);
+    assert_string_equal(e[0].component, "rootfs");
+    assert_string_equal(e[0].install_path, "");
+    assert_string_equal(e[0].slot_dir, "slots");
+    ferryd_config_free(&cfg);
+    /* sections: exactly these components, in file order, inheriting [update] */
+    snprintf(text, sizeof text,
+             "[update]\nenabled = true\nrelease_keys = %064d\ncomponent = config\n"
+             "health_command = true\ntrial_deadline = 2m\ninitial_version = 0.1.0\n"
+             "[update.model]\ninstall_path = /opt/cv/detector.onnx\ncheck_interval = 15m\n"
+             "health_gates = inference.fps >= 25 for 60s\n"
+             "[update.rootfs]\nslot_dir = rootfs-slots\ninitial_version = 4.2.0\n"
+             "[update.app]\ninstall_path = /opt/cv/app\nhealth_command = systemctl is-active x\n",
+             1);
+    assert_int_equal(ferryd_config_load_string(text, "t.ini", &cfg, err, sizeof err), 0);
+    assert_int_equal(ferryd_config_components(&cfg, e), 3);
+    assert_string_equal(e[0].component, "model");
+    assert_string_equal(e[0].install_path, "/opt/cv/detector.onnx");
+    assert_int_equal(e[0].check_interval_ms, 15 * 60000);
+    assert_string_equal(e[0].health_gates, "inference.fps >= 25 for 60s");
+    assert_string_equal(e[0].health_command, "true"); /* inherited */
+    assert_int_equal(e[0].trial_deadline_ms, 120000);
+    assert_string_equal(e[0].initial_version, "0.1.0");
+    assert_string_equal(e[1].component, "rootfs");
+    assert_string_equal(e[1].install_path, "");
+    assert_string_equal(e[1].slot_dir, "rootfs-slots");
+    assert_string_equal(e[1].initial_version, "4.2.0");
+    assert_int_equal(e[1].check_interval_ms, 3600 * 1000);
+    assert_string_equal(e[2].component, "app");
+    assert_string_equal(e[2].health_command, "systemctl is-active x");
+    ferryd_config_free(&cfg);
+    /* the rules, each naming the section */
+    const char *head = "[update]\nenabled = true\nrelease_keys = "
+                       "0000000000000000000000000000000000000000000000000000000000000001\n";
+    struct {
+        const char *body;
+        int code;
+        const char *want;
+    } bad[] = {
+        {"[update.kernel]\ninstall_path = /x\n", FERRYD_CONFIG_EKEY,
+         "t.ini:5: [update.kernel]: NAME must be a component"},
+        {"[update.model]\ninitial_version = 1\n", FERRYD_CONFIG_EVALUE,
+         "[update.model]: install_path is required"},
+        {"[update.rootfs]\ninstall_path = /x\n", FERRYD_CONFIG_EVALUE,
+         "[update.rootfs]: install_path is not allowed"},
+        {"[update.config]\ninstall_path = etc/x.json\n", FERRYD_CONFIG_EVALUE,
+         "install_path = \"etc/x.json\": an absolute path"},
+        {"[update.model]\ninstall_path = /x\n[update.config]\ninstall_path = /x\n",
+         FERRYD_CONFIG_EVALUE,
+         "t.ini:7: [update.config] install_path = \"/x\": also the file of "
+         "[update.model]"},
+        {"[update.rootfs]\ninitial_version = 1\n[update.app]\ninitial_version = 1\n",
+         FERRYD_CONFIG_EVALUE,
+         "[update.app] slot_dir = \"slots\": also the slots of "
+         "[update.rootfs]"},
+        {"[update.model]\ninstall_path = /x\nhealth_gates = fps >= 1\n", FERRYD_CONFIG_EVALUE,
+         "[update.model] health_gates:"},
+        {"[update.model]\ninstall_path = /x\ncheck_interval = soon\n", FERRYD_CONFIG_EVALUE,
+         "t.ini:6: [update.model] check_interval = \"soon\": a duration"},
+        {"[update.model]\ninstall_path = /x\nrelease_keys = 1\n", FERRYD_CONFIG_EKEY,
+         "[update.model] release_keys: unknown key"},
+        {"[update.rootfs]\nslot_backend = command\n", FERRYD_CONFIG_EVALUE,
+         "[update.rootfs] slot_backend = command needs"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(text, sizeof text, "%s%s", head, bad[i].body);
+        memset(&cfg, 0, sizeof cfg);
+        int rc = ferryd_config_load_string(text, "t.ini", &cfg, err, sizeof err);
+        if (rc != bad[i].code || !strstr(err, bad[i].want))
+            fail_msg("case %zu: rc %d, error '%s', wanted '%s'", i, rc, err, bad[i].want);
+    }
+    /* a component change is reported by the diff (it needs a restart) */
+    struct ferryd_config a, b;
+    snprintf(text, sizeof text, "%s[update.model]\ninstall_path = /x\n", head);
+    assert_int_equal(ferryd_config_load_string(text, "a.ini", &a, err, sizeof err), 0);
+    snprintf(text, sizeof text, "%s[update.model]\ninstall_path = /y\n", head);
+    assert_int_equal(ferryd_config_load_string(text, "b.ini", &b, err, sizeof err), 0);
+    assert_int_equal(ferryd_config_diff(&a, &b, NULL, NULL), 1);
+    assert_int_equal(ferryd_config_diff(&a, &a, NULL, NULL), 0);
+    ferryd_config_free(&a);
+    ferryd_config_free(&b);
+}
+
 static void test_syntax_error_line(void **state)
 {
     (void)state;
@@ -408,6 +513,7 @@ int main(void)
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_syntax_error_line),
         cmocka_unit_test(test_update_section_rules),
+        cmocka_unit_test(test_update_component_sections),
         cmocka_unit_test(test_pinned_public_key),
         cmocka_unit_test(test_collect_sections),
         cmocka_unit_test(test_tail_sections),

@@ -973,6 +973,58 @@ static void test_engine_device_reports(void **state)
     sink_stop(&sink);
 }
 
+/* A rule's selector limits it to the devices it matches (labels here), also for offline. */
+static void test_engine_rule_selector(void **state)
+{
+    (void)state;
+    struct sink sink;
+    sink_start(&sink);
+    struct ingest_store *s = open_store();
+    add_device(s, "dev-berlin", 10);
+    add_device(s, "dev-lyon", 11);
+    assert_int_equal(ingest_store_device_set_labels(s, "dev-berlin", "{\"site\":\"berlin\"}"), 0);
+    assert_int_equal(ingest_store_device_set_labels(s, "dev-lyon", "{\"site\":\"lyon\"}"), 0);
+    struct alerts_config c;
+    char url[64], err[256];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/hook", sink.port);
+    alerts_config_defaults(&c);
+    assert_int_equal(set(&c, "receiver.hook", "url", url), 0);
+    assert_int_equal(set(&c, "alert.hot_berlin", "metric", "thermal.gpu"), 0);
+    assert_int_equal(set(&c, "alert.hot_berlin", "condition", "> 85"), 0);
+    assert_int_equal(set(&c, "alert.hot_berlin", "for", "0s"), 0);
+    assert_int_equal(set(&c, "alert.hot_berlin", "selector", "site=berlin"), 0);
+    assert_int_equal(set(&c, "alert.hot_berlin", "receivers", "hook"), 0);
+    assert_int_equal(set(&c, "alert.gone", "kind", "offline"), 0);
+    assert_int_equal(set(&c, "alert.gone", "for", "5m"), 0);
+    assert_int_equal(set(&c, "alert.gone", "selector", "site in (lyon)"), 0);
+    assert_int_equal(set(&c, "alert.gone", "receivers", "hook"), 0);
+    assert_int_equal(set(&c, "alert.bad", "selector", "site in (lyon"), -1); /* term, column */
+    assert_int_equal(
+        alerts_config_set(&c, "alert.bad", "selector", "site in (lyon", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "column"));
+    c.n_rules = 2; /* drop the refused one */
+    assert_int_equal(alerts_config_finish(&c, err, sizeof(err)), 0);
+    int64_t now = ferry_realtime_ns();
+    write_one(s, "dev-berlin", 1, now - 20 * MIN, "thermal", "gpu", 95, now - 15 * MIN, 0, NULL,
+              -1);
+    write_one(s, "dev-lyon", 1, now - 20 * MIN, "thermal", "gpu", 95, now - 15 * MIN, 0, NULL, -1);
+    struct alerts *a = engine(s, &c, "test:1");
+    assert_int_equal(alerts_eval_once(a, now), 0);
+    assert_int_equal(alerts_notify_once(a, now), 2);
+    bool hot_berlin = false, gone_lyon = false;
+    for (size_t i = 0; i < 2; i++) {
+        json_t *j = json_array_get(sink.received, i);
+        const char *rule = json_string_value(json_object_get(j, "rule"));
+        const char *dev = json_string_value(json_object_get(j, "device"));
+        hot_berlin |= strcmp(rule, "hot_berlin") == 0 && strcmp(dev, "dev-berlin") == 0;
+        gone_lyon |= strcmp(rule, "gone") == 0 && strcmp(dev, "dev-lyon") == 0;
+    }
+    assert_true(hot_berlin && gone_lyon); /* and nothing for the other site of each rule */
+    alerts_free(a);
+    ingest_store_close(s);
+    sink_stop(&sink);
+}
+
 static int action_log_cb(const char *key, const void *value, size_t len, void *arg)
 {
     json_t *arr = arg;
@@ -1112,6 +1164,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(test_engine_absent_series, reset_store),
         cmocka_unit_test_setup(test_engine_device_reports, reset_store),
         cmocka_unit_test_setup(test_engine_command_action, reset_store),
+        cmocka_unit_test_setup(test_engine_rule_selector, reset_store),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     if (g_cfg.kind == INGEST_STORE_LMDB) {

@@ -732,6 +732,74 @@ static void test_eviction_takes_acked_first(void **state)
     assert_int_equal(n, 0);
 }
 
+/* keep_acked_metrics_ms: acknowledged metric records younger than the retention stay readable
+ * (JOURNAL_READ_INCLUDE_ACKED) through journal_ack() and journal_gc(); older ones and other
+ * streams go at once; eviction under quota still takes the kept ones first. */
+static void test_acked_metrics_kept_for_retention(void **state)
+{
+    struct fixture *f = *state;
+    struct journal_config cfg;
+    journal_config_init(&cfg);
+    cfg.quota_bytes = 2ull * 1024 * 1024;
+    cfg.keep_acked_metrics_ms = 3600 * 1000;
+    f->j = open_cfg(f, &cfg, NULL);
+    struct timespec now_ts;
+    clock_gettime(CLOCK_REALTIME, &now_ts);
+    int64_t now = (int64_t)now_ts.tv_sec * 1000000000 + now_ts.tv_nsec;
+    char payload[200];
+    memset(payload, 'm', sizeof(payload));
+    for (int i = 0; i < 5; i++) /* two hours old: past the retention */
+        assert_int_equal(journal_append(f->j, RECORD_METRIC, now - 7200000000000LL + i, payload, 10,
+                                        JOURNAL_APPEND_WAIT, NULL),
+                         0);
+    for (int i = 0; i < 5; i++) /* a minute old: kept */
+        assert_int_equal(journal_append(f->j, RECORD_METRIC, now - 60000000000LL + i, payload, 10,
+                                        JOURNAL_APPEND_WAIT, NULL),
+                         0);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(
+            journal_append(f->j, RECORD_LOG, now, payload, 10, JOURNAL_APPEND_WAIT, NULL), 0);
+    struct journal_range r = {1, 10}, lr = {1, 5};
+    assert_int_equal(journal_ack(f->j, RECORD_METRIC, &r, 1), 0);
+    assert_int_equal(journal_ack(f->j, RECORD_LOG, &lr, 1), 0);
+    size_t deleted = 0;
+    bool more = true;
+    assert_int_equal(journal_gc(f->j, 0, &deleted, &more), 0);
+    struct journal_stats st;
+    assert_int_equal(journal_stats(f->j, &st), 0);
+    assert_int_equal(st.stream[RECORD_METRIC].records, 5);
+    assert_int_equal(st.stream[RECORD_METRIC].unsent_records, 0);
+    assert_int_equal(st.stream[RECORD_LOG].records, 0);
+    struct collect *c = calloc(1, sizeof(*c));
+    assert_non_null(c);
+    struct journal_read_opts o = {0};
+    o.flags = JOURNAL_READ_INCLUDE_ACKED;
+    assert_int_equal(journal_read(f->j, RECORD_METRIC, &o, collect_cb, c, NULL), 0);
+    assert_int_equal(c->n, 5);
+    assert_int_equal(c->seqs[0], 6);
+    memset(c, 0, sizeof(*c));
+    assert_int_equal(journal_read(f->j, RECORD_METRIC, NULL, collect_cb, c, NULL), 0);
+    assert_int_equal(c->n, 0); /* nothing unsent */
+    /* quota pressure: the kept records are evicted before any unsent one */
+    for (int i = 0; i < 12000; i++)
+        assert_int_equal(journal_append(f->j, RECORD_METRIC, now, payload, 200, 0, NULL), 0);
+    assert_int_equal(journal_flush(f->j), 0);
+    assert_int_equal(journal_stats(f->j, &st), 0);
+    assert_true(st.stream[RECORD_METRIC].evicted_acked_records >= 5);
+    memset(c, 0, sizeof(*c));
+    c->stop_after = 1;
+    assert_int_equal(journal_read(f->j, RECORD_METRIC, &o, collect_cb, c, NULL), 1);
+    assert_true(c->seqs[0] > 10);
+    free(c);
+    /* an out-of-range retention is refused */
+    char *dir = jtest_tmpdir();
+    cfg.keep_acked_metrics_ms = -1;
+    struct journal *bad = NULL;
+    assert_int_equal(journal_open(dir, &cfg, &bad, NULL, NULL, 0), JOURNAL_EINVAL);
+    jtest_rm_rf(dir);
+    free(dir);
+}
+
 /* Events alone fill the quota: metric and log appends fail with JOURNAL_EFULL, events stay. */
 static void test_events_fill_quota_refuses_other_streams(void **state)
 {
@@ -1206,6 +1274,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_quota_eviction_order_and_gaps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gap_in_flight_is_not_widened, setup, teardown),
         cmocka_unit_test_setup_teardown(test_eviction_takes_acked_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_acked_metrics_kept_for_retention, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_fill_quota_refuses_other_streams, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_freed_space_is_reused, setup, teardown),

@@ -44,6 +44,24 @@ sed 's/"sig":"0/"sig":"1/; t; s/"sig":"./"sig":"0/' "$dir/out/manifest.json" > "
 ! cmp -s "$dir/out/manifest.json" "$dir/bad.json"
 expect_fail "$FERRY" release verify --pub "$dir/rel.pub" "$dir/bad.json"
 grep -q "bad manifest signature" "$dir/err"
+# a release condition on local metrics: in the signed payload, shown by verify; a bad one is
+# refused before anything is written, with the word at fault
+"$FERRY" release create --component model --version 3.0.0 --device-class jetson-orin-nano \
+  --serial 4 --target "$dir/v2.img" --out-dir "$dir/cond" --key "$dir/rel.key" \
+  --condition 'detector.confidence mean 24h < 0.6 min_samples 10' > /dev/null
+grep -q '"condition":{"metric":"detector.confidence","stat":"mean","window":"24h","op":"<"' \
+  "$dir/cond/payload.json"
+"$FERRY" release verify --pub "$dir/rel.pub" "$dir/cond/manifest.json" \
+  | grep -q '^condition detector.confidence mean 24h < 0.6 (min 10 samples)$'
+expect_fail "$FERRY" release create --component model --version 3.0.0 --device-class c \
+  --serial 4 --target "$dir/v2.img" --out-dir "$dir/bad-cond" --condition 'detector.confidence p99 24h < 0.6'
+grep -q 'stat "p99" is not one of' "$dir/err"
+[ ! -e "$dir/bad-cond" ]
+# a signed manifest whose condition devices cannot read: verify refuses it
+sed 's/"stat":"mean"/"stat":"p99"/' "$dir/cond/payload.json" > "$dir/cond-bad.json"
+"$FERRY" release sign --key "$dir/rel.key" "$dir/cond-bad.json" "$dir/cond-bad-manifest.json"
+expect_fail "$FERRY" release verify --pub "$dir/rel.pub" "$dir/cond-bad-manifest.json"
+grep -q 'stat "p99"' "$dir/err"
 # the artifacts are content addressed and the delta applies to the base
 for f in "$dir"/out/*; do case $(basename "$f") in payload.json|manifest.json) ;; *)
   [ "$(sha256sum "$f" | cut -c1-64)" = "$(basename "$f")" ] ;; esac; done

@@ -366,6 +366,153 @@ static void test_malformed_rejected(void **state)
     }
 }
 
+/* Builds a payload with `cond_json` spliced in as "condition" (raw JSON text) and parses it. */
+static struct manifest *payload_with_condition(const char *cond_json)
+{
+    char text[1024];
+    snprintf(text, sizeof(text),
+             "{\"format\":\"ferry-release-1\",\"component\":\"model\",\"version\":\"2.0.0\","
+             "\"device_class\":\"c\",\"serial\":3,\"condition\":%s,\"target\":{\"sha256\":\""
+             "0000000000000000000000000000000000000000000000000000000000000000\",\"size\":1},"
+             "\"artifacts\":[{\"kind\":\"full\",\"sha256\":\""
+             "0000000000000000000000000000000000000000000000000000000000000000\",\"size\":1,"
+             "\"chunk_bytes\":4096,\"chunks\":[\""
+             "0000000000000000000000000000000000000000000000000000000000000000\"]}]}",
+             cond_json);
+    struct manifest *m = NULL;
+    char err[256] = "";
+    int rc = manifest_parse_payload((const uint8_t *)text, strlen(text), &m, err, sizeof(err));
+    if (rc != 0)
+        print_message("parse: %s\n", err);
+    assert_int_equal(rc, 0);
+    return m;
+}
+
+static void test_condition_roundtrip_text_payload_signed(void **state)
+{
+    (void)state;
+    struct manifest_condition c;
+    char err[256] = "";
+    assert_int_equal(manifest_condition_parse_text("  detector.confidence mean 24h < 0.6 "
+                                                   "min_samples 10",
+                                                   &c, err, sizeof(err)),
+                     0);
+    assert_string_equal(c.measurement, "detector");
+    assert_string_equal(c.field, "confidence");
+    assert_int_equal(c.stat, MANIFEST_STAT_MEAN);
+    assert_int_equal(c.window_ms, 24LL * 3600 * 1000);
+    assert_int_equal(c.op, MANIFEST_OP_LT);
+    assert_true(c.value == 0.6);
+    assert_int_equal(c.min_samples, 10);
+    /* into a signed release and back */
+    struct manifest_spec spec;
+    memset(&spec, 0, sizeof(spec));
+    spec.component = "model";
+    spec.version = "2.0.0";
+    spec.device_class = "c1";
+    spec.serial = 5;
+    spec.condition = &c;
+    assert_int_equal(
+        manifest_spec_add_file(&spec, art_path, MANIFEST_ARTIFACT_FULL, 4096, err, sizeof(err)), 0);
+    struct ferry_buf payload = FERRY_BUF_INIT, env = FERRY_BUF_INIT;
+    assert_int_equal(manifest_build_payload(&spec, &payload, err, sizeof(err)), 0);
+    assert_int_equal(manifest_sign(payload.data, payload.len, sk_release, &env), 0);
+    struct manifest *m = NULL;
+    assert_int_equal(parse(&env, (const uint8_t(*)[32]) & pk_release, 1, &m), 0);
+    struct manifest_condition back;
+    assert_int_equal(manifest_condition(m, &back, err, sizeof(err)), 1);
+    assert_string_equal(back.metric, "detector.confidence");
+    assert_int_equal(back.window_ms, c.window_ms);
+    assert_true(back.value == 0.6);
+    assert_int_equal(back.min_samples, 10);
+    char text[256];
+    manifest_condition_describe(&back, text, sizeof(text));
+    assert_string_equal(text, "detector.confidence mean 24h < 0.6 (min 10 samples)");
+    manifest_free(m);
+    ferry_buf_free(&payload);
+    ferry_buf_free(&env);
+    manifest_spec_clear(&spec);
+    /* no condition: 0 */
+    build(&env, "1.0.0", 1, "c1", 0, sk_release);
+    assert_int_equal(parse(&env, (const uint8_t(*)[32]) & pk_release, 1, &m), 0);
+    assert_int_equal(manifest_condition(m, &back, err, sizeof(err)), 0);
+    manifest_free(m);
+    ferry_buf_free(&env);
+}
+
+static void test_condition_text_errors_name_the_word(void **state)
+{
+    (void)state;
+    struct {
+        const char *text, *want;
+    } cases[] = {
+        {"detector.confidence mean 24h", "expected METRIC STAT WINDOW OP VALUE"},
+        {"confidence mean 24h < 0.6", "MEASUREMENT.FIELD"},
+        {"detector.confidence p99 24h < 0.6", "stat \"p99\""},
+        {"detector.confidence mean 24x < 0.6", "window \"24x\""},
+        {"detector.confidence mean 31d < 0.6", "window \"31d\""},
+        {"detector.confidence mean 24h == 0.6", "op \"==\""},
+        {"detector.confidence mean 24h < abc", "value \"abc\""},
+        {"detector.confidence mean 24h < nan", "finite"},
+        {"detector.confidence mean 24h < 0.6 samples 3", "min_samples"},
+        {"detector.confidence mean 24h < 0.6 min_samples 2000000", "min_samples"},
+        {"detector,x.confidence mean 24h < 0.6", "bad character"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct manifest_condition c;
+        char err[256] = "";
+        assert_int_equal(manifest_condition_parse_text(cases[i].text, &c, err, sizeof(err)),
+                         MANIFEST_E_FORMAT);
+        if (!strstr(err, cases[i].want))
+            fail_msg("'%s': error '%s' lacks '%s'", cases[i].text, err, cases[i].want);
+    }
+}
+
+/* A condition the device cannot read keeps the manifest (it is signed and valid otherwise) and
+ * says why: the agent then does not install it. */
+static void test_unreadable_condition_is_kept_with_reason(void **state)
+{
+    (void)state;
+    struct {
+        const char *json, *want;
+    } cases[] = {
+        {"\"mean<0.6\"", "not an object"},
+        {"{\"metric\":\"a.b\",\"stat\":\"p99\",\"window\":\"1h\",\"op\":\"<\",\"value\":1}",
+         "stat \"p99\""},
+        {"{\"metric\":\"a.b\",\"stat\":\"mean\",\"window\":\"1h\",\"op\":\"<\"}", "needs"},
+        {"{\"metric\":\"a.b\",\"stat\":\"mean\",\"window\":\"1h\",\"op\":\"<\",\"value\":1,"
+         "\"min_samples\":-1}",
+         "min_samples"},
+        {"{\"metric\":\"a.b\",\"stat\":\"mean\",\"window\":\"0s\",\"op\":\"<\",\"value\":1}",
+         "window"},
+        {"{\"metric\":\"a.b\",\"stat\":\"mean\",\"window\":\"1h\",\"op\":\"<\",\"value\":1,"
+         "\"when\":\"night\"}",
+         "unknown key \"when\""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct manifest *m = payload_with_condition(cases[i].json);
+        struct manifest_condition c;
+        char err[256] = "";
+        assert_int_equal(manifest_condition(m, &c, err, sizeof(err)), -1);
+        if (!strstr(err, cases[i].want))
+            fail_msg("%s: error '%s' lacks '%s'", cases[i].json, err, cases[i].want);
+        manifest_free(m);
+    }
+    struct manifest *m = payload_with_condition(
+        "{\"metric\":\"gpu.temp\",\"stat\":\"p95\",\"window\":\"90m\",\"op\":\">=\","
+        "\"value\":80}");
+    struct manifest_condition c;
+    char err[256] = "";
+    assert_int_equal(manifest_condition(m, &c, err, sizeof(err)), 1);
+    assert_int_equal(c.stat, MANIFEST_STAT_P95);
+    assert_int_equal(c.op, MANIFEST_OP_GE);
+    assert_int_equal(c.window_ms, 90LL * 60000);
+    assert_int_equal(c.min_samples, 1);
+    assert_true(manifest_condition_holds(c.op, 80, c.value));
+    assert_false(manifest_condition_holds(c.op, 79.9, c.value));
+    manifest_free(m);
+}
+
 /* The envelope `env` with `extra` (a JSON member, e.g. "\"mirrors\":[...]") added last. */
 static void envelope_with(const struct ferry_buf *env, const char *extra, struct ferry_buf *out)
 {
@@ -502,6 +649,9 @@ int main(void)
         cmocka_unit_test(test_downgrade_refused_unless_signed_rollback),
         cmocka_unit_test(test_version_compare),
         cmocka_unit_test(test_malformed_rejected),
+        cmocka_unit_test(test_condition_roundtrip_text_payload_signed),
+        cmocka_unit_test(test_condition_text_errors_name_the_word),
+        cmocka_unit_test(test_unreadable_condition_is_kept_with_reason),
         cmocka_unit_test(test_mirrors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
