@@ -167,6 +167,14 @@ static void stop_agents(struct fleet_ota_device *o)
     }
 }
 
+/* As ferryd: each committed ota.* event wakes the sync engine, so the ingest learns the state
+ * within the event latency. */
+static void on_appended(void *arg)
+{
+    struct fleet_ota_device *o = arg;
+    sync_wake(o->sync);
+}
+
 static int start_agents(struct fleet_ota_device *o, char *err, size_t err_len)
 {
     if (!o->http && !(o->http = http_client_new(o->base))) {
@@ -199,6 +207,8 @@ static int start_agents(struct fleet_ota_device *o, char *err, size_t err_len)
         oc.initial_version = o->cfg->initial_version;
         oc.sign_request = sync_sign_request; /* as ferryd: every GET signed by the device key */
         oc.sign_arg = o->sync;
+        oc.appended = on_appended;
+        oc.appended_arg = o;
         char aerr[256] = "";
         int rc = ota_agent_new(o->base, o->http, o->journal, &oc, &o->agents[i], aerr, sizeof aerr);
         if (rc != 0) {
