@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,9 @@ struct fleet_device {
     double temp;
     uint64_t found;
     int64_t first_tick_ms;
+    struct fleet_ota_device ota;
+    int chosen_offline; /* in offline_share */
+    int offline;        /* switched off now */
 };
 
 struct fleet {
@@ -140,6 +144,50 @@ static struct record_str str_of(const char *s)
 
 #define FLEET_MAX_PER_TICK 64
 
+/* inference.fps and thermal.gpu of a device with simulated OTA: what the rollout gates and the
+ * agents' health gates read. Noise is normal (Box-Muller) with the configured relative spread. */
+static size_t pack_ota_metrics(struct fleet_device *d, int64_t ts_ns, struct ferry_buf *packed,
+                               size_t *offsets, struct journal_append_req *reqs)
+{
+    const struct fleet_ota_config *oc = &d->fleet->cfg.ota;
+    double u1 = flaky_rng_uniform(&d->rng), u2 = flaky_rng_uniform(&d->rng);
+    double z = sqrt(-2.0 * log(u1 > 1e-12 ? u1 : 1e-12)) * cos(6.283185307179586 * u2);
+    double fps = oc->fps_baseline * fleet_ota_fps_factor(&d->ota) * (1.0 + oc->fps_noise * z);
+    if (fps < 0)
+        fps = 0;
+    d->ota.fps_last = fps;
+    double gpu = oc->gpu_baseline + (d->temp - 45) + (flaky_rng_uniform(&d->rng) - 0.5);
+    struct record_tag tags[1] = {{str_of("host"), str_of(d->name)}};
+    struct record_field f_fps = {str_of("fps"), RECORD_FIELD_FLOAT, {.f = fps}};
+    struct record_field f_gpu = {str_of("gpu"), RECORD_FIELD_FLOAT, {.f = gpu}};
+    struct record recs[2] = {
+        {.stream = RECORD_METRIC,
+         .ts_ns = ts_ns,
+         .name = str_of("inference"),
+         .tags = tags,
+         .n_tags = 1,
+         .fields = &f_fps,
+         .n_fields = 1},
+        {.stream = RECORD_METRIC,
+         .ts_ns = ts_ns,
+         .name = str_of("thermal"),
+         .tags = tags,
+         .n_tags = 1,
+         .fields = &f_gpu,
+         .n_fields = 1},
+    };
+    size_t n = 0;
+    for (int i = 0; i < 2; i++) {
+        offsets[n] = packed->len;
+        if (record_pack(&recs[i], packed) != 0)
+            return n;
+        reqs[n] = (struct journal_append_req){.stream = RECORD_METRIC, .ts_ns = ts_ns};
+        n++;
+        fleet_ota_observe(&d->ota, &recs[i]); /* as ferryd's inputs show them to the gates */
+    }
+    return n;
+}
+
 /* Appends one tick: metrics_per_tick metric records cycling through a Jetson's usual
  * measurements (random walks, so they compress like real data), and sometimes a log line. */
 static void device_tick(evutil_socket_t fd, short what, void *arg)
@@ -151,11 +199,13 @@ static void device_tick(evutil_socket_t fd, short what, void *arg)
     struct timeval period = {(time_t)(f->cfg.tick_ms / 1000),
                              (suseconds_t)(f->cfg.tick_ms % 1000 * 1000)};
     event_add(d->tick, &period);
+    if (d->offline || fleet_ota_rebooting(&d->ota, ferry_monotonic_ms()))
+        return; /* switched off, or down for a reboot: nothing to measure */
     static const char *const names[] = {"cpu", "mem", "temp", "gpu", "disk", "net", "power"};
     int64_t now_ns = ferry_realtime_ns();
     struct ferry_buf packed = FERRY_BUF_INIT;
-    struct journal_append_req reqs[FLEET_MAX_PER_TICK + 1];
-    size_t offsets[FLEET_MAX_PER_TICK + 1];
+    struct journal_append_req reqs[FLEET_MAX_PER_TICK + 3];
+    size_t offsets[FLEET_MAX_PER_TICK + 3];
     size_t n = 0;
     unsigned want = f->cfg.metrics_per_tick;
     if (want > FLEET_MAX_PER_TICK)
@@ -205,6 +255,8 @@ static void device_tick(evutil_socket_t fd, short what, void *arg)
         reqs[n] = (struct journal_append_req){.stream = RECORD_LOG, .ts_ns = now_ns};
         n++;
     }
+    if (f->cfg.ota.enabled)
+        n += pack_ota_metrics(d, now_ns, &packed, offsets + n, reqs + n);
     for (size_t i = 0; i < n; i++) {
         size_t end = i + 1 < n ? offsets[i + 1] : packed.len;
         reqs[i].payload = packed.data + offsets[i];
@@ -274,6 +326,13 @@ static void sampler_cb(evutil_socket_t fd, short what, void *arg)
          * every device with unacknowledged records is woken once a second here. */
         if (d->generated > d->acked)
             sync_wake(d->sync);
+        char oerr[512];
+        if (fleet_ota_step(&d->ota, now, oerr, sizeof oerr) < 0)
+            fprintf(stderr, "fleet: %s\n", oerr);
+        if (d->chosen_offline && !d->offline && t >= f->cfg.offline_after_ms) {
+            d->offline = 1; /* switched off: its link goes down and stays down */
+            flaky_proxy_force_down(d->proxy, 1);
+        }
         backlog += device_backlog(&st);
         batches += st.batches_sent;
         acked += d->acked;
@@ -308,8 +367,9 @@ static void sampler_cb(evutil_socket_t fd, short what, void *arg)
         f->outage_ended = 1;
         f->outage_end_ms = now;
         for (unsigned i = 0; i < f->n_devs; i++) {
-            flaky_proxy_force_down(f->devs[i].proxy, 0);
             flaky_proxy_set_profile(f->devs[i].proxy, &f->devs[i].saved_profile);
+            if (!f->devs[i].offline)
+                flaky_proxy_force_down(f->devs[i].proxy, 0);
         }
         if (!f->cfg.on_second)
             fprintf(stderr, "fleet: t=%llds cloud outage ends\n", (long long)(t / 1000));
@@ -427,6 +487,10 @@ static int device_init(struct fleet *f, struct fleet_device *d, unsigned index, 
         snprintf(err, err_len, "%s: event_new failed", d->name);
         return FLAKY_ERR_EVENT;
     }
+    fleet_ota_device_init(&d->ota, &f->cfg.ota, f->base, d->journal, d->sync, d->name, d->dir,
+                          d->url);
+    d->chosen_offline =
+        cfg->offline_share > 0 && fleet_ota_stable_unit(d->name, "offline") < cfg->offline_share;
     /* Spread the first ticks over one period so the fleet does not march in step. */
     d->first_tick_ms = 1 + (int64_t)(flaky_rng_uniform(&d->rng) * (double)cfg->tick_ms);
     return FLAKY_OK;
@@ -481,6 +545,10 @@ void fleet_start(struct fleet *f)
     f->start_ms = ferry_monotonic_ms();
     f->last_report_ms = f->start_ms;
     for (unsigned i = 0; i < f->n_devs; i++) {
+        if (f->devs[i].chosen_offline && f->cfg.offline_after_ms <= 0) {
+            f->devs[i].offline = 1; /* never connects */
+            flaky_proxy_force_down(f->devs[i].proxy, 1);
+        }
         int64_t ms = f->devs[i].first_tick_ms;
         struct timeval first = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000)};
         event_add(f->devs[i].tick, &first);
@@ -505,6 +573,7 @@ void fleet_free(struct fleet *f)
         struct fleet_device *d = &f->devs[i];
         if (d->tick)
             event_free(d->tick);
+        fleet_ota_device_free(&d->ota); /* before the engine its requests are signed by */
         sync_free(d->sync);
         if (d->journal)
             (void)journal_close(d->journal);
@@ -572,6 +641,23 @@ void fleet_totals(struct fleet *f, struct fleet_totals *out)
         out->backlog += device_backlog(&st);
         out->batches += st.batches_sent;
         out->found_in_ingest += d->found;
+        out->offline += (unsigned)d->offline;
+        out->ota_reboots += d->ota.reboots;
+        out->ota_crashes += d->ota.crashes;
+        for (size_t c = 0; f->cfg.ota.enabled && c < f->cfg.ota.n_components; c++) {
+            char state[24], running[65], target[65];
+            fleet_ota_component(&d->ota, c, state, running, target);
+            if (strcmp(state, "committed") == 0)
+                out->ota_committed++;
+            else if (strcmp(state, "rolled_back") == 0)
+                out->ota_rolled_back++;
+            else if (strcmp(state, "failed") == 0)
+                out->ota_failed++;
+            else if (strcmp(state, "idle") == 0 || state[0] == '\0')
+                out->ota_idle++;
+            else
+                out->ota_other++;
+        }
     }
     fleet_summarize(f->delays, f->n_delays, f->rate_before, f->n_before, out);
     out->peak_requests_per_s = f->peak_after;
@@ -687,11 +773,24 @@ void fleet_print_devices(struct fleet *f, void *file)
                 "{\"device\":\"%s\",\"id\":\"%s\",\"profile\":\"%s\",\"generated\":%llu,"
                 "\"acked\":%llu,\"found\":%llu,\"backlog\":%llu,\"append_errors\":%llu,"
                 "\"in_flight\":%u,\"failures\":%u,\"next_attempt_in_ms\":%lld,"
-                "\"last_error\":\"%s\"}\n",
+                "\"last_error\":\"%s\",\"offline\":%s",
                 d->name, st.device_id, d->profile_name, (unsigned long long)d->generated,
                 (unsigned long long)device_acked(d), (unsigned long long)d->found,
                 (unsigned long long)device_backlog(&st), (unsigned long long)d->append_errors,
                 st.in_flight, st.consecutive_failures, (long long)st.next_attempt_in_ms,
-                st.last_error);
+                st.last_error, d->offline ? "true" : "false");
+        if (f->cfg.ota.enabled) {
+            fprintf(fp, ",\"fps\":%.2f,\"reboots\":%u,\"crashes\":%u,\"ota\":{", d->ota.fps_last,
+                    d->ota.reboots, d->ota.crashes);
+            for (size_t c = 0; c < f->cfg.ota.n_components; c++) {
+                char state[24], running[65], target[65];
+                fleet_ota_component(&d->ota, c, state, running, target);
+                /* versions and states are the manifest's [A-Za-z0-9._+-] names: no escaping */
+                fprintf(fp, "%s\"%s\":{\"state\":\"%s\",\"running\":\"%s\",\"target\":\"%s\"}",
+                        c ? "," : "", f->cfg.ota.components[c], state, running, target);
+            }
+            fputc('}', fp);
+        }
+        fputs("}\n", fp);
     }
 }

@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "simulators/flaky/flaky_profile.h"
+#include "simulators/fleet/fleet_ota.h"
 
 struct event_base;
 struct fleet;
@@ -72,7 +73,13 @@ struct fleet_config {
     int durability;         /* enum journal_durability of every device's journal */
     const struct fleet_profile_share *shares; /* borrowed during fleet_new */
     size_t n_shares;
-    unsigned first_device; /* devices are fleet-<first_device> .. (one process's slice) */
+    unsigned first_device;       /* devices are fleet-<first_device> .. (one process's slice) */
+    struct fleet_ota_config ota; /* simulated OTA (fleet_ota.h); ota.enabled 0: none */
+    /* This share of the devices, chosen by a stable hash of their names, is switched off at
+     * offline_after_ms into the run (0: from the start, never enrolled) and stays off: no
+     * records, no requests, its link down. */
+    double offline_share;
+    int64_t offline_after_ms;
     /* If set, called once a second with the running totals instead of the progress lines
      * (ferry-fleet's worker processes send them to the parent, which prints the sum). */
     void (*on_second)(void *arg, const struct fleet_second *s);
@@ -96,6 +103,10 @@ struct fleet_totals {
     double steady_requests_per_s; /* mean per-second request rate before the outage */
     double peak_requests_per_s;   /* highest per-second rate in the 2 minutes after it */
     double drain_ms;              /* from the end of generation until nothing was left */
+    /* Simulated OTA at the end, per device and component: the agents' last states. */
+    unsigned ota_committed, ota_rolled_back, ota_failed, ota_idle, ota_other;
+    unsigned ota_reboots, ota_crashes;
+    unsigned offline; /* devices switched off by offline_share */
 };
 
 /* Creates the devices (journals, engines, proxies) and their timers on `base`; the run starts

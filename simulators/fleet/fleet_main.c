@@ -3,6 +3,7 @@
  * (fleet.c) on one event loop, and prints the totals.
  */
 #include <curl/curl.h>
+#include <errno.h>
 #include <event2/event.h>
 #include <getopt.h>
 #include <signal.h>
@@ -15,6 +16,7 @@
 #include "journal/journal.h"
 #include "simulators/fleet/fleet.h"
 #include "simulators/fleet/fleet_workers.h"
+#include "transport/manifest.h"
 
 #ifndef FLAKY_PROFILE_DIR
 #define FLAKY_PROFILE_DIR "/usr/share/ferry/profiles"
@@ -59,13 +61,40 @@ static void usage(FILE *f)
         "                         run measures the disk; a real device has its own flash\n"
         "  --report DURATION      progress line on stderr this often (default 5s, 0 = none)\n"
         "  --devices-out FILE     one JSON line per device at the end\n"
+        "  --offline-share P      this share of the devices (stable hash of the name) is\n"
+        "                         switched off: no records, no requests (default 0)...\n"
+        "  --offline-after DURATION ...from this time of the run on (default 0: never connects;\n"
+        "                         later: they enroll and report first, then go silent)\n"
+        "\n"
+        "Simulated OTA (each device runs ferryd's OTA agent, one per component, on simulated\n"
+        "A/B slots; device-signed manifest polls, signature check, Range download, install,\n"
+        "virtual reboot, trial, commit or roll back, the same ota.* events as ferryd):\n"
+        "  --ota-pub FILE         release public key (ferry release keygen); enables OTA;\n"
+        "                         repeatable (up to 8)\n"
+        "  --ota-component C      a component to update (repeatable, up to 4; default rootfs)\n"
+        "  --ota-initial-version V  what every component runs at first start (default 1.0.0)\n"
+        "  --ota-check DURATION   manifest poll period (default 10s)\n"
+        "  --ota-reboot DURATION  how long a virtual reboot keeps a device down (default 2s)\n"
+        "  --ota-trial DURATION   trial deadline (default 60s)\n"
+        "  --ota-health-gate G    the agents' health gate (default 'inference.fps >= 1 for 3s';\n"
+        "                         'none' for no gate)\n"
+        "  --ota-crashloop V:S    share S (0..1) of the devices, chosen by a stable hash of the\n"
+        "                         device name and V, crash as soon as V's trial begins and after\n"
+        "                         every reboot: the boot loader falls back and the agent rolls\n"
+        "                         back (repeatable)\n"
+        "  --ota-fps V:F          inference.fps multiplied by F while V runs (repeatable)\n"
+        "  --fps N                inference.fps baseline (default 30)\n"
+        "  --fps-noise R          relative standard deviation of each fps sample (default 0.02)\n"
+        "  --gpu-temp N           thermal.gpu baseline in degrees C (default 55)\n"
         "  --help                 this text\n"
         "  --version              print the version\n"
         "\n"
         "Prints one JSON object with the totals on stdout: devices, enrolled, generated,\n"
         "acked, found_in_ingest, backlog, delay percentiles (generation to cloud ack, 1 s\n"
-        "resolution), steady and post-outage peak request rates, drain time. Exit 0 when every\n"
-        "generated record was acknowledged and found in the ingest, 1 otherwise.\n",
+        "resolution), steady and post-outage peak request rates, drain time, and with OTA the\n"
+        "agents' final states. Exit 0 when every generated record was acknowledged and found in\n"
+        "the ingest, 1 otherwise (devices switched off by --offline-share with records still\n"
+        "unsent make it 1). SIGTERM or SIGINT ends the run early with the totals printed.\n",
         FLAKY_PROFILE_DIR);
 }
 
@@ -75,6 +104,19 @@ static int parse_ms(const char *opt, const char *v, int64_t *out)
         fprintf(stderr, "ferry-fleet: %s '%s': expected a duration such as 10s or 500ms\n", opt, v);
         return -1;
     }
+    return 0;
+}
+
+static int parse_number(const char *opt, const char *v, double lo, double hi, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !(x >= lo && x <= hi)) {
+        fprintf(stderr, "ferry-fleet: %s '%s': expected a number from %g to %g\n", opt, v, lo, hi);
+        return -1;
+    }
+    *out = x;
     return 0;
 }
 
@@ -123,13 +165,17 @@ static void print_totals(const struct fleet_totals *t, int completed)
            "\"batches\":%llu,"
            "\"delay_ms\":{\"p50\":%.0f,\"p90\":%.0f,\"p99\":%.0f,\"max\":%.0f},"
            "\"steady_requests_per_s\":%.1f,\"peak_requests_per_s_after_outage\":%.1f,"
-           "\"drain_ms\":%.0f,\"completed\":%s}\n",
+           "\"drain_ms\":%.0f,\"offline\":%u,"
+           "\"ota\":{\"committed\":%u,\"rolled_back\":%u,\"failed\":%u,\"idle\":%u,\"other\":%u,"
+           "\"reboots\":%u,\"crashes\":%u},\"completed\":%s}\n",
            t->devices, t->enrolled, (unsigned long long)t->generated,
            (unsigned long long)t->append_errors, (unsigned long long)t->acked,
            (unsigned long long)t->engine_sent, (unsigned long long)t->found_in_ingest,
            (unsigned long long)t->backlog, (unsigned long long)t->batches, t->delay_p50_ms,
            t->delay_p90_ms, t->delay_p99_ms, t->delay_max_ms, t->steady_requests_per_s,
-           t->peak_requests_per_s, t->drain_ms, completed ? "true" : "false");
+           t->peak_requests_per_s, t->drain_ms, t->offline, t->ota_committed, t->ota_rolled_back,
+           t->ota_failed, t->ota_idle, t->ota_other, t->ota_reboots, t->ota_crashes,
+           completed ? "true" : "false");
     fflush(stdout);
 }
 
@@ -150,7 +196,15 @@ int main(int argc, char **argv)
                                .seed = 1,
                                .quota_bytes = 4u << 20,
                                .backoff_max_ms = 30000,
-                               .durability = JOURNAL_SYNC_OS};
+                               .durability = JOURNAL_SYNC_OS,
+                               .ota = {.initial_version = "1.0.0",
+                                       .check_interval_ms = 10000,
+                                       .reboot_ms = 2000,
+                                       .trial_deadline_ms = 60000,
+                                       .health_gates = "inference.fps >= 1 for 3s",
+                                       .fps_baseline = 30,
+                                       .fps_noise = 0.02,
+                                       .gpu_baseline = 55}};
     const char *mix = "lte-good";
     const char *dir = getenv("FERRY_FLAKY_PROFILE_DIR");
     const char *devices_out = NULL;
@@ -179,10 +233,25 @@ int main(int argc, char **argv)
         {"backoff-max", required_argument, NULL, 'B'},
         {"processes", required_argument, NULL, 'N'},
         {"durability", required_argument, NULL, 'Y'},
+        {"offline-share", required_argument, NULL, 1000},
+        {"offline-after", required_argument, NULL, 1001},
+        {"ota-pub", required_argument, NULL, 1002},
+        {"ota-component", required_argument, NULL, 1003},
+        {"ota-initial-version", required_argument, NULL, 1004},
+        {"ota-check", required_argument, NULL, 1005},
+        {"ota-reboot", required_argument, NULL, 1006},
+        {"ota-trial", required_argument, NULL, 1007},
+        {"ota-health-gate", required_argument, NULL, 1008},
+        {"ota-crashloop", required_argument, NULL, 1009},
+        {"ota-fps", required_argument, NULL, 1010},
+        {"fps", required_argument, NULL, 1011},
+        {"fps-noise", required_argument, NULL, 1012},
+        {"gpu-temp", required_argument, NULL, 1013},
         {NULL, 0, NULL, 0},
     };
     int ch;
     uint64_t u;
+    char err[512];
     while ((ch = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
         switch (ch) {
         case 'V': printf("%s " FERRY_VERSION "\n", "ferry-fleet"); return 0;
@@ -272,12 +341,92 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case 1000:
+            if (parse_number("--offline-share", optarg, 0, 1, &cfg.offline_share) < 0)
+                return 2;
+            break;
+        case 1001:
+            if (parse_ms("--offline-after", optarg, &cfg.offline_after_ms) < 0)
+                return 2;
+            break;
+        case 1002:
+            if (fleet_ota_add_key_file(&cfg.ota, optarg, err, sizeof err) < 0) {
+                fprintf(stderr, "ferry-fleet: --ota-pub: %s\n", err);
+                return 2;
+            }
+            cfg.ota.enabled = 1;
+            break;
+        case 1003:
+            if (cfg.ota.n_components == FLEET_OTA_MAX_COMPONENTS || !manifest_name_valid(optarg)) {
+                fprintf(stderr,
+                        "ferry-fleet: --ota-component '%s': at most %d, each 1..64 of "
+                        "[A-Za-z0-9._+-]\n",
+                        optarg, FLEET_OTA_MAX_COMPONENTS);
+                return 2;
+            }
+            cfg.ota.components[cfg.ota.n_components++] = optarg;
+            break;
+        case 1004:
+            if (!manifest_name_valid(optarg)) {
+                fprintf(stderr,
+                        "ferry-fleet: --ota-initial-version '%s': 1..64 of "
+                        "[A-Za-z0-9._+-]\n",
+                        optarg);
+                return 2;
+            }
+            cfg.ota.initial_version = optarg;
+            break;
+        case 1005:
+            if (parse_ms("--ota-check", optarg, &cfg.ota.check_interval_ms) < 0)
+                return 2;
+            break;
+        case 1006:
+            if (parse_ms("--ota-reboot", optarg, &cfg.ota.reboot_ms) < 0)
+                return 2;
+            break;
+        case 1007:
+            if (parse_ms("--ota-trial", optarg, &cfg.ota.trial_deadline_ms) < 0)
+                return 2;
+            break;
+        case 1008: cfg.ota.health_gates = strcmp(optarg, "none") == 0 ? NULL : optarg; break;
+        case 1009:
+            if (fleet_ota_parse_rule(optarg, 0, 1, cfg.ota.crashloop, &cfg.ota.n_crashloop, err,
+                                     sizeof err) < 0) {
+                fprintf(stderr, "ferry-fleet: --ota-crashloop: %s\n", err);
+                return 2;
+            }
+            break;
+        case 1010:
+            if (fleet_ota_parse_rule(optarg, 0, 100, cfg.ota.fps, &cfg.ota.n_fps, err, sizeof err) <
+                0) {
+                fprintf(stderr, "ferry-fleet: --ota-fps: %s\n", err);
+                return 2;
+            }
+            break;
+        case 1011:
+            if (parse_number("--fps", optarg, 0, 100000, &cfg.ota.fps_baseline) < 0)
+                return 2;
+            break;
+        case 1012:
+            if (parse_number("--fps-noise", optarg, 0, 1, &cfg.ota.fps_noise) < 0)
+                return 2;
+            break;
+        case 1013:
+            if (parse_number("--gpu-temp", optarg, -50, 150, &cfg.ota.gpu_baseline) < 0)
+                return 2;
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
     if (!cfg.ingest || !cfg.token || !cfg.data_dir || optind != argc) {
         usage(stderr);
+        return 2;
+    }
+    if (cfg.ota.enabled && cfg.ota.n_components == 0)
+        cfg.ota.components[cfg.ota.n_components++] = "rootfs";
+    if (!cfg.ota.enabled && (cfg.ota.n_components || cfg.ota.n_crashloop || cfg.ota.n_fps)) {
+        fprintf(stderr, "ferry-fleet: the --ota-* options need --ota-pub (the release key)\n");
         return 2;
     }
     if (!dir)
@@ -290,7 +439,8 @@ int main(int argc, char **argv)
     cfg.n_shares = n_shares;
     ferry_log_init(FERRY_LOG_WARN, 2);
     signal(SIGPIPE, SIG_IGN);
-    unsigned per_proc = fleet_devices_per_process(); /* raises the soft descriptor limit */
+    /* raises the soft descriptor limit */
+    unsigned per_proc = fleet_devices_per_process(cfg.ota.enabled);
     if (n_procs == 0)
         n_procs = (cfg.devices + per_proc - 1) / per_proc;
     if (n_procs > cfg.devices)
@@ -312,7 +462,6 @@ int main(int argc, char **argv)
     struct event_base *base = event_base_new();
     if (!base)
         goto out;
-    char err[512];
     if (fleet_new(base, &cfg, &fl, err, sizeof err) < 0) {
         fprintf(stderr, "ferry-fleet: %s\n", err);
         goto out;

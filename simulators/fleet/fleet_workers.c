@@ -24,6 +24,9 @@
  * in the proxies' accept() during the catch-up. */
 #define FDS_PER_DEVICE 20
 #define FDS_RESERVED 128
+/* Simulated OTA adds, per device: the agents' HTTP client (curl's wakeup pair), each agent's job
+ * pipe, and a download's file and socket in flight. */
+#define FDS_PER_DEVICE_OTA 8
 
 enum { MSG_READY = 'R', MSG_SECOND = 'S', MSG_DELAYS = 'D', MSG_TOTALS = 'T' };
 
@@ -32,8 +35,9 @@ struct msg_totals {
     int completed;
 };
 
-unsigned fleet_devices_per_process(void)
+unsigned fleet_devices_per_process(int ota)
 {
+    unsigned per_device = FDS_PER_DEVICE + (ota ? FDS_PER_DEVICE_OTA : 0);
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
         return 1000;
@@ -44,9 +48,9 @@ unsigned fleet_devices_per_process(void)
     }
     if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 1000000)
         rl.rlim_cur = 1000000;
-    if (rl.rlim_cur <= FDS_RESERVED + FDS_PER_DEVICE)
+    if (rl.rlim_cur <= FDS_RESERVED + per_device)
         return 1;
-    return (unsigned)((rl.rlim_cur - FDS_RESERVED) / FDS_PER_DEVICE);
+    return (unsigned)((rl.rlim_cur - FDS_RESERVED) / per_device);
 }
 
 /* ---- worker side ------------------------------------------------------------------------- */
@@ -331,6 +335,14 @@ static void merge_totals(struct merge *m, struct fleet_totals *out, int *complet
         out->batches += t->batches;
         if (t->drain_ms > out->drain_ms)
             out->drain_ms = t->drain_ms;
+        out->ota_committed += t->ota_committed;
+        out->ota_rolled_back += t->ota_rolled_back;
+        out->ota_failed += t->ota_failed;
+        out->ota_idle += t->ota_idle;
+        out->ota_other += t->ota_other;
+        out->ota_reboots += t->ota_reboots;
+        out->ota_crashes += t->ota_crashes;
+        out->offline += t->offline;
     }
     fleet_summarize(m->delays, m->n_delays, m->before, m->n_before, out);
     out->peak_requests_per_s = m->peak_after;

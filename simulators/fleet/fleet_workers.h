@@ -21,8 +21,8 @@
 #include "simulators/fleet/fleet.h"
 
 /* How many devices one process can hold under its descriptor limit (after raising the soft
- * limit to the hard one). */
-unsigned fleet_devices_per_process(void);
+ * limit to the hard one); `ota`: with simulated OTA (more descriptors per device). */
+unsigned fleet_devices_per_process(int ota);
 
 /* Runs cfg->devices in n_procs workers (cfg->first_device is ignored: slices are contiguous
  * from 0) and fills *out with the merged totals, found_in_ingest included. `devices_out`, if
