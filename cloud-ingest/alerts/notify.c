@@ -338,7 +338,8 @@ static int actionlog_tail_cb(const char *key, const void *value, size_t len, voi
 }
 
 /* Runs a command receiver for one notification. Returns the "HTTP-like" outcome the delivery
- * loop understands (200 done, 503 retry, 500 failed for good) and fills *log with the record of
+ * loop understands (200 done, 503 retry, 422 failed for good: dropped like a refused payload)
+ * and fills *log with the record of
  * the run (NULL when out of memory). */
 static long run_command(const struct alerts_receiver *recv, const struct alerts_rule *r,
                         const char *event, const json_t *alert, const char *body, int64_t now_ns,
@@ -384,7 +385,7 @@ static long run_command(const struct alerts_receiver *recv, const struct alerts_
         return 503;
     log_error("alerts", "action %s for %s (%s) %s%s%s (exit %d): not retried", recv->name, r->name,
               event, status, err[0] ? ": " : "", err, res.exit_code);
-    return 500;
+    return 422;
 }
 
 int alerts_notify_once(struct alerts *a, int64_t now_ns)
@@ -452,6 +453,7 @@ int alerts_notify_once(struct alerts *a, int64_t now_ns)
                 else
                     log_limited(10, FERRY_LOG_WARN, "alerts",
                                 "receiver %s: no answer (%s); retrying", recv->name, answer);
+                free(action_log); /* a retried command run is not recorded, only its last run */
                 continue;
             }
             if (code < 200 || code > 299) {

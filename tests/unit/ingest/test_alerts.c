@@ -1091,6 +1091,30 @@ static void test_engine_command_action(void **state)
     assert_string_equal(json_string_value(json_object_get(run, "output")),
                         "ticket opened for ops-queue\n");
     json_decref(runs);
+    /* A command that fails is recorded once and not retried: it may have done half its work. */
+    f = fopen(script, "w");
+    assert_non_null(f);
+    fprintf(f, "#!/bin/sh\necho failing >> %s/failures\nexit 3\n", dir);
+    fclose(f);
+    write_one(s, "dev-hot", 2, now - 50 * SEC, "thermal", "gpu", 20, now + SEC, 0, NULL, -1);
+    assert_int_equal(alerts_eval_once(a, now + SEC), 0); /* resolved: one more run */
+    assert_int_equal(alerts_notify_once(a, now + 10 * SEC), 0);
+    assert_int_equal(alerts_notify_once(a, now + 400 * SEC), 0); /* nothing left to retry */
+    char failures[300];
+    snprintf(failures, sizeof(failures), "%s/failures", dir);
+    f = fopen(failures, "r");
+    assert_non_null(f);
+    int lines = 0;
+    while (fgets(line, sizeof(line), f) != NULL)
+        lines++;
+    fclose(f);
+    assert_int_equal(lines, 1);
+    runs = json_array();
+    assert_int_equal(ingest_store_kv_scan(s, "actionlog/", 0, action_log_cb, runs), 0);
+    assert_int_equal(json_array_size(runs), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(runs, 1), "status")),
+                        "failed");
+    json_decref(runs);
     alerts_free(a);
     ingest_store_close(s);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
