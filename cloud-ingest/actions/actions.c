@@ -147,7 +147,8 @@ int actions_list_json(struct ingest_store *store, const char *device, const char
     if (rc == 0) {
         for (size_t i = 0; i < n; i++)
             items[i] = json_array_get(l.out, i);
-        qsort(items, n, sizeof(*items), by_queued);
+        if (n > 1)
+            qsort(items, n, sizeof(*items), by_queued); /* not with NULL: n is 0 then */
         for (size_t i = 0; i < n; i++)
             json_array_append(sorted, items[i]);
     }
