@@ -71,11 +71,66 @@ static int64_t sext(uint64_t v, unsigned bits)
 /* ---------------------------------------------------------------------------------------- */
 /* Maps                                                                                       */
 
-static int64_t map_shift(const struct delta_exe_map *m, uint64_t addr)
+/* A map with a lookup table: ix[b] is the last segment whose base_addr <= ix_base + (b << shift),
+ * so the segment of an address lies in [ix[b], ix[b + 1]] and a relocation pass (one lookup per
+ * branch, ADRP, literal load or pointer: a quarter of the words of aarch64 code) searches a few
+ * segments instead of all of them. ix == NULL: a binary search over all segments. */
+struct map_lookup {
+    const struct delta_exe_map *m;
+    uint32_t *ix;
+    uint32_t ix_n;
+    unsigned shift;
+    uint64_t ix_base;
+};
+
+static void lookup_init(struct map_lookup *l, const struct delta_exe_map *m)
 {
+    memset(l, 0, sizeof(*l));
+    l->m = m;
+    if (!m || m->n < 16)
+        return;
+    uint64_t base = m->v[0].base_addr, span = m->v[m->n - 1].base_addr - base;
+    unsigned shift = 4;
+    while (shift < 63 && (span >> shift) >= 2ull * m->n) /* at most ~2 entries per segment */
+        shift++;
+    uint64_t n = (span >> shift) + 1;
+    l->ix = malloc((size_t)n * sizeof(*l->ix));
+    if (!l->ix)
+        return; /* the binary search over all segments gives the same answers */
+    uint32_t s = 0;
+    for (uint64_t b = 0; b < n; b++) {
+        uint64_t at = base + (b << shift);
+        while (s + 1 < m->n && m->v[s + 1].base_addr <= at)
+            s++;
+        l->ix[b] = s;
+    }
+    l->ix_n = (uint32_t)n;
+    l->shift = shift;
+    l->ix_base = base;
+}
+
+static void lookup_free(struct map_lookup *l)
+{
+    free(l->ix);
+    l->ix = NULL;
+}
+
+static int64_t map_shift(const struct map_lookup *l, uint64_t addr)
+{
+    const struct delta_exe_map *m = l ? l->m : NULL;
     if (!m || m->n == 0)
         return 0;
     uint32_t lo = 0, hi = m->n; /* last segment with base_addr <= addr */
+    if (l->ix && addr >= l->ix_base) {
+        uint64_t b = (addr - l->ix_base) >> l->shift;
+        if (b >= l->ix_n)
+            lo = l->ix[l->ix_n - 1];
+        else {
+            lo = l->ix[b];
+            if (b + 1 < l->ix_n)
+                hi = l->ix[b + 1] + 1;
+        }
+    }
     while (hi - lo > 1) {
         uint32_t mid = lo + (hi - lo) / 2;
         if (m->v[mid].base_addr <= addr)
@@ -86,7 +141,7 @@ static int64_t map_shift(const struct delta_exe_map *m, uint64_t addr)
     return m->v[lo].shift;
 }
 
-static uint64_t moved(const struct delta_exe_map *m, uint64_t addr)
+static uint64_t moved(const struct map_lookup *m, uint64_t addr)
 {
     return addr + (uint64_t)map_shift(m, addr);
 }
@@ -148,7 +203,7 @@ static size_t x86_field_at(const uint8_t *p, size_t avail, size_t *advance)
 }
 
 static void x86_run(uint8_t *buf, size_t n, uint64_t pc0, enum x86_mode mode,
-                    const struct delta_exe_map *map)
+                    const struct map_lookup *map)
 {
     size_t i = 0;
     while (i < n) {
@@ -206,7 +261,7 @@ static uint32_t a64_lo12(uint32_t w2, uint32_t rd, int *kind)
     return 0;
 }
 
-static void a64_run(uint8_t *buf, size_t n, uint64_t pc0, int mode, const struct delta_exe_map *map)
+static void a64_run(uint8_t *buf, size_t n, uint64_t pc0, int mode, const struct map_lookup *map)
 {
     size_t i = (size_t)((4 - (pc0 & 3)) & 3); /* instructions are 4-byte aligned */
     for (; i + 4 <= n; i += 4) {
@@ -277,18 +332,19 @@ static void put64(uint8_t *p, uint64_t v)
 }
 
 /* Pointers: relocation entries (r_offset, r_addend), .data, .data.rel.ro, .got, init arrays. */
-static void ptr64_run(uint8_t *buf, size_t n, uint64_t pc0, const struct delta_exe_map *map)
+static void ptr64_run(uint8_t *buf, size_t n, uint64_t pc0, const struct map_lookup *map)
 {
+    uint64_t lo = map->m->lo, hi = map->m->hi;
     for (size_t i = (size_t)((8 - (pc0 & 7)) & 7); i + 8 <= n; i += 8) {
         uint64_t v = get64(buf + i);
-        if (v >= map->lo && v < map->hi)
+        if (v >= lo && v < hi)
             put64(buf + i, moved(map, v));
     }
 }
 
 /* .eh_frame_hdr: version 1, encodings, eh_frame_ptr, fde_count (udata4), then pairs of datarel
  * sdata4 offsets (function start, FDE) from the header's own address pc0. */
-static void ehhdr_run(uint8_t *buf, size_t n, uint64_t pc0, const struct delta_exe_map *map)
+static void ehhdr_run(uint8_t *buf, size_t n, uint64_t pc0, const struct map_lookup *map)
 {
     if (n < 12 || buf[0] != 1 || buf[2] != 0x03 || buf[3] != 0x3B)
         return;
@@ -307,14 +363,17 @@ static void ehhdr_run(uint8_t *buf, size_t n, uint64_t pc0, const struct delta_e
 void delta_exe_relocate(uint8_t *buf, size_t n, uint64_t pc0, int arch,
                         const struct delta_exe_map *map)
 {
+    struct map_lookup l;
+    lookup_init(&l, map);
     if (arch == DELTA_EXE_X86_64)
-        x86_run(buf, n, pc0, X86_RELOCATE, map);
+        x86_run(buf, n, pc0, X86_RELOCATE, &l);
     else if (arch == DELTA_EXE_AARCH64)
-        a64_run(buf, n, pc0, X86_RELOCATE, map);
-    else if (arch == DELTA_EXE_PTR64)
-        ptr64_run(buf, n, pc0, map);
+        a64_run(buf, n, pc0, X86_RELOCATE, &l);
+    else if (arch == DELTA_EXE_PTR64 && map)
+        ptr64_run(buf, n, pc0, &l);
     else if (arch == DELTA_EXE_EHHDR)
-        ehhdr_run(buf, n, pc0, map);
+        ehhdr_run(buf, n, pc0, &l);
+    lookup_free(&l);
 }
 
 /* ---------------------------------------------------------------------------------------- */

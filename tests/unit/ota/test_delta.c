@@ -472,6 +472,65 @@ static void test_exe_transform_round_trip(void **state)
     free(buf);
 }
 
+/* Relocating pointers through a map of many segments (looked up through an index) moves each
+ * value in [lo, hi) by the shift of the last segment at or below it, as a linear scan says: at
+ * segment boundaries, between them, below the first and above the last. */
+static void test_exe_relocate_many_segments(void **state)
+{
+    (void)state;
+    rng_state = 4242;
+    for (int round = 0; round < 3; round++) {
+        uint32_t nseg = round == 0 ? 20 : round == 1 ? 700 : 5000;
+        struct delta_exe_seg *segs = calloc(nseg, sizeof(*segs));
+        assert_non_null(segs);
+        uint64_t a = 0x400000;
+        for (uint32_t k = 0; k < nseg; k++) {
+            /* gaps from 1 byte to 64 KiB, some runs of close segments */
+            a += 1 + (rnd() >> (k % 3 == 0 ? 62 : 48));
+            segs[k] = (struct delta_exe_seg){a, (int64_t)(rnd() >> 40) - (1ll << 23)};
+        }
+        struct delta_exe_map map = {segs, nseg, 0x300000, a + 0x100000};
+        size_t nv = 40000;
+        uint64_t *vals = calloc(nv, sizeof(uint64_t)), *want = calloc(nv, sizeof(uint64_t));
+        assert_non_null(vals);
+        assert_non_null(want);
+        for (size_t i = 0; i < nv; i++) {
+            uint64_t k = (rnd() >> 33) % nseg;
+            switch (i % 5) {
+            case 0: vals[i] = segs[k].base_addr; break;      /* on a boundary */
+            case 1: vals[i] = segs[k].base_addr - 1; break;  /* just below one */
+            case 2: vals[i] = map.lo + (rnd() >> 44); break; /* low, some below the first */
+            case 3: vals[i] = a + (rnd() >> 45); break;      /* at or above the last */
+            default: vals[i] = 0x400000 + (rnd() % (a - 0x3ffff0)); break;
+            }
+            want[i] = vals[i];
+            if (vals[i] >= map.lo && vals[i] < map.hi) {
+                uint32_t s = 0;
+                for (uint32_t j = 0; j < nseg; j++)
+                    if (segs[j].base_addr <= vals[i])
+                        s = j;
+                want[i] = vals[i] + (uint64_t)segs[s].shift;
+            }
+        }
+        uint8_t *buf = malloc(nv * 8);
+        assert_non_null(buf);
+        for (size_t i = 0; i < nv; i++)
+            for (int b = 0; b < 8; b++)
+                buf[i * 8 + b] = (uint8_t)(vals[i] >> (8 * b));
+        delta_exe_relocate(buf, nv * 8, 0x1000, DELTA_EXE_PTR64, &map);
+        for (size_t i = 0; i < nv; i++) {
+            uint64_t got = 0;
+            for (int b = 0; b < 8; b++)
+                got |= (uint64_t)buf[i * 8 + b] << (8 * b);
+            assert_int_equal(got, want[i]);
+        }
+        free(buf);
+        free(vals);
+        free(want);
+        free(segs);
+    }
+}
+
 static void put_le32_at(uint8_t *p, uint32_t v)
 {
     for (int i = 0; i < 4; i++)
@@ -781,6 +840,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_failed_apply_removes_or_truncates_target),
         cmocka_unit_test(test_full_disk_removes_target),
         cmocka_unit_test(test_exe_transform_round_trip),
+        cmocka_unit_test(test_exe_relocate_many_segments),
         cmocka_unit_test(test_exe_chunks_for_moved_code),
         cmocka_unit_test(test_malformed_and_unexpected_target),
         cmocka_unit_test(test_diff_coding_for_small_scattered_changes),
