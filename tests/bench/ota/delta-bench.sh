@@ -16,7 +16,7 @@
 # Targets (issue 18): ferry's delta <= 1.0x the smallest delta of the other tools on each pair;
 # ferry's apply CPU time (user + system: elapsed time on a shared machine is mostly other
 # people's load, and ferry fsyncs the target where the others do not) <= 1.5x that of
-# zstd --patch-from -19 (median of --runs runs; elapsed times are printed too); ferry applies in
+# zstd --patch-from -19 (median of --runs runs, to the millisecond; elapsed times are printed too); ferry applies in
 # <= 64 MiB of anonymous memory; every tool's output is compared with the target byte for byte.
 # Exit status 1 when a target is missed. Not a ctest test: figures depend on the (shared) machine.
 set -u
@@ -215,17 +215,33 @@ run() {
   return 0
 }
 # apply_time OUT CMD... : median elapsed seconds of $runs runs (user+system CPU seconds in
-# $A_CPU, median too) of an apply command writing OUT; A_OK=0 when one failed
+# $A_CPU, median too) of an apply command writing OUT; A_OK=0 when one failed. The CPU time is
+# the child's rusage to the microsecond, printed to the millisecond: /usr/bin/time rounds it to
+# 10 ms, which is 10 % of the apply of a few-MB executable.
+cat > "$W/cputime.py" <<'PY'
+import resource, subprocess, sys, time
+limit, out, err = float(sys.argv[1]), sys.argv[2], sys.argv[3]
+t0 = time.monotonic()
+try:
+    rc = subprocess.run(sys.argv[4:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                        stderr=open(err, "w"), timeout=limit).returncode
+except subprocess.TimeoutExpired:
+    rc = 124
+e = time.monotonic() - t0
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(out, "w").write("%.3f %.3f\n" % (e, ru.ru_utime + ru.ru_stime))
+sys.exit(rc)
+PY
 apply_time() {
   local out=$1; shift
-  local ts="" cs="" i
+  local ts="" cs="" i e c
   A_OK=1
   for i in $(seq 1 "$runs"); do
     rm -f "$out"
-    if ! timeout "$TOOL_TIMEOUT" /usr/bin/time -o "$W/atime.txt" -f '%e %U %S' "$@" > /dev/null 2> "$W/apply.err"; then
+    if ! python3 "$W/cputime.py" "$TOOL_TIMEOUT" "$W/atime.txt" "$W/apply.err" "$@"; then
       A_OK=0; break; fi
-    read -r e u s < "$W/atime.txt"
-    ts="$ts $e"; cs="$cs $(python3 -c "print('%.2f' % ($u + $s))")"
+    read -r e c < "$W/atime.txt"
+    ts="$ts $e"; cs="$cs $c"
   done
   A_S=$(echo $ts | tr ' ' '\n' | sort -g | awk '{v[NR]=$1} END {print NR ? v[int((NR+1)/2)] : "-"}')
   A_CPU=$(echo $cs | tr ' ' '\n' | sort -g | awk '{v[NR]=$1} END {print NR ? v[int((NR+1)/2)] : "-"}')
