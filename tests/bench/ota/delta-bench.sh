@@ -221,6 +221,8 @@ run() {
 cat > "$W/cputime.py" <<'PY'
 import resource, subprocess, sys, time
 limit, out, err = float(sys.argv[1]), sys.argv[2], sys.argv[3]
+# before and after: the interpreter's own start may have run children (site hooks)
+before = resource.getrusage(resource.RUSAGE_CHILDREN)
 t0 = time.monotonic()
 try:
     rc = subprocess.run(sys.argv[4:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -229,7 +231,8 @@ except subprocess.TimeoutExpired:
     rc = 124
 e = time.monotonic() - t0
 ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-open(out, "w").write("%.3f %.3f\n" % (e, ru.ru_utime + ru.ru_stime))
+cpu = ru.ru_utime + ru.ru_stime - before.ru_utime - before.ru_stime
+open(out, "w").write("%.3f %.3f\n" % (e, cpu))
 sys.exit(rc)
 PY
 apply_time() {
