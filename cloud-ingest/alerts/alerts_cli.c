@@ -35,8 +35,10 @@ static int usage(FILE *out)
             "\n"
             "list shows every alert that fired (state, rule, device, device-time start and end,\n"
             "late or not); silence mutes the notifications of the alerts of RULE and/or DEVICE\n"
-            "(at least one) for DURATION from now and prints the silence's id; actions lists the\n"
-            "runs of command receivers (newest 1,000: status, exit code, output).\n");
+            "(at least one) for DURATION from now and prints the silence's id (silence and\n"
+            "unsilence are in the audit log; the same silences are GET/POST/DELETE /v1/silences);\n"
+            "actions lists the runs of command receivers (newest 1,000: status, exit code,\n"
+            "output).\n");
     return out == stdout ? 0 : 2;
 }
 
