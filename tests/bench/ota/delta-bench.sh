@@ -16,8 +16,9 @@
 # Targets (issue 18): ferry's delta <= 1.0x the smallest delta of the other tools on each pair;
 # ferry's apply CPU time (user + system: elapsed time on a shared machine is mostly other
 # people's load, and ferry fsyncs the target where the others do not) <= 1.5x that of
-# zstd --patch-from -19 (median of --runs runs, to the millisecond; elapsed times are printed too); ferry applies in
-# <= 64 MiB of anonymous memory; every tool's output is compared with the target byte for byte.
+# zstd --patch-from -19 (median of --runs runs, to the millisecond; elapsed times are printed
+# too); ferry applies in <= 64 MiB of anonymous memory; every tool's output is compared with the
+# target byte for byte.
 # Exit status 1 when a target is missed. Not a ctest test: figures depend on the (shared) machine.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
