@@ -405,10 +405,12 @@ static size_t remote_collect(char *p, size_t size, size_t n, void *arg)
 }
 
 /* One request to the remote ingest with a body of `len` bytes (body NULL: none) of
- * `content_type`; returns the HTTP status (0: no answer, message printed). */
+ * `content_type`; returns the HTTP status (0: no answer, message printed). With `send_failed`
+ * not NULL, a body the ingest stopped reading (its limits.max_body: libevent closes the
+ * connection, the 413 may not arrive) sets *send_failed instead of printing. */
 static long remote_call_n(const struct ingest_admin_remote *r, const char *method, const char *path,
                           const void *body, size_t len, const char *content_type,
-                          struct ferry_buf *out)
+                          struct ferry_buf *out, bool *send_failed)
 {
     char url[2048], authz[256], ctype[128];
     size_t ulen = strlen(r->url);
@@ -443,6 +445,8 @@ static long remote_call_n(const struct ingest_admin_remote *r, const char *metho
     CURLcode cc = curl_easy_perform(c);
     if (cc == CURLE_OK)
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    else if (send_failed != NULL && cc == CURLE_SEND_ERROR)
+        *send_failed = true;
     else
         fprintf(stderr, "ferry-ingest: %s %s: %s\n", method, url, curl_easy_strerror(cc));
     curl_slist_free_all(h);
@@ -458,7 +462,7 @@ static long remote_call(const struct ingest_admin_remote *r, const char *method,
                         const char *body, struct ferry_buf *out)
 {
     return remote_call_n(r, method, path, body, body != NULL ? strlen(body) : 0, "application/json",
-                         out);
+                         out, NULL);
 }
 
 /* Prints an error answer's message, escaped for a terminal. */
@@ -653,7 +657,8 @@ static int remote_rollout(const struct ingest_admin_remote *r, int argc, char **
     return status;
 }
 
-/* The first piece size of an artifact upload; halved on 413 (the ingest's limits.max_body). */
+/* The first piece size of an artifact upload; halved on 413 or a connection closed while
+ * sending (the ingest's limits.max_body, 8 MiB by default). */
 #define REMOTE_PIECE_BYTES (4u << 20)
 #define REMOTE_PIECE_MIN (64u << 10)
 
@@ -684,7 +689,15 @@ static int remote_upload_artifact(const struct ingest_admin_remote *r, const cha
         snprintf(path, sizeof(path), "/v1/artifacts/%s?offset=%llu&size=%llu", hex,
                  (unsigned long long)offset, (unsigned long long)a->size);
         b.len = 0;
-        long code = remote_call_n(r, "PUT", path, buf, want, "application/octet-stream", &b);
+        bool send_failed = false;
+        long code =
+            remote_call_n(r, "PUT", path, buf, want, "application/octet-stream", &b, &send_failed);
+        if (send_failed && piece > REMOTE_PIECE_MIN) {
+            piece /= 2; /* above the ingest's limits.max_body: smaller pieces */
+            continue;
+        }
+        if (send_failed)
+            fprintf(stderr, "ferry-ingest: artifact %s: the ingest closed the upload\n", hex);
         json_t *j = json_loadb((const char *)b.data, b.len, 0, NULL);
         json_t *received = json_object_get(j, "received");
         if (code == 200 || code == 201) {
@@ -779,7 +792,7 @@ static int remote_release_publish(const struct ingest_admin_remote *r, int argc,
     struct ferry_buf b = FERRY_BUF_INIT;
     if (remote_upload_artifacts(r, m, sources, nsources) == 0) {
         long code = remote_call_n(r, "POST", force ? "/v1/releases?force=1" : "/v1/releases", data,
-                                  len, "application/json", &b);
+                                  len, "application/json", &b, NULL);
         if (code == 201) {
             printf("published %s %s for %s (serial %llu)\n", manifest_component(m),
                    manifest_version(m), manifest_device_class(m),
