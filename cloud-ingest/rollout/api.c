@@ -277,14 +277,12 @@ static void handle_create(struct evhttp_request *req, const char *path, void *ar
         goto out;
     }
     int rc = rollout_create_verified(cfg, ro->store, r, &rel, err, sizeof(err));
-    if (rc != 0) {
-        bool conflict = strstr(err, "serial") != NULL || strstr(err, "finish first") != NULL;
-        if (rc == -2)
-            ingest_reply_retry(req, 503, 1, err);
-        else
-            ingest_reply_error(req, conflict ? 409 : 400, "%s", err);
+    if (rc == -2)
+        ingest_reply_retry(req, 503, 1, err);
+    else if (rc != 0)
+        ingest_reply_error(req, rc == -3 ? 409 : 400, "%s", err);
+    if (rc != 0)
         goto out;
-    }
     char target[512];
     rollout_create_audit_target(r, target, sizeof(target));
     if (ingest_auth_audit_request(ro->store, req, "rollout.create", target, 201) != 0)

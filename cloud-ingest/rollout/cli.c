@@ -211,7 +211,8 @@ static int write_manifest_file(const struct ingest_config *cfg, const char *id, 
 }
 
 /* The checks of a new rollout against the published release and the previous rollout of the
- * same class and component. Returns 0 or -1 with err. */
+ * same class and component. Returns 0, -1 (the rollback release does not fit) or -3 (the
+ * published serial or the previous rollout is in the way) with err. */
 static int check_new_release(const struct ingest_config *cfg, struct ingest_store *st,
                              const struct manifest *m, const struct manifest *rb, char *err,
                              size_t err_len)
@@ -234,7 +235,7 @@ static int check_new_release(const struct ingest_config *cfg, struct ingest_stor
                  "it)",
                  (unsigned long long)manifest_serial(m), (unsigned long long)cur,
                  manifest_device_class(m), manifest_component(m));
-        return -1;
+        return -3;
     }
     char prev[ROLLOUT_ID_LEN + 1], why[256];
     if (rollout_index_get(st, manifest_device_class(m), manifest_component(m), prev) != 0)
@@ -245,7 +246,7 @@ static int check_new_release(const struct ingest_config *cfg, struct ingest_stor
     if (p.state == ROLLOUT_RUNNING || p.state == ROLLOUT_PAUSED) {
         snprintf(err, err_len, "rollout %s of %s/%s is %s: abort it or let it finish first", prev,
                  manifest_device_class(m), manifest_component(m), rollout_state_name(p.state));
-        return -1;
+        return -3;
     }
     /* devices of an aborted rollout accepted its rollback's serial: a new release must be
      * above it, or they would refuse it as a replay (docs/ota.md, anti-rollback) */
@@ -255,7 +256,7 @@ static int check_new_release(const struct ingest_config *cfg, struct ingest_stor
                  "devices may have installed",
                  (unsigned long long)manifest_serial(m), (unsigned long long)p.rollback_serial,
                  prev);
-        return -1;
+        return -3;
     }
     return 0;
 }
@@ -265,8 +266,9 @@ int rollout_create_verified(const struct ingest_config *cfg, struct ingest_store
                             size_t err_len)
 {
     const struct manifest *m = rel->m, *rb = rel->rb;
-    if (check_new_release(cfg, st, m, rb, err, err_len) != 0)
-        return -1;
+    int rc = check_new_release(cfg, st, m, rb, err, err_len);
+    if (rc != 0)
+        return rc;
     /* the artifacts: from the CLI's sources, or already uploaded (PUT /v1/artifacts) */
     if (rel->n_sources > 0) {
         if (ingest_release_store_artifacts(cfg, m, rel->sources, rel->n_sources, stderr) != 0 ||
@@ -312,7 +314,7 @@ int rollout_create_verified(const struct ingest_config *cfg, struct ingest_store
     struct ingest_kv_op ops[3] = {{k1, text, text != NULL ? strlen(text) : 0, false},
                                   {k2, r->id, strlen(r->id), false},
                                   {k3, r->id, strlen(r->id), false}};
-    int rc = text != NULL ? ingest_store_kv_apply(st, ops, 3, NULL, NULL) : INGEST_STORE_ENOMEM;
+    rc = text != NULL ? ingest_store_kv_apply(st, ops, 3, NULL, NULL) : INGEST_STORE_ENOMEM;
     free(text);
     if (rc != 0) {
         snprintf(err, err_len, "store: %s", ingest_store_strerror(rc));

@@ -107,7 +107,8 @@ int rollout_create_settings(const struct rollout_create_args *a, struct rollout 
 /* Creates the rollout `r` (settings filled) of `rel`: checks the rollback release, the serial
  * against the published one and the previous rollout of the class and component, stores (CLI)
  * or checks (API) the artifacts, writes the manifests and the record. Returns 0 with r->id,
- * -1 refused (err says why: the caller's 400/409), -2 the store or the disk failed. Not
+ * -1 refused (err says why: the caller's 400), -3 refused because the published serial or a
+ * running, paused or aborted rollout is in the way (409), -2 the store or the disk failed. Not
  * audited: the caller writes "rollout.create" with rollout_create_audit_target. */
 int rollout_create_verified(const struct ingest_config *cfg, struct ingest_store *st,
                             struct rollout *r, struct rollout_create_release *rel, char *err,
