@@ -861,7 +861,8 @@ int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *stor
     snprintf(owner, sizeof(owner), "%s:%ld", host, (long)getpid());
     if (alerts_config_finish(&s->cfg.alerts, err, err_len) != 0 ||
         alerts_new(&s->cfg.alerts, store, owner, &s->ctx.alerts, err, err_len) != 0 ||
-        alerts_register(s->router, store) != 0 || alerts_start(s->ctx.alerts) != 0) {
+        alerts_register(s->router, store) != 0 || alerts_silences_register(s->router, store) != 0 ||
+        alerts_start(s->ctx.alerts) != 0) {
         rc = INGEST_EINVAL;
         if (err[0] == '\0')
             snprintf(err, err_len, "cannot start the alert engine");
