@@ -67,15 +67,17 @@ static struct per run_rounds(struct collector *c, const char *name, int rounds)
     return p;
 }
 
-/* Voluntary + involuntary context switches of every thread of pid. */
-static long long ctxt_switches(pid_t pid)
+/* Context switches of every thread of pid: voluntary ones (the thread slept and was woken: a
+ * timer, a futex, an I/O completion) into *vol, involuntary ones (preempted: these grow with the
+ * machine's load, not with ferryd's work) into *invol. Returns -1 when pid is gone. */
+static int ctxt_switches(pid_t pid, long long *vol, long long *invol)
 {
     char dir[64];
     snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
     DIR *d = opendir(dir);
     if (!d)
         return -1;
-    long long sum = 0;
+    *vol = *invol = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.')
@@ -86,14 +88,21 @@ static long long ctxt_switches(pid_t pid)
         long n = collect_read_file("", path, buf, sizeof buf);
         if (n <= 0)
             continue;
-        for (char *p = buf; (p = strstr(p, "ctxt_switches:")) != NULL; p += 14)
-            sum += strtoll(p + 14, NULL, 10);
+        const char *v = strstr(buf, "\nvoluntary_ctxt_switches:");
+        const char *nv = strstr(buf, "\nnonvoluntary_ctxt_switches:");
+        if (v)
+            *vol += strtoll(v + strlen("\nvoluntary_ctxt_switches:"), NULL, 10);
+        if (nv)
+            *invol += strtoll(nv + strlen("\nnonvoluntary_ctxt_switches:"), NULL, 10);
     }
     closedir(d);
-    return sum;
+    return 0;
 }
 
-static double idle_wakeups(const char *ferryd, const char *tmp, int seconds)
+/* Context switches per second of an idle ferryd (all threads, voluntary + involuntary); the
+ * voluntary ones alone into *voluntary_per_s. -1 when it could not be measured. */
+static double idle_wakeups(const char *ferryd, const char *tmp, int seconds,
+                           double *voluntary_per_s)
 {
     char data[512], logs[512], ini[600], log[600];
     snprintf(data, sizeof data, "%s/idle-data", tmp);
@@ -121,15 +130,17 @@ static double idle_wakeups(const char *ferryd, const char *tmp, int seconds)
         _exit(127);
     }
     sleep(2); /* start-up and the first round */
-    long long a = ctxt_switches(pid);
+    long long va, ia, vb, ib;
+    int ra = ctxt_switches(pid, &va, &ia);
     sleep((unsigned)seconds);
-    long long b = ctxt_switches(pid);
+    int rb = ctxt_switches(pid, &vb, &ib);
     kill(pid, SIGTERM);
     int st;
     waitpid(pid, &st, 0);
-    if (a < 0 || b < 0)
+    if (ra < 0 || rb < 0)
         return -1;
-    return (double)(b - a) / seconds;
+    *voluntary_per_s = (double)(vb - va) / seconds;
+    return (double)(vb - va + ib - ia) / seconds;
 }
 
 /* ---- Tail throughput ------------------------------------------------------------------------ */
@@ -295,7 +306,7 @@ int main(int argc, char **argv)
 {
     bool quick = false;
     const char *jetson_root = NULL, *ferryd = NULL;
-    int idle_s = 20;
+    int idle_s = 60;
     long long tail_lines = 3000000;
     bool tail_only = false;
     for (int i = 1; i < argc; i++) {
@@ -359,11 +370,12 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n; i++)
         printf("%-18s %16.1f %18.1f %22.4f\n", rows[i].name, rows[i].cpu_us_per_round,
                rows[i].records_per_round, rows[i].cpu_us_per_round / 1e4);
-    double wakeups = ferryd ? idle_wakeups(ferryd, tmp, idle_s) : -1;
+    double voluntary = -1, wakeups = ferryd ? idle_wakeups(ferryd, tmp, idle_s, &voluntary) : -1;
     tail_sections(tmp, tail_lines);
     if (ferryd)
-        printf("idle ferryd (system collector + one idle tail): %.2f wakeups/s over %d s\n",
-               wakeups, idle_s);
+        printf("idle ferryd (system collector + one idle tail): %.2f context switches/s over %d s, "
+               "%.2f/s voluntary (the rest: preemption by the machine's load)\n",
+               wakeups, idle_s, voluntary);
     printf("\n");
     for (size_t i = 0; i < n; i++) {
         char key[64];
@@ -376,7 +388,8 @@ int main(int argc, char **argv)
     }
     printf("all_defaults_core_percent_at_10s: %.4f\n", all.cpu_us_per_round / 1e4);
     if (ferryd)
-        printf("idle_wakeups_per_s: %.2f\n", wakeups);
+        printf("idle_wakeups_per_s: %.2f\nidle_voluntary_wakeups_per_s: %.2f\n", wakeups,
+               voluntary);
     collector_free(sys);
     collector_free(jet);
     char cmd[200];
