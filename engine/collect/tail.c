@@ -643,6 +643,11 @@ static int start_file(struct tail *t, struct tail_file *f, bool at_start)
     int pred = s.v.ino ? find_predecessor(t, f, s.v.ino, 0, 0, 0) : -1;
     if (pred >= 0)
         t->stats.rotations++;
+    else if (s.v.ino)
+        log_warn("tail",
+                 "[input.tail.%s] %s: rotated while ferryd was stopped and the old file (inode "
+                 "%llu) is no longer in its directory; its bytes after offset %llu are lost",
+                 t->name, f->path, (unsigned long long)s.v.ino, (unsigned long long)s.v.offset);
     int rc = drain_and_switch(t, f, pred, s.v.offset, f->skip, 0);
     if (pred >= 0)
         close(pred);
