@@ -47,7 +47,7 @@
  * The dashboard tables (docs/dashboards.md "PostgreSQL schema"): metrics (a row per field),
  * logs and events, each partitioned by day of the corrected device time, so that a Grafana
  * PostgreSQL data source charts them with a plain `time` column and retention drops whole
- * partitions. Their rows are derived from `records` by one statement, DASH_INSERT_SQL(where):
+ * partitions. Their rows are derived from `records` by one statement, DASH_ROWS_SQL(where):
  * the write path runs it in the transaction that COPYed the records (where: this transaction's
  * rows, found through records_commit_order), so a dashboard row exists exactly when its record
  * does and the records' unique key dedups both; migration 7 runs it once over all records.
@@ -1878,10 +1878,12 @@ int ingest_store_pg_open(const struct ingest_store_config *cfg, struct ingest_st
     s->dashboard = cfg->pg_dashboard_tables;
     s->retention_days = cfg->pg_retention_days;
     if (s->dashboard) {
-        rc = dash_maintain(s, s->conns[0].conn, err, err_len);
-        if (rc != 0)
-            goto fail;
-        s->dash_next_maintain_ns = dash_now_ns() + DASH_MAINTAIN_EVERY_NS;
+        /* Not fatal: without today's partition rows go to DEFAULT (moved later), and a failure
+         * here (a lock conflict with another process's maintenance) is retried in a minute. */
+        char merr[256];
+        bool done = dash_maintain(s, s->conns[0].conn, merr, sizeof(merr)) == 0;
+        s->dash_next_maintain_ns =
+            dash_now_ns() + (done ? DASH_MAINTAIN_EVERY_NS : 60 * INT64_C(1000000000));
     }
     *out = &s->base;
     return 0;
