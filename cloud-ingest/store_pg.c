@@ -189,12 +189,16 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
     /* Partitions from yesterday to `ahead_days` ahead, and, when retention_days > 0, drops the
      * day partitions wholly older than the start of (today - retention_days) UTC and deletes
      * such rows from the DEFAULT partitions. One process at a time (a transaction-scoped
-     * advisory lock; the others return -1 at once). Returns the partitions dropped. */
+     * advisory lock; the others return -1 at once); a lock not granted within 2 s fails that
+     * partition (made) or the call (dropped), tried again later. Returns the partitions
+     * dropped. */
     "CREATE FUNCTION ferry_dash_maintain(retention_days integer, ahead_days integer)"
     " RETURNS integer LANGUAGE plpgsql AS $$"
     " DECLARE today date := (now() AT TIME ZONE 'UTC')::date; tbl text; p record;"
     " dropped integer := 0;"
     " BEGIN IF NOT pg_try_advisory_xact_lock(1717658739) THEN RETURN -1; END IF;"
+    /* writers queue behind a waiting exclusive lock: never wait long for one */
+    " PERFORM set_config('lock_timeout', '2s', true);"
     " FOREACH tbl IN ARRAY ARRAY['metrics', 'logs', 'events'] LOOP"
     " FOR i IN -1..ahead_days LOOP"
     " BEGIN PERFORM ferry_dash_partition(tbl, today + i);"
