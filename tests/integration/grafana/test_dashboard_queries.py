@@ -43,6 +43,13 @@ INTERVAL = "30s"  # what Grafana computes for 1h on a ~120-point-wide panel (rou
 RATE_INTERVAL = "1m"  # max($__interval + scrape interval, 4 x scrape interval)
 
 
+T0 = time.monotonic()
+
+
+def step(what):
+    print("%6.1fs %s" % (time.monotonic() - T0, what), flush=True)
+
+
 def free_port():
     import socket
     s = socket.socket()
@@ -109,6 +116,26 @@ def psql(sql):
         return None, r.stderr.strip()
     lines = r.stdout.splitlines()
     return lines[1:], None  # without the header
+
+
+def psql_counts(queries):
+    """Runs every query in one psql session (one connection, not one per query); returns
+    [(row count, error)] in order. psql stops at the first error: the ones after it are
+    run again in a session of their own."""
+    out = []
+    while queries:
+        args = ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
+        for q in queries:
+            args += ["-c", "SELECT count(*) FROM (%s) AS q" % q]
+        r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        counts = [int(x) for x in r.stdout.split()]
+        out += [(n, None) for n in counts]
+        if r.returncode == 0:
+            assert len(counts) == len(queries), r.stdout
+            return out
+        out.append((None, r.stderr.strip()))
+        queries = queries[len(counts) + 1:]
+    return out
 
 
 # ---- Grafana's substitutions -------------------------------------------------------------------
@@ -291,8 +318,10 @@ def main():
                      "--forward.prom.url", "http://127.0.0.1:%d/api/v1/write" % prom_port,
                      "--forward.prom.idle", "100ms")
         prom = Prometheus(h, prom_port, ingest.port)
+        step("ferry-ingest and Prometheus up")
         now_ns = time.time_ns()
         feed(h, ingest, now_ns)
+        step("two ferryd fed")
 
         def stored():
             rows, err = psql("SELECT (SELECT count(*) FROM metrics WHERE name = 'inference'),"
@@ -311,6 +340,7 @@ def main():
             return got and len(got) == 2 and all(int(s["value"][1]) == 60 for s in got) and \
                 up and len(up) == 2
         synclib.wait_for(forwarded, 40, "every sample forwarded and /metrics scraped", 0.2)
+        step("stored and forwarded")
         time.sleep(2.5)  # two more scrapes, so that rate() over the last points has two samples
 
         rows, err = psql("SELECT id FROM devices ORDER BY id")
@@ -318,6 +348,7 @@ def main():
         devices = rows
         now = time.time()
         ran = 0
+        sql_checks = []  # (what, query, substituted SQL): run together below
         for path in files:
             dash = json.load(open(path))
             rel = os.path.relpath(path, args.dashboards)
@@ -330,18 +361,23 @@ def main():
                     expr = substitute_promql(query, dict(text_vars, device=".*"))
                     assert "$" not in expr, "%s: left unsubstituted: %s" % (what, expr)
                     result, err = run_prom(prom, expr, instant, now)
+                    assert err is None, "%s: query failed: %s\n%s" % (what, err, query)
+                    assert result, "%s: empty result\n%s" % (what, query)
+                    ran += 1
                 elif uid == PG_UID:
                     sql = substitute_sql(query, now - RANGE_S, now,
                                          dict(text_vars, device=devices))
                     assert "$" not in sql, "%s: left unsubstituted: %s" % (what, sql)
-                    result, err = psql(sql)
+                    sql_checks.append((what, query, sql))
                 else:
                     raise AssertionError("%s: datasource %r is not a provisioned one" %
                                          (what, uid))
-                assert err is None, "%s: query failed: %s\n%s" % (what, err, query)
-                assert result, "%s: empty result\n%s" % (what, query)
-                ran += 1
-        print("ran %d queries of %d dashboards, each with a result" % (ran, len(files)))
+        results = psql_counts([sql for _, _, sql in sql_checks])
+        for (what, query, _), (count, err) in zip(sql_checks, results):
+            assert err is None, "%s: query failed: %s\n%s" % (what, err, query)
+            assert count, "%s: empty result\n%s" % (what, query)
+            ran += 1
+        step("ran %d queries of %d dashboards, each with a result" % (ran, len(files)))
         ok = True
     finally:
         if not ok:
