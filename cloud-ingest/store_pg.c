@@ -51,10 +51,13 @@
  * the write path runs it in the transaction that COPYed the records (where: this transaction's
  * rows, found through records_commit_order), so a dashboard row exists exactly when its record
  * does and the records' unique key dedups both; migration 7 runs it once over all records.
+ * jsonb refuses the escape \u0000 that the records' JSON text holds for a NUL byte a device
+ * sent: it becomes U+FFFD there, or one such record would fail every write of its group.
  */
 #define DASH_ROWS_SQL(where)                                                                       \
     "WITH r AS MATERIALIZED (SELECT ferry_ns_time(ts_corrected) AS time, device, stream, seq,"     \
-    " name, level, message, tags::jsonb AS tags, fields::jsonb AS fields FROM records " where ")," \
+    " name, level, message, replace(tags, '\\u0000', '\\ufffd')::jsonb AS tags,"                   \
+    " replace(fields, '\\u0000', '\\ufffd')::jsonb AS fields FROM records " where "),"             \
     " m AS (INSERT INTO metrics (time, device, name, field, value, type, value_text, tags, seq)"   \
     " SELECT r.time, r.device, r.name, f.key,"                                                     \
     " CASE jsonb_typeof(f.value) WHEN 'number' THEN (f.value #>> '{}')::double precision"          \

@@ -4,12 +4,13 @@
  *
  * Proves: every field of a stored metric record is one `metrics` row with the corrected device
  * time (to the microsecond) and its type (float, integer, boolean, string), logs carry level
- * name, severity, source and message, events their fields; a resent batch (alone, or twice in
- * one group commit) adds no row; rows land in their day's partition, late rows of a day without
- * one in the DEFAULT partition and are moved when the day's partition is made; a retention run
- * drops whole day partitions older than N days and keeps the newer ones; `dashboard_tables`
- * off writes no row; and a database at schema version 6 holding records is migrated in place
- * with every record backfilled once.
+ * name, severity, source and message, events their fields; a NUL byte in a tag or string field
+ * (which jsonb refuses as \u0000) fails neither the write nor its group; a resent batch (alone, or
+ * twice in one group commit) adds no row; rows land in their day's partition, late rows of a day
+ * without one in the DEFAULT partition and are moved when the day's partition is made; a retention
+ * run drops whole day partitions older than N days and keeps the newer ones; `dashboard_tables` off
+ * writes no row; and a database at schema version 6 holding records is migrated in place with every
+ * record backfilled once.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -284,6 +285,58 @@ static void rows_have_device_times_and_types_once(void **state)
     ingest_store_close(s);
 }
 
+/* A NUL byte in a tag or string field is "\u0000" in the records' JSON, which jsonb refuses: it
+ * must not fail the write (nor the group: another device's record is in the same commit). */
+static void nul_bytes_do_not_fail_the_write(void **state)
+{
+    (void)state;
+    struct ingest_store *s = open_store_on(g_conninfo, true, 0);
+    add_device(s, "dash-nul", 5);
+    add_device(s, "dash-nul2", 6);
+    struct record_field f[2] = {
+        {.key = {"msg", 3}, .type = RECORD_FIELD_STRING, .v.s = {"a\0b", 3}},
+        {.key = {"v", 1}, .type = RECORD_FIELD_FLOAT, .v.f = 2.5},
+    };
+    struct record_tag t = {.key = {"k", 1}, .value = {"x\0y", 3}};
+    struct record r = {.stream = RECORD_METRIC,
+                       .seq = 1,
+                       .ts_ns = g_now_ns,
+                       .name = {"nul", 3},
+                       .tags = &t,
+                       .n_tags = 1,
+                       .fields = f,
+                       .n_fields = 2};
+    struct recset rs = {.arena = FERRY_BUF_INIT}, other = {.arena = FERRY_BUF_INIT};
+    assert_int_equal(record_pack(&r, &rs.arena), 0);
+    rs.offs[0] = 0;
+    rs.recs[rs.n++] = (struct ingest_rec){.stream = RECORD_METRIC,
+                                          .seq = 1,
+                                          .ts_ns = g_now_ns,
+                                          .ts_corrected_ns = g_now_ns,
+                                          .packed_len = rs.arena.len};
+    add_metric(&other, 1, g_now_ns, 4.0);
+    struct ingest_write w1, w2;
+    init_write(&w1, "dash-nul", &rs);
+    init_write(&w2, "dash-nul2", &other);
+    struct ingest_write *ws[2] = {&w1, &w2};
+    write_group(s, ws, 2);
+    assert_int_equal(w1.new_records + w2.new_records, 2);
+    PGconn *c = db(g_conninfo);
+    char text[128];
+    q_text(c,
+           "SELECT value_text || '|' || (tags->>'k') FROM metrics WHERE device = 'dash-nul'"
+           " AND field = 'msg'",
+           text, sizeof(text));
+    assert_string_equal(text, "a\xef\xbf\xbd"
+                              "b|x\xef\xbf\xbd"
+                              "y");
+    assert_int_equal(q_int(c, "SELECT count(*) FROM metrics WHERE device = 'dash-nul2'"), 4);
+    PQfinish(c);
+    ferry_buf_free(&rs.arena);
+    ferry_buf_free(&other.arena);
+    ingest_store_close(s);
+}
+
 static void dashboard_off_writes_no_rows(void **state)
 {
     (void)state;
@@ -417,6 +470,7 @@ int main(void)
     g_now_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(rows_have_device_times_and_types_once),
+        cmocka_unit_test(nul_bytes_do_not_fail_the_write),
         cmocka_unit_test(dashboard_off_writes_no_rows),
         cmocka_unit_test(late_rows_default_partition_then_retention),
         cmocka_unit_test(migration_from_version_6_backfills_once),
