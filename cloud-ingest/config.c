@@ -47,6 +47,7 @@ void ingest_config_defaults(struct ingest_config *cfg)
     ferry_strlcpy(cfg->lmdb_dir, INGEST_DEFAULT_DATA_DIR, sizeof(cfg->lmdb_dir));
     cfg->store.kind = INGEST_STORE_LMDB;
     cfg->store.pg_connections = 4;
+    cfg->store.pg_dashboard_tables = false;
     ingest_config_finish(cfg);
 }
 
@@ -209,6 +210,8 @@ static const char help_text[] =
     "  store.pg_conninfo STRING       libpq connection string (\"\": libpq defaults/PG* env)\n"
     "  store.pg_connections N         PostgreSQL connections in the pool (4)\n"
     "  store.storage_threads N        PostgreSQL parallel group committers (2; LMDB: 1)\n"
+    "  store.pg_dashboard_tables BOOL PostgreSQL: write the dashboard tables (false)\n"
+    "  store.pg_retention_days N      PostgreSQL: drop dashboard rows older (0: keep)\n"
     "  log.level error|warn|info|debug  log threshold (info)\n"
     "  release.mirrors URL[,URL...]   artifact mirrors (base URLs ending in '/', http or https,\n"
     "                                 at most 8) that devices try in order before the ingest;\n"
@@ -360,6 +363,12 @@ int ingest_config_set(struct ingest_config *cfg, const char *key, const char *v,
         bad = set_uint(&cfg->store.pg_connections, v, 1, 256);
     else if (strcmp(key, "store.storage_threads") == 0)
         bad = set_uint(&cfg->storage_threads, v, 1, 64);
+    else if (strcmp(key, "store.pg_dashboard_tables") == 0) {
+        bool on = strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 || strcmp(v, "1") == 0;
+        bad = !on && strcmp(v, "false") != 0 && strcmp(v, "no") != 0 && strcmp(v, "0") != 0;
+        cfg->store.pg_dashboard_tables = on;
+    } else if (strcmp(key, "store.pg_retention_days") == 0)
+        bad = set_uint(&cfg->store.pg_retention_days, v, 0, 36500);
     else if (strcmp(key, "log.level") == 0)
         bad = ferry_log_level_parse(v, &cfg->log_level) != 0;
     else if (strcmp(key, "release.mirrors") == 0)

@@ -61,6 +61,10 @@ struct ingest_store_config {
     uint64_t lmdb_map_size;  /* LMDB: map size in bytes (0: 64 GiB) */
     const char *pg_conninfo; /* PostgreSQL: libpq connection string */
     unsigned pg_connections; /* PostgreSQL: connections in the pool (0: 4) */
+    /* PostgreSQL: also write the dashboard tables (metrics, logs, events; docs/dashboards.md)
+     * in each write's transaction, and keep their day partitions */
+    bool pg_dashboard_tables;
+    unsigned pg_retention_days; /* PostgreSQL: drop dashboard partitions older (0: keep all) */
 };
 
 #define INGEST_DEVICE_ID_MAX 64

@@ -33,14 +33,50 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cloud-ingest/store_impl.h"
 #include "common/buf.h"
 #include "common/utf8.h"
 #include "common/util.h"
 
-#define PG_SCHEMA_VERSION 7
+#define PG_SCHEMA_VERSION 8
 #define PG_MIGRATION_LOCK 0x66657272 /* "ferr" */
+
+/*
+ * The dashboard tables (docs/dashboards.md "PostgreSQL schema"): metrics (a row per field),
+ * logs and events, each partitioned by day of the corrected device time, so that a Grafana
+ * PostgreSQL data source charts them with a plain `time` column and retention drops whole
+ * partitions. Their rows are derived from `records` by one statement, DASH_ROWS_SQL(where):
+ * the write path runs it in the transaction that COPYed the records (where: this transaction's
+ * rows, found through records_commit_order), so a dashboard row exists exactly when its record
+ * does and the records' unique key dedups both; migration 8 runs it once over all records.
+ * jsonb refuses the escape \u0000 that the records' JSON text holds for a NUL byte a device
+ * sent: it becomes U+FFFD there, or one such record would fail every write of its group.
+ */
+#define DASH_ROWS_SQL(where)                                                                       \
+    "WITH r AS MATERIALIZED (SELECT ferry_ns_time(ts_corrected) AS time, device, stream, seq,"     \
+    " name, level, message, replace(tags, '\\u0000', '\\ufffd')::jsonb AS tags,"                   \
+    " replace(fields, '\\u0000', '\\ufffd')::jsonb AS fields FROM records " where "),"             \
+    " m AS (INSERT INTO metrics (time, device, name, field, value, type, value_text, tags, seq)"   \
+    " SELECT r.time, r.device, r.name, f.key,"                                                     \
+    " CASE jsonb_typeof(f.value) WHEN 'number' THEN (f.value #>> '{}')::double precision"          \
+    " WHEN 'boolean' THEN CASE WHEN f.value = 'true'::jsonb THEN 1 ELSE 0 END END,"                \
+    " CASE jsonb_typeof(f.value) WHEN 'number' THEN CASE WHEN (f.value #>> '{}') ~ '[.eE]'"        \
+    " THEN 'float' ELSE 'integer' END WHEN 'null' THEN 'float' ELSE jsonb_typeof(f.value) END,"    \
+    " CASE jsonb_typeof(f.value) WHEN 'string' THEN f.value #>> '{}' END, r.tags, r.seq"           \
+    " FROM r CROSS JOIN LATERAL jsonb_each(r.fields) AS f WHERE r.stream = 1 RETURNING 1),"        \
+    " l AS (INSERT INTO logs (time, device, severity, level, source, message, tags, fields, seq)"  \
+    " SELECT time, device, level, coalesce((ARRAY['emerg','alert','crit','error','warn',"          \
+    "'notice','info','debug'])[level + 1], 'unknown'), name, message, tags, fields, seq"           \
+    " FROM r WHERE stream = 2 RETURNING 1)"                                                        \
+    " INSERT INTO events (time, device, name, tags, fields, seq)"                                  \
+    " SELECT time, device, name, tags, fields, seq FROM r WHERE stream = 0"
+
+/* Day partitions are made ahead of the clock and by migration 8 for the days already stored. */
+#define DASH_AHEAD_DAYS 2
+/* How often a process runs ferry_dash_maintain() from the write path (nanoseconds). */
+#define DASH_MAINTAIN_EVERY_NS (3600 * INT64_C(1000000000))
 
 struct pg_conn {
     PGconn *conn;
@@ -54,6 +90,10 @@ struct pg_store {
     size_t n_conns;
     bool *busy;
     char *conninfo;
+    /* dashboard tables (dash_* below): written with the records, maintained hourly */
+    bool dashboard;
+    unsigned retention_days;
+    int64_t dash_next_maintain_ns; /* under lock */
 };
 
 static const char *const migrations[PG_SCHEMA_VERSION] = {
@@ -113,6 +153,76 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
     /* version 7: the device's newest inventory event (docs/ingest.md "Inventory"): its fields
      * as JSON object text and its device time; NULL until the device sends one */
     "ALTER TABLE devices ADD COLUMN inventory text, ADD COLUMN inventory_ts_ns bigint;",
+    /* version 8: the dashboard tables (DASH_ROWS_SQL above, docs/dashboards.md), their day
+     * partitions and retention (ferry_dash_partition, ferry_dash_maintain), and a backfill from
+     * the records already stored: partitions for every day they cover (at most 400 days back;
+     * older rows land in the DEFAULT partitions), then one pass of DASH_ROWS_SQL. */
+    "CREATE FUNCTION ferry_ns_time(ns bigint) RETURNS timestamptz LANGUAGE sql STABLE"
+    " PARALLEL SAFE AS $$ SELECT timestamptz 'epoch' + (ns / 1000) * interval '1 microsecond' $$;"
+    "CREATE TABLE metrics (time timestamptz NOT NULL, device text COLLATE \"C\" NOT NULL,"
+    " name text NOT NULL, field text NOT NULL, value double precision, type text NOT NULL,"
+    " value_text text, tags jsonb NOT NULL, seq bigint NOT NULL) PARTITION BY RANGE (time);"
+    "CREATE INDEX metrics_device_name_time ON metrics (device, name, time);"
+    "CREATE INDEX metrics_name_time ON metrics (name, time);"
+    "CREATE TABLE metrics_default PARTITION OF metrics DEFAULT;"
+    "CREATE TABLE logs (time timestamptz NOT NULL, device text COLLATE \"C\" NOT NULL,"
+    " severity smallint NOT NULL, level text NOT NULL, source text NOT NULL,"
+    " message text NOT NULL, tags jsonb NOT NULL, fields jsonb NOT NULL, seq bigint NOT NULL)"
+    " PARTITION BY RANGE (time);"
+    "CREATE INDEX logs_device_time ON logs (device, time);"
+    "CREATE INDEX logs_source_time ON logs (source, time);"
+    "CREATE INDEX logs_severity_time ON logs (severity, time);"
+    "CREATE TABLE logs_default PARTITION OF logs DEFAULT;"
+    "CREATE TABLE events (time timestamptz NOT NULL, device text COLLATE \"C\" NOT NULL,"
+    " name text NOT NULL, tags jsonb NOT NULL, fields jsonb NOT NULL, seq bigint NOT NULL)"
+    " PARTITION BY RANGE (time);"
+    "CREATE INDEX events_device_name_time ON events (device, name, time);"
+    "CREATE INDEX events_name_time ON events (name, time);"
+    "CREATE TABLE events_default PARTITION OF events DEFAULT;"
+    /* One day [day, day + 1) UTC of `tbl`: created empty, filled with the rows of that day the
+     * DEFAULT partition holds (late data that came before it existed), then attached; returns
+     * false when it exists already. */
+    "CREATE FUNCTION ferry_dash_partition(tbl text, day date) RETURNS boolean LANGUAGE plpgsql"
+    " AS $$ DECLARE part text := tbl || '_p' || to_char(day, 'YYYYMMDD');"
+    " lo timestamptz := day::timestamp AT TIME ZONE 'UTC';"
+    " hi timestamptz := (day + 1)::timestamp AT TIME ZONE 'UTC';"
+    " BEGIN IF to_regclass(part) IS NOT NULL THEN RETURN false; END IF;"
+    " EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS)', part, tbl);"
+    " EXECUTE format('WITH moved AS (DELETE FROM %I WHERE time >= $1 AND time < $2 RETURNING *)"
+    " INSERT INTO %I SELECT * FROM moved', tbl || '_default', part) USING lo, hi;"
+    " EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',"
+    " tbl, part, lo, hi); RETURN true; END $$;"
+    /* Partitions from yesterday to `ahead_days` ahead, and, when retention_days > 0, drops the
+     * day partitions wholly older than the start of (today - retention_days) UTC and deletes
+     * such rows from the DEFAULT partitions. One process at a time (a transaction-scoped
+     * advisory lock; the others return -1 at once); a lock not granted within 2 s fails that
+     * partition (made) or the call (dropped), tried again later. Returns the partitions
+     * dropped. */
+    "CREATE FUNCTION ferry_dash_maintain(retention_days integer, ahead_days integer)"
+    " RETURNS integer LANGUAGE plpgsql AS $$"
+    " DECLARE today date := (now() AT TIME ZONE 'UTC')::date; tbl text; p record;"
+    " dropped integer := 0;"
+    " BEGIN IF NOT pg_try_advisory_xact_lock(1717658739) THEN RETURN -1; END IF;"
+    /* writers queue behind a waiting exclusive lock: never wait long for one */
+    " PERFORM set_config('lock_timeout', '2s', true);"
+    " FOREACH tbl IN ARRAY ARRAY['metrics', 'logs', 'events'] LOOP"
+    " FOR i IN -1..ahead_days LOOP"
+    " BEGIN PERFORM ferry_dash_partition(tbl, today + i);"
+    " EXCEPTION WHEN others THEN RAISE WARNING 'ferry: partition % of % not made: %',"
+    " today + i, tbl, SQLERRM; END; END LOOP;"
+    " IF retention_days > 0 THEN"
+    " FOR p IN SELECT c.relname FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid"
+    " WHERE h.inhparent = tbl::regclass AND c.relname ~ ('^' || tbl || '_p[0-9]{8}$')"
+    " AND to_date(substr(c.relname, length(tbl) + 3), 'YYYYMMDD') < today - retention_days"
+    " LOOP EXECUTE format('DROP TABLE %I', p.relname); dropped := dropped + 1; END LOOP;"
+    " EXECUTE format('DELETE FROM %I WHERE time < $1', tbl || '_default')"
+    " USING (today - retention_days)::timestamp AT TIME ZONE 'UTC';"
+    " END IF; END LOOP; RETURN dropped; END $$;"
+    "SELECT ferry_dash_partition(t, d) FROM unnest(ARRAY['metrics', 'logs', 'events']) AS t,"
+    " (SELECT DISTINCT (ferry_ns_time(ts_corrected) AT TIME ZONE 'UTC')::date AS d FROM records"
+    " WHERE ts_corrected >= (extract(epoch FROM now() - interval '400 days') * 1e9)::bigint"
+    " AND ts_corrected < (extract(epoch FROM now() + interval '2 days') * 1e9)::bigint) AS days"
+    ";" DASH_ROWS_SQL("") ";",
 };
 
 static void set_err(char *err, size_t err_len, const char *what, PGconn *c)
@@ -742,9 +852,67 @@ static int write_gaps_and_device(PGconn *c, struct ingest_write *w, char *err, s
     return rc;
 }
 
+/* ---- Dashboard tables (DASH_ROWS_SQL; docs/dashboards.md) ---------------------------------- */
+
+/* Adds the dashboard rows of the records this transaction stored. Runs inside the writing
+ * transaction after the COPY, so the rows commit or roll back with their records. Returns 0,
+ * 1 (retryable) or an error. */
+static int dash_write(PGconn *c, char *err, size_t err_len)
+{
+    PGresult *r = PQexec(c, DASH_ROWS_SQL("WHERE txid = pg_current_xact_id()"));
+    int rc = res_ok(r) ? 0 : retryable(r) ? 1 : INGEST_STORE_EIO;
+    if (rc != 0)
+        set_err(err, err_len, "write dashboard rows", c);
+    PQclear(r);
+    return rc;
+}
+
+static int64_t dash_now_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
+
+/* Runs ferry_dash_maintain() (partitions ahead, retention) on `c`, outside any transaction. */
+static int dash_maintain(struct pg_store *s, PGconn *c, char *err, size_t err_len)
+{
+    char days[16], ahead[16];
+    snprintf(days, sizeof(days), "%u", s->retention_days);
+    snprintf(ahead, sizeof(ahead), "%d", DASH_AHEAD_DAYS);
+    const char *vals[2] = {days, ahead};
+    PGresult *r = exec_params(c, "SELECT ferry_dash_maintain($1, $2)", 2, vals);
+    int rc = res_ok(r) ? 0 : INGEST_STORE_EIO;
+    if (rc != 0)
+        set_err(err, err_len, "maintain dashboard partitions", c);
+    PQclear(r);
+    return rc;
+}
+
+/* Maintains the partitions when an hour passed since this process last did (a failure is tried
+ * again a minute later). Rows never wait for it: a day without its partition yet goes to the
+ * DEFAULT partition and is moved when the day's partition is made. */
+static void dash_maintain_if_due(struct pg_store *s, PGconn *c)
+{
+    int64_t now_ns = dash_now_ns();
+    pthread_mutex_lock(&s->lock);
+    bool due = s->dashboard && now_ns >= s->dash_next_maintain_ns;
+    if (due)
+        s->dash_next_maintain_ns = now_ns + DASH_MAINTAIN_EVERY_NS;
+    pthread_mutex_unlock(&s->lock);
+    if (!due)
+        return;
+    char err[256];
+    if (dash_maintain(s, c, err, sizeof(err)) != 0) {
+        pthread_mutex_lock(&s->lock);
+        s->dash_next_maintain_ns = now_ns + 60 * INT64_C(1000000000);
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
 /* One attempt at the whole group; returns 0, 1 (retryable conflict) or an error. */
-static int write_attempt(struct pg_conn *pc, struct ingest_write *const *w, size_t n, char *err,
-                         size_t err_len)
+static int write_attempt(struct pg_conn *pc, bool dashboard, struct ingest_write *const *w,
+                         size_t n, char *err, size_t err_len)
 {
     PGconn *c = pc->conn;
     int rc = exec_cmd(c, "BEGIN", err, err_len);
@@ -756,6 +924,8 @@ static int write_attempt(struct pg_conn *pc, struct ingest_write *const *w, size
     rc = check_devices(c, w, n, err, err_len);
     if (rc == 0)
         rc = write_records(pc, w, n, err, err_len);
+    if (rc == 0 && dashboard)
+        rc = dash_write(c, err, err_len);
     /* Device rows are updated in id order so that concurrent groups lock them alike. */
     for (size_t i = 0; rc == 0 && i < n; i++)
         if (w[i]->result == 0)
@@ -790,11 +960,12 @@ static int pg_write(struct ingest_store *base, struct ingest_write *const *write
     memcpy(sorted, writes, n * sizeof(*sorted));
     qsort(sorted, n, sizeof(*sorted), cmp_write_dev);
     struct pg_conn *pc = conn_get(s);
+    dash_maintain_if_due(s, pc->conn);
     int rc = 1;
     for (int attempt = 0; attempt < 5 && rc == 1; attempt++) {
         for (size_t i = 0; i < n; i++)
             sorted[i]->new_records = sorted[i]->new_gaps = 0;
-        rc = write_attempt(pc, sorted, n, err, err_len);
+        rc = write_attempt(pc, s->dashboard, sorted, n, err, err_len);
     }
     if (rc == 1)
         rc = INGEST_STORE_EIO;
@@ -1766,6 +1937,16 @@ int ingest_store_pg_open(const struct ingest_store_config *cfg, struct ingest_st
     rc = migrate(s->conns[0].conn, err, err_len);
     if (rc != 0)
         goto fail;
+    s->dashboard = cfg->pg_dashboard_tables;
+    s->retention_days = cfg->pg_retention_days;
+    if (s->dashboard) {
+        /* Not fatal: without today's partition rows go to DEFAULT (moved later), and a failure
+         * here (a lock conflict with another process's maintenance) is retried in a minute. */
+        char merr[256];
+        bool done = dash_maintain(s, s->conns[0].conn, merr, sizeof(merr)) == 0;
+        s->dash_next_maintain_ns =
+            dash_now_ns() + (done ? DASH_MAINTAIN_EVERY_NS : 60 * INT64_C(1000000000));
+    }
     *out = &s->base;
     return 0;
 fail:
