@@ -41,6 +41,7 @@ struct ferry_buf;
 #define INGEST_FORWARD_NAME_MAX 48 /* NAME: 1..48 of [A-Za-z0-9_-] */
 #define INGEST_FORWARD_URL_MAX 1024
 #define INGEST_FORWARD_FILTER_MAX 1024
+#define INGEST_FORWARD_WORKERS_MAX 16 /* workers = N: 1..16 */
 
 enum ingest_forward_type {
     INGEST_FORWARD_PROM_RW = 0,  /* Prometheus remote write 1.0 (protobuf + snappy) */
@@ -63,6 +64,7 @@ struct ingest_forward_config {
     unsigned streams_mask;  /* bit (1 << enum record_stream); default: metrics only */
     unsigned batch_records; /* records read per batch (5000) */
     unsigned series_limit;  /* Prometheus: distinct series kept (100000) */
+    unsigned workers;       /* batches encoded and sent at once (0: auto, from the cores) */
     int64_t timeout_ms;     /* one request (10s) */
     int64_t max_backoff_ms; /* longest wait between retries (30s) */
     int64_t idle_ms;        /* wait when nothing is new (200ms) */
@@ -79,8 +81,8 @@ struct ingest_forward_set {
 /*
  * Sets `key` of forwarder `name` from the INI section [forward.NAME] (or --forward.NAME.key);
  * a new name adds a forwarder with the defaults. Keys: type, url, devices, streams, batch_records,
- * series_limit, timeout, max_backoff, idle, precision, gzip, uint. Returns 0 or -1 with err
- * saying which key and why.
+ * series_limit, workers, timeout, max_backoff, idle, precision, gzip, uint. Returns 0 or -1 with
+ * err saying which key and why.
  */
 int ingest_forward_config_set(struct ingest_forward_set *set, const char *name, const char *key,
                               const char *value, char *err, size_t err_len)
