@@ -3,16 +3,17 @@
  * follows the store in commit order from its durable cursor and N worker threads encode and send
  * its batches at once; the cursor is stored only past batches the sink took, in order.
  *
- *   reader  cursor_load() -> loop: wait for a free slot of the ring (at most 2N batches) ->
+ *   reader  cursor_load() -> loop: wait for a free slot of the ring (at most 4N batches) ->
  *           read_batch(): up to batch_records records after read_cursor, copies of the ones the
- *           filter keeps -> (nothing new: sleep `idle`) | publish() the slot -> again.
+ *           filter keeps -> nothing new: store the cursor if the ring has drained, sleep `idle`
+ *           | publish() the slot -> again.
  *   worker  take the oldest published batch -> encode_job() (unpack, remote write or line
  *           protocol, snappy or gzip) -> post_body(): no answer, 408, 429, 5xx: wait (backoff
  *           with jitter, at least Retry-After) and send again; 2xx: delivered; other: refused
  *           for good, counted, passed -> job_done(): marks it done, and while the oldest batch of
  *           the ring is done, moves `delivered` past it and frees its slot -> cursor_flush():
- *           stores `delivered` at most once a second while batches follow each other, and
- *           whenever the ring runs empty.
+ *           stores `delivered` at most once a second while batches follow each other (and the
+ *           reader stores it when it has caught up and the ring has drained).
  *   stop    every thread leaves at its next wait; the reader joins its workers and stores the
  *           cursor of what was delivered; batches in the ring are abandoned (their records are
  *           after the stored cursor and are sent again at the next start).
@@ -26,7 +27,8 @@
  *   1. The cursor stored never passes a record whose batch the sink has not accepted (or refused
  *      for good), nor one of an earlier batch: batches complete in any order, `delivered` moves
  *      over the ring's done prefix only. A crash re-sends, it never skips.
- *   2. Memory is bounded: 2N batches of at most batch_records records each, N encoders.
+ *   2. Memory is bounded: 4N batches of at most batch_records records each, N encoders. The ring
+ *      is deeper than N so that the reader, on a busy machine, stays ahead of the workers.
  *   3. Requests of one forwarder may reach the sink out of order (two batches holding samples of
  *      one series): the sinks accept that (Prometheus with its out-of-order window, which late
  *      data needs anyway; VictoriaMetrics and InfluxDB always). workers = 1 keeps order.
@@ -505,7 +507,14 @@ static void update_lag(struct fwd *f, bool force)
  * stores never go backwards (save_lock, delivered only grows). False when the store failed. */
 static bool cursor_flush(struct fwd *f, bool force)
 {
-    pthread_mutex_lock(&f->save_lock);
+    /* A periodic store while another thread stores: that one will do (a worker must not wait
+     * for an fsync between two batches). */
+    if (!force) {
+        if (pthread_mutex_trylock(&f->save_lock) != 0)
+            return true;
+    } else {
+        pthread_mutex_lock(&f->save_lock);
+    }
     pthread_mutex_lock(&f->q_lock);
     struct ingest_store_cursor c = f->delivered;
     uint64_t gen = f->delivered_gen;
@@ -569,23 +578,7 @@ static struct fwd_job *next_job(struct fwd *f)
     return NULL;
 }
 
-/* Waits on q_cond (q_lock held) for at most ms. */
-static void q_wait_ms(struct fwd *f, int64_t ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
-    (void)pthread_cond_timedwait(&f->q_cond, &f->q_lock, &ts);
-}
-
-/* A worker thread: encodes and sends published batches, oldest first, until stop. When the ring
- * is empty and the cursor moved, it stores the cursor (retrying each second while the store
- * fails). */
+/* A worker thread: encodes and sends published batches, oldest first, until stop. */
 static void *fwd_worker_main(void *arg)
 {
     struct fwd_worker *w = arg;
@@ -593,17 +586,8 @@ static void *fwd_worker_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&f->q_lock);
         struct fwd_job *job = NULL;
-        while (!stopping(f->set) && (job = next_job(f)) == NULL) {
-            if (f->head == f->tail && f->delivered_gen != atomic_load(&f->saved_gen)) {
-                pthread_mutex_unlock(&f->q_lock);
-                bool ok = cursor_flush(f, true);
-                pthread_mutex_lock(&f->q_lock);
-                if (!ok)
-                    q_wait_ms(f, 1000);
-                continue;
-            }
+        while (!stopping(f->set) && (job = next_job(f)) == NULL)
             pthread_cond_wait(&f->q_cond, &f->q_lock);
-        }
         if (job == NULL) { /* stopping */
             pthread_mutex_unlock(&f->q_lock);
             break;
@@ -699,11 +683,15 @@ static void *fwd_main(void *arg)
             continue;
         }
         if (job->records == 0) {
+            /* Caught up: once the ring has drained, store the cursor of what was delivered (a
+             * failed store is tried again at the next pause). */
             pthread_mutex_lock(&f->q_lock);
             bool drained = f->head == f->tail;
             pthread_mutex_unlock(&f->q_lock);
-            if (drained)
+            if (drained) {
                 atomic_store(&f->state, 1);
+                (void)cursor_flush(f, true);
+            }
             update_lag(f, true);
             if (wait_ms(f->set, f->cfg.idle_ms))
                 break;
@@ -756,7 +744,7 @@ static size_t workers_for(const struct ingest_forward_config *cfg)
 static int fwd_alloc(struct fwd *f)
 {
     f->n_workers = workers_for(&f->cfg);
-    f->n_jobs = 2 * f->n_workers;
+    f->n_jobs = 4 * f->n_workers;
     f->workers = calloc(f->n_workers, sizeof(*f->workers));
     f->jobs = calloc(f->n_jobs, sizeof(*f->jobs));
     if (f->workers == NULL || f->jobs == NULL)
