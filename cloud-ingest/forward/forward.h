@@ -3,28 +3,36 @@
  *
  * A forwarder is one `[forward.NAME]` section of the configuration: a sink type (Prometheus
  * remote write 1.0, or InfluxDB 1.x /write), its URL and a filter of devices and streams. Each
- * runs on a thread of its own and follows the store in commit order (store.h, "Commit order")
- * from a durable cursor kept in the store under "fwd.NAME":
+ * has a reader thread that follows the store in commit order (store.h, "Commit order") from a
+ * durable cursor kept in the store under "fwd.NAME", and `workers` threads that encode and send
+ * its batches at once (forward.c):
  *
- *   load cursor -> read up to batch_records records after it -> encode the ones the filter
- *   keeps -> send (retry with backoff and jitter while the sink answers 429, 5xx or not at all,
- *   honouring Retry-After) -> store the cursor -> again; sleep a little when there is nothing new.
+ *   load cursor -> read up to batch_records records after it, keep copies of the ones the
+ *   filter keeps -> a worker encodes and sends them (retry with backoff and jitter while the sink
+ *   answers 429, 5xx or not at all, honouring Retry-After) -> the cursor moves past the batch
+ *   once it and every earlier batch were accepted, and is stored -> again; sleep a little when
+ *   there is nothing new.
  *
  * Invariants:
  *   1. The cursor is stored only after the sink accepted everything before it, so after any
- *      crash the forwarder resends at most the last batch: delivery is at least once, and exactly
- *      once in sinks where writing the same sample again is harmless (same series, same
- *      timestamp, same value: Prometheus, VictoriaMetrics with deduplication, InfluxDB).
+ *      crash the forwarder resends what was in flight or delivered since the last store (about
+ *      a second): delivery is at least once, and exactly once in sinks where writing the same
+ *      sample again is harmless (same series, same timestamp, same value: Prometheus,
+ *      VictoriaMetrics with deduplication, InfluxDB).
  *   2. Ingestion never waits for a forwarder: the store is the buffer, forwarders only read it
  *      (LMDB readers never block the writer; PostgreSQL reads are plain index scans).
- *   3. Memory is bounded: one batch at a time, and the series guard (Prometheus) keeps at most
- *      series_limit series per forwarder; samples of further series are dropped and counted.
+ *   3. Memory is bounded: at most 4 x workers batches per forwarder, and the series guard
+ *      (Prometheus) keeps at most series_limit series per forwarder (shared by its workers);
+ *      samples of further series are dropped and counted.
  *   4. A batch the sink refuses for good (4xx other than 408/429) is logged, counted as
  *      rejected and passed, so one malformed sample cannot stop a forwarder forever.
+ *   5. With workers > 1, requests of one forwarder may reach the sink out of order; the sinks
+ *      accept that (Prometheus with its out-of-order window, docs/forwarding.md).
  *
- * Threads: ingest_forwarders_start() starts one thread per forwarder; the status functions
- * (expose, the /v1/forwarders handler) read atomics and a mutex-guarded error text, never the
- * store or the network, so they are safe on the ingest's worker threads.
+ * Threads: ingest_forwarders_start() starts the reader thread of each forwarder, which starts
+ * its workers; the status functions (expose, the /v1/forwarders handler) read atomics and a
+ * mutex-guarded error text, never the store or the network, so they are safe on the ingest's
+ * worker threads.
  */
 #ifndef FERRY_INGEST_FORWARD_H
 #define FERRY_INGEST_FORWARD_H
