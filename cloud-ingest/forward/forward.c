@@ -1,34 +1,35 @@
 /*
- * forward.c - the forwarder pipeline (forward.h): per [forward.NAME] section, one reader thread
- * follows the store in commit order from its durable cursor and N worker threads encode and send
- * its batches at once; the cursor is stored only past batches the sink took, in order.
+ * forward.c - the forwarder pipeline (forward.h): per [forward.NAME] section, N worker threads
+ * each read a batch from the store in turn (in commit order, from the durable cursor), encode it
+ * and send it, so N batches are encoded and in flight at once; the cursor is stored only past
+ * batches the sink took, in order.
  *
- *   reader  cursor_load() -> loop: wait for a free slot of the ring (at most 4N batches) ->
+ *   main    cursor_load() -> start the N workers -> join them at stop -> store the cursor.
+ *   worker  read_next() (under read_lock: wait for a free slot of the ring of 2N batches ->
  *           read_batch(): up to batch_records records after read_cursor, copies of the ones the
- *           filter keeps -> nothing new: store the cursor if the ring has drained, sleep `idle`
- *           | publish() the slot -> again.
- *   worker  take the oldest published batch -> encode_job() (unpack, remote write or line
- *           protocol, snappy or gzip) -> post_body(): no answer, 408, 429, 5xx: wait (backoff
- *           with jitter, at least Retry-After) and send again; 2xx: delivered; other: refused
- *           for good, counted, passed -> job_done(): marks it done, and while the oldest batch of
+ *           filter keeps -> nothing new: store the cursor if the ring has drained, sleep `idle`,
+ *           read again | take the slot) -> encode_job() (unpack, remote write or line protocol,
+ *           snappy or gzip) -> post_body(): no answer, 408, 429, 5xx: wait (backoff with
+ *           jitter, at least Retry-After) and send again; 2xx: delivered; other: refused for
+ *           good, counted, passed -> job_done(): marks it done, and while the oldest batch of
  *           the ring is done, moves `delivered` past it and frees its slot -> cursor_flush():
- *           stores `delivered` at most once a second while batches follow each other (and the
- *           reader stores it when it has caught up and the ring has drained).
- *   stop    every thread leaves at its next wait; the reader joins its workers and stores the
- *           cursor of what was delivered; batches in the ring are abandoned (their records are
- *           after the stored cursor and are sent again at the next start).
+ *           stores `delivered` at most once a second while batches follow each other.
+ *   stop    every thread leaves at its next wait; batches in the ring are abandoned (their
+ *           records are after the stored cursor and are sent again at the next start).
  *
  * Why this shape (measured with tests/bench/forward/, docs/forwarding.md "Figures"): one thread
- * that reads, unpacks, encodes and compresses is bound by its CPU well below what
- * VictoriaMetrics takes; N workers encode on N cores, and N requests in flight hide the sink's
- * latency. The reader only copies payloads (no decoding), so it stays ahead.
+ * that reads, unpacks, encodes and compresses was bound near 400,000 samples/s, below what
+ * VictoriaMetrics takes; N workers encode on N cores and keep N requests in flight, hiding the
+ * sink's latency. The worker that reads a batch sends it: an earlier version handed batches from
+ * a reader thread to the workers, and on a loaded machine every such wake-up of another thread
+ * cost a scheduling delay per batch. read_next() is the one place that reads the store (a check
+ * that must pass before each read, such as a lease, goes at the top of its loop).
  *
  * Invariants:
  *   1. The cursor stored never passes a record whose batch the sink has not accepted (or refused
  *      for good), nor one of an earlier batch: batches complete in any order, `delivered` moves
  *      over the ring's done prefix only. A crash re-sends, it never skips.
- *   2. Memory is bounded: 4N batches of at most batch_records records each, N encoders. The ring
- *      is deeper than N so that the reader, on a busy machine, stays ahead of the workers.
+ *   2. Memory is bounded: 2N batches of at most batch_records records each, N encoders.
  *   3. Requests of one forwarder may reach the sink out of order (two batches holding samples of
  *      one series): the sinks accept that (Prometheus with its out-of-order window, which late
  *      data needs anyway; VictoriaMetrics and InfluxDB always). workers = 1 keeps order.
@@ -72,10 +73,9 @@ enum fwd_outcome {
 };
 
 enum fwd_job_state {
-    JOB_FREE = 0,    /* the reader may fill it */
-    JOB_READ = 1,    /* published: waiting for a worker */
-    JOB_WORKING = 2, /* a worker encodes and sends it */
-    JOB_DONE = 3,    /* delivered (or refused for good), an earlier batch is not yet */
+    JOB_FREE = 0,    /* read_next() may fill it */
+    JOB_WORKING = 1, /* read; the worker that read it encodes and sends it */
+    JOB_DONE = 2,    /* delivered (or refused for good), an earlier batch is not yet */
 };
 
 /* One batch of the ring: the reader fills it with copies of the records the filter keeps (a
@@ -112,7 +112,8 @@ struct fwd {
     char cursor_name[INGEST_CURSOR_NAME_MAX + 1];
     pthread_t thread;
     bool started;
-    /* reader state (reader thread only): read_cursor is where reading continues */
+    /* reader state (read_lock): read_cursor is where reading continues */
+    pthread_mutex_t read_lock;
     struct ingest_store_cursor read_cursor;
     struct fwd_job *filling; /* the batch read_batch() fills */
     int64_t last_lag_ms;
@@ -218,7 +219,7 @@ static bool device_selected(const char *list, const char *id)
 
 /* ---- READ: one batch ------------------------------------------------------------------------ */
 
-/* Copies a record the filter keeps into the batch being filled (reader thread). The payload is
+/* Copies a record the filter keeps into the batch being filled (read_lock held). The payload is
  * not decoded here: that is the workers' part. */
 static int on_record(const struct ingest_committed *rec, const struct ingest_store_cursor *after,
                      void *arg)
@@ -569,55 +570,7 @@ static void job_done(struct fwd *f, struct fwd_job *job)
     pthread_mutex_unlock(&f->q_lock);
 }
 
-/* The oldest published batch, or NULL (q_lock held). */
-static struct fwd_job *next_job(struct fwd *f)
-{
-    for (uint64_t i = f->head; i < f->tail; i++)
-        if (f->jobs[i % f->n_jobs].state == JOB_READ)
-            return &f->jobs[i % f->n_jobs];
-    return NULL;
-}
-
-/* A worker thread: encodes and sends published batches, oldest first, until stop. */
-static void *fwd_worker_main(void *arg)
-{
-    struct fwd_worker *w = arg;
-    struct fwd *f = w->f;
-    for (;;) {
-        pthread_mutex_lock(&f->q_lock);
-        struct fwd_job *job = NULL;
-        while (!stopping(f->set) && (job = next_job(f)) == NULL)
-            pthread_cond_wait(&f->q_cond, &f->q_lock);
-        if (job == NULL) { /* stopping */
-            pthread_mutex_unlock(&f->q_lock);
-            break;
-        }
-        job->state = JOB_WORKING;
-        pthread_mutex_unlock(&f->q_lock);
-        size_t samples = 0;
-        while (encode_job(w, job, &samples) != 0) {
-            set_error(f, "out of memory encoding a batch");
-            if (wait_ms(f->set, 1000))
-                return NULL;
-        }
-        if (samples > 0) {
-            int out = post_body(f, w->curl, &w->body, job->records);
-            if (out == -1)
-                break;
-            if (out == FWD_REJECT) {
-                atomic_fetch_add(&f->rejected, 1);
-            } else {
-                atomic_fetch_add(&f->batches_sent, 1);
-                atomic_fetch_add(&f->samples_sent, samples);
-            }
-        }
-        job_done(f, job);
-        (void)cursor_flush(f, false); /* a failure is retried at the next batch or when idle */
-    }
-    return NULL;
-}
-
-/* The free slot at the ring's tail, waiting for one; NULL when stopping (reader thread). */
+/* The free slot at the ring's tail, waiting for one; NULL when stopping (read_lock held). */
 static struct fwd_job *free_job(struct fwd *f)
 {
     pthread_mutex_lock(&f->q_lock);
@@ -628,50 +581,30 @@ static struct fwd_job *free_job(struct fwd *f)
     return job;
 }
 
-/* Hands the batch just read (the slot at the tail) to the workers. */
-static void publish(struct fwd *f, struct fwd_job *job)
+/* Takes the batch just read (the slot at the tail) for the calling worker (read_lock held). */
+static void take(struct fwd *f, struct fwd_job *job)
 {
     pthread_mutex_lock(&f->q_lock);
     assert(job == &f->jobs[f->tail % f->n_jobs] && job->state == JOB_FREE);
-    job->state = JOB_READ;
+    job->state = JOB_WORKING;
     f->tail++;
     atomic_store(&f->state, 2);
-    pthread_cond_broadcast(&f->q_cond);
     pthread_mutex_unlock(&f->q_lock);
 }
 
-static void workers_join(struct fwd *f)
+/*
+ * READ: the one place that reads the store, one call per batch, under read_lock (so batches
+ * take ring slots in commit order). Reads the next batch after read_cursor into the ring's tail
+ * slot and takes it for the calling worker; returns it, or NULL when stopping. When the store
+ * has nothing new, it stores the cursor if the ring has drained and pauses `idle` holding
+ * read_lock, so that one worker polls the store, not all of them. A check that must pass before
+ * each read (a lease, when several ingests share one store) belongs at the top of its loop.
+ */
+static struct fwd_job *read_next(struct fwd *f)
 {
-    pthread_mutex_lock(&f->q_lock);
-    pthread_cond_broadcast(&f->q_cond);
-    pthread_mutex_unlock(&f->q_lock);
-    for (size_t i = 0; i < f->n_workers; i++)
-        if (f->workers[i].started) {
-            pthread_join(f->workers[i].thread, NULL);
-            f->workers[i].started = false;
-        }
-}
-
-/* The reader thread: starts the workers, then reads batches into the ring while they encode and
- * send; at stop, joins them and stores the cursor of what was delivered. */
-static void *fwd_main(void *arg)
-{
-    struct fwd *f = arg;
-    if (!cursor_load(f))
-        return NULL;
-    log_info("forward", "%s: %s to %s from record %" PRIu64 " (%zu workers)", f->cfg.name,
-             type_name(f->cfg.type), f->cfg.url, f->read_cursor.records, f->n_workers);
-    for (size_t i = 0; i < f->n_workers; i++) {
-        if (pthread_create(&f->workers[i].thread, NULL, fwd_worker_main, &f->workers[i]) != 0) {
-            set_error(f, "cannot start a worker thread");
-            log_error("forward", "%s: cannot start worker %zu of %zu", f->cfg.name, i + 1,
-                      f->n_workers);
-            break;
-        }
-        f->workers[i].started = true;
-    }
-    update_lag(f, true);
-    while (f->workers[0].started && !stopping(f->set)) {
+    pthread_mutex_lock(&f->read_lock);
+    struct fwd_job *out = NULL;
+    while (out == NULL && !stopping(f->set)) {
         struct fwd_job *job = free_job(f);
         if (job == NULL)
             break;
@@ -698,10 +631,70 @@ static void *fwd_main(void *arg)
             continue;
         }
         f->read_cursor = job->end;
-        publish(f, job);
+        take(f, job);
         update_lag(f, false);
+        out = job;
     }
-    workers_join(f);
+    pthread_mutex_unlock(&f->read_lock);
+    return out;
+}
+
+/* A worker thread: reads the next batch (read_next), encodes and sends it, marks it done; until
+ * stop. The worker that reads a batch is the one that sends it: no hand-over between threads on
+ * the way (on a busy machine every wake-up of another thread costs a scheduling delay). */
+static void *fwd_worker_main(void *arg)
+{
+    struct fwd_worker *w = arg;
+    struct fwd *f = w->f;
+    for (;;) {
+        struct fwd_job *job = read_next(f);
+        if (job == NULL)
+            break; /* stopping */
+        size_t samples = 0;
+        while (encode_job(w, job, &samples) != 0) {
+            set_error(f, "out of memory encoding a batch");
+            if (wait_ms(f->set, 1000))
+                return NULL;
+        }
+        if (samples > 0) {
+            int out = post_body(f, w->curl, &w->body, job->records);
+            if (out == -1)
+                break;
+            if (out == FWD_REJECT) {
+                atomic_fetch_add(&f->rejected, 1);
+            } else {
+                atomic_fetch_add(&f->batches_sent, 1);
+                atomic_fetch_add(&f->samples_sent, samples);
+            }
+        }
+        job_done(f, job);
+        (void)cursor_flush(f, false); /* a failure is retried at the next batch or when idle */
+    }
+    return NULL;
+}
+
+/* The forwarder's thread: loads the cursor, starts the workers, waits for them to leave (stop)
+ * and stores the cursor of what was delivered. */
+static void *fwd_main(void *arg)
+{
+    struct fwd *f = arg;
+    if (!cursor_load(f))
+        return NULL;
+    log_info("forward", "%s: %s to %s from record %" PRIu64 " (%zu workers)", f->cfg.name,
+             type_name(f->cfg.type), f->cfg.url, f->read_cursor.records, f->n_workers);
+    update_lag(f, true);
+    for (size_t i = 0; i < f->n_workers; i++) {
+        if (pthread_create(&f->workers[i].thread, NULL, fwd_worker_main, &f->workers[i]) != 0) {
+            set_error(f, "cannot start a worker thread");
+            log_error("forward", "%s: cannot start worker %zu of %zu", f->cfg.name, i + 1,
+                      f->n_workers);
+            break;
+        }
+        f->workers[i].started = true;
+    }
+    for (size_t i = 0; i < f->n_workers; i++)
+        if (f->workers[i].started)
+            pthread_join(f->workers[i].thread, NULL);
     (void)cursor_flush(f, true);
     return NULL;
 }
@@ -727,6 +720,7 @@ static void fwd_free(struct fwd *f)
     pthread_mutex_destroy(&f->q_lock);
     pthread_cond_destroy(&f->q_cond);
     pthread_mutex_destroy(&f->save_lock);
+    pthread_mutex_destroy(&f->read_lock);
     pthread_mutex_destroy(&f->err_lock);
 }
 
@@ -744,7 +738,7 @@ static size_t workers_for(const struct ingest_forward_config *cfg)
 static int fwd_alloc(struct fwd *f)
 {
     f->n_workers = workers_for(&f->cfg);
-    f->n_jobs = 4 * f->n_workers;
+    f->n_jobs = 2 * f->n_workers;
     f->workers = calloc(f->n_workers, sizeof(*f->workers));
     f->jobs = calloc(f->n_jobs, sizeof(*f->jobs));
     if (f->workers == NULL || f->jobs == NULL)
@@ -792,6 +786,7 @@ int ingest_forwarders_start(const struct ingest_forward_set *cfg, struct ingest_
         pthread_mutex_init(&f->err_lock, NULL);
         pthread_mutex_init(&f->q_lock, NULL);
         pthread_mutex_init(&f->save_lock, NULL);
+        pthread_mutex_init(&f->read_lock, NULL);
         pthread_cond_init(&f->q_cond, NULL);
         set->n++;
         snprintf(f->cursor_name, sizeof(f->cursor_name), "fwd.%s", f->cfg.name);
