@@ -149,8 +149,23 @@ struct pr_sample {
     size_t next; /* next sample of the same series, PR_NONE at the end */
 };
 
+/* A label set the batch already holds, found again by the record's raw tags: records of a
+ * device repeat a few tag sets (a cpu collector: one per core), so their labels are sanitized,
+ * sorted and hashed once per batch, not once per record. */
+#define PR_CACHE 8
+#define PR_CACHE_RAW_MAX 256
+struct pr_labelset {
+    size_t device_off; /* the device value it was built with */
+    size_t label_first, n_labels;
+    uint64_t base; /* hash of the sorted labels */
+    size_t raw_len;
+    uint8_t raw[PR_CACHE_RAW_MAX]; /* the record's tags: len(2) key len(2) value, ... */
+};
+
 struct fwd_prom {
     struct fwd_guard *guard;
+    struct pr_labelset cache[PR_CACHE];
+    size_t cache_n, cache_next;
     bool own_guard;
     struct ferry_buf strs;
     struct pr_label *labels;
@@ -186,6 +201,8 @@ static void batch_clear(struct fwd_prom *p)
     p->n_series = 0;
     p->n_samples = 0;
     p->device_off = PR_NONE;
+    p->cache_n = 0;
+    p->cache_next = 0;
     if (p->table != NULL)
         memset(p->table, 0, p->table_cap * sizeof(*p->table));
 }
@@ -403,44 +420,13 @@ static size_t labels_sort_unique(struct fwd_prom *p, struct pr_label *l, size_t 
     return kept;
 }
 
-int fwd_prom_add(struct fwd_prom *p, const char *device, const struct record *r, int64_t ts_ns)
+/* Adds the samples of r's numeric fields for the label set labels[first .. first + kept) whose
+ * hash is `base`. `known`: that label set is already kept in the batch (from the cache);
+ * otherwise it is kept (n_labels moves past it) if a new series uses it, and strs is cut back to
+ * strs_mark if not. */
+static int add_fields(struct fwd_prom *p, const struct record *r, int64_t ts_ns, size_t first,
+                      size_t kept, uint64_t base, bool known, size_t strs_mark)
 {
-    size_t strs_mark = p->strs.len, first = p->n_labels;
-    if (grow((void **)&p->labels, &p->cap_labels, first + r->n_tags + 1, sizeof(*p->labels)) != 0)
-        return -1;
-    /* The record's labels: device, then its tags; sorted by name, first of a repeat wins. The
-     * device's value is written once while records of one device follow each other. */
-    size_t dv = p->device_off;
-    if (dv == PR_NONE || strcmp(str_at(p, dv), device) != 0) {
-        dv = put_value(p, device, strlen(device));
-        if (dv == PR_NONE)
-            return -1;
-        p->device_off = dv;
-        strs_mark = p->strs.len; /* the device value stays for the next records */
-    }
-    p->labels[first] = (struct pr_label){PR_DEVICE_KEY_OFF, dv};
-    size_t n = 1;
-    for (size_t i = 0; i < r->n_tags; i++) {
-        const struct record_tag *t = &r->tags[i];
-        if (t->value.len == 0)
-            continue; /* an empty label value is the same as no label */
-        bool reserved = (t->key.len == 6 && memcmp(t->key.ptr, "device", 6) == 0) ||
-                        (t->key.len >= 2 && t->key.ptr[0] == '_' && t->key.ptr[1] == '_') ||
-                        (t->key.len > 0 && t->key.ptr[0] >= '0' && t->key.ptr[0] <= '9');
-        size_t k = put_name(p, reserved ? "tag_" : NULL, t->key.ptr, t->key.len, NULL, 0, false);
-        size_t v = put_value(p, t->value.ptr, t->value.len);
-        if (k == PR_NONE || v == PR_NONE)
-            return -1;
-        p->labels[first + n++] = (struct pr_label){k, v};
-    }
-    size_t kept = labels_sort_unique(p, p->labels + first, n);
-    uint64_t base = FNV_BASIS;
-    for (size_t i = 0; i < kept; i++) {
-        const char *lk = str_at(p, p->labels[first + i].key_off);
-        const char *lv = str_at(p, p->labels[first + i].val_off);
-        base = fnv(base, lk, strlen(lk) + 1);
-        base = fnv(base, lv, strlen(lv) + 1);
-    }
     bool labels_used = false;
     /* Floor division: a timestamp before 1970 stays in the right millisecond. */
     int64_t ts_ms = ts_ns / 1000000 - (ts_ns % 1000000 < 0 ? 1 : 0);
@@ -502,11 +488,111 @@ int fwd_prom_add(struct fwd_prom *p, const char *device, const struct record *r,
         s->last_ts_ms = ts_ms;
         s->n_samples++;
     }
-    if (labels_used)
+    if (labels_used && !known)
         p->n_labels = first + kept;
     else
-        p->strs.len = strs_mark; /* no new series: the record's label strings are not needed */
+        p->strs.len = strs_mark; /* no new labels kept: the record's label strings are not needed */
     return 0;
+}
+
+/* The raw key of a record's tags into raw[PR_CACHE_RAW_MAX]; its length, or 0 when it does not
+ * fit (not cached then). */
+static size_t raw_tags(const struct record *r, uint8_t *raw)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->n_tags; i++) {
+        const struct record_tag *t = &r->tags[i];
+        if (t->key.len > 0xffff || t->value.len > 0xffff ||
+            PR_CACHE_RAW_MAX - n < 4 + t->key.len + t->value.len)
+            return 0;
+        raw[n++] = (uint8_t)(t->key.len >> 8);
+        raw[n++] = (uint8_t)t->key.len;
+        memcpy(raw + n, t->key.ptr, t->key.len);
+        n += t->key.len;
+        raw[n++] = (uint8_t)(t->value.len >> 8);
+        raw[n++] = (uint8_t)t->value.len;
+        memcpy(raw + n, t->value.ptr, t->value.len);
+        n += t->value.len;
+    }
+    if (n == 0)
+        raw[n++] = 0; /* no tags: the one-byte key 0 (a tagged record's key has 4 bytes or more) */
+    return n;
+}
+
+static const struct pr_labelset *cache_find(const struct fwd_prom *p, size_t device_off,
+                                            const uint8_t *raw, size_t raw_len)
+{
+    for (size_t i = 0; i < p->cache_n; i++) {
+        const struct pr_labelset *e = &p->cache[i];
+        if (e->device_off == device_off && e->raw_len == raw_len &&
+            memcmp(e->raw, raw, raw_len) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+static void cache_put(struct fwd_prom *p, size_t device_off, const uint8_t *raw, size_t raw_len,
+                      size_t first, size_t n_labels, uint64_t base)
+{
+    struct pr_labelset *e = &p->cache[p->cache_next];
+    p->cache_next = (p->cache_next + 1) % PR_CACHE;
+    if (p->cache_n < PR_CACHE)
+        p->cache_n++;
+    e->device_off = device_off;
+    e->label_first = first;
+    e->n_labels = n_labels;
+    e->base = base;
+    e->raw_len = raw_len;
+    memcpy(e->raw, raw, raw_len);
+}
+
+int fwd_prom_add(struct fwd_prom *p, const char *device, const struct record *r, int64_t ts_ns)
+{
+    size_t strs_mark = p->strs.len, first = p->n_labels;
+    if (grow((void **)&p->labels, &p->cap_labels, first + r->n_tags + 1, sizeof(*p->labels)) != 0)
+        return -1;
+    /* The record's labels: device, then its tags; sorted by name, first of a repeat wins. The
+     * device's value is written once while records of one device follow each other. */
+    size_t dv = p->device_off;
+    if (dv == PR_NONE || strcmp(str_at(p, dv), device) != 0) {
+        dv = put_value(p, device, strlen(device));
+        if (dv == PR_NONE)
+            return -1;
+        p->device_off = dv;
+        strs_mark = p->strs.len; /* the device value stays for the next records */
+    }
+    uint8_t raw[PR_CACHE_RAW_MAX];
+    size_t raw_len = raw_tags(r, raw);
+    const struct pr_labelset *hit = raw_len > 0 ? cache_find(p, dv, raw, raw_len) : NULL;
+    if (hit != NULL)
+        return add_fields(p, r, ts_ns, hit->label_first, hit->n_labels, hit->base, true, strs_mark);
+    p->labels[first] = (struct pr_label){PR_DEVICE_KEY_OFF, dv};
+    size_t n = 1;
+    for (size_t i = 0; i < r->n_tags; i++) {
+        const struct record_tag *t = &r->tags[i];
+        if (t->value.len == 0)
+            continue; /* an empty label value is the same as no label */
+        bool reserved = (t->key.len == 6 && memcmp(t->key.ptr, "device", 6) == 0) ||
+                        (t->key.len >= 2 && t->key.ptr[0] == '_' && t->key.ptr[1] == '_') ||
+                        (t->key.len > 0 && t->key.ptr[0] >= '0' && t->key.ptr[0] <= '9');
+        size_t k = put_name(p, reserved ? "tag_" : NULL, t->key.ptr, t->key.len, NULL, 0, false);
+        size_t v = put_value(p, t->value.ptr, t->value.len);
+        if (k == PR_NONE || v == PR_NONE)
+            return -1;
+        p->labels[first + n++] = (struct pr_label){k, v};
+    }
+    size_t kept = labels_sort_unique(p, p->labels + first, n);
+    uint64_t base = FNV_BASIS;
+    for (size_t i = 0; i < kept; i++) {
+        const char *lk = str_at(p, p->labels[first + i].key_off);
+        const char *lv = str_at(p, p->labels[first + i].val_off);
+        base = fnv(base, lk, strlen(lk) + 1);
+        base = fnv(base, lv, strlen(lv) + 1);
+    }
+    int rc = add_fields(p, r, ts_ns, first, kept, base, false, strs_mark);
+    if (rc == 0 && p->n_labels == first + kept && raw_len > 0)
+        cache_put(p, dv, raw, raw_len, first, kept, base); /* its labels stay in the batch */
+    return rc;
 }
 
 static int cmp_pb_sample(const void *a, const void *b)
