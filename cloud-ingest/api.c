@@ -86,8 +86,24 @@ int ingest_device_json(struct ferry_buf *b, const struct ingest_device *d, const
     return e;
 }
 
+static void free_body(const void *data, size_t len, void *arg)
+{
+    (void)len;
+    (void)arg;
+    free((void *)data);
+}
+
+/* Replies with the buffer's bytes, handing the buffer itself to libevent (no copy: the device list
+ * of a large fleet is megabytes); the buffer is empty afterwards. */
 static void reply_buf(struct evhttp_request *req, int code, const char *type, struct ferry_buf *b)
 {
+    struct evbuffer *out = evhttp_request_get_output_buffer(req);
+    if (b->len > 0 && evbuffer_add_reference(out, b->data, b->len, free_body, NULL) == 0) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", type);
+        evhttp_send_reply(req, code, NULL, NULL);
+        *b = (struct ferry_buf)FERRY_BUF_INIT;
+        return;
+    }
     ingest_reply(req, code, type, b->data, b->len);
     ferry_buf_free(b);
 }
