@@ -17,6 +17,8 @@ static const char help_text[] =
     "  forward.NAME.streams LIST      metric,event,log (metric; prometheus: metric,event)\n"
     "  forward.NAME.batch_records N   records read and sent per request (5000)\n"
     "  forward.NAME.series_limit N    prometheus: series kept, later ones dropped (100000)\n"
+    "  forward.NAME.workers N|auto    batches encoded and in flight at once, 1..16 (auto: one per\n"
+    "                                 core, at least 2, at most 4)\n"
     "  forward.NAME.timeout DURATION  one request (10s)\n"
     "  forward.NAME.max_backoff DURATION  longest wait between retries (30s)\n"
     "  forward.NAME.idle DURATION     wait when nothing new was committed (200ms)\n"
@@ -114,6 +116,16 @@ static int set_key(struct ingest_forward_config *f, const char *key, const char 
         if (ferry_parse_u64(v, 100000, &n) != 0 || n == 0)
             return -1;
         f->batch_records = (unsigned)n;
+        return 0;
+    }
+    if (strcmp(key, "workers") == 0) {
+        if (strcmp(v, "auto") == 0) {
+            f->workers = 0;
+            return 0;
+        }
+        if (ferry_parse_u64(v, INGEST_FORWARD_WORKERS_MAX, &n) != 0 || n == 0)
+            return -1;
+        f->workers = (unsigned)n;
         return 0;
     }
     if (strcmp(key, "series_limit") == 0) {
