@@ -13,6 +13,9 @@
  *           cursor_save() at most once a second, and whenever the queue runs empty.
  *   stop    both threads leave at their next wait; queued slots are abandoned (their records
  *           are after the stored cursor and are sent again at the next start).
+ *   lease   at the top of every turn the reader checks the lease "fwd.NAME" (forward_lease.c,
+ *           forward_lease_check()): without it, state "standby" and no read; on taking it, the
+ *           reader continues from the durable cursor.
  *
  * Blocking is fine here: these are the forwarder's own threads, never an event loop. Waits are
  * on condition variables, so stopping is prompt; a request in flight ends by its timeout.
@@ -93,7 +96,8 @@ struct fwd {
     _Atomic uint64_t records_passed, samples_sent, batches_sent, retries, rejected, lag_records,
         cursor_records, skipped_values, dropped_samples, series, undecodable;
     _Atomic int64_t lag_ns, last_success_ns;
-    _Atomic int state; /* 0 starting, 1 idle, 2 sending, 3 retrying */
+    _Atomic int state;      /* 0 starting, 1 idle, 2 sending, 3 retrying, 4 standby */
+    struct fwd_lease lease; /* several ingests on one PostgreSQL: who runs this forwarder */
     pthread_mutex_t err_lock;
     char last_error[256];
 };
@@ -106,7 +110,7 @@ struct ingest_forwarders {
     atomic_bool stop;
 };
 
-static const char *const state_names[] = {"starting", "idle", "sending", "retrying"};
+static const char *const state_names[] = {"starting", "idle", "sending", "retrying", "standby"};
 
 static const char *type_name(enum ingest_forward_type t)
 {
@@ -441,7 +445,11 @@ static bool cursor_load(struct fwd *f)
     for (int64_t backoff = 100;; backoff = backoff < 5000 ? backoff * 2 : 5000) {
         int rc = ingest_store_cursor_get(f->store, f->cursor_name, &f->read_cursor);
         if (rc == 0 || rc == INGEST_STORE_ENOTFOUND) {
+            if (rc == INGEST_STORE_ENOTFOUND)
+                memset(&f->read_cursor, 0, sizeof(f->read_cursor));
+            pthread_mutex_lock(&f->q_lock); /* the sender reads it (a lease taken over) */
             f->delivered = f->read_cursor;
+            pthread_mutex_unlock(&f->q_lock);
             return true;
         }
         set_error(f, "load cursor: %s", ingest_store_strerror(rc));
@@ -543,6 +551,31 @@ static bool hand_over(struct fwd *f, size_t samples)
     return true;
 }
 
+/* The lease (forward_lease.c), checked at the top of every turn of the reader: true when this
+ * process holds it and may read. On taking it over, the reader waits until the sender delivered
+ * what it still had queued and continues from the durable cursor (another process may have
+ * moved it). Without it: state "standby", a wait, false. */
+static bool forward_lease_check(struct fwd *f)
+{
+    switch (fwd_lease_poll(&f->lease, f->store)) {
+    case FWD_LEASE_HELD: return true;
+    case FWD_LEASE_ACQUIRED:
+        pthread_mutex_lock(&f->q_lock);
+        while (f->queued > 0 && !stopping(f->set))
+            pthread_cond_wait(&f->q_cond, &f->q_lock);
+        pthread_mutex_unlock(&f->q_lock);
+        if (stopping(f->set) || !cursor_load(f))
+            return false;
+        atomic_store(&f->state, 0);
+        update_lag(f, true);
+        return true;
+    case FWD_LEASE_NOT_HELD: break;
+    }
+    atomic_store(&f->state, 4);
+    (void)wait_ms(f->set, fwd_lease_poll_ms(&f->lease));
+    return false;
+}
+
 /* The reader thread: reads and encodes the next batch while the sender posts the previous. */
 static void *fwd_main(void *arg)
 {
@@ -559,6 +592,8 @@ static void *fwd_main(void *arg)
     f->sender_started = true;
     update_lag(f, true);
     while (!stopping(f->set)) {
+        if (!forward_lease_check(f))
+            continue;
         int rc = read_batch(f);
         if (rc != 0) {
             set_error(f, "read store: %s", ingest_store_strerror(rc));
@@ -634,6 +669,7 @@ int ingest_forwarders_start(const struct ingest_forward_set *cfg, struct ingest_
         pthread_cond_init(&f->q_cond, NULL);
         set->n++;
         snprintf(f->cursor_name, sizeof(f->cursor_name), "fwd.%s", f->cfg.name);
+        fwd_lease_init(&f->lease, f->cfg.name, f->cfg.lease_ttl_ms);
         f->rs = malloc(sizeof(*f->rs));
         f->curl = curl_easy_init();
         if (f->rs == NULL || f->curl == NULL ||
@@ -728,6 +764,19 @@ int ingest_forwarders_expose(struct ingest_forwarders *set, struct ferry_buf *b)
     for (size_t i = 0; i < set->n; i++)
         e |= ferry_buf_printf(b, "ferry_forward_lag_seconds{forwarder=\"%s\"} %.3f\n",
                               set->f[i].cfg.name, (double)atomic_load(&set->f[i].lag_ns) / 1e9);
+    e |= ferry_buf_printf(b, "# HELP ferry_forward_lease_held 1 when this process holds the "
+                             "forwarder's lease and runs it, 0 when another ingest does\n"
+                             "# TYPE ferry_forward_lease_held gauge\n");
+    for (size_t i = 0; i < set->n; i++)
+        e |= ferry_buf_printf(b, "ferry_forward_lease_held{forwarder=\"%s\"} %d\n",
+                              set->f[i].cfg.name, atomic_load(&set->f[i].lease.held) ? 1 : 0);
+    e |= ferry_buf_printf(b, "# HELP ferry_forward_lease_acquired_total times this process "
+                             "took the forwarder's lease\n"
+                             "# TYPE ferry_forward_lease_acquired_total counter\n");
+    for (size_t i = 0; i < set->n; i++)
+        e |= ferry_buf_printf(b,
+                              "ferry_forward_lease_acquired_total{forwarder=\"%s\"} %" PRIu64 "\n",
+                              set->f[i].cfg.name, atomic_load(&set->f[i].lease.acquired));
     return e != 0 ? -1 : 0;
 }
 
@@ -768,7 +817,7 @@ static void handle_forwarders(struct evhttp_request *req, const char *path, void
             ",\"dropped_samples\":%" PRIu64 ",\"skipped_values\":%" PRIu64 ",\"series\":%" PRIu64
             ",\"undecodable_records\":%" PRIu64 ",\"last_success_unix_ms\":%" PRId64
             ",\"last_error\":",
-            state_names[st >= 0 && st < 4 ? st : 0], atomic_load(&f->cursor_records),
+            state_names[st >= 0 && st < 5 ? st : 0], atomic_load(&f->cursor_records),
             atomic_load(&f->lag_records), (double)atomic_load(&f->lag_ns) / 1e9,
             atomic_load(&f->records_passed), atomic_load(&f->samples_sent),
             atomic_load(&f->batches_sent), atomic_load(&f->retries), atomic_load(&f->rejected),
@@ -776,7 +825,14 @@ static void handle_forwarders(struct evhttp_request *req, const char *path, void
             atomic_load(&f->series), atomic_load(&f->undecodable),
             atomic_load(&f->last_success_ns) / 1000000);
         e |= json_str(&b, error);
-        e |= ferry_buf_append_u8(&b, '}');
+        e |= ferry_buf_printf(&b, ",\"lease_held\":%s,\"lease_owner\":",
+                              atomic_load(&f->lease.held) ? "true" : "false");
+        e |= json_str(&b, f->lease.owner);
+        e |= ferry_buf_printf(&b,
+                              ",\"lease_ttl_seconds\":%.3f,\"lease_acquired\":%" PRIu64
+                              ",\"lease_lost\":%" PRIu64 "}",
+                              (double)f->lease.ttl_ms / 1000, atomic_load(&f->lease.acquired),
+                              atomic_load(&f->lease.lost));
     }
     e |= ferry_buf_append(&b, "]}\n", 3);
     if (e != 0)
