@@ -137,8 +137,8 @@ static void wait_caught_up(int k, int64_t records)
     }
     if (!done) {
         char *dump = json_dumps(root, 0);
-        fprintf(stderr, "ingest %d did not catch up with %lld records: %s\n", k,
-                (long long)records, dump != NULL ? dump : "(no answer)");
+        fprintf(stderr, "ingest %d did not catch up with %lld records: %s\n", k, (long long)records,
+                dump != NULL ? dump : "(no answer)");
         free(dump);
     }
     json_decref(root);
