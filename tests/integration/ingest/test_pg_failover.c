@@ -4,14 +4,18 @@
  *
  * with-pg-standby.sh starts a primary and a synchronous streaming standby on loopback; the
  * ingest's store is the multi-host conninfo (target_session_attrs=read-write). Devices post
- * batches in sequence (a batch is repeated until it gets 200, as ferryd does). Proves:
+ * batches in sequence from a writer thread (a batch is repeated until it gets 200, as ferryd
+ * does), so that the primary is killed with requests in flight. Proves:
  *   - after SIGKILL of the primary, and until the standby is promoted, the ingest answers 503
- *     with Retry-After (and nothing else but 200);
+ *     with Retry-After and nothing else: no request started after the kill and answered before
+ *     the promotion gets 200;
  *   - after `pg_ctl promote` writing resumes without restarting the ingest (it reconnects);
  *   - every record of every batch that got 200 is in the new primary, exactly once
  *     (per device: count = highest seq = the last acknowledged seq).
  */
+#include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -30,6 +34,11 @@ static struct ih_server g_srv;
 static struct ih_device g_dev[DEVICES];
 static uint64_t g_acked[DEVICES]; /* highest seq acknowledged per device */
 static unsigned g_503, g_503_no_retry_after, g_other;
+/* Shared with the writer thread. */
+static atomic_bool g_stop;
+static _Atomic long long g_killed_ms, g_promoted_ms; /* 0: not yet */
+static atomic_int g_acked_in_gap, g_acked_after;
+static _Atomic long long g_resumed_ms = -1;
 
 static const char *env(const char *name)
 {
@@ -51,10 +60,20 @@ static bool post_next(int d, int64_t now)
                      0);
     struct ih_resp r;
     bool acked = false;
+    long long started = ferry_monotonic_ms();
     if (ih_http(g_srv.port, "POST", "/v1/batches", b.data, b.len, &r) == 0) {
         if (r.status == 200) {
             g_acked[d] = first + PER_BATCH - 1;
             acked = true;
+            long long ended = ferry_monotonic_ms(), killed = atomic_load(&g_killed_ms),
+                      promoted = atomic_load(&g_promoted_ms);
+            if (killed > 0 && started > killed && promoted == 0)
+                atomic_fetch_add(&g_acked_in_gap, 1);
+            if (promoted > 0 && started > promoted) {
+                atomic_fetch_add(&g_acked_after, 1);
+                long long none = -1;
+                atomic_compare_exchange_strong(&g_resumed_ms, &none, ended - promoted);
+            }
         } else if (r.status == 503) {
             g_503++;
             if (r.retry_after[0] == '\0')
@@ -79,6 +98,16 @@ static int round_once(int64_t now)
     for (int d = 0; d < DEVICES; d++)
         acked += post_next(d, now) ? 1 : 0;
     return acked;
+}
+
+/* The writer thread: rounds without pause while they succeed, 50 ms apart while they do not. */
+static void *writer(void *arg)
+{
+    int64_t now = *(int64_t *)arg;
+    while (!atomic_load(&g_stop))
+        if (round_once(now) < DEVICES)
+            usleep(50000);
+    return NULL;
 }
 
 static void acknowledged_batches_survive_primary_failover(void **state)
@@ -113,36 +142,30 @@ static void acknowledged_batches_survive_primary_failover(void **state)
         assert_int_equal(round_once(now), DEVICES);
     assert_int_equal(g_503 + g_other, 0);
 
-    /* The primary dies: 503 + Retry-After until a primary is back. */
+    /* The primary dies with writes in flight: 503 + Retry-After until a primary is back. */
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, writer, &now), 0);
+    usleep(300000);
     assert_int_equal(kill((pid_t)pid, SIGKILL), 0);
-    long long killed = ferry_monotonic_ms();
-    int acked_in_gap = 0;
-    while (ferry_monotonic_ms() - killed < GAP_MS) {
-        acked_in_gap += round_once(now);
-        usleep(50000);
-    }
-    fprintf(stderr, "no primary for %d ms: %u answers 503, %d batches acknowledged\n", GAP_MS,
-            g_503, acked_in_gap);
-    assert_int_equal(acked_in_gap, 0);
-    assert_true(g_503 > 0);
+    atomic_store(&g_killed_ms, ferry_monotonic_ms());
+    usleep(GAP_MS * 1000);
 
     /* Promote the standby: the ingest reconnects by itself and writing resumes. */
-    assert_int_equal(system(promote), 0);
-    long long promoted = ferry_monotonic_ms();
-    long long resumed = -1;
-    int acked_after = 0;
-    while (acked_after < 5 * DEVICES && ferry_monotonic_ms() - promoted < 20000) {
-        int n = round_once(now);
-        if (n > 0 && resumed < 0)
-            resumed = ferry_monotonic_ms() - promoted;
-        acked_after += n;
-        if (n < DEVICES)
-            usleep(50000);
-    }
-    fprintf(stderr, "writing resumed %lld ms after the promotion; %u answers 503 in all\n", resumed,
-            g_503);
-    assert_true(resumed >= 0);
-    assert_true(acked_after >= 5 * DEVICES);
+    int promote_rc = system(promote);
+    atomic_store(&g_promoted_ms, ferry_monotonic_ms());
+    for (int i = 0; i < 400 && atomic_load(&g_acked_after) < 5 * DEVICES; i++)
+        usleep(50000);
+    atomic_store(&g_stop, true);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(promote_rc, 0);
+    fprintf(stderr,
+            "no primary for %d ms: %d batches acknowledged in the gap; writing resumed %lld ms "
+            "after the promotion; %u answers 503 in all\n",
+            GAP_MS, atomic_load(&g_acked_in_gap), atomic_load(&g_resumed_ms), g_503);
+    assert_int_equal(atomic_load(&g_acked_in_gap), 0);
+    assert_true(g_503 > 0);
+    assert_true(atomic_load(&g_resumed_ms) >= 0);
+    assert_true(atomic_load(&g_acked_after) >= 5 * DEVICES);
     assert_int_equal(g_other, 0);
     assert_int_equal(g_503_no_retry_after, 0);
 
