@@ -57,6 +57,8 @@ const char *ingest_strerror(int err);
 #define INGEST_DEFAULT_LISTEN "127.0.0.1:8480"
 #define INGEST_DEFAULT_DATA_DIR "./ferry-ingest-data"
 
+#define INGEST_RELEASE_KEYS_MAX 8
+
 struct ingest_config {
     char listen_host[256];
     uint16_t listen_port;               /* 0: any free port (see port_file) */
@@ -99,6 +101,14 @@ struct ingest_config {
      * envelope it serves (docs/ota.md "Mirrors"); each passed manifest_mirror_check. */
     char release_mirrors[MANIFEST_MAX_MIRRORS][MANIFEST_MAX_MIRROR_URL + 1];
     size_t n_release_mirrors;
+    /* [release] public_keys: the release keys POST /v1/releases and POST /v1/rollouts verify
+     * manifests with (none: those endpoints answer 409); max_artifact: the largest artifact
+     * PUT /v1/artifacts/{sha256} accepts in all its pieces. */
+    uint8_t release_keys[INGEST_RELEASE_KEYS_MAX][32];
+    size_t n_release_keys;
+    uint64_t max_artifact_bytes;
+    /* [limits] nonce_cache: memory of the replay cache of device-signed requests (auth/nonce.c). */
+    uint64_t nonce_cache_bytes;
 };
 
 /* Fills every default (documented in docs/ingest.md and --help). */

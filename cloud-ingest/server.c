@@ -90,8 +90,10 @@ struct ingest_server {
     struct ingest_config cfg;
     struct ingest_ctx ctx;
     struct ingest_router *router;
-    struct ingest_tls *tls;    /* NULL: plain HTTP */
-    struct rollouts *rollouts; /* the rollout evaluator (cloud-ingest/rollout/) */
+    struct ingest_tls *tls;              /* NULL: plain HTTP */
+    struct rollouts *rollouts;           /* the rollout evaluator (cloud-ingest/rollout/) */
+    struct ingest_nonce_cache *nonces;   /* replay cache of device-signed requests (auth.h) */
+    _Atomic int64_t nonce_full_logged_s; /* last "replay cache too small" warning */
     struct worker *workers;
     size_t n_workers;
     uint16_t port;
@@ -301,6 +303,13 @@ reject:
     if (job != NULL)
         job_put(w, job);
     count_status(ctx->metrics, code);
+    /* What a person looks for when a device does not deliver: refusals and overload, at most a
+     * line per 10 s (the counters on /metrics have every one). 429 is a device's fair share, the
+     * normal back-pressure of a catch-up, and stays out of the log. */
+    if (code == 503)
+        log_limited(10, FERRY_LOG_WARN, "ingest", "batch answered 503 (retry): %s", msg);
+    else if (code != 429)
+        log_limited(10, FERRY_LOG_WARN, "ingest", "batch refused with %d: %s", code, msg);
     if (code == 429 || code == 503)
         ingest_reply_retry(req, code, retry, msg);
     else
@@ -419,6 +428,13 @@ static void audit_request(struct ingest_server *srv, struct evhttp_request *req,
     char action[32], source[64];
     snprintf(action, sizeof(action), "http.%s", method_name(evhttp_request_get_command(req)));
     peer_text(req, source, sizeof(source));
+    /* A change made over the API is a state change a person looks for in the log; a refusal is
+     * kept in the audit log and logged at most once per 10 s (a scan must not flood it). */
+    if (status == 0)
+        log_info("ingest", "%s %s by %s from %s", action, path, actor, source);
+    else
+        log_limited(10, FERRY_LOG_WARN, "ingest", "refused %s %s by %s from %s: %d", action, path,
+                    actor, source, status);
     if (ingest_auth_audit(srv->ctx.store, actor, action, path, source, status) != 0)
         log_warn("ingest", "audit log: cannot record %s %s by %s", action, path, actor);
 }
@@ -508,6 +524,29 @@ static bool check_device(struct ingest_server *srv, struct evhttp_request *req, 
     if (rc != 0) {
         snprintf(why, sizeof(why), "%s", reqsign_strerror(rc));
         goto refuse;
+    }
+    /* Replays (docs/security.md): a verified request is remembered until its time leaves the
+     * window; the same one again is refused. */
+    int64_t window_s = srv->cfg.device_request_window_ms / 1000;
+    switch (ingest_nonce_cache_check(srv->nonces, rs.device, rs.nonce, t_s + window_s + 1, now_s)) {
+    case INGEST_NONCE_REPLAY:
+        evhttp_add_header(out, "WWW-Authenticate", "Ferry-Device-Signature");
+        snprintf(why, sizeof(why),
+                 "replayed request: X-Ferry-Nonce already used by device %s (sign each request "
+                 "with a new nonce)",
+                 rs.device);
+        goto refuse;
+    case INGEST_NONCE_FRESH_EVICTED: {
+        int64_t last = atomic_load(&srv->nonce_full_logged_s);
+        if (now_s - last >= 60 &&
+            atomic_compare_exchange_strong(&srv->nonce_full_logged_s, &last, now_s))
+            log_warn("ingest",
+                     "replay cache full (%zu entries): requests are forgotten before their "
+                     "window ends; raise limits.nonce_cache",
+                     ingest_nonce_cache_capacity(srv->nonces));
+        break;
+    }
+    case INGEST_NONCE_FRESH: break;
     }
     char named[INGEST_DEVICE_ID_MAX + 1];
     if (ingest_route_segment(m->pattern, path, named, sizeof(named)) == 0 &&
@@ -743,7 +782,8 @@ int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *stor
         ingest_devtab_new(store, &s->cfg, &s->ctx.devtab) != 0 ||
         ingest_dicts_new(s->cfg.dict_dir, &s->ctx.dicts) != 0 ||
         ingest_enroll_limiter_new(s->cfg.enroll_failures_per_address, s->cfg.enroll_failures_global,
-                                  &s->ctx.enroll_limiter) != 0) {
+                                  &s->ctx.enroll_limiter) != 0 ||
+        ingest_nonce_cache_new(s->cfg.nonce_cache_bytes, &s->nonces) != 0) {
         snprintf(err, err_len, "out of memory");
         goto fail;
     }
@@ -821,7 +861,8 @@ int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *stor
     snprintf(owner, sizeof(owner), "%s:%ld", host, (long)getpid());
     if (alerts_config_finish(&s->cfg.alerts, err, err_len) != 0 ||
         alerts_new(&s->cfg.alerts, store, owner, &s->ctx.alerts, err, err_len) != 0 ||
-        alerts_register(s->router, store) != 0 || alerts_start(s->ctx.alerts) != 0) {
+        alerts_register(s->router, store) != 0 || alerts_silences_register(s->router, store) != 0 ||
+        alerts_start(s->ctx.alerts) != 0) {
         rc = INGEST_EINVAL;
         if (err[0] == '\0')
             snprintf(err, err_len, "cannot start the alert engine");
@@ -941,6 +982,7 @@ void ingest_server_free(struct ingest_server *s)
     ingest_devtab_free(s->ctx.devtab);
     ingest_dicts_free(s->ctx.dicts);
     ingest_enroll_limiter_free(s->ctx.enroll_limiter);
+    ingest_nonce_cache_free(s->nonces);
     ingest_metrics_free(s->ctx.metrics);
     ingest_router_free(s->router);
     free(s);
