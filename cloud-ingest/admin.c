@@ -6,8 +6,11 @@
  * run on the ingest's host as a user who can read its store; every change is in the audit log as
  * "cli:<user>". `device label` changes a device's labels (store.h, "Device labels").
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <pwd.h>
+#include <stdbool.h>
+#include <sys/stat.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -946,6 +949,18 @@ static void audit_release(struct ingest_config *cfg, int argc, char **argv)
     ingest_store_close(st);
 }
 
+/* Removes an LMDB data directory this command created, when it holds only the store's two files
+ * (anything else in it is left alone). */
+static void remove_new_store(const char *dir)
+{
+    char path[1200];
+    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/lock.mdb", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
 int ingest_admin_main(struct ingest_config *cfg, const struct ingest_admin_remote *remote, int argc,
                       char **argv)
 {
@@ -968,9 +983,22 @@ int ingest_admin_main(struct ingest_config *cfg, const struct ingest_admin_remot
     }
     if (argc < 2)
         return usage();
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("ferry-ingest %s\n", FERRY_VERSION);
+        return 0;
+    }
     struct ingest_store *st = NULL;
     char err[512] = "";
     ingest_config_finish(cfg);
+    /* A usage error or --help must leave nothing on disk: an LMDB data directory that opening the
+     * store creates is removed again when the command did not run (see below). */
+    struct stat dir_st;
+    bool made_dir = cfg->store.kind == INGEST_STORE_LMDB && cfg->store.lmdb_dir != NULL &&
+                    stat(cfg->store.lmdb_dir, &dir_st) != 0 && errno == ENOENT;
+    bool asked_help = false;
+    for (int k = 1; k < argc; k++)
+        if (strcmp(argv[k], "--help") == 0 || strcmp(argv[k], "-h") == 0)
+            asked_help = true;
     int rc = ingest_store_open(&cfg->store, &st, err, sizeof(err));
     if (rc != 0) {
         fprintf(stderr, "ferry-ingest: %s\n", err);
@@ -1021,5 +1049,7 @@ int ingest_admin_main(struct ingest_config *cfg, const struct ingest_admin_remot
     else
         status = usage();
     ingest_store_close(st);
+    if (made_dir && (status == 2 || asked_help))
+        remove_new_store(cfg->store.lmdb_dir);
     return status;
 }

@@ -226,6 +226,8 @@ struct ingest_job {
     struct json_t *updates;        /* update states from the batch's ota.* events, or NULL */
     struct json_t *action_results; /* its "action.result" events (cloud-ingest/actions/), or NULL */
     char *updates_json;            /* their JSON text (json_dumps), the write's updates_json */
+    char *inventory_json;          /* the batch's newest "inventory" event as JSON text, or NULL */
+    int64_t inventory_ts_ns;       /* its device time */
     struct record_scratch *scratch; /* record_unpack room for health values, kept with the job */
     int decode_status;              /* HTTP status a record check failed with (0: none) */
     char decode_msg[200];
@@ -312,6 +314,12 @@ void ingest_committer_free(struct ingest_committer *c);
  * Returns 0 or non-zero when out of memory. */
 int ingest_device_json(struct ferry_buf *b, const struct ingest_device *d, const char *updates)
     __attribute__((warn_unused_result));
+/* The same with the device's newest inventory (JSON object text from
+ * ingest_store_device_inventory, and its device time): "inventory" and "inventory_time"
+ * (RFC 3339 UTC) are added when `inventory` is a non-empty JSON object, left out otherwise. */
+int ingest_device_json_inventory(struct ferry_buf *b, const struct ingest_device *d,
+                                 const char *updates, const char *inventory,
+                                 int64_t inventory_ts_ns) __attribute__((warn_unused_result));
 
 /* Registers the built-in read/enrol endpoints (api.c). */
 int ingest_api_register(struct ingest_router *r, struct ingest_ctx *ctx)

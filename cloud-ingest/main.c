@@ -147,6 +147,10 @@ int main(int argc, char **argv)
             help();
             return 0;
         }
+        if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
+            printf("ferry-ingest %s\n", FERRY_VERSION);
+            return 0;
+        }
         if (i + 1 >= argc) {
             fprintf(stderr, "ferry-ingest: %s needs a value (see --help)\n", a);
             return 2;
