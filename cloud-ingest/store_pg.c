@@ -24,6 +24,17 @@
  *
  * Connections: a small pool; each call takes one connection for its duration (a mutex and a
  * condition variable hand them out), so the group committer's threads and readers never share one.
+ *
+ * Failover (docs/operations.md, "PostgreSQL high availability"): a connection that broke (the
+ * server died or restarted), that reached a server which is read-only (a standby: in_hot_standby
+ * or default_transaction_read_only reported "on"), or whose statement failed with a read-only or
+ * shutdown error (SQLSTATE 25006, 57P01..57P03, class 08) is reconnected the next time it is
+ * taken, with the same connection string: with several hosts and
+ * target_session_attrs=read-write libpq tries them in turn and keeps only a primary. While none
+ * answers, attempts are spaced by a backoff per connection (100 ms doubling to 2 s) and every
+ * call fails at once with INGEST_STORE_EIO, which the ingest answers with 503 and Retry-After.
+ * A write whose COMMIT got no answer is reported failed (EIO), never acknowledged: the device
+ * sends it again and the unique key stores it once whether or not that COMMIT took effect.
  * Sequence numbers are stored as bigint: values above 2^63-1 are refused by the decoder's limits.
  */
 #include <inttypes.h>
@@ -37,6 +48,7 @@
 
 #include "cloud-ingest/store_impl.h"
 #include "common/buf.h"
+#include "common/log.h"
 #include "common/utf8.h"
 #include "common/util.h"
 
@@ -80,7 +92,16 @@
 
 struct pg_conn {
     PGconn *conn;
+    bool broken;           /* reconnect before the next use (pg_note_failure, read-only) */
+    long long retry_at_ms; /* monotonic: no reconnection attempt before this */
+    int64_t backoff_ms;    /* current wait between failed attempts (0: connected) */
 };
+
+/* Set by a failed statement whose SQLSTATE says the connection must be made again (read-only
+ * server, shutdown, connection failure); conn_put() moves it to the connection. Thread-local
+ * because a thread holds one connection at a time between conn_get() and conn_put(), and the
+ * statements are run all over this file through res_ok()/exec_cmd(). */
+static _Thread_local bool pg_reconnect_needed;
 
 struct pg_store {
     struct ingest_store base;
@@ -233,6 +254,44 @@ static void set_err(char *err, size_t err_len, const char *what, PGconn *c)
     snprintf(err, err_len, "postgresql: %s: %.*s", what, (int)strcspn(m, "\n"), m);
 }
 
+/* True when the server behind `c` cannot take writes: a standby, or read-only by setting.
+ * Both parameters are reported by servers 14+ at connect and whenever they change (promotion). */
+static bool conn_read_only(PGconn *c)
+{
+    const char *standby = PQparameterStatus(c, "in_hot_standby");
+    const char *ro = PQparameterStatus(c, "default_transaction_read_only");
+    return (standby != NULL && strcmp(standby, "on") == 0) || (ro != NULL && strcmp(ro, "on") == 0);
+}
+
+/* Makes the connection again when it broke or reached a read-only server, unless the backoff
+ * says not yet (the caller's statement then fails at once on the broken connection). Called
+ * with the connection taken, without the pool lock: PQreset blocks for the connection attempt
+ * (bounded by connect_timeout in the connection string). */
+static void conn_check(struct pg_conn *c)
+{
+    if (!c->broken && PQstatus(c->conn) == CONNECTION_OK && !conn_read_only(c->conn))
+        return;
+    long long now = ferry_monotonic_ms();
+    if (now < c->retry_at_ms)
+        return;
+    PQreset(c->conn);
+    if (PQstatus(c->conn) == CONNECTION_OK && !conn_read_only(c->conn)) {
+        if (c->backoff_ms > 0)
+            log_info("store", "postgresql: reconnected to %s:%s", PQhost(c->conn), PQport(c->conn));
+        PQclear(PQexec(c->conn, "SET client_min_messages = warning"));
+        c->broken = false;
+        c->backoff_ms = 0;
+        c->retry_at_ms = 0;
+        return;
+    }
+    if (c->backoff_ms == 0)
+        log_limited(10, FERRY_LOG_WARN, "store", "postgresql: no writable server: %.*s",
+                    (int)strcspn(PQerrorMessage(c->conn), "\n"), PQerrorMessage(c->conn));
+    c->broken = true;
+    c->backoff_ms = c->backoff_ms == 0 ? 100 : c->backoff_ms >= 1000 ? 2000 : c->backoff_ms * 2;
+    c->retry_at_ms = now + c->backoff_ms;
+}
+
 static struct pg_conn *conn_get(struct pg_store *s)
 {
     pthread_mutex_lock(&s->lock);
@@ -242,9 +301,8 @@ static struct pg_conn *conn_get(struct pg_store *s)
                 s->busy[i] = true;
                 pthread_mutex_unlock(&s->lock);
                 struct pg_conn *c = &s->conns[i];
-                /* A connection that broke (server restart) is re-established on next use. */
-                if (PQstatus(c->conn) != CONNECTION_OK)
-                    PQreset(c->conn);
+                pg_reconnect_needed = false;
+                conn_check(c);
                 return c;
             }
         }
@@ -254,18 +312,42 @@ static struct pg_conn *conn_get(struct pg_store *s)
 
 static void conn_put(struct pg_store *s, struct pg_conn *c)
 {
+    if (pg_reconnect_needed || PQstatus(c->conn) != CONNECTION_OK)
+        c->broken = true;
+    pg_reconnect_needed = false;
     pthread_mutex_lock(&s->lock);
     s->busy[c - s->conns] = false;
     pthread_cond_signal(&s->cond);
     pthread_mutex_unlock(&s->lock);
 }
 
+/* Notes a failed statement whose SQLSTATE means the connection is no longer one to write on:
+ * 25006 read_only_sql_transaction (a standby, or a server made read-only), 57P01..57P03
+ * (administrator / crash shutdown, cannot connect now), class 08 (connection exception). A
+ * NULL result (libpq out of memory or no connection) counts too. */
+static void pg_note_failure(PGresult *r)
+{
+    const char *state = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (r == NULL ||
+        (state != NULL && (strcmp(state, "25006") == 0 || strncmp(state, "57P0", 4) == 0 ||
+                           strncmp(state, "08", 2) == 0)))
+        pg_reconnect_needed = true;
+}
+
+static bool res_ok(PGresult *r)
+{
+    ExecStatusType st = PQresultStatus(r);
+    bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+    if (!ok)
+        pg_note_failure(r);
+    return ok;
+}
+
 /* Runs a command without results; returns 0 or EIO with err filled. */
 static int exec_cmd(PGconn *c, const char *sql, char *err, size_t err_len)
 {
     PGresult *r = PQexec(c, sql);
-    ExecStatusType st = PQresultStatus(r);
-    int rc = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? 0 : INGEST_STORE_EIO;
+    int rc = res_ok(r) ? 0 : INGEST_STORE_EIO;
     if (rc != 0)
         set_err(err, err_len, sql, c);
     PQclear(r);
@@ -275,12 +357,6 @@ static int exec_cmd(PGconn *c, const char *sql, char *err, size_t err_len)
 static PGresult *exec_params(PGconn *c, const char *sql, int n, const char *const *vals)
 {
     return PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
-}
-
-static bool res_ok(PGresult *r)
-{
-    ExecStatusType st = PQresultStatus(r);
-    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
 }
 
 static bool retryable(PGresult *r)
@@ -594,6 +670,7 @@ static int write_records(struct pg_conn *pc, struct ingest_write *const *w, size
     PGresult *cr = PQexec(c, "COPY records (device, stream, seq, ts, ts_corrected, name, level,"
                              " message, tags, fields, ingested_ns, payload) FROM STDIN");
     if (PQresultStatus(cr) != PGRES_COPY_IN) {
+        pg_note_failure(cr);
         set_err(err, err_len, "COPY records", c);
         PQclear(cr);
         rc = INGEST_STORE_EIO;
@@ -624,6 +701,7 @@ static int write_records(struct pg_conn *pc, struct ingest_write *const *w, size
         rc = INGEST_STORE_EIO;
     PGresult *res = PQgetResult(c);
     if (rc == 0 && PQresultStatus(res) != PGRES_COMMAND_OK) {
+        pg_note_failure(res);
         set_err(err, err_len, "COPY records data", c);
         /* 23505: another process stored one of these meanwhile; retry the whole group. */
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);

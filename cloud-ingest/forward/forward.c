@@ -35,6 +35,9 @@
  *      data needs anyway; VictoriaMetrics and InfluxDB always). workers = 1 keeps order.
  *   4. The series guard is one per forwarder, shared by its workers (fwd_guard, own mutex): the
  *      limit and the dropped count hold whatever worker meets a series first.
+ *   5. Several ingests on one PostgreSQL: before each read, read_next() checks the lease
+ *      "fwd.NAME" (forward_lease.c, forward_lease_check()): without it, state "standby" and no
+ *      read; on taking it, the ring drains and reading continues from the durable cursor.
  *
  * Blocking is fine here: these are the forwarder's own threads, never an event loop. Waits are
  * on condition variables, so stopping is prompt; a request in flight ends by its timeout.
@@ -138,7 +141,8 @@ struct fwd {
     _Atomic uint64_t records_passed, samples_sent, batches_sent, retries, rejected, lag_records,
         cursor_records, skipped_values, dropped_samples, series, undecodable;
     _Atomic int64_t lag_ns, last_success_ns;
-    _Atomic int state; /* 0 starting, 1 idle, 2 sending, 3 retrying */
+    _Atomic int state;      /* 0 starting, 1 idle, 2 sending, 3 retrying, 4 standby */
+    struct fwd_lease lease; /* several ingests on one PostgreSQL: who runs this forwarder */
     pthread_mutex_t err_lock;
     char last_error[256];
 };
@@ -151,7 +155,7 @@ struct ingest_forwarders {
     atomic_bool stop;
 };
 
-static const char *const state_names[] = {"starting", "idle", "sending", "retrying"};
+static const char *const state_names[] = {"starting", "idle", "sending", "retrying", "standby"};
 
 static const char *type_name(enum ingest_forward_type t)
 {
@@ -541,6 +545,8 @@ static bool cursor_load(struct fwd *f)
     for (int64_t backoff = 100;; backoff = backoff < 5000 ? backoff * 2 : 5000) {
         int rc = ingest_store_cursor_get(f->store, f->cursor_name, &f->read_cursor);
         if (rc == 0 || rc == INGEST_STORE_ENOTFOUND) {
+            if (rc == INGEST_STORE_ENOTFOUND)
+                memset(&f->read_cursor, 0, sizeof(f->read_cursor));
             pthread_mutex_lock(&f->q_lock);
             f->delivered = f->read_cursor;
             pthread_mutex_unlock(&f->q_lock);
@@ -592,6 +598,31 @@ static void take(struct fwd *f, struct fwd_job *job)
     pthread_mutex_unlock(&f->q_lock);
 }
 
+/* The lease (forward_lease.c), checked before every read (read_lock held): true when this
+ * process holds it and may read. On taking it over, the reader waits until the batches still in
+ * the ring are delivered and continues from the durable cursor (another process may have moved
+ * it). Without it: state "standby", a wait, false. */
+static bool forward_lease_check(struct fwd *f)
+{
+    switch (fwd_lease_poll(&f->lease, f->store)) {
+    case FWD_LEASE_HELD: return true;
+    case FWD_LEASE_ACQUIRED:
+        pthread_mutex_lock(&f->q_lock);
+        while (f->head != f->tail && !stopping(f->set))
+            pthread_cond_wait(&f->q_cond, &f->q_lock);
+        pthread_mutex_unlock(&f->q_lock);
+        if (stopping(f->set) || !cursor_load(f))
+            return false;
+        atomic_store(&f->state, 0);
+        update_lag(f, true);
+        return true;
+    case FWD_LEASE_NOT_HELD: break;
+    }
+    atomic_store(&f->state, 4);
+    (void)wait_ms(f->set, fwd_lease_poll_ms(&f->lease));
+    return false;
+}
+
 /*
  * READ: the one place that reads the store, one call per batch, under read_lock (so batches
  * take ring slots in commit order). Reads the next batch after read_cursor into the ring's tail
@@ -605,6 +636,8 @@ static struct fwd_job *read_next(struct fwd *f)
     pthread_mutex_lock(&f->read_lock);
     struct fwd_job *out = NULL;
     while (out == NULL && !stopping(f->set)) {
+        if (!forward_lease_check(f))
+            continue;
         struct fwd_job *job = free_job(f);
         if (job == NULL)
             break;
@@ -790,6 +823,7 @@ int ingest_forwarders_start(const struct ingest_forward_set *cfg, struct ingest_
         pthread_cond_init(&f->q_cond, NULL);
         set->n++;
         snprintf(f->cursor_name, sizeof(f->cursor_name), "fwd.%s", f->cfg.name);
+        fwd_lease_init(&f->lease, f->cfg.name, f->cfg.lease_ttl_ms);
         if (fwd_alloc(f) != 0) {
             snprintf(err, err_len, "forward.%s: out of memory", f->cfg.name);
             ingest_forwarders_stop(set);
@@ -878,6 +912,19 @@ int ingest_forwarders_expose(struct ingest_forwarders *set, struct ferry_buf *b)
     for (size_t i = 0; i < set->n; i++)
         e |= ferry_buf_printf(b, "ferry_forward_lag_seconds{forwarder=\"%s\"} %.3f\n",
                               set->f[i].cfg.name, (double)atomic_load(&set->f[i].lag_ns) / 1e9);
+    e |= ferry_buf_printf(b, "# HELP ferry_forward_lease_held 1 when this process holds the "
+                             "forwarder's lease and runs it, 0 when another ingest does\n"
+                             "# TYPE ferry_forward_lease_held gauge\n");
+    for (size_t i = 0; i < set->n; i++)
+        e |= ferry_buf_printf(b, "ferry_forward_lease_held{forwarder=\"%s\"} %d\n",
+                              set->f[i].cfg.name, atomic_load(&set->f[i].lease.held) ? 1 : 0);
+    e |= ferry_buf_printf(b, "# HELP ferry_forward_lease_acquired_total times this process "
+                             "took the forwarder's lease\n"
+                             "# TYPE ferry_forward_lease_acquired_total counter\n");
+    for (size_t i = 0; i < set->n; i++)
+        e |= ferry_buf_printf(b,
+                              "ferry_forward_lease_acquired_total{forwarder=\"%s\"} %" PRIu64 "\n",
+                              set->f[i].cfg.name, atomic_load(&set->f[i].lease.acquired));
     return e != 0 ? -1 : 0;
 }
 
@@ -918,7 +965,7 @@ static void handle_forwarders(struct evhttp_request *req, const char *path, void
             ",\"dropped_samples\":%" PRIu64 ",\"skipped_values\":%" PRIu64 ",\"series\":%" PRIu64
             ",\"undecodable_records\":%" PRIu64 ",\"last_success_unix_ms\":%" PRId64
             ",\"last_error\":",
-            state_names[st >= 0 && st < 4 ? st : 0], atomic_load(&f->cursor_records),
+            state_names[st >= 0 && st < 5 ? st : 0], atomic_load(&f->cursor_records),
             atomic_load(&f->lag_records), (double)atomic_load(&f->lag_ns) / 1e9,
             atomic_load(&f->records_passed), atomic_load(&f->samples_sent),
             atomic_load(&f->batches_sent), atomic_load(&f->retries), atomic_load(&f->rejected),
@@ -926,7 +973,14 @@ static void handle_forwarders(struct evhttp_request *req, const char *path, void
             atomic_load(&f->series), atomic_load(&f->undecodable),
             atomic_load(&f->last_success_ns) / 1000000);
         e |= json_str(&b, error);
-        e |= ferry_buf_append_u8(&b, '}');
+        e |= ferry_buf_printf(&b, ",\"lease_held\":%s,\"lease_owner\":",
+                              atomic_load(&f->lease.held) ? "true" : "false");
+        e |= json_str(&b, f->lease.owner);
+        e |= ferry_buf_printf(&b,
+                              ",\"lease_ttl_seconds\":%.3f,\"lease_acquired\":%" PRIu64
+                              ",\"lease_lost\":%" PRIu64 "}",
+                              (double)f->lease.ttl_ms / 1000, atomic_load(&f->lease.acquired),
+                              atomic_load(&f->lease.lost));
     }
     e |= ferry_buf_append(&b, "]}\n", 3);
     if (e != 0)

@@ -29,6 +29,11 @@
  *   5. With workers > 1, requests of one forwarder may reach the sink out of order; the sinks
  *      accept that (Prometheus with its out-of-order window, docs/forwarding.md).
  *
+ * Several ingest processes on one PostgreSQL: each configured with [forward.NAME] competes for
+ * the store lease "fwd.NAME" (lease_ttl); only the holder reads and sends, the others stand by
+ * and take over from the durable cursor within lease_ttl when the holder dies
+ * (forward_lease.c). With LMDB the one process always holds it.
+ *
  * Threads: ingest_forwarders_start() starts the reader thread of each forwarder, which starts
  * its workers; the status functions (expose, the /v1/forwarders handler) read atomics and a
  * mutex-guarded error text, never the store or the network, so they are safe on the ingest's
@@ -76,6 +81,7 @@ struct ingest_forward_config {
     int64_t timeout_ms;     /* one request (10s) */
     int64_t max_backoff_ms; /* longest wait between retries (30s) */
     int64_t idle_ms;        /* wait when nothing is new (200ms) */
+    int64_t lease_ttl_ms;   /* the lease "fwd.NAME" among ingests on one PostgreSQL (15s) */
     char precision[3];      /* InfluxDB: ns, us, ms or s (ns) */
     bool gzip;              /* InfluxDB: gzip the body (on) */
     enum ingest_forward_uint uint_as;
@@ -89,7 +95,7 @@ struct ingest_forward_set {
 /*
  * Sets `key` of forwarder `name` from the INI section [forward.NAME] (or --forward.NAME.key);
  * a new name adds a forwarder with the defaults. Keys: type, url, devices, streams, batch_records,
- * series_limit, workers, timeout, max_backoff, idle, precision, gzip, uint. Returns 0 or -1 with
+ * series_limit, workers, timeout, max_backoff, idle, lease_ttl, precision, gzip, uint. Returns 0 or -1 with
  * err saying which key and why.
  */
 int ingest_forward_config_set(struct ingest_forward_set *set, const char *name, const char *key,

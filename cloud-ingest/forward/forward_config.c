@@ -22,6 +22,8 @@ static const char help_text[] =
     "  forward.NAME.timeout DURATION  one request (10s)\n"
     "  forward.NAME.max_backoff DURATION  longest wait between retries (30s)\n"
     "  forward.NAME.idle DURATION     wait when nothing new was committed (200ms)\n"
+    "  forward.NAME.lease_ttl DURATION  ingests sharing one PostgreSQL: a dead holder's forwarder\n"
+    "                                 is taken over within this (15s)\n"
     "  forward.NAME.precision ns|us|ms|s  influxdb: timestamp precision (ns)\n"
     "  forward.NAME.gzip on|off       influxdb: gzip request bodies (on)\n"
     "  forward.NAME.uint integer|unsigned  influxdb: how 3u is written (integer: 1.x OSS)\n";
@@ -55,6 +57,7 @@ static void defaults(struct ingest_forward_config *f, const char *name)
     f->timeout_ms = 10000;
     f->max_backoff_ms = 30000;
     f->idle_ms = 200;
+    f->lease_ttl_ms = 15000;
     ferry_strlcpy(f->precision, "ns", sizeof(f->precision));
     f->gzip = true;
     f->uint_as = INGEST_FORWARD_UINT_INTEGER;
@@ -144,6 +147,13 @@ static int set_key(struct ingest_forward_config *f, const char *key, const char 
             f->max_backoff_ms = ms;
         else
             f->idle_ms = ms;
+        return 0;
+    }
+    if (strcmp(key, "lease_ttl") == 0) {
+        /* at least 1 s: it is renewed every third of it, by a statement that may take a while */
+        if (ferry_parse_duration_ms(v, &ms) != 0 || ms < 1000 || ms > 3600 * 1000)
+            return -1;
+        f->lease_ttl_ms = ms;
         return 0;
     }
     if (strcmp(key, "precision") == 0) {

@@ -87,4 +87,38 @@ int fwd_influx_line(struct ferry_buf *out, const char *device, const struct reco
 int fwd_gzip(const uint8_t *in, size_t len, struct ferry_buf *out)
     __attribute__((warn_unused_result));
 
+/* ---- The forwarder's lease (forward_lease.c) ------------------------------------------------ */
+
+/*
+ * With several ingest processes on one PostgreSQL, only the holder of the store lease
+ * "fwd.NAME" runs forwarder NAME (see forward_lease.c for the timing and the invariants). The
+ * reader thread alone calls fwd_lease_poll(); `held`, `acquired` and `lost` are read by the
+ * status endpoints.
+ */
+struct ingest_store;
+
+enum fwd_lease_state {
+    FWD_LEASE_HELD = 0,     /* held and renewed: read on */
+    FWD_LEASE_ACQUIRED = 1, /* just taken: continue from the durable cursor, then read */
+    FWD_LEASE_NOT_HELD = 2, /* another process holds it, or the store did not answer */
+};
+
+struct fwd_lease {
+    char name[INGEST_FORWARD_NAME_MAX + 8]; /* "fwd.NAME" */
+    char owner[160];                        /* host:pid:random of this process */
+    int64_t ttl_ms;
+    long long renewed_ms; /* monotonic time before the last successful renewal */
+    _Atomic bool held;
+    _Atomic uint64_t acquired, lost;
+};
+
+/* Sets up the lease of forwarder `forwarder` for this process (no store access). */
+void fwd_lease_init(struct fwd_lease *l, const char *forwarder, int64_t ttl_ms);
+/* Renews the lease when ttl/3 passed since the last renewal, or tries to take it when not held.
+ * May block on the store for one statement. */
+enum fwd_lease_state fwd_lease_poll(struct fwd_lease *l, struct ingest_store *store)
+    __attribute__((warn_unused_result));
+/* How long a process without the lease waits before asking again: min(ttl/4, 1 s). */
+int64_t fwd_lease_poll_ms(const struct fwd_lease *l);
+
 #endif
