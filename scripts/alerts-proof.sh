@@ -9,7 +9,12 @@
 # with the outage length, that the 50 stay firing and that no other device raised anything.
 # Prints a table and `name: value` lines; exit 0 when every check passed.
 #
-# usage: scripts/alerts-proof.sh [--bin-dir build/bin] [--quick] [--devices N] [--seed N] [--keep]
+# With --alertmanager the rules also notify Debian's prometheus-alertmanager (grouped by alertname
+# and device) whose webhook receiver points at the sink: each alert firing once, each resolution
+# once, nothing else.
+#
+# usage: scripts/alerts-proof.sh [--bin-dir build/bin] [--quick] [--alertmanager] [--devices N]
+#                                [--seed N] [--keep]
 # Takes about 17 minutes (the 10-minute outage); --quick scales it to 300 devices and a
 # 2-minute outage (about 4 minutes). The bounded version is the ctest test
 # integration.simulators.alerts_outage_overheat_offline (100 devices, a 20-s outage).

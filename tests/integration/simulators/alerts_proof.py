@@ -29,7 +29,12 @@ fleet (300 devices, 2 minutes); --ctest is the bounded ctest version (100 device
 Prints a table and `name: value` lines; exit 0 when every check passed, 1 otherwise, 77 when a
 binary is missing.
 
-usage: alerts_proof.py --bin-dir build/bin [--quick | --ctest] [--devices N] [--seed N] [--keep]
+With --alertmanager the rules also notify Debian's prometheus-alertmanager (grouped by alertname
+and device), whose webhook receiver points at the sink: it must send each alert firing once and
+each resolved alert resolved once, and nothing else.
+
+usage: alerts_proof.py --bin-dir build/bin [--quick | --ctest] [--alertmanager] [--devices N]
+                       [--seed N] [--keep]
 """
 import argparse
 import http.server
@@ -81,7 +86,7 @@ class Sink:
                 n = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(n))
                 with sink.lock:
-                    sink.posts.append(body)
+                    sink.posts.append((self.path, body))
                 self.send_response(200)
                 self.end_headers()
 
@@ -89,16 +94,18 @@ class Sink:
         self.port = self.srv.server_address[1]
         threading.Thread(target=self.srv.serve_forever, daemon=True).start()
 
-    def snapshot(self):
+    def snapshot(self, path):
         with self.lock:
-            return list(self.posts)
+            return [b for p, b in self.posts if p == path]
 
     def close(self):
         self.srv.shutdown()
 
 
 class Proof:
-    def __init__(self, bin_dir, p, seed, keep):
+    def __init__(self, bin_dir, p, seed, keep, alertmanager=False):
+        self.alertmanager = alertmanager
+        self.am = None
         self.bin_dir = bin_dir
         self.p = p
         self.seed = seed
@@ -132,15 +139,64 @@ class Proof:
 
     # ---- processes ------------------------------------------------------------------------
 
+    def start_alertmanager(self):
+        """Debian's prometheus-alertmanager, unprivileged on a free port, its webhook receiver
+        pointing at the sink's /am; grouped by alertname and device (one notification per
+        alert), short waits. Returns its port."""
+        import socket
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        am_dir = os.path.join(self.tmp, "am")
+        os.makedirs(am_dir)
+        with open(os.path.join(am_dir, "am.yml"), "w") as f:
+            f.write("""route:
+  receiver: sink
+  group_by: [alertname, device]
+  group_wait: 1s
+  group_interval: 2s
+  repeat_interval: 24h
+receivers:
+  - name: sink
+    webhook_configs:
+      - url: http://127.0.0.1:%d/am
+        send_resolved: true
+""" % self.sink.port)
+        self.am_log = open(os.path.join(self.tmp, "alertmanager.log"), "wb")
+        self.am = subprocess.Popen(["/usr/bin/prometheus-alertmanager", "--config.file",
+                                    os.path.join(am_dir, "am.yml"), "--storage.path", am_dir,
+                                    "--web.listen-address", "127.0.0.1:%d" % port,
+                                    "--cluster.listen-address", ""],
+                                   stdout=self.am_log, stderr=self.am_log)
+        deadline = time.time() + 30
+        while True:
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/-/ready" % port, timeout=2):
+                    return port
+            except OSError:
+                if time.time() > deadline or self.am.poll() is not None:
+                    raise AssertionError("alertmanager did not start (see %s)" % self.am_log.name)
+                time.sleep(0.2)
+
     def start_ingest(self):
         p = self.p
         os.makedirs(self.ing_dir)
         self.token = self.cli("enroll-token", "create", "--fleet").split()[-1]
         self.viewer = self.cli("token", "create", "--role", "viewer", "--name",
                                "alerts-proof").split()[-1]
+        receivers = "hook"
+        am_section = ""
+        if self.alertmanager:
+            receivers = "hook, am"
+            am_section = """[receiver.am]
+type = alertmanager
+url = http://127.0.0.1:%d
+resolve_delay = 5s
+""" % self.start_alertmanager()
         ini = os.path.join(self.tmp, "ingest.ini")
         with open(ini, "w") as f:
-            f.write("""[alerts]
+            f.write(am_section + """[alerts]
 late_after = %(late_after)ds
 eval_interval = 1s
 
@@ -152,7 +208,7 @@ url = http://127.0.0.1:%(sink)d/hook
 kind = offline
 for = %(offline_for)ds
 resolve_after = %(resolve_after)ds
-receivers = hook
+receivers = %(receivers)s
 
 [alert.gpu_hot]
 kind = threshold
@@ -160,8 +216,8 @@ metric = temp.temp
 condition = > %(threshold)d
 for = %(threshold_for)ds
 severity = critical
-receivers = hook
-""" % dict(p, sink=self.sink.port, threshold=THRESHOLD))
+receivers = %(receivers)s
+""" % dict(p, sink=self.sink.port, threshold=THRESHOLD, receivers=receivers))
         pf = os.path.join(self.tmp, "port")
         self.ingest_log = open(os.path.join(self.tmp, "ingest.log"), "wb")
         self.ingest = subprocess.Popen(
@@ -226,7 +282,7 @@ receivers = hook
         return body.decode() if raw else json.loads(body)
 
     def close(self, failed):
-        for proc in (self.fleet, self.ingest):
+        for proc in (self.fleet, self.ingest, self.am):
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
@@ -236,7 +292,7 @@ receivers = hook
                     proc.wait()
         self.sink.close()
         if failed:
-            for name in ("ingest.log", "fleet.log"):
+            for name in ("ingest.log", "fleet.log", "alertmanager.log"):
                 path = os.path.join(self.tmp, name)
                 if os.path.exists(path):
                     print("---- %s (tail) ----" % name)
@@ -290,13 +346,16 @@ receivers = hook
         time.sleep(max(0.0, outage_end - time.time()))
         print("outage over; waiting for the alerts to settle", flush=True)
         names = self.names_by_id()
-        deadline = outage_end + p["settle"]
+        # The Alertmanager gets a late alert's resolution resolve_delay (5 s) after its firing,
+        # then waits its group_interval (2 s) before notifying it.
+        settle = p["settle"] + (15 if self.alertmanager else 0)
+        deadline = outage_end + settle
         settled_at = None
         while time.time() < deadline:
             if self.fleet.poll() is not None:
                 raise AssertionError("ferry-fleet exited early (%d); see %s"
                                      % (self.fleet.returncode, self.fleet_log))
-            if self.settled(self.get("/v1/alerts"), names):
+            if self.settled(self.get("/v1/alerts"), names) and self.am_settled():
                 settled_at = time.time()
                 break
             time.sleep(1)
@@ -304,12 +363,60 @@ receivers = hook
         # device) has time to show.
         time.sleep(min(10, p["tick"] * 2 + 3))
         alerts = self.get("/v1/alerts")
-        posts = self.sink.snapshot()
+        posts = self.sink.snapshot("/hook")
+        am_posts = self.sink.snapshot("/am")
         metrics = self.get("/metrics", raw=True)
         names = self.names_by_id()
         self.stop_fleet()
         self.verify(alerts, posts, metrics, names, settled_at, outage_end)
+        if self.alertmanager:
+            self.verify_am(am_posts, names)
         self.figure("run_s", "%.0f" % (time.time() - t_begin))
+
+    def am_counts(self, am_posts, names=None):
+        """(alertname, device name, status) -> notifications the Alertmanager sent."""
+        got = {}
+        for body in am_posts:
+            for a in body.get("alerts", []):
+                lab = a.get("labels", {})
+                dev = lab.get("device")
+                k = (lab.get("alertname"), names.get(dev, dev) if names else dev, a.get("status"))
+                got[k] = got.get(k, 0) + 1
+        return got
+
+    def am_settled(self):
+        if not self.alertmanager:
+            return True
+        got = self.am_counts(self.sink.snapshot("/am"))
+        want = 2 * len(self.outage) + len(self.gone) + 2 * len(self.hot)
+        return sum(got.values()) >= want
+
+    def verify_am(self, am_posts, names):
+        """Through the real Alertmanager: each alert notified firing once, each resolved alert
+        resolved once, grouped by (alertname, device), nothing for any other device."""
+        got = self.am_counts(am_posts, names)
+        want = {}
+        for n in self.outage | self.gone:
+            want[("offline", n, "firing")] = 1
+        for n in self.outage:
+            want[("offline", n, "resolved")] = 1
+        for n in self.hot:
+            want[("gpu_hot", n, "firing")] = 1
+            want[("gpu_hot", n, "resolved")] = 1
+        wrong = {k: v for k, v in got.items() if want.get(k, 0) != v}
+        missing = [k for k in want if k not in got]
+        self.check(not wrong and not missing, "alertmanager: %d notifications, %d expected; "
+                   "wrong counts %r; missing %r" % (sum(got.values()), sum(want.values()),
+                                                    sorted(wrong.items())[:5],
+                                                    sorted(missing)[:5]))
+        multi = [b for b in am_posts if len({(a["labels"].get("alertname"),
+                                               a["labels"].get("device"))
+                                              for a in b.get("alerts", [])}) != 1]
+        self.check(not multi, "alertmanager: %d notifications not grouped by alertname and "
+                   "device" % len(multi))
+        self.figure("alertmanager_webhook_posts", len(am_posts))
+        self.figure("alertmanager_alert_notifications", sum(got.values()))
+        self.figure("alertmanager_alert_notifications_expected", sum(want.values()))
 
     # ---- checks ---------------------------------------------------------------------------
 
@@ -317,7 +424,7 @@ receivers = hook
         p = self.p
         tick_ns = p["tick"] * 10**9
         self.check(settled_at is not None, "the alerts did not settle within %d s of the outage's "
-                   "end" % p["settle"])
+                   "end" % (p["settle"] + (15 if self.alertmanager else 0)))
         self.figure("settled_after_outage_s", "%.1f" % (settled_at - outage_end)
                     if settled_at else "never")
         unknown = [a for a in alerts if a["device"] not in names]
@@ -494,6 +601,9 @@ def main():
     ap.add_argument("--devices", type=int, help="override the preset's fleet size")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--alertmanager", action="store_true",
+                    help="also notify Debian's prometheus-alertmanager and check what its "
+                    "webhook receiver gets")
     args = ap.parse_args()
     for b in ("ferry-fleet", "ferry-ingest"):
         if not os.access(os.path.join(args.bin_dir, b), os.X_OK):
@@ -502,7 +612,11 @@ def main():
     p = dict(PRESETS["quick" if args.quick else "ctest" if args.ctest else "full"])
     if args.devices:
         p["devices"] = args.devices
-    pr = Proof(args.bin_dir, p, args.seed, args.keep or os.environ.get("KEEP") == "1")
+    if args.alertmanager and not os.access("/usr/bin/prometheus-alertmanager", os.X_OK):
+        print("SKIP: prometheus-alertmanager not installed (scripts/install-deps.sh)")
+        return 77
+    pr = Proof(args.bin_dir, p, args.seed, args.keep or os.environ.get("KEEP") == "1",
+               args.alertmanager)
     failed = True
     try:
         pr.run()
