@@ -788,9 +788,11 @@ int ingest_admin_main(struct ingest_config *cfg, const struct ingest_admin_remot
         status = device_label(st, argc - 2, argv + 2);
     else if (strcmp(argv[0], "enroll-token") == 0 && strcmp(argv[1], "create") == 0)
         status = enroll_token_create(st, argc - 2, argv + 2);
-    else if (strcmp(argv[0], "alerts") == 0)
-        status = alerts_cli_main(st, argc - 1, argv + 1);
-    else if (strcmp(argv[0], "rollout") == 0) {
+    else if (strcmp(argv[0], "alerts") == 0) {
+        char actor[80];
+        cli_actor(actor, sizeof(actor));
+        status = alerts_cli_main(st, actor, argc - 1, argv + 1);
+    } else if (strcmp(argv[0], "rollout") == 0) {
         char actor[80];
         cli_actor(actor, sizeof(actor));
         status = rollout_cli_main(cfg, st, actor, argc - 1, argv + 1);

@@ -301,6 +301,13 @@ reject:
     if (job != NULL)
         job_put(w, job);
     count_status(ctx->metrics, code);
+    /* What a person looks for when a device does not deliver: refusals and overload, at most a
+     * line per 10 s (the counters on /metrics have every one). 429 is a device's fair share, the
+     * normal back-pressure of a catch-up, and stays out of the log. */
+    if (code == 503)
+        log_limited(10, FERRY_LOG_WARN, "ingest", "batch answered 503 (retry): %s", msg);
+    else if (code != 429)
+        log_limited(10, FERRY_LOG_WARN, "ingest", "batch refused with %d: %s", code, msg);
     if (code == 429 || code == 503)
         ingest_reply_retry(req, code, retry, msg);
     else
@@ -419,6 +426,13 @@ static void audit_request(struct ingest_server *srv, struct evhttp_request *req,
     char action[32], source[64];
     snprintf(action, sizeof(action), "http.%s", method_name(evhttp_request_get_command(req)));
     peer_text(req, source, sizeof(source));
+    /* A change made over the API is a state change a person looks for in the log; a refusal is
+     * kept in the audit log and logged at most once per 10 s (a scan must not flood it). */
+    if (status == 0)
+        log_info("ingest", "%s %s by %s from %s", action, path, actor, source);
+    else
+        log_limited(10, FERRY_LOG_WARN, "ingest", "refused %s %s by %s from %s: %d", action, path,
+                    actor, source, status);
     if (ingest_auth_audit(srv->ctx.store, actor, action, path, source, status) != 0)
         log_warn("ingest", "audit log: cannot record %s %s by %s", action, path, actor);
 }
@@ -821,7 +835,8 @@ int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *stor
     snprintf(owner, sizeof(owner), "%s:%ld", host, (long)getpid());
     if (alerts_config_finish(&s->cfg.alerts, err, err_len) != 0 ||
         alerts_new(&s->cfg.alerts, store, owner, &s->ctx.alerts, err, err_len) != 0 ||
-        alerts_register(s->router, store) != 0 || alerts_start(s->ctx.alerts) != 0) {
+        alerts_register(s->router, store) != 0 || alerts_silences_register(s->router, store) != 0 ||
+        alerts_start(s->ctx.alerts) != 0) {
         rc = INGEST_EINVAL;
         if (err[0] == '\0')
             snprintf(err, err_len, "cannot start the alert engine");

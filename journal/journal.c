@@ -173,6 +173,16 @@ static int verify_file(const char *path, bool walk, char *why, size_t whylen)
     if (mdb_env_info(env, &info) || mdb_env_stat(env, &est))
         goto out;
     uint64_t need = ((uint64_t)info.me_last_pgno + 1) * est.ms_psize;
+    /* The size again, now that the meta page is read: a writer running beside a read-only
+     * opener commits between the first stat and the meta read, and its meta page then names
+     * pages past the size seen before (the file grows before the meta page is written, so a
+     * size taken after the meta read is always large enough for an intact file). */
+    if (stat(path, &st) != 0) {
+        int e = errno;
+        errf(why, whylen, "stat %s: %s", path, strerror(e));
+        rc = JOURNAL_EIO;
+        goto out;
+    }
     if ((uint64_t)st.st_size < need) {
         errf(why, whylen, "%s is truncated: %lld bytes, its meta page needs %" PRIu64, path,
              (long long)st.st_size, need);

@@ -16,10 +16,10 @@
 # arm64 run-time libraries are the installed libevent-2.1-7:arm64.
 #
 # Tests: ctest runs each test binary through CMAKE_CROSSCOMPILING_EMULATOR (qemu-aarch64, with
-# the multiarch libc6:arm64 and its own loader: see cmake/aarch64-linux-gnu.cmake). A test that itself starts other aarch64 programs (ferryd, ferry, the
-# crash child) needs the kernel to run them through qemu too (binfmt_misc, registered by
-# qemu-user-static on a normal Debian machine): those run only when binfmt is active for aarch64,
-# and the script says which were left out. FERRY_ARM64_TEST_TIMEOUT bounds each test (default
+# the multiarch libc6:arm64 and its own loader: see cmake/aarch64-linux-gnu.cmake). A test that
+# itself starts other aarch64 programs (ferryd, ferry) runs them through the emulator named by
+# FERRY_TEST_EXEC_PREFIX when the kernel has no binfmt_misc entry for aarch64 (CI containers):
+# the script sets it to qemu-aarch64-static then. FERRY_ARM64_TEST_TIMEOUT bounds each test (default
 # 600 s, in place of the tests' native TIMEOUT properties: qemu runs them several times slower;
 # scripts/ctest-emulated.py). FERRY_ARM64_TESTS replaces the test regex.
 #
@@ -93,15 +93,14 @@ if [ "$run_tests" = 1 ]; then
     # (FERRY_ARM64_TESTS runs them): ota_delta, which compresses its test images at zstd level
     # 19, several minutes of emulated CPU.
     direct='unit\.common|unit\.engine\.(config|input|collect_system|collect_jetson|collect_tail|collect_prom|collect_journald)|unit\.journal|unit\.transport\.(lineproto|batch|dict)|unit\.sync\.(http_client|policy|netlink|engine)|ota_(manifest|gate|metered)|bench\.(journal\.quick|transport\.codec)|chaos\.journal\.sigkill'
-    # Tests that start other aarch64 programs: need binfmt_misc.
+    # Tests that start other aarch64 programs (through FERRY_TEST_EXEC_PREFIX without binfmt).
     spawning='integration\.engine\.(ferryd|influx_query|prometheus_scrape)|unit\.journal\.cli|unit\.transport\.dict_cli|ota_delta_cli_smoke|ota_release_cli'
-    if grep -qs '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64; then
-        regex="^($direct|$spawning)\$"
-    else
-        regex="^($direct)\$"
-        echo "cross-arm64: binfmt_misc has no enabled qemu-aarch64 entry: not running the tests" \
-            "that start aarch64 programs themselves:"
-        (cd "$build" && ctest -N -R "^($spawning)\$" | sed -n 's/^ *Test *#[0-9]*: /  /p')
+    regex="^($direct|$spawning)\$"
+    if ! grep -qs '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64; then
+        FERRY_TEST_EXEC_PREFIX=$(command -v qemu-aarch64-static)
+        export FERRY_TEST_EXEC_PREFIX
+        echo "cross-arm64: no binfmt_misc entry for aarch64: the tests start aarch64 programs" \
+            "through $FERRY_TEST_EXEC_PREFIX"
     fi
     regex=${FERRY_ARM64_TESTS:-$regex}
     # Not plain ctest: each test's TIMEOUT is sized for native speed (see ctest-emulated.py).

@@ -271,11 +271,72 @@ int alerts_expose(struct alerts *a, struct ferry_buf *out) __attribute__((warn_u
 int alerts_register(struct ingest_router *router, struct ingest_store *store)
     __attribute__((warn_unused_result));
 /* `ferry-ingest alerts list|silence|silences|unsilence` (argv starts after "alerts"): returns
- * the process exit status. */
-int alerts_cli_main(struct ingest_store *st, int argc, char **argv);
+ * the process exit status. `actor` ("cli:USER") is the silence's created_by and the audit log's
+ * actor. */
+int alerts_cli_main(struct ingest_store *st, const char *actor, int argc, char **argv);
 /* Writes the stored alerts as a JSON array (the body of GET /v1/alerts) into `out`: `state`
  * "firing", "resolved" or NULL for both; `device` one device or NULL for all. */
 int alerts_list_json(struct ingest_store *store, const char *state, const char *device,
                      struct ferry_buf *out) __attribute__((warn_unused_result));
+
+/* ---- Silences (silences.c; docs/alerts.md "Silences") ------------------------------------ */
+
+#define ALERTS_SILENCE_ID_LEN 16                         /* hex digits */
+#define ALERTS_SILENCE_COMMENT_MAX 1024                  /* bytes */
+#define ALERTS_SILENCE_FOR_MAX_MS (365LL * 86400 * 1000) /* a silence lasts at most a year */
+#define ALERTS_SILENCE_BODY_MAX 8192                     /* POST /v1/silences body */
+#define ALERTS_SILENCE_EINVAL (-1000)  /* a silence's fields are malformed (err says which) */
+#define ALERTS_SILENCE_ETOOBIG (-1001) /* a body over ALERTS_SILENCE_BODY_MAX */
+
+struct json_t;
+
+/* A new silence. Strings borrowed; NULL is "". */
+struct alerts_silence_req {
+    const char *rule;       /* a rule name (1-64 of [A-Za-z0-9._-]) or "" for any rule */
+    const char *device;     /* a device id or "" for any device; rule and/or device needed */
+    int64_t for_ms;         /* from now; 1 ms .. 365 days */
+    const char *comment;    /* at most 1024 bytes of valid UTF-8 */
+    const char *created_by; /* "token:NAME" or "cli:USER" (valid UTF-8) */
+};
+
+/* Checks a silence's fields (the rules above): 0 or ALERTS_SILENCE_EINVAL with err naming the
+ * field. */
+int alerts_silence_check(const struct alerts_silence_req *req, char *err, size_t err_len);
+/*
+ * Parses a POST /v1/silences body {"rule","device","for","comment"} (strings; no other member;
+ * at most ALERTS_SILENCE_BODY_MAX bytes, checked before anything is read: `body` may be NULL
+ * then) into *req and checks it. On success *doc holds the parsed JSON that req's strings point
+ * into (the caller decrefs it after use; created_by is left NULL). Returns 0,
+ * ALERTS_SILENCE_ETOOBIG or ALERTS_SILENCE_EINVAL with err saying what is wrong.
+ */
+int alerts_silence_parse_body(const void *body, size_t len, struct alerts_silence_req *req,
+                              struct json_t **doc, char *err, size_t err_len)
+    __attribute__((warn_unused_result));
+/*
+ * Validates `req` and stores silence/<id> starting at now_ns; the new id (16 hex digits) is
+ * written to id. Returns 0, ALERTS_SILENCE_EINVAL with err saying which field is wrong, or a
+ * store error (err holds its text). The engine applies it from its next round.
+ */
+int alerts_silence_add(struct ingest_store *st, const struct alerts_silence_req *req,
+                       int64_t now_ns, char id[ALERTS_SILENCE_ID_LEN + 1], char *err,
+                       size_t err_len) __attribute__((warn_unused_result));
+/* Removes silence `id`: 0, ALERTS_SILENCE_EINVAL (not an id), INGEST_STORE_ENOTFOUND or a store
+ * error. */
+int alerts_silence_remove(struct ingest_store *st, const char *id)
+    __attribute__((warn_unused_result));
+/* True when `id` has the form of a silence id. */
+bool alerts_silence_id_valid(const char *id);
+/* The stored entries as a new JSON array of objects (caller decrefs *out). Returns 0 or a store
+ * error. */
+int alerts_silences_read(struct ingest_store *st, struct json_t **out)
+    __attribute__((warn_unused_result));
+/* The body of GET /v1/silences: {"silences":[{"id","rule","device","starts","ends" (RFC 3339
+ * UTC), "starts_ns","ends_ns","comment","created_by","active"}]}, active at now_ns. */
+int alerts_silences_json(struct ingest_store *st, int64_t now_ns, struct ferry_buf *out)
+    __attribute__((warn_unused_result));
+/* Registers GET /v1/silences (viewer), POST /v1/silences and DELETE /v1/silences/{id}
+ * (operator; both audited as alert.silence / alert.unsilence with the token's name). */
+int alerts_silences_register(struct ingest_router *router, struct ingest_store *store)
+    __attribute__((warn_unused_result));
 
 #endif

@@ -3,9 +3,9 @@
  * the stored alerts and the silences that mute their notifications. Reads and writes the store
  * directly, like the other operator commands (docs/alerts.md).
  *
- * A silence is a store entry silence/<id> = {"id", "rule", "device", "starts_ns", "ends_ns",
- * "comment", "created_ns"}; the engine reads them every round and queues no notification for an
- * alert a silence covers while it is in force (the alert's state is still kept and listed).
+ * A silence is a store entry silence/<id> (silences.c writes, reads and removes them for this
+ * CLI and for /v1/silences alike); the engine reads them every round and queues no notification for
+ * an alert a silence covers while it is in force (the alert's state is still kept and listed).
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -15,9 +15,9 @@
 #include <time.h>
 
 #include <jansson.h>
-#include <sodium.h>
 
 #include "cloud-ingest/alerts/alerts_int.h"
+#include "cloud-ingest/auth/auth.h"
 #include "common/buf.h"
 #include "common/utf8.h"
 #include "common/util.h"
@@ -35,8 +35,10 @@ static int usage(FILE *out)
             "\n"
             "list shows every alert that fired (state, rule, device, device-time start and end,\n"
             "late or not); silence mutes the notifications of the alerts of RULE and/or DEVICE\n"
-            "(at least one) for DURATION from now and prints the silence's id; actions lists the\n"
-            "runs of command receivers (newest 1,000: status, exit code, output).\n");
+            "(at least one) for DURATION from now and prints the silence's id (silence and\n"
+            "unsilence are in the audit log; the same silences are GET/POST/DELETE /v1/silences);\n"
+            "actions lists the runs of command receivers (newest 1,000: status, exit code,\n"
+            "output).\n");
     return out == stdout ? 0 : 2;
 }
 
@@ -103,64 +105,47 @@ static int cmd_list(struct ingest_store *st, int argc, char **argv)
     return 0;
 }
 
-static int cmd_silence(struct ingest_store *st, int argc, char **argv)
+static void audit(struct ingest_store *st, const char *actor, const char *action, const char *id)
+{
+    if (ingest_auth_audit(st, actor, action, id, "cli", 0) != 0)
+        fprintf(stderr, "ferry-ingest: warning: the audit log could not be written\n");
+}
+
+static int cmd_silence(struct ingest_store *st, const char *actor, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"rule", required_argument, NULL, 'r'}, {"device", required_argument, NULL, 'd'},
         {"for", required_argument, NULL, 'f'},  {"comment", required_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0}};
-    const char *rule = "", *device = "", *comment = "";
-    int64_t for_ms = 0;
+    struct alerts_silence_req req = {"", "", 0, "", actor};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c == 'r')
-            rule = optarg;
+            req.rule = optarg;
         else if (c == 'd')
-            device = optarg;
+            req.device = optarg;
         else if (c == 'c')
-            comment = optarg;
+            req.comment = optarg;
         else if (c == 'f') {
-            if (ferry_parse_duration_ms(optarg, &for_ms) != 0 || for_ms <= 0) {
+            if (ferry_parse_duration_ms(optarg, &req.for_ms) != 0 || req.for_ms <= 0) {
                 fprintf(stderr, "ferry-ingest: alerts silence: --for %s: not a duration\n", optarg);
                 return 2;
             }
         } else
             return usage(c == 'h' ? stdout : stderr);
     }
-    if (optind != argc || for_ms == 0 || (rule[0] == '\0' && device[0] == '\0')) {
+    if (optind != argc || req.for_ms == 0 || (req.rule[0] == '\0' && req.device[0] == '\0')) {
         fprintf(stderr, "ferry-ingest: alerts silence: needs --for and --rule and/or --device\n");
         return 2;
     }
-    if (strlen(rule) > ALERTS_NAME_MAX || (device[0] && !ingest_device_id_valid(device)) ||
-        strlen(comment) > 1024) {
-        fprintf(stderr, "ferry-ingest: alerts silence: rule, device id or comment malformed\n");
-        return 2;
-    }
-    uint8_t raw[8];
-    randombytes_buf(raw, sizeof(raw));
-    char id[17], key[64];
-    ferry_hex_encode(raw, sizeof(raw), id);
-    snprintf(key, sizeof(key), "silence/%s", id);
-    int64_t now = ferry_realtime_ns();
-    json_t *s = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I}", "id", id, "rule", rule, "device",
-                          device, "starts_ns", (json_int_t)now, "ends_ns",
-                          (json_int_t)(now + for_ms * 1000000LL), "created_ns", (json_int_t)now);
-    json_t *cm = s ? json_string(comment) : NULL;
-    if (cm == NULL || json_object_set_new(s, "comment", cm) != 0) {
-        json_decref(s);
-        fprintf(stderr, "ferry-ingest: alerts silence: the comment is not valid UTF-8\n");
-        return 2;
-    }
-    char *text = json_dumps(s, JSON_COMPACT);
-    json_decref(s);
-    struct ingest_kv_op op = {key, text, text ? strlen(text) : 0, false};
-    int rc = text ? ingest_store_kv_apply(st, &op, 1, NULL, NULL) : INGEST_STORE_ENOMEM;
-    free(text);
+    char id[ALERTS_SILENCE_ID_LEN + 1], err[256];
+    int rc = alerts_silence_add(st, &req, ferry_realtime_ns(), id, err, sizeof(err));
     if (rc != 0) {
-        fprintf(stderr, "ferry-ingest: alerts silence: %s\n", ingest_store_strerror(rc));
-        return 1;
+        fprintf(stderr, "ferry-ingest: alerts silence: %s\n", err);
+        return rc == ALERTS_SILENCE_EINVAL ? 2 : 1;
     }
+    audit(st, actor, "alert.silence", id);
     printf("%s\n", id);
     return 0;
 }
@@ -269,45 +254,39 @@ static int cmd_actions(struct ingest_store *st, int argc, char **argv)
     return 0;
 }
 
-static int cmd_unsilence(struct ingest_store *st, int argc, char **argv)
+static int cmd_unsilence(struct ingest_store *st, const char *actor, int argc, char **argv)
 {
-    if (argc != 2 || strlen(argv[1]) != 16 || strspn(argv[1], "0123456789abcdef") != 16) {
+    if (argc != 2 || !alerts_silence_id_valid(argv[1])) {
         fprintf(stderr, "ferry-ingest: alerts unsilence: needs a silence id (16 hex digits)\n");
         return 2;
     }
-    char key[64];
-    snprintf(key, sizeof(key), "silence/%s", argv[1]);
-    struct ferry_buf b = FERRY_BUF_INIT;
-    int rc = ingest_store_kv_get(st, key, &b);
-    ferry_buf_free(&b);
+    int rc = alerts_silence_remove(st, argv[1]);
     if (rc == INGEST_STORE_ENOTFOUND) {
         fprintf(stderr, "ferry-ingest: alerts unsilence: no silence %s\n", argv[1]);
         return 1;
     }
-    struct ingest_kv_op op = {key, NULL, 0, true};
-    if (rc == 0)
-        rc = ingest_store_kv_apply(st, &op, 1, NULL, NULL);
     if (rc != 0) {
         fprintf(stderr, "ferry-ingest: alerts unsilence: %s\n", ingest_store_strerror(rc));
         return 1;
     }
+    audit(st, actor, "alert.unsilence", argv[1]);
     return 0;
 }
 
-int alerts_cli_main(struct ingest_store *st, int argc, char **argv)
+int alerts_cli_main(struct ingest_store *st, const char *actor, int argc, char **argv)
 {
     if (argc < 1)
         return usage(stderr);
     if (strcmp(argv[0], "list") == 0)
         return cmd_list(st, argc, argv);
     if (strcmp(argv[0], "silence") == 0)
-        return cmd_silence(st, argc, argv);
+        return cmd_silence(st, actor, argc, argv);
     if (strcmp(argv[0], "silences") == 0)
         return cmd_silences(st, argc, argv);
     if (strcmp(argv[0], "actions") == 0)
         return cmd_actions(st, argc, argv);
     if (strcmp(argv[0], "unsilence") == 0)
-        return cmd_unsilence(st, argc, argv);
+        return cmd_unsilence(st, actor, argc, argv);
     if (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0)
         return usage(stdout);
     return usage(stderr);

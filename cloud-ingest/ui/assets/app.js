@@ -2,10 +2,12 @@
  * app.js - the ferry fleet console (docs/console.md): five pages on the public JSON API.
  *
  *   #/fleet           every device, its state, counts by state/class/version, filter and search
- *   #/device/<id>     one device: metric charts (/v1/series), logs (/v1/export), updates, alerts
- *   #/alerts          firing, resolved and late alerts (/v1/alerts)
+ *   #/device/<id>     one device: metric charts (/v1/series), logs (/v1/export), updates and
+ *                     their timeline (ota.* events), inventory, alerts, device actions
+ *   #/alerts          firing, resolved and late alerts (/v1/alerts), silences (/v1/silences)
+ *                     with the silence / remove buttons for operator tokens
  *   #/rollouts        every rollout with its state and progress (/v1/rollouts)
- *   #/rollout/<id>    one rollout: waves, gates, devices, before/after comparison, and the
+ *   #/rollout/<id>    one rollout: waves, gates, devices, before/after comparison (charts), the
  *                     pause / resume / promote / abort buttons for operator tokens (/v1/whoami)
  *
  * Plain JavaScript, no framework, no request to another host. Data from the API is only ever put
@@ -18,9 +20,6 @@ const TOKEN_KEY = "ferry.token";
 /* A device whose last batch is older than this is offline (it syncs at least every minute when
  * it has a link; docs/console.md). */
 const OFFLINE_AFTER_MS = 5 * 60 * 1000;
-/* Rows added to the fleet table per step: the first step renders at once, the rest as the user
- * scrolls, so 10,000 devices cost a few hundred DOM rows until someone looks at them. */
-const ROW_CHUNK = 200;
 const RANGES = { hour: 3600e3, day: 86400e3, week: 7 * 86400e3 };
 const LEVELS = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"];
 
@@ -99,18 +98,25 @@ async function api(path) {
 
 const apiJson = async (path) => JSON.parse(await api(path));
 
-/* A change (POST) with the token; answers the parsed JSON or throws with the server's message. */
-async function apiPost(path) {
+/* A change (POST, DELETE) with the token and an optional JSON body; answers the parsed JSON (null
+ * for an empty answer) or throws with the server's message. */
+async function apiSend(method, path, body) {
   const headers = { Accept: "application/json" };
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) headers.Authorization = "Bearer " + token;
-  const r = await fetch(path, { method: "POST", headers, cache: "no-store" });
+  const init = { method, headers, cache: "no-store" };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const r = await fetch(path, init);
   const text = await r.text();
   let doc = null;
   try { doc = JSON.parse(text); } catch (e) { /* not JSON */ }
   if (!r.ok) throw new Error(path + ": HTTP " + r.status + ": " + ((doc && doc.error) || text));
   return doc;
 }
+const apiPost = (path, body) => apiSend("POST", path, body);
 
 /* Who the token is (name, role): the console shows change buttons to operators only. Cached per
  * token for the life of the page. */
@@ -184,35 +190,60 @@ function showError(main, e) {
 
 /* ---- Fleet page ------------------------------------------------------------------------- */
 
-const fleet = { rows: [], filtered: [], shown: 0, observer: null, filter: { q: "", state: "",
-  cls: "", version: "", label: "" } };
+/* The fleet table is virtualised: only the rows in (and a little around) the window exist in the
+ * DOM, between two spacer rows that keep the scroll height of all of them. Rows have one fixed
+ * height (style.css, #fleet-table) so the visible range is arithmetic, with no layout read per
+ * row. 10,000 devices cost about 60 DOM rows. */
+const ROW_H = 29;
+const ROW_OVERSCAN = 15;
+
+const fleet = { rows: [], filtered: [], range: [-1, -1], scrollBound: false,
+  filter: { q: "", state: "", cls: "", version: "", label: "" } };
+
+/* One pass over the device list: each row's state, versions and labels text, and the counts by
+ * state, class, component:version and label. The search text is built when a search needs it. */
+function buildFleetRows(devices, firingByDevice, nowMs) {
+  const rows = new Array(devices.length);
+  const byState = new Map(), byClass = new Map(), byVersion = new Map(), byLabel = new Map();
+  const bump = (m, k) => m.set(k, (m.get(k) || 0) + 1);
+  for (let i = 0; i < devices.length; i++) {
+    const d = devices[i];
+    const state = deviceState(d, firingByDevice, nowMs);
+    const versionKeys = [], labels = [];
+    let versions = "";
+    for (const k in d.versions || {}) {
+      const v = d.versions[k];
+      versions += (versions ? ", " : "") + k + " " + v;
+      versionKeys.push(k + ":" + v);
+      bump(byVersion, k + ":" + v);
+    }
+    for (const k in d.labels || {}) {
+      const l = k + "=" + d.labels[k];
+      labels.push(l);
+      bump(byLabel, l);
+    }
+    const cls = d.device_class || "(none)";
+    bump(byState, state);
+    bump(byClass, cls);
+    rows[i] = { d, state, cls, versions, versionKeys, labels,
+                alerts: firingByDevice.get(d.id) || 0, backlog: backlogOf(d), search: null };
+  }
+  return { rows, byState, byClass, byVersion, byLabel };
+}
 
 async function pageFleet(main) {
   const [devs, firing] = await Promise.all([apiJson("/v1/devices"),
                                             apiJson("/v1/alerts?state=firing")]);
+  performance.mark("fleet:received");
   const tReceived = performance.now();
   const nowMs = Date.now();
   const firingByDevice = new Map();
   for (const a of firing) firingByDevice.set(a.device, (firingByDevice.get(a.device) || 0) + 1);
-  fleet.rows = devs.devices.map((d) => {
-    const state = deviceState(d, firingByDevice, nowMs);
-    const versions = versionsText(d.versions);
-    const labels = Object.entries(d.labels || {}).map(([k, v]) => k + "=" + v);
-    return { d, state, versions, labels, alerts: firingByDevice.get(d.id) || 0,
-             backlog: backlogOf(d),
-             search: (d.id + " " + d.name + " " + d.device_class + " " + versions + " " + state +
-                      " " + labels.join(" ")).toLowerCase() };
-  });
-
+  const built = buildFleetRows(devs.devices, firingByDevice, nowMs);
+  fleet.rows = built.rows;
+  const { byState, byClass, byVersion, byLabel } = built;
+  performance.mark("fleet:rows");
   const tRows = performance.now();
-  const byState = new Map(), byClass = new Map(), byVersion = new Map(), byLabel = new Map();
-  const bump = (m, k) => m.set(k, (m.get(k) || 0) + 1);
-  for (const r of fleet.rows) {
-    bump(byState, r.state);
-    bump(byClass, r.d.device_class || "(none)");
-    for (const [k, v] of Object.entries(r.d.versions || {})) bump(byVersion, k + ":" + v);
-    for (const l of r.labels) bump(byLabel, l);
-  }
 
   const stateCard = (s) => el("div", { class: "card" },
     el("div", { class: "num state state-" + s, id: "count-" + s, text: String(byState.get(s) || 0) }),
@@ -255,71 +286,134 @@ async function pageFleet(main) {
       ...["Device", "Name", "Class", "State", "Last seen", "Backlog", "Versions", "Alerts"].map(
         (h, i) => el("th", { class: i === 5 || i === 7 ? "num" : "", text: h })))),
     el("tbody", { id: "fleet-body" }));
-  const sentinel = el("div", { id: "fleet-more", class: "muted small" });
 
-  main.replaceChildren(
+  /* Built off-document, attached once: one style and layout pass for the whole page. */
+  const frag = document.createDocumentFragment();
+  frag.append(
     el("h1", { text: "Fleet" }), counts,
     chips("Classes", byClass, "cls"), chips("Versions", byVersion, "version"),
-    byLabel.size ? chips("Labels", byLabel, "label") : null,
+    byLabel.size ? chips("Labels", byLabel, "label") : "",
     el("div", { class: "row" }, search, sel("state", byState, "any state"),
        sel("cls", byClass, "any class"), sel("version", byVersion, "any version"),
        sel("label", byLabel, "any label"), clear,
        el("span", { class: "muted" }, el("span", { id: "fleet-matching", text: "0" }),
           " of ", String(fleet.rows.length), " devices match")),
-    table, sentinel);
+    table);
+  for (const k of ["state", "cls", "version", "label"])
+    frag.querySelector("#filter-" + k).value = fleet.filter[k];
   search.value = fleet.filter.q;
-  for (const k of ["state", "cls", "version", "label"]) $("filter-" + k).value = fleet.filter[k];
+  main.replaceChildren(frag);
 
-  if (fleet.observer) fleet.observer.disconnect();
-  fleet.observer = new IntersectionObserver((entries) => {
-    if (entries.some((e) => e.isIntersecting)) renderMoreRows();
-  });
-  fleet.observer.observe(sentinel);
+  if (!fleet.scrollBound) {
+    /* One listener for the page's life; a frame at most per scroll burst. */
+    let queued = false;
+    const onScroll = () => {
+      if (queued) return;
+      queued = true;
+      requestAnimationFrame(() => { queued = false; renderWindow(false); });
+    };
+    window.addEventListener("scroll", onScroll, { passive: true });
+    window.addEventListener("resize", onScroll, { passive: true });
+    fleet.scrollBound = true;
+  }
   applyFilter();
+  performance.mark("fleet:drawn");
+  /* The search text of every row, built after the first render in slices of 2000 rows so the
+   * page stays responsive and the first search does not pay for it. */
+  const rowsNow = fleet.rows;
+  const prepare = (from) => {
+    if (fleet.rows !== rowsNow) return;
+    const end = Math.min(rowsNow.length, from + 2000);
+    for (let i = from; i < end; i++) searchText(rowsNow[i]);
+    if (end < rowsNow.length) setTimeout(() => prepare(end), 0);
+  };
+  setTimeout(() => prepare(0), 0);
+  performance.measure("fleet:build-rows", "fleet:received", "fleet:rows");
+  performance.measure("fleet:draw", "fleet:rows", "fleet:drawn");
   /* Where the page's time went (console-bench reads it): list parsed, rows built, drawn. */
   document.body.dataset.fleetTimes = JSON.stringify({ received: tReceived, rows: tRows,
                                                       drawn: performance.now() });
   setStatus(fleet.rows.length + " devices, read " + new Date(nowMs).toLocaleTimeString());
 }
 
+function searchText(r) {
+  if (r.search === null)
+    r.search = (r.d.id + " " + r.d.name + " " + r.d.device_class + " " + r.versions + " " +
+                r.state + " " + r.labels.join(" ")).toLowerCase();
+  return r.search;
+}
+
 function applyFilter() {
   const f = fleet.filter, q = f.q.trim().toLowerCase();
   const words = q ? q.split(/\s+/) : [];
-  fleet.filtered = fleet.rows.filter((r) =>
+  const any = words.length || f.state || f.cls || f.version || f.label;
+  fleet.filtered = !any ? fleet.rows : fleet.rows.filter((r) =>
     (!f.state || r.state === f.state) &&
-    (!f.cls || (r.d.device_class || "(none)") === f.cls) &&
-    (!f.version || Object.entries(r.d.versions || {}).some(([k, v]) => k + ":" + v === f.version)) &&
+    (!f.cls || r.cls === f.cls) &&
+    (!f.version || r.versionKeys.includes(f.version)) &&
     (!f.label || r.labels.includes(f.label)) &&
-    words.every((w) => r.search.includes(w)));
+    (!words.length || words.every((w) => searchText(r).includes(w))));
   $("fleet-matching").textContent = String(fleet.filtered.length);
-  $("fleet-body").replaceChildren();
-  fleet.shown = 0;
-  renderMoreRows();
+  renderWindow(true);
 }
 
-function renderMoreRows() {
+function fleetRow(r, nowMs) {
+  const d = r.d;
+  const tr = document.createElement("tr");
+  tr.dataset.device = d.id;
+  const td = (text, cls, title) => {
+    const c = document.createElement("td");
+    c.textContent = text;
+    if (cls) c.className = cls;
+    if (title) c.title = title;
+    tr.appendChild(c);
+    return c;
+  };
+  const a = document.createElement("a");
+  a.href = "#/device/" + encodeURIComponent(d.id);
+  a.textContent = d.id;
+  td("").appendChild(a);
+  td(d.name, "", d.name);
+  td(d.device_class);
+  td(r.state === "offline" ? "offline " + duration(nowMs - d.last_seen_ns / 1e6) : r.state,
+     "state state-" + r.state);
+  td(ago(d.last_seen_ns, nowMs), "", isoTime(d.last_seen_ns));
+  td(String(r.backlog), "num");
+  td(r.versions, "", r.versions);
+  td(String(r.alerts), "num" + (r.alerts ? " state-alerting" : ""));
+  return tr;
+}
+
+function spacerRow(height) {
+  const tr = document.createElement("tr");
+  tr.className = "spacer";
+  const c = document.createElement("td");
+  c.colSpan = 8;
+  c.style.height = height + "px"; /* CSSOM: allowed by the strict CSP */
+  tr.appendChild(c);
+  return tr;
+}
+
+/* Draws the rows of the filtered list that are in or near the window. `force`: the list
+ * changed (else only a changed range is redrawn). One layout read (the table's position). */
+function renderWindow(force) {
   const body = $("fleet-body");
   if (!body) return;
+  const n = fleet.filtered.length;
+  const top = body.getBoundingClientRect().top;
+  const first = Math.max(0, Math.min(n, Math.floor(-top / ROW_H) - ROW_OVERSCAN));
+  const last = Math.min(n, first + Math.ceil(window.innerHeight / ROW_H) + 2 * ROW_OVERSCAN);
+  if (!force && fleet.range[0] === first && fleet.range[1] === last) return;
+  const t0 = performance.now();
+  fleet.range = [first, last];
   const nowMs = Date.now();
   const frag = document.createDocumentFragment();
-  const end = Math.min(fleet.filtered.length, fleet.shown + ROW_CHUNK);
-  for (let i = fleet.shown; i < end; i++) {
-    const r = fleet.filtered[i], d = r.d;
-    let stateText = r.state;
-    if (r.state === "offline") stateText = "offline " + duration(nowMs - d.last_seen_ns / 1e6);
-    frag.append(el("tr", { "data-device": d.id },
-      el("td", {}, el("a", { href: "#/device/" + encodeURIComponent(d.id), text: d.id })),
-      el("td", { text: d.name }), el("td", { text: d.device_class }),
-      el("td", { class: "state state-" + r.state, text: stateText }),
-      el("td", { title: isoTime(d.last_seen_ns), text: ago(d.last_seen_ns, nowMs) }),
-      el("td", { class: "num", text: String(r.backlog) }),
-      el("td", { text: r.versions }),
-      el("td", { class: "num" + (r.alerts ? " state-alerting" : ""), text: String(r.alerts) })));
-  }
-  body.append(frag);
-  fleet.shown = end;
-  $("fleet-more").textContent = fleet.shown < fleet.filtered.length
-    ? "Showing " + fleet.shown + " of " + fleet.filtered.length + " — scroll for more" : "";
+  if (first > 0) frag.appendChild(spacerRow(first * ROW_H));
+  for (let i = first; i < last; i++) frag.appendChild(fleetRow(fleet.filtered[i], nowMs));
+  if (last < n) frag.appendChild(spacerRow((n - last) * ROW_H));
+  body.replaceChildren(frag);
+  /* How long the last redraw of the window took (console-bench reads it). */
+  body.dataset.windowMs = (performance.now() - t0).toFixed(2);
 }
 
 /* ---- Device page ------------------------------------------------------------------------ */
@@ -342,6 +436,48 @@ function actionsTable(actions) {
       el("td", { class: "num", text: a.exit_code === undefined || a.exit_code === null ? ""
                                                                       : String(a.exit_code) }),
       el("td", {}, el("code", { text: (a.output || "").slice(-200) }))))));
+}
+
+/* The update timeline: the device's ota.* events (the newest first), each a state change of one
+ * component's update (engine/ota: component, state, running/target version, reason) or a
+ * condition check (ota.condition: release_version, result, detail). */
+function timelineTable(events) {
+  const ota = events.filter((r) => typeof r.name === "string" && r.name.startsWith("ota."));
+  if (!ota.length) return el("p", { class: "muted", id: "device-timeline",
+                                    text: "No ota.* events among the device's newest events." });
+  ota.sort((a, b) => (b.ts_corrected || 0) - (a.ts_corrected || 0) || b.seq - a.seq);
+  const f = (r, k) => (r.fields && r.fields[k] !== undefined && r.fields[k] !== null
+                       ? String(r.fields[k]) : "");
+  return el("table", { id: "device-timeline" },
+    el("thead", {}, el("tr", {}, ...["Device time", "Component", "Event", "Running", "Target",
+      "Reason", "Bytes"].map((h, i) => el("th", { class: i === 6 ? "num" : "", text: h })))),
+    el("tbody", {}, ...ota.map((r) => {
+      const ev = r.name.slice(4);
+      const bad = ev === "failed" || ev === "rolled_back" || f(r, "state") === "failed";
+      return el("tr", { "data-seq": String(r.seq), "data-event": ev },
+        el("td", { title: "sequence " + r.seq, text: isoTime(r.ts_corrected) }),
+        el("td", { text: f(r, "component") }),
+        el("td", { class: "state " + (bad ? "state-firing" : ev === "committed"
+                                             ? "state-resolved" : ""),
+                   text: ev === "condition" ? "condition " + f(r, "result") : ev }),
+        el("td", { text: f(r, "running_version") }),
+        el("td", { text: f(r, "target_version") || f(r, "release_version") }),
+        el("td", { text: f(r, "reason") || f(r, "detail") || r.message || "" }),
+        el("td", { class: "num", text: f(r, "bytes_done") }));
+    })));
+}
+
+/* The device's newest inventory event as GET /v1/devices/{id} gives it (docs/ingest.md). */
+function inventoryBlock(d) {
+  const inv = d.inventory;
+  if (!inv || typeof inv !== "object" || !Object.keys(inv).length)
+    return el("p", { class: "muted", id: "device-inventory", text: "no inventory reported" });
+  const keys = Object.keys(inv).sort();
+  return el("div", { id: "device-inventory" },
+    el("p", { class: "muted small", text: "reported " + (d.inventory_time || "?") }),
+    el("dl", {}, ...keys.flatMap((k) => [el("dt", { text: k }),
+      el("dd", { "data-key": k, text: typeof inv[k] === "string" ? inv[k]
+                                                                  : JSON.stringify(inv[k]) })])));
 }
 
 const devicePage = { id: "", metric: "", range: "hour" };
@@ -388,6 +524,8 @@ async function pageDevice(main, id) {
       el("td", { text: isoTime(u.ts) })))))
     : el("p", { class: "muted", text: "No update state reported." });
 
+  const timeline = el("div", { id: "timeline-holder" },
+                      el("p", { class: "muted", text: "Reading the ota.* events…" }));
   const metricSel = el("select", { id: "metric-select" });
   const rangeButtons = el("span", { class: "row" }, ...Object.keys(RANGES).map((r) =>
     el("button", { type: "button", id: "range-" + r, class: r === devicePage.range ? "on" : "",
@@ -403,17 +541,24 @@ async function pageDevice(main, id) {
   main.replaceChildren(
     el("h1", { text: "Device " + id }),
     el("div", { class: "grid2" }, el("div", { class: "card" }, info),
-       el("div", {}, streams, el("h2", { text: "Updates" }), updTable)),
+       el("div", {}, streams, el("h2", { text: "Updates" }), updTable,
+          el("h2", { text: "Inventory" }), inventoryBlock(d))),
+    el("h2", { text: "Update timeline" }), timeline,
     el("h2", { text: "Metrics" }),
     el("div", { class: "row" }, metricSel, rangeButtons), canvas, chartNote,
     el("h2", { text: "Alerts" }), alertsTable(alerts, false),
     el("h2", { text: "Device actions" }), actionsTable(actionsDoc.actions || []),
     el("h2", { text: "Recent logs" }), el("div", { class: "row" }, levelSel, logText), logs);
 
-  /* The metric names come from the device's newest metric records. */
-  const mseq = (d.streams && d.streams.metric && d.streams.metric.max_seq) || 0;
-  const recent = mseq ? await apiNdjson("/v1/export?device=" + enc + "&stream=metric&after_seq=" +
-                                        Math.max(0, mseq - 500) + "&limit=500") : [];
+  /* The metric names come from the device's newest metric records; the update timeline from
+   * its newest 1000 events (ota.* among them). */
+  const newest = (stream, n) => {
+    const max = (d.streams && d.streams[stream] && d.streams[stream].max_seq) || 0;
+    return max ? apiNdjson("/v1/export?device=" + enc + "&stream=" + stream + "&after_seq=" +
+                           Math.max(0, max - n) + "&limit=" + n) : Promise.resolve([]);
+  };
+  const [recent, events] = await Promise.all([newest("metric", 500), newest("event", 1000)]);
+  timeline.replaceChildren(timelineTable(events));
   const names = new Set();
   for (const r of recent)
     for (const [k, v] of Object.entries(r.fields || {}))
@@ -526,30 +671,116 @@ function plot(ctx, w, h, s, fromMs, toMs) {
 
 /* ---- Alerts page ------------------------------------------------------------------------ */
 
-function alertsTable(alerts, withDevice) {
+/* Whether an active silence covers an alert (its rule and device match; "" is any). */
+function silenceOf(a, silences) {
+  return (silences || []).find((s) => s.active && (!s.rule || s.rule === a.rule) &&
+                                      (!s.device || s.device === a.device)) || null;
+}
+
+const SILENCE_FOR = ["1h", "4h", "24h"];
+
+/* The alerts as a table. opts (Alerts page): silences (active ones mark their alerts), and for
+ * operator tokens silence(alert, duration), which adds the "Silence 1h / 4h / 24h" buttons. */
+function alertsTable(alerts, withDevice, opts) {
   if (!alerts.length) return el("p", { class: "muted", text: "No alerts." });
+  const o = opts || {};
   const sorted = alerts.slice().sort((a, b) => (b.starts_ns || 0) - (a.starts_ns || 0));
+  const heads = ["Rule", withDevice ? "Device" : null, "State", "Severity", "Late",
+    "Started (device time)", "Ended", "Value", "Labels", o.silences ? "Silenced" : null,
+    o.silence ? "" : null].filter((x) => x !== null);
   return el("table", { class: "alerts-table" },
-    el("thead", {}, el("tr", {}, ...["Rule", withDevice ? "Device" : null, "State", "Severity",
-      "Late", "Started (device time)", "Ended", "Value", "Labels"].filter((x) => x !== null)
-      .map((h) => el("th", { text: h })))),
-    el("tbody", {}, ...sorted.map((a) => el("tr", {},
-      el("td", { text: a.rule || "" }),
-      withDevice ? el("td", {}, el("a", { href: "#/device/" + encodeURIComponent(a.device || ""),
-                                           text: a.device || "" })) : null,
-      el("td", { class: "state state-" + a.state, text: a.state || "" }),
-      el("td", { text: a.severity || "" }),
-      el("td", { text: a.late ? "late" : "" }),
-      el("td", { text: isoTime(a.starts_ns) }),
-      el("td", { text: a.state === "resolved" ? isoTime(a.ends_ns) : "–" }),
-      el("td", { class: "num", text: typeof a.value === "number" ? String(a.value) : "" }),
-      el("td", { text: Object.entries(a.labels || {}).map(([k, v]) => k + "=" + v).join(" ") })))));
+    el("thead", {}, el("tr", {}, ...heads.map((h) => el("th", { text: h })))),
+    el("tbody", {}, ...sorted.map((a) => {
+      const sil = o.silences ? silenceOf(a, o.silences) : null;
+      return el("tr", { "data-rule": a.rule || "", "data-device": a.device || "" },
+        el("td", { text: a.rule || "" }),
+        withDevice ? el("td", {}, el("a", { href: "#/device/" + encodeURIComponent(a.device || ""),
+                                             text: a.device || "" })) : null,
+        el("td", { class: "state state-" + a.state, text: a.state || "" }),
+        el("td", { text: a.severity || "" }),
+        el("td", { text: a.late ? "late" : "" }),
+        el("td", { text: isoTime(a.starts_ns) }),
+        el("td", { text: a.state === "resolved" ? isoTime(a.ends_ns) : "–" }),
+        el("td", { class: "num", text: typeof a.value === "number" ? String(a.value) : "" }),
+        el("td", { text: Object.entries(a.labels || {}).map(([k, v]) => k + "=" + v).join(" ") }),
+        o.silences ? el("td", { class: sil ? "silenced" : "muted",
+                                text: sil ? "until " + isoTime(sil.ends_ns) : "–" }) : null,
+        o.silence ? el("td", { class: "nowrap" }, ...SILENCE_FOR.map((f) =>
+          el("button", { type: "button", class: "silence-btn small", "data-for": f,
+                         title: "Mute the notifications of " + a.rule + " on " + a.device +
+                                " for " + f, text: "Silence " + f,
+                         onclick: (ev) => o.silence(a, f, ev.target) }))) : null);
+    })));
+}
+
+/* The stored silences: rule, device, when they end, comment, who; Remove for operators. */
+function silencesTable(silences, who, remove) {
+  if (!silences.length) return el("p", { class: "muted", id: "silences-none",
+                                         text: "No silences." });
+  const nowMs = Date.now();
+  const sorted = silences.slice().sort((a, b) => (b.active - a.active) || (b.ends_ns - a.ends_ns));
+  const op = who && who.operator;
+  return el("table", { id: "silences-table" },
+    el("thead", {}, el("tr", {}, ...["Rule", "Device", "State", "Started", "Ends", "Comment",
+      "By", op ? "" : null].filter((x) => x !== null).map((h) => el("th", { text: h })))),
+    el("tbody", {}, ...sorted.map((s) => el("tr", { "data-silence": s.id },
+      el("td", { text: s.rule || "any rule" }),
+      el("td", {}, s.device ? el("a", { href: "#/device/" + encodeURIComponent(s.device),
+                                        text: s.device }) : "any device"),
+      el("td", { class: s.active ? "state silenced" : "muted",
+                 text: s.active ? "active" : "expired" }),
+      el("td", { text: s.starts || "" }),
+      el("td", { title: s.ends || "", text: s.active
+        ? "in " + duration(s.ends_ns / 1e6 - nowMs) + " (" + (s.ends || "") + ")"
+        : s.ends || "" }),
+      el("td", { text: s.comment || "" }),
+      el("td", { text: s.created_by || "" }),
+      op ? el("td", {}, el("button", { type: "button", class: "unsilence small",
+                                       text: "Remove", onclick: (ev) => remove(s, ev.target) }))
+         : null))));
+}
+
+/* The operator's form for a silence not tied to one alert row (a rule, a device or both). */
+function silenceForm(onCreate) {
+  const rule = el("input", { id: "silence-rule", placeholder: "rule (empty: any)", size: "16",
+                             maxlength: "64" });
+  const device = el("input", { id: "silence-device", placeholder: "device (empty: any)",
+                               size: "20", maxlength: "64" });
+  const dur = el("select", { id: "silence-for" }, ...["1h", "4h", "24h", "7d"].map((f) =>
+    el("option", { value: f, text: "for " + f })));
+  const comment = el("input", { id: "silence-comment", placeholder: "comment", size: "30",
+                                maxlength: "1024" });
+  const add = el("button", { type: "button", id: "silence-add", text: "Add silence",
+    onclick: () => onCreate({ rule: rule.value.trim(), device: device.value.trim(),
+                              for: dur.value, comment: comment.value }, add) });
+  return el("div", { class: "row", id: "silence-form" }, rule, device, dur, comment, add);
 }
 
 const alertsView = { tab: "firing" };
 
 async function pageAlerts(main) {
-  const all = await apiJson("/v1/alerts");
+  const [all, silDoc, who] = await Promise.all([apiJson("/v1/alerts"), apiJson("/v1/silences"),
+                                                whoAmI().catch(() => null)]);
+  const silences = silDoc.silences || [];
+  const reload = () => { if (location.hash.startsWith("#/alerts")) route(); };
+  const act = async (button, what, fn) => {
+    button.disabled = true;
+    try {
+      await fn();
+      setStatus(what + ": done");
+      reload();
+    } catch (e) {
+      setStatus(String(e.message || e), true);
+      button.disabled = false;
+    }
+  };
+  const silence = (a, f, button) => act(button, "silence " + a.rule + " on " + a.device, () =>
+    apiPost("/v1/silences", { rule: a.rule, device: a.device, for: f,
+                              comment: "from the console" }));
+  const remove = (s, button) => act(button, "remove silence " + s.id, () =>
+    apiSend("DELETE", "/v1/silences/" + encodeURIComponent(s.id)));
+  const create = (body, button) => act(button, "silence", () => apiPost("/v1/silences", body));
+  const op = who && who.operator;
   const groups = { firing: all.filter((a) => a.state === "firing"),
                    resolved: all.filter((a) => a.state === "resolved"),
                    late: all.filter((a) => a.late) };
@@ -560,11 +791,24 @@ async function pageAlerts(main) {
                    onclick: () => { alertsView.tab = k; show(); } })));
   const show = () => {
     for (const k of Object.keys(groups)) $("tab-" + k).className = k === alertsView.tab ? "on" : "";
-    holder.replaceChildren(alertsTable(groups[alertsView.tab], true));
+    /* Silencing applies to what still fires; resolved alerts only show whether they were. */
+    holder.replaceChildren(alertsTable(groups[alertsView.tab], true, {
+      silences, silence: op && alertsView.tab !== "resolved" ? silence : null }));
   };
-  main.replaceChildren(el("h1", { text: "Alerts" }), tabs, holder);
+  const active = silences.filter((s) => s.active).length;
+  main.replaceChildren(el("h1", { text: "Alerts" }), tabs, holder,
+    el("h2", { id: "silences-title", "data-active": String(active),
+               text: "Silences (" + active + " active)" }),
+    el("p", { class: "muted small", text: "A silence mutes the notifications of the alerts it " +
+              "covers; they are still evaluated and listed (docs/alerts.md)." }),
+    op ? silenceForm(create)
+       : el("p", { class: "muted small", id: "silence-viewer", text: "Token " +
+                   ((who && who.name) || "?") + " is a " + ((who && who.role) || "viewer") +
+                   ": adding and removing silences need an operator token." }),
+    silencesTable(silences, who, remove));
   show();
-  setStatus(all.length + " alerts, read " + new Date().toLocaleTimeString());
+  setStatus(all.length + " alerts, " + active + " silences active, read " +
+            new Date().toLocaleTimeString());
 }
 
 /* ---- Rollouts pages ------------------------------------------------------------------------ */
@@ -688,6 +932,75 @@ function compareTable(cmp) {
         verdict(m.significant_after_control, m.p_after_control)))));
 }
 
+/* The before/after comparison of one metric as a small chart (canvas, as the device page's):
+ * one row per group (before and after on the updated devices, the devices not updated), a bar
+ * from 0 to the p50, a lighter bar on to the p95, the mean as a tick; one scale per metric. */
+const COMPARE_GROUPS = [["before", "before"], ["after", "after"], ["control", "not updated"]];
+
+function compareChart(m) {
+  const w = 340, h = 118, left = 78, right = 12, top = 20, rowH = 30;
+  const canvas = el("canvas", { class: "compare-chart", width: String(w), height: String(h),
+                                "data-metric": m.metric, role: "img" });
+  const groups = COMPARE_GROUPS.map(([k, label]) => ({ label, d: m[k] || null }));
+  const finite = (v) => typeof v === "number" && isFinite(v);
+  let lo = 0, hi = 0;
+  for (const g of groups)
+    for (const v of g.d ? [g.d.p50, g.d.p95, g.d.mean] : [])
+      if (finite(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+  if (hi === lo) hi = lo + 1;
+  canvas.setAttribute("aria-label", m.metric + ": " + groups.map((g) => g.label + " p50 " +
+    num(g.d && g.d.p50) + " p95 " + num(g.d && g.d.p95)).join(", "));
+  for (const [k] of COMPARE_GROUPS) {
+    const d = m[k];
+    canvas.dataset[k + "P50"] = d && finite(d.p50) ? String(d.p50) : "";
+  }
+  const dpr = window.devicePixelRatio || 1;
+  canvas.width = Math.round(w * dpr);
+  canvas.height = Math.round(h * dpr);
+  canvas.style.width = w + "px"; /* CSSOM: allowed by the strict CSP */
+  canvas.style.height = h + "px";
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  const x = (v) => left + (v - lo) / (hi - lo) * (w - left - right);
+  ctx.font = "11px system-ui, sans-serif";
+  ctx.fillStyle = "#1d2330";
+  ctx.fillText(m.metric, 4, 12);
+  ctx.strokeStyle = "#d9dee7";
+  ctx.beginPath(); ctx.moveTo(x(0), top - 2); ctx.lineTo(x(0), top + 3 * rowH); ctx.stroke();
+  groups.forEach((g, i) => {
+    const y = top + i * rowH;
+    ctx.fillStyle = "#667085";
+    ctx.fillText(g.label, 4, y + 15);
+    if (!g.d || !finite(g.d.p50)) { ctx.fillText("no samples", left + 4, y + 15); return; }
+    const colour = i === 1 ? "31, 95, 191" : i === 0 ? "102, 112, 133" : "179, 89, 0";
+    if (finite(g.d.p95)) {
+      ctx.fillStyle = "rgba(" + colour + ", 0.3)";
+      ctx.fillRect(Math.min(x(0), x(g.d.p95)), y + 4, Math.abs(x(g.d.p95) - x(0)), 16);
+    }
+    ctx.fillStyle = "rgba(" + colour + ", 0.9)";
+    ctx.fillRect(Math.min(x(0), x(g.d.p50)), y + 4, Math.abs(x(g.d.p50) - x(0)), 16);
+    if (finite(g.d.mean)) {
+      ctx.fillStyle = "#1d2330";
+      ctx.fillRect(x(g.d.mean) - 1, y + 1, 2, 22);
+    }
+    const label = num(g.d.p50, 2) + " / " + num(g.d.p95, 2) + " (n=" + (g.d.count || 0) + ")";
+    ctx.fillStyle = "#1d2330";
+    ctx.fillText(label, Math.min(w - right - ctx.measureText(label).width, x(hi) - 4 -
+                                 ctx.measureText(label).width), y + 16);
+  });
+  return canvas;
+}
+
+function compareCharts(cmp) {
+  const rows = ((cmp && cmp.metrics) || []).filter((m) => !m.error);
+  if (!rows.length) return null;
+  return el("div", { id: "compare-charts" },
+    el("p", { class: "small muted legend", text: "Per metric: p50 (dark bar), p95 (light bar), " +
+              "mean (tick) before and after the update on the updated devices and on the " +
+              "devices not updated." }),
+    el("div", { class: "charts" }, ...rows.map(compareChart)));
+}
+
 /* The operator's buttons: only those that apply in the rollout's state, only for a token whose
  * role may change things. The server checks both again. */
 function rolloutActions(r, who, reload) {
@@ -770,7 +1083,8 @@ async function pageRollout(main, id) {
     rolloutActions(r, who, reload),
     el("h2", { text: "Waves" }), legend, waves,
     el("h2", { text: "Before and after" }),
-    cmp.error ? el("p", { class: "error", text: cmp.error }) : compareTable(cmp),
+    cmp.error ? el("p", { class: "error", text: cmp.error }) : compareCharts(cmp),
+    cmp.error ? null : compareTable(cmp),
     el("h2", { text: "Devices (" + devs.length + (devs.length > shown.length
       ? ", the first " + shown.length + " shown" : "") + ")" }), devTable);
   setStatus("rollout " + r.state + ", read " + new Date().toLocaleTimeString());

@@ -9,11 +9,17 @@ Proves, each page loaded from /ui/ with a fresh profile:
     counts by class equal /v1/devices?class=..., a search narrows the table to one device and the
     class filter to that class's devices;
   - Device: the chart drew the buckets /v1/series gives, the recent logs show the device's log
-    lines and the level filter hides the info lines;
-  - Alerts: the firing alert of the hot device is listed with a link to its device page;
-  - Rollouts: a rollout created with the CLI is listed; its page shows its waves and gate; a
-    viewer token gets no change buttons, an operator token's Pause button pauses it (checked
-    through the API) and the page then offers Resume;
+    lines and the level filter hides the info lines; a ferry-fleet device that took a published
+    release shows its update timeline (the same ota.* events, newest first, as /v1/export gives)
+    and "no inventory reported" or its inventory as /v1/devices/{id} gives it;
+  - Alerts: the firing alert of the hot device is listed with a link to its device page; a viewer
+    token sees no silence or remove buttons; an operator's "Silence 1h" on the alert's row makes
+    a silence that GET /v1/silences lists (rule, device, about an hour, created by the token),
+    the page marks the alert silenced, and its Remove button deletes it again;
+  - Rollouts: a rollout created with the CLI is listed; its page shows its waves and gate, and
+    one before/after chart per compared metric holding the p50s /compare gives; a viewer token
+    gets no change buttons, an operator token's Pause button pauses it (checked through the API)
+    and the page then offers Resume;
   - Token: a wrong token gets the ingest's 401 and the prompt again; a token typed into the
     prompt is kept in sessionStorage and sent as
     `Authorization: Bearer` on the page's requests (checked on the page's own fetch calls).
@@ -112,6 +118,25 @@ def main():
         ingest.start("-c", ini)
         url = ingest.url()
 
+        # A signed rootfs release published for ferry-fleet's class: its devices take it (the
+        # same OTA agent and ota.* events as ferryd), so their pages have an update timeline.
+        rel = os.path.join(h.tmp, "release")
+        os.makedirs(rel)
+        key = os.path.join(rel, "release")
+        subprocess.run([h.bin("ferry"), "release", "keygen", key], check=True,
+                       capture_output=True, timeout=30)
+        rootfs = os.path.join(rel, "rootfs.img")
+        with open(rootfs, "wb") as f:
+            f.write(os.urandom(32 * 1024))
+        rootfs_out = os.path.join(rel, "rootfs-out")
+        subprocess.run([h.bin("ferry"), "release", "create", "--component", "rootfs", "--version",
+                        "1.1.0", "--device-class", "ferry-fleet", "--serial", "1", "--target",
+                        rootfs, "--out-dir", rootfs_out, "--key", key + ".key"],
+                       check=True, capture_output=True, timeout=60)
+        subprocess.run([h.bin("ferry-ingest"), "-d", ingest.dir, "release", "publish", "--pub",
+                        key + ".pub", os.path.join(rootfs_out, "manifest.json"), rootfs_out],
+                       check=True, capture_output=True, timeout=60)
+
         # Six virtual devices from ferry-fleet (they finish and drain before the pages load).
         fleet_dir = os.path.join(h.tmp, "fleet")
         # Its exit status says whether every record was acknowledged within the drain; this test
@@ -121,8 +146,11 @@ def main():
                              os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
                                           "..", "simulators", "profiles"),
                              "--data-dir", fleet_dir, "--devices", "6",
-                             "--tick", "1s", "--duration", "3s", "--drain", "10s", "--report",
-                             "0", "--processes", "1"], capture_output=True, text=True, timeout=60)
+                             "--tick", "1s", "--duration", "7s", "--drain", "10s", "--report",
+                             "0", "--processes", "1", "--ota-pub", key + ".pub", "--ota-check",
+                             "1s", "--ota-reboot", "500ms", "--ota-health-gate",
+                             "inference.fps >= 1 for 1s"],
+                            capture_output=True, text=True, timeout=60)
         totals = json.loads(fl.stdout.strip().splitlines()[-1])
         assert totals["enrolled"] == 6 and totals["acked"] > 0, (fl.stdout, fl.stderr[-2000:])
 
@@ -165,8 +193,11 @@ def main():
         firing_devs = {a["device"] for a in
                        json.loads(synclib.http_get(url + "/v1/alerts?state=firing", token=viewer)[1])}
         now_ns = time.time_ns()
-        online = sum(1 for d in after if d["id"] not in firing_devs and d["last_seen_ns"] and
-                     now_ns - d["last_seen_ns"] <= OFFLINE_AFTER_NS)
+        idle = ("idle", "committed", "rolled_back", "failed", "rollback")
+        updating = {d["id"] for d in after if any(
+            u.get("state") and u["state"] not in idle for u in (d.get("updates") or {}).values())}
+        online = sum(1 for d in after if d["id"] not in firing_devs and d["id"] not in updating and
+                     d["last_seen_ns"] and now_ns - d["last_seen_ns"] <= OFFLINE_AFTER_NS)
         assert int(text(drv, "count-online")) == online, (text(drv, "count-online"), online)
         assert int(text(drv, "count-alerting")) == len(firing_devs) == 1, firing_devs
         classes = {}
@@ -220,22 +251,47 @@ def main():
         drv.save_screenshot(os.path.join(args.artifacts, "device.png"))
         assert not console_errors(drv)
 
+        # ---- Device: the update timeline of a fleet device that took the release (its ota.*
+        # events as /v1/export gives them, newest first) and its inventory (or the absence).
+        def ota_events(dev_id):
+            return [r for r in ingest.export(dev_id, "event") if r["name"].startswith("ota.")]
+        updated = [d for d in after if d["device_class"] == "ferry-fleet" and ota_events(d["id"])]
+        assert updated, "no ferry-fleet device reported an ota.* event"
+        fdev = updated[0]
+        load(drv, url, "#/device/" + fdev["id"], "device")
+        want = ota_events(fdev["id"])  # read after the page: at least what it showed
+        rows = drv.find_elements(By.CSS_SELECTOR, "#device-timeline tbody tr")
+        seqs = [int(r.get_attribute("data-seq")) for r in rows]
+        want_seqs = sorted((r["seq"] for r in want), key=lambda q: -q)
+        assert seqs == want_seqs[len(want_seqs) - len(seqs):] or seqs == want_seqs, (seqs, want_seqs)
+        assert len(seqs) >= 2, seqs
+        newest = max(want, key=lambda r: r["seq"])
+        assert rows[0].get_attribute("data-event") == newest["name"][4:], \
+            (rows[0].text, newest["name"])
+        assert "1.1.0" in text(drv, "device-timeline"), text(drv, "device-timeline")
+        shown = json.loads(synclib.http_get(url + "/v1/devices/" + fdev["id"], token=viewer)[1])
+        if shown.get("inventory"):
+            for k, v in shown["inventory"].items():
+                cell = drv.find_element(By.CSS_SELECTOR, '#device-inventory dd[data-key="%s"]' % k)
+                assert cell.text == (v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))), (k, cell.text, v)
+        else:
+            assert text(drv, "device-inventory") == "no inventory reported"
+        drv.save_screenshot(os.path.join(args.artifacts, "device-timeline.png"))
+        assert not console_errors(drv)
+
         # ---- Alerts
         load(drv, url, "#/alerts", "alerts")
         assert drv.find_element(By.ID, "tab-firing").get_attribute("data-count") == "1"
         link = drv.find_element(By.CSS_SELECTOR, "#alerts-list a")
         assert link.text == hot["id"] and link.get_attribute("href").endswith(
             "#/device/" + hot["id"]), link.get_attribute("href")
+        assert not drv.find_elements(By.CSS_SELECTOR, ".silence-btn, .unsilence, #silence-add")
+        assert "operator token" in text(drv, "silence-viewer"), text(drv, "silence-viewer")
         drv.save_screenshot(os.path.join(args.artifacts, "alerts.png"))
 
         # ---- Rollouts: a rollout of the hot device's class (a signed release made here), read
         # with the viewer token (no change buttons), then paused with an operator token through
         # the page's own button.
-        rel = os.path.join(h.tmp, "release")
-        os.makedirs(rel)
-        key = os.path.join(rel, "release")
-        subprocess.run([h.bin("ferry"), "release", "keygen", key], check=True,
-                       capture_output=True, timeout=30)
         image = os.path.join(rel, "model.bin")
         with open(image, "wb") as f:
             f.write(os.urandom(64 * 1024))
@@ -261,6 +317,20 @@ def main():
         assert "install_success >= 0.9" in text(drv, "rollout-waves"), text(drv, "rollout-waves")
         assert "operator token" in text(drv, "rollout-actions"), text(drv, "rollout-actions")
         assert not drv.find_elements(By.ID, "rollout-pause")  # a viewer gets no buttons
+        # The before/after charts: one per compared metric, each group's p50 as the API gives it.
+        cmp = json.loads(synclib.http_get(url + "/v1/rollouts/" + rid + "/compare",
+                                          token=viewer)[1])
+        charts = {c.get_attribute("data-metric"): c for c in
+                  drv.find_elements(By.CSS_SELECTOR, "canvas.compare-chart")}
+        compared = [m for m in cmp["metrics"] if not m.get("error")]
+        assert sorted(charts) == sorted(m["metric"] for m in compared), (sorted(charts), cmp)
+        for m in compared:
+            for group, attr in (("before", "data-before-p50"), ("after", "data-after-p50"),
+                                ("control", "data-control-p50")):
+                p50 = (m.get(group) or {}).get("p50")
+                got = charts[m["metric"]].get_attribute(attr)
+                assert (got == "" if p50 is None else abs(float(got) - p50) < 1e-9), \
+                    (m["metric"], group, got, p50)
         drv.save_screenshot(os.path.join(args.artifacts, "rollout-viewer.png"))
         operator = subprocess.run([h.bin("ferry-ingest"), "-d", ingest.dir, "token", "create",
                                    "--role", "operator", "--name", "console-operator"],
@@ -276,6 +346,34 @@ def main():
         WebDriverWait(drv, 10).until(lambda d: d.find_elements(By.ID, "rollout-resume"),
                                      "the Resume button after the pause")
         drv.save_screenshot(os.path.join(args.artifacts, "rollout-operator.png"))
+        assert not console_errors(drv)
+
+        # ---- Alerts with the operator token: "Silence 1h" on the firing alert's row makes a
+        # silence that the API lists; the page marks the alert; Remove deletes the silence.
+        load(drv, url, "#/alerts", "alerts")
+        t_click = time.time()
+        drv.find_element(By.CSS_SELECTOR, '#alerts-list tr[data-rule="gpu_hot"] '
+                                          '.silence-btn[data-for="1h"]').click()
+        sil = synclib.wait_for(lambda: json.loads(synclib.http_get(
+            url + "/v1/silences", token=viewer)[1])["silences"], 10, "the silence made by the page")
+        assert len(sil) == 1, sil
+        s0 = sil[0]
+        assert (s0["rule"], s0["device"], s0["active"], s0["created_by"]) == \
+            ("gpu_hot", hot["id"], True, "token:console-operator"), s0
+        assert abs(s0["ends_ns"] / 1e9 - (t_click + 3600)) < 30, (s0, t_click)
+        WebDriverWait(drv, 10).until(lambda d: d.find_elements(
+            By.CSS_SELECTOR, '#silences-table tr[data-silence="%s"]' % s0["id"]),
+            "the silence listed on the page")
+        assert drv.find_element(By.ID, "silences-title").get_attribute("data-active") == "1"
+        assert "until" in drv.find_element(By.CSS_SELECTOR,
+                                           '#alerts-list tr[data-rule="gpu_hot"] .silenced').text
+        drv.save_screenshot(os.path.join(args.artifacts, "alerts-silenced.png"))
+        drv.find_element(By.CSS_SELECTOR, '#silences-table tr[data-silence="%s"] .unsilence'
+                         % s0["id"]).click()
+        synclib.wait_for(lambda: not json.loads(synclib.http_get(
+            url + "/v1/silences", token=viewer)[1])["silences"], 10, "the silence removed")
+        WebDriverWait(drv, 10).until(lambda d: d.find_elements(By.ID, "silences-none"),
+                                     "the page without silences")
         assert not console_errors(drv)
         drv.execute_script("sessionStorage.setItem('ferry.token', arguments[0])", viewer)
 
@@ -306,11 +404,12 @@ def main():
         assert not console_errors(drv)
         ok = True
         print("ok: fleet (%d devices, %d online, counts by class equal the API; search and class "
-              "filter narrow the table), device (chart of %d buckets, logs with level filter), "
-              "alerts (firing with device link), rollouts (viewer without buttons, paused by an "
-              "operator's click), bearer token; no console errors; %.1f s; "
-              "screenshots in %s" % (len(after), online, n_points, time.monotonic() - T_START,
-                                     args.artifacts))
+              "filter narrow the table), device (chart of %d buckets, logs with level filter, "
+              "update timeline of %d ota.* events), alerts (firing with device link; silenced "
+              "from the row by an operator and removed, no buttons for a viewer), rollouts "
+              "(viewer without buttons, paused by an operator's click), bearer token; no console "
+              "errors; %.1f s; screenshots in %s" % (len(after), online, n_points, len(seqs),
+                                                     time.monotonic() - T_START, args.artifacts))
     finally:
         if drv is not None:
             drv.quit()

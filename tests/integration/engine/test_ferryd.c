@@ -112,6 +112,25 @@ static void daemon_init(struct daemon *d)
     snprintf(d->log, sizeof d->log, "%s/ferryd.log", d->dir);
 }
 
+/* Runs ferryd in place of this process. In a cross build tested under qemu-user without
+ * binfmt_misc (scripts/cross-arm64.sh), FERRY_TEST_EXEC_PREFIX names the emulator that runs the
+ * aarch64 programs this test starts; the ingest, a build-machine program, runs directly. */
+static void exec_ferry_program(const char *const *args)
+{
+    const char *pre = getenv("FERRY_TEST_EXEC_PREFIX");
+    if (pre != NULL && pre[0] != '\0') {
+        const char *argv2[16];
+        size_t n = 0;
+        argv2[n++] = pre;
+        for (size_t i = 0; args[i] != NULL && n + 1 < sizeof(argv2) / sizeof(argv2[0]); i++)
+            argv2[n++] = args[i];
+        argv2[n] = NULL;
+        execv(pre, (char *const *)argv2);
+        return;
+    }
+    execv(args[0], (char *const *)args);
+}
+
 /* Starts ferryd with d->cfg; waits (10 s at most) for its address file. */
 static void daemon_start(struct daemon *d)
 {
@@ -125,7 +144,8 @@ static void daemon_start(struct daemon *d)
         }
         for (int i = 0; i < 4 && d->env[i]; i++)
             putenv((char *)d->env[i]);
-        execl(ferryd_bin, ferryd_bin, "--config", d->cfg, (char *)NULL);
+        const char *argv[] = {ferryd_bin, "--config", d->cfg, NULL};
+        exec_ferry_program(argv);
         _exit(127);
     }
     d->pid = pid;
@@ -866,7 +886,7 @@ static int run_ferryd(const char *const *args, char *out, size_t out_len)
         dup2(pipefd[1], 2);
         dup2(pipefd[1], 1);
         close(pipefd[0]);
-        execv(args[0], (char *const *)args);
+        exec_ferry_program(args);
         _exit(127);
     }
     close(pipefd[1]);

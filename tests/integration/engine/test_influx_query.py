@@ -38,6 +38,12 @@ import urllib.error  # noqa: E402
 import influxdb  # noqa: E402
 
 
+def prog(a, name):
+    """A program under test: after the emulator named by FERRY_TEST_EXEC_PREFIX when a cross build
+    is tested without binfmt_misc (scripts/cross-arm64.sh)."""
+    return os.environ.get("FERRY_TEST_EXEC_PREFIX", "").split() + [os.path.join(a.bin_dir, name)]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", required=True)
@@ -48,7 +54,7 @@ def main():
         f.write("[device]\ndata_dir = %s/data\n[listen]\nhttp = 127.0.0.1:0\nudp =\nunix =\n"
                 "[collect.system]\nenabled = false\n[collect.jetson]\nenabled = false\n" % tmp)
     log = open(os.path.join(tmp, "ferryd.log"), "wb")
-    proc = subprocess.Popen([os.path.join(a.bin_dir, "ferryd"), "-c", ini], stdout=log,
+    proc = subprocess.Popen(prog(a, "ferryd") + ["-c", ini], stdout=log,
                             stderr=log)
     ok = False
     try:
@@ -123,7 +129,7 @@ def main():
         # The points are in the journal; /query stored nothing.
         proc.terminate()
         proc.wait(timeout=30)
-        out = subprocess.run([os.path.join(a.bin_dir, "ferry"), "journal", "dump",
+        out = subprocess.run(prog(a, "ferry") + ["journal", "dump",
                               os.path.join(tmp, "data"), "--stream", "metric"],
                              capture_output=True, text=True, timeout=30).stdout
         lines = [l for l in out.splitlines() if l.strip()]

@@ -25,7 +25,7 @@ def start_exporter(h):
         f.write("[device]\ndata_dir = %s\n[listen]\nhttp = 127.0.0.1:0\nudp =\nunix =\n"
                 "[sync]\nnetlink = false\n" % data)
     log = open(os.path.join(h.tmp, "exporter.log"), "wb")
-    p = subprocess.Popen([h.bin("ferryd"), "-c", ini], stdout=log, stderr=log)
+    p = subprocess.Popen(h.cmd("ferryd") + ["-c", ini], stdout=log, stderr=log)
     h.procs.append(p)
     addr = os.path.join(data, "ferryd.addr")
 
@@ -67,14 +67,14 @@ def main():
                     "[input.prometheus.dead]\nurl = http://127.0.0.1:%d/metrics\n"
                     "interval = 500ms\ntimeout = 200ms\n" % (data, exporter, dead_port))
         log = open(os.path.join(h.tmp, "ferryd.log"), "wb")
-        p = subprocess.Popen([h.bin("ferryd"), "-c", ini], stdout=log, stderr=log)
+        p = subprocess.Popen(h.cmd("ferryd") + ["-c", ini], stdout=log, stderr=log)
         h.procs.append(p)
         wait_for(lambda: os.path.exists(os.path.join(data, "ferryd.addr")), 20, "ferryd start")
         time.sleep(1.8)  # the first scrape at once, then every 500 ms
         assert p.poll() is None, "ferryd exited"
         p.terminate()
         p.wait(timeout=30)
-        out = subprocess.run([h.bin("ferry"), "journal", "dump", data, "--stream", "metric",
+        out = subprocess.run(h.cmd("ferry") + ["journal", "dump", data, "--stream", "metric",
                               "--json"], capture_output=True, text=True, timeout=30).stdout
         import json
         recs = [json.loads(l) for l in out.splitlines() if l.strip()]

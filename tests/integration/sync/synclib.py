@@ -202,6 +202,12 @@ class Harness:
     def bin(self, name):
         return os.path.join(self.bin_dir, name)
 
+    def cmd(self, name):
+        """The argv head that runs a program under test: its path, after the emulator named by
+        FERRY_TEST_EXEC_PREFIX when a cross build is tested without binfmt_misc
+        (scripts/cross-arm64.sh)."""
+        return os.environ.get("FERRY_TEST_EXEC_PREFIX", "").split() + [self.bin(name)]
+
     def close(self, keep=False):
         for p in self.proxies:
             p.close()

@@ -736,7 +736,7 @@ static void test_engine_silence_mutes_notifications(void **state)
                     "--device", "dev-muted", "--for",
                     "1h",       "--comment", "fan replaced\x1b[2J",
                     NULL};
-    assert_int_equal(alerts_cli_main(s, 9, argv), 0);
+    assert_int_equal(alerts_cli_main(s, "cli:test", 9, argv), 0);
     struct alerts_config c;
     engine_config(&c, sink.port, "webhook");
     int64_t now = ferry_realtime_ns();
@@ -752,9 +752,9 @@ static void test_engine_silence_mutes_notifications(void **state)
     assert_string_equal(
         json_string_value(json_object_get(json_array_get(sink.received, 0), "device")), "dev-loud");
     char *list_argv[] = {"list", "--state", "firing", NULL};
-    assert_int_equal(alerts_cli_main(s, 3, list_argv), 0);
+    assert_int_equal(alerts_cli_main(s, "cli:test", 3, list_argv), 0);
     char *bad_argv[] = {"silence", "--for", "1h", NULL}; /* neither rule nor device */
-    assert_int_equal(alerts_cli_main(s, 3, bad_argv), 2);
+    assert_int_equal(alerts_cli_main(s, "cli:test", 3, bad_argv), 2);
     alerts_free(a);
     ingest_store_close(s);
     sink_stop(&sink);

@@ -25,7 +25,11 @@ static const char *ferry_bin;
 static int run(const char *args, char **out)
 {
     char cmd[8192];
-    snprintf(cmd, sizeof(cmd), "%s journal %s 2>/dev/null", ferry_bin, args);
+    /* FERRY_TEST_EXEC_PREFIX: the emulator of a cross build tested without binfmt_misc
+     * (scripts/cross-arm64.sh). */
+    const char *pre = getenv("FERRY_TEST_EXEC_PREFIX");
+    snprintf(cmd, sizeof(cmd), "%s%s%s journal %s 2>/dev/null", pre ? pre : "", pre ? " " : "",
+             ferry_bin, args);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     size_t cap = 1 << 16, len = 0;
