@@ -39,7 +39,7 @@
 #include "common/utf8.h"
 #include "common/util.h"
 
-#define PG_SCHEMA_VERSION 6
+#define PG_SCHEMA_VERSION 7
 #define PG_MIGRATION_LOCK 0x66657272 /* "ferr" */
 
 struct pg_conn {
@@ -110,6 +110,9 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
     "ALTER TABLE devices ADD COLUMN labels text NOT NULL DEFAULT '{}';"
     " ALTER TABLE tokens"
     " ADD COLUMN labels text NOT NULL DEFAULT '{}';",
+    /* version 7: the device's newest inventory event (docs/ingest.md "Inventory"): its fields
+     * as JSON object text and its device time; NULL until the device sends one */
+    "ALTER TABLE devices ADD COLUMN inventory text, ADD COLUMN inventory_ts_ns bigint;",
 };
 
 static void set_err(char *err, size_t err_len, const char *what, PGconn *c)
@@ -616,6 +619,26 @@ static int write_updates(PGconn *c, const struct ingest_write *w, char *err, siz
     return rc;
 }
 
+/* Replaces the device's inventory with the write's when it is newer by device time (or none is
+ * stored): the condition is in the UPDATE, so a resent older batch, from this process or
+ * another, never overwrites a newer inventory. Returns 0, 1 (retryable) or an error. */
+static int write_inventory(PGconn *c, const struct ingest_write *w, char *err, size_t err_len)
+{
+    char ts[24];
+    snprintf(ts, sizeof(ts), "%" PRId64, w->inventory_ts_ns);
+    const char *vals[3] = {w->device_id, w->inventory_json, ts};
+    PGresult *r = exec_params(c,
+                              "UPDATE devices SET inventory = $2, inventory_ts_ns = $3::bigint"
+                              " WHERE id = $1 AND (inventory_ts_ns IS NULL"
+                              " OR inventory_ts_ns < $3::bigint)",
+                              3, vals);
+    int rc = res_ok(r) ? 0 : retryable(r) ? 1 : INGEST_STORE_EIO;
+    if (rc != 0)
+        set_err(err, err_len, "update inventory", c);
+    PQclear(r);
+    return rc;
+}
+
 static int write_gaps_and_device(PGconn *c, struct ingest_write *w, char *err, size_t err_len)
 {
     char s1[24], s2[24], s3[24], s4[24];
@@ -690,6 +713,11 @@ static int write_gaps_and_device(PGconn *c, struct ingest_write *w, char *err, s
         int urc = write_updates(c, w, err, err_len);
         if (urc != 0)
             return urc;
+    }
+    if (w->inventory_json != NULL) {
+        int irc = write_inventory(c, w, err, err_len);
+        if (irc != 0)
+            return irc;
     }
     snprintf(s1, sizeof(s1), "%" PRId64, w->received_ns);
     snprintf(s4, sizeof(s4), "%" PRId64, w->clock_offset_ns);
@@ -882,6 +910,32 @@ static int pg_device_updates(struct ingest_store *base, const char *id, char *ou
         rc = INGEST_STORE_EIO;
     else
         memcpy(out, PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0) + 1);
+    PQclear(r);
+    conn_put(s, pc);
+    return rc;
+}
+
+static int pg_device_inventory(struct ingest_store *base, const char *id, char *out, size_t out_len,
+                               int64_t *ts_ns)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    struct pg_conn *pc = conn_get(s);
+    const char *vals[1] = {id};
+    PGresult *r = exec_params(
+        pc->conn, "SELECT inventory, inventory_ts_ns FROM devices WHERE id = $1", 1, vals);
+    int rc = 0;
+    if (!res_ok(r))
+        rc = INGEST_STORE_EIO;
+    else if (PQntuples(r) != 1)
+        rc = INGEST_STORE_ENOTFOUND;
+    else if (PQgetisnull(r, 0, 0) || PQgetisnull(r, 0, 1))
+        rc = 0; /* never sent one */
+    else if ((size_t)PQgetlength(r, 0, 0) >= out_len)
+        rc = INGEST_STORE_EIO;
+    else {
+        memcpy(out, PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0) + 1);
+        *ts_ns = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    }
     PQclear(r);
     conn_put(s, pc);
     return rc;
@@ -1666,6 +1720,7 @@ static const struct ingest_store_ops pg_ops = {
     .export_records = pg_export,
     .gap_count = pg_gap_count,
     .device_updates = pg_device_updates,
+    .device_inventory = pg_device_inventory,
     .api_token_add = pg_api_token_add,
     .api_token_get = pg_api_token_get,
     .api_token_revoke = pg_api_token_revoke,
