@@ -6,8 +6,11 @@
  * run on the ingest's host as a user who can read its store; every change is in the audit log as
  * "cli:<user>". `device label` changes a device's labels (store.h, "Device labels").
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <pwd.h>
+#include <stdbool.h>
+#include <sys/stat.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -23,6 +26,7 @@
 #include "common/utf8.h"
 #include "common/util.h"
 #include "transport/batch.h"
+#include "transport/manifest.h"
 
 #include "cloud-ingest/actions/actions.h"
 #include "transport/action.h"
@@ -53,8 +57,10 @@ static int usage(void)
             "       ferry-ingest --url URL --token T|--token-file F device list|add|revoke|label "
             "...\n"
             "       ferry-ingest --url URL --token T|--token-file F versions compare ...\n"
-            "       ferry-ingest --url URL --token T|--token-file F rollout list|status|compare|\n"
-            "                                       pause|resume|abort|promote ...\n"
+            "       ferry-ingest --url URL --token T|--token-file F rollout create|list|status|\n"
+            "                                       compare|pause|resume|abort|promote ...\n"
+            "       ferry-ingest --url URL --token T|--token-file F release publish --pub K\n"
+            "                                       [--force] MANIFEST.json ARTIFACT|DIR...\n"
 
             "       ferry-ingest --url URL --token T|--token-file F action send|list ...\n");
     return 2;
@@ -401,11 +407,15 @@ static size_t remote_collect(char *p, size_t size, size_t n, void *arg)
     return size * n;
 }
 
-/* One request to the remote ingest; returns the HTTP status (0: no answer, message printed). */
-static long remote_call(const struct ingest_admin_remote *r, const char *method, const char *path,
-                        const char *body, struct ferry_buf *out)
+/* One request to the remote ingest with a body of `len` bytes (body NULL: none) of
+ * `content_type`; returns the HTTP status (0: no answer, message printed). With `send_failed`
+ * not NULL, a body the ingest stopped reading (its limits.max_body: libevent closes the
+ * connection, the 413 may not arrive) sets *send_failed instead of printing. */
+static long remote_call_n(const struct ingest_admin_remote *r, const char *method, const char *path,
+                          const void *body, size_t len, const char *content_type,
+                          struct ferry_buf *out, bool *send_failed)
 {
-    char url[2048], authz[256];
+    char url[2048], authz[256], ctype[128];
     size_t ulen = strlen(r->url);
     while (ulen > 0 && r->url[ulen - 1] == '/')
         ulen--;
@@ -415,11 +425,13 @@ static long remote_call(const struct ingest_admin_remote *r, const char *method,
         fprintf(stderr, "ferry-ingest: --url or --token too long\n");
         return 0;
     }
+    snprintf(ctype, sizeof(ctype), "Content-Type: %s", content_type);
     CURL *c = curl_easy_init();
     if (c == NULL)
         return 0;
     struct curl_slist *h = curl_slist_append(NULL, authz);
-    h = curl_slist_append(h, "Content-Type: application/json");
+    h = curl_slist_append(h, ctype);
+    h = curl_slist_append(h, "Expect:"); /* no 100-continue round trip for pieces */
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
@@ -428,12 +440,16 @@ static long remote_call(const struct ingest_admin_remote *r, const char *method,
     curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
     if (r->ca_file != NULL)
         curl_easy_setopt(c, CURLOPT_CAINFO, r->ca_file);
-    if (body != NULL)
+    if (body != NULL) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    }
     long status = 0;
     CURLcode cc = curl_easy_perform(c);
     if (cc == CURLE_OK)
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    else if (send_failed != NULL && cc == CURLE_SEND_ERROR)
+        *send_failed = true;
     else
         fprintf(stderr, "ferry-ingest: %s %s: %s\n", method, url, curl_easy_strerror(cc));
     curl_slist_free_all(h);
@@ -442,6 +458,14 @@ static long remote_call(const struct ingest_admin_remote *r, const char *method,
         return 0;
     out->len--;
     return status;
+}
+
+/* remote_call_n with a JSON text body (or none). */
+static long remote_call(const struct ingest_admin_remote *r, const char *method, const char *path,
+                        const char *body, struct ferry_buf *out)
+{
+    return remote_call_n(r, method, path, body, body != NULL ? strlen(body) : 0, "application/json",
+                         out, NULL);
 }
 
 /* Prints an error answer's message, escaped for a terminal. */
@@ -619,8 +643,8 @@ static int remote_rollout(const struct ingest_admin_remote *r, int argc, char **
         snprintf(path, sizeof(path), "/v1/rollouts/%s%s%s", argv[1],
                  strcmp(cmd, "status") == 0 ? "" : "/", strcmp(cmd, "status") == 0 ? "" : cmd);
     else {
-        fprintf(stderr, "ferry-ingest: with --url: rollout list|status|compare|pause|resume|"
-                        "abort|promote (create runs on the ingest's host: it stores artifacts)\n");
+        fprintf(stderr, "ferry-ingest: with --url: rollout create|list|status|compare|pause|"
+                        "resume|abort|promote\n");
         return 2;
     }
     struct ferry_buf b = FERRY_BUF_INIT;
@@ -636,6 +660,185 @@ static int remote_rollout(const struct ingest_admin_remote *r, int argc, char **
     return status;
 }
 
+/* The first piece size of an artifact upload; halved on 413 or a connection closed while
+ * sending (the ingest's limits.max_body, 8 MiB by default). */
+#define REMOTE_PIECE_BYTES (4u << 20)
+#define REMOTE_PIECE_MIN (64u << 10)
+
+/* Uploads the artifact `a` from `src` with PUT /v1/artifacts/{sha256} in pieces. A 409 that says
+ * how many bytes the ingest holds resumes there. Returns 0 or -1 (message printed). */
+static int remote_upload_artifact(const struct ingest_admin_remote *r, const char *src,
+                                  const struct manifest_artifact *a, const char *hex)
+{
+    FILE *f = fopen(src, "rb");
+    size_t piece = REMOTE_PIECE_BYTES;
+    uint8_t *buf = malloc(piece);
+    struct ferry_buf b = FERRY_BUF_INIT;
+    uint64_t offset = 0;
+    int rc = -1, resumes = 0;
+    if (f == NULL || buf == NULL) {
+        fprintf(stderr, "ferry-ingest: cannot read %s\n", src);
+        goto out;
+    }
+    for (;;) {
+        uint64_t left = a->size - offset;
+        size_t want = left < piece ? (size_t)left : piece;
+        if (fseeko(f, (off_t)offset, SEEK_SET) != 0 || fread(buf, 1, want, f) != want) {
+            fprintf(stderr, "ferry-ingest: %s is shorter than the manifest's %llu bytes\n", src,
+                    (unsigned long long)a->size);
+            goto out;
+        }
+        char path[200];
+        snprintf(path, sizeof(path), "/v1/artifacts/%s?offset=%llu&size=%llu", hex,
+                 (unsigned long long)offset, (unsigned long long)a->size);
+        b.len = 0;
+        bool send_failed = false;
+        long code =
+            remote_call_n(r, "PUT", path, buf, want, "application/octet-stream", &b, &send_failed);
+        if (send_failed && piece > REMOTE_PIECE_MIN) {
+            piece /= 2; /* above the ingest's limits.max_body: smaller pieces */
+            continue;
+        }
+        if (send_failed)
+            fprintf(stderr, "ferry-ingest: artifact %s: the ingest closed the upload\n", hex);
+        json_t *j = json_loadb((const char *)b.data, b.len, 0, NULL);
+        json_t *received = json_object_get(j, "received");
+        if (code == 200 || code == 201) {
+            json_decref(j);
+            printf("artifact %s %s (%llu bytes)\n", hex, code == 200 ? "already stored" : "stored",
+                   (unsigned long long)a->size);
+            rc = 0;
+            goto out;
+        }
+        if (code == 202 && json_is_integer(received)) {
+            offset = (uint64_t)json_integer_value(received);
+        } else if (code == 409 && json_is_integer(received) && resumes++ < 3) {
+            offset = (uint64_t)json_integer_value(received);
+        } else if (code == 413 && piece > REMOTE_PIECE_MIN) {
+            piece /= 2;
+        } else {
+            json_decref(j);
+            if (code != 0)
+                remote_error("artifact upload", code, &b);
+            goto out;
+        }
+        json_decref(j);
+        if (offset >= a->size) {
+            fprintf(stderr, "ferry-ingest: artifact %s: the ingest holds %llu of %llu bytes\n", hex,
+                    (unsigned long long)offset, (unsigned long long)a->size);
+            goto out;
+        }
+    }
+out:
+    if (f != NULL)
+        fclose(f);
+    free(buf);
+    ferry_buf_free(&b);
+    return rc;
+}
+
+/* Uploads every artifact `m` names, found among `sources` as the local command finds them. */
+static int remote_upload_artifacts(const struct ingest_admin_remote *r, const struct manifest *m,
+                                   char **sources, int nsources)
+{
+    for (size_t i = 0; i < manifest_artifact_count(m); i++) {
+        const struct manifest_artifact *a = manifest_artifact(m, i);
+        char hex[65], src[1600];
+        ferry_hex_encode(a->sha256, 32, hex);
+        if (ingest_release_find_source(sources, nsources, hex, a->sha256, src, sizeof(src)) != 0) {
+            fprintf(stderr, "ferry-ingest: artifact %s not found among the sources\n", hex);
+            return -1;
+        }
+        if (remote_upload_artifact(r, src, a, hex) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* `release publish` over the API: the same arguments as the local command. The manifest is
+ * verified here with the --pub keys (a wrong key fails before any upload) and again by the
+ * ingest with its own release.public_keys; artifacts go up with PUT /v1/artifacts (operator),
+ * the manifest with POST /v1/releases (admin). */
+static int remote_release_publish(const struct ingest_admin_remote *r, int argc, char **argv)
+{
+    uint8_t keys[8][32];
+    size_t nkeys = 0;
+    bool force = false;
+    char *sources[64];
+    int nsources = 0;
+    const char *manifest_path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--pub") == 0 && i + 1 < argc && nkeys < 8) {
+            if (ingest_release_read_pub(argv[++i], keys[nkeys]) != 0) {
+                fprintf(stderr, "ferry-ingest: %s is not a release public key\n", argv[i]);
+                return 1;
+            }
+            nkeys++;
+        } else if (strcmp(argv[i], "--force") == 0)
+            force = true;
+        else if (argv[i][0] == '-')
+            return usage();
+        else if (manifest_path == NULL)
+            manifest_path = argv[i];
+        else if (nsources < 64)
+            sources[nsources++] = argv[i];
+    }
+    if (manifest_path == NULL || nkeys == 0 || nsources == 0)
+        return usage();
+    struct manifest *m = NULL;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (ingest_release_verify(manifest_path, (const uint8_t(*)[32])keys, nkeys, &m, &data, &len) !=
+        0)
+        return 1;
+    int status = 1;
+    struct ferry_buf b = FERRY_BUF_INIT;
+    if (remote_upload_artifacts(r, m, sources, nsources) == 0) {
+        long code = remote_call_n(r, "POST", force ? "/v1/releases?force=1" : "/v1/releases", data,
+                                  len, "application/json", &b, NULL);
+        if (code == 201) {
+            printf("published %s %s for %s (serial %llu)\n", manifest_component(m),
+                   manifest_version(m), manifest_device_class(m),
+                   (unsigned long long)manifest_serial(m));
+            status = 0;
+        } else if (code != 0)
+            remote_error("release publish", code, &b);
+    }
+    ferry_buf_free(&b);
+    manifest_free(m);
+    free(data);
+    return status;
+}
+
+/* `rollout create` over the API: the same arguments as the local command; artifacts are
+ * uploaded first, then POST /v1/rollouts (operator) creates it. Prints the id. */
+static int remote_rollout_create(const struct ingest_admin_remote *r, int argc, char **argv)
+{
+    struct rollout_create_release rel;
+    char *body = NULL;
+    int status = rollout_create_remote_prepare(argc, argv, &rel, &body);
+    if (status != 0)
+        return status;
+    status = 1;
+    struct ferry_buf b = FERRY_BUF_INIT;
+    if (remote_upload_artifacts(r, rel.m, rel.sources, rel.n_sources) == 0 &&
+        (rel.rb == NULL || remote_upload_artifacts(r, rel.rb, rel.sources, rel.n_sources) == 0)) {
+        long code = remote_call(r, "POST", "/v1/rollouts", body, &b);
+        json_t *j = code == 201 ? json_loadb((const char *)b.data, b.len, 0, NULL) : NULL;
+        const char *id = json_string_value(json_object_get(j, "id"));
+        if (id != NULL && strlen(id) == 12 && strspn(id, "0123456789abcdef") == 12) {
+            printf("%s\n", id);
+            status = 0;
+        } else if (code != 0)
+            remote_error("rollout create", code, &b);
+        json_decref(j);
+    }
+    ferry_buf_free(&b);
+    free(body);
+    rollout_create_release_free(&rel);
+    return status;
+}
+
 static int remote_main(const struct ingest_admin_remote *r, int argc, char **argv)
 {
     if (r->token == NULL || r->token[0] == '\0') {
@@ -645,15 +848,25 @@ static int remote_main(const struct ingest_admin_remote *r, int argc, char **arg
     }
     if (argc >= 2 && strcmp(argv[0], "action") == 0)
         return remote_action(r, argc - 1, argv + 1);
+    bool publish = argc >= 2 && strcmp(argv[0], "release") == 0 && strcmp(argv[1], "publish") == 0;
+    bool create = argc >= 2 && strcmp(argv[0], "rollout") == 0 && strcmp(argv[1], "create") == 0;
+    if (publish || create) {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
+            return 1;
+        int st = publish ? remote_release_publish(r, argc - 1, argv + 1)
+                         : remote_rollout_create(r, argc - 2, argv + 2);
+        curl_global_cleanup();
+        return st;
+    }
     bool versions =
         argc >= 2 && strcmp(argv[0], "versions") == 0 && strcmp(argv[1], "compare") == 0;
     bool rollout = argc >= 2 && strcmp(argv[0], "rollout") == 0;
     if (argc < 2 || (strcmp(argv[0], "device") != 0 && !versions && !rollout)) {
         fprintf(stderr,
                 "ferry-ingest: with --url only device list|add|revoke|label, versions compare, "
-                "action send|list and rollout list|status|compare|pause|resume|abort|promote run "
-                "over the "
-                "API; run other commands on the ingest's host\n");
+                "action send|list, release publish and rollout create|list|status|compare|pause|"
+                "resume|abort|promote run over the API; run other commands on the ingest's "
+                "host\n");
         return 2;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
@@ -736,6 +949,18 @@ static void audit_release(struct ingest_config *cfg, int argc, char **argv)
     ingest_store_close(st);
 }
 
+/* Removes an LMDB data directory this command created, when it holds only the store's two files
+ * (anything else in it is left alone). */
+static void remove_new_store(const char *dir)
+{
+    char path[1200];
+    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/lock.mdb", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
 int ingest_admin_main(struct ingest_config *cfg, const struct ingest_admin_remote *remote, int argc,
                       char **argv)
 {
@@ -758,9 +983,22 @@ int ingest_admin_main(struct ingest_config *cfg, const struct ingest_admin_remot
     }
     if (argc < 2)
         return usage();
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("ferry-ingest %s\n", FERRY_VERSION);
+        return 0;
+    }
     struct ingest_store *st = NULL;
     char err[512] = "";
     ingest_config_finish(cfg);
+    /* A usage error or --help must leave nothing on disk: an LMDB data directory that opening the
+     * store creates is removed again when the command did not run (see below). */
+    struct stat dir_st;
+    bool made_dir = cfg->store.kind == INGEST_STORE_LMDB && cfg->store.lmdb_dir != NULL &&
+                    stat(cfg->store.lmdb_dir, &dir_st) != 0 && errno == ENOENT;
+    bool asked_help = false;
+    for (int k = 1; k < argc; k++)
+        if (strcmp(argv[k], "--help") == 0 || strcmp(argv[k], "-h") == 0)
+            asked_help = true;
     int rc = ingest_store_open(&cfg->store, &st, err, sizeof(err));
     if (rc != 0) {
         fprintf(stderr, "ferry-ingest: %s\n", err);
@@ -811,5 +1049,7 @@ int ingest_admin_main(struct ingest_config *cfg, const struct ingest_admin_remot
     else
         status = usage();
     ingest_store_close(st);
+    if (made_dir && (status == 2 || asked_help))
+        remove_new_store(cfg->store.lmdb_dir);
     return status;
 }

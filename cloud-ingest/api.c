@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/http.h>
@@ -48,9 +49,33 @@ static int append_json_object(struct ferry_buf *b, const char *text)
     return e;
 }
 
+/* Appends `ts_ns` as a JSON string in RFC 3339 UTC with nanoseconds
+ * ("2026-12-07T14:30:09.123456789Z"); times before 1970 round down to the second. */
+static int append_rfc3339(struct ferry_buf *b, int64_t ts_ns)
+{
+    int64_t secs = ts_ns / 1000000000, nanos = ts_ns % 1000000000;
+    if (nanos < 0) {
+        secs--;
+        nanos += 1000000000;
+    }
+    time_t t = (time_t)secs;
+    struct tm tm;
+    char when[40];
+    if (gmtime_r(&t, &tm) == NULL || strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+        return ferry_buf_append(b, "null", 4);
+    return ferry_buf_printf(b, "\"%s.%09" PRId64 "Z\"", when, nanos);
+}
+
 /* Renders one device; `updates` is its update states JSON text (NULL: "{}"). Every string is
  * written by the JSON writer (ill-formed UTF-8 replaced: common/utf8.h). */
 int ingest_device_json(struct ferry_buf *b, const struct ingest_device *d, const char *updates)
+{
+    return ingest_device_json_inventory(b, d, updates, NULL, 0);
+}
+
+int ingest_device_json_inventory(struct ferry_buf *b, const struct ingest_device *d,
+                                 const char *updates, const char *inventory,
+                                 int64_t inventory_ts_ns)
 {
     char pk[65], kid[17];
     ferry_hex_encode(d->public_key, 32, pk);
@@ -82,12 +107,35 @@ int ingest_device_json(struct ferry_buf *b, const struct ingest_device *d, const
     e |= append_json_object(b, updates);
     e |= ferry_buf_append(b, ",\"labels\":", 10);
     e |= append_json_object(b, d->labels);
+    if (inventory != NULL && inventory[0] != '\0') {
+        /* append_json_object checks it parses as an object (valid UTF-8), else "{}" */
+        e |= ferry_buf_append(b, ",\"inventory\":", 13);
+        e |= append_json_object(b, inventory);
+        e |= ferry_buf_append(b, ",\"inventory_time\":", 18);
+        e |= append_rfc3339(b, inventory_ts_ns);
+    }
     e |= ferry_buf_append_u8(b, '}');
     return e;
 }
 
+static void free_body(const void *data, size_t len, void *arg)
+{
+    (void)len;
+    (void)arg;
+    free((void *)data);
+}
+
+/* Replies with the buffer's bytes, handing the buffer itself to libevent (no copy: the device list
+ * of a large fleet is megabytes); the buffer is empty afterwards. */
 static void reply_buf(struct evhttp_request *req, int code, const char *type, struct ferry_buf *b)
 {
+    struct evbuffer *out = evhttp_request_get_output_buffer(req);
+    if (b->len > 0 && evbuffer_add_reference(out, b->data, b->len, free_body, NULL) == 0) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", type);
+        evhttp_send_reply(req, code, NULL, NULL);
+        *b = (struct ferry_buf)FERRY_BUF_INIT;
+        return;
+    }
     ingest_reply(req, code, type, b->data, b->len);
     ferry_buf_free(b);
 }
@@ -427,11 +475,16 @@ static void handle_device(struct evhttp_request *req, const char *path, void *ar
         ingest_reply_error(req, 404, "no device %.64s", id);
         return;
     }
-    char updates[INGEST_UPDATES_MAX + 1];
+    char updates[INGEST_UPDATES_MAX + 1], inventory[INGEST_INVENTORY_MAX + 1];
+    int64_t inventory_ts_ns = 0;
     if (rc == 0)
         rc = ingest_store_device_updates(ctx->store, id, updates, sizeof(updates));
+    if (rc == 0)
+        rc = ingest_store_device_inventory(ctx->store, id, inventory, sizeof(inventory),
+                                           &inventory_ts_ns);
     struct ferry_buf b = FERRY_BUF_INIT;
-    if (rc != 0 || ingest_device_json(&b, &d, updates) != 0 || ferry_buf_append_u8(&b, '\n') != 0) {
+    if (rc != 0 || ingest_device_json_inventory(&b, &d, updates, inventory, inventory_ts_ns) != 0 ||
+        ferry_buf_append_u8(&b, '\n') != 0) {
         ferry_buf_free(&b);
         ingest_reply_error(req, 503, "store: %s",
                            ingest_store_strerror(rc ? rc : INGEST_STORE_ENOMEM));

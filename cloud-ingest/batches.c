@@ -19,6 +19,7 @@
 #include <dirent.h>
 #include <jansson.h>
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -63,6 +64,7 @@ void ingest_job_free(struct ingest_job *job)
     json_decref(job->updates);
     json_decref(job->action_results);
     free(job->updates_json);
+    free(job->inventory_json);
     free(job->recs);
     free(job->offs);
     free(job->scratch);
@@ -83,6 +85,9 @@ void ingest_job_reset(struct ingest_job *job)
     job->action_results = NULL;
     free(job->updates_json);
     job->updates_json = NULL;
+    free(job->inventory_json);
+    job->inventory_json = NULL;
+    job->inventory_ts_ns = 0;
     job->decode_status = 0;
     job->decode_msg[0] = '\0';
     job->next = NULL;
@@ -293,6 +298,65 @@ out:
     json_decref(patch);
 }
 
+/* Sets `key` (sanitised to UTF-8) in `o` to the field's value: strings sanitised to valid UTF-8
+ * (common/utf8.h), integers, finite floats and booleans as JSON values. Keys and strings longer
+ * than INGEST_INVENTORY_STR_MAX bytes, non-finite floats and unsigned values beyond int64 are
+ * left out. */
+static void inventory_set_field(json_t *o, const struct record_field *f)
+{
+    if (f->key.len == 0 || f->key.len > INGEST_INVENTORY_STR_MAX)
+        return;
+    struct ferry_buf key = FERRY_BUF_INIT, str = FERRY_BUF_INIT;
+    json_t *v = NULL;
+    switch (f->type) {
+    case RECORD_FIELD_STRING:
+        if (f->v.s.len <= INGEST_INVENTORY_STR_MAX &&
+            ferry_buf_append_utf8(&str, f->v.s.ptr, f->v.s.len) == 0)
+            v = json_stringn(str.data ? (const char *)str.data : "", str.len);
+        break;
+    case RECORD_FIELD_INT: v = json_integer(f->v.i); break;
+    case RECORD_FIELD_UINT:
+        if (f->v.u <= INT64_MAX)
+            v = json_integer((json_int_t)f->v.u);
+        break;
+    case RECORD_FIELD_FLOAT: v = isfinite(f->v.f) ? json_real(f->v.f) : NULL; break;
+    case RECORD_FIELD_BOOL: v = json_boolean(f->v.b); break;
+    }
+    if (v != NULL && ferry_buf_append_utf8(&key, f->key.ptr, f->key.len) == 0 &&
+        ferry_buf_append_u8(&key, '\0') == 0)
+        json_object_set(o, (const char *)key.data, v);
+    json_decref(v);
+    ferry_buf_free(&key);
+    ferry_buf_free(&str);
+}
+
+/* Takes an "inventory" event (what the device is: docs/ingest.md "Inventory") when it is the
+ * batch's newest by device time (equal times: the later sequence). At most
+ * INGEST_INVENTORY_FIELDS_MAX fields are taken (inventory_set_field); an event whose JSON text
+ * exceeds INGEST_INVENTORY_MAX bytes is left out with a warning. */
+static void take_inventory(struct ingest_job *job, const struct record *r)
+{
+    if (job->inventory_json != NULL && r->ts_ns < job->inventory_ts_ns)
+        return;
+    json_t *o = json_object();
+    if (o == NULL)
+        return;
+    for (size_t i = 0; i < r->n_fields && json_object_size(o) < INGEST_INVENTORY_FIELDS_MAX; i++)
+        inventory_set_field(o, &r->fields[i]);
+    char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o);
+    if (text == NULL || strlen(text) > INGEST_INVENTORY_MAX) {
+        log_limited(5, FERRY_LOG_WARN, "ingest",
+                    "device %s: inventory event seq %" PRIu64 " left out (%s)", job->device_id,
+                    r->seq, text == NULL ? "out of memory" : "larger than 4096 bytes");
+        free(text);
+        return;
+    }
+    free(job->inventory_json);
+    job->inventory_json = text;
+    job->inventory_ts_ns = r->ts_ns;
+}
+
 /* Record callback of batch_decode: checks the record's sequence against the header and keeps a
  * packed copy. */
 static int on_record(void *arg, const struct record *r)
@@ -344,6 +408,9 @@ static int on_record(void *arg, const struct record *r)
     else if (r->stream == RECORD_EVENT && r->name.len == 13 &&
              memcmp(r->name.ptr, "action.result", 13) == 0)
         take_action_result(job, r);
+    else if (r->stream == RECORD_EVENT && r->name.len == 9 &&
+             memcmp(r->name.ptr, "inventory", 9) == 0)
+        take_inventory(job, r);
     return 0;
 }
 
@@ -465,6 +532,8 @@ int ingest_batch_prepare(struct ingest_ctx *ctx, struct batch_decoder *dec, cons
         }
     }
     job->write.updates_json = job->updates_json;
+    job->write.inventory_json = job->inventory_json;
+    job->write.inventory_ts_ns = job->inventory_ts_ns;
     return 200;
 fail:
     ingest_devtab_done(ctx->devtab, job->device_id);

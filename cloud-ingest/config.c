@@ -38,6 +38,8 @@ void ingest_config_defaults(struct ingest_config *cfg)
     cfg->device_request_window_ms = 300000;
     cfg->enroll_failures_per_address = 10;
     cfg->enroll_failures_global = 100;
+    cfg->max_artifact_bytes = 4ull << 30;
+    cfg->nonce_cache_bytes = 8u << 20;
     cfg->tls_min_version = 0x0303; /* TLS1_2_VERSION */
     cfg->tls_ticket_rot_ms = 3600 * 1000;
     cfg->tls_ticket_life_ms = 24 * 3600 * 1000;
@@ -45,6 +47,7 @@ void ingest_config_defaults(struct ingest_config *cfg)
     ferry_strlcpy(cfg->lmdb_dir, INGEST_DEFAULT_DATA_DIR, sizeof(cfg->lmdb_dir));
     cfg->store.kind = INGEST_STORE_LMDB;
     cfg->store.pg_connections = 4;
+    cfg->store.pg_dashboard_tables = false;
     ingest_config_finish(cfg);
 }
 
@@ -133,6 +136,37 @@ static int set_release_mirrors(struct ingest_config *cfg, const char *v, char *e
     return 0;
 }
 
+/* release.public_keys: "HEX, HEX" -> cfg->release_keys (the whole list replaced). */
+static int set_release_keys(struct ingest_config *cfg, const char *v, char *err, size_t err_len)
+{
+    size_t n = 0;
+    const char *p = v;
+    while (*p != '\0') {
+        p += strspn(p, " \t,");
+        size_t len = strcspn(p, " \t,");
+        if (len == 0)
+            break;
+        if (n == INGEST_RELEASE_KEYS_MAX) {
+            snprintf(err, err_len, "release.public_keys: more than %d keys",
+                     INGEST_RELEASE_KEYS_MAX);
+            return INGEST_EINVAL;
+        }
+        char hex[65] = "";
+        if (len == 64) {
+            memcpy(hex, p, 64);
+            hex[64] = '\0';
+        }
+        if (len != 64 || ferry_hex_decode(hex, cfg->release_keys[n], 32) != 0) {
+            snprintf(err, err_len, "release.public_keys: key %zu: expected 64 hex digits", n + 1);
+            return INGEST_EINVAL;
+        }
+        n++;
+        p += len;
+    }
+    cfg->n_release_keys = n;
+    return 0;
+}
+
 static const char help_text[] =
     "  server.listen HOST:PORT        address to serve on (127.0.0.1:8480; port 0 = any free "
     "port)\n"
@@ -166,6 +200,9 @@ static const char help_text[] =
     "  limits.enroll_failures_per_address N  failed enrolments per minute from one address,\n"
     "                                 429 above (10; 0 = off)\n"
     "  limits.enroll_failures_global N  failed enrolments per minute in all (100; 0 = off)\n"
+    "  limits.nonce_cache SIZE        memory of the replay cache of device-signed requests\n"
+    "                                 (8MiB, 32 bytes a request; 0 = no replay check)\n"
+    "  limits.max_artifact SIZE       largest artifact uploaded with PUT /v1/artifacts (4GiB)\n"
     "  clock.threshold DURATION       correct timestamps when |offset| exceeds this (60s)\n"
     "  store.type lmdb|postgresql     the store (lmdb)\n"
     "  store.lmdb_dir PATH            LMDB data directory (./ferry-ingest-data)\n"
@@ -173,10 +210,15 @@ static const char help_text[] =
     "  store.pg_conninfo STRING       libpq connection string (\"\": libpq defaults/PG* env)\n"
     "  store.pg_connections N         PostgreSQL connections in the pool (4)\n"
     "  store.storage_threads N        PostgreSQL parallel group committers (2; LMDB: 1)\n"
+    "  store.pg_dashboard_tables BOOL PostgreSQL: write the dashboard tables (false)\n"
+    "  store.pg_retention_days N      PostgreSQL: drop dashboard rows older (0: keep)\n"
     "  log.level error|warn|info|debug  log threshold (info)\n"
     "  release.mirrors URL[,URL...]   artifact mirrors (base URLs ending in '/', http or https,\n"
     "                                 at most 8) that devices try in order before the ingest;\n"
-    "                                 added unsigned to the manifests served (none)\n";
+    "                                 added unsigned to the manifests served (none)\n"
+    "  release.public_keys HEX[,HEX...]  release public keys (64 hex digits, at most 8) that\n"
+    "                                 POST /v1/releases and /v1/rollouts verify with (none:\n"
+    "                                 publishing over the API is refused)\n";
 
 const char *ingest_config_help(void)
 {
@@ -321,11 +363,25 @@ int ingest_config_set(struct ingest_config *cfg, const char *key, const char *v,
         bad = set_uint(&cfg->store.pg_connections, v, 1, 256);
     else if (strcmp(key, "store.storage_threads") == 0)
         bad = set_uint(&cfg->storage_threads, v, 1, 64);
+    else if (strcmp(key, "store.pg_dashboard_tables") == 0) {
+        bool on = strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 || strcmp(v, "1") == 0;
+        bad = !on && strcmp(v, "false") != 0 && strcmp(v, "no") != 0 && strcmp(v, "0") != 0;
+        cfg->store.pg_dashboard_tables = on;
+    } else if (strcmp(key, "store.pg_retention_days") == 0)
+        bad = set_uint(&cfg->store.pg_retention_days, v, 0, 36500);
     else if (strcmp(key, "log.level") == 0)
         bad = ferry_log_level_parse(v, &cfg->log_level) != 0;
     else if (strcmp(key, "release.mirrors") == 0)
         return set_release_mirrors(cfg, v, err, err_len);
-    else {
+    else if (strcmp(key, "release.public_keys") == 0)
+        return set_release_keys(cfg, v, err, err_len);
+    else if (strcmp(key, "limits.max_artifact") == 0) {
+        bad = ferry_parse_size(v, &size) != 0 || size < 1;
+        cfg->max_artifact_bytes = size;
+    } else if (strcmp(key, "limits.nonce_cache") == 0) {
+        bad = ferry_parse_size(v, &size) != 0 || size > (1ull << 32);
+        cfg->nonce_cache_bytes = size;
+    } else {
         snprintf(err, err_len, "unknown configuration key \"%s\"", key);
         return INGEST_EINVAL;
     }

@@ -57,6 +57,8 @@ const char *ingest_strerror(int err);
 #define INGEST_DEFAULT_LISTEN "127.0.0.1:8480"
 #define INGEST_DEFAULT_DATA_DIR "./ferry-ingest-data"
 
+#define INGEST_RELEASE_KEYS_MAX 8
+
 struct ingest_config {
     char listen_host[256];
     uint16_t listen_port;               /* 0: any free port (see port_file) */
@@ -99,6 +101,14 @@ struct ingest_config {
      * envelope it serves (docs/ota.md "Mirrors"); each passed manifest_mirror_check. */
     char release_mirrors[MANIFEST_MAX_MIRRORS][MANIFEST_MAX_MIRROR_URL + 1];
     size_t n_release_mirrors;
+    /* [release] public_keys: the release keys POST /v1/releases and POST /v1/rollouts verify
+     * manifests with (none: those endpoints answer 409); max_artifact: the largest artifact
+     * PUT /v1/artifacts/{sha256} accepts in all its pieces. */
+    uint8_t release_keys[INGEST_RELEASE_KEYS_MAX][32];
+    size_t n_release_keys;
+    uint64_t max_artifact_bytes;
+    /* [limits] nonce_cache: memory of the replay cache of device-signed requests (auth/nonce.c). */
+    uint64_t nonce_cache_bytes;
 };
 
 /* Fills every default (documented in docs/ingest.md and --help). */
@@ -216,6 +226,8 @@ struct ingest_job {
     struct json_t *updates;        /* update states from the batch's ota.* events, or NULL */
     struct json_t *action_results; /* its "action.result" events (cloud-ingest/actions/), or NULL */
     char *updates_json;            /* their JSON text (json_dumps), the write's updates_json */
+    char *inventory_json;          /* the batch's newest "inventory" event as JSON text, or NULL */
+    int64_t inventory_ts_ns;       /* its device time */
     struct record_scratch *scratch; /* record_unpack room for health values, kept with the job */
     int decode_status;              /* HTTP status a record check failed with (0: none) */
     char decode_msg[200];
@@ -302,6 +314,12 @@ void ingest_committer_free(struct ingest_committer *c);
  * Returns 0 or non-zero when out of memory. */
 int ingest_device_json(struct ferry_buf *b, const struct ingest_device *d, const char *updates)
     __attribute__((warn_unused_result));
+/* The same with the device's newest inventory (JSON object text from
+ * ingest_store_device_inventory, and its device time): "inventory" and "inventory_time"
+ * (RFC 3339 UTC) are added when `inventory` is a non-empty JSON object, left out otherwise. */
+int ingest_device_json_inventory(struct ferry_buf *b, const struct ingest_device *d,
+                                 const char *updates, const char *inventory,
+                                 int64_t inventory_ts_ns) __attribute__((warn_unused_result));
 
 /* Registers the built-in read/enrol endpoints (api.c). */
 int ingest_api_register(struct ingest_router *r, struct ingest_ctx *ctx)

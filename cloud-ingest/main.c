@@ -49,10 +49,14 @@ static void help(void)
         "                                  FERRY_INGEST_TOKEN also works)\n"
         "       ferry-ingest --url URL --token TOKEN versions compare ...   the same over the\n"
         "                                  API (viewer token)\n"
-        "       ferry-ingest --url URL --token TOKEN rollout list|status|compare|pause|resume|\n"
-        "                                  abort|promote ...   the same over the API (viewer "
-        "token\n"
-        "                                  for reads, operator for the commands)\n"
+        "       ferry-ingest --url URL --token TOKEN rollout create|list|status|compare|pause|\n"
+        "                                  resume|abort|promote ...   the same over the API\n"
+        "                                  (viewer token for reads, operator for the commands)\n"
+        "       ferry-ingest --url URL --token TOKEN release publish --pub RELEASE.pub [--force]\n"
+        "                                  MANIFEST.json ARTIFACT|DIR...   uploads the artifacts\n"
+        "                                  (PUT /v1/artifacts, operator) and publishes the\n"
+        "                                  manifest (POST /v1/releases, admin), which the ingest\n"
+        "                                  verifies with its release.public_keys\n"
         "\n"
         "enroll-token: a secret a device shows once to POST /v1/enroll. token: an operator API\n"
         "token (role viewer, operator or admin) sent as 'Authorization: Bearer <token>';\n"
@@ -74,8 +78,8 @@ static void help(void)
         "  -d, --data-dir PATH      same as --store.lmdb_dir\n"
         "      --pg CONNINFO        use PostgreSQL: --store.type postgresql --store.pg_conninfo\n"
         "  --SECTION.KEY VALUE      any configuration key below (overrides the file)\n"
-        "      --url URL            run device commands, versions compare and the rollout\n"
-        "                           commands but create against this ingest's API\n"
+        "      --url URL            run device commands, versions compare, release publish\n"
+        "                           and the rollout commands against this ingest's API\n"
         "      --token TOKEN        API token for --url (or --token-file FILE, "
         "FERRY_INGEST_TOKEN)\n"
         "      --ca-file FILE       CA certificates for an https --url\n"
@@ -141,6 +145,10 @@ int main(int argc, char **argv)
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             help();
+            return 0;
+        }
+        if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
+            printf("ferry-ingest %s\n", FERRY_VERSION);
             return 0;
         }
         if (i + 1 >= argc) {

@@ -90,8 +90,10 @@ struct ingest_server {
     struct ingest_config cfg;
     struct ingest_ctx ctx;
     struct ingest_router *router;
-    struct ingest_tls *tls;    /* NULL: plain HTTP */
-    struct rollouts *rollouts; /* the rollout evaluator (cloud-ingest/rollout/) */
+    struct ingest_tls *tls;              /* NULL: plain HTTP */
+    struct rollouts *rollouts;           /* the rollout evaluator (cloud-ingest/rollout/) */
+    struct ingest_nonce_cache *nonces;   /* replay cache of device-signed requests (auth.h) */
+    _Atomic int64_t nonce_full_logged_s; /* last "replay cache too small" warning */
     struct worker *workers;
     size_t n_workers;
     uint16_t port;
@@ -523,6 +525,29 @@ static bool check_device(struct ingest_server *srv, struct evhttp_request *req, 
         snprintf(why, sizeof(why), "%s", reqsign_strerror(rc));
         goto refuse;
     }
+    /* Replays (docs/security.md): a verified request is remembered until its time leaves the
+     * window; the same one again is refused. */
+    int64_t window_s = srv->cfg.device_request_window_ms / 1000;
+    switch (ingest_nonce_cache_check(srv->nonces, rs.device, rs.nonce, t_s + window_s + 1, now_s)) {
+    case INGEST_NONCE_REPLAY:
+        evhttp_add_header(out, "WWW-Authenticate", "Ferry-Device-Signature");
+        snprintf(why, sizeof(why),
+                 "replayed request: X-Ferry-Nonce already used by device %s (sign each request "
+                 "with a new nonce)",
+                 rs.device);
+        goto refuse;
+    case INGEST_NONCE_FRESH_EVICTED: {
+        int64_t last = atomic_load(&srv->nonce_full_logged_s);
+        if (now_s - last >= 60 &&
+            atomic_compare_exchange_strong(&srv->nonce_full_logged_s, &last, now_s))
+            log_warn("ingest",
+                     "replay cache full (%zu entries): requests are forgotten before their "
+                     "window ends; raise limits.nonce_cache",
+                     ingest_nonce_cache_capacity(srv->nonces));
+        break;
+    }
+    case INGEST_NONCE_FRESH: break;
+    }
     char named[INGEST_DEVICE_ID_MAX + 1];
     if (ingest_route_segment(m->pattern, path, named, sizeof(named)) == 0 &&
         strcmp(named, rs.device) != 0) {
@@ -757,7 +782,8 @@ int ingest_server_new(const struct ingest_config *cfg, struct ingest_store *stor
         ingest_devtab_new(store, &s->cfg, &s->ctx.devtab) != 0 ||
         ingest_dicts_new(s->cfg.dict_dir, &s->ctx.dicts) != 0 ||
         ingest_enroll_limiter_new(s->cfg.enroll_failures_per_address, s->cfg.enroll_failures_global,
-                                  &s->ctx.enroll_limiter) != 0) {
+                                  &s->ctx.enroll_limiter) != 0 ||
+        ingest_nonce_cache_new(s->cfg.nonce_cache_bytes, &s->nonces) != 0) {
         snprintf(err, err_len, "out of memory");
         goto fail;
     }
@@ -956,6 +982,7 @@ void ingest_server_free(struct ingest_server *s)
     ingest_devtab_free(s->ctx.devtab);
     ingest_dicts_free(s->ctx.dicts);
     ingest_enroll_limiter_free(s->ctx.enroll_limiter);
+    ingest_nonce_cache_free(s->nonces);
     ingest_metrics_free(s->ctx.metrics);
     ingest_router_free(s->router);
     free(s);

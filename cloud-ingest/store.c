@@ -175,6 +175,18 @@ int ingest_store_device_updates(struct ingest_store *store, const char *id, char
     return store->ops->device_updates(store, id, out, out_len);
 }
 
+int ingest_store_device_inventory(struct ingest_store *store, const char *id, char *out,
+                                  size_t out_len, int64_t *ts_ns)
+{
+    if (out_len < INGEST_INVENTORY_MAX + 1)
+        return INGEST_STORE_EINVAL;
+    if (!ingest_device_id_valid(id))
+        return INGEST_STORE_ENOTFOUND;
+    out[0] = '\0';
+    *ts_ns = 0;
+    return store->ops->device_inventory(store, id, out, out_len, ts_ns);
+}
+
 int ingest_store_device_revoke(struct ingest_store *store, const char *id)
 {
     if (!ingest_device_id_valid(id))

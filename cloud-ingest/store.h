@@ -61,6 +61,10 @@ struct ingest_store_config {
     uint64_t lmdb_map_size;  /* LMDB: map size in bytes (0: 64 GiB) */
     const char *pg_conninfo; /* PostgreSQL: libpq connection string */
     unsigned pg_connections; /* PostgreSQL: connections in the pool (0: 4) */
+    /* PostgreSQL: also write the dashboard tables (metrics, logs, events; docs/dashboards.md)
+     * in each write's transaction, and keep their day partitions */
+    bool pg_dashboard_tables;
+    unsigned pg_retention_days; /* PostgreSQL: drop dashboard partitions older (0: keep all) */
 };
 
 #define INGEST_DEVICE_ID_MAX 64
@@ -74,6 +78,9 @@ struct ingest_store_config {
 #define INGEST_LABELS_COUNT_MAX 32      /* labels per device */
 #define INGEST_LABEL_KEY_MAX 63         /* bytes of a label key: [a-z0-9_.-], a letter first */
 #define INGEST_LABEL_VALUE_MAX 128      /* bytes of a label value: any UTF-8 */
+#define INGEST_INVENTORY_MAX 4096       /* JSON text of a device's newest inventory */
+#define INGEST_INVENTORY_FIELDS_MAX 32  /* fields taken from one "inventory" event */
+#define INGEST_INVENTORY_STR_MAX 256    /* bytes of one key or string value in it */
 
 struct ingest_stream_stats {
     uint64_t records;     /* records stored (each once) */
@@ -164,6 +171,11 @@ struct ingest_write {
     /* NULL: none; else {"<component>":{"state",...,"ts","seq"}} from the batch's ota.* events,
      * merged into the stored update states newest-sequence-wins (ingest_updates_merge) */
     const char *updates_json;
+    /* NULL: none; else the JSON object of the batch's newest "inventory" event (by device
+     * time) and that time: it replaces the stored one only when newer (docs/ingest.md "Inventory")
+     */
+    const char *inventory_json;
+    int64_t inventory_ts_ns;
     bool has_backlog;
     uint64_t backlog[RECORD_STREAM_COUNT];
     /* outputs */
@@ -230,6 +242,14 @@ int ingest_store_device_by_key(struct ingest_store *store, const uint8_t key_id[
  * out[out_len] (at least INGEST_UPDATES_MAX + 1 bytes). ENOTFOUND: no such device. */
 int ingest_store_device_updates(struct ingest_store *store, const char *id, char *out,
                                 size_t out_len) __attribute__((warn_unused_result));
+/* Copies the device's newest inventory (JSON object text, "" when it never sent one) into
+ * out[out_len] (at least INGEST_INVENTORY_MAX + 1 bytes) and its device time into *ts_ns (0
+ * when none). The stored inventory is replaced by a write's only when the write's is newer by
+ * device time, so a resent older batch never overwrites a newer inventory. ENOTFOUND: no such
+ * device. */
+int ingest_store_device_inventory(struct ingest_store *store, const char *id, char *out,
+                                  size_t out_len, int64_t *ts_ns)
+    __attribute__((warn_unused_result));
 /* Replaces the device's labels with `labels_json` (a JSON object of string labels that
  * ingest_labels_check accepts; NULL or "" as "{}"). It is stored in the canonical form
  * (compact, keys sorted). ENOTFOUND: no such device; EINVAL: the labels are malformed. */

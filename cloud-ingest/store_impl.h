@@ -22,6 +22,8 @@ struct ingest_store_ops {
     /* labels_json: canonical (store.c checked it) */
     int (*device_set_labels)(struct ingest_store *s, const char *id, const char *labels_json);
     int (*device_updates)(struct ingest_store *s, const char *id, char *out, size_t out_len);
+    int (*device_inventory)(struct ingest_store *s, const char *id, char *out, size_t out_len,
+                            int64_t *ts_ns);
     int (*device_list)(struct ingest_store *s, ingest_device_cb cb, void *arg);
     /* labels_json: canonical, "{}" when none */
     int (*token_add)(struct ingest_store *s, const char *token, bool one_time, int64_t expires_ns,

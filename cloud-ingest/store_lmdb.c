@@ -66,7 +66,7 @@ struct lmdb_store {
     struct ingest_store base;
     MDB_env *env;
     MDB_dbi meta, devices, keys, tokens, records, gaps, updates, api_tokens, audit, commits,
-        cursors, kv;
+        cursors, kv, inventory;
 };
 
 #define COMMIT_HEADER 16
@@ -205,6 +205,54 @@ static int updates_write(struct lmdb_store *s, MDB_txn *txn, const char *id, con
         return 0;
     MDB_val k = str_val(id), v = str_val(merged);
     return map_err(mdb_put(txn, s->updates, &k, &v, 0));
+}
+
+/* Reads the device's inventory inside `txn`: the value is the device time (8 bytes, little
+ * endian) followed by the JSON object text. Leaves out "" and *ts_ns 0 when there is none. */
+static int inventory_read(struct lmdb_store *s, MDB_txn *txn, const char *id, char *out,
+                          size_t out_len, int64_t *ts_ns)
+{
+    MDB_val k = str_val(id), v;
+    int rc = mdb_get(txn, s->inventory, &k, &v);
+    out[0] = '\0';
+    *ts_ns = 0;
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc != 0)
+        return map_err(rc);
+    if (v.mv_size <= 8 || v.mv_size - 8 >= out_len)
+        return INGEST_STORE_EIO;
+    uint64_t t = 0;
+    for (int i = 7; i >= 0; i--)
+        t = t << 8 | ((const uint8_t *)v.mv_data)[i];
+    *ts_ns = (int64_t)t;
+    memcpy(out, (const uint8_t *)v.mv_data + 8, v.mv_size - 8);
+    out[v.mv_size - 8] = '\0';
+    return 0;
+}
+
+/* Replaces the device's inventory with the write's when the write's is newer by device time
+ * (a resent older batch keeps the newer one; an equal time keeps what is stored). A corrupt
+ * stored value is replaced. */
+static int inventory_write(struct lmdb_store *s, MDB_txn *txn, const struct ingest_write *w)
+{
+    char stored[INGEST_INVENTORY_MAX + 1];
+    int64_t stored_ts = 0;
+    int rc = inventory_read(s, txn, w->device_id, stored, sizeof(stored), &stored_ts);
+    if (rc != 0 && rc != INGEST_STORE_EIO)
+        return rc;
+    if (rc == 0 && stored[0] != '\0' && stored_ts >= w->inventory_ts_ns)
+        return 0;
+    size_t len = strlen(w->inventory_json);
+    if (len == 0 || len > INGEST_INVENTORY_MAX)
+        return 0; /* batches.c bounds it; never stored otherwise */
+    uint8_t val[8 + INGEST_INVENTORY_MAX];
+    uint64_t t = (uint64_t)w->inventory_ts_ns;
+    for (int i = 0; i < 8; i++)
+        val[i] = (uint8_t)(t >> (8 * i));
+    memcpy(val + 8, w->inventory_json, len);
+    MDB_val k = str_val(w->device_id), v = {8 + len, val};
+    return map_err(mdb_put(txn, s->inventory, &k, &v, 0));
 }
 
 static void lmdb_close(struct ingest_store *base)
@@ -714,6 +762,11 @@ static int write_one(struct lmdb_store *s, MDB_txn *txn, struct ingest_write *w,
         if (urc != 0)
             return urc;
     }
+    if (w->inventory_json != NULL) {
+        int irc = inventory_write(s, txn, w);
+        if (irc != 0)
+            return irc;
+    }
     return dev_write(s, txn, &dv);
 }
 
@@ -932,6 +985,22 @@ static int lmdb_device_updates(struct ingest_store *base, const char *id, char *
     rc = dev_read(s, txn, id, &dv);
     if (rc == 0)
         rc = updates_read(s, txn, id, out);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+static int lmdb_device_inventory(struct ingest_store *base, const char *id, char *out,
+                                 size_t out_len, int64_t *ts_ns)
+{
+    struct lmdb_store *s = (struct lmdb_store *)base;
+    MDB_txn *txn = NULL;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0)
+        return map_err(rc);
+    struct lmdb_device_val dv;
+    rc = dev_read(s, txn, id, &dv);
+    if (rc == 0)
+        rc = inventory_read(s, txn, id, out, out_len, ts_ns);
     mdb_txn_abort(txn);
     return rc;
 }
@@ -1756,6 +1825,7 @@ static const struct ingest_store_ops lmdb_ops = {
     .export_records = lmdb_export,
     .gap_count = lmdb_gap_count,
     .device_updates = lmdb_device_updates,
+    .device_inventory = lmdb_device_inventory,
     .api_token_add = lmdb_api_token_add,
     .api_token_get = lmdb_api_token_get,
     .api_token_revoke = lmdb_api_token_revoke,
@@ -1818,7 +1888,10 @@ int ingest_store_lmdb_open(const struct ingest_store_config *cfg, struct ingest_
                {"commits", &s->commits},
                {"cursors", &s->cursors},
                /* the ingest's own state (store.h, "a small durable key/value table") */
-               {"kv", &s->kv}};
+               {"kv", &s->kv},
+               /* device id -> its newest inventory: device time (8 bytes LE) + JSON text; also
+                * beside layout 2 (a missing entry: no inventory) */
+               {"inventory", &s->inventory}};
     for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++)
         if ((rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi)) != 0)
             goto lmdb_fail;

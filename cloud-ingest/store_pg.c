@@ -24,6 +24,17 @@
  *
  * Connections: a small pool; each call takes one connection for its duration (a mutex and a
  * condition variable hand them out), so the group committer's threads and readers never share one.
+ *
+ * Failover (docs/operations.md, "PostgreSQL high availability"): a connection that broke (the
+ * server died or restarted), that reached a server which is read-only (a standby: in_hot_standby
+ * or default_transaction_read_only reported "on"), or whose statement failed with a read-only or
+ * shutdown error (SQLSTATE 25006, 57P01..57P03, class 08) is reconnected the next time it is
+ * taken, with the same connection string: with several hosts and
+ * target_session_attrs=read-write libpq tries them in turn and keeps only a primary. While none
+ * answers, attempts are spaced by a backoff per connection (100 ms doubling to 2 s) and every
+ * call fails at once with INGEST_STORE_EIO, which the ingest answers with 503 and Retry-After.
+ * A write whose COMMIT got no answer is reported failed (EIO), never acknowledged: the device
+ * sends it again and the unique key stores it once whether or not that COMMIT took effect.
  * Sequence numbers are stored as bigint: values above 2^63-1 are refused by the decoder's limits.
  */
 #include <inttypes.h>
@@ -33,18 +44,64 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cloud-ingest/store_impl.h"
 #include "common/buf.h"
+#include "common/log.h"
 #include "common/utf8.h"
 #include "common/util.h"
 
-#define PG_SCHEMA_VERSION 6
+#define PG_SCHEMA_VERSION 8
 #define PG_MIGRATION_LOCK 0x66657272 /* "ferr" */
+
+/*
+ * The dashboard tables (docs/dashboards.md "PostgreSQL schema"): metrics (a row per field),
+ * logs and events, each partitioned by day of the corrected device time, so that a Grafana
+ * PostgreSQL data source charts them with a plain `time` column and retention drops whole
+ * partitions. Their rows are derived from `records` by one statement, DASH_ROWS_SQL(where):
+ * the write path runs it in the transaction that COPYed the records (where: this transaction's
+ * rows, found through records_commit_order), so a dashboard row exists exactly when its record
+ * does and the records' unique key dedups both; migration 8 runs it once over all records.
+ * jsonb refuses the escape \u0000 that the records' JSON text holds for a NUL byte a device
+ * sent: it becomes U+FFFD there, or one such record would fail every write of its group.
+ */
+#define DASH_ROWS_SQL(where)                                                                       \
+    "WITH r AS MATERIALIZED (SELECT ferry_ns_time(ts_corrected) AS time, device, stream, seq,"     \
+    " name, level, message, replace(tags, '\\u0000', '\\ufffd')::jsonb AS tags,"                   \
+    " replace(fields, '\\u0000', '\\ufffd')::jsonb AS fields FROM records " where "),"             \
+    " m AS (INSERT INTO metrics (time, device, name, field, value, type, value_text, tags, seq)"   \
+    " SELECT r.time, r.device, r.name, f.key,"                                                     \
+    " CASE jsonb_typeof(f.value) WHEN 'number' THEN (f.value #>> '{}')::double precision"          \
+    " WHEN 'boolean' THEN CASE WHEN f.value = 'true'::jsonb THEN 1 ELSE 0 END END,"                \
+    " CASE jsonb_typeof(f.value) WHEN 'number' THEN CASE WHEN (f.value #>> '{}') ~ '[.eE]'"        \
+    " THEN 'float' ELSE 'integer' END WHEN 'null' THEN 'float' ELSE jsonb_typeof(f.value) END,"    \
+    " CASE jsonb_typeof(f.value) WHEN 'string' THEN f.value #>> '{}' END, r.tags, r.seq"           \
+    " FROM r CROSS JOIN LATERAL jsonb_each(r.fields) AS f WHERE r.stream = 1 RETURNING 1),"        \
+    " l AS (INSERT INTO logs (time, device, severity, level, source, message, tags, fields, seq)"  \
+    " SELECT time, device, level, coalesce((ARRAY['emerg','alert','crit','error','warn',"          \
+    "'notice','info','debug'])[level + 1], 'unknown'), name, message, tags, fields, seq"           \
+    " FROM r WHERE stream = 2 RETURNING 1)"                                                        \
+    " INSERT INTO events (time, device, name, tags, fields, seq)"                                  \
+    " SELECT time, device, name, tags, fields, seq FROM r WHERE stream = 0"
+
+/* Day partitions are made ahead of the clock and by migration 8 for the days already stored. */
+#define DASH_AHEAD_DAYS 2
+/* How often a process runs ferry_dash_maintain() from the write path (nanoseconds). */
+#define DASH_MAINTAIN_EVERY_NS (3600 * INT64_C(1000000000))
 
 struct pg_conn {
     PGconn *conn;
+    bool broken;           /* reconnect before the next use (pg_note_failure, read-only) */
+    long long retry_at_ms; /* monotonic: no reconnection attempt before this */
+    int64_t backoff_ms;    /* current wait between failed attempts (0: connected) */
 };
+
+/* Set by a failed statement whose SQLSTATE says the connection must be made again (read-only
+ * server, shutdown, connection failure); conn_put() moves it to the connection. Thread-local
+ * because a thread holds one connection at a time between conn_get() and conn_put(), and the
+ * statements are run all over this file through res_ok()/exec_cmd(). */
+static _Thread_local bool pg_reconnect_needed;
 
 struct pg_store {
     struct ingest_store base;
@@ -54,6 +111,10 @@ struct pg_store {
     size_t n_conns;
     bool *busy;
     char *conninfo;
+    /* dashboard tables (dash_* below): written with the records, maintained hourly */
+    bool dashboard;
+    unsigned retention_days;
+    int64_t dash_next_maintain_ns; /* under lock */
 };
 
 static const char *const migrations[PG_SCHEMA_VERSION] = {
@@ -110,6 +171,79 @@ static const char *const migrations[PG_SCHEMA_VERSION] = {
     "ALTER TABLE devices ADD COLUMN labels text NOT NULL DEFAULT '{}';"
     " ALTER TABLE tokens"
     " ADD COLUMN labels text NOT NULL DEFAULT '{}';",
+    /* version 7: the device's newest inventory event (docs/ingest.md "Inventory"): its fields
+     * as JSON object text and its device time; NULL until the device sends one */
+    "ALTER TABLE devices ADD COLUMN inventory text, ADD COLUMN inventory_ts_ns bigint;",
+    /* version 8: the dashboard tables (DASH_ROWS_SQL above, docs/dashboards.md), their day
+     * partitions and retention (ferry_dash_partition, ferry_dash_maintain), and a backfill from
+     * the records already stored: partitions for every day they cover (at most 400 days back;
+     * older rows land in the DEFAULT partitions), then one pass of DASH_ROWS_SQL. */
+    "CREATE FUNCTION ferry_ns_time(ns bigint) RETURNS timestamptz LANGUAGE sql STABLE"
+    " PARALLEL SAFE AS $$ SELECT timestamptz 'epoch' + (ns / 1000) * interval '1 microsecond' $$;"
+    "CREATE TABLE metrics (time timestamptz NOT NULL, device text COLLATE \"C\" NOT NULL,"
+    " name text NOT NULL, field text NOT NULL, value double precision, type text NOT NULL,"
+    " value_text text, tags jsonb NOT NULL, seq bigint NOT NULL) PARTITION BY RANGE (time);"
+    "CREATE INDEX metrics_device_name_time ON metrics (device, name, time);"
+    "CREATE INDEX metrics_name_time ON metrics (name, time);"
+    "CREATE TABLE metrics_default PARTITION OF metrics DEFAULT;"
+    "CREATE TABLE logs (time timestamptz NOT NULL, device text COLLATE \"C\" NOT NULL,"
+    " severity smallint NOT NULL, level text NOT NULL, source text NOT NULL,"
+    " message text NOT NULL, tags jsonb NOT NULL, fields jsonb NOT NULL, seq bigint NOT NULL)"
+    " PARTITION BY RANGE (time);"
+    "CREATE INDEX logs_device_time ON logs (device, time);"
+    "CREATE INDEX logs_source_time ON logs (source, time);"
+    "CREATE INDEX logs_severity_time ON logs (severity, time);"
+    "CREATE TABLE logs_default PARTITION OF logs DEFAULT;"
+    "CREATE TABLE events (time timestamptz NOT NULL, device text COLLATE \"C\" NOT NULL,"
+    " name text NOT NULL, tags jsonb NOT NULL, fields jsonb NOT NULL, seq bigint NOT NULL)"
+    " PARTITION BY RANGE (time);"
+    "CREATE INDEX events_device_name_time ON events (device, name, time);"
+    "CREATE INDEX events_name_time ON events (name, time);"
+    "CREATE TABLE events_default PARTITION OF events DEFAULT;"
+    /* One day [day, day + 1) UTC of `tbl`: created empty, filled with the rows of that day the
+     * DEFAULT partition holds (late data that came before it existed), then attached; returns
+     * false when it exists already. */
+    "CREATE FUNCTION ferry_dash_partition(tbl text, day date) RETURNS boolean LANGUAGE plpgsql"
+    " AS $$ DECLARE part text := tbl || '_p' || to_char(day, 'YYYYMMDD');"
+    " lo timestamptz := day::timestamp AT TIME ZONE 'UTC';"
+    " hi timestamptz := (day + 1)::timestamp AT TIME ZONE 'UTC';"
+    " BEGIN IF to_regclass(part) IS NOT NULL THEN RETURN false; END IF;"
+    " EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS)', part, tbl);"
+    " EXECUTE format('WITH moved AS (DELETE FROM %I WHERE time >= $1 AND time < $2 RETURNING *)"
+    " INSERT INTO %I SELECT * FROM moved', tbl || '_default', part) USING lo, hi;"
+    " EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',"
+    " tbl, part, lo, hi); RETURN true; END $$;"
+    /* Partitions from yesterday to `ahead_days` ahead, and, when retention_days > 0, drops the
+     * day partitions wholly older than the start of (today - retention_days) UTC and deletes
+     * such rows from the DEFAULT partitions. One process at a time (a transaction-scoped
+     * advisory lock; the others return -1 at once); a lock not granted within 2 s fails that
+     * partition (made) or the call (dropped), tried again later. Returns the partitions
+     * dropped. */
+    "CREATE FUNCTION ferry_dash_maintain(retention_days integer, ahead_days integer)"
+    " RETURNS integer LANGUAGE plpgsql AS $$"
+    " DECLARE today date := (now() AT TIME ZONE 'UTC')::date; tbl text; p record;"
+    " dropped integer := 0;"
+    " BEGIN IF NOT pg_try_advisory_xact_lock(1717658739) THEN RETURN -1; END IF;"
+    /* writers queue behind a waiting exclusive lock: never wait long for one */
+    " PERFORM set_config('lock_timeout', '2s', true);"
+    " FOREACH tbl IN ARRAY ARRAY['metrics', 'logs', 'events'] LOOP"
+    " FOR i IN -1..ahead_days LOOP"
+    " BEGIN PERFORM ferry_dash_partition(tbl, today + i);"
+    " EXCEPTION WHEN others THEN RAISE WARNING 'ferry: partition % of % not made: %',"
+    " today + i, tbl, SQLERRM; END; END LOOP;"
+    " IF retention_days > 0 THEN"
+    " FOR p IN SELECT c.relname FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid"
+    " WHERE h.inhparent = tbl::regclass AND c.relname ~ ('^' || tbl || '_p[0-9]{8}$')"
+    " AND to_date(substr(c.relname, length(tbl) + 3), 'YYYYMMDD') < today - retention_days"
+    " LOOP EXECUTE format('DROP TABLE %I', p.relname); dropped := dropped + 1; END LOOP;"
+    " EXECUTE format('DELETE FROM %I WHERE time < $1', tbl || '_default')"
+    " USING (today - retention_days)::timestamp AT TIME ZONE 'UTC';"
+    " END IF; END LOOP; RETURN dropped; END $$;"
+    "SELECT ferry_dash_partition(t, d) FROM unnest(ARRAY['metrics', 'logs', 'events']) AS t,"
+    " (SELECT DISTINCT (ferry_ns_time(ts_corrected) AT TIME ZONE 'UTC')::date AS d FROM records"
+    " WHERE ts_corrected >= (extract(epoch FROM now() - interval '400 days') * 1e9)::bigint"
+    " AND ts_corrected < (extract(epoch FROM now() + interval '2 days') * 1e9)::bigint) AS days"
+    ";" DASH_ROWS_SQL("") ";",
 };
 
 static void set_err(char *err, size_t err_len, const char *what, PGconn *c)
@@ -118,6 +252,44 @@ static void set_err(char *err, size_t err_len, const char *what, PGconn *c)
         return;
     const char *m = c != NULL ? PQerrorMessage(c) : "";
     snprintf(err, err_len, "postgresql: %s: %.*s", what, (int)strcspn(m, "\n"), m);
+}
+
+/* True when the server behind `c` cannot take writes: a standby, or read-only by setting.
+ * Both parameters are reported by servers 14+ at connect and whenever they change (promotion). */
+static bool conn_read_only(PGconn *c)
+{
+    const char *standby = PQparameterStatus(c, "in_hot_standby");
+    const char *ro = PQparameterStatus(c, "default_transaction_read_only");
+    return (standby != NULL && strcmp(standby, "on") == 0) || (ro != NULL && strcmp(ro, "on") == 0);
+}
+
+/* Makes the connection again when it broke or reached a read-only server, unless the backoff
+ * says not yet (the caller's statement then fails at once on the broken connection). Called
+ * with the connection taken, without the pool lock: PQreset blocks for the connection attempt
+ * (bounded by connect_timeout in the connection string). */
+static void conn_check(struct pg_conn *c)
+{
+    if (!c->broken && PQstatus(c->conn) == CONNECTION_OK && !conn_read_only(c->conn))
+        return;
+    long long now = ferry_monotonic_ms();
+    if (now < c->retry_at_ms)
+        return;
+    PQreset(c->conn);
+    if (PQstatus(c->conn) == CONNECTION_OK && !conn_read_only(c->conn)) {
+        if (c->backoff_ms > 0)
+            log_info("store", "postgresql: reconnected to %s:%s", PQhost(c->conn), PQport(c->conn));
+        PQclear(PQexec(c->conn, "SET client_min_messages = warning"));
+        c->broken = false;
+        c->backoff_ms = 0;
+        c->retry_at_ms = 0;
+        return;
+    }
+    if (c->backoff_ms == 0)
+        log_limited(10, FERRY_LOG_WARN, "store", "postgresql: no writable server: %.*s",
+                    (int)strcspn(PQerrorMessage(c->conn), "\n"), PQerrorMessage(c->conn));
+    c->broken = true;
+    c->backoff_ms = c->backoff_ms == 0 ? 100 : c->backoff_ms >= 1000 ? 2000 : c->backoff_ms * 2;
+    c->retry_at_ms = now + c->backoff_ms;
 }
 
 static struct pg_conn *conn_get(struct pg_store *s)
@@ -129,9 +301,8 @@ static struct pg_conn *conn_get(struct pg_store *s)
                 s->busy[i] = true;
                 pthread_mutex_unlock(&s->lock);
                 struct pg_conn *c = &s->conns[i];
-                /* A connection that broke (server restart) is re-established on next use. */
-                if (PQstatus(c->conn) != CONNECTION_OK)
-                    PQreset(c->conn);
+                pg_reconnect_needed = false;
+                conn_check(c);
                 return c;
             }
         }
@@ -141,18 +312,42 @@ static struct pg_conn *conn_get(struct pg_store *s)
 
 static void conn_put(struct pg_store *s, struct pg_conn *c)
 {
+    if (pg_reconnect_needed || PQstatus(c->conn) != CONNECTION_OK)
+        c->broken = true;
+    pg_reconnect_needed = false;
     pthread_mutex_lock(&s->lock);
     s->busy[c - s->conns] = false;
     pthread_cond_signal(&s->cond);
     pthread_mutex_unlock(&s->lock);
 }
 
+/* Notes a failed statement whose SQLSTATE means the connection is no longer one to write on:
+ * 25006 read_only_sql_transaction (a standby, or a server made read-only), 57P01..57P03
+ * (administrator / crash shutdown, cannot connect now), class 08 (connection exception). A
+ * NULL result (libpq out of memory or no connection) counts too. */
+static void pg_note_failure(PGresult *r)
+{
+    const char *state = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (r == NULL ||
+        (state != NULL && (strcmp(state, "25006") == 0 || strncmp(state, "57P0", 4) == 0 ||
+                           strncmp(state, "08", 2) == 0)))
+        pg_reconnect_needed = true;
+}
+
+static bool res_ok(PGresult *r)
+{
+    ExecStatusType st = PQresultStatus(r);
+    bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+    if (!ok)
+        pg_note_failure(r);
+    return ok;
+}
+
 /* Runs a command without results; returns 0 or EIO with err filled. */
 static int exec_cmd(PGconn *c, const char *sql, char *err, size_t err_len)
 {
     PGresult *r = PQexec(c, sql);
-    ExecStatusType st = PQresultStatus(r);
-    int rc = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? 0 : INGEST_STORE_EIO;
+    int rc = res_ok(r) ? 0 : INGEST_STORE_EIO;
     if (rc != 0)
         set_err(err, err_len, sql, c);
     PQclear(r);
@@ -162,12 +357,6 @@ static int exec_cmd(PGconn *c, const char *sql, char *err, size_t err_len)
 static PGresult *exec_params(PGconn *c, const char *sql, int n, const char *const *vals)
 {
     return PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
-}
-
-static bool res_ok(PGresult *r)
-{
-    ExecStatusType st = PQresultStatus(r);
-    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
 }
 
 static bool retryable(PGresult *r)
@@ -481,6 +670,7 @@ static int write_records(struct pg_conn *pc, struct ingest_write *const *w, size
     PGresult *cr = PQexec(c, "COPY records (device, stream, seq, ts, ts_corrected, name, level,"
                              " message, tags, fields, ingested_ns, payload) FROM STDIN");
     if (PQresultStatus(cr) != PGRES_COPY_IN) {
+        pg_note_failure(cr);
         set_err(err, err_len, "COPY records", c);
         PQclear(cr);
         rc = INGEST_STORE_EIO;
@@ -511,6 +701,7 @@ static int write_records(struct pg_conn *pc, struct ingest_write *const *w, size
         rc = INGEST_STORE_EIO;
     PGresult *res = PQgetResult(c);
     if (rc == 0 && PQresultStatus(res) != PGRES_COMMAND_OK) {
+        pg_note_failure(res);
         set_err(err, err_len, "COPY records data", c);
         /* 23505: another process stored one of these meanwhile; retry the whole group. */
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -616,6 +807,26 @@ static int write_updates(PGconn *c, const struct ingest_write *w, char *err, siz
     return rc;
 }
 
+/* Replaces the device's inventory with the write's when it is newer by device time (or none is
+ * stored): the condition is in the UPDATE, so a resent older batch, from this process or
+ * another, never overwrites a newer inventory. Returns 0, 1 (retryable) or an error. */
+static int write_inventory(PGconn *c, const struct ingest_write *w, char *err, size_t err_len)
+{
+    char ts[24];
+    snprintf(ts, sizeof(ts), "%" PRId64, w->inventory_ts_ns);
+    const char *vals[3] = {w->device_id, w->inventory_json, ts};
+    PGresult *r = exec_params(c,
+                              "UPDATE devices SET inventory = $2, inventory_ts_ns = $3::bigint"
+                              " WHERE id = $1 AND (inventory_ts_ns IS NULL"
+                              " OR inventory_ts_ns < $3::bigint)",
+                              3, vals);
+    int rc = res_ok(r) ? 0 : retryable(r) ? 1 : INGEST_STORE_EIO;
+    if (rc != 0)
+        set_err(err, err_len, "update inventory", c);
+    PQclear(r);
+    return rc;
+}
+
 static int write_gaps_and_device(PGconn *c, struct ingest_write *w, char *err, size_t err_len)
 {
     char s1[24], s2[24], s3[24], s4[24];
@@ -691,6 +902,11 @@ static int write_gaps_and_device(PGconn *c, struct ingest_write *w, char *err, s
         if (urc != 0)
             return urc;
     }
+    if (w->inventory_json != NULL) {
+        int irc = write_inventory(c, w, err, err_len);
+        if (irc != 0)
+            return irc;
+    }
     snprintf(s1, sizeof(s1), "%" PRId64, w->received_ns);
     snprintf(s4, sizeof(s4), "%" PRId64, w->clock_offset_ns);
     char s5[16];
@@ -714,9 +930,67 @@ static int write_gaps_and_device(PGconn *c, struct ingest_write *w, char *err, s
     return rc;
 }
 
+/* ---- Dashboard tables (DASH_ROWS_SQL; docs/dashboards.md) ---------------------------------- */
+
+/* Adds the dashboard rows of the records this transaction stored. Runs inside the writing
+ * transaction after the COPY, so the rows commit or roll back with their records. Returns 0,
+ * 1 (retryable) or an error. */
+static int dash_write(PGconn *c, char *err, size_t err_len)
+{
+    PGresult *r = PQexec(c, DASH_ROWS_SQL("WHERE txid = pg_current_xact_id()"));
+    int rc = res_ok(r) ? 0 : retryable(r) ? 1 : INGEST_STORE_EIO;
+    if (rc != 0)
+        set_err(err, err_len, "write dashboard rows", c);
+    PQclear(r);
+    return rc;
+}
+
+static int64_t dash_now_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
+
+/* Runs ferry_dash_maintain() (partitions ahead, retention) on `c`, outside any transaction. */
+static int dash_maintain(struct pg_store *s, PGconn *c, char *err, size_t err_len)
+{
+    char days[16], ahead[16];
+    snprintf(days, sizeof(days), "%u", s->retention_days);
+    snprintf(ahead, sizeof(ahead), "%d", DASH_AHEAD_DAYS);
+    const char *vals[2] = {days, ahead};
+    PGresult *r = exec_params(c, "SELECT ferry_dash_maintain($1, $2)", 2, vals);
+    int rc = res_ok(r) ? 0 : INGEST_STORE_EIO;
+    if (rc != 0)
+        set_err(err, err_len, "maintain dashboard partitions", c);
+    PQclear(r);
+    return rc;
+}
+
+/* Maintains the partitions when an hour passed since this process last did (a failure is tried
+ * again a minute later). Rows never wait for it: a day without its partition yet goes to the
+ * DEFAULT partition and is moved when the day's partition is made. */
+static void dash_maintain_if_due(struct pg_store *s, PGconn *c)
+{
+    int64_t now_ns = dash_now_ns();
+    pthread_mutex_lock(&s->lock);
+    bool due = s->dashboard && now_ns >= s->dash_next_maintain_ns;
+    if (due)
+        s->dash_next_maintain_ns = now_ns + DASH_MAINTAIN_EVERY_NS;
+    pthread_mutex_unlock(&s->lock);
+    if (!due)
+        return;
+    char err[256];
+    if (dash_maintain(s, c, err, sizeof(err)) != 0) {
+        pthread_mutex_lock(&s->lock);
+        s->dash_next_maintain_ns = now_ns + 60 * INT64_C(1000000000);
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
 /* One attempt at the whole group; returns 0, 1 (retryable conflict) or an error. */
-static int write_attempt(struct pg_conn *pc, struct ingest_write *const *w, size_t n, char *err,
-                         size_t err_len)
+static int write_attempt(struct pg_conn *pc, bool dashboard, struct ingest_write *const *w,
+                         size_t n, char *err, size_t err_len)
 {
     PGconn *c = pc->conn;
     int rc = exec_cmd(c, "BEGIN", err, err_len);
@@ -728,6 +1002,8 @@ static int write_attempt(struct pg_conn *pc, struct ingest_write *const *w, size
     rc = check_devices(c, w, n, err, err_len);
     if (rc == 0)
         rc = write_records(pc, w, n, err, err_len);
+    if (rc == 0 && dashboard)
+        rc = dash_write(c, err, err_len);
     /* Device rows are updated in id order so that concurrent groups lock them alike. */
     for (size_t i = 0; rc == 0 && i < n; i++)
         if (w[i]->result == 0)
@@ -762,11 +1038,12 @@ static int pg_write(struct ingest_store *base, struct ingest_write *const *write
     memcpy(sorted, writes, n * sizeof(*sorted));
     qsort(sorted, n, sizeof(*sorted), cmp_write_dev);
     struct pg_conn *pc = conn_get(s);
+    dash_maintain_if_due(s, pc->conn);
     int rc = 1;
     for (int attempt = 0; attempt < 5 && rc == 1; attempt++) {
         for (size_t i = 0; i < n; i++)
             sorted[i]->new_records = sorted[i]->new_gaps = 0;
-        rc = write_attempt(pc, sorted, n, err, err_len);
+        rc = write_attempt(pc, s->dashboard, sorted, n, err, err_len);
     }
     if (rc == 1)
         rc = INGEST_STORE_EIO;
@@ -882,6 +1159,32 @@ static int pg_device_updates(struct ingest_store *base, const char *id, char *ou
         rc = INGEST_STORE_EIO;
     else
         memcpy(out, PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0) + 1);
+    PQclear(r);
+    conn_put(s, pc);
+    return rc;
+}
+
+static int pg_device_inventory(struct ingest_store *base, const char *id, char *out, size_t out_len,
+                               int64_t *ts_ns)
+{
+    struct pg_store *s = (struct pg_store *)base;
+    struct pg_conn *pc = conn_get(s);
+    const char *vals[1] = {id};
+    PGresult *r = exec_params(
+        pc->conn, "SELECT inventory, inventory_ts_ns FROM devices WHERE id = $1", 1, vals);
+    int rc = 0;
+    if (!res_ok(r))
+        rc = INGEST_STORE_EIO;
+    else if (PQntuples(r) != 1)
+        rc = INGEST_STORE_ENOTFOUND;
+    else if (PQgetisnull(r, 0, 0) || PQgetisnull(r, 0, 1))
+        rc = 0; /* never sent one */
+    else if ((size_t)PQgetlength(r, 0, 0) >= out_len)
+        rc = INGEST_STORE_EIO;
+    else {
+        memcpy(out, PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0) + 1);
+        *ts_ns = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    }
     PQclear(r);
     conn_put(s, pc);
     return rc;
@@ -1666,6 +1969,7 @@ static const struct ingest_store_ops pg_ops = {
     .export_records = pg_export,
     .gap_count = pg_gap_count,
     .device_updates = pg_device_updates,
+    .device_inventory = pg_device_inventory,
     .api_token_add = pg_api_token_add,
     .api_token_get = pg_api_token_get,
     .api_token_revoke = pg_api_token_revoke,
@@ -1711,6 +2015,16 @@ int ingest_store_pg_open(const struct ingest_store_config *cfg, struct ingest_st
     rc = migrate(s->conns[0].conn, err, err_len);
     if (rc != 0)
         goto fail;
+    s->dashboard = cfg->pg_dashboard_tables;
+    s->retention_days = cfg->pg_retention_days;
+    if (s->dashboard) {
+        /* Not fatal: without today's partition rows go to DEFAULT (moved later), and a failure
+         * here (a lock conflict with another process's maintenance) is retried in a minute. */
+        char merr[256];
+        bool done = dash_maintain(s, s->conns[0].conn, merr, sizeof(merr)) == 0;
+        s->dash_next_maintain_ns =
+            dash_now_ns() + (done ? DASH_MAINTAIN_EVERY_NS : 60 * INT64_C(1000000000));
+    }
     *out = &s->base;
     return 0;
 fail:

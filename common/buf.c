@@ -106,15 +106,22 @@ int ferry_buf_append_svarint(struct ferry_buf *b, int64_t v)
 
 int ferry_buf_printf(struct ferry_buf *b, const char *fmt, ...)
 {
+    /* Formats into the room the buffer already has (a growing buffer usually has some): one pass
+     * when the text fits, a second after growing only when it does not. */
+    size_t room = b->cap - b->len;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(room > 0 ? (char *)b->data + b->len : NULL, room, fmt, ap);
     va_end(ap);
-    if (n < 0 || ferry_buf_reserve(b, (size_t)n + 1) < 0)
+    if (n < 0)
         return -1;
-    va_start(ap, fmt);
-    vsnprintf((char *)b->data + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
+    if ((size_t)n >= room) {
+        if (ferry_buf_reserve(b, (size_t)n + 1) < 0)
+            return -1;
+        va_start(ap, fmt);
+        vsnprintf((char *)b->data + b->len, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
     b->len += (size_t)n;
     return 0;
 }

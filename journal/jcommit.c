@@ -34,6 +34,10 @@
 #include "common/util.h"
 #include "journal/journal_int.h"
 
+/* A journal that committed nothing for this long is idle: its next commit starts at once,
+ * without the group window (see committer_main). */
+#define J_IDLE_MS 1000
+
 #define ENT_LAST_IN_UNIT 0x1u
 #define ENT_FAILED 0x2u
 
@@ -780,6 +784,7 @@ static void commit_one(struct journal *j)
         j->dirty_since_sync = true;
     }
     j->committing = false;
+    j->last_commit_ms = ferry_monotonic_ms();
     /* Whoever is next: a waiter leads (done_cv); the committer thread is woken only when it
      * has something to do (queued records, a periodic sync to time, a stop), which saves a
      * context switch per commit when producers lead their own commits. */
@@ -831,7 +836,13 @@ static void *committer_main(void *arg)
         }
         if (j->fill.len == 0 && j->stopping)
             break;
-        if (j->cfg.group_window_us && !j->stopping && j->fill.len < j->cfg.group_max_bytes) {
+        /* The group window gathers producers that come in a burst. After an idle spell (a
+         * collection round every 10 s) nobody else is coming: waiting would only cost the
+         * thread one more sleep and wakeup per commit (the idle wakeup budget of ferryd), and
+         * producers arriving meanwhile still form the next group during this commit. */
+        bool idle = ferry_monotonic_ms() - j->last_commit_ms >= J_IDLE_MS;
+        if (j->cfg.group_window_us && !idle && !j->stopping &&
+            j->fill.len < j->cfg.group_max_bytes) {
             struct timespec ts;
             timespec_after_us(&ts, j->cfg.group_window_us);
             while (!j->stopping && j->fill.len < j->cfg.group_max_bytes) {

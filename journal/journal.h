@@ -144,7 +144,8 @@ struct journal_config {
     enum journal_durability durability; /* default JOURNAL_SYNC_COMMIT */
     /* How long the committer thread waits for more records after the first one before it
      * starts a commit of records whose producers did not wait (default 200 us; 0 = at once; it
-     * never waits once group_max_bytes are queued), in every mode. A producer waiting for its
+     * never waits once group_max_bytes are queued, nor after an idle second without a commit),
+     * in every mode. A producer waiting for its
      * record (JOURNAL_APPEND_WAIT) commits the queue itself as soon as no commit is running:
      * groups then form from what arrives while the previous commit syncs. */
     uint32_t group_window_us;

@@ -113,7 +113,8 @@ struct journal {
     struct jfail fails[J_FAIL_RING];
     unsigned fail_pos;
     bool stopping;
-    bool committing; /* a commit (committer thread or a leading producer) is running */
+    bool committing;          /* a commit (committer thread or a leading producer) is running */
+    long long last_commit_ms; /* monotonic end of the last commit (0: none yet), under q_mu */
     bool committer_running;
     bool thread_started;
     int sticky_err; /* first committer error, returned by journal_close */

@@ -29,7 +29,7 @@ PACKAGES="
     libcmocka-dev
     libsystemd-dev
     iproute2 procps psmisc systemd-journal-remote
-    python3 python3-influxdb
+    python3 python3-influxdb python3-yaml
     bsdiff xdelta3 casync zchunk e2fsprogs
     prometheus prometheus-alertmanager
     debhelper fakeroot lintian file

@@ -115,6 +115,12 @@ mkdir "$work/ingest-check"
     device list >/dev/null ||
     fail "ferry-ingest refuses the sample ingest.ini with every key uncommented"
 
+# Grafana provisioning and dashboards (docs/dashboards.md) in the ingest's package.
+for f in provisioning/datasources/ferry.yaml provisioning/dashboards/ferry.yaml \
+    dashboards/prometheus/ferry-fleet-overview.json dashboards/postgresql/ferry-fleet-overview.json; do
+    [ -f "/usr/share/ferry/grafana/$f" ] || fail "/usr/share/ferry/grafana/$f is not installed"
+done
+
 # Every program starts from its installed path.
 for prog in ferryd ferry ferry-ingest ferry-delta ferry-flaky ferry-fleet; do
     if ! "/usr/bin/$prog" --help >"$work/help" 2>&1 || ! grep -qi usage "$work/help"; then

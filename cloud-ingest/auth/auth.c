@@ -188,6 +188,29 @@ enum ingest_auth_result ingest_auth_check_bearer(struct ingest_store *store,
     return ingest_auth_role_allows(t.role, need) ? INGEST_AUTH_OK : INGEST_AUTH_FORBIDDEN;
 }
 
+int ingest_auth_audit_request(struct ingest_store *store, struct evhttp_request *req,
+                              const char *action, const char *target, int status)
+{
+    struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+    const char *authz = evhttp_find_header(h, "Authorization");
+    char id[INGEST_API_TOKEN_ID_LEN + 1], text[INGEST_AUTH_TOKEN_TEXT_MAX];
+    char actor[INGEST_API_TOKEN_NAME_MAX + 8] = "token:-", source[64] = "-";
+    size_t len = authz != NULL ? strnlen(authz, INGEST_AUTH_HEADER_MAX + 1) : 0;
+    struct ingest_api_token t;
+    if (ingest_auth_parse_bearer(authz, len, id, text) == INGEST_AUTH_OK &&
+        ingest_store_api_token_get(store, id, &t) == 0)
+        snprintf(actor, sizeof(actor), "token:%s", t.name);
+    sodium_memzero(text, sizeof(text));
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    const char *addr = NULL;
+    ev_uint16_t port = 0;
+    if (evcon != NULL)
+        evhttp_connection_get_peer(evcon, (char **)&addr, &port);
+    if (addr != NULL)
+        snprintf(source, sizeof(source), "%s", addr);
+    return ingest_auth_audit(store, actor, action, target, source, status);
+}
+
 int ingest_auth_parse_expiry(const char *arg, int64_t now_ns, int64_t *expires_ns)
 {
     int64_t ms;

@@ -108,6 +108,17 @@ int ingest_auth_audit(struct ingest_store *store, const char *actor, const char 
                       const char *target, const char *source, int status)
     __attribute__((warn_unused_result));
 
+/*
+ * Appends an audit event for an API request a handler serves (`action` such as
+ * "release.publish", `target` what it changed): the actor is "token:<name>" of the request's
+ * bearer token (dispatch checked it before the handler ran), the source the peer's address.
+ * Call it from the request's own thread (it reads `req`). Returns the store's result.
+ */
+struct evhttp_request;
+int ingest_auth_audit_request(struct ingest_store *store, struct evhttp_request *req,
+                              const char *action, const char *target, int status)
+    __attribute__((warn_unused_result));
+
 /* Adds GET /v1/audit?after_seq=N&limit=L (admin): {"events":[...],"next_after_seq":N}.
  * `store` must outlive the router. */
 int ingest_auth_register(struct ingest_router *router, struct ingest_store *store)
@@ -134,6 +145,34 @@ unsigned ingest_enroll_limiter_check(struct ingest_enroll_limiter *l, const char
 /* Counts one failed enrolment from `addr`. */
 void ingest_enroll_limiter_failed(struct ingest_enroll_limiter *l, const char *addr,
                                   int64_t now_ms);
+
+/*
+ * Replay cache of device-signed requests (nonce.c; docs/security.md "Replayed device
+ * requests"). Dispatch checks every request whose signature verified: the same (device, nonce)
+ * seen again before it expires is a replay (401). Memory is fixed at creation: `max_bytes`
+ * (limits.nonce_cache) holds at most max_bytes / 24 entries (a power-of-two number of sets of 8);
+ * below 192 bytes the cache is disabled (*out NULL, every check FRESH). An entry expires at the
+ * second the request's own time leaves the accepted window. Per process: several ingest
+ * processes behind one address each have their own, so a replay sent to another process inside
+ * the window is not detected (see docs/security.md). Thread-safe (striped locks).
+ */
+#define REQSIGN_NONCE_TEXT_MAX 64
+struct ingest_nonce_cache;
+enum ingest_nonce_result {
+    INGEST_NONCE_FRESH = 0,         /* first time: recorded */
+    INGEST_NONCE_FRESH_EVICTED = 1, /* first time, recorded over an unexpired entry: too small */
+    INGEST_NONCE_REPLAY = 2,        /* seen before, inside its window: refuse */
+};
+int ingest_nonce_cache_new(uint64_t max_bytes, struct ingest_nonce_cache **out)
+    __attribute__((warn_unused_result));
+void ingest_nonce_cache_free(struct ingest_nonce_cache *c);
+/* Entries the cache holds at most (0 when disabled). */
+size_t ingest_nonce_cache_capacity(const struct ingest_nonce_cache *c);
+/* Looks up and records the nonce of `device` (a verified request), remembered until
+ * `expires_s` (request time + window). `c` NULL: always FRESH. */
+enum ingest_nonce_result ingest_nonce_cache_check(struct ingest_nonce_cache *c, const char *device,
+                                                  const char *nonce, int64_t expires_s,
+                                                  int64_t now_s);
 
 /*
  * Operator commands, argv starting at the subcommand's word:

@@ -17,9 +17,13 @@ static const char help_text[] =
     "  forward.NAME.streams LIST      metric,event,log (metric; prometheus: metric,event)\n"
     "  forward.NAME.batch_records N   records read and sent per request (5000)\n"
     "  forward.NAME.series_limit N    prometheus: series kept, later ones dropped (100000)\n"
+    "  forward.NAME.workers N|auto    batches encoded and in flight at once, 1..16 (auto: one per\n"
+    "                                 core, at least 2, at most 4)\n"
     "  forward.NAME.timeout DURATION  one request (10s)\n"
     "  forward.NAME.max_backoff DURATION  longest wait between retries (30s)\n"
     "  forward.NAME.idle DURATION     wait when nothing new was committed (200ms)\n"
+    "  forward.NAME.lease_ttl DURATION  ingests sharing one PostgreSQL: a dead holder's forwarder\n"
+    "                                 is taken over within this (15s)\n"
     "  forward.NAME.precision ns|us|ms|s  influxdb: timestamp precision (ns)\n"
     "  forward.NAME.gzip on|off       influxdb: gzip request bodies (on)\n"
     "  forward.NAME.uint integer|unsigned  influxdb: how 3u is written (integer: 1.x OSS)\n";
@@ -53,6 +57,7 @@ static void defaults(struct ingest_forward_config *f, const char *name)
     f->timeout_ms = 10000;
     f->max_backoff_ms = 30000;
     f->idle_ms = 200;
+    f->lease_ttl_ms = 15000;
     ferry_strlcpy(f->precision, "ns", sizeof(f->precision));
     f->gzip = true;
     f->uint_as = INGEST_FORWARD_UINT_INTEGER;
@@ -116,6 +121,16 @@ static int set_key(struct ingest_forward_config *f, const char *key, const char 
         f->batch_records = (unsigned)n;
         return 0;
     }
+    if (strcmp(key, "workers") == 0) {
+        if (strcmp(v, "auto") == 0) {
+            f->workers = 0;
+            return 0;
+        }
+        if (ferry_parse_u64(v, INGEST_FORWARD_WORKERS_MAX, &n) != 0 || n == 0)
+            return -1;
+        f->workers = (unsigned)n;
+        return 0;
+    }
     if (strcmp(key, "series_limit") == 0) {
         if (ferry_parse_u64(v, 100000000, &n) != 0 || n == 0)
             return -1;
@@ -132,6 +147,13 @@ static int set_key(struct ingest_forward_config *f, const char *key, const char 
             f->max_backoff_ms = ms;
         else
             f->idle_ms = ms;
+        return 0;
+    }
+    if (strcmp(key, "lease_ttl") == 0) {
+        /* at least 1 s: it is renewed every third of it, by a statement that may take a while */
+        if (ferry_parse_duration_ms(v, &ms) != 0 || ms < 1000 || ms > 3600 * 1000)
+            return -1;
+        f->lease_ttl_ms = ms;
         return 0;
     }
     if (strcmp(key, "precision") == 0) {

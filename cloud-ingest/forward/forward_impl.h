@@ -33,9 +33,25 @@ int fwd_utf8_append(struct ferry_buf *out, const char *s, size_t n)
  *
  * The series guard remembers a 64-bit hash of every series it let through, up to series_limit;
  * a sample of a series beyond that is dropped and counted. Memory: at most ~16 bytes per series.
+ * Within one body, series are identified by that hash too: a sample of a series the body already
+ * has costs a hash and a probe, its labels are kept once per series and body.
  */
 struct fwd_prom;
+struct fwd_guard;
+/* A series guard of series_limit series, which several encoders may share (it has its own
+ * mutex). fwd_guard_dropped: samples dropped by it since creation, by every encoder;
+ * fwd_guard_series: series admitted. */
+int fwd_guard_new(unsigned series_limit, struct fwd_guard **out)
+    __attribute__((warn_unused_result));
+void fwd_guard_free(struct fwd_guard *g);
+uint64_t fwd_guard_dropped(struct fwd_guard *g);
+uint64_t fwd_guard_series(struct fwd_guard *g);
+/* An encoder with a guard of its own. */
 int fwd_prom_new(unsigned series_limit, struct fwd_prom **out) __attribute__((warn_unused_result));
+/* An encoder using `guard` (borrowed: it must outlive the encoder). An encoder is used by one
+ * thread at a time; encoders sharing a guard may run on different threads. */
+int fwd_prom_new_shared(struct fwd_guard *guard, struct fwd_prom **out)
+    __attribute__((warn_unused_result));
 void fwd_prom_free(struct fwd_prom *p);
 /* Starts a new request body (keeps the series guard). */
 void fwd_prom_reset(struct fwd_prom *p);
@@ -44,8 +60,8 @@ int fwd_prom_add(struct fwd_prom *p, const char *device, const struct record *r,
     __attribute__((warn_unused_result));
 /* Samples added since the reset (kept ones only). */
 size_t fwd_prom_samples(const struct fwd_prom *p);
-/* Counters since creation: samples dropped by the guard, values skipped (strings, NaN
- * names...), series in the guard. */
+/* Counters since creation: samples this encoder dropped by the guard, values skipped (strings,
+ * NaN names...), series in the guard (of every encoder sharing it). */
 uint64_t fwd_prom_dropped(const struct fwd_prom *p);
 uint64_t fwd_prom_skipped(const struct fwd_prom *p);
 uint64_t fwd_prom_series(const struct fwd_prom *p);
@@ -70,5 +86,39 @@ int fwd_influx_line(struct ferry_buf *out, const char *device, const struct reco
 /* gzip (RFC 1952) of in[len] into `out` (reset first). 0 or -1. */
 int fwd_gzip(const uint8_t *in, size_t len, struct ferry_buf *out)
     __attribute__((warn_unused_result));
+
+/* ---- The forwarder's lease (forward_lease.c) ------------------------------------------------ */
+
+/*
+ * With several ingest processes on one PostgreSQL, only the holder of the store lease
+ * "fwd.NAME" runs forwarder NAME (see forward_lease.c for the timing and the invariants). The
+ * reader thread alone calls fwd_lease_poll(); `held`, `acquired` and `lost` are read by the
+ * status endpoints.
+ */
+struct ingest_store;
+
+enum fwd_lease_state {
+    FWD_LEASE_HELD = 0,     /* held and renewed: read on */
+    FWD_LEASE_ACQUIRED = 1, /* just taken: continue from the durable cursor, then read */
+    FWD_LEASE_NOT_HELD = 2, /* another process holds it, or the store did not answer */
+};
+
+struct fwd_lease {
+    char name[INGEST_FORWARD_NAME_MAX + 8]; /* "fwd.NAME" */
+    char owner[160];                        /* host:pid:random of this process */
+    int64_t ttl_ms;
+    long long renewed_ms; /* monotonic time before the last successful renewal */
+    _Atomic bool held;
+    _Atomic uint64_t acquired, lost;
+};
+
+/* Sets up the lease of forwarder `forwarder` for this process (no store access). */
+void fwd_lease_init(struct fwd_lease *l, const char *forwarder, int64_t ttl_ms);
+/* Renews the lease when ttl/3 passed since the last renewal, or tries to take it when not held.
+ * May block on the store for one statement. */
+enum fwd_lease_state fwd_lease_poll(struct fwd_lease *l, struct ingest_store *store)
+    __attribute__((warn_unused_result));
+/* How long a process without the lease waits before asking again: min(ttl/4, 1 s). */
+int64_t fwd_lease_poll_ms(const struct fwd_lease *l);
 
 #endif

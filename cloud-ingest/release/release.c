@@ -417,5 +417,7 @@ int ingest_release_register(struct ingest_router *router, struct ingest_ctx *ctx
     if (rc == 0)
         rc = ingest_router_add(router, EVHTTP_REQ_GET, "/v1/artifacts/*", INGEST_ACCESS_DEVICE,
                                handle_artifact, ctx);
+    if (rc == 0)
+        rc = ingest_release_api_register(router, ctx);
     return rc;
 }

@@ -52,7 +52,18 @@ struct ingest_release_offerer {
     void *arg;
 };
 
-/* Adds the two routes above to `router`, using ctx->cfg (data directory) and ctx->store (device
+/* Adds the two routes above, and those of publishing over the API (release_api.c, admin and
+ * operator tokens):
+ *   PUT  /v1/artifacts/{sha256}?offset=N&size=T  one piece of an artifact (operator): 202 with
+ *        {"received":N} while incomplete, 201 when all bytes are there and their SHA-256 is the
+ *        name (400 and discarded otherwise), 200 when already stored, 409 with "received" for a
+ *        piece at another offset than the bytes held, 413 above limits.max_artifact/max_body.
+ *   POST /v1/releases[?force=1]  body: a signed manifest envelope (admin): verified with
+ *        release.public_keys, every artifact it names stored and matching, then made current;
+ *        201 {"id","device_class","component","version","serial"}; 400 with the reason and
+ *        nothing written; 409 for a serial not above the published one (without force) or no
+ *        release keys configured; audited as release.publish.
+ * to `router`, using ctx->cfg (data directory) and ctx->store (device
  * classes). `ctx` must outlive the server. Returns 0 or the router's error. Handlers are
  * thread-safe; they read small files and reply at once (artifact bodies go out with sendfile). */
 int ingest_release_register(struct ingest_router *router, struct ingest_ctx *ctx)
@@ -68,6 +79,33 @@ int ingest_release_register(struct ingest_router *router, struct ingest_ctx *ctx
  *   release list
  * Prints to stdout/stderr; returns the process exit status.
  */
+/* Registers PUT /v1/artifacts/{sha256} and POST /v1/releases (called by
+ * ingest_release_register). */
+int ingest_release_api_register(struct ingest_router *router, struct ingest_ctx *ctx)
+    __attribute__((warn_unused_result));
+
+/* Whether a manifest's device class or component may name a directory of the releases tree: a
+ * manifest name (manifest_name_valid) that does not start with '.' (no "..", no hidden file). */
+bool ingest_release_path_name_ok(const char *s);
+
+/* Parses and verifies an envelope (data[len]) against `keys` and checks that its class and
+ * component are path-safe. Returns 0 with *out (manifest_free), or -1 with err saying why. */
+int ingest_release_parse_verified(const uint8_t *data, size_t len, const uint8_t (*keys)[32],
+                                  size_t nkeys, struct manifest **out, char *err, size_t err_len)
+    __attribute__((warn_unused_result));
+
+/* Checks that every artifact `m` names is stored (artifacts/<sha256>) with its size, chunk
+ * hashes and SHA-256 (reads them all). Returns 0, or -1 with err naming the first one missing
+ * or different. */
+int ingest_release_check_stored(const struct ingest_config *cfg, const struct manifest *m,
+                                char *err, size_t err_len) __attribute__((warn_unused_result));
+
+/* For `release publish` over the API: finds the file among `sources` (files, or directories of
+ * hash-named files) whose content is the artifact `sha256` (its hex in hex). Returns 0 with the
+ * path in out, or -1. */
+int ingest_release_find_source(char **sources, int nsources, const char *hex,
+                               const uint8_t sha256[32], char *out, size_t out_len);
+
 int ingest_release_main(const struct ingest_config *cfg, int argc, char **argv);
 
 /* The releases directory for a configuration ("<store.lmdb_dir>/releases"). Returns 0 or -1. */

@@ -189,6 +189,12 @@ static uint64_t current_serial(const char *path)
     return serial;
 }
 
+int ingest_release_find_source(char **sources, int nsources, const char *hex,
+                               const uint8_t sha256[32], char *out, size_t out_len)
+{
+    return find_source(sources, nsources, hex, sha256, out, out_len);
+}
+
 int ingest_release_read_pub(const char *path, uint8_t out[32])
 {
     return read_pub(path, out);
@@ -266,6 +272,11 @@ int ingest_release_install(const struct ingest_config *cfg, const struct manifes
                            const uint8_t *data, size_t len)
 {
     char dir[1200], mdir[1500], path[1700];
+    if (!ingest_release_path_name_ok(manifest_device_class(m)) ||
+        !ingest_release_path_name_ok(manifest_component(m))) {
+        fprintf(stderr, "ferry-ingest: device class and component must not start with '.'\n");
+        return -1;
+    }
     if (ingest_release_dir(cfg, dir, sizeof(dir)) != 0)
         return -1;
     snprintf(mdir, sizeof(mdir), "%s/manifests/%s", dir, manifest_device_class(m));

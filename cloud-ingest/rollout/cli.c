@@ -24,7 +24,6 @@
 #include "transport/manifest.h"
 
 #define CLI_MAX_KEYS 8
-#define CLI_MAX_SOURCES 64
 
 static int usage(FILE *out)
 {
@@ -63,18 +62,6 @@ static void audit(struct ingest_store *st, const char *actor, const char *action
         fprintf(stderr, "ferry-ingest: warning: the audit log could not be written\n");
 }
 
-static int duration_ns(const char *opt, const char *s, int64_t *out)
-{
-    int64_t ms;
-    if (ferry_parse_duration_ms(s, &ms) != 0 || ms < 0 || ms > INT64_MAX / 1000000) {
-        fprintf(stderr, "ferry-ingest: %s \"%s\": expected a duration such as 30s, 10m, 2h\n", opt,
-                s);
-        return -1;
-    }
-    *out = ms * 1000000;
-    return 0;
-}
-
 static void artifact_list(const struct manifest *m, char (*out)[65], size_t *n)
 {
     *n = 0;
@@ -82,26 +69,22 @@ static void artifact_list(const struct manifest *m, char (*out)[65], size_t *n)
         ferry_hex_encode(manifest_artifact(m, i)->sha256, 32, out[(*n)++]);
 }
 
-struct create_args {
-    const char *manifest, *rollback, *selector, *waves, *on_fail, *window, *name;
-    const char *soak, *deadline, *min_devices;
-    const char *gates[ROLLOUT_GATES_MAX];
-    size_t n_gates;
+_Static_assert(ROLLOUT_GATES_MAX == 16, "rollout_create_args.gates (rollout.h)");
+
+/* The command line of `create` (argv's strings, borrowed) plus the release keys and sources. */
+struct create_cli {
+    struct rollout_create_args a;
     uint8_t keys[CLI_MAX_KEYS][32];
     size_t n_keys;
-    char *sources[CLI_MAX_SOURCES];
+    char *sources[ROLLOUT_SOURCES_MAX];
     int n_sources;
 };
 
-static int parse_create(int argc, char **argv, struct create_args *a)
+static int parse_create(int argc, char **argv, struct create_cli *c)
 {
-    memset(a, 0, sizeof(*a));
-    a->waves = "1%,10%,50%,100%";
-    a->soak = "10m";
-    a->deadline = "30m";
-    a->min_devices = "1";
-    a->on_fail = "pause";
-    a->selector = "";
+    memset(c, 0, sizeof(*c));
+    struct rollout_create_args *a = &c->a;
+    rollout_create_args_defaults(a);
     for (int i = 0; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         const char **slot = strcmp(o, "--manifest") == 0            ? &a->manifest
@@ -126,65 +109,81 @@ static int parse_create(int argc, char **argv, struct create_args *a)
             a->gates[a->n_gates++] = v;
             i++;
         } else if (strcmp(o, "--pub") == 0 && v != NULL) {
-            if (a->n_keys == CLI_MAX_KEYS || ingest_release_read_pub(v, a->keys[a->n_keys]) != 0) {
+            if (c->n_keys == CLI_MAX_KEYS || ingest_release_read_pub(v, c->keys[c->n_keys]) != 0) {
                 fprintf(stderr, "ferry-ingest: %s is not a release public key (or too many)\n", v);
                 return -1;
             }
-            a->n_keys++;
+            c->n_keys++;
             i++;
         } else if (o[0] == '-') {
             fprintf(stderr, "ferry-ingest: rollout create: unknown or incomplete option %s\n", o);
             return -1;
-        } else if (a->n_sources < CLI_MAX_SOURCES) {
-            a->sources[a->n_sources++] = argv[i];
+        } else if (c->n_sources < ROLLOUT_SOURCES_MAX) {
+            c->sources[c->n_sources++] = argv[i];
         }
     }
-    if (a->manifest == NULL || a->n_keys == 0 || a->n_sources == 0) {
+    if (a->manifest == NULL || c->n_keys == 0 || c->n_sources == 0) {
         fprintf(stderr, "ferry-ingest: rollout create needs --manifest, --pub and the artifacts\n");
         return -1;
     }
     return 0;
 }
 
-/* The settings of the record from the arguments (everything but the manifests). */
-static int build_record(const struct create_args *a, struct rollout *r)
+void rollout_create_args_defaults(struct rollout_create_args *a)
 {
-    char err[512];
-    uint64_t mind = 0;
-    if (rollout_parse_waves(a->waves, r, err, sizeof(err)) != 0 ||
-        (a->window != NULL && rollout_parse_window(a->window, r, err, sizeof(err)) != 0) ||
-        rollout_selector_check(a->selector, err, sizeof(err)) != 0) {
-        fprintf(stderr, "ferry-ingest: %s\n", err);
+    memset(a, 0, sizeof(*a));
+    a->waves = "1%,10%,50%,100%";
+    a->soak = "10m";
+    a->deadline = "30m";
+    a->min_devices = "1";
+    a->on_fail = "pause";
+    a->selector = "";
+}
+
+static int duration_arg(const char *opt, const char *s, int64_t *out, char *err, size_t err_len)
+{
+    int64_t ms;
+    if (ferry_parse_duration_ms(s, &ms) != 0 || ms < 0 || ms > INT64_MAX / 1000000) {
+        snprintf(err, err_len, "%s \"%.64s\": expected a duration such as 30s, 10m, 2h", opt, s);
         return -1;
     }
+    *out = ms * 1000000;
+    return 0;
+}
+
+int rollout_create_settings(const struct rollout_create_args *a, struct rollout *r, char *err,
+                            size_t err_len)
+{
+    uint64_t mind = 0;
+    if (rollout_parse_waves(a->waves, r, err, err_len) != 0 ||
+        (a->window != NULL && rollout_parse_window(a->window, r, err, err_len) != 0) ||
+        rollout_selector_check(a->selector, err, err_len) != 0)
+        return -1;
     for (size_t g = 0; g < a->n_gates; g++) {
-        if (rollout_parse_gate(a->gates[g], &r->gates[g], err, sizeof(err)) != 0) {
-            fprintf(stderr, "ferry-ingest: %s\n", err);
+        if (rollout_parse_gate(a->gates[g], &r->gates[g], err, err_len) != 0)
             return -1;
-        }
         r->n_gates++;
     }
     if (ferry_parse_u64(a->min_devices, 1000000, &mind) != 0) {
-        fprintf(stderr, "ferry-ingest: --min-devices \"%s\": expected 0..1000000\n",
-                a->min_devices);
+        snprintf(err, err_len, "--min-devices \"%.32s\": expected 0..1000000", a->min_devices);
         return -1;
     }
     r->min_devices = (uint32_t)mind;
-    if (duration_ns("--soak", a->soak, &r->soak_ns) != 0 ||
-        duration_ns("--deadline", a->deadline, &r->deadline_ns) != 0)
+    if (duration_arg("--soak", a->soak, &r->soak_ns, err, err_len) != 0 ||
+        duration_arg("--deadline", a->deadline, &r->deadline_ns, err, err_len) != 0)
         return -1;
     if (r->deadline_ns > 0 && r->deadline_ns < r->soak_ns) {
-        fprintf(stderr, "ferry-ingest: --deadline must not be shorter than --soak\n");
+        snprintf(err, err_len, "--deadline must not be shorter than --soak");
         return -1;
     }
     if (strcmp(a->on_fail, "pause") != 0 && strcmp(a->on_fail, "abort") != 0) {
-        fprintf(stderr, "ferry-ingest: --on-fail: pause or abort\n");
+        snprintf(err, err_len, "--on-fail: pause or abort");
         return -1;
     }
     r->abort_on_fail = strcmp(a->on_fail, "abort") == 0;
     if (a->name != NULL && (strlen(a->name) > ROLLOUT_NAME_MAX ||
                             !ferry_utf8_valid((const uint8_t *)a->name, strlen(a->name)))) {
-        fprintf(stderr, "ferry-ingest: --name: at most %d bytes of UTF-8\n", ROLLOUT_NAME_MAX);
+        snprintf(err, err_len, "--name: at most %d bytes of UTF-8", ROLLOUT_NAME_MAX);
         return -1;
     }
     ferry_strlcpy(r->name, a->name != NULL ? a->name : "", sizeof(r->name));
@@ -193,96 +192,101 @@ static int build_record(const struct create_args *a, struct rollout *r)
 }
 
 static int write_manifest_file(const struct ingest_config *cfg, const char *id, bool rollback,
-                               const uint8_t *data, size_t len)
+                               const uint8_t *data, size_t len, char *err, size_t err_len)
 {
     char path[1600], dir[1600];
-    if (rollout_manifest_path(cfg, id, rollback, path, sizeof(path)) != 0)
+    if (rollout_manifest_path(cfg, id, rollback, path, sizeof(path)) != 0) {
+        snprintf(err, err_len, "rollout %s: manifest path too long", id);
         return -1;
+    }
     ferry_strlcpy(dir, path, sizeof(dir));
     char *slash = strrchr(dir, '/');
     if (slash != NULL)
         *slash = '\0';
     if (ferry_mkdir_p(dir, 0755) != 0 || ferry_write_file_atomic(path, data, len, 0644) != 0) {
-        fprintf(stderr, "ferry-ingest: cannot write %s\n", path);
+        snprintf(err, err_len, "cannot write %.1000s", path);
         return -1;
     }
     return 0;
 }
 
-static int cmd_create(const struct ingest_config *cfg, struct ingest_store *st, const char *actor,
-                      int argc, char **argv)
+/* The checks of a new rollout against the published release and the previous rollout of the
+ * same class and component. Returns 0, -1 (the rollback release does not fit) or -3 (the
+ * published serial or the previous rollout is in the way) with err. */
+static int check_new_release(const struct ingest_config *cfg, struct ingest_store *st,
+                             const struct manifest *m, const struct manifest *rb, char *err,
+                             size_t err_len)
 {
-    struct create_args a;
-    struct rollout *r = calloc(1, sizeof(*r));
-    struct manifest *m = NULL, *rb = NULL;
-    uint8_t *data = NULL, *rdata = NULL;
-    size_t len = 0, rlen = 0;
-    int status = 1;
-    if (r == NULL)
-        return 1;
-    if (parse_create(argc, argv, &a) != 0 || build_record(&a, r) != 0) {
-        status = 2;
-        goto out;
-    }
-    if (ingest_release_verify(a.manifest, (const uint8_t(*)[32])a.keys, a.n_keys, &m, &data,
-                              &len) != 0 ||
-        (a.rollback != NULL && ingest_release_verify(a.rollback, (const uint8_t(*)[32])a.keys,
-                                                     a.n_keys, &rb, &rdata, &rlen) != 0))
-        goto out;
     if (rb != NULL && (!manifest_is_rollback(rb) ||
                        strcmp(manifest_device_class(rb), manifest_device_class(m)) != 0 ||
                        strcmp(manifest_component(rb), manifest_component(m)) != 0 ||
                        manifest_serial(rb) <= manifest_serial(m))) {
-        fprintf(stderr,
-                "ferry-ingest: %s: a rollback release must say \"rollback\": true, be for "
-                "the same class and component, and have a serial above the release's "
-                "(devices refuse anything else)\n",
-                a.rollback);
-        goto out;
+        snprintf(err, err_len,
+                 "a rollback release must say \"rollback\": true, be for the same class and "
+                 "component, and have a serial above the release's (devices refuse anything "
+                 "else)");
+        return -1;
     }
     uint64_t cur =
         ingest_release_current_serial(cfg, manifest_device_class(m), manifest_component(m));
     if (cur >= manifest_serial(m)) {
-        fprintf(stderr,
-                "ferry-ingest: serial %llu is not above the published %llu for %s/%s "
-                "(devices would refuse it)\n",
-                (unsigned long long)manifest_serial(m), (unsigned long long)cur,
-                manifest_device_class(m), manifest_component(m));
-        goto out;
+        snprintf(err, err_len,
+                 "serial %llu is not above the published %llu for %s/%s (devices would refuse "
+                 "it)",
+                 (unsigned long long)manifest_serial(m), (unsigned long long)cur,
+                 manifest_device_class(m), manifest_component(m));
+        return -3;
     }
-    char prev[ROLLOUT_ID_LEN + 1], err[256];
-    if (rollout_index_get(st, manifest_device_class(m), manifest_component(m), prev) == 0) {
-        struct rollout p;
-        if (rollout_load(st, prev, ferry_realtime_ns(), &p, NULL, err, sizeof(err)) == 0 &&
-            (p.state == ROLLOUT_RUNNING || p.state == ROLLOUT_PAUSED)) {
-            fprintf(stderr,
-                    "ferry-ingest: rollout %s of %s/%s is %s: abort it or let it "
-                    "finish first\n",
-                    prev, manifest_device_class(m), manifest_component(m),
-                    rollout_state_name(p.state));
-            goto out;
-        }
-        /* devices of an aborted rollout accepted its rollback's serial: a new release must be
-         * above it, or they would refuse it as a replay (docs/ota.md, anti-rollback) */
-        if (p.state == ROLLOUT_ABORTED && p.has_rollback &&
-            p.rollback_serial >= manifest_serial(m)) {
-            fprintf(stderr,
-                    "ferry-ingest: serial %llu is not above %llu, the rollback release of "
-                    "rollout %s that devices may have installed\n",
-                    (unsigned long long)manifest_serial(m), (unsigned long long)p.rollback_serial,
-                    prev);
-            goto out;
-        }
+    char prev[ROLLOUT_ID_LEN + 1], why[256];
+    if (rollout_index_get(st, manifest_device_class(m), manifest_component(m), prev) != 0)
+        return 0;
+    struct rollout p;
+    if (rollout_load(st, prev, ferry_realtime_ns(), &p, NULL, why, sizeof(why)) != 0)
+        return 0;
+    if (p.state == ROLLOUT_RUNNING || p.state == ROLLOUT_PAUSED) {
+        snprintf(err, err_len, "rollout %s of %s/%s is %s: abort it or let it finish first", prev,
+                 manifest_device_class(m), manifest_component(m), rollout_state_name(p.state));
+        return -3;
     }
+    /* devices of an aborted rollout accepted its rollback's serial: a new release must be
+     * above it, or they would refuse it as a replay (docs/ota.md, anti-rollback) */
+    if (p.state == ROLLOUT_ABORTED && p.has_rollback && p.rollback_serial >= manifest_serial(m)) {
+        snprintf(err, err_len,
+                 "serial %llu is not above %llu, the rollback release of rollout %s that "
+                 "devices may have installed",
+                 (unsigned long long)manifest_serial(m), (unsigned long long)p.rollback_serial,
+                 prev);
+        return -3;
+    }
+    return 0;
+}
+
+int rollout_create_verified(const struct ingest_config *cfg, struct ingest_store *st,
+                            struct rollout *r, struct rollout_create_release *rel, char *err,
+                            size_t err_len)
+{
+    const struct manifest *m = rel->m, *rb = rel->rb;
+    int rc = check_new_release(cfg, st, m, rb, err, err_len);
+    if (rc != 0)
+        return rc;
+    /* the artifacts: from the CLI's sources, or already uploaded (PUT /v1/artifacts) */
+    if (rel->n_sources > 0) {
+        if (ingest_release_store_artifacts(cfg, m, rel->sources, rel->n_sources, stderr) != 0 ||
+            (rb != NULL &&
+             ingest_release_store_artifacts(cfg, rb, rel->sources, rel->n_sources, stderr) != 0)) {
+            snprintf(err, err_len, "the artifacts could not be stored");
+            return -1;
+        }
+    } else if (ingest_release_check_stored(cfg, m, err, err_len) != 0 ||
+               (rb != NULL && ingest_release_check_stored(cfg, rb, err, err_len) != 0))
+        return -1;
     uint8_t rnd[ROLLOUT_ID_LEN / 2];
     randombytes_buf(rnd, sizeof(rnd));
     ferry_hex_encode(rnd, sizeof(rnd), r->id);
-    if (ingest_release_store_artifacts(cfg, m, a.sources, a.n_sources, stderr) != 0 ||
+    if (write_manifest_file(cfg, r->id, false, rel->data, rel->len, err, err_len) != 0 ||
         (rb != NULL &&
-         ingest_release_store_artifacts(cfg, rb, a.sources, a.n_sources, stderr) != 0) ||
-        write_manifest_file(cfg, r->id, false, data, len) != 0 ||
-        (rb != NULL && write_manifest_file(cfg, r->id, true, rdata, rlen) != 0))
-        goto out;
+         write_manifest_file(cfg, r->id, true, rel->rdata, rel->rlen, err, err_len) != 0))
+        return -2;
     int64_t now = ferry_realtime_ns();
     r->created_ns = now;
     ferry_strlcpy(r->device_class, manifest_device_class(m), sizeof(r->device_class));
@@ -310,25 +314,125 @@ static int cmd_create(const struct ingest_config *cfg, struct ingest_store *st, 
     struct ingest_kv_op ops[3] = {{k1, text, text != NULL ? strlen(text) : 0, false},
                                   {k2, r->id, strlen(r->id), false},
                                   {k3, r->id, strlen(r->id), false}};
-    int rc = text != NULL ? ingest_store_kv_apply(st, ops, 3, NULL, NULL) : INGEST_STORE_ENOMEM;
+    rc = text != NULL ? ingest_store_kv_apply(st, ops, 3, NULL, NULL) : INGEST_STORE_ENOMEM;
     free(text);
     if (rc != 0) {
-        fprintf(stderr, "ferry-ingest: rollout create: store: %s\n", ingest_store_strerror(rc));
+        snprintf(err, err_len, "store: %s", ingest_store_strerror(rc));
+        return -2;
+    }
+    return 0;
+}
+
+void rollout_create_audit_target(const struct rollout *r, char *out, size_t out_len)
+{
+    snprintf(out, out_len, "%s %.128s/%s %s serial %llu", r->id, r->device_class, r->component,
+             r->version, (unsigned long long)r->serial);
+}
+
+static int cmd_create(const struct ingest_config *cfg, struct ingest_store *st, const char *actor,
+                      int argc, char **argv)
+{
+    struct create_cli c;
+    struct rollout *r = calloc(1, sizeof(*r));
+    struct rollout_create_release rel;
+    memset(&rel, 0, sizeof(rel));
+    char err[1024] = "";
+    int status = 1;
+    if (r == NULL)
+        return 1;
+    if (parse_create(argc, argv, &c) != 0) {
+        status = 2;
+        goto out;
+    }
+    if (rollout_create_settings(&c.a, r, err, sizeof(err)) != 0) {
+        fprintf(stderr, "ferry-ingest: %s\n", err);
+        status = 2;
+        goto out;
+    }
+    if (ingest_release_verify(c.a.manifest, (const uint8_t(*)[32])c.keys, c.n_keys, &rel.m,
+                              &rel.data, &rel.len) != 0 ||
+        (c.a.rollback != NULL &&
+         ingest_release_verify(c.a.rollback, (const uint8_t(*)[32])c.keys, c.n_keys, &rel.rb,
+                               &rel.rdata, &rel.rlen) != 0))
+        goto out;
+    memcpy(rel.sources, c.sources, sizeof(rel.sources));
+    rel.n_sources = c.n_sources;
+    if (rollout_create_verified(cfg, st, r, &rel, err, sizeof(err)) != 0) {
+        fprintf(stderr, "ferry-ingest: rollout create: %s\n", err);
         goto out;
     }
     char target[512];
-    snprintf(target, sizeof(target), "%s %.128s/%s %s serial %llu", r->id, r->device_class,
-             r->component, r->version, (unsigned long long)r->serial);
+    rollout_create_audit_target(r, target, sizeof(target));
     audit(st, actor, "rollout.create", target);
     fprintf(stderr, "rollout %s of %s %s for class %s created: wave 1 of %zu starts now\n", r->id,
             r->component, r->version, r->device_class, r->n_waves);
     printf("%s\n", r->id);
     status = 0;
 out:
-    manifest_free(m);
-    manifest_free(rb);
-    free(data);
-    free(rdata);
+    rollout_create_release_free(&rel);
+    free(r);
+    return status;
+}
+
+void rollout_create_release_free(struct rollout_create_release *rel)
+{
+    manifest_free(rel->m);
+    manifest_free(rel->rb);
+    free(rel->data);
+    free(rel->rdata);
+    memset(rel, 0, sizeof(*rel));
+}
+
+int rollout_create_remote_prepare(int argc, char **argv, struct rollout_create_release *rel,
+                                  char **body)
+{
+    struct create_cli c;
+    struct rollout *r = calloc(1, sizeof(*r));
+    char err[1024];
+    int status = 2;
+    *body = NULL;
+    memset(rel, 0, sizeof(*rel));
+    if (r == NULL)
+        return 1;
+    if (parse_create(argc, argv, &c) != 0)
+        goto out;
+    if (rollout_create_settings(&c.a, r, err, sizeof(err)) != 0) {
+        fprintf(stderr, "ferry-ingest: %s\n", err);
+        goto out;
+    }
+    status = 1;
+    if (ingest_release_verify(c.a.manifest, (const uint8_t(*)[32])c.keys, c.n_keys, &rel->m,
+                              &rel->data, &rel->len) != 0 ||
+        (c.a.rollback != NULL &&
+         ingest_release_verify(c.a.rollback, (const uint8_t(*)[32])c.keys, c.n_keys, &rel->rb,
+                               &rel->rdata, &rel->rlen) != 0))
+        goto out;
+    memcpy(rel->sources, c.sources, sizeof(rel->sources));
+    rel->n_sources = c.n_sources;
+    json_t *gates = json_array();
+    for (size_t g = 0; g < c.a.n_gates && gates != NULL; g++)
+        json_array_append_new(gates, json_string(c.a.gates[g]));
+    json_t *o = json_pack("{s:s%, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "manifest", rel->data,
+                          rel->len, "selector", c.a.selector, "waves", c.a.waves, "min_devices",
+                          c.a.min_devices, "soak", c.a.soak, "deadline", c.a.deadline, "on_fail",
+                          c.a.on_fail, "gates", gates);
+    if (o != NULL && rel->rb != NULL)
+        json_object_set_new(o, "rollback_manifest",
+                            json_stringn((const char *)rel->rdata, rel->rlen));
+    if (o != NULL && c.a.window != NULL)
+        json_object_set_new(o, "window", json_string(c.a.window));
+    if (o != NULL && c.a.name != NULL)
+        json_object_set_new(o, "name", json_string(c.a.name));
+    *body = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (*body == NULL) {
+        fprintf(stderr, "ferry-ingest: rollout create: the manifests are not UTF-8 JSON text\n");
+        goto out;
+    }
+    status = 0;
+out:
+    if (status != 0)
+        rollout_create_release_free(rel);
     free(r);
     return status;
 }

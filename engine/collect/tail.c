@@ -60,8 +60,9 @@
 
 struct tail_file {
     char path[PATH_MAX];
-    size_t dir; /* index into t->dirs */
-    int fd;     /* -1: no file at path now */
+    size_t path_len; /* strlen(path): the tag of every record, not measured per line */
+    size_t dir;      /* index into t->dirs */
+    int fd;          /* -1: no file at path now */
     dev_t dev;
     ino_t ino;
     uint64_t offset;
@@ -86,6 +87,7 @@ struct tail {
     void *arg;
     char name[128];
     char source[128];
+    size_t source_len;
     char patterns[TAIL_MAX_PATTERNS][PATH_MAX];
     size_t pattern_dir[TAIL_MAX_PATTERNS];
     size_t n_patterns;
@@ -116,25 +118,39 @@ struct tail {
 
 /* ---- Levels --------------------------------------------------------------------------------- */
 
-static const struct {
+/* Level words by length (index = length, 3..9), so that a word of the line is compared only with
+ * the few of its length: this runs on every line (measured: the table walk with strlen per entry
+ * was the tail's largest cost after the copy into the journal). */
+struct level_word {
     const char *word;
     int level;
-} level_words[] = {
-    {"emerg", RECORD_LEVEL_EMERG},   {"emergency", RECORD_LEVEL_EMERG},
-    {"panic", RECORD_LEVEL_EMERG},   {"alert", RECORD_LEVEL_ALERT},
-    {"fatal", RECORD_LEVEL_CRIT},    {"crit", RECORD_LEVEL_CRIT},
-    {"critical", RECORD_LEVEL_CRIT}, {"error", RECORD_LEVEL_ERROR},
-    {"err", RECORD_LEVEL_ERROR},     {"warn", RECORD_LEVEL_WARN},
-    {"warning", RECORD_LEVEL_WARN},  {"notice", RECORD_LEVEL_NOTICE},
-    {"info", RECORD_LEVEL_INFO},     {"debug", RECORD_LEVEL_DEBUG},
-    {"trace", RECORD_LEVEL_DEBUG},
 };
+static const struct level_word level_words_3[] = {{"err", RECORD_LEVEL_ERROR}, {NULL, 0}};
+static const struct level_word level_words_4[] = {{"crit", RECORD_LEVEL_CRIT},
+                                                  {"warn", RECORD_LEVEL_WARN},
+                                                  {"info", RECORD_LEVEL_INFO},
+                                                  {NULL, 0}};
+static const struct level_word level_words_5[] = {
+    {"emerg", RECORD_LEVEL_EMERG}, {"panic", RECORD_LEVEL_EMERG},
+    {"alert", RECORD_LEVEL_ALERT}, {"fatal", RECORD_LEVEL_CRIT},
+    {"error", RECORD_LEVEL_ERROR}, {"debug", RECORD_LEVEL_DEBUG},
+    {"trace", RECORD_LEVEL_DEBUG}, {NULL, 0}};
+static const struct level_word level_words_6[] = {{"notice", RECORD_LEVEL_NOTICE}, {NULL, 0}};
+static const struct level_word level_words_7[] = {{"warning", RECORD_LEVEL_WARN}, {NULL, 0}};
+static const struct level_word level_words_8[] = {{"critical", RECORD_LEVEL_CRIT}, {NULL, 0}};
+static const struct level_word level_words_9[] = {{"emergency", RECORD_LEVEL_EMERG}, {NULL, 0}};
+static const struct level_word *const level_words[10] = {
+    NULL,          NULL,          NULL,          level_words_3, level_words_4,
+    level_words_5, level_words_6, level_words_7, level_words_8, level_words_9};
 
 static int level_of_word(const char *w, size_t n)
 {
-    for (size_t i = 0; i < sizeof level_words / sizeof level_words[0]; i++)
-        if (strlen(level_words[i].word) == n && strncasecmp(level_words[i].word, w, n) == 0)
-            return level_words[i].level;
+    if (n < 3 || n > 9)
+        return -1;
+    char first = (char)(w[0] | 0x20); /* a letter: its lower case */
+    for (const struct level_word *l = level_words[n]; l->word != NULL; l++)
+        if (l->word[0] == first && strncasecmp(l->word, w, n) == 0)
+            return l->level;
     return -1;
 }
 
@@ -244,13 +260,13 @@ static int emit(struct tail *t, struct tail_file *f, const char *p, size_t len, 
     if (collect_text(&t->text_scratch, p, len, &text, &text_len) != 0)
         return COLLECT_ENOMEM;
     struct record_field fields[2];
-    struct record_tag tag = {{"file", 4}, {f->path, strlen(f->path)}};
+    struct record_tag tag = {{"file", 4}, {f->path, f->path_len}};
     struct record r;
     memset(&r, 0, sizeof r);
     r.stream = RECORD_LOG;
     r.ts_ns = ts;
     r.name.ptr = t->source;
-    r.name.len = strlen(t->source);
+    r.name.len = t->source_len;
     int lvl = t->parse_level ? tail_parse_level(p, len) : -1;
     r.level = (uint8_t)(lvl < 0 ? RECORD_LEVEL_INFO : lvl);
     r.message.ptr = text;
@@ -627,6 +643,11 @@ static int start_file(struct tail *t, struct tail_file *f, bool at_start)
     int pred = s.v.ino ? find_predecessor(t, f, s.v.ino, 0, 0, 0) : -1;
     if (pred >= 0)
         t->stats.rotations++;
+    else if (s.v.ino)
+        log_warn("tail",
+                 "[input.tail.%s] %s: rotated while ferryd was stopped and the old file (inode "
+                 "%llu) is no longer in its directory; its bytes after offset %llu are lost",
+                 t->name, f->path, (unsigned long long)s.v.ino, (unsigned long long)s.v.offset);
     int rc = drain_and_switch(t, f, pred, s.v.offset, f->skip, 0);
     if (pred >= 0)
         close(pred);
@@ -667,7 +688,8 @@ static void rescan(struct tail *t, size_t di, bool at_start)
             f = calloc(1, sizeof *f);
             if (!f)
                 continue;
-            memcpy(f->path, g.gl_pathv[k], strlen(g.gl_pathv[k]) + 1);
+            f->path_len = strlen(g.gl_pathv[k]);
+            memcpy(f->path, g.gl_pathv[k], f->path_len + 1);
             f->dir = di;
             f->fd = -1;
             f->seen = true;
@@ -968,6 +990,7 @@ int tail_new(struct event_base *base, struct journal *j, const struct tail_opts 
     t->arg = arg;
     snprintf(t->name, sizeof t->name, "%s", o->name);
     snprintf(t->source, sizeof t->source, "%s", o->source && o->source[0] ? o->source : o->name);
+    t->source_len = strlen(t->source);
     t->max_line = o->max_line_bytes;
     t->parse_level = o->parse_level;
     t->from_beginning = o->from_beginning;

@@ -17,6 +17,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@
 #include "journal/journal.h"
 #include "simulators/flaky/flaky_proxy.h"
 #include "simulators/flaky/flaky_rng.h"
+#include "simulators/fleet/fleet_scenario.h"
 #include "transport/record.h"
 
 enum fleet_phase { PHASE_RUNNING, PHASE_DRAINING, PHASE_DONE };
@@ -59,8 +61,13 @@ struct fleet_device {
     uint64_t found;
     int64_t first_tick_ms;
     struct fleet_ota_device ota;
-    int chosen_offline; /* in offline_share */
+    int chosen_offline; /* in offline_share, or FLEET_ROLE_GONE */
     int offline;        /* switched off now */
+    int role;           /* enum fleet_role */
+    int in_outage;      /* its link is down for the outage now */
+    /* Wall-clock times of the scenario, for the test's exact checks (0: did not happen). */
+    int64_t outage_down_ns, outage_up_ns, offline_ns;
+    int64_t hot_first_ns, hot_last_ns, cool_after_ns;
 };
 
 struct fleet {
@@ -188,6 +195,38 @@ static size_t pack_ota_metrics(struct fleet_device *d, int64_t ts_ns, struct fer
     return n;
 }
 
+/* The Jetson collector's thermal record (engine/collect/jetson.c: measurement `temp`, tag
+ * `sensor` = the zone's type, field `temp` in degrees C), so that a rule written for real devices
+ * (`metric = temp.temp`) reads the fleet unchanged. An overheating device reports overheat_temp
+ * (plus up to 2 degrees of noise) from overheat_at_ms for overheat_ms of the run; its first and
+ * last hot sample and its first cool one after them are kept for the test's exact window check. */
+static int pack_thermal(struct fleet_device *d, int64_t ts_ns, struct ferry_buf *packed)
+{
+    const struct fleet_config *cfg = &d->fleet->cfg;
+    int64_t t_ms = ferry_monotonic_ms() - d->fleet->start_ms;
+    bool hot = d->role == FLEET_ROLE_OVERHEAT && t_ms >= cfg->overheat_at_ms &&
+               t_ms < cfg->overheat_at_ms + cfg->overheat_ms;
+    double temp = hot ? cfg->overheat_temp + flaky_rng_uniform(&d->rng) * 2
+                      : cfg->thermal_baseline + (flaky_rng_uniform(&d->rng) - 0.5) * 4;
+    if (hot) {
+        if (!d->hot_first_ns)
+            d->hot_first_ns = ts_ns;
+        d->hot_last_ns = ts_ns;
+    } else if (d->hot_first_ns && !d->cool_after_ns) {
+        d->cool_after_ns = ts_ns;
+    }
+    struct record_tag tags[1] = {{str_of("sensor"), str_of("GPU-therm")}};
+    struct record_field field = {str_of("temp"), RECORD_FIELD_FLOAT, {.f = temp}};
+    struct record r = {.stream = RECORD_METRIC,
+                       .ts_ns = ts_ns,
+                       .name = str_of("temp"),
+                       .tags = tags,
+                       .n_tags = 1,
+                       .fields = &field,
+                       .n_fields = 1};
+    return record_pack(&r, packed);
+}
+
 /* Appends one tick: metrics_per_tick metric records cycling through a Jetson's usual
  * measurements (random walks, so they compress like real data), and sometimes a log line. */
 static void device_tick(evutil_socket_t fd, short what, void *arg)
@@ -204,8 +243,9 @@ static void device_tick(evutil_socket_t fd, short what, void *arg)
     static const char *const names[] = {"cpu", "mem", "temp", "gpu", "disk", "net", "power"};
     int64_t now_ns = ferry_realtime_ns();
     struct ferry_buf packed = FERRY_BUF_INIT;
-    struct journal_append_req reqs[FLEET_MAX_PER_TICK + 3];
-    size_t offsets[FLEET_MAX_PER_TICK + 3];
+    /* metrics, a log line, two OTA metrics, a thermal record */
+    struct journal_append_req reqs[FLEET_MAX_PER_TICK + 4];
+    size_t offsets[FLEET_MAX_PER_TICK + 4];
     size_t n = 0;
     unsigned want = f->cfg.metrics_per_tick;
     if (want > FLEET_MAX_PER_TICK)
@@ -218,6 +258,8 @@ static void device_tick(evutil_socket_t fd, short what, void *arg)
         if (d->cpu[c] > 100)
             d->cpu[c] = 100;
         d->temp += (flaky_rng_uniform(&d->rng) - 0.5) * 0.6;
+        if (d->temp < 35 || d->temp > 70) /* a random walk: kept in a plausible band */
+            d->temp = d->temp < 35 ? 35 : 70;
         char core[8];
         snprintf(core, sizeof core, "c%d", c);
         struct record_tag tags[2] = {{str_of("host"), str_of(d->name)},
@@ -257,6 +299,13 @@ static void device_tick(evutil_socket_t fd, short what, void *arg)
     }
     if (f->cfg.ota.enabled)
         n += pack_ota_metrics(d, now_ns, &packed, offsets + n, reqs + n);
+    if (f->cfg.thermal) {
+        offsets[n] = packed.len;
+        if (pack_thermal(d, now_ns, &packed) != 0)
+            goto out;
+        reqs[n] = (struct journal_append_req){.stream = RECORD_METRIC, .ts_ns = now_ns};
+        n++;
+    }
     for (size_t i = 0; i < n; i++) {
         size_t end = i + 1 < n ? offsets[i + 1] : packed.len;
         reqs[i].payload = packed.data + offsets[i];
@@ -331,6 +380,7 @@ static void sampler_cb(evutil_socket_t fd, short what, void *arg)
             fprintf(stderr, "fleet: %s\n", oerr);
         if (d->chosen_offline && !d->offline && t >= f->cfg.offline_after_ms) {
             d->offline = 1; /* switched off: its link goes down and stays down */
+            d->offline_ns = ferry_realtime_ns();
             flaky_proxy_force_down(d->proxy, 1);
         }
         backlog += device_backlog(&st);
@@ -351,25 +401,38 @@ static void sampler_cb(evutil_socket_t fd, short what, void *arg)
         /* A cloud outage refuses: the ingest is gone, not the device's radio, so open
          * requests are reset and new connections refused (instead of the profile's own
          * down behaviour, which for a radio link holds them). */
+        int64_t wall_ns = ferry_realtime_ns();
         for (unsigned i = 0; i < f->n_devs; i++) {
-            struct flaky_profile p = *flaky_proxy_profile(f->devs[i].proxy);
-            f->devs[i].saved_profile = p;
+            struct fleet_device *d = &f->devs[i];
+            /* With a scenario, only its outage devices lose their link. */
+            if (f->cfg.roles && d->role != FLEET_ROLE_OUTAGE && d->role != FLEET_ROLE_OVERHEAT)
+                continue;
+            struct flaky_profile p = *flaky_proxy_profile(d->proxy);
+            d->saved_profile = p;
             p.down_existing = FLAKY_DOWN_RESET;
             p.down_new = FLAKY_DOWN_REFUSE;
-            flaky_proxy_set_profile(f->devs[i].proxy, &p);
-            flaky_proxy_force_down(f->devs[i].proxy, 1);
+            flaky_proxy_set_profile(d->proxy, &p);
+            flaky_proxy_force_down(d->proxy, 1);
+            d->in_outage = 1;
+            d->outage_down_ns = wall_ns;
         }
         if (!f->cfg.on_second)
-            fprintf(stderr, "fleet: t=%llds cloud outage begins (%llds)\n", (long long)(t / 1000),
-                    (long long)(f->cfg.outage_ms / 1000));
+            fprintf(stderr, "fleet: t=%llds %s outage begins (%llds)\n", (long long)(t / 1000),
+                    f->cfg.roles ? "partial" : "cloud", (long long)(f->cfg.outage_ms / 1000));
     } else if (f->outage_started && !f->outage_ended &&
                t >= f->cfg.outage_at_ms + f->cfg.outage_ms) {
         f->outage_ended = 1;
         f->outage_end_ms = now;
+        int64_t wall_ns = ferry_realtime_ns();
         for (unsigned i = 0; i < f->n_devs; i++) {
-            flaky_proxy_set_profile(f->devs[i].proxy, &f->devs[i].saved_profile);
-            if (!f->devs[i].offline)
-                flaky_proxy_force_down(f->devs[i].proxy, 0);
+            struct fleet_device *d = &f->devs[i];
+            if (!d->in_outage)
+                continue;
+            d->in_outage = 0;
+            d->outage_up_ns = wall_ns;
+            flaky_proxy_set_profile(d->proxy, &d->saved_profile);
+            if (!d->offline)
+                flaky_proxy_force_down(d->proxy, 0);
         }
         if (!f->cfg.on_second)
             fprintf(stderr, "fleet: t=%llds cloud outage ends\n", (long long)(t / 1000));
@@ -489,8 +552,10 @@ static int device_init(struct fleet *f, struct fleet_device *d, unsigned index, 
     }
     fleet_ota_device_init(&d->ota, &f->cfg.ota, f->base, d->journal, d->sync, d->name, d->dir,
                           d->url);
+    d->role = cfg->roles && index < cfg->roles_len ? cfg->roles[index] : FLEET_ROLE_NONE;
     d->chosen_offline =
-        cfg->offline_share > 0 && fleet_ota_stable_unit(d->name, "offline") < cfg->offline_share;
+        d->role == FLEET_ROLE_GONE ||
+        (cfg->offline_share > 0 && fleet_ota_stable_unit(d->name, "offline") < cfg->offline_share);
     /* Spread the first ticks over one period so the fleet does not march in step. */
     d->first_tick_ms = 1 + (int64_t)(flaky_rng_uniform(&d->rng) * (double)cfg->tick_ms);
     return FLAKY_OK;
@@ -547,6 +612,7 @@ void fleet_start(struct fleet *f)
     for (unsigned i = 0; i < f->n_devs; i++) {
         if (f->devs[i].chosen_offline && f->cfg.offline_after_ms <= 0) {
             f->devs[i].offline = 1; /* never connects */
+            f->devs[i].offline_ns = ferry_realtime_ns();
             flaky_proxy_force_down(f->devs[i].proxy, 1);
         }
         int64_t ms = f->devs[i].first_tick_ms;
@@ -779,6 +845,15 @@ void fleet_print_devices(struct fleet *f, void *file)
                 (unsigned long long)device_backlog(&st), (unsigned long long)d->append_errors,
                 st.in_flight, st.consecutive_failures, (long long)st.next_attempt_in_ms,
                 st.last_error, d->offline ? "true" : "false");
+        if (f->cfg.roles)
+            fprintf(fp,
+                    ",\"role\":\"%s\",\"outage_down_ns\":%lld,\"outage_up_ns\":%lld,"
+                    "\"offline_ns\":%lld,\"hot_first_ns\":%lld,\"hot_last_ns\":%lld,"
+                    "\"cool_after_ns\":%lld",
+                    fleet_role_name(d->role), (long long)d->outage_down_ns,
+                    (long long)d->outage_up_ns, (long long)d->offline_ns,
+                    (long long)d->hot_first_ns, (long long)d->hot_last_ns,
+                    (long long)d->cool_after_ns);
         if (f->cfg.ota.enabled) {
             fprintf(fp, ",\"fps\":%.2f,\"reboots\":%u,\"crashes\":%u,\"ota\":{", d->ota.fps_last,
                     d->ota.reboots, d->ota.crashes);

@@ -80,10 +80,27 @@ struct fleet_config {
      * records, no requests, its link down. */
     double offline_share;
     int64_t offline_after_ms;
+    /* Alert scenario (fleet_scenario.h): the role of every device by its global index (NULL:
+     * none; borrowed, outlives the fleet). With roles, the outage above takes down only the
+     * links of FLEET_ROLE_OUTAGE and FLEET_ROLE_OVERHEAT devices, the rest stays online, and
+     * FLEET_ROLE_GONE devices are switched off at offline_after_ms as offline_share's are. */
+    const uint8_t *roles;
+    unsigned roles_len;
+    /* One Jetson thermal record per tick (measurement `temp`, tag sensor=GPU-therm, field
+     * `temp` in degrees C: what ferryd's [collect.jetson] writes) at thermal_baseline plus
+     * noise; FLEET_ROLE_OVERHEAT devices report overheat_temp instead from overheat_at_ms for
+     * overheat_ms of the run. */
+    int thermal;
+    double thermal_baseline, overheat_temp;
+    int64_t overheat_at_ms, overheat_ms;
     /* If set, called once a second with the running totals instead of the progress lines
      * (ferry-fleet's worker processes send them to the parent, which prints the sum). */
     void (*on_second)(void *arg, const struct fleet_second *s);
     void *on_second_arg;
+    /* If set, called once by the process that starts the run, right before the devices' clocks
+     * start (ferry-fleet writes its --scenario-out file with the run's wall-clock start). */
+    void (*on_start)(void *arg);
+    void *on_start_arg;
 };
 
 struct fleet_totals {
@@ -135,7 +152,10 @@ void fleet_totals(struct fleet *f, struct fleet_totals *out);
 int fleet_count_in_ingest(struct fleet *f, struct fleet_totals *out, char *err, size_t err_len);
 /* fleet_print_devices() into a new file at `path`; 0, or -1 with the reason on stderr. */
 int fleet_write_devices(struct fleet *f, const char *path);
-/* Writes one JSON line per device (id, profile, generated, acked, found, backlog). */
+/* Writes one JSON line per device (id, profile, generated, acked, found, backlog; with roles,
+ * its role and the wall-clock times of its scenario: outage_down_ns, outage_up_ns, offline_ns,
+ * and for an overheating device hot_first_ns, hot_last_ns (its first and last hot sample) and
+ * cool_after_ns (its first sample below the overheat again)). */
 void fleet_print_devices(struct fleet *f, void *file);
 
 #endif

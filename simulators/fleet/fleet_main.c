@@ -15,6 +15,7 @@
 #include "common/util.h"
 #include "journal/journal.h"
 #include "simulators/fleet/fleet.h"
+#include "simulators/fleet/fleet_scenario.h"
 #include "simulators/fleet/fleet_workers.h"
 #include "transport/manifest.h"
 
@@ -65,6 +66,20 @@ static void usage(FILE *f)
         "                         switched off: no records, no requests (default 0)...\n"
         "  --offline-after DURATION ...from this time of the run on (default 0: never connects;\n"
         "                         later: they enroll and report first, then go silent)\n"
+        "\n"
+        "Alert scenarios (exact device sets drawn by --seed; docs/testing.md, \"Alert "
+        "scenarios\"):\n"
+        "  --outage-devices N     the outage (--outage-at, --outage) takes down the links of N\n"
+        "                         devices only; the rest stays online\n"
+        "  --overheat N           N of the outage devices overheat (implies --thermal)...\n"
+        "  --overheat-at DURATION ...from this time of the run (default: 1/5 into the outage)\n"
+        "  --overheat-for DURATION ...for this long (default: 3/5 of the outage)\n"
+        "  --overheat-temp C      their temperature then (default 92, plus up to 2 of noise)\n"
+        "  --stay-offline N       N other devices are switched off at --offline-after (default:\n"
+        "                         the outage's start) and never come back\n"
+        "  --thermal              every tick also carries the Jetson collector's thermal record:\n"
+        "                         measurement temp, tag sensor=GPU-therm, field temp (about 50 C)\n"
+        "  --scenario-out FILE    the sets and times as JSON, written when the run starts\n"
         "\n"
         "Simulated OTA (each device runs ferryd's OTA agent, one per component, on simulated\n"
         "A/B slots; device-signed manifest polls, signature check, Range download, install,\n"
@@ -179,6 +194,22 @@ static void print_totals(const struct fleet_totals *t, int completed)
     fflush(stdout);
 }
 
+struct scenario_out {
+    const char *path;
+    struct fleet_scenario s;
+    const uint8_t *roles;
+    struct fleet_scenario_times t;
+};
+
+/* on_start: the sets and times, with the run's wall-clock start (device time zero). */
+static void write_scenario(void *arg)
+{
+    struct scenario_out *o = arg;
+    o->t.start_ns = ferry_realtime_ns();
+    if (fleet_scenario_write(o->path, &o->s, o->roles, &o->t) < 0)
+        fprintf(stderr, "ferry-fleet: the scenario file was not written\n");
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     event_base_loopbreak(arg);
@@ -209,6 +240,12 @@ int main(int argc, char **argv)
     const char *dir = getenv("FERRY_FLAKY_PROFILE_DIR");
     const char *devices_out = NULL;
     unsigned n_procs = 0;
+    struct fleet_scenario scen = {0};
+    int64_t overheat_at_ms = -1, overheat_ms = -1;
+    int offline_after_given = 0;
+    const char *scenario_out = NULL;
+    cfg.thermal_baseline = 50;
+    cfg.overheat_temp = 92;
     static const struct option opts[] = {
         {"ingest", required_argument, NULL, 'i'},
         {"token", required_argument, NULL, 't'},
@@ -247,6 +284,14 @@ int main(int argc, char **argv)
         {"fps", required_argument, NULL, 1011},
         {"fps-noise", required_argument, NULL, 1012},
         {"gpu-temp", required_argument, NULL, 1013},
+        {"outage-devices", required_argument, NULL, 1014},
+        {"overheat", required_argument, NULL, 1015},
+        {"overheat-at", required_argument, NULL, 1016},
+        {"overheat-for", required_argument, NULL, 1017},
+        {"overheat-temp", required_argument, NULL, 1018},
+        {"stay-offline", required_argument, NULL, 1019},
+        {"thermal", no_argument, NULL, 1020},
+        {"scenario-out", required_argument, NULL, 1021},
         {NULL, 0, NULL, 0},
     };
     int ch;
@@ -348,6 +393,7 @@ int main(int argc, char **argv)
         case 1001:
             if (parse_ms("--offline-after", optarg, &cfg.offline_after_ms) < 0)
                 return 2;
+            offline_after_given = 1;
             break;
         case 1002:
             if (fleet_ota_add_key_file(&cfg.ota, optarg, err, sizeof err) < 0) {
@@ -415,6 +461,34 @@ int main(int argc, char **argv)
             if (parse_number("--gpu-temp", optarg, -50, 150, &cfg.ota.gpu_baseline) < 0)
                 return 2;
             break;
+        case 1014:
+        case 1015:
+        case 1019:
+            if (ferry_parse_u64(optarg, 100000, &u) < 0) {
+                fprintf(stderr, "ferry-fleet: %s: 0..100000\n",
+                        ch == 1014   ? "--outage-devices"
+                        : ch == 1015 ? "--overheat"
+                                     : "--stay-offline");
+                return 2;
+            }
+            *(ch == 1014   ? &scen.outage_devices
+              : ch == 1015 ? &scen.overheat_devices
+                           : &scen.gone_devices) = (unsigned)u;
+            break;
+        case 1016:
+            if (parse_ms("--overheat-at", optarg, &overheat_at_ms) < 0)
+                return 2;
+            break;
+        case 1017:
+            if (parse_ms("--overheat-for", optarg, &overheat_ms) < 0)
+                return 2;
+            break;
+        case 1018:
+            if (parse_number("--overheat-temp", optarg, -50, 200, &cfg.overheat_temp) < 0)
+                return 2;
+            break;
+        case 1020: cfg.thermal = 1; break;
+        case 1021: scenario_out = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -428,6 +502,49 @@ int main(int argc, char **argv)
     if (!cfg.ota.enabled && (cfg.ota.n_components || cfg.ota.n_crashloop || cfg.ota.n_fps)) {
         fprintf(stderr, "ferry-fleet: the --ota-* options need --ota-pub (the release key)\n");
         return 2;
+    }
+    uint8_t *roles = NULL;
+    struct scenario_out so = {.path = scenario_out};
+    if (scen.outage_devices || scen.overheat_devices || scen.gone_devices) {
+        if (scen.outage_devices && cfg.outage_ms <= 0) {
+            fprintf(stderr, "ferry-fleet: --outage-devices needs --outage-at and --outage\n");
+            return 2;
+        }
+        scen.devices = cfg.devices;
+        scen.seed = cfg.seed;
+        roles = malloc(cfg.devices);
+        if (!roles || fleet_scenario_assign(&scen, roles, err, sizeof err) < 0) {
+            fprintf(stderr, "ferry-fleet: %s\n", roles ? err : "out of memory");
+            free(roles);
+            return 2;
+        }
+        cfg.roles = roles;
+        cfg.roles_len = cfg.devices;
+        if (!offline_after_given)
+            cfg.offline_after_ms = cfg.outage_ms > 0 ? cfg.outage_at_ms : 0;
+        cfg.overheat_at_ms =
+            overheat_at_ms >= 0 ? overheat_at_ms : cfg.outage_at_ms + cfg.outage_ms / 5;
+        cfg.overheat_ms = overheat_ms >= 0 ? overheat_ms : cfg.outage_ms * 3 / 5;
+        if (scen.overheat_devices)
+            cfg.thermal = 1;
+        so.s = scen;
+        so.roles = roles;
+        so.t = (struct fleet_scenario_times){.tick_ms = cfg.tick_ms,
+                                             .outage_at_ms = cfg.outage_at_ms,
+                                             .outage_ms = cfg.outage_ms,
+                                             .overheat_at_ms = cfg.overheat_at_ms,
+                                             .overheat_ms = cfg.overheat_ms,
+                                             .overheat_temp = cfg.overheat_temp,
+                                             .gone_at_ms = cfg.offline_after_ms};
+    }
+    if (scenario_out) {
+        if (!roles) {
+            fprintf(stderr, "ferry-fleet: --scenario-out needs --outage-devices, --overheat or "
+                            "--stay-offline\n");
+            return 2;
+        }
+        cfg.on_start = write_scenario;
+        cfg.on_start_arg = &so;
     }
     if (!dir)
         dir = FLAKY_PROFILE_DIR;
@@ -448,15 +565,18 @@ int main(int argc, char **argv)
     if (n_procs > 1) {
         struct fleet_totals t;
         int completed = 0;
-        if (fleet_run_workers(&cfg, n_procs, devices_out, &t, &completed) < 0)
+        int wrc = fleet_run_workers(&cfg, n_procs, devices_out, &t, &completed);
+        free(roles);
+        if (wrc < 0)
             return 1;
         print_totals(&t, completed);
         return completed && t.acked == t.generated && t.found_in_ingest == t.acked ? 0 : 1;
     }
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
-        return 1;
-
     int exit_code = 1;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+        free(roles);
+        return 1;
+    }
     struct fleet *fl = NULL;
     struct event *sigint = NULL, *sigterm = NULL;
     struct event_base *base = event_base_new();
@@ -470,6 +590,8 @@ int main(int argc, char **argv)
     sigterm = evsignal_new(base, SIGTERM, on_signal, base);
     if (!sigint || !sigterm || event_add(sigint, NULL) < 0 || event_add(sigterm, NULL) < 0)
         goto out;
+    if (cfg.on_start)
+        cfg.on_start(cfg.on_start_arg);
     fleet_start(fl);
     event_base_dispatch(base);
     struct fleet_totals t;
@@ -489,5 +611,6 @@ out:
     if (base)
         event_base_free(base);
     curl_global_cleanup();
+    free(roles);
     return exit_code;
 }

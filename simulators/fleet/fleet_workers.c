@@ -464,6 +464,8 @@ int fleet_run_workers(const struct fleet_config *cfg, unsigned n_procs, const ch
         }
         if (!go_sent && !stop_sent && ready == n_procs) {
             fprintf(stderr, "fleet: all %u devices created, starting\n", cfg->devices);
+            if (cfg->on_start)
+                cfg->on_start(cfg->on_start_arg);
             for (unsigned i = 0; i < n_procs; i++)
                 if (write_all(m.w[i].go_fd, "g", 1) < 0)
                     goto out_pfd;

@@ -11,6 +11,9 @@
  *   3. Tail throughput: a writer appends 100-byte lines at up to 50 MB/s to a file that a tail
  *      follows into a journal in durable (commit) mode; `cat FILE > /dev/null` reads the same
  *      file in the same run. Lines per second from the first line written to the last committed.
+ *      Then "catch-up": the tail reads an already written file of the same lines from its start,
+ *      timed against `cat` of that file just before (the tail's capacity and its ratio to cat,
+ *      which stays meaningful on a shared, loaded machine).
  *
  * Prints a table, then "name: value" lines (the figures docs cite). --quick: a short run for
  * the test suite (bench.collect.quick), whose figures mean nothing.
@@ -64,15 +67,17 @@ static struct per run_rounds(struct collector *c, const char *name, int rounds)
     return p;
 }
 
-/* Voluntary + involuntary context switches of every thread of pid. */
-static long long ctxt_switches(pid_t pid)
+/* Context switches of every thread of pid: voluntary ones (the thread slept and was woken: a
+ * timer, a futex, an I/O completion) into *vol, involuntary ones (preempted: these grow with the
+ * machine's load, not with ferryd's work) into *invol. Returns -1 when pid is gone. */
+static int ctxt_switches(pid_t pid, long long *vol, long long *invol)
 {
     char dir[64];
     snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
     DIR *d = opendir(dir);
     if (!d)
         return -1;
-    long long sum = 0;
+    *vol = *invol = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.')
@@ -83,14 +88,21 @@ static long long ctxt_switches(pid_t pid)
         long n = collect_read_file("", path, buf, sizeof buf);
         if (n <= 0)
             continue;
-        for (char *p = buf; (p = strstr(p, "ctxt_switches:")) != NULL; p += 14)
-            sum += strtoll(p + 14, NULL, 10);
+        const char *v = strstr(buf, "\nvoluntary_ctxt_switches:");
+        const char *nv = strstr(buf, "\nnonvoluntary_ctxt_switches:");
+        if (v)
+            *vol += strtoll(v + strlen("\nvoluntary_ctxt_switches:"), NULL, 10);
+        if (nv)
+            *invol += strtoll(nv + strlen("\nnonvoluntary_ctxt_switches:"), NULL, 10);
     }
     closedir(d);
-    return sum;
+    return 0;
 }
 
-static double idle_wakeups(const char *ferryd, const char *tmp, int seconds)
+/* Context switches per second of an idle ferryd (all threads, voluntary + involuntary); the
+ * voluntary ones alone into *voluntary_per_s. -1 when it could not be measured. */
+static double idle_wakeups(const char *ferryd, const char *tmp, int seconds,
+                           double *voluntary_per_s)
 {
     char data[512], logs[512], ini[600], log[600];
     snprintf(data, sizeof data, "%s/idle-data", tmp);
@@ -118,15 +130,17 @@ static double idle_wakeups(const char *ferryd, const char *tmp, int seconds)
         _exit(127);
     }
     sleep(2); /* start-up and the first round */
-    long long a = ctxt_switches(pid);
+    long long va, ia, vb, ib;
+    int ra = ctxt_switches(pid, &va, &ia);
     sleep((unsigned)seconds);
-    long long b = ctxt_switches(pid);
+    int rb = ctxt_switches(pid, &vb, &ib);
     kill(pid, SIGTERM);
     int st;
     waitpid(pid, &st, 0);
-    if (a < 0 || b < 0)
+    if (ra < 0 || rb < 0)
         return -1;
-    return (double)(b - a) / seconds;
+    *voluntary_per_s = (double)(vb - va) / seconds;
+    return (double)(vb - va + ib - ia) / seconds;
 }
 
 /* ---- Tail throughput ------------------------------------------------------------------------ */
@@ -193,12 +207,19 @@ static void on_check(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static void tail_throughput(const char *tmp, long long lines, double *lines_per_s,
+/* Follows `lines` 100-byte lines into a durable journal. Live (prewritten false): a writer
+ * appends at up to 50 MB/s while the tail follows and `cat` reads the same file; lines/s is from
+ * the first line written to the last committed, so it cannot exceed the writer's rate. Catch-up
+ * (prewritten true): the file is written first, then `cat FILE > /dev/null` is timed, then the
+ * tail reads it from the beginning: lines/s from the tail's start to the last committed, which
+ * is the tail's own capacity, and *cat_s the time cat needed for the same bytes just before. */
+static void tail_throughput(const char *tmp, long long lines, bool prewritten, double *lines_per_s,
                             double *writer_mb_s, double *cat_s)
 {
     char jdir[512], logs[512];
-    snprintf(jdir, sizeof jdir, "%s/tail-journal", tmp);
-    snprintf(logs, sizeof logs, "%s/tail-logs", tmp);
+    const char *tag = prewritten ? "catchup" : "live";
+    snprintf(jdir, sizeof jdir, "%s/tail-journal-%s", tmp, tag);
+    snprintf(logs, sizeof logs, "%s/tail-logs-%s", tmp, tag);
     if (mkdir(logs, 0700) != 0)
         die("mkdir");
     struct journal_config jc;
@@ -211,34 +232,47 @@ static void tail_throughput(const char *tmp, long long lines, double *lines_per_
         die(err);
     char pattern[600];
     snprintf(pattern, sizeof pattern, "%s/*.log", logs);
-    struct tail_opts o = {"bench", pattern, NULL, NULL, 16384, true, true, 1000};
-    struct tail *t = NULL;
-    if (tail_new(r.base, r.j, &o, NULL, NULL, &t, err, sizeof err) != 0)
-        die(err);
     struct writer w;
     memset(&w, 0, sizeof w);
     if (snprintf(w.path, sizeof w.path, "%s/app.log", logs) >= (int)sizeof w.path)
         die("path too long");
     w.lines = lines;
-    w.mb_per_s_cap = 50.0;
+    w.mb_per_s_cap = prewritten ? 1e6 : 50.0;
+    char cmd[800];
+    if (snprintf(cmd, sizeof cmd, "%scat '%s' > /dev/null", prewritten ? "" : "sleep 0.5; ",
+                 w.path) >= (int)sizeof cmd)
+        die("path too long");
+    if (prewritten) {
+        write_lines(&w);
+        long long cat0 = ferry_monotonic_ms();
+        if (system(cmd) != 0)
+            die("cat");
+        *cat_s = (double)(ferry_monotonic_ms() - cat0) / 1000.0;
+    }
+    struct tail_opts o = {"bench", pattern, NULL, NULL, 16384, true, true, 1000};
+    struct tail *t = NULL;
+    r.start_ms = ferry_monotonic_ms();
+    if (tail_new(r.base, r.j, &o, NULL, NULL, &t, err, sizeof err) != 0)
+        die(err);
     struct event *check = event_new(r.base, -1, EV_PERSIST, on_check, &r);
     struct timeval tv = {0, 20000};
     event_add(check, &tv);
-    r.start_ms = ferry_monotonic_ms();
     pthread_t th;
-    if (pthread_create(&th, NULL, write_lines, &w) != 0)
-        die("pthread_create");
-    /* cat on the same file, in the same run, while it grows. */
-    char cmd[800];
-    if (snprintf(cmd, sizeof cmd, "sleep 0.5; cat '%s' > /dev/null", w.path) >= (int)sizeof cmd)
-        die("path too long");
+    FILE *cat = NULL;
     long long cat0 = ferry_monotonic_ms();
-    FILE *cat = popen(cmd, "r");
+    if (!prewritten) {
+        if (pthread_create(&th, NULL, write_lines, &w) != 0)
+            die("pthread_create");
+        /* cat on the same file, in the same run, while it grows. */
+        cat = popen(cmd, "r");
+    }
     event_base_dispatch(r.base);
-    if (pclose(cat) == -1)
-        die("cat");
-    *cat_s = (double)(ferry_monotonic_ms() - cat0) / 1000.0 - 0.5;
-    pthread_join(th, NULL);
+    if (!prewritten) {
+        if (pclose(cat) == -1)
+            die("cat");
+        *cat_s = (double)(ferry_monotonic_ms() - cat0) / 1000.0 - 0.5;
+        pthread_join(th, NULL);
+    }
     *lines_per_s = (double)lines / ((double)(r.end_ms - r.start_ms) / 1000.0);
     *writer_mb_s = (double)lines * 100 / 1e6 / w.seconds;
     event_free(check);
@@ -248,15 +282,38 @@ static void tail_throughput(const char *tmp, long long lines, double *lines_per_
     event_base_free(r.base);
 }
 
+/* Runs both tail sections and prints them. */
+static void tail_sections(const char *tmp, long long lines)
+{
+    double lps = 0, wmb = 0, cat_s = 0, c_lps = 0, c_wmb = 0, c_cat_s = 0;
+    tail_throughput(tmp, lines, false, &lps, &wmb, &cat_s);
+    tail_throughput(tmp, lines, true, &c_lps, &c_wmb, &c_cat_s);
+    double cat_lps = c_cat_s > 0 ? (double)lines / c_cat_s : 0;
+    printf("\ntail live: %lld lines of 100 bytes, writer at %.1f MB/s, %.0f lines/s into the "
+           "journal (commit mode); cat of the same file in the same run took %.2f s\n",
+           lines, wmb, lps, cat_s);
+    printf("tail catch-up: %.0f lines/s into the journal (commit mode) from a written file; cat "
+           "of it just before: %.2f s (%.0f lines/s); tail/cat = %.3f\n",
+           c_lps, c_cat_s, cat_lps, cat_lps > 0 ? c_lps / cat_lps : 0);
+    printf("tail_lines_per_s: %.0f\ntail_writer_mb_per_s: %.1f\ntail_cat_seconds: %.2f\n", lps, wmb,
+           cat_s);
+    printf("tail_catchup_lines_per_s: %.0f\ntail_catchup_cat_lines_per_s: %.0f\n"
+           "tail_catchup_ratio_to_cat: %.3f\n",
+           c_lps, cat_lps, cat_lps > 0 ? c_lps / cat_lps : 0);
+}
+
 int main(int argc, char **argv)
 {
     bool quick = false;
     const char *jetson_root = NULL, *ferryd = NULL;
-    int idle_s = 20;
+    int idle_s = 60;
     long long tail_lines = 3000000;
+    bool tail_only = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0)
             quick = true;
+        else if (strcmp(argv[i], "--tail-only") == 0)
+            tail_only = true;
         else if (strcmp(argv[i], "--jetson-root") == 0 && i + 1 < argc)
             jetson_root = argv[++i];
         else if (strcmp(argv[i], "--ferryd") == 0 && i + 1 < argc)
@@ -266,7 +323,8 @@ int main(int argc, char **argv)
                     "usage: collect-bench [--quick] [--jetson-root DIR] [--ferryd PATH]\n"
                     "  --jetson-root DIR  run the Jetson collector on DIR (a fixture tree) when\n"
                     "                     this machine is not a Jetson\n"
-                    "  --ferryd PATH      also measure an idle ferryd's wakeups per second\n");
+                    "  --ferryd PATH      also measure an idle ferryd's wakeups per second\n"
+                    "  --tail-only        only the tail throughput section\n");
             return 2;
         }
     }
@@ -278,6 +336,12 @@ int main(int argc, char **argv)
     char tmp[] = "/tmp/collect-bench-XXXXXX";
     if (!mkdtemp(tmp))
         die("mkdtemp");
+    if (tail_only) {
+        tail_sections(tmp, tail_lines);
+        char cmd[600];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+        return system(cmd) == 0 ? 0 : 1;
+    }
 
     struct per rows[4];
     size_t n = 0;
@@ -306,15 +370,12 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n; i++)
         printf("%-18s %16.1f %18.1f %22.4f\n", rows[i].name, rows[i].cpu_us_per_round,
                rows[i].records_per_round, rows[i].cpu_us_per_round / 1e4);
-    double wakeups = ferryd ? idle_wakeups(ferryd, tmp, idle_s) : -1;
-    double lps = 0, wmb = 0, cat_s = 0;
-    tail_throughput(tmp, tail_lines, &lps, &wmb, &cat_s);
-    printf("\ntail: %lld lines of 100 bytes, writer at %.1f MB/s, %.0f lines/s into the journal "
-           "(commit mode); cat of the same file in the same run took %.2f s\n",
-           tail_lines, wmb, lps, cat_s);
+    double voluntary = -1, wakeups = ferryd ? idle_wakeups(ferryd, tmp, idle_s, &voluntary) : -1;
+    tail_sections(tmp, tail_lines);
     if (ferryd)
-        printf("idle ferryd (system collector + one idle tail): %.2f wakeups/s over %d s\n",
-               wakeups, idle_s);
+        printf("idle ferryd (system collector + one idle tail): %.2f context switches/s over %d s, "
+               "%.2f/s voluntary (the rest: preemption by the machine's load)\n",
+               wakeups, idle_s, voluntary);
     printf("\n");
     for (size_t i = 0; i < n; i++) {
         char key[64];
@@ -326,11 +387,9 @@ int main(int argc, char **argv)
         printf("%s_records_per_round: %.1f\n", key, rows[i].records_per_round);
     }
     printf("all_defaults_core_percent_at_10s: %.4f\n", all.cpu_us_per_round / 1e4);
-    printf("tail_lines_per_s: %.0f\n", lps);
-    printf("tail_writer_mb_per_s: %.1f\n", wmb);
-    printf("tail_cat_seconds: %.2f\n", cat_s);
     if (ferryd)
-        printf("idle_wakeups_per_s: %.2f\n", wakeups);
+        printf("idle_wakeups_per_s: %.2f\nidle_voluntary_wakeups_per_s: %.2f\n", wakeups,
+               voluntary);
     collector_free(sys);
     collector_free(jet);
     char cmd[200];

@@ -2,7 +2,8 @@
  * fuzz_rollout.c - libFuzzer target of the rollout parsers (cloud-ingest/rollout/model.c): the
  * stored record (rollout_from_json, then back to JSON and again: a record that loads writes
  * itself back identically), the operator's --waves, --gate and --window texts, and what devices
- * report (the versions object's utc_offset, an update state). The first byte picks the parser.
+ * report (the versions object's utc_offset, an update state), and the body of POST /v1/rollouts
+ * (rollout_create_args_from_json, then rollout_create_settings). The first byte picks the parser.
  */
 #include <assert.h>
 #include <math.h>
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cloud-ingest/rollout/rollout.h"
 #include "cloud-ingest/rollout/rollout_int.h"
 
 #define FUZZ_TEXT_MAX 8192
@@ -23,7 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char err[512];
     if (size < 1)
         return 0;
-    uint8_t pick = data[0] % 6;
+    uint8_t pick = data[0] % 7;
     size_t n = size - 1 > FUZZ_TEXT_MAX ? FUZZ_TEXT_MAX : size - 1;
     memcpy(text, data + 1, n);
     text[n] = '\0';
@@ -70,6 +72,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 4: {
         int off = rollout_device_utc_offset_min(text);
         assert(off >= -14 * 60 - 59 && off <= 14 * 60 + 59);
+        break;
+    }
+    case 6: {
+        /* a POST /v1/rollouts body (api.c), then the settings it names */
+        struct rollout_create_args a;
+        json_t *root = NULL;
+        memset(&r, 0, sizeof(r));
+        if (rollout_create_args_from_json(text, n, &a, &root, err, sizeof(err)) == 0) {
+            assert(a.manifest != NULL && a.n_gates <= ROLLOUT_GATES_MAX);
+            if (rollout_create_settings(&a, &r, err, sizeof(err)) == 0)
+                assert(r.n_waves >= 1 && r.n_waves <= ROLLOUT_WAVES_MAX && r.n_gates == a.n_gates);
+            else
+                assert(err[0] != '\0');
+        } else
+            assert(err[0] != '\0');
+        json_decref(root);
         break;
     }
     default: {

@@ -6,7 +6,8 @@
  *
  * Proves, with one ferry-ingest (LMDB or PostgreSQL) and three forwarders:
  *   - every sample reaches every sink exactly once although the ingest is SIGKILLed again and
- *     again while it forwards (counts queried from each server's own API equal the store's);
+ *     again while it forwards with four workers per forwarder, several requests in flight and
+ *     completing out of order (counts queried from each server's own API equal the store's);
  *   - late data (device time 3 and 10 days in the past) is accepted with its device time;
  *   - a sink that stops answering (Prometheus SIGSTOPped) is retried until it answers;
  *   - InfluxDB keeps the field types (usage float, temp_mc integer);
@@ -161,7 +162,10 @@ static void every_sample_once_in_every_sink_across_sigkills(void **state)
     fprintf(ini, "[store]\nlmdb_dir = %s/data\n", g_dir);
     if (g_pg != NULL)
         fprintf(ini, "type = postgresql\npg_conninfo = %s\n", g_pg);
-    const char *common = "batch_records = 150\ntimeout = 1s\nmax_backoff = 400ms\nidle = 20ms\n";
+    /* Small batches and four workers: several requests of one forwarder in flight at once, and
+     * batches that complete out of order, while the ingest is SIGKILLed. */
+    const char *common =
+        "batch_records = 150\ntimeout = 1s\nmax_backoff = 400ms\nidle = 20ms\nworkers = 4\n";
     fprintf(ini, "[forward.prom]\ntype = prometheus_remote_write\nurl = %s/api/v1/write\n%s", prom,
             common);
     fprintf(ini, "[forward.vm]\ntype = prometheus_remote_write\nurl = %s/api/v1/write\n%s", vm,

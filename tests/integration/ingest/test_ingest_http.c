@@ -545,6 +545,133 @@ static void versions_events_merge_per_key(void **state)
     ferry_buf_free(&b);
 }
 
+#define STR(s)                                                                                     \
+    {                                                                                              \
+        s, sizeof(s) - 1                                                                           \
+    }
+
+/* ---- Inventory (docs/ingest.md "Inventory") ---------------------------------------------------
+ */
+
+/* Builds a signed batch of one "inventory" event per entry: seq first+i at device time ts[i],
+ * with the string fields hostname=host[i] and model=model (raw bytes, perhaps invalid UTF-8),
+ * the integer field cpus=6 and the boolean field jetson=true. */
+static int inventory_batch(const struct ih_device *d, uint64_t first, const int64_t *ts,
+                           const char *const *host, size_t n, const char *model,
+                           struct ferry_buf *out)
+{
+    struct batch_builder_config cfg = {
+        .device_id = d->id, .secret_key = d->sk, .no_compression = true};
+    struct batch_builder *b = NULL;
+    int rc = batch_builder_new(&cfg, &b);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        struct record_field f[4] = {
+            {.key = STR("hostname"),
+             .type = RECORD_FIELD_STRING,
+             .v.s = {host[i], strlen(host[i])}},
+            {.key = STR("model"), .type = RECORD_FIELD_STRING, .v.s = {model, strlen(model)}},
+            {.key = STR("cpus"), .type = RECORD_FIELD_INT, .v.i = 6},
+            {.key = STR("jetson"), .type = RECORD_FIELD_BOOL, .v.b = true},
+        };
+        struct record r = {.stream = RECORD_EVENT,
+                           .seq = first + i,
+                           .ts_ns = ts[i],
+                           .name = STR("inventory"),
+                           .fields = f,
+                           .n_fields = 4};
+        rc = batch_builder_add(b, &r);
+    }
+    if (rc == 0)
+        rc = batch_builder_finish(b, ferry_realtime_ns(), out);
+    batch_builder_free(b);
+    return rc;
+}
+
+/* GET /v1/devices/{id} from the process on `port`, parsed (a reply that is not valid UTF-8
+ * JSON fails here: jansson refuses it). */
+static json_t *device_at(unsigned port, const char *id)
+{
+    char path[128];
+    struct ih_resp r;
+    snprintf(path, sizeof(path), "/v1/devices/%s", id);
+    assert_int_equal(ih_http(port, "GET", path, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    json_t *j = json_loadb((char *)r.body.data, r.body.len, 0, NULL);
+    if (j == NULL)
+        fail_msg("not valid JSON: %.*s", (int)r.body.len, (char *)r.body.data);
+    ih_resp_free(&r);
+    return j;
+}
+
+/* Checks the inventory the process on `port` shows for `id`: its hostname and time. */
+static void expect_inventory(unsigned port, const char *id, const char *host, const char *time)
+{
+    json_t *j = device_at(port, id);
+    json_t *inv = json_object_get(j, "inventory");
+    const char *got = json_string_value(json_object_get(inv, "hostname"));
+    const char *got_time = json_string_value(json_object_get(j, "inventory_time"));
+    if (got == NULL || strcmp(got, host) != 0 || got_time == NULL || strcmp(got_time, time) != 0)
+        fail_msg("inventory %s at %s, want %s at %s", got ? got : "(none)",
+                 got_time ? got_time : "(none)", host, time);
+    assert_int_equal(json_integer_value(json_object_get(inv, "cpus")), 6);
+    assert_true(json_is_true(json_object_get(inv, "jetson")));
+    /* ill-formed UTF-8 is replaced, the rest kept */
+    const char *model = json_string_value(json_object_get(inv, "model"));
+    assert_non_null(model);
+    assert_non_null(strstr(model, "Orin"));
+    assert_null(strchr(model, '\xff'));
+    json_decref(j);
+}
+
+/* A device's newest inventory by device time is shown, whatever the arrival order: an older
+ * event later in the same batch, and a resent older batch, do not replace it; a newer one does.
+ * `reader` is the process the reads go to (another one than `writer` on PostgreSQL). */
+static void inventory_newest_by_device_time_on(unsigned writer, unsigned reader)
+{
+    struct ih_device d;
+    enrolled_device(writer, &d);
+    json_t *j = device_at(reader, d.id);
+    assert_null(json_object_get(j, "inventory"));
+    assert_null(json_object_get(j, "inventory_time"));
+    json_decref(j);
+    const int64_t t = 1796652609000000000ll; /* 2026-12-07T14:10:09Z */
+    const char *model = "NVIDIA Jetson \xff\xfe Orin";
+    struct ferry_buf b = FERRY_BUF_INIT;
+    struct ih_resp r;
+    int64_t ts1[2] = {t + 10000000000ll + 5, t + 5000000000ll};
+    const char *h1[2] = {"newer", "older-later-in-batch"};
+    assert_int_equal(inventory_batch(&d, 1, ts1, h1, 2, model, &b), 0);
+    assert_int_equal(post_batch(writer, &b, &r), 200);
+    ih_resp_free(&r);
+    expect_inventory(reader, d.id, "newer", "2026-12-07T14:10:19.000000005Z");
+    /* an older batch arriving late, and the first batch resent */
+    int64_t ts2[1] = {t};
+    const char *h2[1] = {"resent-older"};
+    struct ferry_buf old = FERRY_BUF_INIT;
+    assert_int_equal(inventory_batch(&d, 3, ts2, h2, 1, model, &old), 0);
+    assert_int_equal(post_batch(writer, &old, &r), 200);
+    ih_resp_free(&r);
+    assert_int_equal(post_batch(writer, &b, &r), 200);
+    ih_resp_free(&r);
+    expect_inventory(reader, d.id, "newer", "2026-12-07T14:10:19.000000005Z");
+    /* a newer one replaces it */
+    int64_t ts3[1] = {t + 20000000000ll};
+    const char *h3[1] = {"newest"};
+    ferry_buf_reset(&b);
+    assert_int_equal(inventory_batch(&d, 4, ts3, h3, 1, model, &b), 0);
+    assert_int_equal(post_batch(writer, &b, &r), 200);
+    ih_resp_free(&r);
+    expect_inventory(reader, d.id, "newest", "2026-12-07T14:10:29.000000000Z");
+    ferry_buf_free(&b);
+    ferry_buf_free(&old);
+}
+
+static void inventory_newest_by_device_time(void **state)
+{
+    (void)state;
+    inventory_newest_by_device_time_on(g_srv.port, g_srv.port);
+}
+
 /* The OTA agent's ota.<state> events become per-component update states in /v1/devices: the
  * newest sequence wins even when an older batch arrives later, components are kept apart, and
  * events without a component or with oversized values are bounded. */
@@ -742,11 +869,6 @@ static void metric_batch(const struct ih_device *d, uint64_t first, const struct
     assert_int_equal(batch_builder_finish(b, ferry_realtime_ns(), out), 0);
     batch_builder_free(b);
 }
-
-#define STR(s)                                                                                     \
-    {                                                                                              \
-        s, sizeof(s) - 1                                                                           \
-    }
 
 static void get_ok(const char *path, struct ih_resp *r)
 {
@@ -1724,6 +1846,19 @@ static void two_processes_share_one_database(void **state)
     ferry_buf_free(&b2);
 }
 
+/* The inventory on PostgreSQL: written through one process, read through another. */
+static void inventory_newest_by_device_time_pg(void **state)
+{
+    (void)state;
+    const char *args[] = {"--pg", g_pg, "--limits.device_cache", "0s", NULL};
+    struct ih_server a, b;
+    assert_int_equal(ih_start(&a, g_bin, g_dir, args), 0);
+    assert_int_equal(ih_start(&b, g_bin, g_dir, args), 0);
+    inventory_newest_by_device_time_on(a.port, b.port);
+    assert_int_equal(ih_stop(&a), 0);
+    assert_int_equal(ih_stop(&b), 0);
+}
+
 /* POST with a bearer token (NULL: none); returns the status. */
 static long post_bearer(const char *path, const char *body, const char *token, struct ih_resp *r)
 {
@@ -1920,7 +2055,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "FERRY_TEST_PG not set (run through with-postgres.sh)\n");
             return 2;
         }
-        const struct CMUnitTest tests[] = {cmocka_unit_test(two_processes_share_one_database)};
+        const struct CMUnitTest tests[] = {cmocka_unit_test(two_processes_share_one_database),
+                                           cmocka_unit_test(inventory_newest_by_device_time_pg)};
         rc = cmocka_run_group_tests_name("ingest_http_pg", tests, NULL, NULL);
     } else {
         const struct CMUnitTest tests[] = {
@@ -1930,6 +2066,7 @@ int main(int argc, char **argv)
             cmocka_unit_test(logs_gaps_and_clock_correction),
             cmocka_unit_test(batch_rejections_in_check_order),
             cmocka_unit_test(versions_events_merge_per_key),
+            cmocka_unit_test(inventory_newest_by_device_time),
             cmocka_unit_test(ota_events_show_update_state_per_component),
             cmocka_unit_test(read_api_errors_and_listing),
             cmocka_unit_test(metrics_exposition),
