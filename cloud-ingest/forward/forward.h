@@ -95,8 +95,8 @@ struct ingest_forward_set {
 /*
  * Sets `key` of forwarder `name` from the INI section [forward.NAME] (or --forward.NAME.key);
  * a new name adds a forwarder with the defaults. Keys: type, url, devices, streams, batch_records,
- * series_limit, workers, timeout, max_backoff, idle, lease_ttl, precision, gzip, uint. Returns 0 or -1 with
- * err saying which key and why.
+ * series_limit, workers, timeout, max_backoff, idle, lease_ttl, precision, gzip, uint. Returns 0 or
+ * -1 with err saying which key and why.
  */
 int ingest_forward_config_set(struct ingest_forward_set *set, const char *name, const char *key,
                               const char *value, char *err, size_t err_len)
