@@ -22,6 +22,7 @@ static void usage(FILE *out)
             "       ferry-delta full [OPTIONS] TARGET OUT        full-image artifact (no base)\n"
             "       ferry-delta apply [--stats] BASE|- DELTA OUT  rebuild the target into OUT\n"
             "       ferry-delta info [--json] DELTA              show a delta's header\n"
+            "       ferry-delta --help | --version\n"
             "\n"
             "options for make/full:\n"
             "  --level N      zstd level 1..22 (default 19)\n"
@@ -224,6 +225,12 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
+        return 0;
+    }
+    /* --version alone or after a command (no command has an option of that name) */
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0 ||
+        (argc >= 3 && strcmp(argv[2], "--version") == 0)) {
+        printf("ferry-delta %s\n", FERRY_VERSION);
         return 0;
     }
     if (strcmp(cmd, "make") == 0)

@@ -8,6 +8,8 @@ head -c 3000000 /dev/urandom > "$dir/base"
 { head -c 5000 /dev/urandom; head -c 2000000 "$dir/base"; head -c 100000 /dev/urandom;
   tail -c 900000 "$dir/base"; } > "$dir/target"
 "$FD" --help > /dev/null
+"$FD" --version | grep -q "^ferry-delta "
+"$FD" apply --version | grep -q "^ferry-delta "
 "$FD" make --level 3 --window 1MiB --stats "$dir/base" "$dir/target" "$dir/d"
 "$FD" info "$dir/d" | grep -q '^kind: *delta'
 "$FD" info --json "$dir/d" | grep -q '"chunks":3'
