@@ -949,16 +949,17 @@ static void audit_release(struct ingest_config *cfg, int argc, char **argv)
     ingest_store_close(st);
 }
 
-/* Removes an LMDB data directory this command created, when it holds only the store's two files
- * (anything else in it is left alone). */
-static void remove_new_store(const char *dir)
+/* Removes the LMDB store a command that did not run created: its two files, and the data
+ * directory when the command made it (rmdir leaves a directory holding anything else alone). */
+static void remove_new_store(const char *dir, bool made_dir)
 {
     char path[1200];
     snprintf(path, sizeof(path), "%s/data.mdb", dir);
     unlink(path);
     snprintf(path, sizeof(path), "%s/lock.mdb", dir);
     unlink(path);
-    rmdir(dir);
+    if (made_dir)
+        rmdir(dir);
 }
 
 int ingest_admin_main(struct ingest_config *cfg, const struct ingest_admin_remote *remote, int argc,
@@ -992,9 +993,15 @@ int ingest_admin_main(struct ingest_config *cfg, const struct ingest_admin_remot
     ingest_config_finish(cfg);
     /* A usage error or --help must leave nothing on disk: an LMDB data directory that opening the
      * store creates is removed again when the command did not run (see below). */
-    struct stat dir_st;
-    bool made_dir = cfg->store.kind == INGEST_STORE_LMDB && cfg->store.lmdb_dir != NULL &&
-                    stat(cfg->store.lmdb_dir, &dir_st) != 0 && errno == ENOENT;
+    struct stat path_st;
+    bool lmdb = cfg->store.kind == INGEST_STORE_LMDB && cfg->store.lmdb_dir != NULL;
+    bool made_dir = lmdb && stat(cfg->store.lmdb_dir, &path_st) != 0 && errno == ENOENT;
+    bool made_store = made_dir;
+    if (lmdb && !made_dir) {
+        char data_path[1200];
+        snprintf(data_path, sizeof(data_path), "%s/data.mdb", cfg->store.lmdb_dir);
+        made_store = stat(data_path, &path_st) != 0 && errno == ENOENT;
+    }
     bool asked_help = false;
     for (int k = 1; k < argc; k++)
         if (strcmp(argv[k], "--help") == 0 || strcmp(argv[k], "-h") == 0)
@@ -1049,7 +1056,7 @@ int ingest_admin_main(struct ingest_config *cfg, const struct ingest_admin_remot
     else
         status = usage();
     ingest_store_close(st);
-    if (made_dir && (status == 2 || asked_help))
-        remove_new_store(cfg->store.lmdb_dir);
+    if (made_store && (status == 2 || asked_help))
+        remove_new_store(cfg->store.lmdb_dir, made_dir);
     return status;
 }
