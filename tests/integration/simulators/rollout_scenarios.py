@@ -289,7 +289,12 @@ def scenario_silent(bin_dir, n, keep=False, profiles="lte-good:3,lte-poor:1", de
         for k, w in enumerate(s["wave_status"]):
             c = w["counts"]
             inst = [g for g in w["gates"] if g["gate"].startswith("install_success")][0]
-            assert abs(inst["value"] - c["committed"] / w["devices"]) < 1e-9, (k, w)
+            # a decided gate keeps the value it was decided on; commits may follow (live counts)
+            now = c["committed"] / w["devices"]
+            if inst["decided"]:
+                assert inst["value"] <= now + 1e-9, (k, w)
+            else:
+                assert abs(inst["value"] - now) < 1e-9, (k, w)
         # no hang: each wave was decided by its deadline (plus the evaluator's second and the
         # soak), never waiting for the silent devices beyond it
         for k, t in enumerate(wave_times(s)):
