@@ -1131,8 +1131,10 @@ int delta_exe_plan_chunk(const struct delta_exe_plan *plan, uint64_t t0, uint32_
         d->maps[d->nmaps].hi = bf->hi;
         chunk_map[tf->map_idx] = (int32_t)d->nmaps++;
     }
-    qsort(d->tr, d->ntr, sizeof(*d->tr), cmp_range);
-    qsort(d->rr, d->nrr, sizeof(*d->rr), cmp_range);
+    if (d->ntr > 1) /* no qsort of an empty (NULL) array */
+        qsort(d->tr, d->ntr, sizeof(*d->tr), cmp_range);
+    if (d->nrr > 1)
+        qsort(d->rr, d->nrr, sizeof(*d->rr), cmp_range);
     /* two target files paired with the same base file: its ranges once */
     uint32_t kept = 0;
     for (uint32_t i = 0; i < d->nrr; i++)
