@@ -966,11 +966,13 @@ void ingest_server_free(struct ingest_server *s)
         return;
     /* Forwarders only read the store; they stop first. */
     ingest_forwarders_stop(s->ctx.forwarders);
-    /* Storage threads first: they may still hand jobs to workers, whose lists are then freed. */
+    /* Storage threads next: they may still hand jobs to workers, whose lists are then freed,
+     * and they tell the alert engine of each commit (alerts_committed), so the engine goes only
+     * after them (freed before, a late commit read it after free: ASan, at shutdown). */
+    ingest_committer_free(s->ctx.committer);
     alerts_free(s->ctx.alerts);
     rollouts_free(s->rollouts);
     s->ctx.offerer = NULL;
-    ingest_committer_free(s->ctx.committer);
     for (size_t i = 0; i < s->n_workers; i++)
         worker_free(&s->workers[i]);
     free(s->workers);
