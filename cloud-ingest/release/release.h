@@ -28,6 +28,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+struct manifest_artifact;
 struct ingest_router;
 struct ingest_ctx;
 struct ingest_config;
@@ -107,6 +108,14 @@ int ingest_release_find_source(char **sources, int nsources, const char *hex,
                                const uint8_t sha256[32], char *out, size_t out_len);
 
 int ingest_release_main(const struct ingest_config *cfg, int argc, char **argv);
+
+/* Reads chunk `c` of artifact `a` (it starts at byte `off` of `fd`, read with pread) into `buf`
+ * (a->chunk_bytes large) and checks it against the manifest's chunk hash; the bytes are added to
+ * `whole` (the running SHA-256 of the artifact, a crypto_hash_sha256_state *). Returns the
+ * chunk's length, or -1 when the file is short there or the bytes differ. Shared by `release
+ * publish` (copying a source file) and PUT/POST over the API (checking a stored one). */
+long long ingest_release_read_chunk(int fd, const struct manifest_artifact *a, uint32_t c,
+                                    uint64_t off, uint8_t *buf, void *whole);
 
 /* The releases directory for a configuration ("<store.lmdb_dir>/releases"). Returns 0 or -1. */
 int ingest_release_dir(const struct ingest_config *cfg, char *out, size_t out_len);

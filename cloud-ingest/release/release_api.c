@@ -95,24 +95,13 @@ static int check_artifact_fd(int fd, const struct manifest_artifact *a, const ch
     uint64_t total = 0;
     int rc = 0;
     for (uint32_t c = 0; c < a->chunk_count && rc == 0; c++) {
-        uint64_t left = a->size - total;
-        size_t want = (size_t)(left < a->chunk_bytes ? left : a->chunk_bytes), got = 0;
-        while (got < want) {
-            ssize_t n = pread(fd, buf + got, want - got, (off_t)(total + got));
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0)
-                break;
-            got += (size_t)n;
-        }
-        uint8_t h[32];
-        crypto_hash_sha256(h, buf, got);
-        if (got != want || memcmp(h, a->chunk_sha256[c], 32) != 0) {
+        long long len = ingest_release_read_chunk(fd, a, c, total, buf, &whole);
+        if (len < 0) {
             snprintf(err, err_len, "artifact %s: chunk %u does not match the manifest", hex, c);
             rc = -1;
+        } else {
+            total += (uint64_t)len;
         }
-        crypto_hash_sha256_update(&whole, buf, got);
-        total += got;
     }
     uint8_t h[32];
     crypto_hash_sha256_final(&whole, h);

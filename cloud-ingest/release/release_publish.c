@@ -49,6 +49,27 @@ static int read_pub(const char *path, uint8_t out[32])
     return rc;
 }
 
+long long ingest_release_read_chunk(int fd, const struct manifest_artifact *a, uint32_t c,
+                                    uint64_t off, uint8_t *buf, void *whole)
+{
+    uint64_t left = a->size > off ? a->size - off : 0;
+    size_t want = (size_t)(left < a->chunk_bytes ? left : a->chunk_bytes), got = 0;
+    while (got < want) {
+        ssize_t n = pread(fd, buf + got, want - got, (off_t)(off + got));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    uint8_t h[32];
+    crypto_hash_sha256(h, buf, got);
+    if (got != want || memcmp(h, a->chunk_sha256[c], 32) != 0)
+        return -1;
+    crypto_hash_sha256_update(whole, buf, got);
+    return (long long)got;
+}
+
 /* Copies `src` to `dst_dir`/<hex> after checking size, chunk hashes and whole hash; the copy is
  * fsync'd and renamed into place. */
 static int install_artifact(const char *src, const struct manifest_artifact *a, const char *dst_dir,
@@ -69,24 +90,12 @@ static int install_artifact(const char *src, const struct manifest_artifact *a, 
     if (out < 0 || !buf)
         goto out;
     for (uint32_t c = 0; c < a->chunk_count; c++) {
-        uint64_t want64 = a->size - total < a->chunk_bytes ? a->size - total : a->chunk_bytes;
-        size_t want = (size_t)want64, got = 0;
-        while (got < want) {
-            ssize_t n = read(in, buf + got, want - got);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0)
-                break;
-            got += (size_t)n;
-        }
-        uint8_t h[32];
-        crypto_hash_sha256(h, buf, got);
-        if (got != want || memcmp(h, a->chunk_sha256[c], 32) != 0) {
+        long long len = ingest_release_read_chunk(in, a, c, total, buf, &whole);
+        if (len < 0) {
             fprintf(stderr, "ferry-ingest: %s: chunk %u does not match the manifest\n", src, c);
             goto out;
         }
-        crypto_hash_sha256_update(&whole, buf, got);
-        size_t done = 0;
+        size_t got = (size_t)len, done = 0;
         while (done < got) {
             ssize_t n = write(out, buf + done, got - done);
             if (n < 0 && errno == EINTR)
@@ -100,7 +109,7 @@ static int install_artifact(const char *src, const struct manifest_artifact *a, 
     uint8_t extra;
     uint8_t h[32];
     crypto_hash_sha256_final(&whole, h);
-    if (read(in, &extra, 1) != 0 || memcmp(h, a->sha256, 32) != 0) {
+    if (pread(in, &extra, 1, (off_t)total) != 0 || memcmp(h, a->sha256, 32) != 0) {
         fprintf(stderr, "ferry-ingest: %s is longer than or differs from the manifest's\n", src);
         goto out;
     }
