@@ -365,6 +365,20 @@ static bool retryable(PGresult *r)
     return state != NULL && (strcmp(state, "40P01") == 0 || strcmp(state, "40001") == 0);
 }
 
+/* Runs a statement of a write (parameters `vals`[n]; vals NULL: PQexec, which also takes several
+ * statements) and discards its result: 0, 1 when PostgreSQL says to retry (deadlock,
+ * serialisation), or EIO with err naming `what`. */
+static int exec_write(PGconn *c, const char *sql, int n, const char *const *vals, const char *what,
+                      char *err, size_t err_len)
+{
+    PGresult *r = vals != NULL ? exec_params(c, sql, n, vals) : PQexec(c, sql);
+    int rc = res_ok(r) ? 0 : retryable(r) ? 1 : INGEST_STORE_EIO;
+    if (rc != 0)
+        set_err(err, err_len, what, c);
+    PQclear(r);
+    return rc;
+}
+
 static int migrate(PGconn *c, char *err, size_t err_len)
 {
     char sql[128];
@@ -799,12 +813,8 @@ static int write_updates(PGconn *c, const struct ingest_write *w, char *err, siz
     if (mrc != 0)
         return 0;
     vals[1] = merged;
-    r = exec_params(c, "UPDATE devices SET updates = $2 WHERE id = $1", 2, vals);
-    int rc = res_ok(r) ? 0 : retryable(r) ? 1 : INGEST_STORE_EIO;
-    if (rc != 0)
-        set_err(err, err_len, "update updates", c);
-    PQclear(r);
-    return rc;
+    return exec_write(c, "UPDATE devices SET updates = $2 WHERE id = $1", 2, vals, "update updates",
+                      err, err_len);
 }
 
 /* Replaces the device's inventory with the write's when it is newer by device time (or none is
@@ -815,16 +825,11 @@ static int write_inventory(PGconn *c, const struct ingest_write *w, char *err, s
     char ts[24];
     snprintf(ts, sizeof(ts), "%" PRId64, w->inventory_ts_ns);
     const char *vals[3] = {w->device_id, w->inventory_json, ts};
-    PGresult *r = exec_params(c,
-                              "UPDATE devices SET inventory = $2, inventory_ts_ns = $3::bigint"
-                              " WHERE id = $1 AND (inventory_ts_ns IS NULL"
-                              " OR inventory_ts_ns < $3::bigint)",
-                              3, vals);
-    int rc = res_ok(r) ? 0 : retryable(r) ? 1 : INGEST_STORE_EIO;
-    if (rc != 0)
-        set_err(err, err_len, "update inventory", c);
-    PQclear(r);
-    return rc;
+    return exec_write(c,
+                      "UPDATE devices SET inventory = $2, inventory_ts_ns = $3::bigint"
+                      " WHERE id = $1 AND (inventory_ts_ns IS NULL"
+                      " OR inventory_ts_ns < $3::bigint)",
+                      3, vals, "update inventory", err, err_len);
 }
 
 static int write_gaps_and_device(PGconn *c, struct ingest_write *w, char *err, size_t err_len)
@@ -833,11 +838,8 @@ static int write_gaps_and_device(PGconn *c, struct ingest_write *w, char *err, s
     if (w->n_gaps > 0) {
         /* The device's row lock serialises gap merges of one device across connections. */
         const char *vals[1] = {w->device_id};
-        PGresult *r = exec_params(c, "SELECT 1 FROM devices WHERE id = $1 FOR UPDATE", 1, vals);
-        int rc = res_ok(r) ? 0 : retryable(r) ? 1 : INGEST_STORE_EIO;
-        if (rc != 0)
-            set_err(err, err_len, "lock device for gaps", c);
-        PQclear(r);
+        int rc = exec_write(c, "SELECT 1 FROM devices WHERE id = $1 FOR UPDATE", 1, vals,
+                            "lock device for gaps", err, err_len);
         if (rc != 0)
             return rc;
     }
@@ -912,22 +914,16 @@ static int write_gaps_and_device(PGconn *c, struct ingest_write *w, char *err, s
     char s5[16];
     snprintf(s5, sizeof(s5), "%d", INGEST_VERSIONS_MAX);
     const char *vals[5] = {w->device_id, s1, s4, w->versions_json, s5};
-    PGresult *r =
-        exec_params(c,
-                    "UPDATE devices SET last_seen_ns = GREATEST(last_seen_ns, $2::bigint),"
-                    " clock_offset_ns = $3, versions = CASE"
-                    /* merged per key, the batch winning (store_json.c's rule), and
-                     * kept whole when the merge would exceed INGEST_VERSIONS_MAX */
-                    " WHEN $4::text IS NULL THEN versions"
-                    " WHEN octet_length((versions::jsonb || $4::jsonb)::text) > $5::int"
-                    " THEN versions ELSE (versions::jsonb || $4::jsonb)::text END"
-                    " WHERE id = $1",
-                    5, vals);
-    int rc = res_ok(r) ? 0 : retryable(r) ? 1 : INGEST_STORE_EIO;
-    if (rc != 0)
-        set_err(err, err_len, "update device", c);
-    PQclear(r);
-    return rc;
+    return exec_write(c,
+                      "UPDATE devices SET last_seen_ns = GREATEST(last_seen_ns, $2::bigint),"
+                      " clock_offset_ns = $3, versions = CASE"
+                      /* merged per key, the batch winning (store_json.c's rule), and
+                       * kept whole when the merge would exceed INGEST_VERSIONS_MAX */
+                      " WHEN $4::text IS NULL THEN versions"
+                      " WHEN octet_length((versions::jsonb || $4::jsonb)::text) > $5::int"
+                      " THEN versions ELSE (versions::jsonb || $4::jsonb)::text END"
+                      " WHERE id = $1",
+                      5, vals, "update device", err, err_len);
 }
 
 /* ---- Dashboard tables (DASH_ROWS_SQL; docs/dashboards.md) ---------------------------------- */
@@ -937,12 +933,8 @@ static int write_gaps_and_device(PGconn *c, struct ingest_write *w, char *err, s
  * 1 (retryable) or an error. */
 static int dash_write(PGconn *c, char *err, size_t err_len)
 {
-    PGresult *r = PQexec(c, DASH_ROWS_SQL("WHERE txid = pg_current_xact_id()"));
-    int rc = res_ok(r) ? 0 : retryable(r) ? 1 : INGEST_STORE_EIO;
-    if (rc != 0)
-        set_err(err, err_len, "write dashboard rows", c);
-    PQclear(r);
-    return rc;
+    return exec_write(c, DASH_ROWS_SQL("WHERE txid = pg_current_xact_id()"), 0, NULL,
+                      "write dashboard rows", err, err_len);
 }
 
 static int64_t dash_now_ns(void)
