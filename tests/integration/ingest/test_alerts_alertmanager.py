@@ -13,51 +13,18 @@ every process it started by PID.
     test_alerts_alertmanager.py --bin-dir BUILD/bin
 """
 import argparse
-import http.server
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sync"))
 import synclib  # noqa: E402
 
-
-class Sink:
-    """Records the JSON bodies POSTed to it, by path."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.posts = []
-        sink = self
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length", "0"))
-                body = json.loads(self.rfile.read(n))
-                with sink.lock:
-                    sink.posts.append((self.path, body))
-                self.send_response(200)
-                self.end_headers()
-
-        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.port = self.srv.server_address[1]
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def bodies(self, path):
-        with self.lock:
-            return [b for p, b in self.posts if p == path]
-
-    def close(self):
-        self.srv.shutdown()
 
 
 def free_port():
@@ -81,7 +48,7 @@ def main():
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     h = synclib.Harness(args.bin_dir)
-    sink = Sink()
+    sink = synclib.JsonSink()
     ok = False
     try:
         # Alertmanager: group by alertname and device, short waits so the test is quick.

@@ -37,7 +37,6 @@ usage: alerts_proof.py --bin-dir build/bin [--quick | --ctest] [--alertmanager] 
                        [--seed N] [--keep]
 """
 import argparse
-import http.server
 import json
 import os
 import shutil
@@ -46,9 +45,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sync"))
+import synclib  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROFILE_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "..", "simulators", "profiles"))
@@ -70,38 +71,6 @@ PRESETS = {
 THRESHOLD = 85
 
 
-class Sink:
-    """Records the JSON bodies the ingest's webhook receiver POSTs (our test endpoint)."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.posts = []
-        sink = self
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length", "0"))
-                body = json.loads(self.rfile.read(n))
-                with sink.lock:
-                    sink.posts.append((self.path, body))
-                self.send_response(200)
-                self.end_headers()
-
-        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.port = self.srv.server_address[1]
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def snapshot(self, path):
-        with self.lock:
-            return [b for p, b in self.posts if p == path]
-
-    def close(self):
-        self.srv.shutdown()
-
-
 class Proof:
     def __init__(self, bin_dir, p, seed, keep, alertmanager=False):
         self.alertmanager = alertmanager
@@ -114,7 +83,7 @@ class Proof:
         self.ing_dir = os.path.join(self.tmp, "ingest")
         self.ingest = None
         self.fleet = None
-        self.sink = Sink()
+        self.sink = synclib.JsonSink()
         self.failures = []
         self.figures = []
 
@@ -363,8 +332,8 @@ receivers = %(receivers)s
         # device) has time to show.
         time.sleep(min(10, p["tick"] * 2 + 3))
         alerts = self.get("/v1/alerts")
-        posts = self.sink.snapshot("/hook")
-        am_posts = self.sink.snapshot("/am")
+        posts = self.sink.bodies("/hook")
+        am_posts = self.sink.bodies("/am")
         metrics = self.get("/metrics", raw=True)
         names = self.names_by_id()
         self.stop_fleet()
@@ -387,7 +356,7 @@ receivers = %(receivers)s
     def am_settled(self):
         if not self.alertmanager:
             return True
-        got = self.am_counts(self.sink.snapshot("/am"))
+        got = self.am_counts(self.sink.bodies("/am"))
         want = 2 * len(self.outage) + len(self.gone) + 2 * len(self.hot)
         return sum(got.values()) >= want
 

@@ -356,3 +356,37 @@ def check_exactly_once(points, rows, allowed_missing=()):
     extra = [n for n in counts if n not in points.tried]
     assert not extra, "points in the export that were never written: %s" % extra[:20]
     return counts
+
+
+class JsonSink:
+    """An HTTP endpoint of the tests (not a fake of a server): records the JSON bodies POSTed to
+    it, by path, and answers 200. Alert receivers (webhook, Slack, Alertmanager's webhook) point
+    at it."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.posts = []
+        sink = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(n))
+                with sink.lock:
+                    sink.posts.append((self.path, body))
+                self.send_response(200)
+                self.end_headers()
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def bodies(self, path):
+        with self.lock:
+            return [b for p, b in self.posts if p == path]
+
+    def close(self):
+        self.srv.shutdown()
