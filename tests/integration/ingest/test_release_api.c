@@ -28,6 +28,7 @@
 #include <jansson.h>
 
 #include "ingest_harness.h"
+#include "release_harness.h"
 #include "transport/manifest.h"
 #include "transport/reqsign.h"
 
@@ -58,55 +59,16 @@ static int run_cli(const char *args, char *out, size_t out_len)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-/* A release of `size` random bytes in 256 KiB chunks signed with `sk`: <tmp>/<name>/art.bin and
- * manifest.json; its artifact's SHA-256 hex in sha_hex. */
+/* A release of `size` random bytes in 256 KiB chunks signed with `sk` (release_harness.h). */
 static void make_release(const char *name, const char *cls, const char *version, uint64_t serial,
                          bool rollback, size_t size, const uint8_t *sk, char sha_hex[65])
 {
-    char dir[256], art[320], man[320];
-    snprintf(dir, sizeof(dir), "%s/%s", g_tmp, name);
-    assert_int_equal(ferry_mkdir_p(dir, 0755), 0);
-    snprintf(art, sizeof(art), "%s/art.bin", dir);
-    snprintf(man, sizeof(man), "%s/manifest.json", dir);
-    uint8_t *bytes = malloc(size);
-    assert_non_null(bytes);
-    randombytes_buf(bytes, size);
-    assert_int_equal(ferry_write_file_atomic(art, bytes, size, 0644), 0);
-    free(bytes);
-    struct manifest_spec spec;
-    memset(&spec, 0, sizeof(spec));
-    spec.component = "model";
-    spec.version = version;
-    spec.device_class = cls;
-    spec.serial = serial;
-    spec.rollback = rollback;
-    spec.target_size = size;
-    char err[256];
-    assert_int_equal(
-        manifest_spec_add_file(&spec, art, MANIFEST_ARTIFACT_FULL, 256 << 10, err, sizeof(err)), 0);
-    memcpy(spec.target_sha256, spec.artifacts[0].sha256, 32);
-    if (sha_hex != NULL)
-        ferry_hex_encode(spec.artifacts[0].sha256, 32, sha_hex);
-    struct ferry_buf payload = FERRY_BUF_INIT, env = FERRY_BUF_INIT;
-    assert_int_equal(manifest_build_payload(&spec, &payload, err, sizeof(err)), 0);
-    assert_int_equal(manifest_sign(payload.data, payload.len, sk, &env), 0);
-    assert_int_equal(ferry_write_file_atomic(man, env.data, env.len, 0644), 0);
-    ferry_buf_free(&payload);
-    ferry_buf_free(&env);
-    manifest_spec_clear(&spec);
+    rh_make_release(g_tmp, name, cls, version, serial, rollback, size, 256 << 10, sk, sha_hex);
 }
 
 static struct ferry_buf file_bytes(const char *rel)
 {
-    char path[320];
-    snprintf(path, sizeof(path), "%s/%s", g_tmp, rel);
-    uint8_t *data = NULL;
-    size_t len = 0;
-    assert_int_equal(ferry_read_file(path, 64 << 20, &data, &len), 0);
-    struct ferry_buf b = FERRY_BUF_INIT;
-    assert_int_equal(ferry_buf_append(&b, data, len), 0);
-    free(data);
-    return b;
+    return rh_file_bytes(g_tmp, rel);
 }
 
 static bool exists(const char *rel)

@@ -25,6 +25,7 @@
 #include <jansson.h>
 
 #include "ingest_harness.h"
+#include "release_harness.h"
 #include "transport/manifest.h"
 #include "transport/record.h"
 #include "transport/reqsign.h"
@@ -63,48 +64,15 @@ static int run_cli(const char *args, char *out, size_t out_len)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* A release of 9,000 random bytes in 4 KiB chunks for class c1 (release_harness.h). */
 static void make_release(const char *name, const char *version, uint64_t serial, bool rollback)
 {
-    char dir[256], art[320], man[320];
-    snprintf(dir, sizeof(dir), "%s/%s", g_tmp, name);
-    assert_int_equal(ferry_mkdir_p(dir, 0755), 0);
-    snprintf(art, sizeof(art), "%s/art.bin", dir);
-    snprintf(man, sizeof(man), "%s/manifest.json", dir);
-    uint8_t bytes[9000];
-    randombytes_buf(bytes, sizeof(bytes));
-    assert_int_equal(ferry_write_file_atomic(art, bytes, sizeof(bytes), 0644), 0);
-    struct manifest_spec spec;
-    memset(&spec, 0, sizeof(spec));
-    spec.component = "model";
-    spec.version = version;
-    spec.device_class = "c1";
-    spec.serial = serial;
-    spec.rollback = rollback;
-    spec.target_size = sizeof(bytes);
-    char err[256];
-    assert_int_equal(
-        manifest_spec_add_file(&spec, art, MANIFEST_ARTIFACT_FULL, 4096, err, sizeof(err)), 0);
-    memcpy(spec.target_sha256, spec.artifacts[0].sha256, 32);
-    struct ferry_buf payload = FERRY_BUF_INIT, env = FERRY_BUF_INIT;
-    assert_int_equal(manifest_build_payload(&spec, &payload, err, sizeof(err)), 0);
-    assert_int_equal(manifest_sign(payload.data, payload.len, rel_sk, &env), 0);
-    assert_int_equal(ferry_write_file_atomic(man, env.data, env.len, 0644), 0);
-    ferry_buf_free(&payload);
-    ferry_buf_free(&env);
-    manifest_spec_clear(&spec);
+    rh_make_release(g_tmp, name, "c1", version, serial, rollback, 9000, 4096, rel_sk, NULL);
 }
 
 static struct ferry_buf file_bytes(const char *rel)
 {
-    char path[320];
-    snprintf(path, sizeof(path), "%s/%s", g_tmp, rel);
-    uint8_t *data = NULL;
-    size_t len = 0;
-    assert_int_equal(ferry_read_file(path, 1 << 22, &data, &len), 0);
-    struct ferry_buf b = FERRY_BUF_INIT;
-    assert_int_equal(ferry_buf_append(&b, data, len), 0);
-    free(data);
-    return b;
+    return rh_file_bytes(g_tmp, rel);
 }
 
 /* The process device i talks to: with PostgreSQL, odd devices go to the second one. */
