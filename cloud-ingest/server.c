@@ -689,6 +689,11 @@ static int worker_init(struct ingest_server *srv, struct worker *w, char *err, s
     evhttp_set_timeout_tv(w->http, &tv);
     evhttp_set_max_headers_size(w->http, 64 * 1024);
     evhttp_set_max_body_size(w->http, (ev_ssize_t)(srv->cfg.max_body_bytes + 64 * 1024));
+    /* A body above that limit is read and dropped before the 413 goes out. Closing at once
+     * would reset the connection while the client is still sending, and it would then see
+     * "connection reset" instead of the 413 naming the limit. Reading it costs no more than a
+     * client sending the same bytes in allowed bodies, and the idle timeout still applies. */
+    evhttp_set_flags(w->http, EVHTTP_SERVER_LINGERING_CLOSE);
     evhttp_set_gencb(w->http, dispatch, w);
     if (srv->tls != NULL)
         evhttp_set_bevcb(w->http, ingest_tls_bufferevent, srv->tls);

@@ -90,11 +90,9 @@ if [ "$run_tests" = 1 ]; then
     # journal, the collectors, the sync engine and HTTP client, the transport codecs, the OTA
     # manifest / health gate / metered-link policy, two quick benchmarks, and the journal's crash
     # test (150 SIGKILLs of a forked child: fork needs no binfmt). Left out by default
-    # (FERRY_ARM64_TESTS runs them): ota_delta, which compresses its test images at zstd level
-    # 19, several minutes of emulated CPU; and unit.journal, whose test_queue_full_nonblock relies
-    # on the committer's group window, which it now skips after an idle second (a slow emulated
-    # open counts as idle): to be made independent of that timing.
-    direct='unit\.common|unit\.engine\.(config|input|collect_system|collect_jetson|collect_tail|collect_prom|collect_journald)|unit\.transport\.(lineproto|batch|dict)|unit\.sync\.(http_client|policy|netlink|engine)|ota_(manifest|gate|metered)|bench\.(journal\.quick|transport\.codec)|chaos\.journal\.sigkill'
+    # (FERRY_ARM64_TESTS runs it): ota_delta, which compresses its test images at zstd level
+    # 19, several minutes of emulated CPU.
+    direct='unit\.common|unit\.journal|unit\.engine\.(config|input|collect_system|collect_jetson|collect_tail|collect_prom|collect_journald)|unit\.transport\.(lineproto|batch|dict)|unit\.sync\.(http_client|policy|netlink|engine)|ota_(manifest|gate|metered)|bench\.(journal\.quick|transport\.codec)|chaos\.journal\.sigkill'
     # Tests that start other aarch64 programs (through FERRY_TEST_EXEC_PREFIX without binfmt).
     spawning='integration\.engine\.(ferryd|influx_query|prometheus_scrape)|unit\.journal\.cli|unit\.transport\.dict_cli|ota_delta_cli_smoke|ota_release_cli'
     regex="^($direct|$spawning)\$"
