@@ -1000,6 +1000,13 @@ out:
     return rc;
 }
 
+/* delta_exe_plan_partners() callback: the base range of an executable's partner becomes an
+ * extent of the window, weighed by its length (it is kept like matched bytes when over the cap). */
+static int partner_add(void *arg, uint64_t start, uint64_t end)
+{
+    return extents_push(arg, start, end, end - start);
+}
+
 int delta_make(const char *base_path, const char *target_path, const char *out_path,
                const struct delta_make_options *opt, struct delta_make_stats *stats, char *err,
                size_t err_len)
@@ -1081,6 +1088,9 @@ int delta_make(const char *base_path, const char *target_path, const char *out_p
             rc = extents_push(&chunks[i].ext, 0, base.size, 1);
         } else if (ix.slots) {
             rc = window_matches(&ix, base.p, base.size, target.p, t0, t1, &chunks[i].ext, &matched);
+            if (rc == DELTA_OK)
+                rc = delta_exe_plan_partners(exe_plan, t0, chunks[i].target_len, partner_add,
+                                             &chunks[i].ext);
             if (rc == DELTA_OK)
                 extents_finish(&chunks[i].ext, base.size, o.max_ref_bytes);
         }

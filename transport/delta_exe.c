@@ -547,10 +547,17 @@ int delta_exe_desc_write(const struct delta_exe_desc *d, struct ferry_buf *out)
 /* ---------------------------------------------------------------------------------------- */
 /* Make side: finding executables                                                            */
 
-#define ELF_MAX_LOADS 16
+#define ELF_MAX_LOADS 32
 #define ELF_MAX_REGIONS 64
+#define ELF_MAX_PIECES 64
+#define ELF_HOLE_BLOCK 4096u
 #define ELF_MAX_FILES 65536u
 #define EXE_BLOCK 16u
+/* Slots probed per block: a block found in several base files (the code a library shares with
+ * every program linked with it: git, git-shell, git-http-push...) is indexed once per file, up to
+ * this many, so that a target file votes for every base file holding its code, its own older
+ * version included, and not only for the first one indexed. */
+#define EXE_PROBES 16
 
 struct exe_load {
     uint64_t off, len; /* in the whole buffer */
@@ -637,11 +644,179 @@ static int elf_parse(const uint8_t *p, uint64_t avail, struct exe_file *f)
     return f->nload > 0;
 }
 
+/*
+ * Where a file's bytes are in the buffer. A file on its own is where its offsets say, but a file
+ * inside a file-system image is often sparse: mke2fs -d (and other image builders) store no block
+ * of zeros, so every 4 KiB block of zeros (the padding between the 64 KiB-aligned segments of an
+ * aarch64 binary, for one) is a hole that takes no room in the image, and from the first hole on,
+ * the file's offsets point past its bytes. Without this, the section headers (at the end of the
+ * file) are read from the wrong place and the code and data ranges are misplaced, and an
+ * executable chunk codes worse than a plain one. The layout maps file offsets to buffer offsets
+ * piece by piece (offsets in a hole have no bytes in the buffer).
+ */
+struct exe_piece {
+    uint64_t log, phys, len; /* file offsets [log, log + len) are at buffer offset phys */
+};
+
+struct exe_layout {
+    struct exe_piece v[ELF_MAX_PIECES];
+    int n;
+};
+
+static void layout_identity(struct exe_layout *lay)
+{
+    lay->v[0] = (struct exe_piece){0, 0, UINT64_MAX};
+    lay->n = 1;
+}
+
+/* Whether p[at, ...) holds the section header table of a file whose table is at file offset
+ * shoff: entry 0 all zeros, the names section a string table, every section's bytes before the
+ * table (where linkers and strip put them). */
+static int shdrs_valid(const uint8_t *p, uint64_t avail, uint64_t at, uint64_t shoff,
+                       uint16_t shnum, uint16_t shstrndx)
+{
+    if (at > avail || (uint64_t)shnum * 64 > avail - at || shstrndx >= shnum)
+        return 0;
+    const uint8_t *t = p + at;
+    for (unsigned i = 0; i < 64; i++)
+        if (t[i] != 0)
+            return 0;
+    if (get32(t + (uint64_t)shstrndx * 64 + 4) != 3) /* SHT_STRTAB */
+        return 0;
+    for (uint16_t i = 1; i < shnum; i++) {
+        const uint8_t *sh = t + (uint64_t)i * 64;
+        uint64_t off = get64(sh + 24), size = get64(sh + 32);
+        if (get32(sh + 4) != 8 && (off > shoff || size > shoff - off)) /* !SHT_NOBITS */
+            return 0;
+    }
+    return 1;
+}
+
+static void mark_blocks(uint8_t *used, uint64_t nblocks, uint64_t off, uint64_t len)
+{
+    if (len == 0)
+        return;
+    for (uint64_t b = off / ELF_HOLE_BLOCK; b <= (off + len - 1) / ELF_HOLE_BLOCK && b < nblocks;
+         b++)
+        used[b] = 1;
+}
+
+/*
+ * Finds the layout of the ELF file at p[0, avail) (header already checked by elf_parse). When the
+ * section header table is where the header says, the file is taken as contiguous. Otherwise the
+ * table is looked for 4 KiB, 8 KiB... before that offset (the bytes of the holes before it); when
+ * found, every block of the file that holds none of its headers and sections is taken to be a
+ * hole, and the layout is kept only if those holes add up to exactly the distance the table
+ * moved (a block of zeros inside a section would break that: the file is then left alone).
+ * Returns 1 with *shdr_at (buffer offset of the section header table, or UINT64_MAX when there
+ * is none), 0 when the file cannot be placed. Returns -1 when out of memory.
+ */
+static int elf_layout(const uint8_t *p, uint64_t avail, struct exe_layout *lay, uint64_t *shdr_at)
+{
+    layout_identity(lay);
+    *shdr_at = UINT64_MAX;
+    uint64_t shoff = get64(p + 40), phoff = get64(p + 32);
+    uint16_t shentsize = get16(p + 58), shnum = get16(p + 60), shstrndx = get16(p + 62);
+    uint16_t phnum = get16(p + 56);
+    if (shentsize != 64 || shnum == 0 || shnum > 4096 || shoff < 64)
+        return 1;
+    if (shdrs_valid(p, avail, shoff, shoff, shnum, shstrndx)) {
+        *shdr_at = shoff;
+        return 1;
+    }
+    uint64_t moved = 0;
+    for (uint64_t h = ELF_HOLE_BLOCK; h < shoff; h += ELF_HOLE_BLOCK)
+        if (shdrs_valid(p, avail, shoff - h, shoff, shnum, shstrndx)) {
+            moved = h;
+            break;
+        }
+    if (moved == 0) {
+        *shdr_at = shoff; /* found nowhere: read where the header says, as for any file */
+        return 1;
+    }
+    uint64_t end = shoff + (uint64_t)shnum * 64;
+    uint64_t nblocks = (end + ELF_HOLE_BLOCK - 1) / ELF_HOLE_BLOCK;
+    uint8_t *used = calloc((size_t)nblocks, 1);
+    if (!used)
+        return -1;
+    mark_blocks(used, nblocks, 0, 64);
+    mark_blocks(used, nblocks, phoff, (uint64_t)phnum * 56);
+    mark_blocks(used, nblocks, shoff, (uint64_t)shnum * 64);
+    const uint8_t *t = p + (shoff - moved);
+    for (uint16_t i = 1; i < shnum; i++) {
+        const uint8_t *sh = t + (uint64_t)i * 64;
+        if (get32(sh + 4) != 8) /* sizes were checked against shoff by shdrs_valid */
+            mark_blocks(used, nblocks, get64(sh + 24), get64(sh + 32));
+    }
+    uint64_t holes = 0;
+    int ok = 1;
+    lay->n = 0;
+    for (uint64_t b = 0; b < nblocks && ok; b++) {
+        if (!used[b]) {
+            holes += ELF_HOLE_BLOCK;
+            continue;
+        }
+        uint64_t log = b * ELF_HOLE_BLOCK;
+        struct exe_piece *last = lay->n ? &lay->v[lay->n - 1] : NULL;
+        if (last && last->log + last->len == log && last->phys + last->len == log - holes)
+            last->len += ELF_HOLE_BLOCK;
+        else if (lay->n == ELF_MAX_PIECES)
+            ok = 0;
+        else
+            lay->v[lay->n++] = (struct exe_piece){log, log - holes, ELF_HOLE_BLOCK};
+    }
+    free(used);
+    uint64_t holes_before_table = 0;
+    for (int i = 0; ok && i < lay->n; i++)
+        if (lay->v[i].log <= shoff && shoff < lay->v[i].log + lay->v[i].len)
+            holes_before_table = lay->v[i].log - lay->v[i].phys;
+    if (!ok || holes_before_table != moved) {
+        layout_identity(lay);
+        return 0;
+    }
+    *shdr_at = shoff - moved;
+    return 1;
+}
+
+/* Calls add(f, buffer offset, length, vaddr, kind) for each piece of file range [off, off + len)
+ * (vaddr at off) that has bytes in the buffer's first `avail` bytes. Returns the number of
+ * pieces added. */
+static int layout_each(const struct exe_layout *lay, uint64_t avail, uint64_t off, uint64_t len,
+                       uint64_t vaddr, int kind, struct exe_file *f,
+                       void (*add)(struct exe_file *, uint64_t, uint64_t, uint64_t, int))
+{
+    int pieces = 0;
+    uint64_t end = len < UINT64_MAX - off ? off + len : UINT64_MAX;
+    for (int i = 0; i < lay->n; i++) {
+        const struct exe_piece *pc = &lay->v[i];
+        uint64_t pend = pc->len < UINT64_MAX - pc->log ? pc->log + pc->len : UINT64_MAX;
+        uint64_t a = off > pc->log ? off : pc->log, b = end < pend ? end : pend;
+        if (a >= b)
+            continue;
+        uint64_t phys = pc->phys + (a - pc->log);
+        if (phys >= avail)
+            continue;
+        uint64_t n = b - a < avail - phys ? b - a : avail - phys;
+        add(f, phys, n, vaddr + (a - off), kind);
+        pieces++;
+    }
+    return pieces;
+}
+
 static void region_add(struct exe_file *f, uint64_t off, uint64_t len, uint64_t vaddr, int kind)
 {
     if (len == 0 || f->nreg == ELF_MAX_REGIONS)
         return;
     f->reg[f->nreg++] = (struct exe_load){off, len, vaddr, kind};
+}
+
+static void load_add(struct exe_file *f, uint64_t off, uint64_t len, uint64_t vaddr, int exec)
+{
+    if (len == 0 || f->nload == ELF_MAX_LOADS)
+        return;
+    f->load[f->nload++] = (struct exe_load){off, len, vaddr, exec};
+    if (off + len > f->len)
+        f->len = off + len;
 }
 
 /*
@@ -651,16 +826,16 @@ static void region_add(struct exe_file *f, uint64_t off, uint64_t len, uint64_t 
  * pointers = writable ones). Sections are more precise: on aarch64 the executable segment also
  * holds the symbol tables, relocations and read-only data, which are not code.
  */
-static void elf_regions(const uint8_t *p, uint64_t avail, struct exe_file *f)
+static void elf_regions(const uint8_t *p, uint64_t avail, struct exe_file *f,
+                        const struct exe_layout *lay, uint64_t shdr_at)
 {
     f->nreg = 0;
-    uint64_t shoff = get64(p + 40);
     uint16_t shentsize = get16(p + 58), shnum = get16(p + 60);
-    int have_sections = shentsize == 64 && shnum > 0 && shnum <= 4096 && shoff <= avail &&
-                        (uint64_t)shnum * 64 <= avail - shoff;
+    int have_sections = shdr_at != UINT64_MAX && shentsize == 64 && shnum > 0 && shnum <= 4096 &&
+                        shdr_at <= avail && (uint64_t)shnum * 64 <= avail - shdr_at;
     uint64_t lo = UINT64_MAX;
     for (uint16_t i = 0; have_sections && i < shnum; i++) {
-        const uint8_t *sh = p + shoff + (uint64_t)i * 64;
+        const uint8_t *sh = p + shdr_at + (uint64_t)i * 64;
         uint32_t type = get32(sh + 4);
         uint64_t flags = get64(sh + 8), addr = get64(sh + 16), off = get64(sh + 24);
         uint64_t size = get64(sh + 32);
@@ -675,8 +850,13 @@ static void elf_regions(const uint8_t *p, uint64_t avail, struct exe_file *f)
             kind = DELTA_EXE_PTR64;
         if (kind == f->arch && addr < lo)
             lo = addr;
-        if (kind)
-            region_add(f, off, size, addr, kind);
+        if (!kind)
+            continue;
+        int before = f->nreg;
+        /* an .eh_frame_hdr is relocated only whole (its offsets are from its start) */
+        if (layout_each(lay, avail, off, size, addr, kind, f, region_add) > 1 &&
+            kind == DELTA_EXE_EHHDR)
+            f->nreg = before;
     }
     if (f->nreg == 0) {
         for (int k = 0; k < f->nload; k++) {
@@ -715,9 +895,30 @@ static int scan_elves(const uint8_t *p, uint64_t n, struct exe_file **out, size_
             at = off + 1;
             continue;
         }
+        struct exe_layout lay;
+        uint64_t shdr_at;
+        int placed = elf_layout(hit, n - off, &lay, &shdr_at);
+        if (placed < 0)
+            return DELTA_E_NOMEM;
+        if (placed == 0) { /* a sparse file whose holes could not be told apart: left alone */
+            at = off + 1;
+            continue;
+        }
+        struct exe_load raw[ELF_MAX_LOADS]; /* file offsets: to buffer offsets, piece by piece */
+        int nraw = f.nload;
+        memcpy(raw, f.load, sizeof(raw));
+        f.nload = 0;
+        f.len = 64;
+        for (int k = 0; k < nraw; k++)
+            layout_each(&lay, n - off, raw[k].off, raw[k].len, raw[k].vaddr, raw[k].exec, &f,
+                        load_add);
+        if (f.nload == 0) {
+            at = off + 1;
+            continue;
+        }
         f.off = off;
         f.partner = -1;
-        elf_regions(hit, n - off, &f);
+        elf_regions(hit, n - off, &f, &lay, shdr_at);
         qsort(f.reg, (size_t)f.nreg, sizeof(f.reg[0]), cmp_region);
         int kept = 0; /* sorted and not overlapping: an overlapping region is dropped */
         for (int i = 0; i < f.nreg; i++)
@@ -820,7 +1021,7 @@ static int index_base(const uint8_t *base, const struct exe_file *bf, size_t nb,
                 if (block_uniform(base + o))
                     continue;
                 uint64_t s = block_hash(base + o) >> ix->shift;
-                for (int probe = 0; probe < 4; probe++, s = (s + 1) & ix->mask)
+                for (int probe = 0; probe < EXE_PROBES; probe++, s = (s + 1) & ix->mask)
                     if (ix->slots[s] == 0) {
                         ix->slots[s] = o + 1;
                         break;
@@ -905,28 +1106,28 @@ static int pair_one(const uint8_t *base, const struct exe_file *bf, size_t nb,
         const struct exe_load *l = &tf->load[k];
         uint64_t end = l->off + l->len;
         for (uint64_t t = l->off; t + EXE_BLOCK <= end;) {
-            uint64_t s = block_hash(target + t) >> ix->shift, found = 0;
-            for (int probe = 0; probe < 4; probe++, s = (s + 1) & ix->mask) {
-                uint64_t e = ix->slots[s];
-                if (e == 0)
-                    break;
-                if (memcmp(base + e - 1, target + t, EXE_BLOCK) == 0) {
-                    found = e;
-                    break;
-                }
-            }
-            size_t bfile;
-            int bload;
-            if (!found || block_uniform(target + t) ||
-                !base_locate(bf, nb, found - 1, &bfile, &bload)) {
+            if (block_uniform(target + t)) {
                 t += step;
                 continue;
             }
-            const struct exe_load *bl = &bf[bfile].load[bload];
-            uint64_t b = found - 1, len = EXE_BLOCK;
-            while (t + len < end && b + len < bl->off + bl->len && target[t + len] == base[b + len])
-                len++;
-            if (bf[bfile].arch == tf->arch) {
+            /* every base file holding this block gets an anchor and a vote; the scan moves on
+             * past the longest of the matches */
+            uint64_t s = block_hash(target + t) >> ix->shift, longest = 0;
+            for (int probe = 0; probe < EXE_PROBES && rc == DELTA_OK;
+                 probe++, s = (s + 1) & ix->mask) {
+                uint64_t e = ix->slots[s];
+                if (e == 0)
+                    break;
+                size_t bfile;
+                int bload;
+                if (memcmp(base + e - 1, target + t, EXE_BLOCK) != 0 ||
+                    !base_locate(bf, nb, e - 1, &bfile, &bload) || bf[bfile].arch != tf->arch)
+                    continue;
+                const struct exe_load *bl = &bf[bfile].load[bload];
+                uint64_t b = e - 1, len = EXE_BLOCK;
+                while (t + len < end && b + len < bl->off + bl->len &&
+                       target[t + len] == base[b + len])
+                    len++;
                 uint64_t ta = l->vaddr + (t - l->off), ba = bl->vaddr + (b - bl->off);
                 if ((rc = anchors_push(&all, ba, (int64_t)(ta - ba), len)) != DELTA_OK)
                     break;
@@ -942,8 +1143,14 @@ static int pair_one(const uint8_t *base, const struct exe_file *bf, size_t nb,
                 }
                 owner[all.n - 1] = bfile;
                 votes[bfile] += len;
+                if (len > longest)
+                    longest = len;
             }
-            t += len;
+            if (longest == 0) {
+                t += step;
+                continue;
+            }
+            t += longest;
             t += (step - (t - l->off) % step) % step; /* back on the instruction grid */
         }
     }
@@ -1034,6 +1241,32 @@ fail:
     free(votes);
     delta_exe_plan_free(plan);
     return rc;
+}
+
+int delta_exe_plan_partners(const struct delta_exe_plan *plan, uint64_t t0, uint32_t tlen,
+                            int (*add)(void *arg, uint64_t start, uint64_t end), void *arg)
+{
+    if (!plan)
+        return 0;
+    uint64_t t1 = t0 + tlen;
+    for (size_t j = 0; j < plan->ntarget; j++) {
+        const struct exe_file *tf = &plan->target[j];
+        if (tf->partner < 0 || tf->off >= t1 || tf->off + tf->len <= t0 || tf->len == 0)
+            continue;
+        const struct exe_file *bf = &plan->base[tf->partner];
+        uint64_t ra = (t0 > tf->off ? t0 : tf->off) - tf->off;
+        uint64_t rb = (t1 < tf->off + tf->len ? t1 : tf->off + tf->len) - tf->off;
+        /* same relative position; files are at most a few hundred MiB: no overflow in 128 bits */
+        uint64_t ba = (uint64_t)((unsigned __int128)ra * bf->len / tf->len);
+        uint64_t bb = (uint64_t)((unsigned __int128)rb * bf->len / tf->len);
+        uint64_t margin = (64u << 10) + (bf->len > tf->len ? bf->len - tf->len : tf->len - bf->len);
+        ba = ba > margin ? ba - margin : 0;
+        bb = bb + margin < bf->len ? bb + margin : bf->len;
+        int rc = add(arg, bf->off + ba, bf->off + bb);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
 }
 
 static int range_push(struct delta_exe_range **v, uint32_t *n, uint32_t *cap,

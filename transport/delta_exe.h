@@ -125,6 +125,17 @@ int delta_exe_plan_chunk(const struct delta_exe_plan *plan, uint64_t t0, uint32_
                          const struct delta_exe_ref_layout *ref, struct delta_exe_desc *d)
     __attribute__((warn_unused_result));
 
+/* Calls add(arg, start, end) with the base byte range [start, end) that holds the partner of
+ * each paired target executable overlapping the window target[t0, t0 + tlen): the part of the
+ * partner at the same relative position as the window's part of the target file, widened by
+ * 64 KiB and by the difference of the two files' sizes. A window's reference is otherwise made
+ * of the base bytes its target bytes match, and a rebuilt executable matches its partner in few
+ * places until its operands are converted: these ranges put the partner in the reference.
+ * Stops at and returns the first non-zero value add returns; 0 otherwise. */
+int delta_exe_plan_partners(const struct delta_exe_plan *plan, uint64_t t0, uint32_t tlen,
+                            int (*add)(void *arg, uint64_t start, uint64_t end), void *arg)
+    __attribute__((warn_unused_result));
+
 /* Number of executable pairs the plan found (for statistics). */
 uint32_t delta_exe_plan_pairs(const struct delta_exe_plan *plan);
 

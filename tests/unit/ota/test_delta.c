@@ -643,6 +643,163 @@ static void test_exe_chunks_for_moved_code(void **state)
     free(target.p);
 }
 
+static void put_le64_at(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_shdr(uint8_t *sh, uint32_t name, uint32_t type, uint64_t flags, uint64_t addr,
+                     uint64_t off, uint64_t size)
+{
+    put_le32_at(sh, name);
+    put_le32_at(sh + 4, type);
+    put_le64_at(sh + 8, flags);
+    put_le64_at(sh + 16, addr);
+    put_le64_at(sh + 24, off);
+    put_le64_at(sh + 32, size);
+}
+
+#define SPARSE_CODE_OFF 8192u /* .text: after a block of zeros, as after 64 KiB segment padding */
+
+/*
+ * An aarch64 ELF laid out like a linked one (headers; a block of zeros; .text in an R E segment;
+ * zeros to the next block and one more block of zeros; .data of pointers into the code in an RW
+ * segment; .shstrtab; the section header table last), written into `img` the way mke2fs -d
+ * stores it in a file-system image: without its blocks of zeros (holes), so from the first hole
+ * on its file offsets are 4 KiB, then 8 KiB, past its bytes. Returns the bytes written; *code_len
+ * and *data_off (file offset of .data) describe the file.
+ */
+static size_t make_sparse_a64_elf(uint8_t *img, int nfuncs, int insert_at, size_t *code_len,
+                                  uint64_t *data_off)
+{
+    size_t cap = 4096 + (size_t)(nfuncs + 1) * 256;
+    uint8_t *code = malloc(cap);
+    assert_non_null(code);
+    size_t n = make_a64_elf(code, nfuncs, insert_at) - 4096; /* its code, moved as one block */
+    size_t data = (SPARSE_CODE_OFF + n + 4095) / 4096 * 4096 + 4096;
+    size_t strtab = data + 4096, shoff = strtab + 64;
+    size_t file_len = shoff + 4 * 64;
+    uint8_t *f = calloc(1, file_len + 4096);
+    assert_non_null(f);
+    memcpy(f,
+           "\x7f"
+           "ELF",
+           4);
+    f[4] = 2, f[5] = 1, f[6] = 1;
+    f[16] = 3, f[18] = 183;
+    put_le64_at(f + 32, 64);    /* e_phoff */
+    put_le64_at(f + 40, shoff); /* e_shoff */
+    f[52] = 64, f[54] = 56, f[56] = 2, f[58] = 64, f[60] = 4, f[62] = 3;
+    uint8_t *ph = f + 64;
+    put_le32_at(ph, 1), put_le32_at(ph + 4, 5); /* PT_LOAD R E */
+    put_le64_at(ph + 8, SPARSE_CODE_OFF), put_le64_at(ph + 16, SPARSE_CODE_OFF);
+    put_le64_at(ph + 32, n), put_le64_at(ph + 40, n);
+    ph += 56;
+    put_le32_at(ph, 1), put_le32_at(ph + 4, 6); /* PT_LOAD RW */
+    put_le64_at(ph + 8, data), put_le64_at(ph + 16, data + 0x10000);
+    put_le64_at(ph + 32, 4096), put_le64_at(ph + 40, 4096);
+    memcpy(f + SPARSE_CODE_OFF, code + 4096, n);
+    for (size_t k = 0; k < 512; k++) /* pointers to functions (each 256 bytes, none moved yet) */
+        put_le64_at(f + data + k * 8, SPARSE_CODE_OFF + (k * 7 % (size_t)nfuncs) * 256);
+    memcpy(f + strtab, "\0.text\0.data\0.shstrtab", 23);
+    put_shdr(f + shoff + 64, 1, 1, 6, SPARSE_CODE_OFF, SPARSE_CODE_OFF, n); /* ALLOC|EXEC */
+    put_shdr(f + shoff + 128, 7, 1, 3, data + 0x10000, data, 4096);         /* WRITE|ALLOC */
+    put_shdr(f + shoff + 192, 13, 3, 0, 0, strtab, 23);
+    size_t out = 0;
+    static const uint8_t zero[4096];
+    for (size_t b = 0; b < file_len; b += 4096) {
+        size_t len = file_len - b < 4096 ? file_len - b : 4096;
+        if (len == 4096 && memcmp(f + b, zero, 4096) == 0)
+            continue; /* a hole */
+        memcpy(img + out, f + b, len);
+        out += len;
+    }
+    *code_len = n;
+    *data_off = data;
+    free(f);
+    free(code);
+    return out;
+}
+
+/* Executables inside a file-system image are sparse (their blocks of zeros are holes): the plan
+ * finds their code and data where they really are, with their own addresses, pairs them, and the
+ * delta of two such images uses executable chunks, even on the extent path, where the partner's
+ * code is in the reference although moved code matches it in few places. */
+static void test_exe_sparse_file_in_image(void **state)
+{
+    (void)state;
+    const int nfuncs = 2000;
+    const size_t pre = 3 * 4096, cap = pre + 4096 * 8 + (size_t)(nfuncs + 1) * 256 + 3 * 65536;
+    struct blob base = {calloc(1, cap), 0, cap}, target = {calloc(1, cap), 0, cap};
+    assert_non_null(base.p);
+    assert_non_null(target.p);
+    make_file(base.p, pre); /* another file before it */
+    memcpy(target.p, base.p, pre);
+    size_t code_len, tcode_len;
+    uint64_t data_off, tdata_off;
+    size_t bl = make_sparse_a64_elf(base.p + pre, nfuncs, -1, &code_len, &data_off);
+    size_t tl = make_sparse_a64_elf(target.p + pre, nfuncs, nfuncs / 3, &tcode_len, &tdata_off);
+    base.len = (pre + bl + 4095) / 4096 * 4096 + 65536;
+    target.len = (pre + tl + 4095) / 4096 * 4096 + 65536;
+    make_file(base.p + base.len - 65536, 65536); /* and after it */
+    memcpy(target.p + target.len - 65536, base.p + base.len - 65536, 65536);
+
+    struct delta_exe_plan *plan = NULL;
+    assert_int_equal(delta_exe_plan_build(base.p, base.len, target.p, target.len, &plan), DELTA_OK);
+    assert_non_null(plan);
+    assert_int_equal(delta_exe_plan_pairs(plan), 1);
+    uint64_t eo = 0, el = base.len;
+    struct delta_exe_ref_layout layout = {&eo, &el, 1};
+    struct delta_exe_desc d;
+    assert_int_equal(delta_exe_plan_chunk(plan, 0, (uint32_t)target.len, &layout, &d), DELTA_OK);
+    /* the code: one range, 4 KiB (one hole) before its file offset, with its own address */
+    assert_int_equal(d.ntr, 1);
+    assert_int_equal(d.tr[0].start, pre + SPARSE_CODE_OFF - 4096);
+    assert_int_equal(d.tr[0].len, tcode_len);
+    assert_int_equal(d.tr[0].pc0, SPARSE_CODE_OFF);
+    assert_int_equal(d.tr[0].arch, DELTA_EXE_AARCH64);
+    /* the base: its code, and its .data after one more hole (8 KiB before its file offset) */
+    assert_int_equal(d.nrr, 2);
+    assert_int_equal(d.rr[0].start, pre + SPARSE_CODE_OFF - 4096);
+    assert_int_equal(d.rr[0].len, code_len);
+    assert_int_equal(d.rr[1].start, pre + data_off - 2 * 4096);
+    assert_int_equal(d.rr[1].len, 4096);
+    assert_int_equal(d.rr[1].pc0, data_off + 0x10000);
+    assert_int_equal(d.rr[1].arch, DELTA_EXE_PTR64);
+    delta_exe_desc_free(&d);
+    delta_exe_plan_free(plan);
+
+    char bp[512], tp[512], dp[512], np[512], op[512], err[512] = "";
+    path_in(bp, sizeof(bp), "sparse.base");
+    path_in(tp, sizeof(tp), "sparse.target");
+    path_in(dp, sizeof(dp), "sparse.fdl");
+    path_in(np, sizeof(np), "sparse-plain.fdl");
+    path_in(op, sizeof(op), "sparse.out");
+    write_blob(bp, &base);
+    write_blob(tp, &target);
+    struct delta_make_options o;
+    small_opts(&o);
+    struct delta_make_stats st;
+    if (delta_make(bp, tp, dp, &o, &st, err, sizeof(err)) != DELTA_OK)
+        fail_msg("make: %s", err);
+    assert_int_equal(st.exe_pairs, 1);
+    assert_true(st.exe_chunks >= 1);
+    o.no_exe = 1;
+    assert_int_equal(delta_make(bp, tp, np, &o, NULL, err, sizeof(err)), DELTA_OK);
+    uint64_t exe_size = file_size(dp), plain_size = file_size(np);
+    print_message("sparse aarch64 file in an image: executable chunks %llu bytes, plain %llu\n",
+                  (unsigned long long)exe_size, (unsigned long long)plain_size);
+    assert_true(exe_size * 2 < plain_size);
+    unlink(op);
+    if (delta_apply(bp, dp, op, NULL, err, sizeof(err)) != DELTA_OK)
+        fail_msg("apply: %s", err);
+    assert_true(files_equal(tp, op));
+    unlink(op);
+    free(base.p);
+    free(target.p);
+}
+
 /* Header corruption, truncation and a target hash other than the manifest's are all refused. */
 static void test_malformed_and_unexpected_target(void **state)
 {
@@ -842,6 +999,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_exe_transform_round_trip),
         cmocka_unit_test(test_exe_relocate_many_segments),
         cmocka_unit_test(test_exe_chunks_for_moved_code),
+        cmocka_unit_test(test_exe_sparse_file_in_image),
         cmocka_unit_test(test_malformed_and_unexpected_target),
         cmocka_unit_test(test_diff_coding_for_small_scattered_changes),
         cmocka_unit_test(test_apply_anon_memory_bounded),
