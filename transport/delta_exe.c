@@ -551,6 +551,7 @@ int delta_exe_desc_write(const struct delta_exe_desc *d, struct ferry_buf *out)
 #define ELF_MAX_REGIONS 64
 #define ELF_MAX_PIECES 64
 #define ELF_HOLE_BLOCK 4096u
+#define ELF_MAX_HOLE_BYTES (64u << 20)
 #define ELF_MAX_FILES 65536u
 #define EXE_BLOCK 16u
 /* Slots probed per block: a block found in several base files (the code a library shares with
@@ -575,6 +576,7 @@ struct exe_file {
     struct exe_load reg[ELF_MAX_REGIONS]; /* what to convert: exec = the enum delta_exe_arch */
     int nreg;
     int partner;      /* target files: index of the paired base file, or -1 */
+    int same;         /* target files: loaded bytes identical to the partner's (left alone) */
     uint32_t map_idx; /* target files: index of the pair's map in plan->maps */
 };
 
@@ -724,8 +726,12 @@ static int elf_layout(const uint8_t *p, uint64_t avail, struct exe_layout *lay, 
         *shdr_at = shoff;
         return 1;
     }
-    uint64_t moved = 0;
-    for (uint64_t h = ELF_HOLE_BLOCK; h < shoff; h += ELF_HOLE_BLOCK)
+    /* the table must start inside the buffer, and holes of more than ELF_MAX_HOLE_BYTES are not
+     * looked for (a few hundred KiB of segment padding in real files) */
+    uint64_t moved = 0, h0 = ELF_HOLE_BLOCK;
+    if (shoff > avail && shoff - avail > h0)
+        h0 = (shoff - avail + ELF_HOLE_BLOCK - 1) / ELF_HOLE_BLOCK * ELF_HOLE_BLOCK;
+    for (uint64_t h = h0; h < shoff && h <= ELF_MAX_HOLE_BYTES; h += ELF_HOLE_BLOCK)
         if (shdrs_valid(p, avail, shoff - h, shoff, shnum, shstrndx)) {
             moved = h;
             break;
@@ -1177,6 +1183,21 @@ static int pair_one(const uint8_t *base, const struct exe_file *bf, size_t nb,
     return rc;
 }
 
+/* Whether target file tf loads the same bytes as base file bf. An unchanged executable (a package
+ * the update did not touch) is matched whole by the plain coding: converting it gains nothing,
+ * and any imperfection of its map (an anchor from code the file repeats) costs bytes. */
+static int same_bytes(const uint8_t *base, const struct exe_file *bf, const uint8_t *target,
+                      const struct exe_file *tf)
+{
+    if (bf->nload != tf->nload)
+        return 0;
+    for (int k = 0; k < tf->nload; k++)
+        if (bf->load[k].len != tf->load[k].len || bf->load[k].vaddr != tf->load[k].vaddr ||
+            memcmp(base + bf->load[k].off, target + tf->load[k].off, tf->load[k].len) != 0)
+            return 0;
+    return 1;
+}
+
 void delta_exe_plan_free(struct delta_exe_plan *plan)
 {
     if (!plan)
@@ -1222,6 +1243,8 @@ int delta_exe_plan_build(const uint8_t *base, uint64_t bn, const uint8_t *target
                            votes)) != DELTA_OK)
             goto fail;
         if (plan->target[j].partner >= 0) {
+            plan->target[j].same =
+                same_bytes(base, &plan->base[plan->target[j].partner], target, &plan->target[j]);
             plan->target[j].map_idx = plan->nmaps;
             plan->maps[plan->nmaps++] = m;
         } else {
@@ -1251,7 +1274,7 @@ int delta_exe_plan_partners(const struct delta_exe_plan *plan, uint64_t t0, uint
     uint64_t t1 = t0 + tlen;
     for (size_t j = 0; j < plan->ntarget; j++) {
         const struct exe_file *tf = &plan->target[j];
-        if (tf->partner < 0 || tf->off >= t1 || tf->off + tf->len <= t0 || tf->len == 0)
+        if (tf->partner < 0 || tf->same || tf->off >= t1 || tf->off + tf->len <= t0 || tf->len == 0)
             continue;
         const struct exe_file *bf = &plan->base[tf->partner];
         uint64_t ra = (t0 > tf->off ? t0 : tf->off) - tf->off;
@@ -1309,7 +1332,7 @@ int delta_exe_plan_chunk(const struct delta_exe_plan *plan, uint64_t t0, uint32_
     uint64_t t1 = t0 + tlen;
     for (size_t j = 0; j < plan->ntarget; j++) {
         const struct exe_file *tf = &plan->target[j];
-        if (tf->partner < 0 || tf->off >= t1 || tf->off + tf->len <= t0)
+        if (tf->partner < 0 || tf->same || tf->off >= t1 || tf->off + tf->len <= t0)
             continue;
         int used = 0;
         for (int k = 0; k < tf->nload; k++)

@@ -11,8 +11,9 @@
  *                  relocated/decoded in a buffer of those sizes (no access outside, ASan checks)
  *   mode & 3 == 2  relocation of the data as every range kind with a map built from the input
  *                  (hostile code and tables: nothing read or written outside the range)
- *   mode & 3 == 3  ELF scanning and planning: the data is both base and target of
- *                  delta_exe_plan_build(), then one chunk is planned over it
+ *   mode & 3 == 3  ELF scanning and planning: the data is the base, and with its middle byte
+ *                  changed the target, of delta_exe_plan_build(); then the partners' base
+ *                  ranges (inside the base) and one chunk are planned over it
  * Properties are checked with abort().
  */
 #include <stddef.h>
@@ -107,16 +108,36 @@ static void relocate_all(const uint8_t *p, size_t n, uint64_t pc0)
     free(buf);
 }
 
+/* delta_exe_plan_partners() callback: every base range must lie inside the base. */
+static int check_partner(void *arg, uint64_t start, uint64_t end)
+{
+    if (start >= end || end > *(const size_t *)arg)
+        abort();
+    return 0;
+}
+
 static void plan(const uint8_t *p, size_t n)
 {
-    struct delta_exe_plan *pl = NULL;
-    if (delta_exe_plan_build(p, n, p, n, &pl) != DELTA_OK)
+    /* the target: the data with its middle byte changed (an executable whose loaded bytes are
+     * all the same as its partner's is left out of the chunks) */
+    uint8_t *t = malloc(n ? n : 1);
+    if (!t)
         return;
+    memcpy(t, p, n);
+    if (n > 0)
+        t[n / 2] ^= 0x5a;
+    struct delta_exe_plan *pl = NULL;
+    if (delta_exe_plan_build(p, n, t, n, &pl) != DELTA_OK) {
+        free(t);
+        return;
+    }
     if (pl) {
         uint64_t off = 0, len = n;
         struct delta_exe_ref_layout layout = {&off, &len, 1};
         struct delta_exe_desc d;
         uint32_t tlen = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+        if (delta_exe_plan_partners(pl, 0, tlen, check_partner, &n) != 0)
+            abort();
         if (delta_exe_plan_chunk(pl, 0, tlen, &layout, &d) == DELTA_OK) {
             for (uint32_t i = 0; i < d.ntr; i++)
                 if ((uint64_t)d.tr[i].start + d.tr[i].len > tlen)
@@ -128,6 +149,7 @@ static void plan(const uint8_t *p, size_t n)
         }
         delta_exe_plan_free(pl);
     }
+    free(t);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
