@@ -543,8 +543,7 @@ static void test_queue_full_nonblock(void **state)
     uint64_t seq = 0;
     /* The committer skips the window after an idle second (and before the first commit), so
      * one commit first: the next record then waits out the window, on a slow machine too. */
-    assert_int_equal(journal_append(f->j, RECORD_LOG, 0, "zero", 4, JOURNAL_APPEND_WAIT, &seq),
-                     0);
+    assert_int_equal(journal_append(f->j, RECORD_LOG, 0, "zero", 4, JOURNAL_APPEND_WAIT, &seq), 0);
     assert_int_equal(journal_append(f->j, RECORD_LOG, 0, "first", 5, 0, &seq), 0);
     assert_int_equal(
         journal_append(f->j, RECORD_LOG, 0, "second", 6, JOURNAL_APPEND_NONBLOCK, NULL),
