@@ -703,50 +703,21 @@ static void mark_blocks(uint8_t *used, uint64_t nblocks, uint64_t off, uint64_t 
         used[b] = 1;
 }
 
-/*
- * Finds the layout of the ELF file at p[0, avail) (header already checked by elf_parse). When the
- * section header table is where the header says, the file is taken as contiguous. Otherwise the
- * table is looked for 4 KiB, 8 KiB... before that offset (the bytes of the holes before it); when
- * found, every block of the file that holds none of its headers and sections is taken to be a
- * hole, and the layout is kept only if those holes add up to exactly the distance the table
- * moved (a block of zeros inside a section would break that: the file is then left alone).
- * Returns 1 with *shdr_at (buffer offset of the section header table, or UINT64_MAX when there
- * is none), 0 when the file cannot be placed. Returns -1 when out of memory.
- */
-static int elf_layout(const uint8_t *p, uint64_t avail, struct exe_layout *lay, uint64_t *shdr_at)
+/* The layout of a file whose section header table (of shnum entries, at file offset shoff) was
+ * found `moved` bytes earlier in the buffer: every block holding none of the file's headers and
+ * sections is a hole. Returns 1 when those holes add up to exactly `moved`, 0 when they do not
+ * (a block of zeros inside a section, a file stored in pieces, or a table that only looks like
+ * this file's), -1 when out of memory. */
+static int layout_model(const uint8_t *p, uint64_t shoff, uint64_t moved, uint16_t shnum,
+                        struct exe_layout *lay)
 {
-    layout_identity(lay);
-    *shdr_at = UINT64_MAX;
-    uint64_t shoff = get64(p + 40), phoff = get64(p + 32);
-    uint16_t shentsize = get16(p + 58), shnum = get16(p + 60), shstrndx = get16(p + 62);
-    uint16_t phnum = get16(p + 56);
-    if (shentsize != 64 || shnum == 0 || shnum > 4096 || shoff < 64)
-        return 1;
-    if (shdrs_valid(p, avail, shoff, shoff, shnum, shstrndx)) {
-        *shdr_at = shoff;
-        return 1;
-    }
-    /* the table must start inside the buffer, and holes of more than ELF_MAX_HOLE_BYTES are not
-     * looked for (a few hundred KiB of segment padding in real files) */
-    uint64_t moved = 0, h0 = ELF_HOLE_BLOCK;
-    if (shoff > avail && shoff - avail > h0)
-        h0 = (shoff - avail + ELF_HOLE_BLOCK - 1) / ELF_HOLE_BLOCK * ELF_HOLE_BLOCK;
-    for (uint64_t h = h0; h < shoff && h <= ELF_MAX_HOLE_BYTES; h += ELF_HOLE_BLOCK)
-        if (shdrs_valid(p, avail, shoff - h, shoff, shnum, shstrndx)) {
-            moved = h;
-            break;
-        }
-    if (moved == 0) {
-        *shdr_at = shoff; /* found nowhere: read where the header says, as for any file */
-        return 1;
-    }
     uint64_t end = shoff + (uint64_t)shnum * 64;
     uint64_t nblocks = (end + ELF_HOLE_BLOCK - 1) / ELF_HOLE_BLOCK;
     uint8_t *used = calloc((size_t)nblocks, 1);
     if (!used)
         return -1;
     mark_blocks(used, nblocks, 0, 64);
-    mark_blocks(used, nblocks, phoff, (uint64_t)phnum * 56);
+    mark_blocks(used, nblocks, get64(p + 32), (uint64_t)get16(p + 56) * 56); /* phdrs */
     mark_blocks(used, nblocks, shoff, (uint64_t)shnum * 64);
     const uint8_t *t = p + (shoff - moved);
     for (uint16_t i = 1; i < shnum; i++) {
@@ -754,7 +725,7 @@ static int elf_layout(const uint8_t *p, uint64_t avail, struct exe_layout *lay, 
         if (get32(sh + 4) != 8) /* sizes were checked against shoff by shdrs_valid */
             mark_blocks(used, nblocks, get64(sh + 24), get64(sh + 32));
     }
-    uint64_t holes = 0;
+    uint64_t holes = 0, holes_before_table = UINT64_MAX;
     int ok = 1;
     lay->n = 0;
     for (uint64_t b = 0; b < nblocks && ok; b++) {
@@ -763,6 +734,8 @@ static int elf_layout(const uint8_t *p, uint64_t avail, struct exe_layout *lay, 
             continue;
         }
         uint64_t log = b * ELF_HOLE_BLOCK;
+        if (log <= shoff && shoff < log + ELF_HOLE_BLOCK)
+            holes_before_table = holes;
         struct exe_piece *last = lay->n ? &lay->v[lay->n - 1] : NULL;
         if (last && last->log + last->len == log && last->phys + last->len == log - holes)
             last->len += ELF_HOLE_BLOCK;
@@ -772,15 +745,53 @@ static int elf_layout(const uint8_t *p, uint64_t avail, struct exe_layout *lay, 
             lay->v[lay->n++] = (struct exe_piece){log, log - holes, ELF_HOLE_BLOCK};
     }
     free(used);
-    uint64_t holes_before_table = 0;
-    for (int i = 0; ok && i < lay->n; i++)
-        if (lay->v[i].log <= shoff && shoff < lay->v[i].log + lay->v[i].len)
-            holes_before_table = lay->v[i].log - lay->v[i].phys;
-    if (!ok || holes_before_table != moved) {
-        layout_identity(lay);
-        return 0;
+    if (ok && holes_before_table == moved)
+        return 1;
+    layout_identity(lay);
+    return 0;
+}
+
+/*
+ * Finds the layout of the ELF file at p[0, avail) (header already checked by elf_parse). When the
+ * section header table is where the header says, the file is taken as contiguous. Otherwise the
+ * table is looked for 4 KiB, 8 KiB... before that offset (the bytes of the holes before it), and
+ * each place where one is found is checked with layout_model(); the first that fits is the
+ * layout. Returns 1 with *shdr_at (buffer offset of the section header table, UINT64_MAX when
+ * the file has none), 0 when the file has a table that should be inside the buffer but cannot be
+ * placed (it is then left out: its code would be looked for in the wrong bytes), -1 when out of
+ * memory.
+ */
+static int elf_layout(const uint8_t *p, uint64_t avail, struct exe_layout *lay, uint64_t *shdr_at)
+{
+    layout_identity(lay);
+    *shdr_at = UINT64_MAX;
+    uint64_t shoff = get64(p + 40);
+    uint16_t shentsize = get16(p + 58), shnum = get16(p + 60), shstrndx = get16(p + 62);
+    if (shentsize != 64 || shnum == 0 || shnum > 4096 || shoff < 64)
+        return 1;
+    if (shdrs_valid(p, avail, shoff, shoff, shnum, shstrndx)) {
+        *shdr_at = shoff;
+        return 1;
     }
-    *shdr_at = shoff - moved;
+    /* the table must start inside the buffer, and holes of more than ELF_MAX_HOLE_BYTES are not
+     * looked for (a few hundred KiB of segment padding in real files) */
+    uint64_t h0 = ELF_HOLE_BLOCK;
+    if (shoff > avail && shoff - avail > h0)
+        h0 = (shoff - avail + ELF_HOLE_BLOCK - 1) / ELF_HOLE_BLOCK * ELF_HOLE_BLOCK;
+    for (uint64_t h = h0; h < shoff && h <= ELF_MAX_HOLE_BYTES; h += ELF_HOLE_BLOCK) {
+        if (!shdrs_valid(p, avail, shoff - h, shoff, shnum, shstrndx))
+            continue;
+        int rc = layout_model(p, shoff, h, shnum, lay);
+        if (rc < 0)
+            return -1;
+        if (rc == 1) {
+            *shdr_at = shoff - h;
+            return 1;
+        }
+    }
+    if (shoff <= avail && (uint64_t)shnum * 64 <= avail - shoff)
+        return 0;
+    *shdr_at = shoff; /* a file cut by the end of the buffer: read as the header says */
     return 1;
 }
 
