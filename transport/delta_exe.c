@@ -28,7 +28,10 @@
  * that holds most of its matched bytes, and turns the matches of the pair into the map: each
  * match says "base address b is target address t", so the shift t - b holds around b; isolated
  * shifts (a lone short match, typically a common instruction sequence found elsewhere) are
- * dropped, runs of equal shifts become one segment.
+ * dropped, runs of equal shifts become one segment. Inside a file-system image a file may be
+ * sparse (its blocks of zeros are holes): elf_layout() places its pieces. A block found in several
+ * base files votes for each (EXE_PROBES). Unchanged executables are left out of chunks, and
+ * delta_exe_plan_partners() tells delta.c which base bytes to add to a window's reference.
  */
 #include "transport/delta_exe.h"
 
