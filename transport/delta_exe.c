@@ -1184,9 +1184,19 @@ static int pair_one(const uint8_t *base, const struct exe_file *bf, size_t nb,
             code += tf->load[k].len;
         /* a partner must share a real part of the code (at least 1/16, and 4 KiB) */
         if (nb > 0 && votes[best] >= 4096 && votes[best] >= code / 16) {
-            for (size_t i = 0; i < all.n && rc == DELTA_OK; i++)
-                if (owner[i] == best)
-                    rc = anchors_push(&a, all.v[i].base_addr, all.v[i].shift, all.v[i].len);
+            /* the anchors found at one target address are consecutive (same base + shift); of
+             * those in the partner, only the longest (the first among equals) is kept: the
+             * others are the code the partner repeats, and would put wrong shifts in the map */
+            for (size_t i = 0, j; i < all.n && rc == DELTA_OK; i = j) {
+                uint64_t ta = all.v[i].base_addr + (uint64_t)all.v[i].shift;
+                size_t pick = all.n;
+                for (j = i; j < all.n && all.v[j].base_addr + (uint64_t)all.v[j].shift == ta; j++)
+                    if (owner[j] == best && (pick == all.n || all.v[j].len > all.v[pick].len))
+                        pick = j;
+                if (pick < all.n)
+                    rc =
+                        anchors_push(&a, all.v[pick].base_addr, all.v[pick].shift, all.v[pick].len);
+            }
             if (rc == DELTA_OK && (rc = map_from_anchors(&a, map)) == DELTA_OK && map->n > 0)
                 tf->partner = (int)best;
         }
