@@ -155,6 +155,7 @@ int durable_new(struct event_base *base, struct journal *j, struct durable **out
         goto fail;
     if (pthread_create(&d->thread, NULL, waiter_main, d) != 0)
         goto fail;
+    (void)pthread_setname_np(d->thread, "ferryd-durable");
     d->thread_started = true;
     *out = d;
     return 0;

@@ -877,6 +877,8 @@ int j_committer_start(struct journal *j)
         j->committer_running = false;
         return JOURNAL_ENOMEM;
     }
+    /* A name for top/perf/ps -L and collect-bench's per-thread wake-ups. */
+    (void)pthread_setname_np(j->thread, "journal-commit");
     j->thread_started = true;
     return 0;
 }
