@@ -158,6 +158,12 @@ static void announce_gaps(struct ferryd *d)
 {
     struct journal_gap gaps[32];
     size_t n = 0;
+    /* journal_gaps() waits for a commit in progress (its snapshot must hold every committed
+     * gap), and this timer fires with the collection round that has just queued one: ask the
+     * lock-free snapshot first, so the loop sleeps on no disk sync (the idle wake-up budget). */
+    uint64_t newest = 0;
+    if (journal_gaps_newest_id(d->journal, &newest) != 0 || newest <= d->last_gap_event_id)
+        return;
     if (journal_gaps(d->journal, gaps, 32, &n) != 0)
         return;
     for (size_t i = 0; i < n; i++) {

@@ -415,8 +415,7 @@ int main(int argc, char **argv)
                 return 2;
             }
             idle_s = (int)v;
-        }
-        else if (strcmp(argv[i], "--jetson-root") == 0 && i + 1 < argc)
+        } else if (strcmp(argv[i], "--jetson-root") == 0 && i + 1 < argc)
             jetson_root = argv[++i];
         else if (strcmp(argv[i], "--ferryd") == 0 && i + 1 < argc)
             ferryd = argv[++i];
