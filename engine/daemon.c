@@ -242,6 +242,10 @@ static void on_collected(void *arg)
     struct ferryd *d = arg;
     if (!d->sync || !d->durable)
         return;
+    /* No server, or a backoff that outlasts the commit: the wake-up would find nothing to do,
+     * and the engine's own timer reads what is committed when it can send. */
+    if (!sync_wants_commit_wake(d->sync))
+        return;
     if (d->collected_waiting) {
         d->collected_again = true;
         return;

@@ -56,6 +56,8 @@
 
 #define SYNC_MAX_ACK_RANGES 4096
 #define SYNC_MIN_SPLIT_BYTES 1024
+/* sync_wants_commit_wake(): a backoff ending sooner than this still wants the commit wake-up. */
+#define SYNC_COMMIT_WAKE_MARGIN_MS 1000
 
 static void evaluate(struct sync *s);
 
@@ -1220,6 +1222,13 @@ void sync_wake(struct sync *s)
 {
     if (s)
         schedule_eval(s);
+}
+
+bool sync_wants_commit_wake(const struct sync *s)
+{
+    if (!s || s->freeing || !s->url_batches)
+        return false;
+    return s->next_attempt_ms <= now_ms() + SYNC_COMMIT_WAKE_MARGIN_MS;
 }
 
 void sync_get_status(struct sync *s, struct sync_status *out)
