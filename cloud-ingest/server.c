@@ -43,6 +43,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <event2/thread.h>
 
 #include "cloud-ingest/actions/actions.h"
@@ -84,6 +85,9 @@ struct worker {
     struct ingest_job *pool;
     size_t pool_n;
     struct conn_set conns;
+    struct evconnlistener *listener; /* evhttp's, for the pause on EMFILE */
+    struct event *resume_ev;         /* re-enables the listener after that pause */
+    int64_t accept_fail_logged_s;    /* last "out of descriptors" warning */
 };
 
 struct ingest_server {
@@ -613,9 +617,47 @@ static void dispatch(struct evhttp_request *req, void *arg)
 
 /* ---- Workers and lifecycle ------------------------------------------------------------------ */
 
+/* The worker whose event loop runs on this thread: evhttp gives its listener's callbacks the
+ * evhttp, not the worker. */
+static _Thread_local struct worker *tl_worker;
+
+/* accept() failed for a reason that does not go away by itself. Out of descriptors (EMFILE,
+ * ENFILE) is the one that happens: more devices connected at once than the descriptor limit
+ * allows (systemd's LimitNOFILE). The listening socket stays readable, so libevent would call
+ * accept() again at once, forever, at 100 % of a core. Instead the worker stops accepting for
+ * 100 ms while open connections finish and free descriptors; new ones wait in the kernel's
+ * backlog meanwhile, and devices retry what the backlog refuses. One warning per 10 s. */
+static void on_accept_error(struct evconnlistener *listener, void *arg)
+{
+    (void)arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    struct worker *w = tl_worker;
+    if (w == NULL || w->listener != listener)
+        return;
+    int64_t now_s = ferry_monotonic_ms() / 1000;
+    if (now_s - w->accept_fail_logged_s >= 10) {
+        w->accept_fail_logged_s = now_s;
+        log_warn("ingest", "accept failed: %s (%ld connections open%s); not accepting for 100 ms",
+                 evutil_socket_error_to_string(err), (long)atomic_load(&w->srv->connections),
+                 err == EMFILE || err == ENFILE ? ": raise the descriptor limit, LimitNOFILE" : "");
+    }
+    evconnlistener_disable(listener);
+    struct timeval pause = {0, 100000};
+    evtimer_add(w->resume_ev, &pause);
+}
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    evconnlistener_enable(w->listener);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
+    tl_worker = w;
     if (event_base_dispatch(w->base) < 0)
         log_error("ingest", "worker event loop failed");
     return NULL;
@@ -680,11 +722,19 @@ static int worker_init(struct ingest_server *srv, struct worker *w, char *err, s
         return INGEST_EIO;
     if (srv->port == 0)
         srv->port = port;
-    if (evhttp_accept_socket(w->http, w->fd) != 0) {
+    struct evhttp_bound_socket *bound = evhttp_accept_socket_with_handle(w->http, w->fd);
+    if (bound == NULL) {
         snprintf(err, err_len, "evhttp_accept_socket failed");
         return INGEST_EIO;
     }
     w->fd = -1; /* evhttp owns it now */
+    w->listener = evhttp_bound_socket_get_listener(bound);
+    w->resume_ev = evtimer_new(w->base, on_accept_resume, w);
+    if (w->resume_ev == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return INGEST_ENOMEM;
+    }
+    evconnlistener_set_error_cb(w->listener, on_accept_error);
     struct timeval tv = {srv->cfg.timeout_ms / 1000, (srv->cfg.timeout_ms % 1000) * 1000};
     evhttp_set_timeout_tv(w->http, &tv);
     evhttp_set_max_headers_size(w->http, 64 * 1024);
@@ -718,6 +768,8 @@ static void worker_free(struct worker *w)
     }
     if (w->done_ev != NULL)
         event_free(w->done_ev);
+    if (w->resume_ev != NULL)
+        event_free(w->resume_ev);
     if (w->base != NULL)
         event_base_free(w->base);
     batch_decoder_free(w->dec);

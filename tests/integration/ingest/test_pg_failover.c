@@ -6,15 +6,17 @@
  * ingest's store is the multi-host conninfo (target_session_attrs=read-write). Devices post
  * batches in sequence from a writer thread (a batch is repeated until it gets 200, as ferryd
  * does), so that the primary is killed with requests in flight. Proves:
- *   - after SIGKILL of the primary, and until the standby is promoted, the ingest answers 503
- *     with Retry-After and nothing else: no request started after the kill and answered before
- *     the promotion gets 200;
+ *   - after SIGKILL of the primary (all its processes, as a host failure), and until the
+ *     standby is promoted, the ingest answers 503 with Retry-After and nothing else: no request
+ *     started after the kill and answered before the promotion gets 200;
  *   - after `pg_ctl promote` writing resumes without restarting the ingest (it reconnects);
  *   - every record of every batch that got 200 is in the new primary, exactly once
  *     (per device: count = highest seq = the last acknowledged seq).
  */
+#include <dirent.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -48,6 +50,39 @@ static const char *env(const char *name)
         exit(2);
     }
     return v;
+}
+
+/* Kills the primary as a host failure would: every process of it at once. SIGKILL of the
+ * postmaster alone leaves its backends and WAL sender running for a moment (each in a session
+ * of its own, so not a process group), and a backend in the middle of a COMMIT can still finish
+ * it and have the standby confirm it: a 200 after the "kill" that is not a fault. The postmaster
+ * is stopped first so that it forks nothing while its children are found and killed. */
+static void kill_primary(pid_t postmaster)
+{
+    assert_int_equal(kill(postmaster, SIGSTOP), 0);
+    DIR *d = opendir("/proc");
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        uint64_t pid = 0;
+        if (ferry_parse_u64(e->d_name, 1u << 30, &pid) != 0)
+            continue;
+        char path[300], line[512];
+        snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            continue; /* gone meanwhile */
+        char *got = fgets(line, sizeof(line), f);
+        fclose(f);
+        /* pid (comm) state ppid ...: comm may hold spaces, so parse after its last ')' */
+        const char *rp = got != NULL ? strrchr(line, ')') : NULL;
+        char state;
+        int ppid = 0;
+        if (rp != NULL && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 && ppid == postmaster)
+            kill((pid_t)pid, SIGKILL);
+    }
+    closedir(d);
+    assert_int_equal(kill(postmaster, SIGKILL), 0);
 }
 
 /* Posts device d's next batch once; true when it was acknowledged (200). */
@@ -146,7 +181,7 @@ static void acknowledged_batches_survive_primary_failover(void **state)
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, writer, &now), 0);
     usleep(300000);
-    assert_int_equal(kill((pid_t)pid, SIGKILL), 0);
+    kill_primary((pid_t)pid);
     atomic_store(&g_killed_ms, ferry_monotonic_ms());
     usleep(GAP_MS * 1000);
 
