@@ -729,8 +729,12 @@ static void on_batch_done(void *arg, struct http_request *req, const struct http
             uint64_t half = b->total_raw_bytes / 2;
             if (half < SYNC_MIN_SPLIT_BYTES)
                 half = SYNC_MIN_SPLIT_BYTES;
-            s->split_cap_bytes = half;
-            s->budget_bytes = half;
+            /* Only ever lower: the 413 of a larger batch built before an earlier halving may
+             * come back after it, and must not raise the cap back to a refused size. */
+            if (s->split_cap_bytes == 0 || half < s->split_cap_bytes)
+                s->split_cap_bytes = half;
+            if (half < s->budget_bytes)
+                s->budget_bytes = half;
             set_error(s, "batch too large (HTTP 413): halved to %llu bytes",
                       (unsigned long long)half);
         }
