@@ -19,6 +19,15 @@ long long ferry_monotonic_ms(void)
     return ferry_monotonic_ns() / 1000000;
 }
 
+int64_t ferry_us_to_grid(int64_t interval_ms)
+{
+    int64_t iv = interval_ms * 1000, now = ferry_monotonic_ns() / 1000;
+    int64_t delay = iv - now % iv;
+    if (delay < iv / 2)
+        delay += iv;
+    return delay;
+}
+
 int64_t ferry_monotonic_ns(void)
 {
     struct timespec ts;

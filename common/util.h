@@ -10,6 +10,11 @@
 
 /* CLOCK_MONOTONIC and CLOCK_REALTIME in milliseconds / nanoseconds. */
 long long ferry_monotonic_ms(void);
+/* Microseconds from now to the next multiple of interval_ms on the monotonic clock that is at
+ * least half an interval away (so a timer that fires a hair early never runs twice). Timers of
+ * one interval armed with it fire at the same instants wherever they were started: one wake-up
+ * for all of them. interval_ms > 0. */
+int64_t ferry_us_to_grid(int64_t interval_ms);
 int64_t ferry_monotonic_ns(void);
 int64_t ferry_realtime_ns(void);
 

@@ -158,6 +158,12 @@ static void announce_gaps(struct ferryd *d)
 {
     struct journal_gap gaps[32];
     size_t n = 0;
+    /* journal_gaps() waits for a commit in progress (its snapshot must hold every committed
+     * gap), and this timer fires with the collection round that has just queued one: ask the
+     * lock-free snapshot first, so the loop sleeps on no disk sync (the idle wake-up budget). */
+    uint64_t newest = 0;
+    if (journal_gaps_newest_id(d->journal, &newest) != 0 || newest <= d->last_gap_event_id)
+        return;
     if (journal_gaps(d->journal, gaps, 32, &n) != 0)
         return;
     for (size_t i = 0; i < n; i++) {
@@ -235,6 +241,10 @@ static void on_collected(void *arg)
 {
     struct ferryd *d = arg;
     if (!d->sync || !d->durable)
+        return;
+    /* No server, or a backoff that outlasts the commit: the wake-up would find nothing to do,
+     * and the engine's own timer reads what is committed when it can send. */
+    if (!sync_wants_commit_wake(d->sync))
         return;
     if (d->collected_waiting) {
         d->collected_again = true;
@@ -610,9 +620,20 @@ static void check_inventory(struct ferryd *d)
     on_collected(d);
 }
 
+/* The maintenance tick is on the grid of its interval (ferry_us_to_grid), like the collection
+ * rounds: with the default 10 s rounds both run in the same wake-up. */
+static int arm_maintenance(struct ferryd *d)
+{
+    (void)event_base_update_cache_time(d->base); /* the deadline counts from now, not the wake */
+    int64_t us = ferry_us_to_grid(MAINTENANCE_INTERVAL_S * 1000);
+    struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
+    return event_add(d->maintenance_timer, &tv);
+}
+
 static void on_maintenance(evutil_socket_t fd, short what, void *arg)
 {
     struct ferryd *d = arg;
+    (void)arm_maintenance(d);
     announce_gaps(d);
     if (++d->inventory_ticks >= INVENTORY_CHECK_TICKS) {
         d->inventory_ticks = 0;
@@ -997,14 +1018,13 @@ static int start_timers(struct ferryd *d)
     d->sig_term = evsignal_new(d->base, SIGTERM, on_signal, d);
     d->sig_int = evsignal_new(d->base, SIGINT, on_signal, d);
     d->sig_hup = evsignal_new(d->base, SIGHUP, on_signal, d);
-    d->maintenance_timer = event_new(d->base, -1, EV_PERSIST, on_maintenance, d);
+    d->maintenance_timer = event_new(d->base, -1, 0, on_maintenance, d);
     d->drain_timer = event_new(d->base, -1, EV_PERSIST, on_drain_tick, d);
     if (!d->sig_term || !d->sig_int || !d->sig_hup || !d->maintenance_timer || !d->drain_timer)
         return -1;
     if (event_add(d->sig_term, NULL) || event_add(d->sig_int, NULL) || event_add(d->sig_hup, NULL))
         return -1;
-    struct timeval maint = {MAINTENANCE_INTERVAL_S, 0};
-    if (event_add(d->maintenance_timer, &maint) != 0)
+    if (arm_maintenance(d) != 0)
         return -1;
     if (d->cfg.update_enabled) {
         /* Until the agent runs (it waits for the device id), look once a second. */
@@ -1089,7 +1109,15 @@ int ferryd_new(const struct ferryd_options *opts, struct ferryd **out, char *err
     }
     /* A write to a client that went away must not kill the daemon. */
     signal(SIGPIPE, SIG_IGN);
-    d->base = event_base_new();
+    /* Precise timers: libevent then keeps time on CLOCK_MONOTONIC, the clock ferry_us_to_grid()
+     * aligns the periodic timers to, so the collection rounds and the maintenance tick of one
+     * interval fire in one wake-up (the coarse clock lags by up to a jiffy and split them). */
+    struct event_config *ecfg = event_config_new();
+    if (ecfg) {
+        (void)event_config_set_flag(ecfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+        d->base = event_base_new_with_config(ecfg);
+        event_config_free(ecfg);
+    }
     if (!d->base) {
         snprintf(errbuf, errlen, "event_base_new failed");
         goto fail;

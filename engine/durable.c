@@ -1,17 +1,25 @@
 /*
- * durable.c - the waiter thread behind durable_wait() (see durable.h).
+ * durable.c - durable_wait() on the event loop, woken by the journal's commit hook (see
+ * durable.h).
+ *
+ * There is no thread: the journal calls commit_hook() after each commit, on the thread that
+ * committed; while a wait is queued the hook writes the eventfd, the loop wakes, polls the head
+ * waits with journal_poll() and calls back those whose records are resolved. An idle ferryd so
+ * pays one loop wake-up per durable commit, and no helper thread's sleeps and lock hand-offs
+ * (the idle wake-up budget).
  *
  * Invariants:
- *  1. A wait is in exactly one place: `queued` (thread has not finished it) or `done` (result
- *     known, callback not yet run), or it has been called back and freed.
+ *  1. The queue is touched by the loop thread only; the hook reads `armed` alone.
  *  2. Waits complete in the order they were queued, so replies go out in request order.
- *  3. Only the loop thread touches `done` callbacks; the thread only moves items under the lock.
+ *  3. `armed` is set before the loop polls a new head, and the journal resolves a commit before
+ *     it calls the hook: a commit either is seen by that poll or its hook finds armed set and
+ *     wakes the loop. No commit is missed, none is waited for on the loop.
  */
 #include "engine/durable.h"
 
 #include <errno.h>
 #include <event2/event.h>
-#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,29 +32,19 @@ struct durable_wait_item {
     struct durable_wait_item *next;
     durable_fn fn;
     void *arg;
-    int result;
     size_t n;
+    size_t done_points;            /* points[0..done_points) resolved without error */
     struct durable_point points[]; /* n of them */
-};
-
-struct durable_list {
-    struct durable_wait_item *head;
-    struct durable_wait_item *tail;
 };
 
 struct durable {
     struct journal *journal;
     struct event *wake_ev;
     int wake_fd;
-    pthread_t thread;
-    bool thread_started;
-
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    struct durable_list queued; /* under lock */
-    struct durable_list done;   /* under lock */
-    bool stopping;              /* under lock */
-    size_t pending;             /* loop thread only: queued + done, not yet called back */
+    struct durable_wait_item *head, *tail; /* loop thread only */
+    size_t pending;                        /* loop thread only: queued, not yet called back */
+    bool stopping;                         /* loop thread only */
+    atomic_bool armed;                     /* a wait is queued: the hook wakes the loop */
 };
 
 const char *durable_strerror(int err)
@@ -54,35 +52,18 @@ const char *durable_strerror(int err)
     switch (err) {
     case DURABLE_OK: return "success";
     case DURABLE_ENOMEM: return "out of memory";
-    case DURABLE_ESYS: return "cannot create the durability waiter (eventfd, event or thread)";
+    case DURABLE_ESYS: return "cannot create the durability waiter (eventfd or event)";
     case DURABLE_ECLOSED: return "durability waiter is shutting down";
     default: return "unknown durability waiter error";
     }
 }
 
-static void list_push(struct durable_list *l, struct durable_wait_item *it)
+/* The journal's commit hook: any thread, queue lock held; must not block. */
+static void commit_hook(void *arg)
 {
-    it->next = NULL;
-    if (l->tail)
-        l->tail->next = it;
-    else
-        l->head = it;
-    l->tail = it;
-}
-
-static struct durable_wait_item *list_pop(struct durable_list *l)
-{
-    struct durable_wait_item *it = l->head;
-    if (it) {
-        l->head = it->next;
-        if (!l->head)
-            l->tail = NULL;
-    }
-    return it;
-}
-
-static void wake_loop(struct durable *d)
-{
+    struct durable *d = arg;
+    if (!atomic_load(&d->armed))
+        return;
     uint64_t one = 1;
     /* An eventfd write only fails when the counter would overflow, i.e. the loop has a wake-up
      * pending anyway. */
@@ -90,41 +71,46 @@ static void wake_loop(struct durable *d)
     (void)w;
 }
 
-static void *waiter_main(void *arg)
+/* Polls the head wait: 1 when it is finished (*result set), 0 while a point is pending. With
+ * `block`, waits for the commit instead (durable_free only). */
+static int head_finished(struct durable *d, bool block, int *result)
 {
-    struct durable *d = arg;
-    pthread_mutex_lock(&d->lock);
-    for (;;) {
-        while (!d->queued.head && !d->stopping)
-            pthread_cond_wait(&d->cond, &d->lock);
-        struct durable_wait_item *it = list_pop(&d->queued);
-        if (!it)
-            break; /* stopping and nothing left */
-        pthread_mutex_unlock(&d->lock);
-        int result = 0;
-        for (size_t i = 0; i < it->n && result == 0; i++)
-            result = journal_wait(d->journal, it->points[i].stream, it->points[i].seq);
-        it->result = result;
-        pthread_mutex_lock(&d->lock);
-        list_push(&d->done, it);
-        wake_loop(d);
+    struct durable_wait_item *it = d->head;
+    while (it->done_points < it->n) {
+        const struct durable_point *p = &it->points[it->done_points];
+        int rc = block ? journal_wait(d->journal, p->stream, p->seq)
+                       : journal_poll(d->journal, p->stream, p->seq);
+        if (rc == JOURNAL_EAGAIN)
+            return 0;
+        if (rc != 0) {
+            *result = rc;
+            return 1;
+        }
+        it->done_points++;
     }
-    pthread_mutex_unlock(&d->lock);
-    return NULL;
+    *result = 0;
+    return 1;
 }
 
-/* Runs the callbacks of every finished wait, in order. Loop thread. */
-static void run_done(struct durable *d)
+/* Calls back every finished wait at the head, in order. Loop thread. */
+static void run_done(struct durable *d, bool block)
 {
-    pthread_mutex_lock(&d->lock);
-    struct durable_wait_item *list = d->done.head;
-    d->done.head = d->done.tail = NULL;
-    pthread_mutex_unlock(&d->lock);
-    while (list) {
-        struct durable_wait_item *it = list;
-        list = it->next;
+    for (;;) {
+        if (!d->head) {
+            atomic_store(&d->armed, false);
+            return;
+        }
+        /* Invariant 3: armed before the poll. */
+        atomic_store(&d->armed, true);
+        int result = 0;
+        if (!head_finished(d, block, &result))
+            return;
+        struct durable_wait_item *it = d->head;
+        d->head = it->next;
+        if (!d->head)
+            d->tail = NULL;
         d->pending--;
-        it->fn(it->arg, it->result);
+        it->fn(it->arg, result);
         free(it);
     }
 }
@@ -134,8 +120,8 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     struct durable *d = arg;
     uint64_t count;
     ssize_t r = read(fd, &count, sizeof count);
-    (void)r; /* EAGAIN: another read drained it; the done list is what counts */
-    run_done(d);
+    (void)r; /* EAGAIN: woken by event_active(); the queue is what counts */
+    run_done(d, false);
 }
 
 int durable_new(struct event_base *base, struct journal *j, struct durable **out)
@@ -144,49 +130,55 @@ int durable_new(struct event_base *base, struct journal *j, struct durable **out
     if (!d)
         return DURABLE_ENOMEM;
     d->journal = j;
-    d->wake_fd = -1;
-    pthread_mutex_init(&d->lock, NULL);
-    pthread_cond_init(&d->cond, NULL);
+    atomic_init(&d->armed, false);
     d->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (d->wake_fd < 0)
         goto fail;
     d->wake_ev = event_new(base, d->wake_fd, EV_READ | EV_PERSIST, on_wake, d);
     if (!d->wake_ev || event_add(d->wake_ev, NULL) != 0)
         goto fail;
-    if (pthread_create(&d->thread, NULL, waiter_main, d) != 0)
-        goto fail;
-    d->thread_started = true;
+    journal_set_commit_hook(j, commit_hook, d);
     *out = d;
     return 0;
 fail:
-    durable_free(d);
+    if (d->wake_ev)
+        event_free(d->wake_ev);
+    if (d->wake_fd >= 0)
+        close(d->wake_fd);
+    free(d);
     return DURABLE_ESYS;
 }
 
 int durable_wait(struct durable *d, const struct durable_point *points, size_t n, durable_fn fn,
                  void *arg)
 {
+    if (d->stopping)
+        return DURABLE_ECLOSED;
     if (n > (SIZE_MAX - sizeof(struct durable_wait_item)) / sizeof(struct durable_point))
         return DURABLE_ENOMEM;
     struct durable_wait_item *it = malloc(sizeof *it + n * sizeof(struct durable_point));
     if (!it)
         return DURABLE_ENOMEM;
+    it->next = NULL;
     it->fn = fn;
     it->arg = arg;
-    it->result = 0;
     it->n = n;
+    it->done_points = 0;
     if (n)
         memcpy(it->points, points, n * sizeof *points);
-    pthread_mutex_lock(&d->lock);
-    if (d->stopping) {
-        pthread_mutex_unlock(&d->lock);
-        free(it);
-        return DURABLE_ECLOSED;
-    }
-    list_push(&d->queued, it);
-    pthread_cond_signal(&d->cond);
-    pthread_mutex_unlock(&d->lock);
+    bool was_empty = !d->head;
+    if (d->tail)
+        d->tail->next = it;
+    else
+        d->head = it;
+    d->tail = it;
     d->pending++;
+    if (was_empty) {
+        /* Invariant 3, and the callback never comes from inside this call: arm, then let the
+         * loop poll the new head in its next turn (it may be committed already). */
+        atomic_store(&d->armed, true);
+        event_active(d->wake_ev, EV_READ, 0);
+    }
     return 0;
 }
 
@@ -199,19 +191,12 @@ void durable_free(struct durable *d)
 {
     if (!d)
         return;
-    if (d->thread_started) {
-        pthread_mutex_lock(&d->lock);
-        d->stopping = true;
-        pthread_cond_signal(&d->cond);
-        pthread_mutex_unlock(&d->lock);
-        pthread_join(d->thread, NULL);
-    }
-    run_done(d); /* everything the thread finished, including the last waits */
+    d->stopping = true;
+    run_done(d, true); /* every queued wait ends once its records commit, or with an error */
+    journal_set_commit_hook(d->journal, NULL, NULL);
     if (d->wake_ev)
         event_free(d->wake_ev);
     if (d->wake_fd >= 0)
         close(d->wake_fd);
-    pthread_cond_destroy(&d->cond);
-    pthread_mutex_destroy(&d->lock);
     free(d);
 }

@@ -2,14 +2,12 @@
  * durable.h - "tell me on the loop when these records are durable".
  *
  * ferryd answers `POST /write` with 204 only after every point of the request committed in the
- * journal (ARCHITECTURE invariant 1). The journal's only way to learn that is journal_wait(),
- * which blocks until the committer thread has committed the record. The event loop must never
- * block, so one helper thread does the waiting: the loop queues a list of (stream, seq) points
- * with durable_wait(); the thread calls journal_wait() on each, then wakes the loop through an
- * eventfd; the loop runs the request's callback, which sends the reply.
- *
- * Commits happen in queue order, so the thread mostly finds the points already committed or
- * waits for the one group commit that is in flight: one thread serves any number of requests.
+ * journal (ARCHITECTURE invariant 1). The event loop must never block, so it never calls
+ * journal_wait(): the loop queues a list of (stream, seq) points with durable_wait(); the
+ * journal's commit hook (journal_set_commit_hook) writes an eventfd after each commit while a
+ * wait is queued; the loop then polls the points with journal_poll() and runs the request's
+ * callback, which sends the reply. No helper thread: one loop wake-up per commit that someone
+ * waits for (the idle wake-up budget of ferryd).
  *
  * Callback contract (STYLE rule 16): durable_wait() either fails and never calls back, or
  * succeeds and calls back exactly once, on the loop thread (or inside durable_free()).
@@ -29,7 +27,7 @@ struct durable;
 enum durable_error {
     DURABLE_OK = 0,
     DURABLE_ENOMEM = -1,  /* allocation failed */
-    DURABLE_ESYS = -2,    /* eventfd, event or thread creation failed */
+    DURABLE_ESYS = -2,    /* eventfd or event creation failed */
     DURABLE_ECLOSED = -3, /* durable_free() is running: no new waits */
 };
 const char *durable_strerror(int err);
@@ -44,8 +42,8 @@ struct durable_point {
  * enum journal_error) a point's commit reported. Runs on the loop thread. */
 typedef void (*durable_fn)(void *arg, int journal_err);
 
-/* Starts the waiter thread and registers its wake-up on `base`. The journal must outlive the
- * returned handle. Returns 0 or DURABLE_ENOMEM / DURABLE_ESYS. */
+/* Registers the wake-up on `base` and the journal's commit hook (one durable per journal). The
+ * journal must outlive the returned handle. Returns 0 or DURABLE_ENOMEM / DURABLE_ESYS. */
 int durable_new(struct event_base *base, struct journal *j, struct durable **out)
     __attribute__((warn_unused_result));
 
@@ -57,8 +55,8 @@ int durable_wait(struct durable *d, const struct durable_point *points, size_t n
 /* Waits queued and not yet called back. */
 size_t durable_pending(const struct durable *d);
 
-/* Lets the thread finish every queued wait (each ends once its records commit, or with the
- * journal's error), runs the remaining callbacks, stops the thread and frees the handle. Call it
+/* Waits (blocking) for every queued wait to end (once its records commit, or with the journal's
+ * error), runs the remaining callbacks, removes the commit hook and frees the handle. Call it
  * before journal_close(), on the loop thread. NULL is a no-op. */
 void durable_free(struct durable *d);
 

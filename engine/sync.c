@@ -56,6 +56,8 @@
 
 #define SYNC_MAX_ACK_RANGES 4096
 #define SYNC_MIN_SPLIT_BYTES 1024
+/* sync_wants_commit_wake(): a backoff ending sooner than this still wants the commit wake-up. */
+#define SYNC_COMMIT_WAKE_MARGIN_MS 1000
 
 static void evaluate(struct sync *s);
 
@@ -727,8 +729,12 @@ static void on_batch_done(void *arg, struct http_request *req, const struct http
             uint64_t half = b->total_raw_bytes / 2;
             if (half < SYNC_MIN_SPLIT_BYTES)
                 half = SYNC_MIN_SPLIT_BYTES;
-            s->split_cap_bytes = half;
-            s->budget_bytes = half;
+            /* Only ever lower: the 413 of a larger batch built before an earlier halving may
+             * come back after it, and must not raise the cap back to a refused size. */
+            if (s->split_cap_bytes == 0 || half < s->split_cap_bytes)
+                s->split_cap_bytes = half;
+            if (half < s->budget_bytes)
+                s->budget_bytes = half;
             set_error(s, "batch too large (HTTP 413): halved to %llu bytes",
                       (unsigned long long)half);
         }
@@ -1220,6 +1226,13 @@ void sync_wake(struct sync *s)
 {
     if (s)
         schedule_eval(s);
+}
+
+bool sync_wants_commit_wake(const struct sync *s)
+{
+    if (!s || s->freeing || !s->url_batches)
+        return false;
+    return s->next_attempt_ms <= now_ms() + SYNC_COMMIT_WAKE_MARGIN_MS;
 }
 
 void sync_get_status(struct sync *s, struct sync_status *out)

@@ -135,6 +135,16 @@ void sync_free(struct sync *s);
  * calls within one loop iteration cost one evaluation. */
 void sync_wake(struct sync *s);
 
+/*
+ * Whether waking the engine once records just appended are durable could make it act before
+ * the timer it has armed anyway: false while it has no server to send to, or while it backs off
+ * a failure for at least another second (the timer that ends the backoff reads every committed
+ * record then; netlink's connectivity events still wake it at once). ferryd asks it before it
+ * waits for a collection round's commit, so an offline device does not wake its loop for every
+ * round (the idle wake-up budget).
+ */
+bool sync_wants_commit_wake(const struct sync *s);
+
 /* Fills *out with the engine's current state (for GET /status and /metrics). */
 void sync_get_status(struct sync *s, struct sync_status *out);
 

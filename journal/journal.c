@@ -1136,6 +1136,32 @@ int journal_gaps(struct journal *j, struct journal_gap *out, size_t cap, size_t 
     return rc;
 }
 
+int journal_gaps_newest_id(struct journal *j, uint64_t *out)
+{
+    if (!j || !out)
+        return JOURNAL_EINVAL;
+    *out = 0;
+    MDB_txn *txn;
+    int rc = read_begin(j, &txn);
+    if (rc)
+        return rc;
+    MDB_cursor *c;
+    rc = j_lmdb_err(mdb_cursor_open(txn, j->dbi_gaps, &c));
+    if (rc == 0) {
+        MDB_val k, v;
+        int grc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+        if (grc == 0 && k.mv_size == 8)
+            *out = j_get_be64(k.mv_data);
+        else if (grc == 0)
+            rc = JOURNAL_ECORRUPT;
+        else if (grc != MDB_NOTFOUND)
+            rc = j_lmdb_err(grc);
+        mdb_cursor_close(c);
+    }
+    read_end(j, txn);
+    return rc;
+}
+
 int journal_gaps_mark_reported(struct journal *j, uint64_t up_to_id)
 {
     if (!j)

@@ -304,6 +304,24 @@ int journal_appendv_state(struct journal *j, struct journal_append_req *reqs, si
 int journal_wait(struct journal *j, enum record_stream stream, uint64_t seq) JOURNAL_WUR;
 
 /*
+ * journal_wait() without the wait: 0 or the record's commit error when it is resolved,
+ * JOURNAL_EAGAIN while its commit is still pending, JOURNAL_ERANGE / JOURNAL_ECLOSED as
+ * journal_wait(). Never blocks on a commit (only on the queue lock, held for microseconds).
+ */
+int journal_poll(struct journal *j, enum record_stream stream, uint64_t seq) JOURNAL_WUR;
+
+/*
+ * Called after every commit resolved its records (journal_poll() then sees them), and once
+ * when the committer stops, on the thread that committed (the committer or a producer that led
+ * its own commit), with the queue lock held: it must return at once and must not call the
+ * journal (an eventfd write, an atomic flag). This is how an event loop learns that records are
+ * durable without a thread of its own that blocks in journal_wait(). One hook per journal; NULL
+ * removes it. Set it before the appends it should see, from any thread.
+ */
+typedef void (*journal_commit_hook)(void *arg);
+void journal_set_commit_hook(struct journal *j, journal_commit_hook fn, void *arg);
+
+/*
  * The last sequence assigned to `stream` so far (queued, committed or not; 0 when none): what
  * journal_wait() takes to wait for everything appended until now. journal_stats() counts
  * committed records only, so its next_seq may be behind this while a commit is pending.
@@ -450,6 +468,13 @@ struct journal_gap {
  * of one stream with the same reason are merged into one entry while it is unreported.
  */
 int journal_gaps(struct journal *j, struct journal_gap *out, size_t cap, size_t *out_n) JOURNAL_WUR;
+
+/*
+ * The id of the newest unreported gap (0 when there is none) into *out, from a read snapshot:
+ * unlike journal_gaps() it never waits for a commit in progress, so a loop can ask every few
+ * seconds whether anything new is there before it lists the gaps.
+ */
+int journal_gaps_newest_id(struct journal *j, uint64_t *out) JOURNAL_WUR;
 
 /* Forgets every gap with id <= up_to_id (the cloud acknowledged a batch that listed them). */
 int journal_gaps_mark_reported(struct journal *j, uint64_t up_to_id) JOURNAL_WUR;

@@ -121,6 +121,8 @@ struct journal {
     pthread_t thread;
     int64_t next_sync_ms; /* periodic mode */
     bool dirty_since_sync;
+    journal_commit_hook commit_hook; /* under q_mu; called under q_mu after resolve() */
+    void *commit_hook_arg;
 
     atomic_uint_fast64_t commits, committed_records, failed_appends, syncs;
 };

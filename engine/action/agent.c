@@ -603,6 +603,7 @@ static bool take(struct action_agent *a, const char *env)
         report(a, act->id, kind, act->expires_s, "failed", -1, NULL, 0, "cannot start a thread");
         return false;
     }
+    (void)pthread_setname_np(a->thread, "ferryd-action");
     return true;
 }
 

@@ -388,9 +388,22 @@ static void run_group(struct collect_set *set, int64_t interval_ms)
     append_round(set);
 }
 
+/* Every group's timer is on the grid of its interval (ferry_us_to_grid): rounds of one interval
+ * and ferryd's own ticks of that interval share one wake-up, wherever each was started. */
+static int arm_group(struct collect_group *g)
+{
+    (void)event_base_update_cache_time(g->set->base); /* count from now, not from the wake */
+    int64_t us = ferry_us_to_grid(g->interval_ms);
+    struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
+    return event_add(g->timer, &tv);
+}
+
 static void on_group_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct collect_group *g = arg;
+    if (arm_group(g) != 0)
+        log_limited(300, FERRY_LOG_WARN, "collect", "cannot re-arm the %lld ms round timer",
+                    (long long)g->interval_ms);
     run_group(g->set, g->interval_ms);
 }
 
@@ -398,12 +411,8 @@ int collect_set_start(struct collect_set *set)
 {
     for (size_t i = 0; i < set->n_groups; i++) {
         struct collect_group *g = &set->groups[i];
-        g->timer = event_new(set->base, -1, EV_PERSIST, on_group_timer, g);
-        if (!g->timer)
-            return COLLECT_ENOMEM;
-        struct timeval tv = {(time_t)(g->interval_ms / 1000),
-                             (suseconds_t)((g->interval_ms % 1000) * 1000)};
-        if (event_add(g->timer, &tv) != 0)
+        g->timer = event_new(set->base, -1, 0, on_group_timer, g);
+        if (!g->timer || arm_group(g) != 0)
             return COLLECT_ENOMEM;
         run_group(set, g->interval_ms);
     }

@@ -312,6 +312,7 @@ static int start_job(struct ota_agent *a, enum job_kind kind)
         a->job_running = 0;
         return -1;
     }
+    (void)pthread_setname_np(a->job_thread, "ferryd-ota");
     return 0;
 }
 

@@ -67,42 +67,110 @@ static struct per run_rounds(struct collector *c, const char *name, int rounds)
     return p;
 }
 
-/* Context switches of every thread of pid: voluntary ones (the thread slept and was woken: a
- * timer, a futex, an I/O completion) into *vol, involuntary ones (preempted: these grow with the
- * machine's load, not with ferryd's work) into *invol. Returns -1 when pid is gone. */
-static int ctxt_switches(pid_t pid, long long *vol, long long *invol)
+/* Context switches of one thread: voluntary ones (the thread slept and was woken: a timer, a
+ * futex, an I/O completion) and involuntary ones (preempted: these grow with the machine's load,
+ * not with ferryd's work), with the thread's name (pthread_setname_np, /proc/PID/task/TID/comm). */
+struct thread_ctxt {
+    int tid;
+    char name[32];
+    long long vol, invol;
+};
+
+#define MAX_THREADS 64
+
+/* Snapshot of every thread of pid into t (at most MAX_THREADS). Returns the count, -1 when pid
+ * is gone. */
+static int ctxt_switches(pid_t pid, struct thread_ctxt *t)
 {
     char dir[64];
     snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
     DIR *d = opendir(dir);
     if (!d)
         return -1;
-    *vol = *invol = 0;
+    int n = 0;
     struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
+    while ((e = readdir(d)) != NULL && n < MAX_THREADS) {
         if (e->d_name[0] == '.')
             continue;
         char path[600], buf[4096];
         if (snprintf(path, sizeof path, "%s/%s/status", dir, e->d_name) >= (int)sizeof path)
             continue;
-        long n = collect_read_file("", path, buf, sizeof buf);
-        if (n <= 0)
+        long len = collect_read_file("", path, buf, sizeof buf);
+        if (len <= 0)
             continue;
+        struct thread_ctxt *c = &t[n];
+        memset(c, 0, sizeof *c);
+        c->tid = (int)strtol(e->d_name, NULL, 10);
+        const char *nm = strncmp(buf, "Name:", 5) == 0 ? buf + 5 : NULL;
+        if (nm) {
+            nm += strspn(nm, " \t");
+            size_t l = strcspn(nm, "\n");
+            if (l >= sizeof c->name)
+                l = sizeof c->name - 1;
+            memcpy(c->name, nm, l);
+        }
         const char *v = strstr(buf, "\nvoluntary_ctxt_switches:");
         const char *nv = strstr(buf, "\nnonvoluntary_ctxt_switches:");
         if (v)
-            *vol += strtoll(v + strlen("\nvoluntary_ctxt_switches:"), NULL, 10);
+            c->vol = strtoll(v + strlen("\nvoluntary_ctxt_switches:"), NULL, 10);
         if (nv)
-            *invol += strtoll(nv + strlen("\nnonvoluntary_ctxt_switches:"), NULL, 10);
+            c->invol = strtoll(nv + strlen("\nnonvoluntary_ctxt_switches:"), NULL, 10);
+        n++;
     }
     closedir(d);
-    return 0;
+    return n;
 }
 
-/* Context switches per second of an idle ferryd (all threads, voluntary + involuntary); the
- * voluntary ones alone into *voluntary_per_s. -1 when it could not be measured. */
-static double idle_wakeups(const char *ferryd, const char *tmp, int seconds,
-                           double *voluntary_per_s)
+/* What an idle ferryd did per second: all threads, and per thread name (threads of one name,
+ * e.g. short-lived workers, are summed; a thread that started during the run counts from 0). */
+struct idle_result {
+    double per_s;           /* voluntary + involuntary, all threads */
+    double voluntary_per_s; /* voluntary, all threads */
+    size_t n;
+    struct {
+        char name[32];
+        double vol_per_s, invol_per_s;
+    } th[MAX_THREADS];
+};
+
+static void idle_diff(const struct thread_ctxt *a, int na, const struct thread_ctxt *b, int nb,
+                      int seconds, struct idle_result *r)
+{
+    long long vol = 0, invol = 0;
+    r->n = 0;
+    for (int i = 0; i < nb; i++) {
+        long long v = b[i].vol, iv = b[i].invol;
+        for (int k = 0; k < na; k++) {
+            if (a[k].tid == b[i].tid) {
+                v -= a[k].vol;
+                iv -= a[k].invol;
+                break;
+            }
+        }
+        vol += v;
+        invol += iv;
+        size_t slot = r->n;
+        for (size_t k = 0; k < r->n; k++) {
+            if (strcmp(r->th[k].name, b[i].name) == 0) {
+                slot = k;
+                break;
+            }
+        }
+        if (slot == r->n) {
+            memset(&r->th[slot], 0, sizeof r->th[slot]);
+            memcpy(r->th[slot].name, b[i].name, sizeof r->th[slot].name);
+            r->n++;
+        }
+        r->th[slot].vol_per_s += (double)v / seconds;
+        r->th[slot].invol_per_s += (double)iv / seconds;
+    }
+    r->per_s = (double)(vol + invol) / seconds;
+    r->voluntary_per_s = (double)vol / seconds;
+}
+
+/* Context switches per second of an idle ferryd, all threads and per thread. -1 when it could
+ * not be measured. */
+static int idle_wakeups(const char *ferryd, const char *tmp, int seconds, struct idle_result *r)
 {
     char data[512], logs[512], ini[600], log[600];
     snprintf(data, sizeof data, "%s/idle-data", tmp);
@@ -130,17 +198,41 @@ static double idle_wakeups(const char *ferryd, const char *tmp, int seconds,
         _exit(127);
     }
     sleep(2); /* start-up and the first round */
-    long long va, ia, vb, ib;
-    int ra = ctxt_switches(pid, &va, &ia);
+    static struct thread_ctxt a[MAX_THREADS], b[MAX_THREADS];
+    int na = ctxt_switches(pid, a);
     sleep((unsigned)seconds);
-    int rb = ctxt_switches(pid, &vb, &ib);
+    int nb = ctxt_switches(pid, b);
     kill(pid, SIGTERM);
     int st;
     waitpid(pid, &st, 0);
-    if (ra < 0 || rb < 0)
+    if (na < 0 || nb < 0)
         return -1;
-    *voluntary_per_s = (double)(vb - va) / seconds;
-    return (double)(vb - va + ib - ia) / seconds;
+    idle_diff(a, na, b, nb, seconds, r);
+    return 0;
+}
+
+static void print_idle(const struct idle_result *r, int seconds)
+{
+    printf("\nidle ferryd (system collector + one idle tail), %d s: %.2f context switches/s, "
+           "%.2f/s voluntary (the rest: preemption by the machine's load)\n",
+           seconds, r->per_s, r->voluntary_per_s);
+    printf("%-18s %16s %18s\n", "thread", "voluntary/s", "involuntary/s");
+    for (size_t i = 0; i < r->n; i++)
+        printf("%-18s %16.2f %18.2f\n", r->th[i].name, r->th[i].vol_per_s, r->th[i].invol_per_s);
+}
+
+static void print_idle_keys(const struct idle_result *r)
+{
+    printf("idle_wakeups_per_s: %.2f\nidle_voluntary_wakeups_per_s: %.2f\n", r->per_s,
+           r->voluntary_per_s);
+    for (size_t i = 0; i < r->n; i++) {
+        char key[40];
+        snprintf(key, sizeof key, "%s", r->th[i].name);
+        for (char *p = key; *p; p++)
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')))
+                *p = '_';
+        printf("idle_thread_%s_voluntary_per_s: %.2f\n", key, r->th[i].vol_per_s);
+    }
 }
 
 /* ---- Tail throughput ------------------------------------------------------------------------ */
@@ -308,13 +400,22 @@ int main(int argc, char **argv)
     const char *jetson_root = NULL, *ferryd = NULL;
     int idle_s = 60;
     long long tail_lines = 3000000;
-    bool tail_only = false;
+    bool tail_only = false, idle_only = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0)
             quick = true;
         else if (strcmp(argv[i], "--tail-only") == 0)
             tail_only = true;
-        else if (strcmp(argv[i], "--jetson-root") == 0 && i + 1 < argc)
+        else if (strcmp(argv[i], "--idle-only") == 0)
+            idle_only = true;
+        else if (strcmp(argv[i], "--idle-seconds") == 0 && i + 1 < argc) {
+            int64_t v;
+            if (ferry_parse_i64(argv[++i], 1, 3600, &v) != 0) {
+                fprintf(stderr, "collect-bench: --idle-seconds wants 1..3600\n");
+                return 2;
+            }
+            idle_s = (int)v;
+        } else if (strcmp(argv[i], "--jetson-root") == 0 && i + 1 < argc)
             jetson_root = argv[++i];
         else if (strcmp(argv[i], "--ferryd") == 0 && i + 1 < argc)
             ferryd = argv[++i];
@@ -324,11 +425,17 @@ int main(int argc, char **argv)
                     "  --jetson-root DIR  run the Jetson collector on DIR (a fixture tree) when\n"
                     "                     this machine is not a Jetson\n"
                     "  --ferryd PATH      also measure an idle ferryd's wakeups per second\n"
-                    "  --tail-only        only the tail throughput section\n");
+                    "  --tail-only        only the tail throughput section\n"
+                    "  --idle-only        only the idle ferryd section (needs --ferryd)\n"
+                    "  --idle-seconds N   how long the idle ferryd is measured (default 60)\n");
             return 2;
         }
     }
     int rounds = quick ? 5 : 500;
+    if (idle_only && !ferryd) {
+        fprintf(stderr, "collect-bench: --idle-only needs --ferryd PATH\n");
+        return 2;
+    }
     if (quick) {
         idle_s = 2;
         tail_lines = 20000;
@@ -336,6 +443,17 @@ int main(int argc, char **argv)
     char tmp[] = "/tmp/collect-bench-XXXXXX";
     if (!mkdtemp(tmp))
         die("mkdtemp");
+    if (idle_only) {
+        static struct idle_result r;
+        if (idle_wakeups(ferryd, tmp, idle_s, &r) != 0)
+            die("the idle ferryd exited early (see its log)");
+        print_idle(&r, idle_s);
+        printf("\n");
+        print_idle_keys(&r);
+        char cmd[600];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+        return system(cmd) == 0 ? 0 : 1;
+    }
     if (tail_only) {
         tail_sections(tmp, tail_lines);
         char cmd[600];
@@ -370,12 +488,13 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n; i++)
         printf("%-18s %16.1f %18.1f %22.4f\n", rows[i].name, rows[i].cpu_us_per_round,
                rows[i].records_per_round, rows[i].cpu_us_per_round / 1e4);
-    double voluntary = -1, wakeups = ferryd ? idle_wakeups(ferryd, tmp, idle_s, &voluntary) : -1;
+    static struct idle_result idle;
+    bool have_idle = ferryd && idle_wakeups(ferryd, tmp, idle_s, &idle) == 0;
+    if (ferryd && !have_idle)
+        fprintf(stderr, "collect-bench: the idle ferryd exited early (see its log)\n");
     tail_sections(tmp, tail_lines);
-    if (ferryd)
-        printf("idle ferryd (system collector + one idle tail): %.2f context switches/s over %d s, "
-               "%.2f/s voluntary (the rest: preemption by the machine's load)\n",
-               wakeups, idle_s, voluntary);
+    if (have_idle)
+        print_idle(&idle, idle_s);
     printf("\n");
     for (size_t i = 0; i < n; i++) {
         char key[64];
@@ -387,9 +506,8 @@ int main(int argc, char **argv)
         printf("%s_records_per_round: %.1f\n", key, rows[i].records_per_round);
     }
     printf("all_defaults_core_percent_at_10s: %.4f\n", all.cpu_us_per_round / 1e4);
-    if (ferryd)
-        printf("idle_wakeups_per_s: %.2f\nidle_voluntary_wakeups_per_s: %.2f\n", wakeups,
-               voluntary);
+    if (have_idle)
+        print_idle_keys(&idle);
     collector_free(sys);
     collector_free(jet);
     char cmd[200];

@@ -239,6 +239,28 @@ static void prom_labels_are_valid(void **state)
               "a\\\"b\\\\c\\nd\\\\x00e\xef\xbf\xbd");
 }
 
+/* ferry_us_to_grid(): the next multiple of the interval on the monotonic clock, at least half an
+ * interval away; two timers armed with it at different moments share their deadline. */
+static void timers_align_to_the_interval_grid(void **state)
+{
+    (void)state;
+    const int64_t intervals[] = {100, 1000, 10000, 60000};
+    for (size_t i = 0; i < sizeof intervals / sizeof intervals[0]; i++) {
+        int64_t iv = intervals[i] * 1000;
+        for (int k = 0; k < 20; k++) {
+            int64_t before = ferry_monotonic_ns() / 1000;
+            int64_t d = ferry_us_to_grid(intervals[i]);
+            int64_t after = ferry_monotonic_ns() / 1000;
+            assert_true(d >= iv / 2 - (after - before) && d <= iv + iv / 2);
+            /* The deadline is a grid point, seen from a moment between before and after. */
+            int64_t lo = before + d, hi = after + d;
+            int64_t grid = hi / iv * iv;
+            assert_true(grid >= lo && grid <= hi);
+            usleep(1000 + (useconds_t)k * 300);
+        }
+    }
+}
+
 static void hex_round_trip(void **state)
 {
     (void)state;
@@ -375,6 +397,7 @@ int main(void)
         cmocka_unit_test(sizes_and_durations_parse),
         cmocka_unit_test(json_strings_are_escaped),
         cmocka_unit_test(hex_round_trip),
+        cmocka_unit_test(timers_align_to_the_interval_grid),
         cmocka_unit_test(utf8_matches_reference_exhaustively),
         cmocka_unit_test(utf8_find_invalid_reports_offset_and_nul),
         cmocka_unit_test(utf8_replacement_uses_maximal_subparts),

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -689,9 +690,14 @@ static void test_quota_eviction_order_and_gaps(void **state)
     assert_int_equal(gaps[0].first, 1);
     assert_int_equal(covered, st.stream[RECORD_LOG].evicted_records);
     assert_int_equal(st.stream[RECORD_LOG].oldest_unsent_seq, gaps[n - 1].last + 1);
+    uint64_t newest = 0;
+    assert_int_equal(journal_gaps_newest_id(f->j, &newest), 0);
+    assert_int_equal(newest, gaps[n - 1].id);
     assert_int_equal(journal_gaps_mark_reported(f->j, gaps[n - 1].id), 0);
     assert_int_equal(journal_gaps(f->j, gaps, 64, &n), 0);
     assert_int_equal(n, 0);
+    assert_int_equal(journal_gaps_newest_id(f->j, &newest), 0);
+    assert_int_equal(newest, 0);
     /* now metrics: they go once logs are gone */
     rc = 0;
     for (int i = 0; i < 30000 && rc == 0; i++)
@@ -702,6 +708,51 @@ static void test_quota_eviction_order_and_gaps(void **state)
     assert_int_equal(st.stream[RECORD_EVENT].records, 500);
     assert_true(st.stream[RECORD_METRIC].evicted_records > 0);
     assert_true(st.file_bytes <= cfg.quota_bytes);
+}
+
+/* journal_poll() tells pending from committed without waiting, and the commit hook runs after
+ * every commit (journal_poll() then sees it) and once when the committer stops: what ferryd's
+ * durable helper runs on instead of a thread blocked in journal_wait(). */
+static atomic_int hook_calls;
+
+static void count_hook(void *arg)
+{
+    atomic_fetch_add((atomic_int *)arg, 1);
+}
+
+static void test_poll_and_commit_hook(void **state)
+{
+    struct fixture *f = *state;
+    struct journal_config cfg;
+    journal_config_init(&cfg);
+    cfg.quota_bytes = 64ull * 1024 * 1024;
+    /* A long group window holds the second commit back (the committer waits it when the last
+     * commit is less than a second old), so the poll right after the append sees it pending. */
+    cfg.group_window_us = 1000000;
+    f->j = open_cfg(f, &cfg, NULL);
+    atomic_store(&hook_calls, 0);
+    journal_set_commit_hook(f->j, count_hook, &hook_calls);
+    assert_int_equal(journal_poll(f->j, RECORD_METRIC, 1), JOURNAL_ERANGE); /* not assigned */
+    assert_int_equal(journal_poll(f->j, RECORD_METRIC, 0), JOURNAL_EINVAL);
+    uint64_t first = append_str(f->j, RECORD_METRIC, "one"); /* WAIT: commits now */
+    assert_int_equal(journal_poll(f->j, RECORD_METRIC, first), 0);
+    int after_first = atomic_load(&hook_calls);
+    assert_true(after_first >= 1); /* called before the waiter got the queue lock back */
+    uint64_t seq = 0;
+    assert_int_equal(journal_append(f->j, RECORD_METRIC, 1, "two", 3, 0, &seq), 0);
+    assert_int_equal(journal_poll(f->j, RECORD_METRIC, seq), JOURNAL_EAGAIN);
+    assert_int_equal(journal_wait(f->j, RECORD_METRIC, seq), 0);
+    assert_int_equal(journal_poll(f->j, RECORD_METRIC, seq), 0);
+    assert_true(atomic_load(&hook_calls) > after_first);
+    /* Removed: no more calls; set again: the stopping committer calls it once more. */
+    journal_set_commit_hook(f->j, NULL, NULL);
+    int before = atomic_load(&hook_calls);
+    (void)append_str(f->j, RECORD_METRIC, "three");
+    assert_int_equal(atomic_load(&hook_calls), before);
+    journal_set_commit_hook(f->j, count_hook, &hook_calls);
+    assert_int_equal(journal_close(f->j), 0);
+    f->j = NULL;
+    assert_true(atomic_load(&hook_calls) >= before + 1); /* the stop (and any last commit) */
 }
 
 /* Acked records are evicted before anything unsent. */
@@ -1275,6 +1326,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_invalid_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_full_nonblock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quota_eviction_order_and_gaps, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_poll_and_commit_hook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gap_in_flight_is_not_widened, setup, teardown),
         cmocka_unit_test_setup_teardown(test_eviction_takes_acked_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_acked_metrics_kept_for_retention, setup, teardown),

@@ -769,6 +769,46 @@ static void test_unreachable_server_backs_off_then_recovers(void **state)
     assert_all_seen(f, RECORD_EVENT, 1, 3);
 }
 
+/* ferryd skips the commit wake-up of a collection round when the engine could not act on it:
+ * no server, or a backoff that ends more than a second later. With a server and no backoff it
+ * wants it (the records become readable only once committed). */
+static void test_commit_wake_wanted_only_when_it_can_act(void **state)
+{
+    struct fixture *f = *state;
+    const char *good = f->cfg.server_url;
+    f->cfg.server_url = NULL;
+    start_sync(f);
+    assert_false(sync_wants_commit_wake(f->sync));
+    sync_free(f->sync);
+    f->sync = NULL;
+
+    f->cfg.server_url = good;
+    start_sync(f);
+    assert_true(sync_wants_commit_wake(f->sync));
+    sync_free(f->sync);
+    f->sync = NULL;
+
+    int sk = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(sk, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    socklen_t sl = sizeof(sin);
+    assert_int_equal(getsockname(sk, (struct sockaddr *)&sin, &sl), 0);
+    close(sk);
+    char dead[64];
+    snprintf(dead, sizeof(dead), "http://127.0.0.1:%d", ntohs(sin.sin_port));
+    f->cfg.server_url = dead;
+    f->cfg.backoff_min_ms = 20000; /* the retry comes 10..20 s later */
+    f->cfg.backoff_max_ms = 20000;
+    start_sync(f);
+    run_for(f, 500);
+    struct sync_status st;
+    sync_get_status(f->sync, &st);
+    assert_true(st.consecutive_failures >= 1);
+    assert_true(st.next_attempt_in_ms > 5000);
+    assert_false(sync_wants_commit_wake(f->sync));
+    assert_false(sync_wants_commit_wake(NULL));
+}
+
 /* Last test of the file: it moves the whole process into a new network namespace. A server
  * that was unreachable comes up; nothing else changes until an interface appears: netlink must
  * end the (long) backoff at once instead of waiting it out. Skipped without root. */
@@ -827,6 +867,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_401_enrolls_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_413_halves_until_it_fits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_catch_up_sends_newest_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_wake_wanted_only_when_it_can_act, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_catch_up_sends_each_record_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gaps_reported_then_marked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unreachable_server_backs_off_then_recovers, setup,
