@@ -301,16 +301,15 @@ static double forward_run(const char *dir, const char *url, const char *name, si
 
 static void usage(void)
 {
-    printf(
-        "usage: with-sinks.sh forward-bench --ingest FERRY_INGEST [--quick] [--devices N]\n"
-        "       [--records N] [--batch N] [--reps N] [--workers N]\n"
-        "  --devices N   devices in the store (200)\n"
-        "  --records N   metric records per device, two samples each (4000: 1.6 million samples,\n"
-        "                about a second per run; at 1000 the process start weighs in)\n"
-        "  --batch N     bare client: samples per request; forwarder: batch_records N/2 (5000)\n"
-        "  --reps N      repetitions, medians printed (3)\n"
-        "  --workers N   the forwarder's `workers` (default: its own default, auto)\n"
-        "  --quick       20 devices x 200 records, one repetition (the ctest entry)\n");
+    printf("usage: with-sinks.sh forward-bench --ingest FERRY_INGEST [--quick] [--devices N]\n"
+           "       [--records N] [--batch N] [--reps N] [--workers N]\n"
+           "  --devices N   devices in the store (200)\n"
+           "  --records N   metric records per device, two samples each (4000: 1.6 million\n"
+           "                samples, about a second per run; at 1000 the start weighs in)\n"
+           "  --batch N     bare client: samples per request; forwarder: batch_records N/2 (5000)\n"
+           "  --reps N      repetitions, medians printed (3)\n"
+           "  --workers N   the forwarder's `workers` (default: its own default, auto)\n"
+           "  --quick       20 devices x 200 records, one repetition (the ctest entry)\n");
 }
 
 int main(int argc, char **argv)
