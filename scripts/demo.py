@@ -4,10 +4,12 @@
 Starts ferry-ingest (embedded LMDB store), ferry-flaky in front of it with the lte-poor profile,
 and N ferryd processes that enroll with a fleet token. A feeder writes realistic Jetson health
 metrics and CV-application logs into each device over its local InfluxDB-compatible /write and
-/logs endpoints (only what got 204 counts as acknowledged). Half-way through the link goes down
+/logs endpoints (only what got 204 counts as acknowledged), and appends an application log file
+that ferryd tails itself ([input.tail.tracker], rotated by rename every simulated 10 minutes);
+ferryd's built-in collectors add the machine's own health every 10 s. Half-way through the link goes down
 for a while (a tunnel), backlogs grow, then the link returns and they drain. At the end the demo
 reads every device's records back from the ingest's export API and checks that each
-acknowledged record is there exactly once.
+acknowledged record, and each line of the tailed file, is there exactly once.
 
 Everything runs on loopback in a temporary directory and is stopped at the end (by PID).
 """
@@ -62,6 +64,10 @@ class Device:
         self.name = f"jetson-{index:02d}"
         self.dir = os.path.join(workdir, self.name)
         os.makedirs(self.dir)
+        self.app_dir = os.path.join(self.dir, "app")
+        os.makedirs(self.app_dir)
+        self.app_log = os.path.join(self.app_dir, "tracker.log")
+        self.tailed = 0  # lines appended to the tailed file
         self.config = os.path.join(self.dir, "ferryd.ini")
         with open(self.config, "w") as f:
             f.write(f"""[device]
@@ -80,6 +86,9 @@ metric_latency = 2s
 log_latency = 5s
 request_deadline = 10s
 backoff_max = 5s
+[input.tail.tracker]
+path = {self.app_dir}/*.log
+from_beginning = true
 """)
         self.log = open(os.path.join(self.dir, "ferryd.log"), "w")
         self.proc = subprocess.Popen([os.path.join(bindir, "ferryd"), "--config", self.config],
@@ -121,9 +130,25 @@ backoff_max = 5s
                                    "message": f"frame {self.frame + 3} dropped: buffer underrun"}))
         return "\n".join(out) + "\n"
 
+    def app_line(self):
+        """One line of the object tracker's own log file, which ferryd tails; renamed away
+        every 600 simulated seconds, as logrotate would (the tracker reopens its file)."""
+        if self.tailed and self.tailed % 600 == 0:
+            os.rename(self.app_log, f"{self.app_log}.{self.tailed // 600}")
+        self.tailed += 1
+        r = self.rng
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.t))
+        if r.random() < 0.1:
+            text = f"WARN tracker: line {self.tailed}: lost {r.randint(1, 4)} tracks after occlusion"
+        else:
+            text = f"INFO tracker: line {self.tailed}: {r.randint(0, 12)} tracks active"
+        with open(self.app_log, "a") as f:
+            f.write(f"{stamp} {text}\n")
+
     def feed_once(self):
         """Writes one simulated second; counts only what ferryd acknowledged with 204."""
         self.t += 1
+        self.app_line()
         body = self.metrics(self.t)
         status, _ = http("POST", f"http://{self.addr}/write?precision=ns", body.encode())
         if status == 204:
@@ -154,11 +179,12 @@ backoff_max = 5s
         self.log.close()
 
 
-def export_count(ingest, device_id, stream):
+def export_count(ingest, device_id, stream, tailed=None):
     """Reads a device's stream back from the ingest; returns (records the demo wrote, duplicates,
     max seq, records ferryd's own collectors made). The demo's metrics carry the tag
     feeder=demo; ferryd's built-in collectors (CPU, memory, disks, network, ... every 10 s) add
-    records of their own to the same stream."""
+    records of their own to the same stream. Log records of the tailed file (name "tracker")
+    are counted into `tailed` (a dict: line number -> times seen) instead."""
     seqs, after = set(), 0
     dups = 0
     collected = 0
@@ -176,6 +202,12 @@ def export_count(ingest, device_id, stream):
             after = max(after, seq)
             if stream == "metric" and (row.get("tags") or {}).get("feeder") != "demo":
                 collected += 1
+                continue
+            if stream == "log" and row.get("name") == "tracker" and tailed is not None:
+                words = row.get("message", "").split(" ")
+                if len(words) > 4 and words[4].rstrip(":").isdigit():  # STAMP LEVEL tracker: line N:
+                    k = int(words[4].rstrip(":"))
+                    tailed[k] = tailed.get(k, 0) + 1
                 continue
             dups += seq in seqs
             seqs.add(seq)
@@ -279,14 +311,21 @@ def main():
         print("\nChecking every acknowledged record against the ingest's export:")
         ok = True
         for d in devices:
+            tailed = {}
             for stream in ("metric", "log"):
-                n, dups, _, collected = export_count(ingest_url, d.device_id, stream)
+                n, dups, _, collected = export_count(ingest_url, d.device_id, stream, tailed)
                 good = n == d.acked[stream] and dups == 0
                 ok &= good
                 print(f"  {d.name} {stream:6}: acknowledged {d.acked[stream]:7}, in cloud {n:7}, "
                       f"duplicates {dups}  {'ok' if good else 'MISMATCH'}" +
                       (f"  (+{collected} health records ferryd collected itself)"
                        if stream == "metric" else ""))
+            tdups = sum(1 for c in tailed.values() if c > 1)
+            good = sorted(tailed) == list(range(1, d.tailed + 1)) and tdups == 0
+            ok &= good
+            print(f"  {d.name} tail  : lines written {d.tailed:7}, in cloud {len(tailed):7}, "
+                  f"duplicates {tdups}  {'ok' if good else 'MISMATCH'}  "
+                  f"({d.tailed // 600} rotations by rename)")
         _, stats = http("GET", f"{control}/stats")
         s = json.loads(stats)
         print(f"\nlink: {json.dumps(s)[:300]}")
