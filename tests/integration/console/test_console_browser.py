@@ -73,13 +73,18 @@ def console_errors(drv):
     return [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
 
 
-def load(drv, url, hash_, what):
+def load(drv, url, hash_, what, reload=False):
     """Opens /ui/<hash_> and waits until the page says it drew that route (or failed). A change
-    of the hash alone does not reload the page, so the marker is cleared first."""
+    of the hash alone does not reload the page, so the marker is cleared first. reload=True
+    reloads the page that is shown (opening the same URL again would not: same document, same
+    hash, no hashchange, and the page would never say it is ready)."""
     want = "#" + hash_.split("#", 1)[1]
     if drv.current_url.startswith(url + "/ui/"):
         drv.execute_script("delete document.body.dataset.ready")
-    drv.get(url + "/ui/" + hash_)
+    if reload:
+        drv.refresh()
+    else:
+        drv.get(url + "/ui/" + hash_)
     WebDriverWait(drv, 20).until(
         lambda d: d.execute_script("return document.body.dataset.ready || ''") in (want, "error"),
         "page %s ready" % what)
@@ -341,7 +346,7 @@ def main():
             mismatch = chart_mismatch()
             if mismatch is None:
                 break
-            load(drv, url, "#/rollout/" + rid, "rollout")
+            load(drv, url, "#/rollout/" + rid, "rollout", reload=True)
         assert mismatch is None, mismatch
         drv.save_screenshot(os.path.join(args.artifacts, "rollout-viewer.png"))
         operator = subprocess.run([h.bin("ferry-ingest"), "-d", ingest.dir, "token", "create",

@@ -335,8 +335,12 @@ static void every_sample_once_in_every_sink_across_sigkills(void **state)
 /* PostgreSQL: two ingests write at once (two storage threads each, so transactions commit out
  * of transaction-id order all the time) while a third process forwards; the forwarder follows
  * from the start of the store and the sink must end up with every record exactly once.
- * It once ended with 5,900 of 12,900 records forwarded: the commit-order read sorted transaction
- * ids as text (fixed in store_pg.c). ctest runs it as integration.forward.sinks_exactly_once_pg. */
+ * OPEN BUG (docs/forwarding.md, "Known issues"): it ended with 5,900 of 12,900 records
+ * forwarded while the commit-order read sorted transaction ids as text (fixed in store_pg.c);
+ * since then it passes in the normal build, but the sanitizer build once ended with 12,870 of
+ * 12,900. The pg mode is therefore not in ctest; run it by hand to reproduce:
+ *   tests/unit/ingest/with-postgres.sh tests/integration/forward/with-sinks.sh \
+ *       build/bin/test_forward_sinks build/bin/ferry-ingest pg */
 static void concurrent_writers_no_late_commit_skipped(void **state)
 {
     (void)state;
